@@ -1,0 +1,1 @@
+"""Everything that talks to something outside the process: chains, Kafka, the ledger, blobs."""

@@ -1,0 +1,481 @@
+"""Real services on loopback: an anvil chain, a PostgreSQL cluster, a single-broker Kafka.
+
+Each service picks free ports, works in its own temporary directory, and is a context manager:
+
+    with Anvil(chain_id=31337) as chain, Postgres() as pg, Kafka() as kafka:
+        ...  # chain.rpc_url, pg.async_url, kafka.bootstrap
+
+A service that does not become ready raises `ServiceStartError` with the tail of its log.
+Services support `stop()` / `start()` again on the same ports and data, and `kill()`, so fault
+tests can restart or crash them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from adapters.devnet import toolchain
+from adapters.devnet.process import (
+    ManagedProcess,
+    ServiceStartError,
+    free_port,
+    port_open,
+    read_tail,
+    wait_until,
+)
+
+DEFAULT_START_TIMEOUT = 60.0
+
+
+class Service:
+    """Common life cycle: a work directory, one managed process, start/stop/kill."""
+
+    name = "service"
+
+    def __init__(self, workdir: Path | None, start_timeout: float) -> None:
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"fedrelay-{self.name}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.start_timeout = start_timeout
+        self.log_path = self.workdir / f"{self.name}.log"
+        self._process: ManagedProcess | None = None
+        self._log_offset = 0
+
+    # subclasses implement these two
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """One-time preparation before the first start (initdb, storage format)."""
+
+    def _env(self) -> dict[str, str] | None:
+        return None
+
+    def _after_ready(self) -> None:
+        """Work done once the process is ready (for example creating a database)."""
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> Self:
+        if self.running:
+            return self
+        if self._process is None:
+            self._prepare()
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._process = ManagedProcess(self.name, self._argv(), self.log_path, env=self._env())
+        self._process.start()
+        process = self._process
+        try:
+            wait_until(
+                self._ready,
+                self.start_timeout,
+                f"{self.name} to accept connections",
+                alive=process.running,
+            )
+            self._after_ready()
+        except (TimeoutError, ChildProcessError, OSError, RuntimeError) as exc:
+            process.kill()
+            raise ServiceStartError(self.name, str(exc), self.log_path) from exc
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def kill(self) -> None:
+        """Crash the service (SIGKILL); `start()` brings it back on the same ports and data."""
+        if self._process is not None:
+            self._process.kill()
+
+    def close(self) -> None:
+        """Stop and remove the work directory if the harness created it."""
+        self.stop()
+        self._process = None
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return read_tail(self.log_path, lines)
+
+    def log_since_start(self) -> str:
+        """What the process logged since its latest start."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Anvil(Service):
+    """A Foundry anvil chain with its ten funded development accounts."""
+
+    name = "anvil"
+
+    def __init__(
+        self,
+        chain_id: int = 31337,
+        *,
+        port: int | None = None,
+        block_time: float | None = None,
+        workdir: Path | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+    ) -> None:
+        super().__init__(workdir, start_timeout)
+        self.chain_id = chain_id
+        self.port = port or free_port()
+        self.block_time = block_time
+        self._config_path = self.workdir / "anvil-config.json"
+        self.private_keys: list[str] = []
+        self.addresses: list[str] = []
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _argv(self) -> list[str]:
+        argv = [
+            str(toolchain.foundry_binary("anvil")),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--chain-id",
+            str(self.chain_id),
+            "--config-out",
+            str(self._config_path),
+        ]
+        if self.block_time is not None:
+            argv += ["--block-time", str(self.block_time)]
+        return argv
+
+    def rpc(self, method: str, params: list[Any] | None = None) -> Any:
+        """One JSON-RPC call; raises RuntimeError with the node's error message."""
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
+        request = urllib.request.Request(  # noqa: S310 - loopback URL built by us
+            self.rpc_url, data=body.encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            reply = json.loads(response.read())
+        if "error" in reply:
+            raise RuntimeError(f"anvil {method}: {reply['error']}")
+        return reply["result"]
+
+    def _ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        try:
+            return int(self.rpc("eth_chainId"), 16) == self.chain_id
+        except OSError:
+            return False
+
+    def _after_ready(self) -> None:
+        config = json.loads(self._config_path.read_text())
+        self.private_keys = list(config["private_keys"])
+        self.addresses = list(config["available_accounts"])
+
+
+class Postgres(Service):
+    """A PostgreSQL cluster of its own: `initdb` into a temporary directory, one database.
+
+    The server runs as a direct child (not daemonised by `pg_ctl start`) so that it dies with
+    the harness; `pg_ctl stop` performs the clean shutdown. When the harness runs as root the
+    cluster runs as the `postgres` system user, since PostgreSQL refuses to run as root.
+    `durable=False` (the default for tests) turns fsync off.
+    """
+
+    name = "postgres"
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        database: str = "fedrelay",
+        user: str = "fedrelay",
+        durable: bool = False,
+        workdir: Path | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+    ) -> None:
+        super().__init__(workdir, start_timeout)
+        self.port = port or free_port()
+        self.database = database
+        self.user = user
+        self.durable = durable
+        self.datadir = self.workdir / "data"
+        self.socketdir = self.workdir / "sock"
+        self.bindir = toolchain.postgres_bindir()
+
+    @property
+    def async_url(self) -> str:
+        """SQLAlchemy URL for the asyncpg driver."""
+        return f"postgresql+asyncpg://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def dsn(self) -> str:
+        """libpq connection string."""
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    def _as_server_user(self, argv: list[str]) -> list[str]:
+        if os.geteuid() != 0:
+            return argv
+        account = pwd.getpwnam("postgres")
+        return [
+            "setpriv",
+            f"--reuid={account.pw_uid}",
+            f"--regid={account.pw_gid}",
+            "--clear-groups",
+            "--pdeathsig=SIGKILL",
+            "--",
+            *argv,
+        ]
+
+    def _prepare(self) -> None:
+        self.socketdir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            account = pwd.getpwnam("postgres")
+            for path in (self.workdir, self.socketdir):
+                os.chown(path, account.pw_uid, account.pw_gid)
+        if (self.datadir / "PG_VERSION").exists():
+            return
+        with self.log_path.open("ab") as log:
+            subprocess.run(
+                self._as_server_user(
+                    [
+                        str(self.bindir / "initdb"),
+                        "-D",
+                        str(self.datadir),
+                        "-U",
+                        self.user,
+                        "--auth=trust",
+                        "--encoding=UTF8",
+                        "--locale=C",
+                        "--no-sync",
+                    ]
+                ),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+                cwd=self.workdir,
+            )
+        if not (self.datadir / "PG_VERSION").exists():
+            raise ServiceStartError(self.name, "initdb failed", self.log_path)
+
+    def _argv(self) -> list[str]:
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(self.socketdir),
+            "max_connections": "200",
+            "fsync": "on" if self.durable else "off",
+            "synchronous_commit": "on" if self.durable else "off",
+            "full_page_writes": "on" if self.durable else "off",
+        }
+        argv = [str(self.bindir / "postgres"), "-D", str(self.datadir)]
+        for key, value in settings.items():
+            argv += ["-c", f"{key}={value}"]
+        return self._as_server_user(argv)
+
+    def _ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        probe = subprocess.run(
+            [
+                str(self.bindir / "pg_isready"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                "postgres",
+                "-q",
+            ],
+            check=False,
+        )
+        return probe.returncode == 0
+
+    def _after_ready(self) -> None:
+        exists = self.psql("SELECT 1 FROM pg_database WHERE datname = :'db'", "postgres")
+        if exists.strip() != "1":
+            self.psql('CREATE DATABASE :"db"', "postgres")
+
+    def psql(self, sql: str, database: str | None = None) -> str:
+        """Run SQL through psql (``:'db'`` / ``:"db"`` name the test database); return stdout."""
+        result = subprocess.run(
+            [
+                str(self.bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                database or self.database,
+                "-v",
+                f"db={self.database}",
+                "-tAX",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ],
+            input=sql,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"psql failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def stop(self) -> None:
+        if not self.running:
+            return
+        subprocess.run(
+            self._as_server_user(
+                [str(self.bindir / "pg_ctl"), "stop", "-D", str(self.datadir), "-m", "fast", "-w"]
+            ),
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        super().stop()
+
+
+class Kafka(Service):
+    """A single Apache Kafka broker in KRaft mode (combined broker and controller)."""
+
+    name = "kafka"
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        partitions: int = 1,
+        heap: str = "512m",
+        workdir: Path | None = None,
+        start_timeout: float = 120.0,
+    ) -> None:
+        super().__init__(workdir, start_timeout)
+        self.port = port or free_port()
+        self.controller_port = free_port()
+        self.partitions = partitions
+        self.heap = heap
+        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self._config = self.workdir / "server.properties"
+        self._log4j = self.workdir / "log4j2.properties"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            str(toolchain.java_binary()),
+            f"-Xmx{self.heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self._log4j}",
+            "-cp",
+            toolchain.kafka_classpath(),
+            main,
+            *args,
+        ]
+
+    def _prepare(self) -> None:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.workdir / "logs"),
+            "num.partitions": str(self.partitions),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+        }
+        self._config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        self._log4j.write_text(
+            "status = warn\n"
+            "appender.out.type = Console\n"
+            "appender.out.name = OUT\n"
+            "appender.out.layout.type = PatternLayout\n"
+            "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = INFO\n"
+            "rootLogger.appenderRef.out.ref = OUT\n"
+            "logger.kafka.name = kafka\nlogger.kafka.level = WARN\n"
+            "logger.apache.name = org.apache.kafka\nlogger.apache.level = WARN\n"
+            "logger.started.name = kafka.server.KafkaRaftServer\nlogger.started.level = INFO\n"
+        )
+        with self.log_path.open("ab") as log:
+            result = subprocess.run(
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    f"--cluster-id={self.cluster_id}",
+                    "-c",
+                    str(self._config),
+                    "--ignore-formatted",
+                ),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=120,
+            )
+        if result.returncode != 0:
+            raise ServiceStartError(self.name, "formatting KRaft storage failed", self.log_path)
+
+    def _argv(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self._config))
+
+    def _ready(self) -> bool:
+        return port_open(self.port) and "Kafka Server started" in self.log_since_start()

@@ -1,0 +1,1 @@
+"""The coordinator service: rounds, aggregation, verification, scoring and settlement."""

@@ -1,0 +1,1 @@
+"""Benchmarks behind `fedrelay bench ...`; each prints one JSON line of figures."""

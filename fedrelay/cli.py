@@ -1,0 +1,32 @@
+"""The `fedrelay` command line.
+
+Each command group lives in its own module under `fedrelay.commands` and is registered here,
+so `fedrelay --help` lists exactly the commands that exist.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from fedrelay import __version__
+from fedrelay.commands import bench, doctor
+
+app = typer.Typer(
+    name="fedrelay",
+    help="Federated training jobs whose bookkeeping lives on blockchains.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.command("doctor")(doctor.doctor)
+app.add_typer(bench.app, name="bench")
+
+
+@app.command("version")
+def show_version() -> None:
+    """Print the installed fedrelay version."""
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,1 @@
+"""Command groups of the `fedrelay` CLI, one module each."""

@@ -1,0 +1,21 @@
+"""`fedrelay bench ...`: benchmarks, each printing one JSON line of figures.
+
+Benchmark implementations live beside the code they measure; this module only registers them.
+`make bench` runs every command registered here (see `bench/run`).
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="Run a benchmark and print its figures as one JSON line.", no_args_is_help=True
+)
+
+
+@app.command("services")
+def services() -> None:
+    """Start and stop each real service of the harness; print start-up seconds per service."""
+    from fedrelay.bench.services import run
+
+    run()

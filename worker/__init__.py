@@ -1,0 +1,1 @@
+"""The worker SDK and trainer that a GPU owner runs."""
