@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from fedrelay import __version__
-from fedrelay.commands import bench, doctor
+from fedrelay.commands import bench, db, doctor
 
 app = typer.Typer(
     name="fedrelay",
@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 app.command("doctor")(doctor.doctor)
 app.add_typer(bench.app, name="bench")
+app.add_typer(db.app, name="db")
 
 
 @app.command("version")

@@ -1,0 +1,95 @@
+"""Engines for the ledger and the schema upgrade that Alembic performs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+DEFAULT_URL = "sqlite+aiosqlite:///.fedrelay/ledger.db"
+_SUPPORTED_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be used as configured."""
+
+
+class LedgerSettings(BaseSettings):
+    """Where the ledger lives. Environment: ``FEDRELAY_DATABASE_URL``."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDRELAY_", extra="ignore")
+
+    database_url: str = DEFAULT_URL
+
+
+def _checked_url(url: str) -> str:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise LedgerError(f"invalid database URL {url!r}: {exc}") from exc
+    if parsed.drivername not in _SUPPORTED_DRIVERS:
+        supported = ", ".join(sorted(_SUPPORTED_DRIVERS))
+        raise LedgerError(
+            f"unsupported database driver {parsed.drivername!r}; use one of {supported}"
+        )
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine for `url` (``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``)."""
+    engine = create_async_engine(_checked_url(url), **kwargs)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+    return engine
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", _checked_url(url))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the ledger at `url` to `revision` (blocking; safe to call from async code)."""
+    config = alembic_config(url)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        command.upgrade(config, revision)
+        return
+    raise LedgerError("upgrade() blocks; from async code call it with asyncio.to_thread")
+
+
+async def current_revision(url: str) -> str | None:
+    """The revision the ledger at `url` is at, or None for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            revision: str | None = await conn.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+            return revision
+    finally:
+        await engine.dispose()

@@ -1,0 +1,230 @@
+"""The relayer's ledger: every observed message, signature, VAA, delivery and attempt.
+
+One schema for PostgreSQL (production) and SQLite (embedded mode). Unique keys are what make
+delivery effects exactly-once together with the on-chain consumed flag: a message is observed
+once per id, signed once per guardian, assembled once per digest and delivered once per
+destination. Unsigned 64-bit values (sequences, amounts) are stored as NUMERIC(20) because
+PostgreSQL's BIGINT is signed.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names make migrations reproducible on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+U64 = Numeric(20, 0)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ObservationStatus(enum.StrEnum):
+    OBSERVED = "observed"  # seen at the configured finality, handed to attest
+    REORGED = "reorged"  # removed by a reorg before finality: never attested
+    ATTESTED = "attested"  # at least one guardian signed it
+    ASSEMBLED = "assembled"  # a quorum VAA exists
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for its next attempt
+    SUBMITTED = "submitted"  # a signed transaction was broadcast; receipt not yet confirmed
+    CONFIRMED = "confirmed"  # the destination applied it
+    ALREADY_DELIVERED = "already_delivered"  # the destination had consumed the digest before
+    DEAD = "dead"  # gave up; a DLQ entry says why
+
+
+class AttemptOutcome(enum.StrEnum):
+    PREPARED = "prepared"  # signed and persisted, not yet broadcast
+    BROADCAST = "broadcast"
+    CONFIRMED = "confirmed"
+    REVERTED = "reverted"
+    REPLACED = "replaced"  # a higher-fee transaction with the same nonce superseded it
+    FAILED = "failed"  # rejected before inclusion (nonce too low, underpriced, RPC error)
+
+
+def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
+    # Store values as plain strings (no native ENUM type) so adding a state is a code change only.
+    return Enum(
+        kind,
+        name=name,
+        native_enum=False,
+        length=24,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class SourceCursor(Base):
+    """How far a watcher has read one source (a chain, or one emitter on it)."""
+
+    __tablename__ = "source_cursors"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chain_id: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(BigInteger)  # block number or slot
+    position_hash: Mapped[str | None] = mapped_column(String(100))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Observation(Base):
+    """A message emitted on a source chain, as the watcher saw it."""
+
+    __tablename__ = "observations"
+    __table_args__ = (UniqueConstraint("emitter_chain", "emitter_address", "sequence"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    emitter_chain: Mapped[int] = mapped_column(Integer)
+    emitter_address: Mapped[bytes] = mapped_column(LargeBinary(32))
+    sequence: Mapped[int] = mapped_column(U64)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    consistency_level: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    tx_hash: Mapped[str] = mapped_column(String(100))
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(100))
+    status: Mapped[ObservationStatus] = mapped_column(
+        _enum(ObservationStatus, "observation_status"), default=ObservationStatus.OBSERVED
+    )
+    trace_context: Mapped[str | None] = mapped_column(String(200))
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class GuardianSignature(Base):
+    """One guardian's signature over a message digest."""
+
+    __tablename__ = "guardian_signatures"
+    __table_args__ = (UniqueConstraint("digest", "guardian_set_index", "guardian_index"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    guardian_set_index: Mapped[int] = mapped_column(BigInteger)
+    guardian_index: Mapped[int] = mapped_column(Integer)
+    signature: Mapped[bytes] = mapped_column(LargeBinary(65))
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StoredVaa(Base):
+    """A VAA with a quorum of signatures, ready to deliver."""
+
+    __tablename__ = "vaas"
+    __table_args__ = (UniqueConstraint("emitter_chain", "emitter_address", "sequence"),)
+
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    emitter_chain: Mapped[int] = mapped_column(Integer)
+    emitter_address: Mapped[bytes] = mapped_column(LargeBinary(32))
+    sequence: Mapped[int] = mapped_column(U64)
+    guardian_set_index: Mapped[int] = mapped_column(BigInteger)
+    num_signatures: Mapped[int] = mapped_column(Integer)
+    vaa: Mapped[bytes] = mapped_column(LargeBinary)
+    trace_context: Mapped[str | None] = mapped_column(String(200))
+    assembled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Delivery(Base):
+    """Delivering one VAA to one destination chain."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("digest", "destination_chain"),
+        Index("ix_deliveries_status_next_attempt", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), ForeignKey("vaas.digest"))
+    destination_chain: Mapped[int] = mapped_column(Integer)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.PENDING
+    )
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    tx_hash: Mapped[str | None] = mapped_column(String(100))
+    trace_context: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    attempts: Mapped[list[DeliveryAttempt]] = relationship(
+        back_populates="delivery", order_by="DeliveryAttempt.attempt", cascade="all, delete-orphan"
+    )
+
+
+class DeliveryAttempt(Base):
+    """One signed transaction for a delivery, persisted before it is broadcast."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (UniqueConstraint("delivery_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    signer: Mapped[str] = mapped_column(String(100))
+    nonce: Mapped[int | None] = mapped_column(BigInteger)
+    tx_hash: Mapped[str | None] = mapped_column(String(100), index=True)
+    signed_tx: Mapped[bytes | None] = mapped_column(LargeBinary)
+    fee_per_gas: Mapped[int | None] = mapped_column(U64)
+    outcome: Mapped[AttemptOutcome] = mapped_column(
+        _enum(AttemptOutcome, "attempt_outcome"), default=AttemptOutcome.PREPARED
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivery: Mapped[Delivery] = relationship(back_populates="attempts")
+
+
+class SignerNonce(Base):
+    """The next nonce a relayer signer will use on one chain."""
+
+    __tablename__ = "signer_nonces"
+
+    chain_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    signer: Mapped[str] = mapped_column(String(100), primary_key=True)
+    next_nonce: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class DeadLetter(Base):
+    """A message a stage gave up on, with the reason; requeued by an operator."""
+
+    __tablename__ = "dlq_entries"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32))
+    message_key: Mapped[str] = mapped_column(String(200), index=True)
+    destination_chain: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    requeued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
