@@ -1,0 +1,205 @@
+"""The bus on Apache Kafka, through aiokafka.
+
+Producers are idempotent (``enable_idempotence``; ``acks=all``); a producer given a
+``transactional_id`` runs Kafka transactions, so a stage's output records and its input offsets
+commit together. Consumers have auto-commit off and commit explicit offsets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from adapters.kafka.bus import (
+    BusError,
+    Headers,
+    IsolationLevel,
+    Partition,
+    RebalanceCallback,
+    Record,
+)
+
+
+def _tp(partition: Partition) -> TopicPartition:
+    return TopicPartition(partition.topic, partition.index)
+
+
+def _partition(tp: Any) -> Partition:
+    return Partition(str(tp.topic), int(tp.partition))
+
+
+class KafkaBus:
+    """Factory for producers and consumers against one Kafka cluster."""
+
+    def __init__(self, bootstrap: str, *, client_id: str = "fedrelay") -> None:
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+
+    async def create_topics(self, topics: Sequence[str], partitions: int = 1) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+        await admin.start()
+        try:
+            for topic in topics:
+                with suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(
+                        [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+                    )
+        finally:
+            await admin.close()
+
+    def producer(self, *, transactional_id: str | None = None) -> KafkaProducer:
+        return KafkaProducer(self.bootstrap, self.client_id, transactional_id)
+
+    def consumer(
+        self,
+        topics: Sequence[str],
+        *,
+        group_id: str,
+        isolation_level: IsolationLevel = "read_committed",
+        on_assigned: RebalanceCallback | None = None,
+        on_revoked: RebalanceCallback | None = None,
+    ) -> KafkaConsumer:
+        return KafkaConsumer(
+            self.bootstrap, list(topics), group_id, isolation_level, on_assigned, on_revoked
+        )
+
+    async def close(self) -> None:
+        """Nothing to release: producers and consumers are stopped by their owners."""
+
+
+class KafkaProducer:
+    def __init__(self, bootstrap: str, client_id: str, transactional_id: str | None) -> None:
+        self._transactional_id = transactional_id
+        self._in_transaction = False
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            enable_idempotence=True,
+            acks="all",
+            transactional_id=transactional_id,
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise BusError(f"cannot start Kafka producer: {exc}") from exc
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None = None, headers: Headers = ()
+    ) -> None:
+        if self._transactional_id is not None and not self._in_transaction:
+            raise BusError("a transactional producer sends only inside transaction()")
+        await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        if self._transactional_id is None:
+            raise BusError("transaction() needs a producer made with a transactional_id")
+        async with self._producer.transaction():
+            self._in_transaction = True
+            try:
+                yield
+            finally:
+                self._in_transaction = False
+
+    async def send_offsets(self, offsets: Mapping[Partition, int], group_id: str) -> None:
+        if not self._in_transaction:
+            raise BusError("send_offsets() belongs inside transaction()")
+        await self._producer.send_offsets_to_transaction(
+            {_tp(p): o for p, o in offsets.items()}, group_id
+        )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self, assigned: RebalanceCallback | None, revoked: RebalanceCallback | None
+    ) -> None:
+        self._assigned = assigned
+        self._revoked = revoked
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self._revoked and revoked:
+            await self._revoked(frozenset(_partition(tp) for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        if self._assigned and assigned:
+            await self._assigned(frozenset(_partition(tp) for tp in assigned))
+
+
+class KafkaConsumer:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: list[str],
+        group_id: str,
+        isolation_level: IsolationLevel,
+        on_assigned: RebalanceCallback | None,
+        on_revoked: RebalanceCallback | None,
+    ) -> None:
+        self._topics = topics
+        self._on_revoked = on_revoked
+        self._listener = _Listener(on_assigned, on_revoked)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level=isolation_level,
+        )
+
+    async def start(self) -> None:
+        self._consumer.subscribe(self._topics, listener=self._listener)
+        try:
+            await self._consumer.start()
+        except KafkaError as exc:
+            raise BusError(f"cannot start Kafka consumer: {exc}") from exc
+
+    async def stop(self) -> None:
+        # aiokafka leaves the group without telling the listener; stages rely on hearing about
+        # every partition they give up (to flush and commit), so report them here.
+        held = self.assignment()
+        if held and self._on_revoked:
+            await self._on_revoked(held)
+        await self._consumer.stop()
+
+    async def poll(self, max_wait: float = 1.0, max_records: int = 500) -> list[Record]:
+        batches = await self._consumer.getmany(
+            timeout_ms=int(max_wait * 1000), max_records=max_records
+        )
+        records: list[Record] = []
+        for tp in sorted(batches, key=lambda t: (t.topic, t.partition)):
+            for msg in batches[tp]:
+                records.append(
+                    Record(
+                        topic=msg.topic,
+                        partition=msg.partition,
+                        offset=msg.offset,
+                        key=msg.key,
+                        value=msg.value if msg.value is not None else b"",
+                        headers=tuple((k, bytes(v)) for k, v in (msg.headers or ())),
+                        timestamp_ms=msg.timestamp,
+                    )
+                )
+        return records
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        try:
+            await self._consumer.commit({_tp(p): o for p, o in offsets.items()})
+        except KafkaError as exc:
+            raise BusError(f"offset commit failed: {exc}") from exc
+
+    async def committed(self, partition: Partition) -> int | None:
+        value = await self._consumer.committed(_tp(partition))
+        return None if value is None else int(value)
+
+    def assignment(self) -> frozenset[Partition]:
+        return frozenset(_partition(tp) for tp in self._consumer.assignment())
