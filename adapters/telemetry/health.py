@@ -1,0 +1,105 @@
+"""`/healthz`, `/readyz` and `/metrics` for a long-running process.
+
+- `/healthz` answers 200 while the process's event loop runs (liveness).
+- `/readyz` runs every readiness check (can it reach its Kafka, database, chain?) with a time
+  limit each and answers 200 only when all pass, else 503 with which failed (readiness).
+- `/metrics` serves the Prometheus registry.
+
+The server runs inside the process's own event loop (`HealthServer.serve()` as a task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Generator, Mapping
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+async def _run_check(check: ReadinessCheck, limit: float) -> tuple[bool, str]:
+    try:
+        ok = await asyncio.wait_for(check(), limit)
+    except TimeoutError:
+        return False, f"no answer within {limit:g}s"
+    except Exception as exc:  # a failing dependency is a "not ready", not a crash
+        return False, f"{type(exc).__name__}: {exc}"
+    return ok, "ok" if ok else "unreachable"
+
+
+def health_app(
+    checks: Mapping[str, ReadinessCheck],
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    check_timeout: float = 2.0,
+) -> FastAPI:
+    """The FastAPI app behind the three endpoints."""
+    app = FastAPI(title="fedrelay process health", docs_url=None, redoc_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        names = list(checks)
+        results = await asyncio.gather(*(_run_check(checks[n], check_timeout) for n in names))
+        report = {
+            n: {"ready": ok, "detail": detail}
+            for n, (ok, detail) in zip(names, results, strict=True)
+        }
+        ready = all(ok for ok, _ in results)
+        return JSONResponse({"ready": ready, "checks": report}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class _ProcessServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the process that embeds it owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class HealthServer:
+    """Serves `health_app` on a port, inside the caller's event loop."""
+
+    def __init__(
+        self,
+        checks: Mapping[str, ReadinessCheck],
+        *,
+        host: str = "0.0.0.0",  # noqa: S104 - probes come from the kubelet, not loopback
+        port: int = 8080,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        config = uvicorn.Config(
+            health_app(checks, registry=registry), host=host, port=port,
+            log_level="warning", access_log=False, lifespan="off",
+        )  # fmt: skip
+        self._server = _ProcessServer(config)
+
+    @property
+    def started(self) -> bool:
+        return bool(self._server.started)
+
+    async def wait_started(self, limit: float = 10.0) -> None:
+        """Return once the port accepts connections; TimeoutError after `limit` seconds."""
+        async with asyncio.timeout(limit):
+            while not self._server.started:  # noqa: ASYNC110 - uvicorn exposes only a flag
+                await asyncio.sleep(0.02)
+
+    async def serve(self) -> None:
+        await self._server.serve()
+
+    def stop(self) -> None:
+        self._server.should_exit = True

@@ -1,0 +1,108 @@
+"""Health endpoints tell readiness from their checks; trace context survives the bus."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry, Counter
+
+from adapters.devnet.process import free_port
+from adapters.telemetry.health import HealthServer, health_app
+from adapters.telemetry.tracing import (
+    context_from_traceparent,
+    extract_context,
+    inject_headers,
+    traceparent,
+)
+
+
+async def test_readyz_follows_its_checks() -> None:
+    state = {"db": True}
+
+    async def database() -> bool:
+        return state["db"]
+
+    async def broken() -> bool:
+        raise ConnectionRefusedError("kafka down")
+
+    registry = CollectorRegistry()
+    Counter("fedrelay_probe_total", "probe", registry=registry).inc(3)
+    app = health_app({"database": database}, registry=registry)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"]["database"] == {"ready": True, "detail": "ok"}
+        state["db"] = False
+        not_ready = await client.get("/readyz")
+        assert not_ready.status_code == 503
+        assert not_ready.json()["checks"]["database"]["ready"] is False
+        metrics = await client.get("/metrics")
+        assert "fedrelay_probe_total 3.0" in metrics.text
+
+    failing = health_app({"kafka": broken}, registry=registry)
+    transport = httpx.ASGITransport(app=failing)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+        body = (await client.get("/readyz")).json()
+    assert body["ready"] is False
+    assert body["checks"]["kafka"]["detail"] == "ConnectionRefusedError: kafka down"
+
+
+async def test_slow_check_counts_as_not_ready() -> None:
+    async def hangs() -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    app = health_app({"chain": hangs}, registry=CollectorRegistry(), check_timeout=0.1)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["chain"]["detail"] == "no answer within 0.1s"
+
+
+async def test_health_server_serves_on_a_real_port() -> None:
+    async def ok() -> bool:
+        return True
+
+    port = free_port()
+    server = HealthServer({"ok": ok}, host="127.0.0.1", port=port, registry=CollectorRegistry())
+    task = asyncio.create_task(server.serve())
+    try:
+        await server.wait_started(10)
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/readyz")
+        assert response.status_code == 200
+    finally:
+        server.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def test_trace_context_round_trips_through_headers_and_ledger_string() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    with tracer.start_as_current_span("watch") as watch:
+        headers = inject_headers()
+        stored = traceparent()
+    assert dict(headers)["traceparent"].decode() == stored
+
+    with tracer.start_as_current_span("attest", context=extract_context(headers)):
+        pass
+    with tracer.start_as_current_span("deliver", context=context_from_traceparent(stored)):
+        pass
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    trace_id = watch.get_span_context().trace_id
+    assert spans["attest"].context.trace_id == trace_id
+    assert spans["deliver"].context.trace_id == trace_id
+    assert spans["attest"].parent is not None
+    assert spans["attest"].parent.span_id == watch.get_span_context().span_id
+    assert trace.get_current_span().get_span_context().is_valid is False
