@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from fedrelay import __version__
-from fedrelay.commands import bench, db, doctor
+from fedrelay.commands import bench, db, doctor, vaa
 
 app = typer.Typer(
     name="fedrelay",
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.command("doctor")(doctor.doctor)
 app.add_typer(bench.app, name="bench")
 app.add_typer(db.app, name="db")
+app.add_typer(vaa.app, name="vaa")
 
 
 @app.command("version")

@@ -19,3 +19,11 @@ def services() -> None:
     from fedrelay.bench.services import run
 
     run()
+
+
+@app.command("vaa")
+def vaa() -> None:
+    """Parse + verify throughput of VAAs (per second) with 1 signature and with 13 of 19."""
+    from fedrelay.bench.vaa import run
+
+    run()

@@ -1,0 +1,227 @@
+"""The four fedrelay payload codecs, the id derivations and the target check."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from adapters.wormhole import (
+    InvalidPayloadField,
+    Outcome,
+    PayloadSizeMismatch,
+    RoundSettled,
+    Settlement,
+    Task,
+    TaskAssigned,
+    UnknownPayloadId,
+    UnsupportedPayloadVersion,
+    UpdateCommitted,
+    WorkerRegistered,
+    WrongTarget,
+    check_target,
+    decode_payload,
+    keccak256,
+    loss_to_fixed,
+    task_id,
+    worker_id,
+)
+from adapters.wormhole.testing import (
+    evm_address,
+    sample_round_settled,
+    sample_task_assigned,
+    sample_update_committed,
+    sample_worker_registered,
+)
+
+SAMPLES = [
+    sample_worker_registered(),
+    sample_task_assigned(1),
+    sample_task_assigned(32),
+    sample_update_committed(),
+    sample_round_settled(1),
+    sample_round_settled(32),
+]
+
+
+@pytest.mark.parametrize("payload", SAMPLES, ids=lambda p: type(p).__name__)
+def test_decode_inverts_encode(payload: object) -> None:
+    assert isinstance(payload, WorkerRegistered | TaskAssigned | UpdateCommitted | RoundSettled)
+    assert decode_payload(payload.to_bytes()) == payload
+
+
+def test_header_is_id_version_target_chain_target_address_job_id() -> None:
+    data = sample_update_committed().to_bytes()
+    assert data[0] == 3
+    assert data[1] == 1
+    assert struct.unpack(">H", data[2:4]) == (2,)
+    assert data[4:36] == evm_address("coordinator")
+    assert struct.unpack(">Q", data[36:44]) == (7,)
+
+
+def test_worker_registered_layout() -> None:
+    p = sample_worker_registered()
+    data = p.to_bytes()
+    assert len(data) == 120
+    assert data[44:76] == p.worker_key
+    assert struct.unpack(">Q", data[76:84]) == (p.stake,)
+    assert data[84:116] == p.payout_address
+    assert struct.unpack(">I", data[116:120]) == (3,)
+
+
+def test_task_assigned_layout() -> None:
+    p = sample_task_assigned(2)
+    data = p.to_bytes()
+    assert len(data) == 121 + 36 * 2
+    assert struct.unpack(">IQ", data[44:56]) == (3, p.deadline)
+    assert data[56:88] == p.model_hash
+    assert data[88:120] == p.config_hash
+    assert data[120] == 2
+    assert data[121:153] == p.tasks[0].worker_key
+    assert struct.unpack(">I", data[189:193]) == (1,)
+
+
+def test_update_committed_layout() -> None:
+    p = sample_update_committed()
+    data = p.to_bytes()
+    assert len(data) == 152
+    assert struct.unpack(">I", data[44:48]) == (3,)
+    assert data[48:80] == p.worker_key
+    assert data[80:112] == p.update_hash
+    assert data[112:144] == p.transcript_root
+    assert struct.unpack(">II", data[144:152]) == (6000, 412_345)
+
+
+def test_round_settled_layout() -> None:
+    p = sample_round_settled(3)
+    data = p.to_bytes()
+    assert len(data) == 81 + 41 * 3
+    assert struct.unpack(">I", data[44:48]) == (3,)
+    assert data[48:80] == p.model_hash
+    assert data[80] == 3
+    third = data[81 + 82 : 81 + 123]
+    assert third[:32] == p.settlements[2].worker_key
+    assert third[32] == Outcome.SLASHED
+    assert struct.unpack(">Q", third[33:41]) == (300_000_000,)
+
+
+def test_unknown_payload_id_is_rejected() -> None:
+    data = bytearray(sample_update_committed().to_bytes())
+    data[0] = 9
+    with pytest.raises(UnknownPayloadId, match="payload id 9"):
+        decode_payload(bytes(data))
+
+
+def test_unknown_version_is_rejected() -> None:
+    data = bytearray(sample_update_committed().to_bytes())
+    data[1] = 2
+    with pytest.raises(UnsupportedPayloadVersion, match="version 2"):
+        decode_payload(bytes(data))
+
+
+@pytest.mark.parametrize("payload", SAMPLES, ids=lambda p: type(p).__name__)
+def test_missing_and_trailing_bytes_are_rejected(payload: object) -> None:
+    assert isinstance(payload, WorkerRegistered | TaskAssigned | UpdateCommitted | RoundSettled)
+    data = payload.to_bytes()
+    with pytest.raises(PayloadSizeMismatch, match="missing 1"):
+        decode_payload(data[:-1])
+    with pytest.raises(PayloadSizeMismatch, match="trailing 1"):
+        decode_payload(data + b"\x00")
+
+
+def test_short_header_is_rejected() -> None:
+    with pytest.raises(PayloadSizeMismatch, match="header is 44 bytes"):
+        decode_payload(sample_update_committed().to_bytes()[:43])
+
+
+@pytest.mark.parametrize("count", [0, 33, 255])
+def test_batch_count_outside_1_to_32_is_rejected_when_decoding(count: int) -> None:
+    data = sample_task_assigned(1).to_bytes()
+    entry = data[121:157]
+    with pytest.raises(InvalidPayloadField, match=r"1\.\.32"):
+        decode_payload(data[:120] + bytes((count,)) + entry * count)
+    settled = sample_round_settled(1).to_bytes()
+    with pytest.raises(InvalidPayloadField, match=r"1\.\.32"):
+        decode_payload(settled[:80] + bytes((count,)) + settled[81:122] * count)
+
+
+def test_batch_count_outside_1_to_32_is_rejected_when_building() -> None:
+    with pytest.raises(InvalidPayloadField, match=r"1\.\.32"):
+        replace(sample_task_assigned(1), tasks=())
+    with pytest.raises(InvalidPayloadField, match=r"1\.\.32"):
+        replace(sample_round_settled(1), settlements=sample_round_settled(32).settlements * 2)
+
+
+def test_unknown_outcome_is_rejected() -> None:
+    data = bytearray(sample_round_settled(1).to_bytes())
+    data[81 + 32] = 3
+    with pytest.raises(InvalidPayloadField, match="outcome"):
+        decode_payload(bytes(data))
+    with pytest.raises(InvalidPayloadField, match="outcome"):
+        Settlement(bytes(32), 7, 0)  # type: ignore[arg-type]
+
+
+def test_settlement_outcome_given_as_int_becomes_outcome() -> None:
+    assert Settlement(bytes(32), 2, 5).outcome is Outcome.SLASHED  # type: ignore[arg-type]
+
+
+def test_worker_registered_must_carry_job_id_zero() -> None:
+    with pytest.raises(InvalidPayloadField, match="job_id 0"):
+        replace(sample_worker_registered(), job_id=1)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"target_chain": 2**16},
+        {"target_address": bytes(20)},
+        {"job_id": -1},
+        {"round": 2**32},
+        {"num_samples": 2**32},
+        {"train_loss": -1},
+        {"update_hash": b"short"},
+    ],
+)
+def test_out_of_range_fields_are_rejected(change: dict[str, Any]) -> None:
+    with pytest.raises(InvalidPayloadField):
+        replace(sample_update_committed(), **change)
+
+
+def test_task_shard_must_be_u32() -> None:
+    with pytest.raises(InvalidPayloadField, match="shard"):
+        Task(bytes(32), 2**32)
+
+
+def test_worker_id_derivation() -> None:
+    key = b"\x42" * 32
+    assert worker_id(4, key) == keccak256(b"\x00\x04" + key)
+
+
+def test_task_id_derivation() -> None:
+    key = b"\x42" * 32
+    expected = keccak256(
+        (7).to_bytes(8, "big") + (3).to_bytes(4, "big") + (1).to_bytes(2, "big") + key
+    )
+    assert task_id(7, 3, 1, key) == expected
+    assert task_id(7, 3, 1, key) != task_id(7, 4, 1, key)
+
+
+def test_target_check() -> None:
+    payload = sample_update_committed()
+    coordinator = evm_address("coordinator")
+    check_target(payload, 2, coordinator)
+    assert decode_payload(payload.to_bytes(), target=(2, coordinator)) == payload
+    with pytest.raises(WrongTarget, match="not chain 4"):
+        check_target(payload, 4, coordinator)
+    with pytest.raises(WrongTarget):
+        decode_payload(payload.to_bytes(), target=(2, evm_address("someone else")))
+
+
+@pytest.mark.parametrize(
+    ("loss", "fixed"),
+    [(0.0, 0), (0.4123456, 412_346), (-1.0, 0), (1e9, 2**32 - 1), (float("nan"), 2**32 - 1)],
+)
+def test_loss_to_fixed_scales_and_saturates(loss: float, fixed: int) -> None:
+    assert loss_to_fixed(loss) == fixed
