@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup lint test smoke bench demo lock clean
+.PHONY: help setup lint test smoke bench demo programs lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ test: lint  ## setup, lint, then the whole test suite (real services included)
 
 smoke: setup  ## one real round-trip per service (anvil+forge, PostgreSQL, Kafka, LiteSVM)
 	$(PY) -m pytest -m smoke $(PYTEST_ARGS)
+
+programs: setup  ## build the Solana worker program (C -> BPF -> Solana ELF) into programs/build
+	$(PY) programs/build.py
 
 bench: setup  ## run every benchmark; each prints one JSON line
 	@bench/run

@@ -27,3 +27,11 @@ def vaa() -> None:
     from fedrelay.bench.vaa import run
 
     run()
+
+
+@app.command("solana")
+def solana() -> None:
+    """Compute units of the Solana worker program's instructions on the LiteSVM devnet."""
+    from fedrelay.bench.solana import run
+
+    run()

@@ -1,0 +1,294 @@
+"""Byte layouts of the worker program: instruction tags, error codes, PDA seeds, account records.
+
+This module mirrors `programs/worker/include/worker.h`, where every layout is declared once for
+the C side. Account data is little-endian; message payloads are big-endian (PROTOCOL.md).
+Decoding is pure: bytes in, frozen dataclasses out.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from adapters.solana.errors import AccountDecodeError
+
+SOLANA_CHAIN = 1
+LAMPORTS_PER_STAKE_UNIT = 10  # lamports have 9 decimals, protocol amounts 8
+MAX_GUARDIANS = 19
+MAX_BUFFER_LEN = 8192
+
+
+class Instruction(IntEnum):
+    """The first byte of the program's instruction data."""
+
+    INITIALIZE = 0
+    REGISTER = 1
+    RECEIVE_MESSAGE = 2
+    COMMIT_UPDATE = 3
+    BEGIN_UNSTAKE = 4
+    WITHDRAW = 5
+    SET_GUARDIAN_SET = 6
+    WRITE_BUFFER = 7
+    RECEIVE_FROM_BUFFER = 8
+    CLOSE_BUFFER = 9
+    APPLY_BATCH = 10
+
+
+class ProgramError(IntEnum):
+    """The program's custom error codes (`ERR_*` in worker.h)."""
+
+    INVALID_INSTRUCTION = 1
+    MISSING_SIGNER = 2
+    NOT_WRITABLE = 3
+    WRONG_OWNER = 4
+    WRONG_ACCOUNT = 5
+    ALREADY_INITIALIZED = 6
+    NOT_ADMIN = 7
+    INVALID_GUARDIAN_SET = 8
+    VAA_MALFORMED = 9
+    GUARDIAN_SET_MISMATCH = 10
+    GUARDIAN_SET_EXPIRED = 11
+    NO_QUORUM = 12
+    SIGNATURES_NOT_ASCENDING = 13
+    GUARDIAN_INDEX_OUT_OF_RANGE = 14
+    HIGH_S = 15
+    INVALID_SIGNATURE = 16
+    WRONG_EMITTER = 17
+    WRONG_TARGET = 18
+    PAYLOAD_MALFORMED = 19
+    ALREADY_CONSUMED = 20
+    WORKER_NOT_REGISTERED = 21
+    ALREADY_REGISTERED = 22
+    STAKE_TOO_LOW = 23
+    NOT_ASSIGNED = 24
+    ALREADY_COMMITTED = 25
+    DEADLINE_PASSED = 26
+    ALREADY_UNBONDING = 27
+    NOT_UNBONDING = 28
+    UNBONDING_NOT_OVER = 29
+    STILL_ASSIGNED = 30
+    TASK_ALREADY_SETTLED = 31
+    TASK_EXISTS = 32
+    BUFFER_BOUNDS = 33
+    ARITHMETIC = 34
+    MISSING_ACCOUNTS = 35
+    INVALID_ARGUMENT = 36
+    UNKNOWN_GUARDIAN_SET = 37
+    BATCH_COMPLETE = 38
+
+
+_KIND_BASE = 0x594C524600000000
+
+
+class Kind(IntEnum):
+    """The 8-byte tag at the start of every account the program owns."""
+
+    CONFIG = _KIND_BASE | 1
+    GUARDIAN_SET = _KIND_BASE | 2
+    WORKER = _KIND_BASE | 3
+    TASK = _KIND_BASE | 4
+    CONSUMED = _KIND_BASE | 5
+    MESSAGE = _KIND_BASE | 6
+    BUFFER = _KIND_BASE | 7
+    VAULT = _KIND_BASE | 8
+
+
+_CONFIG = struct.Struct("<Q32s32sQQQQQIHBBB7x")
+_GUARDIAN_SET = struct.Struct("<QQIBB2x")
+_WORKER = struct.Struct("<Q32s32sQQIIB7x")
+_TASK = struct.Struct("<Q32s32s32sQQIIBBBB4x")
+_CONSUMED = struct.Struct("<Q32sIHBx")
+_MESSAGE = struct.Struct("<QQIIB3xI")
+_BUFFER = struct.Struct("<Q32sI4x")
+
+GUARDIAN_SET_ACCOUNT_LEN = 408
+WORKER_ACCOUNT_LEN = _WORKER.size
+MESSAGE_HEADER_LEN = _MESSAGE.size
+BUFFER_HEADER_LEN = _BUFFER.size
+#: The first 8 bytes of a message account, for `getProgramAccounts` memcmp filters.
+MESSAGE_KIND_BYTES = struct.pack("<Q", Kind.MESSAGE)
+
+
+def _check(data: bytes, layout: struct.Struct, kind: Kind) -> None:
+    if len(data) < layout.size:
+        raise AccountDecodeError(
+            f"{kind.name.lower()} account needs {layout.size} bytes, got {len(data)}"
+        )
+    found = struct.unpack_from("<Q", data)[0]
+    if found != kind:
+        raise AccountDecodeError(f"account is not a {kind.name.lower()} (kind {found:#x})")
+
+
+@dataclass(frozen=True)
+class ProgramConfig:
+    """The singleton config account (PDA ["config"])."""
+
+    admin: bytes
+    peer_emitter: bytes
+    unbonding_delay: int
+    guardian_set_ttl: int
+    next_sequence: int
+    min_stake: int
+    slashed_lamports: int
+    guardian_set_index: int
+    peer_chain: int
+    bump: int
+    vault_bump: int
+    consistency_level: int
+
+    @classmethod
+    def decode(cls, data: bytes) -> ProgramConfig:
+        """Decode the account's data."""
+        _check(data, _CONFIG, Kind.CONFIG)
+        return cls(*_CONFIG.unpack_from(data)[1:])
+
+
+@dataclass(frozen=True)
+class GuardianSetAccount:
+    """A guardian set (PDA ["guardian_set", index u32 BE])."""
+
+    index: int
+    expiration_time: int
+    addresses: tuple[bytes, ...]
+    bump: int
+
+    @classmethod
+    def decode(cls, data: bytes) -> GuardianSetAccount:
+        """Decode the account's data."""
+        _check(data, _GUARDIAN_SET, Kind.GUARDIAN_SET)
+        _, expiration, index, count, bump = _GUARDIAN_SET.unpack_from(data)
+        base = _GUARDIAN_SET.size
+        keys = tuple(data[base + 20 * i : base + 20 * (i + 1)] for i in range(count))
+        return cls(index, expiration, keys, bump)
+
+    def to_bytes(self) -> bytes:
+        """The account data the program would hold for this set (408 bytes)."""
+        head = _GUARDIAN_SET.pack(
+            Kind.GUARDIAN_SET, self.expiration_time, self.index, len(self.addresses), self.bump
+        )
+        keys = b"".join(self.addresses).ljust(20 * MAX_GUARDIANS, b"\0")
+        return (head + keys).ljust(GUARDIAN_SET_ACCOUNT_LEN, b"\0")
+
+
+@dataclass(frozen=True)
+class WorkerAccount:
+    """A registered worker and its stake (PDA ["worker", key])."""
+
+    key: bytes
+    payout: bytes
+    stake: int
+    unbonding_at: int
+    capabilities: int
+    assigned: int
+    bump: int
+
+    @classmethod
+    def decode(cls, data: bytes) -> WorkerAccount:
+        """Decode the account's data."""
+        _check(data, _WORKER, Kind.WORKER)
+        return cls(*_WORKER.unpack_from(data)[1:])
+
+    def to_bytes(self) -> bytes:
+        """The account data the program would hold for this record."""
+        return _WORKER.pack(
+            Kind.WORKER, self.key, self.payout, self.stake, self.unbonding_at,
+            self.capabilities, self.assigned, self.bump,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TaskAccount:
+    """One assigned task (PDA ["task", job_id u64 BE, round u32 BE, worker key])."""
+
+    worker_key: bytes
+    model_hash: bytes
+    config_hash: bytes
+    job_id: int
+    deadline: int
+    round: int
+    shard: int
+    committed: bool
+    settled: bool
+    outcome: int
+    bump: int
+
+    @classmethod
+    def decode(cls, data: bytes) -> TaskAccount:
+        """Decode the account's data."""
+        _check(data, _TASK, Kind.TASK)
+        fields = _TASK.unpack_from(data)[1:]
+        key, model, config, job, deadline, rnd, shard, committed, settled, outcome, bump = fields
+        return cls(
+            key, model, config, job, deadline, rnd, shard, bool(committed), bool(settled),
+            outcome, bump,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PublishedMessage:
+    """A message the program published (PDA ["message", sequence u64 BE]).
+
+    With the program id as emitter address and chain 1, these fields are the VAA body.
+    """
+
+    sequence: int
+    timestamp: int
+    nonce: int
+    consistency_level: int
+    payload: bytes
+
+    @classmethod
+    def decode(cls, data: bytes) -> PublishedMessage:
+        """Decode the account's data."""
+        _check(data, _MESSAGE, Kind.MESSAGE)
+        _, sequence, timestamp, nonce, consistency, length = _MESSAGE.unpack_from(data)
+        payload = data[_MESSAGE.size : _MESSAGE.size + length]
+        if len(payload) != length:
+            raise AccountDecodeError(f"message payload is {length} bytes, account has less")
+        return cls(sequence, timestamp, nonce, consistency, payload)
+
+
+@dataclass(frozen=True)
+class VaaBuffer:
+    """A VAA being written in chunks (PDA ["buffer", authority, id u64 BE])."""
+
+    authority: bytes
+    length: int
+    data: bytes
+
+    @classmethod
+    def decode(cls, data: bytes) -> VaaBuffer:
+        """Decode the account's data."""
+        _check(data, _BUFFER, Kind.BUFFER)
+        _, authority, length = _BUFFER.unpack_from(data)
+        return cls(authority, length, data[_BUFFER.size : _BUFFER.size + length])
+
+
+@dataclass(frozen=True)
+class ConsumedRecord:
+    """The replay record of a received VAA (PDA ["consumed", digest]).
+
+    It keeps the verified payload and how many of its batch entries were applied; entries left
+    over are applied with `apply_batch`.
+    """
+
+    digest: bytes
+    applied: int
+    bump: int
+    payload: bytes
+
+    @classmethod
+    def decode(cls, data: bytes) -> ConsumedRecord:
+        """Decode the account's data."""
+        _check(data, _CONSUMED, Kind.CONSUMED)
+        _, digest, length, applied, bump = _CONSUMED.unpack_from(data)
+        payload = data[_CONSUMED.size : _CONSUMED.size + length]
+        if len(payload) != length:
+            raise AccountDecodeError(f"consumed record payload is {length} bytes, account has less")
+        return cls(digest, applied, bump, payload)
+
+
+def is_consumed_record(data: bytes) -> bool:
+    """Whether account data is a consumed-digest record."""
+    return len(data) >= _CONSUMED.size and struct.unpack_from("<Q", data)[0] == Kind.CONSUMED

@@ -1,0 +1,294 @@
+/*
+ * fedrelay worker program: account layouts, instruction tags, error codes and the functions
+ * shared between the program's translation units. Every byte layout is declared here once;
+ * adapters/solana/layout.py mirrors it.
+ *
+ * Account data is little-endian and naturally aligned (the input buffer places data at an
+ * 8-byte boundary). Message payloads are big-endian, as PROTOCOL.md says.
+ */
+#ifndef FEDRELAY_WORKER_H
+#define FEDRELAY_WORKER_H
+
+#include "solana_abi.h"
+
+/* ---- instruction tags (first byte of instruction data) ---------------------------------- */
+enum {
+  IX_INITIALIZE = 0,
+  IX_REGISTER = 1,
+  IX_RECEIVE_MESSAGE = 2,
+  IX_COMMIT_UPDATE = 3,
+  IX_BEGIN_UNSTAKE = 4,
+  IX_WITHDRAW = 5,
+  IX_SET_GUARDIAN_SET = 6,
+  IX_WRITE_BUFFER = 7,
+  IX_RECEIVE_FROM_BUFFER = 8,
+  IX_CLOSE_BUFFER = 9,
+  IX_APPLY_BATCH = 10,
+};
+
+/* ---- error codes (returned as the program's custom error) ------------------------------- */
+enum {
+  ERR_INVALID_INSTRUCTION = 1,
+  ERR_MISSING_SIGNER = 2,
+  ERR_NOT_WRITABLE = 3,
+  ERR_WRONG_OWNER = 4,
+  ERR_WRONG_ACCOUNT = 5,
+  ERR_ALREADY_INITIALIZED = 6,
+  ERR_NOT_ADMIN = 7,
+  ERR_INVALID_GUARDIAN_SET = 8,
+  ERR_VAA_MALFORMED = 9,
+  ERR_GUARDIAN_SET_MISMATCH = 10,
+  ERR_GUARDIAN_SET_EXPIRED = 11,
+  ERR_NO_QUORUM = 12,
+  ERR_SIGNATURES_NOT_ASCENDING = 13,
+  ERR_GUARDIAN_INDEX_OUT_OF_RANGE = 14,
+  ERR_HIGH_S = 15,
+  ERR_INVALID_SIGNATURE = 16,
+  ERR_WRONG_EMITTER = 17,
+  ERR_WRONG_TARGET = 18,
+  ERR_PAYLOAD_MALFORMED = 19,
+  ERR_ALREADY_CONSUMED = 20,
+  ERR_WORKER_NOT_REGISTERED = 21,
+  ERR_ALREADY_REGISTERED = 22,
+  ERR_STAKE_TOO_LOW = 23,
+  ERR_NOT_ASSIGNED = 24,
+  ERR_ALREADY_COMMITTED = 25,
+  ERR_DEADLINE_PASSED = 26,
+  ERR_ALREADY_UNBONDING = 27,
+  ERR_NOT_UNBONDING = 28,
+  ERR_UNBONDING_NOT_OVER = 29,
+  ERR_STILL_ASSIGNED = 30,
+  ERR_TASK_ALREADY_SETTLED = 31,
+  ERR_TASK_EXISTS = 32,
+  ERR_BUFFER_BOUNDS = 33,
+  ERR_ARITHMETIC = 34,
+  ERR_MISSING_ACCOUNTS = 35,
+  ERR_INVALID_ARGUMENT = 36,
+  ERR_UNKNOWN_GUARDIAN_SET = 37,
+  ERR_BATCH_COMPLETE = 38,
+};
+
+/* ---- protocol constants ------------------------------------------------------------------ */
+#define SOLANA_CHAIN 1
+#define PROTOCOL_VERSION 1
+#define PAYLOAD_WORKER_REGISTERED 1
+#define PAYLOAD_TASK_ASSIGNED 2
+#define PAYLOAD_UPDATE_COMMITTED 3
+#define PAYLOAD_ROUND_SETTLED 4
+#define PAYLOAD_HEADER_LEN 44
+#define WORKER_REGISTERED_LEN 120
+#define UPDATE_COMMITTED_LEN 152
+#define MAX_BATCH 32
+#define MAX_GUARDIANS 19
+#define LAMPORTS_PER_STAKE_UNIT 10 /* 9-decimal lamports -> 8-decimal protocol amounts */
+
+/* ---- account kinds (first 8 bytes of every account this program owns) ------------------- */
+#define KIND_BASE 0x594c524600000000UL /* "FRLY" in the high bytes */
+#define KIND_CONFIG (KIND_BASE | 1)
+#define KIND_GUARDIAN_SET (KIND_BASE | 2)
+#define KIND_WORKER (KIND_BASE | 3)
+#define KIND_TASK (KIND_BASE | 4)
+#define KIND_CONSUMED (KIND_BASE | 5)
+#define KIND_MESSAGE (KIND_BASE | 6)
+#define KIND_BUFFER (KIND_BASE | 7)
+#define KIND_VAULT (KIND_BASE | 8)
+
+typedef struct {
+  u64 kind;
+  u8 admin[32];
+  u8 peer_emitter[32];
+  u64 unbonding_delay;     /* seconds between begin_unstake and withdraw */
+  u64 guardian_set_ttl;    /* seconds a replaced guardian set stays valid */
+  u64 next_sequence;       /* sequence of the next published message */
+  u64 min_stake;           /* lamports */
+  u64 slashed_lamports;    /* total slashed, kept in the vault */
+  u32 guardian_set_index;  /* the current set */
+  u16 peer_chain;          /* Wormhole chain id of the coordinator chain */
+  u8 bump;
+  u8 vault_bump;
+  u8 consistency_level;    /* stamped on published messages */
+  u8 pad[7];
+} Config;
+_Static_assert(sizeof(Config) == 128, "Config layout");
+
+typedef struct {
+  u64 kind;
+  u64 expiration_time; /* 0 while current; unix seconds after which it is rejected */
+  u32 index;
+  u8 count;
+  u8 bump;
+  u8 pad[2];
+  u8 keys[MAX_GUARDIANS][20];
+} GuardianSet;
+_Static_assert(sizeof(GuardianSet) == 408, "GuardianSet layout");
+
+typedef struct {
+  u64 kind;
+  u8 key[32];          /* the worker's Solana address */
+  u8 payout[32];       /* payout address on the coordinator chain */
+  u64 stake;           /* lamports held in the vault for this worker */
+  u64 unbonding_at;    /* 0, or the unix time from which withdraw is allowed */
+  u32 capabilities;
+  u32 assigned;        /* open tasks; withdraw waits for 0 */
+  u8 bump;
+  u8 pad[7];
+} Worker;
+_Static_assert(sizeof(Worker) == 104, "Worker layout");
+
+typedef struct {
+  u64 kind;
+  u8 worker_key[32];
+  u8 model_hash[32];
+  u8 config_hash[32];
+  u64 job_id;
+  u64 deadline;
+  u32 round;
+  u32 shard;
+  u8 committed;
+  u8 settled;
+  u8 outcome;
+  u8 bump;
+  u8 pad[4];
+} Task;
+_Static_assert(sizeof(Task) == 136, "Task layout");
+
+/* The replay record of a received VAA. For a batch it keeps the verified payload and how many
+ * entries were applied, so a batch larger than one transaction's accounts is applied by
+ * apply_batch in later transactions. */
+typedef struct {
+  u64 kind;
+  u8 digest[32];
+  u32 payload_len;
+  u16 applied; /* batch entries applied so far */
+  u8 bump;
+  u8 pad;
+  /* payload bytes follow */
+} Consumed;
+_Static_assert(sizeof(Consumed) == 48, "Consumed layout");
+
+typedef struct {
+  u64 kind;
+  u64 sequence;
+  u32 timestamp;
+  u32 nonce;
+  u8 consistency_level;
+  u8 pad[3];
+  u32 payload_len;
+  /* payload bytes follow */
+} MessageHeader;
+_Static_assert(sizeof(MessageHeader) == 32, "MessageHeader layout");
+
+typedef struct {
+  u64 kind;
+  u8 authority[32];
+  u32 length; /* bytes of VAA held */
+  u32 pad;
+  /* VAA bytes follow */
+} BufferHeader;
+_Static_assert(sizeof(BufferHeader) == 48, "BufferHeader layout");
+
+typedef struct {
+  u64 kind;
+} Vault;
+
+/* ---- the instruction being processed ------------------------------------------------------ */
+#define MAX_ACCOUNTS 80
+
+typedef struct {
+  Account *accounts[MAX_ACCOUNTS];
+  u64 account_count;
+  const u8 *data;
+  u64 data_len;
+  const u8 *program_id;
+} Context;
+
+/* A seed list under construction, for PDAs (at most 4 seeds plus the bump). */
+typedef struct {
+  SignerSeed seeds[5];
+  u64 count;
+  u8 bump;
+} Seeds;
+
+/* ---- bytes.c ------------------------------------------------------------------------------ */
+void copy(void *dst, const void *src, u64 n);
+void zero(void *dst, u64 n);
+bool equal(const void *a, const void *b, u64 n);
+u16 read_be16(const u8 *p);
+u32 read_be32(const u8 *p);
+u64 read_be64(const u8 *p);
+void write_be16(u8 *p, u16 v);
+void write_be32(u8 *p, u32 v);
+void write_be64(u8 *p, u64 v);
+u64 read_le64(const u8 *p);
+u32 read_le32(const u8 *p);
+
+/* ---- accounts.c: one check per account rule --------------------------------------------- */
+u64 parse_input(u8 *input, Context *ctx);
+u64 account_at(const Context *ctx, u64 index, Account **out);
+u64 require_signer(const Account *a);
+u64 require_writable(const Account *a);
+u64 require_owned(const Context *ctx, const Account *a);
+u64 require_kind(Account *a, u64 kind, u64 min_len);
+u64 require_program_account(const Context *ctx, Account *a, u64 kind, u64 min_len);
+u64 require_system_program(const Account *a);
+u64 require_address(const Account *a, const u8 *expected);
+void seeds_init(Seeds *s);
+void seeds_push(Seeds *s, const u8 *addr, u64 len);
+u64 require_pda(const Context *ctx, const Account *a, Seeds *s, u8 bump);
+u64 find_pda(const Context *ctx, const Account *a, Seeds *s);
+u64 create_pda(const Context *ctx, Account *payer, Account *target, Seeds *s, u64 space);
+u64 close_account(Account *a, Account *receiver);
+u64 now_unix(void);
+
+/* ---- admin.c ---------------------------------------------------------------------------- */
+u64 load_config(const Context *ctx, Account *account, bool writable, Config **out);
+u64 load_vault(const Context *ctx, Account *account, const Config *config);
+
+/* ---- messages.c --------------------------------------------------------------------------- */
+typedef struct {
+  Config *config;
+  Account *payer;
+  Account *message; /* the PDA ["message", sequence] to create */
+  const u8 *payload;
+  u64 payload_len;
+  u32 nonce;
+} Outgoing;
+
+u64 publish_message(const Context *ctx, const Outgoing *out);
+
+/* ---- vaa.c --------------------------------------------------------------------------------- */
+typedef struct {
+  const u8 *payload;
+  u64 payload_len;
+  u8 digest[32];
+  u32 guardian_set_index;
+  u16 emitter_chain;
+  const u8 *emitter;
+  u64 sequence;
+} VerifiedVaa;
+
+u64 verify_vaa(const Context *ctx, const Config *config, Account *guardian_set_account,
+               const Bytes *vaa, VerifiedVaa *out);
+
+/* ---- instructions (one file each family) ------------------------------------------------- */
+u64 process_initialize(Context *ctx);
+u64 process_set_guardian_set(Context *ctx);
+u64 process_register(Context *ctx);
+u64 process_commit_update(Context *ctx);
+u64 process_begin_unstake(Context *ctx);
+u64 process_withdraw(Context *ctx);
+u64 process_receive_message(Context *ctx);
+u64 process_write_buffer(Context *ctx);
+u64 process_receive_from_buffer(Context *ctx);
+u64 process_close_buffer(Context *ctx);
+u64 process_apply_batch(Context *ctx);
+
+#define TRY(expr)      \
+  do {                 \
+    u64 _err = (expr); \
+    if (_err) {        \
+      return _err;     \
+    }                  \
+  } while (0)
+
+#endif

@@ -1,0 +1,36 @@
+/* The program entrypoint: parse the input into a Context kept on the heap, then dispatch. */
+#include "worker.h"
+
+u64 entrypoint(u8 *input) {
+  Context *ctx = (Context *)HEAP_START;
+  TRY(parse_input(input, ctx));
+  if (ctx->data_len == 0) {
+    return ERR_INVALID_INSTRUCTION;
+  }
+  switch (ctx->data[0]) {
+    case IX_INITIALIZE:
+      return process_initialize(ctx);
+    case IX_REGISTER:
+      return process_register(ctx);
+    case IX_RECEIVE_MESSAGE:
+      return process_receive_message(ctx);
+    case IX_COMMIT_UPDATE:
+      return process_commit_update(ctx);
+    case IX_BEGIN_UNSTAKE:
+      return process_begin_unstake(ctx);
+    case IX_WITHDRAW:
+      return process_withdraw(ctx);
+    case IX_SET_GUARDIAN_SET:
+      return process_set_guardian_set(ctx);
+    case IX_WRITE_BUFFER:
+      return process_write_buffer(ctx);
+    case IX_RECEIVE_FROM_BUFFER:
+      return process_receive_from_buffer(ctx);
+    case IX_CLOSE_BUFFER:
+      return process_close_buffer(ctx);
+    case IX_APPLY_BATCH:
+      return process_apply_batch(ctx);
+    default:
+      return ERR_INVALID_INSTRUCTION;
+  }
+}
