@@ -148,6 +148,10 @@ class StoredVaa(Base):
     num_signatures: Mapped[int] = mapped_column(Integer)
     vaa: Mapped[bytes] = mapped_column(LargeBinary)
     trace_context: Mapped[str | None] = mapped_column(String(200))
+    # The bus position (topic:partition:offset) of the record whose processing produced this VAA.
+    # A replay of that record after a crash emits the VAA again (its first emission was never
+    # committed); any other record naming the same digest is a duplicate and emits nothing.
+    assembled_from: Mapped[str | None] = mapped_column(String(300))
     assembled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -21,7 +21,7 @@ U64_MAX = 2**64 - 1
 async def test_upgrade_and_u64_round_trip(postgres: Postgres) -> None:
     await asyncio.to_thread(upgrade, postgres.async_url)
     await asyncio.to_thread(upgrade, postgres.async_url)  # idempotent
-    assert await current_revision(postgres.async_url) == "0001"
+    assert await current_revision(postgres.async_url) == "0002"
 
     engine = create_engine(postgres.async_url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)

@@ -45,7 +45,7 @@ async def test_upgrade_creates_every_table_and_is_idempotent(sqlite_url: str) ->
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
     await engine.dispose()
     assert tables == EXPECTED_TABLES
-    assert await current_revision(sqlite_url) == "0001"
+    assert await current_revision(sqlite_url) == "0002"
 
 
 async def test_migrations_match_the_models(sqlite_url: str) -> None:
@@ -104,8 +104,8 @@ def test_cli_db_upgrade_and_current(tmp_path: Path) -> None:
     assert runner.invoke(app, ["db", "current", "--url", url]).output.strip() == "none"
     result = runner.invoke(app, ["db", "upgrade", "--url", url])
     assert result.exit_code == 0, result.output
-    assert "ledger at revision 0001" in result.output
-    assert runner.invoke(app, ["db", "current", "--url", url]).output.strip() == "0001"
+    assert "ledger at revision 0002" in result.output
+    assert runner.invoke(app, ["db", "current", "--url", url]).output.strip() == "0002"
 
 
 def test_cli_db_upgrade_rejects_broken_url() -> None:

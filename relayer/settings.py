@@ -1,0 +1,108 @@
+"""The relayer's settings: one object, read from ``FEDRELAY_*`` environment variables.
+
+Examples: ``FEDRELAY_KAFKA_BOOTSTRAP=broker:9092`` (unset: the in-process bus of the embedded mode),
+``FEDRELAY_DATABASE_URL=postgresql+asyncpg://...``, ``FEDRELAY_GUARDIAN_API_URL=https://...``,
+``FEDRELAY_GUARDIAN_ADDRESSES='["0xbeFA...", ...]'`` (a JSON list).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adapters.ledger.database import DEFAULT_URL
+from adapters.wormhole import GuardianSet, GuardianSets, WormholeError, parse_address
+from relayer.backoff import BackoffPolicy
+
+
+class RelayerSettings(BaseSettings):
+    """Everything a relayer stage needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDRELAY_", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_URL
+    kafka_bootstrap: str | None = None
+    topic_partitions: int = Field(default=3, ge=1)
+
+    observations_topic: str = "observations"
+    signatures_topic: str = "signatures"
+    vaas_topic: str = "vaas"
+    deliveries_prefix: str = "deliveries"
+    dlq_topic: str = "dlq"
+    group_prefix: str = "fedrelay"
+    instance: str = Field(default="0", min_length=1, max_length=64)
+
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    poll_wait_s: float = Field(default=0.5, gt=0, le=30)
+    lag_interval_s: float = Field(default=5.0, gt=0)
+
+    retry_base_s: float = Field(default=0.5, gt=0)
+    retry_cap_s: float = Field(default=30.0, gt=0)
+    retry_max_attempts: int = Field(default=8, ge=1)
+
+    guardian_set_index: int = Field(default=0, ge=0, le=0xFFFF_FFFF)
+    guardian_addresses: tuple[str, ...] = ()
+
+    guardian_api_url: str = "http://127.0.0.1:7071"
+    guardian_api_timeout_s: float = Field(default=10.0, gt=0)
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+
+    @field_validator("guardian_addresses")
+    @classmethod
+    def _addresses_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            try:
+                parse_address(text)
+            except WormholeError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("guardian_api_url")
+    @classmethod
+    def _url_is_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"guardian_api_url must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    def delivery_topic(self, chain: int) -> str:
+        """The topic of deliveries to Wormhole chain ``chain``."""
+        return f"{self.deliveries_prefix}.{chain}"
+
+    def group(self, stage: str) -> str:
+        """The consumer group of a stage."""
+        return f"{self.group_prefix}-{stage}"
+
+    def transactional_id(self, stage: str) -> str:
+        """The transactional id of this instance of a stage (stable across restarts)."""
+        return f"{self.group_prefix}-{stage}-{self.instance}"
+
+    def retry_policy(self) -> BackoffPolicy:
+        """The backoff between attempts at a record that failed for a passing reason."""
+        return BackoffPolicy(
+            base_s=self.retry_base_s,
+            cap_s=max(self.retry_cap_s, self.retry_base_s),
+            max_attempts=self.retry_max_attempts,
+        )
+
+    def runner_options(self, stage: str) -> dict[str, Any]:
+        """The :class:`~relayer.stage.StageRunner` arguments these settings decide for `stage`."""
+        return {
+            "group_id": self.group(stage),
+            "transactional_id": self.transactional_id(stage),
+            "dlq_topic": self.dlq_topic,
+            "policy": self.retry_policy(),
+            "batch_size": self.batch_size,
+            "poll_wait_s": self.poll_wait_s,
+            "lag_interval_s": self.lag_interval_s,
+        }
+
+    def guardian_sets(self) -> GuardianSets | None:
+        """The guardian set signatures are checked against, or None when none is configured."""
+        if not self.guardian_addresses:
+            return None
+        addresses = tuple(parse_address(text) for text in self.guardian_addresses)
+        return GuardianSets.of(GuardianSet(index=self.guardian_set_index, addresses=addresses))

@@ -1,0 +1,556 @@
+"""The stage runner: consume a batch, process each record, hand the outputs on atomically.
+
+One loop serves every relayer stage::
+
+    poll a batch -> for each record: process (ledger effects, idempotent) -> outputs
+                 -> one bus transaction: send every output + commit the input offsets
+
+A crash anywhere before the transaction commits replays the batch; the ledger's unique keys (see
+:func:`insert_once`) make the replayed effects no-ops, and the outputs of the aborted attempt are
+never visible to ``read_committed`` consumers. So each input yields its outputs exactly once.
+
+Failures are sorted by what they say about the record:
+
+- :class:`RetryableError` (the answer is "not yet": a VAA not yet signed, an RPC timeout): the
+  record is tried again after a capped, jittered backoff; after the last attempt it goes to the
+  dead-letter topic with the reason;
+- any other :class:`~relayer.messages.RelayerError` or
+  :class:`~adapters.wormhole.WormholeError` (the record itself is bad: malformed, a forged
+  signature): straight to the dead-letter topic, and the rest flows on;
+- anything else (the ledger or the broker is down): not the record's fault, so it is retried with
+  backoff for as long as it takes, never dead-lettered.
+
+Retrying holds the record's partition (the next records of that partition wait), which keeps
+per-emitter order. If the hand-off itself fails (the broker restarted), the runner reconnects and
+resumes from the committed offsets, so the batch is processed again. ``stop()`` (or SIGTERM, see
+:func:`run_until_signalled`) lets the in-flight batch finish, commits it, and returns; a backoff
+wait in progress is cut short and its record is left for the next owner of the partition.
+
+Limit: transactional ids are per instance and aiokafka sends offsets by group id only (no
+generation check as in KIP-447), so an instance that lost its partitions in a rebalance while
+still processing can still commit; in that window a batch can be handed on twice. Downstream effects
+stay single because deliveries are unique per (digest, chain) and the destination refuses a
+consumed digest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.kafka.bus import Bus, Consumer, Headers, Partition, Producer, Record
+from adapters.ledger.models import DeadLetter
+from adapters.telemetry.tracing import extract_context, inject_headers
+from adapters.wormhole import WormholeError
+from relayer.backoff import BackoffPolicy
+from relayer.messages import RelayerError
+
+log = logging.getLogger(__name__)
+_TRACER = trace.get_tracer("fedrelay.relayer")
+
+REASON_HEADER = "fedrelay-dlq-reason"
+STAGE_HEADER = "fedrelay-dlq-stage"
+SOURCE_HEADER = "fedrelay-dlq-source"
+
+
+class RetryableError(RelayerError):
+    """A passing failure: the same record may well succeed later (try again after a backoff)."""
+
+
+@dataclass(frozen=True)
+class Output:
+    """A record a stage hands to the next one."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What processing one record produced.
+
+    Attributes:
+        outputs: Records to send, in order, in the same transaction as the input's offset.
+        emitted_at_ms: When the message was emitted on its source chain (unix ms), for the
+            end-to-end latency histogram; None when unknown.
+        source: The source the record came from (for example ``"chain-2"``), for the
+            last-seen gauge; None when not meaningful.
+    """
+
+    outputs: tuple[Output, ...] = ()
+    emitted_at_ms: int | None = None
+    source: str | None = None
+
+
+class RecordProcessor(Protocol):
+    """The stage-specific part: turn one input record into outputs (and ledger effects).
+
+    Effects must be idempotent: the same record may be processed again after a crash.
+    """
+
+    async def process(self, record: Record) -> StageResult: ...
+
+
+EndOffsets = Callable[[frozenset[Partition]], Awaitable[Mapping[Partition, int]]]
+"""Where each partition ends now (the offset the next record will get); feeds the lag gauge."""
+
+
+def position_of(record: Record) -> str:
+    """``topic:partition:offset``, a record's unique place on the bus."""
+    return f"{record.topic}:{record.partition}:{record.offset}"
+
+
+# --- idempotent ledger effects --------------------------------------------------------------------
+
+
+async def insert_once(
+    session: AsyncSession, table: Table, values: Mapping[str, Any], unique: Sequence[str] = ()
+) -> bool:
+    """Insert a row unless it would repeat a unique key; True when this call inserted it.
+
+    Works on PostgreSQL and SQLite (``INSERT ... ON CONFLICT DO NOTHING``), so two stages racing
+    on the same key, or a replay, leave exactly one row.
+
+    Args:
+        session: The session (and transaction) to insert in.
+        table: The table.
+        values: The row.
+        unique: The columns of the one unique key that may conflict; empty for any.
+    """
+    dialect = session.bind.dialect.name if session.bind is not None else ""
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(table).values(**values)
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).values(**values)
+    else:
+        raise RelayerError(f"insert_once supports postgresql and sqlite, not {dialect!r}")
+    conflict = statement.on_conflict_do_nothing(index_elements=list(unique) or None)
+    result = await session.execute(conflict)
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+# --- metrics --------------------------------------------------------------------------------------
+
+
+class StageMetrics:
+    """Prometheus metrics of every stage in one registry (label ``stage``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.processed = Counter(
+            "fedrelay_stage_processed", "Records a stage processed and committed.", ["stage"],
+            registry=registry,
+        )  # fmt: skip
+        self.failed = Counter(
+            "fedrelay_stage_failed", "Records a stage gave up on (sent to the DLQ).", ["stage"],
+            registry=registry,
+        )  # fmt: skip
+        self.retried = Counter(
+            "fedrelay_stage_retried", "Attempts a stage repeated after a failure.", ["stage"],
+            registry=registry,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "fedrelay_stage_queue_depth", "Records waiting in a stage's input partition (lag).",
+            ["stage", "topic", "partition"], registry=registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "fedrelay_stage_latency_seconds",
+            "From emission on the source chain to the end of this stage.",
+            ["stage"], registry=registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+        )  # fmt: skip
+        self.last_seen = Gauge(
+            "fedrelay_stage_last_seen_timestamp_seconds",
+            "When a stage last processed a record from a source (unix seconds).",
+            ["stage", "source"], registry=registry,
+        )  # fmt: skip
+
+
+_METRICS: dict[int, tuple[CollectorRegistry, StageMetrics]] = {}
+
+
+def stage_metrics(registry: CollectorRegistry = REGISTRY) -> StageMetrics:
+    """The stage metrics registered in `registry` (created on first use)."""
+    held = _METRICS.get(id(registry))
+    if held is None or held[0] is not registry:
+        held = (registry, StageMetrics(registry))
+        _METRICS[id(registry)] = held
+    return held[1]
+
+
+# --- the runner -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Done:
+    """One record's fate inside a batch, applied to the metrics once the batch commits."""
+
+    outputs: list[tuple[Output, Headers]]
+    result: StageResult | None = None
+    dead_reason: str | None = None
+    retries: int = 0
+
+
+@dataclass
+class StageRunner:
+    """Runs one stage: ``run()`` until ``stop()``.
+
+    Attributes:
+        name: The stage's name (metrics label, span attribute, DLQ header).
+        bus: The bus to consume from and produce to.
+        inputs: The topics consumed.
+        group_id: The consumer group (every instance of the stage shares it).
+        transactional_id: This instance's transactional id (stable across restarts).
+        processor: The stage-specific part.
+        dlq_topic: Where records the stage gives up on go, with the reason in a header.
+        policy: Backoff between attempts and how many a retryable failure gets.
+        batch_size: The most records processed per transaction.
+        poll_wait_s: How long one poll waits for records.
+        metrics: Where the stage's metrics go.
+        end_offsets: Tells where input partitions end, for the lag gauge (optional).
+        lag_interval_s: How often the lag gauge is refreshed.
+        dead_letters: The ledger, to record each DLQ entry (optional).
+        rng: Random source of the backoff jitter.
+        tracer: Where the per-record spans go (default: the process's tracer provider).
+    """
+
+    name: str
+    bus: Bus
+    inputs: Sequence[str]
+    group_id: str
+    transactional_id: str
+    processor: RecordProcessor
+    dlq_topic: str = "dlq"
+    policy: BackoffPolicy = field(default_factory=BackoffPolicy)
+    batch_size: int = 100
+    poll_wait_s: float = 0.5
+    metrics: StageMetrics = field(default_factory=stage_metrics)
+    end_offsets: EndOffsets | None = None
+    lag_interval_s: float = 5.0
+    dead_letters: async_sessionmaker[AsyncSession] | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    tracer: trace.Tracer = field(default_factory=lambda: _TRACER)
+
+    _stopping: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _consumer: Consumer | None = field(init=False, default=None)
+    _producer: Producer | None = field(init=False, default=None)
+    _next_offsets: dict[Partition, int] = field(init=False, default_factory=dict)
+    _lag_measured_at: float = field(init=False, default=0.0)
+
+    def stop(self) -> None:
+        """Ask the runner to finish its in-flight batch, commit it and return from ``run()``."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop()`` was called."""
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        """Consume, process and hand on batches until ``stop()``."""
+        await self._open()
+        try:
+            while not self._stopping.is_set():
+                assert self._consumer is not None
+                try:
+                    records = await self._consumer.poll(self.poll_wait_s, self.batch_size)
+                except Exception as exc:  # the broker is away: start over when it is back
+                    log.warning("stage %s: poll failed (%s); reconnecting", self.name, exc)
+                    await self._reconnect()
+                    continue
+                if records:
+                    await self._handle_batch(records)
+                await self._measure_lag()
+        finally:
+            await self._close()
+
+    # -- connections --
+
+    async def _open(self) -> None:
+        self._producer = self.bus.producer(transactional_id=self.transactional_id)
+        await self._producer.start()
+        self._consumer = self.bus.consumer(
+            list(self.inputs), group_id=self.group_id, on_assigned=self._assigned
+        )
+        await self._consumer.start()
+
+    async def _close(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        if consumer is not None:
+            await consumer.stop()
+        if producer is not None:
+            await producer.stop()
+
+    async def _reconnect(self) -> None:
+        """Start over from the committed offsets: the failed batch comes back and is processed
+        again (idempotently)."""
+        with contextlib.suppress(Exception):  # tearing down a broken connection may fail too
+            await self._close()
+        failures = 0
+        while not await self._wait(self.policy.delay(min(failures + 1, 30), self.rng)):
+            try:
+                await self._open()
+                return
+            except Exception as exc:
+                failures += 1
+                log.warning("stage %s: cannot reconnect yet (%s)", self.name, exc)
+                with contextlib.suppress(Exception):
+                    await self._close()
+
+    # -- one batch --
+
+    async def _handle_batch(self, records: list[Record]) -> None:
+        done: list[_Done] = []
+        offsets: dict[Partition, int] = {}
+        for record in records:
+            fate = await self._handle_record(record)
+            if fate is None:  # stopping during a backoff wait: leave this record and the rest
+                break
+            done.append(fate)
+            offsets[record.position] = record.offset + 1
+        if not offsets:
+            return
+        try:
+            await self._commit([pair for fate in done for pair in fate.outputs], offsets)
+        except Exception as exc:  # the broker refused or is away: nothing became visible
+            log.warning(
+                "stage %s: hand-off failed (%s: %s); reconnecting to replay the batch",
+                self.name, type(exc).__name__, exc,
+            )  # fmt: skip
+            self.metrics.retried.labels(self.name).inc()
+            await self._reconnect()
+            return
+        self._next_offsets.update(offsets)
+        self._count(done)
+
+    async def _commit(
+        self, outputs: list[tuple[Output, Headers]], offsets: dict[Partition, int]
+    ) -> None:
+        assert self._producer is not None
+        async with self._producer.transaction():
+            for output, headers in outputs:
+                await self._producer.send(
+                    output.topic, output.value, key=output.key, headers=headers
+                )
+            await self._producer.send_offsets(offsets, self.group_id)
+
+    def _count(self, done: list[_Done]) -> None:
+        now = time.time()
+        for fate in done:
+            if fate.retries:
+                self.metrics.retried.labels(self.name).inc(fate.retries)
+            if fate.dead_reason is not None:
+                self.metrics.failed.labels(self.name).inc()
+                continue
+            self.metrics.processed.labels(self.name).inc()
+            result = fate.result
+            if result is not None and result.emitted_at_ms is not None:
+                latency = max(0.0, now - result.emitted_at_ms / 1000)
+                self.metrics.latency.labels(self.name).observe(latency)
+            if result is not None and result.source is not None:
+                self.metrics.last_seen.labels(self.name, result.source).set(now)
+
+    # -- one record --
+
+    async def _handle_record(self, record: Record) -> _Done | None:
+        failures = 0  # attempts that failed (and did not dead-letter the record)
+        waits = 0  # backoff waits done, i.e. attempts repeated
+        while True:
+            with self.tracer.start_as_current_span(
+                f"process {record.topic}",  # messaging conventions: "{operation} {destination}"
+                context=extract_context(record.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "process",
+                    "messaging.operation.name": "process",
+                    "messaging.destination.name": record.topic,
+                    "messaging.destination.partition.id": str(record.partition),
+                    "messaging.kafka.offset": record.offset,
+                    "messaging.consumer.group.name": self.group_id,
+                    "fedrelay.stage": self.name,
+                },
+            ) as span:
+                dead_reason: str | None = None
+                try:
+                    result = await self.processor.process(record)
+                except RetryableError as exc:
+                    failures += 1
+                    cause: Exception = exc
+                    if self.policy.exhausted(failures):
+                        dead_reason = f"gave up after {failures} attempts: {exc}"
+                except (RelayerError, WormholeError) as exc:  # the record itself is bad
+                    cause = exc
+                    dead_reason = f"{type(exc).__name__}: {exc}"
+                except Exception as exc:  # infrastructure, not the record: retry, never DLQ
+                    failures += 1
+                    cause = exc
+                else:
+                    headers = inject_headers()
+                    pairs = [(output, headers) for output in result.outputs]
+                    return _Done(pairs, result=result, retries=waits)
+                span.record_exception(cause)
+                span.set_status(Status(StatusCode.ERROR, str(cause)))
+                if dead_reason is not None:
+                    try:
+                        return await self._dead(record, dead_reason, waits)
+                    except Exception as exc:  # the ledger is away: try the record again later
+                        failures += 1
+                        cause = exc
+            log.info(
+                "stage %s: %s failed (%s: %s); attempt %d again later",
+                self.name, position_of(record), type(cause).__name__, cause, failures + 1,
+            )  # fmt: skip
+            delay = self.policy.delay(min(failures, self.policy.max_attempts), self.rng)
+            if await self._wait(delay):
+                return None
+            waits += 1
+
+    async def _dead(self, record: Record, reason: str, retries: int) -> _Done:
+        log.warning("stage %s: %s goes to the DLQ: %s", self.name, position_of(record), reason)
+        if self.dead_letters is not None:
+            await self._record_dead_letter(record, reason)
+        headers = (
+            *inject_headers(),
+            (REASON_HEADER, reason.encode()),
+            (STAGE_HEADER, self.name.encode()),
+            (SOURCE_HEADER, position_of(record).encode()),
+        )
+        output = Output(self.dlq_topic, record.value, key=record.key)
+        return _Done([(output, headers)], dead_reason=reason, retries=retries)
+
+    async def _record_dead_letter(self, record: Record, reason: str) -> None:
+        assert self.dead_letters is not None
+        key = position_of(record)
+        async with self.dead_letters() as session, session.begin():
+            existing = await session.scalar(
+                select(DeadLetter.id).where(
+                    DeadLetter.stage == self.name, DeadLetter.message_key == key
+                )
+            )
+            if existing is None:  # a replay of the same record adds no second entry
+                session.add(
+                    DeadLetter(stage=self.name, message_key=key, reason=reason, body=record.value)
+                )
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep `seconds` unless asked to stop first; True when stopping."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- lag --
+
+    async def _measure_lag(self) -> None:
+        if self.end_offsets is None or self._consumer is None:
+            return
+        now = time.monotonic()
+        if now - self._lag_measured_at < self.lag_interval_s:
+            return
+        self._lag_measured_at = now
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return
+        try:
+            ends = await self.end_offsets(assigned)
+            for partition in assigned:
+                if partition not in self._next_offsets:
+                    committed = await self._consumer.committed(partition)
+                    self._next_offsets[partition] = committed or 0
+                lag = max(0, ends.get(partition, 0) - self._next_offsets[partition])
+                gauge = self.metrics.queue_depth.labels(
+                    self.name, partition.topic, str(partition.index)
+                )
+                gauge.set(lag)
+        except Exception as exc:  # a missing gauge update is no reason to stop relaying
+            log.debug("stage %s: cannot measure lag: %s", self.name, exc)
+
+    async def _assigned(self, partitions: frozenset[Partition]) -> None:
+        # Another instance may have moved these partitions on since this one last held them.
+        for partition in partitions:
+            self._next_offsets.pop(partition, None)
+
+
+def memory_end_offsets(bus: Any) -> EndOffsets:
+    """End offsets of a :class:`~adapters.kafka.MemoryBus` (the embedded mode)."""
+
+    async def ends(partitions: frozenset[Partition]) -> Mapping[Partition, int]:
+        return {p: int(bus.end_offset(p)) for p in partitions}
+
+    return ends
+
+
+class KafkaEndOffsets:
+    """End offsets (last stable offsets, so open transactions do not count) from Kafka.
+
+    A consumer with no group, used only to ask the broker; ``start()`` before use.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+        )
+
+    async def start(self) -> None:
+        """Connect to the broker."""
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        await self._consumer.stop()
+
+    async def __call__(self, partitions: frozenset[Partition]) -> Mapping[Partition, int]:
+        """The end offset of each partition."""
+        from aiokafka import TopicPartition
+
+        ends = await self._consumer.end_offsets(
+            [TopicPartition(p.topic, p.index) for p in partitions]
+        )
+        return {Partition(str(tp.topic), int(tp.partition)): int(o) for tp, o in ends.items()}
+
+
+async def run_until_signalled(
+    runners: Sequence[StageRunner],
+    signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+) -> None:
+    """Run stages together; SIGTERM or SIGINT stops each after its in-flight batch.
+
+    If one stage fails, the others are stopped too and the failure is raised.
+    """
+    loop = asyncio.get_running_loop()
+
+    def stop_all() -> None:
+        log.info("signal received: draining in-flight batches")
+        for runner in runners:
+            runner.stop()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, stop_all)
+    try:
+        tasks = [asyncio.create_task(runner.run(), name=runner.name) for runner in runners]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        if any(task.exception() for task in done):
+            stop_all()
+        await asyncio.gather(*tasks)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,228 @@
+"""Assemble: signatures to one quorum VAA per digest, on the in-process bus and a SQLite ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.kafka import MemoryBus, Record
+from adapters.ledger.database import create_engine, upgrade
+from adapters.ledger.models import GuardianSignature, ObservationStatus, StoredVaa
+from adapters.ledger.models import Observation as ObservationRow
+from adapters.wormhole import (
+    GuardianIndexOutOfRange,
+    GuardianSets,
+    SignerMismatch,
+    UnknownGuardianSet,
+    parse_vaa,
+    verify_vaa,
+)
+from adapters.wormhole.testing import guardian_set, guardian_signers
+from relayer.assemble import Assembler, ConflictingVaa, check_signature
+from relayer.backoff import BackoffPolicy
+from relayer.messages import (
+    GuardianSignatureMessage,
+    SignedVaa,
+    decode_as,
+    encode_message,
+    message_key,
+)
+from relayer.stage import REASON_HEADER, StageResult, StageRunner, stage_metrics
+from relayer.testing import read_topic, sample_observation, signature_messages
+
+SIGNERS = guardian_signers(5)
+SETS = GuardianSets.of(guardian_set(5))  # quorum 4
+NOW = 1_800_000_000
+
+
+@pytest.fixture
+async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    await asyncio.to_thread(upgrade, url)
+    engine = create_engine(url)
+    yield async_sessionmaker(engine, expire_on_commit=False)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[MemoryBus]:
+    memory = MemoryBus()
+    await memory.create_topics(["signatures", "vaas", "dlq"])
+    yield memory
+    await memory.close()
+
+
+def _record(message: GuardianSignatureMessage, offset: int) -> Record:
+    return Record("signatures", 0, offset, message.digest, encode_message(message))
+
+
+async def _publish(bus: MemoryBus, messages: list[GuardianSignatureMessage]) -> None:
+    producer = bus.producer()
+    await producer.start()
+    for message in messages:
+        await producer.send("signatures", encode_message(message), key=message.digest)
+    await producer.stop()
+
+
+def _runner(bus: MemoryBus, processor: object) -> StageRunner:
+    return StageRunner(
+        name="assemble", bus=bus, inputs=["signatures"], group_id="assemble",
+        transactional_id="assemble-0", processor=processor,  # type: ignore[arg-type]
+        policy=BackoffPolicy(base_s=0.01, cap_s=0.02, max_attempts=3), poll_wait_s=0.05,
+        metrics=stage_metrics(CollectorRegistry()),
+    )  # fmt: skip
+
+
+def test_check_signature_accepts_the_guardians_own() -> None:
+    [message] = signature_messages(sample_observation(1), SIGNERS, [2])
+    assert check_signature(message, SETS).index == 0
+
+
+def test_check_signature_rejects_a_signature_by_another_key() -> None:
+    observation = sample_observation(1)
+    forged = GuardianSignatureMessage(observation, 0, SIGNERS[1].sign(observation.digest, 0))
+    with pytest.raises(SignerMismatch, match="claimed by guardian 0 of set 0 was made by 0x"):
+        check_signature(forged, SETS)
+
+
+def test_check_signature_rejects_unknown_set_and_index() -> None:
+    observation = sample_observation(1)
+    outside = GuardianSignatureMessage(observation, 0, SIGNERS[0].sign(observation.digest, 7))
+    with pytest.raises(GuardianIndexOutOfRange, match="guardian index 7 is outside"):
+        check_signature(outside, SETS)
+    [other_set] = signature_messages(observation, SIGNERS, [0], guardian_set_index=3)
+    with pytest.raises(UnknownGuardianSet, match="guardian set 3 is unknown"):
+        check_signature(other_set, SETS)
+
+
+async def test_one_vaa_per_digest_whatever_duplicates_and_late_signatures(
+    bus: MemoryBus, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    first, second = sample_observation(1), sample_observation(2)
+    forged = GuardianSignatureMessage(first, 0, SIGNERS[1].sign(first.digest, 0))
+    messages = [
+        *signature_messages(first, SIGNERS, [0, 1, 1, 2]),
+        forged,
+        *signature_messages(second, SIGNERS, [4, 2, 0]),
+        *signature_messages(first, SIGNERS, [3, 3, 4]),  # 3 completes the quorum; 4 is late
+        *signature_messages(second, SIGNERS, [1, 3, 1]),  # 1 completes; 3 is late
+    ]
+    await _publish(bus, messages)
+    runner = _runner(bus, Assembler(sessions, SETS))
+    task = asyncio.create_task(runner.run())
+    vaas = await read_topic(bus, "vaas", 2, group_id=f"r-{uuid.uuid4().hex}", limit_s=10)
+    [dead] = await read_topic(bus, "dlq", 1, group_id=f"r-{uuid.uuid4().hex}", limit_s=10)
+    runner.stop()
+    await asyncio.wait_for(task, 5)
+
+    assert len(vaas) == 2
+    by_sequence = {}
+    for record in vaas:
+        signed = decode_as(record.value, SignedVaa)
+        verify_vaa(signed.parsed, SETS, NOW)
+        assert record.key == message_key(signed.message_id)
+        by_sequence[signed.message_id.sequence] = signed.parsed
+    assert [s.guardian_index for s in by_sequence[1].signatures] == [0, 1, 2, 3]
+    assert [s.guardian_index for s in by_sequence[2].signatures] == [0, 1, 2, 4]
+    assert by_sequence[1].body == first.body
+    assert b"SignerMismatch" in (dead.header(REASON_HEADER) or b"")
+
+    async with sessions() as session:
+        stored = (await session.scalars(select(StoredVaa).order_by(StoredVaa.sequence))).all()
+        grouped = select(GuardianSignature.digest, func.count()).group_by(GuardianSignature.digest)
+        counts = {bytes(digest): n for digest, n in (await session.execute(grouped)).all()}
+        statuses = (await session.scalars(select(ObservationRow.status))).all()
+    assert [row.num_signatures for row in stored] == [4, 4]
+    assert parse_vaa(stored[0].vaa) == by_sequence[1]
+    assert counts == {first.digest: 5, second.digest: 5}  # duplicates stored once, forgery never
+    assert statuses == [ObservationStatus.ASSEMBLED, ObservationStatus.ASSEMBLED]
+
+
+async def test_replay_of_the_completing_record_emits_again_a_duplicate_does_not(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    observation = sample_observation(9)
+    assembler = Assembler(sessions, SETS)
+    messages = signature_messages(observation, SIGNERS, [0, 1, 2, 3])
+    for offset, message in enumerate(messages[:3]):
+        assert (await assembler.process(_record(message, offset))).outputs == ()
+
+    completing = _record(messages[3], 3)
+    first = await assembler.process(completing)
+    replay = await assembler.process(completing)  # the hand-off of `first` never committed
+    duplicate = await assembler.process(_record(messages[3], 4))
+    late = await assembler.process(_record(signature_messages(observation, SIGNERS, [4])[0], 5))
+
+    assert len(first.outputs) == 1
+    assert replay.outputs == first.outputs
+    assert duplicate.outputs == ()
+    assert late.outputs == ()
+
+
+class _DiesAfterLedger:
+    """Runs the assembler, then "dies" (hangs until cancelled) once it produced a VAA."""
+
+    def __init__(self, inner: Assembler) -> None:
+        self.inner = inner
+        self.ledger_done = asyncio.Event()
+
+    async def process(self, record: Record) -> StageResult:
+        result = await self.inner.process(record)
+        if result.outputs:
+            self.ledger_done.set()
+            await asyncio.Event().wait()
+        return result
+
+
+async def test_crash_after_the_ledger_commit_still_emits_exactly_once(
+    bus: MemoryBus, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    observation = sample_observation(3)
+    await _publish(bus, signature_messages(observation, SIGNERS, [0, 1, 2, 3, 1]))
+    dying = _DiesAfterLedger(Assembler(sessions, SETS))
+    task = asyncio.create_task(_runner(bus, dying).run())
+    await asyncio.wait_for(dying.ledger_done.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(StoredVaa)) == 1
+
+    runner = _runner(bus, Assembler(sessions, SETS))
+    task = asyncio.create_task(runner.run())
+    vaas = await read_topic(bus, "vaas", 1, group_id="reader", limit_s=10)
+    runner.stop()
+    await asyncio.wait_for(task, 5)
+    assert len(vaas) == 1
+    assert decode_as(vaas[0].value, SignedVaa).digest == observation.digest
+
+
+async def test_a_second_body_for_one_message_id_is_refused_and_changes_nothing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    assembler = Assembler(sessions, SETS)
+    original = sample_observation(20)
+    rival = sample_observation(20, payload=b"\x02\x01" + bytes(42))  # same id, another body
+    for offset, message in enumerate(signature_messages(original, SIGNERS, [0, 1, 2, 3])):
+        await assembler.process(_record(message, offset))
+    rivals = signature_messages(rival, SIGNERS, [0, 1, 2, 3])
+    for offset, message in enumerate(rivals[:3], start=10):
+        assert (await assembler.process(_record(message, offset))).outputs == ()
+    with pytest.raises(ConflictingVaa, match=r"another body is stored for 2/.*/20"):
+        await assembler.process(_record(rivals[3], 13))
+    async with sessions() as session:
+        digests = (await session.scalars(select(StoredVaa.digest))).all()
+        rival_signatures = await session.scalar(
+            select(func.count())
+            .select_from(GuardianSignature)
+            .where(GuardianSignature.digest == rival.digest)
+        )
+    assert digests == [original.digest]
+    assert rival_signatures == 3  # the refused record's own signature was rolled back
