@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup lint test smoke bench demo programs lock clean
+.PHONY: help setup lint test smoke bench demo programs contracts lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ test: lint  ## setup, lint, then the whole test suite (real services included)
 
 smoke: setup  ## one real round-trip per service (anvil+forge, PostgreSQL, Kafka, LiteSVM)
 	$(PY) -m pytest -m smoke $(PYTEST_ARGS)
+
+contracts: setup  ## build the Solidity contracts with forge (on solcjs) into contracts/out
+	cd contracts && ../tools/npm/node_modules/@foundry-rs/forge-linux-amd64/bin/forge build --offline --use ../tools/solc/solc-forge.cjs
 
 programs: setup  ## build the Solana worker program (C -> BPF -> Solana ELF) into programs/build
 	$(PY) programs/build.py

@@ -35,3 +35,11 @@ def solana() -> None:
     from fedrelay.bench.solana import run
 
     run()
+
+
+@app.command("gas")
+def gas() -> None:
+    """Deploy the contracts on anvil; print gas per operation (publish, verify, receive, ...)."""
+    from fedrelay.bench.gas import run
+
+    run()

@@ -1,0 +1,92 @@
+"""fedrelay's EVM contracts from Python: artifacts, deployment, typed wrappers, decoded reverts.
+
+Public surface:
+
+- :class:`EvmChain` (a web3 connection with revert decoding) and :class:`Signer` (a key).
+- :class:`MessageCoreContract`, :class:`JobMarketContract`, :class:`WorkerHubContract`.
+- ``deploy_*`` functions and :func:`link` in :mod:`adapters.evm.deploy`.
+- Errors: :class:`EvmError`, :class:`ContractRevert`, :class:`AlreadyConsumed`, :class:`InvalidVaa`.
+"""
+
+from adapters.evm.artifacts import ContractArtifact, load_artifact
+from adapters.evm.chain import EvmChain, Signer
+from adapters.evm.core import (
+    GuardianSetInfo,
+    MessageCoreContract,
+    PublishedMessage,
+    VerifiedVm,
+    address_to_bytes32,
+)
+from adapters.evm.deploy import (
+    Link,
+    deploy_job_market,
+    deploy_message_core,
+    deploy_worker_hub,
+    link,
+)
+from adapters.evm.errors import (
+    AlreadyConsumed,
+    ArtifactNotFound,
+    ContractRevert,
+    EvmError,
+    InvalidVaa,
+    TransactionFailed,
+)
+from adapters.evm.events import ContractEvent
+from adapters.evm.hub import HubTask, HubTaskState, Staker, WorkerHubContract
+from adapters.evm.market import (
+    NATIVE,
+    Commitment,
+    Job,
+    JobMarketContract,
+    JobSpec,
+    JobStatus,
+    PostedJob,
+    RegisteredWorker,
+    Round,
+    RoundPhase,
+    RoundResult,
+    TaskState,
+)
+from adapters.evm.reverts import RevertDecoder
+
+__all__ = [
+    "NATIVE",
+    "AlreadyConsumed",
+    "ArtifactNotFound",
+    "Commitment",
+    "ContractArtifact",
+    "ContractEvent",
+    "ContractRevert",
+    "EvmChain",
+    "EvmError",
+    "GuardianSetInfo",
+    "HubTask",
+    "HubTaskState",
+    "InvalidVaa",
+    "Job",
+    "JobMarketContract",
+    "JobSpec",
+    "JobStatus",
+    "Link",
+    "MessageCoreContract",
+    "PostedJob",
+    "PublishedMessage",
+    "RegisteredWorker",
+    "RevertDecoder",
+    "Round",
+    "RoundPhase",
+    "RoundResult",
+    "Signer",
+    "Staker",
+    "TaskState",
+    "TransactionFailed",
+    "VerifiedVm",
+    "WorkerHubContract",
+    "address_to_bytes32",
+    "deploy_job_market",
+    "deploy_message_core",
+    "deploy_worker_hub",
+    "link",
+    "load_artifact",
+]

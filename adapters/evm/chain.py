@@ -1,0 +1,95 @@
+"""One EVM chain as the adapter sees it: a web3 connection, a signing account, and transactions
+whose reverts come back as the adapter's `ContractRevert` errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from web3 import Web3
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError
+from web3.types import TxReceipt
+
+from adapters.evm.artifacts import CONTRACT_NAMES, load_artifact
+from adapters.evm.errors import EvmError, TransactionFailed
+from adapters.evm.reverts import RevertDecoder, revert_data
+
+DEFAULT_RECEIPT_TIMEOUT = 60.0
+
+
+class Signer:
+    """A private key that signs transactions. Its repr shows the address only."""
+
+    __slots__ = ("_account",)
+
+    def __init__(self, private_key: str | bytes) -> None:
+        self._account: LocalAccount = Account.from_key(private_key)
+
+    @property
+    def address(self) -> ChecksumAddress:
+        """The checksummed address."""
+        return self._account.address
+
+    def sign(self, transaction: dict[str, Any]) -> bytes:
+        """Sign a transaction dict and return its raw bytes."""
+        return bytes(self._account.sign_transaction(transaction).raw_transaction)
+
+    def __repr__(self) -> str:
+        return f"Signer(address={self.address})"
+
+
+class EvmChain:
+    """A web3 connection plus the decoder for fedrelay's contract errors."""
+
+    def __init__(self, rpc_url: str, receipt_timeout: float = DEFAULT_RECEIPT_TIMEOUT) -> None:
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url))
+        self.receipt_timeout = receipt_timeout
+        self.decoder = RevertDecoder(load_artifact(name).abi for name in CONTRACT_NAMES)
+
+    @property
+    def chain_id(self) -> int:
+        """The EVM chain id (not the Wormhole chain id)."""
+        return int(self.w3.eth.chain_id)
+
+    def call(self, function: ContractFunction) -> Any:
+        """Run a view call; a revert raises the decoded `ContractRevert`."""
+        try:
+            return function.call()
+        except ContractLogicError as exc:
+            raise self._decoded(exc) from exc
+
+    def transact(self, signer: Signer, function: ContractFunction, value: int = 0) -> TxReceipt:
+        """Send `function` as a transaction from `signer` and wait for its receipt.
+
+        Gas is estimated first, so a call that would revert raises the decoded
+        `ContractRevert` without sending anything.
+
+        Raises:
+            ContractRevert: The call reverts (decoded custom error).
+            TransactionFailed: The transaction was mined with status 0.
+        """
+        params: dict[str, Any] = {"from": signer.address, "value": value}
+        try:
+            transaction = dict(function.build_transaction(params))  # type: ignore[arg-type]
+        except ContractLogicError as exc:
+            raise self._decoded(exc) from exc
+        return self.send(signer, transaction)
+
+    def send(self, signer: Signer, transaction: dict[str, Any]) -> TxReceipt:
+        """Sign and broadcast a prepared transaction; wait for a successful receipt."""
+        transaction.setdefault("chainId", self.chain_id)
+        transaction["nonce"] = self.w3.eth.get_transaction_count(signer.address, "pending")
+        tx_hash = self.w3.eth.send_raw_transaction(signer.sign(transaction))
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout)
+        if receipt["status"] != 1:
+            raise TransactionFailed(f"transaction 0x{bytes(tx_hash).hex()} reverted on chain")
+        return receipt
+
+    def _decoded(self, exc: ContractLogicError) -> EvmError:
+        data = revert_data(exc.data)
+        if data is None:
+            return TransactionFailed(f"call reverted without decodable data: {exc}")
+        return self.decoder.decode(data)

@@ -1,0 +1,114 @@
+"""Deploy fedrelay's contracts from forge artifacts and connect them across chains."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.evm.artifacts import load_artifact
+from adapters.evm.chain import EvmChain, Signer
+from adapters.evm.core import MessageCoreContract, address_to_bytes32
+from adapters.evm.errors import EvmError
+from adapters.evm.hub import WorkerHubContract
+from adapters.evm.market import JobMarketContract
+
+FINALIZED = 202
+DEFAULT_GUARDIAN_SET_EXPIRY = 24 * 60 * 60
+
+
+def deploy_contract(chain: EvmChain, signer: Signer, name: str, *args: Any) -> str:
+    """Deploy contract `name` with constructor `args`; return its checksummed address."""
+    artifact = load_artifact(name)
+    factory = chain.w3.eth.contract(abi=list(artifact.abi), bytecode=artifact.bytecode)
+    receipt = chain.transact(signer, factory.constructor(*args))  # type: ignore[arg-type]
+    address = receipt["contractAddress"]
+    if address is None:
+        raise EvmError(f"deploying {name} produced no contract address")
+    return str(address)
+
+
+def deploy_message_core(
+    chain: EvmChain,
+    signer: Signer,
+    wormhole_chain_id: int,
+    guardians: Sequence[str],
+    guardian_set_expiry: int = DEFAULT_GUARDIAN_SET_EXPIRY,
+) -> MessageCoreContract:
+    """Deploy a MessageCore owned by `signer` with guardian set 0 = `guardians`."""
+    keys = [chain.w3.to_checksum_address(g) for g in guardians]
+    address = deploy_contract(
+        chain, signer, "MessageCore", wormhole_chain_id, keys, guardian_set_expiry, signer.address
+    )
+    return MessageCoreContract(chain, address)
+
+
+def deploy_job_market(
+    chain: EvmChain,
+    signer: Signer,
+    core: str,
+    aggregator: str,
+    challenger: str,
+    challenge_window: int,
+    consistency_level: int = FINALIZED,
+) -> JobMarketContract:
+    """Deploy a JobMarket owned by `signer` on top of the core at `core`."""
+    w3 = chain.w3
+    address = deploy_contract(
+        chain,
+        signer,
+        "JobMarket",
+        w3.to_checksum_address(core),
+        consistency_level,
+        signer.address,
+        w3.to_checksum_address(aggregator),
+        w3.to_checksum_address(challenger),
+        challenge_window,
+    )
+    return JobMarketContract(chain, address)
+
+
+def deploy_worker_hub(
+    chain: EvmChain,
+    signer: Signer,
+    core: str,
+    coordinator_chain: int,
+    min_stake: int,
+    unbonding_delay: int,
+    consistency_level: int = FINALIZED,
+) -> WorkerHubContract:
+    """Deploy a WorkerHub owned by `signer` on top of the core at `core`."""
+    address = deploy_contract(
+        chain,
+        signer,
+        "WorkerHub",
+        chain.w3.to_checksum_address(core),
+        consistency_level,
+        signer.address,
+        coordinator_chain,
+        min_stake,
+        unbonding_delay,
+    )
+    return WorkerHubContract(chain, address)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A JobMarket and a WorkerHub made peers of each other."""
+
+    coordinator_chain: int
+    worker_chain: int
+    max_batch: int
+
+
+def link(
+    market: JobMarketContract,
+    market_owner: Signer,
+    hub: WorkerHubContract,
+    hub_owner: Signer,
+    link: Link,
+) -> None:
+    """Make `market` and `hub` trust each other as emitter and target; set the batch size."""
+    market.set_peer(market_owner, link.worker_chain, address_to_bytes32(hub.address))
+    market.set_max_batch(market_owner, link.worker_chain, link.max_batch)
+    hub.set_peer(hub_owner, link.coordinator_chain, address_to_bytes32(market.address))

@@ -1,0 +1,133 @@
+"""Typed access to an EVM worker chain's WorkerHub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from web3.types import TxReceipt
+
+from adapters.evm.artifacts import load_artifact
+from adapters.evm.chain import EvmChain, Signer
+from adapters.evm.events import ContractEvent, events_between, receipt_events
+
+
+class HubTaskState(IntEnum):
+    """A task's state on the worker chain."""
+
+    NONE = 0
+    ASSIGNED = 1
+    COMMITTED = 2
+    SETTLED = 3
+
+
+@dataclass(frozen=True)
+class Staker:
+    """A worker's stake on its chain (wei)."""
+
+    staked: int
+    unbonding: int
+    unbonding_ready_at: int
+    active_tasks: int
+    registered: bool
+
+
+@dataclass(frozen=True)
+class HubTask:
+    """A task as the worker chain stores it."""
+
+    state: HubTaskState
+    worker: str
+    deadline: int
+    update_hash: bytes
+
+
+class WorkerHubContract:
+    """A deployed WorkerHub: stake, registration, assignments, commitments, settlements."""
+
+    def __init__(self, chain: EvmChain, address: str) -> None:
+        self.chain = chain
+        self.address = chain.w3.to_checksum_address(address)
+        self.contract = chain.w3.eth.contract(
+            address=self.address, abi=list(load_artifact("WorkerHub").abi)
+        )
+
+    def set_peer(self, signer: Signer, chain: int, peer: bytes) -> TxReceipt:
+        """Trust `peer` (bytes32) as emitter and target on Wormhole chain `chain` (owner only)."""
+        return self.chain.transact(signer, self.contract.functions.setPeer(chain, peer))
+
+    def stake(self, signer: Signer, amount: int) -> TxReceipt:
+        """Add `amount` wei to the signer's bonded stake."""
+        return self.chain.transact(signer, self.contract.functions.stake(), value=amount)
+
+    def request_unbond(self, signer: Signer, amount: int) -> TxReceipt:
+        """Start unbonding `amount` wei of the signer's stake."""
+        return self.chain.transact(signer, self.contract.functions.requestUnbond(amount))
+
+    def withdraw_stake(self, signer: Signer) -> TxReceipt:
+        """Withdraw unbonded stake once the delay passed and no task is open."""
+        return self.chain.transact(signer, self.contract.functions.withdrawStake())
+
+    def register(self, signer: Signer, payout: bytes, capabilities: int) -> TxReceipt:
+        """Publish WORKER_REGISTERED for the signer (payout is a bytes32 coordinator address)."""
+        function = self.contract.functions.register(payout, capabilities)
+        return self.chain.transact(signer, function, value=self._fee())
+
+    def commit_update(
+        self,
+        signer: Signer,
+        job_id: int,
+        round_number: int,
+        update_hash: bytes,
+        transcript_root: bytes,
+        num_samples: int,
+        train_loss: int,
+    ) -> TxReceipt:
+        """Commit the signer's update for an assigned task (publishes UPDATE_COMMITTED)."""
+        function = self.contract.functions.commitUpdate(
+            job_id, round_number, update_hash, transcript_root, num_samples, train_loss
+        )
+        return self.chain.transact(signer, function, value=self._fee())
+
+    def receive_message(self, signer: Signer, vaa: bytes) -> TxReceipt:
+        """Deliver a TASK_ASSIGNED or ROUND_SETTLED VAA.
+
+        Raises:
+            AlreadyConsumed: The VAA was delivered before.
+            InvalidVaa: The core rejected its signatures.
+            ContractRevert: Any other rejection.
+        """
+        return self.chain.transact(signer, self.contract.functions.receiveMessage(vaa))
+
+    def is_consumed(self, digest: bytes) -> bool:
+        """Whether the VAA with this digest has been delivered here."""
+        return bool(self.chain.call(self.contract.functions.isConsumed(digest)))
+
+    def staker(self, worker: str) -> Staker:
+        """A worker's stake record."""
+        address = self.chain.w3.to_checksum_address(worker)
+        raw = self.chain.call(self.contract.functions.getStaker(address))
+        return Staker(int(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]), bool(raw[4]))
+
+    def task(self, job_id: int, round_number: int, worker_key: bytes) -> HubTask:
+        """A task as stored here."""
+        task_id = self.chain.call(
+            self.contract.functions.taskIdOf(job_id, round_number, worker_key)
+        )
+        raw = self.chain.call(self.contract.functions.getTask(task_id))
+        return HubTask(HubTaskState(raw[0]), str(raw[1]), int(raw[2]), bytes(raw[3]))
+
+    def events(self, from_block: int, to_block: int) -> list[ContractEvent]:
+        """This contract's events in blocks `from_block..to_block` (inclusive), in order."""
+        return events_between(self.contract, from_block, to_block)
+
+    def events_in(self, receipt: TxReceipt) -> list[ContractEvent]:
+        """This contract's events in one transaction."""
+        return receipt_events(self.contract, receipt)
+
+    def _fee(self) -> int:
+        core = self.chain.w3.eth.contract(
+            address=self.chain.call(self.contract.functions.core()),
+            abi=list(load_artifact("MessageCore").abi),
+        )
+        return int(self.chain.call(core.functions.messageFee()))

@@ -1,0 +1,313 @@
+"""Typed access to the coordinator chain's JobMarket."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from adapters.evm.artifacts import load_artifact
+from adapters.evm.chain import EvmChain, Signer
+from adapters.evm.errors import EvmError
+from adapters.evm.events import ContractEvent, events_between, receipt_events
+from adapters.wormhole import Outcome, Task
+
+NATIVE = "0x0000000000000000000000000000000000000000"
+
+
+class JobStatus(IntEnum):
+    """A job's life cycle on chain."""
+
+    NONE = 0
+    OPEN = 1
+    COMPLETED = 2
+    CANCELLED = 3
+
+
+class RoundPhase(IntEnum):
+    """A round's phase on chain."""
+
+    IDLE = 0
+    COLLECTING = 1
+    PROPOSED = 2
+    SETTLED = 3
+
+
+class TaskState(IntEnum):
+    """A task's state on the coordinator chain."""
+
+    NONE = 0
+    ASSIGNED = 1
+    COMMITTED = 2
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a poster escrows and asks for. Amounts are in the token's smallest unit."""
+
+    model_hash: bytes
+    config_hash: bytes
+    num_rounds: int
+    workers_per_round: int
+    reward_per_round: int
+    min_stake: int
+    worker_chains: tuple[int, ...]
+    token: str = NATIVE
+
+    @property
+    def escrow(self) -> int:
+        """The whole reward, escrowed when the job is posted."""
+        return self.reward_per_round * self.num_rounds
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """The aggregator's verdict on one worker's task in a round."""
+
+    worker_chain: int
+    worker_key: bytes
+    outcome: Outcome
+    reward: int = 0
+    slash: int = 0
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as stored on chain."""
+
+    poster: str
+    token: str
+    status: JobStatus
+    num_rounds: int
+    current_round: int
+    workers_per_round: int
+    min_stake: int
+    model_hash: bytes
+    config_hash: bytes
+    reward_per_round: int
+    escrow: int
+
+
+@dataclass(frozen=True)
+class Round:
+    """A round as stored on chain."""
+
+    phase: RoundPhase
+    assigned: int
+    proposal: int
+    challenge_deadline: int
+    proposed_model_hash: bytes
+    proposed_total: int
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """A task's state and, once committed, the worker's update commitment."""
+
+    state: TaskState
+    update_hash: bytes
+    transcript_root: bytes
+    num_samples: int
+    train_loss: int
+
+
+@dataclass(frozen=True)
+class RegisteredWorker:
+    """A worker as the coordinator chain knows it from WORKER_REGISTERED."""
+
+    registered: bool
+    stake: int
+    payout: str
+    capabilities: int
+
+
+@dataclass(frozen=True)
+class PostedJob:
+    """The outcome of `post_job`."""
+
+    job_id: int
+    receipt: TxReceipt = field(repr=False)
+
+
+class JobMarketContract:
+    """A deployed JobMarket: jobs, rounds, incoming VAAs, payouts."""
+
+    def __init__(self, chain: EvmChain, address: str) -> None:
+        self.chain = chain
+        self.address = chain.w3.to_checksum_address(address)
+        self.contract = chain.w3.eth.contract(
+            address=self.address, abi=list(load_artifact("JobMarket").abi)
+        )
+
+    # ---------------------------------------------------------------- administration
+
+    def set_peer(self, signer: Signer, chain: int, peer: bytes) -> TxReceipt:
+        """Trust `peer` (bytes32) as emitter and target on Wormhole chain `chain` (owner only)."""
+        return self.chain.transact(signer, self.contract.functions.setPeer(chain, peer))
+
+    def set_max_batch(self, signer: Signer, chain: int, size: int) -> TxReceipt:
+        """Set the largest batch one message to `chain` carries (owner only)."""
+        return self.chain.transact(signer, self.contract.functions.setMaxBatch(chain, size))
+
+    # ---------------------------------------------------------------- jobs and rounds
+
+    def post_job(self, signer: Signer, spec: JobSpec) -> PostedJob:
+        """Post a job; native jobs send the escrow with the call (ERC-20 needs an approval)."""
+        value = spec.escrow if spec.token == NATIVE else 0
+        args = (
+            self.chain.w3.to_checksum_address(spec.token),
+            spec.model_hash,
+            spec.config_hash,
+            spec.num_rounds,
+            spec.workers_per_round,
+            spec.reward_per_round,
+            spec.min_stake,
+            list(spec.worker_chains),
+        )
+        receipt = self.chain.transact(signer, self.contract.functions.postJob(args), value=value)
+        events = self.contract.events.JobPosted().process_receipt(receipt, errors=DISCARD)
+        if not events:
+            raise EvmError("postJob succeeded without a JobPosted event")
+        return PostedJob(job_id=int(events[0]["args"]["jobId"]), receipt=receipt)
+
+    def cancel_job(self, signer: Signer, job_id: int) -> TxReceipt:
+        """Cancel (or close when completed) a job and refund its unspent escrow to the poster."""
+        return self.chain.transact(signer, self.contract.functions.cancelJob(job_id))
+
+    def assign_tasks(
+        self, signer: Signer, job_id: int, worker_chain: int, deadline: int, tasks: Sequence[Task]
+    ) -> TxReceipt:
+        """Assign the current round's `tasks` on `worker_chain` (one TASK_ASSIGNED message)."""
+        entries = [(t.worker_key, t.shard) for t in tasks]
+        function = self.contract.functions.assignTasks(job_id, worker_chain, deadline, entries)
+        return self.chain.transact(signer, function, value=self._fee(1))
+
+    def finalize_round(
+        self,
+        signer: Signer,
+        job_id: int,
+        round_number: int,
+        model_hash: bytes,
+        results: Sequence[RoundResult],
+    ) -> TxReceipt:
+        """Propose the round's outcome; it settles after the challenge window."""
+        entries = [
+            (r.worker_key, r.worker_chain, int(r.outcome), r.slash, r.reward) for r in results
+        ]
+        function = self.contract.functions.finalizeRound(job_id, round_number, model_hash, entries)
+        return self.chain.transact(signer, function)
+
+    def challenge_round(
+        self, signer: Signer, job_id: int, round_number: int, evidence: bytes
+    ) -> TxReceipt:
+        """Reject a proposal inside its challenge window (challenger only)."""
+        function = self.contract.functions.challengeRound(job_id, round_number, evidence)
+        return self.chain.transact(signer, function)
+
+    def settle_round(self, signer: Signer, job_id: int, round_number: int) -> TxReceipt:
+        """Settle a proposal after its window; pays the fee of every ROUND_SETTLED batch."""
+        batches = int(
+            self.chain.call(self.contract.functions.settlementBatches(job_id, round_number))
+        )
+        function = self.contract.functions.settleRound(job_id, round_number)
+        return self.chain.transact(signer, function, value=self._fee(batches))
+
+    def withdraw(self, signer: Signer, token: str = NATIVE) -> TxReceipt:
+        """Withdraw the signer's claimable balance of `token`."""
+        checksummed = self.chain.w3.to_checksum_address(token)
+        return self.chain.transact(signer, self.contract.functions.withdraw(checksummed))
+
+    # ---------------------------------------------------------------- messages in
+
+    def receive_message(self, signer: Signer, vaa: bytes) -> TxReceipt:
+        """Deliver a WORKER_REGISTERED or UPDATE_COMMITTED VAA.
+
+        Raises:
+            AlreadyConsumed: The VAA was delivered before.
+            InvalidVaa: The core rejected its signatures.
+            ContractRevert: Any other rejection (wrong emitter, target, unknown task, ...).
+        """
+        return self.chain.transact(signer, self.contract.functions.receiveMessage(vaa))
+
+    def is_consumed(self, digest: bytes) -> bool:
+        """Whether the VAA with this digest has been delivered here."""
+        return bool(self.chain.call(self.contract.functions.isConsumed(digest)))
+
+    # ---------------------------------------------------------------- views
+
+    def job(self, job_id: int) -> Job:
+        """The stored job."""
+        raw = self.chain.call(self.contract.functions.getJob(job_id))
+        return Job(
+            poster=str(raw[0]),
+            token=str(raw[1]),
+            status=JobStatus(raw[2]),
+            num_rounds=int(raw[3]),
+            current_round=int(raw[4]),
+            workers_per_round=int(raw[5]),
+            min_stake=int(raw[6]),
+            model_hash=bytes(raw[7]),
+            config_hash=bytes(raw[8]),
+            reward_per_round=int(raw[9]),
+            escrow=int(raw[10]),
+        )
+
+    def round(self, job_id: int, round_number: int) -> Round:
+        """The stored round."""
+        raw = self.chain.call(self.contract.functions.getRound(job_id, round_number))
+        return Round(
+            phase=RoundPhase(raw[0]),
+            assigned=int(raw[1]),
+            proposal=int(raw[2]),
+            challenge_deadline=int(raw[3]),
+            proposed_model_hash=bytes(raw[4]),
+            proposed_total=int(raw[5]),
+        )
+
+    def commitment(
+        self, job_id: int, round_number: int, worker_chain: int, worker_key: bytes
+    ) -> Commitment:
+        """The task of one worker in one round, with its commitment once received."""
+        task_id = self.chain.call(
+            self.contract.functions.taskIdOf(job_id, round_number, worker_chain, worker_key)
+        )
+        raw = self.chain.call(self.contract.functions.getTask(task_id))
+        return Commitment(
+            state=TaskState(raw[0]),
+            num_samples=int(raw[2]),
+            train_loss=int(raw[3]),
+            update_hash=bytes(raw[4]),
+            transcript_root=bytes(raw[5]),
+        )
+
+    def worker(self, worker_chain: int, worker_key: bytes) -> RegisteredWorker:
+        """A worker's registration as received from its chain."""
+        worker_id = self.chain.call(self.contract.functions.workerIdOf(worker_chain, worker_key))
+        raw = self.chain.call(self.contract.functions.getWorker(worker_id))
+        return RegisteredWorker(bool(raw[0]), int(raw[1]), str(raw[2]), int(raw[3]))
+
+    def claimable(self, account: str, token: str = NATIVE) -> int:
+        """What `account` can withdraw of `token`."""
+        w3 = self.chain.w3
+        function = self.contract.functions.claimable(
+            w3.to_checksum_address(account), w3.to_checksum_address(token)
+        )
+        return int(self.chain.call(function))
+
+    def events(self, from_block: int, to_block: int) -> list[ContractEvent]:
+        """This contract's events in blocks `from_block..to_block` (inclusive), in order."""
+        return events_between(self.contract, from_block, to_block)
+
+    def events_in(self, receipt: TxReceipt) -> list[ContractEvent]:
+        """This contract's events in one transaction."""
+        return receipt_events(self.contract, receipt)
+
+    def _fee(self, messages: int) -> int:
+        core = self.chain.w3.eth.contract(
+            address=self.chain.call(self.contract.functions.core()),
+            abi=list(load_artifact("MessageCore").abi),
+        )
+        return int(self.chain.call(core.functions.messageFee())) * messages

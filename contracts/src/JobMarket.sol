@@ -1,0 +1,616 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {IMessageCore} from "./interfaces/IMessageCore.sol";
+import {MessageReceiver} from "./base/MessageReceiver.sol";
+import {ReentrancyGuard} from "./base/ReentrancyGuard.sol";
+import {PayloadCodec} from "./libraries/PayloadCodec.sol";
+import {TokenTransfer} from "./libraries/TokenTransfer.sol";
+
+/// @title JobMarket
+/// @notice The coordinator chain's book of federated training jobs. A poster escrows the whole
+/// reward (native or ERC-20) up front. Each round, the aggregator assigns tasks to registered
+/// workers (one batched TASK_ASSIGNED per worker chain), collects UPDATE_COMMITTED messages,
+/// proposes the round's outcome with `finalizeRound`, and after an unchallenged window anyone
+/// settles it: rewards become claimable balances (`withdraw`) and ROUND_SETTLED goes to every
+/// worker chain involved.
+/// @dev Escrow conservation per token: deposited = escrowed + claimable + withdrawn + refunded.
+contract JobMarket is MessageReceiver, ReentrancyGuard {
+    enum JobStatus {
+        None,
+        Open,
+        Completed,
+        Cancelled
+    }
+
+    enum RoundPhase {
+        Idle,
+        Collecting,
+        Proposed,
+        Settled
+    }
+
+    enum TaskState {
+        None,
+        Assigned,
+        Committed
+    }
+
+    /// @notice What a poster supplies to post a job.
+    struct JobSpec {
+        address token; // zero: native currency
+        bytes32 modelHash;
+        bytes32 configHash;
+        uint32 numRounds;
+        uint16 workersPerRound;
+        uint256 rewardPerRound;
+        uint64 minStake; // 8 decimals, as WORKER_REGISTERED reports stake
+        uint16[] workerChains;
+    }
+
+    struct Job {
+        address poster;
+        address token;
+        JobStatus status;
+        uint32 numRounds;
+        uint32 currentRound;
+        uint16 workersPerRound;
+        uint64 minStake;
+        bytes32 modelHash;
+        bytes32 configHash;
+        uint256 rewardPerRound;
+        uint256 escrow;
+    }
+
+    struct Round {
+        RoundPhase phase;
+        uint16 assigned;
+        uint32 proposal;
+        uint64 challengeDeadline;
+        bytes32 proposedModelHash;
+        uint256 proposedTotal;
+    }
+
+    struct Worker {
+        bool registered;
+        uint64 stake;
+        address payout;
+        uint32 capabilities;
+    }
+
+    struct Task {
+        TaskState state;
+        uint32 proposal;
+        uint32 numSamples;
+        uint32 trainLoss;
+        bytes32 updateHash;
+        bytes32 transcriptRoot;
+    }
+
+    /// @notice One worker's outcome in a round, as the aggregator proposes it.
+    /// @dev Field order packs a stored result into two slots.
+    struct Result {
+        bytes32 workerKey;
+        uint16 workerChain;
+        uint8 outcome; // PayloadCodec.OUTCOME_*
+        uint64 slash; // 8 decimals, applied on the worker chain
+        uint128 reward; // in the job's token
+    }
+
+    /// @notice Totals per token, for the conservation invariant.
+    struct Ledger {
+        uint256 deposited;
+        uint256 escrowed;
+        uint256 claimable;
+        uint256 withdrawn;
+        uint256 refunded;
+    }
+
+    /// @notice Account that assigns tasks and proposes round outcomes.
+    address public aggregator;
+    /// @notice Account that may challenge a proposed outcome within the window.
+    address public challenger;
+    /// @notice Seconds a proposed outcome stays open to challenge.
+    uint64 public challengeWindow;
+    /// @notice Id the next posted job receives (ids start at 1; 0 means "no job").
+    uint64 public nextJobId = 1;
+
+    mapping(uint64 => Job) private _jobs;
+    mapping(uint64 => uint16[]) private _jobChains;
+    mapping(uint64 => mapping(uint16 => bool)) private _chainAllowed;
+    mapping(uint64 => mapping(uint32 => Round)) private _rounds;
+    mapping(uint64 => mapping(uint32 => Result[])) private _proposals;
+    mapping(bytes32 => Worker) private _workers;
+    mapping(bytes32 => Task) private _tasks;
+    /// @notice Largest TASK_ASSIGNED / ROUND_SETTLED batch each worker chain accepts (0: none).
+    mapping(uint16 => uint8) public maxBatch;
+    /// @notice Withdrawable balance per account and token.
+    mapping(address => mapping(address => uint256)) public claimable;
+    /// @notice Conservation totals per token.
+    mapping(address => Ledger) public ledgers;
+
+    event AggregatorSet(address indexed aggregator);
+    event ChallengerSet(address indexed challenger);
+    event ChallengeWindowSet(uint64 window);
+    event MaxBatchSet(uint16 indexed chain, uint8 size);
+    event JobPosted(uint64 indexed jobId, address indexed poster, address token, uint256 escrow, uint32 numRounds);
+    event JobCancelled(uint64 indexed jobId, uint256 refund);
+    event JobCompleted(uint64 indexed jobId);
+    event WorkerRegistered(
+        bytes32 indexed workerId, uint16 workerChain, bytes32 workerKey, uint64 stake, address payout
+    );
+    event TasksAssigned(uint64 indexed jobId, uint32 indexed round, uint16 workerChain, uint64 sequence, uint8 count);
+    event UpdateReceived(
+        uint64 indexed jobId, uint32 indexed round, uint16 workerChain, bytes32 workerKey, bytes32 updateHash
+    );
+    event RoundFinalized(
+        uint64 indexed jobId, uint32 indexed round, bytes32 modelHash, uint256 total, uint64 challengeDeadline
+    );
+    event RoundChallenged(uint64 indexed jobId, uint32 indexed round, address challenger, bytes32 evidence);
+    event RoundSettled(uint64 indexed jobId, uint32 indexed round, bytes32 modelHash, uint256 total);
+    event SettlementPublished(
+        uint64 indexed jobId, uint32 indexed round, uint16 workerChain, uint64 sequence, uint8 count
+    );
+    event RewardCredited(address indexed account, address indexed token, uint256 amount);
+    event Withdrawn(address indexed account, address indexed token, uint256 amount);
+
+    error NotAggregator(address caller);
+    error NotChallenger(address caller);
+    error NotPoster(address caller);
+    error InvalidJobSpec(string what);
+    error WrongDeposit(uint256 received, uint256 required);
+    error JobNotOpen(uint64 jobId);
+    error NothingToRefund(uint64 jobId);
+    error RoundInProgress(uint64 jobId, uint32 round);
+    error ChainNotAllowed(uint64 jobId, uint16 chain);
+    error UnknownPeer(uint16 chain);
+    error BatchTooLarge(uint256 count, uint256 max);
+    error DeadlinePassed(uint64 deadline);
+    error TooManyWorkers(uint256 assigned, uint16 workersPerRound);
+    error UnknownWorker(uint16 chain, bytes32 workerKey);
+    error InsufficientStake(bytes32 workerId, uint64 stake, uint64 minStake);
+    error TaskAlreadyAssigned(bytes32 taskId);
+    error UnknownTask(bytes32 taskId);
+    error TaskAlreadyCommitted(bytes32 taskId);
+    error WrongRound(uint64 jobId, uint32 round, uint32 currentRound);
+    error RoundNotCollecting(uint64 jobId, uint32 round);
+    error RoundAlreadyFinalized(uint64 jobId, uint32 round);
+    error RoundNotProposed(uint64 jobId, uint32 round);
+    error ResultCountMismatch(uint256 given, uint256 assigned);
+    error DuplicateResult(bytes32 taskId);
+    error InvalidResult(bytes32 taskId, string what);
+    error RewardExceedsBudget(uint256 total, uint256 budget);
+    error ChallengeWindowOpen(uint64 deadline);
+    error ChallengeWindowClosed(uint64 deadline);
+    error InvalidPayoutAddress(bytes32 payout);
+    error UnexpectedPayload(uint8 payloadId);
+    error NothingToWithdraw(address account, address token);
+
+    modifier onlyAggregator() {
+        if (msg.sender != aggregator) revert NotAggregator(msg.sender);
+        _;
+    }
+
+    /// @param core_ The message core (Wormhole core in production).
+    /// @param consistencyLevel_ Consistency level of published messages (202: finalized).
+    /// @param initialOwner Account that manages peers, roles and batch sizes.
+    /// @param aggregator_ Account that assigns tasks and proposes outcomes.
+    /// @param challenger_ Account that may challenge proposed outcomes.
+    /// @param challengeWindow_ Seconds a proposal stays open to challenge.
+    constructor(
+        IMessageCore core_,
+        uint8 consistencyLevel_,
+        address initialOwner,
+        address aggregator_,
+        address challenger_,
+        uint64 challengeWindow_
+    ) MessageReceiver(core_, consistencyLevel_, initialOwner) {
+        aggregator = aggregator_;
+        challenger = challenger_;
+        challengeWindow = challengeWindow_;
+        emit AggregatorSet(aggregator_);
+        emit ChallengerSet(challenger_);
+        emit ChallengeWindowSet(challengeWindow_);
+    }
+
+    // ------------------------------------------------------------------ administration
+
+    /// @notice Set the account that assigns tasks and proposes outcomes.
+    function setAggregator(address account) external onlyOwner {
+        aggregator = account;
+        emit AggregatorSet(account);
+    }
+
+    /// @notice Set the account that may challenge proposed outcomes.
+    function setChallenger(address account) external onlyOwner {
+        challenger = account;
+        emit ChallengerSet(account);
+    }
+
+    /// @notice Set the challenge window for proposals made from now on.
+    function setChallengeWindow(uint64 window) external onlyOwner {
+        challengeWindow = window;
+        emit ChallengeWindowSet(window);
+    }
+
+    /// @notice Set how many assignments or settlements one message to `chain` may carry (1..32).
+    function setMaxBatch(uint16 chain, uint8 size) external onlyOwner {
+        if (size == 0 || size > PayloadCodec.MAX_BATCH) revert BatchTooLarge(size, PayloadCodec.MAX_BATCH);
+        maxBatch[chain] = size;
+        emit MaxBatchSet(chain, size);
+    }
+
+    // ------------------------------------------------------------------ jobs
+
+    /// @notice Post a job, escrowing `rewardPerRound * numRounds` of `spec.token`.
+    /// @dev Native jobs send the escrow as `msg.value`; ERC-20 jobs approve it beforehand.
+    /// @return jobId The new job's id.
+    function postJob(JobSpec calldata spec) external payable nonReentrant returns (uint64 jobId) {
+        _checkSpec(spec);
+        uint256 total = spec.rewardPerRound * spec.numRounds;
+        jobId = nextJobId++;
+        Job storage job = _jobs[jobId];
+        job.poster = msg.sender;
+        job.token = spec.token;
+        job.status = JobStatus.Open;
+        job.numRounds = spec.numRounds;
+        job.workersPerRound = spec.workersPerRound;
+        job.minStake = spec.minStake;
+        job.modelHash = spec.modelHash;
+        job.configHash = spec.configHash;
+        job.rewardPerRound = spec.rewardPerRound;
+        job.escrow = total;
+        for (uint256 i = 0; i < spec.workerChains.length; ++i) {
+            uint16 chain = spec.workerChains[i];
+            if (chain == 0 || chain == chainId || _chainAllowed[jobId][chain]) {
+                revert InvalidJobSpec("worker chain zero, own or repeated");
+            }
+            _chainAllowed[jobId][chain] = true;
+            _jobChains[jobId].push(chain);
+        }
+        Ledger storage ledger = ledgers[spec.token];
+        ledger.deposited += total;
+        ledger.escrowed += total;
+        emit JobPosted(jobId, msg.sender, spec.token, total, spec.numRounds);
+        if (spec.token == address(0)) {
+            if (msg.value != total) revert WrongDeposit(msg.value, total);
+        } else {
+            if (msg.value != 0) revert WrongDeposit(msg.value, 0);
+            uint256 received = TokenTransfer.pull(spec.token, msg.sender, total);
+            if (received != total) revert WrongDeposit(received, total);
+        }
+    }
+
+    /// @notice Cancel an open job between rounds, or close a completed one, refunding the unspent
+    /// escrow to the poster.
+    function cancelJob(uint64 jobId) external nonReentrant {
+        Job storage job = _jobs[jobId];
+        if (job.poster != msg.sender) revert NotPoster(msg.sender);
+        if (job.status == JobStatus.Open) {
+            if (_rounds[jobId][job.currentRound].phase != RoundPhase.Idle) {
+                revert RoundInProgress(jobId, job.currentRound);
+            }
+            job.status = JobStatus.Cancelled;
+        } else if (job.status != JobStatus.Completed) {
+            revert JobNotOpen(jobId);
+        }
+        uint256 refund = job.escrow;
+        if (refund == 0) revert NothingToRefund(jobId);
+        job.escrow = 0;
+        Ledger storage ledger = ledgers[job.token];
+        ledger.escrowed -= refund;
+        ledger.refunded += refund;
+        emit JobCancelled(jobId, refund);
+        TokenTransfer.send(job.token, msg.sender, refund);
+    }
+
+    // ------------------------------------------------------------------ messages in
+
+    /// @notice Act on a guardian-signed WORKER_REGISTERED or UPDATE_COMMITTED VAA.
+    /// @dev Reverts `AlreadyConsumed` when the VAA was delivered before.
+    function receiveMessage(bytes calldata encodedVaa) external {
+        (IMessageCore.VM memory vm, PayloadCodec.Header memory header) = _consume(encodedVaa);
+        if (header.payloadId == PayloadCodec.WORKER_REGISTERED) {
+            _onWorkerRegistered(vm.emitterChainId, PayloadCodec.decodeWorkerRegistered(vm.payload));
+        } else if (header.payloadId == PayloadCodec.UPDATE_COMMITTED) {
+            _onUpdateCommitted(vm.emitterChainId, PayloadCodec.decodeUpdateCommitted(vm.payload));
+        } else {
+            revert UnexpectedPayload(header.payloadId);
+        }
+    }
+
+    function _onWorkerRegistered(uint16 chain, PayloadCodec.WorkerRegistered memory m) private {
+        if (uint256(m.payoutAddress) >> 160 != 0) revert InvalidPayoutAddress(m.payoutAddress);
+        address payout = address(uint160(uint256(m.payoutAddress)));
+        if (payout == address(0)) revert InvalidPayoutAddress(m.payoutAddress);
+        bytes32 workerId = workerIdOf(chain, m.workerKey);
+        _workers[workerId] = Worker(true, m.stake, payout, m.capabilities);
+        emit WorkerRegistered(workerId, chain, m.workerKey, m.stake, payout);
+    }
+
+    function _onUpdateCommitted(uint16 chain, PayloadCodec.UpdateCommitted memory m) private {
+        uint64 jobId = m.header.jobId;
+        if (_jobs[jobId].status != JobStatus.Open || m.round != _jobs[jobId].currentRound) {
+            revert WrongRound(jobId, m.round, _jobs[jobId].currentRound);
+        }
+        if (_rounds[jobId][m.round].phase != RoundPhase.Collecting) revert RoundNotCollecting(jobId, m.round);
+        bytes32 taskId = taskIdOf(jobId, m.round, chain, m.workerKey);
+        Task storage task = _tasks[taskId];
+        if (task.state == TaskState.None) revert UnknownTask(taskId);
+        if (task.state == TaskState.Committed) revert TaskAlreadyCommitted(taskId);
+        task.state = TaskState.Committed;
+        task.updateHash = m.updateHash;
+        task.transcriptRoot = m.transcriptRoot;
+        task.numSamples = m.numSamples;
+        task.trainLoss = m.trainLoss;
+        emit UpdateReceived(jobId, m.round, chain, m.workerKey, m.updateHash);
+    }
+
+    // ------------------------------------------------------------------ rounds
+
+    /// @notice Assign the current round's tasks on `workerChain` and publish one TASK_ASSIGNED.
+    /// @dev Pays the core's fee for one message as `msg.value`. May be called several times per
+    /// round (several chains, or batches), up to `workersPerRound` assignments in total.
+    /// @return sequence The published message's sequence.
+    function assignTasks(
+        uint64 jobId,
+        uint16 workerChain,
+        uint64 deadline,
+        PayloadCodec.Assignment[] memory assignments
+    ) external payable onlyAggregator returns (uint64 sequence) {
+        uint256 fee = _requireFees(1);
+        Job storage job = _jobs[jobId];
+        if (job.status != JobStatus.Open) revert JobNotOpen(jobId);
+        if (!_chainAllowed[jobId][workerChain]) revert ChainNotAllowed(jobId, workerChain);
+        bytes32 peer = peers[workerChain];
+        if (peer == bytes32(0)) revert UnknownPeer(workerChain);
+        uint256 count = assignments.length;
+        if (count == 0 || count > maxBatch[workerChain]) revert BatchTooLarge(count, maxBatch[workerChain]);
+        if (deadline <= block.timestamp) revert DeadlinePassed(deadline);
+        uint32 round = job.currentRound;
+        Round storage r = _rounds[jobId][round];
+        if (r.phase == RoundPhase.Proposed) revert RoundAlreadyFinalized(jobId, round);
+        if (r.assigned + count > job.workersPerRound) revert TooManyWorkers(r.assigned + count, job.workersPerRound);
+        for (uint256 i = 0; i < count; ++i) {
+            _assign(jobId, round, workerChain, assignments[i].workerKey, job.minStake);
+        }
+        r.assigned += uint16(count);
+        r.phase = RoundPhase.Collecting;
+        PayloadCodec.TaskAssigned memory message;
+        message.header = PayloadCodec.Header(PayloadCodec.TASK_ASSIGNED, workerChain, peer, jobId);
+        message.round = round;
+        message.deadline = deadline;
+        message.modelHash = job.modelHash;
+        message.configHash = job.configHash;
+        message.assignments = assignments;
+        sequence = _publish(PayloadCodec.encode(message), fee);
+        emit TasksAssigned(jobId, round, workerChain, sequence, uint8(count));
+    }
+
+    function _assign(uint64 jobId, uint32 round, uint16 chain, bytes32 workerKey, uint64 minStake) private {
+        bytes32 workerId = workerIdOf(chain, workerKey);
+        Worker storage worker = _workers[workerId];
+        if (!worker.registered) revert UnknownWorker(chain, workerKey);
+        if (worker.stake < minStake) revert InsufficientStake(workerId, worker.stake, minStake);
+        bytes32 taskId = taskIdOf(jobId, round, chain, workerKey);
+        if (_tasks[taskId].state != TaskState.None) revert TaskAlreadyAssigned(taskId);
+        _tasks[taskId].state = TaskState.Assigned;
+    }
+
+    /// @notice Propose the outcome of the current round: the new model hash and one result per
+    /// assigned task. Opens the challenge window; nothing is paid until `settleRound`.
+    function finalizeRound(uint64 jobId, uint32 round, bytes32 modelHash, Result[] calldata results)
+        external
+        onlyAggregator
+    {
+        Job storage job = _jobs[jobId];
+        if (job.status != JobStatus.Open) revert JobNotOpen(jobId);
+        if (round != job.currentRound) revert WrongRound(jobId, round, job.currentRound);
+        Round storage r = _rounds[jobId][round];
+        if (r.phase == RoundPhase.Proposed) revert RoundAlreadyFinalized(jobId, round);
+        if (r.phase != RoundPhase.Collecting) revert RoundNotCollecting(jobId, round);
+        if (results.length != r.assigned) revert ResultCountMismatch(results.length, r.assigned);
+        uint32 proposal = ++r.proposal;
+        uint256 total = 0;
+        Result[] storage stored = _proposals[jobId][round];
+        for (uint256 i = 0; i < results.length; ++i) {
+            _checkResult(jobId, round, proposal, results[i]);
+            total += results[i].reward;
+            stored.push(results[i]);
+        }
+        if (total > job.rewardPerRound) revert RewardExceedsBudget(total, job.rewardPerRound);
+        uint64 deadline = uint64(block.timestamp) + challengeWindow;
+        r.phase = RoundPhase.Proposed;
+        r.challengeDeadline = deadline;
+        r.proposedModelHash = modelHash;
+        r.proposedTotal = total;
+        emit RoundFinalized(jobId, round, modelHash, total, deadline);
+    }
+
+    function _checkResult(uint64 jobId, uint32 round, uint32 proposal, Result calldata result) private {
+        bytes32 taskId = taskIdOf(jobId, round, result.workerChain, result.workerKey);
+        Task storage task = _tasks[taskId];
+        if (task.state == TaskState.None) revert UnknownTask(taskId);
+        if (task.proposal == proposal) revert DuplicateResult(taskId);
+        task.proposal = proposal;
+        if (result.outcome > PayloadCodec.OUTCOME_SLASHED) revert InvalidResult(taskId, "outcome");
+        if (result.outcome == PayloadCodec.OUTCOME_ACCEPTED) {
+            if (task.state != TaskState.Committed) revert InvalidResult(taskId, "accepted but not committed");
+        } else if (result.reward != 0) {
+            revert InvalidResult(taskId, "reward without acceptance");
+        }
+        if (result.outcome != PayloadCodec.OUTCOME_SLASHED && result.slash != 0) {
+            revert InvalidResult(taskId, "slash without slashed outcome");
+        }
+    }
+
+    /// @notice Reject a proposed outcome within its challenge window; the aggregator proposes again.
+    function challengeRound(uint64 jobId, uint32 round, bytes32 evidence) external {
+        if (msg.sender != challenger) revert NotChallenger(msg.sender);
+        Round storage r = _rounds[jobId][round];
+        if (r.phase != RoundPhase.Proposed) revert RoundNotProposed(jobId, round);
+        if (block.timestamp >= r.challengeDeadline) revert ChallengeWindowClosed(r.challengeDeadline);
+        r.phase = RoundPhase.Collecting;
+        r.proposedModelHash = bytes32(0);
+        r.proposedTotal = 0;
+        delete _proposals[jobId][round];
+        emit RoundChallenged(jobId, round, msg.sender, evidence);
+    }
+
+    /// @notice Settle an unchallenged proposal after its window: credit rewards, advance the job's
+    /// model and round, and publish ROUND_SETTLED to each worker chain in the round.
+    /// @dev Pays the core's fee for every published batch as `msg.value` (see `settlementBatches`).
+    function settleRound(uint64 jobId, uint32 round) external payable nonReentrant {
+        Job storage job = _jobs[jobId];
+        Round storage r = _rounds[jobId][round];
+        if (r.phase != RoundPhase.Proposed) revert RoundNotProposed(jobId, round);
+        if (block.timestamp < r.challengeDeadline) revert ChallengeWindowOpen(r.challengeDeadline);
+        uint256 fee = _requireFees(settlementBatches(jobId, round));
+        Result[] storage results = _proposals[jobId][round];
+        uint256 total = r.proposedTotal;
+        for (uint256 i = 0; i < results.length; ++i) {
+            uint256 reward = results[i].reward;
+            if (reward == 0) continue;
+            address payout = _workers[workerIdOf(results[i].workerChain, results[i].workerKey)].payout;
+            claimable[payout][job.token] += reward;
+            emit RewardCredited(payout, job.token, reward);
+        }
+        Ledger storage ledger = ledgers[job.token];
+        ledger.escrowed -= total;
+        ledger.claimable += total;
+        job.escrow -= total;
+        job.modelHash = r.proposedModelHash;
+        r.phase = RoundPhase.Settled;
+        job.currentRound = round + 1;
+        emit RoundSettled(jobId, round, r.proposedModelHash, total);
+        if (job.currentRound == job.numRounds) {
+            job.status = JobStatus.Completed;
+            emit JobCompleted(jobId);
+        }
+        uint16[] storage chains = _jobChains[jobId];
+        for (uint256 c = 0; c < chains.length; ++c) {
+            _publishSettlements(jobId, round, chains[c], fee);
+        }
+    }
+
+    /// @notice Number of ROUND_SETTLED messages settling `round` publishes (its fee multiplier).
+    function settlementBatches(uint64 jobId, uint32 round) public view returns (uint256 batches) {
+        uint16[] storage chains = _jobChains[jobId];
+        Result[] storage results = _proposals[jobId][round];
+        for (uint256 c = 0; c < chains.length; ++c) {
+            uint256 count = 0;
+            for (uint256 i = 0; i < results.length; ++i) {
+                if (results[i].workerChain == chains[c]) ++count;
+            }
+            uint256 size = maxBatch[chains[c]];
+            if (count > 0) batches += (count + size - 1) / size;
+        }
+    }
+
+    function _publishSettlements(uint64 jobId, uint32 round, uint16 chain, uint256 fee) private {
+        Result[] storage results = _proposals[jobId][round];
+        uint256 remaining = 0;
+        for (uint256 i = 0; i < results.length; ++i) {
+            if (results[i].workerChain == chain) ++remaining;
+        }
+        uint256 size = maxBatch[chain];
+        PayloadCodec.Settlement[] memory batch = new PayloadCodec.Settlement[](size);
+        uint256 filled = 0;
+        for (uint256 i = 0; i < results.length && remaining > 0; ++i) {
+            Result storage result = results[i];
+            if (result.workerChain != chain) continue;
+            batch[filled++] = PayloadCodec.Settlement(result.workerKey, result.outcome, result.slash);
+            --remaining;
+            if (filled == size || remaining == 0) {
+                _publishSettlement(jobId, round, chain, batch, filled, fee);
+                filled = 0;
+            }
+        }
+    }
+
+    function _publishSettlement(
+        uint64 jobId,
+        uint32 round,
+        uint16 chain,
+        PayloadCodec.Settlement[] memory batch,
+        uint256 filled,
+        uint256 fee
+    ) private {
+        bytes32 peer = peers[chain];
+        if (peer == bytes32(0)) revert UnknownPeer(chain);
+        PayloadCodec.RoundSettled memory message;
+        message.header = PayloadCodec.Header(PayloadCodec.ROUND_SETTLED, chain, peer, jobId);
+        message.round = round;
+        message.modelHash = _jobs[jobId].modelHash;
+        message.settlements = new PayloadCodec.Settlement[](filled);
+        for (uint256 i = 0; i < filled; ++i) {
+            message.settlements[i] = batch[i];
+        }
+        uint64 sequence = _publish(PayloadCodec.encode(message), fee);
+        emit SettlementPublished(jobId, round, chain, sequence, uint8(filled));
+    }
+
+    // ------------------------------------------------------------------ payouts
+
+    /// @notice Withdraw the caller's whole claimable balance of `token` (zero: native).
+    function withdraw(address token) external nonReentrant {
+        uint256 amount = claimable[msg.sender][token];
+        if (amount == 0) revert NothingToWithdraw(msg.sender, token);
+        claimable[msg.sender][token] = 0;
+        Ledger storage ledger = ledgers[token];
+        ledger.claimable -= amount;
+        ledger.withdrawn += amount;
+        emit Withdrawn(msg.sender, token, amount);
+        TokenTransfer.send(token, msg.sender, amount);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice worker_id = keccak256(u16 worker chain || worker_key).
+    function workerIdOf(uint16 chain, bytes32 workerKey) public pure returns (bytes32) {
+        return keccak256(abi.encodePacked(chain, workerKey));
+    }
+
+    /// @notice task_id = keccak256(u64 job_id || u32 round || u16 worker chain || worker_key).
+    function taskIdOf(uint64 jobId, uint32 round, uint16 chain, bytes32 workerKey) public pure returns (bytes32) {
+        return keccak256(abi.encodePacked(jobId, round, chain, workerKey));
+    }
+
+    /// @notice A job's stored state.
+    function getJob(uint64 jobId) external view returns (Job memory) {
+        return _jobs[jobId];
+    }
+
+    /// @notice The worker chains a job allows.
+    function jobWorkerChains(uint64 jobId) external view returns (uint16[] memory) {
+        return _jobChains[jobId];
+    }
+
+    /// @notice A round's stored state.
+    function getRound(uint64 jobId, uint32 round) external view returns (Round memory) {
+        return _rounds[jobId][round];
+    }
+
+    /// @notice The results of a round's pending or settled proposal.
+    function getProposal(uint64 jobId, uint32 round) external view returns (Result[] memory) {
+        return _proposals[jobId][round];
+    }
+
+    /// @notice A registered worker's record.
+    function getWorker(bytes32 workerId) external view returns (Worker memory) {
+        return _workers[workerId];
+    }
+
+    /// @notice A task's record.
+    function getTask(bytes32 taskId) external view returns (Task memory) {
+        return _tasks[taskId];
+    }
+
+    function _checkSpec(JobSpec calldata spec) private pure {
+        if (spec.numRounds == 0) revert InvalidJobSpec("numRounds is zero");
+        if (spec.workersPerRound == 0) revert InvalidJobSpec("workersPerRound is zero");
+        if (spec.rewardPerRound == 0) revert InvalidJobSpec("rewardPerRound is zero");
+        if (spec.modelHash == bytes32(0)) revert InvalidJobSpec("modelHash is zero");
+        if (spec.workerChains.length == 0) revert InvalidJobSpec("no worker chains");
+    }
+}

@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+/// @title PayloadCodec
+/// @notice The one Solidity definition of fedrelay's message payloads (PROTOCOL.md). Integers are
+/// big-endian and fixed width, addresses are bytes32, there is no length prefix and no trailing
+/// byte. The Solana program and the Python codec copy these layouts byte for byte.
+///
+/// Header (every payload, 44 bytes):
+///   0  u8      payload_id        1 WORKER_REGISTERED, 2 TASK_ASSIGNED, 3 UPDATE_COMMITTED,
+///                                4 ROUND_SETTLED
+///   1  u8      version = 1
+///   2  u16     target_chain      Wormhole chain id of the receiver
+///   4  bytes32 target_address    receiving contract or program
+///   36 u64     job_id            0 when not job-specific
+///
+/// WORKER_REGISTERED (120 bytes):  44 worker_key bytes32 | 76 stake u64 (8 decimals)
+///                                 | 84 payout_address bytes32 | 116 capabilities u32
+/// TASK_ASSIGNED (121 + 36k):      44 round u32 | 48 deadline u64 | 56 model_hash bytes32
+///                                 | 88 config_hash bytes32 | 120 count u8 (1..32)
+///                                 | 121 k x (worker_key bytes32, shard u32)
+/// UPDATE_COMMITTED (152 bytes):   44 round u32 | 48 worker_key bytes32 | 80 update_hash bytes32
+///                                 | 112 transcript_root bytes32 | 144 num_samples u32
+///                                 | 148 train_loss u32 (loss x 1e6, saturating)
+/// ROUND_SETTLED (81 + 41k):       44 round u32 | 48 model_hash bytes32 | 80 count u8 (1..32)
+///                                 | 81 k x (worker_key bytes32, outcome u8, slash u64)
+library PayloadCodec {
+    uint8 internal constant WORKER_REGISTERED = 1;
+    uint8 internal constant TASK_ASSIGNED = 2;
+    uint8 internal constant UPDATE_COMMITTED = 3;
+    uint8 internal constant ROUND_SETTLED = 4;
+    uint8 internal constant VERSION = 1;
+
+    uint256 internal constant HEADER_SIZE = 44;
+    uint256 internal constant WORKER_REGISTERED_SIZE = 120;
+    uint256 internal constant TASK_ASSIGNED_FIXED = 121;
+    uint256 internal constant ASSIGNMENT_SIZE = 36;
+    uint256 internal constant UPDATE_COMMITTED_SIZE = 152;
+    uint256 internal constant ROUND_SETTLED_FIXED = 81;
+    uint256 internal constant SETTLEMENT_SIZE = 41;
+    uint256 internal constant MAX_BATCH = 32;
+
+    uint8 internal constant OUTCOME_ACCEPTED = 0;
+    uint8 internal constant OUTCOME_DROPPED = 1;
+    uint8 internal constant OUTCOME_SLASHED = 2;
+
+    struct Header {
+        uint8 payloadId;
+        uint16 targetChain;
+        bytes32 targetAddress;
+        uint64 jobId;
+    }
+
+    struct WorkerRegistered {
+        Header header;
+        bytes32 workerKey;
+        uint64 stake;
+        bytes32 payoutAddress;
+        uint32 capabilities;
+    }
+
+    struct Assignment {
+        bytes32 workerKey;
+        uint32 shard;
+    }
+
+    struct TaskAssigned {
+        Header header;
+        uint32 round;
+        uint64 deadline;
+        bytes32 modelHash;
+        bytes32 configHash;
+        Assignment[] assignments;
+    }
+
+    struct UpdateCommitted {
+        Header header;
+        uint32 round;
+        bytes32 workerKey;
+        bytes32 updateHash;
+        bytes32 transcriptRoot;
+        uint32 numSamples;
+        uint32 trainLoss;
+    }
+
+    struct Settlement {
+        bytes32 workerKey;
+        uint8 outcome;
+        uint64 slash;
+    }
+
+    struct RoundSettled {
+        Header header;
+        uint32 round;
+        bytes32 modelHash;
+        Settlement[] settlements;
+    }
+
+    /// @notice The payload is shorter than a header.
+    error PayloadTooShort(uint256 length);
+    /// @notice The payload id is not one this codec knows, or not the one expected.
+    error UnknownPayloadId(uint8 payloadId);
+    /// @notice The payload's protocol version is not 1.
+    error UnsupportedPayloadVersion(uint8 version);
+    /// @notice The payload's length does not match its declared contents (short or trailing bytes).
+    error PayloadLengthMismatch(uint256 length, uint256 expected);
+    /// @notice A batch count outside 1..32.
+    error InvalidBatchCount(uint256 count);
+    /// @notice A settlement outcome other than accepted, dropped or slashed.
+    error InvalidOutcome(uint8 outcome);
+    /// @notice WORKER_REGISTERED is not job-specific: its job id must be zero.
+    error NonZeroJobId(uint64 jobId);
+
+    // ------------------------------------------------------------------ decoding
+
+    /// @notice Decode and check the 44-byte header shared by every payload.
+    function decodeHeader(bytes memory payload) internal pure returns (Header memory header) {
+        if (payload.length < HEADER_SIZE) revert PayloadTooShort(payload.length);
+        header.payloadId = uint8(_read(payload, 0, 1));
+        uint8 version = uint8(_read(payload, 1, 1));
+        if (header.payloadId < WORKER_REGISTERED || header.payloadId > ROUND_SETTLED) {
+            revert UnknownPayloadId(header.payloadId);
+        }
+        if (version != VERSION) revert UnsupportedPayloadVersion(version);
+        header.targetChain = uint16(_read(payload, 2, 2));
+        header.targetAddress = bytes32(_read(payload, 4, 32));
+        header.jobId = uint64(_read(payload, 36, 8));
+    }
+
+    /// @notice Decode a WORKER_REGISTERED payload.
+    function decodeWorkerRegistered(bytes memory payload) internal pure returns (WorkerRegistered memory message) {
+        message.header = _expect(payload, WORKER_REGISTERED);
+        _exactLength(payload, WORKER_REGISTERED_SIZE);
+        if (message.header.jobId != 0) revert NonZeroJobId(message.header.jobId);
+        message.workerKey = bytes32(_read(payload, 44, 32));
+        message.stake = uint64(_read(payload, 76, 8));
+        message.payoutAddress = bytes32(_read(payload, 84, 32));
+        message.capabilities = uint32(_read(payload, 116, 4));
+    }
+
+    /// @notice Decode a TASK_ASSIGNED payload.
+    function decodeTaskAssigned(bytes memory payload) internal pure returns (TaskAssigned memory message) {
+        message.header = _expect(payload, TASK_ASSIGNED);
+        if (payload.length < TASK_ASSIGNED_FIXED) {
+            revert PayloadLengthMismatch(payload.length, TASK_ASSIGNED_FIXED);
+        }
+        message.round = uint32(_read(payload, 44, 4));
+        message.deadline = uint64(_read(payload, 48, 8));
+        message.modelHash = bytes32(_read(payload, 56, 32));
+        message.configHash = bytes32(_read(payload, 88, 32));
+        uint256 count = _read(payload, 120, 1);
+        _checkCount(count);
+        _exactLength(payload, TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * count);
+        message.assignments = new Assignment[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            uint256 at = TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * i;
+            message.assignments[i] = Assignment(bytes32(_read(payload, at, 32)), uint32(_read(payload, at + 32, 4)));
+        }
+    }
+
+    /// @notice Decode an UPDATE_COMMITTED payload.
+    function decodeUpdateCommitted(bytes memory payload) internal pure returns (UpdateCommitted memory message) {
+        message.header = _expect(payload, UPDATE_COMMITTED);
+        _exactLength(payload, UPDATE_COMMITTED_SIZE);
+        message.round = uint32(_read(payload, 44, 4));
+        message.workerKey = bytes32(_read(payload, 48, 32));
+        message.updateHash = bytes32(_read(payload, 80, 32));
+        message.transcriptRoot = bytes32(_read(payload, 112, 32));
+        message.numSamples = uint32(_read(payload, 144, 4));
+        message.trainLoss = uint32(_read(payload, 148, 4));
+    }
+
+    /// @notice Decode a ROUND_SETTLED payload.
+    function decodeRoundSettled(bytes memory payload) internal pure returns (RoundSettled memory message) {
+        message.header = _expect(payload, ROUND_SETTLED);
+        if (payload.length < ROUND_SETTLED_FIXED) {
+            revert PayloadLengthMismatch(payload.length, ROUND_SETTLED_FIXED);
+        }
+        message.round = uint32(_read(payload, 44, 4));
+        message.modelHash = bytes32(_read(payload, 48, 32));
+        uint256 count = _read(payload, 80, 1);
+        _checkCount(count);
+        _exactLength(payload, ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * count);
+        message.settlements = new Settlement[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            uint256 at = ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * i;
+            uint8 outcome = uint8(_read(payload, at + 32, 1));
+            if (outcome > OUTCOME_SLASHED) revert InvalidOutcome(outcome);
+            message.settlements[i] =
+                Settlement(bytes32(_read(payload, at, 32)), outcome, uint64(_read(payload, at + 33, 8)));
+        }
+    }
+
+    // ------------------------------------------------------------------ encoding
+
+    /// @notice Encode a WORKER_REGISTERED payload.
+    function encode(WorkerRegistered memory m) internal pure returns (bytes memory) {
+        return abi.encodePacked(
+            _encodeHeader(m.header, WORKER_REGISTERED), m.workerKey, m.stake, m.payoutAddress, m.capabilities
+        );
+    }
+
+    /// @notice Encode a TASK_ASSIGNED payload.
+    function encode(TaskAssigned memory m) internal pure returns (bytes memory out) {
+        uint256 count = m.assignments.length;
+        _checkCount(count);
+        out = new bytes(TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * count);
+        bytes memory fixedPart = abi.encodePacked(
+            _encodeHeader(m.header, TASK_ASSIGNED), m.round, m.deadline, m.modelHash, m.configHash, uint8(count)
+        );
+        _copy(out, 0, fixedPart);
+        for (uint256 i = 0; i < count; ++i) {
+            Assignment memory a = m.assignments[i];
+            _copy(out, TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * i, abi.encodePacked(a.workerKey, a.shard));
+        }
+    }
+
+    /// @notice Encode an UPDATE_COMMITTED payload.
+    function encode(UpdateCommitted memory m) internal pure returns (bytes memory) {
+        return abi.encodePacked(
+            _encodeHeader(m.header, UPDATE_COMMITTED),
+            m.round,
+            m.workerKey,
+            m.updateHash,
+            m.transcriptRoot,
+            m.numSamples,
+            m.trainLoss
+        );
+    }
+
+    /// @notice Encode a ROUND_SETTLED payload.
+    function encode(RoundSettled memory m) internal pure returns (bytes memory out) {
+        uint256 count = m.settlements.length;
+        _checkCount(count);
+        out = new bytes(ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * count);
+        _copy(out, 0, abi.encodePacked(_encodeHeader(m.header, ROUND_SETTLED), m.round, m.modelHash, uint8(count)));
+        for (uint256 i = 0; i < count; ++i) {
+            Settlement memory s = m.settlements[i];
+            if (s.outcome > OUTCOME_SLASHED) revert InvalidOutcome(s.outcome);
+            _copy(out, ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * i, abi.encodePacked(s.workerKey, s.outcome, s.slash));
+        }
+    }
+
+    /// @notice Left-pad an EVM address into the protocol's bytes32 form.
+    function toBytes32(address account) internal pure returns (bytes32) {
+        return bytes32(uint256(uint160(account)));
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    function _encodeHeader(Header memory h, uint8 payloadId) private pure returns (bytes memory) {
+        return abi.encodePacked(payloadId, VERSION, h.targetChain, h.targetAddress, h.jobId);
+    }
+
+    function _expect(bytes memory payload, uint8 payloadId) private pure returns (Header memory header) {
+        header = decodeHeader(payload);
+        if (header.payloadId != payloadId) revert UnknownPayloadId(header.payloadId);
+    }
+
+    function _exactLength(bytes memory payload, uint256 expected) private pure {
+        if (payload.length != expected) revert PayloadLengthMismatch(payload.length, expected);
+    }
+
+    function _checkCount(uint256 count) private pure {
+        if (count == 0 || count > MAX_BATCH) revert InvalidBatchCount(count);
+    }
+
+    /// @dev Big-endian unsigned integer of `size` (1..32) bytes at `offset`; callers check bounds.
+    function _read(bytes memory data, uint256 offset, uint256 size) private pure returns (uint256 value) {
+        assembly ("memory-safe") {
+            value := shr(sub(256, mul(size, 8)), mload(add(add(data, 32), offset)))
+        }
+    }
+
+    /// @dev Copy `part` into `out` at `offset`; callers size `out` to hold it.
+    function _copy(bytes memory out, uint256 offset, bytes memory part) private pure {
+        assembly ("memory-safe") {
+            mcopy(add(add(out, 32), offset), add(part, 32), mload(part))
+        }
+    }
+}

@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {JobMarket} from "../src/JobMarket.sol";
+import {WorkerHub} from "../src/WorkerHub.sol";
+import {MessageReceiver} from "../src/base/MessageReceiver.sol";
+import {HubFixture} from "./utils/HubFixture.sol";
+import {MarketFixture} from "./utils/MarketFixture.sol";
+import {Test} from "./utils/Test.sol";
+
+/// Drives a JobMarket through random job, round, cancel, withdraw and replay actions.
+contract MarketHandler is MarketFixture {
+    uint64[] public jobIds;
+    mapping(uint64 => uint256) public deposited;
+    mapping(uint64 => uint256) public paidOut;
+    mapping(uint64 => uint256) public refunded;
+    bytes[] internal delivered;
+    uint256 public replaysAccepted;
+    uint256 internal nextWorker;
+
+    constructor() {
+        setUpMarket();
+    }
+
+    function jobCount() external view returns (uint256) {
+        return jobIds.length;
+    }
+
+    function post(uint256 rounds, uint256 reward) external {
+        rounds = bound(rounds, 1, 4);
+        reward = bound(reward, 1, 10 ether);
+        uint64 jobId = postNative(uint32(rounds), 4, reward);
+        jobIds.push(jobId);
+        deposited[jobId] = reward * rounds;
+    }
+
+    function _job(uint256 seed) internal view returns (uint64 jobId, bool found) {
+        if (jobIds.length == 0) return (0, false);
+        return (jobIds[seed % jobIds.length], true);
+    }
+
+    /// Assign, commit, and propose the current round of a job with random rewards.
+    function propose(uint256 seed, uint256 workers, uint256 rewardSeed) external {
+        (uint64 jobId, bool found) = _job(seed);
+        if (!found) return;
+        JobMarket.Job memory job = market.getJob(jobId);
+        if (job.status != JobMarket.JobStatus.Open) return;
+        if (market.getRound(jobId, job.currentRound).phase != JobMarket.RoundPhase.Idle) return;
+        workers = bound(workers, 1, 4);
+        uint256 from = nextWorker;
+        nextWorker += workers;
+        for (uint256 i = from; i < from + workers; ++i) {
+            bytes memory vaa = signed(EVM_WORKERS, HUB, registeredPayload(workerKey(i), MIN_STAKE, payoutOf(i % 5)));
+            market.receiveMessage(vaa);
+            delivered.push(vaa);
+        }
+        assign(jobId, EVM_WORKERS, from, workers);
+        for (uint256 i = from; i < from + workers; ++i) {
+            bytes memory vaa = signed(EVM_WORKERS, HUB, committedPayload(jobId, job.currentRound, workerKey(i)));
+            market.receiveMessage(vaa);
+            delivered.push(vaa);
+        }
+        JobMarket.Result[] memory results = acceptedResults(EVM_WORKERS, from, workers, 0);
+        uint256 budget = job.rewardPerRound;
+        for (uint256 i = 0; i < workers; ++i) {
+            uint256 reward = bound(uint256(keccak256(abi.encode(rewardSeed, i))), 0, budget);
+            results[i].reward = uint128(reward);
+            budget -= reward;
+        }
+        finalize(jobId, job.currentRound, results);
+    }
+
+    function settle(uint256 seed) external {
+        (uint64 jobId, bool found) = _job(seed);
+        if (!found) return;
+        uint32 round = market.getJob(jobId).currentRound;
+        JobMarket.Round memory r = market.getRound(jobId, round);
+        if (r.phase != JobMarket.RoundPhase.Proposed) return;
+        if (block.timestamp < r.challengeDeadline) vm.warp(r.challengeDeadline);
+        market.settleRound(jobId, round);
+        paidOut[jobId] += r.proposedTotal;
+    }
+
+    function challenge(uint256 seed) external {
+        (uint64 jobId, bool found) = _job(seed);
+        if (!found) return;
+        uint32 round = market.getJob(jobId).currentRound;
+        JobMarket.Round memory r = market.getRound(jobId, round);
+        if (r.phase != JobMarket.RoundPhase.Proposed || block.timestamp >= r.challengeDeadline) return;
+        vm.prank(challenger);
+        market.challengeRound(jobId, round, bytes32(0));
+        // The aggregator answers the challenge with a proposal that pays nobody.
+        JobMarket.Result[] memory none = new JobMarket.Result[](r.assigned);
+        uint256 k = 0;
+        for (uint256 i = 0; i < nextWorker && k < r.assigned; ++i) {
+            bytes32 taskId = market.taskIdOf(jobId, round, EVM_WORKERS, workerKey(i));
+            if (market.getTask(taskId).state != JobMarket.TaskState.None) {
+                none[k++] = JobMarket.Result(workerKey(i), EVM_WORKERS, 1, 0, 0);
+            }
+        }
+        vm.prank(aggregator);
+        market.finalizeRound(jobId, round, MODEL, none);
+    }
+
+    function cancel(uint256 seed) external {
+        (uint64 jobId, bool found) = _job(seed);
+        if (!found) return;
+        JobMarket.Job memory job = market.getJob(jobId);
+        bool open = job.status == JobMarket.JobStatus.Open
+            && market.getRound(jobId, job.currentRound).phase == JobMarket.RoundPhase.Idle;
+        if (!(open || job.status == JobMarket.JobStatus.Completed) || job.escrow == 0) return;
+        vm.prank(poster);
+        market.cancelJob(jobId);
+        refunded[jobId] += job.escrow;
+    }
+
+    function withdraw(uint256 who) external {
+        address account = payoutOf(who % 5);
+        if (market.claimable(account, address(0)) == 0) return;
+        vm.prank(account);
+        market.withdraw(address(0));
+    }
+
+    function replay(uint256 seed) external {
+        if (delivered.length == 0) return;
+        try market.receiveMessage(delivered[seed % delivered.length]) {
+            ++replaysAccepted;
+        } catch (bytes memory reason) {
+            if (bytes4(reason) != MessageReceiver.AlreadyConsumed.selector) ++replaysAccepted;
+        }
+    }
+
+    function marketAddress() external view returns (JobMarket) {
+        return market;
+    }
+}
+
+contract JobMarketInvariants is Test {
+    MarketHandler internal handler;
+    JobMarket internal market;
+
+    function setUp() public {
+        handler = new MarketHandler();
+        market = handler.marketAddress();
+    }
+
+    function targetContracts() public view returns (address[] memory targets) {
+        targets = new address[](1);
+        targets[0] = address(handler);
+    }
+
+    function invariant_escrowIsConserved() public view {
+        (uint256 deposited, uint256 escrowed, uint256 claimable, uint256 withdrawn, uint256 refunded) =
+            market.ledgers(address(0));
+        assertEq(
+            deposited,
+            escrowed + claimable + withdrawn + refunded,
+            "deposited = escrowed + claimable + withdrawn + refunded"
+        );
+        assertEq(address(market).balance, escrowed + claimable, "balance backs escrow and claims");
+    }
+
+    function invariant_noJobPaysMoreThanEscrowed() public view {
+        for (uint256 i = 0; i < handler.jobCount(); ++i) {
+            uint64 jobId = handler.jobIds(i);
+            uint256 deposited = handler.deposited(jobId);
+            uint256 spent = handler.paidOut(jobId) + handler.refunded(jobId);
+            assertLe(spent, deposited, "paid out more than escrowed");
+            assertEq(market.getJob(jobId).escrow, deposited - spent, "escrow left");
+        }
+    }
+
+    function invariant_noDigestConsumedTwice() public view {
+        assertEq(handler.replaysAccepted(), 0, "a VAA was accepted twice");
+    }
+}
+
+/// Drives a WorkerHub through stake, unbond, withdraw, assignment and slashing settlements.
+contract HubHandler is HubFixture {
+    uint256 public deposited;
+    uint256 public withdrawn;
+    uint256 public swept;
+    bytes32[] internal openTasks;
+    uint64 internal nextJob = 1;
+
+    constructor() {
+        setUpHub();
+    }
+
+    function hubAddress() external view returns (WorkerHub) {
+        return hub;
+    }
+
+    function stake(uint256 who, uint256 amount) external {
+        amount = bound(amount, 1, 5 ether);
+        stakeAs(worker(who % 4), amount);
+        deposited += amount;
+    }
+
+    function unbond(uint256 who, uint256 amount) external {
+        address w = worker(who % 4);
+        uint256 staked = hub.getStaker(w).staked;
+        if (staked == 0) return;
+        vm.prank(w);
+        hub.requestUnbond(bound(amount, 1, staked));
+    }
+
+    function withdrawStake(uint256 who) external {
+        address w = worker(who % 4);
+        WorkerHub.Staker memory s = hub.getStaker(w);
+        if (s.unbonding == 0 || s.activeTasks != 0) return;
+        if (block.timestamp < s.unbondingReadyAt) vm.warp(s.unbondingReadyAt);
+        uint256 before = w.balance;
+        vm.prank(w);
+        hub.withdrawStake();
+        withdrawn += w.balance - before;
+    }
+
+    function assignOne(uint256 who) external {
+        address w = worker(who % 4);
+        uint64 jobId = nextJob++;
+        assignTo(jobId, 0, one(w));
+        openTasks.push(bytes32(uint256(jobId) << 160 | uint160(w)));
+    }
+
+    function settleOne(uint256 which, uint8 outcome, uint64 slash) external {
+        if (openTasks.length == 0) return;
+        uint256 at = which % openTasks.length;
+        bytes32 packed = openTasks[at];
+        openTasks[at] = openTasks[openTasks.length - 1];
+        openTasks.pop();
+        outcome = outcome % 3;
+        slash = outcome == 2 ? uint64(bound(slash, 0, 8e8)) : 0;
+        settle(uint64(uint256(packed) >> 160), 0, address(uint160(uint256(packed))), outcome, slash);
+    }
+
+    function sweep() external {
+        uint256 amount = hub.slashedBalance();
+        if (amount == 0) return;
+        hub.sweepSlashed(payable(address(0xFEE)));
+        swept += amount;
+    }
+}
+
+contract WorkerHubInvariants is Test {
+    HubHandler internal handler;
+    WorkerHub internal hub;
+
+    function setUp() public {
+        handler = new HubHandler();
+        hub = handler.hubAddress();
+    }
+
+    function targetContracts() public view returns (address[] memory targets) {
+        targets = new address[](1);
+        targets[0] = address(handler);
+    }
+
+    function invariant_stakeAccountingHoldsUnderSlashing() public view {
+        uint256 staked = 0;
+        uint256 unbonding = 0;
+        for (uint256 i = 0; i < 4; ++i) {
+            WorkerHub.Staker memory s = hub.getStaker(address(uint160(0x7000 + i)));
+            staked += s.staked;
+            unbonding += s.unbonding;
+        }
+        assertEq(staked, hub.totalStaked(), "sum of stakes");
+        assertEq(unbonding, hub.totalUnbonding(), "sum of unbonding");
+        assertEq(address(hub).balance, hub.totalStaked() + hub.totalUnbonding() + hub.slashedBalance(), "balance");
+        assertEq(
+            handler.deposited(),
+            hub.totalStaked() + hub.totalUnbonding() + hub.slashedBalance() + handler.withdrawn() + handler.swept(),
+            "every wei staked is bonded, unbonding, slashed, withdrawn or swept"
+        );
+    }
+}

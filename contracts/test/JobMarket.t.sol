@@ -1,0 +1,772 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {IMessageCore} from "../src/interfaces/IMessageCore.sol";
+import {JobMarket} from "../src/JobMarket.sol";
+import {MessageReceiver} from "../src/base/MessageReceiver.sol";
+import {Owned} from "../src/base/Owned.sol";
+import {ReentrancyGuard} from "../src/base/ReentrancyGuard.sol";
+import {PayloadCodec} from "../src/libraries/PayloadCodec.sol";
+import {TokenTransfer} from "../src/libraries/TokenTransfer.sol";
+import {MarketFixture} from "./utils/MarketFixture.sol";
+import {MockERC20} from "./utils/MockERC20.sol";
+import {Vm} from "./utils/Vm.sol";
+
+contract JobMarketTest is MarketFixture {
+    bytes32 internal constant PUBLISHED = keccak256("LogMessagePublished(address,uint64,uint32,bytes,uint8)");
+
+    function setUp() public {
+        setUpMarket();
+    }
+
+    function publishedPayloads() internal returns (bytes[] memory payloads) {
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        uint256 n = 0;
+        for (uint256 i = 0; i < logs.length; ++i) {
+            if (logs[i].topics[0] == PUBLISHED) ++n;
+        }
+        payloads = new bytes[](n);
+        n = 0;
+        for (uint256 i = 0; i < logs.length; ++i) {
+            if (logs[i].topics[0] == PUBLISHED) {
+                (,, bytes memory payload,) = abi.decode(logs[i].data, (uint64, uint32, bytes, uint8));
+                payloads[n++] = payload;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ administration
+
+    function test_admin_settersUpdateAndRejectNonOwner() public {
+        market.setAggregator(address(1));
+        market.setChallenger(address(2));
+        market.setChallengeWindow(5);
+        market.setMaxBatch(SOLANA, 2);
+        assertEq(market.aggregator(), address(1), "aggregator");
+        assertEq(market.challenger(), address(2), "challenger");
+        assertEq(market.challengeWindow(), 5, "window");
+        assertEq(market.maxBatch(SOLANA), 2, "batch");
+        vm.startPrank(address(0xBAD));
+        bytes memory notOwner = abi.encodeWithSelector(Owned.NotOwner.selector, address(0xBAD));
+        vm.expectRevert(notOwner);
+        market.setAggregator(address(1));
+        vm.expectRevert(notOwner);
+        market.setChallenger(address(1));
+        vm.expectRevert(notOwner);
+        market.setChallengeWindow(1);
+        vm.expectRevert(notOwner);
+        market.setMaxBatch(SOLANA, 1);
+        vm.expectRevert(notOwner);
+        market.setPeer(5, HUB);
+        vm.stopPrank();
+    }
+
+    function test_setMaxBatch_rejectsZeroAndAbove32() public {
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.BatchTooLarge.selector, 0, 32));
+        market.setMaxBatch(SOLANA, 0);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.BatchTooLarge.selector, 33, 32));
+        market.setMaxBatch(SOLANA, 33);
+    }
+
+    function test_setPeer_rejectsOwnChainAndZero() public {
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.InvalidPeerChain.selector, COORDINATOR));
+        market.setPeer(COORDINATOR, HUB);
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.InvalidPeerChain.selector, 0));
+        market.setPeer(0, HUB);
+        assertEq(market.chainId(), COORDINATOR, "chain id from core");
+        assertEq(address(market.core()), address(core), "core");
+    }
+
+    function test_ids_matchSharedVectors() public view {
+        string memory json = vm.readFile(string.concat(vm.projectRoot(), "/../tests/vectors/payloads.json"));
+        for (uint256 i = 0; i < 3; ++i) {
+            string memory at = string.concat(".derivations.task_id[", vm.toString(i), "]");
+            bytes32 expected = bytes32(vm.parseJsonBytes(json, string.concat(at, ".task_id")));
+            uint64 jobId = uint64(vm.parseJsonUint(json, string.concat(at, ".job_id")));
+            uint32 round = uint32(vm.parseJsonUint(json, string.concat(at, ".round")));
+            uint16 chain = uint16(vm.parseJsonUint(json, string.concat(at, ".worker_chain")));
+            bytes32 key = bytes32(vm.parseJsonBytes(json, string.concat(at, ".worker_key")));
+            assertEq(market.taskIdOf(jobId, round, chain, key), expected, "task id");
+        }
+        for (uint256 i = 0; i < 2; ++i) {
+            string memory at = string.concat(".derivations.worker_id[", vm.toString(i), "]");
+            bytes32 expected = bytes32(vm.parseJsonBytes(json, string.concat(at, ".worker_id")));
+            uint16 chain = uint16(vm.parseJsonUint(json, string.concat(at, ".worker_chain")));
+            bytes32 key = bytes32(vm.parseJsonBytes(json, string.concat(at, ".worker_key")));
+            assertEq(market.workerIdOf(chain, key), expected, "worker id");
+        }
+    }
+
+    // ------------------------------------------------------------------ posting and cancelling
+
+    function test_postJob_nativeEscrowsWholeReward() public {
+        vm.expectEmit(true, true, false, true);
+        emit JobMarket.JobPosted(1, poster, address(0), 30 ether, 3);
+        uint64 jobId = postNative(3, 4, 10 ether);
+        JobMarket.Job memory job = market.getJob(jobId);
+        assertEq(job.poster, poster, "poster");
+        assertEq(job.escrow, 30 ether, "escrow");
+        assertEq(uint8(job.status), uint8(JobMarket.JobStatus.Open), "open");
+        assertEq(job.modelHash, MODEL, "model");
+        assertEq(market.jobWorkerChains(jobId).length, 2, "chains");
+        (uint256 deposited, uint256 escrowed,,,) = market.ledgers(address(0));
+        assertEq(deposited, 30 ether, "deposited");
+        assertEq(escrowed, 30 ether, "escrowed");
+        assertEq(address(market).balance, 30 ether, "balance");
+        assertEq(market.nextJobId(), 2, "next id");
+    }
+
+    function test_postJob_rejectsWrongNativeDeposit() public {
+        JobMarket.JobSpec memory s = spec(3, 4, 10 ether);
+        vm.prank(poster);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongDeposit.selector, 29 ether, 30 ether));
+        market.postJob{value: 29 ether}(s);
+    }
+
+    function test_postJob_rejectsInvalidSpecs() public {
+        JobMarket.JobSpec memory s = spec(0, 4, 1);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "numRounds is zero"));
+        market.postJob(s);
+        s = spec(1, 0, 1);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "workersPerRound is zero"));
+        market.postJob(s);
+        s = spec(1, 1, 0);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "rewardPerRound is zero"));
+        market.postJob(s);
+        s = spec(1, 1, 1);
+        s.modelHash = bytes32(0);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "modelHash is zero"));
+        market.postJob{value: 1}(s);
+        s = spec(1, 1, 1);
+        s.workerChains = new uint16[](0);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "no worker chains"));
+        market.postJob{value: 1}(s);
+        s = spec(1, 1, 1);
+        s.workerChains[1] = EVM_WORKERS;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "worker chain zero, own or repeated"));
+        market.postJob{value: 1}(s);
+        s.workerChains[1] = COORDINATOR;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "worker chain zero, own or repeated"));
+        market.postJob{value: 1}(s);
+    }
+
+    function test_postJob_erc20PullsEscrowAndRejectsFeeTokens() public {
+        MockERC20 token = new MockERC20();
+        token.mint(poster, 100);
+        JobMarket.JobSpec memory s = spec(2, 1, 10);
+        s.token = address(token);
+        vm.startPrank(poster);
+        token.approve(address(market), 100);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongDeposit.selector, 1, 0));
+        market.postJob{value: 1}(s);
+        uint64 jobId = market.postJob(s);
+        vm.stopPrank();
+        assertEq(token.balanceOf(address(market)), 20, "pulled");
+        assertEq(market.getJob(jobId).token, address(token), "token");
+        token.setFeeBps(100);
+        token.mint(poster, 100);
+        s.rewardPerRound = 50;
+        vm.prank(poster);
+        token.approve(address(market), 100);
+        vm.prank(poster);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongDeposit.selector, 99, 100));
+        market.postJob(s);
+    }
+
+    function test_postJob_erc20RevertsWithoutAllowance() public {
+        MockERC20 token = new MockERC20();
+        token.mint(poster, 100);
+        JobMarket.JobSpec memory s = spec(1, 1, 10);
+        s.token = address(token);
+        vm.prank(poster);
+        vm.expectRevert(
+            abi.encodeWithSelector(TokenTransfer.TransferFailed.selector, address(token), address(market), 10)
+        );
+        market.postJob(s);
+    }
+
+    function test_cancelJob_refundsUnspentBetweenRounds() public {
+        uint64 jobId = postNative(3, 4, 10 ether);
+        uint256 before = poster.balance;
+        vm.expectEmit(true, false, false, true);
+        emit JobMarket.JobCancelled(jobId, 30 ether);
+        vm.prank(poster);
+        market.cancelJob(jobId);
+        assertEq(poster.balance - before, 30 ether, "refund");
+        assertEq(uint8(market.getJob(jobId).status), uint8(JobMarket.JobStatus.Cancelled), "cancelled");
+        (,,,, uint256 refunded) = market.ledgers(address(0));
+        assertEq(refunded, 30 ether, "refunded");
+        vm.prank(poster);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.JobNotOpen.selector, jobId));
+        market.cancelJob(jobId);
+    }
+
+    function test_cancelJob_rejectsOthersAndRoundsInProgress() public {
+        uint64 jobId = postNative(3, 4, 10 ether);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotPoster.selector, address(this)));
+        market.cancelJob(jobId);
+        registerWorker(EVM_WORKERS, workerKey(0), MIN_STAKE, payoutOf(0));
+        assign(jobId, EVM_WORKERS, 0, 1);
+        vm.prank(poster);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundInProgress.selector, jobId, 0));
+        market.cancelJob(jobId);
+    }
+
+    function test_cancelJob_completedJobRefundsLeftoverOnce() public {
+        uint64 jobId = postNative(1, 1, 10 ether);
+        prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
+        finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 4 ether));
+        vm.warp(block.timestamp + WINDOW);
+        market.settleRound(jobId, 0);
+        assertEq(uint8(market.getJob(jobId).status), uint8(JobMarket.JobStatus.Completed), "completed");
+        uint256 before = poster.balance;
+        vm.prank(poster);
+        market.cancelJob(jobId);
+        assertEq(poster.balance - before, 6 ether, "leftover");
+        vm.prank(poster);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NothingToRefund.selector, jobId));
+        market.cancelJob(jobId);
+    }
+
+    // ------------------------------------------------------------------ receiving messages
+
+    function test_receive_workerRegisteredStoresWorker() public {
+        bytes32 id = market.workerIdOf(EVM_WORKERS, workerKey(1));
+        vm.expectEmit(true, false, false, true);
+        emit JobMarket.WorkerRegistered(id, EVM_WORKERS, workerKey(1), 500, payoutOf(1));
+        registerWorker(EVM_WORKERS, workerKey(1), 500, payoutOf(1));
+        JobMarket.Worker memory w = market.getWorker(id);
+        assertTrue(w.registered, "registered");
+        assertEq(w.stake, 500, "stake");
+        assertEq(w.payout, payoutOf(1), "payout");
+        assertEq(w.capabilities, 3, "capabilities");
+    }
+
+    function test_receive_rejectsNonEvmPayout() public {
+        bytes memory p = PayloadCodec.encode(
+            PayloadCodec.WorkerRegistered(
+                PayloadCodec.Header(1, COORDINATOR, toBytes32(address(market)), 0),
+                workerKey(1),
+                1,
+                bytes32(type(uint256).max),
+                0
+            )
+        );
+        bytes memory vaa = signed(EVM_WORKERS, HUB, p);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidPayoutAddress.selector, bytes32(type(uint256).max)));
+        market.receiveMessage(vaa);
+    }
+
+    function test_receive_rejectsZeroPayout() public {
+        bytes memory vaa = signed(EVM_WORKERS, HUB, registeredPayload(workerKey(1), 1, address(0)));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidPayoutAddress.selector, bytes32(0)));
+        market.receiveMessage(vaa);
+    }
+
+    function test_receive_rejectsPayloadMeantForWorkerChains() public {
+        PayloadCodec.TaskAssigned memory m;
+        m.header = PayloadCodec.Header(2, COORDINATOR, toBytes32(address(market)), 1);
+        m.assignments = assignments(0, 1);
+        bytes memory vaa = signed(EVM_WORKERS, HUB, PayloadCodec.encode(m));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnexpectedPayload.selector, 2));
+        market.receiveMessage(vaa);
+    }
+
+    function test_attack_replayedVaaIsAlreadyConsumed() public {
+        bytes memory vaa = signed(EVM_WORKERS, HUB, registeredPayload(workerKey(1), 500, payoutOf(1)));
+        market.receiveMessage(vaa);
+        bytes32 digest = core.parseVM(vaa).hash;
+        assertTrue(market.isConsumed(digest), "consumed");
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.AlreadyConsumed.selector, digest));
+        market.receiveMessage(vaa);
+    }
+
+    function test_attack_forgedSignatureRejected() public {
+        bytes memory body = vaaBody(EVM_WORKERS, HUB, 1, registeredPayload(workerKey(1), 500, payoutOf(1)));
+        // Signed by keys 100.. which are not guardians, presented as guardian set 0.
+        bytes memory vaa = signVaa(0, 100, firstIndices(3), body);
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.InvalidVaa.selector, "VM signature invalid"));
+        market.receiveMessage(vaa);
+    }
+
+    function test_attack_duplicateSignerRejected() public {
+        uint8[] memory indices = firstIndices(3);
+        indices[2] = 1;
+        bytes memory vaa =
+            signVaa(0, 0, indices, vaaBody(EVM_WORKERS, HUB, 1, registeredPayload(workerKey(1), 5, payoutOf(1))));
+        vm.expectRevert(
+            abi.encodeWithSelector(MessageReceiver.InvalidVaa.selector, "signature indices must be ascending")
+        );
+        market.receiveMessage(vaa);
+    }
+
+    function test_attack_expiredGuardianSetRejected() public {
+        bytes memory vaa = signed(EVM_WORKERS, HUB, registeredPayload(workerKey(1), 500, payoutOf(1)));
+        core.submitNewGuardianSet(guardianAddresses(4, 200));
+        vm.warp(block.timestamp + 1 days + 1);
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.InvalidVaa.selector, "guardian set has expired"));
+        market.receiveMessage(vaa);
+    }
+
+    function test_attack_wrongEmitterRejected() public {
+        bytes32 impostor = bytes32(uint256(0xEE));
+        bytes memory vaa = signed(EVM_WORKERS, impostor, registeredPayload(workerKey(1), 500, payoutOf(1)));
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.UnknownEmitter.selector, EVM_WORKERS, impostor));
+        market.receiveMessage(vaa);
+        vaa = signed(30, HUB, registeredPayload(workerKey(1), 500, payoutOf(1)));
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.UnknownEmitter.selector, 30, HUB));
+        market.receiveMessage(vaa);
+    }
+
+    function test_attack_wrongTargetChainOrAddressRejected() public {
+        bytes memory p = registeredPayload(workerKey(1), 500, payoutOf(1));
+        p[3] = 0x05; // target chain 5
+        bytes memory vaa = signed(EVM_WORKERS, HUB, p);
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.WrongTargetChain.selector, 5));
+        market.receiveMessage(vaa);
+        p = registeredPayload(workerKey(1), 500, payoutOf(1));
+        p[35] = bytes1(uint8(p[35]) ^ 1);
+        bytes32 wrong = toBytes32(address(market)) ^ bytes32(uint256(1));
+        vaa = signed(EVM_WORKERS, HUB, p);
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.WrongTargetAddress.selector, wrong));
+        market.receiveMessage(vaa);
+    }
+
+    // ------------------------------------------------------------------ assigning
+
+    function test_assignTasks_publishesBatchedTaskAssigned() public {
+        uint64 jobId = postNative(2, 8, 10 ether);
+        for (uint256 i = 0; i < 3; ++i) {
+            registerWorker(EVM_WORKERS, workerKey(i), MIN_STAKE, payoutOf(i));
+        }
+        uint64 deadline = uint64(block.timestamp + 1 days);
+        vm.recordLogs();
+        vm.prank(aggregator);
+        uint64 sequence = market.assignTasks(jobId, EVM_WORKERS, deadline, assignments(0, 3));
+        assertEq(sequence, 0, "first message of the market");
+        bytes[] memory published = publishedPayloads();
+        assertEq(published.length, 1, "one message");
+        PayloadCodec.TaskAssigned memory expected;
+        expected.header = PayloadCodec.Header(2, EVM_WORKERS, HUB, jobId);
+        expected.round = 0;
+        expected.deadline = deadline;
+        expected.modelHash = MODEL;
+        expected.configHash = CONFIG;
+        expected.assignments = assignments(0, 3);
+        assertEq(published[0], PayloadCodec.encode(expected), "payload bytes");
+        bytes32 taskId = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(2));
+        assertEq(uint8(market.getTask(taskId).state), uint8(JobMarket.TaskState.Assigned), "assigned");
+        JobMarket.Round memory r = market.getRound(jobId, 0);
+        assertEq(r.assigned, 3, "count");
+        assertEq(uint8(r.phase), uint8(JobMarket.RoundPhase.Collecting), "collecting");
+    }
+
+    function test_assignTasks_revertPaths() public {
+        uint64 jobId = postNative(1, 5, 10 ether);
+        for (uint256 i = 0; i < 6; ++i) {
+            registerWorker(SOLANA, workerKey(i), MIN_STAKE, payoutOf(i));
+        }
+        registerWorker(SOLANA, workerKey(9), MIN_STAKE - 1, payoutOf(9));
+        uint64 deadline = uint64(block.timestamp + 1 days);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotAggregator.selector, address(this)));
+        market.assignTasks(jobId, SOLANA, deadline, assignments(0, 1));
+        vm.startPrank(aggregator);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.JobNotOpen.selector, 99));
+        market.assignTasks(99, SOLANA, deadline, assignments(0, 1));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ChainNotAllowed.selector, jobId, 23));
+        market.assignTasks(jobId, 23, deadline, assignments(0, 1));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.BatchTooLarge.selector, 5, 4));
+        market.assignTasks(jobId, SOLANA, deadline, assignments(0, 5));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.BatchTooLarge.selector, 0, 4));
+        market.assignTasks(jobId, SOLANA, deadline, assignments(0, 0));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.DeadlinePassed.selector, uint64(block.timestamp)));
+        market.assignTasks(jobId, SOLANA, uint64(block.timestamp), assignments(0, 1));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnknownWorker.selector, SOLANA, workerKey(7)));
+        market.assignTasks(jobId, SOLANA, deadline, assignments(7, 1));
+        bytes32 lowId = market.workerIdOf(SOLANA, workerKey(9));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InsufficientStake.selector, lowId, MIN_STAKE - 1, MIN_STAKE));
+        market.assignTasks(jobId, SOLANA, deadline, assignments(9, 1));
+        PayloadCodec.Assignment[] memory twice = assignments(0, 2);
+        twice[1] = twice[0];
+        bytes32 taskId = market.taskIdOf(jobId, 0, SOLANA, workerKey(0));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.TaskAlreadyAssigned.selector, taskId));
+        market.assignTasks(jobId, SOLANA, deadline, twice);
+        market.assignTasks(jobId, SOLANA, deadline, assignments(0, 4));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.TooManyWorkers.selector, 6, 5));
+        market.assignTasks(jobId, SOLANA, deadline, assignments(4, 2));
+        vm.stopPrank();
+    }
+
+    function test_assignTasks_requiresPeerAndExactFee() public {
+        JobMarket.JobSpec memory s = spec(1, 5, 1 ether);
+        s.workerChains[1] = 30; // allowed, but no peer registered
+        vm.prank(poster);
+        uint64 jobId = market.postJob{value: 1 ether}(s);
+        registerWorker(EVM_WORKERS, workerKey(0), MIN_STAKE, payoutOf(0));
+        uint64 deadline = uint64(block.timestamp + 1 days);
+        vm.startPrank(aggregator);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnknownPeer.selector, 30));
+        market.assignTasks(jobId, 30, deadline, assignments(0, 1));
+        vm.stopPrank();
+        core.setMessageFee(3);
+        vm.deal(aggregator, 10);
+        vm.startPrank(aggregator);
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.WrongMessageFee.selector, 0, 3));
+        market.assignTasks(jobId, EVM_WORKERS, deadline, assignments(0, 1));
+        market.assignTasks{value: 3}(jobId, EVM_WORKERS, deadline, assignments(0, 1));
+        vm.stopPrank();
+        assertEq(address(core).balance, 3, "fee reached the core");
+    }
+
+    // ------------------------------------------------------------------ commitments
+
+    function test_receive_updateCommittedRecordsCommitment() public {
+        uint64 jobId = postNative(1, 2, 1 ether);
+        registerWorker(EVM_WORKERS, workerKey(0), MIN_STAKE, payoutOf(0));
+        assign(jobId, EVM_WORKERS, 0, 1);
+        vm.expectEmit(true, true, false, true);
+        emit JobMarket.UpdateReceived(
+            jobId, 0, EVM_WORKERS, workerKey(0), keccak256(abi.encode("update", workerKey(0), uint32(0)))
+        );
+        commit(jobId, 0, EVM_WORKERS, workerKey(0));
+        JobMarket.Task memory t = market.getTask(market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(0)));
+        assertEq(uint8(t.state), uint8(JobMarket.TaskState.Committed), "committed");
+        assertEq(t.numSamples, 1000, "samples");
+        assertEq(t.trainLoss, 250_000, "loss");
+    }
+
+    function test_receive_updateCommittedRevertPaths() public {
+        uint64 jobId = postNative(2, 2, 1 ether);
+        registerWorker(EVM_WORKERS, workerKey(0), MIN_STAKE, payoutOf(0));
+        bytes memory early = signed(EVM_WORKERS, HUB, committedPayload(jobId, 0, workerKey(0)));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundNotCollecting.selector, jobId, 0));
+        market.receiveMessage(early);
+        assign(jobId, EVM_WORKERS, 0, 1);
+        bytes memory wrongRound = signed(EVM_WORKERS, HUB, committedPayload(jobId, 1, workerKey(0)));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongRound.selector, jobId, 1, 0));
+        market.receiveMessage(wrongRound);
+        // A worker that was not assigned: the coordinator chain refuses its commitment.
+        bytes memory stranger = signed(EVM_WORKERS, HUB, committedPayload(jobId, 0, workerKey(5)));
+        bytes32 strangerTask = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(5));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnknownTask.selector, strangerTask));
+        market.receiveMessage(stranger);
+        commit(jobId, 0, EVM_WORKERS, workerKey(0));
+        bytes memory again = signed(EVM_WORKERS, HUB, committedPayload(jobId, 0, workerKey(0)));
+        bytes32 taskId = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(0));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.TaskAlreadyCommitted.selector, taskId));
+        market.receiveMessage(again);
+    }
+
+    // ------------------------------------------------------------------ finalizing and settling
+
+    function test_finalizeRound_proposesAndOpensWindow() public {
+        uint64 jobId = postNative(2, 3, 9 ether);
+        prepareRound(jobId, 0, EVM_WORKERS, 0, 3);
+        bytes32 newModel = keccak256(abi.encode("model", uint32(1)));
+        vm.expectEmit(true, true, false, true);
+        emit JobMarket.RoundFinalized(jobId, 0, newModel, 9 ether, uint64(block.timestamp + WINDOW));
+        finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 3 ether));
+        JobMarket.Round memory r = market.getRound(jobId, 0);
+        assertEq(uint8(r.phase), uint8(JobMarket.RoundPhase.Proposed), "proposed");
+        assertEq(r.proposedTotal, 9 ether, "total");
+        assertEq(market.getProposal(jobId, 0).length, 3, "results stored");
+        assertEq(market.claimable(payoutOf(0), address(0)), 0, "nothing paid yet");
+    }
+
+    function test_attack_doubleFinalizeRejected() public {
+        uint64 jobId = postNative(2, 1, 1 ether);
+        prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
+        finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
+        vm.prank(aggregator);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundAlreadyFinalized.selector, jobId, 0));
+        market.finalizeRound(jobId, 0, MODEL, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
+        // The round cannot take more assignments or commitments once proposed.
+        registerWorker(EVM_WORKERS, workerKey(1), MIN_STAKE, payoutOf(1));
+        vm.prank(aggregator);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundAlreadyFinalized.selector, jobId, 0));
+        market.assignTasks(jobId, EVM_WORKERS, uint64(block.timestamp + 1), assignments(1, 1));
+    }
+
+    function test_finalizeRound_revertPaths() public {
+        uint64 jobId = postNative(2, 3, 1 ether);
+        JobMarket.Result[] memory none = new JobMarket.Result[](0);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotAggregator.selector, address(this)));
+        market.finalizeRound(jobId, 0, MODEL, none);
+        vm.startPrank(aggregator);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.JobNotOpen.selector, 42));
+        market.finalizeRound(42, 0, MODEL, none);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongRound.selector, jobId, 1, 0));
+        market.finalizeRound(jobId, 1, MODEL, none);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundNotCollecting.selector, jobId, 0));
+        market.finalizeRound(jobId, 0, MODEL, none);
+        vm.stopPrank();
+        prepareRound(jobId, 0, EVM_WORKERS, 0, 2);
+        registerWorker(EVM_WORKERS, workerKey(2), MIN_STAKE, payoutOf(2));
+        assign(jobId, EVM_WORKERS, 2, 1); // assigned, never commits
+        vm.startPrank(aggregator);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultCountMismatch.selector, 2, 3));
+        market.finalizeRound(jobId, 0, MODEL, acceptedResults(EVM_WORKERS, 0, 2, 1));
+
+        JobMarket.Result[] memory r = acceptedResults(EVM_WORKERS, 0, 3, 0);
+        r[2].workerKey = workerKey(8);
+        bytes32 unknownTask = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(8));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnknownTask.selector, unknownTask));
+        market.finalizeRound(jobId, 0, MODEL, r);
+
+        r = acceptedResults(EVM_WORKERS, 0, 3, 0);
+        r[2].workerKey = workerKey(0);
+        bytes32 task0 = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(0));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.DuplicateResult.selector, task0));
+        market.finalizeRound(jobId, 0, MODEL, r);
+
+        bytes32 task2 = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(2));
+        r = acceptedResults(EVM_WORKERS, 0, 3, 0);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "accepted but not committed"));
+        market.finalizeRound(jobId, 0, MODEL, r);
+
+        r[2].outcome = 1;
+        r[2].reward = 1;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "reward without acceptance"));
+        market.finalizeRound(jobId, 0, MODEL, r);
+
+        r[2].reward = 0;
+        r[2].slash = 5;
+        vm.expectRevert(
+            abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "slash without slashed outcome")
+        );
+        market.finalizeRound(jobId, 0, MODEL, r);
+
+        r[2].outcome = 3;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "outcome"));
+        market.finalizeRound(jobId, 0, MODEL, r);
+
+        r[2].outcome = 2;
+        r[0].reward = 0.6 ether;
+        r[1].reward = 0.6 ether;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RewardExceedsBudget.selector, 1.2 ether, 1 ether));
+        market.finalizeRound(jobId, 0, MODEL, r);
+
+        r[1].reward = 0.4 ether;
+        market.finalizeRound(jobId, 0, MODEL, r);
+        vm.stopPrank();
+    }
+
+    function test_challengeRound_reopensProposal() public {
+        uint64 jobId = postNative(1, 1, 1 ether);
+        prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
+        finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotChallenger.selector, address(this)));
+        market.challengeRound(jobId, 0, bytes32("bad aggregate"));
+        vm.expectEmit(true, true, false, true);
+        emit JobMarket.RoundChallenged(jobId, 0, challenger, bytes32("bad aggregate"));
+        vm.prank(challenger);
+        market.challengeRound(jobId, 0, bytes32("bad aggregate"));
+        assertEq(uint8(market.getRound(jobId, 0).phase), uint8(JobMarket.RoundPhase.Collecting), "reopened");
+        assertEq(market.getProposal(jobId, 0).length, 0, "proposal dropped");
+        vm.prank(challenger);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundNotProposed.selector, jobId, 0));
+        market.challengeRound(jobId, 0, bytes32(0));
+        // The aggregator proposes again, and a challenge after the window is refused.
+        finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 0.5 ether));
+        uint64 deadline = market.getRound(jobId, 0).challengeDeadline;
+        vm.warp(deadline);
+        vm.prank(challenger);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ChallengeWindowClosed.selector, deadline));
+        market.challengeRound(jobId, 0, bytes32(0));
+        market.settleRound(jobId, 0);
+        assertEq(market.claimable(payoutOf(0), address(0)), 0.5 ether, "second proposal paid");
+    }
+
+    function test_attack_settleAndWithdrawInsideWindowRejected() public {
+        uint64 jobId = postNative(1, 1, 1 ether);
+        prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundNotProposed.selector, jobId, 0));
+        market.settleRound(jobId, 0);
+        finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
+        uint64 deadline = uint64(block.timestamp + WINDOW);
+        vm.warp(deadline - 1);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ChallengeWindowOpen.selector, deadline));
+        market.settleRound(jobId, 0);
+        vm.prank(payoutOf(0));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NothingToWithdraw.selector, payoutOf(0), address(0)));
+        market.withdraw(address(0));
+    }
+
+    function test_settleRound_creditsAndPublishesPerChainBatches() public {
+        uint64 jobId = postNative(2, 8, 8 ether);
+        prepareRound(jobId, 0, EVM_WORKERS, 0, 3);
+        // Solana takes at most 4 assignments per message: two TASK_ASSIGNED for five workers.
+        for (uint256 i = 10; i < 15; ++i) {
+            registerWorker(SOLANA, workerKey(i), MIN_STAKE, payoutOf(i));
+        }
+        assign(jobId, SOLANA, 10, 4);
+        assign(jobId, SOLANA, 14, 1);
+        for (uint256 i = 10; i < 15; ++i) {
+            commit(jobId, 0, SOLANA, workerKey(i));
+        }
+        JobMarket.Result[] memory r = new JobMarket.Result[](8);
+        JobMarket.Result[] memory evm = acceptedResults(EVM_WORKERS, 0, 3, 1 ether);
+        JobMarket.Result[] memory sol = acceptedResults(SOLANA, 10, 5, 1 ether);
+        for (uint256 i = 0; i < 3; ++i) {
+            r[i] = evm[i];
+        }
+        for (uint256 i = 0; i < 5; ++i) {
+            r[3 + i] = sol[i];
+        }
+        r[7].outcome = 2;
+        r[7].reward = 0;
+        r[7].slash = 50;
+        finalize(jobId, 0, r);
+        assertEq(market.settlementBatches(jobId, 0), 3, "1 EVM + 2 Solana messages");
+        core.setMessageFee(1);
+        vm.warp(block.timestamp + WINDOW);
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.WrongMessageFee.selector, 1, 3));
+        market.settleRound{value: 1}(jobId, 0);
+        vm.recordLogs();
+        market.settleRound{value: 3}(jobId, 0);
+        bytes[] memory published = publishedPayloads();
+        assertEq(published.length, 3, "three ROUND_SETTLED");
+        PayloadCodec.RoundSettled memory last = this.decodeSettled(published[2]);
+        assertEq(last.header.targetChain, SOLANA, "solana batch");
+        assertEq(last.header.targetAddress, SOLANA_PROGRAM, "solana target");
+        assertEq(last.settlements.length, 1, "remainder batch");
+        assertEq(last.settlements[0].outcome, 2, "slashed");
+        assertEq(last.settlements[0].slash, 50, "slash amount");
+        assertEq(last.modelHash, keccak256(abi.encode("model", uint32(1))), "new model");
+        assertEq(this.decodeSettled(published[0]).settlements.length, 3, "evm batch");
+        assertEq(market.claimable(payoutOf(11), address(0)), 1 ether, "credited");
+        assertEq(market.claimable(payoutOf(14), address(0)), 0, "slashed gets nothing");
+        JobMarket.Job memory job = market.getJob(jobId);
+        assertEq(job.currentRound, 1, "next round");
+        assertEq(job.escrow, 16 ether - 7 ether, "escrow reduced");
+        assertEq(job.modelHash, keccak256(abi.encode("model", uint32(1))), "model advanced");
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundNotProposed.selector, jobId, 0));
+        market.settleRound{value: 0}(jobId, 0);
+    }
+
+    function test_settleRound_requiresPeerOfEveryChain() public {
+        uint64 jobId = postNative(1, 1, 1 ether);
+        prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
+        finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
+        market.setPeer(EVM_WORKERS, bytes32(0));
+        vm.warp(block.timestamp + WINDOW);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnknownPeer.selector, EVM_WORKERS));
+        market.settleRound(jobId, 0);
+    }
+
+    function decodeSettled(bytes calldata p) external pure returns (PayloadCodec.RoundSettled memory) {
+        return PayloadCodec.decodeRoundSettled(p);
+    }
+
+    // ------------------------------------------------------------------ withdrawing
+
+    function test_withdraw_paysClaimableOnceNativeAndToken() public {
+        uint64 jobId = postNative(1, 1, 1 ether);
+        prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
+        finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 0.75 ether));
+        vm.warp(block.timestamp + WINDOW);
+        market.settleRound(jobId, 0);
+        vm.prank(payoutOf(0));
+        market.withdraw(address(0));
+        assertEq(payoutOf(0).balance, 0.75 ether, "paid");
+        (,,, uint256 withdrawn,) = market.ledgers(address(0));
+        assertEq(withdrawn, 0.75 ether, "ledger");
+        vm.prank(payoutOf(0));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NothingToWithdraw.selector, payoutOf(0), address(0)));
+        market.withdraw(address(0));
+
+        MockERC20 token = new MockERC20();
+        token.mint(poster, 10);
+        JobMarket.JobSpec memory s = spec(1, 1, 10);
+        s.token = address(token);
+        vm.startPrank(poster);
+        token.approve(address(market), 10);
+        uint64 tokenJob = market.postJob(s);
+        vm.stopPrank();
+        assign(tokenJob, EVM_WORKERS, 0, 1);
+        commit(tokenJob, 0, EVM_WORKERS, workerKey(0));
+        finalize(tokenJob, 0, acceptedResults(EVM_WORKERS, 0, 1, 10));
+        vm.warp(block.timestamp + WINDOW);
+        market.settleRound(tokenJob, 0);
+        vm.prank(payoutOf(0));
+        market.withdraw(address(token));
+        assertEq(token.balanceOf(payoutOf(0)), 10, "token paid");
+    }
+
+    function test_withdraw_revertsWhenPaymentFails() public {
+        FalseToken token = new FalseToken();
+        JobMarket.JobSpec memory s = spec(1, 1, 10);
+        s.token = address(token);
+        uint64 jobId = market.postJob(s);
+        prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
+        finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 10));
+        vm.warp(block.timestamp + WINDOW);
+        market.settleRound(jobId, 0);
+        token.setRefuse(true);
+        vm.prank(payoutOf(0));
+        vm.expectRevert(abi.encodeWithSelector(TokenTransfer.TransferFailed.selector, address(token), payoutOf(0), 10));
+        market.withdraw(address(token));
+        assertEq(market.claimable(payoutOf(0), address(token)), 10, "claim kept after the failed payment");
+    }
+
+    function test_attack_reentrancyOnWithdrawRejected() public {
+        ReentrantPayout attacker = new ReentrantPayout(market);
+        uint64 jobId = postNative(1, 1, 1 ether);
+        registerWorker(EVM_WORKERS, workerKey(0), MIN_STAKE, address(attacker));
+        assign(jobId, EVM_WORKERS, 0, 1);
+        commit(jobId, 0, EVM_WORKERS, workerKey(0));
+        finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
+        vm.warp(block.timestamp + WINDOW);
+        market.settleRound(jobId, 0);
+        attacker.attack();
+        assertEq(attacker.caught(), ReentrancyGuard.Reentrancy.selector, "re-entry refused");
+        assertEq(address(attacker).balance, 1 ether, "paid exactly once");
+        assertEq(address(market).balance, 0, "nothing else left");
+    }
+}
+
+/// Payout address that tries to withdraw again from inside the payment.
+contract ReentrantPayout {
+    JobMarket internal immutable market;
+    bytes4 public caught;
+
+    constructor(JobMarket market_) {
+        market = market_;
+    }
+
+    function attack() external {
+        market.withdraw(address(0));
+    }
+
+    receive() external payable {
+        try market.withdraw(address(0)) {}
+        catch (bytes memory reason) {
+            caught = bytes4(reason);
+        }
+    }
+}
+
+/// ERC-20 whose transfers report failure by returning false once `refuse` is set.
+contract FalseToken {
+    bool internal refuse;
+    uint256 internal held;
+
+    function setRefuse(bool value) external {
+        refuse = value;
+    }
+
+    function balanceOf(address) external view returns (uint256) {
+        return held;
+    }
+
+    function transferFrom(address, address, uint256 amount) external returns (bool) {
+        held += amount;
+        return true;
+    }
+
+    function transfer(address, uint256 amount) external returns (bool) {
+        if (refuse) return false;
+        held -= amount;
+        return true;
+    }
+}

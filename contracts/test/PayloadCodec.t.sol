@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {PayloadCodec} from "../src/libraries/PayloadCodec.sol";
+import {CodecHarness} from "./harness/CodecHarness.sol";
+import {Test} from "./utils/Test.sol";
+
+/// Payload decoding against the shared vectors of tests/vectors/payloads.json, and fuzzing.
+contract PayloadCodecTest is Test {
+    CodecHarness internal codec;
+    string internal vectors;
+    uint256 internal validCount;
+    uint256 internal invalidCount;
+
+    function setUp() public {
+        codec = new CodecHarness();
+        vectors = vm.readFile(string.concat(vm.projectRoot(), "/../tests/vectors/payloads.json"));
+        validCount = _count(".valid");
+        invalidCount = _count(".invalid");
+    }
+
+    function _count(string memory key) internal view returns (uint256 n) {
+        while (vm.keyExistsJson(vectors, string.concat(key, "[", vm.toString(n), "]"))) ++n;
+    }
+
+    function _valid(uint256 i) internal view returns (bytes memory) {
+        return vm.parseJsonBytes(vectors, string.concat(".valid[", vm.toString(i), "].bytes"));
+    }
+
+    function _field(uint256 i, string memory name) internal pure returns (string memory) {
+        return string.concat(".valid[", vm.toString(i), "].fields.", name);
+    }
+
+    /// Codec error selectors for each error class the Python codec names.
+    function _errorsFor(string memory name) internal pure returns (bytes4[3] memory s) {
+        bytes32 h = keccak256(bytes(name));
+        if (h == keccak256("payload_size_mismatch")) {
+            s = [PayloadCodec.PayloadTooShort.selector, PayloadCodec.PayloadLengthMismatch.selector, bytes4(0)];
+        } else if (h == keccak256("unknown_payload_id")) {
+            s = [PayloadCodec.UnknownPayloadId.selector, bytes4(0), bytes4(0)];
+        } else if (h == keccak256("unsupported_payload_version")) {
+            s = [PayloadCodec.UnsupportedPayloadVersion.selector, bytes4(0), bytes4(0)];
+        } else if (h == keccak256("invalid_payload_field")) {
+            s = [
+                PayloadCodec.InvalidBatchCount.selector,
+                PayloadCodec.InvalidOutcome.selector,
+                PayloadCodec.NonZeroJobId.selector
+            ];
+        }
+    }
+
+    function test_vectors_present() public view {
+        assertTrue(validCount >= 9, "valid payload vectors");
+        assertTrue(invalidCount >= 20, "invalid payload vectors");
+    }
+
+    function test_vectors_validDecodeAndReencodeByteForByte() public view {
+        for (uint256 i = 0; i < validCount; ++i) {
+            bytes memory raw = _valid(i);
+            assertEq(codec.roundTrip(raw), raw, "round trip");
+            PayloadCodec.Header memory h = codec.decodeHeader(raw);
+            assertEq(h.payloadId, vm.parseJsonUint(vectors, _field(i, "payload_id")), "payload id");
+            assertEq(h.targetChain, vm.parseJsonUint(vectors, _field(i, "target_chain")), "target chain");
+            assertEq(h.targetAddress, bytes32(vm.parseJsonBytes(vectors, _field(i, "target_address"))), "target");
+            assertEq(h.jobId, vm.parseJsonUint(vectors, _field(i, "job_id")), "job id");
+            _checkBody(i, h.payloadId, raw);
+        }
+    }
+
+    function _checkBody(uint256 i, uint8 id, bytes memory raw) internal view {
+        if (id == PayloadCodec.WORKER_REGISTERED) {
+            PayloadCodec.WorkerRegistered memory m = codec.decodeWorkerRegistered(raw);
+            assertEq(m.stake, vm.parseJsonUint(vectors, _field(i, "stake")), "stake");
+            assertEq(m.capabilities, vm.parseJsonUint(vectors, _field(i, "capabilities")), "caps");
+        } else if (id == PayloadCodec.TASK_ASSIGNED) {
+            PayloadCodec.TaskAssigned memory m = codec.decodeTaskAssigned(raw);
+            assertEq(m.round, vm.parseJsonUint(vectors, _field(i, "round")), "round");
+            assertEq(m.deadline, vm.parseJsonUint(vectors, _field(i, "deadline")), "deadline");
+            uint256 last = m.assignments.length - 1;
+            string memory key = _field(i, string.concat("tasks[", vm.toString(last), "]"));
+            assertEq(m.assignments[last].shard, vm.parseJsonUint(vectors, string.concat(key, ".shard")), "shard");
+        } else if (id == PayloadCodec.UPDATE_COMMITTED) {
+            PayloadCodec.UpdateCommitted memory m = codec.decodeUpdateCommitted(raw);
+            assertEq(m.round, vm.parseJsonUint(vectors, _field(i, "round")), "round");
+            assertEq(m.numSamples, vm.parseJsonUint(vectors, _field(i, "num_samples")), "samples");
+            assertEq(m.trainLoss, vm.parseJsonUint(vectors, _field(i, "train_loss")), "loss");
+        } else {
+            PayloadCodec.RoundSettled memory m = codec.decodeRoundSettled(raw);
+            assertEq(m.round, vm.parseJsonUint(vectors, _field(i, "round")), "round");
+            uint256 last = m.settlements.length - 1;
+            string memory key = _field(i, string.concat("settlements[", vm.toString(last), "]"));
+            assertEq(m.settlements[last].outcome, vm.parseJsonUint(vectors, string.concat(key, ".outcome")), "outcome");
+            assertEq(m.settlements[last].slash, vm.parseJsonUint(vectors, string.concat(key, ".slash")), "slash");
+        }
+    }
+
+    function test_vectors_invalidRejectedWithMatchingError() public view {
+        for (uint256 i = 0; i < invalidCount; ++i) {
+            string memory at = string.concat(".invalid[", vm.toString(i), "]");
+            bytes memory raw = vm.parseJsonBytes(vectors, string.concat(at, ".bytes"));
+            string memory name = vm.parseJsonString(vectors, string.concat(at, ".name"));
+            bytes4[3] memory allowed = _errorsFor(vm.parseJsonString(vectors, string.concat(at, ".error")));
+            try codec.roundTrip(raw) returns (bytes memory) {
+                fail(string.concat("accepted invalid vector ", name));
+            } catch (bytes memory reason) {
+                bytes4 selector = bytes4(reason);
+                assertTrue(
+                    selector == allowed[0] || selector == allowed[1] || selector == allowed[2],
+                    string.concat("wrong error for ", name)
+                );
+            }
+        }
+    }
+
+    function test_decode_rejectsWrongPayloadType() public {
+        bytes memory raw = _valid(0); // WORKER_REGISTERED
+        vm.expectRevert(abi.encodeWithSelector(PayloadCodec.UnknownPayloadId.selector, 1));
+        codec.decodeTaskAssigned(raw);
+    }
+
+    function test_encode_rejectsEmptyAndOversizedBatches() public {
+        PayloadCodec.TaskAssigned memory m;
+        m.assignments = new PayloadCodec.Assignment[](0);
+        vm.expectRevert(abi.encodeWithSelector(PayloadCodec.InvalidBatchCount.selector, 0));
+        codec.encodeTaskAssigned(m);
+        PayloadCodec.RoundSettled memory s;
+        s.settlements = new PayloadCodec.Settlement[](33);
+        vm.expectRevert(abi.encodeWithSelector(PayloadCodec.InvalidBatchCount.selector, 33));
+        codec.encodeRoundSettled(s);
+        s.settlements = new PayloadCodec.Settlement[](1);
+        s.settlements[0].outcome = 3;
+        vm.expectRevert(abi.encodeWithSelector(PayloadCodec.InvalidOutcome.selector, 3));
+        codec.encodeRoundSettled(s);
+    }
+
+    // ------------------------------------------------------------------ fuzz
+
+    /// Any mutation of a vector (one byte changed, cut short, or extended) is either rejected with
+    /// a codec error or decodes to a payload that encodes back to exactly the mutated bytes.
+    function testFuzz_vectors_mutationsRejectedOrCanonical(uint256 which, uint256 at, uint8 value, uint8 mode)
+        public
+        view
+    {
+        bytes memory raw = _valid(bound(which, 0, validCount - 1));
+        bytes memory mutated;
+        mode = mode % 3;
+        if (mode == 0) {
+            mutated = raw;
+            mutated[bound(at, 0, raw.length - 1)] = bytes1(value);
+        } else if (mode == 1) {
+            mutated = new bytes(bound(at, 0, raw.length - 1));
+            for (uint256 i = 0; i < mutated.length; ++i) {
+                mutated[i] = raw[i];
+            }
+        } else {
+            mutated = bytes.concat(raw, new bytes(bound(at, 1, 40)));
+        }
+        try codec.roundTrip(mutated) returns (bytes memory again) {
+            assertEq(again, mutated, "accepted mutation must be canonical");
+            assertTrue(mode == 0, "a length change was accepted");
+        } catch (bytes memory reason) {
+            bytes4 s = bytes4(reason);
+            assertTrue(
+                s == PayloadCodec.PayloadTooShort.selector || s == PayloadCodec.PayloadLengthMismatch.selector
+                    || s == PayloadCodec.UnknownPayloadId.selector
+                    || s == PayloadCodec.UnsupportedPayloadVersion.selector
+                    || s == PayloadCodec.InvalidBatchCount.selector || s == PayloadCodec.InvalidOutcome.selector
+                    || s == PayloadCodec.NonZeroJobId.selector,
+                "unexpected revert"
+            );
+        }
+    }
+
+    function testFuzz_taskAssigned_roundTrip(uint64 jobId, uint32 round, uint64 deadline, bytes32 seed, uint8 k)
+        public
+        view
+    {
+        k = uint8(bound(k, 1, 32));
+        PayloadCodec.TaskAssigned memory m;
+        m.header = PayloadCodec.Header(PayloadCodec.TASK_ASSIGNED, 4, seed, jobId);
+        m.round = round;
+        m.deadline = deadline;
+        m.modelHash = keccak256(abi.encode(seed, 1));
+        m.configHash = keccak256(abi.encode(seed, 2));
+        m.assignments = new PayloadCodec.Assignment[](k);
+        for (uint256 i = 0; i < k; ++i) {
+            m.assignments[i] = PayloadCodec.Assignment(keccak256(abi.encode(seed, i)), uint32(i * 7));
+        }
+        bytes memory raw = codec.encodeTaskAssigned(m);
+        assertEq(raw.length, 121 + 36 * uint256(k), "size");
+        PayloadCodec.TaskAssigned memory back = codec.decodeTaskAssigned(raw);
+        assertEq(back.header.jobId, jobId, "job");
+        assertEq(back.round, round, "round");
+        assertEq(back.deadline, deadline, "deadline");
+        assertEq(back.assignments.length, k, "count");
+        assertEq(back.assignments[k - 1].workerKey, m.assignments[k - 1].workerKey, "key");
+        assertEq(back.assignments[k - 1].shard, m.assignments[k - 1].shard, "shard");
+    }
+
+    function testFuzz_roundSettled_roundTrip(uint64 jobId, uint32 round, bytes32 seed, uint8 k, uint64 slash)
+        public
+        view
+    {
+        k = uint8(bound(k, 1, 32));
+        PayloadCodec.RoundSettled memory m;
+        m.header = PayloadCodec.Header(PayloadCodec.ROUND_SETTLED, 1, seed, jobId);
+        m.round = round;
+        m.modelHash = seed;
+        m.settlements = new PayloadCodec.Settlement[](k);
+        for (uint256 i = 0; i < k; ++i) {
+            m.settlements[i] = PayloadCodec.Settlement(keccak256(abi.encode(seed, i)), uint8(i % 3), slash);
+        }
+        bytes memory raw = codec.encodeRoundSettled(m);
+        assertEq(raw.length, 81 + 41 * uint256(k), "size");
+        PayloadCodec.RoundSettled memory back = codec.decodeRoundSettled(raw);
+        assertEq(back.settlements.length, k, "count");
+        assertEq(back.settlements[k - 1].outcome, (k - 1) % 3, "outcome");
+        assertEq(back.settlements[k - 1].slash, slash, "slash");
+        assertEq(back.header.targetAddress, seed, "target");
+    }
+
+    function testFuzz_fixedPayloads_roundTrip(bytes32 a, bytes32 b, uint64 n, uint32 x) public view {
+        PayloadCodec.WorkerRegistered memory w =
+            PayloadCodec.WorkerRegistered(PayloadCodec.Header(1, 2, a, 0), b, n, a, x);
+        bytes memory raw = codec.encodeWorkerRegistered(w);
+        assertEq(raw.length, 120, "registered size");
+        assertEq(codec.roundTrip(raw), raw, "registered");
+        PayloadCodec.UpdateCommitted memory u =
+            PayloadCodec.UpdateCommitted(PayloadCodec.Header(3, 2, a, n), x, b, a, b, x, x);
+        raw = codec.encodeUpdateCommitted(u);
+        assertEq(raw.length, 152, "committed size");
+        PayloadCodec.UpdateCommitted memory back = codec.decodeUpdateCommitted(raw);
+        assertEq(back.header.jobId, n, "job");
+        assertEq(back.trainLoss, x, "loss");
+        assertEq(back.transcriptRoot, b, "root");
+    }
+}

@@ -1,0 +1,372 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {WorkerHub} from "../src/WorkerHub.sol";
+import {MessageReceiver} from "../src/base/MessageReceiver.sol";
+import {Owned} from "../src/base/Owned.sol";
+import {PayloadCodec} from "../src/libraries/PayloadCodec.sol";
+import {HubFixture} from "./utils/HubFixture.sol";
+import {Vm} from "./utils/Vm.sol";
+
+contract WorkerHubTest is HubFixture {
+    bytes32 internal constant PUBLISHED = keccak256("LogMessagePublished(address,uint64,uint32,bytes,uint8)");
+
+    function setUp() public {
+        setUpHub();
+    }
+
+    function lastPublished() internal returns (bytes memory payload) {
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        for (uint256 i = 0; i < logs.length; ++i) {
+            if (logs[i].topics[0] == PUBLISHED) {
+                (,, payload,) = abi.decode(logs[i].data, (uint64, uint32, bytes, uint8));
+            }
+        }
+    }
+
+    function taskOf(uint64 jobId, uint32 round, address w) internal view returns (bytes32) {
+        return hub.taskIdOf(jobId, round, toBytes32(w));
+    }
+
+    // ------------------------------------------------------------------ stake
+
+    function test_stake_accumulatesAndRejectsZero() public {
+        vm.expectEmit(true, false, false, true);
+        emit WorkerHub.Staked(worker(1), 2 ether, 2 ether);
+        stakeAs(worker(1), 2 ether);
+        stakeAs(worker(1), 1 ether);
+        assertEq(hub.getStaker(worker(1)).staked, 3 ether, "staked");
+        assertEq(hub.totalStaked(), 3 ether, "total");
+        vm.prank(worker(1));
+        vm.expectRevert(WorkerHub.ZeroAmount.selector);
+        hub.stake();
+    }
+
+    function test_unbond_thenWithdrawAfterDelay() public {
+        stakeAs(worker(1), 3 ether);
+        vm.startPrank(worker(1));
+        vm.expectRevert(WorkerHub.ZeroAmount.selector);
+        hub.requestUnbond(0);
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.InsufficientStake.selector, 3 ether, 4 ether));
+        hub.requestUnbond(4 ether);
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.NothingUnbonding.selector, worker(1)));
+        hub.withdrawStake();
+        hub.requestUnbond(2 ether);
+        uint64 readyAt = uint64(block.timestamp + UNBONDING);
+        assertEq(hub.getStaker(worker(1)).unbondingReadyAt, readyAt, "ready at");
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.UnbondingPending.selector, readyAt));
+        hub.withdrawStake();
+        vm.warp(readyAt);
+        hub.withdrawStake();
+        vm.stopPrank();
+        assertEq(worker(1).balance, 2 ether, "withdrawn");
+        assertEq(hub.getStaker(worker(1)).staked, 1 ether, "remaining");
+        assertEq(hub.totalUnbonding(), 0, "nothing unbonding");
+    }
+
+    function test_withdrawStake_refusedWhileAssigned() public {
+        stakeAs(worker(1), 2 ether);
+        assignTo(9, 0, one(worker(1)));
+        vm.startPrank(worker(1));
+        hub.requestUnbond(2 ether);
+        vm.warp(block.timestamp + UNBONDING);
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.StillAssigned.selector, worker(1), 1));
+        hub.withdrawStake();
+        vm.stopPrank();
+        settle(9, 0, worker(1), 0, 0);
+        vm.prank(worker(1));
+        hub.withdrawStake();
+        assertEq(worker(1).balance, 2 ether, "released after settlement");
+    }
+
+    function test_withdrawStake_revertsWhenRecipientRefuses() public {
+        Refusing refusing = new Refusing(hub);
+        vm.deal(address(refusing), 1 ether);
+        refusing.stakeAndUnbond();
+        vm.warp(block.timestamp + UNBONDING);
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.TransferFailed.selector, address(refusing), 1 ether));
+        refusing.withdraw();
+    }
+
+    // ------------------------------------------------------------------ register
+
+    function test_register_publishesWorkerRegistered() public {
+        stakeAs(worker(1), 1.5 ether);
+        vm.recordLogs();
+        vm.prank(worker(1));
+        uint64 sequence = hub.register(toBytes32(address(0xFA)), 1);
+        assertEq(sequence, 0, "sequence");
+        PayloadCodec.WorkerRegistered memory expected = PayloadCodec.WorkerRegistered(
+            PayloadCodec.Header(1, COORDINATOR, MARKET, 0), toBytes32(worker(1)), 1.5e8, toBytes32(address(0xFA)), 1
+        );
+        assertEq(lastPublished(), PayloadCodec.encode(expected), "payload bytes");
+        assertTrue(hub.getStaker(worker(1)).registered, "registered");
+    }
+
+    function test_register_requiresMinimumStakeFeeAndPeer() public {
+        stakeAs(worker(1), 0.5 ether);
+        vm.prank(worker(1));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.InsufficientStake.selector, 0.5 ether, MIN_STAKE));
+        hub.register(bytes32(0), 0);
+        stakeAs(worker(1), 0.5 ether);
+        core.setMessageFee(2);
+        vm.deal(worker(1), 2);
+        vm.prank(worker(1));
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.WrongMessageFee.selector, 0, 2));
+        hub.register(bytes32(0), 0);
+        vm.prank(worker(1));
+        hub.register{value: 2}(bytes32(0), 0);
+        hub.setPeer(COORDINATOR, bytes32(0));
+        vm.deal(worker(1), 2);
+        vm.prank(worker(1));
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.UnknownEmitter.selector, COORDINATOR, bytes32(0)));
+        hub.register{value: 2}(bytes32(0), 0);
+    }
+
+    // ------------------------------------------------------------------ assignments
+
+    function test_receive_taskAssignedRecordsEveryWorker() public {
+        address[] memory ws = new address[](3);
+        for (uint256 i = 0; i < 3; ++i) {
+            ws[i] = worker(i);
+        }
+        vm.expectEmit(true, true, true, true);
+        emit WorkerHub.TaskAssigned(taskOf(5, 2, ws[0]), 5, 2, ws[0], 0, uint64(block.timestamp + 1 days));
+        assignTo(5, 2, ws);
+        for (uint256 i = 0; i < 3; ++i) {
+            WorkerHub.Task memory t = hub.getTask(taskOf(5, 2, ws[i]));
+            assertEq(uint8(t.state), uint8(WorkerHub.TaskState.Assigned), "assigned");
+            assertEq(t.worker, ws[i], "worker");
+            assertEq(hub.getStaker(ws[i]).activeTasks, 1, "active");
+        }
+    }
+
+    function test_receive_taskAssignedRevertPaths() public {
+        address[] memory ws = new address[](2);
+        ws[0] = worker(1);
+        ws[1] = worker(1);
+        bytes memory vaa = signedFromMarket(taskAssignedPayload(5, 0, 1, ws));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.TaskAlreadyAssigned.selector, taskOf(5, 0, worker(1))));
+        hub.receiveMessage(vaa);
+        bytes memory p = taskAssignedPayload(5, 0, 1, one(worker(1)));
+        p[121] = 0x01; // worker key no longer a left-padded EVM address
+        bytes32 badKey = toBytes32(worker(1)) | bytes32(uint256(1) << 248);
+        vaa = signedFromMarket(p);
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.InvalidWorkerKey.selector, badKey));
+        hub.receiveMessage(vaa);
+        PayloadCodec.UpdateCommitted memory u;
+        u.header = PayloadCodec.Header(3, WORKERS, toBytes32(address(hub)), 5);
+        vaa = signedFromMarket(PayloadCodec.encode(u));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.UnexpectedPayload.selector, 3));
+        hub.receiveMessage(vaa);
+    }
+
+    function test_attack_replayWrongEmitterAndWrongTargetRejected() public {
+        bytes memory vaa = signedFromMarket(taskAssignedPayload(5, 0, 1, one(worker(1))));
+        hub.receiveMessage(vaa);
+        bytes32 digest = core.parseVM(vaa).hash;
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.AlreadyConsumed.selector, digest));
+        hub.receiveMessage(vaa);
+
+        bytes memory payload = taskAssignedPayload(6, 0, 1, one(worker(1)));
+        vaa = signVaa(0, 0, firstIndices(3), vaaBody(COORDINATOR, bytes32(uint256(0xBAD)), 1, payload));
+        vm.expectRevert(
+            abi.encodeWithSelector(MessageReceiver.UnknownEmitter.selector, COORDINATOR, bytes32(uint256(0xBAD)))
+        );
+        hub.receiveMessage(vaa);
+
+        payload[3] = 0x02; // addressed to chain 2
+        vaa = signedFromMarket(payload);
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.WrongTargetChain.selector, 2));
+        hub.receiveMessage(vaa);
+
+        payload = taskAssignedPayload(6, 0, 1, one(worker(1)));
+        payload[20] = 0xFF;
+        bytes32 target;
+        assembly {
+            target := mload(add(payload, 36))
+        }
+        vaa = signedFromMarket(payload);
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.WrongTargetAddress.selector, target));
+        hub.receiveMessage(vaa);
+    }
+
+    function test_attack_belowQuorumAndHighSRejected() public {
+        bytes memory vaa = signVaa(
+            0, 0, firstIndices(2), vaaBody(COORDINATOR, MARKET, 1, taskAssignedPayload(5, 0, 1, one(worker(1))))
+        );
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.InvalidVaa.selector, "no quorum"));
+        hub.receiveMessage(vaa);
+        vaa = signVaa(
+            0, 0, firstIndices(3), vaaBody(COORDINATOR, MARKET, 1, taskAssignedPayload(5, 0, 1, one(worker(1))))
+        );
+        // Turn the first signature into its high-s twin.
+        bytes32 s;
+        assembly {
+            s := mload(add(vaa, add(32, 39)))
+        }
+        bytes32 twin = bytes32(CURVE_ORDER - uint256(s));
+        for (uint256 i = 0; i < 32; ++i) {
+            vaa[39 + i] = twin[i];
+        }
+        vaa[71] = bytes1(uint8(vaa[71]) ^ 1);
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.InvalidVaa.selector, "signature s value too high"));
+        hub.receiveMessage(vaa);
+    }
+
+    // ------------------------------------------------------------------ commitments
+
+    function test_commitUpdate_publishesUpdateCommitted() public {
+        assignTo(5, 1, one(worker(1)));
+        vm.recordLogs();
+        vm.prank(worker(1));
+        hub.commitUpdate(5, 1, keccak256("update"), keccak256("root"), 640, 123_456);
+        PayloadCodec.UpdateCommitted memory expected = PayloadCodec.UpdateCommitted(
+            PayloadCodec.Header(3, COORDINATOR, MARKET, 5),
+            1,
+            toBytes32(worker(1)),
+            keccak256("update"),
+            keccak256("root"),
+            640,
+            123_456
+        );
+        assertEq(lastPublished(), PayloadCodec.encode(expected), "payload bytes");
+        WorkerHub.Task memory t = hub.getTask(taskOf(5, 1, worker(1)));
+        assertEq(uint8(t.state), uint8(WorkerHub.TaskState.Committed), "committed");
+        assertEq(t.updateHash, keccak256("update"), "hash");
+    }
+
+    function test_attack_commitmentByUnassignedWorkerRejected() public {
+        assignTo(5, 1, one(worker(1)));
+        bytes32 strangerTask = taskOf(5, 1, worker(2));
+        bytes32 otherRound = taskOf(5, 2, worker(1));
+        vm.prank(worker(2));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.NotAssignedWorker.selector, strangerTask, worker(2)));
+        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), 0, 0);
+        vm.prank(worker(1));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.NotAssignedWorker.selector, otherRound, worker(1)));
+        hub.commitUpdate(5, 2, bytes32(0), bytes32(0), 0, 0);
+    }
+
+    function test_attack_lateCommitmentRejected() public {
+        assignTo(5, 1, one(worker(1)));
+        uint64 deadline = uint64(block.timestamp + 1 days);
+        bytes32 taskId = taskOf(5, 1, worker(1));
+        vm.warp(deadline + 1);
+        vm.prank(worker(1));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.CommitmentTooLate.selector, taskId, deadline));
+        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), 0, 0);
+        vm.warp(deadline);
+        vm.prank(worker(1));
+        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), 0, 0); // at the deadline is still in time
+    }
+
+    function test_commitUpdate_onceOnlyAndNotAfterSettlement() public {
+        assignTo(5, 1, one(worker(1)));
+        bytes32 first = taskOf(5, 1, worker(1));
+        bytes32 settledTask = taskOf(6, 1, worker(1));
+        vm.startPrank(worker(1));
+        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), 0, 0);
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.AlreadyCommitted.selector, first));
+        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), 0, 0);
+        vm.stopPrank();
+        assignTo(6, 1, one(worker(1)));
+        settle(6, 1, worker(1), 1, 0);
+        vm.prank(worker(1));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.TaskAlreadySettled.selector, settledTask));
+        hub.commitUpdate(6, 1, bytes32(0), bytes32(0), 0, 0);
+    }
+
+    // ------------------------------------------------------------------ settlement
+
+    function test_roundSettled_releasesAndSlashes() public {
+        stakeAs(worker(1), 3 ether);
+        address[] memory ws = new address[](2);
+        ws[0] = worker(1);
+        ws[1] = worker(2);
+        assignTo(5, 0, ws);
+        settle(5, 0, worker(2), 0, 0);
+        assertEq(hub.getStaker(worker(2)).activeTasks, 0, "released");
+        vm.expectEmit(true, true, false, true);
+        emit WorkerHub.Slashed(taskOf(5, 0, worker(1)), worker(1), 0.5 ether);
+        settle(5, 0, worker(1), 2, 0.5e8);
+        assertEq(hub.getStaker(worker(1)).staked, 2.5 ether, "slashed stake");
+        assertEq(hub.slashedBalance(), 0.5 ether, "slashed pool");
+        assertEq(uint8(hub.getTask(taskOf(5, 0, worker(1))).state), uint8(WorkerHub.TaskState.Settled), "settled");
+    }
+
+    function test_roundSettled_slashReachesUnbondingAndIsCapped() public {
+        stakeAs(worker(1), 2 ether);
+        vm.prank(worker(1));
+        hub.requestUnbond(1.5 ether);
+        assignTo(5, 0, one(worker(1)));
+        settle(5, 0, worker(1), 2, 10e8);
+        WorkerHub.Staker memory s = hub.getStaker(worker(1));
+        assertEq(s.staked, 0, "bonded gone");
+        assertEq(s.unbonding, 0, "unbonding gone");
+        assertEq(hub.slashedBalance(), 2 ether, "capped at what existed");
+        assertEq(address(hub).balance, hub.totalStaked() + hub.totalUnbonding() + hub.slashedBalance(), "accounting");
+    }
+
+    function test_roundSettled_revertPaths() public {
+        bytes memory vaa = signedFromMarket(settledPayload(5, 0, worker(1), 0, 0));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.UnknownTask.selector, taskOf(5, 0, worker(1))));
+        hub.receiveMessage(vaa);
+        assignTo(5, 0, one(worker(1)));
+        settle(5, 0, worker(1), 0, 0);
+        vaa = signedFromMarket(settledPayload(5, 0, worker(1), 0, 0));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.TaskAlreadySettled.selector, taskOf(5, 0, worker(1))));
+        hub.receiveMessage(vaa);
+    }
+
+    function test_sweepSlashed_ownerOnlyAndNonZero() public {
+        vm.expectRevert(WorkerHub.ZeroAmount.selector);
+        hub.sweepSlashed(payable(address(0xFEE)));
+        stakeAs(worker(1), 1 ether);
+        assignTo(5, 0, one(worker(1)));
+        settle(5, 0, worker(1), 2, 1e8);
+        vm.prank(worker(1));
+        vm.expectRevert(abi.encodeWithSelector(Owned.NotOwner.selector, worker(1)));
+        hub.sweepSlashed(payable(worker(1)));
+        hub.sweepSlashed(payable(address(0xFEE)));
+        assertEq(address(0xFEE).balance, 1 ether, "swept");
+        assertEq(hub.slashedBalance(), 0, "emptied");
+    }
+
+    function test_sweepSlashed_revertsWhenTreasuryRefuses() public {
+        stakeAs(worker(1), 1 ether);
+        assignTo(5, 0, one(worker(1)));
+        settle(5, 0, worker(1), 2, 1e8);
+        address payable refusing = payable(address(new Refusing(hub)));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.TransferFailed.selector, refusing, 1 ether));
+        hub.sweepSlashed(refusing);
+        assertEq(hub.slashedBalance(), 1 ether, "kept");
+    }
+
+    function test_views_configuration() public view {
+        assertEq(hub.chainId(), WORKERS, "chain");
+        assertEq(hub.coordinatorChain(), COORDINATOR, "coordinator");
+        assertEq(hub.minStake(), MIN_STAKE, "min stake");
+        assertEq(hub.unbondingDelay(), UNBONDING, "delay");
+        assertEq(hub.peers(COORDINATOR), MARKET, "peer");
+        assertEq(hub.consistencyLevel(), 202, "consistency");
+    }
+}
+
+/// A staker whose contract refuses incoming payments.
+contract Refusing {
+    WorkerHub internal immutable hub;
+
+    constructor(WorkerHub hub_) {
+        hub = hub_;
+    }
+
+    function stakeAndUnbond() external {
+        hub.stake{value: 1 ether}();
+        hub.requestUnbond(1 ether);
+    }
+
+    function withdraw() external {
+        hub.withdrawStake();
+    }
+}

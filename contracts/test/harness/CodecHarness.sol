@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {PayloadCodec} from "../../src/libraries/PayloadCodec.sol";
+
+/// @notice Exposes PayloadCodec's internal functions as external calls, so tests can expect reverts.
+contract CodecHarness {
+    function decodeHeader(bytes memory p) external pure returns (PayloadCodec.Header memory) {
+        return PayloadCodec.decodeHeader(p);
+    }
+
+    function decodeWorkerRegistered(bytes memory p) external pure returns (PayloadCodec.WorkerRegistered memory) {
+        return PayloadCodec.decodeWorkerRegistered(p);
+    }
+
+    function decodeTaskAssigned(bytes memory p) external pure returns (PayloadCodec.TaskAssigned memory) {
+        return PayloadCodec.decodeTaskAssigned(p);
+    }
+
+    function decodeUpdateCommitted(bytes memory p) external pure returns (PayloadCodec.UpdateCommitted memory) {
+        return PayloadCodec.decodeUpdateCommitted(p);
+    }
+
+    function decodeRoundSettled(bytes memory p) external pure returns (PayloadCodec.RoundSettled memory) {
+        return PayloadCodec.decodeRoundSettled(p);
+    }
+
+    function encodeWorkerRegistered(PayloadCodec.WorkerRegistered memory m) external pure returns (bytes memory) {
+        return PayloadCodec.encode(m);
+    }
+
+    function encodeTaskAssigned(PayloadCodec.TaskAssigned memory m) external pure returns (bytes memory) {
+        return PayloadCodec.encode(m);
+    }
+
+    function encodeUpdateCommitted(PayloadCodec.UpdateCommitted memory m) external pure returns (bytes memory) {
+        return PayloadCodec.encode(m);
+    }
+
+    function encodeRoundSettled(PayloadCodec.RoundSettled memory m) external pure returns (bytes memory) {
+        return PayloadCodec.encode(m);
+    }
+
+    /// @notice Decode any payload by its id and encode it again.
+    function roundTrip(bytes memory p) external pure returns (bytes memory) {
+        uint8 id = PayloadCodec.decodeHeader(p).payloadId;
+        if (id == PayloadCodec.WORKER_REGISTERED) return PayloadCodec.encode(PayloadCodec.decodeWorkerRegistered(p));
+        if (id == PayloadCodec.TASK_ASSIGNED) return PayloadCodec.encode(PayloadCodec.decodeTaskAssigned(p));
+        if (id == PayloadCodec.UPDATE_COMMITTED) return PayloadCodec.encode(PayloadCodec.decodeUpdateCommitted(p));
+        return PayloadCodec.encode(PayloadCodec.decodeRoundSettled(p));
+    }
+}

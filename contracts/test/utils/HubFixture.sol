@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {MessageCore} from "../../src/MessageCore.sol";
+import {WorkerHub} from "../../src/WorkerHub.sol";
+import {PayloadCodec} from "../../src/libraries/PayloadCodec.sol";
+import {Guardians} from "./Guardians.sol";
+
+/// @notice A WorkerHub on EVM worker chain 4 whose coordinator peer is a JobMarket on chain 2.
+abstract contract HubFixture is Guardians {
+    uint16 internal constant COORDINATOR = 2;
+    uint16 internal constant WORKERS = 4;
+    bytes32 internal constant MARKET = bytes32(uint256(0x3A4C));
+    uint256 internal constant MIN_STAKE = 1 ether;
+    uint64 internal constant UNBONDING = 7 days;
+
+    MessageCore internal core;
+    WorkerHub internal hub;
+    uint64 internal nextSequence = 1;
+
+    function setUpHub() internal {
+        vm.warp(1_800_000_000);
+        core = new MessageCore(WORKERS, guardianAddresses(4, 0), 1 days, address(this));
+        hub = new WorkerHub(core, 202, address(this), COORDINATOR, MIN_STAKE, UNBONDING);
+        hub.setPeer(COORDINATOR, MARKET);
+    }
+
+    function worker(uint256 i) internal pure returns (address) {
+        return address(uint160(0x7000 + i));
+    }
+
+    function signedFromMarket(bytes memory payload) internal returns (bytes memory) {
+        return signVaa(0, 0, firstIndices(3), vaaBody(COORDINATOR, MARKET, nextSequence++, payload));
+    }
+
+    function stakeAs(address who, uint256 amount) internal {
+        vm.deal(who, who.balance + amount);
+        vm.prank(who);
+        hub.stake{value: amount}();
+    }
+
+    function taskAssignedPayload(uint64 jobId, uint32 round, uint64 deadline, address[] memory workers)
+        internal
+        view
+        returns (bytes memory)
+    {
+        PayloadCodec.TaskAssigned memory m;
+        m.header = PayloadCodec.Header(2, WORKERS, toBytes32(address(hub)), jobId);
+        m.round = round;
+        m.deadline = deadline;
+        m.modelHash = keccak256("model");
+        m.configHash = keccak256("config");
+        m.assignments = new PayloadCodec.Assignment[](workers.length);
+        for (uint256 i = 0; i < workers.length; ++i) {
+            m.assignments[i] = PayloadCodec.Assignment(toBytes32(workers[i]), uint32(i));
+        }
+        return PayloadCodec.encode(m);
+    }
+
+    function assignTo(uint64 jobId, uint32 round, address[] memory workers) internal {
+        hub.receiveMessage(
+            signedFromMarket(taskAssignedPayload(jobId, round, uint64(block.timestamp + 1 days), workers))
+        );
+    }
+
+    function one(address w) internal pure returns (address[] memory list) {
+        list = new address[](1);
+        list[0] = w;
+    }
+
+    function settledPayload(uint64 jobId, uint32 round, address w, uint8 outcome, uint64 slash)
+        internal
+        view
+        returns (bytes memory)
+    {
+        PayloadCodec.RoundSettled memory m;
+        m.header = PayloadCodec.Header(4, WORKERS, toBytes32(address(hub)), jobId);
+        m.round = round;
+        m.modelHash = keccak256("model 1");
+        m.settlements = new PayloadCodec.Settlement[](1);
+        m.settlements[0] = PayloadCodec.Settlement(toBytes32(w), outcome, slash);
+        return PayloadCodec.encode(m);
+    }
+
+    function settle(uint64 jobId, uint32 round, address w, uint8 outcome, uint64 slash) internal {
+        hub.receiveMessage(signedFromMarket(settledPayload(jobId, round, w, outcome, slash)));
+    }
+}

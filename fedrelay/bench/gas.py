@@ -1,0 +1,180 @@
+"""Gas per contract operation, measured from real transactions on an anvil chain.
+
+Both Wormhole "chains" run on one anvil: a MessageCore for chain 2 carries the JobMarket and one
+for chain 4 the WorkerHub, so VAAs signed by the Python guardians (13 of 19) move between them.
+Figures are each transaction's `gasUsed` (21,000 intrinsic and calldata included); the view
+`parseAndVerifyVM` is measured with `eth_estimateGas`. Batch operations also report per worker;
+`finalize_round_k*` also gives the gas of settling that round (`settle_total`: credits and
+ROUND_SETTLED publication).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from adapters.devnet.forge import Forge
+from adapters.devnet.services import Anvil
+from adapters.evm import (
+    EvmChain,
+    JobMarketContract,
+    JobSpec,
+    Link,
+    RoundResult,
+    Signer,
+    WorkerHubContract,
+    address_to_bytes32,
+    deploy_job_market,
+    deploy_message_core,
+    deploy_worker_hub,
+    link,
+)
+from adapters.evm.artifacts import CONTRACTS_DIR
+from adapters.wormhole import (
+    GuardianSigner,
+    Outcome,
+    Task,
+    TaskAssigned,
+    UpdateCommitted,
+    VaaBody,
+    WorkerRegistered,
+    sign_vaa,
+)
+from adapters.wormhole.testing import guardian_signers
+
+COORDINATOR, WORKERS = 2, 4
+GUARDIANS, QUORUM = 19, 13
+
+
+class _Guardians:
+    """Signs message bodies as the first `QUORUM` of 19 guardians, numbering sequences."""
+
+    def __init__(self, signers: Sequence[GuardianSigner]) -> None:
+        self.signers = list(enumerate(signers))
+        self.sequence = 0
+
+    def vaa(self, chain: int, emitter: str, payload: bytes, count: int = QUORUM) -> bytes:
+        self.sequence += 1
+        body = VaaBody(1, 0, chain, address_to_bytes32(emitter), self.sequence, 202, payload)
+        return sign_vaa(body, 0, self.signers[:count]).to_bytes()
+
+
+def _key(i: int) -> bytes:
+    return address_to_bytes32("0x" + (0x7000 + i).to_bytes(20, "big").hex())
+
+
+def _receive_batches(
+    hub: WorkerHubContract, market: str, relayer: Signer, guardians: _Guardians
+) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    for k in (1, 8, 32):
+        payload = TaskAssigned(
+            WORKERS,
+            address_to_bytes32(hub.address),
+            job_id=100 + k,
+            round=0,
+            deadline=2**40,
+            model_hash=b"\x01" * 32,
+            config_hash=b"\x02" * 32,
+            tasks=tuple(Task(_key(1000 * k + i), i) for i in range(k)),
+        )
+        vaa = guardians.vaa(COORDINATOR, market, payload.to_bytes())
+        used = int(hub.receive_message(relayer, vaa)["gasUsed"])
+        figures[f"receive_task_assigned_k{k}"] = {"total": used, "per_worker": used // k}
+    return figures
+
+
+def _finalize(
+    market: JobMarketContract, hub: str, owner: Signer, guardians: _Guardians, k: int
+) -> dict[str, int]:
+    spec = JobSpec(b"\x03" * 32, b"\x04" * 32, 1, k, 10**18, 0, (WORKERS,))
+    job_id = market.post_job(owner, spec).job_id
+    tasks = [Task(_key(i), i) for i in range(k)]
+    market.assign_tasks(owner, job_id, WORKERS, 2**40, tasks)
+    for task in tasks:
+        payload = UpdateCommitted(
+            COORDINATOR,
+            address_to_bytes32(market.address),
+            job_id=job_id,
+            round=0,
+            worker_key=task.worker_key,
+            update_hash=b"\x05" * 32,
+            transcript_root=b"\x06" * 32,
+            num_samples=100,
+            train_loss=1,
+        )
+        market.receive_message(owner, guardians.vaa(WORKERS, hub, payload.to_bytes()))
+    results = [
+        RoundResult(WORKERS, t.worker_key, Outcome.ACCEPTED, reward=10**18 // k) for t in tasks
+    ]
+    used = int(market.finalize_round(owner, job_id, 0, b"\x07" * 32, results)["gasUsed"])
+    settled = int(market.settle_round(owner, job_id, 0)["gasUsed"])  # challenge window is 0
+    return {"total": used, "per_worker": used // k, "settle_total": settled}
+
+
+def measure() -> dict[str, Any]:
+    """Deploy on a fresh anvil, perform each operation once, return gas figures."""
+    Forge(CONTRACTS_DIR).build()
+    signers = guardian_signers(GUARDIANS)
+    addresses = ["0x" + s.address.hex() for s in signers]
+    with Anvil(chain_id=31337) as anvil:
+        chain = EvmChain(anvil.rpc_url)
+        owner, worker = Signer(anvil.private_keys[0]), Signer(anvil.private_keys[1])
+        guardians = _Guardians(signers)
+        core2 = deploy_message_core(chain, owner, COORDINATOR, addresses)
+        core4 = deploy_message_core(chain, owner, WORKERS, addresses)
+        single = deploy_message_core(chain, owner, COORDINATOR, addresses[:1])
+        market = deploy_job_market(chain, owner, core2.address, owner.address, owner.address, 0)
+        hub = deploy_worker_hub(chain, owner, core4.address, COORDINATOR, 0, 60)
+        link(market, owner, hub, owner, Link(COORDINATOR, WORKERS, 32))
+
+        figures: dict[str, Any] = {
+            "publish_message": int(core2.publish_message(owner, 0, bytes(152), 202)["gasUsed"]),
+        }
+        one = guardians.vaa(WORKERS, hub.address, bytes(120), count=1)
+        quorum = guardians.vaa(WORKERS, hub.address, bytes(120))
+        figures["parse_and_verify_vm_1_of_1"] = single.contract.functions.parseAndVerifyVM(
+            one
+        ).estimate_gas()
+        figures["parse_and_verify_vm_13_of_19"] = core2.contract.functions.parseAndVerifyVM(
+            quorum
+        ).estimate_gas()
+        figures |= _receive_batches(hub, market.address, owner, guardians)
+
+        worker_key = address_to_bytes32(worker.address)
+        assigned = TaskAssigned(
+            WORKERS,
+            address_to_bytes32(hub.address),
+            7,
+            0,
+            2**40,
+            b"\x01" * 32,
+            b"\x02" * 32,
+            (Task(worker_key, 0),),
+        )
+        hub.receive_message(owner, guardians.vaa(COORDINATOR, market.address, assigned.to_bytes()))
+        receipt = hub.commit_update(worker, 7, 0, b"\x08" * 32, b"\x09" * 32, 100, 1)
+        figures["commit_update"] = int(receipt["gasUsed"])
+
+        for i in range(32):
+            registered = WorkerRegistered(
+                COORDINATOR,
+                address_to_bytes32(market.address),
+                0,
+                _key(i),
+                10**8,
+                address_to_bytes32(owner.address),
+                0,
+            )
+            market.receive_message(
+                owner, guardians.vaa(WORKERS, hub.address, registered.to_bytes())
+            )
+        for k in (8, 32):
+            figures[f"finalize_round_k{k}"] = _finalize(market, hub.address, owner, guardians, k)
+    return figures
+
+
+def run() -> None:
+    """Print the gas figures as one JSON line."""
+    print(json.dumps({"benchmark": "gas", "unit": "gas", **measure()}))
