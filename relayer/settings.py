@@ -48,8 +48,10 @@ class RelayerSettings(BaseSettings):
     guardian_api_url: str = "http://127.0.0.1:7071"
     guardian_api_timeout_s: float = Field(default=10.0, gt=0)
 
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # /healthz, /readyz and /metrics (adapters.telemetry.health); the Helm chart sets
+    # FEDRELAY_HEALTH_HOST=0.0.0.0 so the kubelet and Prometheus can reach them.
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=8080, ge=0, le=65535)
 
     @field_validator("guardian_addresses")
     @classmethod

@@ -1,0 +1,45 @@
+{{/*
+Checks that values.schema.json cannot express: names unique, references resolvable,
+autoscaling bounds in order. Each failure names the value at fault.
+*/}}
+{{- define "fedrelay.validate" -}}
+{{- $seen := dict -}}
+{{- range .Values.chains -}}
+{{- if hasKey $seen .name -}}{{- fail (printf "chains: the name %q is used twice" .name) -}}{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- end -}}
+{{- $seen = dict -}}
+{{- range .Values.relayer.attest.guardians -}}
+{{- if hasKey $seen .name -}}{{- fail (printf "relayer.attest.guardians: the name %q is used twice" .name) -}}{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- end -}}
+{{- $seen = dict -}}
+{{- range .Values.relayer.deliver.chains -}}
+{{- if hasKey $seen .name -}}{{- fail (printf "relayer.deliver.chains: the chain %q is listed twice" .name) -}}{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- end -}}
+{{- range $stage := list "attest" "assemble" "fetch" -}}
+{{- $a := (index $.Values.relayer $stage).autoscaling -}}
+{{- if and $a.enabled (gt (int $a.minReplicas) (int $a.maxReplicas)) -}}
+{{- fail (printf "relayer.%s.autoscaling: minReplicas (%d) is greater than maxReplicas (%d)" $stage (int $a.minReplicas) (int $a.maxReplicas)) -}}
+{{- end -}}
+{{- $v := index $.Values.relayer $stage -}}
+{{- $most := ternary (int $a.maxReplicas) (int $v.replicaCount) (and $v.enabled $a.enabled) -}}
+{{- if and $v.enabled (gt $most (int $.Values.kafka.topicPartitions)) -}}
+{{- fail (printf "relayer.%s: %d replicas cannot share %d partitions (kafka.topicPartitions); the extra consumers would sit idle" $stage $most (int $.Values.kafka.topicPartitions)) -}}
+{{- end -}}
+{{- end -}}
+{{- $a := .Values.coordinator.autoscaling -}}
+{{- if and $a.enabled (gt (int $a.minReplicas) (int $a.maxReplicas)) -}}
+{{- fail (printf "coordinator.autoscaling: minReplicas (%d) is greater than maxReplicas (%d)" (int $a.minReplicas) (int $a.maxReplicas)) -}}
+{{- end -}}
+{{- $c := .Values.coordinator -}}
+{{- if and $c.enabled (or $c.autoscaling.enabled (gt (int $c.replicaCount) 1)) (not $c.persistence.existingClaim) -}}
+{{- if not (and $c.persistence.enabled (has "ReadWriteMany" $c.persistence.accessModes)) -}}
+{{- fail "coordinator: more than one replica needs a shared blob store; set coordinator.persistence.enabled with accessModes [ReadWriteMany] (or an existingClaim)" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.relayer.attest.enabled (not .Values.relayer.attest.guardians) -}}
+{{- fail "relayer.attest is enabled but relayer.attest.guardians is empty" -}}
+{{- end -}}
+{{- end -}}
