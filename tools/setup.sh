@@ -7,6 +7,8 @@
 #   npm     Foundry (anvil, forge), solcjs, Wormhole's TypeScript SDK from tools/npm's lockfile
 #   kafka   the Apache Kafka broker's jars from Maven Central through tools/kafka/pom.xml
 #   helm    helm built by `go install` at a pinned version into tools/bin
+#   flower  Flower (flwr) in its own site directory, tools/flower-site, for `fedrelay bench flower`
+#           (its pins conflict with the project's, so it is kept out of .venv)
 # Prints how long each phase took.
 set -euo pipefail
 
@@ -91,12 +93,23 @@ helm_tool() {
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+flower_site() {
+  local h
+  h=$(inputs_hash tools/flower/requirements.lock)
+  if [ -d tools/flower-site ] && fresh flower "$h"; then echo "    up to date"; return; fi
+  rm -rf tools/flower-site
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+    --target tools/flower-site -r tools/flower/requirements.lock
+  stamp flower "$h"
+}
+
 total_start=$(date +%s.%N)
 phase debian debian
 phase python python_env
 phase npm npm_tools
 phase kafka kafka_broker
 phase helm helm_tool
+phase flower flower_site
 echo "==> setup timings"
 for t in "${TIMINGS[@]}"; do echo "    $t"; done
 awk -v a="$total_start" -v b="$(date +%s.%N)" 'BEGIN { printf "    %-7s %6.1fs\n", "total", b - a }'

@@ -43,3 +43,31 @@ def gas() -> None:
     from fedrelay.bench.gas import run
 
     run()
+
+
+@app.command("aggregate")
+def aggregate(
+    clients: int = typer.Option(100, help="Number of client updates."),
+    parameters: int = typer.Option(1_000_000, help="float32 parameters per update."),
+    repeats: int = typer.Option(3, help="Repetitions of each timing; the best is reported."),
+    degree: int = typer.Option(14, help="SecAgg+ graph degree; 0 for the complete graph."),
+    dropout: float = typer.Option(0.1, help="Fraction of clients dropping before sending input."),
+) -> None:
+    """FedAvg GB/s next to a numpy reference, and secure aggregation's cost relative to it."""
+    from fedrelay.bench.aggregate import run
+
+    run(clients, parameters, repeats, degree or None, dropout)
+
+
+@app.command("flower")
+def flower(
+    rounds: int = typer.Option(30, help="Federated rounds per side."),
+    target: float = typer.Option(0.9, help="Test accuracy whose first round is reported."),
+    flower_site: str = typer.Option(
+        "", help="Directory from `pip install --target DIR flwr==1.41.0` (or FEDRELAY_FLOWER_SITE)."
+    ),
+) -> None:
+    """Our FedAvg against Flower's FedAvg on the same digits split, model, seeds and rounds."""
+    from fedrelay.bench.flower import run
+
+    run(rounds, target, flower_site or None)

@@ -1,0 +1,66 @@
+"""Aggregation library (pure, numpy only): combine rules, server optimisers, clipping, strategies.
+
+Public surface: the names in ``__all__``. Everything works on flat float32 vectors; use
+:class:`ParameterLayout` to move between named tensors and vectors.
+"""
+
+from coordinator.aggregation.clipping import NormClip
+from coordinator.aggregation.errors import AggregationError, SecureAggregationUnsupported
+from coordinator.aggregation.optimizers import (
+    ServerAdaptive,
+    ServerMomentum,
+    ServerOptimizer,
+    ServerSgd,
+    ServerState,
+)
+from coordinator.aggregation.rules import (
+    CombineRule,
+    CoordinateMedian,
+    MultiKrum,
+    TrimmedMean,
+    WeightedMean,
+    krum_scores,
+)
+from coordinator.aggregation.strategy import (
+    RoundResult,
+    Strategy,
+    fedadam,
+    fedavg,
+    fedavgm,
+    fedyogi,
+    krum,
+    median,
+    multi_krum,
+    trimmed_mean,
+)
+from coordinator.aggregation.updates import ClientUpdate, ParameterLayout, Vector
+
+__all__ = [
+    "AggregationError",
+    "ClientUpdate",
+    "CombineRule",
+    "CoordinateMedian",
+    "MultiKrum",
+    "NormClip",
+    "ParameterLayout",
+    "RoundResult",
+    "SecureAggregationUnsupported",
+    "ServerAdaptive",
+    "ServerMomentum",
+    "ServerOptimizer",
+    "ServerSgd",
+    "ServerState",
+    "Strategy",
+    "TrimmedMean",
+    "Vector",
+    "WeightedMean",
+    "fedadam",
+    "fedavg",
+    "fedavgm",
+    "fedyogi",
+    "krum",
+    "krum_scores",
+    "median",
+    "multi_krum",
+    "trimmed_mean",
+]

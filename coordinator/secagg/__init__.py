@@ -1,0 +1,41 @@
+"""Secure aggregation: the server learns the sum of the clients' updates and nothing else.
+
+Pairwise X25519 masks expanded by AES-CTR, a self mask per client, Shamir shares of both for
+dropout recovery, an optional SecAgg+ sparse graph, and fixed-point encoding in Z/2^64 so that
+the unmasked sum equals the plain sum of the encoded updates exactly.
+"""
+
+from coordinator.secagg.errors import RecoveryFailed, SecureAggregationError
+from coordinator.secagg.fixedpoint import FixedPoint, RingVector
+from coordinator.secagg.graph import complete_graph, harary_graph
+from coordinator.secagg.protocol import (
+    KeyAdvert,
+    MaskedInput,
+    Participant,
+    SealedShares,
+    SecAggConfig,
+    SecureSum,
+    UnmaskResponse,
+    unmask_sum,
+)
+from coordinator.secagg.rounds import SecureRound, run_secure_sum, secure_fit
+
+__all__ = [
+    "FixedPoint",
+    "KeyAdvert",
+    "MaskedInput",
+    "Participant",
+    "RecoveryFailed",
+    "RingVector",
+    "SealedShares",
+    "SecAggConfig",
+    "SecureAggregationError",
+    "SecureRound",
+    "SecureSum",
+    "UnmaskResponse",
+    "complete_graph",
+    "harary_graph",
+    "run_secure_sum",
+    "secure_fit",
+    "unmask_sum",
+]
