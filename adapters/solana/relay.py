@@ -1,0 +1,266 @@
+"""The worker program as a relayer source and destination (``relayer.chains`` protocols).
+
+Source (:class:`SolanaSource`): the program writes each published message into the account
+``["message", sequence]`` and never closes it, with sequences assigned densely by its config.
+So a Solana *position* here is a message sequence: the head is ``config.next_sequence - 1`` read
+at the configured commitment (``finalized`` by default), a range of positions is one
+``getMultipleAccounts`` call, and a position's hash is the keccak256 of the message account's data
+(a rollback that rewrote the account would change it). An observation's ``block_number`` is
+therefore the message's sequence, its ``block_hash`` that account hash and its ``tx_hash`` the
+message account's address, which is also how a guardian re-reads it.
+
+Destination (:class:`SolanaDestination`): the VAA goes in a ``receive_message`` instruction when
+the transaction fits, else it is first written into a buffer account (staged by
+:meth:`SolanaDestination.prepare`) and received with ``receive_from_buffer``. Batch entries that do
+not fit follow in ``apply_batch`` transactions (:meth:`SolanaDestination.finish`). The replay
+record ``["consumed", digest]`` is the consumed flag; ``ALREADY_CONSUMED`` is the program's distinct
+"delivered before". Solana has no account nonces: a transaction's recent blockhash bounds its life,
+so an attempt that can no longer land is signed anew. Fees are not escalated (no priority fee).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import httpx
+from solana.exceptions import SolanaRpcException
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Commitment, Confirmed, Finalized
+from solana.rpc.core import RPCException
+from solana.rpc.models import TxOpts
+from solders.compute_budget import set_compute_unit_limit
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.message import MessageV0
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import VersionedTransaction
+
+from adapters.solana import instructions as ix
+from adapters.solana import pda
+from adapters.solana.client import (
+    RECEIVE_COMPUTE_UNITS,
+    WorkerProgramClient,
+    _most_that_fit,
+    program_error_of,
+)
+from adapters.solana.errors import (
+    AccountDecodeError,
+    AccountNotFound,
+    ConfirmationTimeout,
+    SolanaAdapterError,
+    TransactionFailed,
+)
+from adapters.solana.layout import SOLANA_CHAIN, ProgramConfig, ProgramError, PublishedMessage
+from adapters.wormhole import MessageId, WormholeError, keccak256, parse_vaa
+from relayer.chains import (
+    ChainPosition,
+    EmittedMessage,
+    Failure,
+    FailureKind,
+    SignedDelivery,
+    TxState,
+    TxStatus,
+)
+from relayer.messages import Observation
+
+
+class SolanaSource:
+    """Messages published by one worker program deployment (see the module docstring)."""
+
+    chain_id = SOLANA_CHAIN
+
+    def __init__(self, rpc: AsyncClient, program_id: Pubkey, commitment: Commitment = Finalized):
+        """Read the program at `program_id` through `rpc` at `commitment`."""
+        self.rpc = rpc
+        self.program_id = program_id
+        self.commitment = commitment
+        self.source = f"solana:{program_id}"
+
+    async def head(self) -> ChainPosition:
+        """The last published sequence (-1 before the first) and its account hash."""
+        info = (
+            await self.rpc.get_account_info(pda.config_address(self.program_id), self.commitment)
+        ).value
+        if info is None or info.owner != self.program_id:
+            raise AccountNotFound(f"the worker program {self.program_id} has no config account")
+        last = ProgramConfig.decode(bytes(info.data)).next_sequence - 1
+        if last < 0:
+            return ChainPosition(-1, "")
+        return ChainPosition(last, await self.position_hash(last) or "")
+
+    async def position_hash(self, number: int) -> str | None:
+        """keccak256 of message account `number`'s data, or None if there is no such message."""
+        if number < 0:
+            return None
+        data = await self._message_data(number)
+        return None if data is None else _hash(data)
+
+    async def messages_between(self, first: int, last: int) -> Sequence[EmittedMessage]:
+        """Messages with sequences `first`..`last`, in order."""
+        if last < first:
+            return []
+        addresses = [pda.message_address(self.program_id, s) for s in range(first, last + 1)]
+        found: list[EmittedMessage] = []
+        for start in range(0, len(addresses), 100):  # getMultipleAccounts takes up to 100
+            chunk = addresses[start : start + 100]
+            infos = (await self.rpc.get_multiple_accounts(chunk, self.commitment)).value
+            for address, info in zip(chunk, infos, strict=True):
+                if info is not None and info.owner == self.program_id:
+                    found.append(self._emitted(address, bytes(info.data)))
+        return found
+
+    async def fetch_message(self, message_id: MessageId, tx_hash: str) -> EmittedMessage | None:
+        """Re-read message `message_id` from its account (`tx_hash` is not needed here)."""
+        if message_id.emitter_chain != SOLANA_CHAIN:
+            return None
+        if message_id.emitter_address != bytes(self.program_id):
+            return None
+        data = await self._message_data(message_id.sequence)
+        if data is None:
+            return None
+        address = pda.message_address(self.program_id, message_id.sequence)
+        return self._emitted(address, data)
+
+    async def _message_data(self, sequence: int) -> bytes | None:
+        address = pda.message_address(self.program_id, sequence)
+        info = (await self.rpc.get_account_info(address, self.commitment)).value
+        if info is None or info.owner != self.program_id:
+            return None
+        return bytes(info.data)
+
+    def _emitted(self, address: Pubkey, data: bytes) -> EmittedMessage:
+        message = PublishedMessage.decode(data)
+        observation = Observation(
+            emitter_chain=SOLANA_CHAIN,
+            emitter_address=bytes(self.program_id),
+            sequence=message.sequence,
+            nonce=message.nonce,
+            timestamp=message.timestamp,
+            consistency_level=message.consistency_level,
+            payload=message.payload,
+            tx_hash=str(address),
+            block_number=message.sequence,
+            block_hash=_hash(data),
+            emitted_at_ms=message.timestamp * 1000,
+        )
+        return EmittedMessage(observation)
+
+
+def _hash(data: bytes) -> str:
+    return "0x" + keccak256(data).hex()
+
+
+class SolanaDestination:
+    """Delivers VAAs to one worker program deployment, paid and signed by `payer`."""
+
+    chain_id = SOLANA_CHAIN
+
+    def __init__(self, client: WorkerProgramClient, payer: Keypair) -> None:
+        """Deliver through `client` (its RPC and program id) with `payer` signing."""
+        self.client = client
+        self.payer = payer
+        self.signer = str(payer.pubkey())
+
+    async def is_consumed(self, vaa: bytes) -> bool:
+        """Whether the program holds the replay record of the VAA's digest."""
+        return await self.client.is_consumed(parse_vaa(vaa).digest)
+
+    async def finish(self, vaa: bytes) -> None:
+        """Apply the batch entries a received VAA still has pending (``apply_batch``)."""
+        try:
+            await self.client.complete_delivery(self.payer, vaa)
+        except AccountNotFound:
+            return  # not received: nothing to finish
+
+    async def pending_nonce(self) -> int | None:
+        """Solana accounts have no nonces."""
+        return None
+
+    async def prepare(self, vaa: bytes, nonce: int | None, fee_level: int) -> SignedDelivery:
+        """Sign the receiving transaction; a VAA too large for it is first written to a buffer."""
+        delivery = ix.delivery_for(parse_vaa(vaa))
+        payer = self.payer
+        program = self.client.program_id
+        keys = delivery.worker_keys
+        blockhash = (await self.client.rpc.get_latest_blockhash(Confirmed)).value.blockhash
+
+        def direct(count: int) -> Instruction:
+            part = replace(delivery, worker_keys=keys[:count])
+            return ix.receive_message(program, payer.pubkey(), vaa, part)
+
+        buffer_id = int.from_bytes(delivery.digest[:8], "big")
+
+        def from_buffer(count: int) -> Instruction:
+            part = replace(delivery, worker_keys=keys[:count])
+            return ix.receive_from_buffer(program, payer.pubkey(), buffer_id, part)
+
+        fitting = _most_that_fit(direct, len(keys), payer, blockhash)
+        if fitting is not None:
+            instruction = direct(fitting)
+        else:
+            count = _most_that_fit(from_buffer, len(keys), payer, blockhash)
+            if count is None:
+                raise TransactionFailed("receive_from_buffer does not fit a transaction")
+            await self.client.write_buffer(payer, buffer_id, vaa)
+            instruction = from_buffer(count)
+            # Each buffer write moved the chain on: sign with a blockhash that is still recent.
+            blockhash = (await self.client.rpc.get_latest_blockhash(Confirmed)).value.blockhash
+        limit = set_compute_unit_limit(RECEIVE_COMPUTE_UNITS)
+        message = MessageV0.try_compile(payer.pubkey(), [limit, instruction], [], blockhash)
+        tx = VersionedTransaction(message, [payer])
+        return SignedDelivery(tx_id=str(tx.signatures[0]), raw=bytes(tx))
+
+    async def broadcast(self, delivery: SignedDelivery) -> None:
+        """Send the signed transaction with preflight (a rejection raises with its reason)."""
+        await self.client.rpc.send_raw_transaction(
+            delivery.raw, opts=TxOpts(preflight_commitment=Confirmed)
+        )
+
+    async def status(self, tx_id: str) -> TxStatus:
+        """The transaction's status from ``getSignatureStatuses``."""
+        signature = Signature.from_string(tx_id)
+        found = (await self.client.rpc.get_signature_statuses([signature])).value[0]
+        if found is None:
+            return TxStatus(TxState.UNKNOWN)
+        if found.err is not None:
+            return TxStatus(
+                TxState.FAILED, _program_failure(program_error_of(found.err), found.err)
+            )
+        if found.confirmation_status is None:
+            return TxStatus(TxState.PENDING)
+        return TxStatus(TxState.CONFIRMED)
+
+    def classify(self, error: Exception) -> Failure:
+        """What a Solana error means for a delivery."""
+        if isinstance(error, TransactionFailed) and error.program_error is not None:
+            return _program_failure(error.program_error, error)
+        if isinstance(error, RPCException):
+            failure = error.args[0] if error.args else None
+            err = getattr(getattr(failure, "data", None), "err", None)
+            code = program_error_of(err)
+            if code is not None:
+                return _program_failure(code, err)
+            text = str(error)
+            if "BlockhashNotFound" in text or "AlreadyProcessed" in text:
+                return Failure(FailureKind.EXPIRED, f"transaction can no longer land: {text}")
+            return Failure(FailureKind.OTHER, f"RPC rejected the transaction: {text}")
+        if isinstance(error, (SolanaRpcException, httpx.HTTPError, OSError)):
+            return Failure(FailureKind.UNAVAILABLE, f"Solana RPC unavailable: {error}")
+        if isinstance(error, ConfirmationTimeout):
+            return Failure(FailureKind.NOT_CONFIRMED, str(error))
+        if isinstance(error, (WormholeError, AccountDecodeError)):
+            return Failure(FailureKind.OTHER, f"undeliverable VAA: {error}")
+        if isinstance(error, SolanaAdapterError):
+            return Failure(FailureKind.OTHER, str(error))
+        return Failure(FailureKind.OTHER, f"{type(error).__name__}: {error}")
+
+
+def _program_failure(code: int | None, err: object) -> Failure:
+    """The failure a worker program error (or another transaction error) stands for."""
+    if code == ProgramError.ALREADY_CONSUMED:
+        return Failure(FailureKind.ALREADY_CONSUMED, "the program consumed this VAA before")
+    if code is not None and code in ProgramError._value2member_map_:
+        return Failure(FailureKind.REVERTED, f"worker program: {ProgramError(code).name} ({code})")
+    return Failure(FailureKind.REVERTED, f"transaction failed: {err}")

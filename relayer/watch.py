@@ -1,0 +1,402 @@
+"""The watch stage: messages emitted on one source chain become observations on the bus.
+
+The watcher is the pipeline's source, so it has no input topic; it polls its chain. Each poll::
+
+    cursor (ledger)  -> still on the canonical chain? (hash at the cursor's position)
+                        no: unwind -- observations whose block left the chain are marked REORGED
+                            (never produced again, so never attested), re-included ones keep on,
+                            and reading resumes after the last position still canonical
+    read positions after the cursor up to the head at the configured finality
+    sequence gaps per emitter -> backfill: read again from the emitter's last known position
+    new observations -> ledger rows (unique per message id) and bus records keyed by emitter,
+                        then the cursor moves to the last position read
+
+One poll is one ledger transaction wrapped around one bus transaction: the records are committed
+on the bus first and the ledger after, so a crash in between re-reads the same positions and
+produces the records again (downstream stages are idempotent) instead of losing them.
+
+Each record carries the trace context of the emitting transaction when the source knows it, so
+the observation joins that trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.kafka.bus import Bus, Headers, Producer
+from adapters.ledger.models import Observation as ObservationRow
+from adapters.ledger.models import ObservationStatus, SourceCursor, utcnow
+from adapters.telemetry.tracing import context_from_traceparent, inject_headers
+from adapters.wormhole import MessageId
+from relayer.backoff import BackoffPolicy
+from relayer.chains import EmittedMessage, SourceChain
+from relayer.messages import Observation, encode_message, message_key, message_label
+from relayer.settings import RelayerSettings
+from relayer.stage import StageMetrics, insert_once, stage_metrics
+
+log = logging.getLogger(__name__)
+_TRACER = trace.get_tracer("fedrelay.relayer")
+
+
+@dataclass(frozen=True)
+class WatchReport:
+    """What one poll did.
+
+    Attributes:
+        produced: Observations handed on (message ids).
+        reorged: Observations marked REORGED by this poll.
+        backfilled: Messages found by re-reading after a sequence gap.
+        missing: Sequences still missing after the backfill (emitter label, sequence).
+        position: The cursor after the poll (None before anything was read).
+    """
+
+    produced: tuple[MessageId, ...] = ()
+    reorged: tuple[MessageId, ...] = ()
+    backfilled: tuple[MessageId, ...] = ()
+    missing: tuple[tuple[str, int], ...] = ()
+    position: int | None = None
+
+
+@dataclass
+class Watcher:
+    """Watches one source chain (see the module docstring); ``run()`` until ``stop()``.
+
+    Attributes:
+        source: The chain adapter.
+        bus: Where observations go.
+        sessions: The ledger.
+        transactional_id: This watcher's transactional id (stable across restarts).
+        topic: The observations topic.
+        start: The first position to read when the ledger has no cursor yet.
+        max_span: The most positions one poll reads.
+        reorg_depth: How far back an unwind looks for the last canonical observation.
+        poll_interval_s: The pause between polls that found nothing new.
+        policy: Backoff after a failed poll (the chain or the broker is away).
+        metrics: Where the stage's metrics go (label `name`).
+        name: The stage's name (metrics label, span attribute).
+        rng: Random source of the backoff jitter.
+        tracer: Where the producer spans go (default: the process's tracer provider).
+    """
+
+    source: SourceChain
+    bus: Bus
+    sessions: async_sessionmaker[AsyncSession]
+    transactional_id: str
+    topic: str = "observations"
+    start: int = 0
+    max_span: int = 1000
+    reorg_depth: int = 128
+    poll_interval_s: float = 1.0
+    policy: BackoffPolicy = field(default_factory=BackoffPolicy)
+    metrics: StageMetrics = field(default_factory=stage_metrics)
+    name: str = "watch"
+    rng: random.Random = field(default_factory=random.Random)
+    tracer: trace.Tracer = field(default_factory=lambda: _TRACER)
+
+    _stopping: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _producer: Producer | None = field(init=False, default=None)
+
+    def stop(self) -> None:
+        """Finish the poll in progress and return from ``run()``."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Poll until ``stop()``; a failed poll is retried after a backoff."""
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                try:
+                    report = await self.poll()
+                except Exception as exc:  # the chain or the broker is away: try again later
+                    failures += 1
+                    log.warning("watch %s: poll failed (%s: %s)", self.source.source,
+                                type(exc).__name__, exc)  # fmt: skip
+                    await self._close()
+                    delay = self.policy.delay(min(failures, self.policy.max_attempts), self.rng)
+                    await self._pause(delay)
+                    continue
+                failures = 0
+                if not report.produced and not report.reorged:
+                    await self._pause(self.poll_interval_s)
+        finally:
+            await self._close()
+
+    async def poll(self) -> WatchReport:
+        """Read what is new on the chain and hand it on; see the module docstring."""
+        producer = await self._open()
+        async with self.sessions() as session, session.begin():
+            cursor = await session.get(SourceCursor, self.source.source)
+            reorged: list[MessageId] = []
+            first = self.start
+            if cursor is not None and cursor.position >= self.start:
+                first = cursor.position + 1
+                canonical = await self.source.position_hash(cursor.position)
+                if (canonical or "") != (cursor.position_hash or ""):
+                    fork = await self._unwind(session, cursor.position, reorged)
+                    await self._move_cursor(
+                        session, fork, await self.source.position_hash(fork) or ""
+                    )
+                    first = fork + 1
+            head = await self.source.head()
+            if first > head.number:
+                return WatchReport(reorged=tuple(reorged), position=head.number)
+            last = min(head.number, first + self.max_span - 1)
+            last_hash = head.hash if last == head.number else await self.source.position_hash(last)
+            emitted = list(await self.source.messages_between(first, last))
+            backfilled, missing = await self._backfill(session, emitted, last)
+            ordered = sorted([*emitted, *backfilled], key=_order)
+            produced = [m for m in ordered if await self._record(session, m)]
+            await self._move_cursor(session, last, last_hash or "")
+            if produced:
+                await self._produce(producer, produced)
+        self._count(produced)
+        return WatchReport(
+            produced=tuple(m.observation.message_id for m in produced),
+            reorged=tuple(reorged),
+            backfilled=tuple(m.observation.message_id for m in backfilled),
+            missing=tuple(missing),
+            position=last,
+        )
+
+    # -- reorgs --
+
+    async def _unwind(self, session: AsyncSession, position: int, reorged: list[MessageId]) -> int:
+        """Mark observations a reorg removed; the last position still on the canonical chain."""
+        floor = max(self.start - 1, position - self.reorg_depth)
+        rows = await session.scalars(
+            select(ObservationRow)
+            .where(
+                ObservationRow.emitter_chain == self.source.chain_id,
+                ObservationRow.status != ObservationStatus.REORGED,
+                ObservationRow.block_number <= position,
+                ObservationRow.block_number > floor,
+            )
+            .order_by(ObservationRow.block_number.desc(), ObservationRow.sequence.desc())
+        )
+        fork = floor
+        for row in rows:
+            if await self.source.position_hash(row.block_number) == row.block_hash:
+                fork = row.block_number  # hashes chain: everything up to here is intact
+                break
+            message_id = MessageId(row.emitter_chain, bytes(row.emitter_address), int(row.sequence))
+            again = await self.source.fetch_message(message_id, row.tx_hash)
+            if again is not None and again.observation.digest == bytes(row.digest):
+                row.block_number = again.observation.block_number  # re-included elsewhere
+                row.block_hash = again.observation.block_hash
+                row.tx_hash = again.observation.tx_hash
+                continue
+            if row.status != ObservationStatus.OBSERVED:
+                log.error("watch %s: %s was %s before a reorg removed it", self.source.source,
+                          message_label(message_id), row.status.value)  # fmt: skip
+            row.status = ObservationStatus.REORGED
+            reorged.append(message_id)
+        log.warning("watch %s: reorg below position %d; %d message(s) removed, resuming after %d",
+                    self.source.source, position, len(reorged), fork)  # fmt: skip
+        return fork
+
+    # -- gaps --
+
+    async def _backfill(
+        self, session: AsyncSession, emitted: Sequence[EmittedMessage], last: int
+    ) -> tuple[list[EmittedMessage], list[tuple[str, int]]]:
+        """Messages missing between each emitter's last known sequence and what was read."""
+        by_emitter: dict[bytes, set[int]] = {}
+        for message in emitted:
+            by_emitter.setdefault(message.observation.emitter_address, set()).add(
+                message.observation.sequence
+            )
+        found: list[EmittedMessage] = []
+        missing: list[tuple[str, int]] = []
+        for emitter, sequences in by_emitter.items():
+            known = (
+                await session.execute(
+                    select(
+                        func.max(ObservationRow.sequence), func.max(ObservationRow.block_number)
+                    ).where(
+                        ObservationRow.emitter_chain == self.source.chain_id,
+                        ObservationRow.emitter_address == emitter,
+                        ObservationRow.status != ObservationStatus.REORGED,
+                    )
+                )
+            ).one()
+            known_sequence, known_position = cast("tuple[int | None, int | None]", tuple(known))
+            if known_sequence is None or known_position is None:
+                continue  # the first messages this ledger sees of this emitter
+            wanted = set(range(int(known_sequence) + 1, max(sequences))) - sequences
+            if not wanted:
+                continue
+            label = f"{self.source.chain_id}/{emitter.hex()}"
+            log.warning("watch %s: sequence gap for %s: %s; reading again from position %d",
+                        self.source.source, label, sorted(wanted), known_position)  # fmt: skip
+            again = await self.source.messages_between(int(known_position), last)
+            for message in again:
+                observation = message.observation
+                if observation.emitter_address == emitter and observation.sequence in wanted:
+                    wanted.discard(observation.sequence)
+                    found.append(message)
+            missing += [(label, sequence) for sequence in sorted(wanted)]
+        if missing:
+            log.error("watch %s: still missing after backfill: %s", self.source.source, missing)
+        return found, missing
+
+    # -- ledger and bus --
+
+    async def _record(self, session: AsyncSession, message: EmittedMessage) -> bool:
+        """Store an observation; whether it is to be produced (new, or back after a reorg)."""
+        observation = message.observation
+        values = _row(observation, message.traceparent)
+        if await insert_once(session, ObservationRow.__table__, values):  # type: ignore[arg-type]
+            return True
+        row = await session.scalar(
+            select(ObservationRow).where(
+                ObservationRow.emitter_chain == observation.emitter_chain,
+                ObservationRow.emitter_address == observation.emitter_address,
+                ObservationRow.sequence == observation.sequence,
+            )
+        )
+        label = message_label(observation.message_id)
+        if row is None:  # the digest is known under another id: a forged or broken source
+            log.error(
+                "watch %s: %s repeats a known digest; not produced", self.source.source, label
+            )
+            return False
+        if row.status != ObservationStatus.REORGED:
+            if bytes(row.digest) != observation.digest:
+                log.error("watch %s: %s changed body without a detected reorg; not produced",
+                          self.source.source, label)  # fmt: skip
+            return False  # read before (a rewind re-reads): produced then
+        for name, value in values.items():  # back on the canonical chain, maybe with a new body
+            setattr(row, name, value)
+        return True
+
+    async def _move_cursor(self, session: AsyncSession, position: int, position_hash: str) -> None:
+        cursor = await session.get(SourceCursor, self.source.source)
+        if cursor is None:
+            cursor = SourceCursor(source=self.source.source, chain_id=self.source.chain_id)
+            session.add(cursor)
+        cursor.position = position
+        cursor.position_hash = position_hash
+        cursor.updated_at = utcnow()
+
+    async def _produce(self, producer: Producer, messages: Sequence[EmittedMessage]) -> None:
+        async with producer.transaction():
+            for message in messages:
+                observation = message.observation
+                await producer.send(
+                    self.topic,
+                    encode_message(observation),
+                    key=message_key(observation.message_id),
+                    headers=self._headers(message),
+                )
+
+    def _headers(self, message: EmittedMessage) -> Headers:
+        """Trace headers: a producer span under the emitting transaction's trace, if known."""
+        parent = context_from_traceparent(message.traceparent)
+        with self.tracer.start_as_current_span(
+            f"send {self.topic}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": self.topic,
+                "fedrelay.stage": self.name,
+                "fedrelay.message_id": message_label(message.observation.message_id),
+            },
+        ):
+            return inject_headers()
+
+    def _count(self, produced: Sequence[EmittedMessage]) -> None:
+        if not produced:
+            return
+        self.metrics.processed.labels(self.name).inc(len(produced))
+        self.metrics.last_seen.labels(self.name, f"chain-{self.source.chain_id}").set(time.time())
+
+    # -- connections --
+
+    async def _open(self) -> Producer:
+        if self._producer is None:
+            producer = self.bus.producer(transactional_id=self.transactional_id)
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def _close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await producer.stop()
+            except Exception as exc:  # a broken connection may fail to close too
+                log.debug("watch %s: closing the producer failed: %s", self.source.source, exc)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _order(message: EmittedMessage) -> tuple[int, int, bytes, int]:
+    observation = message.observation
+    return (
+        observation.block_number,
+        observation.emitter_chain,
+        observation.emitter_address,
+        observation.sequence,
+    )
+
+
+def _row(observation: Observation, trace_context: str | None) -> dict[str, object]:
+    return {
+        "emitter_chain": observation.emitter_chain,
+        "emitter_address": observation.emitter_address,
+        "sequence": observation.sequence,
+        "digest": observation.digest,
+        "nonce": observation.nonce,
+        "timestamp": observation.timestamp,
+        "consistency_level": observation.consistency_level,
+        "payload": observation.payload,
+        "tx_hash": observation.tx_hash,
+        "block_number": observation.block_number,
+        "block_hash": observation.block_hash,
+        "status": ObservationStatus.OBSERVED,
+        "trace_context": trace_context,
+    }
+
+
+def watch_stage(
+    settings: RelayerSettings,
+    source: SourceChain,
+    bus: Bus,
+    sessions: async_sessionmaker[AsyncSession],
+    **options: Any,
+) -> Watcher:
+    """The watcher of `source` as `settings` configure it (``fedrelay relayer run --stage watch``).
+
+    Args:
+        settings: The relayer's settings (topic, instance, retry policy).
+        source: The chain adapter.
+        bus: The bus.
+        sessions: The ledger.
+        options: Further :class:`Watcher` fields (``start``, ``poll_interval_s``, ...).
+    """
+    name = f"watch-{source.chain_id}"
+    return Watcher(
+        source,
+        bus,
+        sessions,
+        transactional_id=settings.transactional_id(name),
+        topic=settings.observations_topic,
+        policy=settings.retry_policy(),
+        **options,
+    )

@@ -1,0 +1,331 @@
+"""The relayer's Solana routes on the real devnet RPC (LiteSVM), the in-process bus and SQLite.
+
+- coordinator -> Solana: TASK_ASSIGNED VAAs (signed directly by the devnet guardians, since the
+  coordinator chain's contracts are not part of this test) enter at the ``vaas`` topic, are routed
+  to ``deliveries.1`` and delivered into the worker program; duplicates are applied once and a
+  poison VAA ends in the DLQ with its reason while the rest flows on;
+- Solana -> vaas: WORKER_REGISTERED and UPDATE_COMMITTED published by the program are watched,
+  attested by each guardian after its own read of the chain, and assembled into VAAs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from solana.rpc.async_api import AsyncClient
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.kafka import MemoryBus
+from adapters.ledger.database import create_engine, upgrade
+from adapters.ledger.models import (
+    AttemptOutcome,
+    DeadLetter,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    ObservationStatus,
+)
+from adapters.ledger.models import Observation as ObservationRow
+from adapters.solana import instructions as ix
+from adapters.solana.client import WorkerProgramClient
+from adapters.solana.devnet import SolanaDevnet, serve_devnet
+from adapters.solana.layout import SOLANA_CHAIN
+from adapters.solana.layout import Instruction as Tag
+from adapters.solana.program import program_bytes
+from adapters.solana.relay import SolanaDestination, SolanaSource
+from adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, deploy, task_assigned
+from adapters.wormhole import (
+    GuardianSets,
+    UpdateCommitted,
+    WorkerRegistered,
+    decode_payload,
+    parse_vaa,
+    verify_vaa,
+)
+from adapters.wormhole import testing as wormhole_testing
+from relayer.assemble import Assembler
+from relayer.attest import Attester
+from relayer.backoff import BackoffPolicy
+from relayer.chains import SignedDelivery
+from relayer.deliver import Deliverer
+from relayer.messages import DeliveryRequest, SignedVaa, decode_as, encode_message, message_key
+from relayer.routing import Router
+from relayer.stage import REASON_HEADER, RecordProcessor, StageRunner, stage_metrics
+from relayer.testing import read_topic
+from relayer.watch import Watcher
+
+pytestmark = pytest.mark.integration
+
+GUARDIANS = 3
+GUARDIAN_SETS = GuardianSets.of(wormhole_testing.guardian_set(GUARDIANS))
+POLICY = BackoffPolicy(base_s=0.01, cap_s=0.05, max_attempts=3)
+
+
+@pytest.fixture(scope="module")
+def devnet() -> Iterator[SolanaDevnet]:
+    with serve_devnet() as running:
+        yield running
+
+
+@pytest.fixture
+async def deployment(devnet: SolanaDevnet) -> AsyncIterator[Deployment]:
+    async with AsyncClient(devnet.url) as rpc:
+        client = WorkerProgramClient(rpc, Pubkey.new_unique())
+        yield await deploy(devnet, client, program_bytes(), guardian_count=GUARDIANS)
+
+
+@pytest.fixture
+async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    await asyncio.to_thread(upgrade, url)
+    engine = create_engine(url)
+    yield async_sessionmaker(engine, expire_on_commit=False)
+    await engine.dispose()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], limit_s: float = 30.0) -> None:
+    """Return once `check()` holds, asking every 50 ms; TimeoutError after `limit_s`."""
+    async with asyncio.timeout(limit_s):
+        while not await check():  # noqa: ASYNC110 - the ledger has no change event to wait on
+            await asyncio.sleep(0.05)
+
+
+async def registered_workers(deployment: Deployment, count: int) -> list[Keypair]:
+    crew = []
+    for _ in range(count):
+        worker = await deployment.funded_keypair()
+        await deployment.client.register(
+            worker, stake_lamports=LAMPORTS_PER_SOL, payout=bytes(32), capabilities=1
+        )
+        crew.append(worker)
+    return crew
+
+
+def runner(
+    name: str, bus: MemoryBus, inputs: list[str], processor: RecordProcessor, **extra: object
+) -> StageRunner:
+    return StageRunner(
+        name=name, bus=bus, inputs=inputs, group_id=name, transactional_id=f"{name}-0",
+        processor=processor, policy=POLICY, poll_wait_s=0.02,
+        metrics=stage_metrics(CollectorRegistry()), **extra,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+async def test_task_assignments_reach_the_program_once_and_poison_goes_to_the_dlq(
+    deployment: Deployment, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    d = deployment
+    crew = await registered_workers(d, 2)
+    keys = [bytes(w.pubkey()) for w in crew]
+    deadline = d.devnet.chain.unix_time() + 3600
+    first = d.sign(task_assigned(d.program_id, keys, round_number=1, deadline=deadline))
+    poison = d.sign(
+        task_assigned(d.program_id, keys, round_number=2, deadline=deadline),
+        guardians=wormhole_testing.guardian_signers(GUARDIANS + 1)[1:],  # not the program's set
+    )
+    second = d.sign(task_assigned(d.program_id, keys, round_number=3, deadline=deadline))
+    early = d.sign(task_assigned(d.program_id, keys, round_number=4, deadline=deadline))
+    await d.client.receive_vaa(d.admin, early.to_bytes())  # delivered by someone else before
+
+    bus = MemoryBus()
+    await bus.create_topics(["vaas", "deliveries.1", "dlq"])
+    producer = bus.producer()
+    await producer.start()
+    for vaa in (first, poison, first, early, second):  # `first` twice: a duplicate
+        signed = SignedVaa(vaa=vaa.to_bytes(), emitted_at_ms=0)
+        await producer.send("vaas", encode_message(signed), key=message_key(vaa.message_id))
+    await producer.stop()
+
+    payer = await d.funded_keypair()
+    deliverer = Deliverer(
+        SolanaDestination(d.client, payer), sessions, POLICY, confirm_timeout_s=10
+    )
+    runners = [
+        runner("route", bus, ["vaas"], Router(destinations=frozenset({SOLANA_CHAIN}))),
+        runner("deliver-1", bus, ["deliveries.1"], deliverer, dead_letters=sessions),
+    ]
+    tasks = [asyncio.create_task(r.run()) for r in runners]
+
+    async def settled() -> bool:
+        async with sessions() as session:
+            done = await session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.status != DeliveryStatus.PENDING)
+            )
+            return done == 4
+
+    try:
+        [dead] = await read_topic(bus, "dlq", 1, group_id=uuid.uuid4().hex)
+        await eventually(settled)
+    finally:
+        for r in runners:
+            r.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+    assert b"INVALID_SIGNATURE" in (dead.header(REASON_HEADER) or b"")
+    assert decode_as(dead.value, DeliveryRequest).digest == poison.digest
+    for vaa, consumed in ((first, True), (second, True), (early, True), (poison, False)):
+        assert await d.client.is_consumed(vaa.digest) is consumed
+    for round_number in (1, 3):
+        for key in keys:
+            task = await d.client.fetch_task(7, round_number, key)
+            assert task.shard == keys.index(key)
+    async with sessions() as session:
+        statuses = {
+            bytes(row.digest): row.status for row in await session.scalars(select(Delivery))
+        }
+        attempts = (await session.scalars(select(DeliveryAttempt))).all()
+        [entry] = (await session.scalars(select(DeadLetter))).all()
+    assert statuses == {
+        first.digest: DeliveryStatus.CONFIRMED,
+        second.digest: DeliveryStatus.CONFIRMED,
+        early.digest: DeliveryStatus.ALREADY_DELIVERED,
+        poison.digest: DeliveryStatus.DEAD,
+    }
+    confirmed = [a for a in attempts if a.outcome == AttemptOutcome.CONFIRMED]
+    assert len(confirmed) == 2  # `first` was signed and sent once despite its duplicate
+    assert "INVALID_SIGNATURE" in entry.reason
+
+
+async def test_a_large_vaa_goes_through_a_buffer_and_follow_up_batches(
+    devnet: SolanaDevnet, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async with AsyncClient(devnet.url) as rpc:
+        client = WorkerProgramClient(rpc, Pubkey.new_unique())
+        d = await deploy(devnet, client, program_bytes(), guardian_count=19)
+        crew = await registered_workers(d, 20)
+        keys = [bytes(w.pubkey()) for w in crew]
+        payload = task_assigned(d.program_id, keys, deadline=d.devnet.chain.unix_time() + 3600)
+        vaa = d.sign(payload, signers=range(13))
+        request = DeliveryRequest(
+            vaa=vaa.to_bytes(), destination_chain=SOLANA_CHAIN,
+            target_address=bytes(d.program_id), emitted_at_ms=0,
+        )  # fmt: skip
+        payer = await d.funded_keypair()
+        deliverer = Deliverer(SolanaDestination(client, payer), sessions, POLICY)
+
+        assert await deliverer.deliver(request) == DeliveryStatus.CONFIRMED
+        assert await deliverer.deliver(request) == DeliveryStatus.CONFIRMED  # once only
+
+        record = await client.fetch_consumed(vaa.digest)
+        assert record.applied == len(keys)  # the follow-up apply_batch transactions ran
+        for shard, key in enumerate(keys):
+            assert (await client.fetch_task(7, 1, key)).shard == shard
+        async with sessions() as session:
+            [attempt] = (await session.scalars(select(DeliveryAttempt))).all()
+        assert attempt.outcome == AttemptOutcome.CONFIRMED
+        sent = VersionedTransaction.from_bytes(bytes(attempt.signed_tx or b""))
+        receive = sent.message.instructions[-1]
+        assert bytes(receive.data) == bytes([Tag.RECEIVE_FROM_BUFFER])  # the VAA was in a buffer
+        empty = replace(ix.delivery_for(vaa), worker_keys=())
+        fixed = len(ix.receive_from_buffer(d.program_id, payer.pubkey(), 0, empty).accounts)
+        assert (len(receive.accounts) - fixed) // 2 < len(keys)  # the rest came in apply_batch
+        assert devnet.chain.processed(attempt.tx_hash or "") is not None
+
+
+async def test_worker_messages_are_watched_attested_and_assembled(
+    deployment: Deployment, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    d = deployment
+    [worker] = await registered_workers(d, 1)  # publishes WORKER_REGISTERED as sequence 0
+    key = bytes(worker.pubkey())
+    deadline = d.devnet.chain.unix_time() + 3600
+    await d.client.receive_vaa(
+        d.admin, d.sign(task_assigned(d.program_id, [key], deadline=deadline)).to_bytes()
+    )
+    commitment = ix.Commitment(
+        job_id=7, round=1, update_hash=wormhole_testing.filler("update"),
+        transcript_root=wormhole_testing.filler("transcript"), num_samples=600, train_loss=4_000,
+    )  # fmt: skip
+    await d.client.commit_update(worker, commitment)  # UPDATE_COMMITTED as sequence 1
+
+    source = SolanaSource(d.client.rpc, d.program_id)
+    bus = MemoryBus()
+    await bus.create_topics(["observations", "signatures", "vaas", "dlq"])
+    watcher = Watcher(source, bus, sessions, transactional_id="watch-1-0", poll_interval_s=0.05)
+    signers = wormhole_testing.guardian_signers(GUARDIANS)
+    runners = [
+        runner(
+            f"attest-{i}", bus, ["observations"], Attester({SOLANA_CHAIN: source}, signers[i], i)
+        )
+        for i in range(GUARDIANS)
+    ]
+    runners.append(runner("assemble", bus, ["signatures"], Assembler(sessions, GUARDIAN_SETS)))
+    tasks = [asyncio.create_task(r.run()) for r in runners]
+    tasks.append(asyncio.create_task(watcher.run()))
+    try:
+        records = await read_topic(bus, "vaas", 2, group_id=uuid.uuid4().hex)
+    finally:
+        watcher.stop()
+        for r in runners:
+            r.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+    vaas = sorted((parse_vaa(decode_as(r.value, SignedVaa).vaa) for r in records),
+                  key=lambda v: v.body.sequence)  # fmt: skip
+    assert [v.body.sequence for v in vaas] == [0, 1]
+    for vaa in vaas:
+        verify_vaa(vaa, GUARDIAN_SETS, now=vaa.body.timestamp)
+        assert (vaa.body.emitter_chain, vaa.body.emitter_address) == (1, bytes(d.program_id))
+    registered, committed = (decode_payload(v.body.payload) for v in vaas)
+    assert isinstance(registered, WorkerRegistered)
+    assert registered.worker_key == key
+    assert isinstance(committed, UpdateCommitted)
+    assert committed.update_hash == commitment.update_hash
+    assert committed.worker_key == key
+    async with sessions() as session:
+        statuses = [row.status for row in await session.scalars(select(ObservationRow))]
+    assert statuses == [ObservationStatus.ASSEMBLED] * 2
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
+
+
+class KilledAfterBroadcast(SolanaDestination):
+    """The real destination, with the relayer process dying right after the first broadcast
+    (before the ledger records it and before the batch's follow-up transactions)."""
+
+    async def broadcast(self, delivery: SignedDelivery) -> None:
+        await super().broadcast(delivery)
+        raise Killed
+
+
+async def test_a_delivery_killed_after_broadcast_resumes_and_finishes_the_batch(
+    deployment: Deployment, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    d = deployment
+    crew = await registered_workers(d, 8)
+    keys = [bytes(w.pubkey()) for w in crew]
+    vaa = d.sign(task_assigned(d.program_id, keys, deadline=d.devnet.chain.unix_time() + 3600))
+    request = DeliveryRequest(
+        vaa=vaa.to_bytes(), destination_chain=SOLANA_CHAIN,
+        target_address=bytes(d.program_id), emitted_at_ms=0,
+    )  # fmt: skip
+    payer = await d.funded_keypair()
+    with pytest.raises(Killed):
+        await Deliverer(KilledAfterBroadcast(d.client, payer), sessions, POLICY).deliver(request)
+    partial = await d.client.fetch_consumed(vaa.digest)
+    assert 0 < partial.applied < len(keys)  # received, but the batch is not complete
+
+    restarted = Deliverer(SolanaDestination(d.client, payer), sessions, POLICY)
+    assert await restarted.deliver(request) == DeliveryStatus.CONFIRMED
+
+    assert (await d.client.fetch_consumed(vaa.digest)).applied == len(keys)
+    async with sessions() as session:
+        [attempt] = (await session.scalars(select(DeliveryAttempt))).all()
+        [delivery] = (await session.scalars(select(Delivery))).all()
+    assert attempt.outcome == AttemptOutcome.CONFIRMED  # the first signature, not a new one
+    assert delivery.tx_hash == attempt.tx_hash
+    assert d.devnet.chain.processed(attempt.tx_hash or "") is not None
