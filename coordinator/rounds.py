@@ -1,0 +1,618 @@
+"""The round state machine of one job: pure, driven by events, with the clock passed in.
+
+::
+
+    POSTED -> ASSIGNING -> COLLECTING -> AGGREGATING -> PROPOSED -> SETTLED -> POSTED (next round)
+                                                            |  ^                 \\-> COMPLETED
+                                                            +--+ (proposal challenged)
+
+- POSTED: the round is open on the coordinator chain; nobody is assigned yet.
+- ASSIGNING: workers are selected and ``assignTasks`` is on its way (:class:`TasksAssigned`).
+- COLLECTING: the assignment is on chain (:class:`AssignmentConfirmed`, or implicitly by the first
+  commitment); UPDATE_COMMITTED messages arrive (:class:`CommitmentReceived`). When every
+  assigned worker has committed, the round moves on at once. At the deadline (:class:`Tick`)
+  the missing workers are dropped (not paid; slashed when the policy says so) and the round
+  aggregates; with fewer than ``min_updates`` commitments every update is dropped and only the
+  unchanged model can be proposed, so the chain still finalizes and settles the round.
+- AGGREGATING: updates are fetched, checked and replayed; a worker caught cheating is slashed
+  (:class:`UpdateRejected`); the aggregate is proposed with ``finalizeRound``
+  (:class:`AggregateProposed`).
+- PROPOSED: the challenge window is open. A challenge sends the round back to AGGREGATING
+  (:class:`ProposalChallenged`); after the window ``settleRound`` confirms it
+  (:class:`SettlementConfirmed`).
+- SETTLED: :class:`NextRound` opens the next round, or completes the job after the last one.
+
+Every transition is ``apply(state, event) -> state``. An event that does not fit the phase or
+the round raises a :class:`RoundError` subclass and the state is left as it was (states are
+frozen). No I/O, no wall clock: each event carries its time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from adapters.wormhole import Outcome, Settlement, worker_id
+
+_U32 = 0xFFFF_FFFF
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+class RoundError(Exception):
+    """Base of the round state machine's errors; the state is unchanged when one is raised."""
+
+
+class InvalidTransition(RoundError):
+    """The event does not apply in the round's current phase."""
+
+
+class WrongRound(RoundError):
+    """The event names another job or round than the state's."""
+
+
+class UnknownWorker(RoundError):
+    """The event names a worker that is not assigned in this round."""
+
+
+class DuplicateCommitment(RoundError):
+    """A worker committed twice in one round."""
+
+
+class LateCommitment(RoundError):
+    """A commitment arrived after the round's deadline."""
+
+
+class ChallengeWindowOpen(RoundError):
+    """Settlement was attempted before the challenge window closed."""
+
+
+class InvalidRoundInput(RoundError):
+    """A policy, assignment or event field is out of range."""
+
+
+class Phase(StrEnum):
+    """Where a job's current round stands."""
+
+    POSTED = "posted"
+    ASSIGNING = "assigning"
+    COLLECTING = "collecting"
+    AGGREGATING = "aggregating"
+    PROPOSED = "proposed"
+    SETTLED = "settled"
+    COMPLETED = "completed"
+
+
+class TaskStatus(StrEnum):
+    """What became of one worker's task in the round."""
+
+    ASSIGNED = "assigned"
+    COMMITTED = "committed"
+    ACCEPTED = "accepted"
+    DROPPED = "dropped"
+    SLASHED = "slashed"
+
+
+def _bytes32(name: str, value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise InvalidRoundInput(f"{name} must be 32 bytes, got {value!r}")
+
+
+def _uint(name: str, value: int, maximum: int = _U64) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise InvalidRoundInput(f"{name} must be an integer in 0..{maximum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class WorkerRef:
+    """A worker: the Wormhole chain it staked on and its 32-byte key there."""
+
+    chain: int
+    key: bytes
+
+    def __post_init__(self) -> None:
+        _uint("worker chain", self.chain, 0xFFFF)
+        _bytes32("worker key", self.key)
+
+    @property
+    def worker_id(self) -> bytes:
+        """keccak256(u16 chain || key), the id the coordinator chain knows it by."""
+        return worker_id(self.chain, self.key)
+
+
+@dataclass(frozen=True)
+class RoundPolicy:
+    """The rules of every round of a job.
+
+    Attributes:
+        total_rounds: Rounds in the job; the job completes after the last one settles.
+        min_updates: Commitments needed at the deadline to aggregate instead of skipping.
+        challenge_window: Seconds between a proposal and the earliest settlement.
+        slash_missing: Whether a worker that misses the deadline is slashed (else only dropped).
+        missing_slash: The slash for a missing worker (8 decimals) when ``slash_missing``.
+    """
+
+    total_rounds: int
+    min_updates: int = 1
+    challenge_window: int = 0
+    slash_missing: bool = False
+    missing_slash: int = 0
+
+    def __post_init__(self) -> None:
+        _uint("total_rounds", self.total_rounds, _U32)
+        if self.total_rounds < 1:
+            raise InvalidRoundInput("total_rounds must be at least 1")
+        _uint("min_updates", self.min_updates, _U32)
+        if self.min_updates < 1:
+            raise InvalidRoundInput("min_updates must be at least 1")
+        _uint("challenge_window", self.challenge_window)
+        _uint("missing_slash", self.missing_slash)
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """One worker's UPDATE_COMMITTED, as the coordinator chain received it."""
+
+    worker: WorkerRef
+    update_hash: bytes
+    transcript_root: bytes
+    num_samples: int
+    train_loss: int
+
+    def __post_init__(self) -> None:
+        _bytes32("update_hash", self.update_hash)
+        _bytes32("transcript_root", self.transcript_root)
+        _uint("num_samples", self.num_samples, _U32)
+        _uint("train_loss", self.train_loss, _U32)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One worker's task in a round and what became of it."""
+
+    worker: WorkerRef
+    shard: int
+    status: TaskStatus = TaskStatus.ASSIGNED
+    commitment: Commitment | None = None
+    slash: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RoundState:
+    """A job's current round. Build the first one with :func:`open_job`.
+
+    Attributes:
+        job_id: The job on the coordinator chain.
+        round: The round number.
+        phase: Where the round stands.
+        policy: The job's round rules.
+        model_hash: The global model the round starts from.
+        config_hash: The training configuration of the round (set when tasks are assigned).
+        assignments: One entry per assigned worker, in assignment order.
+        deadline: Unix seconds after which commitments are refused (set when assigned).
+        proposed_model: The aggregate proposed with ``finalizeRound``, if any.
+        challenge_ends: Unix seconds when the challenge window closes (set when proposed).
+        updated_at: Unix seconds of the last event that changed the state.
+    """
+
+    job_id: int
+    round: int
+    phase: Phase
+    policy: RoundPolicy
+    model_hash: bytes
+    config_hash: bytes = bytes(32)
+    assignments: tuple[Assignment, ...] = ()
+    deadline: int | None = None
+    proposed_model: bytes | None = None
+    challenge_ends: int | None = None
+    updated_at: int = 0
+
+    def assignment(self, worker: WorkerRef) -> Assignment:
+        """The assignment of ``worker``.
+
+        Raises:
+            UnknownWorker: ``worker`` is not assigned in this round.
+        """
+        for assignment in self.assignments:
+            if assignment.worker == worker:
+                return assignment
+        raise UnknownWorker(
+            f"worker {worker.key.hex()} on chain {worker.chain} is not assigned in job "
+            f"{self.job_id} round {self.round}"
+        )
+
+    def with_status(self, *statuses: TaskStatus) -> tuple[Assignment, ...]:
+        """The assignments whose status is one of ``statuses``."""
+        return tuple(a for a in self.assignments if a.status in statuses)
+
+    @property
+    def is_last_round(self) -> bool:
+        """Whether settling this round completes the job."""
+        return self.round + 1 >= self.policy.total_rounds
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TasksAssigned:
+    """Workers were selected and ``assignTasks`` sent (POSTED -> ASSIGNING)."""
+
+    round: int
+    workers: tuple[WorkerRef, ...]
+    config_hash: bytes
+    deadline: int
+    at: int
+
+
+@dataclass(frozen=True)
+class AssignmentConfirmed:
+    """The assignment is on the coordinator chain (ASSIGNING -> COLLECTING)."""
+
+    round: int
+    at: int
+
+
+@dataclass(frozen=True)
+class CommitmentReceived:
+    """An UPDATE_COMMITTED for this round arrived (in ASSIGNING or COLLECTING)."""
+
+    round: int
+    commitment: Commitment
+    at: int
+
+
+@dataclass(frozen=True)
+class Tick:
+    """The clock reached ``now``; applies deadlines. Never invalid: a no-op where nothing is due."""
+
+    now: int
+
+
+@dataclass(frozen=True)
+class UpdateRejected:
+    """A committed update failed its checks (hash mismatch, failed or unanswered challenge)."""
+
+    round: int
+    worker: WorkerRef
+    slash: int
+    reason: str
+    at: int
+
+
+@dataclass(frozen=True)
+class AggregateProposed:
+    """``finalizeRound`` was sent with the aggregate (AGGREGATING -> PROPOSED)."""
+
+    round: int
+    model_hash: bytes
+    at: int
+
+
+@dataclass(frozen=True)
+class ProposalChallenged:
+    """The proposal was challenged inside its window (PROPOSED -> AGGREGATING)."""
+
+    round: int
+    at: int
+
+
+@dataclass(frozen=True)
+class SettlementConfirmed:
+    """``settleRound`` confirmed after the window (PROPOSED -> SETTLED)."""
+
+    round: int
+    at: int
+
+
+@dataclass(frozen=True)
+class NextRound:
+    """Open the next round, or complete the job after the last (SETTLED -> POSTED | COMPLETED)."""
+
+    round: int
+    at: int
+
+
+RoundEvent = (
+    TasksAssigned
+    | AssignmentConfirmed
+    | CommitmentReceived
+    | Tick
+    | UpdateRejected
+    | AggregateProposed
+    | ProposalChallenged
+    | SettlementConfirmed
+    | NextRound
+)
+
+
+# --- transitions ----------------------------------------------------------------------------------
+
+
+def open_job(
+    job_id: int, policy: RoundPolicy, model_hash: bytes, *, at: int, first_round: int = 0
+) -> RoundState:
+    """The state of a freshly posted job: its first round, POSTED.
+
+    Args:
+        job_id: The job on the coordinator chain.
+        policy: The job's round rules.
+        model_hash: The initial global model.
+        at: Unix seconds when the job was posted.
+        first_round: The number of the first round.
+
+    Returns:
+        The POSTED state.
+
+    Raises:
+        InvalidRoundInput: A field is out of range.
+    """
+    _uint("job_id", job_id)
+    _uint("first_round", first_round, _U32)
+    _bytes32("model_hash", model_hash)
+    return RoundState(job_id, first_round, Phase.POSTED, policy, model_hash, updated_at=at)
+
+
+def _expect(state: RoundState, event: RoundEvent, *phases: Phase) -> None:
+    if state.phase not in phases:
+        allowed = " or ".join(p.value for p in phases)
+        raise InvalidTransition(
+            f"{type(event).__name__} applies in {allowed}, but job {state.job_id} round "
+            f"{state.round} is {state.phase.value}"
+        )
+    event_round = getattr(event, "round", state.round)
+    if event_round != state.round:
+        raise WrongRound(
+            f"{type(event).__name__} is for round {event_round}, but job {state.job_id} is in "
+            f"round {state.round}"
+        )
+
+
+def _replace_assignment(state: RoundState, updated: Assignment) -> tuple[Assignment, ...]:
+    return tuple(updated if a.worker == updated.worker else a for a in state.assignments)
+
+
+def _assign(state: RoundState, event: TasksAssigned) -> RoundState:
+    if not event.workers:
+        raise InvalidRoundInput("a round needs at least one assigned worker")
+    if len(set(event.workers)) != len(event.workers):
+        raise InvalidRoundInput("a worker is assigned twice in the same round")
+    _bytes32("config_hash", event.config_hash)
+    _uint("deadline", event.deadline)
+    if len(event.workers) < state.policy.min_updates:
+        raise InvalidRoundInput(
+            f"{len(event.workers)} assigned workers can never reach min_updates "
+            f"{state.policy.min_updates}"
+        )
+    if event.deadline <= event.at:
+        raise InvalidRoundInput(f"deadline {event.deadline} is not after {event.at}")
+    assignments = tuple(Assignment(w, shard) for shard, w in enumerate(event.workers))
+    return replace(
+        state,
+        phase=Phase.ASSIGNING,
+        assignments=assignments,
+        config_hash=event.config_hash,
+        deadline=event.deadline,
+        updated_at=event.at,
+    )
+
+
+def _commit(state: RoundState, event: CommitmentReceived) -> RoundState:
+    worker = event.commitment.worker
+    assignment = state.assignment(worker)
+    if assignment.status is not TaskStatus.ASSIGNED:
+        raise DuplicateCommitment(
+            f"worker {worker.key.hex()} already has a {assignment.status.value} task in job "
+            f"{state.job_id} round {state.round}"
+        )
+    assert state.deadline is not None
+    if event.at > state.deadline:
+        raise LateCommitment(
+            f"commitment of worker {worker.key.hex()} at {event.at} is after the deadline "
+            f"{state.deadline}"
+        )
+    committed = replace(assignment, status=TaskStatus.COMMITTED, commitment=event.commitment)
+    assignments = _replace_assignment(state, committed)
+    everyone = all(a.status is TaskStatus.COMMITTED for a in assignments)
+    phase = Phase.AGGREGATING if everyone else Phase.COLLECTING
+    return replace(state, phase=phase, assignments=assignments, updated_at=event.at)
+
+
+def _close_collection(state: RoundState, now: int) -> RoundState:
+    policy = state.policy
+    missing_status = TaskStatus.SLASHED if policy.slash_missing else TaskStatus.DROPPED
+    missing_slash = policy.missing_slash if policy.slash_missing else 0
+    assignments = tuple(
+        replace(a, status=missing_status, slash=missing_slash, reason="missed the deadline")
+        if a.status is TaskStatus.ASSIGNED
+        else a
+        for a in state.assignments
+    )
+    committed = sum(a.status is TaskStatus.COMMITTED for a in assignments)
+    if committed < policy.min_updates:
+        # Too few updates to aggregate: the round still goes through finalizeRound (with the
+        # model unchanged) so the chain advances, but no commitment is paid for a model that
+        # was never built.
+        assignments = tuple(
+            replace(a, status=TaskStatus.DROPPED, reason="round skipped: too few updates")
+            if a.status is TaskStatus.COMMITTED
+            else a
+            for a in assignments
+        )
+    return replace(state, phase=Phase.AGGREGATING, assignments=assignments, updated_at=now)
+
+
+def _tick(state: RoundState, event: Tick) -> RoundState:
+    due = state.deadline is not None and event.now > state.deadline
+    if state.phase in (Phase.ASSIGNING, Phase.COLLECTING) and due:
+        return _close_collection(state, event.now)
+    return state
+
+
+def _reject(state: RoundState, event: UpdateRejected) -> RoundState:
+    assignment = state.assignment(event.worker)
+    if assignment.status is not TaskStatus.COMMITTED:
+        raise InvalidTransition(
+            f"only a committed update can be rejected; worker {event.worker.key.hex()} is "
+            f"{assignment.status.value}"
+        )
+    _uint("slash", event.slash)
+    if not event.reason:
+        raise InvalidRoundInput("a rejected update needs a reason")
+    rejected = replace(
+        assignment, status=TaskStatus.SLASHED, slash=event.slash, reason=event.reason
+    )
+    return replace(state, assignments=_replace_assignment(state, rejected), updated_at=event.at)
+
+
+def _propose(state: RoundState, event: AggregateProposed) -> RoundState:
+    _bytes32("model_hash", event.model_hash)
+    if not state.with_status(TaskStatus.COMMITTED) and event.model_hash != state.model_hash:
+        raise InvalidTransition(
+            f"job {state.job_id} round {state.round} has no accepted update; only the unchanged "
+            f"model {state.model_hash.hex()} can be proposed"
+        )
+    assignments = tuple(
+        replace(a, status=TaskStatus.ACCEPTED) if a.status is TaskStatus.COMMITTED else a
+        for a in state.assignments
+    )
+    return replace(
+        state,
+        phase=Phase.PROPOSED,
+        assignments=assignments,
+        proposed_model=event.model_hash,
+        challenge_ends=event.at + state.policy.challenge_window,
+        updated_at=event.at,
+    )
+
+
+def _challenged(state: RoundState, event: ProposalChallenged) -> RoundState:
+    assignments = tuple(
+        replace(a, status=TaskStatus.COMMITTED) if a.status is TaskStatus.ACCEPTED else a
+        for a in state.assignments
+    )
+    return replace(
+        state,
+        phase=Phase.AGGREGATING,
+        assignments=assignments,
+        proposed_model=None,
+        challenge_ends=None,
+        updated_at=event.at,
+    )
+
+
+def _settle(state: RoundState, event: SettlementConfirmed) -> RoundState:
+    assert state.challenge_ends is not None
+    if event.at < state.challenge_ends:
+        raise ChallengeWindowOpen(
+            f"job {state.job_id} round {state.round}: the challenge window is open until "
+            f"{state.challenge_ends}, settlement came at {event.at}"
+        )
+    return replace(state, phase=Phase.SETTLED, updated_at=event.at)
+
+
+def _next(state: RoundState, event: NextRound) -> RoundState:
+    model = state.proposed_model if state.proposed_model is not None else state.model_hash
+    if state.is_last_round:
+        return replace(state, phase=Phase.COMPLETED, model_hash=model, updated_at=event.at)
+    return RoundState(
+        state.job_id, state.round + 1, Phase.POSTED, state.policy, model, updated_at=event.at
+    )
+
+
+def apply(state: RoundState, event: RoundEvent) -> RoundState:
+    """Return the state after ``event``.
+
+    Args:
+        state: The current state.
+        event: What happened.
+
+    Returns:
+        The new state (``state`` itself when a :class:`Tick` has nothing due).
+
+    Raises:
+        InvalidTransition: The event does not apply in the current phase.
+        WrongRound: The event is for another round.
+        UnknownWorker: The event names a worker not assigned in the round.
+        DuplicateCommitment: The worker already committed.
+        LateCommitment: The commitment came after the deadline.
+        ChallengeWindowOpen: Settlement came before the window closed.
+        InvalidRoundInput: A field of the event is out of range.
+    """
+    match event:
+        case Tick():
+            return _tick(state, event)
+        case TasksAssigned():
+            _expect(state, event, Phase.POSTED)
+            return _assign(state, event)
+        case AssignmentConfirmed():
+            _expect(state, event, Phase.ASSIGNING)
+            return replace(state, phase=Phase.COLLECTING, updated_at=event.at)
+        case CommitmentReceived():
+            _expect(state, event, Phase.ASSIGNING, Phase.COLLECTING)
+            return _commit(state, event)
+        case UpdateRejected():
+            _expect(state, event, Phase.AGGREGATING)
+            return _reject(state, event)
+        case AggregateProposed():
+            _expect(state, event, Phase.AGGREGATING)
+            return _propose(state, event)
+        case ProposalChallenged():
+            _expect(state, event, Phase.PROPOSED)
+            return _challenged(state, event)
+        case SettlementConfirmed():
+            _expect(state, event, Phase.PROPOSED)
+            return _settle(state, event)
+        case NextRound():
+            _expect(state, event, Phase.SETTLED)
+            return _next(state, event)
+    raise InvalidTransition(f"unknown round event {event!r}")
+
+
+def apply_all(state: RoundState, events: Iterable[RoundEvent]) -> RoundState:
+    """Apply ``events`` in order; used to rebuild a state from a recorded event log."""
+    for event in events:
+        state = apply(state, event)
+    return state
+
+
+def can_settle(state: RoundState, now: int) -> bool:
+    """Whether ``settleRound`` may be sent at ``now`` (proposed and the window has closed)."""
+    return (
+        state.phase is Phase.PROPOSED
+        and state.challenge_ends is not None
+        and now >= state.challenge_ends
+    )
+
+
+_OUTCOMES = {
+    TaskStatus.ACCEPTED: Outcome.ACCEPTED,
+    TaskStatus.DROPPED: Outcome.DROPPED,
+    TaskStatus.SLASHED: Outcome.SLASHED,
+}
+
+
+def settlements(state: RoundState, chain: int) -> tuple[Settlement, ...]:
+    """The ROUND_SETTLED entries for the workers of ``chain``, in assignment order.
+
+    Args:
+        state: A PROPOSED, SETTLED or COMPLETED state (every task has its outcome).
+        chain: The worker chain the message goes to.
+
+    Raises:
+        InvalidTransition: Some task has no outcome yet.
+    """
+    if state.phase not in (Phase.PROPOSED, Phase.SETTLED, Phase.COMPLETED):
+        raise InvalidTransition(
+            f"job {state.job_id} round {state.round} is {state.phase.value}; outcomes are known "
+            "only once it is proposed or settled"
+        )
+    result = []
+    for a in state.assignments:
+        if a.worker.chain != chain:
+            continue
+        if a.status not in _OUTCOMES:
+            raise InvalidTransition(f"worker {a.worker.key.hex()} has no outcome ({a.status})")
+        result.append(Settlement(a.worker.key, _OUTCOMES[a.status], a.slash))
+    return tuple(result)

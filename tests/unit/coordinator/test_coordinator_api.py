@@ -1,0 +1,451 @@
+"""The coordinator's HTTP API over httpx's ASGI transport: signing, uploads, secagg, challenges."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+import pytest
+from solders.keypair import Keypair
+
+from adapters.blobstore import FileBlobStore, blob_name
+from adapters.ledger import create_engine, upgrade
+from adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
+from coordinator.api import ApiSettings, create_app
+from coordinator.auth import EvmSigner, RequestSigner, SolanaSigner, sign_request
+from coordinator.repository import CoordinatorRepository, MemoryRepository, SecAggStage
+from coordinator.rounds import (
+    AssignmentConfirmed,
+    Phase,
+    RoundPolicy,
+    RoundState,
+    TasksAssigned,
+    apply_all,
+    open_job,
+)
+
+NOW = 1_800_000_000
+TOKEN = "admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+JOB = 7
+MODEL = b"\x01" * 32
+CONFIG = b"\x02" * 32
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    repository: CoordinatorRepository
+    blobs: FileBlobStore
+    clock: list[int]
+    evm: EvmSigner
+    solana: SolanaSigner
+    outsider: EvmSigner
+    state: RoundState
+
+    async def call(
+        self,
+        signer: RequestSigner,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        signed_body: bytes | None = None,
+        nonce: str | None = None,
+    ) -> httpx.Response:
+        signed = body if signed_body is None else signed_body
+        headers = sign_request(signer, method, path, signed, now=self.clock[0], nonce=nonce)
+        return await self.client.request(method, path, content=body, headers=headers)
+
+    async def set_phase(self, phase: Phase) -> None:
+        await self.repository.save_round(replace(self.state, phase=phase))
+
+
+@pytest.fixture(scope="module")
+def migrated_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ledger") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=["memory", "ledger"])
+async def repository(
+    request: pytest.FixtureRequest, migrated_ledger: Path, tmp_path: Path
+) -> AsyncIterator[CoordinatorRepository]:
+    if request.param == "memory":
+        yield MemoryRepository()
+        return
+    shutil.copyfile(migrated_ledger, tmp_path / "ledger.db")
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    yield LedgerCoordinatorRepository(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def api(tmp_path: Path, repository: CoordinatorRepository) -> AsyncIterator[Api]:
+    blobs = FileBlobStore(tmp_path / "blobs", max_size=1024)
+    clock = [NOW]
+    evm = EvmSigner(b"\x11" * 32, chain=4)
+    solana = SolanaSigner(Keypair.from_seed(b"\x22" * 32))
+    outsider = EvmSigner(b"\x33" * 32, chain=4)
+    for signer in (evm, solana, outsider):
+        await repository.register_worker(signer.worker)
+    state = apply_all(
+        open_job(JOB, RoundPolicy(total_rounds=3, min_updates=1), MODEL, at=NOW - 100),
+        [
+            TasksAssigned(0, (evm.worker, solana.worker), CONFIG, NOW + 600, NOW - 90),
+            AssignmentConfirmed(0, NOW - 80),
+        ],
+    )
+    await repository.save_round(state)
+    settings = ApiSettings(max_blob_bytes=1024, max_message_bytes=256, max_skew_s=60)
+    app = create_app(
+        repository, blobs, admin_token=TOKEN, settings=settings, clock=lambda: clock[0]
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://coordinator") as client:
+        yield Api(client, repository, blobs, clock, evm, solana, outsider, state)
+
+
+def round_path(suffix: str, round_number: int = 0) -> str:
+    return f"/v1/jobs/{JOB}/rounds/{round_number}/{suffix}"
+
+
+async def test_openapi_spec_is_served(api: Api) -> None:
+    response = await api.client.get("/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert "/v1/jobs/{job_id}/rounds/{round_number}/updates/{name}" in paths
+    assert "/v1/jobs/{job_id}/rounds/{round_number}/secagg/keys" in paths
+    assert "/v1/challenges/{challenge_id}/answer" in paths
+    assert "/v1/admin/challenges" in paths
+
+
+async def test_job_status_for_a_signed_worker_and_for_the_admin(api: Api) -> None:
+    for response in (
+        await api.call(api.solana, "GET", f"/v1/jobs/{JOB}"),
+        await api.client.get(f"/v1/jobs/{JOB}", headers=ADMIN),
+        await api.client.get(f"/v1/jobs/{JOB}/rounds/0", headers=ADMIN),
+    ):
+        assert response.status_code == 200, response.text
+        view = response.json()
+        assert (view["job_id"], view["round"], view["phase"]) == (JOB, 0, "collecting")
+        assert view["model_hash"] == MODEL.hex()
+        assert view["deadline"] == NOW + 600
+        assert [t["worker_key"] for t in view["tasks"]] == [
+            api.evm.worker.key.hex(),
+            api.solana.worker.key.hex(),
+        ]
+
+
+async def test_unsigned_or_wrongly_authorised_requests_are_refused(api: Api) -> None:
+    response = await api.client.get(f"/v1/jobs/{JOB}")
+    assert response.status_code == 401
+    assert response.json()["error"] == "MissingCredentials"
+    response = await api.client.get(f"/v1/jobs/{JOB}", headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401
+    assert response.json()["error"] == "AdminUnauthorized"
+    stranger = EvmSigner(b"\x44" * 32, chain=4)
+    response = await api.call(stranger, "GET", f"/v1/jobs/{JOB}")
+    assert response.status_code == 403
+    assert "is not registered" in response.json()["detail"]
+
+
+async def test_unknown_job_is_not_found(api: Api) -> None:
+    response = await api.client.get("/v1/jobs/99", headers=ADMIN)
+    assert response.status_code == 404
+    assert response.json()["detail"] == "the coordinator knows no job 99"
+
+
+@pytest.mark.parametrize("job", ["-1", str(2**63), "seven"])
+async def test_out_of_range_job_ids_are_invalid_requests(api: Api, job: str) -> None:
+    response = await api.client.get(f"/v1/jobs/{job}", headers=ADMIN)
+    assert response.status_code == 422
+    assert response.json()["error"] == "InvalidRequest"
+
+
+async def test_published_blobs_download_and_others_do_not(api: Api) -> None:
+    model = b"safetensors model bytes"
+    published = await api.client.post("/v1/admin/blobs", content=model, headers=ADMIN)
+    assert published.status_code == 201
+    assert published.json() == {"name": blob_name(model), "size": len(model)}
+    response = await api.call(api.evm, "GET", f"/v1/blobs/{blob_name(model)}")
+    assert response.status_code == 200
+    assert response.content == model
+    private = await api.blobs.put(b"someone's update")
+    response = await api.call(api.evm, "GET", f"/v1/blobs/{private}")
+    assert response.status_code == 404
+    response = await api.call(api.evm, "GET", "/v1/blobs/not-a-hash")
+    assert response.status_code == 422
+
+
+async def test_a_corrupt_published_blob_is_reported_not_served(api: Api) -> None:
+    model = b"model"
+    await api.client.post("/v1/admin/blobs", content=model, headers=ADMIN)
+    api.blobs.path_of(blob_name(model)).write_bytes(b"rot")
+    response = await api.call(api.evm, "GET", f"/v1/blobs/{blob_name(model)}")
+    assert response.status_code == 500
+    assert response.json()["error"] == "BlobCorrupt"
+
+
+async def test_upload_stores_an_update_under_its_hash(api: Api) -> None:
+    update = b"masked or plain update"
+    name = blob_name(update)
+    response = await api.call(api.solana, "PUT", round_path(f"updates/{name}"), update)
+    assert response.status_code == 201, response.text
+    assert response.json() == {"name": name, "size": len(update)}
+    assert await api.blobs.get(name) == update
+    assert await api.repository.updates(JOB, 0) == {api.solana.worker: name}
+    again = await api.call(api.solana, "PUT", round_path(f"updates/{name}"), update)
+    assert again.status_code == 201
+
+
+async def test_upload_under_the_wrong_hash_is_rejected_and_not_stored(api: Api) -> None:
+    update = b"tampered update"
+    wrong = blob_name(b"what was committed")
+    response = await api.call(api.evm, "PUT", round_path(f"updates/{wrong}"), update)
+    assert response.status_code == 422
+    assert response.json()["error"] == "BlobHashMismatch"
+    assert not await api.blobs.exists(blob_name(update))
+    assert await api.repository.updates(JOB, 0) == {}
+
+
+async def test_oversized_upload_is_rejected_and_not_stored(api: Api) -> None:
+    update = b"x" * 1025
+    response = await api.call(api.evm, "PUT", round_path(f"updates/{blob_name(update)}"), update)
+    assert response.status_code == 413
+    assert "limit of 1024" in response.json()["detail"]
+    assert not await api.blobs.exists(blob_name(update))
+
+
+async def test_a_body_changed_after_signing_is_refused(api: Api) -> None:
+    update = b"the real update"
+    response = await api.call(
+        api.evm, "PUT", round_path(f"updates/{blob_name(update)}"), update, signed_body=b"other"
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "BadSignature"
+    assert not await api.blobs.exists(blob_name(update))
+
+
+async def test_a_replayed_request_is_refused(api: Api) -> None:
+    path = f"/v1/jobs/{JOB}"
+    headers = sign_request(api.evm, "GET", path, b"", now=NOW)
+    assert (await api.client.get(path, headers=headers)).status_code == 200
+    replayed = await api.client.get(path, headers=headers)
+    assert replayed.status_code == 401
+    assert replayed.json()["error"] == "ReplayedNonce"
+
+
+async def test_the_query_string_is_part_of_what_is_signed(api: Api) -> None:
+    signed = sign_request(api.evm, "GET", f"/v1/jobs/{JOB}?view=full", b"", now=NOW)
+    response = await api.client.get(f"/v1/jobs/{JOB}?view=full", headers=signed)
+    assert response.status_code == 200
+    without_query = sign_request(api.evm, "GET", f"/v1/jobs/{JOB}", b"", now=NOW)
+    response = await api.client.get(f"/v1/jobs/{JOB}?view=full", headers=without_query)
+    assert response.status_code == 401
+    assert response.json()["error"] == "BadSignature"
+
+
+async def test_a_stale_request_is_refused(api: Api) -> None:
+    path = f"/v1/jobs/{JOB}"
+    headers = sign_request(api.evm, "GET", path, b"", now=NOW - 61)
+    response = await api.client.get(path, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "StaleRequest"
+
+
+async def test_uploads_only_from_assigned_workers_while_collecting(api: Api) -> None:
+    update = b"update"
+    path = round_path(f"updates/{blob_name(update)}")
+    response = await api.call(api.outsider, "PUT", path, update)
+    assert response.status_code == 403
+    assert "has no task in job 7 round 0" in response.json()["detail"]
+    api.clock[0] = NOW + 601
+    response = await api.call(api.evm, "PUT", path, update)
+    assert response.status_code == 409
+    api.clock[0] = NOW
+    await api.set_phase(Phase.AGGREGATING)
+    response = await api.call(api.evm, "PUT", path, update)
+    assert response.status_code == 409
+    assert "is aggregating" in response.json()["detail"]
+    assert await api.repository.updates(JOB, 0) == {}
+
+
+async def test_a_second_different_update_is_a_conflict(api: Api) -> None:
+    first, second = b"first", b"second"
+    assert (
+        await api.call(api.evm, "PUT", round_path(f"updates/{blob_name(first)}"), first)
+    ).status_code == 201
+    response = await api.call(api.evm, "PUT", round_path(f"updates/{blob_name(second)}"), second)
+    assert response.status_code == 409
+    assert not await api.blobs.exists(blob_name(second))
+    assert await api.repository.updates(JOB, 0) == {api.evm.worker: blob_name(first)}
+
+
+def decoded(response: httpx.Response) -> dict[str, bytes]:
+    assert response.status_code == 200, response.text
+    return {k: base64.b64decode(v) for k, v in response.json()["messages"].items()}
+
+
+async def test_secure_aggregation_key_exchange(api: Api) -> None:
+    evm_id = api.evm.worker.worker_id.hex()
+    sol_id = api.solana.worker.worker_id.hex()
+    assert (
+        await api.call(api.evm, "PUT", round_path("secagg/keys"), b"evm keys")
+    ).status_code == 204
+    assert (
+        await api.call(api.solana, "PUT", round_path("secagg/keys"), b"sol keys")
+    ).status_code == 204
+    keys = decoded(await api.call(api.evm, "GET", round_path("secagg/keys")))
+    assert keys == {evm_id: b"evm keys", sol_id: b"sol keys"}
+
+    response = await api.call(api.evm, "PUT", round_path(f"secagg/shares/{sol_id}"), b"sealed")
+    assert response.status_code == 204
+    assert decoded(await api.call(api.solana, "GET", round_path("secagg/shares"))) == {
+        evm_id: b"sealed"
+    }
+    assert decoded(await api.call(api.evm, "GET", round_path("secagg/shares"))) == {}
+
+    conflict = await api.call(api.evm, "PUT", round_path("secagg/keys"), b"other keys")
+    assert conflict.status_code == 409
+    assert decoded(await api.call(api.evm, "GET", round_path("secagg/keys")))[evm_id] == b"evm keys"
+
+
+async def test_masked_inputs_survivors_and_reveals_follow_the_phases(api: Api) -> None:
+    masked = await api.call(api.evm, "PUT", round_path("secagg/masked"), b"y_evm")
+    assert masked.status_code == 204
+    early = await api.call(api.evm, "GET", round_path("secagg/survivors"))
+    assert early.status_code == 409
+    assert (await api.call(api.evm, "PUT", round_path("secagg/reveals"), b"r")).status_code == 409
+
+    await api.set_phase(Phase.AGGREGATING)
+    survivors = await api.call(api.solana, "GET", round_path("secagg/survivors"))
+    assert survivors.json() == {"workers": [api.evm.worker.worker_id.hex()]}
+    assert (
+        await api.call(api.solana, "PUT", round_path("secagg/reveals"), b"r")
+    ).status_code == 204
+    late = await api.call(api.solana, "PUT", round_path("secagg/masked"), b"y_sol")
+    assert late.status_code == 409
+    stored = await api.repository.secagg(JOB, 0, SecAggStage.REVEALS)
+    assert stored == {api.solana.worker: b"r"}
+
+
+async def test_secagg_refuses_outsiders_unknown_recipients_and_empty_messages(api: Api) -> None:
+    assert (await api.call(api.outsider, "GET", round_path("secagg/keys"))).status_code == 403
+    stranger_id = api.outsider.worker.worker_id.hex()
+    response = await api.call(api.evm, "PUT", round_path(f"secagg/shares/{stranger_id}"), b"s")
+    assert response.status_code == 404
+    assert (await api.call(api.evm, "PUT", round_path("secagg/keys"), b"")).status_code == 422
+    too_big = await api.call(api.evm, "PUT", round_path("secagg/keys"), b"k" * 257)
+    assert too_big.status_code == 413
+
+
+async def post_challenge(api: Api, signer: RequestSigner, segment: int = 2) -> httpx.Response:
+    body = {
+        "job_id": JOB,
+        "round": 0,
+        "worker": {"chain": signer.worker.chain, "worker_key": signer.worker.key.hex()},
+        "segment": segment,
+        "answer_by": NOW + 120,
+    }
+    return await api.client.post("/v1/admin/challenges", json=body, headers=ADMIN)
+
+
+def answer_body(start: bytes = b"c2", end: bytes = b"c3") -> bytes:
+    fields = {
+        "start_checkpoint": start,
+        "end_checkpoint": end,
+        "start_proof": b"p2",
+        "end_proof": b"p3",
+    }
+    return json.dumps({k: base64.b64encode(v).decode() for k, v in fields.items()}).encode()
+
+
+async def test_a_challenge_is_seen_answered_and_read_back(api: Api) -> None:
+    posted = await post_challenge(api, api.solana)
+    assert posted.status_code == 201, posted.text
+    challenge_id = posted.json()["challenge_id"]
+    mine = await api.call(api.solana, "GET", "/v1/challenges")
+    assert [c["challenge_id"] for c in mine.json()] == [challenge_id]
+    assert mine.json()[0]["segment"] == 2
+    assert (await api.call(api.evm, "GET", "/v1/challenges")).json() == []
+
+    answer_path = f"/v1/challenges/{challenge_id}/answer"
+    stolen = await api.call(api.evm, "PUT", answer_path, answer_body())
+    assert stolen.status_code == 404
+    answered = await api.call(api.solana, "PUT", answer_path, answer_body())
+    assert answered.status_code == 201, answered.text
+    answer = answered.json()["answer"]
+    assert (answer["start_checkpoint"], answer["end_checkpoint"]) == (
+        blob_name(b"c2"),
+        blob_name(b"c3"),
+    )
+    assert await api.blobs.get(answer["start_checkpoint"]) == b"c2"
+
+    admin_view = await api.client.get(f"/v1/admin/challenges/{challenge_id}", headers=ADMIN)
+    assert base64.b64decode(admin_view.json()["answer"]["end_proof"]) == b"p3"
+    again = await api.call(api.solana, "PUT", answer_path, answer_body())
+    assert again.status_code == 409
+    assert (await api.call(api.solana, "GET", "/v1/challenges")).json() == []
+
+
+async def test_late_and_malformed_answers_are_refused(api: Api) -> None:
+    challenge_id = (await post_challenge(api, api.evm)).json()["challenge_id"]
+    answer_path = f"/v1/challenges/{challenge_id}/answer"
+    malformed = await api.call(api.evm, "PUT", answer_path, b'{"start_checkpoint": "***"}')
+    assert malformed.status_code == 422
+    not_base64 = answer_body().replace(base64.b64encode(b"c2"), b"!!!!")
+    assert (await api.call(api.evm, "PUT", answer_path, not_base64)).status_code == 422
+    oversized = await api.call(api.evm, "PUT", answer_path, answer_body(start=b"z" * 1025))
+    assert oversized.status_code == 413
+    api.clock[0] = NOW + 121
+    late = await api.call(api.evm, "PUT", answer_path, answer_body())
+    assert late.status_code == 409
+    assert "had to be answered by" in late.json()["detail"]
+    stored = await api.repository.challenges(challenge_id=challenge_id)
+    assert stored[0].answer is None
+
+
+async def test_challenges_only_for_assigned_workers(api: Api) -> None:
+    response = await post_challenge(api, api.outsider)
+    assert response.status_code == 404
+    assert (await api.client.post("/v1/admin/challenges", json={})).status_code == 401
+
+
+async def test_admin_registers_workers(api: Api) -> None:
+    newcomer = SolanaSigner(Keypair.from_seed(b"\x55" * 32))
+    assert (await api.call(newcomer, "GET", f"/v1/jobs/{JOB}")).status_code == 403
+    body = {"chain": 1, "worker_key": newcomer.worker.key.hex()}
+    assert (await api.client.post("/v1/admin/workers", json=body)).status_code == 401
+    assert (await api.client.post("/v1/admin/workers", json=body, headers=ADMIN)).status_code == 201
+    assert (await api.call(newcomer, "GET", f"/v1/jobs/{JOB}")).status_code == 200
+    bad = await api.client.post(
+        "/v1/admin/workers", json={"chain": 1, "worker_key": "00"}, headers=ADMIN
+    )
+    assert bad.status_code == 422
+    assert bad.json()["error"] == "InvalidRequest"
+    assert "worker_key" in bad.json()["detail"]
+
+
+def test_admin_token_comes_from_the_environment_or_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FEDRELAY_COORDINATOR_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("FEDRELAY_COORDINATOR_ADMIN_TOKEN_FILE", raising=False)
+    with pytest.raises(ValueError, match="set FEDRELAY_COORDINATOR_ADMIN_TOKEN"):
+        ApiSettings().resolved_admin_token()
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file-0123456789\n")
+    monkeypatch.setenv("FEDRELAY_COORDINATOR_ADMIN_TOKEN_FILE", str(token_file))
+    assert ApiSettings().resolved_admin_token() == "from-a-file-0123456789"
+    monkeypatch.setenv("FEDRELAY_COORDINATOR_ADMIN_TOKEN", "from-the-env-0123456789")
+    assert ApiSettings().resolved_admin_token() == "from-the-env-0123456789"
+    monkeypatch.setenv("FEDRELAY_COORDINATOR_ADMIN_TOKEN", "short")
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        ApiSettings().resolved_admin_token()
