@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -26,7 +28,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 # Stable constraint names make migrations reproducible on every backend.
 NAMING_CONVENTION = {
@@ -37,7 +41,32 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-U64 = Numeric(20, 0)
+U64_MAX = 2**64 - 1
+
+
+class U64(TypeDecorator[int]):
+    """An unsigned 64-bit integer in a NUMERIC(20) column.
+
+    Values bind as ``Decimal`` on PostgreSQL, and comparisons with plain ints bind with this
+    type too: left to itself, asyncpg would cast an int parameter to BIGINT and fail above 2**63.
+    SQLite has no unsigned 64-bit integers; there it stores what fits in a signed one.
+    """
+
+    impl = Numeric(20, 0)
+    cache_ok = True
+
+    def coerce_compared_value(self, op: Any, value: Any) -> TypeEngine[Any]:
+        return self
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not 0 <= value <= U64_MAX:
+            raise ValueError(f"{value} is outside the unsigned 64-bit range")
+        return Decimal(value) if dialect.name == "postgresql" else int(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
 
 
 def utcnow() -> datetime:

@@ -38,6 +38,12 @@ async def test_upgrade_and_u64_round_trip(postgres: Postgres) -> None:
         async with sessions() as session:
             stored = await session.scalar(select(StoredVaa.sequence))
         assert stored == U64_MAX  # NUMERIC(20) keeps the full unsigned range
+        async with sessions() as session:
+            # Comparing with a plain int above 2**63 must bind as NUMERIC, not BIGINT.
+            found = await session.scalar(
+                select(StoredVaa.num_signatures).where(StoredVaa.sequence == U64_MAX)
+            )
+        assert found == 13
 
         async with sessions() as session, session.begin():
             session.add(SignerNonce(chain_id=4, signer="0xabc", next_nonce=0))
