@@ -1,0 +1,485 @@
+"""The worker SDK on a real anvil worker chain with the real coordinator API in process.
+
+The test plays the coordinator and the relayer: it opens a round in the API, signs the
+TASK_ASSIGNED (and later ROUND_SETTLED) VAA with the Python test guardians and delivers it to
+the WorkerHub. The worker does the rest: it finds the task in the hub's events, trains, uploads,
+commits on chain, answers a challenge, and after a restart commits nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from adapters.devnet.forge import Forge
+from adapters.devnet.process import free_port
+from adapters.devnet.services import Anvil
+from adapters.evm import (
+    EvmChain,
+    HubTaskState,
+    JobSpec,
+    MessageCoreContract,
+    RoundResult,
+    Signer,
+    WorkerHubContract,
+    address_to_bytes32,
+    deploy_job_market,
+    deploy_message_core,
+    deploy_worker_hub,
+    link,
+)
+from adapters.evm.artifacts import CONTRACTS_DIR
+from adapters.evm.deploy import Link
+from adapters.wormhole import (
+    GuardianSigner,
+    Outcome,
+    RoundSettled,
+    Settlement,
+    Task,
+    TaskAssigned,
+    UpdateCommitted,
+    VaaBody,
+    decode_payload,
+    sign_vaa,
+)
+from adapters.wormhole.payloads import Payload
+from adapters.wormhole.testing import evm_address, guardian_signers
+from coordinator.auth import EvmSigner
+from coordinator.repository import Challenge
+from worker.sdk import (
+    DigitsShards,
+    JobConfig,
+    RewardAccount,
+    StateStore,
+    TaskKey,
+    TaskStage,
+    WorkerNode,
+)
+from worker.sdk import Outcome as SdkOutcome
+from worker.sdk.evm import EvmWorkerChain
+from worker.sdk.proofs import decode_proof
+from worker.sdk.testing import LocalCoordinator
+from worker.training import TrainingConfig, blob_hash, encode_blob, verify_proof
+from worker.training.torch_trainer import initial_model, mlp
+
+pytestmark = pytest.mark.integration
+
+COORDINATOR_CHAIN = 2
+WORKER_CHAIN = 4
+COORDINATOR_EMITTER = evm_address("worker sdk coordinator")
+GUARDIANS = 4  # quorum 3
+JOB = 11
+CONFIG = JobConfig(TrainingConfig(seed=7, steps=6, checkpoint_every=2, batch_size=16))
+
+
+@pytest.fixture(scope="session")
+def forge_project() -> Forge:
+    """The contracts' Foundry project, built once per session."""
+    forge = Forge(Path(CONTRACTS_DIR))
+    forge.build()
+    return forge
+
+
+@dataclass
+class HubDeployment:
+    anvil: Anvil
+    chain: EvmChain
+    core: MessageCoreContract
+    hub: WorkerHubContract
+    guardians: Sequence[GuardianSigner]
+    sequence: int = 0
+
+    def deliver(self, payload: Payload) -> None:
+        """Sign ``payload`` as the coordinator's emitter and deliver it, as the relayer does."""
+        body = VaaBody(
+            timestamp=int(time.time()),
+            nonce=0,
+            emitter_chain=COORDINATOR_CHAIN,
+            emitter_address=COORDINATOR_EMITTER,
+            sequence=self.sequence,
+            consistency_level=1,
+            payload=payload.to_bytes(),
+        )
+        self.sequence += 1
+        quorum = len(self.guardians) * 2 // 3 + 1
+        vaa = sign_vaa(body, 0, list(enumerate(self.guardians))[:quorum])
+        self.hub.receive_message(Signer(self.anvil.private_keys[6]), vaa.to_bytes())
+
+    def chain_time(self) -> int:
+        return int(self.chain.w3.eth.get_block("latest")["timestamp"])
+
+
+@pytest.fixture(scope="module")
+def deployment(forge_project: Forge, worker_chain: Anvil) -> HubDeployment:
+    chain = EvmChain(worker_chain.rpc_url)
+    owner = Signer(worker_chain.private_keys[0])
+    guardians = guardian_signers(GUARDIANS)
+    core = deploy_message_core(
+        chain, owner, WORKER_CHAIN, ["0x" + g.address.hex() for g in guardians]
+    )
+    hub = deploy_worker_hub(
+        chain,
+        owner,
+        core.address,
+        coordinator_chain=COORDINATOR_CHAIN,
+        min_stake=10**18,
+        unbonding_delay=3600,
+    )
+    hub.set_peer(owner, COORDINATOR_CHAIN, COORDINATOR_EMITTER)
+    return HubDeployment(worker_chain, chain, core, hub, guardians)
+
+
+async def test_an_evm_worker_trains_commits_answers_and_resumes(
+    deployment: HubDeployment, tmp_path: Path
+) -> None:
+    d = deployment
+    key = d.anvil.private_keys[3]
+    signer = EvmSigner(key, chain=WORKER_CHAIN)
+    coordinator = LocalCoordinator()
+    state_path = tmp_path / "worker.json"
+
+    def node_with(path: Path) -> WorkerNode:
+        return WorkerNode(
+            EvmWorkerChain(d.anvil.rpc_url, d.hub.address, key),
+            coordinator.client(signer),
+            DigitsShards(4),
+            StateStore(path),
+            poll_interval=0.01,
+        )
+
+    node = node_with(state_path)
+    payout = address_to_bytes32(d.anvil.addresses[5])
+    status = await node.register(stake=2 * 10**18, payout=payout)
+    assert status.registered
+    assert status.staked == 2 * 10**18
+    worker_key = signer.worker.key
+    assert d.hub.staker(d.anvil.addresses[3]).registered
+
+    # The coordinator opens the round; the relayer delivers TASK_ASSIGNED to the hub.
+    deadline = max(d.chain_time(), int(time.time())) + 600
+    model_hash, config_hash = await coordinator.open_round(
+        JOB, [signer.worker], initial_model(mlp, seed=2), CONFIG, deadline
+    )
+    start_block = d.chain.w3.eth.block_number
+    d.deliver(
+        TaskAssigned(
+            target_chain=WORKER_CHAIN,
+            target_address=address_to_bytes32(d.hub.address),
+            job_id=JOB,
+            round=0,
+            deadline=deadline,
+            model_hash=model_hash,
+            config_hash=config_hash,
+            tasks=(Task(worker_key, 1),),
+        )
+    )
+    assert d.hub.task(JOB, 0, worker_key).state is HubTaskState.ASSIGNED
+
+    report = await node.step()
+    assert report.committed == (TaskKey(JOB, 0),)
+
+    # On chain: the task is committed, the hub emitted UpdateCommitted, and the core published
+    # UPDATE_COMMITTED with the uploaded update's hash and the transcript root.
+    hub_task = d.hub.task(JOB, 0, worker_key)
+    assert hub_task.state is HubTaskState.COMMITTED
+    uploads = await coordinator.repository.updates(JOB, 0)
+    assert uploads == {signer.worker: hub_task.update_hash.hex()}
+    latest = d.chain.w3.eth.block_number
+    events = [e for e in d.hub.events(start_block, latest) if e.name == "UpdateCommitted"]
+    assert len(events) == 1
+    assert bytes(events[0].args["updateHash"]) == hub_task.update_hash
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    receipt = d.chain.w3.eth.get_transaction_receipt(record.transaction)  # type: ignore[arg-type]
+    [message] = d.core.published_messages(receipt)
+    published = decode_payload(message.payload)
+    assert isinstance(published, UpdateCommitted)
+    assert published.worker_key == worker_key
+    assert published.update_hash == hub_task.update_hash
+    assert published.transcript_root.hex() == record.transcript_root
+    assert published.num_samples == len(DigitsShards(4).dataset(1))
+    assert 0 < published.train_loss < 10_000_000
+
+    # The coordinator challenges segment 2; the worker answers with proofs against the root.
+    now = int(time.time())
+    challenge = Challenge(JOB, 0, signer.worker, segment=2, issued_at=now, answer_by=now + 60)
+    await coordinator.repository.save_challenge(challenge)
+    assert (await node.step()).answered == (challenge.challenge_id,)
+    [answered] = await coordinator.repository.challenges(challenge_id=challenge.challenge_id)
+    assert answered.answer is not None
+    end = await coordinator.blobs.get(answered.answer.end_checkpoint)
+    assert verify_proof(
+        blob_hash(end), decode_proof(answered.answer.end_proof), published.transcript_root
+    )
+
+    # Restarts, with the state file and without it, never commit the task again.
+    for path, recovered in ((state_path, ()), (tmp_path / "lost-state.json", (TaskKey(JOB, 0),))):
+        restarted = node_with(path)
+        again = await restarted.step()
+        assert again.committed == ()
+        assert again.recovered == recovered
+        resumed = restarted.state.task(TaskKey(JOB, 0))
+        assert resumed is not None
+        assert resumed.stage is TaskStage.COMMITTED
+    latest = d.chain.w3.eth.block_number
+    events = [e for e in d.hub.events(start_block, latest) if e.name == "UpdateCommitted"]
+    assert len(events) == 1
+
+    # ROUND_SETTLED arrives; the worker records its outcome and its stake is free again.
+    d.deliver(
+        RoundSettled(
+            target_chain=WORKER_CHAIN,
+            target_address=address_to_bytes32(d.hub.address),
+            job_id=JOB,
+            round=0,
+            model_hash=b"\x42" * 32,
+            settlements=(Settlement(worker_key, Outcome.ACCEPTED, 0),),
+        )
+    )
+    assert (await node.step()).settled == (TaskKey(JOB, 0),)
+    settled = node.state.task(TaskKey(JOB, 0))
+    assert settled is not None
+    assert settled.outcome == SdkOutcome.ACCEPTED
+    assert d.hub.staker(d.anvil.addresses[3]).active_tasks == 0
+    await node.begin_unstake(10**18)
+    assert d.hub.staker(d.anvil.addresses[3]).unbonding == 10**18
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for ``condition`` to hold, checking every 50 ms, failing after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def served(coordinator: LocalCoordinator) -> Iterator[str]:
+    """Serve the coordinator's API over HTTP on a free loopback port."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(coordinator.app, host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 30, "the coordinator API to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_the_cli_worker_commits_and_stops_cleanly_on_sigterm(
+    deployment: HubDeployment, tmp_path: Path
+) -> None:
+    d = deployment
+    key = d.anvil.private_keys[4]
+    signer = EvmSigner(key, chain=WORKER_CHAIN)
+    key_file = tmp_path / "worker.key"
+    key_file.write_text(key)
+    state_file = tmp_path / "cli-worker.json"
+    coordinator = LocalCoordinator()
+    deadline = max(d.chain_time(), int(time.time())) + 600
+    job = JOB + 1
+    model_hash, config_hash = asyncio.run(
+        coordinator.open_round(job, [signer.worker], initial_model(mlp, seed=4), CONFIG, deadline)
+    )
+    with served(coordinator) as url:
+        argv = [
+            sys.executable,
+            "-m",
+            "fedrelay.cli",
+            "worker",
+            "run",
+            "--chain",
+            "evm",
+            "--key-file",
+            str(key_file),
+            "--coordinator-url",
+            url,
+            "--rpc-url",
+            d.anvil.rpc_url,
+            "--hub-address",
+            d.hub.address,
+            "--data-shard",
+            "digits:0/4",
+            "--device",
+            "cpu",
+            "--stake",
+            str(2 * 10**18),
+            "--state-file",
+            str(state_file),
+            "--poll-interval",
+            "0.2",
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        try:
+            address = d.anvil.addresses[4]
+            wait_until(lambda: d.hub.staker(address).registered, 120, "the worker to register")
+            d.deliver(
+                TaskAssigned(
+                    target_chain=WORKER_CHAIN,
+                    target_address=address_to_bytes32(d.hub.address),
+                    job_id=job,
+                    round=0,
+                    deadline=deadline,
+                    model_hash=model_hash,
+                    config_hash=config_hash,
+                    tasks=(Task(signer.worker.key, 0),),
+                )
+            )
+            wait_until(
+                lambda: d.hub.task(job, 0, signer.worker.key).state is HubTaskState.COMMITTED,
+                120,
+                "the worker's commitment",
+            )
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text
+    assert key.removeprefix("0x") not in text
+    assert "stopped; state saved" in text
+    saved = json.loads(state_file.read_text())
+    assert saved["tasks"][f"{job}:0"]["stage"] == "committed"
+
+
+def _relay(
+    source: MessageCoreContract,
+    source_chain: int,
+    first_block: int,
+    guardians: Sequence[GuardianSigner],
+) -> list[bytes]:
+    """What the guardians and the relayer do: sign every message published since ``first_block``."""
+    w3 = source.chain.w3
+    signed = []
+    for message in source.published_between(first_block, w3.eth.block_number):
+        body = VaaBody(
+            timestamp=int(w3.eth.get_block(message.block_number)["timestamp"]),
+            nonce=message.nonce,
+            emitter_chain=source_chain,
+            emitter_address=message.emitter_address,
+            sequence=message.sequence,
+            consistency_level=message.consistency_level,
+            payload=message.payload,
+        )
+        quorum = len(guardians) * 2 // 3 + 1
+        signed.append(sign_vaa(body, 0, list(enumerate(guardians))[:quorum]).to_bytes())
+    return signed
+
+
+async def test_a_worker_is_paid_on_the_coordinator_chain_and_withdraws(
+    forge_project: Forge, coordinator_chain: Anvil, worker_chain: Anvil, tmp_path: Path
+) -> None:
+    guardians = guardian_signers(GUARDIANS)
+    addresses = ["0x" + g.address.hex() for g in guardians]
+    c_chain, w_chain = EvmChain(coordinator_chain.rpc_url), EvmChain(worker_chain.rpc_url)
+    c_owner, w_owner = (
+        Signer(coordinator_chain.private_keys[0]),
+        Signer(worker_chain.private_keys[0]),
+    )
+    c_core = deploy_message_core(c_chain, c_owner, COORDINATOR_CHAIN, addresses)
+    w_core = deploy_message_core(w_chain, w_owner, WORKER_CHAIN, addresses)
+    aggregator = Signer(coordinator_chain.private_keys[1])
+    market = deploy_job_market(
+        c_chain, c_owner, c_core.address, aggregator.address, aggregator.address, 60
+    )
+    hub = deploy_worker_hub(w_chain, w_owner, w_core.address, COORDINATOR_CHAIN, 10**18, 3600)
+    link(market, c_owner, hub, w_owner, Link(COORDINATOR_CHAIN, WORKER_CHAIN, max_batch=8))
+    relayer_c, relayer_w = (
+        Signer(coordinator_chain.private_keys[6]),
+        Signer(worker_chain.private_keys[7]),
+    )
+
+    key = worker_chain.private_keys[5]
+    signer = EvmSigner(key, chain=WORKER_CHAIN)
+    payout_key = coordinator_chain.private_keys[8]
+    payout = Signer(payout_key)
+    coordinator = LocalCoordinator()
+    node = WorkerNode(
+        EvmWorkerChain(worker_chain.rpc_url, hub.address, key),
+        coordinator.client(signer),
+        DigitsShards(4),
+        StateStore(tmp_path / "paid.json"),
+        poll_interval=0.01,
+    )
+    w_block = w_chain.w3.eth.block_number + 1
+    await node.register(stake=2 * 10**18, payout=address_to_bytes32(payout.address))
+    for vaa in _relay(w_core, WORKER_CHAIN, w_block, guardians):
+        market.receive_message(relayer_c, vaa)
+    assert market.worker(WORKER_CHAIN, signer.worker.key).registered
+
+    model = initial_model(mlp, seed=5)
+    spec = JobSpec(
+        model_hash=blob_hash(encode_blob(model)),
+        config_hash=blob_hash(CONFIG.to_bytes()),
+        num_rounds=1,
+        workers_per_round=1,
+        reward_per_round=10**18,
+        min_stake=10**8,
+        worker_chains=(WORKER_CHAIN,),
+    )
+    job_id = market.post_job(Signer(coordinator_chain.private_keys[4]), spec).job_id
+    deadline = max(int(time.time()), int(w_chain.w3.eth.get_block("latest")["timestamp"])) + 600
+    hashes = await coordinator.open_round(job_id, [signer.worker], model, CONFIG, deadline)
+    assert hashes == (spec.model_hash, spec.config_hash)
+    c_block = c_chain.w3.eth.block_number + 1
+    market.assign_tasks(aggregator, job_id, WORKER_CHAIN, deadline, [Task(signer.worker.key, 0)])
+    for vaa in _relay(c_core, COORDINATOR_CHAIN, c_block, guardians):
+        hub.receive_message(relayer_w, vaa)
+
+    w_block = w_chain.w3.eth.block_number + 1
+    assert (await node.step()).committed == (TaskKey(job_id, 0),)
+    for vaa in _relay(w_core, WORKER_CHAIN, w_block, guardians):
+        market.receive_message(relayer_c, vaa)
+    record = node.state.task(TaskKey(job_id, 0))
+    assert record is not None
+    commitment = market.commitment(job_id, 0, WORKER_CHAIN, signer.worker.key)
+    assert commitment.update_hash.hex() == record.update_hash
+    assert commitment.transcript_root.hex() == record.transcript_root
+
+    reward = 7 * 10**17
+    market.finalize_round(
+        aggregator,
+        job_id,
+        0,
+        b"\x51" * 32,
+        [RoundResult(WORKER_CHAIN, signer.worker.key, Outcome.ACCEPTED, reward=reward)],
+    )
+    coordinator_chain.rpc("evm_increaseTime", [61])
+    coordinator_chain.rpc("evm_mine")
+    c_block = c_chain.w3.eth.block_number + 1
+    market.settle_round(relayer_c, job_id, 0)
+    for vaa in _relay(c_core, COORDINATOR_CHAIN, c_block, guardians):
+        hub.receive_message(relayer_w, vaa)
+    assert (await node.step()).settled == (TaskKey(job_id, 0),)
+
+    rewards = RewardAccount(coordinator_chain.rpc_url, market.address, payout_key)
+    before = c_chain.w3.eth.get_balance(payout.address)
+    assert await rewards.withdraw() == reward
+    assert c_chain.w3.eth.get_balance(payout.address) > before + reward - 10**16  # minus gas
+    assert await rewards.claimable() == 0
+    assert await rewards.withdraw() == 0

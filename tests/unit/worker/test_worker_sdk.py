@@ -1,0 +1,560 @@
+"""The worker SDK's logic against a simulated chain and the real coordinator API in process.
+
+:class:`FakeWorkerChain` simulates a worker chain (assignments, commitments, settlements) in
+memory, so the node's logic is tested without a chain; the coordinator side is the real API app
+(``create_app`` over a memory repository) reached through an ASGI transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+from solders.keypair import Keypair
+
+from coordinator.auth import EvmSigner
+from coordinator.repository import Challenge, SecAggStage
+from coordinator.secagg import unmask_sum
+from worker.data import (
+    Dataset,
+    Indices,
+    digits,
+    partition_dirichlet,
+    partition_k_classes,
+    split_train_test,
+)
+from worker.sdk import (
+    CAPABILITY_CUDA,
+    AssignedTask,
+    ChainPoll,
+    ChainRejected,
+    CommitReceipt,
+    DigitsShards,
+    FixedShard,
+    JobConfig,
+    JobConfigError,
+    KeyFileError,
+    Outcome,
+    SettledTask,
+    StakeStatus,
+    StateFileError,
+    StateStore,
+    StopRequested,
+    TaskKey,
+    TaskStage,
+    UpdateCommitment,
+    WorkerNode,
+    decode_proof,
+    encode_proof,
+    load_evm_key,
+    load_solana_keypair,
+    masking,
+    parse_shard,
+)
+from worker.sdk.progress import SilentProgress
+from worker.sdk.testing import LocalCoordinator, TamperedTranscriptWorker, TamperedUpdateWorker
+from worker.training import (
+    SegmentOpening,
+    TrainingConfig,
+    Transcript,
+    blob_hash,
+    decode_blob,
+    keccak256,
+    merkle_proof,
+    model_of,
+    verify_proof,
+    verify_segment,
+)
+from worker.training.torch_trainer import TorchClassificationTrainer, initial_model, mlp
+
+JOB = 5
+CHAIN = 4
+CONFIG = JobConfig(TrainingConfig(seed=3, steps=6, checkpoint_every=2, batch_size=16))
+
+
+@dataclass
+class FakeWorkerChain:
+    """Simulates a worker chain in memory: tasks, commitments and settlements.
+
+    The worker key is the EVM signer's (its address left-padded), as on an EVM chain.
+    ``fail_commits`` makes the next commits raise (a crash between upload and commit).
+    """
+
+    signer: EvmSigner
+    tasks: list[AssignedTask] = field(default_factory=list)
+    settled: list[SettledTask] = field(default_factory=list)
+    commitments: list[UpdateCommitment] = field(default_factory=list)
+    staked: int = 0
+    registered: bool = False
+    fail_commits: int = 0
+    reject_commits: bool = False
+    committed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def wormhole_chain(self) -> int:
+        return CHAIN
+
+    @property
+    def worker_key(self) -> bytes:
+        return self.signer.worker.key
+
+    async def stake_status(self) -> StakeStatus:
+        return StakeStatus(self.staked, self.registered, len(self.tasks))
+
+    async def stake_and_register(self, stake: int, payout: bytes, capabilities: int) -> None:
+        self.staked, self.registered = max(stake, self.staked), True
+
+    async def poll(self, cursor: int) -> ChainPoll:
+        return ChainPoll(tuple(self.tasks[cursor:]), tuple(self.settled), len(self.tasks))
+
+    async def is_committed(self, key: TaskKey) -> bool:
+        return any(c.key == key for c in self.commitments)
+
+    async def commit(self, commitment: UpdateCommitment) -> CommitReceipt:
+        if self.reject_commits:
+            raise ChainRejected("CommitmentTooLate(task, deadline)")
+        if self.fail_commits:
+            self.fail_commits -= 1
+            raise ConnectionError("simulated crash before the commit reached the chain")
+        if await self.is_committed(commitment.key):
+            raise AssertionError("a task was committed twice")
+        self.commitments.append(commitment)
+        self.committed.set()
+        return CommitReceipt(f"tx{len(self.commitments)}")
+
+    async def begin_unstake(self, amount: int) -> None:
+        self.staked -= amount
+
+    async def withdraw_stake(self) -> None:
+        self.staked = 0
+
+
+@dataclass
+class World:
+    coordinator: LocalCoordinator
+    tmp: Path
+    model_hash: bytes = b""
+    config_hash: bytes = b""
+
+    def node(
+        self,
+        chain: FakeWorkerChain,
+        kind: type[WorkerNode] = WorkerNode,
+        *,
+        name: str = "worker",
+        shard: Dataset | None = None,
+        clock_ahead: float = 0.0,
+    ) -> WorkerNode:
+        source = FixedShard(shard) if shard is not None else DigitsShards(4)
+        return kind(
+            chain,
+            self.coordinator.client(chain.signer),
+            source,
+            StateStore(self.tmp / f"{name}.json"),
+            progress=SilentProgress(),
+            poll_interval=0.01,
+            clock=lambda: time.time() + clock_ahead,
+        )
+
+    async def assign(
+        self, chains: list[FakeWorkerChain], config: JobConfig = CONFIG, deadline_in: int = 300
+    ) -> None:
+        deadline = int(time.time()) + deadline_in
+        workers = [c.signer.worker for c in chains]
+        self.model_hash, self.config_hash = await self.coordinator.open_round(
+            JOB, workers, initial_model(mlp, seed=1), config, deadline
+        )
+        for shard, chain in enumerate(chains):
+            task_id = keccak256(b"task" + chain.worker_key)
+            chain.tasks.append(AssignedTask(TaskKey(JOB, 0), task_id, shard, deadline))
+
+
+def fake_chain(key_byte: int) -> FakeWorkerChain:
+    """A fake chain for the worker whose private key is ``key_byte`` repeated."""
+    return FakeWorkerChain(EvmSigner(bytes([key_byte]) * 32, chain=CHAIN))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(LocalCoordinator(), tmp_path)
+
+
+async def test_a_task_is_trained_uploaded_and_committed(world: World) -> None:
+    chain = fake_chain(0x21)
+    await world.assign([chain])
+    node = world.node(chain)
+    status = await node.register(stake=10**18, payout=bytes(32))
+    assert status.registered
+    assert status.staked == 10**18
+
+    report = await node.step()
+
+    assert report.assigned == (TaskKey(JOB, 0),)
+    assert report.committed == (TaskKey(JOB, 0),)
+    [commitment] = chain.commitments
+    uploads = await world.coordinator.repository.updates(JOB, 0)
+    assert list(uploads.values()) == [commitment.update_hash.hex()]
+    shard = DigitsShards(4).dataset(0)
+    assert commitment.num_samples == len(shard)
+    # The committed update is what the transcript's last checkpoint holds, and the root is
+    # the Merkle root over the kept checkpoints.
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert record.stage is TaskStage.COMMITTED
+    assert len(record.checkpoints) == CONFIG.training.segments + 1
+    final = decode_blob(node.store.get_blob(record.checkpoints[-1]))
+    update = decode_blob(node.store.get_blob(commitment.update_hash.hex()))
+    assert all(np.array_equal(update[k], v) for k, v in model_of(final).items())
+    leaves = tuple(bytes.fromhex(h) for h in record.checkpoints)
+    assert Transcript(b"", leaves).root == commitment.transcript_root
+    trainer = TorchClassificationTrainer(mlp, shard)
+    loss = trainer.evaluate(model_of(final), shard).loss
+    assert commitment.train_loss == round(loss * 1e6)
+    # A second pass has nothing to do.
+    assert (await node.step()).committed == ()
+    assert len(chain.commitments) == 1
+
+
+async def test_a_restart_after_upload_commits_once(world: World) -> None:
+    chain = fake_chain(0x22)
+    chain.fail_commits = 1
+    await world.assign([chain])
+    first = world.node(chain)
+    with pytest.raises(ConnectionError):
+        await first.step()
+    stored = first.store.load().task(TaskKey(JOB, 0))
+    assert stored is not None
+    assert stored.stage is TaskStage.UPLOADED
+
+    restarted = world.node(chain)
+    report = await restarted.step()
+    assert report.committed == (TaskKey(JOB, 0),)
+    assert [c.update_hash.hex() for c in chain.commitments] == [stored.update_hash]
+
+    # A state file lost after the commit: the chain says committed, nothing is sent again.
+    (world.tmp / "worker.json").unlink()
+    fresh = world.node(chain)
+    assert (await fresh.step()).recovered == (TaskKey(JOB, 0),)
+    assert len(chain.commitments) == 1
+    record = fresh.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert record.stage is TaskStage.COMMITTED
+
+
+async def test_a_challenge_is_answered_with_checkpoints_and_proofs(world: World) -> None:
+    chain = fake_chain(0x23)
+    await world.assign([chain])
+    node = world.node(chain)
+    await node.step()
+    signer = chain.signer
+    now = int(time.time())
+    challenge = Challenge(JOB, 0, signer.worker, segment=1, issued_at=now, answer_by=now + 60)
+    await world.coordinator.repository.save_challenge(challenge)
+
+    report = await node.step()
+
+    assert report.answered == (challenge.challenge_id,)
+    [stored] = await world.coordinator.repository.challenges(challenge_id=challenge.challenge_id)
+    assert stored.answer is not None
+    [commitment] = chain.commitments
+    start = await world.coordinator.blobs.get(stored.answer.start_checkpoint)
+    end = await world.coordinator.blobs.get(stored.answer.end_checkpoint)
+    start_proof = decode_proof(stored.answer.start_proof)
+    end_proof = decode_proof(stored.answer.end_proof)
+    assert verify_proof(blob_hash(start), start_proof, commitment.transcript_root)
+    assert verify_proof(blob_hash(end), end_proof, commitment.transcript_root)
+    # The coordinator's replay of the answered segment accepts it.
+    opening = SegmentOpening(1, start, end, start_proof, end_proof)
+    trainer = TorchClassificationTrainer(mlp, DigitsShards(4).dataset(0))
+    verdict = verify_segment(trainer, CONFIG.training, commitment.transcript_root, 1, opening)
+    assert verdict.accepted, verdict.reason
+
+
+async def test_a_task_past_its_deadline_is_abandoned_without_upload(world: World) -> None:
+    chain = fake_chain(0x24)
+    await world.assign([chain], deadline_in=60)
+    node = world.node(chain, clock_ahead=120)  # the node's clock is past the deadline
+    report = await node.step()
+    assert report.abandoned == (TaskKey(JOB, 0),)
+    assert chain.commitments == []
+    assert await world.coordinator.repository.updates(JOB, 0) == {}
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert "deadline" in record.reason
+
+
+async def test_a_commitment_the_chain_refuses_abandons_the_task(world: World) -> None:
+    chain = fake_chain(0x2A)
+    chain.reject_commits = True
+    await world.assign([chain])
+    node = world.node(chain)
+    report = await node.step()
+    assert report.abandoned == (TaskKey(JOB, 0),)
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert "CommitmentTooLate" in record.reason
+    assert (await node.step()).abandoned == ()  # not retried
+
+
+async def test_run_works_until_stopped(world: World) -> None:
+    chain = fake_chain(0x2B)
+    await world.assign([chain])
+    node = world.node(chain)
+    running = asyncio.create_task(node.run())
+    await asyncio.wait_for(chain.committed.wait(), timeout=60)
+    node.request_stop()
+    async with asyncio.timeout(10):
+        await running
+    assert [c.key for c in chain.commitments] == [TaskKey(JOB, 0)]
+
+
+async def test_a_model_that_disagrees_with_the_chain_is_refused(world: World) -> None:
+    chain = fake_chain(0x25)
+    await world.assign([chain])
+    task = chain.tasks[0]
+    chain.tasks[0] = AssignedTask(task.key, task.task_id, 0, task.deadline, b"\x99" * 32, None)
+    node = world.node(chain)
+    report = await node.step()
+    assert report.abandoned == (TaskKey(JOB, 0),)
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert "the chain" in record.reason
+    assert chain.commitments == []
+
+
+async def test_settlements_are_recorded(world: World) -> None:
+    chain = fake_chain(0x26)
+    await world.assign([chain])
+    node = world.node(chain)
+    await node.step()
+    chain.settled.append(SettledTask(chain.tasks[0].task_id, Outcome.ACCEPTED))
+    report = await node.step()
+    assert report.settled == (TaskKey(JOB, 0),)
+    record = StateStore(world.tmp / "worker.json").load().task(TaskKey(JOB, 0))
+    assert record is not None
+    assert (record.stage, record.outcome) == (TaskStage.SETTLED, Outcome.ACCEPTED)
+    await node.begin_unstake(10)
+    await node.withdraw_stake()
+    assert chain.staked == 0
+
+
+async def test_a_stop_during_training_abandons_the_run_and_keeps_the_task(world: World) -> None:
+    chain = fake_chain(0x27)
+    await world.assign([chain])
+    node = world.node(chain)
+
+    class StopAfterFirstSegment(SilentProgress):
+        def advance(self, key: TaskKey, done: int) -> None:
+            node.request_stop()
+
+    node.progress = StopAfterFirstSegment()
+    with pytest.raises(StopRequested):
+        await node.step()
+    record = StateStore(world.tmp / "worker.json").load().task(TaskKey(JOB, 0))
+    assert record is not None
+    assert record.stage is TaskStage.ASSIGNED
+    assert await world.coordinator.repository.updates(JOB, 0) == {}
+    await node.run()  # returns at once: the stop request stands
+    assert chain.commitments == []
+
+
+async def test_a_tampered_update_is_not_what_the_transcript_ends_in(world: World) -> None:
+    chain = fake_chain(0x28)
+    await world.assign([chain])
+    node = world.node(chain, TamperedUpdateWorker)
+    await node.step()
+    [commitment] = chain.commitments
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    final = model_of(decode_blob(node.store.get_blob(record.checkpoints[-1])))
+    update = decode_blob(node.store.get_blob(commitment.update_hash.hex()))
+    assert not all(np.array_equal(update[k], v) for k, v in final.items())
+
+
+async def test_a_tampered_transcript_fails_the_replay_of_its_segment(world: World) -> None:
+    chain = fake_chain(0x29)
+    await world.assign([chain])
+    node = world.node(chain, TamperedTranscriptWorker)
+    await node.step()
+    [commitment] = chain.commitments
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    blobs = [node.store.get_blob(h) for h in record.checkpoints]
+    leaves = [blob_hash(b) for b in blobs]
+    tampered = len(blobs) // 2
+    opening = SegmentOpening(
+        tampered - 1,
+        blobs[tampered - 1],
+        blobs[tampered],
+        merkle_proof(leaves, tampered - 1),
+        merkle_proof(leaves, tampered),
+    )
+    trainer = TorchClassificationTrainer(mlp, DigitsShards(4).dataset(0))
+    verdict = verify_segment(
+        trainer, CONFIG.training, commitment.transcript_root, tampered - 1, opening
+    )
+    assert not verdict.accepted
+
+
+async def test_secure_aggregation_reveals_only_the_sum(world: World) -> None:
+    chains = [fake_chain(0x31), fake_chain(0x32)]
+    secure = JobConfig(CONFIG.training, secure_aggregation=True, secagg_threshold=2)
+    await world.assign(chains, secure)
+    nodes = [world.node(c, name=f"w{i}") for i, c in enumerate(chains)]
+    reports = await asyncio.gather(*(n.step() for n in nodes))
+    assert all(r.committed == (TaskKey(JOB, 0),) for r in reports)
+
+    await world.coordinator.close_collection(JOB)
+    for node in nodes:
+        await node.step()
+
+    repository, key = world.coordinator.repository, TaskKey(JOB, 0)
+    adverts = [
+        masking.decode_advert(w.worker_id.hex(), d)
+        for w, d in (await repository.secagg(JOB, 0, SecAggStage.KEYS)).items()
+    ]
+    masked_messages = await repository.secagg(JOB, 0, SecAggStage.MASKED)
+    uploads = await repository.updates(JOB, 0)
+    masked = []
+    for worker, data in masked_messages.items():
+        assert uploads[worker] == blob_hash(data).hex()  # the committed blob is the masked one
+        masked.append(masking.decode_masked(worker.worker_id.hex(), data))
+    reveals = [
+        masking.decode_reveal(w.worker_id.hex(), d)
+        for w, d in (await repository.secagg(JOB, 0, SecAggStage.REVEALS)).items()
+    ]
+    config = masking.secagg_config(key, 2)
+    total = unmask_sum(config, adverts, [a.client_id for a in adverts], masked, reveals)
+
+    start = initial_model(mlp, seed=1)
+    expected = np.zeros_like(masking.flat_delta(start, start))
+    for node in nodes:
+        record = node.state.task(key)
+        assert record is not None
+        final = model_of(decode_blob(node.store.get_blob(record.checkpoints[-1])))
+        expected += masking.flat_delta(final, start) * record.num_samples
+    decoded = total.decode(config.fixed_point)
+    assert total.total_weight == sum(n.state.tasks[str(key)].num_samples for n in nodes)
+    np.testing.assert_allclose(decoded, expected, atol=1e-4)
+    # Each masked input alone says nothing useful: it is far from the worker's own update.
+    assert not np.allclose(masked[0].vector.view(np.int64).astype(np.float64), 0, atol=1e6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is present")
+async def test_a_cuda_worker_commits_and_registers_its_capability(world: World) -> None:
+    chain = fake_chain(0x2C)
+    await world.assign([chain])
+    node = world.node(chain)
+    node.device = "cuda"
+    assert node.capabilities == CAPABILITY_CUDA
+    assert (await node.step()).committed == (TaskKey(JOB, 0),)
+    [commitment] = chain.commitments
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert Transcript(b"", tuple(bytes.fromhex(h) for h in record.checkpoints)).root == (
+        commitment.transcript_root
+    )
+
+
+def test_state_file_errors_and_round_trip(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    assert store.load().tasks == {}
+    store.path.write_text("{not json")
+    with pytest.raises(StateFileError, match="cannot read worker state"):
+        store.load()
+    store.path.write_text(json.dumps({"version": 99, "cursor": 0, "tasks": {}}))
+    with pytest.raises(StateFileError, match="state version 99"):
+        store.load()
+    name = store.put_blob(b"blob bytes")
+    assert store.get_blob(name) == b"blob bytes"
+    (store.blob_dir / name).write_bytes(b"other bytes")
+    with pytest.raises(StateFileError, match="corrupt"):
+        store.get_blob(name)
+
+
+def test_proofs_round_trip_and_reject_bad_bytes() -> None:
+    leaves = [keccak256(bytes([i])) for i in range(5)]
+    for index in range(5):
+        proof = merkle_proof(leaves, index)
+        assert decode_proof(encode_proof(proof)) == proof
+    with pytest.raises(ValueError, match="at least 9 bytes"):
+        decode_proof(b"\x00")
+    with pytest.raises(ValueError, match="3 siblings needs 96 bytes"):
+        decode_proof(encode_proof(merkle_proof(leaves, 0))[:-1])
+
+
+def test_job_config_parsing() -> None:
+    assert JobConfig.parse(CONFIG.to_bytes()) == CONFIG
+    secure = JobConfig(CONFIG.training, secure_aggregation=True, secagg_threshold=3)
+    assert JobConfig.parse(secure.to_bytes()) == secure
+    document = json.loads(CONFIG.to_bytes())
+    document["future_field"] = 1
+    assert JobConfig.parse(json.dumps(document).encode()) == CONFIG
+    with pytest.raises(JobConfigError, match="not JSON"):
+        JobConfig.parse(b"\xff")
+    with pytest.raises(JobConfigError, match="training fields"):
+        JobConfig.parse(json.dumps({"seed": 1}).encode())
+    with pytest.raises(JobConfigError, match="secagg_threshold >= 1"):
+        JobConfig.parse(json.dumps({**document, "secure_aggregation": True}).encode())
+
+
+def test_key_files(tmp_path: Path) -> None:
+    evm = tmp_path / "evm.key"
+    evm.write_text("0x" + "ab" * 32 + "\n")
+    assert load_evm_key(evm) == "ab" * 32
+    keypair = Keypair()
+    sol = tmp_path / "sol.json"
+    sol.write_text(json.dumps(list(bytes(keypair))))
+    assert load_solana_keypair(sol).pubkey() == keypair.pubkey()
+    with pytest.raises(KeyFileError, match="does not exist"):
+        load_evm_key(tmp_path / "missing.key")
+    secret = tmp_path / "secret.key"
+    secret.write_text("cd" * 31)
+    with pytest.raises(KeyFileError) as wrong:
+        load_evm_key(secret)
+    assert "cd" * 31 not in str(wrong.value)
+    with pytest.raises(KeyFileError, match="Solana keypair"):
+        load_solana_keypair(evm)
+
+
+def test_shard_specs(tmp_path: Path) -> None:
+    fixed = parse_shard("digits:1/4")
+    assert len(fixed.dataset(3)) == len(DigitsShards(4).dataset(1))
+    per_task = parse_shard("digits:4")
+    assert len(per_task.dataset(2)) == len(DigitsShards(4).dataset(2))
+    path = tmp_path / "shard.npz"
+    np.savez(path, features=np.ones((3, 64), np.float32), labels=np.array([0, 1, 2]))
+    assert len(parse_shard(str(path)).dataset(9)) == 3
+    with pytest.raises(ValueError, match="cannot read data shard"):
+        parse_shard(str(tmp_path / "none.npz"))
+    with pytest.raises(ValueError, match="digits:N or digits:I/N"):
+        parse_shard("digits:x")
+    with pytest.raises(ValueError, match="digits:N or digits:I/N"):
+        parse_shard("digits:4,colour=red")
+
+
+def test_non_iid_digit_shards_match_the_partitioners() -> None:
+    train, _ = split_train_test(digits(), seed=3)
+    source = parse_shard("digits:5,k_classes=2,seed=3,limit=40")
+    expected = partition_k_classes(train.labels, 5, 2, seed=3)[4][:40]
+    shard = source.dataset(4)
+    assert np.array_equal(shard.labels, train.labels[expected])
+    assert len(set(shard.labels.tolist())) <= 2
+    dirichlet = parse_shard("digits:1/3,dirichlet=0.5").dataset(0)
+    assert np.array_equal(dirichlet.labels, train_labels(partition_dirichlet, 3, 0.5)[1])
+
+
+def train_labels(
+    partitioner: Callable[..., list[Indices]], *args: object
+) -> list[npt.NDArray[np.int64]]:
+    train, _ = split_train_test(digits(), seed=0)
+    return [train.labels[p] for p in partitioner(train.labels, *args, seed=0)]

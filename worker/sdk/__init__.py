@@ -1,0 +1,90 @@
+"""The worker SDK: what a GPU owner runs to earn rewards by training fedrelay jobs.
+
+::
+
+    chain = EvmWorkerChain(rpc_url, hub_address, private_key)
+    async with CoordinatorClient(url, EvmSigner(private_key, chain=4)) as api:
+        node = WorkerNode(chain, api, DigitsShards(8), StateStore(Path("worker.json")))
+        await node.register(stake=10**18, payout=payout_bytes32)
+        await node.run()  # until node.request_stop()
+
+Public surface: :class:`WorkerNode`, the :class:`WorkerChain` protocol and its backends
+(:class:`EvmWorkerChain` in :mod:`worker.sdk.evm`, :class:`SolanaWorkerChain` in
+:mod:`worker.sdk.solana`), :class:`RewardAccount` (rewards on the coordinator chain), shard
+sources, the state store, progress reporters, key loading and the errors.
+:mod:`worker.sdk.testing` holds dishonest workers and an in-process coordinator for demos and
+tests only.
+"""
+
+from worker.sdk.chain import CAPABILITY_CPU_REPLAY, CAPABILITY_CUDA, WorkerChain
+from worker.sdk.config import JobConfig
+from worker.sdk.errors import (
+    ChainRejected,
+    ChainUnavailable,
+    JobConfigError,
+    KeyFileError,
+    SecureAggregationFailed,
+    StateFileError,
+    TaskRefused,
+    WorkerError,
+)
+from worker.sdk.keys import load_evm_key, load_solana_keypair
+from worker.sdk.node import StepReport, StopRequested, TrainedUpdate, WorkerNode
+from worker.sdk.progress import ProgressReporter, RichProgress, SilentProgress
+from worker.sdk.proofs import decode_proof, encode_proof
+from worker.sdk.rewards import RewardAccount
+from worker.sdk.shards import DigitsShards, FixedShard, ShardSource, parse_shard
+from worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
+from worker.sdk.tasks import (
+    AssignedTask,
+    ChainPoll,
+    CommitReceipt,
+    Outcome,
+    SettledTask,
+    StakeStatus,
+    TaskKey,
+    UpdateCommitment,
+)
+
+__all__ = [
+    "CAPABILITY_CPU_REPLAY",
+    "CAPABILITY_CUDA",
+    "AssignedTask",
+    "ChainPoll",
+    "ChainRejected",
+    "ChainUnavailable",
+    "CommitReceipt",
+    "DigitsShards",
+    "FixedShard",
+    "JobConfig",
+    "JobConfigError",
+    "KeyFileError",
+    "Outcome",
+    "ProgressReporter",
+    "RewardAccount",
+    "RichProgress",
+    "SecureAggregationFailed",
+    "SettledTask",
+    "ShardSource",
+    "SilentProgress",
+    "StakeStatus",
+    "StateFileError",
+    "StateStore",
+    "StepReport",
+    "StopRequested",
+    "TaskKey",
+    "TaskRecord",
+    "TaskRefused",
+    "TaskStage",
+    "TrainedUpdate",
+    "UpdateCommitment",
+    "WorkerChain",
+    "WorkerError",
+    "WorkerNode",
+    "WorkerState",
+    "decode_proof",
+    "encode_proof",
+    "load_evm_key",
+    "load_solana_keypair",
+    "parse_shard",
+]
