@@ -30,6 +30,8 @@ EXPECTED_TABLES = {
     # the coordinator's tables (adapters/ledger/coordinator_models.py)
     "coordinator_workers", "coordinator_rounds", "coordinator_tasks", "coordinator_blobs",
     "coordinator_updates", "coordinator_secagg_messages", "coordinator_challenges",
+    # the coordinator service's reports (adapters/ledger/coordinator_store.py)
+    "coordinator_round_reports",
 }  # fmt: skip
 # The newest migration, so adding one does not mean editing these tests.
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://")).get_current_head()

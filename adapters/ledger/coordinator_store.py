@@ -1,0 +1,107 @@
+"""The coordinator service's store on the ledger: the API's tables plus the chain cursor
+(``source_cursors``) and one report per round (``coordinator_round_reports``).
+
+A coordinator started on the same database finds its cursor, its registered workers, every
+round state and every report where the previous process left them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Text, func, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from adapters.ledger.coordinator_models import CoordinatorRound, CoordinatorWorker
+from adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
+from adapters.ledger.models import U64, Base, SourceCursor, utcnow
+from coordinator.rounds import Phase, WorkerRef
+from coordinator.store import RoundReport
+
+
+class CoordinatorRoundReport(Base):
+    """The coordinator's report of one round, as JSON (see ``coordinator.store.RoundReport``)."""
+
+    __tablename__ = "coordinator_round_reports"
+
+    job_id: Mapped[int] = mapped_column(U64, primary_key=True)
+    round: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    report: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class LedgerCoordinatorStore(LedgerCoordinatorRepository):
+    """A :class:`~coordinator.store.CoordinatorStore` in the ledger's tables."""
+
+    async def cursor(self, source: str) -> int | None:
+        """See :meth:`CoordinatorStore.cursor`."""
+        async with self._sessions() as session:
+            row = await session.get(SourceCursor, source)
+            return None if row is None else int(row.position)
+
+    async def save_cursor(self, source: str, chain: int, block: int) -> None:
+        """See :meth:`CoordinatorStore.save_cursor`."""
+        async with self._sessions() as session, session.begin():
+            row = await session.get(SourceCursor, source)
+            if row is None:
+                session.add(SourceCursor(source=source, chain_id=chain, position=block))
+            else:
+                row.position = block
+                row.updated_at = utcnow()
+
+    async def workers(self) -> list[WorkerRef]:
+        """See :meth:`CoordinatorStore.workers`."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(CoordinatorWorker).order_by(
+                    CoordinatorWorker.chain, CoordinatorWorker.worker_key
+                )
+            )
+            return [WorkerRef(r.chain, r.worker_key) for r in rows]
+
+    async def active_jobs(self) -> list[int]:
+        """See :meth:`CoordinatorStore.active_jobs`."""
+        latest = (
+            select(CoordinatorRound.job_id, func.max(CoordinatorRound.round).label("round"))
+            .group_by(CoordinatorRound.job_id)
+            .subquery()
+        )
+        query = (
+            select(CoordinatorRound.job_id)
+            .join(
+                latest,
+                (CoordinatorRound.job_id == latest.c.job_id)
+                & (CoordinatorRound.round == latest.c.round),
+            )
+            .where(CoordinatorRound.phase != Phase.COMPLETED.value)
+            .order_by(CoordinatorRound.job_id)
+        )
+        async with self._sessions() as session:
+            return [int(job_id) for job_id in await session.scalars(query)]
+
+    async def save_report(self, report: RoundReport) -> None:
+        """See :meth:`CoordinatorStore.save_report`."""
+        async with self._sessions() as session, session.begin():
+            await session.merge(
+                CoordinatorRoundReport(
+                    job_id=report.job_id, round=report.round, report=report.to_json()
+                )
+            )
+
+    async def report(self, job_id: int, round_number: int) -> RoundReport | None:
+        """See :meth:`CoordinatorStore.report`."""
+        async with self._sessions() as session:
+            row = await session.get(CoordinatorRoundReport, (job_id, round_number))
+            return None if row is None else RoundReport.from_json(row.report)
+
+    async def reports(self, job_id: int) -> list[RoundReport]:
+        """See :meth:`CoordinatorStore.reports`."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(CoordinatorRoundReport)
+                .where(CoordinatorRoundReport.job_id == job_id)
+                .order_by(CoordinatorRoundReport.round)
+            )
+            return [RoundReport.from_json(r.report) for r in rows]

@@ -1,0 +1,408 @@
+"""The AGGREGATING phase of a round: check, challenge, replay, unmask, aggregate and score.
+
+:meth:`RoundAggregation.work` is called on every step while a round aggregates. It
+
+1. checks each committed update against its on-chain commitment (a plain update blob, or the
+   masked input under secure aggregation); a mismatch or a missing upload is rejected and
+   slashed;
+2. (plain rounds) challenges the transcripts drawn from the round's seed and replays each answer;
+   a failed replay, or no answer by the deadline, is rejected and slashed;
+3. (secure rounds) waits for the unmasking reveals and recovers the sum of the masked inputs;
+4. aggregates with the job's strategy, evaluates the new model on the held-out set, scores the
+   accepted workers and splits the round's reward.
+
+It returns the :class:`Proposal` once everything is in, else None (answers or reveals are still
+awaited). Every rejection is saved at once, and challenges are issued with deterministic terms,
+so a restarted coordinator repeats exactly the same work. Transcripts are not challenged under
+secure aggregation: opening checkpoints would reveal the very update the masks hide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from adapters.blobstore import BlobStore, BlobStoreError
+from adapters.wormhole import Outcome, keccak256
+from coordinator.aggregation import (
+    AggregationError,
+    ClientUpdate,
+    ParameterLayout,
+    ServerState,
+    Vector,
+)
+from coordinator.chain_events import ChainJob, WorkerResult
+from coordinator.job_config import JobConfig
+from coordinator.repository import Challenge
+from coordinator.rounds import RoundState, TaskStatus, UpdateRejected, WorkerRef, apply
+from coordinator.scoring import loss_reduction_scores, mix_with_samples, split_payout
+from coordinator.secagg import SecureAggregationError
+from coordinator.secure_sum import masked_inputs, reveal_senders, secagg_config, unmask
+from coordinator.store import CoordinatorStore, RoundReport
+from coordinator.verification import (
+    JobWorkbench,
+    UpdateRejection,
+    challenge_sample,
+    decode_proof,
+    delta_of,
+    read_update,
+)
+from worker.training import SegmentOpening, Verdict, decode_blob, encode_blob
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(Exception):
+    """The round's starting model is not in the blob store."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What aggregation needs about a job beyond its round state."""
+
+    job: ChainJob
+    config: JobConfig
+    workbench: JobWorkbench
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What ``finalizeRound`` proposes, and what the round's report records.
+
+    Attributes:
+        model_hash: The aggregated model (its blob is stored and published).
+        results: One outcome per assigned worker, in assignment order.
+        loss: Held-out loss of the new model.
+        accuracy: Held-out accuracy of the new model.
+        scores: Contribution score per accepted worker id (hex).
+        rewards: Non-zero rewards per worker id (hex).
+        server_state: Blob name of the server optimiser state after the round.
+        note: Why the model was kept unchanged, if it was.
+    """
+
+    model_hash: bytes
+    results: tuple[WorkerResult, ...]
+    loss: float
+    accuracy: float
+    scores: dict[str, float]
+    rewards: dict[str, int]
+    server_state: str
+    note: str
+
+
+def server_state_blob(state: ServerState) -> bytes:
+    """The blob of a server optimiser state."""
+    tensors = {f"slot/{k}": np.asarray(v, dtype=np.float64) for k, v in state.slots.items()}
+    tensors["rounds"] = np.array([state.rounds], dtype=np.int64)
+    return encode_blob(tensors)
+
+
+def server_state_of(blob: bytes) -> ServerState:
+    """Parse :func:`server_state_blob`."""
+    tensors = decode_blob(blob)
+    slots = {
+        k.removeprefix("slot/"): np.asarray(v, dtype=np.float64)
+        for k, v in tensors.items()
+        if k.startswith("slot/")
+    }
+    return ServerState(int(tensors["rounds"][0]), slots)
+
+
+def _outcome(status: TaskStatus) -> Outcome:
+    if status is TaskStatus.COMMITTED:
+        return Outcome.ACCEPTED
+    return Outcome.SLASHED if status is TaskStatus.SLASHED else Outcome.DROPPED
+
+
+class RoundAggregation:
+    """The aggregation work of one job's rounds (see the module docstring)."""
+
+    def __init__(self, context: JobContext, store: CoordinatorStore, blobs: BlobStore) -> None:
+        """Work for ``context``'s job on ``store`` and ``blobs``."""
+        self._context = context
+        self._store = store
+        self._blobs = blobs
+        self._verdicts: dict[str, Verdict] = {}
+
+    async def work(
+        self, state: RoundState, report: RoundReport, now: int
+    ) -> tuple[RoundState, Proposal | None]:
+        """Do what can be done now; the proposal once the round is fully checked.
+
+        Args:
+            state: The AGGREGATING round.
+            report: Its report (with ``collection_closed_at`` and ``seed``).
+            now: Unix seconds.
+
+        Returns:
+            The state with any new rejections, and the proposal or None.
+
+        Raises:
+            ModelUnavailable: The round's model blob is missing.
+        """
+        config = self._context.config
+        closed_at = report.collection_closed_at or state.updated_at
+        model_blob = await self._blob(state.model_hash.hex())
+        if model_blob is None:
+            raise ModelUnavailable(
+                f"the round's model {state.model_hash.hex()} is not in the blob store"
+            )
+        model = {k: np.asarray(v, dtype=np.float32) for k, v in decode_blob(model_blob).items()}
+        layout = ParameterLayout.of(model)
+        params = layout.flatten(model)
+        slash = config.rejected_slash
+
+        trained: dict[bytes, Vector] = {}
+        if config.secure_aggregation:
+            state = await self._check_masked(state, slash, now)
+        else:
+            uploads = await self._store.updates(state.job_id, state.round)
+            for a in state.with_status(TaskStatus.COMMITTED):
+                assert a.commitment is not None
+                blob = await self._blob(uploads.get(a.worker))
+                try:
+                    trained[a.worker.worker_id] = read_update(
+                        blob, a.commitment.update_hash, layout
+                    )
+                except UpdateRejection as exc:
+                    state = await self._reject(state, a.worker, str(exc), slash, now)
+            state, pending = await self._challenge(state, report, closed_at, now)
+            if pending:
+                return state, None
+
+        previous = await self._store.report(state.job_id, state.round - 1) if state.round else None
+        server_blob = await self._blob(previous.server_state if previous else None)
+        server_state = server_state_of(server_blob) if server_blob else ServerState()
+        if config.secure_aggregation:
+            combined = await self._combine_secure(state, params, server_state, closed_at, now)
+            if combined is None:
+                return state, None
+        else:
+            combined = await self._combine_plain(state, layout, params, server_state, trained)
+        new_params, server_state, scores, note = combined
+
+        new_model = layout.unflatten(new_params)
+        new_blob = encode_blob(new_model)
+        model_name = await self._blobs.put(new_blob)
+        await self._store.publish_blob(model_name)
+        loss, accuracy = await asyncio.to_thread(self._context.workbench.evaluate, new_model)
+        state_name = await self._blobs.put(server_state_blob(server_state))
+        rewards = split_payout(self._context.job.reward_per_round, scores) if scores else {}
+        results = [
+            WorkerResult(
+                a.worker,
+                _outcome(a.status),
+                rewards.get(a.worker.worker_id.hex(), 0) if a.status is TaskStatus.COMMITTED else 0,
+                a.slash if a.status is TaskStatus.SLASHED else 0,
+            )
+            for a in state.assignments
+        ]
+        proposal = Proposal(
+            model_hash=bytes.fromhex(model_name),
+            results=tuple(results),
+            loss=loss,
+            accuracy=accuracy,
+            scores=scores,
+            rewards={k: v for k, v in rewards.items() if v},
+            server_state=state_name,
+            note=note,
+        )
+        return state, proposal
+
+    async def _combine_plain(
+        self,
+        state: RoundState,
+        layout: ParameterLayout,
+        params: Vector,
+        server_state: ServerState,
+        trained: dict[bytes, Vector],
+    ) -> tuple[Vector, ServerState, dict[str, float], str]:
+        """Aggregate the accepted updates; score each by held-out loss reduction."""
+        committed = state.with_status(TaskStatus.COMMITTED)
+        if not committed:
+            return params, server_state, {}, "no accepted update: the model is kept unchanged"
+        config = self._context.config
+        updates = [
+            ClientUpdate(
+                a.worker.worker_id.hex(),
+                delta_of(trained[a.worker.worker_id], params),
+                max(1, a.commitment.num_samples if a.commitment else 1),
+            )
+            for a in committed
+        ]
+        result = config.build_strategy().aggregate_fit(params, updates, server_state)
+        loss_of = self._context.workbench.held_out_loss(layout)
+        raw = await asyncio.to_thread(loss_reduction_scores, loss_of, params, updates)
+        samples = {u.client_id: u.num_examples for u in updates}
+        scores = mix_with_samples(raw, samples, config.sample_weight)
+        if not any(scores.values()):
+            # Verified work that happened not to lower the held-out loss is still paid, by
+            # sample count.
+            scores = {k: float(v) for k, v in samples.items()}
+        return result.params, result.state, scores, ""
+
+    async def _combine_secure(
+        self,
+        state: RoundState,
+        params: Vector,
+        server_state: ServerState,
+        closed_at: int,
+        now: int,
+    ) -> tuple[Vector, ServerState, dict[str, float], str] | None:
+        """Unmask the sum and aggregate it; scores by sample count (individual updates are
+        hidden). None while reveals are awaited."""
+        committed = state.with_status(TaskStatus.COMMITTED)
+        if not committed:
+            return params, server_state, {}, "no accepted update: the model is kept unchanged"
+        config = self._context.config
+        survivors = set(await masked_inputs(self._store, state.job_id, state.round))
+        revealed = await reveal_senders(self._store, state.job_id, state.round)
+        if not survivors <= revealed and now <= closed_at + config.reveal_seconds:
+            return None
+        samples = {
+            a.worker.worker_id.hex(): float(a.commitment.num_samples if a.commitment else 0)
+            for a in committed
+        }
+        scores = samples if any(samples.values()) else dict.fromkeys(samples, 1.0)
+        if any(a.worker in survivors for a in state.with_status(TaskStatus.SLASHED)):
+            note = "a masked input contradicted its commitment: the model is kept unchanged"
+            return params, server_state, scores, note
+        try:
+            secagg = secagg_config(config, state.job_id, state.round, len(state.assignments))
+            workers = [a.worker for a in state.assignments]
+            secure = await unmask(self._store, secagg, state.job_id, state.round, workers)
+            weighted = secure.decode(secagg.fixed_point)
+            strategy = config.build_strategy()
+            result = strategy.aggregate_sum(params, weighted, secure.total_weight, server_state)
+        except (SecureAggregationError, AggregationError) as exc:
+            return params, server_state, scores, f"secure aggregation failed: {exc}"
+        return result.params, result.state, scores, ""
+
+    async def _reject(
+        self, state: RoundState, worker: WorkerRef, reason: str, slash: int, now: int
+    ) -> RoundState:
+        rejected = apply(state, UpdateRejected(state.round, worker, slash, reason, now))
+        await self._store.save_round(rejected)
+        log.warning(
+            "job %d round %d: worker %s rejected and slashed: %s",
+            state.job_id,
+            state.round,
+            worker.key.hex(),
+            reason,
+        )
+        return rejected
+
+    async def _blob(self, name: str | None) -> bytes | None:
+        if name is None:
+            return None
+        try:
+            return await self._blobs.get(name)
+        except BlobStoreError:
+            return None
+
+    async def _check_masked(self, state: RoundState, slash: int, now: int) -> RoundState:
+        masked = await masked_inputs(self._store, state.job_id, state.round)
+        for a in state.with_status(TaskStatus.COMMITTED):
+            assert a.commitment is not None
+            data = masked.get(a.worker)
+            if data is None:
+                reason = "the committed masked input was never uploaded"
+            elif keccak256(data) != a.commitment.update_hash:
+                reason = (
+                    f"masked input hashes to {keccak256(data).hex()}, the chain commitment is "
+                    f"{a.commitment.update_hash.hex()}"
+                )
+            else:
+                continue
+            state = await self._reject(state, a.worker, reason, slash, now)
+        return state
+
+    async def _challenge(
+        self,
+        state: RoundState,
+        report: RoundReport,
+        closed_at: int,
+        now: int,
+    ) -> tuple[RoundState, bool]:
+        """Issue the round's challenges, replay the answers; True while answers are awaited."""
+        config = self._context.config
+        if config.challenge_rate <= 0 or report.seed is None:
+            return state, False
+        segments = config.training_config().segments
+        draws = challenge_sample(
+            bytes.fromhex(report.seed),
+            state.with_status(TaskStatus.COMMITTED),
+            config.challenge_rate,
+            segments,
+        )
+        pending = False
+        for draw in draws:
+            a = draw.assignment
+            assert a.commitment is not None
+            issued = Challenge(
+                state.job_id,
+                state.round,
+                a.worker,
+                draw.segment,
+                closed_at,
+                closed_at + config.answer_seconds,
+            )
+            stored = await self._store.challenges(challenge_id=issued.challenge_id)
+            if not stored:
+                await self._store.save_challenge(issued)
+                log.info(
+                    "job %d round %d: challenged worker %s on segment %d",
+                    state.job_id,
+                    state.round,
+                    a.worker.key.hex(),
+                    draw.segment,
+                )
+            challenge = stored[0] if stored else issued
+            answer = challenge.answer
+            if answer is None:
+                if now <= challenge.answer_by:
+                    pending = True
+                    continue
+                reason = f"did not answer the challenge of segment {draw.segment} in time"
+                state = await self._reject(state, a.worker, reason, config.rejected_slash, now)
+                continue
+            verdict = await self._verdict(state, challenge)
+            if not verdict.accepted:
+                reason = f"challenge of segment {draw.segment} failed: {verdict.reason}"
+                state = await self._reject(state, a.worker, reason, config.rejected_slash, now)
+        return state, pending
+
+    async def _verdict(self, state: RoundState, challenge: Challenge) -> Verdict:
+        known = self._verdicts.get(challenge.challenge_id)
+        if known is not None:
+            return known
+        answer = challenge.answer
+        assert answer is not None
+        start = await self._blob(answer.start_checkpoint)
+        end = await self._blob(answer.end_checkpoint)
+        if start is None or end is None:
+            return Verdict(False, "the answer's checkpoints are not in the blob store")
+        try:
+            opening = SegmentOpening(
+                challenge.segment,
+                start,
+                end,
+                decode_proof(answer.start_proof),
+                decode_proof(answer.end_proof),
+            )
+        except UpdateRejection as exc:
+            verdict = Verdict(False, str(exc))
+        else:
+            verdict = await asyncio.to_thread(
+                self._context.workbench.replay,
+                state.job_id,
+                state.round,
+                state.assignment(challenge.worker),
+                challenge.segment,
+                opening,
+            )
+        self._verdicts[challenge.challenge_id] = verdict
+        return verdict

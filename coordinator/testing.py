@@ -1,0 +1,436 @@
+"""Test helpers for the coordinator service: a simulated chain, a clock and simulated workers.
+
+- :class:`FakeJobMarket` simulates the coordinator chain (JobMarket and its blocks) in memory,
+  so the service's logic is tested without an EVM node. It keeps JobMarket's rules that matter
+  to the service (assignments only for registered workers of allowed chains, commitments only
+  for assigned tasks of the collecting round, one proposal per round, settlement after the
+  window) and records every call.
+- :class:`FakeClock` is the time both the fake chain and the service read.
+- :class:`SimulatedWorker` does a worker's part against the real HTTP API: trains its shard
+  with a transcript, uploads the update, answers challenges, and (on request) cheats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from adapters.blobstore import blob_name
+from adapters.wormhole import Task, keccak256, loss_to_fixed
+from coordinator.aggregation import ParameterLayout
+from coordinator.chain_events import (
+    BlockRef,
+    ChainCommitment,
+    ChainError,
+    ChainEvent,
+    ChainJob,
+    ChainRound,
+    ChainRoundPhase,
+    JobPosted,
+    RoundChallenged,
+    RoundSettled,
+    UpdateArrived,
+    WorkerJoined,
+    WorkerResult,
+)
+from coordinator.client import CoordinatorClient
+from coordinator.job_config import JobConfig
+from coordinator.repository import SecAggStage
+from coordinator.rounds import WorkerRef
+from coordinator.secagg import Participant
+from coordinator.secure_sum import encode_masked, encode_reveal
+from coordinator.verification import JobWorkbench, delta_of, encode_proof
+from worker.training import (
+    ModelTensors,
+    TrainingRun,
+    Transcript,
+    blob_hash,
+    decode_blob,
+    encode_blob,
+    model_of,
+    open_segment,
+    train_with_transcript,
+)
+from worker.training.torch_trainer import TorchClassificationTrainer, mlp
+
+
+class FakeClock:
+    """Unix seconds that move only when told to."""
+
+    def __init__(self, now: int = 1_800_000_000) -> None:
+        """Start at ``now``."""
+        self.now = now
+
+    def __call__(self) -> float:
+        """The current time."""
+        return float(self.now)
+
+    def advance(self, seconds: int) -> None:
+        """Move the clock forward."""
+        self.now += seconds
+
+
+@dataclass
+class _FakeJob:
+    spec: ChainJob
+    rounds: dict[int, ChainRound] = field(default_factory=dict)
+
+
+class FakeJobMarket:
+    """Simulates JobMarket on a chain that mines one block per transaction (see module doc)."""
+
+    def __init__(self, clock: FakeClock, challenge_window: int = 0, max_batch: int = 32) -> None:
+        """An empty chain at ``clock``'s time.
+
+        Args:
+            clock: The chain's time (block timestamps).
+            challenge_window: Seconds a proposal stays open.
+            max_batch: The batch size of every worker chain.
+        """
+        self._clock = clock
+        self._window = challenge_window
+        self._max_batch = max_batch
+        self.blocks: list[BlockRef] = []
+        self.log: list[ChainEvent] = []
+        self.jobs: dict[int, _FakeJob] = {}
+        self.stakes: dict[WorkerRef, int] = {}
+        self.tasks: dict[tuple[int, int, WorkerRef], ChainCommitment] = {}
+        self.assign_calls: list[tuple[int, int, int, tuple[Task, ...]]] = []
+        self.proposals: dict[tuple[int, int], tuple[bytes, tuple[WorkerResult, ...]]] = {}
+        self.finalize_calls = 0
+        self.settled: list[tuple[int, int]] = []
+        self._mine()
+
+    def _mine(self) -> BlockRef:
+        number = len(self.blocks)
+        block = BlockRef(number, keccak256(b"fake block" + number.to_bytes(8, "big")), self._now)
+        self.blocks.append(block)
+        return block
+
+    @property
+    def _now(self) -> int:
+        return int(self._clock())
+
+    # --- what other parties do ----------------------------------------------------------------
+
+    def post_job(
+        self,
+        model_hash: bytes,
+        config_hash: bytes,
+        *,
+        num_rounds: int,
+        workers_per_round: int,
+        reward_per_round: int,
+        min_stake: int = 1,
+        worker_chains: tuple[int, ...] = (4,),
+    ) -> int:
+        """Post a job (as a poster would); returns its id."""
+        job_id = len(self.jobs) + 1
+        self.jobs[job_id] = _FakeJob(
+            ChainJob(
+                job_id,
+                True,
+                num_rounds,
+                0,
+                workers_per_round,
+                min_stake,
+                model_hash,
+                config_hash,
+                reward_per_round,
+                worker_chains,
+            )
+        )
+        block = self._mine()
+        self.log.append(JobPosted(job_id, block.number, block.timestamp))
+        return job_id
+
+    def register(self, worker: WorkerRef, stake: int) -> None:
+        """Deliver a WORKER_REGISTERED (as the relayer would)."""
+        self.stakes[worker] = stake
+        block = self._mine()
+        self.log.append(WorkerJoined(worker, stake, block.number, block.timestamp))
+
+    def commit(
+        self,
+        job_id: int,
+        round_number: int,
+        worker: WorkerRef,
+        update_hash: bytes,
+        transcript_root: bytes,
+        num_samples: int,
+        train_loss: int,
+    ) -> None:
+        """Deliver an UPDATE_COMMITTED (as the relayer would).
+
+        Raises:
+            ChainError: The task is unknown, already committed, or the round is not collecting.
+        """
+        key = (job_id, round_number, worker)
+        task = self.tasks.get(key)
+        chain_round = self.jobs[job_id].rounds.get(round_number)
+        if task is None or chain_round is None:
+            raise ChainError(f"UnknownTask {job_id}/{round_number}/{worker.key.hex()}")
+        if chain_round.phase is not ChainRoundPhase.COLLECTING:
+            raise ChainError(f"RoundNotCollecting {job_id}/{round_number}")
+        if task.committed:
+            raise ChainError("TaskAlreadyCommitted")
+        self.tasks[key] = ChainCommitment(
+            True, True, update_hash, transcript_root, num_samples, train_loss
+        )
+        block = self._mine()
+        self.log.append(
+            UpdateArrived(job_id, round_number, worker, update_hash, block.number, block.timestamp)
+        )
+
+    def challenge(self, job_id: int, round_number: int) -> None:
+        """Reject the round's proposal inside its window (as the challenger would)."""
+        job = self.jobs[job_id]
+        current = job.rounds[round_number]
+        if current.phase is not ChainRoundPhase.PROPOSED:
+            raise ChainError(f"RoundNotProposed {job_id}/{round_number}")
+        job.rounds[round_number] = ChainRound(
+            ChainRoundPhase.COLLECTING, current.assigned, 0, bytes(32)
+        )
+        block = self._mine()
+        self.log.append(RoundChallenged(job_id, round_number, block.number, block.timestamp))
+
+    # --- CoordinatorChain ---------------------------------------------------------------------
+
+    async def head(self) -> BlockRef:
+        """See :meth:`CoordinatorChain.head`."""
+        return self.blocks[-1]
+
+    async def block(self, number: int) -> BlockRef:
+        """See :meth:`CoordinatorChain.block`."""
+        return self.blocks[number]
+
+    async def events(self, from_block: int, to_block: int) -> Sequence[ChainEvent]:
+        """See :meth:`CoordinatorChain.events`."""
+        return [e for e in self.log if from_block <= e.block <= to_block]
+
+    async def job(self, job_id: int) -> ChainJob:
+        """See :meth:`CoordinatorChain.job`."""
+        return self.jobs[job_id].spec
+
+    async def round(self, job_id: int, round_number: int) -> ChainRound:
+        """See :meth:`CoordinatorChain.round`."""
+        idle = ChainRound(ChainRoundPhase.IDLE, 0, 0, bytes(32))
+        return self.jobs[job_id].rounds.get(round_number, idle)
+
+    async def commitment(
+        self, job_id: int, round_number: int, worker: WorkerRef
+    ) -> ChainCommitment:
+        """See :meth:`CoordinatorChain.commitment`."""
+        none = ChainCommitment(False, False, bytes(32), bytes(32), 0, 0)
+        return self.tasks.get((job_id, round_number, worker), none)
+
+    async def stake(self, worker: WorkerRef) -> int:
+        """See :meth:`CoordinatorChain.stake`."""
+        return self.stakes.get(worker, 0)
+
+    async def max_batch(self, worker_chain: int) -> int:
+        """See :meth:`CoordinatorChain.max_batch`."""
+        return self._max_batch
+
+    async def challenge_window(self) -> int:
+        """See :meth:`CoordinatorChain.challenge_window`."""
+        return self._window
+
+    async def assign_tasks(
+        self, job_id: int, worker_chain: int, deadline: int, tasks: Sequence[Task]
+    ) -> None:
+        """See :meth:`CoordinatorChain.assign_tasks`."""
+        job = self.jobs[job_id]
+        round_number = job.spec.current_round
+        current = job.rounds.get(round_number, ChainRound(ChainRoundPhase.IDLE, 0, 0, bytes(32)))
+        if worker_chain not in job.spec.worker_chains:
+            raise ChainError(f"ChainNotAllowed {worker_chain}")
+        if current.assigned + len(tasks) > job.spec.workers_per_round:
+            raise ChainError("TooManyWorkers")
+        for task in tasks:
+            worker = WorkerRef(worker_chain, task.worker_key)
+            if self.stakes.get(worker, 0) < job.spec.min_stake:
+                raise ChainError(f"UnknownWorker {task.worker_key.hex()}")
+            if (job_id, round_number, worker) in self.tasks:
+                raise ChainError("TaskAlreadyAssigned")
+            self.tasks[(job_id, round_number, worker)] = ChainCommitment(
+                True, False, bytes(32), bytes(32), 0, 0
+            )
+        job.rounds[round_number] = ChainRound(
+            ChainRoundPhase.COLLECTING, current.assigned + len(tasks), 0, bytes(32)
+        )
+        self.assign_calls.append((job_id, worker_chain, deadline, tuple(tasks)))
+        self._mine()
+
+    async def finalize_round(
+        self, job_id: int, round_number: int, model_hash: bytes, results: Sequence[WorkerResult]
+    ) -> None:
+        """See :meth:`CoordinatorChain.finalize_round`."""
+        job = self.jobs[job_id]
+        current = job.rounds.get(round_number)
+        if current is None or current.phase is not ChainRoundPhase.COLLECTING:
+            raise ChainError(f"RoundNotCollecting {job_id}/{round_number}")
+        if len(results) != current.assigned:
+            raise ChainError("ResultCountMismatch")
+        if sum(r.reward for r in results) > job.spec.reward_per_round:
+            raise ChainError("RewardExceedsBudget")
+        block = self._mine()
+        job.rounds[round_number] = ChainRound(
+            ChainRoundPhase.PROPOSED, current.assigned, block.timestamp + self._window, model_hash
+        )
+        self.proposals[(job_id, round_number)] = (model_hash, tuple(results))
+        self.finalize_calls += 1
+
+    async def settle_round(self, job_id: int, round_number: int) -> None:
+        """See :meth:`CoordinatorChain.settle_round`."""
+        job = self.jobs[job_id]
+        current = job.rounds[round_number]
+        if current.phase is not ChainRoundPhase.PROPOSED or self._now < current.challenge_deadline:
+            raise ChainError(f"cannot settle {job_id}/{round_number} now")
+        job.rounds[round_number] = ChainRound(
+            ChainRoundPhase.SETTLED, current.assigned, current.challenge_deadline, bytes(32)
+        )
+        spec = job.spec
+        following = spec.current_round + 1
+        job.spec = ChainJob(
+            spec.job_id,
+            following < spec.num_rounds,
+            spec.num_rounds,
+            following,
+            spec.workers_per_round,
+            spec.min_stake,
+            current.proposed_model_hash,
+            spec.config_hash,
+            spec.reward_per_round,
+            spec.worker_chains,
+        )
+        block = self._mine()
+        self.settled.append((job_id, round_number))
+        self.log.append(
+            RoundSettled(
+                job_id, round_number, current.proposed_model_hash, block.number, block.timestamp
+            )
+        )
+
+
+Committer = Callable[[int, int, WorkerRef, bytes, bytes, int, int], object]
+"""Puts an UPDATE_COMMITTED on the coordinator chain: (job, round, worker, update hash,
+transcript root, samples, loss)."""
+
+
+@dataclass
+class SimulatedWorker:
+    """A worker's part in a round, through the coordinator's HTTP API.
+
+    Attributes:
+        client: The worker's signed API client.
+        worker: The worker the client signs as.
+        config: The job's configuration.
+        commit: How its commitment reaches the coordinator chain.
+        tamper_update: Upload a blob other than the one committed.
+        forge_transcript: Commit a transcript whose checkpoints were edited after training.
+        silent: Never answer challenges.
+    """
+
+    client: CoordinatorClient
+    worker: WorkerRef
+    config: JobConfig
+    commit: Committer
+    tamper_update: bool = False
+    forge_transcript: bool = False
+    silent: bool = False
+    runs: dict[tuple[int, int], tuple[TrainingRun, tuple[bytes, ...]]] = field(
+        default_factory=dict, init=False
+    )
+
+    async def train(
+        self, job_id: int, round_number: int, participant: Participant | None = None
+    ) -> ModelTensors:
+        """Download the round's model, train its shard with a transcript, upload, commit.
+
+        Args:
+            job_id: The job.
+            round_number: The round.
+            participant: Under secure aggregation, this worker's party of the round: the delta
+                is masked and the masked input is sent and committed instead of the update.
+
+        Returns:
+            The trained model tensors (what an honest update carries).
+        """
+        view = await self.client.round_status(job_id, round_number)
+        task = next(t for t in view.tasks if t.worker_key == self.worker.key.hex())
+        model_blob = await self.client.download_blob(view.model_hash)
+        model = {k: np.asarray(v, dtype=np.float32) for k, v in decode_blob(model_blob).items()}
+        workbench = JobWorkbench(self.config)
+        training = workbench.training_config()
+        spec = self.config.model
+        shard = workbench.shard(task.shard)
+        trainer = TorchClassificationTrainer(
+            lambda: mlp(spec.inputs, spec.hidden, spec.classes), shard
+        )
+        run = train_with_transcript(trainer, model, training)
+        blobs = run.blobs
+        if self.forge_transcript:
+            blobs = (blobs[0], *(_nudged(b) for b in blobs[1:]))
+        trained = model_of(decode_blob(blobs[-1]))
+        if participant is None:
+            update = encode_blob(trained)
+            doubled = {k: v * 2 for k, v in trained.items()}
+            uploaded = encode_blob(doubled) if self.tamper_update else update
+            await self.client.upload_update(job_id, round_number, uploaded)
+        else:
+            layout = ParameterLayout.of(model)
+            delta = delta_of(layout.flatten(trained), layout.flatten(model))
+            update = encode_masked(participant.mask(delta, len(shard)))
+            await self.client.send_secagg(job_id, round_number, SecAggStage.MASKED, update)
+        transcript = Transcript(training.config_hash(), tuple(blob_hash(b) for b in blobs))
+        self.runs[(job_id, round_number)] = (run, blobs)
+        self.commit(
+            job_id,
+            round_number,
+            self.worker,
+            bytes.fromhex(blob_name(update)),
+            transcript.root,
+            len(shard),
+            loss_to_fixed(0.5),
+        )
+        return trained
+
+    async def reveal(self, job_id: int, round_number: int, participant: Participant) -> None:
+        """Send this worker's unmasking reveal for the round's survivors."""
+        survivors = await self.client.survivors(job_id, round_number)
+        response = participant.unmask([s.hex() for s in survivors])
+        await self.client.send_secagg(
+            job_id, round_number, SecAggStage.REVEALS, encode_reveal(response)
+        )
+
+    async def answer_challenges(self) -> int:
+        """Answer every open challenge (unless silent); returns how many were answered."""
+        if self.silent:
+            return 0
+        answered = 0
+        for challenge in await self.client.open_challenges():
+            run, blobs = self.runs[(challenge.job_id, challenge.round)]
+            transcript = Transcript(run.transcript.config_hash, tuple(blob_hash(b) for b in blobs))
+            opening = open_segment(transcript, blobs, challenge.segment)
+            await self.client.answer_challenge(
+                challenge.challenge_id,
+                start_checkpoint=opening.start_blob,
+                end_checkpoint=opening.end_blob,
+                start_proof=encode_proof(opening.start_proof),
+                end_proof=encode_proof(opening.end_proof),
+            )
+            answered += 1
+        return answered
+
+
+def _nudged(blob: bytes) -> bytes:
+    tensors = decode_blob(blob)
+    return encode_blob(
+        {
+            k: (np.asarray(v, dtype=np.float32) + np.float32(0.01)) if k.startswith("model/") else v
+            for k, v in tensors.items()
+        }
+    )

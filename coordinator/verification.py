@@ -1,0 +1,250 @@
+"""Checking a round's work: committed update blobs, sampled transcript challenges and replays.
+
+- :func:`read_update` checks an uploaded update against its on-chain commitment.
+- :func:`challenge_sample` draws, from the round's public seed, which transcripts are
+  challenged and which segment of each, so anyone can recompute the sample.
+- :class:`JobWorkbench` rebuilds a job's model, held-out set and data shards from its
+  configuration, evaluates models and replays challenged segments with
+  :func:`worker.training.verify_segment`.
+- :func:`encode_proof` / :func:`decode_proof`: the bytes of a Merkle proof in a challenge answer
+  (u32 index, u32 leaf count, u8 sibling count, then the 32-byte siblings bottom up), the same
+  bytes as the worker SDK's ``worker.sdk.proofs``.
+
+An update blob is the canonical safetensors blob of the worker's trained model tensors (the
+model part of its final checkpoint, plain names); the coordinator computes the delta itself.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from adapters.wormhole import keccak256
+from coordinator.aggregation import ParameterLayout, Vector
+from coordinator.job_config import JobConfig
+from coordinator.rounds import Assignment
+from worker.training import (
+    BlobError,
+    MerkleProof,
+    ModelTensors,
+    SegmentOpening,
+    TrainingConfig,
+    TrainingError,
+    Verdict,
+    decode_blob,
+    encode_blob,
+    verify_segment,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from worker.data import Dataset
+
+
+class UpdateRejection(Exception):
+    """A committed update or transcript failed a check; the message is the recorded reason."""
+
+
+@dataclass(frozen=True)
+class ChallengeDraw:
+    """One sampled challenge: the task and the transcript segment asked for."""
+
+    assignment: Assignment
+    segment: int
+
+
+_PROOF_HEAD = struct.Struct(">IIB")
+
+
+def encode_proof(proof: MerkleProof) -> bytes:
+    """The bytes of a Merkle proof (the worker SDK's ``worker.sdk.proofs`` format)."""
+    head = _PROOF_HEAD.pack(proof.index, proof.leaf_count, len(proof.siblings))
+    return head + b"".join(proof.siblings)
+
+
+def decode_proof(data: bytes) -> MerkleProof:
+    """Parse :func:`encode_proof` bytes.
+
+    Raises:
+        UpdateRejection: The bytes are not a proof.
+    """
+    if len(data) < _PROOF_HEAD.size:
+        raise UpdateRejection(f"a Merkle proof of {len(data)} bytes is malformed")
+    index, leaf_count, count = _PROOF_HEAD.unpack_from(data)
+    body = data[_PROOF_HEAD.size :]
+    if len(body) != 32 * count:
+        raise UpdateRejection(f"a Merkle proof of {count} siblings has {len(body)} bytes of them")
+    return MerkleProof(index, leaf_count, tuple(body[i : i + 32] for i in range(0, len(body), 32)))
+
+
+def read_update(blob: bytes | None, expected_hash: bytes, layout: ParameterLayout) -> Vector:
+    """The flat parameters of an uploaded update, checked against its commitment.
+
+    Args:
+        blob: The uploaded bytes, or None when nothing was uploaded.
+        expected_hash: The ``update_hash`` committed on chain.
+        layout: The global model's layout.
+
+    Raises:
+        UpdateRejection: Missing, hash mismatch, not a canonical blob, or not this model.
+    """
+    if blob is None:
+        raise UpdateRejection("the committed update was never uploaded")
+    actual = keccak256(blob)
+    if actual != expected_hash:
+        raise UpdateRejection(
+            f"uploaded update hashes to {actual.hex()}, the chain commitment is "
+            f"{expected_hash.hex()}"
+        )
+    try:
+        tensors = decode_blob(blob)
+        return layout.flatten(tensors)
+    except (BlobError, ValueError) as exc:
+        raise UpdateRejection(f"the update does not fit the job's model: {exc}") from None
+
+
+def challenge_sample(
+    seed: bytes, committed: Sequence[Assignment], rate: float, segments: int
+) -> list[ChallengeDraw]:
+    """The challenges of a round, drawn from its public seed.
+
+    Each committed task is challenged when ``keccak256(seed || "challenge" || worker_id)``, read
+    as a fraction, falls below ``rate``; the segment is the next 4 bytes modulo ``segments``.
+    """
+    draws = []
+    for assignment in committed:
+        digest = keccak256(seed + b"challenge" + assignment.worker.worker_id)
+        if int.from_bytes(digest[:8], "big") / 2**64 < rate:
+            segment = int.from_bytes(digest[8:12], "big") % segments
+            draws.append(ChallengeDraw(assignment, segment))
+    return draws
+
+
+class JobWorkbench:
+    """A job's model, held-out set and shards, rebuilt from its configuration (torch inside)."""
+
+    def __init__(self, config: JobConfig) -> None:
+        """Prepare (data and torch load lazily, on first use)."""
+        self.config = config
+
+    def initial_model(self) -> ModelTensors:
+        """The seeded initial model of the job (what ``fedrelay job post`` uploads)."""
+        from worker.training.torch_trainer import initial_model
+
+        return initial_model(self._factory_fn(), self.config.model.init_seed)
+
+    def _factory_fn(self) -> Callable[[], nn.Module]:
+        from worker.training.torch_trainer import mlp
+
+        spec = self.config.model
+        return lambda: mlp(spec.inputs, spec.hidden, spec.classes)
+
+    @cached_property
+    def _split(self) -> tuple[Dataset, Dataset]:
+        # scikit-learn (the digits data) loads on first use, not with the coordinator.
+        from worker.data import digits, split_train_test
+
+        data = self.config.data
+        return split_train_test(digits(), data.test_fraction, data.seed)
+
+    @property
+    def held_out(self) -> Dataset:
+        """The held-out set models are scored and evaluated on."""
+        return self._split[1]
+
+    @cached_property
+    def _shards(self) -> list[Dataset]:
+        from worker.data import partition_dirichlet, partition_iid, partition_k_classes
+
+        data = self.config.data
+        train = self._split[0]
+        if data.partition == "iid":
+            parts = partition_iid(train.labels, data.shards, data.seed)
+        elif data.partition == "k_classes":
+            parts = partition_k_classes(
+                train.labels, data.shards, data.classes_per_client, data.seed
+            )
+        else:
+            parts = partition_dirichlet(train.labels, data.shards, data.alpha, data.seed)
+        limit = data.max_examples_per_shard
+        return [train.subset(p[:limit] if limit else p) for p in parts]
+
+    def shard(self, index: int) -> Dataset:
+        """The data of shard ``index``.
+
+        Raises:
+            UpdateRejection: The job has no such shard.
+        """
+        if not 0 <= index < len(self._shards):
+            raise UpdateRejection(f"shard {index} outside 0..{len(self._shards) - 1}")
+        return self._shards[index]
+
+    def shard_hash(self, index: int) -> str:
+        """keccak256 (hex) of shard ``index``'s data blob, as a worker's trainer computes it."""
+        shard = self.shard(index)
+        return keccak256(encode_blob({"features": shard.features, "labels": shard.labels})).hex()
+
+    def training_config(self) -> TrainingConfig:
+        """The training configuration every task of the job uses."""
+        return self.config.training_config()
+
+    def evaluate(self, model: ModelTensors) -> tuple[float, float]:
+        """``(loss, accuracy)`` of ``model`` on the held-out set."""
+        from worker.training.torch_trainer import evaluate
+
+        result = evaluate(self._factory_fn(), model, self.held_out)
+        return result.loss, result.accuracy
+
+    def held_out_loss(self, layout: ParameterLayout) -> Callable[[Vector], float]:
+        """Loss of a flat parameter vector on the held-out set (for scoring)."""
+
+        def loss(params: Vector) -> float:
+            return self.evaluate(layout.unflatten(params))[0]
+
+        return loss
+
+    def replay(
+        self,
+        job_id: int,
+        round_number: int,
+        assignment: Assignment,
+        segment: int,
+        opening: SegmentOpening,
+    ) -> Verdict:
+        """Replay a challenged segment of ``assignment``'s transcript.
+
+        Returns:
+            The verdict; a malformed answer is a rejection, not an error.
+        """
+        from worker.training.torch_trainer import TorchClassificationTrainer
+
+        commitment = assignment.commitment
+        if commitment is None:
+            return Verdict(False, "the task has no commitment")
+        trainer = TorchClassificationTrainer(
+            self._factory_fn(),
+            self.shard(assignment.shard),
+        )
+        config = self.training_config()
+        try:
+            return verify_segment(
+                trainer,
+                config,
+                commitment.transcript_root,
+                segment,
+                opening,
+                self.config.replay_tolerance,
+            )
+        except TrainingError as exc:
+            return Verdict(False, f"replay failed: {exc}")
+
+
+def delta_of(trained: Vector, params: Vector) -> Vector:
+    """``trained - params`` as float32 (computed in float64, as the simulation does)."""
+    return (trained.astype(np.float64) - params.astype(np.float64)).astype(np.float32)

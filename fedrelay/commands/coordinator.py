@@ -1,0 +1,531 @@
+"""`fedrelay coordinator run` and `fedrelay job post|status`.
+
+`coordinator run` follows the process contract of docs/operations.md section 1: the service and
+its HTTP API for workers (``FEDRELAY_API_PORT``, 8000), health and metrics on
+``FEDRELAY_HEALTH_PORT`` (8080) with readiness probing the ledger and the chain RPC, the
+aggregator key from ``--signer-key-file`` (or ``FEDRELAY_SIGNER_KEY``), and SIGTERM draining
+the step in progress within ``FEDRELAY_DRAIN_SECONDS``.
+
+The coordinator chain is ``--rpc-url`` and ``--job-market`` (or ``FEDRELAY_COORDINATOR_RPC_URL``
+and ``FEDRELAY_COORDINATOR_JOB_MARKET``), else the chain named ``FEDRELAY_COORDINATOR_CHAIN``
+(default ``coordinator``) in ``FEDRELAY_CHAINS_FILE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.console import Console
+from rich.table import Table
+
+from adapters.ledger.database import DEFAULT_URL, LedgerError
+
+if TYPE_CHECKING:
+    from coordinator.job_config import JobConfig
+
+# The service, web3, FastAPI and torch load inside the commands, so that `fedrelay --help` and
+# the other commands start quickly.
+
+app = typer.Typer(help="Run the coordinator service.", no_args_is_help=True)
+job_app = typer.Typer(help="Post training jobs and follow them.", no_args_is_help=True)
+log = logging.getLogger("fedrelay.coordinator")
+_EVM_KEY = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_NATIVE = "0x" + "00" * 20
+_ERC20_APPROVE = [
+    {
+        "type": "function",
+        "name": "approve",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "spender", "type": "address"}, {"name": "amount", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    }
+]
+
+
+class CoordinatorSettings(BaseSettings):
+    """The coordinator process's settings (environment prefix ``FEDRELAY_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDRELAY_", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_URL
+    chains_file: Path | None = None
+    coordinator_chain: str = "coordinator"
+    coordinator_rpc_url: str | None = None
+    coordinator_job_market: str | None = None
+    coordinator_wormhole_chain: int = 2
+    api_host: str = "0.0.0.0"  # noqa: S104 - workers connect from other machines
+    api_port: int = 8000
+    health_port: int = 8080
+    blob_dir: Path = Path(".fedrelay/blobs")
+    drain_seconds: float = 30.0
+    poll_seconds: float = 1.0
+    start_block: int = 0
+
+
+@dataclass(frozen=True)
+class ChainTarget:
+    """Where the coordinator chain and its JobMarket are."""
+
+    rpc_url: str
+    job_market: str
+    wormhole_chain: int
+    finality: str | int
+
+
+class CoordinatorFailed(RuntimeError):
+    """The coordinator service stopped with an error (the message says which)."""
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def chain_target(
+    settings: CoordinatorSettings, rpc_url: str | None, job_market: str | None
+) -> ChainTarget:
+    """The coordinator chain from the options, the environment, or the chains file.
+
+    Raises:
+        typer.Exit: Neither names the chain, or the chains file is wrong about it.
+    """
+    rpc = rpc_url or settings.coordinator_rpc_url
+    market = job_market or settings.coordinator_job_market
+    if rpc and market:
+        return ChainTarget(rpc, market, settings.coordinator_wormhole_chain, "latest")
+    if settings.chains_file is None:
+        raise _fail(
+            "say where the coordinator chain is: --rpc-url and --job-market, or "
+            "FEDRELAY_CHAINS_FILE with a chain named FEDRELAY_COORDINATOR_CHAIN"
+        )
+    from relayer.config import ChainsFileError, load_chains
+
+    try:
+        chain = load_chains(settings.chains_file).named(settings.coordinator_chain)
+    except ChainsFileError as exc:
+        raise _fail(str(exc)) from None
+    if chain.kind != "evm":
+        raise _fail(f"the coordinator chain {chain.name!r} must be an evm chain")
+    return ChainTarget(chain.rpc_url, chain.address, chain.wormhole_chain_id, chain.finality)
+
+
+def read_evm_key(key_file: Path | None, variable: str = "FEDRELAY_SIGNER_KEY") -> str:
+    """An EVM key from ``key_file`` (``0x`` + 64 hex digits), else from ``variable``.
+
+    Raises:
+        typer.Exit: Neither is set, the file is unreadable, or the key is malformed (the error
+            never shows the key).
+    """
+    if key_file is not None:
+        try:
+            key = key_file.read_text().strip()
+        except OSError as exc:
+            raise _fail(f"cannot read key file {key_file}: {exc.strerror}") from None
+        where = f"key file {key_file}"
+    else:
+        key = os.environ.get(variable, "").strip()
+        where = variable
+        if not key:
+            raise _fail(f"no key: pass --signer-key-file or set {variable}")
+    if not _EVM_KEY.match(key):
+        raise _fail(f"{where} does not hold an EVM key (0x followed by 64 hex digits)")
+    return key
+
+
+# --- coordinator run -------------------------------------------------------------------------
+
+
+async def _serve(settings: CoordinatorSettings, target: ChainTarget, key: str) -> None:
+    import uvicorn
+    from sqlalchemy import text
+
+    from adapters.blobstore import FileBlobStore
+    from adapters.evm import EvmChain, JobMarketContract, Signer
+    from adapters.ledger import create_engine
+    from adapters.ledger.coordinator_store import LedgerCoordinatorStore
+    from adapters.telemetry.health import HealthServer
+    from coordinator.api import ApiSettings, create_app
+    from coordinator.evm_chain import EvmCoordinatorChain
+    from coordinator.service import CoordinatorService
+
+    class EmbeddedServer(uvicorn.Server):
+        """uvicorn without its own signal handling: the coordinator process owns SIGTERM."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    engine = create_engine(settings.database_url)
+    store = LedgerCoordinatorStore(engine)
+    blobs = FileBlobStore(settings.blob_dir)
+    market = JobMarketContract(EvmChain(target.rpc_url), target.job_market)
+    chain = EvmCoordinatorChain(market, Signer(key), target.finality)
+    service = CoordinatorService(
+        chain,
+        store,
+        blobs,
+        chain_id=target.wormhole_chain,
+        start_block=settings.start_block,
+        poll_interval=settings.poll_seconds,
+    )
+    api = create_app(store, blobs, admin_token=ApiSettings().resolved_admin_token())
+    api_server = EmbeddedServer(
+        uvicorn.Config(
+            api,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+
+    async def database_ready() -> bool:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return True
+
+    async def chain_ready() -> bool:
+        await chain.head()
+        return True
+
+    health = HealthServer(
+        {"database": database_ready, "chain": chain_ready}, port=settings.health_port
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    running = asyncio.create_task(service.run(stop), name="coordinator")
+    servers = [
+        asyncio.create_task(api_server.serve(), name="api"),
+        asyncio.create_task(health.serve(), name="health"),
+    ]
+    stopped = asyncio.create_task(stop.wait(), name="signal")
+    try:
+        await asyncio.wait([stopped, running, *servers], return_when=asyncio.FIRST_COMPLETED)
+        log.info("coordinator draining (at most %.0f s)", settings.drain_seconds)
+        stop.set()
+        done, _ = await asyncio.wait([running], timeout=settings.drain_seconds)
+        if not done:
+            log.warning("the step in progress did not finish within the drain time")
+            running.cancel()
+    finally:
+        api_server.should_exit = True
+        health.stop()
+        await asyncio.gather(*servers, stopped, return_exceptions=True)
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await engine.dispose()
+    if not running.cancelled() and running.exception() is not None:
+        raise CoordinatorFailed(f"the coordinator service stopped: {running.exception()}")
+
+
+@app.command("run")
+def run_command(
+    signer_key_file: Annotated[
+        Path | None,
+        typer.Option("--signer-key-file", help="The aggregator's EVM key (0x + 64 hex)."),
+    ] = None,
+    rpc_url: Annotated[str | None, typer.Option("--rpc-url", help="Coordinator chain RPC.")] = None,
+    job_market: Annotated[
+        str | None, typer.Option("--job-market", help="JobMarket address.")
+    ] = None,
+) -> None:
+    """Run the coordinator: follow JobMarket, drive rounds, serve the worker API."""
+    from adapters.telemetry.tracing import configure_tracing
+    from coordinator.api import ApiSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = CoordinatorSettings()
+    target = chain_target(settings, rpc_url, job_market)
+    key = read_evm_key(signer_key_file)
+    try:
+        ApiSettings().resolved_admin_token()
+    except (ValueError, OSError) as exc:
+        raise _fail(f"no usable admin token: {exc}") from None
+    tracing = configure_tracing("fedrelay-coordinator")  # only once the process will run
+    try:
+        asyncio.run(_serve(settings, target, key))
+    except (LedgerError, CoordinatorFailed) as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        tracing.shutdown()  # exports the spans still buffered
+
+
+# --- job post ----------------------------------------------------------------------------------
+
+
+def _load_config(path: Path | None) -> JobConfig:
+    from coordinator.job_config import InvalidJobConfig, JobConfig
+
+    if path is None:
+        return JobConfig()
+    try:
+        return JobConfig.from_bytes(path.read_bytes())
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc.strerror}") from None
+    except InvalidJobConfig as exc:
+        raise _fail(f"{path}: {exc}") from None
+
+
+def _model_blob(path: Path | None, config: JobConfig) -> bytes:
+    from coordinator.verification import JobWorkbench
+    from worker.training import BlobError, decode_blob, encode_blob
+
+    if path is None:
+        return encode_blob(JobWorkbench(config).initial_model())
+    try:
+        data = path.read_bytes()
+        decode_blob(data)
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc.strerror}") from None
+    except BlobError as exc:
+        raise _fail(f"{path} is not a canonical safetensors model: {exc}") from None
+    return data
+
+
+async def _upload(blobs: list[bytes], blob_dir: Path, url: str | None) -> list[str]:
+    from adapters.blobstore import FileBlobStore
+    from coordinator.api import ApiSettings
+
+    if url is None:
+        store = FileBlobStore(blob_dir)
+        return [await store.put(blob) for blob in blobs]
+    import httpx
+
+    try:
+        token = ApiSettings().resolved_admin_token()
+    except (ValueError, OSError) as exc:
+        raise _fail(f"uploading through the coordinator needs its admin token: {exc}") from None
+    names = []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        for blob in blobs:
+            try:
+                response = await client.post(
+                    "/v1/admin/blobs", content=blob, headers={"Authorization": f"Bearer {token}"}
+                )
+            except httpx.HTTPError as exc:
+                raise _fail(f"cannot reach the coordinator at {url}: {exc}") from None
+            if response.status_code != 201:
+                raise _fail(f"the coordinator refused a blob: {response.text[:300]}")
+            names.append(str(response.json()["name"]))
+    return names
+
+
+@job_app.command("post")
+def post_command(
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds in the job.")],
+    workers_per_round: Annotated[int, typer.Option("--workers-per-round", min=1, max=0xFFFF)],
+    reward_per_round: Annotated[
+        int, typer.Option("--reward-per-round", min=1, help="In the token's smallest unit.")
+    ],
+    signer_key_file: Annotated[
+        Path | None, typer.Option("--signer-key-file", help="The poster's EVM key.")
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="Job configuration JSON (default: defaults).")
+    ] = None,
+    model_file: Annotated[
+        Path | None, typer.Option("--model", help="Initial model (default: seeded from config).")
+    ] = None,
+    min_stake: Annotated[int, typer.Option("--min-stake", min=0, help="8 decimals.")] = 0,
+    worker_chain: Annotated[
+        list[int] | None, typer.Option("--worker-chain", help="Allowed worker chain (repeat).")
+    ] = None,
+    token: Annotated[
+        str, typer.Option("--token", help="ERC-20 address; native if zero.")
+    ] = _NATIVE,
+    coordinator_url: Annotated[
+        str | None,
+        typer.Option("--coordinator-url", help="Upload blobs through the coordinator's API."),
+    ] = None,
+    rpc_url: Annotated[str | None, typer.Option("--rpc-url")] = None,
+    job_market: Annotated[str | None, typer.Option("--job-market")] = None,
+) -> None:
+    """Upload the model and configuration blobs, escrow the reward and post the job."""
+    from adapters.evm import EvmChain, EvmError, JobMarketContract, JobSpec, Signer
+
+    settings = CoordinatorSettings()
+    config = _load_config(config_file)
+    chains = tuple(worker_chain or [4])
+    if workers_per_round > config.data.shards:
+        raise _fail(
+            f"--workers-per-round {workers_per_round} exceeds the configuration's "
+            f"{config.data.shards} data shards"
+        )
+    target = chain_target(settings, rpc_url, job_market)
+    poster = Signer(read_evm_key(signer_key_file))
+    model = _model_blob(model_file, config)
+    model_name, config_name = asyncio.run(
+        _upload([model, config.to_bytes()], settings.blob_dir, coordinator_url)
+    )
+    spec = JobSpec(
+        model_hash=bytes.fromhex(model_name),
+        config_hash=bytes.fromhex(config_name),
+        num_rounds=rounds,
+        workers_per_round=workers_per_round,
+        reward_per_round=reward_per_round,
+        min_stake=min_stake,
+        worker_chains=chains,
+        token=token,
+    )
+    chain = EvmChain(target.rpc_url)
+    market = JobMarketContract(chain, target.job_market)
+    try:
+        if int(token, 16) != 0:
+            erc20 = chain.w3.eth.contract(
+                address=chain.w3.to_checksum_address(token), abi=_ERC20_APPROVE
+            )
+            chain.transact(poster, erc20.functions.approve(market.address, spec.escrow))
+        posted = market.post_job(poster, spec)
+    except (EvmError, ValueError) as exc:
+        raise _fail(f"posting the job failed: {exc}") from None
+    table = Table(title=f"job {posted.job_id} posted", show_header=False)
+    for name, value in (
+        ("job id", str(posted.job_id)),
+        ("model", model_name),
+        ("config", config_name),
+        ("rounds x workers", f"{rounds} x {workers_per_round}"),
+        ("escrow", f"{spec.escrow} ({'native' if int(token, 16) == 0 else token})"),
+        ("worker chains", ", ".join(str(c) for c in chains)),
+        ("transaction", "0x" + bytes(posted.receipt["transactionHash"]).hex()),
+    ):
+        table.add_row(name, value)
+    Console().print(table)
+
+
+# --- job status --------------------------------------------------------------------------------
+
+
+async def _status(database_url: str, job_id: int) -> dict[str, Any]:
+    from adapters.ledger import create_engine
+    from adapters.ledger.coordinator_store import LedgerCoordinatorStore
+    from coordinator.store import RoundReport
+
+    engine = create_engine(database_url)
+    store = LedgerCoordinatorStore(engine)
+    try:
+        current = await store.get_round(job_id)
+        if current is None:
+            raise _fail(f"the coordinator's ledger knows no job {job_id}")
+        reports: dict[int, RoundReport] = {r.round: r for r in await store.reports(job_id)}
+        rounds = []
+        payouts: dict[str, int] = {}
+        for number in range(current.round + 1):
+            state = await store.get_round(job_id, number)
+            if state is None:
+                continue
+            report = reports.get(number)
+            rewards = report.rewards if report else {}
+            for worker, amount in rewards.items():
+                payouts[worker] = payouts.get(worker, 0) + amount
+            rounds.append(
+                {
+                    "round": number,
+                    "phase": state.phase.value,
+                    "accuracy": report.accuracy if report else None,
+                    "model_hash": state.proposed_model.hex() if state.proposed_model else None,
+                    "rewards": sum(rewards.values()),
+                    "note": report.note if report else "",
+                    "tasks": [
+                        {
+                            "worker_chain": a.worker.chain,
+                            "worker_key": a.worker.key.hex(),
+                            "worker_id": a.worker.worker_id.hex(),
+                            "shard": a.shard,
+                            "status": a.status.value,
+                            "update_hash": a.commitment.update_hash.hex() if a.commitment else None,
+                            "reward": rewards.get(a.worker.worker_id.hex(), 0),
+                            "slash": a.slash,
+                            "reason": a.reason,
+                        }
+                        for a in state.assignments
+                    ],
+                }
+            )
+        return {
+            "job_id": job_id,
+            "round": current.round,
+            "total_rounds": current.policy.total_rounds,
+            "phase": current.phase.value,
+            "rounds": rounds,
+            "payouts": payouts,
+        }
+    finally:
+        await engine.dispose()
+
+
+def _render(status: dict[str, Any]) -> None:
+    console = Console()
+    console.print(
+        f"[bold]job {status['job_id']}[/bold]: round {status['round']} of "
+        f"{status['total_rounds']}, {status['phase']}"
+    )
+    rounds = Table(title="rounds")
+    for column in ("round", "phase", "accuracy", "model", "rewards", "note"):
+        rounds.add_column(column)
+    for r in status["rounds"]:
+        accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
+        model = (r["model_hash"] or "-")[:16]
+        rounds.add_row(str(r["round"]), r["phase"], accuracy, model, str(r["rewards"]), r["note"])
+    console.print(rounds)
+    if status["rounds"]:
+        latest = status["rounds"][-1]
+        tasks = Table(title=f"round {latest['round']}: workers and commitments")
+        for column in ("chain", "worker", "shard", "status", "update", "reward", "slash", "why"):
+            tasks.add_column(column)
+        for t in latest["tasks"]:
+            tasks.add_row(
+                str(t["worker_chain"]),
+                t["worker_key"][-16:],
+                str(t["shard"]),
+                t["status"],
+                (t["update_hash"] or "-")[:16],
+                str(t["reward"]),
+                str(t["slash"]),
+                t["reason"],
+            )
+        console.print(tasks)
+    payouts = Table(title="payouts so far")
+    payouts.add_column("worker id")
+    payouts.add_column("paid")
+    for worker, amount in sorted(status["payouts"].items()):
+        payouts.add_row(worker, str(amount))
+    console.print(payouts)
+
+
+@job_app.command("status")
+def status_command(
+    job_id: Annotated[int, typer.Argument(min=0, help="The job id on the coordinator chain.")],
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="The coordinator's ledger.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show a job's rounds, workers, commitments, accuracy so far and payouts."""
+    try:
+        settings = CoordinatorSettings()
+    except ValidationError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        status = asyncio.run(_status(database_url or settings.database_url, job_id))
+    except LedgerError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(status, sort_keys=True))
+    else:
+        _render(status)

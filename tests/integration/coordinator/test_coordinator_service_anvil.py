@@ -1,0 +1,438 @@
+"""The coordinator service against a real JobMarket on the anvil coordinator chain.
+
+The test plays the other parties: the relayer (UPDATE_COMMITTED and WORKER_REGISTERED VAAs
+signed by Python guardians, delivered straight to JobMarket from a worker-chain peer address)
+and the workers (SimulatedWorkers that train, upload and answer challenges through the signed
+API client). The service's clock is the chain's: the test moves it with ``evm_increaseTime``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from adapters.blobstore import FileBlobStore
+from adapters.devnet.forge import Forge
+from adapters.devnet.process import free_port, wait_until
+from adapters.devnet.services import Anvil
+from adapters.evm import (
+    EvmChain,
+    JobMarketContract,
+    JobSpec,
+    JobStatus,
+    MessageCoreContract,
+    RoundPhase,
+    Signer,
+    address_to_bytes32,
+    deploy_job_market,
+    deploy_message_core,
+)
+from adapters.evm.artifacts import CONTRACTS_DIR
+from adapters.ledger import create_engine, upgrade
+from adapters.ledger.coordinator_store import LedgerCoordinatorStore
+from adapters.wormhole import (
+    GuardianSigner,
+    Outcome,
+    UpdateCommitted,
+    VaaBody,
+    WorkerRegistered,
+    sign_vaa,
+)
+from adapters.wormhole.testing import guardian_signers
+from coordinator.api import create_app
+from coordinator.auth import EvmSigner
+from coordinator.client import CoordinatorClient
+from coordinator.evm_chain import EvmCoordinatorChain
+from coordinator.job_config import DataSpec, JobConfig, ModelSpec
+from coordinator.rounds import Phase, WorkerRef
+from coordinator.service import CoordinatorService
+from coordinator.store import CoordinatorStore
+from coordinator.testing import SimulatedWorker
+from coordinator.verification import JobWorkbench
+from fedrelay.cli import app
+from worker.training import encode_blob
+
+pytestmark = pytest.mark.integration
+
+COORDINATOR = 2
+WORKERS = 4
+GUARDIANS = 7
+WINDOW = 5
+REWARD = 10**15
+SLASH = 3 * 10**8
+TOKEN = "admin-token-0123456789"
+HUB = address_to_bytes32("0x" + "4b" * 20)  # the worker chain's peer, whose messages we forge
+CONFIG = JobConfig.model_validate(
+    {
+        "model": ModelSpec(hidden=8),
+        "data": DataSpec(shards=2, max_examples_per_shard=40),
+        "steps": 4,
+        "checkpoint_every": 2,
+        "batch_size": 8,
+        "challenge_rate": 1.0,
+        "rejected_slash": SLASH,
+        "collect_seconds": 600,
+        "answer_seconds": 300,
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def built_contracts() -> Forge:
+    """The contracts, compiled once per session (as tests/integration/evm does)."""
+    forge = Forge(Path(CONTRACTS_DIR))
+    forge.build()
+    return forge
+
+
+@dataclass
+class Deployment:
+    """A fresh MessageCore and JobMarket on the coordinator chain, and the relayer's sequence."""
+
+    anvil: Anvil
+    chain: EvmChain
+    core: MessageCoreContract
+    market: JobMarketContract
+    guardians: tuple[GuardianSigner, ...]
+    start_block: int
+    sequence: list[int] = field(default_factory=lambda: [0])
+
+    def signer(self, index: int) -> Signer:
+        return Signer(self.anvil.private_keys[index])
+
+    def now(self) -> float:
+        return float(self.chain.w3.eth.get_block("latest")["timestamp"])
+
+    def advance(self, seconds: int) -> None:
+        """Move the chain's clock and mine a block."""
+        self.chain.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+        self.chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+    def relay(self, payload: bytes) -> None:
+        """What the relayer does: a guardian-signed VAA from the worker chain's peer."""
+        body = VaaBody(
+            timestamp=int(self.now()),
+            nonce=0,
+            emitter_chain=WORKERS,
+            emitter_address=HUB,
+            sequence=self.sequence[0],
+            consistency_level=202,
+            payload=payload,
+        )
+        self.sequence[0] += 1
+        quorum = len(self.guardians) * 2 // 3 + 1
+        vaa = sign_vaa(body, 0, list(enumerate(self.guardians))[:quorum])
+        self.market.receive_message(self.signer(6), vaa.to_bytes())
+
+    def register(self, worker: WorkerRef, payout: str) -> None:
+        self.relay(
+            WorkerRegistered(
+                COORDINATOR,
+                address_to_bytes32(self.market.address),
+                0,
+                worker.key,
+                10**8,
+                address_to_bytes32(payout),
+                2,
+            ).to_bytes()
+        )
+
+    def commit(
+        self,
+        job_id: int,
+        round_number: int,
+        worker: WorkerRef,
+        update_hash: bytes,
+        transcript_root: bytes,
+        num_samples: int,
+        train_loss: int,
+    ) -> None:
+        self.relay(
+            UpdateCommitted(
+                COORDINATOR,
+                address_to_bytes32(self.market.address),
+                job_id,
+                round_number,
+                worker.key,
+                update_hash,
+                transcript_root,
+                num_samples,
+                train_loss,
+            ).to_bytes()
+        )
+
+
+@pytest.fixture
+def deployment(built_contracts: Forge, coordinator_chain: Anvil) -> Deployment:
+    chain = EvmChain(coordinator_chain.rpc_url)
+    owner = Signer(coordinator_chain.private_keys[0])
+    guardians = tuple(guardian_signers(GUARDIANS))
+    core = deploy_message_core(
+        chain, owner, COORDINATOR, ["0x" + g.address.hex() for g in guardians]
+    )
+    market = deploy_job_market(
+        chain,
+        owner,
+        core.address,
+        aggregator=Signer(coordinator_chain.private_keys[1]).address,
+        challenger=Signer(coordinator_chain.private_keys[2]).address,
+        challenge_window=WINDOW,
+    )
+    market.set_peer(owner, WORKERS, HUB)
+    market.set_max_batch(owner, WORKERS, 32)
+    start = int(chain.w3.eth.block_number)
+    return Deployment(coordinator_chain, chain, core, market, guardians, start)
+
+
+@pytest.fixture(scope="module")
+def migrated_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ledger") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@dataclass
+class Coordinator:
+    """The service, its store, blobs and API, wired to the deployment."""
+
+    deployment: Deployment
+    store: CoordinatorStore
+    blobs: FileBlobStore
+    transport: httpx.ASGITransport
+
+    def service(self) -> CoordinatorService:
+        """A coordinator process (a new one per call: a restart)."""
+        d = self.deployment
+        chain = EvmCoordinatorChain(d.market, d.signer(1))
+        return CoordinatorService(
+            chain, self.store, self.blobs, start_block=d.start_block, clock=d.now
+        )
+
+    def worker(self, index: int, **behaviour: bool) -> SimulatedWorker:
+        signer = EvmSigner(bytes([0x40 + index]) * 32, chain=WORKERS)
+        client = CoordinatorClient(
+            "http://coordinator", signer, clock=self.deployment.now, transport=self.transport
+        )
+        return SimulatedWorker(client, signer.worker, CONFIG, self.deployment.commit, **behaviour)
+
+    async def post_job(self, workers: int) -> int:
+        model = await self.blobs.put(encode_blob(JobWorkbench(CONFIG).initial_model()))
+        config = await self.blobs.put(CONFIG.to_bytes())
+        spec = JobSpec(
+            model_hash=bytes.fromhex(model),
+            config_hash=bytes.fromhex(config),
+            num_rounds=1,
+            workers_per_round=workers,
+            reward_per_round=REWARD,
+            min_stake=10**8,
+            worker_chains=(WORKERS,),
+        )
+        return self.deployment.market.post_job(self.deployment.signer(4), spec).job_id
+
+
+@pytest.fixture
+async def coordinator(
+    deployment: Deployment, migrated_ledger: Path, tmp_path: Path
+) -> AsyncIterator[Coordinator]:
+    shutil.copyfile(migrated_ledger, tmp_path / "ledger.db")
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    store = LedgerCoordinatorStore(engine)
+    blobs = FileBlobStore(tmp_path / "blobs")
+    app = create_app(store, blobs, admin_token=TOKEN, clock=deployment.now)
+    yield Coordinator(deployment, store, blobs, httpx.ASGITransport(app=app))
+    await engine.dispose()
+
+
+async def step_until(
+    coordinator: Coordinator, service: CoordinatorService, job_id: int, wanted: Phase
+) -> None:
+    for _ in range(10):
+        await service.step()
+        state = await coordinator.store.get_round(job_id)
+        if state is not None and state.phase is wanted:
+            return
+    state = await coordinator.store.get_round(job_id)
+    raise AssertionError(f"job {job_id} is {state.phase if state else None}, wanted {wanted}")
+
+
+def payouts(deployment: Deployment, count: int) -> list[str]:
+    """The payout addresses of the test's workers (anvil accounts 7, 8, ...)."""
+    return [deployment.signer(7 + i).address for i in range(count)]
+
+
+def proposal(deployment: Deployment, job_id: int) -> dict[bytes, tuple[int, int, int]]:
+    raw = deployment.market.contract.functions.getProposal(job_id, 0).call()
+    return {bytes(r[0]): (int(r[2]), int(r[3]), int(r[4])) for r in raw}
+
+
+async def run_round(
+    coordinator: Coordinator, workers: list[SimulatedWorker], restart: bool = False
+) -> tuple[int, CoordinatorService]:
+    d = coordinator.deployment
+    for w, payout in zip(workers, payouts(d, len(workers)), strict=True):
+        d.register(w.worker, payout)
+    job_id = await coordinator.post_job(len(workers))
+    service = coordinator.service()
+    await step_until(coordinator, service, job_id, Phase.COLLECTING)
+    assert d.market.round(job_id, 0).assigned == len(workers)
+    await workers[0].train(job_id, 0)
+    await service.step()
+    if restart:
+        service = coordinator.service()  # the first coordinator stops mid-round
+    for w in workers[1:]:
+        await w.train(job_id, 0)
+    await service.step()
+    for w in workers:
+        await w.answer_challenges()
+    await step_until(coordinator, service, job_id, Phase.PROPOSED)
+    assert d.market.round(job_id, 0).phase is RoundPhase.PROPOSED
+    d.advance(WINDOW + 1)
+    await step_until(coordinator, service, job_id, Phase.COMPLETED)
+    return job_id, service
+
+
+async def test_one_round_is_finalized_and_settled_on_chain(coordinator: Coordinator) -> None:
+    d = coordinator.deployment
+    workers = [coordinator.worker(i) for i in range(2)]
+    job_id, _ = await run_round(coordinator, workers)
+
+    assert d.market.round(job_id, 0).phase is RoundPhase.SETTLED
+    job = d.market.job(job_id)
+    assert job.status is JobStatus.COMPLETED
+    state = await coordinator.store.get_round(job_id, 0)
+    assert state is not None
+    assert job.model_hash == state.model_hash != bytes(32)
+    results = proposal(d, job_id)
+    assert {outcome for outcome, _, _ in results.values()} == {int(Outcome.ACCEPTED)}
+    paid = [d.market.claimable(address) for address in payouts(d, 2)]
+    assert sum(paid) == REWARD
+    assert all(amount > 0 for amount in paid)
+
+
+async def test_tampered_update_is_rejected_and_slashed_on_chain(coordinator: Coordinator) -> None:
+    d = coordinator.deployment
+    honest, cheat = coordinator.worker(0), coordinator.worker(1, tamper_update=True)
+    job_id, _ = await run_round(coordinator, [honest, cheat])
+
+    results = proposal(d, job_id)
+    assert results[cheat.worker.key] == (int(Outcome.SLASHED), SLASH, 0)
+    assert results[honest.worker.key] == (int(Outcome.ACCEPTED), 0, REWARD)
+    honest_payout, cheat_payout = payouts(d, 2)
+    assert d.market.claimable(honest_payout) == REWARD
+    assert d.market.claimable(cheat_payout) == 0
+
+
+async def test_restarted_coordinator_resumes_mid_round(coordinator: Coordinator) -> None:
+    d = coordinator.deployment
+    workers = [coordinator.worker(i) for i in range(2)]
+    job_id, _ = await run_round(coordinator, workers, restart=True)
+
+    assert d.market.job(job_id).status is JobStatus.COMPLETED
+    assert d.market.round(job_id, 0).assigned == 2  # the new process assigned nothing twice
+    results = proposal(d, job_id)
+    assert {outcome for outcome, _, _ in results.values()} == {int(Outcome.ACCEPTED)}
+    assert sum(d.market.claimable(a) for a in payouts(d, 2)) == REWARD
+
+
+def test_coordinator_process_serves_health_and_api_and_drains_on_sigterm(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "aggregator.key"
+    key_file.write_text(deployment.anvil.private_keys[1] + "\n")
+    api_port, health_port = free_port(), free_port()
+    database = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(database)
+    env = {
+        **os.environ,
+        "FEDRELAY_DATABASE_URL": database,
+        "FEDRELAY_COORDINATOR_RPC_URL": deployment.anvil.rpc_url,
+        "FEDRELAY_COORDINATOR_JOB_MARKET": deployment.market.address,
+        "FEDRELAY_API_PORT": str(api_port),
+        "FEDRELAY_API_HOST": "127.0.0.1",
+        "FEDRELAY_HEALTH_PORT": str(health_port),
+        "FEDRELAY_BLOB_DIR": str(tmp_path / "blobs"),
+        "FEDRELAY_START_BLOCK": str(deployment.start_block),
+        "FEDRELAY_COORDINATOR_ADMIN_TOKEN": TOKEN,
+        "FEDRELAY_DRAIN_SECONDS": "10",
+    }
+    log_path = tmp_path / "coordinator.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fedrelay.cli", "coordinator", "run", "--signer-key-file",
+             str(key_file)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{health_port}/readyz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, 60, "coordinator readiness", alive=lambda: process.poll() is None)
+        readiness = httpx.get(f"http://127.0.0.1:{health_port}/readyz").json()
+        assert set(readiness["checks"]) == {"database", "chain"}
+        spec = httpx.get(f"http://127.0.0.1:{api_port}/openapi.json")
+        assert spec.status_code == 200
+        # The service follows the chain: a registration shows up in the ledger's worker list.
+        worker = WorkerRef(WORKERS, bytes(12) + b"\x77" * 20)
+        deployment.register(worker, deployment.signer(7).address)
+        engine_url = database
+
+        def registered() -> bool:
+            return asyncio.run(_registered(engine_url, worker))
+
+        wait_until(registered, 30, "the registration to be followed", interval=0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    key = key_file.read_text().strip()
+    assert key.removeprefix("0x") not in log_path.read_text()  # the key never reaches the log
+
+
+async def _registered(url: str, worker: WorkerRef) -> bool:
+    engine = create_engine(url)
+    try:
+        return worker in await LedgerCoordinatorStore(engine).workers()
+    finally:
+        await engine.dispose()
+
+
+def test_job_post_uploads_blobs_and_escrows_the_reward(
+    deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file = tmp_path / "poster.key"
+    key_file.write_text(deployment.anvil.private_keys[4])
+    config_file = tmp_path / "job.json"
+    config_file.write_bytes(CONFIG.to_bytes())
+    monkeypatch.setenv("FEDRELAY_BLOB_DIR", str(tmp_path / "blobs"))
+    result = CliRunner().invoke(
+        app,
+        ["job", "post", "--rounds", "3", "--workers-per-round", "2",
+         "--reward-per-round", str(REWARD), "--config", str(config_file),
+         "--signer-key-file", str(key_file), "--rpc-url", deployment.anvil.rpc_url,
+         "--job-market", deployment.market.address],
+        terminal_width=160,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    job = deployment.market.job(1)
+    assert (job.num_rounds, job.workers_per_round, job.escrow) == (3, 2, 3 * REWARD)
+    assert job.config_hash == CONFIG.config_hash()
+    blobs = FileBlobStore(tmp_path / "blobs")
+    assert asyncio.run(blobs.exists(job.model_hash.hex()))
+    assert JobConfig.from_bytes(asyncio.run(blobs.get(job.config_hash.hex()))) == CONFIG
