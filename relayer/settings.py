@@ -7,6 +7,7 @@ Examples: ``FEDRELAY_KAFKA_BOOTSTRAP=broker:9092`` (unset: the in-process bus of
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -53,6 +54,15 @@ class RelayerSettings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=8080, ge=0, le=65535)
 
+    # The chains (relayer.config); the chart mounts it at /etc/fedrelay/chains.yaml.
+    chains_file: Path | None = None
+    # After SIGTERM, how long a process may take to finish its in-flight batches.
+    drain_seconds: float = Field(default=30.0, gt=0)
+    # How long a deliverer waits for a receipt before replacing the transaction.
+    confirm_timeout_s: float = Field(default=30.0, gt=0)
+    # The pause between a watcher's polls that found nothing new.
+    watch_interval_s: float = Field(default=1.0, gt=0)
+
     @field_validator("guardian_addresses")
     @classmethod
     def _addresses_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -62,6 +72,11 @@ class RelayerSettings(BaseSettings):
             except WormholeError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("chains_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("guardian_api_url")
     @classmethod

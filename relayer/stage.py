@@ -528,8 +528,22 @@ class KafkaEndOffsets:
         return {Partition(str(tp.topic), int(tp.partition)): int(o) for tp, o in ends.items()}
 
 
+class RunningStage(Protocol):
+    """What :func:`run_until_signalled` runs: a :class:`StageRunner`, or a watcher."""
+
+    name: str
+
+    async def run(self) -> None:
+        """Work until ``stop()``."""
+        ...
+
+    def stop(self) -> None:
+        """Finish what is in flight and return from ``run()``."""
+        ...
+
+
 async def run_until_signalled(
-    runners: Sequence[StageRunner],
+    runners: Sequence[RunningStage],
     signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
 ) -> None:
     """Run stages together; SIGTERM or SIGINT stops each after its in-flight batch.

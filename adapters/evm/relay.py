@@ -1,0 +1,468 @@
+"""fedrelay's EVM contracts as a relayer source and destination (``relayer.chains`` protocols).
+
+Source (:class:`EvmSource`): the messages a fedrelay contract (JobMarket on the coordinator chain,
+WorkerHub on a worker chain) publishes through its core, read as ``LogMessagePublished`` logs of
+that core filtered by sender. A *position* is a block number and its hash is the block hash, so a
+reorg shows as a changed hash at a position the watcher already read. The configured finality is
+a block tag (``latest``, ``safe``, ``finalized``) or a number of confirmations below the latest
+block. A guardian re-reads one message from its transaction's receipt, and only when that
+receipt's block is canonical and final.
+
+Destination (:class:`EvmDestination`): ``receiveMessage(vaa)`` on the same contract, signed by the
+relayer's key as an EIP-1559 transaction (gas estimated, fees from the latest base fee and the
+node's priority fee, both raised by a quarter per escalation level, which is more than the 10 %
+a replacement needs). The contract's ``isConsumed(digest)`` is the consumed flag and its
+``AlreadyConsumed`` revert the distinct "delivered before". A reverted receipt is explained by
+replaying the call at its block (the decoded revert reason), or as out of gas when it used all
+its gas.
+
+Both talk to the node through web3's asynchronous provider, so one event loop serves every stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import aiohttp
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress, HexStr
+from hexbytes import HexBytes
+from web3 import AsyncWeb3
+from web3.exceptions import (
+    BlockNotFound,
+    ContractLogicError,
+    ProviderConnectionError,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3RPCError,
+)
+from web3.types import BlockIdentifier, LogReceipt, TxParams
+
+from adapters.evm.artifacts import CONTRACT_NAMES, load_artifact
+from adapters.evm.core import address_to_bytes32
+from adapters.evm.errors import AlreadyConsumed, ContractRevert, EvmError
+from adapters.evm.reverts import RevertDecoder, revert_data
+from adapters.wormhole import MessageId, keccak256, parse_vaa
+from relayer.chains import (
+    ChainPosition,
+    EmittedMessage,
+    Failure,
+    FailureKind,
+    SignedDelivery,
+    TxState,
+    TxStatus,
+)
+from relayer.messages import Observation
+
+BlockTag = Literal["latest", "safe", "finalized"]
+#: A block tag, or a number of confirmations below the latest block.
+Finality = BlockTag | int
+
+_LOG_MESSAGE_PUBLISHED = (
+    "0x" + keccak256(b"LogMessagePublished(address,uint64,uint32,bytes,uint8)").hex()
+)
+
+# The subset of a fedrelay receiver and of the core the relayer uses (the real Wormhole core has
+# the same event, so production needs nothing more).
+_RECEIVER_ABI: list[dict[str, Any]] = [
+    {"type": "function", "name": "receiveMessage", "stateMutability": "nonpayable",
+     "inputs": [{"name": "encodedVaa", "type": "bytes"}], "outputs": []},
+    {"type": "function", "name": "isConsumed", "stateMutability": "view",
+     "inputs": [{"name": "digest", "type": "bytes32"}], "outputs": [{"name": "", "type": "bool"}]},
+    {"type": "function", "name": "core", "stateMutability": "view",
+     "inputs": [], "outputs": [{"name": "", "type": "address"}]},
+]  # fmt: skip
+_CORE_ABI: list[dict[str, Any]] = [
+    {"type": "event", "name": "LogMessagePublished", "anonymous": False, "inputs": [
+        {"name": "sender", "type": "address", "indexed": True},
+        {"name": "sequence", "type": "uint64", "indexed": False},
+        {"name": "nonce", "type": "uint32", "indexed": False},
+        {"name": "payload", "type": "bytes", "indexed": False},
+        {"name": "consistencyLevel", "type": "uint8", "indexed": False},
+    ]},
+]  # fmt: skip
+
+#: Texts of node errors (geth, anvil, reth, erigon) and what they mean for a delivery.
+_NODE_ERRORS: tuple[tuple[str, FailureKind], ...] = (
+    ("nonce too low", FailureKind.NONCE_TOO_LOW),
+    ("already known", FailureKind.NONCE_TOO_LOW),
+    ("replacement transaction underpriced", FailureKind.UNDERPRICED),
+    ("underpriced", FailureKind.UNDERPRICED),
+    ("less than block base fee", FailureKind.UNDERPRICED),
+    ("fee cap less than", FailureKind.UNDERPRICED),
+    ("max fee per gas less than", FailureKind.UNDERPRICED),
+    ("intrinsic gas too low", FailureKind.OUT_OF_GAS),
+    ("out of gas", FailureKind.OUT_OF_GAS),
+    ("gas required exceeds", FailureKind.OUT_OF_GAS),
+)
+
+
+class FinalityError(EvmError):
+    """A finality setting that is neither a known block tag nor a count of confirmations."""
+
+
+def parse_finality(value: str | int) -> Finality:
+    """A finality from configuration: ``latest``, ``safe``, ``finalized`` or confirmations.
+
+    Raises:
+        FinalityError: Anything else (a negative count, an unknown tag).
+    """
+    if isinstance(value, bool):
+        raise FinalityError(f"finality must be a block tag or a count, got {value!r}")
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        count = int(value)
+        if count < 0:
+            raise FinalityError(f"confirmations must be >= 0, got {count}")
+        return count
+    if value in ("latest", "safe", "finalized"):
+        return cast("BlockTag", value)
+    raise FinalityError(
+        f"EVM finality must be latest, safe, finalized or a number of confirmations, got {value!r}"
+    )
+
+
+def connect(rpc_url: str, timeout_s: float = 10.0) -> AsyncWeb3[Any]:
+    """An asynchronous web3 connection to `rpc_url` with a per-request time limit."""
+    provider = AsyncWeb3.AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s})
+    return AsyncWeb3(provider)
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+class EvmSource:
+    """Messages one fedrelay contract publishes on its chain (see the module docstring).
+
+    Attributes:
+        chain_id: The chain's Wormhole chain id.
+        source: The ledger key of the watcher's cursor: ``evm:<chain id>:<emitter>``.
+        emitter: The contract whose messages are read.
+        core: The core contract that emits the logs.
+        finality: The block tag, or confirmations, that counts as final.
+    """
+
+    def __init__(
+        self,
+        w3: AsyncWeb3[Any],
+        wormhole_chain_id: int,
+        emitter: str,
+        core: str,
+        finality: Finality = "finalized",
+    ) -> None:
+        """Read messages of `emitter` logged by `core` at `finality`."""
+        self.w3 = w3
+        self.chain_id = wormhole_chain_id
+        self.emitter: ChecksumAddress = AsyncWeb3.to_checksum_address(emitter)
+        self.core: ChecksumAddress = AsyncWeb3.to_checksum_address(core)
+        self.finality = finality
+        self.source = f"evm:{wormhole_chain_id}:{self.emitter.lower()}"
+        self._event = w3.eth.contract(address=self.core, abi=_CORE_ABI).events.LogMessagePublished()
+        self._emitter32 = address_to_bytes32(self.emitter)
+        self._timestamps: dict[str, int] = {}
+
+    @classmethod
+    async def of_receiver(
+        cls, w3: AsyncWeb3[Any], wormhole_chain_id: int, receiver: str, finality: Finality
+    ) -> EvmSource:
+        """The source of a fedrelay receiver contract; its core is read from the contract."""
+        contract = w3.eth.contract(
+            address=AsyncWeb3.to_checksum_address(receiver), abi=_RECEIVER_ABI
+        )
+        core = await contract.functions.core().call()
+        return cls(w3, wormhole_chain_id, receiver, str(core), finality)
+
+    async def head(self) -> ChainPosition:
+        """The highest block at the configured finality (-1 when none is final yet)."""
+        if isinstance(self.finality, int):
+            number = await self.w3.eth.block_number - self.finality
+            if number < 0:
+                return ChainPosition(-1, "")
+            return ChainPosition(number, await self.position_hash(number) or "")
+        block = await self.w3.eth.get_block(self.finality)
+        return ChainPosition(int(block["number"]), _hex(block["hash"]))
+
+    async def position_hash(self, number: int) -> str | None:
+        """The hash of block `number` as the chain has it now; None beyond the head."""
+        if number < 0:
+            return None
+        try:
+            block = await self.w3.eth.get_block(number)
+        except BlockNotFound:
+            return None
+        return _hex(block["hash"])
+
+    async def messages_between(self, first: int, last: int) -> Sequence[EmittedMessage]:
+        """The emitter's messages in blocks `first`..`last`, in chain order."""
+        if last < first:
+            return []
+        logs = await self.w3.eth.get_logs(
+            {
+                "address": self.core,
+                "fromBlock": first,
+                "toBlock": last,
+                "topics": [HexStr(_LOG_MESSAGE_PUBLISHED), HexStr(_hex(self._emitter32))],
+            }
+        )
+        ordered = sorted(
+            (log for log in logs if not log.get("removed", False)),
+            key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])),
+        )
+        return [await self._emitted(log) for log in ordered]
+
+    async def fetch_message(self, message_id: MessageId, tx_hash: str) -> EmittedMessage | None:
+        """Re-read one message from its transaction's receipt, if canonical and final."""
+        if message_id.emitter_chain != self.chain_id:
+            return None
+        if message_id.emitter_address != self._emitter32:
+            return None
+        try:
+            receipt = await self.w3.eth.get_transaction_receipt(HexStr(tx_hash))
+        except TransactionNotFound:
+            return None
+        number = int(receipt["blockNumber"])
+        if number > (await self.head()).number:
+            return None  # not final yet
+        if await self.position_hash(number) != _hex(receipt["blockHash"]):
+            return None  # the receipt's block left the chain
+        for log in receipt["logs"]:
+            if log["address"] != self.core or not log["topics"]:
+                continue
+            if _hex(log["topics"][0]) != _LOG_MESSAGE_PUBLISHED:
+                continue
+            message = await self._emitted(log)
+            if message.observation.message_id == message_id:
+                return message
+        return None
+
+    async def _emitted(self, log: LogReceipt) -> EmittedMessage:
+        event = self._event.process_log(log)
+        args = event["args"]
+        if AsyncWeb3.to_checksum_address(str(args["sender"])) != self.emitter:
+            raise EvmError(f"log {_hex(log['transactionHash'])} is from another sender")
+        block_hash = _hex(log["blockHash"])
+        timestamp = await self._timestamp(block_hash)
+        observation = Observation(
+            emitter_chain=self.chain_id,
+            emitter_address=self._emitter32,
+            sequence=int(args["sequence"]),
+            nonce=int(args["nonce"]),
+            timestamp=timestamp,
+            consistency_level=int(args["consistencyLevel"]),
+            payload=bytes(args["payload"]),
+            tx_hash=_hex(log["transactionHash"]),
+            block_number=int(log["blockNumber"]),
+            block_hash=block_hash,
+            emitted_at_ms=timestamp * 1000,
+        )
+        return EmittedMessage(observation)
+
+    async def _timestamp(self, block_hash: str) -> int:
+        known = self._timestamps.get(block_hash)
+        if known is None:
+            block = await self.w3.eth.get_block(HexBytes(block_hash))
+            known = int(block["timestamp"])
+            if len(self._timestamps) > 4096:  # a bounded cache: old blocks are not asked again
+                self._timestamps.clear()
+            self._timestamps[block_hash] = known
+        return known
+
+
+@dataclass(frozen=True)
+class GasPolicy:
+    """How a delivery transaction's gas and fees are chosen.
+
+    Attributes:
+        gas_margin: The gas limit is the estimate times this.
+        escalation: Fees are multiplied by this for each escalation level (replacements).
+        base_fee_multiplier: The fee cap covers this many times the latest base fee.
+        gas_limit: A fixed gas limit instead of the estimate (None: estimate).
+    """
+
+    gas_margin: float = 1.25
+    escalation: float = 1.25
+    base_fee_multiplier: int = 2
+    gas_limit: int | None = None
+
+
+class EvmDestination:
+    """Delivers VAAs to one fedrelay receiver contract, signed and paid by `key`.
+
+    The key never leaves this object: its repr and :attr:`signer` show the address only.
+    """
+
+    def __init__(
+        self,
+        w3: AsyncWeb3[Any],
+        wormhole_chain_id: int,
+        receiver: str,
+        key: str | bytes,
+        evm_chain_id: int,
+        gas: GasPolicy | None = None,
+    ) -> None:
+        """Deliver to `receiver` on the chain behind `w3`, signing with `key`."""
+        self.w3 = w3
+        self.chain_id = wormhole_chain_id
+        self.evm_chain_id = evm_chain_id
+        self.receiver: ChecksumAddress = AsyncWeb3.to_checksum_address(receiver)
+        self._account: LocalAccount = Account.from_key(key)
+        self.signer = str(self._account.address)
+        self.gas = gas or GasPolicy()
+        self._contract = w3.eth.contract(address=self.receiver, abi=_RECEIVER_ABI)
+        self._decoder = _decoder()
+
+    def __repr__(self) -> str:
+        return (
+            f"EvmDestination(chain={self.chain_id}, receiver={self.receiver}, signer={self.signer})"
+        )
+
+    async def is_consumed(self, vaa: bytes) -> bool:
+        """Whether the receiver consumed the VAA's digest."""
+        digest = parse_vaa(vaa).digest
+        return bool(await self._contract.functions.isConsumed(digest).call())
+
+    async def finish(self, vaa: bytes) -> None:
+        """Nothing: an EVM delivery is one transaction."""
+
+    async def pending_nonce(self) -> int:
+        """The signer's next nonce, pending transactions included."""
+        return int(await self.w3.eth.get_transaction_count(self._account.address, "pending"))
+
+    async def prepare(self, vaa: bytes, nonce: int | None, fee_level: int) -> SignedDelivery:
+        """Sign ``receiveMessage(vaa)``; a VAA the contract would refuse raises here (estimate)."""
+        data = self._contract.encode_abi("receiveMessage", args=[vaa])
+        call: TxParams = {"from": self._account.address, "to": self.receiver, "data": data}
+        gas = self.gas.gas_limit
+        if gas is None:
+            gas = math.ceil(await self.w3.eth.estimate_gas(call) * self.gas.gas_margin)
+        base_fee = int((await self.w3.eth.get_block("latest")).get("baseFeePerGas", 0))
+        tip = int(await self.w3.eth.max_priority_fee)
+        bump = self.gas.escalation**fee_level
+        tip = math.ceil(tip * bump)
+        fee_cap = math.ceil((base_fee * self.gas.base_fee_multiplier) * bump) + tip
+        if nonce is None:
+            nonce = await self.pending_nonce()
+        transaction: dict[str, Any] = {
+            "type": 2,
+            "chainId": self.evm_chain_id,
+            "nonce": nonce,
+            "to": self.receiver,
+            "data": data,
+            "value": 0,
+            "gas": gas,
+            "maxFeePerGas": fee_cap,
+            "maxPriorityFeePerGas": tip,
+        }
+        signed = self._account.sign_transaction(transaction)
+        return SignedDelivery(
+            tx_id=_hex(signed.hash),
+            raw=bytes(signed.raw_transaction),
+            nonce=nonce,
+            fee_per_gas=fee_cap,
+        )
+
+    async def broadcast(self, delivery: SignedDelivery) -> None:
+        """Send the signed transaction; sending one the node already has is no error."""
+        try:
+            await self.w3.eth.send_raw_transaction(delivery.raw)
+        except Web3RPCError:
+            if await self._known(delivery.tx_id):
+                return  # sent before (a resumed attempt): nothing more to do
+            raise
+
+    async def status(self, tx_id: str) -> TxStatus:
+        """The transaction's status from its receipt; a reverted one comes with its reason."""
+        try:
+            receipt = await self.w3.eth.get_transaction_receipt(HexStr(tx_id))
+        except TransactionNotFound:
+            return TxStatus(TxState.PENDING if await self._known(tx_id) else TxState.UNKNOWN)
+        if int(receipt["status"]) == 1:
+            return TxStatus(TxState.CONFIRMED)
+        return TxStatus(TxState.FAILED, await self._why_failed(tx_id, int(receipt["gasUsed"])))
+
+    def classify(self, error: Exception) -> Failure:
+        """What an error from this adapter (or web3 under it) means for the delivery."""
+        if isinstance(error, AlreadyConsumed):
+            return Failure(
+                FailureKind.ALREADY_CONSUMED, f"the receiver consumed 0x{error.digest.hex()}"
+            )
+        if isinstance(error, ContractRevert):
+            return Failure(FailureKind.REVERTED, f"receiveMessage reverted: {error}")
+        if isinstance(error, ContractLogicError):
+            data = revert_data(error.data)
+            if data:
+                return self.classify(self._decoder.decode(data))
+            return Failure(FailureKind.REVERTED, f"receiveMessage reverted: {error}")
+        if isinstance(error, TimeExhausted):
+            return Failure(FailureKind.NOT_CONFIRMED, str(error))
+        if isinstance(error, (aiohttp.ClientError, ProviderConnectionError, OSError, TimeoutError)):
+            return Failure(
+                FailureKind.UNAVAILABLE, f"EVM RPC unavailable: {type(error).__name__}: {error}"
+            )
+        if isinstance(error, Web3RPCError):
+            text = _rpc_message(error)
+            lowered = text.lower()
+            for marker, kind in _NODE_ERRORS:
+                if marker in lowered:
+                    return Failure(kind, f"node refused the transaction: {text}")
+            return Failure(FailureKind.OTHER, f"node refused the transaction: {text}")
+        return Failure(FailureKind.OTHER, f"{type(error).__name__}: {error}")
+
+    async def _known(self, tx_id: str) -> bool:
+        try:
+            await self.w3.eth.get_transaction(HexStr(tx_id))
+        except TransactionNotFound:
+            return False
+        return True
+
+    async def _why_failed(self, tx_id: str, gas_used: int) -> Failure:
+        """Why a mined transaction reverted: out of gas, or the revert reason of its replay.
+
+        The call is replayed on the state of its block. A revert without data is replayed again
+        without the gas limit: if it then passes, the limit was the cause (a sub-call, such as the
+        core's signature check, ran out of the gas it was forwarded).
+        """
+        tx = await self.w3.eth.get_transaction(HexStr(tx_id))
+        if gas_used >= int(tx["gas"]):
+            return Failure(FailureKind.OUT_OF_GAS, f"{tx_id} ran out of gas (used all {gas_used})")
+        block: BlockIdentifier = int(tx["blockNumber"] or 0)
+        replay: TxParams = {"from": tx["from"], "to": tx["to"], "data": tx["input"]}
+        try:
+            await self.w3.eth.call({**replay, "gas": tx["gas"]}, block)
+        except ContractLogicError as exc:
+            if revert_data(exc.data):
+                return self.classify(exc)
+        except Web3RPCError as exc:
+            return Failure(FailureKind.REVERTED, f"{tx_id} reverted: {_rpc_message(exc)}")
+        try:
+            await self.w3.eth.call(replay, block)
+        except ContractLogicError as exc:
+            if revert_data(exc.data):
+                return self.classify(exc)
+            return Failure(FailureKind.REVERTED, f"{tx_id} reverted without a reason")
+        except Web3RPCError as exc:
+            return Failure(FailureKind.REVERTED, f"{tx_id} reverted: {_rpc_message(exc)}")
+        return Failure(
+            FailureKind.OUT_OF_GAS, f"{tx_id} ran out of gas in a sub-call (limit {tx['gas']})"
+        )
+
+
+def _rpc_message(error: Web3RPCError) -> str:
+    response = error.rpc_response or {}
+    inner = response.get("error") if isinstance(response, dict) else None
+    if isinstance(inner, dict) and "message" in inner:
+        return str(inner["message"])
+    return str(error)
+
+
+_DECODER: list[RevertDecoder] = []
+
+
+def _decoder() -> RevertDecoder:
+    if not _DECODER:
+        _DECODER.append(RevertDecoder(load_artifact(name).abi for name in CONTRACT_NAMES))
+    return _DECODER[0]

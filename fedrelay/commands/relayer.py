@@ -1,0 +1,341 @@
+"""`fedrelay relayer ...` and `fedrelay guardian run`: run relayer stages, inspect and requeue.
+
+Everything is configured as docs/operations.md (section 1) describes: ``FEDRELAY_*`` variables
+(:class:`~relayer.settings.RelayerSettings`), the chains file ``FEDRELAY_CHAINS_FILE``, and keys
+in files (``--signer-key-file``, ``--guardian-key-file``) or one environment variable each
+(``FEDRELAY_SIGNER_KEY``, ``FEDRELAY_GUARDIAN_KEY``). Keys are never printed or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from adapters.kafka import KafkaBus
+from adapters.ledger.database import LedgerError, create_engine, upgrade
+from adapters.telemetry.tracing import configure_tracing
+from adapters.wormhole import WormholeError
+from relayer import operations
+from relayer.config import ChainsConfig
+from relayer.messages import RelayerError
+from relayer.service import STAGES, StageRequest, build_process, chains_of
+from relayer.settings import RelayerSettings
+
+app = typer.Typer(help="Run the relayer's stages and look after its work.", no_args_is_help=True)
+dlq_app = typer.Typer(help="The dead-letter queue.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+guardian_app = typer.Typer(help="A devnet guardian (the attest stage).", no_args_is_help=True)
+
+log = logging.getLogger("fedrelay.relayer")
+_T = TypeVar("_T")
+
+_SIGNER_HELP = (
+    "Deliverer key file, [CHAIN=]PATH; repeat for several chains (--stage all). An EVM key is "
+    "0x + 64 hex digits, a Solana key the JSON array solana-keygen writes. Default: "
+    "$FEDRELAY_SIGNER_KEY."
+)
+_GUARDIAN_HELP = (
+    "Guardian key file (0x + 64 hex digits); repeat for several guardians (--stage all)."
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _settings() -> RelayerSettings:
+    try:
+        return RelayerSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"FEDRELAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise _fail(f"invalid settings: {problems}") from None
+
+
+def _run(work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run `work`, turning the domain's errors into a message and exit status 2."""
+    try:
+        return asyncio.run(work())
+    except (RelayerError, LedgerError, WormholeError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def _signer_keys(values: list[str]) -> dict[str, Path]:
+    keys: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = "", value
+        if name in keys:
+            raise _fail(f"--signer-key-file given twice for {name or 'every chain'}")
+        keys[name] = Path(path)
+    return keys
+
+
+# --- run ------------------------------------------------------------------------------------------
+
+
+async def _serve(settings: RelayerSettings, request: StageRequest, service_name: str) -> None:
+    chains = chains_of(settings)
+    if request.stage == "all":
+        try:
+            await asyncio.to_thread(upgrade, settings.database_url)
+        except Exception as exc:  # the database may come later; /readyz says so meanwhile
+            log.error("relayer: cannot bring the ledger to the current schema: %s", exc)
+    process = await build_process(settings, chains, request)
+    configure_tracing(service_name)  # once the process is built: nothing to trace before
+    await process.run()
+
+
+@app.command("run")
+def run_command(
+    stage: str = typer.Option(..., "--stage", help=f"One of: {', '.join(STAGES)}."),
+    chain: str | None = typer.Option(None, "--chain", help="The chain (watch, deliver)."),
+    signer_key_file: list[str] = typer.Option([], "--signer-key-file", help=_SIGNER_HELP),  # noqa: B008
+    guardian_key_file: list[Path] = typer.Option([], "--guardian-key-file", help=_GUARDIAN_HELP),  # noqa: B008
+    guardian_index: int | None = typer.Option(
+        None,
+        "--guardian-index",
+        min=0,
+        max=255,
+        help="The guardian's index (attest); default: its place in FEDRELAY_GUARDIAN_ADDRESSES.",
+    ),
+) -> None:
+    """Run one stage (or all: --stage all) until SIGTERM; serve /healthz, /readyz, /metrics."""
+    if stage not in STAGES:
+        raise _fail(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+    _configure_logging()
+    settings = _settings()
+    name = f"fedrelay-relayer-{stage}" + (f"-{chain}" if chain else "")
+    request = StageRequest(
+        stage=stage, chain=chain, signer_keys=_signer_keys(signer_key_file),
+        guardian_keys=tuple(guardian_key_file), guardian_index=guardian_index,
+    )  # fmt: skip
+    _run(lambda: _serve(settings, request, name))
+
+
+@guardian_app.command("run")
+def guardian_run_command(
+    guardian_key_file: Path | None = typer.Option(  # noqa: B008
+        None,
+        "--guardian-key-file",
+        help="The guardian's key file; default: $FEDRELAY_GUARDIAN_KEY.",
+    ),
+    guardian_index: int | None = typer.Option(
+        None,
+        "--guardian-index",
+        min=0,
+        max=255,
+        help="The guardian's index; default: its place in FEDRELAY_GUARDIAN_ADDRESSES.",
+    ),
+) -> None:
+    """Run a devnet guardian: re-read each observed message on its chain and sign it."""
+    _configure_logging()
+    settings = _settings()
+    keys = (guardian_key_file,) if guardian_key_file is not None else ()
+    request = StageRequest(stage="attest", guardian_keys=keys, guardian_index=guardian_index)
+    _run(lambda: _serve(settings, request, "fedrelay-relayer-attest"))
+
+
+# --- status ---------------------------------------------------------------------------------------
+
+
+async def _watch_lags(chains: ChainsConfig, positions: dict[str, int]) -> dict[str, int | None]:
+    """Blocks (or slots, sequences) each watcher is behind its chain's final head."""
+    from relayer.service import ChainConnections
+
+    connections = ChainConnections()
+    lags: dict[str, int | None] = {}
+    try:
+        for chain in chains.chains:
+            try:
+                source = await asyncio.wait_for(connections.source(chain), 5)
+                head = await asyncio.wait_for(source.head(), 5)
+            except Exception:  # an unreachable chain shows as unknown lag
+                lags[chain.name] = None
+                continue
+            position = positions.get(source.source)
+            lags[chain.name] = None if position is None else max(0, head.number - position)
+    finally:
+        await connections.close()
+    return lags
+
+
+async def _status(settings: RelayerSettings) -> dict[str, Any]:
+    engine = create_engine(settings.database_url)
+    try:
+        ledger = await operations.ledger_status(async_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+    chains = chains_of(settings) if settings.chains_file is not None else None
+    report: dict[str, Any] = {
+        "sources": [asdict(s) for s in ledger.sources],
+        "deliveries": [asdict(d) for d in ledger.deliveries],
+        "dead_letters": ledger.dead_letters,
+    }
+    if chains is not None:
+        report["watch_lag"] = await _watch_lags(
+            chains, {s.source: s.position for s in ledger.sources}
+        )
+    if settings.kafka_bootstrap:
+        ids = [c.wormhole_chain_id for c in chains.chains] if chains is not None else []
+        try:
+            report["queue_depth"] = await asyncio.wait_for(
+                operations.kafka_queue_depths(settings.kafka_bootstrap, settings, ids), 30
+            )
+        except Exception as exc:  # the ledger's part of the report is still worth showing
+            report["queue_depth"] = {}
+            report["queue_depth_error"] = f"cannot read Kafka: {type(exc).__name__}: {exc}"
+    else:
+        report["queue_depth"] = None  # the in-process bus: see /metrics of the running process
+    return report
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    return "-" if value is None else str(value)
+
+
+@app.command("status")
+def status_command(
+    as_json: bool = typer.Option(False, "--json", help="One JSON document instead of tables."),
+) -> None:
+    """Per stage: lag, queue depth, last seen per source, pending and failed deliveries."""
+    settings = _settings()
+    report = _run(lambda: _status(settings))
+    if as_json:
+        typer.echo(json.dumps(report, default=_show, sort_keys=True))
+        return
+    typer.echo("sources (watch)")
+    lags = report.get("watch_lag") or {}
+    typer.echo(f"  {'source':<58} {'position':>10} {'cursor moved':>26} {'last observed':>26}")
+    for s in report["sources"]:
+        typer.echo(
+            f"  {s['source']:<58} {s['position']:>10} {_show(s['cursor_updated_at']):>26} "
+            f"{_show(s['last_observed_at']):>26}"
+        )
+    for name, lag in lags.items():
+        typer.echo(f"  lag behind the final head of {name}: {_show(lag)}")
+    typer.echo("queue depth (records waiting per stage)")
+    depths = report["queue_depth"]
+    if "queue_depth_error" in report:
+        typer.echo(f"  {report['queue_depth_error']}")
+    if depths is None:
+        typer.echo("  in-process bus: read fedrelay_stage_queue_depth on the process's /metrics")
+    else:
+        for stage, depth in depths.items():
+            typer.echo(f"  {stage:<24} {depth:>8}")
+    typer.echo("deliveries")
+    typer.echo(f"  {'chain':>6} {'pending':>8} {'confirmed':>10} {'already':>8} {'dead':>6}")
+    for d in report["deliveries"]:
+        typer.echo(
+            f"  {d['chain_id']:>6} {d['pending']:>8} {d['confirmed']:>10} "
+            f"{d['already_delivered']:>8} {d['dead']:>6}"
+        )
+    typer.echo("dead letters not requeued")
+    for stage, count in sorted(report["dead_letters"].items()):
+        typer.echo(f"  {stage:<24} {count:>8}")
+
+
+# --- retry and the DLQ ----------------------------------------------------------------------------
+
+
+def _kafka(settings: RelayerSettings) -> KafkaBus:
+    if not settings.kafka_bootstrap:
+        raise _fail(
+            "requeuing publishes to Kafka: set FEDRELAY_KAFKA_BOOTSTRAP (an embedded relayer's "
+            "in-process bus cannot be reached from another process)"
+        )
+    return KafkaBus(settings.kafka_bootstrap)
+
+
+@app.command("retry")
+def retry_command(
+    message_id: str = typer.Argument(..., help="CHAIN/EMITTER_HEX/SEQUENCE, as logs show it."),
+    chain: int | None = typer.Option(None, "--chain", help="Only this destination (Wormhole id)."),
+) -> None:
+    """Reopen a message's dead delivery and put it back on its chain's delivery topic."""
+    settings = _settings()
+    try:
+        parsed = operations.parse_message_id(message_id)
+    except RelayerError as exc:
+        raise _fail(str(exc)) from None
+    bus = _kafka(settings)
+
+    async def work() -> list[int]:
+        engine = create_engine(settings.database_url)
+        try:
+            sessions = async_sessionmaker(engine, expire_on_commit=False)
+            return await operations.retry_message(sessions, bus, settings, parsed, chain)
+        finally:
+            await engine.dispose()
+
+    chains = _run(work)
+    typer.echo(f"requeued {message_id} for chain(s) {', '.join(map(str, chains))}")
+
+
+@dlq_app.command("list")
+def dlq_list_command(
+    stage: str | None = typer.Option(None, "--stage", help="Only this stage (e.g. deliver-4)."),
+    everything: bool = typer.Option(False, "--all", help="Include entries requeued before."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table."),
+) -> None:
+    """Dead-letter entries not yet requeued, oldest first, with their reasons."""
+    settings = _settings()
+
+    async def work() -> list[operations.DeadLetterEntry]:
+        engine = create_engine(settings.database_url)
+        try:
+            return await operations.dead_letters(async_sessionmaker(engine), stage, everything)
+        finally:
+            await engine.dispose()
+
+    for entry in _run(work):
+        if as_json:
+            typer.echo(json.dumps(asdict(entry), default=_show, sort_keys=True))
+        else:
+            typer.echo(
+                f"{entry.id:>6}  {entry.stage:<14} {_show(entry.created_at)}  "
+                f"{entry.message or entry.position}  {entry.reason}"
+            )
+
+
+@dlq_app.command("requeue")
+def dlq_requeue_command(
+    entry_id: int = typer.Argument(..., help="The entry's id (dlq list)."),
+) -> None:
+    """Republish a dead letter to its stage's input topic and mark it requeued."""
+    settings = _settings()
+    bus = _kafka(settings)
+
+    async def work() -> str:
+        engine = create_engine(settings.database_url)
+        try:
+            sessions = async_sessionmaker(engine, expire_on_commit=False)
+            return await operations.requeue_dead_letter(sessions, bus, settings, entry_id)
+        finally:
+            await engine.dispose()
+
+    topic = _run(work)
+    typer.echo(f"requeued DLQ entry {entry_id} to {topic}")

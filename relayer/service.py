@@ -1,0 +1,643 @@
+"""The relayer as a process: stages built from settings and the chains file, health, shutdown.
+
+``fedrelay relayer run --stage X`` and ``fedrelay guardian run`` are thin shells over
+:func:`build_process` and :meth:`RelayerProcess.run`:
+
+- the bus is Kafka when ``FEDRELAY_KAFKA_BOOTSTRAP`` is set, else the in-process bus (embedded);
+- the ledger is ``FEDRELAY_DATABASE_URL`` (SQLite by default);
+- each chain named by a stage is connected through its adapter (``adapters.evm.relay``,
+  ``adapters.solana.relay``), chosen by the chain's ``kind``;
+- ``/readyz`` probes the bus, the database and every chain the process talks to, for real;
+- SIGTERM or SIGINT drains every stage (:func:`~relayer.stage.run_until_signalled`).
+
+Stages and what ``--stage`` runs:
+
+============  ==================================================================================
+watch         the watcher of ``--chain``
+attest        one devnet guardian (key file or ``FEDRELAY_GUARDIAN_KEY``), reading every chain
+assemble      signatures to quorum, and the route stage (``vaas`` -> ``deliveries.<chain>``)
+fetch         signed VAAs from the guardian API, and the route stage
+route         the route stage alone
+deliver       the deliverer of ``--chain`` (signer key file or ``FEDRELAY_SIGNER_KEY``)
+all           every stage in one process (the embedded mode): a watcher and, where a signer key
+              is given, a deliverer per chain; attest + assemble when guardian keys are given,
+              else fetch; route
+============  ==================================================================================
+
+Keys are read from files (or one environment variable) and held by the adapters only; neither
+the settings nor any log line carries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from adapters.kafka import Bus, KafkaBus, MemoryBus
+from adapters.ledger.database import create_engine
+from adapters.telemetry.health import HealthServer, ReadinessCheck
+from adapters.wormhole import GuardianSet, GuardianSets, GuardianSigner
+from relayer.assemble import Assembler
+from relayer.attest import Attester, GuardianKeyError, load_guardian_signer
+from relayer.chains import DestinationChain, SourceChain
+from relayer.config import ChainConfig, ChainsConfig, ChainsFileError, load_chains
+from relayer.deliver import Deliverer
+from relayer.fetch import GuardianApi, VaaFetcher
+from relayer.messages import RelayerError
+from relayer.routing import Router
+from relayer.settings import RelayerSettings
+from relayer.stage import (
+    EndOffsets,
+    KafkaEndOffsets,
+    RunningStage,
+    StageMetrics,
+    StageRunner,
+    memory_end_offsets,
+    run_until_signalled,
+    stage_metrics,
+)
+from relayer.watch import watch_stage
+
+log = logging.getLogger(__name__)
+
+STAGES = ("watch", "attest", "assemble", "fetch", "route", "deliver", "all")
+
+#: The environment variable holding a deliverer's key when no key file is given.
+SIGNER_KEY_VARIABLE = "FEDRELAY_SIGNER_KEY"
+
+
+class ServiceConfigError(RelayerError):
+    """The process cannot be built as asked (missing option, key or chain)."""
+
+
+class ChainUnavailable(RelayerError):
+    """A chain the process needs at start cannot be reached (or has no such contract)."""
+
+
+class DrainTimeout(RelayerError):
+    """After SIGTERM, the stages did not finish their in-flight work within the drain time."""
+
+
+class SignerKeyError(ServiceConfigError):
+    """A deliverer's key is missing or malformed (the message never shows the key)."""
+
+
+# --- keys -----------------------------------------------------------------------------------------
+
+
+def read_signer_key(
+    chain: ChainConfig, key_file: Path | None, environ: Mapping[str, str] | None = None
+) -> str | bytes:
+    """The deliverer's key for `chain`: from `key_file`, else from ``FEDRELAY_SIGNER_KEY``.
+
+    EVM: ``0x`` + 64 hex digits. Solana: the JSON array of 64 numbers ``solana-keygen`` writes.
+
+    Raises:
+        SignerKeyError: No key, or not a key of the chain's kind.
+    """
+    if key_file is not None:
+        try:
+            content = key_file.read_text().strip()
+        except OSError as exc:
+            raise SignerKeyError(
+                f"cannot read signer key file {key_file}: {exc.strerror}"
+            ) from None
+        where = f"key file {key_file}"
+    else:
+        content = (os.environ if environ is None else environ).get(SIGNER_KEY_VARIABLE, "").strip()
+        if not content:
+            raise SignerKeyError(
+                f"no signer key for chain {chain.name!r}: give --signer-key-file or set "
+                f"{SIGNER_KEY_VARIABLE}"
+            )
+        where = f"${SIGNER_KEY_VARIABLE}"
+    if chain.kind == "solana":
+        try:
+            numbers = json.loads(content)
+            raw = bytes(numbers)
+        except (ValueError, TypeError):
+            raise SignerKeyError(
+                f"the signer key in {where} is not a Solana keypair (a JSON array of 64 numbers)"
+            ) from None
+        if len(raw) != 64:
+            raise SignerKeyError(f"the Solana keypair in {where} has {len(raw)} bytes, not 64")
+        return raw
+    digits = content.removeprefix("0x")
+    if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise SignerKeyError(f"the EVM signer key in {where} is not 0x + 64 hex digits")
+    return "0x" + digits
+
+
+# --- chains ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChainConnections:
+    """The adapters of the chains one process talks to, with their readiness probes."""
+
+    sources: dict[str, SourceChain] = field(default_factory=dict)
+    destinations: dict[str, DestinationChain] = field(default_factory=dict)
+    probes: dict[str, ReadinessCheck] = field(default_factory=dict)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _clients: dict[str, Any] = field(default_factory=dict)
+
+    def _client(self, chain: ChainConfig) -> Any:
+        """One RPC client per chain, probed by ``/readyz`` as ``chain:<name>``."""
+        client = self._clients.get(chain.name)
+        if client is not None:
+            return client
+        if chain.kind == "evm":
+            from adapters.evm.relay import connect
+
+            w3 = connect(chain.rpc_url)
+            client = w3
+
+            async def probe_evm() -> bool:
+                return await w3.eth.block_number >= 0
+
+            async def close_evm() -> None:
+                await w3.provider.disconnect()
+
+            self.probes[f"chain:{chain.name}"] = probe_evm
+            self.closers.append(close_evm)
+        else:
+            from solana.rpc.async_api import AsyncClient
+
+            rpc = AsyncClient(chain.rpc_url)
+            client = rpc
+
+            async def probe_solana() -> bool:
+                return (await rpc.get_slot()).value >= 0
+
+            self.probes[f"chain:{chain.name}"] = probe_solana
+            self.closers.append(rpc.close)
+        self._clients[chain.name] = client
+        return client
+
+    async def source(self, chain: ChainConfig) -> SourceChain:
+        """The source adapter of `chain` (connected once)."""
+        if chain.name not in self.sources:
+            client = self._client(chain)
+            if chain.kind == "evm":
+                from adapters.evm.relay import EvmSource, parse_finality
+
+                finality = parse_finality(chain.finality)
+                try:
+                    self.sources[chain.name] = await EvmSource.of_receiver(
+                        client, chain.wormhole_chain_id, chain.address, finality
+                    )
+                except Exception as exc:
+                    raise ChainUnavailable(
+                        f"chain {chain.name!r}: cannot read the core of the contract at "
+                        f"{chain.address} through {chain.rpc_url}: {type(exc).__name__}: {exc}"
+                    ) from None
+            else:
+                from solana.rpc.commitment import Commitment
+                from solders.pubkey import Pubkey
+
+                from adapters.solana.relay import SolanaSource
+
+                source = SolanaSource(
+                    client, Pubkey.from_string(chain.address), Commitment(str(chain.finality))
+                )
+                if source.chain_id != chain.wormhole_chain_id:
+                    raise ServiceConfigError(
+                        f"chain {chain.name!r}: the Solana worker program speaks as Wormhole chain "
+                        f"{source.chain_id}, the chains file says {chain.wormhole_chain_id}"
+                    )
+                self.sources[chain.name] = source
+        return self.sources[chain.name]
+
+    async def destination(self, chain: ChainConfig, key: str | bytes) -> DestinationChain:
+        """The destination adapter of `chain`, signing with `key`."""
+        if chain.name not in self.destinations:
+            client = self._client(chain)
+            if chain.kind == "evm":
+                from adapters.evm.relay import EvmDestination
+
+                try:
+                    evm_chain_id = int(await client.eth.chain_id)
+                except Exception as exc:
+                    raise ChainUnavailable(
+                        f"chain {chain.name!r}: cannot reach {chain.rpc_url}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from None
+                self.destinations[chain.name] = EvmDestination(
+                    client, chain.wormhole_chain_id, chain.address, key, evm_chain_id
+                )
+            else:
+                from solders.keypair import Keypair
+                from solders.pubkey import Pubkey
+
+                from adapters.solana.client import WorkerProgramClient
+                from adapters.solana.relay import SolanaDestination
+
+                program = WorkerProgramClient(client, Pubkey.from_string(chain.address))
+                payer = Keypair.from_bytes(bytes(key) if isinstance(key, bytes) else b"")
+                self.destinations[chain.name] = SolanaDestination(program, payer)
+        return self.destinations[chain.name]
+
+    async def close(self) -> None:
+        """Close every RPC connection."""
+        for close in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                await close()
+
+
+# --- the process ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """What to run, as the command line asked.
+
+    Attributes:
+        stage: One of :data:`STAGES`.
+        chain: The chain of ``watch`` and ``deliver``.
+        signer_keys: Deliverer key files by chain name; the key under ``""`` serves any chain
+            without its own.
+        guardian_keys: Guardian key files (``attest``: one; ``all``: any number, in index order
+            when no guardian set is configured).
+        guardian_index: The guardian's index (``attest``); None: found in the guardian set.
+    """
+
+    stage: str
+    chain: str | None = None
+    signer_keys: Mapping[str, Path] = field(default_factory=dict)
+    guardian_keys: Sequence[Path] = ()
+    guardian_index: int | None = None
+
+
+@dataclass
+class RelayerProcess:
+    """Stages, their health server and what they hold open; :meth:`run` until signalled."""
+
+    settings: RelayerSettings
+    stages: list[RunningStage]
+    bus: Bus
+    engine: AsyncEngine
+    chains: ChainConnections
+    checks: dict[str, ReadinessCheck]
+    topics: list[str]
+    metrics: StageMetrics
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def health_server(self) -> HealthServer:
+        """The ``/healthz``, ``/readyz``, ``/metrics`` server of this process."""
+        return HealthServer(
+            self.checks, host=self.settings.health_host, port=self.settings.health_port
+        )
+
+    async def run(self) -> None:
+        """Serve health, run every stage until SIGTERM or SIGINT, then release everything.
+
+        A signal stops every stage after its in-flight batch (even one that arrives while the
+        process is still starting); stages that take longer than ``drain_seconds`` to finish
+        are cancelled and :class:`DrainTimeout` is raised.
+
+        Raises:
+            DrainTimeout: The stages did not drain in time.
+        """
+        loop = asyncio.get_running_loop()
+        server = self.health_server()
+        serving = asyncio.create_task(server.serve(), name="health")
+        running: asyncio.Task[None] | None = None
+        signalled = asyncio.Event()
+
+        def stop_all() -> None:
+            log.info(
+                "relayer: signal received; draining (at most %gs)", self.settings.drain_seconds
+            )
+            signalled.set()
+            for stage in self.stages:
+                stage.stop()
+            if running is not None:
+                loop.call_later(self.settings.drain_seconds, running.cancel)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_all)
+        try:
+            await server.wait_started()
+            log.info("relayer: health on %s:%d; stages: %s", self.settings.health_host,
+                     self.settings.health_port, ", ".join(s.name for s in self.stages))  # fmt: skip
+            if not signalled.is_set():
+                await self.bus.create_topics(self.topics, partitions=self.settings.topic_partitions)
+            running = asyncio.create_task(run_until_signalled(self.stages, signals=()))
+            if signalled.is_set():
+                loop.call_later(self.settings.drain_seconds, running.cancel)
+            try:
+                await running
+            except asyncio.CancelledError:
+                if not signalled.is_set():
+                    raise
+                raise DrainTimeout(
+                    f"the stages did not drain within {self.settings.drain_seconds:g}s"
+                ) from None
+            log.info("relayer: every stage drained; exiting")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            server.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(serving, 5)
+            await self.close()
+
+    async def close(self) -> None:
+        """Close connections (RPC, bus probes, database)."""
+        for close in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                await close()
+        await self.chains.close()
+        await self.engine.dispose()
+
+
+class _KafkaProbe:
+    """A readiness probe that asks the broker for its metadata (a real round trip)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._consumer: Any = None
+
+    async def __call__(self) -> bool:
+        from aiokafka import AIOKafkaConsumer
+
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
+            try:
+                await consumer.start()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                raise
+            self._consumer = consumer
+        try:
+            await self._consumer.topics()
+        except Exception:
+            await self.close()
+            raise
+        return True
+
+    async def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+
+def _database_probe(engine: AsyncEngine) -> ReadinessCheck:
+    async def probe() -> bool:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return True
+
+    return probe
+
+
+def chains_of(settings: RelayerSettings) -> ChainsConfig:
+    """The chains file the settings name.
+
+    Raises:
+        ChainsFileError: No file is configured, or it is broken.
+    """
+    if settings.chains_file is None:
+        raise ChainsFileError("no chains file: set FEDRELAY_CHAINS_FILE (docs/operations.md)")
+    return load_chains(settings.chains_file)
+
+
+async def build_process(
+    settings: RelayerSettings,
+    chains: ChainsConfig,
+    request: StageRequest,
+    *,
+    bus: Bus | None = None,
+    metrics: StageMetrics | None = None,
+) -> RelayerProcess:
+    """Connect and build the stages `request` asks for (nothing runs yet).
+
+    Args:
+        settings: The relayer's settings.
+        chains: The chains file.
+        request: The stage and its options.
+        bus: The bus to use (default: Kafka if configured, else a new in-process bus).
+        metrics: Where the stages' metrics go (default: the process registry).
+
+    Raises:
+        ServiceConfigError: An option, key or chain is missing or wrong.
+        ChainsFileError: `request` names a chain the file does not have.
+        GuardianKeyError: A guardian key is missing or wrong.
+    """
+    if request.stage not in STAGES:
+        raise ServiceConfigError(f"unknown stage {request.stage!r}; one of {', '.join(STAGES)}")
+    metrics = metrics or stage_metrics()
+    closers: list[Callable[[], Awaitable[None]]] = []
+    checks: dict[str, ReadinessCheck] = {}
+    if bus is None:
+        if settings.kafka_bootstrap:
+            bus = KafkaBus(settings.kafka_bootstrap)
+        else:
+            bus = MemoryBus(default_partitions=settings.topic_partitions)
+    if isinstance(bus, KafkaBus):
+        probe = _KafkaProbe(bus.bootstrap)
+        checks["kafka"] = probe
+        closers.append(probe.close)
+        lag = KafkaEndOffsets(bus.bootstrap)
+        end_offsets: EndOffsets | None = lag
+        try:
+            await lag.start()
+            closers.append(lag.stop)
+        except Exception as exc:  # the lag gauge waits for the broker; the stages report it
+            log.warning("relayer: cannot reach Kafka for the lag gauge: %s", exc)
+            end_offsets = None
+    elif isinstance(bus, MemoryBus):
+        end_offsets = memory_end_offsets(bus)
+    else:
+        end_offsets = None
+    # Pre-ping: a connection the database dropped (a restart) is replaced, not handed out.
+    engine = create_engine(settings.database_url, pool_pre_ping=True)
+    checks["database"] = _database_probe(engine)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    connections = ChainConnections()
+    builder = _Builder(settings, chains, bus, sessions, connections, metrics, end_offsets)
+    try:
+        stages = await builder.build(request)
+    except BaseException:
+        await connections.close()
+        await engine.dispose()
+        for close in closers:
+            with contextlib.suppress(Exception):
+                await close()
+        raise
+    checks.update(connections.probes)
+    return RelayerProcess(
+        settings=settings, stages=stages, bus=bus, engine=engine, chains=connections,
+        checks=checks, topics=builder.topics(), metrics=metrics, closers=closers,
+    )  # fmt: skip
+
+
+@dataclass
+class _Builder:
+    settings: RelayerSettings
+    chains: ChainsConfig
+    bus: Bus
+    sessions: async_sessionmaker[AsyncSession]
+    connections: ChainConnections
+    metrics: StageMetrics
+    end_offsets: EndOffsets | None
+
+    async def build(self, request: StageRequest) -> list[RunningStage]:
+        stage = request.stage
+        if stage == "watch":
+            return [await self._watch(self._chain(request))]
+        if stage == "deliver":
+            chain = self._chain(request)
+            return [await self._deliver(chain, _key_for(request, chain))]
+        if stage == "attest":
+            if len(request.guardian_keys) > 1:
+                raise ServiceConfigError("--stage attest runs one guardian: give one key file")
+            key = request.guardian_keys[0] if request.guardian_keys else None
+            return [await self._attest(load_guardian_signer(key), request.guardian_index)]
+        if stage == "assemble":
+            return [self._assemble(self._guardian_sets()), self._route()]
+        if stage == "fetch":
+            return [self._fetch(), self._route()]
+        if stage == "route":
+            return [self._route()]
+        return await self._all(request)
+
+    async def _all(self, request: StageRequest) -> list[RunningStage]:
+        stages: list[RunningStage] = [await self._watch(c) for c in self.chains.chains]
+        signers = [load_guardian_signer(path) for path in request.guardian_keys]
+        if signers:
+            sets = self.settings.guardian_sets()
+            if sets is None:  # embedded devnet: the given guardians are the set, in order
+                addresses = tuple(s.address for s in signers)
+                own = GuardianSet(index=self.settings.guardian_set_index, addresses=addresses)
+                sets = GuardianSets.of(own)
+            for index, signer in enumerate(signers):
+                stages.append(await self._attest(signer, self._index_in(signer, sets, index)))
+            stages.append(self._assemble(sets))
+        else:
+            stages.append(self._fetch())
+        stages.append(self._route())
+        for chain in self.chains.chains:
+            if chain.name in request.signer_keys or "" in request.signer_keys:
+                stages.append(await self._deliver(chain, _key_for(request, chain)))
+            else:
+                log.warning("relayer: no signer key for chain %s; not delivering to it", chain.name)
+        return stages
+
+    # -- one stage each --
+
+    async def _watch(self, chain: ChainConfig) -> RunningStage:
+        source = await self.connections.source(chain)
+        return watch_stage(
+            self.settings, source, self.bus, self.sessions,
+            poll_interval_s=self.settings.watch_interval_s, metrics=self.metrics,
+            name=f"watch-{chain.wormhole_chain_id}",
+        )  # fmt: skip
+
+    async def _attest(self, signer: GuardianSigner, index: int | None) -> RunningStage:
+        sets = self.settings.guardian_sets()
+        current = sets.get(self.settings.guardian_set_index) if sets is not None else None
+        if index is None:
+            if current is None:
+                raise ServiceConfigError(
+                    "the guardian's index is unknown: give --guardian-index, or set "
+                    "FEDRELAY_GUARDIAN_ADDRESSES to the guardian set"
+                )
+            index = self._index_in(signer, sets, None)
+        sources = {
+            c.wormhole_chain_id: await self.connections.source(c) for c in self.chains.chains
+        }
+        attester = Attester(
+            sources, signer, index, guardian_set_index=self.settings.guardian_set_index,
+            guardian_set=current, signatures_topic=self.settings.signatures_topic,
+        )  # fmt: skip
+        return self._runner(f"attest-{index}", self.settings.observations_topic, attester)
+
+    def _assemble(self, sets: GuardianSets) -> RunningStage:
+        assembler = Assembler(self.sessions, sets, self.settings.vaas_topic)
+        return self._runner("assemble", self.settings.signatures_topic, assembler)
+
+    def _fetch(self) -> RunningStage:
+        api = GuardianApi(
+            self.settings.guardian_api_url, timeout_s=self.settings.guardian_api_timeout_s
+        )
+        self.connections.closers.append(api.aclose)
+        fetcher = VaaFetcher(
+            api, self.sessions, self.settings.guardian_sets(), self.settings.vaas_topic
+        )
+        return self._runner("fetch", self.settings.observations_topic, fetcher)
+
+    def _route(self) -> RunningStage:
+        router = Router(
+            destinations=frozenset(c.wormhole_chain_id for c in self.chains.chains),
+            prefix=self.settings.deliveries_prefix,
+        )
+        return self._runner("route", self.settings.vaas_topic, router)
+
+    async def _deliver(self, chain: ChainConfig, key: str | bytes) -> RunningStage:
+        destination = await self.connections.destination(chain, key)
+        deliverer = Deliverer(
+            destination, self.sessions, self.settings.retry_policy(),
+            confirm_timeout_s=self.settings.confirm_timeout_s,
+        )  # fmt: skip
+        topic = self.settings.delivery_topic(chain.wormhole_chain_id)
+        return self._runner(f"deliver-{chain.wormhole_chain_id}", topic, deliverer)
+
+    # -- helpers --
+
+    def _runner(self, name: str, topic: str, processor: Any) -> StageRunner:
+        return StageRunner(
+            name=name, bus=self.bus, inputs=[topic], processor=processor,
+            metrics=self.metrics, end_offsets=self.end_offsets, dead_letters=self.sessions,
+            **self.settings.runner_options(name),
+        )  # fmt: skip
+
+    def _chain(self, request: StageRequest) -> ChainConfig:
+        if request.chain is None:
+            raise ServiceConfigError(f"--stage {request.stage} needs --chain NAME")
+        return self.chains.named(request.chain)
+
+    def _guardian_sets(self) -> GuardianSets:
+        sets = self.settings.guardian_sets()
+        if sets is None:
+            raise ServiceConfigError(
+                "assemble checks signatures against the guardian set: set "
+                "FEDRELAY_GUARDIAN_ADDRESSES (and FEDRELAY_GUARDIAN_SET_INDEX)"
+            )
+        return sets
+
+    def _index_in(
+        self, signer: GuardianSigner, sets: GuardianSets | None, default: int | None
+    ) -> int:
+        current = sets.get(self.settings.guardian_set_index) if sets is not None else None
+        if current is not None and signer.address in current.addresses:
+            return current.addresses.index(signer.address)
+        if default is not None and current is None:
+            return default
+        raise GuardianKeyError(
+            f"the guardian key (address 0x{signer.address.hex()}) is not in guardian set "
+            f"{self.settings.guardian_set_index}"
+        )
+
+    def topics(self) -> list[str]:
+        s = self.settings
+        fixed = [s.observations_topic, s.signatures_topic, s.vaas_topic, s.dlq_topic]
+        return fixed + [s.delivery_topic(c.wormhole_chain_id) for c in self.chains.chains]
+
+
+def _key_for(request: StageRequest, chain: ChainConfig) -> str | bytes:
+    path = request.signer_keys.get(chain.name, request.signer_keys.get(""))
+    return read_signer_key(chain, path)
