@@ -35,9 +35,8 @@ programs: setup  ## build the Solana worker program (C -> BPF -> Solana ELF) int
 bench: setup  ## run every benchmark; each prints one JSON line
 	@bench/run
 
-demo:  ## the end-to-end demo (not built yet; see README)
-	@echo "The end-to-end demo is not built yet: it arrives with the coordinator, worker SDK and demo issue." >&2
-	@exit 2
+demo: setup  ## the end-to-end demo on embedded defaults; report in .fedrelay/demo/
+	$(VENV)/bin/fedrelay demo
 
 lock:  ## re-pin every Python dependency into requirements.lock from the current .venv
 	$(VENV)/bin/pip freeze --exclude-editable > requirements.lock

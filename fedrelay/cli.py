@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from fedrelay import __version__
-from fedrelay.commands import bench, coordinator, db, devnet, doctor, relayer, vaa, worker
+from fedrelay.commands import bench, coordinator, db, demo, devnet, doctor, relayer, vaa, worker
 
 app = typer.Typer(
     name="fedrelay",
@@ -23,6 +23,7 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(coordinator.app, name="coordinator")
 app.add_typer(db.app, name="db")
 app.add_typer(devnet.app, name="devnet")
+app.command("demo")(demo.demo)
 app.add_typer(coordinator.job_app, name="job")
 app.add_typer(relayer.guardian_app, name="guardian")
 app.add_typer(relayer.app, name="relayer")

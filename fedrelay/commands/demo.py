@@ -1,0 +1,168 @@
+"""`fedrelay demo`: a training job across three chains with honest workers and one cheat.
+
+Everything runs on embedded defaults (SQLite ledgers, the in-process bus) in this process and
+its anvil children; see :mod:`fedrelay.demo`. The report goes into ``--out`` (``summary.json``
+and ``summary.md``); the exit status is 1 when an acceptance condition failed, 2 when the demo
+could not run.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from fedrelay.demo import DemoResult
+
+# The demo (torch, web3, the devnet) loads inside the command, so `fedrelay --help` starts fast.
+
+_CONSOLE = Console(stderr=True)
+
+
+def _now() -> str:
+    return time.strftime("[%H:%M:%S]")
+
+
+class _RichDemoProgress:
+    """One live status line (step or round) and events printed above it."""
+
+    def __init__(self, progress: Progress, rounds: int) -> None:
+        self._progress = progress
+        self._task = progress.add_task("starting", total=None)
+        self._rounds = rounds
+
+    def step(self, text: str) -> None:
+        """Show the step on the status line and log it."""
+        self._progress.update(self._task, description=text)
+        self._progress.console.print(f"{_now()} [bold cyan]{text}[/]")
+
+    def note(self, text: str) -> None:
+        """Log the event."""
+        self._progress.console.print(f"{_now()} {text}", highlight=False)
+
+    def round(self, state: object, accuracy: float | None) -> None:
+        """Show the job's round and phase on the status line."""
+        from coordinator.rounds import RoundState
+
+        if not isinstance(state, RoundState):
+            return
+        shown = "-" if accuracy is None else f"{accuracy:.4f}"
+        self._progress.update(
+            self._task,
+            description=(
+                f"job {state.job_id}: round {min(state.round + 1, self._rounds)}/{self._rounds} "
+                f"{state.phase.value}, last accuracy {shown}"
+            ),
+        )
+
+
+def _render(result: DemoResult, summary: Path) -> None:
+    from adapters.devnet.state import WORKER_EVM
+
+    console = Console(width=max(Console().width, 120))
+    rounds = Table(title=f"job {result.job_id}: test accuracy per round")
+    rounds.add_column("round", justify="right")
+    rounds.add_column("accuracy", justify="right")
+    for number, accuracy in enumerate(result.accuracy_per_round):
+        rounds.add_row(str(number), f"{accuracy:.4f}")
+    console.print(rounds)
+    workers = Table(title="workers (rewards in ETH; stake taken in ETH or SOL)")
+    for column in ("worker", "chain", "cheat", "accepted", "slashed in", "reward", "claimable",
+                   "stake taken"):  # fmt: skip
+        workers.add_column(column, no_wrap=True)
+    for w in result.workers:
+        unit = 10**18 if w.chain == WORKER_EVM else 10**9
+        workers.add_row(
+            w.name, w.chain.removeprefix("worker-"), w.dishonest or "-", f"{w.accepted}/{w.tasks}",
+            ",".join(map(str, w.slashed_rounds)) or "-", f"{w.reward / 10**18:.4f}",
+            f"{w.claimable / 10**18:.4f}", f"{w.slashed_on_chain / unit:g}",
+        )  # fmt: skip
+    console.print(workers)
+    routes = Table(title="messages relayed per route")
+    routes.add_column("route")
+    routes.add_column("deliveries")
+    for route, counts in result.messages_per_route.items():
+        routes.add_row(route, ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    console.print(routes)
+    cheat = result.dishonest
+    console.print(
+        f"dishonest {cheat.name} ({cheat.chain}, tampered {cheat.dishonest}): "
+        f"{cheat.reason or 'not caught'}",
+        highlight=False,
+    )
+    console.print(
+        f"final accuracy [bold]{result.final_accuracy:.4f}[/], wall time "
+        f"{result.wall_time_s:.0f} s; report in {summary}"
+    )
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the report.")] = Path(
+        ".fedrelay/demo"
+    ),
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds of the job.")] = 10,
+    evm_workers: Annotated[int, typer.Option("--evm-workers", min=2)] = 3,
+    solana_workers: Annotated[int, typer.Option("--solana-workers", min=2)] = 3,
+    dishonest: Annotated[
+        str, typer.Option("--dishonest", help="What the cheat tampers: update or transcript.")
+    ] = "transcript",
+    dishonest_chain: Annotated[
+        str, typer.Option("--dishonest-chain", help="The cheat's chain: evm or solana.")
+    ] = "evm",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Local steps per task.")] = 40,
+    min_accuracy: Annotated[float, typer.Option("--min-accuracy")] = 0.90,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option("--state-dir", help="Devnet, ledgers and blobs (default: a temporary one)."),
+    ] = None,
+) -> None:
+    """Run a job on digits across three chains; write summary.json; fail if a check fails."""
+    from fedrelay.demo import DemoError, DemoSettings, run_demo, write_summary
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    try:
+        settings = DemoSettings(
+            rounds=rounds,
+            evm_workers=evm_workers,
+            solana_workers=solana_workers,
+            dishonest=dishonest,  # type: ignore[arg-type]  # checked by DemoSettings
+            dishonest_chain=dishonest_chain,  # type: ignore[arg-type]
+            steps=steps,
+            checkpoint_every=steps // 2 if steps % 2 == 0 else steps,
+            min_accuracy=min_accuracy,
+        )
+    except DemoError as exc:
+        _CONSOLE.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    work = state_dir or Path(tempfile.mkdtemp(prefix="fedrelay-demo-"))
+    try:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=_CONSOLE,
+        ) as progress:
+            result = run_demo(settings, work, _RichDemoProgress(progress, rounds))
+    except DemoError as exc:
+        _CONSOLE.print(f"[red]demo failed:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        if state_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    summary = write_summary(result, out)
+    _render(result, summary)
+    problems = result.problems()
+    if problems:
+        for problem in problems:
+            _CONSOLE.print(f"[red]acceptance failed:[/red] {problem}", highlight=False)
+        raise typer.Exit(1)
+    _CONSOLE.print("[green]every acceptance condition holds[/green]")
