@@ -200,14 +200,18 @@ class Anvil(Service):
         if not port_open(self.port):
             return False
         try:
-            return int(self.rpc("eth_chainId"), 16) == self.chain_id
+            if int(self.rpc("eth_chainId"), 16) != self.chain_id:
+                return False
         except OSError:
             return False
-
-    def _after_ready(self) -> None:
-        config = json.loads(self._config_path.read_text())
+        # anvil may answer RPC before it has finished writing --config-out.
+        try:
+            config = json.loads(self._config_path.read_text())
+        except (OSError, ValueError):
+            return False
         self.private_keys = list(config["private_keys"])
         self.addresses = list(config["available_accounts"])
+        return bool(self.private_keys)
 
 
 class Postgres(Service):
