@@ -49,7 +49,8 @@ class JobConfig:
             raise JobConfigError("the job configuration must be a JSON object")
         training = {k: v for k, v in document.items() if k in _TRAINING_FIELDS}
         secure = document.get("secure_aggregation", False)
-        threshold = document.get("secagg_threshold", 0)
+        # The coordinator writes null when secure aggregation is off.
+        threshold = document.get("secagg_threshold") or 0
         if not isinstance(secure, bool) or not isinstance(threshold, int):
             raise JobConfigError("secure_aggregation must be a boolean and secagg_threshold an int")
         if secure and threshold < 1:

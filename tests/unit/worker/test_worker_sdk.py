@@ -507,6 +507,16 @@ def test_job_config_parsing() -> None:
         JobConfig.parse(json.dumps({**document, "secure_aggregation": True}).encode())
 
 
+def test_job_config_written_by_the_coordinator_parses() -> None:
+    from coordinator.job_config import JobConfig as CoordinatorJobConfig
+
+    written = CoordinatorJobConfig(**json.loads(CONFIG.to_bytes()))
+    assert json.loads(written.to_bytes())["secagg_threshold"] is None
+    parsed = JobConfig.parse(written.to_bytes())
+    assert parsed.secure_aggregation is False
+    assert parsed.secagg_threshold == 0
+
+
 def test_key_files(tmp_path: Path) -> None:
     evm = tmp_path / "evm.key"
     evm.write_text("0x" + "ab" * 32 + "\n")
