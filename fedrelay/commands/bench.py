@@ -71,3 +71,14 @@ def flower(
     from fedrelay.bench.flower import run
 
     run(rounds, target, flower_site or None)
+
+
+@app.command("relayer")
+def relayer(
+    messages: int = typer.Option(1_000, min=1, help="TASK_ASSIGNED messages to relay."),
+    timeout: float = typer.Option(1800.0, min=1, help="Seconds to wait for every delivery."),
+) -> None:
+    """Coordinator chain to EVM worker chain on Kafka + PostgreSQL: msg/s, latency, raw capacity."""
+    from fedrelay.bench.relayer import run
+
+    run(messages, timeout)

@@ -1,0 +1,412 @@
+"""The relayer end to end: coordinator chain -> Kafka + PostgreSQL stages -> EVM worker chain.
+
+Two anvils, a Kafka broker and a PostgreSQL cluster are started with the test harness; the
+contracts are deployed and linked (:func:`adapters.evm.testing.deploy_pair`, 3 guardians). The
+relayer's stages run in this process as ``fedrelay relayer run --stage all`` builds them: watch
+on both chains, 3 attesting guardians, assemble, route and deliver, on :class:`KafkaBus` and a
+PostgreSQL ledger.
+
+One worker is staked and registered on the worker chain first (its WORKER_REGISTERED is relayed
+to the coordinator chain: this also warms the pipeline up). N jobs are posted beforehand; the
+measured part emits one TASK_ASSIGNED per job on the coordinator chain, back to back from the
+aggregator, and waits until the worker chain's hub counts N active tasks for the worker.
+
+- throughput: N divided by the seconds from the first emission to the last confirmation;
+- latency: per message, from the emitting transaction's receipt (wall clock at the emitter) to
+  the deliver stage recording the destination receipt (the ledger's ``deliveries.updated_at``
+  as the delivery turns ``confirmed``);
+- raw capacity: the same worker-chain anvil, afterwards, receiving the same kind of transaction
+  (``receiveMessage`` with a TASK_ASSIGNED VAA signed by the same guardians) from one sender
+  through :class:`EvmDestination` with the relayer's gas policy, each sent once the previous
+  receipt is in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hexbytes import HexBytes
+from prometheus_client import CollectorRegistry
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from adapters.devnet.forge import Forge
+from adapters.devnet.services import Anvil, Kafka, Postgres
+from adapters.evm import EvmChain, Signer, address_to_bytes32
+from adapters.evm.artifacts import CONTRACTS_DIR, load_artifact
+from adapters.evm.relay import EvmDestination, connect
+from adapters.evm.testing import COORDINATOR_CHAIN, WORKER_CHAIN, EvmDeployment, deploy_pair
+from adapters.ledger.database import create_engine, upgrade
+from adapters.ledger.models import Delivery, DeliveryStatus, StoredVaa
+from adapters.wormhole import Task, TaskAssigned, VaaBody, decode_payload, parse_vaa, sign_vaa
+from adapters.wormhole import testing as wormhole_testing
+from relayer.config import parse_chains
+from relayer.service import StageRequest, build_process
+from relayer.settings import RelayerSettings
+from relayer.stage import stage_metrics
+
+GUARDIANS = 3
+RELAYER_KEY = 6  # anvil account that signs deliveries
+AGGREGATOR_KEY = 1  # the coordinator chain's aggregator (deploy_pair)
+POSTER_KEY = 4
+WORKER_KEY = 3  # the worker, on the worker chain
+RAW_SENDER_KEY = 9  # the raw-capacity sender on the worker chain
+RAW_JOB_BASE = 1 << 40  # job ids of the raw-capacity VAAs, far from the market's own
+POLL_S = 0.1  # how often the chain is asked whether the condition holds
+RECEIPT_POLL_S = 0.005
+
+
+class BenchmarkFailed(RuntimeError):
+    """The pipeline did not deliver every message in time, or delivered something else."""
+
+
+@dataclass
+class _Emissions:
+    """Wall-clock receipt time of each job's TASK_ASSIGNED emission (written by the emitter)."""
+
+    at: dict[int, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def record(self, job_id: int, when: float) -> None:
+        with self.lock:
+            self.at[job_id] = when
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.at)
+
+
+class _FastSender:
+    """Sends one signer's transactions with locally counted nonces and fixed gas and fees."""
+
+    def __init__(self, chain: EvmChain, signer: Signer) -> None:
+        self.chain, self.signer = chain, signer
+        self.nonce = int(chain.w3.eth.get_transaction_count(signer.address, "pending"))
+        self.fees: dict[str, Any] | None = None
+
+    def send(self, function: Any, value: int = 0) -> bytes:
+        """Broadcast `function`; gas and fees are estimated for the first call only (+30% gas)."""
+        params: dict[str, Any] = {"from": self.signer.address, "value": value}
+        if self.fees is None:
+            built = dict(function.build_transaction(params))
+            self.fees = {
+                "gas": int(built["gas"] * 13 // 10),
+                "maxFeePerGas": built["maxFeePerGas"],
+                "maxPriorityFeePerGas": built["maxPriorityFeePerGas"],
+                "chainId": self.chain.chain_id,
+            }
+        params |= self.fees | {"nonce": self.nonce}
+        transaction = dict(function.build_transaction(params))
+        self.nonce += 1
+        return bytes(self.chain.w3.eth.send_raw_transaction(self.signer.sign(transaction)))
+
+    def wait(self, tx_hash: bytes) -> None:
+        """Wait for `tx_hash`'s receipt; raise when it reverted."""
+        receipt = self.chain.w3.eth.wait_for_transaction_receipt(
+            HexBytes(tx_hash), timeout=60, poll_latency=RECEIPT_POLL_S
+        )
+        if receipt["status"] != 1:
+            raise BenchmarkFailed(f"transaction 0x{tx_hash.hex()} reverted")
+
+
+def _post_jobs(evm: EvmDeployment, count: int) -> list[int]:
+    """Post `count` one-round, one-worker jobs for the worker chain; their ids in order."""
+    market = evm.market
+    first = int(market.chain.call(market.contract.functions.nextJobId()))
+    sender = _FastSender(market.chain, Signer(evm.coordinator.private_keys[POSTER_KEY]))
+    spec = (
+        "0x0000000000000000000000000000000000000000", b"\x11" * 32, b"\x22" * 32, 1, 1, 1, 1,
+        [WORKER_CHAIN],
+    )  # fmt: skip
+    hashes = [sender.send(market.contract.functions.postJob(spec), value=1) for _ in range(count)]
+    for tx_hash in hashes:
+        sender.wait(tx_hash)
+    return list(range(first, first + count))
+
+
+def _emit(
+    evm: EvmDeployment, jobs: Sequence[int], worker_key: bytes, emissions: _Emissions
+) -> None:
+    """One TASK_ASSIGNED per job, back to back; each receipt's wall-clock time is recorded."""
+    market = evm.market
+    sender = _FastSender(market.chain, Signer(evm.coordinator.private_keys[AGGREGATOR_KEY]))
+    core = market.chain.w3.eth.contract(
+        address=market.chain.call(market.contract.functions.core()),
+        abi=list(load_artifact("MessageCore").abi),
+    )
+    fee = int(market.chain.call(core.functions.messageFee()))
+    deadline = int(evm.coordinator_chain.w3.eth.get_block("latest")["timestamp"]) + 86_400
+    for job_id in jobs:
+        if emissions.stop.is_set():
+            return
+        function = market.contract.functions.assignTasks(
+            job_id, WORKER_CHAIN, deadline, [(worker_key, 0)]
+        )
+        sender.wait(sender.send(function, value=fee))
+        emissions.record(job_id, time.time())
+
+
+def _settings(kafka: Kafka, database_url: str) -> RelayerSettings:
+    tag = uuid.uuid4().hex[:8]
+    return RelayerSettings(
+        database_url=database_url, kafka_bootstrap=kafka.bootstrap, topic_partitions=2,
+        observations_topic=f"observations-{tag}", signatures_topic=f"signatures-{tag}",
+        vaas_topic=f"vaas-{tag}", deliveries_prefix=f"deliveries-{tag}", dlq_topic=f"dlq-{tag}",
+        group_prefix=f"bench-{tag}", poll_wait_s=0.1, retry_base_s=0.05, retry_cap_s=0.5,
+        watch_interval_s=0.1,
+    )  # fmt: skip
+
+
+async def _until(
+    check: Callable[[], bool], what: str, limit_s: float, tick: Callable[[], None] = lambda: None
+) -> None:
+    """Return once `check()` (run in a thread: it may ask a chain) holds; fail after `limit_s`."""
+    try:
+        async with asyncio.timeout(limit_s):
+            while not await asyncio.to_thread(check):  # chains have no event to wait on
+                tick()
+                await asyncio.sleep(POLL_S)
+    except TimeoutError:
+        raise BenchmarkFailed(f"timed out after {limit_s:.0f} s waiting for {what}") from None
+    tick()
+
+
+async def _confirmation_times(database_url: str) -> dict[int, float]:
+    """Job id -> wall-clock time the deliver stage confirmed its TASK_ASSIGNED (worker chain)."""
+    engine = create_engine(database_url)
+    try:
+        async with async_sessionmaker(engine)() as session:
+            rows = await session.execute(
+                select(Delivery.updated_at, StoredVaa.vaa)
+                .join(StoredVaa, StoredVaa.digest == Delivery.digest)
+                .where(Delivery.destination_chain == WORKER_CHAIN)
+                .where(Delivery.status == DeliveryStatus.CONFIRMED)
+            )
+            times: dict[int, float] = {}
+            for updated_at, vaa in rows:
+                payload = decode_payload(parse_vaa(bytes(vaa)).body.payload)
+                if isinstance(payload, TaskAssigned):
+                    times[payload.job_id] = updated_at.timestamp()
+            return times
+    finally:
+        await engine.dispose()
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of `values` (non-empty)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
+    return ordered[rank - 1]
+
+
+async def _raw_capacity(evm: EvmDeployment, count: int) -> float:
+    """Transactions per second the worker chain accepts from one sender, one after another.
+
+    Each is a ``receiveMessage`` of a fresh TASK_ASSIGNED VAA signed by the deployment's
+    guardians, prepared and broadcast by :class:`EvmDestination` with the relayer's gas policy.
+    """
+    signers = list(enumerate(wormhole_testing.guardian_signers(GUARDIANS)))
+    worker = address_to_bytes32(evm.workers.addresses[RAW_SENDER_KEY])
+    deadline = int(evm.worker_chain.w3.eth.get_block("latest")["timestamp"]) + 86_400
+    vaas = []
+    for index in range(count):
+        payload = TaskAssigned(
+            target_chain=WORKER_CHAIN, target_address=address_to_bytes32(evm.hub.address),
+            job_id=RAW_JOB_BASE + index, round=0, deadline=deadline, model_hash=b"\x11" * 32,
+            config_hash=b"\x22" * 32, tasks=(Task(worker, 0),),
+        )  # fmt: skip
+        body = VaaBody(
+            timestamp=deadline, nonce=0, emitter_chain=COORDINATOR_CHAIN,
+            emitter_address=address_to_bytes32(evm.market.address), sequence=RAW_JOB_BASE + index,
+            consistency_level=1, payload=payload.to_bytes(),
+        )  # fmt: skip
+        vaas.append(sign_vaa(body, 0, signers).to_bytes())
+    w3 = connect(evm.workers.rpc_url)
+    destination = EvmDestination(
+        w3, WORKER_CHAIN, evm.hub.address, evm.workers.private_keys[RAW_SENDER_KEY],
+        evm.workers.chain_id,
+    )  # fmt: skip
+    try:
+        started = time.perf_counter()
+        for vaa in vaas:
+            signed = await destination.prepare(vaa, None, 0)
+            await destination.broadcast(signed)
+            receipt = await w3.eth.wait_for_transaction_receipt(
+                signed.tx_id,  # type: ignore[arg-type]
+                timeout=60,
+                poll_latency=RECEIPT_POLL_S,
+            )
+            if receipt["status"] != 1:
+                raise BenchmarkFailed(f"raw receiveMessage {signed.tx_id} reverted")
+        return count / (time.perf_counter() - started)
+    finally:
+        await w3.provider.disconnect()
+
+
+async def bench_relayer(
+    coordinator: Anvil,
+    workers: Anvil,
+    kafka: Kafka,
+    postgres: Postgres,
+    messages: int,
+    *,
+    timeout_s: float = 1800.0,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Relay `messages` TASK_ASSIGNED messages on running services; return the figures.
+
+    Args:
+        coordinator: The coordinator chain's anvil (contracts are deployed afresh).
+        workers: The worker chain's anvil.
+        kafka: The broker (the run's topics and groups carry a fresh tag).
+        postgres: The cluster (the run gets a database of its own).
+        messages: How many messages to emit (at least 1).
+        timeout_s: The most seconds to wait for every message to be confirmed.
+        console: Where progress goes (stderr by default).
+
+    Raises:
+        ValueError: `messages` is below 1.
+        BenchmarkFailed: Not every message was confirmed in time.
+    """
+    if messages < 1:
+        raise ValueError(f"messages must be at least 1, got {messages}")
+    console = console or Console(stderr=True)
+    console.log("deploying the contracts on both chains")
+    await asyncio.to_thread(Forge(Path(CONTRACTS_DIR)).build)
+    guardians = ["0x" + g.address.hex() for g in wormhole_testing.guardian_signers(GUARDIANS)]
+    evm = await asyncio.to_thread(deploy_pair, coordinator, workers, guardians)
+    database = f"bench_relayer_{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(postgres.psql, f'CREATE DATABASE "{database}"', "postgres")
+    database_url = postgres.async_url.rsplit("/", 1)[0] + "/" + database
+    await asyncio.to_thread(upgrade, database_url)
+    console.log(f"posting {messages} jobs")
+    jobs = await asyncio.to_thread(_post_jobs, evm, messages)
+
+    settings = _settings(kafka, database_url)
+    emissions = _Emissions()
+    with tempfile.TemporaryDirectory(prefix="bench-relayer-") as keys:
+        guardian_files = []
+        for index in range(GUARDIANS):
+            path = Path(keys) / f"guardian-{index}.key"
+            path.write_text("0x" + wormhole_testing.guardian_key(index).hex() + "\n")
+            guardian_files.append(path)
+        signer_file = Path(keys) / "signer.key"
+        signer_file.write_text(evm.coordinator.private_keys[RELAYER_KEY] + "\n")
+        request = StageRequest(
+            stage="all", guardian_keys=guardian_files, signer_keys={"": signer_file}
+        )
+        process = await build_process(
+            settings, parse_chains(evm.chains_yaml()), request,
+            metrics=stage_metrics(CollectorRegistry()),
+        )  # fmt: skip
+    await process.bus.create_topics(process.topics, partitions=settings.topic_partitions)
+    tasks = [asyncio.create_task(stage.run(), name=stage.name) for stage in process.stages]
+    try:
+        worker = Signer(evm.workers.private_keys[WORKER_KEY])
+        worker_key = address_to_bytes32(worker.address)
+        console.log("registering the worker (warms the pipeline up)")
+        await asyncio.to_thread(evm.hub.stake, worker, 10**18)
+        payout = address_to_bytes32(evm.coordinator.addresses[5])
+        await asyncio.to_thread(evm.hub.register, worker, payout, 1)
+        await _until(
+            lambda: evm.market.worker(WORKER_CHAIN, worker_key).registered,
+            "the worker's registration on the coordinator chain",
+            120.0,
+        )
+        delivered = 0
+
+        def all_delivered() -> bool:
+            nonlocal delivered
+            delivered = evm.hub.staker(worker.address).active_tasks
+            return delivered >= messages
+
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console,
+        ) as progress:  # fmt: skip
+            emitted_bar = progress.add_task("emitted  ", total=messages)
+            delivered_bar = progress.add_task("delivered", total=messages)
+
+            def tick() -> None:
+                progress.update(emitted_bar, completed=emissions.count())
+                progress.update(delivered_bar, completed=delivered)
+
+            emitter = asyncio.create_task(
+                asyncio.to_thread(_emit, evm, jobs, worker_key, emissions)
+            )
+            await _until(all_delivered, f"{messages} deliveries", timeout_s, tick)
+            await emitter
+    finally:
+        emissions.stop.set()
+        for stage in process.stages:
+            stage.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        await process.close()
+
+    confirmed = await _confirmation_times(database_url)
+    missing = [job for job in jobs if job not in confirmed]
+    if missing or len(confirmed) != messages:
+        raise BenchmarkFailed(
+            f"{len(confirmed)} confirmed deliveries in the ledger for {messages} messages "
+            f"(missing jobs: {missing[:5]})"
+        )
+    latencies = [confirmed[job] - emissions.at[job] for job in jobs]
+    elapsed = max(confirmed.values()) - min(emissions.at.values())
+    throughput = messages / elapsed
+    console.log(f"raw capacity: {messages} receiveMessage transactions from one sender")
+    raw_tps = await _raw_capacity(evm, messages)
+    return {
+        "benchmark": "relayer",
+        "messages": messages,
+        "confirmed": len(confirmed),
+        "elapsed_s": round(elapsed, 3),
+        "throughput_msg_per_s": round(throughput, 2),
+        "latency_p50_s": round(_percentile(latencies, 0.50), 3),
+        "latency_p99_s": round(_percentile(latencies, 0.99), 3),
+        "latency_from": "emitting transaction's receipt (wall clock at the emitter)",
+        "latency_to": "deliver stage's destination receipt (ledger deliveries.updated_at)",
+        "raw_transactions": messages,
+        "raw_tps": round(raw_tps, 2),
+        "throughput_to_raw_ratio": round(throughput / raw_tps, 4),
+        "guardians": GUARDIANS,
+        "partitions": settings.topic_partitions,
+    }
+
+
+def measure(messages: int = 1000, timeout_s: float = 1800.0) -> dict[str, Any]:
+    """Start anvil x2, Kafka and PostgreSQL, run :func:`bench_relayer`, stop them all."""
+    console = Console(stderr=True)
+    console.log("starting anvil x2, PostgreSQL and Kafka")
+    with (
+        Anvil(chain_id=31337) as coordinator,
+        Anvil(chain_id=31338) as workers,
+        Postgres() as postgres,
+        Kafka() as kafka,
+    ):
+        return asyncio.run(
+            bench_relayer(
+                coordinator, workers, kafka, postgres, messages,
+                timeout_s=timeout_s, console=console,
+            )
+        )  # fmt: skip
+
+
+def run(messages: int = 1000, timeout_s: float = 1800.0) -> None:
+    """Run the benchmark and print its figures as one JSON line on stdout."""
+    figures = measure(messages, timeout_s)
+    print(json.dumps(figures))
+    sys.stdout.flush()

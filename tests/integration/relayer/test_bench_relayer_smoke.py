@@ -1,0 +1,36 @@
+"""`fedrelay bench relayer` in miniature: 5 messages through the real pipeline, figures present."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rich.console import Console
+
+from adapters.devnet.services import Anvil, Kafka, Postgres
+from fedrelay.bench.relayer import bench_relayer
+
+pytestmark = pytest.mark.integration
+
+
+async def test_the_relayer_benchmark_delivers_every_message_and_reports_its_figures(
+    coordinator_chain: Anvil, worker_chain: Anvil, kafka: Kafka, postgres: Postgres
+) -> None:
+    figures = await bench_relayer(
+        coordinator_chain, worker_chain, kafka, postgres, 5,
+        timeout_s=120, console=Console(stderr=True, quiet=True),
+    )  # fmt: skip
+    json.dumps(figures)  # one JSON line's worth
+    assert figures["benchmark"] == "relayer"
+    assert (figures["messages"], figures["confirmed"], figures["raw_transactions"]) == (5, 5, 5)
+    for name in ("throughput_msg_per_s", "latency_p50_s", "latency_p99_s", "raw_tps",
+                 "throughput_to_raw_ratio", "elapsed_s"):  # fmt: skip
+        assert isinstance(figures[name], float), name
+    assert figures["latency_p50_s"] <= figures["latency_p99_s"]
+
+
+async def test_the_relayer_benchmark_refuses_zero_messages(
+    coordinator_chain: Anvil, worker_chain: Anvil, kafka: Kafka, postgres: Postgres
+) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        await bench_relayer(coordinator_chain, worker_chain, kafka, postgres, 0)
