@@ -45,6 +45,7 @@ from coordinator.chain_events import (
     WorkerJoined,
 )
 from coordinator.job_config import InvalidJobConfig, JobConfig
+from coordinator.metrics import CoordinatorMetrics, coordinator_metrics
 from coordinator.rounds import (
     AggregateProposed,
     AssignmentConfirmed,
@@ -96,6 +97,7 @@ class CoordinatorService:
         batch_blocks: int = 1000,
         poll_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         """Wire the service.
 
@@ -110,6 +112,8 @@ class CoordinatorService:
             batch_blocks: Blocks read per event query.
             poll_interval: Seconds between steps in :meth:`run`.
             clock: Unix seconds now.
+            metrics: Where rounds, workers and payouts are counted (default: the process
+                registry).
         """
         self._chain = chain
         self._store = store
@@ -120,6 +124,7 @@ class CoordinatorService:
         self._batch = batch_blocks
         self._poll = poll_interval
         self._clock = clock
+        self._metrics = metrics or coordinator_metrics()
         self._contexts: dict[int, JobContext] = {}
         self._aggregations: dict[int, RoundAggregation] = {}
         self._waiting: set[tuple[int, int]] = set()
@@ -150,6 +155,10 @@ class CoordinatorService:
 
     def _now(self) -> int:
         return int(self._clock())
+
+    async def _save_round(self, state: RoundState) -> None:
+        await self._store.save_round(state)
+        self._metrics.observe_round(state)
 
     # --- following the chain ------------------------------------------------------------------
 
@@ -201,7 +210,7 @@ class CoordinatorService:
             first_round=job.current_round,
         )
         await self._store.save_report(RoundReport(job.job_id, state.round, event.block))
-        await self._store.save_round(state)
+        await self._save_round(state)
         for name in (job.model_hash.hex(), job.config_hash.hex()):
             await self._store.publish_blob(name)
         log.info("job %d opened: %d rounds from block %d", job.job_id, job.num_rounds, event.block)
@@ -233,7 +242,7 @@ class CoordinatorService:
         if state is None:
             return
         try:
-            await self._store.save_round(apply(state, event))
+            await self._save_round(apply(state, event))
         except RoundError as exc:
             log.info("job %d round %d: %s ignored: %s", job_id, round_number, event, exc)
 
@@ -247,8 +256,10 @@ class CoordinatorService:
         if not settled.is_last_round:
             report = RoundReport(event.job_id, event.round + 1, event.block)
             await self._store.save_report(report)
-        await self._store.save_round(settled)
-        await self._store.save_round(apply(settled, NextRound(event.round, at)))
+        await self._save_round(settled)
+        closing = await self._store.report(event.job_id, event.round)
+        self._metrics.round_settled(settled, closing.rewards if closing is not None else {})
+        await self._save_round(apply(settled, NextRound(event.round, at)))
         log.info("job %d round %d settled in block %d", event.job_id, event.round, event.block)
 
     # --- jobs ---------------------------------------------------------------------------------
@@ -301,7 +312,7 @@ class CoordinatorService:
                     return await self._settle(state, now)
                 case Phase.SETTLED:
                     following = apply(state, NextRound(state.round, now))
-                    await self._store.save_round(following)
+                    await self._save_round(following)
                     return following
 
     async def _report(self, state: RoundState) -> RoundReport:
@@ -338,7 +349,7 @@ class CoordinatorService:
             state, TasksAssigned(state.round, selection.workers, job.config_hash, deadline, now)
         )
         await self._store.save_report(replace(report, seed=seed.hex()))
-        await self._store.save_round(assigned)
+        await self._save_round(assigned)
         log.info(
             "job %d round %d: %d workers drawn from seed %s",
             job.job_id,
@@ -365,13 +376,13 @@ class CoordinatorService:
         if current.phase is not Phase.ASSIGNING:
             return current
         confirmed = apply(current, AssignmentConfirmed(state.round, now))
-        await self._store.save_round(confirmed)
+        await self._save_round(confirmed)
         return confirmed
 
     async def _collect(self, state: RoundState, now: int) -> RoundState:
         ticked = apply(state, Tick(now))
         if ticked is not state:
-            await self._store.save_round(ticked)
+            await self._save_round(ticked)
         return ticked
 
     async def _settle(self, state: RoundState, now: int) -> RoundState:
@@ -422,7 +433,7 @@ class CoordinatorService:
                 note=proposal.note,
             )
         )
-        await self._store.save_round(proposed)
+        await self._save_round(proposed)
         log.info(
             "job %d round %d proposed model %s (accuracy %.4f)",
             state.job_id,

@@ -48,7 +48,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -178,6 +178,10 @@ class StageMetrics:
             "When a stage last processed a record from a source (unix seconds).",
             ["stage", "source"], registry=registry,
         )  # fmt: skip
+        self.dlq_entries = Gauge(
+            "fedrelay_dlq_entries", "Dead letters of a stage in the ledger not yet requeued.",
+            ["stage"], registry=registry,
+        )  # fmt: skip
 
 
 _METRICS: dict[int, tuple[CollectorRegistry, StageMetrics]] = {}
@@ -222,7 +226,7 @@ class StageRunner:
         poll_wait_s: How long one poll waits for records.
         metrics: Where the stage's metrics go.
         end_offsets: Tells where input partitions end, for the lag gauge (optional).
-        lag_interval_s: How often the lag gauge is refreshed.
+        lag_interval_s: How often the lag and DLQ gauges are refreshed.
         dead_letters: The ledger, to record each DLQ entry (optional).
         rng: Random source of the backoff jitter.
         tracer: Where the per-record spans go (default: the process's tracer provider).
@@ -262,7 +266,12 @@ class StageRunner:
 
     async def run(self) -> None:
         """Consume, process and hand on batches until ``stop()``."""
-        await self._open()
+        try:
+            await self._open()
+        except Exception as exc:  # the broker is away at start: wait for it as after a drop
+            log.warning("stage %s: cannot connect (%s); retrying", self.name, exc)
+            await self._reconnect()
+        await self._count_dead_letters()
         try:
             while not self._stopping.is_set():
                 assert self._consumer is not None
@@ -447,6 +456,23 @@ class StageRunner:
                 session.add(
                     DeadLetter(stage=self.name, message_key=key, reason=reason, body=record.value)
                 )
+        await self._count_dead_letters()
+
+    async def _count_dead_letters(self) -> None:
+        """Set the DLQ gauge to this stage's ledger entries not yet requeued (by anyone)."""
+        if self.dead_letters is None:
+            return
+        try:
+            async with self.dead_letters() as session:
+                waiting = await session.scalar(
+                    select(func.count()).where(
+                        DeadLetter.stage == self.name, DeadLetter.requeued_at.is_(None)
+                    )
+                )
+        except Exception as exc:  # a stale gauge is no reason to stop relaying
+            log.debug("stage %s: cannot count dead letters: %s", self.name, exc)
+            return
+        self.metrics.dlq_entries.labels(self.name).set(waiting or 0)
 
     async def _wait(self, seconds: float) -> bool:
         """Sleep `seconds` unless asked to stop first; True when stopping."""
@@ -459,12 +485,13 @@ class StageRunner:
     # -- lag --
 
     async def _measure_lag(self) -> None:
-        if self.end_offsets is None or self._consumer is None:
-            return
         now = time.monotonic()
         if now - self._lag_measured_at < self.lag_interval_s:
             return
         self._lag_measured_at = now
+        await self._count_dead_letters()  # an operator may have requeued entries meanwhile
+        if self.end_offsets is None or self._consumer is None:
+            return
         assigned = self._consumer.assignment()
         if not assigned:
             return

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from adapters.blobstore import MemoryBlobStore
 from adapters.ledger import create_engine, upgrade
@@ -28,6 +29,7 @@ from coordinator.auth import EvmSigner
 from coordinator.chain_events import WorkerResult
 from coordinator.client import CoordinatorClient
 from coordinator.job_config import DataSpec, InvalidJobConfig, JobConfig, ModelSpec
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.repository import SecAggStage
 from coordinator.rounds import Phase
 from coordinator.secagg import Participant, SealedShares
@@ -319,6 +321,41 @@ async def test_missing_worker_is_dropped_at_the_deadline(world: World) -> None:
     results = results_by_worker(world.market, job_id, 0)
     assert results[absent.worker.key] == (Outcome.DROPPED, 0, 0)
     assert results[present.worker.key] == (Outcome.ACCEPTED, REWARD, 0)
+
+
+async def test_rounds_workers_and_payouts_are_counted(world: World) -> None:
+    registry = CollectorRegistry()
+    world.service = CoordinatorService(
+        world.market, world.store, world.blobs, clock=world.clock,
+        metrics=CoordinatorMetrics(registry),
+    )  # fmt: skip
+    present, absent = world.worker(0), world.worker(1)
+    await register(world, [present, absent])
+    job_id = await world.post(workers=2)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"job_id": str(job_id), **labels})
+
+    def workers() -> dict[str, float | None]:
+        states = ("assigned", "committed", "dropped")
+        return {s: value("fedrelay_coordinator_round_workers", state=s) for s in states}
+
+    await step_until(world, job_id, Phase.COLLECTING)
+    assert workers() == {"assigned": 2, "committed": 0, "dropped": 0}
+    await present.train(job_id, 0)
+    await world.service.step()
+    assert workers() == {"assigned": 2, "committed": 1, "dropped": 0}
+    world.clock.advance(world.config.collect_seconds + 1)
+    await world.service.step()
+    await present.answer_challenges()
+    await step_until(world, job_id, Phase.PROPOSED)
+    assert value("fedrelay_coordinator_rounds_total", outcome="completed") is None
+    world.clock.advance(WINDOW)
+    await step_until(world, job_id, Phase.COMPLETED)
+    assert value("fedrelay_coordinator_rounds_total", outcome="completed") == 1
+    assert value("fedrelay_coordinator_rounds_total", outcome="failed") is None
+    assert value("fedrelay_coordinator_payouts_total") == 1  # the absent worker earns nothing
+    assert value("fedrelay_coordinator_payout_amount_total") == REWARD
 
 
 async def test_round_waits_until_enough_workers_registered(world: World) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from helm_support import CHART, PRODUCTION_VALUES, Rendered, render
 from prometheus_client import CollectorRegistry
 
 from adapters.devnet.toolchain import REPO_ROOT
+from coordinator.metrics import CoordinatorMetrics
 from relayer.stage import StageMetrics
 
 DASHBOARD = CHART / "dashboards" / "fedrelay.json"
@@ -100,15 +103,31 @@ def _series_names(registry: CollectorRegistry) -> set[str]:
     }
 
 
-def test_stage_metrics_on_the_dashboard_are_the_ones_the_stage_runner_exports() -> None:
+@pytest.mark.parametrize(
+    ("prefixes", "register"),
+    [
+        (("fedrelay_stage_", "fedrelay_dlq_"), StageMetrics),
+        (("fedrelay_coordinator_",), CoordinatorMetrics),
+    ],
+    ids=["relayer-stages", "coordinator"],
+)
+def test_metrics_on_the_dashboard_are_the_ones_the_code_exports(
+    prefixes: tuple[str, ...], register: Callable[[CollectorRegistry], object]
+) -> None:
     registry = CollectorRegistry()
-    StageMetrics(registry)
+    register(registry)
     exported = _series_names(registry)
-    stage_series = {name for name in _queried_metrics() if name.startswith("fedrelay_stage_")}
-    assert stage_series
-    assert stage_series <= exported, stage_series - exported
-    documented = {n for n in _documented_metrics() if n.startswith("fedrelay_stage_")}
+    queried = {name for name in _queried_metrics() if name.startswith(prefixes)}
+    assert queried
+    assert queried <= exported, queried - exported
+    documented = {n for n in _documented_metrics() if n.startswith(prefixes)}
     assert documented == {_family(n) for n in exported}
+
+
+def test_no_metric_in_the_runbook_is_still_planned() -> None:
+    rows = re.findall(r"^\| `fedrelay_.*$", RUNBOOK.read_text(), flags=re.MULTILINE)
+    assert rows
+    assert not [row for row in rows if "(planned)" in row]
 
 
 def test_dashboard_ships_as_a_config_map_only_when_enabled(default_release: Rendered) -> None:

@@ -406,14 +406,18 @@ async def test_failed_hand_off_reconnects_and_delivers_once(
 
 
 class _LedgerAwayOnce:
-    """A session factory whose first session cannot connect (the ledger is restarting)."""
+    """A session factory whose first session after the runner's start-up (which counts the
+    DLQ entries) cannot connect: the ledger is restarting when the record is dead-lettered."""
 
     def __init__(self, inner: async_sessionmaker[AsyncSession]) -> None:
         self.inner = inner
+        self.healthy_left = 1
         self.failures_left = 1
 
     def __call__(self) -> AsyncSession:
-        if self.failures_left:
+        if self.healthy_left:
+            self.healthy_left -= 1
+        elif self.failures_left:
             self.failures_left -= 1
             raise ConnectionError("ledger restarting")
         return self.inner()
@@ -440,3 +444,68 @@ async def test_dead_letter_waits_for_the_ledger(
     assert entries == ["in:0:0"]
     assert _metric(registry, "fedrelay_stage_retried_total") == 1
     assert _metric(registry, "fedrelay_stage_failed_total") == 1
+
+
+async def test_dlq_gauge_counts_the_ledger_entries_not_yet_requeued(
+    bus: MemoryBus, registry: CollectorRegistry, ledger: str
+) -> None:
+    engine = create_engine(ledger)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    async with sessions() as session, session.begin():  # left by an earlier run of the stage
+        session.add(DeadLetter(stage="test", message_key="in:0:90", reason="bad", body=b"x"))
+        session.add(DeadLetter(stage="other", message_key="in:0:91", reason="bad", body=b"y"))
+    runner = _runner(bus, ScriptedProcessor(), registry, dead_letters=sessions, lag_interval_s=0.05)
+    task = asyncio.create_task(runner.run())
+    try:
+        await wait_until(lambda: _metric(registry, "fedrelay_dlq_entries") == 1)
+        await _send(bus, b"poison")
+        await wait_until(lambda: _metric(registry, "fedrelay_dlq_entries") == 2)
+        async with sessions() as session, session.begin():  # an operator requeues both
+            for entry in await session.scalars(
+                select(DeadLetter).where(DeadLetter.stage == "test")
+            ):
+                entry.requeued_at = entry.created_at
+        await wait_until(lambda: _metric(registry, "fedrelay_dlq_entries") == 0)
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 5)
+        await engine.dispose()
+    assert registry.get_sample_value("fedrelay_dlq_entries", {"stage": "other"}) is None
+
+
+class _BrokerAwayAtStart:
+    """A bus whose first two producers cannot connect (the broker is not up yet)."""
+
+    def __init__(self, inner: MemoryBus) -> None:
+        self.inner = inner
+        self.refusals_left = 2
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def producer(self, **options: object) -> object:
+        producer = self.inner.producer(**options)  # type: ignore[arg-type]
+        if self.refusals_left:
+            self.refusals_left -= 1
+
+            async def refuse() -> None:
+                raise BusError("cannot start producer: connection refused")
+
+            producer.start = refuse  # type: ignore[method-assign]
+        return producer
+
+
+async def test_a_stage_started_before_its_broker_waits_for_it(
+    bus: MemoryBus, registry: CollectorRegistry
+) -> None:
+    await _send(bus, b"ok:0")
+    away = _BrokerAwayAtStart(bus)
+    runner = _runner(bus, ScriptedProcessor(), registry)
+    runner.bus = away  # type: ignore[assignment]
+    task = asyncio.create_task(runner.run())
+    out = await _read(bus, "out", 1)
+    runner.stop()
+    await asyncio.wait_for(task, 5)
+
+    assert away.refusals_left == 0
+    assert [r.value for r in out] == [b"done:0"]

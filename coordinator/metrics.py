@@ -1,0 +1,87 @@
+"""Prometheus metrics of the coordinator: rounds per job, workers per round, payouts.
+
+The service reports what it saved (:meth:`CoordinatorMetrics.observe_round`) and what it settled
+(:meth:`CoordinatorMetrics.round_settled`); the names and labels are those of the metrics table in
+``docs/operations.md``. ``job_id`` (not ``job``) because Prometheus reserves ``job``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+from coordinator.rounds import RoundState, TaskStatus
+
+_COMMITTED = frozenset({TaskStatus.COMMITTED, TaskStatus.ACCEPTED})
+_DROPPED = frozenset({TaskStatus.DROPPED, TaskStatus.SLASHED})
+
+
+class CoordinatorMetrics:
+    """The coordinator's metric families in one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """Register the families in `registry`."""
+        self.rounds = Counter(
+            "fedrelay_coordinator_rounds",
+            "Rounds that ended: settled, completed (the job's last) or failed (none accepted).",
+            ["job_id", "outcome"],
+            registry=registry,
+        )
+        self.round_workers = Gauge(
+            "fedrelay_coordinator_round_workers",
+            "Workers in each job's current round: assigned (all drawn), committed, dropped.",
+            ["job_id", "state"],
+            registry=registry,
+        )
+        self.payouts = Counter(
+            "fedrelay_coordinator_payouts",
+            "Payouts made claimable.",
+            ["job_id"],
+            registry=registry,
+        )
+        self.payout_amount = Counter(
+            "fedrelay_coordinator_payout_amount",
+            "Amount of the payouts made claimable, in base units of the job's reward token.",
+            ["job_id"],
+            registry=registry,
+        )
+
+    def observe_round(self, state: RoundState) -> None:
+        """Set the worker gauges of `state`'s job from the round's assignments."""
+        job = str(state.job_id)
+        statuses = [a.status for a in state.assignments]
+        self.round_workers.labels(job, "assigned").set(len(statuses))
+        self.round_workers.labels(job, "committed").set(sum(s in _COMMITTED for s in statuses))
+        self.round_workers.labels(job, "dropped").set(sum(s in _DROPPED for s in statuses))
+
+    def round_settled(self, state: RoundState, rewards: Mapping[str, int]) -> None:
+        """Count one settled round of `state`'s job and the payouts it made claimable.
+
+        Args:
+            state: The round as settled.
+            rewards: The round's reward per worker id (zero rewards are not payouts).
+        """
+        job = str(state.job_id)
+        if not state.with_status(TaskStatus.ACCEPTED):
+            outcome = "failed"
+        elif state.is_last_round:
+            outcome = "completed"
+        else:
+            outcome = "settled"
+        self.rounds.labels(job, outcome).inc()
+        paid = [amount for amount in rewards.values() if amount > 0]
+        self.payouts.labels(job).inc(len(paid))
+        self.payout_amount.labels(job).inc(sum(paid))
+
+
+_METRICS: dict[int, tuple[CollectorRegistry, CoordinatorMetrics]] = {}
+
+
+def coordinator_metrics(registry: CollectorRegistry = REGISTRY) -> CoordinatorMetrics:
+    """The coordinator metrics registered in `registry` (created on first use)."""
+    held = _METRICS.get(id(registry))
+    if held is None or held[0] is not registry:
+        held = (registry, CoordinatorMetrics(registry))
+        _METRICS[id(registry)] = held
+    return held[1]

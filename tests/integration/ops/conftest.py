@@ -1,0 +1,24 @@
+"""Contracts on the session's two anvil chains, shared by the operations tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.devnet.forge import Forge
+from adapters.devnet.services import Anvil
+from adapters.evm.artifacts import CONTRACTS_DIR
+from adapters.evm.testing import EvmDeployment, deploy_pair
+from adapters.wormhole import testing as wormhole_testing
+
+GUARDIANS = 3
+CHALLENGE_WINDOW = 60
+
+
+@pytest.fixture(scope="module")
+def evm(coordinator_chain: Anvil, worker_chain: Anvil) -> EvmDeployment:
+    """Fresh contracts on both chains (compiled first; forge caches), guarded by 3 guardians."""
+    Forge(Path(CONTRACTS_DIR)).build()
+    guardians = ["0x" + g.address.hex() for g in wormhole_testing.guardian_signers(GUARDIANS)]
+    return deploy_pair(coordinator_chain, worker_chain, guardians, CHALLENGE_WINDOW)
