@@ -5,6 +5,7 @@ Each test runs against the real Kafka broker and against `MemoryBus`.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -42,6 +43,18 @@ async def _read(consumer: Consumer, want: int, rounds: int = 30) -> list[Record]
         if len(got) >= want:
             break
     return got
+
+
+async def _committed_eventually(
+    consumer: Consumer, partition: Partition, expected: int, limit_s: float = 20.0
+) -> bool:
+    """True once `partition`'s committed offset is `expected`; False after `limit_s` seconds."""
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while asyncio.get_running_loop().time() < deadline:
+        if await consumer.committed(partition) == expected:
+            return True
+        await asyncio.sleep(0.1)
+    return await consumer.committed(partition) == expected
 
 
 async def test_same_key_keeps_order_across_partitions(bus: Bus) -> None:
@@ -121,12 +134,14 @@ async def test_transaction_commits_records_and_offsets_together(bus: Bus) -> Non
         await stage.send(sink, b"signature-1", key=b"e")
         await stage.send_offsets({record.position: record.offset + 1}, group)
     await stage.stop()
-    assert await consumer.committed(record.position) == record.offset + 1
+    # Kafka applies offsets committed in a transaction once the group coordinator has seen the
+    # commit marker, a moment after commit returns: wait for it, with a limit.
+    assert await _committed_eventually(consumer, record.position, record.offset + 1)
     await consumer.stop()
 
     reader = bus.consumer([sink], group_id=_name("reader"), isolation_level="read_committed")
     await reader.start()
-    assert [r.value for r in await _read(reader, 1, rounds=6)] == [b"signature-1"]
+    assert [r.value for r in await _read(reader, 1)] == [b"signature-1"]
     await reader.stop()
 
 
