@@ -220,7 +220,9 @@ class Postgres(Service):
     The server runs as a direct child (not daemonised by `pg_ctl start`) so that it dies with
     the harness; `pg_ctl stop` performs the clean shutdown. When the harness runs as root the
     cluster runs as the `postgres` system user, since PostgreSQL refuses to run as root.
-    `durable=False` (the default for tests) turns fsync off.
+    `durable=False` (the default for tests) turns fsync, synchronous commit and full-page
+    writes off: fast, but a crash (SIGKILL) of the server loses the last commits. Tests that
+    crash the server pass `durable=True`.
     """
 
     name = "postgres"

@@ -576,8 +576,10 @@ async def test_a_kafka_restart_mid_stream_loses_and_repeats_nothing(
 async def test_a_postgres_crash_mid_stream_loses_and_repeats_nothing(
     evm: EvmDeployment, kafka: Kafka, keys: StageRequest
 ) -> None:
-    # A cluster of this test's own: it is crashed (SIGKILL) and recovers on restart.
-    own = Postgres()
+    # A cluster of this test's own: it is crashed (SIGKILL) and recovers on restart. It runs
+    # with production durability (fsync, synchronous commit): the test cluster default turns
+    # both off, and a crash then loses commits the relayer was told had landed.
+    own = Postgres(durable=True)
     own.start()
     try:
         await asyncio.to_thread(upgrade, own.async_url)
