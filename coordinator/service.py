@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from opentelemetry import trace
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.blobstore import BlobNotFound, BlobStore, BlobStoreError
 from adapters.wormhole import Task
@@ -132,12 +133,17 @@ class CoordinatorService:
     # --- running ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Step until ``stop`` is set; a step in progress finishes first (drain)."""
+        """Step until ``stop`` is set; a step in progress finishes first (drain).
+
+        A step that failed because the chain, the ledger or the blob store is away is logged
+        and tried again after the poll interval: every step is idempotent, and the round's
+        state is in the ledger, not in this process.
+        """
         while not stop.is_set():
             try:
                 await self.step()
-            except ChainError as exc:
-                log.warning("coordinator step failed, retrying: %s", exc)
+            except (ChainError, SQLAlchemyError, BlobStoreError, OSError) as exc:
+                log.warning("coordinator step failed, retrying: %s: %s", type(exc).__name__, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._poll)
 

@@ -31,9 +31,10 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from solana.rpc.async_api import AsyncClient
 from solders.pubkey import Pubkey
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
+from sqlalchemy import table as sql_table
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from adapters.blobstore import FileBlobStore
 from adapters.devnet.network import Devnet, DevnetPorts, DevnetSettings
@@ -47,7 +48,6 @@ from adapters.ledger.models import Delivery, StoredVaa
 from adapters.solana.client import WorkerProgramClient
 from coordinator.api import create_app
 from coordinator.auth import EvmSigner, RequestSigner, SolanaSigner
-from coordinator.chain_events import ChainError
 from coordinator.client import CoordinatorClient
 from coordinator.evm_chain import EvmCoordinatorChain
 from coordinator.job_config import JobConfig
@@ -107,6 +107,9 @@ class DemoSettings:
         reward_per_round: Reward escrowed per round, in wei.
         min_accuracy: The final test accuracy the demo must reach.
         timeout_s: Longest the job may take from posting to the last settlement.
+        restart_coordinator_in_round: Stop the coordinator (service and API) in the middle of
+            this round and start a new one on the same ledger, as a crash and restart would
+            (None: never).
     """
 
     rounds: int = 10
@@ -126,10 +129,17 @@ class DemoSettings:
     reward_per_round: int = ETHER
     min_accuracy: float = 0.90
     timeout_s: float = 840.0
+    restart_coordinator_in_round: int | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise DemoError(f"rounds must be at least 1, got {self.rounds}")
+        restart = self.restart_coordinator_in_round
+        if restart is not None and not 0 <= restart < self.rounds:
+            raise DemoError(
+                f"restart_coordinator_in_round must name one of the rounds 0..{self.rounds - 1}, "
+                f"got {restart}"
+            )
         if self.evm_workers < 2 or self.solana_workers < 2:
             raise DemoError(
                 "the demo needs at least 2 workers on each worker chain, got "
@@ -193,6 +203,44 @@ class DemoSettings:
 
 
 @dataclass(frozen=True)
+class DemoBackends:
+    """Where the demo's bus and ledgers live: embedded by default, or real services.
+
+    Attributes:
+        kafka_bootstrap: Kafka's bootstrap servers (None: the in-process bus). The demo's
+            topics and consumer groups carry a tag of their own, so runs never share them.
+        database_url: A PostgreSQL (or SQLite) SQLAlchemy URL holding both ledgers (None: a
+            SQLite file each in the state folder). It must hold no fedrelay messages or
+            rounds yet: a new devnet restarts every chain's sequences and job ids.
+    """
+
+    kafka_bootstrap: str | None = None
+    database_url: str | None = None
+
+    def describe(self) -> dict[str, str]:
+        """What the report says about the backends (never the URL: it may hold a password)."""
+        ledger = "sqlite"
+        if self.database_url is not None:
+            ledger = self.database_url.split(":", 1)[0].split("+", 1)[0]
+        return {"bus": "kafka" if self.kafka_bootstrap else "in-process", "ledger": ledger}
+
+
+@dataclass(frozen=True)
+class CoordinatorRestart:
+    """One restart of the coordinator during the job.
+
+    Attributes:
+        round: The round it happened in.
+        phase: The round's phase when the coordinator was stopped.
+        down_s: Seconds from the stop to the new coordinator's API answering.
+    """
+
+    round: int
+    phase: str
+    down_s: float
+
+
+@dataclass(frozen=True)
 class WorkerOutcome:
     """One worker at the end of the demo, from the coordinator's ledger and from the chains.
 
@@ -248,6 +296,8 @@ class DemoResult:
     wall_time_s: float
     settings: DemoSettings
     timings_s: dict[str, float] = field(default_factory=dict)
+    backends: dict[str, str] = field(default_factory=dict)
+    restarts: tuple[CoordinatorRestart, ...] = ()
 
     @property
     def final_accuracy(self) -> float:
@@ -264,6 +314,9 @@ class DemoResult:
         found = []
         if len(self.accuracy_per_round) != self.rounds:
             found.append(f"{len(self.accuracy_per_round)} of {self.rounds} rounds finished")
+        wanted = self.settings.restart_coordinator_in_round
+        if wanted is not None and [r.round for r in self.restarts] != [wanted]:
+            found.append(f"the coordinator was to be restarted in round {wanted}, was not")
         if self.final_accuracy < self.settings.min_accuracy:
             found.append(
                 f"final accuracy {self.final_accuracy:.4f} is below {self.settings.min_accuracy}"
@@ -309,6 +362,8 @@ class DemoResult:
             "wall_time_s": round(self.wall_time_s, 1),
             "timings_s": {k: round(v, 1) for k, v in self.timings_s.items()},
             "settings": asdict(self.settings),
+            "backends": self.backends,
+            "coordinator_restarts": [asdict(r) for r in self.restarts],
             "problems": self.problems(),
         }
 
@@ -474,23 +529,122 @@ async def _until(
         raise DemoError(f"timed out after {timeout_s:.0f}s waiting for {what}") from None
 
 
-async def _drive(service: CoordinatorService, stop: asyncio.Event, poll_s: float = 0.5) -> None:
-    """Step the coordinator until ``stop`` is set; retry a step that failed.
+#: Tables whose rows tie a ledger to one set of chains: a new devnet must not meet old ones.
+_RUN_TABLES = ("observations", "vaas", "deliveries", "coordinator_rounds")
 
-    A step that failed on the chain or the ledger is logged and tried again: every step is
-    idempotent (see :mod:`coordinator.service`).
+
+async def _check_fresh(database_url: str) -> None:
+    """Refuse a ledger that already holds messages or rounds (of an earlier devnet).
+
+    Raises:
+        DemoError: The database cannot be reached, or it is not fresh.
     """
-    while not stop.is_set():
-        try:
-            await service.step()
-        except (ChainError, SQLAlchemyError) as exc:
-            log.warning("demo: coordinator step failed, retrying: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), poll_s)
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            tables = set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
+            held = {}
+            for table in _RUN_TABLES:
+                if table in tables:
+                    count = await connection.scalar(
+                        select(func.count()).select_from(sql_table(table))
+                    )
+                    if count:
+                        held[table] = int(count)
+    except (SQLAlchemyError, OSError) as exc:
+        raise DemoError(f"cannot reach the demo's database: {type(exc).__name__}: {exc}") from None
+    finally:
+        await engine.dispose()
+    if held:
+        rows = ", ".join(f"{n} in {t}" for t, n in held.items())
+        raise DemoError(
+            f"the database already holds a fedrelay ledger ({rows}); the demo starts new chains "
+            "whose message sequences and job ids would collide with it: give it an empty "
+            "database (e.g. createdb fedrelay_demo)"
+        )
+
+
+#: The phases of a round in which the coordinator holds work in progress.
+_MID_ROUND = frozenset({Phase.ASSIGNING, Phase.COLLECTING, Phase.AGGREGATING})
+
+
+class _Coordinator:
+    """The coordinator as a restartable unit: its service loop and HTTP API on a fixed port.
+
+    Each :meth:`start` builds everything anew from the ledger URL, the chain and the blob
+    store, as a restarted process would: nothing carries over in memory.
+    """
+
+    def __init__(self, database_url: str, blobs: FileBlobStore, chain: EvmCoordinatorChain,
+                 chain_id: int, start_block: int) -> None:  # fmt: skip
+        self.database_url = database_url
+        self.blobs = blobs
+        self.chain = chain
+        self.chain_id = chain_id
+        self.start_block = start_block
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._stop = asyncio.Event()
+        self._tasks: tuple[asyncio.Task[None], ...] = ()
+        self._server: _ApiServer | None = None
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the service loop or the API ended by itself, if it did."""
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return task.exception()
+        return None
+
+    async def start(self) -> None:
+        """Build the service and its API and wait until the API answers."""
+        self._engine = create_engine(self.database_url)
+        store = LedgerCoordinatorStore(self._engine)
+        service = CoordinatorService(
+            self.chain, store, self.blobs, chain_id=self.chain_id, start_block=self.start_block,
+            poll_interval=0.5,
+        )  # fmt: skip
+        app = create_app(store, self.blobs, admin_token=secrets.token_urlsafe(24))
+        server = _ApiServer(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                           lifespan="off")
+        )  # fmt: skip
+        self._stop = asyncio.Event()
+        self._server = server
+        self._tasks = (
+            asyncio.create_task(service.run(self._stop), name="coordinator"),
+            asyncio.create_task(server.serve(), name="coordinator-api"),
+        )
+
+        async def started() -> bool:
+            if self.failure is not None:
+                raise DemoError(f"the coordinator did not start: {self.failure}")
+            return bool(server.started)
+
+        await _until(started, 30, "the coordinator API to listen", interval=0.05)
+
+    async def stop(self) -> None:
+        """Stop the loop (a step in progress finishes) and the API; close the ledger."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=30)
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = ()
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
 
 
 def run_demo(
-    settings: DemoSettings, state_dir: Path, progress: DemoProgress | None = None
+    settings: DemoSettings,
+    state_dir: Path,
+    progress: DemoProgress | None = None,
+    backends: DemoBackends | None = None,
 ) -> DemoResult:
     """Run the whole demo (see the module docstring) and return what it found.
 
@@ -498,11 +652,15 @@ def run_demo(
         settings: What to run.
         state_dir: Where the devnet's state, the ledgers, blobs and worker state go.
         progress: Where steps and events are reported.
+        backends: Kafka and PostgreSQL to run on instead of the embedded defaults.
 
     Raises:
         DemoError: Something could not start, or the job did not finish in time.
     """
     shown = progress or QuietProgress()
+    chosen = backends or DemoBackends()
+    if chosen.database_url is not None:  # before anything starts
+        asyncio.run(_check_fresh(chosen.database_url))
     started = time.monotonic()
     devnet_settings = DevnetSettings(
         ports=DevnetPorts(coordinator=0, worker_evm=0, solana=0),
@@ -515,7 +673,7 @@ def run_demo(
         shown.step("funding the workers")
         keys = devnet.fund_workers(settings.evm_workers, settings.solana_workers)
         devnet_s = time.monotonic() - started
-        demo = _Demo(settings, devnet, keys, state_dir, shown)
+        demo = _Demo(settings, devnet, keys, state_dir, shown, chosen)
         result = asyncio.run(demo.run())
     timings = {"devnet_s": devnet_s, **result.timings_s}
     wall = time.monotonic() - started
@@ -528,6 +686,8 @@ def run_demo(
         wall_time_s=wall,
         settings=settings,
         timings_s=timings,
+        backends=chosen.describe(),
+        restarts=result.restarts,
     )
 
 
@@ -541,8 +701,11 @@ class _Demo:
         keys: tuple[WorkerKey, ...],
         state_dir: Path,
         progress: DemoProgress,
+        backends: DemoBackends,
     ) -> None:
         self.settings = settings
+        self.backends = backends
+        self.tag = secrets.token_hex(4)  # names this run's topics and consumer groups
         self.devnet = devnet
         self.keys = keys
         self.state_dir = state_dir
@@ -558,6 +721,7 @@ class _Demo:
         self.solana_turn = asyncio.Lock()
         self.closers: list[Callable[[], Awaitable[None]]] = []
         self.timings: dict[str, float] = {}
+        self.restarts: list[CoordinatorRestart] = []
 
     async def run(self) -> DemoResult:
         """Start the services and workers, run the job, stop everything, read the outcome."""
@@ -566,7 +730,11 @@ class _Demo:
             relayer_url = await self._ledger("relayer")
             coordinator_url = await self._ledger("coordinator")
             await self._start_relayer(relayer_url)
-            store, api_url = await self._start_coordinator(coordinator_url)
+            api_url = await self._start_coordinator(coordinator_url)
+            # The demo's own view of the coordinator's ledger: it outlives coordinator restarts.
+            observer = create_engine(coordinator_url)
+            self.closers.append(observer.dispose)
+            store = LedgerCoordinatorStore(observer)
             await self._start_workers(api_url, store)
             posted = time.monotonic()
             job_id = await self._post_job()
@@ -618,17 +786,28 @@ class _Demo:
         self.closers.append(stop_clock)
 
     async def _ledger(self, name: str) -> str:
-        url = f"sqlite+aiosqlite:///{self.state_dir / f'{name}.db'}"
-        (self.state_dir / f"{name}.db").unlink(missing_ok=True)
-        self.progress.step(f"creating the {name}'s SQLite ledger")
+        """The URL of the ledger `name` (relayer or coordinator), created and migrated."""
+        url = self.backends.database_url
+        if url is None:
+            url = f"sqlite+aiosqlite:///{self.state_dir / f'{name}.db'}"
+            (self.state_dir / f"{name}.db").unlink(missing_ok=True)
+            self.progress.step(f"creating the {name}'s SQLite ledger")
+        else:
+            self.progress.step(
+                f"migrating the {name}'s ledger on {self.backends.describe()['ledger']}"
+            )
         await asyncio.to_thread(upgrade, url)
         return url
 
     async def _start_relayer(self, database_url: str) -> None:
         self.progress.step("starting the relayer: watchers, 3 guardians, assembly, deliverers")
         chains = load_chains(Path(self.info.chains_file))
+        topic = f"fedrelay-demo-{self.tag}"
         settings = RelayerSettings(
-            database_url=database_url, kafka_bootstrap=None, topic_partitions=1,
+            database_url=database_url, kafka_bootstrap=self.backends.kafka_bootstrap,
+            topic_partitions=1, observations_topic=f"{topic}-observations",
+            signatures_topic=f"{topic}-signatures", vaas_topic=f"{topic}-vaas",
+            deliveries_prefix=f"{topic}-deliveries", dlq_topic=f"{topic}-dlq", group_prefix=topic,
             guardian_addresses=(), poll_wait_s=0.1, watch_interval_s=0.2, retry_base_s=0.2,
             retry_cap_s=2.0, confirm_timeout_s=20.0, batch_size=50, lag_interval_s=5.0,
         )  # fmt: skip
@@ -654,10 +833,9 @@ class _Demo:
         await asyncio.gather(*tasks, return_exceptions=True)
         await process.close()
 
-    async def _start_coordinator(self, database_url: str) -> tuple[LedgerCoordinatorStore, str]:
+    async def _start_coordinator(self, database_url: str) -> str:
+        """Start the coordinator; returns its API's URL."""
         self.progress.step("starting the coordinator and its API")
-        engine = create_engine(database_url)
-        store = LedgerCoordinatorStore(engine)
         self.blobs = FileBlobStore(self.state_dir / "blobs")
         coordinator_chain = self.info.chain(COORDINATOR)
         aggregator = Signer(self.devnet.key_file("aggregator").read_text().strip())
@@ -666,38 +844,26 @@ class _Demo:
             aggregator,
         )
         start_block = int(await asyncio.to_thread(lambda: self.market.chain.w3.eth.block_number))
-        service = CoordinatorService(
-            chain, store, self.blobs, chain_id=coordinator_chain.wormhole_chain_id,
-            start_block=start_block, poll_interval=0.5,
-        )  # fmt: skip
-        port = free_port()
-        app = create_app(store, self.blobs, admin_token=secrets.token_urlsafe(24))
-        server = _ApiServer(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        self.coordinator = _Coordinator(
+            database_url, self.blobs, chain, coordinator_chain.wormhole_chain_id, start_block
         )
-        stop = asyncio.Event()
-        running = asyncio.create_task(_drive(service, stop), name="coordinator")
-        serving = asyncio.create_task(server.serve(), name="coordinator-api")
+        await self.coordinator.start()
+        self.closers.append(self.coordinator.stop)
+        return self.coordinator.url
 
-        async def started() -> bool:
-            if serving.done():
-                raise DemoError(f"the coordinator API did not start: {serving.exception()}")
-            return bool(server.started)
-
-        await _until(started, 30, "the coordinator API to listen", interval=0.05)
-
-        async def stop_coordinator() -> None:
-            stop.set()
-            server.should_exit = True
-            await asyncio.wait([running, serving], timeout=30)
-            for task in (running, serving):
-                task.cancel()
-            await asyncio.gather(running, serving, return_exceptions=True)
-            await engine.dispose()
-
-        self.closers.append(stop_coordinator)
-        self.coordinator_task = running
-        return store, f"http://127.0.0.1:{port}"
+    async def _restart_coordinator(self, state: RoundState) -> None:
+        """Stop the coordinator mid-round and start a new one on the same ledger."""
+        self.progress.step(
+            f"restarting the coordinator in round {state.round} ({state.phase.value})"
+        )
+        stopped = time.monotonic()
+        await self.coordinator.stop()
+        await self.coordinator.start()
+        down = time.monotonic() - stopped
+        self.restarts.append(CoordinatorRestart(state.round, state.phase.value, round(down, 2)))
+        self.progress.note(
+            f"coordinator restarted after {down:.1f} s down; it resumes from the ledger"
+        )
 
     # --- workers ------------------------------------------------------------------------------
 
@@ -803,12 +969,16 @@ class _Demo:
     async def _follow(self, store: LedgerCoordinatorStore, job_id: int) -> None:
         shown: set[tuple[int, str]] = set()
 
+        restart = self.settings.restart_coordinator_in_round
+
         async def completed() -> bool:
-            if self.coordinator_task.done():
-                raise DemoError(f"the coordinator stopped: {self.coordinator_task.exception()}")
+            if self.coordinator.failure is not None:
+                raise DemoError(f"the coordinator stopped: {self.coordinator.failure}")
             state = await store.get_round(job_id)
             if state is None:
                 return False
+            if state.round == restart and state.phase in _MID_ROUND and not self.restarts:
+                await self._restart_coordinator(state)
             report = await store.report(job_id, state.round)
             accuracy = await self._last_accuracy(store, job_id)
             self.progress.round(state, accuracy)
@@ -914,6 +1084,7 @@ class _Demo:
             wall_time_s=0.0,
             settings=self.settings,
             timings_s=dict(self.timings),
+            restarts=tuple(self.restarts),
         )
 
     async def _routes(self, database_url: str) -> dict[str, dict[str, int]]:

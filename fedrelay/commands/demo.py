@@ -1,7 +1,8 @@
 """`fedrelay demo`: a training job across three chains with honest workers and one cheat.
 
 Everything runs on embedded defaults (SQLite ledgers, the in-process bus) in this process and
-its anvil children; see :mod:`fedrelay.demo`. The report goes into ``--out`` (``summary.json``
+its anvil children, or on Kafka (``--kafka``) and PostgreSQL (``--database-url``); see
+:mod:`fedrelay.demo`. The report goes into ``--out`` (``summary.json``
 and ``summary.md``); the exit status is 1 when an acceptance condition failed, 2 when the demo
 could not run.
 """
@@ -124,9 +125,35 @@ def demo(
         Path | None,
         typer.Option("--state-dir", help="Devnet, ledgers and blobs (default: a temporary one)."),
     ] = None,
+    kafka: Annotated[
+        str | None,
+        typer.Option(
+            "--kafka",
+            metavar="BOOTSTRAP",
+            help="Run the relayer on this Kafka (host:port) instead of the in-process bus.",
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            metavar="URL",
+            envvar="FEDRELAY_DEMO_DATABASE_URL",
+            help="Keep both ledgers in this empty database (postgresql+asyncpg://...) instead "
+            "of SQLite files.",
+        ),
+    ] = None,
+    restart_coordinator_in_round: Annotated[
+        int | None,
+        typer.Option(
+            "--restart-coordinator-in-round",
+            min=0,
+            help="Stop the coordinator in the middle of this round and start it again.",
+        ),
+    ] = None,
 ) -> None:
     """Run a job on digits across three chains; write summary.json; fail if a check fails."""
-    from fedrelay.demo import DemoError, DemoSettings, run_demo, write_summary
+    from fedrelay.demo import DemoBackends, DemoError, DemoSettings, run_demo, write_summary
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -139,6 +166,7 @@ def demo(
             steps=steps,
             checkpoint_every=steps // 2 if steps % 2 == 0 else steps,
             min_accuracy=min_accuracy,
+            restart_coordinator_in_round=restart_coordinator_in_round,
         )
     except DemoError as exc:
         _CONSOLE.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -151,7 +179,12 @@ def demo(
             TimeElapsedColumn(),
             console=_CONSOLE,
         ) as progress:
-            result = run_demo(settings, work, _RichDemoProgress(progress, rounds))
+            result = run_demo(
+                settings,
+                work,
+                _RichDemoProgress(progress, rounds),
+                DemoBackends(kafka_bootstrap=kafka, database_url=database_url),
+            )
     except DemoError as exc:
         _CONSOLE.print(f"[red]demo failed:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
