@@ -726,7 +726,6 @@ class _Demo:
     async def run(self) -> DemoResult:
         """Start the services and workers, run the job, stop everything, read the outcome."""
         try:
-            self._start_clock()
             relayer_url = await self._ledger("relayer")
             coordinator_url = await self._ledger("coordinator")
             await self._start_relayer(relayer_url)
@@ -755,35 +754,6 @@ class _Demo:
         return outcome
 
     # --- services -----------------------------------------------------------------------------
-
-    def _start_clock(self, interval_s: float = 1.0) -> None:
-        """Mine an empty coordinator-chain block every ``interval_s`` seconds.
-
-        A devnet anvil mines only when a transaction arrives, and JobMarket judges the end of
-        a challenge window by the latest block's time: on a quiet chain that time stands still
-        and ``settleRound`` would be refused for ever. A real chain makes blocks regularly.
-        """
-        anvil = self.devnet.coordinator
-        if anvil is None:
-            raise DemoError("the devnet's coordinator chain is not running")
-        stop = asyncio.Event()
-
-        async def tick() -> None:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval_s)
-                try:
-                    await asyncio.to_thread(anvil.rpc, "evm_mine", [])
-                except Exception as exc:  # a missed block only delays the next settlement
-                    log.warning("demo: mining a coordinator-chain block failed: %s", exc)
-
-        ticking = asyncio.create_task(tick(), name="coordinator-blocks")
-
-        async def stop_clock() -> None:
-            stop.set()
-            await asyncio.gather(ticking, return_exceptions=True)
-
-        self.closers.append(stop_clock)
 
     async def _ledger(self, name: str) -> str:
         """The URL of the ledger `name` (relayer or coordinator), created and migrated."""

@@ -131,6 +131,10 @@ class DevnetSettings:
         evm_min_stake: WorkerHub's minimum stake in wei.
         solana_min_stake: The worker program's minimum stake in lamports.
         unbonding_delay: Seconds a worker's stake stays bonded after it asks to unbond.
+        coordinator_block_time: Seconds between the coordinator chain's blocks when no
+            transaction comes (transactions are mined at once). JobMarket reads the end of a
+            challenge window from the latest block's time, so an idle chain whose clock stood
+            still would refuse ``settleRound`` for ever; a real chain makes blocks regularly.
     """
 
     guardians: int = 3
@@ -139,8 +143,13 @@ class DevnetSettings:
     evm_min_stake: int = ETHER
     solana_min_stake: int = LAMPORTS_PER_SOL
     unbonding_delay: int = 3600
+    coordinator_block_time: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.coordinator_block_time <= 0:
+            raise DevnetError(
+                f"coordinator_block_time must be positive, got {self.coordinator_block_time}"
+            )
         if not 1 <= self.guardians <= MAX_GUARDIANS:
             raise DevnetError(f"guardians must be 1..{MAX_GUARDIANS}, got {self.guardians}")
         for name, port in self.ports.named().items():
@@ -348,6 +357,7 @@ class Devnet:
         ports = settings.ports
         self.coordinator = self._stack.enter_context(
             Anvil(COORDINATOR_EVM_CHAIN, port=ports.coordinator or None,
+                  block_time=settings.coordinator_block_time, mixed_mining=True,
                   workdir=self.state_dir / "anvil-coordinator")
         )  # fmt: skip
         self.worker_evm = self._stack.enter_context(

@@ -153,13 +153,28 @@ class Anvil(Service):
         *,
         port: int | None = None,
         block_time: float | None = None,
+        mixed_mining: bool = False,
         workdir: Path | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
     ) -> None:
+        """A chain to start.
+
+        Args:
+            chain_id: The EVM chain id.
+            port: The RPC port (default: a free one).
+            block_time: Mine a block every this many seconds (default: only on transactions).
+            mixed_mining: With `block_time`, also mine each transaction at once, so the chain
+                answers as fast as an automining one while its clock still moves when idle.
+            workdir: Where its files go (default: a temporary folder).
+            start_timeout: Seconds it may take to answer.
+        """
         super().__init__(workdir, start_timeout)
+        if mixed_mining and block_time is None:
+            raise ValueError("mixed_mining needs a block_time")
         self.chain_id = chain_id
         self.port = port or free_port()
         self.block_time = block_time
+        self.mixed_mining = mixed_mining
         self._config_path = self.workdir / "anvil-config.json"
         self.private_keys: list[str] = []
         self.addresses: list[str] = []
@@ -182,6 +197,8 @@ class Anvil(Service):
         ]
         if self.block_time is not None:
             argv += ["--block-time", str(self.block_time)]
+        if self.mixed_mining:
+            argv.append("--mixed-mining")
         return argv
 
     def rpc(self, method: str, params: list[Any] | None = None) -> Any:
