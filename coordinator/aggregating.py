@@ -6,7 +6,9 @@
    masked input under secure aggregation); a mismatch or a missing upload is rejected and
    slashed;
 2. (plain rounds) challenges the transcripts drawn from the round's seed and replays each answer;
-   a failed replay, or no answer by the deadline, is rejected and slashed;
+   the answer on the last segment opens the final checkpoint, whose model must be exactly the
+   committed update; a failed replay, an update that is not the transcript's final model, or no
+   answer by the deadline, is rejected and slashed;
 3. (secure rounds) waits for the unmasking reveals and recovers the sum of the masked inputs;
 4. aggregates with the job's strategy, evaluates the new model on the held-out set, scores the
    accepted workers and splits the round's reward.
@@ -43,9 +45,11 @@ from coordinator.secagg import SecureAggregationError
 from coordinator.secure_sum import masked_inputs, reveal_senders, secagg_config, unmask
 from coordinator.store import CoordinatorStore, RoundReport
 from coordinator.verification import (
+    ChallengeDraw,
     JobWorkbench,
     UpdateRejection,
     challenge_sample,
+    check_final_checkpoint,
     decode_proof,
     delta_of,
     read_update,
@@ -340,7 +344,9 @@ class RoundAggregation:
         )
         pending = False
         for draw in draws:
-            a = draw.assignment
+            a = state.assignment(draw.assignment.worker)
+            if a.status is not TaskStatus.COMMITTED:
+                continue  # rejected on its other challenge of this round
             assert a.commitment is not None
             issued = Challenge(
                 state.job_id,
@@ -369,13 +375,15 @@ class RoundAggregation:
                 reason = f"did not answer the challenge of segment {draw.segment} in time"
                 state = await self._reject(state, a.worker, reason, config.rejected_slash, now)
                 continue
-            verdict = await self._verdict(state, challenge)
+            verdict = await self._verdict(state, challenge, draw)
             if not verdict.accepted:
                 reason = f"challenge of segment {draw.segment} failed: {verdict.reason}"
                 state = await self._reject(state, a.worker, reason, config.rejected_slash, now)
         return state, pending
 
-    async def _verdict(self, state: RoundState, challenge: Challenge) -> Verdict:
+    async def _verdict(
+        self, state: RoundState, challenge: Challenge, draw: ChallengeDraw
+    ) -> Verdict:
         known = self._verdicts.get(challenge.challenge_id)
         if known is not None:
             return known
@@ -396,13 +404,41 @@ class RoundAggregation:
         except UpdateRejection as exc:
             verdict = Verdict(False, str(exc))
         else:
-            verdict = await asyncio.to_thread(
-                self._context.workbench.replay,
-                state.job_id,
-                state.round,
-                state.assignment(challenge.worker),
-                challenge.segment,
-                opening,
-            )
+            verdict = await self._final_verdict(state, challenge, opening)
+            if verdict.accepted and draw.replay:
+                verdict = await asyncio.to_thread(
+                    self._context.workbench.replay,
+                    state.job_id,
+                    state.round,
+                    state.assignment(challenge.worker),
+                    challenge.segment,
+                    opening,
+                )
         self._verdicts[challenge.challenge_id] = verdict
         return verdict
+
+    async def _final_verdict(
+        self, state: RoundState, challenge: Challenge, opening: SegmentOpening
+    ) -> Verdict:
+        """On the last segment, whether the committed update is the final checkpoint's model."""
+        training = self._context.workbench.training_config()
+        if challenge.segment != training.segments - 1:
+            return Verdict(True, "ok")
+        commitment = state.assignment(challenge.worker).commitment
+        assert commitment is not None
+        # Uploads are content-addressed and were checked against the commitment already.
+        update = await self._blob(commitment.update_hash.hex())
+        if update is None:
+            return Verdict(False, "the committed update is not in the blob store")
+        try:
+            await asyncio.to_thread(
+                check_final_checkpoint,
+                update,
+                opening.end_blob,
+                opening.end_proof,
+                commitment.transcript_root,
+                training,
+            )
+        except UpdateRejection as exc:
+            return Verdict(False, str(exc))
+        return Verdict(True, "ok")

@@ -32,6 +32,7 @@ from opentelemetry import trace
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.blobstore import BlobNotFound, BlobStore, BlobStoreError
+from adapters.telemetry.tracing import round_attributes, round_context
 from adapters.wormhole import Task
 from coordinator.aggregating import JobContext, ModelUnavailable, RoundAggregation
 from coordinator.chain_events import (
@@ -298,9 +299,10 @@ class CoordinatorService:
             return state
         context = await self._context(job_id)
         now = self._now()
-        with tracer.start_as_current_span(
+        with tracer.start_as_current_span(  # in the round's trace (derived, see tracing.py)
             f"coordinator.{state.phase.value}",
-            attributes={"fedrelay.job_id": job_id, "fedrelay.round": state.round},
+            context=round_context(self._chain_id, job_id, state.round),
+            attributes=round_attributes(job_id, state.round),
         ):
             match state.phase:
                 case Phase.POSTED:

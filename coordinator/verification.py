@@ -2,7 +2,10 @@
 
 - :func:`read_update` checks an uploaded update against its on-chain commitment.
 - :func:`challenge_sample` draws, from the round's public seed, which transcripts are
-  challenged and which segment of each, so anyone can recompute the sample.
+  challenged and which segment of each, so anyone can recompute the sample. A challenged task is
+  also asked for its last segment, whose end is the final checkpoint ``c_K``.
+- :func:`check_final_checkpoint` checks that an update is exactly the model of the final
+  checkpoint of the committed transcript (leaf ``K`` under the root, at the last step).
 - :class:`JobWorkbench` rebuilds a job's model, held-out set and data shards from its
   configuration, evaluates models and replays challenged segments with
   :func:`worker.training.verify_segment`.
@@ -12,6 +15,9 @@
 
 An update blob is the canonical safetensors blob of the worker's trained model tensors (the
 model part of its final checkpoint, plain names); the coordinator computes the delta itself.
+Replaying a segment only shows that the transcript is honest; the final-checkpoint check ties
+the committed update to it, so an honest transcript next to another update is caught too. Both
+need an answer, so they cover the challenged tasks only (``challenge_rate`` is the sample).
 """
 
 from __future__ import annotations
@@ -36,8 +42,12 @@ from worker.training import (
     TrainingConfig,
     TrainingError,
     Verdict,
+    blob_hash,
     decode_blob,
     encode_blob,
+    model_of,
+    step_of,
+    verify_proof,
     verify_segment,
 )
 
@@ -53,10 +63,18 @@ class UpdateRejection(Exception):
 
 @dataclass(frozen=True)
 class ChallengeDraw:
-    """One sampled challenge: the task and the transcript segment asked for."""
+    """One sampled challenge: the task and the transcript segment asked for.
+
+    Attributes:
+        assignment: The challenged task.
+        segment: The segment asked for.
+        replay: Whether the answer is replayed. False for the extra challenge of the last
+            segment, asked only to open the final checkpoint (see :func:`challenge_sample`).
+    """
 
     assignment: Assignment
     segment: int
+    replay: bool = True
 
 
 _PROOF_HEAD = struct.Struct(">IIB")
@@ -116,14 +134,87 @@ def challenge_sample(
 
     Each committed task is challenged when ``keccak256(seed || "challenge" || worker_id)``, read
     as a fraction, falls below ``rate``; the segment is the next 4 bytes modulo ``segments``.
+    The answer on the last segment (``segments - 1``) opens the final checkpoint, which
+    :func:`check_final_checkpoint` compares with the update; when another segment was drawn, the
+    last one is challenged as well, right after it, with ``replay=False``.
     """
     draws = []
+    last = segments - 1
     for assignment in committed:
         digest = keccak256(seed + b"challenge" + assignment.worker.worker_id)
         if int.from_bytes(digest[:8], "big") / 2**64 < rate:
             segment = int.from_bytes(digest[8:12], "big") % segments
             draws.append(ChallengeDraw(assignment, segment))
+            if segment != last:
+                draws.append(ChallengeDraw(assignment, last, replay=False))
     return draws
+
+
+def check_final_checkpoint(
+    update: bytes, blob: bytes, proof: MerkleProof, root: bytes, config: TrainingConfig
+) -> None:
+    """Check that ``update`` is the model of the committed transcript's final checkpoint.
+
+    The final checkpoint ``c_K`` (``K = config.segments``) must be leaf ``K`` of the ``K + 1``
+    leaves under ``root``, stand at step ``config.steps``, and its model tensors
+    (:func:`~worker.training.model_of`: plain names, float32) must encode to exactly the
+    update's canonical bytes.
+
+    Args:
+        update: The uploaded update blob (already checked against its commitment).
+        blob: The checkpoint blob the worker opened as ``c_K``.
+        proof: Its Merkle proof.
+        root: The committed transcript root.
+        config: The job's training configuration.
+
+    Raises:
+        UpdateRejection: The opening is not the final checkpoint of the committed transcript,
+            or the update is not its model; the message says which.
+    """
+    final = config.segments
+    if (proof.index, proof.leaf_count) != (final, final + 1):
+        raise UpdateRejection(
+            f"the opened checkpoint is leaf {proof.index} of {proof.leaf_count}, the final "
+            f"checkpoint is leaf {final} of {final + 1}"
+        )
+    if not verify_proof(blob_hash(blob), proof, root):
+        raise UpdateRejection("the final checkpoint is not in the committed transcript")
+    try:
+        checkpoint = decode_blob(blob)
+        step = step_of(checkpoint)
+        model = encode_blob(model_of(checkpoint))
+    except (BlobError, TrainingError) as exc:
+        raise UpdateRejection(f"the final checkpoint blob is malformed: {exc}") from None
+    if step != config.steps:
+        raise UpdateRejection(
+            f"the final checkpoint is at step {step}, the task trains {config.steps} steps"
+        )
+    if model != update:
+        raise UpdateRejection(
+            f"the committed update {keccak256(update).hex()} is not the model of the "
+            f"transcript's final checkpoint (step {step}), whose model is "
+            f"{keccak256(model).hex()}: {_difference(update, model_of(checkpoint))}"
+        )
+
+
+def _difference(update: bytes, model: ModelTensors) -> str:
+    try:
+        tensors = decode_blob(update)
+    except BlobError as exc:
+        return f"the update is not a tensor blob ({exc})"
+    if sorted(tensors) != sorted(model):
+        return "their tensor names differ"
+    worst = 0.0
+    for name, value in model.items():
+        other = np.asarray(tensors[name])
+        if (other.dtype, other.shape) != (value.dtype, value.shape):
+            return (
+                f"tensor {name!r} is {other.dtype} {other.shape}, the checkpoint's "
+                f"{value.dtype} {value.shape}"
+            )
+        gap = np.abs(other.astype(np.float64) - value.astype(np.float64))
+        worst = max(worst, float(gap.max()) if gap.size else 0.0)
+    return f"largest difference {worst:g}"
 
 
 class JobWorkbench:

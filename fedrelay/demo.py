@@ -55,16 +55,17 @@ from coordinator.rounds import Phase, RoundState, TaskStatus, WorkerRef
 from coordinator.service import CoordinatorService
 from coordinator.store import RoundReport
 from coordinator.verification import JobWorkbench
+from fedrelay.demo_costs import CostError, DemoCosts, devnet_costs, markdown_lines
+from fedrelay.demo_plot import plot_accuracy
 from relayer.config import load_chains
 from relayer.service import RelayerProcess, StageRequest, build_process
 from relayer.settings import RelayerSettings
 from relayer.stage import stage_metrics
 from worker.data import Dataset
 from worker.sdk import StateStore, WorkerChain, WorkerNode, load_evm_key, load_solana_keypair
-from worker.sdk.errors import ChainRejected
 from worker.sdk.evm import EvmWorkerChain
 from worker.sdk.solana import SolanaWorkerChain
-from worker.sdk.tasks import ChainPoll, CommitReceipt, StakeStatus, TaskKey, UpdateCommitment
+from worker.sdk.tasks import TaskKey
 from worker.sdk.testing import TamperedTranscriptWorker, TamperedUpdateWorker
 from worker.training import encode_blob
 
@@ -298,6 +299,7 @@ class DemoResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     backends: dict[str, str] = field(default_factory=dict)
     restarts: tuple[CoordinatorRestart, ...] = ()
+    costs: DemoCosts = field(default_factory=DemoCosts)
 
     @property
     def final_accuracy(self) -> float:
@@ -364,6 +366,7 @@ class DemoResult:
             "settings": asdict(self.settings),
             "backends": self.backends,
             "coordinator_restarts": [asdict(r) for r in self.restarts],
+            **self.costs.to_json(),
             "problems": self.problems(),
         }
 
@@ -437,76 +440,6 @@ class _JobShards:
     def dataset(self, shard: int) -> Dataset:
         """The data of shard ``shard``."""
         return self._workbench.shard(shard)
-
-
-class _SerialSolanaChain:
-    """A Solana worker chain whose transactions go one at a time, retried on a lost race.
-
-    The worker program writes each emitted message to the account of the next sequence, read
-    just before sending; two workers committing at once race for the same account
-    (``WRONG_ACCOUNT``), and the devnet honours only its latest blockhash, which every other
-    transaction rotates (``BlockhashNotFound``). Workers sharing one process take turns; a
-    commitment that lost a race with the relayer is sent again once it is known not to have
-    landed.
-    """
-
-    ATTEMPTS = 5
-    _RACES = ("BlockhashNotFound", "WRONG_ACCOUNT")
-
-    def __init__(self, chain: SolanaWorkerChain, turn: asyncio.Lock) -> None:
-        self._chain = chain
-        self._turn = turn
-
-    @property
-    def wormhole_chain(self) -> int:
-        """See :class:`~worker.sdk.chain.WorkerChain`."""
-        return self._chain.wormhole_chain
-
-    @property
-    def worker_key(self) -> bytes:
-        """See :class:`~worker.sdk.chain.WorkerChain`."""
-        return self._chain.worker_key
-
-    async def stake_status(self) -> StakeStatus:
-        """See :class:`~worker.sdk.chain.WorkerChain`."""
-        return await self._chain.stake_status()
-
-    async def stake_and_register(self, stake: int, payout: bytes, capabilities: int) -> None:
-        """See :class:`~worker.sdk.chain.WorkerChain`."""
-        async with self._turn:
-            await self._chain.stake_and_register(stake, payout, capabilities)
-
-    async def poll(self, cursor: int) -> ChainPoll:
-        """See :class:`~worker.sdk.chain.WorkerChain`."""
-        return await self._chain.poll(cursor)
-
-    async def is_committed(self, key: TaskKey) -> bool:
-        """See :class:`~worker.sdk.chain.WorkerChain`."""
-        return await self._chain.is_committed(key)
-
-    async def commit(self, commitment: UpdateCommitment) -> CommitReceipt:
-        """Commit in turn; send again after a lost race (never once the commitment landed)."""
-        async with self._turn:
-            for attempt in range(1, self.ATTEMPTS + 1):
-                try:
-                    return await self._chain.commit(commitment)
-                except ChainRejected as exc:
-                    if attempt == self.ATTEMPTS or not any(r in str(exc) for r in self._RACES):
-                        raise
-                    if await self._chain.is_committed(commitment.key):
-                        return CommitReceipt("")
-                    log.info("demo: commitment of %s lost a race, sending again", commitment.key)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def begin_unstake(self, amount: int) -> None:
-        """See :class:`~worker.sdk.chain.WorkerChain`."""
-        async with self._turn:
-            await self._chain.begin_unstake(amount)
-
-    async def withdraw_stake(self) -> None:
-        """See :class:`~worker.sdk.chain.WorkerChain`."""
-        async with self._turn:
-            await self._chain.withdraw_stake()
 
 
 class _ApiServer(uvicorn.Server):
@@ -688,6 +621,7 @@ def run_demo(
         timings_s=timings,
         backends=chosen.describe(),
         restarts=result.restarts,
+        costs=result.costs,
     )
 
 
@@ -718,7 +652,6 @@ class _Demo:
         self.solana_rpc = AsyncClient(self.info.chain(WORKER_SOLANA).rpc_url)
         self.program = WorkerProgramClient(self.solana_rpc, devnet.program_id)
         self.workers: list[_Worker] = []
-        self.solana_turn = asyncio.Lock()
         self.closers: list[Callable[[], Awaitable[None]]] = []
         self.timings: dict[str, float] = {}
         self.restarts: list[CoordinatorRestart] = []
@@ -859,7 +792,7 @@ class _Demo:
                 solana = await SolanaWorkerChain.connect(
                     self.solana_rpc, self.devnet.program_id, keypair
                 )
-                chain = _SerialSolanaChain(solana, self.solana_turn)
+                chain = solana
                 signer = SolanaSigner(keypair)
             api = CoordinatorClient(api_url, signer)
             self.closers.append(api.aclose)
@@ -1045,6 +978,12 @@ class _Demo:
                     stake_after=await self._stake(worker),
                 )
             )
+        # What every chain spent since the devnet started, deployment included.
+        try:
+            costs = await devnet_costs(self.info, self.keys)
+        except CostError as exc:  # the report goes on without them; the reason is logged
+            log.warning("demo: could not read what the chains spent: %s", exc)
+            costs = DemoCosts()
         return DemoResult(
             job_id=job_id,
             rounds=self.settings.rounds,
@@ -1055,6 +994,7 @@ class _Demo:
             settings=self.settings,
             timings_s=dict(self.timings),
             restarts=tuple(self.restarts),
+            costs=costs,
         )
 
     async def _routes(self, database_url: str) -> dict[str, dict[str, int]]:
@@ -1083,17 +1023,33 @@ class _Demo:
 
 
 def write_summary(result: DemoResult, out_dir: Path) -> Path:
-    """Write ``summary.json`` and ``summary.md`` into ``out_dir``; returns the JSON's path."""
+    """Write ``summary.json``, ``summary.md`` and ``accuracy.png`` into ``out_dir``.
+
+    Returns:
+        The path of ``summary.json``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "summary.json"
     path.write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+    plot = plot_accuracy(
+        result.accuracy_per_round, result.settings.min_accuracy, out_dir / "accuracy.png",
+        title=f"job {result.job_id}: test accuracy per round",
+    )  # fmt: skip
     lines = [
         f"# fedrelay demo: job {result.job_id}",
         "",
         f"- rounds: {result.rounds}; final test accuracy: {result.final_accuracy:.4f}",
         f"- wall time: {result.wall_time_s:.0f} s",
+        f"- bus: {result.backends.get('bus', 'in-process')}; "
+        f"ledger: {result.backends.get('ledger', 'sqlite')}",
+        *(
+            f"- coordinator restarted in round {r.round} ({r.phase}), down {r.down_s:.1f} s"
+            for r in result.restarts
+        ),
         f"- dishonest worker: {result.dishonest.name} ({result.dishonest.chain}), tampered "
         f"{result.dishonest.dishonest}; caught: {result.dishonest.reason or 'no'}",
+        "",
+        f"![test accuracy per round]({plot.name})",
         "",
         "| round | accuracy |",
         "| --- | --- |",
@@ -1113,6 +1069,7 @@ def write_summary(result: DemoResult, out_dir: Path) -> Path:
             for route, counts in result.messages_per_route.items()
         ),
         "",
+        *markdown_lines(result.costs),
     ]
     problems = result.problems()
     lines += ["## Acceptance", ""] + (

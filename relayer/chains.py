@@ -44,7 +44,8 @@ class EmittedMessage:
         observation: The message, with the transaction, block number and block hash it was read
             from (``observation.block_number`` is the message's position).
         traceparent: The W3C traceparent of the emitting transaction's trace, when the chain or
-            its adapter knows it; the observation then joins that trace.
+            its adapter knows it; the observation then joins that trace. Without it, a round's
+            message joins the round's derived trace (see :mod:`relayer.watch`).
     """
 
     observation: Observation

@@ -16,7 +16,10 @@ on the bus first and the ledger after, so a crash in between re-reads the same p
 produces the records again (downstream stages are idempotent) instead of losing them.
 
 Each record carries the trace context of the emitting transaction when the source knows it, so
-the observation joins that trace.
+the observation joins that trace. When it does not (chains keep no trace context), a message of a
+round (TASK_ASSIGNED, UPDATE_COMMITTED, ROUND_SETTLED) joins the round's derived trace
+(:func:`~adapters.telemetry.tracing.round_context`); other messages start a trace of their own.
+The ledger row keeps the context the record was produced under.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select
@@ -38,8 +42,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from adapters.kafka.bus import Bus, Headers, Producer
 from adapters.ledger.models import Observation as ObservationRow
 from adapters.ledger.models import ObservationStatus, SourceCursor, utcnow
-from adapters.telemetry.tracing import context_from_traceparent, inject_headers
-from adapters.wormhole import MessageId
+from adapters.telemetry.tracing import (
+    context_from_traceparent,
+    inject_headers,
+    round_attributes,
+    round_context,
+    traceparent,
+)
+from adapters.wormhole import (
+    MessageId,
+    PayloadError,
+    RoundSettled,
+    TaskAssigned,
+    UpdateCommitted,
+    decode_payload,
+)
 from relayer.backoff import BackoffPolicy
 from relayer.chains import EmittedMessage, SourceChain
 from relayer.messages import Observation, encode_message, message_key, message_label
@@ -256,7 +273,7 @@ class Watcher:
     async def _record(self, session: AsyncSession, message: EmittedMessage) -> bool:
         """Store an observation; whether it is to be produced (new, or back after a reorg)."""
         observation = message.observation
-        values = _row(observation, message.traceparent)
+        values = _row(observation, message.traceparent or traceparent(_parent_context(message)))
         if await insert_once(session, ObservationRow.__table__, values):  # type: ignore[arg-type]
             return True
         row = await session.scalar(
@@ -302,19 +319,23 @@ class Watcher:
                 )
 
     def _headers(self, message: EmittedMessage) -> Headers:
-        """Trace headers: a producer span under the emitting transaction's trace, if known."""
-        parent = context_from_traceparent(message.traceparent)
+        """Trace headers: a producer span under the emitting transaction's trace if known, else
+        under the round's trace for a message of a round."""
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": self.topic,
+            "fedrelay.stage": self.name,
+            "fedrelay.message_id": message_label(message.observation.message_id),
+        }
+        coordinates = round_of(message.observation)
+        if coordinates is not None:
+            attributes.update(round_attributes(coordinates.job_id, coordinates.round))
         with self.tracer.start_as_current_span(
             f"send {self.topic}",
-            context=parent,
+            context=_parent_context(message),
             kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "send",
-                "messaging.destination.name": self.topic,
-                "fedrelay.stage": self.name,
-                "fedrelay.message_id": message_label(message.observation.message_id),
-            },
+            attributes=attributes,
         ):
             return inject_headers()
 
@@ -344,6 +365,48 @@ class Watcher:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+@dataclass(frozen=True)
+class RoundOf:
+    """The round a message belongs to.
+
+    Attributes:
+        coordinator_chain: The Wormhole chain id of the coordinator chain.
+        job_id: The job on JobMarket.
+        round: The round.
+    """
+
+    coordinator_chain: int
+    job_id: int
+    round: int
+
+
+def round_of(observation: Observation) -> RoundOf | None:
+    """The round an observed message belongs to, or None (not a round's message, or undecodable).
+
+    TASK_ASSIGNED and ROUND_SETTLED are emitted on the coordinator chain; UPDATE_COMMITTED is
+    addressed to it.
+    """
+    try:
+        payload = decode_payload(observation.payload)
+    except PayloadError:
+        return None
+    if isinstance(payload, TaskAssigned | RoundSettled):
+        return RoundOf(observation.emitter_chain, payload.job_id, payload.round)
+    if isinstance(payload, UpdateCommitted):
+        return RoundOf(payload.target_chain, payload.job_id, payload.round)
+    return None
+
+
+def _parent_context(message: EmittedMessage) -> otel_context.Context:
+    """The emitting transaction's trace if known, else the round's, else none (a new trace)."""
+    if message.traceparent is not None:
+        return context_from_traceparent(message.traceparent)
+    coordinates = round_of(message.observation)
+    if coordinates is None:
+        return otel_context.Context()
+    return round_context(coordinates.coordinator_chain, coordinates.job_id, coordinates.round)
 
 
 def _order(message: EmittedMessage) -> tuple[int, int, bytes, int]:

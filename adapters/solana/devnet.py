@@ -226,10 +226,9 @@ class DevnetChain:
             )
             if err is None or signature not in self._history:
                 self._history[signature] = record
+                # The whole history stays, as on an archive node: pages come from `before`.
                 for key in keys:
-                    sigs = self._by_address.setdefault(str(key), [])
-                    sigs.insert(0, signature)
-                    del sigs[_MAX_SIGNATURES_PER_ADDRESS:]
+                    self._by_address.setdefault(str(key), []).insert(0, signature)
             self._next_slot()
             return record
 

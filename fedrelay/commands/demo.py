@@ -94,6 +94,26 @@ def _render(result: DemoResult, summary: Path) -> None:
     for route, counts in result.messages_per_route.items():
         routes.add_row(route, ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     console.print(routes)
+    costs = result.costs
+    if costs.gas or costs.compute_units:
+        spent = Table(title="gas and compute units spent (since the devnet started)")
+        for column in ("chain", "sender role", "transactions", "spent", "fees"):
+            spent.add_column(column, no_wrap=True)
+        for name, gas in costs.gas.items():
+            for role, s in (("all", gas.total), *sorted(gas.by_role.items())):
+                spent.add_row(
+                    name,
+                    role,
+                    str(s.transactions),
+                    f"{s.units:,} gas",
+                    f"{s.fees / 10**18:.6f} ETH",
+                )
+        for name, compute in costs.compute_units.items():
+            for role, s in (("all", compute.total), *sorted(compute.by_role.items())):
+                spent.add_row(
+                    name, role, str(s.transactions), f"{s.units:,} CU", f"{s.fees / 10**9:.6f} SOL"
+                )
+        console.print(spent)
     cheat = result.dishonest
     console.print(
         f"dishonest {cheat.name} ({cheat.chain}, tampered {cheat.dishonest}): "

@@ -74,12 +74,27 @@ def run(
         int | None, typer.Option(help="The worker chain's Wormhole id (evm; default 4).")
     ] = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 2.0,
+    coordinator_chain: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=0xFFFF,
+            help="The coordinator chain's Wormhole id: the worker's spans join each round's "
+            "trace under it.",
+        ),
+    ] = 2,
 ) -> None:
-    """Stake, register and work on assignments until SIGINT or SIGTERM."""
+    """Stake, register and work on assignments until SIGINT or SIGTERM.
+
+    Spans are exported when the standard OTEL_* variables name an exporter (see
+    docs/operations.md).
+    """
     from adapters.evm import EvmError
     from adapters.solana.errors import SolanaAdapterError
+    from adapters.telemetry.tracing import configure_tracing
     from worker.sdk import WorkerError
 
+    tracing = configure_tracing("fedrelay-worker")
     try:
         asyncio.run(
             _run(
@@ -96,10 +111,13 @@ def run(
                 payout,
                 wormhole_chain,
                 poll_interval,
+                coordinator_chain,
             )
         )
     except (WorkerError, EvmError, SolanaAdapterError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    finally:
+        tracing.shutdown()  # exports the spans still buffered
 
 
 async def _run(
@@ -116,6 +134,7 @@ async def _run(
     payout: str | None,
     wormhole_chain: int | None,
     poll_interval: float,
+    coordinator_chain: int,
 ) -> None:
     # Imported here so that `fedrelay --help` does not load torch.
     from solana.rpc.async_api import AsyncClient
@@ -175,6 +194,7 @@ async def _run(
                     device=device,
                     progress=progress,
                     poll_interval=poll_interval,
+                    coordinator_chain=coordinator_chain,
                 )
                 loop = asyncio.get_running_loop()
                 for signum in (signal.SIGINT, signal.SIGTERM):

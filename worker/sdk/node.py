@@ -23,7 +23,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from httpx import HTTPError
+from opentelemetry import trace
 
+from adapters.telemetry.tracing import round_attributes, round_context
 from adapters.wormhole import loss_to_fixed, worker_id
 from coordinator.api_schemas import RoundView
 from coordinator.client import CoordinatorClient, CoordinatorRequestError, DownloadMismatch
@@ -54,6 +56,10 @@ from worker.training import (
 from worker.training.torch_trainer import ModelFactory, TorchClassificationTrainer, mlp
 
 log = logging.getLogger(__name__)
+_TRACER = trace.get_tracer("fedrelay.worker")
+
+#: The coordinator chain's Wormhole id on the devnet and by default (rounds' traces derive from it).
+DEFAULT_COORDINATOR_CHAIN = 2
 
 _OPEN_STAGES = (TaskStage.ASSIGNED, TaskStage.TRAINED, TaskStage.UPLOADED)
 # Failures of one pass that the next pass may not meet (a chain or coordinator unreachable).
@@ -120,6 +126,7 @@ class WorkerNode:
         progress: ProgressReporter | None = None,
         clock: Callable[[], float] = time.time,
         poll_interval: float = 2.0,
+        coordinator_chain: int = DEFAULT_COORDINATOR_CHAIN,
     ) -> None:
         """Wire the node.
 
@@ -133,6 +140,8 @@ class WorkerNode:
             progress: Where phases are shown; nothing is shown by default.
             clock: Unix seconds now (deadlines are checked against it).
             poll_interval: Seconds between passes of :meth:`run` and between looks at peers.
+            coordinator_chain: The coordinator chain's Wormhole id; the node's spans join the
+                round's trace derived from it (see ``adapters.telemetry.tracing``).
         """
         self.chain = chain
         self.api = api
@@ -143,6 +152,8 @@ class WorkerNode:
         self.progress: ProgressReporter = progress or SilentProgress()
         self.clock = clock
         self.poll_interval = poll_interval
+        self.coordinator_chain = coordinator_chain
+        self.tracer: trace.Tracer = _TRACER
         self.state: WorkerState = store.load()
         self._secure: dict[TaskKey, _Secure] = {}
         self._stop = asyncio.Event()
@@ -286,7 +297,8 @@ class WorkerNode:
         if record.stage is TaskStage.TRAINED:
             self.progress.phase(key, "uploading")
             blob = self.store.get_blob(record.update_hash)
-            await self.api.upload_update(key.job_id, key.round, blob)
+            with self._span("worker.upload", key):
+                await self.api.upload_update(key.job_id, key.round, blob)
             record = self._stage(replace(record, stage=TaskStage.UPLOADED))
         if self.clock() > record.deadline:
             raise TaskRefused(f"the deadline {record.deadline} of {key} passed before the commit")
@@ -299,7 +311,8 @@ class WorkerNode:
             record.train_loss,
         )
         try:
-            receipt = await self.chain.commit(commitment)
+            with self._span("worker.commit", key):
+                receipt = await self.chain.commit(commitment)
         except ChainRejected as exc:
             raise TaskRefused(f"the chain refused the commitment of {key}: {exc}") from exc
         self.progress.phase(key, "committed")
@@ -327,14 +340,17 @@ class WorkerNode:
     ) -> TaskRecord:
         key = record.key
         self.progress.phase(key, "downloading")
-        view = await self._round(key, chain_model, chain_config)
-        model_blob = await self.api.download_blob(view.model_hash)
-        job = JobConfig.parse(await self.api.download_blob(view.config_hash))
+        with self._span("worker.download", key):
+            view = await self._round(key, chain_model, chain_config)
+            model_blob = await self.api.download_blob(view.model_hash)
+            job = JobConfig.parse(await self.api.download_blob(view.config_hash))
         model = _model_tensors(key, model_blob)
         data = self.shards.dataset(record.shard)
-        trained = await self._local_run(key, model, job.training, data)
+        with self._span("worker.train", key):
+            trained = await self._local_run(key, model, job.training, data)
         if job.secure_aggregation:
-            trained = await self._masked(key, view, job, trained, model)
+            with self._span("worker.mask", key):
+                trained = await self._masked(key, view, job, trained, model)
         trained = self._finalise_update(trained)
         for blob in trained.checkpoints:
             self.store.put_blob(blob)
@@ -425,6 +441,20 @@ class WorkerNode:
         self._secure[key] = _Secure(participant)
         return replace(trained, update_blob=blob)
 
+    # --- tracing ------------------------------------------------------------------------------
+
+    def _span(self, name: str, key: TaskKey) -> contextlib.AbstractContextManager[trace.Span]:
+        """A span of this node's work on ``key``, in the round's trace."""
+        return self.tracer.start_as_current_span(
+            name,
+            context=round_context(self.coordinator_chain, key.job_id, key.round),
+            attributes={
+                **round_attributes(key.job_id, key.round),
+                "fedrelay.worker.chain": self.chain.wormhole_chain,
+                "fedrelay.worker.id": self.chain_worker_id(),
+            },
+        )
+
     def chain_worker_id(self) -> str:
         """This worker's worker_id (hex), its client id in secure rounds."""
         return worker_id(self.chain.wormhole_chain, self.chain.worker_key).hex()
@@ -478,13 +508,14 @@ class WorkerNode:
             # Only the leaves matter for proofs; the config hash is not part of the root.
             transcript = Transcript(b"", tuple(bytes.fromhex(n) for n in record.checkpoints))
             opening = open_segment(transcript, blobs, challenge.segment)
-            await self.api.answer_challenge(
-                challenge.challenge_id,
-                start_checkpoint=opening.start_blob,
-                end_checkpoint=opening.end_blob,
-                start_proof=encode_proof(opening.start_proof),
-                end_proof=encode_proof(opening.end_proof),
-            )
+            with self._span("worker.answer_challenge", record.key):
+                await self.api.answer_challenge(
+                    challenge.challenge_id,
+                    start_checkpoint=opening.start_blob,
+                    end_checkpoint=opening.end_blob,
+                    start_proof=encode_proof(opening.start_proof),
+                    end_proof=encode_proof(opening.end_proof),
+                )
             self.progress.note(f"answered challenge on {record.key} segment {challenge.segment}")
             answered.append(challenge.challenge_id)
         return answered

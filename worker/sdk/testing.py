@@ -3,8 +3,9 @@
 Each subclass of :class:`~worker.sdk.node.WorkerNode` trains honestly and then lies in one
 specific way, so the coordinator's checks have something to catch:
 
-- :class:`TamperedUpdateWorker` commits an update that its transcript does not lead to (the
-  trained weights scaled), so replaying the last segment disagrees with the update.
+- :class:`TamperedUpdateWorker` trains and builds its transcript honestly but uploads and
+  commits another update (the trained weights scaled), so the model of the transcript's final
+  checkpoint, opened in the answer on the last segment, is not the committed update.
 - :class:`TamperedTranscriptWorker` commits a transcript with one checkpoint altered (and the
   root recomputed over it), so replaying the segment that ends there fails.
 
@@ -36,7 +37,11 @@ ADMIN_TOKEN = "local-coordinator-admin-token"  # noqa: S105
 
 
 class TamperedUpdateWorker(WorkerNode):
-    """Uploads and commits the honest update multiplied by ``UPDATE_FACTOR``."""
+    """Uploads and commits the honest update multiplied by ``UPDATE_FACTOR``.
+
+    Its transcript and checkpoints stay honest, so every replay passes; the coordinator catches
+    it by comparing the update with the final checkpoint's model.
+    """
 
     UPDATE_FACTOR = -3.0
 

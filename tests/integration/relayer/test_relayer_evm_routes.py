@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ from adapters.ledger.models import (
 from adapters.ledger.models import Observation as ObservationRow
 from adapters.solana import instructions as ix
 from adapters.solana.client import WorkerProgramClient
-from adapters.solana.devnet import SolanaDevnet, serve_devnet
+from adapters.solana.devnet import SolanaDevnet
 from adapters.solana.errors import AccountNotFound
 from adapters.solana.layout import SOLANA_CHAIN, TaskAccount
 from adapters.solana.program import program_bytes
@@ -555,12 +555,6 @@ async def test_the_relayer_process_is_not_ready_without_its_database(
 
 
 # --- coordinator chain <-> Solana ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def solana_devnet() -> Iterator[SolanaDevnet]:
-    with serve_devnet() as devnet:
-        yield devnet
 
 
 async def _solana_program(devnet: SolanaDevnet, rpc: AsyncClient, market: str) -> Deployment:

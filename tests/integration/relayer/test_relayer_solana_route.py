@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from adapters.ledger.models import (
 from adapters.ledger.models import Observation as ObservationRow
 from adapters.solana import instructions as ix
 from adapters.solana.client import WorkerProgramClient
-from adapters.solana.devnet import SolanaDevnet, serve_devnet
+from adapters.solana.devnet import SolanaDevnet
 from adapters.solana.layout import SOLANA_CHAIN
 from adapters.solana.layout import Instruction as Tag
 from adapters.solana.program import program_bytes
@@ -71,10 +71,10 @@ GUARDIAN_SETS = GuardianSets.of(wormhole_testing.guardian_set(GUARDIANS))
 POLICY = BackoffPolicy(base_s=0.01, cap_s=0.05, max_attempts=3)
 
 
-@pytest.fixture(scope="module")
-def devnet() -> Iterator[SolanaDevnet]:
-    with serve_devnet() as running:
-        yield running
+@pytest.fixture
+def devnet(solana_devnet: SolanaDevnet) -> SolanaDevnet:
+    """The session's devnet (tests/integration/conftest.py); each test deploys its own program."""
+    return solana_devnet
 
 
 @pytest.fixture

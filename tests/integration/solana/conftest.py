@@ -1,45 +1,14 @@
-"""Fixtures for the worker program on the LiteSVM devnet, driven through solana-py."""
+"""Fixtures for the worker program on the LiteSVM devnet (the common ones are one level up)."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from solana.rpc.async_api import AsyncClient
 from solders.pubkey import Pubkey
 
 from adapters.solana.client import WorkerProgramClient
-from adapters.solana.devnet import SolanaDevnet, serve_devnet
-from adapters.solana.program import program_bytes
+from adapters.solana.devnet import SolanaDevnet
 from adapters.solana.testing import Deployment, deploy
-
-
-@pytest.fixture(scope="session")
-def worker_program_elf() -> bytes:
-    """The worker program, compiled and linked once per session (cached across sessions)."""
-    return program_bytes()
-
-
-@pytest.fixture(scope="session")
-def solana_devnet() -> Iterator[SolanaDevnet]:
-    """One JSON-RPC devnet over LiteSVM for the session; each test deploys its own program."""
-    with serve_devnet() as devnet:
-        yield devnet
-
-
-@pytest.fixture(scope="session")
-async def solana_rpc(solana_devnet: SolanaDevnet) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(solana_devnet.url) as rpc:
-        yield rpc
-
-
-@pytest.fixture
-async def deployment(
-    solana_devnet: SolanaDevnet, solana_rpc: AsyncClient, worker_program_elf: bytes
-) -> Deployment:
-    """A fresh deployment (new program id) with one test guardian."""
-    client = WorkerProgramClient(solana_rpc, Pubkey.new_unique())
-    return await deploy(solana_devnet, client, worker_program_elf, guardian_count=1)
 
 
 @pytest.fixture

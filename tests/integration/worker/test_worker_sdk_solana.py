@@ -9,18 +9,13 @@ restart. Fixtures follow tests/integration/solana/conftest.py.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from solana.rpc.async_api import AsyncClient
-from solders.pubkey import Pubkey
 
-from adapters.solana.client import WorkerProgramClient
-from adapters.solana.devnet import SolanaDevnet, serve_devnet
 from adapters.solana.layout import SOLANA_CHAIN
-from adapters.solana.program import program_bytes
-from adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, deploy
+from adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
 from adapters.wormhole import (
     Outcome,
     RoundSettled,
@@ -44,34 +39,6 @@ pytestmark = pytest.mark.integration
 
 JOB = 12
 CONFIG = JobConfig(TrainingConfig(seed=9, steps=6, checkpoint_every=2, batch_size=16))
-
-
-@pytest.fixture(scope="session")
-def worker_program_elf() -> bytes:
-    """The worker program, compiled and linked once (cached across sessions)."""
-    return program_bytes()
-
-
-@pytest.fixture(scope="session")
-def solana_devnet() -> Iterator[SolanaDevnet]:
-    """One JSON-RPC devnet for the session."""
-    with serve_devnet() as devnet:
-        yield devnet
-
-
-@pytest.fixture(scope="session")
-async def solana_rpc(solana_devnet: SolanaDevnet) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(solana_devnet.url) as rpc:
-        yield rpc
-
-
-@pytest.fixture
-async def deployment(
-    solana_devnet: SolanaDevnet, solana_rpc: AsyncClient, worker_program_elf: bytes
-) -> Deployment:
-    """A fresh deployment of the worker program with one test guardian."""
-    client = WorkerProgramClient(solana_rpc, Pubkey.new_unique())
-    return await deploy(solana_devnet, client, worker_program_elf, guardian_count=1)
 
 
 async def test_a_solana_worker_trains_commits_answers_and_resumes(

@@ -208,7 +208,12 @@ async def test_one_round_is_assigned_verified_aggregated_finalized_and_settled(
     trained = {w.worker: await w.train(job_id, 0) for w in workers}
     await world.service.step()  # commitments followed; every task challenged
     assert await phase_of(world, job_id) is Phase.AGGREGATING
-    assert sum([await w.answer_challenges() for w in workers]) == 2
+    # Every task is challenged on its drawn segment and on its last one (the final checkpoint).
+    answered = sum([await w.answer_challenges() for w in workers])
+    challenges = await world.store.challenges()
+    assert answered == len(challenges)
+    last = world.config.training_config().segments - 1
+    assert all(any(c.segment == last for c in challenges if c.worker == w.worker) for w in workers)
     await step_until(world, job_id, Phase.PROPOSED)
 
     # The proposal is FedAvg of the uploaded models, and the whole reward goes to the two.

@@ -1,0 +1,448 @@
+"""The committed update must be the model of the committed transcript's final checkpoint.
+
+A worker may train and build its transcript honestly, so every replay passes, and still upload
+and commit another update. The answer on the last segment opens the final checkpoint ``c_K``;
+:func:`coordinator.verification.check_final_checkpoint` ties the update to it. Tested on a real
+training run, through the round's challenge sample, and end to end: the real coordinator
+service (on FakeJobMarket) against the worker SDK's :class:`TamperedUpdateWorker`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from adapters.blobstore import MemoryBlobStore
+from adapters.wormhole import Outcome, keccak256
+from coordinator.api import create_app
+from coordinator.auth import EvmSigner
+from coordinator.client import CoordinatorClient
+from coordinator.job_config import DataSpec, JobConfig, ModelSpec
+from coordinator.rounds import Assignment, Commitment, Phase, TaskStatus, WorkerRef
+from coordinator.service import CoordinatorService
+from coordinator.store import MemoryCoordinatorStore
+from coordinator.testing import FakeClock, FakeJobMarket, SimulatedWorker
+from coordinator.verification import (
+    JobWorkbench,
+    UpdateRejection,
+    challenge_sample,
+    check_final_checkpoint,
+    decode_proof,
+    encode_proof,
+)
+from worker.sdk import (
+    AssignedTask,
+    ChainPoll,
+    CommitReceipt,
+    DigitsShards,
+    StakeStatus,
+    StateStore,
+    TaskKey,
+    UpdateCommitment,
+    WorkerNode,
+)
+from worker.sdk.progress import SilentProgress
+from worker.sdk.testing import TamperedUpdateWorker
+from worker.training import (
+    MerkleProof,
+    TrainingConfig,
+    TrainingRun,
+    Transcript,
+    blob_hash,
+    decode_blob,
+    encode_blob,
+    merkle_proof,
+    merkle_root,
+    model_of,
+    train_with_transcript,
+)
+from worker.training.torch_trainer import TorchClassificationTrainer, mlp
+
+TOKEN = "admin-token-0123456789"
+REWARD = 1_000_000
+SLASH = 5 * 10**8
+CHAIN = 4
+HIDDEN = 8
+
+
+def job_config(**changes: object) -> JobConfig:
+    """A job that trains, replays and evaluates in milliseconds; every task is challenged."""
+    fields: dict[str, object] = {
+        "model": ModelSpec(hidden=HIDDEN),
+        "data": DataSpec(shards=3, partition="iid", max_examples_per_shard=40),
+        "steps": 4,
+        "checkpoint_every": 2,
+        "batch_size": 8,
+        "challenge_rate": 1.0,
+        "rejected_slash": SLASH,
+        "collect_seconds": 120,
+        "answer_seconds": 60,
+    }
+    return JobConfig.model_validate({**fields, **changes})
+
+
+def run_of(training: TrainingConfig) -> TrainingRun:
+    """An honest training run with its transcript, on shard 0 of :func:`job_config`."""
+    workbench = JobWorkbench(job_config())
+    trainer = TorchClassificationTrainer(lambda: mlp(64, HIDDEN, 10), workbench.shard(0))
+    return train_with_transcript(trainer, workbench.initial_model(), training)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A finished run as the coordinator sees it: update, transcript and its checkpoints."""
+
+    update: bytes
+    transcript: Transcript
+    blobs: tuple[bytes, ...]
+    config: TrainingConfig
+
+    @property
+    def final(self) -> int:
+        return len(self.blobs) - 1
+
+    def check(self, update: bytes, blob: bytes, proof: MerkleProof) -> None:
+        check_final_checkpoint(update, blob, proof, self.transcript.root, self.config)
+
+
+@pytest.fixture(scope="module")
+def honest() -> Opened:
+    config = job_config().training_config()
+    run = run_of(config)
+    return Opened(encode_blob(model_of(run.final)), run.transcript, run.blobs, config)
+
+
+def scaled(update: bytes, factor: float) -> bytes:
+    """The update's tensors times ``factor`` (what :class:`TamperedUpdateWorker` uploads)."""
+    tensors = decode_blob(update)
+    return encode_blob(
+        {k: np.asarray(v, dtype=np.float32) * np.float32(factor) for k, v in tensors.items()}
+    )
+
+
+# --- the check itself ----------------------------------------------------------------------------
+
+
+def test_an_honest_update_is_the_model_of_the_final_checkpoint(honest: Opened) -> None:
+    k = honest.final
+    honest.check(honest.update, honest.blobs[k], honest.transcript.proof(k))
+
+
+def test_an_update_other_than_the_final_model_is_rejected_with_the_difference(
+    honest: Opened,
+) -> None:
+    k = honest.final
+    tampered = scaled(honest.update, TamperedUpdateWorker.UPDATE_FACTOR)
+    with pytest.raises(UpdateRejection) as caught:
+        honest.check(tampered, honest.blobs[k], honest.transcript.proof(k))
+    reason = str(caught.value)
+    assert f"the committed update {keccak256(tampered).hex()}" in reason
+    assert "is not the model of the transcript's final checkpoint (step 4)" in reason
+    assert f"whose model is {keccak256(honest.update).hex()}" in reason
+    assert "largest difference" in reason
+
+
+def test_an_update_of_other_dtype_or_names_is_rejected_and_the_reason_says_so(
+    honest: Opened,
+) -> None:
+    k, proof = honest.final, honest.transcript.proof(honest.final)
+    tensors = decode_blob(honest.update)
+    as_f64 = encode_blob({n: np.asarray(v, dtype=np.float64) for n, v in tensors.items()})
+    with pytest.raises(UpdateRejection, match=r"is float64 .* the checkpoint's float32"):
+        honest.check(as_f64, honest.blobs[k], proof)
+    renamed = encode_blob({f"x.{n}": v for n, v in tensors.items()})
+    with pytest.raises(UpdateRejection, match="their tensor names differ"):
+        honest.check(renamed, honest.blobs[k], proof)
+    with pytest.raises(UpdateRejection, match="the update is not a tensor blob"):
+        honest.check(b"not a blob", honest.blobs[k], proof)
+
+
+def test_a_forged_proof_is_rejected(honest: Opened) -> None:
+    k = honest.final
+    proof = honest.transcript.proof(k)
+    forged = MerkleProof(k, proof.leaf_count, (bytes(32), *proof.siblings[1:]))
+    with pytest.raises(UpdateRejection, match="not in the committed transcript"):
+        honest.check(honest.update, honest.blobs[k], forged)
+
+
+def test_a_checkpoint_other_than_the_last_is_rejected(honest: Opened) -> None:
+    k = honest.final
+    earlier = honest.blobs[k - 1]
+    with pytest.raises(UpdateRejection, match=f"leaf {k - 1} of {k + 1}, the final checkpoint"):
+        honest.check(honest.update, earlier, honest.transcript.proof(k - 1))
+    # The earlier checkpoint presented as leaf K fails its proof.
+    with pytest.raises(UpdateRejection, match="not in the committed transcript"):
+        honest.check(honest.update, earlier, honest.transcript.proof(k))
+    # A proof into a longer tree is not the final leaf of this task's transcript either.
+    longer = merkle_proof([*honest.transcript.leaves, bytes(32)], k)
+    with pytest.raises(UpdateRejection, match=f"leaf {k} of {k + 2}"):
+        honest.check(honest.update, honest.blobs[k], longer)
+
+
+def test_a_final_checkpoint_at_the_wrong_step_is_rejected(honest: Opened) -> None:
+    # Six steps in checkpoints of three: as many leaves as the job's 4 steps in twos.
+    longer = run_of(TrainingConfig(seed=0, steps=6, checkpoint_every=3, batch_size=8))
+    assert len(longer.blobs) == len(honest.blobs)
+    k = honest.final
+    with pytest.raises(UpdateRejection, match="at step 6, the task trains 4 steps"):
+        check_final_checkpoint(
+            encode_blob(model_of(longer.final)),
+            longer.blobs[k],
+            longer.transcript.proof(k),
+            longer.transcript.root,
+            honest.config,
+        )
+
+
+@pytest.mark.parametrize(
+    ("final_blob", "why"),
+    [
+        (b"\x00\x01 garbage", "not a safetensors blob"),
+        (encode_blob({"model/w": np.zeros(2, dtype=np.float32)}), "no step counter"),
+    ],
+)
+def test_a_malformed_final_checkpoint_is_rejected(
+    honest: Opened, final_blob: bytes, why: str
+) -> None:
+    # The malformed blob is committed (its hash is the last leaf), so only its bytes are wrong.
+    leaves = [*honest.transcript.leaves[:-1], blob_hash(final_blob)]
+    k = honest.final
+    with pytest.raises(UpdateRejection, match=f"final checkpoint blob is malformed: .*{why}"):
+        check_final_checkpoint(
+            honest.update, final_blob, merkle_proof(leaves, k), merkle_root(leaves), honest.config
+        )
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"\x00\x00", "a Merkle proof of 2 bytes is malformed"),
+        (b"\x00\x00\x00\x02\x00\x00\x00\x03\x02" + bytes(40), "2 siblings has 40 bytes of them"),
+    ],
+)
+def test_malformed_proof_bytes_are_a_clear_rejection(data: bytes, why: str) -> None:
+    with pytest.raises(UpdateRejection, match=why):
+        decode_proof(data)
+
+
+# --- the challenge sample -------------------------------------------------------------------
+
+
+def committed(index: int) -> Assignment:
+    worker = WorkerRef(CHAIN, bytes([index + 1]) * 32)
+    commitment = Commitment(worker, bytes(32), bytes(32), 1, 0)
+    return Assignment(worker, index, TaskStatus.COMMITTED, commitment)
+
+
+def test_every_challenged_task_is_also_asked_for_its_last_segment() -> None:
+    tasks = [committed(i) for i in range(12)]
+    seed = keccak256(b"round seed")
+    draws = challenge_sample(seed, tasks, 1.0, 3)
+    for task in tasks:
+        mine = [d for d in draws if d.assignment == task]
+        assert mine[-1].segment == 2  # the last segment opens the final checkpoint
+        if len(mine) == 2:
+            assert mine[0].segment != 2
+            assert mine[0].replay
+            assert not mine[1].replay  # asked only for c_K, not replayed
+        else:
+            assert mine == [mine[0]]
+            assert mine[0].replay
+    assert {d.segment for d in draws if d.replay} != {2}  # other segments are still drawn
+    assert challenge_sample(seed, tasks, 1.0, 3) == draws  # anyone recomputes the same
+    assert challenge_sample(seed, tasks, 0.0, 3) == []
+    # With one segment, the drawn segment is the last one: one challenge per task.
+    assert [d.segment for d in challenge_sample(seed, tasks, 1.0, 1)] == [0] * len(tasks)
+
+
+# --- end to end: the coordinator service against the worker SDK -----------------------------
+
+
+@dataclass
+class MarketChain:
+    """One worker's chain, read from and written to FakeJobMarket (one round per job)."""
+
+    market: FakeJobMarket
+    signer: EvmSigner
+    staked: int = 0
+
+    @property
+    def wormhole_chain(self) -> int:
+        return CHAIN
+
+    @property
+    def worker_key(self) -> bytes:
+        return self.signer.worker.key
+
+    @property
+    def worker(self) -> WorkerRef:
+        return self.signer.worker
+
+    async def stake_status(self) -> StakeStatus:
+        return StakeStatus(self.staked, self.staked > 0, 0)
+
+    async def stake_and_register(self, stake: int, payout: bytes, capabilities: int) -> None:
+        self.staked = stake
+        self.market.register(self.worker, stake)
+
+    async def poll(self, cursor: int) -> ChainPoll:
+        assigned = []
+        for job_id, _, deadline, tasks in self.market.assign_calls:
+            for task in tasks:
+                if task.worker_key == self.worker_key:
+                    key = TaskKey(job_id, 0)
+                    task_id = keccak256(b"task" + self.worker_key)
+                    assigned.append(AssignedTask(key, task_id, task.shard, deadline))
+        return ChainPoll(tuple(assigned[cursor:]), (), len(assigned))
+
+    async def is_committed(self, key: TaskKey) -> bool:
+        found = await self.market.commitment(key.job_id, key.round, self.worker)
+        return found.committed
+
+    async def commit(self, commitment: UpdateCommitment) -> CommitReceipt:
+        key = commitment.key
+        self.market.commit(
+            key.job_id,
+            key.round,
+            self.worker,
+            commitment.update_hash,
+            commitment.transcript_root,
+            commitment.num_samples,
+            commitment.train_loss,
+        )
+        return CommitReceipt(f"tx-{self.worker_key.hex()[:8]}")
+
+    async def begin_unstake(self, amount: int) -> None:
+        self.staked -= amount
+
+    async def withdraw_stake(self) -> None:
+        self.staked = 0
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    market: FakeJobMarket
+    store: MemoryCoordinatorStore
+    blobs: MemoryBlobStore
+    transport: httpx.ASGITransport
+    config: JobConfig
+    service: CoordinatorService
+    tmp: Path
+    clients: list[CoordinatorClient] = field(default_factory=list)
+
+    def client(self, signer: EvmSigner) -> CoordinatorClient:
+        client = CoordinatorClient(
+            "http://coordinator", signer, clock=self.clock, transport=self.transport
+        )
+        self.clients.append(client)
+        return client
+
+    def node(self, index: int, kind: type[WorkerNode]) -> WorkerNode:
+        signer = EvmSigner(bytes([0x40 + index]) * 32, chain=CHAIN)
+        data = self.config.data
+        return kind(
+            MarketChain(self.market, signer),
+            self.client(signer),
+            DigitsShards(data.shards, seed=data.seed, limit=data.max_examples_per_shard),
+            StateStore(self.tmp / f"worker{index}.json"),
+            model_factory=lambda: mlp(64, HIDDEN, 10),
+            progress=SilentProgress(),
+            clock=self.clock,
+            poll_interval=0.01,
+        )
+
+    async def post(self, workers: int) -> int:
+        model = await self.blobs.put(encode_blob(JobWorkbench(self.config).initial_model()))
+        config = await self.blobs.put(self.config.to_bytes())
+        return self.market.post_job(
+            bytes.fromhex(model),
+            bytes.fromhex(config),
+            num_rounds=1,
+            workers_per_round=workers,
+            reward_per_round=REWARD,
+        )
+
+    async def step_until(self, job_id: int, wanted: Phase) -> None:
+        for _ in range(10):
+            await self.service.step()
+            state = await self.store.get_round(job_id)
+            assert state is not None
+            if state.phase is wanted:
+                return
+        raise AssertionError(f"job {job_id} stuck in {state.phase}, wanted {wanted}")
+
+    def results(self, job_id: int) -> dict[WorkerRef, tuple[Outcome, int, int]]:
+        _, results = self.market.proposals[(job_id, 0)]
+        return {r.worker: (r.outcome, r.reward, r.slash) for r in results}
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    clock = FakeClock()
+    market = FakeJobMarket(clock, challenge_window=30)
+    store = MemoryCoordinatorStore()
+    blobs = MemoryBlobStore()
+    transport = httpx.ASGITransport(app=create_app(store, blobs, admin_token=TOKEN, clock=clock))
+    service = CoordinatorService(market, store, blobs, clock=clock)
+    w = World(clock, market, store, blobs, transport, job_config(), service, tmp_path)
+    yield w
+    for client in w.clients:
+        await client.aclose()
+
+
+async def test_a_worker_committing_an_update_its_transcript_does_not_end_in_is_slashed(
+    world: World,
+) -> None:
+    honest, cheat = world.node(0, WorkerNode), world.node(1, TamperedUpdateWorker)
+    for node in (honest, cheat):
+        await node.register(stake=10**8, payout=bytes(32))
+    job_id = await world.post(workers=2)
+    await world.step_until(job_id, Phase.COLLECTING)
+    for node in (honest, cheat):
+        assert len((await node.step()).committed) == 1
+    await world.service.step()  # commitments followed, every task challenged
+    for node in (honest, cheat):
+        assert (await node.step()).answered  # both answer: their transcripts are honest
+    await world.step_until(job_id, Phase.PROPOSED)
+
+    results = world.results(job_id)
+    cheat_ref, honest_ref = (WorkerRef(CHAIN, n.chain.worker_key) for n in (cheat, honest))
+    assert results[cheat_ref] == (Outcome.SLASHED, 0, SLASH)
+    assert results[honest_ref] == (Outcome.ACCEPTED, REWARD, 0)
+    state = await world.store.get_round(job_id)
+    assert state is not None
+    reason = state.assignment(cheat_ref).reason
+    last = world.config.training_config().segments - 1
+    assert reason.startswith(f"challenge of segment {last} failed: the committed update ")
+    assert "is not the model of the transcript's final checkpoint" in reason
+
+
+async def test_malformed_answer_bytes_slash_with_the_reason(world: World) -> None:
+    signer = EvmSigner(bytes([0x51]) * 32, chain=CHAIN)
+    worker = SimulatedWorker(world.client(signer), signer.worker, world.config, world.market.commit)
+    world.market.register(worker.worker, stake=10**8)
+    job_id = await world.post(workers=1)
+    await world.step_until(job_id, Phase.COLLECTING)
+    await worker.train(job_id, 0)
+    await world.service.step()
+    _, blobs = worker.runs[(job_id, 0)]
+    leaves = [blob_hash(b) for b in blobs]
+    for challenge in await worker.client.open_challenges():
+        await worker.client.answer_challenge(
+            challenge.challenge_id,
+            start_checkpoint=blobs[challenge.segment],
+            end_checkpoint=blobs[challenge.segment + 1],
+            start_proof=b"\x00\x01",  # truncated: not a proof
+            end_proof=encode_proof(merkle_proof(leaves, challenge.segment + 1)),
+        )
+    await world.step_until(job_id, Phase.PROPOSED)
+    assert world.results(job_id)[worker.worker] == (Outcome.SLASHED, 0, SLASH)
+    state = await world.store.get_round(job_id)
+    assert state is not None
+    assert "a Merkle proof of 2 bytes is malformed" in state.assignment(worker.worker).reason
