@@ -1,23 +1,42 @@
-"""`fedrelay worker run`: stake, register and work on a chain's assignments until stopped.
+"""`fedrelay worker`: run a worker, and manage its stake and rewards.
 
-SIGINT or SIGTERM stops the worker at the next safe point (an unfinished training run is dropped,
-an upload or commitment in flight completes); a restart with the same state file resumes.
+`run` stakes, registers and works on a chain's assignments until stopped. SIGINT or SIGTERM stops
+the worker at the next safe point (an unfinished training run is dropped, an upload or commitment
+in flight completes); a restart with the same state file resumes.
+
+`stake`, `unstake` and `withdraw-stake` read and move the stake on the worker's own chain;
+`rewards` reads and withdraws what the payout address earned on the coordinator chain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Run a worker that trains fedrelay jobs.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from coordinator.auth import RequestSigner
+    from worker.sdk import StakeStatus, WorkerChain
+
+app = typer.Typer(
+    help="Run a worker that trains fedrelay jobs; manage its stake and rewards.",
+    no_args_is_help=True,
+)
 
 _ERRORS = Console(stderr=True)
+_T = TypeVar("_T")
+_WEI_PER_ETH = Decimal(10**18)
 
 
 class ChainKind(StrEnum):
@@ -35,24 +54,113 @@ class DeviceChoice(StrEnum):
     CUDA = "cuda"
 
 
+# Options shared by the commands that act on the worker's own chain.
+ChainOption = Annotated[ChainKind, typer.Option(help="The worker's chain.")]
+KeyFileOption = Annotated[
+    Path,
+    typer.Option(help="The worker's key: 64 hex characters (evm) or a solana-keygen JSON file."),
+]
+RpcUrlOption = Annotated[str, typer.Option(help="The worker chain's JSON-RPC endpoint.")]
+HubAddressOption = Annotated[str | None, typer.Option(help="WorkerHub address (evm).")]
+ProgramIdOption = Annotated[str | None, typer.Option(help="Worker program id (solana).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
 def _fail(message: str) -> typer.Exit:
     _ERRORS.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
+def _guarded(work: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``work``; the errors a user can act on end the command with one line and exit 2."""
+    from adapters.evm import EvmError
+    from adapters.solana.errors import SolanaAdapterError
+    from worker.sdk import WorkerError
+
+    try:
+        return asyncio.run(work)
+    except (WorkerError, EvmError, SolanaAdapterError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _check_address(option: str, value: str) -> None:
+    """Raise ValueError unless ``value`` is an EVM address."""
+    from web3 import Web3
+
+    if not Web3.is_address(value):
+        raise ValueError(f"{option} must be an EVM address (0x and 40 hex digits), got {value!r}")
+
+
+@dataclass(frozen=True)
+class _Connected:
+    """The worker's chain backend, its API signer and its on-chain name (address or pubkey)."""
+
+    chain: WorkerChain
+    signer: RequestSigner
+    name: str
+
+
+@asynccontextmanager
+async def _connected(
+    kind: ChainKind,
+    key_file: Path,
+    rpc_url: str,
+    hub_address: str | None,
+    program_id: str | None,
+    wormhole_chain: int | None = None,
+) -> AsyncIterator[_Connected]:
+    """Load the worker's key and connect to its chain (closing the connection afterwards).
+
+    Raises:
+        ValueError: The chain's contract (--hub-address or --program-id) is missing or malformed.
+        KeyFileError: The key file is missing, unreadable or holds no key of that kind.
+        ChainUnavailable: The RPC endpoint does not answer.
+    """
+    from solana.rpc.async_api import AsyncClient
+    from solders.pubkey import Pubkey
+
+    from coordinator.auth import EvmSigner, SolanaSigner
+    from worker.sdk import load_evm_key, load_solana_keypair
+    from worker.sdk.evm import EVM_WORKER_CHAIN, EvmWorkerChain
+    from worker.sdk.solana import SolanaWorkerChain
+
+    if kind is ChainKind.EVM:
+        if hub_address is None:
+            raise ValueError("--hub-address is required with --chain evm")
+        _check_address("--hub-address", hub_address)
+        key = load_evm_key(key_file)
+        chain_id = wormhole_chain or EVM_WORKER_CHAIN
+        evm = await asyncio.to_thread(
+            EvmWorkerChain, rpc_url, hub_address, key, wormhole_chain=chain_id
+        )
+        yield _Connected(evm, EvmSigner(key, chain=chain_id), evm.address)
+        return
+    if program_id is None:
+        raise ValueError("--program-id is required with --chain solana")
+    try:
+        program = Pubkey.from_string(program_id)
+    except ValueError:
+        raise ValueError(f"--program-id must be a base58 public key, got {program_id!r}") from None
+    keypair = load_solana_keypair(key_file)
+    rpc = AsyncClient(rpc_url)
+    try:
+        solana = await SolanaWorkerChain.connect(rpc, program, keypair)
+        yield _Connected(solana, SolanaSigner(keypair), str(keypair.pubkey()))
+    finally:
+        await rpc.close()
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
 @app.command("run")
 def run(
-    chain: Annotated[ChainKind, typer.Option(help="The worker's chain.")],
-    key_file: Annotated[
-        Path,
-        typer.Option(
-            help="The worker's key: 64 hex characters (evm) or a solana-keygen JSON file."
-        ),
-    ],
+    chain: ChainOption,
+    key_file: KeyFileOption,
     coordinator_url: Annotated[str, typer.Option(help="The coordinator API's base URL.")],
-    rpc_url: Annotated[str, typer.Option(help="The worker chain's JSON-RPC endpoint.")],
-    hub_address: Annotated[str | None, typer.Option(help="WorkerHub address (evm).")] = None,
-    program_id: Annotated[str | None, typer.Option(help="Worker program id (solana).")] = None,
+    rpc_url: RpcUrlOption,
+    hub_address: HubAddressOption = None,
+    program_id: ProgramIdOption = None,
     data_shard: Annotated[
         str,
         typer.Option(
@@ -89,14 +197,11 @@ def run(
     Spans are exported when the standard OTEL_* variables name an exporter (see
     docs/operations.md).
     """
-    from adapters.evm import EvmError
-    from adapters.solana.errors import SolanaAdapterError
     from adapters.telemetry.tracing import configure_tracing
-    from worker.sdk import WorkerError
 
     tracing = configure_tracing("fedrelay-worker")
     try:
-        asyncio.run(
+        _guarded(
             _run(
                 chain,
                 key_file,
@@ -114,8 +219,6 @@ def run(
                 coordinator_chain,
             )
         )
-    except (WorkerError, EvmError, SolanaAdapterError, ValueError) as exc:
-        raise _fail(str(exc)) from None
     finally:
         tracing.shutdown()  # exports the spans still buffered
 
@@ -137,22 +240,8 @@ async def _run(
     coordinator_chain: int,
 ) -> None:
     # Imported here so that `fedrelay --help` does not load torch.
-    from solana.rpc.async_api import AsyncClient
-    from solders.pubkey import Pubkey
-
-    from coordinator.auth import EvmSigner, RequestSigner, SolanaSigner
     from coordinator.client import CoordinatorClient
-    from worker.sdk import (
-        RichProgress,
-        StateStore,
-        WorkerChain,
-        WorkerNode,
-        load_evm_key,
-        load_solana_keypair,
-        parse_shard,
-    )
-    from worker.sdk.evm import EVM_WORKER_CHAIN, EvmWorkerChain
-    from worker.sdk.solana import SolanaWorkerChain
+    from worker.sdk import RichProgress, StateStore, WorkerNode, parse_shard
     from worker.training.torch_trainer import default_device
 
     shards = parse_shard(data_shard)
@@ -163,31 +252,17 @@ async def _run(
         raise ValueError(f"--payout must be hex, got {payout!r}") from None
     if len(payout_bytes) != 32:
         raise ValueError("--payout must be at most 32 bytes of hex")
-    rpc: AsyncClient | None = None
-    worker_chain: WorkerChain
-    signer: RequestSigner
-    if kind is ChainKind.EVM:
-        if hub_address is None:
-            raise ValueError("--hub-address is required with --chain evm")
-        key = load_evm_key(key_file)
-        chain_id = wormhole_chain or EVM_WORKER_CHAIN
-        worker_chain = await asyncio.to_thread(
-            EvmWorkerChain, rpc_url, hub_address, key, wormhole_chain=chain_id
+    async with _connected(
+        kind, key_file, rpc_url, hub_address, program_id, wormhole_chain
+    ) as connected:
+        signer = connected.signer
+        store = StateStore(
+            state_file or Path(f"fedrelay-worker-{signer.worker.key.hex()[-16:]}.json")
         )
-        signer = EvmSigner(key, chain=chain_id)
-    else:
-        if program_id is None:
-            raise ValueError("--program-id is required with --chain solana")
-        keypair = load_solana_keypair(key_file)
-        rpc = AsyncClient(rpc_url)
-        worker_chain = await SolanaWorkerChain.connect(rpc, Pubkey.from_string(program_id), keypair)
-        signer = SolanaSigner(keypair)
-    store = StateStore(state_file or Path(f"fedrelay-worker-{signer.worker.key.hex()[-16:]}.json"))
-    try:
         with RichProgress() as progress:
             async with CoordinatorClient(coordinator_url, signer) as api:
                 node = WorkerNode(
-                    worker_chain,
+                    connected.chain,
                     api,
                     shards,
                     store,
@@ -204,6 +279,200 @@ async def _run(
                 progress.note(f"worker {signer.worker.key.hex()} on {kind.value}, device {device}")
                 await node.run()
                 progress.note("stopped; state saved to " + str(store.path))
-    finally:
-        if rpc is not None:
-            await rpc.close()
+
+
+# --- stake -------------------------------------------------------------------------------------
+
+
+def _when(unix_time: int) -> str:
+    return datetime.fromtimestamp(unix_time, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _stake_fields(kind: ChainKind, name: str, status: StakeStatus) -> dict[str, Any]:
+    return {
+        "chain": kind.value,
+        "worker": name,
+        "registered": status.registered,
+        "staked": status.staked,
+        "unbonding": status.unbonding,
+        "unlocks_at": status.unlocks_at or None,
+        "open_tasks": status.open_tasks,
+    }
+
+
+def _show_stake(kind: ChainKind, name: str, status: StakeStatus, as_json: bool) -> None:
+    fields = _stake_fields(kind, name, status)
+    if as_json:
+        typer.echo(json.dumps(fields))
+        return
+    unit = "wei" if kind is ChainKind.EVM else "lamports"
+    out = Console()
+    out.print(f"worker      {name} ({kind.value})", highlight=False, soft_wrap=True)
+    out.print(f"registered  {'yes' if status.registered else 'no'}", highlight=False)
+    out.print(f"staked      {status.staked} {unit}", highlight=False)
+    if status.unbonding:
+        whole = " (the whole stake)" if kind is ChainKind.SOLANA else ""
+        out.print(
+            f"unbonding   {status.unbonding} {unit}{whole}, withdrawable from "
+            + _when(status.unlocks_at),
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        out.print("unbonding   nothing", highlight=False)
+    out.print(f"open tasks  {status.open_tasks}", highlight=False)
+
+
+@app.command("stake")
+def stake_status(
+    chain: ChainOption,
+    key_file: KeyFileOption,
+    rpc_url: RpcUrlOption,
+    hub_address: HubAddressOption = None,
+    program_id: ProgramIdOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the worker's stake: bonded, unbonding and from when withdrawable, registration."""
+
+    async def read() -> tuple[str, StakeStatus]:
+        async with _connected(chain, key_file, rpc_url, hub_address, program_id) as connected:
+            return connected.name, await connected.chain.stake_status()
+
+    name, status = _guarded(read())
+    _show_stake(chain, name, status, as_json)
+
+
+def _parse_amount(amount: str) -> int | None:
+    """``all`` as None, otherwise a positive integer."""
+    if amount.strip().lower() == "all":
+        return None
+    try:
+        value = int(amount)
+    except ValueError:
+        raise _fail(f"--amount must be a positive integer or 'all', got {amount!r}") from None
+    if value <= 0:
+        raise _fail(f"--amount must be positive, got {value}")
+    return value
+
+
+@app.command("unstake")
+def unstake(
+    chain: ChainOption,
+    key_file: KeyFileOption,
+    rpc_url: RpcUrlOption,
+    amount: Annotated[
+        str,
+        typer.Option(
+            help="Stake to unbond, in wei or lamports, or 'all' (Solana unbonds the whole stake)."
+        ),
+    ],
+    hub_address: HubAddressOption = None,
+    program_id: ProgramIdOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start unbonding stake; `withdraw-stake` takes it back once the delay has passed."""
+    wanted = _parse_amount(amount)
+
+    async def begin() -> tuple[str, StakeStatus]:
+        async with _connected(chain, key_file, rpc_url, hub_address, program_id) as connected:
+            before = await connected.chain.stake_status()
+            if before.staked == 0 or (chain is ChainKind.SOLANA and before.unbonding):
+                raise ValueError("no bonded stake to unbond")
+            if wanted is not None and wanted > before.staked:
+                raise ValueError(f"--amount {wanted} is more than the bonded {before.staked}")
+            if chain is ChainKind.SOLANA and wanted not in (None, before.staked):
+                raise ValueError(
+                    f"the Solana program unbonds the whole stake ({before.staked}); "
+                    "pass --amount all"
+                )
+            await connected.chain.begin_unstake(before.staked if wanted is None else wanted)
+            return connected.name, await connected.chain.stake_status()
+
+    name, status = _guarded(begin())
+    _show_stake(chain, name, status, as_json)
+
+
+@app.command("withdraw-stake")
+def withdraw_stake(
+    chain: ChainOption,
+    key_file: KeyFileOption,
+    rpc_url: RpcUrlOption,
+    hub_address: HubAddressOption = None,
+    program_id: ProgramIdOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Take the unbonded stake back (after the unbonding delay, with no task open)."""
+    from worker.sdk import ChainRejected
+
+    async def withdraw() -> int:
+        async with _connected(chain, key_file, rpc_url, hub_address, program_id) as connected:
+            before = await connected.chain.stake_status()
+            if before.unbonding == 0:
+                raise ValueError("nothing is unbonding; start with `fedrelay worker unstake`")
+            try:
+                await connected.chain.withdraw_stake()
+            except ChainRejected as exc:
+                raise ChainRejected(
+                    f"{exc} (the stake is withdrawable from {_when(before.unlocks_at)})"
+                ) from None
+            return before.unbonding
+
+    withdrawn = _guarded(withdraw())
+    unit = "wei" if chain is ChainKind.EVM else "lamports"
+    if as_json:
+        typer.echo(json.dumps({"chain": chain.value, "withdrawn": withdrawn}))
+    else:
+        Console().print(f"withdrew {withdrawn} {unit} of stake", highlight=False)
+
+
+# --- rewards -----------------------------------------------------------------------------------
+
+
+@app.command("rewards")
+def rewards(
+    payout_key_file: Annotated[
+        Path, typer.Option(help="The payout address's key (64 hex characters).")
+    ],
+    rpc_url: Annotated[str, typer.Option(help="The coordinator chain's JSON-RPC endpoint.")],
+    job_market: Annotated[str, typer.Option(help="The JobMarket's address.")],
+    withdraw: Annotated[
+        bool, typer.Option("--withdraw", help="Withdraw the claimable reward.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the payout address's claimable reward (native token); --withdraw takes it."""
+    from adapters.evm import Signer
+    from worker.sdk import RewardAccount, load_evm_key
+
+    async def settle() -> tuple[str, int, int | None]:
+        _check_address("--job-market", job_market)
+        key = load_evm_key(payout_key_file)
+        payout = str(Signer(key).address)
+        account = RewardAccount(rpc_url, job_market, key)
+        claimable = await account.claimable()
+        withdrawn = await account.withdraw() if withdraw else None
+        return payout, claimable, withdrawn
+
+    payout, claimable, withdrawn = _guarded(settle())
+    if as_json:
+        fields: dict[str, Any] = {
+            "payout": payout,
+            "claimable_wei": claimable,
+            "claimable_eth": str(Decimal(claimable) / _WEI_PER_ETH),
+        }
+        if withdrawn is not None:
+            fields["withdrawn_wei"] = withdrawn
+        typer.echo(json.dumps(fields))
+        return
+    out = Console()
+    eth = Decimal(claimable) / _WEI_PER_ETH
+    out.print(f"payout     {payout}", highlight=False)
+    out.print(f"claimable  {claimable} wei ({eth} ETH)", highlight=False)
+    if withdrawn is None:
+        return
+    if withdrawn == 0:
+        out.print("nothing to withdraw", highlight=False)
+    else:
+        out.print(
+            f"withdrew   {withdrawn} wei ({Decimal(withdrawn) / _WEI_PER_ETH} ETH)", highlight=False
+        )

@@ -107,7 +107,13 @@ class EvmWorkerChain:
     async def stake_status(self) -> StakeStatus:
         """The worker's stake record (wei)."""
         staker = await self._run(lambda: self.hub.staker(self._signer.address))
-        return StakeStatus(staker.staked, staker.registered, staker.active_tasks)
+        return StakeStatus(
+            staker.staked,
+            staker.registered,
+            staker.active_tasks,
+            staker.unbonding,
+            staker.unbonding_ready_at if staker.unbonding else 0,
+        )
 
     async def stake_and_register(self, stake: int, payout: bytes, capabilities: int) -> None:
         """Top the bonded stake up to ``stake`` wei, then register."""

@@ -172,7 +172,8 @@ class SolanaWorkerChain:
                 account = await self.client.fetch_worker(self._keypair.pubkey())
         except AccountNotFound:
             return StakeStatus(0, False, 0)
-        return StakeStatus(account.stake, True, account.assigned)
+        unbonding = account.stake if account.unbonding_at else 0
+        return StakeStatus(account.stake, True, account.assigned, unbonding, account.unbonding_at)
 
     async def stake_and_register(self, stake: int, payout: bytes, capabilities: int) -> None:
         """``register`` with ``stake`` lamports (the program stakes once, at registration)."""

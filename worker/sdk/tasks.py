@@ -86,11 +86,18 @@ class UpdateCommitment:
 
 @dataclass(frozen=True)
 class StakeStatus:
-    """The worker's stake as its chain holds it, in the chain's smallest unit."""
+    """The worker's stake as its chain holds it, in the chain's smallest unit.
+
+    ``unbonding`` is stake on its way out, withdrawable from ``unlocks_at`` (unix seconds; 0 when
+    nothing unbonds). On EVM it is held apart from ``staked``; Solana unbonds the whole stake,
+    which stays counted in ``staked`` until it is withdrawn.
+    """
 
     staked: int
     registered: bool
     open_tasks: int
+    unbonding: int = 0
+    unlocks_at: int = 0
 
 
 @dataclass(frozen=True)
