@@ -18,12 +18,14 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from adapters.devnet.services import Kafka, Postgres
 from adapters.devnet.state import WORKER_EVM, WORKER_SOLANA
 from adapters.ledger.coordinator_models import CoordinatorRound
 from adapters.ledger.database import create_engine
 from adapters.ledger.models import Delivery, DeliveryStatus
+from fedrelay.cli import app
 from fedrelay.demo import DemoBackends, DemoError, DemoResult, DemoSettings, run_demo, write_summary
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -141,3 +143,18 @@ async def test_the_demo_refuses_a_database_that_already_holds_a_ledger(
             tmp_path / "state",
             backends=DemoBackends(database_url=database_url),
         )
+
+
+def test_fedrelay_demo_refuses_that_database_before_starting_anything(
+    run: tuple[DemoResult, dict[str, Any]], database_url: str, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["demo", "--out", str(tmp_path / "report"), "--state-dir", str(tmp_path / "state")],
+        env={"FEDRELAY_DEMO_DATABASE_URL": database_url},
+    )
+    assert result.exit_code == 2, result.output
+    assert "already holds a fedrelay ledger" in result.output
+    assert database_url not in result.output  # the URL may carry a password
+    assert not (tmp_path / "state" / "devnet").exists()
+    assert not (tmp_path / "report").exists()
