@@ -93,3 +93,53 @@ async def current_revision(url: str) -> str | None:
             return revision
     finally:
         await engine.dispose()
+
+
+class UnknownRevision(LedgerError):
+    """A migration revision that the ledger's migrations do not have."""
+
+
+def revisions_to_undo(url: str, current: str | None, target: str) -> list[tuple[str, str]]:
+    """The migrations a downgrade from `current` to `target` undoes, newest first.
+
+    Each is ``(revision, what it does)`` as its docstring's first line says. ``base`` as the
+    target undoes every migration.
+
+    Raises:
+        UnknownRevision: `target` is no revision of the ledger's migrations, or not below
+            `current`.
+    """
+    from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    scripts = ScriptDirectory.from_config(alembic_config(url))
+    known = [script.revision for script in scripts.walk_revisions()]
+    if target != "base" and target not in known:
+        raise UnknownRevision(
+            f"unknown revision {target!r}; the migrations are: base, " + ", ".join(reversed(known))
+        )
+    if current is None:
+        return []
+    try:
+        undone = list(scripts.iterate_revisions(current, target))
+    except (CommandError, RevisionError):
+        raise UnknownRevision(
+            f"revision {target} is not below the ledger's revision {current}: nothing to "
+            "downgrade to (db upgrade goes up)"
+        ) from None
+    return [
+        (script.revision, (script.doc or "").strip().splitlines()[0] if script.doc else "")
+        for script in undone
+        if script.revision != target
+    ]
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Take the ledger at `url` down to `revision` (blocking; destroys what later ones added)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        command.downgrade(alembic_config(url), revision)
+        return
+    raise LedgerError("downgrade() blocks; from async code call it with asyncio.to_thread")

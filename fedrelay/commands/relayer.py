@@ -1,4 +1,5 @@
-"""`fedrelay relayer ...` and `fedrelay guardian run`: run relayer stages, inspect and requeue.
+"""`fedrelay relayer ...` and `fedrelay guardian run`: run relayer stages, inspect, requeue, and
+unstick a deliverer's signer nonce.
 
 Everything is configured as docs/operations.md (section 1) describes: ``FEDRELAY_*`` variables
 (:class:`~relayer.settings.RelayerSettings`), the chains file ``FEDRELAY_CHAINS_FILE``, and keys
@@ -26,14 +27,19 @@ from adapters.ledger.database import LedgerError, create_engine, upgrade
 from adapters.telemetry.tracing import configure_tracing
 from adapters.wormhole import WormholeError
 from relayer import operations
-from relayer.config import ChainsConfig
+from relayer.config import ChainConfig, ChainsConfig
 from relayer.messages import RelayerError
+from relayer.nonces import NonceDoctor, NonceError, NonceReport
 from relayer.service import STAGES, StageRequest, build_process, chains_of
 from relayer.settings import RelayerSettings
 
 app = typer.Typer(help="Run the relayer's stages and look after its work.", no_args_is_help=True)
 dlq_app = typer.Typer(help="The dead-letter queue.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+nonce_app = typer.Typer(
+    help="The deliverer's signer nonce on an EVM chain: show it, unstick it.", no_args_is_help=True
+)
+app.add_typer(nonce_app, name="nonce")
 guardian_app = typer.Typer(help="A devnet guardian (the attest stage).", no_args_is_help=True)
 
 log = logging.getLogger("fedrelay.relayer")
@@ -339,3 +345,141 @@ def dlq_requeue_command(
 
     topic = _run(work)
     typer.echo(f"requeued DLQ entry {entry_id} to {topic}")
+
+
+# --- the signer nonce -----------------------------------------------------------------------------
+
+_NONCE_KEY_HELP = "The deliverer's key file of the chain; default: $FEDRELAY_SIGNER_KEY."
+
+
+def _evm_chain(settings: RelayerSettings, name: str) -> ChainConfig:
+    try:
+        chain = chains_of(settings).named(name)
+    except RelayerError as exc:
+        raise _fail(str(exc)) from None
+    if chain.kind != "evm":
+        raise _fail(
+            f"chain {name!r} is a Solana chain: Solana has no account nonces (a transaction "
+            "carries a recent blockhash instead), so there is no nonce to show or unstick"
+        )
+    return chain
+
+
+async def _with_doctor(
+    settings: RelayerSettings,
+    chain: ChainConfig,
+    key_file: Path | None,
+    work: Callable[[NonceDoctor], Coroutine[Any, Any, _T]],
+) -> _T:
+    from adapters.evm.relay import EvmDestination
+    from relayer.service import ChainConnections, read_signer_key
+
+    key = read_signer_key(chain, key_file)
+    assert isinstance(key, str)  # an EVM key
+    connections = ChainConnections()
+    engine = create_engine(settings.database_url)
+    try:
+        destination = await connections.destination(chain, key)
+        assert isinstance(destination, EvmDestination)
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        return await work(NonceDoctor(chain.name, destination, key, sessions))
+    except (RelayerError, LedgerError):
+        raise
+    except Exception as exc:  # the chain or the ledger failed under the command: say which
+        raise NonceError(
+            f"on chain {chain.name!r}, its RPC or the ledger failed: {type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        await connections.close()
+        await engine.dispose()
+
+
+def _print_report(report: NonceReport) -> None:
+    typer.echo(f"chain {report.chain} (Wormhole {report.chain_id}), signer {report.signer}")
+    typer.echo(f"  chain:  confirmed nonce {report.confirmed}, pending nonce {report.pending}")
+    typer.echo(f"  ledger: signer_nonces.next_nonce {_show(report.ledger_next)}")
+    typer.echo(f"open attempts ({len(report.attempts)})")
+    if report.attempts:
+        typer.echo(
+            f"  {'delivery':>8} {'attempt':>7} {'nonce':>6} {'fee/gas':>14} {'ledger':>9} "
+            f"{'on chain':>9}  message / tx"
+        )
+    for a in report.attempts:
+        typer.echo(
+            f"  {a.delivery_id:>8} {a.attempt:>7} {_show(a.nonce):>6} {_show(a.fee_per_gas):>14} "
+            f"{a.outcome:>9} {a.on_chain:>9}  {a.message} {_show(a.tx_hash)}"
+        )
+    typer.echo(f"diagnosis: {report.diagnosis}")
+
+
+@nonce_app.command("show")
+def nonce_show_command(
+    chain: str = typer.Option(..., "--chain", help="The chain's name in the chains file."),
+    signer_key_file: Path | None = typer.Option(None, "--signer-key-file", help=_NONCE_KEY_HELP),  # noqa: B008
+    as_json: bool = typer.Option(False, "--json", help="One JSON document instead of text."),
+) -> None:
+    """The signer's confirmed and pending nonces, the ledger's, the open attempts, a diagnosis."""
+    settings = _settings()
+    config = _evm_chain(settings, chain)
+
+    async def work(doctor: NonceDoctor) -> NonceReport:
+        return await doctor.report()
+
+    report = _run(lambda: _with_doctor(settings, config, signer_key_file, work))
+    if as_json:
+        typer.echo(json.dumps(asdict(report), default=_show, sort_keys=True))
+    else:
+        _print_report(report)
+
+
+@nonce_app.command("unstick")
+def nonce_unstick_command(
+    chain: str = typer.Option(..., "--chain", help="The chain's name in the chains file."),
+    signer_key_file: Path | None = typer.Option(None, "--signer-key-file", help=_NONCE_KEY_HELP),  # noqa: B008
+    fee_bump: int = typer.Option(
+        25,
+        "--fee-bump",
+        min=10,
+        max=1000,
+        help="Per cent above the stuck transaction's fee (nodes refuse a replacement below 10).",
+    ),
+    wait_s: float = typer.Option(
+        60.0, "--wait", min=0, help="Seconds to wait for the freed nonce to confirm."
+    ),
+    yes: bool = typer.Option(False, "--yes", help="Send; without it, only say what would be done."),
+) -> None:
+    """Free the lowest stuck nonce of the chain's signer, then resync signer_nonces.
+
+    Drain the chain's deliverer first (docs/operations.md, section 6): both sign with one key.
+    """
+    settings = _settings()
+    config = _evm_chain(settings, chain)
+
+    async def work(doctor: NonceDoctor) -> int:
+        report = await doctor.report()
+        typer.echo(f"diagnosis: {report.diagnosis}")
+        plan = await doctor.plan(report)
+        typer.echo(f"plan: {plan.text}")
+        if not yes:
+            typer.echo("dry run: nothing sent, nothing changed (add --yes to do it)")
+            return 0
+        result = await doctor.unstick(plan, fee_bump, wait_s)
+        if result.tx_hash is not None:
+            typer.echo(
+                f"sent {plan.action.value} at nonce {plan.nonce}: {result.tx_hash} "
+                f"({result.fee_per_gas} wei/gas)"
+            )
+        if not result.confirmed:
+            typer.echo(
+                f"nonce {plan.nonce} not confirmed within {wait_s:g} s: check again with "
+                f"fedrelay relayer nonce show --chain {doctor.name}",
+                err=True,
+            )
+        elif plan.nonce is not None:
+            typer.echo(f"nonce {plan.nonce} confirmed")
+        typer.echo(f"signer_nonces.next_nonce = {result.ledger_next} (the chain's next nonce)")
+        return 0 if result.confirmed else 1
+
+    code = _run(lambda: _with_doctor(settings, config, signer_key_file, work))
+    if code:
+        raise typer.Exit(code)
