@@ -67,6 +67,14 @@ log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("fedrelay.relayer")
 
 
+class _ChainMoved(Exception):
+    """The chain reorganised under a poll while it read; the poll is made again."""
+
+    def __init__(self, position: int | None, reason: str) -> None:
+        super().__init__(reason)
+        self.position = position
+
+
 @dataclass(frozen=True)
 class WatchReport:
     """What one poll did.
@@ -151,21 +159,37 @@ class Watcher:
             await self._close()
 
     async def poll(self) -> WatchReport:
-        """Read what is new on the chain and hand it on; see the module docstring."""
+        """Read what is new on the chain and hand it on; see the module docstring.
+
+        A reorg that happens while the poll reads (after the cursor's block was checked) is
+        caught before anything is stored: the block the read continues from is checked again
+        once the range and its last hash are read, and if it is gone the poll's changes are
+        rolled back, to be made again by the next poll, which sees the reorg.
+        """
+        try:
+            return await self._poll()
+        except _ChainMoved as moved:
+            log.info("watch %s: %s; reading again", self.source.source, moved)
+            return WatchReport(position=moved.position)
+
+    async def _poll(self) -> WatchReport:
         producer = await self._open()
         async with self.sessions() as session, session.begin():
             cursor = await session.get(SourceCursor, self.source.source)
             reorged: list[MessageId] = []
             first = self.start
+            anchor: tuple[int, str] | None = None  # the block this read continues from
+            stored = cursor.position if cursor is not None else None
             if cursor is not None and cursor.position >= self.start:
                 first = cursor.position + 1
+                anchor = (cursor.position, cursor.position_hash or "")
                 canonical = await self.source.position_hash(cursor.position)
                 if (canonical or "") != (cursor.position_hash or ""):
                     fork = await self._unwind(session, cursor.position, reorged)
-                    await self._move_cursor(
-                        session, fork, await self.source.position_hash(fork) or ""
-                    )
+                    fork_hash = await self.source.position_hash(fork) or ""
+                    await self._move_cursor(session, fork, fork_hash)
                     first = fork + 1
+                    anchor = (fork, fork_hash) if fork_hash else None
             head = await self.source.head()
             if first > head.number:
                 return WatchReport(reorged=tuple(reorged), position=head.number)
@@ -175,6 +199,10 @@ class Watcher:
             backfilled, missing = await self._backfill(session, emitted, last)
             ordered = sorted([*emitted, *backfilled], key=_order)
             produced = [m for m in ordered if await self._record(session, m)]
+            if anchor is not None:
+                now = await self.source.position_hash(anchor[0])
+                if (now or "") != anchor[1]:  # raised inside the transaction: rolled back
+                    raise _ChainMoved(stored, f"block {anchor[0]} changed during the read")
             await self._move_cursor(session, last, last_hash or "")
             if produced:
                 await self._produce(producer, produced)

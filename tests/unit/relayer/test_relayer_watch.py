@@ -333,3 +333,42 @@ def test_the_watch_stage_takes_its_topic_and_identity_from_the_settings(
     settings = RelayerSettings(observations_topic="obs", instance="7")
     stage = watch_stage(settings, FakeSource(), MemoryBus(), sessions, start=12)
     assert (stage.topic, stage.transactional_id, stage.start) == ("obs", "fedrelay-watch-2-7", 12)
+
+
+async def test_a_reorg_during_a_poll_is_not_read_past(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    @dataclass
+    class ReorgingSource(FakeSource):
+        """Reorgs once between the watcher's check of its cursor block and its head read."""
+
+        armed: bool = False
+
+        async def head(self) -> ChainPosition:
+            if self.armed:
+                self.armed = False
+                self.reorg(1)
+                self.mine()
+                self.mine()
+            return await super().head()
+
+    source, bus = ReorgingSource(), MemoryBus()
+    source.mine(0)
+    source.mine(1)  # block 1: removed by the reorg below
+    await watcher(source, bus, sessions).poll()
+
+    source.armed = True
+    moved = await watcher(source, bus, sessions).poll()
+    assert moved.produced == ()
+    async with sessions() as session:  # the poll's changes were rolled back: nothing skipped
+        cursor = await session.get(SourceCursor, source.source)
+        assert cursor is not None
+        assert cursor.position == 1
+    assert (await rows(sessions))[1].status == ObservationStatus.OBSERVED
+
+    detected = await watcher(source, bus, sessions).poll()
+    assert detected.reorged == (MessageId(2, EMITTER, 1),)
+    source.mine(1, job=9)  # the emitter's sequence 1 again, with another body
+    again = await watcher(source, bus, sessions).poll()
+    assert again.produced == (MessageId(2, EMITTER, 1),)
+    assert (await rows(sessions))[1].status == ObservationStatus.OBSERVED
