@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from adapters.devnet.network import (
@@ -60,23 +59,37 @@ class DemoRun:
     spans: tuple[ReadableSpan, ...]
 
 
+class _Collector(SpanProcessor):
+    """Keeps finished spans in an exporter while open; a provider cannot drop a processor, so
+    after the module it is closed and stays attached, doing nothing."""
+
+    def __init__(self, exporter: InMemorySpanExporter) -> None:
+        self.exporter = exporter
+        self.open = True
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.open:
+            self.exporter.export((span,))
+
+
 @pytest.fixture(scope="module")
 def span_exporter() -> Iterator[InMemorySpanExporter]:
     """An in-memory exporter on the process's tracer provider (installed if there is none yet).
 
     The global provider can be set once per process, and the services' module-level tracers
-    follow it, so an SDK provider another test installed is reused; the processor is shut down
-    afterwards, which stops the exporter from keeping later spans.
+    follow it, so an SDK provider another test installed is reused; the collector is closed
+    afterwards, so that it keeps no later spans.
     """
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(TracerProvider())
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider), f"not an SDK tracer provider: {provider!r}"
     exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
+    processor = _Collector(exporter)
     provider.add_span_processor(processor)
     yield exporter
-    processor.shutdown()
+    processor.open = False
+    exporter.clear()
 
 
 @pytest.fixture(scope="module")
