@@ -1,4 +1,4 @@
-"""`fedrelay coordinator run` and `fedrelay job post|status`.
+"""`fedrelay coordinator run` and `fedrelay job post|status|model|cancel`.
 
 `coordinator run` follows the process contract of docs/operations.md section 1: the service and
 its HTTP API for workers (``FEDRELAY_API_PORT``, 8000), health and metrics on
@@ -34,6 +34,7 @@ from rich.table import Table
 from adapters.ledger.database import DEFAULT_URL, LedgerError
 
 if TYPE_CHECKING:
+    from adapters.evm import ContractRevert, JobMarketContract
     from coordinator.job_config import JobConfig
 
 # The service, web3, FastAPI and torch load inside the commands, so that `fedrelay --help` and
@@ -529,3 +530,218 @@ def status_command(
         typer.echo(json.dumps(status, sort_keys=True))
     else:
         _render(status)
+
+
+# --- job model ---------------------------------------------------------------------------------
+
+
+def _market(rpc_url: str | None, job_market: str | None) -> JobMarketContract:
+    from adapters.evm import EvmChain, JobMarketContract
+
+    try:
+        settings = CoordinatorSettings()
+    except ValidationError as exc:
+        raise _fail(str(exc)) from None
+    target = chain_target(settings, rpc_url, job_market)
+    return JobMarketContract(EvmChain(target.rpc_url), target.job_market)
+
+
+def _model_hash(
+    market: JobMarketContract, job_id: int, round_option: str | None
+) -> tuple[str, bytes]:
+    """The round whose model to fetch (a number or ``initial``) and its on-chain model hash."""
+    from adapters.evm import JobStatus, RoundPhase
+
+    job = market.job(job_id)
+    if job.status is JobStatus.NONE:
+        raise _fail(f"JobMarket {market.address} has no job {job_id}")
+    if round_option == "initial":
+        if job.current_round == 0:
+            return "initial", job.model_hash
+        return "initial", _initial_model_hash(market, job_id)
+    if round_option is None:
+        if job.current_round == 0:
+            raise _fail(
+                f"job {job_id} has no settled round yet (pass --round initial for the model "
+                "it was posted with)"
+            )
+        return str(job.current_round - 1), job.model_hash
+    if not round_option.isdigit():
+        raise _fail(f"--round must be a round number or 'initial', not {round_option!r}")
+    number = int(round_option)
+    if number >= job.num_rounds:
+        raise _fail(f"job {job_id} has {job.num_rounds} round(s); there is no round {number}")
+    stored = market.round(job_id, number)
+    if stored.phase is not RoundPhase.SETTLED:
+        raise _fail(f"job {job_id} round {number} is not settled (it is {stored.phase.name})")
+    return str(number), stored.proposed_model_hash
+
+
+def _initial_model_hash(market: JobMarketContract, job_id: int) -> bytes:
+    """The model hash a job was posted with, from its `postJob` transaction.
+
+    Settling a round overwrites the job's stored model hash, so the initial one is read back
+    from the calldata of the transaction that logged the job's JobPosted event.
+    """
+    from web3.exceptions import Web3Exception
+
+    logs = market.contract.events.JobPosted().get_logs(
+        argument_filters={"jobId": job_id}, from_block=0
+    )
+    if not logs:
+        raise _fail(f"no JobPosted event for job {job_id}: cannot recover its initial model")
+    transaction = market.chain.w3.eth.get_transaction(logs[0]["transactionHash"])
+    try:
+        _, arguments = market.contract.decode_function_input(transaction["input"])
+    except (Web3Exception, ValueError):
+        raise _fail(
+            f"job {job_id} was not posted by a direct postJob call; its initial model hash "
+            "cannot be read back from the chain"
+        ) from None
+    spec = arguments["spec"]
+    return bytes(spec["modelHash"] if isinstance(spec, dict) else spec[1])
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    import tempfile
+
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+@job_app.command("model")
+def model_command(
+    job_id: Annotated[int, typer.Argument(min=0, help="The job id on the coordinator chain.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the safetensors model.")],
+    round_option: Annotated[
+        str | None,
+        typer.Option("--round", help="A settled round's model, or 'initial' (default: latest)."),
+    ] = None,
+    blob_dir: Annotated[
+        Path | None,
+        typer.Option("--blob-dir", help="The coordinator's blob store (FEDRELAY_BLOB_DIR)."),
+    ] = None,
+    rpc_url: Annotated[str | None, typer.Option("--rpc-url")] = None,
+    job_market: Annotated[str | None, typer.Option("--job-market")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Fetch a job's settled model, check it against the chain's hash and write it."""
+    from web3.exceptions import Web3Exception
+
+    from adapters.blobstore import BlobStoreError, FileBlobStore, blob_name
+    from adapters.evm import EvmError
+    from worker.training import BlobError, decode_blob
+
+    if not out.parent.is_dir():
+        raise _fail(f"cannot write {out}: {out.parent} is not a directory")
+    market = _market(rpc_url, job_market)
+    try:
+        which, model_hash = _model_hash(market, job_id, round_option)
+    except (EvmError, Web3Exception, OSError) as exc:  # OSError: the RPC is unreachable
+        raise _fail(f"reading job {job_id} from the chain failed: {exc}") from None
+    name = model_hash.hex()
+    root = blob_dir or CoordinatorSettings().blob_dir
+    if not root.is_dir():
+        raise _fail(f"no blob store at {root} (pass the coordinator's --blob-dir)")
+    store = FileBlobStore(root)
+    try:
+        data = asyncio.run(store.get(name))
+    except BlobStoreError as exc:
+        raise _fail(f"cannot read model {name}: {exc}") from None
+    if blob_name(data) != name:
+        raise _fail(f"the blob read as {name} hashes to {blob_name(data)}; nothing was written")
+    try:
+        tensors = decode_blob(data)
+    except BlobError as exc:
+        raise _fail(f"model {name} is not a canonical safetensors model: {exc}") from None
+    try:
+        _write_atomically(out, data)
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror}") from None
+    summary = {
+        "job_id": job_id,
+        "round": which,
+        "model_hash": name,
+        "bytes": len(data),
+        "out": str(out),
+        "tensors": {k: list(v.shape) for k, v in sorted(tensors.items())},
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, sort_keys=True))
+        return
+    table = Table(title=f"job {job_id} model, round {which}: {len(data)} bytes to {out}")
+    table.add_column("tensor")
+    table.add_column("shape")
+    table.add_column("dtype")
+    for key, value in sorted(tensors.items()):
+        table.add_row(key, " x ".join(str(d) for d in value.shape), str(value.dtype))
+    console = Console()
+    console.print(f"model hash 0x{name}")
+    console.print(table)
+
+
+# --- job cancel --------------------------------------------------------------------------------
+
+
+def _cancel_refusal(exc: ContractRevert, job_id: int, caller: str) -> str:
+    """A one-line reason for a decoded `cancelJob` revert."""
+    reasons = {
+        "NotPoster": f"only job {job_id}'s poster can cancel it, not {caller}",
+        "JobNotOpen": f"job {job_id} is already cancelled",
+        "NothingToRefund": f"job {job_id} has no escrow left to refund (completed and closed)",
+        "RoundInProgress": f"job {job_id} has a round in progress; cancel between rounds",
+    }
+    return reasons.get(exc.name, f"cancelling job {job_id} failed: {exc}")
+
+
+@job_app.command("cancel")
+def cancel_command(
+    job_id: Annotated[int, typer.Argument(min=0, help="The job id on the coordinator chain.")],
+    key_file: Annotated[Path, typer.Option("--key-file", help="The poster's EVM key.")],
+    rpc_url: Annotated[str | None, typer.Option("--rpc-url")] = None,
+    job_market: Annotated[str | None, typer.Option("--job-market")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Cancel a job between rounds (or close a completed one) and refund its unspent escrow."""
+    from web3.exceptions import Web3Exception
+
+    from adapters.evm import ContractRevert, EvmError, JobStatus, Signer
+
+    market = _market(rpc_url, job_market)
+    poster = Signer(read_evm_key(key_file))
+    try:
+        if market.job(job_id).status is JobStatus.NONE:
+            raise _fail(f"JobMarket {market.address} has no job {job_id}")
+        receipt = market.cancel_job(poster, job_id)
+    except ContractRevert as exc:
+        raise _fail(_cancel_refusal(exc, job_id, poster.address)) from None
+    except (EvmError, Web3Exception, OSError) as exc:  # OSError: the RPC is unreachable
+        raise _fail(f"cancelling job {job_id} failed: {exc}") from None
+    refund = sum(
+        int(e.args["refund"]) for e in market.events_in(receipt) if e.name == "JobCancelled"
+    )
+    gas = int(receipt["gasUsed"]) * int(receipt.get("effectiveGasPrice", 0))
+    result = {
+        "job_id": job_id,
+        "refund": refund,
+        "status": market.job(job_id).status.name.lower(),
+        "gas_cost": gas,
+        "transaction": "0x" + bytes(receipt["transactionHash"]).hex(),
+    }
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+        return
+    closed = "cancelled" if result["status"] == "cancelled" else "closed"
+    table = Table(title=f"job {job_id} {closed}: {refund} refunded", show_header=False)
+    for key, value in result.items():
+        table.add_row(key.replace("_", " "), str(value))
+    Console().print(table)
