@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -357,6 +358,16 @@ class Postgres(Service):
         exists = self.psql("SELECT 1 FROM pg_database WHERE datname = :'db'", "postgres")
         if exists.strip() != "1":
             self.psql('CREATE DATABASE :"db"', "postgres")
+
+    def create_database(self, prefix: str) -> str:
+        """Create an empty database named ``<prefix>_<random>``; return its asyncpg URL."""
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", prefix):
+            raise ValueError(
+                f"a database prefix must be lower-case letters, digits or _: {prefix!r}"
+            )
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        self.psql(f'CREATE DATABASE "{name}"', "postgres")
+        return self.async_url.rsplit("/", 1)[0] + "/" + name
 
     def psql(self, sql: str, database: str | None = None) -> str:
         """Run SQL through psql (``:'db'`` / ``:"db"`` name the test database); return stdout."""

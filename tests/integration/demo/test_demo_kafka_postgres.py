@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +47,7 @@ SETTINGS = DemoSettings(
 @pytest.fixture(scope="module")
 def database_url(postgres: Postgres) -> str:
     """An empty database of this module's own on the session's cluster."""
-    name = f"demo_{uuid.uuid4().hex[:8]}"
-    postgres.psql(f'CREATE DATABASE "{name}"', "postgres")
-    return postgres.async_url.rsplit("/", 1)[0] + "/" + name
+    return postgres.create_database("demo")
 
 
 @pytest.fixture(scope="module")

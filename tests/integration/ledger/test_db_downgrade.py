@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +27,7 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
         return
     postgres: Postgres = request.getfixturevalue("postgres")
-    name = f"db_downgrade_{uuid.uuid4().hex[:8]}"
-    postgres.psql(f'CREATE DATABASE "{name}"', "postgres")
-    yield postgres.async_url.rsplit("/", 1)[0] + "/" + name
+    yield postgres.create_database("db_downgrade")
 
 
 def tables(url: str) -> set[str]:

@@ -105,9 +105,7 @@ def evm(coordinator_chain: Anvil, worker_chain: Anvil) -> EvmDeployment:
 @pytest.fixture(scope="module")
 def ledger_url(postgres: Postgres) -> str:
     """A database of this module's own on the session's cluster, at the newest migration."""
-    name = f"relayer_evm_{uuid.uuid4().hex[:8]}"
-    postgres.psql(f'CREATE DATABASE "{name}"', "postgres")
-    url = postgres.async_url.rsplit("/", 1)[0] + "/" + name
+    url = postgres.create_database("relayer_evm")
     upgrade(url)
     return url
 

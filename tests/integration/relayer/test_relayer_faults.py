@@ -74,9 +74,7 @@ def evm(coordinator_chain: Anvil, worker_chain: Anvil) -> EvmDeployment:
 
 @pytest.fixture(scope="module")
 def ledger_url(postgres: Postgres) -> str:
-    name = f"relayer_faults_{uuid.uuid4().hex[:8]}"
-    postgres.psql(f'CREATE DATABASE "{name}"', "postgres")
-    url = postgres.async_url.rsplit("/", 1)[0] + "/" + name
+    url = postgres.create_database("relayer_faults")
     upgrade(url)
     return url
 

@@ -57,9 +57,7 @@ FAST = BackoffPolicy(base_s=0.05, cap_s=0.2, max_attempts=50)
 @pytest.fixture(scope="module")
 def ledger_url(postgres: Postgres) -> str:
     """A database of this module's own on the session's cluster, at the newest migration."""
-    name = f"relayer_{uuid.uuid4().hex[:8]}"
-    postgres.psql(f'CREATE DATABASE "{name}"', "postgres")
-    url = postgres.async_url.rsplit("/", 1)[0] + "/" + name
+    url = postgres.create_database("relayer")
     upgrade(url)
     return url
 
