@@ -27,24 +27,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adapters.blobstore import BlobStore, BlobStoreError
-from adapters.wormhole import Outcome, keccak256
-from coordinator.aggregation import (
+from fedrelay.adapters.blobstore import BlobStore, BlobStoreError
+from fedrelay.adapters.wormhole import Outcome, keccak256
+from fedrelay.coordinator.aggregation import (
     AggregationError,
     ClientUpdate,
     ParameterLayout,
     ServerState,
     Vector,
 )
-from coordinator.chain_events import ChainJob, WorkerResult
-from coordinator.job_config import JobConfig
-from coordinator.repository import Challenge
-from coordinator.rounds import RoundState, TaskStatus, UpdateRejected, WorkerRef, apply
-from coordinator.scoring import loss_reduction_scores, mix_with_samples, split_payout
-from coordinator.secagg import SecureAggregationError
-from coordinator.secure_sum import masked_inputs, reveal_senders, secagg_config, unmask
-from coordinator.store import CoordinatorStore, RoundReport
-from coordinator.verification import (
+from fedrelay.coordinator.chain_events import ChainJob, WorkerResult
+from fedrelay.coordinator.job_config import JobConfig
+from fedrelay.coordinator.repository import Challenge
+from fedrelay.coordinator.rounds import RoundState, TaskStatus, UpdateRejected, WorkerRef, apply
+from fedrelay.coordinator.scoring import loss_reduction_scores, mix_with_samples, split_payout
+from fedrelay.coordinator.secagg import SecureAggregationError
+from fedrelay.coordinator.secure_sum import masked_inputs, reveal_senders, secagg_config, unmask
+from fedrelay.coordinator.store import CoordinatorStore, RoundReport
+from fedrelay.coordinator.verification import (
     ChallengeDraw,
     JobWorkbench,
     UpdateRejection,
@@ -54,7 +54,7 @@ from coordinator.verification import (
     delta_of,
     read_update,
 )
-from worker.training import SegmentOpening, Verdict, decode_blob, encode_blob
+from fedrelay.worker.training import SegmentOpening, Verdict, decode_blob, encode_blob
 
 log = logging.getLogger(__name__)
 

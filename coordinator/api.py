@@ -1,6 +1,7 @@
 """The coordinator's HTTP API, called by the worker SDK (FastAPI; spec at ``/openapi.json``).
 
-Worker endpoints need a request signed with the worker's chain key (:mod:`coordinator.auth`);
+Worker endpoints need a request signed with the worker's chain key
+(:mod:`fedrelay.coordinator.auth`);
 admin endpoints (``/v1/admin/...``) need ``Authorization: Bearer <token>``. Status endpoints take
 either. Every error answers ``{"error": kind, "detail": what was wrong}`` and changes nothing.
 
@@ -38,7 +39,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from adapters.blobstore import (
+from fedrelay.adapters.blobstore import (
     DEFAULT_MAX_BLOB_BYTES,
     BlobCorrupt,
     BlobHashMismatch,
@@ -49,7 +50,7 @@ from adapters.blobstore import (
     InvalidBlobName,
     check_name,
 )
-from coordinator.api_schemas import (
+from fedrelay.coordinator.api_schemas import (
     BlobRef,
     ChallengeAnswerBody,
     ChallengeRequest,
@@ -62,8 +63,8 @@ from coordinator.api_schemas import (
     b64decode,
     b64encode,
 )
-from coordinator.auth import AuthError, KeyScheme, RequestVerifier, UnregisteredWorker
-from coordinator.repository import (
+from fedrelay.coordinator.auth import AuthError, KeyScheme, RequestVerifier, UnregisteredWorker
+from fedrelay.coordinator.repository import (
     Challenge,
     ChallengeAnswer,
     Conflict,
@@ -72,7 +73,7 @@ from coordinator.repository import (
     SecAggMessage,
     SecAggStage,
 )
-from coordinator.rounds import Phase, RoundError, RoundState, WorkerRef
+from fedrelay.coordinator.rounds import Phase, RoundError, RoundState, WorkerRef
 
 # Job ids are u64 on chain; the embedded ledger (SQLite) holds signed 64-bit integers, and the
 # chain numbers jobs sequentially, so 2^63 is no limit in practice.

@@ -37,8 +37,8 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from adapters.wormhole import keccak256
-from coordinator.rounds import WorkerRef
+from fedrelay.adapters.wormhole import keccak256
+from fedrelay.coordinator.rounds import WorkerRef
 
 SOLANA_CHAIN = 1
 DEFAULT_MAX_SKEW = 60

@@ -1,7 +1,8 @@
 """What the coordinator reads from and sends to the coordinator chain, independent of the chain.
 
 :class:`CoordinatorChain` is the narrow interface the service drives; the EVM implementation is
-:class:`coordinator.evm_chain.EvmCoordinatorChain`, tests use a fake. Chain events are frozen
+:class:`fedrelay.coordinator.evm_chain.EvmCoordinatorChain`, tests use a fake. Chain events are
+frozen
 values in block order; each carries the block it was logged in and that block's timestamp.
 """
 
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
-from adapters.wormhole import Outcome, Task
-from coordinator.rounds import WorkerRef
+from fedrelay.adapters.wormhole import Outcome, Task
+from fedrelay.coordinator.rounds import WorkerRef
 
 
 class ChainError(Exception):

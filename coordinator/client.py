@@ -19,8 +19,8 @@ from types import TracebackType
 import httpx
 from pydantic import TypeAdapter
 
-from adapters.blobstore import blob_name, check_name
-from coordinator.api_schemas import (
+from fedrelay.adapters.blobstore import blob_name, check_name
+from fedrelay.coordinator.api_schemas import (
     BlobRef,
     ChallengeAnswerBody,
     ChallengeView,
@@ -30,8 +30,8 @@ from coordinator.api_schemas import (
     b64decode,
     b64encode,
 )
-from coordinator.auth import RequestSigner, sign_request
-from coordinator.repository import SecAggStage
+from fedrelay.coordinator.auth import RequestSigner, sign_request
+from fedrelay.coordinator.repository import SecAggStage
 
 _CHALLENGES = TypeAdapter(list[ChallengeView])
 

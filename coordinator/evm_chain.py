@@ -1,4 +1,5 @@
-"""The coordinator chain on EVM: :class:`~coordinator.chain_events.CoordinatorChain` over JobMarket.
+"""The coordinator chain on EVM: :class:`~fedrelay.coordinator.chain_events.CoordinatorChain` over
+JobMarket.
 
 web3 is synchronous; every call runs in a worker thread so the service's event loop (and the
 HTTP API in the same process) keeps serving.
@@ -12,12 +13,12 @@ from typing import TypeVar, cast
 
 from web3.types import BlockIdentifier
 
-from adapters.evm import ContractRevert, EvmError, JobMarketContract, Signer
-from adapters.evm.events import ContractEvent
-from adapters.evm.market import JobStatus, TaskState
-from adapters.evm.market import RoundResult as EvmRoundResult
-from adapters.wormhole import Task
-from coordinator.chain_events import (
+from fedrelay.adapters.evm import ContractRevert, EvmError, JobMarketContract, Signer
+from fedrelay.adapters.evm.events import ContractEvent
+from fedrelay.adapters.evm.market import JobStatus, TaskState
+from fedrelay.adapters.evm.market import RoundResult as EvmRoundResult
+from fedrelay.adapters.wormhole import Task
+from fedrelay.coordinator.chain_events import (
     BlockRef,
     ChainCommitment,
     ChainError,
@@ -32,7 +33,7 @@ from coordinator.chain_events import (
     WorkerJoined,
     WorkerResult,
 )
-from coordinator.rounds import WorkerRef
+from fedrelay.coordinator.rounds import WorkerRef
 
 T = TypeVar("T")
 

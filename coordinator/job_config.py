@@ -2,9 +2,11 @@
 
 The job poster uploads the canonical JSON of :class:`JobConfig` to the blob store and puts its
 keccak256 on chain as the job's ``config_hash``; TASK_ASSIGNED carries the same hash to every
-worker. The :class:`~worker.training.TrainingConfig` fields sit at the top level together with
+worker. The :class:`~fedrelay.worker.training.TrainingConfig` fields sit at the top level together
+with
 ``secure_aggregation`` and ``secagg_threshold``, which is what the worker SDK reads
-(``worker.sdk.config``; it ignores the coordinator's other keys). Every task of a job trains
+(``fedrelay.worker.sdk.config``; it ignores the coordinator's other keys). Every task of a job
+trains
 with that one configuration on its own shard, and the coordinator replays a challenged segment
 with it on the same shard (:meth:`JobConfig.training_config`).
 
@@ -22,8 +24,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from adapters.wormhole import keccak256
-from coordinator.aggregation import (
+from fedrelay.adapters.wormhole import keccak256
+from fedrelay.coordinator.aggregation import (
     NormClip,
     Strategy,
     fedadam,
@@ -35,8 +37,8 @@ from coordinator.aggregation import (
     multi_krum,
     trimmed_mean,
 )
-from coordinator.rounds import RoundPolicy
-from worker.training.config import TrainingConfig
+from fedrelay.coordinator.rounds import RoundPolicy
+from fedrelay.worker.training.config import TrainingConfig
 
 StrategyName = Literal[
     "fedavg", "fedavgm", "fedadam", "fedyogi", "median", "trimmed_mean", "krum", "multi_krum"
@@ -53,7 +55,8 @@ class _Part(BaseModel):
 
 
 class ModelSpec(_Part):
-    """The model architecture: a two-layer perceptron (``worker.training.torch_trainer.mlp``)."""
+    """The model architecture: a two-layer perceptron
+    (``fedrelay.worker.training.torch_trainer.mlp``)."""
 
     kind: Literal["mlp"] = "mlp"
     inputs: int = Field(default=64, ge=1, le=1_000_000)

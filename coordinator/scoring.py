@@ -12,8 +12,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from coordinator.aggregation import ClientUpdate, ServerState, Strategy, Vector, fedavg
-from coordinator.aggregation.updates import ordered
+from fedrelay.coordinator.aggregation import ClientUpdate, ServerState, Strategy, Vector, fedavg
+from fedrelay.coordinator.aggregation.updates import ordered
 
 HeldOutLoss = Callable[[Vector], float]
 """Loss of a flat parameter vector on the coordinator's held-out set."""

@@ -1,10 +1,11 @@
 """Secure aggregation over the HTTP API: the bytes of each message and the coordinator's unmasking.
 
-Workers run :class:`~coordinator.secagg.Participant` and exchange its messages through the API's
+Workers run :class:`~fedrelay.coordinator.secagg.Participant` and exchange its messages through the
+API's
 ``secagg`` endpoints; the coordinator only ever reads public keys, sealed shares (which it cannot
 open), masked inputs and reveals, and learns the sum. Client ids are worker ids in hex.
 
-Wire formats, the same bytes as the worker SDK's ``worker.sdk.masking``:
+Wire formats, the same bytes as the worker SDK's ``fedrelay.worker.sdk.masking``:
 
 - ``keys``: mask public key (32) || share public key (32).
 - ``shares``: the sealed ciphertext as is (sender and recipient are the API's).
@@ -24,11 +25,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from adapters.wormhole import keccak256
-from coordinator.job_config import JobConfig
-from coordinator.repository import CoordinatorRepository, SecAggStage
-from coordinator.rounds import WorkerRef
-from coordinator.secagg import (
+from fedrelay.adapters.wormhole import keccak256
+from fedrelay.coordinator.job_config import JobConfig
+from fedrelay.coordinator.repository import CoordinatorRepository, SecAggStage
+from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.coordinator.secagg import (
     KeyAdvert,
     MaskedInput,
     SecAggConfig,
@@ -37,7 +38,7 @@ from coordinator.secagg import (
     UnmaskResponse,
     unmask_sum,
 )
-from worker.training import BlobError, decode_blob, encode_blob
+from fedrelay.worker.training import BlobError, decode_blob, encode_blob
 
 
 def client_id(worker: WorkerRef) -> str:

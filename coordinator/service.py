@@ -6,11 +6,12 @@ Each :meth:`CoordinatorService.step`:
    registers a worker, ``UpdateReceived`` records a commitment, ``RoundChallenged`` reopens
    aggregation, ``RoundSettled`` closes the round and opens the next (its block seeds the next
    draw); the cursor advances after each batch of blocks;
-2. **advances** every active job one phase where it can (:mod:`coordinator.rounds`):
-   POSTED draws workers (:mod:`coordinator.selection`) and calls ``assignTasks``; COLLECTING
+2. **advances** every active job one phase where it can (:mod:`fedrelay.coordinator.rounds`):
+   POSTED draws workers (:mod:`fedrelay.coordinator.selection`) and calls ``assignTasks``;
+   COLLECTING
    closes at the deadline; AGGREGATING checks every committed update against its commitment,
    challenges a sample of transcripts and replays the answers, unmasks the secure sum when the
-   job asks for it, aggregates and scores (:mod:`coordinator.aggregating`), then calls
+   job asks for it, aggregates and scores (:mod:`fedrelay.coordinator.aggregating`), then calls
    ``finalizeRound``; PROPOSED settles once the challenge window is over.
 
 Every decision is saved in the store before the next, and each step is idempotent against
@@ -31,11 +32,11 @@ from dataclasses import replace
 from opentelemetry import trace
 from sqlalchemy.exc import SQLAlchemyError
 
-from adapters.blobstore import BlobNotFound, BlobStore, BlobStoreError
-from adapters.telemetry.tracing import round_attributes, round_context
-from adapters.wormhole import Task
-from coordinator.aggregating import JobContext, ModelUnavailable, RoundAggregation
-from coordinator.chain_events import (
+from fedrelay.adapters.blobstore import BlobNotFound, BlobStore, BlobStoreError
+from fedrelay.adapters.telemetry.tracing import round_attributes, round_context
+from fedrelay.adapters.wormhole import Task
+from fedrelay.coordinator.aggregating import JobContext, ModelUnavailable, RoundAggregation
+from fedrelay.coordinator.chain_events import (
     ChainError,
     ChainEvent,
     ChainRoundPhase,
@@ -46,9 +47,9 @@ from coordinator.chain_events import (
     UpdateArrived,
     WorkerJoined,
 )
-from coordinator.job_config import InvalidJobConfig, JobConfig
-from coordinator.metrics import CoordinatorMetrics, coordinator_metrics
-from coordinator.rounds import (
+from fedrelay.coordinator.job_config import InvalidJobConfig, JobConfig
+from fedrelay.coordinator.metrics import CoordinatorMetrics, coordinator_metrics
+from fedrelay.coordinator.rounds import (
     AggregateProposed,
     AssignmentConfirmed,
     Commitment,
@@ -66,9 +67,9 @@ from coordinator.rounds import (
     can_settle,
     open_job,
 )
-from coordinator.selection import Candidate, NotEnoughWorkers, round_seed, select_workers
-from coordinator.store import CoordinatorStore, RoundReport
-from coordinator.verification import JobWorkbench
+from fedrelay.coordinator.selection import Candidate, NotEnoughWorkers, round_seed, select_workers
+from fedrelay.coordinator.store import CoordinatorStore, RoundReport
+from fedrelay.coordinator.verification import JobWorkbench
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("fedrelay.coordinator")

@@ -1,10 +1,11 @@
 """What the coordinator service keeps beyond the API's repository: its chain cursor and the
 report of every round (opening block, seed, accuracy, scores, rewards, server state).
 
-:class:`CoordinatorStore` extends :class:`~coordinator.repository.CoordinatorRepository`; the
+:class:`CoordinatorStore` extends :class:`~fedrelay.coordinator.repository.CoordinatorRepository`;
+the
 service and the API share one store, so a restarted coordinator finds everything where it
 left it. :class:`MemoryCoordinatorStore` is the in-memory form; the ledger form is
-:class:`adapters.ledger.coordinator_store.LedgerCoordinatorStore`.
+:class:`fedrelay.adapters.ledger.coordinator_store.LedgerCoordinatorStore`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from coordinator.repository import CoordinatorRepository, MemoryRepository
-from coordinator.rounds import Phase, WorkerRef
+from fedrelay.coordinator.repository import CoordinatorRepository, MemoryRepository
+from fedrelay.coordinator.rounds import Phase, WorkerRef
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from adapters.blobstore import blob_name
-from adapters.wormhole import Task, keccak256, loss_to_fixed
-from coordinator.aggregation import ParameterLayout
-from coordinator.chain_events import (
+from fedrelay.adapters.blobstore import blob_name
+from fedrelay.adapters.wormhole import Task, keccak256, loss_to_fixed
+from fedrelay.coordinator.aggregation import ParameterLayout
+from fedrelay.coordinator.chain_events import (
     BlockRef,
     ChainCommitment,
     ChainError,
@@ -35,14 +35,14 @@ from coordinator.chain_events import (
     WorkerJoined,
     WorkerResult,
 )
-from coordinator.client import CoordinatorClient
-from coordinator.job_config import JobConfig
-from coordinator.repository import SecAggStage
-from coordinator.rounds import WorkerRef
-from coordinator.secagg import Participant
-from coordinator.secure_sum import encode_masked, encode_reveal
-from coordinator.verification import JobWorkbench, delta_of, encode_proof
-from worker.training import (
+from fedrelay.coordinator.client import CoordinatorClient
+from fedrelay.coordinator.job_config import JobConfig
+from fedrelay.coordinator.repository import SecAggStage
+from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.coordinator.secagg import Participant
+from fedrelay.coordinator.secure_sum import encode_masked, encode_reveal
+from fedrelay.coordinator.verification import JobWorkbench, delta_of, encode_proof
+from fedrelay.worker.training import (
     ModelTensors,
     TrainingRun,
     Transcript,
@@ -53,7 +53,7 @@ from worker.training import (
     open_segment,
     train_with_transcript,
 )
-from worker.training.torch_trainer import TorchClassificationTrainer, mlp
+from fedrelay.worker.training.torch_trainer import TorchClassificationTrainer, mlp
 
 
 class FakeClock:

@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 
-from adapters.devnet.state import DevnetInfo, WorkerKey
-from adapters.solana._base58 import b58decode
-from adapters.solana.layout import Instruction
+from fedrelay.adapters.devnet.state import DevnetInfo, WorkerKey
+from fedrelay.adapters.solana._base58 import b58decode
+from fedrelay.adapters.solana.layout import Instruction
 
 #: Blocks whose receipts one JSON-RPC batch asks for.
 BLOCK_BATCH = 50

@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from adapters.ledger.database import create_engine
-from adapters.ledger.models import Base
+from fedrelay.adapters.ledger.database import create_engine
+from fedrelay.adapters.ledger.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kafka.bus import Record
-from adapters.ledger.models import GuardianSignature, ObservationStatus, StoredVaa
-from adapters.ledger.models import Observation as ObservationRow
-from adapters.telemetry.tracing import traceparent
-from adapters.wormhole import (
+from fedrelay.adapters.kafka.bus import Record
+from fedrelay.adapters.ledger.models import GuardianSignature, ObservationStatus, StoredVaa
+from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.adapters.telemetry.tracing import traceparent
+from fedrelay.adapters.wormhole import (
     GuardianIndexOutOfRange,
     GuardianSet,
     GuardianSets,
@@ -31,7 +31,7 @@ from adapters.wormhole import (
     parse_vaa,
     recover_address,
 )
-from relayer.messages import (
+from fedrelay.relayer.messages import (
     GuardianSignatureMessage,
     Observation,
     RelayerError,
@@ -41,7 +41,7 @@ from relayer.messages import (
     message_key,
     message_label,
 )
-from relayer.stage import Output, StageResult, insert_once, position_of
+from fedrelay.relayer.stage import Output, StageResult, insert_once, position_of
 
 
 class ConflictingVaa(RelayerError):

@@ -11,7 +11,7 @@ Signatures are keyed like observations (by emitter), so every guardian's signatu
 lands on the same assemble partition, in emitter order.
 
 The guardian's key comes from a file or an environment variable (:func:`load_guardian_signer`)
-and never reaches a log: :class:`~adapters.wormhole.GuardianSigner` shows only its address.
+and never reaches a log: :class:`~fedrelay.adapters.wormhole.GuardianSigner` shows only its address.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.kafka.bus import Bus, Record
-from adapters.wormhole import GuardianSet, GuardianSigner, WormholeError
-from relayer.chains import SourceChain
-from relayer.messages import (
+from fedrelay.adapters.kafka.bus import Bus, Record
+from fedrelay.adapters.wormhole import GuardianSet, GuardianSigner, WormholeError
+from fedrelay.relayer.chains import SourceChain
+from fedrelay.relayer.messages import (
     GuardianSignatureMessage,
     Observation,
     RelayerError,
@@ -35,8 +35,8 @@ from relayer.messages import (
     message_key,
     message_label,
 )
-from relayer.settings import RelayerSettings
-from relayer.stage import Output, RetryableError, StageResult, StageRunner
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import Output, RetryableError, StageResult, StageRunner
 
 log = logging.getLogger(__name__)
 

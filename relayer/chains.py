@@ -6,9 +6,10 @@
 - :class:`DestinationChain` (deliver): whether a VAA's digest is consumed already; a signed
   delivery transaction for a VAA; broadcasting it; its status; and what an error means.
 
-The stages (:mod:`relayer.watch`, :mod:`relayer.attest`, :mod:`relayer.deliver`) hold the
+The stages (:mod:`fedrelay.relayer.watch`, :mod:`fedrelay.relayer.attest`,
+:mod:`fedrelay.relayer.deliver`) hold the
 chain-independent logic: cursors, gaps, reorgs, ledger rows, retries. Each chain's quirks live in
-its adapter (``adapters.solana.relay``, ``adapters.evm``), one place per chain.
+its adapter (``fedrelay.adapters.solana.relay``, ``fedrelay.adapters.evm``), one place per chain.
 
 Positions are chain-defined integers that grow along the chain: EVM block numbers, or Solana
 message sequences (the worker program numbers its message accounts densely). A position's hash
@@ -22,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from adapters.wormhole import MessageId
-from relayer.messages import Observation
+from fedrelay.adapters.wormhole import MessageId
+from fedrelay.relayer.messages import Observation
 
 # --- source side ----------------------------------------------------------------------------------
 
@@ -45,7 +46,7 @@ class EmittedMessage:
             from (``observation.block_number`` is the message's position).
         traceparent: The W3C traceparent of the emitting transaction's trace, when the chain or
             its adapter knows it; the observation then joins that trace. Without it, a round's
-            message joins the round's derived trace (see :mod:`relayer.watch`).
+            message joins the round's derived trace (see :mod:`fedrelay.relayer.watch`).
     """
 
     observation: Observation

@@ -1,6 +1,6 @@
 """The deliver stage: one destination chain's delivery requests, each applied exactly once.
 
-For each :class:`~relayer.messages.DeliveryRequest` on ``deliveries.<chain>``::
+For each :class:`~fedrelay.relayer.messages.DeliveryRequest` on ``deliveries.<chain>``::
 
     ledger: the delivery row (unique per digest and chain); done before -> nothing to do
     chain:  consumed already?            -> ALREADY_DELIVERED (success)
@@ -14,7 +14,8 @@ A process killed anywhere in between comes back to the same record (its offset w
 committed) and resumes the persisted attempt instead of signing anew, after checking the consumed
 flag; the destination refuses a consumed digest, so nothing is applied twice.
 
-Errors are classified by the chain adapter (:meth:`~relayer.chains.DestinationChain.classify`):
+Errors are classified by the chain adapter
+(:meth:`~fedrelay.relayer.chains.DestinationChain.classify`):
 
 - already consumed: success;
 - the endpoint is unavailable: not the message's fault, retried with backoff without limit
@@ -36,21 +37,21 @@ from typing import Any, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kafka.bus import Bus, Record
-from adapters.ledger.models import (
+from fedrelay.adapters.kafka.bus import Bus, Record
+from fedrelay.adapters.ledger.models import (
     AttemptOutcome,
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
     SignerNonce,
 )
-from adapters.ledger.models import StoredVaa as StoredVaaRow
-from adapters.telemetry.tracing import traceparent
-from relayer.backoff import BackoffPolicy
-from relayer.chains import DestinationChain, Failure, FailureKind, SignedDelivery, TxState
-from relayer.messages import DeliveryRequest, RelayerError, decode_as, message_label
-from relayer.settings import RelayerSettings
-from relayer.stage import RetryableError, StageResult, StageRunner, insert_once
+from fedrelay.adapters.ledger.models import StoredVaa as StoredVaaRow
+from fedrelay.adapters.telemetry.tracing import traceparent
+from fedrelay.relayer.backoff import BackoffPolicy
+from fedrelay.relayer.chains import DestinationChain, Failure, FailureKind, SignedDelivery, TxState
+from fedrelay.relayer.messages import DeliveryRequest, RelayerError, decode_as, message_label
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import RetryableError, StageResult, StageRunner, insert_once
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class DeliveryRetry(RetryableError):
 class DestinationUnavailable(ConnectionError):
     """The destination's endpoint cannot be reached: retried without limit, never dead-lettered.
 
-    Deliberately not a :class:`~relayer.messages.RelayerError`: the stage runner treats it as an
+    Deliberately not a :class:`~fedrelay.relayer.messages.RelayerError`: the stage runner treats it
+    as an
     infrastructure failure, not as something wrong with the message.
     """
 
@@ -499,7 +501,8 @@ def deliver_stage(
         chain: The destination's adapter with the relayer's signer.
         bus: The bus.
         sessions: The ledger (also where DLQ entries are recorded).
-        options: Further :class:`~relayer.stage.StageRunner` fields (``metrics``, ``end_offsets``).
+        options: Further :class:`~fedrelay.relayer.stage.StageRunner` fields (``metrics``,
+        ``end_offsets``).
     """
     name = f"deliver-{chain.chain_id}"
     policy = settings.retry_policy()

@@ -26,11 +26,18 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kafka.bus import Record
-from adapters.ledger.models import ObservationStatus
-from adapters.wormhole import GuardianSets, MessageId, Vaa, WormholeError, parse_vaa, verify_vaa
-from relayer.assemble import store_observation, store_vaa_once
-from relayer.messages import (
+from fedrelay.adapters.kafka.bus import Record
+from fedrelay.adapters.ledger.models import ObservationStatus
+from fedrelay.adapters.wormhole import (
+    GuardianSets,
+    MessageId,
+    Vaa,
+    WormholeError,
+    parse_vaa,
+    verify_vaa,
+)
+from fedrelay.relayer.assemble import store_observation, store_vaa_once
+from fedrelay.relayer.messages import (
     Observation,
     RelayerError,
     SignedVaa,
@@ -39,7 +46,7 @@ from relayer.messages import (
     message_key,
     message_label,
 )
-from relayer.stage import Output, RetryableError, StageResult, position_of
+from fedrelay.relayer.stage import Output, RetryableError, StageResult, position_of
 
 
 class FetchError(RelayerError):

@@ -33,8 +33,8 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.evm.relay import EvmDestination
-from adapters.ledger.models import (
+from fedrelay.adapters.evm.relay import EvmDestination
+from fedrelay.adapters.ledger.models import (
     AttemptOutcome,
     Delivery,
     DeliveryAttempt,
@@ -43,9 +43,9 @@ from adapters.ledger.models import (
     StoredVaa,
     utcnow,
 )
-from adapters.wormhole import MessageId
-from relayer.chains import SignedDelivery, TxState
-from relayer.messages import RelayerError, message_label
+from fedrelay.adapters.wormhole import MessageId
+from fedrelay.relayer.chains import SignedDelivery, TxState
+from fedrelay.relayer.messages import RelayerError, message_label
 
 _OPEN = (AttemptOutcome.PREPARED, AttemptOutcome.BROADCAST)
 _SETTLED_ON_CHAIN = (TxState.CONFIRMED, TxState.FAILED)

@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kafka.bus import Bus
-from adapters.ledger.models import (
+from fedrelay.adapters.kafka.bus import Bus
+from fedrelay.adapters.ledger.models import (
     DeadLetter,
     Delivery,
     DeliveryStatus,
@@ -32,10 +32,10 @@ from adapters.ledger.models import (
     StoredVaa,
     utcnow,
 )
-from adapters.ledger.models import Observation as ObservationRow
-from adapters.wormhole import MessageId
-from relayer.deliver import reopen_delivery
-from relayer.messages import (
+from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.adapters.wormhole import MessageId
+from fedrelay.relayer.deliver import reopen_delivery
+from fedrelay.relayer.messages import (
     DeliveryRequest,
     GuardianSignatureMessage,
     MalformedMessage,
@@ -47,8 +47,8 @@ from relayer.messages import (
     message_key,
     message_label,
 )
-from relayer.routing import route
-from relayer.settings import RelayerSettings
+from fedrelay.relayer.routing import route
+from fedrelay.relayer.settings import RelayerSettings
 
 
 class OperationError(RelayerError):

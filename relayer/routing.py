@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from adapters.kafka.bus import Record
-from adapters.wormhole import PayloadError, decode_payload
-from relayer.messages import (
+from fedrelay.adapters.kafka.bus import Record
+from fedrelay.adapters.wormhole import PayloadError, decode_payload
+from fedrelay.relayer.messages import (
     DeliveryRequest,
     RelayerError,
     SignedVaa,
@@ -20,7 +20,7 @@ from relayer.messages import (
     encode_message,
     message_key,
 )
-from relayer.stage import Output, StageResult
+from fedrelay.relayer.stage import Output, StageResult
 
 DEFAULT_PREFIX = "deliveries"
 

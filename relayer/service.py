@@ -5,10 +5,10 @@
 
 - the bus is Kafka when ``FEDRELAY_KAFKA_BOOTSTRAP`` is set, else the in-process bus (embedded);
 - the ledger is ``FEDRELAY_DATABASE_URL`` (SQLite by default);
-- each chain named by a stage is connected through its adapter (``adapters.evm.relay``,
-  ``adapters.solana.relay``), chosen by the chain's ``kind``;
+- each chain named by a stage is connected through its adapter (``fedrelay.adapters.evm.relay``,
+  ``fedrelay.adapters.solana.relay``), chosen by the chain's ``kind``;
 - ``/readyz`` probes the bus, the database and every chain the process talks to, for real;
-- SIGTERM or SIGINT drains every stage (:func:`~relayer.stage.run_until_signalled`).
+- SIGTERM or SIGINT drains every stage (:func:`~fedrelay.relayer.stage.run_until_signalled`).
 
 Stages and what ``--stage`` runs:
 
@@ -44,20 +44,20 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from adapters.kafka import Bus, KafkaBus, MemoryBus
-from adapters.ledger.database import create_engine
-from adapters.telemetry.health import HealthServer, ReadinessCheck
-from adapters.wormhole import GuardianSet, GuardianSets, GuardianSigner
-from relayer.assemble import Assembler
-from relayer.attest import Attester, GuardianKeyError, load_guardian_signer
-from relayer.chains import DestinationChain, SourceChain
-from relayer.config import ChainConfig, ChainsConfig, ChainsFileError, load_chains
-from relayer.deliver import Deliverer
-from relayer.fetch import GuardianApi, VaaFetcher
-from relayer.messages import RelayerError
-from relayer.routing import Router
-from relayer.settings import RelayerSettings
-from relayer.stage import (
+from fedrelay.adapters.kafka import Bus, KafkaBus, MemoryBus
+from fedrelay.adapters.ledger.database import create_engine
+from fedrelay.adapters.telemetry.health import HealthServer, ReadinessCheck
+from fedrelay.adapters.wormhole import GuardianSet, GuardianSets, GuardianSigner
+from fedrelay.relayer.assemble import Assembler
+from fedrelay.relayer.attest import Attester, GuardianKeyError, load_guardian_signer
+from fedrelay.relayer.chains import DestinationChain, SourceChain
+from fedrelay.relayer.config import ChainConfig, ChainsConfig, ChainsFileError, load_chains
+from fedrelay.relayer.deliver import Deliverer
+from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
+from fedrelay.relayer.messages import RelayerError
+from fedrelay.relayer.routing import Router
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import (
     EndOffsets,
     KafkaEndOffsets,
     RunningStage,
@@ -67,7 +67,7 @@ from relayer.stage import (
     run_until_signalled,
     stage_metrics,
 )
-from relayer.watch import watch_stage
+from fedrelay.relayer.watch import watch_stage
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class ChainConnections:
         if client is not None:
             return client
         if chain.kind == "evm":
-            from adapters.evm.relay import connect
+            from fedrelay.adapters.evm.relay import connect
 
             w3 = connect(chain.rpc_url)
             client = w3
@@ -190,7 +190,7 @@ class ChainConnections:
         if chain.name not in self.sources:
             client = self._client(chain)
             if chain.kind == "evm":
-                from adapters.evm.relay import EvmSource, parse_finality
+                from fedrelay.adapters.evm.relay import EvmSource, parse_finality
 
                 finality = parse_finality(chain.finality)
                 try:
@@ -206,7 +206,7 @@ class ChainConnections:
                 from solana.rpc.commitment import Commitment
                 from solders.pubkey import Pubkey
 
-                from adapters.solana.relay import SolanaSource
+                from fedrelay.adapters.solana.relay import SolanaSource
 
                 source = SolanaSource(
                     client, Pubkey.from_string(chain.address), Commitment(str(chain.finality))
@@ -224,7 +224,7 @@ class ChainConnections:
         if chain.name not in self.destinations:
             client = self._client(chain)
             if chain.kind == "evm":
-                from adapters.evm.relay import EvmDestination
+                from fedrelay.adapters.evm.relay import EvmDestination
 
                 try:
                     evm_chain_id = int(await client.eth.chain_id)
@@ -240,8 +240,8 @@ class ChainConnections:
                 from solders.keypair import Keypair
                 from solders.pubkey import Pubkey
 
-                from adapters.solana.client import WorkerProgramClient
-                from adapters.solana.relay import SolanaDestination
+                from fedrelay.adapters.solana.client import WorkerProgramClient
+                from fedrelay.adapters.solana.relay import SolanaDestination
 
                 program = WorkerProgramClient(client, Pubkey.from_string(chain.address))
                 payer = Keypair.from_bytes(bytes(key) if isinstance(key, bytes) else b"")

@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from adapters.ledger.database import DEFAULT_URL
-from adapters.wormhole import GuardianSet, GuardianSets, WormholeError, parse_address
-from relayer.backoff import BackoffPolicy
+from fedrelay.adapters.ledger.database import DEFAULT_URL
+from fedrelay.adapters.wormhole import GuardianSet, GuardianSets, WormholeError, parse_address
+from fedrelay.relayer.backoff import BackoffPolicy
 
 
 class RelayerSettings(BaseSettings):
@@ -106,7 +106,8 @@ class RelayerSettings(BaseSettings):
         )
 
     def runner_options(self, stage: str) -> dict[str, Any]:
-        """The :class:`~relayer.stage.StageRunner` arguments these settings decide for `stage`."""
+        """The :class:`~fedrelay.relayer.stage.StageRunner` arguments these settings decide for
+        `stage`."""
         return {
             "group_id": self.group(stage),
             "transactional_id": self.transactional_id(stage),

@@ -14,8 +14,8 @@ Failures are sorted by what they say about the record:
 - :class:`RetryableError` (the answer is "not yet": a VAA not yet signed, an RPC timeout): the
   record is tried again after a capped, jittered backoff; after the last attempt it goes to the
   dead-letter topic with the reason;
-- any other :class:`~relayer.messages.RelayerError` or
-  :class:`~adapters.wormhole.WormholeError` (the record itself is bad: malformed, a forged
+- any other :class:`~fedrelay.relayer.messages.RelayerError` or
+  :class:`~fedrelay.adapters.wormhole.WormholeError` (the record itself is bad: malformed, a forged
   signature): straight to the dead-letter topic, and the rest flows on;
 - anything else (the ledger or the broker is down): not the record's fault, so it is retried with
   backoff for as long as it takes, never dead-lettered.
@@ -52,12 +52,12 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kafka.bus import Bus, Consumer, Headers, Partition, Producer, Record
-from adapters.ledger.models import DeadLetter
-from adapters.telemetry.tracing import extract_context, inject_headers
-from adapters.wormhole import WormholeError
-from relayer.backoff import BackoffPolicy
-from relayer.messages import RelayerError
+from fedrelay.adapters.kafka.bus import Bus, Consumer, Headers, Partition, Producer, Record
+from fedrelay.adapters.ledger.models import DeadLetter
+from fedrelay.adapters.telemetry.tracing import extract_context, inject_headers
+from fedrelay.adapters.wormhole import WormholeError
+from fedrelay.relayer.backoff import BackoffPolicy
+from fedrelay.relayer.messages import RelayerError
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("fedrelay.relayer")
@@ -516,7 +516,7 @@ class StageRunner:
 
 
 def memory_end_offsets(bus: Any) -> EndOffsets:
-    """End offsets of a :class:`~adapters.kafka.MemoryBus` (the embedded mode)."""
+    """End offsets of a :class:`~fedrelay.adapters.kafka.MemoryBus` (the embedded mode)."""
 
     async def ends(partitions: frozenset[Partition]) -> Mapping[Partition, int]:
         return {p: int(bus.end_offset(p)) for p in partitions}

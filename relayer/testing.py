@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from adapters.kafka.bus import Bus, Record
-from adapters.wormhole import GuardianSigner, MessageId, sign_vaa
-from adapters.wormhole.testing import evm_address, sample_task_assigned
-from relayer.fetch import signed_vaa_path
-from relayer.messages import GuardianSignatureMessage, Observation
+from fedrelay.adapters.kafka.bus import Bus, Record
+from fedrelay.adapters.wormhole import GuardianSigner, MessageId, sign_vaa
+from fedrelay.adapters.wormhole.testing import evm_address, sample_task_assigned
+from fedrelay.relayer.fetch import signed_vaa_path
+from fedrelay.relayer.messages import GuardianSignatureMessage, Observation
 
 
 def sample_observation(sequence: int = 0, *, payload: bytes | None = None) -> Observation:

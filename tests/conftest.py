@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.devnet.services import Anvil, Kafka, Postgres
+from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
 
 COORDINATOR_CHAIN_ID = 31337
 WORKER_CHAIN_ID = 31338

@@ -4,7 +4,7 @@ Public API: :class:`BlobStore` (the protocol), :class:`FileBlobStore` (default),
 :class:`MemoryBlobStore`, :func:`blob_name`, :func:`check_name` and the errors.
 """
 
-from adapters.blobstore.errors import (
+from fedrelay.adapters.blobstore.errors import (
     BlobCorrupt,
     BlobHashMismatch,
     BlobNotFound,
@@ -12,7 +12,7 @@ from adapters.blobstore.errors import (
     BlobTooLarge,
     InvalidBlobName,
 )
-from adapters.blobstore.store import (
+from fedrelay.adapters.blobstore.store import (
     DEFAULT_MAX_BLOB_BYTES,
     BlobStore,
     FileBlobStore,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class BlobStoreError(Exception):
-    """Base of every error raised by :mod:`adapters.blobstore`."""
+    """Base of every error raised by :mod:`fedrelay.adapters.blobstore`."""
 
 
 class InvalidBlobName(BlobStoreError):

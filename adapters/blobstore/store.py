@@ -15,14 +15,14 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from adapters.blobstore.errors import (
+from fedrelay.adapters.blobstore.errors import (
     BlobCorrupt,
     BlobHashMismatch,
     BlobNotFound,
     BlobTooLarge,
     InvalidBlobName,
 )
-from adapters.wormhole.hashing import keccak256
+from fedrelay.adapters.wormhole.hashing import keccak256
 
 DEFAULT_MAX_BLOB_BYTES = 256 * 1024 * 1024
 _NAME = re.compile(r"[0-9a-f]{64}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.devnet import toolchain
+from fedrelay.adapters.devnet import toolchain
 
 
 class ForgeError(RuntimeError):

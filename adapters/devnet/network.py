@@ -18,7 +18,8 @@ from ``programs/build.py`` (cached by a stamp of its inputs).
 Every account is a fresh key in a 0600 file under ``keys/``, funded on its chains: the owner of
 the contracts and of the program, the aggregator and challenger of JobMarket, one relayer signer
 per destination chain, and the workers of :meth:`Devnet.fund_workers`. The guardians are the
-public test guardians of :mod:`adapters.wormhole.testing` (guardian 0 is Wormhole's own devnet
+public test guardians of :mod:`fedrelay.adapters.wormhole.testing` (guardian 0 is Wormhole's own
+devnet
 guardian). None of these keys is for anything but a devnet.
 
 The anvils are children that die with this process (``PR_SET_PDEATHSIG``); the Solana RPC runs
@@ -42,10 +43,10 @@ from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from adapters.devnet.forge import Forge
-from adapters.devnet.process import port_open
-from adapters.devnet.services import Anvil
-from adapters.devnet.state import (
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.process import port_open
+from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.devnet.state import (
     CHAINS_FILE,
     COORDINATOR,
     ENV_FILE,
@@ -65,24 +66,24 @@ from adapters.devnet.state import (
     write_key_file,
     write_state,
 )
-from adapters.evm.artifacts import CONTRACTS_DIR
-from adapters.evm.chain import EvmChain, Signer
-from adapters.evm.core import MessageCoreContract, address_to_bytes32
-from adapters.evm.deploy import (
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.evm.chain import EvmChain, Signer
+from fedrelay.adapters.evm.core import MessageCoreContract, address_to_bytes32
+from fedrelay.adapters.evm.deploy import (
     Link,
     deploy_job_market,
     deploy_message_core,
     deploy_worker_hub,
     link,
 )
-from adapters.evm.hub import WorkerHubContract
-from adapters.evm.market import JobMarketContract
-from adapters.solana import instructions as ix
-from adapters.solana.client import WorkerProgramClient
-from adapters.solana.devnet import SolanaDevnet, serve_devnet
-from adapters.solana.program import build_program
-from adapters.wormhole.guardians import GuardianSigner
-from adapters.wormhole.testing import guardian_key, guardian_signers
+from fedrelay.adapters.evm.hub import WorkerHubContract
+from fedrelay.adapters.evm.market import JobMarketContract
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.devnet import SolanaDevnet, serve_devnet
+from fedrelay.adapters.solana.program import build_program
+from fedrelay.adapters.wormhole.guardians import GuardianSigner
+from fedrelay.adapters.wormhole.testing import guardian_key, guardian_signers
 
 COORDINATOR_EVM_CHAIN = 31337
 WORKER_EVM_CHAIN = 31338

@@ -26,8 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from adapters.devnet import toolchain
-from adapters.devnet.process import (
+from fedrelay.adapters.devnet import toolchain
+from fedrelay.adapters.devnet.process import (
     ManagedProcess,
     ServiceStartError,
     free_port,

@@ -5,7 +5,7 @@ then waits until the supervisor has written ``devnet.json``. The supervisor hold
 (children that die with it) and the Solana RPC (a thread of its own), and exits on SIGTERM or
 when a chain dies, removing its pid file and the state files on the way out.
 
-Files in the state directory besides those of :mod:`adapters.devnet.state`:
+Files in the state directory besides those of :mod:`fedrelay.adapters.devnet.state`:
 ``supervisor.pid`` (the supervisor's pid, created exclusively), ``supervisor.log`` (its output,
 started afresh by each launch) and ``progress`` (the step it is at).
 """
@@ -28,9 +28,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from adapters.devnet.network import Devnet, DevnetSettings
-from adapters.devnet.process import wait_until
-from adapters.devnet.state import (
+from fedrelay.adapters.devnet.network import Devnet, DevnetSettings
+from fedrelay.adapters.devnet.process import wait_until
+from fedrelay.adapters.devnet.state import (
     ChainInfo,
     DevnetError,
     DevnetInfo,

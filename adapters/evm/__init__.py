@@ -4,27 +4,27 @@ Public surface:
 
 - :class:`EvmChain` (a web3 connection with revert decoding) and :class:`Signer` (a key).
 - :class:`MessageCoreContract`, :class:`JobMarketContract`, :class:`WorkerHubContract`.
-- ``deploy_*`` functions and :func:`link` in :mod:`adapters.evm.deploy`.
+- ``deploy_*`` functions and :func:`link` in :mod:`fedrelay.adapters.evm.deploy`.
 - Errors: :class:`EvmError`, :class:`ContractRevert`, :class:`AlreadyConsumed`, :class:`InvalidVaa`.
 """
 
-from adapters.evm.artifacts import ContractArtifact, load_artifact
-from adapters.evm.chain import EvmChain, Signer
-from adapters.evm.core import (
+from fedrelay.adapters.evm.artifacts import ContractArtifact, load_artifact
+from fedrelay.adapters.evm.chain import EvmChain, Signer
+from fedrelay.adapters.evm.core import (
     GuardianSetInfo,
     MessageCoreContract,
     PublishedMessage,
     VerifiedVm,
     address_to_bytes32,
 )
-from adapters.evm.deploy import (
+from fedrelay.adapters.evm.deploy import (
     Link,
     deploy_job_market,
     deploy_message_core,
     deploy_worker_hub,
     link,
 )
-from adapters.evm.errors import (
+from fedrelay.adapters.evm.errors import (
     AlreadyConsumed,
     ArtifactNotFound,
     ContractRevert,
@@ -32,9 +32,9 @@ from adapters.evm.errors import (
     InvalidVaa,
     TransactionFailed,
 )
-from adapters.evm.events import ContractEvent
-from adapters.evm.hub import HubTask, HubTaskState, Staker, WorkerHubContract
-from adapters.evm.market import (
+from fedrelay.adapters.evm.events import ContractEvent
+from fedrelay.adapters.evm.hub import HubTask, HubTaskState, Staker, WorkerHubContract
+from fedrelay.adapters.evm.market import (
     NATIVE,
     Commitment,
     Job,
@@ -48,7 +48,7 @@ from adapters.evm.market import (
     RoundResult,
     TaskState,
 )
-from adapters.evm.reverts import RevertDecoder
+from fedrelay.adapters.evm.reverts import RevertDecoder
 
 __all__ = [
     "NATIVE",

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from adapters.evm.errors import ArtifactNotFound
+from fedrelay.adapters.evm.errors import ArtifactNotFound
 
 CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
 CONTRACT_NAMES = ("MessageCore", "JobMarket", "WorkerHub")

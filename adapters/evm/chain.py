@@ -13,9 +13,9 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError
 from web3.types import TxReceipt
 
-from adapters.evm.artifacts import CONTRACT_NAMES, load_artifact
-from adapters.evm.errors import EvmError, TransactionFailed
-from adapters.evm.reverts import RevertDecoder, revert_data
+from fedrelay.adapters.evm.artifacts import CONTRACT_NAMES, load_artifact
+from fedrelay.adapters.evm.errors import EvmError, TransactionFailed
+from fedrelay.adapters.evm.reverts import RevertDecoder, revert_data
 
 DEFAULT_RECEIPT_TIMEOUT = 60.0
 

@@ -9,8 +9,8 @@ from typing import Any
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from adapters.evm.artifacts import load_artifact
-from adapters.evm.chain import EvmChain, Signer
+from fedrelay.adapters.evm.artifacts import load_artifact
+from fedrelay.adapters.evm.chain import EvmChain, Signer
 
 
 def address_to_bytes32(address: str) -> bytes:

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.evm.artifacts import load_artifact
-from adapters.evm.chain import EvmChain, Signer
-from adapters.evm.core import MessageCoreContract, address_to_bytes32
-from adapters.evm.errors import EvmError
-from adapters.evm.hub import WorkerHubContract
-from adapters.evm.market import JobMarketContract
+from fedrelay.adapters.evm.artifacts import load_artifact
+from fedrelay.adapters.evm.chain import EvmChain, Signer
+from fedrelay.adapters.evm.core import MessageCoreContract, address_to_bytes32
+from fedrelay.adapters.evm.errors import EvmError
+from fedrelay.adapters.evm.hub import WorkerHubContract
+from fedrelay.adapters.evm.market import JobMarketContract
 
 FINALIZED = 202
 DEFAULT_GUARDIAN_SET_EXPIRY = 24 * 60 * 60

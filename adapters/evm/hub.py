@@ -7,9 +7,9 @@ from enum import IntEnum
 
 from web3.types import TxReceipt
 
-from adapters.evm.artifacts import load_artifact
-from adapters.evm.chain import EvmChain, Signer
-from adapters.evm.events import ContractEvent, events_between, receipt_events
+from fedrelay.adapters.evm.artifacts import load_artifact
+from fedrelay.adapters.evm.chain import EvmChain, Signer
+from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_events
 
 
 class HubTaskState(IntEnum):

@@ -9,11 +9,11 @@ from enum import IntEnum
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from adapters.evm.artifacts import load_artifact
-from adapters.evm.chain import EvmChain, Signer
-from adapters.evm.errors import EvmError
-from adapters.evm.events import ContractEvent, events_between, receipt_events
-from adapters.wormhole import Outcome, Task
+from fedrelay.adapters.evm.artifacts import load_artifact
+from fedrelay.adapters.evm.chain import EvmChain, Signer
+from fedrelay.adapters.evm.errors import EvmError
+from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_events
+from fedrelay.adapters.wormhole import Outcome, Task
 
 NATIVE = "0x0000000000000000000000000000000000000000"
 

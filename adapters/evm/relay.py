@@ -1,4 +1,5 @@
-"""fedrelay's EVM contracts as a relayer source and destination (``relayer.chains`` protocols).
+"""fedrelay's EVM contracts as a relayer source and destination (``fedrelay.relayer.chains``
+protocols).
 
 Source (:class:`EvmSource`): the messages a fedrelay contract (JobMarket on the coordinator chain,
 WorkerHub on a worker chain) publishes through its core, read as ``LogMessagePublished`` logs of
@@ -42,12 +43,12 @@ from web3.exceptions import (
 )
 from web3.types import BlockIdentifier, LogReceipt, TxParams
 
-from adapters.evm.artifacts import CONTRACT_NAMES, load_artifact
-from adapters.evm.core import address_to_bytes32
-from adapters.evm.errors import AlreadyConsumed, ContractRevert, EvmError
-from adapters.evm.reverts import RevertDecoder, revert_data
-from adapters.wormhole import MessageId, keccak256, parse_vaa
-from relayer.chains import (
+from fedrelay.adapters.evm.artifacts import CONTRACT_NAMES, load_artifact
+from fedrelay.adapters.evm.core import address_to_bytes32
+from fedrelay.adapters.evm.errors import AlreadyConsumed, ContractRevert, EvmError
+from fedrelay.adapters.evm.reverts import RevertDecoder, revert_data
+from fedrelay.adapters.wormhole import MessageId, keccak256, parse_vaa
+from fedrelay.relayer.chains import (
     ChainPosition,
     EmittedMessage,
     Failure,
@@ -56,7 +57,7 @@ from relayer.chains import (
     TxState,
     TxStatus,
 )
-from relayer.messages import Observation
+from fedrelay.relayer.messages import Observation
 
 BlockTag = Literal["latest", "safe", "finalized"]
 #: A block tag, or a number of confirmations below the latest block.

@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from adapters.devnet.services import Anvil
-from adapters.evm.chain import EvmChain, Signer
-from adapters.evm.deploy import (
+from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.evm.chain import EvmChain, Signer
+from fedrelay.adapters.evm.deploy import (
     Link,
     deploy_job_market,
     deploy_message_core,
     deploy_worker_hub,
     link,
 )
-from adapters.evm.hub import WorkerHubContract
-from adapters.evm.market import JobMarketContract
+from fedrelay.adapters.evm.hub import WorkerHubContract
+from fedrelay.adapters.evm.market import JobMarketContract
 
 COORDINATOR_CHAIN = 2
 WORKER_CHAIN = 4

@@ -5,7 +5,7 @@ PostgreSQL in production, SQLite in the embedded mode; the same models and migra
 
 # Registers the coordinator's tables on the shared metadata, so Alembic and every importer of
 # the ledger see one schema.
-from adapters.ledger import coordinator_models, coordinator_store  # noqa: F401
-from adapters.ledger.database import LedgerError, LedgerSettings, create_engine, upgrade
+from fedrelay.adapters.ledger import coordinator_models, coordinator_store  # noqa: F401
+from fedrelay.adapters.ledger.database import LedgerError, LedgerSettings, create_engine, upgrade
 
 __all__ = ["LedgerError", "LedgerSettings", "create_engine", "upgrade"]

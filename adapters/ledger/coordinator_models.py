@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from adapters.ledger.models import U64, Base, utcnow
+from fedrelay.adapters.ledger.models import U64, Base, utcnow
 
 
 class CoordinatorWorker(Base):
@@ -38,7 +38,7 @@ class CoordinatorWorker(Base):
 
 
 class CoordinatorRound(Base):
-    """The latest state of one round of a job (see ``coordinator.rounds.RoundState``)."""
+    """The latest state of one round of a job (see ``fedrelay.coordinator.rounds.RoundState``)."""
 
     __tablename__ = "coordinator_rounds"
 

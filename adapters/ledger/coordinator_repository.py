@@ -1,4 +1,4 @@
-"""The coordinator's :class:`~coordinator.repository.CoordinatorRepository` on the ledger.
+"""The coordinator's :class:`~fedrelay.coordinator.repository.CoordinatorRepository` on the ledger.
 
 State written here survives a restart: a coordinator (or its API) opened on the same database
 sees the same registrations, rounds, uploads, secure-aggregation messages and challenges.
@@ -14,7 +14,7 @@ from sqlalchemy import BindParameter, delete, func, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from adapters.ledger.coordinator_models import (
+from fedrelay.adapters.ledger.coordinator_models import (
     CoordinatorBlob,
     CoordinatorChallenge,
     CoordinatorRound,
@@ -23,15 +23,15 @@ from adapters.ledger.coordinator_models import (
     CoordinatorUpdate,
     CoordinatorWorker,
 )
-from adapters.ledger.models import U64
-from coordinator.repository import (
+from fedrelay.adapters.ledger.models import U64
+from fedrelay.coordinator.repository import (
     Challenge,
     ChallengeAnswer,
     Conflict,
     SecAggMessage,
     SecAggStage,
 )
-from coordinator.rounds import (
+from fedrelay.coordinator.rounds import (
     Assignment,
     Commitment,
     Phase,
@@ -132,13 +132,13 @@ def _challenge(row: CoordinatorChallenge) -> Challenge:
 
 
 class LedgerCoordinatorRepository:
-    """A :class:`~coordinator.repository.CoordinatorRepository` in the ledger's tables."""
+    """A :class:`~fedrelay.coordinator.repository.CoordinatorRepository` in the ledger's tables."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         """Use ``engine`` (a ledger migrated to the head revision).
 
         Args:
-            engine: From :func:`adapters.ledger.create_engine`.
+            engine: From :func:`fedrelay.adapters.ledger.create_engine`.
         """
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 

@@ -12,15 +12,16 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Text, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from adapters.ledger.coordinator_models import CoordinatorRound, CoordinatorWorker
-from adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
-from adapters.ledger.models import U64, Base, SourceCursor, utcnow
-from coordinator.rounds import Phase, WorkerRef
-from coordinator.store import RoundReport
+from fedrelay.adapters.ledger.coordinator_models import CoordinatorRound, CoordinatorWorker
+from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
+from fedrelay.adapters.ledger.models import U64, Base, SourceCursor, utcnow
+from fedrelay.coordinator.rounds import Phase, WorkerRef
+from fedrelay.coordinator.store import RoundReport
 
 
 class CoordinatorRoundReport(Base):
-    """The coordinator's report of one round, as JSON (see ``coordinator.store.RoundReport``)."""
+    """The coordinator's report of one round, as JSON (see
+    ``fedrelay.coordinator.store.RoundReport``)."""
 
     __tablename__ = "coordinator_round_reports"
 
@@ -33,7 +34,7 @@ class CoordinatorRoundReport(Base):
 
 
 class LedgerCoordinatorStore(LedgerCoordinatorRepository):
-    """A :class:`~coordinator.store.CoordinatorStore` in the ledger's tables."""
+    """A :class:`~fedrelay.coordinator.store.CoordinatorStore` in the ledger's tables."""
 
     async def cursor(self, source: str) -> int | None:
         """See :meth:`CoordinatorStore.cursor`."""

@@ -1,9 +1,9 @@
 """A typed client of the worker program over solana-py's `AsyncClient`.
 
-Every method builds its instructions with `adapters.solana.instructions`, sends one or more
+Every method builds its instructions with `fedrelay.adapters.solana.instructions`, sends one or more
 transactions with preflight, waits for confirmation, and raises `TransactionFailed` (carrying
 the program's error code) when the chain rejects them. Reads decode accounts with
-`adapters.solana.layout`.
+`fedrelay.adapters.solana.layout`.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
-from adapters.solana import instructions as ix
-from adapters.solana import pda
-from adapters.solana._base58 import b58encode
-from adapters.solana.errors import AccountNotFound, ConfirmationTimeout, TransactionFailed
-from adapters.solana.layout import (
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana import pda
+from fedrelay.adapters.solana._base58 import b58encode
+from fedrelay.adapters.solana.errors import AccountNotFound, ConfirmationTimeout, TransactionFailed
+from fedrelay.adapters.solana.layout import (
     MESSAGE_KIND_BYTES,
     ConsumedRecord,
     GuardianSetAccount,
@@ -42,7 +42,7 @@ from adapters.solana.layout import (
     WorkerAccount,
     is_consumed_record,
 )
-from adapters.wormhole import parse_vaa
+from fedrelay.adapters.wormhole import parse_vaa
 
 #: Solana's limit on a serialized transaction.
 PACKET_DATA_SIZE = 1232

@@ -33,7 +33,7 @@ from solders.rpc.responses import RpcSimulateTransactionResult
 from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 
-from adapters.solana._base58 import b58decode, b58encode
+from fedrelay.adapters.solana._base58 import b58decode, b58encode
 
 JsonDict = dict[str, Any]
 

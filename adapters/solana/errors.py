@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class SolanaAdapterError(Exception):
-    """Base class of every error raised by `adapters.solana`."""
+    """Base class of every error raised by `fedrelay.adapters.solana`."""
 
 
 class AccountDecodeError(SolanaAdapterError):

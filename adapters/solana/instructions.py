@@ -14,11 +14,11 @@ from solders.instruction import AccountMeta, Instruction
 from solders.pubkey import Pubkey
 from solders.system_program import ID as SYSTEM_PROGRAM_ID
 
-from adapters.solana import pda
-from adapters.solana.errors import InstructionArgumentError
-from adapters.solana.layout import LAMPORTS_PER_STAKE_UNIT, MAX_BUFFER_LEN, MAX_GUARDIANS
-from adapters.solana.layout import Instruction as Tag
-from adapters.wormhole import RoundSettled, TaskAssigned, Vaa, decode_payload
+from fedrelay.adapters.solana import pda
+from fedrelay.adapters.solana.errors import InstructionArgumentError
+from fedrelay.adapters.solana.layout import LAMPORTS_PER_STAKE_UNIT, MAX_BUFFER_LEN, MAX_GUARDIANS
+from fedrelay.adapters.solana.layout import Instruction as Tag
+from fedrelay.adapters.wormhole import RoundSettled, TaskAssigned, Vaa, decode_payload
 
 _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from adapters.solana.errors import AccountDecodeError
+from fedrelay.adapters.solana.errors import AccountDecodeError
 
 SOLANA_CHAIN = 1
 LAMPORTS_PER_STAKE_UNIT = 10  # lamports have 9 decimals, protocol amounts 8

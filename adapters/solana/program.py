@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adapters.solana.errors import ProgramBuildError
+from fedrelay.adapters.solana.errors import ProgramBuildError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "programs" / "build.py"

@@ -1,4 +1,4 @@
-"""The worker program as a relayer source and destination (``relayer.chains`` protocols).
+"""The worker program as a relayer source and destination (``fedrelay.relayer.chains`` protocols).
 
 Source (:class:`SolanaSource`): the program writes each published message into the account
 ``["message", sequence]`` and never closes it, with sequences assigned densely by its config.
@@ -37,24 +37,29 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
-from adapters.solana import instructions as ix
-from adapters.solana import pda
-from adapters.solana.client import (
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana import pda
+from fedrelay.adapters.solana.client import (
     RECEIVE_COMPUTE_UNITS,
     WorkerProgramClient,
     _most_that_fit,
     program_error_of,
 )
-from adapters.solana.errors import (
+from fedrelay.adapters.solana.errors import (
     AccountDecodeError,
     AccountNotFound,
     ConfirmationTimeout,
     SolanaAdapterError,
     TransactionFailed,
 )
-from adapters.solana.layout import SOLANA_CHAIN, ProgramConfig, ProgramError, PublishedMessage
-from adapters.wormhole import MessageId, WormholeError, keccak256, parse_vaa
-from relayer.chains import (
+from fedrelay.adapters.solana.layout import (
+    SOLANA_CHAIN,
+    ProgramConfig,
+    ProgramError,
+    PublishedMessage,
+)
+from fedrelay.adapters.wormhole import MessageId, WormholeError, keccak256, parse_vaa
+from fedrelay.relayer.chains import (
     ChainPosition,
     EmittedMessage,
     Failure,
@@ -63,7 +68,7 @@ from relayer.chains import (
     TxState,
     TxStatus,
 )
-from relayer.messages import Observation
+from fedrelay.relayer.messages import Observation
 
 
 class SolanaSource:

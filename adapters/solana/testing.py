@@ -1,7 +1,7 @@
 """Test and benchmark support: deploy the worker program on a devnet and sign VAAs for it.
 
 Used by `tests/integration/solana` and `fedrelay bench solana`. Guardian keys are the public
-test keys of `adapters.wormhole.testing`; nothing here is for production.
+test keys of `fedrelay.adapters.wormhole.testing`; nothing here is for production.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from adapters.solana import instructions as ix
-from adapters.solana.client import WorkerProgramClient
-from adapters.solana.devnet import SolanaDevnet
-from adapters.solana.layout import SOLANA_CHAIN
-from adapters.wormhole import (
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.devnet import SolanaDevnet
+from fedrelay.adapters.solana.layout import SOLANA_CHAIN
+from fedrelay.adapters.wormhole import (
     GuardianSigner,
     Outcome,
     RoundSettled,
@@ -28,8 +28,8 @@ from adapters.wormhole import (
     keccak256,
     sign_vaa,
 )
-from adapters.wormhole import testing as wormhole_testing
-from adapters.wormhole.payloads import Payload
+from fedrelay.adapters.wormhole import testing as wormhole_testing
+from fedrelay.adapters.wormhole.payloads import Payload
 
 #: The coordinator chain's Wormhole id and the emitter the program trusts in tests.
 COORDINATOR_CHAIN = 2

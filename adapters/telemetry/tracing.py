@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from adapters.wormhole.hashing import keccak256
+from fedrelay.adapters.wormhole.hashing import keccak256
 
 Headers = tuple[tuple[str, bytes], ...]
 

@@ -2,16 +2,18 @@
 
 Everything public is importable from here; the submodules are:
 
-- :mod:`~adapters.wormhole.vaa`: the VAA data types, :func:`parse_vaa`, ``to_bytes``, digest.
-- :mod:`~adapters.wormhole.guardians`: signing, guardian sets, :func:`verify_vaa`.
-- :mod:`~adapters.wormhole.payloads`: the four payload codecs and the id derivations.
-- :mod:`~adapters.wormhole.render`: JSON views for the CLI and the test vectors.
-- :mod:`~adapters.wormhole.errors`: :class:`WormholeError` and one subclass per failure reason.
+- :mod:`~fedrelay.adapters.wormhole.vaa`: the VAA data types, :func:`parse_vaa`, ``to_bytes``,
+digest.
+- :mod:`~fedrelay.adapters.wormhole.guardians`: signing, guardian sets, :func:`verify_vaa`.
+- :mod:`~fedrelay.adapters.wormhole.payloads`: the four payload codecs and the id derivations.
+- :mod:`~fedrelay.adapters.wormhole.render`: JSON views for the CLI and the test vectors.
+- :mod:`~fedrelay.adapters.wormhole.errors`: :class:`WormholeError` and one subclass per failure
+reason.
 
 The code is pure: no I/O, no clock (verification takes ``now`` as an argument).
 """
 
-from adapters.wormhole.errors import (
+from fedrelay.adapters.wormhole.errors import (
     ERRORS_BY_REASON,
     GuardianIndexOutOfRange,
     GuardianSetExpired,
@@ -34,7 +36,7 @@ from adapters.wormhole.errors import (
     WormholeError,
     WrongTarget,
 )
-from adapters.wormhole.guardians import (
+from fedrelay.adapters.wormhole.guardians import (
     DEFAULT_GRACE_SECONDS,
     GuardianSet,
     GuardianSets,
@@ -45,8 +47,8 @@ from adapters.wormhole.guardians import (
     sign_vaa,
     verify_vaa,
 )
-from adapters.wormhole.hashing import keccak256
-from adapters.wormhole.payloads import (
+from fedrelay.adapters.wormhole.hashing import keccak256
+from fedrelay.adapters.wormhole.payloads import (
     MAX_BATCH,
     Capability,
     Outcome,
@@ -64,8 +66,8 @@ from adapters.wormhole.payloads import (
     task_id,
     worker_id,
 )
-from adapters.wormhole.render import payload_to_json, vaa_to_json
-from adapters.wormhole.vaa import MessageId, Signature, Vaa, VaaBody, parse_vaa
+from fedrelay.adapters.wormhole.render import payload_to_json, vaa_to_json
+from fedrelay.adapters.wormhole.vaa import MessageId, Signature, Vaa, VaaBody, parse_vaa
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",

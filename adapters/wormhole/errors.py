@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 class WormholeError(Exception):
-    """Base of every error raised by :mod:`adapters.wormhole`."""
+    """Base of every error raised by :mod:`fedrelay.adapters.wormhole`."""
 
     reason = "wormhole_error"
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import coincurve
 
-from adapters.wormhole.errors import (
+from fedrelay.adapters.wormhole.errors import (
     GuardianIndexOutOfRange,
     GuardianSetExpired,
     HighS,
@@ -24,8 +24,8 @@ from adapters.wormhole.errors import (
     UnknownGuardianSet,
     WormholeError,
 )
-from adapters.wormhole.hashing import keccak256
-from adapters.wormhole.vaa import Signature, Vaa, VaaBody
+from fedrelay.adapters.wormhole.hashing import keccak256
+from fedrelay.adapters.wormhole.vaa import Signature, Vaa, VaaBody
 
 SECP256K1_N = 0xFFFFFFFF_FFFFFFFF_FFFFFFFF_FFFFFFFE_BAAEDCE6_AF48A03B_BFD25E8C_D0364141
 HALF_N = SECP256K1_N // 2

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
-from adapters.wormhole.errors import (
+from fedrelay.adapters.wormhole.errors import (
     InvalidPayloadField,
     PayloadSizeMismatch,
     UnknownPayloadId,
     UnsupportedPayloadVersion,
     WrongTarget,
 )
-from adapters.wormhole.hashing import keccak256
+from fedrelay.adapters.wormhole.hashing import keccak256
 
 PROTOCOL_VERSION = 1
 HEADER_SIZE = 44

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.wormhole.errors import PayloadError
-from adapters.wormhole.payloads import (
+from fedrelay.adapters.wormhole.errors import PayloadError
+from fedrelay.adapters.wormhole.payloads import (
     Payload,
     RoundSettled,
     TaskAssigned,
@@ -18,7 +18,7 @@ from adapters.wormhole.payloads import (
     WorkerRegistered,
     decode_payload,
 )
-from adapters.wormhole.vaa import Vaa, VaaBody
+from fedrelay.adapters.wormhole.vaa import Vaa, VaaBody
 
 
 def hex0x(data: bytes) -> str:

@@ -6,9 +6,9 @@ signed by it also verify on a Wormhole devnet with its default single-guardian s
 
 from __future__ import annotations
 
-from adapters.wormhole.guardians import GuardianSet, GuardianSigner
-from adapters.wormhole.hashing import keccak256
-from adapters.wormhole.payloads import (
+from fedrelay.adapters.wormhole.guardians import GuardianSet, GuardianSigner
+from fedrelay.adapters.wormhole.hashing import keccak256
+from fedrelay.adapters.wormhole.payloads import (
     Outcome,
     RoundSettled,
     Settlement,

@@ -15,8 +15,8 @@ import struct
 from dataclasses import dataclass
 from functools import cached_property
 
-from adapters.wormhole.errors import MalformedVaa
-from adapters.wormhole.hashing import keccak256
+from fedrelay.adapters.wormhole.errors import MalformedVaa
+from fedrelay.adapters.wormhole.hashing import keccak256
 
 VAA_VERSION = 1
 HEADER_SIZE = 6
@@ -153,7 +153,7 @@ def parse_vaa(data: bytes | bytearray | memoryview) -> Vaa:
     """Parse the wire form of a Wormhole v1 VAA.
 
     Parsing checks the layout only; whether the signatures form a valid quorum is
-    :func:`adapters.wormhole.verify_vaa`'s job.
+    :func:`fedrelay.adapters.wormhole.verify_vaa`'s job.
 
     Args:
         data: The VAA bytes.

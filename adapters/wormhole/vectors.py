@@ -10,10 +10,10 @@ import struct
 from dataclasses import replace
 from typing import Any
 
-from adapters.wormhole.guardians import SECP256K1_N, GuardianSet, sign_vaa
-from adapters.wormhole.payloads import Payload, task_id, worker_id
-from adapters.wormhole.render import hex0x, payload_to_json, vaa_to_json
-from adapters.wormhole.testing import (
+from fedrelay.adapters.wormhole.guardians import SECP256K1_N, GuardianSet, sign_vaa
+from fedrelay.adapters.wormhole.payloads import Payload, task_id, worker_id
+from fedrelay.adapters.wormhole.render import hex0x, payload_to_json, vaa_to_json
+from fedrelay.adapters.wormhole.testing import (
     filler,
     guardian_key,
     guardian_set,
@@ -23,7 +23,7 @@ from adapters.wormhole.testing import (
     sample_update_committed,
     sample_worker_registered,
 )
-from adapters.wormhole.vaa import Signature, Vaa, VaaBody
+from fedrelay.adapters.wormhole.vaa import Signature, Vaa, VaaBody
 
 FORMAT_VERSION = 1
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z, the "now" of every VAA vector unless it says otherwise

@@ -4,16 +4,16 @@ Public surface: the names in ``__all__``. Everything works on flat float32 vecto
 :class:`ParameterLayout` to move between named tensors and vectors.
 """
 
-from coordinator.aggregation.clipping import NormClip
-from coordinator.aggregation.errors import AggregationError, SecureAggregationUnsupported
-from coordinator.aggregation.optimizers import (
+from fedrelay.coordinator.aggregation.clipping import NormClip
+from fedrelay.coordinator.aggregation.errors import AggregationError, SecureAggregationUnsupported
+from fedrelay.coordinator.aggregation.optimizers import (
     ServerAdaptive,
     ServerMomentum,
     ServerOptimizer,
     ServerSgd,
     ServerState,
 )
-from coordinator.aggregation.rules import (
+from fedrelay.coordinator.aggregation.rules import (
     CombineRule,
     CoordinateMedian,
     MultiKrum,
@@ -21,7 +21,7 @@ from coordinator.aggregation.rules import (
     WeightedMean,
     krum_scores,
 )
-from coordinator.aggregation.strategy import (
+from fedrelay.coordinator.aggregation.strategy import (
     RoundResult,
     Strategy,
     fedadam,
@@ -33,7 +33,7 @@ from coordinator.aggregation.strategy import (
     multi_krum,
     trimmed_mean,
 )
-from coordinator.aggregation.updates import ClientUpdate, ParameterLayout, Vector
+from fedrelay.coordinator.aggregation.updates import ClientUpdate, ParameterLayout, Vector
 
 __all__ = [
     "AggregationError",

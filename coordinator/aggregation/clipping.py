@@ -6,8 +6,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from coordinator.aggregation.errors import AggregationError
-from coordinator.aggregation.updates import ClientUpdate, Vector
+from fedrelay.coordinator.aggregation.errors import AggregationError
+from fedrelay.coordinator.aggregation.updates import ClientUpdate, Vector
 
 
 @dataclass(frozen=True)

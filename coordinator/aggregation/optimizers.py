@@ -12,9 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-from coordinator.aggregation.errors import AggregationError
-from coordinator.aggregation.rules import Float64s
-from coordinator.aggregation.updates import Vector
+from fedrelay.coordinator.aggregation.errors import AggregationError
+from fedrelay.coordinator.aggregation.rules import Float64s
+from fedrelay.coordinator.aggregation.updates import Vector
 
 
 @dataclass(frozen=True)

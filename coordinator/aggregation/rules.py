@@ -14,8 +14,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.aggregation.errors import AggregationError
-from coordinator.aggregation.updates import ClientUpdate, Vector
+from fedrelay.coordinator.aggregation.errors import AggregationError
+from fedrelay.coordinator.aggregation.updates import ClientUpdate, Vector
 
 Float64s = npt.NDArray[np.float64]
 

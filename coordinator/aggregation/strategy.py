@@ -12,23 +12,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coordinator.aggregation.clipping import NormClip
-from coordinator.aggregation.errors import AggregationError, SecureAggregationUnsupported
-from coordinator.aggregation.optimizers import (
+from fedrelay.coordinator.aggregation.clipping import NormClip
+from fedrelay.coordinator.aggregation.errors import AggregationError, SecureAggregationUnsupported
+from fedrelay.coordinator.aggregation.optimizers import (
     ServerAdaptive,
     ServerMomentum,
     ServerOptimizer,
     ServerSgd,
     ServerState,
 )
-from coordinator.aggregation.rules import (
+from fedrelay.coordinator.aggregation.rules import (
     CombineRule,
     CoordinateMedian,
     MultiKrum,
     TrimmedMean,
     WeightedMean,
 )
-from coordinator.aggregation.updates import ClientUpdate, Vector, ordered
+from fedrelay.coordinator.aggregation.updates import ClientUpdate, Vector, ordered
 
 
 @dataclass(frozen=True)

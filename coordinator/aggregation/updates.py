@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.aggregation.errors import AggregationError
+from fedrelay.coordinator.aggregation.errors import AggregationError
 
 Vector = npt.NDArray[np.float32]
 

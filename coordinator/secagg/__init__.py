@@ -5,10 +5,10 @@ dropout recovery, an optional SecAgg+ sparse graph, and fixed-point encoding in 
 the unmasked sum equals the plain sum of the encoded updates exactly.
 """
 
-from coordinator.secagg.errors import RecoveryFailed, SecureAggregationError
-from coordinator.secagg.fixedpoint import FixedPoint, RingVector
-from coordinator.secagg.graph import complete_graph, harary_graph
-from coordinator.secagg.protocol import (
+from fedrelay.coordinator.secagg.errors import RecoveryFailed, SecureAggregationError
+from fedrelay.coordinator.secagg.fixedpoint import FixedPoint, RingVector
+from fedrelay.coordinator.secagg.graph import complete_graph, harary_graph
+from fedrelay.coordinator.secagg.protocol import (
     KeyAdvert,
     MaskedInput,
     Participant,
@@ -18,7 +18,7 @@ from coordinator.secagg.protocol import (
     UnmaskResponse,
     unmask_sum,
 )
-from coordinator.secagg.rounds import SecureRound, run_secure_sum, secure_fit
+from fedrelay.coordinator.secagg.rounds import SecureRound, run_secure_sum, secure_fit
 
 __all__ = [
     "FixedPoint",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from coordinator.secagg.errors import SecureAggregationError
+from fedrelay.coordinator.secagg.errors import SecureAggregationError
 
 RingVector = npt.NDArray[np.uint64]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from coordinator.secagg.errors import SecureAggregationError
+from fedrelay.coordinator.secagg.errors import SecureAggregationError
 
 Graph = dict[str, frozenset[str]]
 

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from coordinator.secagg.errors import SecureAggregationError
+from fedrelay.coordinator.secagg.errors import SecureAggregationError
 
 KEY_BYTES = 32
 

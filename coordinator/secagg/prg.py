@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from coordinator.secagg.errors import SecureAggregationError
-from coordinator.secagg.fixedpoint import RingVector
+from fedrelay.coordinator.secagg.errors import SecureAggregationError
+from fedrelay.coordinator.secagg.fixedpoint import RingVector
 
 SEED_BYTES = 32
 _CHUNK_WORDS = 1 << 15

@@ -25,10 +25,10 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from coordinator.secagg import keys, prg, shamir
-from coordinator.secagg.errors import RecoveryFailed, SecureAggregationError
-from coordinator.secagg.fixedpoint import FixedPoint, RingVector
-from coordinator.secagg.graph import Graph, complete_graph, harary_graph
+from fedrelay.coordinator.secagg import keys, prg, shamir
+from fedrelay.coordinator.secagg.errors import RecoveryFailed, SecureAggregationError
+from fedrelay.coordinator.secagg.fixedpoint import FixedPoint, RingVector
+from fedrelay.coordinator.secagg.graph import Graph, complete_graph, harary_graph
 
 
 @dataclass(frozen=True)

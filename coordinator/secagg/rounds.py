@@ -9,10 +9,16 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from coordinator.aggregation import ClientUpdate, RoundResult, ServerState, Strategy, Vector
-from coordinator.aggregation.errors import SecureAggregationUnsupported
-from coordinator.secagg.errors import SecureAggregationError
-from coordinator.secagg.protocol import Participant, SecAggConfig, SecureSum, unmask_sum
+from fedrelay.coordinator.aggregation import (
+    ClientUpdate,
+    RoundResult,
+    ServerState,
+    Strategy,
+    Vector,
+)
+from fedrelay.coordinator.aggregation.errors import SecureAggregationUnsupported
+from fedrelay.coordinator.secagg.errors import SecureAggregationError
+from fedrelay.coordinator.secagg.protocol import Participant, SecAggConfig, SecureSum, unmask_sum
 
 
 @dataclass(frozen=True)

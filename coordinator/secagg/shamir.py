@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from coordinator.secagg.errors import RecoveryFailed, SecureAggregationError
+from fedrelay.coordinator.secagg.errors import RecoveryFailed, SecureAggregationError
 
 PRIME = 2**521 - 1
 """The Mersenne prime modulus of the sharing field."""

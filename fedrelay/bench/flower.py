@@ -3,7 +3,7 @@
 Both sides run the same clients: the project's torch trainer with identical seeds and local steps
 on a digits split with 2 classes per client across 20 clients. Only the server step differs:
 
-- fedrelay: ``coordinator.aggregation.fedavg().aggregate_fit`` over client deltas (float64
+- fedrelay: ``fedrelay.coordinator.aggregation.fedavg().aggregate_fit`` over client deltas (float64
   accumulation in client-id order).
 - Flower: ``flwr.server.strategy.FedAvg.aggregate_fit`` over the clients' full parameters, with
   ``FitRes`` objects built by Flower's own ``ndarrays_to_parameters``.
@@ -31,16 +31,16 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from coordinator.aggregation import ClientUpdate, ParameterLayout, ServerState, fedavg
-from worker.data import Dataset, digits, partition_k_classes, split_train_test
-from worker.training.simulation import LocalTraining
-from worker.training.torch_trainer import (
+from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, ServerState, fedavg
+from fedrelay.worker.data import Dataset, digits, partition_k_classes, split_train_test
+from fedrelay.worker.training.simulation import LocalTraining
+from fedrelay.worker.training.torch_trainer import (
     TorchClassificationTrainer,
     evaluate,
     initial_model,
     mlp,
 )
-from worker.training.trainer import ModelTensors
+from fedrelay.worker.training.trainer import ModelTensors
 
 FLOWER_SITE_ENV = "FEDRELAY_FLOWER_SITE"
 
@@ -225,7 +225,7 @@ class _Federation:
 
 def _installed_site() -> str | None:
     """The site directory `make setup` fills with Flower (tools/flower-site), if present."""
-    from adapters.devnet.toolchain import TOOLS_DIR
+    from fedrelay.adapters.devnet.toolchain import TOOLS_DIR
 
     site = TOOLS_DIR / "flower-site"
     return str(site) if (site / "flwr").is_dir() else None

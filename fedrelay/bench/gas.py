@@ -14,9 +14,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from adapters.devnet.forge import Forge
-from adapters.devnet.services import Anvil
-from adapters.evm import (
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.evm import (
     EvmChain,
     JobMarketContract,
     JobSpec,
@@ -30,8 +30,8 @@ from adapters.evm import (
     deploy_worker_hub,
     link,
 )
-from adapters.evm.artifacts import CONTRACTS_DIR
-from adapters.wormhole import (
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.wormhole import (
     GuardianSigner,
     Outcome,
     Task,
@@ -41,7 +41,7 @@ from adapters.wormhole import (
     WorkerRegistered,
     sign_vaa,
 )
-from adapters.wormhole.testing import guardian_signers
+from fedrelay.adapters.wormhole.testing import guardian_signers
 
 COORDINATOR, WORKERS = 2, 4
 GUARDIANS, QUORUM = 19, 13

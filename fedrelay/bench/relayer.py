@@ -1,7 +1,8 @@
 """The relayer end to end: coordinator chain -> Kafka + PostgreSQL stages -> EVM worker chain.
 
 Two anvils, a Kafka broker and a PostgreSQL cluster are started with the test harness; the
-contracts are deployed and linked (:func:`adapters.evm.testing.deploy_pair`, 3 guardians). The
+contracts are deployed and linked (:func:`fedrelay.adapters.evm.testing.deploy_pair`, 3 guardians).
+The
 relayer's stages run in this process as ``fedrelay relayer run --stage all`` builds them: watch
 on both chains, 3 attesting guardians, assemble, route and deliver, on :class:`KafkaBus` and a
 PostgreSQL ledger.
@@ -43,20 +44,32 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from adapters.devnet.forge import Forge
-from adapters.devnet.services import Anvil, Kafka, Postgres
-from adapters.evm import EvmChain, Signer, address_to_bytes32
-from adapters.evm.artifacts import CONTRACTS_DIR, load_artifact
-from adapters.evm.relay import EvmDestination, connect
-from adapters.evm.testing import COORDINATOR_CHAIN, WORKER_CHAIN, EvmDeployment, deploy_pair
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import Delivery, DeliveryStatus, StoredVaa
-from adapters.wormhole import Task, TaskAssigned, VaaBody, decode_payload, parse_vaa, sign_vaa
-from adapters.wormhole import testing as wormhole_testing
-from relayer.config import parse_chains
-from relayer.service import StageRequest, build_process
-from relayer.settings import RelayerSettings
-from relayer.stage import stage_metrics
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
+from fedrelay.adapters.evm import EvmChain, Signer, address_to_bytes32
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR, load_artifact
+from fedrelay.adapters.evm.relay import EvmDestination, connect
+from fedrelay.adapters.evm.testing import (
+    COORDINATOR_CHAIN,
+    WORKER_CHAIN,
+    EvmDeployment,
+    deploy_pair,
+)
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus, StoredVaa
+from fedrelay.adapters.wormhole import (
+    Task,
+    TaskAssigned,
+    VaaBody,
+    decode_payload,
+    parse_vaa,
+    sign_vaa,
+)
+from fedrelay.adapters.wormhole import testing as wormhole_testing
+from fedrelay.relayer.config import parse_chains
+from fedrelay.relayer.service import StageRequest, build_process
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import stage_metrics
 
 GUARDIANS = 3
 RELAYER_KEY = 6  # anvil account that signs deliveries

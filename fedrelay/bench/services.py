@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from adapters.devnet.services import Anvil, Kafka, Postgres, Service
+from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres, Service
 
 
 def _seconds(service: Service) -> dict[str, float]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from adapters.wormhole import GuardianSet, VaaBody, parse_vaa, sign_vaa, verify_vaa
-from adapters.wormhole.testing import guardian_set, guardian_signers, sample_task_assigned
+from fedrelay.adapters.wormhole import GuardianSet, VaaBody, parse_vaa, sign_vaa, verify_vaa
+from fedrelay.adapters.wormhole.testing import guardian_set, guardian_signers, sample_task_assigned
 
 MIN_SECONDS = 2.0
 

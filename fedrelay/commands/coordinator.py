@@ -31,11 +31,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.table import Table
 
-from adapters.ledger.database import DEFAULT_URL, LedgerError
+from fedrelay.adapters.ledger.database import DEFAULT_URL, LedgerError
 
 if TYPE_CHECKING:
-    from adapters.evm import ContractRevert, JobMarketContract
-    from coordinator.job_config import JobConfig
+    from fedrelay.adapters.evm import ContractRevert, JobMarketContract
+    from fedrelay.coordinator.job_config import JobConfig
 
 # The service, web3, FastAPI and torch load inside the commands, so that `fedrelay --help` and
 # the other commands start quickly.
@@ -112,7 +112,7 @@ def chain_target(
             "say where the coordinator chain is: --rpc-url and --job-market, or "
             "FEDRELAY_CHAINS_FILE with a chain named FEDRELAY_COORDINATOR_CHAIN"
         )
-    from relayer.config import ChainsFileError, load_chains
+    from fedrelay.relayer.config import ChainsFileError, load_chains
 
     try:
         chain = load_chains(settings.chains_file).named(settings.coordinator_chain)
@@ -153,14 +153,14 @@ async def _serve(settings: CoordinatorSettings, target: ChainTarget, key: str) -
     import uvicorn
     from sqlalchemy import text
 
-    from adapters.blobstore import FileBlobStore
-    from adapters.evm import EvmChain, JobMarketContract, Signer
-    from adapters.ledger import create_engine
-    from adapters.ledger.coordinator_store import LedgerCoordinatorStore
-    from adapters.telemetry.health import HealthServer
-    from coordinator.api import ApiSettings, create_app
-    from coordinator.evm_chain import EvmCoordinatorChain
-    from coordinator.service import CoordinatorService
+    from fedrelay.adapters.blobstore import FileBlobStore
+    from fedrelay.adapters.evm import EvmChain, JobMarketContract, Signer
+    from fedrelay.adapters.ledger import create_engine
+    from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
+    from fedrelay.adapters.telemetry.health import HealthServer
+    from fedrelay.coordinator.api import ApiSettings, create_app
+    from fedrelay.coordinator.evm_chain import EvmCoordinatorChain
+    from fedrelay.coordinator.service import CoordinatorService
 
     class EmbeddedServer(uvicorn.Server):
         """uvicorn without its own signal handling: the coordinator process owns SIGTERM."""
@@ -247,8 +247,8 @@ def run_command(
     ] = None,
 ) -> None:
     """Run the coordinator: follow JobMarket, drive rounds, serve the worker API."""
-    from adapters.telemetry.tracing import configure_tracing
-    from coordinator.api import ApiSettings
+    from fedrelay.adapters.telemetry.tracing import configure_tracing
+    from fedrelay.coordinator.api import ApiSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = CoordinatorSettings()
@@ -271,7 +271,7 @@ def run_command(
 
 
 def _load_config(path: Path | None) -> JobConfig:
-    from coordinator.job_config import InvalidJobConfig, JobConfig
+    from fedrelay.coordinator.job_config import InvalidJobConfig, JobConfig
 
     if path is None:
         return JobConfig()
@@ -284,8 +284,8 @@ def _load_config(path: Path | None) -> JobConfig:
 
 
 def _model_blob(path: Path | None, config: JobConfig) -> bytes:
-    from coordinator.verification import JobWorkbench
-    from worker.training import BlobError, decode_blob, encode_blob
+    from fedrelay.coordinator.verification import JobWorkbench
+    from fedrelay.worker.training import BlobError, decode_blob, encode_blob
 
     if path is None:
         return encode_blob(JobWorkbench(config).initial_model())
@@ -300,8 +300,8 @@ def _model_blob(path: Path | None, config: JobConfig) -> bytes:
 
 
 async def _upload(blobs: list[bytes], blob_dir: Path, url: str | None) -> list[str]:
-    from adapters.blobstore import FileBlobStore
-    from coordinator.api import ApiSettings
+    from fedrelay.adapters.blobstore import FileBlobStore
+    from fedrelay.coordinator.api import ApiSettings
 
     if url is None:
         store = FileBlobStore(blob_dir)
@@ -358,7 +358,7 @@ def post_command(
     job_market: Annotated[str | None, typer.Option("--job-market")] = None,
 ) -> None:
     """Upload the model and configuration blobs, escrow the reward and post the job."""
-    from adapters.evm import EvmChain, EvmError, JobMarketContract, JobSpec, Signer
+    from fedrelay.adapters.evm import EvmChain, EvmError, JobMarketContract, JobSpec, Signer
 
     settings = CoordinatorSettings()
     config = _load_config(config_file)
@@ -413,9 +413,9 @@ def post_command(
 
 
 async def _status(database_url: str, job_id: int) -> dict[str, Any]:
-    from adapters.ledger import create_engine
-    from adapters.ledger.coordinator_store import LedgerCoordinatorStore
-    from coordinator.store import RoundReport
+    from fedrelay.adapters.ledger import create_engine
+    from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
+    from fedrelay.coordinator.store import RoundReport
 
     engine = create_engine(database_url)
     store = LedgerCoordinatorStore(engine)
@@ -536,7 +536,7 @@ def status_command(
 
 
 def _market(rpc_url: str | None, job_market: str | None) -> JobMarketContract:
-    from adapters.evm import EvmChain, JobMarketContract
+    from fedrelay.adapters.evm import EvmChain, JobMarketContract
 
     try:
         settings = CoordinatorSettings()
@@ -550,7 +550,7 @@ def _model_hash(
     market: JobMarketContract, job_id: int, round_option: str | None
 ) -> tuple[str, bytes]:
     """The round whose model to fetch (a number or ``initial``) and its on-chain model hash."""
-    from adapters.evm import JobStatus, RoundPhase
+    from fedrelay.adapters.evm import JobStatus, RoundPhase
 
     job = market.job(job_id)
     if job.status is JobStatus.NONE:
@@ -637,9 +637,9 @@ def model_command(
     """Fetch a job's settled model, check it against the chain's hash and write it."""
     from web3.exceptions import Web3Exception
 
-    from adapters.blobstore import BlobStoreError, FileBlobStore, blob_name
-    from adapters.evm import EvmError
-    from worker.training import BlobError, decode_blob
+    from fedrelay.adapters.blobstore import BlobStoreError, FileBlobStore, blob_name
+    from fedrelay.adapters.evm import EvmError
+    from fedrelay.worker.training import BlobError, decode_blob
 
     if not out.parent.is_dir():
         raise _fail(f"cannot write {out}: {out.parent} is not a directory")
@@ -714,7 +714,7 @@ def cancel_command(
     """Cancel a job between rounds (or close a completed one) and refund its unspent escrow."""
     from web3.exceptions import Web3Exception
 
-    from adapters.evm import ContractRevert, EvmError, JobStatus, Signer
+    from fedrelay.adapters.evm import ContractRevert, EvmError, JobStatus, Signer
 
     market = _market(rpc_url, job_market)
     poster = Signer(read_evm_key(key_file))

@@ -6,7 +6,7 @@ import asyncio
 
 import typer
 
-from adapters.ledger.database import (
+from fedrelay.adapters.ledger.database import (
     LedgerError,
     LedgerSettings,
     current_revision,

@@ -52,7 +52,7 @@ class _RichDemoProgress:
 
     def round(self, state: object, accuracy: float | None) -> None:
         """Show the job's round and phase on the status line."""
-        from coordinator.rounds import RoundState
+        from fedrelay.coordinator.rounds import RoundState
 
         if not isinstance(state, RoundState):
             return
@@ -67,7 +67,7 @@ class _RichDemoProgress:
 
 
 def _render(result: DemoResult, summary: Path) -> None:
-    from adapters.devnet.state import WORKER_EVM
+    from fedrelay.adapters.devnet.state import WORKER_EVM
 
     console = Console(width=max(Console().width, 120))
     rounds = Table(title=f"job {result.job_id}: test accuracy per round")

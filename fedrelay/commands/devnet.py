@@ -3,7 +3,8 @@
 ``up`` launches a supervisor (the hidden ``serve`` command) detached from the terminal and
 returns once the chains run, the contracts and the program are deployed and linked, and
 ``devnet.json``, ``chains.yaml`` and the key files are in the state directory
-(:mod:`adapters.devnet.network`). ``status`` asks each chain; ``down`` stops the supervisor.
+(:mod:`fedrelay.adapters.devnet.network`). ``status`` asks each chain; ``down`` stops the
+supervisor.
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.devnet.network import DevnetPorts, DevnetSettings, ports_in_use
-from adapters.devnet.process import read_tail, wait_until
-from adapters.devnet.state import (
+from fedrelay.adapters.devnet.network import DevnetPorts, DevnetSettings, ports_in_use
+from fedrelay.adapters.devnet.process import read_tail, wait_until
+from fedrelay.adapters.devnet.state import (
     DevnetError,
     DevnetStateError,
     process_alive,
     read_state,
     remove_state,
 )
-from adapters.devnet.supervisor import (
+from fedrelay.adapters.devnet.supervisor import (
     LOG_FILE,
     PID_FILE,
     clear_stale,

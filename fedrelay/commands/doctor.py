@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.devnet import toolchain
+from fedrelay.adapters.devnet import toolchain
 
 
 def _version(argv: list[str]) -> str:

@@ -2,7 +2,8 @@
 unstick a deliverer's signer nonce.
 
 Everything is configured as docs/operations.md (section 1) describes: ``FEDRELAY_*`` variables
-(:class:`~relayer.settings.RelayerSettings`), the chains file ``FEDRELAY_CHAINS_FILE``, and keys
+(:class:`~fedrelay.relayer.settings.RelayerSettings`), the chains file ``FEDRELAY_CHAINS_FILE``,
+and keys
 in files (``--signer-key-file``, ``--guardian-key-file``) or one environment variable each
 (``FEDRELAY_SIGNER_KEY``, ``FEDRELAY_GUARDIAN_KEY``). Keys are never printed or logged.
 """
@@ -22,16 +23,16 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from adapters.kafka import KafkaBus
-from adapters.ledger.database import LedgerError, create_engine, upgrade
-from adapters.telemetry.tracing import configure_tracing
-from adapters.wormhole import WormholeError
-from relayer import operations
-from relayer.config import ChainConfig, ChainsConfig
-from relayer.messages import RelayerError
-from relayer.nonces import NonceDoctor, NonceError, NonceReport
-from relayer.service import STAGES, StageRequest, build_process, chains_of
-from relayer.settings import RelayerSettings
+from fedrelay.adapters.kafka import KafkaBus
+from fedrelay.adapters.ledger.database import LedgerError, create_engine, upgrade
+from fedrelay.adapters.telemetry.tracing import configure_tracing
+from fedrelay.adapters.wormhole import WormholeError
+from fedrelay.relayer import operations
+from fedrelay.relayer.config import ChainConfig, ChainsConfig
+from fedrelay.relayer.messages import RelayerError
+from fedrelay.relayer.nonces import NonceDoctor, NonceError, NonceReport
+from fedrelay.relayer.service import STAGES, StageRequest, build_process, chains_of
+from fedrelay.relayer.settings import RelayerSettings
 
 app = typer.Typer(help="Run the relayer's stages and look after its work.", no_args_is_help=True)
 dlq_app = typer.Typer(help="The dead-letter queue.", no_args_is_help=True)
@@ -168,7 +169,7 @@ def guardian_run_command(
 
 async def _watch_lags(chains: ChainsConfig, positions: dict[str, int]) -> dict[str, int | None]:
     """Blocks (or slots, sequences) each watcher is behind its chain's final head."""
-    from relayer.service import ChainConnections
+    from fedrelay.relayer.service import ChainConnections
 
     connections = ChainConnections()
     lags: dict[str, int | None] = {}
@@ -371,8 +372,8 @@ async def _with_doctor(
     key_file: Path | None,
     work: Callable[[NonceDoctor], Coroutine[Any, Any, _T]],
 ) -> _T:
-    from adapters.evm.relay import EvmDestination
-    from relayer.service import ChainConnections, read_signer_key
+    from fedrelay.adapters.evm.relay import EvmDestination
+    from fedrelay.relayer.service import ChainConnections, read_signer_key
 
     key = read_signer_key(chain, key_file)
     assert isinstance(key, str)  # an EVM key

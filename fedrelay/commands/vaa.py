@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from adapters.wormhole import (
+from fedrelay.adapters.wormhole import (
     GuardianSet,
     WormholeError,
     parse_address,

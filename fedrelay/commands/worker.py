@@ -26,8 +26,8 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from coordinator.auth import RequestSigner
-    from worker.sdk import StakeStatus, WorkerChain
+    from fedrelay.coordinator.auth import RequestSigner
+    from fedrelay.worker.sdk import StakeStatus, WorkerChain
 
 app = typer.Typer(
     help="Run a worker that trains fedrelay jobs; manage its stake and rewards.",
@@ -73,9 +73,9 @@ def _fail(message: str) -> typer.Exit:
 
 def _guarded(work: Coroutine[Any, Any, _T]) -> _T:
     """Run ``work``; the errors a user can act on end the command with one line and exit 2."""
-    from adapters.evm import EvmError
-    from adapters.solana.errors import SolanaAdapterError
-    from worker.sdk import WorkerError
+    from fedrelay.adapters.evm import EvmError
+    from fedrelay.adapters.solana.errors import SolanaAdapterError
+    from fedrelay.worker.sdk import WorkerError
 
     try:
         return asyncio.run(work)
@@ -119,10 +119,10 @@ async def _connected(
     from solana.rpc.async_api import AsyncClient
     from solders.pubkey import Pubkey
 
-    from coordinator.auth import EvmSigner, SolanaSigner
-    from worker.sdk import load_evm_key, load_solana_keypair
-    from worker.sdk.evm import EVM_WORKER_CHAIN, EvmWorkerChain
-    from worker.sdk.solana import SolanaWorkerChain
+    from fedrelay.coordinator.auth import EvmSigner, SolanaSigner
+    from fedrelay.worker.sdk import load_evm_key, load_solana_keypair
+    from fedrelay.worker.sdk.evm import EVM_WORKER_CHAIN, EvmWorkerChain
+    from fedrelay.worker.sdk.solana import SolanaWorkerChain
 
     if kind is ChainKind.EVM:
         if hub_address is None:
@@ -197,7 +197,7 @@ def run(
     Spans are exported when the standard OTEL_* variables name an exporter (see
     docs/operations.md).
     """
-    from adapters.telemetry.tracing import configure_tracing
+    from fedrelay.adapters.telemetry.tracing import configure_tracing
 
     tracing = configure_tracing("fedrelay-worker")
     try:
@@ -240,9 +240,9 @@ async def _run(
     coordinator_chain: int,
 ) -> None:
     # Imported here so that `fedrelay --help` does not load torch.
-    from coordinator.client import CoordinatorClient
-    from worker.sdk import RichProgress, StateStore, WorkerNode, parse_shard
-    from worker.training.torch_trainer import default_device
+    from fedrelay.coordinator.client import CoordinatorClient
+    from fedrelay.worker.sdk import RichProgress, StateStore, WorkerNode, parse_shard
+    from fedrelay.worker.training.torch_trainer import default_device
 
     shards = parse_shard(data_shard)
     device = default_device() if device_choice is DeviceChoice.AUTO else device_choice.value
@@ -402,7 +402,7 @@ def withdraw_stake(
     as_json: JsonOption = False,
 ) -> None:
     """Take the unbonded stake back (after the unbonding delay, with no task open)."""
-    from worker.sdk import ChainRejected
+    from fedrelay.worker.sdk import ChainRejected
 
     async def withdraw() -> int:
         async with _connected(chain, key_file, rpc_url, hub_address, program_id) as connected:
@@ -441,8 +441,8 @@ def rewards(
     as_json: JsonOption = False,
 ) -> None:
     """Show the payout address's claimable reward (native token); --withdraw takes it."""
-    from adapters.evm import Signer
-    from worker.sdk import RewardAccount, load_evm_key
+    from fedrelay.adapters.evm import Signer
+    from fedrelay.worker.sdk import RewardAccount, load_evm_key
 
     async def settle() -> tuple[str, int, int | None]:
         _check_address("--job-market", job_market)

@@ -15,9 +15,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from adapters.devnet import toolchain
-from adapters.wormhole import Vaa, VaaBody, parse_vaa, sign_vaa, verify_vaa
-from adapters.wormhole.testing import (
+from fedrelay.adapters.devnet import toolchain
+from fedrelay.adapters.wormhole import Vaa, VaaBody, parse_vaa, sign_vaa, verify_vaa
+from fedrelay.adapters.wormhole.testing import (
     guardian_key,
     guardian_set,
     guardian_signers,

@@ -11,10 +11,10 @@ import pytest
 from solana.rpc.async_api import AsyncClient
 from solders.pubkey import Pubkey
 
-from adapters.solana.client import WorkerProgramClient
-from adapters.solana.devnet import SolanaDevnet, serve_devnet
-from adapters.solana.program import program_bytes
-from adapters.solana.testing import Deployment, deploy
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.devnet import SolanaDevnet, serve_devnet
+from fedrelay.adapters.solana.program import program_bytes
+from fedrelay.adapters.solana.testing import Deployment, deploy
 
 
 @pytest.fixture(scope="session")

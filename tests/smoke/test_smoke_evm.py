@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from adapters.devnet.forge import Forge
-from adapters.devnet.services import Anvil
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.services import Anvil
 
 pytestmark = pytest.mark.smoke
 

@@ -8,7 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from adapters.devnet.services import Kafka
+from fedrelay.adapters.devnet.services import Kafka
 
 pytestmark = pytest.mark.smoke
 

@@ -7,7 +7,7 @@ from sqlalchemy import BigInteger, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from adapters.devnet.services import Postgres
+from fedrelay.adapters.devnet.services import Postgres
 
 pytestmark = pytest.mark.smoke
 

@@ -9,16 +9,17 @@
         await node.run()  # until node.request_stop()
 
 Public surface: :class:`WorkerNode`, the :class:`WorkerChain` protocol and its backends
-(:class:`EvmWorkerChain` in :mod:`worker.sdk.evm`, :class:`SolanaWorkerChain` in
-:mod:`worker.sdk.solana`), :class:`RewardAccount` (rewards on the coordinator chain), shard
+(:class:`EvmWorkerChain` in :mod:`fedrelay.worker.sdk.evm`, :class:`SolanaWorkerChain` in
+:mod:`fedrelay.worker.sdk.solana`), :class:`RewardAccount` (rewards on the coordinator chain), shard
 sources, the state store, progress reporters, key loading and the errors.
-:mod:`worker.sdk.testing` holds dishonest workers and an in-process coordinator for demos and
+:mod:`fedrelay.worker.sdk.testing` holds dishonest workers and an in-process coordinator for demos
+and
 tests only.
 """
 
-from worker.sdk.chain import CAPABILITY_CPU_REPLAY, CAPABILITY_CUDA, WorkerChain
-from worker.sdk.config import JobConfig
-from worker.sdk.errors import (
+from fedrelay.worker.sdk.chain import CAPABILITY_CPU_REPLAY, CAPABILITY_CUDA, WorkerChain
+from fedrelay.worker.sdk.config import JobConfig
+from fedrelay.worker.sdk.errors import (
     ChainRejected,
     ChainUnavailable,
     JobConfigError,
@@ -28,14 +29,14 @@ from worker.sdk.errors import (
     TaskRefused,
     WorkerError,
 )
-from worker.sdk.keys import load_evm_key, load_solana_keypair
-from worker.sdk.node import StepReport, StopRequested, TrainedUpdate, WorkerNode
-from worker.sdk.progress import ProgressReporter, RichProgress, SilentProgress
-from worker.sdk.proofs import decode_proof, encode_proof
-from worker.sdk.rewards import RewardAccount
-from worker.sdk.shards import DigitsShards, FixedShard, ShardSource, parse_shard
-from worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
-from worker.sdk.tasks import (
+from fedrelay.worker.sdk.keys import load_evm_key, load_solana_keypair
+from fedrelay.worker.sdk.node import StepReport, StopRequested, TrainedUpdate, WorkerNode
+from fedrelay.worker.sdk.progress import ProgressReporter, RichProgress, SilentProgress
+from fedrelay.worker.sdk.proofs import decode_proof, encode_proof
+from fedrelay.worker.sdk.rewards import RewardAccount
+from fedrelay.worker.sdk.shards import DigitsShards, FixedShard, ShardSource, parse_shard
+from fedrelay.worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
+from fedrelay.worker.sdk.tasks import (
     AssignedTask,
     ChainPoll,
     CommitReceipt,

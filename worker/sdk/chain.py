@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from worker.sdk.tasks import ChainPoll, CommitReceipt, StakeStatus, TaskKey, UpdateCommitment
+from fedrelay.worker.sdk.tasks import (
+    ChainPoll,
+    CommitReceipt,
+    StakeStatus,
+    TaskKey,
+    UpdateCommitment,
+)
 
 #: Capability bits of WORKER_REGISTERED.
 CAPABILITY_CUDA = 1

@@ -11,7 +11,7 @@ from requests.exceptions import RequestException
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
-from adapters.evm import (
+from fedrelay.adapters.evm import (
     ContractEvent,
     EvmChain,
     EvmError,
@@ -20,8 +20,8 @@ from adapters.evm import (
     WorkerHubContract,
     address_to_bytes32,
 )
-from worker.sdk.errors import ChainRejected, ChainUnavailable
-from worker.sdk.tasks import (
+from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
+from fedrelay.worker.sdk.tasks import (
     AssignedTask,
     ChainPoll,
     CommitReceipt,
@@ -40,7 +40,8 @@ _T = TypeVar("_T")
 
 
 class EvmWorkerChain:
-    """A worker's WorkerHub on an EVM chain, as a :class:`~worker.sdk.chain.WorkerChain`."""
+    """A worker's WorkerHub on an EVM chain, as a
+    :class:`~fedrelay.worker.sdk.chain.WorkerChain`."""
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from solders.keypair import Keypair
 
-from worker.sdk.errors import KeyFileError
+from fedrelay.worker.sdk.errors import KeyFileError
 
 _HEX_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 

@@ -25,23 +25,28 @@ import numpy as np
 from httpx import HTTPError
 from opentelemetry import trace
 
-from adapters.telemetry.tracing import round_attributes, round_context
-from adapters.wormhole import loss_to_fixed, worker_id
-from coordinator.api_schemas import RoundView
-from coordinator.client import CoordinatorClient, CoordinatorRequestError, DownloadMismatch
-from coordinator.repository import SecAggStage
-from coordinator.secagg import Participant, SecureAggregationError
-from worker.data import Dataset
-from worker.sdk import masking
-from worker.sdk.chain import CAPABILITY_CPU_REPLAY, CAPABILITY_CUDA, WorkerChain
-from worker.sdk.config import JobConfig
-from worker.sdk.errors import ChainRejected, SecureAggregationFailed, TaskRefused, WorkerError
-from worker.sdk.progress import ProgressReporter, SilentProgress
-from worker.sdk.proofs import encode_proof
-from worker.sdk.shards import ShardSource
-from worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
-from worker.sdk.tasks import StakeStatus, TaskKey, UpdateCommitment
-from worker.training import (
+from fedrelay.adapters.telemetry.tracing import round_attributes, round_context
+from fedrelay.adapters.wormhole import loss_to_fixed, worker_id
+from fedrelay.coordinator.api_schemas import RoundView
+from fedrelay.coordinator.client import CoordinatorClient, CoordinatorRequestError, DownloadMismatch
+from fedrelay.coordinator.repository import SecAggStage
+from fedrelay.coordinator.secagg import Participant, SecureAggregationError
+from fedrelay.worker.data import Dataset
+from fedrelay.worker.sdk import masking
+from fedrelay.worker.sdk.chain import CAPABILITY_CPU_REPLAY, CAPABILITY_CUDA, WorkerChain
+from fedrelay.worker.sdk.config import JobConfig
+from fedrelay.worker.sdk.errors import (
+    ChainRejected,
+    SecureAggregationFailed,
+    TaskRefused,
+    WorkerError,
+)
+from fedrelay.worker.sdk.progress import ProgressReporter, SilentProgress
+from fedrelay.worker.sdk.proofs import encode_proof
+from fedrelay.worker.sdk.shards import ShardSource
+from fedrelay.worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
+from fedrelay.worker.sdk.tasks import StakeStatus, TaskKey, UpdateCommitment
+from fedrelay.worker.training import (
     BlobError,
     ModelTensors,
     TrainingConfig,
@@ -53,7 +58,7 @@ from worker.training import (
     model_of,
     open_segment,
 )
-from worker.training.torch_trainer import ModelFactory, TorchClassificationTrainer, mlp
+from fedrelay.worker.training.torch_trainer import ModelFactory, TorchClassificationTrainer, mlp
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("fedrelay.worker")
@@ -141,7 +146,7 @@ class WorkerNode:
             clock: Unix seconds now (deadlines are checked against it).
             poll_interval: Seconds between passes of :meth:`run` and between looks at peers.
             coordinator_chain: The coordinator chain's Wormhole id; the node's spans join the
-                round's trace derived from it (see ``adapters.telemetry.tracing``).
+                round's trace derived from it (see ``fedrelay.adapters.telemetry.tracing``).
         """
         self.chain = chain
         self.api = api

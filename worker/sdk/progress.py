@@ -8,7 +8,7 @@ from typing import Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from worker.sdk.tasks import TaskKey
+from fedrelay.worker.sdk.tasks import TaskKey
 
 
 class ProgressReporter(Protocol):

@@ -10,8 +10,8 @@ import asyncio
 
 from requests.exceptions import RequestException
 
-from adapters.evm import NATIVE, EvmChain, EvmError, JobMarketContract, Signer
-from worker.sdk.errors import ChainRejected, ChainUnavailable
+from fedrelay.adapters.evm import NATIVE, EvmChain, EvmError, JobMarketContract, Signer
+from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
 
 
 class RewardAccount:

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from worker.data import (
+from fedrelay.worker.data import (
     DataError,
     Dataset,
     Indices,

@@ -33,14 +33,14 @@ from solana.rpc.models import MemcmpOpts
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from adapters.solana import instructions as ix
-from adapters.solana._base58 import b58encode
-from adapters.solana.client import WorkerProgramClient
-from adapters.solana.errors import AccountNotFound, ConfirmationTimeout, TransactionFailed
-from adapters.solana.layout import SOLANA_CHAIN, Kind, ProgramError, TaskAccount
-from adapters.wormhole import task_id
-from worker.sdk.errors import ChainRejected, ChainUnavailable
-from worker.sdk.tasks import (
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana._base58 import b58encode
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.errors import AccountNotFound, ConfirmationTimeout, TransactionFailed
+from fedrelay.adapters.solana.layout import SOLANA_CHAIN, Kind, ProgramError, TaskAccount
+from fedrelay.adapters.wormhole import task_id
+from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
+from fedrelay.worker.sdk.tasks import (
     AssignedTask,
     ChainPoll,
     CommitReceipt,
@@ -79,7 +79,7 @@ def lost_race(exc: TransactionFailed) -> bool:
 
 
 class SolanaWorkerChain:
-    """The worker program on Solana as a :class:`~worker.sdk.chain.WorkerChain`."""
+    """The worker program on Solana as a :class:`~fedrelay.worker.sdk.chain.WorkerChain`."""
 
     #: Sends of one transaction before giving up.
     ATTEMPTS = 8

@@ -1,6 +1,6 @@
 """Dishonest workers for demos and tests. Not part of the SDK's public surface.
 
-Each subclass of :class:`~worker.sdk.node.WorkerNode` trains honestly and then lies in one
+Each subclass of :class:`~fedrelay.worker.sdk.node.WorkerNode` trains honestly and then lies in one
 specific way, so the coordinator's checks have something to catch:
 
 - :class:`TamperedUpdateWorker` trains and builds its transcript honestly but uploads and
@@ -22,15 +22,22 @@ from dataclasses import replace
 import httpx
 import numpy as np
 
-from adapters.blobstore import MemoryBlobStore
-from coordinator.api import ApiSettings, create_app
-from coordinator.auth import RequestSigner
-from coordinator.client import CoordinatorClient
-from coordinator.repository import MemoryRepository
-from coordinator.rounds import Phase, RoundPolicy, TasksAssigned, WorkerRef, apply, open_job
-from worker.sdk.config import JobConfig
-from worker.sdk.node import TrainedUpdate, WorkerNode
-from worker.training import ModelTensors, blob_hash, decode_blob, encode_blob, merkle_root
+from fedrelay.adapters.blobstore import MemoryBlobStore
+from fedrelay.coordinator.api import ApiSettings, create_app
+from fedrelay.coordinator.auth import RequestSigner
+from fedrelay.coordinator.client import CoordinatorClient
+from fedrelay.coordinator.repository import MemoryRepository
+from fedrelay.coordinator.rounds import (
+    Phase,
+    RoundPolicy,
+    TasksAssigned,
+    WorkerRef,
+    apply,
+    open_job,
+)
+from fedrelay.worker.sdk.config import JobConfig
+from fedrelay.worker.sdk.node import TrainedUpdate, WorkerNode
+from fedrelay.worker.training import ModelTensors, blob_hash, decode_blob, encode_blob, merkle_root
 
 #: The in-process coordinator's admin token (a test value, not a secret).
 ADMIN_TOKEN = "local-coordinator-admin-token"  # noqa: S105

@@ -1,15 +1,16 @@
 """Training: the Trainer protocol, the torch classification trainer, blobs, transcripts, replay.
 
-Import the torch trainer from :mod:`worker.training.torch_trainer`; this package's top level does
+Import the torch trainer from :mod:`fedrelay.worker.training.torch_trainer`; this package's top
+level does
 not import torch, so blobs, transcripts and Merkle proofs are usable without it.
 """
 
-from worker.training.blobs import blob_hash, blob_name, decode_blob, encode_blob, keccak256
-from worker.training.config import TrainingConfig
-from worker.training.errors import BlobError, TrainingError
-from worker.training.merkle import MerkleProof, merkle_proof, merkle_root, verify_proof
-from worker.training.trainer import Checkpoint, ModelTensors, Trainer, model_of, step_of
-from worker.training.transcript import (
+from fedrelay.worker.training.blobs import blob_hash, blob_name, decode_blob, encode_blob, keccak256
+from fedrelay.worker.training.config import TrainingConfig
+from fedrelay.worker.training.errors import BlobError, TrainingError
+from fedrelay.worker.training.merkle import MerkleProof, merkle_proof, merkle_root, verify_proof
+from fedrelay.worker.training.trainer import Checkpoint, ModelTensors, Trainer, model_of, step_of
+from fedrelay.worker.training.transcript import (
     SegmentOpening,
     TrainingRun,
     Transcript,
@@ -17,7 +18,7 @@ from worker.training.transcript import (
     open_segment,
     train_with_transcript,
 )
-from worker.training.verify import Verdict, verify_segment
+from fedrelay.worker.training.verify import Verdict, verify_segment
 
 __all__ = [
     "BlobError",

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from Crypto.Hash import keccak
 from safetensors.numpy import load
 
-from worker.training.errors import BlobError
+from fedrelay.worker.training.errors import BlobError
 
 Tensors = Mapping[str, npt.NDArray[np.generic]]
 

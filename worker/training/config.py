@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from worker.training.blobs import keccak256
-from worker.training.errors import TrainingError
+from fedrelay.worker.training.blobs import keccak256
+from fedrelay.worker.training.errors import TrainingError
 
 
 @dataclass(frozen=True)

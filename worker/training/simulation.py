@@ -11,22 +11,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coordinator.aggregation import (
+from fedrelay.coordinator.aggregation import (
     ClientUpdate,
     ParameterLayout,
     ServerState,
     Strategy,
     Vector,
 )
-from worker.data import Dataset
-from worker.training.config import TrainingConfig
-from worker.training.torch_trainer import (
+from fedrelay.worker.data import Dataset
+from fedrelay.worker.training.config import TrainingConfig
+from fedrelay.worker.training.torch_trainer import (
     Evaluation,
     ModelFactory,
     TorchClassificationTrainer,
     evaluate,
 )
-from worker.training.trainer import ModelTensors
+from fedrelay.worker.training.trainer import ModelTensors
 
 Attack = Callable[[Vector], Vector]
 

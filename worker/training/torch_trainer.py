@@ -20,11 +20,11 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from worker.data import Dataset
-from worker.training.blobs import encode_blob, keccak256
-from worker.training.config import TrainingConfig
-from worker.training.errors import TrainingError
-from worker.training.trainer import (
+from fedrelay.worker.data import Dataset
+from fedrelay.worker.training.blobs import encode_blob, keccak256
+from fedrelay.worker.training.config import TrainingConfig
+from fedrelay.worker.training.errors import TrainingError
+from fedrelay.worker.training.trainer import (
     MODEL_PREFIX,
     OPTIM_PREFIX,
     STEP_KEY,

@@ -13,8 +13,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from worker.training.config import TrainingConfig
-from worker.training.errors import TrainingError
+from fedrelay.worker.training.config import TrainingConfig
+from fedrelay.worker.training.errors import TrainingError
 
 Checkpoint = dict[str, npt.NDArray[np.generic]]
 ModelTensors = dict[str, npt.NDArray[np.float32]]

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from worker.training.blobs import blob_hash, encode_blob
-from worker.training.config import TrainingConfig
-from worker.training.errors import TrainingError
-from worker.training.merkle import MerkleProof, merkle_proof, merkle_root
-from worker.training.trainer import Checkpoint, Trainer, step_of
+from fedrelay.worker.training.blobs import blob_hash, encode_blob
+from fedrelay.worker.training.config import TrainingConfig
+from fedrelay.worker.training.errors import TrainingError
+from fedrelay.worker.training.merkle import MerkleProof, merkle_proof, merkle_root
+from fedrelay.worker.training.trainer import Checkpoint, Trainer, step_of
 
 
 @dataclass(frozen=True)

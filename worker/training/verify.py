@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from worker.training.blobs import blob_hash, decode_blob, encode_blob
-from worker.training.config import TrainingConfig
-from worker.training.errors import BlobError, TrainingError
-from worker.training.merkle import verify_proof
-from worker.training.trainer import Trainer, step_of
-from worker.training.transcript import SegmentOpening
+from fedrelay.worker.training.blobs import blob_hash, decode_blob, encode_blob
+from fedrelay.worker.training.config import TrainingConfig
+from fedrelay.worker.training.errors import BlobError, TrainingError
+from fedrelay.worker.training.merkle import verify_proof
+from fedrelay.worker.training.trainer import Trainer, step_of
+from fedrelay.worker.training.transcript import SegmentOpening
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,17 @@ import asyncio
 
 import pytest
 
-from adapters.devnet.services import Postgres
-from adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
-from adapters.ledger.database import create_engine, upgrade
-from coordinator.repository import Challenge, ChallengeAnswer, Conflict, SecAggMessage, SecAggStage
-from coordinator.rounds import (
+from fedrelay.adapters.devnet.services import Postgres
+from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.coordinator.repository import (
+    Challenge,
+    ChallengeAnswer,
+    Conflict,
+    SecAggMessage,
+    SecAggStage,
+)
+from fedrelay.coordinator.rounds import (
     Commitment,
     CommitmentReceived,
     RoundPolicy,

@@ -22,11 +22,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from adapters.blobstore import FileBlobStore
-from adapters.devnet.forge import Forge
-from adapters.devnet.process import free_port, wait_until
-from adapters.devnet.services import Anvil
-from adapters.evm import (
+from fedrelay.adapters.blobstore import FileBlobStore
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.process import free_port, wait_until
+from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.evm import (
     EvmChain,
     JobMarketContract,
     JobSpec,
@@ -38,10 +38,10 @@ from adapters.evm import (
     deploy_job_market,
     deploy_message_core,
 )
-from adapters.evm.artifacts import CONTRACTS_DIR
-from adapters.ledger import create_engine, upgrade
-from adapters.ledger.coordinator_store import LedgerCoordinatorStore
-from adapters.wormhole import (
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.ledger import create_engine, upgrade
+from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
+from fedrelay.adapters.wormhole import (
     GuardianSigner,
     Outcome,
     UpdateCommitted,
@@ -49,19 +49,19 @@ from adapters.wormhole import (
     WorkerRegistered,
     sign_vaa,
 )
-from adapters.wormhole.testing import guardian_signers
-from coordinator.api import create_app
-from coordinator.auth import EvmSigner
-from coordinator.client import CoordinatorClient
-from coordinator.evm_chain import EvmCoordinatorChain
-from coordinator.job_config import DataSpec, JobConfig, ModelSpec
-from coordinator.rounds import Phase, WorkerRef
-from coordinator.service import CoordinatorService
-from coordinator.store import CoordinatorStore
-from coordinator.testing import SimulatedWorker
-from coordinator.verification import JobWorkbench
+from fedrelay.adapters.wormhole.testing import guardian_signers
 from fedrelay.cli import app
-from worker.training import encode_blob
+from fedrelay.coordinator.api import create_app
+from fedrelay.coordinator.auth import EvmSigner
+from fedrelay.coordinator.client import CoordinatorClient
+from fedrelay.coordinator.evm_chain import EvmCoordinatorChain
+from fedrelay.coordinator.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.coordinator.rounds import Phase, WorkerRef
+from fedrelay.coordinator.service import CoordinatorService
+from fedrelay.coordinator.store import CoordinatorStore
+from fedrelay.coordinator.testing import SimulatedWorker
+from fedrelay.coordinator.verification import JobWorkbench
+from fedrelay.worker.training import encode_blob
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 
-from adapters.devnet.services import Postgres
-from adapters.ledger.coordinator_store import LedgerCoordinatorStore
-from adapters.ledger.database import create_engine, upgrade
-from coordinator.rounds import Phase, RoundPolicy, WorkerRef, open_job
-from coordinator.store import RoundReport
+from fedrelay.adapters.devnet.services import Postgres
+from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.coordinator.rounds import Phase, RoundPolicy, WorkerRef, open_job
+from fedrelay.coordinator.store import RoundReport
 
 pytestmark = pytest.mark.integration
 

@@ -24,12 +24,12 @@ from test_coordinator_service_anvil import (  # the deployment fixtures of the c
 )
 from typer.testing import CliRunner
 
-from adapters.blobstore import FileBlobStore, blob_name
-from adapters.evm import JobSpec, JobStatus, RoundResult
-from adapters.wormhole import Outcome, Task
-from coordinator.rounds import WorkerRef
+from fedrelay.adapters.blobstore import FileBlobStore, blob_name
+from fedrelay.adapters.evm import JobSpec, JobStatus, RoundResult
+from fedrelay.adapters.wormhole import Outcome, Task
 from fedrelay.cli import app
-from worker.training import decode_blob, encode_blob
+from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.worker.training import decode_blob, encode_blob
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,12 @@ from solana.rpc.async_api import AsyncClient
 from solders.pubkey import Pubkey
 from web3 import Web3
 
-from adapters.devnet.services import Anvil
-from adapters.solana import instructions as ix
-from adapters.solana.client import WorkerProgramClient
-from adapters.solana.devnet import SolanaDevnet, serve_devnet
-from adapters.solana.program import program_bytes
-from adapters.solana.testing import LAMPORTS_PER_SOL, deploy, task_assigned
+from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.devnet import SolanaDevnet, serve_devnet
+from fedrelay.adapters.solana.program import program_bytes
+from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, deploy, task_assigned
 from fedrelay.demo_costs import evm_gas, solana_compute
 
 pytestmark = pytest.mark.integration

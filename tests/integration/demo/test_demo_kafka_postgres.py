@@ -19,11 +19,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from adapters.devnet.services import Kafka, Postgres
-from adapters.devnet.state import WORKER_EVM, WORKER_SOLANA
-from adapters.ledger.coordinator_models import CoordinatorRound
-from adapters.ledger.database import create_engine
-from adapters.ledger.models import Delivery, DeliveryStatus
+from fedrelay.adapters.devnet.services import Kafka, Postgres
+from fedrelay.adapters.devnet.state import WORKER_EVM, WORKER_SOLANA
+from fedrelay.adapters.ledger.coordinator_models import CoordinatorRound
+from fedrelay.adapters.ledger.database import create_engine
+from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus
 from fedrelay.cli import app
 from fedrelay.demo import DemoBackends, DemoError, DemoResult, DemoSettings, run_demo, write_summary
 

@@ -22,13 +22,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from adapters.devnet.network import (
+from fedrelay.adapters.devnet.network import (
     COORDINATOR_WORMHOLE_CHAIN,
     SOLANA_WORMHOLE_CHAIN,
     WORKER_EVM_WORMHOLE_CHAIN,
 )
-from adapters.devnet.state import WORKER_EVM, WORKER_SOLANA
-from adapters.telemetry.tracing import round_span_context
+from fedrelay.adapters.devnet.state import WORKER_EVM, WORKER_SOLANA
+from fedrelay.adapters.telemetry.tracing import round_span_context
 from fedrelay.demo import DemoResult, DemoSettings, run_demo, write_summary
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.devnet.process import free_port
-from adapters.devnet.state import process_alive
+from fedrelay.adapters.devnet.process import free_port
+from fedrelay.adapters.devnet.state import process_alive
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
 from web3 import Web3
 
-from adapters.devnet.network import (
+from fedrelay.adapters.devnet.network import (
     COORDINATOR_WORMHOLE_CHAIN,
     EVM_MAX_BATCH,
     SOLANA_MAX_BATCH,
@@ -29,15 +29,21 @@ from adapters.devnet.network import (
     DevnetSettings,
     iter_key_files,
 )
-from adapters.devnet.process import free_port
-from adapters.devnet.state import DevnetError, DevnetInfo, read_state
-from adapters.evm import EvmChain, HubTaskState, MessageCoreContract, Signer, address_to_bytes32
-from adapters.solana.client import WorkerProgramClient
-from adapters.wormhole import Task, TaskAssigned, Vaa, VaaBody, keccak256, sign_vaa
-from relayer.attest import load_guardian_signer
-from relayer.config import load_chains
-from relayer.service import read_signer_key
-from worker.sdk.keys import load_evm_key, load_solana_keypair
+from fedrelay.adapters.devnet.process import free_port
+from fedrelay.adapters.devnet.state import DevnetError, DevnetInfo, read_state
+from fedrelay.adapters.evm import (
+    EvmChain,
+    HubTaskState,
+    MessageCoreContract,
+    Signer,
+    address_to_bytes32,
+)
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.wormhole import Task, TaskAssigned, Vaa, VaaBody, keccak256, sign_vaa
+from fedrelay.relayer.attest import load_guardian_signer
+from fedrelay.relayer.config import load_chains
+from fedrelay.relayer.service import read_signer_key
+from fedrelay.worker.sdk.keys import load_evm_key, load_solana_keypair
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.devnet.process import ServiceStartError, wait_until
-from adapters.devnet.services import Anvil, Postgres
+from fedrelay.adapters.devnet.process import ServiceStartError, wait_until
+from fedrelay.adapters.devnet.services import Anvil, Postgres
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def test_crashed_service_comes_back_on_same_port() -> None:
 _CHILD = textwrap.dedent(
     """
     import sys, time
-    from adapters.devnet.services import Anvil
+    from fedrelay.adapters.devnet.services import Anvil
     chain = Anvil(chain_id=31397).start()
     print(chain.pid, flush=True)
     while True:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.devnet.forge import Forge
-from adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import pytest
 from web3.types import TxReceipt
 
-from adapters.devnet.forge import Forge
-from adapters.devnet.services import Anvil
-from adapters.evm import (
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.evm import (
     AlreadyConsumed,
     ContractRevert,
     EvmChain,
@@ -37,8 +37,8 @@ from adapters.evm import (
     deploy_worker_hub,
     link,
 )
-from adapters.evm.deploy import Link
-from adapters.wormhole import (
+from fedrelay.adapters.evm.deploy import Link
+from fedrelay.adapters.wormhole import (
     GuardianSigner,
     Outcome,
     Task,
@@ -49,7 +49,7 @@ from adapters.wormhole import (
     decode_payload,
     sign_vaa,
 )
-from adapters.wormhole.testing import guardian_signers
+from fedrelay.adapters.wormhole.testing import guardian_signers
 
 pytestmark = pytest.mark.integration
 

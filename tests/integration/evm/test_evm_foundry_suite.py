@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.forge import Forge
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

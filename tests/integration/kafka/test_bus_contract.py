@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.devnet.services import Kafka
-from adapters.kafka import Bus, BusError, KafkaBus, MemoryBus, Partition, Record
-from adapters.kafka.bus import Consumer
+from fedrelay.adapters.devnet.services import Kafka
+from fedrelay.adapters.kafka import Bus, BusError, KafkaBus, MemoryBus, Partition, Record
+from fedrelay.adapters.kafka.bus import Consumer
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
-from adapters.devnet.services import Postgres
-from adapters.ledger.database import create_engine
+from fedrelay.adapters.devnet.services import Postgres
+from fedrelay.adapters.ledger.database import create_engine
 from fedrelay.commands.db import app
 
 pytestmark = pytest.mark.integration

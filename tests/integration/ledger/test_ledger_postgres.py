@@ -10,9 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from adapters.devnet.services import Postgres
-from adapters.ledger.database import alembic_config, create_engine, current_revision, upgrade
-from adapters.ledger.models import SignerNonce, StoredVaa
+from fedrelay.adapters.devnet.services import Postgres
+from fedrelay.adapters.ledger.database import (
+    alembic_config,
+    create_engine,
+    current_revision,
+    upgrade,
+)
+from fedrelay.adapters.ledger.models import SignerNonce, StoredVaa
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.devnet.process import free_port, wait_until
-from adapters.evm.testing import EvmDeployment
-from adapters.ledger import upgrade
-from adapters.wormhole import testing as wormhole_testing
+from fedrelay.adapters.devnet.process import free_port, wait_until
+from fedrelay.adapters.evm.testing import EvmDeployment
+from fedrelay.adapters.ledger import upgrade
+from fedrelay.adapters.wormhole import testing as wormhole_testing
 
 FEDRELAY = Path(sys.executable).parent / "fedrelay"
 GUARDIANS = 3

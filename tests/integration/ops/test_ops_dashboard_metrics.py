@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from ops_support import AGGREGATOR_KEY, FEDRELAY, coordinator_process, relayer_process
 
-from adapters.devnet.process import wait_until
-from adapters.devnet.toolchain import REPO_ROOT
-from adapters.evm import Signer, address_to_bytes32
-from adapters.evm.testing import EvmDeployment
-from coordinator.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.adapters.devnet.process import wait_until
+from fedrelay.adapters.devnet.toolchain import REPO_ROOT
+from fedrelay.adapters.evm import Signer, address_to_bytes32
+from fedrelay.adapters.evm.testing import EvmDeployment
+from fedrelay.coordinator.job_config import DataSpec, JobConfig, ModelSpec
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from ops_support import AGGREGATOR_KEY, coordinator_process, relayer_process
 
-from adapters.devnet.services import Anvil, Kafka
-from adapters.evm.testing import EvmDeployment
+from fedrelay.adapters.devnet.services import Anvil, Kafka
+from fedrelay.adapters.evm.testing import EvmDeployment
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from rich.console import Console
 
-from adapters.devnet.services import Anvil, Kafka, Postgres
+from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
 from fedrelay.bench.relayer import bench_relayer
 
 pytestmark = pytest.mark.integration

@@ -36,10 +36,10 @@ from solders.pubkey import Pubkey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.devnet.forge import Forge
-from adapters.devnet.process import free_port
-from adapters.devnet.services import Anvil, Kafka, Postgres
-from adapters.evm import (
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.process import free_port
+from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
+from fedrelay.adapters.evm import (
     HubTaskState,
     JobSpec,
     RoundResult,
@@ -47,26 +47,26 @@ from adapters.evm import (
     TaskState,
     address_to_bytes32,
 )
-from adapters.evm.artifacts import CONTRACTS_DIR
-from adapters.evm.relay import EvmDestination, EvmSource, GasPolicy, connect
-from adapters.evm.testing import EvmDeployment, deploy_pair
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import (
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.evm.relay import EvmDestination, EvmSource, GasPolicy, connect
+from fedrelay.adapters.evm.testing import EvmDeployment, deploy_pair
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import (
     AttemptOutcome,
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
     ObservationStatus,
 )
-from adapters.ledger.models import Observation as ObservationRow
-from adapters.solana import instructions as ix
-from adapters.solana.client import WorkerProgramClient
-from adapters.solana.devnet import SolanaDevnet
-from adapters.solana.errors import AccountNotFound
-from adapters.solana.layout import SOLANA_CHAIN, TaskAccount
-from adapters.solana.program import program_bytes
-from adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
-from adapters.wormhole import (
+from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.devnet import SolanaDevnet
+from fedrelay.adapters.solana.errors import AccountNotFound
+from fedrelay.adapters.solana.layout import SOLANA_CHAIN, TaskAccount
+from fedrelay.adapters.solana.program import program_bytes
+from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
+from fedrelay.adapters.wormhole import (
     Outcome,
     RoundSettled,
     Task,
@@ -78,12 +78,12 @@ from adapters.wormhole import (
     parse_vaa,
     sign_vaa,
 )
-from adapters.wormhole import testing as wormhole_testing
-from relayer.chains import FailureKind, TxState, TxStatus
-from relayer.config import parse_chains
-from relayer.service import StageRequest, build_process
-from relayer.settings import RelayerSettings
-from relayer.stage import stage_metrics
+from fedrelay.adapters.wormhole import testing as wormhole_testing
+from fedrelay.relayer.chains import FailureKind, TxState, TxStatus
+from fedrelay.relayer.config import parse_chains
+from fedrelay.relayer.service import StageRequest, build_process
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import stage_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -269,7 +269,7 @@ async def test_one_round_carries_every_payload_type_on_both_evm_routes(
 
 
 async def _vaa(sessions: async_sessionmaker[AsyncSession], digest: bytes) -> bytes:
-    from adapters.ledger.models import StoredVaa
+    from fedrelay.adapters.ledger.models import StoredVaa
 
     async with sessions() as session:
         row = await session.get(StoredVaa, digest)

@@ -29,16 +29,21 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
-from adapters.devnet.forge import Forge
-from adapters.devnet.process import free_port
-from adapters.devnet.services import Anvil, Kafka, Postgres
-from adapters.evm import HubTaskState, Signer, address_to_bytes32
-from adapters.evm.artifacts import CONTRACTS_DIR
-from adapters.evm.relay import EvmDestination, connect
-from adapters.evm.testing import COORDINATOR_CHAIN, WORKER_CHAIN, EvmDeployment, deploy_pair
-from adapters.kafka import KafkaBus
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import (
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.process import free_port
+from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
+from fedrelay.adapters.evm import HubTaskState, Signer, address_to_bytes32
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.evm.relay import EvmDestination, connect
+from fedrelay.adapters.evm.testing import (
+    COORDINATOR_CHAIN,
+    WORKER_CHAIN,
+    EvmDeployment,
+    deploy_pair,
+)
+from fedrelay.adapters.kafka import KafkaBus
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import (
     AttemptOutcome,
     DeadLetter,
     Delivery,
@@ -47,16 +52,16 @@ from adapters.ledger.models import (
     ObservationStatus,
     StoredVaa,
 )
-from adapters.ledger.models import Observation as ObservationRow
-from adapters.wormhole import Task, TaskAssigned, Vaa, VaaBody, sign_vaa
-from adapters.wormhole import testing as wormhole_testing
-from relayer.chains import SignedDelivery
-from relayer.config import parse_chains
-from relayer.deliver import Deliverer
-from relayer.messages import DeliveryRequest, SignedVaa, encode_message, message_key
-from relayer.service import RelayerProcess, StageRequest, build_process
-from relayer.settings import RelayerSettings
-from relayer.stage import stage_metrics
+from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.adapters.wormhole import Task, TaskAssigned, Vaa, VaaBody, sign_vaa
+from fedrelay.adapters.wormhole import testing as wormhole_testing
+from fedrelay.relayer.chains import SignedDelivery
+from fedrelay.relayer.config import parse_chains
+from fedrelay.relayer.deliver import Deliverer
+from fedrelay.relayer.messages import DeliveryRequest, SignedVaa, encode_message, message_key
+from fedrelay.relayer.service import RelayerProcess, StageRequest, build_process
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import stage_metrics
 
 pytestmark = pytest.mark.integration
 

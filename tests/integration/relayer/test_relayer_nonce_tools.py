@@ -22,20 +22,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_relayer_faults import task_assigned_vaa
 from typer.testing import CliRunner
 
-from adapters.devnet.forge import Forge
-from adapters.devnet.services import Anvil
-from adapters.evm import Signer, address_to_bytes32
-from adapters.evm.artifacts import CONTRACTS_DIR
-from adapters.evm.relay import EvmDestination, connect
-from adapters.evm.testing import WORKER_CHAIN, EvmDeployment, deploy_pair
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import AttemptOutcome, DeliveryAttempt, DeliveryStatus
-from adapters.wormhole import testing as wormhole_testing
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.evm import Signer, address_to_bytes32
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.evm.relay import EvmDestination, connect
+from fedrelay.adapters.evm.testing import WORKER_CHAIN, EvmDeployment, deploy_pair
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import AttemptOutcome, DeliveryAttempt, DeliveryStatus
+from fedrelay.adapters.wormhole import testing as wormhole_testing
 from fedrelay.commands.relayer import app
-from relayer.chains import SignedDelivery
-from relayer.deliver import Deliverer, DeliveryRetry
-from relayer.messages import DeliveryRequest
-from relayer.settings import RelayerSettings
+from fedrelay.relayer.chains import SignedDelivery
+from fedrelay.relayer.deliver import Deliverer, DeliveryRetry
+from fedrelay.relayer.messages import DeliveryRequest
+from fedrelay.relayer.settings import RelayerSettings
 
 pytestmark = pytest.mark.integration
 

@@ -25,9 +25,9 @@ from solders.transaction import VersionedTransaction
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kafka import MemoryBus
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import (
+from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import (
     AttemptOutcome,
     DeadLetter,
     Delivery,
@@ -35,16 +35,16 @@ from adapters.ledger.models import (
     DeliveryStatus,
     ObservationStatus,
 )
-from adapters.ledger.models import Observation as ObservationRow
-from adapters.solana import instructions as ix
-from adapters.solana.client import WorkerProgramClient
-from adapters.solana.devnet import SolanaDevnet
-from adapters.solana.layout import SOLANA_CHAIN
-from adapters.solana.layout import Instruction as Tag
-from adapters.solana.program import program_bytes
-from adapters.solana.relay import SolanaDestination, SolanaSource
-from adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, deploy, task_assigned
-from adapters.wormhole import (
+from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.devnet import SolanaDevnet
+from fedrelay.adapters.solana.layout import SOLANA_CHAIN
+from fedrelay.adapters.solana.layout import Instruction as Tag
+from fedrelay.adapters.solana.program import program_bytes
+from fedrelay.adapters.solana.relay import SolanaDestination, SolanaSource
+from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, deploy, task_assigned
+from fedrelay.adapters.wormhole import (
     GuardianSets,
     UpdateCommitted,
     WorkerRegistered,
@@ -52,17 +52,23 @@ from adapters.wormhole import (
     parse_vaa,
     verify_vaa,
 )
-from adapters.wormhole import testing as wormhole_testing
-from relayer.assemble import Assembler
-from relayer.attest import Attester
-from relayer.backoff import BackoffPolicy
-from relayer.chains import SignedDelivery
-from relayer.deliver import Deliverer
-from relayer.messages import DeliveryRequest, SignedVaa, decode_as, encode_message, message_key
-from relayer.routing import Router
-from relayer.stage import REASON_HEADER, RecordProcessor, StageRunner, stage_metrics
-from relayer.testing import read_topic
-from relayer.watch import Watcher
+from fedrelay.adapters.wormhole import testing as wormhole_testing
+from fedrelay.relayer.assemble import Assembler
+from fedrelay.relayer.attest import Attester
+from fedrelay.relayer.backoff import BackoffPolicy
+from fedrelay.relayer.chains import SignedDelivery
+from fedrelay.relayer.deliver import Deliverer
+from fedrelay.relayer.messages import (
+    DeliveryRequest,
+    SignedVaa,
+    decode_as,
+    encode_message,
+    message_key,
+)
+from fedrelay.relayer.routing import Router
+from fedrelay.relayer.stage import REASON_HEADER, RecordProcessor, StageRunner, stage_metrics
+from fedrelay.relayer.testing import read_topic
+from fedrelay.relayer.watch import Watcher
 
 pytestmark = pytest.mark.integration
 

@@ -12,17 +12,17 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.devnet.services import Kafka, Postgres
-from adapters.kafka import KafkaBus
-from adapters.kafka.bus import Record
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import StoredVaa
-from adapters.wormhole import GuardianSets, verify_vaa
-from adapters.wormhole.testing import guardian_set, guardian_signers
-from relayer.assemble import Assembler
-from relayer.backoff import BackoffPolicy
-from relayer.fetch import GuardianApi, VaaFetcher
-from relayer.messages import (
+from fedrelay.adapters.devnet.services import Kafka, Postgres
+from fedrelay.adapters.kafka import KafkaBus
+from fedrelay.adapters.kafka.bus import Record
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import StoredVaa
+from fedrelay.adapters.wormhole import GuardianSets, verify_vaa
+from fedrelay.adapters.wormhole.testing import guardian_set, guardian_signers
+from fedrelay.relayer.assemble import Assembler
+from fedrelay.relayer.backoff import BackoffPolicy
+from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
+from fedrelay.relayer.messages import (
     DeliveryRequest,
     GuardianSignatureMessage,
     Observation,
@@ -30,15 +30,15 @@ from relayer.messages import (
     decode_as,
     encode_message,
 )
-from relayer.routing import Router, delivery_topic
-from relayer.stage import (
+from fedrelay.relayer.routing import Router, delivery_topic
+from fedrelay.relayer.stage import (
     KafkaEndOffsets,
     RecordProcessor,
     StageResult,
     StageRunner,
     stage_metrics,
 )
-from relayer.testing import (
+from fedrelay.relayer.testing import (
     GuardianApiStub,
     read_topic,
     sample_observation,

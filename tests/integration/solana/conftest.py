@@ -6,9 +6,9 @@ import pytest
 from solana.rpc.async_api import AsyncClient
 from solders.pubkey import Pubkey
 
-from adapters.solana.client import WorkerProgramClient
-from adapters.solana.devnet import SolanaDevnet
-from adapters.solana.testing import Deployment, deploy
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.devnet import SolanaDevnet
+from fedrelay.adapters.solana.testing import Deployment, deploy
 
 
 @pytest.fixture

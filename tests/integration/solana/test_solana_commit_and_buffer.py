@@ -8,20 +8,20 @@ import pytest
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 
-from adapters.solana import instructions as ix
-from adapters.solana import pda
-from adapters.solana.client import PACKET_DATA_SIZE
-from adapters.solana.errors import TransactionFailed
-from adapters.solana.layout import ProgramError
-from adapters.solana.testing import (
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana import pda
+from fedrelay.adapters.solana.client import PACKET_DATA_SIZE
+from fedrelay.adapters.solana.errors import TransactionFailed
+from fedrelay.adapters.solana.layout import ProgramError
+from fedrelay.adapters.solana.testing import (
     COORDINATOR_CHAIN,
     COORDINATOR_EMITTER,
     LAMPORTS_PER_SOL,
     Deployment,
     task_assigned,
 )
-from adapters.wormhole import UpdateCommitted, decode_payload
-from adapters.wormhole import testing as wormhole_testing
+from fedrelay.adapters.wormhole import UpdateCommitted, decode_payload
+from fedrelay.adapters.wormhole import testing as wormhole_testing
 
 pytestmark = pytest.mark.integration
 

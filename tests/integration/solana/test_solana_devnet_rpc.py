@@ -16,10 +16,10 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
-from adapters.solana._base58 import b58encode
-from adapters.solana.devnet import SolanaDevnet
-from adapters.solana.layout import MESSAGE_KIND_BYTES
-from adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
+from fedrelay.adapters.solana._base58 import b58encode
+from fedrelay.adapters.solana.devnet import SolanaDevnet
+from fedrelay.adapters.solana.layout import MESSAGE_KIND_BYTES
+from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
 
 pytestmark = pytest.mark.integration
 

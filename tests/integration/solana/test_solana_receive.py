@@ -11,20 +11,20 @@ from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from adapters.solana import instructions as ix
-from adapters.solana import pda
-from adapters.solana.errors import TransactionFailed
-from adapters.solana.layout import LAMPORTS_PER_STAKE_UNIT, ProgramError
-from adapters.solana.testing import (
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana import pda
+from fedrelay.adapters.solana.errors import TransactionFailed
+from fedrelay.adapters.solana.layout import LAMPORTS_PER_STAKE_UNIT, ProgramError
+from fedrelay.adapters.solana.testing import (
     COORDINATOR_EMITTER,
     LAMPORTS_PER_SOL,
     Deployment,
     round_settled,
     task_assigned,
 )
-from adapters.wormhole import Outcome, Signature, Vaa, parse_vaa
-from adapters.wormhole import testing as wormhole_testing
-from adapters.wormhole.guardians import SECP256K1_N
+from fedrelay.adapters.wormhole import Outcome, Signature, Vaa, parse_vaa
+from fedrelay.adapters.wormhole import testing as wormhole_testing
+from fedrelay.adapters.wormhole.guardians import SECP256K1_N
 
 pytestmark = pytest.mark.integration
 

@@ -21,12 +21,12 @@ from solders.account import Account
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from adapters.solana import instructions as ix
-from adapters.solana import pda
-from adapters.solana.client import WorkerProgramClient
-from adapters.solana.devnet import SolanaDevnet
-from adapters.solana.errors import TransactionFailed
-from adapters.solana.layout import (
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana import pda
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.devnet import SolanaDevnet
+from fedrelay.adapters.solana.errors import TransactionFailed
+from fedrelay.adapters.solana.layout import (
     LAMPORTS_PER_STAKE_UNIT,
     SOLANA_CHAIN,
     WORKER_ACCOUNT_LEN,
@@ -34,8 +34,8 @@ from adapters.solana.layout import (
     ProgramError,
     WorkerAccount,
 )
-from adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, task_assigned
-from adapters.wormhole import keccak256
+from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, task_assigned
+from fedrelay.adapters.wormhole import keccak256
 
 pytestmark = pytest.mark.integration
 

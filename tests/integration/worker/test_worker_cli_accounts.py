@@ -23,9 +23,9 @@ from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
 from typer.testing import CliRunner, Result
 
-from adapters.devnet.forge import Forge
-from adapters.devnet.services import Anvil
-from adapters.evm import (
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.evm import (
     EvmChain,
     JobMarketContract,
     JobSpec,
@@ -37,10 +37,10 @@ from adapters.evm import (
     deploy_message_core,
     deploy_worker_hub,
 )
-from adapters.evm.artifacts import CONTRACTS_DIR
-from adapters.solana.devnet import SolanaDevnet, serve_devnet
-from adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
-from adapters.wormhole import (
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.solana.devnet import SolanaDevnet, serve_devnet
+from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
+from fedrelay.adapters.wormhole import (
     Outcome,
     Task,
     UpdateCommitted,
@@ -48,10 +48,10 @@ from adapters.wormhole import (
     WorkerRegistered,
     sign_vaa,
 )
-from adapters.wormhole.payloads import Payload
-from adapters.wormhole.testing import evm_address, guardian_signers
+from fedrelay.adapters.wormhole.payloads import Payload
+from fedrelay.adapters.wormhole.testing import evm_address, guardian_signers
 from fedrelay.cli import app
-from worker.sdk.solana import SolanaWorkerChain
+from fedrelay.worker.sdk.solana import SolanaWorkerChain
 
 pytestmark = pytest.mark.integration
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from adapters.devnet.forge import Forge
-from adapters.devnet.process import free_port
-from adapters.devnet.services import Anvil
-from adapters.evm import (
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.process import free_port
+from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.evm import (
     EvmChain,
     HubTaskState,
     JobSpec,
@@ -41,9 +41,9 @@ from adapters.evm import (
     deploy_worker_hub,
     link,
 )
-from adapters.evm.artifacts import CONTRACTS_DIR
-from adapters.evm.deploy import Link
-from adapters.wormhole import (
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.evm.deploy import Link
+from fedrelay.adapters.wormhole import (
     GuardianSigner,
     Outcome,
     RoundSettled,
@@ -55,11 +55,11 @@ from adapters.wormhole import (
     decode_payload,
     sign_vaa,
 )
-from adapters.wormhole.payloads import Payload
-from adapters.wormhole.testing import evm_address, guardian_signers
-from coordinator.auth import EvmSigner
-from coordinator.repository import Challenge
-from worker.sdk import (
+from fedrelay.adapters.wormhole.payloads import Payload
+from fedrelay.adapters.wormhole.testing import evm_address, guardian_signers
+from fedrelay.coordinator.auth import EvmSigner
+from fedrelay.coordinator.repository import Challenge
+from fedrelay.worker.sdk import (
     DigitsShards,
     JobConfig,
     RewardAccount,
@@ -68,12 +68,12 @@ from worker.sdk import (
     TaskStage,
     WorkerNode,
 )
-from worker.sdk import Outcome as SdkOutcome
-from worker.sdk.evm import EvmWorkerChain
-from worker.sdk.proofs import decode_proof
-from worker.sdk.testing import LocalCoordinator
-from worker.training import TrainingConfig, blob_hash, encode_blob, verify_proof
-from worker.training.torch_trainer import initial_model, mlp
+from fedrelay.worker.sdk import Outcome as SdkOutcome
+from fedrelay.worker.sdk.evm import EvmWorkerChain
+from fedrelay.worker.sdk.proofs import decode_proof
+from fedrelay.worker.sdk.testing import LocalCoordinator
+from fedrelay.worker.training import TrainingConfig, blob_hash, encode_blob, verify_proof
+from fedrelay.worker.training.torch_trainer import initial_model, mlp
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from solana.rpc.async_api import AsyncClient
 
-from adapters.solana.layout import SOLANA_CHAIN
-from adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
-from adapters.wormhole import (
+from fedrelay.adapters.solana.layout import SOLANA_CHAIN
+from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
+from fedrelay.adapters.wormhole import (
     Outcome,
     RoundSettled,
     Settlement,
@@ -25,15 +25,15 @@ from adapters.wormhole import (
     UpdateCommitted,
     decode_payload,
 )
-from coordinator.auth import SolanaSigner
-from coordinator.repository import Challenge
-from worker.sdk import DigitsShards, JobConfig, StateStore, TaskKey, TaskStage, WorkerNode
-from worker.sdk import Outcome as SdkOutcome
-from worker.sdk.proofs import decode_proof
-from worker.sdk.solana import SolanaWorkerChain
-from worker.sdk.testing import LocalCoordinator
-from worker.training import TrainingConfig, blob_hash, verify_proof
-from worker.training.torch_trainer import initial_model, mlp
+from fedrelay.coordinator.auth import SolanaSigner
+from fedrelay.coordinator.repository import Challenge
+from fedrelay.worker.sdk import DigitsShards, JobConfig, StateStore, TaskKey, TaskStage, WorkerNode
+from fedrelay.worker.sdk import Outcome as SdkOutcome
+from fedrelay.worker.sdk.proofs import decode_proof
+from fedrelay.worker.sdk.solana import SolanaWorkerChain
+from fedrelay.worker.sdk.testing import LocalCoordinator
+from fedrelay.worker.training import TrainingConfig, blob_hash, verify_proof
+from fedrelay.worker.training.torch_trainer import initial_model, mlp
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ import pytest
 from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
 
-from adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, task_assigned
-from adapters.wormhole import UpdateCommitted, WorkerRegistered, decode_payload
-from worker.sdk.errors import ChainRejected
-from worker.sdk.solana import SolanaWorkerChain
-from worker.sdk.tasks import TaskKey, UpdateCommitment
+from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, task_assigned
+from fedrelay.adapters.wormhole import UpdateCommitted, WorkerRegistered, decode_payload
+from fedrelay.worker.sdk.errors import ChainRejected
+from fedrelay.worker.sdk.solana import SolanaWorkerChain
+from fedrelay.worker.sdk.tasks import TaskKey, UpdateCommitment
 
 pytestmark = pytest.mark.integration
 

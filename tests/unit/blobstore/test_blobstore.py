@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.blobstore import (
+from fedrelay.adapters.blobstore import (
     BlobCorrupt,
     BlobHashMismatch,
     BlobNotFound,
@@ -18,7 +18,7 @@ from adapters.blobstore import (
     MemoryBlobStore,
     blob_name,
 )
-from adapters.wormhole import keccak256
+from fedrelay.adapters.wormhole import keccak256
 
 DATA = b"model weights \x00\x01\x02"
 

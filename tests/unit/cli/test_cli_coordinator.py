@@ -10,9 +10,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from adapters.ledger import create_engine, upgrade
-from adapters.ledger.coordinator_store import LedgerCoordinatorStore
-from coordinator.rounds import (
+from fedrelay.adapters.ledger import create_engine, upgrade
+from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
+from fedrelay.cli import app
+from fedrelay.commands.coordinator import ChainTarget, CoordinatorSettings, chain_target
+from fedrelay.coordinator.rounds import (
     AggregateProposed,
     Commitment,
     CommitmentReceived,
@@ -23,9 +25,7 @@ from coordinator.rounds import (
     apply_all,
     open_job,
 )
-from coordinator.store import RoundReport
-from fedrelay.cli import app
-from fedrelay.commands.coordinator import ChainTarget, CoordinatorSettings, chain_target
+from fedrelay.coordinator.store import RoundReport
 
 runner = CliRunner()
 A = WorkerRef(4, bytes(12) + b"\xa1" * 20)

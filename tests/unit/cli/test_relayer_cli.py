@@ -14,15 +14,15 @@ import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from typer.testing import CliRunner
 
-from adapters.devnet.process import free_port
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import DeadLetter, DeliveryStatus, SourceCursor
-from adapters.wormhole import decode_payload
-from adapters.wormhole.testing import guardian_signers, sample_round_settled
+from fedrelay.adapters.devnet.process import free_port
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import DeadLetter, DeliveryStatus, SourceCursor
+from fedrelay.adapters.wormhole import decode_payload
+from fedrelay.adapters.wormhole.testing import guardian_signers, sample_round_settled
 from fedrelay.cli import app
-from relayer.deliver import open_delivery
-from relayer.messages import DeliveryRequest, encode_message, message_label
-from relayer.testing import sample_observation, signed_vaa_bytes
+from fedrelay.relayer.deliver import open_delivery
+from fedrelay.relayer.messages import DeliveryRequest, encode_message, message_label
+from fedrelay.relayer.testing import sample_observation, signed_vaa_bytes
 
 runner = CliRunner()
 KEY = "0x" + "7a" * 32

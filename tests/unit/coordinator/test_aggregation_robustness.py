@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from coordinator.aggregation import Strategy, fedavg, median, multi_krum, trimmed_mean
-from worker.data import Dataset, digits, partition_iid, split_train_test
-from worker.training.simulation import (
+from fedrelay.coordinator.aggregation import Strategy, fedavg, median, multi_krum, trimmed_mean
+from fedrelay.worker.data import Dataset, digits, partition_iid, split_train_test
+from fedrelay.worker.training.simulation import (
     Attack,
     LocalTraining,
     SimulatedClient,
@@ -21,7 +21,7 @@ from worker.training.simulation import (
     sign_flip,
     simulate,
 )
-from worker.training.torch_trainer import initial_model, mlp
+from fedrelay.worker.training.torch_trainer import initial_model, mlp
 
 ROUNDS = 30
 CLIENTS = 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.aggregation import (
+from fedrelay.coordinator.aggregation import (
     AggregationError,
     ClientUpdate,
     NormClip,

@@ -13,13 +13,13 @@ import httpx
 import pytest
 from solders.keypair import Keypair
 
-from adapters.blobstore import FileBlobStore, blob_name
-from adapters.ledger import create_engine, upgrade
-from adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
-from coordinator.api import ApiSettings, create_app
-from coordinator.auth import EvmSigner, RequestSigner, SolanaSigner, sign_request
-from coordinator.repository import CoordinatorRepository, MemoryRepository, SecAggStage
-from coordinator.rounds import (
+from fedrelay.adapters.blobstore import FileBlobStore, blob_name
+from fedrelay.adapters.ledger import create_engine, upgrade
+from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
+from fedrelay.coordinator.api import ApiSettings, create_app
+from fedrelay.coordinator.auth import EvmSigner, RequestSigner, SolanaSigner, sign_request
+from fedrelay.coordinator.repository import CoordinatorRepository, MemoryRepository, SecAggStage
+from fedrelay.coordinator.rounds import (
     AssignmentConfirmed,
     Phase,
     RoundPolicy,

@@ -8,12 +8,12 @@ import httpx
 import pytest
 from solders.keypair import Keypair
 
-from adapters.blobstore import MemoryBlobStore, blob_name
-from coordinator.api import ApiSettings, create_app
-from coordinator.auth import EvmSigner, SolanaSigner
-from coordinator.client import CoordinatorClient, CoordinatorRequestError, DownloadMismatch
-from coordinator.repository import Challenge, MemoryRepository, SecAggStage
-from coordinator.rounds import Phase, RoundPolicy, TasksAssigned, apply, open_job
+from fedrelay.adapters.blobstore import MemoryBlobStore, blob_name
+from fedrelay.coordinator.api import ApiSettings, create_app
+from fedrelay.coordinator.auth import EvmSigner, SolanaSigner
+from fedrelay.coordinator.client import CoordinatorClient, CoordinatorRequestError, DownloadMismatch
+from fedrelay.coordinator.repository import Challenge, MemoryRepository, SecAggStage
+from fedrelay.coordinator.rounds import Phase, RoundPolicy, TasksAssigned, apply, open_job
 
 NOW = 1_800_000_000
 TOKEN = "client-test-token-0123"

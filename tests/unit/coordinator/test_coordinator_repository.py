@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.ledger import create_engine, upgrade
-from adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
-from coordinator.repository import (
+from fedrelay.adapters.ledger import create_engine, upgrade
+from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
+from fedrelay.coordinator.repository import (
     Challenge,
     ChallengeAnswer,
     Conflict,
@@ -19,7 +19,7 @@ from coordinator.repository import (
     SecAggMessage,
     SecAggStage,
 )
-from coordinator.rounds import (
+from fedrelay.coordinator.rounds import (
     AggregateProposed,
     Commitment,
     CommitmentReceived,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.wormhole import Outcome, Settlement, worker_id
-from coordinator.rounds import (
+from fedrelay.adapters.wormhole import Outcome, Settlement, worker_id
+from fedrelay.coordinator.rounds import (
     AggregateProposed,
     AssignmentConfirmed,
     ChallengeWindowOpen,

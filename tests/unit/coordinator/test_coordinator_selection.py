@@ -10,9 +10,9 @@ from collections import Counter
 
 import pytest
 
-from adapters.wormhole import Task, keccak256, worker_id
-from coordinator.rounds import WorkerRef
-from coordinator.selection import (
+from fedrelay.adapters.wormhole import Task, keccak256, worker_id
+from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.coordinator.selection import (
     Candidate,
     InvalidCandidates,
     NotEnoughWorkers,

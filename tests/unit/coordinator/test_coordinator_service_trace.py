@@ -7,15 +7,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import coordinator.service
-from adapters.blobstore import MemoryBlobStore
-from adapters.telemetry.tracing import round_span_context
-from coordinator.job_config import DataSpec, JobConfig, ModelSpec
-from coordinator.service import CoordinatorService
-from coordinator.store import MemoryCoordinatorStore
-from coordinator.testing import FakeClock, FakeJobMarket
-from coordinator.verification import JobWorkbench
-from worker.training import encode_blob
+import fedrelay.coordinator.service
+from fedrelay.adapters.blobstore import MemoryBlobStore
+from fedrelay.adapters.telemetry.tracing import round_span_context
+from fedrelay.coordinator.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.coordinator.service import CoordinatorService
+from fedrelay.coordinator.store import MemoryCoordinatorStore
+from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
+from fedrelay.coordinator.verification import JobWorkbench
+from fedrelay.worker.training import encode_blob
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def exporter(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(coordinator.service, "tracer", provider.get_tracer("test"))
+    monkeypatch.setattr(fedrelay.coordinator.service, "tracer", provider.get_tracer("test"))
     return exporter
 
 

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from coordinator.aggregation import ClientUpdate, ParameterLayout, Vector
-from coordinator.scoring import (
+from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, Vector
+from fedrelay.coordinator.scoring import (
     ScoringError,
     leave_one_out_scores,
     loss_reduction_scores,
     mix_with_samples,
     split_payout,
 )
-from worker.data import digits, partition_iid, split_train_test
-from worker.training.simulation import LocalTraining, SimulatedClient, client_updates
-from worker.training.torch_trainer import evaluate, initial_model, mlp
+from fedrelay.worker.data import digits, partition_iid, split_train_test
+from fedrelay.worker.training.simulation import LocalTraining, SimulatedClient, client_updates
+from fedrelay.worker.training.torch_trainer import evaluate, initial_model, mlp
 
 
 @pytest.fixture(autouse=True, scope="module")

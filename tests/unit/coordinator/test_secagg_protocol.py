@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.aggregation import (
+from fedrelay.coordinator.aggregation import (
     ClientUpdate,
     NormClip,
     SecureAggregationUnsupported,
@@ -17,7 +17,7 @@ from coordinator.aggregation import (
     fedavg,
     median,
 )
-from coordinator.secagg import (
+from fedrelay.coordinator.secagg import (
     FixedPoint,
     Participant,
     RecoveryFailed,
@@ -29,7 +29,7 @@ from coordinator.secagg import (
     shamir,
     unmask_sum,
 )
-from coordinator.secagg.fixedpoint import RingVector
+from fedrelay.coordinator.secagg.fixedpoint import RingVector
 
 
 def make_updates(count: int, size: int, seed: int = 0) -> list[ClientUpdate]:
@@ -205,7 +205,7 @@ def test_harary_graph_rejects_bad_degree() -> None:
 def test_mask_expansion_is_the_aes_ctr_keystream_of_the_seed() -> None:
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-    from coordinator.secagg import prg
+    from fedrelay.coordinator.secagg import prg
 
     seed = bytes(range(32))
     for length in (0, 1, 32_768, 40_001):

@@ -2,7 +2,8 @@
 
 A worker may train and build its transcript honestly, so every replay passes, and still upload
 and commit another update. The answer on the last segment opens the final checkpoint ``c_K``;
-:func:`coordinator.verification.check_final_checkpoint` ties the update to it. Tested on a real
+:func:`fedrelay.coordinator.verification.check_final_checkpoint` ties the update to it. Tested on a
+real
 training run, through the round's challenge sample, and end to end: the real coordinator
 service (on FakeJobMarket) against the worker SDK's :class:`TamperedUpdateWorker`.
 """
@@ -17,17 +18,17 @@ import httpx
 import numpy as np
 import pytest
 
-from adapters.blobstore import MemoryBlobStore
-from adapters.wormhole import Outcome, keccak256
-from coordinator.api import create_app
-from coordinator.auth import EvmSigner
-from coordinator.client import CoordinatorClient
-from coordinator.job_config import DataSpec, JobConfig, ModelSpec
-from coordinator.rounds import Assignment, Commitment, Phase, TaskStatus, WorkerRef
-from coordinator.service import CoordinatorService
-from coordinator.store import MemoryCoordinatorStore
-from coordinator.testing import FakeClock, FakeJobMarket, SimulatedWorker
-from coordinator.verification import (
+from fedrelay.adapters.blobstore import MemoryBlobStore
+from fedrelay.adapters.wormhole import Outcome, keccak256
+from fedrelay.coordinator.api import create_app
+from fedrelay.coordinator.auth import EvmSigner
+from fedrelay.coordinator.client import CoordinatorClient
+from fedrelay.coordinator.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.coordinator.rounds import Assignment, Commitment, Phase, TaskStatus, WorkerRef
+from fedrelay.coordinator.service import CoordinatorService
+from fedrelay.coordinator.store import MemoryCoordinatorStore
+from fedrelay.coordinator.testing import FakeClock, FakeJobMarket, SimulatedWorker
+from fedrelay.coordinator.verification import (
     JobWorkbench,
     UpdateRejection,
     challenge_sample,
@@ -35,7 +36,7 @@ from coordinator.verification import (
     decode_proof,
     encode_proof,
 )
-from worker.sdk import (
+from fedrelay.worker.sdk import (
     AssignedTask,
     ChainPoll,
     CommitReceipt,
@@ -46,9 +47,9 @@ from worker.sdk import (
     UpdateCommitment,
     WorkerNode,
 )
-from worker.sdk.progress import SilentProgress
-from worker.sdk.testing import TamperedUpdateWorker
-from worker.training import (
+from fedrelay.worker.sdk.progress import SilentProgress
+from fedrelay.worker.sdk.testing import TamperedUpdateWorker
+from fedrelay.worker.training import (
     MerkleProof,
     TrainingConfig,
     TrainingRun,
@@ -61,7 +62,7 @@ from worker.training import (
     model_of,
     train_with_transcript,
 )
-from worker.training.torch_trainer import TorchClassificationTrainer, mlp
+from fedrelay.worker.training.torch_trainer import TorchClassificationTrainer, mlp
 
 TOKEN = "admin-token-0123456789"
 REWARD = 1_000_000

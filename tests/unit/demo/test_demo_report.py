@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.solana._base58 import b58encode
-from adapters.solana.layout import Instruction
+from fedrelay.adapters.solana._base58 import b58encode
+from fedrelay.adapters.solana.layout import Instruction
 from fedrelay.demo import DemoResult, DemoSettings, WorkerOutcome, write_summary
 from fedrelay.demo_costs import (
     CostError,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.devnet import toolchain
-from adapters.devnet.process import ServiceStartError, wait_until
+from fedrelay.adapters.devnet import toolchain
+from fedrelay.adapters.devnet.process import ServiceStartError, wait_until
 
 
 def test_missing_tool_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

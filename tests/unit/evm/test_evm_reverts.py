@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from eth_abi.abi import encode
 
-from adapters.evm import (
+from fedrelay.adapters.evm import (
     AlreadyConsumed,
     ArtifactNotFound,
     ContractRevert,
@@ -18,8 +18,8 @@ from adapters.evm import (
     address_to_bytes32,
     load_artifact,
 )
-from adapters.evm.reverts import revert_data
-from adapters.wormhole import keccak256
+from fedrelay.adapters.evm.reverts import revert_data
+from fedrelay.adapters.wormhole import keccak256
 
 ABI = [
     {"type": "error", "name": "AlreadyConsumed", "inputs": [{"name": "d", "type": "bytes32"}]},

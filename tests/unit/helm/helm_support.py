@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from adapters.devnet.toolchain import REPO_ROOT, helm_binary
+from fedrelay.adapters.devnet.toolchain import REPO_ROOT, helm_binary
 
 CHART = REPO_ROOT / "helm" / "fedrelay"
 PRODUCTION_VALUES = CHART / "values-production.yaml"

@@ -11,9 +11,9 @@ import pytest
 from helm_support import CHART, PRODUCTION_VALUES, Rendered, render
 from prometheus_client import CollectorRegistry
 
-from adapters.devnet.toolchain import REPO_ROOT
-from coordinator.metrics import CoordinatorMetrics
-from relayer.stage import StageMetrics
+from fedrelay.adapters.devnet.toolchain import REPO_ROOT
+from fedrelay.coordinator.metrics import CoordinatorMetrics
+from fedrelay.relayer.stage import StageMetrics
 
 DASHBOARD = CHART / "dashboards" / "fedrelay.json"
 RUNBOOK = REPO_ROOT / "docs" / "operations.md"

@@ -8,7 +8,7 @@ import re
 import yaml
 from helm_support import CHART
 
-from adapters.devnet.toolchain import REPO_ROOT
+from fedrelay.adapters.devnet.toolchain import REPO_ROOT
 
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 DOCKERIGNORE = (REPO_ROOT / ".dockerignore").read_text().splitlines()

@@ -14,14 +14,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from typer.testing import CliRunner
 
-from adapters.ledger.database import (
+from fedrelay.adapters.ledger.database import (
     LedgerError,
     alembic_config,
     create_engine,
     current_revision,
     upgrade,
 )
-from adapters.ledger.models import Base, Delivery, Observation, StoredVaa
+from fedrelay.adapters.ledger.models import Base, Delivery, Observation, StoredVaa
 from fedrelay.cli import app
 
 EXPECTED_TABLES = {

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from relayer.backoff import BackoffPolicy
+from fedrelay.relayer.backoff import BackoffPolicy
 
 
 def test_ceiling_doubles_then_caps() -> None:

@@ -12,11 +12,11 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kafka import MemoryBus, Record
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import GuardianSignature, ObservationStatus, StoredVaa
-from adapters.ledger.models import Observation as ObservationRow
-from adapters.wormhole import (
+from fedrelay.adapters.kafka import MemoryBus, Record
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import GuardianSignature, ObservationStatus, StoredVaa
+from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.adapters.wormhole import (
     GuardianIndexOutOfRange,
     GuardianSets,
     SignerMismatch,
@@ -24,18 +24,18 @@ from adapters.wormhole import (
     parse_vaa,
     verify_vaa,
 )
-from adapters.wormhole.testing import guardian_set, guardian_signers
-from relayer.assemble import Assembler, ConflictingVaa, check_signature
-from relayer.backoff import BackoffPolicy
-from relayer.messages import (
+from fedrelay.adapters.wormhole.testing import guardian_set, guardian_signers
+from fedrelay.relayer.assemble import Assembler, ConflictingVaa, check_signature
+from fedrelay.relayer.backoff import BackoffPolicy
+from fedrelay.relayer.messages import (
     GuardianSignatureMessage,
     SignedVaa,
     decode_as,
     encode_message,
     message_key,
 )
-from relayer.stage import REASON_HEADER, StageResult, StageRunner, stage_metrics
-from relayer.testing import read_topic, sample_observation, signature_messages
+from fedrelay.relayer.stage import REASON_HEADER, StageResult, StageRunner, stage_metrics
+from fedrelay.relayer.testing import read_topic, sample_observation, signature_messages
 
 SIGNERS = guardian_signers(5)
 SETS = GuardianSets.of(guardian_set(5))  # quorum 4

@@ -12,13 +12,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from adapters.kafka import MemoryBus
-from adapters.kafka.bus import Record
-from adapters.ledger.database import create_engine, upgrade
-from adapters.wormhole import GuardianSets, MessageId, parse_vaa, recover_address, verify_vaa
-from adapters.wormhole.testing import guardian_set, guardian_signers, sample_task_assigned
-from relayer.assemble import Assembler
-from relayer.attest import (
+from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.kafka.bus import Record
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.wormhole import (
+    GuardianSets,
+    MessageId,
+    parse_vaa,
+    recover_address,
+    verify_vaa,
+)
+from fedrelay.adapters.wormhole.testing import guardian_set, guardian_signers, sample_task_assigned
+from fedrelay.relayer.assemble import Assembler
+from fedrelay.relayer.attest import (
     Attester,
     GuardianKeyError,
     MessageNotFinal,
@@ -27,8 +33,8 @@ from relayer.attest import (
     attest_stage,
     load_guardian_signer,
 )
-from relayer.chains import ChainPosition, EmittedMessage
-from relayer.messages import (
+from fedrelay.relayer.chains import ChainPosition, EmittedMessage
+from fedrelay.relayer.messages import (
     GuardianSignatureMessage,
     Observation,
     SignedVaa,
@@ -36,9 +42,9 @@ from relayer.messages import (
     encode_message,
     message_key,
 )
-from relayer.settings import RelayerSettings
-from relayer.stage import REASON_HEADER, StageRunner, stage_metrics
-from relayer.testing import read_topic, sample_observation
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
+from fedrelay.relayer.testing import read_topic, sample_observation
 
 SIGNERS = guardian_signers(3)
 GUARDIAN_SETS = GuardianSets.of(guardian_set(3))

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kafka import MemoryBus
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import (
+from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import (
     AttemptOutcome,
     DeadLetter,
     Delivery,
@@ -24,11 +24,11 @@ from adapters.ledger.models import (
     DeliveryStatus,
     SignerNonce,
 )
-from adapters.wormhole import keccak256, parse_vaa
-from adapters.wormhole.testing import guardian_signers
-from relayer.backoff import BackoffPolicy
-from relayer.chains import Failure, FailureKind, SignedDelivery, TxState, TxStatus
-from relayer.deliver import (
+from fedrelay.adapters.wormhole import keccak256, parse_vaa
+from fedrelay.adapters.wormhole.testing import guardian_signers
+from fedrelay.relayer.backoff import BackoffPolicy
+from fedrelay.relayer.chains import Failure, FailureKind, SignedDelivery, TxState, TxStatus
+from fedrelay.relayer.deliver import (
     Deliverer,
     DeliveryFailed,
     DeliveryRetry,
@@ -37,10 +37,10 @@ from relayer.deliver import (
     deliver_stage,
     reopen_delivery,
 )
-from relayer.messages import DeliveryRequest, encode_message, message_key
-from relayer.settings import RelayerSettings
-from relayer.stage import REASON_HEADER, StageRunner, stage_metrics
-from relayer.testing import read_topic, sample_observation, signed_vaa_bytes
+from fedrelay.relayer.messages import DeliveryRequest, encode_message, message_key
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
+from fedrelay.relayer.testing import read_topic, sample_observation, signed_vaa_bytes
 
 SIGNERS = guardian_signers(1)
 CHAIN = 4

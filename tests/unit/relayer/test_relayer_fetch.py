@@ -14,14 +14,14 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.devnet.process import free_port
-from adapters.kafka import MemoryBus
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import StoredVaa
-from adapters.wormhole import GuardianSets, NoQuorum
-from adapters.wormhole.testing import guardian_set, guardian_signers
-from relayer.backoff import BackoffPolicy
-from relayer.fetch import (
+from fedrelay.adapters.devnet.process import free_port
+from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import StoredVaa
+from fedrelay.adapters.wormhole import GuardianSets, NoQuorum
+from fedrelay.adapters.wormhole.testing import guardian_set, guardian_signers
+from fedrelay.relayer.backoff import BackoffPolicy
+from fedrelay.relayer.fetch import (
     FetchError,
     GuardianApi,
     GuardianApiUnavailable,
@@ -30,9 +30,9 @@ from relayer.fetch import (
     check_fetched,
     signed_vaa_path,
 )
-from relayer.messages import SignedVaa, decode_as, encode_message
-from relayer.stage import REASON_HEADER, StageRunner, stage_metrics
-from relayer.testing import (
+from fedrelay.relayer.messages import SignedVaa, decode_as, encode_message
+from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
+from fedrelay.relayer.testing import (
     GuardianApiStub,
     read_topic,
     sample_observation,

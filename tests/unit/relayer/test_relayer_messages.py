@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from adapters.wormhole.testing import guardian_signers
-from relayer.messages import (
+from fedrelay.adapters.wormhole.testing import guardian_signers
+from fedrelay.relayer.messages import (
     DeliveryRequest,
     GuardianSignatureMessage,
     MalformedMessage,
@@ -18,7 +18,7 @@ from relayer.messages import (
     encode_message,
     message_key,
 )
-from relayer.testing import sample_observation, signature_messages, signed_vaa_bytes
+from fedrelay.relayer.testing import sample_observation, signature_messages, signed_vaa_bytes
 
 SIGNERS = guardian_signers(3)
 

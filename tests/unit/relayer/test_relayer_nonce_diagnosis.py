@@ -1,10 +1,10 @@
-"""The nonce diagnosis and the unstick plan (pure logic of ``relayer.nonces``)."""
+"""The nonce diagnosis and the unstick plan (pure logic of ``fedrelay.relayer.nonces``)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from relayer.nonces import Action, NonceReport, OpenAttempt, diagnose, plan_unstick
+from fedrelay.relayer.nonces import Action, NonceReport, OpenAttempt, diagnose, plan_unstick
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kafka import MemoryBus
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import DeadLetter, Delivery, DeliveryStatus, SourceCursor
-from adapters.wormhole import decode_payload
-from adapters.wormhole.testing import guardian_signers, sample_round_settled
-from relayer.deliver import open_delivery
-from relayer.messages import DeliveryRequest, decode_as, encode_message, message_label
-from relayer.operations import (
+from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import DeadLetter, Delivery, DeliveryStatus, SourceCursor
+from fedrelay.adapters.wormhole import decode_payload
+from fedrelay.adapters.wormhole.testing import guardian_signers, sample_round_settled
+from fedrelay.relayer.deliver import open_delivery
+from fedrelay.relayer.messages import DeliveryRequest, decode_as, encode_message, message_label
+from fedrelay.relayer.operations import (
     OperationError,
     dead_letters,
     ledger_status,
@@ -26,8 +26,8 @@ from relayer.operations import (
     requeue_dead_letter,
     retry_message,
 )
-from relayer.settings import RelayerSettings
-from relayer.testing import read_topic, sample_observation, signed_vaa_bytes
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.testing import read_topic, sample_observation, signed_vaa_bytes
 
 SIGNERS = guardian_signers(3)
 SETTINGS = RelayerSettings()

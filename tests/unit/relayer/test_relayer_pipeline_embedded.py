@@ -9,20 +9,25 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from adapters.kafka import MemoryBus
-from adapters.ledger.database import create_engine, upgrade
-from adapters.wormhole.testing import (
+from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.wormhole.testing import (
     guardian_set,
     guardian_signers,
     sample_round_settled,
     sample_update_committed,
 )
-from relayer.fetch import GuardianApi, VaaFetcher
-from relayer.messages import DeliveryRequest, decode_as, encode_message, message_key
-from relayer.routing import Router
-from relayer.settings import RelayerSettings
-from relayer.stage import StageRunner, memory_end_offsets, stage_metrics
-from relayer.testing import GuardianApiStub, read_topic, sample_observation, signed_vaa_bytes
+from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
+from fedrelay.relayer.messages import DeliveryRequest, decode_as, encode_message, message_key
+from fedrelay.relayer.routing import Router
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import StageRunner, memory_end_offsets, stage_metrics
+from fedrelay.relayer.testing import (
+    GuardianApiStub,
+    read_topic,
+    sample_observation,
+    signed_vaa_bytes,
+)
 
 SIGNERS = guardian_signers(3)
 

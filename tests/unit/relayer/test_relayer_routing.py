@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.kafka import Record
-from adapters.wormhole.testing import (
+from fedrelay.adapters.kafka import Record
+from fedrelay.adapters.wormhole.testing import (
     guardian_signers,
     sample_round_settled,
     sample_task_assigned,
     sample_update_committed,
     sample_worker_registered,
 )
-from relayer.messages import (
+from fedrelay.relayer.messages import (
     DeliveryRequest,
     SignedVaa,
     decode_as,
     encode_message,
     message_key,
 )
-from relayer.routing import Router, UnroutableVaa, delivery_topic, route
-from relayer.testing import sample_observation, signed_vaa_bytes
+from fedrelay.relayer.routing import Router, UnroutableVaa, delivery_topic, route
+from fedrelay.relayer.testing import sample_observation, signed_vaa_bytes
 
 SIGNERS = guardian_signers(1)
 

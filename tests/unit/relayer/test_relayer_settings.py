@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from adapters.wormhole.testing import guardian_set
-from relayer.settings import RelayerSettings
+from fedrelay.adapters.wormhole.testing import guardian_set
+from fedrelay.relayer.settings import RelayerSettings
 
 
 def test_environment_configures_the_relayer(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,14 +19,14 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from adapters.kafka import BusError, MemoryBus, Partition, Record
-from adapters.kafka.bus import Headers
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import DeadLetter, SignerNonce
-from adapters.telemetry.tracing import inject_headers
-from relayer.backoff import BackoffPolicy
-from relayer.messages import MalformedMessage
-from relayer.stage import (
+from fedrelay.adapters.kafka import BusError, MemoryBus, Partition, Record
+from fedrelay.adapters.kafka.bus import Headers
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import DeadLetter, SignerNonce
+from fedrelay.adapters.telemetry.tracing import inject_headers
+from fedrelay.relayer.backoff import BackoffPolicy
+from fedrelay.relayer.messages import MalformedMessage
+from fedrelay.relayer.stage import (
     REASON_HEADER,
     SOURCE_HEADER,
     STAGE_HEADER,
@@ -39,7 +39,7 @@ from relayer.stage import (
     run_until_signalled,
     stage_metrics,
 )
-from relayer.testing import read_topic, wait_until
+from fedrelay.relayer.testing import read_topic, wait_until
 
 FAST = BackoffPolicy(base_s=0.01, cap_s=0.02, max_attempts=3)
 

@@ -16,17 +16,17 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kafka import MemoryBus
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import Observation as ObservationRow
-from adapters.ledger.models import ObservationStatus, SourceCursor
-from adapters.wormhole import MessageId
-from adapters.wormhole.testing import evm_address, sample_task_assigned
-from relayer.chains import ChainPosition, EmittedMessage
-from relayer.messages import Observation, decode_as, message_key
-from relayer.settings import RelayerSettings
-from relayer.testing import read_topic
-from relayer.watch import Watcher, watch_stage
+from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.adapters.ledger.models import ObservationStatus, SourceCursor
+from fedrelay.adapters.wormhole import MessageId
+from fedrelay.adapters.wormhole.testing import evm_address, sample_task_assigned
+from fedrelay.relayer.chains import ChainPosition, EmittedMessage
+from fedrelay.relayer.messages import Observation, decode_as, message_key
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.testing import read_topic
+from fedrelay.relayer.watch import Watcher, watch_stage
 
 EMITTER = evm_address("job market")
 OTHER_EMITTER = evm_address("worker hub")

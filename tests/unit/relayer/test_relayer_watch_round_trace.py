@@ -16,12 +16,12 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from adapters.kafka import MemoryBus
-from adapters.ledger.database import create_engine, upgrade
-from adapters.ledger.models import Observation as ObservationRow
-from adapters.telemetry.tracing import round_span_context
-from adapters.wormhole import MessageId, Payload
-from adapters.wormhole.testing import (
+from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.adapters.telemetry.tracing import round_span_context
+from fedrelay.adapters.wormhole import MessageId, Payload
+from fedrelay.adapters.wormhole.testing import (
     evm_address,
     filler,
     sample_round_settled,
@@ -29,10 +29,10 @@ from adapters.wormhole.testing import (
     sample_update_committed,
     sample_worker_registered,
 )
-from relayer.chains import ChainPosition, EmittedMessage
-from relayer.messages import Observation
-from relayer.testing import read_topic
-from relayer.watch import RoundOf, Watcher, round_of
+from fedrelay.relayer.chains import ChainPosition, EmittedMessage
+from fedrelay.relayer.messages import Observation
+from fedrelay.relayer.testing import read_topic
+from fedrelay.relayer.watch import RoundOf, Watcher, round_of
 
 COORDINATOR, SOLANA, EVM_WORKER = 2, 1, 4
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from solders.pubkey import Pubkey
 
-from adapters.solana import instructions as ix
-from adapters.solana import layout, pda
-from adapters.solana._base58 import b58decode, b58encode
-from adapters.solana.errors import AccountDecodeError, InstructionArgumentError
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana import layout, pda
+from fedrelay.adapters.solana._base58 import b58decode, b58encode
+from fedrelay.adapters.solana.errors import AccountDecodeError, InstructionArgumentError
 
 PROGRAM = Pubkey.new_unique()
 HEADER = Path(__file__).resolve().parents[3] / "programs" / "worker" / "include" / "worker.h"

@@ -11,9 +11,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry, Counter
 
-from adapters.devnet.process import free_port
-from adapters.telemetry.health import HealthServer, health_app
-from adapters.telemetry.tracing import (
+from fedrelay.adapters.devnet.process import free_port
+from fedrelay.adapters.telemetry.health import HealthServer, health_app
+from fedrelay.adapters.telemetry.tracing import (
     context_from_traceparent,
     extract_context,
     inject_headers,

@@ -7,7 +7,7 @@ import numpy.typing as npt
 import pytest
 from safetensors.numpy import load
 
-from worker.training import (
+from fedrelay.worker.training import (
     BlobError,
     MerkleProof,
     blob_name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.data import (
+from fedrelay.worker.data import (
     DataError,
     digits,
     partition_dirichlet,

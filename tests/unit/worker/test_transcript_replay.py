@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from worker.data import Dataset, digits, partition_iid
-from worker.training import (
+from fedrelay.worker.data import Dataset, digits, partition_iid
+from fedrelay.worker.training import (
     TrainingConfig,
     TrainingError,
     Transcript,
@@ -21,8 +21,8 @@ from worker.training import (
     train_with_transcript,
     verify_segment,
 )
-from worker.training.torch_trainer import TorchClassificationTrainer, initial_model, mlp
-from worker.training.trainer import STEP_KEY, model_of
+from fedrelay.worker.training.torch_trainer import TorchClassificationTrainer, initial_model, mlp
+from fedrelay.worker.training.trainer import STEP_KEY, model_of
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -20,10 +20,10 @@ import pytest
 import torch
 from solders.keypair import Keypair
 
-from coordinator.auth import EvmSigner
-from coordinator.repository import Challenge, SecAggStage
-from coordinator.secagg import unmask_sum
-from worker.data import (
+from fedrelay.coordinator.auth import EvmSigner
+from fedrelay.coordinator.repository import Challenge, SecAggStage
+from fedrelay.coordinator.secagg import unmask_sum
+from fedrelay.worker.data import (
     Dataset,
     Indices,
     digits,
@@ -31,7 +31,7 @@ from worker.data import (
     partition_k_classes,
     split_train_test,
 )
-from worker.sdk import (
+from fedrelay.worker.sdk import (
     CAPABILITY_CUDA,
     AssignedTask,
     ChainPoll,
@@ -59,9 +59,13 @@ from worker.sdk import (
     masking,
     parse_shard,
 )
-from worker.sdk.progress import SilentProgress
-from worker.sdk.testing import LocalCoordinator, TamperedTranscriptWorker, TamperedUpdateWorker
-from worker.training import (
+from fedrelay.worker.sdk.progress import SilentProgress
+from fedrelay.worker.sdk.testing import (
+    LocalCoordinator,
+    TamperedTranscriptWorker,
+    TamperedUpdateWorker,
+)
+from fedrelay.worker.training import (
     SegmentOpening,
     TrainingConfig,
     Transcript,
@@ -73,7 +77,7 @@ from worker.training import (
     verify_proof,
     verify_segment,
 )
-from worker.training.torch_trainer import TorchClassificationTrainer, initial_model, mlp
+from fedrelay.worker.training.torch_trainer import TorchClassificationTrainer, initial_model, mlp
 
 JOB = 5
 CHAIN = 4
@@ -508,7 +512,7 @@ def test_job_config_parsing() -> None:
 
 
 def test_job_config_written_by_the_coordinator_parses() -> None:
-    from coordinator.job_config import JobConfig as CoordinatorJobConfig
+    from fedrelay.coordinator.job_config import JobConfig as CoordinatorJobConfig
 
     written = CoordinatorJobConfig(**json.loads(CONFIG.to_bytes()))
     assert json.loads(written.to_bytes())["secagg_threshold"] is None

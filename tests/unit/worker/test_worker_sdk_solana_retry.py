@@ -14,13 +14,13 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from adapters.devnet.process import free_port
-from adapters.solana.client import Receipt
-from adapters.solana.errors import ConfirmationTimeout, TransactionFailed
-from adapters.solana.layout import ProgramError
-from worker.sdk.errors import ChainRejected, ChainUnavailable
-from worker.sdk.solana import SolanaWorkerChain, lost_race
-from worker.sdk.tasks import TaskKey, UpdateCommitment
+from fedrelay.adapters.devnet.process import free_port
+from fedrelay.adapters.solana.client import Receipt
+from fedrelay.adapters.solana.errors import ConfirmationTimeout, TransactionFailed
+from fedrelay.adapters.solana.layout import ProgramError
+from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
+from fedrelay.worker.sdk.solana import SolanaWorkerChain, lost_race
+from fedrelay.worker.sdk.tasks import TaskKey, UpdateCommitment
 
 KEY = TaskKey(3, 1)
 COMMITMENT = UpdateCommitment(KEY, b"\x01" * 32, b"\x02" * 32, 50, 7)

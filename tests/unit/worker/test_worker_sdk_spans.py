@@ -10,10 +10,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from adapters.telemetry.tracing import round_span_context
-from coordinator.auth import EvmSigner
-from coordinator.repository import Challenge
-from worker.sdk import (
+from fedrelay.adapters.telemetry.tracing import round_span_context
+from fedrelay.coordinator.auth import EvmSigner
+from fedrelay.coordinator.repository import Challenge
+from fedrelay.worker.sdk import (
     AssignedTask,
     ChainPoll,
     CommitReceipt,
@@ -25,10 +25,10 @@ from worker.sdk import (
     UpdateCommitment,
     WorkerNode,
 )
-from worker.sdk.progress import SilentProgress
-from worker.sdk.testing import LocalCoordinator
-from worker.training import TrainingConfig, keccak256
-from worker.training.torch_trainer import initial_model, mlp
+from fedrelay.worker.sdk.progress import SilentProgress
+from fedrelay.worker.sdk.testing import LocalCoordinator
+from fedrelay.worker.training import TrainingConfig, keccak256
+from fedrelay.worker.training.torch_trainer import initial_model, mlp
 
 JOB, ROUND, CHAIN, COORDINATOR_CHAIN = 11, 2, 4, 2
 CONFIG = JobConfig(TrainingConfig(seed=5, steps=4, checkpoint_every=2, batch_size=16))

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 from typer.testing import CliRunner
 
-from adapters.wormhole import VaaBody, sign_vaa
-from adapters.wormhole.testing import (
+from fedrelay.adapters.wormhole import VaaBody, sign_vaa
+from fedrelay.adapters.wormhole.testing import (
     guardian_set,
     guardian_signers,
     sample_update_committed,

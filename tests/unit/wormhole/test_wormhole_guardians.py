@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from adapters.wormhole import (
+from fedrelay.adapters.wormhole import (
     GuardianIndexOutOfRange,
     GuardianSet,
     GuardianSetExpired,
@@ -30,8 +30,8 @@ from adapters.wormhole import (
     sign_vaa,
     verify_vaa,
 )
-from adapters.wormhole.guardians import HALF_N, SECP256K1_N
-from adapters.wormhole.testing import (
+from fedrelay.adapters.wormhole.guardians import HALF_N, SECP256K1_N
+from fedrelay.adapters.wormhole.testing import (
     WORMHOLE_DEVNET_GUARDIAN_KEY,
     guardian_key,
     guardian_set,

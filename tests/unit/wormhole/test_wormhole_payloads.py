@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from adapters.wormhole import (
+from fedrelay.adapters.wormhole import (
     InvalidPayloadField,
     Outcome,
     PayloadSizeMismatch,
@@ -28,7 +28,7 @@ from adapters.wormhole import (
     task_id,
     worker_id,
 )
-from adapters.wormhole.testing import (
+from fedrelay.adapters.wormhole.testing import (
     evm_address,
     sample_round_settled,
     sample_task_assigned,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.wormhole import (
+from fedrelay.adapters.wormhole import (
     GuardianSet,
     Outcome,
     PayloadError,
@@ -25,7 +25,7 @@ from adapters.wormhole import (
     sign_vaa,
     verify_vaa,
 )
-from adapters.wormhole.testing import guardian_set, guardian_signers, sample_round_settled
+from fedrelay.adapters.wormhole.testing import guardian_set, guardian_signers, sample_round_settled
 
 NOW = 1_767_225_600
 SIGNERS = guardian_signers(19)

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from adapters.wormhole import (
+from fedrelay.adapters.wormhole import (
     MalformedVaa,
     MessageId,
     Signature,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from adapters.wormhole import (
+from fedrelay.adapters.wormhole import (
     ERRORS_BY_REASON,
     GuardianSet,
     GuardianSets,
@@ -22,7 +22,7 @@ from adapters.wormhole import (
     verify_vaa,
     worker_id,
 )
-from adapters.wormhole.vectors import build_payload_vectors, build_vaa_vectors
+from fedrelay.adapters.wormhole.vectors import build_payload_vectors, build_vaa_vectors
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"
 PAYLOADS = json.loads((VECTORS / "payloads.json").read_text())
