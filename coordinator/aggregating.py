@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedrelay.adapters.blobstore import BlobStore, BlobStoreError
-from fedrelay.adapters.wormhole import Outcome, keccak256
 from fedrelay.coordinator.aggregation import (
     AggregationError,
     ClientUpdate,
@@ -36,12 +35,9 @@ from fedrelay.coordinator.aggregation import (
     ServerState,
     Vector,
 )
-from fedrelay.coordinator.chain_events import ChainJob, WorkerResult
-from fedrelay.coordinator.job_config import JobConfig
 from fedrelay.coordinator.repository import Challenge
 from fedrelay.coordinator.rounds import RoundState, TaskStatus, UpdateRejected, WorkerRef, apply
 from fedrelay.coordinator.scoring import loss_reduction_scores, mix_with_samples, split_payout
-from fedrelay.coordinator.secagg import SecureAggregationError
 from fedrelay.coordinator.secure_sum import masked_inputs, reveal_senders, secagg_config, unmask
 from fedrelay.coordinator.store import CoordinatorStore, RoundReport
 from fedrelay.coordinator.verification import (
@@ -54,7 +50,11 @@ from fedrelay.coordinator.verification import (
     delta_of,
     read_update,
 )
-from fedrelay.worker.training import SegmentOpening, Verdict, decode_blob, encode_blob
+from fedrelay.ports.coordinator_chain import ChainJob, WorkerResult
+from fedrelay.protocol.job_config import JobConfig
+from fedrelay.protocol.secagg import SecureAggregationError
+from fedrelay.protocol.wormhole import Outcome, keccak256
+from fedrelay.training import SegmentOpening, Verdict, decode_blob, encode_blob
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The coordinator's HTTP API, called by the worker SDK (FastAPI; spec at ``/openapi.json``).
 
 Worker endpoints need a request signed with the worker's chain key
-(:mod:`fedrelay.coordinator.auth`);
+(:mod:`fedrelay.protocol.api.signing`);
 admin endpoints (``/v1/admin/...``) need ``Authorization: Bearer <token>``. Status endpoints take
 either. Every error answers ``{"error": kind, "detail": what was wrong}`` and changes nothing.
 
@@ -50,7 +50,17 @@ from fedrelay.adapters.blobstore import (
     InvalidBlobName,
     check_name,
 )
-from fedrelay.coordinator.api_schemas import (
+from fedrelay.coordinator.repository import (
+    Challenge,
+    ChallengeAnswer,
+    Conflict,
+    CoordinatorRepository,
+    NotFound,
+    SecAggMessage,
+    SecAggStage,
+)
+from fedrelay.coordinator.rounds import Phase, RoundError, RoundState, WorkerRef
+from fedrelay.protocol.api.schemas import (
     BlobRef,
     ChallengeAnswerBody,
     ChallengeRequest,
@@ -63,17 +73,7 @@ from fedrelay.coordinator.api_schemas import (
     b64decode,
     b64encode,
 )
-from fedrelay.coordinator.auth import AuthError, KeyScheme, RequestVerifier, UnregisteredWorker
-from fedrelay.coordinator.repository import (
-    Challenge,
-    ChallengeAnswer,
-    Conflict,
-    CoordinatorRepository,
-    NotFound,
-    SecAggMessage,
-    SecAggStage,
-)
-from fedrelay.coordinator.rounds import Phase, RoundError, RoundState, WorkerRef
+from fedrelay.protocol.api.signing import AuthError, KeyScheme, RequestVerifier, UnregisteredWorker
 
 # Job ids are u64 on chain; the embedded ledger (SQLite) holds signed 64-bit integers, and the
 # chain numbers jobs sequentially, so 2^63 is no limit in practice.

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
-from fedrelay.adapters.wormhole import keccak256
 from fedrelay.coordinator.rounds import RoundState, WorkerRef
+from fedrelay.protocol.wormhole import keccak256
 
 
 class RepositoryError(Exception):

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from fedrelay.adapters.wormhole import Outcome, Settlement, worker_id
+from fedrelay.protocol.wormhole import Outcome, Settlement, worker_id
 
 _U32 = 0xFFFF_FFFF
 _U64 = 0xFFFF_FFFF_FFFF_FFFF

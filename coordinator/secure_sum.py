@@ -1,6 +1,6 @@
 """Secure aggregation over the HTTP API: the bytes of each message and the coordinator's unmasking.
 
-Workers run :class:`~fedrelay.coordinator.secagg.Participant` and exchange its messages through the
+Workers run :class:`~fedrelay.protocol.secagg.Participant` and exchange its messages through the
 API's
 ``secagg`` endpoints; the coordinator only ever reads public keys, sealed shares (which it cannot
 open), masked inputs and reveals, and learns the sum. Client ids are worker ids in hex.
@@ -25,11 +25,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fedrelay.adapters.wormhole import keccak256
-from fedrelay.coordinator.job_config import JobConfig
 from fedrelay.coordinator.repository import CoordinatorRepository, SecAggStage
 from fedrelay.coordinator.rounds import WorkerRef
-from fedrelay.coordinator.secagg import (
+from fedrelay.protocol.job_config import JobConfig
+from fedrelay.protocol.secagg import (
     KeyAdvert,
     MaskedInput,
     SecAggConfig,
@@ -38,7 +37,8 @@ from fedrelay.coordinator.secagg import (
     UnmaskResponse,
     unmask_sum,
 )
-from fedrelay.worker.training import BlobError, decode_blob, encode_blob
+from fedrelay.protocol.wormhole import keccak256
+from fedrelay.training import BlobError, decode_blob, encode_blob
 
 
 def client_id(worker: WorkerRef) -> str:

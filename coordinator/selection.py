@@ -29,8 +29,8 @@ import struct
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from fedrelay.adapters.wormhole import Task, keccak256
 from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.protocol.wormhole import Task, keccak256
 
 SELECTION_VERSION = 1
 

@@ -33,21 +33,7 @@ from opentelemetry import trace
 from sqlalchemy.exc import SQLAlchemyError
 
 from fedrelay.adapters.blobstore import BlobNotFound, BlobStore, BlobStoreError
-from fedrelay.adapters.telemetry.tracing import round_attributes, round_context
-from fedrelay.adapters.wormhole import Task
 from fedrelay.coordinator.aggregating import JobContext, ModelUnavailable, RoundAggregation
-from fedrelay.coordinator.chain_events import (
-    ChainError,
-    ChainEvent,
-    ChainRoundPhase,
-    CoordinatorChain,
-    JobPosted,
-    RoundChallenged,
-    RoundSettled,
-    UpdateArrived,
-    WorkerJoined,
-)
-from fedrelay.coordinator.job_config import InvalidJobConfig, JobConfig
 from fedrelay.coordinator.metrics import CoordinatorMetrics, coordinator_metrics
 from fedrelay.coordinator.rounds import (
     AggregateProposed,
@@ -70,6 +56,20 @@ from fedrelay.coordinator.rounds import (
 from fedrelay.coordinator.selection import Candidate, NotEnoughWorkers, round_seed, select_workers
 from fedrelay.coordinator.store import CoordinatorStore, RoundReport
 from fedrelay.coordinator.verification import JobWorkbench
+from fedrelay.ports.coordinator_chain import (
+    ChainError,
+    ChainEvent,
+    ChainRoundPhase,
+    CoordinatorChain,
+    JobPosted,
+    RoundChallenged,
+    RoundSettled,
+    UpdateArrived,
+    WorkerJoined,
+)
+from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
+from fedrelay.protocol.tracing import round_attributes, round_context
+from fedrelay.protocol.wormhole import Task
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("fedrelay.coordinator")

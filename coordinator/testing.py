@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedrelay.adapters.blobstore import blob_name
-from fedrelay.adapters.wormhole import Task, keccak256, loss_to_fixed
 from fedrelay.coordinator.aggregation import ParameterLayout
-from fedrelay.coordinator.chain_events import (
+from fedrelay.coordinator.repository import SecAggStage
+from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.coordinator.secure_sum import encode_masked, encode_reveal
+from fedrelay.coordinator.verification import JobWorkbench, delta_of, encode_proof
+from fedrelay.ports.coordinator_chain import (
     BlockRef,
     ChainCommitment,
     ChainError,
@@ -35,14 +38,10 @@ from fedrelay.coordinator.chain_events import (
     WorkerJoined,
     WorkerResult,
 )
-from fedrelay.coordinator.client import CoordinatorClient
-from fedrelay.coordinator.job_config import JobConfig
-from fedrelay.coordinator.repository import SecAggStage
-from fedrelay.coordinator.rounds import WorkerRef
-from fedrelay.coordinator.secagg import Participant
-from fedrelay.coordinator.secure_sum import encode_masked, encode_reveal
-from fedrelay.coordinator.verification import JobWorkbench, delta_of, encode_proof
-from fedrelay.worker.training import (
+from fedrelay.protocol.job_config import JobConfig
+from fedrelay.protocol.secagg import Participant
+from fedrelay.protocol.wormhole import Task, keccak256, loss_to_fixed
+from fedrelay.training import (
     ModelTensors,
     TrainingRun,
     Transcript,
@@ -53,7 +52,8 @@ from fedrelay.worker.training import (
     open_segment,
     train_with_transcript,
 )
-from fedrelay.worker.training.torch_trainer import TorchClassificationTrainer, mlp
+from fedrelay.training.torch_trainer import TorchClassificationTrainer, mlp
+from fedrelay.worker.sdk.api_client import CoordinatorClient
 
 
 class FakeClock:

@@ -8,7 +8,7 @@
   checkpoint of the committed transcript (leaf ``K`` under the root, at the last step).
 - :class:`JobWorkbench` rebuilds a job's model, held-out set and data shards from its
   configuration, evaluates models and replays challenged segments with
-  :func:`fedrelay.worker.training.verify_segment`.
+  :func:`fedrelay.training.verify_segment`.
 - :func:`encode_proof` / :func:`decode_proof`: the bytes of a Merkle proof in a challenge answer
   (u32 index, u32 leaf count, u8 sibling count, then the 32-byte siblings bottom up), the same
   bytes as the worker SDK's ``fedrelay.worker.sdk.proofs``.
@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedrelay.adapters.wormhole import keccak256
 from fedrelay.coordinator.aggregation import ParameterLayout, Vector
-from fedrelay.coordinator.job_config import JobConfig
 from fedrelay.coordinator.rounds import Assignment
-from fedrelay.worker.training import (
+from fedrelay.protocol.job_config import JobConfig
+from fedrelay.protocol.wormhole import keccak256
+from fedrelay.training import (
     BlobError,
     MerkleProof,
     ModelTensors,
@@ -54,7 +54,7 @@ from fedrelay.worker.training import (
 if TYPE_CHECKING:
     from torch import nn
 
-    from fedrelay.worker.data import Dataset
+    from fedrelay.training.data import Dataset
 
 
 class UpdateRejection(Exception):
@@ -157,7 +157,7 @@ def check_final_checkpoint(
 
     The final checkpoint ``c_K`` (``K = config.segments``) must be leaf ``K`` of the ``K + 1``
     leaves under ``root``, stand at step ``config.steps``, and its model tensors
-    (:func:`~fedrelay.worker.training.model_of`: plain names, float32) must encode to exactly the
+    (:func:`~fedrelay.training.model_of`: plain names, float32) must encode to exactly the
     update's canonical bytes.
 
     Args:
@@ -226,12 +226,12 @@ class JobWorkbench:
 
     def initial_model(self) -> ModelTensors:
         """The seeded initial model of the job (what ``fedrelay job post`` uploads)."""
-        from fedrelay.worker.training.torch_trainer import initial_model
+        from fedrelay.training.torch_trainer import initial_model
 
         return initial_model(self._factory_fn(), self.config.model.init_seed)
 
     def _factory_fn(self) -> Callable[[], nn.Module]:
-        from fedrelay.worker.training.torch_trainer import mlp
+        from fedrelay.training.torch_trainer import mlp
 
         spec = self.config.model
         return lambda: mlp(spec.inputs, spec.hidden, spec.classes)
@@ -239,7 +239,7 @@ class JobWorkbench:
     @cached_property
     def _split(self) -> tuple[Dataset, Dataset]:
         # scikit-learn (the digits data) loads on first use, not with the coordinator.
-        from fedrelay.worker.data import digits, split_train_test
+        from fedrelay.training.data import digits, split_train_test
 
         data = self.config.data
         return split_train_test(digits(), data.test_fraction, data.seed)
@@ -251,7 +251,7 @@ class JobWorkbench:
 
     @cached_property
     def _shards(self) -> list[Dataset]:
-        from fedrelay.worker.data import partition_dirichlet, partition_iid, partition_k_classes
+        from fedrelay.training.data import partition_dirichlet, partition_iid, partition_k_classes
 
         data = self.config.data
         train = self._split[0]
@@ -287,7 +287,7 @@ class JobWorkbench:
 
     def evaluate(self, model: ModelTensors) -> tuple[float, float]:
         """``(loss, accuracy)`` of ``model`` on the held-out set."""
-        from fedrelay.worker.training.torch_trainer import evaluate
+        from fedrelay.training.torch_trainer import evaluate
 
         result = evaluate(self._factory_fn(), model, self.held_out)
         return result.loss, result.accuracy
@@ -313,7 +313,7 @@ class JobWorkbench:
         Returns:
             The verdict; a malformed answer is a rejection, not an error.
         """
-        from fedrelay.worker.training.torch_trainer import TorchClassificationTrainer
+        from fedrelay.training.torch_trainer import TorchClassificationTrainer
 
         commitment = assignment.commitment
         if commitment is None:

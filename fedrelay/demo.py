@@ -41,27 +41,29 @@ from fedrelay.adapters.devnet.network import Devnet, DevnetPorts, DevnetSettings
 from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.devnet.state import COORDINATOR, WORKER_EVM, WORKER_SOLANA, WorkerKey
 from fedrelay.adapters.evm import EvmChain, JobMarketContract, JobSpec, Signer, address_to_bytes32
+from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain
 from fedrelay.adapters.evm.hub import HubTaskState
+from fedrelay.adapters.evm.worker_chain import EvmWorkerChain
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import Delivery, StoredVaa
 from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
 from fedrelay.coordinator.api import create_app
-from fedrelay.coordinator.auth import EvmSigner, RequestSigner, SolanaSigner
-from fedrelay.coordinator.client import CoordinatorClient
-from fedrelay.coordinator.evm_chain import EvmCoordinatorChain
-from fedrelay.coordinator.job_config import JobConfig
 from fedrelay.coordinator.rounds import Phase, RoundState, TaskStatus, WorkerRef
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.store import RoundReport
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.demo_costs import CostError, DemoCosts, devnet_costs, markdown_lines
 from fedrelay.demo_plot import plot_accuracy
+from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner
+from fedrelay.protocol.job_config import JobConfig
 from fedrelay.relayer.config import load_chains
 from fedrelay.relayer.service import RelayerProcess, StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import stage_metrics
-from fedrelay.worker.data import Dataset
+from fedrelay.training import encode_blob
+from fedrelay.training.data import Dataset
 from fedrelay.worker.sdk import (
     StateStore,
     WorkerChain,
@@ -69,11 +71,9 @@ from fedrelay.worker.sdk import (
     load_evm_key,
     load_solana_keypair,
 )
-from fedrelay.worker.sdk.evm import EvmWorkerChain
-from fedrelay.worker.sdk.solana import SolanaWorkerChain
+from fedrelay.worker.sdk.api_client import CoordinatorClient
 from fedrelay.worker.sdk.tasks import TaskKey
 from fedrelay.worker.sdk.testing import TamperedTranscriptWorker, TamperedUpdateWorker
-from fedrelay.worker.training import encode_blob
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class DemoSettings:
         learning_rate: Local SGD step size.
         alpha: Dirichlet concentration of the non-IID split (smaller: more skewed).
         strategy: Aggregation strategy name (see
-        :class:`~fedrelay.coordinator.job_config.JobConfig`).
+        :class:`~fedrelay.protocol.job_config.JobConfig`).
         max_examples_per_shard: At most this many training examples per shard (None: all).
         challenge_window: JobMarket's challenge window in seconds.
         collect_seconds: Time the workers have from assignment to commitment.

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fedrelay.adapters.kafka.bus import Record
 from fedrelay.adapters.ledger.models import GuardianSignature, ObservationStatus, StoredVaa
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
-from fedrelay.adapters.telemetry.tracing import traceparent
-from fedrelay.adapters.wormhole import (
+from fedrelay.ports.bus import Record
+from fedrelay.protocol.tracing import traceparent
+from fedrelay.protocol.wormhole import (
     GuardianIndexOutOfRange,
     GuardianSet,
     GuardianSets,

@@ -11,21 +11,21 @@ Signatures are keyed like observations (by emitter), so every guardian's signatu
 lands on the same assemble partition, in emitter order.
 
 The guardian's key comes from a file or an environment variable (:func:`load_guardian_signer`)
-and never reaches a log: :class:`~fedrelay.adapters.wormhole.GuardianSigner` shows only its address.
+and never reaches a log: :class:`~fedrelay.protocol.wormhole.GuardianSigner` shows only its address.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedrelay.adapters.kafka.bus import Bus, Record
-from fedrelay.adapters.wormhole import GuardianSet, GuardianSigner, WormholeError
-from fedrelay.relayer.chains import SourceChain
+from fedrelay.ports.bus import Bus, Record
+from fedrelay.ports.relay import SourceChain
+from fedrelay.protocol import keys
+from fedrelay.protocol.wormhole import GuardianSet, GuardianSigner, WormholeError
 from fedrelay.relayer.messages import (
     GuardianSignatureMessage,
     Observation,
@@ -72,22 +72,13 @@ def load_guardian_signer(
     Raises:
         GuardianKeyError: Neither source holds a key, or it is not a valid secp256k1 key.
     """
-    if key_file is not None:
-        try:
-            text = key_file.read_text()
-        except OSError as exc:
-            raise GuardianKeyError(f"cannot read guardian key file {key_file}: {exc}") from None
-        where = f"key file {key_file}"
-    else:
-        found = (os.environ if environ is None else environ).get(variable)
-        if not found:
-            raise GuardianKeyError(f"no guardian key: give a key file or set {variable}")
-        text, where = found, f"${variable}"
-    text = text.strip().removeprefix("0x")
     try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raise GuardianKeyError(f"the guardian key in {where} is not hex") from None
+        text, where = keys.read_key_text(
+            key_file, what="guardian key", variable=variable, environ=environ
+        )
+        raw = keys.parse_guardian_key(text, where)
+    except keys.KeyFileError as exc:
+        raise GuardianKeyError(str(exc)) from None
     try:
         return GuardianSigner(raw)
     except WormholeError as exc:

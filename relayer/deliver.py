@@ -15,7 +15,7 @@ committed) and resumes the persisted attempt instead of signing anew, after chec
 flag; the destination refuses a consumed digest, so nothing is applied twice.
 
 Errors are classified by the chain adapter
-(:meth:`~fedrelay.relayer.chains.DestinationChain.classify`):
+(:meth:`~fedrelay.ports.relay.DestinationChain.classify`):
 
 - already consumed: success;
 - the endpoint is unavailable: not the message's fault, retried with backoff without limit
@@ -37,7 +37,6 @@ from typing import Any, TypeVar
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fedrelay.adapters.kafka.bus import Bus, Record
 from fedrelay.adapters.ledger.models import (
     AttemptOutcome,
     Delivery,
@@ -46,9 +45,10 @@ from fedrelay.adapters.ledger.models import (
     SignerNonce,
 )
 from fedrelay.adapters.ledger.models import StoredVaa as StoredVaaRow
-from fedrelay.adapters.telemetry.tracing import traceparent
+from fedrelay.ports.bus import Bus, Record
+from fedrelay.ports.relay import DestinationChain, Failure, FailureKind, SignedDelivery, TxState
+from fedrelay.protocol.tracing import traceparent
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.chains import DestinationChain, Failure, FailureKind, SignedDelivery, TxState
 from fedrelay.relayer.messages import DeliveryRequest, RelayerError, decode_as, message_label
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import RetryableError, StageResult, StageRunner, insert_once

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fedrelay.adapters.kafka.bus import Record
 from fedrelay.adapters.ledger.models import ObservationStatus
-from fedrelay.adapters.wormhole import (
+from fedrelay.ports.bus import Record
+from fedrelay.protocol.wormhole import (
     GuardianSets,
     MessageId,
     Vaa,

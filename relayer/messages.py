@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, TypeVar
 
-from fedrelay.adapters.wormhole import MessageId, Signature, Vaa, VaaBody, WormholeError, parse_vaa
+from fedrelay.protocol.wormhole import MessageId, Signature, Vaa, VaaBody, WormholeError, parse_vaa
 
 FORMAT_VERSION = 1
 

@@ -43,8 +43,8 @@ from fedrelay.adapters.ledger.models import (
     StoredVaa,
     utcnow,
 )
-from fedrelay.adapters.wormhole import MessageId
-from fedrelay.relayer.chains import SignedDelivery, TxState
+from fedrelay.ports.relay import SignedDelivery, TxState
+from fedrelay.protocol.wormhole import MessageId
 from fedrelay.relayer.messages import RelayerError, message_label
 
 _OPEN = (AttemptOutcome.PREPARED, AttemptOutcome.BROADCAST)

@@ -23,7 +23,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fedrelay.adapters.kafka.bus import Bus
 from fedrelay.adapters.ledger.models import (
     DeadLetter,
     Delivery,
@@ -33,7 +32,8 @@ from fedrelay.adapters.ledger.models import (
     utcnow,
 )
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
-from fedrelay.adapters.wormhole import MessageId
+from fedrelay.ports.bus import Bus
+from fedrelay.protocol.wormhole import MessageId
 from fedrelay.relayer.deliver import reopen_delivery
 from fedrelay.relayer.messages import (
     DeliveryRequest,

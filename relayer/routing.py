@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from fedrelay.adapters.kafka.bus import Record
-from fedrelay.adapters.wormhole import PayloadError, decode_payload
+from fedrelay.ports.bus import Record
+from fedrelay.protocol.wormhole import PayloadError, decode_payload
 from fedrelay.relayer.messages import (
     DeliveryRequest,
     RelayerError,

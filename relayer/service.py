@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,10 +45,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from fedrelay.adapters.kafka import Bus, KafkaBus, MemoryBus
 from fedrelay.adapters.ledger.database import create_engine
 from fedrelay.adapters.telemetry.health import HealthServer, ReadinessCheck
-from fedrelay.adapters.wormhole import GuardianSet, GuardianSets, GuardianSigner
+from fedrelay.ports.relay import DestinationChain, SourceChain
+from fedrelay.protocol import keys
+from fedrelay.protocol.wormhole import GuardianSet, GuardianSets, GuardianSigner
 from fedrelay.relayer.assemble import Assembler
 from fedrelay.relayer.attest import Attester, GuardianKeyError, load_guardian_signer
-from fedrelay.relayer.chains import DestinationChain, SourceChain
 from fedrelay.relayer.config import ChainConfig, ChainsConfig, ChainsFileError, load_chains
 from fedrelay.relayer.deliver import Deliverer
 from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
@@ -106,37 +105,20 @@ def read_signer_key(
     Raises:
         SignerKeyError: No key, or not a key of the chain's kind.
     """
-    if key_file is not None:
-        try:
-            content = key_file.read_text().strip()
-        except OSError as exc:
-            raise SignerKeyError(
-                f"cannot read signer key file {key_file}: {exc.strerror}"
-            ) from None
-        where = f"key file {key_file}"
-    else:
-        content = (os.environ if environ is None else environ).get(SIGNER_KEY_VARIABLE, "").strip()
-        if not content:
-            raise SignerKeyError(
-                f"no signer key for chain {chain.name!r}: give --signer-key-file or set "
-                f"{SIGNER_KEY_VARIABLE}"
-            )
-        where = f"${SIGNER_KEY_VARIABLE}"
-    if chain.kind == "solana":
-        try:
-            numbers = json.loads(content)
-            raw = bytes(numbers)
-        except (ValueError, TypeError):
-            raise SignerKeyError(
-                f"the signer key in {where} is not a Solana keypair (a JSON array of 64 numbers)"
-            ) from None
-        if len(raw) != 64:
-            raise SignerKeyError(f"the Solana keypair in {where} has {len(raw)} bytes, not 64")
-        return raw
-    digits = content.removeprefix("0x")
-    if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
-        raise SignerKeyError(f"the EVM signer key in {where} is not 0x + 64 hex digits")
-    return "0x" + digits
+    try:
+        content, where = keys.read_key_text(
+            key_file,
+            what="signer key",
+            owner=f" for chain {chain.name!r}",
+            variable=SIGNER_KEY_VARIABLE,
+            environ=environ,
+            option="--signer-key-file",
+        )
+        if chain.kind == "solana":
+            return keys.parse_solana_keypair(content, where)
+        return keys.parse_evm_key(content, where)
+    except keys.KeyFileError as exc:
+        raise SignerKeyError(str(exc)) from None
 
 
 # --- chains ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedrelay.adapters.ledger.database import DEFAULT_URL
-from fedrelay.adapters.wormhole import GuardianSet, GuardianSets, WormholeError, parse_address
+from fedrelay.protocol.wormhole import GuardianSet, GuardianSets, WormholeError, parse_address
 from fedrelay.relayer.backoff import BackoffPolicy
 
 

@@ -15,7 +15,7 @@ Failures are sorted by what they say about the record:
   record is tried again after a capped, jittered backoff; after the last attempt it goes to the
   dead-letter topic with the reason;
 - any other :class:`~fedrelay.relayer.messages.RelayerError` or
-  :class:`~fedrelay.adapters.wormhole.WormholeError` (the record itself is bad: malformed, a forged
+  :class:`~fedrelay.protocol.wormhole.WormholeError` (the record itself is bad: malformed, a forged
   signature): straight to the dead-letter topic, and the rest flows on;
 - anything else (the ledger or the broker is down): not the record's fault, so it is retried with
   backoff for as long as it takes, never dead-lettered.
@@ -52,10 +52,10 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fedrelay.adapters.kafka.bus import Bus, Consumer, Headers, Partition, Producer, Record
 from fedrelay.adapters.ledger.models import DeadLetter
-from fedrelay.adapters.telemetry.tracing import extract_context, inject_headers
-from fedrelay.adapters.wormhole import WormholeError
+from fedrelay.ports.bus import Bus, Consumer, Headers, Partition, Producer, Record
+from fedrelay.protocol.tracing import extract_context, inject_headers
+from fedrelay.protocol.wormhole import WormholeError
 from fedrelay.relayer.backoff import BackoffPolicy
 from fedrelay.relayer.messages import RelayerError
 

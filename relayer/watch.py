@@ -18,7 +18,7 @@ produces the records again (downstream stages are idempotent) instead of losing 
 Each record carries the trace context of the emitting transaction when the source knows it, so
 the observation joins that trace. When it does not (chains keep no trace context), a message of a
 round (TASK_ASSIGNED, UPDATE_COMMITTED, ROUND_SETTLED) joins the round's derived trace
-(:func:`~fedrelay.adapters.telemetry.tracing.round_context`); other messages start a trace of their
+(:func:`~fedrelay.protocol.tracing.round_context`); other messages start a trace of their
 own.
 The ledger row keeps the context the record was produced under.
 """
@@ -40,17 +40,18 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fedrelay.adapters.kafka.bus import Bus, Headers, Producer
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
 from fedrelay.adapters.ledger.models import ObservationStatus, SourceCursor, utcnow
-from fedrelay.adapters.telemetry.tracing import (
+from fedrelay.ports.bus import Bus, Headers, Producer
+from fedrelay.ports.relay import EmittedMessage, SourceChain
+from fedrelay.protocol.tracing import (
     context_from_traceparent,
     inject_headers,
     round_attributes,
     round_context,
     traceparent,
 )
-from fedrelay.adapters.wormhole import (
+from fedrelay.protocol.wormhole import (
     MessageId,
     PayloadError,
     RoundSettled,
@@ -59,7 +60,6 @@ from fedrelay.adapters.wormhole import (
     decode_payload,
 )
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.chains import EmittedMessage, SourceChain
 from fedrelay.relayer.messages import Observation, encode_message, message_key, message_label
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import StageMetrics, insert_once, stage_metrics

@@ -22,7 +22,7 @@ from fedrelay.adapters.blobstore.errors import (
     BlobTooLarge,
     InvalidBlobName,
 )
-from fedrelay.adapters.wormhole.hashing import keccak256
+from fedrelay.protocol.wormhole.hashing import keccak256
 
 DEFAULT_MAX_BLOB_BYTES = 256 * 1024 * 1024
 _NAME = re.compile(r"[0-9a-f]{64}")

@@ -18,7 +18,7 @@ from ``programs/build.py`` (cached by a stamp of its inputs).
 Every account is a fresh key in a 0600 file under ``keys/``, funded on its chains: the owner of
 the contracts and of the program, the aggregator and challenger of JobMarket, one relayer signer
 per destination chain, and the workers of :meth:`Devnet.fund_workers`. The guardians are the
-public test guardians of :mod:`fedrelay.adapters.wormhole.testing` (guardian 0 is Wormhole's own
+public test guardians of :mod:`fedrelay.adapters.devnet.guardians` (guardian 0 is Wormhole's own
 devnet
 guardian). None of these keys is for anything but a devnet.
 
@@ -44,8 +44,10 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.guardians import guardian_key, guardian_signers
 from fedrelay.adapters.devnet.process import port_open
 from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet, serve_devnet
 from fedrelay.adapters.devnet.state import (
     CHAINS_FILE,
     COORDINATOR,
@@ -80,10 +82,8 @@ from fedrelay.adapters.evm.hub import WorkerHubContract
 from fedrelay.adapters.evm.market import JobMarketContract
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana.client import WorkerProgramClient
-from fedrelay.adapters.solana.devnet import SolanaDevnet, serve_devnet
 from fedrelay.adapters.solana.program import build_program
-from fedrelay.adapters.wormhole.guardians import GuardianSigner
-from fedrelay.adapters.wormhole.testing import guardian_key, guardian_signers
+from fedrelay.protocol.wormhole.guardians import GuardianSigner
 
 COORDINATOR_EVM_CHAIN = 31337
 WORKER_EVM_CHAIN = 31338

@@ -25,7 +25,7 @@ from pathlib import Path
 from eth_account import Account
 from solders.keypair import Keypair
 
-from fedrelay.adapters.wormhole.guardians import SECP256K1_N
+from fedrelay.protocol.wormhole.guardians import SECP256K1_N
 
 DEVNET_FILE = "devnet.json"
 CHAINS_FILE = "chains.yaml"

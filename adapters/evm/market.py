@@ -13,7 +13,7 @@ from fedrelay.adapters.evm.artifacts import load_artifact
 from fedrelay.adapters.evm.chain import EvmChain, Signer
 from fedrelay.adapters.evm.errors import EvmError
 from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_events
-from fedrelay.adapters.wormhole import Outcome, Task
+from fedrelay.protocol.wormhole import Outcome, Task
 
 NATIVE = "0x0000000000000000000000000000000000000000"
 

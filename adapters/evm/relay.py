@@ -1,4 +1,4 @@
-"""fedrelay's EVM contracts as a relayer source and destination (``fedrelay.relayer.chains``
+"""fedrelay's EVM contracts as a relayer source and destination (``fedrelay.ports.relay``
 protocols).
 
 Source (:class:`EvmSource`): the messages a fedrelay contract (JobMarket on the coordinator chain,
@@ -47,8 +47,7 @@ from fedrelay.adapters.evm.artifacts import CONTRACT_NAMES, load_artifact
 from fedrelay.adapters.evm.core import address_to_bytes32
 from fedrelay.adapters.evm.errors import AlreadyConsumed, ContractRevert, EvmError
 from fedrelay.adapters.evm.reverts import RevertDecoder, revert_data
-from fedrelay.adapters.wormhole import MessageId, keccak256, parse_vaa
-from fedrelay.relayer.chains import (
+from fedrelay.ports.relay import (
     ChainPosition,
     EmittedMessage,
     Failure,
@@ -57,6 +56,7 @@ from fedrelay.relayer.chains import (
     TxState,
     TxStatus,
 )
+from fedrelay.protocol.wormhole import MessageId, keccak256, parse_vaa
 from fedrelay.relayer.messages import Observation
 
 BlockTag = Literal["latest", "safe", "finalized"]

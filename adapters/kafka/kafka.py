@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from fedrelay.adapters.kafka.bus import (
+from fedrelay.ports.bus import (
     BusError,
     Headers,
     IsolationLevel,

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from fedrelay.adapters.kafka.bus import (
+from fedrelay.ports.bus import (
     BusError,
     Headers,
     IsolationLevel,

@@ -42,7 +42,7 @@ from fedrelay.adapters.solana.layout import (
     WorkerAccount,
     is_consumed_record,
 )
-from fedrelay.adapters.wormhole import parse_vaa
+from fedrelay.protocol.wormhole import parse_vaa
 
 #: Solana's limit on a serialized transaction.
 PACKET_DATA_SIZE = 1232

@@ -18,7 +18,7 @@ from fedrelay.adapters.solana import pda
 from fedrelay.adapters.solana.errors import InstructionArgumentError
 from fedrelay.adapters.solana.layout import LAMPORTS_PER_STAKE_UNIT, MAX_BUFFER_LEN, MAX_GUARDIANS
 from fedrelay.adapters.solana.layout import Instruction as Tag
-from fedrelay.adapters.wormhole import RoundSettled, TaskAssigned, Vaa, decode_payload
+from fedrelay.protocol.wormhole import RoundSettled, TaskAssigned, Vaa, decode_payload
 
 _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF

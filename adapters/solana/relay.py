@@ -1,4 +1,4 @@
-"""The worker program as a relayer source and destination (``fedrelay.relayer.chains`` protocols).
+"""The worker program as a relayer source and destination (``fedrelay.ports.relay`` protocols).
 
 Source (:class:`SolanaSource`): the program writes each published message into the account
 ``["message", sequence]`` and never closes it, with sequences assigned densely by its config.
@@ -58,8 +58,7 @@ from fedrelay.adapters.solana.layout import (
     ProgramError,
     PublishedMessage,
 )
-from fedrelay.adapters.wormhole import MessageId, WormholeError, keccak256, parse_vaa
-from fedrelay.relayer.chains import (
+from fedrelay.ports.relay import (
     ChainPosition,
     EmittedMessage,
     Failure,
@@ -68,6 +67,7 @@ from fedrelay.relayer.chains import (
     TxState,
     TxStatus,
 )
+from fedrelay.protocol.wormhole import MessageId, WormholeError, keccak256, parse_vaa
 from fedrelay.relayer.messages import Observation
 
 

@@ -1,7 +1,7 @@
 """Test and benchmark support: deploy the worker program on a devnet and sign VAAs for it.
 
 Used by `tests/integration/solana` and `fedrelay bench solana`. Guardian keys are the public
-test keys of `fedrelay.adapters.wormhole.testing`; nothing here is for production.
+test keys of `fedrelay.adapters.devnet.guardians`; nothing here is for production.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
+from fedrelay.adapters.devnet.guardians import guardian_signers
+from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana.client import WorkerProgramClient
-from fedrelay.adapters.solana.devnet import SolanaDevnet
 from fedrelay.adapters.solana.layout import SOLANA_CHAIN
-from fedrelay.adapters.wormhole import (
+from fedrelay.protocol.wormhole import (
     GuardianSigner,
     Outcome,
     RoundSettled,
@@ -28,12 +29,12 @@ from fedrelay.adapters.wormhole import (
     keccak256,
     sign_vaa,
 )
-from fedrelay.adapters.wormhole import testing as wormhole_testing
-from fedrelay.adapters.wormhole.payloads import Payload
+from fedrelay.protocol.wormhole.payloads import Payload
+from fedrelay.protocol.wormhole.samples import evm_address, filler
 
 #: The coordinator chain's Wormhole id and the emitter the program trusts in tests.
 COORDINATOR_CHAIN = 2
-COORDINATOR_EMITTER = wormhole_testing.evm_address("coordinator")
+COORDINATOR_EMITTER = evm_address("coordinator")
 LAMPORTS_PER_SOL = 1_000_000_000
 
 
@@ -111,7 +112,7 @@ async def deploy(
     devnet.add_program(client.program_id, elf)
     admin = Keypair()
     await client.airdrop(admin.pubkey(), 1000 * LAMPORTS_PER_SOL)
-    guardians = wormhole_testing.guardian_signers(guardian_count)
+    guardians = guardian_signers(guardian_count)
     args = ix.InitializeArgs(
         peer_chain=COORDINATOR_CHAIN,
         peer_emitter=COORDINATOR_EMITTER,
@@ -141,8 +142,8 @@ def task_assigned(
         job_id=job_id,
         round=round_number,
         deadline=deadline,
-        model_hash=wormhole_testing.filler(f"model {job_id}/{round_number}"),
-        config_hash=wormhole_testing.filler("config"),
+        model_hash=filler(f"model {job_id}/{round_number}"),
+        config_hash=filler("config"),
         tasks=tuple(Task(key, shard=i) for i, key in enumerate(worker_keys)),
     )
 
@@ -160,6 +161,6 @@ def round_settled(
         target_address=bytes(program_id),
         job_id=job_id,
         round=round_number,
-        model_hash=wormhole_testing.filler(f"model {job_id}/{round_number + 1}"),
+        model_hash=filler(f"model {job_id}/{round_number + 1}"),
         settlements=tuple(Settlement(key, outcome, slash) for key, outcome, slash in outcomes),
     )

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from fedrelay.coordinator.aggregation import ClientUpdate, ServerState, fedavg
-from fedrelay.coordinator.secagg import FixedPoint, Participant, SecAggConfig, unmask_sum
+from fedrelay.protocol.secagg import FixedPoint, Participant, SecAggConfig, unmask_sum
 
 
 def _best_seconds(action: Callable[[], object], repeats: int) -> float:

@@ -32,15 +32,15 @@ import numpy as np
 import torch
 
 from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, ServerState, fedavg
-from fedrelay.worker.data import Dataset, digits, partition_k_classes, split_train_test
-from fedrelay.worker.training.simulation import LocalTraining
-from fedrelay.worker.training.torch_trainer import (
+from fedrelay.coordinator.simulation.fit import LocalTraining
+from fedrelay.training.data import Dataset, digits, partition_k_classes, split_train_test
+from fedrelay.training.torch_trainer import (
     TorchClassificationTrainer,
     evaluate,
     initial_model,
     mlp,
 )
-from fedrelay.worker.training.trainer import ModelTensors
+from fedrelay.training.trainer import ModelTensors
 
 FLOWER_SITE_ENV = "FEDRELAY_FLOWER_SITE"
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.guardians import guardian_signers
 from fedrelay.adapters.devnet.services import Anvil
 from fedrelay.adapters.evm import (
     EvmChain,
@@ -31,7 +32,7 @@ from fedrelay.adapters.evm import (
     link,
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
-from fedrelay.adapters.wormhole import (
+from fedrelay.protocol.wormhole import (
     GuardianSigner,
     Outcome,
     Task,
@@ -41,7 +42,6 @@ from fedrelay.adapters.wormhole import (
     WorkerRegistered,
     sign_vaa,
 )
-from fedrelay.adapters.wormhole.testing import guardian_signers
 
 COORDINATOR, WORKERS = 2, 4
 GUARDIANS, QUORUM = 19, 13

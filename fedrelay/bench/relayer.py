@@ -44,6 +44,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from fedrelay.adapters.devnet import guardians as wormhole_testing
 from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
 from fedrelay.adapters.evm import EvmChain, Signer, address_to_bytes32
@@ -57,7 +58,7 @@ from fedrelay.adapters.evm.testing import (
 )
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus, StoredVaa
-from fedrelay.adapters.wormhole import (
+from fedrelay.protocol.wormhole import (
     Task,
     TaskAssigned,
     VaaBody,
@@ -65,7 +66,6 @@ from fedrelay.adapters.wormhole import (
     parse_vaa,
     sign_vaa,
 )
-from fedrelay.adapters.wormhole import testing as wormhole_testing
 from fedrelay.relayer.config import parse_chains
 from fedrelay.relayer.service import StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import time
 
-from fedrelay.adapters.wormhole import GuardianSet, VaaBody, parse_vaa, sign_vaa, verify_vaa
-from fedrelay.adapters.wormhole.testing import guardian_set, guardian_signers, sample_task_assigned
+from fedrelay.adapters.devnet.guardians import guardian_set, guardian_signers
+from fedrelay.protocol.wormhole import GuardianSet, VaaBody, parse_vaa, sign_vaa, verify_vaa
+from fedrelay.protocol.wormhole.samples import sample_task_assigned
 
 MIN_SECONDS = 2.0
 

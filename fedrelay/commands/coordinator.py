@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,10 +31,11 @@ from rich.console import Console
 from rich.table import Table
 
 from fedrelay.adapters.ledger.database import DEFAULT_URL, LedgerError
+from fedrelay.protocol import keys
 
 if TYPE_CHECKING:
     from fedrelay.adapters.evm import ContractRevert, JobMarketContract
-    from fedrelay.coordinator.job_config import JobConfig
+    from fedrelay.protocol.job_config import JobConfig
 
 # The service, web3, FastAPI and torch load inside the commands, so that `fedrelay --help` and
 # the other commands start quickly.
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Run the coordinator service.", no_args_is_help=True)
 job_app = typer.Typer(help="Post training jobs and follow them.", no_args_is_help=True)
 log = logging.getLogger("fedrelay.coordinator")
-_EVM_KEY = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _NATIVE = "0x" + "00" * 20
 _ERC20_APPROVE = [
     {
@@ -130,20 +129,13 @@ def read_evm_key(key_file: Path | None, variable: str = "FEDRELAY_SIGNER_KEY") -
         typer.Exit: Neither is set, the file is unreadable, or the key is malformed (the error
             never shows the key).
     """
-    if key_file is not None:
-        try:
-            key = key_file.read_text().strip()
-        except OSError as exc:
-            raise _fail(f"cannot read key file {key_file}: {exc.strerror}") from None
-        where = f"key file {key_file}"
-    else:
-        key = os.environ.get(variable, "").strip()
-        where = variable
-        if not key:
-            raise _fail(f"no key: pass --signer-key-file or set {variable}")
-    if not _EVM_KEY.match(key):
-        raise _fail(f"{where} does not hold an EVM key (0x followed by 64 hex digits)")
-    return key
+    try:
+        text, where = keys.read_key_text(
+            key_file, what="key", variable=variable, option="--signer-key-file"
+        )
+        return keys.parse_evm_key(text, where)
+    except keys.KeyFileError as exc:
+        raise _fail(str(exc)) from None
 
 
 # --- coordinator run -------------------------------------------------------------------------
@@ -155,11 +147,11 @@ async def _serve(settings: CoordinatorSettings, target: ChainTarget, key: str) -
 
     from fedrelay.adapters.blobstore import FileBlobStore
     from fedrelay.adapters.evm import EvmChain, JobMarketContract, Signer
+    from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain
     from fedrelay.adapters.ledger import create_engine
     from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
     from fedrelay.adapters.telemetry.health import HealthServer
     from fedrelay.coordinator.api import ApiSettings, create_app
-    from fedrelay.coordinator.evm_chain import EvmCoordinatorChain
     from fedrelay.coordinator.service import CoordinatorService
 
     class EmbeddedServer(uvicorn.Server):
@@ -271,7 +263,7 @@ def run_command(
 
 
 def _load_config(path: Path | None) -> JobConfig:
-    from fedrelay.coordinator.job_config import InvalidJobConfig, JobConfig
+    from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
 
     if path is None:
         return JobConfig()
@@ -285,7 +277,7 @@ def _load_config(path: Path | None) -> JobConfig:
 
 def _model_blob(path: Path | None, config: JobConfig) -> bytes:
     from fedrelay.coordinator.verification import JobWorkbench
-    from fedrelay.worker.training import BlobError, decode_blob, encode_blob
+    from fedrelay.training import BlobError, decode_blob, encode_blob
 
     if path is None:
         return encode_blob(JobWorkbench(config).initial_model())
@@ -639,7 +631,7 @@ def model_command(
 
     from fedrelay.adapters.blobstore import BlobStoreError, FileBlobStore, blob_name
     from fedrelay.adapters.evm import EvmError
-    from fedrelay.worker.training import BlobError, decode_blob
+    from fedrelay.training import BlobError, decode_blob
 
     if not out.parent.is_dir():
         raise _fail(f"cannot write {out}: {out.parent} is not a directory")

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from fedrelay.adapters.kafka import KafkaBus
 from fedrelay.adapters.ledger.database import LedgerError, create_engine, upgrade
 from fedrelay.adapters.telemetry.tracing import configure_tracing
-from fedrelay.adapters.wormhole import WormholeError
+from fedrelay.protocol.wormhole import WormholeError
 from fedrelay.relayer import operations
 from fedrelay.relayer.config import ChainConfig, ChainsConfig
 from fedrelay.relayer.messages import RelayerError

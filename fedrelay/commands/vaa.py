@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fedrelay.adapters.wormhole import (
+from fedrelay.protocol.wormhole import (
     GuardianSet,
     WormholeError,
     parse_address,

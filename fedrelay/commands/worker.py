@@ -26,7 +26,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from fedrelay.coordinator.auth import RequestSigner
+    from fedrelay.protocol.api.signing import RequestSigner
     from fedrelay.worker.sdk import StakeStatus, WorkerChain
 
 app = typer.Typer(
@@ -119,10 +119,10 @@ async def _connected(
     from solana.rpc.async_api import AsyncClient
     from solders.pubkey import Pubkey
 
-    from fedrelay.coordinator.auth import EvmSigner, SolanaSigner
+    from fedrelay.adapters.evm.worker_chain import EVM_WORKER_CHAIN, EvmWorkerChain
+    from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
+    from fedrelay.protocol.api.signing import EvmSigner, SolanaSigner
     from fedrelay.worker.sdk import load_evm_key, load_solana_keypair
-    from fedrelay.worker.sdk.evm import EVM_WORKER_CHAIN, EvmWorkerChain
-    from fedrelay.worker.sdk.solana import SolanaWorkerChain
 
     if kind is ChainKind.EVM:
         if hub_address is None:
@@ -240,9 +240,9 @@ async def _run(
     coordinator_chain: int,
 ) -> None:
     # Imported here so that `fedrelay --help` does not load torch.
-    from fedrelay.coordinator.client import CoordinatorClient
+    from fedrelay.training.torch_trainer import default_device
     from fedrelay.worker.sdk import RichProgress, StateStore, WorkerNode, parse_shard
-    from fedrelay.worker.training.torch_trainer import default_device
+    from fedrelay.worker.sdk.api_client import CoordinatorClient
 
     shards = parse_shard(data_shard)
     device = default_device() if device_choice is DeviceChoice.AUTO else device_choice.value

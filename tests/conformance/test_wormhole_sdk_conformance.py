@@ -15,9 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from fedrelay.adapters.devnet import toolchain
-from fedrelay.adapters.wormhole import Vaa, VaaBody, parse_vaa, sign_vaa, verify_vaa
-from fedrelay.adapters.wormhole.testing import (
+from support.wormhole import (
     guardian_key,
     guardian_set,
     guardian_signers,
@@ -26,6 +24,9 @@ from fedrelay.adapters.wormhole.testing import (
     sample_update_committed,
     sample_worker_registered,
 )
+
+from fedrelay.adapters.devnet import toolchain
+from fedrelay.protocol.wormhole import Vaa, VaaBody, parse_vaa, sign_vaa, verify_vaa
 
 BRIDGE = Path(__file__).resolve().parent / "wormhole_sdk.mjs"
 COUNT = 250

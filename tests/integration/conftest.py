@@ -11,8 +11,8 @@ import pytest
 from solana.rpc.async_api import AsyncClient
 from solders.pubkey import Pubkey
 
+from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet, serve_devnet
 from fedrelay.adapters.solana.client import WorkerProgramClient
-from fedrelay.adapters.solana.devnet import SolanaDevnet, serve_devnet
 from fedrelay.adapters.solana.program import program_bytes
 from fedrelay.adapters.solana.testing import Deployment, deploy
 

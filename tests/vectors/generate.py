@@ -1,4 +1,4 @@
-"""Rewrite the shared JSON vectors of this folder from ``fedrelay.adapters.wormhole.vectors``.
+"""Rewrite the shared JSON vectors of this folder from ``support.vectors``.
 
 Usage: ``.venv/bin/python tests/vectors/generate.py`` (from the repository root). Only needed when
 the protocol or the vector set changes; a unit test fails while the files are stale.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fedrelay.adapters.wormhole.vectors import build_payload_vectors, build_vaa_vectors
+from support.vectors import build_payload_vectors, build_vaa_vectors
 
 HERE = Path(__file__).resolve().parent
 

@@ -9,15 +9,17 @@
         await node.run()  # until node.request_stop()
 
 Public surface: :class:`WorkerNode`, the :class:`WorkerChain` protocol and its backends
-(:class:`EvmWorkerChain` in :mod:`fedrelay.worker.sdk.evm`, :class:`SolanaWorkerChain` in
-:mod:`fedrelay.worker.sdk.solana`), :class:`RewardAccount` (rewards on the coordinator chain), shard
+(:class:`EvmWorkerChain` in :mod:`fedrelay.adapters.evm.worker_chain`, :class:`SolanaWorkerChain` in
+:mod:`fedrelay.adapters.solana.worker_chain`), :class:`RewardAccount` (rewards on the coordinator
+chain), shard
 sources, the state store, progress reporters, key loading and the errors.
 :mod:`fedrelay.worker.sdk.testing` holds dishonest workers and an in-process coordinator for demos
 and
 tests only.
 """
 
-from fedrelay.worker.sdk.chain import CAPABILITY_CPU_REPLAY, CAPABILITY_CUDA, WorkerChain
+from fedrelay.adapters.evm.rewards import RewardAccount
+from fedrelay.ports.worker_chain import CAPABILITY_CPU_REPLAY, CAPABILITY_CUDA, WorkerChain
 from fedrelay.worker.sdk.config import JobConfig
 from fedrelay.worker.sdk.errors import (
     ChainRejected,
@@ -33,7 +35,6 @@ from fedrelay.worker.sdk.keys import load_evm_key, load_solana_keypair
 from fedrelay.worker.sdk.node import StepReport, StopRequested, TrainedUpdate, WorkerNode
 from fedrelay.worker.sdk.progress import ProgressReporter, RichProgress, SilentProgress
 from fedrelay.worker.sdk.proofs import decode_proof, encode_proof
-from fedrelay.worker.sdk.rewards import RewardAccount
 from fedrelay.worker.sdk.shards import DigitsShards, FixedShard, ShardSource, parse_shard
 from fedrelay.worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
 from fedrelay.worker.sdk.tasks import (

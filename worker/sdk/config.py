@@ -1,6 +1,6 @@
 """The job's configuration blob as the worker reads it.
 
-The blob is canonical JSON (sorted keys): the :class:`~fedrelay.worker.training.TrainingConfig`
+The blob is canonical JSON (sorted keys): the :class:`~fedrelay.training.TrainingConfig`
 fields,
 plus, for jobs under secure aggregation, ``"secure_aggregation": true`` and
 ``"secagg_threshold": t`` (shares needed to recover a dropped worker's masks). Keys the worker
@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fedrelay.training import TrainingConfig, TrainingError
 from fedrelay.worker.sdk.errors import JobConfigError
-from fedrelay.worker.training import TrainingConfig, TrainingError
 
 _TRAINING_FIELDS = {f.name for f in fields(TrainingConfig)}
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from fedrelay.protocol import keys
+
 
 class WorkerError(Exception):
     """Base of the worker SDK's errors."""
 
 
-class KeyFileError(WorkerError):
+class KeyFileError(WorkerError, keys.KeyFileError):
     """The worker's key file is missing, unreadable or not a key of the chosen chain."""
 
 

@@ -22,16 +22,16 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from fedrelay.coordinator.secagg import (
+from fedrelay.protocol.secagg import (
     KeyAdvert,
     MaskedInput,
     SealedShares,
     SecAggConfig,
     UnmaskResponse,
 )
+from fedrelay.training import decode_blob, encode_blob, keccak256
 from fedrelay.worker.sdk.errors import SecureAggregationFailed
 from fedrelay.worker.sdk.tasks import TaskKey
-from fedrelay.worker.training import decode_blob, encode_blob, keccak256
 
 
 def round_id(key: TaskKey) -> bytes:

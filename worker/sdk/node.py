@@ -25,15 +25,32 @@ import numpy as np
 from httpx import HTTPError
 from opentelemetry import trace
 
-from fedrelay.adapters.telemetry.tracing import round_attributes, round_context
-from fedrelay.adapters.wormhole import loss_to_fixed, worker_id
-from fedrelay.coordinator.api_schemas import RoundView
-from fedrelay.coordinator.client import CoordinatorClient, CoordinatorRequestError, DownloadMismatch
 from fedrelay.coordinator.repository import SecAggStage
-from fedrelay.coordinator.secagg import Participant, SecureAggregationError
-from fedrelay.worker.data import Dataset
+from fedrelay.ports.worker_chain import CAPABILITY_CPU_REPLAY, CAPABILITY_CUDA, WorkerChain
+from fedrelay.protocol.api.schemas import RoundView
+from fedrelay.protocol.secagg import Participant, SecureAggregationError
+from fedrelay.protocol.tracing import round_attributes, round_context
+from fedrelay.protocol.wormhole import loss_to_fixed, worker_id
+from fedrelay.training import (
+    BlobError,
+    ModelTensors,
+    TrainingConfig,
+    Transcript,
+    TranscriptBuilder,
+    blob_hash,
+    decode_blob,
+    encode_blob,
+    model_of,
+    open_segment,
+)
+from fedrelay.training.data import Dataset
+from fedrelay.training.torch_trainer import ModelFactory, TorchClassificationTrainer, mlp
 from fedrelay.worker.sdk import masking
-from fedrelay.worker.sdk.chain import CAPABILITY_CPU_REPLAY, CAPABILITY_CUDA, WorkerChain
+from fedrelay.worker.sdk.api_client import (
+    CoordinatorClient,
+    CoordinatorRequestError,
+    DownloadMismatch,
+)
 from fedrelay.worker.sdk.config import JobConfig
 from fedrelay.worker.sdk.errors import (
     ChainRejected,
@@ -46,19 +63,6 @@ from fedrelay.worker.sdk.proofs import encode_proof
 from fedrelay.worker.sdk.shards import ShardSource
 from fedrelay.worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
 from fedrelay.worker.sdk.tasks import StakeStatus, TaskKey, UpdateCommitment
-from fedrelay.worker.training import (
-    BlobError,
-    ModelTensors,
-    TrainingConfig,
-    Transcript,
-    TranscriptBuilder,
-    blob_hash,
-    decode_blob,
-    encode_blob,
-    model_of,
-    open_segment,
-)
-from fedrelay.worker.training.torch_trainer import ModelFactory, TorchClassificationTrainer, mlp
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("fedrelay.worker")
@@ -146,7 +150,7 @@ class WorkerNode:
             clock: Unix seconds now (deadlines are checked against it).
             poll_interval: Seconds between passes of :meth:`run` and between looks at peers.
             coordinator_chain: The coordinator chain's Wormhole id; the node's spans join the
-                round's trace derived from it (see ``fedrelay.adapters.telemetry.tracing``).
+                round's trace derived from it (see ``fedrelay.protocol.tracing``).
         """
         self.chain = chain
         self.api = api

@@ -2,14 +2,14 @@
 
 ``u32 index || u32 leaf_count || u8 sibling count || siblings (32 bytes each)``, big-endian like
 the payloads. The coordinator decodes with :func:`decode_proof` and checks it with
-:func:`fedrelay.worker.training.verify_proof`.
+:func:`fedrelay.training.verify_proof`.
 """
 
 from __future__ import annotations
 
 import struct
 
-from fedrelay.worker.training import MerkleProof, TrainingError
+from fedrelay.training import MerkleProof, TrainingError
 
 _HEAD = struct.Struct(">IIB")
 

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fedrelay.worker.data import (
+from fedrelay.training.data import (
     DataError,
     Dataset,
     Indices,

@@ -1,7 +1,7 @@
 """The worker's view of its tasks: what its chain assigned, what it commits, how rounds settle.
 
-Plain values, no I/O; both chain backends (:mod:`fedrelay.worker.sdk.evm`,
-:mod:`fedrelay.worker.sdk.solana`)
+Plain values, no I/O; both chain backends (:mod:`fedrelay.adapters.evm.worker_chain`,
+:mod:`fedrelay.adapters.solana.worker_chain`)
 speak in these types.
 """
 

@@ -24,8 +24,6 @@ import numpy as np
 
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.coordinator.api import ApiSettings, create_app
-from fedrelay.coordinator.auth import RequestSigner
-from fedrelay.coordinator.client import CoordinatorClient
 from fedrelay.coordinator.repository import MemoryRepository
 from fedrelay.coordinator.rounds import (
     Phase,
@@ -35,9 +33,11 @@ from fedrelay.coordinator.rounds import (
     apply,
     open_job,
 )
+from fedrelay.protocol.api.signing import RequestSigner
+from fedrelay.training import ModelTensors, blob_hash, decode_blob, encode_blob, merkle_root
+from fedrelay.worker.sdk.api_client import CoordinatorClient
 from fedrelay.worker.sdk.config import JobConfig
 from fedrelay.worker.sdk.node import TrainedUpdate, WorkerNode
-from fedrelay.worker.training import ModelTensors, blob_hash, decode_blob, encode_blob, merkle_root
 
 #: The in-process coordinator's admin token (a test value, not a secret).
 ADMIN_TOKEN = "local-coordinator-admin-token"  # noqa: S105

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.wormhole import guardian_signers
 from typer.testing import CliRunner
 
 from fedrelay.adapters.blobstore import FileBlobStore
@@ -39,9 +40,19 @@ from fedrelay.adapters.evm import (
     deploy_message_core,
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
-from fedrelay.adapters.wormhole import (
+from fedrelay.cli import app
+from fedrelay.coordinator.api import create_app
+from fedrelay.coordinator.rounds import Phase, WorkerRef
+from fedrelay.coordinator.service import CoordinatorService
+from fedrelay.coordinator.store import CoordinatorStore
+from fedrelay.coordinator.testing import SimulatedWorker
+from fedrelay.coordinator.verification import JobWorkbench
+from fedrelay.protocol.api.signing import EvmSigner
+from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.wormhole import (
     GuardianSigner,
     Outcome,
     UpdateCommitted,
@@ -49,19 +60,8 @@ from fedrelay.adapters.wormhole import (
     WorkerRegistered,
     sign_vaa,
 )
-from fedrelay.adapters.wormhole.testing import guardian_signers
-from fedrelay.cli import app
-from fedrelay.coordinator.api import create_app
-from fedrelay.coordinator.auth import EvmSigner
-from fedrelay.coordinator.client import CoordinatorClient
-from fedrelay.coordinator.evm_chain import EvmCoordinatorChain
-from fedrelay.coordinator.job_config import DataSpec, JobConfig, ModelSpec
-from fedrelay.coordinator.rounds import Phase, WorkerRef
-from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.store import CoordinatorStore
-from fedrelay.coordinator.testing import SimulatedWorker
-from fedrelay.coordinator.verification import JobWorkbench
-from fedrelay.worker.training import encode_blob
+from fedrelay.training import encode_blob
+from fedrelay.worker.sdk.api_client import CoordinatorClient
 
 pytestmark = pytest.mark.integration
 

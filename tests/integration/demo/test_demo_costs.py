@@ -17,9 +17,9 @@ from solders.pubkey import Pubkey
 from web3 import Web3
 
 from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet, serve_devnet
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana.client import WorkerProgramClient
-from fedrelay.adapters.solana.devnet import SolanaDevnet, serve_devnet
 from fedrelay.adapters.solana.program import program_bytes
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, deploy, task_assigned
 from fedrelay.demo_costs import evm_gas, solana_compute

@@ -28,8 +28,8 @@ from fedrelay.adapters.devnet.network import (
     WORKER_EVM_WORMHOLE_CHAIN,
 )
 from fedrelay.adapters.devnet.state import WORKER_EVM, WORKER_SOLANA
-from fedrelay.adapters.telemetry.tracing import round_span_context
 from fedrelay.demo import DemoResult, DemoSettings, run_demo, write_summary
+from fedrelay.protocol.tracing import round_span_context
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

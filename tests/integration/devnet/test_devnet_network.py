@@ -39,7 +39,7 @@ from fedrelay.adapters.evm import (
     address_to_bytes32,
 )
 from fedrelay.adapters.solana.client import WorkerProgramClient
-from fedrelay.adapters.wormhole import Task, TaskAssigned, Vaa, VaaBody, keccak256, sign_vaa
+from fedrelay.protocol.wormhole import Task, TaskAssigned, Vaa, VaaBody, keccak256, sign_vaa
 from fedrelay.relayer.attest import load_guardian_signer
 from fedrelay.relayer.config import load_chains
 from fedrelay.relayer.service import read_signer_key

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
+from support.wormhole import guardian_signers
 from web3.types import TxReceipt
 
 from fedrelay.adapters.devnet.forge import Forge
@@ -38,7 +39,7 @@ from fedrelay.adapters.evm import (
     link,
 )
 from fedrelay.adapters.evm.deploy import Link
-from fedrelay.adapters.wormhole import (
+from fedrelay.protocol.wormhole import (
     GuardianSigner,
     Outcome,
     Task,
@@ -49,7 +50,6 @@ from fedrelay.adapters.wormhole import (
     decode_payload,
     sign_vaa,
 )
-from fedrelay.adapters.wormhole.testing import guardian_signers
 
 pytestmark = pytest.mark.integration
 

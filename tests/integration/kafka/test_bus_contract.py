@@ -13,7 +13,7 @@ import pytest
 
 from fedrelay.adapters.devnet.services import Kafka
 from fedrelay.adapters.kafka import Bus, BusError, KafkaBus, MemoryBus, Partition, Record
-from fedrelay.adapters.kafka.bus import Consumer
+from fedrelay.ports.bus import Consumer
 
 pytestmark = pytest.mark.integration
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import support.wormhole as wormhole_testing
 
 from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.services import Anvil
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.testing import EvmDeployment, deploy_pair
-from fedrelay.adapters.wormhole import testing as wormhole_testing
 
 GUARDIANS = 3
 CHALLENGE_WINDOW = 60

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import support.wormhole as wormhole_testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from fedrelay.adapters.devnet.process import free_port, wait_until
 from fedrelay.adapters.evm.testing import EvmDeployment
 from fedrelay.adapters.ledger import upgrade
-from fedrelay.adapters.wormhole import testing as wormhole_testing
 
 FEDRELAY = Path(sys.executable).parent / "fedrelay"
 GUARDIANS = 3

@@ -22,7 +22,7 @@ from fedrelay.adapters.devnet.process import wait_until
 from fedrelay.adapters.devnet.toolchain import REPO_ROOT
 from fedrelay.adapters.evm import Signer, address_to_bytes32
 from fedrelay.adapters.evm.testing import EvmDeployment
-from fedrelay.coordinator.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
 
 pytestmark = pytest.mark.integration
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+import support.wormhole as wormhole_testing
 from prometheus_client import CollectorRegistry
 from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
@@ -39,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
+from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet
 from fedrelay.adapters.evm import (
     HubTaskState,
     JobSpec,
@@ -61,12 +63,12 @@ from fedrelay.adapters.ledger.models import (
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana.client import WorkerProgramClient
-from fedrelay.adapters.solana.devnet import SolanaDevnet
 from fedrelay.adapters.solana.errors import AccountNotFound
 from fedrelay.adapters.solana.layout import SOLANA_CHAIN, TaskAccount
 from fedrelay.adapters.solana.program import program_bytes
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
-from fedrelay.adapters.wormhole import (
+from fedrelay.ports.relay import FailureKind, TxState, TxStatus
+from fedrelay.protocol.wormhole import (
     Outcome,
     RoundSettled,
     Task,
@@ -78,8 +80,6 @@ from fedrelay.adapters.wormhole import (
     parse_vaa,
     sign_vaa,
 )
-from fedrelay.adapters.wormhole import testing as wormhole_testing
-from fedrelay.relayer.chains import FailureKind, TxState, TxStatus
 from fedrelay.relayer.config import parse_chains
 from fedrelay.relayer.service import StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings

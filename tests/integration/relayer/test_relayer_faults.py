@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import support.wormhole as wormhole_testing
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
@@ -53,9 +54,8 @@ from fedrelay.adapters.ledger.models import (
     StoredVaa,
 )
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
-from fedrelay.adapters.wormhole import Task, TaskAssigned, Vaa, VaaBody, sign_vaa
-from fedrelay.adapters.wormhole import testing as wormhole_testing
-from fedrelay.relayer.chains import SignedDelivery
+from fedrelay.ports.relay import SignedDelivery
+from fedrelay.protocol.wormhole import Task, TaskAssigned, Vaa, VaaBody, sign_vaa
 from fedrelay.relayer.config import parse_chains
 from fedrelay.relayer.deliver import Deliverer
 from fedrelay.relayer.messages import DeliveryRequest, SignedVaa, encode_message, message_key

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import support.wormhole as wormhole_testing
 from eth_account import Account
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,9 +31,8 @@ from fedrelay.adapters.evm.relay import EvmDestination, connect
 from fedrelay.adapters.evm.testing import WORKER_CHAIN, EvmDeployment, deploy_pair
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import AttemptOutcome, DeliveryAttempt, DeliveryStatus
-from fedrelay.adapters.wormhole import testing as wormhole_testing
 from fedrelay.commands.relayer import app
-from fedrelay.relayer.chains import SignedDelivery
+from fedrelay.ports.relay import SignedDelivery
 from fedrelay.relayer.deliver import Deliverer, DeliveryRetry
 from fedrelay.relayer.messages import DeliveryRequest
 from fedrelay.relayer.settings import RelayerSettings

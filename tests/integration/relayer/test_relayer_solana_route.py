@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import support.wormhole as wormhole_testing
 from prometheus_client import CollectorRegistry
 from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
@@ -24,7 +25,9 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.relayer import read_topic
 
+from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import (
@@ -38,13 +41,13 @@ from fedrelay.adapters.ledger.models import (
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana.client import WorkerProgramClient
-from fedrelay.adapters.solana.devnet import SolanaDevnet
 from fedrelay.adapters.solana.layout import SOLANA_CHAIN
 from fedrelay.adapters.solana.layout import Instruction as Tag
 from fedrelay.adapters.solana.program import program_bytes
 from fedrelay.adapters.solana.relay import SolanaDestination, SolanaSource
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, deploy, task_assigned
-from fedrelay.adapters.wormhole import (
+from fedrelay.ports.relay import SignedDelivery
+from fedrelay.protocol.wormhole import (
     GuardianSets,
     UpdateCommitted,
     WorkerRegistered,
@@ -52,11 +55,9 @@ from fedrelay.adapters.wormhole import (
     parse_vaa,
     verify_vaa,
 )
-from fedrelay.adapters.wormhole import testing as wormhole_testing
 from fedrelay.relayer.assemble import Assembler
 from fedrelay.relayer.attest import Attester
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.chains import SignedDelivery
 from fedrelay.relayer.deliver import Deliverer
 from fedrelay.relayer.messages import (
     DeliveryRequest,
@@ -67,7 +68,6 @@ from fedrelay.relayer.messages import (
 )
 from fedrelay.relayer.routing import Router
 from fedrelay.relayer.stage import REASON_HEADER, RecordProcessor, StageRunner, stage_metrics
-from fedrelay.relayer.testing import read_topic
 from fedrelay.relayer.watch import Watcher
 
 pytestmark = pytest.mark.integration

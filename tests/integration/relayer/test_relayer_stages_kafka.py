@@ -11,14 +11,22 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.relayer import (
+    GuardianApiStub,
+    read_topic,
+    sample_observation,
+    signature_messages,
+    signed_vaa_bytes,
+    wait_until,
+)
+from support.wormhole import guardian_set, guardian_signers
 
 from fedrelay.adapters.devnet.services import Kafka, Postgres
 from fedrelay.adapters.kafka import KafkaBus
-from fedrelay.adapters.kafka.bus import Record
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import StoredVaa
-from fedrelay.adapters.wormhole import GuardianSets, verify_vaa
-from fedrelay.adapters.wormhole.testing import guardian_set, guardian_signers
+from fedrelay.ports.bus import Record
+from fedrelay.protocol.wormhole import GuardianSets, verify_vaa
 from fedrelay.relayer.assemble import Assembler
 from fedrelay.relayer.backoff import BackoffPolicy
 from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
@@ -37,14 +45,6 @@ from fedrelay.relayer.stage import (
     StageResult,
     StageRunner,
     stage_metrics,
-)
-from fedrelay.relayer.testing import (
-    GuardianApiStub,
-    read_topic,
-    sample_observation,
-    signature_messages,
-    signed_vaa_bytes,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,8 @@ import pytest
 from solana.rpc.async_api import AsyncClient
 from solders.pubkey import Pubkey
 
+from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet
 from fedrelay.adapters.solana.client import WorkerProgramClient
-from fedrelay.adapters.solana.devnet import SolanaDevnet
 from fedrelay.adapters.solana.testing import Deployment, deploy
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 import pytest
+import support.wormhole as wormhole_testing
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 
@@ -20,8 +21,7 @@ from fedrelay.adapters.solana.testing import (
     Deployment,
     task_assigned,
 )
-from fedrelay.adapters.wormhole import UpdateCommitted, decode_payload
-from fedrelay.adapters.wormhole import testing as wormhole_testing
+from fedrelay.protocol.wormhole import UpdateCommitted, decode_payload
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
+from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet
 from fedrelay.adapters.solana._base58 import b58encode
-from fedrelay.adapters.solana.devnet import SolanaDevnet
 from fedrelay.adapters.solana.layout import MESSAGE_KIND_BYTES
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
 

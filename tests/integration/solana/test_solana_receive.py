@@ -6,6 +6,7 @@ from collections.abc import Awaitable
 from dataclasses import replace
 
 import pytest
+import support.wormhole as wormhole_testing
 from solders.account import Account
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
@@ -22,9 +23,8 @@ from fedrelay.adapters.solana.testing import (
     round_settled,
     task_assigned,
 )
-from fedrelay.adapters.wormhole import Outcome, Signature, Vaa, parse_vaa
-from fedrelay.adapters.wormhole import testing as wormhole_testing
-from fedrelay.adapters.wormhole.guardians import SECP256K1_N
+from fedrelay.protocol.wormhole import Outcome, Signature, Vaa, parse_vaa
+from fedrelay.protocol.wormhole.guardians import SECP256K1_N
 
 pytestmark = pytest.mark.integration
 

@@ -6,6 +6,7 @@ import base64
 from collections.abc import Awaitable
 
 import pytest
+import support.wormhole as wormhole_testing
 from solders.account import Account
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
@@ -22,8 +23,7 @@ from fedrelay.adapters.solana.testing import (
     Deployment,
     task_assigned,
 )
-from fedrelay.adapters.wormhole import WorkerRegistered, decode_payload
-from fedrelay.adapters.wormhole import testing as wormhole_testing
+from fedrelay.protocol.wormhole import WorkerRegistered, decode_payload
 
 pytestmark = pytest.mark.integration
 

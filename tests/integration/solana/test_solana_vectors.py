@@ -21,10 +21,10 @@ from solders.account import Account
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
+from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana import pda
 from fedrelay.adapters.solana.client import WorkerProgramClient
-from fedrelay.adapters.solana.devnet import SolanaDevnet
 from fedrelay.adapters.solana.errors import TransactionFailed
 from fedrelay.adapters.solana.layout import (
     LAMPORTS_PER_STAKE_UNIT,
@@ -35,7 +35,7 @@ from fedrelay.adapters.solana.layout import (
     WorkerAccount,
 )
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, task_assigned
-from fedrelay.adapters.wormhole import keccak256
+from fedrelay.protocol.wormhole import keccak256
 
 pytestmark = pytest.mark.integration
 

@@ -21,10 +21,12 @@ import pytest
 from eth_account import Account
 from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
+from support.wormhole import evm_address, guardian_signers
 from typer.testing import CliRunner, Result
 
 from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet, serve_devnet
 from fedrelay.adapters.evm import (
     EvmChain,
     JobMarketContract,
@@ -38,9 +40,10 @@ from fedrelay.adapters.evm import (
     deploy_worker_hub,
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
-from fedrelay.adapters.solana.devnet import SolanaDevnet, serve_devnet
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
-from fedrelay.adapters.wormhole import (
+from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
+from fedrelay.cli import app
+from fedrelay.protocol.wormhole import (
     Outcome,
     Task,
     UpdateCommitted,
@@ -48,10 +51,7 @@ from fedrelay.adapters.wormhole import (
     WorkerRegistered,
     sign_vaa,
 )
-from fedrelay.adapters.wormhole.payloads import Payload
-from fedrelay.adapters.wormhole.testing import evm_address, guardian_signers
-from fedrelay.cli import app
-from fedrelay.worker.sdk.solana import SolanaWorkerChain
+from fedrelay.protocol.wormhole.payloads import Payload
 
 pytestmark = pytest.mark.integration
 

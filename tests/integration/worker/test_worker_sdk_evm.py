@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from support.wormhole import evm_address, guardian_signers
 
 from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.process import free_port
@@ -43,7 +44,10 @@ from fedrelay.adapters.evm import (
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.deploy import Link
-from fedrelay.adapters.wormhole import (
+from fedrelay.adapters.evm.worker_chain import EvmWorkerChain
+from fedrelay.coordinator.repository import Challenge
+from fedrelay.protocol.api.signing import EvmSigner
+from fedrelay.protocol.wormhole import (
     GuardianSigner,
     Outcome,
     RoundSettled,
@@ -55,10 +59,9 @@ from fedrelay.adapters.wormhole import (
     decode_payload,
     sign_vaa,
 )
-from fedrelay.adapters.wormhole.payloads import Payload
-from fedrelay.adapters.wormhole.testing import evm_address, guardian_signers
-from fedrelay.coordinator.auth import EvmSigner
-from fedrelay.coordinator.repository import Challenge
+from fedrelay.protocol.wormhole.payloads import Payload
+from fedrelay.training import TrainingConfig, blob_hash, encode_blob, verify_proof
+from fedrelay.training.torch_trainer import initial_model, mlp
 from fedrelay.worker.sdk import (
     DigitsShards,
     JobConfig,
@@ -69,11 +72,8 @@ from fedrelay.worker.sdk import (
     WorkerNode,
 )
 from fedrelay.worker.sdk import Outcome as SdkOutcome
-from fedrelay.worker.sdk.evm import EvmWorkerChain
 from fedrelay.worker.sdk.proofs import decode_proof
 from fedrelay.worker.sdk.testing import LocalCoordinator
-from fedrelay.worker.training import TrainingConfig, blob_hash, encode_blob, verify_proof
-from fedrelay.worker.training.torch_trainer import initial_model, mlp
 
 pytestmark = pytest.mark.integration
 

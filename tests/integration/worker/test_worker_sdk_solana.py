@@ -16,7 +16,10 @@ from solana.rpc.async_api import AsyncClient
 
 from fedrelay.adapters.solana.layout import SOLANA_CHAIN
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
-from fedrelay.adapters.wormhole import (
+from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
+from fedrelay.coordinator.repository import Challenge
+from fedrelay.protocol.api.signing import SolanaSigner
+from fedrelay.protocol.wormhole import (
     Outcome,
     RoundSettled,
     Settlement,
@@ -25,15 +28,12 @@ from fedrelay.adapters.wormhole import (
     UpdateCommitted,
     decode_payload,
 )
-from fedrelay.coordinator.auth import SolanaSigner
-from fedrelay.coordinator.repository import Challenge
+from fedrelay.training import TrainingConfig, blob_hash, verify_proof
+from fedrelay.training.torch_trainer import initial_model, mlp
 from fedrelay.worker.sdk import DigitsShards, JobConfig, StateStore, TaskKey, TaskStage, WorkerNode
 from fedrelay.worker.sdk import Outcome as SdkOutcome
 from fedrelay.worker.sdk.proofs import decode_proof
-from fedrelay.worker.sdk.solana import SolanaWorkerChain
 from fedrelay.worker.sdk.testing import LocalCoordinator
-from fedrelay.worker.training import TrainingConfig, blob_hash, verify_proof
-from fedrelay.worker.training.torch_trainer import initial_model, mlp
 
 pytestmark = pytest.mark.integration
 

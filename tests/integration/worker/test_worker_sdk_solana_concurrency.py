@@ -17,9 +17,9 @@ from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
 
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, task_assigned
-from fedrelay.adapters.wormhole import UpdateCommitted, WorkerRegistered, decode_payload
+from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
+from fedrelay.protocol.wormhole import UpdateCommitted, WorkerRegistered, decode_payload
 from fedrelay.worker.sdk.errors import ChainRejected
-from fedrelay.worker.sdk.solana import SolanaWorkerChain
 from fedrelay.worker.sdk.tasks import TaskKey, UpdateCommitment
 
 pytestmark = pytest.mark.integration

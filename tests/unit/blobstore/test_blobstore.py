@@ -18,7 +18,7 @@ from fedrelay.adapters.blobstore import (
     MemoryBlobStore,
     blob_name,
 )
-from fedrelay.adapters.wormhole import keccak256
+from fedrelay.protocol.wormhole import keccak256
 
 DATA = b"model weights \x00\x01\x02"
 

@@ -115,7 +115,7 @@ def test_coordinator_run_refuses_without_a_chain_or_with_a_bad_key(
         ],
     )
     assert bad_key.exit_code == 2
-    assert "does not hold an EVM key" in bad_key.output
+    assert "does not hold an EVM private key" in bad_key.output
     assert SECRET[2:-2] not in bad_key.output  # the key is never echoed
 
 

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from support.relayer import sample_observation, signed_vaa_bytes
+from support.wormhole import guardian_signers, sample_round_settled
 from typer.testing import CliRunner
 
 from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import DeadLetter, DeliveryStatus, SourceCursor
-from fedrelay.adapters.wormhole import decode_payload
-from fedrelay.adapters.wormhole.testing import guardian_signers, sample_round_settled
 from fedrelay.cli import app
+from fedrelay.protocol.wormhole import decode_payload
 from fedrelay.relayer.deliver import open_delivery
 from fedrelay.relayer.messages import DeliveryRequest, encode_message, message_label
-from fedrelay.relayer.testing import sample_observation, signed_vaa_bytes
 
 runner = CliRunner()
 KEY = "0x" + "7a" * 32
@@ -136,7 +136,7 @@ def test_a_deliverer_needs_a_valid_key_and_never_shows_it(
     bad.write_text(KEY[:-2] + "zz")
     code, output = invoke(env, *args, "--signer-key-file", str(bad))
     assert code == 2
-    assert f"the EVM signer key in key file {bad} is not 0x + 64 hex digits" in output
+    assert f"key file {bad} does not hold an EVM private key" in output
     assert KEY[4:-2] not in output
     code, output = invoke(env, *args, "--signer-key-file", str(tmp_path / "absent.key"))
     assert (code, "cannot read signer key file" in output) == (2, True)

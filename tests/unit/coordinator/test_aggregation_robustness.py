@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from fedrelay.coordinator.aggregation import Strategy, fedavg, median, multi_krum, trimmed_mean
-from fedrelay.worker.data import Dataset, digits, partition_iid, split_train_test
-from fedrelay.worker.training.simulation import (
+from fedrelay.coordinator.simulation.fit import (
     Attack,
     LocalTraining,
     SimulatedClient,
@@ -21,7 +20,8 @@ from fedrelay.worker.training.simulation import (
     sign_flip,
     simulate,
 )
-from fedrelay.worker.training.torch_trainer import initial_model, mlp
+from fedrelay.training.data import Dataset, digits, partition_iid, split_train_test
+from fedrelay.training.torch_trainer import initial_model, mlp
 
 ROUNDS = 30
 CLIENTS = 10

@@ -179,7 +179,8 @@ def test_coordinator_learning_code_does_not_import_torch() -> None:
     import sys
 
     probe = (
-        "import sys, coordinator.aggregation, coordinator.secagg, coordinator.scoring; "
+        "import sys, fedrelay.coordinator.aggregation, fedrelay.protocol.secagg, "
+        "fedrelay.coordinator.scoring; "
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0

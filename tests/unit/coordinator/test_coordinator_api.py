@@ -17,7 +17,6 @@ from fedrelay.adapters.blobstore import FileBlobStore, blob_name
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.coordinator.api import ApiSettings, create_app
-from fedrelay.coordinator.auth import EvmSigner, RequestSigner, SolanaSigner, sign_request
 from fedrelay.coordinator.repository import CoordinatorRepository, MemoryRepository, SecAggStage
 from fedrelay.coordinator.rounds import (
     AssignmentConfirmed,
@@ -28,6 +27,7 @@ from fedrelay.coordinator.rounds import (
     apply_all,
     open_job,
 )
+from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner, sign_request
 
 NOW = 1_800_000_000
 TOKEN = "admin-token-0123456789"

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import pytest
 from solders.keypair import Keypair
 
-from fedrelay.coordinator.auth import (
+from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.protocol.api.signing import (
     HEADER_NONCE,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
@@ -27,7 +28,6 @@ from fedrelay.coordinator.auth import (
     scheme_of,
     sign_request,
 )
-from fedrelay.coordinator.rounds import WorkerRef
 
 NOW = 1_800_000_000
 EVM_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")

@@ -10,10 +10,14 @@ from solders.keypair import Keypair
 
 from fedrelay.adapters.blobstore import MemoryBlobStore, blob_name
 from fedrelay.coordinator.api import ApiSettings, create_app
-from fedrelay.coordinator.auth import EvmSigner, SolanaSigner
-from fedrelay.coordinator.client import CoordinatorClient, CoordinatorRequestError, DownloadMismatch
 from fedrelay.coordinator.repository import Challenge, MemoryRepository, SecAggStage
 from fedrelay.coordinator.rounds import Phase, RoundPolicy, TasksAssigned, apply, open_job
+from fedrelay.protocol.api.signing import EvmSigner, SolanaSigner
+from fedrelay.worker.sdk.api_client import (
+    CoordinatorClient,
+    CoordinatorRequestError,
+    DownloadMismatch,
+)
 
 NOW = 1_800_000_000
 TOKEN = "client-test-token-0123"

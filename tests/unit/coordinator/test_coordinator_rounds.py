@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedrelay.adapters.wormhole import Outcome, Settlement, worker_id
 from fedrelay.coordinator.rounds import (
     AggregateProposed,
     AssignmentConfirmed,
@@ -40,6 +39,7 @@ from fedrelay.coordinator.rounds import (
     open_job,
     settlements,
 )
+from fedrelay.protocol.wormhole import Outcome, Settlement, worker_id
 
 EVM, SOLANA = 4, 1
 A = WorkerRef(EVM, bytes(12) + b"\xaa" * 20)

@@ -10,7 +10,6 @@ from collections import Counter
 
 import pytest
 
-from fedrelay.adapters.wormhole import Task, keccak256, worker_id
 from fedrelay.coordinator.rounds import WorkerRef
 from fedrelay.coordinator.selection import (
     Candidate,
@@ -20,6 +19,7 @@ from fedrelay.coordinator.selection import (
     round_seed,
     select_workers,
 )
+from fedrelay.protocol.wormhole import Task, keccak256, worker_id
 
 EVM, SOLANA = 4, 1
 BLOCK = bytes.fromhex("8f" * 32)

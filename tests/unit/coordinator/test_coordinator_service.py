@@ -21,18 +21,12 @@ from prometheus_client import CollectorRegistry
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
-from fedrelay.adapters.wormhole import Outcome, keccak256
 from fedrelay.coordinator.aggregating import server_state_of
 from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, ServerState, fedavg
 from fedrelay.coordinator.api import create_app
-from fedrelay.coordinator.auth import EvmSigner
-from fedrelay.coordinator.chain_events import WorkerResult
-from fedrelay.coordinator.client import CoordinatorClient
-from fedrelay.coordinator.job_config import DataSpec, InvalidJobConfig, JobConfig, ModelSpec
 from fedrelay.coordinator.metrics import CoordinatorMetrics
 from fedrelay.coordinator.repository import SecAggStage
 from fedrelay.coordinator.rounds import Phase
-from fedrelay.coordinator.secagg import Participant, SealedShares
 from fedrelay.coordinator.secure_sum import (
     client_id,
     decode_keys,
@@ -43,7 +37,13 @@ from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.store import CoordinatorStore, MemoryCoordinatorStore
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket, SimulatedWorker
 from fedrelay.coordinator.verification import JobWorkbench, delta_of
-from fedrelay.worker.training import decode_blob, encode_blob
+from fedrelay.ports.coordinator_chain import WorkerResult
+from fedrelay.protocol.api.signing import EvmSigner
+from fedrelay.protocol.job_config import DataSpec, InvalidJobConfig, JobConfig, ModelSpec
+from fedrelay.protocol.secagg import Participant, SealedShares
+from fedrelay.protocol.wormhole import Outcome, keccak256
+from fedrelay.training import decode_blob, encode_blob
+from fedrelay.worker.sdk.api_client import CoordinatorClient
 
 TOKEN = "admin-token-0123456789"
 REWARD = 1_000_000
@@ -536,13 +536,13 @@ def test_job_configuration_round_trips_and_refuses_bad_input() -> None:
 
 
 def test_wire_formats_are_the_worker_sdks() -> None:
-    from fedrelay.coordinator.secagg import MaskedInput, UnmaskResponse
     from fedrelay.coordinator.secure_sum import decode_masked, encode_masked, encode_reveal
     from fedrelay.coordinator.verification import decode_proof, encode_proof
+    from fedrelay.protocol.secagg import MaskedInput, UnmaskResponse
+    from fedrelay.training import merkle_proof
     from fedrelay.worker.sdk import config as sdk_config
     from fedrelay.worker.sdk import masking as sdk_masking
     from fedrelay.worker.sdk import proofs as sdk_proofs
-    from fedrelay.worker.training import merkle_proof
 
     proof = merkle_proof([bytes([i]) * 32 for i in range(5)], 3)
     assert encode_proof(proof) == sdk_proofs.encode_proof(proof)

@@ -9,13 +9,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import fedrelay.coordinator.service
 from fedrelay.adapters.blobstore import MemoryBlobStore
-from fedrelay.adapters.telemetry.tracing import round_span_context
-from fedrelay.coordinator.job_config import DataSpec, JobConfig, ModelSpec
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.store import MemoryCoordinatorStore
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
 from fedrelay.coordinator.verification import JobWorkbench
-from fedrelay.worker.training import encode_blob
+from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.tracing import round_span_context
+from fedrelay.training import encode_blob
 
 
 @pytest.fixture

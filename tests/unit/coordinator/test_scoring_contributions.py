@@ -16,9 +16,9 @@ from fedrelay.coordinator.scoring import (
     mix_with_samples,
     split_payout,
 )
-from fedrelay.worker.data import digits, partition_iid, split_train_test
-from fedrelay.worker.training.simulation import LocalTraining, SimulatedClient, client_updates
-from fedrelay.worker.training.torch_trainer import evaluate, initial_model, mlp
+from fedrelay.coordinator.simulation.fit import LocalTraining, SimulatedClient, client_updates
+from fedrelay.training.data import digits, partition_iid, split_train_test
+from fedrelay.training.torch_trainer import evaluate, initial_model, mlp
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -17,19 +17,18 @@ from fedrelay.coordinator.aggregation import (
     fedavg,
     median,
 )
-from fedrelay.coordinator.secagg import (
+from fedrelay.coordinator.simulation.secure import run_secure_sum, secure_fit
+from fedrelay.protocol.secagg import (
     FixedPoint,
     Participant,
     RecoveryFailed,
     SecAggConfig,
     SecureAggregationError,
     harary_graph,
-    run_secure_sum,
-    secure_fit,
     shamir,
     unmask_sum,
 )
-from fedrelay.coordinator.secagg.fixedpoint import RingVector
+from fedrelay.protocol.secagg.fixedpoint import RingVector
 
 
 def make_updates(count: int, size: int, seed: int = 0) -> list[ClientUpdate]:
@@ -205,7 +204,7 @@ def test_harary_graph_rejects_bad_degree() -> None:
 def test_mask_expansion_is_the_aes_ctr_keystream_of_the_seed() -> None:
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-    from fedrelay.coordinator.secagg import prg
+    from fedrelay.protocol.secagg import prg
 
     seed = bytes(range(32))
     for length in (0, 1, 32_768, 40_001):

@@ -19,11 +19,7 @@ import numpy as np
 import pytest
 
 from fedrelay.adapters.blobstore import MemoryBlobStore
-from fedrelay.adapters.wormhole import Outcome, keccak256
 from fedrelay.coordinator.api import create_app
-from fedrelay.coordinator.auth import EvmSigner
-from fedrelay.coordinator.client import CoordinatorClient
-from fedrelay.coordinator.job_config import DataSpec, JobConfig, ModelSpec
 from fedrelay.coordinator.rounds import Assignment, Commitment, Phase, TaskStatus, WorkerRef
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.store import MemoryCoordinatorStore
@@ -36,20 +32,10 @@ from fedrelay.coordinator.verification import (
     decode_proof,
     encode_proof,
 )
-from fedrelay.worker.sdk import (
-    AssignedTask,
-    ChainPoll,
-    CommitReceipt,
-    DigitsShards,
-    StakeStatus,
-    StateStore,
-    TaskKey,
-    UpdateCommitment,
-    WorkerNode,
-)
-from fedrelay.worker.sdk.progress import SilentProgress
-from fedrelay.worker.sdk.testing import TamperedUpdateWorker
-from fedrelay.worker.training import (
+from fedrelay.protocol.api.signing import EvmSigner
+from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.wormhole import Outcome, keccak256
+from fedrelay.training import (
     MerkleProof,
     TrainingConfig,
     TrainingRun,
@@ -62,7 +48,21 @@ from fedrelay.worker.training import (
     model_of,
     train_with_transcript,
 )
-from fedrelay.worker.training.torch_trainer import TorchClassificationTrainer, mlp
+from fedrelay.training.torch_trainer import TorchClassificationTrainer, mlp
+from fedrelay.worker.sdk import (
+    AssignedTask,
+    ChainPoll,
+    CommitReceipt,
+    DigitsShards,
+    StakeStatus,
+    StateStore,
+    TaskKey,
+    UpdateCommitment,
+    WorkerNode,
+)
+from fedrelay.worker.sdk.api_client import CoordinatorClient
+from fedrelay.worker.sdk.progress import SilentProgress
+from fedrelay.worker.sdk.testing import TamperedUpdateWorker
 
 TOKEN = "admin-token-0123456789"
 REWARD = 1_000_000

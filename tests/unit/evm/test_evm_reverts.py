@@ -19,7 +19,7 @@ from fedrelay.adapters.evm import (
     load_artifact,
 )
 from fedrelay.adapters.evm.reverts import revert_data
-from fedrelay.adapters.wormhole import keccak256
+from fedrelay.protocol.wormhole import keccak256
 
 ABI = [
     {"type": "error", "name": "AlreadyConsumed", "inputs": [{"name": "d", "type": "bytes32"}]},

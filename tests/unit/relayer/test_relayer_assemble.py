@@ -11,12 +11,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.relayer import read_topic, sample_observation, signature_messages
+from support.wormhole import guardian_set, guardian_signers
 
 from fedrelay.adapters.kafka import MemoryBus, Record
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import GuardianSignature, ObservationStatus, StoredVaa
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
-from fedrelay.adapters.wormhole import (
+from fedrelay.protocol.wormhole import (
     GuardianIndexOutOfRange,
     GuardianSets,
     SignerMismatch,
@@ -24,7 +26,6 @@ from fedrelay.adapters.wormhole import (
     parse_vaa,
     verify_vaa,
 )
-from fedrelay.adapters.wormhole.testing import guardian_set, guardian_signers
 from fedrelay.relayer.assemble import Assembler, ConflictingVaa, check_signature
 from fedrelay.relayer.backoff import BackoffPolicy
 from fedrelay.relayer.messages import (
@@ -35,7 +36,6 @@ from fedrelay.relayer.messages import (
     message_key,
 )
 from fedrelay.relayer.stage import REASON_HEADER, StageResult, StageRunner, stage_metrics
-from fedrelay.relayer.testing import read_topic, sample_observation, signature_messages
 
 SIGNERS = guardian_signers(5)
 SETS = GuardianSets.of(guardian_set(5))  # quorum 4

@@ -11,18 +11,20 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from support.relayer import read_topic, sample_observation
+from support.wormhole import guardian_set, guardian_signers, sample_task_assigned
 
 from fedrelay.adapters.kafka import MemoryBus
-from fedrelay.adapters.kafka.bus import Record
 from fedrelay.adapters.ledger.database import create_engine, upgrade
-from fedrelay.adapters.wormhole import (
+from fedrelay.ports.bus import Record
+from fedrelay.ports.relay import ChainPosition, EmittedMessage
+from fedrelay.protocol.wormhole import (
     GuardianSets,
     MessageId,
     parse_vaa,
     recover_address,
     verify_vaa,
 )
-from fedrelay.adapters.wormhole.testing import guardian_set, guardian_signers, sample_task_assigned
 from fedrelay.relayer.assemble import Assembler
 from fedrelay.relayer.attest import (
     Attester,
@@ -33,7 +35,6 @@ from fedrelay.relayer.attest import (
     attest_stage,
     load_guardian_signer,
 )
-from fedrelay.relayer.chains import ChainPosition, EmittedMessage
 from fedrelay.relayer.messages import (
     GuardianSignatureMessage,
     Observation,
@@ -44,7 +45,6 @@ from fedrelay.relayer.messages import (
 )
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
-from fedrelay.relayer.testing import read_topic, sample_observation
 
 SIGNERS = guardian_signers(3)
 GUARDIAN_SETS = GuardianSets.of(guardian_set(3))

@@ -13,6 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.relayer import read_topic, sample_observation, signed_vaa_bytes
+from support.wormhole import guardian_signers
 
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
@@ -24,10 +26,9 @@ from fedrelay.adapters.ledger.models import (
     DeliveryStatus,
     SignerNonce,
 )
-from fedrelay.adapters.wormhole import keccak256, parse_vaa
-from fedrelay.adapters.wormhole.testing import guardian_signers
+from fedrelay.ports.relay import Failure, FailureKind, SignedDelivery, TxState, TxStatus
+from fedrelay.protocol.wormhole import keccak256, parse_vaa
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.chains import Failure, FailureKind, SignedDelivery, TxState, TxStatus
 from fedrelay.relayer.deliver import (
     Deliverer,
     DeliveryFailed,
@@ -40,7 +41,6 @@ from fedrelay.relayer.deliver import (
 from fedrelay.relayer.messages import DeliveryRequest, encode_message, message_key
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
-from fedrelay.relayer.testing import read_topic, sample_observation, signed_vaa_bytes
 
 SIGNERS = guardian_signers(1)
 CHAIN = 4

@@ -13,13 +13,20 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.relayer import (
+    GuardianApiStub,
+    read_topic,
+    sample_observation,
+    signed_vaa_bytes,
+    wait_until,
+)
+from support.wormhole import guardian_set, guardian_signers
 
 from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import StoredVaa
-from fedrelay.adapters.wormhole import GuardianSets, NoQuorum
-from fedrelay.adapters.wormhole.testing import guardian_set, guardian_signers
+from fedrelay.protocol.wormhole import GuardianSets, NoQuorum
 from fedrelay.relayer.backoff import BackoffPolicy
 from fedrelay.relayer.fetch import (
     FetchError,
@@ -32,13 +39,6 @@ from fedrelay.relayer.fetch import (
 )
 from fedrelay.relayer.messages import SignedVaa, decode_as, encode_message
 from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
-from fedrelay.relayer.testing import (
-    GuardianApiStub,
-    read_topic,
-    sample_observation,
-    signed_vaa_bytes,
-    wait_until,
-)
 
 SIGNERS = guardian_signers(4)
 SETS = GuardianSets.of(guardian_set(4))

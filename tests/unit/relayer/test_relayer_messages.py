@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.relayer import sample_observation, signature_messages, signed_vaa_bytes
+from support.wormhole import guardian_signers
 
-from fedrelay.adapters.wormhole.testing import guardian_signers
 from fedrelay.relayer.messages import (
     DeliveryRequest,
     GuardianSignatureMessage,
@@ -18,7 +19,6 @@ from fedrelay.relayer.messages import (
     encode_message,
     message_key,
 )
-from fedrelay.relayer.testing import sample_observation, signature_messages, signed_vaa_bytes
 
 SIGNERS = guardian_signers(3)
 

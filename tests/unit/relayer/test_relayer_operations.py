@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.relayer import read_topic, sample_observation, signed_vaa_bytes
+from support.wormhole import guardian_signers, sample_round_settled
 
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import DeadLetter, Delivery, DeliveryStatus, SourceCursor
-from fedrelay.adapters.wormhole import decode_payload
-from fedrelay.adapters.wormhole.testing import guardian_signers, sample_round_settled
+from fedrelay.protocol.wormhole import decode_payload
 from fedrelay.relayer.deliver import open_delivery
 from fedrelay.relayer.messages import DeliveryRequest, decode_as, encode_message, message_label
 from fedrelay.relayer.operations import (
@@ -27,7 +28,6 @@ from fedrelay.relayer.operations import (
     retry_message,
 )
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.testing import read_topic, sample_observation, signed_vaa_bytes
 
 SIGNERS = guardian_signers(3)
 SETTINGS = RelayerSettings()

@@ -8,26 +8,26 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import async_sessionmaker
-
-from fedrelay.adapters.kafka import MemoryBus
-from fedrelay.adapters.ledger.database import create_engine, upgrade
-from fedrelay.adapters.wormhole.testing import (
-    guardian_set,
-    guardian_signers,
-    sample_round_settled,
-    sample_update_committed,
-)
-from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
-from fedrelay.relayer.messages import DeliveryRequest, decode_as, encode_message, message_key
-from fedrelay.relayer.routing import Router
-from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import StageRunner, memory_end_offsets, stage_metrics
-from fedrelay.relayer.testing import (
+from support.relayer import (
     GuardianApiStub,
     read_topic,
     sample_observation,
     signed_vaa_bytes,
 )
+from support.wormhole import (
+    guardian_set,
+    guardian_signers,
+    sample_round_settled,
+    sample_update_committed,
+)
+
+from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
+from fedrelay.relayer.messages import DeliveryRequest, decode_as, encode_message, message_key
+from fedrelay.relayer.routing import Router
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import StageRunner, memory_end_offsets, stage_metrics
 
 SIGNERS = guardian_signers(3)
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import pytest
-
-from fedrelay.adapters.kafka import Record
-from fedrelay.adapters.wormhole.testing import (
+from support.relayer import sample_observation, signed_vaa_bytes
+from support.wormhole import (
     guardian_signers,
     sample_round_settled,
     sample_task_assigned,
     sample_update_committed,
     sample_worker_registered,
 )
+
+from fedrelay.adapters.kafka import Record
 from fedrelay.relayer.messages import (
     DeliveryRequest,
     SignedVaa,
@@ -20,7 +21,6 @@ from fedrelay.relayer.messages import (
     message_key,
 )
 from fedrelay.relayer.routing import Router, UnroutableVaa, delivery_topic, route
-from fedrelay.relayer.testing import sample_observation, signed_vaa_bytes
 
 SIGNERS = guardian_signers(1)
 

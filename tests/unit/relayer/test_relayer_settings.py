@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from support.wormhole import guardian_set
 
-from fedrelay.adapters.wormhole.testing import guardian_set
 from fedrelay.relayer.settings import RelayerSettings
 
 

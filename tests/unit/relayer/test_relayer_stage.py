@@ -18,12 +18,13 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from support.relayer import read_topic, wait_until
 
 from fedrelay.adapters.kafka import BusError, MemoryBus, Partition, Record
-from fedrelay.adapters.kafka.bus import Headers
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import DeadLetter, SignerNonce
-from fedrelay.adapters.telemetry.tracing import inject_headers
+from fedrelay.ports.bus import Headers
+from fedrelay.protocol.tracing import inject_headers
 from fedrelay.relayer.backoff import BackoffPolicy
 from fedrelay.relayer.messages import MalformedMessage
 from fedrelay.relayer.stage import (
@@ -39,7 +40,6 @@ from fedrelay.relayer.stage import (
     run_until_signalled,
     stage_metrics,
 )
-from fedrelay.relayer.testing import read_topic, wait_until
 
 FAST = BackoffPolicy(base_s=0.01, cap_s=0.02, max_attempts=3)
 

@@ -15,17 +15,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.relayer import read_topic
+from support.wormhole import evm_address, sample_task_assigned
 
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
 from fedrelay.adapters.ledger.models import ObservationStatus, SourceCursor
-from fedrelay.adapters.wormhole import MessageId
-from fedrelay.adapters.wormhole.testing import evm_address, sample_task_assigned
-from fedrelay.relayer.chains import ChainPosition, EmittedMessage
+from fedrelay.ports.relay import ChainPosition, EmittedMessage
+from fedrelay.protocol.wormhole import MessageId
 from fedrelay.relayer.messages import Observation, decode_as, message_key
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.testing import read_topic
 from fedrelay.relayer.watch import Watcher, watch_stage
 
 EMITTER = evm_address("job market")

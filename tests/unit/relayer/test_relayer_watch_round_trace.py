@@ -15,13 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from fedrelay.adapters.kafka import MemoryBus
-from fedrelay.adapters.ledger.database import create_engine, upgrade
-from fedrelay.adapters.ledger.models import Observation as ObservationRow
-from fedrelay.adapters.telemetry.tracing import round_span_context
-from fedrelay.adapters.wormhole import MessageId, Payload
-from fedrelay.adapters.wormhole.testing import (
+from support.relayer import read_topic
+from support.wormhole import (
     evm_address,
     filler,
     sample_round_settled,
@@ -29,9 +24,14 @@ from fedrelay.adapters.wormhole.testing import (
     sample_update_committed,
     sample_worker_registered,
 )
-from fedrelay.relayer.chains import ChainPosition, EmittedMessage
+
+from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.ports.relay import ChainPosition, EmittedMessage
+from fedrelay.protocol.tracing import round_span_context
+from fedrelay.protocol.wormhole import MessageId, Payload
 from fedrelay.relayer.messages import Observation
-from fedrelay.relayer.testing import read_topic
 from fedrelay.relayer.watch import RoundOf, Watcher, round_of
 
 COORDINATOR, SOLANA, EVM_WORKER = 2, 1, 4

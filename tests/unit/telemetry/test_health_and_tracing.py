@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.telemetry.health import HealthServer, health_app
-from fedrelay.adapters.telemetry.tracing import (
+from fedrelay.protocol.tracing import (
     context_from_traceparent,
     extract_context,
     inject_headers,

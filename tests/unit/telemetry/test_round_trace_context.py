@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from fedrelay.adapters.telemetry.tracing import (
+from fedrelay.protocol.tracing import (
     ROUND_TRACE_TAG,
     InvalidRound,
     round_attributes,
@@ -17,7 +17,7 @@ from fedrelay.adapters.telemetry.tracing import (
     round_span_context,
     traceparent,
 )
-from fedrelay.adapters.wormhole import keccak256
+from fedrelay.protocol.wormhole import keccak256
 
 
 def test_the_same_round_gives_the_same_context_every_time() -> None:

@@ -7,7 +7,7 @@ import numpy.typing as npt
 import pytest
 from safetensors.numpy import load
 
-from fedrelay.worker.training import (
+from fedrelay.training import (
     BlobError,
     MerkleProof,
     blob_name,

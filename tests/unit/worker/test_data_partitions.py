@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedrelay.worker.data import (
+from fedrelay.training.data import (
     DataError,
     digits,
     partition_dirichlet,

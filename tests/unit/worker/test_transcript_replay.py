@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedrelay.worker.data import Dataset, digits, partition_iid
-from fedrelay.worker.training import (
+from fedrelay.training import (
     TrainingConfig,
     TrainingError,
     Transcript,
@@ -21,8 +20,9 @@ from fedrelay.worker.training import (
     train_with_transcript,
     verify_segment,
 )
-from fedrelay.worker.training.torch_trainer import TorchClassificationTrainer, initial_model, mlp
-from fedrelay.worker.training.trainer import STEP_KEY, model_of
+from fedrelay.training.data import Dataset, digits, partition_iid
+from fedrelay.training.torch_trainer import TorchClassificationTrainer, initial_model, mlp
+from fedrelay.training.trainer import STEP_KEY, model_of
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -20,10 +20,22 @@ import pytest
 import torch
 from solders.keypair import Keypair
 
-from fedrelay.coordinator.auth import EvmSigner
 from fedrelay.coordinator.repository import Challenge, SecAggStage
-from fedrelay.coordinator.secagg import unmask_sum
-from fedrelay.worker.data import (
+from fedrelay.protocol.api.signing import EvmSigner
+from fedrelay.protocol.secagg import unmask_sum
+from fedrelay.training import (
+    SegmentOpening,
+    TrainingConfig,
+    Transcript,
+    blob_hash,
+    decode_blob,
+    keccak256,
+    merkle_proof,
+    model_of,
+    verify_proof,
+    verify_segment,
+)
+from fedrelay.training.data import (
     Dataset,
     Indices,
     digits,
@@ -31,6 +43,7 @@ from fedrelay.worker.data import (
     partition_k_classes,
     split_train_test,
 )
+from fedrelay.training.torch_trainer import TorchClassificationTrainer, initial_model, mlp
 from fedrelay.worker.sdk import (
     CAPABILITY_CUDA,
     AssignedTask,
@@ -65,19 +78,6 @@ from fedrelay.worker.sdk.testing import (
     TamperedTranscriptWorker,
     TamperedUpdateWorker,
 )
-from fedrelay.worker.training import (
-    SegmentOpening,
-    TrainingConfig,
-    Transcript,
-    blob_hash,
-    decode_blob,
-    keccak256,
-    merkle_proof,
-    model_of,
-    verify_proof,
-    verify_segment,
-)
-from fedrelay.worker.training.torch_trainer import TorchClassificationTrainer, initial_model, mlp
 
 JOB = 5
 CHAIN = 4
@@ -512,7 +512,7 @@ def test_job_config_parsing() -> None:
 
 
 def test_job_config_written_by_the_coordinator_parses() -> None:
-    from fedrelay.coordinator.job_config import JobConfig as CoordinatorJobConfig
+    from fedrelay.protocol.job_config import JobConfig as CoordinatorJobConfig
 
     written = CoordinatorJobConfig(**json.loads(CONFIG.to_bytes()))
     assert json.loads(written.to_bytes())["secagg_threshold"] is None

@@ -18,8 +18,8 @@ from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.solana.client import Receipt
 from fedrelay.adapters.solana.errors import ConfirmationTimeout, TransactionFailed
 from fedrelay.adapters.solana.layout import ProgramError
+from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain, lost_race
 from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
-from fedrelay.worker.sdk.solana import SolanaWorkerChain, lost_race
 from fedrelay.worker.sdk.tasks import TaskKey, UpdateCommitment
 
 KEY = TaskKey(3, 1)

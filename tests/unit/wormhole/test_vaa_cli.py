@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from typer.testing import CliRunner
-
-from fedrelay.adapters.wormhole import VaaBody, sign_vaa
-from fedrelay.adapters.wormhole.testing import (
+from support.wormhole import (
     guardian_set,
     guardian_signers,
     sample_update_committed,
 )
+from typer.testing import CliRunner
+
 from fedrelay.cli import app
+from fedrelay.protocol.wormhole import VaaBody, sign_vaa
 
 runner = CliRunner()
 SIGNERS = guardian_signers(4)

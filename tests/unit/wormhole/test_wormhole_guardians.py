@@ -6,8 +6,15 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from support.wormhole import (
+    WORMHOLE_DEVNET_GUARDIAN_KEY,
+    guardian_key,
+    guardian_set,
+    guardian_signers,
+    sample_task_assigned,
+)
 
-from fedrelay.adapters.wormhole import (
+from fedrelay.protocol.wormhole import (
     GuardianIndexOutOfRange,
     GuardianSet,
     GuardianSetExpired,
@@ -30,14 +37,7 @@ from fedrelay.adapters.wormhole import (
     sign_vaa,
     verify_vaa,
 )
-from fedrelay.adapters.wormhole.guardians import HALF_N, SECP256K1_N
-from fedrelay.adapters.wormhole.testing import (
-    WORMHOLE_DEVNET_GUARDIAN_KEY,
-    guardian_key,
-    guardian_set,
-    guardian_signers,
-    sample_task_assigned,
-)
+from fedrelay.protocol.wormhole.guardians import HALF_N, SECP256K1_N
 
 NOW = 1_767_225_600
 SIGNERS = guardian_signers(19)

@@ -7,8 +7,15 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from support.wormhole import (
+    evm_address,
+    sample_round_settled,
+    sample_task_assigned,
+    sample_update_committed,
+    sample_worker_registered,
+)
 
-from fedrelay.adapters.wormhole import (
+from fedrelay.protocol.wormhole import (
     InvalidPayloadField,
     Outcome,
     PayloadSizeMismatch,
@@ -27,13 +34,6 @@ from fedrelay.adapters.wormhole import (
     loss_to_fixed,
     task_id,
     worker_id,
-)
-from fedrelay.adapters.wormhole.testing import (
-    evm_address,
-    sample_round_settled,
-    sample_task_assigned,
-    sample_update_committed,
-    sample_worker_registered,
 )
 
 SAMPLES = [

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.wormhole import guardian_set, guardian_signers, sample_round_settled
 
-from fedrelay.adapters.wormhole import (
+from fedrelay.protocol.wormhole import (
     GuardianSet,
     Outcome,
     PayloadError,
@@ -25,7 +26,6 @@ from fedrelay.adapters.wormhole import (
     sign_vaa,
     verify_vaa,
 )
-from fedrelay.adapters.wormhole.testing import guardian_set, guardian_signers, sample_round_settled
 
 NOW = 1_767_225_600
 SIGNERS = guardian_signers(19)

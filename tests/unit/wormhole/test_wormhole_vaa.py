@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from fedrelay.adapters.wormhole import (
+from fedrelay.protocol.wormhole import (
     MalformedVaa,
     MessageId,
     Signature,

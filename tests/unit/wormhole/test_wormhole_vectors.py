@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.vectors import build_payload_vectors, build_vaa_vectors
 
-from fedrelay.adapters.wormhole import (
+from fedrelay.protocol.wormhole import (
     ERRORS_BY_REASON,
     GuardianSet,
     GuardianSets,
@@ -22,7 +23,6 @@ from fedrelay.adapters.wormhole import (
     verify_vaa,
     worker_id,
 )
-from fedrelay.adapters.wormhole.vectors import build_payload_vectors, build_vaa_vectors
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"
 PAYLOADS = json.loads((VECTORS / "payloads.json").read_text())

@@ -1,0 +1,33 @@
+"""The devnet's guardian keys: fixed, public keys for local networks, tests and benchmarks.
+
+These keys are public. Guardian 0 is Wormhole's own devnet guardian key, so VAAs signed by it
+also verify on a Wormhole devnet with its default single-guardian set. Never use them on a network
+that carries value.
+"""
+
+from __future__ import annotations
+
+from fedrelay.protocol.wormhole.guardians import GuardianSet, GuardianSigner
+from fedrelay.protocol.wormhole.hashing import keccak256
+
+WORMHOLE_DEVNET_GUARDIAN_KEY = bytes.fromhex(
+    "cfb12303a19cde580bb4dd771639b0d26bc68353645571a8cff516ab2ee113a0"
+)
+
+
+def guardian_key(index: int) -> bytes:
+    """Return test guardian ``index``'s private key (0 is Wormhole's devnet guardian key)."""
+    if index == 0:
+        return WORMHOLE_DEVNET_GUARDIAN_KEY
+    return keccak256(b"fedrelay test guardian " + str(index).encode())
+
+
+def guardian_signers(count: int) -> list[GuardianSigner]:
+    """Return signers for test guardians 0..count-1."""
+    return [GuardianSigner(guardian_key(i)) for i in range(count)]
+
+
+def guardian_set(count: int, index: int = 0, expiration_time: int = 0) -> GuardianSet:
+    """Return the guardian set of test guardians 0..count-1."""
+    addresses = tuple(s.address for s in guardian_signers(count))
+    return GuardianSet(index=index, addresses=addresses, expiration_time=expiration_time)

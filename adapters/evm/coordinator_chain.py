@@ -1,0 +1,215 @@
+"""The coordinator chain on EVM: :class:`~fedrelay.ports.coordinator_chain.CoordinatorChain` over
+JobMarket.
+
+web3 is synchronous; every call runs in a worker thread so the service's event loop (and the
+HTTP API in the same process) keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import TypeVar, cast
+
+from web3.types import BlockIdentifier
+
+from fedrelay.adapters.evm import ContractRevert, EvmError, JobMarketContract, Signer
+from fedrelay.adapters.evm.events import ContractEvent
+from fedrelay.adapters.evm.market import JobStatus, TaskState
+from fedrelay.adapters.evm.market import RoundResult as EvmRoundResult
+from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.ports.coordinator_chain import (
+    BlockRef,
+    ChainCommitment,
+    ChainError,
+    ChainEvent,
+    ChainJob,
+    ChainRound,
+    ChainRoundPhase,
+    JobPosted,
+    RoundChallenged,
+    RoundSettled,
+    UpdateArrived,
+    WorkerJoined,
+    WorkerResult,
+)
+from fedrelay.protocol.wormhole import Task
+
+T = TypeVar("T")
+
+
+class EvmCoordinatorChain:
+    """JobMarket on an EVM chain, with the aggregator's key for the calls it sends."""
+
+    def __init__(
+        self, market: JobMarketContract, aggregator: Signer, finality: str | int = "latest"
+    ) -> None:
+        """Follow ``market``; send transactions as ``aggregator``.
+
+        Args:
+            market: The JobMarket binding.
+            aggregator: The key JobMarket knows as its aggregator.
+            finality: The block tag the service follows (``latest``, ``safe``, ``finalized``),
+                or a number of confirmations to stay behind the newest block.
+        """
+        self._market = market
+        self._signer = aggregator
+        self._finality = finality
+        self._timestamps: dict[int, int] = {}
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(call)
+        except ContractRevert as exc:
+            raise ChainError(f"JobMarket refused the call: {exc}") from exc
+        except EvmError as exc:
+            raise ChainError(f"coordinator chain call failed: {exc}") from exc
+
+    def _block(self, number: BlockIdentifier) -> BlockRef:
+        block = self._market.chain.w3.eth.get_block(number)
+        ref = BlockRef(int(block["number"]), bytes(block["hash"]), int(block["timestamp"]))
+        self._timestamps[ref.number] = ref.timestamp
+        return ref
+
+    async def head(self) -> BlockRef:
+        """See :meth:`CoordinatorChain.head`."""
+        finality = self._finality
+        if isinstance(finality, str):
+            tag = cast(BlockIdentifier, finality)  # a tag the chains file validated
+            return await self._run(lambda: self._block(tag))
+        latest = await self._run(lambda: self._block("latest"))
+        return await self.block(max(0, latest.number - finality))
+
+    async def block(self, number: int) -> BlockRef:
+        """See :meth:`CoordinatorChain.block`."""
+        return await self._run(lambda: self._block(number))
+
+    def _timestamp(self, number: int) -> int:
+        if number not in self._timestamps:
+            self._block(number)
+        return self._timestamps[number]
+
+    def _convert(self, event: ContractEvent) -> ChainEvent | None:
+        args, block = event.args, event.block_number
+        at = self._timestamp(block)
+        match event.name:
+            case "JobPosted":
+                return JobPosted(int(args["jobId"]), block, at)
+            case "WorkerRegistered":
+                worker = WorkerRef(int(args["workerChain"]), bytes(args["workerKey"]))
+                return WorkerJoined(worker, int(args["stake"]), block, at)
+            case "UpdateReceived":
+                worker = WorkerRef(int(args["workerChain"]), bytes(args["workerKey"]))
+                return UpdateArrived(
+                    int(args["jobId"]),
+                    int(args["round"]),
+                    worker,
+                    bytes(args["updateHash"]),
+                    block,
+                    at,
+                )
+            case "RoundChallenged":
+                return RoundChallenged(int(args["jobId"]), int(args["round"]), block, at)
+            case "RoundSettled":
+                return RoundSettled(
+                    int(args["jobId"]), int(args["round"]), bytes(args["modelHash"]), block, at
+                )
+        return None
+
+    async def events(self, from_block: int, to_block: int) -> Sequence[ChainEvent]:
+        """See :meth:`CoordinatorChain.events`."""
+
+        def read() -> list[ChainEvent]:
+            found = self._market.events(from_block, to_block)
+            return [e for e in (self._convert(raw) for raw in found) if e is not None]
+
+        return await self._run(read)
+
+    async def job(self, job_id: int) -> ChainJob:
+        """See :meth:`CoordinatorChain.job`."""
+
+        def read() -> ChainJob:
+            job = self._market.job(job_id)
+            function = self._market.contract.functions.jobWorkerChains(job_id)
+            chains = tuple(int(c) for c in self._market.chain.call(function))
+            return ChainJob(
+                job_id=job_id,
+                open=job.status is JobStatus.OPEN,
+                num_rounds=job.num_rounds,
+                current_round=job.current_round,
+                workers_per_round=job.workers_per_round,
+                min_stake=job.min_stake,
+                model_hash=job.model_hash,
+                config_hash=job.config_hash,
+                reward_per_round=job.reward_per_round,
+                worker_chains=chains,
+            )
+
+        return await self._run(read)
+
+    async def round(self, job_id: int, round_number: int) -> ChainRound:
+        """See :meth:`CoordinatorChain.round`."""
+        found = await self._run(lambda: self._market.round(job_id, round_number))
+        return ChainRound(
+            ChainRoundPhase(int(found.phase)),
+            found.assigned,
+            found.challenge_deadline,
+            found.proposed_model_hash,
+        )
+
+    async def commitment(
+        self, job_id: int, round_number: int, worker: WorkerRef
+    ) -> ChainCommitment:
+        """See :meth:`CoordinatorChain.commitment`."""
+        found = await self._run(
+            lambda: self._market.commitment(job_id, round_number, worker.chain, worker.key)
+        )
+        return ChainCommitment(
+            assigned=found.state is not TaskState.NONE,
+            committed=found.state is TaskState.COMMITTED,
+            update_hash=found.update_hash,
+            transcript_root=found.transcript_root,
+            num_samples=found.num_samples,
+            train_loss=found.train_loss,
+        )
+
+    async def stake(self, worker: WorkerRef) -> int:
+        """See :meth:`CoordinatorChain.stake`."""
+        found = await self._run(lambda: self._market.worker(worker.chain, worker.key))
+        return found.stake if found.registered else 0
+
+    async def max_batch(self, worker_chain: int) -> int:
+        """See :meth:`CoordinatorChain.max_batch`."""
+        function = self._market.contract.functions.maxBatch(worker_chain)
+        return int(await self._run(lambda: self._market.chain.call(function)))
+
+    async def challenge_window(self) -> int:
+        """See :meth:`CoordinatorChain.challenge_window`."""
+        function = self._market.contract.functions.challengeWindow()
+        return int(await self._run(lambda: self._market.chain.call(function)))
+
+    async def assign_tasks(
+        self, job_id: int, worker_chain: int, deadline: int, tasks: Sequence[Task]
+    ) -> None:
+        """See :meth:`CoordinatorChain.assign_tasks`."""
+        await self._run(
+            lambda: self._market.assign_tasks(self._signer, job_id, worker_chain, deadline, tasks)
+        )
+
+    async def finalize_round(
+        self, job_id: int, round_number: int, model_hash: bytes, results: Sequence[WorkerResult]
+    ) -> None:
+        """See :meth:`CoordinatorChain.finalize_round`."""
+        entries = [
+            EvmRoundResult(r.worker.chain, r.worker.key, r.outcome, r.reward, r.slash)
+            for r in results
+        ]
+        await self._run(
+            lambda: self._market.finalize_round(
+                self._signer, job_id, round_number, model_hash, entries
+            )
+        )
+
+    async def settle_round(self, job_id: int, round_number: int) -> None:
+        """See :meth:`CoordinatorChain.settle_round`."""
+        await self._run(lambda: self._market.settle_round(self._signer, job_id, round_number))

@@ -1,0 +1,181 @@
+"""The EVM worker chain backend: WorkerHub through web3 (calls run in a worker thread)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
+
+from requests.exceptions import RequestException
+from web3 import Web3
+from web3.exceptions import Web3Exception
+
+from fedrelay.adapters.evm import (
+    ContractEvent,
+    EvmChain,
+    EvmError,
+    HubTaskState,
+    Signer,
+    WorkerHubContract,
+    address_to_bytes32,
+)
+from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
+from fedrelay.worker.sdk.tasks import (
+    AssignedTask,
+    ChainPoll,
+    CommitReceipt,
+    Outcome,
+    SettledTask,
+    StakeStatus,
+    TaskKey,
+    UpdateCommitment,
+)
+
+#: Blocks read per ``eth_getLogs`` request.
+LOG_RANGE = 2_000
+EVM_WORKER_CHAIN = 4
+
+_T = TypeVar("_T")
+
+
+class EvmWorkerChain:
+    """A worker's WorkerHub on an EVM chain, as a
+    :class:`~fedrelay.ports.worker_chain.WorkerChain`."""
+
+    def __init__(
+        self,
+        rpc_url: str,
+        hub_address: str,
+        private_key: str | bytes,
+        *,
+        wormhole_chain: int = EVM_WORKER_CHAIN,
+        confirmations: int = 0,
+        start_block: int = 0,
+    ) -> None:
+        """Connect to the chain and the hub.
+
+        Args:
+            rpc_url: The chain's JSON-RPC endpoint.
+            hub_address: The WorkerHub's address.
+            private_key: The worker's secp256k1 key (never logged; the repr shows the address).
+            wormhole_chain: The chain's Wormhole id.
+            confirmations: Blocks an event must be under before the worker acts on it.
+            start_block: The first block to read (the hub's deployment block saves scanning).
+
+        Raises:
+            ChainUnavailable: The endpoint does not answer.
+        """
+        try:
+            Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10})).eth.block_number  # noqa: B018
+        except (RequestException, Web3Exception, OSError, ValueError) as exc:
+            raise ChainUnavailable(
+                f"the EVM RPC endpoint {rpc_url} does not answer; check --rpc-url ({exc})"
+            ) from None
+        self._chain = EvmChain(rpc_url)
+        self.hub = WorkerHubContract(self._chain, hub_address)
+        self._signer = Signer(private_key)
+        self._wormhole_chain = wormhole_chain
+        self._confirmations = confirmations
+        self._start_block = start_block
+
+    def __repr__(self) -> str:
+        return f"EvmWorkerChain(hub={self.hub.address}, worker={self._signer.address})"
+
+    @property
+    def wormhole_chain(self) -> int:
+        """The chain's Wormhole id."""
+        return self._wormhole_chain
+
+    @property
+    def worker_key(self) -> bytes:
+        """The worker's address left-padded to 32 bytes."""
+        return address_to_bytes32(self._signer.address)
+
+    @property
+    def address(self) -> str:
+        """The worker's checksummed address."""
+        return str(self._signer.address)
+
+    async def _run(self, call: Callable[[], _T]) -> _T:
+        try:
+            return await asyncio.to_thread(call)
+        except (RequestException, OSError) as exc:
+            raise ChainUnavailable(f"the EVM worker chain stopped answering: {exc}") from exc
+        except EvmError as exc:
+            raise ChainRejected(f"the WorkerHub refused: {exc}") from exc
+
+    async def stake_status(self) -> StakeStatus:
+        """The worker's stake record (wei)."""
+        staker = await self._run(lambda: self.hub.staker(self._signer.address))
+        return StakeStatus(
+            staker.staked,
+            staker.registered,
+            staker.active_tasks,
+            staker.unbonding,
+            staker.unbonding_ready_at if staker.unbonding else 0,
+        )
+
+    async def stake_and_register(self, stake: int, payout: bytes, capabilities: int) -> None:
+        """Top the bonded stake up to ``stake`` wei, then register."""
+        status = await self.stake_status()
+        if status.staked < stake:
+            await self._run(lambda: self.hub.stake(self._signer, stake - status.staked))
+        await self._run(lambda: self.hub.register(self._signer, payout, capabilities))
+
+    async def poll(self, cursor: int) -> ChainPoll:
+        """TaskAssigned and TaskReleased events for this worker from block ``cursor`` on."""
+        latest = await self._run(lambda: int(self._chain.w3.eth.block_number))
+        last = latest - self._confirmations
+        events: list[ContractEvent] = []
+        start = max(cursor, self._start_block)
+        while start <= last:
+            end = min(last, start + LOG_RANGE - 1)
+            events.extend(await self._run(partial(self.hub.events, start, end)))
+            start = end + 1
+        mine = [e for e in events if e.args.get("worker") == self._signer.address]
+        assigned = tuple(
+            AssignedTask(
+                TaskKey(int(e.args["jobId"]), int(e.args["round"])),
+                bytes(e.args["taskId"]),
+                int(e.args["shard"]),
+                int(e.args["deadline"]),
+            )
+            for e in mine
+            if e.name == "TaskAssigned"
+        )
+        settled = tuple(
+            SettledTask(bytes(e.args["taskId"]), Outcome(int(e.args["outcome"])))
+            for e in mine
+            if e.name == "TaskReleased"
+        )
+        return ChainPoll(assigned, settled, max(start, last + 1))
+
+    async def is_committed(self, key: TaskKey) -> bool:
+        """Whether the hub holds this worker's commitment (or already settled the task)."""
+        task = await self._run(lambda: self.hub.task(key.job_id, key.round, self.worker_key))
+        return task.state in (HubTaskState.COMMITTED, HubTaskState.SETTLED)
+
+    async def commit(self, commitment: UpdateCommitment) -> CommitReceipt:
+        """``commitUpdate`` (publishes UPDATE_COMMITTED); returns the transaction hash."""
+        key = commitment.key
+        receipt = await self._run(
+            lambda: self.hub.commit_update(
+                self._signer,
+                key.job_id,
+                key.round,
+                commitment.update_hash,
+                commitment.transcript_root,
+                commitment.num_samples,
+                commitment.train_loss,
+            )
+        )
+        return CommitReceipt("0x" + bytes(receipt["transactionHash"]).hex())
+
+    async def begin_unstake(self, amount: int) -> None:
+        """``requestUnbond(amount)``."""
+        await self._run(lambda: self.hub.request_unbond(self._signer, amount))
+
+    async def withdraw_stake(self) -> None:
+        """``withdrawStake()``."""
+        await self._run(lambda: self.hub.withdraw_stake(self._signer))

@@ -1,0 +1,284 @@
+"""The Solana worker chain backend: the worker program through its client.
+
+Tasks are accounts, not events: a poll reads this worker's task accounts (a ``getProgramAccounts``
+query filtered by kind and worker key). The cursor is unused, the node remembers which tasks it
+saw.
+
+Transactions race on a busy chain: the program writes each published message to the account of
+the next sequence, read just before sending, so two workers sending at once name the same
+account and one is refused (``WRONG_ACCOUNT``); and a blockhash fetched before another
+transaction may no longer be accepted (``BlockhashNotFound``). Both are refused at preflight,
+before anything lands, so :class:`SolanaWorkerChain` sends again with a fresh blockhash and
+re-derived accounts, a bounded number of times with backoff. An answer that leaves open whether
+the transaction landed (a lost connection, a confirmation timeout) is followed by a check of the
+chain before anything is sent again, so a commitment or registration never lands twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import struct
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+from httpx import HTTPError
+from solana.exceptions import SolanaRpcException
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Confirmed
+from solana.rpc.core import RPCException
+from solana.rpc.models import MemcmpOpts
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana._base58 import b58encode
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.errors import AccountNotFound, ConfirmationTimeout, TransactionFailed
+from fedrelay.adapters.solana.layout import SOLANA_CHAIN, Kind, ProgramError, TaskAccount
+from fedrelay.protocol.wormhole import task_id
+from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
+from fedrelay.worker.sdk.tasks import (
+    AssignedTask,
+    ChainPoll,
+    CommitReceipt,
+    Outcome,
+    SettledTask,
+    StakeStatus,
+    TaskKey,
+    UpdateCommitment,
+)
+
+log = logging.getLogger(__name__)
+
+_TASK_KIND = struct.pack("<Q", Kind.TASK)
+_WORKER_KEY_OFFSET = 8
+#: Refusals that a lost race explains: sending again with fresh state can succeed.
+_RACE_ERRORS = (ProgramError.WRONG_ACCOUNT,)
+_RACE_TEXTS = ("BlockhashNotFound",)
+#: Answers that leave open whether the transaction landed.
+_UNCERTAIN = (ConfirmationTimeout, SolanaRpcException, HTTPError, OSError)
+
+_T = TypeVar("_T")
+
+
+@contextlib.contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """Report an endpoint that does not answer a read as :class:`ChainUnavailable`."""
+    try:
+        yield
+    except (SolanaRpcException, RPCException, HTTPError, OSError) as exc:
+        raise ChainUnavailable(f"the Solana RPC endpoint did not answer {what}: {exc}") from exc
+
+
+def lost_race(exc: TransactionFailed) -> bool:
+    """Whether a refusal is one a concurrent transaction explains (sending again may succeed)."""
+    return exc.program_error in _RACE_ERRORS or any(t in str(exc) for t in _RACE_TEXTS)
+
+
+class SolanaWorkerChain:
+    """The worker program on Solana as a :class:`~fedrelay.ports.worker_chain.WorkerChain`."""
+
+    #: Sends of one transaction before giving up.
+    ATTEMPTS = 8
+    #: Pause after the first failed attempt (seconds); doubled after each, with jitter.
+    BACKOFF_S = 0.05
+    #: Longest pause between attempts (seconds).
+    MAX_BACKOFF_S = 1.0
+
+    def __init__(self, rpc: AsyncClient, program_id: Pubkey, keypair: Keypair) -> None:
+        """Bind the backend to an RPC connection, the program and the worker's keypair."""
+        self.client = WorkerProgramClient(rpc, program_id)
+        self._keypair = keypair
+        self._jitter = random.SystemRandom()
+
+    async def _send(
+        self,
+        what: str,
+        send: Callable[[], Awaitable[_T]],
+        landed: Callable[[], Awaitable[bool]],
+    ) -> _T | None:
+        """Run ``send`` until it succeeds, sending again after a lost race or an unclear answer.
+
+        Before every attempt after the first, ``landed`` is asked whether an earlier attempt
+        took effect after all; then nothing is sent and None is returned.
+
+        Raises:
+            ChainRejected: The program refused the transaction for a reason no race explains.
+            ChainUnavailable: Every attempt lost a race or got no clear answer (the caller may
+                try again later: nothing was refused for good).
+        """
+        last: Exception | None = None
+        for attempt in range(1, self.ATTEMPTS + 1):
+            if attempt > 1:
+                pause = min(self.MAX_BACKOFF_S, self.BACKOFF_S * 2 ** (attempt - 2))
+                await asyncio.sleep(pause * self._jitter.uniform(0.5, 1.5))
+                try:
+                    if await landed():
+                        return None
+                except (ChainUnavailable, *_UNCERTAIN) as exc:
+                    last = exc
+                    continue
+            try:
+                return await send()
+            except TransactionFailed as exc:
+                if not lost_race(exc):
+                    raise ChainRejected(f"the worker program refused {what}: {exc}") from exc
+                last = exc
+            except _UNCERTAIN as exc:
+                last = exc
+            log.info("%s: attempt %d of %d did not land (%s)", what, attempt, self.ATTEMPTS, last)
+        raise ChainUnavailable(
+            f"{what} did not land in {self.ATTEMPTS} attempts; the last answer was: {last}"
+        )
+
+    def __repr__(self) -> str:
+        worker = self._keypair.pubkey()
+        return f"SolanaWorkerChain(program={self.client.program_id}, worker={worker})"
+
+    @classmethod
+    async def connect(
+        cls, rpc: AsyncClient, program_id: Pubkey, keypair: Keypair
+    ) -> SolanaWorkerChain:
+        """The backend, after checking that the endpoint answers.
+
+        Raises:
+            ChainUnavailable: The RPC endpoint does not answer.
+        """
+        try:
+            await rpc.get_latest_blockhash(Confirmed)
+        except (SolanaRpcException, RPCException, OSError) as exc:
+            raise ChainUnavailable(
+                f"the Solana RPC endpoint does not answer; check --rpc-url ({exc})"
+            ) from None
+        return cls(rpc, program_id, keypair)
+
+    @property
+    def wormhole_chain(self) -> int:
+        """Solana's Wormhole id."""
+        return SOLANA_CHAIN
+
+    @property
+    def worker_key(self) -> bytes:
+        """The worker's public key."""
+        return bytes(self._keypair.pubkey())
+
+    async def stake_status(self) -> StakeStatus:
+        """The worker's stake record (lamports); unregistered when it has none."""
+        try:
+            with _reading("a stake query"):
+                account = await self.client.fetch_worker(self._keypair.pubkey())
+        except AccountNotFound:
+            return StakeStatus(0, False, 0)
+        unbonding = account.stake if account.unbonding_at else 0
+        return StakeStatus(account.stake, True, account.assigned, unbonding, account.unbonding_at)
+
+    async def stake_and_register(self, stake: int, payout: bytes, capabilities: int) -> None:
+        """``register`` with ``stake`` lamports (the program stakes once, at registration)."""
+        if (await self.stake_status()).registered:
+            return
+
+        async def registered() -> bool:
+            return (await self.stake_status()).registered
+
+        await self._send(
+            "the registration",
+            lambda: self.client.register(
+                self._keypair, stake_lamports=stake, payout=payout, capabilities=capabilities
+            ),
+            registered,
+        )
+
+    async def _tasks(self) -> list[TaskAccount]:
+        with _reading("the task poll"):
+            found = await self.client.rpc.get_program_accounts(
+                self.client.program_id,
+                commitment=Confirmed,
+                encoding="base64",
+                filters=[
+                    MemcmpOpts(offset=0, bytes=b58encode(_TASK_KIND)),
+                    MemcmpOpts(offset=_WORKER_KEY_OFFSET, bytes=b58encode(self.worker_key)),
+                ],
+            )
+        return [TaskAccount.decode(bytes(row.account.data)) for row in found.value]
+
+    def _task_id(self, task: TaskAccount) -> bytes:
+        return task_id(task.job_id, task.round, SOLANA_CHAIN, task.worker_key)
+
+    async def poll(self, cursor: int) -> ChainPoll:
+        """Every task account of this worker; settled ones also as settlements."""
+        tasks = sorted(await self._tasks(), key=lambda t: (t.job_id, t.round))
+        assigned = tuple(
+            AssignedTask(
+                TaskKey(t.job_id, t.round),
+                self._task_id(t),
+                t.shard,
+                t.deadline,
+                t.model_hash,
+                t.config_hash,
+            )
+            for t in tasks
+        )
+        settled = tuple(
+            SettledTask(self._task_id(t), Outcome(t.outcome)) for t in tasks if t.settled
+        )
+        return ChainPoll(assigned, settled, cursor)
+
+    async def is_committed(self, key: TaskKey) -> bool:
+        """Whether the task account records a commitment."""
+        try:
+            with _reading("a task query"):
+                task = await self.client.fetch_task(key.job_id, key.round, self.worker_key)
+        except AccountNotFound:
+            return False
+        return task.committed
+
+    async def commit(self, commitment: UpdateCommitment) -> CommitReceipt:
+        """``commit_update`` (publishes UPDATE_COMMITTED); returns the transaction signature.
+
+        A lost race is sent again (fresh blockhash, the then next message account); an attempt
+        that may have landed is checked with :meth:`is_committed` first. When an earlier
+        attempt turns out to have landed, the receipt's transaction is empty.
+
+        Raises:
+            ChainRejected: The program refused the commitment (not a lost race).
+            ChainUnavailable: No attempt landed (races or no clear answer every time).
+        """
+        key = commitment.key
+        arguments = ix.Commitment(
+            key.job_id,
+            key.round,
+            commitment.update_hash,
+            commitment.transcript_root,
+            commitment.num_samples,
+            commitment.train_loss,
+        )
+        receipt = await self._send(
+            f"the commitment of {key}",
+            lambda: self.client.commit_update(self._keypair, arguments),
+            lambda: self.is_committed(key),
+        )
+        return CommitReceipt("" if receipt is None else str(receipt.signature))
+
+    async def begin_unstake(self, amount: int) -> None:
+        """``begin_unstake`` (the whole stake; ``amount`` is not used on Solana)."""
+
+        async def unbonding() -> bool:
+            try:
+                return (await self.client.fetch_worker(self._keypair.pubkey())).unbonding_at > 0
+            except AccountNotFound:
+                return False
+
+        await self._send(
+            "the unbonding", lambda: self.client.begin_unstake(self._keypair), unbonding
+        )
+
+    async def withdraw_stake(self) -> None:
+        """``withdraw`` (closes the worker record)."""
+
+        async def withdrawn() -> bool:
+            return not (await self.stake_status()).registered
+
+        await self._send("the withdrawal", lambda: self.client.withdraw(self._keypair), withdrawn)

@@ -1,0 +1,201 @@
+"""What the coordinator reads from and sends to the coordinator chain, independent of the chain.
+
+:class:`CoordinatorChain` is the narrow interface the service drives; the EVM implementation is
+:class:`fedrelay.adapters.evm.coordinator_chain.EvmCoordinatorChain`, tests use a fake. Chain
+events are
+frozen
+values in block order; each carries the block it was logged in and that block's timestamp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.protocol.wormhole import Outcome, Task
+
+
+class ChainError(Exception):
+    """The coordinator chain refused a call or could not be read; the message says which."""
+
+
+class ChainRoundPhase(IntEnum):
+    """A round's phase on chain (JobMarket's ``RoundPhase``)."""
+
+    IDLE = 0
+    COLLECTING = 1
+    PROPOSED = 2
+    SETTLED = 3
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """A block: its number, hash and timestamp (unix seconds)."""
+
+    number: int
+    hash: bytes
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class JobPosted:
+    """A job was posted (JobMarket ``JobPosted``)."""
+
+    job_id: int
+    block: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class WorkerJoined:
+    """WORKER_REGISTERED reached the coordinator chain (JobMarket ``WorkerRegistered``)."""
+
+    worker: WorkerRef
+    stake: int
+    block: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class UpdateArrived:
+    """UPDATE_COMMITTED reached the coordinator chain (JobMarket ``UpdateReceived``)."""
+
+    job_id: int
+    round: int
+    worker: WorkerRef
+    update_hash: bytes
+    block: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class RoundChallenged:
+    """A proposal was challenged inside its window."""
+
+    job_id: int
+    round: int
+    block: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class RoundSettled:
+    """A round was settled; the next round opens in this block."""
+
+    job_id: int
+    round: int
+    model_hash: bytes
+    block: int
+    timestamp: int
+
+
+ChainEvent = JobPosted | WorkerJoined | UpdateArrived | RoundChallenged | RoundSettled
+
+
+@dataclass(frozen=True)
+class ChainJob:
+    """A job as the chain stores it."""
+
+    job_id: int
+    open: bool
+    num_rounds: int
+    current_round: int
+    workers_per_round: int
+    min_stake: int
+    model_hash: bytes
+    config_hash: bytes
+    reward_per_round: int
+    worker_chains: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ChainRound:
+    """A round as the chain stores it."""
+
+    phase: ChainRoundPhase
+    assigned: int
+    challenge_deadline: int
+    proposed_model_hash: bytes
+
+
+@dataclass(frozen=True)
+class ChainCommitment:
+    """A task on chain: whether it is assigned or committed, and its commitment once committed."""
+
+    assigned: bool
+    committed: bool
+    update_hash: bytes
+    transcript_root: bytes
+    num_samples: int
+    train_loss: int
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """One worker's outcome in ``finalizeRound``."""
+
+    worker: WorkerRef
+    outcome: Outcome
+    reward: int = 0
+    slash: int = 0
+
+
+class CoordinatorChain(Protocol):
+    """The coordinator chain as the service sees it (JobMarket and its blocks)."""
+
+    async def head(self) -> BlockRef:
+        """The newest block the service may act on (at the configured finality)."""
+        ...
+
+    async def block(self, number: int) -> BlockRef:
+        """Block ``number``."""
+        ...
+
+    async def events(self, from_block: int, to_block: int) -> Sequence[ChainEvent]:
+        """JobMarket's events in blocks ``from_block..to_block`` (inclusive), in order."""
+        ...
+
+    async def job(self, job_id: int) -> ChainJob:
+        """A job."""
+        ...
+
+    async def round(self, job_id: int, round_number: int) -> ChainRound:
+        """A round."""
+        ...
+
+    async def commitment(
+        self, job_id: int, round_number: int, worker: WorkerRef
+    ) -> ChainCommitment:
+        """One worker's task in a round."""
+        ...
+
+    async def stake(self, worker: WorkerRef) -> int:
+        """A registered worker's stake (8 decimals); 0 when unknown."""
+        ...
+
+    async def max_batch(self, worker_chain: int) -> int:
+        """The largest TASK_ASSIGNED batch ``worker_chain`` accepts."""
+        ...
+
+    async def challenge_window(self) -> int:
+        """Seconds a proposal stays open to challenge."""
+        ...
+
+    async def assign_tasks(
+        self, job_id: int, worker_chain: int, deadline: int, tasks: Sequence[Task]
+    ) -> None:
+        """``assignTasks`` (one TASK_ASSIGNED message)."""
+        ...
+
+    async def finalize_round(
+        self, job_id: int, round_number: int, model_hash: bytes, results: Sequence[WorkerResult]
+    ) -> None:
+        """``finalizeRound``: propose the new model and every worker's outcome."""
+        ...
+
+    async def settle_round(self, job_id: int, round_number: int) -> None:
+        """``settleRound`` after the challenge window."""
+        ...

@@ -1,0 +1,219 @@
+"""What the relayer needs from a chain: the two protocols every chain adapter implements.
+
+- :class:`SourceChain` (watch and attest): messages emitted on the chain, read up to the
+  configured finality, each with the position (block number, or slot-like counter) and the hash
+  that identifies it, so that a reorg can be noticed; and one message re-read by its id.
+- :class:`DestinationChain` (deliver): whether a VAA's digest is consumed already; a signed
+  delivery transaction for a VAA; broadcasting it; its status; and what an error means.
+
+The stages (:mod:`fedrelay.relayer.watch`, :mod:`fedrelay.relayer.attest`,
+:mod:`fedrelay.relayer.deliver`) hold the
+chain-independent logic: cursors, gaps, reorgs, ledger rows, retries. Each chain's quirks live in
+its adapter (``fedrelay.adapters.solana.relay``, ``fedrelay.adapters.evm``), one place per chain.
+
+Positions are chain-defined integers that grow along the chain: EVM block numbers, or Solana
+message sequences (the worker program numbers its message accounts densely). A position's hash
+changes when a reorg replaces what is at that position.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from fedrelay.protocol.wormhole import MessageId
+from fedrelay.relayer.messages import Observation
+
+# --- source side ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainPosition:
+    """A point on a source chain: its number and the hash of what is there."""
+
+    number: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class EmittedMessage:
+    """One message read from a source chain.
+
+    Attributes:
+        observation: The message, with the transaction, block number and block hash it was read
+            from (``observation.block_number`` is the message's position).
+        traceparent: The W3C traceparent of the emitting transaction's trace, when the chain or
+            its adapter knows it; the observation then joins that trace. Without it, a round's
+            message joins the round's derived trace (see :mod:`fedrelay.relayer.watch`).
+    """
+
+    observation: Observation
+    traceparent: str | None = None
+
+
+class SourceChain(Protocol):
+    """A chain whose emitted messages the relayer observes.
+
+    Attributes:
+        chain_id: The chain's Wormhole chain id (the emitter chain of its messages).
+        source: A stable name of what is watched (the ledger key of the watcher's cursor), for
+            example ``"solana:<program id>"``.
+    """
+
+    chain_id: int
+    source: str
+
+    async def head(self) -> ChainPosition:
+        """The highest position at the configured finality, with its hash."""
+        ...
+
+    async def position_hash(self, number: int) -> str | None:
+        """The hash at position `number` on the chain as it is now; None if there is none."""
+        ...
+
+    async def messages_between(self, first: int, last: int) -> Sequence[EmittedMessage]:
+        """Every message emitted at positions `first`..`last` (inclusive), in emission order."""
+        ...
+
+    async def fetch_message(self, message_id: MessageId, tx_hash: str) -> EmittedMessage | None:
+        """Re-read one message from the chain itself, at the configured finality.
+
+        Args:
+            message_id: The message's emitter and sequence.
+            tx_hash: Where the message is said to have been emitted (a hint the chain may use).
+
+        Returns:
+            The message as the chain has it now, or None when the chain has no such message
+            (not yet final, or removed by a reorg).
+        """
+        ...
+
+
+# --- destination side -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignedDelivery:
+    """A signed transaction that delivers a VAA, ready to broadcast (and to persist first).
+
+    Attributes:
+        tx_id: The transaction's id (EVM hash, Solana signature) known before broadcast.
+        raw: The signed transaction bytes; broadcasting them again is harmless.
+        nonce: The signer's nonce, on chains that have nonces.
+        fee_per_gas: The fee bid (EVM max fee per gas, in wei), on chains that have one.
+    """
+
+    tx_id: str
+    raw: bytes
+    nonce: int | None = None
+    fee_per_gas: int | None = None
+
+
+class TxState(enum.StrEnum):
+    """Where a broadcast transaction stands."""
+
+    UNKNOWN = "unknown"  # the chain has not seen it (not yet, or dropped)
+    PENDING = "pending"  # seen, not yet confirmed
+    CONFIRMED = "confirmed"  # included and succeeded
+    FAILED = "failed"  # included and reverted (see the failure)
+
+
+class FailureKind(enum.StrEnum):
+    """What a delivery error means (see :class:`DestinationChain.classify`)."""
+
+    ALREADY_CONSUMED = "already_consumed"  # delivered before: success
+    NONCE_TOO_LOW = "nonce_too_low"  # the nonce was used: take a fresh one and try again
+    UNDERPRICED = "underpriced"  # fee too low or replacement underpriced: bid more
+    NOT_CONFIRMED = "not_confirmed"  # no receipt in time: replace with a higher fee
+    EXPIRED = "expired"  # the transaction can no longer land (stale blockhash): sign anew
+    UNAVAILABLE = "unavailable"  # the RPC endpoint is down: not the message's fault
+    OUT_OF_GAS = "out_of_gas"  # the transaction ran out of gas: terminal
+    REVERTED = "reverted"  # the destination refused the VAA (revert reason): terminal
+    OTHER = "other"  # anything else: terminal
+
+
+#: Kinds after which the same delivery may succeed later.
+RETRYABLE_KINDS = frozenset(
+    {
+        FailureKind.NONCE_TOO_LOW,
+        FailureKind.UNDERPRICED,
+        FailureKind.NOT_CONFIRMED,
+        FailureKind.EXPIRED,
+        FailureKind.UNAVAILABLE,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A classified delivery error: its kind and a reason for the ledger and the DLQ."""
+
+    kind: FailureKind
+    reason: str
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt may succeed."""
+        return self.kind in RETRYABLE_KINDS
+
+
+@dataclass(frozen=True)
+class TxStatus:
+    """The status of one transaction; `failure` says why it failed, when it did."""
+
+    state: TxState
+    failure: Failure | None = None
+
+
+class DestinationChain(Protocol):
+    """A chain the relayer delivers VAAs to, with the relayer's signer on it.
+
+    Attributes:
+        chain_id: The chain's Wormhole chain id (deliveries.<chain_id> is its topic).
+        signer: The relayer account that signs and pays (an address, for the ledger).
+    """
+
+    chain_id: int
+    signer: str
+
+    async def is_consumed(self, vaa: bytes) -> bool:
+        """Whether the destination consumed the VAA's digest (it was delivered)."""
+        ...
+
+    async def finish(self, vaa: bytes) -> None:
+        """Complete a consumed VAA's follow-up work (Solana: the rest of its batch); idempotent.
+
+        Chains whose delivery is one transaction do nothing.
+        """
+        ...
+
+    async def pending_nonce(self) -> int | None:
+        """The signer's next nonce as the chain counts it (mempool included); None: no nonces."""
+        ...
+
+    async def prepare(self, vaa: bytes, nonce: int | None, fee_level: int) -> SignedDelivery:
+        """Build and sign the transaction that delivers `vaa`; nothing is applied yet.
+
+        It may stage data on chain that the transaction reads (Solana buffers) but never applies
+        the VAA.
+
+        Args:
+            vaa: The signed VAA.
+            nonce: The nonce to use (None on chains without nonces).
+            fee_level: 0 for the normal fee, n for the n-th escalation (replacements).
+        """
+        ...
+
+    async def broadcast(self, delivery: SignedDelivery) -> None:
+        """Send the signed transaction (again); raises what :meth:`classify` understands."""
+        ...
+
+    async def status(self, tx_id: str) -> TxStatus:
+        """The transaction's status."""
+        ...
+
+    def classify(self, error: Exception) -> Failure:
+        """What an error raised by this adapter means for the delivery."""
+        ...

@@ -1,0 +1,234 @@
+"""A job's configuration blob: strategy, secure aggregation, verification, model, data, training.
+
+The job poster uploads the canonical JSON of :class:`JobConfig` to the blob store and puts its
+keccak256 on chain as the job's ``config_hash``; TASK_ASSIGNED carries the same hash to every
+worker. The :class:`~fedrelay.training.TrainingConfig` fields sit at the top level together
+with
+``secure_aggregation`` and ``secagg_threshold``, which is what the worker SDK reads
+(``fedrelay.worker.sdk.config``; it ignores the coordinator's other keys). Every task of a job
+trains
+with that one configuration on its own shard, and the coordinator replays a challenged segment
+with it on the same shard (:meth:`JobConfig.training_config`).
+
+Example (JSON)::
+
+    {"version": 1, "seed": 7, "steps": 8, "checkpoint_every": 4, "batch_size": 16,
+     "learning_rate": 0.1, "strategy": "fedavg", "challenge_rate": 0.5,
+     "model": {"kind": "mlp", "hidden": 64}, "data": {"dataset": "digits", "shards": 4}}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedrelay.coordinator.aggregation import (
+    NormClip,
+    Strategy,
+    fedadam,
+    fedavg,
+    fedavgm,
+    fedyogi,
+    krum,
+    median,
+    multi_krum,
+    trimmed_mean,
+)
+from fedrelay.coordinator.rounds import RoundPolicy
+from fedrelay.protocol.wormhole import keccak256
+from fedrelay.training.config import TrainingConfig
+
+StrategyName = Literal[
+    "fedavg", "fedavgm", "fedadam", "fedyogi", "median", "trimmed_mean", "krum", "multi_krum"
+]
+_SECURE_STRATEGIES = {"fedavg", "fedavgm", "fedadam", "fedyogi"}
+
+
+class InvalidJobConfig(ValueError):
+    """The configuration blob is not a valid job configuration; the message says what is wrong."""
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Part):
+    """The model architecture: a two-layer perceptron
+    (``fedrelay.training.torch_trainer.mlp``)."""
+
+    kind: Literal["mlp"] = "mlp"
+    inputs: int = Field(default=64, ge=1, le=1_000_000)
+    hidden: int = Field(default=64, ge=1, le=100_000)
+    classes: int = Field(default=10, ge=2, le=100_000)
+    init_seed: int = Field(default=0, ge=0, lt=2**63)
+
+
+class DataSpec(_Part):
+    """Which data set, how it is split into a held-out set and into one shard per draw.
+
+    Shard ``i`` is the data of the worker drawn ``i``-th in a round; the coordinator rebuilds the
+    same shard to replay a challenged segment. The defaults (IID, seed 0, 20% held out) are the
+    shards a worker started with ``--data-shard digits:N`` trains on, N being ``shards``.
+    """
+
+    dataset: Literal["digits"] = "digits"
+    shards: int = Field(default=4, ge=1, le=4096)
+    partition: Literal["iid", "k_classes", "dirichlet"] = "iid"
+    classes_per_client: int = Field(default=2, ge=1)
+    alpha: float = Field(default=0.5, gt=0)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    max_examples_per_shard: int | None = Field(default=None, ge=1)
+
+
+class JobConfig(_Part):
+    """Everything the coordinator and the workers need to know about a job beyond the chain.
+
+    Attributes:
+        version: Format version (1).
+        seed: Training seed of every task (``TrainingConfig.seed``).
+        steps: Local optimizer steps per task.
+        checkpoint_every: Steps between transcript checkpoints.
+        batch_size: Examples per step.
+        learning_rate: Local SGD step size.
+        momentum: Local SGD momentum.
+        data_hash: keccak256 (hex) of the data every task must train on, or empty (each
+            worker's shard differs, so a multi-worker job leaves it empty).
+        strategy: Aggregation strategy name.
+        server_learning_rate: Server step of FedAvgM, FedAdam and FedYogi.
+        trim_beta: Fraction trimmed at each end by ``trimmed_mean``.
+        byzantine: Assumed attackers for Krum and Multi-Krum.
+        keep: Updates kept by Multi-Krum.
+        clip_norm: Per-update L2 clipping (None: no clipping).
+        secure_aggregation: Whether workers mask their updates (only the sum is visible).
+        secagg_threshold: Shares needed to unmask (required under secure aggregation).
+        challenge_rate: Fraction of committed transcripts challenged each round (0..1).
+        answer_seconds: Time a challenged worker has to answer.
+        reveal_seconds: Time workers have to send unmasking reveals under secure aggregation.
+        replay_tolerance: Largest absolute replay difference accepted (None: bit-exact).
+        collect_seconds: Time from assignment to the round's deadline.
+        min_updates: Commitments needed to aggregate.
+        rejected_slash: Slash (8 decimals) of a worker whose update or transcript fails.
+        slash_missing: Whether a worker that misses the deadline is slashed.
+        missing_slash: That slash (8 decimals).
+        sample_weight: Weight of sample counts against loss reduction in scores (0..1).
+        model: The model architecture.
+        data: The data set and its shards.
+    """
+
+    version: Literal[1] = 1
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    steps: int = Field(default=10, ge=1, le=1_000_000)
+    checkpoint_every: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    learning_rate: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    data_hash: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
+    strategy: StrategyName = "fedavg"
+    server_learning_rate: float = Field(default=1.0, gt=0)
+    trim_beta: float = Field(default=0.2, ge=0, lt=0.5)
+    byzantine: int = Field(default=1, ge=0)
+    keep: int = Field(default=1, ge=1)
+    clip_norm: float | None = Field(default=None, gt=0)
+    secure_aggregation: bool = False
+    secagg_threshold: int | None = Field(default=None, ge=1)
+    challenge_rate: float = Field(default=0.5, ge=0, le=1)
+    answer_seconds: int = Field(default=60, ge=1)
+    reveal_seconds: int = Field(default=60, ge=1)
+    replay_tolerance: float | None = Field(default=None, ge=0)
+    collect_seconds: int = Field(default=300, ge=1)
+    min_updates: int = Field(default=1, ge=1)
+    rejected_slash: int = Field(default=10**8, ge=0, lt=2**64)
+    slash_missing: bool = False
+    missing_slash: int = Field(default=0, ge=0, lt=2**64)
+    sample_weight: float = Field(default=0.0, ge=0, le=1)
+    model: ModelSpec = ModelSpec()
+    data: DataSpec = DataSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.secure_aggregation and self.strategy not in _SECURE_STRATEGIES:
+            raise ValueError(
+                f"strategy {self.strategy!r} needs individual updates; under secure aggregation "
+                f"use one of {sorted(_SECURE_STRATEGIES)}"
+            )
+        if self.secure_aggregation and self.secagg_threshold is None:
+            raise ValueError("secure aggregation needs secagg_threshold (shares to unmask)")
+        return self
+
+    # --- the blob -------------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The canonical configuration blob: compact JSON with sorted keys."""
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        ).encode()
+
+    def config_hash(self) -> bytes:
+        """keccak256 of :meth:`to_bytes`, the job's ``config_hash`` on chain."""
+        return keccak256(self.to_bytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> JobConfig:
+        """Parse a configuration blob.
+
+        Raises:
+            InvalidJobConfig: The bytes are not JSON of a valid configuration.
+        """
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise InvalidJobConfig(f"invalid job configuration: {problems}") from None
+
+    # --- what follows from it ------------------------------------------------------------------
+
+    def policy(self, total_rounds: int, challenge_window: int = 0) -> RoundPolicy:
+        """The round policy of a job with ``total_rounds`` rounds."""
+        return RoundPolicy(
+            total_rounds=total_rounds,
+            min_updates=self.min_updates,
+            challenge_window=challenge_window,
+            slash_missing=self.slash_missing,
+            missing_slash=self.missing_slash if self.slash_missing else 0,
+        )
+
+    def build_strategy(self) -> Strategy:
+        """The aggregation strategy the configuration names."""
+        clip = NormClip(self.clip_norm) if self.clip_norm is not None else None
+        lr = self.server_learning_rate
+        match self.strategy:
+            case "fedavg":
+                return fedavg(clip)
+            case "fedavgm":
+                return fedavgm(lr, clip=clip)
+            case "fedadam":
+                return fedadam(lr, clip=clip)
+            case "fedyogi":
+                return fedyogi(lr, clip=clip)
+            case "median":
+                return median(clip)
+            case "trimmed_mean":
+                return trimmed_mean(self.trim_beta, clip)
+            case "krum":
+                return krum(self.byzantine, clip)
+            case "multi_krum":
+                return multi_krum(self.byzantine, self.keep, clip)
+        raise InvalidJobConfig(f"unknown strategy {self.strategy!r}")  # pragma: no cover
+
+    def training_config(self) -> TrainingConfig:
+        """The training configuration of every task of the job (what a worker replays)."""
+        return TrainingConfig(
+            seed=self.seed,
+            steps=self.steps,
+            checkpoint_every=self.checkpoint_every,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            momentum=self.momentum,
+            data_hash=self.data_hash,
+        )

@@ -1,0 +1,379 @@
+"""Secure aggregation rounds (Bonawitz et al. 2017, with the SecAgg+ sparse graph as an option).
+
+Phases, client side (:class:`Participant`) and server side (:func:`unmask_sum`):
+
+1. advertise: each client publishes two X25519 public keys (masking, share encryption).
+2. share keys: each client Shamir-shares its masking private key and its self-mask seed among
+   its graph neighbours, each share sealed to its recipient; the server only relays ciphertexts.
+3. masked input: ``y_i = w_i * q(x_i) + PRG(b_i) + sum_j +-PRG(s_ij)`` in Z/2^64, where ``s_ij``
+   comes from X25519 between i and neighbour j and the sign depends on id order, so pairwise
+   masks cancel in the sum.
+4. unmask: for each client whose input arrived, survivors reveal shares of its self-mask seed;
+   for each neighbour that shared keys but whose input never arrived, shares of its masking key,
+   from which the server recomputes and removes the pairwise masks the survivors added for it.
+   No client reveals both kinds of share for the same client.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from fedrelay.protocol.secagg import keys, prg, shamir
+from fedrelay.protocol.secagg.errors import RecoveryFailed, SecureAggregationError
+from fedrelay.protocol.secagg.fixedpoint import FixedPoint, RingVector
+from fedrelay.protocol.secagg.graph import Graph, complete_graph, harary_graph
+
+
+@dataclass(frozen=True)
+class SecAggConfig:
+    """Parameters every party of one secure round agrees on.
+
+    Attributes:
+        round_id: Unique bytes per round; all derived keys and masks depend on it.
+        threshold: Shares needed to recover a secret (at most neighbours + 1, since a client
+            holds a share of its own secrets; more than half of that is the usual choice).
+        fixed_point: How float updates map into the ring.
+        degree: Neighbours per client in a SecAgg+ sparse graph; None for the complete graph.
+        graph_seed: Public randomness that orders the sparse graph.
+    """
+
+    round_id: bytes
+    threshold: int
+    fixed_point: FixedPoint = field(default_factory=FixedPoint)
+    degree: int | None = None
+    graph_seed: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.round_id:
+            raise SecureAggregationError("round_id must not be empty")
+        if self.threshold < 1:
+            raise SecureAggregationError(f"threshold must be >= 1, got {self.threshold}")
+
+    def graph(self, client_ids: Collection[str]) -> Graph:
+        """The masking graph over ``client_ids``, checked against the threshold."""
+        ids = sorted(client_ids)
+        graph = (
+            complete_graph(ids)
+            if self.degree is None
+            else harary_graph(ids, self.degree, self.graph_seed or self.round_id)
+        )
+        holders = min(len(n) for n in graph.values()) + 1  # neighbours and the client itself
+        if self.threshold > holders:
+            raise SecureAggregationError(
+                f"threshold {self.threshold} exceeds the {holders} share holders a client has "
+                "(its neighbours and itself)"
+            )
+        return graph
+
+
+@dataclass(frozen=True)
+class KeyAdvert:
+    """Phase 1 message: a client's public keys."""
+
+    client_id: str
+    mask_public: bytes
+    share_public: bytes
+
+
+@dataclass(frozen=True)
+class SealedShares:
+    """Phase 2 message: shares from ``sender`` for ``recipient``, encrypted to the recipient."""
+
+    sender: str
+    recipient: str
+    ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class MaskedInput:
+    """Phase 3 message: a masked, weighted, fixed-point update."""
+
+    client_id: str
+    num_examples: int
+    vector: RingVector
+
+
+@dataclass(frozen=True)
+class UnmaskResponse:
+    """Phase 4 message: share values (``y``) of self-mask seeds and of masking keys, by owner."""
+
+    sender: str
+    self_mask_shares: dict[str, int]
+    key_shares: dict[str, int]
+
+
+def _int_of(data: bytes) -> int:
+    return int.from_bytes(data, "big")
+
+
+def _bytes_of(value: int) -> bytes:
+    if not 0 <= value < 2**256:
+        raise RecoveryFailed("recovered secret is not 32 bytes; shares are inconsistent")
+    return value.to_bytes(32, "big")
+
+
+def _private_bytes(key: X25519PrivateKey) -> bytes:
+    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+def _apply_pair_mask(total: RingVector, seed: bytes, owner: str, peer: str, remove: bool) -> None:
+    # The lower id adds the pair's mask and the higher id subtracts it, so the two cancel.
+    adds = owner < peer
+    prg.apply_mask(total, seed, negate=adds == remove)
+
+
+def _index(roster: Sequence[str]) -> dict[str, int]:
+    return {c: i + 1 for i, c in enumerate(sorted(roster))}
+
+
+class Participant:
+    """A client's side of one secure round. Holds secrets; never logs or exposes them."""
+
+    def __init__(
+        self,
+        client_id: str,
+        config: SecAggConfig,
+        randbelow: Callable[[int], int] = secrets.randbelow,
+    ) -> None:
+        """Create fresh keys and a fresh self-mask seed for this round."""
+        self.client_id = client_id
+        self._config = config
+        self._randbelow = randbelow
+        self._mask_key = X25519PrivateKey.generate()
+        self._share_key = X25519PrivateKey.generate()
+        self._self_seed = secrets.token_bytes(prg.SEED_BYTES)
+        self._adverts: dict[str, KeyAdvert] = {}
+        self._graph: Graph = {}
+        self._held: dict[str, tuple[int, int]] = {}
+        self._own_share: tuple[int, int] | None = None
+        self._peers_shared: frozenset[str] = frozenset()
+        self._unmasked = False
+
+    def advertise(self) -> KeyAdvert:
+        """Phase 1: this client's public keys."""
+        return KeyAdvert(
+            self.client_id, keys.public_bytes(self._mask_key), keys.public_bytes(self._share_key)
+        )
+
+    def share_keys(self, adverts: Sequence[KeyAdvert]) -> list[SealedShares]:
+        """Phase 2: Shamir shares of this client's secrets, one sealed bundle per neighbour.
+
+        The client keeps one share of its own secrets, so its own answer in phase 4 counts
+        towards recovering its self mask.
+        """
+        self._adverts = {a.client_id: a for a in adverts}
+        if self.client_id not in self._adverts or len(self._adverts) != len(adverts):
+            raise SecureAggregationError("adverts must be distinct and include this client")
+        self._graph = self._config.graph(self._adverts)
+        holders = sorted(self._graph[self.client_id] | {self.client_id})
+        index = _index(list(self._adverts))
+        xs = [index[n] for n in holders]
+        threshold = self._config.threshold
+        key_shares = shamir.split(
+            _int_of(_private_bytes(self._mask_key)), threshold, xs, self._randbelow
+        )
+        seed_shares = shamir.split(_int_of(self._self_seed), threshold, xs, self._randbelow)
+        sealed = []
+        for peer, key_share, seed_share in zip(holders, key_shares, seed_shares, strict=True):
+            if peer == self.client_id:
+                self._own_share = (key_share.y, seed_share.y)
+                continue
+            plaintext = key_share.y.to_bytes(shamir.SHARE_BYTES, "big") + seed_share.y.to_bytes(
+                shamir.SHARE_BYTES, "big"
+            )
+            ciphertext = keys.seal(
+                self._share_key,
+                self._adverts[peer].share_public,
+                self._config.round_id,
+                self.client_id,
+                peer,
+                plaintext,
+            )
+            sealed.append(SealedShares(self.client_id, peer, ciphertext))
+        return sealed
+
+    def receive_shares(self, sealed: Sequence[SealedShares]) -> None:
+        """Phase 2 (receiving): open the bundles the server relayed to this client.
+
+        Raises:
+            SecureAggregationError: A bundle is for another client, from a non-neighbour, or
+                fails authentication.
+        """
+        neighbours = self._graph.get(self.client_id, frozenset())
+        opened: dict[str, tuple[int, int]] = {}
+        for bundle in sealed:
+            if bundle.recipient != self.client_id or bundle.sender not in neighbours:
+                raise SecureAggregationError(
+                    f"{self.client_id!r} cannot accept shares from {bundle.sender!r} "
+                    f"addressed to {bundle.recipient!r}"
+                )
+            plaintext = keys.open_sealed(
+                self._share_key,
+                self._adverts[bundle.sender].share_public,
+                self._config.round_id,
+                bundle.sender,
+                self.client_id,
+                bundle.ciphertext,
+            )
+            if len(plaintext) != 2 * shamir.SHARE_BYTES:
+                raise SecureAggregationError(f"shares from {bundle.sender!r} are malformed")
+            opened[bundle.sender] = (
+                _int_of(plaintext[: shamir.SHARE_BYTES]),
+                _int_of(plaintext[shamir.SHARE_BYTES :]),
+            )
+        self._peers_shared = frozenset(opened)
+        if self._own_share is not None:
+            opened[self.client_id] = self._own_share
+        self._held = opened
+
+    def mask(self, delta: npt.NDArray[np.float32], num_examples: int) -> MaskedInput:
+        """Phase 3: the weighted fixed-point update plus self mask plus pairwise masks.
+
+        Pairwise masks are added for every neighbour whose shares reached this client (the
+        neighbours that completed phase 2).
+        """
+        if not self._graph:
+            raise SecureAggregationError("share_keys must run before mask")
+        total = self._config.fixed_point.encode(delta, num_examples)
+        prg.apply_mask(total, self._self_seed)
+        for peer in sorted(self._peers_shared):
+            seed = keys.pair_mask_seed(
+                self._mask_key,
+                self._adverts[peer].mask_public,
+                self._config.round_id,
+                self.client_id,
+                peer,
+            )
+            _apply_pair_mask(total, seed, self.client_id, peer, remove=False)
+        return MaskedInput(self.client_id, num_examples, total)
+
+    def unmask(self, survivors: Collection[str]) -> UnmaskResponse:
+        """Phase 4: for each neighbour, a self-mask share if it survived, else a key share.
+
+        Args:
+            survivors: The clients whose masked input the server received (must include this
+                client and at least ``threshold`` clients).
+
+        Raises:
+            SecureAggregationError: Asked twice, or the survivor set is too small or foreign.
+        """
+        if self._unmasked:
+            raise SecureAggregationError(
+                f"{self.client_id!r} already answered the unmask phase; answering again could "
+                "reveal both secrets of one client"
+            )
+        alive = set(survivors)
+        if self.client_id not in alive or not alive <= set(self._adverts):
+            raise SecureAggregationError("survivor set must include this client and only known ids")
+        if len(alive) < self._config.threshold:
+            raise SecureAggregationError(
+                f"only {len(alive)} survivors; at least {self._config.threshold} are required"
+            )
+        self._unmasked = True
+        self_mask_shares = {o: s for o, (_, s) in self._held.items() if o in alive}
+        key_shares = {o: k for o, (k, _) in self._held.items() if o not in alive}
+        return UnmaskResponse(self.client_id, self_mask_shares, key_shares)
+
+
+@dataclass(frozen=True)
+class SecureSum:
+    """What the server learns: the ring sum of the surviving inputs and its total weight.
+
+    Attributes:
+        total: ``sum(w_i * q(x_i))`` over ``contributors`` in Z/2^64.
+        total_weight: ``sum(w_i)`` over ``contributors``.
+        contributors: Clients whose input is in the sum, sorted.
+        dropped: Clients that shared keys but whose input never arrived, sorted.
+    """
+
+    total: RingVector
+    total_weight: int
+    contributors: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+    def decode(self, fixed_point: FixedPoint) -> npt.NDArray[np.float32]:
+        """The weighted sum as float32 (``sum(w_i * x_i)`` up to quantization)."""
+        return fixed_point.decode_sum(self.total, self.total_weight).astype(np.float32)
+
+
+def _recover(
+    owner: str,
+    shares_by_holder: Mapping[str, int],
+    index: Mapping[str, int],
+    threshold: int,
+) -> bytes:
+    points = [shamir.Share(index[h], y) for h, y in sorted(shares_by_holder.items())]
+    try:
+        return _bytes_of(shamir.combine(points, threshold))
+    except RecoveryFailed as exc:
+        raise RecoveryFailed(f"cannot unmask {owner!r}: {exc}") from exc
+
+
+def unmask_sum(
+    config: SecAggConfig,
+    adverts: Sequence[KeyAdvert],
+    shared: Collection[str],
+    masked: Sequence[MaskedInput],
+    responses: Sequence[UnmaskResponse],
+) -> SecureSum:
+    """Server side: add the masked inputs and remove every mask that remains.
+
+    Args:
+        config: The round's parameters.
+        adverts: Phase 1 messages (the roster).
+        shared: Clients whose phase 2 shares were relayed.
+        masked: Phase 3 inputs that arrived.
+        responses: Phase 4 answers that arrived.
+
+    Raises:
+        SecureAggregationError: Inputs from clients that did not share keys, mismatched lengths.
+        RecoveryFailed: Fewer than ``threshold`` neighbours answered for some client.
+    """
+    roster = {a.client_id: a for a in adverts}
+    graph = config.graph(roster)
+    index = _index(list(roster))
+    shared_set = set(shared)
+    inputs = {m.client_id: m for m in masked}
+    if not inputs:
+        raise SecureAggregationError("no masked inputs arrived")
+    if len(inputs) != len(masked) or not set(inputs) <= shared_set <= set(roster):
+        raise SecureAggregationError("masked inputs must be unique and from clients that shared")
+    length = next(iter(inputs.values())).vector.shape[0]
+    if any(m.vector.shape != (length,) or m.vector.dtype != np.uint64 for m in masked):
+        raise SecureAggregationError("masked inputs must be uint64 vectors of one length")
+    dropped = sorted(shared_set - set(inputs))
+    by_holder = {r.sender: r for r in responses if r.sender in inputs}
+
+    total = np.zeros(length, dtype=np.uint64)
+    for client in sorted(inputs):
+        total += inputs[client].vector
+    for client in sorted(inputs):
+        shares = {
+            h: r.self_mask_shares[client]
+            for h, r in by_holder.items()
+            if (h in graph[client] or h == client) and client in r.self_mask_shares
+        }
+        prg.apply_mask(total, _recover(client, shares, index, config.threshold), negate=True)
+    for gone in dropped:
+        shares = {
+            h: r.key_shares[gone]
+            for h, r in by_holder.items()
+            if h in graph[gone] and gone in r.key_shares
+        }
+        gone_key = X25519PrivateKey.from_private_bytes(
+            _recover(gone, shares, index, config.threshold)
+        )
+        for peer in sorted(graph[gone] & set(inputs)):
+            seed = keys.pair_mask_seed(
+                gone_key, roster[peer].mask_public, config.round_id, gone, peer
+            )
+            _apply_pair_mask(total, seed, peer, gone, remove=True)
+    weight = sum(inputs[c].num_examples for c in inputs)
+    return SecureSum(total, weight, tuple(sorted(inputs)), tuple(dropped))

@@ -1,0 +1,391 @@
+"""Codecs for fedrelay's four payloads, carried as the payload of a Wormhole v1 VAA.
+
+Every payload starts with the 44-byte header: payload_id u8, protocol version u8 (= 1),
+target_chain u16, target_address bytes32, job_id u64. All integers are big-endian. A decoder
+rejects an unknown payload id or version, a count outside 1..32, and missing or trailing bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import ClassVar
+
+from fedrelay.protocol.wormhole.errors import (
+    InvalidPayloadField,
+    PayloadSizeMismatch,
+    UnknownPayloadId,
+    UnsupportedPayloadVersion,
+    WrongTarget,
+)
+from fedrelay.protocol.wormhole.hashing import keccak256
+
+PROTOCOL_VERSION = 1
+HEADER_SIZE = 44
+MAX_BATCH = 32
+LOSS_SCALE = 1_000_000
+
+_U16 = 0xFFFF
+_U32 = 0xFFFF_FFFF
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
+_HEADER = struct.Struct(">BBH32sQ")
+
+
+class PayloadId(IntEnum):
+    """The first byte of every fedrelay payload."""
+
+    WORKER_REGISTERED = 1
+    TASK_ASSIGNED = 2
+    UPDATE_COMMITTED = 3
+    ROUND_SETTLED = 4
+
+
+class Outcome(IntEnum):
+    """What a round decided about one worker's update."""
+
+    ACCEPTED = 0
+    DROPPED = 1
+    SLASHED = 2
+
+
+class Capability(IntEnum):
+    """Bits of WORKER_REGISTERED's capabilities field."""
+
+    CUDA_GPU = 1 << 0
+    DETERMINISTIC_CPU_REPLAY = 1 << 1
+
+
+def _uint(name: str, value: int, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise InvalidPayloadField(f"{name} must be an integer in 0..{maximum}, got {value!r}")
+
+
+def _bytes32(name: str, value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise InvalidPayloadField(f"{name} must be 32 bytes, got {value!r}")
+
+
+def _count(name: str, count: int) -> None:
+    if not 1 <= count <= MAX_BATCH:
+        raise InvalidPayloadField(f"{name} must hold 1..{MAX_BATCH} entries, got {count}")
+
+
+def worker_id(worker_chain: int, worker_key: bytes) -> bytes:
+    """worker_id = keccak256(u16 worker chain || worker_key)."""
+    _uint("worker_chain", worker_chain, _U16)
+    _bytes32("worker_key", worker_key)
+    return keccak256(struct.pack(">H", worker_chain) + worker_key)
+
+
+def task_id(job_id: int, round_number: int, worker_chain: int, worker_key: bytes) -> bytes:
+    """task_id = keccak256(u64 job_id || u32 round || u16 worker chain || worker_key)."""
+    _uint("job_id", job_id, _U64)
+    _uint("round", round_number, _U32)
+    _uint("worker_chain", worker_chain, _U16)
+    _bytes32("worker_key", worker_key)
+    return keccak256(struct.pack(">QIH", job_id, round_number, worker_chain) + worker_key)
+
+
+def loss_to_fixed(loss: float) -> int:
+    """Encode a training loss as u32 loss x 1e6, saturating at both ends (NaN counts as the top)."""
+    if loss != loss or loss * LOSS_SCALE >= _U32:  # NaN != NaN
+        return _U32
+    return max(0, round(loss * LOSS_SCALE))
+
+
+@dataclass(frozen=True)
+class _Header:
+    """Fields every payload starts with (payload id and version are implied by the type)."""
+
+    PAYLOAD_ID: ClassVar[PayloadId]
+
+    target_chain: int
+    target_address: bytes
+    job_id: int
+
+    def _check_header(self) -> None:
+        _uint("target_chain", self.target_chain, _U16)
+        _bytes32("target_address", self.target_address)
+        _uint("job_id", self.job_id, _U64)
+
+    def _header_bytes(self) -> bytes:
+        return _HEADER.pack(
+            self.PAYLOAD_ID, PROTOCOL_VERSION, self.target_chain, self.target_address, self.job_id
+        )
+
+
+@dataclass(frozen=True)
+class WorkerRegistered(_Header):
+    """WORKER_REGISTERED (1): a worker staked on a worker chain; job_id is always 0."""
+
+    PAYLOAD_ID: ClassVar[PayloadId] = PayloadId.WORKER_REGISTERED
+    SIZE: ClassVar[int] = 120
+
+    worker_key: bytes
+    stake: int
+    payout_address: bytes
+    capabilities: int
+
+    def __post_init__(self) -> None:
+        self._check_header()
+        if self.job_id != 0:
+            raise InvalidPayloadField(f"WORKER_REGISTERED carries job_id 0, got {self.job_id}")
+        _bytes32("worker_key", self.worker_key)
+        _uint("stake", self.stake, _U64)
+        _bytes32("payout_address", self.payout_address)
+        _uint("capabilities", self.capabilities, _U32)
+
+    def to_bytes(self) -> bytes:
+        """Return the 120-byte wire form."""
+        return self._header_bytes() + struct.pack(
+            ">32sQ32sI", self.worker_key, self.stake, self.payout_address, self.capabilities
+        )
+
+
+@dataclass(frozen=True)
+class Task:
+    """One entry of TASK_ASSIGNED: which worker trains which data shard."""
+
+    worker_key: bytes
+    shard: int
+
+    def __post_init__(self) -> None:
+        _bytes32("worker_key", self.worker_key)
+        _uint("shard", self.shard, _U32)
+
+
+@dataclass(frozen=True)
+class TaskAssigned(_Header):
+    """TASK_ASSIGNED (2): a round's tasks for the workers of one worker chain."""
+
+    PAYLOAD_ID: ClassVar[PayloadId] = PayloadId.TASK_ASSIGNED
+    ENTRY_SIZE: ClassVar[int] = 36
+
+    round: int
+    deadline: int
+    model_hash: bytes
+    config_hash: bytes
+    tasks: tuple[Task, ...]
+
+    def __post_init__(self) -> None:
+        self._check_header()
+        _uint("round", self.round, _U32)
+        _uint("deadline", self.deadline, _U64)
+        _bytes32("model_hash", self.model_hash)
+        _bytes32("config_hash", self.config_hash)
+        if not isinstance(self.tasks, tuple) or not all(isinstance(t, Task) for t in self.tasks):
+            raise InvalidPayloadField("tasks must be a tuple of Task")
+        _count("tasks", len(self.tasks))
+
+    def to_bytes(self) -> bytes:
+        """Return the wire form, 121 + 36k bytes."""
+        fixed = struct.pack(
+            ">IQ32s32sB",
+            self.round,
+            self.deadline,
+            self.model_hash,
+            self.config_hash,
+            len(self.tasks),
+        )
+        entries = b"".join(t.worker_key + struct.pack(">I", t.shard) for t in self.tasks)
+        return self._header_bytes() + fixed + entries
+
+
+@dataclass(frozen=True)
+class UpdateCommitted(_Header):
+    """UPDATE_COMMITTED (3): a worker's commitment to its update for one round."""
+
+    PAYLOAD_ID: ClassVar[PayloadId] = PayloadId.UPDATE_COMMITTED
+    SIZE: ClassVar[int] = 152
+
+    round: int
+    worker_key: bytes
+    update_hash: bytes
+    transcript_root: bytes
+    num_samples: int
+    train_loss: int
+
+    def __post_init__(self) -> None:
+        self._check_header()
+        _uint("round", self.round, _U32)
+        _bytes32("worker_key", self.worker_key)
+        _bytes32("update_hash", self.update_hash)
+        _bytes32("transcript_root", self.transcript_root)
+        _uint("num_samples", self.num_samples, _U32)
+        _uint("train_loss", self.train_loss, _U32)
+
+    def to_bytes(self) -> bytes:
+        """Return the 152-byte wire form."""
+        return self._header_bytes() + struct.pack(
+            ">I32s32s32sII",
+            self.round,
+            self.worker_key,
+            self.update_hash,
+            self.transcript_root,
+            self.num_samples,
+            self.train_loss,
+        )
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One entry of ROUND_SETTLED: a worker's outcome and slashed amount (8 decimals)."""
+
+    worker_key: bytes
+    outcome: Outcome
+    slash: int
+
+    def __post_init__(self) -> None:
+        _bytes32("worker_key", self.worker_key)
+        try:
+            outcome = Outcome(self.outcome)
+        except ValueError:
+            raise InvalidPayloadField(f"outcome must be 0, 1 or 2, got {self.outcome!r}") from None
+        object.__setattr__(self, "outcome", outcome)
+        _uint("slash", self.slash, _U64)
+
+
+@dataclass(frozen=True)
+class RoundSettled(_Header):
+    """ROUND_SETTLED (4): the aggregated model of a round and each worker's outcome."""
+
+    PAYLOAD_ID: ClassVar[PayloadId] = PayloadId.ROUND_SETTLED
+    ENTRY_SIZE: ClassVar[int] = 41
+
+    round: int
+    model_hash: bytes
+    settlements: tuple[Settlement, ...]
+
+    def __post_init__(self) -> None:
+        self._check_header()
+        _uint("round", self.round, _U32)
+        _bytes32("model_hash", self.model_hash)
+        if not isinstance(self.settlements, tuple) or not all(
+            isinstance(s, Settlement) for s in self.settlements
+        ):
+            raise InvalidPayloadField("settlements must be a tuple of Settlement")
+        _count("settlements", len(self.settlements))
+
+    def to_bytes(self) -> bytes:
+        """Return the wire form, 81 + 41k bytes."""
+        fixed = struct.pack(">I32sB", self.round, self.model_hash, len(self.settlements))
+        entries = b"".join(
+            s.worker_key + struct.pack(">BQ", s.outcome, s.slash) for s in self.settlements
+        )
+        return self._header_bytes() + fixed + entries
+
+
+Payload = WorkerRegistered | TaskAssigned | UpdateCommitted | RoundSettled
+
+
+def _expect_size(name: str, data: bytes, size: int) -> None:
+    if len(data) != size:
+        what = "missing" if len(data) < size else "trailing"
+        raise PayloadSizeMismatch(
+            f"{name} is {size} bytes, got {len(data)} ({what} {abs(len(data) - size)})"
+        )
+
+
+def _decode_worker_registered(data: bytes, chain: int, target: bytes, job: int) -> Payload:
+    _expect_size("WORKER_REGISTERED", data, WorkerRegistered.SIZE)
+    worker_key, stake, payout, caps = struct.unpack_from(">32sQ32sI", data, HEADER_SIZE)
+    return WorkerRegistered(chain, target, job, worker_key, stake, payout, caps)
+
+
+def _decode_task_assigned(data: bytes, chain: int, target: bytes, job: int) -> Payload:
+    fixed = HEADER_SIZE + 77
+    if len(data) < fixed:
+        _expect_size("TASK_ASSIGNED without its tasks", data, fixed)
+    round_number, deadline, model, config, count = struct.unpack_from(
+        ">IQ32s32sB", data, HEADER_SIZE
+    )
+    _count("TASK_ASSIGNED count", count)
+    _expect_size(
+        f"TASK_ASSIGNED with {count} task(s)", data, fixed + TaskAssigned.ENTRY_SIZE * count
+    )
+    tasks = []
+    for i in range(count):
+        at = fixed + TaskAssigned.ENTRY_SIZE * i
+        (shard,) = struct.unpack_from(">I", data, at + 32)
+        tasks.append(Task(worker_key=data[at : at + 32], shard=shard))
+    return TaskAssigned(chain, target, job, round_number, deadline, model, config, tuple(tasks))
+
+
+def _decode_update_committed(data: bytes, chain: int, target: bytes, job: int) -> Payload:
+    _expect_size("UPDATE_COMMITTED", data, UpdateCommitted.SIZE)
+    fields = struct.unpack_from(">I32s32s32sII", data, HEADER_SIZE)
+    return UpdateCommitted(chain, target, job, *fields)
+
+
+def _decode_round_settled(data: bytes, chain: int, target: bytes, job: int) -> Payload:
+    fixed = HEADER_SIZE + 37
+    if len(data) < fixed:
+        _expect_size("ROUND_SETTLED without its settlements", data, fixed)
+    round_number, model, count = struct.unpack_from(">I32sB", data, HEADER_SIZE)
+    _count("ROUND_SETTLED count", count)
+    _expect_size(
+        f"ROUND_SETTLED with {count} settlement(s)", data, fixed + RoundSettled.ENTRY_SIZE * count
+    )
+    settlements = []
+    for i in range(count):
+        at = fixed + RoundSettled.ENTRY_SIZE * i
+        outcome, slash = struct.unpack_from(">BQ", data, at + 32)
+        if outcome not in tuple(Outcome):
+            raise InvalidPayloadField(f"settlement {i}: outcome must be 0, 1 or 2, got {outcome}")
+        settlements.append(Settlement(data[at : at + 32], Outcome(outcome), slash))
+    return RoundSettled(chain, target, job, round_number, model, tuple(settlements))
+
+
+_DECODERS = {
+    PayloadId.WORKER_REGISTERED: _decode_worker_registered,
+    PayloadId.TASK_ASSIGNED: _decode_task_assigned,
+    PayloadId.UPDATE_COMMITTED: _decode_update_committed,
+    PayloadId.ROUND_SETTLED: _decode_round_settled,
+}
+
+
+def decode_payload(data: bytes, *, target: tuple[int, bytes] | None = None) -> Payload:
+    """Decode one fedrelay payload.
+
+    Args:
+        data: The payload bytes (a VAA body's payload).
+        target: When given, the receiver's (chain, bytes32 address); a payload addressed
+            elsewhere is rejected.
+
+    Returns:
+        The decoded payload.
+
+    Raises:
+        PayloadError: A subclass naming what is wrong (unknown id, version, size, field, target).
+    """
+    data = bytes(data)
+    # The id, then the version, are checked first so a foreign payload is named as such.
+    if not data:
+        raise PayloadSizeMismatch("the payload is empty")
+    if data[0] not in _DECODERS:
+        raise UnknownPayloadId(f"payload id {data[0]} is not a fedrelay payload (1..4)")
+    if len(data) > 1 and data[1] != PROTOCOL_VERSION:
+        raise UnsupportedPayloadVersion(
+            f"payload protocol version {data[1]} is not supported (expected {PROTOCOL_VERSION})"
+        )
+    if len(data) < HEADER_SIZE:
+        raise PayloadSizeMismatch(f"a payload header is {HEADER_SIZE} bytes, got {len(data)}")
+    payload_id, _, chain, address, job = _HEADER.unpack_from(data, 0)
+    payload = _DECODERS[PayloadId(payload_id)](data, chain, address, job)
+    if target is not None:
+        check_target(payload, *target)
+    return payload
+
+
+def check_target(payload: Payload, chain: int, address: bytes) -> None:
+    """Reject a payload that is not addressed to (chain, address).
+
+    Raises:
+        WrongTarget: The payload's target differs.
+    """
+    if (payload.target_chain, payload.target_address) != (chain, address):
+        raise WrongTarget(
+            f"payload targets chain {payload.target_chain} at 0x{payload.target_address.hex()}, "
+            f"not chain {chain} at 0x{address.hex()}"
+        )
