@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedrelay.adapters.blobstore import BlobStore, BlobStoreError
 from fedrelay.coordinator.aggregation import (
     AggregationError,
     ClientUpdate,
@@ -35,8 +34,7 @@ from fedrelay.coordinator.aggregation import (
     ServerState,
     Vector,
 )
-from fedrelay.coordinator.repository import Challenge
-from fedrelay.coordinator.rounds import RoundState, TaskStatus, UpdateRejected, WorkerRef, apply
+from fedrelay.coordinator.aggregation.configured import build_strategy
 from fedrelay.coordinator.scoring import loss_reduction_scores, mix_with_samples, split_payout
 from fedrelay.coordinator.secure_sum import masked_inputs, reveal_senders, secagg_config, unmask
 from fedrelay.coordinator.store import CoordinatorStore, RoundReport
@@ -46,15 +44,18 @@ from fedrelay.coordinator.verification import (
     UpdateRejection,
     challenge_sample,
     check_final_checkpoint,
-    decode_proof,
     delta_of,
     read_update,
 )
+from fedrelay.ports.blobs import BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import ChainJob, WorkerResult
+from fedrelay.protocol.challenges import Challenge
 from fedrelay.protocol.job_config import JobConfig
+from fedrelay.protocol.merkle import decode_proof
+from fedrelay.protocol.rounds import RoundState, TaskStatus, UpdateRejected, WorkerRef, apply
 from fedrelay.protocol.secagg import SecureAggregationError
 from fedrelay.protocol.wormhole import Outcome, keccak256
-from fedrelay.training import SegmentOpening, Verdict, decode_blob, encode_blob
+from fedrelay.training import SegmentOpening, TrainingError, Verdict, decode_blob, encode_blob
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ class RoundAggregation:
             )
             for a in committed
         ]
-        result = config.build_strategy().aggregate_fit(params, updates, server_state)
+        result = build_strategy(config).aggregate_fit(params, updates, server_state)
         loss_of = self._context.workbench.held_out_loss(layout)
         raw = await asyncio.to_thread(loss_reduction_scores, loss_of, params, updates)
         samples = {u.client_id: u.num_examples for u in updates}
@@ -279,7 +280,7 @@ class RoundAggregation:
             workers = [a.worker for a in state.assignments]
             secure = await unmask(self._store, secagg, state.job_id, state.round, workers)
             weighted = secure.decode(secagg.fixed_point)
-            strategy = config.build_strategy()
+            strategy = build_strategy(config)
             result = strategy.aggregate_sum(params, weighted, secure.total_weight, server_state)
         except (SecureAggregationError, AggregationError) as exc:
             return params, server_state, scores, f"secure aggregation failed: {exc}"
@@ -401,8 +402,8 @@ class RoundAggregation:
                 decode_proof(answer.start_proof),
                 decode_proof(answer.end_proof),
             )
-        except UpdateRejection as exc:
-            verdict = Verdict(False, str(exc))
+        except (UpdateRejection, TrainingError) as exc:
+            verdict = Verdict(False, f"the answer's proof is malformed: {exc}")
         else:
             verdict = await self._final_verdict(state, challenge, opening)
             if verdict.accepted and draw.replay:

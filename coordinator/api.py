@@ -39,7 +39,8 @@ from fastapi.responses import JSONResponse
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fedrelay.adapters.blobstore import (
+from fedrelay.coordinator.repository import Conflict, CoordinatorRepository, NotFound
+from fedrelay.ports.blobs import (
     DEFAULT_MAX_BLOB_BYTES,
     BlobCorrupt,
     BlobHashMismatch,
@@ -50,16 +51,6 @@ from fedrelay.adapters.blobstore import (
     InvalidBlobName,
     check_name,
 )
-from fedrelay.coordinator.repository import (
-    Challenge,
-    ChallengeAnswer,
-    Conflict,
-    CoordinatorRepository,
-    NotFound,
-    SecAggMessage,
-    SecAggStage,
-)
-from fedrelay.coordinator.rounds import Phase, RoundError, RoundState, WorkerRef
 from fedrelay.protocol.api.schemas import (
     BlobRef,
     ChallengeAnswerBody,
@@ -74,6 +65,9 @@ from fedrelay.protocol.api.schemas import (
     b64encode,
 )
 from fedrelay.protocol.api.signing import AuthError, KeyScheme, RequestVerifier, UnregisteredWorker
+from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
+from fedrelay.protocol.rounds import Phase, RoundError, RoundState, WorkerRef
+from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
 
 # Job ids are u64 on chain; the embedded ledger (SQLite) holds signed 64-bit integers, and the
 # chain numbers jobs sequentially, so 2^63 is no limit in practice.

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from fedrelay.coordinator.rounds import RoundState, TaskStatus
+from fedrelay.protocol.rounds import RoundState, TaskStatus
 
 _COMMITTED = frozenset({TaskStatus.COMMITTED, TaskStatus.ACCEPTED})
 _DROPPED = frozenset({TaskStatus.DROPPED, TaskStatus.SLASHED})

@@ -7,14 +7,13 @@ A ledger-backed implementation of :class:`CoordinatorRepository` can replace
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 from typing import Protocol
 
-from fedrelay.coordinator.rounds import RoundState, WorkerRef
-from fedrelay.protocol.wormhole import keccak256
+from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.rounds import RoundState, WorkerRef
+from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
 
 
 class RepositoryError(Exception):
@@ -27,61 +26,6 @@ class Conflict(RepositoryError):
 
 class NotFound(RepositoryError):
     """The record does not exist."""
-
-
-class SecAggStage(StrEnum):
-    """The secure-aggregation messages a worker sends, in protocol order.
-
-    ``keys`` are published to every worker of the round; ``shares`` go to one recipient each;
-    ``masked`` inputs and unmasking ``reveals`` are read only by the coordinator.
-    """
-
-    KEYS = "keys"
-    SHARES = "shares"
-    MASKED = "masked"
-    REVEALS = "reveals"
-
-
-@dataclass(frozen=True)
-class SecAggMessage:
-    """One opaque secure-aggregation message of a round."""
-
-    job_id: int
-    round: int
-    stage: SecAggStage
-    sender: WorkerRef
-    data: bytes
-    recipient: WorkerRef | None = None
-
-
-@dataclass(frozen=True)
-class ChallengeAnswer:
-    """A worker's answer: the two checkpoints (as blob names) and their Merkle proofs."""
-
-    start_checkpoint: str
-    end_checkpoint: str
-    start_proof: bytes
-    end_proof: bytes
-    answered_at: int
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """The coordinator asks a worker for transcript segment ``segment`` of its round."""
-
-    job_id: int
-    round: int
-    worker: WorkerRef
-    segment: int
-    issued_at: int
-    answer_by: int
-    answer: ChallengeAnswer | None = None
-
-    @property
-    def challenge_id(self) -> str:
-        """keccak256(u64 job || u32 round || worker_id || u32 segment) in hex: one per segment."""
-        packed = struct.pack(">QI", self.job_id, self.round) + self.worker.worker_id
-        return keccak256(packed + struct.pack(">I", self.segment)).hex()
 
 
 class CoordinatorRepository(Protocol):

@@ -29,7 +29,7 @@ import struct
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import Task, keccak256
 
 SELECTION_VERSION = 1

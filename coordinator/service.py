@@ -6,7 +6,7 @@ Each :meth:`CoordinatorService.step`:
    registers a worker, ``UpdateReceived`` records a commitment, ``RoundChallenged`` reopens
    aggregation, ``RoundSettled`` closes the round and opens the next (its block seeds the next
    draw); the cursor advances after each batch of blocks;
-2. **advances** every active job one phase where it can (:mod:`fedrelay.coordinator.rounds`):
+2. **advances** every active job one phase where it can (:mod:`fedrelay.protocol.rounds`):
    POSTED draws workers (:mod:`fedrelay.coordinator.selection`) and calls ``assignTasks``;
    COLLECTING
    closes at the deadline; AGGREGATING checks every committed update against its commitment,
@@ -32,10 +32,25 @@ from dataclasses import replace
 from opentelemetry import trace
 from sqlalchemy.exc import SQLAlchemyError
 
-from fedrelay.adapters.blobstore import BlobNotFound, BlobStore, BlobStoreError
 from fedrelay.coordinator.aggregating import JobContext, ModelUnavailable, RoundAggregation
 from fedrelay.coordinator.metrics import CoordinatorMetrics, coordinator_metrics
-from fedrelay.coordinator.rounds import (
+from fedrelay.coordinator.selection import Candidate, NotEnoughWorkers, round_seed, select_workers
+from fedrelay.coordinator.store import CoordinatorStore, RoundReport
+from fedrelay.coordinator.verification import JobWorkbench
+from fedrelay.ports.blobs import BlobNotFound, BlobStore, BlobStoreError
+from fedrelay.ports.coordinator_chain import (
+    ChainError,
+    ChainEvent,
+    ChainRoundPhase,
+    CoordinatorChain,
+    JobPosted,
+    RoundChallenged,
+    RoundSettled,
+    UpdateArrived,
+    WorkerJoined,
+)
+from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
+from fedrelay.protocol.rounds import (
     AggregateProposed,
     AssignmentConfirmed,
     Commitment,
@@ -53,21 +68,6 @@ from fedrelay.coordinator.rounds import (
     can_settle,
     open_job,
 )
-from fedrelay.coordinator.selection import Candidate, NotEnoughWorkers, round_seed, select_workers
-from fedrelay.coordinator.store import CoordinatorStore, RoundReport
-from fedrelay.coordinator.verification import JobWorkbench
-from fedrelay.ports.coordinator_chain import (
-    ChainError,
-    ChainEvent,
-    ChainRoundPhase,
-    CoordinatorChain,
-    JobPosted,
-    RoundChallenged,
-    RoundSettled,
-    UpdateArrived,
-    WorkerJoined,
-)
-from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
 from fedrelay.protocol.tracing import round_attributes, round_context
 from fedrelay.protocol.wormhole import Task
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from fedrelay.coordinator.repository import CoordinatorRepository, MemoryRepository
-from fedrelay.coordinator.rounds import Phase, WorkerRef
+from fedrelay.protocol.rounds import Phase, WorkerRef
 
 
 @dataclass(frozen=True)

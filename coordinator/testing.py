@@ -17,12 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedrelay.adapters.blobstore import blob_name
 from fedrelay.coordinator.aggregation import ParameterLayout
-from fedrelay.coordinator.repository import SecAggStage
-from fedrelay.coordinator.rounds import WorkerRef
-from fedrelay.coordinator.secure_sum import encode_masked, encode_reveal
-from fedrelay.coordinator.verification import JobWorkbench, delta_of, encode_proof
+from fedrelay.coordinator.verification import JobWorkbench, delta_of
 from fedrelay.ports.coordinator_chain import (
     BlockRef,
     ChainCommitment,
@@ -38,8 +34,13 @@ from fedrelay.ports.coordinator_chain import (
     WorkerJoined,
     WorkerResult,
 )
+from fedrelay.protocol.hashing import blob_name
 from fedrelay.protocol.job_config import JobConfig
+from fedrelay.protocol.merkle import encode_proof
+from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.secagg import Participant
+from fedrelay.protocol.secagg.messages import SecAggStage
+from fedrelay.protocol.secagg.wire import encode_masked, encode_reveal
 from fedrelay.protocol.wormhole import Task, keccak256, loss_to_fixed
 from fedrelay.training import (
     ModelTensors,

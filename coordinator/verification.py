@@ -9,9 +9,8 @@
 - :class:`JobWorkbench` rebuilds a job's model, held-out set and data shards from its
   configuration, evaluates models and replays challenged segments with
   :func:`fedrelay.training.verify_segment`.
-- :func:`encode_proof` / :func:`decode_proof`: the bytes of a Merkle proof in a challenge answer
-  (u32 index, u32 leaf count, u8 sibling count, then the 32-byte siblings bottom up), the same
-  bytes as the worker SDK's ``fedrelay.worker.sdk.proofs``.
+- a challenge answer's Merkle proofs are read with :func:`fedrelay.protocol.merkle.decode_proof`,
+  the one codec the worker SDK writes with.
 
 An update blob is the canonical safetensors blob of the worker's trained model tensors (the
 model part of its final checkpoint, plain names); the coordinator computes the delta itself.
@@ -22,7 +21,6 @@ need an answer, so they cover the challenged tasks only (``challenge_rate`` is t
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,8 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedrelay.coordinator.aggregation import ParameterLayout, Vector
-from fedrelay.coordinator.rounds import Assignment
 from fedrelay.protocol.job_config import JobConfig
+from fedrelay.protocol.rounds import Assignment
 from fedrelay.protocol.wormhole import keccak256
 from fedrelay.training import (
     BlobError,
@@ -75,30 +73,6 @@ class ChallengeDraw:
     assignment: Assignment
     segment: int
     replay: bool = True
-
-
-_PROOF_HEAD = struct.Struct(">IIB")
-
-
-def encode_proof(proof: MerkleProof) -> bytes:
-    """The bytes of a Merkle proof (the worker SDK's ``fedrelay.worker.sdk.proofs`` format)."""
-    head = _PROOF_HEAD.pack(proof.index, proof.leaf_count, len(proof.siblings))
-    return head + b"".join(proof.siblings)
-
-
-def decode_proof(data: bytes) -> MerkleProof:
-    """Parse :func:`encode_proof` bytes.
-
-    Raises:
-        UpdateRejection: The bytes are not a proof.
-    """
-    if len(data) < _PROOF_HEAD.size:
-        raise UpdateRejection(f"a Merkle proof of {len(data)} bytes is malformed")
-    index, leaf_count, count = _PROOF_HEAD.unpack_from(data)
-    body = data[_PROOF_HEAD.size :]
-    if len(body) != 32 * count:
-        raise UpdateRejection(f"a Merkle proof of {count} siblings has {len(body)} bytes of them")
-    return MerkleProof(index, leaf_count, tuple(body[i : i + 32] for i in range(0, len(body), 32)))
 
 
 def read_update(blob: bytes | None, expected_hash: bytes, layout: ParameterLayout) -> Vector:

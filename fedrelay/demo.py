@@ -50,14 +50,15 @@ from fedrelay.adapters.ledger.models import Delivery, StoredVaa
 from fedrelay.adapters.solana.client import WorkerProgramClient
 from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
 from fedrelay.coordinator.api import create_app
-from fedrelay.coordinator.rounds import Phase, RoundState, TaskStatus, WorkerRef
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.store import RoundReport
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.demo_costs import CostError, DemoCosts, devnet_costs, markdown_lines
 from fedrelay.demo_plot import plot_accuracy
+from fedrelay.ports.worker_chain import TaskKey
 from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner
 from fedrelay.protocol.job_config import JobConfig
+from fedrelay.protocol.rounds import Phase, RoundState, TaskStatus, WorkerRef
 from fedrelay.relayer.config import load_chains
 from fedrelay.relayer.service import RelayerProcess, StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings
@@ -72,7 +73,6 @@ from fedrelay.worker.sdk import (
     load_solana_keypair,
 )
 from fedrelay.worker.sdk.api_client import CoordinatorClient
-from fedrelay.worker.sdk.tasks import TaskKey
 from fedrelay.worker.sdk.testing import TamperedTranscriptWorker, TamperedUpdateWorker
 
 log = logging.getLogger(__name__)

@@ -10,53 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import tempfile
 from pathlib import Path
-from typing import Protocol
 
-from fedrelay.adapters.blobstore.errors import (
+from fedrelay.ports.blobs import (
+    DEFAULT_MAX_BLOB_BYTES,
     BlobCorrupt,
     BlobHashMismatch,
     BlobNotFound,
     BlobTooLarge,
-    InvalidBlobName,
+    check_name,
 )
-from fedrelay.protocol.wormhole.hashing import keccak256
-
-DEFAULT_MAX_BLOB_BYTES = 256 * 1024 * 1024
-_NAME = re.compile(r"[0-9a-f]{64}")
-
-
-def blob_name(data: bytes) -> str:
-    """Return the name of ``data``: its keccak256 as 64 lowercase hex characters, no prefix.
-
-    Args:
-        data: The blob's bytes.
-
-    Returns:
-        The blob's name.
-    """
-    return keccak256(data).hex()
-
-
-def check_name(name: str) -> str:
-    """Return ``name`` if it is a well-formed blob name.
-
-    Args:
-        name: A candidate blob name.
-
-    Returns:
-        The same name.
-
-    Raises:
-        InvalidBlobName: It is not 64 lowercase hex characters.
-    """
-    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
-        raise InvalidBlobName(
-            f"blob name must be 64 lowercase hex characters (keccak256), got {name!r}"
-        )
-    return name
+from fedrelay.protocol.hashing import blob_name
 
 
 def _check_size(size: int, limit: int, what: str) -> None:
@@ -77,43 +42,6 @@ def _checked_upload(data: bytes, expected: str | None, limit: int) -> str:
     if expected is not None and check_name(expected) != name:
         raise BlobHashMismatch(f"blob sent as {expected} hashes to {name}; nothing was stored")
     return name
-
-
-class BlobStore(Protocol):
-    """What the coordinator and workers need from a content-addressed store."""
-
-    @property
-    def max_size(self) -> int:
-        """The largest blob, in bytes, the store accepts."""
-        ...
-
-    async def put(self, data: bytes, expected: str | None = None) -> str:
-        """Store ``data`` and return its name (idempotent).
-
-        Args:
-            data: The blob's bytes.
-            expected: When given, the name the caller claims; a different hash stores nothing.
-
-        Raises:
-            BlobTooLarge: ``data`` is above :attr:`max_size`.
-            BlobHashMismatch: ``data`` does not hash to ``expected``.
-            InvalidBlobName: ``expected`` is not a well-formed name.
-        """
-        ...
-
-    async def get(self, name: str) -> bytes:
-        """Return the bytes named ``name``, checked against the name.
-
-        Raises:
-            InvalidBlobName: ``name`` is not well formed.
-            BlobNotFound: Nothing is stored under ``name``.
-            BlobCorrupt: The stored bytes do not hash to ``name``.
-        """
-        ...
-
-    async def exists(self, name: str) -> bool:
-        """Whether a blob named ``name`` is stored (its content is not checked)."""
-        ...
 
 
 class MemoryBlobStore:

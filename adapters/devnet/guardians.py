@@ -7,8 +7,8 @@ that carries value.
 
 from __future__ import annotations
 
+from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole.guardians import GuardianSet, GuardianSigner
-from fedrelay.protocol.wormhole.hashing import keccak256
 
 WORMHOLE_DEVNET_GUARDIAN_KEY = bytes.fromhex(
     "cfb12303a19cde580bb4dd771639b0d26bc68353645571a8cff516ab2ee113a0"

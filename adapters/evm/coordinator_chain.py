@@ -17,7 +17,6 @@ from fedrelay.adapters.evm import ContractRevert, EvmError, JobMarketContract, S
 from fedrelay.adapters.evm.events import ContractEvent
 from fedrelay.adapters.evm.market import JobStatus, TaskState
 from fedrelay.adapters.evm.market import RoundResult as EvmRoundResult
-from fedrelay.coordinator.rounds import WorkerRef
 from fedrelay.ports.coordinator_chain import (
     BlockRef,
     ChainCommitment,
@@ -33,6 +32,7 @@ from fedrelay.ports.coordinator_chain import (
     WorkerJoined,
     WorkerResult,
 )
+from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import Task
 
 T = TypeVar("T")

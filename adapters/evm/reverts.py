@@ -8,7 +8,7 @@ from typing import Any
 from eth_abi.abi import decode as abi_decode
 
 from fedrelay.adapters.evm.errors import ContractRevert, revert_for
-from fedrelay.protocol.wormhole.hashing import keccak256
+from fedrelay.protocol.hashing import keccak256
 
 _BUILTIN: dict[bytes, tuple[str, tuple[str, ...]]] = {
     bytes.fromhex("08c379a0"): ("Error", ("string",)),

@@ -11,7 +11,7 @@ import asyncio
 from requests.exceptions import RequestException
 
 from fedrelay.adapters.evm import NATIVE, EvmChain, EvmError, JobMarketContract, Signer
-from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
+from fedrelay.ports.worker_chain import ChainRejected, ChainUnavailable
 
 
 class RewardAccount:

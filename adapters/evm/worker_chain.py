@@ -20,10 +20,11 @@ from fedrelay.adapters.evm import (
     WorkerHubContract,
     address_to_bytes32,
 )
-from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
-from fedrelay.worker.sdk.tasks import (
+from fedrelay.ports.worker_chain import (
     AssignedTask,
     ChainPoll,
+    ChainRejected,
+    ChainUnavailable,
     CommitReceipt,
     Outcome,
     SettledTask,

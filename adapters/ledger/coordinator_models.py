@@ -38,7 +38,7 @@ class CoordinatorWorker(Base):
 
 
 class CoordinatorRound(Base):
-    """The latest state of one round of a job (see ``fedrelay.coordinator.rounds.RoundState``)."""
+    """The latest state of one round of a job (see ``fedrelay.protocol.rounds.RoundState``)."""
 
     __tablename__ = "coordinator_rounds"
 

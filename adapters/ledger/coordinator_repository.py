@@ -24,14 +24,9 @@ from fedrelay.adapters.ledger.coordinator_models import (
     CoordinatorWorker,
 )
 from fedrelay.adapters.ledger.models import U64
-from fedrelay.coordinator.repository import (
-    Challenge,
-    ChallengeAnswer,
-    Conflict,
-    SecAggMessage,
-    SecAggStage,
-)
-from fedrelay.coordinator.rounds import (
+from fedrelay.coordinator.repository import Conflict
+from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
+from fedrelay.protocol.rounds import (
     Assignment,
     Commitment,
     Phase,
@@ -40,6 +35,7 @@ from fedrelay.coordinator.rounds import (
     TaskStatus,
     WorkerRef,
 )
+from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
 
 
 def _u64(value: int) -> BindParameter[int]:

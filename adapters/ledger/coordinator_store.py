@@ -15,8 +15,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from fedrelay.adapters.ledger.coordinator_models import CoordinatorRound, CoordinatorWorker
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.adapters.ledger.models import U64, Base, SourceCursor, utcnow
-from fedrelay.coordinator.rounds import Phase, WorkerRef
 from fedrelay.coordinator.store import RoundReport
+from fedrelay.protocol.rounds import Phase, WorkerRef
 
 
 class CoordinatorRoundReport(Base):

@@ -38,11 +38,11 @@ from fedrelay.adapters.solana._base58 import b58encode
 from fedrelay.adapters.solana.client import WorkerProgramClient
 from fedrelay.adapters.solana.errors import AccountNotFound, ConfirmationTimeout, TransactionFailed
 from fedrelay.adapters.solana.layout import SOLANA_CHAIN, Kind, ProgramError, TaskAccount
-from fedrelay.protocol.wormhole import task_id
-from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
-from fedrelay.worker.sdk.tasks import (
+from fedrelay.ports.worker_chain import (
     AssignedTask,
     ChainPoll,
+    ChainRejected,
+    ChainUnavailable,
     CommitReceipt,
     Outcome,
     SettledTask,
@@ -50,6 +50,7 @@ from fedrelay.worker.sdk.tasks import (
     TaskKey,
     UpdateCommitment,
 )
+from fedrelay.protocol.wormhole import task_id
 
 log = logging.getLogger(__name__)
 

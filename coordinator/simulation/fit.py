@@ -18,7 +18,7 @@ from fedrelay.coordinator.aggregation import (
     Strategy,
     Vector,
 )
-from fedrelay.training.config import TrainingConfig
+from fedrelay.protocol.training_config import TrainingConfig
 from fedrelay.training.data import Dataset
 from fedrelay.training.torch_trainer import (
     Evaluation,

@@ -52,7 +52,7 @@ class _RichDemoProgress:
 
     def round(self, state: object, accuracy: float | None) -> None:
         """Show the job's round and phase on the status line."""
-        from fedrelay.coordinator.rounds import RoundState
+        from fedrelay.protocol.rounds import RoundState
 
         if not isinstance(state, RoundState):
             return

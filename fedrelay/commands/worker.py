@@ -75,11 +75,11 @@ def _guarded(work: Coroutine[Any, Any, _T]) -> _T:
     """Run ``work``; the errors a user can act on end the command with one line and exit 2."""
     from fedrelay.adapters.evm import EvmError
     from fedrelay.adapters.solana.errors import SolanaAdapterError
-    from fedrelay.worker.sdk import WorkerError
+    from fedrelay.worker.sdk import WorkerChainError, WorkerError
 
     try:
         return asyncio.run(work)
-    except (WorkerError, EvmError, SolanaAdapterError, ValueError) as exc:
+    except (WorkerError, WorkerChainError, EvmError, SolanaAdapterError, ValueError) as exc:
         raise _fail(str(exc)) from None
 
 

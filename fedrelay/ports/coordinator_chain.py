@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
-from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import Outcome, Task
 
 

@@ -1,20 +1,138 @@
-"""The one small protocol both worker-chain backends implement."""
+"""The worker-chain port: what the worker SDK needs from its own chain, and the values crossing it.
+
+Both backends (:mod:`fedrelay.adapters.evm.worker_chain` and
+:mod:`fedrelay.adapters.solana.worker_chain`) implement :class:`WorkerChain` and speak in
+these plain values; they raise :class:`ChainUnavailable` and :class:`ChainRejected`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from fedrelay.worker.sdk.tasks import (
-    ChainPoll,
-    CommitReceipt,
-    StakeStatus,
-    TaskKey,
-    UpdateCommitment,
-)
+from fedrelay.protocol.wormhole.payloads import Capability, Outcome
+
+__all__ = [
+    "CAPABILITY_CPU_REPLAY",
+    "CAPABILITY_CUDA",
+    "AssignedTask",
+    "ChainPoll",
+    "ChainRejected",
+    "ChainUnavailable",
+    "CommitReceipt",
+    "Outcome",
+    "SettledTask",
+    "StakeStatus",
+    "TaskKey",
+    "UpdateCommitment",
+    "WorkerChain",
+    "WorkerChainError",
+]
 
 #: Capability bits of WORKER_REGISTERED.
-CAPABILITY_CUDA = 1
-CAPABILITY_CPU_REPLAY = 2
+CAPABILITY_CUDA = int(Capability.CUDA_GPU)
+CAPABILITY_CPU_REPLAY = int(Capability.DETERMINISTIC_CPU_REPLAY)
+
+
+class WorkerChainError(Exception):
+    """Base of the errors a worker chain raises."""
+
+
+class ChainUnavailable(WorkerChainError):
+    """The worker chain's RPC endpoint cannot be reached or is not the expected chain."""
+
+
+class ChainRejected(WorkerChainError):
+    """The worker chain refused a transaction (a revert, a program error); the message says why."""
+
+
+@dataclass(frozen=True, order=True)
+class TaskKey:
+    """One task of this worker: a round of a job."""
+
+    job_id: int
+    round: int
+
+    def __str__(self) -> str:
+        return f"{self.job_id}:{self.round}"
+
+    @classmethod
+    def parse(cls, text: str) -> TaskKey:
+        """The key from its ``job:round`` form."""
+        job, _, round_number = text.partition(":")
+        return cls(int(job), int(round_number))
+
+
+@dataclass(frozen=True)
+class AssignedTask:
+    """A task the worker chain recorded from a TASK_ASSIGNED message.
+
+    Attributes:
+        key: Job and round.
+        task_id: The chain's id of the task (32 bytes).
+        shard: The data shard the coordinator named.
+        deadline: Unix seconds; the chain refuses a commitment after it.
+        model_hash: The round's starting model, when the chain stores it (Solana does).
+        config_hash: The training configuration, when the chain stores it.
+    """
+
+    key: TaskKey
+    task_id: bytes
+    shard: int
+    deadline: int
+    model_hash: bytes | None = None
+    config_hash: bytes | None = None
+
+
+@dataclass(frozen=True)
+class SettledTask:
+    """A ROUND_SETTLED effect on one of this worker's tasks."""
+
+    task_id: bytes
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class ChainPoll:
+    """What one look at the chain found, and where the next look starts."""
+
+    assigned: tuple[AssignedTask, ...]
+    settled: tuple[SettledTask, ...]
+    cursor: int
+
+
+@dataclass(frozen=True)
+class UpdateCommitment:
+    """What the worker commits on its chain for a task (the UPDATE_COMMITTED fields)."""
+
+    key: TaskKey
+    update_hash: bytes
+    transcript_root: bytes
+    num_samples: int
+    train_loss: int
+
+
+@dataclass(frozen=True)
+class StakeStatus:
+    """The worker's stake as its chain holds it, in the chain's smallest unit.
+
+    ``unbonding`` is stake on its way out, withdrawable from ``unlocks_at`` (unix seconds; 0 when
+    nothing unbonds). On EVM it is held apart from ``staked``; Solana unbonds the whole stake,
+    which stays counted in ``staked`` until it is withdrawn.
+    """
+
+    staked: int
+    registered: bool
+    open_tasks: int
+    unbonding: int = 0
+    unlocks_at: int = 0
+
+
+@dataclass(frozen=True)
+class CommitReceipt:
+    """Where a commitment landed: the transaction (hash or signature) as text."""
+
+    transaction: str
 
 
 class WorkerChain(Protocol):

@@ -2,13 +2,13 @@
 
 The job poster uploads the canonical JSON of :class:`JobConfig` to the blob store and puts its
 keccak256 on chain as the job's ``config_hash``; TASK_ASSIGNED carries the same hash to every
-worker. The :class:`~fedrelay.training.TrainingConfig` fields sit at the top level together
-with
-``secure_aggregation`` and ``secagg_threshold``, which is what the worker SDK reads
-(``fedrelay.worker.sdk.config``; it ignores the coordinator's other keys). Every task of a job
-trains
-with that one configuration on its own shard, and the coordinator replays a challenged segment
-with it on the same shard (:meth:`JobConfig.training_config`).
+worker. This is the one definition of the
+job configuration: the coordinator, the worker SDK and the CLI all parse it with
+:meth:`JobConfig.from_bytes`, which refuses unknown keys (a worker must not train under a field
+it does not understand, or its replayed transcript would differ). The
+:class:`~fedrelay.protocol.training_config.TrainingConfig` fields sit at the top level; every task
+of a job trains with that one configuration on its own shard, and the coordinator replays a
+challenged segment with it (:attr:`JobConfig.training`).
 
 Example (JSON)::
 
@@ -24,21 +24,9 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fedrelay.coordinator.aggregation import (
-    NormClip,
-    Strategy,
-    fedadam,
-    fedavg,
-    fedavgm,
-    fedyogi,
-    krum,
-    median,
-    multi_krum,
-    trimmed_mean,
-)
-from fedrelay.coordinator.rounds import RoundPolicy
-from fedrelay.protocol.wormhole import keccak256
-from fedrelay.training.config import TrainingConfig
+from fedrelay.protocol.hashing import keccak256
+from fedrelay.protocol.rounds import RoundPolicy
+from fedrelay.protocol.training_config import TrainingConfig
 
 StrategyName = Literal[
     "fedavg", "fedavgm", "fedadam", "fedyogi", "median", "trimmed_mean", "krum", "multi_krum"
@@ -198,29 +186,6 @@ class JobConfig(_Part):
             missing_slash=self.missing_slash if self.slash_missing else 0,
         )
 
-    def build_strategy(self) -> Strategy:
-        """The aggregation strategy the configuration names."""
-        clip = NormClip(self.clip_norm) if self.clip_norm is not None else None
-        lr = self.server_learning_rate
-        match self.strategy:
-            case "fedavg":
-                return fedavg(clip)
-            case "fedavgm":
-                return fedavgm(lr, clip=clip)
-            case "fedadam":
-                return fedadam(lr, clip=clip)
-            case "fedyogi":
-                return fedyogi(lr, clip=clip)
-            case "median":
-                return median(clip)
-            case "trimmed_mean":
-                return trimmed_mean(self.trim_beta, clip)
-            case "krum":
-                return krum(self.byzantine, clip)
-            case "multi_krum":
-                return multi_krum(self.byzantine, self.keep, clip)
-        raise InvalidJobConfig(f"unknown strategy {self.strategy!r}")  # pragma: no cover
-
     def training_config(self) -> TrainingConfig:
         """The training configuration of every task of the job (what a worker replays)."""
         return TrainingConfig(
@@ -232,3 +197,8 @@ class JobConfig(_Part):
             momentum=self.momentum,
             data_hash=self.data_hash,
         )
+
+    @property
+    def training(self) -> TrainingConfig:
+        """The training configuration of every task (same as :meth:`training_config`)."""
+        return self.training_config()

@@ -22,7 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from fedrelay.protocol.wormhole.hashing import keccak256
+from fedrelay.protocol.hashing import keccak256
 
 Headers = tuple[tuple[str, bytes], ...]
 

@@ -5,10 +5,11 @@ level does
 not import torch, so blobs, transcripts and Merkle proofs are usable without it.
 """
 
-from fedrelay.training.blobs import blob_hash, blob_name, decode_blob, encode_blob, keccak256
-from fedrelay.training.config import TrainingConfig
+from fedrelay.protocol.blobs import decode_blob, encode_blob
+from fedrelay.protocol.hashing import blob_hash, blob_name, keccak256
+from fedrelay.protocol.merkle import MerkleProof, merkle_proof, merkle_root, verify_proof
+from fedrelay.protocol.training_config import TrainingConfig
 from fedrelay.training.errors import BlobError, TrainingError
-from fedrelay.training.merkle import MerkleProof, merkle_proof, merkle_root, verify_proof
 from fedrelay.training.trainer import Checkpoint, ModelTensors, Trainer, model_of, step_of
 from fedrelay.training.transcript import (
     SegmentOpening,

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
+from fedrelay.protocol.blobs import BlobError
+from fedrelay.protocol.training_config import TrainingError
 
-class TrainingError(ValueError):
-    """Training input (model, checkpoint, configuration) is unusable; the message says why."""
-
-
-class BlobError(TrainingError):
-    """Bytes are not a canonical tensor blob."""
+__all__ = ["BlobError", "TrainingError"]

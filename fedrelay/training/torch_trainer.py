@@ -20,8 +20,9 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from fedrelay.training.blobs import encode_blob, keccak256
-from fedrelay.training.config import TrainingConfig
+from fedrelay.protocol.blobs import encode_blob
+from fedrelay.protocol.hashing import keccak256
+from fedrelay.protocol.training_config import TrainingConfig
 from fedrelay.training.data import Dataset
 from fedrelay.training.errors import TrainingError
 from fedrelay.training.trainer import (

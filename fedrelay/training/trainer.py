@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from fedrelay.training.config import TrainingConfig
+from fedrelay.protocol.training_config import TrainingConfig
 from fedrelay.training.errors import TrainingError
 
 Checkpoint = dict[str, npt.NDArray[np.generic]]

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fedrelay.training.blobs import blob_hash, encode_blob
-from fedrelay.training.config import TrainingConfig
+from fedrelay.protocol.blobs import encode_blob
+from fedrelay.protocol.hashing import blob_hash
+from fedrelay.protocol.merkle import MerkleProof, merkle_proof, merkle_root
+from fedrelay.protocol.training_config import TrainingConfig
 from fedrelay.training.errors import TrainingError
-from fedrelay.training.merkle import MerkleProof, merkle_proof, merkle_root
 from fedrelay.training.trainer import Checkpoint, Trainer, step_of
 
 

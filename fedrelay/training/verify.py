@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fedrelay.training.blobs import blob_hash, decode_blob, encode_blob
-from fedrelay.training.config import TrainingConfig
+from fedrelay.protocol.blobs import decode_blob, encode_blob
+from fedrelay.protocol.hashing import blob_hash
+from fedrelay.protocol.merkle import verify_proof
+from fedrelay.protocol.training_config import TrainingConfig
 from fedrelay.training.errors import BlobError, TrainingError
-from fedrelay.training.merkle import verify_proof
 from fedrelay.training.trainer import Trainer, step_of
 from fedrelay.training.transcript import SegmentOpening
 

@@ -19,25 +19,9 @@ tests only.
 """
 
 from fedrelay.adapters.evm.rewards import RewardAccount
-from fedrelay.ports.worker_chain import CAPABILITY_CPU_REPLAY, CAPABILITY_CUDA, WorkerChain
-from fedrelay.worker.sdk.config import JobConfig
-from fedrelay.worker.sdk.errors import (
-    ChainRejected,
-    ChainUnavailable,
-    JobConfigError,
-    KeyFileError,
-    SecureAggregationFailed,
-    StateFileError,
-    TaskRefused,
-    WorkerError,
-)
-from fedrelay.worker.sdk.keys import load_evm_key, load_solana_keypair
-from fedrelay.worker.sdk.node import StepReport, StopRequested, TrainedUpdate, WorkerNode
-from fedrelay.worker.sdk.progress import ProgressReporter, RichProgress, SilentProgress
-from fedrelay.worker.sdk.proofs import decode_proof, encode_proof
-from fedrelay.worker.sdk.shards import DigitsShards, FixedShard, ShardSource, parse_shard
-from fedrelay.worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
-from fedrelay.worker.sdk.tasks import (
+from fedrelay.ports.worker_chain import (
+    CAPABILITY_CPU_REPLAY,
+    CAPABILITY_CUDA,
     AssignedTask,
     ChainPoll,
     CommitReceipt,
@@ -46,7 +30,26 @@ from fedrelay.worker.sdk.tasks import (
     StakeStatus,
     TaskKey,
     UpdateCommitment,
+    WorkerChain,
 )
+from fedrelay.protocol.merkle import decode_proof, encode_proof
+from fedrelay.worker.sdk.config import JobConfig, parse_job_config
+from fedrelay.worker.sdk.errors import (
+    ChainRejected,
+    ChainUnavailable,
+    JobConfigError,
+    KeyFileError,
+    SecureAggregationFailed,
+    StateFileError,
+    TaskRefused,
+    WorkerChainError,
+    WorkerError,
+)
+from fedrelay.worker.sdk.keys import load_evm_key, load_solana_keypair
+from fedrelay.worker.sdk.node import StepReport, StopRequested, TrainedUpdate, WorkerNode
+from fedrelay.worker.sdk.progress import ProgressReporter, RichProgress, SilentProgress
+from fedrelay.worker.sdk.shards import DigitsShards, FixedShard, ShardSource, parse_shard
+from fedrelay.worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
 
 __all__ = [
     "CAPABILITY_CPU_REPLAY",
@@ -81,6 +84,7 @@ __all__ = [
     "TrainedUpdate",
     "UpdateCommitment",
     "WorkerChain",
+    "WorkerChainError",
     "WorkerError",
     "WorkerNode",
     "WorkerState",
@@ -88,5 +92,6 @@ __all__ = [
     "encode_proof",
     "load_evm_key",
     "load_solana_keypair",
+    "parse_job_config",
     "parse_shard",
 ]

@@ -19,8 +19,7 @@ from types import TracebackType
 import httpx
 from pydantic import TypeAdapter
 
-from fedrelay.adapters.blobstore import blob_name, check_name
-from fedrelay.coordinator.repository import SecAggStage
+from fedrelay.ports.blobs import check_name
 from fedrelay.protocol.api.schemas import (
     BlobRef,
     ChallengeAnswerBody,
@@ -32,6 +31,8 @@ from fedrelay.protocol.api.schemas import (
     b64encode,
 )
 from fedrelay.protocol.api.signing import RequestSigner, sign_request
+from fedrelay.protocol.hashing import blob_name
+from fedrelay.protocol.secagg.messages import SecAggStage
 
 _CHALLENGES = TypeAdapter(list[ChallengeView])
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from fedrelay.ports.worker_chain import ChainRejected as ChainRejected
+from fedrelay.ports.worker_chain import ChainUnavailable as ChainUnavailable
+from fedrelay.ports.worker_chain import WorkerChainError as WorkerChainError
 from fedrelay.protocol import keys
 
 
@@ -11,14 +14,6 @@ class WorkerError(Exception):
 
 class KeyFileError(WorkerError, keys.KeyFileError):
     """The worker's key file is missing, unreadable or not a key of the chosen chain."""
-
-
-class ChainUnavailable(WorkerError):
-    """The worker chain's RPC endpoint cannot be reached or is not the expected chain."""
-
-
-class ChainRejected(WorkerError):
-    """The worker chain refused a transaction (a revert, a program error); the message says why."""
 
 
 class StateFileError(WorkerError):

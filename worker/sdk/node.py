@@ -25,10 +25,18 @@ import numpy as np
 from httpx import HTTPError
 from opentelemetry import trace
 
-from fedrelay.coordinator.repository import SecAggStage
-from fedrelay.ports.worker_chain import CAPABILITY_CPU_REPLAY, CAPABILITY_CUDA, WorkerChain
+from fedrelay.ports.worker_chain import (
+    CAPABILITY_CPU_REPLAY,
+    CAPABILITY_CUDA,
+    StakeStatus,
+    TaskKey,
+    UpdateCommitment,
+    WorkerChain,
+)
 from fedrelay.protocol.api.schemas import RoundView
-from fedrelay.protocol.secagg import Participant, SecureAggregationError
+from fedrelay.protocol.merkle import encode_proof
+from fedrelay.protocol.secagg import Participant, SecureAggregationError, wire
+from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.protocol.tracing import round_attributes, round_context
 from fedrelay.protocol.wormhole import loss_to_fixed, worker_id
 from fedrelay.training import (
@@ -51,7 +59,7 @@ from fedrelay.worker.sdk.api_client import (
     CoordinatorRequestError,
     DownloadMismatch,
 )
-from fedrelay.worker.sdk.config import JobConfig
+from fedrelay.worker.sdk.config import JobConfig, parse_job_config
 from fedrelay.worker.sdk.errors import (
     ChainRejected,
     SecureAggregationFailed,
@@ -59,10 +67,8 @@ from fedrelay.worker.sdk.errors import (
     WorkerError,
 )
 from fedrelay.worker.sdk.progress import ProgressReporter, SilentProgress
-from fedrelay.worker.sdk.proofs import encode_proof
 from fedrelay.worker.sdk.shards import ShardSource
 from fedrelay.worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
-from fedrelay.worker.sdk.tasks import StakeStatus, TaskKey, UpdateCommitment
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("fedrelay.worker")
@@ -352,7 +358,7 @@ class WorkerNode:
         with self._span("worker.download", key):
             view = await self._round(key, chain_model, chain_config)
             model_blob = await self.api.download_blob(view.model_hash)
-            job = JobConfig.parse(await self.api.download_blob(view.config_hash))
+            job = parse_job_config(await self.api.download_blob(view.config_hash))
         model = _model_tensors(key, model_blob)
         data = self.shards.dataset(record.shard)
         with self._span("worker.train", key):
@@ -421,14 +427,15 @@ class WorkerNode:
         me = self.chain_worker_id()
         peers = sorted(t.worker_id for t in view.tasks)
         try:
-            participant = Participant(me, masking.secagg_config(key, job.secagg_threshold))
+            threshold = job.secagg_threshold or 0  # the schema requires it under secure aggregation
+            participant = Participant(me, masking.secagg_config(key, threshold))
             self.progress.phase(key, "exchanging keys")
             advert = participant.advertise()
             await self.api.send_secagg(
-                key.job_id, key.round, SecAggStage.KEYS, masking.encode_advert(advert)
+                key.job_id, key.round, SecAggStage.KEYS, wire.encode_keys(advert)
             )
             keys = await self._await_all(key, "keys", peers)
-            adverts = [masking.decode_advert(wid.hex(), data) for wid, data in keys.items()]
+            adverts = [wire.decode_keys(wid.hex(), data) for wid, data in keys.items()]
             for sealed in participant.share_keys(sorted(adverts, key=lambda a: a.client_id)):
                 await self.api.send_secagg(
                     key.job_id,
@@ -439,13 +446,13 @@ class WorkerNode:
                 )
             shares = await self._await_all(key, "shares", [p for p in peers if p != me])
             participant.receive_shares(
-                [masking.decode_share(wid.hex(), me, data) for wid, data in shares.items()]
+                [wire.decode_shares(wid.hex(), me, data) for wid, data in shares.items()]
             )
             final = _model_tensors(key, trained.update_blob)
             masked = participant.mask(masking.flat_delta(final, start), trained.num_samples)
         except SecureAggregationError as exc:
             raise SecureAggregationFailed(f"secure aggregation of {key} failed: {exc}") from exc
-        blob = masking.encode_masked(masked)
+        blob = wire.encode_masked(masked)
         await self.api.send_secagg(key.job_id, key.round, SecAggStage.MASKED, blob)
         self._secure[key] = _Secure(participant)
         return replace(trained, update_blob=blob)
@@ -498,7 +505,7 @@ class WorkerNode:
                 del self._secure[key]
                 continue
             await self.api.send_secagg(
-                key.job_id, key.round, SecAggStage.REVEALS, masking.encode_reveal(response)
+                key.job_id, key.round, SecAggStage.REVEALS, wire.encode_reveal(response)
             )
             secure.revealed = True
             self.progress.note(f"{key}: unmasking shares revealed")

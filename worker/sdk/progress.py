@@ -8,7 +8,7 @@ from typing import Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from fedrelay.worker.sdk.tasks import TaskKey
+from fedrelay.ports.worker_chain import TaskKey
 
 
 class ProgressReporter(Protocol):

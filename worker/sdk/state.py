@@ -16,9 +16,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from fedrelay.ports.worker_chain import AssignedTask, Outcome, TaskKey
 from fedrelay.training import blob_name
 from fedrelay.worker.sdk.errors import StateFileError
-from fedrelay.worker.sdk.tasks import AssignedTask, Outcome, TaskKey
 
 STATE_VERSION = 1
 

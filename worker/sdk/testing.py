@@ -25,7 +25,8 @@ import numpy as np
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.coordinator.api import ApiSettings, create_app
 from fedrelay.coordinator.repository import MemoryRepository
-from fedrelay.coordinator.rounds import (
+from fedrelay.protocol.api.signing import RequestSigner
+from fedrelay.protocol.rounds import (
     Phase,
     RoundPolicy,
     TasksAssigned,
@@ -33,7 +34,6 @@ from fedrelay.coordinator.rounds import (
     apply,
     open_job,
 )
-from fedrelay.protocol.api.signing import RequestSigner
 from fedrelay.training import ModelTensors, blob_hash, decode_blob, encode_blob, merkle_root
 from fedrelay.worker.sdk.api_client import CoordinatorClient
 from fedrelay.worker.sdk.config import JobConfig

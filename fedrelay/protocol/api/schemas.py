@@ -11,8 +11,8 @@ import binascii
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fedrelay.coordinator.repository import Challenge
-from fedrelay.coordinator.rounds import RoundState, WorkerRef
+from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.rounds import RoundState, WorkerRef
 
 HEX32 = r"^[0-9a-f]{64}$"
 

@@ -37,7 +37,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import keccak256
 
 SOLANA_CHAIN = 1

@@ -13,6 +13,7 @@ reason.
 The code is pure: no I/O, no clock (verification takes ``now`` as an argument).
 """
 
+from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole.errors import (
     ERRORS_BY_REASON,
     GuardianIndexOutOfRange,
@@ -47,7 +48,6 @@ from fedrelay.protocol.wormhole.guardians import (
     sign_vaa,
     verify_vaa,
 )
-from fedrelay.protocol.wormhole.hashing import keccak256
 from fedrelay.protocol.wormhole.payloads import (
     MAX_BATCH,
     Capability,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import coincurve
 
+from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole.errors import (
     GuardianIndexOutOfRange,
     GuardianSetExpired,
@@ -24,7 +25,6 @@ from fedrelay.protocol.wormhole.errors import (
     UnknownGuardianSet,
     WormholeError,
 )
-from fedrelay.protocol.wormhole.hashing import keccak256
 from fedrelay.protocol.wormhole.vaa import Signature, Vaa, VaaBody
 
 SECP256K1_N = 0xFFFFFFFF_FFFFFFFF_FFFFFFFF_FFFFFFFE_BAAEDCE6_AF48A03B_BFD25E8C_D0364141

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
+from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole.errors import (
     InvalidPayloadField,
     PayloadSizeMismatch,
@@ -19,7 +20,6 @@ from fedrelay.protocol.wormhole.errors import (
     UnsupportedPayloadVersion,
     WrongTarget,
 )
-from fedrelay.protocol.wormhole.hashing import keccak256
 
 PROTOCOL_VERSION = 1
 HEADER_SIZE = 44

@@ -6,7 +6,7 @@ field came from.
 
 from __future__ import annotations
 
-from fedrelay.protocol.wormhole.hashing import keccak256
+from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole.payloads import (
     Outcome,
     RoundSettled,

@@ -15,8 +15,8 @@ import struct
 from dataclasses import dataclass
 from functools import cached_property
 
+from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole.errors import MalformedVaa
-from fedrelay.protocol.wormhole.hashing import keccak256
 
 VAA_VERSION = 1
 HEADER_SIZE = 6

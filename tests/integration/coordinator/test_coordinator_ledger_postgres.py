@@ -10,14 +10,9 @@ import pytest
 from fedrelay.adapters.devnet.services import Postgres
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.adapters.ledger.database import create_engine, upgrade
-from fedrelay.coordinator.repository import (
-    Challenge,
-    ChallengeAnswer,
-    Conflict,
-    SecAggMessage,
-    SecAggStage,
-)
-from fedrelay.coordinator.rounds import (
+from fedrelay.coordinator.repository import Conflict
+from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
+from fedrelay.protocol.rounds import (
     Commitment,
     CommitmentReceived,
     RoundPolicy,
@@ -27,6 +22,7 @@ from fedrelay.coordinator.rounds import (
     apply_all,
     open_job,
 )
+from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
 
 pytestmark = pytest.mark.integration
 

@@ -45,13 +45,13 @@ from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.cli import app
 from fedrelay.coordinator.api import create_app
-from fedrelay.coordinator.rounds import Phase, WorkerRef
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.store import CoordinatorStore
 from fedrelay.coordinator.testing import SimulatedWorker
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.rounds import Phase, WorkerRef
 from fedrelay.protocol.wormhole import (
     GuardianSigner,
     Outcome,

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from fedrelay.adapters.blobstore import FileBlobStore, blob_name
 from fedrelay.adapters.evm import JobSpec, JobStatus, RoundResult
 from fedrelay.cli import app
-from fedrelay.coordinator.rounds import WorkerRef
+from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import Outcome, Task
 from fedrelay.training import decode_blob, encode_blob
 

@@ -45,8 +45,9 @@ from fedrelay.adapters.evm import (
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.deploy import Link
 from fedrelay.adapters.evm.worker_chain import EvmWorkerChain
-from fedrelay.coordinator.repository import Challenge
 from fedrelay.protocol.api.signing import EvmSigner
+from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.merkle import decode_proof
 from fedrelay.protocol.wormhole import (
     GuardianSigner,
     Outcome,
@@ -60,7 +61,7 @@ from fedrelay.protocol.wormhole import (
     sign_vaa,
 )
 from fedrelay.protocol.wormhole.payloads import Payload
-from fedrelay.training import TrainingConfig, blob_hash, encode_blob, verify_proof
+from fedrelay.training import blob_hash, encode_blob, verify_proof
 from fedrelay.training.torch_trainer import initial_model, mlp
 from fedrelay.worker.sdk import (
     DigitsShards,
@@ -72,7 +73,6 @@ from fedrelay.worker.sdk import (
     WorkerNode,
 )
 from fedrelay.worker.sdk import Outcome as SdkOutcome
-from fedrelay.worker.sdk.proofs import decode_proof
 from fedrelay.worker.sdk.testing import LocalCoordinator
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ WORKER_CHAIN = 4
 COORDINATOR_EMITTER = evm_address("worker sdk coordinator")
 GUARDIANS = 4  # quorum 3
 JOB = 11
-CONFIG = JobConfig(TrainingConfig(seed=7, steps=6, checkpoint_every=2, batch_size=16))
+CONFIG = JobConfig(seed=7, steps=6, checkpoint_every=2, batch_size=16)
 
 
 @pytest.fixture(scope="session")

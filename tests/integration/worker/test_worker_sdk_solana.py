@@ -17,8 +17,9 @@ from solana.rpc.async_api import AsyncClient
 from fedrelay.adapters.solana.layout import SOLANA_CHAIN
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
 from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
-from fedrelay.coordinator.repository import Challenge
 from fedrelay.protocol.api.signing import SolanaSigner
+from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.merkle import decode_proof
 from fedrelay.protocol.wormhole import (
     Outcome,
     RoundSettled,
@@ -28,17 +29,16 @@ from fedrelay.protocol.wormhole import (
     UpdateCommitted,
     decode_payload,
 )
-from fedrelay.training import TrainingConfig, blob_hash, verify_proof
+from fedrelay.training import blob_hash, verify_proof
 from fedrelay.training.torch_trainer import initial_model, mlp
 from fedrelay.worker.sdk import DigitsShards, JobConfig, StateStore, TaskKey, TaskStage, WorkerNode
 from fedrelay.worker.sdk import Outcome as SdkOutcome
-from fedrelay.worker.sdk.proofs import decode_proof
 from fedrelay.worker.sdk.testing import LocalCoordinator
 
 pytestmark = pytest.mark.integration
 
 JOB = 12
-CONFIG = JobConfig(TrainingConfig(seed=9, steps=6, checkpoint_every=2, batch_size=16))
+CONFIG = JobConfig(seed=9, steps=6, checkpoint_every=2, batch_size=16)
 
 
 async def test_a_solana_worker_trains_commits_answers_and_resumes(

@@ -18,9 +18,9 @@ from solders.keypair import Keypair
 
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, task_assigned
 from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
+from fedrelay.ports.worker_chain import TaskKey, UpdateCommitment
 from fedrelay.protocol.wormhole import UpdateCommitted, WorkerRegistered, decode_payload
 from fedrelay.worker.sdk.errors import ChainRejected
-from fedrelay.worker.sdk.tasks import TaskKey, UpdateCommitment
 
 pytestmark = pytest.mark.integration
 

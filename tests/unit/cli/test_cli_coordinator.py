@@ -14,7 +14,8 @@ from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.cli import app
 from fedrelay.commands.coordinator import ChainTarget, CoordinatorSettings, chain_target
-from fedrelay.coordinator.rounds import (
+from fedrelay.coordinator.store import RoundReport
+from fedrelay.protocol.rounds import (
     AggregateProposed,
     Commitment,
     CommitmentReceived,
@@ -25,7 +26,6 @@ from fedrelay.coordinator.rounds import (
     apply_all,
     open_job,
 )
-from fedrelay.coordinator.store import RoundReport
 
 runner = CliRunner()
 A = WorkerRef(4, bytes(12) + b"\xa1" * 20)

@@ -17,8 +17,9 @@ from fedrelay.adapters.blobstore import FileBlobStore, blob_name
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.coordinator.api import ApiSettings, create_app
-from fedrelay.coordinator.repository import CoordinatorRepository, MemoryRepository, SecAggStage
-from fedrelay.coordinator.rounds import (
+from fedrelay.coordinator.repository import CoordinatorRepository, MemoryRepository
+from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner, sign_request
+from fedrelay.protocol.rounds import (
     AssignmentConfirmed,
     Phase,
     RoundPolicy,
@@ -27,7 +28,7 @@ from fedrelay.coordinator.rounds import (
     apply_all,
     open_job,
 )
-from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner, sign_request
+from fedrelay.protocol.secagg.messages import SecAggStage
 
 NOW = 1_800_000_000
 TOKEN = "admin-token-0123456789"

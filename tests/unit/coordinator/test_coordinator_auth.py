@@ -7,7 +7,6 @@ from collections.abc import Callable
 import pytest
 from solders.keypair import Keypair
 
-from fedrelay.coordinator.rounds import WorkerRef
 from fedrelay.protocol.api.signing import (
     HEADER_NONCE,
     HEADER_SIGNATURE,
@@ -28,6 +27,7 @@ from fedrelay.protocol.api.signing import (
     scheme_of,
     sign_request,
 )
+from fedrelay.protocol.rounds import WorkerRef
 
 NOW = 1_800_000_000
 EVM_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")

@@ -10,9 +10,11 @@ from solders.keypair import Keypair
 
 from fedrelay.adapters.blobstore import MemoryBlobStore, blob_name
 from fedrelay.coordinator.api import ApiSettings, create_app
-from fedrelay.coordinator.repository import Challenge, MemoryRepository, SecAggStage
-from fedrelay.coordinator.rounds import Phase, RoundPolicy, TasksAssigned, apply, open_job
+from fedrelay.coordinator.repository import MemoryRepository
 from fedrelay.protocol.api.signing import EvmSigner, SolanaSigner
+from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.rounds import Phase, RoundPolicy, TasksAssigned, apply, open_job
+from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.worker.sdk.api_client import (
     CoordinatorClient,
     CoordinatorRequestError,

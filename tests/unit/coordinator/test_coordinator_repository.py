@@ -10,16 +10,9 @@ import pytest
 
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
-from fedrelay.coordinator.repository import (
-    Challenge,
-    ChallengeAnswer,
-    Conflict,
-    CoordinatorRepository,
-    MemoryRepository,
-    SecAggMessage,
-    SecAggStage,
-)
-from fedrelay.coordinator.rounds import (
+from fedrelay.coordinator.repository import Conflict, CoordinatorRepository, MemoryRepository
+from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
+from fedrelay.protocol.rounds import (
     AggregateProposed,
     Commitment,
     CommitmentReceived,
@@ -32,6 +25,7 @@ from fedrelay.coordinator.rounds import (
     apply_all,
     open_job,
 )
+from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
 
 A = WorkerRef(4, bytes(12) + b"\xaa" * 20)
 B = WorkerRef(1, b"\xbb" * 32)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedrelay.coordinator.rounds import (
+from fedrelay.protocol.rounds import (
     AggregateProposed,
     AssignmentConfirmed,
     ChallengeWindowOpen,

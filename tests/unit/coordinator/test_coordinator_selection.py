@@ -10,7 +10,6 @@ from collections import Counter
 
 import pytest
 
-from fedrelay.coordinator.rounds import WorkerRef
 from fedrelay.coordinator.selection import (
     Candidate,
     InvalidCandidates,
@@ -19,6 +18,7 @@ from fedrelay.coordinator.selection import (
     round_seed,
     select_workers,
 )
+from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import Task, keccak256, worker_id
 
 EVM, SOLANA = 4, 1

@@ -25,14 +25,7 @@ from fedrelay.coordinator.aggregating import server_state_of
 from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, ServerState, fedavg
 from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.metrics import CoordinatorMetrics
-from fedrelay.coordinator.repository import SecAggStage
-from fedrelay.coordinator.rounds import Phase
-from fedrelay.coordinator.secure_sum import (
-    client_id,
-    decode_keys,
-    encode_keys,
-    secagg_config,
-)
+from fedrelay.coordinator.secure_sum import secagg_config
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.store import CoordinatorStore, MemoryCoordinatorStore
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket, SimulatedWorker
@@ -40,7 +33,10 @@ from fedrelay.coordinator.verification import JobWorkbench, delta_of
 from fedrelay.ports.coordinator_chain import WorkerResult
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, InvalidJobConfig, JobConfig, ModelSpec
+from fedrelay.protocol.rounds import Phase
 from fedrelay.protocol.secagg import Participant, SealedShares
+from fedrelay.protocol.secagg.messages import SecAggStage
+from fedrelay.protocol.secagg.wire import client_id, decode_keys, encode_keys
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import decode_blob, encode_blob
 from fedrelay.worker.sdk.api_client import CoordinatorClient
@@ -472,7 +468,7 @@ async def test_secure_aggregation_sees_only_masked_inputs_and_the_sum() -> None:
         layout = ParameterLayout.of(start)
         params = layout.flatten(start)
         secagg = secagg_config(config, job_id, 0, 3)
-        parties = {w.worker: Participant(client_id(w.worker), secagg) for w in workers}
+        parties = {w.worker: Participant(client_id(w.worker.worker_id), secagg) for w in workers}
 
         for w in workers:
             advert = encode_keys(parties[w.worker].advertise())
@@ -489,12 +485,12 @@ async def test_secure_aggregation_sees_only_masked_inputs_and_the_sum() -> None:
         for w in workers:
             shares = await w.client.secagg_shares(job_id, 0)
             parties[w.worker].receive_shares(
-                [SealedShares(s.hex(), client_id(w.worker), c) for s, c in shares.items()]
+                [SealedShares(s.hex(), client_id(w.worker.worker_id), c) for s, c in shares.items()]
             )
             trained = await w.train(job_id, 0, participant=parties[w.worker])
             updates.append(
                 ClientUpdate(
-                    client_id(w.worker),
+                    client_id(w.worker.worker_id),
                     delta_of(layout.flatten(trained), params),
                     len(JobWorkbench(config).shard(state.assignment(w.worker).shard)),
                 )
@@ -533,28 +529,3 @@ def test_job_configuration_round_trips_and_refuses_bad_input() -> None:
         JobConfig.from_bytes(b'{"secure_aggregation": true}')
     training = config.training_config()
     assert (training.steps, training.checkpoint_every, training.batch_size) == (4, 2, 8)
-
-
-def test_wire_formats_are_the_worker_sdks() -> None:
-    from fedrelay.coordinator.secure_sum import decode_masked, encode_masked, encode_reveal
-    from fedrelay.coordinator.verification import decode_proof, encode_proof
-    from fedrelay.protocol.secagg import MaskedInput, UnmaskResponse
-    from fedrelay.training import merkle_proof
-    from fedrelay.worker.sdk import config as sdk_config
-    from fedrelay.worker.sdk import masking as sdk_masking
-    from fedrelay.worker.sdk import proofs as sdk_proofs
-
-    proof = merkle_proof([bytes([i]) * 32 for i in range(5)], 3)
-    assert encode_proof(proof) == sdk_proofs.encode_proof(proof)
-    assert decode_proof(sdk_proofs.encode_proof(proof)) == proof
-    masked = MaskedInput("ab", 7, np.array([1, 2**63 + 5, 2**64 - 1], dtype=np.uint64))
-    assert encode_masked(masked) == sdk_masking.encode_masked(masked)
-    back = decode_masked("ab", sdk_masking.encode_masked(masked))
-    assert back.num_examples == 7
-    assert np.array_equal(back.vector, masked.vector)
-    reveal = UnmaskResponse("ab", {"cd": 2**300}, {"ef": 5})
-    assert encode_reveal(reveal) == sdk_masking.encode_reveal(reveal)
-    config = tiny_config(secure_aggregation=True, secagg_threshold=2)
-    seen = sdk_config.JobConfig.parse(config.to_bytes())
-    assert seen.training == config.training_config()
-    assert (seen.secure_aggregation, seen.secagg_threshold) == (True, 2)

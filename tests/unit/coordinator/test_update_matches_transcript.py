@@ -20,7 +20,6 @@ import pytest
 
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.coordinator.api import create_app
-from fedrelay.coordinator.rounds import Assignment, Commitment, Phase, TaskStatus, WorkerRef
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.store import MemoryCoordinatorStore
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket, SimulatedWorker
@@ -29,11 +28,12 @@ from fedrelay.coordinator.verification import (
     UpdateRejection,
     challenge_sample,
     check_final_checkpoint,
-    decode_proof,
-    encode_proof,
 )
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.merkle import decode_proof, encode_proof
+from fedrelay.protocol.rounds import Assignment, Commitment, Phase, TaskStatus, WorkerRef
+from fedrelay.protocol.training_config import TrainingError
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import (
     MerkleProof,
@@ -222,12 +222,15 @@ def test_a_malformed_final_checkpoint_is_rejected(
 @pytest.mark.parametrize(
     ("data", "why"),
     [
-        (b"\x00\x00", "a Merkle proof of 2 bytes is malformed"),
-        (b"\x00\x00\x00\x02\x00\x00\x00\x03\x02" + bytes(40), "2 siblings has 40 bytes of them"),
+        (b"\x00\x00", "needs at least 9 bytes, got 2"),
+        (
+            b"\x00\x00\x00\x02\x00\x00\x00\x03\x02" + bytes(40),
+            "64 bytes .* got 40",
+        ),
     ],
 )
 def test_malformed_proof_bytes_are_a_clear_rejection(data: bytes, why: str) -> None:
-    with pytest.raises(UpdateRejection, match=why):
+    with pytest.raises(TrainingError, match=why):
         decode_proof(data)
 
 
@@ -446,4 +449,4 @@ async def test_malformed_answer_bytes_slash_with_the_reason(world: World) -> Non
     assert world.results(job_id)[worker.worker] == (Outcome.SLASHED, 0, SLASH)
     state = await world.store.get_round(job_id)
     assert state is not None
-    assert "a Merkle proof of 2 bytes is malformed" in state.assignment(worker.worker).reason
+    assert "a Merkle proof needs at least 9 bytes, got 2" in state.assignment(worker.worker).reason

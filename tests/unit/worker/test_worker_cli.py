@@ -41,7 +41,7 @@ def test_a_missing_key_file_is_named(tmp_path: Path) -> None:
     code, output = _run(*_evm(tmp_path / "absent.key"))
     assert code == 2
     assert "key file" in output
-    assert "absent.key does not exist" in output
+    assert "absent.key: it does not exist" in output
 
 
 def test_an_unreadable_key_file_is_refused(tmp_path: Path) -> None:

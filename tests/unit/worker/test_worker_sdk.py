@@ -20,12 +20,12 @@ import pytest
 import torch
 from solders.keypair import Keypair
 
-from fedrelay.coordinator.repository import Challenge, SecAggStage
 from fedrelay.protocol.api.signing import EvmSigner
-from fedrelay.protocol.secagg import unmask_sum
+from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.secagg import unmask_sum, wire
+from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.training import (
     SegmentOpening,
-    TrainingConfig,
     Transcript,
     blob_hash,
     decode_blob,
@@ -70,6 +70,7 @@ from fedrelay.worker.sdk import (
     load_evm_key,
     load_solana_keypair,
     masking,
+    parse_job_config,
     parse_shard,
 )
 from fedrelay.worker.sdk.progress import SilentProgress
@@ -81,7 +82,7 @@ from fedrelay.worker.sdk.testing import (
 
 JOB = 5
 CHAIN = 4
-CONFIG = JobConfig(TrainingConfig(seed=3, steps=6, checkpoint_every=2, batch_size=16))
+CONFIG = JobConfig(seed=3, steps=6, checkpoint_every=2, batch_size=16)
 
 
 @dataclass
@@ -410,7 +411,7 @@ async def test_a_tampered_transcript_fails_the_replay_of_its_segment(world: Worl
 
 async def test_secure_aggregation_reveals_only_the_sum(world: World) -> None:
     chains = [fake_chain(0x31), fake_chain(0x32)]
-    secure = JobConfig(CONFIG.training, secure_aggregation=True, secagg_threshold=2)
+    secure = CONFIG.model_copy(update={"secure_aggregation": True, "secagg_threshold": 2})
     await world.assign(chains, secure)
     nodes = [world.node(c, name=f"w{i}") for i, c in enumerate(chains)]
     reports = await asyncio.gather(*(n.step() for n in nodes))
@@ -422,7 +423,7 @@ async def test_secure_aggregation_reveals_only_the_sum(world: World) -> None:
 
     repository, key = world.coordinator.repository, TaskKey(JOB, 0)
     adverts = [
-        masking.decode_advert(w.worker_id.hex(), d)
+        wire.decode_keys(w.worker_id.hex(), d)
         for w, d in (await repository.secagg(JOB, 0, SecAggStage.KEYS)).items()
     ]
     masked_messages = await repository.secagg(JOB, 0, SecAggStage.MASKED)
@@ -430,9 +431,9 @@ async def test_secure_aggregation_reveals_only_the_sum(world: World) -> None:
     masked = []
     for worker, data in masked_messages.items():
         assert uploads[worker] == blob_hash(data).hex()  # the committed blob is the masked one
-        masked.append(masking.decode_masked(worker.worker_id.hex(), data))
+        masked.append(wire.decode_masked(worker.worker_id.hex(), data))
     reveals = [
-        masking.decode_reveal(w.worker_id.hex(), d)
+        wire.decode_reveal(w.worker_id.hex(), d)
         for w, d in (await repository.secagg(JOB, 0, SecAggStage.REVEALS)).items()
     ]
     config = masking.secagg_config(key, 2)
@@ -497,28 +498,30 @@ def test_proofs_round_trip_and_reject_bad_bytes() -> None:
 
 
 def test_job_config_parsing() -> None:
-    assert JobConfig.parse(CONFIG.to_bytes()) == CONFIG
-    secure = JobConfig(CONFIG.training, secure_aggregation=True, secagg_threshold=3)
-    assert JobConfig.parse(secure.to_bytes()) == secure
+    assert parse_job_config(CONFIG.to_bytes()) == CONFIG
+    secure = CONFIG.model_copy(update={"secure_aggregation": True, "secagg_threshold": 3})
+    assert parse_job_config(secure.to_bytes()) == secure
     document = json.loads(CONFIG.to_bytes())
-    document["future_field"] = 1
-    assert JobConfig.parse(json.dumps(document).encode()) == CONFIG
-    with pytest.raises(JobConfigError, match="not JSON"):
-        JobConfig.parse(b"\xff")
-    with pytest.raises(JobConfigError, match="training fields"):
-        JobConfig.parse(json.dumps({"seed": 1}).encode())
-    with pytest.raises(JobConfigError, match="secagg_threshold >= 1"):
-        JobConfig.parse(json.dumps({**document, "secure_aggregation": True}).encode())
+    # A worker does not train under a field it does not understand.
+    with pytest.raises(JobConfigError, match="future_field"):
+        parse_job_config(json.dumps({**document, "future_field": 1}).encode())
+    with pytest.raises(JobConfigError, match="invalid job configuration"):
+        parse_job_config(b"\xff")
+    with pytest.raises(JobConfigError, match="steps"):
+        parse_job_config(json.dumps({**document, "steps": 0}).encode())
+    with pytest.raises(JobConfigError, match="secagg_threshold"):
+        parse_job_config(json.dumps({**document, "secure_aggregation": True}).encode())
 
 
-def test_job_config_written_by_the_coordinator_parses() -> None:
-    from fedrelay.protocol.job_config import JobConfig as CoordinatorJobConfig
+def test_the_worker_reads_the_job_configuration_the_coordinator_writes() -> None:
+    from fedrelay.protocol.job_config import JobConfig as ProtocolJobConfig
 
-    written = CoordinatorJobConfig(**json.loads(CONFIG.to_bytes()))
-    assert json.loads(written.to_bytes())["secagg_threshold"] is None
-    parsed = JobConfig.parse(written.to_bytes())
+    assert JobConfig is ProtocolJobConfig  # one definition, shared
+    written = ProtocolJobConfig(seed=3, steps=6, checkpoint_every=2, batch_size=16)
+    parsed = parse_job_config(written.to_bytes())
     assert parsed.secure_aggregation is False
-    assert parsed.secagg_threshold == 0
+    assert parsed.secagg_threshold is None
+    assert parsed.training == CONFIG.training
 
 
 def test_key_files(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from fedrelay.adapters.solana.client import Receipt
 from fedrelay.adapters.solana.errors import ConfirmationTimeout, TransactionFailed
 from fedrelay.adapters.solana.layout import ProgramError
 from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain, lost_race
+from fedrelay.ports.worker_chain import TaskKey, UpdateCommitment
 from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
-from fedrelay.worker.sdk.tasks import TaskKey, UpdateCommitment
 
 KEY = TaskKey(3, 1)
 COMMITMENT = UpdateCommitment(KEY, b"\x01" * 32, b"\x02" * 32, 50, 7)

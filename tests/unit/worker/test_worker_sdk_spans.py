@@ -10,10 +10,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from fedrelay.coordinator.repository import Challenge
 from fedrelay.protocol.api.signing import EvmSigner
+from fedrelay.protocol.challenges import Challenge
 from fedrelay.protocol.tracing import round_span_context
-from fedrelay.training import TrainingConfig, keccak256
+from fedrelay.training import keccak256
 from fedrelay.training.torch_trainer import initial_model, mlp
 from fedrelay.worker.sdk import (
     AssignedTask,
@@ -31,7 +31,7 @@ from fedrelay.worker.sdk.progress import SilentProgress
 from fedrelay.worker.sdk.testing import LocalCoordinator
 
 JOB, ROUND, CHAIN, COORDINATOR_CHAIN = 11, 2, 4, 2
-CONFIG = JobConfig(TrainingConfig(seed=5, steps=4, checkpoint_every=2, batch_size=16))
+CONFIG = JobConfig(seed=5, steps=4, checkpoint_every=2, batch_size=16)
 
 
 @dataclass

@@ -14,12 +14,16 @@ from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
-from Crypto.Hash import keccak
 from safetensors.numpy import load
 
-from fedrelay.training.errors import BlobError
+from fedrelay.protocol.training_config import TrainingError
 
 Tensors = Mapping[str, npt.NDArray[np.generic]]
+
+
+class BlobError(TrainingError):
+    """Bytes are not a canonical tensor blob."""
+
 
 _DTYPES: dict[str, str] = {
     "float64": "F64",
@@ -32,11 +36,6 @@ _DTYPES: dict[str, str] = {
     "uint8": "U8",
     "bool": "BOOL",
 }
-
-
-def keccak256(data: bytes) -> bytes:
-    """The 32-byte Keccak-256 digest (Ethereum's, not SHA3-256)."""
-    return keccak.new(digest_bits=256, data=data).digest()
 
 
 def encode_blob(tensors: Tensors) -> bytes:
@@ -81,13 +80,3 @@ def decode_blob(blob: bytes) -> dict[str, npt.NDArray[np.generic]]:
     if encode_blob(tensors) != blob:
         raise BlobError("blob is valid safetensors but not in canonical form")
     return dict(tensors)
-
-
-def blob_hash(blob: bytes) -> bytes:
-    """A blob's 32-byte name."""
-    return keccak256(blob)
-
-
-def blob_name(blob: bytes) -> str:
-    """A blob's name as lowercase hex (64 characters, no prefix)."""
-    return keccak256(blob).hex()

@@ -1,12 +1,19 @@
-"""Binary Merkle trees over keccak256: parent = keccak256(left || right); an odd node moves up."""
+"""Binary Merkle trees over keccak256: parent = keccak256(left || right); an odd node moves up.
+
+A proof travels (in a challenge answer) as
+``u32 index || u32 leaf_count || u8 sibling count || siblings (32 bytes each)``, big-endian like
+the payloads (:func:`encode_proof`, :func:`decode_proof`); the shared vectors in
+``tests/vectors/proofs.json`` pin these bytes.
+"""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fedrelay.training.blobs import keccak256
-from fedrelay.training.errors import TrainingError
+from fedrelay.protocol.hashing import keccak256
+from fedrelay.protocol.training_config import TrainingError
 
 
 @dataclass(frozen=True)
@@ -75,3 +82,32 @@ def verify_proof(leaf: bytes, proof: MerkleProof, root: bytes) -> bool:
             node = keccak256(sibling + node) if position % 2 else keccak256(node + sibling)
         position, width = position // 2, (width + 1) // 2
     return not remaining and node == root
+
+
+_PROOF_HEAD = struct.Struct(">IIB")
+
+
+def encode_proof(proof: MerkleProof) -> bytes:
+    """The wire bytes of a proof."""
+    head = _PROOF_HEAD.pack(proof.index, proof.leaf_count, len(proof.siblings))
+    return head + b"".join(proof.siblings)
+
+
+def decode_proof(data: bytes) -> MerkleProof:
+    """A proof from its wire bytes.
+
+    Raises:
+        TrainingError: The bytes are not a proof (too short, or a body that is not the siblings
+            the head announces).
+    """
+    if len(data) < _PROOF_HEAD.size:
+        raise TrainingError(
+            f"a Merkle proof needs at least {_PROOF_HEAD.size} bytes, got {len(data)}"
+        )
+    index, leaf_count, count = _PROOF_HEAD.unpack_from(data)
+    body = data[_PROOF_HEAD.size :]
+    if len(body) != 32 * count:
+        raise TrainingError(
+            f"a proof of {count} siblings needs {32 * count} bytes after its head, got {len(body)}"
+        )
+    return MerkleProof(index, leaf_count, tuple(body[i : i + 32] for i in range(0, len(body), 32)))

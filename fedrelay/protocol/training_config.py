@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from fedrelay.training.blobs import keccak256
-from fedrelay.training.errors import TrainingError
+from fedrelay.protocol.hashing import keccak256
+
+
+class TrainingError(ValueError):
+    """Training input (model, checkpoint, configuration) is unusable; the message says why.
+
+    The root of the training package's errors (:mod:`fedrelay.training.errors`).
+    """
 
 
 @dataclass(frozen=True)
