@@ -1,4 +1,4 @@
-"""Rewrite the shared JSON vectors of this folder from ``support.vectors``.
+"""Rewrite the shared JSON vectors of this folder (``support.vectors``, ``support.wire_vectors``).
 
 Usage: ``.venv/bin/python tests/vectors/generate.py`` (from the repository root). Only needed when
 the protocol or the vector set changes; a unit test fails while the files are stale.
@@ -7,9 +7,14 @@ the protocol or the vector set changes; a unit test fails while the files are st
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+# tests/support is the package `support`, as under pytest (pythonpath = ["tests"]).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from support.vectors import build_payload_vectors, build_vaa_vectors
+from support.wire_vectors import build_proof_vectors, build_secagg_vectors
 
 HERE = Path(__file__).resolve().parent
 
@@ -20,9 +25,11 @@ def render(content: object) -> str:
 
 
 def main() -> None:
-    """Write payloads.json and vaas.json next to this script."""
+    """Write payloads.json, vaas.json, secagg.json and proofs.json next to this script."""
     (HERE / "payloads.json").write_text(render(build_payload_vectors()))
     (HERE / "vaas.json").write_text(render(build_vaa_vectors()))
+    (HERE / "secagg.json").write_text(render(build_secagg_vectors()))
+    (HERE / "proofs.json").write_text(render(build_proof_vectors()))
 
 
 if __name__ == "__main__":
