@@ -28,6 +28,7 @@ from opentelemetry import trace
 from fedrelay.coordinator.repository import SecAggStage
 from fedrelay.ports.worker_chain import CAPABILITY_CPU_REPLAY, CAPABILITY_CUDA, WorkerChain
 from fedrelay.protocol.api.schemas import RoundView
+from fedrelay.protocol.logfields import log_fields
 from fedrelay.protocol.secagg import Participant, SecureAggregationError
 from fedrelay.protocol.tracing import round_attributes, round_context
 from fedrelay.protocol.wormhole import loss_to_fixed, worker_id
@@ -249,7 +250,8 @@ class WorkerNode:
             if self.stopping:
                 raise StopRequested("stop requested")
             try:
-                done = await self.work_on(record, *hashes.get(record.key, (None, None)))
+                with log_fields(job_id=record.key.job_id, round=record.key.round):
+                    done = await self.work_on(record, *hashes.get(record.key, (None, None)))
             except TaskRefused as exc:
                 self._save(
                     self.state.with_task(
