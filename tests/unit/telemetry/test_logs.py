@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from fedrelay.adapters.telemetry.logs import CHATTY_LOGGERS, JsonFormatter, configure_logging
 from fedrelay.cli import app
-from fedrelay.commands.logs import configure_command_logging
+from fedrelay.commands import logs as logs_module
+from fedrelay.commands.logs import choose_logging, configure_command_logging
 from fedrelay.protocol.logfields import bound_log_fields, log_fields
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO fedrelay\.test hello 7$")
@@ -161,10 +162,12 @@ def test_the_environment_chooses_the_format_of_a_command(monkeypatch: pytest.Mon
 
 def test_the_root_options_name_the_format_and_level() -> None:
     runner = CliRunner()
-    assert (
-        runner.invoke(app, ["--log-format", "json", "--log-level", "INFO", "version"]).exit_code
-        == 0
-    )
+    try:
+        chosen = runner.invoke(app, ["--log-format", "json", "--log-level", "INFO", "version"])
+        assert chosen.exit_code == 0
+        assert (logs_module._chosen.fmt, logs_module._chosen.level) == ("json", "INFO")
+    finally:
+        choose_logging(None, None)
     refused = runner.invoke(app, ["--log-format", "xml", "version"])
     assert refused.exit_code == 2
     assert "xml" in refused.output
