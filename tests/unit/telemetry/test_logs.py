@@ -12,13 +12,18 @@ from contextlib import contextmanager
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+from support.relayer import sample_observation, wait_until
 from typer.testing import CliRunner
 
+from fedrelay.adapters.kafka import MemoryBus, Record
 from fedrelay.adapters.telemetry.logs import CHATTY_LOGGERS, JsonFormatter, configure_logging
 from fedrelay.cli import app
 from fedrelay.commands import logs as logs_module
 from fedrelay.commands.logs import choose_logging, configure_command_logging
 from fedrelay.protocol.logfields import bound_log_fields, log_fields
+from fedrelay.relayer.messages import encode_message, message_label
+from fedrelay.relayer.stage import StageResult, StageRunner, stage_metrics
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO fedrelay\.test hello 7$")
 
@@ -171,3 +176,48 @@ def test_the_root_options_name_the_format_and_level() -> None:
     refused = runner.invoke(app, ["--log-format", "xml", "version"])
     assert refused.exit_code == 2
     assert "xml" in refused.output
+
+
+class _LoggingProcessor:
+    """Logs one line per record, as a stage's own code would."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    async def process(self, record: Record) -> StageResult:
+        logging.getLogger("fedrelay.relayer.test").info("processing")
+        self.seen += 1
+        return StageResult()
+
+
+async def test_a_relayer_stage_logs_each_record_with_its_message_id_and_trace() -> None:
+    observation = sample_observation(41)
+    bus = MemoryBus()
+    await bus.create_topics(["in", "dlq"])
+    producer = bus.producer()
+    await producer.start()
+    await producer.send("in", encode_message(observation), key=b"emitter")
+    await producer.send("in", b"not a relayer message", key=b"emitter")
+    await producer.stop()
+    processor = _LoggingProcessor()
+    runner = StageRunner(
+        name="test", bus=bus, inputs=["in"], group_id="logs", transactional_id="logs-0",
+        processor=processor, poll_wait_s=0.05, metrics=stage_metrics(CollectorRegistry()),
+        tracer=TracerProvider().get_tracer("test"),
+    )  # fmt: skip
+    stream = io.StringIO()
+    with bare_root():
+        configure_logging("INFO", "json", stream=stream)
+        running = asyncio.create_task(runner.run())
+        try:
+            await wait_until(lambda: processor.seen == 2)
+        finally:
+            runner.stop()
+            await running
+            await bus.close()
+    first, second = [
+        line for line in _json_lines(stream) if line["logger"] == "fedrelay.relayer.test"
+    ]
+    assert first["message_id"] == message_label(observation.message_id)
+    assert len(str(first["trace_id"])) == 32
+    assert "message_id" not in second
