@@ -50,6 +50,7 @@ from fedrelay.ports.coordinator_chain import (
     WorkerJoined,
 )
 from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
+from fedrelay.protocol.logfields import log_fields
 from fedrelay.protocol.rounds import (
     AggregateProposed,
     AssignmentConfirmed,
@@ -300,10 +301,13 @@ class CoordinatorService:
             return state
         context = await self._context(job_id)
         now = self._now()
-        with tracer.start_as_current_span(  # in the round's trace (derived, see tracing.py)
-            f"coordinator.{state.phase.value}",
-            context=round_context(self._chain_id, job_id, state.round),
-            attributes=round_attributes(job_id, state.round),
+        with (
+            log_fields(job_id=job_id, round=state.round),
+            tracer.start_as_current_span(  # in the round's trace (derived, see tracing.py)
+                f"coordinator.{state.phase.value}",
+                context=round_context(self._chain_id, job_id, state.round),
+                attributes=round_attributes(job_id, state.round),
+            ),
         ):
             match state.phase:
                 case Phase.POSTED:

@@ -54,10 +54,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fedrelay.adapters.ledger.models import DeadLetter
 from fedrelay.ports.bus import Bus, Consumer, Headers, Partition, Producer, Record
+from fedrelay.protocol.logfields import log_fields
 from fedrelay.protocol.tracing import extract_context, inject_headers
 from fedrelay.protocol.wormhole import WormholeError
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.messages import RelayerError
+from fedrelay.relayer.messages import (
+    GuardianSignatureMessage,
+    RelayerError,
+    decode_message,
+    message_label,
+)
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("fedrelay.relayer")
@@ -113,6 +119,19 @@ EndOffsets = Callable[[frozenset[Partition]], Awaitable[Mapping[Partition, int]]
 def position_of(record: Record) -> str:
     """``topic:partition:offset``, a record's unique place on the bus."""
     return f"{record.topic}:{record.partition}:{record.offset}"
+
+
+def message_of(record: Record) -> str | None:
+    """The id of the message a record carries (``chain/emitter/sequence``), for log lines.
+
+    None when the record is not a relayer message (a dead letter's own record, a malformed one).
+    """
+    try:
+        message = decode_message(record.value)
+    except Exception:  # unreadable records are the stage's to judge; the log line goes on
+        return None
+    carried = message.observation if isinstance(message, GuardianSignatureMessage) else message
+    return message_label(carried.message_id)
 
 
 # --- idempotent ledger effects --------------------------------------------------------------------
@@ -327,7 +346,8 @@ class StageRunner:
         done: list[_Done] = []
         offsets: dict[Partition, int] = {}
         for record in records:
-            fate = await self._handle_record(record)
+            with log_fields(message_id=message_of(record)):
+                fate = await self._handle_record(record)
             if fate is None:  # stopping during a backoff wait: leave this record and the rest
                 break
             done.append(fate)

@@ -1,11 +1,10 @@
 """The relayer end to end: coordinator chain -> Kafka + PostgreSQL stages -> EVM worker chain.
 
 Two anvils, a Kafka broker and a PostgreSQL cluster are started with the test harness; the
-contracts are deployed and linked (:func:`fedrelay.adapters.evm.testing.deploy_pair`, 3 guardians).
-The
-relayer's stages run in this process as ``fedrelay relayer run --stage all`` builds them: watch
-on both chains, 3 attesting guardians, assemble, route and deliver, on :class:`KafkaBus` and a
-PostgreSQL ledger.
+contracts are deployed and linked (:func:`fedrelay.adapters.devnet.evm_pair.deploy_pair`,
+3 guardians). The relayer's stages run in this process as ``fedrelay relayer run --stage all``
+builds them: watch on both chains, 3 attesting guardians, assemble, route and deliver, on
+:class:`KafkaBus` and a PostgreSQL ledger.
 
 One worker is staked and registered on the worker chain first (its WORKER_REGISTERED is relayed
 to the coordinator chain: this also warms the pipeline up). N jobs are posted beforehand; the
@@ -45,17 +44,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from fedrelay.adapters.devnet import guardians as wormhole_testing
-from fedrelay.adapters.devnet.forge import Forge
-from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
-from fedrelay.adapters.evm import EvmChain, Signer, address_to_bytes32
-from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR, load_artifact
-from fedrelay.adapters.evm.relay import EvmDestination, connect
-from fedrelay.adapters.evm.testing import (
+from fedrelay.adapters.devnet.evm_pair import (
     COORDINATOR_CHAIN,
     WORKER_CHAIN,
     EvmDeployment,
     deploy_pair,
 )
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
+from fedrelay.adapters.evm import EvmChain, Signer, address_to_bytes32
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR, load_artifact
+from fedrelay.adapters.evm.relay import EvmDestination, connect
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus, StoredVaa
 from fedrelay.protocol.wormhole import (

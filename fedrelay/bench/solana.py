@@ -14,10 +14,15 @@ from solana.rpc.async_api import AsyncClient
 from solders.pubkey import Pubkey
 
 from fedrelay.adapters.devnet.solana_rpc import serve_devnet
+from fedrelay.adapters.devnet.worker_program import (
+    LAMPORTS_PER_SOL,
+    Deployment,
+    deploy,
+    task_assigned,
+)
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana.client import Receipt, WorkerProgramClient
 from fedrelay.adapters.solana.program import program_bytes
-from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, deploy, task_assigned
 from fedrelay.protocol.wormhole import samples as wormhole_testing
 
 BENCH_TIME = 1_767_225_600

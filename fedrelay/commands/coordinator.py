@@ -240,9 +240,10 @@ def run_command(
 ) -> None:
     """Run the coordinator: follow JobMarket, drive rounds, serve the worker API."""
     from fedrelay.adapters.telemetry.tracing import configure_tracing
+    from fedrelay.commands.logs import configure_command_logging
     from fedrelay.coordinator.api import ApiSettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_command_logging(logging.INFO)
     settings = CoordinatorSettings()
     target = chain_target(settings, rpc_url, job_market)
     key = read_evm_key(signer_key_file)

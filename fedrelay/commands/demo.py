@@ -173,9 +173,10 @@ def demo(
     ] = None,
 ) -> None:
     """Run a job on digits across three chains; write summary.json; fail if a check fails."""
+    from fedrelay.commands.logs import configure_command_logging
     from fedrelay.demo import DemoBackends, DemoError, DemoSettings, run_demo, write_summary
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    configure_command_logging(logging.WARNING)
     try:
         settings = DemoSettings(
             rounds=rounds,

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from fedrelay.adapters.kafka import KafkaBus
 from fedrelay.adapters.ledger.database import LedgerError, create_engine, upgrade
 from fedrelay.adapters.telemetry.tracing import configure_tracing
+from fedrelay.commands.logs import configure_command_logging
 from fedrelay.protocol.wormhole import WormholeError
 from fedrelay.relayer import operations
 from fedrelay.relayer.config import ChainConfig, ChainsConfig
@@ -81,10 +82,7 @@ def _run(work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_command_logging(logging.INFO)
 
 
 def _signer_keys(values: list[str]) -> dict[str, Path]:

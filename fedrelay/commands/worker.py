@@ -198,7 +198,9 @@ def run(
     docs/operations.md).
     """
     from fedrelay.adapters.telemetry.tracing import configure_tracing
+    from fedrelay.commands.logs import configure_command_logging
 
+    configure_command_logging("WARNING")
     tracing = configure_tracing("fedrelay-worker")
     try:
         _guarded(

@@ -13,9 +13,8 @@ Public surface: :class:`WorkerNode`, the :class:`WorkerChain` protocol and its b
 :mod:`fedrelay.adapters.solana.worker_chain`), :class:`RewardAccount` (rewards on the coordinator
 chain), shard
 sources, the state store, progress reporters, key loading and the errors.
-:mod:`fedrelay.worker.sdk.testing` holds dishonest workers and an in-process coordinator for demos
-and
-tests only.
+The demo's dishonest workers are in :mod:`fedrelay.demo.actors`; the in-process coordinator
+that worker tests run against is in the tests' support package.
 """
 
 from fedrelay.adapters.evm.rewards import RewardAccount

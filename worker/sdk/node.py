@@ -34,6 +34,7 @@ from fedrelay.ports.worker_chain import (
     WorkerChain,
 )
 from fedrelay.protocol.api.schemas import RoundView
+from fedrelay.protocol.logfields import log_fields
 from fedrelay.protocol.merkle import encode_proof
 from fedrelay.protocol.secagg import Participant, SecureAggregationError, wire
 from fedrelay.protocol.secagg.messages import SecAggStage
@@ -255,7 +256,8 @@ class WorkerNode:
             if self.stopping:
                 raise StopRequested("stop requested")
             try:
-                done = await self.work_on(record, *hashes.get(record.key, (None, None)))
+                with log_fields(job_id=record.key.job_id, round=record.key.round):
+                    done = await self.work_on(record, *hashes.get(record.key, (None, None)))
             except TaskRefused as exc:
                 self._save(
                     self.state.with_task(

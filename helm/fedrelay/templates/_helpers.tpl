@@ -140,6 +140,8 @@ fedrelay.io/guardian: {{ . }}
   value: {{ .root.Values.guardianSet.addresses | toJson | quote }}
 - name: FEDRELAY_HEALTH_PORT
   value: {{ .root.Values.healthPort | quote }}
+- name: FEDRELAY_LOG_FORMAT
+  value: {{ .root.Values.logFormat | default "json" | quote }}
 {{- if hasKey . "drainSeconds" }}
 - name: FEDRELAY_DRAIN_SECONDS
   value: {{ .drainSeconds | quote }}

@@ -22,7 +22,7 @@ from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana.client import WorkerProgramClient
 from fedrelay.adapters.solana.program import program_bytes
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, deploy, task_assigned
-from fedrelay.demo_costs import evm_gas, solana_compute
+from fedrelay.demo.costs import evm_gas, solana_compute
 
 pytestmark = pytest.mark.integration
 

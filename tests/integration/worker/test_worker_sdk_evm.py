@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from support.coordinator import LocalCoordinator
 from support.wormhole import evm_address, guardian_signers
 
 from fedrelay.adapters.devnet.forge import Forge
@@ -73,7 +74,6 @@ from fedrelay.worker.sdk import (
     WorkerNode,
 )
 from fedrelay.worker.sdk import Outcome as SdkOutcome
-from fedrelay.worker.sdk.testing import LocalCoordinator
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from solana.rpc.async_api import AsyncClient
+from support.coordinator import LocalCoordinator
 
 from fedrelay.adapters.solana.layout import SOLANA_CHAIN
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
@@ -33,7 +34,6 @@ from fedrelay.training import blob_hash, verify_proof
 from fedrelay.training.torch_trainer import initial_model, mlp
 from fedrelay.worker.sdk import DigitsShards, JobConfig, StateStore, TaskKey, TaskStage, WorkerNode
 from fedrelay.worker.sdk import Outcome as SdkOutcome
-from fedrelay.worker.sdk.testing import LocalCoordinator
 
 pytestmark = pytest.mark.integration
 

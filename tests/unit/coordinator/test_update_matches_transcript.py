@@ -29,6 +29,7 @@ from fedrelay.coordinator.verification import (
     challenge_sample,
     check_final_checkpoint,
 )
+from fedrelay.demo.actors import TamperedUpdateWorker
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
 from fedrelay.protocol.merkle import decode_proof, encode_proof
@@ -62,7 +63,6 @@ from fedrelay.worker.sdk import (
 )
 from fedrelay.worker.sdk.api_client import CoordinatorClient
 from fedrelay.worker.sdk.progress import SilentProgress
-from fedrelay.worker.sdk.testing import TamperedUpdateWorker
 
 TOKEN = "admin-token-0123456789"
 REWARD = 1_000_000

@@ -11,7 +11,7 @@ import pytest
 from fedrelay.adapters.solana._base58 import b58encode
 from fedrelay.adapters.solana.layout import Instruction
 from fedrelay.demo import DemoResult, DemoSettings, WorkerOutcome, write_summary
-from fedrelay.demo_costs import (
+from fedrelay.demo.costs import (
     CostError,
     DemoCosts,
     Spend,

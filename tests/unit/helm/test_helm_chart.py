@@ -379,6 +379,14 @@ def test_tracing_endpoint_reaches_every_process(
         assert env["OTEL_TRACES_EXPORTER"]["value"] == "none"
 
 
+def test_every_process_logs_json_unless_told_otherwise(default_release: Rendered) -> None:
+    for deployment in default_release.of_kind("Deployment"):
+        assert _env(_container(deployment))["FEDRELAY_LOG_FORMAT"]["value"] == "json"
+    text = render(extra=["--set", "logFormat=text"])
+    for deployment in text.of_kind("Deployment"):
+        assert _env(_container(deployment))["FEDRELAY_LOG_FORMAT"]["value"] == "text"
+
+
 def test_long_release_names_keep_instance_names_distinct_and_short() -> None:
     release = render(extra=["--set", "fullnameOverride=" + "a" * 63])
     names = [(o["kind"], o["metadata"]["name"]) for o in release.objects]

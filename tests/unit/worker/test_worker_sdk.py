@@ -19,7 +19,9 @@ import numpy.typing as npt
 import pytest
 import torch
 from solders.keypair import Keypair
+from support.coordinator import LocalCoordinator
 
+from fedrelay.demo.actors import TamperedTranscriptWorker, TamperedUpdateWorker
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.challenges import Challenge
 from fedrelay.protocol.secagg import unmask_sum, wire
@@ -74,11 +76,6 @@ from fedrelay.worker.sdk import (
     parse_shard,
 )
 from fedrelay.worker.sdk.progress import SilentProgress
-from fedrelay.worker.sdk.testing import (
-    LocalCoordinator,
-    TamperedTranscriptWorker,
-    TamperedUpdateWorker,
-)
 
 JOB = 5
 CHAIN = 4

@@ -9,6 +9,7 @@ from pathlib import Path
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.coordinator import LocalCoordinator
 
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.challenges import Challenge
@@ -28,7 +29,6 @@ from fedrelay.worker.sdk import (
     WorkerNode,
 )
 from fedrelay.worker.sdk.progress import SilentProgress
-from fedrelay.worker.sdk.testing import LocalCoordinator
 
 JOB, ROUND, CHAIN, COORDINATOR_CHAIN = 11, 2, 4, 2
 CONFIG = JobConfig(seed=5, steps=4, checkpoint_every=2, batch_size=16)

@@ -1,16 +1,9 @@
-"""Dishonest workers for demos and tests. Not part of the SDK's public surface.
+"""The coordinator's API in process, for worker tests: a real app on memory stores, no server.
 
-Each subclass of :class:`~fedrelay.worker.sdk.node.WorkerNode` trains honestly and then lies in one
-specific way, so the coordinator's checks have something to catch:
-
-- :class:`TamperedUpdateWorker` trains and builds its transcript honestly but uploads and
-  commits another update (the trained weights scaled), so the model of the transcript's final
-  checkpoint, opened in the answer on the last segment, is not the committed update.
-- :class:`TamperedTranscriptWorker` commits a transcript with one checkpoint altered (and the
-  root recomputed over it), so replaying the segment that ends there fails.
-
-:class:`LocalCoordinator` serves the real coordinator API in process (memory repository and
-blob store, ASGI transport) and plays the coordinator's part of a round for tests and demos.
+:class:`LocalCoordinator` serves the coordinator's FastAPI app over an ASGI transport (memory
+repository and blob store) and plays the coordinator's part of a round as plain methods, so a
+worker node can be tested against the real API without a chain or a process. It lives with the
+tests because the worker package must not import the coordinator.
 """
 
 from __future__ import annotations
@@ -20,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import httpx
-import numpy as np
 
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.coordinator.api import ApiSettings, create_app
@@ -34,56 +26,12 @@ from fedrelay.protocol.rounds import (
     apply,
     open_job,
 )
-from fedrelay.training import ModelTensors, blob_hash, decode_blob, encode_blob, merkle_root
+from fedrelay.training import ModelTensors, encode_blob
 from fedrelay.worker.sdk.api_client import CoordinatorClient
 from fedrelay.worker.sdk.config import JobConfig
-from fedrelay.worker.sdk.node import TrainedUpdate, WorkerNode
 
 #: The in-process coordinator's admin token (a test value, not a secret).
-ADMIN_TOKEN = "local-coordinator-admin-token"  # noqa: S105
-
-
-class TamperedUpdateWorker(WorkerNode):
-    """Uploads and commits the honest update multiplied by ``UPDATE_FACTOR``.
-
-    Its transcript and checkpoints stay honest, so every replay passes; the coordinator catches
-    it by comparing the update with the final checkpoint's model.
-    """
-
-    UPDATE_FACTOR = -3.0
-
-    def _finalise_update(self, trained: TrainedUpdate) -> TrainedUpdate:
-        tensors = decode_blob(trained.update_blob)
-        if "masked" in tensors:  # a masked input: corrupt the ring vector instead
-            tensors = {**tensors, "masked": np.asarray(tensors["masked"]) ^ np.int64(1 << 40)}
-        else:
-            tensors = {
-                name: (np.asarray(value, dtype=np.float32) * np.float32(self.UPDATE_FACTOR))
-                for name, value in tensors.items()
-            }
-        return replace(trained, update_blob=encode_blob(tensors))
-
-
-class TamperedTranscriptWorker(WorkerNode):
-    """Commits a transcript whose middle checkpoint's model weights are perturbed."""
-
-    PERTURBATION = 0.5
-
-    def _finalise_update(self, trained: TrainedUpdate) -> TrainedUpdate:
-        blobs = list(trained.checkpoints)
-        index = max(1, len(blobs) // 2)
-        tensors = decode_blob(blobs[index])
-        tensors = {
-            name: (
-                np.asarray(value) + np.asarray(self.PERTURBATION, dtype=value.dtype)
-                if name.startswith("model/")
-                else value
-            )
-            for name, value in tensors.items()
-        }
-        blobs[index] = encode_blob(tensors)
-        root = merkle_root([blob_hash(b) for b in blobs])
-        return replace(trained, checkpoints=tuple(blobs), transcript_root=root)
+ADMIN_TOKEN = "local-coordinator-admin-token"
 
 
 class LocalCoordinator:

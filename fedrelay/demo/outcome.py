@@ -1,0 +1,125 @@
+"""The demo's outcome read back from where it is recorded, as any observer could.
+
+Once the job has completed and every settlement has reached the worker chains, the outcome is
+read from the records themselves: each worker's rounds and rewards from the coordinator's
+ledger, each payout address's claimable reward from JobMarket, each worker's stake from
+WorkerHub or its Solana worker account, deliveries per route from the relayer's ledger, and
+what every chain spent from the chains' RPC endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from fedrelay.adapters.devnet.state import DevnetInfo
+from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
+from fedrelay.adapters.ledger.database import create_engine
+from fedrelay.adapters.ledger.models import Delivery, StoredVaa
+from fedrelay.demo.assembly import DemoNetwork
+from fedrelay.demo.costs import CostError, DemoCosts, devnet_costs
+from fedrelay.demo.report import DemoResult, WorkerOutcome
+from fedrelay.demo.settings import DemoSettings
+from fedrelay.protocol.rounds import RoundState, TaskStatus
+
+log = logging.getLogger(__name__)
+
+
+async def job_rounds(store: LedgerCoordinatorStore, job_id: int, rounds: int) -> list[RoundState]:
+    """The rounds of ``job_id`` the coordinator's ledger holds, in order (at most ``rounds``)."""
+    found = []
+    for number in range(rounds):
+        state = await store.get_round(job_id, number)
+        if state is not None:
+            found.append(state)
+    return found
+
+
+async def read_outcome(
+    network: DemoNetwork,
+    settings: DemoSettings,
+    store: LedgerCoordinatorStore,
+    job_id: int,
+    relayer_url: str,
+) -> DemoResult:
+    """What the job did to each worker, and what was relayed and spent.
+
+    The result's wall time, timings, backends and restarts are left for the caller to fill in.
+    """
+    network.progress.step("reading the outcome back from the chains")
+    rounds = await job_rounds(store, job_id, settings.rounds)
+    reports = {r.round: r for r in await store.reports(job_id)}
+    accuracy = tuple(
+        float(reports[s.round].accuracy or 0.0)
+        for s in rounds
+        if s.round in reports and reports[s.round].accuracy is not None
+    )
+    outcomes = []
+    for worker in network.workers:
+        mine = [(s.round, a) for s in rounds for a in s.assignments if a.worker == worker.ref]
+        worker_id = worker.ref.worker_id.hex()
+        reward = sum(r.rewards.get(worker_id, 0) for r in reports.values())
+        slashed = tuple(n for n, a in mine if a.status is TaskStatus.SLASHED)
+        reason = next((a.reason for _, a in mine if a.status is TaskStatus.SLASHED), "")
+        claimable = await asyncio.to_thread(network.market.claimable, worker.key.payout_address)
+        outcomes.append(
+            WorkerOutcome(
+                name=worker.name,
+                chain=worker.key.chain,
+                address=worker.key.address,
+                payout_address=worker.key.payout_address,
+                dishonest=worker.dishonest,
+                tasks=len(mine),
+                accepted=sum(1 for _, a in mine if a.status is TaskStatus.ACCEPTED),
+                slashed_rounds=slashed,
+                reason=reason,
+                reward=reward,
+                claimable=claimable,
+                stake_before=worker.stake_before,
+                stake_after=await network.stake(worker),
+            )
+        )
+    # What every chain spent since the devnet started, deployment included.
+    try:
+        costs = await devnet_costs(network.info, network.keys)
+    except CostError as exc:  # the report goes on without them; the reason is logged
+        log.warning("demo: could not read what the chains spent: %s", exc)
+        costs = DemoCosts()
+    return DemoResult(
+        job_id=job_id,
+        rounds=settings.rounds,
+        accuracy_per_round=accuracy,
+        workers=tuple(outcomes),
+        messages_per_route=await deliveries_per_route(network.info, relayer_url),
+        wall_time_s=0.0,
+        settings=settings,
+        costs=costs,
+    )
+
+
+async def deliveries_per_route(info: DevnetInfo, database_url: str) -> dict[str, dict[str, int]]:
+    """Deliveries per route (``source -> destination``) and status, from the relayer ledger."""
+    names = {c.wormhole_chain_id: c.name for c in info.chains}
+    engine = create_engine(database_url)
+    try:
+        async with async_sessionmaker(engine)() as session:
+            rows = await session.execute(
+                select(
+                    StoredVaa.emitter_chain,
+                    Delivery.destination_chain,
+                    Delivery.status,
+                    func.count(),
+                )
+                .join(StoredVaa, Delivery.digest == StoredVaa.digest)
+                .group_by(StoredVaa.emitter_chain, Delivery.destination_chain, Delivery.status)
+            )
+            routes: dict[str, dict[str, int]] = {}
+            for source, destination, status, count in rows.all():
+                route = f"{names.get(source, source)} -> {names.get(destination, destination)}"
+                routes.setdefault(route, {})[str(status.value)] = int(count)
+    finally:
+        await engine.dispose()
+    return dict(sorted(routes.items()))

@@ -1,0 +1,221 @@
+"""The demo's outcome and its report: what each worker got, whether the run passed, the files.
+
+:class:`DemoResult` is everything the run found (accuracy per round, each worker's rewards and
+stake from the chains, deliveries per route, costs); :meth:`DemoResult.problems` turns it into
+the acceptance verdict. :func:`write_summary` writes ``summary.json``, ``summary.md`` and the
+accuracy plot. Nothing here starts or reads a chain, so the verdict and the report are tested
+without one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedrelay.demo.costs import DemoCosts, markdown_lines
+from fedrelay.demo.plot import plot_accuracy
+from fedrelay.demo.settings import DemoSettings
+
+
+@dataclass(frozen=True)
+class CoordinatorRestart:
+    """One restart of the coordinator during the job.
+
+    Attributes:
+        round: The round it happened in.
+        phase: The round's phase when the coordinator was stopped.
+        down_s: Seconds from the stop to the new coordinator's API answering.
+    """
+
+    round: int
+    phase: str
+    down_s: float
+
+
+@dataclass(frozen=True)
+class WorkerOutcome:
+    """One worker at the end of the demo, from the coordinator's ledger and from the chains.
+
+    Attributes:
+        name: ``worker-N``.
+        chain: ``worker-evm`` or ``worker-solana``.
+        address: Its address on that chain.
+        payout_address: Where its rewards go on the coordinator chain.
+        dishonest: Whether it tampered (and with what), or empty.
+        tasks: Rounds it was assigned.
+        accepted: Rounds whose update was accepted.
+        slashed_rounds: Rounds in which the coordinator slashed it.
+        reason: Why it was slashed (the first reason), or empty.
+        reward: Reward the coordinator decided for it, summed over rounds (wei).
+        claimable: What its payout address can withdraw from JobMarket now (wei).
+        stake_before: Its stake on its chain after registering (wei or lamports).
+        stake_after: Its stake on its chain at the end.
+    """
+
+    name: str
+    chain: str
+    address: str
+    payout_address: str
+    dishonest: str
+    tasks: int
+    accepted: int
+    slashed_rounds: tuple[int, ...]
+    reason: str
+    reward: int
+    claimable: int
+    stake_before: int
+    stake_after: int
+
+    @property
+    def slashed_on_chain(self) -> int:
+        """Stake taken on its chain (wei or lamports)."""
+        return max(0, self.stake_before - self.stake_after)
+
+    def to_json(self) -> dict[str, Any]:
+        """The worker's entry in ``summary.json``."""
+        return {**asdict(self), "slashed_on_chain": self.slashed_on_chain}
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo did and found."""
+
+    job_id: int
+    rounds: int
+    accuracy_per_round: tuple[float, ...]
+    workers: tuple[WorkerOutcome, ...]
+    messages_per_route: dict[str, dict[str, int]]
+    wall_time_s: float
+    settings: DemoSettings
+    timings_s: dict[str, float] = field(default_factory=dict)
+    backends: dict[str, str] = field(default_factory=dict)
+    restarts: tuple[CoordinatorRestart, ...] = ()
+    costs: DemoCosts = field(default_factory=DemoCosts)
+
+    @property
+    def final_accuracy(self) -> float:
+        """Held-out accuracy of the last round's model (0 when no round finished)."""
+        return self.accuracy_per_round[-1] if self.accuracy_per_round else 0.0
+
+    @property
+    def dishonest(self) -> WorkerOutcome:
+        """The dishonest worker."""
+        return next(w for w in self.workers if w.dishonest)
+
+    def problems(self) -> list[str]:
+        """Every acceptance condition that failed, in words (empty when the demo passed)."""
+        found = []
+        if len(self.accuracy_per_round) != self.rounds:
+            found.append(f"{len(self.accuracy_per_round)} of {self.rounds} rounds finished")
+        wanted = self.settings.restart_coordinator_in_round
+        if wanted is not None and [r.round for r in self.restarts] != [wanted]:
+            found.append(f"the coordinator was to be restarted in round {wanted}, was not")
+        if self.final_accuracy < self.settings.min_accuracy:
+            found.append(
+                f"final accuracy {self.final_accuracy:.4f} is below {self.settings.min_accuracy}"
+            )
+        for worker in self.workers:
+            if worker.dishonest:
+                continue
+            if worker.reward <= 0 or worker.claimable <= 0:
+                found.append(
+                    f"honest {worker.name} ({worker.chain}) was not paid: coordinator reward "
+                    f"{worker.reward}, claimable on JobMarket {worker.claimable}"
+                )
+            if worker.slashed_rounds or worker.slashed_on_chain:
+                found.append(f"honest {worker.name} ({worker.chain}) was slashed: {worker.reason}")
+        cheat = self.dishonest
+        if not cheat.slashed_rounds:
+            found.append(f"the dishonest {cheat.name} was never caught by the coordinator")
+        if cheat.slashed_on_chain <= 0:
+            found.append(
+                f"the dishonest {cheat.name}'s stake on {cheat.chain} was not slashed "
+                f"({cheat.stake_before} before, {cheat.stake_after} after)"
+            )
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        """The content of ``summary.json``."""
+        cheat = self.dishonest
+        return {
+            "job_id": self.job_id,
+            "rounds": self.rounds,
+            "final_accuracy": self.final_accuracy,
+            "accuracy_per_round": list(self.accuracy_per_round),
+            "workers": [w.to_json() for w in self.workers],
+            "dishonest_worker": {
+                "name": cheat.name,
+                "chain": cheat.chain,
+                "tampered": cheat.dishonest,
+                "detection_reason": cheat.reason,
+                "slashed_rounds": list(cheat.slashed_rounds),
+                "slashed_on_chain": cheat.slashed_on_chain,
+            },
+            "messages_per_route": self.messages_per_route,
+            "wall_time_s": round(self.wall_time_s, 1),
+            "timings_s": {k: round(v, 1) for k, v in self.timings_s.items()},
+            "settings": asdict(self.settings),
+            "backends": self.backends,
+            "coordinator_restarts": [asdict(r) for r in self.restarts],
+            **self.costs.to_json(),
+            "problems": self.problems(),
+        }
+
+
+def write_summary(result: DemoResult, out_dir: Path) -> Path:
+    """Write ``summary.json``, ``summary.md`` and ``accuracy.png`` into ``out_dir``.
+
+    Returns:
+        The path of ``summary.json``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "summary.json"
+    path.write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+    plot = plot_accuracy(
+        result.accuracy_per_round, result.settings.min_accuracy, out_dir / "accuracy.png",
+        title=f"job {result.job_id}: test accuracy per round",
+    )  # fmt: skip
+    lines = [
+        f"# fedrelay demo: job {result.job_id}",
+        "",
+        f"- rounds: {result.rounds}; final test accuracy: {result.final_accuracy:.4f}",
+        f"- wall time: {result.wall_time_s:.0f} s",
+        f"- bus: {result.backends.get('bus', 'in-process')}; "
+        f"ledger: {result.backends.get('ledger', 'sqlite')}",
+        *(
+            f"- coordinator restarted in round {r.round} ({r.phase}), down {r.down_s:.1f} s"
+            for r in result.restarts
+        ),
+        f"- dishonest worker: {result.dishonest.name} ({result.dishonest.chain}), tampered "
+        f"{result.dishonest.dishonest}; caught: {result.dishonest.reason or 'no'}",
+        "",
+        f"![test accuracy per round]({plot.name})",
+        "",
+        "| round | accuracy |",
+        "| --- | --- |",
+        *(f"| {n} | {a:.4f} |" for n, a in enumerate(result.accuracy_per_round)),
+        "",
+        "| worker | chain | reward (wei) | claimable (wei) | slashed on chain |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| {w.name} | {w.chain} | {w.reward} | {w.claimable} | {w.slashed_on_chain} |"
+            for w in result.workers
+        ),
+        "",
+        "| route | deliveries |",
+        "| --- | --- |",
+        *(
+            f"| {route} | {', '.join(f'{k}: {v}' for k, v in counts.items())} |"
+            for route, counts in result.messages_per_route.items()
+        ),
+        "",
+        *markdown_lines(result.costs),
+    ]
+    problems = result.problems()
+    lines += ["## Acceptance", ""] + (
+        [f"- FAILED: {p}" for p in problems] if problems else ["- every condition holds"]
+    )
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,168 @@
+"""What the demo runs and on which backends, checked before anything starts.
+
+The settings are plain frozen data: the command line builds them, :func:`~fedrelay.demo.run_demo`
+reads them, and every check that can fail without starting a chain (worker counts, the cheat,
+the job configuration) fails here, as a :class:`DemoError`, before the devnet exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from fedrelay.protocol.job_config import JobConfig
+
+ETHER = 10**18
+LAMPORTS_PER_SOL = 10**9
+#: Stake of every worker, in its chain's whole units (ETH or SOL).
+STAKE_UNITS = 10
+#: What a rejected update or transcript costs, 8 decimals (1 ETH or 1 SOL).
+REJECTED_SLASH = 10**8
+
+Dishonesty = Literal["update", "transcript"]
+ChainKind = Literal["evm", "solana"]
+
+
+class DemoError(Exception):
+    """The demo could not be set up or did not reach its end; the message says why."""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo runs.
+
+    Attributes:
+        rounds: Rounds of the job.
+        evm_workers: Workers on the EVM worker chain (at least 2).
+        solana_workers: Workers on Solana (at least 2).
+        dishonest: What the dishonest worker tampers with: ``update`` or ``transcript``.
+        dishonest_chain: The chain of the dishonest worker.
+        steps: Local optimizer steps per task.
+        checkpoint_every: Steps between transcript checkpoints.
+        batch_size: Examples per step.
+        learning_rate: Local SGD step size.
+        alpha: Dirichlet concentration of the non-IID split (smaller: more skewed).
+        strategy: Aggregation strategy name (see
+        :class:`~fedrelay.protocol.job_config.JobConfig`).
+        max_examples_per_shard: At most this many training examples per shard (None: all).
+        challenge_window: JobMarket's challenge window in seconds.
+        collect_seconds: Time the workers have from assignment to commitment.
+        reward_per_round: Reward escrowed per round, in wei.
+        min_accuracy: The final test accuracy the demo must reach.
+        timeout_s: Longest the job may take from posting to the last settlement.
+        restart_coordinator_in_round: Stop the coordinator (service and API) in the middle of
+            this round and start a new one on the same ledger, as a crash and restart would
+            (None: never).
+    """
+
+    rounds: int = 10
+    evm_workers: int = 3
+    solana_workers: int = 3
+    dishonest: Dishonesty = "transcript"
+    dishonest_chain: ChainKind = "evm"
+    steps: int = 40
+    checkpoint_every: int = 20
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    alpha: float = 1.0
+    strategy: str = "fedavg"
+    max_examples_per_shard: int | None = None
+    challenge_window: int = 2
+    collect_seconds: int = 240
+    reward_per_round: int = ETHER
+    min_accuracy: float = 0.90
+    timeout_s: float = 840.0
+    restart_coordinator_in_round: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise DemoError(f"rounds must be at least 1, got {self.rounds}")
+        restart = self.restart_coordinator_in_round
+        if restart is not None and not 0 <= restart < self.rounds:
+            raise DemoError(
+                f"restart_coordinator_in_round must name one of the rounds 0..{self.rounds - 1}, "
+                f"got {restart}"
+            )
+        if self.evm_workers < 2 or self.solana_workers < 2:
+            raise DemoError(
+                "the demo needs at least 2 workers on each worker chain, got "
+                f"{self.evm_workers} on EVM and {self.solana_workers} on Solana"
+            )
+        if self.dishonest not in ("update", "transcript"):
+            raise DemoError(f"dishonest must be 'update' or 'transcript', got {self.dishonest!r}")
+        if self.dishonest_chain not in ("evm", "solana"):
+            raise DemoError(
+                f"dishonest_chain must be 'evm' or 'solana', got {self.dishonest_chain!r}"
+            )
+        if self.steps < self.checkpoint_every or self.steps % self.checkpoint_every:
+            raise DemoError(
+                f"steps ({self.steps}) must be a multiple of checkpoint_every "
+                f"({self.checkpoint_every})"
+            )
+        if not 0 < self.min_accuracy <= 1:
+            raise DemoError(f"min_accuracy must be in (0, 1], got {self.min_accuracy}")
+        if self.timeout_s <= 0 or self.challenge_window < 1 or self.collect_seconds < 10:
+            raise DemoError("timeout_s, challenge_window and collect_seconds must be positive")
+        self.job_config()  # the strategy and training fields must make a valid job
+
+    @property
+    def workers(self) -> int:
+        """Every worker, honest or not."""
+        return self.evm_workers + self.solana_workers
+
+    def job_config(self) -> JobConfig:
+        """The job's configuration blob: every transcript challenged, a rejection slashed.
+
+        Raises:
+            DemoError: The settings do not make a valid job configuration.
+        """
+        try:
+            return JobConfig.model_validate(
+                {
+                    "seed": 7,
+                    "steps": self.steps,
+                    "checkpoint_every": self.checkpoint_every,
+                    "batch_size": self.batch_size,
+                    "learning_rate": self.learning_rate,
+                    "strategy": self.strategy,
+                    "challenge_rate": 1.0,
+                    "answer_seconds": 120,
+                    "collect_seconds": self.collect_seconds,
+                    "min_updates": 1,
+                    "rejected_slash": REJECTED_SLASH,
+                    # Unused without secure aggregation, but the worker SDK reads the
+                    # configuration blob's secagg_threshold as an integer either way.
+                    "secagg_threshold": max(1, self.workers - 1),
+                    "data": {
+                        "shards": self.workers,
+                        "partition": "dirichlet",
+                        "alpha": self.alpha,
+                        "max_examples_per_shard": self.max_examples_per_shard,
+                    },
+                }
+            )
+        except ValueError as exc:
+            raise DemoError(f"the demo's job configuration is invalid: {exc}") from None
+
+
+@dataclass(frozen=True)
+class DemoBackends:
+    """Where the demo's bus and ledgers live: embedded by default, or real services.
+
+    Attributes:
+        kafka_bootstrap: Kafka's bootstrap servers (None: the in-process bus). The demo's
+            topics and consumer groups carry a tag of their own, so runs never share them.
+        database_url: A PostgreSQL (or SQLite) SQLAlchemy URL holding both ledgers (None: a
+            SQLite file each in the state folder). It must hold no fedrelay messages or
+            rounds yet: a new devnet restarts every chain's sequences and job ids.
+    """
+
+    kafka_bootstrap: str | None = None
+    database_url: str | None = None
+
+    def describe(self) -> dict[str, str]:
+        """What the report says about the backends (never the URL: it may hold a password)."""
+        ledger = "sqlite"
+        if self.database_url is not None:
+            ledger = self.database_url.split(":", 1)[0].split("+", 1)[0]
+        return {"bus": "kafka" if self.kafka_bootstrap else "in-process", "ledger": ledger}
