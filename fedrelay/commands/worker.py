@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from fedrelay.commands.extras import requires
+
 if TYPE_CHECKING:
     from fedrelay.worker.process import WorkerConnection
     from fedrelay.worker.sdk import StakeStatus
@@ -71,13 +73,20 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _guarded(work: Coroutine[Any, Any, _T]) -> _T:
-    """Run ``work``; the errors a user can act on end the command with one line and exit 2."""
-    from fedrelay.worker.process import USER_ERRORS
+    """Run ``work``; the errors a user can act on end the command with one line and exit 2.
 
-    try:
-        return asyncio.run(work)
-    except USER_ERRORS as exc:
-        raise _fail(str(exc)) from None
+    A package of the worker's extra that is not installed is named with the extra to install.
+    """
+    with requires("worker"):
+        try:
+            from fedrelay.worker.process import USER_ERRORS
+        except ModuleNotFoundError:
+            work.close()  # never started: close it so that it is not reported as never awaited
+            raise
+        try:
+            return asyncio.run(work)
+        except USER_ERRORS as exc:
+            raise _fail(str(exc)) from None
 
 
 def _connected(
@@ -148,7 +157,8 @@ def run(
     Spans are exported when the standard OTEL_* variables name an exporter (see
     docs/operations.md).
     """
-    from fedrelay.adapters.telemetry.tracing import configure_tracing
+    with requires("worker"):
+        from fedrelay.adapters.telemetry.tracing import configure_tracing
 
     tracing = configure_tracing("fedrelay-worker")
     try:
