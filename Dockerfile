@@ -2,7 +2,8 @@
 # The fedrelay image: every process the Helm chart runs (`fedrelay relayer run ...`,
 # `fedrelay coordinator run`, `fedrelay db upgrade`) from one entry point.
 #
-#   docker build -t fedrelay:0.1.0 .
+#   docker build -t fedrelay:0.1.0 .                                          # extra: relayer
+#   docker build --build-arg FEDRELAY_EXTRAS=relayer,coordinator -t fedrelay:0.1.0 .  # + PyTorch
 #   docker build --build-arg FEDRELAY_EXTRAS=worker -t fedrelay-worker:0.1.0 .   # with PyTorch
 #
 # Stages: `contracts` compiles the Solidity ABIs the EVM adapters read (forge over solcjs, as in
@@ -31,7 +32,7 @@ RUN cd contracts \
 
 # --- Python dependencies and fedrelay ------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
-ARG FEDRELAY_EXTRAS=""
+ARG FEDRELAY_EXTRAS="relayer"
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -45,13 +46,26 @@ WORKDIR /src
 COPY pyproject.toml requirements.lock README.md ./
 # requirements.lock pins every package of the development environment (test tools and PyTorch
 # included); the image installs the runtime requirements of pyproject.toml (plus the extras
-# named in FEDRELAY_EXTRAS) at exactly the versions the lock pins.
+# named in FEDRELAY_EXTRAS, and the extras those name as fedrelay[...]) at exactly the versions
+# the lock pins. The relayer's extra holds the coordinator's API and store packages too; the
+# coordinator's extra adds PyTorch for replaying challenged segments.
 RUN python - <<'PY' > /tmp/runtime.txt
-import os, tomllib
+import os, re, tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 wanted = list(project["dependencies"])
-for extra in filter(None, os.environ.get("FEDRELAY_EXTRAS", "").split(",")):
-    wanted += project["optional-dependencies"][extra.strip()]
+extras = [e.strip() for e in os.environ.get("FEDRELAY_EXTRAS", "").split(",") if e.strip()]
+seen = set()
+while extras:
+    extra = extras.pop()
+    if extra in seen:
+        continue
+    seen.add(extra)
+    for requirement in project["optional-dependencies"][extra]:
+        own = re.fullmatch(r"fedrelay\[([^]]+)\]", requirement)
+        if own:
+            extras += [e.strip() for e in own.group(1).split(",")]
+        elif requirement not in wanted:
+            wanted.append(requirement)
 print("\n".join(wanted))
 PY
 RUN pip install "pip==25.3" \

@@ -59,7 +59,7 @@ python_env() {
   if [ ! -x .venv/bin/python ]; then "$PYTHON" -m venv .venv; fi
   .venv/bin/python -m pip install -q --disable-pip-version-check "pip==$PIP_VERSION"
   # requirements.lock pins every transitive dependency; pyproject.toml pins the direct ones.
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev,worker]'
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
   stamp python "$h"
 }
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -25,9 +24,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from fedrelay.commands.extras import requires
+
 if TYPE_CHECKING:
-    from fedrelay.protocol.api.signing import RequestSigner
-    from fedrelay.worker.sdk import StakeStatus, WorkerChain
+    from fedrelay.worker.process import WorkerConnection
+    from fedrelay.worker.sdk import StakeStatus
 
 app = typer.Typer(
     help="Run a worker that trains fedrelay jobs; manage its stake and rewards.",
@@ -72,43 +73,30 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _guarded(work: Coroutine[Any, Any, _T]) -> _T:
-    """Run ``work``; the errors a user can act on end the command with one line and exit 2."""
-    from fedrelay.adapters.evm import EvmError
-    from fedrelay.adapters.solana.errors import SolanaAdapterError
-    from fedrelay.worker.sdk import WorkerChainError, WorkerError
+    """Run ``work``; the errors a user can act on end the command with one line and exit 2.
 
-    try:
-        return asyncio.run(work)
-    except (WorkerError, WorkerChainError, EvmError, SolanaAdapterError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-
-
-def _check_address(option: str, value: str) -> None:
-    """Raise ValueError unless ``value`` is an EVM address."""
-    from web3 import Web3
-
-    if not Web3.is_address(value):
-        raise ValueError(f"{option} must be an EVM address (0x and 40 hex digits), got {value!r}")
+    A package of the worker's extra that is not installed is named with the extra to install.
+    """
+    with requires("worker"):
+        try:
+            from fedrelay.worker.process import USER_ERRORS
+        except ModuleNotFoundError:
+            work.close()  # never started: close it so that it is not reported as never awaited
+            raise
+        try:
+            return asyncio.run(work)
+        except USER_ERRORS as exc:
+            raise _fail(str(exc)) from None
 
 
-@dataclass(frozen=True)
-class _Connected:
-    """The worker's chain backend, its API signer and its on-chain name (address or pubkey)."""
-
-    chain: WorkerChain
-    signer: RequestSigner
-    name: str
-
-
-@asynccontextmanager
-async def _connected(
+def _connected(
     kind: ChainKind,
     key_file: Path,
     rpc_url: str,
     hub_address: str | None,
     program_id: str | None,
     wormhole_chain: int | None = None,
-) -> AsyncIterator[_Connected]:
+) -> AbstractAsyncContextManager[WorkerConnection]:
     """Load the worker's key and connect to its chain (closing the connection afterwards).
 
     Raises:
@@ -116,38 +104,10 @@ async def _connected(
         KeyFileError: The key file is missing, unreadable or holds no key of that kind.
         ChainUnavailable: The RPC endpoint does not answer.
     """
-    from solana.rpc.async_api import AsyncClient
-    from solders.pubkey import Pubkey
+    from fedrelay.worker.process import WorkerChainTarget, open_worker_chain
 
-    from fedrelay.adapters.evm.worker_chain import EVM_WORKER_CHAIN, EvmWorkerChain
-    from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
-    from fedrelay.protocol.api.signing import EvmSigner, SolanaSigner
-    from fedrelay.worker.sdk import load_evm_key, load_solana_keypair
-
-    if kind is ChainKind.EVM:
-        if hub_address is None:
-            raise ValueError("--hub-address is required with --chain evm")
-        _check_address("--hub-address", hub_address)
-        key = load_evm_key(key_file)
-        chain_id = wormhole_chain or EVM_WORKER_CHAIN
-        evm = await asyncio.to_thread(
-            EvmWorkerChain, rpc_url, hub_address, key, wormhole_chain=chain_id
-        )
-        yield _Connected(evm, EvmSigner(key, chain=chain_id), evm.address)
-        return
-    if program_id is None:
-        raise ValueError("--program-id is required with --chain solana")
-    try:
-        program = Pubkey.from_string(program_id)
-    except ValueError:
-        raise ValueError(f"--program-id must be a base58 public key, got {program_id!r}") from None
-    keypair = load_solana_keypair(key_file)
-    rpc = AsyncClient(rpc_url)
-    try:
-        solana = await SolanaWorkerChain.connect(rpc, program, keypair)
-        yield _Connected(solana, SolanaSigner(keypair), str(keypair.pubkey()))
-    finally:
-        await rpc.close()
+    target = WorkerChainTarget(rpc_url, hub_address, program_id, wormhole_chain)
+    return open_worker_chain(kind.value, target, key_file)
 
 
 # --- run ---------------------------------------------------------------------------------------
@@ -197,7 +157,8 @@ def run(
     Spans are exported when the standard OTEL_* variables name an exporter (see
     docs/operations.md).
     """
-    from fedrelay.adapters.telemetry.tracing import configure_tracing
+    with requires("worker"):
+        from fedrelay.adapters.telemetry.tracing import configure_tracing
     from fedrelay.commands.logs import configure_command_logging
 
     configure_command_logging("WARNING")
@@ -241,10 +202,10 @@ async def _run(
     poll_interval: float,
     coordinator_chain: int,
 ) -> None:
-    # Imported here so that `fedrelay --help` does not load torch.
+    # Imported here so that `fedrelay --help` does not load torch, web3 or solana.
     from fedrelay.training.torch_trainer import default_device
-    from fedrelay.worker.sdk import RichProgress, StateStore, WorkerNode, parse_shard
-    from fedrelay.worker.sdk.api_client import CoordinatorClient
+    from fedrelay.worker.process import worker_node
+    from fedrelay.worker.sdk import RichProgress, StateStore, parse_shard
 
     shards = parse_shard(data_shard)
     device = default_device() if device_choice is DeviceChoice.AUTO else device_choice.value
@@ -262,17 +223,16 @@ async def _run(
             state_file or Path(f"fedrelay-worker-{signer.worker.key.hex()[-16:]}.json")
         )
         with RichProgress() as progress:
-            async with CoordinatorClient(coordinator_url, signer) as api:
-                node = WorkerNode(
-                    connected.chain,
-                    api,
-                    shards,
-                    store,
-                    device=device,
-                    progress=progress,
-                    poll_interval=poll_interval,
-                    coordinator_chain=coordinator_chain,
-                )
+            async with worker_node(
+                connected,
+                coordinator_url,
+                shards,
+                store,
+                device=device,
+                progress=progress,
+                poll_interval=poll_interval,
+                coordinator_chain=coordinator_chain,
+            ) as node:
                 loop = asyncio.get_running_loop()
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(signum, node.request_stop)
@@ -443,14 +403,10 @@ def rewards(
     as_json: JsonOption = False,
 ) -> None:
     """Show the payout address's claimable reward (native token); --withdraw takes it."""
-    from fedrelay.adapters.evm import Signer
-    from fedrelay.worker.sdk import RewardAccount, load_evm_key
+    from fedrelay.worker.process import reward_account
 
     async def settle() -> tuple[str, int, int | None]:
-        _check_address("--job-market", job_market)
-        key = load_evm_key(payout_key_file)
-        payout = str(Signer(key).address)
-        account = RewardAccount(rpc_url, job_market, key)
+        payout, account = reward_account(rpc_url, job_market, payout_key_file)
         claimable = await account.claimable()
         withdrawn = await account.withdraw() if withdraw else None
         return payout, claimable, withdrawn

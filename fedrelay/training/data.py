@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.datasets import load_digits
 
 Indices = npt.NDArray[np.int64]
 
@@ -53,6 +52,10 @@ class Dataset:
 
 def digits() -> Dataset:
     """The digits data set, pixel values scaled from 0..16 to 0..1."""
+    # Imported here: scikit-learn (and SciPy under it) is only needed once digits are loaded, so
+    # the worker SDK and the data helpers import without it.
+    from sklearn.datasets import load_digits
+
     bunch = load_digits()
     features = (np.asarray(bunch.data, dtype=np.float64) / 16.0).astype(np.float32)
     return Dataset(features, np.asarray(bunch.target, dtype=np.int64))

@@ -8,16 +8,16 @@
         await node.register(stake=10**18, payout=payout_bytes32)
         await node.run()  # until node.request_stop()
 
-Public surface: :class:`WorkerNode`, the :class:`WorkerChain` protocol and its backends
-(:class:`EvmWorkerChain` in :mod:`fedrelay.adapters.evm.worker_chain`, :class:`SolanaWorkerChain` in
-:mod:`fedrelay.adapters.solana.worker_chain`), :class:`RewardAccount` (rewards on the coordinator
-chain), shard
-sources, the state store, progress reporters, key loading and the errors.
-The demo's dishonest workers are in :mod:`fedrelay.demo.actors`; the in-process coordinator
-that worker tests run against is in the tests' support package.
+Public surface: :class:`WorkerNode`, the :class:`WorkerChain` protocol it drives, shard sources,
+the state store, progress reporters, key loading and the errors. The SDK names no chain
+backend: :mod:`fedrelay.worker.process` (the worker's composition root) builds one
+(:class:`~fedrelay.adapters.evm.worker_chain.EvmWorkerChain`,
+:class:`~fedrelay.adapters.solana.worker_chain.SolanaWorkerChain`) and the coordinator chain's
+:class:`~fedrelay.adapters.evm.rewards.RewardAccount`, so an embedder that brings its own chain
+imports neither web3 nor solana through the SDK. Importing the SDK does not load torch either;
+training loads it.
 """
 
-from fedrelay.adapters.evm.rewards import RewardAccount
 from fedrelay.ports.worker_chain import (
     CAPABILITY_CPU_REPLAY,
     CAPABILITY_CUDA,
@@ -65,7 +65,6 @@ __all__ = [
     "KeyFileError",
     "Outcome",
     "ProgressReporter",
-    "RewardAccount",
     "RichProgress",
     "SecureAggregationFailed",
     "SettledTask",

@@ -30,3 +30,7 @@ class JobConfigError(TaskRefused):
 
 class SecureAggregationFailed(TaskRefused):
     """A secure-aggregation phase could not complete (peers missing, messages malformed)."""
+
+
+class StopRequested(WorkerError):
+    """Training was abandoned because the node was asked to stop."""

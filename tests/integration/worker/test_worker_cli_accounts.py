@@ -344,7 +344,7 @@ async def test_a_missing_contract_or_key_or_rpc_is_one_clear_error(
         (
             ["stake", "--chain", "evm", "--key-file", str(tmp_path / "absent.key"),
              "--rpc-url", worker_chain.rpc_url, "--hub-address", hub.address],
-            "absent.key does not exist",
+            "absent.key: it does not exist",
         ),
         (
             ["withdraw-stake", "--chain", "evm", "--key-file", str(key_file),

@@ -45,6 +45,7 @@ from fedrelay.adapters.evm import (
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.deploy import Link
+from fedrelay.adapters.evm.rewards import RewardAccount
 from fedrelay.adapters.evm.worker_chain import EvmWorkerChain
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.challenges import Challenge
@@ -67,7 +68,6 @@ from fedrelay.training.torch_trainer import initial_model, mlp
 from fedrelay.worker.sdk import (
     DigitsShards,
     JobConfig,
-    RewardAccount,
     StateStore,
     TaskKey,
     TaskStage,

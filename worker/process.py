@@ -1,0 +1,129 @@
+"""The worker's composition root: where the SDK meets the chain adapters.
+
+The worker SDK (:mod:`fedrelay.worker.sdk`) talks to chains only through the
+:class:`~fedrelay.ports.worker_chain.WorkerChain` port; this module is the one worker module
+that names adapters. It reads the worker's key, connects the chain of the chosen kind (through
+the registry :data:`fedrelay.adapters.worker_chains.WORKER_CHAINS`), opens the coordinator's API
+client and builds the :class:`~fedrelay.worker.sdk.WorkerNode`; and it builds the payout
+address's :class:`~fedrelay.adapters.evm.rewards.RewardAccount` on the coordinator chain. The
+CLI (``fedrelay worker``) calls only this module to get them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+from fedrelay.adapters.evm import Signer
+from fedrelay.adapters.evm.rewards import RewardAccount
+from fedrelay.adapters.worker_chains import (
+    ADAPTER_ERRORS,
+    WORKER_CHAINS,
+    KeyReaders,
+    WorkerChainTarget,
+    WorkerConnection,
+    check_evm_address,
+)
+from fedrelay.worker.sdk import (
+    ProgressReporter,
+    ShardSource,
+    StateStore,
+    WorkerChainError,
+    WorkerError,
+    WorkerNode,
+    load_evm_key,
+    load_solana_keypair,
+)
+from fedrelay.worker.sdk.api_client import CoordinatorClient
+
+__all__ = [
+    "CHAIN_KINDS",
+    "USER_ERRORS",
+    "WorkerChainTarget",
+    "WorkerConnection",
+    "open_worker_chain",
+    "reward_account",
+    "worker_node",
+]
+
+#: The kinds of worker chain there are backends for.
+CHAIN_KINDS: tuple[str, ...] = tuple(WORKER_CHAINS)
+
+#: Errors whose message is all a user needs (a bad option, key file, endpoint or transaction).
+USER_ERRORS: tuple[type[Exception], ...] = (
+    WorkerError,
+    WorkerChainError,
+    *ADAPTER_ERRORS,
+    ValueError,
+)
+
+_KEYS = KeyReaders(evm=load_evm_key, solana=load_solana_keypair)
+
+
+def open_worker_chain(
+    kind: str, target: WorkerChainTarget, key_file: Path
+) -> AbstractAsyncContextManager[WorkerConnection]:
+    """Read the worker's key and connect to its chain of ``kind`` (closed on exit).
+
+    Raises:
+        ValueError: ``kind`` is unknown, or the chain's contract option is missing or malformed.
+        KeyFileError: The key file is missing, unreadable or holds no key of that kind.
+        ChainUnavailable: The RPC endpoint does not answer.
+    """
+    try:
+        factory = WORKER_CHAINS[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown worker chain {kind!r}; expected one of {', '.join(CHAIN_KINDS)}"
+        ) from None
+    return factory(target, key_file, _KEYS)
+
+
+@asynccontextmanager
+async def worker_node(
+    connection: WorkerConnection,
+    coordinator_url: str,
+    shards: ShardSource,
+    store: StateStore,
+    *,
+    device: str,
+    progress: ProgressReporter,
+    poll_interval: float,
+    coordinator_chain: int,
+) -> AsyncIterator[WorkerNode]:
+    """A node on ``connection``'s chain with a signed client of the coordinator (closed on exit).
+
+    Args:
+        connection: The worker's connected chain and its signer.
+        coordinator_url: The coordinator API's base URL.
+        shards: Where the tasks' training data comes from.
+        store: The state file and blob directory.
+        device: Where to train.
+        progress: Where the node shows its phases.
+        poll_interval: Seconds between passes.
+        coordinator_chain: The coordinator chain's Wormhole id (the rounds' traces).
+    """
+    async with CoordinatorClient(coordinator_url, connection.signer) as api:
+        yield WorkerNode(
+            connection.chain,
+            api,
+            shards,
+            store,
+            device=device,
+            progress=progress,
+            poll_interval=poll_interval,
+            coordinator_chain=coordinator_chain,
+        )
+
+
+def reward_account(rpc_url: str, job_market: str, key_file: Path) -> tuple[str, RewardAccount]:
+    """The payout address in ``key_file`` and its rewards in the JobMarket at ``job_market``.
+
+    Raises:
+        ValueError: ``job_market`` is not an EVM address.
+        KeyFileError: The key file holds no secp256k1 key.
+    """
+    check_evm_address("--job-market", job_market)
+    key = load_evm_key(key_file)
+    return str(Signer(key).address), RewardAccount(rpc_url, job_market, key)

@@ -1,0 +1,123 @@
+"""Masking: a secure round's key exchange, the masked input, and the later unmasking reveals.
+
+The worker advertises its keys, waits for every peer's, deals its secret shares, waits for the
+shares dealt to it, and sends its update masked. Its secrets stay in memory (a
+:class:`SecureRound` per task): once the round is aggregating, it reveals what the coordinator
+needs to unmask the survivors' sum. A node restarted after masking does not reveal; the other
+workers' shares (the threshold) cover it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from fedrelay.ports.worker_chain import TaskKey
+from fedrelay.protocol.api.schemas import RoundView
+from fedrelay.protocol.secagg import Participant, SecureAggregationError, wire
+from fedrelay.protocol.secagg.messages import SecAggStage
+from fedrelay.training import ModelTensors
+from fedrelay.worker.sdk import masking
+from fedrelay.worker.sdk.config import JobConfig
+from fedrelay.worker.sdk.errors import SecureAggregationFailed, StopRequested, TaskRefused
+from fedrelay.worker.sdk.steps.train import TrainedUpdate, model_tensors
+
+if TYPE_CHECKING:
+    from fedrelay.worker.sdk.node import WorkerNode
+
+
+@dataclass
+class SecureRound:
+    """A masked task's secrets, kept until its unmasking shares are revealed."""
+
+    participant: Participant
+    revealed: bool = False
+
+
+async def mask(
+    node: WorkerNode,
+    key: TaskKey,
+    view: RoundView,
+    job: JobConfig,
+    trained: TrainedUpdate,
+    start: ModelTensors,
+) -> TrainedUpdate:
+    """Take part in the secure round of ``key``; ``trained`` with its update masked.
+
+    Raises:
+        SecureAggregationFailed: A phase of the protocol could not complete.
+        TaskRefused: The peers' messages were incomplete at the deadline.
+        StopRequested: A stop was requested while waiting for peers.
+    """
+    me = node.chain_worker_id()
+    peers = sorted(t.worker_id for t in view.tasks)
+    try:
+        threshold = job.secagg_threshold or 0  # the schema requires it under secure aggregation
+        participant = Participant(me, masking.secagg_config(key, threshold))
+        node.progress.phase(key, "exchanging keys")
+        advert = participant.advertise()
+        await node.api.send_secagg(
+            key.job_id, key.round, SecAggStage.KEYS, wire.encode_keys(advert)
+        )
+        keys = await _await_all(node, key, "keys", peers)
+        adverts = [wire.decode_keys(wid.hex(), data) for wid, data in keys.items()]
+        for sealed in participant.share_keys(sorted(adverts, key=lambda a: a.client_id)):
+            await node.api.send_secagg(
+                key.job_id,
+                key.round,
+                SecAggStage.SHARES,
+                sealed.ciphertext,
+                recipient_id=bytes.fromhex(sealed.recipient),
+            )
+        shares = await _await_all(node, key, "shares", [p for p in peers if p != me])
+        participant.receive_shares(
+            [wire.decode_shares(wid.hex(), me, data) for wid, data in shares.items()]
+        )
+        final = model_tensors(key, trained.update_blob)
+        masked = participant.mask(masking.flat_delta(final, start), trained.num_samples)
+    except SecureAggregationError as exc:
+        raise SecureAggregationFailed(f"secure aggregation of {key} failed: {exc}") from exc
+    blob = wire.encode_masked(masked)
+    await node.api.send_secagg(key.job_id, key.round, SecAggStage.MASKED, blob)
+    node.secure_rounds[key] = SecureRound(participant)
+    return replace(trained, update_blob=blob)
+
+
+async def _await_all(
+    node: WorkerNode, key: TaskKey, which: str, wanted: list[str]
+) -> dict[bytes, bytes]:
+    while True:
+        if which == "keys":
+            found = await node.api.secagg_keys(key.job_id, key.round)
+        else:
+            found = await node.api.secagg_shares(key.job_id, key.round)
+        if {w.hex() for w in found} >= set(wanted):
+            return {w: d for w, d in found.items() if w.hex() in wanted}
+        record = node.state.task(key)
+        if record is not None and node.clock() > record.deadline:
+            raise TaskRefused(f"secure {which} of {key} incomplete at the deadline")
+        if node.stopping:
+            raise StopRequested(f"stopped while waiting for secure {which} of {key}")
+        await node.pause()
+
+
+async def reveal_masks(node: WorkerNode) -> None:
+    """Reveal the unmasking shares of every masked round that is now aggregating."""
+    for key, secure in list(node.secure_rounds.items()):
+        if secure.revealed:
+            continue
+        view = await node.api.round_status(key.job_id, key.round)
+        if view.phase != "aggregating":
+            continue
+        survivors = await node.api.survivors(key.job_id, key.round)
+        try:
+            response = secure.participant.unmask([s.hex() for s in survivors])
+        except SecureAggregationError as exc:
+            node.progress.note(f"{key}: cannot reveal shares: {exc}")
+            del node.secure_rounds[key]
+            continue
+        await node.api.send_secagg(
+            key.job_id, key.round, SecAggStage.REVEALS, wire.encode_reveal(response)
+        )
+        secure.revealed = True
+        node.progress.note(f"{key}: unmasking shares revealed")

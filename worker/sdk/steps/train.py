@@ -1,0 +1,171 @@
+"""Training: download the round's model and configuration, then run the local training.
+
+The inputs are checked before any work: the coordinator must name the model and configuration
+the chain assigned, and the model must be a tensor blob. The local run builds the transcript
+(one checkpoint per segment) beside the trained model, and honours a stop request between
+segments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedrelay.ports.worker_chain import TaskKey
+from fedrelay.protocol.api.schemas import RoundView
+from fedrelay.protocol.wormhole import loss_to_fixed
+from fedrelay.training import (
+    BlobError,
+    ModelTensors,
+    TrainingConfig,
+    Transcript,
+    TranscriptBuilder,
+    decode_blob,
+    encode_blob,
+    model_of,
+)
+from fedrelay.worker.sdk.config import JobConfig, parse_job_config
+from fedrelay.worker.sdk.errors import StopRequested, TaskRefused
+from fedrelay.worker.sdk.state import TaskRecord
+
+if TYPE_CHECKING:
+    from fedrelay.training.data import Dataset
+    from fedrelay.worker.sdk.node import WorkerNode
+
+
+@dataclass(frozen=True)
+class TrainedUpdate:
+    """What a finished local run produces, before upload.
+
+    Attributes:
+        update_blob: The bytes uploaded and committed (the trained model, or the masked input).
+        checkpoints: Every transcript checkpoint blob, ``c_0`` first.
+        transcript_root: The Merkle root over the checkpoint hashes.
+        num_samples: Examples in the shard.
+        train_loss: Final training loss, x 1e6 (saturating u32).
+    """
+
+    update_blob: bytes
+    checkpoints: tuple[bytes, ...]
+    transcript_root: bytes
+    num_samples: int
+    train_loss: int
+
+
+@dataclass(frozen=True)
+class TaskInputs:
+    """A task's inputs, downloaded and checked.
+
+    Attributes:
+        view: The round as the coordinator shows it.
+        job: The job's configuration.
+        model: The round's model (named float32 tensors).
+        data: The examples of the task's shard.
+    """
+
+    view: RoundView
+    job: JobConfig
+    model: ModelTensors
+    data: Dataset
+
+
+async def round_view(
+    node: WorkerNode, key: TaskKey, chain_model: bytes | None, chain_config: bytes | None
+) -> RoundView:
+    """The round of ``key`` from the coordinator, refused if it names other inputs than the chain.
+
+    Raises:
+        TaskRefused: The coordinator's model or configuration hash differs from the chain's.
+    """
+    view = await node.api.round_status(key.job_id, key.round)
+    for what, chain_value, api_value in (
+        ("model", chain_model, view.model_hash),
+        ("config", chain_config, view.config_hash),
+    ):
+        if chain_value is not None and chain_value.hex() != api_value:
+            raise TaskRefused(
+                f"the coordinator names {what} {api_value} for {key}, the chain {chain_value.hex()}"
+            )
+    return view
+
+
+async def download(
+    node: WorkerNode,
+    record: TaskRecord,
+    chain_model: bytes | None,
+    chain_config: bytes | None,
+) -> TaskInputs:
+    """Download and check the round's model and configuration; load the task's shard.
+
+    Raises:
+        TaskRefused: The inputs disagree with the chain, or are not a model and a configuration.
+    """
+    key = record.key
+    node.progress.phase(key, "downloading")
+    with node.span("worker.download", key):
+        view = await round_view(node, key, chain_model, chain_config)
+        model_blob = await node.api.download_blob(view.model_hash)
+        job = parse_job_config(await node.api.download_blob(view.config_hash))
+    model = model_tensors(key, model_blob)
+    data = node.shards.dataset(record.shard)
+    return TaskInputs(view, job, model, data)
+
+
+async def train(node: WorkerNode, key: TaskKey, inputs: TaskInputs) -> TrainedUpdate:
+    """The local run of ``key`` on its inputs, in the ``worker.train`` span."""
+    with node.span("worker.train", key):
+        return await local_run(node, key, inputs.model, inputs.job.training, inputs.data)
+
+
+async def local_run(
+    node: WorkerNode,
+    key: TaskKey,
+    model: ModelTensors,
+    config: TrainingConfig,
+    data: Dataset,
+) -> TrainedUpdate:
+    """Train ``model`` on ``data`` under ``config``, checkpointing each segment.
+
+    Raises:
+        TaskRefused: The configuration names other data than this shard.
+        StopRequested: A stop was requested between segments.
+    """
+    # Imported here so that the SDK imports without torch (only training needs it).
+    from fedrelay.training.torch_trainer import TorchClassificationTrainer
+
+    trainer = TorchClassificationTrainer(node.model_factory, data, device=node.device)
+    if config.data_hash and config.data_hash != trainer.data_hash():
+        raise TaskRefused(f"the configuration of {key} names other data than this shard")
+    builder = TranscriptBuilder(config)
+    checkpoint = trainer.initial_checkpoint(model)
+    builder.add(checkpoint)
+    node.progress.phase(key, "training", total=config.steps)
+    for segment in range(config.segments):
+        if node.stopping:
+            raise StopRequested(f"training of {key} abandoned at segment {segment}")
+        first, count = config.segment_steps(segment)
+        checkpoint = await asyncio.to_thread(trainer.advance, checkpoint, count, config)
+        builder.add(checkpoint)
+        node.progress.advance(key, first + count)
+    transcript: Transcript = builder.build()
+    final = model_of(checkpoint)
+    loss = trainer.evaluate(final, data).loss
+    return TrainedUpdate(
+        encode_blob(final), builder.blobs, transcript.root, len(data), loss_to_fixed(loss)
+    )
+
+
+def model_tensors(key: TaskKey, model_blob: bytes) -> ModelTensors:
+    """The round's model from its blob (named float32 tensors).
+
+    Raises:
+        TaskRefused: The blob is not a tensor blob.
+    """
+    try:
+        tensors = decode_blob(model_blob)
+    except BlobError as exc:
+        raise TaskRefused(f"the model of {key} is not a tensor blob: {exc}") from exc
+    return {name: np.asarray(value, dtype=np.float32) for name, value in tensors.items()}
