@@ -58,7 +58,7 @@ from fedrelay.demo_costs import CostError, DemoCosts, devnet_costs, markdown_lin
 from fedrelay.demo_plot import plot_accuracy
 from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner
 from fedrelay.protocol.job_config import JobConfig
-from fedrelay.relayer.config import load_chains
+from fedrelay.relayer.chains_file import load_chains
 from fedrelay.relayer.service import RelayerProcess, StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import stage_metrics

@@ -31,10 +31,10 @@ from fedrelay.protocol.wormhole import (
     parse_vaa,
     recover_address,
 )
-from fedrelay.relayer.messages import (
+from fedrelay.protocol.wormhole.observation import Observation
+from fedrelay.relayer.errors import RelayerError
+from fedrelay.relayer.records import (
     GuardianSignatureMessage,
-    Observation,
-    RelayerError,
     SignedVaa,
     decode_as,
     encode_message,

@@ -1,6 +1,6 @@
 """The deliver stage: one destination chain's delivery requests, each applied exactly once.
 
-For each :class:`~fedrelay.relayer.messages.DeliveryRequest` on ``deliveries.<chain>``::
+For each :class:`~fedrelay.relayer.records.DeliveryRequest` on ``deliveries.<chain>``::
 
     ledger: the delivery row (unique per digest and chain); done before -> nothing to do
     chain:  consumed already?            -> ALREADY_DELIVERED (success)
@@ -49,9 +49,10 @@ from fedrelay.ports.bus import Bus, Record
 from fedrelay.ports.relay import DestinationChain, Failure, FailureKind, SignedDelivery, TxState
 from fedrelay.protocol.tracing import traceparent
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.messages import DeliveryRequest, RelayerError, decode_as, message_label
+from fedrelay.relayer.errors import RelayerError, RetryableError
+from fedrelay.relayer.records import DeliveryRequest, decode_as, message_label
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import RetryableError, StageResult, StageRunner, insert_once
+from fedrelay.relayer.stage import StageResult, StageRunner, insert_once
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class DeliveryRetry(RetryableError):
 class DestinationUnavailable(ConnectionError):
     """The destination's endpoint cannot be reached: retried without limit, never dead-lettered.
 
-    Deliberately not a :class:`~fedrelay.relayer.messages.RelayerError`: the stage runner treats it
+    Deliberately not a :class:`~fedrelay.relayer.records.RelayerError`: the stage runner treats it
     as an
     infrastructure failure, not as something wrong with the message.
     """

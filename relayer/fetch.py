@@ -36,17 +36,17 @@ from fedrelay.protocol.wormhole import (
     parse_vaa,
     verify_vaa,
 )
+from fedrelay.protocol.wormhole.observation import Observation
 from fedrelay.relayer.assemble import store_observation, store_vaa_once
-from fedrelay.relayer.messages import (
-    Observation,
-    RelayerError,
+from fedrelay.relayer.errors import RelayerError, RetryableError
+from fedrelay.relayer.records import (
     SignedVaa,
     decode_as,
     encode_message,
     message_key,
     message_label,
 )
-from fedrelay.relayer.stage import Output, RetryableError, StageResult, position_of
+from fedrelay.relayer.stage import Output, StageResult, position_of
 
 
 class FetchError(RelayerError):

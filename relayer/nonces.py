@@ -45,7 +45,8 @@ from fedrelay.adapters.ledger.models import (
 )
 from fedrelay.ports.relay import SignedDelivery, TxState
 from fedrelay.protocol.wormhole import MessageId
-from fedrelay.relayer.messages import RelayerError, message_label
+from fedrelay.relayer.errors import RelayerError
+from fedrelay.relayer.records import message_label
 
 _OPEN = (AttemptOutcome.PREPARED, AttemptOutcome.BROADCAST)
 _SETTLED_ON_CHAIN = (TxState.CONFIRMED, TxState.FAILED)

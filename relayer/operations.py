@@ -34,13 +34,13 @@ from fedrelay.adapters.ledger.models import (
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
 from fedrelay.ports.bus import Bus
 from fedrelay.protocol.wormhole import MessageId
+from fedrelay.protocol.wormhole.observation import MalformedMessage
 from fedrelay.relayer.deliver import reopen_delivery
-from fedrelay.relayer.messages import (
+from fedrelay.relayer.errors import RelayerError
+from fedrelay.relayer.records import (
     DeliveryRequest,
     GuardianSignatureMessage,
-    MalformedMessage,
     Message,
-    RelayerError,
     SignedVaa,
     decode_message,
     encode_message,

@@ -50,10 +50,10 @@ from fedrelay.protocol import keys
 from fedrelay.protocol.wormhole import GuardianSet, GuardianSets, GuardianSigner
 from fedrelay.relayer.assemble import Assembler
 from fedrelay.relayer.attest import Attester, GuardianKeyError, load_guardian_signer
-from fedrelay.relayer.config import ChainConfig, ChainsConfig, ChainsFileError, load_chains
+from fedrelay.relayer.chains_file import ChainConfig, ChainsConfig, ChainsFileError, load_chains
 from fedrelay.relayer.deliver import Deliverer
+from fedrelay.relayer.errors import RelayerError
 from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
-from fedrelay.relayer.messages import RelayerError
 from fedrelay.relayer.routing import Router
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import (

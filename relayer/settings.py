@@ -54,7 +54,7 @@ class RelayerSettings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=8080, ge=0, le=65535)
 
-    # The chains (relayer.config); the chart mounts it at /etc/fedrelay/chains.yaml.
+    # The chains (relayer.chains_file); the chart mounts it at /etc/fedrelay/chains.yaml.
     chains_file: Path | None = None
     # After SIGTERM, how long a process may take to finish its in-flight batches.
     drain_seconds: float = Field(default=30.0, gt=0)

@@ -14,7 +14,7 @@ Failures are sorted by what they say about the record:
 - :class:`RetryableError` (the answer is "not yet": a VAA not yet signed, an RPC timeout): the
   record is tried again after a capped, jittered backoff; after the last attempt it goes to the
   dead-letter topic with the reason;
-- any other :class:`~fedrelay.relayer.messages.RelayerError` or
+- any other :class:`~fedrelay.relayer.errors.RelayerError` or
   :class:`~fedrelay.protocol.wormhole.WormholeError` (the record itself is bad: malformed, a forged
   signature): straight to the dead-letter topic, and the rest flows on;
 - anything else (the ledger or the broker is down): not the record's fault, so it is retried with
@@ -57,7 +57,7 @@ from fedrelay.ports.bus import Bus, Consumer, Headers, Partition, Producer, Reco
 from fedrelay.protocol.tracing import extract_context, inject_headers
 from fedrelay.protocol.wormhole import WormholeError
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.messages import RelayerError
+from fedrelay.relayer.errors import RelayerError, RetryableError
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("fedrelay.relayer")
@@ -65,10 +65,6 @@ _TRACER = trace.get_tracer("fedrelay.relayer")
 REASON_HEADER = "fedrelay-dlq-reason"
 STAGE_HEADER = "fedrelay-dlq-stage"
 SOURCE_HEADER = "fedrelay-dlq-source"
-
-
-class RetryableError(RelayerError):
-    """A passing failure: the same record may well succeed later (try again after a backoff)."""
 
 
 @dataclass(frozen=True)

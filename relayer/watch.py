@@ -59,8 +59,9 @@ from fedrelay.protocol.wormhole import (
     UpdateCommitted,
     decode_payload,
 )
+from fedrelay.protocol.wormhole.observation import Observation
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.messages import Observation, encode_message, message_key, message_label
+from fedrelay.relayer.records import encode_message, message_key, message_label
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import StageMetrics, insert_once, stage_metrics
 

@@ -28,8 +28,8 @@ from fedrelay.adapters.ledger.database import LedgerError, create_engine, upgrad
 from fedrelay.adapters.telemetry.tracing import configure_tracing
 from fedrelay.protocol.wormhole import WormholeError
 from fedrelay.relayer import operations
-from fedrelay.relayer.config import ChainConfig, ChainsConfig
-from fedrelay.relayer.messages import RelayerError
+from fedrelay.relayer.chains_file import ChainConfig, ChainsConfig
+from fedrelay.relayer.errors import RelayerError
 from fedrelay.relayer.nonces import NonceDoctor, NonceError, NonceReport
 from fedrelay.relayer.service import STAGES, StageRequest, build_process, chains_of
 from fedrelay.relayer.settings import RelayerSettings

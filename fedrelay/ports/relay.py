@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from fedrelay.protocol.wormhole import MessageId
-from fedrelay.relayer.messages import Observation
+from fedrelay.protocol.wormhole.observation import Observation
 
 # --- source side ----------------------------------------------------------------------------------
 

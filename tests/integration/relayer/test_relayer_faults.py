@@ -56,9 +56,9 @@ from fedrelay.adapters.ledger.models import (
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
 from fedrelay.ports.relay import SignedDelivery
 from fedrelay.protocol.wormhole import Task, TaskAssigned, Vaa, VaaBody, sign_vaa
-from fedrelay.relayer.config import parse_chains
+from fedrelay.relayer.chains_file import parse_chains
 from fedrelay.relayer.deliver import Deliverer
-from fedrelay.relayer.messages import DeliveryRequest, SignedVaa, encode_message, message_key
+from fedrelay.relayer.records import DeliveryRequest, SignedVaa, encode_message, message_key
 from fedrelay.relayer.service import RelayerProcess, StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import stage_metrics

@@ -34,7 +34,7 @@ from fedrelay.adapters.ledger.models import AttemptOutcome, DeliveryAttempt, Del
 from fedrelay.commands.relayer import app
 from fedrelay.ports.relay import SignedDelivery
 from fedrelay.relayer.deliver import Deliverer, DeliveryRetry
-from fedrelay.relayer.messages import DeliveryRequest
+from fedrelay.relayer.records import DeliveryRequest
 from fedrelay.relayer.settings import RelayerSettings
 
 pytestmark = pytest.mark.integration

@@ -59,7 +59,7 @@ from fedrelay.relayer.assemble import Assembler
 from fedrelay.relayer.attest import Attester
 from fedrelay.relayer.backoff import BackoffPolicy
 from fedrelay.relayer.deliver import Deliverer
-from fedrelay.relayer.messages import (
+from fedrelay.relayer.records import (
     DeliveryRequest,
     SignedVaa,
     decode_as,

@@ -27,13 +27,13 @@ from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import StoredVaa
 from fedrelay.ports.bus import Record
 from fedrelay.protocol.wormhole import GuardianSets, verify_vaa
+from fedrelay.protocol.wormhole.observation import Observation
 from fedrelay.relayer.assemble import Assembler
 from fedrelay.relayer.backoff import BackoffPolicy
 from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
-from fedrelay.relayer.messages import (
+from fedrelay.relayer.records import (
     DeliveryRequest,
     GuardianSignatureMessage,
-    Observation,
     SignedVaa,
     decode_as,
     encode_message,

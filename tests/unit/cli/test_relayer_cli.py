@@ -22,7 +22,7 @@ from fedrelay.adapters.ledger.models import DeadLetter, DeliveryStatus, SourceCu
 from fedrelay.cli import app
 from fedrelay.protocol.wormhole import decode_payload
 from fedrelay.relayer.deliver import open_delivery
-from fedrelay.relayer.messages import DeliveryRequest, encode_message, message_label
+from fedrelay.relayer.records import DeliveryRequest, encode_message, message_label
 
 runner = CliRunner()
 KEY = "0x" + "7a" * 32

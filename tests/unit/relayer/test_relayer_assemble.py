@@ -28,7 +28,7 @@ from fedrelay.protocol.wormhole import (
 )
 from fedrelay.relayer.assemble import Assembler, ConflictingVaa, check_signature
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.messages import (
+from fedrelay.relayer.records import (
     GuardianSignatureMessage,
     SignedVaa,
     decode_as,

@@ -25,6 +25,7 @@ from fedrelay.protocol.wormhole import (
     recover_address,
     verify_vaa,
 )
+from fedrelay.protocol.wormhole.observation import Observation
 from fedrelay.relayer.assemble import Assembler
 from fedrelay.relayer.attest import (
     Attester,
@@ -35,9 +36,8 @@ from fedrelay.relayer.attest import (
     attest_stage,
     load_guardian_signer,
 )
-from fedrelay.relayer.messages import (
+from fedrelay.relayer.records import (
     GuardianSignatureMessage,
-    Observation,
     SignedVaa,
     decode_as,
     encode_message,

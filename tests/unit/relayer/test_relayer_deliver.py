@@ -38,7 +38,7 @@ from fedrelay.relayer.deliver import (
     deliver_stage,
     reopen_delivery,
 )
-from fedrelay.relayer.messages import DeliveryRequest, encode_message, message_key
+from fedrelay.relayer.records import DeliveryRequest, encode_message, message_key
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
 

@@ -37,7 +37,7 @@ from fedrelay.relayer.fetch import (
     check_fetched,
     signed_vaa_path,
 )
-from fedrelay.relayer.messages import SignedVaa, decode_as, encode_message
+from fedrelay.relayer.records import SignedVaa, decode_as, encode_message
 from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
 
 SIGNERS = guardian_signers(4)

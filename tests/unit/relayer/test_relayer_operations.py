@@ -18,7 +18,6 @@ from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import DeadLetter, Delivery, DeliveryStatus, SourceCursor
 from fedrelay.protocol.wormhole import decode_payload
 from fedrelay.relayer.deliver import open_delivery
-from fedrelay.relayer.messages import DeliveryRequest, decode_as, encode_message, message_label
 from fedrelay.relayer.operations import (
     OperationError,
     dead_letters,
@@ -27,6 +26,7 @@ from fedrelay.relayer.operations import (
     requeue_dead_letter,
     retry_message,
 )
+from fedrelay.relayer.records import DeliveryRequest, decode_as, encode_message, message_label
 from fedrelay.relayer.settings import RelayerSettings
 
 SIGNERS = guardian_signers(3)

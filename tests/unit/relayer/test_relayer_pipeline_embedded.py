@@ -24,7 +24,7 @@ from support.wormhole import (
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
-from fedrelay.relayer.messages import DeliveryRequest, decode_as, encode_message, message_key
+from fedrelay.relayer.records import DeliveryRequest, decode_as, encode_message, message_key
 from fedrelay.relayer.routing import Router
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import StageRunner, memory_end_offsets, stage_metrics

@@ -13,7 +13,7 @@ from support.wormhole import (
 )
 
 from fedrelay.adapters.kafka import Record
-from fedrelay.relayer.messages import (
+from fedrelay.relayer.records import (
     DeliveryRequest,
     SignedVaa,
     decode_as,

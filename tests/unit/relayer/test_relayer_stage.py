@@ -25,14 +25,14 @@ from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import DeadLetter, SignerNonce
 from fedrelay.ports.bus import Headers
 from fedrelay.protocol.tracing import inject_headers
+from fedrelay.protocol.wormhole.observation import MalformedMessage
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.messages import MalformedMessage
+from fedrelay.relayer.errors import RetryableError
 from fedrelay.relayer.stage import (
     REASON_HEADER,
     SOURCE_HEADER,
     STAGE_HEADER,
     Output,
-    RetryableError,
     StageResult,
     StageRunner,
     insert_once,

@@ -24,7 +24,8 @@ from fedrelay.adapters.ledger.models import Observation as ObservationRow
 from fedrelay.adapters.ledger.models import ObservationStatus, SourceCursor
 from fedrelay.ports.relay import ChainPosition, EmittedMessage
 from fedrelay.protocol.wormhole import MessageId
-from fedrelay.relayer.messages import Observation, decode_as, message_key
+from fedrelay.protocol.wormhole.observation import Observation
+from fedrelay.relayer.records import decode_as, message_key
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.watch import Watcher, watch_stage
 

@@ -31,7 +31,7 @@ from fedrelay.adapters.ledger.models import Observation as ObservationRow
 from fedrelay.ports.relay import ChainPosition, EmittedMessage
 from fedrelay.protocol.tracing import round_span_context
 from fedrelay.protocol.wormhole import MessageId, Payload
-from fedrelay.relayer.messages import Observation
+from fedrelay.protocol.wormhole.observation import Observation
 from fedrelay.relayer.watch import RoundOf, Watcher, round_of
 
 COORDINATOR, SOLANA, EVM_WORKER = 2, 1, 4

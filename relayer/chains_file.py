@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedrelay.relayer.messages import RelayerError
+from fedrelay.relayer.errors import RelayerError
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
