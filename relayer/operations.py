@@ -2,8 +2,8 @@
 
 - :func:`ledger_status`: per source the watcher's cursor and when a message was last observed;
   per destination chain the deliveries by state; per stage the dead letters not yet requeued.
-- :func:`kafka_queue_depths`: per consuming stage, the records waiting in its input topic (end
-  offsets minus the group's committed offsets), read from the broker.
+- :func:`queue_depths`: per consuming stage, the records waiting in its input topic (end
+  offsets minus the group's committed offsets), read from the bus.
 - :func:`retry_message`: reopen a message's dead (or stuck pending) deliveries and publish each
   again to its chain's delivery topic.
 - :func:`dead_letters` and :func:`requeue_dead_letter`: the DLQ entries, and one republished to
@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,7 +31,7 @@ from fedrelay.adapters.ledger.models import (
     utcnow,
 )
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
-from fedrelay.ports.bus import Bus
+from fedrelay.ports.bus import Bus, BusMonitor
 from fedrelay.protocol.wormhole import MessageId
 from fedrelay.protocol.wormhole.observation import MalformedMessage
 from fedrelay.relayer.deliver import reopen_delivery
@@ -181,51 +180,17 @@ def input_topic(settings: RelayerSettings, stage: str) -> str:
     raise OperationError(f"stage {stage!r} consumes no topic; nothing to requeue to")
 
 
-async def kafka_queue_depths(
-    bootstrap: str, settings: RelayerSettings, chain_ids: Sequence[int]
+async def queue_depths(
+    monitor: BusMonitor, settings: RelayerSettings, chain_ids: Sequence[int]
 ) -> dict[str, int]:
-    """Records waiting per consuming stage (every partition of its input topic), from Kafka."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
-    await admin.start()
-    await consumer.start()
-    try:
-        stages = stage_inputs(settings, chain_ids)
-        prefix = settings.group("attest-")
-        for entry in await admin.list_consumer_groups():
-            group = str(entry[0])
-            if group.startswith(prefix):
-                stages[group.removeprefix(settings.group(""))] = settings.observations_topic
-        described = await admin.describe_topics(sorted(set(stages.values())))
-        indices = {
-            str(t["topic"]): sorted(int(p["partition"]) for p in t["partitions"])
-            for t in described
-            if not t.get("error_code")
-        }
-        depths: dict[str, int] = {}
-        for stage, topic in sorted(stages.items()):
-            partitions = [TopicPartition(topic, i) for i in indices.get(topic, [])]
-            if not partitions:
-                continue
-            ends: dict[Any, int] = await consumer.end_offsets(partitions)
-            committed = await admin.list_consumer_group_offsets(
-                settings.group(stage), partitions=partitions
-            )
-            depths[stage] = sum(
-                max(
-                    0,
-                    ends[p]
-                    - (committed[p].offset if p in committed and committed[p].offset >= 0 else 0),
-                )
-                for p in partitions
-            )
-        return depths
-    finally:
-        await consumer.stop()
-        await admin.close()
+    """Records waiting per consuming stage (every partition of its input topic), from the bus."""
+    stages = stage_inputs(settings, chain_ids)
+    lags = await monitor.group_lags(
+        {settings.group(stage): topic for stage, topic in stages.items()},
+        discover=(settings.group("attest-"), settings.observations_topic),
+    )
+    prefix = settings.group("")
+    return {group.removeprefix(prefix): lag for group, lag in sorted(lags.items())}
 
 
 # --- retry and the DLQ ----------------------------------------------------------------------------

@@ -58,11 +58,9 @@ from fedrelay.relayer.routing import Router
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import (
     EndOffsets,
-    KafkaEndOffsets,
     RunningStage,
     StageMetrics,
     StageRunner,
-    memory_end_offsets,
     run_until_signalled,
     stage_metrics,
 )
@@ -344,39 +342,6 @@ class RelayerProcess:
         await self.engine.dispose()
 
 
-class _KafkaProbe:
-    """A readiness probe that asks the broker for its metadata (a real round trip)."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self._consumer: Any = None
-
-    async def __call__(self) -> bool:
-        from aiokafka import AIOKafkaConsumer
-
-        if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
-            try:
-                await consumer.start()
-            except Exception:
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
-                raise
-            self._consumer = consumer
-        try:
-            await self._consumer.topics()
-        except Exception:
-            await self.close()
-            raise
-        return True
-
-    async def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-
-
 def _database_probe(engine: AsyncEngine) -> ReadinessCheck:
     async def probe() -> bool:
         async with engine.connect() as connection:
@@ -429,22 +394,19 @@ async def build_process(
             bus = KafkaBus(settings.kafka_bootstrap)
         else:
             bus = MemoryBus(default_partitions=settings.topic_partitions)
-    if isinstance(bus, KafkaBus):
-        probe = _KafkaProbe(bus.bootstrap)
-        checks["kafka"] = probe
-        closers.append(probe.close)
-        lag = KafkaEndOffsets(bus.bootstrap)
-        end_offsets: EndOffsets | None = lag
+    end_offsets: EndOffsets | None = None
+    if isinstance(bus, KafkaBus | MemoryBus):
+        probe = bus.readiness_probe()
+        if isinstance(bus, KafkaBus):
+            checks["kafka"] = probe
+            closers.append(probe.close)
+        reader = bus.end_offsets_reader()
         try:
-            await lag.start()
-            closers.append(lag.stop)
+            await reader.start()
+            closers.append(reader.stop)
+            end_offsets = reader
         except Exception as exc:  # the lag gauge waits for the broker; the stages report it
             log.warning("relayer: cannot reach Kafka for the lag gauge: %s", exc)
-            end_offsets = None
-    elif isinstance(bus, MemoryBus):
-        end_offsets = memory_end_offsets(bus)
-    else:
-        end_offsets = None
     # Pre-ping: a connection the database dropped (a restart) is replaced, not handed out.
     engine = create_engine(settings.database_url, pool_pre_ping=True)
     checks["database"] = _database_probe(engine)

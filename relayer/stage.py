@@ -511,46 +511,6 @@ class StageRunner:
             self._next_offsets.pop(partition, None)
 
 
-def memory_end_offsets(bus: Any) -> EndOffsets:
-    """End offsets of a :class:`~fedrelay.adapters.kafka.MemoryBus` (the embedded mode)."""
-
-    async def ends(partitions: frozenset[Partition]) -> Mapping[Partition, int]:
-        return {p: int(bus.end_offset(p)) for p in partitions}
-
-    return ends
-
-
-class KafkaEndOffsets:
-    """End offsets (last stable offsets, so open transactions do not count) from Kafka.
-
-    A consumer with no group, used only to ask the broker; ``start()`` before use.
-    """
-
-    def __init__(self, bootstrap: str) -> None:
-        from aiokafka import AIOKafkaConsumer
-
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
-        )
-
-    async def start(self) -> None:
-        """Connect to the broker."""
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        """Disconnect."""
-        await self._consumer.stop()
-
-    async def __call__(self, partitions: frozenset[Partition]) -> Mapping[Partition, int]:
-        """The end offset of each partition."""
-        from aiokafka import TopicPartition
-
-        ends = await self._consumer.end_offsets(
-            [TopicPartition(p.topic, p.index) for p in partitions]
-        )
-        return {Partition(str(tp.topic), int(tp.partition)): int(o) for tp, o in ends.items()}
-
-
 class RunningStage(Protocol):
     """What :func:`run_until_signalled` runs: a :class:`StageRunner`, or a watcher."""
 

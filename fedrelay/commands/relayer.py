@@ -208,7 +208,7 @@ async def _status(settings: RelayerSettings) -> dict[str, Any]:
         ids = [c.wormhole_chain_id for c in chains.chains] if chains is not None else []
         try:
             report["queue_depth"] = await asyncio.wait_for(
-                operations.kafka_queue_depths(settings.kafka_bootstrap, settings, ids), 30
+                operations.queue_depths(KafkaBus(settings.kafka_bootstrap), settings, ids), 30
             )
         except Exception as exc:  # the ledger's part of the report is still worth showing
             report["queue_depth"] = {}

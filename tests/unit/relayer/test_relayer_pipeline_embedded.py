@@ -27,7 +27,7 @@ from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
 from fedrelay.relayer.records import DeliveryRequest, decode_as, encode_message, message_key
 from fedrelay.relayer.routing import Router
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import StageRunner, memory_end_offsets, stage_metrics
+from fedrelay.relayer.stage import StageRunner, stage_metrics
 
 SIGNERS = guardian_signers(3)
 
@@ -65,7 +65,7 @@ async def test_observations_reach_the_delivery_topic_of_their_target(tmp_path: P
         fetch = StageRunner(
             name="fetch", inputs=[settings.observations_topic],
             processor=VaaFetcher(api, sessions, settings.guardian_sets()),
-            end_offsets=memory_end_offsets(bus), dead_letters=sessions,
+            end_offsets=bus.end_offsets_reader(), dead_letters=sessions,
             **common, **settings.runner_options("fetch"),  # type: ignore[arg-type]
         )  # fmt: skip
         route = StageRunner(

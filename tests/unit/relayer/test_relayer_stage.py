@@ -36,7 +36,6 @@ from fedrelay.relayer.stage import (
     StageResult,
     StageRunner,
     insert_once,
-    memory_end_offsets,
     run_until_signalled,
     stage_metrics,
 )
@@ -327,7 +326,7 @@ async def test_queue_depth_reports_the_lag(bus: MemoryBus, registry: CollectorRe
     processor = ScriptedProcessor()
     gate = processor.gate(b"ok:2")
     runner = _runner(
-        bus, processor, registry, batch_size=2, end_offsets=memory_end_offsets(bus),
+        bus, processor, registry, batch_size=2, end_offsets=bus.end_offsets_reader(),
         lag_interval_s=0.0,
     )  # fmt: skip
     task = asyncio.create_task(runner.run())
