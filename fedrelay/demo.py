@@ -59,7 +59,7 @@ from fedrelay.demo_plot import plot_accuracy
 from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.relayer.chains_file import load_chains
-from fedrelay.relayer.service import RelayerProcess, StageRequest, build_process
+from fedrelay.relayer.process import RelayerProcess, StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import stage_metrics
 from fedrelay.training import encode_blob

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fedrelay.adapters.ledger.database import DEFAULT_URL
+from fedrelay.ports.ledger import DEFAULT_URL
 from fedrelay.protocol.wormhole import GuardianSet, GuardianSets, WormholeError, parse_address
 from fedrelay.relayer.backoff import BackoffPolicy
 

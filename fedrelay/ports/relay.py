@@ -217,3 +217,24 @@ class DestinationChain(Protocol):
     def classify(self, error: Exception) -> Failure:
         """What an error raised by this adapter means for the delivery."""
         ...
+
+
+class SignerAccount(Protocol):
+    """The deliverer's own account on a chain with nonces, for repairing a stuck nonce.
+
+    Attributes:
+        signer: The account's address (the destination's signer).
+    """
+
+    signer: str
+
+    async def confirmed_nonce(self) -> int:
+        """The chain's count of the account's mined transactions (its next nonce to mine)."""
+        ...
+
+    async def self_transfer(
+        self, nonce: int, fee_floor: int | None, bump_percent: int
+    ) -> SignedDelivery:
+        """A signed 0-value transfer to the account itself at `nonce`, bidding the market fee
+        raised by `bump_percent` per cent, and at least `fee_floor` raised as much."""
+        ...

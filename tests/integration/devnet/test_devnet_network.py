@@ -42,7 +42,7 @@ from fedrelay.adapters.solana.client import WorkerProgramClient
 from fedrelay.protocol.wormhole import Task, TaskAssigned, Vaa, VaaBody, keccak256, sign_vaa
 from fedrelay.relayer.attest import load_guardian_signer
 from fedrelay.relayer.chains_file import load_chains
-from fedrelay.relayer.service import read_signer_key
+from fedrelay.relayer.process import read_signer_key
 from fedrelay.worker.sdk.keys import load_evm_key, load_solana_keypair
 
 pytestmark = pytest.mark.integration

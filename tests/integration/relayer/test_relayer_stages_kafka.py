@@ -25,6 +25,7 @@ from fedrelay.adapters.devnet.services import Kafka, Postgres
 from fedrelay.adapters.kafka import KafkaBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import StoredVaa
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.ports.bus import Record
 from fedrelay.protocol.wormhole import GuardianSets, verify_vaa
 from fedrelay.protocol.wormhole.observation import Observation
@@ -141,7 +142,8 @@ async def test_signatures_become_one_delivery_per_message(
     lag = KafkaEndOffsets(bus.bootstrap)
     await lag.start()
     assemble = _runner(
-        bus, "assemble", [names["signatures"]], Assembler(sessions, SETS, names["vaas"]), tag,
+        bus, "assemble", [names["signatures"]],
+        Assembler(SqlRelayerLedger(sessions), SETS, names["vaas"]), tag,
         metrics=stage_metrics(registry), end_offsets=lag, lag_interval_s=0.0,
     )  # fmt: skip
     route = _runner(
@@ -214,7 +216,7 @@ async def test_crash_between_ledger_and_kafka_commit_emits_exactly_once(
     registry = CollectorRegistry()
     metrics = stage_metrics(registry)
 
-    dying = _DiesAfterLedger(Assembler(sessions, SETS, names["vaas"]))
+    dying = _DiesAfterLedger(Assembler(SqlRelayerLedger(sessions), SETS, names["vaas"]))
     task = asyncio.create_task(
         _runner(bus, "assemble", [names["signatures"]], dying, tag, metrics=metrics).run()
     )
@@ -224,7 +226,8 @@ async def test_crash_between_ledger_and_kafka_commit_emits_exactly_once(
         await task
 
     again = _runner(
-        bus, "assemble", [names["signatures"]], Assembler(sessions, SETS, names["vaas"]), tag,
+        bus, "assemble", [names["signatures"]],
+        Assembler(SqlRelayerLedger(sessions), SETS, names["vaas"]), tag,
         metrics=metrics,
     )  # fmt: skip
     task = asyncio.create_task(again.run())
@@ -259,7 +262,8 @@ async def test_fetch_stage_on_kafka_waits_for_the_guardians(
     api = GuardianApi(stub.url, timeout_s=5)
     registry = CollectorRegistry()
     fetch = _runner(
-        bus, "fetch", [names["observations"]], VaaFetcher(api, sessions, SETS, names["vaas"]),
+        bus, "fetch", [names["observations"]],
+        VaaFetcher(api, SqlRelayerLedger(sessions), SETS, names["vaas"]),
         tag, metrics=stage_metrics(registry),
     )  # fmt: skip
     task = asyncio.create_task(fetch.run())

@@ -16,6 +16,7 @@ from support.wormhole import guardian_set, guardian_signers, sample_task_assigne
 
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.ports.bus import Record
 from fedrelay.ports.relay import ChainPosition, EmittedMessage
 from fedrelay.protocol.wormhole import (
@@ -194,7 +195,7 @@ async def test_guardians_and_assembler_make_a_vaa_and_dead_letter_a_reorged_obse
             inputs=["signatures"],
             group_id="assemble",
             transactional_id="assemble",
-            processor=Assembler(sessions, GuardianSets.of(guardian_set(3))),
+            processor=Assembler(SqlRelayerLedger(sessions), GuardianSets.of(guardian_set(3))),
             poll_wait_s=0.02,
             metrics=metrics,
         )

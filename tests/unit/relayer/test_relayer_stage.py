@@ -23,6 +23,7 @@ from support.relayer import read_topic, wait_until
 from fedrelay.adapters.kafka import BusError, MemoryBus, Partition, Record
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import DeadLetter, SignerNonce
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger, insert_once
 from fedrelay.ports.bus import Headers
 from fedrelay.protocol.tracing import inject_headers
 from fedrelay.protocol.wormhole.observation import MalformedMessage
@@ -35,7 +36,6 @@ from fedrelay.relayer.stage import (
     Output,
     StageResult,
     StageRunner,
-    insert_once,
     run_until_signalled,
     stage_metrics,
 )
@@ -164,7 +164,7 @@ async def test_poison_record_goes_to_the_dlq_and_the_rest_flows(
     engine = create_engine(ledger)
     sessions = async_sessionmaker(engine)
     await _send(bus, b"ok:0", b"poison", b"ok:1")
-    runner = _runner(bus, ScriptedProcessor(), registry, dead_letters=sessions)
+    runner = _runner(bus, ScriptedProcessor(), registry, dead_letters=SqlRelayerLedger(sessions))
     task = asyncio.create_task(runner.run())
     out = await _read(bus, "out", 2)
     [dead] = await _read(bus, "dlq", 1)
@@ -429,7 +429,7 @@ async def test_dead_letter_waits_for_the_ledger(
     sessions = async_sessionmaker(engine)
     await _send(bus, b"poison")
     away = _LedgerAwayOnce(sessions)
-    runner = _runner(bus, ScriptedProcessor(), registry, dead_letters=away)
+    runner = _runner(bus, ScriptedProcessor(), registry, dead_letters=SqlRelayerLedger(away))
     task = asyncio.create_task(runner.run())
     [dead] = await _read(bus, "dlq", 1)
     runner.stop()
@@ -453,7 +453,13 @@ async def test_dlq_gauge_counts_the_ledger_entries_not_yet_requeued(
     async with sessions() as session, session.begin():  # left by an earlier run of the stage
         session.add(DeadLetter(stage="test", message_key="in:0:90", reason="bad", body=b"x"))
         session.add(DeadLetter(stage="other", message_key="in:0:91", reason="bad", body=b"y"))
-    runner = _runner(bus, ScriptedProcessor(), registry, dead_letters=sessions, lag_interval_s=0.05)
+    runner = _runner(
+        bus,
+        ScriptedProcessor(),
+        registry,
+        dead_letters=SqlRelayerLedger(sessions),
+        lag_interval_s=0.05,
+    )
     task = asyncio.create_task(runner.run())
     try:
         await wait_until(lambda: _metric(registry, "fedrelay_dlq_entries") == 1)

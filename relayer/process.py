@@ -1,12 +1,16 @@
-"""The relayer as a process: stages built from settings and the chains file, health, shutdown.
+"""The relayer's composition root: stages built from settings and the chains file, health, shutdown.
+
+This is the one relayer module that imports adapters: it picks the bus, opens the ledger, looks
+up each chain's binding in the registry (:mod:`fedrelay.adapters.chains`) and hands the stages
+nothing but ports.
 
 ``fedrelay relayer run --stage X`` and ``fedrelay guardian run`` are thin shells over
 :func:`build_process` and :meth:`RelayerProcess.run`:
 
 - the bus is Kafka when ``FEDRELAY_KAFKA_BOOTSTRAP`` is set, else the in-process bus (embedded);
 - the ledger is ``FEDRELAY_DATABASE_URL`` (SQLite by default);
-- each chain named by a stage is connected through its adapter (``fedrelay.adapters.evm.relay``,
-  ``fedrelay.adapters.solana.relay``), chosen by the chain's ``kind``;
+- each chain named by a stage is connected through the binding of its ``kind`` in the chain
+  registry (``fedrelay.adapters.chains``: ``fedrelay.adapters.evm``, ``fedrelay.adapters.solana``);
 - ``/readyz`` probes the bus, the database and every chain the process talks to, for real;
 - SIGTERM or SIGINT drains every stage (:func:`~fedrelay.relayer.stage.run_until_signalled`).
 
@@ -40,12 +44,21 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fedrelay.adapters.chains import (
+    ChainBindingError,
+    ChainConnection,
+    ChainSpec,
+    ChainUnreachable,
+    binding,
+)
 from fedrelay.adapters.kafka import Bus, KafkaBus, MemoryBus
 from fedrelay.adapters.ledger.database import create_engine
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.adapters.telemetry.health import HealthServer, ReadinessCheck
-from fedrelay.ports.relay import DestinationChain, SourceChain
+from fedrelay.ports.relay import DestinationChain, SignerAccount, SourceChain
+from fedrelay.ports.relayer_ledger import RelayerLedger
 from fedrelay.protocol import keys
 from fedrelay.protocol.wormhole import GuardianSet, GuardianSets, GuardianSigner
 from fedrelay.relayer.assemble import Assembler
@@ -112,9 +125,7 @@ def read_signer_key(
             environ=environ,
             option="--signer-key-file",
         )
-        if chain.kind == "solana":
-            return keys.parse_solana_keypair(content, where)
-        return keys.parse_evm_key(content, where)
+        return binding(chain.kind).parse_key(content, where)
     except keys.KeyFileError as exc:
         raise SignerKeyError(str(exc)) from None
 
@@ -130,109 +141,57 @@ class ChainConnections:
     destinations: dict[str, DestinationChain] = field(default_factory=dict)
     probes: dict[str, ReadinessCheck] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    _clients: dict[str, Any] = field(default_factory=dict)
+    _connections: dict[str, ChainConnection] = field(default_factory=dict)
 
-    def _client(self, chain: ChainConfig) -> Any:
+    def _connect(self, chain: ChainConfig) -> ChainConnection:
         """One RPC client per chain, probed by ``/readyz`` as ``chain:<name>``."""
-        client = self._clients.get(chain.name)
-        if client is not None:
-            return client
-        if chain.kind == "evm":
-            from fedrelay.adapters.evm.relay import connect
-
-            w3 = connect(chain.rpc_url)
-            client = w3
-
-            async def probe_evm() -> bool:
-                return await w3.eth.block_number >= 0
-
-            async def close_evm() -> None:
-                await w3.provider.disconnect()
-
-            self.probes[f"chain:{chain.name}"] = probe_evm
-            self.closers.append(close_evm)
-        else:
-            from solana.rpc.async_api import AsyncClient
-
-            rpc = AsyncClient(chain.rpc_url)
-            client = rpc
-
-            async def probe_solana() -> bool:
-                return (await rpc.get_slot()).value >= 0
-
-            self.probes[f"chain:{chain.name}"] = probe_solana
-            self.closers.append(rpc.close)
-        self._clients[chain.name] = client
-        return client
+        connection = self._connections.get(chain.name)
+        if connection is None:
+            connection = binding(chain.kind).connect(_spec(chain))
+            self.probes[f"chain:{chain.name}"] = connection.probe
+            self.closers.append(connection.close)
+            self._connections[chain.name] = connection
+        return connection
 
     async def source(self, chain: ChainConfig) -> SourceChain:
         """The source adapter of `chain` (connected once)."""
         if chain.name not in self.sources:
-            client = self._client(chain)
-            if chain.kind == "evm":
-                from fedrelay.adapters.evm.relay import EvmSource, parse_finality
-
-                finality = parse_finality(chain.finality)
-                try:
-                    self.sources[chain.name] = await EvmSource.of_receiver(
-                        client, chain.wormhole_chain_id, chain.address, finality
-                    )
-                except Exception as exc:
-                    raise ChainUnavailable(
-                        f"chain {chain.name!r}: cannot read the core of the contract at "
-                        f"{chain.address} through {chain.rpc_url}: {type(exc).__name__}: {exc}"
-                    ) from None
-            else:
-                from solana.rpc.commitment import Commitment
-                from solders.pubkey import Pubkey
-
-                from fedrelay.adapters.solana.relay import SolanaSource
-
-                source = SolanaSource(
-                    client, Pubkey.from_string(chain.address), Commitment(str(chain.finality))
-                )
-                if source.chain_id != chain.wormhole_chain_id:
-                    raise ServiceConfigError(
-                        f"chain {chain.name!r}: the Solana worker program speaks as Wormhole chain "
-                        f"{source.chain_id}, the chains file says {chain.wormhole_chain_id}"
-                    )
-                self.sources[chain.name] = source
+            connection = self._connect(chain)
+            try:
+                source = await binding(chain.kind).source(connection, _spec(chain))
+            except ChainUnreachable as exc:
+                raise ChainUnavailable(str(exc)) from None
+            except ChainBindingError as exc:
+                raise ServiceConfigError(str(exc)) from None
+            self.sources[chain.name] = source
         return self.sources[chain.name]
 
     async def destination(self, chain: ChainConfig, key: str | bytes) -> DestinationChain:
         """The destination adapter of `chain`, signing with `key`."""
         if chain.name not in self.destinations:
-            client = self._client(chain)
-            if chain.kind == "evm":
-                from fedrelay.adapters.evm.relay import EvmDestination
-
-                try:
-                    evm_chain_id = int(await client.eth.chain_id)
-                except Exception as exc:
-                    raise ChainUnavailable(
-                        f"chain {chain.name!r}: cannot reach {chain.rpc_url}: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from None
-                self.destinations[chain.name] = EvmDestination(
-                    client, chain.wormhole_chain_id, chain.address, key, evm_chain_id
-                )
-            else:
-                from solders.keypair import Keypair
-                from solders.pubkey import Pubkey
-
-                from fedrelay.adapters.solana.client import WorkerProgramClient
-                from fedrelay.adapters.solana.relay import SolanaDestination
-
-                program = WorkerProgramClient(client, Pubkey.from_string(chain.address))
-                payer = Keypair.from_bytes(bytes(key) if isinstance(key, bytes) else b"")
-                self.destinations[chain.name] = SolanaDestination(program, payer)
+            connection = self._connect(chain)
+            try:
+                destination = await binding(chain.kind).destination(connection, _spec(chain), key)
+            except ChainUnreachable as exc:
+                raise ChainUnavailable(str(exc)) from None
+            self.destinations[chain.name] = destination
         return self.destinations[chain.name]
+
+    def signer_account(self, chain: ChainConfig, key: str | bytes) -> SignerAccount | None:
+        """The signer's account on `chain` (after :meth:`destination`); None without nonces."""
+        return binding(chain.kind).signer_account(self.destinations[chain.name], key)
 
     async def close(self) -> None:
         """Close every RPC connection."""
         for close in reversed(self.closers):
             with contextlib.suppress(Exception):
                 await close()
+
+
+def _spec(chain: ChainConfig) -> ChainSpec:
+    return ChainSpec(
+        chain.name, chain.wormhole_chain_id, chain.rpc_url, chain.address, chain.finality
+    )
 
 
 # --- the process ----------------------------------------------------------------------------------
@@ -410,9 +369,9 @@ async def build_process(
     # Pre-ping: a connection the database dropped (a restart) is replaced, not handed out.
     engine = create_engine(settings.database_url, pool_pre_ping=True)
     checks["database"] = _database_probe(engine)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    ledger = SqlRelayerLedger.on(engine)
     connections = ChainConnections()
-    builder = _Builder(settings, chains, bus, sessions, connections, metrics, end_offsets)
+    builder = _Builder(settings, chains, bus, ledger, connections, metrics, end_offsets)
     try:
         stages = await builder.build(request)
     except BaseException:
@@ -434,7 +393,7 @@ class _Builder:
     settings: RelayerSettings
     chains: ChainsConfig
     bus: Bus
-    sessions: async_sessionmaker[AsyncSession]
+    ledger: RelayerLedger
     connections: ChainConnections
     metrics: StageMetrics
     end_offsets: EndOffsets | None
@@ -486,7 +445,7 @@ class _Builder:
     async def _watch(self, chain: ChainConfig) -> RunningStage:
         source = await self.connections.source(chain)
         return watch_stage(
-            self.settings, source, self.bus, self.sessions,
+            self.settings, source, self.bus, self.ledger,
             poll_interval_s=self.settings.watch_interval_s, metrics=self.metrics,
             name=f"watch-{chain.wormhole_chain_id}",
         )  # fmt: skip
@@ -511,7 +470,7 @@ class _Builder:
         return self._runner(f"attest-{index}", self.settings.observations_topic, attester)
 
     def _assemble(self, sets: GuardianSets) -> RunningStage:
-        assembler = Assembler(self.sessions, sets, self.settings.vaas_topic)
+        assembler = Assembler(self.ledger, sets, self.settings.vaas_topic)
         return self._runner("assemble", self.settings.signatures_topic, assembler)
 
     def _fetch(self) -> RunningStage:
@@ -520,7 +479,7 @@ class _Builder:
         )
         self.connections.closers.append(api.aclose)
         fetcher = VaaFetcher(
-            api, self.sessions, self.settings.guardian_sets(), self.settings.vaas_topic
+            api, self.ledger, self.settings.guardian_sets(), self.settings.vaas_topic
         )
         return self._runner("fetch", self.settings.observations_topic, fetcher)
 
@@ -534,7 +493,7 @@ class _Builder:
     async def _deliver(self, chain: ChainConfig, key: str | bytes) -> RunningStage:
         destination = await self.connections.destination(chain, key)
         deliverer = Deliverer(
-            destination, self.sessions, self.settings.retry_policy(),
+            destination, self.ledger, self.settings.retry_policy(),
             confirm_timeout_s=self.settings.confirm_timeout_s,
         )  # fmt: skip
         topic = self.settings.delivery_topic(chain.wormhole_chain_id)
@@ -545,7 +504,7 @@ class _Builder:
     def _runner(self, name: str, topic: str, processor: Any) -> StageRunner:
         return StageRunner(
             name=name, bus=self.bus, inputs=[topic], processor=processor,
-            metrics=self.metrics, end_offsets=self.end_offsets, dead_letters=self.sessions,
+            metrics=self.metrics, end_offsets=self.end_offsets, dead_letters=self.ledger,
             **self.settings.runner_options(name),
         )  # fmt: skip
 
