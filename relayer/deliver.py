@@ -314,7 +314,7 @@ class Deliverer:
         self, request: DeliveryRequest, delivery_id: int, label: str, failed: _ChainFailure
     ) -> DeliveryStatus:
         failure = failed.failure
-        if failure.kind == FailureKind.ALREADY_CONSUMED:
+        if failure.kind is FailureKind.ALREADY_CONSUMED:
             await self._chain(self.chain.finish(request.vaa))
             await self._settle(delivery_id, None, DeliveryStatus.ALREADY_DELIVERED, None)
             log.info("delivery %s: already consumed (%s)", label, failure.reason)
@@ -326,11 +326,11 @@ class Deliverer:
                 attempt = await work.attempt(failed.attempt_id)
                 outcome = _attempt_outcome(failure.kind, attempt.outcome)
                 await work.set_attempt_outcome(attempt.id, outcome, error=last_error)
-            if failure.kind == FailureKind.NONCE_TOO_LOW:
+            if failure.kind is FailureKind.NONCE_TOO_LOW:
                 # The nonce went to another transaction: what is still in flight with it (a
                 # transaction this try meant to replace) can no longer land.
                 await work.fail_in_flight(delivery_id)
-            if failure.kind == FailureKind.UNAVAILABLE:
+            if failure.kind is FailureKind.UNAVAILABLE:
                 unavailable = True
                 count = (await work.delivery(delivery_id)).attempt_count
             else:

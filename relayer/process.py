@@ -43,9 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from fedrelay.adapters.chains import (
     ChainBindingError,
     ChainConnection,
@@ -54,7 +51,6 @@ from fedrelay.adapters.chains import (
     binding,
 )
 from fedrelay.adapters.kafka import Bus, KafkaBus, MemoryBus
-from fedrelay.adapters.ledger.database import create_engine
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.adapters.telemetry.health import HealthServer, ReadinessCheck
 from fedrelay.ports.relay import DestinationChain, SignerAccount, SourceChain
@@ -225,7 +221,7 @@ class RelayerProcess:
     settings: RelayerSettings
     stages: list[RunningStage]
     bus: Bus
-    engine: AsyncEngine
+    ledger: SqlRelayerLedger
     chains: ChainConnections
     checks: dict[str, ReadinessCheck]
     topics: list[str]
@@ -298,16 +294,7 @@ class RelayerProcess:
             with contextlib.suppress(Exception):
                 await close()
         await self.chains.close()
-        await self.engine.dispose()
-
-
-def _database_probe(engine: AsyncEngine) -> ReadinessCheck:
-    async def probe() -> bool:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        return True
-
-    return probe
+        await self.ledger.close()
 
 
 def chains_of(settings: RelayerSettings) -> ChainsConfig:
@@ -366,24 +353,22 @@ async def build_process(
             end_offsets = reader
         except Exception as exc:  # the lag gauge waits for the broker; the stages report it
             log.warning("relayer: cannot reach Kafka for the lag gauge: %s", exc)
-    # Pre-ping: a connection the database dropped (a restart) is replaced, not handed out.
-    engine = create_engine(settings.database_url, pool_pre_ping=True)
-    checks["database"] = _database_probe(engine)
-    ledger = SqlRelayerLedger.on(engine)
+    ledger = SqlRelayerLedger.open(settings.database_url)
+    checks["database"] = ledger.ping
     connections = ChainConnections()
     builder = _Builder(settings, chains, bus, ledger, connections, metrics, end_offsets)
     try:
         stages = await builder.build(request)
     except BaseException:
         await connections.close()
-        await engine.dispose()
+        await ledger.close()
         for close in closers:
             with contextlib.suppress(Exception):
                 await close()
         raise
     checks.update(connections.probes)
     return RelayerProcess(
-        settings=settings, stages=stages, bus=bus, engine=engine, chains=connections,
+        settings=settings, stages=stages, bus=bus, ledger=ledger, chains=connections,
         checks=checks, topics=builder.topics(), metrics=metrics, closers=closers,
     )  # fmt: skip
 

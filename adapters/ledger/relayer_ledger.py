@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from fedrelay.adapters.ledger.database import create_engine
 from fedrelay.adapters.ledger.models import (
     DeadLetter,
     Delivery,
@@ -611,6 +612,24 @@ class SqlRelayerLedger:
     def on(cls, engine: AsyncEngine) -> SqlRelayerLedger:
         """The ledger on `engine` (objects stay readable after a commit)."""
         return cls(async_sessionmaker(engine, expire_on_commit=False))
+
+    @classmethod
+    def open(cls, url: str) -> SqlRelayerLedger:
+        """The ledger at `url`, on an engine of its own that replaces a connection the database
+        dropped (a restart) instead of handing it out; :meth:`close` disposes of it."""
+        return cls.on(create_engine(url, pool_pre_ping=True))
+
+    async def close(self) -> None:
+        """Close the connections of the engine the sessions are bound to."""
+        bind = self.sessions.kw.get("bind")
+        if isinstance(bind, AsyncEngine):
+            await bind.dispose()
+
+    async def ping(self) -> bool:
+        """A real round trip to the database (``SELECT 1``), for ``/readyz``."""
+        async with self.sessions() as session:
+            await session.execute(text("SELECT 1"))
+        return True
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlRelayerLedgerWork]:
