@@ -41,7 +41,6 @@ from fedrelay.relayer.records import (
 )
 from fedrelay.relayer.routing import Router, delivery_topic
 from fedrelay.relayer.stage import (
-    KafkaEndOffsets,
     RecordProcessor,
     StageResult,
     StageRunner,
@@ -139,7 +138,7 @@ async def test_signatures_become_one_delivery_per_message(
     await _publish(bus, names["signatures"], [(m.digest, encode_message(m)) for m in messages])
 
     registry = CollectorRegistry()
-    lag = KafkaEndOffsets(bus.bootstrap)
+    lag = bus.end_offsets_reader()
     await lag.start()
     assemble = _runner(
         bus, "assemble", [names["signatures"]],
