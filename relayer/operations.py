@@ -23,7 +23,6 @@ from fedrelay.ports.bus import Bus, BusMonitor
 from fedrelay.ports.relayer_ledger import DeliveryStatus, RelayerLedger
 from fedrelay.protocol.wormhole import MessageId
 from fedrelay.protocol.wormhole.observation import MalformedMessage
-from fedrelay.relayer.deliver import reopen_delivery
 from fedrelay.relayer.errors import RelayerError
 from fedrelay.relayer.records import (
     DeliveryRequest,
@@ -35,8 +34,9 @@ from fedrelay.relayer.records import (
     message_key,
     message_label,
 )
-from fedrelay.relayer.routing import route
 from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stages.deliver import reopen_delivery
+from fedrelay.relayer.stages.route import route
 
 
 class OperationError(RelayerError):

@@ -57,13 +57,8 @@ from fedrelay.ports.relay import DestinationChain, SignerAccount, SourceChain
 from fedrelay.ports.relayer_ledger import RelayerLedger
 from fedrelay.protocol import keys
 from fedrelay.protocol.wormhole import GuardianSet, GuardianSets, GuardianSigner
-from fedrelay.relayer.assemble import Assembler
-from fedrelay.relayer.attest import Attester, GuardianKeyError, load_guardian_signer
 from fedrelay.relayer.chains_file import ChainConfig, ChainsConfig, ChainsFileError, load_chains
-from fedrelay.relayer.deliver import Deliverer
 from fedrelay.relayer.errors import RelayerError
-from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
-from fedrelay.relayer.routing import Router
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import (
     EndOffsets,
@@ -73,7 +68,12 @@ from fedrelay.relayer.stage import (
     run_until_signalled,
     stage_metrics,
 )
-from fedrelay.relayer.watch import watch_stage
+from fedrelay.relayer.stages.assemble import Assembler
+from fedrelay.relayer.stages.attest import Attester, GuardianKeyError, load_guardian_signer
+from fedrelay.relayer.stages.deliver import Deliverer
+from fedrelay.relayer.stages.fetch import GuardianApi, VaaFetcher
+from fedrelay.relayer.stages.route import Router
+from fedrelay.relayer.stages.watch import watch_stage
 
 log = logging.getLogger(__name__)
 

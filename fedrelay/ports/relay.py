@@ -6,8 +6,8 @@
 - :class:`DestinationChain` (deliver): whether a VAA's digest is consumed already; a signed
   delivery transaction for a VAA; broadcasting it; its status; and what an error means.
 
-The stages (:mod:`fedrelay.relayer.watch`, :mod:`fedrelay.relayer.attest`,
-:mod:`fedrelay.relayer.deliver`) hold the
+The stages (:mod:`fedrelay.relayer.stages.watch`, :mod:`fedrelay.relayer.stages.attest`,
+:mod:`fedrelay.relayer.stages.deliver`) hold the
 chain-independent logic: cursors, gaps, reorgs, ledger rows, retries. Each chain's quirks live in
 its adapter (``fedrelay.adapters.solana.relay``, ``fedrelay.adapters.evm``), one place per chain.
 
@@ -46,7 +46,7 @@ class EmittedMessage:
             from (``observation.block_number`` is the message's position).
         traceparent: The W3C traceparent of the emitting transaction's trace, when the chain or
             its adapter knows it; the observation then joins that trace. Without it, a round's
-            message joins the round's derived trace (see :mod:`fedrelay.relayer.watch`).
+            message joins the round's derived trace (see :mod:`fedrelay.relayer.stages.watch`).
     """
 
     observation: Observation

@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from fedrelay.ports.bus import Bus, Record
 from fedrelay.protocol.wormhole import GuardianSigner, MessageId, sign_vaa
 from fedrelay.protocol.wormhole.observation import Observation
-from fedrelay.relayer.fetch import signed_vaa_path
 from fedrelay.relayer.records import GuardianSignatureMessage
+from fedrelay.relayer.stages.fetch import signed_vaa_path
 from support.wormhole import evm_address, sample_task_assigned
 
 

@@ -58,11 +58,11 @@ from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.ports.relay import SignedDelivery
 from fedrelay.protocol.wormhole import Task, TaskAssigned, Vaa, VaaBody, sign_vaa
 from fedrelay.relayer.chains_file import parse_chains
-from fedrelay.relayer.deliver import Deliverer
 from fedrelay.relayer.process import RelayerProcess, StageRequest, build_process
 from fedrelay.relayer.records import DeliveryRequest, SignedVaa, encode_message, message_key
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import stage_metrics
+from fedrelay.relayer.stages.deliver import Deliverer
 
 pytestmark = pytest.mark.integration
 

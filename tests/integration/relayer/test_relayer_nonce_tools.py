@@ -34,9 +34,9 @@ from fedrelay.adapters.ledger.models import AttemptOutcome, DeliveryAttempt, Del
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.commands.relayer import app
 from fedrelay.ports.relay import SignedDelivery
-from fedrelay.relayer.deliver import Deliverer, DeliveryRetry
 from fedrelay.relayer.records import DeliveryRequest
 from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stages.deliver import Deliverer, DeliveryRetry
 
 pytestmark = pytest.mark.integration
 

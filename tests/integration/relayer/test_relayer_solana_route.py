@@ -56,10 +56,7 @@ from fedrelay.protocol.wormhole import (
     parse_vaa,
     verify_vaa,
 )
-from fedrelay.relayer.assemble import Assembler
-from fedrelay.relayer.attest import Attester
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.deliver import Deliverer
 from fedrelay.relayer.records import (
     DeliveryRequest,
     SignedVaa,
@@ -67,9 +64,12 @@ from fedrelay.relayer.records import (
     encode_message,
     message_key,
 )
-from fedrelay.relayer.routing import Router
 from fedrelay.relayer.stage import REASON_HEADER, RecordProcessor, StageRunner, stage_metrics
-from fedrelay.relayer.watch import Watcher
+from fedrelay.relayer.stages.assemble import Assembler
+from fedrelay.relayer.stages.attest import Attester
+from fedrelay.relayer.stages.deliver import Deliverer
+from fedrelay.relayer.stages.route import Router
+from fedrelay.relayer.stages.watch import Watcher
 
 pytestmark = pytest.mark.integration
 

@@ -29,9 +29,7 @@ from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.ports.bus import Record
 from fedrelay.protocol.wormhole import GuardianSets, verify_vaa
 from fedrelay.protocol.wormhole.observation import Observation
-from fedrelay.relayer.assemble import Assembler
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
 from fedrelay.relayer.records import (
     DeliveryRequest,
     GuardianSignatureMessage,
@@ -39,13 +37,15 @@ from fedrelay.relayer.records import (
     decode_as,
     encode_message,
 )
-from fedrelay.relayer.routing import Router, delivery_topic
 from fedrelay.relayer.stage import (
     RecordProcessor,
     StageResult,
     StageRunner,
     stage_metrics,
 )
+from fedrelay.relayer.stages.assemble import Assembler
+from fedrelay.relayer.stages.fetch import GuardianApi, VaaFetcher
+from fedrelay.relayer.stages.route import Router, delivery_topic
 
 pytestmark = pytest.mark.integration
 

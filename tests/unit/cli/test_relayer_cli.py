@@ -22,8 +22,8 @@ from fedrelay.adapters.ledger.models import DeadLetter, DeliveryStatus, SourceCu
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedgerWork
 from fedrelay.cli import app
 from fedrelay.protocol.wormhole import decode_payload
-from fedrelay.relayer.deliver import open_delivery
 from fedrelay.relayer.records import DeliveryRequest, encode_message, message_label
+from fedrelay.relayer.stages.deliver import open_delivery
 
 runner = CliRunner()
 KEY = "0x" + "7a" * 32

@@ -27,7 +27,6 @@ from fedrelay.protocol.wormhole import (
     parse_vaa,
     verify_vaa,
 )
-from fedrelay.relayer.assemble import Assembler, ConflictingVaa, check_signature
 from fedrelay.relayer.backoff import BackoffPolicy
 from fedrelay.relayer.records import (
     GuardianSignatureMessage,
@@ -37,6 +36,7 @@ from fedrelay.relayer.records import (
     message_key,
 )
 from fedrelay.relayer.stage import REASON_HEADER, StageResult, StageRunner, stage_metrics
+from fedrelay.relayer.stages.assemble import Assembler, ConflictingVaa, check_signature
 
 SIGNERS = guardian_signers(5)
 SETS = GuardianSets.of(guardian_set(5))  # quorum 4

@@ -27,16 +27,6 @@ from fedrelay.protocol.wormhole import (
     verify_vaa,
 )
 from fedrelay.protocol.wormhole.observation import Observation
-from fedrelay.relayer.assemble import Assembler
-from fedrelay.relayer.attest import (
-    Attester,
-    GuardianKeyError,
-    MessageNotFinal,
-    ObservationRefused,
-    UnknownSource,
-    attest_stage,
-    load_guardian_signer,
-)
 from fedrelay.relayer.records import (
     GuardianSignatureMessage,
     SignedVaa,
@@ -46,6 +36,16 @@ from fedrelay.relayer.records import (
 )
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
+from fedrelay.relayer.stages.assemble import Assembler
+from fedrelay.relayer.stages.attest import (
+    Attester,
+    GuardianKeyError,
+    MessageNotFinal,
+    ObservationRefused,
+    UnknownSource,
+    attest_stage,
+    load_guardian_signer,
+)
 
 SIGNERS = guardian_signers(3)
 GUARDIAN_SETS = GuardianSets.of(guardian_set(3))

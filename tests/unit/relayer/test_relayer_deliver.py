@@ -30,7 +30,10 @@ from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger, SqlRelayer
 from fedrelay.ports.relay import Failure, FailureKind, SignedDelivery, TxState, TxStatus
 from fedrelay.protocol.wormhole import keccak256, parse_vaa
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.deliver import (
+from fedrelay.relayer.records import DeliveryRequest, encode_message, message_key
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
+from fedrelay.relayer.stages.deliver import (
     Deliverer,
     DeliveryFailed,
     DeliveryRetry,
@@ -39,9 +42,6 @@ from fedrelay.relayer.deliver import (
     deliver_stage,
     reopen_delivery,
 )
-from fedrelay.relayer.records import DeliveryRequest, encode_message, message_key
-from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
 
 SIGNERS = guardian_signers(1)
 CHAIN = 4

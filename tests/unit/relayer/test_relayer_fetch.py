@@ -29,7 +29,9 @@ from fedrelay.adapters.ledger.models import StoredVaa
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.protocol.wormhole import GuardianSets, NoQuorum
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.fetch import (
+from fedrelay.relayer.records import SignedVaa, decode_as, encode_message
+from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
+from fedrelay.relayer.stages.fetch import (
     FetchError,
     GuardianApi,
     GuardianApiUnavailable,
@@ -38,8 +40,6 @@ from fedrelay.relayer.fetch import (
     check_fetched,
     signed_vaa_path,
 )
-from fedrelay.relayer.records import SignedVaa, decode_as, encode_message
-from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
 
 SIGNERS = guardian_signers(4)
 SETS = GuardianSets.of(guardian_set(4))

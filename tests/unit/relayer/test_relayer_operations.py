@@ -18,7 +18,6 @@ from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import DeadLetter, Delivery, DeliveryStatus, SourceCursor
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger, SqlRelayerLedgerWork
 from fedrelay.protocol.wormhole import decode_payload
-from fedrelay.relayer.deliver import open_delivery
 from fedrelay.relayer.operations import (
     OperationError,
     dead_letters,
@@ -29,6 +28,7 @@ from fedrelay.relayer.operations import (
 )
 from fedrelay.relayer.records import DeliveryRequest, decode_as, encode_message, message_label
 from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stages.deliver import open_delivery
 
 SIGNERS = guardian_signers(3)
 SETTINGS = RelayerSettings()

@@ -24,11 +24,11 @@ from support.wormhole import (
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
-from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
 from fedrelay.relayer.records import DeliveryRequest, decode_as, encode_message, message_key
-from fedrelay.relayer.routing import Router
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import StageRunner, stage_metrics
+from fedrelay.relayer.stages.fetch import GuardianApi, VaaFetcher
+from fedrelay.relayer.stages.route import Router
 
 SIGNERS = guardian_signers(3)
 

@@ -20,7 +20,7 @@ from fedrelay.relayer.records import (
     encode_message,
     message_key,
 )
-from fedrelay.relayer.routing import Router, UnroutableVaa, delivery_topic, route
+from fedrelay.relayer.stages.route import Router, UnroutableVaa, delivery_topic, route
 
 SIGNERS = guardian_signers(1)
 

@@ -28,7 +28,7 @@ from fedrelay.protocol.wormhole import MessageId
 from fedrelay.protocol.wormhole.observation import Observation
 from fedrelay.relayer.records import decode_as, message_key
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.watch import Watcher, watch_stage
+from fedrelay.relayer.stages.watch import Watcher, watch_stage
 
 EMITTER = evm_address("job market")
 OTHER_EMITTER = evm_address("worker hub")

@@ -33,7 +33,7 @@ from fedrelay.ports.relay import ChainPosition, EmittedMessage
 from fedrelay.protocol.tracing import round_span_context
 from fedrelay.protocol.wormhole import MessageId, Payload
 from fedrelay.protocol.wormhole.observation import Observation
-from fedrelay.relayer.watch import RoundOf, Watcher, round_of
+from fedrelay.relayer.stages.watch import RoundOf, Watcher, round_of
 
 COORDINATOR, SOLANA, EVM_WORKER = 2, 1, 4
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -36,7 +36,6 @@ from fedrelay.protocol.wormhole import (
     verify_vaa,
 )
 from fedrelay.protocol.wormhole.observation import Observation
-from fedrelay.relayer.assemble import store_observation, store_vaa_once
 from fedrelay.relayer.errors import RelayerError, RetryableError
 from fedrelay.relayer.records import (
     SignedVaa,
@@ -46,6 +45,7 @@ from fedrelay.relayer.records import (
     message_label,
 )
 from fedrelay.relayer.stage import Output, StageResult, position_of
+from fedrelay.relayer.stages.assemble import store_observation, store_vaa_once
 
 
 class FetchError(RelayerError):
