@@ -7,8 +7,11 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from fedrelay.adapters.ledger import load_all_models
 from fedrelay.adapters.ledger.database import create_engine
 from fedrelay.adapters.ledger.models import Base
+
+load_all_models()  # the coordinator's tables share the metadata
 
 config = context.config
 target_metadata = Base.metadata

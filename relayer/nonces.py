@@ -1,4 +1,4 @@
-"""A deliverer's signer nonce on an EVM chain: seen side by side with the ledger, and unstuck.
+"""A deliverer's signer nonce (EVM chains): seen side by side with the ledger, and unstuck.
 
 ``fedrelay relayer nonce show`` and ``nonce unstick`` (docs/operations.md, section 8). A nonce is
 stuck when the transaction at the signer's confirmed nonce (the chain's count of its mined
@@ -9,8 +9,10 @@ transactions) does not confirm, or is missing, so that everything after it waits
 - a transaction holds it in the mempool and does not confirm (its fee fell below the market);
 - nothing holds it, while later transactions of the signer are queued behind it.
 
-Pure logic (:func:`diagnose`, :func:`plan_unstick`) decides; :class:`NonceDoctor` does the I/O:
-the ledger's open attempts and ``signer_nonces``, the chain's nonces and transactions, and the
+Pure logic (:func:`diagnose`, :func:`plan_unstick`) decides; :class:`NonceDoctor` does the I/O
+through ports (the ledger, the destination, the signer's account, which on EVM is
+``fedrelay.adapters.evm.nonces``): the ledger's open attempts and ``signer_nonces``, the chain's
+nonces and transactions, and the
 repair: the stuck delivery re-signed at the same nonce with a higher fee (recorded as a new
 attempt, as the deliverer records one), or, when that delivery is consumed on the destination
 already or no attempt holds the nonce, a 0-value self-transfer at that nonce. Then
@@ -26,30 +28,13 @@ import enum
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from fedrelay.ports.relay import DestinationChain, SignedDelivery, SignerAccount, TxState
+from fedrelay.ports.relayer_ledger import AttemptOutcome, DeliveryStatus, RelayerLedger
+from fedrelay.relayer.errors import RelayerError
+from fedrelay.relayer.records import message_label
 
-from fedrelay.adapters.evm.relay import EvmDestination
-from fedrelay.adapters.ledger.models import (
-    AttemptOutcome,
-    Delivery,
-    DeliveryAttempt,
-    DeliveryStatus,
-    SignerNonce,
-    StoredVaa,
-    utcnow,
-)
-from fedrelay.ports.relay import SignedDelivery, TxState
-from fedrelay.protocol.wormhole import MessageId
-from fedrelay.relayer.messages import RelayerError, message_label
-
-_OPEN = (AttemptOutcome.PREPARED, AttemptOutcome.BROADCAST)
 _SETTLED_ON_CHAIN = (TxState.CONFIRMED, TxState.FAILED)
-_SELF_TRANSFER_GAS = 21_000
 #: Fee levels tried at most when re-signing a delivery above the stuck transaction's fee.
 _MAX_FEE_LEVELS = 40
 
@@ -258,25 +243,25 @@ class UnstickResult:
 
 
 class NonceDoctor:
-    """The EVM signer of one chain's deliverer, its ledger rows, and the repair of its nonce.
+    """The signer of one chain's deliverer, its ledger rows, and the repair of its nonce.
 
-    The key is held by the destination adapter and by this object's account only; neither
+    The key is held by the destination adapter and by the signer's account only; neither
     shows it.
     """
 
     def __init__(
         self,
         name: str,
-        destination: EvmDestination,
-        key: str,
-        sessions: async_sessionmaker[AsyncSession],
+        destination: DestinationChain,
+        account: SignerAccount,
+        ledger: RelayerLedger,
     ) -> None:
-        """Look after the nonce of `destination`'s signer (whose key is `key`)."""
+        """Look after the nonce of `destination`'s signer (whose account is `account`)."""
         self.name = name
         self.destination = destination
-        self.sessions = sessions
-        self._account: LocalAccount = Account.from_key(key)
-        if self._account.address != destination.signer:
+        self.account = account
+        self.ledger = ledger
+        if account.signer != destination.signer:
             raise NonceError("the key does not belong to the destination's signer")
 
     def __repr__(self) -> str:
@@ -284,37 +269,24 @@ class NonceDoctor:
 
     async def report(self) -> NonceReport:
         """The chain's and the ledger's nonces of the signer, its open attempts, a diagnosis."""
-        w3, signer = self.destination.w3, self._account.address
-        confirmed = int(await w3.eth.get_transaction_count(signer, "latest"))
-        pending = await self.destination.pending_nonce()
+        signer = self.account.signer
+        confirmed = await self.account.confirmed_nonce()
+        pending = await self._pending()
         chain_id = self.destination.chain_id
-        async with self.sessions() as session:
-            row = await session.get(SignerNonce, (chain_id, signer))
-            ledger_next = row.next_nonce if row is not None else None
-            found = await session.execute(
-                select(DeliveryAttempt, StoredVaa)
-                .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
-                .join(StoredVaa, StoredVaa.digest == Delivery.digest)
-                .where(
-                    Delivery.destination_chain == chain_id,
-                    DeliveryAttempt.signer == signer,
-                    DeliveryAttempt.outcome.in_(_OPEN),
-                )
-                .order_by(DeliveryAttempt.nonce, DeliveryAttempt.attempt)
-            )
-            rows = list(found.all())
+        async with self.ledger.reading() as work:
+            ledger_next = await work.signer_next_nonce(chain_id, signer)
+            rows = await work.open_attempts_of_signer(chain_id, signer)
         attempts = []
-        for attempt, vaa in rows:
-            fee = int(attempt.fee_per_gas) if attempt.fee_per_gas is not None else None
+        for attempt, message_id in rows:
             state = TxState.UNKNOWN
             if attempt.tx_hash:
                 state = (await self.destination.status(attempt.tx_hash)).state
-            message = message_label(MessageId(vaa.emitter_chain, vaa.emitter_address, vaa.sequence))
             attempts.append(
                 OpenAttempt(
-                    attempt_id=attempt.id, delivery_id=attempt.delivery_id, message=message,
+                    attempt_id=attempt.id, delivery_id=attempt.delivery_id,
+                    message=message_label(message_id),
                     attempt=attempt.attempt, nonce=attempt.nonce,
-                    fee_per_gas=fee,
+                    fee_per_gas=attempt.fee_per_gas,
                     tx_hash=attempt.tx_hash, outcome=attempt.outcome.value,
                     on_chain=state.value, created_at=_aware(attempt.created_at),
                 )
@@ -325,6 +297,12 @@ class NonceDoctor:
             pending=pending, ledger_next=ledger_next, attempts=tuple(attempts),
             stuck_nonce=diagnosis.stuck_nonce, diagnosis=diagnosis.text,
         )  # fmt: skip
+
+    async def _pending(self) -> int:
+        pending = await self.destination.pending_nonce()
+        if pending is None:
+            raise NonceError(f"chain {self.name!r} has no account nonces")
+        return pending
 
     async def plan(self, report: NonceReport) -> UnstickPlan:
         """What :meth:`unstick` would do now (asks the destination about the holder's message)."""
@@ -346,7 +324,7 @@ class NonceDoctor:
             tx_hash, fee = signed.tx_id, signed.fee_per_gas
         elif plan.action == Action.SELF_TRANSFER and plan.nonce is not None:
             floor = plan.replaces.fee_per_gas if plan.replaces is not None else None
-            signed = await self._self_transfer(plan.nonce, floor, fee_bump_percent)
+            signed = await self.account.self_transfer(plan.nonce, floor, fee_bump_percent)
             await self.destination.broadcast(signed)
             if plan.replaces is not None:
                 await self._mark_freed(plan.replaces, signed.tx_id)
@@ -358,96 +336,49 @@ class NonceDoctor:
     # -- parts --
 
     async def _vaa(self, delivery_id: int) -> bytes:
-        async with self.sessions() as session:
-            vaa = await session.scalar(
-                select(StoredVaa.vaa)
-                .join(Delivery, Delivery.digest == StoredVaa.digest)
-                .where(Delivery.id == delivery_id)
-            )
+        async with self.ledger.reading() as work:
+            vaa = await work.vaa_of_delivery(delivery_id)
         if vaa is None:
             raise NonceError(f"the ledger has no VAA for delivery {delivery_id}")
-        return bytes(vaa)
+        return vaa
 
     async def _resign(self, holder: OpenAttempt, nonce: int, percent: int) -> SignedDelivery:
         """Sign the holder's delivery again at `nonce` above its fee, persist it, broadcast it."""
         vaa = await self._vaa(holder.delivery_id)
-        async with self.sessions() as session:
-            previous = int(
-                await session.scalar(
-                    select(func.count())
-                    .select_from(DeliveryAttempt)
-                    .where(DeliveryAttempt.delivery_id == holder.delivery_id)
-                )
-                or 0
-            )
+        async with self.ledger.reading() as work:
+            previous = await work.attempt_total(holder.delivery_id)
         floor = bumped(holder.fee_per_gas, percent) if holder.fee_per_gas is not None else 0
         signed = await self.destination.prepare(vaa, nonce, previous)
         for level in range(previous + 1, previous + _MAX_FEE_LEVELS):
             if (signed.fee_per_gas or 0) >= floor:
                 break
             signed = await self.destination.prepare(vaa, nonce, level)
-        async with self.sessions() as session, session.begin():
-            attempt = DeliveryAttempt(
-                delivery_id=holder.delivery_id, attempt=previous + 1,
-                signer=self.destination.signer, nonce=signed.nonce, tx_hash=signed.tx_id,
-                signed_tx=signed.raw, fee_per_gas=signed.fee_per_gas,
-                outcome=AttemptOutcome.PREPARED,
-            )  # fmt: skip
-            session.add(attempt)
-            await session.flush()
-            attempt_id = attempt.id
+        async with self.ledger.transaction() as work:
+            attempt_id = await work.add_attempt(
+                holder.delivery_id, previous + 1, self.destination.signer, signed
+            )
         await self.destination.broadcast(signed)
-        async with self.sessions() as session, session.begin():
-            new = await session.get(DeliveryAttempt, attempt_id)
-            assert new is not None
-            new.outcome = AttemptOutcome.BROADCAST
-            for old in await session.scalars(
-                select(DeliveryAttempt).where(
-                    DeliveryAttempt.delivery_id == holder.delivery_id,
-                    DeliveryAttempt.id != attempt_id,
-                    DeliveryAttempt.outcome.in_(_OPEN),
-                )
-            ):
-                old.outcome = AttemptOutcome.REPLACED
-            delivery = await session.get(Delivery, holder.delivery_id)
-            assert delivery is not None
-            if delivery.status != DeliveryStatus.DEAD:  # a dead one waits for `relayer retry`
-                delivery.status = DeliveryStatus.SUBMITTED
-            delivery.tx_hash = signed.tx_id
+        async with self.ledger.transaction() as work:
+            await work.set_attempt_outcome(attempt_id, AttemptOutcome.BROADCAST)
+            await work.replace_in_flight(holder.delivery_id, keep=attempt_id)
+            delivery = await work.delivery(holder.delivery_id)
+            # a dead one waits for `relayer retry`
+            status = None if delivery.status == DeliveryStatus.DEAD else DeliveryStatus.SUBMITTED
+            await work.update_delivery(holder.delivery_id, status=status, tx_hash=signed.tx_id)
         return signed
 
-    async def _self_transfer(self, nonce: int, floor: int | None, percent: int) -> SignedDelivery:
-        w3 = self.destination.w3
-        base_fee = int((await w3.eth.get_block("latest")).get("baseFeePerGas", 0))
-        tip = bumped(int(await w3.eth.max_priority_fee), percent)
-        fee_cap = bumped(base_fee * 2, percent) + tip
-        if floor is not None:
-            fee_cap = max(fee_cap, bumped(floor, percent))
-        transaction: dict[str, Any] = {
-            "type": 2, "chainId": self.destination.evm_chain_id, "nonce": nonce,
-            "to": self._account.address, "value": 0, "gas": _SELF_TRANSFER_GAS,
-            "maxFeePerGas": fee_cap, "maxPriorityFeePerGas": min(tip, fee_cap),
-        }  # fmt: skip
-        signed = self._account.sign_transaction(transaction)
-        return SignedDelivery(
-            "0x" + bytes(signed.hash).hex(), bytes(signed.raw_transaction), nonce, fee_cap
-        )
-
     async def _mark_freed(self, holder: OpenAttempt, tx_hash: str) -> None:
-        async with self.sessions() as session, session.begin():
-            attempt = await session.get(DeliveryAttempt, holder.attempt_id)
-            assert attempt is not None
-            attempt.outcome = AttemptOutcome.FAILED
-            attempt.error = (
-                f"nonce {holder.nonce} freed by a 0-value self-transfer {tx_hash} (nonce "
-                "unstick): the message was consumed on the destination already"
-            )
+        error = (
+            f"nonce {holder.nonce} freed by a 0-value self-transfer {tx_hash} (nonce "
+            "unstick): the message was consumed on the destination already"
+        )
+        async with self.ledger.transaction() as work:
+            await work.set_attempt_outcome(holder.attempt_id, AttemptOutcome.FAILED, error=error)
 
     async def _confirmed_past(self, nonce: int, wait_s: float, poll_s: float) -> bool:
-        w3, signer = self.destination.w3, self._account.address
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        while int(await w3.eth.get_transaction_count(signer, "latest")) <= nonce:
+        while await self.account.confirmed_nonce() <= nonce:
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(poll_s)  # polling the chain, which has no events to wait on
@@ -455,13 +386,9 @@ class NonceDoctor:
 
     async def _resync(self) -> tuple[int, int]:
         """Set ``signer_nonces.next_nonce`` to the chain's next nonce (mempool included)."""
-        chain_next = await self.destination.pending_nonce()
-        key = (self.destination.chain_id, self._account.address)
-        async with self.sessions() as session, session.begin():
-            row = await session.get(SignerNonce, key)
-            if row is None:
-                session.add(SignerNonce(chain_id=key[0], signer=key[1], next_nonce=chain_next))
-            else:
-                row.next_nonce = chain_next
-                row.updated_at = utcnow()
+        chain_next = await self._pending()
+        async with self.ledger.transaction() as work:
+            await work.set_signer_next_nonce(
+                self.destination.chain_id, self.account.signer, chain_next
+            )
         return chain_next, chain_next

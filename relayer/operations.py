@@ -2,8 +2,8 @@
 
 - :func:`ledger_status`: per source the watcher's cursor and when a message was last observed;
   per destination chain the deliveries by state; per stage the dead letters not yet requeued.
-- :func:`kafka_queue_depths`: per consuming stage, the records waiting in its input topic (end
-  offsets minus the group's committed offsets), read from the broker.
+- :func:`queue_depths`: per consuming stage, the records waiting in its input topic (end
+  offsets minus the group's committed offsets), read from the bus.
 - :func:`retry_message`: reopen a message's dead (or stuck pending) deliveries and publish each
   again to its chain's delivery topic.
 - :func:`dead_letters` and :func:`requeue_dead_letter`: the DLQ entries, and one republished to
@@ -18,37 +18,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from fedrelay.adapters.ledger.models import (
-    DeadLetter,
-    Delivery,
-    DeliveryStatus,
-    SourceCursor,
-    StoredVaa,
-    utcnow,
-)
-from fedrelay.adapters.ledger.models import Observation as ObservationRow
-from fedrelay.ports.bus import Bus
+from fedrelay.ports.bus import Bus, BusMonitor
+from fedrelay.ports.relayer_ledger import DeliveryStatus, RelayerLedger
 from fedrelay.protocol.wormhole import MessageId
-from fedrelay.relayer.deliver import reopen_delivery
-from fedrelay.relayer.messages import (
+from fedrelay.protocol.wormhole.observation import MalformedMessage
+from fedrelay.relayer.errors import RelayerError
+from fedrelay.relayer.records import (
     DeliveryRequest,
     GuardianSignatureMessage,
-    MalformedMessage,
     Message,
-    RelayerError,
     SignedVaa,
     decode_message,
     encode_message,
     message_key,
     message_label,
 )
-from fedrelay.relayer.routing import route
 from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stages.deliver import reopen_delivery
+from fedrelay.relayer.stages.route import route
 
 
 class OperationError(RelayerError):
@@ -113,33 +101,16 @@ class LedgerStatus:
     dead_letters: dict[str, int]
 
 
-async def ledger_status(sessions: async_sessionmaker[AsyncSession]) -> LedgerStatus:
+async def ledger_status(ledger: RelayerLedger) -> LedgerStatus:
     """Sources, deliveries per destination and open dead letters per stage."""
-    async with sessions() as session:
-        observed = await session.execute(
-            select(ObservationRow.emitter_chain, func.max(ObservationRow.observed_at)).group_by(
-                ObservationRow.emitter_chain
-            )
-        )
-        last_seen = {int(row[0]): row[1] for row in observed}
+    async with ledger.reading() as work:
+        last_seen = await work.last_observed_by_chain()
         sources = tuple(
             SourceStatus(c.source, c.chain_id, c.position, c.updated_at, last_seen.get(c.chain_id))
-            for c in await session.scalars(select(SourceCursor).order_by(SourceCursor.source))
+            for c in await work.cursors()
         )
-        counts: dict[int, dict[DeliveryStatus, int]] = {}
-        by_state = await session.execute(
-            select(Delivery.destination_chain, Delivery.status, func.count()).group_by(
-                Delivery.destination_chain, Delivery.status
-            )
-        )
-        for row in by_state:
-            counts.setdefault(int(row[0]), {})[row[1]] = int(row[2])
-        open_letters = await session.execute(
-            select(DeadLetter.stage, func.count())
-            .where(DeadLetter.requeued_at.is_(None))
-            .group_by(DeadLetter.stage)
-        )
-        dead = {str(row[0]): int(row[1]) for row in open_letters}
+        counts = await work.delivery_counts()
+        dead = await work.open_dead_letter_counts()
     deliveries = tuple(
         DeliveryCounts(
             chain_id=chain_id,
@@ -181,58 +152,24 @@ def input_topic(settings: RelayerSettings, stage: str) -> str:
     raise OperationError(f"stage {stage!r} consumes no topic; nothing to requeue to")
 
 
-async def kafka_queue_depths(
-    bootstrap: str, settings: RelayerSettings, chain_ids: Sequence[int]
+async def queue_depths(
+    monitor: BusMonitor, settings: RelayerSettings, chain_ids: Sequence[int]
 ) -> dict[str, int]:
-    """Records waiting per consuming stage (every partition of its input topic), from Kafka."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
-    await admin.start()
-    await consumer.start()
-    try:
-        stages = stage_inputs(settings, chain_ids)
-        prefix = settings.group("attest-")
-        for entry in await admin.list_consumer_groups():
-            group = str(entry[0])
-            if group.startswith(prefix):
-                stages[group.removeprefix(settings.group(""))] = settings.observations_topic
-        described = await admin.describe_topics(sorted(set(stages.values())))
-        indices = {
-            str(t["topic"]): sorted(int(p["partition"]) for p in t["partitions"])
-            for t in described
-            if not t.get("error_code")
-        }
-        depths: dict[str, int] = {}
-        for stage, topic in sorted(stages.items()):
-            partitions = [TopicPartition(topic, i) for i in indices.get(topic, [])]
-            if not partitions:
-                continue
-            ends: dict[Any, int] = await consumer.end_offsets(partitions)
-            committed = await admin.list_consumer_group_offsets(
-                settings.group(stage), partitions=partitions
-            )
-            depths[stage] = sum(
-                max(
-                    0,
-                    ends[p]
-                    - (committed[p].offset if p in committed and committed[p].offset >= 0 else 0),
-                )
-                for p in partitions
-            )
-        return depths
-    finally:
-        await consumer.stop()
-        await admin.close()
+    """Records waiting per consuming stage (every partition of its input topic), from the bus."""
+    stages = stage_inputs(settings, chain_ids)
+    lags = await monitor.group_lags(
+        {settings.group(stage): topic for stage, topic in stages.items()},
+        discover=(settings.group("attest-"), settings.observations_topic),
+    )
+    prefix = settings.group("")
+    return {group.removeprefix(prefix): lag for group, lag in sorted(lags.items())}
 
 
 # --- retry and the DLQ ----------------------------------------------------------------------------
 
 
 async def retry_message(
-    sessions: async_sessionmaker[AsyncSession],
+    ledger: RelayerLedger,
     bus: Bus,
     settings: RelayerSettings,
     message_id: MessageId,
@@ -244,28 +181,19 @@ async def retry_message(
         OperationError: The ledger has no VAA for the message, or nothing undelivered.
     """
     label = message_label(message_id)
-    async with sessions() as session, session.begin():
-        stored = await session.scalar(
-            select(StoredVaa).where(
-                StoredVaa.emitter_chain == message_id.emitter_chain,
-                StoredVaa.emitter_address == message_id.emitter_address,
-                StoredVaa.sequence == message_id.sequence,
-            )
-        )
+    async with ledger.transaction() as work:
+        stored = await work.vaa_of_message(message_id)
         if stored is None:
             raise OperationError(f"the ledger has no VAA for {label}")
-        query = select(Delivery).where(Delivery.digest == stored.digest)
-        if destination is not None:
-            query = query.where(Delivery.destination_chain == destination)
         undelivered = [
-            d for d in await session.scalars(query)
+            d for d in await work.deliveries_of(stored.digest, destination)
             if d.status in (DeliveryStatus.DEAD, DeliveryStatus.PENDING)
         ]  # fmt: skip
         if not undelivered:
             raise OperationError(f"{label} has no dead or pending delivery to retry")
         for delivery in undelivered:
-            await reopen_delivery(session, bytes(stored.digest), delivery.destination_chain)
-        vaa, chains = bytes(stored.vaa), sorted(d.destination_chain for d in undelivered)
+            await reopen_delivery(work, stored.digest, delivery.destination_chain)
+        vaa, chains = stored.vaa, sorted(d.destination_chain for d in undelivered)
     request = route(SignedVaa(vaa=vaa, emitted_at_ms=0))
     await _publish(
         bus,
@@ -277,14 +205,10 @@ async def retry_message(
             for chain in chains
         ],
     )  # fmt: skip
-    async with sessions() as session, session.begin():
-        for entry in await session.scalars(
-            select(DeadLetter).where(DeadLetter.requeued_at.is_(None), DeadLetter.stage.in_(
-                [f"deliver-{c}" for c in chains]
-            ))
-        ):  # fmt: skip
-            if _digest_of(bytes(entry.body)) == bytes(stored.digest):
-                entry.requeued_at = utcnow()
+    async with ledger.transaction() as work:
+        for entry in await work.dead_letters(stages=[f"deliver-{c}" for c in chains]):
+            if _digest_of(entry.body) == stored.digest:
+                await work.mark_requeued(entry.id)
     return chains
 
 
@@ -302,45 +226,40 @@ class DeadLetterEntry:
 
 
 async def dead_letters(
-    sessions: async_sessionmaker[AsyncSession], stage: str | None = None, everything: bool = False
+    ledger: RelayerLedger, stage: str | None = None, everything: bool = False
 ) -> list[DeadLetterEntry]:
     """DLQ entries, oldest first: not yet requeued (or `everything`), of `stage` if given."""
-    query = select(DeadLetter).order_by(DeadLetter.id)
-    if stage is not None:
-        query = query.where(DeadLetter.stage == stage)
-    if not everything:
-        query = query.where(DeadLetter.requeued_at.is_(None))
-    async with sessions() as session:
-        rows = (await session.scalars(query)).all()
+    async with ledger.reading() as work:
+        rows = await work.dead_letters(stage, everything)
     return [
         DeadLetterEntry(
-            row.id, row.stage, row.message_key, row.reason, row.created_at, row.requeued_at,
-            _label_of(bytes(row.body)),
+            row.id, row.stage, row.position, row.reason, row.created_at, row.requeued_at,
+            _label_of(row.body),
         )
         for row in rows
     ]  # fmt: skip
 
 
 async def requeue_dead_letter(
-    sessions: async_sessionmaker[AsyncSession], bus: Bus, settings: RelayerSettings, entry_id: int
+    ledger: RelayerLedger, bus: Bus, settings: RelayerSettings, entry_id: int
 ) -> str:
     """Republish one DLQ entry to its stage's input topic; the topic.
 
     Raises:
         OperationError: No such entry, or it was requeued already.
     """
-    async with sessions() as session, session.begin():
-        entry = await session.get(DeadLetter, entry_id)
+    async with ledger.transaction() as work:
+        entry = await work.dead_letter(entry_id)
         if entry is None:
             raise OperationError(f"no DLQ entry {entry_id}")
         if entry.requeued_at is not None:
             raise OperationError(f"DLQ entry {entry_id} was requeued at {entry.requeued_at}")
         topic = input_topic(settings, entry.stage)
-        body = bytes(entry.body)
+        body = entry.body
         if entry.stage.startswith("deliver-"):
             digest = _digest_of(body)
             if digest is not None:
-                await reopen_delivery(session, digest, int(entry.stage.removeprefix("deliver-")))
+                await reopen_delivery(work, digest, int(entry.stage.removeprefix("deliver-")))
     try:
         message = decode_message(body)
         key: bytes | None = message_key(_message_id(message))
@@ -352,10 +271,8 @@ async def requeue_dead_letter(
         await producer.send(topic, body, key=key)
     finally:
         await producer.stop()
-    async with sessions() as session, session.begin():
-        entry = await session.get(DeadLetter, entry_id)
-        assert entry is not None
-        entry.requeued_at = utcnow()
+    async with ledger.transaction() as work:
+        await work.mark_requeued(entry_id)
     return topic
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fedrelay.adapters.ledger.database import DEFAULT_URL
+from fedrelay.ports.ledger import DEFAULT_URL
 from fedrelay.protocol.wormhole import GuardianSet, GuardianSets, WormholeError, parse_address
 from fedrelay.relayer.backoff import BackoffPolicy
 
@@ -54,7 +54,7 @@ class RelayerSettings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=8080, ge=0, le=65535)
 
-    # The chains (relayer.config); the chart mounts it at /etc/fedrelay/chains.yaml.
+    # The chains (relayer.chains_file); the chart mounts it at /etc/fedrelay/chains.yaml.
     chains_file: Path | None = None
     # After SIGTERM, how long a process may take to finish its in-flight batches.
     drain_seconds: float = Field(default=30.0, gt=0)

@@ -5,16 +5,17 @@ One loop serves every relayer stage::
     poll a batch -> for each record: process (ledger effects, idempotent) -> outputs
                  -> one bus transaction: send every output + commit the input offsets
 
-A crash anywhere before the transaction commits replays the batch; the ledger's unique keys (see
-:func:`insert_once`) make the replayed effects no-ops, and the outputs of the aborted attempt are
-never visible to ``read_committed`` consumers. So each input yields its outputs exactly once.
+A crash anywhere before the transaction commits replays the batch; the ledger's unique keys (the
+insert-once writes of :mod:`fedrelay.ports.relayer_ledger`) make the replayed effects no-ops, and
+the outputs of the aborted attempt are never visible to ``read_committed`` consumers. So each
+input yields its outputs exactly once.
 
 Failures are sorted by what they say about the record:
 
 - :class:`RetryableError` (the answer is "not yet": a VAA not yet signed, an RPC timeout): the
   record is tried again after a capped, jittered backoff; after the last attempt it goes to the
   dead-letter topic with the reason;
-- any other :class:`~fedrelay.relayer.messages.RelayerError` or
+- any other :class:`~fedrelay.relayer.errors.RelayerError` or
   :class:`~fedrelay.protocol.wormhole.WormholeError` (the record itself is bad: malformed, a forged
   signature): straight to the dead-letter topic, and the rest flows on;
 - anything else (the ledger or the broker is down): not the record's fault, so it is retried with
@@ -26,7 +27,7 @@ resumes from the committed offsets, so the batch is processed again. ``stop()`` 
 :func:`run_until_signalled`) lets the in-flight batch finish, commits it, and returns; a backoff
 wait in progress is cut short and its record is left for the next owner of the partition.
 
-Limit: transactional ids are per instance and aiokafka sends offsets by group id only (no
+Limit: transactional ids are per instance and the Kafka client sends offsets by group id only (no
 generation check as in KIP-447), so an instance that lost its partitions in a rebalance while
 still processing can still commit; in that window a batch can be handed on twice. Downstream effects
 stay single because deliveries are unique per (digest, chain) and the destination refuses a
@@ -43,27 +44,20 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from sqlalchemy import Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fedrelay.adapters.ledger.models import DeadLetter
 from fedrelay.ports.bus import Bus, Consumer, Headers, Partition, Producer, Record
+from fedrelay.ports.relayer_ledger import RelayerLedger
 from fedrelay.protocol.logfields import log_fields
 from fedrelay.protocol.tracing import extract_context, inject_headers
 from fedrelay.protocol.wormhole import WormholeError
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.messages import (
-    GuardianSignatureMessage,
-    RelayerError,
-    decode_message,
-    message_label,
-)
+from fedrelay.relayer.errors import RelayerError, RetryableError
+from fedrelay.relayer.records import GuardianSignatureMessage, decode_message, message_label
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("fedrelay.relayer")
@@ -71,10 +65,6 @@ _TRACER = trace.get_tracer("fedrelay.relayer")
 REASON_HEADER = "fedrelay-dlq-reason"
 STAGE_HEADER = "fedrelay-dlq-stage"
 SOURCE_HEADER = "fedrelay-dlq-source"
-
-
-class RetryableError(RelayerError):
-    """A passing failure: the same record may well succeed later (try again after a backoff)."""
 
 
 @dataclass(frozen=True)
@@ -132,35 +122,6 @@ def message_of(record: Record) -> str | None:
         return None
     carried = message.observation if isinstance(message, GuardianSignatureMessage) else message
     return message_label(carried.message_id)
-
-
-# --- idempotent ledger effects --------------------------------------------------------------------
-
-
-async def insert_once(
-    session: AsyncSession, table: Table, values: Mapping[str, Any], unique: Sequence[str] = ()
-) -> bool:
-    """Insert a row unless it would repeat a unique key; True when this call inserted it.
-
-    Works on PostgreSQL and SQLite (``INSERT ... ON CONFLICT DO NOTHING``), so two stages racing
-    on the same key, or a replay, leave exactly one row.
-
-    Args:
-        session: The session (and transaction) to insert in.
-        table: The table.
-        values: The row.
-        unique: The columns of the one unique key that may conflict; empty for any.
-    """
-    dialect = session.bind.dialect.name if session.bind is not None else ""
-    if dialect == "postgresql":
-        statement: Any = postgresql.insert(table).values(**values)
-    elif dialect == "sqlite":
-        statement = sqlite.insert(table).values(**values)
-    else:
-        raise RelayerError(f"insert_once supports postgresql and sqlite, not {dialect!r}")
-    conflict = statement.on_conflict_do_nothing(index_elements=list(unique) or None)
-    result = await session.execute(conflict)
-    return bool(getattr(result, "rowcount", 0) == 1)
 
 
 # --- metrics --------------------------------------------------------------------------------------
@@ -264,7 +225,7 @@ class StageRunner:
     metrics: StageMetrics = field(default_factory=stage_metrics)
     end_offsets: EndOffsets | None = None
     lag_interval_s: float = 5.0
-    dead_letters: async_sessionmaker[AsyncSession] | None = None
+    dead_letters: RelayerLedger | None = None
     rng: random.Random = field(default_factory=random.Random)
     tracer: trace.Tracer = field(default_factory=lambda: _TRACER)
 
@@ -466,16 +427,9 @@ class StageRunner:
     async def _record_dead_letter(self, record: Record, reason: str) -> None:
         assert self.dead_letters is not None
         key = position_of(record)
-        async with self.dead_letters() as session, session.begin():
-            existing = await session.scalar(
-                select(DeadLetter.id).where(
-                    DeadLetter.stage == self.name, DeadLetter.message_key == key
-                )
-            )
-            if existing is None:  # a replay of the same record adds no second entry
-                session.add(
-                    DeadLetter(stage=self.name, message_key=key, reason=reason, body=record.value)
-                )
+        async with self.dead_letters.transaction() as work:
+            # a replay of the same record adds no second entry
+            await work.record_dead_letter(self.name, key, reason, record.value)
         await self._count_dead_letters()
 
     async def _count_dead_letters(self) -> None:
@@ -483,12 +437,8 @@ class StageRunner:
         if self.dead_letters is None:
             return
         try:
-            async with self.dead_letters() as session:
-                waiting = await session.scalar(
-                    select(func.count()).where(
-                        DeadLetter.stage == self.name, DeadLetter.requeued_at.is_(None)
-                    )
-                )
+            async with self.dead_letters.reading() as work:
+                waiting = await work.open_dead_letter_count(self.name)
         except Exception as exc:  # a stale gauge is no reason to stop relaying
             log.debug("stage %s: cannot count dead letters: %s", self.name, exc)
             return
@@ -533,46 +483,6 @@ class StageRunner:
         # Another instance may have moved these partitions on since this one last held them.
         for partition in partitions:
             self._next_offsets.pop(partition, None)
-
-
-def memory_end_offsets(bus: Any) -> EndOffsets:
-    """End offsets of a :class:`~fedrelay.adapters.kafka.MemoryBus` (the embedded mode)."""
-
-    async def ends(partitions: frozenset[Partition]) -> Mapping[Partition, int]:
-        return {p: int(bus.end_offset(p)) for p in partitions}
-
-    return ends
-
-
-class KafkaEndOffsets:
-    """End offsets (last stable offsets, so open transactions do not count) from Kafka.
-
-    A consumer with no group, used only to ask the broker; ``start()`` before use.
-    """
-
-    def __init__(self, bootstrap: str) -> None:
-        from aiokafka import AIOKafkaConsumer
-
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
-        )
-
-    async def start(self) -> None:
-        """Connect to the broker."""
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        """Disconnect."""
-        await self._consumer.stop()
-
-    async def __call__(self, partitions: frozenset[Partition]) -> Mapping[Partition, int]:
-        """The end offset of each partition."""
-        from aiokafka import TopicPartition
-
-        ends = await self._consumer.end_offsets(
-            [TopicPartition(p.topic, p.index) for p in partitions]
-        )
-        return {Partition(str(tp.topic), int(tp.partition)): int(o) for tp, o in ends.items()}
 
 
 class RunningStage(Protocol):

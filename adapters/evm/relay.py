@@ -57,7 +57,7 @@ from fedrelay.ports.relay import (
     TxStatus,
 )
 from fedrelay.protocol.wormhole import MessageId, keccak256, parse_vaa
-from fedrelay.relayer.messages import Observation
+from fedrelay.protocol.wormhole.observation import Observation
 
 BlockTag = Literal["latest", "safe", "finalized"]
 #: A block tag, or a number of confirmations below the latest block.

@@ -17,9 +17,11 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from fedrelay.ports.bus import (
     BusError,
+    EndOffsetsReader,
     Headers,
     IsolationLevel,
     Partition,
+    ReadinessProbe,
     RebalanceCallback,
     Record,
 )
@@ -67,6 +69,61 @@ class KafkaBus:
         return KafkaConsumer(
             self.bootstrap, list(topics), group_id, isolation_level, on_assigned, on_revoked
         )
+
+    def readiness_probe(self) -> ReadinessProbe:
+        """See :meth:`~fedrelay.ports.bus.BusMonitor.readiness_probe`."""
+        return KafkaReadiness(self.bootstrap)
+
+    def end_offsets_reader(self) -> EndOffsetsReader:
+        """See :meth:`~fedrelay.ports.bus.BusMonitor.end_offsets_reader`."""
+        return KafkaEndOffsets(self.bootstrap)
+
+    async def group_lags(
+        self, groups: Mapping[str, str], *, discover: tuple[str, str] | None = None
+    ) -> dict[str, int]:
+        """See :meth:`~fedrelay.ports.bus.BusMonitor.group_lags`."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, isolation_level="read_committed"
+        )
+        await admin.start()
+        await consumer.start()
+        try:
+            wanted = dict(groups)
+            if discover is not None:
+                prefix, topic = discover
+                for entry in await admin.list_consumer_groups():
+                    if str(entry[0]).startswith(prefix):
+                        wanted[str(entry[0])] = topic
+            described = await admin.describe_topics(sorted(set(wanted.values())))
+            indices = {
+                str(t["topic"]): sorted(int(p["partition"]) for p in t["partitions"])
+                for t in described
+                if not t.get("error_code")
+            }
+            lags: dict[str, int] = {}
+            for group, topic in sorted(wanted.items()):
+                partitions = [TopicPartition(topic, i) for i in indices.get(topic, [])]
+                if not partitions:
+                    continue
+                ends: dict[Any, int] = await consumer.end_offsets(partitions)
+                committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+                lags[group] = sum(
+                    max(
+                        0,
+                        ends[p]
+                        - (
+                            committed[p].offset
+                            if p in committed and committed[p].offset >= 0
+                            else 0
+                        ),
+                    )
+                    for p in partitions
+                )
+            return lags
+        finally:
+            await consumer.stop()
+            await admin.close()
 
     async def close(self) -> None:
         """Nothing to release: producers and consumers are stopped by their owners."""
@@ -203,3 +260,61 @@ class KafkaConsumer:
 
     def assignment(self) -> frozenset[Partition]:
         return frozenset(_partition(tp) for tp in self._consumer.assignment())
+
+
+class KafkaReadiness:
+    """A readiness probe that asks the broker for its metadata (a real round trip)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._consumer: Any = None
+
+    async def __call__(self) -> bool:
+        """Ask for the topic list; connect first (again, after a failure)."""
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
+            try:
+                await consumer.start()
+            except Exception:
+                with suppress(Exception):
+                    await consumer.stop()
+                raise
+            self._consumer = consumer
+        try:
+            await self._consumer.topics()
+        except Exception:
+            await self.close()
+            raise
+        return True
+
+    async def close(self) -> None:
+        """Drop the connection."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with suppress(Exception):
+                await consumer.stop()
+
+
+class KafkaEndOffsets:
+    """End offsets (last stable offsets, so open transactions do not count) from Kafka.
+
+    A consumer with no group, used only to ask the broker; ``start()`` before use.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+        )
+
+    async def start(self) -> None:
+        """Connect to the broker."""
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        await self._consumer.stop()
+
+    async def __call__(self, partitions: frozenset[Partition]) -> Mapping[Partition, int]:
+        """The end offset of each partition."""
+        ends = await self._consumer.end_offsets([_tp(p) for p in partitions])
+        return {_partition(tp): int(o) for tp, o in ends.items()}

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 
 from fedrelay.ports.bus import (
     BusError,
+    EndOffsetsReader,
     Headers,
     IsolationLevel,
     Partition,
+    ReadinessProbe,
     RebalanceCallback,
     Record,
 )
@@ -122,6 +124,33 @@ class MemoryBus:
                 plan[id(candidates[i % len(candidates)])].add(partition)
         for member in group.members:
             await member._assign(frozenset(plan[id(member)]))
+
+    def readiness_probe(self) -> ReadinessProbe:
+        """See :meth:`~fedrelay.ports.bus.BusMonitor.readiness_probe`: always ready."""
+        return _Always()
+
+    def end_offsets_reader(self) -> EndOffsetsReader:
+        """See :meth:`~fedrelay.ports.bus.BusMonitor.end_offsets_reader`."""
+        return _MemoryEndOffsets(self)
+
+    async def group_lags(
+        self, groups: Mapping[str, str], *, discover: tuple[str, str] | None = None
+    ) -> dict[str, int]:
+        """See :meth:`~fedrelay.ports.bus.BusMonitor.group_lags`."""
+        wanted = dict(groups)
+        if discover is not None:
+            prefix, topic = discover
+            wanted.update({g: topic for g in self._groups if g.startswith(prefix)})
+        lags: dict[str, int] = {}
+        for group_id, topic in sorted(wanted.items()):
+            if topic not in self._logs:
+                continue
+            group = self._groups.get(group_id, _Group())
+            lags[group_id] = sum(
+                max(0, self.end_offset(p) - group.committed.get(p, 0))
+                for p in self.partitions(topic)
+            )
+        return lags
 
     async def close(self) -> None:
         for group in self._groups.values():
@@ -261,3 +290,29 @@ class MemoryConsumer:
 
     async def committed(self, partition: Partition) -> int | None:
         return self._bus._groups.setdefault(self.group_id, _Group()).committed.get(partition)
+
+
+class _Always:
+    """The in-process bus is ready as long as the process runs."""
+
+    async def __call__(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+class _MemoryEndOffsets:
+    """End offsets of a :class:`MemoryBus` (nothing to connect to)."""
+
+    def __init__(self, bus: MemoryBus) -> None:
+        self._bus = bus
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def __call__(self, partitions: frozenset[Partition]) -> Mapping[Partition, int]:
+        return {p: self._bus.end_offset(p) for p in partitions}

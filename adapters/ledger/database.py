@@ -14,8 +14,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from fedrelay.ports.ledger import DEFAULT_URL
+
+__all__ = ["DEFAULT_URL", "LedgerError", "LedgerSettings", "create_engine", "upgrade"]
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-DEFAULT_URL = "sqlite+aiosqlite:///.fedrelay/ledger.db"
 _SUPPORTED_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
 
 

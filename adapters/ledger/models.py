@@ -32,6 +32,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from fedrelay.ports.relayer_ledger import AttemptOutcome, DeliveryStatus, ObservationStatus
+
+__all__ = [
+    "U64", "AttemptOutcome", "Base", "DeadLetter", "Delivery", "DeliveryAttempt", "DeliveryStatus",
+    "GuardianSignature", "Observation", "ObservationStatus", "SignerNonce", "SourceCursor",
+    "StoredVaa", "utcnow",
+]  # fmt: skip
+
 # Stable constraint names make migrations reproducible on every backend.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -75,30 +83,6 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class ObservationStatus(enum.StrEnum):
-    OBSERVED = "observed"  # seen at the configured finality, handed to attest
-    REORGED = "reorged"  # removed by a reorg before finality: never attested
-    ATTESTED = "attested"  # at least one guardian signed it
-    ASSEMBLED = "assembled"  # a quorum VAA exists
-
-
-class DeliveryStatus(enum.StrEnum):
-    PENDING = "pending"  # waiting for its next attempt
-    SUBMITTED = "submitted"  # a signed transaction was broadcast; receipt not yet confirmed
-    CONFIRMED = "confirmed"  # the destination applied it
-    ALREADY_DELIVERED = "already_delivered"  # the destination had consumed the digest before
-    DEAD = "dead"  # gave up; a DLQ entry says why
-
-
-class AttemptOutcome(enum.StrEnum):
-    PREPARED = "prepared"  # signed and persisted, not yet broadcast
-    BROADCAST = "broadcast"
-    CONFIRMED = "confirmed"
-    REVERTED = "reverted"
-    REPLACED = "replaced"  # a higher-fee transaction with the same nonce superseded it
-    FAILED = "failed"  # rejected before inclusion (nonce too low, underpriced, RPC error)
 
 
 def _enum(kind: type[enum.StrEnum], name: str) -> Enum:

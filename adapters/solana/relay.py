@@ -68,7 +68,7 @@ from fedrelay.ports.relay import (
     TxStatus,
 )
 from fedrelay.protocol.wormhole import MessageId, WormholeError, keccak256, parse_vaa
-from fedrelay.relayer.messages import Observation
+from fedrelay.protocol.wormhole.observation import Observation
 
 
 class SolanaSource:

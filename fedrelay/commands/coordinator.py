@@ -111,7 +111,7 @@ def chain_target(
             "say where the coordinator chain is: --rpc-url and --job-market, or "
             "FEDRELAY_CHAINS_FILE with a chain named FEDRELAY_COORDINATOR_CHAIN"
         )
-    from fedrelay.relayer.config import ChainsFileError, load_chains
+    from fedrelay.relayer.chains_file import ChainsFileError, load_chains
 
     try:
         chain = load_chains(settings.chains_file).named(settings.coordinator_chain)

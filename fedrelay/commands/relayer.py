@@ -21,18 +21,18 @@ from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from fedrelay.adapters.kafka import KafkaBus
 from fedrelay.adapters.ledger.database import LedgerError, create_engine, upgrade
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.adapters.telemetry.tracing import configure_tracing
 from fedrelay.commands.logs import configure_command_logging
 from fedrelay.protocol.wormhole import WormholeError
 from fedrelay.relayer import operations
-from fedrelay.relayer.config import ChainConfig, ChainsConfig
-from fedrelay.relayer.messages import RelayerError
+from fedrelay.relayer.chains_file import ChainConfig, ChainsConfig
+from fedrelay.relayer.errors import RelayerError
 from fedrelay.relayer.nonces import NonceDoctor, NonceError, NonceReport
-from fedrelay.relayer.service import STAGES, StageRequest, build_process, chains_of
+from fedrelay.relayer.process import STAGES, StageRequest, build_process, chains_of
 from fedrelay.relayer.settings import RelayerSettings
 
 app = typer.Typer(help="Run the relayer's stages and look after its work.", no_args_is_help=True)
@@ -167,7 +167,7 @@ def guardian_run_command(
 
 async def _watch_lags(chains: ChainsConfig, positions: dict[str, int]) -> dict[str, int | None]:
     """Blocks (or slots, sequences) each watcher is behind its chain's final head."""
-    from fedrelay.relayer.service import ChainConnections
+    from fedrelay.relayer.process import ChainConnections
 
     connections = ChainConnections()
     lags: dict[str, int | None] = {}
@@ -189,7 +189,7 @@ async def _watch_lags(chains: ChainsConfig, positions: dict[str, int]) -> dict[s
 async def _status(settings: RelayerSettings) -> dict[str, Any]:
     engine = create_engine(settings.database_url)
     try:
-        ledger = await operations.ledger_status(async_sessionmaker(engine))
+        ledger = await operations.ledger_status(SqlRelayerLedger.on(engine))
     finally:
         await engine.dispose()
     chains = chains_of(settings) if settings.chains_file is not None else None
@@ -206,7 +206,7 @@ async def _status(settings: RelayerSettings) -> dict[str, Any]:
         ids = [c.wormhole_chain_id for c in chains.chains] if chains is not None else []
         try:
             report["queue_depth"] = await asyncio.wait_for(
-                operations.kafka_queue_depths(settings.kafka_bootstrap, settings, ids), 30
+                operations.queue_depths(KafkaBus(settings.kafka_bootstrap), settings, ids), 30
             )
         except Exception as exc:  # the ledger's part of the report is still worth showing
             report["queue_depth"] = {}
@@ -291,8 +291,8 @@ def retry_command(
     async def work() -> list[int]:
         engine = create_engine(settings.database_url)
         try:
-            sessions = async_sessionmaker(engine, expire_on_commit=False)
-            return await operations.retry_message(sessions, bus, settings, parsed, chain)
+            ledger = SqlRelayerLedger.on(engine)
+            return await operations.retry_message(ledger, bus, settings, parsed, chain)
         finally:
             await engine.dispose()
 
@@ -312,7 +312,7 @@ def dlq_list_command(
     async def work() -> list[operations.DeadLetterEntry]:
         engine = create_engine(settings.database_url)
         try:
-            return await operations.dead_letters(async_sessionmaker(engine), stage, everything)
+            return await operations.dead_letters(SqlRelayerLedger.on(engine), stage, everything)
         finally:
             await engine.dispose()
 
@@ -337,8 +337,8 @@ def dlq_requeue_command(
     async def work() -> str:
         engine = create_engine(settings.database_url)
         try:
-            sessions = async_sessionmaker(engine, expire_on_commit=False)
-            return await operations.requeue_dead_letter(sessions, bus, settings, entry_id)
+            ledger = SqlRelayerLedger.on(engine)
+            return await operations.requeue_dead_letter(ledger, bus, settings, entry_id)
         finally:
             await engine.dispose()
 
@@ -370,18 +370,17 @@ async def _with_doctor(
     key_file: Path | None,
     work: Callable[[NonceDoctor], Coroutine[Any, Any, _T]],
 ) -> _T:
-    from fedrelay.adapters.evm.relay import EvmDestination
-    from fedrelay.relayer.service import ChainConnections, read_signer_key
+    from fedrelay.relayer.process import ChainConnections, read_signer_key
 
     key = read_signer_key(chain, key_file)
-    assert isinstance(key, str)  # an EVM key
     connections = ChainConnections()
     engine = create_engine(settings.database_url)
     try:
         destination = await connections.destination(chain, key)
-        assert isinstance(destination, EvmDestination)
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
-        return await work(NonceDoctor(chain.name, destination, key, sessions))
+        account = connections.signer_account(chain, key)
+        assert account is not None  # an EVM chain: _evm_chain checked
+        ledger = SqlRelayerLedger.on(engine)
+        return await work(NonceDoctor(chain.name, destination, account, ledger))
     except (RelayerError, LedgerError):
         raise
     except Exception as exc:  # the chain or the ledger failed under the command: say which

@@ -56,8 +56,8 @@ from fedrelay.demo.settings import (
 from fedrelay.demo.waiting import until
 from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner
 from fedrelay.protocol.rounds import WorkerRef
-from fedrelay.relayer.config import load_chains
-from fedrelay.relayer.service import RelayerProcess, StageRequest, build_process
+from fedrelay.relayer.chains_file import load_chains
+from fedrelay.relayer.process import RelayerProcess, StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import stage_metrics
 from fedrelay.training.data import Dataset

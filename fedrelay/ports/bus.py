@@ -117,3 +117,60 @@ class Bus(Protocol):
     ) -> Consumer: ...
 
     async def close(self) -> None: ...
+
+
+# --- watching the bus -----------------------------------------------------------------------------
+
+
+class ReadinessProbe(Protocol):
+    """A real round trip to the bus for ``/readyz``; ``close()`` releases its connection."""
+
+    async def __call__(self) -> bool:
+        """True when the bus answered; raises (or returns False) when it did not."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class EndOffsetsReader(Protocol):
+    """Where partitions end now (the offset the next record will get), for the lag gauge.
+
+    ``start()`` before use, ``stop()`` after; open transactions do not count.
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def __call__(self, partitions: frozenset[Partition]) -> Mapping[Partition, int]: ...
+
+
+class BusMonitor(Protocol):
+    """What a process and its operator ask the bus about, besides moving records.
+
+    Both implementations of :class:`Bus` provide it; fakes of :class:`Bus` need not.
+    """
+
+    def readiness_probe(self) -> ReadinessProbe:
+        """A probe of the bus for ``/readyz``."""
+        ...
+
+    def end_offsets_reader(self) -> EndOffsetsReader:
+        """A reader of partition end offsets (not started)."""
+        ...
+
+    async def group_lags(
+        self, groups: Mapping[str, str], *, discover: tuple[str, str] | None = None
+    ) -> dict[str, int]:
+        """Records waiting per consumer group: end offsets minus the group's committed offsets,
+        summed over every partition of the group's input topic.
+
+        Args:
+            groups: Consumer group -> the topic it consumes.
+            discover: ``(prefix, topic)``: every existing group whose id starts with `prefix`
+                consumes `topic` too (groups named per instance, such as one per guardian).
+
+        Returns:
+            The lag of each group whose topic exists.
+        """
+        ...

@@ -6,8 +6,8 @@
 - :class:`DestinationChain` (deliver): whether a VAA's digest is consumed already; a signed
   delivery transaction for a VAA; broadcasting it; its status; and what an error means.
 
-The stages (:mod:`fedrelay.relayer.watch`, :mod:`fedrelay.relayer.attest`,
-:mod:`fedrelay.relayer.deliver`) hold the
+The stages (:mod:`fedrelay.relayer.stages.watch`, :mod:`fedrelay.relayer.stages.attest`,
+:mod:`fedrelay.relayer.stages.deliver`) hold the
 chain-independent logic: cursors, gaps, reorgs, ledger rows, retries. Each chain's quirks live in
 its adapter (``fedrelay.adapters.solana.relay``, ``fedrelay.adapters.evm``), one place per chain.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from fedrelay.protocol.wormhole import MessageId
-from fedrelay.relayer.messages import Observation
+from fedrelay.protocol.wormhole.observation import Observation
 
 # --- source side ----------------------------------------------------------------------------------
 
@@ -46,7 +46,7 @@ class EmittedMessage:
             from (``observation.block_number`` is the message's position).
         traceparent: The W3C traceparent of the emitting transaction's trace, when the chain or
             its adapter knows it; the observation then joins that trace. Without it, a round's
-            message joins the round's derived trace (see :mod:`fedrelay.relayer.watch`).
+            message joins the round's derived trace (see :mod:`fedrelay.relayer.stages.watch`).
     """
 
     observation: Observation
@@ -216,4 +216,25 @@ class DestinationChain(Protocol):
 
     def classify(self, error: Exception) -> Failure:
         """What an error raised by this adapter means for the delivery."""
+        ...
+
+
+class SignerAccount(Protocol):
+    """The deliverer's own account on a chain with nonces, for repairing a stuck nonce.
+
+    Attributes:
+        signer: The account's address (the destination's signer).
+    """
+
+    signer: str
+
+    async def confirmed_nonce(self) -> int:
+        """The chain's count of the account's mined transactions (its next nonce to mine)."""
+        ...
+
+    async def self_transfer(
+        self, nonce: int, fee_floor: int | None, bump_percent: int
+    ) -> SignedDelivery:
+        """A signed 0-value transfer to the account itself at `nonce`, bidding the market fee
+        raised by `bump_percent` per cent, and at least `fee_floor` raised as much."""
         ...

@@ -14,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fedrelay.ports.bus import Bus, Record
 from fedrelay.protocol.wormhole import GuardianSigner, MessageId, sign_vaa
-from fedrelay.relayer.fetch import signed_vaa_path
-from fedrelay.relayer.messages import GuardianSignatureMessage, Observation
+from fedrelay.protocol.wormhole.observation import Observation
+from fedrelay.relayer.records import GuardianSignatureMessage
+from fedrelay.relayer.stages.fetch import signed_vaa_path
 from support.wormhole import evm_address, sample_task_assigned
 
 

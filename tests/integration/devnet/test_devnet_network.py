@@ -40,9 +40,9 @@ from fedrelay.adapters.evm import (
 )
 from fedrelay.adapters.solana.client import WorkerProgramClient
 from fedrelay.protocol.wormhole import Task, TaskAssigned, Vaa, VaaBody, keccak256, sign_vaa
-from fedrelay.relayer.attest import load_guardian_signer
-from fedrelay.relayer.config import load_chains
-from fedrelay.relayer.service import read_signer_key
+from fedrelay.relayer.chains_file import load_chains
+from fedrelay.relayer.process import read_signer_key
+from fedrelay.relayer.stages.attest import load_guardian_signer
 from fedrelay.worker.sdk.keys import load_evm_key, load_solana_keypair
 
 pytestmark = pytest.mark.integration

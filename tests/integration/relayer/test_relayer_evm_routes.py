@@ -80,8 +80,8 @@ from fedrelay.protocol.wormhole import (
     parse_vaa,
     sign_vaa,
 )
-from fedrelay.relayer.config import parse_chains
-from fedrelay.relayer.service import StageRequest, build_process
+from fedrelay.relayer.chains_file import parse_chains
+from fedrelay.relayer.process import StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import stage_metrics
 

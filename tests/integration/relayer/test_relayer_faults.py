@@ -54,14 +54,15 @@ from fedrelay.adapters.ledger.models import (
     StoredVaa,
 )
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.ports.relay import SignedDelivery
 from fedrelay.protocol.wormhole import Task, TaskAssigned, Vaa, VaaBody, sign_vaa
-from fedrelay.relayer.config import parse_chains
-from fedrelay.relayer.deliver import Deliverer
-from fedrelay.relayer.messages import DeliveryRequest, SignedVaa, encode_message, message_key
-from fedrelay.relayer.service import RelayerProcess, StageRequest, build_process
+from fedrelay.relayer.chains_file import parse_chains
+from fedrelay.relayer.process import RelayerProcess, StageRequest, build_process
+from fedrelay.relayer.records import DeliveryRequest, SignedVaa, encode_message, message_key
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import stage_metrics
+from fedrelay.relayer.stages.deliver import Deliverer
 
 pytestmark = pytest.mark.integration
 
@@ -276,12 +277,15 @@ async def test_a_deliverer_killed_after_broadcast_resumes_its_attempt(
     try:
         dying = KilledAfterBroadcast(w3, WORKER_CHAIN, evm.hub.address, key, evm.workers.chain_id)
         with pytest.raises(Killed):
-            await Deliverer(dying, sessions, policy).deliver(request)
+            await Deliverer(dying, SqlRelayerLedger(sessions), policy).deliver(request)
         _, [persisted] = await delivery_of(sessions, vaa.digest)
         assert persisted.outcome == AttemptOutcome.PREPARED  # the ledger never heard of the send
 
         again = EvmDestination(w3, WORKER_CHAIN, evm.hub.address, key, evm.workers.chain_id)
-        assert await Deliverer(again, sessions, policy).deliver(request) == DeliveryStatus.CONFIRMED
+        assert (
+            await Deliverer(again, SqlRelayerLedger(sessions), policy).deliver(request)
+            == DeliveryStatus.CONFIRMED
+        )
     finally:
         await w3.provider.disconnect()
 

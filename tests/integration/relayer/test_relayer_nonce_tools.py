@@ -31,11 +31,12 @@ from fedrelay.adapters.evm.relay import EvmDestination, connect
 from fedrelay.adapters.evm.testing import WORKER_CHAIN, EvmDeployment, deploy_pair
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import AttemptOutcome, DeliveryAttempt, DeliveryStatus
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.commands.relayer import app
 from fedrelay.ports.relay import SignedDelivery
-from fedrelay.relayer.deliver import Deliverer, DeliveryRetry
-from fedrelay.relayer.messages import DeliveryRequest
+from fedrelay.relayer.records import DeliveryRequest
 from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stages.deliver import Deliverer, DeliveryRetry
 
 pytestmark = pytest.mark.integration
 
@@ -140,8 +141,10 @@ async def test_a_gap_is_diagnosed_and_unstuck_and_each_delivery_lands_once(
     try:
         # nonce 0 persisted, never sent; nonce 1 sent and queued behind the gap
         with pytest.raises(Died):
-            await Deliverer(DiesBeforeBroadcast(*args), sessions, policy).deliver(first)
-        queued = Deliverer(destination, sessions, policy, confirm_timeout_s=0.5)
+            await Deliverer(DiesBeforeBroadcast(*args), SqlRelayerLedger(sessions), policy).deliver(
+                first
+            )
+        queued = Deliverer(destination, SqlRelayerLedger(sessions), policy, confirm_timeout_s=0.5)
         with pytest.raises(DeliveryRetry, match="not confirmed"):
             await queued.deliver(second)
         assert await w3.eth.get_transaction_count(signer, "latest") == 0
@@ -222,7 +225,9 @@ async def test_a_nonce_held_by_a_delivery_consumed_elsewhere_is_freed_by_a_self_
     signer = EvmDestination(*args).signer
     try:
         with pytest.raises(Died):
-            await Deliverer(DiesBeforeBroadcast(*args), sessions, policy).deliver(request)
+            await Deliverer(DiesBeforeBroadcast(*args), SqlRelayerLedger(sessions), policy).deliver(
+                request
+            )
         other = Signer(evm.workers.private_keys[7])
         await asyncio.to_thread(evm.hub.receive_message, other, request.vaa)  # delivered by another
 
@@ -238,7 +243,7 @@ async def test_a_nonce_held_by_a_delivery_consumed_elsewhere_is_freed_by_a_self_
         assert attempt.outcome == AttemptOutcome.FAILED
         assert "self-transfer" in (attempt.error or "")
 
-        deliverer = Deliverer(EvmDestination(*args), sessions, policy)
+        deliverer = Deliverer(EvmDestination(*args), SqlRelayerLedger(sessions), policy)
         assert await deliverer.deliver(request) == DeliveryStatus.ALREADY_DELIVERED
         assert await w3.eth.get_transaction_count(signer, "pending") == 1
     finally:

@@ -39,6 +39,7 @@ from fedrelay.adapters.ledger.models import (
     ObservationStatus,
 )
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana.client import WorkerProgramClient
 from fedrelay.adapters.solana.layout import SOLANA_CHAIN
@@ -55,20 +56,20 @@ from fedrelay.protocol.wormhole import (
     parse_vaa,
     verify_vaa,
 )
-from fedrelay.relayer.assemble import Assembler
-from fedrelay.relayer.attest import Attester
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.deliver import Deliverer
-from fedrelay.relayer.messages import (
+from fedrelay.relayer.records import (
     DeliveryRequest,
     SignedVaa,
     decode_as,
     encode_message,
     message_key,
 )
-from fedrelay.relayer.routing import Router
 from fedrelay.relayer.stage import REASON_HEADER, RecordProcessor, StageRunner, stage_metrics
-from fedrelay.relayer.watch import Watcher
+from fedrelay.relayer.stages.assemble import Assembler
+from fedrelay.relayer.stages.attest import Attester
+from fedrelay.relayer.stages.deliver import Deliverer
+from fedrelay.relayer.stages.route import Router
+from fedrelay.relayer.stages.watch import Watcher
 
 pytestmark = pytest.mark.integration
 
@@ -154,11 +155,13 @@ async def test_task_assignments_reach_the_program_once_and_poison_goes_to_the_dl
 
     payer = await d.funded_keypair()
     deliverer = Deliverer(
-        SolanaDestination(d.client, payer), sessions, POLICY, confirm_timeout_s=10
+        SolanaDestination(d.client, payer), SqlRelayerLedger(sessions), POLICY, confirm_timeout_s=10
     )
     runners = [
         runner("route", bus, ["vaas"], Router(destinations=frozenset({SOLANA_CHAIN}))),
-        runner("deliver-1", bus, ["deliveries.1"], deliverer, dead_letters=sessions),
+        runner(
+            "deliver-1", bus, ["deliveries.1"], deliverer, dead_letters=SqlRelayerLedger(sessions)
+        ),
     ]
     tasks = [asyncio.create_task(r.run()) for r in runners]
 
@@ -219,7 +222,7 @@ async def test_a_large_vaa_goes_through_a_buffer_and_follow_up_batches(
             target_address=bytes(d.program_id), emitted_at_ms=0,
         )  # fmt: skip
         payer = await d.funded_keypair()
-        deliverer = Deliverer(SolanaDestination(client, payer), sessions, POLICY)
+        deliverer = Deliverer(SolanaDestination(client, payer), SqlRelayerLedger(sessions), POLICY)
 
         assert await deliverer.deliver(request) == DeliveryStatus.CONFIRMED
         assert await deliverer.deliver(request) == DeliveryStatus.CONFIRMED  # once only
@@ -259,7 +262,9 @@ async def test_worker_messages_are_watched_attested_and_assembled(
     source = SolanaSource(d.client.rpc, d.program_id)
     bus = MemoryBus()
     await bus.create_topics(["observations", "signatures", "vaas", "dlq"])
-    watcher = Watcher(source, bus, sessions, transactional_id="watch-1-0", poll_interval_s=0.05)
+    watcher = Watcher(
+        source, bus, SqlRelayerLedger(sessions), transactional_id="watch-1-0", poll_interval_s=0.05
+    )
     signers = wormhole_testing.guardian_signers(GUARDIANS)
     runners = [
         runner(
@@ -267,7 +272,11 @@ async def test_worker_messages_are_watched_attested_and_assembled(
         )
         for i in range(GUARDIANS)
     ]
-    runners.append(runner("assemble", bus, ["signatures"], Assembler(sessions, GUARDIAN_SETS)))
+    runners.append(
+        runner(
+            "assemble", bus, ["signatures"], Assembler(SqlRelayerLedger(sessions), GUARDIAN_SETS)
+        )
+    )
     tasks = [asyncio.create_task(r.run()) for r in runners]
     tasks.append(asyncio.create_task(watcher.run()))
     try:
@@ -321,11 +330,13 @@ async def test_a_delivery_killed_after_broadcast_resumes_and_finishes_the_batch(
     )  # fmt: skip
     payer = await d.funded_keypair()
     with pytest.raises(Killed):
-        await Deliverer(KilledAfterBroadcast(d.client, payer), sessions, POLICY).deliver(request)
+        await Deliverer(
+            KilledAfterBroadcast(d.client, payer), SqlRelayerLedger(sessions), POLICY
+        ).deliver(request)
     partial = await d.client.fetch_consumed(vaa.digest)
     assert 0 < partial.applied < len(keys)  # received, but the batch is not complete
 
-    restarted = Deliverer(SolanaDestination(d.client, payer), sessions, POLICY)
+    restarted = Deliverer(SolanaDestination(d.client, payer), SqlRelayerLedger(sessions), POLICY)
     assert await restarted.deliver(request) == DeliveryStatus.CONFIRMED
 
     assert (await d.client.fetch_consumed(vaa.digest)).applied == len(keys)

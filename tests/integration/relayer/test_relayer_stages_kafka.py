@@ -25,27 +25,27 @@ from fedrelay.adapters.devnet.services import Kafka, Postgres
 from fedrelay.adapters.kafka import KafkaBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import StoredVaa
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.ports.bus import Record
 from fedrelay.protocol.wormhole import GuardianSets, verify_vaa
-from fedrelay.relayer.assemble import Assembler
+from fedrelay.protocol.wormhole.observation import Observation
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
-from fedrelay.relayer.messages import (
+from fedrelay.relayer.records import (
     DeliveryRequest,
     GuardianSignatureMessage,
-    Observation,
     SignedVaa,
     decode_as,
     encode_message,
 )
-from fedrelay.relayer.routing import Router, delivery_topic
 from fedrelay.relayer.stage import (
-    KafkaEndOffsets,
     RecordProcessor,
     StageResult,
     StageRunner,
     stage_metrics,
 )
+from fedrelay.relayer.stages.assemble import Assembler
+from fedrelay.relayer.stages.fetch import GuardianApi, VaaFetcher
+from fedrelay.relayer.stages.route import Router, delivery_topic
 
 pytestmark = pytest.mark.integration
 
@@ -138,10 +138,11 @@ async def test_signatures_become_one_delivery_per_message(
     await _publish(bus, names["signatures"], [(m.digest, encode_message(m)) for m in messages])
 
     registry = CollectorRegistry()
-    lag = KafkaEndOffsets(bus.bootstrap)
+    lag = bus.end_offsets_reader()
     await lag.start()
     assemble = _runner(
-        bus, "assemble", [names["signatures"]], Assembler(sessions, SETS, names["vaas"]), tag,
+        bus, "assemble", [names["signatures"]],
+        Assembler(SqlRelayerLedger(sessions), SETS, names["vaas"]), tag,
         metrics=stage_metrics(registry), end_offsets=lag, lag_interval_s=0.0,
     )  # fmt: skip
     route = _runner(
@@ -214,7 +215,7 @@ async def test_crash_between_ledger_and_kafka_commit_emits_exactly_once(
     registry = CollectorRegistry()
     metrics = stage_metrics(registry)
 
-    dying = _DiesAfterLedger(Assembler(sessions, SETS, names["vaas"]))
+    dying = _DiesAfterLedger(Assembler(SqlRelayerLedger(sessions), SETS, names["vaas"]))
     task = asyncio.create_task(
         _runner(bus, "assemble", [names["signatures"]], dying, tag, metrics=metrics).run()
     )
@@ -224,7 +225,8 @@ async def test_crash_between_ledger_and_kafka_commit_emits_exactly_once(
         await task
 
     again = _runner(
-        bus, "assemble", [names["signatures"]], Assembler(sessions, SETS, names["vaas"]), tag,
+        bus, "assemble", [names["signatures"]],
+        Assembler(SqlRelayerLedger(sessions), SETS, names["vaas"]), tag,
         metrics=metrics,
     )  # fmt: skip
     task = asyncio.create_task(again.run())
@@ -259,7 +261,8 @@ async def test_fetch_stage_on_kafka_waits_for_the_guardians(
     api = GuardianApi(stub.url, timeout_s=5)
     registry = CollectorRegistry()
     fetch = _runner(
-        bus, "fetch", [names["observations"]], VaaFetcher(api, sessions, SETS, names["vaas"]),
+        bus, "fetch", [names["observations"]],
+        VaaFetcher(api, SqlRelayerLedger(sessions), SETS, names["vaas"]),
         tag, metrics=stage_metrics(registry),
     )  # fmt: skip
     task = asyncio.create_task(fetch.run())

@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import DeadLetter, DeliveryStatus, SourceCursor
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedgerWork
 from fedrelay.cli import app
 from fedrelay.protocol.wormhole import decode_payload
-from fedrelay.relayer.deliver import open_delivery
-from fedrelay.relayer.messages import DeliveryRequest, encode_message, message_label
+from fedrelay.relayer.records import DeliveryRequest, encode_message, message_label
+from fedrelay.relayer.stages.deliver import open_delivery
 
 runner = CliRunner()
 KEY = "0x" + "7a" * 32
@@ -64,8 +65,9 @@ async def _seed(url: str, request: DeliveryRequest) -> None:
     engine = create_engine(url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     async with sessions() as session, session.begin():
-        delivery = await open_delivery(session, request)
-        delivery.status = DeliveryStatus.DEAD
+        work = SqlRelayerLedgerWork(session)
+        delivery = await open_delivery(work, request)
+        await work.update_delivery(delivery.id, status=DeliveryStatus.DEAD)
         session.add(SourceCursor(source="evm:2:0xabc", chain_id=2, position=7, position_hash="0x"))
         session.add(
             DeadLetter(

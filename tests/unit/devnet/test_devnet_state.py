@@ -23,7 +23,7 @@ from fedrelay.adapters.devnet.state import (
     remove_state,
     write_state,
 )
-from fedrelay.relayer.config import parse_chains
+from fedrelay.relayer.chains_file import parse_chains
 
 EVM = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 PROGRAM = "BFCm7vWEc34uQMuYKETs8vJW7HqiThnweL7Zh1fxrS1v"

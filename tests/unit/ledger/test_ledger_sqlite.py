@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from typer.testing import CliRunner
 
+from fedrelay.adapters.ledger import load_all_models
 from fedrelay.adapters.ledger.database import (
     LedgerError,
     alembic_config,
@@ -63,6 +64,7 @@ async def test_upgrade_creates_every_table_and_is_idempotent(sqlite_url: str) ->
 
 
 async def test_migrations_match_the_models(sqlite_url: str) -> None:
+    load_all_models()
     engine = create_engine(sqlite_url)
     async with engine.connect() as conn:
         diff = await conn.run_sync(

@@ -18,6 +18,7 @@ from fedrelay.adapters.kafka import MemoryBus, Record
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import GuardianSignature, ObservationStatus, StoredVaa
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.protocol.wormhole import (
     GuardianIndexOutOfRange,
     GuardianSets,
@@ -26,9 +27,8 @@ from fedrelay.protocol.wormhole import (
     parse_vaa,
     verify_vaa,
 )
-from fedrelay.relayer.assemble import Assembler, ConflictingVaa, check_signature
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.messages import (
+from fedrelay.relayer.records import (
     GuardianSignatureMessage,
     SignedVaa,
     decode_as,
@@ -36,6 +36,7 @@ from fedrelay.relayer.messages import (
     message_key,
 )
 from fedrelay.relayer.stage import REASON_HEADER, StageResult, StageRunner, stage_metrics
+from fedrelay.relayer.stages.assemble import Assembler, ConflictingVaa, check_signature
 
 SIGNERS = guardian_signers(5)
 SETS = GuardianSets.of(guardian_set(5))  # quorum 4
@@ -115,7 +116,7 @@ async def test_one_vaa_per_digest_whatever_duplicates_and_late_signatures(
         *signature_messages(second, SIGNERS, [1, 3, 1]),  # 1 completes; 3 is late
     ]
     await _publish(bus, messages)
-    runner = _runner(bus, Assembler(sessions, SETS))
+    runner = _runner(bus, Assembler(SqlRelayerLedger(sessions), SETS))
     task = asyncio.create_task(runner.run())
     vaas = await read_topic(bus, "vaas", 2, group_id=f"r-{uuid.uuid4().hex}", limit_s=10)
     [dead] = await read_topic(bus, "dlq", 1, group_id=f"r-{uuid.uuid4().hex}", limit_s=10)
@@ -149,7 +150,7 @@ async def test_replay_of_the_completing_record_emits_again_a_duplicate_does_not(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     observation = sample_observation(9)
-    assembler = Assembler(sessions, SETS)
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS)
     messages = signature_messages(observation, SIGNERS, [0, 1, 2, 3])
     for offset, message in enumerate(messages[:3]):
         assert (await assembler.process(_record(message, offset))).outputs == ()
@@ -186,7 +187,7 @@ async def test_crash_after_the_ledger_commit_still_emits_exactly_once(
 ) -> None:
     observation = sample_observation(3)
     await _publish(bus, signature_messages(observation, SIGNERS, [0, 1, 2, 3, 1]))
-    dying = _DiesAfterLedger(Assembler(sessions, SETS))
+    dying = _DiesAfterLedger(Assembler(SqlRelayerLedger(sessions), SETS))
     task = asyncio.create_task(_runner(bus, dying).run())
     await asyncio.wait_for(dying.ledger_done.wait(), 5)
     task.cancel()
@@ -195,7 +196,7 @@ async def test_crash_after_the_ledger_commit_still_emits_exactly_once(
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(StoredVaa)) == 1
 
-    runner = _runner(bus, Assembler(sessions, SETS))
+    runner = _runner(bus, Assembler(SqlRelayerLedger(sessions), SETS))
     task = asyncio.create_task(runner.run())
     vaas = await read_topic(bus, "vaas", 1, group_id="reader", limit_s=10)
     runner.stop()
@@ -207,7 +208,7 @@ async def test_crash_after_the_ledger_commit_still_emits_exactly_once(
 async def test_a_second_body_for_one_message_id_is_refused_and_changes_nothing(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    assembler = Assembler(sessions, SETS)
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS)
     original = sample_observation(20)
     rival = sample_observation(20, payload=b"\x02\x01" + bytes(42))  # same id, another body
     for offset, message in enumerate(signature_messages(original, SIGNERS, [0, 1, 2, 3])):

@@ -16,6 +16,7 @@ from support.wormhole import guardian_set, guardian_signers, sample_task_assigne
 
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.ports.bus import Record
 from fedrelay.ports.relay import ChainPosition, EmittedMessage
 from fedrelay.protocol.wormhole import (
@@ -25,8 +26,18 @@ from fedrelay.protocol.wormhole import (
     recover_address,
     verify_vaa,
 )
-from fedrelay.relayer.assemble import Assembler
-from fedrelay.relayer.attest import (
+from fedrelay.protocol.wormhole.observation import Observation
+from fedrelay.relayer.records import (
+    GuardianSignatureMessage,
+    SignedVaa,
+    decode_as,
+    encode_message,
+    message_key,
+)
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
+from fedrelay.relayer.stages.assemble import Assembler
+from fedrelay.relayer.stages.attest import (
     Attester,
     GuardianKeyError,
     MessageNotFinal,
@@ -35,16 +46,6 @@ from fedrelay.relayer.attest import (
     attest_stage,
     load_guardian_signer,
 )
-from fedrelay.relayer.messages import (
-    GuardianSignatureMessage,
-    Observation,
-    SignedVaa,
-    decode_as,
-    encode_message,
-    message_key,
-)
-from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
 
 SIGNERS = guardian_signers(3)
 GUARDIAN_SETS = GuardianSets.of(guardian_set(3))
@@ -194,7 +195,7 @@ async def test_guardians_and_assembler_make_a_vaa_and_dead_letter_a_reorged_obse
             inputs=["signatures"],
             group_id="assemble",
             transactional_id="assemble",
-            processor=Assembler(sessions, GuardianSets.of(guardian_set(3))),
+            processor=Assembler(SqlRelayerLedger(sessions), GuardianSets.of(guardian_set(3))),
             poll_wait_s=0.02,
             metrics=metrics,
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedrelay.relayer.config import ChainsFileError, load_chains, parse_chains
+from fedrelay.relayer.chains_file import ChainsFileError, load_chains, parse_chains
 
 CHART_VALUES = Path(__file__).resolve().parents[3] / "helm" / "fedrelay" / "values.yaml"
 

@@ -26,10 +26,14 @@ from fedrelay.adapters.ledger.models import (
     DeliveryStatus,
     SignerNonce,
 )
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger, SqlRelayerLedgerWork
 from fedrelay.ports.relay import Failure, FailureKind, SignedDelivery, TxState, TxStatus
 from fedrelay.protocol.wormhole import keccak256, parse_vaa
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.deliver import (
+from fedrelay.relayer.records import DeliveryRequest, encode_message, message_key
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
+from fedrelay.relayer.stages.deliver import (
     Deliverer,
     DeliveryFailed,
     DeliveryRetry,
@@ -38,9 +42,6 @@ from fedrelay.relayer.deliver import (
     deliver_stage,
     reopen_delivery,
 )
-from fedrelay.relayer.messages import DeliveryRequest, encode_message, message_key
-from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
 
 SIGNERS = guardian_signers(1)
 CHAIN = 4
@@ -204,7 +205,9 @@ def deliverer(
     chain: FakeDestination, sessions: async_sessionmaker[AsyncSession], attempts: int = 4
 ) -> Deliverer:
     policy = BackoffPolicy(base_s=0.001, cap_s=0.005, max_attempts=attempts)
-    return Deliverer(chain, sessions, policy, confirm_timeout_s=0.05, status_interval_s=0.005)
+    return Deliverer(
+        chain, SqlRelayerLedger(sessions), policy, confirm_timeout_s=0.05, status_interval_s=0.005
+    )
 
 
 async def ledger_state(
@@ -414,7 +417,7 @@ async def test_retryable_failures_end_after_the_last_attempt(
         await stage.deliver(wanted)  # a duplicate of a dead delivery does not try again
 
     async with sessions() as session, session.begin():
-        assert await reopen_delivery(session, wanted.digest, CHAIN)
+        assert await reopen_delivery(SqlRelayerLedgerWork(session), wanted.digest, CHAIN)
     chain.min_fee = 0
     assert await stage.deliver(wanted) == DeliveryStatus.CONFIRMED
 
@@ -459,7 +462,7 @@ async def test_stage_dead_letters_the_poison_and_delivers_the_rest(
     runner = StageRunner(
         name="deliver-4", bus=bus, inputs=["deliveries.4"], group_id="deliver",
         transactional_id="deliver-4-0", processor=stage, policy=stage.policy,
-        poll_wait_s=0.02, metrics=stage_metrics(registry), dead_letters=sessions,
+        poll_wait_s=0.02, metrics=stage_metrics(registry), dead_letters=SqlRelayerLedger(sessions),
     )  # fmt: skip
     task = asyncio.create_task(runner.run())
     try:
@@ -482,10 +485,11 @@ def test_the_deliver_stage_reads_its_chains_topic(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     settings = RelayerSettings(retry_max_attempts=5)
-    runner = deliver_stage(settings, FakeDestination(), MemoryBus(), sessions)
+    runner = deliver_stage(settings, FakeDestination(), MemoryBus(), SqlRelayerLedger(sessions))
     assert list(runner.inputs) == ["deliveries.4"]
     assert runner.group_id == "fedrelay-deliver-4"
-    assert runner.dead_letters is sessions
+    assert isinstance(runner.dead_letters, SqlRelayerLedger)
+    assert runner.dead_letters.sessions is sessions
     assert isinstance(runner.processor, Deliverer)
     assert runner.processor.policy.max_attempts == 5
 

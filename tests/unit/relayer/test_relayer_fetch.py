@@ -26,9 +26,12 @@ from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import StoredVaa
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.protocol.wormhole import GuardianSets, NoQuorum
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.fetch import (
+from fedrelay.relayer.records import SignedVaa, decode_as, encode_message
+from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
+from fedrelay.relayer.stages.fetch import (
     FetchError,
     GuardianApi,
     GuardianApiUnavailable,
@@ -37,8 +40,6 @@ from fedrelay.relayer.fetch import (
     check_fetched,
     signed_vaa_path,
 )
-from fedrelay.relayer.messages import SignedVaa, decode_as, encode_message
-from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
 
 SIGNERS = guardian_signers(4)
 SETS = GuardianSets.of(guardian_set(4))
@@ -153,7 +154,8 @@ async def test_stage_waits_for_signing_then_emits_each_vaa_once(
     registry = CollectorRegistry()
     runner = StageRunner(
         name="fetch", bus=bus, inputs=["observations"], group_id="fetch",
-        transactional_id="fetch-0", processor=VaaFetcher(api, sessions, SETS, clock=lambda: NOW),
+        transactional_id="fetch-0",
+        processor=VaaFetcher(api, SqlRelayerLedger(sessions), SETS, clock=lambda: NOW),
         policy=BackoffPolicy(base_s=0.02, cap_s=0.05, max_attempts=50), poll_wait_s=0.05,
         metrics=stage_metrics(registry),
     )  # fmt: skip

@@ -8,11 +8,10 @@ import pytest
 from support.relayer import sample_observation, signature_messages, signed_vaa_bytes
 from support.wormhole import guardian_signers
 
-from fedrelay.relayer.messages import (
+from fedrelay.protocol.wormhole.observation import MalformedMessage, Observation
+from fedrelay.relayer.records import (
     DeliveryRequest,
     GuardianSignatureMessage,
-    MalformedMessage,
-    Observation,
     SignedVaa,
     decode_as,
     decode_message,

@@ -16,9 +16,8 @@ from support.wormhole import guardian_signers, sample_round_settled
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import DeadLetter, Delivery, DeliveryStatus, SourceCursor
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger, SqlRelayerLedgerWork
 from fedrelay.protocol.wormhole import decode_payload
-from fedrelay.relayer.deliver import open_delivery
-from fedrelay.relayer.messages import DeliveryRequest, decode_as, encode_message, message_label
 from fedrelay.relayer.operations import (
     OperationError,
     dead_letters,
@@ -27,7 +26,9 @@ from fedrelay.relayer.operations import (
     requeue_dead_letter,
     retry_message,
 )
+from fedrelay.relayer.records import DeliveryRequest, decode_as, encode_message, message_label
 from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stages.deliver import open_delivery
 
 SIGNERS = guardian_signers(3)
 SETTINGS = RelayerSettings()
@@ -56,8 +57,9 @@ async def seed(
 ) -> int:
     """A delivery of `request` in `status`, with a DLQ entry when it is dead; the entry's id."""
     async with sessions() as session, session.begin():
-        delivery = await open_delivery(session, request)
-        delivery.status = status
+        work = SqlRelayerLedgerWork(session)
+        delivery = await open_delivery(work, request)
+        await work.update_delivery(delivery.id, status=status)
         if status != DeliveryStatus.DEAD:
             return 0
         entry = DeadLetter(
@@ -98,7 +100,7 @@ async def test_retry_reopens_a_dead_delivery_and_republishes_it(
     await seed(sessions, request, DeliveryStatus.DEAD)
     bus = MemoryBus()
 
-    assert await retry_message(sessions, bus, SETTINGS, request.message_id) == [4]
+    assert await retry_message(SqlRelayerLedger(sessions), bus, SETTINGS, request.message_id) == [4]
 
     assert await _status_of(sessions, request) == "pending"
     [record] = await read_topic(bus, "deliveries.4", 1, group_id=uuid.uuid4().hex)
@@ -106,9 +108,10 @@ async def test_retry_reopens_a_dead_delivery_and_republishes_it(
     assert (again.digest, again.destination_chain, again.target_address) == (
         request.digest, 4, request.target_address,
     )  # fmt: skip
-    assert [e.requeued_at is not None for e in await dead_letters(sessions, everything=True)] == [
-        True
-    ]
+    assert [
+        e.requeued_at is not None
+        for e in await dead_letters(SqlRelayerLedger(sessions), everything=True)
+    ] == [True]
 
 
 async def test_retry_refuses_unknown_and_delivered_messages(
@@ -118,9 +121,9 @@ async def test_retry_refuses_unknown_and_delivered_messages(
     await seed(sessions, delivered, DeliveryStatus.CONFIRMED)
     bus = MemoryBus()
     with pytest.raises(OperationError, match="no dead or pending delivery"):
-        await retry_message(sessions, bus, SETTINGS, delivered.message_id)
+        await retry_message(SqlRelayerLedger(sessions), bus, SETTINGS, delivered.message_id)
     with pytest.raises(OperationError, match="the ledger has no VAA"):
-        await retry_message(sessions, bus, SETTINGS, _request(3).message_id)
+        await retry_message(SqlRelayerLedger(sessions), bus, SETTINGS, _request(3).message_id)
     assert await _status_of(sessions, delivered) == "confirmed"
 
 
@@ -129,21 +132,24 @@ async def test_a_dead_letter_is_requeued_once_to_its_stage_input(
 ) -> None:
     request = _request(4)
     entry_id = await seed(sessions, request, DeliveryStatus.DEAD)
-    [listed] = await dead_letters(sessions, stage="deliver-4")
+    [listed] = await dead_letters(SqlRelayerLedger(sessions), stage="deliver-4")
     assert (listed.id, listed.message) == (entry_id, message_label(request.message_id))
     assert "InvalidVaa" in listed.reason
     bus = MemoryBus()
 
-    assert await requeue_dead_letter(sessions, bus, SETTINGS, entry_id) == "deliveries.4"
+    assert (
+        await requeue_dead_letter(SqlRelayerLedger(sessions), bus, SETTINGS, entry_id)
+        == "deliveries.4"
+    )
 
     [record] = await read_topic(bus, "deliveries.4", 1, group_id=uuid.uuid4().hex)
     assert record.value == encode_message(request)
     assert await _status_of(sessions, request) == "pending"  # reopened: the deliverer will try
-    assert await dead_letters(sessions) == []
+    assert await dead_letters(SqlRelayerLedger(sessions)) == []
     with pytest.raises(OperationError, match="was requeued at"):
-        await requeue_dead_letter(sessions, bus, SETTINGS, entry_id)
+        await requeue_dead_letter(SqlRelayerLedger(sessions), bus, SETTINGS, entry_id)
     with pytest.raises(OperationError, match="no DLQ entry 999"):
-        await requeue_dead_letter(sessions, bus, SETTINGS, 999)
+        await requeue_dead_letter(SqlRelayerLedger(sessions), bus, SETTINGS, 999)
 
 
 async def test_status_counts_deliveries_sources_and_dead_letters(
@@ -157,7 +163,7 @@ async def test_status_counts_deliveries_sources_and_dead_letters(
             SourceCursor(source="evm:2:0xabc", chain_id=2, position=41, position_hash="0x1")
         )
 
-    status = await ledger_status(sessions)
+    status = await ledger_status(SqlRelayerLedger(sessions))
 
     [counts] = status.deliveries
     assert (counts.chain_id, counts.pending, counts.confirmed, counts.dead) == (4, 1, 1, 1)

@@ -23,11 +23,12 @@ from support.wormhole import (
 
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
-from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
-from fedrelay.relayer.messages import DeliveryRequest, decode_as, encode_message, message_key
-from fedrelay.relayer.routing import Router
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
+from fedrelay.relayer.records import DeliveryRequest, decode_as, encode_message, message_key
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import StageRunner, memory_end_offsets, stage_metrics
+from fedrelay.relayer.stage import StageRunner, stage_metrics
+from fedrelay.relayer.stages.fetch import GuardianApi, VaaFetcher
+from fedrelay.relayer.stages.route import Router
 
 SIGNERS = guardian_signers(3)
 
@@ -64,8 +65,8 @@ async def test_observations_reach_the_delivery_topic_of_their_target(tmp_path: P
         common = {"bus": bus, "metrics": stage_metrics(registry)}
         fetch = StageRunner(
             name="fetch", inputs=[settings.observations_topic],
-            processor=VaaFetcher(api, sessions, settings.guardian_sets()),
-            end_offsets=memory_end_offsets(bus), dead_letters=sessions,
+            processor=VaaFetcher(api, SqlRelayerLedger(sessions), settings.guardian_sets()),
+            end_offsets=bus.end_offsets_reader(), dead_letters=SqlRelayerLedger(sessions),
             **common, **settings.runner_options("fetch"),  # type: ignore[arg-type]
         )  # fmt: skip
         route = StageRunner(

@@ -13,14 +13,14 @@ from support.wormhole import (
 )
 
 from fedrelay.adapters.kafka import Record
-from fedrelay.relayer.messages import (
+from fedrelay.relayer.records import (
     DeliveryRequest,
     SignedVaa,
     decode_as,
     encode_message,
     message_key,
 )
-from fedrelay.relayer.routing import Router, UnroutableVaa, delivery_topic, route
+from fedrelay.relayer.stages.route import Router, UnroutableVaa, delivery_topic, route
 
 SIGNERS = guardian_signers(1)
 

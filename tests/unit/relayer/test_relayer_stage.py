@@ -23,20 +23,19 @@ from support.relayer import read_topic, wait_until
 from fedrelay.adapters.kafka import BusError, MemoryBus, Partition, Record
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import DeadLetter, SignerNonce
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger, insert_once
 from fedrelay.ports.bus import Headers
 from fedrelay.protocol.tracing import inject_headers
+from fedrelay.protocol.wormhole.observation import MalformedMessage
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.messages import MalformedMessage
+from fedrelay.relayer.errors import RetryableError
 from fedrelay.relayer.stage import (
     REASON_HEADER,
     SOURCE_HEADER,
     STAGE_HEADER,
     Output,
-    RetryableError,
     StageResult,
     StageRunner,
-    insert_once,
-    memory_end_offsets,
     run_until_signalled,
     stage_metrics,
 )
@@ -165,7 +164,7 @@ async def test_poison_record_goes_to_the_dlq_and_the_rest_flows(
     engine = create_engine(ledger)
     sessions = async_sessionmaker(engine)
     await _send(bus, b"ok:0", b"poison", b"ok:1")
-    runner = _runner(bus, ScriptedProcessor(), registry, dead_letters=sessions)
+    runner = _runner(bus, ScriptedProcessor(), registry, dead_letters=SqlRelayerLedger(sessions))
     task = asyncio.create_task(runner.run())
     out = await _read(bus, "out", 2)
     [dead] = await _read(bus, "dlq", 1)
@@ -327,7 +326,7 @@ async def test_queue_depth_reports_the_lag(bus: MemoryBus, registry: CollectorRe
     processor = ScriptedProcessor()
     gate = processor.gate(b"ok:2")
     runner = _runner(
-        bus, processor, registry, batch_size=2, end_offsets=memory_end_offsets(bus),
+        bus, processor, registry, batch_size=2, end_offsets=bus.end_offsets_reader(),
         lag_interval_s=0.0,
     )  # fmt: skip
     task = asyncio.create_task(runner.run())
@@ -430,7 +429,7 @@ async def test_dead_letter_waits_for_the_ledger(
     sessions = async_sessionmaker(engine)
     await _send(bus, b"poison")
     away = _LedgerAwayOnce(sessions)
-    runner = _runner(bus, ScriptedProcessor(), registry, dead_letters=away)
+    runner = _runner(bus, ScriptedProcessor(), registry, dead_letters=SqlRelayerLedger(away))
     task = asyncio.create_task(runner.run())
     [dead] = await _read(bus, "dlq", 1)
     runner.stop()
@@ -454,7 +453,13 @@ async def test_dlq_gauge_counts_the_ledger_entries_not_yet_requeued(
     async with sessions() as session, session.begin():  # left by an earlier run of the stage
         session.add(DeadLetter(stage="test", message_key="in:0:90", reason="bad", body=b"x"))
         session.add(DeadLetter(stage="other", message_key="in:0:91", reason="bad", body=b"y"))
-    runner = _runner(bus, ScriptedProcessor(), registry, dead_letters=sessions, lag_interval_s=0.05)
+    runner = _runner(
+        bus,
+        ScriptedProcessor(),
+        registry,
+        dead_letters=SqlRelayerLedger(sessions),
+        lag_interval_s=0.05,
+    )
     task = asyncio.create_task(runner.run())
     try:
         await wait_until(lambda: _metric(registry, "fedrelay_dlq_entries") == 1)

@@ -22,11 +22,13 @@ from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
 from fedrelay.adapters.ledger.models import ObservationStatus, SourceCursor
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.ports.relay import ChainPosition, EmittedMessage
 from fedrelay.protocol.wormhole import MessageId
-from fedrelay.relayer.messages import Observation, decode_as, message_key
+from fedrelay.protocol.wormhole.observation import Observation
+from fedrelay.relayer.records import decode_as, message_key
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.watch import Watcher, watch_stage
+from fedrelay.relayer.stages.watch import Watcher, watch_stage
 
 EMITTER = evm_address("job market")
 OTHER_EMITTER = evm_address("worker hub")
@@ -112,7 +114,9 @@ async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSess
 def watcher(
     source: FakeSource, bus: MemoryBus, sessions: async_sessionmaker[AsyncSession]
 ) -> Watcher:
-    return Watcher(source, bus, sessions, transactional_id="watch-2-0", poll_interval_s=0.01)
+    return Watcher(
+        source, bus, SqlRelayerLedger(sessions), transactional_id="watch-2-0", poll_interval_s=0.01
+    )
 
 
 async def observed(bus: MemoryBus, want: int) -> list[Observation]:
@@ -331,7 +335,7 @@ def test_the_watch_stage_takes_its_topic_and_identity_from_the_settings(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     settings = RelayerSettings(observations_topic="obs", instance="7")
-    stage = watch_stage(settings, FakeSource(), MemoryBus(), sessions, start=12)
+    stage = watch_stage(settings, FakeSource(), MemoryBus(), SqlRelayerLedger(sessions), start=12)
     assert (stage.topic, stage.transactional_id, stage.start) == ("obs", "fedrelay-watch-2-7", 12)
 
 

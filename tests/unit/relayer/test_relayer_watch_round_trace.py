@@ -28,11 +28,12 @@ from support.wormhole import (
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.ports.relay import ChainPosition, EmittedMessage
 from fedrelay.protocol.tracing import round_span_context
 from fedrelay.protocol.wormhole import MessageId, Payload
-from fedrelay.relayer.messages import Observation
-from fedrelay.relayer.watch import RoundOf, Watcher, round_of
+from fedrelay.protocol.wormhole.observation import Observation
+from fedrelay.relayer.stages.watch import RoundOf, Watcher, round_of
 
 COORDINATOR, SOLANA, EVM_WORKER = 2, 1, 4
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -98,7 +99,9 @@ async def watch(
     """Poll once; the producer spans by sequence."""
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    watcher = Watcher(source, bus, sessions, transactional_id=f"watch-{source.chain_id}")
+    watcher = Watcher(
+        source, bus, SqlRelayerLedger(sessions), transactional_id=f"watch-{source.chain_id}"
+    )
     watcher.tracer = provider.get_tracer("test")
     await watcher.poll()
     spans = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.PRODUCER]

@@ -22,7 +22,7 @@ from fedrelay.cli import app
 from fedrelay.commands import logs as logs_module
 from fedrelay.commands.logs import choose_logging, configure_command_logging
 from fedrelay.protocol.logfields import bound_log_fields, log_fields
-from fedrelay.relayer.messages import encode_message, message_label
+from fedrelay.relayer.records import encode_message, message_label
 from fedrelay.relayer.stage import StageResult, StageRunner, stage_metrics
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO fedrelay\.test hello 7$")
@@ -129,7 +129,7 @@ def test_per_request_library_lines_are_held_back_unless_debugging() -> None:
             'HTTP Request: POST http://127.0.0.1:8545 "HTTP/1.1 200 OK"'
         )
         logging.getLogger("httpx").warning("retrying")
-        logging.getLogger("fedrelay.relayer.watch").info("observed")
+        logging.getLogger("fedrelay.relayer.stages.watch").info("observed")
         assert [line["message"] for line in _json_lines(stream)] == ["retrying", "observed"]
 
         debugging = io.StringIO()

@@ -19,13 +19,14 @@ naming the file and, for each problem, the entry and field at fault.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedrelay.relayer.messages import RelayerError
+from fedrelay.relayer.errors import RelayerError
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -66,25 +67,35 @@ class ChainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _fits_its_kind(self) -> ChainConfig:
-        if self.kind == "evm":
-            if not _EVM_ADDRESS.match(self.address):
-                raise ValueError(f"address of an evm chain is 0x + 40 hex digits: {self.address!r}")
-            if isinstance(self.finality, str) and self.finality not in _EVM_TAGS:
-                raise ValueError(
-                    f"finality of an evm chain is one of {', '.join(_EVM_TAGS)} or a number of "
-                    f"confirmations, got {self.finality!r}"
-                )
-        else:
-            if not _BASE58.match(self.address):
-                raise ValueError(
-                    f"address of a solana chain is a base58 program id: {self.address!r}"
-                )
-            if self.finality not in _SOLANA_COMMITMENTS:
-                raise ValueError(
-                    f"finality of a solana chain is one of {', '.join(_SOLANA_COMMITMENTS)}, "
-                    f"got {self.finality!r}"
-                )
+        _KIND_RULES[self.kind](self.address, self.finality)
         return self
+
+
+def _evm_rules(address: str, finality: str | int) -> None:
+    if not _EVM_ADDRESS.match(address):
+        raise ValueError(f"address of an evm chain is 0x + 40 hex digits: {address!r}")
+    if isinstance(finality, str) and finality not in _EVM_TAGS:
+        raise ValueError(
+            f"finality of an evm chain is one of {', '.join(_EVM_TAGS)} or a number of "
+            f"confirmations, got {finality!r}"
+        )
+
+
+def _solana_rules(address: str, finality: str | int) -> None:
+    if not _BASE58.match(address):
+        raise ValueError(f"address of a solana chain is a base58 program id: {address!r}")
+    if finality not in _SOLANA_COMMITMENTS:
+        raise ValueError(
+            f"finality of a solana chain is one of {', '.join(_SOLANA_COMMITMENTS)}, "
+            f"got {finality!r}"
+        )
+
+
+#: What an entry of each kind must look like (its address and finality), by kind.
+_KIND_RULES: dict[str, Callable[[str, str | int], None]] = {
+    "evm": _evm_rules,
+    "solana": _solana_rules,
+}
 
 
 class ChainsConfig(BaseModel):

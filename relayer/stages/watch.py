@@ -32,18 +32,15 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fedrelay.adapters.ledger.models import Observation as ObservationRow
-from fedrelay.adapters.ledger.models import ObservationStatus, SourceCursor, utcnow
 from fedrelay.ports.bus import Bus, Headers, Producer
 from fedrelay.ports.relay import EmittedMessage, SourceChain
+from fedrelay.ports.relayer_ledger import ObservationStatus, RelayerLedger, RelayerLedgerWork
 from fedrelay.protocol.tracing import (
     context_from_traceparent,
     inject_headers,
@@ -59,10 +56,11 @@ from fedrelay.protocol.wormhole import (
     UpdateCommitted,
     decode_payload,
 )
+from fedrelay.protocol.wormhole.observation import Observation
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.messages import Observation, encode_message, message_key, message_label
+from fedrelay.relayer.records import encode_message, message_key, message_label
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import StageMetrics, insert_once, stage_metrics
+from fedrelay.relayer.stage import StageMetrics, stage_metrics
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("fedrelay.relayer")
@@ -102,7 +100,7 @@ class Watcher:
     Attributes:
         source: The chain adapter.
         bus: Where observations go.
-        sessions: The ledger.
+        ledger: The ledger.
         transactional_id: This watcher's transactional id (stable across restarts).
         topic: The observations topic.
         start: The first position to read when the ledger has no cursor yet.
@@ -118,7 +116,7 @@ class Watcher:
 
     source: SourceChain
     bus: Bus
-    sessions: async_sessionmaker[AsyncSession]
+    ledger: RelayerLedger
     transactional_id: str
     topic: str = "observations"
     start: int = 0
@@ -175,8 +173,8 @@ class Watcher:
 
     async def _poll(self) -> WatchReport:
         producer = await self._open()
-        async with self.sessions() as session, session.begin():
-            cursor = await session.get(SourceCursor, self.source.source)
+        async with self.ledger.transaction() as work:
+            cursor = await work.cursor(self.source.source)
             reorged: list[MessageId] = []
             first = self.start
             anchor: tuple[int, str] | None = None  # the block this read continues from
@@ -186,9 +184,9 @@ class Watcher:
                 anchor = (cursor.position, cursor.position_hash or "")
                 canonical = await self.source.position_hash(cursor.position)
                 if (canonical or "") != (cursor.position_hash or ""):
-                    fork = await self._unwind(session, cursor.position, reorged)
+                    fork = await self._unwind(work, cursor.position, reorged)
                     fork_hash = await self.source.position_hash(fork) or ""
-                    await self._move_cursor(session, fork, fork_hash)
+                    await self._move_cursor(work, fork, fork_hash)
                     first = fork + 1
                     anchor = (fork, fork_hash) if fork_hash else None
             head = await self.source.head()
@@ -197,14 +195,14 @@ class Watcher:
             last = min(head.number, first + self.max_span - 1)
             last_hash = head.hash if last == head.number else await self.source.position_hash(last)
             emitted = list(await self.source.messages_between(first, last))
-            backfilled, missing = await self._backfill(session, emitted, last)
+            backfilled, missing = await self._backfill(work, emitted, last)
             ordered = sorted([*emitted, *backfilled], key=_order)
-            produced = [m for m in ordered if await self._record(session, m)]
+            produced = [m for m in ordered if await self._record(work, m)]
             if anchor is not None:
                 now = await self.source.position_hash(anchor[0])
                 if (now or "") != anchor[1]:  # raised inside the transaction: rolled back
                     raise _ChainMoved(stored, f"block {anchor[0]} changed during the read")
-            await self._move_cursor(session, last, last_hash or "")
+            await self._move_cursor(work, last, last_hash or "")
             if produced:
                 await self._produce(producer, produced)
         self._count(produced)
@@ -218,35 +216,29 @@ class Watcher:
 
     # -- reorgs --
 
-    async def _unwind(self, session: AsyncSession, position: int, reorged: list[MessageId]) -> int:
+    async def _unwind(
+        self, work: RelayerLedgerWork, position: int, reorged: list[MessageId]
+    ) -> int:
         """Mark observations a reorg removed; the last position still on the canonical chain."""
         floor = max(self.start - 1, position - self.reorg_depth)
-        rows = await session.scalars(
-            select(ObservationRow)
-            .where(
-                ObservationRow.emitter_chain == self.source.chain_id,
-                ObservationRow.status != ObservationStatus.REORGED,
-                ObservationRow.block_number <= position,
-                ObservationRow.block_number > floor,
-            )
-            .order_by(ObservationRow.block_number.desc(), ObservationRow.sequence.desc())
-        )
+        rows = await work.live_observations(self.source.chain_id, floor, position)
         fork = floor
         for row in rows:
             if await self.source.position_hash(row.block_number) == row.block_hash:
                 fork = row.block_number  # hashes chain: everything up to here is intact
                 break
-            message_id = MessageId(row.emitter_chain, bytes(row.emitter_address), int(row.sequence))
+            message_id = row.message_id
             again = await self.source.fetch_message(message_id, row.tx_hash)
-            if again is not None and again.observation.digest == bytes(row.digest):
-                row.block_number = again.observation.block_number  # re-included elsewhere
-                row.block_hash = again.observation.block_hash
-                row.tx_hash = again.observation.tx_hash
+            if again is not None and again.observation.digest == row.digest:
+                found = again.observation  # re-included elsewhere
+                await work.relocate_observation(
+                    row.id, found.block_number, found.block_hash, found.tx_hash
+                )
                 continue
             if row.status != ObservationStatus.OBSERVED:
                 log.error("watch %s: %s was %s before a reorg removed it", self.source.source,
                           message_label(message_id), row.status.value)  # fmt: skip
-            row.status = ObservationStatus.REORGED
+            await work.mark_reorged(row.id)
             reorged.append(message_id)
         log.warning("watch %s: reorg below position %d; %d message(s) removed, resuming after %d",
                     self.source.source, position, len(reorged), fork)  # fmt: skip
@@ -255,7 +247,7 @@ class Watcher:
     # -- gaps --
 
     async def _backfill(
-        self, session: AsyncSession, emitted: Sequence[EmittedMessage], last: int
+        self, work: RelayerLedgerWork, emitted: Sequence[EmittedMessage], last: int
     ) -> tuple[list[EmittedMessage], list[tuple[str, int]]]:
         """Messages missing between each emitter's last known sequence and what was read."""
         by_emitter: dict[bytes, set[int]] = {}
@@ -266,20 +258,10 @@ class Watcher:
         found: list[EmittedMessage] = []
         missing: list[tuple[str, int]] = []
         for emitter, sequences in by_emitter.items():
-            known = (
-                await session.execute(
-                    select(
-                        func.max(ObservationRow.sequence), func.max(ObservationRow.block_number)
-                    ).where(
-                        ObservationRow.emitter_chain == self.source.chain_id,
-                        ObservationRow.emitter_address == emitter,
-                        ObservationRow.status != ObservationStatus.REORGED,
-                    )
-                )
-            ).one()
-            known_sequence, known_position = cast("tuple[int | None, int | None]", tuple(known))
-            if known_sequence is None or known_position is None:
+            known = await work.last_known(self.source.chain_id, emitter)
+            if known is None:
                 continue  # the first messages this ledger sees of this emitter
+            known_sequence, known_position = known
             wanted = set(range(int(known_sequence) + 1, max(sequences))) - sequences
             if not wanted:
                 continue
@@ -299,19 +281,13 @@ class Watcher:
 
     # -- ledger and bus --
 
-    async def _record(self, session: AsyncSession, message: EmittedMessage) -> bool:
+    async def _record(self, work: RelayerLedgerWork, message: EmittedMessage) -> bool:
         """Store an observation; whether it is to be produced (new, or back after a reorg)."""
         observation = message.observation
-        values = _row(observation, message.traceparent or traceparent(_parent_context(message)))
-        if await insert_once(session, ObservationRow.__table__, values):  # type: ignore[arg-type]
+        trace_context = message.traceparent or traceparent(_parent_context(message))
+        if await work.record_observation(observation, ObservationStatus.OBSERVED, trace_context):
             return True
-        row = await session.scalar(
-            select(ObservationRow).where(
-                ObservationRow.emitter_chain == observation.emitter_chain,
-                ObservationRow.emitter_address == observation.emitter_address,
-                ObservationRow.sequence == observation.sequence,
-            )
-        )
+        row = await work.observation(observation.message_id)
         label = message_label(observation.message_id)
         if row is None:  # the digest is known under another id: a forged or broken source
             log.error(
@@ -319,22 +295,18 @@ class Watcher:
             )
             return False
         if row.status != ObservationStatus.REORGED:
-            if bytes(row.digest) != observation.digest:
+            if row.digest != observation.digest:
                 log.error("watch %s: %s changed body without a detected reorg; not produced",
                           self.source.source, label)  # fmt: skip
             return False  # read before (a rewind re-reads): produced then
-        for name, value in values.items():  # back on the canonical chain, maybe with a new body
-            setattr(row, name, value)
+        # back on the canonical chain, maybe with a new body
+        await work.rewrite_observation(row.id, observation, trace_context)
         return True
 
-    async def _move_cursor(self, session: AsyncSession, position: int, position_hash: str) -> None:
-        cursor = await session.get(SourceCursor, self.source.source)
-        if cursor is None:
-            cursor = SourceCursor(source=self.source.source, chain_id=self.source.chain_id)
-            session.add(cursor)
-        cursor.position = position
-        cursor.position_hash = position_hash
-        cursor.updated_at = utcnow()
+    async def _move_cursor(
+        self, work: RelayerLedgerWork, position: int, position_hash: str
+    ) -> None:
+        await work.move_cursor(self.source.source, self.source.chain_id, position, position_hash)
 
     async def _produce(self, producer: Producer, messages: Sequence[EmittedMessage]) -> None:
         async with producer.transaction():
@@ -448,29 +420,11 @@ def _order(message: EmittedMessage) -> tuple[int, int, bytes, int]:
     )
 
 
-def _row(observation: Observation, trace_context: str | None) -> dict[str, object]:
-    return {
-        "emitter_chain": observation.emitter_chain,
-        "emitter_address": observation.emitter_address,
-        "sequence": observation.sequence,
-        "digest": observation.digest,
-        "nonce": observation.nonce,
-        "timestamp": observation.timestamp,
-        "consistency_level": observation.consistency_level,
-        "payload": observation.payload,
-        "tx_hash": observation.tx_hash,
-        "block_number": observation.block_number,
-        "block_hash": observation.block_hash,
-        "status": ObservationStatus.OBSERVED,
-        "trace_context": trace_context,
-    }
-
-
 def watch_stage(
     settings: RelayerSettings,
     source: SourceChain,
     bus: Bus,
-    sessions: async_sessionmaker[AsyncSession],
+    ledger: RelayerLedger,
     **options: Any,
 ) -> Watcher:
     """The watcher of `source` as `settings` configure it (``fedrelay relayer run --stage watch``).
@@ -479,14 +433,14 @@ def watch_stage(
         settings: The relayer's settings (topic, instance, retry policy).
         source: The chain adapter.
         bus: The bus.
-        sessions: The ledger.
+        ledger: The ledger.
         options: Further :class:`Watcher` fields (``start``, ``poll_interval_s``, ...).
     """
     name = f"watch-{source.chain_id}"
     return Watcher(
         source,
         bus,
-        sessions,
+        ledger,
         transactional_id=settings.transactional_id(name),
         topic=settings.observations_topic,
         policy=settings.retry_policy(),

@@ -24,10 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fedrelay.adapters.ledger.models import ObservationStatus
 from fedrelay.ports.bus import Record
+from fedrelay.ports.relayer_ledger import ObservationStatus, RelayerLedger
 from fedrelay.protocol.wormhole import (
     GuardianSets,
     MessageId,
@@ -36,17 +35,17 @@ from fedrelay.protocol.wormhole import (
     parse_vaa,
     verify_vaa,
 )
-from fedrelay.relayer.assemble import store_observation, store_vaa_once
-from fedrelay.relayer.messages import (
-    Observation,
-    RelayerError,
+from fedrelay.protocol.wormhole.observation import Observation
+from fedrelay.relayer.errors import RelayerError, RetryableError
+from fedrelay.relayer.records import (
     SignedVaa,
     decode_as,
     encode_message,
     message_key,
     message_label,
 )
-from fedrelay.relayer.stage import Output, RetryableError, StageResult, position_of
+from fedrelay.relayer.stage import Output, StageResult, position_of
+from fedrelay.relayer.stages.assemble import store_observation, store_vaa_once
 
 
 class FetchError(RelayerError):
@@ -167,7 +166,7 @@ class VaaFetcher:
     """The fetch stage's processor: observations in, signed VAAs out."""
 
     api: GuardianApi
-    sessions: async_sessionmaker[AsyncSession]
+    ledger: RelayerLedger
     guardian_sets: GuardianSets | None = None
     vaas_topic: str = "vaas"
     clock: Callable[[], float] = time.time
@@ -177,11 +176,11 @@ class VaaFetcher:
         observation = decode_as(record.value, Observation)
         raw = await self.api.signed_vaa(observation.message_id)
         vaa = check_fetched(observation, raw, self.guardian_sets, int(self.clock()))
-        async with self.sessions() as session, session.begin():
-            await store_observation(session, observation, ObservationStatus.ATTESTED)
-            emit = await store_vaa_once(session, vaa, position_of(record))
+        async with self.ledger.transaction() as work:
+            await store_observation(work, observation, ObservationStatus.ATTESTED)
+            emit = await store_vaa_once(work, vaa, position_of(record))
             if emit:
-                await store_observation(session, observation, ObservationStatus.ASSEMBLED)
+                await store_observation(work, observation, ObservationStatus.ASSEMBLED)
         source = f"chain-{observation.emitter_chain}"
         if not emit:
             return StageResult(emitted_at_ms=observation.emitted_at_ms, source=source)

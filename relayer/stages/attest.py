@@ -26,17 +26,17 @@ from fedrelay.ports.bus import Bus, Record
 from fedrelay.ports.relay import SourceChain
 from fedrelay.protocol import keys
 from fedrelay.protocol.wormhole import GuardianSet, GuardianSigner, WormholeError
-from fedrelay.relayer.messages import (
+from fedrelay.protocol.wormhole.observation import Observation
+from fedrelay.relayer.errors import RelayerError, RetryableError
+from fedrelay.relayer.records import (
     GuardianSignatureMessage,
-    Observation,
-    RelayerError,
     decode_as,
     encode_message,
     message_key,
     message_label,
 )
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import Output, RetryableError, StageResult, StageRunner
+from fedrelay.relayer.stage import Output, StageResult, StageRunner
 
 log = logging.getLogger(__name__)
 

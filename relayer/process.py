@@ -1,12 +1,16 @@
-"""The relayer as a process: stages built from settings and the chains file, health, shutdown.
+"""The relayer's composition root: stages built from settings and the chains file, health, shutdown.
+
+This is the one relayer module that imports adapters: it picks the bus, opens the ledger, looks
+up each chain's binding in the registry (:mod:`fedrelay.adapters.chains`) and hands the stages
+nothing but ports.
 
 ``fedrelay relayer run --stage X`` and ``fedrelay guardian run`` are thin shells over
 :func:`build_process` and :meth:`RelayerProcess.run`:
 
 - the bus is Kafka when ``FEDRELAY_KAFKA_BOOTSTRAP`` is set, else the in-process bus (embedded);
 - the ledger is ``FEDRELAY_DATABASE_URL`` (SQLite by default);
-- each chain named by a stage is connected through its adapter (``fedrelay.adapters.evm.relay``,
-  ``fedrelay.adapters.solana.relay``), chosen by the chain's ``kind``;
+- each chain named by a stage is connected through the binding of its ``kind`` in the chain
+  registry (``fedrelay.adapters.chains``: ``fedrelay.adapters.evm``, ``fedrelay.adapters.solana``);
 - ``/readyz`` probes the bus, the database and every chain the process talks to, for real;
 - SIGTERM or SIGINT drains every stage (:func:`~fedrelay.relayer.stage.run_until_signalled`).
 
@@ -39,34 +43,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
+from fedrelay.adapters.chains import (
+    ChainBindingError,
+    ChainConnection,
+    ChainSpec,
+    ChainUnreachable,
+    binding,
+)
 from fedrelay.adapters.kafka import Bus, KafkaBus, MemoryBus
-from fedrelay.adapters.ledger.database import create_engine
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.adapters.telemetry.health import HealthServer, ReadinessCheck
-from fedrelay.ports.relay import DestinationChain, SourceChain
+from fedrelay.ports.relay import DestinationChain, SignerAccount, SourceChain
+from fedrelay.ports.relayer_ledger import RelayerLedger
 from fedrelay.protocol import keys
 from fedrelay.protocol.wormhole import GuardianSet, GuardianSets, GuardianSigner
-from fedrelay.relayer.assemble import Assembler
-from fedrelay.relayer.attest import Attester, GuardianKeyError, load_guardian_signer
-from fedrelay.relayer.config import ChainConfig, ChainsConfig, ChainsFileError, load_chains
-from fedrelay.relayer.deliver import Deliverer
-from fedrelay.relayer.fetch import GuardianApi, VaaFetcher
-from fedrelay.relayer.messages import RelayerError
-from fedrelay.relayer.routing import Router
+from fedrelay.relayer.chains_file import ChainConfig, ChainsConfig, ChainsFileError, load_chains
+from fedrelay.relayer.errors import RelayerError
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import (
     EndOffsets,
-    KafkaEndOffsets,
     RunningStage,
     StageMetrics,
     StageRunner,
-    memory_end_offsets,
     run_until_signalled,
     stage_metrics,
 )
-from fedrelay.relayer.watch import watch_stage
+from fedrelay.relayer.stages.assemble import Assembler
+from fedrelay.relayer.stages.attest import Attester, GuardianKeyError, load_guardian_signer
+from fedrelay.relayer.stages.deliver import Deliverer
+from fedrelay.relayer.stages.fetch import GuardianApi, VaaFetcher
+from fedrelay.relayer.stages.route import Router
+from fedrelay.relayer.stages.watch import watch_stage
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +121,7 @@ def read_signer_key(
             environ=environ,
             option="--signer-key-file",
         )
-        if chain.kind == "solana":
-            return keys.parse_solana_keypair(content, where)
-        return keys.parse_evm_key(content, where)
+        return binding(chain.kind).parse_key(content, where)
     except keys.KeyFileError as exc:
         raise SignerKeyError(str(exc)) from None
 
@@ -132,109 +137,57 @@ class ChainConnections:
     destinations: dict[str, DestinationChain] = field(default_factory=dict)
     probes: dict[str, ReadinessCheck] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    _clients: dict[str, Any] = field(default_factory=dict)
+    _connections: dict[str, ChainConnection] = field(default_factory=dict)
 
-    def _client(self, chain: ChainConfig) -> Any:
+    def _connect(self, chain: ChainConfig) -> ChainConnection:
         """One RPC client per chain, probed by ``/readyz`` as ``chain:<name>``."""
-        client = self._clients.get(chain.name)
-        if client is not None:
-            return client
-        if chain.kind == "evm":
-            from fedrelay.adapters.evm.relay import connect
-
-            w3 = connect(chain.rpc_url)
-            client = w3
-
-            async def probe_evm() -> bool:
-                return await w3.eth.block_number >= 0
-
-            async def close_evm() -> None:
-                await w3.provider.disconnect()
-
-            self.probes[f"chain:{chain.name}"] = probe_evm
-            self.closers.append(close_evm)
-        else:
-            from solana.rpc.async_api import AsyncClient
-
-            rpc = AsyncClient(chain.rpc_url)
-            client = rpc
-
-            async def probe_solana() -> bool:
-                return (await rpc.get_slot()).value >= 0
-
-            self.probes[f"chain:{chain.name}"] = probe_solana
-            self.closers.append(rpc.close)
-        self._clients[chain.name] = client
-        return client
+        connection = self._connections.get(chain.name)
+        if connection is None:
+            connection = binding(chain.kind).connect(_spec(chain))
+            self.probes[f"chain:{chain.name}"] = connection.probe
+            self.closers.append(connection.close)
+            self._connections[chain.name] = connection
+        return connection
 
     async def source(self, chain: ChainConfig) -> SourceChain:
         """The source adapter of `chain` (connected once)."""
         if chain.name not in self.sources:
-            client = self._client(chain)
-            if chain.kind == "evm":
-                from fedrelay.adapters.evm.relay import EvmSource, parse_finality
-
-                finality = parse_finality(chain.finality)
-                try:
-                    self.sources[chain.name] = await EvmSource.of_receiver(
-                        client, chain.wormhole_chain_id, chain.address, finality
-                    )
-                except Exception as exc:
-                    raise ChainUnavailable(
-                        f"chain {chain.name!r}: cannot read the core of the contract at "
-                        f"{chain.address} through {chain.rpc_url}: {type(exc).__name__}: {exc}"
-                    ) from None
-            else:
-                from solana.rpc.commitment import Commitment
-                from solders.pubkey import Pubkey
-
-                from fedrelay.adapters.solana.relay import SolanaSource
-
-                source = SolanaSource(
-                    client, Pubkey.from_string(chain.address), Commitment(str(chain.finality))
-                )
-                if source.chain_id != chain.wormhole_chain_id:
-                    raise ServiceConfigError(
-                        f"chain {chain.name!r}: the Solana worker program speaks as Wormhole chain "
-                        f"{source.chain_id}, the chains file says {chain.wormhole_chain_id}"
-                    )
-                self.sources[chain.name] = source
+            connection = self._connect(chain)
+            try:
+                source = await binding(chain.kind).source(connection, _spec(chain))
+            except ChainUnreachable as exc:
+                raise ChainUnavailable(str(exc)) from None
+            except ChainBindingError as exc:
+                raise ServiceConfigError(str(exc)) from None
+            self.sources[chain.name] = source
         return self.sources[chain.name]
 
     async def destination(self, chain: ChainConfig, key: str | bytes) -> DestinationChain:
         """The destination adapter of `chain`, signing with `key`."""
         if chain.name not in self.destinations:
-            client = self._client(chain)
-            if chain.kind == "evm":
-                from fedrelay.adapters.evm.relay import EvmDestination
-
-                try:
-                    evm_chain_id = int(await client.eth.chain_id)
-                except Exception as exc:
-                    raise ChainUnavailable(
-                        f"chain {chain.name!r}: cannot reach {chain.rpc_url}: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from None
-                self.destinations[chain.name] = EvmDestination(
-                    client, chain.wormhole_chain_id, chain.address, key, evm_chain_id
-                )
-            else:
-                from solders.keypair import Keypair
-                from solders.pubkey import Pubkey
-
-                from fedrelay.adapters.solana.client import WorkerProgramClient
-                from fedrelay.adapters.solana.relay import SolanaDestination
-
-                program = WorkerProgramClient(client, Pubkey.from_string(chain.address))
-                payer = Keypair.from_bytes(bytes(key) if isinstance(key, bytes) else b"")
-                self.destinations[chain.name] = SolanaDestination(program, payer)
+            connection = self._connect(chain)
+            try:
+                destination = await binding(chain.kind).destination(connection, _spec(chain), key)
+            except ChainUnreachable as exc:
+                raise ChainUnavailable(str(exc)) from None
+            self.destinations[chain.name] = destination
         return self.destinations[chain.name]
+
+    def signer_account(self, chain: ChainConfig, key: str | bytes) -> SignerAccount | None:
+        """The signer's account on `chain` (after :meth:`destination`); None without nonces."""
+        return binding(chain.kind).signer_account(self.destinations[chain.name], key)
 
     async def close(self) -> None:
         """Close every RPC connection."""
         for close in reversed(self.closers):
             with contextlib.suppress(Exception):
                 await close()
+
+
+def _spec(chain: ChainConfig) -> ChainSpec:
+    return ChainSpec(
+        chain.name, chain.wormhole_chain_id, chain.rpc_url, chain.address, chain.finality
+    )
 
 
 # --- the process ----------------------------------------------------------------------------------
@@ -268,7 +221,7 @@ class RelayerProcess:
     settings: RelayerSettings
     stages: list[RunningStage]
     bus: Bus
-    engine: AsyncEngine
+    ledger: SqlRelayerLedger
     chains: ChainConnections
     checks: dict[str, ReadinessCheck]
     topics: list[str]
@@ -341,49 +294,7 @@ class RelayerProcess:
             with contextlib.suppress(Exception):
                 await close()
         await self.chains.close()
-        await self.engine.dispose()
-
-
-class _KafkaProbe:
-    """A readiness probe that asks the broker for its metadata (a real round trip)."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self._consumer: Any = None
-
-    async def __call__(self) -> bool:
-        from aiokafka import AIOKafkaConsumer
-
-        if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
-            try:
-                await consumer.start()
-            except Exception:
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
-                raise
-            self._consumer = consumer
-        try:
-            await self._consumer.topics()
-        except Exception:
-            await self.close()
-            raise
-        return True
-
-    async def close(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-
-
-def _database_probe(engine: AsyncEngine) -> ReadinessCheck:
-    async def probe() -> bool:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        return True
-
-    return probe
+        await self.ledger.close()
 
 
 def chains_of(settings: RelayerSettings) -> ChainsConfig:
@@ -429,40 +340,35 @@ async def build_process(
             bus = KafkaBus(settings.kafka_bootstrap)
         else:
             bus = MemoryBus(default_partitions=settings.topic_partitions)
-    if isinstance(bus, KafkaBus):
-        probe = _KafkaProbe(bus.bootstrap)
-        checks["kafka"] = probe
-        closers.append(probe.close)
-        lag = KafkaEndOffsets(bus.bootstrap)
-        end_offsets: EndOffsets | None = lag
+    end_offsets: EndOffsets | None = None
+    if isinstance(bus, KafkaBus | MemoryBus):
+        probe = bus.readiness_probe()
+        if isinstance(bus, KafkaBus):
+            checks["kafka"] = probe
+            closers.append(probe.close)
+        reader = bus.end_offsets_reader()
         try:
-            await lag.start()
-            closers.append(lag.stop)
+            await reader.start()
+            closers.append(reader.stop)
+            end_offsets = reader
         except Exception as exc:  # the lag gauge waits for the broker; the stages report it
             log.warning("relayer: cannot reach Kafka for the lag gauge: %s", exc)
-            end_offsets = None
-    elif isinstance(bus, MemoryBus):
-        end_offsets = memory_end_offsets(bus)
-    else:
-        end_offsets = None
-    # Pre-ping: a connection the database dropped (a restart) is replaced, not handed out.
-    engine = create_engine(settings.database_url, pool_pre_ping=True)
-    checks["database"] = _database_probe(engine)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    ledger = SqlRelayerLedger.open(settings.database_url)
+    checks["database"] = ledger.ping
     connections = ChainConnections()
-    builder = _Builder(settings, chains, bus, sessions, connections, metrics, end_offsets)
+    builder = _Builder(settings, chains, bus, ledger, connections, metrics, end_offsets)
     try:
         stages = await builder.build(request)
     except BaseException:
         await connections.close()
-        await engine.dispose()
+        await ledger.close()
         for close in closers:
             with contextlib.suppress(Exception):
                 await close()
         raise
     checks.update(connections.probes)
     return RelayerProcess(
-        settings=settings, stages=stages, bus=bus, engine=engine, chains=connections,
+        settings=settings, stages=stages, bus=bus, ledger=ledger, chains=connections,
         checks=checks, topics=builder.topics(), metrics=metrics, closers=closers,
     )  # fmt: skip
 
@@ -472,7 +378,7 @@ class _Builder:
     settings: RelayerSettings
     chains: ChainsConfig
     bus: Bus
-    sessions: async_sessionmaker[AsyncSession]
+    ledger: RelayerLedger
     connections: ChainConnections
     metrics: StageMetrics
     end_offsets: EndOffsets | None
@@ -524,7 +430,7 @@ class _Builder:
     async def _watch(self, chain: ChainConfig) -> RunningStage:
         source = await self.connections.source(chain)
         return watch_stage(
-            self.settings, source, self.bus, self.sessions,
+            self.settings, source, self.bus, self.ledger,
             poll_interval_s=self.settings.watch_interval_s, metrics=self.metrics,
             name=f"watch-{chain.wormhole_chain_id}",
         )  # fmt: skip
@@ -549,7 +455,7 @@ class _Builder:
         return self._runner(f"attest-{index}", self.settings.observations_topic, attester)
 
     def _assemble(self, sets: GuardianSets) -> RunningStage:
-        assembler = Assembler(self.sessions, sets, self.settings.vaas_topic)
+        assembler = Assembler(self.ledger, sets, self.settings.vaas_topic)
         return self._runner("assemble", self.settings.signatures_topic, assembler)
 
     def _fetch(self) -> RunningStage:
@@ -558,7 +464,7 @@ class _Builder:
         )
         self.connections.closers.append(api.aclose)
         fetcher = VaaFetcher(
-            api, self.sessions, self.settings.guardian_sets(), self.settings.vaas_topic
+            api, self.ledger, self.settings.guardian_sets(), self.settings.vaas_topic
         )
         return self._runner("fetch", self.settings.observations_topic, fetcher)
 
@@ -572,7 +478,7 @@ class _Builder:
     async def _deliver(self, chain: ChainConfig, key: str | bytes) -> RunningStage:
         destination = await self.connections.destination(chain, key)
         deliverer = Deliverer(
-            destination, self.sessions, self.settings.retry_policy(),
+            destination, self.ledger, self.settings.retry_policy(),
             confirm_timeout_s=self.settings.confirm_timeout_s,
         )  # fmt: skip
         topic = self.settings.delivery_topic(chain.wormhole_chain_id)
@@ -583,7 +489,7 @@ class _Builder:
     def _runner(self, name: str, topic: str, processor: Any) -> StageRunner:
         return StageRunner(
             name=name, bus=self.bus, inputs=[topic], processor=processor,
-            metrics=self.metrics, end_offsets=self.end_offsets, dead_letters=self.sessions,
+            metrics=self.metrics, end_offsets=self.end_offsets, dead_letters=self.ledger,
             **self.settings.runner_options(name),
         )  # fmt: skip
 

@@ -14,12 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from fedrelay.adapters.ledger.models import GuardianSignature, ObservationStatus, StoredVaa
-from fedrelay.adapters.ledger.models import Observation as ObservationRow
 from fedrelay.ports.bus import Record
+from fedrelay.ports.relayer_ledger import ObservationStatus, RelayerLedger, RelayerLedgerWork
 from fedrelay.protocol.tracing import traceparent
 from fedrelay.protocol.wormhole import (
     GuardianIndexOutOfRange,
@@ -31,17 +27,17 @@ from fedrelay.protocol.wormhole import (
     parse_vaa,
     recover_address,
 )
-from fedrelay.relayer.messages import (
+from fedrelay.protocol.wormhole.observation import Observation
+from fedrelay.relayer.errors import RelayerError
+from fedrelay.relayer.records import (
     GuardianSignatureMessage,
-    Observation,
-    RelayerError,
     SignedVaa,
     decode_as,
     encode_message,
     message_key,
     message_label,
 )
-from fedrelay.relayer.stage import Output, StageResult, insert_once, position_of
+from fedrelay.relayer.stage import Output, StageResult, position_of
 
 
 class ConflictingVaa(RelayerError):
@@ -90,39 +86,17 @@ def build_vaa(
 
 
 async def store_observation(
-    session: AsyncSession, observation: Observation, status: ObservationStatus
+    work: RelayerLedgerWork, observation: Observation, status: ObservationStatus
 ) -> None:
     """Record an observation unless the ledger has it; move it on from ``observed``."""
-    await insert_once(
-        session,
-        ObservationRow.__table__,  # type: ignore[arg-type]
-        {
-            "emitter_chain": observation.emitter_chain,
-            "emitter_address": observation.emitter_address,
-            "sequence": observation.sequence,
-            "digest": observation.digest,
-            "nonce": observation.nonce,
-            "timestamp": observation.timestamp,
-            "consistency_level": observation.consistency_level,
-            "payload": observation.payload,
-            "tx_hash": observation.tx_hash,
-            "block_number": observation.block_number,
-            "block_hash": observation.block_hash,
-            "status": status,
-            "trace_context": traceparent(),
-        },
-    )
+    await work.record_observation(observation, status, traceparent())
     movable = [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED]
     if status == ObservationStatus.ATTESTED:
         movable = [ObservationStatus.OBSERVED]
-    await session.execute(
-        update(ObservationRow)
-        .where(ObservationRow.digest == observation.digest, ObservationRow.status.in_(movable))
-        .values(status=status)
-    )
+    await work.advance_observations(observation.digest, status, movable)
 
 
-async def store_vaa_once(session: AsyncSession, vaa: Vaa, position: str) -> bool:
+async def store_vaa_once(work: RelayerLedgerWork, vaa: Vaa, position: str) -> bool:
     """Store a VAA under its digest unless one is stored; whether `position` should emit it.
 
     True when this call stored it, or when it was stored by the record at the same `position`
@@ -131,90 +105,49 @@ async def store_vaa_once(session: AsyncSession, vaa: Vaa, position: str) -> bool
     Raises:
         ConflictingVaa: The ledger holds a VAA with another digest for the same message id.
     """
-    inserted = await insert_once(
-        session,
-        StoredVaa.__table__,  # type: ignore[arg-type]
-        {
-            "digest": vaa.digest,
-            "emitter_chain": vaa.body.emitter_chain,
-            "emitter_address": vaa.body.emitter_address,
-            "sequence": vaa.body.sequence,
-            "guardian_set_index": vaa.guardian_set_index,
-            "num_signatures": len(vaa.signatures),
-            "vaa": vaa.to_bytes(),
-            "trace_context": traceparent(),
-            "assembled_from": position,
-        },
+    inserted = await work.insert_vaa(
+        vaa.to_bytes(),
+        digest=vaa.digest,
+        message_id=vaa.message_id,
+        guardian_set_index=vaa.guardian_set_index,
+        num_signatures=len(vaa.signatures),
+        trace_context=traceparent(),
+        assembled_from=position,
     )
     if inserted:
         return True
-    stored = await stored_vaa(session, vaa.digest)
+    stored = await work.stored_vaa(vaa.digest)
     if stored is None:  # the conflict was on the message id: a different body was signed
         raise ConflictingVaa(
             f"a VAA with another body is stored for {message_label(vaa.message_id)}; "
             f"0x{vaa.digest.hex()} is refused"
         )
-    return stored[1] == position
-
-
-async def stored_vaa(session: AsyncSession, digest: bytes) -> tuple[bytes, str | None] | None:
-    """The stored VAA bytes of a digest and the position that assembled it, if any."""
-    row = (
-        await session.execute(
-            select(StoredVaa.vaa, StoredVaa.assembled_from).where(StoredVaa.digest == digest)
-        )
-    ).first()
-    return None if row is None else (bytes(row[0]), row[1])
+    return stored.assembled_from == position
 
 
 async def collect_signature(
-    session: AsyncSession, message: GuardianSignatureMessage, quorum: int, position: str
+    work: RelayerLedgerWork, message: GuardianSignatureMessage, quorum: int, position: str
 ) -> Vaa | None:
     """Store one checked signature; the VAA when this record is the one that emits it.
 
     Args:
-        session: An open transaction on the ledger.
+        work: An open transaction on the ledger.
         message: A signature that passed :func:`check_signature`.
         quorum: Signatures the guardian set needs.
         position: The bus position of the record carrying the signature.
     """
-    await store_observation(session, message.observation, ObservationStatus.ATTESTED)
-    signature = message.signature
-    await insert_once(
-        session,
-        GuardianSignature.__table__,  # type: ignore[arg-type]
-        {
-            "digest": message.digest,
-            "guardian_set_index": message.guardian_set_index,
-            "guardian_index": signature.guardian_index,
-            "signature": signature.r + signature.s + bytes((signature.v,)),
-        },
-        ("digest", "guardian_set_index", "guardian_index"),
-    )
-    existing = await stored_vaa(session, message.digest)
+    await store_observation(work, message.observation, ObservationStatus.ATTESTED)
+    await work.add_signature(message.digest, message.guardian_set_index, message.signature)
+    existing = await work.stored_vaa(message.digest)
     if existing is not None:  # assembled before: only a replay of the assembling record emits
-        raw, assembled_from = existing
-        return parse_vaa(raw) if assembled_from == position else None
-    rows = (
-        await session.scalars(
-            select(GuardianSignature)
-            .where(
-                GuardianSignature.digest == message.digest,
-                GuardianSignature.guardian_set_index == message.guardian_set_index,
-            )
-            .order_by(GuardianSignature.guardian_index)
-        )
-    ).all()
-    if len(rows) < quorum:
+        return parse_vaa(existing.vaa) if existing.assembled_from == position else None
+    signatures = await work.signatures(message.digest, message.guardian_set_index)
+    if len(signatures) < quorum:
         return None
-    signatures = [
-        Signature(row.guardian_index, row.signature[:32], row.signature[32:64], row.signature[64])
-        for row in rows
-    ]
     vaa = build_vaa(message.observation, message.guardian_set_index, signatures)
-    if not await store_vaa_once(session, vaa, position):
+    if not await store_vaa_once(work, vaa, position):
         return None
-    await store_observation(session, message.observation, ObservationStatus.ASSEMBLED)
+    await store_observation(work, message.observation, ObservationStatus.ASSEMBLED)
     return vaa
 
 
@@ -225,7 +158,7 @@ async def collect_signature(
 class Assembler:
     """The assemble stage's processor: signatures in, one VAA per digest out."""
 
-    sessions: async_sessionmaker[AsyncSession]
+    ledger: RelayerLedger
     guardian_sets: GuardianSets
     vaas_topic: str = "vaas"
 
@@ -233,10 +166,8 @@ class Assembler:
         """Check and store the signature; emit the VAA if this record completes its quorum."""
         message = decode_as(record.value, GuardianSignatureMessage)
         guardian_set = check_signature(message, self.guardian_sets)
-        async with self.sessions() as session, session.begin():
-            vaa = await collect_signature(
-                session, message, guardian_set.quorum, position_of(record)
-            )
+        async with self.ledger.transaction() as work:
+            vaa = await collect_signature(work, message, guardian_set.quorum, position_of(record))
         source = f"chain-{message.observation.emitter_chain}"
         if vaa is None:
             return StageResult(emitted_at_ms=message.emitted_at_ms, source=source)

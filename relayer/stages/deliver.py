@@ -1,6 +1,6 @@
 """The deliver stage: one destination chain's delivery requests, each applied exactly once.
 
-For each :class:`~fedrelay.relayer.messages.DeliveryRequest` on ``deliveries.<chain>``::
+For each :class:`~fedrelay.relayer.records.DeliveryRequest` on ``deliveries.<chain>``::
 
     ledger: the delivery row (unique per digest and chain); done before -> nothing to do
     chain:  consumed already?            -> ALREADY_DELIVERED (success)
@@ -34,30 +34,27 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from fedrelay.adapters.ledger.models import (
-    AttemptOutcome,
-    Delivery,
-    DeliveryAttempt,
-    DeliveryStatus,
-    SignerNonce,
-)
-from fedrelay.adapters.ledger.models import StoredVaa as StoredVaaRow
 from fedrelay.ports.bus import Bus, Record
 from fedrelay.ports.relay import DestinationChain, Failure, FailureKind, SignedDelivery, TxState
+from fedrelay.ports.relayer_ledger import (
+    AttemptOutcome,
+    AttemptRecord,
+    DeliveryRecord,
+    DeliveryStatus,
+    RelayerLedger,
+    RelayerLedgerWork,
+)
 from fedrelay.protocol.tracing import traceparent
 from fedrelay.relayer.backoff import BackoffPolicy
-from fedrelay.relayer.messages import DeliveryRequest, RelayerError, decode_as, message_label
+from fedrelay.relayer.errors import RelayerError, RetryableError
+from fedrelay.relayer.records import DeliveryRequest, decode_as, message_label
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import RetryableError, StageResult, StageRunner, insert_once
+from fedrelay.relayer.stage import StageResult, StageRunner
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_IN_FLIGHT = (AttemptOutcome.PREPARED, AttemptOutcome.BROADCAST)
 _DONE = (DeliveryStatus.CONFIRMED, DeliveryStatus.ALREADY_DELIVERED)
 
 
@@ -80,7 +77,7 @@ class DeliveryRetry(RetryableError):
 class DestinationUnavailable(ConnectionError):
     """The destination's endpoint cannot be reached: retried without limit, never dead-lettered.
 
-    Deliberately not a :class:`~fedrelay.relayer.messages.RelayerError`: the stage runner treats it
+    Deliberately not a :class:`~fedrelay.relayer.records.RelayerError`: the stage runner treats it
     as an
     infrastructure failure, not as something wrong with the message.
     """
@@ -98,98 +95,34 @@ class _ChainFailure(Exception):
 # --- ledger ---------------------------------------------------------------------------------------
 
 
-async def open_delivery(session: AsyncSession, request: DeliveryRequest) -> Delivery:
+async def open_delivery(work: RelayerLedgerWork, request: DeliveryRequest) -> DeliveryRecord:
     """The ledger row of a delivery, created (with its VAA row) on first sight.
 
     Raises:
         ConflictingDelivery: Another VAA body is stored for the same message id.
     """
-    await insert_once(
-        session,
-        StoredVaaRow.__table__,  # type: ignore[arg-type]
-        {
-            "digest": request.digest,
-            "emitter_chain": request.message_id.emitter_chain,
-            "emitter_address": request.message_id.emitter_address,
-            "sequence": request.message_id.sequence,
-            "guardian_set_index": request.parsed.guardian_set_index,
-            "num_signatures": len(request.parsed.signatures),
-            "vaa": request.vaa,
-            "trace_context": traceparent(),
-        },
+    await work.insert_vaa(
+        request.vaa,
+        digest=request.digest,
+        message_id=request.message_id,
+        guardian_set_index=request.parsed.guardian_set_index,
+        num_signatures=len(request.parsed.signatures),
+        trace_context=traceparent(),
     )
-    if await session.get(StoredVaaRow, request.digest) is None:
+    if await work.stored_vaa(request.digest) is None:
         raise ConflictingDelivery(
             f"another VAA body is stored for {message_label(request.message_id)}; "
             f"0x{request.digest.hex()} is refused"
         )
-    await insert_once(
-        session,
-        Delivery.__table__,  # type: ignore[arg-type]
-        {
-            "digest": request.digest,
-            "destination_chain": request.destination_chain,
-            "status": DeliveryStatus.PENDING,
-            "attempt_count": 0,
-            "trace_context": traceparent(),
-        },
-        ("digest", "destination_chain"),
-    )
-    delivery = await session.scalar(
-        select(Delivery).where(
-            Delivery.digest == request.digest,
-            Delivery.destination_chain == request.destination_chain,
-        )
-    )
-    assert delivery is not None
-    return delivery
+    return await work.open_delivery(request.digest, request.destination_chain, traceparent())
 
 
-async def reopen_delivery(session: AsyncSession, digest: bytes, destination_chain: int) -> bool:
+async def reopen_delivery(work: RelayerLedgerWork, digest: bytes, destination_chain: int) -> bool:
     """Make a DEAD delivery deliverable again (operator retry); True if one was reopened.
 
     The requeued record then gets a fresh budget of attempts.
     """
-    delivery = await session.scalar(
-        select(Delivery).where(
-            Delivery.digest == digest, Delivery.destination_chain == destination_chain
-        )
-    )
-    if delivery is None or delivery.status != DeliveryStatus.DEAD:
-        return False
-    delivery.status = DeliveryStatus.PENDING
-    delivery.attempt_count = 0
-    return True
-
-
-async def allocate_nonce(
-    session: AsyncSession, chain_id: int, signer: str, chain_pending: int, delivery_id: int
-) -> int:
-    """The nonce a new transaction of `signer` takes, recorded in ``signer_nonces``.
-
-    The chain's pending count (mempool included) is the authority: it fills the gap a signed
-    transaction leaves when it never reached the chain. Attempts persisted but not yet broadcast
-    by other deliveries (a crash between persisting and sending) still hold their nonces, so the
-    new one goes after them.
-    """
-    held = await session.scalar(
-        select(func.max(DeliveryAttempt.nonce))
-        .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
-        .where(
-            Delivery.destination_chain == chain_id,
-            Delivery.id != delivery_id,
-            DeliveryAttempt.signer == signer,
-            DeliveryAttempt.outcome == AttemptOutcome.PREPARED,
-            DeliveryAttempt.nonce >= chain_pending,
-        )
-    )
-    nonce = chain_pending if held is None else int(held) + 1
-    row = await session.get(SignerNonce, (chain_id, signer))
-    if row is None:
-        session.add(SignerNonce(chain_id=chain_id, signer=signer, next_nonce=nonce + 1))
-    else:
-        row.next_nonce = max(row.next_nonce, nonce + 1)
-    return nonce
+    return await work.reopen_delivery(digest, destination_chain)
 
 
 # --- the stage ------------------------------------------------------------------------------------
@@ -201,7 +134,7 @@ class Deliverer:
 
     Attributes:
         chain: The destination's adapter (with the relayer's signer).
-        sessions: The ledger.
+        ledger: The ledger.
         policy: How many attempts a delivery gets (the stage runner's backoff spaces them).
         confirm_timeout_s: How long a broadcast transaction may take to confirm before it is
             replaced with a higher fee.
@@ -209,7 +142,7 @@ class Deliverer:
     """
 
     chain: DestinationChain
-    sessions: async_sessionmaker[AsyncSession]
+    ledger: RelayerLedger
     policy: BackoffPolicy
     confirm_timeout_s: float = 30.0
     status_interval_s: float = 0.1
@@ -236,8 +169,8 @@ class Deliverer:
                 f"{message_label(request.message_id)} is addressed to chain "
                 f"{request.destination_chain}, this stage delivers to chain {self.chain.chain_id}"
             )
-        async with self.sessions() as session, session.begin():
-            delivery = await open_delivery(session, request)
+        async with self.ledger.transaction() as work:
+            delivery = await open_delivery(work, request)
             delivery_id, status = delivery.id, delivery.status
         label = f"{message_label(request.message_id)} -> chain {request.destination_chain}"
         if status in _DONE:
@@ -267,7 +200,7 @@ class Deliverer:
             await self._chain(self.chain.broadcast(signed), attempt_id)
         else:
             # Persisted (and maybe sent) before: by a previous run, or a try that timed out.
-            attempt_id, signed = in_flight.id, _signed(in_flight)
+            attempt_id, signed = in_flight.id, in_flight.signed
             state = (await self._chain(self.chain.status(signed.tx_id), attempt_id)).state
             if state in (TxState.CONFIRMED, TxState.FAILED):
                 pass  # it landed: the wait below reports how
@@ -285,74 +218,48 @@ class Deliverer:
         log.info("delivery %s: confirmed in %s", label, signed.tx_id)
         return DeliveryStatus.CONFIRMED
 
-    async def _in_flight(self, delivery_id: int) -> DeliveryAttempt | None:
-        async with self.sessions() as session:
-            return await session.scalar(
-                select(DeliveryAttempt)
-                .where(
-                    DeliveryAttempt.delivery_id == delivery_id,
-                    DeliveryAttempt.outcome.in_(_IN_FLIGHT),
-                )
-                .order_by(DeliveryAttempt.attempt.desc())
-                .limit(1)
-            )
+    async def _in_flight(self, delivery_id: int) -> AttemptRecord | None:
+        async with self.ledger.reading() as work:
+            in_flight = await work.in_flight_attempts(delivery_id)
+        return in_flight[-1] if in_flight else None
 
     async def _prepare(
-        self, request: DeliveryRequest, delivery_id: int, replacing: DeliveryAttempt | None
+        self, request: DeliveryRequest, delivery_id: int, replacing: AttemptRecord | None
     ) -> tuple[int, SignedDelivery]:
         """Sign a new transaction and persist it (PREPARED) before it is sent."""
-        async with self.sessions() as session:
-            previous = await session.scalar(
-                select(func.count())
-                .select_from(DeliveryAttempt)
-                .where(DeliveryAttempt.delivery_id == delivery_id)
-            )
-        fee_level = int(previous or 0)
+        async with self.ledger.reading() as work:
+            fee_level = await work.attempt_total(delivery_id)
         pending = await self._chain(self.chain.pending_nonce())
-        async with self.sessions() as session, session.begin():
+        async with self.ledger.transaction() as work:
             if replacing is not None and replacing.nonce is not None:
                 nonce: int | None = replacing.nonce  # same nonce, higher fee: a replacement
             elif pending is not None:
-                nonce = await allocate_nonce(
-                    session, self.chain.chain_id, self.chain.signer, pending, delivery_id
+                nonce = await work.allocate_nonce(
+                    self.chain.chain_id, self.chain.signer, pending, delivery_id
                 )
             else:
                 nonce = None
         signed = await self._chain(self.chain.prepare(request.vaa, nonce, fee_level))
-        async with self.sessions() as session, session.begin():
-            attempt = DeliveryAttempt(
-                delivery_id=delivery_id,
-                attempt=fee_level + 1,
-                signer=self.chain.signer,
-                nonce=signed.nonce,
-                tx_hash=signed.tx_id,
-                signed_tx=signed.raw,
-                fee_per_gas=signed.fee_per_gas,
-                outcome=AttemptOutcome.PREPARED,
+        async with self.ledger.transaction() as work:
+            attempt_id = await work.add_attempt(
+                delivery_id, fee_level + 1, self.chain.signer, signed
             )
-            session.add(attempt)
-            await session.flush()
-            return attempt.id, signed
+        return attempt_id, signed
 
     async def _record_broadcast(
         self,
         delivery_id: int,
         attempt_id: int,
-        replaced: DeliveryAttempt | None,
+        replaced: AttemptRecord | None,
         signed: SignedDelivery,
     ) -> None:
-        async with self.sessions() as session, session.begin():
-            attempt = await session.get(DeliveryAttempt, attempt_id)
-            assert attempt is not None
-            attempt.outcome = AttemptOutcome.BROADCAST
+        async with self.ledger.transaction() as work:
+            await work.set_attempt_outcome(attempt_id, AttemptOutcome.BROADCAST)
             if replaced is not None and replaced.id != attempt_id:
-                old = await session.get(DeliveryAttempt, replaced.id)
-                assert old is not None
-                old.outcome = AttemptOutcome.REPLACED
-            delivery = await session.get(Delivery, delivery_id)
-            assert delivery is not None
-            delivery.status = DeliveryStatus.SUBMITTED
-            delivery.tx_hash = signed.tx_id
+                await work.set_attempt_outcome(replaced.id, AttemptOutcome.REPLACED)
+            await work.update_delivery(
+                delivery_id, status=DeliveryStatus.SUBMITTED, tx_hash=signed.tx_id
+            )
 
     async def _wait_confirmed(self, signed: SignedDelivery, attempt_id: int) -> None:
         """Poll the transaction's status until it confirms, fails, or the time is up."""
@@ -382,15 +289,8 @@ class Deliverer:
     ) -> DeliveryStatus:
         """The digest is consumed: by one of ours (an attempt that confirmed) or someone else."""
         await self._chain(self.chain.finish(request.vaa))
-        async with self.sessions() as session:
-            in_flight = (
-                await session.scalars(
-                    select(DeliveryAttempt).where(
-                        DeliveryAttempt.delivery_id == delivery_id,
-                        DeliveryAttempt.outcome.in_(_IN_FLIGHT),
-                    )
-                )
-            ).all()
+        async with self.ledger.reading() as work:
+            in_flight = await work.in_flight_attempts(delivery_id)
         for attempt in in_flight:
             tx_id = attempt.tx_hash or ""
             if (await self._chain(self.chain.status(tx_id))).state == TxState.CONFIRMED:
@@ -404,59 +304,42 @@ class Deliverer:
     async def _settle(
         self, delivery_id: int, attempt_id: int | None, status: DeliveryStatus, tx_id: str | None
     ) -> None:
-        async with self.sessions() as session, session.begin():
-            delivery = await session.get(Delivery, delivery_id)
-            assert delivery is not None
-            delivery.status = status
-            delivery.next_attempt_at = None
-            if tx_id is not None:
-                delivery.tx_hash = tx_id
-            for attempt in await session.scalars(
-                select(DeliveryAttempt).where(
-                    DeliveryAttempt.delivery_id == delivery_id,
-                    DeliveryAttempt.outcome.in_(_IN_FLIGHT),
-                )
-            ):
-                confirmed = attempt.id == attempt_id
-                attempt.outcome = AttemptOutcome.CONFIRMED if confirmed else AttemptOutcome.REPLACED
+        async with self.ledger.transaction() as work:
+            await work.update_delivery(
+                delivery_id, status=status, tx_hash=tx_id, clear_next_attempt=True
+            )
+            await work.settle_in_flight(delivery_id, attempt_id)
 
     async def _failed(
         self, request: DeliveryRequest, delivery_id: int, label: str, failed: _ChainFailure
     ) -> DeliveryStatus:
         failure = failed.failure
-        if failure.kind == FailureKind.ALREADY_CONSUMED:
+        if failure.kind is FailureKind.ALREADY_CONSUMED:
             await self._chain(self.chain.finish(request.vaa))
             await self._settle(delivery_id, None, DeliveryStatus.ALREADY_DELIVERED, None)
             log.info("delivery %s: already consumed (%s)", label, failure.reason)
             return DeliveryStatus.ALREADY_DELIVERED
-        async with self.sessions() as session, session.begin():
-            delivery = await session.get(Delivery, delivery_id)
-            assert delivery is not None
-            delivery.last_error = f"{failure.kind.value}: {failure.reason}"
+        async with self.ledger.transaction() as work:
+            last_error = f"{failure.kind.value}: {failure.reason}"
+            await work.update_delivery(delivery_id, last_error=last_error)
             if failed.attempt_id is not None:
-                attempt = await session.get(DeliveryAttempt, failed.attempt_id)
-                assert attempt is not None
-                attempt.error = delivery.last_error
-                attempt.outcome = _attempt_outcome(failure.kind, attempt.outcome)
-            if failure.kind == FailureKind.NONCE_TOO_LOW:
+                attempt = await work.attempt(failed.attempt_id)
+                outcome = _attempt_outcome(failure.kind, attempt.outcome)
+                await work.set_attempt_outcome(attempt.id, outcome, error=last_error)
+            if failure.kind is FailureKind.NONCE_TOO_LOW:
                 # The nonce went to another transaction: what is still in flight with it (a
                 # transaction this try meant to replace) can no longer land.
-                for stale in await session.scalars(
-                    select(DeliveryAttempt).where(
-                        DeliveryAttempt.delivery_id == delivery_id,
-                        DeliveryAttempt.outcome.in_(_IN_FLIGHT),
-                    )
-                ):
-                    stale.outcome = AttemptOutcome.FAILED
-            if failure.kind == FailureKind.UNAVAILABLE:
+                await work.fail_in_flight(delivery_id)
+            if failure.kind is FailureKind.UNAVAILABLE:
                 unavailable = True
+                count = (await work.delivery(delivery_id)).attempt_count
             else:
                 unavailable = False
-                delivery.attempt_count += 1
-                exhausted = self.policy.exhausted(delivery.attempt_count)
+                count = await work.count_failed_attempt(delivery_id)
+                exhausted = self.policy.exhausted(count)
                 dead = not failure.retryable or exhausted
-                delivery.status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
-            count = delivery.attempt_count
+                status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
+                await work.update_delivery(delivery_id, status=status)
         if unavailable:
             raise DestinationUnavailable(f"delivery {label}: {failure.reason}")
         if dead:
@@ -476,21 +359,11 @@ def _attempt_outcome(kind: FailureKind, current: AttemptOutcome) -> AttemptOutco
     return AttemptOutcome.FAILED
 
 
-def _signed(attempt: DeliveryAttempt) -> SignedDelivery:
-    """The persisted transaction of an attempt."""
-    return SignedDelivery(
-        tx_id=attempt.tx_hash or "",
-        raw=bytes(attempt.signed_tx or b""),
-        nonce=attempt.nonce,
-        fee_per_gas=int(attempt.fee_per_gas) if attempt.fee_per_gas is not None else None,
-    )
-
-
 def deliver_stage(
     settings: RelayerSettings,
     chain: DestinationChain,
     bus: Bus,
-    sessions: async_sessionmaker[AsyncSession],
+    ledger: RelayerLedger,
     **options: Any,
 ) -> StageRunner:
     """The deliver stage of `chain` as `settings` configure it
@@ -500,7 +373,7 @@ def deliver_stage(
         settings: The relayer's settings (topics, groups, retry policy).
         chain: The destination's adapter with the relayer's signer.
         bus: The bus.
-        sessions: The ledger (also where DLQ entries are recorded).
+        ledger: The ledger (also where DLQ entries are recorded).
         options: Further :class:`~fedrelay.relayer.stage.StageRunner` fields (``metrics``,
         ``end_offsets``).
     """
@@ -510,7 +383,7 @@ def deliver_stage(
         name=name,
         bus=bus,
         inputs=[settings.delivery_topic(chain.chain_id)],
-        processor=Deliverer(chain, sessions, policy),
-        dead_letters=sessions,
+        processor=Deliverer(chain, ledger, policy),
+        dead_letters=ledger,
         **{**settings.runner_options(name), **options},
     )

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from fedrelay.ports.bus import Record
 from fedrelay.protocol.wormhole import PayloadError, decode_payload
-from fedrelay.relayer.messages import (
+from fedrelay.relayer.errors import RelayerError
+from fedrelay.relayer.records import (
     DeliveryRequest,
-    RelayerError,
     SignedVaa,
     decode_as,
     encode_message,

@@ -1,0 +1,644 @@
+"""The relayer's ledger port (:mod:`fedrelay.ports.relayer_ledger`) on SQLAlchemy.
+
+A unit of work is one ``AsyncSession``: :meth:`SqlRelayerLedger.transaction` begins a transaction
+that commits when the block ends, :meth:`SqlRelayerLedger.reading` a session that is closed (rolled
+back) after it. Within one unit of work every change goes through the session's identity map, so a
+query sees what the same unit of work changed before it (autoflush), as the stages expect.
+
+"Insert once" is ``INSERT ... ON CONFLICT DO NOTHING`` (PostgreSQL and SQLite): two writers racing
+on the same key, or a replay, leave exactly one row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+from sqlalchemy import Table, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from fedrelay.adapters.ledger.database import create_engine
+from fedrelay.adapters.ledger.models import (
+    DeadLetter,
+    Delivery,
+    DeliveryAttempt,
+    GuardianSignature,
+    SignerNonce,
+    SourceCursor,
+    StoredVaa,
+    utcnow,
+)
+from fedrelay.adapters.ledger.models import Observation as ObservationRow
+from fedrelay.ports.relay import SignedDelivery
+from fedrelay.ports.relayer_ledger import (
+    IN_FLIGHT,
+    AttemptOutcome,
+    AttemptRecord,
+    DeadLetterRecord,
+    DeliveryRecord,
+    DeliveryStatus,
+    ObservationStatus,
+    SourceCursorRecord,
+    StoredObservation,
+    StoredVaaRecord,
+)
+from fedrelay.protocol.wormhole import MessageId, Signature
+from fedrelay.protocol.wormhole.observation import Observation
+
+
+class UnsupportedDialect(RuntimeError):
+    """Insert-once needs PostgreSQL or SQLite."""
+
+
+async def insert_once(
+    session: AsyncSession, table: Table, values: Mapping[str, Any], unique: Sequence[str] = ()
+) -> bool:
+    """Insert a row unless it would repeat a unique key; True when this call inserted it.
+
+    Args:
+        session: The session (and transaction) to insert in.
+        table: The table.
+        values: The row.
+        unique: The columns of the one unique key that may conflict; empty for any.
+    """
+    dialect = session.bind.dialect.name if session.bind is not None else ""
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(table).values(**values)
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).values(**values)
+    else:
+        raise UnsupportedDialect(f"insert_once supports postgresql and sqlite, not {dialect!r}")
+    conflict = statement.on_conflict_do_nothing(index_elements=list(unique) or None)
+    result = await session.execute(conflict)
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def _table(model: type[Any]) -> Table:
+    return cast("Table", model.__table__)
+
+
+def _cursor(row: SourceCursor) -> SourceCursorRecord:
+    return SourceCursorRecord(
+        row.source, row.chain_id, row.position, row.position_hash, row.updated_at
+    )
+
+
+def _observation(row: ObservationRow) -> StoredObservation:
+    return StoredObservation(
+        id=row.id, emitter_chain=row.emitter_chain, emitter_address=bytes(row.emitter_address),
+        sequence=int(row.sequence), digest=bytes(row.digest), tx_hash=row.tx_hash,
+        block_number=row.block_number, block_hash=row.block_hash, status=row.status,
+    )  # fmt: skip
+
+
+def _vaa(row: StoredVaa) -> StoredVaaRecord:
+    message_id = MessageId(row.emitter_chain, bytes(row.emitter_address), int(row.sequence))
+    return StoredVaaRecord(bytes(row.digest), message_id, bytes(row.vaa), row.assembled_from)
+
+
+def _delivery(row: Delivery) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=row.id, digest=bytes(row.digest), destination_chain=row.destination_chain,
+        status=row.status, attempt_count=row.attempt_count, tx_hash=row.tx_hash,
+        last_error=row.last_error,
+    )  # fmt: skip
+
+
+def _attempt(row: DeliveryAttempt) -> AttemptRecord:
+    return AttemptRecord(
+        id=row.id, delivery_id=row.delivery_id, attempt=row.attempt, signer=row.signer,
+        nonce=row.nonce, tx_hash=row.tx_hash,
+        signed_tx=bytes(row.signed_tx) if row.signed_tx is not None else None,
+        fee_per_gas=int(row.fee_per_gas) if row.fee_per_gas is not None else None,
+        outcome=row.outcome, error=row.error, created_at=row.created_at,
+    )  # fmt: skip
+
+
+def _dead_letter(row: DeadLetter) -> DeadLetterRecord:
+    return DeadLetterRecord(
+        row.id, row.stage, row.message_key, row.reason, bytes(row.body), row.created_at,
+        row.requeued_at,
+    )  # fmt: skip
+
+
+def _observation_values(
+    observation: Observation, status: ObservationStatus, trace_context: str | None
+) -> dict[str, object]:
+    return {
+        "emitter_chain": observation.emitter_chain,
+        "emitter_address": observation.emitter_address,
+        "sequence": observation.sequence,
+        "digest": observation.digest,
+        "nonce": observation.nonce,
+        "timestamp": observation.timestamp,
+        "consistency_level": observation.consistency_level,
+        "payload": observation.payload,
+        "tx_hash": observation.tx_hash,
+        "block_number": observation.block_number,
+        "block_hash": observation.block_hash,
+        "status": status,
+        "trace_context": trace_context,
+    }
+
+
+class SqlRelayerLedgerWork:
+    """One unit of work: a :class:`~fedrelay.ports.relayer_ledger.RelayerLedgerWork` on a
+    session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # -- sources and observations --
+
+    async def cursor(self, source: str) -> SourceCursorRecord | None:
+        row = await self.session.get(SourceCursor, source)
+        return None if row is None else _cursor(row)
+
+    async def cursors(self) -> list[SourceCursorRecord]:
+        rows = await self.session.scalars(select(SourceCursor).order_by(SourceCursor.source))
+        return [_cursor(row) for row in rows]
+
+    async def move_cursor(self, source: str, chain_id: int, position: int, hash_: str) -> None:
+        cursor = await self.session.get(SourceCursor, source)
+        if cursor is None:
+            cursor = SourceCursor(source=source, chain_id=chain_id)
+            self.session.add(cursor)
+        cursor.position = position
+        cursor.position_hash = hash_
+        cursor.updated_at = utcnow()
+
+    async def record_observation(
+        self, observation: Observation, status: ObservationStatus, trace_context: str | None
+    ) -> bool:
+        values = _observation_values(observation, status, trace_context)
+        return await insert_once(self.session, _table(ObservationRow), values)
+
+    async def observation(self, message_id: MessageId) -> StoredObservation | None:
+        row = await self._observation_row(message_id)
+        return None if row is None else _observation(row)
+
+    async def _observation_row(self, message_id: MessageId) -> ObservationRow | None:
+        return await self.session.scalar(
+            select(ObservationRow).where(
+                ObservationRow.emitter_chain == message_id.emitter_chain,
+                ObservationRow.emitter_address == message_id.emitter_address,
+                ObservationRow.sequence == message_id.sequence,
+            )
+        )
+
+    async def rewrite_observation(
+        self, observation_id: int, observation: Observation, trace_context: str | None
+    ) -> None:
+        row = await self.session.get(ObservationRow, observation_id)
+        assert row is not None
+        values = _observation_values(observation, ObservationStatus.OBSERVED, trace_context)
+        for name, value in values.items():
+            setattr(row, name, value)
+
+    async def advance_observations(
+        self, digest: bytes, status: ObservationStatus, movable: Sequence[ObservationStatus]
+    ) -> None:
+        await self.session.execute(
+            update(ObservationRow)
+            .where(ObservationRow.digest == digest, ObservationRow.status.in_(list(movable)))
+            .values(status=status)
+        )
+
+    async def live_observations(
+        self, chain_id: int, above: int, up_to: int
+    ) -> list[StoredObservation]:
+        rows = await self.session.scalars(
+            select(ObservationRow)
+            .where(
+                ObservationRow.emitter_chain == chain_id,
+                ObservationRow.status != ObservationStatus.REORGED,
+                ObservationRow.block_number <= up_to,
+                ObservationRow.block_number > above,
+            )
+            .order_by(ObservationRow.block_number.desc(), ObservationRow.sequence.desc())
+        )
+        return [_observation(row) for row in rows]
+
+    async def relocate_observation(
+        self, observation_id: int, block_number: int, block_hash: str, tx_hash: str
+    ) -> None:
+        row = await self.session.get(ObservationRow, observation_id)
+        assert row is not None
+        row.block_number = block_number
+        row.block_hash = block_hash
+        row.tx_hash = tx_hash
+
+    async def mark_reorged(self, observation_id: int) -> None:
+        row = await self.session.get(ObservationRow, observation_id)
+        assert row is not None
+        row.status = ObservationStatus.REORGED
+
+    async def last_known(self, chain_id: int, emitter: bytes) -> tuple[int, int] | None:
+        known = (
+            await self.session.execute(
+                select(
+                    func.max(ObservationRow.sequence), func.max(ObservationRow.block_number)
+                ).where(
+                    ObservationRow.emitter_chain == chain_id,
+                    ObservationRow.emitter_address == emitter,
+                    ObservationRow.status != ObservationStatus.REORGED,
+                )
+            )
+        ).one()
+        sequence, position = cast("tuple[int | None, int | None]", tuple(known))
+        if sequence is None or position is None:
+            return None
+        return int(sequence), int(position)
+
+    async def last_observed_by_chain(self) -> dict[int, Any]:
+        observed = await self.session.execute(
+            select(ObservationRow.emitter_chain, func.max(ObservationRow.observed_at)).group_by(
+                ObservationRow.emitter_chain
+            )
+        )
+        return {int(row[0]): row[1] for row in observed}
+
+    # -- signatures and VAAs --
+
+    async def add_signature(
+        self, digest: bytes, guardian_set_index: int, signature: Signature
+    ) -> bool:
+        return await insert_once(
+            self.session,
+            _table(GuardianSignature),
+            {
+                "digest": digest,
+                "guardian_set_index": guardian_set_index,
+                "guardian_index": signature.guardian_index,
+                "signature": signature.r + signature.s + bytes((signature.v,)),
+            },
+            ("digest", "guardian_set_index", "guardian_index"),
+        )
+
+    async def signatures(self, digest: bytes, guardian_set_index: int) -> list[Signature]:
+        rows = (
+            await self.session.scalars(
+                select(GuardianSignature)
+                .where(
+                    GuardianSignature.digest == digest,
+                    GuardianSignature.guardian_set_index == guardian_set_index,
+                )
+                .order_by(GuardianSignature.guardian_index)
+            )
+        ).all()
+        return [
+            Signature(
+                row.guardian_index, row.signature[:32], row.signature[32:64], row.signature[64]
+            )
+            for row in rows
+        ]
+
+    async def insert_vaa(
+        self,
+        vaa: bytes,
+        *,
+        digest: bytes,
+        message_id: MessageId,
+        guardian_set_index: int,
+        num_signatures: int,
+        trace_context: str | None,
+        assembled_from: str | None = None,
+    ) -> bool:
+        values: dict[str, object] = {
+            "digest": digest,
+            "emitter_chain": message_id.emitter_chain,
+            "emitter_address": message_id.emitter_address,
+            "sequence": message_id.sequence,
+            "guardian_set_index": guardian_set_index,
+            "num_signatures": num_signatures,
+            "vaa": vaa,
+            "trace_context": trace_context,
+        }
+        if assembled_from is not None:
+            values["assembled_from"] = assembled_from
+        return await insert_once(self.session, _table(StoredVaa), values)
+
+    async def stored_vaa(self, digest: bytes) -> StoredVaaRecord | None:
+        row = await self.session.get(StoredVaa, digest)
+        return None if row is None else _vaa(row)
+
+    async def vaa_of_message(self, message_id: MessageId) -> StoredVaaRecord | None:
+        row = await self.session.scalar(
+            select(StoredVaa).where(
+                StoredVaa.emitter_chain == message_id.emitter_chain,
+                StoredVaa.emitter_address == message_id.emitter_address,
+                StoredVaa.sequence == message_id.sequence,
+            )
+        )
+        return None if row is None else _vaa(row)
+
+    async def vaa_of_delivery(self, delivery_id: int) -> bytes | None:
+        vaa = await self.session.scalar(
+            select(StoredVaa.vaa)
+            .join(Delivery, Delivery.digest == StoredVaa.digest)
+            .where(Delivery.id == delivery_id)
+        )
+        return None if vaa is None else bytes(vaa)
+
+    # -- deliveries and attempts --
+
+    async def open_delivery(
+        self, digest: bytes, destination_chain: int, trace_context: str | None
+    ) -> DeliveryRecord:
+        await insert_once(
+            self.session,
+            _table(Delivery),
+            {
+                "digest": digest,
+                "destination_chain": destination_chain,
+                "status": DeliveryStatus.PENDING,
+                "attempt_count": 0,
+                "trace_context": trace_context,
+            },
+            ("digest", "destination_chain"),
+        )
+        row = await self.session.scalar(
+            select(Delivery).where(
+                Delivery.digest == digest, Delivery.destination_chain == destination_chain
+            )
+        )
+        assert row is not None
+        return _delivery(row)
+
+    async def delivery(self, delivery_id: int) -> DeliveryRecord:
+        return _delivery(await self._delivery_row(delivery_id))
+
+    async def _delivery_row(self, delivery_id: int) -> Delivery:
+        row = await self.session.get(Delivery, delivery_id)
+        assert row is not None
+        return row
+
+    async def deliveries_of(
+        self, digest: bytes, destination_chain: int | None = None
+    ) -> list[DeliveryRecord]:
+        query = select(Delivery).where(Delivery.digest == digest)
+        if destination_chain is not None:
+            query = query.where(Delivery.destination_chain == destination_chain)
+        return [_delivery(row) for row in await self.session.scalars(query)]
+
+    async def reopen_delivery(self, digest: bytes, destination_chain: int) -> bool:
+        row = await self.session.scalar(
+            select(Delivery).where(
+                Delivery.digest == digest, Delivery.destination_chain == destination_chain
+            )
+        )
+        if row is None or row.status != DeliveryStatus.DEAD:
+            return False
+        row.status = DeliveryStatus.PENDING
+        row.attempt_count = 0
+        return True
+
+    async def update_delivery(
+        self,
+        delivery_id: int,
+        *,
+        status: DeliveryStatus | None = None,
+        tx_hash: str | None = None,
+        last_error: str | None = None,
+        clear_next_attempt: bool = False,
+    ) -> None:
+        row = await self._delivery_row(delivery_id)
+        if status is not None:
+            row.status = status
+        if clear_next_attempt:
+            row.next_attempt_at = None
+        if tx_hash is not None:
+            row.tx_hash = tx_hash
+        if last_error is not None:
+            row.last_error = last_error
+
+    async def count_failed_attempt(self, delivery_id: int) -> int:
+        row = await self._delivery_row(delivery_id)
+        row.attempt_count += 1
+        return row.attempt_count
+
+    async def delivery_counts(self) -> dict[int, dict[DeliveryStatus, int]]:
+        counts: dict[int, dict[DeliveryStatus, int]] = {}
+        by_state = await self.session.execute(
+            select(Delivery.destination_chain, Delivery.status, func.count()).group_by(
+                Delivery.destination_chain, Delivery.status
+            )
+        )
+        for row in by_state:
+            counts.setdefault(int(row[0]), {})[row[1]] = int(row[2])
+        return counts
+
+    async def attempt(self, attempt_id: int) -> AttemptRecord:
+        return _attempt(await self._attempt_row(attempt_id))
+
+    async def _attempt_row(self, attempt_id: int) -> DeliveryAttempt:
+        row = await self.session.get(DeliveryAttempt, attempt_id)
+        assert row is not None
+        return row
+
+    async def attempt_total(self, delivery_id: int) -> int:
+        total = await self.session.scalar(
+            select(func.count())
+            .select_from(DeliveryAttempt)
+            .where(DeliveryAttempt.delivery_id == delivery_id)
+        )
+        return int(total or 0)
+
+    async def _in_flight_rows(self, delivery_id: int) -> list[DeliveryAttempt]:
+        rows = await self.session.scalars(
+            select(DeliveryAttempt)
+            .where(
+                DeliveryAttempt.delivery_id == delivery_id,
+                DeliveryAttempt.outcome.in_(IN_FLIGHT),
+            )
+            .order_by(DeliveryAttempt.attempt)
+        )
+        return list(rows)
+
+    async def in_flight_attempts(self, delivery_id: int) -> list[AttemptRecord]:
+        return [_attempt(row) for row in await self._in_flight_rows(delivery_id)]
+
+    async def add_attempt(
+        self, delivery_id: int, attempt: int, signer: str, signed: SignedDelivery
+    ) -> int:
+        row = DeliveryAttempt(
+            delivery_id=delivery_id,
+            attempt=attempt,
+            signer=signer,
+            nonce=signed.nonce,
+            tx_hash=signed.tx_id,
+            signed_tx=signed.raw,
+            fee_per_gas=signed.fee_per_gas,
+            outcome=AttemptOutcome.PREPARED,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        return row.id
+
+    async def set_attempt_outcome(
+        self, attempt_id: int, outcome: AttemptOutcome, error: str | None = None
+    ) -> None:
+        row = await self._attempt_row(attempt_id)
+        if error is not None:
+            row.error = error
+        row.outcome = outcome
+
+    async def settle_in_flight(self, delivery_id: int, confirmed: int | None) -> None:
+        for row in await self._in_flight_rows(delivery_id):
+            is_it = row.id == confirmed
+            row.outcome = AttemptOutcome.CONFIRMED if is_it else AttemptOutcome.REPLACED
+
+    async def fail_in_flight(self, delivery_id: int, keep: int | None = None) -> None:
+        for row in await self._in_flight_rows(delivery_id):
+            if row.id != keep:
+                row.outcome = AttemptOutcome.FAILED
+
+    async def replace_in_flight(self, delivery_id: int, keep: int) -> None:
+        for row in await self._in_flight_rows(delivery_id):
+            if row.id != keep:
+                row.outcome = AttemptOutcome.REPLACED
+
+    # -- signer nonces --
+
+    async def allocate_nonce(
+        self, chain_id: int, signer: str, chain_pending: int, delivery_id: int
+    ) -> int:
+        held = await self.session.scalar(
+            select(func.max(DeliveryAttempt.nonce))
+            .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
+            .where(
+                Delivery.destination_chain == chain_id,
+                Delivery.id != delivery_id,
+                DeliveryAttempt.signer == signer,
+                DeliveryAttempt.outcome == AttemptOutcome.PREPARED,
+                DeliveryAttempt.nonce >= chain_pending,
+            )
+        )
+        nonce = chain_pending if held is None else int(held) + 1
+        row = await self.session.get(SignerNonce, (chain_id, signer))
+        if row is None:
+            self.session.add(SignerNonce(chain_id=chain_id, signer=signer, next_nonce=nonce + 1))
+        else:
+            row.next_nonce = max(row.next_nonce, nonce + 1)
+        return nonce
+
+    async def signer_next_nonce(self, chain_id: int, signer: str) -> int | None:
+        row = await self.session.get(SignerNonce, (chain_id, signer))
+        return row.next_nonce if row is not None else None
+
+    async def set_signer_next_nonce(self, chain_id: int, signer: str, next_nonce: int) -> None:
+        row = await self.session.get(SignerNonce, (chain_id, signer))
+        if row is None:
+            self.session.add(SignerNonce(chain_id=chain_id, signer=signer, next_nonce=next_nonce))
+        else:
+            row.next_nonce = next_nonce
+            row.updated_at = utcnow()
+
+    async def open_attempts_of_signer(
+        self, chain_id: int, signer: str
+    ) -> list[tuple[AttemptRecord, MessageId]]:
+        found = await self.session.execute(
+            select(DeliveryAttempt, StoredVaa)
+            .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
+            .join(StoredVaa, StoredVaa.digest == Delivery.digest)
+            .where(
+                Delivery.destination_chain == chain_id,
+                DeliveryAttempt.signer == signer,
+                DeliveryAttempt.outcome.in_(IN_FLIGHT),
+            )
+            .order_by(DeliveryAttempt.nonce, DeliveryAttempt.attempt)
+        )
+        return [(_attempt(attempt), _vaa(vaa).message_id) for attempt, vaa in found.all()]
+
+    # -- dead letters --
+
+    async def record_dead_letter(self, stage: str, position: str, reason: str, body: bytes) -> None:
+        existing = await self.session.scalar(
+            select(DeadLetter.id).where(
+                DeadLetter.stage == stage, DeadLetter.message_key == position
+            )
+        )
+        if existing is None:  # a replay of the same record adds no second entry
+            self.session.add(
+                DeadLetter(stage=stage, message_key=position, reason=reason, body=body)
+            )
+
+    async def open_dead_letter_count(self, stage: str) -> int:
+        waiting = await self.session.scalar(
+            select(func.count()).where(DeadLetter.stage == stage, DeadLetter.requeued_at.is_(None))
+        )
+        return int(waiting or 0)
+
+    async def open_dead_letter_counts(self) -> dict[str, int]:
+        open_letters = await self.session.execute(
+            select(DeadLetter.stage, func.count())
+            .where(DeadLetter.requeued_at.is_(None))
+            .group_by(DeadLetter.stage)
+        )
+        return {str(row[0]): int(row[1]) for row in open_letters}
+
+    async def dead_letters(
+        self, stage: str | None = None, everything: bool = False, stages: Sequence[str] = ()
+    ) -> list[DeadLetterRecord]:
+        query = select(DeadLetter).order_by(DeadLetter.id)
+        if stage is not None:
+            query = query.where(DeadLetter.stage == stage)
+        if stages:
+            query = query.where(DeadLetter.stage.in_(list(stages)))
+        if not everything:
+            query = query.where(DeadLetter.requeued_at.is_(None))
+        return [_dead_letter(row) for row in await self.session.scalars(query)]
+
+    async def dead_letter(self, entry_id: int) -> DeadLetterRecord | None:
+        row = await self.session.get(DeadLetter, entry_id)
+        return None if row is None else _dead_letter(row)
+
+    async def mark_requeued(self, entry_id: int) -> None:
+        row = await self.session.get(DeadLetter, entry_id)
+        assert row is not None
+        row.requeued_at = utcnow()
+
+
+class SqlRelayerLedger:
+    """The relayer's ledger (:class:`~fedrelay.ports.relayer_ledger.RelayerLedger`) on a
+    session factory."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    @classmethod
+    def on(cls, engine: AsyncEngine) -> SqlRelayerLedger:
+        """The ledger on `engine` (objects stay readable after a commit)."""
+        return cls(async_sessionmaker(engine, expire_on_commit=False))
+
+    @classmethod
+    def open(cls, url: str) -> SqlRelayerLedger:
+        """The ledger at `url`, on an engine of its own that replaces a connection the database
+        dropped (a restart) instead of handing it out; :meth:`close` disposes of it."""
+        return cls.on(create_engine(url, pool_pre_ping=True))
+
+    async def close(self) -> None:
+        """Close the connections of the engine the sessions are bound to."""
+        bind = self.sessions.kw.get("bind")
+        if isinstance(bind, AsyncEngine):
+            await bind.dispose()
+
+    async def ping(self) -> bool:
+        """A real round trip to the database (``SELECT 1``), for ``/readyz``."""
+        async with self.sessions() as session:
+            await session.execute(text("SELECT 1"))
+        return True
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlRelayerLedgerWork]:
+        """See :meth:`~fedrelay.ports.relayer_ledger.RelayerLedger.transaction`."""
+        async with self.sessions() as session, session.begin():
+            yield SqlRelayerLedgerWork(session)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[SqlRelayerLedgerWork]:
+        """See :meth:`~fedrelay.ports.relayer_ledger.RelayerLedger.reading`."""
+        async with self.sessions() as session:
+            yield SqlRelayerLedgerWork(session)
