@@ -37,7 +37,6 @@ from fedrelay.coordinator.aggregation import (
 from fedrelay.coordinator.aggregation.configured import build_strategy
 from fedrelay.coordinator.scoring import loss_reduction_scores, mix_with_samples, split_payout
 from fedrelay.coordinator.secure_sum import masked_inputs, reveal_senders, secagg_config, unmask
-from fedrelay.coordinator.store import CoordinatorStore, RoundReport
 from fedrelay.coordinator.verification import (
     ChallengeDraw,
     JobWorkbench,
@@ -49,6 +48,7 @@ from fedrelay.coordinator.verification import (
 )
 from fedrelay.ports.blobs import BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import ChainJob, WorkerResult
+from fedrelay.ports.coordinator_store import CoordinatorStore, RoundReport
 from fedrelay.protocol.challenges import Challenge
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.merkle import decode_proof

@@ -39,7 +39,6 @@ from fastapi.responses import JSONResponse
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fedrelay.coordinator.repository import Conflict, CoordinatorRepository, NotFound
 from fedrelay.ports.blobs import (
     DEFAULT_MAX_BLOB_BYTES,
     BlobCorrupt,
@@ -51,6 +50,7 @@ from fedrelay.ports.blobs import (
     InvalidBlobName,
     check_name,
 )
+from fedrelay.ports.coordinator_store import Conflict, CoordinatorRepository, NotFound
 from fedrelay.protocol.api.schemas import (
     BlobRef,
     ChallengeAnswerBody,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from fedrelay.coordinator.repository import CoordinatorRepository
+from fedrelay.ports.coordinator_store import CoordinatorRepository
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.secagg import (

@@ -35,7 +35,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from fedrelay.coordinator.aggregating import JobContext, ModelUnavailable, RoundAggregation
 from fedrelay.coordinator.metrics import CoordinatorMetrics, coordinator_metrics
 from fedrelay.coordinator.selection import Candidate, NotEnoughWorkers, round_seed, select_workers
-from fedrelay.coordinator.store import CoordinatorStore, RoundReport
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.blobs import BlobNotFound, BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import (
@@ -49,6 +48,7 @@ from fedrelay.ports.coordinator_chain import (
     UpdateArrived,
     WorkerJoined,
 )
+from fedrelay.ports.coordinator_store import CoordinatorStore, RoundReport
 from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
 from fedrelay.protocol.rounds import (
     AggregateProposed,

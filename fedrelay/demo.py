@@ -51,10 +51,10 @@ from fedrelay.adapters.solana.client import WorkerProgramClient
 from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
 from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.store import RoundReport
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.demo_costs import CostError, DemoCosts, devnet_costs, markdown_lines
 from fedrelay.demo_plot import plot_accuracy
+from fedrelay.ports.coordinator_store import RoundReport
 from fedrelay.ports.worker_chain import TaskKey
 from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner
 from fedrelay.protocol.job_config import JobConfig

@@ -407,7 +407,7 @@ def post_command(
 async def _status(database_url: str, job_id: int) -> dict[str, Any]:
     from fedrelay.adapters.ledger import create_engine
     from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
-    from fedrelay.coordinator.store import RoundReport
+    from fedrelay.ports.coordinator_store import RoundReport
 
     engine = create_engine(database_url)
     store = LedgerCoordinatorStore(engine)

@@ -46,9 +46,9 @@ from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.cli import app
 from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.store import CoordinatorStore
 from fedrelay.coordinator.testing import SimulatedWorker
 from fedrelay.coordinator.verification import JobWorkbench
+from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
 from fedrelay.protocol.rounds import Phase, WorkerRef

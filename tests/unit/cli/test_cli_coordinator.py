@@ -14,7 +14,7 @@ from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.cli import app
 from fedrelay.commands.coordinator import ChainTarget, CoordinatorSettings, chain_target
-from fedrelay.coordinator.store import RoundReport
+from fedrelay.ports.coordinator_store import RoundReport
 from fedrelay.protocol.rounds import (
     AggregateProposed,
     Commitment,

@@ -20,8 +20,8 @@ import pytest
 
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.coordinator.api import create_app
+from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.store import MemoryCoordinatorStore
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket, SimulatedWorker
 from fedrelay.coordinator.verification import (
     JobWorkbench,
