@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fedrelay.coordinator.errors import CoordinatorError
 from fedrelay.ports.blobs import (
     DEFAULT_MAX_BLOB_BYTES,
     BlobCorrupt,
@@ -77,7 +78,7 @@ _RAW_BODY = {"requestBody": {"content": {"application/octet-stream": {}}, "requi
 _OPEN_PHASES = (Phase.ASSIGNING, Phase.COLLECTING)
 
 
-class ApiError(Exception):
+class ApiError(CoordinatorError):
     """A request the API refuses; ``status_code`` is the HTTP status it answers with."""
 
     status_code = status.HTTP_400_BAD_REQUEST

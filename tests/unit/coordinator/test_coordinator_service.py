@@ -21,12 +21,12 @@ from prometheus_client import CollectorRegistry
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
-from fedrelay.coordinator.aggregating import server_state_of
 from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, ServerState, fedavg
 from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.coordinator.metrics import CoordinatorMetrics
-from fedrelay.coordinator.secure_sum import secagg_config
+from fedrelay.coordinator.phases.aggregate import server_state_of
+from fedrelay.coordinator.phases.unmask import secagg_config
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket, SimulatedWorker
 from fedrelay.coordinator.verification import JobWorkbench, delta_of
