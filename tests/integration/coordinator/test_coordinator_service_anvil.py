@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.coordinator import SimulatedWorker
 from support.wormhole import guardian_signers
 from typer.testing import CliRunner
 
@@ -46,7 +47,6 @@ from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.cli import app
 from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.testing import SimulatedWorker
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from support.coordinator import SimulatedWorker
 
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.adapters.ledger import create_engine, upgrade
@@ -28,7 +29,7 @@ from fedrelay.coordinator.metrics import CoordinatorMetrics
 from fedrelay.coordinator.phases.aggregate import server_state_of
 from fedrelay.coordinator.phases.unmask import secagg_config
 from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.testing import FakeClock, FakeJobMarket, SimulatedWorker
+from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
 from fedrelay.coordinator.verification import JobWorkbench, delta_of
 from fedrelay.ports.coordinator_chain import WorkerResult
 from fedrelay.ports.coordinator_store import CoordinatorStore
