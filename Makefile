@@ -13,10 +13,11 @@ help:  ## list the targets
 setup:  ## install every dependency, pinned (Debian, Python, npm, Kafka, helm); idempotent
 	@tools/setup.sh
 
-lint: setup  ## ruff and mypy --strict on the Python packages
+lint: setup  ## ruff, mypy --strict and the layer contracts (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 test: lint  ## setup, lint, then the whole test suite (real services included)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

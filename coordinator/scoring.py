@@ -14,12 +14,13 @@ import numpy as np
 
 from fedrelay.coordinator.aggregation import ClientUpdate, ServerState, Strategy, Vector, fedavg
 from fedrelay.coordinator.aggregation.updates import ordered
+from fedrelay.coordinator.errors import CoordinatorError
 
 HeldOutLoss = Callable[[Vector], float]
 """Loss of a flat parameter vector on the coordinator's held-out set."""
 
 
-class ScoringError(ValueError):
+class ScoringError(CoordinatorError, ValueError):
     """Scores or payout inputs are unusable; the message says why."""
 
 

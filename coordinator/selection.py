@@ -29,13 +29,14 @@ import struct
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
+from fedrelay.coordinator.errors import CoordinatorError
 from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import Task, keccak256
 
 SELECTION_VERSION = 1
 
 
-class SelectionError(Exception):
+class SelectionError(CoordinatorError):
     """Base of the selection errors."""
 
 

@@ -11,8 +11,12 @@ Each :meth:`CoordinatorService.step`:
    COLLECTING
    closes at the deadline; AGGREGATING checks every committed update against its commitment,
    challenges a sample of transcripts and replays the answers, unmasks the secure sum when the
-   job asks for it, aggregates and scores (:mod:`fedrelay.coordinator.aggregating`), then calls
-   ``finalizeRound``; PROPOSED settles once the challenge window is over.
+   job asks for it, aggregates and scores (:mod:`fedrelay.coordinator.phases.aggregate`), then
+   calls ``finalizeRound``; PROPOSED settles once the challenge window is over.
+
+Each phase is a module of :mod:`fedrelay.coordinator.phases` (``assign``, ``collect``,
+``aggregate`` with ``unmask``, ``settle``); this module keeps the loop, the chain events and the
+dispatch.
 
 Every decision is saved in the store before the next, and each step is idempotent against
 the chain (an assignment or proposal already on chain is not sent again), so a coordinator
@@ -27,21 +31,22 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from opentelemetry import trace
 from sqlalchemy.exc import SQLAlchemyError
 
-from fedrelay.coordinator.aggregating import JobContext, ModelUnavailable, RoundAggregation
+from fedrelay.coordinator.errors import CoordinatorServiceError, JobUnusable
 from fedrelay.coordinator.metrics import CoordinatorMetrics, coordinator_metrics
-from fedrelay.coordinator.selection import Candidate, NotEnoughWorkers, round_seed, select_workers
-from fedrelay.coordinator.store import CoordinatorStore, RoundReport
+from fedrelay.coordinator.phases.aggregate import RoundAggregation, aggregate
+from fedrelay.coordinator.phases.assign import assign, confirm_assignment
+from fedrelay.coordinator.phases.collect import collect
+from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
+from fedrelay.coordinator.phases.settle import settle
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.blobs import BlobNotFound, BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import (
     ChainError,
     ChainEvent,
-    ChainRoundPhase,
     CoordinatorChain,
     JobPosted,
     RoundChallenged,
@@ -49,11 +54,10 @@ from fedrelay.ports.coordinator_chain import (
     UpdateArrived,
     WorkerJoined,
 )
+from fedrelay.ports.coordinator_store import CoordinatorStore, RoundReport
 from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
 from fedrelay.protocol.logfields import log_fields
 from fedrelay.protocol.rounds import (
-    AggregateProposed,
-    AssignmentConfirmed,
     Commitment,
     CommitmentReceived,
     NextRound,
@@ -63,27 +67,17 @@ from fedrelay.protocol.rounds import (
     RoundEvent,
     RoundState,
     SettlementConfirmed,
-    TasksAssigned,
-    Tick,
     apply,
-    can_settle,
     open_job,
 )
 from fedrelay.protocol.tracing import round_attributes, round_context
-from fedrelay.protocol.wormhole import Task
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("fedrelay.coordinator")
 
 DEFAULT_SOURCE = "coordinator:job-market"
 
-
-class CoordinatorServiceError(Exception):
-    """Base of the service's errors."""
-
-
-class JobUnusable(CoordinatorServiceError):
-    """A job's configuration or model cannot be used; the job is left alone."""
+__all__ = ["DEFAULT_SOURCE", "CoordinatorService", "CoordinatorServiceError", "JobUnusable"]
 
 
 class CoordinatorService:
@@ -129,6 +123,7 @@ class CoordinatorService:
         self._poll = poll_interval
         self._clock = clock
         self._metrics = metrics or coordinator_metrics()
+        self._keeper = RoundKeeper(chain, store, blobs, self._metrics)
         self._contexts: dict[int, JobContext] = {}
         self._aggregations: dict[int, RoundAggregation] = {}
         self._waiting: set[tuple[int, int]] = set()
@@ -166,8 +161,7 @@ class CoordinatorService:
         return int(self._clock())
 
     async def _save_round(self, state: RoundState) -> None:
-        await self._store.save_round(state)
-        self._metrics.observe_round(state)
+        await self._keeper.save_round(state)
 
     # --- following the chain ------------------------------------------------------------------
 
@@ -311,147 +305,22 @@ class CoordinatorService:
         ):
             match state.phase:
                 case Phase.POSTED:
-                    return await self._assign(context, state, now)
+                    return await assign(self._keeper, context, state, now, self._waiting)
                 case Phase.ASSIGNING:
-                    return await self._confirm_assignment(state, now)
+                    return await confirm_assignment(self._keeper, state, now)
                 case Phase.COLLECTING:
-                    collected = await self._collect(state, now)
+                    collected = await collect(self._keeper, state, now)
                     if collected.phase is Phase.AGGREGATING:
                         return await self._aggregate(context, collected, now)
                     return collected
                 case Phase.AGGREGATING:
                     return await self._aggregate(context, state, now)
                 case Phase.PROPOSED:
-                    return await self._settle(state, now)
+                    return await settle(self._keeper, state, now)
                 case Phase.SETTLED:
                     following = apply(state, NextRound(state.round, now))
                     await self._save_round(following)
                     return following
 
-    async def _report(self, state: RoundState) -> RoundReport:
-        report = await self._store.report(state.job_id, state.round)
-        if report is None:
-            # Opened by a coordinator that kept no report (should not happen): seed from the head.
-            head = await self._chain.head()
-            report = RoundReport(state.job_id, state.round, head.number)
-            await self._store.save_report(report)
-        return report
-
-    async def _assign(self, context: JobContext, state: RoundState, now: int) -> RoundState:
-        job = context.job
-        report = await self._report(state)
-        opening = await self._chain.block(report.opening_block)
-        seed = round_seed(opening.hash, job.job_id, state.round)
-        candidates = [Candidate(w, await self._chain.stake(w)) for w in await self._store.workers()]
-        try:
-            selection = select_workers(
-                seed,
-                candidates,
-                job.workers_per_round,
-                min_stake=job.min_stake,
-                allowed_chains=job.worker_chains,
-            )
-        except NotEnoughWorkers as exc:
-            if (job.job_id, state.round) not in self._waiting:
-                log.info("job %d round %d waits for workers: %s", job.job_id, state.round, exc)
-                self._waiting.add((job.job_id, state.round))
-            return state
-        self._waiting.discard((job.job_id, state.round))
-        deadline = now + context.config.collect_seconds
-        assigned = apply(
-            state, TasksAssigned(state.round, selection.workers, job.config_hash, deadline, now)
-        )
-        await self._store.save_report(replace(report, seed=seed.hex()))
-        await self._save_round(assigned)
-        log.info(
-            "job %d round %d: %d workers drawn from seed %s",
-            job.job_id,
-            state.round,
-            len(selection.workers),
-            seed.hex(),
-        )
-        return await self._confirm_assignment(assigned, now)
-
-    async def _confirm_assignment(self, state: RoundState, now: int) -> RoundState:
-        assert state.deadline is not None
-        by_chain: dict[int, list[Task]] = {}
-        for a in state.assignments:
-            found = await self._chain.commitment(state.job_id, state.round, a.worker)
-            if not found.assigned:
-                by_chain.setdefault(a.worker.chain, []).append(Task(a.worker.key, a.shard))
-        for worker_chain, tasks in sorted(by_chain.items()):
-            size = await self._chain.max_batch(worker_chain)
-            for start in range(0, len(tasks), max(size, 1)):
-                batch = tasks[start : start + max(size, 1)]
-                await self._chain.assign_tasks(state.job_id, worker_chain, state.deadline, batch)
-        # A commitment may have arrived meanwhile and moved the round on already.
-        current = await self._store.get_round(state.job_id, state.round) or state
-        if current.phase is not Phase.ASSIGNING:
-            return current
-        confirmed = apply(current, AssignmentConfirmed(state.round, now))
-        await self._save_round(confirmed)
-        return confirmed
-
-    async def _collect(self, state: RoundState, now: int) -> RoundState:
-        ticked = apply(state, Tick(now))
-        if ticked is not state:
-            await self._save_round(ticked)
-        return ticked
-
-    async def _settle(self, state: RoundState, now: int) -> RoundState:
-        if not can_settle(state, now):
-            return state
-        on_chain = await self._chain.round(state.job_id, state.round)
-        if on_chain.phase is ChainRoundPhase.PROPOSED and now >= on_chain.challenge_deadline:
-            await self._chain.settle_round(state.job_id, state.round)
-            log.info("job %d round %d: settleRound sent", state.job_id, state.round)
-        return state
-
-    # --- aggregation --------------------------------------------------------------------------
-
     async def _aggregate(self, context: JobContext, state: RoundState, now: int) -> RoundState:
-        report = await self._report(state)
-        if report.collection_closed_at is None:
-            report = replace(report, collection_closed_at=state.updated_at)
-            await self._store.save_report(report)
-        work = self._aggregations.get(state.job_id)
-        if work is None:
-            work = self._aggregations[state.job_id] = RoundAggregation(
-                context, self._store, self._blobs
-            )
-        try:
-            state, proposal = await work.work(state, report, now)
-        except ModelUnavailable as exc:
-            raise JobUnusable(str(exc)) from None
-        if proposal is None:
-            return state
-        model_hash = proposal.model_hash
-        on_chain = await self._chain.round(state.job_id, state.round)
-        if on_chain.phase is ChainRoundPhase.COLLECTING:
-            await self._chain.finalize_round(
-                state.job_id, state.round, model_hash, proposal.results
-            )
-        elif on_chain.phase is ChainRoundPhase.PROPOSED:
-            model_hash = on_chain.proposed_model_hash  # proposed before a restart
-        proposed = apply(state, AggregateProposed(state.round, model_hash, now))
-        await self._store.save_report(
-            replace(
-                report,
-                model_hash=model_hash.hex(),
-                loss=proposal.loss,
-                accuracy=proposal.accuracy,
-                scores=proposal.scores,
-                rewards=proposal.rewards,
-                server_state=proposal.server_state,
-                note=proposal.note,
-            )
-        )
-        await self._save_round(proposed)
-        log.info(
-            "job %d round %d proposed model %s (accuracy %.4f)",
-            state.job_id,
-            state.round,
-            model_hash.hex(),
-            proposal.accuracy,
-        )
-        return proposed
+        return await aggregate(self._keeper, context, state, now, self._aggregations)

@@ -1,4 +1,4 @@
-"""The coordinator's :class:`~fedrelay.coordinator.repository.CoordinatorRepository` on the ledger.
+"""The coordinator's :class:`~fedrelay.ports.coordinator_store.CoordinatorRepository` on the ledger.
 
 State written here survives a restart: a coordinator (or its API) opened on the same database
 sees the same registrations, rounds, uploads, secure-aggregation messages and challenges.
@@ -24,7 +24,7 @@ from fedrelay.adapters.ledger.coordinator_models import (
     CoordinatorWorker,
 )
 from fedrelay.adapters.ledger.models import U64
-from fedrelay.coordinator.repository import Conflict
+from fedrelay.ports.coordinator_store import Conflict
 from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
 from fedrelay.protocol.rounds import (
     Assignment,
@@ -128,7 +128,7 @@ def _challenge(row: CoordinatorChallenge) -> Challenge:
 
 
 class LedgerCoordinatorRepository:
-    """A :class:`~fedrelay.coordinator.repository.CoordinatorRepository` in the ledger's tables."""
+    """A :class:`~fedrelay.ports.coordinator_store.CoordinatorRepository` in the ledger's tables."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         """Use ``engine`` (a ledger migrated to the head revision).

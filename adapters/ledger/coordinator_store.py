@@ -15,13 +15,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 from fedrelay.adapters.ledger.coordinator_models import CoordinatorRound, CoordinatorWorker
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.adapters.ledger.models import U64, Base, SourceCursor, utcnow
-from fedrelay.coordinator.store import RoundReport
+from fedrelay.ports.coordinator_store import RoundReport
 from fedrelay.protocol.rounds import Phase, WorkerRef
 
 
 class CoordinatorRoundReport(Base):
     """The coordinator's report of one round, as JSON (see
-    ``fedrelay.coordinator.store.RoundReport``)."""
+    ``fedrelay.ports.coordinator_store.RoundReport``)."""
 
     __tablename__ = "coordinator_round_reports"
 
@@ -34,7 +34,7 @@ class CoordinatorRoundReport(Base):
 
 
 class LedgerCoordinatorStore(LedgerCoordinatorRepository):
-    """A :class:`~fedrelay.coordinator.store.CoordinatorStore` in the ledger's tables."""
+    """A :class:`~fedrelay.ports.coordinator_store.CoordinatorStore` in the ledger's tables."""
 
     async def cursor(self, source: str) -> int | None:
         """See :meth:`CoordinatorStore.cursor`."""

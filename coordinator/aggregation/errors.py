@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from fedrelay.coordinator.errors import CoordinatorError
 
-class AggregationError(ValueError):
+
+class AggregationError(CoordinatorError, ValueError):
     """Aggregation inputs were unusable; the message says which input and why."""
 
 

@@ -9,6 +9,9 @@ the step in progress within ``FEDRELAY_DRAIN_SECONDS``.
 The coordinator chain is ``--rpc-url`` and ``--job-market`` (or ``FEDRELAY_COORDINATOR_RPC_URL``
 and ``FEDRELAY_COORDINATOR_JOB_MARKET``), else the chain named ``FEDRELAY_COORDINATOR_CHAIN``
 (default ``coordinator``) in ``FEDRELAY_CHAINS_FILE``.
+
+This module is the command line only: the settings are :mod:`fedrelay.coordinator.settings`, the
+running process is built by :mod:`fedrelay.coordinator.process`.
 """
 
 from __future__ import annotations
@@ -18,31 +21,29 @@ import contextlib
 import json
 import logging
 import os
-import signal
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.table import Table
 
-from fedrelay.adapters.ledger.database import DEFAULT_URL, LedgerError
+from fedrelay.adapters.ledger.database import LedgerError
+from fedrelay.coordinator.settings import ChainTarget, CoordinatorSettings
 from fedrelay.protocol import keys
 
 if TYPE_CHECKING:
     from fedrelay.adapters.evm import ContractRevert, JobMarketContract
     from fedrelay.protocol.job_config import JobConfig
 
+__all__ = ["ChainTarget", "CoordinatorSettings", "app", "chain_target", "job_app", "read_evm_key"]
+
 # The service, web3, FastAPI and torch load inside the commands, so that `fedrelay --help` and
 # the other commands start quickly.
 
 app = typer.Typer(help="Run the coordinator service.", no_args_is_help=True)
 job_app = typer.Typer(help="Post training jobs and follow them.", no_args_is_help=True)
-log = logging.getLogger("fedrelay.coordinator")
 _NATIVE = "0x" + "00" * 20
 _ERC20_APPROVE = [
     {
@@ -53,40 +54,6 @@ _ERC20_APPROVE = [
         "outputs": [{"name": "", "type": "bool"}],
     }
 ]
-
-
-class CoordinatorSettings(BaseSettings):
-    """The coordinator process's settings (environment prefix ``FEDRELAY_``)."""
-
-    model_config = SettingsConfigDict(env_prefix="FEDRELAY_", extra="ignore", frozen=True)
-
-    database_url: str = DEFAULT_URL
-    chains_file: Path | None = None
-    coordinator_chain: str = "coordinator"
-    coordinator_rpc_url: str | None = None
-    coordinator_job_market: str | None = None
-    coordinator_wormhole_chain: int = 2
-    api_host: str = "0.0.0.0"  # noqa: S104 - workers connect from other machines
-    api_port: int = 8000
-    health_port: int = 8080
-    blob_dir: Path = Path(".fedrelay/blobs")
-    drain_seconds: float = 30.0
-    poll_seconds: float = 1.0
-    start_block: int = 0
-
-
-@dataclass(frozen=True)
-class ChainTarget:
-    """Where the coordinator chain and its JobMarket are."""
-
-    rpc_url: str
-    job_market: str
-    wormhole_chain: int
-    finality: str | int
-
-
-class CoordinatorFailed(RuntimeError):
-    """The coordinator service stopped with an error (the message says which)."""
 
 
 def _fail(message: str) -> typer.Exit:
@@ -141,92 +108,6 @@ def read_evm_key(key_file: Path | None, variable: str = "FEDRELAY_SIGNER_KEY") -
 # --- coordinator run -------------------------------------------------------------------------
 
 
-async def _serve(settings: CoordinatorSettings, target: ChainTarget, key: str) -> None:
-    import uvicorn
-    from sqlalchemy import text
-
-    from fedrelay.adapters.blobstore import FileBlobStore
-    from fedrelay.adapters.evm import EvmChain, JobMarketContract, Signer
-    from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain
-    from fedrelay.adapters.ledger import create_engine
-    from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
-    from fedrelay.adapters.telemetry.health import HealthServer
-    from fedrelay.coordinator.api import ApiSettings, create_app
-    from fedrelay.coordinator.service import CoordinatorService
-
-    class EmbeddedServer(uvicorn.Server):
-        """uvicorn without its own signal handling: the coordinator process owns SIGTERM."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    engine = create_engine(settings.database_url)
-    store = LedgerCoordinatorStore(engine)
-    blobs = FileBlobStore(settings.blob_dir)
-    market = JobMarketContract(EvmChain(target.rpc_url), target.job_market)
-    chain = EvmCoordinatorChain(market, Signer(key), target.finality)
-    service = CoordinatorService(
-        chain,
-        store,
-        blobs,
-        chain_id=target.wormhole_chain,
-        start_block=settings.start_block,
-        poll_interval=settings.poll_seconds,
-    )
-    api = create_app(store, blobs, admin_token=ApiSettings().resolved_admin_token())
-    api_server = EmbeddedServer(
-        uvicorn.Config(
-            api,
-            host=settings.api_host,
-            port=settings.api_port,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-
-    async def database_ready() -> bool:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        return True
-
-    async def chain_ready() -> bool:
-        await chain.head()
-        return True
-
-    health = HealthServer(
-        {"database": database_ready, "chain": chain_ready}, port=settings.health_port
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    running = asyncio.create_task(service.run(stop), name="coordinator")
-    servers = [
-        asyncio.create_task(api_server.serve(), name="api"),
-        asyncio.create_task(health.serve(), name="health"),
-    ]
-    stopped = asyncio.create_task(stop.wait(), name="signal")
-    try:
-        await asyncio.wait([stopped, running, *servers], return_when=asyncio.FIRST_COMPLETED)
-        log.info("coordinator draining (at most %.0f s)", settings.drain_seconds)
-        stop.set()
-        done, _ = await asyncio.wait([running], timeout=settings.drain_seconds)
-        if not done:
-            log.warning("the step in progress did not finish within the drain time")
-            running.cancel()
-    finally:
-        api_server.should_exit = True
-        health.stop()
-        await asyncio.gather(*servers, stopped, return_exceptions=True)
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        await engine.dispose()
-    if not running.cancelled() and running.exception() is not None:
-        raise CoordinatorFailed(f"the coordinator service stopped: {running.exception()}")
-
-
 @app.command("run")
 def run_command(
     signer_key_file: Annotated[
@@ -241,7 +122,8 @@ def run_command(
     """Run the coordinator: follow JobMarket, drive rounds, serve the worker API."""
     from fedrelay.adapters.telemetry.tracing import configure_tracing
     from fedrelay.commands.logs import configure_command_logging
-    from fedrelay.coordinator.api import ApiSettings
+    from fedrelay.coordinator.process import CoordinatorFailed, serve
+    from fedrelay.coordinator.settings import ApiSettings
 
     configure_command_logging(logging.INFO)
     settings = CoordinatorSettings()
@@ -253,7 +135,7 @@ def run_command(
         raise _fail(f"no usable admin token: {exc}") from None
     tracing = configure_tracing("fedrelay-coordinator")  # only once the process will run
     try:
-        asyncio.run(_serve(settings, target, key))
+        asyncio.run(serve(settings, target, key))
     except (LedgerError, CoordinatorFailed) as exc:
         raise _fail(str(exc)) from None
     finally:
@@ -294,7 +176,7 @@ def _model_blob(path: Path | None, config: JobConfig) -> bytes:
 
 async def _upload(blobs: list[bytes], blob_dir: Path, url: str | None) -> list[str]:
     from fedrelay.adapters.blobstore import FileBlobStore
-    from fedrelay.coordinator.api import ApiSettings
+    from fedrelay.coordinator.settings import ApiSettings
 
     if url is None:
         store = FileBlobStore(blob_dir)
@@ -408,7 +290,7 @@ def post_command(
 async def _status(database_url: str, job_id: int) -> dict[str, Any]:
     from fedrelay.adapters.ledger import create_engine
     from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
-    from fedrelay.coordinator.store import RoundReport
+    from fedrelay.ports.coordinator_store import RoundReport
 
     engine = create_engine(database_url)
     store = LedgerCoordinatorStore(engine)

@@ -19,7 +19,6 @@ from fedrelay.adapters.devnet.state import WORKER_EVM, WORKER_SOLANA, WorkerKey
 from fedrelay.adapters.evm import JobSpec, Signer
 from fedrelay.adapters.evm.hub import HubTaskState
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
-from fedrelay.coordinator.store import RoundReport
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.demo.assembly import DemoNetwork, check_fresh, start_devnet
 from fedrelay.demo.coordinator import RestartableCoordinator
@@ -28,6 +27,7 @@ from fedrelay.demo.progress import DemoProgress, QuietProgress
 from fedrelay.demo.report import CoordinatorRestart, DemoResult
 from fedrelay.demo.settings import DemoBackends, DemoError, DemoSettings
 from fedrelay.demo.waiting import until
+from fedrelay.ports.coordinator_store import RoundReport
 from fedrelay.protocol.rounds import Phase, RoundState, TaskStatus
 from fedrelay.training import encode_blob
 

@@ -16,7 +16,7 @@ import httpx
 
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.coordinator.api import ApiSettings, create_app
-from fedrelay.coordinator.repository import MemoryRepository
+from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.protocol.api.signing import RequestSigner
 from fedrelay.protocol.rounds import (
     Phase,
@@ -39,7 +39,7 @@ class LocalCoordinator:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         """An empty coordinator (memory repository and blob store)."""
-        self.repository = MemoryRepository()
+        self.repository = MemoryCoordinatorStore()
         self.blobs = MemoryBlobStore()
         self.clock = clock
         app = create_app(

@@ -10,7 +10,7 @@ import pytest
 from fedrelay.adapters.devnet.services import Postgres
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.adapters.ledger.database import create_engine, upgrade
-from fedrelay.coordinator.repository import Conflict
+from fedrelay.ports.coordinator_store import Conflict
 from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
 from fedrelay.protocol.rounds import (
     Commitment,

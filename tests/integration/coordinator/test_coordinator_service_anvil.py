@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.simulated_worker import SimulatedWorker
 from support.wormhole import guardian_signers
 from typer.testing import CliRunner
 
@@ -46,9 +47,8 @@ from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.cli import app
 from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.store import CoordinatorStore
-from fedrelay.coordinator.testing import SimulatedWorker
 from fedrelay.coordinator.verification import JobWorkbench
+from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
 from fedrelay.protocol.rounds import Phase, WorkerRef

@@ -11,7 +11,7 @@ import pytest
 from fedrelay.adapters.devnet.services import Postgres
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.adapters.ledger.database import create_engine, upgrade
-from fedrelay.coordinator.store import RoundReport
+from fedrelay.ports.coordinator_store import RoundReport
 from fedrelay.protocol.rounds import Phase, RoundPolicy, WorkerRef, open_job
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.cli import app
 from fedrelay.commands.coordinator import ChainTarget, CoordinatorSettings, chain_target
-from fedrelay.coordinator.store import RoundReport
+from fedrelay.ports.coordinator_store import RoundReport
 from fedrelay.protocol.rounds import (
     AggregateProposed,
     Commitment,
@@ -154,3 +154,11 @@ def test_the_coordinator_chain_comes_from_options_or_the_chains_file(tmp_path: P
     missing = CoordinatorSettings(chains_file=chains, coordinator_chain="elsewhere")
     with pytest.raises(typer.Exit):
         chain_target(missing, None, None)
+
+
+def test_the_coordinator_default_database_is_the_ledger_default() -> None:
+    from fedrelay.adapters.ledger.database import DEFAULT_URL
+    from fedrelay.coordinator.settings import DEFAULT_DATABASE_URL
+
+    assert DEFAULT_DATABASE_URL == DEFAULT_URL
+    assert CoordinatorSettings.model_fields["database_url"].default == DEFAULT_URL

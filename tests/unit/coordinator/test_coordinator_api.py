@@ -17,7 +17,8 @@ from fedrelay.adapters.blobstore import FileBlobStore, blob_name
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.coordinator.api import ApiSettings, create_app
-from fedrelay.coordinator.repository import CoordinatorRepository, MemoryRepository
+from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
+from fedrelay.ports.coordinator_store import CoordinatorRepository
 from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner, sign_request
 from fedrelay.protocol.rounds import (
     AssignmentConfirmed,
@@ -79,7 +80,7 @@ async def repository(
     request: pytest.FixtureRequest, migrated_ledger: Path, tmp_path: Path
 ) -> AsyncIterator[CoordinatorRepository]:
     if request.param == "memory":
-        yield MemoryRepository()
+        yield MemoryCoordinatorStore()
         return
     shutil.copyfile(migrated_ledger, tmp_path / "ledger.db")
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")

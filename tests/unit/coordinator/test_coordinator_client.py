@@ -10,7 +10,7 @@ from solders.keypair import Keypair
 
 from fedrelay.adapters.blobstore import MemoryBlobStore, blob_name
 from fedrelay.coordinator.api import ApiSettings, create_app
-from fedrelay.coordinator.repository import MemoryRepository
+from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner, SolanaSigner
 from fedrelay.protocol.challenges import Challenge
 from fedrelay.protocol.rounds import Phase, RoundPolicy, TasksAssigned, apply, open_job
@@ -29,8 +29,8 @@ SOL = SolanaSigner(Keypair.from_seed(b"\x62" * 32))
 
 
 @pytest.fixture
-async def world() -> tuple[MemoryRepository, MemoryBlobStore, httpx.ASGITransport]:
-    repository, blobs = MemoryRepository(), MemoryBlobStore(max_size=4096)
+async def world() -> tuple[MemoryCoordinatorStore, MemoryBlobStore, httpx.ASGITransport]:
+    repository, blobs = MemoryCoordinatorStore(), MemoryBlobStore(max_size=4096)
     for signer in (EVM, SOL):
         await repository.register_worker(signer.worker)
     state = apply(
@@ -50,7 +50,7 @@ def client(
 
 
 async def test_a_worker_round_through_the_client(
-    world: tuple[MemoryRepository, MemoryBlobStore, httpx.ASGITransport],
+    world: tuple[MemoryCoordinatorStore, MemoryBlobStore, httpx.ASGITransport],
 ) -> None:
     repository, blobs, transport = world
     model = b"global model v0"
@@ -96,7 +96,7 @@ async def test_a_worker_round_through_the_client(
 
 
 async def test_refusals_carry_the_coordinators_reason(
-    world: tuple[MemoryRepository, MemoryBlobStore, httpx.ASGITransport],
+    world: tuple[MemoryCoordinatorStore, MemoryBlobStore, httpx.ASGITransport],
 ) -> None:
     _, _, transport = world
     stranger = EvmSigner(b"\x63" * 32, chain=4)

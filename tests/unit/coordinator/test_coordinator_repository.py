@@ -10,7 +10,8 @@ import pytest
 
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
-from fedrelay.coordinator.repository import Conflict, CoordinatorRepository, MemoryRepository
+from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
+from fedrelay.ports.coordinator_store import Conflict, CoordinatorRepository
 from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
 from fedrelay.protocol.rounds import (
     AggregateProposed,
@@ -52,7 +53,7 @@ async def repository(
     request: pytest.FixtureRequest, ledger_url: str
 ) -> AsyncIterator[CoordinatorRepository]:
     if request.param == "memory":
-        yield MemoryRepository()
+        yield MemoryCoordinatorStore()
         return
     engine = create_engine(ledger_url)
     yield LedgerCoordinatorRepository(engine)

@@ -17,20 +17,22 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from support.simulated_worker import SimulatedWorker
 
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
-from fedrelay.coordinator.aggregating import server_state_of
 from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, ServerState, fedavg
 from fedrelay.coordinator.api import create_app
+from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.coordinator.metrics import CoordinatorMetrics
-from fedrelay.coordinator.secure_sum import secagg_config
+from fedrelay.coordinator.phases.aggregate import server_state_of
+from fedrelay.coordinator.phases.unmask import secagg_config
 from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.store import CoordinatorStore, MemoryCoordinatorStore
-from fedrelay.coordinator.testing import FakeClock, FakeJobMarket, SimulatedWorker
+from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
 from fedrelay.coordinator.verification import JobWorkbench, delta_of
 from fedrelay.ports.coordinator_chain import WorkerResult
+from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, InvalidJobConfig, JobConfig, ModelSpec
 from fedrelay.protocol.rounds import Phase

@@ -9,8 +9,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import fedrelay.coordinator.service
 from fedrelay.adapters.blobstore import MemoryBlobStore
+from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.store import MemoryCoordinatorStore
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec

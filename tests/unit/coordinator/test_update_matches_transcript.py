@@ -17,12 +17,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from support.simulated_worker import SimulatedWorker
 
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.coordinator.api import create_app
+from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.store import MemoryCoordinatorStore
-from fedrelay.coordinator.testing import FakeClock, FakeJobMarket, SimulatedWorker
+from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
 from fedrelay.coordinator.verification import (
     JobWorkbench,
     UpdateRejection,

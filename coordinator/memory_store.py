@@ -1,105 +1,25 @@
-"""What the coordinator's HTTP API keeps: the narrow storage interface and its in-memory form.
+"""The coordinator's store in dictionaries: the in-memory implementation of
+:class:`~fedrelay.ports.coordinator_store.CoordinatorStore`.
 
-The API stores only references and small opaque messages; blob bytes live in the blob store.
-A ledger-backed implementation of :class:`CoordinatorRepository` can replace
-:class:`MemoryRepository` without touching the API.
+It lives next to the coordinator because only the coordinator's embedded runs and the tests use
+it; it follows the same rules as the ledger implementation (idempotent writes, contradicting
+writes raise :class:`~fedrelay.ports.coordinator_store.Conflict`) so tests written against it
+hold for both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Protocol
 
+from fedrelay.ports.coordinator_store import Conflict, RoundReport
 from fedrelay.protocol.challenges import Challenge
-from fedrelay.protocol.rounds import RoundState, WorkerRef
+from fedrelay.protocol.rounds import Phase, RoundState, WorkerRef
 from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
 
 
-class RepositoryError(Exception):
-    """Base of the repository's errors."""
-
-
-class Conflict(RepositoryError):
-    """The write contradicts what is already stored (a second, different value)."""
-
-
-class NotFound(RepositoryError):
-    """The record does not exist."""
-
-
-class CoordinatorRepository(Protocol):
-    """The storage the HTTP API needs. Writes are idempotent; contradicting writes conflict."""
-
-    async def is_registered(self, worker: WorkerRef) -> bool:
-        """Whether ``worker`` is registered (on its chain, as relayed to the coordinator)."""
-        ...
-
-    async def register_worker(self, worker: WorkerRef) -> None:
-        """Record ``worker`` as registered."""
-        ...
-
-    async def save_round(self, state: RoundState) -> None:
-        """Store ``state`` as the latest state of its job and round."""
-        ...
-
-    async def get_round(self, job_id: int, round_number: int | None = None) -> RoundState | None:
-        """The state of a round of ``job_id``; its current round when ``round_number`` is None."""
-        ...
-
-    async def publish_blob(self, name: str) -> None:
-        """Let workers download the blob ``name`` (a model or configuration)."""
-        ...
-
-    async def is_published(self, name: str) -> bool:
-        """Whether workers may download the blob ``name``."""
-        ...
-
-    async def record_update(
-        self, job_id: int, round_number: int, worker: WorkerRef, name: str
-    ) -> None:
-        """Record the update blob a worker uploaded for a round.
-
-        Raises:
-            Conflict: The worker already uploaded a different update for that round.
-        """
-        ...
-
-    async def updates(self, job_id: int, round_number: int) -> Mapping[WorkerRef, str]:
-        """The uploaded update blob names of a round, per worker."""
-        ...
-
-    async def put_secagg(self, message: SecAggMessage) -> None:
-        """Store a secure-aggregation message (one per sender, stage and recipient).
-
-        Raises:
-            Conflict: The sender already sent different bytes for the same slot.
-        """
-        ...
-
-    async def secagg(
-        self, job_id: int, round_number: int, stage: SecAggStage, recipient: WorkerRef | None = None
-    ) -> Mapping[WorkerRef, bytes]:
-        """The messages of a stage per sender (for ``shares``, those sent to ``recipient``)."""
-        ...
-
-    async def save_challenge(self, challenge: Challenge) -> None:
-        """Store a new or answered challenge (keyed by its id).
-
-        Raises:
-            Conflict: A challenge with that id exists with other terms, or is already answered.
-        """
-        ...
-
-    async def challenges(
-        self, *, worker: WorkerRef | None = None, challenge_id: str | None = None
-    ) -> list[Challenge]:
-        """Challenges filtered by worker and/or id, in the order they were issued."""
-        ...
-
-
-class MemoryRepository:
-    """A :class:`CoordinatorRepository` in dictionaries; for tests and the embedded mode."""
+class MemoryCoordinatorStore:
+    """A :class:`CoordinatorStore` in dictionaries; for tests and throwaway runs."""
 
     def __init__(self) -> None:
         """Start empty."""
@@ -112,6 +32,9 @@ class MemoryRepository:
             tuple[int, int, SecAggStage, WorkerRef | None], dict[WorkerRef, bytes]
         ] = {}
         self._challenges: dict[str, Challenge] = {}
+        self._cursors: dict[str, int] = {}
+        self._registered: list[WorkerRef] = []
+        self._reports: dict[tuple[int, int], RoundReport] = {}
 
     async def is_registered(self, worker: WorkerRef) -> bool:
         """See :meth:`CoordinatorRepository.is_registered`."""
@@ -120,6 +43,8 @@ class MemoryRepository:
     async def register_worker(self, worker: WorkerRef) -> None:
         """See :meth:`CoordinatorRepository.register_worker`."""
         self._workers.add(worker)
+        if worker not in self._registered:
+            self._registered.append(worker)
 
     async def save_round(self, state: RoundState) -> None:
         """See :meth:`CoordinatorRepository.save_round`."""
@@ -195,3 +120,36 @@ class MemoryRepository:
             if (worker is None or c.worker == worker)
             and (challenge_id is None or key == challenge_id)
         ]
+
+    async def cursor(self, source: str) -> int | None:
+        """See :meth:`CoordinatorStore.cursor`."""
+        return self._cursors.get(source)
+
+    async def save_cursor(self, source: str, chain: int, block: int) -> None:
+        """See :meth:`CoordinatorStore.save_cursor`."""
+        self._cursors[source] = block
+
+    async def workers(self) -> list[WorkerRef]:
+        """See :meth:`CoordinatorStore.workers`."""
+        return list(self._registered)
+
+    async def active_jobs(self) -> list[int]:
+        """See :meth:`CoordinatorStore.active_jobs`."""
+        active = []
+        for job_id in sorted(self._current):
+            state = await self.get_round(job_id)
+            if state is not None and state.phase is not Phase.COMPLETED:
+                active.append(job_id)
+        return active
+
+    async def save_report(self, report: RoundReport) -> None:
+        """See :meth:`CoordinatorStore.save_report`."""
+        self._reports[(report.job_id, report.round)] = report
+
+    async def report(self, job_id: int, round_number: int) -> RoundReport | None:
+        """See :meth:`CoordinatorStore.report`."""
+        return self._reports.get((job_id, round_number))
+
+    async def reports(self, job_id: int) -> list[RoundReport]:
+        """See :meth:`CoordinatorStore.reports`."""
+        return [r for (j, _), r in sorted(self._reports.items()) if j == job_id]

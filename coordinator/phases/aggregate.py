@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -35,12 +35,12 @@ from fedrelay.coordinator.aggregation import (
     Vector,
 )
 from fedrelay.coordinator.aggregation.configured import build_strategy
+from fedrelay.coordinator.errors import CoordinatorError, JobUnusable
+from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
+from fedrelay.coordinator.phases.unmask import masked_inputs, reveal_senders, secagg_config, unmask
 from fedrelay.coordinator.scoring import loss_reduction_scores, mix_with_samples, split_payout
-from fedrelay.coordinator.secure_sum import masked_inputs, reveal_senders, secagg_config, unmask
-from fedrelay.coordinator.store import CoordinatorStore, RoundReport
 from fedrelay.coordinator.verification import (
     ChallengeDraw,
-    JobWorkbench,
     UpdateRejection,
     challenge_sample,
     check_final_checkpoint,
@@ -48,11 +48,18 @@ from fedrelay.coordinator.verification import (
     read_update,
 )
 from fedrelay.ports.blobs import BlobStore, BlobStoreError
-from fedrelay.ports.coordinator_chain import ChainJob, WorkerResult
+from fedrelay.ports.coordinator_chain import ChainRoundPhase, WorkerResult
+from fedrelay.ports.coordinator_store import CoordinatorStore, RoundReport
 from fedrelay.protocol.challenges import Challenge
-from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.merkle import decode_proof
-from fedrelay.protocol.rounds import RoundState, TaskStatus, UpdateRejected, WorkerRef, apply
+from fedrelay.protocol.rounds import (
+    AggregateProposed,
+    RoundState,
+    TaskStatus,
+    UpdateRejected,
+    WorkerRef,
+    apply,
+)
 from fedrelay.protocol.secagg import SecureAggregationError
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import SegmentOpening, TrainingError, Verdict, decode_blob, encode_blob
@@ -60,17 +67,8 @@ from fedrelay.training import SegmentOpening, TrainingError, Verdict, decode_blo
 log = logging.getLogger(__name__)
 
 
-class ModelUnavailable(Exception):
+class ModelUnavailable(CoordinatorError):
     """The round's starting model is not in the blob store."""
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What aggregation needs about a job beyond its round state."""
-
-    job: ChainJob
-    config: JobConfig
-    workbench: JobWorkbench
 
 
 @dataclass(frozen=True)
@@ -443,3 +441,65 @@ class RoundAggregation:
         except UpdateRejection as exc:
             return Verdict(False, str(exc))
         return Verdict(True, "ok")
+
+
+async def aggregate(
+    keeper: RoundKeeper,
+    context: JobContext,
+    state: RoundState,
+    now: int,
+    aggregations: dict[int, RoundAggregation],
+) -> RoundState:
+    """Work on an AGGREGATING round; once it is fully checked, propose its model on chain.
+
+    Args:
+        keeper: The service's collaborators.
+        context: The round's job.
+        state: The AGGREGATING round.
+        now: Unix seconds.
+        aggregations: The aggregation work in progress per job (updated here).
+
+    Raises:
+        JobUnusable: The round's model is not in the blob store.
+    """
+    report = await keeper.report(state)
+    if report.collection_closed_at is None:
+        report = replace(report, collection_closed_at=state.updated_at)
+        await keeper.store.save_report(report)
+    work = aggregations.get(state.job_id)
+    if work is None:
+        work = aggregations[state.job_id] = RoundAggregation(context, keeper.store, keeper.blobs)
+    try:
+        state, proposal = await work.work(state, report, now)
+    except ModelUnavailable as exc:
+        raise JobUnusable(str(exc)) from None
+    if proposal is None:
+        return state
+    model_hash = proposal.model_hash
+    on_chain = await keeper.chain.round(state.job_id, state.round)
+    if on_chain.phase is ChainRoundPhase.COLLECTING:
+        await keeper.chain.finalize_round(state.job_id, state.round, model_hash, proposal.results)
+    elif on_chain.phase is ChainRoundPhase.PROPOSED:
+        model_hash = on_chain.proposed_model_hash  # proposed before a restart
+    proposed = apply(state, AggregateProposed(state.round, model_hash, now))
+    await keeper.store.save_report(
+        replace(
+            report,
+            model_hash=model_hash.hex(),
+            loss=proposal.loss,
+            accuracy=proposal.accuracy,
+            scores=proposal.scores,
+            rewards=proposal.rewards,
+            server_state=proposal.server_state,
+            note=proposal.note,
+        )
+    )
+    await keeper.save_round(proposed)
+    log.info(
+        "job %d round %d proposed model %s (accuracy %.4f)",
+        state.job_id,
+        state.round,
+        model_hash.hex(),
+        proposal.accuracy,
+    )
+    return proposed

@@ -1,4 +1,5 @@
-"""Secure aggregation over the HTTP API: the bytes of each message and the coordinator's unmasking.
+"""The unmasking step of a secure round: the bytes of each message over the HTTP API, and the
+coordinator's recovery of the sum.
 
 Workers run :class:`~fedrelay.protocol.secagg.Participant` and exchange its messages through the
 API's
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from fedrelay.coordinator.repository import CoordinatorRepository
+from fedrelay.ports.coordinator_store import CoordinatorRepository
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.secagg import (

@@ -1,0 +1,94 @@
+"""The API application: one router per area, the shared context and the error handlers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from fastapi import FastAPI
+
+from fedrelay.coordinator.api import admin, challenges, secagg, status, updates
+from fedrelay.coordinator.api.dependencies import ApiContext
+from fedrelay.coordinator.api.errors import install_handlers
+from fedrelay.coordinator.settings import ApiSettings
+from fedrelay.ports.blobs import BlobStore
+from fedrelay.ports.coordinator_store import CoordinatorRepository
+from fedrelay.protocol.api.schemas import ErrorBody
+from fedrelay.protocol.api.signing import KeyScheme, RequestVerifier
+
+# What /openapi.json and /docs say about the API (its routes, who may call them).
+DESCRIPTION = """\
+The coordinator's HTTP API, called by the worker SDK (FastAPI; spec at ``/openapi.json``).
+
+Worker endpoints need a request signed with the worker's chain key
+(:mod:`fedrelay.protocol.api.signing`);
+admin endpoints (``/v1/admin/...``) need ``Authorization: Bearer <token>``. Status endpoints take
+either. Every error answers ``{"error": kind, "detail": what was wrong}`` and changes nothing.
+
+| method and path | who | what |
+| --- | --- | --- |
+| GET /v1/jobs/{job} | worker, admin | the job's current round |
+| GET /v1/jobs/{job}/rounds/{round} | worker, admin | one round |
+| GET /v1/blobs/{name} | worker | a published model or configuration blob |
+| PUT /v1/jobs/{job}/rounds/{round}/updates/{name} | assigned worker | upload an update |
+| PUT /v1/jobs/{job}/rounds/{round}/secagg/{keys,masked,reveals} | assigned worker | send |
+| PUT /v1/jobs/{job}/rounds/{round}/secagg/shares/{worker_id} | assigned worker | send a share |
+| GET /v1/jobs/{job}/rounds/{round}/secagg/keys | assigned worker | everyone's keys |
+| GET /v1/jobs/{job}/rounds/{round}/secagg/shares | assigned worker | shares sent to me |
+| GET /v1/jobs/{job}/rounds/{round}/secagg/survivors | assigned worker | whose input arrived |
+| GET /v1/challenges | worker | my open challenges |
+| PUT /v1/challenges/{id}/answer | challenged worker | answer with checkpoints and proofs |
+| POST /v1/admin/blobs | admin | store and publish a model or configuration blob |
+| POST /v1/admin/workers | admin | register a worker key |
+| POST /v1/admin/challenges | admin | challenge a worker's transcript segment |
+| GET /v1/admin/challenges/{id} | admin | a challenge and its answer |
+"""
+
+
+def create_app(
+    repository: CoordinatorRepository,
+    blobs: BlobStore,
+    *,
+    admin_token: str,
+    settings: ApiSettings | None = None,
+    clock: Callable[[], float] = time.time,
+    schemes: Mapping[int, KeyScheme] | None = None,
+) -> FastAPI:
+    """Build the API over a repository and a blob store.
+
+    Args:
+        repository: Where rounds, registrations, uploads and challenges are kept.
+        blobs: Where model, configuration, update and checkpoint bytes are kept.
+        admin_token: The bearer token of the admin endpoints (see
+            :meth:`ApiSettings.resolved_admin_token`).
+        settings: Limits and clock skew; defaults from the environment when None.
+        clock: Unix seconds now; tests pass a fixed clock.
+        schemes: Key scheme per worker chain where the default (Solana for 1, else EVM) is wrong.
+
+    Returns:
+        The FastAPI application.
+    """
+    if len(admin_token) < 16:
+        raise ValueError("the coordinator admin token must be at least 16 characters")
+    config = settings if settings is not None else ApiSettings()
+    verifier = RequestVerifier(
+        repository.is_registered, max_skew=config.max_skew_s, schemes=schemes
+    )
+    app = FastAPI(
+        title="fedrelay coordinator",
+        version="1",
+        description=DESCRIPTION,
+        responses={
+            401: {"model": ErrorBody},
+            403: {"model": ErrorBody},
+            404: {"model": ErrorBody},
+            409: {"model": ErrorBody},
+            413: {"model": ErrorBody},
+            422: {"model": ErrorBody},
+        },
+    )
+    app.state.coordinator = ApiContext(repository, blobs, config, verifier, admin_token, clock)
+    install_handlers(app)
+    for area in (status, updates, secagg, challenges, admin):
+        app.include_router(area.router)
+    return app

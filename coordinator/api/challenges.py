@@ -1,0 +1,74 @@
+"""Transcript challenges, as the challenged worker sees them: its open challenges, and its
+answer with the two checkpoints and their Merkle proofs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+from pydantic import ValidationError
+
+from fedrelay.coordinator.api.dependencies import Context
+from fedrelay.coordinator.api.errors import (
+    BodyTooLarge,
+    InvalidBody,
+    UnknownResource,
+    WrongPhase,
+)
+from fedrelay.protocol.api.schemas import ChallengeAnswerBody, ChallengeView, b64decode
+from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
+
+router = APIRouter(tags=["challenges"])
+
+
+@router.get("/v1/challenges", response_model=list[ChallengeView])
+async def my_challenges(request: Request, ctx: Context) -> list[ChallengeView]:
+    """This worker's unanswered challenges whose deadline has not passed."""
+    worker, _ = await ctx.signed(request, ctx.config.max_message_bytes)
+    found = await ctx.repository.challenges(worker=worker)
+    return [ChallengeView.of(c) for c in found if c.answer is None and ctx.now() <= c.answer_by]
+
+
+@router.put(
+    "/v1/challenges/{challenge_id}/answer",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ChallengeView,
+)
+async def answer_challenge(challenge_id: str, request: Request, ctx: Context) -> ChallengeView:
+    """Answer a challenge with checkpoints c_i, c_(i+1) and their Merkle proofs."""
+    config = ctx.config
+    worker, body = await ctx.signed(request, ctx.answer_limit)
+    found = await ctx.repository.challenges(worker=worker, challenge_id=challenge_id)
+    if not found:
+        raise UnknownResource(f"no challenge {challenge_id} for this worker")
+    challenge = found[0]
+    if challenge.answer is not None:
+        raise WrongPhase(f"challenge {challenge_id} is already answered")
+    if ctx.now() > challenge.answer_by:
+        raise WrongPhase(f"challenge {challenge_id} had to be answered by {challenge.answer_by}")
+    try:
+        parsed = ChallengeAnswerBody.model_validate_json(body)
+        start = b64decode(parsed.start_checkpoint, "start_checkpoint")
+        end = b64decode(parsed.end_checkpoint, "end_checkpoint")
+        start_proof = b64decode(parsed.start_proof, "start_proof")
+        end_proof = b64decode(parsed.end_proof, "end_proof")
+    except (ValidationError, ValueError) as exc:
+        raise InvalidBody(f"the answer is malformed: {exc}") from None
+    if max(len(start_proof), len(end_proof)) > config.max_message_bytes:
+        raise BodyTooLarge(f"a Merkle proof is above {config.max_message_bytes} bytes")
+    answer = ChallengeAnswer(
+        start_checkpoint=await ctx.blobs.put(start),
+        end_checkpoint=await ctx.blobs.put(end),
+        start_proof=start_proof,
+        end_proof=end_proof,
+        answered_at=ctx.now(),
+    )
+    answered = Challenge(
+        challenge.job_id,
+        challenge.round,
+        challenge.worker,
+        challenge.segment,
+        challenge.issued_at,
+        challenge.answer_by,
+        answer,
+    )
+    await ctx.repository.save_challenge(answered)
+    return ChallengeView.of(answered)

@@ -1,0 +1,62 @@
+"""Blobs and updates: workers download published models and configurations, and upload their
+updates while the round collects."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from fedrelay.coordinator.api.dependencies import (
+    OPEN_PHASES,
+    RAW_BODY,
+    Context,
+    JobId,
+    RoundNumber,
+    expect_phase,
+)
+from fedrelay.coordinator.api.errors import UnknownResource, WrongPhase
+from fedrelay.ports.blobs import check_name
+from fedrelay.ports.coordinator_store import Conflict
+from fedrelay.protocol.api.schemas import BlobRef
+
+router = APIRouter()
+
+
+@router.get(
+    "/v1/blobs/{name}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+    tags=["blobs"],
+)
+async def download_blob(name: str, request: Request, ctx: Context) -> Response:
+    """A published model or configuration blob; the bytes hash to ``name``."""
+    await ctx.signed(request, ctx.config.max_message_bytes)
+    if not await ctx.repository.is_published(check_name(name)):
+        raise UnknownResource(f"no published blob named {name}")
+    data = await ctx.blobs.get(name)
+    return Response(data, media_type="application/octet-stream")
+
+
+@router.put(
+    "/v1/jobs/{job_id}/rounds/{round_number}/updates/{name}",
+    status_code=status.HTTP_201_CREATED,
+    response_model=BlobRef,
+    openapi_extra=RAW_BODY,
+    tags=["updates"],
+)
+async def upload_update(
+    job_id: JobId, round_number: RoundNumber, name: str, request: Request, ctx: Context
+) -> BlobRef:
+    """Upload this worker's update for the round; the body must hash to ``name``."""
+    check_name(name)
+    worker, body, state = await ctx.assigned(
+        request, job_id, round_number, ctx.config.max_blob_bytes
+    )
+    expect_phase(state, OPEN_PHASES, "an update upload")
+    if state.deadline is not None and ctx.now() > state.deadline:
+        raise WrongPhase(f"job {job_id} round {round_number} closed at {state.deadline}")
+    stored = await ctx.repository.updates(job_id, round_number)
+    if stored.get(worker, name) != name:
+        raise Conflict(f"worker {worker.key.hex()} already uploaded update {stored[worker]}")
+    await ctx.blobs.put(body, expected=name)
+    await ctx.repository.record_update(job_id, round_number, worker, name)
+    return BlobRef(name=name, size=len(body))

@@ -1,0 +1,124 @@
+"""The coordinator's composition root: the one module that meets the adapters.
+
+:func:`serve` builds the running coordinator from its settings (the ledger store, the file blob
+store, the EVM coordinator chain with the aggregator's key, the HTTP API and the health server)
+and runs it under the process contract of docs/operations.md section 1: SIGTERM or SIGINT
+drains the step in progress within ``FEDRELAY_DRAIN_SECONDS``. Everything else in
+:mod:`fedrelay.coordinator` sees only the ports, so it runs the same on an in-memory store and a
+simulated chain in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+from sqlalchemy import text
+
+from fedrelay.adapters.blobstore import FileBlobStore
+from fedrelay.adapters.evm import EvmChain, JobMarketContract, Signer
+from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain
+from fedrelay.adapters.ledger import create_engine
+from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
+from fedrelay.adapters.telemetry.health import HealthServer
+from fedrelay.coordinator.api import create_app
+from fedrelay.coordinator.errors import CoordinatorError
+from fedrelay.coordinator.service import CoordinatorService
+from fedrelay.coordinator.settings import ApiSettings, ChainTarget, CoordinatorSettings
+
+log = logging.getLogger("fedrelay.coordinator")
+
+
+class CoordinatorFailed(CoordinatorError, RuntimeError):
+    """The coordinator service stopped with an error (the message says which)."""
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the coordinator process owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Leave the process's signal handlers alone."""
+        yield
+
+
+async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) -> None:
+    """Run the coordinator service, its HTTP API and its health server until a signal.
+
+    Args:
+        settings: The process's settings.
+        target: The coordinator chain and its JobMarket.
+        key: The aggregator's EVM key (``0x`` + 64 hex digits).
+
+    Raises:
+        CoordinatorFailed: The service stopped with an error.
+        LedgerError: The ledger could not be opened.
+    """
+    engine = create_engine(settings.database_url)
+    store = LedgerCoordinatorStore(engine)
+    blobs = FileBlobStore(settings.blob_dir)
+    market = JobMarketContract(EvmChain(target.rpc_url), target.job_market)
+    chain = EvmCoordinatorChain(market, Signer(key), target.finality)
+    service = CoordinatorService(
+        chain,
+        store,
+        blobs,
+        chain_id=target.wormhole_chain,
+        start_block=settings.start_block,
+        poll_interval=settings.poll_seconds,
+    )
+    api = create_app(store, blobs, admin_token=ApiSettings().resolved_admin_token())
+    api_server = EmbeddedServer(
+        uvicorn.Config(
+            api,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+
+    async def database_ready() -> bool:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return True
+
+    async def chain_ready() -> bool:
+        await chain.head()
+        return True
+
+    health = HealthServer(
+        {"database": database_ready, "chain": chain_ready}, port=settings.health_port
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    running = asyncio.create_task(service.run(stop), name="coordinator")
+    servers = [
+        asyncio.create_task(api_server.serve(), name="api"),
+        asyncio.create_task(health.serve(), name="health"),
+    ]
+    stopped = asyncio.create_task(stop.wait(), name="signal")
+    try:
+        await asyncio.wait([stopped, running, *servers], return_when=asyncio.FIRST_COMPLETED)
+        log.info("coordinator draining (at most %.0f s)", settings.drain_seconds)
+        stop.set()
+        done, _ = await asyncio.wait([running], timeout=settings.drain_seconds)
+        if not done:
+            log.warning("the step in progress did not finish within the drain time")
+            running.cancel()
+    finally:
+        api_server.should_exit = True
+        health.stop()
+        await asyncio.gather(*servers, stopped, return_exceptions=True)
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await engine.dispose()
+    if not running.cancelled() and running.exception() is not None:
+        raise CoordinatorFailed(f"the coordinator service stopped: {running.exception()}")

@@ -1,0 +1,82 @@
+"""The coordinator's settings: the process's (``FEDRELAY_*``) and its HTTP API's
+(``FEDRELAY_COORDINATOR_*``), read from the environment in one place.
+
+They are plain values, importable without the service, FastAPI routes or any adapter, so the CLI
+can check them (and fail with a clear message) before anything starts;
+:mod:`fedrelay.coordinator.process` builds the running coordinator from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fedrelay.ports.blobs import DEFAULT_MAX_BLOB_BYTES
+
+# The ledger's default database (fedrelay.adapters.ledger.database.DEFAULT_URL, which this
+# layer may not import; a unit test pins that the two agree).
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.fedrelay/ledger.db"
+
+
+class CoordinatorSettings(BaseSettings):
+    """The coordinator process's settings (environment prefix ``FEDRELAY_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDRELAY_", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    chains_file: Path | None = None
+    coordinator_chain: str = "coordinator"
+    coordinator_rpc_url: str | None = None
+    coordinator_job_market: str | None = None
+    coordinator_wormhole_chain: int = 2
+    api_host: str = "0.0.0.0"  # noqa: S104 - workers connect from other machines
+    api_port: int = 8000
+    health_port: int = 8080
+    blob_dir: Path = Path(".fedrelay/blobs")
+    drain_seconds: float = 30.0
+    poll_seconds: float = 1.0
+    start_block: int = 0
+
+
+@dataclass(frozen=True)
+class ChainTarget:
+    """Where the coordinator chain and its JobMarket are."""
+
+    rpc_url: str
+    job_market: str
+    wormhole_chain: int
+    finality: str | int
+
+
+class ApiSettings(BaseSettings):
+    """The API's settings, from ``FEDRELAY_COORDINATOR_*`` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FEDRELAY_COORDINATOR_", extra="ignore", frozen=True
+    )
+
+    admin_token: SecretStr | None = None
+    admin_token_file: Path | None = None
+    max_skew_s: int = Field(default=60, ge=1, le=3600)
+    max_blob_bytes: int = Field(default=DEFAULT_MAX_BLOB_BYTES, ge=1)
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1)
+
+    def resolved_admin_token(self) -> str:
+        """The admin token: ``ADMIN_TOKEN``, else the first line of ``ADMIN_TOKEN_FILE``.
+
+        Raises:
+            ValueError: Neither is set, or the token is shorter than 16 characters.
+        """
+        token = self.admin_token.get_secret_value() if self.admin_token else None
+        if token is None and self.admin_token_file is not None:
+            token = self.admin_token_file.read_text().strip()
+        if not token:
+            raise ValueError(
+                "set FEDRELAY_COORDINATOR_ADMIN_TOKEN or FEDRELAY_COORDINATOR_ADMIN_TOKEN_FILE"
+            )
+        if len(token) < 16:
+            raise ValueError("the coordinator admin token must be at least 16 characters")
+        return token

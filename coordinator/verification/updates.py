@@ -1,0 +1,137 @@
+"""Checking a committed update: its blob against its commitment, and against the transcript's
+final checkpoint.
+
+An update blob is the canonical safetensors blob of the worker's trained model tensors (the
+model part of its final checkpoint, plain names); the coordinator computes the delta itself
+(:func:`delta_of`). Replaying a segment only shows that the transcript is honest; the
+final-checkpoint check ties the committed update to it, so an honest transcript next to another
+update is caught too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedrelay.coordinator.aggregation import ParameterLayout, Vector
+from fedrelay.coordinator.errors import CoordinatorError
+from fedrelay.protocol.wormhole import keccak256
+from fedrelay.training import (
+    BlobError,
+    MerkleProof,
+    ModelTensors,
+    TrainingConfig,
+    TrainingError,
+    blob_hash,
+    decode_blob,
+    encode_blob,
+    model_of,
+    step_of,
+    verify_proof,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+class UpdateRejection(CoordinatorError):
+    """A committed update or transcript failed a check; the message is the recorded reason."""
+
+
+def read_update(blob: bytes | None, expected_hash: bytes, layout: ParameterLayout) -> Vector:
+    """The flat parameters of an uploaded update, checked against its commitment.
+
+    Args:
+        blob: The uploaded bytes, or None when nothing was uploaded.
+        expected_hash: The ``update_hash`` committed on chain.
+        layout: The global model's layout.
+
+    Raises:
+        UpdateRejection: Missing, hash mismatch, not a canonical blob, or not this model.
+    """
+    if blob is None:
+        raise UpdateRejection("the committed update was never uploaded")
+    actual = keccak256(blob)
+    if actual != expected_hash:
+        raise UpdateRejection(
+            f"uploaded update hashes to {actual.hex()}, the chain commitment is "
+            f"{expected_hash.hex()}"
+        )
+    try:
+        tensors = decode_blob(blob)
+        return layout.flatten(tensors)
+    except (BlobError, ValueError) as exc:
+        raise UpdateRejection(f"the update does not fit the job's model: {exc}") from None
+
+
+def check_final_checkpoint(
+    update: bytes, blob: bytes, proof: MerkleProof, root: bytes, config: TrainingConfig
+) -> None:
+    """Check that ``update`` is the model of the committed transcript's final checkpoint.
+
+    The final checkpoint ``c_K`` (``K = config.segments``) must be leaf ``K`` of the ``K + 1``
+    leaves under ``root``, stand at step ``config.steps``, and its model tensors
+    (:func:`~fedrelay.training.model_of`: plain names, float32) must encode to exactly the
+    update's canonical bytes.
+
+    Args:
+        update: The uploaded update blob (already checked against its commitment).
+        blob: The checkpoint blob the worker opened as ``c_K``.
+        proof: Its Merkle proof.
+        root: The committed transcript root.
+        config: The job's training configuration.
+
+    Raises:
+        UpdateRejection: The opening is not the final checkpoint of the committed transcript,
+            or the update is not its model; the message says which.
+    """
+    final = config.segments
+    if (proof.index, proof.leaf_count) != (final, final + 1):
+        raise UpdateRejection(
+            f"the opened checkpoint is leaf {proof.index} of {proof.leaf_count}, the final "
+            f"checkpoint is leaf {final} of {final + 1}"
+        )
+    if not verify_proof(blob_hash(blob), proof, root):
+        raise UpdateRejection("the final checkpoint is not in the committed transcript")
+    try:
+        checkpoint = decode_blob(blob)
+        step = step_of(checkpoint)
+        model = encode_blob(model_of(checkpoint))
+    except (BlobError, TrainingError) as exc:
+        raise UpdateRejection(f"the final checkpoint blob is malformed: {exc}") from None
+    if step != config.steps:
+        raise UpdateRejection(
+            f"the final checkpoint is at step {step}, the task trains {config.steps} steps"
+        )
+    if model != update:
+        raise UpdateRejection(
+            f"the committed update {keccak256(update).hex()} is not the model of the "
+            f"transcript's final checkpoint (step {step}), whose model is "
+            f"{keccak256(model).hex()}: {_difference(update, model_of(checkpoint))}"
+        )
+
+
+def _difference(update: bytes, model: ModelTensors) -> str:
+    try:
+        tensors = decode_blob(update)
+    except BlobError as exc:
+        return f"the update is not a tensor blob ({exc})"
+    if sorted(tensors) != sorted(model):
+        return "their tensor names differ"
+    worst = 0.0
+    for name, value in model.items():
+        other = np.asarray(tensors[name])
+        if (other.dtype, other.shape) != (value.dtype, value.shape):
+            return (
+                f"tensor {name!r} is {other.dtype} {other.shape}, the checkpoint's "
+                f"{value.dtype} {value.shape}"
+            )
+        gap = np.abs(other.astype(np.float64) - value.astype(np.float64))
+        worst = max(worst, float(gap.max()) if gap.size else 0.0)
+    return f"largest difference {worst:g}"
+
+
+def delta_of(trained: Vector, params: Vector) -> Vector:
+    """``trained - params`` as float32 (computed in float64, as the simulation does)."""
+    return (trained.astype(np.float64) - params.astype(np.float64)).astype(np.float32)

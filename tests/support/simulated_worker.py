@@ -1,0 +1,158 @@
+"""Simulated workers for the coordinator's tests: a worker's part in a round, through the real
+HTTP API and the worker SDK's signed client.
+
+:class:`SimulatedWorker` trains its shard with a transcript, uploads the update, answers
+challenges, and (on request) cheats. It lives with the tests because it needs the worker SDK's
+client, which the coordinator package may not import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedrelay.coordinator.aggregation import ParameterLayout
+from fedrelay.coordinator.verification import JobWorkbench, delta_of
+from fedrelay.protocol.hashing import blob_name
+from fedrelay.protocol.job_config import JobConfig
+from fedrelay.protocol.merkle import encode_proof
+from fedrelay.protocol.rounds import WorkerRef
+from fedrelay.protocol.secagg import Participant
+from fedrelay.protocol.secagg.messages import SecAggStage
+from fedrelay.protocol.secagg.wire import encode_masked, encode_reveal
+from fedrelay.protocol.wormhole import loss_to_fixed
+from fedrelay.training import (
+    ModelTensors,
+    TrainingRun,
+    Transcript,
+    blob_hash,
+    decode_blob,
+    encode_blob,
+    model_of,
+    open_segment,
+    train_with_transcript,
+)
+from fedrelay.training.torch_trainer import TorchClassificationTrainer, mlp
+from fedrelay.worker.sdk.api_client import CoordinatorClient
+
+Committer = Callable[[int, int, WorkerRef, bytes, bytes, int, int], object]
+"""Puts an UPDATE_COMMITTED on the coordinator chain: (job, round, worker, update hash,
+transcript root, samples, loss)."""
+
+
+@dataclass
+class SimulatedWorker:
+    """A worker's part in a round, through the coordinator's HTTP API.
+
+    Attributes:
+        client: The worker's signed API client.
+        worker: The worker the client signs as.
+        config: The job's configuration.
+        commit: How its commitment reaches the coordinator chain.
+        tamper_update: Upload a blob other than the one committed.
+        forge_transcript: Commit a transcript whose checkpoints were edited after training.
+        silent: Never answer challenges.
+    """
+
+    client: CoordinatorClient
+    worker: WorkerRef
+    config: JobConfig
+    commit: Committer
+    tamper_update: bool = False
+    forge_transcript: bool = False
+    silent: bool = False
+    runs: dict[tuple[int, int], tuple[TrainingRun, tuple[bytes, ...]]] = field(
+        default_factory=dict, init=False
+    )
+
+    async def train(
+        self, job_id: int, round_number: int, participant: Participant | None = None
+    ) -> ModelTensors:
+        """Download the round's model, train its shard with a transcript, upload, commit.
+
+        Args:
+            job_id: The job.
+            round_number: The round.
+            participant: Under secure aggregation, this worker's party of the round: the delta
+                is masked and the masked input is sent and committed instead of the update.
+
+        Returns:
+            The trained model tensors (what an honest update carries).
+        """
+        view = await self.client.round_status(job_id, round_number)
+        task = next(t for t in view.tasks if t.worker_key == self.worker.key.hex())
+        model_blob = await self.client.download_blob(view.model_hash)
+        model = {k: np.asarray(v, dtype=np.float32) for k, v in decode_blob(model_blob).items()}
+        workbench = JobWorkbench(self.config)
+        training = workbench.training_config()
+        spec = self.config.model
+        shard = workbench.shard(task.shard)
+        trainer = TorchClassificationTrainer(
+            lambda: mlp(spec.inputs, spec.hidden, spec.classes), shard
+        )
+        run = train_with_transcript(trainer, model, training)
+        blobs = run.blobs
+        if self.forge_transcript:
+            blobs = (blobs[0], *(_nudged(b) for b in blobs[1:]))
+        trained = model_of(decode_blob(blobs[-1]))
+        if participant is None:
+            update = encode_blob(trained)
+            doubled = {k: v * 2 for k, v in trained.items()}
+            uploaded = encode_blob(doubled) if self.tamper_update else update
+            await self.client.upload_update(job_id, round_number, uploaded)
+        else:
+            layout = ParameterLayout.of(model)
+            delta = delta_of(layout.flatten(trained), layout.flatten(model))
+            update = encode_masked(participant.mask(delta, len(shard)))
+            await self.client.send_secagg(job_id, round_number, SecAggStage.MASKED, update)
+        transcript = Transcript(training.config_hash(), tuple(blob_hash(b) for b in blobs))
+        self.runs[(job_id, round_number)] = (run, blobs)
+        self.commit(
+            job_id,
+            round_number,
+            self.worker,
+            bytes.fromhex(blob_name(update)),
+            transcript.root,
+            len(shard),
+            loss_to_fixed(0.5),
+        )
+        return trained
+
+    async def reveal(self, job_id: int, round_number: int, participant: Participant) -> None:
+        """Send this worker's unmasking reveal for the round's survivors."""
+        survivors = await self.client.survivors(job_id, round_number)
+        response = participant.unmask([s.hex() for s in survivors])
+        await self.client.send_secagg(
+            job_id, round_number, SecAggStage.REVEALS, encode_reveal(response)
+        )
+
+    async def answer_challenges(self) -> int:
+        """Answer every open challenge (unless silent); returns how many were answered."""
+        if self.silent:
+            return 0
+        answered = 0
+        for challenge in await self.client.open_challenges():
+            run, blobs = self.runs[(challenge.job_id, challenge.round)]
+            transcript = Transcript(run.transcript.config_hash, tuple(blob_hash(b) for b in blobs))
+            opening = open_segment(transcript, blobs, challenge.segment)
+            await self.client.answer_challenge(
+                challenge.challenge_id,
+                start_checkpoint=opening.start_blob,
+                end_checkpoint=opening.end_blob,
+                start_proof=encode_proof(opening.start_proof),
+                end_proof=encode_proof(opening.end_proof),
+            )
+            answered += 1
+        return answered
+
+
+def _nudged(blob: bytes) -> bytes:
+    tensors = decode_blob(blob)
+    return encode_blob(
+        {
+            k: (np.asarray(v, dtype=np.float32) + np.float32(0.01)) if k.startswith("model/") else v
+            for k, v in tensors.items()
+        }
+    )
