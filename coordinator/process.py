@@ -78,6 +78,7 @@ async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) ->
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",
+            log_config=None,  # uvicorn's lines go through the process's log format (text or JSON)
             lifespan="off",
         )
     )

@@ -85,6 +85,7 @@ class HealthServer:
         config = uvicorn.Config(
             health_app(checks, registry=registry), host=host, port=port,
             log_level="warning", access_log=False, lifespan="off",
+            log_config=None,  # uvicorn's lines go through the process's log format
         )  # fmt: skip
         self._server = _ProcessServer(config)
 

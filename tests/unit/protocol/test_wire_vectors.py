@@ -106,3 +106,39 @@ def test_invalid_proofs_are_refused() -> None:
     for data in PROOFS["invalid"]:
         with pytest.raises(TrainingError, match=r"Merkle proof needs|siblings needs"):
             decode_proof(_bytes(data))
+
+
+# --- both sides read and write these bytes with the one codec ------------------------------------
+
+
+def test_the_worker_writes_the_vectors_bytes() -> None:
+    """The worker SDK's steps send keys, masked inputs, reveals and proofs with the codec above."""
+    from fedrelay.worker.sdk.steps import answer, mask
+
+    assert mask.wire is wire
+    assert answer.encode_proof is encode_proof
+    vector = SECAGG["masked"][0]
+    values = np.array([int(v) for v in vector["vector"]], dtype=np.uint64)
+    masked = MaskedInput(vector["sender"], int(vector["num_examples"]), values)
+    assert mask.wire.encode_masked(masked) == _bytes(vector["bytes"])
+    tree = PROOFS["trees"][-1]
+    proof = decode_proof(_bytes(tree["proofs"][3]["bytes"]))
+    assert answer.encode_proof(proof) == _bytes(tree["proofs"][3]["bytes"])
+
+
+def test_the_coordinator_reads_the_vectors_bytes() -> None:
+    """The coordinator's unmask and aggregate phases decode with the codec above."""
+    from fedrelay.coordinator.phases import aggregate, unmask
+
+    assert unmask.decode_masked is wire.decode_masked
+    assert unmask.decode_keys is wire.decode_keys
+    assert unmask.decode_reveal is wire.decode_reveal
+    assert aggregate.decode_proof is decode_proof
+    for vector in SECAGG["reveals"]:
+        response = unmask.decode_reveal(vector["sender"], _bytes(vector["bytes"]))
+        assert {k: str(v) for k, v in response.key_shares.items()} == vector["key_shares"]
+    for tree in PROOFS["trees"]:
+        root = _bytes(tree["root"])
+        for vector in tree["proofs"]:
+            proof = aggregate.decode_proof(_bytes(vector["bytes"]))
+            assert verify_proof(_bytes(tree["leaves"][vector["index"]]), proof, root)
