@@ -402,10 +402,11 @@ class StageRunner:
                     except Exception as exc:  # the ledger is away: try the record again later
                         failures += 1
                         cause = exc
-            log.info(
-                "stage %s: %s failed (%s: %s); attempt %d again later",
-                self.name, position_of(record), type(cause).__name__, cause, failures + 1,
-            )  # fmt: skip
+                # Logged inside the span, so the line carries the message's trace id.
+                log.info(
+                    "stage %s: %s failed (%s: %s); attempt %d again later",
+                    self.name, position_of(record), type(cause).__name__, cause, failures + 1,
+                )  # fmt: skip
             delay = self.policy.delay(min(failures, self.policy.max_attempts), self.rng)
             if await self._wait(delay):
                 return None
