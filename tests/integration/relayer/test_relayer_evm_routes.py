@@ -489,17 +489,23 @@ async def test_the_relayer_process_is_ready_relays_drains_and_exits_on_sigterm(
             "the registration",
             lambda: log.read_text()[-6000:],
         )
+
+        def delivered_count() -> float:
+            metrics = _get(port, "/metrics")
+            assert metrics is not None
+            assert metrics.status_code == 200
+            found = re.search(
+                r'^fedrelay_stage_processed_total\{stage="deliver-2"\} (\S+)$', metrics.text, re.M
+            )
+            return float(found.group(1)) if found else 0.0
+
+        # The deliverer counts a delivery once its hand-off commits, after the chain's receipt.
+        await eventually(lambda: delivered_count() >= 1, "deliver-2 to count the delivery")
         metrics = _get(port, "/metrics")
         assert metrics is not None
-        assert metrics.status_code == 200
         for name in ("processed_total", "failed_total", "retried_total", "queue_depth",
                      "latency_seconds_bucket", "last_seen_timestamp_seconds"):  # fmt: skip
             assert f"fedrelay_stage_{name}" in metrics.text, name
-        delivered = re.search(
-            r'^fedrelay_stage_processed_total\{stage="deliver-2"\} (\S+)$', metrics.text, re.M
-        )
-        assert delivered is not None
-        assert float(delivered.group(1)) >= 1
         if mode == "kafka-postgres":  # `relayer status` reads the ledger and the broker
             status = await asyncio.to_thread(
                 subprocess.run, [str(FEDRELAY), "relayer", "status", "--json"], env=env,
@@ -510,7 +516,7 @@ async def test_the_relayer_process_is_ready_relays_drains_and_exits_on_sigterm(
             assert {"route", "deliver-2", "deliver-4", "attest-0"} <= set(report["queue_depth"])
             assert report["watch_lag"]["coordinator"] is not None
             counts = {d["chain_id"]: d for d in report["deliveries"]}
-            assert counts[COORDINATOR]["confirmed"] >= 3  # the routes test's and this one
+            assert counts[COORDINATOR]["confirmed"] >= 1  # this test's registration at least
     finally:
         code = await _stop(process)
     output = log.read_text()
