@@ -45,7 +45,7 @@ class LedgerSettings(BaseSettings):
 def _checked_url(url: str) -> str:
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is no number
         raise LedgerError(
             f"invalid database URL {redact_url(url)}: {redact_text(str(exc), [url])}"
         ) from None
