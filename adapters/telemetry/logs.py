@@ -8,6 +8,11 @@ current where the line was logged, so a line leads to its trace; the fields boun
 ``chain``), so every line of one message or one round can be found; and ``exception`` with the
 traceback when there is one.
 
+Both formats pass each line (message, traceback, stack) through
+:func:`fedrelay.protocol.redact.redact_text`: a URL in it loses its password, query values and
+keys, and so do the secrets of the URLs the process remembered, wherever they appear; a library
+quoting the URL it failed on cannot leak a key into the log.
+
 Libraries that log a line per request (an RPC poll, a Kafka fetch, an HTTP access) are held at
 WARNING unless the level is DEBUG: at INFO a relayer would otherwise log every poll of every
 chain.
