@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from fedrelay.ports.relay import DestinationChain, SignerAccount, SourceChain
 from fedrelay.protocol import keys
+from fedrelay.protocol.redact import redact_text, redact_url
 
 
 class ChainBindingError(ValueError):
@@ -142,7 +143,8 @@ class EvmBinding:
         except Exception as exc:
             raise ChainUnreachable(
                 f"chain {spec.name!r}: cannot read the core of the contract at "
-                f"{spec.address} through {spec.rpc_url}: {type(exc).__name__}: {exc}"
+                f"{spec.address} through {redact_url(spec.rpc_url)}: {type(exc).__name__}: "
+                f"{redact_text(str(exc), [spec.rpc_url])}"
             ) from None
 
     async def destination(
@@ -154,7 +156,8 @@ class EvmBinding:
             evm_chain_id = int(await connection.client.eth.chain_id)
         except Exception as exc:
             raise ChainUnreachable(
-                f"chain {spec.name!r}: cannot reach {spec.rpc_url}: {type(exc).__name__}: {exc}"
+                f"chain {spec.name!r}: cannot reach {redact_url(spec.rpc_url)}: "
+                f"{type(exc).__name__}: {redact_text(str(exc), [spec.rpc_url])}"
             ) from None
         return EvmDestination(
             connection.client, spec.wormhole_chain_id, spec.address, key, evm_chain_id

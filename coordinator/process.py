@@ -29,6 +29,7 @@ from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.errors import CoordinatorError
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.settings import ApiSettings, ChainTarget, CoordinatorSettings
+from fedrelay.protocol.redact import redact_text, remember
 
 log = logging.getLogger("fedrelay.coordinator")
 
@@ -58,6 +59,7 @@ async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) ->
         CoordinatorFailed: The service stopped with an error.
         LedgerError: The ledger could not be opened.
     """
+    remember(settings.database_url, target.rpc_url)  # masked in every message of the process
     engine = create_engine(settings.database_url)
     store = LedgerCoordinatorStore(engine)
     blobs = FileBlobStore(settings.blob_dir)
@@ -122,4 +124,5 @@ async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) ->
             loop.remove_signal_handler(sig)
         await engine.dispose()
     if not running.cancelled() and running.exception() is not None:
-        raise CoordinatorFailed(f"the coordinator service stopped: {running.exception()}")
+        reason = redact_text(str(running.exception()), [settings.database_url, target.rpc_url])
+        raise CoordinatorFailed(f"the coordinator service stopped: {reason}")

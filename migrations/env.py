@@ -8,13 +8,15 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from fedrelay.adapters.ledger import load_all_models
-from fedrelay.adapters.ledger.database import create_engine
+from fedrelay.adapters.ledger.database import URL_ATTRIBUTE, create_engine
 from fedrelay.adapters.ledger.models import Base
 
 load_all_models()  # the coordinator's tables share the metadata
 
 config = context.config
 target_metadata = Base.metadata
+# The URL as given (a percent-encoded password intact); the ini option is for `alembic` itself.
+url: str = config.attributes.get(URL_ATTRIBUTE) or config.get_main_option("sqlalchemy.url") or ""
 
 
 def _run(connection: Connection) -> None:
@@ -29,7 +31,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
+    engine = create_engine(url)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
@@ -39,7 +41,7 @@ async def _run_online() -> None:
 
 if context.is_offline_mode():
     context.configure(
-        url=config.get_main_option("sqlalchemy.url"),
+        url=url,
         target_metadata=target_metadata,
         literal_binds=True,
     )

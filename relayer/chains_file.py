@@ -62,7 +62,7 @@ class ChainConfig(BaseModel):
     @classmethod
     def _url_is_http(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
+            raise ValueError("must start with http:// or https://")  # the value may be a key
         return value
 
     @model_validator(mode="after")

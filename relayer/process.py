@@ -56,6 +56,7 @@ from fedrelay.adapters.telemetry.health import HealthServer, ReadinessCheck
 from fedrelay.ports.relay import DestinationChain, SignerAccount, SourceChain
 from fedrelay.ports.relayer_ledger import RelayerLedger
 from fedrelay.protocol import keys
+from fedrelay.protocol.redact import redact_text, remember
 from fedrelay.protocol.wormhole import GuardianSet, GuardianSets, GuardianSigner
 from fedrelay.relayer.chains_file import ChainConfig, ChainsConfig, ChainsFileError, load_chains
 from fedrelay.relayer.errors import RelayerError
@@ -305,7 +306,9 @@ def chains_of(settings: RelayerSettings) -> ChainsConfig:
     """
     if settings.chains_file is None:
         raise ChainsFileError("no chains file: set FEDRELAY_CHAINS_FILE (docs/operations.md)")
-    return load_chains(settings.chains_file)
+    chains = load_chains(settings.chains_file)
+    remember(*(chain.rpc_url for chain in chains.chains))  # their keys are masked in every message
+    return chains
 
 
 async def build_process(
@@ -352,7 +355,7 @@ async def build_process(
             closers.append(reader.stop)
             end_offsets = reader
         except Exception as exc:  # the lag gauge waits for the broker; the stages report it
-            log.warning("relayer: cannot reach Kafka for the lag gauge: %s", exc)
+            log.warning("relayer: cannot reach Kafka for the lag gauge: %s", redact_text(str(exc)))
     ledger = SqlRelayerLedger.open(settings.database_url)
     checks["database"] = ledger.ping
     connections = ChainConnections()

@@ -82,7 +82,9 @@ class RelayerSettings(BaseSettings):
     @classmethod
     def _url_is_http(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"guardian_api_url must start with http:// or https://, got {value!r}")
+            raise ValueError(  # the value is not shown: it may be a secret in the wrong place
+                "guardian_api_url must start with http:// or https://"
+            )
         return value.rstrip("/")
 
     def delivery_topic(self, chain: int) -> str:

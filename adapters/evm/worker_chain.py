@@ -32,6 +32,7 @@ from fedrelay.ports.worker_chain import (
     TaskKey,
     UpdateCommitment,
 )
+from fedrelay.protocol.redact import redact_text, redact_url
 
 #: Blocks read per ``eth_getLogs`` request.
 LOG_RANGE = 2_000
@@ -71,7 +72,8 @@ class EvmWorkerChain:
             Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10})).eth.block_number  # noqa: B018
         except (RequestException, Web3Exception, OSError, ValueError) as exc:
             raise ChainUnavailable(
-                f"the EVM RPC endpoint {rpc_url} does not answer; check --rpc-url ({exc})"
+                f"the EVM RPC endpoint {redact_url(rpc_url)} does not answer; check --rpc-url "
+                f"({redact_text(str(exc), [rpc_url])})"
             ) from None
         self._chain = EvmChain(rpc_url)
         self.hub = WorkerHubContract(self._chain, hub_address)

@@ -1,4 +1,11 @@
-"""Engines for the ledger and the schema upgrade that Alembic performs."""
+"""Engines for the ledger and the schema upgrade that Alembic performs.
+
+A database URL carries the password, so no message here shows one unredacted
+(:func:`fedrelay.protocol.redact.redact_url`), and a password with ``@``, ``:`` or ``%`` in it,
+percent-encoded as URLs require, reaches Alembic intact: its configuration is a ConfigParser,
+which reads ``%`` as interpolation, so the URL travels in ``Config.attributes`` and the
+``sqlalchemy.url`` option holds it with ``%`` doubled.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +18,11 @@ from alembic.config import Config
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from fedrelay.ports.ledger import DEFAULT_URL
+from fedrelay.protocol.redact import redact_text, redact_url
 
 __all__ = ["DEFAULT_URL", "LedgerError", "LedgerSettings", "create_engine", "upgrade"]
 
@@ -37,8 +45,10 @@ class LedgerSettings(BaseSettings):
 def _checked_url(url: str) -> str:
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise LedgerError(f"invalid database URL {url!r}: {exc}") from exc
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is no number
+        raise LedgerError(
+            f"invalid database URL {redact_url(url)}: {redact_text(str(exc), [url])}"
+        ) from None
     if parsed.drivername not in _SUPPORTED_DRIVERS:
         supported = ", ".join(sorted(_SUPPORTED_DRIVERS))
         raise LedgerError(
@@ -65,26 +75,55 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
+#: Where :func:`alembic_config` puts the database URL for ``migrations/env.py``.
+URL_ATTRIBUTE = "fedrelay_database_url"
+
+
 def alembic_config(url: str) -> Config:
+    """Alembic's configuration for the ledger at `url` (the URL as given, ``%`` and all)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", _checked_url(url))
+    checked = _checked_url(url)
+    config.attributes[URL_ATTRIBUTE] = checked
+    config.set_main_option("sqlalchemy.url", checked.replace("%", "%%"))  # ConfigParser's escape
     return config
 
 
+class LedgerUnreachable(LedgerError):
+    """The ledger's database did not answer, or refused the connection (the URL redacted)."""
+
+
+def _unreachable(url: str, doing: str, exc: Exception) -> LedgerUnreachable:
+    return LedgerUnreachable(
+        f"{doing} the ledger at {redact_url(url)} failed: "
+        f"{type(exc).__name__}: {redact_text(str(exc), [url])}"
+    )
+
+
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the ledger at `url` to `revision` (blocking; safe to call from async code)."""
+    """Bring the ledger at `url` to `revision` (blocking; safe to call from async code).
+
+    Raises:
+        LedgerError: The URL is unusable, or the database failed (`LedgerUnreachable`).
+    """
     config = alembic_config(url)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        command.upgrade(config, revision)
+        try:
+            command.upgrade(config, revision)
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unreachable(url, "upgrading", exc) from None
         return
     raise LedgerError("upgrade() blocks; from async code call it with asyncio.to_thread")
 
 
 async def current_revision(url: str) -> str | None:
-    """The revision the ledger at `url` is at, or None for an empty database."""
+    """The revision the ledger at `url` is at, or None for an empty database.
+
+    Raises:
+        LedgerError: The URL is unusable, or the database failed (`LedgerUnreachable`).
+    """
     from alembic.runtime.migration import MigrationContext
 
     engine = create_engine(url)
@@ -94,6 +133,8 @@ async def current_revision(url: str) -> str | None:
                 lambda sync: MigrationContext.configure(sync).get_current_revision()
             )
             return revision
+    except (SQLAlchemyError, OSError) as exc:
+        raise _unreachable(url, "reading the revision of", exc) from None
     finally:
         await engine.dispose()
 
@@ -143,6 +184,9 @@ def downgrade(url: str, revision: str) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        command.downgrade(alembic_config(url), revision)
+        try:
+            command.downgrade(alembic_config(url), revision)
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unreachable(url, "downgrading", exc) from None
         return
     raise LedgerError("downgrade() blocks; from async code call it with asyncio.to_thread")

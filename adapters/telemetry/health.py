@@ -2,7 +2,11 @@
 
 - `/healthz` answers 200 while the process's event loop runs (liveness).
 - `/readyz` runs every readiness check (can it reach its Kafka, database, chain?) with a time
-  limit each and answers 200 only when all pass, else 503 with which failed (readiness).
+  limit each and answers 200 only when all pass, else 503 with which failed (readiness). It is
+  unauthenticated and bound to every interface, so each check's detail is a short reason
+  (``unreachable (ConnectError)``), never an exception's text: that quotes the URL it failed on,
+  with the password or API key in it. The full reason goes to the process's log (redacted, at
+  WARNING once each time a check starts failing for a new reason).
 - `/metrics` serves the Prometheus registry.
 
 The server runs inside the process's own event loop (`HealthServer.serve()` as a task).
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Generator, Mapping
 
 import uvicorn
@@ -19,16 +24,41 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from fedrelay.protocol.redact import redact_text
+
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
+log = logging.getLogger(__name__)
 
-async def _run_check(check: ReadinessCheck, limit: float) -> tuple[bool, str]:
+
+class _Reasons:
+    """The last failure logged per check, so a failing probe logs once, not every 10 s."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, str] = {}
+
+    def note(self, name: str, reason: str | None) -> None:
+        if reason is None:
+            self.last.pop(name, None)
+        elif self.last.get(name) != reason:
+            self.last[name] = reason
+            log.warning("readiness check %s fails: %s", name, redact_text(reason))
+
+
+async def _run_check(
+    name: str, check: ReadinessCheck, limit: float, reasons: _Reasons
+) -> tuple[bool, str]:
+    """Run one check; (passed, short reason). The reason never holds an exception's text."""
     try:
         ok = await asyncio.wait_for(check(), limit)
     except TimeoutError:
-        return False, f"no answer within {limit:g}s"
+        detail = f"no answer within {limit:g}s"
+        reasons.note(name, detail)
+        return False, detail
     except Exception as exc:  # a failing dependency is a "not ready", not a crash
-        return False, f"{type(exc).__name__}: {exc}"
+        reasons.note(name, f"{type(exc).__name__}: {exc}")
+        return False, f"unreachable ({type(exc).__name__})"
+    reasons.note(name, None if ok else "the check answered not ready")
     return ok, "ok" if ok else "unreachable"
 
 
@@ -40,6 +70,7 @@ def health_app(
 ) -> FastAPI:
     """The FastAPI app behind the three endpoints."""
     app = FastAPI(title="fedrelay process health", docs_url=None, redoc_url=None)
+    reasons = _Reasons()
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -48,7 +79,9 @@ def health_app(
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         names = list(checks)
-        results = await asyncio.gather(*(_run_check(checks[n], check_timeout) for n in names))
+        results = await asyncio.gather(
+            *(_run_check(n, checks[n], check_timeout, reasons) for n in names)
+        )
         report = {
             n: {"ready": ok, "detail": detail}
             for n, (ok, detail) in zip(names, results, strict=True)

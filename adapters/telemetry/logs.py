@@ -8,6 +8,11 @@ current where the line was logged, so a line leads to its trace; the fields boun
 ``chain``), so every line of one message or one round can be found; and ``exception`` with the
 traceback when there is one.
 
+Both formats pass each line (message, traceback, stack) through
+:func:`fedrelay.protocol.redact.redact_text`: a URL in it loses its password, query values and
+keys, and so do the secrets of the URLs the process remembered, wherever they appear; a library
+quoting the URL it failed on cannot leak a key into the log.
+
 Libraries that log a line per request (an RPC poll, a Kafka fetch, an HTTP access) are held at
 WARNING unless the level is DEBUG: at INFO a relayer would otherwise log every poll of every
 chain.
@@ -24,6 +29,7 @@ from typing import Literal, TextIO
 from opentelemetry import trace
 
 from fedrelay.protocol.logfields import FIELD_NAMES, bound_log_fields
+from fedrelay.protocol.redact import redact_text
 
 LogFormat = Literal["text", "json"]
 
@@ -43,8 +49,23 @@ CHATTY_LOGGERS = (
 )
 
 
+class TextFormatter(logging.Formatter):
+    """The text line, with every URL's and every remembered URL's secrets masked."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as text (with its traceback), passed through `redact_text`."""
+        return redact_text(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, with the current span and the bound log fields."""
+    """One JSON object per record, with the current span and the bound log fields.
+
+    The message, traceback and stack are passed through `redact_text` (a library's line may
+    quote the URL it failed on, with its password or API key).
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON (no newline inside)."""
@@ -52,7 +73,7 @@ class JsonFormatter(logging.Formatter):
             "time": self._time(record),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_text(record.getMessage()),
         }
         span = trace.get_current_span().get_span_context()
         if span.is_valid:
@@ -63,11 +84,11 @@ class JsonFormatter(logging.Formatter):
             if name in bound:
                 entry[name] = bound[name]
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact_text(self.formatException(record.exc_info))
         elif record.exc_text:
-            entry["exception"] = record.exc_text
+            entry["exception"] = redact_text(record.exc_text)
         if record.stack_info:
-            entry["stack"] = self.formatStack(record.stack_info)
+            entry["stack"] = redact_text(self.formatStack(record.stack_info))
         return json.dumps(entry, default=str, ensure_ascii=False)
 
     @staticmethod
@@ -95,7 +116,7 @@ def formatter_for(fmt: str) -> logging.Formatter:
     if fmt == "json":
         return JsonFormatter()
     if fmt == "text":
-        return logging.Formatter(TEXT_FORMAT)
+        return TextFormatter()
     raise ValueError(f"unknown log format {fmt!r} (one of: {', '.join(LOG_FORMATS)})")
 
 

@@ -32,6 +32,7 @@ from rich.table import Table
 from fedrelay.adapters.ledger.database import LedgerError
 from fedrelay.coordinator.settings import ChainTarget, CoordinatorSettings
 from fedrelay.protocol import keys
+from fedrelay.protocol.redact import redact_text, redact_url, remember
 
 if TYPE_CHECKING:
     from fedrelay.adapters.evm import ContractRevert, JobMarketContract
@@ -57,8 +58,16 @@ _ERC20_APPROVE = [
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {redact_text(message)}", err=True)
     return typer.Exit(2)
+
+
+def _invalid_settings(exc: ValidationError) -> str:
+    """What is wrong with the settings, naming variables, never quoting their values."""
+    problems = "; ".join(
+        f"FEDRELAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+    )
+    return f"invalid settings: {problems}"
 
 
 def chain_target(
@@ -126,8 +135,12 @@ def run_command(
     from fedrelay.coordinator.settings import ApiSettings
 
     configure_command_logging(logging.INFO)
-    settings = CoordinatorSettings()
+    try:
+        settings = CoordinatorSettings()
+    except ValidationError as exc:
+        raise _fail(_invalid_settings(exc)) from None
     target = chain_target(settings, rpc_url, job_market)
+    remember(settings.database_url, target.rpc_url)
     key = read_evm_key(signer_key_file)
     try:
         ApiSettings().resolved_admin_token()
@@ -137,7 +150,7 @@ def run_command(
     try:
         asyncio.run(serve(settings, target, key))
     except (LedgerError, CoordinatorFailed) as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(redact_text(str(exc), [settings.database_url, target.rpc_url])) from None
     finally:
         tracing.shutdown()  # exports the spans still buffered
 
@@ -195,7 +208,10 @@ async def _upload(blobs: list[bytes], blob_dir: Path, url: str | None) -> list[s
                     "/v1/admin/blobs", content=blob, headers={"Authorization": f"Bearer {token}"}
                 )
             except httpx.HTTPError as exc:
-                raise _fail(f"cannot reach the coordinator at {url}: {exc}") from None
+                raise _fail(
+                    f"cannot reach the coordinator at {redact_url(url)}: "
+                    f"{redact_text(str(exc), [url])}"
+                ) from None
             if response.status_code != 201:
                 raise _fail(f"the coordinator refused a blob: {response.text[:300]}")
             names.append(str(response.json()["name"]))
@@ -269,7 +285,7 @@ def post_command(
             chain.transact(poster, erc20.functions.approve(market.address, spec.escrow))
         posted = market.post_job(poster, spec)
     except (EvmError, ValueError) as exc:
-        raise _fail(f"posting the job failed: {exc}") from None
+        raise _fail(f"posting the job failed: {redact_text(str(exc), [target.rpc_url])}") from None
     table = Table(title=f"job {posted.job_id} posted", show_header=False)
     for name, value in (
         ("job id", str(posted.job_id)),
@@ -396,7 +412,7 @@ def status_command(
     try:
         settings = CoordinatorSettings()
     except ValidationError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_invalid_settings(exc)) from None
     try:
         status = asyncio.run(_status(database_url or settings.database_url, job_id))
     except LedgerError as exc:
@@ -416,7 +432,7 @@ def _market(rpc_url: str | None, job_market: str | None) -> JobMarketContract:
     try:
         settings = CoordinatorSettings()
     except ValidationError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_invalid_settings(exc)) from None
     target = chain_target(settings, rpc_url, job_market)
     return JobMarketContract(EvmChain(target.rpc_url), target.job_market)
 

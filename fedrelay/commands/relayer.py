@@ -27,6 +27,7 @@ from fedrelay.adapters.ledger.database import LedgerError, create_engine, upgrad
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.adapters.telemetry.tracing import configure_tracing
 from fedrelay.commands.logs import configure_command_logging
+from fedrelay.protocol.redact import redact_text, remember
 from fedrelay.protocol.wormhole import WormholeError
 from fedrelay.relayer import operations
 from fedrelay.relayer.chains_file import ChainConfig, ChainsConfig
@@ -58,19 +59,22 @@ _GUARDIAN_HELP = (
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {redact_text(message)}", err=True)
     return typer.Exit(code)
 
 
 def _settings() -> RelayerSettings:
+    """The settings; their URLs' secrets are masked in every later message of this process."""
     try:
-        return RelayerSettings()
+        settings = RelayerSettings()
     except ValidationError as exc:
         problems = "; ".join(
             f"FEDRELAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
             for e in exc.errors()
         )
         raise _fail(f"invalid settings: {problems}") from None
+    remember(settings.database_url, settings.guardian_api_url)
+    return settings
 
 
 def _run(work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
@@ -106,7 +110,10 @@ async def _serve(settings: RelayerSettings, request: StageRequest, service_name:
         try:
             await asyncio.to_thread(upgrade, settings.database_url)
         except Exception as exc:  # the database may come later; /readyz says so meanwhile
-            log.error("relayer: cannot bring the ledger to the current schema: %s", exc)
+            log.error(
+                "relayer: cannot bring the ledger to the current schema: %s",
+                redact_text(str(exc), [settings.database_url]),
+            )
     process = await build_process(settings, chains, request)
     configure_tracing(service_name)  # once the process is built: nothing to trace before
     await process.run()
@@ -210,7 +217,9 @@ async def _status(settings: RelayerSettings) -> dict[str, Any]:
             )
         except Exception as exc:  # the ledger's part of the report is still worth showing
             report["queue_depth"] = {}
-            report["queue_depth_error"] = f"cannot read Kafka: {type(exc).__name__}: {exc}"
+            report["queue_depth_error"] = (
+                f"cannot read Kafka: {type(exc).__name__}: {redact_text(str(exc))}"
+            )
     else:
         report["queue_depth"] = None  # the in-process bus: see /metrics of the running process
     return report
@@ -384,8 +393,9 @@ async def _with_doctor(
     except (RelayerError, LedgerError):
         raise
     except Exception as exc:  # the chain or the ledger failed under the command: say which
+        detail = redact_text(str(exc), [chain.rpc_url, settings.database_url])
         raise NonceError(
-            f"on chain {chain.name!r}, its RPC or the ledger failed: {type(exc).__name__}: {exc}"
+            f"on chain {chain.name!r}, its RPC or the ledger failed: {type(exc).__name__}: {detail}"
         ) from None
     finally:
         await connections.close()

@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 
 from fedrelay.commands.extras import requires
+from fedrelay.protocol.redact import redact_text, remember
 
 if TYPE_CHECKING:
     from fedrelay.worker.process import WorkerConnection
@@ -68,7 +69,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.
 
 
 def _fail(message: str) -> typer.Exit:
-    _ERRORS.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    _ERRORS.print(f"[red]error:[/red] {redact_text(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -106,6 +107,7 @@ def _connected(
     """
     from fedrelay.worker.process import WorkerChainTarget, open_worker_chain
 
+    remember(rpc_url)  # its key is masked in every message of this process
     target = WorkerChainTarget(rpc_url, hub_address, program_id, wormhole_chain)
     return open_worker_chain(kind.value, target, key_file)
 
@@ -207,6 +209,7 @@ async def _run(
     from fedrelay.worker.process import worker_node
     from fedrelay.worker.sdk import RichProgress, StateStore, parse_shard
 
+    remember(coordinator_url)
     shards = parse_shard(data_shard)
     device = default_device() if device_choice is DeviceChoice.AUTO else device_choice.value
     try:

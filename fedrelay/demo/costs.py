@@ -29,6 +29,7 @@ import httpx
 from fedrelay.adapters.devnet.state import DevnetInfo, WorkerKey
 from fedrelay.adapters.solana._base58 import b58decode
 from fedrelay.adapters.solana.layout import Instruction
+from fedrelay.protocol.redact import redact_text, redact_url
 
 #: Blocks whose receipts one JSON-RPC batch asks for.
 BLOCK_BATCH = 50
@@ -314,7 +315,9 @@ async def _batch(
         response.raise_for_status()
         replies = response.json()
     except (httpx.HTTPError, ValueError) as exc:
-        raise CostError(f"the RPC endpoint {url} did not answer: {exc}") from None
+        raise CostError(
+            f"the RPC endpoint {redact_url(url)} did not answer: {redact_text(str(exc), [url])}"
+        ) from None
     if not isinstance(replies, list):
         replies = [replies]
     by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
@@ -323,7 +326,7 @@ async def _batch(
         reply = by_id.get(n)
         if reply is None or "error" in reply:
             error = reply.get("error") if reply else "no answer"
-            raise CostError(f"{method} at {url} failed: {error}")
+            raise CostError(f"{method} at {redact_url(url)} failed: {error}")
         results.append(reply.get("result"))
     return results
 

@@ -27,6 +27,7 @@ import httpx
 
 from fedrelay.ports.bus import Record
 from fedrelay.ports.relayer_ledger import ObservationStatus, RelayerLedger
+from fedrelay.protocol.redact import redact_text, redact_url
 from fedrelay.protocol.wormhole import (
     GuardianSets,
     MessageId,
@@ -146,7 +147,8 @@ class GuardianApi:
             response = await self._client.get(signed_vaa_path(message_id))
         except httpx.HTTPError as exc:
             raise GuardianApiUnavailable(
-                f"guardian API at {self.base_url} unreachable for {label}: {exc!r}"
+                f"guardian API at {redact_url(self.base_url)} unreachable for {label}: "
+                f"{type(exc).__name__}: {redact_text(str(exc), [self.base_url])}"
             ) from None
         if response.status_code == 404:
             raise VaaNotYetSigned(f"no signed VAA for {label} yet")

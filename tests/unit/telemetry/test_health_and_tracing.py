@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -51,7 +53,30 @@ async def test_readyz_follows_its_checks() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
         body = (await client.get("/readyz")).json()
     assert body["ready"] is False
-    assert body["checks"]["kafka"]["detail"] == "ConnectionRefusedError: kafka down"
+    assert body["checks"]["kafka"]["detail"] == "unreachable (ConnectionRefusedError)"
+
+
+async def test_readyz_never_shows_exception_text(caplog: pytest.LogCaptureFixture) -> None:
+    url = "https://rpc.example/v3/0123456789abcdef0123456789abcdef?apikey=hunter2-key"
+
+    async def leaks() -> bool:
+        raise OSError(f"Cannot connect to {url}")
+
+    app = health_app({"chain": leaks}, registry=CollectorRegistry())
+    transport = httpx.ASGITransport(app=app)
+    with caplog.at_level(logging.WARNING, logger="fedrelay.adapters.telemetry.health"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+            first = await client.get("/readyz")
+            await client.get("/readyz")
+    assert first.status_code == 503
+    assert first.json()["checks"]["chain"] == {"ready": False, "detail": "unreachable (OSError)"}
+    assert "0123456789abcdef" not in first.text
+    assert "hunter2" not in first.text
+    failures = [r.getMessage() for r in caplog.records if "readiness check chain" in r.getMessage()]
+    assert len(failures) == 1  # logged once per new reason, not on every probe
+    assert "rpc.example/v3/***?apikey=***" in failures[0]
+    assert "0123456789abcdef" not in failures[0]
+    assert "hunter2" not in failures[0]
 
 
 async def test_slow_check_counts_as_not_ready() -> None:

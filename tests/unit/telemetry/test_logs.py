@@ -22,6 +22,7 @@ from fedrelay.cli import app
 from fedrelay.commands import logs as logs_module
 from fedrelay.commands.logs import choose_logging, configure_command_logging
 from fedrelay.protocol.logfields import bound_log_fields, log_fields
+from fedrelay.protocol.redact import forget_all, remember
 from fedrelay.relayer.records import encode_message, message_label
 from fedrelay.relayer.stage import StageResult, StageRunner, stage_metrics
 
@@ -119,6 +120,29 @@ def test_the_text_format_is_unchanged() -> None:
         with tracer.start_as_current_span("work"), log_fields(message_id="2/00ab/7", job_id=1):
             logging.getLogger("fedrelay.test").info("hello %d", 7)
         assert TEXT_LINE.match(stream.getvalue().rstrip("\n"))
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_log_lines_never_carry_a_urls_secrets(fmt: str) -> None:
+    url = "postgresql+asyncpg://fed:Pa55%40word@db.internal/ledger"
+    remember(url)
+    try:
+        with bare_root():
+            stream = io.StringIO()
+            configure_logging("INFO", fmt, stream=stream)
+            log = logging.getLogger("fedrelay.test")
+            log.warning("rpc https://rpc.example/v3/0123456789abcdef0123 is down")
+            try:
+                raise OSError("password Pa55@word refused")
+            except OSError:
+                log.exception("ledger at %s failed", url)
+    finally:
+        forget_all()
+    out = stream.getvalue()
+    assert "0123456789abcdef" not in out
+    assert "Pa55" not in out
+    assert "https://rpc.example/v3/***" in out
+    assert "postgresql+asyncpg://fed:***@db.internal/ledger" in out
 
 
 def test_per_request_library_lines_are_held_back_unless_debugging() -> None:
