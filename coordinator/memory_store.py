@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from fedrelay.ports.coordinator_store import Conflict, RoundReport
+from fedrelay.protocol.api.signing import NonceRegistry
 from fedrelay.protocol.challenges import Challenge
 from fedrelay.protocol.rounds import Phase, RoundState, WorkerRef
 from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
@@ -35,6 +36,7 @@ class MemoryCoordinatorStore:
         self._cursors: dict[str, int] = {}
         self._registered: list[WorkerRef] = []
         self._reports: dict[tuple[int, int], RoundReport] = {}
+        self._nonces = NonceRegistry()
 
     async def is_registered(self, worker: WorkerRef) -> bool:
         """See :meth:`CoordinatorRepository.is_registered`."""
@@ -120,6 +122,12 @@ class MemoryCoordinatorStore:
             if (worker is None or c.worker == worker)
             and (challenge_id is None or key == challenge_id)
         ]
+
+    async def claim_nonce(
+        self, worker: WorkerRef, nonce: str, expires_at: int, *, now: int
+    ) -> bool:
+        """See :meth:`CoordinatorRepository.claim_nonce` (a dict and an expiry heap)."""
+        return self._nonces.claim(worker, nonce, expires_at, now=now)
 
     async def cursor(self, source: str) -> int | None:
         """See :meth:`CoordinatorStore.cursor`."""

@@ -1,5 +1,6 @@
 """The coordinator's tables: registered workers, rounds and their tasks, published blobs,
-uploaded updates, secure-aggregation messages and transcript challenges.
+uploaded updates, secure-aggregation messages, transcript challenges and the nonces of accepted
+signed requests.
 
 Same ``Base`` (and naming convention) as the relayer's models, so one Alembic history covers
 both. Table names start with ``coordinator_``. Hashes and keys are raw bytes; u64 values (job
@@ -140,3 +141,18 @@ class CoordinatorChallenge(Base):
     start_proof: Mapped[bytes | None] = mapped_column(LargeBinary)
     end_proof: Mapped[bytes | None] = mapped_column(LargeBinary)
     answered_at: Mapped[int | None] = mapped_column(U64)
+
+
+class CoordinatorNonce(Base):
+    """A signed request's nonce, claimed by its worker until ``expires_at`` (unix seconds).
+
+    The primary key makes a claim atomic across every replica of the API that shares the
+    ledger: the second insert of the same key conflicts and the request is a replay.
+    """
+
+    __tablename__ = "coordinator_nonces"
+
+    worker_chain: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker_key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)

@@ -2,21 +2,26 @@
 
 State written here survives a restart: a coordinator (or its API) opened on the same database
 sees the same registrations, rounds, uploads, secure-aggregation messages and challenges.
-Each method is one transaction; unique keys settle races between concurrent writers.
+Each method is one transaction; unique keys settle races between concurrent writers (a signed
+request's nonce is claimed with one ``INSERT ... ON CONFLICT``, so replicas sharing the ledger
+accept a request once in all).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from sqlalchemy import BindParameter, delete, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from fedrelay.adapters.ledger.coordinator_models import (
     CoordinatorBlob,
     CoordinatorChallenge,
+    CoordinatorNonce,
     CoordinatorRound,
     CoordinatorSecAggMessage,
     CoordinatorTask,
@@ -36,6 +41,9 @@ from fedrelay.protocol.rounds import (
     WorkerRef,
 )
 from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
+
+#: How often (seconds) one process deletes the expired nonces.
+NONCE_SWEEP_SECONDS = 60
 
 
 def _u64(value: int) -> BindParameter[int]:
@@ -137,6 +145,7 @@ class LedgerCoordinatorRepository:
             engine: From :func:`fedrelay.adapters.ledger.create_engine`.
         """
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._next_nonce_sweep = 0
 
     async def is_registered(self, worker: WorkerRef) -> bool:
         """See :meth:`CoordinatorRepository.is_registered`."""
@@ -367,3 +376,37 @@ class LedgerCoordinatorRepository:
             query = query.where(CoordinatorChallenge.challenge_id == challenge_id)
         async with self._sessions() as session:
             return [_challenge(row) for row in await session.scalars(query)]
+
+    async def claim_nonce(
+        self, worker: WorkerRef, nonce: str, expires_at: int, *, now: int
+    ) -> bool:
+        """See :meth:`CoordinatorRepository.claim_nonce`.
+
+        One upsert on the primary key: a new nonce is inserted; an expired one is taken over;
+        a live one is left alone and the claim fails. Expired rows are swept at most once per
+        :data:`NONCE_SWEEP_SECONDS` per process, by their indexed expiry.
+        """
+        async with self._sessions() as session, session.begin():
+            dialect = session.bind.dialect.name if session.bind is not None else ""
+            statement: Any
+            if dialect == "postgresql":
+                statement = postgresql.insert(CoordinatorNonce)
+            elif dialect == "sqlite":
+                statement = sqlite.insert(CoordinatorNonce)
+            else:
+                raise RuntimeError(f"nonce claims need PostgreSQL or SQLite, not {dialect!r}")
+            statement = statement.values(
+                worker_chain=worker.chain, worker_key=worker.key, nonce=nonce, expires_at=expires_at
+            )
+            statement = statement.on_conflict_do_update(
+                index_elements=["worker_chain", "worker_key", "nonce"],
+                set_={"expires_at": statement.excluded.expires_at},
+                where=CoordinatorNonce.expires_at < now,
+            )
+            claimed = getattr(await session.execute(statement), "rowcount", 0) == 1
+            if now >= self._next_nonce_sweep:
+                self._next_nonce_sweep = now + NONCE_SWEEP_SECONDS
+                await session.execute(
+                    delete(CoordinatorNonce).where(CoordinatorNonce.expires_at < now)
+                )
+            return bool(claimed)

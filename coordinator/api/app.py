@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from fastapi import FastAPI
 
 from fedrelay.coordinator.api import admin, challenges, secagg, status, updates
-from fedrelay.coordinator.api.dependencies import ApiContext
+from fedrelay.coordinator.api.dependencies import ApiContext, UploadGate
 from fedrelay.coordinator.api.errors import install_handlers
 from fedrelay.coordinator.settings import ApiSettings
 from fedrelay.ports.blobs import BlobStore
@@ -24,6 +24,11 @@ Worker endpoints need a request signed with the worker's chain key
 (:mod:`fedrelay.protocol.api.signing`);
 admin endpoints (``/v1/admin/...``) need ``Authorization: Bearer <token>``. Status endpoints take
 either. Every error answers ``{"error": kind, "detail": what was wrong}`` and changes nothing.
+
+A worker's headers, registration and task are checked before its body is read; a body is cut
+off (413) at a limit sized from the job's model, must arrive within the request time limit
+(408), and is refused at once when the worker (429) or the API (503) already receives as many
+bodies as it may. A signed request is accepted once across every replica sharing the ledger.
 
 | method and path | who | what |
 | --- | --- | --- |
@@ -72,7 +77,11 @@ def create_app(
         raise ValueError("the coordinator admin token must be at least 16 characters")
     config = settings if settings is not None else ApiSettings()
     verifier = RequestVerifier(
-        repository.is_registered, max_skew=config.max_skew_s, schemes=schemes
+        repository.is_registered,
+        max_skew=config.max_skew_s,
+        max_body_seconds=config.max_body_s,
+        schemes=schemes,
+        nonces=repository,
     )
     app = FastAPI(
         title="fedrelay coordinator",
@@ -83,11 +92,17 @@ def create_app(
             403: {"model": ErrorBody},
             404: {"model": ErrorBody},
             409: {"model": ErrorBody},
+            408: {"model": ErrorBody},
             413: {"model": ErrorBody},
             422: {"model": ErrorBody},
+            429: {"model": ErrorBody},
+            503: {"model": ErrorBody},
         },
     )
-    app.state.coordinator = ApiContext(repository, blobs, config, verifier, admin_token, clock)
+    uploads = UploadGate(config.max_uploads, config.max_uploads_per_worker)
+    app.state.coordinator = ApiContext(
+        repository, blobs, config, verifier, admin_token, clock, uploads
+    )
     install_handlers(app)
     for area in (status, updates, secagg, challenges, admin):
         app.include_router(area.router)

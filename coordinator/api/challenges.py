@@ -35,8 +35,10 @@ async def my_challenges(request: Request, ctx: Context) -> list[ChallengeView]:
 async def answer_challenge(challenge_id: str, request: Request, ctx: Context) -> ChallengeView:
     """Answer a challenge with checkpoints c_i, c_(i+1) and their Merkle proofs."""
     config = ctx.config
-    worker, body = await ctx.signed(request, ctx.answer_limit)
-    found = await ctx.repository.challenges(worker=worker, challenge_id=challenge_id)
+    pending = await ctx.authenticate(request)
+    # The challenge must be the signing worker's own, open, and its round known (its model
+    # sizes the answer) before a byte of the answer is read.
+    found = await ctx.repository.challenges(worker=pending.worker, challenge_id=challenge_id)
     if not found:
         raise UnknownResource(f"no challenge {challenge_id} for this worker")
     challenge = found[0]
@@ -44,6 +46,8 @@ async def answer_challenge(challenge_id: str, request: Request, ctx: Context) ->
         raise WrongPhase(f"challenge {challenge_id} is already answered")
     if ctx.now() > challenge.answer_by:
         raise WrongPhase(f"challenge {challenge_id} had to be answered by {challenge.answer_by}")
+    state = await ctx.round_of(challenge.job_id, challenge.round)
+    body = await ctx.body_of(request, pending, await ctx.answer_limit(state))
     try:
         parsed = ChallengeAnswerBody.model_validate_json(body)
         start = b64decode(parsed.start_checkpoint, "start_checkpoint")

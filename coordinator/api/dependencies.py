@@ -7,26 +7,33 @@ a plain module-level :class:`~fastapi.APIRouter` rather than a closure over the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Annotated
 
 from fastapi import Depends, Request
 from fastapi import Path as PathParam
 
 from fedrelay.coordinator.api.errors import (
     AdminUnauthorized,
+    ApiBusy,
+    BodyTimeout,
     BodyTooLarge,
     InvalidBody,
     NotAssigned,
+    TooManyUploads,
     UnknownResource,
     WrongPhase,
 )
 from fedrelay.coordinator.settings import ApiSettings
-from fedrelay.ports.blobs import BlobStore, InvalidBlobName, check_name
+from fedrelay.ports.blobs import BlobNotFound, BlobStore, InvalidBlobName, check_name
 from fedrelay.ports.coordinator_store import CoordinatorRepository
-from fedrelay.protocol.api.signing import RequestVerifier
+from fedrelay.protocol.api.signing import BodyHash, PendingRequest, RequestVerifier
 from fedrelay.protocol.rounds import Phase, RoundState, WorkerRef
 
 # Job ids are u64 on chain; the embedded ledger (SQLite) holds signed 64-bit integers, and the
@@ -37,11 +44,23 @@ RAW_BODY = {"requestBody": {"content": {"application/octet-stream": {}}, "requir
 OPEN_PHASES = (Phase.ASSIGNING, Phase.COLLECTING)
 
 
+#: Bytes a blob holds beyond its tensors' data (the safetensors header: names, shapes, dtypes).
+BLOB_HEADER_SLACK = 1024 * 1024
+#: How much larger than the job's model one update, masked input or checkpoint may be: an update
+#: or a masked input has one float32 or one uint64 (twice a float32) per parameter; a checkpoint
+#: has the model and one momentum buffer per parameter.
+MODEL_FACTOR = 2
+#: How much of a body the server holds in memory before it spools the rest to a temporary file.
+SPOOL_IN_MEMORY = 1024 * 1024
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"the body is {declared} bytes, above this endpoint's limit of {limit}")
+    """The body of an admin request, refused as soon as it is known to exceed ``limit`` bytes.
+
+    Worker requests do not use it: their bodies are read only once their headers passed
+    (:meth:`ApiContext.body_of`).
+    """
+    _check_declared(request, limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -50,6 +69,102 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge(f"the body is above this endpoint's limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _check_declared(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body is {declared} bytes, above this endpoint's limit of {limit}")
+
+
+def _has_body(request: Request) -> bool:
+    declared = request.headers.get("content-length", "")
+    return "transfer-encoding" in request.headers or (declared not in ("", "0"))
+
+
+class UploadGate:
+    """How many bodies are being received at once, in all and per worker.
+
+    Past either limit a request is refused at once (503 for the whole API, 429 for one
+    worker) instead of queueing, so a flood holds no more than ``total`` bodies in flight.
+    """
+
+    def __init__(self, total: int, per_worker: int) -> None:
+        """Set the limits.
+
+        Args:
+            total: Bodies received at once by this process.
+            per_worker: Bodies received at once from one worker.
+        """
+        self._total = total
+        self._per_worker = per_worker
+        self._active = 0
+        self._by_worker: dict[bytes, int] = {}
+
+    @property
+    def active(self) -> int:
+        """Bodies being received now."""
+        return self._active
+
+    @contextlib.contextmanager
+    def slot(self, worker: WorkerRef) -> Iterator[None]:
+        """Hold one slot while a body of ``worker`` is received.
+
+        Raises:
+            ApiBusy: The process already receives ``total`` bodies.
+            TooManyUploads: The worker already sends ``per_worker`` bodies.
+        """
+        key = worker.worker_id
+        held = self._by_worker.get(key, 0)
+        if held >= self._per_worker:
+            raise TooManyUploads(
+                f"worker {worker.key.hex()} already sends {held} bodies at once (the limit); "
+                "retry when one finished"
+            )
+        if self._active >= self._total:
+            raise ApiBusy(
+                f"the API receives {self._active} bodies at once (its limit); retry later"
+            )
+        self._active += 1
+        self._by_worker[key] = held + 1
+        try:
+            yield
+        finally:
+            self._active -= 1
+            left = self._by_worker[key] - 1
+            if left:
+                self._by_worker[key] = left
+            else:
+                del self._by_worker[key]
+
+
+async def _spool(request: Request, limit: int, deadline: float, spool: IO[bytes]) -> bytes:
+    """Stream the body into its keccak256 and ``spool``; its keccak256.
+
+    ``spool`` keeps at most :data:`SPOOL_IN_MEMORY` bytes in memory and the rest on disk, so a
+    body cut off at ``limit`` costs no memory beyond that, and no body is held whole in memory
+    before its signature was accepted.
+    """
+    digest = BodyHash()
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise BodyTimeout(
+                f"the body did not arrive within {_BODY_TIMEOUT_HINT}; send it faster"
+            ) from None
+        if digest.size + len(chunk) > limit:
+            raise BodyTooLarge(f"the body is above this endpoint's limit of {limit} bytes")
+        digest.update(chunk)
+        spool.write(chunk)
+    return digest.digest()
+
+
+_BODY_TIMEOUT_HINT = "the time a request may take (FEDRELAY_COORDINATOR_MAX_BODY_S)"
 
 
 def _signed_path(request: Request) -> str:
@@ -81,9 +196,19 @@ def expect_phase(state: RoundState, phases: tuple[Phase, ...], action: str) -> N
         )
 
 
+Limit = int | Callable[[RoundState], Awaitable[int]]
+"""A body limit in bytes, or how to size it from the round (its model)."""
+
+
 @dataclass(frozen=True)
 class ApiContext:
     """What the routes work with, built once per application.
+
+    A worker's request is authenticated in two stages around its body: the headers (form,
+    clock, registration) and what the worker claims to own (a task in the round, its
+    challenge) are checked before a byte of the body is read; the body then streams into its
+    hash and a temporary file, cut off at a limit sized from the job's model, while the worker
+    holds an upload slot; the signature over that hash and the nonce come last.
 
     Attributes:
         repository: Where rounds, registrations, uploads and challenges are kept.
@@ -92,6 +217,7 @@ class ApiContext:
         verifier: Checks worker request signatures.
         admin_token: The bearer token of the admin endpoints.
         clock: Unix seconds now.
+        uploads: The bodies received at once, in all and per worker.
     """
 
     repository: CoordinatorRepository
@@ -100,25 +226,71 @@ class ApiContext:
     verifier: RequestVerifier
     admin_token: str
     clock: Callable[[], float]
-
-    @property
-    def answer_limit(self) -> int:
-        """The largest challenge answer body: two checkpoints and two proofs, base64, in JSON."""
-        config = self.config
-        return (2 * config.max_blob_bytes + 2 * config.max_message_bytes) * 4 // 3 + 4096
+    uploads: UploadGate
+    _model_sizes: dict[str, int] = field(default_factory=dict)
 
     def now(self) -> int:
         """Unix seconds now."""
         return int(self.clock())
 
-    async def signed(self, request: Request, limit: int) -> tuple[WorkerRef, bytes]:
-        """The registered worker that signed ``request``, and its body."""
-        body = await read_body(request, limit)
-        path = _signed_path(request)
-        worker = await self.verifier.verify(
-            request.method, path, body, request.headers, now=self.now()
+    async def model_size(self, state: RoundState) -> int | None:
+        """The size of the round's model blob, or None when this API does not hold it."""
+        name = state.model_hash.hex()
+        if name not in self._model_sizes:
+            try:
+                self._model_sizes[name] = len(await self.blobs.get(name))
+            except BlobNotFound:
+                return None
+        return self._model_sizes[name]
+
+    async def model_limit(self, state: RoundState) -> int:
+        """The largest update, masked input or checkpoint of the round, from its model's size.
+
+        Never above ``max_blob_bytes``; that limit alone when the model blob is not here.
+        """
+        size = await self.model_size(state)
+        if size is None:
+            return self.config.max_blob_bytes
+        return min(self.config.max_blob_bytes, MODEL_FACTOR * size + BLOB_HEADER_SLACK)
+
+    async def answer_limit(self, state: RoundState) -> int:
+        """The largest challenge answer: two checkpoints and two proofs, base64, in JSON."""
+        checkpoint = await self.model_limit(state)
+        return (2 * checkpoint + 2 * self.config.max_message_bytes) * 4 // 3 + 4096
+
+    async def authenticate(self, request: Request) -> PendingRequest:
+        """The checks on a worker's request that need no body (see the class docstring)."""
+        return await self.verifier.check_headers(
+            request.method, _signed_path(request), request.headers, now=self.now()
         )
-        return worker, body
+
+    async def body_of(self, request: Request, pending: PendingRequest, limit: int) -> bytes:
+        """Receive the body within ``limit`` and accept the signature over it and its nonce.
+
+        Raises:
+            BodyTooLarge: The body is (or is declared) above ``limit``.
+            TooManyUploads, ApiBusy: No upload slot is free.
+            AuthError: The signature is not the worker's over this body, or a replay.
+        """
+        deadline = time.monotonic() + self.verifier.max_body_seconds
+        if not _has_body(request):
+            await self.verifier.finish(pending, BodyHash().digest(), now=self.now())
+            return b""
+        _check_declared(request, limit)
+        with (
+            self.uploads.slot(pending.worker),
+            tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool,
+        ):
+            digest = await _spool(request, limit, deadline, spool)
+            await self.verifier.finish(pending, digest, now=self.now())
+            spool.seek(0)
+            return spool.read()
+
+    async def signed(self, request: Request, limit: int) -> tuple[WorkerRef, bytes]:
+        """The registered worker that signed ``request``, and its body (at most ``limit``)."""
+        pending = await self.authenticate(request)
+        body = await self.body_of(request, pending, limit)
+        return pending.worker, body
 
     def require_admin(self, request: Request) -> None:
         """Refuse ``request`` unless it carries the admin bearer token."""
@@ -137,16 +309,29 @@ class ApiContext:
         return state
 
     async def assigned(
-        self, request: Request, job_id: int, round_number: int, limit: int
+        self, request: Request, job_id: int, round_number: int, limit: Limit
     ) -> tuple[WorkerRef, bytes, RoundState]:
-        """The signing worker, the body and the round, refused unless the worker has a task."""
-        worker, body = await self.signed(request, limit)
+        """The signing worker, the body and the round, refused unless the worker has a task.
+
+        A request without a body is authenticated in full first. For one with a body, the task
+        is checked (for the worker the headers name) before the body is read; task assignments
+        are public on the coordinator chain (``TasksAssigned``), so that check reveals nothing
+        the chain does not.
+        """
+        pending = await self.authenticate(request)
+        worker = pending.worker
+        if not _has_body(request):
+            await self.body_of(request, pending, 0)  # nothing to wait for: fully authenticate
         state = await self.round_of(job_id, round_number)
         if worker not in {a.worker for a in state.assignments}:
             raise NotAssigned(
                 f"worker {worker.key.hex()} on chain {worker.chain} has no task in job {job_id} "
                 f"round {round_number}"
             )
+        if not _has_body(request):
+            return worker, b"", state
+        size = limit if isinstance(limit, int) else await limit(state)
+        body = await self.body_of(request, pending, size)
         return worker, body, state
 
     async def status_caller(self, request: Request) -> None:

@@ -62,6 +62,24 @@ class BodyTooLarge(ApiError):
     status_code = status.HTTP_413_CONTENT_TOO_LARGE
 
 
+class BodyTimeout(ApiError):
+    """The request body did not arrive in the time a request may take."""
+
+    status_code = status.HTTP_408_REQUEST_TIMEOUT
+
+
+class TooManyUploads(ApiError):
+    """The worker already sends as many bodies at once as it may."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+
+
+class ApiBusy(ApiError):
+    """The API already receives as many bodies at once as it may."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
 class InvalidBody(ApiError):
     """The request body is malformed."""
 

@@ -31,11 +31,20 @@ async def _send(
     job_id: int,
     round_number: int,
     stage: SecAggStage,
-    recipient: WorkerRef | None = None,
+    recipient_id: bytes | None = None,
 ) -> Response:
-    config = ctx.config
-    limit = config.max_blob_bytes if stage is SecAggStage.MASKED else config.max_message_bytes
+    limit = ctx.model_limit if stage is SecAggStage.MASKED else ctx.config.max_message_bytes
     worker, body, state = await ctx.assigned(request, job_id, round_number, limit)
+    recipient = None
+    if recipient_id is not None:
+        # Looked up only now, for an authenticated worker of the round: an unauthenticated
+        # caller learns nothing about who else has a task.
+        found = (a.worker for a in state.assignments if a.worker.worker_id == recipient_id)
+        recipient = next(found, None)
+        if recipient is None:
+            raise UnknownResource(
+                f"worker {recipient_id.hex()} has no task in job {job_id} round {round_number}"
+            )
     if stage is SecAggStage.REVEALS:
         expect_phase(state, (Phase.AGGREGATING,), "an unmasking reveal")
     else:
@@ -90,13 +99,7 @@ async def send_share(
 ) -> Response:
     """Send a sealed key share to one other worker of the round (by worker_id)."""
     wanted = worker_id(recipient_id)
-    state = await ctx.round_of(job_id, round_number)
-    recipient = next((a.worker for a in state.assignments if a.worker.worker_id == wanted), None)
-    if recipient is None:
-        raise UnknownResource(
-            f"worker {recipient_id} has no task in job {job_id} round {round_number}"
-        )
-    return await _send(ctx, request, job_id, round_number, SecAggStage.SHARES, recipient)
+    return await _send(ctx, request, job_id, round_number, SecAggStage.SHARES, wanted)
 
 
 @router.get(

@@ -48,9 +48,7 @@ async def upload_update(
 ) -> BlobRef:
     """Upload this worker's update for the round; the body must hash to ``name``."""
     check_name(name)
-    worker, body, state = await ctx.assigned(
-        request, job_id, round_number, ctx.config.max_blob_bytes
-    )
+    worker, body, state = await ctx.assigned(request, job_id, round_number, ctx.model_limit)
     expect_phase(state, OPEN_PHASES, "an update upload")
     if state.deadline is not None and ctx.now() > state.deadline:
         raise WrongPhase(f"job {job_id} round {round_number} closed at {state.deadline}")

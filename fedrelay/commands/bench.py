@@ -82,3 +82,15 @@ def relayer(
     from fedrelay.bench.relayer import run
 
     run(messages, timeout)
+
+
+@app.command("api-flood")
+def api_flood(
+    size_mib: int = typer.Option(512, min=1, help="MiB in each body."),
+    unsigned: int = typer.Option(8, min=1, max=64, help="Concurrent bodies without credentials."),
+    timeout: float = typer.Option(120.0, min=1, help="Seconds for start-up and for the flood."),
+) -> None:
+    """Unsigned and signed oversized bodies at once (loopback): the API server's peak memory."""
+    from fedrelay.bench.api_flood import run
+
+    run(size_mib * 1024 * 1024, unsigned, timeout)

@@ -106,6 +106,21 @@ class CoordinatorRepository(Protocol):
         """Challenges filtered by worker and/or id, in the order they were issued."""
         ...
 
+    async def claim_nonce(
+        self, worker: WorkerRef, nonce: str, expires_at: int, *, now: int
+    ) -> bool:
+        """Claim a signed request's nonce for ``worker`` until ``expires_at`` (unix seconds).
+
+        Every replica of the API claims in the same store, so a signed request is accepted once
+        in all; a claim whose ``expires_at`` is before ``now`` no longer counts and is dropped
+        in time. One claim costs O(1) lookups (see
+        :class:`fedrelay.protocol.api.signing.NonceStore`).
+
+        Returns:
+            True when this call claimed it; False when the worker holds it already (a replay).
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class RoundReport:

@@ -18,12 +18,16 @@ A worker signs every request with the key it staked with on its chain, over this
 
 The values travel in the ``X-Fedrelay-*`` headers, the signature as lowercase hex. The server
 (:class:`RequestVerifier`) checks, in this order: the headers are well formed, the timestamp is
-within ``max_skew`` seconds of its clock, the key is registered, the signature is the key's, and
-the nonce was not used by that worker while its timestamp could still be accepted.
+within ``max_skew`` seconds of its clock, the key is registered (these need no body, so a server
+refuses a caller before reading a byte of what it sends); then, with the body's keccak256
+computed while it streams in (:class:`BodyHash`), the signature is the key's, and the nonce was
+not used by that worker while its timestamp could still be accepted. Nonces are claimed in a
+:class:`NonceStore`, which the replicas of an API share, so a request is accepted once in all.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from Crypto.Hash import keccak
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from solders.keypair import Keypair
@@ -42,6 +47,7 @@ from fedrelay.protocol.wormhole import keccak256
 
 SOLANA_CHAIN = 1
 DEFAULT_MAX_SKEW = 60
+DEFAULT_MAX_BODY_SECONDS = 300
 HEADER_CHAIN = "X-Fedrelay-Chain"
 HEADER_WORKER = "X-Fedrelay-Worker"
 HEADER_TIMESTAMP = "X-Fedrelay-Timestamp"
@@ -259,9 +265,7 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _parse(
-    method: str, path: str, body: bytes, headers: Mapping[str, str]
-) -> tuple[RequestClaim, bytes]:
+def _parse(method: str, path: str, headers: Mapping[str, str]) -> PendingRequest:
     chain, key, stamp, nonce, signature = (
         _header(headers, name)
         for name in (HEADER_CHAIN, HEADER_WORKER, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
@@ -278,63 +282,221 @@ def _parse(
         raw_signature = bytes.fromhex(signature)
     except ValueError:
         raise MalformedCredentials(f"{HEADER_SIGNATURE} must be hex") from None
-    claim = RequestClaim(
-        method.upper(), path, int(chain), bytes.fromhex(key), int(stamp), nonce, keccak256(body)
-    )
-    return claim, raw_signature
+    worker = WorkerRef(int(chain), bytes.fromhex(key))
+    return PendingRequest(method.upper(), path, worker, int(stamp), nonce, raw_signature)
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A request whose headers passed the checks that need no body; its signature is not checked.
+
+    ``worker`` is only claimed until :meth:`RequestVerifier.finish` accepts the signature: use it
+    to look up what the request may send (its limits, whether it has a task), never to answer
+    with something the worker may not see.
+    """
+
+    method: str
+    path: str
+    worker: WorkerRef
+    timestamp: int
+    nonce: str
+    signature: bytes
+
+    def claim(self, body_hash: bytes) -> RequestClaim:
+        """The signed fields, once the body's keccak256 is known."""
+        return RequestClaim(
+            self.method,
+            self.path,
+            self.worker.chain,
+            self.worker.key,
+            self.timestamp,
+            self.nonce,
+            body_hash,
+        )
+
+
+class BodyHash:
+    """The running keccak256 of a body that arrives in pieces (what the claim signs)."""
+
+    def __init__(self) -> None:
+        """Start with no bytes."""
+        self._hash = keccak.new(digest_bits=256)
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        """Add the next piece."""
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    def digest(self) -> bytes:
+        """The 32-byte keccak256 of every piece so far."""
+        return bytes(self._hash.digest())
+
+
+class NonceStore(Protocol):
+    """Where the nonces of accepted requests are kept; shared by every replica of the API."""
+
+    async def claim_nonce(
+        self, worker: WorkerRef, nonce: str, expires_at: int, *, now: int
+    ) -> bool:
+        """Record ``nonce`` for ``worker`` until ``expires_at`` unless it is held already.
+
+        Args:
+            worker: The worker that signed the request.
+            nonce: The request's nonce.
+            expires_at: Unix seconds after which no request with this nonce can be accepted.
+            now: Unix seconds now; claims that expired before it no longer count.
+
+        Returns:
+            True when this call claimed the nonce; False when it is held (a replay).
+        """
+        ...
 
 
 class NonceRegistry:
-    """Nonces seen per worker, each kept only while its request could still be accepted."""
+    """An in-process :class:`NonceStore`: a dict and a heap of expiry times.
+
+    A claim costs O(log n) for the heap and O(1) for the lookup; each expired nonce is dropped
+    once. One registry serves one process only: replicas must share a store (the ledger).
+    """
 
     def __init__(self) -> None:
         """Start empty."""
         self._expiry: dict[tuple[bytes, str], int] = {}
+        self._heap: list[tuple[int, bytes, str]] = []
 
     def __len__(self) -> int:
         return len(self._expiry)
 
-    def remember(self, worker: WorkerRef, nonce: str, *, expires_at: int, now: int) -> None:
-        """Record ``nonce`` for ``worker`` until ``expires_at``.
-
-        Raises:
-            ReplayedNonce: The worker used the nonce before and it has not expired.
-        """
-        self._expiry = {key: end for key, end in self._expiry.items() if end >= now}
+    def claim(self, worker: WorkerRef, nonce: str, expires_at: int, *, now: int) -> bool:
+        """See :meth:`NonceStore.claim_nonce`."""
+        while self._heap and self._heap[0][0] < now:
+            end, worker_id, old = heapq.heappop(self._heap)
+            if self._expiry.get((worker_id, old)) == end:
+                del self._expiry[(worker_id, old)]
         key = (worker.worker_id, nonce)
-        if key in self._expiry:
-            raise ReplayedNonce(f"nonce {nonce} was already used by this worker; use a fresh one")
+        held = self._expiry.get(key)
+        if held is not None and held >= now:
+            return False
         self._expiry[key] = expires_at
+        heapq.heappush(self._heap, (expires_at, key[0], nonce))
+        return True
+
+    async def claim_nonce(
+        self, worker: WorkerRef, nonce: str, expires_at: int, *, now: int
+    ) -> bool:
+        """See :meth:`NonceStore.claim_nonce`."""
+        return self.claim(worker, nonce, expires_at, now=now)
 
 
 class RequestVerifier:
-    """The server side: authenticates a signed request as a registered worker."""
+    """The server side: authenticates a signed request as a registered worker.
+
+    In two stages, so a server never reads a body for a caller it would refuse anyway:
+    :meth:`check_headers` (form, clock, registration; no body needed) and :meth:`finish`
+    (the signature over the body's hash, then the nonce). :meth:`verify` runs both.
+    """
 
     def __init__(
         self,
         is_registered: Callable[[WorkerRef], Awaitable[bool]],
         *,
         max_skew: int = DEFAULT_MAX_SKEW,
+        max_body_seconds: int = DEFAULT_MAX_BODY_SECONDS,
         schemes: Mapping[int, KeyScheme] | None = None,
-        nonces: NonceRegistry | None = None,
+        nonces: NonceStore | None = None,
     ) -> None:
         """Configure the checks.
 
         Args:
             is_registered: Whether a worker is registered (and may call the API).
             max_skew: Largest accepted distance, in seconds, between request and server clocks.
+            max_body_seconds: How long after its headers were accepted a body may finish
+                arriving; nonces are kept for ``max_skew + max_body_seconds`` past their
+                timestamp, so a replay that starts in time is still refused when it ends.
             schemes: Key scheme per chain where :func:`scheme_of`'s default is wrong.
-            nonces: Where seen nonces are kept; a fresh in-memory registry when None.
+            nonces: Where claimed nonces are kept; a fresh in-memory registry when None.
         """
         self._is_registered = is_registered
         self._max_skew = max_skew
+        self._max_body_seconds = max_body_seconds
         self._schemes = dict(schemes or {})
-        self._nonces = nonces if nonces is not None else NonceRegistry()
+        self._nonces: NonceStore = nonces if nonces is not None else NonceRegistry()
+
+    @property
+    def max_body_seconds(self) -> int:
+        """How long a body may take to arrive once its headers were accepted."""
+        return self._max_body_seconds
+
+    async def check_headers(
+        self, method: str, path: str, headers: Mapping[str, str], *, now: int
+    ) -> PendingRequest:
+        """The checks that need no body: header form, timestamp, registration.
+
+        Args:
+            method: The HTTP method.
+            path: The path with its query string, as received.
+            headers: The request headers (names compared case-insensitively).
+            now: The server clock, unix seconds.
+
+        Returns:
+            The request, to pass to :meth:`finish` with its body's hash.
+
+        Raises:
+            AuthError: A subclass naming the failed check.
+        """
+        pending = _parse(method, path, headers)
+        if abs(now - pending.timestamp) > self._max_skew:
+            raise StaleRequest(
+                f"request timestamp {pending.timestamp} is more than {self._max_skew}s from the "
+                f"server clock {now}; check the worker's clock"
+            )
+        worker = pending.worker
+        if not await self._is_registered(worker):
+            raise UnregisteredWorker(
+                f"worker {worker.key.hex()} is not registered on chain {worker.chain}"
+            )
+        return pending
+
+    async def finish(self, pending: PendingRequest, body_hash: bytes, *, now: int) -> WorkerRef:
+        """Check the signature over the claim with ``body_hash``, then claim the nonce.
+
+        Args:
+            pending: What :meth:`check_headers` returned.
+            body_hash: The keccak256 of the body as received.
+            now: The server clock, unix seconds.
+
+        Returns:
+            The authenticated worker.
+
+        Raises:
+            AuthError: A subclass naming the failed check; no nonce is claimed then.
+        """
+        worker = pending.worker
+        scheme = scheme_of(worker.chain, self._schemes)
+        if not verify_signature(
+            scheme, worker.key, pending.claim(body_hash).message(), pending.signature
+        ):
+            raise BadSignature(
+                f"the signature is not a {scheme.value} signature of worker "
+                f"{worker.key.hex()} over this request"
+            )
+        expires_at = pending.timestamp + self._max_skew + self._max_body_seconds
+        if now > expires_at:
+            raise StaleRequest(
+                f"the body of the request stamped {pending.timestamp} finished at {now}, later "
+                f"than the {self._max_skew + self._max_body_seconds}s a request may take"
+            )
+        if not await self._nonces.claim_nonce(worker, pending.nonce, expires_at, now=now):
+            raise ReplayedNonce(
+                f"nonce {pending.nonce} was already used by this worker; use a fresh one"
+            )
+        return worker
 
     async def verify(
         self, method: str, path: str, body: bytes, headers: Mapping[str, str], *, now: int
     ) -> WorkerRef:
-        """Authenticate one request.
+        """Authenticate one request whose body is at hand (both stages).
 
         Args:
             method: The HTTP method.
@@ -349,24 +511,5 @@ class RequestVerifier:
         Raises:
             AuthError: A subclass naming the failed check; nothing is recorded then.
         """
-        claim, signature = _parse(method, path, body, headers)
-        if abs(now - claim.timestamp) > self._max_skew:
-            raise StaleRequest(
-                f"request timestamp {claim.timestamp} is more than {self._max_skew}s from the "
-                f"server clock {now}; check the worker's clock"
-            )
-        worker = WorkerRef(claim.chain, claim.worker_key)
-        scheme = scheme_of(claim.chain, self._schemes)
-        if not await self._is_registered(worker):
-            raise UnregisteredWorker(
-                f"worker {claim.worker_key.hex()} is not registered on chain {claim.chain}"
-            )
-        if not verify_signature(scheme, claim.worker_key, claim.message(), signature):
-            raise BadSignature(
-                f"the signature is not a {scheme.value} signature of worker "
-                f"{claim.worker_key.hex()} over this request"
-            )
-        self._nonces.remember(
-            worker, claim.nonce, expires_at=claim.timestamp + self._max_skew, now=now
-        )
-        return worker
+        pending = await self.check_headers(method, path, headers, now=now)
+        return await self.finish(pending, keccak256(body), now=now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
@@ -17,6 +18,7 @@ from fedrelay.adapters.blobstore import FileBlobStore, blob_name
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.coordinator.api import ApiSettings, create_app
+from fedrelay.coordinator.api.dependencies import BLOB_HEADER_SLACK, MODEL_FACTOR
 from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.ports.coordinator_store import CoordinatorRepository
 from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner, sign_request
@@ -451,3 +453,171 @@ def test_admin_token_comes_from_the_environment_or_a_file(
     monkeypatch.setenv("FEDRELAY_COORDINATOR_ADMIN_TOKEN", "short")
     with pytest.raises(ValueError, match="at least 16 characters"):
         ApiSettings().resolved_admin_token()
+
+
+class CountingBody:
+    """A request body sent in chunks, counting how many the server pulled; it can pause after
+    the first chunk until released, to hold an upload open."""
+
+    def __init__(self, chunk: bytes, count: int, *, hold: bool = False) -> None:
+        self.chunk = chunk
+        self.count = count
+        self.pulled = 0
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        if not hold:
+            self.release.set()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.count):
+            self.pulled += 1
+            self.started.set()
+            await self.release.wait()
+            yield self.chunk
+
+    @property
+    def data(self) -> bytes:
+        return self.chunk * self.count
+
+
+async def send_streamed(
+    api: Api, signer: RequestSigner | None, path: str, body: CountingBody
+) -> httpx.Response:
+    headers = {}
+    if signer is not None:
+        headers = sign_request(signer, "PUT", path, body.data, now=api.clock[0])
+    return await api.client.put(path, content=body, headers=headers)
+
+
+async def test_an_unsigned_body_is_refused_before_a_byte_of_it_is_read(api: Api) -> None:
+    body = CountingBody(b"x" * 4096, 1000)
+    response = await send_streamed(api, None, round_path(f"updates/{'ab' * 32}"), body)
+    assert response.status_code == 401
+    assert response.json()["error"] == "MissingCredentials"
+    assert body.pulled == 0
+
+
+async def test_a_worker_without_a_task_is_refused_before_its_body_is_read(api: Api) -> None:
+    body = CountingBody(b"y" * 100, 3)
+    path = round_path(f"updates/{blob_name(body.data)}")
+    response = await send_streamed(api, api.outsider, path, body)
+    assert response.status_code == 403
+    assert body.pulled == 0
+
+
+async def test_a_chunked_body_is_cut_off_at_the_limit_sized_from_the_model(
+    api: Api, repository: CoordinatorRepository, tmp_path: Path
+) -> None:
+    blobs = FileBlobStore(tmp_path / "big-blobs", max_size=64 * 1024 * 1024)
+    model = b"m" * 1000
+    model_name = await blobs.put(model)
+    await repository.save_round(replace(api.state, model_hash=bytes.fromhex(model_name)))
+    settings = ApiSettings(max_blob_bytes=64 * 1024 * 1024, max_message_bytes=256)
+    app = create_app(repository, blobs, admin_token=TOKEN, settings=settings, clock=lambda: NOW)
+    limit = MODEL_FACTOR * len(model) + BLOB_HEADER_SLACK
+    body = CountingBody(b"z" * 65536, 64)  # 4 MiB, far above the model's limit
+    path = round_path(f"updates/{blob_name(body.data)}")
+    headers = sign_request(api.evm, "PUT", path, body.data, now=NOW)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://coordinator") as client:
+        response = await client.put(path, content=body, headers=headers)
+    assert response.status_code == 413
+    assert f"limit of {limit} bytes" in response.json()["detail"]
+    assert body.pulled <= limit // len(body.chunk) + 1
+    assert not await blobs.exists(blob_name(body.data))
+    fitting = b"u" * 1500
+    path = round_path(f"updates/{blob_name(fitting)}")
+    headers = sign_request(api.evm, "PUT", path, fitting, now=NOW)
+    async with httpx.AsyncClient(transport=transport, base_url="http://coordinator") as client:
+        response = await client.put(path, content=fitting, headers=headers)
+    assert response.status_code == 201, response.text
+    assert await blobs.get(blob_name(fitting)) == fitting
+
+
+async def test_uploads_past_the_worker_or_api_limit_are_refused_at_once(
+    api: Api, repository: CoordinatorRepository
+) -> None:
+    settings = ApiSettings(
+        max_blob_bytes=1024, max_message_bytes=256, max_uploads=1, max_uploads_per_worker=1
+    )
+    app = create_app(repository, api.blobs, admin_token=TOKEN, settings=settings, clock=lambda: NOW)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://coordinator") as client:
+        held = CountingBody(b"h" * 100, 2, hold=True)
+        path = round_path(f"updates/{blob_name(held.data)}")
+        headers = sign_request(api.evm, "PUT", path, held.data, now=NOW)
+        first = asyncio.create_task(client.put(path, content=held, headers=headers))
+        await asyncio.wait_for(held.started.wait(), timeout=10)
+
+        again = CountingBody(b"a" * 10, 1)
+        same_worker = round_path(f"updates/{blob_name(again.data)}")
+        headers = sign_request(api.evm, "PUT", same_worker, again.data, now=NOW)
+        response = await client.put(same_worker, content=again, headers=headers)
+        assert response.status_code == 429
+        assert again.pulled == 0
+
+        other = CountingBody(b"o" * 10, 1)
+        other_path = round_path(f"updates/{blob_name(other.data)}")
+        headers = sign_request(api.solana, "PUT", other_path, other.data, now=NOW)
+        response = await client.put(other_path, content=other, headers=headers)
+        assert response.status_code == 503
+        assert other.pulled == 0
+
+        held.release.set()
+        assert (await asyncio.wait_for(first, timeout=10)).status_code == 201
+        headers = sign_request(api.solana, "PUT", other_path, other.data, now=NOW)
+        response = await client.put(other_path, content=other.data, headers=headers)
+        assert response.status_code == 201
+
+
+async def test_secagg_answers_nothing_about_a_round_before_authentication(api: Api) -> None:
+    assigned = api.solana.worker.worker_id.hex()
+    unknown = "cd" * 32
+    answers = []
+    for path, method in (
+        (round_path(f"secagg/shares/{assigned}"), "PUT"),
+        (round_path(f"secagg/shares/{unknown}"), "PUT"),
+        (round_path("secagg/survivors"), "GET"),
+        (round_path("secagg/keys"), "GET"),
+        (f"/v1/jobs/{JOB + 1}/rounds/0/secagg/shares/{unknown}", "PUT"),
+    ):
+        response = await api.client.request(method, path, content=b"share")
+        answers.append((response.status_code, response.json()["error"]))
+    assert answers == [(401, "MissingCredentials")] * 5
+    # a forged signature of an assigned worker learns nothing about the recipient either
+    path = round_path(f"secagg/shares/{unknown}")
+    headers = sign_request(api.outsider, "PUT", path, b"share", now=NOW)
+    headers["X-Fedrelay-Worker"] = api.evm.worker.key.hex()
+    response = await api.client.put(path, content=b"share", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "BadSignature"
+
+
+async def test_two_replicas_on_one_ledger_accept_a_signed_request_once(
+    migrated_ledger: Path, tmp_path: Path
+) -> None:
+    shutil.copyfile(migrated_ledger, tmp_path / "shared.db")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    engines = [create_engine(url), create_engine(url)]
+    replicas = [LedgerCoordinatorRepository(engine) for engine in engines]
+    signer = EvmSigner(b"\x11" * 32, chain=4)
+    await replicas[0].register_worker(signer.worker)
+    await replicas[0].save_round(open_job(JOB, RoundPolicy(total_rounds=1), MODEL, at=NOW))
+    settings = ApiSettings(max_blob_bytes=1024, max_message_bytes=256)
+    apps = [
+        create_app(repo, FileBlobStore(tmp_path / f"blobs{i}"), admin_token=TOKEN,
+                   settings=settings, clock=lambda: NOW)
+        for i, repo in enumerate(replicas)
+    ]  # fmt: skip
+    headers = sign_request(signer, "GET", f"/v1/jobs/{JOB}", b"", now=NOW)
+    try:
+        statuses = []
+        for app in (apps[0], apps[1], apps[0]):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://c") as client:
+                response = await client.get(f"/v1/jobs/{JOB}", headers=headers)
+                statuses.append((response.status_code, response.json().get("error")))
+        assert statuses == [(200, None), (401, "ReplayedNonce"), (401, "ReplayedNonce")]
+    finally:
+        for engine in engines:
+            await engine.dispose()

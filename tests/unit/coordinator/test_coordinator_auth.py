@@ -13,6 +13,7 @@ from fedrelay.protocol.api.signing import (
     HEADER_TIMESTAMP,
     HEADER_WORKER,
     BadSignature,
+    BodyHash,
     EvmSigner,
     KeyScheme,
     MalformedCredentials,
@@ -27,6 +28,7 @@ from fedrelay.protocol.api.signing import (
     scheme_of,
     sign_request,
 )
+from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.rounds import WorkerRef
 
 NOW = 1_800_000_000
@@ -154,11 +156,39 @@ async def test_a_rejected_request_does_not_burn_its_nonce() -> None:
 def test_nonces_are_forgotten_once_their_requests_would_be_stale() -> None:
     registry = NonceRegistry()
     worker = evm_signer().worker
-    registry.remember(worker, "aa" * 16, expires_at=NOW + 60, now=NOW)
-    registry.remember(solana_signer().worker, "aa" * 16, expires_at=NOW + 60, now=NOW)
+    assert registry.claim(worker, "aa" * 16, NOW + 60, now=NOW)
+    assert registry.claim(solana_signer().worker, "aa" * 16, NOW + 60, now=NOW)
+    assert not registry.claim(worker, "aa" * 16, NOW + 60, now=NOW + 60)
     assert len(registry) == 2
-    registry.remember(worker, "bb" * 16, expires_at=NOW + 200, now=NOW + 61)
+    assert registry.claim(worker, "bb" * 16, NOW + 200, now=NOW + 61)
     assert len(registry) == 1
+    # an expired nonce may be used again: its old requests can no longer be accepted
+    assert registry.claim(worker, "aa" * 16, NOW + 300, now=NOW + 240)
+
+
+async def test_a_request_whose_body_arrives_after_the_window_is_stale() -> None:
+    signer = evm_signer()
+    verifier = verifier_for(signer)
+    headers = sign_request(signer, "PUT", "/v1/x", BODY, now=NOW)
+    pending = await verifier.check_headers("PUT", "/v1/x", headers, now=NOW + 60)
+    late = NOW + 60 + verifier.max_body_seconds + 1
+    with pytest.raises(StaleRequest, match="finished at"):
+        await verifier.finish(pending, keccak256(BODY), now=late)
+
+
+async def test_headers_are_checked_without_the_body_and_the_signature_covers_it() -> None:
+    signer = solana_signer()
+    verifier = verifier_for(signer)
+    headers = sign_request(signer, "PUT", "/v1/x", BODY, now=NOW)
+    pending = await verifier.check_headers("PUT", "/v1/x", headers, now=NOW)
+    running = BodyHash()
+    for piece in (BODY[:5], BODY[5:]):
+        running.update(piece)
+    with pytest.raises(BadSignature):
+        await verifier.finish(pending, keccak256(BODY + b"x"), now=NOW)
+    assert await verifier.finish(pending, running.digest(), now=NOW) == signer.worker
+    with pytest.raises(ReplayedNonce):
+        await verifier.finish(pending, running.digest(), now=NOW)
 
 
 @pytest.mark.parametrize(
