@@ -1,8 +1,10 @@
-"""Prometheus metrics of the coordinator: rounds per job, workers per round, payouts.
+"""Prometheus metrics of the coordinator: rounds per job, workers per round, payouts, failures.
 
-The service reports what it saved (:meth:`CoordinatorMetrics.observe_round`) and what it settled
-(:meth:`CoordinatorMetrics.round_settled`); the names and labels are those of the metrics table in
-``docs/operations.md``. ``job_id`` (not ``job``) because Prometheus reserves ``job``.
+The service reports what it saved (:meth:`CoordinatorMetrics.observe_round`), what it settled
+(:meth:`CoordinatorMetrics.round_settled`) and the job steps and chain events that failed
+(:meth:`CoordinatorMetrics.job_step_failed`, :meth:`CoordinatorMetrics.event_failed`); the names and
+labels are those of the metrics table in ``docs/operations.md``. ``job_id`` (not ``job``) because
+Prometheus reserves ``job``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,26 @@ class CoordinatorMetrics:
             ["job_id"],
             registry=registry,
         )
+        self.job_step_failures = Counter(
+            "fedrelay_coordinator_job_step_failures",
+            "Job steps that raised, by the exception's class; the job is tried again later.",
+            ["job_id", "error"],
+            registry=registry,
+        )
+        self.event_failures = Counter(
+            "fedrelay_coordinator_event_failures",
+            "Chain events passed over because handling them raised, by event and exception class.",
+            ["event", "error"],
+            registry=registry,
+        )
+
+    def job_step_failed(self, job_id: int, error: str) -> None:
+        """Count one failed step of job ``job_id`` (``error``: the exception's class name)."""
+        self.job_step_failures.labels(str(job_id), error).inc()
+
+    def event_failed(self, event: str, error: str) -> None:
+        """Count one chain event passed over (its class name, the exception's class name)."""
+        self.event_failures.labels(event, error).inc()
 
     def observe_round(self, state: RoundState) -> None:
         """Set the worker gauges of `state`'s job from the round's assignments."""

@@ -22,6 +22,18 @@ Every decision is saved in the store before the next, and each step is idempoten
 the chain (an assignment or proposal already on chain is not sent again), so a coordinator
 started on the same store resumes where the previous one stopped and reaches the same outcome.
 Handling an event twice is harmless: the state machine refuses the repeat.
+
+Faults stay where they arise. Whatever is wrong with one worker's bytes is that worker's rejection,
+saved at once (:mod:`fedrelay.coordinator.phases.aggregate`), so no restart reads them again. Each
+job's step is isolated: an exception in one job's step is logged with the job and round, counted
+(``fedrelay_coordinator_job_step_failures_total``) and puts that job alone on a backoff (doubling
+from the poll interval up to ``max_backoff``, reset by its next successful step), so a job that
+fails on the same saved state does not hot-loop and every other job keeps its pace. A job step that
+failed because the chain, the ledger or the blob store is away or refused a call is counted too, and
+tried again on the next step. A chain event whose handling fails for a reason other than the chain,
+ledger or blob store being away is logged, counted and passed over (the cursor moves on), so one
+event cannot stop the coordinator following the chain. :meth:`CoordinatorService.run` survives any
+exception of a step.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from opentelemetry import trace
 from sqlalchemy.exc import SQLAlchemyError
@@ -76,8 +89,34 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("fedrelay.coordinator")
 
 DEFAULT_SOURCE = "coordinator:job-market"
+DEFAULT_MAX_BACKOFF = 300.0
+"""Seconds: the longest a job whose step keeps failing waits between tries."""
 
-__all__ = ["DEFAULT_SOURCE", "CoordinatorService", "CoordinatorServiceError", "JobUnusable"]
+INFRASTRUCTURE_ERRORS = (ChainError, SQLAlchemyError, BlobStoreError, OSError)
+"""The chain, the ledger or the blob store is away (or refused a call): retried, not a fault
+of the job."""
+
+__all__ = [
+    "DEFAULT_MAX_BACKOFF",
+    "DEFAULT_SOURCE",
+    "CoordinatorService",
+    "CoordinatorServiceError",
+    "JobBackoff",
+    "JobUnusable",
+]
+
+
+@dataclass(frozen=True)
+class JobBackoff:
+    """A job whose step failed: how many times in a row, and when it is stepped again.
+
+    Attributes:
+        failures: Failed steps in a row.
+        retry_at: Unix seconds (the service's clock) before which the job is not stepped.
+    """
+
+    failures: int
+    retry_at: float
 
 
 class CoordinatorService:
@@ -96,6 +135,7 @@ class CoordinatorService:
         poll_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
         metrics: CoordinatorMetrics | None = None,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
     ) -> None:
         """Wire the service.
 
@@ -112,6 +152,8 @@ class CoordinatorService:
             clock: Unix seconds now.
             metrics: Where rounds, workers and payouts are counted (default: the process
                 registry).
+            max_backoff: Longest wait, in seconds, before a job whose step failed is stepped
+                again (the wait doubles from ``poll_interval`` with each failure in a row).
         """
         self._chain = chain
         self._store = store
@@ -127,6 +169,8 @@ class CoordinatorService:
         self._contexts: dict[int, JobContext] = {}
         self._aggregations: dict[int, RoundAggregation] = {}
         self._waiting: set[tuple[int, int]] = set()
+        self._max_backoff = max_backoff
+        self._backoffs: dict[int, JobBackoff] = {}
 
     # --- running ------------------------------------------------------------------------------
 
@@ -135,27 +179,65 @@ class CoordinatorService:
 
         A step that failed because the chain, the ledger or the blob store is away is logged
         and tried again after the poll interval: every step is idempotent, and the round's
-        state is in the ledger, not in this process.
+        state is in the ledger, not in this process. Any other exception escaping a step is
+        logged with its traceback and the loop goes on as well.
         """
         while not stop.is_set():
             try:
                 await self.step()
-            except (ChainError, SQLAlchemyError, BlobStoreError, OSError) as exc:
+            except INFRASTRUCTURE_ERRORS as exc:
                 log.warning("coordinator step failed, retrying: %s: %s", type(exc).__name__, exc)
+            except Exception:
+                log.exception("coordinator step failed, retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._poll)
 
     async def step(self) -> None:
-        """Follow the chain, then advance every active job by what is due now."""
+        """Follow the chain, then advance every active job by what is due now.
+
+        Each job's advance is isolated (see the module docstring): its failure is logged,
+        counted and backed off, and the other jobs are advanced all the same.
+        """
         await self.follow()
         for job_id in await self._store.active_jobs():
+            now = self._clock()
+            backoff = self._backoffs.get(job_id)
+            if backoff is not None and now < backoff.retry_at:
+                continue
+            round_number: int | None = None
             try:
-                await self.advance(job_id)
-            except JobUnusable as exc:
-                log.error("job %d cannot be driven: %s", job_id, exc)
-            except ChainError as exc:
-                # One job's refused call must not hold up the others; it is retried next step.
-                log.warning("job %d: %s", job_id, exc)
+                state = await self._store.get_round(job_id)
+                round_number = state.round if state is not None else None
+                await self._advance(job_id, state)
+            except Exception as exc:
+                self._job_failed(job_id, round_number, exc, now)
+            else:
+                self._backoffs.pop(job_id, None)
+
+    def _job_failed(
+        self, job_id: int, round_number: int | None, exc: Exception, now: float
+    ) -> None:
+        self._metrics.job_step_failed(job_id, type(exc).__name__)
+        with log_fields(job_id=job_id, round=round_number):
+            if isinstance(exc, INFRASTRUCTURE_ERRORS):
+                # A refused chain call or an absent ledger or blob store is not the job's fault:
+                # it is retried on the next step, as the run loop retries a failed step.
+                log.warning(
+                    "job %d round %s: step failed, retried next step: %s: %s",
+                    job_id, round_number, type(exc).__name__, exc,
+                )  # fmt: skip
+                return
+            previous = self._backoffs.get(job_id)
+            failures = previous.failures + 1 if previous is not None else 1
+            delay = min(self._max_backoff, self._poll * 2.0 ** min(failures - 1, 30))
+            self._backoffs[job_id] = JobBackoff(failures, now + delay)
+            if isinstance(exc, JobUnusable):
+                log.error("job %d cannot be driven (next try in %gs): %s", job_id, delay, exc)
+            else:
+                log.error(
+                    "job %d round %s: step failed (%d in a row, next try in %gs)",
+                    job_id, round_number, failures, delay, exc_info=exc,
+                )  # fmt: skip
 
     def _now(self) -> int:
         return int(self._clock())
@@ -173,9 +255,22 @@ class CoordinatorService:
         while start <= head.number:
             end = min(head.number, start + self._batch - 1)
             for event in await self._chain.events(start, end):
-                await self._on_event(event)
+                await self._follow_event(event)
             await self._store.save_cursor(self._source, self._chain_id, end)
             start = end + 1
+
+    async def _follow_event(self, event: ChainEvent) -> None:
+        """Handle one event; a failure that is not the infrastructure's passes the event over."""
+        try:
+            await self._on_event(event)
+        except INFRASTRUCTURE_ERRORS:
+            raise  # the batch is read again once they are back (handling is idempotent)
+        except Exception as exc:
+            job_id = getattr(event, "job_id", None)
+            round_number = getattr(event, "round", None)
+            self._metrics.event_failed(type(event).__name__, type(exc).__name__)
+            with log_fields(job_id=job_id, round=round_number):
+                log.error("chain event %s passed over: it failed", event, exc_info=exc)
 
     async def _on_event(self, event: ChainEvent) -> None:
         match event:
@@ -290,7 +385,9 @@ class CoordinatorService:
 
     async def advance(self, job_id: int) -> RoundState | None:
         """Do what is due for ``job_id``'s current round now; returns the new state."""
-        state = await self._store.get_round(job_id)
+        return await self._advance(job_id, await self._store.get_round(job_id))
+
+    async def _advance(self, job_id: int, state: RoundState | None) -> RoundState | None:
         if state is None or state.phase is Phase.COMPLETED:
             return state
         context = await self._context(job_id)

@@ -15,8 +15,17 @@
 
 It returns the :class:`Proposal` once everything is in, else None (answers or reveals are still
 awaited). Every rejection is saved at once, and challenges are issued with deterministic terms,
-so a restarted coordinator repeats exactly the same work. Transcripts are not challenged under
-secure aggregation: opening checkpoints would reveal the very update the masks hide.
+so a restarted coordinator repeats exactly the same work, and never reads a rejected worker's
+bytes again (only committed tasks are read, challenged and replayed).
+
+Whatever is wrong with one worker's bytes (decoding, tensor names, shapes, dtypes, non-finite
+values, a checkpoint's optimizer state, an error the replay raises on them) is that worker's
+rejection with the reason, never an error of the round: aggregation only sees updates that passed
+:func:`~fedrelay.coordinator.verification.read_update`. Should the aggregation rule still refuse the
+inputs, the model is kept unchanged for the round and the report's note says why.
+
+Transcripts are not challenged under secure aggregation: opening checkpoints would reveal the very
+update the masks hide.
 """
 
 from __future__ import annotations
@@ -40,11 +49,13 @@ from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
 from fedrelay.coordinator.phases.unmask import masked_inputs, reveal_senders, secagg_config, unmask
 from fedrelay.coordinator.scoring import loss_reduction_scores, mix_with_samples, split_payout
 from fedrelay.coordinator.verification import (
+    MALFORMED_INPUT_ERRORS,
     ChallengeDraw,
     UpdateRejection,
     challenge_sample,
     check_final_checkpoint,
     delta_of,
+    malformed,
     read_update,
 )
 from fedrelay.ports.blobs import BlobStore, BlobStoreError
@@ -62,13 +73,24 @@ from fedrelay.protocol.rounds import (
 )
 from fedrelay.protocol.secagg import SecureAggregationError
 from fedrelay.protocol.wormhole import Outcome, keccak256
-from fedrelay.training import SegmentOpening, TrainingError, Verdict, decode_blob, encode_blob
+from fedrelay.training import (
+    BlobError,
+    SegmentOpening,
+    TrainingError,
+    Verdict,
+    decode_blob,
+    encode_blob,
+)
 
 log = logging.getLogger(__name__)
 
 
+MAX_REASON = 1000
+"""Longest rejection reason recorded (the rest is cut: a reason may quote a worker's input)."""
+
+
 class ModelUnavailable(CoordinatorError):
-    """The round's starting model is not in the blob store."""
+    """The round's starting model is not in the blob store, or not a tensor blob."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +175,13 @@ class RoundAggregation:
             raise ModelUnavailable(
                 f"the round's model {state.model_hash.hex()} is not in the blob store"
             )
-        model = {k: np.asarray(v, dtype=np.float32) for k, v in decode_blob(model_blob).items()}
+        try:
+            decoded = decode_blob(model_blob)
+        except BlobError as exc:
+            raise ModelUnavailable(
+                f"the round's model {state.model_hash.hex()} is not a tensor blob: {exc}"
+            ) from None
+        model = {k: np.asarray(v, dtype=np.float32) for k, v in decoded.items()}
         layout = ParameterLayout.of(model)
         params = layout.flatten(model)
         slash = config.rejected_slash
@@ -168,7 +196,7 @@ class RoundAggregation:
                 blob = await self._blob(uploads.get(a.worker))
                 try:
                     trained[a.worker.worker_id] = read_update(
-                        blob, a.commitment.update_hash, layout
+                        blob, a.commitment.update_hash, layout, params
                     )
                 except UpdateRejection as exc:
                     state = await self._reject(state, a.worker, str(exc), slash, now)
@@ -236,7 +264,14 @@ class RoundAggregation:
             )
             for a in committed
         ]
-        result = build_strategy(config).aggregate_fit(params, updates, server_state)
+        try:
+            result = build_strategy(config).aggregate_fit(params, updates, server_state)
+        except AggregationError as exc:
+            # The inputs were checked one by one; a rule refusing them together is the round's
+            # failure, not a worker's. Verified work is paid by sample count.
+            log.error("job %d round %d: aggregation failed: %s", state.job_id, state.round, exc)
+            scores = {u.client_id: float(u.num_examples) for u in updates}
+            return params, server_state, scores, f"aggregation failed: {exc}"
         loss_of = self._context.workbench.held_out_loss(layout)
         raw = await asyncio.to_thread(loss_reduction_scores, loss_of, params, updates)
         samples = {u.client_id: u.num_examples for u in updates}
@@ -287,6 +322,9 @@ class RoundAggregation:
     async def _reject(
         self, state: RoundState, worker: WorkerRef, reason: str, slash: int, now: int
     ) -> RoundState:
+        """Reject and slash ``worker``, saving the state before anything else happens."""
+        if len(reason) > MAX_REASON:  # the reason quotes worker input: keep the record bounded
+            reason = reason[: MAX_REASON - 3] + "..."
         rejected = apply(state, UpdateRejected(state.round, worker, slash, reason, now))
         await self._store.save_round(rejected)
         log.warning(
@@ -440,6 +478,8 @@ class RoundAggregation:
             )
         except UpdateRejection as exc:
             return Verdict(False, str(exc))
+        except MALFORMED_INPUT_ERRORS as exc:
+            return Verdict(False, f"the final checkpoint cannot be read: {malformed(exc)}")
         return Verdict(True, "ok")
 
 

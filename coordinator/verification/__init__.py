@@ -1,6 +1,7 @@
 """Checking a round's work: committed update blobs, sampled transcript challenges and replays.
 
-- :func:`read_update` (:mod:`.updates`) checks an uploaded update against its on-chain commitment.
+- :func:`read_update` (:mod:`.updates`) checks an uploaded update against its on-chain commitment
+  and the job's model (names, shapes, float32, finite values).
 - :func:`challenge_sample` (:mod:`.challenges`) draws, from the round's public seed, which
   transcripts are challenged and which segment of each, so anyone can recompute the sample. A
   challenged task is also asked for its last segment, whose end is the final checkpoint ``c_K``.
@@ -22,18 +23,22 @@ need an answer, so they cover the challenged tasks only (``challenge_rate`` is t
 from fedrelay.coordinator.verification.challenges import ChallengeDraw, challenge_sample
 from fedrelay.coordinator.verification.replay import JobWorkbench
 from fedrelay.coordinator.verification.updates import (
+    MALFORMED_INPUT_ERRORS,
     UpdateRejection,
     check_final_checkpoint,
     delta_of,
+    malformed,
     read_update,
 )
 
 __all__ = [
+    "MALFORMED_INPUT_ERRORS",
     "ChallengeDraw",
     "JobWorkbench",
     "UpdateRejection",
     "challenge_sample",
     "check_final_checkpoint",
     "delta_of",
+    "malformed",
     "read_update",
 ]

@@ -11,7 +11,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from fedrelay.coordinator.aggregation import ParameterLayout, Vector
-from fedrelay.coordinator.verification.updates import UpdateRejection
+from fedrelay.coordinator.verification.updates import (
+    MALFORMED_INPUT_ERRORS,
+    UpdateRejection,
+    malformed,
+)
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.rounds import Assignment
 from fedrelay.protocol.wormhole import keccak256
@@ -125,7 +129,10 @@ class JobWorkbench:
         """Replay a challenged segment of ``assignment``'s transcript.
 
         Returns:
-            The verdict; a malformed answer is a rejection, not an error.
+            The verdict; a malformed answer is a rejection, not an error: the checkpoints are
+            checked before the trainer uses them
+            (:func:`~fedrelay.training.verify_segment`), and anything the replay still raises
+            on them (:data:`~.updates.MALFORMED_INPUT_ERRORS`) is a rejection with its reason.
         """
         from fedrelay.training.torch_trainer import TorchClassificationTrainer
 
@@ -148,3 +155,5 @@ class JobWorkbench:
             )
         except TrainingError as exc:
             return Verdict(False, f"replay failed: {exc}")
+        except MALFORMED_INPUT_ERRORS as exc:
+            return Verdict(False, f"replay failed: {malformed(exc)}")

@@ -22,7 +22,6 @@ from fedrelay.training import (
     MerkleProof,
     ModelTensors,
     TrainingConfig,
-    TrainingError,
     blob_hash,
     decode_blob,
     encode_blob,
@@ -39,16 +38,46 @@ class UpdateRejection(CoordinatorError):
     """A committed update or transcript failed a check; the message is the recorded reason."""
 
 
-def read_update(blob: bytes | None, expected_hash: bytes, layout: ParameterLayout) -> Vector:
-    """The flat parameters of an uploaded update, checked against its commitment.
+MALFORMED_INPUT_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    RuntimeError,
+    LookupError,
+    ArithmeticError,
+)
+"""What numpy, torch and the codecs raise on input they cannot use. Raised while a worker's
+bytes are processed (after the explicit checks), one of these is that worker's rejection; any
+other error is the coordinator's own and fails the job's step instead."""
+
+
+def malformed(exc: BaseException) -> str:
+    """A rejection reason for ``exc``, one of :data:`MALFORMED_INPUT_ERRORS`."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def read_update(
+    blob: bytes | None,
+    expected_hash: bytes,
+    layout: ParameterLayout,
+    base: Vector | None = None,
+) -> Vector:
+    """The flat parameters of an uploaded update, checked against its commitment and the model.
+
+    An update is usable only when it is exactly the committed bytes, a canonical tensor blob
+    with the model's tensor names and shapes, every tensor float32 (what the model part of a
+    checkpoint is) and every value finite; with ``base``, its difference from ``base`` must be
+    finite in float32 as well (an update near float32's limits overflows there). Nothing of it
+    reaches aggregation otherwise.
 
     Args:
         blob: The uploaded bytes, or None when nothing was uploaded.
         expected_hash: The ``update_hash`` committed on chain.
         layout: The global model's layout.
+        base: The round's starting parameters (the delta is taken from them).
 
     Raises:
-        UpdateRejection: Missing, hash mismatch, not a canonical blob, or not this model.
+        UpdateRejection: Missing, hash mismatch, not a canonical blob, not this model's names,
+            shapes or dtype, or non-finite values; the message says which.
     """
     if blob is None:
         raise UpdateRejection("the committed update was never uploaded")
@@ -60,9 +89,41 @@ def read_update(blob: bytes | None, expected_hash: bytes, layout: ParameterLayou
         )
     try:
         tensors = decode_blob(blob)
-        return layout.flatten(tensors)
-    except (BlobError, ValueError) as exc:
-        raise UpdateRejection(f"the update does not fit the job's model: {exc}") from None
+    except BlobError as exc:
+        raise UpdateRejection(f"the update is not a tensor blob: {exc}") from None
+    expected = [name for name, _ in layout.entries]
+    if sorted(tensors) != expected:
+        missing = sorted(set(expected) - set(tensors))
+        unexpected = sorted(set(tensors) - set(expected))
+        raise UpdateRejection(
+            f"the update's tensor names are not the job's model's: missing {_few(missing)}, "
+            f"unexpected {_few(unexpected)}"
+        )
+    for name, shape in layout.entries:
+        value = tensors[name]
+        if value.dtype != np.float32:
+            raise UpdateRejection(f"update tensor {name!r} is {value.dtype}, the model's float32")
+        if tuple(value.shape) != shape:
+            raise UpdateRejection(
+                f"update tensor {name!r} has shape {tuple(value.shape)}, the model's {shape}"
+            )
+        if not np.all(np.isfinite(value)):
+            raise UpdateRejection(f"update tensor {name!r} holds NaN or infinite values")
+    flat = layout.flatten(tensors)
+    if base is not None and not np.all(np.isfinite(_quiet_delta(flat, base))):
+        raise UpdateRejection("the update's difference from the round's model overflows float32")
+    return flat
+
+
+def _quiet_delta(trained: Vector, base: Vector) -> Vector:
+    with np.errstate(over="ignore"):  # an overflow is the finding, reported as the rejection
+        return delta_of(trained, base)
+
+
+def _few(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(n[:64]) for n in names[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"[{shown}]{more}"
 
 
 def check_final_checkpoint(
@@ -98,7 +159,7 @@ def check_final_checkpoint(
         checkpoint = decode_blob(blob)
         step = step_of(checkpoint)
         model = encode_blob(model_of(checkpoint))
-    except (BlobError, TrainingError) as exc:
+    except (ValueError, OverflowError) as exc:  # BlobError, TrainingError; a NaN step counter
         raise UpdateRejection(f"the final checkpoint blob is malformed: {exc}") from None
     if step != config.steps:
         raise UpdateRejection(

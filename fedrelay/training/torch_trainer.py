@@ -179,9 +179,15 @@ class TorchClassificationTrainer:
         module = self._module(model_of(checkpoint))
         params = dict(module.named_parameters())
         buffers = {}
-        for name in params:
+        for name, param in params.items():
             if OPTIM_PREFIX + name not in checkpoint:
                 raise TrainingError(f"checkpoint lacks optimizer state for {name!r}")
+            state = checkpoint[OPTIM_PREFIX + name]
+            if tuple(state.shape) != tuple(param.shape):
+                raise TrainingError(
+                    f"optimizer state for {name!r} has shape {tuple(state.shape)}, the parameter "
+                    f"{tuple(param.shape)}"
+                )
             buffers[name] = torch.from_numpy(np.array(checkpoint[OPTIM_PREFIX + name])).to(
                 self._device
             )

@@ -4,6 +4,12 @@ The verifier checks both checkpoints against the committed root, replays the seg
 first one with the committed configuration and compares the result with the second: bit for bit
 when the trainer is deterministic (CPU, deterministic algorithms), otherwise within a stated
 absolute tolerance.
+
+Both checkpoints come from the worker, so they are checked before the trainer sees them: each
+must have exactly the tensors of the trainer's own initial checkpoint for the same model (the
+model's names and shapes, one optimizer buffer per parameter with that parameter's shape, the
+step counter), with the same dtypes and finite values. A malformed checkpoint is a rejection
+with its reason, never an error of the trainer's library (a torch shape error, say).
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ from fedrelay.protocol.blobs import decode_blob, encode_blob
 from fedrelay.protocol.hashing import blob_hash
 from fedrelay.protocol.merkle import verify_proof
 from fedrelay.protocol.training_config import TrainingConfig
-from fedrelay.training.errors import BlobError, TrainingError
-from fedrelay.training.trainer import Trainer, step_of
+from fedrelay.training.errors import TrainingError
+from fedrelay.training.trainer import OPTIM_PREFIX, Checkpoint, Trainer, model_of, step_of
 from fedrelay.training.transcript import SegmentOpening
 
 
@@ -60,6 +66,10 @@ def verify_segment(
         tolerance: Largest absolute difference accepted; None demands bit-exact equality and
             is only allowed for deterministic trainers.
 
+    Returns:
+        The verdict; anything wrong with the opening (proofs, blobs, the checkpoints' tensors,
+        names, shapes, dtypes, non-finite values) is a rejection with its reason.
+
     Raises:
         TrainingError: The verifier itself is misconfigured (wrong data, missing tolerance).
     """
@@ -85,13 +95,21 @@ def verify_segment(
         start = decode_blob(opening.start_blob)
         claimed = decode_blob(opening.end_blob)
         start_step, end_step = step_of(start), step_of(claimed)
-    except (BlobError, TrainingError) as exc:
+    except (ValueError, OverflowError) as exc:  # BlobError, TrainingError; a NaN step counter
         return _reject(f"checkpoint blob is malformed: {exc}")
     if (start_step, end_step) != (first_step, first_step + count):
         return _reject(
             f"checkpoints are at steps {start_step}->{end_step}, "
             f"segment is {first_step}->{first_step + count}"
         )
+    try:
+        template = trainer.initial_checkpoint(model_of(start))
+    except TrainingError as exc:
+        return _reject(f"start checkpoint's model does not fit the job's model: {exc}")
+    for name, checkpoint in (("start", start), ("end", claimed)):
+        problem = checkpoint_problem(checkpoint, template)
+        if problem is not None:
+            return _reject(f"{name} checkpoint {problem}")
     replayed = trainer.advance(dict(start), count, config)
     if tolerance is None:
         if encode_blob(replayed) == opening.end_blob:
@@ -105,6 +123,37 @@ def verify_segment(
     if worst <= tolerance:
         return Verdict(True, "ok", worst)
     return Verdict(False, f"replay differs by {worst:g} > tolerance {tolerance:g}", worst)
+
+
+def checkpoint_problem(checkpoint: Checkpoint, template: Checkpoint) -> str | None:
+    """What makes ``checkpoint`` unlike ``template`` (a trainer's initial checkpoint), or None.
+
+    The names must be the same, and every tensor must have the template's dtype, its shape
+    (the step counter's value aside) and only finite values.
+    """
+    if set(checkpoint) != set(template):
+        missing = sorted(set(template) - set(checkpoint))
+        unexpected = sorted(set(checkpoint) - set(template))
+        return (
+            f"has other tensors than the trainer's: missing {_few(missing)}, "
+            f"unexpected {_few(unexpected)}"
+        )
+    for name in sorted(template):
+        value, wanted = checkpoint[name], template[name]
+        if value.dtype != wanted.dtype:
+            return f"tensor {name!r} is {value.dtype}, the trainer's is {wanted.dtype}"
+        if value.shape != wanted.shape:
+            role = "optimizer state" if name.startswith(OPTIM_PREFIX) else "tensor"
+            return f"{role} {name!r} has shape {value.shape}, the trainer's {wanted.shape}"
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            return f"tensor {name!r} holds NaN or infinite values"
+    return None
+
+
+def _few(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(n[:64]) for n in names[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"[{shown}]{more}"
 
 
 def _diff(a: dict[str, npt.NDArray[np.generic]], b: dict[str, npt.NDArray[np.generic]]) -> float:

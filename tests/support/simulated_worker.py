@@ -2,14 +2,16 @@
 HTTP API and the worker SDK's signed client.
 
 :class:`SimulatedWorker` trains its shard with a transcript, uploads the update, answers
-challenges, and (on request) cheats. It lives with the tests because it needs the worker SDK's
-client, which the coordinator package may not import.
+challenges, and (on request) cheats or sends malformed bytes (:data:`Malformation`). It lives
+with the tests because it needs the worker SDK's client, which the coordinator package may not
+import.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -37,6 +39,16 @@ from fedrelay.training import (
 from fedrelay.training.torch_trainer import TorchClassificationTrainer, mlp
 from fedrelay.worker.sdk.api_client import CoordinatorClient
 
+Malformation = Literal["optimizer-shape", "nan-update", "float64-update", "truncated-update"]
+"""Malformed bytes a worker may send, each committed on chain as sent (only the bytes are wrong):
+
+- ``optimizer-shape``: every checkpoint of its transcript carries its first optimizer buffer
+  transposed (the update is the honest model of the final checkpoint);
+- ``nan-update``: the update's tensors are NaN;
+- ``float64-update``: the update's tensors are float64, the model's float32;
+- ``truncated-update``: the update is the honest blob less its last 16 bytes.
+"""
+
 Committer = Callable[[int, int, WorkerRef, bytes, bytes, int, int], object]
 """Puts an UPDATE_COMMITTED on the coordinator chain: (job, round, worker, update hash,
 transcript root, samples, loss)."""
@@ -54,6 +66,7 @@ class SimulatedWorker:
         tamper_update: Upload a blob other than the one committed.
         forge_transcript: Commit a transcript whose checkpoints were edited after training.
         silent: Never answer challenges.
+        malformed: Malformed bytes to send instead (see :data:`Malformation`).
     """
 
     client: CoordinatorClient
@@ -63,6 +76,7 @@ class SimulatedWorker:
     tamper_update: bool = False
     forge_transcript: bool = False
     silent: bool = False
+    malformed: Malformation | None = None
     runs: dict[tuple[int, int], tuple[TrainingRun, tuple[bytes, ...]]] = field(
         default_factory=dict, init=False
     )
@@ -96,9 +110,11 @@ class SimulatedWorker:
         blobs = run.blobs
         if self.forge_transcript:
             blobs = (blobs[0], *(_nudged(b) for b in blobs[1:]))
+        if self.malformed == "optimizer-shape":
+            blobs = tuple(_transposed_optimizer(b) for b in blobs)
         trained = model_of(decode_blob(blobs[-1]))
         if participant is None:
-            update = encode_blob(trained)
+            update = _malformed_update(trained, self.malformed)
             doubled = {k: v * 2 for k, v in trained.items()}
             uploaded = encode_blob(doubled) if self.tamper_update else update
             await self.client.upload_update(job_id, round_number, uploaded)
@@ -128,12 +144,18 @@ class SimulatedWorker:
             job_id, round_number, SecAggStage.REVEALS, encode_reveal(response)
         )
 
-    async def answer_challenges(self) -> int:
-        """Answer every open challenge (unless silent); returns how many were answered."""
+    async def answer_challenges(self, job_id: int | None = None) -> int:
+        """Answer every open challenge (unless silent); returns how many were answered.
+
+        Args:
+            job_id: Answer only this job's challenges (default: every job's).
+        """
         if self.silent:
             return 0
         answered = 0
         for challenge in await self.client.open_challenges():
+            if job_id is not None and challenge.job_id != job_id:
+                continue
             run, blobs = self.runs[(challenge.job_id, challenge.round)]
             transcript = Transcript(run.transcript.config_hash, tuple(blob_hash(b) for b in blobs))
             opening = open_segment(transcript, blobs, challenge.segment)
@@ -156,3 +178,18 @@ def _nudged(blob: bytes) -> bytes:
             for k, v in tensors.items()
         }
     )
+
+
+def _transposed_optimizer(blob: bytes) -> bytes:
+    tensors = decode_blob(blob)
+    first = min(k for k in tensors if k.startswith("optim/") and tensors[k].ndim == 2)
+    return encode_blob({**tensors, first: np.ascontiguousarray(tensors[first].T)})
+
+
+def _malformed_update(trained: ModelTensors, malformed: Malformation | None) -> bytes:
+    if malformed == "nan-update":
+        return encode_blob({k: np.full_like(v, np.nan) for k, v in trained.items()})
+    if malformed == "float64-update":
+        return encode_blob({k: v.astype(np.float64) for k, v in trained.items()})
+    update = encode_blob(trained)
+    return update[:-16] if malformed == "truncated-update" else update

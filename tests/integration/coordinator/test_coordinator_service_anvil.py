@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.simulated_worker import SimulatedWorker
+from support.simulated_worker import Malformation, SimulatedWorker
 from support.wormhole import guardian_signers
 from typer.testing import CliRunner
 
@@ -219,12 +219,21 @@ class Coordinator:
             chain, self.store, self.blobs, start_block=d.start_block, clock=d.now
         )
 
-    def worker(self, index: int, **behaviour: bool) -> SimulatedWorker:
+    def worker(
+        self, index: int, malformed: Malformation | None = None, **behaviour: bool
+    ) -> SimulatedWorker:
         signer = EvmSigner(bytes([0x40 + index]) * 32, chain=WORKERS)
         client = CoordinatorClient(
             "http://coordinator", signer, clock=self.deployment.now, transport=self.transport
         )
-        return SimulatedWorker(client, signer.worker, CONFIG, self.deployment.commit, **behaviour)
+        return SimulatedWorker(
+            client,
+            signer.worker,
+            CONFIG,
+            self.deployment.commit,
+            malformed=malformed,
+            **behaviour,
+        )
 
     async def post_job(self, workers: int) -> int:
         model = await self.blobs.put(encode_blob(JobWorkbench(CONFIG).initial_model()))
@@ -331,6 +340,29 @@ async def test_tampered_update_is_rejected_and_slashed_on_chain(coordinator: Coo
     honest_payout, cheat_payout = payouts(d, 2)
     assert d.market.claimable(honest_payout) == REWARD
     assert d.market.claimable(cheat_payout) == 0
+
+
+@pytest.mark.parametrize(
+    ("malformation", "reason"),
+    [
+        ("optimizer-shape", "optimizer state 'optim/0.weight' has shape"),
+        ("nan-update", "holds NaN or infinite values"),
+    ],
+)
+async def test_malformed_bytes_are_slashed_on_chain_across_a_restart(
+    coordinator: Coordinator, malformation: Malformation, reason: str
+) -> None:
+    d = coordinator.deployment
+    honest, bad = coordinator.worker(0), coordinator.worker(1, malformation)
+    job_id, _ = await run_round(coordinator, [honest, bad], restart=True)
+
+    assert d.market.job(job_id).status is JobStatus.COMPLETED
+    results = proposal(d, job_id)
+    assert results[bad.worker.key] == (int(Outcome.SLASHED), SLASH, 0)
+    assert results[honest.worker.key] == (int(Outcome.ACCEPTED), 0, REWARD)
+    state = await coordinator.store.get_round(job_id, 0)
+    assert state is not None
+    assert reason in state.assignment(bad.worker).reason
 
 
 async def test_restarted_coordinator_resumes_mid_round(coordinator: Coordinator) -> None:
