@@ -48,6 +48,7 @@ from fedrelay.cli import app
 from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.verification import JobWorkbench
+from fedrelay.ports.blobs import POSTER
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
@@ -227,8 +228,10 @@ class Coordinator:
         return SimulatedWorker(client, signer.worker, CONFIG, self.deployment.commit, **behaviour)
 
     async def post_job(self, workers: int) -> int:
-        model = await self.blobs.put(encode_blob(JobWorkbench(CONFIG).initial_model()))
-        config = await self.blobs.put(CONFIG.to_bytes())
+        model = await self.blobs.put(
+            encode_blob(JobWorkbench(CONFIG).initial_model()), domain=POSTER
+        )
+        config = await self.blobs.put(CONFIG.to_bytes(), domain=POSTER)
         spec = JobSpec(
             model_hash=bytes.fromhex(model),
             config_hash=bytes.fromhex(config),
