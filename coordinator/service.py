@@ -55,8 +55,10 @@ from fedrelay.coordinator.phases.assign import assign, confirm_assignment
 from fedrelay.coordinator.phases.collect import collect
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
 from fedrelay.coordinator.phases.settle import settle
+from fedrelay.coordinator.publishing import admit_job, publish_job
+from fedrelay.coordinator.settings import JobLimits
 from fedrelay.coordinator.verification import JobWorkbench
-from fedrelay.ports.blobs import BlobNotFound, BlobStore, BlobStoreError
+from fedrelay.ports.blobs import BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import (
     ChainError,
     ChainEvent,
@@ -68,7 +70,6 @@ from fedrelay.ports.coordinator_chain import (
     WorkerJoined,
 )
 from fedrelay.ports.coordinator_store import CoordinatorStore, RoundReport
-from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
 from fedrelay.protocol.logfields import log_fields
 from fedrelay.protocol.rounds import (
     Commitment,
@@ -136,6 +137,7 @@ class CoordinatorService:
         clock: Callable[[], float] = time.time,
         metrics: CoordinatorMetrics | None = None,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
+        limits: JobLimits | None = None,
     ) -> None:
         """Wire the service.
 
@@ -154,6 +156,8 @@ class CoordinatorService:
                 registry).
             max_backoff: Longest wait, in seconds, before a job whose step failed is stepped
                 again (the wait doubles from ``poll_interval`` with each failure in a row).
+            limits: The largest job taken on (default: ``FEDRELAY_COORDINATOR_MAX_*`` from the
+                environment).
         """
         self._chain = chain
         self._store = store
@@ -165,6 +169,7 @@ class CoordinatorService:
         self._poll = poll_interval
         self._clock = clock
         self._metrics = metrics or coordinator_metrics()
+        self._limits = limits if limits is not None else JobLimits()
         self._keeper = RoundKeeper(chain, store, blobs, self._metrics)
         self._contexts: dict[int, JobContext] = {}
         self._aggregations: dict[int, RoundAggregation] = {}
@@ -307,10 +312,10 @@ class CoordinatorService:
             at=event.timestamp,
             first_round=job.current_round,
         )
+        # Published before the round is saved: a crash in between replays this event.
+        await publish_job(job, self._store)
         await self._store.save_report(RoundReport(job.job_id, state.round, event.block))
         await self._save_round(state)
-        for name in (job.model_hash.hex(), job.config_hash.hex()):
-            await self._store.publish_blob(name)
         log.info("job %d opened: %d rounds from block %d", job.job_id, job.num_rounds, event.block)
 
     async def _commitment(self, event: UpdateArrived) -> None:
@@ -366,19 +371,8 @@ class CoordinatorService:
         if job_id in self._contexts:
             return self._contexts[job_id]
         job = await self._chain.job(job_id)
-        try:
-            config = JobConfig.from_bytes(await self._blobs.get(job.config_hash.hex()))
-        except BlobNotFound:
-            raise JobUnusable(
-                f"its configuration blob {job.config_hash.hex()} is not in the blob store"
-            ) from None
-        except (InvalidJobConfig, BlobStoreError) as exc:
-            raise JobUnusable(str(exc)) from None
-        if job.workers_per_round > config.data.shards:
-            raise JobUnusable(
-                f"{job.workers_per_round} workers per round but only {config.data.shards} data "
-                "shards in its configuration"
-            )
+        # The poster's blobs only, within this coordinator's limits (see publishing.py).
+        config = await admit_job(job, self._blobs, self._store, self._limits)
         context = JobContext(job, config, JobWorkbench(config))
         self._contexts[job_id] = context
         return context

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedrelay.ports.blobs import DEFAULT_MAX_BLOB_BYTES
+from fedrelay.protocol.job_config import JobConfig
 
 # The ledger's default database (fedrelay.adapters.ledger.database.DEFAULT_URL, which this
 # layer may not import; a unit test pins that the two agree).
@@ -39,6 +40,67 @@ class CoordinatorSettings(BaseSettings):
     drain_seconds: float = 30.0
     poll_seconds: float = 1.0
     start_block: int = 0
+
+
+class JobLimits(BaseSettings):
+    """The largest job this coordinator takes on (``FEDRELAY_COORDINATOR_MAX_*``).
+
+    The coordinator rebuilds every job's model, holds its checkpoints and replays challenged
+    segments, so a configuration's numbers are its costs: a job beyond any limit is refused as
+    unusable before anything of it is built or published (:meth:`problems` says which numbers).
+
+    Attributes:
+        max_model_parameters: Parameters of the job's model
+            (:meth:`~fedrelay.protocol.job_config.ModelSpec.parameter_count`).
+        max_steps: Local steps per task (``steps``).
+        max_batch_size: Examples per step (``batch_size``).
+        max_checkpoints: Checkpoints per transcript (segments + 1).
+        max_replay_steps: Steps the coordinator replays for one challenged segment
+            (``checkpoint_every``, at most ``steps``).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="FEDRELAY_COORDINATOR_", extra="ignore", frozen=True
+    )
+
+    max_model_parameters: int = Field(default=10_000_000, ge=1)
+    max_steps: int = Field(default=10_000, ge=1)
+    max_batch_size: int = Field(default=4096, ge=1)
+    max_checkpoints: int = Field(default=1025, ge=2)
+    max_replay_steps: int = Field(default=1000, ge=1)
+
+    def problems(self, config: JobConfig) -> list[str]:
+        """Every limit ``config`` is beyond, one sentence each with its numbers (empty: none).
+
+        Args:
+            config: A parsed job configuration.
+        """
+        measured = (
+            ("model parameters", config.model.parameter_count(), self.max_model_parameters),
+            ("steps", config.steps, self.max_steps),
+            ("batch_size", config.batch_size, self.max_batch_size),
+            ("checkpoints per transcript", config.training.segments + 1, self.max_checkpoints),
+            (
+                "replay steps per segment",
+                min(config.checkpoint_every, config.steps),
+                self.max_replay_steps,
+            ),
+        )
+        return [
+            f"{what} {value} is above this coordinator's limit {limit} "
+            f"(FEDRELAY_COORDINATOR_{variable.upper()})"
+            for (what, value, limit), variable in zip(measured, _LIMIT_FIELDS, strict=True)
+            if value > limit
+        ]
+
+
+_LIMIT_FIELDS = (
+    "max_model_parameters",
+    "max_steps",
+    "max_batch_size",
+    "max_checkpoints",
+    "max_replay_steps",
+)
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,27 @@ The implementations of the :class:`fedrelay.ports.blobs.BlobStore` port: :class:
 
 from fedrelay.adapters.blobstore.store import FileBlobStore, MemoryBlobStore
 from fedrelay.ports.blobs import (
+    COORDINATOR,
     DEFAULT_MAX_BLOB_BYTES,
+    POSTER,
     BlobCorrupt,
     BlobHashMismatch,
     BlobNotFound,
     BlobStore,
     BlobStoreError,
     BlobTooLarge,
+    InvalidBlobDomain,
     InvalidBlobName,
+    check_domain,
     check_name,
+    worker_domain,
 )
 from fedrelay.protocol.hashing import blob_name
 
 __all__ = [
+    "COORDINATOR",
     "DEFAULT_MAX_BLOB_BYTES",
+    "POSTER",
     "BlobCorrupt",
     "BlobHashMismatch",
     "BlobNotFound",
@@ -27,8 +34,11 @@ __all__ = [
     "BlobStoreError",
     "BlobTooLarge",
     "FileBlobStore",
+    "InvalidBlobDomain",
     "InvalidBlobName",
     "MemoryBlobStore",
     "blob_name",
+    "check_domain",
     "check_name",
+    "worker_domain",
 ]

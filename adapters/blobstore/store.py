@@ -4,6 +4,11 @@ Two implementations share the :class:`BlobStore` protocol: :class:`FileBlobStore
 one file per blob under ``root/<first two hex digits>/<name>``) and :class:`MemoryBlobStore` (for
 tests and the embedded demo). Both check sizes on the way in and hashes on the way out, so a
 reader never gets bytes that differ from the name it asked for.
+
+Both also keep the trust domains that put each blob (:mod:`fedrelay.ports.blobs`). The file store
+keeps them as empty marker files, one per domain, in ``root/<xx>/<name>.domains/``: creating a
+marker is atomic and idempotent, so API replicas and the service can add domains at once without
+a read-modify-write, and a marker is created only once the blob's file is in place.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from fedrelay.ports.blobs import (
     DEFAULT_MAX_BLOB_BYTES,
@@ -19,6 +25,7 @@ from fedrelay.ports.blobs import (
     BlobHashMismatch,
     BlobNotFound,
     BlobTooLarge,
+    check_domain,
     check_name,
 )
 from fedrelay.protocol.hashing import blob_name
@@ -55,17 +62,24 @@ class MemoryBlobStore:
         """
         self._max_size = max_size
         self._blobs: dict[str, bytes] = {}
+        self._domains: dict[str, set[str]] = {}
 
     @property
     def max_size(self) -> int:
         """The largest blob, in bytes, the store accepts."""
         return self._max_size
 
-    async def put(self, data: bytes, expected: str | None = None) -> str:
-        """Store ``data`` and return its name; see :meth:`BlobStore.put`."""
+    async def put(self, data: bytes, expected: str | None = None, *, domain: str) -> str:
+        """Store ``data`` for ``domain`` and return its name; see :meth:`BlobStore.put`."""
+        check_domain(domain)
         name = _checked_upload(data, expected, self._max_size)
         self._blobs[name] = bytes(data)
+        self._domains.setdefault(name, set()).add(domain)
         return name
+
+    async def domains(self, name: str) -> frozenset[str]:
+        """The trust domains that put ``name``; see :meth:`BlobStore.domains`."""
+        return frozenset(self._domains.get(check_name(name), ()))
 
     async def get(self, name: str) -> bytes:
         """Return the bytes named ``name``; see :meth:`BlobStore.get`."""
@@ -124,11 +138,39 @@ class FileBlobStore:
         check_name(name)
         return self._root / name[:2] / name
 
-    async def put(self, data: bytes, expected: str | None = None) -> str:
-        """Store ``data`` and return its name; see :meth:`BlobStore.put`."""
+    async def put(self, data: bytes, expected: str | None = None, *, domain: str) -> str:
+        """Store ``data`` for ``domain`` and return its name; see :meth:`BlobStore.put`."""
+        check_domain(domain)
         name = _checked_upload(data, expected, self._max_size)
         await asyncio.to_thread(self._write, name, bytes(data))
+        await asyncio.to_thread(self._mark, name, domain)
         return name
+
+    async def domains(self, name: str) -> frozenset[str]:
+        """The trust domains that put ``name``; see :meth:`BlobStore.domains`."""
+        return await asyncio.to_thread(self._read_domains, name)
+
+    def _domain_dir(self, name: str) -> Path:
+        path = self.path_of(name)
+        return path.with_name(f"{name}.domains")
+
+    def _read_domains(self, name: str) -> frozenset[str]:
+        try:
+            markers = os.listdir(self._domain_dir(name))
+        except FileNotFoundError:
+            return frozenset()
+        return frozenset(unquote(m) for m in markers if not m.startswith("."))
+
+    def _mark(self, name: str, domain: str) -> None:
+        directory = self._domain_dir(name)
+        marker = directory / quote(domain, safe="")
+        if marker.exists():
+            return
+        directory.mkdir(exist_ok=True)
+        marker.touch()
+        if self._fsync:
+            self._sync_dir(directory)
+            self._sync_dir(directory.parent)
 
     async def get(self, name: str) -> bytes:
         """Return the bytes named ``name``; see :meth:`BlobStore.get`."""
@@ -174,8 +216,12 @@ class FileBlobStore:
             Path(temporary).unlink(missing_ok=True)
             raise
         if self._fsync:
-            directory = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            self._sync_dir(path.parent)
+
+    @staticmethod
+    def _sync_dir(path: Path) -> None:
+        directory = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)

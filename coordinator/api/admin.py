@@ -1,4 +1,10 @@
-"""Admin endpoints (bearer token): publish blobs, register workers, challenge transcripts."""
+"""Admin endpoints (bearer token): the poster's blobs, worker registrations, challenges.
+
+``POST /v1/admin/blobs`` is the poster's path for a job's model and configuration: the bytes go
+into the :data:`~fedrelay.ports.blobs.POSTER` trust domain, and are published (downloadable by
+workers) only once a job that passes the coordinator's checks names them
+(:mod:`fedrelay.coordinator.publishing`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, status
 
 from fedrelay.coordinator.api.dependencies import RAW_BODY, Context, read_body, require_admin
 from fedrelay.coordinator.api.errors import InvalidBody, UnknownResource
+from fedrelay.ports.blobs import POSTER
 from fedrelay.protocol.api.schemas import BlobRef, ChallengeRequest, ChallengeView, WorkerBody
 from fedrelay.protocol.challenges import Challenge
 
@@ -18,11 +25,10 @@ router = APIRouter(dependencies=[Depends(require_admin)], tags=["admin"])
     response_model=BlobRef,
     openapi_extra=RAW_BODY,
 )
-async def publish_blob(request: Request, ctx: Context) -> BlobRef:
-    """Store a model or configuration blob and let workers download it."""
+async def upload_poster_blob(request: Request, ctx: Context) -> BlobRef:
+    """Store a job poster's model or configuration blob (published when a job names it)."""
     body = await read_body(request, ctx.config.max_blob_bytes)
-    name = await ctx.blobs.put(body)
-    await ctx.repository.publish_blob(name)
+    name = await ctx.blobs.put(body, domain=POSTER)
     return BlobRef(name=name, size=len(body))
 
 

@@ -34,7 +34,7 @@ bodies as it may. A signed request is accepted once across every replica sharing
 | --- | --- | --- |
 | GET /v1/jobs/{job} | worker, admin | the job's current round |
 | GET /v1/jobs/{job}/rounds/{round} | worker, admin | one round |
-| GET /v1/blobs/{name} | worker | a published model or configuration blob |
+| GET /v1/blobs/{name} | worker | a model or configuration a usable job published |
 | PUT /v1/jobs/{job}/rounds/{round}/updates/{name} | assigned worker | upload an update |
 | PUT /v1/jobs/{job}/rounds/{round}/secagg/{keys,masked,reveals} | assigned worker | send |
 | PUT /v1/jobs/{job}/rounds/{round}/secagg/shares/{worker_id} | assigned worker | send a share |
@@ -43,7 +43,7 @@ bodies as it may. A signed request is accepted once across every replica sharing
 | GET /v1/jobs/{job}/rounds/{round}/secagg/survivors | assigned worker | whose input arrived |
 | GET /v1/challenges | worker | my open challenges |
 | PUT /v1/challenges/{id}/answer | challenged worker | answer with checkpoints and proofs |
-| POST /v1/admin/blobs | admin | store and publish a model or configuration blob |
+| POST /v1/admin/blobs | admin | store a poster's model or configuration blob |
 | POST /v1/admin/workers | admin | register a worker key |
 | POST /v1/admin/challenges | admin | challenge a worker's transcript segment |
 | GET /v1/admin/challenges/{id} | admin | a challenge and its answer |

@@ -13,6 +13,7 @@ from fedrelay.coordinator.api.errors import (
     UnknownResource,
     WrongPhase,
 )
+from fedrelay.ports.blobs import worker_domain
 from fedrelay.protocol.api.schemas import ChallengeAnswerBody, ChallengeView, b64decode
 from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
 
@@ -58,9 +59,11 @@ async def answer_challenge(challenge_id: str, request: Request, ctx: Context) ->
         raise InvalidBody(f"the answer is malformed: {exc}") from None
     if max(len(start_proof), len(end_proof)) > config.max_message_bytes:
         raise BodyTooLarge(f"a Merkle proof is above {config.max_message_bytes} bytes")
+    # A worker's bytes: its own domain, never served or published (see fedrelay.ports.blobs).
+    domain = worker_domain(challenge.job_id, challenge.round, challenge.worker.key)
     answer = ChallengeAnswer(
-        start_checkpoint=await ctx.blobs.put(start),
-        end_checkpoint=await ctx.blobs.put(end),
+        start_checkpoint=await ctx.blobs.put(start, domain=domain),
+        end_checkpoint=await ctx.blobs.put(end, domain=domain),
         start_proof=start_proof,
         end_proof=end_proof,
         answered_at=ctx.now(),

@@ -1,5 +1,12 @@
 """Blobs and updates: workers download published models and configurations, and upload their
-updates while the round collects."""
+updates while the round collects.
+
+Only published blobs are served: a poster's model and configuration once a job that passed the
+coordinator's checks names them, and the coordinator's aggregated models
+(:mod:`fedrelay.coordinator.publishing`). Every worker upload (update, challenge checkpoint) is
+stored in that worker's own trust domain and is never published, so no other worker can fetch it,
+whatever a job names.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ from fedrelay.coordinator.api.dependencies import (
     expect_phase,
 )
 from fedrelay.coordinator.api.errors import UnknownResource, WrongPhase
-from fedrelay.ports.blobs import check_name
+from fedrelay.ports.blobs import check_name, worker_domain
 from fedrelay.ports.coordinator_store import Conflict
 from fedrelay.protocol.api.schemas import BlobRef
 
@@ -28,7 +35,11 @@ router = APIRouter()
     tags=["blobs"],
 )
 async def download_blob(name: str, request: Request, ctx: Context) -> Response:
-    """A published model or configuration blob; the bytes hash to ``name``."""
+    """A published model or configuration blob; the bytes hash to ``name``.
+
+    Anything else (a worker's update or checkpoint, the server state, an unknown name) is 404,
+    the same answer for all, so the answer does not tell whether a private blob exists.
+    """
     await ctx.signed(request, ctx.config.max_message_bytes)
     if not await ctx.repository.is_published(check_name(name)):
         raise UnknownResource(f"no published blob named {name}")
@@ -55,6 +66,6 @@ async def upload_update(
     stored = await ctx.repository.updates(job_id, round_number)
     if stored.get(worker, name) != name:
         raise Conflict(f"worker {worker.key.hex()} already uploaded update {stored[worker]}")
-    await ctx.blobs.put(body, expected=name)
+    await ctx.blobs.put(body, expected=name, domain=worker_domain(job_id, round_number, worker.key))
     await ctx.repository.record_update(job_id, round_number, worker, name)
     return BlobRef(name=name, size=len(body))

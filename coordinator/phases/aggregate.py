@@ -58,7 +58,7 @@ from fedrelay.coordinator.verification import (
     malformed,
     read_update,
 )
-from fedrelay.ports.blobs import BlobStore, BlobStoreError
+from fedrelay.ports.blobs import COORDINATOR, BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import ChainRoundPhase, WorkerResult
 from fedrelay.ports.coordinator_store import CoordinatorStore, RoundReport
 from fedrelay.protocol.challenges import Challenge
@@ -217,10 +217,10 @@ class RoundAggregation:
 
         new_model = layout.unflatten(new_params)
         new_blob = encode_blob(new_model)
-        model_name = await self._blobs.put(new_blob)
+        model_name = await self._blobs.put(new_blob, domain=COORDINATOR)
         await self._store.publish_blob(model_name)
         loss, accuracy = await asyncio.to_thread(self._context.workbench.evaluate, new_model)
-        state_name = await self._blobs.put(server_state_blob(server_state))
+        state_name = await self._blobs.put(server_state_blob(server_state), domain=COORDINATOR)
         rewards = split_payout(self._context.job.reward_per_round, scores) if scores else {}
         results = [
             WorkerResult(

@@ -56,6 +56,7 @@ def _serve(port: int) -> None:
     from fedrelay.adapters.blobstore import MemoryBlobStore
     from fedrelay.coordinator.api import ApiSettings, create_app
     from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
+    from fedrelay.ports.blobs import POSTER
     from fedrelay.protocol.rounds import (
         AssignmentConfirmed,
         RoundPolicy,
@@ -67,7 +68,7 @@ def _serve(port: int) -> None:
     async def main() -> None:
         store = MemoryCoordinatorStore()
         blobs = MemoryBlobStore()
-        model = await blobs.put(b"\x07" * MODEL_BYTES)
+        model = await blobs.put(b"\x07" * MODEL_BYTES, domain=POSTER)
         await store.publish_blob(model)
         workers = tuple(signer.worker for signer in _signers())
         for worker in workers:

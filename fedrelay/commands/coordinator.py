@@ -188,12 +188,12 @@ def _model_blob(path: Path | None, config: JobConfig) -> bytes:
 
 
 async def _upload(blobs: list[bytes], blob_dir: Path, url: str | None) -> list[str]:
-    from fedrelay.adapters.blobstore import FileBlobStore
+    from fedrelay.adapters.blobstore import POSTER, FileBlobStore
     from fedrelay.coordinator.settings import ApiSettings
 
-    if url is None:
+    if url is None:  # the operator's own blob directory: the poster's path
         store = FileBlobStore(blob_dir)
-        return [await store.put(blob) for blob in blobs]
+        return [await store.put(blob, domain=POSTER) for blob in blobs]
     import httpx
 
     try:

@@ -27,6 +27,7 @@ from fedrelay.demo.progress import DemoProgress, QuietProgress
 from fedrelay.demo.report import CoordinatorRestart, DemoResult
 from fedrelay.demo.settings import DemoBackends, DemoError, DemoSettings
 from fedrelay.demo.waiting import until
+from fedrelay.ports.blobs import POSTER
 from fedrelay.ports.coordinator_store import RoundReport
 from fedrelay.protocol.rounds import Phase, RoundState, TaskStatus
 from fedrelay.training import encode_blob
@@ -118,8 +119,8 @@ class _Scenario:
         self.progress.step("posting the job on the coordinator chain")
         network = self.network
         model = encode_blob(self.workbench.initial_model())
-        model_name = await network.blobs.put(model)
-        config_name = await network.blobs.put(self.config.to_bytes())
+        model_name = await network.blobs.put(model, domain=POSTER)
+        config_name = await network.blobs.put(self.config.to_bytes(), domain=POSTER)
         spec = JobSpec(
             model_hash=bytes.fromhex(model_name),
             config_hash=bytes.fromhex(config_name),

@@ -2,16 +2,39 @@
 
 A blob's name is the keccak256 of its bytes (:func:`fedrelay.protocol.hashing.blob_name`). The
 errors are part of the port: one base type, one subclass per failure reason.
+
+One store holds bytes from parties that trust each other to different degrees, so every
+:meth:`BlobStore.put` says whose bytes they are: its **trust domain**. The store keeps, per
+name, every domain that put those bytes (:meth:`BlobStore.domains`):
+
+* :data:`POSTER`: a job poster's model or configuration, through the poster's own path (the
+  coordinator's admin upload or ``fedrelay job post`` writing to the blob directory);
+* :data:`COORDINATOR`: what the coordinator made itself (aggregated models, server state);
+* :func:`worker_domain` ``worker:<job>/<round>/<worker key>``: an assigned worker's update or
+  challenge answer.
+
+Content addressing alone cannot tell these apart (the same name is the same bytes whoever sent
+them), which is why a chain naming a hash is not enough for the coordinator to treat the bytes
+as a poster's: a job's model and configuration must carry :data:`POSTER` (see
+:mod:`fedrelay.coordinator.publishing`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 from fedrelay.protocol.hashing import BLOB_NAME
 
 #: The default size limit of a blob store, in bytes.
 DEFAULT_MAX_BLOB_BYTES = 256 * 1024 * 1024
+
+#: The trust domain of a job poster's model and configuration.
+POSTER = "poster"
+#: The trust domain of what the coordinator produced itself.
+COORDINATOR = "coordinator"
+
+_DOMAIN = re.compile(r"(poster|coordinator|worker:[0-9]{1,20}/[0-9]{1,20}/[0-9a-f]{2,128})")
 
 
 class BlobStoreError(Exception):
@@ -57,6 +80,38 @@ def check_name(name: str) -> str:
     return name
 
 
+class InvalidBlobDomain(BlobStoreError):
+    """A trust domain is not one of the port's (:data:`POSTER`, :data:`COORDINATOR`, a worker's)."""
+
+
+def worker_domain(job_id: int, round_number: int, worker_key: bytes) -> str:
+    """The trust domain of what worker ``worker_key`` uploads for ``job_id``'s round.
+
+    Args:
+        job_id: The job.
+        round_number: The round.
+        worker_key: The worker's key on its chain.
+
+    Returns:
+        ``worker:<job>/<round>/<key hex>``.
+    """
+    return check_domain(f"worker:{job_id}/{round_number}/{worker_key.hex()}")
+
+
+def check_domain(domain: str) -> str:
+    """Return ``domain`` if it is a well-formed trust domain.
+
+    Raises:
+        InvalidBlobDomain: It is not :data:`POSTER`, :data:`COORDINATOR` or a worker's domain.
+    """
+    if not isinstance(domain, str) or _DOMAIN.fullmatch(domain) is None:
+        raise InvalidBlobDomain(
+            f"blob domain must be {POSTER!r}, {COORDINATOR!r} or "
+            f"'worker:<job>/<round>/<key hex>', got {domain!r}"
+        )
+    return domain
+
+
 class BlobStore(Protocol):
     """What the coordinator and workers need from a content-addressed store."""
 
@@ -65,17 +120,32 @@ class BlobStore(Protocol):
         """The largest blob, in bytes, the store accepts."""
         ...
 
-    async def put(self, data: bytes, expected: str | None = None) -> str:
-        """Store ``data`` and return its name (idempotent).
+    async def put(self, data: bytes, expected: str | None = None, *, domain: str) -> str:
+        """Store ``data`` for ``domain`` and return its name (idempotent).
+
+        Putting bytes that are already stored adds ``domain`` to the name's domains. The bytes
+        are stored before the domain is recorded, so a blob is never seen in a domain without
+        its bytes.
 
         Args:
             data: The blob's bytes.
             expected: When given, the name the caller claims; a different hash stores nothing.
+            domain: Whose bytes these are (:data:`POSTER`, :data:`COORDINATOR`,
+                :func:`worker_domain`).
 
         Raises:
             BlobTooLarge: ``data`` is above :attr:`max_size`.
             BlobHashMismatch: ``data`` does not hash to ``expected``.
             InvalidBlobName: ``expected`` is not a well-formed name.
+            InvalidBlobDomain: ``domain`` is not well formed.
+        """
+        ...
+
+    async def domains(self, name: str) -> frozenset[str]:
+        """Every trust domain that put the blob ``name`` (empty when none did).
+
+        Raises:
+            InvalidBlobName: ``name`` is not well formed.
         """
         ...
 

@@ -52,6 +52,13 @@ class ModelSpec(_Part):
     classes: int = Field(default=10, ge=2, le=100_000)
     init_seed: int = Field(default=0, ge=0, lt=2**63)
 
+    def parameter_count(self) -> int:
+        """The model's parameters (weights and biases of both layers), without building it.
+
+        The perceptron is ``Linear(inputs, hidden)``, ReLU, ``Linear(hidden, classes)``.
+        """
+        return (self.inputs + 1) * self.hidden + (self.hidden + 1) * self.classes
+
 
 class DataSpec(_Part):
     """Which data set, how it is split into a held-out set and into one shard per draw.

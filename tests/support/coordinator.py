@@ -17,6 +17,7 @@ import httpx
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.coordinator.api import ApiSettings, create_app
 from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
+from fedrelay.ports.blobs import POSTER
 from fedrelay.protocol.api.signing import RequestSigner
 from fedrelay.protocol.rounds import (
     Phase,
@@ -60,7 +61,7 @@ class LocalCoordinator:
 
     async def publish(self, data: bytes) -> bytes:
         """Store and publish a blob; returns its 32-byte name."""
-        name = await self.blobs.put(data)
+        name = await self.blobs.put(data, domain=POSTER)
         await self.repository.publish_blob(name)
         return bytes.fromhex(name)
 

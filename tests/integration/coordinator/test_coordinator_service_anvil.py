@@ -9,6 +9,7 @@ API client). The service's clock is the chain's: the test moves it with ``evm_in
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -48,6 +49,7 @@ from fedrelay.cli import app
 from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.verification import JobWorkbench
+from fedrelay.ports.blobs import POSTER, worker_domain
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
@@ -61,7 +63,7 @@ from fedrelay.protocol.wormhole import (
     sign_vaa,
 )
 from fedrelay.training import encode_blob
-from fedrelay.worker.sdk.api_client import CoordinatorClient
+from fedrelay.worker.sdk.api_client import CoordinatorClient, CoordinatorRequestError
 
 pytestmark = pytest.mark.integration
 
@@ -236,8 +238,10 @@ class Coordinator:
         )
 
     async def post_job(self, workers: int) -> int:
-        model = await self.blobs.put(encode_blob(JobWorkbench(CONFIG).initial_model()))
-        config = await self.blobs.put(CONFIG.to_bytes())
+        model = await self.blobs.put(
+            encode_blob(JobWorkbench(CONFIG).initial_model()), domain=POSTER
+        )
+        config = await self.blobs.put(CONFIG.to_bytes(), domain=POSTER)
         spec = JobSpec(
             model_hash=bytes.fromhex(model),
             config_hash=bytes.fromhex(config),
@@ -363,6 +367,41 @@ async def test_malformed_bytes_are_slashed_on_chain_across_a_restart(
     state = await coordinator.store.get_round(job_id, 0)
     assert state is not None
     assert reason in state.assignment(bad.worker).reason
+
+
+async def test_a_job_naming_a_workers_update_is_refused_on_chain(
+    coordinator: Coordinator, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = coordinator.deployment
+    workers = [coordinator.worker(i) for i in range(2)]
+    job_id, service = await run_round(coordinator, workers)
+    update = (await coordinator.store.updates(job_id, 0))[workers[0].worker]
+    assert await coordinator.blobs.domains(update) == {
+        worker_domain(job_id, 0, workers[0].worker.key)
+    }
+
+    # A poster names that update as the model and configuration of a 1-wei job on JobMarket.
+    spec = JobSpec(
+        model_hash=bytes.fromhex(update),
+        config_hash=bytes.fromhex(update),
+        num_rounds=1,
+        workers_per_round=1,
+        reward_per_round=1,
+        min_stake=0,
+        worker_chains=(WORKERS,),
+    )
+    stolen = d.market.post_job(d.signer(5), spec).job_id
+    with caplog.at_level(logging.ERROR, logger="fedrelay.coordinator.service"):
+        await service.step()
+    assert await coordinator.store.get_round(stolen) is None
+    assert (
+        f"job {stolen} is not taken on: its configuration blob {update} is a worker's upload"
+        in caplog.text
+    )
+    assert not await coordinator.store.is_published(update)
+    with pytest.raises(CoordinatorRequestError) as refused:
+        await workers[1].client.download_blob(update)
+    assert refused.value.status_code == 404
 
 
 async def test_restarted_coordinator_resumes_mid_round(coordinator: Coordinator) -> None:

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from fedrelay.adapters.blobstore import FileBlobStore, blob_name
 from fedrelay.adapters.evm import JobSpec, JobStatus, RoundResult
 from fedrelay.cli import app
+from fedrelay.ports.blobs import COORDINATOR, POSTER
 from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import Outcome, Task
 from fedrelay.training import decode_blob, encode_blob
@@ -67,7 +68,7 @@ class PostedJob:
 def posted(deployment: Deployment, tmp_path: Path) -> PostedJob:  # noqa: F811
     """A fresh two-round job posted by anvil account 4, its initial model stored."""
     blobs = FileBlobStore(tmp_path / "blobs")
-    model = asyncio.run(blobs.put(encode_blob(INITIAL)))
+    model = asyncio.run(blobs.put(encode_blob(INITIAL), domain=POSTER))
     spec = JobSpec(
         model_hash=bytes.fromhex(model),
         config_hash=b"\x0c" * 32,
@@ -84,7 +85,7 @@ def posted(deployment: Deployment, tmp_path: Path) -> PostedJob:  # noqa: F811
 def settle_first_round(job: PostedJob) -> bytes:
     """Settle round 0 with the TRAINED model (stored in the blob store); its hash."""
     d, aggregator = job.deployment, job.deployment.signer(1)
-    trained = bytes.fromhex(asyncio.run(job.blobs.put(encode_blob(TRAINED))))
+    trained = bytes.fromhex(asyncio.run(job.blobs.put(encode_blob(TRAINED), domain=COORDINATOR)))
     d.register(WORKER, d.signer(7).address)
     d.market.assign_tasks(
         aggregator, job.job_id, WORKERS, int(d.now()) + 600, [Task(WORKER.key, 0)]

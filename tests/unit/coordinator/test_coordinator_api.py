@@ -14,7 +14,7 @@ import httpx
 import pytest
 from solders.keypair import Keypair
 
-from fedrelay.adapters.blobstore import FileBlobStore, blob_name
+from fedrelay.adapters.blobstore import POSTER, FileBlobStore, blob_name, worker_domain
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.coordinator.api import ApiSettings, create_app
@@ -175,13 +175,18 @@ async def test_out_of_range_job_ids_are_invalid_requests(api: Api, job: str) -> 
 
 async def test_published_blobs_download_and_others_do_not(api: Api) -> None:
     model = b"safetensors model bytes"
-    published = await api.client.post("/v1/admin/blobs", content=model, headers=ADMIN)
-    assert published.status_code == 201
-    assert published.json() == {"name": blob_name(model), "size": len(model)}
+    uploaded = await api.client.post("/v1/admin/blobs", content=model, headers=ADMIN)
+    assert uploaded.status_code == 201
+    assert uploaded.json() == {"name": blob_name(model), "size": len(model)}
+    assert await api.blobs.domains(blob_name(model)) == {POSTER}
+    # The poster's upload is published only when a usable job names it (the service does).
+    response = await api.call(api.evm, "GET", f"/v1/blobs/{blob_name(model)}")
+    assert response.status_code == 404
+    await api.repository.publish_blob(blob_name(model))
     response = await api.call(api.evm, "GET", f"/v1/blobs/{blob_name(model)}")
     assert response.status_code == 200
     assert response.content == model
-    private = await api.blobs.put(b"someone's update")
+    private = await api.blobs.put(b"someone's update", domain=worker_domain(1, 0, b"\x01" * 20))
     response = await api.call(api.evm, "GET", f"/v1/blobs/{private}")
     assert response.status_code == 404
     response = await api.call(api.evm, "GET", "/v1/blobs/not-a-hash")
@@ -191,6 +196,7 @@ async def test_published_blobs_download_and_others_do_not(api: Api) -> None:
 async def test_a_corrupt_published_blob_is_reported_not_served(api: Api) -> None:
     model = b"model"
     await api.client.post("/v1/admin/blobs", content=model, headers=ADMIN)
+    await api.repository.publish_blob(blob_name(model))
     api.blobs.path_of(blob_name(model)).write_bytes(b"rot")
     response = await api.call(api.evm, "GET", f"/v1/blobs/{blob_name(model)}")
     assert response.status_code == 500
@@ -207,6 +213,10 @@ async def test_upload_stores_an_update_under_its_hash(api: Api) -> None:
     assert await api.repository.updates(JOB, 0) == {api.solana.worker: name}
     again = await api.call(api.solana, "PUT", round_path(f"updates/{name}"), update)
     assert again.status_code == 201
+    # The update is the worker's own: in its domain, and no other worker may download it.
+    assert await api.blobs.domains(name) == {worker_domain(JOB, 0, api.solana.worker.key)}
+    fetched = await api.call(api.evm, "GET", f"/v1/blobs/{name}")
+    assert fetched.status_code == 404
 
 
 async def test_upload_under_the_wrong_hash_is_rejected_and_not_stored(api: Api) -> None:
@@ -391,6 +401,11 @@ async def test_a_challenge_is_seen_answered_and_read_back(api: Api) -> None:
         blob_name(b"c3"),
     )
     assert await api.blobs.get(answer["start_checkpoint"]) == b"c2"
+    assert await api.blobs.domains(answer["end_checkpoint"]) == {
+        worker_domain(JOB, 0, api.solana.worker.key)
+    }
+    for checkpoint in (answer["start_checkpoint"], answer["end_checkpoint"]):
+        assert (await api.call(api.evm, "GET", f"/v1/blobs/{checkpoint}")).status_code == 404
 
     admin_view = await api.client.get(f"/v1/admin/challenges/{challenge_id}", headers=ADMIN)
     assert base64.b64decode(admin_view.json()["answer"]["end_proof"]) == b"p3"

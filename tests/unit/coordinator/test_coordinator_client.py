@@ -11,6 +11,7 @@ from solders.keypair import Keypair
 from fedrelay.adapters.blobstore import MemoryBlobStore, blob_name
 from fedrelay.coordinator.api import ApiSettings, create_app
 from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
+from fedrelay.ports.blobs import POSTER
 from fedrelay.protocol.api.signing import EvmSigner, SolanaSigner
 from fedrelay.protocol.challenges import Challenge
 from fedrelay.protocol.rounds import Phase, RoundPolicy, TasksAssigned, apply, open_job
@@ -54,7 +55,7 @@ async def test_a_worker_round_through_the_client(
 ) -> None:
     repository, blobs, transport = world
     model = b"global model v0"
-    await repository.publish_blob(await blobs.put(model))
+    await repository.publish_blob(await blobs.put(model, domain=POSTER))
     async with client(transport, EVM) as evm, client(transport, SOL) as sol:
         status = await evm.job_status(JOB)
         assert (status.round, status.phase) == (0, "assigning")

@@ -31,6 +31,7 @@ from fedrelay.coordinator.phases.unmask import secagg_config
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
 from fedrelay.coordinator.verification import JobWorkbench, delta_of
+from fedrelay.ports.blobs import POSTER
 from fedrelay.ports.coordinator_chain import WorkerResult
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
@@ -93,8 +94,8 @@ class World:
 
     async def post(self, *, rounds: int = 1, workers: int = 2) -> int:
         model = encode_blob(JobWorkbench(self.config).initial_model())
-        model_name = await self.blobs.put(model)
-        config_name = await self.blobs.put(self.config.to_bytes())
+        model_name = await self.blobs.put(model, domain=POSTER)
+        config_name = await self.blobs.put(self.config.to_bytes(), domain=POSTER)
         return self.market.post_job(
             bytes.fromhex(model_name),
             bytes.fromhex(config_name),
@@ -373,8 +374,8 @@ async def test_round_waits_until_enough_workers_registered(world: World) -> None
 
 
 async def test_job_with_an_unusable_configuration_is_not_taken_on(world: World) -> None:
-    model_name = await world.blobs.put(b"not a model")
-    bad = await world.blobs.put(b'{"strategy": "nonsense"}')
+    model_name = await world.blobs.put(b"not a model", domain=POSTER)
+    bad = await world.blobs.put(b'{"strategy": "nonsense"}', domain=POSTER)
     job_id = world.market.post_job(
         bytes.fromhex(model_name),
         bytes.fromhex(bad),

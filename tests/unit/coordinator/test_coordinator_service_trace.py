@@ -13,6 +13,7 @@ from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
 from fedrelay.coordinator.verification import JobWorkbench
+from fedrelay.ports.blobs import POSTER
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
 from fedrelay.protocol.tracing import round_span_context
 from fedrelay.training import encode_blob
@@ -38,8 +39,8 @@ async def test_a_step_of_a_round_is_a_span_of_the_rounds_trace(
         model=ModelSpec(hidden=8),
         data=DataSpec(shards=3, partition="iid", max_examples_per_shard=40),
     )
-    model = await blobs.put(encode_blob(JobWorkbench(config).initial_model()))
-    settings = await blobs.put(config.to_bytes())
+    model = await blobs.put(encode_blob(JobWorkbench(config).initial_model()), domain=POSTER)
+    settings = await blobs.put(config.to_bytes(), domain=POSTER)
     job_id = market.post_job(
         bytes.fromhex(model),
         bytes.fromhex(settings),

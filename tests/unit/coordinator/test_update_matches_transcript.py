@@ -31,6 +31,7 @@ from fedrelay.coordinator.verification import (
     check_final_checkpoint,
 )
 from fedrelay.demo.actors import TamperedUpdateWorker
+from fedrelay.ports.blobs import POSTER
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
 from fedrelay.protocol.merkle import decode_proof, encode_proof
@@ -363,8 +364,10 @@ class World:
         )
 
     async def post(self, workers: int) -> int:
-        model = await self.blobs.put(encode_blob(JobWorkbench(self.config).initial_model()))
-        config = await self.blobs.put(self.config.to_bytes())
+        model = await self.blobs.put(
+            encode_blob(JobWorkbench(self.config).initial_model()), domain=POSTER
+        )
+        config = await self.blobs.put(self.config.to_bytes(), domain=POSTER)
         return self.market.post_job(
             bytes.fromhex(model),
             bytes.fromhex(config),
