@@ -525,7 +525,7 @@ async def test_a_chunked_body_is_cut_off_at_the_limit_sized_from_the_model(
 ) -> None:
     blobs = FileBlobStore(tmp_path / "big-blobs", max_size=64 * 1024 * 1024)
     model = b"m" * 1000
-    model_name = await blobs.put(model)
+    model_name = await blobs.put(model, domain=POSTER)
     await repository.save_round(replace(api.state, model_hash=bytes.fromhex(model_name)))
     settings = ApiSettings(max_blob_bytes=64 * 1024 * 1024, max_message_bytes=256)
     app = create_app(repository, blobs, admin_token=TOKEN, settings=settings, clock=lambda: NOW)

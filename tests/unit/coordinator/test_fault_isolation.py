@@ -38,6 +38,7 @@ from fedrelay.coordinator.phases.aggregate import RoundAggregation
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
 from fedrelay.coordinator.verification import JobWorkbench, UpdateRejection, read_update
+from fedrelay.ports.blobs import POSTER
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
@@ -106,8 +107,10 @@ class World:
         )
 
     async def post(self, workers: int) -> int:
-        model = await self.blobs.put(encode_blob(JobWorkbench(self.config).initial_model()))
-        config = await self.blobs.put(self.config.to_bytes())
+        model = await self.blobs.put(
+            encode_blob(JobWorkbench(self.config).initial_model()), domain=POSTER
+        )
+        config = await self.blobs.put(self.config.to_bytes(), domain=POSTER)
         return self.market.post_job(
             bytes.fromhex(model),
             bytes.fromhex(config),
