@@ -128,6 +128,13 @@ class ApiSettings(BaseSettings):
     max_uploads: int = Field(default=16, ge=1)
     max_uploads_per_worker: int = Field(default=2, ge=1)
     max_body_s: int = Field(default=300, ge=1, le=3600)
+    # Uploads (body-carrying worker requests) per minute, as token buckets: a worker may send
+    # `upload_burst_per_worker` at once, then `upload_rate_per_worker` a minute; the API takes
+    # `upload_burst` at once, then `upload_rate` a minute from all workers together.
+    upload_rate_per_worker: int = Field(default=60, ge=1)
+    upload_burst_per_worker: int = Field(default=20, ge=1)
+    upload_rate: int = Field(default=600, ge=1)
+    upload_burst: int = Field(default=200, ge=1)
 
     def resolved_admin_token(self) -> str:
         """The admin token: ``ADMIN_TOKEN``, else the first line of ``ADMIN_TOKEN_FILE``.

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from fastapi import FastAPI
 
 from fedrelay.coordinator.api import admin, challenges, secagg, status, updates
-from fedrelay.coordinator.api.dependencies import ApiContext, UploadGate
+from fedrelay.coordinator.api.dependencies import ApiContext, UploadGate, UploadRate
 from fedrelay.coordinator.api.errors import install_handlers
 from fedrelay.coordinator.settings import ApiSettings
 from fedrelay.ports.blobs import BlobStore
@@ -28,7 +28,8 @@ either. Every error answers ``{"error": kind, "detail": what was wrong}`` and ch
 A worker's headers, registration and task are checked before its body is read; a body is cut
 off (413) at a limit sized from the job's model, must arrive within the request time limit
 (408), and is refused at once when the worker (429) or the API (503) already receives as many
-bodies as it may. A signed request is accepted once across every replica sharing the ledger.
+bodies as it may, or when the worker or all workers together are past their upload rate (429
+with ``Retry-After``). A signed request is accepted once across every replica sharing the ledger.
 
 | method and path | who | what |
 | --- | --- | --- |
@@ -100,8 +101,14 @@ def create_app(
         },
     )
     uploads = UploadGate(config.max_uploads, config.max_uploads_per_worker)
+    rates = UploadRate(
+        config.upload_rate_per_worker,
+        config.upload_burst_per_worker,
+        config.upload_rate,
+        config.upload_burst,
+    )
     app.state.coordinator = ApiContext(
-        repository, blobs, config, verifier, admin_token, clock, uploads
+        repository, blobs, config, verifier, admin_token, clock, uploads, rates
     )
     install_handlers(app)
     for area in (status, updates, secagg, challenges, admin):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import secrets
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Annotated
@@ -28,6 +30,7 @@ from fedrelay.coordinator.api.errors import (
     NotAssigned,
     TooManyUploads,
     UnknownResource,
+    UploadRateExceeded,
     WrongPhase,
 )
 from fedrelay.coordinator.settings import ApiSettings
@@ -52,6 +55,8 @@ BLOB_HEADER_SLACK = 1024 * 1024
 MODEL_FACTOR = 2
 #: How much of a body the server holds in memory before it spools the rest to a temporary file.
 SPOOL_IN_MEMORY = 1024 * 1024
+#: Workers whose upload rate is tracked at once; past it the least recently charged is dropped.
+RATE_BUCKETS = 10_000
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -138,6 +143,126 @@ class UploadGate:
                 del self._by_worker[key]
 
 
+class _Bucket:
+    """A token bucket's ``tokens`` at time ``at``; its owner knows its rate and its burst."""
+
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, burst: int, now: float) -> None:
+        self.tokens = float(burst)
+        self.at = now
+
+    def level(self, per_second: float, burst: int, now: float) -> float:
+        """The tokens at ``now``, refilled at ``per_second`` up to ``burst``."""
+        return min(float(burst), self.tokens + max(now - self.at, 0.0) * per_second)
+
+
+def _retry_after(level: float, per_second: float) -> int:
+    """Whole seconds until a bucket at ``level`` holds one token again."""
+    return max(1, math.ceil((1.0 - level) / per_second))
+
+
+class UploadRate:
+    """How many uploads were accepted lately, per worker and in all (token buckets).
+
+    A worker may send ``worker_burst`` uploads at once, then ``per_worker`` a minute; all workers
+    together ``total_burst``, then ``total`` a minute. :meth:`check` refuses a request before its
+    body is read when a bucket is empty; :meth:`charge` takes the token only once the request's
+    signature was accepted, so headers that merely name a worker (anyone can forge those) never
+    spend that worker's allowance. Requests of one worker in flight at once (at most
+    ``max_uploads_per_worker``) may overdraw its bucket by that many; the debt is repaid before
+    its next upload is accepted.
+
+    A bucket that has refilled is dropped (it is the same as none), and at most ``max_workers``
+    are kept, the least recently charged going first, so memory stays bounded whatever the
+    number of workers.
+    """
+
+    def __init__(
+        self,
+        per_worker: int,
+        worker_burst: int,
+        total: int,
+        total_burst: int,
+        *,
+        max_workers: int = RATE_BUCKETS,
+    ) -> None:
+        """Set the limits.
+
+        Args:
+            per_worker: Uploads a minute from one worker.
+            worker_burst: Uploads one worker may send at once before its rate applies.
+            total: Uploads a minute from all workers together.
+            total_burst: Uploads all workers may send at once before the total rate applies.
+            max_workers: Workers whose buckets are kept at most.
+        """
+        self._per_worker = per_worker
+        self._worker_burst = worker_burst
+        self._total = total
+        self._total_burst = total_burst
+        self._max_workers = max_workers
+        self._workers: OrderedDict[bytes, _Bucket] = OrderedDict()
+        self._all: _Bucket | None = None
+
+    @property
+    def tracked(self) -> int:
+        """Workers whose buckets are kept now."""
+        return len(self._workers)
+
+    def check(self, worker: WorkerRef, now: float) -> None:
+        """Refuse an upload of ``worker`` at ``now`` when its bucket or the API's is empty.
+
+        Raises:
+            UploadRateExceeded: Either bucket holds less than one upload; the error says after
+                how many seconds one is accepted again.
+        """
+        bucket = self._workers.get(worker.worker_id)
+        if bucket is not None:
+            rate = self._per_worker / 60
+            level = bucket.level(rate, self._worker_burst, now)
+            if level < 1:
+                wait = _retry_after(level, rate)
+                raise UploadRateExceeded(
+                    f"worker {worker.key.hex()} is past its upload rate of {self._per_worker} a "
+                    f"minute (bursts of {self._worker_burst}); retry after {wait} s",
+                    wait,
+                )
+        if self._all is not None:
+            rate = self._total / 60
+            level = self._all.level(rate, self._total_burst, now)
+            if level < 1:
+                wait = _retry_after(level, rate)
+                raise UploadRateExceeded(
+                    f"all workers together are past the API's upload rate of {self._total} a "
+                    f"minute (bursts of {self._total_burst}); retry after {wait} s",
+                    wait,
+                )
+
+    def charge(self, worker: WorkerRef, now: float) -> None:
+        """Count an accepted upload of ``worker`` at ``now`` in its bucket and the API's."""
+        key = worker.worker_id
+        rate = self._per_worker / 60
+        bucket = self._workers.pop(key, None) or _Bucket(self._worker_burst, now)
+        bucket.tokens = bucket.level(rate, self._worker_burst, now) - 1
+        bucket.at = now
+        self._workers[key] = bucket
+        total = self._all or _Bucket(self._total_burst, now)
+        total.tokens = total.level(self._total / 60, self._total_burst, now) - 1
+        total.at = now
+        self._all = total
+        self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        rate = self._per_worker / 60
+        while self._workers:
+            oldest = next(iter(self._workers.values()))
+            if oldest.level(rate, self._worker_burst, now) < self._worker_burst and (
+                len(self._workers) <= self._max_workers
+            ):
+                return
+            self._workers.popitem(last=False)
+
+
 async def _spool(request: Request, limit: int, deadline: float, spool: IO[bytes]) -> bytes:
     """Stream the body into its keccak256 and ``spool``; its keccak256.
 
@@ -218,6 +343,7 @@ class ApiContext:
         admin_token: The bearer token of the admin endpoints.
         clock: Unix seconds now.
         uploads: The bodies received at once, in all and per worker.
+        rates: The uploads accepted lately, in all and per worker.
     """
 
     repository: CoordinatorRepository
@@ -227,6 +353,7 @@ class ApiContext:
     admin_token: str
     clock: Callable[[], float]
     uploads: UploadGate
+    rates: UploadRate
     _model_sizes: dict[str, int] = field(default_factory=dict)
 
     def now(self) -> int:
@@ -259,10 +386,21 @@ class ApiContext:
         return (2 * checkpoint + 2 * self.config.max_message_bytes) * 4 // 3 + 4096
 
     async def authenticate(self, request: Request) -> PendingRequest:
-        """The checks on a worker's request that need no body (see the class docstring)."""
-        return await self.verifier.check_headers(
+        """The checks on a worker's request that need no body (see the class docstring).
+
+        A request with a body is an upload: it is refused here when the worker, or all workers
+        together, are past their upload rate (:class:`UploadRate`).
+
+        Raises:
+            AuthError: The headers are malformed, stale or name an unregistered worker.
+            UploadRateExceeded: The request carries a body and a rate limit is reached.
+        """
+        pending = await self.verifier.check_headers(
             request.method, _signed_path(request), request.headers, now=self.now()
         )
+        if _has_body(request):
+            self.rates.check(pending.worker, self.clock())
+        return pending
 
     async def body_of(self, request: Request, pending: PendingRequest, limit: int) -> bytes:
         """Receive the body within ``limit`` and accept the signature over it and its nonce.
@@ -283,6 +421,7 @@ class ApiContext:
         ):
             digest = await _spool(request, limit, deadline, spool)
             await self.verifier.finish(pending, digest, now=self.now())
+            self.rates.charge(pending.worker, self.clock())
             spool.seek(0)
             return spool.read()
 

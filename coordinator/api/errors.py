@@ -74,6 +74,20 @@ class TooManyUploads(ApiError):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
 
 
+class UploadRateExceeded(ApiError):
+    """The worker, or all workers together, sent more uploads than the rate limit allows.
+
+    ``retry_after`` (whole seconds) becomes the answer's ``Retry-After`` header.
+    """
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        """Say what was exceeded and after how many seconds an upload is accepted again."""
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ApiBusy(ApiError):
     """The API already receives as many bodies at once as it may."""
 
@@ -105,7 +119,11 @@ def _error_status(exc: Exception) -> int:
 
 async def _refuse(request: Request, exc: Exception) -> JSONResponse:
     body = ErrorBody(error=type(exc).__name__, detail=str(exc))
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AdminUnauthorized) else None
+    headers: dict[str, str] | None = None
+    if isinstance(exc, AdminUnauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, UploadRateExceeded):
+        headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(body.model_dump(), status_code=_error_status(exc), headers=headers)
 
 

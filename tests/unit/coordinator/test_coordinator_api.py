@@ -18,7 +18,7 @@ from fedrelay.adapters.blobstore import POSTER, FileBlobStore, blob_name, worker
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.coordinator.api import ApiSettings, create_app
-from fedrelay.coordinator.api.dependencies import BLOB_HEADER_SLACK, MODEL_FACTOR
+from fedrelay.coordinator.api.dependencies import BLOB_HEADER_SLACK, MODEL_FACTOR, UploadRate
 from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.ports.coordinator_store import CoordinatorRepository
 from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner, sign_request
@@ -28,6 +28,7 @@ from fedrelay.protocol.rounds import (
     RoundPolicy,
     RoundState,
     TasksAssigned,
+    WorkerRef,
     apply_all,
     open_job,
 )
@@ -636,3 +637,115 @@ async def test_two_replicas_on_one_ledger_accept_a_signed_request_once(
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+@dataclass
+class RatedApi:
+    client: httpx.AsyncClient
+    clock: list[int]
+
+    async def upload(self, signer: RequestSigner, update: bytes) -> httpx.Response:
+        path = round_path(f"updates/{blob_name(update)}")
+        headers = sign_request(signer, "PUT", path, update, now=self.clock[0])
+        return await self.client.put(path, content=update, headers=headers)
+
+    async def streamed(
+        self, signer: RequestSigner, path: str, body: CountingBody
+    ) -> httpx.Response:
+        headers = sign_request(signer, "PUT", path, body.data, now=self.clock[0])
+        return await self.client.put(path, content=body, headers=headers)
+
+
+@pytest.fixture
+async def rated(api: Api) -> AsyncIterator[RatedApi]:
+    """The API with a worker rate of 6 uploads a minute (bursts of 2) and a global one of 12
+    (bursts of 3), on a clock the test moves."""
+    settings = ApiSettings(
+        max_blob_bytes=1024,
+        max_message_bytes=256,
+        upload_rate_per_worker=6,
+        upload_burst_per_worker=2,
+        upload_rate=12,
+        upload_burst=3,
+    )
+    clock = [NOW]
+    app = create_app(
+        api.repository, api.blobs, admin_token=TOKEN, settings=settings, clock=lambda: clock[0]
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://coordinator") as client:
+        yield RatedApi(client, clock)
+
+
+async def test_a_worker_past_its_upload_rate_is_refused_before_its_body_is_read(
+    api: Api, rated: RatedApi
+) -> None:
+    for _ in range(2):
+        assert (await rated.upload(api.evm, b"evm update")).status_code == 201
+    body = CountingBody(b"e" * 100, 3)
+    response = await rated.streamed(api.evm, round_path(f"updates/{blob_name(body.data)}"), body)
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "10"
+    assert response.json() == {
+        "error": "UploadRateExceeded",
+        "detail": f"worker {api.evm.worker.key.hex()} is past its upload rate of 6 a minute "
+        "(bursts of 2); retry after 10 s",
+    }
+    assert body.pulled == 0
+    assert not await api.blobs.exists(blob_name(body.data))
+    # every body-carrying endpoint is behind the same limit: secagg messages, challenge answers
+    for path in (round_path("secagg/keys"), f"/v1/challenges/{'ab' * 16}/answer"):
+        body = CountingBody(b"s" * 10, 1)
+        response = await rated.streamed(api.evm, path, body)
+        assert (response.status_code, body.pulled) == (429, 0), path
+    # another worker is unaffected
+    assert (await rated.upload(api.solana, b"solana update")).status_code == 201
+    rated.clock[0] += 9
+    response = await rated.upload(api.evm, b"evm update")
+    assert (response.status_code, response.headers["Retry-After"]) == (429, "1")
+    rated.clock[0] += 1
+    assert (await rated.upload(api.evm, b"evm update")).status_code == 201
+    response = await rated.upload(api.evm, b"evm update")
+    assert (response.status_code, response.headers["Retry-After"]) == (429, "10")
+
+
+async def test_the_global_upload_rate_applies_across_workers(api: Api, rated: RatedApi) -> None:
+    assert (await rated.upload(api.evm, b"evm update")).status_code == 201
+    assert (await rated.upload(api.solana, b"solana update")).status_code == 201
+    assert (await rated.upload(api.solana, b"solana update")).status_code == 201
+    # evm has a token of its own left, but the API's three are spent
+    response = await rated.upload(api.evm, b"evm update")
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "5"
+    assert response.json()["detail"] == (
+        "all workers together are past the API's upload rate of 12 a minute (bursts of 3); "
+        "retry after 5 s"
+    )
+    rated.clock[0] += 5
+    assert (await rated.upload(api.evm, b"evm update")).status_code == 201
+    assert (await rated.upload(api.solana, b"solana update")).status_code == 429
+
+
+async def test_forged_headers_do_not_spend_a_workers_upload_rate(api: Api, rated: RatedApi) -> None:
+    update = b"evm update"
+    path = round_path(f"updates/{blob_name(update)}")
+    for _ in range(4):
+        headers = sign_request(api.outsider, "PUT", path, update, now=NOW)
+        headers["X-Fedrelay-Worker"] = api.evm.worker.key.hex()
+        response = await rated.client.put(path, content=update, headers=headers)
+        assert response.json()["error"] == "BadSignature"
+    assert (await rated.upload(api.evm, update)).status_code == 201
+    assert (await rated.upload(api.evm, update)).status_code == 201
+
+
+def test_upload_rate_buckets_stay_bounded() -> None:
+    rates = UploadRate(6, 2, 10**6, 10**6, max_workers=3)
+    workers = [WorkerRef(4, bytes([i]) * 32) for i in range(1, 6)]
+    for worker in workers:
+        rates.charge(worker, NOW)
+    assert rates.tracked == 3  # the two least recently charged were dropped
+    rates.charge(workers[4], NOW + 1)
+    assert rates.tracked == 3
+    # ten seconds refill a bucket charged once: the idle ones are dropped at the next charge
+    rates.charge(workers[4], NOW + 10)
+    assert rates.tracked == 1
