@@ -9,7 +9,9 @@
    the answer on the last segment opens the final checkpoint, whose model must be exactly the
    committed update; a failed replay, an update that is not the transcript's final model, or no
    answer by the deadline, is rejected and slashed;
-3. (secure rounds) waits for the unmasking reveals and recovers the sum of the masked inputs;
+3. (secure rounds) decodes each worker's keys, masked input (of the model's length) and reveal
+   on its own, rejecting and slashing the sender of one that does not decode; waits for the
+   unmasking reveals and recovers the sum of the masked inputs;
 4. aggregates with the job's strategy, evaluates the new model on the held-out set, scores the
    accepted workers and splits the round's reward.
 
@@ -23,6 +25,13 @@ values, a checkpoint's optimizer state, an error the replay raises on them) is t
 rejection with the reason, never an error of the round: aggregation only sees updates that passed
 :func:`~fedrelay.coordinator.verification.read_update`. Should the aggregation rule still refuse the
 inputs, the model is kept unchanged for the round and the report's note says why.
+
+Under secure aggregation a rejected worker is unmasked as one that dropped out where the protocol
+allows: one whose only fault is its reveal is a survivor that did not reveal (its committed input
+stays in the sum, the others' shares remove its masks). One whose masked input is refused or not
+the committed one was already published among the survivors, so the others revealed its self
+mask rather than the key its pairwise masks need: the model is kept unchanged for the round, with
+a note, and the honest workers are still paid.
 
 Transcripts are not challenged under secure aggregation: opening checkpoints would reveal the very
 update the masks hide.
@@ -46,7 +55,13 @@ from fedrelay.coordinator.aggregation import (
 from fedrelay.coordinator.aggregation.configured import build_strategy
 from fedrelay.coordinator.errors import CoordinatorError, JobUnusable
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
-from fedrelay.coordinator.phases.unmask import masked_inputs, reveal_senders, secagg_config, unmask
+from fedrelay.coordinator.phases.unmask import (
+    Screened,
+    reveal_senders,
+    screen,
+    secagg_config,
+    unmask,
+)
 from fedrelay.coordinator.scoring import loss_reduction_scores, mix_with_samples, split_payout
 from fedrelay.coordinator.verification import (
     MALFORMED_INPUT_ERRORS,
@@ -65,6 +80,7 @@ from fedrelay.protocol.challenges import Challenge
 from fedrelay.protocol.merkle import decode_proof
 from fedrelay.protocol.rounds import (
     AggregateProposed,
+    Assignment,
     RoundState,
     TaskStatus,
     UpdateRejected,
@@ -136,6 +152,20 @@ def server_state_of(blob: bytes) -> ServerState:
     return ServerState(int(tensors["rounds"][0]), slots)
 
 
+def _summable(assignment: Assignment, screened: Screened) -> bool:
+    """Whether a survivor's masked input can be in the sum: it decoded, its keys did, and it is
+    the committed one (a worker rejected only for its reveal is summed like a silent one)."""
+    worker = assignment.worker
+    data = screened.masked_bytes.get(worker)
+    return (
+        worker in screened.masked
+        and worker in screened.adverts
+        and data is not None
+        and assignment.commitment is not None
+        and keccak256(data) == assignment.commitment.update_hash
+    )
+
+
 def _outcome(status: TaskStatus) -> Outcome:
     if status is TaskStatus.COMMITTED:
         return Outcome.ACCEPTED
@@ -187,8 +217,9 @@ class RoundAggregation:
         slash = config.rejected_slash
 
         trained: dict[bytes, Vector] = {}
+        screened = Screened()
         if config.secure_aggregation:
-            state = await self._check_masked(state, slash, now)
+            state, screened = await self._check_secure(state, params.shape[0], slash, now)
         else:
             uploads = await self._store.updates(state.job_id, state.round)
             for a in state.with_status(TaskStatus.COMMITTED):
@@ -208,7 +239,9 @@ class RoundAggregation:
         server_blob = await self._blob(previous.server_state if previous else None)
         server_state = server_state_of(server_blob) if server_blob else ServerState()
         if config.secure_aggregation:
-            combined = await self._combine_secure(state, params, server_state, closed_at, now)
+            combined = await self._combine_secure(
+                state, screened, params, server_state, closed_at, now
+            )
             if combined is None:
                 return state, None
         else:
@@ -285,6 +318,7 @@ class RoundAggregation:
     async def _combine_secure(
         self,
         state: RoundState,
+        screened: Screened,
         params: Vector,
         server_state: ServerState,
         closed_at: int,
@@ -296,22 +330,27 @@ class RoundAggregation:
         if not committed:
             return params, server_state, {}, "no accepted update: the model is kept unchanged"
         config = self._context.config
-        survivors = set(await masked_inputs(self._store, state.job_id, state.round))
-        revealed = await reveal_senders(self._store, state.job_id, state.round)
-        if not survivors <= revealed and now <= closed_at + config.reveal_seconds:
-            return None
         samples = {
             a.worker.worker_id.hex(): float(a.commitment.num_samples if a.commitment else 0)
             for a in committed
         }
         scores = samples if any(samples.values()) else dict.fromkeys(samples, 1.0)
-        if any(a.worker in survivors for a in state.with_status(TaskStatus.SLASHED)):
-            note = "a masked input contradicted its commitment: the model is kept unchanged"
+        survivors = set(screened.masked_bytes)
+        if any(
+            a.worker in survivors and not _summable(a, screened)
+            for a in state.with_status(TaskStatus.SLASHED)
+        ):
+            # The survivors were published with it: the others revealed its self-mask, not the
+            # key its pairwise masks need, so the sum cannot be had without its input.
+            note = "a rejected masked input is among the survivors: the model is kept unchanged"
             return params, server_state, scores, note
+        revealed = await reveal_senders(self._store, state.job_id, state.round)
+        if not survivors <= revealed and now <= closed_at + config.reveal_seconds:
+            return None
         try:
             secagg = secagg_config(config, state.job_id, state.round, len(state.assignments))
             workers = [a.worker for a in state.assignments]
-            secure = await unmask(self._store, secagg, state.job_id, state.round, workers)
+            secure = await unmask(self._store, secagg, state.job_id, state.round, workers, screened)
             weighted = secure.decode(secagg.fixed_point)
             strategy = build_strategy(config)
             result = strategy.aggregate_sum(params, weighted, secure.total_weight, server_state)
@@ -344,11 +383,16 @@ class RoundAggregation:
         except BlobStoreError:
             return None
 
-    async def _check_masked(self, state: RoundState, slash: int, now: int) -> RoundState:
-        masked = await masked_inputs(self._store, state.job_id, state.round)
+    async def _check_secure(
+        self, state: RoundState, length: int, slash: int, now: int
+    ) -> tuple[RoundState, Screened]:
+        """Reject each committed worker whose masked input is missing or not the committed one,
+        or whose keys, masked input or reveal do not decode; the messages, decoded."""
+        workers = [a.worker for a in state.assignments]
+        screened = await screen(self._store, state.job_id, state.round, workers, length)
         for a in state.with_status(TaskStatus.COMMITTED):
             assert a.commitment is not None
-            data = masked.get(a.worker)
+            data = screened.masked_bytes.get(a.worker)
             if data is None:
                 reason = "the committed masked input was never uploaded"
             elif keccak256(data) != a.commitment.update_hash:
@@ -356,10 +400,12 @@ class RoundAggregation:
                     f"masked input hashes to {keccak256(data).hex()}, the chain commitment is "
                     f"{a.commitment.update_hash.hex()}"
                 )
+            elif a.worker in screened.faults:
+                reason = screened.faults[a.worker]
             else:
                 continue
             state = await self._reject(state, a.worker, reason, slash, now)
-        return state
+        return state, screened
 
     async def _challenge(
         self,

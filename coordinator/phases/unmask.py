@@ -8,19 +8,29 @@ open), masked inputs and reveals, and learns the sum. Client ids are worker ids 
 
 The bytes of every message and the round's parameters are those of
 :mod:`fedrelay.protocol.secagg.wire`, which the worker SDK writes with.
+
+Every message is decoded on its own first (:func:`screen`): keys that are not 64 bytes, a masked
+input that is not a canonical blob of the two tensors or whose vector does not have the model's
+length, a reveal that is not the expected JSON, is its sender's fault with the reason, never an
+error of the whole round. The unmasking then runs on the messages that decoded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from fedrelay.ports.coordinator_store import CoordinatorRepository
+from fedrelay.protocol.blobs import BlobError, decode_blob
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.secagg import (
+    KeyAdvert,
+    MaskedInput,
     SecAggConfig,
     SecureAggregationError,
     SecureSum,
+    UnmaskResponse,
     unmask_sum,
 )
 from fedrelay.protocol.secagg.messages import SecAggStage
@@ -61,36 +71,118 @@ async def reveal_senders(
     return set(await repository.secagg(job_id, round_number, SecAggStage.REVEALS))
 
 
+@dataclass(frozen=True)
+class Screened:
+    """A round's secure-aggregation messages, each decoded on its own.
+
+    Attributes:
+        adverts: The keys that decoded, per worker.
+        masked: The masked inputs that decoded with the model's length, per worker.
+        masked_bytes: Every stored masked input as sent, per worker (the survivors).
+        reveals: The reveals that decoded, per worker.
+        faults: Per worker whose message did not decode: which message and why (the first).
+    """
+
+    adverts: dict[WorkerRef, KeyAdvert] = field(default_factory=dict)
+    masked: dict[WorkerRef, MaskedInput] = field(default_factory=dict)
+    masked_bytes: dict[WorkerRef, bytes] = field(default_factory=dict)
+    reveals: dict[WorkerRef, UnmaskResponse] = field(default_factory=dict)
+    faults: dict[WorkerRef, str] = field(default_factory=dict)
+
+
+def _masked_input(sender: str, data: bytes, length: int) -> MaskedInput:
+    """Decode one masked input; a :class:`SecureAggregationError` saying why it is refused."""
+    try:
+        decode_blob(data)
+    except BlobError as exc:
+        raise SecureAggregationError(
+            f"masked input is not a canonical tensor blob: {exc}"
+        ) from None
+    try:
+        masked = decode_masked(sender, data)
+    except (ValueError, TypeError, OverflowError):  # e.g. a non-finite num_examples
+        raise SecureAggregationError(f"masked input of {sender} is malformed") from None
+    if masked.vector.shape != (length,):
+        raise SecureAggregationError(
+            f"masked input has shape {masked.vector.shape}, the model has {length} parameters"
+        )
+    if masked.num_examples < 0:
+        raise SecureAggregationError(f"masked input counts {masked.num_examples} examples")
+    return masked
+
+
+async def screen(
+    repository: CoordinatorRepository,
+    job_id: int,
+    round_number: int,
+    workers: Sequence[WorkerRef],
+    length: int,
+) -> Screened:
+    """Decode each of the round's stored keys, masked inputs and reveals on its own.
+
+    Args:
+        repository: Where the API stored the round's messages.
+        job_id: The job.
+        round_number: The round.
+        workers: The round's assigned workers (messages of anyone else are ignored).
+        length: The model's number of parameters (every masked vector's length).
+
+    Returns:
+        What decoded, and the reason for each worker whose message did not.
+    """
+    screened = Screened()
+    keys = await repository.secagg(job_id, round_number, SecAggStage.KEYS)
+    masked = await masked_inputs(repository, job_id, round_number)
+    reveals = await repository.secagg(job_id, round_number, SecAggStage.REVEALS)
+    for worker in workers:
+        sender = client_id(worker.worker_id)
+        if worker in masked:
+            screened.masked_bytes[worker] = masked[worker]
+        try:
+            if worker in keys:
+                screened.adverts[worker] = decode_keys(sender, keys[worker])
+            if worker in masked:
+                screened.masked[worker] = _masked_input(sender, masked[worker], length)
+            if worker in reveals:
+                screened.reveals[worker] = decode_reveal(sender, reveals[worker])
+        except SecureAggregationError as exc:
+            screened.faults[worker] = f"secure aggregation message refused: {exc}"
+    return screened
+
+
 async def unmask(
     repository: CoordinatorRepository,
     config: SecAggConfig,
     job_id: int,
     round_number: int,
     workers: Sequence[WorkerRef],
+    screened: Screened,
 ) -> SecureSum:
-    """The round's secure sum from the messages stored by the API.
+    """The round's secure sum from the messages that decoded.
+
+    A worker whose keys did not decode is not on the roster (and its masked input is left out);
+    one whose reveal did not decode is a survivor that did not reveal, covered by the others'
+    shares down to the threshold.
 
     Args:
-        repository: Where the API stored the round's messages.
+        repository: Where the API stored the round's sealed shares.
         config: The round's secure-aggregation parameters.
         job_id: The job.
         round_number: The round.
         workers: The round's assigned workers.
+        screened: The round's messages, decoded (:func:`screen`).
 
     Raises:
-        SecureAggregationError: Messages are malformed or inconsistent.
+        SecureAggregationError: Messages are inconsistent.
         RecoveryFailed: Too few reveals to remove the masks.
     """
-    keys = await repository.secagg(job_id, round_number, SecAggStage.KEYS)
-    adverts = [decode_keys(client_id(w.worker_id), keys[w]) for w in workers if w in keys]
+    adverts = [screened.adverts[w] for w in workers if w in screened.adverts]
     shared: set[str] = set()
     for recipient in workers:
         found = await repository.secagg(job_id, round_number, SecAggStage.SHARES, recipient)
         shared.update(client_id(sender.worker_id) for sender in found)
-    masked_raw = await masked_inputs(repository, job_id, round_number)
-    masked = [decode_masked(client_id(w.worker_id), data) for w, data in masked_raw.items()]
-    reveals = await repository.secagg(job_id, round_number, SecAggStage.REVEALS)
-    responses = [decode_reveal(client_id(w.worker_id), data) for w, data in reveals.items()]
+    masked = [m for w, m in screened.masked.items() if w in screened.adverts]
+    responses = list(screened.reveals.values())
     # A worker that sent masked input has completed the share phase, even when it had no
     # neighbour to send a share to (alone in its round).
     shared |= {m.client_id for m in masked}
