@@ -15,7 +15,7 @@ import pytest
 from solders.keypair import Keypair
 
 from fedrelay.adapters.blobstore import POSTER, FileBlobStore, blob_name, worker_domain
-from fedrelay.adapters.ledger import create_engine, upgrade
+from fedrelay.adapters.ledger import create_engine
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.coordinator.api import ApiSettings, create_app
 from fedrelay.coordinator.api.dependencies import BLOB_HEADER_SLACK, MODEL_FACTOR, UploadRate
@@ -69,13 +69,6 @@ class Api:
 
     async def set_phase(self, phase: Phase) -> None:
         await self.repository.save_round(replace(self.state, phase=phase))
-
-
-@pytest.fixture(scope="module")
-def migrated_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ledger") / "template.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
 
 
 @pytest.fixture(params=["memory", "ledger"])

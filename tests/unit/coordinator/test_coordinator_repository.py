@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedrelay.adapters.ledger import create_engine, upgrade
+from fedrelay.adapters.ledger import create_engine
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.ports.coordinator_store import Conflict, CoordinatorRepository
@@ -32,13 +32,6 @@ A = WorkerRef(4, bytes(12) + b"\xaa" * 20)
 B = WorkerRef(1, b"\xbb" * 32)
 POLICY = RoundPolicy(total_rounds=3, min_updates=1, challenge_window=60, slash_missing=True)
 JOB = 2**40 + 5
-
-
-@pytest.fixture(scope="module")
-def migrated_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ledger") / "template.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
 
 
 @pytest.fixture

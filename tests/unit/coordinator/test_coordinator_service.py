@@ -8,10 +8,8 @@ API client and answer challenges. The clock is a FakeClock: deadlines pass when 
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,8 +18,6 @@ from prometheus_client import CollectorRegistry
 from support.simulated_worker import SimulatedWorker
 
 from fedrelay.adapters.blobstore import MemoryBlobStore
-from fedrelay.adapters.ledger import create_engine, upgrade
-from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, ServerState, fedavg
 from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
@@ -105,13 +101,6 @@ class World:
         )
 
 
-@pytest.fixture(scope="module")
-def migrated_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ledger") / "template.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
 async def make_world(store: CoordinatorStore, config: JobConfig) -> AsyncIterator[World]:
     clock = FakeClock()
     market = FakeJobMarket(clock, challenge_window=WINDOW)
@@ -123,19 +112,6 @@ async def make_world(store: CoordinatorStore, config: JobConfig) -> AsyncIterato
     yield world
     for client in world.clients:
         await client.aclose()
-
-
-@pytest.fixture(params=["memory", "ledger"])
-async def store(
-    request: pytest.FixtureRequest, migrated_ledger: Path, tmp_path: Path
-) -> AsyncIterator[CoordinatorStore]:
-    if request.param == "memory":
-        yield MemoryCoordinatorStore()
-        return
-    shutil.copyfile(migrated_ledger, tmp_path / "ledger.db")
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
-    yield LedgerCoordinatorStore(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

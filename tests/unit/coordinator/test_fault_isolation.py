@@ -14,10 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import shutil
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,11 +25,8 @@ from prometheus_client import CollectorRegistry
 from support.simulated_worker import Malformation, SimulatedWorker
 
 from fedrelay.adapters.blobstore import MemoryBlobStore
-from fedrelay.adapters.ledger import create_engine, upgrade
-from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.coordinator.aggregation import ParameterLayout
 from fedrelay.coordinator.api import create_app
-from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.coordinator.metrics import CoordinatorMetrics, coordinator_metrics
 from fedrelay.coordinator.phases import aggregate as aggregate_phase
 from fedrelay.coordinator.phases.aggregate import RoundAggregation
@@ -144,26 +139,6 @@ class World:
     def outcome(self, job_id: int, worker: WorkerRef) -> tuple[Outcome, int, int]:
         _, results = self.market.proposals[(job_id, 0)]
         return next((r.outcome, r.reward, r.slash) for r in results if r.worker == worker)
-
-
-@pytest.fixture(scope="module")
-def migrated_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ledger") / "template.db"
-    upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
-@pytest.fixture(params=["memory", "ledger"])
-async def store(
-    request: pytest.FixtureRequest, migrated_ledger: Path, tmp_path: Path
-) -> AsyncIterator[CoordinatorStore]:
-    if request.param == "memory":
-        yield MemoryCoordinatorStore()
-        return
-    shutil.copyfile(migrated_ledger, tmp_path / "ledger.db")
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
-    yield LedgerCoordinatorStore(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

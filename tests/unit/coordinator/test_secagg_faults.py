@@ -21,12 +21,10 @@ from test_coordinator_service import (  # the world of the coordinator service t
     WINDOW,
     World,
     make_world,
-    migrated_ledger,  # noqa: F401
     phase_of,
     register,
     results_by_worker,
     step_until,
-    store,  # noqa: F401
     tiny_config,
 )
 
@@ -45,7 +43,7 @@ BadMasked = Literal["not-a-blob", "short-vector"]
 
 
 @pytest.fixture
-async def world(store: CoordinatorStore) -> AsyncIterator[World]:  # noqa: F811
+async def world(store: CoordinatorStore) -> AsyncIterator[World]:
     config = tiny_config(secure_aggregation=True, secagg_threshold=2, challenge_rate=0.0)
     async for w in make_world(store, config):
         yield w
