@@ -96,6 +96,11 @@ class Running:
                 self.process.kill()
         return self.process.wait()
 
+    def stopped_log(self) -> str:
+        """Stop the process (:meth:`stop`) and return its whole log."""
+        self.stop()
+        return self.log.read_text(errors="replace")
+
 
 def _spawn(argv: list[str], env: dict[str, str], log: Path, port: int) -> Running:
     with log.open("wb") as sink:

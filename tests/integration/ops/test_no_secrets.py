@@ -12,7 +12,6 @@ output is collected and searched for each secret; each still names the endpoint,
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from ops_support import FEDRELAY
+from ops_support import FEDRELAY, Running
 
 from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.process import free_port, wait_until
@@ -113,40 +112,17 @@ def chains_file(workdir: Path, port: int) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class Process:
-    child: subprocess.Popen[bytes]
-    log: Path
-    port: int
-
-    def get(self, path: str) -> httpx.Response | None:
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=10)
-        except httpx.TransportError:
-            return None
-
-    def stop(self) -> str:
-        if self.child.poll() is None:
-            self.child.send_signal(signal.SIGTERM)
-            try:
-                self.child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.child.kill()
-                self.child.wait()
-        return self.log.read_text(errors="replace")
-
-
 @pytest.fixture
-def spawn() -> Iterator[list[Process]]:
-    started: list[Process] = []
+def spawn() -> Iterator[list[Running]]:
+    started: list[Running] = []
     yield started
     for process in started:
         process.stop()
 
 
 def start(
-    args: list[str], env: dict[str, str], log: Path, port: int, started: list[Process]
-) -> Process:
+    args: list[str], env: dict[str, str], log: Path, port: int, started: list[Running]
+) -> Running:
     with log.open("wb") as sink:
         child = subprocess.Popen(
             [str(FEDRELAY), *args],
@@ -154,12 +130,12 @@ def start(
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    process = Process(child, log, port)
+    process = Running(child, log, port)
     started.append(process)
     return process
 
 
-def probe_failing(process: Process, failing: str, outputs: Outputs, name: str) -> None:
+def probe_failing(process: Running, failing: str, outputs: Outputs, name: str) -> None:
     """Wait for ``/readyz`` to report `failing` down; keep all three answers as outputs."""
     answers: list[httpx.Response] = []
 
@@ -173,7 +149,7 @@ def probe_failing(process: Process, failing: str, outputs: Outputs, name: str) -
 
     try:
         wait_until(failed, 120, f"{name} /readyz to report {failing} down", 0.2,
-                   lambda: process.child.poll() is None)  # fmt: skip
+                   process.alive)  # fmt: skip
     except (TimeoutError, ChildProcessError) as exc:
         raise AssertionError(f"{exc}\n{process.log.read_text()[-4000:]}") from None
     readyz = answers[-1]
@@ -207,7 +183,7 @@ def test_relayer_start_failure_names_the_endpoint_without_its_key(
 
 
 def test_relayer_health_with_a_failing_database(
-    tmp_path: Path, postgres: Postgres, secret_role: str, outputs: Outputs, spawn: list[Process]
+    tmp_path: Path, postgres: Postgres, secret_role: str, outputs: Outputs, spawn: list[Running]
 ) -> None:
     port = free_port()
     env = {
@@ -218,7 +194,7 @@ def test_relayer_health_with_a_failing_database(
     }
     process = start(["relayer", "run", "--stage", "route"], env, tmp_path / "r.log", port, spawn)
     probe_failing(process, "database", outputs, "relayer")
-    log = outputs.add("relayer log", process.stop())
+    log = outputs.add("relayer log", process.stopped_log())
     assert "readiness check database fails" in log  # the reason is logged, redacted
 
 
@@ -230,7 +206,7 @@ def contracts() -> None:
 
 @pytest.mark.usefixtures("contracts")
 def test_coordinator_health_with_failing_chain_and_database(
-    tmp_path: Path, postgres: Postgres, secret_role: str, outputs: Outputs, spawn: list[Process]
+    tmp_path: Path, postgres: Postgres, secret_role: str, outputs: Outputs, spawn: list[Running]
 ) -> None:
     key = tmp_path / "aggregator.key"
     key.write_text(AGGREGATOR_KEY + "\n")
@@ -250,7 +226,7 @@ def test_coordinator_health_with_failing_chain_and_database(
     process = start(argv, env, tmp_path / "c.log", port, spawn)
     probe_failing(process, "chain", outputs, "coordinator")
     probe_failing(process, "database", outputs, "coordinator")
-    log = outputs.add("coordinator log", process.stop())
+    log = outputs.add("coordinator log", process.stopped_log())
     assert "readiness check chain fails" in log
     assert f"port={closed}" in log or f"127.0.0.1:{closed}" in log  # the endpoint is named
     assert "/v3/***?apikey=***" in log  # its path and query, masked
