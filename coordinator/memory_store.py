@@ -37,6 +37,7 @@ class MemoryCoordinatorStore:
         self._registered: list[WorkerRef] = []
         self._reports: dict[tuple[int, int], RoundReport] = {}
         self._nonces = NonceRegistry()
+        self._stakes: dict[WorkerRef, tuple[int, int]] = {}
 
     async def is_registered(self, worker: WorkerRef) -> bool:
         """See :meth:`CoordinatorRepository.is_registered`."""
@@ -140,6 +141,18 @@ class MemoryCoordinatorStore:
     async def workers(self) -> list[WorkerRef]:
         """See :meth:`CoordinatorStore.workers`."""
         return list(self._registered)
+
+    async def record_stake(self, worker: WorkerRef, stake: int, nonce: int) -> bool:
+        """See :meth:`CoordinatorStore.record_stake`."""
+        known = self._stakes.get(worker)
+        if (known is not None and nonce <= known[1]) or (known is not None and nonce == 0):
+            return False
+        self._stakes[worker] = (stake, nonce)
+        return True
+
+    async def stakes(self) -> dict[WorkerRef, int]:
+        """See :meth:`CoordinatorStore.stakes`."""
+        return {worker: stake for worker, (stake, _) in self._stakes.items()}
 
     async def active_jobs(self) -> list[int]:
         """See :meth:`CoordinatorStore.active_jobs`."""

@@ -8,8 +8,8 @@ The algorithm (version 1), with every integer big-endian and ``||`` concatenatio
    different draw would have to give up the block. (Where one sequencer produces every block,
    it could grind the hash; such a deployment should take the seed from a beacon instead.)
 2. **Candidates.** Every worker registered as of that block, on any worker chain the job allows,
-   whose stake (8 decimals, as WORKER_REGISTERED reports it) is positive and at least the job's
-   minimum.
+   whose current stake (8 decimals, as the coordinator chain reports it: WORKER_REGISTERED, then
+   every STAKE_CHANGED from its worker chain) is positive and at least the job's minimum.
    Candidates are put in canonical order: ascending ``worker_id = keccak256(u16 chain || key)``,
    compared as bytes, so the order does not depend on how the list was gathered.
 3. **Draws.** For draw ``i = 0, 1, ..., k-1``: let ``T`` be the total stake of the candidates not

@@ -3,9 +3,12 @@
 Each :meth:`CoordinatorService.step`:
 
 1. **follows** the chain from the stored cursor: ``JobPosted`` opens a job, ``WorkerRegistered``
-   registers a worker, ``UpdateReceived`` records a commitment, ``RoundChallenged`` reopens
+   registers a worker (and records its stake if none is known yet), ``StakeChanged`` records
+   the worker's current stake (newer nonces only) and, for TASK_REFUSED, drops the refused task
+   with no fault, ``UpdateReceived`` records a commitment, ``RoundChallenged`` reopens
    aggregation, ``RoundSettled`` closes the round and opens the next (its block seeds the next
-   draw); the cursor advances after each batch of blocks;
+   draw), ``SlashDisputed`` is answered with the slash's evidence
+   (:mod:`fedrelay.coordinator.evidence`); the cursor advances after each batch of blocks;
 2. **advances** every active job one phase where it can (:mod:`fedrelay.protocol.rounds`):
    POSTED draws workers (:mod:`fedrelay.coordinator.selection`) and calls ``assignTasks``;
    COLLECTING
@@ -49,6 +52,7 @@ from opentelemetry import trace
 from sqlalchemy.exc import SQLAlchemyError
 
 from fedrelay.coordinator.errors import CoordinatorServiceError, JobUnusable
+from fedrelay.coordinator.evidence import answer_dispute
 from fedrelay.coordinator.metrics import CoordinatorMetrics, coordinator_metrics
 from fedrelay.coordinator.phases.aggregate import RoundAggregation, aggregate
 from fedrelay.coordinator.phases.assign import assign, confirm_assignment
@@ -66,6 +70,10 @@ from fedrelay.ports.coordinator_chain import (
     JobPosted,
     RoundChallenged,
     RoundSettled,
+    SlashDisputed,
+    StakeChanged,
+    StakeReason,
+    TaskRefused,
     UpdateArrived,
     WorkerJoined,
 )
@@ -81,10 +89,14 @@ from fedrelay.protocol.rounds import (
     RoundEvent,
     RoundState,
     SettlementConfirmed,
+    TaskStatus,
+    WorkerRef,
     apply,
     open_job,
 )
+from fedrelay.protocol.rounds import TaskRefused as RefusedByWorkerChain
 from fedrelay.protocol.tracing import round_attributes, round_context
+from fedrelay.protocol.wormhole import task_id
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("fedrelay.coordinator")
@@ -281,6 +293,13 @@ class CoordinatorService:
         match event:
             case WorkerJoined():
                 await self._store.register_worker(event.worker)
+                await self._store.record_stake(event.worker, event.stake, 0)
+            case StakeChanged():
+                await self._stake_changed(event)
+            case TaskRefused():
+                await self._refused(event.job_id, event.round, event.worker, event.timestamp)
+            case SlashDisputed():
+                await answer_dispute(self._keeper, event)
             case JobPosted():
                 await self._open(event)
             case UpdateArrived():
@@ -291,6 +310,51 @@ class CoordinatorService:
                 )
             case RoundSettled():
                 await self._settled(event)
+
+    async def _stake_changed(self, event: StakeChanged) -> None:
+        if await self._store.record_stake(event.worker, event.stake, event.nonce):
+            log.info(
+                "worker %s on chain %d: stake %d (%s, nonce %d)",
+                event.worker.key.hex(),
+                event.worker.chain,
+                event.stake,
+                event.reason.name,
+                event.nonce,
+            )
+        if event.reason is StakeReason.TASK_REFUSED:
+            found = await self._task_of(event.worker, event.task_id)
+            if found is None:
+                log.info("TASK_REFUSED for unknown task %s ignored", event.task_id.hex())
+                return
+            await self._refused(*found, event.worker, event.timestamp)
+
+    async def _task_of(self, worker: WorkerRef, task: bytes) -> tuple[int, int] | None:
+        """The (job, round) of ``worker``'s task ``task`` among the active rounds."""
+        for job_id in await self._store.active_jobs():
+            state = await self._store.get_round(job_id)
+            if state is None:
+                continue
+            if task_id(job_id, state.round, worker.chain, worker.key) == task:
+                return job_id, state.round
+        return None
+
+    async def _refused(self, job_id: int, round_number: int, worker: WorkerRef, at: int) -> None:
+        """The worker chain refused ``worker``'s task: DROPPED with no fault (never slashed)."""
+        state = await self._store.get_round(job_id, round_number)
+        if state is None or all(a.worker != worker for a in state.assignments):
+            return
+        if state.assignment(worker).status is TaskStatus.DROPPED:
+            return
+        reason = "refused by its worker chain: the worker's stake no longer met the job's terms"
+        await self._transition(
+            job_id, round_number, RefusedByWorkerChain(round_number, worker, reason, at)
+        )
+        log.info(
+            "job %d round %d: worker %s's task refused by its chain; dropped, not slashed",
+            job_id,
+            round_number,
+            worker.key.hex(),
+        )
 
     async def _open(self, event: JobPosted) -> None:
         if await self._store.get_round(event.job_id) is not None:
@@ -307,7 +371,7 @@ class CoordinatorService:
         window = await self._chain.challenge_window()
         state = open_job(
             job.job_id,
-            context.config.policy(job.num_rounds, window),
+            context.config.policy(job.num_rounds, window, job.missed_slash),
             job.model_hash,
             at=event.timestamp,
             first_round=job.current_round,

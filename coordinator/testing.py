@@ -14,7 +14,7 @@ Simulated workers, which talk to the HTTP API as a worker does, are test support
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fedrelay.ports.coordinator_chain import (
     BlockRef,
@@ -27,12 +27,15 @@ from fedrelay.ports.coordinator_chain import (
     JobPosted,
     RoundChallenged,
     RoundSettled,
+    SlashDisputed,
+    StakeChanged,
+    StakeReason,
     UpdateArrived,
     WorkerJoined,
     WorkerResult,
 )
-from fedrelay.protocol.rounds import WorkerRef
-from fedrelay.protocol.wormhole import Task, keccak256
+from fedrelay.protocol.rounds import Fault, WorkerRef
+from fedrelay.protocol.wormhole import Outcome, Task, keccak256, task_id
 
 
 class FakeClock:
@@ -80,6 +83,9 @@ class FakeJobMarket:
         self.proposals: dict[tuple[int, int], tuple[bytes, tuple[WorkerResult, ...]]] = {}
         self.finalize_calls = 0
         self.settled: list[tuple[int, int]] = []
+        self.nonces: dict[WorkerRef, int] = {}
+        self.refused: set[tuple[int, int, WorkerRef]] = set()
+        self.disputes: dict[tuple[int, int, WorkerRef], bytes | None] = {}
         self._mine()
 
     def _mine(self) -> BlockRef:
@@ -104,6 +110,8 @@ class FakeJobMarket:
         reward_per_round: int,
         min_stake: int = 1,
         worker_chains: tuple[int, ...] = (4,),
+        rejected_slash: int = 0,
+        missed_slash: int = 0,
     ) -> int:
         """Post a job (as a poster would); returns its id."""
         job_id = len(self.jobs) + 1
@@ -119,6 +127,8 @@ class FakeJobMarket:
                 config_hash,
                 reward_per_round,
                 worker_chains,
+                rejected_slash=rejected_slash,
+                missed_slash=missed_slash,
             )
         )
         block = self._mine()
@@ -130,6 +140,44 @@ class FakeJobMarket:
         self.stakes[worker] = stake
         block = self._mine()
         self.log.append(WorkerJoined(worker, stake, block.number, block.timestamp))
+
+    def change_stake(
+        self,
+        worker: WorkerRef,
+        stake: int,
+        reason: StakeReason = StakeReason.WITHDRAWN,
+        task: bytes = bytes(32),
+        *,
+        nonce: int | None = None,
+    ) -> None:
+        """Deliver a STAKE_CHANGED (as the relayer would); an older nonce is ignored."""
+        nonce = self.nonces.get(worker, 0) + 1 if nonce is None else nonce
+        if nonce > self.nonces.get(worker, 0):
+            self.nonces[worker] = nonce
+            self.stakes[worker] = stake
+        if reason is StakeReason.TASK_REFUSED:
+            for job_id, round_number, assigned in self.tasks:
+                if assigned == worker and task_id(
+                    job_id, round_number, worker.chain, worker.key
+                ) == task:
+                    self.refused.add((job_id, round_number, worker))
+        block = self._mine()
+        self.log.append(
+            StakeChanged(worker, stake, nonce, reason, task, block.number, block.timestamp)
+        )
+
+    def dispute(self, job_id: int, round_number: int, worker: WorkerRef) -> None:
+        """The worker disputes its slash (as its payout address would)."""
+        _, results = self.proposals[(job_id, round_number)]
+        if not any(r.worker == worker and r.outcome is Outcome.SLASHED for r in results):
+            raise ChainError("NotSlashed")
+        self.disputes[(job_id, round_number, worker)] = None
+        block = self._mine()
+        self.log.append(
+            SlashDisputed(
+                job_id, round_number, worker, block.timestamp + 3600, block.number, block.timestamp
+            )
+        )
 
     def commit(
         self,
@@ -209,6 +257,20 @@ class FakeJobMarket:
         """See :meth:`CoordinatorChain.stake`."""
         return self.stakes.get(worker, 0)
 
+    async def dispute_open(self, job_id: int, round_number: int, worker: WorkerRef) -> bool:
+        """See :meth:`CoordinatorChain.dispute_open`."""
+        key = (job_id, round_number, worker)
+        return key in self.disputes and self.disputes[key] is None
+
+    async def answer_dispute(
+        self, job_id: int, round_number: int, worker: WorkerRef, evidence: bytes
+    ) -> None:
+        """See :meth:`CoordinatorChain.answer_dispute`."""
+        if not await self.dispute_open(job_id, round_number, worker):
+            raise ChainError("NoOpenDispute")
+        self.disputes[(job_id, round_number, worker)] = evidence
+        self._mine()
+
     async def max_batch(self, worker_chain: int) -> int:
         """See :meth:`CoordinatorChain.max_batch`."""
         return self._max_batch
@@ -255,6 +317,14 @@ class FakeJobMarket:
             raise ChainError("ResultCountMismatch")
         if sum(r.reward for r in results) > job.spec.reward_per_round:
             raise ChainError("RewardExceedsBudget")
+        for r in results:
+            slashed = r.outcome is Outcome.SLASHED
+            if slashed != (r.fault is not Fault.NONE) or slashed != (r.evidence != bytes(32)):
+                raise ChainError(f"InvalidResult {r.worker.key.hex()}: fault or evidence")
+            if (job_id, round_number, r.worker) in self.refused and r.outcome is not (
+                Outcome.DROPPED
+            ):
+                raise ChainError(f"InvalidResult {r.worker.key.hex()}: refused task not DROPPED")
         block = self._mine()
         job.rounds[round_number] = ChainRound(
             ChainRoundPhase.PROPOSED, current.assigned, block.timestamp + self._window, model_hash
@@ -273,17 +343,11 @@ class FakeJobMarket:
         )
         spec = job.spec
         following = spec.current_round + 1
-        job.spec = ChainJob(
-            spec.job_id,
-            following < spec.num_rounds,
-            spec.num_rounds,
-            following,
-            spec.workers_per_round,
-            spec.min_stake,
-            current.proposed_model_hash,
-            spec.config_hash,
-            spec.reward_per_round,
-            spec.worker_chains,
+        job.spec = replace(
+            spec,
+            open=following < spec.num_rounds,
+            current_round=following,
+            model_hash=current.proposed_model_hash,
         )
         block = self._mine()
         self.settled.append((job_id, round_number))

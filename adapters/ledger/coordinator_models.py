@@ -29,13 +29,17 @@ from fedrelay.adapters.ledger.models import U64, Base, utcnow
 
 
 class CoordinatorWorker(Base):
-    """A worker key registered on its chain (as WORKER_REGISTERED reported it)."""
+    """A worker key registered on its chain (as WORKER_REGISTERED reported it), with the stake
+    the coordinator chain last reported for it (``stake_nonce`` 0: from WORKER_REGISTERED, else
+    the nonce of the STAKE_CHANGED that set it; NULL stake: none reported yet)."""
 
     __tablename__ = "coordinator_workers"
 
     chain: Mapped[int] = mapped_column(Integer, primary_key=True)
     worker_key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stake: Mapped[int | None] = mapped_column(U64)
+    stake_nonce: Mapped[int] = mapped_column(U64, default=0, server_default="0")
 
 
 class CoordinatorRound(Base):
@@ -79,6 +83,8 @@ class CoordinatorTask(Base):
     status: Mapped[str] = mapped_column(String(24))
     slash: Mapped[int] = mapped_column(U64)
     reason: Mapped[str] = mapped_column(Text)
+    fault: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    evidence: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     update_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     transcript_root: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     num_samples: Mapped[int | None] = mapped_column(BigInteger)

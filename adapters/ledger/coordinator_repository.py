@@ -34,6 +34,7 @@ from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
 from fedrelay.protocol.rounds import (
     Assignment,
     Commitment,
+    Fault,
     Phase,
     RoundPolicy,
     RoundState,
@@ -68,6 +69,8 @@ def _task_row(state: RoundState, assignment: Assignment) -> CoordinatorTask:
         status=assignment.status.value,
         slash=assignment.slash,
         reason=assignment.reason,
+        fault=int(assignment.fault),
+        evidence=assignment.evidence,
         update_hash=commitment.update_hash if commitment else None,
         transcript_root=commitment.transcript_root if commitment else None,
         num_samples=commitment.num_samples if commitment else None,
@@ -87,7 +90,14 @@ def _assignment(row: CoordinatorTask) -> Assignment:
             int(row.train_loss or 0),
         )
     return Assignment(
-        worker, int(row.shard), TaskStatus(row.status), commitment, int(row.slash), row.reason
+        worker,
+        int(row.shard),
+        TaskStatus(row.status),
+        commitment,
+        int(row.slash),
+        row.reason,
+        Fault(int(row.fault or 0)),
+        row.evidence,
     )
 
 

@@ -62,6 +62,34 @@ class LedgerCoordinatorStore(LedgerCoordinatorRepository):
             )
             return [WorkerRef(r.chain, r.worker_key) for r in rows]
 
+    async def record_stake(self, worker: WorkerRef, stake: int, nonce: int) -> bool:
+        """See :meth:`CoordinatorStore.record_stake` (one transaction; the row is locked)."""
+        async with self._sessions() as session, session.begin():
+            row = await session.get(
+                CoordinatorWorker, (worker.chain, worker.key), with_for_update=True
+            )
+            if row is None:
+                session.add(
+                    CoordinatorWorker(
+                        chain=worker.chain, worker_key=worker.key, stake=stake, stake_nonce=nonce
+                    )
+                )
+                return True
+            known = row.stake is not None
+            if (known and nonce == 0) or (nonce != 0 and nonce <= int(row.stake_nonce or 0)):
+                return False
+            row.stake = stake
+            row.stake_nonce = nonce
+            return True
+
+    async def stakes(self) -> dict[WorkerRef, int]:
+        """See :meth:`CoordinatorStore.stakes`."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(CoordinatorWorker).where(CoordinatorWorker.stake.is_not(None))
+            )
+            return {WorkerRef(r.chain, r.worker_key): int(r.stake or 0) for r in rows}
+
     async def active_jobs(self) -> list[int]:
         """See :meth:`CoordinatorStore.active_jobs`."""
         latest = (

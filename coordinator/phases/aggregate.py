@@ -54,6 +54,7 @@ from fedrelay.coordinator.aggregation import (
 )
 from fedrelay.coordinator.aggregation.configured import build_strategy
 from fedrelay.coordinator.errors import CoordinatorError, JobUnusable
+from fedrelay.coordinator.evidence import publish_evidence, with_evidence
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
 from fedrelay.coordinator.phases.unmask import (
     Screened,
@@ -81,6 +82,7 @@ from fedrelay.protocol.merkle import decode_proof
 from fedrelay.protocol.rounds import (
     AggregateProposed,
     Assignment,
+    Fault,
     RoundState,
     TaskStatus,
     UpdateRejected,
@@ -214,7 +216,7 @@ class RoundAggregation:
         model = {k: np.asarray(v, dtype=np.float32) for k, v in decoded.items()}
         layout = ParameterLayout.of(model)
         params = layout.flatten(model)
-        slash = config.rejected_slash
+        slash = self._context.job.rejected_slash  # the on-chain policy's amount
 
         trained: dict[bytes, Vector] = {}
         screened = Screened()
@@ -260,7 +262,7 @@ class RoundAggregation:
                 a.worker,
                 _outcome(a.status),
                 rewards.get(a.worker.worker_id.hex(), 0) if a.status is TaskStatus.COMMITTED else 0,
-                a.slash if a.status is TaskStatus.SLASHED else 0,
+                a.fault if a.status is TaskStatus.SLASHED else Fault.NONE,
             )
             for a in state.assignments
         ]
@@ -416,6 +418,7 @@ class RoundAggregation:
     ) -> tuple[RoundState, bool]:
         """Issue the round's challenges, replay the answers; True while answers are awaited."""
         config = self._context.config
+        slash = self._context.job.rejected_slash  # the on-chain policy's amount
         if config.challenge_rate <= 0 or report.seed is None:
             return state, False
         segments = config.training_config().segments
@@ -456,12 +459,12 @@ class RoundAggregation:
                     pending = True
                     continue
                 reason = f"did not answer the challenge of segment {draw.segment} in time"
-                state = await self._reject(state, a.worker, reason, config.rejected_slash, now)
+                state = await self._reject(state, a.worker, reason, slash, now)
                 continue
             verdict = await self._verdict(state, challenge, draw)
             if not verdict.accepted:
                 reason = f"challenge of segment {draw.segment} failed: {verdict.reason}"
-                state = await self._reject(state, a.worker, reason, config.rejected_slash, now)
+                state = await self._reject(state, a.worker, reason, slash, now)
         return state, pending
 
     async def _verdict(
@@ -561,10 +564,12 @@ async def aggregate(
         raise JobUnusable(str(exc)) from None
     if proposal is None:
         return state
+    state = await publish_evidence(keeper, state, now)
     model_hash = proposal.model_hash
     on_chain = await keeper.chain.round(state.job_id, state.round)
     if on_chain.phase is ChainRoundPhase.COLLECTING:
-        await keeper.chain.finalize_round(state.job_id, state.round, model_hash, proposal.results)
+        results = with_evidence(proposal.results, state)
+        await keeper.chain.finalize_round(state.job_id, state.round, model_hash, results)
     elif on_chain.phase is ChainRoundPhase.PROPOSED:
         model_hash = on_chain.proposed_model_hash  # proposed before a restart
     proposed = apply(state, AggregateProposed(state.round, model_hash, now))

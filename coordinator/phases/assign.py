@@ -1,7 +1,9 @@
 """The POSTED and ASSIGNING phases: draw the round's workers and assign their tasks on chain.
 
-The draw is seeded by the block that opened the round (:mod:`fedrelay.coordinator.selection`);
-a round with too few eligible workers waits for more. Tasks already assigned on chain are not
+The draw is seeded by the block that opened the round (:mod:`fedrelay.coordinator.selection`)
+and draws from the workers' current stakes as the service followed them on the coordinator chain
+(WORKER_REGISTERED, then every STAKE_CHANGED): a worker that unbonded, withdrew or was slashed
+below the job's minimum is not drawn. A round with too few eligible workers waits for more. Tasks already assigned on chain are not
 sent again, so a restarted coordinator repeats nothing.
 """
 
@@ -38,7 +40,8 @@ async def assign(
     report = await keeper.report(state)
     opening = await keeper.chain.block(report.opening_block)
     seed = round_seed(opening.hash, job.job_id, state.round)
-    candidates = [Candidate(w, await keeper.chain.stake(w)) for w in await keeper.store.workers()]
+    stakes = await keeper.store.stakes()
+    candidates = [Candidate(w, stakes.get(w, 0)) for w in await keeper.store.workers()]
     try:
         selection = select_workers(
             seed,

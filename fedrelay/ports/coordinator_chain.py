@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
-from fedrelay.protocol.rounds import WorkerRef
+from fedrelay.protocol.rounds import Fault, WorkerRef
 from fedrelay.protocol.wormhole import Outcome, Task
 
 
@@ -59,6 +59,59 @@ class WorkerJoined:
     timestamp: int
 
 
+class StakeReason(IntEnum):
+    """Why a worker's stake changed (STAKE_CHANGED's ``reason``)."""
+
+    STAKED = 1
+    UNBONDING = 2
+    WITHDRAWN = 3
+    SLASHED = 4
+    TASK_REFUSED = 5
+    TASK_RELEASED = 6
+
+
+@dataclass(frozen=True)
+class StakeChanged:
+    """STAKE_CHANGED reached the coordinator chain (JobMarket ``StakeChanged``).
+
+    ``stake`` is the worker's bonded stake now (8 decimals); ``nonce`` orders the changes of one
+    worker (an older one than the last applied is ignored); ``task_id`` names the task for
+    TASK_REFUSED and TASK_RELEASED (else 32 zero bytes).
+    """
+
+    worker: WorkerRef
+    stake: int
+    nonce: int
+    reason: StakeReason
+    task_id: bytes
+    block: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class TaskRefused:
+    """The worker chain refused a task (JobMarket ``TaskRefused``): its result must be DROPPED."""
+
+    job_id: int
+    round: int
+    worker: WorkerRef
+    block: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class SlashDisputed:
+    """A slashed worker disputed its slash (JobMarket ``SlashDisputed``); the aggregator must
+    answer with the evidence before ``answer_by`` (unix seconds) or the slash is reversed."""
+
+    job_id: int
+    round: int
+    worker: WorkerRef
+    answer_by: int
+    block: int
+    timestamp: int
+
+
 @dataclass(frozen=True)
 class UpdateArrived:
     """UPDATE_COMMITTED reached the coordinator chain (JobMarket ``UpdateReceived``)."""
@@ -92,12 +145,32 @@ class RoundSettled:
     timestamp: int
 
 
-ChainEvent = JobPosted | WorkerJoined | UpdateArrived | RoundChallenged | RoundSettled
+ChainEvent = (
+    JobPosted
+    | WorkerJoined
+    | StakeChanged
+    | TaskRefused
+    | UpdateArrived
+    | RoundChallenged
+    | RoundSettled
+    | SlashDisputed
+)
+
+
+class SlashMode(IntEnum):
+    """Where a job's slashed funds go (ROUND_SETTLED's ``slash_mode``)."""
+
+    TO_RECIPIENT = 0
+    TO_HONEST = 1
 
 
 @dataclass(frozen=True)
 class ChainJob:
-    """A job as the chain stores it."""
+    """A job as the chain stores it.
+
+    ``rejected_slash`` and ``missed_slash`` are the job's slash policy (8 decimals): the amount
+    the chain takes for a REJECTED or a MISSED fault. The coordinator only names the fault.
+    """
 
     job_id: int
     open: bool
@@ -109,6 +182,11 @@ class ChainJob:
     config_hash: bytes
     reward_per_round: int
     worker_chains: tuple[int, ...]
+    rejected_slash: int = 0
+    missed_slash: int = 0
+    slash_mode: SlashMode = SlashMode.TO_RECIPIENT
+    release_after: int = 0
+    progress_timeout: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,12 +213,17 @@ class ChainCommitment:
 
 @dataclass(frozen=True)
 class WorkerResult:
-    """One worker's outcome in ``finalizeRound``."""
+    """One worker's outcome in ``finalizeRound``.
+
+    ``fault`` is NONE unless the outcome is SLASHED; ``evidence`` is then the hash of the
+    published evidence blob (32 zero bytes otherwise). The chain takes the policy's amount.
+    """
 
     worker: WorkerRef
     outcome: Outcome
     reward: int = 0
-    slash: int = 0
+    fault: Fault = Fault.NONE
+    evidence: bytes = bytes(32)
 
 
 class CoordinatorChain(Protocol):
@@ -173,7 +256,17 @@ class CoordinatorChain(Protocol):
         ...
 
     async def stake(self, worker: WorkerRef) -> int:
-        """A registered worker's stake (8 decimals); 0 when unknown."""
+        """A registered worker's stake (8 decimals) as the chain holds it now; 0 when unknown."""
+        ...
+
+    async def dispute_open(self, job_id: int, round_number: int, worker: WorkerRef) -> bool:
+        """Whether ``worker``'s slash in the round is disputed and not yet answered."""
+        ...
+
+    async def answer_dispute(
+        self, job_id: int, round_number: int, worker: WorkerRef, evidence: bytes
+    ) -> None:
+        """``answerDispute``: answer a dispute of a slash with its evidence blob's hash."""
         ...
 
     async def max_batch(self, worker_chain: int) -> int:

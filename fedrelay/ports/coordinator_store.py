@@ -182,6 +182,23 @@ class CoordinatorStore(CoordinatorRepository, Protocol):
         """Every registered worker."""
         ...
 
+    async def record_stake(self, worker: WorkerRef, stake: int, nonce: int) -> bool:
+        """Record ``worker``'s stake as the coordinator chain reported it.
+
+        Nonce 0 is the stake WORKER_REGISTERED reported: it is recorded only for a worker
+        with no stake recorded yet (a worker registering again keeps its followed stake). A
+        STAKE_CHANGED nonce (1, 2, ...) is recorded only when it is above the stored one, so
+        an older change read late never undoes a newer one.
+
+        Returns:
+            Whether the stake was recorded.
+        """
+        ...
+
+    async def stakes(self) -> dict[WorkerRef, int]:
+        """The followed stake (8 decimals) of every worker with one recorded."""
+        ...
+
     async def active_jobs(self) -> list[int]:
         """Jobs whose latest round is not completed, ascending."""
         ...

@@ -10,6 +10,11 @@ it does not understand, or its replayed transcript would differ). The
 of a job trains with that one configuration on its own shard, and the coordinator replays a
 challenged segment with it (:attr:`JobConfig.training`).
 
+The slash policy is not here: it is part of the job on chain (``rejectedSlash`` and
+``missedSlash`` in JobMarket's JobSpec, set by ``fedrelay job post``), which alone decides the
+amounts, so there is one source of truth. A blob that still names ``rejected_slash``,
+``slash_missing`` or ``missing_slash`` is refused with a message saying where they went.
+
 Example (JSON)::
 
     {"version": 1, "seed": 7, "steps": 8, "checkpoint_every": 4, "batch_size": 16,
@@ -32,6 +37,9 @@ StrategyName = Literal[
     "fedavg", "fedavgm", "fedadam", "fedyogi", "median", "trimmed_mean", "krum", "multi_krum"
 ]
 _SECURE_STRATEGIES = {"fedavg", "fedavgm", "fedadam", "fedyogi"}
+
+
+_MOVED_TO_CHAIN = ("rejected_slash", "slash_missing", "missing_slash")
 
 
 class InvalidJobConfig(ValueError):
@@ -105,9 +113,6 @@ class JobConfig(_Part):
         replay_tolerance: Largest absolute replay difference accepted (None: bit-exact).
         collect_seconds: Time from assignment to the round's deadline.
         min_updates: Commitments needed to aggregate.
-        rejected_slash: Slash (8 decimals) of a worker whose update or transcript fails.
-        slash_missing: Whether a worker that misses the deadline is slashed.
-        missing_slash: That slash (8 decimals).
         sample_weight: Weight of sample counts against loss reduction in scores (0..1).
         model: The model architecture.
         data: The data set and its shards.
@@ -135,12 +140,22 @@ class JobConfig(_Part):
     replay_tolerance: float | None = Field(default=None, ge=0)
     collect_seconds: int = Field(default=300, ge=1)
     min_updates: int = Field(default=1, ge=1)
-    rejected_slash: int = Field(default=10**8, ge=0, lt=2**64)
-    slash_missing: bool = False
-    missing_slash: int = Field(default=0, ge=0, lt=2**64)
     sample_weight: float = Field(default=0.0, ge=0, le=1)
     model: ModelSpec = ModelSpec()
     data: DataSpec = DataSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_slash_amounts(cls, data: object) -> object:
+        if isinstance(data, dict):
+            moved = sorted(k for k in _MOVED_TO_CHAIN if k in data)
+            if moved:
+                raise ValueError(
+                    f"{', '.join(moved)} are no longer part of the job configuration: the slash "
+                    "policy is the job's on chain (fedrelay job post --rejected-slash "
+                    "--missed-slash)"
+                )
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -183,14 +198,24 @@ class JobConfig(_Part):
 
     # --- what follows from it ------------------------------------------------------------------
 
-    def policy(self, total_rounds: int, challenge_window: int = 0) -> RoundPolicy:
-        """The round policy of a job with ``total_rounds`` rounds."""
+    def policy(
+        self, total_rounds: int, challenge_window: int = 0, missed_slash: int = 0
+    ) -> RoundPolicy:
+        """The round policy of a job with ``total_rounds`` rounds.
+
+        Args:
+            total_rounds: The job's rounds.
+            challenge_window: Seconds a proposal stays open to challenge.
+            missed_slash: The job's on-chain slash for a missed deadline (8 decimals): a worker
+                that misses the deadline is slashed (fault MISSED) when it is above 0, else only
+                dropped.
+        """
         return RoundPolicy(
             total_rounds=total_rounds,
             min_updates=self.min_updates,
             challenge_window=challenge_window,
-            slash_missing=self.slash_missing,
-            missing_slash=self.missing_slash if self.slash_missing else 0,
+            slash_missing=missed_slash > 0,
+            missing_slash=missed_slash,
         )
 
     def training_config(self) -> TrainingConfig:

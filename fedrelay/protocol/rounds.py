@@ -17,6 +17,15 @@
 - AGGREGATING: updates are fetched, checked and replayed; a worker caught cheating is slashed
   (:class:`UpdateRejected`); the aggregate is proposed with ``finalizeRound``
   (:class:`AggregateProposed`).
+- A task its worker chain refused (the worker's stake no longer met the job's terms when the
+  TASK_ASSIGNED batch arrived, :class:`TaskRefused`) is DROPPED with no fault in any phase up to
+  the proposal: the chain accepts only that outcome for it, and the worker is never slashed
+  for it.
+
+Every slash names its fault (:class:`Fault`): REJECTED for an update or transcript that failed its
+checks, MISSED for a worker that missed the deadline under a policy that slashes for it; the
+amount is the job's on-chain policy for that fault, and ``evidence`` is the hash of the
+evidence blob the coordinator published for it (set before the proposal).
 - PROPOSED: the challenge window is open. A challenge sends the round back to AGGREGATING
   (:class:`ProposalChallenged`); after the window ``settleRound`` confirms it
   (:class:`SettlementConfirmed`).
@@ -31,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 from fedrelay.protocol.wormhole import Outcome, Settlement, worker_id
 
@@ -166,9 +175,28 @@ class Commitment:
         _uint("train_loss", self.train_loss, _U32)
 
 
+class Fault(IntEnum):
+    """Why a task is slashed (JobMarket's ``Result.fault``); NONE for every other outcome."""
+
+    NONE = 0
+    REJECTED = 1
+    MISSED = 2
+
+
 @dataclass(frozen=True)
 class Assignment:
-    """One worker's task in a round and what became of it."""
+    """One worker's task in a round and what became of it.
+
+    Attributes:
+        worker: The worker.
+        shard: The data shard it trains.
+        status: What became of the task.
+        commitment: Its UPDATE_COMMITTED, once it arrived.
+        slash: The policy's slash for its fault (8 decimals; informative: the chain computes it).
+        reason: Why it was dropped or slashed.
+        fault: The fault it is slashed for (NONE unless SLASHED).
+        evidence: The hash of the published evidence blob of its slash, once published.
+    """
 
     worker: WorkerRef
     shard: int
@@ -176,6 +204,8 @@ class Assignment:
     commitment: Commitment | None = None
     slash: int = 0
     reason: str = ""
+    fault: Fault = Fault.NONE
+    evidence: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +312,26 @@ class UpdateRejected:
 
 
 @dataclass(frozen=True)
+class TaskRefused:
+    """The worker chain refused the task (TASK_REFUSED): it is DROPPED with no fault."""
+
+    round: int
+    worker: WorkerRef
+    reason: str
+    at: int
+
+
+@dataclass(frozen=True)
+class EvidencePublished:
+    """The evidence blob of a slashed task was published (its hash)."""
+
+    round: int
+    worker: WorkerRef
+    evidence: bytes
+    at: int
+
+
+@dataclass(frozen=True)
 class AggregateProposed:
     """``finalizeRound`` was sent with the aggregate (AGGREGATING -> PROPOSED)."""
 
@@ -320,6 +370,8 @@ RoundEvent = (
     | CommitmentReceived
     | Tick
     | UpdateRejected
+    | TaskRefused
+    | EvidencePublished
     | AggregateProposed
     | ProposalChallenged
     | SettlementConfirmed
@@ -414,17 +466,32 @@ def _commit(state: RoundState, event: CommitmentReceived) -> RoundState:
         )
     committed = replace(assignment, status=TaskStatus.COMMITTED, commitment=event.commitment)
     assignments = _replace_assignment(state, committed)
-    everyone = all(a.status is TaskStatus.COMMITTED for a in assignments)
-    phase = Phase.AGGREGATING if everyone else Phase.COLLECTING
-    return replace(state, phase=phase, assignments=assignments, updated_at=event.at)
+    return replace(
+        state, phase=_collecting_phase(assignments), assignments=assignments, updated_at=event.at
+    )
+
+
+def _collecting_phase(assignments: tuple[Assignment, ...]) -> Phase:
+    """COLLECTING while a task may still commit; AGGREGATING once every task committed or was
+    refused (and at least one committed)."""
+    settled = all(a.status in (TaskStatus.COMMITTED, TaskStatus.DROPPED) for a in assignments)
+    anyone = any(a.status is TaskStatus.COMMITTED for a in assignments)
+    return Phase.AGGREGATING if settled and anyone else Phase.COLLECTING
 
 
 def _close_collection(state: RoundState, now: int) -> RoundState:
     policy = state.policy
     missing_status = TaskStatus.SLASHED if policy.slash_missing else TaskStatus.DROPPED
     missing_slash = policy.missing_slash if policy.slash_missing else 0
+    missing_fault = Fault.MISSED if policy.slash_missing else Fault.NONE
     assignments = tuple(
-        replace(a, status=missing_status, slash=missing_slash, reason="missed the deadline")
+        replace(
+            a,
+            status=missing_status,
+            slash=missing_slash,
+            fault=missing_fault,
+            reason="missed the deadline",
+        )
         if a.status is TaskStatus.ASSIGNED
         else a
         for a in state.assignments
@@ -461,9 +528,51 @@ def _reject(state: RoundState, event: UpdateRejected) -> RoundState:
     if not event.reason:
         raise InvalidRoundInput("a rejected update needs a reason")
     rejected = replace(
-        assignment, status=TaskStatus.SLASHED, slash=event.slash, reason=event.reason
+        assignment,
+        status=TaskStatus.SLASHED,
+        slash=event.slash,
+        reason=event.reason,
+        fault=Fault.REJECTED,
     )
     return replace(state, assignments=_replace_assignment(state, rejected), updated_at=event.at)
+
+
+def _refuse(state: RoundState, event: TaskRefused) -> RoundState:
+    assignment = state.assignment(event.worker)
+    if assignment.status is TaskStatus.DROPPED and assignment.fault is Fault.NONE:
+        return state  # refused (or dropped) already: the same refusal read twice
+    if assignment.status not in (TaskStatus.ASSIGNED, TaskStatus.SLASHED, TaskStatus.DROPPED):
+        raise InvalidTransition(
+            f"worker {event.worker.key.hex()}'s task is {assignment.status.value}; only a task "
+            "that never committed can have been refused"
+        )
+    refused = replace(
+        assignment,
+        status=TaskStatus.DROPPED,
+        slash=0,
+        fault=Fault.NONE,
+        evidence=None,
+        reason=event.reason or "refused by the worker chain",
+    )
+    assignments = _replace_assignment(state, refused)
+    phase = state.phase
+    if phase in (Phase.ASSIGNING, Phase.COLLECTING):
+        phase = _collecting_phase(assignments) if phase is Phase.COLLECTING else phase
+    return replace(state, phase=phase, assignments=assignments, updated_at=event.at)
+
+
+def _evidence(state: RoundState, event: EvidencePublished) -> RoundState:
+    assignment = state.assignment(event.worker)
+    if assignment.status is not TaskStatus.SLASHED:
+        raise InvalidTransition(
+            f"worker {event.worker.key.hex()}'s task is {assignment.status.value}; evidence is "
+            "published for a slash only"
+        )
+    _bytes32("evidence", event.evidence)
+    if event.evidence == bytes(32):
+        raise InvalidRoundInput("evidence must be a nonzero blob hash")
+    with_evidence = replace(assignment, evidence=event.evidence)
+    return replace(state, assignments=_replace_assignment(state, with_evidence))
 
 
 def _propose(state: RoundState, event: AggregateProposed) -> RoundState:
@@ -555,6 +664,12 @@ def apply(state: RoundState, event: RoundEvent) -> RoundState:
         case UpdateRejected():
             _expect(state, event, Phase.AGGREGATING)
             return _reject(state, event)
+        case TaskRefused():
+            _expect(state, event, Phase.ASSIGNING, Phase.COLLECTING, Phase.AGGREGATING)
+            return _refuse(state, event)
+        case EvidencePublished():
+            _expect(state, event, Phase.AGGREGATING)
+            return _evidence(state, event)
         case AggregateProposed():
             _expect(state, event, Phase.AGGREGATING)
             return _propose(state, event)
