@@ -59,9 +59,7 @@ def _challenge_record(challenge: Challenge) -> dict[str, Any]:
     }
 
 
-def evidence_blob(
-    state: RoundState, assignment: Assignment, challenges: list[Challenge]
-) -> bytes:
+def evidence_blob(state: RoundState, assignment: Assignment, challenges: list[Challenge]) -> bytes:
     """The canonical evidence of ``assignment``'s slash (compact JSON, sorted keys).
 
     Args:

@@ -157,9 +157,10 @@ class FakeJobMarket:
             self.stakes[worker] = stake
         if reason is StakeReason.TASK_REFUSED:
             for job_id, round_number, assigned in self.tasks:
-                if assigned == worker and task_id(
-                    job_id, round_number, worker.chain, worker.key
-                ) == task:
+                if (
+                    assigned == worker
+                    and task_id(job_id, round_number, worker.chain, worker.key) == task
+                ):
                     self.refused.add((job_id, round_number, worker))
         block = self._mine()
         self.log.append(

@@ -3,8 +3,8 @@
 The draw is seeded by the block that opened the round (:mod:`fedrelay.coordinator.selection`)
 and draws from the workers' current stakes as the service followed them on the coordinator chain
 (WORKER_REGISTERED, then every STAKE_CHANGED): a worker that unbonded, withdrew or was slashed
-below the job's minimum is not drawn. A round with too few eligible workers waits for more. Tasks already assigned on chain are not
-sent again, so a restarted coordinator repeats nothing.
+below the job's minimum is not drawn. A round with too few eligible workers waits for more.
+Tasks already assigned on chain are not sent again, so a restarted coordinator repeats nothing.
 """
 
 from __future__ import annotations

@@ -31,9 +31,7 @@ def upgrade() -> None:
             )
         )
     with op.batch_alter_table("coordinator_tasks", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("fault", sa.Integer(), server_default="0", nullable=False)
-        )
+        batch_op.add_column(sa.Column("fault", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("evidence", sa.LargeBinary(length=32), nullable=True))
 
 

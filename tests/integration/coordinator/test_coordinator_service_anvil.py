@@ -83,7 +83,6 @@ CONFIG = JobConfig.model_validate(
         "checkpoint_every": 2,
         "batch_size": 8,
         "challenge_rate": 1.0,
-        "rejected_slash": SLASH,
         "collect_seconds": 600,
         "answer_seconds": 300,
     }

@@ -32,7 +32,7 @@ from fedrelay.ports.coordinator_chain import WorkerResult
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, InvalidJobConfig, JobConfig, ModelSpec
-from fedrelay.protocol.rounds import Phase
+from fedrelay.protocol.rounds import Fault, Phase
 from fedrelay.protocol.secagg import Participant, SealedShares
 from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.protocol.secagg.wire import client_id, decode_keys, encode_keys
@@ -55,7 +55,6 @@ def tiny_config(**changes: object) -> JobConfig:
         "checkpoint_every": 2,
         "batch_size": 8,
         "challenge_rate": 1.0,
-        "rejected_slash": SLASH,
         "collect_seconds": 120,
         "answer_seconds": 60,
         "reveal_seconds": 60,
@@ -98,6 +97,7 @@ class World:
             num_rounds=rounds,
             workers_per_round=workers,
             reward_per_round=REWARD,
+            rejected_slash=SLASH,
         )
 
 
@@ -162,7 +162,7 @@ def results_by_worker(
     market: FakeJobMarket, job_id: int, round_number: int
 ) -> dict[bytes, tuple[Outcome, int, int]]:
     _, results = market.proposals[(job_id, round_number)]
-    return {r.worker.key: (r.outcome, r.reward, r.slash) for r in results}
+    return {r.worker.key: (r.outcome, r.reward, r.fault) for r in results}
 
 
 # --- tests ---------------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ async def test_tampered_update_is_rejected_and_slashed(world: World) -> None:
     await run_round(world, job_id, [honest, cheat])
 
     results = results_by_worker(world.market, job_id, 0)
-    assert results[cheat.worker.key] == (Outcome.SLASHED, 0, SLASH)
+    assert results[cheat.worker.key] == (Outcome.SLASHED, 0, Fault.REJECTED)
     assert results[honest.worker.key] == (Outcome.ACCEPTED, REWARD, 0)
     state = await world.store.get_round(job_id)
     assert state is not None
@@ -282,7 +282,7 @@ async def test_unanswered_challenge_is_slashed_after_its_deadline(world: World) 
     world.clock.advance(world.config.answer_seconds + 1)
     await step_until(world, job_id, Phase.PROPOSED)
     results = results_by_worker(world.market, job_id, 0)
-    assert results[silent.worker.key] == (Outcome.SLASHED, 0, SLASH)
+    assert results[silent.worker.key] == (Outcome.SLASHED, 0, Fault.REJECTED)
     assert results[honest.worker.key][0] is Outcome.ACCEPTED
 
 
@@ -358,6 +358,7 @@ async def test_job_with_an_unusable_configuration_is_not_taken_on(world: World) 
         num_rounds=1,
         workers_per_round=1,
         reward_per_round=REWARD,
+        rejected_slash=SLASH,
     )
     await world.service.step()
     assert await world.store.get_round(job_id) is None

@@ -52,7 +52,6 @@ def tiny_config(**changes: object) -> JobConfig:
         "checkpoint_every": 2,
         "batch_size": 8,
         "challenge_rate": 1.0,
-        "rejected_slash": 5 * 10**8,
     }
     return JobConfig.model_validate({**fields, **changes})
 
@@ -89,7 +88,12 @@ class World:
     def post(self, model: bytes, config: bytes, *, workers: int = 1) -> int:
         """Post a one-round job on the chain naming ``model`` and ``config`` (as anyone can)."""
         return self.market.post_job(
-            model, config, num_rounds=1, workers_per_round=workers, reward_per_round=REWARD
+            model,
+            config,
+            num_rounds=1,
+            workers_per_round=workers,
+            reward_per_round=REWARD,
+            rejected_slash=5 * 10**8,
         )
 
     async def phase(self, job_id: int) -> Phase | None:

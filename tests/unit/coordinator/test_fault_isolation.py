@@ -38,7 +38,7 @@ from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
 from fedrelay.protocol.logfields import bound_log_fields
-from fedrelay.protocol.rounds import Phase, RoundState, TaskStatus, WorkerRef
+from fedrelay.protocol.rounds import Fault, Phase, RoundState, TaskStatus, WorkerRef
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import encode_blob
 from fedrelay.worker.sdk.api_client import CoordinatorClient
@@ -59,7 +59,6 @@ def tiny_config() -> JobConfig:
             "checkpoint_every": 2,
             "batch_size": 8,
             "challenge_rate": 1.0,
-            "rejected_slash": SLASH,
             "collect_seconds": 120,
             "answer_seconds": 60,
         }
@@ -112,6 +111,7 @@ class World:
             num_rounds=1,
             workers_per_round=workers,
             reward_per_round=REWARD,
+            rejected_slash=SLASH,
         )
 
     async def phase(self, job_id: int) -> Phase:
@@ -138,7 +138,7 @@ class World:
 
     def outcome(self, job_id: int, worker: WorkerRef) -> tuple[Outcome, int, int]:
         _, results = self.market.proposals[(job_id, 0)]
-        return next((r.outcome, r.reward, r.slash) for r in results if r.worker == worker)
+        return next((r.outcome, r.reward, r.fault) for r in results if r.worker == worker)
 
 
 @pytest.fixture
@@ -241,7 +241,7 @@ async def test_malformed_bytes_are_the_workers_rejection_and_nothing_else_stops(
     assert bad_commitment.update_hash not in spy.read
     assert bad.worker not in spy.replayed
     assert honest.worker in spy.replayed  # the restart did replay what was still due
-    assert world.outcome(job, bad.worker) == (Outcome.SLASHED, 0, SLASH)
+    assert world.outcome(job, bad.worker) == (Outcome.SLASHED, 0, Fault.REJECTED)
     assert world.outcome(job, honest.worker) == (Outcome.ACCEPTED, REWARD, 0)
     final = await world.store.get_round(job)
     assert final is not None

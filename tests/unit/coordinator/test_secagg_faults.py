@@ -32,7 +32,7 @@ from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, Serv
 from fedrelay.coordinator.phases.unmask import secagg_config
 from fedrelay.coordinator.verification import JobWorkbench, delta_of
 from fedrelay.ports.coordinator_store import CoordinatorStore
-from fedrelay.protocol.rounds import Phase, RoundState, TaskStatus, WorkerRef
+from fedrelay.protocol.rounds import Fault, Phase, RoundState, TaskStatus, WorkerRef
 from fedrelay.protocol.secagg import MaskedInput, Participant, SealedShares
 from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.protocol.secagg.wire import client_id, decode_keys, encode_keys, encode_masked
@@ -95,7 +95,7 @@ async def assert_settled_once(
 ) -> None:
     """The bad worker slashed with ``reason``, the honest paid; a restart changes nothing."""
     results = results_by_worker(world.market, job_id, 0)
-    assert results[bad.worker.key] == (Outcome.SLASHED, 0, SLASH)
+    assert results[bad.worker.key] == (Outcome.SLASHED, 0, Fault.REJECTED)
     assert all(results[w.worker.key][0] is Outcome.ACCEPTED for w in honest)
     assert all(results[w.worker.key][1] > 0 for w in honest)
     assert sum(r for _, r, _ in results.values()) == REWARD

@@ -35,7 +35,7 @@ from fedrelay.ports.blobs import POSTER
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
 from fedrelay.protocol.merkle import decode_proof, encode_proof
-from fedrelay.protocol.rounds import Assignment, Commitment, Phase, TaskStatus, WorkerRef
+from fedrelay.protocol.rounds import Assignment, Commitment, Fault, Phase, TaskStatus, WorkerRef
 from fedrelay.protocol.training_config import TrainingError
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import (
@@ -82,7 +82,6 @@ def job_config(**changes: object) -> JobConfig:
         "checkpoint_every": 2,
         "batch_size": 8,
         "challenge_rate": 1.0,
-        "rejected_slash": SLASH,
         "collect_seconds": 120,
         "answer_seconds": 60,
     }
@@ -374,6 +373,7 @@ class World:
             num_rounds=1,
             workers_per_round=workers,
             reward_per_round=REWARD,
+            rejected_slash=SLASH,
         )
 
     async def step_until(self, job_id: int, wanted: Phase) -> None:
@@ -387,7 +387,7 @@ class World:
 
     def results(self, job_id: int) -> dict[WorkerRef, tuple[Outcome, int, int]]:
         _, results = self.market.proposals[(job_id, 0)]
-        return {r.worker: (r.outcome, r.reward, r.slash) for r in results}
+        return {r.worker: (r.outcome, r.reward, r.fault) for r in results}
 
 
 @pytest.fixture
@@ -421,7 +421,7 @@ async def test_a_worker_committing_an_update_its_transcript_does_not_end_in_is_s
 
     results = world.results(job_id)
     cheat_ref, honest_ref = (WorkerRef(CHAIN, n.chain.worker_key) for n in (cheat, honest))
-    assert results[cheat_ref] == (Outcome.SLASHED, 0, SLASH)
+    assert results[cheat_ref] == (Outcome.SLASHED, 0, Fault.REJECTED)
     assert results[honest_ref] == (Outcome.ACCEPTED, REWARD, 0)
     state = await world.store.get_round(job_id)
     assert state is not None
@@ -450,7 +450,7 @@ async def test_malformed_answer_bytes_slash_with_the_reason(world: World) -> Non
             end_proof=encode_proof(merkle_proof(leaves, challenge.segment + 1)),
         )
     await world.step_until(job_id, Phase.PROPOSED)
-    assert world.results(job_id)[worker.worker] == (Outcome.SLASHED, 0, SLASH)
+    assert world.results(job_id)[worker.worker] == (Outcome.SLASHED, 0, Fault.REJECTED)
     state = await world.store.get_round(job_id)
     assert state is not None
     assert "a Merkle proof needs at least 9 bytes, got 2" in state.assignment(worker.worker).reason
