@@ -134,8 +134,15 @@ def task_assigned(
     job_id: int = 7,
     round_number: int = 1,
     deadline: int,
+    min_stake: int = 0,
+    stake_lock: int = 0,
+    release_after: int = 86_400,
 ) -> TaskAssigned:
-    """A TASK_ASSIGNED for the program, shard i for worker i."""
+    """A TASK_ASSIGNED for the program, shard i for worker i.
+
+    By default the tasks need and lock no stake, and their workers may release them a day after
+    the deadline.
+    """
     return TaskAssigned(
         target_chain=SOLANA_CHAIN,
         target_address=bytes(program_id),
@@ -144,5 +151,8 @@ def task_assigned(
         deadline=deadline,
         model_hash=filler(f"model {job_id}/{round_number}"),
         config_hash=filler("config"),
+        min_stake=min_stake,
+        stake_lock=stake_lock,
+        release_at=deadline + release_after,
         tasks=tuple(Task(key, shard=i) for i, key in enumerate(worker_keys)),
     )

@@ -77,6 +77,9 @@ def _receive_batches(
             deadline=2**40,
             model_hash=b"\x01" * 32,
             config_hash=b"\x02" * 32,
+            min_stake=0,
+            stake_lock=0,
+            release_at=2**40 + 86_400,
             tasks=tuple(Task(_key(1000 * k + i), i) for i in range(k)),
         )
         vaa = guardians.vaa(COORDINATOR, market, payload.to_bytes())
@@ -151,6 +154,9 @@ def measure() -> dict[str, Any]:
             2**40,
             b"\x01" * 32,
             b"\x02" * 32,
+            0,
+            0,
+            2**40 + 86_400,
             (Task(worker_key, 0),),
         )
         hub.receive_message(owner, guardians.vaa(COORDINATOR, market.address, assigned.to_bytes()))

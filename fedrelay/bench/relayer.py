@@ -239,7 +239,8 @@ async def _raw_capacity(evm: EvmDeployment, count: int) -> float:
         payload = TaskAssigned(
             target_chain=WORKER_CHAIN, target_address=address_to_bytes32(evm.hub.address),
             job_id=RAW_JOB_BASE + index, round=0, deadline=deadline, model_hash=b"\x11" * 32,
-            config_hash=b"\x22" * 32, tasks=(Task(worker, 0),),
+            config_hash=b"\x22" * 32, min_stake=0, stake_lock=0, release_at=deadline + 86_400,
+            tasks=(Task(worker, 0),),
         )  # fmt: skip
         body = VaaBody(
             timestamp=deadline, nonce=0, emitter_chain=COORDINATOR_CHAIN,

@@ -11,7 +11,16 @@ from dataclasses import replace
 from typing import Any
 
 from fedrelay.protocol.wormhole.guardians import SECP256K1_N, GuardianSet, sign_vaa
-from fedrelay.protocol.wormhole.payloads import Payload, task_id, worker_id
+from fedrelay.protocol.wormhole.payloads import (
+    HEADER_SIZE,
+    Payload,
+    RoundSettled,
+    SlashMode,
+    StakeReason,
+    TaskAssigned,
+    task_id,
+    worker_id,
+)
 from fedrelay.protocol.wormhole.render import hex0x, payload_to_json, vaa_to_json
 from fedrelay.protocol.wormhole.vaa import Signature, Vaa, VaaBody
 from support.wormhole import (
@@ -20,6 +29,7 @@ from support.wormhole import (
     guardian_set,
     guardian_signers,
     sample_round_settled,
+    sample_stake_changed,
     sample_task_assigned,
     sample_update_committed,
     sample_worker_registered,
@@ -41,6 +51,25 @@ def _payload_vectors() -> list[dict[str, Any]]:
         ("round_settled_k3", sample_round_settled(3)),
         ("round_settled_k32", sample_round_settled(32)),
         (
+            "round_settled_to_recipient",
+            replace(sample_round_settled(3), slash_mode=SlashMode.TO_RECIPIENT),
+        ),
+        (
+            "task_assigned_no_lock",
+            replace(sample_task_assigned(2), stake_lock=0),
+        ),
+        (
+            "task_assigned_max_values",
+            replace(
+                sample_task_assigned(1),
+                deadline=2**64 - 1,
+                min_stake=2**64 - 1,
+                stake_lock=2**64 - 1,
+                release_at=2**64 - 1,
+            ),
+        ),
+        *((f"stake_changed_{r.name.lower()}", sample_stake_changed(r)) for r in StakeReason),
+        (
             "update_committed_max_values",
             replace(
                 sample_update_committed(),
@@ -58,21 +87,32 @@ def _payload_vectors() -> list[dict[str, Any]]:
     ]
 
 
+def _patch(data: bytes, offset: int, new: bytes) -> bytes:
+    return data[:offset] + new + data[offset + len(new) :]
+
+
 def _invalid_payload_vectors() -> list[dict[str, Any]]:
     registered = sample_worker_registered().to_bytes()
     assigned = sample_task_assigned(3).to_bytes()
     committed = sample_update_committed().to_bytes()
     settled = sample_round_settled(3).to_bytes()
-    assigned_k33 = assigned[:120] + bytes((33,)) + assigned[121:157] * 33
+    staked = sample_stake_changed(StakeReason.STAKED).to_bytes()
+    a_fixed, s_fixed = TaskAssigned.FIXED_SIZE, RoundSettled.FIXED_SIZE
+    a_count, s_count = a_fixed - 1, s_fixed - 1
+    assigned_k33 = assigned[:a_count] + bytes((33,)) + assigned[a_fixed : a_fixed + 36] * 33
     settled_bad_outcome = bytearray(settled)
-    settled_bad_outcome[81 + 32] = 3
+    settled_bad_outcome[s_fixed + 32] = 3
+    lock_offset = HEADER_SIZE + 4 + 8 + 32 + 32 + 8  # stake_lock, after min_stake
+    min_stake = sample_task_assigned(3).min_stake
+    mode_offset = HEADER_SIZE + 4 + 32
     cases = [
         ("empty", b"", "payload_size_mismatch"),
         ("header_only_43_bytes", registered[:43], "payload_size_mismatch"),
         ("payload_id_0", b"\x00" + registered[1:], "unknown_payload_id"),
-        ("payload_id_5", b"\x05" + registered[1:], "unknown_payload_id"),
+        ("payload_id_6", b"\x06" + registered[1:], "unknown_payload_id"),
         ("version_0", registered[:1] + b"\x00" + registered[2:], "unsupported_payload_version"),
-        ("version_2", registered[:1] + b"\x02" + registered[2:], "unsupported_payload_version"),
+        ("version_1", registered[:1] + b"\x01" + registered[2:], "unsupported_payload_version"),
+        ("version_3", registered[:1] + b"\x03" + registered[2:], "unsupported_payload_version"),
         ("worker_registered_missing_byte", registered[:-1], "payload_size_mismatch"),
         ("worker_registered_trailing_byte", registered + b"\x00", "payload_size_mismatch"),
         (
@@ -82,19 +122,48 @@ def _invalid_payload_vectors() -> list[dict[str, Any]]:
         ),
         ("task_assigned_missing_byte", assigned[:-1], "payload_size_mismatch"),
         ("task_assigned_trailing_byte", assigned + b"\x00", "payload_size_mismatch"),
-        ("task_assigned_count_0", assigned[:120] + b"\x00", "invalid_payload_field"),
+        ("task_assigned_count_0", assigned[:a_count] + b"\x00", "invalid_payload_field"),
         ("task_assigned_count_33", assigned_k33, "invalid_payload_field"),
         (
             "task_assigned_count_says_4_has_3",
-            assigned[:120] + b"\x04" + assigned[121:],
+            assigned[:a_count] + b"\x04" + assigned[a_fixed:],
             "payload_size_mismatch",
+        ),
+        (
+            "task_assigned_lock_above_min_stake",
+            _patch(assigned, lock_offset, struct.pack(">Q", min_stake + 1)),
+            "invalid_payload_field",
         ),
         ("update_committed_missing_byte", committed[:-1], "payload_size_mismatch"),
         ("update_committed_trailing_byte", committed + b"\x00", "payload_size_mismatch"),
         ("round_settled_missing_byte", settled[:-1], "payload_size_mismatch"),
         ("round_settled_trailing_byte", settled + b"\x00", "payload_size_mismatch"),
-        ("round_settled_count_0", settled[:80] + b"\x00", "invalid_payload_field"),
+        ("round_settled_count_0", settled[:s_count] + b"\x00", "invalid_payload_field"),
         ("round_settled_outcome_3", bytes(settled_bad_outcome), "invalid_payload_field"),
+        (
+            "round_settled_slash_mode_2",
+            _patch(settled, mode_offset, b"\x02"),
+            "invalid_payload_field",
+        ),
+        (
+            "round_settled_zero_recipient",
+            _patch(settled, mode_offset + 1, bytes(32)),
+            "invalid_payload_field",
+        ),
+        ("stake_changed_missing_byte", staked[:-1], "payload_size_mismatch"),
+        ("stake_changed_trailing_byte", staked + b"\x00", "payload_size_mismatch"),
+        (
+            "stake_changed_nonzero_job_id",
+            _patch(staked, 36, struct.pack(">Q", 1)),
+            "invalid_payload_field",
+        ),
+        ("stake_changed_reason_0", _patch(staked, 92, b"\x00"), "invalid_payload_field"),
+        ("stake_changed_reason_7", _patch(staked, 92, b"\x07"), "invalid_payload_field"),
+        (
+            "stake_changed_staked_with_task_id",
+            _patch(staked, 93, b"\x01" * 32),
+            "invalid_payload_field",
+        ),
     ]
     return [{"name": name, "bytes": hex0x(data), "error": error} for name, data, error in cases]
 

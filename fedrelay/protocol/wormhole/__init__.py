@@ -5,7 +5,7 @@ Everything public is importable from here; the submodules are:
 - :mod:`~fedrelay.protocol.wormhole.vaa`: the VAA data types, :func:`parse_vaa`, ``to_bytes``,
 digest.
 - :mod:`~fedrelay.protocol.wormhole.guardians`: signing, guardian sets, :func:`verify_vaa`.
-- :mod:`~fedrelay.protocol.wormhole.payloads`: the four payload codecs and the id derivations.
+- :mod:`~fedrelay.protocol.wormhole.payloads`: the five payload codecs and the id derivations.
 - :mod:`~fedrelay.protocol.wormhole.render`: JSON views for the CLI and the test vectors.
 - :mod:`~fedrelay.protocol.wormhole.errors`: :class:`WormholeError` and one subclass per failure
 reason.
@@ -50,12 +50,17 @@ from fedrelay.protocol.wormhole.guardians import (
 )
 from fedrelay.protocol.wormhole.payloads import (
     MAX_BATCH,
+    PROTOCOL_VERSION,
+    TASK_REASONS,
     Capability,
     Outcome,
     Payload,
     PayloadId,
     RoundSettled,
     Settlement,
+    SlashMode,
+    StakeChanged,
+    StakeReason,
     Task,
     TaskAssigned,
     UpdateCommitted,
@@ -73,6 +78,8 @@ __all__ = [
     "DEFAULT_GRACE_SECONDS",
     "ERRORS_BY_REASON",
     "MAX_BATCH",
+    "PROTOCOL_VERSION",
+    "TASK_REASONS",
     "Capability",
     "GuardianIndexOutOfRange",
     "GuardianSet",
@@ -98,6 +105,9 @@ __all__ = [
     "Signature",
     "SignatureIndicesNotAscending",
     "SignerMismatch",
+    "SlashMode",
+    "StakeChanged",
+    "StakeReason",
     "Task",
     "TaskAssigned",
     "UnknownGuardianSet",

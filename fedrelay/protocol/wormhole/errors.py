@@ -48,7 +48,7 @@ class UnknownPayloadId(PayloadError):
 
 
 class UnsupportedPayloadVersion(PayloadError):
-    """The protocol version byte of the payload header is not 1."""
+    """The protocol version byte of the payload header is not the current one (2)."""
 
     reason = "unsupported_payload_version"
 

@@ -1,8 +1,15 @@
-"""Codecs for fedrelay's four payloads, carried as the payload of a Wormhole v1 VAA.
+"""Codecs for fedrelay's five payloads, carried as the payload of a Wormhole v1 VAA.
 
-Every payload starts with the 44-byte header: payload_id u8, protocol version u8 (= 1),
+Every payload starts with the 44-byte header: payload_id u8, protocol version u8 (= 2),
 target_chain u16, target_address bytes32, job_id u64. All integers are big-endian. A decoder
-rejects an unknown payload id or version, a count outside 1..32, and missing or trailing bytes.
+rejects an unknown payload id or version, a count outside 1..32, missing or trailing bytes, and
+field values the protocol rules out (an unknown outcome, slash mode or stake-change reason, a zero
+slash recipient, a task lock above the job's minimum stake).
+
+Version 2 carries the stake rules of the worker chains: TASK_ASSIGNED names the stake a task needs
+and locks and when its worker may release it, ROUND_SETTLED says where slashed funds go, and
+STAKE_CHANGED reports every change of a worker's bonded stake back to the coordinator chain, so
+that selection never relies on a stake the worker has since withdrawn.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole.errors import (
@@ -21,7 +28,7 @@ from fedrelay.protocol.wormhole.errors import (
     WrongTarget,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 HEADER_SIZE = 44
 MAX_BATCH = 32
 LOSS_SCALE = 1_000_000
@@ -39,6 +46,7 @@ class PayloadId(IntEnum):
     TASK_ASSIGNED = 2
     UPDATE_COMMITTED = 3
     ROUND_SETTLED = 4
+    STAKE_CHANGED = 5
 
 
 class Outcome(IntEnum):
@@ -47,6 +55,30 @@ class Outcome(IntEnum):
     ACCEPTED = 0
     DROPPED = 1
     SLASHED = 2
+
+
+class SlashMode(IntEnum):
+    """Where ROUND_SETTLED sends the batch's slashed funds."""
+
+    TO_RECIPIENT = 0
+    """Everything to slash_recipient (the job poster's account on that worker chain)."""
+    TO_HONEST = 1
+    """Split equally among the batch's ACCEPTED entries; the remainder to slash_recipient."""
+
+
+class StakeReason(IntEnum):
+    """Why a worker's stake changed (STAKE_CHANGED's reason byte)."""
+
+    STAKED = 1
+    UNBONDING = 2
+    WITHDRAWN = 3
+    SLASHED = 4
+    TASK_REFUSED = 5
+    TASK_RELEASED = 6
+
+
+TASK_REASONS = frozenset({StakeReason.TASK_REFUSED, StakeReason.TASK_RELEASED})
+"""The reasons whose STAKE_CHANGED names a task (every other reason carries 32 zero bytes)."""
 
 
 class Capability(IntEnum):
@@ -64,6 +96,17 @@ def _uint(name: str, value: int, maximum: int) -> None:
 def _bytes32(name: str, value: bytes) -> None:
     if not isinstance(value, bytes) or len(value) != 32:
         raise InvalidPayloadField(f"{name} must be 32 bytes, got {value!r}")
+
+
+_E = TypeVar("_E", bound=IntEnum)
+
+
+def _enum(kind: type[_E], name: str, value: int) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(str(int(v)) for v in kind)
+        raise InvalidPayloadField(f"{name} must be one of {allowed}, got {value!r}") from None
 
 
 def _count(name: str, count: int) -> None:
@@ -157,15 +200,24 @@ class Task:
 
 @dataclass(frozen=True)
 class TaskAssigned(_Header):
-    """TASK_ASSIGNED (2): a round's tasks for the workers of one worker chain."""
+    """TASK_ASSIGNED (2): a round's tasks for the workers of one worker chain.
+
+    A worker chain creates an entry's task only when the worker holds ``min_stake`` and has
+    ``stake_lock`` of it not yet locked by other tasks; ``stake_lock`` (at most ``min_stake``) stays
+    locked until the task is settled, or released by its worker after ``release_at``.
+    """
 
     PAYLOAD_ID: ClassVar[PayloadId] = PayloadId.TASK_ASSIGNED
+    FIXED_SIZE: ClassVar[int] = HEADER_SIZE + 101
     ENTRY_SIZE: ClassVar[int] = 36
 
     round: int
     deadline: int
     model_hash: bytes
     config_hash: bytes
+    min_stake: int
+    stake_lock: int
+    release_at: int
     tasks: tuple[Task, ...]
 
     def __post_init__(self) -> None:
@@ -174,18 +226,28 @@ class TaskAssigned(_Header):
         _uint("deadline", self.deadline, _U64)
         _bytes32("model_hash", self.model_hash)
         _bytes32("config_hash", self.config_hash)
+        _uint("min_stake", self.min_stake, _U64)
+        _uint("stake_lock", self.stake_lock, _U64)
+        _uint("release_at", self.release_at, _U64)
+        if self.stake_lock > self.min_stake:
+            raise InvalidPayloadField(
+                f"stake_lock {self.stake_lock} must not exceed min_stake {self.min_stake}"
+            )
         if not isinstance(self.tasks, tuple) or not all(isinstance(t, Task) for t in self.tasks):
             raise InvalidPayloadField("tasks must be a tuple of Task")
         _count("tasks", len(self.tasks))
 
     def to_bytes(self) -> bytes:
-        """Return the wire form, 121 + 36k bytes."""
+        """Return the wire form, 145 + 36k bytes."""
         fixed = struct.pack(
-            ">IQ32s32sB",
+            ">IQ32s32sQQQB",
             self.round,
             self.deadline,
             self.model_hash,
             self.config_hash,
+            self.min_stake,
+            self.stake_lock,
+            self.release_at,
             len(self.tasks),
         )
         entries = b"".join(t.worker_key + struct.pack(">I", t.shard) for t in self.tasks)
@@ -230,7 +292,11 @@ class UpdateCommitted(_Header):
 
 @dataclass(frozen=True)
 class Settlement:
-    """One entry of ROUND_SETTLED: a worker's outcome and slashed amount (8 decimals)."""
+    """One entry of ROUND_SETTLED: a worker's outcome and slashed amount (8 decimals).
+
+    ``slash`` is the job policy's amount for the worker's fault; the worker chain takes at most the
+    task's stake lock and the worker's bonded stake.
+    """
 
     worker_key: bytes
     outcome: Outcome
@@ -248,19 +314,27 @@ class Settlement:
 
 @dataclass(frozen=True)
 class RoundSettled(_Header):
-    """ROUND_SETTLED (4): the aggregated model of a round and each worker's outcome."""
+    """ROUND_SETTLED (4): the aggregated model of a round, each worker's outcome, and where the
+    batch's slashed funds go (``slash_mode``; ``slash_recipient`` is never zero)."""
 
     PAYLOAD_ID: ClassVar[PayloadId] = PayloadId.ROUND_SETTLED
+    FIXED_SIZE: ClassVar[int] = HEADER_SIZE + 70
     ENTRY_SIZE: ClassVar[int] = 41
 
     round: int
     model_hash: bytes
+    slash_mode: SlashMode
+    slash_recipient: bytes
     settlements: tuple[Settlement, ...]
 
     def __post_init__(self) -> None:
         self._check_header()
         _uint("round", self.round, _U32)
         _bytes32("model_hash", self.model_hash)
+        object.__setattr__(self, "slash_mode", _enum(SlashMode, "slash_mode", self.slash_mode))
+        _bytes32("slash_recipient", self.slash_recipient)
+        if self.slash_recipient == bytes(32):
+            raise InvalidPayloadField("slash_recipient must not be zero")
         if not isinstance(self.settlements, tuple) or not all(
             isinstance(s, Settlement) for s in self.settlements
         ):
@@ -268,15 +342,62 @@ class RoundSettled(_Header):
         _count("settlements", len(self.settlements))
 
     def to_bytes(self) -> bytes:
-        """Return the wire form, 81 + 41k bytes."""
-        fixed = struct.pack(">I32sB", self.round, self.model_hash, len(self.settlements))
+        """Return the wire form, 114 + 41k bytes."""
+        fixed = struct.pack(
+            ">I32sB32sB",
+            self.round,
+            self.model_hash,
+            self.slash_mode,
+            self.slash_recipient,
+            len(self.settlements),
+        )
         entries = b"".join(
             s.worker_key + struct.pack(">BQ", s.outcome, s.slash) for s in self.settlements
         )
         return self._header_bytes() + fixed + entries
 
 
-Payload = WorkerRegistered | TaskAssigned | UpdateCommitted | RoundSettled
+@dataclass(frozen=True)
+class StakeChanged(_Header):
+    """STAKE_CHANGED (5): a worker's bonded stake after a change on its worker chain.
+
+    Sent to the coordinator chain (job_id 0). ``stake`` excludes amounts being unbonded and is
+    after slashes; ``nonce`` counts the worker's changes from 1, so the receiver applies only a
+    newer one. ``task_id`` names the task of a TASK_REFUSED or TASK_RELEASED and is zero otherwise.
+    """
+
+    PAYLOAD_ID: ClassVar[PayloadId] = PayloadId.STAKE_CHANGED
+    SIZE: ClassVar[int] = 125
+
+    worker_key: bytes
+    stake: int
+    nonce: int
+    reason: StakeReason
+    task_id: bytes
+
+    def __post_init__(self) -> None:
+        self._check_header()
+        if self.job_id != 0:
+            raise InvalidPayloadField(f"STAKE_CHANGED carries job_id 0, got {self.job_id}")
+        _bytes32("worker_key", self.worker_key)
+        _uint("stake", self.stake, _U64)
+        _uint("nonce", self.nonce, _U64)
+        reason = _enum(StakeReason, "reason", self.reason)
+        object.__setattr__(self, "reason", reason)
+        _bytes32("task_id", self.task_id)
+        if reason not in TASK_REASONS and self.task_id != bytes(32):
+            raise InvalidPayloadField(
+                f"a STAKE_CHANGED for {reason.name} must carry a zero task_id"
+            )
+
+    def to_bytes(self) -> bytes:
+        """Return the 125-byte wire form."""
+        return self._header_bytes() + struct.pack(
+            ">32sQQB32s", self.worker_key, self.stake, self.nonce, self.reason, self.task_id
+        )
+
+
+Payload = WorkerRegistered | TaskAssigned | UpdateCommitted | RoundSettled | StakeChanged
 
 
 def _expect_size(name: str, data: bytes, size: int) -> None:
@@ -294,11 +415,11 @@ def _decode_worker_registered(data: bytes, chain: int, target: bytes, job: int) 
 
 
 def _decode_task_assigned(data: bytes, chain: int, target: bytes, job: int) -> Payload:
-    fixed = HEADER_SIZE + 77
+    fixed = TaskAssigned.FIXED_SIZE
     if len(data) < fixed:
         _expect_size("TASK_ASSIGNED without its tasks", data, fixed)
-    round_number, deadline, model, config, count = struct.unpack_from(
-        ">IQ32s32sB", data, HEADER_SIZE
+    round_number, deadline, model, config, min_stake, lock, release_at, count = struct.unpack_from(
+        ">IQ32s32sQQQB", data, HEADER_SIZE
     )
     _count("TASK_ASSIGNED count", count)
     _expect_size(
@@ -309,7 +430,19 @@ def _decode_task_assigned(data: bytes, chain: int, target: bytes, job: int) -> P
         at = fixed + TaskAssigned.ENTRY_SIZE * i
         (shard,) = struct.unpack_from(">I", data, at + 32)
         tasks.append(Task(worker_key=data[at : at + 32], shard=shard))
-    return TaskAssigned(chain, target, job, round_number, deadline, model, config, tuple(tasks))
+    return TaskAssigned(
+        chain,
+        target,
+        job,
+        round_number,
+        deadline,
+        model,
+        config,
+        min_stake,
+        lock,
+        release_at,
+        tuple(tasks),
+    )
 
 
 def _decode_update_committed(data: bytes, chain: int, target: bytes, job: int) -> Payload:
@@ -319,10 +452,12 @@ def _decode_update_committed(data: bytes, chain: int, target: bytes, job: int) -
 
 
 def _decode_round_settled(data: bytes, chain: int, target: bytes, job: int) -> Payload:
-    fixed = HEADER_SIZE + 37
+    fixed = RoundSettled.FIXED_SIZE
     if len(data) < fixed:
         _expect_size("ROUND_SETTLED without its settlements", data, fixed)
-    round_number, model, count = struct.unpack_from(">I32sB", data, HEADER_SIZE)
+    round_number, model, mode, recipient, count = struct.unpack_from(
+        ">I32sB32sB", data, HEADER_SIZE
+    )
     _count("ROUND_SETTLED count", count)
     _expect_size(
         f"ROUND_SETTLED with {count} settlement(s)", data, fixed + RoundSettled.ENTRY_SIZE * count
@@ -334,7 +469,15 @@ def _decode_round_settled(data: bytes, chain: int, target: bytes, job: int) -> P
         if outcome not in tuple(Outcome):
             raise InvalidPayloadField(f"settlement {i}: outcome must be 0, 1 or 2, got {outcome}")
         settlements.append(Settlement(data[at : at + 32], Outcome(outcome), slash))
-    return RoundSettled(chain, target, job, round_number, model, tuple(settlements))
+    return RoundSettled(
+        chain, target, job, round_number, model, mode, recipient, tuple(settlements)
+    )
+
+
+def _decode_stake_changed(data: bytes, chain: int, target: bytes, job: int) -> Payload:
+    _expect_size("STAKE_CHANGED", data, StakeChanged.SIZE)
+    key, stake, nonce, reason, task = struct.unpack_from(">32sQQB32s", data, HEADER_SIZE)
+    return StakeChanged(chain, target, job, key, stake, nonce, reason, task)
 
 
 _DECODERS = {
@@ -342,6 +485,7 @@ _DECODERS = {
     PayloadId.TASK_ASSIGNED: _decode_task_assigned,
     PayloadId.UPDATE_COMMITTED: _decode_update_committed,
     PayloadId.ROUND_SETTLED: _decode_round_settled,
+    PayloadId.STAKE_CHANGED: _decode_stake_changed,
 }
 
 
@@ -364,7 +508,7 @@ def decode_payload(data: bytes, *, target: tuple[int, bytes] | None = None) -> P
     if not data:
         raise PayloadSizeMismatch("the payload is empty")
     if data[0] not in _DECODERS:
-        raise UnknownPayloadId(f"payload id {data[0]} is not a fedrelay payload (1..4)")
+        raise UnknownPayloadId(f"payload id {data[0]} is not a fedrelay payload (1..5)")
     if len(data) > 1 and data[1] != PROTOCOL_VERSION:
         raise UnsupportedPayloadVersion(
             f"payload protocol version {data[1]} is not supported (expected {PROTOCOL_VERSION})"

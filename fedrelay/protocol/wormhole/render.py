@@ -1,7 +1,8 @@
 """JSON views of VAAs and payloads, shared by the CLI and the test vectors.
 
 Conventions: byte strings are lowercase ``0x`` hex; integers up to u32 are JSON numbers; u64
-integers (sequence, job_id, deadline, stake, slash) are decimal strings, so readers whose numbers
+integers (sequence, job_id, deadline, stake, slash, min_stake, stake_lock, release_at, nonce) are
+decimal strings, so readers whose numbers
 are IEEE doubles (JavaScript, jq) keep every digit.
 """
 
@@ -11,8 +12,10 @@ from typing import Any
 
 from fedrelay.protocol.wormhole.errors import PayloadError
 from fedrelay.protocol.wormhole.payloads import (
+    PROTOCOL_VERSION,
     Payload,
     RoundSettled,
+    StakeChanged,
     TaskAssigned,
     UpdateCommitted,
     WorkerRegistered,
@@ -31,7 +34,7 @@ def payload_to_json(payload: Payload) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "payload_id": int(payload.PAYLOAD_ID),
         "type": payload.PAYLOAD_ID.name,
-        "version": 1,
+        "version": PROTOCOL_VERSION,
         "target_chain": payload.target_chain,
         "target_address": hex0x(payload.target_address),
         "job_id": str(payload.job_id),
@@ -49,6 +52,9 @@ def payload_to_json(payload: Payload) -> dict[str, Any]:
             "deadline": str(payload.deadline),
             "model_hash": hex0x(payload.model_hash),
             "config_hash": hex0x(payload.config_hash),
+            "min_stake": str(payload.min_stake),
+            "stake_lock": str(payload.stake_lock),
+            "release_at": str(payload.release_at),
             "tasks": [{"worker_key": hex0x(t.worker_key), "shard": t.shard} for t in payload.tasks],
         }
     elif isinstance(payload, UpdateCommitted):
@@ -64,6 +70,8 @@ def payload_to_json(payload: Payload) -> dict[str, Any]:
         fields |= {
             "round": payload.round,
             "model_hash": hex0x(payload.model_hash),
+            "slash_mode": int(payload.slash_mode),
+            "slash_recipient": hex0x(payload.slash_recipient),
             "settlements": [
                 {
                     "worker_key": hex0x(s.worker_key),
@@ -72,6 +80,14 @@ def payload_to_json(payload: Payload) -> dict[str, Any]:
                 }
                 for s in payload.settlements
             ],
+        }
+    elif isinstance(payload, StakeChanged):
+        fields |= {
+            "worker_key": hex0x(payload.worker_key),
+            "stake": str(payload.stake),
+            "nonce": str(payload.nonce),
+            "reason": int(payload.reason),
+            "task_id": hex0x(payload.task_id),
         }
     return fields
 

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole.payloads import (
+    TASK_REASONS,
     Outcome,
     RoundSettled,
     Settlement,
+    SlashMode,
+    StakeChanged,
+    StakeReason,
     Task,
     TaskAssigned,
     UpdateCommitted,
     WorkerRegistered,
+    task_id,
 )
 
 
@@ -51,6 +56,9 @@ def sample_task_assigned(count: int = 3) -> TaskAssigned:
         deadline=1_767_225_600,
         model_hash=filler("model round 3"),
         config_hash=filler("config"),
+        min_stake=10_000_000_000,
+        stake_lock=2_500_000_000,
+        release_at=1_767_225_600 + 86_400,
         tasks=tuple(Task(evm_address(f"worker {i}"), shard=i) for i in range(count)),
     )
 
@@ -86,5 +94,22 @@ def sample_round_settled(count: int = 3) -> RoundSettled:
         job_id=7,
         round=3,
         model_hash=filler("model round 4"),
+        slash_mode=SlashMode.TO_HONEST,
+        slash_recipient=evm_address("poster"),
         settlements=settlements,
+    )
+
+
+def sample_stake_changed(reason: StakeReason = StakeReason.SLASHED) -> StakeChanged:
+    """A STAKE_CHANGED from EVM worker chain 4 to the coordinator; task reasons name task 7/3."""
+    worker = evm_address("worker 0")
+    return StakeChanged(
+        target_chain=2,
+        target_address=evm_address("coordinator"),
+        job_id=0,
+        worker_key=worker,
+        stake=22_500_000_000,
+        nonce=3,
+        reason=reason,
+        task_id=task_id(7, 3, 4, worker) if reason in TASK_REASONS else bytes(32),
     )

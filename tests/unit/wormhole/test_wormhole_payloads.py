@@ -1,4 +1,4 @@
-"""The four fedrelay payload codecs, the id derivations and the target check."""
+"""The five fedrelay payload codecs, the id derivations and the target check."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from support.wormhole import (
     evm_address,
     sample_round_settled,
+    sample_stake_changed,
     sample_task_assigned,
     sample_update_committed,
     sample_worker_registered,
@@ -21,6 +22,9 @@ from fedrelay.protocol.wormhole import (
     PayloadSizeMismatch,
     RoundSettled,
     Settlement,
+    SlashMode,
+    StakeChanged,
+    StakeReason,
     Task,
     TaskAssigned,
     UnknownPayloadId,
@@ -43,19 +47,21 @@ SAMPLES = [
     sample_update_committed(),
     sample_round_settled(1),
     sample_round_settled(32),
+    *(sample_stake_changed(reason) for reason in StakeReason),
 ]
+Payloads = WorkerRegistered | TaskAssigned | UpdateCommitted | RoundSettled | StakeChanged
 
 
 @pytest.mark.parametrize("payload", SAMPLES, ids=lambda p: type(p).__name__)
 def test_decode_inverts_encode(payload: object) -> None:
-    assert isinstance(payload, WorkerRegistered | TaskAssigned | UpdateCommitted | RoundSettled)
+    assert isinstance(payload, Payloads)
     assert decode_payload(payload.to_bytes()) == payload
 
 
 def test_header_is_id_version_target_chain_target_address_job_id() -> None:
     data = sample_update_committed().to_bytes()
     assert data[0] == 3
-    assert data[1] == 1
+    assert data[1] == 2
     assert struct.unpack(">H", data[2:4]) == (2,)
     assert data[4:36] == evm_address("coordinator")
     assert struct.unpack(">Q", data[36:44]) == (7,)
@@ -74,13 +80,14 @@ def test_worker_registered_layout() -> None:
 def test_task_assigned_layout() -> None:
     p = sample_task_assigned(2)
     data = p.to_bytes()
-    assert len(data) == 121 + 36 * 2
+    assert len(data) == 145 + 36 * 2
     assert struct.unpack(">IQ", data[44:56]) == (3, p.deadline)
     assert data[56:88] == p.model_hash
     assert data[88:120] == p.config_hash
-    assert data[120] == 2
-    assert data[121:153] == p.tasks[0].worker_key
-    assert struct.unpack(">I", data[189:193]) == (1,)
+    assert struct.unpack(">QQQ", data[120:144]) == (p.min_stake, p.stake_lock, p.release_at)
+    assert data[144] == 2
+    assert data[145:177] == p.tasks[0].worker_key
+    assert struct.unpack(">I", data[213:217]) == (1,)
 
 
 def test_update_committed_layout() -> None:
@@ -97,14 +104,80 @@ def test_update_committed_layout() -> None:
 def test_round_settled_layout() -> None:
     p = sample_round_settled(3)
     data = p.to_bytes()
-    assert len(data) == 81 + 41 * 3
+    assert len(data) == 114 + 41 * 3
     assert struct.unpack(">I", data[44:48]) == (3,)
     assert data[48:80] == p.model_hash
-    assert data[80] == 3
-    third = data[81 + 82 : 81 + 123]
+    assert data[80] == SlashMode.TO_HONEST
+    assert data[81:113] == p.slash_recipient
+    assert data[113] == 3
+    third = data[114 + 82 : 114 + 123]
     assert third[:32] == p.settlements[2].worker_key
     assert third[32] == Outcome.SLASHED
     assert struct.unpack(">Q", third[33:41]) == (300_000_000,)
+
+
+def test_stake_changed_layout() -> None:
+    p = sample_stake_changed(StakeReason.TASK_RELEASED)
+    data = p.to_bytes()
+    assert len(data) == 125
+    assert data[0] == 5
+    assert data[36:44] == bytes(8)
+    assert data[44:76] == p.worker_key
+    assert struct.unpack(">QQ", data[76:92]) == (p.stake, p.nonce)
+    assert data[92] == StakeReason.TASK_RELEASED
+    assert data[93:125] == task_id(7, 3, 4, p.worker_key)
+
+
+def test_stake_changed_must_carry_job_id_zero() -> None:
+    with pytest.raises(InvalidPayloadField, match="job_id 0"):
+        replace(sample_stake_changed(), job_id=1)
+
+
+@pytest.mark.parametrize("reason", [0, 7, 255])
+def test_unknown_stake_reason_is_rejected(reason: int) -> None:
+    data = bytearray(sample_stake_changed().to_bytes())
+    data[92] = reason
+    with pytest.raises(InvalidPayloadField, match="reason must be one of 1, 2, 3, 4, 5, 6"):
+        decode_payload(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "reason", sorted(set(StakeReason) - {StakeReason.TASK_REFUSED, StakeReason.TASK_RELEASED})
+)
+def test_only_task_reasons_name_a_task(reason: StakeReason) -> None:
+    with pytest.raises(InvalidPayloadField, match=f"{reason.name} must carry a zero task_id"):
+        replace(sample_stake_changed(reason), task_id=b"\x01" * 32)
+
+
+def test_stake_reason_given_as_int_becomes_stake_reason() -> None:
+    changed = replace(sample_stake_changed(), reason=2)  # type: ignore[arg-type]
+    assert changed.reason is StakeReason.UNBONDING
+
+
+def test_stake_lock_above_min_stake_is_rejected() -> None:
+    assigned = sample_task_assigned(1)
+    assert replace(assigned, stake_lock=assigned.min_stake).stake_lock == assigned.min_stake
+    with pytest.raises(InvalidPayloadField, match=r"stake_lock \d+ must not exceed min_stake"):
+        replace(assigned, stake_lock=assigned.min_stake + 1)
+    data = bytearray(assigned.to_bytes())
+    data[128:136] = struct.pack(">Q", assigned.min_stake + 1)
+    with pytest.raises(InvalidPayloadField, match="must not exceed min_stake"):
+        decode_payload(bytes(data))
+
+
+def test_unknown_slash_mode_is_rejected() -> None:
+    data = bytearray(sample_round_settled(1).to_bytes())
+    data[80] = 2
+    with pytest.raises(InvalidPayloadField, match="slash_mode must be one of 0, 1"):
+        decode_payload(bytes(data))
+
+
+def test_zero_slash_recipient_is_rejected() -> None:
+    with pytest.raises(InvalidPayloadField, match="slash_recipient must not be zero"):
+        replace(sample_round_settled(1), slash_recipient=bytes(32))
+    data = sample_round_settled(1).to_bytes()
+    with pytest.raises(InvalidPayloadField, match="slash_recipient must not be zero"):
+        decode_payload(data[:81] + bytes(32) + data[113:])
 
 
 def test_unknown_payload_id_is_rejected() -> None:
@@ -116,14 +189,14 @@ def test_unknown_payload_id_is_rejected() -> None:
 
 def test_unknown_version_is_rejected() -> None:
     data = bytearray(sample_update_committed().to_bytes())
-    data[1] = 2
-    with pytest.raises(UnsupportedPayloadVersion, match="version 2"):
+    data[1] = 1
+    with pytest.raises(UnsupportedPayloadVersion, match="version 1 is not supported"):
         decode_payload(bytes(data))
 
 
 @pytest.mark.parametrize("payload", SAMPLES, ids=lambda p: type(p).__name__)
 def test_missing_and_trailing_bytes_are_rejected(payload: object) -> None:
-    assert isinstance(payload, WorkerRegistered | TaskAssigned | UpdateCommitted | RoundSettled)
+    assert isinstance(payload, Payloads)
     data = payload.to_bytes()
     with pytest.raises(PayloadSizeMismatch, match="missing 1"):
         decode_payload(data[:-1])
@@ -139,12 +212,12 @@ def test_short_header_is_rejected() -> None:
 @pytest.mark.parametrize("count", [0, 33, 255])
 def test_batch_count_outside_1_to_32_is_rejected_when_decoding(count: int) -> None:
     data = sample_task_assigned(1).to_bytes()
-    entry = data[121:157]
+    entry = data[145:181]
     with pytest.raises(InvalidPayloadField, match=r"1\.\.32"):
-        decode_payload(data[:120] + bytes((count,)) + entry * count)
+        decode_payload(data[:144] + bytes((count,)) + entry * count)
     settled = sample_round_settled(1).to_bytes()
     with pytest.raises(InvalidPayloadField, match=r"1\.\.32"):
-        decode_payload(settled[:80] + bytes((count,)) + settled[81:122] * count)
+        decode_payload(settled[:113] + bytes((count,)) + settled[114:155] * count)
 
 
 def test_batch_count_outside_1_to_32_is_rejected_when_building() -> None:
@@ -156,7 +229,7 @@ def test_batch_count_outside_1_to_32_is_rejected_when_building() -> None:
 
 def test_unknown_outcome_is_rejected() -> None:
     data = bytearray(sample_round_settled(1).to_bytes())
-    data[81 + 32] = 3
+    data[114 + 32] = 3
     with pytest.raises(InvalidPayloadField, match="outcome"):
         decode_payload(bytes(data))
     with pytest.raises(InvalidPayloadField, match="outcome"):

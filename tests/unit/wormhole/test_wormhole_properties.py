@@ -8,12 +8,16 @@ from hypothesis import strategies as st
 from support.wormhole import guardian_set, guardian_signers, sample_round_settled
 
 from fedrelay.protocol.wormhole import (
+    TASK_REASONS,
     GuardianSet,
     Outcome,
     PayloadError,
     RoundSettled,
     Settlement,
     Signature,
+    SlashMode,
+    StakeChanged,
+    StakeReason,
     Task,
     TaskAssigned,
     UpdateCommitted,
@@ -87,6 +91,9 @@ payloads = st.one_of(
         deadline=u64,
         model_hash=b32,
         config_hash=b32,
+        min_stake=st.just(2**64 - 1),
+        stake_lock=u64,
+        release_at=u64,
         tasks=st.lists(st.builds(Task, worker_key=b32, shard=u32), min_size=1, max_size=32).map(
             tuple
         ),
@@ -106,11 +113,35 @@ payloads = st.one_of(
         **header,
         round=u32,
         model_hash=b32,
+        slash_mode=st.sampled_from(SlashMode),
+        slash_recipient=b32.filter(any),
         settlements=st.lists(
             st.builds(Settlement, worker_key=b32, outcome=st.sampled_from(Outcome), slash=u64),
             min_size=1,
             max_size=32,
         ).map(tuple),
+    ),
+    st.builds(
+        StakeChanged,
+        target_chain=u16,
+        target_address=b32,
+        job_id=st.just(0),
+        worker_key=b32,
+        stake=u64,
+        nonce=u64,
+        reason=st.sampled_from([r for r in StakeReason if r not in TASK_REASONS]),
+        task_id=st.just(bytes(32)),
+    ),
+    st.builds(
+        StakeChanged,
+        target_chain=u16,
+        target_address=b32,
+        job_id=st.just(0),
+        worker_key=b32,
+        stake=u64,
+        nonce=u64,
+        reason=st.sampled_from(sorted(TASK_REASONS)),
+        task_id=b32,
     ),
 )
 
@@ -155,7 +186,7 @@ def test_vaa_round_trips(vaa: Vaa) -> None:
 @settings(max_examples=100)
 @given(payloads)
 def test_payload_round_trips(
-    payload: WorkerRegistered | TaskAssigned | UpdateCommitted | RoundSettled,
+    payload: WorkerRegistered | TaskAssigned | UpdateCommitted | RoundSettled | StakeChanged,
 ) -> None:
     assert decode_payload(payload.to_bytes()) == payload
 
