@@ -38,6 +38,7 @@ typedef struct {
   u64 first_pair;   /* account index of the first (worker, task) pair */
   u64 pairs;        /* pairs this transaction carries */
   u64 next_message; /* account index of the next unused message account */
+  u64 slashed_now;  /* lamports slashed by this transaction's entries */
 } Batch;
 
 static bool is_zero32(const u8 *p) {
@@ -204,14 +205,8 @@ static u64 slash(const Context *ctx, Batch *batch, Worker *worker, Task *task, u
   if (amount == 0) {
     return 0;
   }
-  u64 *vault = account_lamports(batch->vault);
-  u64 *pool = account_lamports(batch->consumed);
-  if (*vault < amount || *pool + amount < *pool) {
-    return ERR_ARITHMETIC;
-  }
   worker->stake -= amount;
-  *vault -= amount;
-  *pool += amount;
+  batch->slashed_now += amount; /* moved out of the vault once the entries are applied */
   batch->record->slashed += amount;
   batch->config->slashed_lamports += amount;
   worker->nonce += 1;
@@ -283,6 +278,15 @@ static u64 apply_entries(const Context *ctx, Batch *batch) {
     }
   }
   record->applied += (u16)pairs;
+  /* Lamports move by hand only after the entries' system program calls (message and task
+   * accounts): the runtime checks at each call that the accounts it can see balance. */
+  u64 *vault = account_lamports(batch->vault);
+  u64 *pool = account_lamports(batch->consumed);
+  if (*vault < batch->slashed_now || *pool + batch->slashed_now < *pool) {
+    return ERR_ARITHMETIC;
+  }
+  *vault -= batch->slashed_now;
+  *pool += batch->slashed_now;
   return 0;
 }
 
@@ -327,7 +331,7 @@ static u64 receive(Context *ctx, const u8 *vaa, u64 vaa_len, u64 first_pair, u64
   TRY(require_signer(payer));
   TRY(require_writable(payer));
   TRY(require_system_program(system));
-  Batch batch = {payer, NULL, NULL, NULL, consumed, NULL, first_pair, pairs, 0};
+  Batch batch = {payer, NULL, NULL, NULL, consumed, NULL, first_pair, pairs, 0, 0};
   TRY(load_config(ctx, config_account, true, &batch.config));
   TRY(account_at(ctx, 5, &batch.vault));
   TRY(load_vault(ctx, batch.vault, batch.config));
@@ -389,7 +393,7 @@ u64 process_apply_batch(Context *ctx) {
   if (ctx->data_len != 2) {
     return ERR_INVALID_INSTRUCTION;
   }
-  Batch batch = {payer, NULL, NULL, NULL, consumed, NULL, 5, ctx->data[1], 0};
+  Batch batch = {payer, NULL, NULL, NULL, consumed, NULL, 5, ctx->data[1], 0, 0};
   TRY(load_config(ctx, config_account, true, &batch.config));
   TRY(account_at(ctx, 4, &batch.vault));
   TRY(load_vault(ctx, batch.vault, batch.config));

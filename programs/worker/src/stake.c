@@ -202,9 +202,12 @@ u64 process_withdraw(Context *ctx) {
   if (*vault_lamports < amount) {
     return ERR_ARITHMETIC;
   }
-  *vault_lamports -= amount;
-  *account_lamports(call.signer) += amount;
   record->unbonding = 0;
   record->unbonding_at = 0;
-  return report_stake(ctx, &call, STAKE_WITHDRAWN, NULL);
+  /* Publish (a system program call) before moving lamports by hand: the runtime checks at each
+   * call that the accounts it can see still balance. */
+  TRY(report_stake(ctx, &call, STAKE_WITHDRAWN, NULL));
+  *vault_lamports -= amount;
+  *account_lamports(call.signer) += amount;
+  return 0;
 }
