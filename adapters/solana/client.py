@@ -33,6 +33,7 @@ from fedrelay.adapters.solana._base58 import b58encode
 from fedrelay.adapters.solana.errors import AccountNotFound, ConfirmationTimeout, TransactionFailed
 from fedrelay.adapters.solana.layout import (
     MESSAGE_KIND_BYTES,
+    RECIPIENT_ENTRY,
     ConsumedRecord,
     GuardianSetAccount,
     ProgramConfig,
@@ -42,7 +43,7 @@ from fedrelay.adapters.solana.layout import (
     WorkerAccount,
     is_consumed_record,
 )
-from fedrelay.protocol.wormhole import parse_vaa
+from fedrelay.protocol.wormhole import RoundSettled, TaskAssigned, Vaa, decode_payload, parse_vaa
 
 #: Solana's limit on a serialized transaction.
 PACKET_DATA_SIZE = 1232
@@ -226,30 +227,104 @@ class WorkerProgramClient:
         )
         return await self.send([instruction], worker)
 
-    async def begin_unstake(self, worker: Keypair) -> Receipt:
-        """Start unbonding the worker's stake."""
-        return await self.send([ix.begin_unstake(self.program_id, worker.pubkey())], worker)
+    async def next_sequence(self) -> int:
+        """The sequence the program's next published message gets."""
+        return (await self.fetch_config()).next_sequence
+
+    async def stake(self, worker: Keypair, lamports: int) -> Receipt:
+        """Add to the worker's bonded stake; publishes STAKE_CHANGED(STAKED)."""
+        return await self._publishing(
+            worker, lambda seq: ix.stake(self.program_id, worker.pubkey(), lamports, sequence=seq)
+        )
+
+    async def begin_unstake(self, worker: Keypair, lamports: int) -> Receipt:
+        """Start unbonding `lamports` of bonded stake; publishes STAKE_CHANGED(UNBONDING)."""
+        return await self._publishing(
+            worker,
+            lambda seq: ix.begin_unstake(self.program_id, worker.pubkey(), lamports, sequence=seq),
+        )
 
     async def withdraw(self, worker: Keypair) -> Receipt:
-        """Withdraw the stake after unbonding."""
-        return await self.send([ix.withdraw(self.program_id, worker.pubkey())], worker)
+        """Withdraw what finished unbonding; publishes STAKE_CHANGED(WITHDRAWN)."""
+        return await self._publishing(
+            worker, lambda seq: ix.withdraw(self.program_id, worker.pubkey(), sequence=seq)
+        )
+
+    async def release_expired_task(
+        self, worker: Keypair, job_id: int, round_number: int
+    ) -> Receipt:
+        """Release an unsettled task after release_at; publishes STAKE_CHANGED(TASK_RELEASED)."""
+        return await self._publishing(
+            worker,
+            lambda seq: ix.release_expired_task(
+                self.program_id, worker.pubkey(), job_id, round_number, sequence=seq
+            ),
+        )
+
+    async def claim_slashed(
+        self, payer: Keypair, digest: bytes, destination: Pubkey, entry: int = RECIPIENT_ENTRY
+    ) -> Receipt:
+        """Pay a settled batch's slashed lamports to `destination` (anyone may send it)."""
+        instruction = ix.claim_slashed(self.program_id, digest, destination, entry)
+        return await self.send([instruction], payer)
+
+    async def _publishing(
+        self,
+        payer: Keypair,
+        build: Callable[[int], Instruction],
+        *,
+        attempts: int = 5,
+        compute_units: int | None = None,
+    ) -> Receipt:
+        """Send an instruction that publishes, naming the then next message account; another
+        transaction that took that sequence first (STALE_SEQUENCE) makes it send again."""
+        for attempt in range(1, attempts + 1):
+            try:
+                instruction = build(await self.next_sequence())
+                return await self.send([instruction], payer, compute_units=compute_units)
+            except TransactionFailed as exc:
+                if exc.program_error != ProgramError.STALE_SEQUENCE or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def plan_delivery(self, vaa: Vaa) -> ix.Delivery:
+        """The accounts a VAA's delivery touches, with the entries that will publish a
+        STAKE_CHANGED predicted from the worker and task records the chain holds now."""
+        delivery = ix.delivery_for(vaa)
+        payload = decode_payload(vaa.body.payload)
+        if not isinstance(payload, TaskAssigned | RoundSettled):
+            return delivery
+        keys = delivery.worker_keys
+        addresses = [pda.worker_address(self.program_id, Pubkey(k)) for k in keys] + [
+            pda.task_address(self.program_id, delivery.job_id, delivery.round, k) for k in keys
+        ]
+        infos = (await self.rpc.get_multiple_accounts(addresses, commitment=Confirmed)).value
+        owned = [
+            bytes(i.data) if i is not None and i.owner == self.program_id else None for i in infos
+        ]
+        workers = [WorkerAccount.decode(d) if d else None for d in owned[: len(keys)]]
+        tasks = [TaskAccount.decode(d) if d else None for d in owned[len(keys) :]]
+        return replace(delivery, publishes=ix.predict_publishes(payload, workers, tasks))
 
     async def receive_vaa(self, payer: Keypair, vaa: bytes) -> Delivered:
         """Deliver a VAA and apply its whole batch.
 
         The VAA travels in the instruction when it fits, else through a buffer account. As many
-        batch entries as fit go with it; the rest follow in `apply_batch` transactions.
+        batch entries as fit go with it; the rest follow in `apply_batch` transactions. Entries
+        that publish a STAKE_CHANGED get the next message accounts (predicted by
+        :meth:`plan_delivery`).
 
         Raises:
             TransactionFailed: The program rejected it; `ProgramError.ALREADY_CONSUMED` means
                 it was delivered before.
         """
-        delivery = ix.delivery_for(parse_vaa(vaa))
+        delivery = await self.plan_delivery(parse_vaa(vaa))
         keys = delivery.worker_keys
         blockhash = (await self.rpc.get_latest_blockhash(Confirmed)).value.blockhash
+        sequence = await self.next_sequence()
 
         def direct(count: int) -> Instruction:
-            part = replace(delivery, worker_keys=keys[:count])
+            part = delivery.part(0, count, sequence)
             return ix.receive_message(self.program_id, payer.pubkey(), vaa, part)
 
         fitting = _most_that_fit(direct, len(keys), payer, blockhash)
@@ -270,14 +345,16 @@ class WorkerProgramClient:
     ) -> Receipt:
         keys = delivery.worker_keys
 
-        def apply(count: int) -> Instruction:
-            part = replace(delivery, worker_keys=keys[applied : applied + count])
+        def apply(count: int, sequence: int = 0) -> Instruction:
+            part = delivery.part(applied, applied + count, sequence)
             return ix.apply_batch(self.program_id, payer.pubkey(), part)
 
         step = _most_that_fit(apply, len(keys) - applied, payer, blockhash)
         if not step:
             raise TransactionFailed("not even one batch entry fits an apply_batch transaction")
-        receipt = await self.send([apply(step)], payer, compute_units=RECEIVE_COMPUTE_UNITS)
+        receipt = await self._publishing(
+            payer, lambda seq: apply(step, seq), compute_units=RECEIVE_COMPUTE_UNITS
+        )
         return replace(receipt, applied_keys=keys[applied : applied + step])
 
     async def _receive_buffered(
@@ -286,15 +363,19 @@ class WorkerProgramClient:
         buffer_id = int.from_bytes(delivery.digest[:8], "big")
         keys = delivery.worker_keys
 
-        def from_buffer(count: int) -> Instruction:
-            part = replace(delivery, worker_keys=keys[:count])
+        def from_buffer(count: int, sequence: int = 0) -> Instruction:
+            part = delivery.part(0, count, sequence)
             return ix.receive_from_buffer(self.program_id, payer.pubkey(), buffer_id, part)
 
         count = _most_that_fit(from_buffer, len(keys), payer, blockhash)
         if count is None:
             raise TransactionFailed("receive_from_buffer does not fit a transaction")
         await self.write_buffer(payer, buffer_id, vaa)
-        receipt = await self.send([from_buffer(count)], payer, compute_units=RECEIVE_COMPUTE_UNITS)
+        receipt = await self.send(
+            [from_buffer(count, await self.next_sequence())],
+            payer,
+            compute_units=RECEIVE_COMPUTE_UNITS,
+        )
         return receipt, count
 
     async def complete_delivery(self, payer: Keypair, vaa: bytes) -> tuple[Receipt, ...]:
@@ -306,8 +387,11 @@ class WorkerProgramClient:
         Raises:
             AccountNotFound: The VAA was never received.
         """
-        delivery = ix.delivery_for(parse_vaa(vaa))
-        record = await self.fetch_consumed(delivery.digest)
+        parsed = parse_vaa(vaa)
+        record = await self.fetch_consumed(parsed.digest)
+        if record.applied >= len(ix.delivery_for(parsed).worker_keys):
+            return ()
+        delivery = await self.plan_delivery(parsed)
         blockhash = (await self.rpc.get_latest_blockhash(Confirmed)).value.blockhash
         receipts: list[Receipt] = []
         applied = record.applied
@@ -320,7 +404,7 @@ class WorkerProgramClient:
         self, payer: Keypair, vaa: bytes, delivery: ix.Delivery | None = None
     ) -> Receipt:
         """Write the VAA into a buffer and receive it from there (no follow-up transactions)."""
-        delivery = delivery or ix.delivery_for(parse_vaa(vaa))
+        delivery = delivery or await self.plan_delivery(parse_vaa(vaa))
         blockhash = (await self.rpc.get_latest_blockhash(Confirmed)).value.blockhash
         receipt, _count = await self._receive_buffered(payer, vaa, delivery, blockhash)
         return receipt

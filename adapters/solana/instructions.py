@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from solders.instruction import AccountMeta, Instruction
 from solders.pubkey import Pubkey
@@ -16,9 +16,16 @@ from solders.system_program import ID as SYSTEM_PROGRAM_ID
 
 from fedrelay.adapters.solana import pda
 from fedrelay.adapters.solana.errors import InstructionArgumentError
-from fedrelay.adapters.solana.layout import LAMPORTS_PER_STAKE_UNIT, MAX_BUFFER_LEN, MAX_GUARDIANS
+from fedrelay.adapters.solana.layout import (
+    LAMPORTS_PER_STAKE_UNIT,
+    MAX_BUFFER_LEN,
+    MAX_GUARDIANS,
+    RECIPIENT_ENTRY,
+    TaskAccount,
+    WorkerAccount,
+)
 from fedrelay.adapters.solana.layout import Instruction as Tag
-from fedrelay.protocol.wormhole import RoundSettled, TaskAssigned, Vaa, decode_payload
+from fedrelay.protocol.wormhole import Outcome, RoundSettled, TaskAssigned, Vaa, decode_payload
 
 _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF
@@ -181,29 +188,88 @@ def commit_update(
         _meta(task, writable=True),
         _meta(pda.message_address(program_id, sequence), writable=True),
         _meta(SYSTEM_PROGRAM_ID),
+        _meta(pda.worker_address(program_id, worker), writable=True),
     ]
     return Instruction(program_id, data, accounts)
 
 
-def begin_unstake(program_id: Pubkey, worker: Pubkey) -> Instruction:
-    """Start the unbonding period of the worker's stake."""
-    accounts = [
-        _meta(worker, signer=True),
-        _meta(pda.config_address(program_id)),
-        _meta(pda.worker_address(program_id, worker), writable=True),
-    ]
-    return Instruction(program_id, bytes([Tag.BEGIN_UNSTAKE]), accounts)
+def _amount(lamports: int) -> bytes:
+    _uint("lamports", lamports, _U64)
+    if lamports == 0 or lamports % LAMPORTS_PER_STAKE_UNIT:
+        raise InstructionArgumentError(
+            f"an amount is a nonzero multiple of {LAMPORTS_PER_STAKE_UNIT} lamports, got {lamports}"
+        )
+    return struct.pack("<Q", lamports)
 
 
-def withdraw(program_id: Pubkey, worker: Pubkey) -> Instruction:
-    """Return the stake after unbonding and close the worker record."""
-    accounts = [
+def _worker_call(
+    program_id: Pubkey, worker: Pubkey, sequence: int, *, vault: bool = False
+) -> list[AccountMeta]:
+    """worker (signer), config, worker record, [vault], message `sequence`, system program."""
+    metas = [
         _meta(worker, signer=True, writable=True),
-        _meta(pda.config_address(program_id)),
+        _meta(pda.config_address(program_id), writable=True),
         _meta(pda.worker_address(program_id, worker), writable=True),
-        _meta(pda.vault_address(program_id), writable=True),
     ]
+    if vault:
+        metas.append(_meta(pda.vault_address(program_id), writable=True))
+    metas.append(_meta(pda.message_address(program_id, sequence), writable=True))
+    metas.append(_meta(SYSTEM_PROGRAM_ID))
+    return metas
+
+
+def stake(program_id: Pubkey, worker: Pubkey, lamports: int, *, sequence: int) -> Instruction:
+    """Add `lamports` to a registered worker's bonded stake; publishes STAKE_CHANGED(STAKED)."""
+    data = bytes([Tag.STAKE]) + _amount(lamports)
+    return Instruction(program_id, data, _worker_call(program_id, worker, sequence, vault=True))
+
+
+def begin_unstake(
+    program_id: Pubkey, worker: Pubkey, lamports: int, *, sequence: int
+) -> Instruction:
+    """Move `lamports` of bonded stake to unbonding (refused below what open tasks lock);
+    publishes STAKE_CHANGED(UNBONDING)."""
+    data = bytes([Tag.BEGIN_UNSTAKE]) + _amount(lamports)
+    return Instruction(program_id, data, _worker_call(program_id, worker, sequence))
+
+
+def withdraw(program_id: Pubkey, worker: Pubkey, *, sequence: int) -> Instruction:
+    """Pay out the stake that finished unbonding; publishes STAKE_CHANGED(WITHDRAWN)."""
+    accounts = _worker_call(program_id, worker, sequence, vault=True)
     return Instruction(program_id, bytes([Tag.WITHDRAW]), accounts)
+
+
+def release_expired_task(
+    program_id: Pubkey, worker: Pubkey, job_id: int, round_number: int, *, sequence: int
+) -> Instruction:
+    """Release the worker's unsettled task after its release_at (frees its stake lock);
+    publishes STAKE_CHANGED(TASK_RELEASED)."""
+    _uint("job_id", job_id, _U64)
+    _uint("round", round_number, _U32)
+    metas = _worker_call(program_id, worker, sequence)
+    task = pda.task_address(program_id, job_id, round_number, bytes(worker))
+    metas.insert(3, _meta(task, writable=True))
+    return Instruction(program_id, bytes([Tag.RELEASE_EXPIRED_TASK]), metas)
+
+
+def claim_slashed(
+    program_id: Pubkey, digest: bytes, destination: Pubkey, entry: int = RECIPIENT_ENTRY
+) -> Instruction:
+    """Pay a ROUND_SETTLED batch's slashed lamports to `destination`.
+
+    Args:
+        program_id: The worker program.
+        digest: The ROUND_SETTLED VAA's digest (its consumed record holds the lamports).
+        destination: The payload's slash recipient, or the worker key of entry `entry`.
+        entry: ``RECIPIENT_ENTRY`` for the recipient's part, else an honest entry's index.
+    """
+    _bytes32("digest", digest)
+    _uint("entry", entry, 0xFF)
+    accounts = [
+        _meta(pda.consumed_address(program_id, digest), writable=True),
+        _meta(destination, writable=True),
+    ]
+    return Instruction(program_id, bytes([Tag.CLAIM_SLASHED, entry]), accounts)
 
 
 @dataclass(frozen=True)
@@ -215,7 +281,11 @@ class Delivery:
         digest: keccak256(keccak256(body)), the replay-protection key.
         job_id: The payload's job.
         round: The payload's round.
-        worker_keys: The batch's worker keys, in payload order.
+        worker_keys: The batch's worker keys, in payload order (those applied by this
+            instruction when it is a part of the batch).
+        publishes: Per entry of ``worker_keys``, whether applying it publishes a STAKE_CHANGED
+            (a refused task, a nonzero slash); empty means none does.
+        first_sequence: The sequence the first of those messages gets (config.next_sequence).
     """
 
     guardian_set_index: int
@@ -223,6 +293,22 @@ class Delivery:
     job_id: int
     round: int
     worker_keys: tuple[bytes, ...]
+    publishes: tuple[bool, ...] = ()
+    first_sequence: int = 0
+
+    def part(self, start: int, stop: int, first_sequence: int | None = None) -> Delivery:
+        """The entries ``start:stop``, publishing from ``first_sequence`` (unchanged if None)."""
+        return replace(
+            self,
+            worker_keys=self.worker_keys[start:stop],
+            publishes=self.publishes[start:stop],
+            first_sequence=self.first_sequence if first_sequence is None else first_sequence,
+        )
+
+    @property
+    def message_count(self) -> int:
+        """How many STAKE_CHANGED messages applying ``worker_keys`` publishes."""
+        return sum(self.publishes[: len(self.worker_keys)])
 
 
 def _receive_accounts(program_id: Pubkey, payer: Pubkey, delivery: Delivery) -> list[AccountMeta]:
@@ -232,16 +318,27 @@ def _receive_accounts(program_id: Pubkey, payer: Pubkey, delivery: Delivery) -> 
         _meta(pda.guardian_set_address(program_id, delivery.guardian_set_index)),
         _meta(pda.consumed_address(program_id, delivery.digest), writable=True),
         _meta(SYSTEM_PROGRAM_ID),
+        _meta(pda.vault_address(program_id), writable=True),
     ]
 
 
 def _batch_accounts(program_id: Pubkey, delivery: Delivery) -> list[AccountMeta]:
+    """The (worker, task) pairs, then the message accounts the entries publish into."""
     metas = []
     for key in delivery.worker_keys:
         metas.append(_meta(pda.worker_address(program_id, Pubkey(key)), writable=True))
         task = pda.task_address(program_id, delivery.job_id, delivery.round, key)
         metas.append(_meta(task, writable=True))
+    first = delivery.first_sequence
+    for sequence in range(first, first + delivery.message_count):
+        metas.append(_meta(pda.message_address(program_id, sequence), writable=True))
     return metas
+
+
+def _pairs(delivery: Delivery) -> bytes:
+    if len(delivery.worker_keys) > 0xFF:
+        raise InstructionArgumentError("a batch has at most 255 entries")
+    return bytes([len(delivery.worker_keys)])
 
 
 def receive_message(
@@ -251,7 +348,8 @@ def receive_message(
     accounts = _receive_accounts(program_id, payer, delivery) + _batch_accounts(
         program_id, delivery
     )
-    return Instruction(program_id, bytes([Tag.RECEIVE_MESSAGE]) + vaa, accounts)
+    data = bytes([Tag.RECEIVE_MESSAGE]) + _pairs(delivery) + vaa
+    return Instruction(program_id, data, accounts)
 
 
 def apply_batch(program_id: Pubkey, payer: Pubkey, delivery: Delivery) -> Instruction:
@@ -266,9 +364,10 @@ def apply_batch(program_id: Pubkey, payer: Pubkey, delivery: Delivery) -> Instru
         _meta(pda.config_address(program_id), writable=True),
         _meta(pda.consumed_address(program_id, delivery.digest), writable=True),
         _meta(SYSTEM_PROGRAM_ID),
+        _meta(pda.vault_address(program_id), writable=True),
         *_batch_accounts(program_id, delivery),
     ]
-    return Instruction(program_id, bytes([Tag.APPLY_BATCH]), accounts)
+    return Instruction(program_id, bytes([Tag.APPLY_BATCH]) + _pairs(delivery), accounts)
 
 
 def write_buffer(
@@ -296,7 +395,7 @@ def receive_from_buffer(
     accounts = _receive_accounts(program_id, payer, delivery)
     accounts.append(_meta(pda.buffer_address(program_id, payer, buffer_id), writable=True))
     accounts += _batch_accounts(program_id, delivery)
-    return Instruction(program_id, bytes([Tag.RECEIVE_FROM_BUFFER]), accounts)
+    return Instruction(program_id, bytes([Tag.RECEIVE_FROM_BUFFER]) + _pairs(delivery), accounts)
 
 
 def close_buffer(program_id: Pubkey, authority: Pubkey, buffer_id: int) -> Instruction:
@@ -324,3 +423,51 @@ def delivery_for(vaa: Vaa) -> Delivery:
         keys = tuple(s.worker_key for s in payload.settlements)
         round_number = payload.round
     return Delivery(vaa.guardian_set_index, vaa.digest, payload.job_id, round_number, keys)
+
+
+def predict_publishes(
+    payload: TaskAssigned | RoundSettled,
+    workers: Sequence[WorkerAccount | None],
+    tasks: Sequence[TaskAccount | None],
+) -> tuple[bool, ...]:
+    """Which batch entries publish a STAKE_CHANGED, by the program's rules, from current state.
+
+    Args:
+        payload: The batch.
+        workers: Per entry, the worker's record as the chain holds it (None: not registered).
+        tasks: Per entry, the task's record (None: no such task).
+
+    Returns:
+        Per entry: a refused TASK_ASSIGNED entry, or a ROUND_SETTLED entry whose slash takes a
+        nonzero amount. The program takes one message account per True, in order; a stale guess
+        fails the transaction with STALE_SEQUENCE and nothing is applied.
+    """
+    stake = {w.key: w.stake for w in workers if w is not None}
+    locked = {w.key: w.locked for w in workers if w is not None}
+    result = []
+    if isinstance(payload, TaskAssigned):
+        minimum = payload.min_stake * LAMPORTS_PER_STAKE_UNIT
+        lock = payload.stake_lock * LAMPORTS_PER_STAKE_UNIT
+        for entry, task in zip(payload.tasks, tasks, strict=True):
+            key = entry.worker_key
+            if task is not None:
+                result.append(False)  # skipped: the task exists
+                continue
+            have = stake.get(key)
+            refused = have is None or have < minimum or have == 0 or have - locked[key] < lock
+            if not refused:
+                locked[key] += lock
+            result.append(refused)
+        return tuple(result)
+    for settlement, task in zip(payload.settlements, tasks, strict=True):
+        key = settlement.worker_key
+        if task is None or task.settled or task.released or key not in stake:
+            result.append(False)
+            continue
+        if settlement.outcome != Outcome.SLASHED:
+            result.append(False)
+            continue
+        amount = min(settlement.slash * LAMPORTS_PER_STAKE_UNIT, task.stake_lock, stake[key])
+        stake[key] -= amount
+        result.append(amount > 0)
+    return tuple(result)

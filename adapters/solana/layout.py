@@ -33,6 +33,9 @@ class Instruction(IntEnum):
     RECEIVE_FROM_BUFFER = 8
     CLOSE_BUFFER = 9
     APPLY_BATCH = 10
+    STAKE = 11
+    RELEASE_EXPIRED_TASK = 12
+    CLAIM_SLASHED = 13
 
 
 class ProgramError(IntEnum):
@@ -76,6 +79,12 @@ class ProgramError(IntEnum):
     INVALID_ARGUMENT = 36
     UNKNOWN_GUARDIAN_SET = 37
     BATCH_COMPLETE = 38
+    STAKE_LOCKED = 39
+    TASK_RELEASED = 40
+    RELEASE_NOT_DUE = 41
+    STALE_SEQUENCE = 42
+    BATCH_INCOMPLETE = 43
+    NOTHING_TO_CLAIM = 44
 
 
 _KIND_BASE = 0x594C524600000000
@@ -96,14 +105,17 @@ class Kind(IntEnum):
 
 _CONFIG = struct.Struct("<Q32s32sQQQQQIHBBB7x")
 _GUARDIAN_SET = struct.Struct("<QQIBB2x")
-_WORKER = struct.Struct("<Q32s32sQQIIB7x")
-_TASK = struct.Struct("<Q32s32s32sQQIIBBBB4x")
-_CONSUMED = struct.Struct("<Q32sIHBx")
+_WORKER = struct.Struct("<Q32s32sQQQQQIIB7x")
+_TASK = struct.Struct("<Q32s32s32sQQQQIIBBBBB3x")
+_CONSUMED = struct.Struct("<Q32sIHBBQII")
 _MESSAGE = struct.Struct("<QQIIB3xI")
 _BUFFER = struct.Struct("<Q32sI4x")
 
 GUARDIAN_SET_ACCOUNT_LEN = 408
 WORKER_ACCOUNT_LEN = _WORKER.size
+TASK_ACCOUNT_LEN = _TASK.size
+#: claim_slashed's entry byte for the recipient's part.
+RECIPIENT_ENTRY = 0xFF
 MESSAGE_HEADER_LEN = _MESSAGE.size
 BUFFER_HEADER_LEN = _BUFFER.size
 #: The first 8 bytes of a message account, for `getProgramAccounts` memcmp filters.
@@ -173,12 +185,20 @@ class GuardianSetAccount:
 
 @dataclass(frozen=True)
 class WorkerAccount:
-    """A registered worker and its stake (PDA ["worker", key])."""
+    """A registered worker and its stake (PDA ["worker", key]), in lamports.
+
+    ``stake`` is bonded (it backs tasks and is slashable), ``unbonding`` is on its way out
+    (withdrawable from ``unbonding_at``), ``locked`` is what the open tasks lock of ``stake``, and
+    ``nonce`` counts the worker's STAKE_CHANGED messages. The record is never closed.
+    """
 
     key: bytes
     payout: bytes
     stake: int
+    unbonding: int
     unbonding_at: int
+    locked: int
+    nonce: int
     capabilities: int
     assigned: int
     bump: int
@@ -192,36 +212,45 @@ class WorkerAccount:
     def to_bytes(self) -> bytes:
         """The account data the program would hold for this record."""
         return _WORKER.pack(
-            Kind.WORKER, self.key, self.payout, self.stake, self.unbonding_at,
-            self.capabilities, self.assigned, self.bump,
+            Kind.WORKER, self.key, self.payout, self.stake, self.unbonding, self.unbonding_at,
+            self.locked, self.nonce, self.capabilities, self.assigned, self.bump,
         )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class TaskAccount:
-    """One assigned task (PDA ["task", job_id u64 BE, round u32 BE, worker key])."""
+    """One assigned task (PDA ["task", job_id u64 BE, round u32 BE, worker key]).
+
+    ``stake_lock`` (lamports) stays locked of the worker's stake until the task is settled or
+    released; ``release_at`` is when its worker may release it unsettled.
+    """
 
     worker_key: bytes
     model_hash: bytes
     config_hash: bytes
     job_id: int
     deadline: int
+    stake_lock: int
+    release_at: int
     round: int
     shard: int
     committed: bool
     settled: bool
     outcome: int
     bump: int
+    released: bool = False
 
     @classmethod
     def decode(cls, data: bytes) -> TaskAccount:
         """Decode the account's data."""
         _check(data, _TASK, Kind.TASK)
-        fields = _TASK.unpack_from(data)[1:]
-        key, model, config, job, deadline, rnd, shard, committed, settled, outcome, bump = fields
+        (
+            key, model, config, job, deadline, lock, release_at, rnd, shard, committed, settled,
+            outcome, bump, released,
+        ) = _TASK.unpack_from(data)[1:]  # fmt: skip
         return cls(
-            key, model, config, job, deadline, rnd, shard, bool(committed), bool(settled),
-            outcome, bump,
+            key, model, config, job, deadline, lock, release_at, rnd, shard, bool(committed),
+            bool(settled), outcome, bump, bool(released),
         )  # fmt: skip
 
 
@@ -270,23 +299,35 @@ class ConsumedRecord:
     """The replay record of a received VAA (PDA ["consumed", digest]).
 
     It keeps the verified payload and how many of its batch entries were applied; entries left
-    over are applied with `apply_batch`.
+    over are applied with `apply_batch`. For ROUND_SETTLED it holds the batch's ``slashed``
+    lamports until ``claim_slashed`` pays them: ``honest_mask`` has bit i set for entry i applied
+    as ACCEPTED, ``paid_mask`` for the honest shares paid, ``recipient_paid`` for the recipient's.
     """
 
     digest: bytes
     applied: int
     bump: int
     payload: bytes
+    recipient_paid: bool = False
+    slashed: int = 0
+    honest_mask: int = 0
+    paid_mask: int = 0
 
     @classmethod
     def decode(cls, data: bytes) -> ConsumedRecord:
         """Decode the account's data."""
         _check(data, _CONSUMED, Kind.CONSUMED)
-        _, digest, length, applied, bump = _CONSUMED.unpack_from(data)
+        fields = _CONSUMED.unpack_from(data)
+        _, digest, length, applied, bump, recipient_paid, slashed, honest, paid = fields
         payload = data[_CONSUMED.size : _CONSUMED.size + length]
         if len(payload) != length:
             raise AccountDecodeError(f"consumed record payload is {length} bytes, account has less")
-        return cls(digest, applied, bump, payload)
+        return cls(digest, applied, bump, payload, bool(recipient_paid), slashed, honest, paid)
+
+    @property
+    def honest_entries(self) -> tuple[int, ...]:
+        """Indices of the entries applied as ACCEPTED."""
+        return tuple(i for i in range(32) if self.honest_mask >> i & 1)
 
 
 def is_consumed_record(data: bytes) -> bool:

@@ -16,12 +16,14 @@ not fit follow in ``apply_batch`` transactions (:meth:`SolanaDestination.finish`
 record ``["consumed", digest]`` is the consumed flag; ``ALREADY_CONSUMED`` is the program's distinct
 "delivered before". Solana has no account nonces: a transaction's recent blockhash bounds its life,
 so an attempt that can no longer land is signed anew. Fees are not escalated (no priority fee).
+Batch entries that publish a STAKE_CHANGED (a refused task, a slash) name the next message
+accounts, predicted when the transaction is signed; when another transaction published first the
+program answers ``STALE_SEQUENCE``, which counts as expired: the delivery is signed anew.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import httpx
 from solana.exceptions import SolanaRpcException
@@ -185,20 +187,21 @@ class SolanaDestination:
 
     async def prepare(self, vaa: bytes, nonce: int | None, fee_level: int) -> SignedDelivery:
         """Sign the receiving transaction; a VAA too large for it is first written to a buffer."""
-        delivery = ix.delivery_for(parse_vaa(vaa))
+        delivery = await self.client.plan_delivery(parse_vaa(vaa))
         payer = self.payer
         program = self.client.program_id
         keys = delivery.worker_keys
         blockhash = (await self.client.rpc.get_latest_blockhash(Confirmed)).value.blockhash
+        sequence = await self.client.next_sequence()
 
         def direct(count: int) -> Instruction:
-            part = replace(delivery, worker_keys=keys[:count])
+            part = delivery.part(0, count, sequence)
             return ix.receive_message(program, payer.pubkey(), vaa, part)
 
         buffer_id = int.from_bytes(delivery.digest[:8], "big")
 
         def from_buffer(count: int) -> Instruction:
-            part = replace(delivery, worker_keys=keys[:count])
+            part = delivery.part(0, count, sequence)
             return ix.receive_from_buffer(program, payer.pubkey(), buffer_id, part)
 
         fitting = _most_that_fit(direct, len(keys), payer, blockhash)
@@ -209,6 +212,7 @@ class SolanaDestination:
             if count is None:
                 raise TransactionFailed("receive_from_buffer does not fit a transaction")
             await self.client.write_buffer(payer, buffer_id, vaa)
+            sequence = await self.client.next_sequence()
             instruction = from_buffer(count)
             # Each buffer write moved the chain on: sign with a blockhash that is still recent.
             blockhash = (await self.client.rpc.get_latest_blockhash(Confirmed)).value.blockhash
@@ -266,6 +270,10 @@ def _program_failure(code: int | None, err: object) -> Failure:
     """The failure a worker program error (or another transaction error) stands for."""
     if code == ProgramError.ALREADY_CONSUMED:
         return Failure(FailureKind.ALREADY_CONSUMED, "the program consumed this VAA before")
+    if code == ProgramError.STALE_SEQUENCE:
+        return Failure(
+            FailureKind.EXPIRED, "another transaction published first: sign with fresh accounts"
+        )
     if code is not None and code in ProgramError._value2member_map_:
         return Failure(FailureKind.REVERTED, f"worker program: {ProgramError(code).name} ({code})")
     return Failure(FailureKind.REVERTED, f"transaction failed: {err}")

@@ -19,18 +19,24 @@ from fedrelay.adapters.devnet.worker_program import (
     task_assigned,
 )
 from fedrelay.adapters.solana.layout import SOLANA_CHAIN
-from fedrelay.protocol.wormhole import Outcome, RoundSettled, Settlement
+from fedrelay.protocol.wormhole import Outcome, RoundSettled, Settlement, SlashMode
 from fedrelay.protocol.wormhole.samples import filler
 
 __all__ = [
     "COORDINATOR_CHAIN",
     "COORDINATOR_EMITTER",
     "LAMPORTS_PER_SOL",
+    "SLASH_RECIPIENT",
     "Deployment",
     "deploy",
     "round_settled",
     "task_assigned",
 ]
+
+#: A slash recipient nobody signs for (claims need no signature: they only pay out to it).
+SLASH_RECIPIENT = bytes(
+    Pubkey.create_with_seed(Pubkey.default(), "slash recipient", Pubkey.default())
+)
 
 
 def round_settled(
@@ -39,6 +45,8 @@ def round_settled(
     *,
     job_id: int = 7,
     round_number: int = 1,
+    slash_mode: SlashMode = SlashMode.TO_RECIPIENT,
+    slash_recipient: bytes = SLASH_RECIPIENT,
 ) -> RoundSettled:
     """A ROUND_SETTLED for the program from (worker key, outcome, slash) triples."""
     return RoundSettled(
@@ -47,5 +55,7 @@ def round_settled(
         job_id=job_id,
         round=round_number,
         model_hash=filler(f"model {job_id}/{round_number + 1}"),
+        slash_mode=slash_mode,
+        slash_recipient=slash_recipient,
         settlements=tuple(Settlement(key, outcome, slash) for key, outcome, slash in outcomes),
     )

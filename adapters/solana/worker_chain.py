@@ -6,7 +6,7 @@ saw.
 
 Transactions race on a busy chain: the program writes each published message to the account of
 the next sequence, read just before sending, so two workers sending at once name the same
-account and one is refused (``WRONG_ACCOUNT``); and a blockhash fetched before another
+account and one is refused (``STALE_SEQUENCE``); and a blockhash fetched before another
 transaction may no longer be accepted (``BlockhashNotFound``). Both are refused at preflight,
 before anything lands, so :class:`SolanaWorkerChain` sends again with a fresh blockhash and
 re-derived accounts, a bounded number of times with backoff. An answer that leaves open whether
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 _TASK_KIND = struct.pack("<Q", Kind.TASK)
 _WORKER_KEY_OFFSET = 8
 #: Refusals that a lost race explains: sending again with fresh state can succeed.
-_RACE_ERRORS = (ProgramError.WRONG_ACCOUNT,)
+_RACE_ERRORS = (ProgramError.STALE_SEQUENCE,)
 _RACE_TEXTS = ("BlockhashNotFound",)
 #: Answers that leave open whether the transaction landed.
 _UNCERTAIN = (ConfirmationTimeout, SolanaRpcException, HTTPError, OSError)
@@ -173,12 +173,21 @@ class SolanaWorkerChain:
                 account = await self.client.fetch_worker(self._keypair.pubkey())
         except AccountNotFound:
             return StakeStatus(0, False, 0)
-        unbonding = account.stake if account.unbonding_at else 0
-        return StakeStatus(account.stake, True, account.assigned, unbonding, account.unbonding_at)
+        return StakeStatus(
+            account.stake, True, account.assigned, account.unbonding, account.unbonding_at
+        )
 
     async def stake_and_register(self, stake: int, payout: bytes, capabilities: int) -> None:
-        """``register`` with ``stake`` lamports (the program stakes once, at registration)."""
-        if (await self.stake_status()).registered:
+        """``register`` with ``stake`` lamports, or ``stake`` up to it when registered."""
+        status = await self.stake_status()
+        if status.registered:
+            if status.staked < stake:
+                missing = stake - status.staked
+                await self._send(
+                    "the stake",
+                    lambda: self.client.stake(self._keypair, missing),
+                    lambda: self._staked_at_least(stake),
+                )
             return
 
         async def registered() -> bool:
@@ -191,6 +200,9 @@ class SolanaWorkerChain:
             ),
             registered,
         )
+
+    async def _staked_at_least(self, amount: int) -> bool:
+        return (await self.stake_status()).staked >= amount
 
     async def _tasks(self) -> list[TaskAccount]:
         with _reading("the task poll"):
@@ -210,7 +222,9 @@ class SolanaWorkerChain:
 
     async def poll(self, cursor: int) -> ChainPoll:
         """Every task account of this worker; settled ones also as settlements."""
-        tasks = sorted(await self._tasks(), key=lambda t: (t.job_id, t.round))
+        tasks = sorted(
+            (t for t in await self._tasks() if not t.released), key=lambda t: (t.job_id, t.round)
+        )
         assigned = tuple(
             AssignedTask(
                 TaskKey(t.job_id, t.round),
@@ -264,22 +278,47 @@ class SolanaWorkerChain:
         return CommitReceipt("" if receipt is None else str(receipt.signature))
 
     async def begin_unstake(self, amount: int) -> None:
-        """``begin_unstake`` (the whole stake; ``amount`` is not used on Solana)."""
+        """``begin_unstake`` of ``amount`` lamports (refused below what open tasks lock).
 
-        async def unbonding() -> bool:
-            try:
-                return (await self.client.fetch_worker(self._keypair.pubkey())).unbonding_at > 0
-            except AccountNotFound:
-                return False
-
-        await self._send(
-            "the unbonding", lambda: self.client.begin_unstake(self._keypair), unbonding
-        )
+        Not sent again after an unclear answer: a second request would unbond twice.
+        """
+        try:
+            await self.client.begin_unstake(self._keypair, amount)
+        except TransactionFailed as exc:
+            raise ChainRejected(f"the worker program refused the unbonding: {exc}") from exc
+        except _UNCERTAIN as exc:
+            raise ChainUnavailable(f"the unbonding got no clear answer: {exc}") from exc
 
     async def withdraw_stake(self) -> None:
-        """``withdraw`` (closes the worker record)."""
+        """``withdraw`` what finished unbonding (the worker record stays)."""
 
         async def withdrawn() -> bool:
-            return not (await self.stake_status()).registered
+            return (await self.stake_status()).unbonding == 0
 
         await self._send("the withdrawal", lambda: self.client.withdraw(self._keypair), withdrawn)
+
+    async def release_expired_task(self, key: TaskKey) -> None:
+        """Release this worker's task ``key`` left unsettled past its release time."""
+
+        async def released() -> bool:
+            try:
+                task = await self.client.fetch_task(key.job_id, key.round, self.worker_key)
+            except AccountNotFound:
+                return False
+            return task.released
+
+        await self._send(
+            f"the release of {key}",
+            lambda: self.client.release_expired_task(self._keypair, key.job_id, key.round),
+            released,
+        )
+
+    async def claim_slashed(self, digest: bytes, entry: int) -> None:
+        """Take this worker's share of the slashed lamports of the ROUND_SETTLED ``digest``
+        (``entry``: this worker's index in that batch)."""
+        try:
+            await self.client.claim_slashed(self._keypair, digest, self._keypair.pubkey(), entry)
+        except TransactionFailed as exc:
+            raise ChainRejected(f"the worker program refused the claim: {exc}") from exc
+        except _UNCERTAIN as exc:
+            raise ChainUnavailable(f"the claim got no clear answer: {exc}") from exc

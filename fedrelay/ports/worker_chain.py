@@ -117,8 +117,7 @@ class StakeStatus:
     """The worker's stake as its chain holds it, in the chain's smallest unit.
 
     ``unbonding`` is stake on its way out, withdrawable from ``unlocks_at`` (unix seconds; 0 when
-    nothing unbonds). On EVM it is held apart from ``staked``; Solana unbonds the whole stake,
-    which stays counted in ``staked`` until it is withdrawn.
+    nothing unbonds), held apart from ``staked`` on both chains.
     """
 
     staked: int
@@ -169,7 +168,7 @@ class WorkerChain(Protocol):
         ...
 
     async def begin_unstake(self, amount: int) -> None:
-        """Start unbonding ``amount`` (the Solana program unbonds the whole stake)."""
+        """Start unbonding ``amount`` of the bonded stake (refused below what open tasks lock)."""
         ...
 
     async def withdraw_stake(self) -> None:

@@ -24,6 +24,9 @@ enum {
   IX_RECEIVE_FROM_BUFFER = 8,
   IX_CLOSE_BUFFER = 9,
   IX_APPLY_BATCH = 10,
+  IX_STAKE = 11,
+  IX_RELEASE_EXPIRED_TASK = 12,
+  IX_CLAIM_SLASHED = 13,
 };
 
 /* ---- error codes (returned as the program's custom error) ------------------------------- */
@@ -66,18 +69,54 @@ enum {
   ERR_INVALID_ARGUMENT = 36,
   ERR_UNKNOWN_GUARDIAN_SET = 37,
   ERR_BATCH_COMPLETE = 38,
+  ERR_STAKE_LOCKED = 39,      /* the unbond would leave less bonded stake than open tasks lock */
+  ERR_TASK_RELEASED = 40,     /* the task was released by its worker */
+  ERR_RELEASE_NOT_DUE = 41,   /* release_at has not passed */
+  ERR_STALE_SEQUENCE = 42,    /* a message account is not the next sequence's: read it again */
+  ERR_BATCH_INCOMPLETE = 43,  /* slashed funds are paid once the whole batch is applied */
+  ERR_NOTHING_TO_CLAIM = 44,
 };
 
 /* ---- protocol constants ------------------------------------------------------------------ */
 #define SOLANA_CHAIN 1
-#define PROTOCOL_VERSION 1
+#define PROTOCOL_VERSION 2
 #define PAYLOAD_WORKER_REGISTERED 1
 #define PAYLOAD_TASK_ASSIGNED 2
 #define PAYLOAD_UPDATE_COMMITTED 3
 #define PAYLOAD_ROUND_SETTLED 4
+#define PAYLOAD_STAKE_CHANGED 5
 #define PAYLOAD_HEADER_LEN 44
 #define WORKER_REGISTERED_LEN 120
 #define UPDATE_COMMITTED_LEN 152
+#define STAKE_CHANGED_LEN 125
+/* STAKE_CHANGED reasons */
+#define STAKE_STAKED 1
+#define STAKE_UNBONDING 2
+#define STAKE_WITHDRAWN 3
+#define STAKE_SLASHED 4
+#define STAKE_TASK_REFUSED 5
+#define STAKE_TASK_RELEASED 6
+/* ROUND_SETTLED slash modes */
+#define SLASH_TO_RECIPIENT 0
+#define SLASH_TO_HONEST 1
+#define OUTCOME_ACCEPTED 0
+#define OUTCOME_SLASHED 2
+/* TASK_ASSIGNED v2: fixed part 145 bytes, entries of 36 */
+#define TASK_OFF_ROUND 44
+#define TASK_OFF_DEADLINE 48
+#define TASK_OFF_MODEL 56
+#define TASK_OFF_CONFIG 88
+#define TASK_OFF_MIN_STAKE 120
+#define TASK_OFF_STAKE_LOCK 128
+#define TASK_OFF_RELEASE_AT 136
+#define TASK_FIXED_LEN 145
+#define TASK_ENTRY_LEN 36
+/* ROUND_SETTLED v2: fixed part 114 bytes, entries of 41 */
+#define SETTLE_OFF_ROUND 44
+#define SETTLE_OFF_MODE 80
+#define SETTLE_OFF_RECIPIENT 81
+#define SETTLE_FIXED_LEN 114
+#define SETTLE_ENTRY_LEN 41
 #define MAX_BATCH 32
 #define MAX_GUARDIANS 19
 #define LAMPORTS_PER_STAKE_UNIT 10 /* 9-decimal lamports -> 8-decimal protocol amounts */
@@ -122,18 +161,23 @@ typedef struct {
 } GuardianSet;
 _Static_assert(sizeof(GuardianSet) == 408, "GuardianSet layout");
 
+/* A worker record is never closed: its stake nonce must keep increasing for the coordinator
+ * chain, which ignores a STAKE_CHANGED whose nonce it has seen. */
 typedef struct {
   u64 kind;
   u8 key[32];          /* the worker's Solana address */
   u8 payout[32];       /* payout address on the coordinator chain */
-  u64 stake;           /* lamports held in the vault for this worker */
+  u64 stake;           /* bonded lamports (slashable, backs tasks) */
+  u64 unbonding;       /* lamports requested out, withdrawable from unbonding_at */
   u64 unbonding_at;    /* 0, or the unix time from which withdraw is allowed */
+  u64 locked;          /* lamports the open tasks lock: stake never falls below it */
+  u64 nonce;           /* STAKE_CHANGED counter (1 for the first change after register) */
   u32 capabilities;
-  u32 assigned;        /* open tasks; withdraw waits for 0 */
+  u32 assigned;        /* open tasks */
   u8 bump;
   u8 pad[7];
 } Worker;
-_Static_assert(sizeof(Worker) == 104, "Worker layout");
+_Static_assert(sizeof(Worker) == 128, "Worker layout");
 
 typedef struct {
   u64 kind;
@@ -142,29 +186,37 @@ typedef struct {
   u8 config_hash[32];
   u64 job_id;
   u64 deadline;
+  u64 stake_lock;      /* lamports this task locks until it is settled or released */
+  u64 release_at;      /* unix time after which the worker may release it unsettled */
   u32 round;
   u32 shard;
   u8 committed;
   u8 settled;
   u8 outcome;
   u8 bump;
-  u8 pad[4];
+  u8 released;
+  u8 pad[3];
 } Task;
-_Static_assert(sizeof(Task) == 136, "Task layout");
+_Static_assert(sizeof(Task) == 152, "Task layout");
 
 /* The replay record of a received VAA. For a batch it keeps the verified payload and how many
  * entries were applied, so a batch larger than one transaction's accounts is applied by
- * apply_batch in later transactions. */
+ * apply_batch in later transactions. For ROUND_SETTLED it also holds the batch's slashed
+ * lamports (moved out of the vault) until claim_slashed pays them to the payload's recipient or
+ * to the honest workers (entries in honest_mask). */
 typedef struct {
   u64 kind;
   u8 digest[32];
   u32 payload_len;
   u16 applied; /* batch entries applied so far */
   u8 bump;
-  u8 pad;
+  u8 recipient_paid;
+  u64 slashed;      /* lamports slashed by this batch, held in this account */
+  u32 honest_mask;  /* entries applied as ACCEPTED (bit i = entry i) */
+  u32 paid_mask;    /* honest entries whose share was paid */
   /* payload bytes follow */
 } Consumed;
-_Static_assert(sizeof(Consumed) == 48, "Consumed layout");
+_Static_assert(sizeof(Consumed) == 64, "Consumed layout");
 
 typedef struct {
   u64 kind;
@@ -256,6 +308,32 @@ typedef struct {
 
 u64 publish_message(const Context *ctx, const Outgoing *out);
 
+/* A STAKE_CHANGED to publish: the worker's bonded stake now and why it changed. */
+typedef struct {
+  const u8 *worker_key;
+  u64 stake_lamports;
+  u64 nonce;
+  u8 reason;
+  const u8 *task_id; /* NULL: 32 zero bytes */
+} StakeChange;
+
+u64 publish_stake_changed(const Context *ctx, Config *config, Account *payer, Account *message,
+                          const StakeChange *change);
+void compute_task_id(u64 job_id, u32 round, const u8 *worker_key, u8 *out);
+u64 units_to_lamports(u64 units);
+
+/* ---- stake.c: the instructions a worker signs about its own record ----------------------- */
+typedef struct {
+  Account *signer;  /* the worker; pays the message */
+  Account *message; /* the PDA of the next message */
+  Config *config;
+  Worker *record;
+} WorkerCall;
+
+u64 load_own_worker(const Context *ctx, Account *signer, Account *account, Worker **out);
+u64 load_worker_call(Context *ctx, u64 message_at, WorkerCall *call);
+u64 report_stake(const Context *ctx, const WorkerCall *call, u8 reason, const u8 *task_id);
+
 /* ---- vaa.c --------------------------------------------------------------------------------- */
 typedef struct {
   const u8 *payload;
@@ -282,6 +360,9 @@ u64 process_write_buffer(Context *ctx);
 u64 process_receive_from_buffer(Context *ctx);
 u64 process_close_buffer(Context *ctx);
 u64 process_apply_batch(Context *ctx);
+u64 process_stake(Context *ctx);
+u64 process_release_expired_task(Context *ctx);
+u64 process_claim_slashed(Context *ctx);
 
 #define TRY(expr)      \
   do {                 \

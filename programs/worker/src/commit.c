@@ -1,4 +1,9 @@
-/* commit_update: the assigned worker commits its update once, before the deadline. */
+/*
+ * commit_update: the assigned worker commits its update once, before the deadline, for a task
+ * neither settled nor released, while its bonded stake still covers the task's lock.
+ *
+ * Accounts: 0 worker (signer), 1 config, 2 task, 3 message, 4 system program, 5 worker record.
+ */
 #include "worker.h"
 
 /* commit_update data: tag, job_id u64, round u32, update_hash[32], transcript_root[32],
@@ -6,7 +11,8 @@
 #define COMMIT_LEN 89
 
 u64 process_commit_update(Context *ctx) {
-  Account *worker, *config_account, *task_account, *message, *system;
+  Account *worker, *config_account, *task_account, *message, *system, *worker_account;
+  TRY(account_at(ctx, 5, &worker_account));
   TRY(account_at(ctx, 0, &worker));
   TRY(account_at(ctx, 1, &config_account));
   TRY(account_at(ctx, 2, &task_account));
@@ -41,6 +47,15 @@ u64 process_commit_update(Context *ctx) {
   }
   if (task->settled) {
     return ERR_TASK_ALREADY_SETTLED;
+  }
+  if (task->released) {
+    return ERR_TASK_RELEASED;
+  }
+  Worker *record;
+  TRY(load_own_worker(ctx, worker, worker_account, &record));
+  if (record->stake < task->stake_lock) {
+    sol_log_64_(record->stake, task->stake_lock, 0, 0, 0);
+    return ERR_STAKE_TOO_LOW;
   }
   if (now_unix() > task->deadline) {
     return ERR_DEADLINE_PASSED;

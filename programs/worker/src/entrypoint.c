@@ -30,6 +30,12 @@ u64 entrypoint(u8 *input) {
       return process_close_buffer(ctx);
     case IX_APPLY_BATCH:
       return process_apply_batch(ctx);
+    case IX_STAKE:
+      return process_stake(ctx);
+    case IX_RELEASE_EXPIRED_TASK:
+      return process_release_expired_task(ctx);
+    case IX_CLAIM_SLASHED:
+      return process_claim_slashed(ctx);
     default:
       return ERR_INVALID_INSTRUCTION;
   }

@@ -6,32 +6,56 @@
  * (TASK_ASSIGNED or ROUND_SETTLED) whose accounts the transaction carries are applied; a batch
  * too large for one transaction is finished by apply_batch, entry by entry in order.
  *
+ * One worker never makes a batch fail. A TASK_ASSIGNED entry whose worker is not registered, has
+ * less bonded stake than min_stake, or too little unlocked stake for stake_lock is skipped and
+ * reported with STAKE_CHANGED(TASK_REFUSED); an entry whose task exists is skipped. A
+ * ROUND_SETTLED entry for an unknown, settled or released task is skipped. Skips are logged.
+ * A slash is min(entry.slash, task.stake_lock, bonded stake); its lamports move from the vault
+ * into the consumed record, which pays them out through claim_slashed.
+ *
+ * Data: tag, pairs u8 (entries this transaction applies), then the VAA for receive_message.
  * receive_* accounts: 0 payer (signer, writable), 1 config (writable), 2 guardian set,
- * 3 consumed PDA (writable), 4 system program, [5 buffer (writable), receive_from_buffer only],
- * then for each entry applied, in payload order: the worker account and the task account.
- * apply_batch accounts: 0 payer, 1 config, 2 consumed record, 3 system program, then pairs.
+ * 3 consumed PDA (writable), 4 system program, 5 vault (writable), [6 buffer (writable),
+ * receive_from_buffer only], then `pairs` (worker account, task account) pairs in payload order,
+ * then the message accounts for the STAKE_CHANGED messages the entries publish, for sequences
+ * config.next_sequence, +1, ... (one per refused entry or nonzero slash, in entry order).
+ * apply_batch accounts: 0 payer, 1 config, 2 consumed record, 3 system program, 4 vault, then
+ * pairs and message accounts as above.
  */
 #include "worker.h"
 
 static const char CONSUMED_SEED[] = "consumed";
 static const char TASK_SEED[] = "task";
-
-#define TASK_ENTRY_LEN 36
-#define TASK_FIXED_LEN 121
-#define SETTLE_ENTRY_LEN 41
-#define SETTLE_FIXED_LEN 81
-#define OUTCOME_SLASHED 2
+static const char WORKER_SEED[] = "worker";
 
 typedef struct {
   Account *payer;
   Config *config;
+  Account *vault;
+  Consumed *record;
+  Account *consumed;
   const u8 *payload;
-  u64 first_pair; /* account index of the first (worker, task) pair */
+  u64 first_pair;   /* account index of the first (worker, task) pair */
+  u64 pairs;        /* pairs this transaction carries */
+  u64 next_message; /* account index of the next unused message account */
+  u64 slashed_now;  /* lamports slashed by this transaction's entries */
 } Batch;
+
+static bool is_zero32(const u8 *p) {
+  for (u64 i = 0; i < 32; i++) {
+    if (p[i]) {
+      return false;
+    }
+  }
+  return true;
+}
 
 /* Checks a TASK_ASSIGNED or ROUND_SETTLED payload completely; returns its entry count. */
 static u64 check_batch(const u8 *payload, u64 len, u64 *count) {
   u64 fixed, entry;
+  if (len < PAYLOAD_HEADER_LEN) {
+    return ERR_PAYLOAD_MALFORMED;
+  }
   if (payload[0] == PAYLOAD_TASK_ASSIGNED) {
     fixed = TASK_FIXED_LEN;
     entry = TASK_ENTRY_LEN;
@@ -48,21 +72,25 @@ static u64 check_batch(const u8 *payload, u64 len, u64 *count) {
   if (*count == 0 || *count > MAX_BATCH || len != fixed + entry * *count) {
     return ERR_PAYLOAD_MALFORMED;
   }
-  if (payload[0] == PAYLOAD_ROUND_SETTLED) {
-    for (u64 i = 0; i < *count; i++) {
-      if (payload[fixed + entry * i + 32] > OUTCOME_SLASHED) {
-        return ERR_PAYLOAD_MALFORMED;
-      }
+  if (payload[0] == PAYLOAD_TASK_ASSIGNED) {
+    if (read_be64(payload + TASK_OFF_STAKE_LOCK) > read_be64(payload + TASK_OFF_MIN_STAKE)) {
+      return ERR_PAYLOAD_MALFORMED;
+    }
+    return 0;
+  }
+  if (payload[SETTLE_OFF_MODE] > SLASH_TO_HONEST || is_zero32(payload + SETTLE_OFF_RECIPIENT)) {
+    return ERR_PAYLOAD_MALFORMED;
+  }
+  for (u64 i = 0; i < *count; i++) {
+    if (payload[fixed + entry * i + 32] > OUTCOME_SLASHED) {
+      return ERR_PAYLOAD_MALFORMED;
     }
   }
   return 0;
 }
 
 static u64 load_entry_worker(const Context *ctx, Account *account, const u8 *key, Worker **out) {
-  if (!equal(account_owner(account), ctx->program_id, 32)) {
-    return account_data_len(account) == 0 ? ERR_WORKER_NOT_REGISTERED : ERR_WRONG_OWNER;
-  }
-  TRY(require_kind(account, KIND_WORKER, sizeof(Worker)));
+  TRY(require_program_account(ctx, account, KIND_WORKER, sizeof(Worker)));
   TRY(require_writable(account));
   Worker *worker = (Worker *)account_data(account);
   if (!equal(worker->key, key, 32)) {
@@ -72,90 +100,175 @@ static u64 load_entry_worker(const Context *ctx, Account *account, const u8 *key
   return 0;
 }
 
-static u64 assign_task(const Context *ctx, const Batch *batch, u64 entry_index, u64 pair) {
+/* The entry's worker record, or NULL when the worker never registered (the account must then
+ * be the empty PDA ["worker", key], so a relayer cannot pass another to have entries refused). */
+static u64 find_entry_worker(const Context *ctx, Account *account, const u8 *key, Worker **out) {
+  if (equal(account_owner(account), ctx->program_id, 32)) {
+    return load_entry_worker(ctx, account, key, out);
+  }
+  Seeds seeds;
+  seeds_init(&seeds);
+  seeds_push(&seeds, (const u8 *)WORKER_SEED, sizeof(WORKER_SEED) - 1);
+  seeds_push(&seeds, key, 32);
+  TRY(find_pda(ctx, account, &seeds));
+  *out = NULL;
+  return 0;
+}
+
+/* Publishes a STAKE_CHANGED from inside the batch, into the next message account passed. */
+static u64 batch_report(const Context *ctx, Batch *batch, const StakeChange *change) {
+  Account *message;
+  if (batch->next_message >= ctx->account_count) {
+    return ERR_STALE_SEQUENCE; /* the sender expected fewer messages than the entries publish */
+  }
+  TRY(account_at(ctx, batch->next_message, &message));
+  batch->next_message += 1;
+  return publish_stake_changed(ctx, batch->config, batch->payer, message, change);
+}
+
+static void task_seeds(Seeds *seeds, const u8 *payload, const u8 *worker_key) {
+  seeds_init(seeds);
+  seeds_push(seeds, (const u8 *)TASK_SEED, sizeof(TASK_SEED) - 1);
+  seeds_push(seeds, payload + 36, 8); /* job_id, big-endian as in the payload */
+  seeds_push(seeds, payload + 44, 4); /* round */
+  seeds_push(seeds, worker_key, 32);
+}
+
+static u64 refuse_task(const Context *ctx, Batch *batch, Worker *worker, const u8 *key) {
+  const u8 *payload = batch->payload;
+  u8 id[32];
+  compute_task_id(read_be64(payload + 36), read_be32(payload + TASK_OFF_ROUND), key, id);
+  StakeChange change = {key, 0, 0, STAKE_TASK_REFUSED, id};
+  if (worker) {
+    worker->nonce += 1;
+    change.stake_lamports = worker->stake;
+    change.nonce = worker->nonce;
+  }
+  return batch_report(ctx, batch, &change);
+}
+
+static u64 assign_task(const Context *ctx, Batch *batch, u64 entry_index, u64 pair) {
   const u8 *payload = batch->payload;
   const u8 *entry = payload + TASK_FIXED_LEN + TASK_ENTRY_LEN * entry_index;
   Account *worker_account, *task_account;
   TRY(account_at(ctx, batch->first_pair + 2 * pair, &worker_account));
   TRY(account_at(ctx, batch->first_pair + 2 * pair + 1, &task_account));
   Worker *worker;
-  TRY(load_entry_worker(ctx, worker_account, entry, &worker));
+  TRY(find_entry_worker(ctx, worker_account, entry, &worker));
   if (equal(account_owner(task_account), ctx->program_id, 32)) {
-    return ERR_TASK_EXISTS;
+    sol_log_("task skipped: it exists", 23);
+    return 0;
+  }
+  u64 min_stake = units_to_lamports(read_be64(payload + TASK_OFF_MIN_STAKE));
+  u64 lock = units_to_lamports(read_be64(payload + TASK_OFF_STAKE_LOCK));
+  if (!worker) {
+    sol_log_("task refused: worker not registered", 35);
+    return refuse_task(ctx, batch, worker, entry);
+  }
+  if (worker->stake < min_stake || worker->stake == 0) {
+    sol_log_("task refused: stake below minimum", 33);
+    return refuse_task(ctx, batch, worker, entry);
+  }
+  if (worker->locked > worker->stake || worker->stake - worker->locked < lock) {
+    sol_log_("task refused: unlocked stake below stake_lock", 45);
+    return refuse_task(ctx, batch, worker, entry);
   }
   Seeds seeds;
-  seeds_init(&seeds);
-  seeds_push(&seeds, (const u8 *)TASK_SEED, sizeof(TASK_SEED) - 1);
-  seeds_push(&seeds, payload + 36, 8); /* job_id, big-endian as in the payload */
-  seeds_push(&seeds, payload + 44, 4); /* round */
-  seeds_push(&seeds, entry, 32);
+  task_seeds(&seeds, payload, entry);
   TRY(find_pda(ctx, task_account, &seeds));
   TRY(create_pda(ctx, batch->payer, task_account, &seeds, sizeof(Task)));
   Task *task = (Task *)account_data(task_account);
   task->kind = KIND_TASK;
   copy(task->worker_key, entry, 32);
-  copy(task->model_hash, payload + 56, 32);
-  copy(task->config_hash, payload + 88, 32);
+  copy(task->model_hash, payload + TASK_OFF_MODEL, 32);
+  copy(task->config_hash, payload + TASK_OFF_CONFIG, 32);
   task->job_id = read_be64(payload + 36);
-  task->deadline = read_be64(payload + 48);
-  task->round = read_be32(payload + 44);
+  task->deadline = read_be64(payload + TASK_OFF_DEADLINE);
+  task->stake_lock = lock;
+  task->release_at = read_be64(payload + TASK_OFF_RELEASE_AT);
+  task->round = read_be32(payload + TASK_OFF_ROUND);
   task->shard = read_be32(entry + 32);
   task->bump = seeds.bump;
+  worker->locked += lock;
   worker->assigned += 1;
   return 0;
 }
 
-static u64 settle_task(const Context *ctx, const Batch *batch, u64 entry_index, u64 pair) {
+static u64 slash(const Context *ctx, Batch *batch, Worker *worker, Task *task, u64 units) {
+  u64 amount = units_to_lamports(units);
+  if (amount > task->stake_lock) {
+    amount = task->stake_lock;
+  }
+  if (amount > worker->stake) {
+    amount = worker->stake;
+  }
+  if (amount == 0) {
+    return 0;
+  }
+  worker->stake -= amount;
+  batch->slashed_now += amount; /* moved out of the vault once the entries are applied */
+  batch->record->slashed += amount;
+  batch->config->slashed_lamports += amount;
+  worker->nonce += 1;
+  StakeChange change = {worker->key, worker->stake, worker->nonce, STAKE_SLASHED, NULL};
+  return batch_report(ctx, batch, &change);
+}
+
+static u64 settle_task(const Context *ctx, Batch *batch, u64 entry_index, u64 pair) {
   const u8 *payload = batch->payload;
   const u8 *entry = payload + SETTLE_FIXED_LEN + SETTLE_ENTRY_LEN * entry_index;
   Account *worker_account, *task_account;
   TRY(account_at(ctx, batch->first_pair + 2 * pair, &worker_account));
   TRY(account_at(ctx, batch->first_pair + 2 * pair + 1, &task_account));
-  Worker *worker;
-  TRY(load_entry_worker(ctx, worker_account, entry, &worker));
-  if (account_data_len(task_account) == 0 &&
-      !equal(account_owner(task_account), ctx->program_id, 32)) {
-    return ERR_NOT_ASSIGNED;
+  Seeds seeds;
+  task_seeds(&seeds, payload, entry);
+  TRY(find_pda(ctx, task_account, &seeds)); /* an unknown task is skipped only at its own PDA */
+  if (!equal(account_owner(task_account), ctx->program_id, 32)) {
+    sol_log_("settlement skipped: unknown task", 32);
+    return 0;
   }
-  TRY(require_program_account(ctx, task_account, KIND_TASK, sizeof(Task)));
+  TRY(require_kind(task_account, KIND_TASK, sizeof(Task)));
   TRY(require_writable(task_account));
   Task *task = (Task *)account_data(task_account);
-  if (!equal(task->worker_key, entry, 32) || task->job_id != read_be64(payload + 36) ||
-      task->round != read_be32(payload + 44)) {
-    return ERR_WRONG_ACCOUNT;
-  }
   if (task->settled) {
-    return ERR_TASK_ALREADY_SETTLED;
+    sol_log_("settlement skipped: task already settled", 40);
+    return 0;
   }
+  if (task->released) {
+    sol_log_("settlement skipped: task released", 33);
+    return 0;
+  }
+  Worker *worker;
+  TRY(load_entry_worker(ctx, worker_account, entry, &worker));
   u8 outcome = entry[32];
   task->settled = 1;
   task->outcome = outcome;
   if (worker->assigned > 0) {
     worker->assigned -= 1;
   }
-  if (outcome == OUTCOME_SLASHED) {
-    u64 units = read_be64(entry + 33);
-    u64 amount = worker->stake; /* a slash too large to express takes everything */
-    if (units <= worker->stake / LAMPORTS_PER_STAKE_UNIT) {
-      amount = units * LAMPORTS_PER_STAKE_UNIT;
-    }
-    worker->stake -= amount;
-    batch->config->slashed_lamports += amount;
+  worker->locked = worker->locked > task->stake_lock ? worker->locked - task->stake_lock : 0;
+  if (outcome == OUTCOME_ACCEPTED) {
+    batch->record->honest_mask |= 1U << entry_index;
+  } else if (outcome == OUTCOME_SLASHED) {
+    return slash(ctx, batch, worker, task, read_be64(entry + 33));
   }
   return 0;
 }
 
 /* Applies the next entries of the batch in `record`, one per (worker, task) account pair. */
-static u64 apply_entries(const Context *ctx, Batch *batch, Consumed *record) {
+static u64 apply_entries(const Context *ctx, Batch *batch) {
   u64 count;
+  Consumed *record = batch->record;
   batch->payload = (const u8 *)record + sizeof(Consumed);
   TRY(check_batch(batch->payload, record->payload_len, &count));
-  u64 pairs = ctx->account_count > batch->first_pair
-                  ? (ctx->account_count - batch->first_pair) / 2
-                  : 0;
+  if (batch->first_pair + 2 * batch->pairs > ctx->account_count) {
+    return ERR_MISSING_ACCOUNTS;
+  }
+  u64 pairs = batch->pairs;
   if (pairs > count - record->applied) {
     pairs = count - record->applied;
   }
+  batch->next_message = batch->first_pair + 2 * batch->pairs;
   for (u64 pair = 0; pair < pairs; pair++) {
     u64 entry = record->applied + pair;
     if (batch->payload[0] == PAYLOAD_TASK_ASSIGNED) {
@@ -165,6 +278,15 @@ static u64 apply_entries(const Context *ctx, Batch *batch, Consumed *record) {
     }
   }
   record->applied += (u16)pairs;
+  /* Lamports move by hand only after the entries' system program calls (message and task
+   * accounts): the runtime checks at each call that the accounts it can see balance. */
+  u64 *vault = account_lamports(batch->vault);
+  u64 *pool = account_lamports(batch->consumed);
+  if (*vault < batch->slashed_now || *pool + batch->slashed_now < *pool) {
+    return ERR_ARITHMETIC;
+  }
+  *vault -= batch->slashed_now;
+  *pool += batch->slashed_now;
   return 0;
 }
 
@@ -189,13 +311,17 @@ static u64 consume(const Context *ctx, Account *payer, Account *consumed, const 
   record->payload_len = (u32)vaa->payload_len;
   record->applied = 0;
   record->bump = seeds.bump;
+  record->recipient_paid = 0;
+  record->slashed = 0;
+  record->honest_mask = 0;
+  record->paid_mask = 0;
   copy(account_data(consumed) + sizeof(Consumed), vaa->payload, vaa->payload_len);
   *out = record;
   return 0;
 }
 
-/* Verifies `vaa`, consumes it and applies what the accounts allow of its batch. */
-static u64 receive(Context *ctx, const u8 *vaa, u64 vaa_len, u64 first_pair) {
+/* Verifies `vaa`, consumes it and applies `pairs` entries of its batch. */
+static u64 receive(Context *ctx, const u8 *vaa, u64 vaa_len, u64 first_pair, u64 pairs) {
   Account *payer, *config_account, *set_account, *consumed, *system;
   TRY(account_at(ctx, 0, &payer));
   TRY(account_at(ctx, 1, &config_account));
@@ -205,8 +331,10 @@ static u64 receive(Context *ctx, const u8 *vaa, u64 vaa_len, u64 first_pair) {
   TRY(require_signer(payer));
   TRY(require_writable(payer));
   TRY(require_system_program(system));
-  Batch batch = {payer, NULL, NULL, first_pair};
+  Batch batch = {payer, NULL, NULL, NULL, consumed, NULL, first_pair, pairs, 0, 0};
   TRY(load_config(ctx, config_account, true, &batch.config));
+  TRY(account_at(ctx, 5, &batch.vault));
+  TRY(load_vault(ctx, batch.vault, batch.config));
 
   VerifiedVaa verified;
   Bytes vaa_bytes = {vaa, vaa_len};
@@ -221,23 +349,22 @@ static u64 receive(Context *ctx, const u8 *vaa, u64 vaa_len, u64 first_pair) {
   }
   u64 count;
   TRY(check_batch(payload, len, &count));
-  Consumed *record;
-  TRY(consume(ctx, payer, consumed, &verified, &record));
-  return apply_entries(ctx, &batch, record);
+  TRY(consume(ctx, payer, consumed, &verified, &batch.record));
+  return apply_entries(ctx, &batch);
 }
 
 u64 process_receive_message(Context *ctx) {
-  if (ctx->data_len < 2) {
+  if (ctx->data_len < 3) {
     return ERR_INVALID_INSTRUCTION;
   }
-  return receive(ctx, ctx->data + 1, ctx->data_len - 1, 5);
+  return receive(ctx, ctx->data + 2, ctx->data_len - 2, 6, ctx->data[1]);
 }
 
 u64 process_receive_from_buffer(Context *ctx) {
   Account *payer, *buffer;
   TRY(account_at(ctx, 0, &payer));
-  TRY(account_at(ctx, 5, &buffer));
-  if (ctx->data_len != 1) {
+  TRY(account_at(ctx, 6, &buffer));
+  if (ctx->data_len != 2) {
     return ERR_INVALID_INSTRUCTION;
   }
   TRY(require_program_account(ctx, buffer, KIND_BUFFER, sizeof(BufferHeader)));
@@ -249,7 +376,8 @@ u64 process_receive_from_buffer(Context *ctx) {
   if (sizeof(BufferHeader) + header->length > account_data_len(buffer)) {
     return ERR_BUFFER_BOUNDS;
   }
-  TRY(receive(ctx, account_data(buffer) + sizeof(BufferHeader), header->length, 6));
+  TRY(receive(ctx, account_data(buffer) + sizeof(BufferHeader), header->length, 7,
+              ctx->data[1]));
   return close_account(buffer, payer);
 }
 
@@ -262,11 +390,13 @@ u64 process_apply_batch(Context *ctx) {
   TRY(require_signer(payer));
   TRY(require_writable(payer));
   TRY(require_system_program(system));
-  if (ctx->data_len != 1) {
+  if (ctx->data_len != 2) {
     return ERR_INVALID_INSTRUCTION;
   }
-  Batch batch = {payer, NULL, NULL, 4};
+  Batch batch = {payer, NULL, NULL, NULL, consumed, NULL, 5, ctx->data[1], 0, 0};
   TRY(load_config(ctx, config_account, true, &batch.config));
+  TRY(account_at(ctx, 4, &batch.vault));
+  TRY(load_vault(ctx, batch.vault, batch.config));
   TRY(require_program_account(ctx, consumed, KIND_CONSUMED, sizeof(Consumed)));
   TRY(require_writable(consumed));
   Consumed *record = (Consumed *)account_data(consumed);
@@ -281,8 +411,9 @@ u64 process_apply_batch(Context *ctx) {
   if (record->applied >= count) {
     return ERR_BATCH_COMPLETE;
   }
-  if (ctx->account_count < 6) {
+  if (batch.pairs == 0) {
     return ERR_MISSING_ACCOUNTS;
   }
-  return apply_entries(ctx, &batch, record);
+  batch.record = record;
+  return apply_entries(ctx, &batch);
 }

@@ -18,7 +18,7 @@ from solders.transaction import VersionedTransaction
 
 from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet
 from fedrelay.adapters.solana._base58 import b58encode
-from fedrelay.adapters.solana.layout import MESSAGE_KIND_BYTES
+from fedrelay.adapters.solana.layout import GUARDIAN_SET_ACCOUNT_LEN, MESSAGE_KIND_BYTES
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
 
 pytestmark = pytest.mark.integration
@@ -107,8 +107,12 @@ async def test_accounts_and_program_account_filters(
         )
     ).value
     assert len(messages) == 1
-    sized = (await solana_rpc.get_program_accounts(program, encoding="base64", filters=[104])).value
-    assert [row.account.owner for row in sized] == [program]  # the worker record
+    sized = (
+        await solana_rpc.get_program_accounts(
+            program, encoding="base64", filters=[GUARDIAN_SET_ACCOUNT_LEN]
+        )
+    ).value
+    assert [row.account.owner for row in sized] == [program]  # the guardian set
     several = (
         await solana_rpc.get_multiple_accounts([messages[0].pubkey, Pubkey.new_unique()], Confirmed)
     ).value

@@ -15,7 +15,7 @@ from solders.pubkey import Pubkey
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana import pda
 from fedrelay.adapters.solana.errors import TransactionFailed
-from fedrelay.adapters.solana.layout import LAMPORTS_PER_STAKE_UNIT, ProgramError
+from fedrelay.adapters.solana.layout import LAMPORTS_PER_STAKE_UNIT, SOLANA_CHAIN, ProgramError
 from fedrelay.adapters.solana.testing import (
     COORDINATOR_EMITTER,
     LAMPORTS_PER_SOL,
@@ -23,7 +23,16 @@ from fedrelay.adapters.solana.testing import (
     round_settled,
     task_assigned,
 )
-from fedrelay.protocol.wormhole import Outcome, Signature, Vaa, parse_vaa
+from fedrelay.protocol.wormhole import (
+    Outcome,
+    Signature,
+    StakeChanged,
+    StakeReason,
+    Vaa,
+    decode_payload,
+    parse_vaa,
+    task_id,
+)
 from fedrelay.protocol.wormhole.guardians import SECP256K1_N
 
 pytestmark = pytest.mark.integration
@@ -232,40 +241,58 @@ async def test_old_guardian_set_works_until_it_expires(deployment: Deployment) -
     assert (await client.fetch_task(7, 2, bytes(crew[1].pubkey()))).shard == 0
 
 
-async def test_unregistered_worker_in_batch_is_rejected(deployment: Deployment) -> None:
+async def test_unregistered_worker_in_batch_is_refused_and_the_rest_applied(
+    deployment: Deployment,
+) -> None:
+    client = deployment.client
+    crew = await workers(deployment, 2)
     stranger = Keypair()
-    vaa = assignment(deployment, [stranger])
-    error = await rejection(deployment.client.receive_vaa(deployment.admin, vaa))
-    assert error == ProgramError.WORKER_NOT_REGISTERED
+    vaa = assignment(deployment, [crew[0], stranger, crew[1]])
+    await client.receive_vaa(deployment.admin, vaa)
+    for shard, worker in [(0, crew[0]), (2, crew[1])]:
+        assert (await client.fetch_task(7, 1, bytes(worker.pubkey()))).shard == shard
+    task = pda.task_address(client.program_id, 7, 1, bytes(stranger.pubkey()))
+    assert deployment.devnet.chain.account(task) is None
+    refusal = decode_payload((await client.fetch_message(2)).payload)  # after 2 registrations
+    assert isinstance(refusal, StakeChanged)
+    key = bytes(stranger.pubkey())
+    assert (refusal.worker_key, refusal.stake, refusal.nonce, refusal.reason, refusal.task_id) == (
+        key, 0, 0, StakeReason.TASK_REFUSED, task_id(7, 1, SOLANA_CHAIN, key),
+    )  # fmt: skip
 
 
 async def test_round_settled_releases_and_slashes(deployment: Deployment) -> None:
     client = deployment.client
     crew = await workers(deployment, 3)
-    await client.receive_vaa(deployment.admin, assignment(deployment, crew))
-    slash_units = 50_000_000  # 0.5 SOL in 8-decimal units
+    lock_units = STAKE // LAMPORTS_PER_STAKE_UNIT // 4
+    await client.receive_vaa(
+        deployment.admin, assignment(deployment, crew, min_stake=lock_units, stake_lock=lock_units)
+    )
+    slash_units = 50_000_000  # 0.5 SOL in 8-decimal units, below the lock
     outcomes = [
         (bytes(crew[0].pubkey()), Outcome.ACCEPTED, 0),
         (bytes(crew[1].pubkey()), Outcome.DROPPED, 0),
         (bytes(crew[2].pubkey()), Outcome.SLASHED, slash_units),
     ]
+    vault = pda.vault_address(client.program_id)
+    vault_before = await client.balance(vault)
     settled = deployment.sign(round_settled(deployment.program_id, outcomes))
     await client.receive_vaa(deployment.admin, settled.to_bytes())
 
     records = [await client.fetch_worker(k.pubkey()) for k in crew]
-    assert [r.assigned for r in records] == [0, 0, 0]
-    assert [r.stake for r in records] == [
-        STAKE,
-        STAKE,
-        STAKE - slash_units * LAMPORTS_PER_STAKE_UNIT,
-    ]
-    assert (await client.fetch_config()).slashed_lamports == slash_units * LAMPORTS_PER_STAKE_UNIT
+    assert [(r.assigned, r.locked) for r in records] == [(0, 0)] * 3
+    slashed = slash_units * LAMPORTS_PER_STAKE_UNIT
+    assert [r.stake for r in records] == [STAKE, STAKE, STAKE - slashed]
+    assert (await client.fetch_config()).slashed_lamports == slashed
+    assert vault_before - await client.balance(vault) == slashed  # out of the vault
+    assert (await client.fetch_consumed(settled.digest)).slashed == slashed
     tasks = [await client.fetch_task(7, 1, bytes(k.pubkey())) for k in crew]
     assert [(t.settled, t.outcome) for t in tasks] == [(True, 0), (True, 1), (True, 2)]
 
-    again = deployment.sign(round_settled(deployment.program_id, outcomes[:1]))
-    error = await rejection(client.receive_vaa(deployment.admin, again.to_bytes()))
-    assert error == ProgramError.TASK_ALREADY_SETTLED
+    again = deployment.sign(round_settled(deployment.program_id, outcomes))
+    await client.receive_vaa(deployment.admin, again.to_bytes())  # skipped, not reverted
+    assert (await client.fetch_worker(crew[2].pubkey())).stake == STAKE - slashed
+    assert (await client.fetch_consumed(again.digest)).applied == 3
 
 
 async def test_large_batch_is_finished_by_apply_batch(deployment: Deployment) -> None:

@@ -1,4 +1,4 @@
-"""initialize, register, begin_unstake, withdraw and set_guardian_set through the devnet RPC."""
+"""initialize, register, stake, unstake, withdraw and set_guardian_set through the devnet RPC."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from solders.pubkey import Pubkey
 
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana import pda
-from fedrelay.adapters.solana.errors import TransactionFailed
-from fedrelay.adapters.solana.layout import LAMPORTS_PER_STAKE_UNIT, ProgramError
+from fedrelay.adapters.solana.errors import InstructionArgumentError, TransactionFailed
+from fedrelay.adapters.solana.layout import LAMPORTS_PER_STAKE_UNIT, ProgramError, PublishedMessage
 from fedrelay.adapters.solana.testing import (
     COORDINATOR_CHAIN,
     COORDINATOR_EMITTER,
@@ -23,7 +23,12 @@ from fedrelay.adapters.solana.testing import (
     Deployment,
     task_assigned,
 )
-from fedrelay.protocol.wormhole import WorkerRegistered, decode_payload
+from fedrelay.protocol.wormhole import (
+    StakeChanged,
+    StakeReason,
+    WorkerRegistered,
+    decode_payload,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +118,7 @@ async def test_register_twice_and_below_minimum_are_rejected(deployment: Deploym
 async def test_missing_signer_is_rejected(deployment: Deployment) -> None:
     worker = await registered(deployment)
     payer = await deployment.funded_keypair()
-    unsigned = ix.begin_unstake(deployment.program_id, worker.pubkey())
+    unsigned = ix.begin_unstake(deployment.program_id, worker.pubkey(), STAKE, sequence=1)
     metas = [AccountMeta(m.pubkey, False, m.is_writable) for m in unsigned.accounts]
     instruction = Instruction(deployment.program_id, bytes(unsigned.data), metas)
     error = await rejection(deployment.client.send([instruction], payer))
@@ -123,7 +128,7 @@ async def test_missing_signer_is_rejected(deployment: Deployment) -> None:
 async def test_someone_elses_stake_account_is_rejected(deployment: Deployment) -> None:
     victim = await registered(deployment)
     thief = await registered(deployment)
-    instruction = ix.begin_unstake(deployment.program_id, thief.pubkey())
+    instruction = ix.begin_unstake(deployment.program_id, thief.pubkey(), STAKE, sequence=2)
     metas = list(instruction.accounts)
     metas[2] = AccountMeta(pda.worker_address(deployment.program_id, victim.pubkey()), False, True)
     forged = Instruction(deployment.program_id, bytes(instruction.data), metas)
@@ -162,37 +167,83 @@ async def test_substituted_config_is_rejected(
     assert await rejection(deployment.client.send([forged], worker)) == expected
 
 
-async def test_unstake_then_withdraw_after_unbonding(deployment: Deployment) -> None:
+def stake_changes(messages: list[PublishedMessage]) -> list[StakeChanged]:
+    payloads = [decode_payload(m.payload) for m in messages]
+    return [p for p in payloads if isinstance(p, StakeChanged)]
+
+
+async def test_stake_unstake_withdraw_publish_stake_changed(deployment: Deployment) -> None:
     client = deployment.client
     worker = await registered(deployment)
+    extra = LAMPORTS_PER_SOL
+    await client.stake(worker, extra)
     assert await rejection(client.withdraw(worker)) == ProgramError.NOT_UNBONDING
-    await client.begin_unstake(worker)
-    assert await rejection(client.begin_unstake(worker)) == ProgramError.ALREADY_UNBONDING
+    await client.begin_unstake(worker, STAKE)
     assert await rejection(client.withdraw(worker)) == ProgramError.UNBONDING_NOT_OVER
+    record = await client.fetch_worker(worker.pubkey())
+    assert (record.stake, record.unbonding) == (extra, STAKE)
 
     deployment.devnet.advance_time(3601)
     before = await client.balance(worker.pubkey())
     await client.withdraw(worker)
     after = await client.balance(worker.pubkey())
-    assert after - before > STAKE  # the stake and the record's rent, less the fee
-    assert (
-        deployment.devnet.chain.account(pda.worker_address(client.program_id, worker.pubkey()))
-        is None
-    )
+    assert STAKE - LAMPORTS_PER_SOL // 100 < after - before < STAKE  # less the message's rent
+    record = await client.fetch_worker(worker.pubkey())  # the record stays: its nonce counts on
+    assert (record.stake, record.unbonding, record.nonce) == (extra, 0, 3)
+
+    key = bytes(worker.pubkey())
+    units = extra // LAMPORTS_PER_STAKE_UNIT
+    assert [(c.worker_key, c.stake, c.nonce, c.reason, c.task_id) for c in stake_changes(
+        await client.all_messages()
+    )] == [
+        (key, (STAKE + extra) // LAMPORTS_PER_STAKE_UNIT, 1, StakeReason.STAKED, bytes(32)),
+        (key, units, 2, StakeReason.UNBONDING, bytes(32)),
+        (key, units, 3, StakeReason.WITHDRAWN, bytes(32)),
+    ]  # fmt: skip
+    for change in stake_changes(await client.all_messages()):
+        assert (change.target_chain, change.target_address) == (
+            COORDINATOR_CHAIN,
+            COORDINATOR_EMITTER,
+        )
 
 
-async def test_withdraw_while_assigned_is_rejected(deployment: Deployment) -> None:
+async def test_unbond_of_locked_stake_is_refused(deployment: Deployment) -> None:
     client = deployment.client
     worker = await registered(deployment)
+    lock_units = LAMPORTS_PER_SOL // LAMPORTS_PER_STAKE_UNIT  # 1 SOL
     payload = task_assigned(
         client.program_id,
         [bytes(worker.pubkey())],
         deadline=deployment.devnet.chain.unix_time() + 60,
+        min_stake=2 * lock_units,
+        stake_lock=lock_units,
     )
     await client.receive_vaa(deployment.admin, deployment.sign(payload).to_bytes())
-    await client.begin_unstake(worker)
-    deployment.devnet.advance_time(3601)
-    assert await rejection(client.withdraw(worker)) == ProgramError.STILL_ASSIGNED
+    record = await client.fetch_worker(worker.pubkey())
+    assert (record.locked, record.assigned) == (LAMPORTS_PER_SOL, 1)
+
+    error = await rejection(client.begin_unstake(worker, STAKE))
+    assert error == ProgramError.STAKE_LOCKED
+    error = await rejection(client.begin_unstake(worker, STAKE - LAMPORTS_PER_SOL + 10))
+    assert error == ProgramError.STAKE_LOCKED
+    await client.begin_unstake(worker, STAKE - LAMPORTS_PER_SOL)  # all that is not locked
+    assert (await client.fetch_worker(worker.pubkey())).stake == LAMPORTS_PER_SOL
+
+
+@pytest.mark.parametrize("amount", [0, 15])
+async def test_amounts_must_be_whole_units(deployment: Deployment, amount: int) -> None:
+    worker = await registered(deployment)
+    with pytest.raises(InstructionArgumentError):
+        await deployment.client.begin_unstake(worker, amount)
+    instruction = ix.stake(deployment.program_id, worker.pubkey(), 10, sequence=1)
+    forged = Instruction(
+        deployment.program_id,
+        bytes([instruction.data[0]]) + amount.to_bytes(8, "little"),
+        instruction.accounts,
+    )
+    assert (
+        await rejection(deployment.client.send([forged], worker)) == ProgramError.INVALID_ARGUMENT
+    )
 
 
 async def test_set_guardian_set_by_admin_only(deployment: Deployment) -> None:

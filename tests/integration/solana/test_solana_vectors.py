@@ -35,7 +35,14 @@ from fedrelay.adapters.solana.layout import (
     WorkerAccount,
 )
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, task_assigned
-from fedrelay.protocol.wormhole import keccak256
+from fedrelay.protocol.wormhole import (
+    Outcome,
+    SlashMode,
+    StakeReason,
+    decode_payload,
+    keccak256,
+    task_id,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -156,10 +163,10 @@ def _retarget(payload: bytes, program_id: Pubkey) -> bytes:
     return payload[:2] + SOLANA_CHAIN.to_bytes(2, "big") + bytes(program_id) + payload[36:]
 
 
-def _install_worker(deployment: Deployment, key: bytes) -> None:
+def _install_worker(deployment: Deployment, key: bytes, stake: int = 5 * LAMPORTS_PER_SOL) -> None:
     """Give `key` a worker record (vector keys are EVM addresses nobody here can sign for)."""
     address, bump = Pubkey.find_program_address([b"worker", key], deployment.program_id)
-    record = WorkerAccount(key, bytes(32), 5 * LAMPORTS_PER_SOL, 0, 0, 0, bump)
+    record = WorkerAccount(key, bytes(32), stake, 0, 0, 0, 0, 0, 0, bump)
     lamports = deployment.devnet.chain.svm.minimum_balance_for_rent_exemption(WORKER_ACCOUNT_LEN)
     deployment.devnet.chain.set_account(
         address, Account(lamports, record.to_bytes(), deployment.program_id, False, 0)
@@ -168,51 +175,96 @@ def _install_worker(deployment: Deployment, key: bytes) -> None:
 
 TASK_VECTORS = [v for v in PAYLOADS["valid"] if v["fields"]["type"] == "TASK_ASSIGNED"]
 SETTLE_VECTORS = [v for v in PAYLOADS["valid"] if v["fields"]["type"] == "ROUND_SETTLED"]
+U64 = 2**64 - 1
 
 
 @pytest.mark.parametrize("vector", TASK_VECTORS, ids=lambda v: v["name"])
 async def test_task_assigned_vector_is_applied_field_by_field(
     deployment: Deployment, vector: dict[str, Any]
 ) -> None:
+    """Every v2 field reaches the task; a min_stake no stake can meet refuses every entry."""
     fields = vector["fields"]
-    for task in fields["tasks"]:
-        _install_worker(deployment, _hex(task["worker_key"]))
+    min_stake, lock = int(fields["min_stake"]), int(fields["stake_lock"])
+    reachable = min_stake * LAMPORTS_PER_STAKE_UNIT <= U64
+    stake = min_stake * LAMPORTS_PER_STAKE_UNIT if reachable else U64 // 2
+    keys = [_hex(task["worker_key"]) for task in fields["tasks"]]
+    for key in keys:
+        _install_worker(deployment, key, stake)
     vaa = deployment.sign(_retarget(_hex(vector["bytes"]), deployment.program_id))
     await deployment.client.receive_vaa(deployment.admin, vaa.to_bytes())
 
+    client = deployment.client
     job, round_number = int(fields["job_id"]), fields["round"]
-    for task in fields["tasks"]:
-        stored = await deployment.client.fetch_task(job, round_number, _hex(task["worker_key"]))
+    if not reachable:
+        refusals = [decode_payload(m.payload) for m in await client.all_messages()]
+        assert [(r.worker_key, r.reason, r.task_id) for r in refusals] == [  # type: ignore[union-attr]
+            (key, StakeReason.TASK_REFUSED, task_id(job, round_number, SOLANA_CHAIN, key))
+            for key in keys
+        ]
+        return
+    for task, key in zip(fields["tasks"], keys, strict=True):
+        stored = await client.fetch_task(job, round_number, key)
         assert stored.shard == task["shard"]
         assert stored.deadline == int(fields["deadline"])
         assert stored.model_hash == _hex(fields["model_hash"])
         assert stored.config_hash == _hex(fields["config_hash"])
+        assert stored.stake_lock == lock * LAMPORTS_PER_STAKE_UNIT
+        assert stored.release_at == int(fields["release_at"])
+        assert (await client.fetch_worker(Pubkey(key))).locked == lock * LAMPORTS_PER_STAKE_UNIT
 
 
 @pytest.mark.parametrize("vector", SETTLE_VECTORS, ids=lambda v: v["name"])
 async def test_round_settled_vector_is_applied_field_by_field(
     deployment: Deployment, vector: dict[str, Any]
 ) -> None:
+    """Outcomes, the capped slash, and where the slashed lamports go (mode and recipient)."""
     fields = vector["fields"]
     keys = [_hex(s["worker_key"]) for s in fields["settlements"]]
+    stake, lock_units = 5 * LAMPORTS_PER_SOL, 2 * LAMPORTS_PER_SOL // LAMPORTS_PER_STAKE_UNIT
     for key in keys:
-        _install_worker(deployment, key)
+        _install_worker(deployment, key, stake)
+    client = deployment.client
+    await client.airdrop(pda.vault_address(client.program_id), len(keys) * stake)
     job, round_number = int(fields["job_id"]), fields["round"]
     assign = task_assigned(
-        deployment.program_id, keys, job_id=job, round_number=round_number, deadline=2**40
-    )
-    await deployment.client.receive_vaa(deployment.admin, deployment.sign(assign).to_bytes())
+        deployment.program_id, keys, job_id=job, round_number=round_number, deadline=2**40,
+        min_stake=lock_units, stake_lock=lock_units,
+    )  # fmt: skip
+    await client.receive_vaa(deployment.admin, deployment.sign(assign).to_bytes())
     vaa = deployment.sign(_retarget(_hex(vector["bytes"]), deployment.program_id))
-    await deployment.client.receive_vaa(deployment.admin, vaa.to_bytes())
+    await client.receive_vaa(deployment.admin, vaa.to_bytes())
 
+    total = 0
     for settlement, key in zip(fields["settlements"], keys, strict=True):
-        task = await deployment.client.fetch_task(job, round_number, key)
+        task = await client.fetch_task(job, round_number, key)
         assert (task.settled, task.outcome) == (True, settlement["outcome"])
-        worker = await deployment.client.fetch_worker(Pubkey(key))
-        slashed = (
-            int(settlement["slash"]) * LAMPORTS_PER_STAKE_UNIT if settlement["outcome"] == 2 else 0
-        )
-        assert worker.stake == 5 * LAMPORTS_PER_SOL - min(slashed, 5 * LAMPORTS_PER_SOL)
+        worker = await client.fetch_worker(Pubkey(key))
+        slashed = 0
+        if settlement["outcome"] == Outcome.SLASHED:
+            asked = int(settlement["slash"]) * LAMPORTS_PER_STAKE_UNIT
+            slashed = min(asked, lock_units * LAMPORTS_PER_STAKE_UNIT, stake)
+        assert worker.stake == stake - slashed
+        total += slashed
+    record = await client.fetch_consumed(vaa.digest)
+    assert record.slashed == total
+    honest = [i for i, s in enumerate(fields["settlements"]) if s["outcome"] == Outcome.ACCEPTED]
+    assert record.honest_entries == tuple(honest)
+
+    recipient = Pubkey(_hex(fields["slash_recipient"]))
+    share = total // len(honest) if fields["slash_mode"] == SlashMode.TO_HONEST and honest else 0
+    payer = deployment.admin
+    # The devnet lives for the session and vectors share keys: compare balances, not totals.
+    if share:
+        for entry in honest:
+            before = await client.balance(Pubkey(keys[entry]))
+            await client.claim_slashed(payer, vaa.digest, Pubkey(keys[entry]), entry)
+            assert await client.balance(Pubkey(keys[entry])) - before == share
+    if total - share * len(honest):
+        # A remainder of a few lamports cannot open an account: the poster's account exists.
+        await client.airdrop(recipient, LAMPORTS_PER_SOL)
+        before = await client.balance(recipient)
+        await client.claim_slashed(payer, vaa.digest, recipient)
+        assert await client.balance(recipient) - before == total - share * len(honest)
 
 
 @pytest.mark.parametrize("vector", PAYLOADS["invalid"], ids=lambda v: v["name"])
