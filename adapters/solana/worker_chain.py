@@ -233,6 +233,7 @@ class SolanaWorkerChain:
                 t.deadline,
                 t.model_hash,
                 t.config_hash,
+                t.release_at,
             )
             for t in tasks
         )

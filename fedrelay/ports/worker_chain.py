@@ -74,6 +74,8 @@ class AssignedTask:
         deadline: Unix seconds; the chain refuses a commitment after it.
         model_hash: The round's starting model, when the chain stores it (Solana does).
         config_hash: The training configuration, when the chain stores it.
+        release_at: Unix seconds after which, unsettled, the worker may release the task and
+            the stake it locks (:meth:`WorkerChain.release_expired_task`); 0 when unknown.
     """
 
     key: TaskKey
@@ -82,6 +84,7 @@ class AssignedTask:
     deadline: int
     model_hash: bytes | None = None
     config_hash: bytes | None = None
+    release_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -173,4 +176,9 @@ class WorkerChain(Protocol):
 
     async def withdraw_stake(self) -> None:
         """Take the unbonded stake back once the delay passed and no task is open."""
+        ...
+
+    async def release_expired_task(self, key: TaskKey) -> None:
+        """Release this worker's task ``key``, unsettled past its release time, and the stake
+        it locks (publishes STAKE_CHANGED with reason TASK_RELEASED)."""
         ...

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from httpx import HTTPError
 from opentelemetry import trace
 
-from fedrelay.ports.worker_chain import StakeStatus, TaskKey, WorkerChain
+from fedrelay.ports.worker_chain import StakeStatus, TaskKey, WorkerChain, WorkerChainError
 from fedrelay.protocol.logfields import log_fields
 from fedrelay.protocol.tracing import round_attributes, round_context
 from fedrelay.protocol.wormhole import worker_id
@@ -72,7 +72,8 @@ class StepReport:
     """What one pass did.
 
     ``committed`` lists the tasks this pass committed; ``recovered`` those it found already
-    committed on chain (by an earlier run whose state file was lost).
+    committed on chain (by an earlier run whose state file was lost); ``released`` those it
+    released because they were still unsettled after their release time.
     """
 
     assigned: tuple[TaskKey, ...] = ()
@@ -81,6 +82,7 @@ class StepReport:
     answered: tuple[str, ...] = ()
     settled: tuple[TaskKey, ...] = ()
     recovered: tuple[TaskKey, ...] = ()
+    released: tuple[TaskKey, ...] = ()
 
 
 class WorkerNode:
@@ -198,7 +200,12 @@ class WorkerNode:
                 settled.append(record.key)
                 self.progress.note(f"{record.key} settled: {effect.outcome.name.lower()}")
             state = state.settle(effect.task_id, effect.outcome)
+        for task in polled.assigned:  # a state file written before tasks had a release time
+            known = state.task(task.key)
+            if known is not None and not known.release_at and task.release_at:
+                state = state.with_task(replace(known, release_at=task.release_at))
         self._save(replace(state, cursor=polled.cursor))
+        released = await self._release_expired()
         hashes = {t.key: (t.model_hash, t.config_hash) for t in polled.assigned}
         committed: list[TaskKey] = []
         abandoned: list[TaskKey] = []
@@ -231,7 +238,34 @@ class WorkerNode:
             tuple(answered),
             tuple(settled),
             tuple(recovered),
+            tuple(released),
         )
+
+    async def _release_expired(self) -> list[TaskKey]:
+        """Release every task left unsettled past its release time (its stake lock with it).
+
+        The coordinator should have settled it; a task it never settles would otherwise lock the
+        stake for ever. A refusal (settled meanwhile: the next poll records the outcome) or an
+        unreachable chain is logged and the release is tried again on a later pass.
+        """
+        now = self.clock()
+        released = []
+        for record in sorted(self.state.tasks.values(), key=lambda r: r.key):
+            due = record.release_at and now > record.release_at
+            if not due or record.stage in (TaskStage.SETTLED, TaskStage.RELEASED):
+                continue
+            try:
+                await self.chain.release_expired_task(record.key)
+            except WorkerChainError as exc:
+                log.warning("%s: release after %d not done: %s", record.key, record.release_at, exc)
+                continue
+            reason = f"unsettled after its release time {record.release_at}: released"
+            self._save(
+                self.state.with_task(replace(record, stage=TaskStage.RELEASED, reason=reason))
+            )
+            self.progress.note(f"{record.key} released (never settled)")
+            released.append(record.key)
+        return released
 
     def _save(self, state: WorkerState) -> None:
         self.store.save(state)

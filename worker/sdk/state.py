@@ -32,6 +32,7 @@ class TaskStage(StrEnum):
     COMMITTED = "committed"
     SETTLED = "settled"
     ABANDONED = "abandoned"
+    RELEASED = "released"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class TaskRecord:
     transaction: str = ""
     outcome: int | None = None
     reason: str = ""
+    release_at: int = 0
 
     @property
     def key(self) -> TaskKey:
@@ -61,7 +63,14 @@ class TaskRecord:
     @classmethod
     def of(cls, task: AssignedTask) -> TaskRecord:
         """A fresh record of an assigned task."""
-        return cls(task.key.job_id, task.key.round, task.task_id.hex(), task.shard, task.deadline)
+        return cls(
+            task.key.job_id,
+            task.key.round,
+            task.task_id.hex(),
+            task.shard,
+            task.deadline,
+            release_at=task.release_at,
+        )
 
 
 @dataclass(frozen=True)

@@ -328,6 +328,9 @@ class MarketChain:
     async def withdraw_stake(self) -> None:
         self.staked = 0
 
+    async def release_expired_task(self, key: TaskKey) -> None:
+        raise AssertionError("not used")
+
 
 @dataclass
 class World:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +99,7 @@ class FakeWorkerChain:
     fail_commits: int = 0
     reject_commits: bool = False
     committed: asyncio.Event = field(default_factory=asyncio.Event)
+    released: list[TaskKey] = field(default_factory=list)
 
     @property
     def wormhole_chain(self) -> int:
@@ -137,6 +138,11 @@ class FakeWorkerChain:
 
     async def withdraw_stake(self) -> None:
         self.staked = 0
+
+    async def release_expired_task(self, key: TaskKey) -> None:
+        if any(s.task_id == t.task_id for s in self.settled for t in self.tasks if t.key == key):
+            raise ChainRejected("TaskSettled(task)")
+        self.released.append(key)
 
 
 @dataclass
@@ -346,6 +352,36 @@ async def test_settlements_are_recorded(world: World) -> None:
     await node.begin_unstake(10)
     await node.withdraw_stake()
     assert chain.staked == 0
+
+
+async def test_a_task_never_settled_is_released_after_its_release_time(world: World) -> None:
+    chain = fake_chain(0x27)
+    await world.assign([chain])
+    task = chain.tasks[0]
+    release_at = task.deadline + 600
+    chain.tasks[0] = replace(task, release_at=release_at)
+    node = world.node(chain)
+    report = await node.step()
+    assert report.committed == (TaskKey(JOB, 0),)
+    assert report.released == ()
+    assert chain.released == []  # not before its release time
+    late = world.node(chain, clock_ahead=release_at - time.time() + 1)
+    assert (await late.step()).released == (TaskKey(JOB, 0),)
+    assert chain.released == [TaskKey(JOB, 0)]
+    record = StateStore(world.tmp / "worker.json").load().task(TaskKey(JOB, 0))
+    assert record is not None
+    assert record.stage is TaskStage.RELEASED
+    assert (await late.step()).released == ()  # released once
+
+
+async def test_a_settled_task_is_not_released(world: World) -> None:
+    chain = fake_chain(0x28)
+    await world.assign([chain])
+    chain.tasks[0] = replace(chain.tasks[0], release_at=int(time.time()) + 1)
+    chain.settled.append(SettledTask(chain.tasks[0].task_id, Outcome.DROPPED))
+    node = world.node(chain, clock_ahead=10)
+    assert (await node.step()).released == ()
+    assert chain.released == []
 
 
 async def test_a_stop_during_training_abandons_the_run_and_keeps_the_task(world: World) -> None:

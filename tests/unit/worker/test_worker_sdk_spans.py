@@ -72,6 +72,9 @@ class OneTaskChain:
     async def withdraw_stake(self) -> None:
         raise AssertionError("not used")
 
+    async def release_expired_task(self, key: TaskKey) -> None:
+        raise AssertionError("not used")
+
 
 async def test_task_work_and_the_challenge_answer_are_spans_of_the_round(tmp_path: Path) -> None:
     coordinator = LocalCoordinator()
