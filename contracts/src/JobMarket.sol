@@ -14,6 +14,16 @@ import {TokenTransfer} from "./libraries/TokenTransfer.sol";
 /// proposes the round's outcome with `finalizeRound`, and after an unchallenged window anyone
 /// settles it: rewards become claimable balances (`withdraw`) and ROUND_SETTLED goes to every
 /// worker chain involved.
+///
+/// Workers' stakes are those their worker chains last reported (WORKER_REGISTERED for a worker not
+/// yet known, then STAKE_CHANGED in nonce order), so a worker that unbonded, withdrew or was
+/// slashed below a job's minimum is not assignable. Slashing is the job's: the poster fixes the
+/// amount per fault kind (each at most the minimum stake) and where slashed funds go; the
+/// aggregator only names the fault and the evidence blob, and a slashed worker may dispute within
+/// the challenge window (an unanswered dispute reverses the slash). A job whose round makes no
+/// progress for its `progressTimeout` can be cancelled by its poster in any phase.
+/// The aggregator can still answer a dispute with evidence that does not hold up; holding it to
+/// account for that is not this contract's job yet.
 /// @dev Escrow conservation per token: deposited = escrowed + claimable + withdrawn + refunded.
 contract JobMarket is MessageReceiver, ReentrancyGuard {
     enum JobStatus {
@@ -36,6 +46,13 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         Committed
     }
 
+    /// @notice The fault a SLASHED result names; the job's policy gives its amount.
+    enum Fault {
+        None,
+        Rejected,
+        Missed
+    }
+
     /// @notice What a poster supplies to post a job.
     struct JobSpec {
         address token; // zero: native currency
@@ -46,6 +63,12 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         uint256 rewardPerRound;
         uint64 minStake; // 8 decimals, as WORKER_REGISTERED reports stake
         uint16[] workerChains;
+        uint64 rejectedSlash; // 8 decimals, <= minStake: slash for a rejected update
+        uint64 missedSlash; // 8 decimals, <= minStake: slash for a missed commitment
+        uint8 slashMode; // PayloadCodec.SLASH_TO_RECIPIENT or SLASH_TO_HONEST
+        bytes32[] slashRecipients; // one per workerChains entry, nonzero
+        uint64 releaseAfter; // seconds after a round's deadline before a worker may release its task
+        uint64 progressTimeout; // seconds without progress after which the poster may cancel
     }
 
     struct Job {
@@ -60,6 +83,12 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         bytes32 configHash;
         uint256 rewardPerRound;
         uint256 escrow;
+        uint64 rejectedSlash;
+        uint64 missedSlash;
+        uint8 slashMode;
+        uint64 releaseAfter;
+        uint64 progressTimeout;
+        uint64 lastProgress;
     }
 
     struct Round {
@@ -76,10 +105,13 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         uint64 stake;
         address payout;
         uint32 capabilities;
+        uint64 stakeNonce;
     }
 
     struct Task {
         TaskState state;
+        bool refused;
+        bool released;
         uint32 proposal;
         uint32 numSamples;
         uint32 trainLoss;
@@ -88,13 +120,22 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     }
 
     /// @notice One worker's outcome in a round, as the aggregator proposes it.
-    /// @dev Field order packs a stored result into two slots.
+    /// @dev Field order packs a stored result into three slots.
     struct Result {
         bytes32 workerKey;
         uint16 workerChain;
         uint8 outcome; // PayloadCodec.OUTCOME_*
-        uint64 slash; // 8 decimals, applied on the worker chain
+        uint8 fault; // Fault: nonzero exactly for SLASHED
         uint128 reward; // in the job's token
+        bytes32 evidence; // hash of the evidence blob; nonzero exactly when fault is
+    }
+
+    /// @notice A slashed worker's dispute of one result of a proposal.
+    struct Dispute {
+        uint32 proposal; // the proposal disputed (0: none)
+        uint64 answerBy;
+        bool answered;
+        bytes32 answer;
     }
 
     /// @notice Totals per token, for the conservation invariant.
@@ -114,6 +155,12 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     uint64 public challengeWindow;
     /// @notice Id the next posted job receives (ids start at 1; 0 means "no job").
     uint64 public nextJobId = 1;
+    /// @notice Seconds the aggregator has to answer a dispute.
+    uint64 public disputeAnswerWindow = 1 hours;
+    /// @notice Longest `releaseAfter` a job may state.
+    uint64 public constant MAX_RELEASE_AFTER = 30 days;
+    /// @notice Longest `progressTimeout` a job may state.
+    uint64 public constant MAX_PROGRESS_TIMEOUT = 365 days;
 
     mapping(uint64 => Job) private _jobs;
     mapping(uint64 => uint16[]) private _jobChains;
@@ -122,6 +169,8 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     mapping(uint64 => mapping(uint32 => Result[])) private _proposals;
     mapping(bytes32 => Worker) private _workers;
     mapping(bytes32 => Task) private _tasks;
+    mapping(uint64 => mapping(uint16 => bytes32)) private _slashRecipients;
+    mapping(bytes32 => Dispute) private _disputes;
     /// @notice Largest TASK_ASSIGNED / ROUND_SETTLED batch each worker chain accepts (0: none).
     mapping(uint16 => uint8) public maxBatch;
     /// @notice Withdrawable balance per account and token.
@@ -133,6 +182,14 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     event ChallengerSet(address indexed challenger);
     event ChallengeWindowSet(uint64 window);
     event MaxBatchSet(uint16 indexed chain, uint8 size);
+    event DisputeAnswerWindowSet(uint64 window);
+    event StakeUpdated(bytes32 indexed workerId, uint64 stake, uint64 nonce, uint8 reason);
+    event StakeUpdateIgnored(bytes32 indexed workerId, uint64 nonce, uint64 storedNonce);
+    event TaskRefused(bytes32 indexed taskId, bytes32 indexed workerId);
+    event TaskReleased(bytes32 indexed taskId, bytes32 indexed workerId);
+    event SlashDisputed(uint64 indexed jobId, uint32 indexed round, bytes32 indexed taskId, uint64 answerBy);
+    event DisputeAnswered(uint64 indexed jobId, uint32 indexed round, bytes32 indexed taskId, bytes32 answer);
+    event SlashReversed(uint64 indexed jobId, uint32 indexed round, bytes32 indexed taskId);
     event JobPosted(uint64 indexed jobId, address indexed poster, address token, uint256 escrow, uint32 numRounds);
     event JobCancelled(uint64 indexed jobId, uint256 refund);
     event JobCompleted(uint64 indexed jobId);
@@ -185,6 +242,12 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     error InvalidPayoutAddress(bytes32 payout);
     error UnexpectedPayload(uint8 payloadId);
     error NothingToWithdraw(address account, address token);
+    error NotWorkerPayout(address caller);
+    error NotSlashed(bytes32 taskId);
+    error AlreadyDisputed(bytes32 taskId);
+    error NoOpenDispute(bytes32 taskId);
+    error AnswerWindowClosed(uint64 answerBy);
+    error DisputeOpen(bytes32 taskId, uint64 answerBy);
 
     modifier onlyAggregator() {
         if (msg.sender != aggregator) revert NotAggregator(msg.sender);
@@ -233,6 +296,12 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         emit ChallengeWindowSet(window);
     }
 
+    /// @notice Set how long the aggregator has to answer a dispute (disputes raised from now on).
+    function setDisputeAnswerWindow(uint64 window) external onlyOwner {
+        disputeAnswerWindow = window;
+        emit DisputeAnswerWindowSet(window);
+    }
+
     /// @notice Set how many assignments or settlements one message to `chain` may carry (1..32).
     function setMaxBatch(uint16 chain, uint8 size) external onlyOwner {
         if (size == 0 || size > PayloadCodec.MAX_BATCH) revert BatchTooLarge(size, PayloadCodec.MAX_BATCH);
@@ -260,6 +329,12 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         job.configHash = spec.configHash;
         job.rewardPerRound = spec.rewardPerRound;
         job.escrow = total;
+        job.rejectedSlash = spec.rejectedSlash;
+        job.missedSlash = spec.missedSlash;
+        job.slashMode = spec.slashMode;
+        job.releaseAfter = spec.releaseAfter;
+        job.progressTimeout = spec.progressTimeout;
+        job.lastProgress = uint64(block.timestamp);
         for (uint256 i = 0; i < spec.workerChains.length; ++i) {
             uint16 chain = spec.workerChains[i];
             if (chain == 0 || chain == chainId || _chainAllowed[jobId][chain]) {
@@ -267,6 +342,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
             }
             _chainAllowed[jobId][chain] = true;
             _jobChains[jobId].push(chain);
+            _slashRecipients[jobId][chain] = spec.slashRecipients[i];
         }
         Ledger storage ledger = ledgers[spec.token];
         ledger.deposited += total;
@@ -281,13 +357,19 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         }
     }
 
-    /// @notice Cancel an open job between rounds, or close a completed one, refunding the unspent
-    /// escrow to the poster.
+    /// @notice Cancel an open job between rounds, or in any phase once it has made no progress for
+    /// its `progressTimeout`, or close a completed one, refunding the unspent escrow to the poster.
+    /// @dev Progress is posting, assigning, finalizing and settling; challenges and disputes are
+    /// not, so they cannot hold the escrow. Tasks still open on worker chains are released there by
+    /// their workers after the job's release time.
     function cancelJob(uint64 jobId) external nonReentrant {
         Job storage job = _jobs[jobId];
         if (job.poster != msg.sender) revert NotPoster(msg.sender);
         if (job.status == JobStatus.Open) {
-            if (_rounds[jobId][job.currentRound].phase != RoundPhase.Idle) {
+            if (
+                _rounds[jobId][job.currentRound].phase != RoundPhase.Idle
+                    && block.timestamp <= uint256(job.lastProgress) + job.progressTimeout
+            ) {
                 revert RoundInProgress(jobId, job.currentRound);
             }
             job.status = JobStatus.Cancelled;
@@ -306,12 +388,14 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
 
     // ------------------------------------------------------------------ messages in
 
-    /// @notice Act on a guardian-signed WORKER_REGISTERED or UPDATE_COMMITTED VAA.
+    /// @notice Act on a guardian-signed WORKER_REGISTERED, UPDATE_COMMITTED or STAKE_CHANGED VAA.
     /// @dev Reverts `AlreadyConsumed` when the VAA was delivered before.
     function receiveMessage(bytes calldata encodedVaa) external {
         (IMessageCore.VM memory vm, PayloadCodec.Header memory header) = _consume(encodedVaa);
         if (header.payloadId == PayloadCodec.WORKER_REGISTERED) {
             _onWorkerRegistered(vm.emitterChainId, PayloadCodec.decodeWorkerRegistered(vm.payload));
+        } else if (header.payloadId == PayloadCodec.STAKE_CHANGED) {
+            _onStakeChanged(vm.emitterChainId, PayloadCodec.decodeStakeChanged(vm.payload));
         } else if (header.payloadId == PayloadCodec.UPDATE_COMMITTED) {
             _onUpdateCommitted(vm.emitterChainId, PayloadCodec.decodeUpdateCommitted(vm.payload));
         } else {
@@ -324,8 +408,33 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         address payout = address(uint160(uint256(m.payoutAddress)));
         if (payout == address(0)) revert InvalidPayoutAddress(m.payoutAddress);
         bytes32 workerId = workerIdOf(chain, m.workerKey);
-        _workers[workerId] = Worker(true, m.stake, payout, m.capabilities);
-        emit WorkerRegistered(workerId, chain, m.workerKey, m.stake, payout);
+        Worker storage worker = _workers[workerId];
+        // The stake of a known worker changes only through STAKE_CHANGED, in nonce order, so a
+        // WORKER_REGISTERED delivered late cannot bring back a stake that has since left.
+        if (!worker.registered && worker.stakeNonce == 0) worker.stake = m.stake;
+        worker.registered = true;
+        worker.payout = payout;
+        worker.capabilities = m.capabilities;
+        emit WorkerRegistered(workerId, chain, m.workerKey, worker.stake, payout);
+    }
+
+    function _onStakeChanged(uint16 chain, PayloadCodec.StakeChanged memory m) private {
+        bytes32 workerId = workerIdOf(chain, m.workerKey);
+        if (m.reason == PayloadCodec.STAKE_TASK_REFUSED) {
+            _tasks[m.taskId].refused = true;
+            emit TaskRefused(m.taskId, workerId);
+        } else if (m.reason == PayloadCodec.STAKE_TASK_RELEASED) {
+            _tasks[m.taskId].released = true;
+            emit TaskReleased(m.taskId, workerId);
+        }
+        Worker storage worker = _workers[workerId];
+        if (m.nonce <= worker.stakeNonce) {
+            emit StakeUpdateIgnored(workerId, m.nonce, worker.stakeNonce);
+            return;
+        }
+        worker.stakeNonce = m.nonce;
+        worker.stake = m.stake;
+        emit StakeUpdated(workerId, m.stake, m.nonce, m.reason);
     }
 
     function _onUpdateCommitted(uint16 chain, PayloadCodec.UpdateCommitted memory m) private {
@@ -376,12 +485,16 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         }
         r.assigned += uint16(count);
         r.phase = RoundPhase.Collecting;
+        job.lastProgress = uint64(block.timestamp);
         PayloadCodec.TaskAssigned memory message;
         message.header = PayloadCodec.Header(PayloadCodec.TASK_ASSIGNED, workerChain, peer, jobId);
         message.round = round;
         message.deadline = deadline;
         message.modelHash = job.modelHash;
         message.configHash = job.configHash;
+        message.minStake = job.minStake;
+        message.stakeLock = job.rejectedSlash > job.missedSlash ? job.rejectedSlash : job.missedSlash;
+        message.releaseAt = deadline + job.releaseAfter;
         message.assignments = assignments;
         sequence = _publish(PayloadCodec.encode(message), fee);
         emit TasksAssigned(jobId, round, workerChain, sequence, uint8(count));
@@ -399,6 +512,8 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
 
     /// @notice Propose the outcome of the current round: the new model hash and one result per
     /// assigned task. Opens the challenge window; nothing is paid until `settleRound`.
+    /// @dev A SLASHED result names its fault and the hash of the evidence blob the aggregator
+    /// published; the amount is the job's policy for that fault (`slashOf`).
     function finalizeRound(uint64 jobId, uint32 round, bytes32 modelHash, Result[] calldata results)
         external
         onlyAggregator
@@ -420,6 +535,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         }
         if (total > job.rewardPerRound) revert RewardExceedsBudget(total, job.rewardPerRound);
         uint64 deadline = uint64(block.timestamp) + challengeWindow;
+        job.lastProgress = uint64(block.timestamp);
         r.phase = RoundPhase.Proposed;
         r.challengeDeadline = deadline;
         r.proposedModelHash = modelHash;
@@ -439,8 +555,98 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         } else if (result.reward != 0) {
             revert InvalidResult(taskId, "reward without acceptance");
         }
-        if (result.outcome != PayloadCodec.OUTCOME_SLASHED && result.slash != 0) {
-            revert InvalidResult(taskId, "slash without slashed outcome");
+        if (result.fault > uint8(Fault.Missed)) revert InvalidResult(taskId, "fault");
+        if (result.outcome == PayloadCodec.OUTCOME_SLASHED) {
+            if (result.fault == uint8(Fault.None)) revert InvalidResult(taskId, "slashed without fault");
+            if (result.evidence == bytes32(0)) revert InvalidResult(taskId, "slashed without evidence");
+        } else if (result.fault != uint8(Fault.None) || result.evidence != bytes32(0)) {
+            revert InvalidResult(taskId, "fault without slashed outcome");
+        }
+        if (task.refused && result.outcome != PayloadCodec.OUTCOME_DROPPED) {
+            revert InvalidResult(taskId, "refused task not dropped");
+        }
+        if (task.released && result.fault != uint8(Fault.None)) {
+            revert InvalidResult(taskId, "released task slashed");
+        }
+    }
+
+    /// @notice The slash (8 decimals) the job's policy sets for `fault`.
+    function slashOf(uint64 jobId, uint8 fault) public view returns (uint64) {
+        if (fault == uint8(Fault.Rejected)) return _jobs[jobId].rejectedSlash;
+        if (fault == uint8(Fault.Missed)) return _jobs[jobId].missedSlash;
+        return 0;
+    }
+
+    // ------------------------------------------------------------------ disputes
+
+    /// @notice Dispute a SLASHED result of the pending proposal, within its challenge window.
+    /// @dev Only the worker's payout address. The aggregator must answer within
+    /// `disputeAnswerWindow`; until then the round cannot settle, and after it an unanswered
+    /// dispute turns the result into DROPPED with no slash.
+    function disputeSlash(uint64 jobId, uint32 round, uint16 workerChain, bytes32 workerKey) external {
+        Round storage r = _rounds[jobId][round];
+        if (r.phase != RoundPhase.Proposed) revert RoundNotProposed(jobId, round);
+        if (block.timestamp >= r.challengeDeadline) revert ChallengeWindowClosed(r.challengeDeadline);
+        if (_workers[workerIdOf(workerChain, workerKey)].payout != msg.sender) revert NotWorkerPayout(msg.sender);
+        bytes32 taskId = taskIdOf(jobId, round, workerChain, workerKey);
+        if (_findResult(jobId, round, workerChain, workerKey).outcome != PayloadCodec.OUTCOME_SLASHED) {
+            revert NotSlashed(taskId);
+        }
+        Dispute storage d = _disputes[taskId];
+        if (d.proposal == r.proposal) revert AlreadyDisputed(taskId);
+        uint64 answerBy = uint64(block.timestamp) + disputeAnswerWindow;
+        _disputes[taskId] = Dispute(r.proposal, answerBy, false, bytes32(0));
+        emit SlashDisputed(jobId, round, taskId, answerBy);
+    }
+
+    /// @notice Answer a dispute with the hash of a published blob holding the evidence.
+    function answerDispute(uint64 jobId, uint32 round, uint16 workerChain, bytes32 workerKey, bytes32 answer)
+        external
+        onlyAggregator
+    {
+        bytes32 taskId = taskIdOf(jobId, round, workerChain, workerKey);
+        Dispute storage d = _disputes[taskId];
+        Round storage r = _rounds[jobId][round];
+        if (r.phase != RoundPhase.Proposed || d.proposal != r.proposal || d.answered) revert NoOpenDispute(taskId);
+        if (block.timestamp > d.answerBy) revert AnswerWindowClosed(d.answerBy);
+        if (answer == bytes32(0)) revert InvalidResult(taskId, "empty answer");
+        d.answered = true;
+        d.answer = answer;
+        emit DisputeAnswered(jobId, round, taskId, answer);
+    }
+
+    /// @notice A task's dispute record.
+    function getDispute(bytes32 taskId) external view returns (Dispute memory) {
+        return _disputes[taskId];
+    }
+
+    function _findResult(uint64 jobId, uint32 round, uint16 chain, bytes32 workerKey)
+        private
+        view
+        returns (Result storage)
+    {
+        Result[] storage results = _proposals[jobId][round];
+        for (uint256 i = 0; i < results.length; ++i) {
+            if (results[i].workerChain == chain && results[i].workerKey == workerKey) return results[i];
+        }
+        revert UnknownTask(taskIdOf(jobId, round, chain, workerKey));
+    }
+
+    /// @dev Settle the round's disputes: revert while one is unanswered within its time, and turn a
+    /// result whose dispute went unanswered into DROPPED without slash.
+    function _resolveDisputes(uint64 jobId, uint32 round, uint32 proposal) private {
+        Result[] storage results = _proposals[jobId][round];
+        for (uint256 i = 0; i < results.length; ++i) {
+            Result storage result = results[i];
+            if (result.outcome != PayloadCodec.OUTCOME_SLASHED) continue;
+            bytes32 taskId = taskIdOf(jobId, round, result.workerChain, result.workerKey);
+            Dispute storage d = _disputes[taskId];
+            if (d.proposal != proposal || d.answered) continue;
+            if (block.timestamp <= d.answerBy) revert DisputeOpen(taskId, d.answerBy);
+            result.outcome = PayloadCodec.OUTCOME_DROPPED;
+            result.fault = uint8(Fault.None);
+            result.evidence = bytes32(0);
+            emit SlashReversed(jobId, round, taskId);
         }
     }
 
@@ -462,10 +668,13 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// @dev Pays the core's fee for every published batch as `msg.value` (see `settlementBatches`).
     function settleRound(uint64 jobId, uint32 round) external payable nonReentrant {
         Job storage job = _jobs[jobId];
+        if (job.status != JobStatus.Open) revert JobNotOpen(jobId);
         Round storage r = _rounds[jobId][round];
         if (r.phase != RoundPhase.Proposed) revert RoundNotProposed(jobId, round);
         if (block.timestamp < r.challengeDeadline) revert ChallengeWindowOpen(r.challengeDeadline);
         uint256 fee = _requireFees(settlementBatches(jobId, round));
+        _resolveDisputes(jobId, round, r.proposal);
+        job.lastProgress = uint64(block.timestamp);
         Result[] storage results = _proposals[jobId][round];
         uint256 total = r.proposedTotal;
         for (uint256 i = 0; i < results.length; ++i) {
@@ -519,7 +728,8 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         for (uint256 i = 0; i < results.length && remaining > 0; ++i) {
             Result storage result = results[i];
             if (result.workerChain != chain) continue;
-            batch[filled++] = PayloadCodec.Settlement(result.workerKey, result.outcome, result.slash);
+            uint64 slash = result.outcome == PayloadCodec.OUTCOME_SLASHED ? slashOf(jobId, result.fault) : 0;
+            batch[filled++] = PayloadCodec.Settlement(result.workerKey, result.outcome, slash);
             --remaining;
             if (filled == size || remaining == 0) {
                 _publishSettlement(jobId, round, chain, batch, filled, fee);
@@ -542,6 +752,8 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         message.header = PayloadCodec.Header(PayloadCodec.ROUND_SETTLED, chain, peer, jobId);
         message.round = round;
         message.modelHash = _jobs[jobId].modelHash;
+        message.slashMode = _jobs[jobId].slashMode;
+        message.slashRecipient = _slashRecipients[jobId][chain];
         message.settlements = new PayloadCodec.Settlement[](filled);
         for (uint256 i = 0; i < filled; ++i) {
             message.settlements[i] = batch[i];
@@ -581,6 +793,11 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         return _jobs[jobId];
     }
 
+    /// @notice Where a job's slashed funds go on `chain` (bytes32 account on that chain).
+    function slashRecipientOf(uint64 jobId, uint16 chain) external view returns (bytes32) {
+        return _slashRecipients[jobId][chain];
+    }
+
     /// @notice The worker chains a job allows.
     function jobWorkerChains(uint64 jobId) external view returns (uint16[] memory) {
         return _jobChains[jobId];
@@ -612,5 +829,16 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         if (spec.rewardPerRound == 0) revert InvalidJobSpec("rewardPerRound is zero");
         if (spec.modelHash == bytes32(0)) revert InvalidJobSpec("modelHash is zero");
         if (spec.workerChains.length == 0) revert InvalidJobSpec("no worker chains");
+        if (spec.rejectedSlash > spec.minStake) revert InvalidJobSpec("rejectedSlash");
+        if (spec.missedSlash > spec.minStake) revert InvalidJobSpec("missedSlash");
+        if (spec.slashMode > PayloadCodec.SLASH_TO_HONEST) revert InvalidJobSpec("slashMode");
+        if (spec.slashRecipients.length != spec.workerChains.length) revert InvalidJobSpec("slashRecipients");
+        for (uint256 i = 0; i < spec.slashRecipients.length; ++i) {
+            if (spec.slashRecipients[i] == bytes32(0)) revert InvalidJobSpec("slashRecipients");
+        }
+        if (spec.releaseAfter == 0 || spec.releaseAfter > MAX_RELEASE_AFTER) revert InvalidJobSpec("releaseAfter");
+        if (spec.progressTimeout == 0 || spec.progressTimeout > MAX_PROGRESS_TIMEOUT) {
+            revert InvalidJobSpec("progressTimeout");
+        }
     }
 }

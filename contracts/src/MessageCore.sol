@@ -185,7 +185,10 @@ contract MessageCore is IMessageCore, Owned {
     function submitNewGuardianSet(address[] calldata keys) external onlyOwner {
         _checkKeys(keys);
         uint32 previous = _currentIndex;
-        uint32 expiresAt = uint32(block.timestamp) + guardianSetExpiry;
+        // In 256 bits, saturating at the largest u32 time: an expiry near type(uint32).max (a set
+        // that practically never expires) must not overflow and block every later rotation.
+        uint256 sum = block.timestamp + guardianSetExpiry;
+        uint32 expiresAt = sum > type(uint32).max ? type(uint32).max : uint32(sum);
         _guardianSets[previous].expirationTime = expiresAt;
         uint32 index = previous + 1;
         _currentIndex = index;

@@ -9,9 +9,19 @@ import {PayloadCodec} from "./libraries/PayloadCodec.sol";
 /// @title WorkerHub
 /// @notice A worker chain's side of fedrelay: workers stake native currency, register with the
 /// coordinator chain (WORKER_REGISTERED), receive batched TASK_ASSIGNED messages, commit their
-/// updates (UPDATE_COMMITTED) and are released or slashed by ROUND_SETTLED. Stake leaves only
-/// through an unbonding delay, and never while the worker holds an unsettled task.
-/// @dev Stake accounting: balance = totalStaked + totalUnbonding + slashedBalance.
+/// updates (UPDATE_COMMITTED) and are released or slashed by ROUND_SETTLED.
+///
+/// Stake that backs work cannot leave: a task is created only for a registered worker whose bonded
+/// stake meets the job's minimum and who has the task's lock free; the lock stays until the task is
+/// settled, or released by its worker once the job's release time has passed with no settlement.
+/// An unbond request that would cut into locked stake is refused. Every change of a registered
+/// worker's bonded stake, and every refused or released task, is reported to the coordinator
+/// chain as STAKE_CHANGED so that its selection uses the stake the worker really has.
+///
+/// Slashed stake never goes to an owner: ROUND_SETTLED names where it goes (the job's recipient,
+/// or split among the batch's honest workers), and it becomes a claimable balance that only its
+/// recipient can withdraw (`claim`).
+/// @dev Balance accounting: balance = totalStaked + totalUnbonding + totalClaimable + feeReserve.
 contract WorkerHub is MessageReceiver, ReentrancyGuard {
     /// @dev Native amounts have 18 decimals; messages carry 8.
     uint256 internal constant DECIMALS_FACTOR = 1e10;
@@ -20,13 +30,32 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         None,
         Assigned,
         Committed,
-        Settled
+        Settled,
+        Released
+    }
+
+    /// @notice Why a TASK_ASSIGNED entry did not create a task.
+    enum RefusalReason {
+        NotRegistered,
+        BelowMinStake,
+        LockUnavailable,
+        AlreadyAssigned,
+        InvalidWorkerKey
+    }
+
+    /// @notice Why a ROUND_SETTLED entry was not applied.
+    enum SkipReason {
+        UnknownTask,
+        AlreadySettled,
+        Released
     }
 
     struct Staker {
         uint256 staked;
         uint256 unbonding;
+        uint256 locked;
         uint64 unbondingReadyAt;
+        uint64 stakeNonce;
         uint32 activeTasks;
         bool registered;
     }
@@ -35,6 +64,8 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         TaskState state;
         address worker;
         uint64 deadline;
+        uint64 releaseAt;
+        uint256 lock;
         bytes32 updateHash;
     }
 
@@ -47,17 +78,25 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
 
     mapping(address => Staker) private _stakers;
     mapping(bytes32 => Task) private _tasks;
+    mapping(bytes32 => uint256) private _claimable;
     /// @notice Sum of all bonded stakes.
     uint256 public totalStaked;
     /// @notice Sum of all unbonding stakes.
     uint256 public totalUnbonding;
-    /// @notice Slashed stake not yet swept to the treasury.
-    uint256 public slashedBalance;
+    /// @notice Sum of all claimable (slashed and redistributed) balances.
+    uint256 public totalClaimable;
+    /// @notice Native currency that pays the core's fee for messages published while receiving a
+    /// VAA (refusals, slashes); topped up by whoever relays (`receiveMessage`'s value) or anyone
+    /// (`fundMessageFees`), and spent on nothing else.
+    uint256 public feeReserve;
 
     event Staked(address indexed worker, uint256 amount, uint256 staked);
     event UnbondRequested(address indexed worker, uint256 amount, uint64 readyAt);
     event StakeWithdrawn(address indexed worker, uint256 amount);
     event Registered(address indexed worker, uint64 stake, bytes32 payout, uint32 capabilities, uint64 sequence);
+    event StakeChangePublished(
+        address indexed worker, uint8 indexed reason, uint64 stake, uint64 nonce, uint64 sequence
+    );
     event TaskAssigned(
         bytes32 indexed taskId,
         uint64 indexed jobId,
@@ -66,31 +105,39 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint32 shard,
         uint64 deadline
     );
+    event TaskRefused(bytes32 indexed taskId, bytes32 indexed workerKey, RefusalReason reason);
     event UpdateCommitted(
         bytes32 indexed taskId, address indexed worker, bytes32 updateHash, bytes32 transcriptRoot, uint64 sequence
     );
     event TaskReleased(bytes32 indexed taskId, address indexed worker, uint8 outcome);
+    event TaskExpiredReleased(bytes32 indexed taskId, address indexed worker);
+    event SettlementSkipped(bytes32 indexed taskId, bytes32 indexed workerKey, SkipReason reason);
     event Slashed(bytes32 indexed taskId, address indexed worker, uint256 amount);
-    event SlashedSwept(address indexed to, uint256 amount);
+    event SlashCredited(bytes32 indexed recipient, uint256 amount);
+    event Claimed(address indexed account, uint256 amount);
+    event MessageFeesFunded(address indexed from, uint256 amount);
 
     error ZeroAmount();
     error InsufficientStake(uint256 staked, uint256 required);
+    error UnbondExceedsFreeStake(uint256 staked, uint256 amount, uint256 locked);
     error UnbondingPending(uint64 readyAt);
     error NothingUnbonding(address worker);
-    error StillAssigned(address worker, uint32 activeTasks);
-    error InvalidWorkerKey(bytes32 workerKey);
-    error TaskAlreadyAssigned(bytes32 taskId);
     error UnknownTask(bytes32 taskId);
     error NotAssignedWorker(bytes32 taskId, address caller);
     error AlreadyCommitted(bytes32 taskId);
     error TaskAlreadySettled(bytes32 taskId);
+    error TaskAlreadyReleased(bytes32 taskId);
+    error StakeBelowTaskLock(bytes32 taskId, uint256 staked, uint256 lock);
     error CommitmentTooLate(bytes32 taskId, uint64 deadline);
+    error ReleaseTooEarly(bytes32 taskId, uint64 releaseAt);
+    error InsufficientFeeReserve(uint256 required, uint256 available);
+    error NothingToClaim(address account);
     error UnexpectedPayload(uint8 payloadId);
     error TransferFailed(address to, uint256 amount);
 
     /// @param core_ The message core (Wormhole core in production).
     /// @param consistencyLevel_ Consistency level of published messages.
-    /// @param initialOwner Account that manages peers and sweeps slashed stake.
+    /// @param initialOwner Account that manages peers.
     /// @param coordinatorChain_ Wormhole chain id of the coordinator chain.
     /// @param minStake_ Stake (wei) required to register.
     /// @param unbondingDelay_ Seconds between an unbond request and the withdrawal.
@@ -109,21 +156,30 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
 
     // ------------------------------------------------------------------ stake
 
-    /// @notice Add `msg.value` to the caller's bonded stake.
+    /// @notice Add to the caller's bonded stake. A registered worker also pays the core's fee for
+    /// the STAKE_CHANGED it publishes: the stake added is `msg.value` minus that fee.
     function stake() external payable {
-        if (msg.value == 0) revert ZeroAmount();
         Staker storage s = _stakers[msg.sender];
-        s.staked += msg.value;
-        totalStaked += msg.value;
-        emit Staked(msg.sender, msg.value, s.staked);
+        uint256 fee = s.registered ? core.messageFee() : 0;
+        if (msg.value <= fee) revert ZeroAmount();
+        uint256 amount = msg.value - fee;
+        s.staked += amount;
+        totalStaked += amount;
+        emit Staked(msg.sender, amount, s.staked);
+        if (s.registered) _publishStakeChange(msg.sender, s, PayloadCodec.STAKE_STAKED, bytes32(0), fee);
     }
 
     /// @notice Move `amount` of bonded stake to unbonding; it can be withdrawn after the delay.
-    /// @dev A new request adds to what is unbonding and restarts the delay.
-    function requestUnbond(uint256 amount) external {
+    /// @dev Refused when it would leave less bonded stake than the caller's open tasks lock. A new
+    /// request adds to what is unbonding and restarts the delay. A registered worker pays the
+    /// core's fee for its STAKE_CHANGED as `msg.value`.
+    function requestUnbond(uint256 amount) external payable {
         Staker storage s = _stakers[msg.sender];
+        uint256 fee = _requireFees(s.registered ? 1 : 0);
         if (amount == 0) revert ZeroAmount();
-        if (amount > s.staked) revert InsufficientStake(s.staked, amount);
+        if (amount > s.staked || s.staked - amount < s.locked) {
+            revert UnbondExceedsFreeStake(s.staked, amount, s.locked);
+        }
         s.staked -= amount;
         s.unbonding += amount;
         totalStaked -= amount;
@@ -131,24 +187,29 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint64 readyAt = uint64(block.timestamp) + unbondingDelay;
         s.unbondingReadyAt = readyAt;
         emit UnbondRequested(msg.sender, amount, readyAt);
+        if (s.registered) _publishStakeChange(msg.sender, s, PayloadCodec.STAKE_UNBONDING, bytes32(0), fee);
     }
 
-    /// @notice Withdraw the caller's unbonded stake once the delay has passed and no task is open.
-    function withdrawStake() external nonReentrant {
+    /// @notice Withdraw the caller's unbonded stake once the delay has passed.
+    /// @dev Unbonding stake never backs a task (`requestUnbond` keeps locked stake bonded). A
+    /// registered worker pays the core's fee for its STAKE_CHANGED as `msg.value`.
+    function withdrawStake() external payable nonReentrant {
         Staker storage s = _stakers[msg.sender];
+        uint256 fee = _requireFees(s.registered ? 1 : 0);
         uint256 amount = s.unbonding;
         if (amount == 0) revert NothingUnbonding(msg.sender);
         if (block.timestamp < s.unbondingReadyAt) revert UnbondingPending(s.unbondingReadyAt);
-        if (s.activeTasks != 0) revert StillAssigned(msg.sender, s.activeTasks);
         s.unbonding = 0;
         totalUnbonding -= amount;
         emit StakeWithdrawn(msg.sender, amount);
+        if (s.registered) _publishStakeChange(msg.sender, s, PayloadCodec.STAKE_WITHDRAWN, bytes32(0), fee);
         (bool ok,) = msg.sender.call{value: amount}("");
         if (!ok) revert TransferFailed(msg.sender, amount);
     }
 
     /// @notice Announce the caller to the coordinator chain (publishes WORKER_REGISTERED).
-    /// @dev Pays the core's fee as `msg.value`. Registering again refreshes the reported stake.
+    /// @dev Pays the core's fee as `msg.value`. The coordinator chain takes the stake of a first
+    /// registration; after that, stake reaches it only through STAKE_CHANGED.
     /// @param payout Where rewards go on the coordinator chain (left-padded EVM address).
     /// @param capabilities Bit 0: CUDA GPU; bit 1: deterministic CPU replay.
     /// @return sequence The published message's sequence.
@@ -156,8 +217,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint256 fee = _requireFees(1);
         Staker storage s = _stakers[msg.sender];
         if (s.staked < minStake || s.staked == 0) revert InsufficientStake(s.staked, minStake);
-        bytes32 target = peers[coordinatorChain];
-        if (target == bytes32(0)) revert UnknownEmitter(coordinatorChain, target);
+        bytes32 target = _coordinator();
         s.registered = true;
         uint64 reported = _toMessageAmount(s.staked);
         PayloadCodec.WorkerRegistered memory message = PayloadCodec.WorkerRegistered(
@@ -174,8 +234,11 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     // ------------------------------------------------------------------ messages in
 
     /// @notice Act on a guardian-signed TASK_ASSIGNED or ROUND_SETTLED VAA from the coordinator.
-    /// @dev Reverts `AlreadyConsumed` when the VAA was delivered before.
-    function receiveMessage(bytes calldata encodedVaa) external {
+    /// @dev `msg.value` is added to `feeReserve`, which pays for the STAKE_CHANGED messages the VAA
+    /// causes (one per refused entry and per slashed worker). Reverts `AlreadyConsumed` when the VAA
+    /// was delivered before; never reverts for one worker's entry.
+    function receiveMessage(bytes calldata encodedVaa) external payable {
+        if (msg.value != 0) _fund();
         (IMessageCore.VM memory vm, PayloadCodec.Header memory header) = _consume(encodedVaa);
         if (header.payloadId == PayloadCodec.TASK_ASSIGNED) {
             _onTaskAssigned(PayloadCodec.decodeTaskAssigned(vm.payload));
@@ -186,58 +249,150 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         }
     }
 
+    /// @notice Add `msg.value` to the reserve that pays for messages published on receipt.
+    function fundMessageFees() external payable {
+        if (msg.value == 0) revert ZeroAmount();
+        _fund();
+    }
+
+    function _fund() private {
+        feeReserve += msg.value;
+        emit MessageFeesFunded(msg.sender, msg.value);
+    }
+
     function _onTaskAssigned(PayloadCodec.TaskAssigned memory m) private {
-        uint64 jobId = m.header.jobId;
+        uint256 required = uint256(m.minStake) * DECIMALS_FACTOR;
+        uint256 lock = uint256(m.stakeLock) * DECIMALS_FACTOR;
         for (uint256 i = 0; i < m.assignments.length; ++i) {
-            PayloadCodec.Assignment memory a = m.assignments[i];
-            address worker = _workerAddress(a.workerKey);
-            bytes32 taskId = taskIdOf(jobId, m.round, a.workerKey);
-            Task storage task = _tasks[taskId];
-            if (task.state != TaskState.None) revert TaskAlreadyAssigned(taskId);
-            task.state = TaskState.Assigned;
-            task.worker = worker;
-            task.deadline = m.deadline;
-            _stakers[worker].activeTasks += 1;
-            emit TaskAssigned(taskId, jobId, m.round, worker, a.shard, m.deadline);
+            _assignEntry(m, m.assignments[i], required, lock);
         }
+    }
+
+    /// @dev Create one entry's task, or skip it (TaskRefused) without touching the rest.
+    function _assignEntry(
+        PayloadCodec.TaskAssigned memory m,
+        PayloadCodec.Assignment memory a,
+        uint256 required,
+        uint256 lock
+    ) private {
+        bytes32 taskId = taskIdOf(m.header.jobId, m.round, a.workerKey);
+        if (uint256(a.workerKey) >> 160 != 0 || a.workerKey == bytes32(0)) {
+            // No worker of this chain has such a key; the coordinator chain never knew one.
+            emit TaskRefused(taskId, a.workerKey, RefusalReason.InvalidWorkerKey);
+            return;
+        }
+        Task storage task = _tasks[taskId];
+        if (task.state != TaskState.None) {
+            emit TaskRefused(taskId, a.workerKey, RefusalReason.AlreadyAssigned);
+            return;
+        }
+        address worker = address(uint160(uint256(a.workerKey)));
+        Staker storage s = _stakers[worker];
+        (bool refused, RefusalReason why) = _refusal(s, required, lock);
+        if (refused) {
+            emit TaskRefused(taskId, a.workerKey, why);
+            _publishStakeChange(worker, s, PayloadCodec.STAKE_TASK_REFUSED, taskId, _reserveFee());
+            return;
+        }
+        task.state = TaskState.Assigned;
+        task.worker = worker;
+        task.deadline = m.deadline;
+        task.releaseAt = m.releaseAt;
+        task.lock = lock;
+        s.locked += lock;
+        s.activeTasks += 1;
+        emit TaskAssigned(taskId, m.header.jobId, m.round, worker, a.shard, m.deadline);
+    }
+
+    function _refusal(Staker storage s, uint256 required, uint256 lock)
+        private
+        view
+        returns (bool refused, RefusalReason why)
+    {
+        if (!s.registered) return (true, RefusalReason.NotRegistered);
+        if (s.staked < required) return (true, RefusalReason.BelowMinStake);
+        if (s.staked - s.locked < lock) return (true, RefusalReason.LockUnavailable);
+        return (false, RefusalReason.NotRegistered);
     }
 
     function _onRoundSettled(PayloadCodec.RoundSettled memory m) private {
+        address[] memory honest = new address[](m.settlements.length);
+        uint256 honestCount = 0;
+        uint256 slashed = 0;
         for (uint256 i = 0; i < m.settlements.length; ++i) {
-            PayloadCodec.Settlement memory s = m.settlements[i];
-            bytes32 taskId = taskIdOf(m.header.jobId, m.round, s.workerKey);
+            PayloadCodec.Settlement memory entry = m.settlements[i];
+            bytes32 taskId = taskIdOf(m.header.jobId, m.round, entry.workerKey);
             Task storage task = _tasks[taskId];
-            if (task.state == TaskState.None) revert UnknownTask(taskId);
-            if (task.state == TaskState.Settled) revert TaskAlreadySettled(taskId);
+            if (task.state == TaskState.None) {
+                emit SettlementSkipped(taskId, entry.workerKey, SkipReason.UnknownTask);
+                continue;
+            }
+            if (task.state == TaskState.Settled) {
+                emit SettlementSkipped(taskId, entry.workerKey, SkipReason.AlreadySettled);
+                continue;
+            }
+            if (task.state == TaskState.Released) {
+                emit SettlementSkipped(taskId, entry.workerKey, SkipReason.Released);
+                continue;
+            }
             task.state = TaskState.Settled;
             Staker storage staker = _stakers[task.worker];
+            staker.locked -= task.lock;
             staker.activeTasks -= 1;
-            if (s.outcome == PayloadCodec.OUTCOME_SLASHED && s.slash != 0) {
-                _slash(taskId, task.worker, staker, uint256(s.slash) * DECIMALS_FACTOR);
+            if (entry.outcome == PayloadCodec.OUTCOME_SLASHED) {
+                slashed += _slash(taskId, task, staker, uint256(entry.slash) * DECIMALS_FACTOR);
+            } else if (entry.outcome == PayloadCodec.OUTCOME_ACCEPTED) {
+                honest[honestCount++] = task.worker;
             }
-            emit TaskReleased(taskId, task.worker, s.outcome);
+            emit TaskReleased(taskId, task.worker, entry.outcome);
         }
+        if (slashed != 0) _distribute(m, honest, honestCount, slashed);
     }
 
-    /// @dev Take `amount` (capped at what the worker has) from bonded stake first, then unbonding.
-    function _slash(bytes32 taskId, address worker, Staker storage s, uint256 amount) private {
-        uint256 fromStaked = amount < s.staked ? amount : s.staked;
-        s.staked -= fromStaked;
-        totalStaked -= fromStaked;
-        uint256 rest = amount - fromStaked;
-        uint256 fromUnbonding = rest < s.unbonding ? rest : s.unbonding;
-        s.unbonding -= fromUnbonding;
-        totalUnbonding -= fromUnbonding;
-        uint256 taken = fromStaked + fromUnbonding;
-        slashedBalance += taken;
-        emit Slashed(taskId, worker, taken);
+    /// @dev Take min(amount, the task's lock, bonded stake) from bonded stake and report it.
+    function _slash(bytes32 taskId, Task storage task, Staker storage s, uint256 amount)
+        private
+        returns (uint256 taken)
+    {
+        taken = amount < task.lock ? amount : task.lock;
+        if (taken > s.staked) taken = s.staked;
+        if (taken == 0) return 0;
+        s.staked -= taken;
+        totalStaked -= taken;
+        emit Slashed(taskId, task.worker, taken);
+        _publishStakeChange(task.worker, s, PayloadCodec.STAKE_SLASHED, bytes32(0), _reserveFee());
+    }
+
+    /// @dev Credit a batch's slashed total as its slash mode says.
+    function _distribute(
+        PayloadCodec.RoundSettled memory m,
+        address[] memory honest,
+        uint256 honestCount,
+        uint256 slashed
+    ) private {
+        uint256 rest = slashed;
+        if (m.slashMode == PayloadCodec.SLASH_TO_HONEST && honestCount != 0) {
+            uint256 share = slashed / honestCount;
+            for (uint256 i = 0; i < honestCount && share != 0; ++i) {
+                _credit(PayloadCodec.toBytes32(honest[i]), share);
+            }
+            if (share != 0) rest -= share * honestCount;
+        }
+        if (rest != 0) _credit(m.slashRecipient, rest);
+    }
+
+    function _credit(bytes32 recipient, uint256 amount) private {
+        _claimable[recipient] += amount;
+        totalClaimable += amount;
+        emit SlashCredited(recipient, amount);
     }
 
     // ------------------------------------------------------------------ commitments
 
     /// @notice Commit the caller's update for an assigned task (publishes UPDATE_COMMITTED).
-    /// @dev Only the assigned worker, once, no later than the task's deadline. Pays the core's
-    /// fee as `msg.value`.
+    /// @dev Only the assigned worker, once, no later than the task's deadline, while the task is
+    /// neither settled nor released and the worker's bonded stake still covers its lock. Pays the
+    /// core's fee as `msg.value`.
     /// @return sequence The published message's sequence.
     function commitUpdate(
         uint64 jobId,
@@ -268,21 +423,55 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         if (task.state == TaskState.None || task.worker != msg.sender) revert NotAssignedWorker(taskId, msg.sender);
         if (task.state == TaskState.Committed) revert AlreadyCommitted(taskId);
         if (task.state == TaskState.Settled) revert TaskAlreadySettled(taskId);
+        if (task.state == TaskState.Released) revert TaskAlreadyReleased(taskId);
+        uint256 staked = _stakers[msg.sender].staked;
+        if (staked < task.lock) revert StakeBelowTaskLock(taskId, staked, task.lock);
         if (block.timestamp > task.deadline) revert CommitmentTooLate(taskId, task.deadline);
         task.state = TaskState.Committed;
         task.updateHash = updateHash;
     }
 
-    // ------------------------------------------------------------------ treasury
+    /// @notice Release the caller's task that was not settled by its release time: its stake lock
+    /// is freed and the coordinator chain learns of it (STAKE_CHANGED TASK_RELEASED). A later
+    /// settlement of the task is skipped. Pays the core's fee as `msg.value`.
+    function releaseExpiredTask(bytes32 taskId) external payable returns (uint64 sequence) {
+        uint256 fee = _requireFees(1);
+        Task storage task = _tasks[taskId];
+        if (task.state == TaskState.None) revert UnknownTask(taskId);
+        if (task.worker != msg.sender) revert NotAssignedWorker(taskId, msg.sender);
+        if (task.state == TaskState.Settled) revert TaskAlreadySettled(taskId);
+        if (task.state == TaskState.Released) revert TaskAlreadyReleased(taskId);
+        if (block.timestamp <= task.releaseAt) revert ReleaseTooEarly(taskId, task.releaseAt);
+        task.state = TaskState.Released;
+        Staker storage s = _stakers[msg.sender];
+        s.locked -= task.lock;
+        s.activeTasks -= 1;
+        emit TaskExpiredReleased(taskId, msg.sender);
+        sequence = _publishStakeChange(msg.sender, s, PayloadCodec.STAKE_TASK_RELEASED, taskId, fee);
+    }
 
-    /// @notice Send slashed stake to `to`.
-    function sweepSlashed(address payable to) external onlyOwner nonReentrant {
-        uint256 amount = slashedBalance;
-        if (amount == 0) revert ZeroAmount();
-        slashedBalance = 0;
-        emit SlashedSwept(to, amount);
-        (bool ok,) = to.call{value: amount}("");
-        if (!ok) revert TransferFailed(to, amount);
+    // ------------------------------------------------------------------ slashed funds
+
+    /// @notice Withdraw the slashed stake credited to the caller (as job recipient or honest worker).
+    function claim() external nonReentrant {
+        bytes32 key = PayloadCodec.toBytes32(msg.sender);
+        uint256 amount = _claimable[key];
+        if (amount == 0) revert NothingToClaim(msg.sender);
+        _claimable[key] = 0;
+        totalClaimable -= amount;
+        emit Claimed(msg.sender, amount);
+        (bool ok,) = msg.sender.call{value: amount}("");
+        if (!ok) revert TransferFailed(msg.sender, amount);
+    }
+
+    /// @notice Slashed stake `account` may claim.
+    function claimable(address account) external view returns (uint256) {
+        return _claimable[PayloadCodec.toBytes32(account)];
+    }
+
+    /// @notice Slashed stake credited to a recipient given in the protocol's bytes32 form.
+    function claimableOf(bytes32 recipient) external view returns (uint256) {
+        return _claimable[recipient];
     }
 
     // ------------------------------------------------------------------ views
@@ -302,9 +491,37 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         return _tasks[taskId];
     }
 
-    function _workerAddress(bytes32 workerKey) private pure returns (address) {
-        if (uint256(workerKey) >> 160 != 0 || workerKey == bytes32(0)) revert InvalidWorkerKey(workerKey);
-        return address(uint160(uint256(workerKey)));
+    // ------------------------------------------------------------------ internals
+
+    function _coordinator() private view returns (bytes32 target) {
+        target = peers[coordinatorChain];
+        if (target == bytes32(0)) revert UnknownEmitter(coordinatorChain, target);
+    }
+
+    /// @dev Take one message fee from the reserve (for messages published on receipt).
+    function _reserveFee() private returns (uint256 fee) {
+        fee = core.messageFee();
+        if (fee > feeReserve) revert InsufficientFeeReserve(fee, feeReserve);
+        feeReserve -= fee;
+    }
+
+    /// @dev Publish STAKE_CHANGED with the worker's bonded stake and next nonce.
+    function _publishStakeChange(address worker, Staker storage s, uint8 reason, bytes32 taskId, uint256 fee)
+        private
+        returns (uint64 sequence)
+    {
+        uint64 nonce = ++s.stakeNonce;
+        uint64 reported = _toMessageAmount(s.staked);
+        PayloadCodec.StakeChanged memory message = PayloadCodec.StakeChanged(
+            PayloadCodec.Header(PayloadCodec.STAKE_CHANGED, coordinatorChain, _coordinator(), 0),
+            PayloadCodec.toBytes32(worker),
+            reported,
+            nonce,
+            reason,
+            taskId
+        );
+        sequence = _publish(PayloadCodec.encode(message), fee);
+        emit StakeChangePublished(worker, reason, reported, nonce, sequence);
     }
 
     function _toMessageAmount(uint256 amount) private pure returns (uint64) {

@@ -4,6 +4,7 @@ pragma solidity 0.8.30;
 import {JobMarket} from "../src/JobMarket.sol";
 import {WorkerHub} from "../src/WorkerHub.sol";
 import {MessageReceiver} from "../src/base/MessageReceiver.sol";
+import {PayloadCodec} from "../src/libraries/PayloadCodec.sol";
 import {HubFixture} from "./utils/HubFixture.sol";
 import {MarketFixture} from "./utils/MarketFixture.sol";
 import {Test} from "./utils/Test.sol";
@@ -16,7 +17,10 @@ contract MarketHandler is MarketFixture {
     mapping(uint64 => uint256) public refunded;
     bytes[] internal delivered;
     uint256 public replaysAccepted;
+    /// Assignments the market accepted for a worker whose current stake was below the job's minimum.
+    uint256 public assignedBelowMinimum;
     uint256 internal nextWorker;
+    mapping(uint256 => uint64) internal stakeNonces;
 
     constructor() {
         setUpMarket();
@@ -70,6 +74,38 @@ contract MarketHandler is MarketFixture {
         finalize(jobId, job.currentRound, results);
     }
 
+    /// The worker chain reports a new stake for a known worker (slash, unbond, withdrawal, top-up).
+    function changeStake(uint256 who, uint64 stake) external {
+        if (nextWorker == 0) return;
+        uint256 i = who % nextWorker;
+        stake = uint64(bound(stake, 0, 2 * MIN_STAKE));
+        bytes memory vaa = signed(EVM_WORKERS, HUB, stakeChangedPayload(workerKey(i), stake, ++stakeNonces[i], 4));
+        market.receiveMessage(vaa);
+        delivered.push(vaa);
+    }
+
+    /// Try to draw an existing worker for a job's idle round; the market must refuse one whose
+    /// current stake is below the job's minimum. An accepted draw is proposed as DROPPED.
+    function drawExisting(uint256 seed, uint256 who) external {
+        (uint64 jobId, bool found) = _job(seed);
+        if (!found || nextWorker == 0) return;
+        JobMarket.Job memory job = market.getJob(jobId);
+        if (job.status != JobMarket.JobStatus.Open) return;
+        if (market.getRound(jobId, job.currentRound).phase != JobMarket.RoundPhase.Idle) return;
+        uint256 i = who % nextWorker;
+        uint64 stakeNow = market.getWorker(market.workerIdOf(EVM_WORKERS, workerKey(i))).stake;
+        PayloadCodec.Assignment[] memory a = assignments(i, 1);
+        vm.prank(aggregator);
+        try market.assignTasks(jobId, EVM_WORKERS, uint64(block.timestamp + 1 days), a) {
+            if (stakeNow < job.minStake) ++assignedBelowMinimum;
+        } catch {
+            return;
+        }
+        JobMarket.Result[] memory dropped = new JobMarket.Result[](1);
+        dropped[0] = JobMarket.Result(workerKey(i), EVM_WORKERS, 1, 0, 0, bytes32(0));
+        finalize(jobId, job.currentRound, dropped);
+    }
+
     function settle(uint256 seed) external {
         (uint64 jobId, bool found) = _job(seed);
         if (!found) return;
@@ -95,7 +131,7 @@ contract MarketHandler is MarketFixture {
         for (uint256 i = 0; i < nextWorker && k < r.assigned; ++i) {
             bytes32 taskId = market.taskIdOf(jobId, round, EVM_WORKERS, workerKey(i));
             if (market.getTask(taskId).state != JobMarket.TaskState.None) {
-                none[k++] = JobMarket.Result(workerKey(i), EVM_WORKERS, 1, 0, 0);
+                none[k++] = JobMarket.Result(workerKey(i), EVM_WORKERS, 1, 0, 0, bytes32(0));
             }
         }
         vm.prank(aggregator);
@@ -170,16 +206,25 @@ contract JobMarketInvariants is Test {
         }
     }
 
+    function invariant_noWorkerDrawnBelowTheJobMinimum() public view {
+        assertEq(handler.assignedBelowMinimum(), 0, "a worker below the minimum stake was assigned");
+    }
+
     function invariant_noDigestConsumedTwice() public view {
         assertEq(handler.replaysAccepted(), 0, "a VAA was accepted twice");
     }
 }
 
-/// Drives a WorkerHub through stake, unbond, withdraw, assignment and slashing settlements.
+/// Drives a WorkerHub through stake, unbond, withdraw, assignment, release, slashing settlements
+/// in both slash modes, and claims of slashed funds.
 contract HubHandler is HubFixture {
     uint256 public deposited;
     uint256 public withdrawn;
-    uint256 public swept;
+    uint256 public claimed;
+    /// Slashes larger than the task's lock (the most the job's policy can take); must stay 0.
+    uint256 public slashesAbovePolicy;
+    /// Tasks created for a worker whose bonded stake was below the minimum or lock; must stay 0.
+    uint256 public tasksBelowMinimum;
     bytes32[] internal openTasks;
     uint64 internal nextJob = 1;
 
@@ -197,18 +242,26 @@ contract HubHandler is HubFixture {
         deposited += amount;
     }
 
+    function register(uint256 who) external {
+        address w = worker(who % 4);
+        WorkerHub.Staker memory s = hub.getStaker(w);
+        if (s.registered || s.staked < MIN_STAKE) return;
+        vm.prank(w);
+        hub.register(toBytes32(w), 0);
+    }
+
     function unbond(uint256 who, uint256 amount) external {
         address w = worker(who % 4);
-        uint256 staked = hub.getStaker(w).staked;
-        if (staked == 0) return;
+        WorkerHub.Staker memory s = hub.getStaker(w);
+        if (s.staked <= s.locked) return;
         vm.prank(w);
-        hub.requestUnbond(bound(amount, 1, staked));
+        hub.requestUnbond(bound(amount, 1, s.staked - s.locked));
     }
 
     function withdrawStake(uint256 who) external {
         address w = worker(who % 4);
         WorkerHub.Staker memory s = hub.getStaker(w);
-        if (s.unbonding == 0 || s.activeTasks != 0) return;
+        if (s.unbonding == 0) return;
         if (block.timestamp < s.unbondingReadyAt) vm.warp(s.unbondingReadyAt);
         uint256 before = w.balance;
         vm.prank(w);
@@ -216,29 +269,59 @@ contract HubHandler is HubFixture {
         withdrawn += w.balance - before;
     }
 
+    /// Deliver a TASK_ASSIGNED whatever the worker's stake: the hub decides.
     function assignOne(uint256 who) external {
         address w = worker(who % 4);
         uint64 jobId = nextJob++;
-        assignTo(jobId, 0, one(w));
+        WorkerHub.Staker memory before = hub.getStaker(w);
+        deliverAssigned(jobId, 0, one(w));
+        bytes32 taskId = hub.taskIdOf(jobId, 0, toBytes32(w));
+        if (hub.getTask(taskId).state != WorkerHub.TaskState.Assigned) return;
+        uint256 lock = uint256(TASK_LOCK) * 1e10;
+        if (before.staked < uint256(TASK_MIN_STAKE) * 1e10 || before.staked - before.locked < lock) {
+            ++tasksBelowMinimum;
+        }
         openTasks.push(bytes32(uint256(jobId) << 160 | uint160(w)));
     }
 
-    function settleOne(uint256 which, uint8 outcome, uint64 slash) external {
+    function settleOne(uint256 which, uint8 outcome, uint64 slash, bool toHonest) external {
         if (openTasks.length == 0) return;
         uint256 at = which % openTasks.length;
         bytes32 packed = openTasks[at];
         openTasks[at] = openTasks[openTasks.length - 1];
         openTasks.pop();
+        uint64 jobId = uint64(uint256(packed) >> 160);
+        address w = address(uint160(uint256(packed)));
         outcome = outcome % 3;
         slash = outcome == 2 ? uint64(bound(slash, 0, 8e8)) : 0;
-        settle(uint64(uint256(packed) >> 160), 0, address(uint160(uint256(packed))), outcome, slash);
+        uint256 before = hub.getStaker(w).staked;
+        PayloadCodec.Settlement[] memory entries = new PayloadCodec.Settlement[](1);
+        entries[0] = PayloadCodec.Settlement(toBytes32(w), outcome, slash);
+        hub.receiveMessage(signedFromMarket(settledBatch(jobId, 0, toHonest ? 1 : 0, entries)));
+        if (before - hub.getStaker(w).staked > uint256(TASK_LOCK) * 1e10) ++slashesAbovePolicy;
     }
 
-    function sweep() external {
-        uint256 amount = hub.slashedBalance();
+    function release(uint256 which) external {
+        if (openTasks.length == 0) return;
+        uint256 at = which % openTasks.length;
+        bytes32 packed = openTasks[at];
+        address w = address(uint160(uint256(packed)));
+        bytes32 taskId = hub.taskIdOf(uint64(uint256(packed) >> 160), 0, toBytes32(w));
+        WorkerHub.Task memory task = hub.getTask(taskId);
+        if (block.timestamp <= task.releaseAt) vm.warp(task.releaseAt + 1);
+        vm.prank(w);
+        hub.releaseExpiredTask(taskId);
+        openTasks[at] = openTasks[openTasks.length - 1];
+        openTasks.pop();
+    }
+
+    function claim(uint256 who) external {
+        address account = who % 5 == 4 ? address(uint160(uint256(POSTER))) : worker(who % 4);
+        uint256 amount = hub.claimable(account);
         if (amount == 0) return;
-        hub.sweepSlashed(payable(address(0xFEE)));
-        swept += amount;
+        vm.prank(account);
+        hub.claim();
+        claimed += amount;
     }
 }
 
@@ -263,14 +346,24 @@ contract WorkerHubInvariants is Test {
             WorkerHub.Staker memory s = hub.getStaker(address(uint160(0x7000 + i)));
             staked += s.staked;
             unbonding += s.unbonding;
+            assertLe(s.locked, s.staked, "locked stake stays bonded");
         }
         assertEq(staked, hub.totalStaked(), "sum of stakes");
         assertEq(unbonding, hub.totalUnbonding(), "sum of unbonding");
-        assertEq(address(hub).balance, hub.totalStaked() + hub.totalUnbonding() + hub.slashedBalance(), "balance");
+        uint256 held = hub.totalStaked() + hub.totalUnbonding() + hub.totalClaimable() + hub.feeReserve();
+        assertEq(address(hub).balance, held, "balance");
         assertEq(
             handler.deposited(),
-            hub.totalStaked() + hub.totalUnbonding() + hub.slashedBalance() + handler.withdrawn() + handler.swept(),
-            "every wei staked is bonded, unbonding, slashed, withdrawn or swept"
+            hub.totalStaked() + hub.totalUnbonding() + hub.totalClaimable() + handler.withdrawn() + handler.claimed(),
+            "every wei staked is bonded, unbonding, claimable (slashed), withdrawn or claimed"
         );
+    }
+
+    function invariant_noTaskBelowTheJobMinimum() public view {
+        assertEq(handler.tasksBelowMinimum(), 0, "a task was created without the stake it needs");
+    }
+
+    function invariant_noSlashExceedsItsPolicy() public view {
+        assertEq(handler.slashesAbovePolicy(), 0, "a slash took more than the task's lock");
     }
 }

@@ -352,6 +352,9 @@ contract JobMarketTest is MarketFixture {
         expected.deadline = deadline;
         expected.modelHash = MODEL;
         expected.configHash = CONFIG;
+        expected.minStake = MIN_STAKE;
+        expected.stakeLock = REJECTED_SLASH;
+        expected.releaseAt = deadline + RELEASE_AFTER;
         expected.assignments = assignments(0, 3);
         assertEq(published[0], PayloadCodec.encode(expected), "payload bytes");
         bytes32 taskId = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(2));
@@ -530,9 +533,10 @@ contract JobMarketTest is MarketFixture {
         market.finalizeRound(jobId, 0, MODEL, r);
 
         r[2].reward = 0;
-        r[2].slash = 5;
+        r[2].fault = 1;
+        r[2].evidence = EVIDENCE;
         vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "slash without slashed outcome")
+            abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "fault without slashed outcome")
         );
         market.finalizeRound(jobId, 0, MODEL, r);
 
@@ -541,6 +545,20 @@ contract JobMarketTest is MarketFixture {
         market.finalizeRound(jobId, 0, MODEL, r);
 
         r[2].outcome = 2;
+        r[2].fault = 0;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "slashed without fault"));
+        market.finalizeRound(jobId, 0, MODEL, r);
+
+        r[2].fault = 3;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "fault"));
+        market.finalizeRound(jobId, 0, MODEL, r);
+
+        r[2].fault = 2;
+        r[2].evidence = bytes32(0);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "slashed without evidence"));
+        market.finalizeRound(jobId, 0, MODEL, r);
+
+        r[2].evidence = EVIDENCE;
         r[0].reward = 0.6 ether;
         r[1].reward = 0.6 ether;
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RewardExceedsBudget.selector, 1.2 ether, 1 ether));
@@ -615,7 +633,8 @@ contract JobMarketTest is MarketFixture {
         }
         r[7].outcome = 2;
         r[7].reward = 0;
-        r[7].slash = 50;
+        r[7].fault = 1;
+        r[7].evidence = EVIDENCE;
         finalize(jobId, 0, r);
         assertEq(market.settlementBatches(jobId, 0), 3, "1 EVM + 2 Solana messages");
         core.setMessageFee(1);
@@ -631,7 +650,9 @@ contract JobMarketTest is MarketFixture {
         assertEq(last.header.targetAddress, SOLANA_PROGRAM, "solana target");
         assertEq(last.settlements.length, 1, "remainder batch");
         assertEq(last.settlements[0].outcome, 2, "slashed");
-        assertEq(last.settlements[0].slash, 50, "slash amount");
+        assertEq(last.settlements[0].slash, REJECTED_SLASH, "the policy's amount for a rejection");
+        assertEq(last.slashMode, 0, "slash mode");
+        assertEq(last.slashRecipient, keccak256("poster on solana"), "the job's recipient on that chain");
         assertEq(last.modelHash, keccak256(abi.encode("model", uint32(1))), "new model");
         assertEq(this.decodeSettled(published[0]).settlements.length, 3, "evm batch");
         assertEq(market.claimable(payoutOf(11), address(0)), 1 ether, "credited");

@@ -8,41 +8,58 @@ pragma solidity 0.8.30;
 ///
 /// Header (every payload, 44 bytes):
 ///   0  u8      payload_id        1 WORKER_REGISTERED, 2 TASK_ASSIGNED, 3 UPDATE_COMMITTED,
-///                                4 ROUND_SETTLED
-///   1  u8      version = 1
+///                                4 ROUND_SETTLED, 5 STAKE_CHANGED
+///   1  u8      version = 2
 ///   2  u16     target_chain      Wormhole chain id of the receiver
 ///   4  bytes32 target_address    receiving contract or program
 ///   36 u64     job_id            0 when not job-specific
 ///
 /// WORKER_REGISTERED (120 bytes):  44 worker_key bytes32 | 76 stake u64 (8 decimals)
 ///                                 | 84 payout_address bytes32 | 116 capabilities u32
-/// TASK_ASSIGNED (121 + 36k):      44 round u32 | 48 deadline u64 | 56 model_hash bytes32
-///                                 | 88 config_hash bytes32 | 120 count u8 (1..32)
-///                                 | 121 k x (worker_key bytes32, shard u32)
+/// TASK_ASSIGNED (145 + 36k):      44 round u32 | 48 deadline u64 | 56 model_hash bytes32
+///                                 | 88 config_hash bytes32 | 120 min_stake u64 | 128 stake_lock u64
+///                                 (<= min_stake) | 136 release_at u64 | 144 count u8 (1..32)
+///                                 | 145 k x (worker_key bytes32, shard u32)
 /// UPDATE_COMMITTED (152 bytes):   44 round u32 | 48 worker_key bytes32 | 80 update_hash bytes32
 ///                                 | 112 transcript_root bytes32 | 144 num_samples u32
 ///                                 | 148 train_loss u32 (loss x 1e6, saturating)
-/// ROUND_SETTLED (81 + 41k):       44 round u32 | 48 model_hash bytes32 | 80 count u8 (1..32)
-///                                 | 81 k x (worker_key bytes32, outcome u8, slash u64)
+/// ROUND_SETTLED (114 + 41k):      44 round u32 | 48 model_hash bytes32 | 80 slash_mode u8 (0, 1)
+///                                 | 81 slash_recipient bytes32 (nonzero) | 113 count u8 (1..32)
+///                                 | 114 k x (worker_key bytes32, outcome u8, slash u64)
+/// STAKE_CHANGED (125 bytes):      44 worker_key bytes32 | 76 stake u64 | 84 nonce u64
+///                                 | 92 reason u8 (1..6) | 93 task_id bytes32 (zero unless the
+///                                 reason is TASK_REFUSED or TASK_RELEASED); job_id is 0
 library PayloadCodec {
     uint8 internal constant WORKER_REGISTERED = 1;
     uint8 internal constant TASK_ASSIGNED = 2;
     uint8 internal constant UPDATE_COMMITTED = 3;
     uint8 internal constant ROUND_SETTLED = 4;
-    uint8 internal constant VERSION = 1;
+    uint8 internal constant STAKE_CHANGED = 5;
+    uint8 internal constant VERSION = 2;
 
     uint256 internal constant HEADER_SIZE = 44;
     uint256 internal constant WORKER_REGISTERED_SIZE = 120;
-    uint256 internal constant TASK_ASSIGNED_FIXED = 121;
+    uint256 internal constant TASK_ASSIGNED_FIXED = 145;
     uint256 internal constant ASSIGNMENT_SIZE = 36;
     uint256 internal constant UPDATE_COMMITTED_SIZE = 152;
-    uint256 internal constant ROUND_SETTLED_FIXED = 81;
+    uint256 internal constant ROUND_SETTLED_FIXED = 114;
+    uint256 internal constant STAKE_CHANGED_SIZE = 125;
     uint256 internal constant SETTLEMENT_SIZE = 41;
     uint256 internal constant MAX_BATCH = 32;
 
     uint8 internal constant OUTCOME_ACCEPTED = 0;
     uint8 internal constant OUTCOME_DROPPED = 1;
     uint8 internal constant OUTCOME_SLASHED = 2;
+
+    uint8 internal constant SLASH_TO_RECIPIENT = 0;
+    uint8 internal constant SLASH_TO_HONEST = 1;
+
+    uint8 internal constant STAKE_STAKED = 1;
+    uint8 internal constant STAKE_UNBONDING = 2;
+    uint8 internal constant STAKE_WITHDRAWN = 3;
+    uint8 internal constant STAKE_SLASHED = 4;
+    uint8 internal constant STAKE_TASK_REFUSED = 5;
+    uint8 internal constant STAKE_TASK_RELEASED = 6;
 
     struct Header {
         uint8 payloadId;
@@ -70,6 +87,9 @@ library PayloadCodec {
         uint64 deadline;
         bytes32 modelHash;
         bytes32 configHash;
+        uint64 minStake;
+        uint64 stakeLock;
+        uint64 releaseAt;
         Assignment[] assignments;
     }
 
@@ -93,14 +113,25 @@ library PayloadCodec {
         Header header;
         uint32 round;
         bytes32 modelHash;
+        uint8 slashMode;
+        bytes32 slashRecipient;
         Settlement[] settlements;
+    }
+
+    struct StakeChanged {
+        Header header;
+        bytes32 workerKey;
+        uint64 stake;
+        uint64 nonce;
+        uint8 reason;
+        bytes32 taskId;
     }
 
     /// @notice The payload is shorter than a header.
     error PayloadTooShort(uint256 length);
     /// @notice The payload id is not one this codec knows, or not the one expected.
     error UnknownPayloadId(uint8 payloadId);
-    /// @notice The payload's protocol version is not 1.
+    /// @notice The payload's protocol version is not 2.
     error UnsupportedPayloadVersion(uint8 version);
     /// @notice The payload's length does not match its declared contents (short or trailing bytes).
     error PayloadLengthMismatch(uint256 length, uint256 expected);
@@ -108,8 +139,18 @@ library PayloadCodec {
     error InvalidBatchCount(uint256 count);
     /// @notice A settlement outcome other than accepted, dropped or slashed.
     error InvalidOutcome(uint8 outcome);
-    /// @notice WORKER_REGISTERED is not job-specific: its job id must be zero.
+    /// @notice WORKER_REGISTERED and STAKE_CHANGED are not job-specific: their job id must be zero.
     error NonZeroJobId(uint64 jobId);
+    /// @notice A TASK_ASSIGNED whose stake lock exceeds its minimum stake.
+    error StakeLockAboveMinStake(uint64 stakeLock, uint64 minStake);
+    /// @notice A ROUND_SETTLED slash mode other than to-recipient or to-honest.
+    error InvalidSlashMode(uint8 mode);
+    /// @notice A ROUND_SETTLED without a slash recipient.
+    error ZeroSlashRecipient();
+    /// @notice A STAKE_CHANGED reason outside 1..6.
+    error InvalidStakeReason(uint8 reason);
+    /// @notice A STAKE_CHANGED names a task although its reason is about no task.
+    error UnexpectedTaskId(uint8 reason, bytes32 taskId);
 
     // ------------------------------------------------------------------ decoding
 
@@ -118,7 +159,7 @@ library PayloadCodec {
         if (payload.length < HEADER_SIZE) revert PayloadTooShort(payload.length);
         header.payloadId = uint8(_read(payload, 0, 1));
         uint8 version = uint8(_read(payload, 1, 1));
-        if (header.payloadId < WORKER_REGISTERED || header.payloadId > ROUND_SETTLED) {
+        if (header.payloadId < WORKER_REGISTERED || header.payloadId > STAKE_CHANGED) {
             revert UnknownPayloadId(header.payloadId);
         }
         if (version != VERSION) revert UnsupportedPayloadVersion(version);
@@ -148,7 +189,10 @@ library PayloadCodec {
         message.deadline = uint64(_read(payload, 48, 8));
         message.modelHash = bytes32(_read(payload, 56, 32));
         message.configHash = bytes32(_read(payload, 88, 32));
-        uint256 count = _read(payload, 120, 1);
+        message.minStake = uint64(_read(payload, 120, 8));
+        message.stakeLock = uint64(_read(payload, 128, 8));
+        message.releaseAt = uint64(_read(payload, 136, 8));
+        uint256 count = _read(payload, 144, 1);
         _checkCount(count);
         _exactLength(payload, TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * count);
         message.assignments = new Assignment[](count);
@@ -156,6 +200,7 @@ library PayloadCodec {
             uint256 at = TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * i;
             message.assignments[i] = Assignment(bytes32(_read(payload, at, 32)), uint32(_read(payload, at + 32, 4)));
         }
+        _checkLock(message.stakeLock, message.minStake);
     }
 
     /// @notice Decode an UPDATE_COMMITTED payload.
@@ -178,7 +223,9 @@ library PayloadCodec {
         }
         message.round = uint32(_read(payload, 44, 4));
         message.modelHash = bytes32(_read(payload, 48, 32));
-        uint256 count = _read(payload, 80, 1);
+        message.slashMode = uint8(_read(payload, 80, 1));
+        message.slashRecipient = bytes32(_read(payload, 81, 32));
+        uint256 count = _read(payload, 113, 1);
         _checkCount(count);
         _exactLength(payload, ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * count);
         message.settlements = new Settlement[](count);
@@ -189,6 +236,20 @@ library PayloadCodec {
             message.settlements[i] =
                 Settlement(bytes32(_read(payload, at, 32)), outcome, uint64(_read(payload, at + 33, 8)));
         }
+        _checkSlashDestination(message.slashMode, message.slashRecipient);
+    }
+
+    /// @notice Decode a STAKE_CHANGED payload.
+    function decodeStakeChanged(bytes memory payload) internal pure returns (StakeChanged memory message) {
+        message.header = _expect(payload, STAKE_CHANGED);
+        _exactLength(payload, STAKE_CHANGED_SIZE);
+        if (message.header.jobId != 0) revert NonZeroJobId(message.header.jobId);
+        message.workerKey = bytes32(_read(payload, 44, 32));
+        message.stake = uint64(_read(payload, 76, 8));
+        message.nonce = uint64(_read(payload, 84, 8));
+        message.reason = uint8(_read(payload, 92, 1));
+        message.taskId = bytes32(_read(payload, 93, 32));
+        _checkStakeReason(message.reason, message.taskId);
     }
 
     // ------------------------------------------------------------------ encoding
@@ -204,9 +265,18 @@ library PayloadCodec {
     function encode(TaskAssigned memory m) internal pure returns (bytes memory out) {
         uint256 count = m.assignments.length;
         _checkCount(count);
+        _checkLock(m.stakeLock, m.minStake);
         out = new bytes(TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * count);
         bytes memory fixedPart = abi.encodePacked(
-            _encodeHeader(m.header, TASK_ASSIGNED), m.round, m.deadline, m.modelHash, m.configHash, uint8(count)
+            _encodeHeader(m.header, TASK_ASSIGNED),
+            m.round,
+            m.deadline,
+            m.modelHash,
+            m.configHash,
+            m.minStake,
+            m.stakeLock,
+            m.releaseAt,
+            uint8(count)
         );
         _copy(out, 0, fixedPart);
         for (uint256 i = 0; i < count; ++i) {
@@ -232,13 +302,33 @@ library PayloadCodec {
     function encode(RoundSettled memory m) internal pure returns (bytes memory out) {
         uint256 count = m.settlements.length;
         _checkCount(count);
+        _checkSlashDestination(m.slashMode, m.slashRecipient);
         out = new bytes(ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * count);
-        _copy(out, 0, abi.encodePacked(_encodeHeader(m.header, ROUND_SETTLED), m.round, m.modelHash, uint8(count)));
+        _copy(
+            out,
+            0,
+            abi.encodePacked(
+                _encodeHeader(m.header, ROUND_SETTLED),
+                m.round,
+                m.modelHash,
+                m.slashMode,
+                m.slashRecipient,
+                uint8(count)
+            )
+        );
         for (uint256 i = 0; i < count; ++i) {
             Settlement memory s = m.settlements[i];
             if (s.outcome > OUTCOME_SLASHED) revert InvalidOutcome(s.outcome);
             _copy(out, ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * i, abi.encodePacked(s.workerKey, s.outcome, s.slash));
         }
+    }
+
+    /// @notice Encode a STAKE_CHANGED payload.
+    function encode(StakeChanged memory m) internal pure returns (bytes memory) {
+        if (m.header.jobId != 0) revert NonZeroJobId(m.header.jobId);
+        _checkStakeReason(m.reason, m.taskId);
+        return
+            abi.encodePacked(_encodeHeader(m.header, STAKE_CHANGED), m.workerKey, m.stake, m.nonce, m.reason, m.taskId);
     }
 
     /// @notice Left-pad an EVM address into the protocol's bytes32 form.
@@ -259,6 +349,22 @@ library PayloadCodec {
 
     function _exactLength(bytes memory payload, uint256 expected) private pure {
         if (payload.length != expected) revert PayloadLengthMismatch(payload.length, expected);
+    }
+
+    function _checkLock(uint64 stakeLock, uint64 minStake) private pure {
+        if (stakeLock > minStake) revert StakeLockAboveMinStake(stakeLock, minStake);
+    }
+
+    function _checkSlashDestination(uint8 mode, bytes32 recipient) private pure {
+        if (mode > SLASH_TO_HONEST) revert InvalidSlashMode(mode);
+        if (recipient == bytes32(0)) revert ZeroSlashRecipient();
+    }
+
+    function _checkStakeReason(uint8 reason, bytes32 taskId) private pure {
+        if (reason < STAKE_STAKED || reason > STAKE_TASK_RELEASED) revert InvalidStakeReason(reason);
+        if (reason != STAKE_TASK_REFUSED && reason != STAKE_TASK_RELEASED && taskId != bytes32(0)) {
+            revert UnexpectedTaskId(reason, taskId);
+        }
     }
 
     function _checkCount(uint256 count) private pure {

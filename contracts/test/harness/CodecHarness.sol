@@ -25,6 +25,14 @@ contract CodecHarness {
         return PayloadCodec.decodeRoundSettled(p);
     }
 
+    function decodeStakeChanged(bytes memory p) external pure returns (PayloadCodec.StakeChanged memory) {
+        return PayloadCodec.decodeStakeChanged(p);
+    }
+
+    function encodeStakeChanged(PayloadCodec.StakeChanged memory m) external pure returns (bytes memory) {
+        return PayloadCodec.encode(m);
+    }
+
     function encodeWorkerRegistered(PayloadCodec.WorkerRegistered memory m) external pure returns (bytes memory) {
         return PayloadCodec.encode(m);
     }
@@ -47,6 +55,7 @@ contract CodecHarness {
         if (id == PayloadCodec.WORKER_REGISTERED) return PayloadCodec.encode(PayloadCodec.decodeWorkerRegistered(p));
         if (id == PayloadCodec.TASK_ASSIGNED) return PayloadCodec.encode(PayloadCodec.decodeTaskAssigned(p));
         if (id == PayloadCodec.UPDATE_COMMITTED) return PayloadCodec.encode(PayloadCodec.decodeUpdateCommitted(p));
-        return PayloadCodec.encode(PayloadCodec.decodeRoundSettled(p));
+        if (id == PayloadCodec.ROUND_SETTLED) return PayloadCodec.encode(PayloadCodec.decodeRoundSettled(p));
+        return PayloadCodec.encode(PayloadCodec.decodeStakeChanged(p));
     }
 }

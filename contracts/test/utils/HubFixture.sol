@@ -13,6 +13,11 @@ abstract contract HubFixture is Guardians {
     bytes32 internal constant MARKET = bytes32(uint256(0x3A4C));
     uint256 internal constant MIN_STAKE = 1 ether;
     uint64 internal constant UNBONDING = 7 days;
+    /// Task policy of the fixture's TASK_ASSIGNED: 1 ether (8 decimals) needed and locked.
+    uint64 internal constant TASK_MIN_STAKE = 1e8;
+    uint64 internal constant TASK_LOCK = 1e8;
+    uint64 internal constant RELEASE_AFTER = 1 days;
+    bytes32 internal constant POSTER = bytes32(uint256(0x9057E4));
 
     MessageCore internal core;
     WorkerHub internal hub;
@@ -50,6 +55,9 @@ abstract contract HubFixture is Guardians {
         m.deadline = deadline;
         m.modelHash = keccak256("model");
         m.configHash = keccak256("config");
+        m.minStake = TASK_MIN_STAKE;
+        m.stakeLock = TASK_LOCK;
+        m.releaseAt = deadline + RELEASE_AFTER;
         m.assignments = new PayloadCodec.Assignment[](workers.length);
         for (uint256 i = 0; i < workers.length; ++i) {
             m.assignments[i] = PayloadCodec.Assignment(toBytes32(workers[i]), uint32(i));
@@ -57,7 +65,25 @@ abstract contract HubFixture is Guardians {
         return PayloadCodec.encode(m);
     }
 
+    /// Stake what the fixture's tasks need and register, unless `w` is registered already.
+    function ensureRegistered(address w) internal {
+        WorkerHub.Staker memory s = hub.getStaker(w);
+        if (s.registered) return;
+        if (s.staked < MIN_STAKE) stakeAs(w, MIN_STAKE - s.staked);
+        vm.prank(w);
+        hub.register(toBytes32(w), 0);
+    }
+
+    /// Register every worker (see `ensureRegistered`) and deliver their TASK_ASSIGNED.
     function assignTo(uint64 jobId, uint32 round, address[] memory workers) internal {
+        for (uint256 i = 0; i < workers.length; ++i) {
+            ensureRegistered(workers[i]);
+        }
+        deliverAssigned(jobId, round, workers);
+    }
+
+    /// Deliver a TASK_ASSIGNED as is, whatever the workers' state.
+    function deliverAssigned(uint64 jobId, uint32 round, address[] memory workers) internal {
         hub.receiveMessage(
             signedFromMarket(taskAssignedPayload(jobId, round, uint64(block.timestamp + 1 days), workers))
         );
@@ -73,12 +99,23 @@ abstract contract HubFixture is Guardians {
         view
         returns (bytes memory)
     {
+        PayloadCodec.Settlement[] memory entries = new PayloadCodec.Settlement[](1);
+        entries[0] = PayloadCodec.Settlement(toBytes32(w), outcome, slash);
+        return settledBatch(jobId, round, PayloadCodec.SLASH_TO_RECIPIENT, entries);
+    }
+
+    function settledBatch(uint64 jobId, uint32 round, uint8 mode, PayloadCodec.Settlement[] memory entries)
+        internal
+        view
+        returns (bytes memory)
+    {
         PayloadCodec.RoundSettled memory m;
         m.header = PayloadCodec.Header(4, WORKERS, toBytes32(address(hub)), jobId);
         m.round = round;
         m.modelHash = keccak256("model 1");
-        m.settlements = new PayloadCodec.Settlement[](1);
-        m.settlements[0] = PayloadCodec.Settlement(toBytes32(w), outcome, slash);
+        m.slashMode = mode;
+        m.slashRecipient = POSTER;
+        m.settlements = entries;
         return PayloadCodec.encode(m);
     }
 

@@ -17,6 +17,11 @@ abstract contract MarketFixture is Guardians {
     bytes32 internal constant SOLANA_PROGRAM = keccak256("solana worker program");
     bytes32 internal constant MODEL = keccak256("model 0");
     bytes32 internal constant CONFIG = keccak256("config");
+    uint64 internal constant REJECTED_SLASH = 60;
+    uint64 internal constant MISSED_SLASH = 25;
+    uint64 internal constant RELEASE_AFTER = 1 days;
+    uint64 internal constant PROGRESS_TIMEOUT = 3 days;
+    bytes32 internal constant EVIDENCE = keccak256("evidence blob");
 
     address internal poster = address(0x9057E4);
     address internal aggregator = address(0xA66);
@@ -61,6 +66,30 @@ abstract contract MarketFixture is Guardians {
         );
     }
 
+    function stakeChangedPayload(bytes32 key, uint64 stake, uint64 nonce, uint8 reason)
+        internal
+        view
+        returns (bytes memory)
+    {
+        return stakeChangedPayload(key, stake, nonce, reason, bytes32(0));
+    }
+
+    function stakeChangedPayload(bytes32 key, uint64 stake, uint64 nonce, uint8 reason, bytes32 taskId)
+        internal
+        view
+        returns (bytes memory)
+    {
+        return PayloadCodec.encode(
+            PayloadCodec.StakeChanged(
+                PayloadCodec.Header(5, COORDINATOR, toBytes32(address(market)), 0), key, stake, nonce, reason, taskId
+            )
+        );
+    }
+
+    function changeStake(uint16 chain, bytes32 key, uint64 stake, uint64 nonce, uint8 reason) internal {
+        market.receiveMessage(signed(chain, peerOf(chain), stakeChangedPayload(key, stake, nonce, reason)));
+    }
+
     function registerWorker(uint16 chain, bytes32 key, uint64 stake, address payout) internal {
         market.receiveMessage(signed(chain, peerOf(chain), registeredPayload(key, stake, payout)));
     }
@@ -83,7 +112,7 @@ abstract contract MarketFixture is Guardians {
         market.receiveMessage(signed(chain, peerOf(chain), committedPayload(jobId, round, key)));
     }
 
-    function spec(uint32 rounds, uint16 perRound, uint256 reward) internal pure returns (JobMarket.JobSpec memory s) {
+    function spec(uint32 rounds, uint16 perRound, uint256 reward) internal view returns (JobMarket.JobSpec memory s) {
         s.modelHash = MODEL;
         s.configHash = CONFIG;
         s.numRounds = rounds;
@@ -93,6 +122,14 @@ abstract contract MarketFixture is Guardians {
         s.workerChains = new uint16[](2);
         s.workerChains[0] = EVM_WORKERS;
         s.workerChains[1] = SOLANA;
+        s.rejectedSlash = REJECTED_SLASH;
+        s.missedSlash = MISSED_SLASH;
+        s.slashMode = 0;
+        s.slashRecipients = new bytes32[](2);
+        s.slashRecipients[0] = bytes32(uint256(uint160(poster)));
+        s.slashRecipients[1] = keccak256("poster on solana");
+        s.releaseAfter = RELEASE_AFTER;
+        s.progressTimeout = PROGRESS_TIMEOUT;
     }
 
     function postNative(uint32 rounds, uint16 perRound, uint256 reward) internal returns (uint64 jobId) {
@@ -130,7 +167,7 @@ abstract contract MarketFixture is Guardians {
     {
         r = new JobMarket.Result[](count);
         for (uint256 i = 0; i < count; ++i) {
-            r[i] = JobMarket.Result(workerKey(from + i), chain, 0, 0, uint128(reward));
+            r[i] = JobMarket.Result(workerKey(from + i), chain, 0, 0, uint128(reward), bytes32(0));
         }
     }
 
