@@ -34,6 +34,7 @@ from fedrelay.protocol.rounds import (
     TaskStatus,
     apply,
 )
+from fedrelay.protocol.wormhole import task_id
 
 log = logging.getLogger(__name__)
 
@@ -135,21 +136,27 @@ async def answer_dispute(keeper: RoundKeeper, event: SlashDisputed) -> bool:
         Whether an answer was sent (not when it was answered already, or there is no evidence:
         then the slash is reversed on chain once the answer time passes, as it should be).
     """
-    worker = event.worker
     state = await keeper.store.get_round(event.job_id, event.round)
     assignment = None
     if state is not None:
-        assignment = next((a for a in state.assignments if a.worker == worker), None)
-    evidence = assignment.evidence if assignment is not None else None
-    if evidence is None:
+        assignment = next(
+            (
+                a
+                for a in state.assignments
+                if task_id(event.job_id, event.round, a.worker.chain, a.worker.key) == event.task_id
+            ),
+            None,
+        )
+    if assignment is None or assignment.evidence is None:
         log.error(
-            "job %d round %d: worker %s disputes a slash this coordinator has no evidence for; "
+            "job %d round %d: task %s disputes a slash this coordinator has no evidence for; "
             "unanswered, the slash is reversed",
             event.job_id,
             event.round,
-            worker.key.hex(),
+            event.task_id.hex(),
         )
         return False
+    worker, evidence = assignment.worker, assignment.evidence
     if not await keeper.chain.dispute_open(event.job_id, event.round, worker):
         return False  # answered before a restart
     await keeper.chain.answer_dispute(event.job_id, event.round, worker, evidence)

@@ -3,9 +3,9 @@
 Each :meth:`CoordinatorService.step`:
 
 1. **follows** the chain from the stored cursor: ``JobPosted`` opens a job, ``WorkerRegistered``
-   registers a worker (and records its stake if none is known yet), ``StakeChanged`` records
-   the worker's current stake (newer nonces only) and, for TASK_REFUSED, drops the refused task
-   with no fault, ``UpdateReceived`` records a commitment, ``RoundChallenged`` reopens
+   registers a worker (and records its stake if none is known yet), ``StakeUpdated`` records
+   the worker's current stake (newer nonces only), ``TaskRefused`` drops the refused task with no
+   fault, ``UpdateReceived`` records a commitment, ``RoundChallenged`` reopens
    aggregation, ``RoundSettled`` closes the round and opens the next (its block seeds the next
    draw), ``SlashDisputed`` is answered with the slash's evidence
    (:mod:`fedrelay.coordinator.evidence`); the cursor advances after each batch of blocks;
@@ -72,7 +72,6 @@ from fedrelay.ports.coordinator_chain import (
     RoundSettled,
     SlashDisputed,
     StakeChanged,
-    StakeReason,
     TaskRefused,
     UpdateArrived,
     WorkerJoined,
@@ -297,7 +296,7 @@ class CoordinatorService:
             case StakeChanged():
                 await self._stake_changed(event)
             case TaskRefused():
-                await self._refused(event.job_id, event.round, event.worker, event.timestamp)
+                await self._task_refused(event)
             case SlashDisputed():
                 await answer_dispute(self._keeper, event)
             case JobPosted():
@@ -311,22 +310,32 @@ class CoordinatorService:
             case RoundSettled():
                 await self._settled(event)
 
+    async def _worker(self, wanted: bytes) -> WorkerRef | None:
+        """The registered worker whose id is ``wanted``."""
+        return next((w for w in await self._store.workers() if w.worker_id == wanted), None)
+
     async def _stake_changed(self, event: StakeChanged) -> None:
-        if await self._store.record_stake(event.worker, event.stake, event.nonce):
+        worker = await self._worker(event.worker_id)
+        if worker is None:
+            log.warning("stake change of unregistered worker %s ignored", event.worker_id.hex())
+            return
+        if await self._store.record_stake(worker, event.stake, event.nonce):
             log.info(
                 "worker %s on chain %d: stake %d (%s, nonce %d)",
-                event.worker.key.hex(),
-                event.worker.chain,
+                worker.key.hex(),
+                worker.chain,
                 event.stake,
                 event.reason.name,
                 event.nonce,
             )
-        if event.reason is StakeReason.TASK_REFUSED:
-            found = await self._task_of(event.worker, event.task_id)
-            if found is None:
-                log.info("TASK_REFUSED for unknown task %s ignored", event.task_id.hex())
-                return
-            await self._refused(*found, event.worker, event.timestamp)
+
+    async def _task_refused(self, event: TaskRefused) -> None:
+        worker = await self._worker(event.worker_id)
+        found = None if worker is None else await self._task_of(worker, event.task_id)
+        if worker is None or found is None:
+            log.info("refusal of task %s (no open task of ours) ignored", event.task_id.hex())
+            return
+        await self._refused(*found, worker, event.timestamp)
 
     async def _task_of(self, worker: WorkerRef, task: bytes) -> tuple[int, int] | None:
         """The (job, round) of ``worker``'s task ``task`` among the active rounds."""

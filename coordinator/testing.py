@@ -30,6 +30,7 @@ from fedrelay.ports.coordinator_chain import (
     SlashDisputed,
     StakeChanged,
     StakeReason,
+    TaskRefused,
     UpdateArrived,
     WorkerJoined,
     WorkerResult,
@@ -146,26 +147,31 @@ class FakeJobMarket:
         worker: WorkerRef,
         stake: int,
         reason: StakeReason = StakeReason.WITHDRAWN,
-        task: bytes = bytes(32),
         *,
         nonce: int | None = None,
+        refused: tuple[int, int] | None = None,
     ) -> None:
-        """Deliver a STAKE_CHANGED (as the relayer would); an older nonce is ignored."""
+        """Deliver a STAKE_CHANGED (as the relayer would); an older nonce changes nothing.
+
+        Args:
+            worker: The worker.
+            stake: Its bonded stake now.
+            reason: Why it changed.
+            nonce: The change's nonce (default: the next).
+            refused: (job, round) of the task its chain refused, for TASK_REFUSED.
+        """
         nonce = self.nonces.get(worker, 0) + 1 if nonce is None else nonce
+        block = self._mine()
         if nonce > self.nonces.get(worker, 0):
             self.nonces[worker] = nonce
             self.stakes[worker] = stake
-        if reason is StakeReason.TASK_REFUSED:
-            for job_id, round_number, assigned in self.tasks:
-                if (
-                    assigned == worker
-                    and task_id(job_id, round_number, worker.chain, worker.key) == task
-                ):
-                    self.refused.add((job_id, round_number, worker))
-        block = self._mine()
-        self.log.append(
-            StakeChanged(worker, stake, nonce, reason, task, block.number, block.timestamp)
-        )
+            self.log.append(
+                StakeChanged(worker.worker_id, stake, nonce, reason, block.number, block.timestamp)
+            )
+        if refused is not None:
+            self.refused.add((*refused, worker))
+            task = task_id(*refused, worker.chain, worker.key)
+            self.log.append(TaskRefused(task, worker.worker_id, block.number, block.timestamp))
 
     def dispute(self, job_id: int, round_number: int, worker: WorkerRef) -> None:
         """The worker disputes its slash (as its payout address would)."""
@@ -174,9 +180,10 @@ class FakeJobMarket:
             raise ChainError("NotSlashed")
         self.disputes[(job_id, round_number, worker)] = None
         block = self._mine()
+        task = task_id(job_id, round_number, worker.chain, worker.key)
         self.log.append(
             SlashDisputed(
-                job_id, round_number, worker, block.timestamp + 3600, block.number, block.timestamp
+                job_id, round_number, task, block.timestamp + 3600, block.number, block.timestamp
             )
         )
 

@@ -1,6 +1,10 @@
 """The coordinator chain on EVM: :class:`~fedrelay.ports.coordinator_chain.CoordinatorChain` over
 JobMarket.
 
+JobMarket's stake events name workers and tasks by id (``StakeUpdated(workerId, ...)``,
+``TaskRefused(taskId, workerId)``, ``SlashDisputed(jobId, round, taskId, answerBy)``); they are
+passed on with the ids, and the service resolves them against the workers and rounds it knows.
+
 web3 is synchronous; every call runs in a worker thread so the service's event loop (and the
 HTTP API in the same process) keeps serving.
 """
@@ -16,7 +20,6 @@ from web3.types import BlockIdentifier
 from fedrelay.adapters.evm import ContractRevert, EvmError, JobMarketContract, Signer
 from fedrelay.adapters.evm.events import ContractEvent
 from fedrelay.adapters.evm.market import JobStatus, TaskState
-from fedrelay.adapters.evm.market import RoundResult as EvmRoundResult
 from fedrelay.ports.coordinator_chain import (
     BlockRef,
     ChainCommitment,
@@ -28,12 +31,17 @@ from fedrelay.ports.coordinator_chain import (
     JobPosted,
     RoundChallenged,
     RoundSettled,
+    SlashDisputed,
+    SlashMode,
+    StakeChanged,
+    StakeReason,
+    TaskRefused,
     UpdateArrived,
     WorkerJoined,
     WorkerResult,
 )
 from fedrelay.protocol.rounds import WorkerRef
-from fedrelay.protocol.wormhole import Task
+from fedrelay.protocol.wormhole import Task, task_id
 
 T = TypeVar("T")
 
@@ -114,6 +122,26 @@ class EvmCoordinatorChain:
                 return RoundSettled(
                     int(args["jobId"]), int(args["round"]), bytes(args["modelHash"]), block, at
                 )
+            case "StakeUpdated":
+                return StakeChanged(
+                    bytes(args["workerId"]),
+                    int(args["stake"]),
+                    int(args["nonce"]),
+                    StakeReason(int(args["reason"])),
+                    block,
+                    at,
+                )
+            case "TaskRefused":
+                return TaskRefused(bytes(args["taskId"]), bytes(args["workerId"]), block, at)
+            case "SlashDisputed":
+                return SlashDisputed(
+                    int(args["jobId"]),
+                    int(args["round"]),
+                    bytes(args["taskId"]),
+                    int(args["answerBy"]),
+                    block,
+                    at,
+                )
         return None
 
     async def events(self, from_block: int, to_block: int) -> Sequence[ChainEvent]:
@@ -130,8 +158,13 @@ class EvmCoordinatorChain:
 
         def read() -> ChainJob:
             job = self._market.job(job_id)
-            function = self._market.contract.functions.jobWorkerChains(job_id)
-            chains = tuple(int(c) for c in self._market.chain.call(function))
+            functions = self._market.contract.functions
+            chains = tuple(
+                int(c) for c in self._market.chain.call(functions.jobWorkerChains(job_id))
+            )
+            # The slash policy and timeouts (Job fields 11..15: rejectedSlash, missedSlash,
+            # slashMode, releaseAfter, progressTimeout).
+            raw = self._market.chain.call(functions.getJob(job_id))
             return ChainJob(
                 job_id=job_id,
                 open=job.status is JobStatus.OPEN,
@@ -143,6 +176,11 @@ class EvmCoordinatorChain:
                 config_hash=job.config_hash,
                 reward_per_round=job.reward_per_round,
                 worker_chains=chains,
+                rejected_slash=int(raw[11]),
+                missed_slash=int(raw[12]),
+                slash_mode=SlashMode(int(raw[13])),
+                release_after=int(raw[14]),
+                progress_timeout=int(raw[15]),
             )
 
         return await self._run(read)
@@ -178,6 +216,29 @@ class EvmCoordinatorChain:
         found = await self._run(lambda: self._market.worker(worker.chain, worker.key))
         return found.stake if found.registered else 0
 
+    async def dispute_open(self, job_id: int, round_number: int, worker: WorkerRef) -> bool:
+        """See :meth:`CoordinatorChain.dispute_open`."""
+        task = task_id(job_id, round_number, worker.chain, worker.key)
+        functions = self._market.contract.functions
+
+        def read() -> bool:
+            dispute = self._market.chain.call(functions.getDispute(task))
+            found = self._market.round(job_id, round_number)
+            # Dispute(proposal, answerBy, answered, answer): open while it names the pending
+            # proposal and is unanswered.
+            return int(dispute[0]) != 0 and int(dispute[0]) == found.proposal and not dispute[2]
+
+        return await self._run(read)
+
+    async def answer_dispute(
+        self, job_id: int, round_number: int, worker: WorkerRef, evidence: bytes
+    ) -> None:
+        """See :meth:`CoordinatorChain.answer_dispute`."""
+        function = self._market.contract.functions.answerDispute(
+            job_id, round_number, worker.chain, worker.key, evidence
+        )
+        await self._run(lambda: self._market.chain.transact(self._signer, function))
+
     async def max_batch(self, worker_chain: int) -> int:
         """See :meth:`CoordinatorChain.max_batch`."""
         function = self._market.contract.functions.maxBatch(worker_chain)
@@ -200,15 +261,16 @@ class EvmCoordinatorChain:
         self, job_id: int, round_number: int, model_hash: bytes, results: Sequence[WorkerResult]
     ) -> None:
         """See :meth:`CoordinatorChain.finalize_round`."""
+        # Result(workerKey, workerChain, outcome, fault, reward, evidence): the chain takes the
+        # job's policy amount for the fault.
         entries = [
-            EvmRoundResult(r.worker.chain, r.worker.key, r.outcome, r.reward, r.slash)
+            (r.worker.key, r.worker.chain, int(r.outcome), int(r.fault), r.reward, r.evidence)
             for r in results
         ]
-        await self._run(
-            lambda: self._market.finalize_round(
-                self._signer, job_id, round_number, model_hash, entries
-            )
+        function = self._market.contract.functions.finalizeRound(
+            job_id, round_number, model_hash, entries
         )
+        await self._run(lambda: self._market.chain.transact(self._signer, function))
 
     async def settle_round(self, job_id: int, round_number: int) -> None:
         """See :meth:`CoordinatorChain.settle_round`."""

@@ -125,6 +125,10 @@ class WorkerHubContract:
         """This contract's events in one transaction."""
         return receipt_events(self.contract, receipt)
 
+    def message_fee(self) -> int:
+        """The core's fee (wei) for one published message."""
+        return self._fee()
+
     def _fee(self) -> int:
         core = self.chain.w3.eth.contract(
             address=self.chain.call(self.contract.functions.core()),

@@ -138,14 +138,17 @@ class EvmWorkerChain:
             start = end + 1
         mine = [e for e in events if e.args.get("worker") == self._signer.address]
         assigned = tuple(
-            AssignedTask(
-                TaskKey(int(e.args["jobId"]), int(e.args["round"])),
-                bytes(e.args["taskId"]),
-                int(e.args["shard"]),
-                int(e.args["deadline"]),
-            )
-            for e in mine
-            if e.name == "TaskAssigned"
+            [
+                AssignedTask(
+                    TaskKey(int(e.args["jobId"]), int(e.args["round"])),
+                    bytes(e.args["taskId"]),
+                    int(e.args["shard"]),
+                    int(e.args["deadline"]),
+                    release_at=await self._release_at(bytes(e.args["taskId"])),
+                )
+                for e in mine
+                if e.name == "TaskAssigned"
+            ]
         )
         settled = tuple(
             SettledTask(bytes(e.args["taskId"]), Outcome(int(e.args["outcome"])))
@@ -153,6 +156,25 @@ class EvmWorkerChain:
             if e.name == "TaskReleased"
         )
         return ChainPoll(assigned, settled, max(start, last + 1))
+
+    async def _release_at(self, task: bytes) -> int:
+        """When the task may be released unsettled (``Task.releaseAt``; not in TaskAssigned)."""
+        function = self.hub.contract.functions.getTask(task)
+        raw = await self._run(lambda: self.hub.chain.call(function))
+        return int(raw[3])
+
+    async def release_expired_task(self, key: TaskKey) -> None:
+        """``releaseExpiredTask`` (publishes STAKE_CHANGED TASK_RELEASED; pays the message fee)."""
+        hub = self.hub
+
+        def send() -> None:
+            task = hub.chain.call(
+                hub.contract.functions.taskIdOf(key.job_id, key.round, self.worker_key)
+            )
+            function = hub.contract.functions.releaseExpiredTask(task)
+            hub.chain.transact(self._signer, function, value=hub.message_fee())
+
+        await self._run(send)
 
     async def is_committed(self, key: TaskKey) -> bool:
         """Whether the hub holds this worker's commitment (or already settled the task)."""

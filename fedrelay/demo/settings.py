@@ -111,7 +111,8 @@ class DemoSettings:
         return self.evm_workers + self.solana_workers
 
     def job_config(self) -> JobConfig:
-        """The job's configuration blob: every transcript challenged, a rejection slashed.
+        """The job's configuration blob: every transcript challenged (a rejection is slashed
+        ``REJECTED_SLASH`` by the job's on-chain policy, set when the demo posts it).
 
         Raises:
             DemoError: The settings do not make a valid job configuration.
@@ -129,7 +130,6 @@ class DemoSettings:
                     "answer_seconds": 120,
                     "collect_seconds": self.collect_seconds,
                     "min_updates": 1,
-                    "rejected_slash": REJECTED_SLASH,
                     # Unused without secure aggregation, but the worker SDK reads the
                     # configuration blob's secagg_threshold as an integer either way.
                     "secagg_threshold": max(1, self.workers - 1),

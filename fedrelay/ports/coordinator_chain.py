@@ -72,18 +72,17 @@ class StakeReason(IntEnum):
 
 @dataclass(frozen=True)
 class StakeChanged:
-    """STAKE_CHANGED reached the coordinator chain (JobMarket ``StakeChanged``).
+    """STAKE_CHANGED reached the coordinator chain and was applied (JobMarket ``StakeUpdated``).
 
-    ``stake`` is the worker's bonded stake now (8 decimals); ``nonce`` orders the changes of one
-    worker (an older one than the last applied is ignored); ``task_id`` names the task for
-    TASK_REFUSED and TASK_RELEASED (else 32 zero bytes).
+    ``worker_id`` is keccak256(u16 chain || key) (the service knows the worker from its
+    registration); ``stake`` is the worker's bonded stake now (8 decimals); ``nonce`` orders the
+    changes of one worker (the chain ignores an older one, so does the service).
     """
 
-    worker: WorkerRef
+    worker_id: bytes
     stake: int
     nonce: int
     reason: StakeReason
-    task_id: bytes
     block: int
     timestamp: int
 
@@ -92,9 +91,8 @@ class StakeChanged:
 class TaskRefused:
     """The worker chain refused a task (JobMarket ``TaskRefused``): its result must be DROPPED."""
 
-    job_id: int
-    round: int
-    worker: WorkerRef
+    task_id: bytes
+    worker_id: bytes
     block: int
     timestamp: int
 
@@ -106,7 +104,7 @@ class SlashDisputed:
 
     job_id: int
     round: int
-    worker: WorkerRef
+    task_id: bytes
     answer_by: int
     block: int
     timestamp: int

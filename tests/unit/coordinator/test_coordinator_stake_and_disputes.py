@@ -36,7 +36,7 @@ from fedrelay.ports.coordinator_chain import StakeReason
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
 from fedrelay.protocol.rounds import Fault, Phase, TaskStatus, WorkerRef
-from fedrelay.protocol.wormhole import Outcome, task_id
+from fedrelay.protocol.wormhole import Outcome
 from fedrelay.training import encode_blob
 
 MIN_STAKE = 10**8
@@ -99,9 +99,7 @@ async def test_a_refused_task_is_dropped_without_fault_and_the_others_proceed(
     await step_until(world, job_id, Phase.COLLECTING)
     refused = workers[0].worker
     # Its worker chain refused the task (the worker withdrew before the batch arrived).
-    world.market.change_stake(
-        refused, 0, StakeReason.TASK_REFUSED, task_id(job_id, 0, refused.chain, refused.key)
-    )
+    world.market.change_stake(refused, 0, StakeReason.TASK_REFUSED, refused=(job_id, 0))
     await world.service.step()
     state = await world.store.get_round(job_id)
     assert state is not None
@@ -130,9 +128,7 @@ async def test_a_refusal_read_after_the_deadline_turns_a_missed_slash_into_a_dro
     state = await world.store.get_round(job_id)
     assert state is not None
     assert state.assignment(late).fault is Fault.MISSED
-    world.market.change_stake(
-        late, 0, StakeReason.TASK_REFUSED, task_id(job_id, 0, late.chain, late.key)
-    )
+    world.market.change_stake(late, 0, StakeReason.TASK_REFUSED, refused=(job_id, 0))
     await workers[1].answer_challenges()
     await step_until(world, job_id, Phase.PROPOSED)
     _, results = world.market.proposals[(job_id, 0)]
