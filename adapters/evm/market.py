@@ -56,6 +56,12 @@ class JobSpec:
     min_stake: int
     worker_chains: tuple[int, ...]
     token: str = NATIVE
+    rejected_slash: int = 0
+    missed_slash: int = 0
+    slash_mode: int = 0
+    slash_recipients: tuple[bytes, ...] = ()
+    release_after: int = 3600
+    progress_timeout: int = 7 * 24 * 3600
 
     @property
     def escrow(self) -> int:
@@ -166,6 +172,12 @@ class JobMarketContract:
             spec.reward_per_round,
             spec.min_stake,
             list(spec.worker_chains),
+            spec.rejected_slash,
+            spec.missed_slash,
+            spec.slash_mode,
+            list(spec.slash_recipients),
+            spec.release_after,
+            spec.progress_timeout,
         )
         receipt = self.chain.transact(signer, self.contract.functions.postJob(args), value=value)
         events = self.contract.events.JobPosted().process_receipt(receipt, errors=DISCARD)

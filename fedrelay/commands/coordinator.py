@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -218,6 +219,81 @@ async def _upload(blobs: list[bytes], blob_dir: Path, url: str | None) -> list[s
     return names
 
 
+SOLANA_WORMHOLE_CHAIN = 1
+DEFAULT_RELEASE_AFTER = 3600
+DEFAULT_PROGRESS_TIMEOUT = 7 * 24 * 3600
+MAX_RELEASE_AFTER = 30 * 24 * 3600
+MAX_PROGRESS_TIMEOUT = 365 * 24 * 3600
+
+
+def _recipient_key(chain: int, text: str) -> bytes:
+    raw = text.removeprefix("0x")
+    try:
+        if len(raw) == 64:
+            return bytes.fromhex(raw)
+        if len(raw) == 40:
+            return bytes(12) + bytes.fromhex(raw)
+    except ValueError:
+        pass
+    from solders.pubkey import Pubkey
+
+    try:
+        return bytes(Pubkey.from_string(text))
+    except ValueError:
+        raise _fail(
+            f"--slash-recipient {chain}={text}: not an EVM address, 32 bytes of hex or a Solana key"
+        ) from None
+
+
+def _slash_recipients(
+    given: list[str], chains: tuple[int, ...], poster_address: str
+) -> tuple[bytes, ...]:
+    """One recipient per worker chain: given as CHAIN=ACCOUNT, else the poster's EVM address
+    (an EVM worker chain); a Solana worker chain needs its account given."""
+    by_chain: dict[int, bytes] = {}
+    for item in given:
+        chain_text, sep, account = item.partition("=")
+        if not sep or not chain_text.strip().isdigit():
+            raise _fail(f"--slash-recipient {item!r}: expected CHAIN=ACCOUNT, e.g. 1=<solana key>")
+        chain = int(chain_text)
+        if chain not in chains:
+            raise _fail(f"--slash-recipient names chain {chain}, not one of the job's {chains}")
+        by_chain[chain] = _recipient_key(chain, account.strip())
+    recipients = []
+    for chain in chains:
+        if chain in by_chain:
+            key = by_chain[chain]
+        elif chain == SOLANA_WORMHOLE_CHAIN:
+            raise _fail(
+                "worker chain 1 (Solana) needs --slash-recipient 1=<account>: the Solana account "
+                "slashed lamports are credited to"
+            )
+        else:
+            key = bytes(12) + bytes.fromhex(poster_address.removeprefix("0x"))
+        if key == bytes(32):
+            raise _fail(f"the slash recipient for chain {chain} must not be zero")
+        recipients.append(key)
+    return tuple(recipients)
+
+
+def _check_policy(
+    min_stake: int, rejected: int, missed: int, release_after: int, progress_timeout: int
+) -> None:
+    """The job's slash policy and timeouts as JobMarket accepts them (a clear error otherwise)."""
+    for name, value in (("--rejected-slash", rejected), ("--missed-slash", missed)):
+        if value > min_stake:
+            raise _fail(
+                f"{name} {value} exceeds --min-stake {min_stake}: a task can only lock (and lose) "
+                "the stake the job requires; raise --min-stake or lower the slash"
+            )
+    if not 0 < release_after <= MAX_RELEASE_AFTER:
+        raise _fail(f"--release-after must be 1..{MAX_RELEASE_AFTER} seconds, got {release_after}")
+    if not 0 < progress_timeout <= MAX_PROGRESS_TIMEOUT:
+        raise _fail(
+            f"--progress-timeout must be 1..{MAX_PROGRESS_TIMEOUT} seconds, got {progress_timeout}"
+        )
+
+
 @job_app.command("post")
 def post_command(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds in the job.")],
@@ -235,6 +311,53 @@ def post_command(
         Path | None, typer.Option("--model", help="Initial model (default: seeded from config).")
     ] = None,
     min_stake: Annotated[int, typer.Option("--min-stake", min=0, help="8 decimals.")] = 0,
+    rejected_slash: Annotated[
+        int | None,
+        typer.Option(
+            "--rejected-slash",
+            min=0,
+            help="Slash (8 decimals) of a rejected update or transcript; <= --min-stake "
+            "(default: --min-stake).",
+        ),
+    ] = None,
+    missed_slash: Annotated[
+        int,
+        typer.Option(
+            "--missed-slash",
+            min=0,
+            help="Slash (8 decimals) of a missed deadline; 0: dropped only.",
+        ),
+    ] = 0,
+    slash_mode: Annotated[
+        str,
+        typer.Option(
+            "--slash-mode",
+            help="Where slashed stake goes: 'recipient' (the slash recipient of the worker's "
+            "chain) or 'honest' (split among the round's accepted workers on that chain).",
+        ),
+    ] = "recipient",
+    slash_recipient: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--slash-recipient",
+            help="CHAIN=ACCOUNT receiving slashed stake on a worker chain (repeat; default on an "
+            "EVM chain: the poster's address; required for Solana, chain 1).",
+        ),
+    ] = None,
+    release_after: Annotated[
+        int,
+        typer.Option(
+            "--release-after",
+            help="Seconds after a round's deadline before a worker may release an unsettled task.",
+        ),
+    ] = DEFAULT_RELEASE_AFTER,
+    progress_timeout: Annotated[
+        int,
+        typer.Option(
+            "--progress-timeout",
+            help="Seconds without progress after which the poster may cancel the job.",
+        ),
+    ] = DEFAULT_PROGRESS_TIMEOUT,
     worker_chain: Annotated[
         list[int] | None, typer.Option("--worker-chain", help="Allowed worker chain (repeat).")
     ] = None,
@@ -259,8 +382,14 @@ def post_command(
             f"--workers-per-round {workers_per_round} exceeds the configuration's "
             f"{config.data.shards} data shards"
         )
+    rejected = min_stake if rejected_slash is None else rejected_slash
+    _check_policy(min_stake, rejected, missed_slash, release_after, progress_timeout)
+    modes = {"recipient": 0, "honest": 1}
+    if slash_mode not in modes:
+        raise _fail(f"--slash-mode must be 'recipient' or 'honest', got {slash_mode!r}")
     target = chain_target(settings, rpc_url, job_market)
     poster = Signer(read_evm_key(signer_key_file))
+    recipients = _slash_recipients(slash_recipient or [], chains, poster.address)
     model = _model_blob(model_file, config)
     model_name, config_name = asyncio.run(
         _upload([model, config.to_bytes()], settings.blob_dir, coordinator_url)
@@ -274,6 +403,12 @@ def post_command(
         min_stake=min_stake,
         worker_chains=chains,
         token=token,
+        rejected_slash=rejected,
+        missed_slash=missed_slash,
+        slash_mode=modes[slash_mode],
+        slash_recipients=recipients,
+        release_after=release_after,
+        progress_timeout=progress_timeout,
     )
     chain = EvmChain(target.rpc_url)
     market = JobMarketContract(chain, target.job_market)
@@ -294,6 +429,9 @@ def post_command(
         ("rounds x workers", f"{rounds} x {workers_per_round}"),
         ("escrow", f"{spec.escrow} ({'native' if int(token, 16) == 0 else token})"),
         ("worker chains", ", ".join(str(c) for c in chains)),
+        ("slashes", f"rejected {rejected}, missed {missed_slash} (to {slash_mode})"),
+        ("release after", f"{release_after} s"),
+        ("progress timeout", f"{progress_timeout} s"),
         ("transaction", "0x" + bytes(posted.receipt["transactionHash"]).hex()),
     ):
         table.add_row(name, value)
@@ -583,14 +721,35 @@ def model_command(
 # --- job cancel --------------------------------------------------------------------------------
 
 
-def _cancel_refusal(exc: ContractRevert, job_id: int, caller: str) -> str:
+def _cancellable_from(market: JobMarketContract, job_id: int) -> tuple[int, int]:
+    """When a job with a round in progress may be cancelled: (unix seconds, seconds from now).
+
+    The poster may cancel once the job made no progress (posting, assigning, proposing,
+    settling; not challenges or disputes) for its stated progress timeout.
+    """
+    raw = market.chain.call(market.contract.functions.getJob(job_id))
+    last_progress, timeout = int(raw[16]), int(raw[15])
+    now = int(market.chain.w3.eth.get_block("latest")["timestamp"])
+    at = last_progress + timeout + 1
+    return at, max(0, at - now)
+
+
+def _cancel_refusal(
+    exc: ContractRevert, job_id: int, caller: str, market: JobMarketContract
+) -> str:
     """A one-line reason for a decoded `cancelJob` revert."""
     reasons = {
         "NotPoster": f"only job {job_id}'s poster can cancel it, not {caller}",
         "JobNotOpen": f"job {job_id} is already cancelled",
         "NothingToRefund": f"job {job_id} has no escrow left to refund (completed and closed)",
-        "RoundInProgress": f"job {job_id} has a round in progress; cancel between rounds",
     }
+    if exc.name == "RoundInProgress":
+        at, wait = _cancellable_from(market, job_id)
+        when = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return (
+            f"job {job_id} has a round in progress; cancel it between rounds, or once it has "
+            f"made no progress for its progress timeout: from {when} (in {wait} s)"
+        )
     return reasons.get(exc.name, f"cancelling job {job_id} failed: {exc}")
 
 
@@ -602,7 +761,8 @@ def cancel_command(
     job_market: Annotated[str | None, typer.Option("--job-market")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Cancel a job between rounds (or close a completed one) and refund its unspent escrow."""
+    """Cancel a job between rounds, or in any phase once it made no progress for its progress
+    timeout (or close a completed one), and refund its unspent escrow."""
     from web3.exceptions import Web3Exception
 
     from fedrelay.adapters.evm import ContractRevert, EvmError, JobStatus, Signer
@@ -614,7 +774,7 @@ def cancel_command(
             raise _fail(f"JobMarket {market.address} has no job {job_id}")
         receipt = market.cancel_job(poster, job_id)
     except ContractRevert as exc:
-        raise _fail(_cancel_refusal(exc, job_id, poster.address)) from None
+        raise _fail(_cancel_refusal(exc, job_id, poster.address, market)) from None
     except (EvmError, Web3Exception, OSError) as exc:  # OSError: the RPC is unreachable
         raise _fail(f"cancelling job {job_id} failed: {exc}") from None
     refund = sum(

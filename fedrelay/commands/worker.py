@@ -5,7 +5,9 @@ the worker at the next safe point (an unfinished training run is dropped, an upl
 in flight completes); a restart with the same state file resumes.
 
 `stake`, `unstake` and `withdraw-stake` read and move the stake on the worker's own chain;
-`rewards` reads and withdraws what the payout address earned on the coordinator chain.
+`rewards` reads and withdraws what the payout address earned on the coordinator chain;
+`dispute` disputes a slash of the worker from that payout address (the coordinator must answer
+with the slash's evidence in time, or the slash is reversed when the round settles).
 """
 
 from __future__ import annotations
@@ -437,3 +439,65 @@ def rewards(
         out.print(
             f"withdrew   {withdrawn} wei ({Decimal(withdrawn) / _WEI_PER_ETH} ETH)", highlight=False
         )
+
+
+# --- dispute -----------------------------------------------------------------------------------
+
+
+def _worker_key(text: str) -> bytes:
+    """A worker key: 64 hex characters (an EVM worker's address left-padded), or an EVM address
+    (40 hex characters) padded here, or a base58 Solana public key."""
+    raw = text.removeprefix("0x")
+    try:
+        if len(raw) == 64:
+            return bytes.fromhex(raw)
+        if len(raw) == 40:
+            return bytes(12) + bytes.fromhex(raw)
+    except ValueError:
+        pass
+    from solders.pubkey import Pubkey
+
+    try:
+        return bytes(Pubkey.from_string(text))
+    except ValueError:
+        raise _fail(
+            f"--worker-key {text!r} is neither 32 bytes of hex, an EVM address nor a Solana key"
+        ) from None
+
+
+@app.command("dispute")
+def dispute(
+    job_id: Annotated[int, typer.Argument(min=0, help="The job id on the coordinator chain.")],
+    round_number: Annotated[int, typer.Argument(min=0, help="The round of the slash.")],
+    worker_chain: Annotated[
+        int, typer.Option(min=0, max=0xFFFF, help="The worker's Wormhole chain id.")
+    ],
+    worker_key: Annotated[
+        str, typer.Option(help="The worker's key: an EVM address or a Solana public key.")
+    ],
+    payout_key_file: Annotated[
+        Path, typer.Option(help="The payout address's key (64 hex characters).")
+    ],
+    rpc_url: Annotated[str, typer.Option(help="The coordinator chain's JSON-RPC endpoint.")],
+    job_market: Annotated[str, typer.Option(help="The JobMarket's address.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Dispute the worker's slash in a proposed round, inside its challenge window."""
+    from fedrelay.worker.process import reward_account
+
+    key = _worker_key(worker_key)
+
+    async def send() -> tuple[str, int]:
+        payout, account = reward_account(rpc_url, job_market, payout_key_file)
+        return payout, await account.dispute_slash(job_id, round_number, worker_chain, key)
+
+    payout, answer_by = _guarded(send())
+    if as_json:
+        fields = {"job_id": job_id, "round": round_number, "payout": payout, "answer_by": answer_by}
+        typer.echo(json.dumps(fields))
+        return
+    Console().print(
+        f"disputed the slash of job {job_id} round {round_number}: the coordinator must answer "
+        f"with its evidence by {_when(answer_by)}, or the slash is reversed at settlement",
+        highlight=False,
+    )
