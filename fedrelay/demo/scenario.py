@@ -14,9 +14,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from solders.pubkey import Pubkey
+
 from fedrelay.adapters.devnet.network import Devnet
 from fedrelay.adapters.devnet.state import WORKER_EVM, WORKER_SOLANA, WorkerKey
-from fedrelay.adapters.evm import JobSpec, Signer
+from fedrelay.adapters.evm import JobSpec, Signer, address_to_bytes32
 from fedrelay.adapters.evm.hub import HubTaskState
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.coordinator.verification import JobWorkbench
@@ -25,7 +27,7 @@ from fedrelay.demo.coordinator import RestartableCoordinator
 from fedrelay.demo.outcome import job_rounds, read_outcome
 from fedrelay.demo.progress import DemoProgress, QuietProgress
 from fedrelay.demo.report import CoordinatorRestart, DemoResult
-from fedrelay.demo.settings import DemoBackends, DemoError, DemoSettings
+from fedrelay.demo.settings import REJECTED_SLASH, DemoBackends, DemoError, DemoSettings
 from fedrelay.demo.waiting import until
 from fedrelay.ports.blobs import POSTER
 from fedrelay.ports.coordinator_store import RoundReport
@@ -121,19 +123,26 @@ class _Scenario:
         model = encode_blob(self.workbench.initial_model())
         model_name = await network.blobs.put(model, domain=POSTER)
         config_name = await network.blobs.put(self.config.to_bytes(), domain=POSTER)
+        poster = Signer(network.devnet.key_file("owner").read_text().strip())
+        # Slashed stake goes back to the poster: its EVM address, and on Solana the devnet's
+        # admin account standing in for the poster's.
+        solana_recipient = Pubkey.from_string(network.info.accounts["solana-admin"])
         spec = JobSpec(
             model_hash=bytes.fromhex(model_name),
             config_hash=bytes.fromhex(config_name),
             num_rounds=self.settings.rounds,
             workers_per_round=self.settings.workers,
             reward_per_round=self.settings.reward_per_round,
-            min_stake=0,
+            min_stake=REJECTED_SLASH,
             worker_chains=(
                 network.info.chain(WORKER_EVM).wormhole_chain_id,
                 network.info.chain(WORKER_SOLANA).wormhole_chain_id,
             ),
+            rejected_slash=REJECTED_SLASH,
+            slash_recipients=(address_to_bytes32(poster.address), bytes(solana_recipient)),
+            release_after=3600,
+            progress_timeout=3600,
         )
-        poster = Signer(network.devnet.key_file("owner").read_text().strip())
         posted = await asyncio.to_thread(network.market.post_job, poster, spec)
         self.progress.note(
             f"job {posted.job_id} posted: {self.settings.rounds} rounds x "
