@@ -19,17 +19,20 @@ class HubTaskState(IntEnum):
     ASSIGNED = 1
     COMMITTED = 2
     SETTLED = 3
+    RELEASED = 4
 
 
 @dataclass(frozen=True)
 class Staker:
-    """A worker's stake on its chain (wei)."""
+    """A worker's stake on its chain (wei); ``locked`` is what its open tasks lock."""
 
     staked: int
     unbonding: int
     unbonding_ready_at: int
     active_tasks: int
     registered: bool
+    locked: int = 0
+    stake_nonce: int = 0
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class HubTask:
     worker: str
     deadline: int
     update_hash: bytes
+    release_at: int = 0
+    lock: int = 0
 
 
 class WorkerHubContract:
@@ -56,17 +61,24 @@ class WorkerHubContract:
         """Trust `peer` (bytes32) as emitter and target on Wormhole chain `chain` (owner only)."""
         return self.chain.transact(signer, self.contract.functions.setPeer(chain, peer))
 
+    def _change_fee(self, signer: Signer) -> int:
+        """The fee of the STAKE_CHANGED a registered worker's stake change publishes."""
+        return self._fee() if self.staker(signer.address).registered else 0
+
     def stake(self, signer: Signer, amount: int) -> TxReceipt:
-        """Add `amount` wei to the signer's bonded stake."""
-        return self.chain.transact(signer, self.contract.functions.stake(), value=amount)
+        """Add `amount` wei to the signer's bonded stake (plus the message fee when registered)."""
+        value = amount + self._change_fee(signer)
+        return self.chain.transact(signer, self.contract.functions.stake(), value=value)
 
     def request_unbond(self, signer: Signer, amount: int) -> TxReceipt:
-        """Start unbonding `amount` wei of the signer's stake."""
-        return self.chain.transact(signer, self.contract.functions.requestUnbond(amount))
+        """Start unbonding `amount` wei of the signer's stake (refused below what tasks lock)."""
+        function = self.contract.functions.requestUnbond(amount)
+        return self.chain.transact(signer, function, value=self._change_fee(signer))
 
     def withdraw_stake(self, signer: Signer) -> TxReceipt:
-        """Withdraw unbonded stake once the delay passed and no task is open."""
-        return self.chain.transact(signer, self.contract.functions.withdrawStake())
+        """Withdraw unbonded stake once the delay passed."""
+        function = self.contract.functions.withdrawStake()
+        return self.chain.transact(signer, function, value=self._change_fee(signer))
 
     def register(self, signer: Signer, payout: bytes, capabilities: int) -> TxReceipt:
         """Publish WORKER_REGISTERED for the signer (payout is a bytes32 coordinator address)."""
@@ -107,7 +119,16 @@ class WorkerHubContract:
         """A worker's stake record."""
         address = self.chain.w3.to_checksum_address(worker)
         raw = self.chain.call(self.contract.functions.getStaker(address))
-        return Staker(int(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]), bool(raw[4]))
+        # (staked, unbonding, locked, unbondingReadyAt, stakeNonce, activeTasks, registered)
+        return Staker(
+            int(raw[0]),
+            int(raw[1]),
+            int(raw[3]),
+            int(raw[5]),
+            bool(raw[6]),
+            int(raw[2]),
+            int(raw[4]),
+        )
 
     def task(self, job_id: int, round_number: int, worker_key: bytes) -> HubTask:
         """A task as stored here."""
@@ -115,7 +136,10 @@ class WorkerHubContract:
             self.contract.functions.taskIdOf(job_id, round_number, worker_key)
         )
         raw = self.chain.call(self.contract.functions.getTask(task_id))
-        return HubTask(HubTaskState(raw[0]), str(raw[1]), int(raw[2]), bytes(raw[3]))
+        # (state, worker, deadline, releaseAt, lock, updateHash)
+        return HubTask(
+            HubTaskState(raw[0]), str(raw[1]), int(raw[2]), bytes(raw[5]), int(raw[3]), int(raw[4])
+        )
 
     def events(self, from_block: int, to_block: int) -> list[ContractEvent]:
         """This contract's events in blocks `from_block..to_block` (inclusive), in order."""

@@ -9,6 +9,7 @@ API client). The service's clock is the chain's: the test moves it with ``evm_in
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -53,7 +54,7 @@ from fedrelay.ports.blobs import POSTER, worker_domain
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
-from fedrelay.protocol.rounds import Phase, WorkerRef
+from fedrelay.protocol.rounds import Fault, Phase, WorkerRef
 from fedrelay.protocol.wormhole import (
     GuardianSigner,
     Outcome,
@@ -72,7 +73,7 @@ WORKERS = 4
 GUARDIANS = 7
 WINDOW = 5
 REWARD = 10**15
-SLASH = 3 * 10**8
+SLASH = 10**8  # the job's rejectedSlash: at most its minStake, the workers' stake
 TOKEN = "admin-token-0123456789"
 HUB = address_to_bytes32("0x" + "4b" * 20)  # the worker chain's peer, whose messages we forge
 CONFIG = JobConfig.model_validate(
@@ -249,6 +250,8 @@ class Coordinator:
             reward_per_round=REWARD,
             min_stake=10**8,
             worker_chains=(WORKERS,),
+            rejected_slash=SLASH,
+            slash_recipients=(HUB,),
         )
         return self.deployment.market.post_job(self.deployment.signer(4), spec).job_id
 
@@ -284,8 +287,15 @@ def payouts(deployment: Deployment, count: int) -> list[str]:
 
 
 def proposal(deployment: Deployment, job_id: int) -> dict[bytes, tuple[int, int, int]]:
+    """(outcome, fault, reward) per worker key of round 0's proposal."""
     raw = deployment.market.contract.functions.getProposal(job_id, 0).call()
     return {bytes(r[0]): (int(r[2]), int(r[3]), int(r[4])) for r in raw}
+
+
+def evidence(deployment: Deployment, job_id: int, worker: WorkerRef) -> bytes:
+    """The evidence hash round 0's proposal names for ``worker``."""
+    raw = deployment.market.contract.functions.getProposal(job_id, 0).call()
+    return next(bytes(r[5]) for r in raw if bytes(r[0]) == worker.key)
 
 
 async def run_round(
@@ -338,7 +348,9 @@ async def test_tampered_update_is_rejected_and_slashed_on_chain(coordinator: Coo
     job_id, _ = await run_round(coordinator, [honest, cheat])
 
     results = proposal(d, job_id)
-    assert results[cheat.worker.key] == (int(Outcome.SLASHED), SLASH, 0)
+    assert results[cheat.worker.key] == (int(Outcome.SLASHED), int(Fault.REJECTED), 0)
+    named = evidence(d, job_id, cheat.worker)
+    assert json.loads(await coordinator.blobs.get(named.hex()))["fault"] == "REJECTED"
     assert results[honest.worker.key] == (int(Outcome.ACCEPTED), 0, REWARD)
     honest_payout, cheat_payout = payouts(d, 2)
     assert d.market.claimable(honest_payout) == REWARD
@@ -361,7 +373,7 @@ async def test_malformed_bytes_are_slashed_on_chain_across_a_restart(
 
     assert d.market.job(job_id).status is JobStatus.COMPLETED
     results = proposal(d, job_id)
-    assert results[bad.worker.key] == (int(Outcome.SLASHED), SLASH, 0)
+    assert results[bad.worker.key] == (int(Outcome.SLASHED), int(Fault.REJECTED), 0)
     assert results[honest.worker.key] == (int(Outcome.ACCEPTED), 0, REWARD)
     state = await coordinator.store.get_round(job_id, 0)
     assert state is not None
@@ -388,6 +400,7 @@ async def test_a_job_naming_a_workers_update_is_refused_on_chain(
         reward_per_round=1,
         min_stake=0,
         worker_chains=(WORKERS,),
+        slash_recipients=(HUB,),
     )
     stolen = d.market.post_job(d.signer(5), spec).job_id
     with caplog.at_level(logging.ERROR, logger="fedrelay.coordinator.service"):
