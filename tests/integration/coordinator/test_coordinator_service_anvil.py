@@ -357,6 +357,49 @@ async def test_tampered_update_is_rejected_and_slashed_on_chain(coordinator: Coo
     assert d.market.claimable(cheat_payout) == 0
 
 
+async def test_a_disputed_slash_is_answered_with_its_evidence_and_stands(
+    coordinator: Coordinator, tmp_path: Path
+) -> None:
+    d = coordinator.deployment
+    honest, cheat = coordinator.worker(0), coordinator.worker(1, tamper_update=True)
+    for w, payout in zip([honest, cheat], payouts(d, 2), strict=True):
+        d.register(w.worker, payout)
+    job_id = await coordinator.post_job(2)
+    service = coordinator.service()
+    await step_until(coordinator, service, job_id, Phase.COLLECTING)
+    for w in (honest, cheat):
+        await w.train(job_id, 0)
+    await service.step()
+    for w in (honest, cheat):
+        await w.answer_challenges()
+    await step_until(coordinator, service, job_id, Phase.PROPOSED)
+    named = evidence(d, job_id, cheat.worker)
+
+    # The slashed worker's payout address disputes, through the CLI, inside the window.
+    key_file = tmp_path / "payout.key"
+    key_file.write_text(d.anvil.private_keys[8])
+    args = [
+        "worker", "dispute", str(job_id), "0", "--worker-chain", str(WORKERS),
+        "--worker-key", "0x" + cheat.worker.key.hex(), "--payout-key-file", str(key_file),
+        "--rpc-url", d.anvil.rpc_url, "--job-market", d.market.address, "--json",
+    ]  # fmt: skip
+    disputed = CliRunner().invoke(app, args)
+    assert disputed.exit_code == 0, disputed.output
+    assert json.loads(disputed.output)["answer_by"] > d.now()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2
+    assert "already disputed" in again.output
+
+    # The coordinator answers with the evidence it named; the round settles with the slash.
+    await service.step()
+    task = d.market.contract.functions.taskIdOf(job_id, 0, WORKERS, cheat.worker.key).call()
+    _, _, answered, answer = d.market.contract.functions.getDispute(task).call()
+    assert (answered, bytes(answer)) == (True, named)
+    d.advance(WINDOW + 1)
+    await step_until(coordinator, service, job_id, Phase.COMPLETED)
+    assert proposal(d, job_id)[cheat.worker.key][0] == int(Outcome.SLASHED)
+
+
 @pytest.mark.parametrize(
     ("malformation", "reason"),
     [
