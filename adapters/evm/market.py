@@ -287,12 +287,13 @@ class JobMarketContract:
             self.contract.functions.taskIdOf(job_id, round_number, worker_chain, worker_key)
         )
         raw = self.chain.call(self.contract.functions.getTask(task_id))
+        # (state, refused, released, proposal, numSamples, trainLoss, updateHash, transcriptRoot)
         return Commitment(
             state=TaskState(raw[0]),
-            num_samples=int(raw[2]),
-            train_loss=int(raw[3]),
-            update_hash=bytes(raw[4]),
-            transcript_root=bytes(raw[5]),
+            num_samples=int(raw[4]),
+            train_loss=int(raw[5]),
+            update_hash=bytes(raw[6]),
+            transcript_root=bytes(raw[7]),
         )
 
     def worker(self, worker_chain: int, worker_key: bytes) -> RegisteredWorker:

@@ -383,10 +383,10 @@ async def test_a_disputed_slash_is_answered_with_its_evidence_and_stands(
         "--worker-key", "0x" + cheat.worker.key.hex(), "--payout-key-file", str(key_file),
         "--rpc-url", d.anvil.rpc_url, "--job-market", d.market.address, "--json",
     ]  # fmt: skip
-    disputed = CliRunner().invoke(app, args)
+    disputed = await asyncio.to_thread(CliRunner().invoke, app, args)
     assert disputed.exit_code == 0, disputed.output
     assert json.loads(disputed.output)["answer_by"] > d.now()
-    again = CliRunner().invoke(app, args)
+    again = await asyncio.to_thread(CliRunner().invoke, app, args)
     assert again.exit_code == 2
     assert "already disputed" in again.output
 
