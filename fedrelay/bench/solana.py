@@ -22,9 +22,9 @@ from fedrelay.adapters.devnet.worker_program import (
 )
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana.client import Receipt, WorkerProgramClient
+from fedrelay.adapters.solana.layout import SOLANA_CHAIN
 from fedrelay.adapters.solana.program import program_bytes
-from fedrelay.adapters.solana.testing import round_settled
-from fedrelay.protocol.wormhole import Outcome, SlashMode
+from fedrelay.protocol.wormhole import Outcome, RoundSettled, Settlement, SlashMode
 from fedrelay.protocol.wormhole import samples as wormhole_testing
 
 BENCH_TIME = 1_767_225_600
@@ -85,11 +85,18 @@ async def _stake_rules(deployment: Deployment) -> dict[str, object]:
         release_after=60,
     )  # fmt: skip
     assigned = await client.receive_vaa(deployment.admin, deployment.sign(assign).to_bytes())
-    settle = round_settled(
-        program,
-        [(keys[0], Outcome.SLASHED, lock), (keys[1], Outcome.ACCEPTED, 0)],
-        round_number=9,
+    settle = RoundSettled(
+        target_chain=SOLANA_CHAIN,
+        target_address=bytes(program),
+        job_id=7,
+        round=9,
+        model_hash=wormhole_testing.filler("bench model"),
         slash_mode=SlashMode.TO_HONEST,
+        slash_recipient=bytes(deployment.admin.pubkey()),
+        settlements=(
+            Settlement(keys[0], Outcome.SLASHED, lock),
+            Settlement(keys[1], Outcome.ACCEPTED, 0),
+        ),
     )
     settled_vaa = deployment.sign(settle)
     settled = await client.receive_vaa(deployment.admin, settled_vaa.to_bytes())
