@@ -13,7 +13,13 @@ from solders.pubkey import Pubkey
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana import layout, pda
 from fedrelay.adapters.solana._base58 import b58decode, b58encode
-from fedrelay.adapters.solana.errors import AccountDecodeError, InstructionArgumentError
+from fedrelay.adapters.solana.errors import (
+    AccountDecodeError,
+    InstructionArgumentError,
+    TransactionFailed,
+)
+from fedrelay.adapters.solana.relay import SolanaDestination
+from fedrelay.ports.relay import FailureKind
 from fedrelay.protocol.wormhole import (
     Outcome,
     RoundSettled,
@@ -215,3 +221,13 @@ def test_base58_matches_solana_addresses() -> None:
     assert b58encode(bytes(key)) == str(key)
     with pytest.raises(ValueError, match="invalid base58"):
         b58decode("0OIl")
+
+
+def test_a_stale_sequence_makes_the_relayer_sign_anew() -> None:
+    destination = SolanaDestination.__new__(SolanaDestination)
+    stale = TransactionFailed("stale", program_error=layout.ProgramError.STALE_SEQUENCE)
+    assert destination.classify(stale).kind is FailureKind.EXPIRED
+    consumed = TransactionFailed("again", program_error=layout.ProgramError.ALREADY_CONSUMED)
+    assert destination.classify(consumed).kind is FailureKind.ALREADY_CONSUMED
+    refused = TransactionFailed("bad", program_error=layout.ProgramError.PAYLOAD_MALFORMED)
+    assert destination.classify(refused).kind is FailureKind.REVERTED
