@@ -448,15 +448,17 @@ def predict_publishes(
     if isinstance(payload, TaskAssigned):
         minimum = payload.min_stake * LAMPORTS_PER_STAKE_UNIT
         lock = payload.stake_lock * LAMPORTS_PER_STAKE_UNIT
+        created: set[bytes] = set()
         for entry, task in zip(payload.tasks, tasks, strict=True):
             key = entry.worker_key
-            if task is not None:
+            if task is not None or key in created:
                 result.append(False)  # skipped: the task exists
                 continue
             have = stake.get(key)
             refused = have is None or have < minimum or have == 0 or have - locked[key] < lock
             if not refused:
                 locked[key] += lock
+                created.add(key)
             result.append(refused)
         return tuple(result)
     for settlement, task in zip(payload.settlements, tasks, strict=True):

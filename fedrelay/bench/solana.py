@@ -22,7 +22,9 @@ from fedrelay.adapters.devnet.worker_program import (
 )
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana.client import Receipt, WorkerProgramClient
+from fedrelay.adapters.solana.layout import SOLANA_CHAIN
 from fedrelay.adapters.solana.program import program_bytes
+from fedrelay.protocol.wormhole import Outcome, RoundSettled, Settlement, SlashMode
 from fedrelay.protocol.wormhole import samples as wormhole_testing
 
 BENCH_TIME = 1_767_225_600
@@ -64,6 +66,62 @@ async def _receive(
     }
 
 
+async def _stake_rules(deployment: Deployment) -> dict[str, object]:
+    """stake, begin_unstake, withdraw, release_expired_task, a refusal, a slash and its claim."""
+    client, program = deployment.client, deployment.program_id
+    chain = deployment.devnet.chain
+    now = chain.unix_time()
+    crew = [await deployment.funded_keypair(seed=f"bench stake {i}") for i in range(3)]
+    for worker in crew:
+        await client.register(
+            worker, stake_lamports=2 * LAMPORTS_PER_SOL, payout=bytes(32), capabilities=0
+        )
+    staked = await client.stake(crew[0], LAMPORTS_PER_SOL)
+    unbonding = await client.begin_unstake(crew[2], 2 * LAMPORTS_PER_SOL)
+    lock = LAMPORTS_PER_SOL // 10
+    keys = [bytes(w.pubkey()) for w in crew]
+    assign = task_assigned(
+        program, keys, round_number=9, deadline=now + 60, min_stake=lock, stake_lock=lock,
+        release_after=60,
+    )  # fmt: skip
+    assigned = await client.receive_vaa(deployment.admin, deployment.sign(assign).to_bytes())
+    settle = RoundSettled(
+        target_chain=SOLANA_CHAIN,
+        target_address=bytes(program),
+        job_id=7,
+        round=9,
+        model_hash=wormhole_testing.filler("bench model"),
+        slash_mode=SlashMode.TO_HONEST,
+        slash_recipient=bytes(deployment.admin.pubkey()),
+        settlements=(
+            Settlement(keys[0], Outcome.SLASHED, lock),
+            Settlement(keys[1], Outcome.ACCEPTED, 0),
+        ),
+    )
+    settled_vaa = deployment.sign(settle)
+    settled = await client.receive_vaa(deployment.admin, settled_vaa.to_bytes())
+    claimed = await client.claim_slashed(deployment.admin, settled_vaa.digest, crew[1].pubkey(), 1)
+    chain.set_time(now + 3600 * 24 * 30)
+    withdrawn = await client.withdraw(crew[2])
+    again = task_assigned(
+        program, keys[:1], round_number=10, deadline=now + 60, min_stake=lock, stake_lock=lock,
+        release_after=60,
+    )  # fmt: skip
+    await client.receive_vaa(deployment.admin, deployment.sign(again).to_bytes())
+    chain.set_time(now + 3600 * 24 * 31)
+    released = await client.release_expired_task(crew[0], 7, 10)
+    chain.set_time(BENCH_TIME)
+    return {
+        "stake": _program_units(staked, program),
+        "begin_unstake": _program_units(unbonding, program),
+        "withdraw": _program_units(withdrawn, program),
+        "release_expired_task": _program_units(released, program),
+        "claim_slashed": _program_units(claimed, program),
+        "task_assigned_3_one_refused": _program_units(assigned.receive, program),
+        "round_settled_2_one_slashed": _program_units(settled.receive, program),
+    }
+
+
 async def _measure() -> dict[str, object]:
     elf = program_bytes()
     with serve_devnet() as devnet:
@@ -87,12 +145,14 @@ async def _measure() -> dict[str, object]:
                 7, 1, wormhole_testing.filler("u"), wormhole_testing.filler("t"), 600, 1000
             )
             committed = await client.commit_update(worker, commitment)
+            stake_rules = await _stake_rules(deployment)
 
             return {
                 "benchmark": "solana",
                 "unit": "compute_units",
                 "register": _program_units(registered, client.program_id),
                 "commit_update": _program_units(committed, client.program_id),
+                **stake_rules,
                 "receive_message_1_signature_batch_1": await _receive(deployment, 1, 1, 2),
                 "receive_message_3_signatures_batch_1": await _receive(deployment3, 3, 1, 3),
                 "receive_message_1_signature_batch_8": await _receive(deployment, 1, 8, 4),

@@ -278,10 +278,8 @@ def _show_stake(kind: ChainKind, name: str, status: StakeStatus, as_json: bool) 
     out.print(f"registered  {'yes' if status.registered else 'no'}", highlight=False)
     out.print(f"staked      {status.staked} {unit}", highlight=False)
     if status.unbonding:
-        whole = " (the whole stake)" if kind is ChainKind.SOLANA else ""
         out.print(
-            f"unbonding   {status.unbonding} {unit}{whole}, withdrawable from "
-            + _when(status.unlocks_at),
+            f"unbonding   {status.unbonding} {unit}, withdrawable from " + _when(status.unlocks_at),
             highlight=False,
             soft_wrap=True,
         )
@@ -329,9 +327,7 @@ def unstake(
     rpc_url: RpcUrlOption,
     amount: Annotated[
         str,
-        typer.Option(
-            help="Stake to unbond, in wei or lamports, or 'all' (Solana unbonds the whole stake)."
-        ),
+        typer.Option(help="Stake to unbond, in wei or lamports, or 'all'."),
     ],
     hub_address: HubAddressOption = None,
     program_id: ProgramIdOption = None,
@@ -343,15 +339,10 @@ def unstake(
     async def begin() -> tuple[str, StakeStatus]:
         async with _connected(chain, key_file, rpc_url, hub_address, program_id) as connected:
             before = await connected.chain.stake_status()
-            if before.staked == 0 or (chain is ChainKind.SOLANA and before.unbonding):
+            if before.staked == 0:
                 raise ValueError("no bonded stake to unbond")
             if wanted is not None and wanted > before.staked:
                 raise ValueError(f"--amount {wanted} is more than the bonded {before.staked}")
-            if chain is ChainKind.SOLANA and wanted not in (None, before.staked):
-                raise ValueError(
-                    f"the Solana program unbonds the whole stake ({before.staked}); "
-                    "pass --amount all"
-                )
             await connected.chain.begin_unstake(before.staked if wanted is None else wanted)
             return connected.name, await connected.chain.stake_status()
 

@@ -397,7 +397,7 @@ async def test_solana_stake_unstake_and_withdraw_after_the_delay(
 
     part = await fedrelay("worker", "unstake", *where, "--amount", "5")
     assert part.exit_code == 2
-    assert "the Solana program unbonds the whole stake" in part.stderr
+    assert "INVALID_ARGUMENT" in part.stderr or "multiple of 10 lamports" in part.stderr
     assert (await chain.stake_status()).unbonding == 0
     unstaked = await fedrelay("worker", "unstake", *where, "--amount", "all", "--json")
     assert unstaked.exit_code == 0, unstaked.output
@@ -405,10 +405,7 @@ async def test_solana_stake_unstake_and_withdraw_after_the_delay(
     assert after["unbonding"] == 2 * LAMPORTS_PER_SOL
     assert after["unlocks_at"] >= d.devnet.chain.unix_time() + UNBONDING_DELAY - 5
     shown = await fedrelay("worker", "stake", *where)
-    assert (
-        f"unbonding   {2 * LAMPORTS_PER_SOL} lamports (the whole stake), withdrawable from"
-        in shown.output
-    )
+    assert f"unbonding   {2 * LAMPORTS_PER_SOL} lamports, withdrawable from" in shown.output
 
     early = await fedrelay("worker", "withdraw-stake", *where)
     assert early.exit_code == 2
@@ -420,5 +417,6 @@ async def test_solana_stake_unstake_and_withdraw_after_the_delay(
     withdrawn = await fedrelay("worker", "withdraw-stake", *where, "--json")
     assert withdrawn.exit_code == 0, withdrawn.output
     assert json.loads(withdrawn.stdout) == {"chain": "solana", "withdrawn": 2 * LAMPORTS_PER_SOL}
-    gone = await fedrelay("worker", "stake", *where, "--json")
-    assert json.loads(gone.stdout)["registered"] is False
+    after_withdrawal = json.loads((await fedrelay("worker", "stake", *where, "--json")).stdout)
+    # The record stays (its stake nonce keeps counting for the coordinator chain), unbonded.
+    assert (after_withdrawal["registered"], after_withdrawal["staked"]) == (True, 0)

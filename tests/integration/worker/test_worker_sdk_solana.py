@@ -16,7 +16,7 @@ from solana.rpc.async_api import AsyncClient
 from support.coordinator import LocalCoordinator
 
 from fedrelay.adapters.solana.layout import SOLANA_CHAIN
-from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
+from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, SLASH_RECIPIENT, Deployment
 from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
 from fedrelay.protocol.api.signing import SolanaSigner
 from fedrelay.protocol.challenges import Challenge
@@ -25,6 +25,7 @@ from fedrelay.protocol.wormhole import (
     Outcome,
     RoundSettled,
     Settlement,
+    SlashMode,
     Task,
     TaskAssigned,
     UpdateCommitted,
@@ -75,6 +76,9 @@ async def test_a_solana_worker_trains_commits_answers_and_resumes(
         deadline=deadline,
         model_hash=model_hash,
         config_hash=config_hash,
+        min_stake=LAMPORTS_PER_SOL // 10,
+        stake_lock=LAMPORTS_PER_SOL // 20,
+        release_at=deadline + 3600,
         tasks=(Task(worker_key, 2),),
     )
     await d.client.receive_vaa(d.admin, d.sign(assigned).to_bytes())
@@ -130,6 +134,8 @@ async def test_a_solana_worker_trains_commits_answers_and_resumes(
         job_id=JOB,
         round=0,
         model_hash=b"\x43" * 32,
+        slash_mode=SlashMode.TO_RECIPIENT,
+        slash_recipient=SLASH_RECIPIENT,
         settlements=(Settlement(worker_key, Outcome.ACCEPTED, 0),),
     )
     await d.client.receive_vaa(d.admin, d.sign(settled_payload).to_bytes())
@@ -138,5 +144,5 @@ async def test_a_solana_worker_trains_commits_answers_and_resumes(
     assert settled is not None
     assert settled.outcome == SdkOutcome.ACCEPTED
     assert (await node.chain.stake_status()).open_tasks == 0
-    await node.begin_unstake(0)
+    await node.begin_unstake((await node.chain.stake_status()).staked)
     assert (await d.client.fetch_worker(keypair.pubkey())).unbonding_at > 0

@@ -13,7 +13,21 @@ from solders.pubkey import Pubkey
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana import layout, pda
 from fedrelay.adapters.solana._base58 import b58decode, b58encode
-from fedrelay.adapters.solana.errors import AccountDecodeError, InstructionArgumentError
+from fedrelay.adapters.solana.errors import (
+    AccountDecodeError,
+    InstructionArgumentError,
+    TransactionFailed,
+)
+from fedrelay.adapters.solana.relay import SolanaDestination
+from fedrelay.ports.relay import FailureKind
+from fedrelay.protocol.wormhole import (
+    Outcome,
+    RoundSettled,
+    Settlement,
+    SlashMode,
+    Task,
+    TaskAssigned,
+)
 
 PROGRAM = Pubkey.new_unique()
 HEADER = Path(__file__).resolve().parents[3] / "programs" / "worker" / "include" / "worker.h"
@@ -28,8 +42,8 @@ def test_error_codes_and_tags_match_the_c_header() -> None:
 
 
 def test_worker_record_round_trips() -> None:
-    record = layout.WorkerAccount(b"k" * 32, b"p" * 32, 10**9, 0, 3, 1, 254)
-    assert len(record.to_bytes()) == layout.WORKER_ACCOUNT_LEN == 104
+    record = layout.WorkerAccount(b"k" * 32, b"p" * 32, 10**9, 20, 30, 40, 5, 3, 1, 254)
+    assert len(record.to_bytes()) == layout.WORKER_ACCOUNT_LEN == 128
     assert layout.WorkerAccount.decode(record.to_bytes()) == record
 
 
@@ -40,10 +54,10 @@ def test_guardian_set_round_trips() -> None:
 
 
 def test_decoders_reject_other_kinds_and_short_data() -> None:
-    worker = layout.WorkerAccount(b"k" * 32, b"p" * 32, 1, 0, 0, 0, 1).to_bytes()
+    worker = layout.WorkerAccount(b"k" * 32, b"p" * 32, 1, 0, 0, 0, 0, 0, 0, 1).to_bytes()
     with pytest.raises(AccountDecodeError, match="not a task"):
         layout.TaskAccount.decode(worker + bytes(64))
-    with pytest.raises(AccountDecodeError, match="needs 104 bytes"):
+    with pytest.raises(AccountDecodeError, match="needs 128 bytes"):
         layout.WorkerAccount.decode(worker[:50])
 
 
@@ -107,14 +121,82 @@ def test_receive_message_lists_worker_and_task_pairs() -> None:
     keys = (b"a" * 32, b"b" * 32)
     delivery = ix.Delivery(0, b"d" * 32, 7, 1, keys)
     instruction = ix.receive_message(PROGRAM, Pubkey.new_unique(), b"vaa", delivery)
-    pairs = [m.pubkey for m in instruction.accounts[5:]]
+    assert instruction.accounts[5].pubkey == pda.vault_address(PROGRAM)
+    pairs = [m.pubkey for m in instruction.accounts[6:]]
     assert pairs == [
         pda.worker_address(PROGRAM, Pubkey(keys[0])),
         pda.task_address(PROGRAM, 7, 1, keys[0]),
         pda.worker_address(PROGRAM, Pubkey(keys[1])),
         pda.task_address(PROGRAM, 7, 1, keys[1]),
     ]
-    assert bytes(instruction.data) == bytes([layout.Instruction.RECEIVE_MESSAGE]) + b"vaa"
+    assert bytes(instruction.data) == bytes([layout.Instruction.RECEIVE_MESSAGE, 2]) + b"vaa"
+
+
+def test_entries_that_publish_get_the_next_message_accounts() -> None:
+    keys = (b"a" * 32, b"b" * 32, b"c" * 32)
+    delivery = ix.Delivery(0, b"d" * 32, 7, 1, keys, (True, False, True), 40)
+    part = delivery.part(1, 3, 44)
+    assert (part.worker_keys, part.message_count) == (keys[1:], 1)
+    instruction = ix.apply_batch(PROGRAM, Pubkey.new_unique(), part)
+    assert [m.pubkey for m in instruction.accounts[5 + 4 :]] == [pda.message_address(PROGRAM, 44)]
+    assert bytes(instruction.data) == bytes([layout.Instruction.APPLY_BATCH, 2])
+
+
+def _worker(key: bytes, stake: int, locked: int = 0) -> layout.WorkerAccount:
+    return layout.WorkerAccount(key, bytes(32), stake, 0, 0, locked, 0, 0, 0, 255)
+
+
+def _task(
+    key: bytes, lock: int, *, settled: bool = False, released: bool = False
+) -> layout.TaskAccount:
+    return layout.TaskAccount(
+        key, bytes(32), bytes(32), 7, 0, lock, 0, 1, 0, False, settled, 0, 255, released
+    )
+
+
+def test_prediction_follows_the_assignment_rules() -> None:
+    a, b, c, d = (bytes([i]) * 32 for i in range(1, 5))
+    payload = TaskAssigned(
+        1, bytes(32), 7, 1, 100, bytes(32), bytes(32), min_stake=100, stake_lock=60,
+        release_at=200, tasks=tuple(Task(k, i) for i, k in enumerate((a, b, c, d, a))),
+    )  # fmt: skip
+    workers = [_worker(a, 1500), None, _worker(c, 999), _worker(d, 1000, locked=500), None]
+    workers[4] = workers[0]
+    tasks: list[layout.TaskAccount | None] = [None] * 5
+    # a fits (its repeated entry finds the task made by the first: skipped), b never
+    # registered, c is below min_stake (1000 lamports), d has 500 unlocked of the 600 lock.
+    assert ix.predict_publishes(payload, workers, tasks) == (False, True, True, True, False)
+
+
+def test_prediction_follows_the_settlement_rules() -> None:
+    a, b, c, d = (bytes([i]) * 32 for i in range(1, 5))
+    payload = RoundSettled(
+        1, bytes(32), 7, 1, bytes(32), SlashMode.TO_RECIPIENT, b"r" * 32,
+        (
+            Settlement(a, Outcome.SLASHED, 5), Settlement(b, Outcome.SLASHED, 5),
+            Settlement(c, Outcome.SLASHED, 5), Settlement(d, Outcome.ACCEPTED, 0),
+        ),
+    )  # fmt: skip
+    workers = [_worker(k, 1000) for k in (a, b, c, d)]
+    tasks = [_task(a, 30), _task(b, 0), _task(c, 30, released=True), _task(d, 30)]
+    assert ix.predict_publishes(payload, workers, tasks) == (True, False, False, False)
+
+
+@pytest.mark.parametrize("lamports", [0, 15, 2**64])
+def test_stake_amounts_are_whole_units(lamports: int) -> None:
+    with pytest.raises(InstructionArgumentError):
+        ix.begin_unstake(PROGRAM, Pubkey.new_unique(), lamports, sequence=0)
+
+
+def test_claim_names_the_consumed_record_and_the_destination() -> None:
+    destination = Pubkey.new_unique()
+    instruction = ix.claim_slashed(PROGRAM, b"d" * 32, destination, 3)
+    assert [m.pubkey for m in instruction.accounts] == [
+        pda.consumed_address(PROGRAM, b"d" * 32),
+        destination,
+    ]
+    assert not any(m.is_signer for m in instruction.accounts)  # anyone may pay it out
+    assert bytes(instruction.data) == bytes([layout.Instruction.CLAIM_SLASHED, 3])
 
 
 def test_pdas_use_big_endian_integer_seeds() -> None:
@@ -139,3 +221,13 @@ def test_base58_matches_solana_addresses() -> None:
     assert b58encode(bytes(key)) == str(key)
     with pytest.raises(ValueError, match="invalid base58"):
         b58decode("0OIl")
+
+
+def test_a_stale_sequence_makes_the_relayer_sign_anew() -> None:
+    destination = SolanaDestination.__new__(SolanaDestination)
+    stale = TransactionFailed("stale", program_error=layout.ProgramError.STALE_SEQUENCE)
+    assert destination.classify(stale).kind is FailureKind.EXPIRED
+    consumed = TransactionFailed("again", program_error=layout.ProgramError.ALREADY_CONSUMED)
+    assert destination.classify(consumed).kind is FailureKind.ALREADY_CONSUMED
+    refused = TransactionFailed("bad", program_error=layout.ProgramError.PAYLOAD_MALFORMED)
+    assert destination.classify(refused).kind is FailureKind.REVERTED

@@ -24,9 +24,9 @@ from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
 
 KEY = TaskKey(3, 1)
 COMMITMENT = UpdateCommitment(KEY, b"\x01" * 32, b"\x02" * 32, 50, 7)
-WRONG_ACCOUNT = TransactionFailed(
-    "worker program rejected the transaction: WRONG_ACCOUNT (5)",
-    program_error=ProgramError.WRONG_ACCOUNT,
+STALE_SEQUENCE = TransactionFailed(
+    "worker program rejected the transaction: STALE_SEQUENCE (42)",
+    program_error=ProgramError.STALE_SEQUENCE,
 )
 STALE_BLOCKHASH = TransactionFailed(
     "transaction failed: TransactionErrorFieldless.BlockhashNotFound"
@@ -68,15 +68,16 @@ def _chain(client: _ScriptedClient) -> SolanaWorkerChain:
 
 
 def test_races_are_told_apart_from_refusals() -> None:
-    assert lost_race(WRONG_ACCOUNT)
+    assert lost_race(STALE_SEQUENCE)
     assert lost_race(STALE_BLOCKHASH)
+    assert not lost_race(TransactionFailed("rejected", program_error=ProgramError.WRONG_ACCOUNT))
     assert not lost_race(
         TransactionFailed("rejected", program_error=ProgramError.ALREADY_COMMITTED)
     )
 
 
 async def test_a_lost_race_is_sent_again_until_it_lands() -> None:
-    client = _ScriptedClient([WRONG_ACCOUNT, STALE_BLOCKHASH, None])
+    client = _ScriptedClient([STALE_SEQUENCE, STALE_BLOCKHASH, None])
     receipt = await _chain(client).commit(COMMITMENT)
     assert receipt.transaction
     assert client.sent == 3
@@ -99,8 +100,8 @@ async def test_a_refusal_no_race_explains_is_not_retried() -> None:
 
 
 async def test_races_on_every_attempt_leave_the_chain_unavailable_not_rejected() -> None:
-    chain = _chain(_ScriptedClient([WRONG_ACCOUNT] * SolanaWorkerChain.ATTEMPTS))
-    with pytest.raises(ChainUnavailable, match="WRONG_ACCOUNT"):
+    chain = _chain(_ScriptedClient([STALE_SEQUENCE] * SolanaWorkerChain.ATTEMPTS))
+    with pytest.raises(ChainUnavailable, match="STALE_SEQUENCE"):
         await chain.commit(COMMITMENT)
     assert isinstance(chain.client, _ScriptedClient)
     assert chain.client.sent == SolanaWorkerChain.ATTEMPTS
