@@ -69,7 +69,6 @@ CONFIG = JobConfig.model_validate(
         "batch_size": 16,
         "challenge_rate": 0.0,
         "collect_seconds": 180,
-        "model": {"hidden": 16},
         "data": {"shards": 4, "max_examples_per_shard": 60},
     }
 )
@@ -350,7 +349,8 @@ async def test_a_worker_that_unbonded_is_refused_dropped_and_not_drawn_again(
     for worker in gone:
         assert results[(worker.ref.chain, worker.ref.key)] == (int(Outcome.DROPPED), 0)
     for worker in kept:
-        assert results[(worker.ref.chain, worker.ref.key)] == (int(Outcome.ACCEPTED), 0)
+        why = final.assignment(worker.ref).reason
+        assert results[(worker.ref.chain, worker.ref.key)] == (int(Outcome.ACCEPTED), 0), why
 
     # A later job draws only the workers that kept their stake.
     second = await post_job(net, workers=2)
