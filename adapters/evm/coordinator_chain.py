@@ -20,6 +20,7 @@ from web3.types import BlockIdentifier
 from fedrelay.adapters.evm import ContractRevert, EvmError, JobMarketContract, Signer
 from fedrelay.adapters.evm.events import ContractEvent
 from fedrelay.adapters.evm.market import JobStatus, TaskState
+from fedrelay.adapters.evm.market import RoundResult as EvmRoundResult
 from fedrelay.ports.coordinator_chain import (
     BlockRef,
     ChainCommitment,
@@ -261,16 +262,18 @@ class EvmCoordinatorChain:
         self, job_id: int, round_number: int, model_hash: bytes, results: Sequence[WorkerResult]
     ) -> None:
         """See :meth:`CoordinatorChain.finalize_round`."""
-        # Result(workerKey, workerChain, outcome, fault, reward, evidence): the chain takes the
-        # job's policy amount for the fault.
+        # The chain takes the job's policy amount for each fault.
         entries = [
-            (r.worker.key, r.worker.chain, int(r.outcome), int(r.fault), r.reward, r.evidence)
+            EvmRoundResult(
+                r.worker.chain, r.worker.key, r.outcome, r.reward, int(r.fault), r.evidence
+            )
             for r in results
         ]
-        function = self._market.contract.functions.finalizeRound(
-            job_id, round_number, model_hash, entries
+        await self._run(
+            lambda: self._market.finalize_round(
+                self._signer, job_id, round_number, model_hash, entries
+            )
         )
-        await self._run(lambda: self._market.chain.transact(self._signer, function))
 
     async def settle_round(self, job_id: int, round_number: int) -> None:
         """See :meth:`CoordinatorChain.settle_round`."""

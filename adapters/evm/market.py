@@ -71,13 +71,18 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class RoundResult:
-    """The aggregator's verdict on one worker's task in a round."""
+    """The aggregator's verdict on one worker's task in a round.
+
+    ``fault`` (0 none, 1 rejected, 2 missed) is nonzero exactly for SLASHED, with ``evidence``
+    the hash of the published evidence blob; JobMarket takes the job's slash for the fault.
+    """
 
     worker_chain: int
     worker_key: bytes
     outcome: Outcome
     reward: int = 0
-    slash: int = 0
+    fault: int = 0
+    evidence: bytes = bytes(32)
 
 
 @dataclass(frozen=True)
@@ -207,7 +212,8 @@ class JobMarketContract:
     ) -> TxReceipt:
         """Propose the round's outcome; it settles after the challenge window."""
         entries = [
-            (r.worker_key, r.worker_chain, int(r.outcome), r.slash, r.reward) for r in results
+            (r.worker_key, r.worker_chain, int(r.outcome), r.fault, r.reward, r.evidence)
+            for r in results
         ]
         function = self.contract.functions.finalizeRound(job_id, round_number, model_hash, entries)
         return self.chain.transact(signer, function)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_coordinator_service_anvil import (  # the deployment fixtures of the coordinator tests
+    HUB,
     REWARD,
     WINDOW,
     WORKERS,
@@ -31,6 +32,8 @@ from fedrelay.ports.blobs import COORDINATOR, POSTER
 from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import Outcome, Task
 from fedrelay.training import decode_blob, encode_blob
+
+PROGRESS_TIMEOUT = 3600
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +80,8 @@ def posted(deployment: Deployment, tmp_path: Path) -> PostedJob:  # noqa: F811
         reward_per_round=REWARD,
         min_stake=10**8,
         worker_chains=(WORKERS,),
+        slash_recipients=(HUB,),
+        progress_timeout=PROGRESS_TIMEOUT,
     )
     job_id = deployment.market.post_job(deployment.signer(4), spec).job_id
     return PostedJob(deployment, blobs, job_id)
@@ -198,6 +203,30 @@ def test_job_cancel_refunds_the_escrow_to_the_poster(posted: PostedJob, tmp_path
     code, output = posted.cancel(posted.job_id, key_file(posted, tmp_path, 4))
     assert code == 2
     assert f"job {posted.job_id} is already cancelled" in output
+
+
+def test_a_stalled_round_can_be_cancelled_after_the_progress_timeout(
+    posted: PostedJob, tmp_path: Path
+) -> None:
+    d = posted.deployment
+    d.register(WORKER, d.signer(7).address)
+    d.market.assign_tasks(
+        d.signer(1), posted.job_id, WORKERS, int(d.now()) + 600, [Task(WORKER.key, 0)]
+    )
+    poster = key_file(posted, tmp_path, 4)
+    code, output = posted.cancel(posted.job_id, poster)
+    assert code == 2
+    said = " ".join(output.split())
+    assert f"job {posted.job_id} has a round in progress" in said
+    waited = int(said.split("(in ")[1].split(" s)")[0])
+    assert PROGRESS_TIMEOUT - 30 <= waited <= PROGRESS_TIMEOUT + 1
+
+    # The aggregator stays away; once the timeout has passed the poster recovers the escrow.
+    d.advance(PROGRESS_TIMEOUT + 1)
+    code, output = posted.cancel(posted.job_id, poster)
+    assert code == 0, output
+    assert json.loads(output)["refund"] == 2 * REWARD
+    assert d.market.job(posted.job_id).status is JobStatus.CANCELLED
 
 
 def test_job_cancel_by_someone_else_or_of_an_unknown_job_is_refused(

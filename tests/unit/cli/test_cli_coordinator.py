@@ -133,6 +133,28 @@ def test_job_post_refuses_a_bad_configuration_before_touching_the_chain(tmp_path
     assert "exceeds the configuration's 1 data shards" in too_many.output
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--min-stake", "10", "--rejected-slash", "11"],
+            "--rejected-slash 11 exceeds --min-stake",
+        ),
+        (["--missed-slash", "1"], "--missed-slash 1 exceeds --min-stake 0"),
+        (["--release-after", "0"], "--release-after must be 1..2592000 seconds"),
+        (["--progress-timeout", "31536001"], "--progress-timeout must be 1..31536000 seconds"),
+        (["--slash-mode", "owner"], "--slash-mode must be 'recipient' or 'honest'"),
+    ],
+)
+def test_job_post_refuses_a_bad_slash_policy_before_touching_the_chain(
+    options: list[str], message: str
+) -> None:
+    common = ["--rounds", "1", "--workers-per-round", "1", "--reward-per-round", "10"]
+    refused = runner.invoke(app, ["job", "post", *common, *options])
+    assert refused.exit_code == 2
+    assert message in " ".join(refused.output.split())
+
+
 def test_the_coordinator_chain_comes_from_options_or_the_chains_file(tmp_path: Path) -> None:
     chains = tmp_path / "chains.yaml"
     chains.write_text(
