@@ -41,6 +41,10 @@ class Signer:
         return f"Signer(address={self.address})"
 
 
+GAS_MARGIN_PERCENT = 125
+"""Gas limit sent, as a percentage of the node's estimate."""
+
+
 class EvmChain:
     """A web3 connection plus the decoder for fedrelay's contract errors."""
 
@@ -76,6 +80,12 @@ class EvmChain:
             transaction = dict(function.build_transaction(params))  # type: ignore[arg-type]
         except ContractLogicError as exc:
             raise self._decoded(exc) from exc
+        if "gas" in transaction:
+            # The estimate is the least gas the call succeeded with at the estimating block;
+            # mined a block later (another timestamp, warm or cold storage) it can run out just
+            # short of the end, so leave a margin (unused gas is not charged).
+            estimate: int = transaction["gas"]
+            transaction["gas"] = estimate * GAS_MARGIN_PERCENT // 100
         return self.send(signer, transaction)
 
     def send(self, signer: Signer, transaction: dict[str, Any]) -> TxReceipt:
