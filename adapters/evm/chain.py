@@ -80,11 +80,11 @@ class EvmChain:
             transaction = dict(function.build_transaction(params))  # type: ignore[arg-type]
         except ContractLogicError as exc:
             raise self._decoded(exc) from exc
-        if "gas" in transaction:
+        estimate = transaction.get("gas")
+        if isinstance(estimate, int):
             # The estimate is the least gas the call succeeded with at the estimating block;
             # mined a block later (another timestamp, warm or cold storage) it can run out just
             # short of the end, so leave a margin (unused gas is not charged).
-            estimate: int = transaction["gas"]
             transaction["gas"] = estimate * GAS_MARGIN_PERCENT // 100
         return self.send(signer, transaction)
 
