@@ -82,11 +82,17 @@ class FakeJobMarket:
         self.settled: list[tuple[int, int]] = []
         self._mine()
 
-    def _mine(self) -> BlockRef:
+    def _mine(self, block_hash: bytes | None = None) -> BlockRef:
         number = len(self.blocks)
-        block = BlockRef(number, keccak256(b"fake block" + number.to_bytes(8, "big")), self._now)
+        if block_hash is None:
+            block_hash = keccak256(b"fake block" + number.to_bytes(8, "big"))
+        block = BlockRef(number, block_hash, self._now)
         self.blocks.append(block)
         return block
+
+    def mine(self, block_hash: bytes | None = None) -> BlockRef:
+        """Mine an empty block now, with ``block_hash`` if given (what its producer made)."""
+        return self._mine(block_hash)
 
     @property
     def _now(self) -> int:
@@ -184,6 +190,17 @@ class FakeJobMarket:
     async def block(self, number: int) -> BlockRef:
         """See :meth:`CoordinatorChain.block`."""
         return self.blocks[number]
+
+    async def first_block_after(self, timestamp: int, from_block: int) -> BlockRef | None:
+        """See :meth:`CoordinatorChain.first_block_after`.
+
+        The simulated chain also mines a block every second when idle: when the clock is past
+        ``timestamp`` and no block is, an empty block is mined now.
+        """
+        for block in self.blocks[from_block:]:
+            if block.timestamp > timestamp:
+                return block
+        return self._mine() if self._now > timestamp else None
 
     async def events(self, from_block: int, to_block: int) -> Sequence[ChainEvent]:
         """See :meth:`CoordinatorChain.events`."""

@@ -32,10 +32,21 @@ from fedrelay.ports.coordinator_chain import (
     WorkerJoined,
     WorkerResult,
 )
+from fedrelay.protocol.challenges import NATIVE_DECIMALS
 from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import Task
 
 T = TypeVar("T")
+
+_ERC20_DECIMALS = [
+    {
+        "type": "function",
+        "name": "decimals",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "uint8"}],
+    }
+]
 
 
 class EvmCoordinatorChain:
@@ -56,6 +67,7 @@ class EvmCoordinatorChain:
         self._signer = aggregator
         self._finality = finality
         self._timestamps: dict[int, int] = {}
+        self._token_decimals: dict[str, int] = {}
 
     async def _run(self, call: Callable[[], T]) -> T:
         try:
@@ -83,6 +95,24 @@ class EvmCoordinatorChain:
     async def block(self, number: int) -> BlockRef:
         """See :meth:`CoordinatorChain.block`."""
         return await self._run(lambda: self._block(number))
+
+    async def first_block_after(self, timestamp: int, from_block: int) -> BlockRef | None:
+        """See :meth:`CoordinatorChain.first_block_after` (a binary search over block numbers)."""
+        head = await self.head()
+        if head.timestamp <= timestamp:
+            return None
+
+        def search() -> BlockRef:
+            low, high = max(0, from_block), head.number  # the answer is in low..high
+            while low < high:
+                middle = (low + high) // 2
+                if self._timestamp(middle) > timestamp:
+                    high = middle
+                else:
+                    low = middle + 1
+            return self._block(low)
+
+        return await self._run(search)
 
     def _timestamp(self, number: int) -> int:
         if number not in self._timestamps:
@@ -143,9 +173,19 @@ class EvmCoordinatorChain:
                 config_hash=job.config_hash,
                 reward_per_round=job.reward_per_round,
                 worker_chains=chains,
+                reward_decimals=self._decimals(job.token),
             )
 
         return await self._run(read)
+
+    def _decimals(self, token: str) -> int:
+        if int(token, 16) == 0:
+            return NATIVE_DECIMALS
+        if token not in self._token_decimals:
+            w3 = self._market.chain.w3
+            erc20 = w3.eth.contract(address=w3.to_checksum_address(token), abi=_ERC20_DECIMALS)
+            self._token_decimals[token] = int(self._market.chain.call(erc20.functions.decimals()))
+        return self._token_decimals[token]
 
     async def round(self, job_id: int, round_number: int) -> ChainRound:
         """See :meth:`CoordinatorChain.round`."""

@@ -5,10 +5,14 @@
 1. checks each committed update against its on-chain commitment (a plain update blob, or the
    masked input under secure aggregation); a mismatch or a missing upload is rejected and
    slashed;
-2. (plain rounds) challenges the transcripts drawn from the round's seed and replays each answer;
-   the answer on the last segment opens the final checkpoint, whose model must be exactly the
-   committed update; a failed replay, an update that is not the transcript's final model, or no
-   answer by the deadline, is rejected and slashed;
+2. (plain rounds) challenges the transcripts drawn from the round's challenge seed and replays
+   each answer; the seed is the hash of the first coordinator-chain block after the round's
+   commitments closed, so the round waits (it does not fail) until that block exists. The answer
+   on segment 0 opens checkpoint 0, which must be the round's model at step 0 (the coordinator
+   builds it itself); the answer on the last segment opens the final checkpoint, whose model
+   must be exactly the committed update; a failed replay, a transcript that starts elsewhere, an
+   update that is not the transcript's final model, or no answer by the deadline, is rejected
+   and slashed;
 3. (secure rounds) decodes each worker's keys, masked input (of the model's length) and reveal
    on its own, rejecting and slashing the sender of one that does not decode; waits for the
    unmasking reveals and recovers the sum of the masked inputs;
@@ -69,6 +73,7 @@ from fedrelay.coordinator.verification import (
     UpdateRejection,
     challenge_sample,
     check_final_checkpoint,
+    check_start_checkpoint,
     delta_of,
     malformed,
     read_update,
@@ -76,7 +81,8 @@ from fedrelay.coordinator.verification import (
 from fedrelay.ports.blobs import COORDINATOR, BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import ChainRoundPhase, WorkerResult
 from fedrelay.ports.coordinator_store import CoordinatorStore, RoundReport
-from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.challenges import Challenge, challenge_seed
+from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.merkle import decode_proof
 from fedrelay.protocol.rounds import (
     AggregateProposed,
@@ -91,6 +97,7 @@ from fedrelay.protocol.secagg import SecureAggregationError
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import (
     BlobError,
+    ModelTensors,
     SegmentOpening,
     TrainingError,
     Verdict,
@@ -181,6 +188,7 @@ class RoundAggregation:
         self._store = store
         self._blobs = blobs
         self._verdicts: dict[str, Verdict] = {}
+        self._starts: dict[bytes, bytes] = {}
 
     async def work(
         self, state: RoundState, report: RoundReport, now: int
@@ -231,7 +239,7 @@ class RoundAggregation:
                     )
                 except UpdateRejection as exc:
                     state = await self._reject(state, a.worker, str(exc), slash, now)
-            state, pending = await self._challenge(state, report, closed_at, now)
+            state, pending = await self._challenge(state, report, closed_at, now, model)
             if pending:
                 return state, None
 
@@ -413,17 +421,19 @@ class RoundAggregation:
         report: RoundReport,
         closed_at: int,
         now: int,
+        model: ModelTensors,
     ) -> tuple[RoundState, bool]:
         """Issue the round's challenges, replay the answers; True while answers are awaited."""
         config = self._context.config
-        if config.challenge_rate <= 0 or report.seed is None:
+        if not challenges_due(config) or report.challenge_seed is None:
             return state, False
         segments = config.training_config().segments
         draws = challenge_sample(
-            bytes.fromhex(report.seed),
+            bytes.fromhex(report.challenge_seed),
             state.with_status(TaskStatus.COMMITTED),
             config.challenge_rate,
             segments,
+            config.challenge_segments,
         )
         pending = False
         for draw in draws:
@@ -458,14 +468,14 @@ class RoundAggregation:
                 reason = f"did not answer the challenge of segment {draw.segment} in time"
                 state = await self._reject(state, a.worker, reason, config.rejected_slash, now)
                 continue
-            verdict = await self._verdict(state, challenge, draw)
+            verdict = await self._verdict(state, challenge, draw, model)
             if not verdict.accepted:
                 reason = f"challenge of segment {draw.segment} failed: {verdict.reason}"
                 state = await self._reject(state, a.worker, reason, config.rejected_slash, now)
         return state, pending
 
     async def _verdict(
-        self, state: RoundState, challenge: Challenge, draw: ChallengeDraw
+        self, state: RoundState, challenge: Challenge, draw: ChallengeDraw, model: ModelTensors
     ) -> Verdict:
         known = self._verdicts.get(challenge.challenge_id)
         if known is not None:
@@ -487,7 +497,9 @@ class RoundAggregation:
         except (UpdateRejection, TrainingError) as exc:
             verdict = Verdict(False, f"the answer's proof is malformed: {exc}")
         else:
-            verdict = await self._final_verdict(state, challenge, opening)
+            verdict = await self._start_verdict(state, challenge, opening, model)
+            if verdict.accepted:
+                verdict = await self._final_verdict(state, challenge, opening)
             if verdict.accepted and draw.replay:
                 verdict = await asyncio.to_thread(
                     self._context.workbench.replay,
@@ -499,6 +511,35 @@ class RoundAggregation:
                 )
         self._verdicts[challenge.challenge_id] = verdict
         return verdict
+
+    async def _start_verdict(
+        self, state: RoundState, challenge: Challenge, opening: SegmentOpening, model: ModelTensors
+    ) -> Verdict:
+        """On segment 0, whether checkpoint 0 is the round's model at step 0."""
+        if challenge.segment != 0:
+            return Verdict(True, "ok")
+        commitment = state.assignment(challenge.worker).commitment
+        assert commitment is not None
+        workbench = self._context.workbench
+        expected = self._starts.get(state.model_hash)
+        if expected is None:
+            expected = await asyncio.to_thread(workbench.start_checkpoint, model)
+            self._starts = {state.model_hash: expected}  # one round's model at a time
+        try:
+            await asyncio.to_thread(
+                check_start_checkpoint,
+                opening.start_blob,
+                opening.start_proof,
+                commitment.transcript_root,
+                expected,
+                model,
+                workbench.training_config(),
+            )
+        except UpdateRejection as exc:
+            return Verdict(False, str(exc))
+        except MALFORMED_INPUT_ERRORS as exc:
+            return Verdict(False, f"checkpoint 0 cannot be read: {malformed(exc)}")
+        return Verdict(True, "ok")
 
     async def _final_verdict(
         self, state: RoundState, challenge: Challenge, opening: SegmentOpening
@@ -529,6 +570,41 @@ class RoundAggregation:
         return Verdict(True, "ok")
 
 
+def challenges_due(config: JobConfig) -> bool:
+    """Whether the job's rounds challenge transcripts (plain rounds at a positive rate)."""
+    return not config.secure_aggregation and config.challenge_rate > 0
+
+
+async def seal_challenge_seed(
+    keeper: RoundKeeper, state: RoundState, report: RoundReport
+) -> RoundReport:
+    """Record the round's challenge seed once its closing block exists; the report as it is.
+
+    The commitments closed at the round's deadline, or, when every task committed before it, at
+    the timestamp of the block holding the last commitment (the state's ``updated_at`` when it
+    entered AGGREGATING, which ``collection_closed_at`` keeps). The closing block is the first
+    coordinator-chain block whose timestamp is past that moment
+    (:func:`~fedrelay.protocol.challenges.challenge_seed`).
+    """
+    assert state.deadline is not None and report.collection_closed_at is not None
+    closes_at = min(state.deadline, report.collection_closed_at)
+    block = await keeper.chain.first_block_after(closes_at, report.opening_block)
+    if block is None:
+        return report
+    seed = challenge_seed(block.hash, state.job_id, state.round)
+    sealed = replace(report, challenge_seed=seed.hex(), closing_block=block.number)
+    await keeper.store.save_report(sealed)
+    log.info(
+        "job %d round %d: challenge seed %s from block %d (commitments closed at %d)",
+        state.job_id,
+        state.round,
+        seed.hex(),
+        block.number,
+        closes_at,
+    )
+    return sealed
+
+
 async def aggregate(
     keeper: RoundKeeper,
     context: JobContext,
@@ -552,6 +628,10 @@ async def aggregate(
     if report.collection_closed_at is None:
         report = replace(report, collection_closed_at=state.updated_at)
         await keeper.store.save_report(report)
+    if challenges_due(context.config) and report.challenge_seed is None:
+        report = await seal_challenge_seed(keeper, state, report)
+        if report.challenge_seed is None:
+            return state  # the closing block does not exist yet
     work = aggregations.get(state.job_id)
     if work is None:
         work = aggregations[state.job_id] = RoundAggregation(context, keeper.store, keeper.blobs)

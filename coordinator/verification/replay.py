@@ -48,6 +48,14 @@ class JobWorkbench:
 
         return initial_model(self._factory_fn(), self.config.model.init_seed)
 
+    def start_checkpoint(self, model: ModelTensors) -> bytes:
+        """The blob of checkpoint 0 of a task starting from ``model``: what every committed
+        transcript of the round must begin with (the model, zero optimizer state, step 0)."""
+        from fedrelay.training.torch_trainer import TorchClassificationTrainer
+
+        trainer = TorchClassificationTrainer(self._factory_fn(), self.held_out)
+        return encode_blob(trainer.initial_checkpoint(model))
+
     def _factory_fn(self) -> Callable[[], nn.Module]:
         from fedrelay.training.torch_trainer import mlp
 

@@ -97,7 +97,8 @@ ChainEvent = JobPosted | WorkerJoined | UpdateArrived | RoundChallenged | RoundS
 
 @dataclass(frozen=True)
 class ChainJob:
-    """A job as the chain stores it."""
+    """A job as the chain stores it (``reward_decimals``: its reward token's decimals, 18 for
+    the native token)."""
 
     job_id: int
     open: bool
@@ -109,6 +110,7 @@ class ChainJob:
     config_hash: bytes
     reward_per_round: int
     worker_chains: tuple[int, ...]
+    reward_decimals: int = 18
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,14 @@ class CoordinatorChain(Protocol):
 
     async def block(self, number: int) -> BlockRef:
         """Block ``number``."""
+        ...
+
+    async def first_block_after(self, timestamp: int, from_block: int) -> BlockRef | None:
+        """The first block from ``from_block`` on whose timestamp is past ``timestamp``.
+
+        Only blocks up to :meth:`head` count (the configured finality); None while there is none
+        yet. Block timestamps never decrease along a chain, so this is a search, not a scan.
+        """
         ...
 
     async def events(self, from_block: int, to_block: int) -> Sequence[ChainEvent]:
