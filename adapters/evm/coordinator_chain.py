@@ -13,7 +13,7 @@ from typing import TypeVar, cast
 
 from web3.types import BlockIdentifier
 
-from fedrelay.adapters.evm import ContractRevert, EvmError, JobMarketContract, Signer
+from fedrelay.adapters.evm import ContractRevert, EvmChain, EvmError, JobMarketContract, Signer
 from fedrelay.adapters.evm.events import ContractEvent
 from fedrelay.adapters.evm.market import JobStatus, TaskState
 from fedrelay.adapters.evm.market import RoundResult as EvmRoundResult
@@ -47,6 +47,19 @@ _ERC20_DECIMALS = [
         "outputs": [{"name": "", "type": "uint8"}],
     }
 ]
+
+
+def token_decimals(chain: EvmChain, token: str) -> int:
+    """A reward token's decimals: 18 for the native token (address zero), else the ERC-20's
+    ``decimals()``.
+
+    Raises:
+        EvmError: The token cannot be read.
+    """
+    if int(token, 16) == 0:
+        return NATIVE_DECIMALS
+    erc20 = chain.w3.eth.contract(address=chain.w3.to_checksum_address(token), abi=_ERC20_DECIMALS)
+    return int(chain.call(erc20.functions.decimals()))
 
 
 class EvmCoordinatorChain:
@@ -179,12 +192,8 @@ class EvmCoordinatorChain:
         return await self._run(read)
 
     def _decimals(self, token: str) -> int:
-        if int(token, 16) == 0:
-            return NATIVE_DECIMALS
         if token not in self._token_decimals:
-            w3 = self._market.chain.w3
-            erc20 = w3.eth.contract(address=w3.to_checksum_address(token), abi=_ERC20_DECIMALS)
-            self._token_decimals[token] = int(self._market.chain.call(erc20.functions.decimals()))
+            self._token_decimals[token] = token_decimals(self._market.chain, token)
         return self._token_decimals[token]
 
     async def round(self, job_id: int, round_number: int) -> ChainRound:

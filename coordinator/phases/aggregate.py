@@ -586,7 +586,8 @@ async def seal_challenge_seed(
     coordinator-chain block whose timestamp is past that moment
     (:func:`~fedrelay.protocol.challenges.challenge_seed`).
     """
-    assert state.deadline is not None and report.collection_closed_at is not None
+    assert state.deadline is not None
+    assert report.collection_closed_at is not None
     closes_at = min(state.deadline, report.collection_closed_at)
     block = await keeper.chain.first_block_after(closes_at, report.opening_block)
     if block is None:

@@ -250,6 +250,7 @@ def post_command(
 ) -> None:
     """Upload the model and configuration blobs, escrow the reward and post the job."""
     from fedrelay.adapters.evm import EvmChain, EvmError, JobMarketContract, JobSpec, Signer
+    from fedrelay.adapters.evm.coordinator_chain import token_decimals
 
     settings = CoordinatorSettings()
     config = _load_config(config_file)
@@ -260,6 +261,14 @@ def post_command(
             f"{config.data.shards} data shards"
         )
     target = chain_target(settings, rpc_url, job_market)
+    chain = EvmChain(target.rpc_url)
+    try:
+        decimals = token_decimals(chain, token)
+    except (EvmError, ValueError) as exc:
+        raise _fail(f"cannot read the decimals of token {token}: {exc}") from None
+    pays = config.cheating_pays(reward_per_round, decimals)
+    if pays is not None:
+        raise _fail(f"refusing to post: {pays}")
     poster = Signer(read_evm_key(signer_key_file))
     model = _model_blob(model_file, config)
     model_name, config_name = asyncio.run(
@@ -275,7 +284,6 @@ def post_command(
         worker_chains=chains,
         token=token,
     )
-    chain = EvmChain(target.rpc_url)
     market = JobMarketContract(chain, target.job_market)
     try:
         if int(token, 16) != 0:
