@@ -66,6 +66,8 @@ class SimulatedWorker:
         tamper_update: Upload a blob other than the one committed.
         forge_transcript: Commit a transcript whose checkpoints were edited after training.
         silent: Never answer challenges.
+        foreign_start: Train (honestly) from a model other than the round's: every tensor of
+            the round's model plus 0.05.
         malformed: Malformed bytes to send instead (see :data:`Malformation`).
     """
 
@@ -76,6 +78,7 @@ class SimulatedWorker:
     tamper_update: bool = False
     forge_transcript: bool = False
     silent: bool = False
+    foreign_start: bool = False
     malformed: Malformation | None = None
     runs: dict[tuple[int, int], tuple[TrainingRun, tuple[bytes, ...]]] = field(
         default_factory=dict, init=False
@@ -106,7 +109,8 @@ class SimulatedWorker:
         trainer = TorchClassificationTrainer(
             lambda: mlp(spec.inputs, spec.hidden, spec.classes), shard
         )
-        run = train_with_transcript(trainer, model, training)
+        start = {k: v + np.float32(0.05) for k, v in model.items()} if self.foreign_start else model
+        run = train_with_transcript(trainer, start, training)
         blobs = run.blobs
         if self.forge_transcript:
             blobs = (blobs[0], *(_nudged(b) for b in blobs[1:]))
