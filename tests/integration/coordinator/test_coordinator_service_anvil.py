@@ -52,6 +52,7 @@ from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.blobs import POSTER, worker_domain
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
+from fedrelay.protocol.challenges import challenge_seed
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
 from fedrelay.protocol.rounds import Phase, WorkerRef
 from fedrelay.protocol.wormhole import (
@@ -305,6 +306,7 @@ async def run_round(
         service = coordinator.service()  # the first coordinator stops mid-round
     for w in workers[1:]:
         await w.train(job_id, 0)
+    d.advance(1)  # the closing block: the first one past the last commitment's timestamp
     await service.step()
     for w in workers:
         await w.answer_challenges()
@@ -331,6 +333,21 @@ async def test_one_round_is_finalized_and_settled_on_chain(coordinator: Coordina
     paid = [d.market.claimable(address) for address in payouts(d, 2)]
     assert sum(paid) == REWARD
     assert all(amount > 0 for amount in paid)
+
+    # The challenge seed is the one anyone recomputes from the chain: the first block whose
+    # timestamp is past the last commitment's block (every task committed before the deadline).
+    report = await coordinator.store.report(job_id, 0)
+    assert report is not None
+    assert report.closing_block is not None
+    w3 = d.chain.w3
+    commits = d.market.contract.events.UpdateReceived().get_logs(from_block=d.start_block)
+    last = max(int(w3.eth.get_block(e["blockNumber"])["timestamp"]) for e in commits)
+    number = max(e["blockNumber"] for e in commits)
+    while int(w3.eth.get_block(number)["timestamp"]) <= last:
+        number += 1
+    closing = w3.eth.get_block(number)
+    assert report.closing_block == number
+    assert report.challenge_seed == challenge_seed(bytes(closing["hash"]), job_id, 0).hex()
 
 
 async def test_tampered_update_is_rejected_and_slashed_on_chain(coordinator: Coordinator) -> None:
