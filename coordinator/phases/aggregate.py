@@ -2,13 +2,16 @@
 
 :meth:`RoundAggregation.work` is called on every step while a round aggregates. It
 
-1. checks each committed update against its on-chain commitment (a plain update blob, or the
-   masked input under secure aggregation); a mismatch or a missing upload is rejected and
-   slashed;
+1. checks each committed count against the assigned shard's size (the data is published, so the
+   coordinator rebuilds every shard; a count a worker wrote never weighs or pays), and each
+   committed update against its on-chain commitment (a plain update blob, or the masked input,
+   whose count is checked too, under secure aggregation); a mismatch or a missing upload is
+   rejected and slashed;
 2. (plain rounds) challenges the transcripts drawn from the round's seed and replays each answer;
    the answer on the last segment opens the final checkpoint, whose model must be exactly the
    committed update; a failed replay, an update that is not the transcript's final model, or no
-   answer by the deadline, is rejected and slashed;
+   answer by the deadline, is rejected and slashed; then every update that copies one committed
+   earlier in the round (:mod:`fedrelay.coordinator.copies`) is rejected and slashed;
 3. (secure rounds) decodes each worker's keys, masked input (of the model's length) and reveal
    on its own, rejecting and slashing the sender of one that does not decode; waits for the
    unmasking reveals and recovers the sum of the masked inputs;
