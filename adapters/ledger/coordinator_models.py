@@ -83,6 +83,7 @@ class CoordinatorTask(Base):
     transcript_root: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     num_samples: Mapped[int | None] = mapped_column(BigInteger)
     train_loss: Mapped[int | None] = mapped_column(BigInteger)
+    committed_block: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class CoordinatorBlob(Base):

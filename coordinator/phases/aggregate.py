@@ -2,9 +2,11 @@
 
 :meth:`RoundAggregation.work` is called on every step while a round aggregates. It
 
-1. checks each committed update against its on-chain commitment (a plain update blob, or the
-   masked input under secure aggregation); a mismatch or a missing upload is rejected and
-   slashed;
+1. checks each committed count against the assigned shard's size (the data is published, so the
+   coordinator rebuilds every shard; a count a worker wrote never weighs or pays), and each
+   committed update against its on-chain commitment (a plain update blob, or the masked input,
+   whose count is checked too, under secure aggregation); a mismatch or a missing upload is
+   rejected and slashed;
 2. (plain rounds) challenges the transcripts drawn from the round's challenge seed and replays
    each answer; the seed is the hash of the first coordinator-chain block after the round's
    commitments closed, so the round waits (it does not fail) until that block exists. The answer
@@ -12,7 +14,8 @@
    builds it itself); the answer on the last segment opens the final checkpoint, whose model
    must be exactly the committed update; a failed replay, a transcript that starts elsewhere, an
    update that is not the transcript's final model, or no answer by the deadline, is rejected
-   and slashed;
+   and slashed; then every update that copies one committed earlier in the round
+   (:mod:`fedrelay.coordinator.copies`) is rejected and slashed;
 3. (secure rounds) decodes each worker's keys, masked input (of the model's length) and reveal
    on its own, rejecting and slashing the sender of one that does not decode; waits for the
    unmasking reveals and recovers the sum of the masked inputs;
@@ -57,6 +60,7 @@ from fedrelay.coordinator.aggregation import (
     Vector,
 )
 from fedrelay.coordinator.aggregation.configured import build_strategy
+from fedrelay.coordinator.copies import find_copies
 from fedrelay.coordinator.errors import CoordinatorError, JobUnusable
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
 from fedrelay.coordinator.phases.unmask import (
@@ -159,13 +163,17 @@ def server_state_of(blob: bytes) -> ServerState:
     return ServerState(int(tensors["rounds"][0]), slots)
 
 
-def _summable(assignment: Assignment, screened: Screened) -> bool:
-    """Whether a survivor's masked input can be in the sum: it decoded, its keys did, and it is
-    the committed one (a worker rejected only for its reveal is summed like a silent one)."""
+def _summable(assignment: Assignment, screened: Screened, sizes: dict[bytes, int]) -> bool:
+    """Whether a survivor's masked input can be in the sum: it decoded, its keys did, it counts
+    its assigned shard's examples, and it is the committed one (a worker rejected only for its
+    reveal, or only for the count it wrote on chain, is summed like a silent one: its input
+    carries the checked weight)."""
     worker = assignment.worker
     data = screened.masked_bytes.get(worker)
+    masked = screened.masked.get(worker)
     return (
-        worker in screened.masked
+        masked is not None
+        and masked.num_examples == sizes.get(worker.worker_id)
         and worker in screened.adverts
         and data is not None
         and assignment.commitment is not None
@@ -223,11 +231,13 @@ class RoundAggregation:
         layout = ParameterLayout.of(model)
         params = layout.flatten(model)
         slash = config.rejected_slash
+        sizes = await asyncio.to_thread(self._assigned_sizes, state)
+        state = await self._check_counts(state, sizes, slash, now)
 
         trained: dict[bytes, Vector] = {}
         screened = Screened()
         if config.secure_aggregation:
-            state, screened = await self._check_secure(state, params.shape[0], slash, now)
+            state, screened = await self._check_secure(state, params.shape[0], sizes, slash, now)
         else:
             uploads = await self._store.updates(state.job_id, state.round)
             for a in state.with_status(TaskStatus.COMMITTED):
@@ -242,18 +252,21 @@ class RoundAggregation:
             state, pending = await self._challenge(state, report, closed_at, now, model)
             if pending:
                 return state, None
+            state = await self._reject_copies(state, trained, params, slash, now)
 
         previous = await self._store.report(state.job_id, state.round - 1) if state.round else None
         server_blob = await self._blob(previous.server_state if previous else None)
         server_state = server_state_of(server_blob) if server_blob else ServerState()
         if config.secure_aggregation:
             combined = await self._combine_secure(
-                state, screened, params, server_state, closed_at, now
+                state, screened, sizes, params, server_state, closed_at, now
             )
             if combined is None:
                 return state, None
         else:
-            combined = await self._combine_plain(state, layout, params, server_state, trained)
+            combined = await self._combine_plain(
+                state, layout, params, server_state, trained, sizes
+            )
         new_params, server_state, scores, note = combined
 
         new_model = layout.unflatten(new_params)
@@ -291,8 +304,10 @@ class RoundAggregation:
         params: Vector,
         server_state: ServerState,
         trained: dict[bytes, Vector],
+        sizes: dict[bytes, int],
     ) -> tuple[Vector, ServerState, dict[str, float], str]:
-        """Aggregate the accepted updates; score each by held-out loss reduction."""
+        """Aggregate the accepted updates weighted by their assigned shard sizes; score each by
+        held-out loss reduction (and, by ``sample_weight``, by those checked sizes)."""
         committed = state.with_status(TaskStatus.COMMITTED)
         if not committed:
             return params, server_state, {}, "no accepted update: the model is kept unchanged"
@@ -301,7 +316,7 @@ class RoundAggregation:
             ClientUpdate(
                 a.worker.worker_id.hex(),
                 delta_of(trained[a.worker.worker_id], params),
-                max(1, a.commitment.num_samples if a.commitment else 1),
+                max(1, sizes[a.worker.worker_id]),
             )
             for a in committed
         ]
@@ -309,7 +324,7 @@ class RoundAggregation:
             result = build_strategy(config).aggregate_fit(params, updates, server_state)
         except AggregationError as exc:
             # The inputs were checked one by one; a rule refusing them together is the round's
-            # failure, not a worker's. Verified work is paid by sample count.
+            # failure, not a worker's. Verified work is paid by its assigned shard size.
             log.error("job %d round %d: aggregation failed: %s", state.job_id, state.round, exc)
             scores = {u.client_id: float(u.num_examples) for u in updates}
             return params, server_state, scores, f"aggregation failed: {exc}"
@@ -318,8 +333,8 @@ class RoundAggregation:
         samples = {u.client_id: u.num_examples for u in updates}
         scores = mix_with_samples(raw, samples, config.sample_weight)
         if not any(scores.values()):
-            # Verified work that happened not to lower the held-out loss is still paid, by
-            # sample count.
+            # Verified work that happened not to lower the held-out loss is still paid, by its
+            # assigned shard size (never by a count the worker wrote).
             scores = {k: float(v) for k, v in samples.items()}
         return result.params, result.state, scores, ""
 
@@ -327,25 +342,27 @@ class RoundAggregation:
         self,
         state: RoundState,
         screened: Screened,
+        sizes: dict[bytes, int],
         params: Vector,
         server_state: ServerState,
         closed_at: int,
         now: int,
     ) -> tuple[Vector, ServerState, dict[str, float], str] | None:
-        """Unmask the sum and aggregate it; scores by sample count (individual updates are
-        hidden). None while reveals are awaited."""
+        """Unmask the sum and aggregate it. None while reveals are awaited.
+
+        Individual updates are hidden, so the accepted workers are paid in proportion to their
+        assigned shard sizes, the counts their masked inputs were checked against (see
+        docs/learning.md, "Pay under secure aggregation").
+        """
         committed = state.with_status(TaskStatus.COMMITTED)
         if not committed:
             return params, server_state, {}, "no accepted update: the model is kept unchanged"
         config = self._context.config
-        samples = {
-            a.worker.worker_id.hex(): float(a.commitment.num_samples if a.commitment else 0)
-            for a in committed
-        }
+        samples = {a.worker.worker_id.hex(): float(sizes[a.worker.worker_id]) for a in committed}
         scores = samples if any(samples.values()) else dict.fromkeys(samples, 1.0)
         survivors = set(screened.masked_bytes)
         if any(
-            a.worker in survivors and not _summable(a, screened)
+            a.worker in survivors and not _summable(a, screened, sizes)
             for a in state.with_status(TaskStatus.SLASHED)
         ):
             # The survivors were published with it: the others revealed its self-mask, not the
@@ -391,11 +408,50 @@ class RoundAggregation:
         except BlobStoreError:
             return None
 
+    def _assigned_sizes(self, state: RoundState) -> dict[bytes, int]:
+        """The number of examples of each assigned task's shard, by worker id: the only counts
+        that weigh an update or pay for it (the data is published, so the coordinator rebuilds
+        every shard exactly as the worker does)."""
+        workbench = self._context.workbench
+        return {a.worker.worker_id: len(workbench.shard(a.shard)) for a in state.assignments}
+
+    async def _check_counts(
+        self, state: RoundState, sizes: dict[bytes, int], slash: int, now: int
+    ) -> RoundState:
+        """Reject and slash each committed worker whose committed ``num_samples`` is not its
+        assigned shard's size."""
+        for a in state.with_status(TaskStatus.COMMITTED):
+            assert a.commitment is not None
+            size = sizes[a.worker.worker_id]
+            if a.commitment.num_samples != size:
+                reason = (
+                    f"committed num_samples {a.commitment.num_samples}, but the assigned shard "
+                    f"{a.shard} has {size} examples"
+                )
+                state = await self._reject(state, a.worker, reason, slash, now)
+        return state
+
+    async def _reject_copies(
+        self, state: RoundState, trained: dict[bytes, Vector], params: Vector, slash: int, now: int
+    ) -> RoundState:
+        """Reject and slash every accepted update that copies an earlier-committed one
+        (:mod:`fedrelay.coordinator.copies`)."""
+        committed = state.with_status(TaskStatus.COMMITTED)
+        deltas = {
+            a.worker.worker_id: delta_of(trained[a.worker.worker_id], params)
+            for a in committed
+            if a.worker.worker_id in trained
+        }
+        for copy in find_copies(committed, deltas):
+            state = await self._reject(state, copy.worker, copy.reason, slash, now)
+        return state
+
     async def _check_secure(
-        self, state: RoundState, length: int, slash: int, now: int
+        self, state: RoundState, length: int, sizes: dict[bytes, int], slash: int, now: int
     ) -> tuple[RoundState, Screened]:
         """Reject each committed worker whose masked input is missing or not the committed one,
-        or whose keys, masked input or reveal do not decode; the messages, decoded."""
+        whose keys, masked input or reveal do not decode, or whose masked input counts other
+        than its assigned shard's examples; the messages, decoded."""
         workers = [a.worker for a in state.assignments]
         screened = await screen(self._store, state.job_id, state.round, workers, length)
         for a in state.with_status(TaskStatus.COMMITTED):
@@ -410,6 +466,11 @@ class RoundAggregation:
                 )
             elif a.worker in screened.faults:
                 reason = screened.faults[a.worker]
+            elif screened.masked[a.worker].num_examples != sizes[a.worker.worker_id]:
+                reason = (
+                    f"masked input counts {screened.masked[a.worker].num_examples} examples, but "
+                    f"the assigned shard {a.shard} has {sizes[a.worker.worker_id]}"
+                )
             else:
                 continue
             state = await self._reject(state, a.worker, reason, slash, now)

@@ -77,20 +77,18 @@ class JobWorkbench:
 
     @cached_property
     def _shards(self) -> list[Dataset]:
-        from fedrelay.training.data import partition_dirichlet, partition_iid, partition_k_classes
+        from fedrelay.training.data import deal_shards
 
         data = self.config.data
-        train = self._split[0]
-        if data.partition == "iid":
-            parts = partition_iid(train.labels, data.shards, data.seed)
-        elif data.partition == "k_classes":
-            parts = partition_k_classes(
-                train.labels, data.shards, data.classes_per_client, data.seed
-            )
-        else:
-            parts = partition_dirichlet(train.labels, data.shards, data.alpha, data.seed)
-        limit = data.max_examples_per_shard
-        return [train.subset(p[:limit] if limit else p) for p in parts]
+        return deal_shards(
+            self._split[0],
+            data.shards,
+            data.partition,
+            seed=data.seed,
+            classes_per_client=data.classes_per_client,
+            alpha=data.alpha,
+            limit=data.max_examples_per_shard,
+        )
 
     def shard(self, index: int) -> Dataset:
         """The data of shard ``index``.

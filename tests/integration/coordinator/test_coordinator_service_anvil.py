@@ -363,6 +363,35 @@ async def test_tampered_update_is_rejected_and_slashed_on_chain(coordinator: Coo
     assert d.market.claimable(cheat_payout) == 0
 
 
+async def test_inflated_sample_count_is_rejected_and_slashed_on_chain(
+    coordinator: Coordinator,
+) -> None:
+    d = coordinator.deployment
+    honest, cheat = coordinator.worker(0), coordinator.worker(1, claimed_samples=2**32 - 1)
+    job_id, _ = await run_round(coordinator, [honest, cheat])
+
+    # The count the chain carries buys nothing: the cheat is slashed, the honest worker paid the
+    # whole reward, as it is alone.
+    results = proposal(d, job_id)
+    assert results[cheat.worker.key] == (int(Outcome.SLASHED), SLASH, 0)
+    assert results[honest.worker.key] == (int(Outcome.ACCEPTED), 0, REWARD)
+    honest_payout, cheat_payout = payouts(d, 2)
+    assert d.market.claimable(honest_payout) == REWARD
+    assert d.market.claimable(cheat_payout) == 0
+    state = await coordinator.store.get_round(job_id, 0)
+    assert state is not None
+    rejected = state.assignment(cheat.worker)
+    size = len(JobWorkbench(CONFIG).shard(rejected.shard))
+    assert rejected.reason == (
+        f"committed num_samples {2**32 - 1}, but the assigned shard {rejected.shard} has "
+        f"{size} examples"
+    )
+    # Each commitment keeps the coordinator-chain block it arrived in (the copy order).
+    blocks = [a.commitment.block for a in state.assignments if a.commitment is not None]
+    assert len(blocks) == 2
+    assert all(block > 0 for block in blocks)
+
+
 @pytest.mark.parametrize(
     ("malformation", "reason"),
     [
