@@ -166,6 +166,7 @@ async def test_inflated_count_in_a_plain_round_is_rejected_and_buys_no_weight(
     job_id, state = await start(world, [*honest, bad])
     trained = [(w, await w.train(job_id, 0)) for w in honest]
     await bad.train(job_id, 0)
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()  # commitments followed: the count is checked before any challenge
     rejected = (await world.store.get_round(job_id, 0)).assignment(bad.worker)  # type: ignore[union-attr]
     reason = (
@@ -195,6 +196,7 @@ async def test_inflated_count_in_a_secure_round_is_rejected_and_buys_no_pay(
     parties = await exchange_keys(world, job_id, [*honest, bad])
     trained = [(w, await w.train(job_id, 0, participant=parties[w.worker])) for w in honest]
     await bad.train(job_id, 0, participant=parties[bad.worker])
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()
     await step_until(world, job_id, Phase.PROPOSED)
 
@@ -232,6 +234,7 @@ async def test_a_masked_input_counting_other_than_its_shard_is_rejected(
     await bad.client.send_secagg(job_id, 0, SecAggStage.MASKED, sent)
     size = size_of(world, state, bad)
     world.market.commit(job_id, 0, bad.worker, keccak256(sent), bytes(32), size, 0)
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()
     await step_until(world, job_id, Phase.PROPOSED)
 
@@ -251,7 +254,7 @@ async def test_when_no_update_lowers_the_loss_pay_is_by_checked_counts_only(
     config = tiny_config(
         data=DataSpec(shards=3, partition="k_classes", classes_per_client=1),
         learning_rate=5.0,
-        challenge_rate=0.0,
+        challenge_rate=0.001,  # never drawn here, and enough for cheating not to pay
     )
     world = await world_with(config)
     *honest, bad = [world.worker(0), world.worker(1), world.worker(2, claimed_samples=INFLATED)]
@@ -259,6 +262,7 @@ async def test_when_no_update_lowers_the_loss_pay_is_by_checked_counts_only(
     assert len({size_of(world, state, w) for w in honest}) == 2  # unequal shards
     trained = [(w, await w.train(job_id, 0)) for w in honest]
     await bad.train(job_id, 0)
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await step_until(world, job_id, Phase.PROPOSED)
 
     reason = (
@@ -278,7 +282,7 @@ async def test_when_no_update_lowers_the_loss_pay_is_by_checked_counts_only(
 async def test_a_copied_update_is_rejected_and_never_counted_twice(
     world_with: WorldOf, kind: str
 ) -> None:
-    world = await world_with(tiny_config(challenge_rate=0.0))
+    world = await world_with(tiny_config(challenge_rate=0.001))
     workers = [world.worker(i) for i in range(3)]
     *honest, copier = workers
     job_id, state = await start(world, workers)
@@ -297,6 +301,7 @@ async def test_a_copied_update_is_rejected_and_never_counted_twice(
     world.market.commit(
         job_id, 0, copier.worker, keccak256(blob), bytes(32), size, loss_to_fixed(0.5)
     )
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await step_until(world, job_id, Phase.PROPOSED)
 
     proposed = await world.store.get_round(job_id, 0)
