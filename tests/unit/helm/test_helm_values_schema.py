@@ -197,6 +197,21 @@ def test_schema_violations_are_rejected_with_their_location(
             "coordinator: more than one replica needs a shared blob store",
             id="coordinator-replicas-without-shared-blobs",
         ),
+        pytest.param(
+            {"coordinator": {"blobStore": {"type": "s3"}}},
+            "coordinator.blobStore.s3.bucket: the s3 blob store needs an existing bucket",
+            id="s3-without-bucket",
+        ),
+        pytest.param(
+            {
+                "coordinator": {
+                    "persistence": {"enabled": True},
+                    "blobStore": {"type": "s3", "s3": {"bucket": "blobs"}},
+                }
+            },
+            "coordinator.persistence: with blobStore.type s3 the blobs are in the bucket",
+            id="s3-with-an-unused-volume",
+        ),
     ],
 )
 def test_inconsistent_values_fail_rendering_with_a_clear_message(
