@@ -23,6 +23,8 @@ from fedrelay.adapters.blobstore.s3 import (
 )
 from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.devnet.services import SeaweedS3
+from fedrelay.coordinator.process import open_blob_store
+from fedrelay.coordinator.settings import BlobStoreSettings, CoordinatorSettings
 from fedrelay.ports.blobs import COORDINATOR, POSTER, BlobCorrupt, BlobStore, BlobStoreUnavailable
 
 pytestmark = pytest.mark.integration
@@ -78,6 +80,20 @@ async def test_replicas_on_one_bucket_see_each_other_s_blobs(s3_server: SeaweedS
     await second.put(DATA, domain=POSTER)
     assert await first.domains(name) == {COORDINATOR, POSTER}
     await first.check()
+
+
+async def test_the_coordinator_s_settings_open_the_bucket(
+    s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = s3_server.create_bucket()
+    for name, value in s3_server.blob_store_env(bucket, "replicas").items():
+        monkeypatch.setenv(name, value)
+    store = open_blob_store(CoordinatorSettings(), BlobStoreSettings())
+    assert isinstance(store, S3BlobStore)
+    name = await store.put(DATA, domain=COORDINATOR)
+    head = s3_server.client().head_object(Bucket=bucket, Key=f"replicas/{name[:2]}/{name}")
+    assert head["ContentLength"] == len(DATA)
+    assert await store.get(name) == DATA
 
 
 async def test_a_stored_object_above_the_limit_is_corrupt(s3_server: SeaweedS3) -> None:
