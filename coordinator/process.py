@@ -1,11 +1,11 @@
 """The coordinator's composition root: the one module that meets the adapters.
 
-:func:`serve` builds the running coordinator from its settings (the ledger store, the file blob
-store, the EVM coordinator chain with the aggregator's key, the HTTP API and the health server)
-and runs it under the process contract of docs/operations.md section 1: SIGTERM or SIGINT
-drains the step in progress within ``FEDRELAY_DRAIN_SECONDS``. Everything else in
-:mod:`fedrelay.coordinator` sees only the ports, so it runs the same on an in-memory store and a
-simulated chain in tests.
+:func:`serve` builds the running coordinator from its settings (the ledger store, the blob store
+that :func:`open_blob_store` selects, the EVM coordinator chain with the aggregator's key, the
+HTTP API and the health server) and runs it under the process contract of docs/operations.md
+section 1: SIGTERM or SIGINT drains the step in progress within ``FEDRELAY_DRAIN_SECONDS``.
+Everything else in :mod:`fedrelay.coordinator` sees only the ports, so it runs the same on an
+in-memory store and a simulated chain in tests.
 """
 
 from __future__ import annotations
@@ -28,7 +28,13 @@ from fedrelay.adapters.telemetry.health import HealthServer
 from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.errors import CoordinatorError
 from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.settings import ApiSettings, ChainTarget, CoordinatorSettings
+from fedrelay.coordinator.settings import (
+    ApiSettings,
+    BlobStoreSettings,
+    ChainTarget,
+    CoordinatorSettings,
+)
+from fedrelay.ports.blobs import BlobStore
 from fedrelay.protocol.redact import redact_text, remember
 
 log = logging.getLogger("fedrelay.coordinator")
@@ -47,6 +53,30 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
+def open_blob_store(settings: CoordinatorSettings, where: BlobStoreSettings) -> BlobStore:
+    """The blob store ``FEDRELAY_BLOB_STORE`` selects: the directory store, or an S3 bucket.
+
+    Raises:
+        ValueError: The S3 credentials are half given.
+        OSError: A credentials file cannot be read.
+    """
+    if not where.is_s3:
+        return FileBlobStore(where.directory(settings.blob_dir))
+    from fedrelay.adapters.blobstore.s3 import S3BlobStore  # boto3: only S3 deployments load it
+
+    bucket, prefix = where.s3_location()
+    key_id, secret = where.s3_credentials()
+    remember(where.s3_endpoint_url)
+    return S3BlobStore(
+        bucket,
+        prefix=prefix,
+        endpoint_url=where.s3_endpoint_url,
+        region=where.s3_region,
+        access_key_id=key_id,
+        secret_access_key=secret,
+    )
+
+
 async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) -> None:
     """Run the coordinator service, its HTTP API and its health server until a signal.
 
@@ -62,7 +92,7 @@ async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) ->
     remember(settings.database_url, target.rpc_url)  # masked in every message of the process
     engine = create_engine(settings.database_url)
     store = LedgerCoordinatorStore(engine)
-    blobs = FileBlobStore(settings.blob_dir)
+    blobs = open_blob_store(settings, BlobStoreSettings())
     market = JobMarketContract(EvmChain(target.rpc_url), target.job_market)
     chain = EvmCoordinatorChain(market, Signer(key), target.finality)
     service = CoordinatorService(
@@ -94,9 +124,16 @@ async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) ->
         await chain.head()
         return True
 
-    health = HealthServer(
-        {"database": database_ready, "chain": chain_ready}, port=settings.health_port
-    )
+    checks = {"database": database_ready, "chain": chain_ready}
+    check_blobs = getattr(blobs, "check", None)
+    if check_blobs is not None:  # a remote store: ready only while its bucket answers
+
+        async def blobs_ready() -> bool:
+            await check_blobs()
+            return True
+
+        checks["blobs"] = blobs_ready
+    health = HealthServer(checks, port=settings.health_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
