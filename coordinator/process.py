@@ -70,26 +70,29 @@ class SchemaGate:
     async def wait(self, stop: asyncio.Event, interval: float) -> bool:
         """Check every ``interval`` seconds until the schema is current (True) or ``stop``.
 
-        A schema problem is logged once, at ERROR, with the command that fixes it; a ledger
+        The first schema problem is logged once, at ERROR, with the command that fixes it (the
+        readiness check's reason follows the schema as it changes, during an upgrade); a ledger
         that cannot be read is logged once per reason (the database check says it too).
         """
-        said: str | None = None
+        said = unreadable = False
         while not stop.is_set():
             try:
                 problem = await schema_problem(self._engine)
             except Exception as exc:  # away: the database readiness check reports it
                 problem = f"the ledger could not be read ({type(exc).__name__})"
-                if problem != said:
+                if problem != self.problem:
                     log.warning("coordinator not ready: %s: %s", problem, exc)
+                unreadable = True
             else:
                 if problem is None:
                     self.problem = None
-                    if said is not None:
+                    if said or unreadable:
                         log.info("the ledger's schema is current: starting")
                     return True
-                if problem != said:
+                if not said:
                     log.error("coordinator not ready: %s", problem)
-            said = self.problem = problem
+                said = True
+            self.problem = problem
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
         return False
