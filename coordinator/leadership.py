@@ -131,12 +131,12 @@ class Leadership:
         log.info("this replica (%s) leads: fencing token %d", self.holder, lease.token)
         self._report()
 
-    def _step_down(self, why: str) -> None:
+    def _step_down(self, why: str, level: int = logging.WARNING) -> None:
         lease, self._lease = self._lease, None
         self.leading.clear()
         self.following.set()
         if lease is not None:
-            log.warning("this replica (%s) no longer leads: %s", self.holder, why)
+            log.log(level, "this replica (%s) no longer leads: %s", self.holder, why)
         self._report()
 
     async def tick(self) -> None:
@@ -188,7 +188,7 @@ class Leadership:
         held = self._lease
         if held is None:
             return
-        self._step_down("it stopped and released the lease")
+        self._step_down("it stopped and released the lease", logging.INFO)
         try:
             await self._leases.release(held)
         except Exception as exc:  # it runs out on its own within lease_seconds
