@@ -1,10 +1,10 @@
 """The coordinator's composition root: the one module that meets the adapters.
 
-:func:`serve` builds the running coordinator from its settings (the ledger store, the file blob
-store, the leader lease in the ledger, the EVM coordinator chain with the aggregator's key fenced
-by that lease, the HTTP API and the health server) and runs it under the process contract of
-docs/operations.md section 1: SIGTERM or SIGINT drains the step in progress within
-``FEDRELAY_DRAIN_SECONDS``, then hands the lease over. Everything else in
+:func:`serve` builds the running coordinator from its settings (the ledger store, the blob store
+that :func:`open_blob_store` selects, the leader lease in the ledger, the EVM coordinator chain
+with the aggregator's key fenced by that lease, the HTTP API and the health server) and runs it
+under the process contract of docs/operations.md section 1: SIGTERM or SIGINT drains the step in
+progress within ``FEDRELAY_DRAIN_SECONDS``, then hands the lease over. Everything else in
 :mod:`fedrelay.coordinator` sees only the ports, so it runs the same on an in-memory store and a
 simulated chain in tests.
 
@@ -39,7 +39,13 @@ from fedrelay.coordinator.errors import CoordinatorError
 from fedrelay.coordinator.leadership import Leadership, lead
 from fedrelay.coordinator.metrics import coordinator_metrics
 from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.settings import ApiSettings, ChainTarget, CoordinatorSettings
+from fedrelay.coordinator.settings import (
+    ApiSettings,
+    BlobStoreSettings,
+    ChainTarget,
+    CoordinatorSettings,
+)
+from fedrelay.ports.blobs import BlobStore
 from fedrelay.protocol.redact import redact_text, remember
 
 log = logging.getLogger("fedrelay.coordinator")
@@ -107,6 +113,30 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
+def open_blob_store(settings: CoordinatorSettings, where: BlobStoreSettings) -> BlobStore:
+    """The blob store ``FEDRELAY_BLOB_STORE`` selects: the directory store, or an S3 bucket.
+
+    Raises:
+        ValueError: The S3 credentials are half given.
+        OSError: A credentials file cannot be read.
+    """
+    if not where.is_s3:
+        return FileBlobStore(where.directory(settings.blob_dir))
+    from fedrelay.adapters.blobstore.s3 import S3BlobStore  # boto3: only S3 deployments load it
+
+    bucket, prefix = where.s3_location()
+    key_id, secret = where.s3_credentials()
+    remember(where.s3_endpoint_url)
+    return S3BlobStore(
+        bucket,
+        prefix=prefix,
+        endpoint_url=where.s3_endpoint_url,
+        region=where.s3_region,
+        access_key_id=key_id,
+        secret_access_key=secret,
+    )
+
+
 async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) -> None:
     """Run the coordinator service, its HTTP API and its health server until a signal.
 
@@ -122,7 +152,7 @@ async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) ->
     remember(settings.database_url, target.rpc_url)  # masked in every message of the process
     engine = create_engine(settings.database_url)
     store = LedgerCoordinatorStore(engine)
-    blobs = FileBlobStore(settings.blob_dir)
+    blobs = open_blob_store(settings, BlobStoreSettings())
     leadership = Leadership(
         LedgerLeaderLease(engine, settings.lease_name),
         settings.replica_id(),
@@ -165,8 +195,17 @@ async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) ->
         await chain.head()
         return True
 
+    checks = {"database": database_ready, "schema": schema.ready, "chain": chain_ready}
+    check_blobs = getattr(blobs, "check", None)
+    if check_blobs is not None:  # a remote store: ready only while its bucket answers
+
+        async def blobs_ready() -> bool:
+            await check_blobs()
+            return True
+
+        checks["blobs"] = blobs_ready
     health = HealthServer(
-        {"database": database_ready, "schema": schema.ready, "chain": chain_ready},
+        checks,
         port=settings.health_port,
         details={"leadership": lambda: leadership.view().as_json()},
     )

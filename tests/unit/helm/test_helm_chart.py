@@ -64,7 +64,7 @@ def _expected_units(values: dict[str, Any]) -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize("values", [[], [PRODUCTION_VALUES]], ids=["default", "production"])
 def test_lint_strict_passes(helm: HelmRun, values: list[Any]) -> None:
-    args = ["lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
+    args = ["lint", "--strict", str(CHART)]
     for path in values:
         args += ["-f", str(path)]
     result = helm(*args)
@@ -237,6 +237,9 @@ def test_secrets_are_used_only_by_reference(release: Rendered) -> None:
         key_secrets |= {g["existingSecret"] for g in values["relayer"]["attest"]["guardians"]}
     if values["coordinator"]["signerKey"]["existingSecret"]:
         key_secrets.add(values["coordinator"]["signerKey"]["existingSecret"])
+    blob_store = values["coordinator"]["blobStore"]
+    if blob_store["type"] == "s3" and blob_store["s3"]["existingSecret"]:
+        key_secrets.add(blob_store["s3"]["existingSecret"])
     mounted: set[str] = set()
     pods = [d["spec"]["template"]["spec"] for d in release.of_kind("Deployment")]
     pods += [j["spec"]["template"]["spec"] for j in release.of_kind("Job")]
