@@ -2,7 +2,8 @@
 mid-round, the other takes the lease over and finishes the job as an undisturbed run does.
 
 Both replicas are real ``fedrelay coordinator run`` processes sharing the ledger (a database of
-its own on the harness's PostgreSQL), the blob store and the aggregator's key. Replica A starts
+its own on the harness's PostgreSQL), the blob store (a bucket of its own on the harness's
+S3-compatible server, SeaweedFS) and the aggregator's key. Replica A starts
 first and leads; replica B follows and serves the workers' API throughout (a follower serves the
 API from the shared ledger and blob store). The test plays the relayer (guardian-signed VAAs
 from the worker chain's peer) and the workers (SimulatedWorkers over B's HTTP API).
@@ -41,9 +42,9 @@ from test_coordinator_service_anvil import (  # the deployment fixtures of the c
     payouts,
 )
 
-from fedrelay.adapters.blobstore import FileBlobStore
+from fedrelay.adapters.blobstore.s3 import S3BlobStore
 from fedrelay.adapters.devnet.process import free_port
-from fedrelay.adapters.devnet.services import Postgres
+from fedrelay.adapters.devnet.services import Postgres, SeaweedS3
 from fedrelay.adapters.evm import JobSpec, JobStatus, RoundPhase
 from fedrelay.adapters.ledger import upgrade
 from fedrelay.coordinator.verification import JobWorkbench
@@ -76,11 +77,28 @@ async def _fresh_database(postgres: Postgres) -> str:
 class Replicas:
     """The coordinator replicas of one deployment: same ledger, blobs, key and lease."""
 
-    def __init__(self, d: Deployment, database: str, workdir: Path, stack: ExitStack) -> None:
+    def __init__(
+        self, d: Deployment, database: str, s3: SeaweedS3, workdir: Path, stack: ExitStack
+    ) -> None:
         self.deployment = d
         self.database = database
+        bucket = s3.create_bucket("failover")
+        self.blob_env = {  # what the chart sets from coordinator.blobStore and its Secret
+            "FEDRELAY_BLOB_STORE": f"s3://{bucket}/replicas",
+            "FEDRELAY_S3_ENDPOINT_URL": s3.endpoint_url,
+            "FEDRELAY_S3_REGION": s3.region,
+            "FEDRELAY_S3_ACCESS_KEY_ID": s3.access_key_id,
+            "FEDRELAY_S3_SECRET_ACCESS_KEY": s3.secret_access_key,
+        }
+        self.blobs = S3BlobStore(  # the poster's side: the job's model and configuration
+            bucket,
+            prefix="replicas",
+            endpoint_url=s3.endpoint_url,
+            region=s3.region,
+            access_key_id=s3.access_key_id,
+            secret_access_key=s3.secret_access_key,
+        )
         self.workdir = workdir
-        self.blob_dir = workdir / "blobs"
         self.key_file = workdir / "aggregator.key"
         self.key_file.write_text(d.anvil.private_keys[1] + "\n")
         self.api_ports: dict[str, int] = {}
@@ -98,7 +116,7 @@ class Replicas:
             "FEDRELAY_API_HOST": "127.0.0.1",
             "FEDRELAY_API_PORT": str(api),
             "FEDRELAY_HEALTH_PORT": str(health),
-            "FEDRELAY_BLOB_DIR": str(self.blob_dir),
+            **self.blob_env,
             "FEDRELAY_START_BLOCK": str(self.deployment.start_block),
             "FEDRELAY_COORDINATOR_ADMIN_TOKEN": TOKEN,
             "FEDRELAY_DRAIN_SECONDS": "10",
@@ -141,7 +159,7 @@ class Replicas:
         return SimulatedWorker(client, signer.worker, CONFIG, self.deployment.commit)
 
     async def post_job(self) -> int:
-        blobs = FileBlobStore(self.blob_dir)
+        blobs = self.blobs
         model = await blobs.put(encode_blob(JobWorkbench(CONFIG).initial_model()), domain=POSTER)
         config = await blobs.put(CONFIG.to_bytes(), domain=POSTER)
         spec = JobSpec(
@@ -214,13 +232,14 @@ def _coordinator_transactions(d: Deployment) -> Iterator[tuple[str, int, bool]]:
 async def test_leader_sigkilled_mid_round_the_follower_takes_over_and_completes_the_job(
     deployment: Deployment,  # noqa: F811
     postgres: Postgres,
+    s3_server: SeaweedS3,
     tmp_path: Path,
 ) -> None:
     d = deployment
     database = await _fresh_database(postgres)
     await asyncio.to_thread(upgrade, database)
     with ExitStack() as stack:
-        replicas = Replicas(d, database, tmp_path, stack)
+        replicas = Replicas(d, database, s3_server, tmp_path, stack)
         replicas.start("a")
         first = replicas.wait_role("a", "leader", 60)
         replicas.start("b")
