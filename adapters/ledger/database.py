@@ -205,7 +205,8 @@ async def schema_problem(engine: AsyncEngine) -> str | None:
 
     The ledger must be at the migrations' newest revision: a database without the schema, or
     one behind the migrations, gets a sentence that says so and names the command that fixes it
-    (``fedrelay db upgrade``). The database being away is no schema problem: it raises.
+    (``fedrelay db upgrade``). A revision these migrations do not know is a newer release's, and
+    usable (migrations are additive). The database being away is no schema problem: it raises.
 
     Raises:
         SQLAlchemyError: The database could not be read.
@@ -221,10 +222,9 @@ async def schema_problem(engine: AsyncEngine) -> str | None:
     if current == head:
         return None
     if current is not None and current not in known:
-        return (
-            f"the ledger's schema is at revision {current}, which this release does not know "
-            "(a newer release migrated it): run the release that did"
-        )
+        # A newer release migrated it: during a rolling upgrade the old pods keep running on the
+        # new schema, which migrations keep additive (docs/operations.md, "Upgrading").
+        return None
     if current is None:
         return "the ledger has no schema: run `fedrelay db upgrade`"
     return (
