@@ -18,6 +18,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
+from sqlalchemy import text
 
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.database import alembic_config
@@ -224,6 +225,16 @@ async def test_a_ledger_without_its_schema_is_not_ready_and_says_so_once(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert errors == ["coordinator not ready: the ledger has no schema: run `fedrelay db upgrade`"]
     assert "the ledger's schema is current: starting" in caplog.text
+
+
+async def test_a_schema_a_newer_release_migrated_is_used_as_it_is(ledger: str) -> None:
+    engine = create_engine(ledger)
+    async with engine.begin() as connection:  # the revision of a release after this one
+        await connection.execute(text("UPDATE alembic_version SET version_num = 'c999'"))
+    gate = SchemaGate(engine)
+    assert await asyncio.wait_for(gate.wait(asyncio.Event(), 0.01), 5) is True
+    assert await gate.ready()
+    await engine.dispose()
 
 
 def test_the_lease_must_be_renewed_within_itself(monkeypatch: pytest.MonkeyPatch) -> None:
