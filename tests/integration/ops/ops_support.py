@@ -66,7 +66,13 @@ def relayer_process(
 
 @contextmanager
 def coordinator_process(
-    rpc_url: str, job_market: str, key: str, workdir: Path, *, start_block: int = 0
+    rpc_url: str,
+    job_market: str,
+    key: str,
+    workdir: Path,
+    *,
+    start_block: int = 0,
+    migrate: bool = True,
 ) -> Iterator[Running]:
     """`fedrelay coordinator run` following `job_market` on `rpc_url`, with a SQLite ledger.
 
@@ -76,11 +82,13 @@ def coordinator_process(
         key: The aggregator's private key (0x hex), handed over in a file.
         workdir: Where the key, ledger, blobs and log go.
         start_block: Where to start following the chain.
+        migrate: Bring the ledger to the newest migration first (False: an empty ledger).
     """
     key_file = workdir / "aggregator.key"
     key_file.write_text(key + "\n")
     port, database = free_port(), f"sqlite+aiosqlite:///{workdir / 'coordinator.db'}"
-    upgrade(database)  # the chart's pre-install Job does this for the coordinator
+    if migrate:
+        upgrade(database)  # the chart's pre-install Job does this for the coordinator
     env = {
         **os.environ,
         "FEDRELAY_DATABASE_URL": database,
