@@ -112,15 +112,19 @@ helm_tool() {
   flags+=" -X $pkg/internal/version.gitTreeState=clean"
   flags+=" -X $pkg/pkg/lint/rules.k8sVersionMajor=$major -X $pkg/pkg/lint/rules.k8sVersionMinor=$minor"
   flags+=" -X $pkg/pkg/chartutil.k8sVersionMajor=$major -X $pkg/pkg/chartutil.k8sVersionMinor=$minor"
-  # `go version -m` reads the module version and the flags the binary was built with.
-  if [ -x "$TOOLS_BIN/helm" ] && go version -m "$TOOLS_BIN/helm" 2>/dev/null \
-      | grep -qE "^\s+mod\s+$pkg\s+$HELM_VERSION\s" \
-      && go version -m "$TOOLS_BIN/helm" | grep -qF -- "-ldflags=\"$flags\""; then
+  # A -trimpath build keeps no -ldflags in its build information: the stamp holds their hash,
+  # and the binary must report the pinned version and commit.
+  local h
+  h=$(echo "$flags" | sha256sum | cut -d' ' -f1)
+  if [ -x "$TOOLS_BIN/helm" ] && fresh helm "$h" \
+      && [ "$("$TOOLS_BIN/helm" version --template '{{.Version}} {{.GitCommit}}')" \
+           = "$HELM_VERSION $HELM_GIT_COMMIT" ]; then
     echo "    up to date"; return
   fi
   mkdir -p "$TOOLS_BIN"
   GOBIN="$TOOLS_BIN" go install -trimpath -ldflags "$flags" "$pkg/cmd/helm@$HELM_VERSION"
   "$TOOLS_BIN/helm" version
+  stamp helm "$h"
 }
 
 weed_tool() {
@@ -131,7 +135,7 @@ weed_tool() {
   local dir
   dir=$(module_dir "$WEED_MODULE@$WEED_VERSION")
   mkdir -p "$TOOLS_BIN"
-  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/weed" ./weed)
+  (cd "$dir" && go build -ldflags "-s -w" -o "$TOOLS_BIN/weed" ./weed)
   "$TOOLS_BIN/weed" version
   stamp weed "$WEED_VERSION"
 }

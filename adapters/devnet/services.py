@@ -578,6 +578,16 @@ class SeaweedS3(Service):
             ),
         )
 
+    def blob_store_env(self, bucket: str, prefix: str = "") -> dict[str, str]:
+        """The ``FEDRELAY_*`` variables that put a coordinator's blobs in ``bucket`` here."""
+        return {
+            "FEDRELAY_BLOB_STORE": f"s3://{bucket}/{prefix}",
+            "FEDRELAY_S3_ENDPOINT_URL": self.endpoint_url,
+            "FEDRELAY_S3_REGION": self.region,
+            "FEDRELAY_S3_ACCESS_KEY_ID": self.access_key_id,
+            "FEDRELAY_S3_SECRET_ACCESS_KEY": self.secret_access_key,
+        }
+
     def create_bucket(self, prefix: str = "fedrelay") -> str:
         """Create an empty bucket named ``<prefix>-<random>``; return its name."""
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,40}", prefix):
@@ -604,8 +614,11 @@ class SeaweedS3(Service):
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
             "-master.telemetry=false",
+            # Each bucket is a collection that takes several volumes of its own; volumes are
+            # sparse files, so many small ones cost little disk.
             "-master.volumeSizeLimitMB=64",
-            "-volume.max=16",
+            "-volume.max=1000",
+            "-volume.preStopSeconds=0",  # stop at once on SIGTERM (nothing to drain in tests)
             "-filer",
             "-s3",
             f"-s3.port={self.port}",
@@ -617,6 +630,12 @@ class SeaweedS3(Service):
             f"-s3.localSocket={self.workdir / 's3.sock'}",
         ]
         return argv + [f"-{flag}={port}" for flag, port in self._ports.items()]
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 3 s: weed's own shutdown waits out grace periods (about
+        15 s) that protect data no test keeps."""
+        if self._process is not None:
+            self._process.stop(timeout=3.0)
 
     def _ready(self) -> bool:
         if not port_open(self.port):

@@ -8,6 +8,7 @@ unreachable endpoint), each a clear error that never holds the secret key.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,16 @@ def s3_store(server: SeaweedS3, bucket: str, **overrides: Any) -> S3BlobStore:
     return S3BlobStore(bucket, **options)
 
 
+@pytest.fixture(scope="module")
+def shared_bucket(s3_server: SeaweedS3) -> str:
+    """One bucket for the contract's tests, each under a prefix of its own."""
+    return s3_server.create_bucket("contract")
+
+
 class TestS3BlobStore(BlobStoreContract):
     @pytest.fixture
-    def store(self, s3_server: SeaweedS3) -> S3BlobStore:
-        return s3_store(s3_server, s3_server.create_bucket(), prefix="blobs")
+    def store(self, s3_server: SeaweedS3, shared_bucket: str) -> S3BlobStore:
+        return s3_store(s3_server, shared_bucket, prefix=f"test-{uuid.uuid4().hex[:12]}")
 
     @pytest.fixture(autouse=True)
     def server(self, s3_server: SeaweedS3) -> None:

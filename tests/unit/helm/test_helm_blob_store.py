@@ -117,4 +117,4 @@ def test_a_bucket_name_s3_would_refuse_is_refused(helm: HelmRun, tmp_path: Path)
     )
     result = helm("template", RELEASE, str(CHART), "-f", str(override))
     assert result.returncode != 0
-    assert "coordinator.blobStore.s3.bucket" in result.stderr
+    assert "/coordinator/blobStore/s3/bucket" in result.stderr

@@ -10,6 +10,8 @@ import pytest
 import yaml
 from helm_support import CHART, KUBE_VERSION, PRODUCTION_VALUES, RELEASE, HelmRun, Rendered, render
 
+from fedrelay.adapters.devnet.toolchain import REPO_ROOT
+
 STAGE_COMPONENTS = {
     "relayer-watch",
     "relayer-attest",
@@ -60,6 +62,20 @@ def _expected_units(values: dict[str, Any]) -> set[tuple[str, str]]:
     if values["coordinator"]["enabled"]:
         units.add(("coordinator", ""))
     return units
+
+
+def test_helm_carries_the_version_information_of_its_release(helm: HelmRun) -> None:
+    """`make setup` stamps in what helm's release build does; without it helm would render for
+    Kubernetes 1.20, below the chart's kubeVersion, and every command here would need
+    --kube-version."""
+    setup = (REPO_ROOT / "tools" / "setup.sh").read_text()
+    pinned = re.search(r"^HELM_VERSION=(\S+)$", setup, re.MULTILINE)
+    commit = re.search(r"^HELM_GIT_COMMIT=([0-9a-f]{40})$", setup, re.MULTILINE)
+    assert pinned is not None
+    assert commit is not None
+    result = helm("version", "--template", "{{.Version}} {{.GitCommit}} {{.GitTreeState}}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [pinned.group(1), commit.group(1), "clean"]
 
 
 @pytest.mark.parametrize("values", [[], [PRODUCTION_VALUES]], ids=["default", "production"])
