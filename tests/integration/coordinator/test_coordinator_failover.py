@@ -83,13 +83,7 @@ class Replicas:
         self.deployment = d
         self.database = database
         bucket = s3.create_bucket("failover")
-        self.blob_env = {  # what the chart sets from coordinator.blobStore and its Secret
-            "FEDRELAY_BLOB_STORE": f"s3://{bucket}/replicas",
-            "FEDRELAY_S3_ENDPOINT_URL": s3.endpoint_url,
-            "FEDRELAY_S3_REGION": s3.region,
-            "FEDRELAY_S3_ACCESS_KEY_ID": s3.access_key_id,
-            "FEDRELAY_S3_SECRET_ACCESS_KEY": s3.secret_access_key,
-        }
+        self.blob_env = s3.blob_store_env(bucket, "replicas")  # as the chart sets them
         self.blobs = S3BlobStore(  # the poster's side: the job's model and configuration
             bucket,
             prefix="replicas",
