@@ -8,14 +8,17 @@ can check them (and fail with a clear message) before anything starts;
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedrelay.ports.blobs import DEFAULT_MAX_BLOB_BYTES
+from fedrelay.ports.leader_lease import DEFAULT_LEASE_NAME
 from fedrelay.protocol.job_config import JobConfig
 
 # The ledger's default database (fedrelay.adapters.ledger.database.DEFAULT_URL, which this
@@ -41,6 +44,26 @@ class CoordinatorSettings(BaseSettings):
     drain_seconds: float = 30.0
     poll_seconds: float = 1.0
     start_block: int = 0
+    # The leader lease (docs/operations.md, "Replicas and failover"): replicas sharing a ledger
+    # and a lease name share leadership; a dead leader is replaced within
+    # lease_seconds + lease_renew_seconds.
+    lease_name: str = Field(default=DEFAULT_LEASE_NAME, min_length=1, max_length=64)
+    lease_seconds: float = Field(default=10.0, gt=0)
+    lease_renew_seconds: float = Field(default=3.0, gt=0)
+    instance_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _renewed_within_the_lease(self) -> CoordinatorSettings:
+        if self.lease_renew_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"FEDRELAY_LEASE_RENEW_SECONDS ({self.lease_renew_seconds:g}) must be below "
+                f"FEDRELAY_LEASE_SECONDS ({self.lease_seconds:g}): the lease is renewed within it"
+            )
+        return self
+
+    def replica_id(self) -> str:
+        """This replica's id in the lease: ``FEDRELAY_INSTANCE_ID``, else host name and pid."""
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
 class JobLimits(BaseSettings):

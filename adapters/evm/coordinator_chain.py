@@ -2,13 +2,16 @@
 JobMarket.
 
 web3 is synchronous; every call runs in a worker thread so the service's event loop (and the
-HTTP API in the same process) keeps serving.
+HTTP API in the same process) keeps serving. Every transaction is sent inside the ``fence`` the
+composition root gives (the leader lease, :mod:`fedrelay.ports.leader_lease`): a replica that no
+longer leads has its transaction refused before it is signed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TypeVar, cast
 
 from web3.types import BlockIdentifier
@@ -66,7 +69,12 @@ class EvmCoordinatorChain:
     """JobMarket on an EVM chain, with the aggregator's key for the calls it sends."""
 
     def __init__(
-        self, market: JobMarketContract, aggregator: Signer, finality: str | int = "latest"
+        self,
+        market: JobMarketContract,
+        aggregator: Signer,
+        finality: str | int = "latest",
+        *,
+        fence: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> None:
         """Follow ``market``; send transactions as ``aggregator``.
 
@@ -75,7 +83,10 @@ class EvmCoordinatorChain:
             aggregator: The key JobMarket knows as its aggregator.
             finality: The block tag the service follows (``latest``, ``safe``, ``finalized``),
                 or a number of confirmations to stay behind the newest block.
+            fence: Entered around every transaction sent (raising refuses it before it is
+                signed); None: no fence (a single coordinator).
         """
+        self._fence = fence or (lambda: nullcontext())
         self._market = market
         self._signer = aggregator
         self._finality = finality
@@ -89,6 +100,10 @@ class EvmCoordinatorChain:
             raise ChainError(f"JobMarket refused the call: {exc}") from exc
         except EvmError as exc:
             raise ChainError(f"coordinator chain call failed: {exc}") from exc
+
+    async def _send(self, call: Callable[[], T]) -> T:
+        async with self._fence():
+            return await self._run(call)
 
     def _block(self, number: BlockIdentifier) -> BlockRef:
         block = self._market.chain.w3.eth.get_block(number)
@@ -241,7 +256,7 @@ class EvmCoordinatorChain:
         self, job_id: int, worker_chain: int, deadline: int, tasks: Sequence[Task]
     ) -> None:
         """See :meth:`CoordinatorChain.assign_tasks`."""
-        await self._run(
+        await self._send(
             lambda: self._market.assign_tasks(self._signer, job_id, worker_chain, deadline, tasks)
         )
 
@@ -253,7 +268,7 @@ class EvmCoordinatorChain:
             EvmRoundResult(r.worker.chain, r.worker.key, r.outcome, r.reward, r.slash)
             for r in results
         ]
-        await self._run(
+        await self._send(
             lambda: self._market.finalize_round(
                 self._signer, job_id, round_number, model_hash, entries
             )
@@ -261,4 +276,4 @@ class EvmCoordinatorChain:
 
     async def settle_round(self, job_id: int, round_number: int) -> None:
         """See :meth:`CoordinatorChain.settle_round`."""
-        await self._run(lambda: self._market.settle_round(self._signer, job_id, round_number))
+        await self._send(lambda: self._market.settle_round(self._signer, job_id, round_number))

@@ -157,3 +157,18 @@ class CoordinatorNonce(Base):
     worker_key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class CoordinatorLease(Base):
+    """The leader lease of a coordinator deployment (see ``fedrelay.ports.leader_lease``).
+
+    ``token`` is the fencing token: it grows by one each time the lease changes hands.
+    ``expires_at`` is in Unix milliseconds.
+    """
+
+    __tablename__ = "coordinator_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    token: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)

@@ -65,7 +65,10 @@ def _fail(message: str) -> typer.Exit:
 def _invalid_settings(exc: ValidationError) -> str:
     """What is wrong with the settings, naming variables, never quoting their values."""
     problems = "; ".join(
-        f"FEDRELAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        f"FEDRELAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+        if e["loc"]
+        else str(e["msg"])  # a rule over several settings names them itself
+        for e in exc.errors()
     )
     return f"invalid settings: {problems}"
 

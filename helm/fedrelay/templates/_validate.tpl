@@ -34,6 +34,9 @@ autoscaling bounds in order. Each failure names the value at fault.
 {{- fail (printf "coordinator.autoscaling: minReplicas (%d) is greater than maxReplicas (%d)" (int $a.minReplicas) (int $a.maxReplicas)) -}}
 {{- end -}}
 {{- $c := .Values.coordinator -}}
+{{- if ge (float64 $c.lease.renewSeconds) (float64 $c.lease.seconds) -}}
+{{- fail (printf "coordinator.lease.renewSeconds (%v) must be below coordinator.lease.seconds (%v): the lease is renewed within it" $c.lease.renewSeconds $c.lease.seconds) -}}
+{{- end -}}
 {{- $s3 := eq $c.blobStore.type "s3" -}}
 {{- if and $c.enabled $s3 (not $c.blobStore.s3.bucket) -}}
 {{- fail "coordinator.blobStore.s3.bucket: the s3 blob store needs an existing bucket" -}}

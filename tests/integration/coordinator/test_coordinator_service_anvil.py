@@ -500,7 +500,8 @@ def test_coordinator_process_serves_health_and_api_and_drains_on_sigterm(
 
         wait_until(ready, 60, "coordinator readiness", alive=lambda: process.poll() is None)
         readiness = httpx.get(f"http://127.0.0.1:{health_port}/readyz").json()
-        assert set(readiness["checks"]) == {"database", "chain"}
+        assert set(readiness["checks"]) == {"database", "schema", "chain"}
+        assert readiness["leadership"]["role"] == "leader"  # the only replica leads
         spec = httpx.get(f"http://127.0.0.1:{api_port}/openapi.json")
         assert spec.status_code == 200
         # The service follows the chain: a registration shows up in the ledger's worker list.
