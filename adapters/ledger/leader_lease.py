@@ -50,7 +50,7 @@ class LedgerLeaderLease:
         """The lease ``name`` in the ledger behind ``engine``.
 
         Args:
-            engine: The ledger (its schema at least at revision ``c004``).
+            engine: The ledger (its schema at least at revision ``c005``).
             name: Which lease: one per deployment; replicas sharing it share leadership.
             clock: Unix seconds now.
         """

@@ -1,7 +1,7 @@
 """coordinator leases: the leader lease its replicas share (holder, fencing token, expiry)
 
-Revision ID: c004
-Revises: c003
+Revision ID: c005
+Revises: c004
 Create Date: 2026-12-02
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "c004"
-down_revision: str | None = "c003"
+revision: str = "c005"
+down_revision: str | None = "c004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
