@@ -1,4 +1,5 @@
-"""Prometheus metrics of the coordinator: rounds per job, workers per round, payouts, failures.
+"""Prometheus metrics of the coordinator: rounds per job, workers per round, payouts, failures and
+which replica leads (:meth:`CoordinatorMetrics.leadership`).
 
 The service reports what it saved (:meth:`CoordinatorMetrics.observe_round`), what it settled
 (:meth:`CoordinatorMetrics.round_settled`) and the job steps and chain events that failed
@@ -60,6 +61,24 @@ class CoordinatorMetrics:
             ["event", "error"],
             registry=registry,
         )
+
+        self.leader = Gauge(
+            "fedrelay_coordinator_leader",
+            "1 while this replica holds the leader lease (steps rounds and signs), else 0.",
+            ["holder"],
+            registry=registry,
+        )
+        self.fencing_token = Gauge(
+            "fedrelay_coordinator_fencing_token",
+            "Fencing token of the leader lease as this replica last saw it (0: not seen yet).",
+            ["holder"],
+            registry=registry,
+        )
+
+    def leadership(self, holder: str, leading: bool, token: int) -> None:
+        """Report this replica's role (``holder``: its id) and the lease's fencing token."""
+        self.leader.labels(holder).set(1 if leading else 0)
+        self.fencing_token.labels(holder).set(token)
 
     def job_step_failed(self, job_id: int, error: str) -> None:
         """Count one failed step of job ``job_id`` (``error``: the exception's class name)."""

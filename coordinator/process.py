@@ -1,11 +1,17 @@
 """The coordinator's composition root: the one module that meets the adapters.
 
-:func:`serve` builds the running coordinator from its settings (the ledger store, the file blob
-store, the EVM coordinator chain with the aggregator's key, the HTTP API and the health server)
-and runs it under the process contract of docs/operations.md section 1: SIGTERM or SIGINT
-drains the step in progress within ``FEDRELAY_DRAIN_SECONDS``. Everything else in
+:func:`serve` builds the running coordinator from its settings (the ledger store, the blob store
+that :func:`open_blob_store` selects, the leader lease in the ledger, the EVM coordinator chain
+with the aggregator's key fenced by that lease, the HTTP API and the health server) and runs it
+under the process contract of docs/operations.md section 1: SIGTERM or SIGINT drains the step in
+progress within ``FEDRELAY_DRAIN_SECONDS``, then hands the lease over. Everything else in
 :mod:`fedrelay.coordinator` sees only the ports, so it runs the same on an in-memory store and a
 simulated chain in tests.
+
+Every replica serves the API from the shared ledger and blob store; only the replica holding the
+lease steps rounds and signs (:mod:`fedrelay.coordinator.leadership`). Nothing is stepped, and
+no lease taken, before the ledger's schema is the one this release needs: until then the process
+is not ready and says once, in its log and in ``/readyz``, to run ``fedrelay db upgrade``.
 """
 
 from __future__ import annotations
@@ -18,17 +24,28 @@ from collections.abc import Iterator
 
 import uvicorn
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fedrelay.adapters.blobstore import FileBlobStore
 from fedrelay.adapters.evm import EvmChain, JobMarketContract, Signer
 from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain
 from fedrelay.adapters.ledger import create_engine
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
-from fedrelay.adapters.telemetry.health import HealthServer
+from fedrelay.adapters.ledger.database import schema_problem
+from fedrelay.adapters.ledger.leader_lease import LedgerLeaderLease
+from fedrelay.adapters.telemetry.health import HealthServer, NotReady
 from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.errors import CoordinatorError
+from fedrelay.coordinator.leadership import Leadership, lead
+from fedrelay.coordinator.metrics import coordinator_metrics
 from fedrelay.coordinator.service import CoordinatorService
-from fedrelay.coordinator.settings import ApiSettings, ChainTarget, CoordinatorSettings
+from fedrelay.coordinator.settings import (
+    ApiSettings,
+    BlobStoreSettings,
+    ChainTarget,
+    CoordinatorSettings,
+)
+from fedrelay.ports.blobs import BlobStore
 from fedrelay.protocol.redact import redact_text, remember
 
 log = logging.getLogger("fedrelay.coordinator")
@@ -38,6 +55,55 @@ class CoordinatorFailed(CoordinatorError, RuntimeError):
     """The coordinator service stopped with an error (the message says which)."""
 
 
+class SchemaGate:
+    """Whether the ledger's schema is the one this release needs (checked until it is)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        """Check the ledger behind ``engine``."""
+        self._engine = engine
+        self.problem: str | None = "the ledger's schema is not checked yet"
+
+    async def ready(self) -> bool:
+        """The readiness check: passes once the schema is current.
+
+        Raises:
+            NotReady: The schema is missing, behind, or not checked yet (the reason says which).
+        """
+        if self.problem is not None:
+            raise NotReady(self.problem)
+        return True
+
+    async def wait(self, stop: asyncio.Event, interval: float) -> bool:
+        """Check every ``interval`` seconds until the schema is current (True) or ``stop``.
+
+        The first schema problem is logged once, at ERROR, with the command that fixes it (the
+        readiness check's reason follows the schema as it changes, during an upgrade); a ledger
+        that cannot be read is logged once per reason (the database check says it too).
+        """
+        said = unreadable = False
+        while not stop.is_set():
+            try:
+                problem = await schema_problem(self._engine)
+            except Exception as exc:  # away: the database readiness check reports it
+                problem = f"the ledger could not be read ({type(exc).__name__})"
+                if problem != self.problem:
+                    log.warning("coordinator not ready: %s: %s", problem, exc)
+                unreadable = True
+            else:
+                if problem is None:
+                    self.problem = None
+                    if said or unreadable:
+                        log.info("the ledger's schema is current: starting")
+                    return True
+                if not said:
+                    log.error("coordinator not ready: %s", problem)
+                said = True
+            self.problem = problem
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+        return False
+
+
 class EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handling: the coordinator process owns SIGTERM."""
 
@@ -45,6 +111,30 @@ class EmbeddedServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         """Leave the process's signal handlers alone."""
         yield
+
+
+def open_blob_store(settings: CoordinatorSettings, where: BlobStoreSettings) -> BlobStore:
+    """The blob store ``FEDRELAY_BLOB_STORE`` selects: the directory store, or an S3 bucket.
+
+    Raises:
+        ValueError: The S3 credentials are half given.
+        OSError: A credentials file cannot be read.
+    """
+    if not where.is_s3:
+        return FileBlobStore(where.directory(settings.blob_dir))
+    from fedrelay.adapters.blobstore.s3 import S3BlobStore  # boto3: only S3 deployments load it
+
+    bucket, prefix = where.s3_location()
+    key_id, secret = where.s3_credentials()
+    remember(where.s3_endpoint_url)
+    return S3BlobStore(
+        bucket,
+        prefix=prefix,
+        endpoint_url=where.s3_endpoint_url,
+        region=where.s3_region,
+        access_key_id=key_id,
+        secret_access_key=secret,
+    )
 
 
 async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) -> None:
@@ -62,17 +152,28 @@ async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) ->
     remember(settings.database_url, target.rpc_url)  # masked in every message of the process
     engine = create_engine(settings.database_url)
     store = LedgerCoordinatorStore(engine)
-    blobs = FileBlobStore(settings.blob_dir)
-    market = JobMarketContract(EvmChain(target.rpc_url), target.job_market)
-    chain = EvmCoordinatorChain(market, Signer(key), target.finality)
-    service = CoordinatorService(
-        chain,
-        store,
-        blobs,
-        chain_id=target.wormhole_chain,
-        start_block=settings.start_block,
-        poll_interval=settings.poll_seconds,
+    blobs = open_blob_store(settings, BlobStoreSettings())
+    leadership = Leadership(
+        LedgerLeaderLease(engine, settings.lease_name),
+        settings.replica_id(),
+        lease_seconds=settings.lease_seconds,
+        renew_seconds=settings.lease_renew_seconds,
+        metrics=coordinator_metrics(),
     )
+    market = JobMarketContract(EvmChain(target.rpc_url), target.job_market)
+    chain = EvmCoordinatorChain(market, Signer(key), target.finality, fence=leadership.fence)
+
+    def service() -> CoordinatorService:  # one per term as leader: it resumes from the ledger
+        return CoordinatorService(
+            chain,
+            store,
+            blobs,
+            chain_id=target.wormhole_chain,
+            start_block=settings.start_block,
+            poll_interval=settings.poll_seconds,
+        )
+
+    schema = SchemaGate(engine)
     api = create_app(store, blobs, admin_token=ApiSettings().resolved_admin_token())
     api_server = EmbeddedServer(
         uvicorn.Config(
@@ -94,15 +195,38 @@ async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) ->
         await chain.head()
         return True
 
+    checks = {"database": database_ready, "schema": schema.ready, "chain": chain_ready}
+    check_blobs = getattr(blobs, "check", None)
+    if check_blobs is not None:  # a remote store: ready only while its bucket answers
+
+        async def blobs_ready() -> bool:
+            await check_blobs()
+            return True
+
+        checks["blobs"] = blobs_ready
     health = HealthServer(
-        {"database": database_ready, "chain": chain_ready}, port=settings.health_port
+        checks,
+        port=settings.health_port,
+        details={"leadership": lambda: leadership.view().as_json()},
     )
     stop = asyncio.Event()
+
+    async def coordinate() -> None:
+        if not await schema.wait(stop, max(settings.poll_seconds, 1.0)):
+            return
+        keep = asyncio.Event()  # the lease is kept until the service drained
+        keeper = asyncio.create_task(leadership.run(keep), name="lease")
+        try:
+            await lead(leadership, service, stop)
+        finally:
+            keep.set()
+            await keeper
+
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    running = asyncio.create_task(service.run(stop), name="coordinator")
+    running = asyncio.create_task(coordinate(), name="coordinator")
     servers = [
         asyncio.create_task(api_server.serve(), name="api"),
         asyncio.create_task(health.serve(), name="health"),

@@ -12,7 +12,8 @@ registered worker, or run a worker's bytes as a configuration. Hence:
   coordinator published, which the job merely starts from);
 * the configuration must parse and stay within the operator's
   :class:`~fedrelay.coordinator.settings.JobLimits`, checked from the numbers alone (nothing is
-  built before);
+  built before), and its slash times its detection probability must cover the reward per round
+  (else cheating would pay);
 * only a job that passes both is opened, and only then are its two blobs published (served by
   ``GET /v1/blobs/{name}``). A refused job publishes nothing.
 
@@ -67,7 +68,9 @@ async def admit_job(
 
     Raises:
         JobUnusable: The model or configuration is missing or not the poster's, the
-            configuration is invalid or beyond a limit (with its numbers), or the job asks for
+            configuration is invalid or beyond a limit (with its numbers), its slash times its
+            detection probability is below its reward per round (cheating would pay, see
+            :meth:`~fedrelay.protocol.job_config.JobConfig.cheating_pays`), or the job asks for
             more workers per round than its data has shards.
     """
     config_name = job.config_hash.hex()
@@ -85,6 +88,9 @@ async def admit_job(
             "shards in its configuration"
         )
     await _check_origin(blobs, store, job.model_hash.hex(), "model")
+    pays = config.cheating_pays(job.reward_per_round, job.reward_decimals, job.rejected_slash)
+    if pays is not None:
+        raise JobUnusable(pays)
     return config
 
 

@@ -408,6 +408,7 @@ class CoordinatorService:
             found.transcript_root,
             found.num_samples,
             found.train_loss,
+            event.block,
         )
         await self._transition(
             event.job_id, event.round, CommitmentReceived(event.round, commitment, event.timestamp)

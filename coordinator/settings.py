@@ -8,13 +8,17 @@ can check them (and fail with a clear message) before anything starts;
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedrelay.ports.blobs import DEFAULT_MAX_BLOB_BYTES
+from fedrelay.ports.leader_lease import DEFAULT_LEASE_NAME
 from fedrelay.protocol.job_config import JobConfig
 
 # The ledger's default database (fedrelay.adapters.ledger.database.DEFAULT_URL, which this
@@ -40,6 +44,26 @@ class CoordinatorSettings(BaseSettings):
     drain_seconds: float = 30.0
     poll_seconds: float = 1.0
     start_block: int = 0
+    # The leader lease (docs/operations.md, "Replicas and failover"): replicas sharing a ledger
+    # and a lease name share leadership; a dead leader is replaced within
+    # lease_seconds + lease_renew_seconds.
+    lease_name: str = Field(default=DEFAULT_LEASE_NAME, min_length=1, max_length=64)
+    lease_seconds: float = Field(default=10.0, gt=0)
+    lease_renew_seconds: float = Field(default=3.0, gt=0)
+    instance_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _renewed_within_the_lease(self) -> CoordinatorSettings:
+        if self.lease_renew_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"FEDRELAY_LEASE_RENEW_SECONDS ({self.lease_renew_seconds:g}) must be below "
+                f"FEDRELAY_LEASE_SECONDS ({self.lease_seconds:g}): the lease is renewed within it"
+            )
+        return self
+
+    def replica_id(self) -> str:
+        """This replica's id in the lease: ``FEDRELAY_INSTANCE_ID``, else host name and pid."""
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
 class JobLimits(BaseSettings):
@@ -101,6 +125,79 @@ _LIMIT_FIELDS = (
     "max_checkpoints",
     "max_replay_steps",
 )
+
+
+class BlobStoreSettings(BaseSettings):
+    """Where the coordinator keeps its blobs (environment prefix ``FEDRELAY_``).
+
+    ``FEDRELAY_BLOB_STORE`` selects the store: unset (the embedded default) or
+    ``file://<path>``: the directory store at ``FEDRELAY_BLOB_DIR`` (or that path);
+    ``s3://<bucket>[/<prefix>]``: a bucket of an S3-compatible service, which replicas share,
+    with ``FEDRELAY_S3_*``: the endpoint URL (unset: AWS S3), the region, and the access key id
+    and secret key, each from its variable or a ``*_FILE`` (a mounted Secret). Without a key,
+    boto3's default chain applies (an instance or pod role).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FEDRELAY_", extra="ignore", frozen=True)
+
+    blob_store: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_access_key_id_file: Path | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_secret_access_key_file: Path | None = None
+
+    @field_validator("blob_store")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme == "s3" and parts.netloc and not parts.query and not parts.fragment:
+            return value
+        if parts.scheme == "file" and not parts.netloc and parts.path:
+            return value
+        raise ValueError(
+            "must be s3://<bucket>[/<prefix>] or file://<path> "
+            "(unset: the directory store at FEDRELAY_BLOB_DIR)"
+        )
+
+    @property
+    def is_s3(self) -> bool:
+        """Whether the blobs are in an S3 bucket."""
+        return self.blob_store is not None and self.blob_store.startswith("s3://")
+
+    def directory(self, default: Path) -> Path:
+        """The directory store's root: ``file://<path>``'s path, else ``default``."""
+        if self.blob_store is None or self.is_s3:
+            return default
+        return Path(urlsplit(self.blob_store).path)
+
+    def s3_location(self) -> tuple[str, str]:
+        """The bucket and key prefix of ``s3://<bucket>[/<prefix>]``."""
+        parts = urlsplit(self.blob_store or "")
+        return parts.netloc, parts.path.lstrip("/")
+
+    def s3_credentials(self) -> tuple[str | None, str | None]:
+        """The access key id and secret key, each from its variable or its file.
+
+        Raises:
+            ValueError: Only one of the two is given.
+            OSError: A file cannot be read.
+        """
+        key_id = self.s3_access_key_id
+        if key_id is None and self.s3_access_key_id_file is not None:
+            key_id = self.s3_access_key_id_file.read_text().strip()
+        secret = self.s3_secret_access_key.get_secret_value() if self.s3_secret_access_key else None
+        if secret is None and self.s3_secret_access_key_file is not None:
+            secret = self.s3_secret_access_key_file.read_text().strip()
+        if (key_id is None) != (secret is None):
+            raise ValueError(
+                "set both FEDRELAY_S3_ACCESS_KEY_ID(_FILE) and "
+                "FEDRELAY_S3_SECRET_ACCESS_KEY(_FILE), or neither"
+            )
+        return key_id or None, secret or None
 
 
 @dataclass(frozen=True)

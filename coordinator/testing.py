@@ -38,6 +38,10 @@ from fedrelay.ports.coordinator_chain import (
 from fedrelay.protocol.rounds import Fault, WorkerRef
 from fedrelay.protocol.wormhole import Outcome, Task, keccak256, task_id
 
+DEFAULT_REJECTED_SLASH = 100 * 10**8
+"""A posted job's slash of a rejection unless a test names one: large enough that cheating never
+pays under any test's challenge terms (the coordinator refuses a job where it does)."""
+
 
 class FakeClock:
     """Unix seconds that move only when told to."""
@@ -89,11 +93,17 @@ class FakeJobMarket:
         self.disputes: dict[tuple[int, int, WorkerRef], bytes | None] = {}
         self._mine()
 
-    def _mine(self) -> BlockRef:
+    def _mine(self, block_hash: bytes | None = None) -> BlockRef:
         number = len(self.blocks)
-        block = BlockRef(number, keccak256(b"fake block" + number.to_bytes(8, "big")), self._now)
+        if block_hash is None:
+            block_hash = keccak256(b"fake block" + number.to_bytes(8, "big"))
+        block = BlockRef(number, block_hash, self._now)
         self.blocks.append(block)
         return block
+
+    def mine(self, block_hash: bytes | None = None) -> BlockRef:
+        """Mine an empty block now, with ``block_hash`` if given (what its producer made)."""
+        return self._mine(block_hash)
 
     @property
     def _now(self) -> int:
@@ -111,7 +121,7 @@ class FakeJobMarket:
         reward_per_round: int,
         min_stake: int = 1,
         worker_chains: tuple[int, ...] = (4,),
-        rejected_slash: int = 0,
+        rejected_slash: int = DEFAULT_REJECTED_SLASH,
         missed_slash: int = 0,
     ) -> int:
         """Post a job (as a poster would); returns its id."""
@@ -240,6 +250,17 @@ class FakeJobMarket:
     async def block(self, number: int) -> BlockRef:
         """See :meth:`CoordinatorChain.block`."""
         return self.blocks[number]
+
+    async def first_block_after(self, timestamp: int, from_block: int) -> BlockRef | None:
+        """See :meth:`CoordinatorChain.first_block_after`.
+
+        The simulated chain also mines a block every second when idle: when the clock is past
+        ``timestamp`` and no block is, an empty block is mined now.
+        """
+        for block in self.blocks[from_block:]:
+            if block.timestamp > timestamp:
+                return block
+        return self._mine() if self._now > timestamp else None
 
     async def events(self, from_block: int, to_block: int) -> Sequence[ChainEvent]:
         """See :meth:`CoordinatorChain.events`."""

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
+from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres, SeaweedS3
 
 COORDINATOR_CHAIN_ID = 31337
 WORKER_CHAIN_ID = 31338
@@ -40,3 +40,10 @@ def postgres() -> Iterator[Postgres]:
 def kafka() -> Iterator[Kafka]:
     with Kafka() as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedS3]:
+    """An S3-compatible server (SeaweedFS) that checks credentials; tests make their buckets."""
+    with SeaweedS3() as server:
+        yield server

@@ -6,10 +6,14 @@
 #   python  .venv with the pinned Python dependencies (requirements.lock) and fedrelay itself
 #   npm     Foundry (anvil, forge), solcjs, Wormhole's TypeScript SDK from tools/npm's lockfile
 #   kafka   the Apache Kafka broker's jars from Maven Central through tools/kafka/pom.xml
-#   helm    helm built by `go install` at a pinned version into tools/bin
+#   helm    helm built by `go install` at a pinned version into tools/bin, with the version
+#           information helm's own release build stamps in (so it knows its Kubernetes version)
+#   weed    SeaweedFS's `weed` (the S3-compatible server of the blob-store tests) built from the Go
+#           module proxy at a pinned version into tools/bin
 #   flower  Flower (flwr) in its own site directory, tools/flower-site, for `fedrelay bench flower`
 #           (its pins conflict with the project's, so it is kept out of .venv)
-# Prints how long each phase took.
+# Prints how long each phase took. `tools/setup.sh PHASE...` runs only the phases named.
+# FEDRELAY_TOOLS_BIN puts helm and weed elsewhere than tools/bin (to try a build before using it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +23,12 @@ mkdir -p "$STAMPS"
 
 PYTHON=${PYTHON:-python3.11}
 HELM_VERSION=v3.19.0
+# The commit of helm's v3.19.0 tag, as its release binaries report it (`helm version`).
+HELM_GIT_COMMIT=3d8990f0836691f0229297773f3524598f46bda6
+# SeaweedFS publishes no tagged module versions; this pseudo-version is the pinned commit.
+WEED_MODULE=github.com/seaweedfs/seaweedfs
+WEED_VERSION=v0.0.0-20261109003541-7506e5f91cd6
+TOOLS_BIN=${FEDRELAY_TOOLS_BIN:-$ROOT/tools/bin}
 DEBIAN_PACKAGES=(clang-14 llvm-14 postgresql util-linux)
 PIP_VERSION=25.3
 
@@ -82,15 +92,52 @@ kafka_broker() {
   stamp kafka "$h"
 }
 
+# The directory of a module's source in the Go module cache (downloaded if needed).
+module_dir() {
+  go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
+}
+
 helm_tool() {
-  # `go version -m` reads the module version the binary was built from.
-  if [ -x tools/bin/helm ] && go version -m tools/bin/helm 2>/dev/null | grep -qE "^\s+mod\s+helm.sh/helm/v3\s+$HELM_VERSION\s"; then
+  # helm's Makefile stamps its version, commit and tree state, and the Kubernetes version it
+  # assumes without a cluster (the minor of its k8s.io/client-go, the major + 1), into
+  # internal/version, pkg/lint/rules and pkg/chartutil. Without them `helm template` renders for
+  # Kubernetes v1.20 and `helm lint` takes newer API versions for removed ones.
+  local k8s major minor pkg=helm.sh/helm/v3 flags
+  k8s=$(cd "$(module_dir "$pkg@$HELM_VERSION")" && go list -m -f '{{.Version}}' k8s.io/client-go)
+  k8s=${k8s#v}
+  major=$(( ${k8s%%.*} + 1 ))
+  minor=$(echo "$k8s" | cut -d. -f2)
+  flags="-w -s -X $pkg/internal/version.version=$HELM_VERSION"
+  flags+=" -X $pkg/internal/version.gitCommit=$HELM_GIT_COMMIT"
+  flags+=" -X $pkg/internal/version.gitTreeState=clean"
+  flags+=" -X $pkg/pkg/lint/rules.k8sVersionMajor=$major -X $pkg/pkg/lint/rules.k8sVersionMinor=$minor"
+  flags+=" -X $pkg/pkg/chartutil.k8sVersionMajor=$major -X $pkg/pkg/chartutil.k8sVersionMinor=$minor"
+  # A -trimpath build keeps no -ldflags in its build information: the stamp holds their hash,
+  # and the binary must report the pinned version and commit.
+  local h
+  h=$(echo "$flags" | sha256sum | cut -d' ' -f1)
+  if [ -x "$TOOLS_BIN/helm" ] && fresh helm "$h" \
+      && [ "$("$TOOLS_BIN/helm" version --template '{{.Version}} {{.GitCommit}}')" \
+           = "$HELM_VERSION $HELM_GIT_COMMIT" ]; then
     echo "    up to date"; return
   fi
-  mkdir -p tools/bin
-  GOBIN="$ROOT/tools/bin" go install \
-    -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  mkdir -p "$TOOLS_BIN"
+  GOBIN="$TOOLS_BIN" go install -trimpath -ldflags "$flags" "$pkg/cmd/helm@$HELM_VERSION"
+  "$TOOLS_BIN/helm" version
+  stamp helm "$h"
+}
+
+weed_tool() {
+  if [ -x "$TOOLS_BIN/weed" ] && fresh weed "$WEED_VERSION"; then echo "    up to date"; return; fi
+  # `go install $WEED_MODULE/weed@$WEED_VERSION` is refused: the module's go.mod has a replace
+  # directive, which only a main module may have. So build it as the main module, from its own
+  # source and go.sum in the module cache (the flags of its Makefile).
+  local dir
+  dir=$(module_dir "$WEED_MODULE@$WEED_VERSION")
+  mkdir -p "$TOOLS_BIN"
+  (cd "$dir" && go build -ldflags "-s -w" -o "$TOOLS_BIN/weed" ./weed)
+  "$TOOLS_BIN/weed" version
+  stamp weed "$WEED_VERSION"
 }
 
 flower_site() {
@@ -103,13 +150,23 @@ flower_site() {
   stamp flower "$h"
 }
 
+declare -A PHASES=(
+  [debian]=debian [python]=python_env [npm]=npm_tools [kafka]=kafka_broker [helm]=helm_tool
+  [weed]=weed_tool [flower]=flower_site
+)
+ORDER=(debian python npm kafka helm weed flower)
+selected=("$@")
+[ ${#selected[@]} -gt 0 ] || selected=("${ORDER[@]}")
+for name in "${selected[@]}"; do
+  [ -n "${PHASES[$name]:-}" ] || { echo "setup: no phase '$name' (phases: ${ORDER[*]})" >&2; exit 2; }
+done
+
 total_start=$(date +%s.%N)
-phase debian debian
-phase python python_env
-phase npm npm_tools
-phase kafka kafka_broker
-phase helm helm_tool
-phase flower flower_site
+for name in "${ORDER[@]}"; do
+  for wanted in "${selected[@]}"; do
+    [ "$name" = "$wanted" ] && phase "$name" "${PHASES[$name]}"
+  done
+done
 echo "==> setup timings"
 for t in "${TIMINGS[@]}"; do echo "    $t"; done
 awk -v a="$total_start" -v b="$(date +%s.%N)" 'BEGIN { printf "    %-7s %6.1fs\n", "total", b - a }'

@@ -1,7 +1,9 @@
 """Content-addressed blob storage: a blob's name is the keccak256 of its bytes (lowercase hex).
 
 The implementations of the :class:`fedrelay.ports.blobs.BlobStore` port: :class:`FileBlobStore`
-(default) and :class:`MemoryBlobStore`; the port's names and errors are re-exported here.
+(default) and :class:`MemoryBlobStore`; the port's names and errors are re-exported here. The
+S3-compatible store is :class:`fedrelay.adapters.blobstore.s3.S3BlobStore`, imported from its own
+module because it needs boto3 (the coordinator's extra), which other roles do not install.
 """
 
 from fedrelay.adapters.blobstore.store import FileBlobStore, MemoryBlobStore
@@ -14,6 +16,7 @@ from fedrelay.ports.blobs import (
     BlobNotFound,
     BlobStore,
     BlobStoreError,
+    BlobStoreUnavailable,
     BlobTooLarge,
     InvalidBlobDomain,
     InvalidBlobName,
@@ -32,6 +35,7 @@ __all__ = [
     "BlobNotFound",
     "BlobStore",
     "BlobStoreError",
+    "BlobStoreUnavailable",
     "BlobTooLarge",
     "FileBlobStore",
     "InvalidBlobDomain",

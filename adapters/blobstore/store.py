@@ -36,14 +36,26 @@ def _check_size(size: int, limit: int, what: str) -> None:
         raise BlobTooLarge(f"{what} is {size} bytes, above the limit of {limit} bytes")
 
 
-def _verified(name: str, data: bytes) -> bytes:
+def verified(name: str, data: bytes) -> bytes:
+    """Return ``data`` if it hashes to ``name``; the read-side check every store makes.
+
+    Raises:
+        BlobCorrupt: It does not.
+    """
     actual = blob_name(data)
     if actual != name:
         raise BlobCorrupt(f"stored blob {name} is corrupt: its bytes hash to {actual}")
     return data
 
 
-def _checked_upload(data: bytes, expected: str | None, limit: int) -> str:
+def checked_upload(data: bytes, expected: str | None, limit: int) -> str:
+    """The name of ``data`` after the write-side checks every store makes.
+
+    Raises:
+        BlobTooLarge: ``data`` is above ``limit`` bytes.
+        BlobHashMismatch: ``data`` does not hash to ``expected``.
+        InvalidBlobName: ``expected`` is not a well-formed name.
+    """
     _check_size(len(data), limit, "blob")
     name = blob_name(data)
     if expected is not None and check_name(expected) != name:
@@ -72,7 +84,7 @@ class MemoryBlobStore:
     async def put(self, data: bytes, expected: str | None = None, *, domain: str) -> str:
         """Store ``data`` for ``domain`` and return its name; see :meth:`BlobStore.put`."""
         check_domain(domain)
-        name = _checked_upload(data, expected, self._max_size)
+        name = checked_upload(data, expected, self._max_size)
         self._blobs[name] = bytes(data)
         self._domains.setdefault(name, set()).add(domain)
         return name
@@ -87,7 +99,7 @@ class MemoryBlobStore:
             data = self._blobs[check_name(name)]
         except KeyError:
             raise BlobNotFound(f"no blob named {name}") from None
-        return _verified(name, data)
+        return verified(name, data)
 
     async def exists(self, name: str) -> bool:
         """Whether a blob named ``name`` is stored."""
@@ -141,7 +153,7 @@ class FileBlobStore:
     async def put(self, data: bytes, expected: str | None = None, *, domain: str) -> str:
         """Store ``data`` for ``domain`` and return its name; see :meth:`BlobStore.put`."""
         check_domain(domain)
-        name = _checked_upload(data, expected, self._max_size)
+        name = checked_upload(data, expected, self._max_size)
         await asyncio.to_thread(self._write, name, bytes(data))
         await asyncio.to_thread(self._mark, name, domain)
         return name
@@ -193,7 +205,7 @@ class FileBlobStore:
                 data = handle.read()
         except FileNotFoundError:
             raise BlobNotFound(f"no blob named {name} under {self._root}") from None
-        return _verified(name, data)
+        return verified(name, data)
 
     def _write(self, name: str, data: bytes) -> None:
         path = self.path_of(name)

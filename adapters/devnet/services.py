@@ -1,4 +1,5 @@
-"""Real services on loopback: an anvil chain, a PostgreSQL cluster, a single-broker Kafka.
+"""Real services on loopback: an anvil chain, a PostgreSQL cluster, a single-broker Kafka, and
+an S3-compatible object store (SeaweedFS).
 
 Each service picks free ports, works in its own temporary directory, and is a context manager:
 
@@ -17,6 +18,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -513,3 +515,142 @@ class Kafka(Service):
 
     def _ready(self) -> bool:
         return port_open(self.port) and "Kafka Server started" in self.log_since_start()
+
+
+class SeaweedS3(Service):
+    """A SeaweedFS cluster in one process (`weed server -s3`): an S3-compatible server.
+
+    The blob store's S3 backend is tested against it. Its S3 gateway knows one identity, with an
+    access key id and a secret key made for this instance (:attr:`access_key_id`,
+    :attr:`secret_access_key`), and no anonymous one, so requests are really authenticated: a
+    wrong key is refused as it would be by any S3 service. Buckets are not created on upload;
+    :meth:`create_bucket` makes one. Telemetry and the side servers (Iceberg, Lance) are off.
+    Ready means a signed write and read of an object went through, so the volume servers are
+    registered, not only the gateway's port open.
+    """
+
+    name = "seaweedfs"
+    _READY_BUCKET = "fedrelay-ready"
+
+    def __init__(
+        self, *, workdir: Path | None = None, start_timeout: float = DEFAULT_START_TIMEOUT
+    ) -> None:
+        super().__init__(workdir, start_timeout)
+        self.port = free_port()
+        self._ports = {
+            flag: free_port()
+            for flag in (
+                "master.port",
+                "master.port.grpc",
+                "volume.port",
+                "volume.port.grpc",
+                "filer.port",
+                "filer.port.grpc",
+                "s3.port.grpc",
+            )
+        }
+        self.access_key_id = "fedrelay-test"
+        self.secret_access_key = secrets.token_hex(20)
+        self.region = "us-east-1"
+        self._identities = self.workdir / "s3-identities.json"
+
+    @property
+    def endpoint_url(self) -> str:
+        """The S3 endpoint (path-style addressing)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, *, secret_access_key: str | None = None, timeout: float = 10.0) -> Any:
+        """A boto3 S3 client of this server (with another secret key, to test refusals)."""
+        import boto3  # the coordinator's extra: only tests that use the server need it
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=secret_access_key or self.secret_access_key,
+            config=Config(
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries={"max_attempts": 1},
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def blob_store_env(self, bucket: str, prefix: str = "") -> dict[str, str]:
+        """The ``FEDRELAY_*`` variables that put a coordinator's blobs in ``bucket`` here."""
+        return {
+            "FEDRELAY_BLOB_STORE": f"s3://{bucket}/{prefix}",
+            "FEDRELAY_S3_ENDPOINT_URL": self.endpoint_url,
+            "FEDRELAY_S3_REGION": self.region,
+            "FEDRELAY_S3_ACCESS_KEY_ID": self.access_key_id,
+            "FEDRELAY_S3_SECRET_ACCESS_KEY": self.secret_access_key,
+        }
+
+    def create_bucket(self, prefix: str = "fedrelay") -> str:
+        """Create an empty bucket named ``<prefix>-<random>``; return its name."""
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,40}", prefix):
+            raise ValueError(f"a bucket prefix must be lower-case letters, digits or -: {prefix!r}")
+        bucket = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.client().create_bucket(Bucket=bucket)
+        return bucket
+
+    def _prepare(self) -> None:
+        identity = {
+            "name": "fedrelay",
+            "credentials": [{"accessKey": self.access_key_id, "secretKey": self.secret_access_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        self._identities.write_text(json.dumps({"identities": [identity]}))
+        self._identities.chmod(0o600)
+        (self.workdir / "data").mkdir(exist_ok=True)
+
+    def _argv(self) -> list[str]:
+        argv = [
+            str(toolchain.weed_binary()),
+            "server",
+            f"-dir={self.workdir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            # Each bucket is a collection that takes several volumes of its own; volumes are
+            # sparse files, so many small ones cost little disk.
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=1000",
+            "-volume.preStopSeconds=0",  # stop at once on SIGTERM (nothing to drain in tests)
+            "-filer",
+            "-s3",
+            f"-s3.port={self.port}",
+            f"-s3.config={self._identities}",
+            "-s3.autoCreateBucket=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-filer.localSocket={self.workdir / 'filer.sock'}",
+            f"-s3.localSocket={self.workdir / 's3.sock'}",
+        ]
+        return argv + [f"-{flag}={port}" for flag, port in self._ports.items()]
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 3 s: weed's own shutdown waits out grace periods (about
+        15 s) that protect data no test keeps."""
+        if self._process is not None:
+            self._process.stop(timeout=3.0)
+
+    def _ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = self.client(timeout=2.0)
+        try:
+            try:
+                client.create_bucket(Bucket=self._READY_BUCKET)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise
+            client.put_object(Bucket=self._READY_BUCKET, Key="probe", Body=b"ready")
+            body = client.get_object(Bucket=self._READY_BUCKET, Key="probe")["Body"]
+            return bool(body.read() == b"ready")
+        except (BotoCoreError, ClientError):
+            return False

@@ -1,9 +1,10 @@
 """Where the project's installed tools live.
 
 `make setup` installs every external tool into this repository (see the Makefile): Foundry and
-solcjs under `tools/npm/node_modules`, the Kafka broker's jars under `tools/kafka/libs`, helm under
-`tools/bin`. PostgreSQL and clang come from Debian. Each lookup raises `ToolNotFoundError` naming
-the command that installs the missing tool, instead of failing later with a bare ENOENT.
+solcjs under `tools/npm/node_modules`, the Kafka broker's jars under `tools/kafka/libs`, helm and
+SeaweedFS's `weed` (the S3-compatible server) under `tools/bin`. PostgreSQL and clang come from
+Debian. Each lookup raises `ToolNotFoundError` naming the command that installs the missing tool,
+instead of failing later with a bare ENOENT.
 """
 
 from __future__ import annotations
@@ -91,5 +92,16 @@ def postgres_bindir() -> Path:
     raise ToolNotFoundError("PostgreSQL server binaries not found; run `make setup` first")
 
 
+def _tools_bin(name: str) -> Path:
+    """``tools/bin/<name>``, or the file ``FEDRELAY_<NAME>`` names (a build under test)."""
+    override = os.environ.get(f"FEDRELAY_{name.upper()}")
+    return _require(Path(override) if override else TOOLS_DIR / "bin" / name, name)
+
+
 def helm_binary() -> Path:
-    return _require(TOOLS_DIR / "bin" / "helm", "helm")
+    return _tools_bin("helm")
+
+
+def weed_binary() -> Path:
+    """SeaweedFS's `weed`, which the tests run as their S3-compatible server."""
+    return _tools_bin("weed")

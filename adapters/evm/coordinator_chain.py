@@ -6,18 +6,21 @@ JobMarket's stake events name workers and tasks by id (``StakeUpdated(workerId, 
 passed on with the ids, and the service resolves them against the workers and rounds it knows.
 
 web3 is synchronous; every call runs in a worker thread so the service's event loop (and the
-HTTP API in the same process) keeps serving.
+HTTP API in the same process) keeps serving. Every transaction is sent inside the ``fence`` the
+composition root gives (the leader lease, :mod:`fedrelay.ports.leader_lease`): a replica that no
+longer leads has its transaction refused before it is signed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TypeVar, cast
 
 from web3.types import BlockIdentifier
 
-from fedrelay.adapters.evm import ContractRevert, EvmError, JobMarketContract, Signer
+from fedrelay.adapters.evm import ContractRevert, EvmChain, EvmError, JobMarketContract, Signer
 from fedrelay.adapters.evm.events import ContractEvent
 from fedrelay.adapters.evm.market import JobStatus, TaskState
 from fedrelay.adapters.evm.market import RoundResult as EvmRoundResult
@@ -41,17 +44,46 @@ from fedrelay.ports.coordinator_chain import (
     WorkerJoined,
     WorkerResult,
 )
+from fedrelay.protocol.challenges import NATIVE_DECIMALS
 from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import Task, task_id
 
 T = TypeVar("T")
+
+_ERC20_DECIMALS = [
+    {
+        "type": "function",
+        "name": "decimals",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "uint8"}],
+    }
+]
+
+
+def token_decimals(chain: EvmChain, token: str) -> int:
+    """A reward token's decimals: 18 for the native token (address zero), else the ERC-20's
+    ``decimals()``.
+
+    Raises:
+        EvmError: The token cannot be read.
+    """
+    if int(token, 16) == 0:
+        return NATIVE_DECIMALS
+    erc20 = chain.w3.eth.contract(address=chain.w3.to_checksum_address(token), abi=_ERC20_DECIMALS)
+    return int(chain.call(erc20.functions.decimals()))
 
 
 class EvmCoordinatorChain:
     """JobMarket on an EVM chain, with the aggregator's key for the calls it sends."""
 
     def __init__(
-        self, market: JobMarketContract, aggregator: Signer, finality: str | int = "latest"
+        self,
+        market: JobMarketContract,
+        aggregator: Signer,
+        finality: str | int = "latest",
+        *,
+        fence: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> None:
         """Follow ``market``; send transactions as ``aggregator``.
 
@@ -60,11 +92,15 @@ class EvmCoordinatorChain:
             aggregator: The key JobMarket knows as its aggregator.
             finality: The block tag the service follows (``latest``, ``safe``, ``finalized``),
                 or a number of confirmations to stay behind the newest block.
+            fence: Entered around every transaction sent (raising refuses it before it is
+                signed); None: no fence (a single coordinator).
         """
+        self._fence = fence or (lambda: nullcontext())
         self._market = market
         self._signer = aggregator
         self._finality = finality
         self._timestamps: dict[int, int] = {}
+        self._token_decimals: dict[str, int] = {}
 
     async def _run(self, call: Callable[[], T]) -> T:
         try:
@@ -73,6 +109,10 @@ class EvmCoordinatorChain:
             raise ChainError(f"JobMarket refused the call: {exc}") from exc
         except EvmError as exc:
             raise ChainError(f"coordinator chain call failed: {exc}") from exc
+
+    async def _send(self, call: Callable[[], T]) -> T:
+        async with self._fence():
+            return await self._run(call)
 
     def _block(self, number: BlockIdentifier) -> BlockRef:
         block = self._market.chain.w3.eth.get_block(number)
@@ -92,6 +132,24 @@ class EvmCoordinatorChain:
     async def block(self, number: int) -> BlockRef:
         """See :meth:`CoordinatorChain.block`."""
         return await self._run(lambda: self._block(number))
+
+    async def first_block_after(self, timestamp: int, from_block: int) -> BlockRef | None:
+        """See :meth:`CoordinatorChain.first_block_after` (a binary search over block numbers)."""
+        head = await self.head()
+        if head.timestamp <= timestamp:
+            return None
+
+        def search() -> BlockRef:
+            low, high = max(0, from_block), head.number  # the answer is in low..high
+            while low < high:
+                middle = (low + high) // 2
+                if self._timestamp(middle) > timestamp:
+                    high = middle
+                else:
+                    low = middle + 1
+            return self._block(low)
+
+        return await self._run(search)
 
     def _timestamp(self, number: int) -> int:
         if number not in self._timestamps:
@@ -177,6 +235,7 @@ class EvmCoordinatorChain:
                 config_hash=job.config_hash,
                 reward_per_round=job.reward_per_round,
                 worker_chains=chains,
+                reward_decimals=self._decimals(job.token),
                 rejected_slash=int(raw[11]),
                 missed_slash=int(raw[12]),
                 slash_mode=SlashMode(int(raw[13])),
@@ -185,6 +244,11 @@ class EvmCoordinatorChain:
             )
 
         return await self._run(read)
+
+    def _decimals(self, token: str) -> int:
+        if token not in self._token_decimals:
+            self._token_decimals[token] = token_decimals(self._market.chain, token)
+        return self._token_decimals[token]
 
     async def round(self, job_id: int, round_number: int) -> ChainRound:
         """See :meth:`CoordinatorChain.round`."""
@@ -238,7 +302,7 @@ class EvmCoordinatorChain:
         function = self._market.contract.functions.answerDispute(
             job_id, round_number, worker.chain, worker.key, evidence
         )
-        await self._run(lambda: self._market.chain.transact(self._signer, function))
+        await self._send(lambda: self._market.chain.transact(self._signer, function))
 
     async def max_batch(self, worker_chain: int) -> int:
         """See :meth:`CoordinatorChain.max_batch`."""
@@ -254,7 +318,7 @@ class EvmCoordinatorChain:
         self, job_id: int, worker_chain: int, deadline: int, tasks: Sequence[Task]
     ) -> None:
         """See :meth:`CoordinatorChain.assign_tasks`."""
-        await self._run(
+        await self._send(
             lambda: self._market.assign_tasks(self._signer, job_id, worker_chain, deadline, tasks)
         )
 
@@ -269,7 +333,7 @@ class EvmCoordinatorChain:
             )
             for r in results
         ]
-        await self._run(
+        await self._send(
             lambda: self._market.finalize_round(
                 self._signer, job_id, round_number, model_hash, entries
             )
@@ -277,4 +341,4 @@ class EvmCoordinatorChain:
 
     async def settle_round(self, job_id: int, round_number: int) -> None:
         """See :meth:`CoordinatorChain.settle_round`."""
-        await self._run(lambda: self._market.settle_round(self._signer, job_id, round_number))
+        await self._send(lambda: self._market.settle_round(self._signer, job_id, round_number))

@@ -89,6 +89,7 @@ class CoordinatorTask(Base):
     transcript_root: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     num_samples: Mapped[int | None] = mapped_column(BigInteger)
     train_loss: Mapped[int | None] = mapped_column(BigInteger)
+    committed_block: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class CoordinatorBlob(Base):
@@ -162,3 +163,18 @@ class CoordinatorNonce(Base):
     worker_key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class CoordinatorLease(Base):
+    """The leader lease of a coordinator deployment (see ``fedrelay.ports.leader_lease``).
+
+    ``token`` is the fencing token: it grows by one each time the lease changes hands.
+    ``expires_at`` is in Unix milliseconds.
+    """
+
+    __tablename__ = "coordinator_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    token: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)

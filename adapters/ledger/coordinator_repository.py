@@ -75,6 +75,7 @@ def _task_row(state: RoundState, assignment: Assignment) -> CoordinatorTask:
         transcript_root=commitment.transcript_root if commitment else None,
         num_samples=commitment.num_samples if commitment else None,
         train_loss=commitment.train_loss if commitment else None,
+        committed_block=commitment.block if commitment else None,
     )
 
 
@@ -88,6 +89,7 @@ def _assignment(row: CoordinatorTask) -> Assignment:
             row.transcript_root,
             int(row.num_samples or 0),
             int(row.train_loss or 0),
+            int(row.committed_block or 0),
         )
     return Assignment(
         worker,

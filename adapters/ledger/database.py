@@ -190,3 +190,44 @@ def downgrade(url: str, revision: str) -> None:
             raise _unreachable(url, "downgrading", exc) from None
         return
     raise LedgerError("downgrade() blocks; from async code call it with asyncio.to_thread")
+
+
+def _migrations() -> tuple[str | None, set[str]]:
+    """The newest revision of the ledger's migrations, and every revision they have."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
+    return scripts.get_current_head(), {script.revision for script in scripts.walk_revisions()}
+
+
+async def schema_problem(engine: AsyncEngine) -> str | None:
+    """Why the ledger behind `engine` cannot be used by this release, or None when it can.
+
+    The ledger must be at the migrations' newest revision: a database without the schema, or
+    one behind the migrations, gets a sentence that says so and names the command that fixes it
+    (``fedrelay db upgrade``). A revision these migrations do not know is a newer release's, and
+    usable (migrations are additive). The database being away is no schema problem: it raises.
+
+    Raises:
+        SQLAlchemyError: The database could not be read.
+        OSError: The database could not be reached.
+    """
+    from alembic.runtime.migration import MigrationContext
+
+    async with engine.connect() as conn:
+        current: str | None = await conn.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+    head, known = _migrations()
+    if current == head:
+        return None
+    if current is not None and current not in known:
+        # A newer release migrated it: during a rolling upgrade the old pods keep running on the
+        # new schema, which migrations keep additive (docs/operations.md, "Upgrading").
+        return None
+    if current is None:
+        return "the ledger has no schema: run `fedrelay db upgrade`"
+    return (
+        f"the ledger's schema is at revision {current}, this release needs {head}: "
+        "run `fedrelay db upgrade`"
+    )

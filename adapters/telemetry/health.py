@@ -6,7 +6,10 @@
   unauthenticated and bound to every interface, so each check's detail is a short reason
   (``unreachable (ConnectError)``), never an exception's text: that quotes the URL it failed on,
   with the password or API key in it. The full reason goes to the process's log (redacted, at
-  WARNING once each time a check starts failing for a new reason).
+  WARNING once each time a check starts failing for a new reason). A check that knows why it is
+  not ready, in words safe to show, raises :class:`NotReady`: its message is the detail, and the
+  check's owner logs it (once) itself. A process may add facts of its own to the answer
+  (``details``, e.g. the coordinator's role: leader or follower).
 - `/metrics` serves the Prometheus registry.
 
 The server runs inside the process's own event loop (`HealthServer.serve()` as a task).
@@ -27,6 +30,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from fedrelay.protocol.redact import redact_text
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+Detail = Callable[[], object]
+
+
+class NotReady(Exception):
+    """A readiness check's own reason, safe to show unauthenticated (no URL, no secret)."""
+
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,9 @@ async def _run_check(
     """Run one check; (passed, short reason). The reason never holds an exception's text."""
     try:
         ok = await asyncio.wait_for(check(), limit)
+    except NotReady as exc:
+        reasons.note(name, None)  # the check's owner said it in the log already
+        return False, str(exc)
     except TimeoutError:
         detail = f"no answer within {limit:g}s"
         reasons.note(name, detail)
@@ -67,8 +79,17 @@ def health_app(
     *,
     registry: CollectorRegistry = REGISTRY,
     check_timeout: float = 2.0,
+    details: Mapping[str, Detail] | None = None,
 ) -> FastAPI:
-    """The FastAPI app behind the three endpoints."""
+    """The FastAPI app behind the three endpoints.
+
+    Args:
+        checks: The readiness checks by name.
+        registry: What ``/metrics`` serves.
+        check_timeout: Seconds each check may take.
+        details: Facts ``/readyz`` adds to its answer, by key (each a JSON value).
+    """
+    facts = dict(details or {})
     app = FastAPI(title="fedrelay process health", docs_url=None, redoc_url=None)
     reasons = _Reasons()
 
@@ -87,7 +108,9 @@ def health_app(
             for n, (ok, detail) in zip(names, results, strict=True)
         }
         ready = all(ok for ok, _ in results)
-        return JSONResponse({"ready": ready, "checks": report}, status_code=200 if ready else 503)
+        body: dict[str, object] = {"ready": ready, "checks": report}
+        body.update({key: fact() for key, fact in facts.items()})
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -114,9 +137,10 @@ class HealthServer:
         host: str = "0.0.0.0",  # noqa: S104 - probes come from the kubelet, not loopback
         port: int = 8080,
         registry: CollectorRegistry = REGISTRY,
+        details: Mapping[str, Detail] | None = None,
     ) -> None:
         config = uvicorn.Config(
-            health_app(checks, registry=registry), host=host, port=port,
+            health_app(checks, registry=registry, details=details), host=host, port=port,
             log_level="warning", access_log=False, lifespan="off",
             log_config=None,  # uvicorn's lines go through the process's log format
         )  # fmt: skip

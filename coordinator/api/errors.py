@@ -7,6 +7,8 @@ store, the coordinator store, the round state machine) are mapped here, in one t
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,6 +19,7 @@ from fedrelay.ports.blobs import (
     BlobHashMismatch,
     BlobNotFound,
     BlobStoreError,
+    BlobStoreUnavailable,
     BlobTooLarge,
     InvalidBlobName,
 )
@@ -24,6 +27,8 @@ from fedrelay.ports.coordinator_store import Conflict, NotFound
 from fedrelay.protocol.api.schemas import ErrorBody
 from fedrelay.protocol.api.signing import AuthError, UnregisteredWorker
 from fedrelay.protocol.rounds import RoundError
+
+log = logging.getLogger("fedrelay.coordinator.api")
 
 
 class ApiError(CoordinatorError):
@@ -110,6 +115,7 @@ def _error_status(exc: Exception) -> int:
         (InvalidBlobName, status.HTTP_422_UNPROCESSABLE_CONTENT),
         (BlobNotFound, status.HTTP_404_NOT_FOUND),
         (BlobCorrupt, status.HTTP_500_INTERNAL_SERVER_ERROR),
+        (BlobStoreUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
         (Conflict, status.HTTP_409_CONFLICT),
         (NotFound, status.HTTP_404_NOT_FOUND),
         (RoundError, status.HTTP_409_CONFLICT),
@@ -120,7 +126,13 @@ def _error_status(exc: Exception) -> int:
 async def _refuse(request: Request, exc: Exception) -> JSONResponse:
     body = ErrorBody(error=type(exc).__name__, detail=str(exc))
     headers: dict[str, str] | None = None
-    if isinstance(exc, AdminUnauthorized):
+    if isinstance(exc, BlobStoreUnavailable):
+        # The operator's problem (the message names the endpoint and bucket): logged for them,
+        # not told to the worker, who only needs to try again.
+        log.warning("blob store unavailable: %s", exc)
+        body = ErrorBody(error="BlobStoreUnavailable", detail="the blob store is unavailable")
+        headers = {"Retry-After": "5"}
+    elif isinstance(exc, AdminUnauthorized):
         headers = {"WWW-Authenticate": "Bearer"}
     elif isinstance(exc, UploadRateExceeded):
         headers = {"Retry-After": str(exc.retry_after)}

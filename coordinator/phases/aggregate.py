@@ -2,13 +2,20 @@
 
 :meth:`RoundAggregation.work` is called on every step while a round aggregates. It
 
-1. checks each committed update against its on-chain commitment (a plain update blob, or the
-   masked input under secure aggregation); a mismatch or a missing upload is rejected and
-   slashed;
-2. (plain rounds) challenges the transcripts drawn from the round's seed and replays each answer;
-   the answer on the last segment opens the final checkpoint, whose model must be exactly the
-   committed update; a failed replay, an update that is not the transcript's final model, or no
-   answer by the deadline, is rejected and slashed;
+1. checks each committed count against the assigned shard's size (the data is published, so the
+   coordinator rebuilds every shard; a count a worker wrote never weighs or pays), and each
+   committed update against its on-chain commitment (a plain update blob, or the masked input,
+   whose count is checked too, under secure aggregation); a mismatch or a missing upload is
+   rejected and slashed;
+2. (plain rounds) challenges the transcripts drawn from the round's challenge seed and replays
+   each answer; the seed is the hash of the first coordinator-chain block after the round's
+   commitments closed, so the round waits (it does not fail) until that block exists. The answer
+   on segment 0 opens checkpoint 0, which must be the round's model at step 0 (the coordinator
+   builds it itself); the answer on the last segment opens the final checkpoint, whose model
+   must be exactly the committed update; a failed replay, a transcript that starts elsewhere, an
+   update that is not the transcript's final model, or no answer by the deadline, is rejected
+   and slashed; then every update that copies one committed earlier in the round
+   (:mod:`fedrelay.coordinator.copies`) is rejected and slashed;
 3. (secure rounds) decodes each worker's keys, masked input (of the model's length) and reveal
    on its own, rejecting and slashing the sender of one that does not decode; waits for the
    unmasking reveals and recovers the sum of the masked inputs;
@@ -53,6 +60,7 @@ from fedrelay.coordinator.aggregation import (
     Vector,
 )
 from fedrelay.coordinator.aggregation.configured import build_strategy
+from fedrelay.coordinator.copies import find_copies
 from fedrelay.coordinator.errors import CoordinatorError, JobUnusable
 from fedrelay.coordinator.evidence import publish_evidence, with_evidence
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
@@ -70,6 +78,7 @@ from fedrelay.coordinator.verification import (
     UpdateRejection,
     challenge_sample,
     check_final_checkpoint,
+    check_start_checkpoint,
     delta_of,
     malformed,
     read_update,
@@ -77,7 +86,8 @@ from fedrelay.coordinator.verification import (
 from fedrelay.ports.blobs import COORDINATOR, BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import ChainRoundPhase, WorkerResult
 from fedrelay.ports.coordinator_store import CoordinatorStore, RoundReport
-from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.challenges import Challenge, challenge_seed
+from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.merkle import decode_proof
 from fedrelay.protocol.rounds import (
     AggregateProposed,
@@ -93,6 +103,7 @@ from fedrelay.protocol.secagg import SecureAggregationError
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import (
     BlobError,
+    ModelTensors,
     SegmentOpening,
     TrainingError,
     Verdict,
@@ -154,13 +165,17 @@ def server_state_of(blob: bytes) -> ServerState:
     return ServerState(int(tensors["rounds"][0]), slots)
 
 
-def _summable(assignment: Assignment, screened: Screened) -> bool:
-    """Whether a survivor's masked input can be in the sum: it decoded, its keys did, and it is
-    the committed one (a worker rejected only for its reveal is summed like a silent one)."""
+def _summable(assignment: Assignment, screened: Screened, sizes: dict[bytes, int]) -> bool:
+    """Whether a survivor's masked input can be in the sum: it decoded, its keys did, it counts
+    its assigned shard's examples, and it is the committed one (a worker rejected only for its
+    reveal, or only for the count it wrote on chain, is summed like a silent one: its input
+    carries the checked weight)."""
     worker = assignment.worker
     data = screened.masked_bytes.get(worker)
+    masked = screened.masked.get(worker)
     return (
-        worker in screened.masked
+        masked is not None
+        and masked.num_examples == sizes.get(worker.worker_id)
         and worker in screened.adverts
         and data is not None
         and assignment.commitment is not None
@@ -183,6 +198,7 @@ class RoundAggregation:
         self._store = store
         self._blobs = blobs
         self._verdicts: dict[str, Verdict] = {}
+        self._starts: dict[bytes, bytes] = {}
 
     async def work(
         self, state: RoundState, report: RoundReport, now: int
@@ -217,11 +233,13 @@ class RoundAggregation:
         layout = ParameterLayout.of(model)
         params = layout.flatten(model)
         slash = self._context.job.rejected_slash  # the on-chain policy's amount
+        sizes = await asyncio.to_thread(self._assigned_sizes, state)
+        state = await self._check_counts(state, sizes, slash, now)
 
         trained: dict[bytes, Vector] = {}
         screened = Screened()
         if config.secure_aggregation:
-            state, screened = await self._check_secure(state, params.shape[0], slash, now)
+            state, screened = await self._check_secure(state, params.shape[0], sizes, slash, now)
         else:
             uploads = await self._store.updates(state.job_id, state.round)
             for a in state.with_status(TaskStatus.COMMITTED):
@@ -233,21 +251,24 @@ class RoundAggregation:
                     )
                 except UpdateRejection as exc:
                     state = await self._reject(state, a.worker, str(exc), slash, now)
-            state, pending = await self._challenge(state, report, closed_at, now)
+            state, pending = await self._challenge(state, report, closed_at, now, model)
             if pending:
                 return state, None
+            state = await self._reject_copies(state, trained, params, slash, now)
 
         previous = await self._store.report(state.job_id, state.round - 1) if state.round else None
         server_blob = await self._blob(previous.server_state if previous else None)
         server_state = server_state_of(server_blob) if server_blob else ServerState()
         if config.secure_aggregation:
             combined = await self._combine_secure(
-                state, screened, params, server_state, closed_at, now
+                state, screened, sizes, params, server_state, closed_at, now
             )
             if combined is None:
                 return state, None
         else:
-            combined = await self._combine_plain(state, layout, params, server_state, trained)
+            combined = await self._combine_plain(
+                state, layout, params, server_state, trained, sizes
+            )
         new_params, server_state, scores, note = combined
 
         new_model = layout.unflatten(new_params)
@@ -285,8 +306,10 @@ class RoundAggregation:
         params: Vector,
         server_state: ServerState,
         trained: dict[bytes, Vector],
+        sizes: dict[bytes, int],
     ) -> tuple[Vector, ServerState, dict[str, float], str]:
-        """Aggregate the accepted updates; score each by held-out loss reduction."""
+        """Aggregate the accepted updates weighted by their assigned shard sizes; score each by
+        held-out loss reduction (and, by ``sample_weight``, by those checked sizes)."""
         committed = state.with_status(TaskStatus.COMMITTED)
         if not committed:
             return params, server_state, {}, "no accepted update: the model is kept unchanged"
@@ -295,7 +318,7 @@ class RoundAggregation:
             ClientUpdate(
                 a.worker.worker_id.hex(),
                 delta_of(trained[a.worker.worker_id], params),
-                max(1, a.commitment.num_samples if a.commitment else 1),
+                max(1, sizes[a.worker.worker_id]),
             )
             for a in committed
         ]
@@ -303,7 +326,7 @@ class RoundAggregation:
             result = build_strategy(config).aggregate_fit(params, updates, server_state)
         except AggregationError as exc:
             # The inputs were checked one by one; a rule refusing them together is the round's
-            # failure, not a worker's. Verified work is paid by sample count.
+            # failure, not a worker's. Verified work is paid by its assigned shard size.
             log.error("job %d round %d: aggregation failed: %s", state.job_id, state.round, exc)
             scores = {u.client_id: float(u.num_examples) for u in updates}
             return params, server_state, scores, f"aggregation failed: {exc}"
@@ -312,8 +335,8 @@ class RoundAggregation:
         samples = {u.client_id: u.num_examples for u in updates}
         scores = mix_with_samples(raw, samples, config.sample_weight)
         if not any(scores.values()):
-            # Verified work that happened not to lower the held-out loss is still paid, by
-            # sample count.
+            # Verified work that happened not to lower the held-out loss is still paid, by its
+            # assigned shard size (never by a count the worker wrote).
             scores = {k: float(v) for k, v in samples.items()}
         return result.params, result.state, scores, ""
 
@@ -321,25 +344,27 @@ class RoundAggregation:
         self,
         state: RoundState,
         screened: Screened,
+        sizes: dict[bytes, int],
         params: Vector,
         server_state: ServerState,
         closed_at: int,
         now: int,
     ) -> tuple[Vector, ServerState, dict[str, float], str] | None:
-        """Unmask the sum and aggregate it; scores by sample count (individual updates are
-        hidden). None while reveals are awaited."""
+        """Unmask the sum and aggregate it. None while reveals are awaited.
+
+        Individual updates are hidden, so the accepted workers are paid in proportion to their
+        assigned shard sizes, the counts their masked inputs were checked against (see
+        docs/learning.md, "Pay under secure aggregation").
+        """
         committed = state.with_status(TaskStatus.COMMITTED)
         if not committed:
             return params, server_state, {}, "no accepted update: the model is kept unchanged"
         config = self._context.config
-        samples = {
-            a.worker.worker_id.hex(): float(a.commitment.num_samples if a.commitment else 0)
-            for a in committed
-        }
+        samples = {a.worker.worker_id.hex(): float(sizes[a.worker.worker_id]) for a in committed}
         scores = samples if any(samples.values()) else dict.fromkeys(samples, 1.0)
         survivors = set(screened.masked_bytes)
         if any(
-            a.worker in survivors and not _summable(a, screened)
+            a.worker in survivors and not _summable(a, screened, sizes)
             for a in state.with_status(TaskStatus.SLASHED)
         ):
             # The survivors were published with it: the others revealed its self-mask, not the
@@ -385,11 +410,50 @@ class RoundAggregation:
         except BlobStoreError:
             return None
 
+    def _assigned_sizes(self, state: RoundState) -> dict[bytes, int]:
+        """The number of examples of each assigned task's shard, by worker id: the only counts
+        that weigh an update or pay for it (the data is published, so the coordinator rebuilds
+        every shard exactly as the worker does)."""
+        workbench = self._context.workbench
+        return {a.worker.worker_id: len(workbench.shard(a.shard)) for a in state.assignments}
+
+    async def _check_counts(
+        self, state: RoundState, sizes: dict[bytes, int], slash: int, now: int
+    ) -> RoundState:
+        """Reject and slash each committed worker whose committed ``num_samples`` is not its
+        assigned shard's size."""
+        for a in state.with_status(TaskStatus.COMMITTED):
+            assert a.commitment is not None
+            size = sizes[a.worker.worker_id]
+            if a.commitment.num_samples != size:
+                reason = (
+                    f"committed num_samples {a.commitment.num_samples}, but the assigned shard "
+                    f"{a.shard} has {size} examples"
+                )
+                state = await self._reject(state, a.worker, reason, slash, now)
+        return state
+
+    async def _reject_copies(
+        self, state: RoundState, trained: dict[bytes, Vector], params: Vector, slash: int, now: int
+    ) -> RoundState:
+        """Reject and slash every accepted update that copies an earlier-committed one
+        (:mod:`fedrelay.coordinator.copies`)."""
+        committed = state.with_status(TaskStatus.COMMITTED)
+        deltas = {
+            a.worker.worker_id: delta_of(trained[a.worker.worker_id], params)
+            for a in committed
+            if a.worker.worker_id in trained
+        }
+        for copy in find_copies(committed, deltas):
+            state = await self._reject(state, copy.worker, copy.reason, slash, now)
+        return state
+
     async def _check_secure(
-        self, state: RoundState, length: int, slash: int, now: int
+        self, state: RoundState, length: int, sizes: dict[bytes, int], slash: int, now: int
     ) -> tuple[RoundState, Screened]:
         """Reject each committed worker whose masked input is missing or not the committed one,
-        or whose keys, masked input or reveal do not decode; the messages, decoded."""
+        whose keys, masked input or reveal do not decode, or whose masked input counts other
+        than its assigned shard's examples; the messages, decoded."""
         workers = [a.worker for a in state.assignments]
         screened = await screen(self._store, state.job_id, state.round, workers, length)
         for a in state.with_status(TaskStatus.COMMITTED):
@@ -404,6 +468,11 @@ class RoundAggregation:
                 )
             elif a.worker in screened.faults:
                 reason = screened.faults[a.worker]
+            elif screened.masked[a.worker].num_examples != sizes[a.worker.worker_id]:
+                reason = (
+                    f"masked input counts {screened.masked[a.worker].num_examples} examples, but "
+                    f"the assigned shard {a.shard} has {sizes[a.worker.worker_id]}"
+                )
             else:
                 continue
             state = await self._reject(state, a.worker, reason, slash, now)
@@ -415,18 +484,20 @@ class RoundAggregation:
         report: RoundReport,
         closed_at: int,
         now: int,
+        model: ModelTensors,
     ) -> tuple[RoundState, bool]:
         """Issue the round's challenges, replay the answers; True while answers are awaited."""
         config = self._context.config
         slash = self._context.job.rejected_slash  # the on-chain policy's amount
-        if config.challenge_rate <= 0 or report.seed is None:
+        if not challenges_due(config) or report.challenge_seed is None:
             return state, False
         segments = config.training_config().segments
         draws = challenge_sample(
-            bytes.fromhex(report.seed),
+            bytes.fromhex(report.challenge_seed),
             state.with_status(TaskStatus.COMMITTED),
             config.challenge_rate,
             segments,
+            config.challenge_segments,
         )
         pending = False
         for draw in draws:
@@ -461,14 +532,14 @@ class RoundAggregation:
                 reason = f"did not answer the challenge of segment {draw.segment} in time"
                 state = await self._reject(state, a.worker, reason, slash, now)
                 continue
-            verdict = await self._verdict(state, challenge, draw)
+            verdict = await self._verdict(state, challenge, draw, model)
             if not verdict.accepted:
                 reason = f"challenge of segment {draw.segment} failed: {verdict.reason}"
                 state = await self._reject(state, a.worker, reason, slash, now)
         return state, pending
 
     async def _verdict(
-        self, state: RoundState, challenge: Challenge, draw: ChallengeDraw
+        self, state: RoundState, challenge: Challenge, draw: ChallengeDraw, model: ModelTensors
     ) -> Verdict:
         known = self._verdicts.get(challenge.challenge_id)
         if known is not None:
@@ -490,7 +561,9 @@ class RoundAggregation:
         except (UpdateRejection, TrainingError) as exc:
             verdict = Verdict(False, f"the answer's proof is malformed: {exc}")
         else:
-            verdict = await self._final_verdict(state, challenge, opening)
+            verdict = await self._start_verdict(state, challenge, opening, model)
+            if verdict.accepted:
+                verdict = await self._final_verdict(state, challenge, opening)
             if verdict.accepted and draw.replay:
                 verdict = await asyncio.to_thread(
                     self._context.workbench.replay,
@@ -502,6 +575,35 @@ class RoundAggregation:
                 )
         self._verdicts[challenge.challenge_id] = verdict
         return verdict
+
+    async def _start_verdict(
+        self, state: RoundState, challenge: Challenge, opening: SegmentOpening, model: ModelTensors
+    ) -> Verdict:
+        """On segment 0, whether checkpoint 0 is the round's model at step 0."""
+        if challenge.segment != 0:
+            return Verdict(True, "ok")
+        commitment = state.assignment(challenge.worker).commitment
+        assert commitment is not None
+        workbench = self._context.workbench
+        expected = self._starts.get(state.model_hash)
+        if expected is None:
+            expected = await asyncio.to_thread(workbench.start_checkpoint, model)
+            self._starts = {state.model_hash: expected}  # one round's model at a time
+        try:
+            await asyncio.to_thread(
+                check_start_checkpoint,
+                opening.start_blob,
+                opening.start_proof,
+                commitment.transcript_root,
+                expected,
+                model,
+                workbench.training_config(),
+            )
+        except UpdateRejection as exc:
+            return Verdict(False, str(exc))
+        except MALFORMED_INPUT_ERRORS as exc:
+            return Verdict(False, f"checkpoint 0 cannot be read: {malformed(exc)}")
+        return Verdict(True, "ok")
 
     async def _final_verdict(
         self, state: RoundState, challenge: Challenge, opening: SegmentOpening
@@ -532,6 +634,42 @@ class RoundAggregation:
         return Verdict(True, "ok")
 
 
+def challenges_due(config: JobConfig) -> bool:
+    """Whether the job's rounds challenge transcripts (plain rounds at a positive rate)."""
+    return not config.secure_aggregation and config.challenge_rate > 0
+
+
+async def seal_challenge_seed(
+    keeper: RoundKeeper, state: RoundState, report: RoundReport
+) -> RoundReport:
+    """Record the round's challenge seed once its closing block exists; the report as it is.
+
+    The commitments closed at the round's deadline, or, when every task committed before it, at
+    the timestamp of the block holding the last commitment (the state's ``updated_at`` when it
+    entered AGGREGATING, which ``collection_closed_at`` keeps). The closing block is the first
+    coordinator-chain block whose timestamp is past that moment
+    (:func:`~fedrelay.protocol.challenges.challenge_seed`).
+    """
+    assert state.deadline is not None
+    assert report.collection_closed_at is not None
+    closes_at = min(state.deadline, report.collection_closed_at)
+    block = await keeper.chain.first_block_after(closes_at, report.opening_block)
+    if block is None:
+        return report
+    seed = challenge_seed(block.hash, state.job_id, state.round)
+    sealed = replace(report, challenge_seed=seed.hex(), closing_block=block.number)
+    await keeper.store.save_report(sealed)
+    log.info(
+        "job %d round %d: challenge seed %s from block %d (commitments closed at %d)",
+        state.job_id,
+        state.round,
+        seed.hex(),
+        block.number,
+        closes_at,
+    )
+    return sealed
+
+
 async def aggregate(
     keeper: RoundKeeper,
     context: JobContext,
@@ -555,6 +693,10 @@ async def aggregate(
     if report.collection_closed_at is None:
         report = replace(report, collection_closed_at=state.updated_at)
         await keeper.store.save_report(report)
+    if challenges_due(context.config) and report.challenge_seed is None:
+        report = await seal_challenge_seed(keeper, state, report)
+        if report.challenge_seed is None:
+            return state  # the closing block does not exist yet
     work = aggregations.get(state.job_id)
     if work is None:
         work = aggregations[state.job_id] = RoundAggregation(context, keeper.store, keeper.blobs)

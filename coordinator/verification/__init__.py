@@ -2,9 +2,13 @@
 
 - :func:`read_update` (:mod:`.updates`) checks an uploaded update against its on-chain commitment
   and the job's model (names, shapes, float32, finite values).
-- :func:`challenge_sample` (:mod:`.challenges`) draws, from the round's public seed, which
-  transcripts are challenged and which segment of each, so anyone can recompute the sample. A
-  challenged task is also asked for its last segment, whose end is the final checkpoint ``c_K``.
+- :func:`challenge_sample` (:mod:`.challenges`) draws, from the round's challenge seed (a block
+  hash fixed only after the round's commitments closed), which transcripts are challenged and
+  which ``challenge_segments`` segments of each, so anyone can recompute the sample. A
+  challenged task is also asked for segment 0, whose start is checkpoint 0, and its last
+  segment, whose end is the final checkpoint ``c_K``.
+- :func:`check_start_checkpoint` checks that checkpoint 0 is the round's model at step 0 (the
+  coordinator builds that checkpoint itself), so a transcript trained from another model fails.
 - :func:`check_final_checkpoint` checks that an update is exactly the model of the final
   checkpoint of the committed transcript (leaf ``K`` under the root, at the last step).
 - :class:`JobWorkbench` (:mod:`.replay`) rebuilds a job's model, held-out set and data shards
@@ -18,14 +22,20 @@ model part of its final checkpoint, plain names); the coordinator computes the d
 Replaying a segment only shows that the transcript is honest; the final-checkpoint check ties
 the committed update to it, so an honest transcript next to another update is caught too. Both
 need an answer, so they cover the challenged tasks only (``challenge_rate`` is the sample).
+Checkpoint 0 ties the transcript's start to the round's model the same way.
 """
 
-from fedrelay.coordinator.verification.challenges import ChallengeDraw, challenge_sample
+from fedrelay.coordinator.verification.challenges import (
+    ChallengeDraw,
+    challenge_sample,
+    is_challenged,
+)
 from fedrelay.coordinator.verification.replay import JobWorkbench
 from fedrelay.coordinator.verification.updates import (
     MALFORMED_INPUT_ERRORS,
     UpdateRejection,
     check_final_checkpoint,
+    check_start_checkpoint,
     delta_of,
     malformed,
     read_update,
@@ -38,7 +48,9 @@ __all__ = [
     "UpdateRejection",
     "challenge_sample",
     "check_final_checkpoint",
+    "check_start_checkpoint",
     "delta_of",
+    "is_challenged",
     "malformed",
     "read_update",
 ]

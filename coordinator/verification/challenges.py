@@ -1,21 +1,23 @@
-"""Which transcripts a round challenges, drawn from its public seed so anyone can recompute
-the sample.
+"""Which transcripts a round challenges and which segments of each, drawn from the round's
+challenge seed so anyone can recompute the sample.
 
-A challenged task is also asked for its last segment, whose end is the final checkpoint
-``c_K`` (checked by :func:`fedrelay.coordinator.verification.check_final_checkpoint`).
+The seed (:func:`fedrelay.protocol.challenges.challenge_seed`) is the hash of the first
+coordinator-chain block after the round's commitments closed, so nobody knows the draw when
+committing. A challenged task opens ``q`` distinct segments, replayed, plus checkpoint 0 (the
+start of segment 0, checked against the round's model) and the final checkpoint ``c_K`` (the end
+of the last segment, checked against the committed update); a segment asked for only to open
+one of those two is not replayed, so the catch probability of a deviating segment is exactly
+:func:`fedrelay.protocol.challenges.detection_probability`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from fedrelay.protocol.challenges import CHALLENGE_DOMAIN, draw_segments
 from fedrelay.protocol.rounds import Assignment
 from fedrelay.protocol.wormhole import keccak256
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)
@@ -24,9 +26,11 @@ class ChallengeDraw:
 
     Attributes:
         assignment: The challenged task.
-        segment: The segment asked for.
-        replay: Whether the answer is replayed. False for the extra challenge of the last
-            segment, asked only to open the final checkpoint (see :func:`challenge_sample`).
+        segment: The segment asked for. On segment 0 the answer's start is checkpoint 0, checked
+            against the round's model; on the last segment its end is the final checkpoint,
+            checked against the committed update.
+        replay: Whether the answer is replayed. False for a segment asked for only to open
+            checkpoint 0 or the final checkpoint (see :func:`challenge_sample`).
     """
 
     assignment: Assignment
@@ -34,24 +38,44 @@ class ChallengeDraw:
     replay: bool = True
 
 
-def challenge_sample(
-    seed: bytes, committed: Sequence[Assignment], rate: float, segments: int
-) -> list[ChallengeDraw]:
-    """The challenges of a round, drawn from its public seed.
+def is_challenged(seed: bytes, assignment: Assignment, rate: float) -> bool:
+    """Whether ``keccak256(seed || "challenge" || worker_id)``, read as a 64-bit fraction, falls
+    below ``rate``."""
+    digest = keccak256(seed + CHALLENGE_DOMAIN + assignment.worker.worker_id)
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
-    Each committed task is challenged when ``keccak256(seed || "challenge" || worker_id)``, read
-    as a fraction, falls below ``rate``; the segment is the next 4 bytes modulo ``segments``.
-    The answer on the last segment (``segments - 1``) opens the final checkpoint, which
-    :func:`check_final_checkpoint` compares with the update; when another segment was drawn, the
-    last one is challenged as well, right after it, with ``replay=False``.
+
+def challenge_sample(
+    seed: bytes,
+    committed: Sequence[Assignment],
+    rate: float,
+    segments: int,
+    opened: int = 1,
+) -> list[ChallengeDraw]:
+    """The challenges of a round, drawn from its challenge seed.
+
+    Each committed task is challenged when :func:`is_challenged`; its ``opened`` replayed
+    segments are :func:`~fedrelay.protocol.challenges.draw_segments` of
+    ``keccak256(seed || "segments" || worker_id)``, ascending. Segment 0 and the last segment
+    follow, with ``replay=False``, when they were not drawn.
+
+    Args:
+        seed: The round's challenge seed.
+        committed: The committed tasks.
+        rate: The job's ``challenge_rate``.
+        segments: Segments in a transcript (``S``).
+        opened: The job's ``challenge_segments`` (``q``, at most ``S``).
     """
-    draws = []
+    draws: list[ChallengeDraw] = []
     last = segments - 1
     for assignment in committed:
-        digest = keccak256(seed + b"challenge" + assignment.worker.worker_id)
-        if int.from_bytes(digest[:8], "big") / 2**64 < rate:
-            segment = int.from_bytes(digest[8:12], "big") % segments
-            draws.append(ChallengeDraw(assignment, segment))
-            if segment != last:
-                draws.append(ChallengeDraw(assignment, last, replay=False))
+        if not is_challenged(seed, assignment, rate):
+            continue
+        drawn = draw_segments(
+            keccak256(seed + b"segments" + assignment.worker.worker_id), segments, opened
+        )
+        draws.extend(ChallengeDraw(assignment, segment) for segment in drawn)
+        draws.extend(
+            ChallengeDraw(assignment, edge, replay=False) for edge in sorted({0, last} - set(drawn))
+        )
     return draws

@@ -48,6 +48,14 @@ class JobWorkbench:
 
         return initial_model(self._factory_fn(), self.config.model.init_seed)
 
+    def start_checkpoint(self, model: ModelTensors) -> bytes:
+        """The blob of checkpoint 0 of a task starting from ``model``: what every committed
+        transcript of the round must begin with (the model, zero optimizer state, step 0)."""
+        from fedrelay.training.torch_trainer import TorchClassificationTrainer
+
+        trainer = TorchClassificationTrainer(self._factory_fn(), self.held_out)
+        return encode_blob(trainer.initial_checkpoint(model))
+
     def _factory_fn(self) -> Callable[[], nn.Module]:
         from fedrelay.training.torch_trainer import mlp
 
@@ -69,20 +77,18 @@ class JobWorkbench:
 
     @cached_property
     def _shards(self) -> list[Dataset]:
-        from fedrelay.training.data import partition_dirichlet, partition_iid, partition_k_classes
+        from fedrelay.training.data import deal_shards
 
         data = self.config.data
-        train = self._split[0]
-        if data.partition == "iid":
-            parts = partition_iid(train.labels, data.shards, data.seed)
-        elif data.partition == "k_classes":
-            parts = partition_k_classes(
-                train.labels, data.shards, data.classes_per_client, data.seed
-            )
-        else:
-            parts = partition_dirichlet(train.labels, data.shards, data.alpha, data.seed)
-        limit = data.max_examples_per_shard
-        return [train.subset(p[:limit] if limit else p) for p in parts]
+        return deal_shards(
+            self._split[0],
+            data.shards,
+            data.partition,
+            seed=data.seed,
+            classes_per_client=data.classes_per_client,
+            alpha=data.alpha,
+            limit=data.max_examples_per_shard,
+        )
 
     def shard(self, index: int) -> Dataset:
         """The data of shard ``index``.

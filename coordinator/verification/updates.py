@@ -173,6 +173,59 @@ def check_final_checkpoint(
         )
 
 
+def check_start_checkpoint(
+    blob: bytes,
+    proof: MerkleProof,
+    root: bytes,
+    expected: bytes,
+    model: ModelTensors,
+    config: TrainingConfig,
+) -> None:
+    """Check that the committed transcript starts from the round's model.
+
+    Checkpoint 0 must be leaf 0 of the ``K + 1`` leaves under ``root`` and be exactly
+    ``expected``: the checkpoint the job's trainer makes of the round's model at step 0 (the
+    model, zero optimizer state, step 0), which the coordinator computes itself.
+
+    Args:
+        blob: The checkpoint blob the worker opened as ``c_0``.
+        proof: Its Merkle proof.
+        root: The committed transcript root.
+        expected: The round's own checkpoint 0.
+        model: The round's model (to say how the opened one differs).
+        config: The job's training configuration.
+
+    Raises:
+        UpdateRejection: The opening is not checkpoint 0 of the committed transcript, or that
+            checkpoint is not the round's model at step 0; the message says which.
+    """
+    if (proof.index, proof.leaf_count) != (0, config.segments + 1):
+        raise UpdateRejection(
+            f"the opened start is leaf {proof.index} of {proof.leaf_count}, checkpoint 0 is "
+            f"leaf 0 of {config.segments + 1}"
+        )
+    if not verify_proof(blob_hash(blob), proof, root):
+        raise UpdateRejection("checkpoint 0 is not in the committed transcript")
+    if blob == expected:
+        return
+    try:
+        checkpoint = decode_blob(blob)
+        step = step_of(checkpoint)
+        opened = encode_blob(model_of(checkpoint))
+    except (ValueError, OverflowError) as exc:  # BlobError, TrainingError; a NaN step counter
+        raise UpdateRejection(f"checkpoint 0 is malformed: {exc}") from None
+    if opened != encode_blob(model):
+        why = f"the transcript starts from another model: {_difference(opened, model)}"
+    elif step != 0:
+        why = f"checkpoint 0 is at step {step}"
+    else:
+        why = "its optimizer state is not a fresh start's"
+    raise UpdateRejection(
+        f"checkpoint 0 {blob_hash(blob).hex()} is not the round's model at step 0 "
+        f"({keccak256(expected).hex()}): {why}"
+    )
+
+
 def _difference(update: bytes, model: ModelTensors) -> str:
     try:
         tensors = decode_blob(update)

@@ -94,3 +94,15 @@ def api_flood(
     from fedrelay.bench.api_flood import run
 
     run(size_mib * 1024 * 1024, unsigned, timeout)
+
+
+@app.command("detection")
+def detection(
+    rounds: int = typer.Option(10_000, min=1, help="Challenged rounds simulated per setting."),
+    segments: int = typer.Option(8, min=2, help="Transcript segments S (even)."),
+    seed: int = typer.Option(0, help="Seed of the random source."),
+) -> None:
+    """The real challenge draw's catch rate per setting against the formula (99% Wilson CI)."""
+    from fedrelay.bench.detection import run
+
+    run(rounds, segments, seed)

@@ -66,7 +66,10 @@ def _fail(message: str) -> typer.Exit:
 def _invalid_settings(exc: ValidationError) -> str:
     """What is wrong with the settings, naming variables, never quoting their values."""
     problems = "; ".join(
-        f"FEDRELAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        f"FEDRELAY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+        if e["loc"]
+        else str(e["msg"])  # a rule over several settings names them itself
+        for e in exc.errors()
     )
     return f"invalid settings: {problems}"
 
@@ -188,13 +191,17 @@ def _model_blob(path: Path | None, config: JobConfig) -> bytes:
     return data
 
 
-async def _upload(blobs: list[bytes], blob_dir: Path, url: str | None) -> list[str]:
-    from fedrelay.adapters.blobstore import POSTER, FileBlobStore
-    from fedrelay.coordinator.settings import ApiSettings
+async def _upload(blobs: list[bytes], settings: CoordinatorSettings, url: str | None) -> list[str]:
+    from fedrelay.adapters.blobstore import POSTER, BlobStoreError
+    from fedrelay.coordinator.process import open_blob_store
+    from fedrelay.coordinator.settings import ApiSettings, BlobStoreSettings
 
-    if url is None:  # the operator's own blob directory: the poster's path
-        store = FileBlobStore(blob_dir)
-        return [await store.put(blob, domain=POSTER) for blob in blobs]
+    if url is None:  # the operator's own blob store (directory or bucket): the poster's path
+        try:
+            store = open_blob_store(settings, BlobStoreSettings())
+            return [await store.put(blob, domain=POSTER) for blob in blobs]
+        except (BlobStoreError, ValueError, OSError) as exc:
+            raise _fail(f"cannot store the job's blobs: {exc}") from None
     import httpx
 
     try:
@@ -373,6 +380,7 @@ def post_command(
 ) -> None:
     """Upload the model and configuration blobs, escrow the reward and post the job."""
     from fedrelay.adapters.evm import EvmChain, EvmError, JobMarketContract, JobSpec, Signer
+    from fedrelay.adapters.evm.coordinator_chain import token_decimals
 
     settings = CoordinatorSettings()
     config = _load_config(config_file)
@@ -388,11 +396,19 @@ def post_command(
     if slash_mode not in modes:
         raise _fail(f"--slash-mode must be 'recipient' or 'honest', got {slash_mode!r}")
     target = chain_target(settings, rpc_url, job_market)
+    chain = EvmChain(target.rpc_url)
+    try:
+        decimals = token_decimals(chain, token)
+    except (EvmError, ValueError) as exc:
+        raise _fail(f"cannot read the decimals of token {token}: {exc}") from None
+    pays = config.cheating_pays(reward_per_round, decimals, rejected)
+    if pays is not None:
+        raise _fail(f"refusing to post: {pays}")
     poster = Signer(read_evm_key(signer_key_file))
     recipients = _slash_recipients(slash_recipient or [], chains, poster.address)
     model = _model_blob(model_file, config)
     model_name, config_name = asyncio.run(
-        _upload([model, config.to_bytes()], settings.blob_dir, coordinator_url)
+        _upload([model, config.to_bytes()], settings, coordinator_url)
     )
     spec = JobSpec(
         model_hash=bytes.fromhex(model_name),
@@ -410,7 +426,6 @@ def post_command(
         release_after=release_after,
         progress_timeout=progress_timeout,
     )
-    chain = EvmChain(target.rpc_url)
     market = JobMarketContract(chain, target.job_market)
     try:
         if int(token, 16) != 0:
@@ -657,7 +672,10 @@ def model_command(
     ] = None,
     blob_dir: Annotated[
         Path | None,
-        typer.Option("--blob-dir", help="The coordinator's blob store (FEDRELAY_BLOB_DIR)."),
+        typer.Option(
+            "--blob-dir",
+            help="The coordinator's blob directory (default: FEDRELAY_BLOB_STORE or _DIR).",
+        ),
     ] = None,
     rpc_url: Annotated[str | None, typer.Option("--rpc-url")] = None,
     job_market: Annotated[str | None, typer.Option("--job-market")] = None,
@@ -666,8 +684,10 @@ def model_command(
     """Fetch a job's settled model, check it against the chain's hash and write it."""
     from web3.exceptions import Web3Exception
 
-    from fedrelay.adapters.blobstore import BlobStoreError, FileBlobStore, blob_name
+    from fedrelay.adapters.blobstore import BlobStore, BlobStoreError, FileBlobStore, blob_name
     from fedrelay.adapters.evm import EvmError
+    from fedrelay.coordinator.process import open_blob_store
+    from fedrelay.coordinator.settings import BlobStoreSettings
     from fedrelay.training import BlobError, decode_blob
 
     if not out.parent.is_dir():
@@ -678,10 +698,18 @@ def model_command(
     except (EvmError, Web3Exception, OSError) as exc:  # OSError: the RPC is unreachable
         raise _fail(f"reading job {job_id} from the chain failed: {exc}") from None
     name = model_hash.hex()
-    root = blob_dir or CoordinatorSettings().blob_dir
-    if not root.is_dir():
-        raise _fail(f"no blob store at {root} (pass the coordinator's --blob-dir)")
-    store = FileBlobStore(root)
+    where = BlobStoreSettings()
+    store: BlobStore
+    if blob_dir is None and where.is_s3:  # the coordinator's bucket (FEDRELAY_BLOB_STORE)
+        try:
+            store = open_blob_store(CoordinatorSettings(), where)
+        except (ValueError, OSError) as exc:
+            raise _fail(f"cannot open the blob store: {exc}") from None
+    else:
+        root = blob_dir or where.directory(CoordinatorSettings().blob_dir)
+        if not root.is_dir():
+            raise _fail(f"no blob store at {root} (pass the coordinator's --blob-dir)")
+        store = FileBlobStore(root)
     try:
         data = asyncio.run(store.get(name))
     except BlobStoreError as exc:

@@ -54,6 +54,7 @@ def doctor() -> None:
         "postgresql": (lambda: toolchain.postgres_bindir() / "postgres", ["--version"]),
         "clang-14": (_on_path("clang-14"), ["--version"]),
         "helm": (toolchain.helm_binary, ["version", "--short"]),
+        "weed (SeaweedFS, S3 tests)": (toolchain.weed_binary, ["version"]),
         "node": (_on_path("node"), ["--version"]),
     }
     table = Table(title="fedrelay toolchain")

@@ -127,6 +127,9 @@ class DemoSettings:
                     "learning_rate": self.learning_rate,
                     "strategy": self.strategy,
                     "challenge_rate": 1.0,
+                    # Every segment replayed: the catch probability is 1, so the slash (one
+                    # stake token) covers the reward (one ether) for any steps setting.
+                    "challenge_segments": -(-self.steps // self.checkpoint_every),
                     "answer_seconds": 120,
                     "collect_seconds": self.collect_seconds,
                     "min_updates": 1,

@@ -61,6 +61,14 @@ class BlobCorrupt(BlobStoreError):
     """Stored bytes no longer hash to their name (disk corruption or tampering)."""
 
 
+class BlobStoreUnavailable(BlobStoreError):
+    """The store's backend cannot serve requests: unreachable, missing, or refusing access.
+
+    Unlike the other errors it says nothing about the blob asked for: the same request may
+    succeed once an operator fixes the backend (the message says what to fix, never a secret).
+    """
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if it is a well-formed blob name.
 

@@ -166,6 +166,7 @@ class SlashMode(IntEnum):
 class ChainJob:
     """A job as the chain stores it.
 
+    ``reward_decimals`` is its reward token's decimals (18 for the native token);
     ``rejected_slash`` and ``missed_slash`` are the job's slash policy (8 decimals): the amount
     the chain takes for a REJECTED or a MISSED fault. The coordinator only names the fault.
     """
@@ -180,6 +181,7 @@ class ChainJob:
     config_hash: bytes
     reward_per_round: int
     worker_chains: tuple[int, ...]
+    reward_decimals: int = 18
     rejected_slash: int = 0
     missed_slash: int = 0
     slash_mode: SlashMode = SlashMode.TO_RECIPIENT
@@ -233,6 +235,14 @@ class CoordinatorChain(Protocol):
 
     async def block(self, number: int) -> BlockRef:
         """Block ``number``."""
+        ...
+
+    async def first_block_after(self, timestamp: int, from_block: int) -> BlockRef | None:
+        """The first block from ``from_block`` on whose timestamp is past ``timestamp``.
+
+        Only blocks up to :meth:`head` count (the configured finality); None while there is none
+        yet. Block timestamps never decrease along a chain, so this is a search, not a scan.
+        """
         ...
 
     async def events(self, from_block: int, to_block: int) -> Sequence[ChainEvent]:

@@ -132,6 +132,10 @@ class RoundReport:
         opening_block: The coordinator-chain block that opened the round (its hash seeds the
             worker selection).
         seed: The selection seed (hex), once workers were drawn.
+        challenge_seed: The challenge seed (hex), from the first coordinator-chain block after
+            the round's commitments closed (:func:`fedrelay.protocol.challenges.challenge_seed`),
+            once that block exists; None where nothing is challenged.
+        closing_block: That block's number.
         collection_closed_at: Unix seconds when collection closed (reveal and answer deadlines
             count from here).
         model_hash: The proposed model (hex), once proposed.
@@ -147,6 +151,8 @@ class RoundReport:
     round: int
     opening_block: int
     seed: str | None = None
+    challenge_seed: str | None = None
+    closing_block: int | None = None
     collection_closed_at: int | None = None
     model_hash: str | None = None
     loss: float | None = None

@@ -29,6 +29,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fedrelay.protocol.challenges import cheating_pays
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.rounds import RoundPolicy
 from fedrelay.protocol.training_config import TrainingConfig
@@ -108,6 +109,8 @@ class JobConfig(_Part):
         secure_aggregation: Whether workers mask their updates (only the sum is visible).
         secagg_threshold: Shares needed to unmask (required under secure aggregation).
         challenge_rate: Fraction of committed transcripts challenged each round (0..1).
+        challenge_segments: Distinct segments opened and replayed per challenged task (q,
+            1..segments); checkpoint 0 and the final checkpoint are opened besides.
         answer_seconds: Time a challenged worker has to answer.
         reveal_seconds: Time workers have to send unmasking reveals under secure aggregation.
         replay_tolerance: Largest absolute replay difference accepted (None: bit-exact).
@@ -135,6 +138,7 @@ class JobConfig(_Part):
     secure_aggregation: bool = False
     secagg_threshold: int | None = Field(default=None, ge=1)
     challenge_rate: float = Field(default=0.5, ge=0, le=1)
+    challenge_segments: int = Field(default=1, ge=1)
     answer_seconds: int = Field(default=60, ge=1)
     reveal_seconds: int = Field(default=60, ge=1)
     replay_tolerance: float | None = Field(default=None, ge=0)
@@ -166,6 +170,13 @@ class JobConfig(_Part):
             )
         if self.secure_aggregation and self.secagg_threshold is None:
             raise ValueError("secure aggregation needs secagg_threshold (shares to unmask)")
+        segments = self.training_config().segments
+        if self.challenge_segments > segments:
+            raise ValueError(
+                f"challenge_segments {self.challenge_segments} exceeds the transcript's "
+                f"{segments} segments (steps {self.steps} / checkpoint_every "
+                f"{self.checkpoint_every})"
+            )
         return self
 
     # --- the blob -------------------------------------------------------------------------------
@@ -228,6 +239,33 @@ class JobConfig(_Part):
             learning_rate=self.learning_rate,
             momentum=self.momentum,
             data_hash=self.data_hash,
+        )
+
+    def cheating_pays(
+        self, reward_per_round: int, reward_decimals: int, rejected_slash: int
+    ) -> str | None:
+        """Why a worker would gain by cheating in a job paying ``reward_per_round``, or None.
+
+        See :func:`fedrelay.protocol.challenges.cheating_pays` (units and the assumption that
+        stake and reward are of comparable value). Under secure aggregation transcripts are
+        not challenged (opening checkpoints would reveal the masked update), so there is no
+        detection probability to weigh; what such a round pays is bounded by its pay rule
+        instead.
+
+        Args:
+            reward_per_round: The job's reward per round, in the token's base units.
+            reward_decimals: The token's decimals (18 for the native token).
+            rejected_slash: The job's on-chain slash of a rejected update (8 decimals).
+        """
+        if self.secure_aggregation:
+            return None
+        return cheating_pays(
+            rate=self.challenge_rate,
+            segments=self.training_config().segments,
+            opened=self.challenge_segments,
+            slash=rejected_slash,
+            reward_per_round=reward_per_round,
+            reward_decimals=reward_decimals,
         )
 
     @property

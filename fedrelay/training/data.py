@@ -8,6 +8,7 @@ between two clients.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -163,3 +164,45 @@ def partition_dirichlet(
         f"no Dirichlet({alpha}) draw in {max_attempts} attempts gave all {num_clients} clients "
         f"{min_examples} examples; raise alpha or lower min_examples"
     )
+
+
+Partition = Literal["iid", "k_classes", "dirichlet"]
+"""How a training set is dealt into shards (a job's ``data.partition``)."""
+
+
+def deal_shards(
+    train: Dataset,
+    count: int,
+    partition: Partition = "iid",
+    *,
+    seed: int = 0,
+    classes_per_client: int = 2,
+    alpha: float = 0.5,
+    limit: int | None = None,
+) -> list[Dataset]:
+    """The ``count`` shards of ``train``: the one place a shard's examples are decided.
+
+    The coordinator rebuilds a job's shards with it (to replay, and to know the number of
+    examples each assigned shard has: the weight of its update), and the worker SDK builds the
+    shard it trains with it, so both always agree on a shard's size.
+
+    Args:
+        train: The training set (the held-out part already removed).
+        count: Number of shards.
+        partition: ``iid``, ``k_classes`` (:func:`partition_k_classes`) or ``dirichlet``
+            (:func:`partition_dirichlet`).
+        seed: Partition seed.
+        classes_per_client: Classes per shard under ``k_classes``.
+        alpha: Concentration under ``dirichlet``.
+        limit: At most this many examples per shard (the first ones of each part).
+
+    Raises:
+        DataError: The partition cannot be made (see the partitioners).
+    """
+    if partition == "k_classes":
+        parts = partition_k_classes(train.labels, count, classes_per_client, seed)
+    elif partition == "dirichlet":
+        parts = partition_dirichlet(train.labels, count, alpha, seed)
+    else:
+        parts = partition_iid(train.labels, count, seed)
+    return [train.subset(p[:limit] if limit else p) for p in parts]

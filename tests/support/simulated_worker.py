@@ -21,7 +21,7 @@ from fedrelay.protocol.hashing import blob_name
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.merkle import encode_proof
 from fedrelay.protocol.rounds import WorkerRef
-from fedrelay.protocol.secagg import Participant
+from fedrelay.protocol.secagg import MaskedInput, Participant
 from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.protocol.secagg.wire import encode_masked, encode_reveal
 from fedrelay.protocol.wormhole import loss_to_fixed
@@ -66,7 +66,11 @@ class SimulatedWorker:
         tamper_update: Upload a blob other than the one committed.
         forge_transcript: Commit a transcript whose checkpoints were edited after training.
         silent: Never answer challenges.
+        foreign_start: Train (honestly) from a model other than the round's: every tensor of
+            the round's model plus 0.05.
         malformed: Malformed bytes to send instead (see :data:`Malformation`).
+        claimed_samples: The example count to claim (on chain, and in a masked input) instead of
+            the shard's.
     """
 
     client: CoordinatorClient
@@ -76,7 +80,9 @@ class SimulatedWorker:
     tamper_update: bool = False
     forge_transcript: bool = False
     silent: bool = False
+    foreign_start: bool = False
     malformed: Malformation | None = None
+    claimed_samples: int | None = None
     runs: dict[tuple[int, int], tuple[TrainingRun, tuple[bytes, ...]]] = field(
         default_factory=dict, init=False
     )
@@ -106,7 +112,8 @@ class SimulatedWorker:
         trainer = TorchClassificationTrainer(
             lambda: mlp(spec.inputs, spec.hidden, spec.classes), shard
         )
-        run = train_with_transcript(trainer, model, training)
+        start = {k: v + np.float32(0.05) for k, v in model.items()} if self.foreign_start else model
+        run = train_with_transcript(trainer, start, training)
         blobs = run.blobs
         if self.forge_transcript:
             blobs = (blobs[0], *(_nudged(b) for b in blobs[1:]))
@@ -121,7 +128,10 @@ class SimulatedWorker:
         else:
             layout = ParameterLayout.of(model)
             delta = delta_of(layout.flatten(trained), layout.flatten(model))
-            update = encode_masked(participant.mask(delta, len(shard)))
+            masked = participant.mask(delta, len(shard))
+            if self.claimed_samples is not None:  # the masks do not depend on the count
+                masked = MaskedInput(masked.client_id, self.claimed_samples, masked.vector)
+            update = encode_masked(masked)
             await self.client.send_secagg(job_id, round_number, SecAggStage.MASKED, update)
         transcript = Transcript(training.config_hash(), tuple(blob_hash(b) for b in blobs))
         self.runs[(job_id, round_number)] = (run, blobs)
@@ -131,7 +141,7 @@ class SimulatedWorker:
             self.worker,
             bytes.fromhex(blob_name(update)),
             transcript.root,
-            len(shard),
+            len(shard) if self.claimed_samples is None else self.claimed_samples,
             loss_to_fixed(0.5),
         )
         return trained

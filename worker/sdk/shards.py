@@ -25,11 +25,9 @@ import numpy as np
 from fedrelay.training.data import (
     DataError,
     Dataset,
-    Indices,
+    Partition,
+    deal_shards,
     digits,
-    partition_dirichlet,
-    partition_iid,
-    partition_k_classes,
     split_train_test,
 )
 
@@ -73,13 +71,6 @@ class DigitsShards:
     alpha: float | None = None
     limit: int | None = None
 
-    def _parts(self, labels: Indices) -> list[Indices]:
-        if self.classes_per_client is not None:
-            return partition_k_classes(labels, self.count, self.classes_per_client, self.seed)
-        if self.alpha is not None:
-            return partition_dirichlet(labels, self.count, self.alpha, self.seed)
-        return partition_iid(labels, self.count, self.seed)
-
     def dataset(self, shard: int) -> Dataset:
         """Shard ``only`` if fixed, else the task's ``shard``.
 
@@ -90,8 +81,20 @@ class DigitsShards:
         if not 0 <= index < self.count:
             raise DataError(f"shard {index} outside 0..{self.count - 1}")
         train, _ = split_train_test(digits(), seed=self.seed)
-        part = self._parts(train.labels)[index]
-        return train.subset(part[: self.limit] if self.limit else part)
+        partition: Partition = "iid"
+        if self.classes_per_client is not None:
+            partition = "k_classes"
+        elif self.alpha is not None:
+            partition = "dirichlet"
+        return deal_shards(
+            train,
+            self.count,
+            partition,
+            seed=self.seed,
+            classes_per_client=self.classes_per_client or 2,
+            alpha=self.alpha or 0.5,
+            limit=self.limit,
+        )[index]
 
 
 def _digits(spec: str) -> DigitsShards:

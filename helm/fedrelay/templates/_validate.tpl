@@ -34,9 +34,19 @@ autoscaling bounds in order. Each failure names the value at fault.
 {{- fail (printf "coordinator.autoscaling: minReplicas (%d) is greater than maxReplicas (%d)" (int $a.minReplicas) (int $a.maxReplicas)) -}}
 {{- end -}}
 {{- $c := .Values.coordinator -}}
-{{- if and $c.enabled (or $c.autoscaling.enabled (gt (int $c.replicaCount) 1)) (not $c.persistence.existingClaim) -}}
+{{- if ge (float64 $c.lease.renewSeconds) (float64 $c.lease.seconds) -}}
+{{- fail (printf "coordinator.lease.renewSeconds (%v) must be below coordinator.lease.seconds (%v): the lease is renewed within it" $c.lease.renewSeconds $c.lease.seconds) -}}
+{{- end -}}
+{{- $s3 := eq $c.blobStore.type "s3" -}}
+{{- if and $c.enabled $s3 (not $c.blobStore.s3.bucket) -}}
+{{- fail "coordinator.blobStore.s3.bucket: the s3 blob store needs an existing bucket" -}}
+{{- end -}}
+{{- if and $c.enabled $s3 $c.persistence.enabled -}}
+{{- fail "coordinator.persistence: with blobStore.type s3 the blobs are in the bucket; disable persistence (its volume would be unused)" -}}
+{{- end -}}
+{{- if and $c.enabled (not $s3) (or $c.autoscaling.enabled (gt (int $c.replicaCount) 1)) (not $c.persistence.existingClaim) -}}
 {{- if not (and $c.persistence.enabled (has "ReadWriteMany" $c.persistence.accessModes)) -}}
-{{- fail "coordinator: more than one replica needs a shared blob store; set coordinator.persistence.enabled with accessModes [ReadWriteMany] (or an existingClaim)" -}}
+{{- fail "coordinator: more than one replica needs a shared blob store; set coordinator.blobStore.type s3, or coordinator.persistence.enabled with accessModes [ReadWriteMany] (or an existingClaim)" -}}
 {{- end -}}
 {{- end -}}
 {{- if and .Values.relayer.attest.enabled (not .Values.relayer.attest.guardians) -}}

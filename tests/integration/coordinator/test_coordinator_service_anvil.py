@@ -53,6 +53,7 @@ from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.blobs import POSTER, worker_domain
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
+from fedrelay.protocol.challenges import challenge_seed
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
 from fedrelay.protocol.rounds import Fault, Phase, WorkerRef
 from fedrelay.protocol.wormhole import (
@@ -314,6 +315,7 @@ async def run_round(
         service = coordinator.service()  # the first coordinator stops mid-round
     for w in workers[1:]:
         await w.train(job_id, 0)
+    d.advance(1)  # the closing block: the first one past the last commitment's timestamp
     await service.step()
     for w in workers:
         await w.answer_challenges()
@@ -340,6 +342,21 @@ async def test_one_round_is_finalized_and_settled_on_chain(coordinator: Coordina
     paid = [d.market.claimable(address) for address in payouts(d, 2)]
     assert sum(paid) == REWARD
     assert all(amount > 0 for amount in paid)
+
+    # The challenge seed is the one anyone recomputes from the chain: the first block whose
+    # timestamp is past the last commitment's block (every task committed before the deadline).
+    report = await coordinator.store.report(job_id, 0)
+    assert report is not None
+    assert report.closing_block is not None
+    w3 = d.chain.w3
+    commits = d.market.contract.events.UpdateReceived().get_logs(from_block=d.start_block)
+    last = max(int(w3.eth.get_block(e["blockNumber"])["timestamp"]) for e in commits)
+    number = max(e["blockNumber"] for e in commits)
+    while int(w3.eth.get_block(number)["timestamp"]) <= last:
+        number += 1
+    closing = w3.eth.get_block(number)
+    assert report.closing_block == number
+    assert report.challenge_seed == challenge_seed(bytes(closing["hash"]), job_id, 0).hex()
 
 
 async def test_tampered_update_is_rejected_and_slashed_on_chain(coordinator: Coordinator) -> None:
@@ -400,10 +417,41 @@ async def test_a_disputed_slash_is_answered_with_its_evidence_and_stands(
     assert proposal(d, job_id)[cheat.worker.key][0] == int(Outcome.SLASHED)
 
 
+async def test_inflated_sample_count_is_rejected_and_slashed_on_chain(
+    coordinator: Coordinator,
+) -> None:
+    d = coordinator.deployment
+    honest, cheat = coordinator.worker(0), coordinator.worker(1, claimed_samples=2**32 - 1)
+    job_id, _ = await run_round(coordinator, [honest, cheat])
+
+    # The count the chain carries buys nothing: the cheat is slashed, the honest worker paid the
+    # whole reward, as it is alone.
+    results = proposal(d, job_id)
+    assert results[cheat.worker.key] == (int(Outcome.SLASHED), int(Fault.REJECTED), 0)
+    assert results[honest.worker.key] == (int(Outcome.ACCEPTED), 0, REWARD)
+    honest_payout, cheat_payout = payouts(d, 2)
+    assert d.market.claimable(honest_payout) == REWARD
+    assert d.market.claimable(cheat_payout) == 0
+    state = await coordinator.store.get_round(job_id, 0)
+    assert state is not None
+    rejected = state.assignment(cheat.worker)
+    size = len(JobWorkbench(CONFIG).shard(rejected.shard))
+    assert rejected.reason == (
+        f"committed num_samples {2**32 - 1}, but the assigned shard {rejected.shard} has "
+        f"{size} examples"
+    )
+    # Each commitment keeps the coordinator-chain block it arrived in (the copy order).
+    blocks = [a.commitment.block for a in state.assignments if a.commitment is not None]
+    assert len(blocks) == 2
+    assert all(block > 0 for block in blocks)
+
+
 @pytest.mark.parametrize(
     ("malformation", "reason"),
     [
-        ("optimizer-shape", "optimizer state 'optim/0.weight' has shape"),
+        # Whichever opened checkpoint is checked first names the optimizer state: checkpoint 0 (not
+        # a fresh start's) or a later segment's start (wrong shape); the draw decides which.
+        ("optimizer-shape", "optimizer state"),
         ("nan-update", "holds NaN or infinite values"),
     ],
 )
@@ -509,7 +557,8 @@ def test_coordinator_process_serves_health_and_api_and_drains_on_sigterm(
 
         wait_until(ready, 60, "coordinator readiness", alive=lambda: process.poll() is None)
         readiness = httpx.get(f"http://127.0.0.1:{health_port}/readyz").json()
-        assert set(readiness["checks"]) == {"database", "chain"}
+        assert set(readiness["checks"]) == {"database", "schema", "chain"}
+        assert readiness["leadership"]["role"] == "leader"  # the only replica leads
         spec = httpx.get(f"http://127.0.0.1:{api_port}/openapi.json")
         assert spec.status_code == 200
         # The service follows the chain: a registration shows up in the ledger's worker list.

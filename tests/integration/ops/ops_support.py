@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import support.wormhole as wormhole_testing
-from prometheus_client.parser import text_string_to_metric_families
+from support.processes import Running, spawn
 
-from fedrelay.adapters.devnet.process import free_port, wait_until
+from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.evm.testing import EvmDeployment
 from fedrelay.adapters.ledger import upgrade
 
@@ -24,88 +20,6 @@ FEDRELAY = Path(sys.executable).parent / "fedrelay"
 GUARDIANS = 3
 RELAYER_KEY = 6  # the anvil account that signs deliveries on both chains
 AGGREGATOR_KEY = 1  # the coordinator chain's account that deploy_pair makes the aggregator
-
-
-@dataclass(frozen=True)
-class Running:
-    """A fedrelay process under test: its child, log and health port."""
-
-    process: subprocess.Popen[bytes]
-    log: Path
-    port: int
-
-    def get(self, path: str) -> httpx.Response | None:
-        """GET `path` on the health port; None while nothing answers."""
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=10)
-        except httpx.TransportError:
-            return None
-
-    def alive(self) -> bool:
-        """Whether the child still runs."""
-        return self.process.poll() is None
-
-    def wait_ready(self, ready: bool, timeout: float = 60) -> dict[str, dict[str, object]]:
-        """Wait until ``/readyz`` answers 200 (`ready`) or 503 (not); returns its checks."""
-        want = 200 if ready else 503
-        answers: list[httpx.Response] = []
-
-        def answered() -> bool:
-            answer = self.get("/readyz")
-            if answer is None:
-                return False
-            answers.append(answer)
-            return answer.status_code == want
-
-        try:
-            wait_until(answered, timeout, f"/readyz to answer {want}", 0.2, self.alive)
-        except (TimeoutError, ChildProcessError) as exc:
-            raise AssertionError(f"{exc}\n{self.log.read_text()[-6000:]}") from None
-        checks: dict[str, dict[str, object]] = answers[-1].json()["checks"]
-        return checks
-
-    def families(self) -> dict[str, set[tuple[tuple[str, str], ...]]]:
-        """The metric families ``/metrics`` exports, each with the label sets of its samples."""
-        answer = self.get("/metrics")
-        assert answer is not None, self.log.read_text()[-6000:]
-        assert answer.status_code == 200
-        return {
-            family.name: {tuple(sorted(sample.labels.items())) for sample in family.samples}
-            for family in text_string_to_metric_families(answer.text)
-        }
-
-    def wait_stages_running(self, stages: set[str], timeout: float = 60) -> None:
-        """Wait until each of `stages` has connected to its bus and reported its DLQ gauge."""
-
-        def running() -> bool:
-            labels = self.families().get("fedrelay_dlq_entries", set())
-            return stages <= {dict(label).get("stage") for label in labels}
-
-        try:
-            wait_until(running, timeout, f"stages {sorted(stages)} to run", 0.2, self.alive)
-        except (TimeoutError, ChildProcessError) as exc:
-            raise AssertionError(f"{exc}\n{self.log.read_text()[-6000:]}") from None
-
-    def stop(self) -> int:
-        """SIGTERM, then wait for the exit (kill after 30 s); the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
-
-    def stopped_log(self) -> str:
-        """Stop the process (:meth:`stop`) and return its whole log."""
-        self.stop()
-        return self.log.read_text(errors="replace")
-
-
-def _spawn(argv: list[str], env: dict[str, str], log: Path, port: int) -> Running:
-    with log.open("wb") as sink:
-        child = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    return Running(child, log, port)
 
 
 @contextmanager
@@ -143,7 +57,7 @@ def relayer_process(
     env.pop("FEDRELAY_KAFKA_BOOTSTRAP", None)
     if kafka_bootstrap is not None:
         env["FEDRELAY_KAFKA_BOOTSTRAP"] = kafka_bootstrap
-    running = _spawn(argv, env, workdir / "relayer.log", port)
+    running = spawn(argv, env, workdir / "relayer.log", port)
     try:
         yield running
     finally:
@@ -152,7 +66,13 @@ def relayer_process(
 
 @contextmanager
 def coordinator_process(
-    rpc_url: str, job_market: str, key: str, workdir: Path, *, start_block: int = 0
+    rpc_url: str,
+    job_market: str,
+    key: str,
+    workdir: Path,
+    *,
+    start_block: int = 0,
+    migrate: bool = True,
 ) -> Iterator[Running]:
     """`fedrelay coordinator run` following `job_market` on `rpc_url`, with a SQLite ledger.
 
@@ -162,11 +82,13 @@ def coordinator_process(
         key: The aggregator's private key (0x hex), handed over in a file.
         workdir: Where the key, ledger, blobs and log go.
         start_block: Where to start following the chain.
+        migrate: Bring the ledger to the newest migration first (False: an empty ledger).
     """
     key_file = workdir / "aggregator.key"
     key_file.write_text(key + "\n")
     port, database = free_port(), f"sqlite+aiosqlite:///{workdir / 'coordinator.db'}"
-    upgrade(database)  # the chart's pre-install Job does this for the coordinator
+    if migrate:
+        upgrade(database)  # the chart's pre-install Job does this for the coordinator
     env = {
         **os.environ,
         "FEDRELAY_DATABASE_URL": database,
@@ -182,7 +104,7 @@ def coordinator_process(
         "OTEL_TRACES_EXPORTER": "none",
     }
     argv = [str(FEDRELAY), "coordinator", "run", "--signer-key-file", str(key_file)]
-    running = _spawn(argv, env, workdir / "coordinator.log", port)
+    running = spawn(argv, env, workdir / "coordinator.log", port)
     try:
         yield running
     finally:

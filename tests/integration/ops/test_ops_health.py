@@ -3,7 +3,8 @@
 The relayer (``relayer run --stage all``) on a Kafka broker of the test's own: ready while the
 broker runs, not ready (503, the ``kafka`` check failing alone) while it is stopped, ready again
 once it is back. The coordinator (``coordinator run``) on an anvil chain of the test's own: not
-ready while its chain RPC is unreachable, ready again when it answers.
+ready while its chain RPC is unreachable, ready again when it answers; on a ledger without its
+schema, not ready with the reason (run ``fedrelay db upgrade``) said once, and ready once upgraded.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ops_support import AGGREGATOR_KEY, coordinator_process, relayer_process
 
 from fedrelay.adapters.devnet.services import Anvil, Kafka
 from fedrelay.adapters.evm.testing import EvmDeployment
+from fedrelay.adapters.ledger import upgrade
 
 pytestmark = pytest.mark.integration
 
@@ -58,15 +60,37 @@ def test_coordinator_is_ready_only_while_its_chain_answers(tmp_path: Path) -> No
         key = chain.private_keys[AGGREGATOR_KEY]
         with coordinator_process(chain.rpc_url, NO_CONTRACT, key, tmp_path) as coordinator:
             checks = coordinator.wait_ready(True)
-            assert _ready(checks) == {"database": True, "chain": True}
+            assert _ready(checks) == {"database": True, "schema": True, "chain": True}
 
             chain.stop()
             checks = coordinator.wait_ready(False)
-            assert _ready(checks) == {"database": True, "chain": False}
+            assert _ready(checks) == {"database": True, "schema": True, "chain": False}
             assert coordinator.alive()
 
             chain.start()
             checks = coordinator.wait_ready(True)
-            assert _ready(checks) == {"database": True, "chain": True}
+            assert _ready(checks) == {"database": True, "schema": True, "chain": True}
             assert coordinator.stop() == 0, coordinator.log.read_text()[-6000:]
         assert key.removeprefix("0x") not in coordinator.log.read_text()
+
+
+def test_coordinator_on_a_ledger_without_its_schema_says_once_to_upgrade(tmp_path: Path) -> None:
+    with Anvil() as chain:
+        key = chain.private_keys[AGGREGATOR_KEY]
+        with coordinator_process(
+            chain.rpc_url, NO_CONTRACT, key, tmp_path, migrate=False
+        ) as coordinator:
+            checks = coordinator.wait_ready(False)
+            assert checks["schema"] == {
+                "ready": False,
+                "detail": "the ledger has no schema: run `fedrelay db upgrade`",
+            }
+            assert coordinator.alive()
+            upgrade(f"sqlite+aiosqlite:///{tmp_path / 'coordinator.db'}")
+            checks = coordinator.wait_ready(True)
+            assert _ready(checks) == {"database": True, "schema": True, "chain": True}
+            log = coordinator.stopped_log()
+    told = [line for line in log.splitlines() if "coordinator not ready" in line]
+    assert len(told) == 1, log
+    assert told[0].endswith("the ledger has no schema: run `fedrelay db upgrade`")
+    assert "no such table" not in log

@@ -20,6 +20,7 @@ from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRep
 from fedrelay.coordinator.api import ApiSettings, create_app
 from fedrelay.coordinator.api.dependencies import BLOB_HEADER_SLACK, MODEL_FACTOR, UploadRate
 from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
+from fedrelay.ports.blobs import BlobStoreUnavailable
 from fedrelay.ports.coordinator_store import CoordinatorRepository
 from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner, sign_request
 from fedrelay.protocol.rounds import (
@@ -742,3 +743,24 @@ def test_upload_rate_buckets_stay_bounded() -> None:
     # ten seconds refill a bucket charged once: the idle ones are dropped at the next charge
     rates.charge(workers[4], NOW + 10)
     assert rates.tracked == 1
+
+
+async def test_an_unavailable_blob_store_is_503_for_the_caller_and_its_reason_is_logged(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    reason = "s3://internal-bucket/ at http://10.1.2.3:8333 refused the credentials"
+
+    async def unavailable(*args: object, **kwargs: object) -> str:
+        raise BlobStoreUnavailable(reason)
+
+    monkeypatch.setattr(api.blobs, "put", unavailable)
+    with caplog.at_level("WARNING", logger="fedrelay.coordinator.api"):
+        response = await api.client.post("/v1/admin/blobs", content=b"model", headers=ADMIN)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.json() == {
+        "error": "BlobStoreUnavailable",
+        "detail": "the blob store is unavailable",
+    }
+    assert "internal-bucket" not in response.text
+    assert reason in caplog.text

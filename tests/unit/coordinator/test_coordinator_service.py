@@ -152,6 +152,7 @@ async def run_round(
     for w in workers:
         if w.worker in assigned:
             await w.train(job_id, round_number)
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()
     for w in workers:
         await w.answer_challenges()
@@ -181,6 +182,7 @@ async def test_one_round_is_assigned_verified_aggregated_finalized_and_settled(
     assert sorted(t.shard for t in assign_call[3]) == [0, 1]
 
     trained = {w.worker: await w.train(job_id, 0) for w in workers}
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()  # commitments followed; every task challenged
     assert await phase_of(world, job_id) is Phase.AGGREGATING
     # Every task is challenged on its drawn segment and on its last one (the final checkpoint).
@@ -275,6 +277,7 @@ async def test_unanswered_challenge_is_slashed_after_its_deadline(world: World) 
     await step_until(world, job_id, Phase.COLLECTING)
     for w in (honest, silent):
         await w.train(job_id, 0)
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()
     await honest.answer_challenges()
     await world.service.step()
@@ -397,6 +400,7 @@ async def run_two_rounds(
             assert await phase_of(world, job_id) is Phase.COLLECTING
             service = world.new_service()
         await chosen[1].train(job_id, round_number)
+        world.clock.advance(1)  # the closing block: one after the last commitment
         await service.step()
         if restart_at is Phase.AGGREGATING and round_number == restart_round:
             assert await phase_of(world, job_id) is Phase.AGGREGATING

@@ -169,6 +169,7 @@ async def test_jobs_naming_worker_uploads_are_refused_and_publish_nothing(
     stolen_model = world.post(bytes.fromhex(update), config_name)
     stolen_both = world.post(bytes.fromhex(update), bytes.fromhex(update))
     forged_config = world.post(model, bytes.fromhex(forged_name))
+    world.clock.advance(1)  # the closing block: one after the last commitment
     with caplog.at_level(logging.ERROR, logger=SERVICE_LOG):
         await world.service.step()
     for refused in (stolen_model, stolen_both, forged_config):
@@ -221,6 +222,7 @@ async def test_a_job_may_start_from_a_model_the_coordinator_published(world: Wor
     first = world.post(model, config_name)
     await world.step_until(first, Phase.COLLECTING)
     await worker.train(first, 0)
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()
     await worker.answer_challenges()
     await world.step_until(first, Phase.PROPOSED)

@@ -210,6 +210,7 @@ async def test_malformed_bytes_are_the_workers_rejection_and_nothing_else_stops(
     await honest.train(job, 0)
     await bad.train(job, 0)
 
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()  # commitments followed; updates read; every task challenged
     assert await world.phase(job) is Phase.AGGREGATING
     await other_worker.answer_challenges(other)
@@ -260,6 +261,7 @@ async def test_a_failing_job_step_is_logged_counted_and_backed_off_while_others_
     for job in (failing, healthy):
         (drawn,) = await world.assigned(job)
         await next(w for w in workers if w.worker == drawn).train(job, 0)
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()
     for w in workers:
         await w.answer_challenges()
@@ -355,6 +357,7 @@ async def test_the_run_loop_survives_a_job_that_always_fails(
         (drawn,) = await world.assigned(healthy)
         worker = next(w for w in workers if w.worker == drawn)
         await worker.train(healthy, 0)
+        world.clock.advance(1)  # the closing block: one after the last commitment
         await wait_for(lambda: bool(world.market.proposals), running, worker)
         world.clock.advance(WINDOW)
         await wait_for(lambda: (healthy, 0) in world.market.settled, running)

@@ -244,25 +244,24 @@ def committed(index: int) -> Assignment:
     return Assignment(worker, index, TaskStatus.COMMITTED, commitment)
 
 
-def test_every_challenged_task_is_also_asked_for_its_last_segment() -> None:
+def test_every_challenged_task_opens_q_segments_and_both_ends() -> None:
     tasks = [committed(i) for i in range(12)]
     seed = keccak256(b"round seed")
-    draws = challenge_sample(seed, tasks, 1.0, 3)
-    for task in tasks:
-        mine = [d for d in draws if d.assignment == task]
-        assert mine[-1].segment == 2  # the last segment opens the final checkpoint
-        if len(mine) == 2:
-            assert mine[0].segment != 2
-            assert mine[0].replay
-            assert not mine[1].replay  # asked only for c_K, not replayed
-        else:
-            assert mine == [mine[0]]
-            assert mine[0].replay
-    assert {d.segment for d in draws if d.replay} != {2}  # other segments are still drawn
-    assert challenge_sample(seed, tasks, 1.0, 3) == draws  # anyone recomputes the same
+    for segments, opened in ((3, 1), (5, 2), (5, 5), (1, 1)):
+        draws = challenge_sample(seed, tasks, 1.0, segments, opened)
+        for task in tasks:
+            mine = [d for d in draws if d.assignment == task]
+            replayed = [d.segment for d in mine if d.replay]
+            assert len(set(replayed)) == len(replayed) == opened  # q distinct, replayed
+            # Checkpoint 0 (start of segment 0) and c_K (end of the last) are always opened,
+            # and a segment asked for only to open them is not replayed.
+            assert {0, segments - 1} <= {d.segment for d in mine}
+            extra = [d.segment for d in mine if not d.replay]
+            assert set(extra) == {0, segments - 1} - set(replayed)
+        assert challenge_sample(seed, tasks, 1.0, segments, opened) == draws  # reproducible
     assert challenge_sample(seed, tasks, 0.0, 3) == []
-    # With one segment, the drawn segment is the last one: one challenge per task.
-    assert [d.segment for d in challenge_sample(seed, tasks, 1.0, 1)] == [0] * len(tasks)
+    # The replayed segments vary over tasks: not always the ends.
+    assert {d.segment for d in challenge_sample(seed, tasks, 1.0, 5) if d.replay} - {0, 4}
 
 
 # --- end to end: the coordinator service against the worker SDK -----------------------------
@@ -417,6 +416,7 @@ async def test_a_worker_committing_an_update_its_transcript_does_not_end_in_is_s
     await world.step_until(job_id, Phase.COLLECTING)
     for node in (honest, cheat):
         assert len((await node.step()).committed) == 1
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()  # commitments followed, every task challenged
     for node in (honest, cheat):
         assert (await node.step()).answered  # both answer: their transcripts are honest
@@ -441,6 +441,7 @@ async def test_malformed_answer_bytes_slash_with_the_reason(world: World) -> Non
     job_id = await world.post(workers=1)
     await world.step_until(job_id, Phase.COLLECTING)
     await worker.train(job_id, 0)
+    world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()
     _, blobs = worker.runs[(job_id, 0)]
     leaves = [blob_hash(b) for b in blobs]

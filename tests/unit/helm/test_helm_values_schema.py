@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helm_support import CHART, KUBE_VERSION, HelmRun
+from helm_support import CHART, HelmRun
 
 # Kubernetes objects passed through unchanged (the API server checks them).
 PASS_THROUGH = {
@@ -44,7 +44,7 @@ def test_schema_closes_every_object() -> None:
 def _template(helm: HelmRun, tmp_path: Path, values: dict[str, Any]) -> tuple[int, str]:
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump(values))
-    result = helm("template", "fr", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(override))
+    result = helm("template", "fr", str(CHART), "-f", str(override))
     return result.returncode, result.stderr
 
 
@@ -197,6 +197,21 @@ def test_schema_violations_are_rejected_with_their_location(
             "coordinator: more than one replica needs a shared blob store",
             id="coordinator-replicas-without-shared-blobs",
         ),
+        pytest.param(
+            {"coordinator": {"blobStore": {"type": "s3"}}},
+            "coordinator.blobStore.s3.bucket: the s3 blob store needs an existing bucket",
+            id="s3-without-bucket",
+        ),
+        pytest.param(
+            {
+                "coordinator": {
+                    "persistence": {"enabled": True},
+                    "blobStore": {"type": "s3", "s3": {"bucket": "blobs"}},
+                }
+            },
+            "coordinator.persistence: with blobStore.type s3 the blobs are in the bucket",
+            id="s3-with-an-unused-volume",
+        ),
     ],
 )
 def test_inconsistent_values_fail_rendering_with_a_clear_message(
@@ -210,8 +225,6 @@ def test_inconsistent_values_fail_rendering_with_a_clear_message(
 def test_lint_reports_schema_violations_too(helm: HelmRun, tmp_path: Path) -> None:
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"kafka": {"bootstrp": "k:9092"}}))
-    result = helm(
-        "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(override)
-    )
+    result = helm("lint", "--strict", str(CHART), "-f", str(override))
     assert result.returncode != 0
     assert "additional properties 'bootstrp' not allowed" in result.stdout + result.stderr

@@ -34,6 +34,7 @@ EXPECTED_TABLES = {
     # the coordinator service's reports (adapters/ledger/coordinator_store.py)
     "coordinator_round_reports",
     "coordinator_nonces",
+    "coordinator_leases",
 }  # fmt: skip
 # The newest migration, so adding one does not mean editing these tests.
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://")).get_current_head()

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry, Counter
 
 from fedrelay.adapters.devnet.process import free_port
-from fedrelay.adapters.telemetry.health import HealthServer, health_app
+from fedrelay.adapters.telemetry.health import HealthServer, NotReady, health_app
 from fedrelay.protocol.tracing import (
     context_from_traceparent,
     extract_context,
@@ -54,6 +54,35 @@ async def test_readyz_follows_its_checks() -> None:
         body = (await client.get("/readyz")).json()
     assert body["ready"] is False
     assert body["checks"]["kafka"]["detail"] == "unreachable (ConnectionRefusedError)"
+
+
+async def test_readyz_shows_a_checks_own_reason_and_the_process_details(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def schema() -> bool:
+        raise NotReady("the ledger has no schema: run `fedrelay db upgrade`")
+
+    app = health_app(
+        {"schema": schema},
+        registry=CollectorRegistry(),
+        details={"leadership": lambda: {"role": "follower", "token": 4}},
+    )
+    transport = httpx.ASGITransport(app=app)
+    with caplog.at_level(logging.WARNING):
+        async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+            answer = await client.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json() == {
+        "ready": False,
+        "checks": {
+            "schema": {
+                "ready": False,
+                "detail": "the ledger has no schema: run `fedrelay db upgrade`",
+            }
+        },
+        "leadership": {"role": "follower", "token": 4},
+    }
+    assert caplog.records == []  # the check's owner logs its reason itself, once
 
 
 async def test_readyz_never_shows_exception_text(caplog: pytest.LogCaptureFixture) -> None:

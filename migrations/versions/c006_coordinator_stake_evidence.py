@@ -1,8 +1,8 @@
 """coordinator stake and evidence: each worker's followed stake (and the nonce of the change that
 set it), each task's fault and the hash of its slash's evidence blob
 
-Revision ID: c004s
-Revises: c003
+Revision ID: c006
+Revises: c005
 Create Date: 2026-12-02
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "c004s"
-down_revision: str | None = "c003"
+revision: str = "c006"
+down_revision: str | None = "c005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,335 @@
+"""The blob store on an S3-compatible object store, so that coordinator replicas share one.
+
+The directory store (:class:`~fedrelay.adapters.blobstore.store.FileBlobStore`) suits one
+process; replicas on several machines need a store they all reach. This one keeps the same
+content-addressed layout under a bucket (and an optional key prefix): the blob ``name`` is the
+object ``<prefix><first two hex digits>/<name>``, and each trust domain that put it is an empty
+marker object ``<prefix><xx>/<name>.domains/<domain, percent-encoded>``. An S3 PUT is atomic (a
+reader sees the whole object or none), a marker is written only after its blob, and writing a
+marker twice is harmless, so replicas can put the same blob and domains at once.
+
+The store makes the same checks as the directory store: sizes on the way in, the hash on the way
+in and on the way out, so bytes changed in the bucket are :class:`BlobCorrupt`, never served.
+
+Failures of the backend itself are :class:`BlobStoreUnavailable` subclasses, each with a message
+that names the endpoint, bucket and access key id and says what to fix: :class:`BucketNotFound`,
+:class:`CredentialsRefused`, :class:`EndpointUnreachable`. The secret key never appears in them:
+they are written from the server's error code and message, and any occurrence of the secret is
+masked as well, in case a server echoes it.
+
+boto3 is synchronous; each call runs in a worker thread (:func:`asyncio.to_thread`), on one
+client, which boto3 documents as safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from fedrelay.adapters.blobstore.store import checked_upload, verified
+from fedrelay.ports.blobs import (
+    DEFAULT_MAX_BLOB_BYTES,
+    BlobCorrupt,
+    BlobNotFound,
+    BlobStoreUnavailable,
+    check_domain,
+    check_name,
+)
+from fedrelay.protocol.redact import MASK, redact_url
+
+T = TypeVar("T")
+
+#: The region used when none is configured (S3-compatible servers mostly ignore it).
+DEFAULT_REGION = "us-east-1"
+
+# Error codes an S3 server answers when it does not accept the request's credentials.
+_REFUSED = frozenset(
+    {
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "AuthorizationHeaderMalformed",
+        "InvalidSecurity",
+        "403",
+    }
+)
+_MISSING_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+class BucketNotFound(BlobStoreUnavailable):
+    """The configured bucket does not exist on the endpoint."""
+
+
+class CredentialsRefused(BlobStoreUnavailable):
+    """The endpoint refused the store's credentials (or none were found)."""
+
+
+class EndpointUnreachable(BlobStoreUnavailable):
+    """The endpoint did not answer (down, wrong address, or a network failure)."""
+
+
+class S3BlobStore:
+    """A :class:`~fedrelay.ports.blobs.BlobStore` in a bucket of an S3-compatible service."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str = DEFAULT_REGION,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        max_size: int = DEFAULT_MAX_BLOB_BYTES,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 3,
+    ) -> None:
+        """Connect to a bucket (no request is made until the first call).
+
+        Args:
+            bucket: The bucket; it must exist (the store never creates one).
+            prefix: A key prefix under which the blobs live (``""``: the bucket's root; a
+                non-empty one gets a trailing ``/`` if it lacks one).
+            endpoint_url: The service's URL (``None``: AWS S3 of ``region``). Other
+                S3-compatible services are addressed path-style.
+            region: The signing region.
+            access_key_id: The access key id; with ``secret_access_key``. Both ``None``: boto3's
+                default credential chain (``AWS_*`` variables, an instance or pod role).
+            secret_access_key: The secret key; it never appears in an error.
+            max_size: The largest blob accepted, in bytes.
+            connect_timeout: Seconds to wait for a connection.
+            read_timeout: Seconds to wait for an answer.
+            max_attempts: Tries of one request (transient failures are retried).
+
+        Raises:
+            ValueError: The bucket is empty, or only one of the key pair is given.
+        """
+        if not bucket:
+            raise ValueError("an S3 blob store needs a bucket name")
+        if (access_key_id is None) != (secret_access_key is None):
+            raise ValueError("give both the S3 access key id and its secret key, or neither")
+        self._bucket = bucket
+        self._prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self._endpoint = endpoint_url
+        self._access_key_id = access_key_id
+        self._secret = secret_access_key
+        self._max_size = max_size
+        config = Config(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+        )
+        session = boto3.session.Session(
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            region_name=region,
+        )
+        self._client: Any = session.client("s3", endpoint_url=endpoint_url, config=config)
+
+    def __repr__(self) -> str:
+        """The store's location, without its credentials."""
+        return f"S3BlobStore({self.location})"
+
+    @property
+    def bucket(self) -> str:
+        """The bucket holding the blobs."""
+        return self._bucket
+
+    @property
+    def location(self) -> str:
+        """``s3://bucket/prefix`` at the endpoint, for messages (the endpoint redacted)."""
+        where = f"s3://{self._bucket}/{self._prefix}"
+        return f"{where} at {redact_url(self._endpoint)}" if self._endpoint else where
+
+    @property
+    def max_size(self) -> int:
+        """The largest blob, in bytes, the store accepts."""
+        return self._max_size
+
+    def key_of(self, name: str) -> str:
+        """The object key that holds (or would hold) the blob ``name``.
+
+        Raises:
+            InvalidBlobName: ``name`` is not well formed.
+        """
+        check_name(name)
+        return f"{self._prefix}{name[:2]}/{name}"
+
+    def _marker_prefix(self, name: str) -> str:
+        return f"{self.key_of(name)}.domains/"
+
+    # --- the port ---------------------------------------------------------------------------
+
+    async def put(self, data: bytes, expected: str | None = None, *, domain: str) -> str:
+        """Store ``data`` for ``domain`` and return its name; see :meth:`BlobStore.put`.
+
+        Raises:
+            BlobStoreUnavailable: The backend failed (its subclass says how).
+        """
+        check_domain(domain)
+        name = checked_upload(data, expected, self._max_size)
+        await self._call(self._write, name, bytes(data))
+        marker = self._marker_prefix(name) + quote(domain, safe="")
+        await self._call(self._put_object, marker, b"")
+        return name
+
+    async def domains(self, name: str) -> frozenset[str]:
+        """The trust domains that put ``name``; see :meth:`BlobStore.domains`."""
+        return await self._call(self._read_domains, name)
+
+    async def get(self, name: str) -> bytes:
+        """Return the bytes named ``name``; see :meth:`BlobStore.get`.
+
+        Raises:
+            BlobStoreUnavailable: The backend failed (its subclass says how).
+        """
+        data = await self._call(self._read, name)
+        if data is None:
+            raise BlobNotFound(f"no blob named {name} in {self.location}")
+        return verified(name, data)
+
+    async def exists(self, name: str) -> bool:
+        """Whether a blob named ``name`` is stored (its content is not checked)."""
+        return await self._call(self._exists, name)
+
+    async def check(self) -> None:
+        """Check that the bucket exists and the credentials are accepted (for readiness).
+
+        Raises:
+            BucketNotFound: The bucket does not exist.
+            CredentialsRefused: The credentials are refused.
+            EndpointUnreachable: The endpoint does not answer.
+        """
+        await self._call(self._head_bucket)
+
+    # --- blocking calls, run in a thread ----------------------------------------------------
+
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(function, *args)
+        except ClientError as exc:
+            raise self._client_failure(exc) from None
+        except (NoCredentialsError, PartialCredentialsError):
+            raise CredentialsRefused(
+                f"no S3 credentials for {self.location}: set the access key id and secret key"
+            ) from None
+        except (EndpointConnectionError, HTTPClientError) as exc:
+            raise EndpointUnreachable(
+                f"the S3 endpoint of {self.location} is unreachable "
+                f"({self._masked(type(exc).__name__)}): check the endpoint URL and network"
+            ) from None
+        except BotoCoreError as exc:
+            raise BlobStoreUnavailable(
+                f"the S3 store {self.location} failed: {self._masked(str(exc))}"
+            ) from None
+
+    def _head_bucket(self) -> None:
+        self._client.head_bucket(Bucket=self._bucket)
+
+    def _put_object(self, key: str, body: bytes) -> None:
+        self._client.put_object(Bucket=self._bucket, Key=key, Body=body)
+
+    def _write(self, name: str, data: bytes) -> None:
+        try:
+            stored = self._read(name)
+        except BlobCorrupt:
+            stored = None  # too large to be the blob: rewrite it below
+        if stored is not None and _intact(name, stored):
+            return
+        self._put_object(self.key_of(name), data)
+
+    def _read(self, name: str) -> bytes | None:
+        key = self.key_of(name)
+        try:
+            reply = self._client.get_object(Bucket=self._bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING_KEY:
+                return None
+            raise
+        body = reply["Body"]
+        try:
+            self._refuse_oversized(name, int(reply.get("ContentLength", 0)))
+            data: bytes = body.read(self._max_size + 1)
+        finally:
+            body.close()
+        self._refuse_oversized(name, len(data))
+        return data
+
+    def _refuse_oversized(self, name: str, size: int) -> None:
+        if size > self._max_size:
+            raise BlobCorrupt(
+                f"stored blob {name} is {size} bytes, above the limit of "
+                f"{self._max_size} bytes; it cannot be the blob of that name"
+            )
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self._bucket, Key=self.key_of(name))
+        except ClientError as exc:
+            if _code(exc) not in _MISSING_KEY:
+                raise
+            self._head_bucket()  # a missing bucket is an error, not a missing blob
+            return False
+        return True
+
+    def _read_domains(self, name: str) -> frozenset[str]:
+        prefix = self._marker_prefix(name)
+        found: set[str] = set()
+        pages = self._client.get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=self._bucket, Prefix=prefix):
+            for item in page.get("Contents", ()):
+                found.add(unquote(str(item["Key"])[len(prefix) :]))
+        return frozenset(found)
+
+    # --- errors ------------------------------------------------------------------------------
+
+    def _masked(self, text: str) -> str:
+        return text.replace(self._secret, MASK) if self._secret else text
+
+    def _client_failure(self, exc: ClientError) -> BlobStoreUnavailable:
+        code = _code(exc)
+        message = self._masked(str(exc.response.get("Error", {}).get("Message") or code))
+        if code == "NoSuchBucket" or (code == "404" and exc.operation_name == "HeadBucket"):
+            return BucketNotFound(
+                f"the S3 bucket {self._bucket!r} does not exist at "
+                f"{redact_url(self._endpoint) if self._endpoint else 'AWS S3'}: create it, or "
+                "set the blob store's bucket to an existing one"
+            )
+        if code in _REFUSED:
+            who = f"access key id {self._access_key_id!r}" if self._access_key_id else "boto3's"
+            return CredentialsRefused(
+                f"{self.location} refused the credentials of {who} ({code}: {message}): check "
+                "the access key id and secret key and the key's rights on the bucket"
+            )
+        return BlobStoreUnavailable(f"{self.location} answered {code}: {message}")
+
+
+def _intact(name: str, data: bytes) -> bool:
+    try:
+        verified(name, data)
+    except BlobCorrupt:
+        return False  # a corrupt copy: the caller overwrites it
+    return True
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")) or str(
+        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+    )
