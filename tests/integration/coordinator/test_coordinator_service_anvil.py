@@ -386,6 +386,7 @@ async def test_a_disputed_slash_is_answered_with_its_evidence_and_stands(
     await step_until(coordinator, service, job_id, Phase.COLLECTING)
     for w in (honest, cheat):
         await w.train(job_id, 0)
+    d.advance(1)  # the closing block: the first one past the last commitment's timestamp
     await service.step()
     for w in (honest, cheat):
         await w.answer_challenges()
@@ -600,6 +601,7 @@ def test_job_post_uploads_blobs_and_escrows_the_reward(
         app,
         ["job", "post", "--rounds", "3", "--workers-per-round", "2",
          "--reward-per-round", str(REWARD), "--config", str(config_file),
+         "--min-stake", str(SLASH), "--missed-slash", "100",
          "--signer-key-file", str(key_file), "--rpc-url", deployment.anvil.rpc_url,
          "--job-market", deployment.market.address],
         terminal_width=160,
@@ -608,6 +610,12 @@ def test_job_post_uploads_blobs_and_escrows_the_reward(
     job = deployment.market.job(1)
     assert (job.num_rounds, job.workers_per_round, job.escrow) == (3, 2, 3 * REWARD)
     assert job.config_hash == CONFIG.config_hash()
+    # The slash policy: a rejection costs the minimum stake by default; the poster's address is
+    # the slash recipient on the EVM worker chain.
+    raw = deployment.market.contract.functions.getJob(1).call()
+    assert (int(raw[11]), int(raw[12]), int(raw[13])) == (SLASH, 100, 0)
+    recipient = deployment.market.contract.functions.slashRecipientOf(1, 4).call()
+    assert bytes(recipient) == address_to_bytes32(Signer(deployment.anvil.private_keys[4]).address)
     blobs = FileBlobStore(tmp_path / "blobs")
     assert asyncio.run(blobs.exists(job.model_hash.hex()))
     assert JobConfig.from_bytes(asyncio.run(blobs.get(job.config_hash.hex()))) == CONFIG
