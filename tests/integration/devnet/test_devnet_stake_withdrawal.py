@@ -67,7 +67,8 @@ CONFIG = JobConfig.model_validate(
         "steps": 4,
         "checkpoint_every": 2,
         "batch_size": 16,
-        "challenge_rate": 0.0,
+        "challenge_rate": 1.0,
+        "challenge_segments": 2,  # every segment: a rejection slash of 1 unit deters a 1-ETH reward
         "collect_seconds": 180,
         "data": {"shards": 4, "max_examples_per_shard": 60},
     }

@@ -33,7 +33,7 @@ from fedrelay.ports.blobs import POSTER
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.challenges import challenge_seed, detection_probability
 from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
-from fedrelay.protocol.rounds import Assignment, Phase, RoundState, TaskStatus, WorkerRef
+from fedrelay.protocol.rounds import Assignment, Fault, Phase, RoundState, TaskStatus, WorkerRef
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import encode_blob
 from fedrelay.worker.sdk.api_client import CoordinatorClient
@@ -109,7 +109,7 @@ class World:
 
     def results(self, job_id: int) -> dict[WorkerRef, tuple[Outcome, int, int]]:
         _, results = self.market.proposals[(job_id, 0)]
-        return {r.worker: (r.outcome, r.reward, r.slash) for r in results}
+        return {r.worker: (r.outcome, r.reward, r.fault) for r in results}
 
 
 @pytest.fixture
@@ -209,7 +209,7 @@ async def test_a_worker_cannot_foresee_its_challenge_and_a_challenged_cheat_is_s
         await w.answer_challenges()
     await world.step_until(job_id, Phase.PROPOSED)
     results = world.results(job_id)
-    assert results[cheat.worker] == (Outcome.SLASHED, 0, SLASH)
+    assert results[cheat.worker] == (Outcome.SLASHED, 0, Fault.REJECTED)
     assert results[honest.worker] == (Outcome.ACCEPTED, REWARD, 0)  # as if the cheat were absent
     reason = (await world.state(job_id)).assignment(cheat.worker).reason
     assert "failed" in reason
@@ -234,7 +234,7 @@ async def test_a_transcript_trained_from_another_model_is_slashed(
         await w.answer_challenges()
     await world.step_until(job_id, Phase.PROPOSED)
     results = world.results(job_id)
-    assert results[cheat.worker] == (Outcome.SLASHED, 0, SLASH)
+    assert results[cheat.worker] == (Outcome.SLASHED, 0, Fault.REJECTED)
     assert results[honest.worker] == (Outcome.ACCEPTED, REWARD, 0)
     reason = (await world.state(job_id)).assignment(cheat.worker).reason
     assert reason.startswith("challenge of segment 0 failed: checkpoint 0 ")

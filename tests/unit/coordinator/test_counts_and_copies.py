@@ -16,7 +16,6 @@ import pytest
 from support.simulated_worker import SimulatedWorker
 from test_coordinator_service import (  # the world of the coordinator service tests
     REWARD,
-    SLASH,
     WINDOW,
     World,
     make_world,
@@ -33,7 +32,7 @@ from fedrelay.coordinator.scoring import split_payout
 from fedrelay.coordinator.verification import JobWorkbench, delta_of
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.job_config import DataSpec, JobConfig
-from fedrelay.protocol.rounds import Phase, RoundState, TaskStatus
+from fedrelay.protocol.rounds import Fault, Phase, RoundState, TaskStatus
 from fedrelay.protocol.secagg import MaskedInput
 from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.protocol.secagg.wire import encode_masked
@@ -98,7 +97,7 @@ async def assert_rejected(
 ) -> dict[bytes, tuple[Outcome, int, int]]:
     """The attacker slashed for ``reason`` on chain and in the store; the round's results."""
     results = results_by_worker(world.market, job_id, 0)
-    assert results[bad.worker.key] == (Outcome.SLASHED, 0, SLASH)
+    assert results[bad.worker.key] == (Outcome.SLASHED, 0, Fault.REJECTED)
     state = await world.store.get_round(job_id, 0)
     assert state is not None
     assert state.assignment(bad.worker).status is TaskStatus.SLASHED
