@@ -22,10 +22,11 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Features and labels.
+    """Features and labels: the examples of a classification job.
 
     Attributes:
-        features: float32 array ``(n, d)``.
+        features: float32 array ``(n, *shape)``: ``(n, d)`` for tabular data, ``(n, c, h, w)``
+            for images.
         labels: int64 array ``(n,)`` with classes ``0..num_classes-1``.
     """
 
@@ -33,7 +34,7 @@ class Dataset:
     labels: npt.NDArray[np.int64]
 
     def __post_init__(self) -> None:
-        if self.features.ndim != 2 or self.labels.shape != (self.features.shape[0],):
+        if self.features.ndim < 2 or self.labels.shape != (self.features.shape[0],):
             raise DataError(
                 f"features {self.features.shape} and labels {self.labels.shape} do not match"
             )
@@ -49,6 +50,49 @@ class Dataset:
     def subset(self, indices: Indices) -> Dataset:
         """The examples at ``indices``, in that order."""
         return Dataset(self.features[indices], self.labels[indices])
+
+
+@dataclass(frozen=True)
+class TokenDataset:
+    """A token stream cut into training windows: the examples of a language-model job.
+
+    Example ``i`` is the window ``tokens[i*(context+1) : (i+1)*(context+1)]``: the model reads
+    its first ``context`` tokens and is scored on predicting each next one. Windows are disjoint,
+    so an example is a fixed slice of the stream, its index names it, and any subset of windows
+    is again a stream of whole windows.
+
+    Attributes:
+        tokens: int64 array ``(t,)`` of token ids ``0..vocab-1``.
+        context: Tokens the model reads per example.
+    """
+
+    tokens: npt.NDArray[np.int64]
+    context: int
+
+    def __post_init__(self) -> None:
+        if self.tokens.ndim != 1 or self.context < 1:
+            raise DataError(
+                f"a token stream is one-dimensional with context >= 1, got shape "
+                f"{self.tokens.shape} and context {self.context}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0]) // (self.context + 1)
+
+    def windows(self, indices: Indices) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Inputs and next-token targets of the examples at ``indices``, each ``(b, context)``."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= len(self)):
+            raise DataError(f"window index outside 0..{len(self) - 1}")
+        width = self.context + 1
+        rows = self.tokens[indices[:, None] * width + np.arange(width, dtype=np.int64)[None, :]]
+        return rows[:, :-1], rows[:, 1:]
+
+    def subset(self, indices: Indices) -> TokenDataset:
+        """The windows at ``indices``, in that order, as a new stream (same context)."""
+        inputs, targets = self.windows(indices)
+        rows = np.concatenate([inputs, targets[:, -1:]], axis=1)
+        return TokenDataset(rows.reshape(-1).astype(np.int64), self.context)
 
 
 def digits() -> Dataset:
