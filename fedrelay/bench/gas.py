@@ -91,7 +91,10 @@ def _receive_batches(
 def _finalize(
     market: JobMarketContract, hub: str, owner: Signer, guardians: _Guardians, k: int
 ) -> dict[str, int]:
-    spec = JobSpec(b"\x03" * 32, b"\x04" * 32, 1, k, 10**18, 0, (WORKERS,))
+    spec = JobSpec(
+        b"\x03" * 32, b"\x04" * 32, 1, k, 10**18, 0, (WORKERS,),
+        slash_recipients=(address_to_bytes32(owner.address),),
+    )  # fmt: skip
     job_id = market.post_job(owner, spec).job_id
     tasks = [Task(_key(i), i) for i in range(k)]
     market.assign_tasks(owner, job_id, WORKERS, 2**40, tasks)

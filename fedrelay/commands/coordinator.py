@@ -229,6 +229,7 @@ async def _upload(blobs: list[bytes], settings: CoordinatorSettings, url: str | 
 SOLANA_WORMHOLE_CHAIN = 1
 DEFAULT_RELEASE_AFTER = 3600
 DEFAULT_PROGRESS_TIMEOUT = 7 * 24 * 3600
+DEFAULT_MIN_STAKE = 10**8  # one whole token in 8-decimal stake units
 MAX_RELEASE_AFTER = 30 * 24 * 3600
 MAX_PROGRESS_TIMEOUT = 365 * 24 * 3600
 
@@ -317,7 +318,16 @@ def post_command(
     model_file: Annotated[
         Path | None, typer.Option("--model", help="Initial model (default: seeded from config).")
     ] = None,
-    min_stake: Annotated[int, typer.Option("--min-stake", min=0, help="8 decimals.")] = 0,
+    min_stake: Annotated[
+        int,
+        typer.Option(
+            "--min-stake",
+            min=0,
+            help="Stake (8 decimals) a worker needs to be drawn; the default, 1 token, is also "
+            "what a worker must stake to register on the devnet. A rejected update loses "
+            "--rejected-slash of it.",
+        ),
+    ] = DEFAULT_MIN_STAKE,
     rejected_slash: Annotated[
         int | None,
         typer.Option(

@@ -1,7 +1,9 @@
 """The demo's outcome read back from where it is recorded, as any observer could.
 
-Once the job has completed and every settlement has reached the worker chains, the outcome is
-read from the records themselves: each worker's rounds and rewards from the coordinator's
+Once the job has completed, every settlement has reached the worker chains and the coordinator
+chain has followed every worker's stake (the STAKE_CHANGED of the last round's slashes included,
+so the relayer has nothing of the job left to carry), the outcome is read from the records
+themselves: each worker's rounds and rewards from the coordinator's
 ledger, each payout address's claimable reward from JobMarket, each worker's stake from
 WorkerHub or its Solana worker account, deliveries per route from the relayer's ledger, and
 what every chain spent from the chains' RPC endpoints.
@@ -15,17 +17,36 @@ import logging
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from fedrelay.adapters.devnet.state import DevnetInfo
+from fedrelay.adapters.devnet.state import WORKER_EVM, DevnetInfo
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.adapters.ledger.database import create_engine
 from fedrelay.adapters.ledger.models import Delivery, StoredVaa
+from fedrelay.adapters.solana.layout import LAMPORTS_PER_STAKE_UNIT
 from fedrelay.demo.assembly import DemoNetwork
 from fedrelay.demo.costs import CostError, DemoCosts, devnet_costs
 from fedrelay.demo.report import DemoResult, WorkerOutcome
 from fedrelay.demo.settings import DemoSettings
+from fedrelay.demo.waiting import until
 from fedrelay.protocol.rounds import RoundState, TaskStatus
 
 log = logging.getLogger(__name__)
+
+_WEI_PER_STAKE_UNIT = 10**10  # messages carry 8 decimals
+_U64 = 2**64 - 1
+STAKES_FOLLOWED_TIMEOUT_S = 120.0
+
+
+async def stakes_followed(network: DemoNetwork) -> bool:
+    """Whether JobMarket's stake of every demo worker equals its stake on its own chain."""
+    for worker in network.workers:
+        own = await network.stake(worker)
+        per_unit = (
+            _WEI_PER_STAKE_UNIT if worker.key.chain == WORKER_EVM else LAMPORTS_PER_STAKE_UNIT
+        )
+        known = await asyncio.to_thread(network.market.worker, worker.ref.chain, worker.ref.key)
+        if known.stake != min(own // per_unit, _U64):
+            return False
+    return True
 
 
 async def job_rounds(store: LedgerCoordinatorStore, job_id: int, rounds: int) -> list[RoundState]:
@@ -49,6 +70,12 @@ async def read_outcome(
 
     The result's wall time, timings, backends and restarts are left for the caller to fill in.
     """
+    network.progress.step("waiting for the coordinator chain to follow every worker's stake")
+    await until(
+        lambda: stakes_followed(network),
+        STAKES_FOLLOWED_TIMEOUT_S,
+        "the coordinator chain to follow every worker's stake (STAKE_CHANGED relayed)",
+    )
     network.progress.step("reading the outcome back from the chains")
     rounds = await job_rounds(store, job_id, settings.rounds)
     reports = {r.round: r for r in await store.reports(job_id)}

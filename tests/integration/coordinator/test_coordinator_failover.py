@@ -45,7 +45,7 @@ from test_coordinator_service_anvil import (  # the deployment fixtures of the c
 from fedrelay.adapters.blobstore.s3 import S3BlobStore
 from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.devnet.services import Postgres, SeaweedS3
-from fedrelay.adapters.evm import JobSpec, JobStatus, RoundPhase
+from fedrelay.adapters.evm import JobSpec, JobStatus, RoundPhase, address_to_bytes32
 from fedrelay.adapters.ledger import upgrade
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.blobs import POSTER
@@ -164,6 +164,8 @@ class Replicas:
             reward_per_round=REWARD,
             min_stake=10**8,
             worker_chains=(WORKERS,),
+            rejected_slash=10**8,
+            slash_recipients=(address_to_bytes32(self.deployment.signer(4).address),),
         )
         return self.deployment.market.post_job(self.deployment.signer(4), spec).job_id
 

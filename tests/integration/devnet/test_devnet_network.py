@@ -186,7 +186,7 @@ def _assignment(target_chain: int, target: bytes, worker_key: bytes, deadline: i
     return TaskAssigned(
         target_chain=target_chain, target_address=target, job_id=1, round=0, deadline=deadline,
         model_hash=keccak256(b"model"), config_hash=keccak256(b"config"),
-        tasks=(Task(worker_key, shard=0),),
+        min_stake=0, stake_lock=0, release_at=deadline + 86_400, tasks=(Task(worker_key, shard=0),),
     )  # fmt: skip
 
 
@@ -196,6 +196,11 @@ def test_a_task_assigned_signed_by_the_devnet_guardians_is_accepted_by_the_worke
     hub = devnet.worker_hub()
     worker = devnet.info.workers[0]
     worker_key = address_to_bytes32(worker.address)
+    # WorkerHub takes tasks for registered workers holding the task's stake only.
+    signer = Signer(load_evm_key(Path(worker.key_file)))
+    if not hub.staker(signer.address).registered:
+        hub.stake(signer, 2 * 10**18)
+        hub.register(signer, address_to_bytes32(worker.payout_address), 1)
     deadline = int(hub.chain.w3.eth.get_block("latest")["timestamp"]) + 3600
     payload = _assignment(
         WORKER_EVM_WORMHOLE_CHAIN, address_to_bytes32(hub.address), worker_key, deadline

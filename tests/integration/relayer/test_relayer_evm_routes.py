@@ -192,7 +192,7 @@ async def test_one_round_carries_every_payload_type_on_both_evm_routes(
         spec = JobSpec(
             model_hash=b"\x11" * 32, config_hash=b"\x22" * 32, num_rounds=1,
             workers_per_round=1, reward_per_round=10**18, min_stake=10**8,
-            worker_chains=(WORKERS,),
+            worker_chains=(WORKERS,), slash_recipients=(bytes(12) + b"\x44" * 20,),
         )  # fmt: skip
         poster = Signer(evm.coordinator.private_keys[4])
         job_id = (await asyncio.to_thread(market.post_job, poster, spec)).job_id
@@ -298,7 +298,7 @@ async def test_evm_destination_classifies_what_the_chain_answers(evm: EvmDeploym
     assigned = TaskAssigned(
         target_chain=WORKERS, target_address=address_to_bytes32(evm.hub.address),
         job_id=900, round=0, deadline=deadline, model_hash=bytes(32), config_hash=bytes(32),
-        tasks=(Task(worker, 0),),
+        min_stake=0, stake_lock=0, release_at=deadline + 86_400, tasks=(Task(worker, 0),),
     )  # fmt: skip
     body = VaaBody(
         timestamp=deadline, nonce=0, emitter_chain=COORDINATOR,
@@ -639,7 +639,7 @@ async def test_one_round_carries_every_payload_type_between_coordinator_and_sola
             spec = JobSpec(
                 model_hash=b"\x61" * 32, config_hash=b"\x62" * 32, num_rounds=1,
                 workers_per_round=1, reward_per_round=10**18, min_stake=1,
-                worker_chains=(SOLANA_CHAIN,),
+                worker_chains=(SOLANA_CHAIN,), slash_recipients=(b"\x45" * 32,),
             )  # fmt: skip
             poster = Signer(evm.coordinator.private_keys[4])
             job_id = (await asyncio.to_thread(market.post_job, poster, spec)).job_id

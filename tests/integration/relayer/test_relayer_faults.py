@@ -144,6 +144,14 @@ def on_chain(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     return lambda: asyncio.to_thread(check)
 
 
+def register_task_worker(evm: EvmDeployment) -> None:
+    """Stake and register the worker `task_assigned_vaa` names (WorkerHub assigns only those)."""
+    signer = Signer(evm.workers.private_keys[9])
+    if not evm.hub.staker(signer.address).registered:
+        evm.hub.stake(signer, 2 * 10**18)
+        evm.hub.register(signer, address_to_bytes32(signer.address), 1)
+
+
 def task_assigned_vaa(
     evm: EvmDeployment, job_id: int, sequence: int, signers: list[Any] | None = None
 ) -> Vaa:
@@ -153,7 +161,7 @@ def task_assigned_vaa(
     payload = TaskAssigned(
         target_chain=WORKER_CHAIN, target_address=address_to_bytes32(evm.hub.address),
         job_id=job_id, round=0, deadline=deadline, model_hash=bytes(32), config_hash=bytes(32),
-        tasks=(Task(worker, 0),),
+        min_stake=0, stake_lock=0, release_at=deadline + 86_400, tasks=(Task(worker, 0),),
     )  # fmt: skip
     body = VaaBody(
         timestamp=deadline, nonce=0, emitter_chain=COORDINATOR_CHAIN,
@@ -186,6 +194,7 @@ async def test_duplicates_are_applied_once_and_a_poison_vaa_goes_to_the_dlq(
     keys: StageRequest,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
+    await asyncio.to_thread(register_task_worker, evm)
     base = 10_000 + uuid.uuid4().int % 10**6
     first, second, early = (task_assigned_vaa(evm, base + i, base + i) for i in range(3))
     impostors = wormhole_testing.guardian_signers(GUARDIANS + 1)[1:]  # not the cores' set

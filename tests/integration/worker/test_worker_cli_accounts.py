@@ -158,6 +158,7 @@ class Market:
             reward_per_round=ETH,
             min_stake=ETH,
             worker_chains=(WORKER_CHAIN,),
+            slash_recipients=(address_to_bytes32(self.owner.address),),
         )
         job_id = self.market.post_job(self.owner, spec).job_id
         deadline = max(chain_time(self.chain), int(time.time())) + 600

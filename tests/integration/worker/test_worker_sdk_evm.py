@@ -183,6 +183,9 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
             deadline=deadline,
             model_hash=model_hash,
             config_hash=config_hash,
+            min_stake=0,
+            stake_lock=0,
+            release_at=deadline + 86_400,
             tasks=(Task(worker_key, 1),),
         )
     )
@@ -246,6 +249,8 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
             job_id=JOB,
             round=0,
             model_hash=b"\x42" * 32,
+            slash_mode=0,
+            slash_recipient=b"\x44" * 32,
             settlements=(Settlement(worker_key, Outcome.ACCEPTED, 0),),
         )
     )
@@ -345,6 +350,9 @@ def test_the_cli_worker_commits_and_stops_cleanly_on_sigterm(
                     deadline=deadline,
                     model_hash=model_hash,
                     config_hash=config_hash,
+                    min_stake=0,
+                    stake_lock=0,
+                    release_at=deadline + 86_400,
                     tasks=(Task(signer.worker.key, 0),),
                 )
             )
@@ -441,6 +449,7 @@ async def test_a_worker_is_paid_on_the_coordinator_chain_and_withdraws(
         reward_per_round=10**18,
         min_stake=10**8,
         worker_chains=(WORKER_CHAIN,),
+        slash_recipients=(address_to_bytes32(Signer(coordinator_chain.private_keys[4]).address),),
     )
     job_id = market.post_job(Signer(coordinator_chain.private_keys[4]), spec).job_id
     # Other tests move the shared coordinator chain's clock forward: take the later of all clocks.
