@@ -40,6 +40,7 @@ from fedrelay.protocol.training_config import TrainingError
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import (
     MerkleProof,
+    ModelTensors,
     TrainingConfig,
     TrainingRun,
     Transcript,
@@ -364,10 +365,9 @@ class World:
             poll_interval=0.01,
         )
 
-    async def post(self, workers: int) -> int:
-        model = await self.blobs.put(
-            encode_blob(JobWorkbench(self.config).initial_model()), domain=POSTER
-        )
+    async def post(self, workers: int, initial: ModelTensors | None = None) -> int:
+        initial = initial or JobWorkbench(self.config).initial_model()
+        model = await self.blobs.put(encode_blob(initial), domain=POSTER)
         config = await self.blobs.put(self.config.to_bytes(), domain=POSTER)
         return self.market.post_job(
             bytes.fromhex(model),
@@ -525,16 +525,7 @@ async def test_frozen_tensors_stay_out_of_updates_and_aggregation(
         node.bundle_loader = loader
         await node.register(stake=10**8, payout=bytes(32))
     initial = TrustingWorkbench(world.config).initial_model()
-    model_name = await world.blobs.put(encode_blob(initial), domain=POSTER)
-    config_name = await world.blobs.put(world.config.to_bytes(), domain=POSTER)
-    job_id = world.market.post_job(
-        bytes.fromhex(model_name),
-        bytes.fromhex(config_name),
-        num_rounds=1,
-        workers_per_round=2,
-        reward_per_round=REWARD,
-        rejected_slash=SLASH,
-    )
+    job_id = await world.post(workers=2, initial=initial)
     await world.step_until(job_id, Phase.COLLECTING)
     for node in nodes:
         assert len((await node.step()).committed) == 1

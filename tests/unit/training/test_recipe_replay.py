@@ -173,6 +173,19 @@ def test_a_cheat_is_caught_by_the_replay_of_its_segment(
         assert verdict_of(trainer, config, cheat, 0).accepted
 
 
+def lm_recipe(**fields: object) -> TrainingConfig:
+    """Adam at 0.01 with a FedProx term, changed by ``fields``."""
+    base = TrainingConfig(
+        seed=0,
+        steps=1,
+        checkpoint_every=1,
+        learning_rate=0.01,
+        optimizer=AdamSpec(),
+        proximal_mu=0.1,
+    )
+    return replace(base, **fields)  # type: ignore[arg-type]
+
+
 def test_language_model_with_dropout_and_lora_replay_bit_exactly() -> None:
     base = TransformerLMSpec(vocab=10, context=6, width=8, heads=2, layers=1, dropout=0.2)
     tokens = (np.arange(20 * 7) * 3 % 10).astype(np.int64)
@@ -182,15 +195,7 @@ def test_language_model_with_dropout_and_lora_replay_bit_exactly() -> None:
     for spec in (base, lora):
         model_factory = build_factory(spec, bundle_loader=no_bundles)
         lm = TorchTrainer(model_factory, spec.objective, stream, trainable=spec.trainable)
-        config = TrainingConfig(
-            seed=5,
-            steps=6,
-            checkpoint_every=3,
-            batch_size=4,
-            learning_rate=0.01,
-            optimizer=AdamSpec(),
-            proximal_mu=0.1,
-        )
+        config = lm_recipe(seed=5, steps=6, checkpoint_every=3, batch_size=4)
         model = initial_tensors(spec, model_factory, lambda name: blob)
         run = train_with_transcript(lm, model, config)
         for segment in range(config.segments):
@@ -210,15 +215,13 @@ def test_cuda_replay_is_bit_exact_on_the_same_device_class() -> None:
     stream = TokenDataset((np.arange(64 * 9) * 5 % 16).astype(np.int64), 8)
     model_factory = build_factory(spec, bundle_loader=no_bundles)
     gpu = TorchTrainer(model_factory, spec.objective, stream, device="cuda")
-    config = TrainingConfig(
+    config = lm_recipe(
         seed=3,
         steps=12,
         checkpoint_every=4,
         batch_size=8,
-        learning_rate=0.01,
         optimizer=AdamSpec(name="adamw", weight_decay=0.01),
         grad_clip_norm=1.0,
-        proximal_mu=0.05,
     )
     run = train_with_transcript(gpu, seeded_tensors(model_factory, 0), config)
     again = train_with_transcript(gpu, seeded_tensors(model_factory, 0), config)
