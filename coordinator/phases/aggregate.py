@@ -20,7 +20,9 @@
    on its own, rejecting and slashing the sender of one that does not decode; waits for the
    unmasking reveals and recovers the sum of the masked inputs;
 4. aggregates with the job's strategy, evaluates the new model on the held-out set, scores the
-   accepted workers and splits the round's reward.
+   accepted workers and splits the round's reward. Updates hold only the model's trainable
+   tensors (``model.trainable``: a LoRA job's adapters), so only those are read, aggregated and
+   scored; the round model's frozen tensors go into the new model blob unchanged.
 
 It returns the :class:`Proposal` once everything is in, else None (answers or reveals are still
 awaited). Every rejection is saved at once, and challenges are issued with deterministic terms,
