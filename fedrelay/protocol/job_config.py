@@ -45,7 +45,7 @@ from pydantic import (
 
 from fedrelay.protocol.challenges import cheating_pays
 from fedrelay.protocol.hashing import keccak256
-from fedrelay.protocol.model_spec import AnyModelSpec, MlpSpec, ModelSpec, with_default_kind
+from fedrelay.protocol.model_spec import MlpSpec, ModelSpec, with_default_kind
 from fedrelay.protocol.rounds import RoundPolicy
 from fedrelay.protocol.training_config import (
     ConstantSchedule,
@@ -295,11 +295,6 @@ class JobConfig(_Part):
             grad_clip_norm=self.grad_clip_norm,
             proximal_mu=self.proximal_mu,
         )
-
-    @property
-    def model_spec(self) -> AnyModelSpec:
-        """The model spec (typed as the plain union)."""
-        return self.model
 
     def cheating_pays(
         self,
