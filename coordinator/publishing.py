@@ -23,6 +23,8 @@ aggregated model (:mod:`fedrelay.coordinator.phases.aggregate`).
 
 from __future__ import annotations
 
+import asyncio
+
 from fedrelay.coordinator.errors import JobUnusable
 from fedrelay.coordinator.settings import JobLimits
 from fedrelay.ports.blobs import POSTER, BlobStore, BlobStoreError
@@ -79,7 +81,11 @@ async def admit_job(
         config = JobConfig.from_bytes(await blobs.get(config_name))
     except (InvalidJobConfig, BlobStoreError) as exc:
         raise JobUnusable(str(exc)) from None
-    problems = limits.problems(config)
+    examples = await asyncio.to_thread(largest_task_examples, config)
+    try:
+        problems = limits.problems(config, examples)
+    except ValueError as exc:  # local_epochs without a shard size to resolve them
+        raise JobUnusable(str(exc)) from None
     if problems:
         raise JobUnusable("; ".join(problems))
     if job.workers_per_round > config.data.shards:
@@ -88,10 +94,23 @@ async def admit_job(
             "shards in its configuration"
         )
     await _check_origin(blobs, store, job.model_hash.hex(), "model")
-    pays = config.cheating_pays(job.reward_per_round, job.reward_decimals, job.rejected_slash)
+    pays = config.cheating_pays(
+        job.reward_per_round, job.reward_decimals, job.rejected_slash, examples
+    )
     if pays is not None:
         raise JobUnusable(pays)
     return config
+
+
+def largest_task_examples(config: JobConfig) -> int | None:
+    """With ``local_epochs``, the example count of the job's largest shard (the task with the
+    most steps); None otherwise (a task's steps are the configuration's)."""
+    if config.local_epochs is None:
+        return None
+    from fedrelay.coordinator.verification import JobWorkbench
+
+    workbench = JobWorkbench(config)
+    return max(len(workbench.shard(i)) for i in range(config.data.shards))
 
 
 async def publish_job(job: ChainJob, store: CoordinatorRepository) -> None:

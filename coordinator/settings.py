@@ -93,20 +93,26 @@ class JobLimits(BaseSettings):
     max_checkpoints: int = Field(default=1025, ge=2)
     max_replay_steps: int = Field(default=1000, ge=1)
 
-    def problems(self, config: JobConfig) -> list[str]:
+    def problems(self, config: JobConfig, examples: int | None = None) -> list[str]:
         """Every limit ``config`` is beyond, one sentence each with its numbers (empty: none).
+
+        A bundle model's parameters are unknown until its code runs, so only zoo models are
+        measured here.
 
         Args:
             config: A parsed job configuration.
+            examples: With ``local_epochs``, the largest task's example count (its steps
+                follow from it).
         """
+        training = config.training_config(examples)
         measured = (
             ("model parameters", config.model.parameter_count(), self.max_model_parameters),
-            ("steps", config.steps, self.max_steps),
+            ("steps", training.steps, self.max_steps),
             ("batch_size", config.batch_size, self.max_batch_size),
-            ("checkpoints per transcript", config.training.segments + 1, self.max_checkpoints),
+            ("checkpoints per transcript", training.segments + 1, self.max_checkpoints),
             (
                 "replay steps per segment",
-                min(config.checkpoint_every, config.steps),
+                min(config.checkpoint_every, training.steps),
                 self.max_replay_steps,
             ),
         )
@@ -114,7 +120,7 @@ class JobLimits(BaseSettings):
             f"{what} {value} is above this coordinator's limit {limit} "
             f"(FEDRELAY_COORDINATOR_{variable.upper()})"
             for (what, value, limit), variable in zip(measured, _LIMIT_FIELDS, strict=True)
-            if value > limit
+            if value is not None and value > limit
         ]
 
 

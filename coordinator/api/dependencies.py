@@ -51,8 +51,9 @@ OPEN_PHASES = (Phase.ASSIGNING, Phase.COLLECTING)
 BLOB_HEADER_SLACK = 1024 * 1024
 #: How much larger than the job's model one update, masked input or checkpoint may be: an update
 #: or a masked input has one float32 or one uint64 (twice a float32) per parameter; a checkpoint
-#: has the model and one momentum buffer per parameter.
-MODEL_FACTOR = 2
+#: has the model and up to three more tensors per trainable parameter (Adam's two moments and
+#: FedProx's anchor).
+MODEL_FACTOR = 4
 #: How much of a body the server holds in memory before it spools the rest to a temporary file.
 SPOOL_IN_MEMORY = 1024 * 1024
 #: Workers whose upload rate is tracked at once; past it the least recently charged is dropped.

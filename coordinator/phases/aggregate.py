@@ -20,7 +20,9 @@
    on its own, rejecting and slashing the sender of one that does not decode; waits for the
    unmasking reveals and recovers the sum of the masked inputs;
 4. aggregates with the job's strategy, evaluates the new model on the held-out set, scores the
-   accepted workers and splits the round's reward.
+   accepted workers and splits the round's reward. Updates hold only the model's trainable
+   tensors (``model.trainable``: a LoRA job's adapters), so only those are read, aggregated and
+   scored; the round model's frozen tensors go into the new model blob unchanged.
 
 It returns the :class:`Proposal` once everything is in, else None (answers or reveals are still
 awaited). Every rejection is saved at once, and challenges are issued with deterministic terms,
@@ -109,6 +111,7 @@ from fedrelay.training import (
     Verdict,
     decode_blob,
     encode_blob,
+    trainable_tensors,
 )
 
 log = logging.getLogger(__name__)
@@ -230,8 +233,12 @@ class RoundAggregation:
                 f"the round's model {state.model_hash.hex()} is not a tensor blob: {exc}"
             ) from None
         model = {k: np.asarray(v, dtype=np.float32) for k, v in decoded.items()}
-        layout = ParameterLayout.of(model)
-        params = layout.flatten(model)
+        # Updates carry, and aggregation moves, only the trainable tensors (a LoRA job's
+        # adapters); the frozen ones pass into the new model unchanged.
+        moving = trainable_tensors(model, config.model.trainable)
+        frozen = {k: v for k, v in model.items() if k not in moving}
+        layout = ParameterLayout.of(moving)
+        params = layout.flatten(moving)
         slash = self._context.job.rejected_slash  # the on-chain policy's amount
         sizes = await asyncio.to_thread(self._assigned_sizes, state)
         state = await self._check_counts(state, sizes, slash, now)
@@ -267,11 +274,11 @@ class RoundAggregation:
                 return state, None
         else:
             combined = await self._combine_plain(
-                state, layout, params, server_state, trained, sizes
+                state, layout, frozen, params, server_state, trained, sizes
             )
         new_params, server_state, scores, note = combined
 
-        new_model = layout.unflatten(new_params)
+        new_model = {**frozen, **layout.unflatten(new_params)}
         new_blob = encode_blob(new_model)
         model_name = await self._blobs.put(new_blob, domain=COORDINATOR)
         await self._store.publish_blob(model_name)
@@ -303,6 +310,7 @@ class RoundAggregation:
         self,
         state: RoundState,
         layout: ParameterLayout,
+        frozen: ModelTensors,
         params: Vector,
         server_state: ServerState,
         trained: dict[bytes, Vector],
@@ -330,7 +338,7 @@ class RoundAggregation:
             log.error("job %d round %d: aggregation failed: %s", state.job_id, state.round, exc)
             scores = {u.client_id: float(u.num_examples) for u in updates}
             return params, server_state, scores, f"aggregation failed: {exc}"
-        loss_of = self._context.workbench.held_out_loss(layout)
+        loss_of = self._context.workbench.held_out_loss(layout, frozen)
         raw = await asyncio.to_thread(loss_reduction_scores, loss_of, params, updates)
         samples = {u.client_id: u.num_examples for u in updates}
         scores = mix_with_samples(raw, samples, config.sample_weight)
@@ -491,14 +499,19 @@ class RoundAggregation:
         slash = self._context.job.rejected_slash  # the on-chain policy's amount
         if not challenges_due(config) or report.challenge_seed is None:
             return state, False
-        segments = config.training_config().segments
-        draws = challenge_sample(
-            bytes.fromhex(report.challenge_seed),
-            state.with_status(TaskStatus.COMMITTED),
-            config.challenge_rate,
-            segments,
-            config.challenge_segments,
-        )
+        workbench = self._context.workbench
+        draws = [
+            draw
+            # One task at a time: with local_epochs each task's segments follow from its shard.
+            for a in state.with_status(TaskStatus.COMMITTED)
+            for draw in challenge_sample(
+                bytes.fromhex(report.challenge_seed),
+                [a],
+                config.challenge_rate,
+                workbench.training_config(a.shard).segments,
+                min(config.challenge_segments, workbench.training_config(a.shard).segments),
+            )
+        ]
         pending = False
         for draw in draws:
             a = state.assignment(draw.assignment.worker)
@@ -597,7 +610,7 @@ class RoundAggregation:
                 commitment.transcript_root,
                 expected,
                 model,
-                workbench.training_config(),
+                workbench.training_config(state.assignment(challenge.worker).shard),
             )
         except UpdateRejection as exc:
             return Verdict(False, str(exc))
@@ -609,7 +622,8 @@ class RoundAggregation:
         self, state: RoundState, challenge: Challenge, opening: SegmentOpening
     ) -> Verdict:
         """On the last segment, whether the committed update is the final checkpoint's model."""
-        training = self._context.workbench.training_config()
+        assignment = state.assignment(challenge.worker)
+        training = self._context.workbench.training_config(assignment.shard)
         if challenge.segment != training.segments - 1:
             return Verdict(True, "ok")
         commitment = state.assignment(challenge.worker).commitment
@@ -626,6 +640,7 @@ class RoundAggregation:
                 opening.end_proof,
                 commitment.transcript_root,
                 training,
+                self._context.config.model.trainable,
             )
         except UpdateRejection as exc:
             return Verdict(False, str(exc))

@@ -18,7 +18,7 @@ from fedrelay.coordinator.aggregation import (
     Strategy,
     Vector,
 )
-from fedrelay.protocol.training_config import TrainingConfig
+from fedrelay.protocol.training_config import AdamSpec, SgdSpec, TrainingConfig
 from fedrelay.training.data import Dataset
 from fedrelay.training.torch_trainer import (
     Evaluation,
@@ -64,8 +64,10 @@ class LocalTraining:
         steps: Local SGD steps per round.
         batch_size: Examples per step.
         learning_rate: Client step size.
-        momentum: Client momentum.
+        momentum: Client SGD momentum.
         seed: Base seed; the round and client index are mixed in.
+        optimizer: The client optimizer (overrides ``momentum`` when set).
+        proximal_mu: FedProx's proximal coefficient.
     """
 
     steps: int = 10
@@ -73,6 +75,8 @@ class LocalTraining:
     learning_rate: float = 0.1
     momentum: float = 0.0
     seed: int = 0
+    optimizer: SgdSpec | AdamSpec | None = None
+    proximal_mu: float = 0.0
 
     def config(self, round_number: int, client_index: int) -> TrainingConfig:
         """The training configuration of one client in one round."""
@@ -82,7 +86,8 @@ class LocalTraining:
             checkpoint_every=self.steps,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
-            momentum=self.momentum,
+            optimizer=self.optimizer or SgdSpec(momentum=self.momentum),
+            proximal_mu=self.proximal_mu,
         )
 
 

@@ -1,7 +1,10 @@
 """A job's workbench: its model, held-out set and data shards rebuilt from its configuration,
 to evaluate models and replay challenged transcript segments.
 
-Torch and the data load lazily, on first use, so the coordinator starts without them.
+The model is built from the job's ``model`` spec by :func:`fedrelay.training.models.build_factory`
+(the one construction of a job's model, the worker's too); a bundle model goes through the
+``bundle_loader`` the coordinator's process was given (its trust policy), and none is run
+without one. Torch and the data load lazily, on first use, so the coordinator starts without them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from fedrelay.coordinator.verification.updates import (
 )
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.rounds import Assignment
-from fedrelay.protocol.wormhole import keccak256
 from fedrelay.training import (
     ModelTensors,
     SegmentOpening,
@@ -30,37 +32,67 @@ from fedrelay.training import (
 )
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from fedrelay.training.data import Dataset
+    from fedrelay.training.models import BundleLoader, FetchBlob, ModelFactory
+    from fedrelay.training.torch_trainer import TorchTrainer
 
 
 class JobWorkbench:
     """A job's model, held-out set and shards, rebuilt from its configuration (torch inside)."""
 
-    def __init__(self, config: JobConfig) -> None:
-        """Prepare (data and torch load lazily, on first use)."""
+    def __init__(self, config: JobConfig, *, bundle_loader: BundleLoader | None = None) -> None:
+        """Prepare (data and torch load lazily, on first use).
+
+        Args:
+            config: The job's configuration.
+            bundle_loader: Loads a trusted model bundle (a bundle job is refused without one).
+        """
         self.config = config
+        self._bundle_loader = bundle_loader
 
-    def initial_model(self) -> ModelTensors:
-        """The seeded initial model of the job (what ``fedrelay job post`` uploads)."""
-        from fedrelay.training.torch_trainer import initial_model
+    def initial_model(self, fetch_blob: FetchBlob | None = None) -> ModelTensors:
+        """The seeded initial model of the job (what ``fedrelay job post`` uploads).
 
-        return initial_model(self._factory_fn(), self.config.model.init_seed)
+        Args:
+            fetch_blob: Gets a blob by name: a LoRA job's base weights (required for one).
+
+        Raises:
+            TrainingError: A LoRA job without ``fetch_blob``, or base weights that do not fit.
+        """
+        from fedrelay.training.models import initial_tensors
+
+        def no_blobs(name: str) -> bytes:
+            raise TrainingError(f"blob {name} (the base weights) is needed and none can be read")
+
+        return initial_tensors(self.config.model, self.factory, fetch_blob or no_blobs)
 
     def start_checkpoint(self, model: ModelTensors) -> bytes:
         """The blob of checkpoint 0 of a task starting from ``model``: what every committed
-        transcript of the round must begin with (the model, zero optimizer state, step 0)."""
-        from fedrelay.training.torch_trainer import TorchClassificationTrainer
+        transcript of the round must begin with (the model, zero optimizer state, the FedProx
+        anchor when there is one, step 0)."""
+        from fedrelay.training.torch_trainer import start_checkpoint
 
-        trainer = TorchClassificationTrainer(self._factory_fn(), self.held_out)
-        return encode_blob(trainer.initial_checkpoint(model))
+        # Checkpoint 0 does not depend on the step count: any task's recipe will do.
+        config = self.config.training_config(
+            len(self.shard(0)) if self.config.local_epochs else None
+        )
+        return encode_blob(
+            start_checkpoint(self.factory, self.config.model.trainable, model, config)
+        )
 
-    def _factory_fn(self) -> Callable[[], nn.Module]:
-        from fedrelay.training.torch_trainer import mlp
+    @cached_property
+    def factory(self) -> ModelFactory:
+        """Builds the job's model (:func:`fedrelay.training.models.build_factory`)."""
+        from fedrelay.training.models import build_factory, no_bundles
+
+        return build_factory(self.config.model, bundle_loader=self._bundle_loader or no_bundles)
+
+    def trainer(self, data: Dataset) -> TorchTrainer:
+        """The job's trainer over ``data`` (the worker's, on the CPU)."""
+        from fedrelay.training.torch_trainer import TorchTrainer
 
         spec = self.config.model
-        return lambda: mlp(spec.inputs, spec.hidden, spec.classes)
+        return TorchTrainer(self.factory, spec.objective, data, trainable=spec.trainable)
 
     @cached_property
     def _split(self) -> tuple[Dataset, Dataset]:
@@ -102,25 +134,39 @@ class JobWorkbench:
 
     def shard_hash(self, index: int) -> str:
         """keccak256 (hex) of shard ``index``'s data blob, as a worker's trainer computes it."""
-        shard = self.shard(index)
-        return keccak256(encode_blob({"features": shard.features, "labels": shard.labels})).hex()
+        from fedrelay.training.torch_trainer import data_hash
 
-    def training_config(self) -> TrainingConfig:
-        """The training configuration every task of the job uses."""
-        return self.config.training_config()
+        return data_hash(self.shard(index))
+
+    def training_config(self, shard: int | None = None) -> TrainingConfig:
+        """The training configuration of the task on ``shard``: the job's; with
+        ``local_epochs`` its steps follow from that shard's size (``shard`` is then needed).
+
+        Raises:
+            UpdateRejection: The job has no such shard.
+            ValueError: ``local_epochs`` without a shard.
+        """
+        examples = None
+        if self.config.local_epochs is not None and shard is not None:
+            examples = len(self.shard(shard))
+        return self.config.training_config(examples)
 
     def evaluate(self, model: ModelTensors) -> tuple[float, float]:
         """``(loss, accuracy)`` of ``model`` on the held-out set."""
         from fedrelay.training.torch_trainer import evaluate
 
-        result = evaluate(self._factory_fn(), model, self.held_out)
-        return result.loss, result.accuracy
+        result = evaluate(self.factory, model, self.held_out, objective=self.config.model.objective)
+        return result.loss, result.accuracy if result.accuracy is not None else 0.0
 
-    def held_out_loss(self, layout: ParameterLayout) -> Callable[[Vector], float]:
-        """Loss of a flat parameter vector on the held-out set (for scoring)."""
+    def held_out_loss(
+        self, layout: ParameterLayout, frozen: ModelTensors | None = None
+    ) -> Callable[[Vector], float]:
+        """Loss on the held-out set of a flat vector of the trainable tensors, the ``frozen``
+        ones (the round model's) beside them (for scoring)."""
+        fixed = dict(frozen or {})
 
         def loss(params: Vector) -> float:
-            return self.evaluate(layout.unflatten(params))[0]
+            return self.evaluate({**fixed, **layout.unflatten(params)})[0]
 
         return loss
 
@@ -140,17 +186,12 @@ class JobWorkbench:
             (:func:`~fedrelay.training.verify_segment`), and anything the replay still raises
             on them (:data:`~.updates.MALFORMED_INPUT_ERRORS`) is a rejection with its reason.
         """
-        from fedrelay.training.torch_trainer import TorchClassificationTrainer
-
         commitment = assignment.commitment
         if commitment is None:
             return Verdict(False, "the task has no commitment")
-        trainer = TorchClassificationTrainer(
-            self._factory_fn(),
-            self.shard(assignment.shard),
-        )
-        config = self.training_config()
         try:
+            trainer = self.trainer(self.shard(assignment.shard))
+            config = self.training_config(assignment.shard)
             return verify_segment(
                 trainer,
                 config,

@@ -2,7 +2,8 @@
 final checkpoint.
 
 An update blob is the canonical safetensors blob of the worker's trained model tensors (the
-model part of its final checkpoint, plain names); the coordinator computes the delta itself
+trainable model tensors of its final checkpoint, plain names: a LoRA update holds only its
+adapters); the coordinator computes the delta itself
 (:func:`delta_of`). Replaying a segment only shows that the transcript is honest; the
 final-checkpoint check ties the committed update to it, so an honest transcript next to another
 update is caught too.
@@ -10,7 +11,7 @@ update is caught too.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,11 +28,9 @@ from fedrelay.training import (
     encode_blob,
     model_of,
     step_of,
+    trainable_tensors,
     verify_proof,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 class UpdateRejection(CoordinatorError):
@@ -127,21 +126,27 @@ def _few(names: list[str], limit: int = 5) -> str:
 
 
 def check_final_checkpoint(
-    update: bytes, blob: bytes, proof: MerkleProof, root: bytes, config: TrainingConfig
+    update: bytes,
+    blob: bytes,
+    proof: MerkleProof,
+    root: bytes,
+    config: TrainingConfig,
+    trainable: Callable[[str], bool] = lambda name: True,
 ) -> None:
     """Check that ``update`` is the model of the committed transcript's final checkpoint.
 
     The final checkpoint ``c_K`` (``K = config.segments``) must be leaf ``K`` of the ``K + 1``
-    leaves under ``root``, stand at step ``config.steps``, and its model tensors
-    (:func:`~fedrelay.training.model_of`: plain names, float32) must encode to exactly the
-    update's canonical bytes.
+    leaves under ``root``, stand at step ``config.steps``, and its trainable model tensors
+    (:func:`~fedrelay.training.model_of`: plain names, float32; those ``trainable`` names: an
+    update carries only them) must encode to exactly the update's canonical bytes.
 
     Args:
         update: The uploaded update blob (already checked against its commitment).
         blob: The checkpoint blob the worker opened as ``c_K``.
         proof: Its Merkle proof.
         root: The committed transcript root.
-        config: The job's training configuration.
+        config: The task's training configuration.
+        trainable: Whether a tensor of the job's model trains.
 
     Raises:
         UpdateRejection: The opening is not the final checkpoint of the committed transcript,
@@ -158,7 +163,8 @@ def check_final_checkpoint(
     try:
         checkpoint = decode_blob(blob)
         step = step_of(checkpoint)
-        model = encode_blob(model_of(checkpoint))
+        trained = trainable_tensors(model_of(checkpoint), trainable)
+        model = encode_blob(trained)
     except (ValueError, OverflowError) as exc:  # BlobError, TrainingError; a NaN step counter
         raise UpdateRejection(f"the final checkpoint blob is malformed: {exc}") from None
     if step != config.steps:
@@ -169,7 +175,7 @@ def check_final_checkpoint(
         raise UpdateRejection(
             f"the committed update {keccak256(update).hex()} is not the model of the "
             f"transcript's final checkpoint (step {step}), whose model is "
-            f"{keccak256(model).hex()}: {_difference(update, model_of(checkpoint))}"
+            f"{keccak256(model).hex()}: {_difference(update, trained)}"
         )
 
 

@@ -33,14 +33,18 @@ import torch
 
 from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, ServerState, fedavg
 from fedrelay.coordinator.simulation.fit import LocalTraining
+from fedrelay.protocol.model_spec import MlpSpec
 from fedrelay.training.data import Dataset, digits, partition_k_classes, split_train_test
+from fedrelay.training.models import build_factory, no_bundles
 from fedrelay.training.torch_trainer import (
     TorchClassificationTrainer,
     evaluate,
     initial_model,
-    mlp,
 )
 from fedrelay.training.trainer import ModelTensors
+
+_MLP = build_factory(MlpSpec(), bundle_loader=no_bundles)
+"""The digits perceptron (64-64-10), built as every job's model is."""
 
 FLOWER_SITE_ENV = "FEDRELAY_FLOWER_SITE"
 
@@ -192,11 +196,11 @@ class _Federation:
         self, server_step: ServerStep, clients: list[Dataset], test: Dataset, local: LocalTraining
     ) -> None:
         self._step = server_step
-        self._trainers = [TorchClassificationTrainer(mlp, data) for data in clients]
+        self._trainers = [TorchClassificationTrainer(_MLP, data) for data in clients]
         self._counts = [len(data) for data in clients]
         self._test = test
         self._local = local
-        self.model = initial_model(mlp, 0)
+        self.model = initial_model(_MLP, 0)
         self.accuracies: list[float] = []
         self.wall_s = 0.0
         self.aggregate_s = 0.0
@@ -209,7 +213,7 @@ class _Federation:
         self.model, seconds = self._step(self.model, trained, self._counts)
         self.wall_s += time.perf_counter() - started
         self.aggregate_s += seconds
-        self.accuracies.append(evaluate(mlp, self.model, self._test).accuracy)
+        self.accuracies.append(evaluate(_MLP, self.model, self._test).accuracy or 0.0)
 
     def figures(self, target: float) -> dict[str, object]:
         rounds = len(self.accuracies)
@@ -249,7 +253,7 @@ def run(rounds: int = 30, target: float = 0.9, flower_site: str | None = None) -
     }
     ours = _Federation(_fedrelay_step, clients, test, local)
     # Warm torch up first, so one-time start-up costs land on neither side's timings.
-    TorchClassificationTrainer(mlp, clients[0]).train(ours.model, local.config(0, 0))
+    TorchClassificationTrainer(_MLP, clients[0]).train(ours.model, local.config(0, 0))
     site = flower_site or os.environ.get(FLOWER_SITE_ENV) or _installed_site()
     try:
         flower = FlowerFedAvg(site)

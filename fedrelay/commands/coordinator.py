@@ -177,10 +177,15 @@ def _load_config(path: Path | None) -> JobConfig:
 
 def _model_blob(path: Path | None, config: JobConfig) -> bytes:
     from fedrelay.coordinator.verification import JobWorkbench
-    from fedrelay.training import BlobError, decode_blob, encode_blob
+    from fedrelay.training import BlobError, TrainingError, decode_blob, encode_blob
 
     if path is None:
-        return encode_blob(JobWorkbench(config).initial_model())
+        try:
+            return encode_blob(JobWorkbench(config).initial_model())
+        except TrainingError as exc:  # a LoRA job's base weights, an untrusted bundle
+            raise _fail(
+                f"cannot build the job's initial model: {exc}; pass it with --model FILE"
+            ) from None
     try:
         data = path.read_bytes()
         decode_blob(data)
@@ -411,7 +416,9 @@ def post_command(
         decimals = token_decimals(chain, token)
     except (EvmError, ValueError) as exc:
         raise _fail(f"cannot read the decimals of token {token}: {exc}") from None
-    pays = config.cheating_pays(reward_per_round, decimals, rejected)
+    from fedrelay.coordinator.publishing import largest_task_examples
+
+    pays = config.cheating_pays(reward_per_round, decimals, rejected, largest_task_examples(config))
     if pays is not None:
         raise _fail(f"refusing to post: {pays}")
     poster = Signer(read_evm_key(signer_key_file))

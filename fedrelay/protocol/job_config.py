@@ -15,11 +15,18 @@ The slash policy is not here: it is part of the job on chain (``rejectedSlash`` 
 amounts, so there is one source of truth. A blob that still names ``rejected_slash``,
 ``slash_missing`` or ``missing_slash`` is refused with a message saying where they went.
 
+The model (:mod:`fedrelay.protocol.model_spec`) and the local training recipe (``optimizer``,
+``schedule``, ``grad_clip_norm``, ``proximal_mu``, ``local_epochs``;
+:mod:`fedrelay.protocol.training_config`) are declared here too. The top-level ``momentum`` of
+earlier blobs is refused with a message: it is ``optimizer.momentum`` now.
+
 Example (JSON)::
 
     {"version": 1, "seed": 7, "steps": 8, "checkpoint_every": 4, "batch_size": 16,
-     "learning_rate": 0.1, "strategy": "fedavg", "challenge_rate": 0.5,
-     "model": {"kind": "mlp", "hidden": 64}, "data": {"dataset": "digits", "shards": 4}}
+     "learning_rate": 0.1, "optimizer": {"name": "sgd", "momentum": 0.9},
+     "schedule": {"kind": "cosine", "warmup_steps": 2}, "strategy": "fedavg",
+     "challenge_rate": 0.5, "model": {"kind": "mlp", "hidden": 64},
+     "data": {"dataset": "digits", "shards": 4}}
 """
 
 from __future__ import annotations
@@ -27,12 +34,26 @@ from __future__ import annotations
 import json
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fedrelay.protocol.challenges import cheating_pays
 from fedrelay.protocol.hashing import keccak256
+from fedrelay.protocol.model_spec import MlpSpec, ModelSpec, with_default_kind
 from fedrelay.protocol.rounds import RoundPolicy
-from fedrelay.protocol.training_config import TrainingConfig
+from fedrelay.protocol.training_config import (
+    ConstantSchedule,
+    OptimizerSpec,
+    ScheduleSpec,
+    SgdSpec,
+    TrainingConfig,
+)
 
 StrategyName = Literal[
     "fedavg", "fedavgm", "fedadam", "fedyogi", "median", "trimmed_mean", "krum", "multi_krum"
@@ -41,6 +62,10 @@ _SECURE_STRATEGIES = {"fedavg", "fedavgm", "fedadam", "fedyogi"}
 
 
 _MOVED_TO_CHAIN = ("rejected_slash", "slash_missing", "missing_slash")
+_MOVED_TO_OPTIMIZER = {"momentum": "optimizer.momentum"}
+_DEFAULT_STEPS = 10
+
+__all__ = ["DataSpec", "InvalidJobConfig", "JobConfig", "MlpSpec", "ModelSpec"]
 
 
 class InvalidJobConfig(ValueError):
@@ -49,24 +74,6 @@ class InvalidJobConfig(ValueError):
 
 class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSpec(_Part):
-    """The model architecture: a two-layer perceptron
-    (``fedrelay.training.torch_trainer.mlp``)."""
-
-    kind: Literal["mlp"] = "mlp"
-    inputs: int = Field(default=64, ge=1, le=1_000_000)
-    hidden: int = Field(default=64, ge=1, le=100_000)
-    classes: int = Field(default=10, ge=2, le=100_000)
-    init_seed: int = Field(default=0, ge=0, lt=2**63)
-
-    def parameter_count(self) -> int:
-        """The model's parameters (weights and biases of both layers), without building it.
-
-        The perceptron is ``Linear(inputs, hidden)``, ReLU, ``Linear(hidden, classes)``.
-        """
-        return (self.inputs + 1) * self.hidden + (self.hidden + 1) * self.classes
 
 
 class DataSpec(_Part):
@@ -96,8 +103,13 @@ class JobConfig(_Part):
         steps: Local optimizer steps per task.
         checkpoint_every: Steps between transcript checkpoints.
         batch_size: Examples per step.
-        learning_rate: Local SGD step size.
-        momentum: Local SGD momentum.
+        local_epochs: When set, a task's steps are ``local_epochs * ceil(n / batch_size)``
+            with ``n`` its example count (``steps`` is then unused and left at its default).
+        learning_rate: Local base step size (the schedule multiplies it).
+        optimizer: The local optimizer (SGD, Adam, AdamW) and its settings.
+        schedule: The learning-rate schedule over a task's steps.
+        grad_clip_norm: Largest global L2 norm of a local gradient (None: no clipping).
+        proximal_mu: FedProx's proximal coefficient (0: plain local training).
         data_hash: keccak256 (hex) of the data every task must train on, or empty (each
             worker's shard differs, so a multi-worker job leaves it empty).
         strategy: Aggregation strategy name.
@@ -117,7 +129,7 @@ class JobConfig(_Part):
         collect_seconds: Time from assignment to the round's deadline.
         min_updates: Commitments needed to aggregate.
         sample_weight: Weight of sample counts against loss reduction in scores (0..1).
-        model: The model architecture.
+        model: The model (a zoo model or a bundle, :mod:`fedrelay.protocol.model_spec`).
         data: The data set and its shards.
     """
 
@@ -126,8 +138,12 @@ class JobConfig(_Part):
     steps: int = Field(default=10, ge=1, le=1_000_000)
     checkpoint_every: int = Field(default=5, ge=1)
     batch_size: int = Field(default=16, ge=1)
+    local_epochs: int | None = Field(default=None, ge=1, le=10_000)
     learning_rate: float = Field(default=0.1, gt=0)
-    momentum: float = Field(default=0.0, ge=0, lt=1)
+    optimizer: OptimizerSpec = SgdSpec()
+    schedule: ScheduleSpec = ConstantSchedule()
+    grad_clip_norm: float | None = Field(default=None, gt=0)
+    proximal_mu: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     data_hash: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
     strategy: StrategyName = "fedavg"
     server_learning_rate: float = Field(default=1.0, gt=0)
@@ -145,7 +161,7 @@ class JobConfig(_Part):
     collect_seconds: int = Field(default=300, ge=1)
     min_updates: int = Field(default=1, ge=1)
     sample_weight: float = Field(default=0.0, ge=0, le=1)
-    model: ModelSpec = ModelSpec()
+    model: ModelSpec = MlpSpec()
     data: DataSpec = DataSpec()
 
     @model_validator(mode="before")
@@ -159,7 +175,15 @@ class JobConfig(_Part):
                     "policy is the job's on chain (fedrelay job post --rejected-slash "
                     "--missed-slash)"
                 )
+            for old, new in _MOVED_TO_OPTIMIZER.items():
+                if old in data:
+                    raise ValueError(f"{old} moved to {new}")
         return data
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_kind(cls, value: object) -> object:
+        return with_default_kind(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -170,6 +194,13 @@ class JobConfig(_Part):
             )
         if self.secure_aggregation and self.secagg_threshold is None:
             raise ValueError("secure aggregation needs secagg_threshold (shares to unmask)")
+        if self.local_epochs is not None and self.steps != _DEFAULT_STEPS:
+            raise ValueError(
+                f"steps {self.steps} and local_epochs {self.local_epochs} both set: with "
+                "local_epochs a task's steps follow from its example count; leave steps out"
+            )
+        if self.local_epochs is not None:
+            return self  # segments depend on each task's examples (training_config(examples))
         segments = self.training_config().segments
         if self.challenge_segments > segments:
             raise ValueError(
@@ -229,20 +260,48 @@ class JobConfig(_Part):
             missing_slash=missed_slash,
         )
 
-    def training_config(self) -> TrainingConfig:
-        """The training configuration of every task of the job (what a worker replays)."""
+    def task_steps(self, examples: int | None = None) -> int:
+        """A task's optimizer steps: ``steps``, or with ``local_epochs`` that many passes over
+        the task's ``examples`` (``ceil(examples / batch_size)`` steps each).
+
+        Raises:
+            ValueError: ``local_epochs`` is set and ``examples`` is not given (or below 1).
+        """
+        if self.local_epochs is None:
+            return self.steps
+        if examples is None or examples < 1:
+            raise ValueError(
+                f"local_epochs {self.local_epochs}: a task's steps follow from its example "
+                f"count, which is needed (got {examples})"
+            )
+        return self.local_epochs * -(-examples // self.batch_size)
+
+    def training_config(self, examples: int | None = None) -> TrainingConfig:
+        """The training configuration of a task with ``examples`` examples (what a worker
+        trains and the coordinator replays); ``examples`` matters only with ``local_epochs``.
+
+        Raises:
+            ValueError: ``local_epochs`` is set and ``examples`` is not given.
+        """
         return TrainingConfig(
             seed=self.seed,
-            steps=self.steps,
+            steps=self.task_steps(examples),
             checkpoint_every=self.checkpoint_every,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
-            momentum=self.momentum,
             data_hash=self.data_hash,
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            grad_clip_norm=self.grad_clip_norm,
+            proximal_mu=self.proximal_mu,
         )
 
     def cheating_pays(
-        self, reward_per_round: int, reward_decimals: int, rejected_slash: int
+        self,
+        reward_per_round: int,
+        reward_decimals: int,
+        rejected_slash: int,
+        examples: int | None = None,
     ) -> str | None:
         """Why a worker would gain by cheating in a job paying ``reward_per_round``, or None.
 
@@ -256,12 +315,19 @@ class JobConfig(_Part):
             reward_per_round: The job's reward per round, in the token's base units.
             reward_decimals: The token's decimals (18 for the native token).
             rejected_slash: The job's on-chain slash of a rejected update (8 decimals).
+            examples: With ``local_epochs``, the largest task's example count (the task with
+                the most segments is the least likely to have a cheat's segment drawn).
         """
         if self.secure_aggregation:
             return None
+        if self.local_epochs is not None and examples is None:
+            return (
+                "with local_epochs a transcript's segments follow from each task's example "
+                "count, and none was given: the odds of catching a cheat cannot be bounded"
+            )
         return cheating_pays(
             rate=self.challenge_rate,
-            segments=self.training_config().segments,
+            segments=self.training_config(examples).segments,
             opened=self.challenge_segments,
             slash=rejected_slash,
             reward_per_round=reward_per_round,
@@ -270,5 +336,6 @@ class JobConfig(_Part):
 
     @property
     def training(self) -> TrainingConfig:
-        """The training configuration of every task (same as :meth:`training_config`)."""
+        """The training configuration of every task (:meth:`training_config` without an
+        example count: a job with ``local_epochs`` needs that method)."""
         return self.training_config()

@@ -1,8 +1,8 @@
-"""Training: the Trainer protocol, the torch classification trainer, blobs, transcripts, replay.
+"""Training: the Trainer protocol, the torch trainer and model zoo, blobs, transcripts, replay.
 
-Import the torch trainer from :mod:`fedrelay.training.torch_trainer`; this package's top
-level does
-not import torch, so blobs, transcripts and Merkle proofs are usable without it.
+Import the torch trainer from :mod:`fedrelay.training.torch_trainer` and the models from
+:mod:`fedrelay.training.models`; this package's top level does not import torch, so blobs,
+transcripts and Merkle proofs are usable without it.
 """
 
 from fedrelay.protocol.blobs import decode_blob, encode_blob
@@ -10,7 +10,14 @@ from fedrelay.protocol.hashing import blob_hash, blob_name, keccak256
 from fedrelay.protocol.merkle import MerkleProof, merkle_proof, merkle_root, verify_proof
 from fedrelay.protocol.training_config import TrainingConfig
 from fedrelay.training.errors import BlobError, TrainingError
-from fedrelay.training.trainer import Checkpoint, ModelTensors, Trainer, model_of, step_of
+from fedrelay.training.trainer import (
+    Checkpoint,
+    ModelTensors,
+    Trainer,
+    model_of,
+    step_of,
+    trainable_tensors,
+)
 from fedrelay.training.transcript import (
     SegmentOpening,
     TrainingRun,
@@ -45,6 +52,7 @@ __all__ = [
     "open_segment",
     "step_of",
     "train_with_transcript",
+    "trainable_tensors",
     "verify_proof",
     "verify_segment",
 ]

@@ -1,15 +1,31 @@
-"""The default trainer: PyTorch classification with SGD, replayable step by step.
+"""The default trainer: any zoo (or bundle) model under the job's recipe, replayable step by step.
 
 Every step depends only on the checkpoint, the configuration and the step number: the batch is
 drawn from a per-epoch permutation seeded by ``(seed, epoch)`` and torch's generator is reseeded
-from ``(seed, step)`` before the step, so any segment can be replayed from its first checkpoint.
-In deterministic mode torch's deterministic algorithms are switched on while a trainer runs
-(the previous setting and torch's generator state are restored afterwards); on CPU a replay is
-then bit-exact.
+from ``(seed, step)`` before the step (dropout draws from it), so any segment can be replayed
+from its first checkpoint. In deterministic mode torch's deterministic algorithms are switched on
+while a trainer runs (the previous setting and torch's generator state are restored afterwards);
+on CPU a replay is then bit-exact, and on CUDA it is with the cuBLAS workspace fixed (see
+docs/learning.md, "Determinism on CPU and GPU").
+
+Objectives: ``classification`` (cross-entropy of a :class:`~fedrelay.training.data.Dataset`'s
+labels) and ``language_model`` (mean next-token cross-entropy over the windows of a
+:class:`~fedrelay.training.data.TokenDataset`).
+
+A checkpoint holds ``model/<name>`` for every tensor of the model (frozen ones included, so
+checkpoint 0 is the round's model), ``optim/<param>/<slot>`` for every trainable parameter
+(:mod:`fedrelay.training.optim`), ``anchor/<param>`` (the round's model, the FedProx anchor) for
+every trainable parameter when ``proximal_mu > 0``, and the task-local ``step``. Keeping the
+anchor in every checkpoint lets a replay of any segment recompute the proximal term from the
+segment's own opening; the start-checkpoint check ties checkpoint 0's anchor to the round's model
+and every replayed segment carries it forward unchanged. Frozen tensors (``trainable(name)``
+false: a LoRA model's base, a bundle's ``frozen`` prefixes) get no gradient, no state, and are
+copied unchanged into every checkpoint.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,10 +38,14 @@ from torch import nn
 
 from fedrelay.protocol.blobs import encode_blob
 from fedrelay.protocol.hashing import keccak256
-from fedrelay.protocol.training_config import TrainingConfig
-from fedrelay.training.data import Dataset
+from fedrelay.protocol.model_spec import Objective
+from fedrelay.protocol.training_config import SgdSpec, TrainingConfig
+from fedrelay.training.data import Dataset, TokenDataset
 from fedrelay.training.errors import TrainingError
+from fedrelay.training.models import ModelFactory, mlp, seeded_tensors
+from fedrelay.training.optim import add_proximal, apply_update, clip_global_norm, slot_names
 from fedrelay.training.trainer import (
+    ANCHOR_PREFIX,
     MODEL_PREFIX,
     OPTIM_PREFIX,
     STEP_KEY,
@@ -35,23 +55,29 @@ from fedrelay.training.trainer import (
     step_of,
 )
 
-ModelFactory = Callable[[], nn.Module]
+__all__ = [
+    "Evaluation",
+    "ModelFactory",
+    "TorchClassificationTrainer",
+    "TorchTrainer",
+    "batch_indices",
+    "data_hash",
+    "default_device",
+    "evaluate",
+    "initial_model",
+    "mlp",
+    "start_checkpoint",
+]
 
+TrainingData = Dataset | TokenDataset
 
-def mlp(inputs: int = 64, hidden: int = 64, classes: int = 10) -> nn.Module:
-    """A two-layer perceptron, the default model for the digits data."""
-    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+EVAL_BATCH = 512
+"""Examples per forward pass when evaluating."""
 
 
 def initial_model(factory: ModelFactory, seed: int) -> ModelTensors:
     """Seeded initial parameters of ``factory``'s model as named float32 arrays."""
-    generator_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        module = factory()
-    finally:
-        torch.random.set_rng_state(generator_state)
-    return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
+    return seeded_tensors(factory, seed)
 
 
 def _build(factory: ModelFactory) -> nn.Module:
@@ -79,21 +105,103 @@ def batch_indices(seed: int, step: int, size: int, batch_size: int) -> npt.NDArr
     return order[position * batch_size : (position + 1) * batch_size].astype(np.int64)
 
 
+def data_hash(data: TrainingData) -> str:
+    """keccak256 (hex) of a data set's blob: features and labels, or tokens and context."""
+    if isinstance(data, TokenDataset):
+        blob = encode_blob(
+            {"tokens": data.tokens, "context": np.array([data.context], dtype=np.int64)}
+        )
+    else:
+        blob = encode_blob({"features": data.features, "labels": data.labels})
+    return keccak256(blob).hex()
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    """Loss and accuracy of a model on a data set."""
+    """Loss, and accuracy (of labels, or of next tokens) and perplexity where they apply."""
 
     loss: float
-    accuracy: float
+    accuracy: float | None = None
+    perplexity: float | None = None
 
 
-class TorchClassificationTrainer:
-    """Trains a classifier with cross-entropy and (momentum) SGD on one client's data."""
+def _all_trainable(name: str) -> bool:
+    return True
+
+
+def _check_objective(objective: Objective, data: TrainingData) -> None:
+    wanted = TokenDataset if objective == "language_model" else Dataset
+    if not isinstance(data, wanted):
+        raise TrainingError(
+            f"a {objective} model trains on a {wanted.__name__}, got a {type(data).__name__}"
+        )
+
+
+def _loaded(factory: ModelFactory, model: Mapping[str, npt.NDArray[np.float32]]) -> nn.Module:
+    module = _build(factory)
+    expected = module.state_dict()
+    if sorted(expected) != sorted(model):
+        raise TrainingError(f"model tensors {sorted(model)} do not fit {sorted(expected)}")
+    for name, value in expected.items():
+        if tuple(value.shape) != tuple(model[name].shape):
+            raise TrainingError(f"tensor {name!r} has shape {model[name].shape}")
+    module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.items()})
+    return module
+
+
+def _trained_parameters(
+    module: nn.Module, trainable: Callable[[str], bool]
+) -> dict[str, nn.Parameter]:
+    params = {}
+    for name, param in module.named_parameters():
+        if trainable(name):
+            params[name] = param
+        else:
+            param.requires_grad_(False)
+    if not params:
+        raise TrainingError("the model has no trainable parameter")
+    return params
+
+
+def start_checkpoint(
+    factory: ModelFactory,
+    trainable: Callable[[str], bool],
+    model: Mapping[str, npt.NDArray[np.float32]],
+    config: TrainingConfig | None = None,
+) -> Checkpoint:
+    """Step 0 of a task on ``model`` under ``config``'s recipe (plain SGD when None): the model,
+    zero optimizer state for every trainable parameter and, with a proximal term, the anchor
+    (the model's trainable tensors). It depends on no data, so the coordinator builds it alone.
+
+    Raises:
+        TrainingError: ``model`` does not fit the factory's module.
+    """
+    module = _loaded(factory, model)
+    optimizer = config.optimizer if config is not None else SgdSpec()
+    checkpoint: Checkpoint = {
+        MODEL_PREFIX + k: np.asarray(v, dtype=np.float32) for k, v in model.items()
+    }
+    for name, param in _trained_parameters(module, trainable).items():
+        for slot in slot_names(optimizer):
+            checkpoint[f"{OPTIM_PREFIX}{name}/{slot}"] = np.zeros(
+                tuple(param.shape), dtype=np.float32
+            )
+        if config is not None and config.proximal_mu > 0:
+            checkpoint[ANCHOR_PREFIX + name] = np.asarray(model[name], dtype=np.float32)
+    checkpoint[STEP_KEY] = np.array([0], dtype=np.int64)
+    return checkpoint
+
+
+class TorchTrainer:
+    """Trains a model under a job's recipe on one client's data (see the module docstring)."""
 
     def __init__(
         self,
         factory: ModelFactory,
-        data: Dataset,
+        objective: Objective,
+        data: TrainingData,
+        *,
+        trainable: Callable[[str], bool] = _all_trainable,
         device: str = "cpu",
         deterministic: bool = True,
     ) -> None:
@@ -101,57 +209,65 @@ class TorchClassificationTrainer:
 
         Args:
             factory: Builds the (uninitialised) model; parameters come from checkpoints.
-            data: The client's training examples.
+            objective: ``classification`` or ``language_model``.
+            data: The client's training examples (a TokenDataset for a language model).
+            trainable: Whether the tensor of a name trains (the job's ``model.trainable``).
             device: ``"cpu"`` or ``"cuda"``.
             deterministic: Use torch's deterministic algorithms while training.
+
+        Raises:
+            TrainingError: No examples, data of the other objective, or CUDA asked for and
+                absent.
         """
         if len(data) == 0:
             raise TrainingError("a trainer needs at least one training example")
+        _check_objective(objective, data)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise TrainingError(f"device {device!r} requested but CUDA is not available")
         if deterministic and device.startswith("cuda"):
             # cuBLAS needs a fixed workspace for deterministic results; set before first use.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self._factory = factory
+        self._objective = objective
         self._data = data
+        self._trainable = trainable
         self._device = torch.device(device)
         self._deterministic = deterministic
-        self._features = torch.from_numpy(data.features).to(self._device)
-        self._labels = torch.from_numpy(data.labels).to(self._device)
-        self._data_hash = keccak256(
-            encode_blob({"features": data.features, "labels": data.labels})
-        ).hex()
+        if isinstance(data, Dataset):
+            self._features = torch.from_numpy(data.features).to(self._device)
+            self._labels = torch.from_numpy(data.labels).to(self._device)
+        self._data_hash = data_hash(data)
 
     @property
     def deterministic(self) -> bool:
         """True when replays are bit-exact: deterministic mode on the CPU."""
         return self._deterministic and self._device.type == "cpu"
 
+    @property
+    def objective(self) -> Objective:
+        """What the model is trained for."""
+        return self._objective
+
     def data_hash(self) -> str:
         """keccak256 (hex) of this client's data blob."""
         return self._data_hash
 
-    def _module(self, model: Mapping[str, npt.NDArray[np.float32]]) -> nn.Module:
-        module = _build(self._factory)
-        expected = module.state_dict()
-        if sorted(expected) != sorted(model):
-            raise TrainingError(f"model tensors {sorted(model)} do not fit {sorted(expected)}")
-        for name, value in expected.items():
-            if tuple(value.shape) != tuple(model[name].shape):
-                raise TrainingError(f"tensor {name!r} has shape {model[name].shape}")
-        module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.items()})
-        return module.to(self._device)
+    def trainable(self, name: str) -> bool:
+        """Whether the tensor ``name`` trains."""
+        return self._trainable(name)
 
-    def initial_checkpoint(self, model: Mapping[str, npt.NDArray[np.float32]]) -> Checkpoint:
-        """Step 0: the model, zero momentum buffers for every trainable parameter."""
-        module = self._module(model)
-        checkpoint: Checkpoint = {
-            MODEL_PREFIX + k: np.asarray(v, dtype=np.float32) for k, v in model.items()
-        }
-        for name, param in module.named_parameters():
-            checkpoint[OPTIM_PREFIX + name] = np.zeros(tuple(param.shape), dtype=np.float32)
-        checkpoint[STEP_KEY] = np.array([0], dtype=np.int64)
-        return checkpoint
+    def _module(self, model: Mapping[str, npt.NDArray[np.float32]]) -> nn.Module:
+        return _loaded(self._factory, model).to(self._device)
+
+    def _trained_parameters(self, module: nn.Module) -> dict[str, nn.Parameter]:
+        return _trained_parameters(module, self._trainable)
+
+    def initial_checkpoint(
+        self, model: Mapping[str, npt.NDArray[np.float32]], config: TrainingConfig | None = None
+    ) -> Checkpoint:
+        """Step 0 of a task on ``model`` under ``config``'s recipe (plain SGD when None): the
+        model, zero optimizer state and, with a proximal term, the anchor (the model)."""
+        return start_checkpoint(self._factory, self._trainable, model, config)
 
     @contextmanager
     def _isolated(self) -> Iterator[None]:
@@ -168,47 +284,81 @@ class TorchClassificationTrainer:
                 torch.use_deterministic_algorithms(was_on, warn_only=warn_only)
 
     def advance(self, checkpoint: Checkpoint, steps: int, config: TrainingConfig) -> Checkpoint:
-        """Run ``steps`` SGD steps from ``checkpoint`` (see the module docstring for seeding)."""
+        """Run ``steps`` optimizer steps from ``checkpoint`` (see the module docstring)."""
         with self._isolated():
             return self._advance(checkpoint, steps, config)
+
+    def _tensor(self, checkpoint: Checkpoint, key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if key not in checkpoint:
+            raise TrainingError(f"checkpoint lacks {key!r}")
+        value = checkpoint[key]
+        if tuple(value.shape) != shape:
+            raise TrainingError(
+                f"checkpoint tensor {key!r} has shape {tuple(value.shape)}, the parameter {shape}"
+            )
+        return torch.from_numpy(np.array(value, dtype=np.float32)).to(self._device)
+
+    def _loss(self, module: nn.Module, rows: npt.NDArray[np.int64]) -> torch.Tensor:
+        if isinstance(self._data, TokenDataset):
+            inputs, targets = self._data.windows(rows)
+            logits = module(torch.from_numpy(inputs).to(self._device))
+            target = torch.from_numpy(targets).to(self._device)
+            return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.ravel())
+        index = torch.from_numpy(rows).to(self._device)
+        return nn.functional.cross_entropy(module(self._features[index]), self._labels[index])
 
     def _advance(self, checkpoint: Checkpoint, steps: int, config: TrainingConfig) -> Checkpoint:
         if steps < 0:
             raise TrainingError(f"steps must be >= 0, got {steps}")
         start = step_of(checkpoint)
-        module = self._module(model_of(checkpoint))
-        params = dict(module.named_parameters())
-        buffers = {}
-        for name, param in params.items():
-            if OPTIM_PREFIX + name not in checkpoint:
-                raise TrainingError(f"checkpoint lacks optimizer state for {name!r}")
-            state = checkpoint[OPTIM_PREFIX + name]
-            if tuple(state.shape) != tuple(param.shape):
-                raise TrainingError(
-                    f"optimizer state for {name!r} has shape {tuple(state.shape)}, the parameter "
-                    f"{tuple(param.shape)}"
-                )
-            buffers[name] = torch.from_numpy(np.array(checkpoint[OPTIM_PREFIX + name])).to(
-                self._device
-            )
+        model = model_of(checkpoint)
+        module = self._module(model)
+        params = self._trained_parameters(module)
+        names = sorted(params)
+        state = {
+            name: {
+                slot: self._tensor(checkpoint, f"{OPTIM_PREFIX}{name}/{slot}", tuple(p.shape))
+                for slot in slot_names(config.optimizer)
+            }
+            for name, p in params.items()
+        }
+        anchors = (
+            {
+                n: self._tensor(checkpoint, ANCHOR_PREFIX + n, tuple(p.shape))
+                for n, p in params.items()
+            }
+            if config.proximal_mu > 0
+            else {}
+        )
         module.train()
         for step in range(start, start + steps):
             torch.manual_seed(_step_seed(config.seed, step))
-            rows = torch.from_numpy(
-                batch_indices(config.seed, step, len(self._data), config.batch_size)
-            ).to(self._device)
-            loss = nn.functional.cross_entropy(module(self._features[rows]), self._labels[rows])
-            grads = torch.autograd.grad(loss, list(params.values()))
+            rows = batch_indices(config.seed, step, len(self._data), config.batch_size)
+            loss = self._loss(module, rows)
+            grads = dict(
+                zip(names, torch.autograd.grad(loss, [params[n] for n in names]), strict=True)
+            )
             with torch.no_grad():
-                for (name, param), grad in zip(params.items(), grads, strict=True):
-                    buffers[name].mul_(config.momentum).add_(grad)
-                    param.sub_(buffers[name], alpha=config.learning_rate)
+                add_proximal(grads, params, anchors, config.proximal_mu)
+                clip_global_norm(grads, config.grad_clip_norm)
+            apply_update(
+                config.optimizer, params, grads, state, config.learning_rate_at(step), step
+            )
+        trained = module.state_dict()
         result: Checkpoint = {
-            MODEL_PREFIX + k: v.detach().cpu().numpy().astype(np.float32)
-            for k, v in module.state_dict().items()
+            # Frozen tensors are the checkpoint's, whatever the forward pass did to buffers.
+            MODEL_PREFIX + k: (
+                trained[k].detach().cpu().numpy().astype(np.float32)
+                if self._trainable(k)
+                else np.asarray(v, dtype=np.float32)
+            )
+            for k, v in model.items()
         }
-        for name, buffer in buffers.items():
-            result[OPTIM_PREFIX + name] = buffer.cpu().numpy().astype(np.float32)
+        for name, slots in state.items():
+            for slot, value in slots.items():
+                result[f"{OPTIM_PREFIX}{name}/{slot}"] = value.cpu().numpy().astype(np.float32)
+        for name in anchors:
+            result[ANCHOR_PREFIX + name] = np.asarray(checkpoint[ANCHOR_PREFIX + name], np.float32)
         result[STEP_KEY] = np.array([start + steps], dtype=np.int64)
         return result
 
@@ -216,26 +366,72 @@ class TorchClassificationTrainer:
         self, model: Mapping[str, npt.NDArray[np.float32]], config: TrainingConfig
     ) -> ModelTensors:
         """Train from ``model`` for ``config.steps`` steps without keeping a transcript."""
-        return model_of(self.advance(self.initial_checkpoint(model), config.steps, config))
+        start = self.initial_checkpoint(model, config)
+        return model_of(self.advance(start, config.steps, config))
 
-    def evaluate(self, model: Mapping[str, npt.NDArray[np.float32]], data: Dataset) -> Evaluation:
-        """Mean cross-entropy and accuracy of ``model`` on ``data``."""
-        return evaluate(self._factory, model, data, str(self._device))
+    def evaluate(
+        self, model: Mapping[str, npt.NDArray[np.float32]], data: TrainingData
+    ) -> Evaluation:
+        """Loss, accuracy and (language models) perplexity of ``model`` on ``data``."""
+        return evaluate(self._factory, model, data, str(self._device), objective=self._objective)
 
 
 def evaluate(
     factory: ModelFactory,
     model: Mapping[str, npt.NDArray[np.float32]],
-    data: Dataset,
+    data: TrainingData,
     device: str = "cpu",
+    *,
+    objective: Objective | None = None,
 ) -> Evaluation:
-    """Mean cross-entropy and accuracy of ``model`` on ``data``."""
+    """Mean cross-entropy and accuracy of ``model`` on ``data``; for a language model (a
+    TokenDataset) next-token accuracy and the perplexity ``exp(loss)`` too.
+
+    Raises:
+        TrainingError: ``data`` is not of ``objective`` (when given), or empty.
+    """
+    objective = objective or (
+        "language_model" if isinstance(data, TokenDataset) else "classification"
+    )
+    _check_objective(objective, data)
+    if len(data) == 0:
+        raise TrainingError("evaluation needs at least one example")
     module = _build(factory)
     module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.items()})
     module.to(device).eval()
+    total_loss, correct, count = 0.0, 0, 0
     with torch.no_grad():
-        logits = module(torch.from_numpy(data.features).to(device))
-        labels = torch.from_numpy(data.labels).to(device)
-        loss = float(nn.functional.cross_entropy(logits, labels))
-        accuracy = float((logits.argmax(dim=1) == labels).float().mean())
+        for first in range(0, len(data), EVAL_BATCH):
+            rows = np.arange(first, min(first + EVAL_BATCH, len(data)), dtype=np.int64)
+            if isinstance(data, TokenDataset):
+                inputs, targets = data.windows(rows)
+                logits = module(torch.from_numpy(inputs).to(device))
+                logits = logits.reshape(-1, logits.shape[-1])
+                labels = torch.from_numpy(targets).to(device).ravel()
+            else:
+                logits = module(torch.from_numpy(data.features[rows]).to(device))
+                labels = torch.from_numpy(data.labels[rows]).to(device)
+            total_loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == labels).sum())
+            count += int(labels.shape[0])
+    loss = total_loss / count
+    accuracy = correct / count
+    if objective == "language_model":
+        return Evaluation(loss, accuracy, math.exp(min(loss, 700.0)))
     return Evaluation(loss, accuracy)
+
+
+class TorchClassificationTrainer(TorchTrainer):
+    """A classifier's :class:`TorchTrainer` (every tensor trains): the older call shape."""
+
+    def __init__(
+        self,
+        factory: ModelFactory,
+        data: Dataset,
+        device: str = "cpu",
+        deterministic: bool = True,
+    ) -> None:
+        """Bind a classifier's factory to a client's data (see :class:`TorchTrainer`)."""
+        super().__init__(
+            factory, "classification", data, device=device, deterministic=deterministic
+        )

@@ -97,7 +97,7 @@ def train_with_transcript(
     if config.data_hash and config.data_hash != trainer.data_hash():
         raise TrainingError("the configuration names other training data than the trainer holds")
     builder = TranscriptBuilder(config)
-    checkpoint = trainer.initial_checkpoint(model)
+    checkpoint = trainer.initial_checkpoint(model, config)
     builder.add(checkpoint)
     for segment in range(config.segments):
         _, count = config.segment_steps(segment)

@@ -6,10 +6,11 @@ when the trainer is deterministic (CPU, deterministic algorithms), otherwise wit
 absolute tolerance.
 
 Both checkpoints come from the worker, so they are checked before the trainer sees them: each
-must have exactly the tensors of the trainer's own initial checkpoint for the same model (the
-model's names and shapes, one optimizer buffer per parameter with that parameter's shape, the
-step counter), with the same dtypes and finite values. A malformed checkpoint is a rejection
-with its reason, never an error of the trainer's library (a torch shape error, say).
+must have exactly the tensors of the trainer's own initial checkpoint for the same model and
+recipe (the model's names and shapes, the optimizer's slots per trainable parameter with that
+parameter's shape, the FedProx anchor when there is one, the step counter), with the same
+dtypes and finite values. A malformed checkpoint is a rejection with its reason, never an error
+of the trainer's library (a torch shape error, say).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def verify_segment(
             f"segment is {first_step}->{first_step + count}"
         )
     try:
-        template = trainer.initial_checkpoint(model_of(start))
+        template = trainer.initial_checkpoint(model_of(start), config)
     except TrainingError as exc:
         return _reject(f"start checkpoint's model does not fit the job's model: {exc}")
     for name, checkpoint in (("start", start), ("end", claimed)):

@@ -36,7 +36,6 @@ from fedrelay.training import (
     open_segment,
     train_with_transcript,
 )
-from fedrelay.training.torch_trainer import TorchClassificationTrainer, mlp
 from fedrelay.worker.sdk.api_client import CoordinatorClient
 
 Malformation = Literal["optimizer-shape", "nan-update", "float64-update", "truncated-update"]
@@ -106,12 +105,9 @@ class SimulatedWorker:
         model_blob = await self.client.download_blob(view.model_hash)
         model = {k: np.asarray(v, dtype=np.float32) for k, v in decode_blob(model_blob).items()}
         workbench = JobWorkbench(self.config)
-        training = workbench.training_config()
-        spec = self.config.model
+        training = workbench.training_config(task.shard)
         shard = workbench.shard(task.shard)
-        trainer = TorchClassificationTrainer(
-            lambda: mlp(spec.inputs, spec.hidden, spec.classes), shard
-        )
+        trainer = workbench.trainer(shard)
         start = {k: v + np.float32(0.05) for k, v in model.items()} if self.foreign_start else model
         run = train_with_transcript(trainer, start, training)
         blobs = run.blobs

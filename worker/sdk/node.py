@@ -46,7 +46,15 @@ from fedrelay.worker.sdk.steps.mask import SecureRound
 from fedrelay.worker.sdk.steps.train import TrainedUpdate
 
 if TYPE_CHECKING:
-    from fedrelay.training.torch_trainer import ModelFactory
+    from fedrelay.training.models import BundleLoader, ModelFactory
+
+
+def _no_bundles(bundle: str) -> ModelFactory:
+    # Imported here so that importing the SDK does not load torch.
+    from fedrelay.training.models import no_bundles
+
+    return no_bundles(bundle)
+
 
 __all__ = [
     "DEFAULT_COORDINATOR_CHAIN",
@@ -96,7 +104,7 @@ class WorkerNode:
         store: StateStore,
         *,
         device: str = "cpu",
-        model_factory: ModelFactory | None = None,
+        bundle_loader: BundleLoader | None = None,
         progress: ProgressReporter | None = None,
         clock: Callable[[], float] = time.time,
         poll_interval: float = 2.0,
@@ -110,25 +118,20 @@ class WorkerNode:
             shards: Where the training data of a task's shard comes from.
             store: The local state file and blob directory.
             device: ``"cpu"`` (bit-exact replays) or ``"cuda"``.
-            model_factory: Builds the model the job trains (the digits MLP,
-                :func:`fedrelay.training.torch_trainer.mlp`, when None).
+            bundle_loader: Loads a trusted model bundle for a job whose model is one; the
+                node refuses bundle jobs without it. Zoo models are built from the job's spec.
             progress: Where phases are shown; nothing is shown by default.
             clock: Unix seconds now (deadlines are checked against it).
             poll_interval: Seconds between passes of :meth:`run` and between looks at peers.
             coordinator_chain: The coordinator chain's Wormhole id; the node's spans join the
                 round's trace derived from it (see ``fedrelay.protocol.tracing``).
         """
-        if model_factory is None:
-            # Imported here so that importing the SDK does not load torch.
-            from fedrelay.training.torch_trainer import mlp
-
-            model_factory = mlp
         self.chain = chain
         self.api = api
         self.shards = shards
         self.store = store
         self.device = device
-        self.model_factory: ModelFactory = model_factory
+        self.bundle_loader: BundleLoader = bundle_loader or _no_bundles
         self.progress: ProgressReporter = progress or SilentProgress()
         self.clock = clock
         self.poll_interval = poll_interval

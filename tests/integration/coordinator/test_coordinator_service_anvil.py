@@ -54,7 +54,7 @@ from fedrelay.ports.blobs import POSTER, worker_domain
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.challenges import challenge_seed
-from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.job_config import DataSpec, JobConfig, MlpSpec
 from fedrelay.protocol.rounds import Fault, Phase, WorkerRef
 from fedrelay.protocol.wormhole import (
     GuardianSigner,
@@ -79,7 +79,7 @@ TOKEN = "admin-token-0123456789"
 HUB = address_to_bytes32("0x" + "4b" * 20)  # the worker chain's peer, whose messages we forge
 CONFIG = JobConfig.model_validate(
     {
-        "model": ModelSpec(hidden=8),
+        "model": MlpSpec(hidden=8),
         "data": DataSpec(shards=2, max_examples_per_shard=40),
         "steps": 4,
         "checkpoint_every": 2,

@@ -22,7 +22,7 @@ from fedrelay.adapters.devnet.process import wait_until
 from fedrelay.adapters.devnet.toolchain import REPO_ROOT
 from fedrelay.adapters.evm import Signer, address_to_bytes32
 from fedrelay.adapters.evm.testing import EvmDeployment
-from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.job_config import DataSpec, JobConfig, MlpSpec
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ WORKERS = 4  # the worker chain's Wormhole chain id
 WORKER_ACCOUNT = 3
 POSTER_ACCOUNT = 4
 CONFIG = JobConfig.model_validate(
-    {"model": ModelSpec(hidden=8), "data": DataSpec(shards=1, max_examples_per_shard=40)}
+    {"model": MlpSpec(hidden=8), "data": DataSpec(shards=1, max_examples_per_shard=40)}
 )
 # How the client library names a family after the series a query names (histograms, counters).
 SERIES_SUFFIXES = ("_bucket", "_sum", "_count", "_total")

@@ -32,7 +32,7 @@ from fedrelay.coordinator.verification import JobWorkbench, challenge_sample, is
 from fedrelay.ports.blobs import POSTER
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.challenges import challenge_seed, detection_probability
-from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.job_config import DataSpec, JobConfig, MlpSpec
 from fedrelay.protocol.rounds import Assignment, Fault, Phase, RoundState, TaskStatus, WorkerRef
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import encode_blob
@@ -47,7 +47,7 @@ WINDOW = 30
 def config_at(rate: float) -> JobConfig:
     return JobConfig.model_validate(
         {
-            "model": ModelSpec(hidden=8),
+            "model": MlpSpec(hidden=8),
             "data": DataSpec(shards=3, partition="iid", max_examples_per_shard=40),
             "steps": 4,
             "checkpoint_every": 2,

@@ -31,7 +31,7 @@ from fedrelay.ports.blobs import POSTER
 from fedrelay.ports.coordinator_chain import WorkerResult
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
-from fedrelay.protocol.job_config import DataSpec, InvalidJobConfig, JobConfig, ModelSpec
+from fedrelay.protocol.job_config import DataSpec, InvalidJobConfig, JobConfig, MlpSpec
 from fedrelay.protocol.rounds import Fault, Phase
 from fedrelay.protocol.secagg import Participant, SealedShares
 from fedrelay.protocol.secagg.messages import SecAggStage
@@ -49,7 +49,7 @@ WINDOW = 30
 def tiny_config(**changes: object) -> JobConfig:
     """A job small enough to train, replay and evaluate in milliseconds."""
     fields: dict[str, object] = {
-        "model": ModelSpec(hidden=8),
+        "model": MlpSpec(hidden=8),
         "data": DataSpec(shards=3, partition="iid", max_examples_per_shard=40),
         "steps": 4,
         "checkpoint_every": 2,

@@ -14,7 +14,7 @@ from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.blobs import POSTER
-from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.job_config import DataSpec, JobConfig, MlpSpec
 from fedrelay.protocol.tracing import round_span_context
 from fedrelay.training import encode_blob
 
@@ -36,7 +36,7 @@ async def test_a_step_of_a_round_is_a_span_of_the_rounds_trace(
     market = FakeJobMarket(clock, challenge_window=30)
     blobs = MemoryBlobStore()
     config = JobConfig(
-        model=ModelSpec(hidden=8),
+        model=MlpSpec(hidden=8),
         data=DataSpec(shards=3, partition="iid", max_examples_per_shard=40),
     )
     model = await blobs.put(encode_blob(JobWorkbench(config).initial_model()), domain=POSTER)

@@ -29,7 +29,7 @@ from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.blobs import POSTER, worker_domain
 from fedrelay.protocol.api.signing import EvmSigner
-from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.job_config import DataSpec, JobConfig, MlpSpec
 from fedrelay.protocol.rounds import Phase
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import encode_blob
@@ -46,7 +46,7 @@ SERVICE_LOG = "fedrelay.coordinator.service"
 def tiny_config(**changes: object) -> JobConfig:
     """A job small enough to train, replay and evaluate in milliseconds."""
     fields: dict[str, object] = {
-        "model": ModelSpec(hidden=8),
+        "model": MlpSpec(hidden=8),
         "data": DataSpec(shards=3, max_examples_per_shard=40),
         "steps": 4,
         "checkpoint_every": 2,
@@ -249,7 +249,7 @@ async def test_a_job_may_start_from_a_model_the_coordinator_published(world: Wor
             "(FEDRELAY_COORDINATOR_MAX_BATCH_SIZE)",
         ),
         (
-            {"model": ModelSpec(inputs=64, hidden=100_000, classes=100)},
+            {"model": MlpSpec(inputs=64, hidden=100_000, classes=100)},
             "model parameters 16500100 is above this coordinator's limit 10000000 "
             "(FEDRELAY_COORDINATOR_MAX_MODEL_PARAMETERS)",
         ),
@@ -321,7 +321,7 @@ def test_several_limits_are_all_named() -> None:
 
 @pytest.mark.parametrize(("inputs", "hidden", "classes"), [(64, 8, 10), (3, 5, 2), (64, 64, 10)])
 def test_parameter_count_is_the_built_models(inputs: int, hidden: int, classes: int) -> None:
-    spec = ModelSpec(inputs=inputs, hidden=hidden, classes=classes)
+    spec = MlpSpec(inputs=inputs, hidden=hidden, classes=classes)
     built = mlp(inputs, hidden, classes)
     assert spec.parameter_count() == sum(p.numel() for p in built.parameters())
     assert isinstance(built, torch.nn.Module)

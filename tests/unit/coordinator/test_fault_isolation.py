@@ -36,7 +36,7 @@ from fedrelay.coordinator.verification import JobWorkbench, UpdateRejection, rea
 from fedrelay.ports.blobs import POSTER
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
-from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.job_config import DataSpec, JobConfig, MlpSpec
 from fedrelay.protocol.logfields import bound_log_fields
 from fedrelay.protocol.rounds import Fault, Phase, RoundState, TaskStatus, WorkerRef
 from fedrelay.protocol.wormhole import Outcome, keccak256
@@ -53,8 +53,9 @@ def tiny_config() -> JobConfig:
     """A job that trains, replays and evaluates in milliseconds; every task is challenged."""
     return JobConfig.model_validate(
         {
-            "model": ModelSpec(hidden=8),
+            "model": MlpSpec(hidden=8),
             "data": DataSpec(shards=3, partition="iid", max_examples_per_shard=40),
+            "optimizer": {"name": "sgd", "momentum": 0.5},  # checkpoints carry optimizer state
             "steps": 4,
             "checkpoint_every": 2,
             "batch_size": 8,
@@ -184,7 +185,8 @@ class Spy:
 
 REASONS: dict[Malformation, str] = {
     "optimizer-shape": (
-        r"^challenge of segment \d failed: start checkpoint optimizer state 'optim/0\.weight' "
+        r"^challenge of segment \d failed: start checkpoint optimizer state "
+        r"'optim/0\.weight/momentum' "
         r"has shape \(64, 8\), the trainer's \(8, 64\)$"
     ),
     "nan-update": r"^update tensor '0\.bias' holds NaN or infinite values$",

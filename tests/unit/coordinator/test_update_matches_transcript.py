@@ -33,13 +33,14 @@ from fedrelay.coordinator.verification import (
 from fedrelay.demo.actors import TamperedUpdateWorker
 from fedrelay.ports.blobs import POSTER
 from fedrelay.protocol.api.signing import EvmSigner
-from fedrelay.protocol.job_config import DataSpec, JobConfig, ModelSpec
+from fedrelay.protocol.job_config import DataSpec, JobConfig, MlpSpec
 from fedrelay.protocol.merkle import decode_proof, encode_proof
 from fedrelay.protocol.rounds import Assignment, Commitment, Fault, Phase, TaskStatus, WorkerRef
 from fedrelay.protocol.training_config import TrainingError
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import (
     MerkleProof,
+    ModelTensors,
     TrainingConfig,
     TrainingRun,
     Transcript,
@@ -51,6 +52,7 @@ from fedrelay.training import (
     model_of,
     train_with_transcript,
 )
+from fedrelay.training.models import ModelFactory
 from fedrelay.training.torch_trainer import TorchClassificationTrainer, mlp
 from fedrelay.worker.sdk import (
     AssignedTask,
@@ -76,7 +78,7 @@ HIDDEN = 8
 def job_config(**changes: object) -> JobConfig:
     """A job that trains, replays and evaluates in milliseconds; every task is challenged."""
     fields: dict[str, object] = {
-        "model": ModelSpec(hidden=HIDDEN),
+        "model": MlpSpec(hidden=HIDDEN),
         "data": DataSpec(shards=3, partition="iid", max_examples_per_shard=40),
         "steps": 4,
         "checkpoint_every": 2,
@@ -358,16 +360,14 @@ class World:
             self.client(signer),
             DigitsShards(data.shards, seed=data.seed, limit=data.max_examples_per_shard),
             StateStore(self.tmp / f"worker{index}.json"),
-            model_factory=lambda: mlp(64, HIDDEN, 10),
             progress=SilentProgress(),
             clock=self.clock,
             poll_interval=0.01,
         )
 
-    async def post(self, workers: int) -> int:
-        model = await self.blobs.put(
-            encode_blob(JobWorkbench(self.config).initial_model()), domain=POSTER
-        )
+    async def post(self, workers: int, initial: ModelTensors | None = None) -> int:
+        initial = initial or JobWorkbench(self.config).initial_model()
+        model = await self.blobs.put(encode_blob(initial), domain=POSTER)
         config = await self.blobs.put(self.config.to_bytes(), domain=POSTER)
         return self.market.post_job(
             bytes.fromhex(model),
@@ -458,3 +458,88 @@ async def test_malformed_answer_bytes_slash_with_the_reason(world: World) -> Non
     state = await world.store.get_round(job_id)
     assert state is not None
     assert "a Merkle proof needs at least 9 bytes, got 2" in state.assignment(worker.worker).reason
+
+
+RECIPES: dict[str, dict[str, object]] = {
+    "adam-fedprox": {
+        "optimizer": {"name": "adam", "weight_decay": 0.01},
+        "learning_rate": 0.01,
+        "schedule": {"kind": "cosine", "warmup_steps": 1},
+        "grad_clip_norm": 1.0,
+        "proximal_mu": 0.1,
+    },
+    "sgd-local-epochs": {
+        "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": True},
+        "steps": 10,  # the default: local_epochs decides
+        "local_epochs": 1,
+        "checkpoint_every": 2,
+    },
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+async def test_honest_workers_pass_every_challenge_under_the_recipe(
+    world: World, recipe: str
+) -> None:
+    world.config = job_config(**RECIPES[recipe])
+    nodes = [world.node(i, WorkerNode) for i in range(2)]
+    for node in nodes:
+        await node.register(stake=10**8, payout=bytes(32))
+    job_id = await world.post(workers=2)
+    await world.step_until(job_id, Phase.COLLECTING)
+    for node in nodes:
+        assert len((await node.step()).committed) == 1
+    world.clock.advance(1)
+    await world.service.step()  # every task challenged
+    for node in nodes:
+        assert (await node.step()).answered
+    await world.step_until(job_id, Phase.PROPOSED)
+    results = world.results(job_id)
+    for node in nodes:
+        ref = WorkerRef(CHAIN, node.chain.worker_key)
+        assert results[ref][0] is Outcome.ACCEPTED, results[ref]
+    if recipe == "sgd-local-epochs":  # 40 examples, batches of 8: 5 steps in 3 segments
+        assert world.config.training_config(40).segments == 3
+
+
+async def test_frozen_tensors_stay_out_of_updates_and_aggregation(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose first layer is frozen (a bundle with ``frozen: ["0."]``): updates carry only
+    the trainable layer, every challenge passes, and the round's new model keeps the frozen layer
+    bit for bit while the trainable one moves."""
+    import fedrelay.coordinator.service as service_module
+    from fedrelay.protocol.model_spec import BundleSpec
+
+    def loader(bundle: str) -> ModelFactory:
+        return lambda: mlp(64, HIDDEN, 10)
+
+    class TrustingWorkbench(JobWorkbench):
+        def __init__(self, config: JobConfig) -> None:
+            super().__init__(config, bundle_loader=loader)
+
+    monkeypatch.setattr(service_module, "JobWorkbench", TrustingWorkbench)
+    world.config = job_config(model=BundleSpec(bundle="cd" * 32, frozen=("0.",)))
+    nodes = [world.node(i, WorkerNode) for i in range(2)]
+    for node in nodes:
+        node.bundle_loader = loader
+        await node.register(stake=10**8, payout=bytes(32))
+    initial = TrustingWorkbench(world.config).initial_model()
+    job_id = await world.post(workers=2, initial=initial)
+    await world.step_until(job_id, Phase.COLLECTING)
+    for node in nodes:
+        assert len((await node.step()).committed) == 1
+    for name in (await world.store.updates(job_id, 0)).values():
+        assert sorted(decode_blob(await world.blobs.get(name))) == ["2.bias", "2.weight"]
+    world.clock.advance(1)
+    await world.service.step()
+    for node in nodes:
+        assert (await node.step()).answered
+    await world.step_until(job_id, Phase.PROPOSED)
+    assert {r[0] for r in world.results(job_id).values()} == {Outcome.ACCEPTED}
+    proposed, _ = world.market.proposals[(job_id, 0)]
+    new_model = decode_blob(await world.blobs.get(proposed.hex()))
+    assert sorted(new_model) == sorted(initial)
+    for name in ("0.weight", "0.bias"):
+        assert np.array_equal(new_model[name], initial[name])
+    assert not np.array_equal(new_model["2.weight"], initial["2.weight"])

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from fedrelay.protocol.training_config import SgdSpec
 from fedrelay.training import (
     Checkpoint,
     TrainingConfig,
@@ -41,13 +42,18 @@ def trainer() -> TorchClassificationTrainer:
 @pytest.fixture(scope="module")
 def config(trainer: TorchClassificationTrainer) -> TrainingConfig:
     return TrainingConfig(
-        seed=3, steps=4, checkpoint_every=2, batch_size=8, data_hash=trainer.data_hash()
+        seed=3,
+        steps=4,
+        checkpoint_every=2,
+        batch_size=8,
+        data_hash=trainer.data_hash(),
+        optimizer=SgdSpec(momentum=0.5),
     )
 
 
 @pytest.fixture(scope="module")
 def honest(trainer: TorchClassificationTrainer, config: TrainingConfig) -> list[Checkpoint]:
-    checkpoints = [trainer.initial_checkpoint(initial_model(lambda: mlp(64, 8, 10), 0))]
+    checkpoints = [trainer.initial_checkpoint(initial_model(lambda: mlp(64, 8, 10), 0), config)]
     for segment in range(config.segments):
         count = config.segment_steps(segment)[1]
         checkpoints.append(trainer.advance(checkpoints[-1], count, config))
@@ -63,7 +69,7 @@ def committed(
 
 
 def transposed(c: Checkpoint) -> Checkpoint:
-    return {**c, "optim/0.weight": np.ascontiguousarray(c["optim/0.weight"].T)}
+    return {**c, "optim/0.weight/momentum": np.ascontiguousarray(c["optim/0.weight/momentum"].T)}
 
 
 def nan_model(c: Checkpoint) -> Checkpoint:
@@ -73,12 +79,13 @@ def nan_model(c: Checkpoint) -> Checkpoint:
 CASES: list[tuple[Edit, str]] = [
     (
         transposed,
-        r"start checkpoint optimizer state 'optim/0\.weight' has shape \(64, 8\), "
+        r"start checkpoint optimizer state 'optim/0\.weight/momentum' has shape \(64, 8\), "
         r"the trainer's \(8, 64\)",
     ),
     (
-        lambda c: {k: v for k, v in c.items() if k != "optim/2.bias"},
-        r"start checkpoint has other tensors than the trainer's: missing \['optim/2\.bias'\], "
+        lambda c: {k: v for k, v in c.items() if k != "optim/2.bias/momentum"},
+        r"start checkpoint has other tensors than the trainer's: "
+        r"missing \['optim/2\.bias/momentum'\], "
         r"unexpected \[\]",
     ),
     (
@@ -86,8 +93,8 @@ CASES: list[tuple[Edit, str]] = [
         r"unexpected \['optim/extra'\]",
     ),
     (
-        lambda c: {**c, "optim/2.bias": c["optim/2.bias"].astype(np.float16)},
-        r"start checkpoint tensor 'optim/2\.bias' is float16, the trainer's is float32",
+        lambda c: {**c, "optim/2.bias/momentum": c["optim/2.bias/momentum"].astype(np.float16)},
+        r"start checkpoint tensor 'optim/2\.bias/momentum' is float16, the trainer's is float32",
     ),
     (nan_model, r"start checkpoint tensor 'model/2\.bias' holds NaN or infinite values"),
     (
@@ -133,5 +140,7 @@ def test_only_the_end_checkpoint_malformed_is_named(
 def test_the_trainer_refuses_optimizer_state_of_the_wrong_shape(
     trainer: TorchClassificationTrainer, config: TrainingConfig, honest: list[Checkpoint]
 ) -> None:
-    with pytest.raises(TrainingError, match=r"optimizer state for '0\.weight' has shape \(64, 8\)"):
+    with pytest.raises(
+        TrainingError, match=r"checkpoint tensor 'optim/0\.weight/momentum' has shape \(64, 8\)"
+    ):
         trainer.advance(transposed(honest[0]), 1, config)

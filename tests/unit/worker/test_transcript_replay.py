@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedrelay.protocol.training_config import SgdSpec
 from fedrelay.training import (
     TrainingConfig,
     TrainingError,
@@ -51,7 +52,7 @@ def config_for(trainer: TorchClassificationTrainer, seed: int = 11) -> TrainingC
         checkpoint_every=10,
         batch_size=16,
         learning_rate=0.1,
-        momentum=0.9,
+        optimizer=SgdSpec(momentum=0.9),
         data_hash=trainer.data_hash(),
     )
 
@@ -114,7 +115,7 @@ def commit(
 def honest_checkpoints(
     trainer: TorchClassificationTrainer, config: TrainingConfig
 ) -> list[dict[str, np.ndarray]]:
-    checkpoints = [trainer.initial_checkpoint(initial_model(mlp, 0))]
+    checkpoints = [trainer.initial_checkpoint(initial_model(mlp, 0), config)]
     for segment in range(config.segments):
         checkpoints.append(
             trainer.advance(checkpoints[-1], config.segment_steps(segment)[1], config)
@@ -146,7 +147,7 @@ def test_tampered_committed_checkpoint_is_caught_by_replay(
 
 def test_skipped_step_is_caught(trainer: TorchClassificationTrainer) -> None:
     config = config_for(trainer)
-    checkpoints = [trainer.initial_checkpoint(initial_model(mlp, 0))]
+    checkpoints = [trainer.initial_checkpoint(initial_model(mlp, 0), config)]
     for segment in range(config.segments):
         first, count = config.segment_steps(segment)
         lazy = count - 1 if segment == 1 else count
@@ -211,7 +212,7 @@ def test_transcript_builder_refuses_out_of_order_checkpoints(
 ) -> None:
     config = config_for(trainer)
     builder = TranscriptBuilder(config)
-    start = trainer.initial_checkpoint(initial_model(mlp, 0))
+    start = trainer.initial_checkpoint(initial_model(mlp, 0), config)
     builder.add(start)
     with pytest.raises(TrainingError, match="expected 10"):
         builder.add(start)

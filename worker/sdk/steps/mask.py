@@ -16,7 +16,7 @@ from fedrelay.ports.worker_chain import TaskKey
 from fedrelay.protocol.api.schemas import RoundView
 from fedrelay.protocol.secagg import Participant, SecureAggregationError, wire
 from fedrelay.protocol.secagg.messages import SecAggStage
-from fedrelay.training import ModelTensors
+from fedrelay.training import ModelTensors, trainable_tensors
 from fedrelay.worker.sdk import masking
 from fedrelay.worker.sdk.config import JobConfig
 from fedrelay.worker.sdk.errors import SecureAggregationFailed, StopRequested, TaskRefused
@@ -74,7 +74,8 @@ async def mask(
             [wire.decode_shares(wid.hex(), me, data) for wid, data in shares.items()]
         )
         final = model_tensors(key, trained.update_blob)
-        masked = participant.mask(masking.flat_delta(final, start), trained.num_samples)
+        moving = trainable_tensors(start, job.model.trainable)  # what the update carries
+        masked = participant.mask(masking.flat_delta(final, moving), trained.num_samples)
     except SecureAggregationError as exc:
         raise SecureAggregationFailed(f"secure aggregation of {key} failed: {exc}") from exc
     blob = wire.encode_masked(masked)

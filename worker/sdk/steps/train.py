@@ -16,16 +16,19 @@ import numpy as np
 
 from fedrelay.ports.worker_chain import TaskKey
 from fedrelay.protocol.api.schemas import RoundView
+from fedrelay.protocol.model_spec import AnyModelSpec
 from fedrelay.protocol.wormhole import loss_to_fixed
 from fedrelay.training import (
     BlobError,
     ModelTensors,
     TrainingConfig,
+    TrainingError,
     Transcript,
     TranscriptBuilder,
     decode_blob,
     encode_blob,
     model_of,
+    trainable_tensors,
 )
 from fedrelay.worker.sdk.config import JobConfig, parse_job_config
 from fedrelay.worker.sdk.errors import StopRequested, TaskRefused
@@ -41,7 +44,8 @@ class TrainedUpdate:
     """What a finished local run produces, before upload.
 
     Attributes:
-        update_blob: The bytes uploaded and committed (the trained model, or the masked input).
+        update_blob: The bytes uploaded and committed (the trained model's trainable tensors,
+            or the masked input).
         checkpoints: Every transcript checkpoint blob, ``c_0`` first.
         transcript_root: The Merkle root over the checkpoint hashes.
         num_samples: Examples in the shard.
@@ -116,8 +120,13 @@ async def download(
 
 async def train(node: WorkerNode, key: TaskKey, inputs: TaskInputs) -> TrainedUpdate:
     """The local run of ``key`` on its inputs, in the ``worker.train`` span."""
+    job = inputs.job
+    try:
+        config = job.training_config(len(inputs.data))
+    except ValueError as exc:  # TrainingError: a recipe this data cannot run
+        raise TaskRefused(f"the training configuration of {key} is unusable: {exc}") from None
     with node.span("worker.train", key):
-        return await local_run(node, key, inputs.model, inputs.job.training, inputs.data)
+        return await local_run(node, key, inputs.model, config, inputs.data, job.model)
 
 
 async def local_run(
@@ -126,21 +135,34 @@ async def local_run(
     model: ModelTensors,
     config: TrainingConfig,
     data: Dataset,
+    spec: AnyModelSpec,
 ) -> TrainedUpdate:
     """Train ``model`` on ``data`` under ``config``, checkpointing each segment.
 
+    The model is built from the job's ``spec`` (:func:`fedrelay.training.models.build_factory`;
+    a bundle through the node's trusted bundle loader). The update is the trained model's
+    trainable tensors (a LoRA update holds only its adapters).
+
     Raises:
-        TaskRefused: The configuration names other data than this shard.
+        TaskRefused: The configuration names other data than this shard, or the model cannot
+            be built (an untrusted bundle: the message says what to trust).
         StopRequested: A stop was requested between segments.
     """
     # Imported here so that the SDK imports without torch (only training needs it).
-    from fedrelay.training.torch_trainer import TorchClassificationTrainer
+    from fedrelay.training.models import build_factory
+    from fedrelay.training.torch_trainer import TorchTrainer
 
-    trainer = TorchClassificationTrainer(node.model_factory, data, device=node.device)
+    try:
+        factory = build_factory(spec, bundle_loader=node.bundle_loader)
+        trainer = TorchTrainer(
+            factory, spec.objective, data, trainable=spec.trainable, device=node.device
+        )
+    except TrainingError as exc:
+        raise TaskRefused(f"cannot train {key}: {exc}") from None
     if config.data_hash and config.data_hash != trainer.data_hash():
         raise TaskRefused(f"the configuration of {key} names other data than this shard")
     builder = TranscriptBuilder(config)
-    checkpoint = trainer.initial_checkpoint(model)
+    checkpoint = trainer.initial_checkpoint(model, config)
     builder.add(checkpoint)
     node.progress.phase(key, "training", total=config.steps)
     for segment in range(config.segments):
@@ -153,9 +175,8 @@ async def local_run(
     transcript: Transcript = builder.build()
     final = model_of(checkpoint)
     loss = trainer.evaluate(final, data).loss
-    return TrainedUpdate(
-        encode_blob(final), builder.blobs, transcript.root, len(data), loss_to_fixed(loss)
-    )
+    update = encode_blob(trainable_tensors(final, spec.trainable))
+    return TrainedUpdate(update, builder.blobs, transcript.root, len(data), loss_to_fixed(loss))
 
 
 def model_tensors(key: TaskKey, model_blob: bytes) -> ModelTensors:
