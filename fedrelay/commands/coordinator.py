@@ -131,12 +131,37 @@ def run_command(
     job_market: Annotated[
         str | None, typer.Option("--job-market", help="JobMarket address.")
     ] = None,
+    trust_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-model",
+            help="Take on jobs of the model bundle with this hash (repeat; adds to "
+            "FEDRELAY_TRUST_MODELS). Replaying a bundle runs the job poster's code here.",
+        ),
+    ] = None,
+    trust_signer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-signer",
+            help="Take on jobs of every model bundle this key (address or public key) signed "
+            "(repeat; adds to FEDRELAY_TRUST_SIGNERS).",
+        ),
+    ] = None,
+    trust_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--trust-file",
+            help="Trust file: a bundle hash or 'signer KEY' per line (adds to "
+            "FEDRELAY_TRUST_FILE).",
+        ),
+    ] = None,
 ) -> None:
     """Run the coordinator: follow JobMarket, drive rounds, serve the worker API."""
     from fedrelay.adapters.telemetry.tracing import configure_tracing
     from fedrelay.commands.logs import configure_command_logging
     from fedrelay.coordinator.process import CoordinatorFailed, serve
     from fedrelay.coordinator.settings import ApiSettings
+    from fedrelay.training.trust import TrustFileError
 
     configure_command_logging(logging.INFO)
     try:
@@ -147,12 +172,16 @@ def run_command(
     remember(settings.database_url, target.rpc_url)
     key = read_evm_key(signer_key_file)
     try:
+        trust = settings.trust_policy(trust_model or (), trust_signer or (), trust_file)
+    except TrustFileError as exc:
+        raise _fail(str(exc)) from None
+    try:
         ApiSettings().resolved_admin_token()
     except (ValueError, OSError) as exc:
         raise _fail(f"no usable admin token: {exc}") from None
     tracing = configure_tracing("fedrelay-coordinator")  # only once the process will run
     try:
-        asyncio.run(serve(settings, target, key))
+        asyncio.run(serve(settings, target, key, trust))
     except (LedgerError, CoordinatorFailed) as exc:
         raise _fail(redact_text(str(exc), [settings.database_url, target.rpc_url])) from None
     finally:
