@@ -15,7 +15,7 @@ The trust file (``--trust-file PATH``, ``FEDRELAY_TRUST_FILE``) holds one entry 
 starts a comment, blank lines are skipped, a ``0x`` before a hash is optional::
 
     # the CNN we reviewed on 2026-11-02
-    5c0ffee0d15ea5e5c0ffee0d15ea5e5c0ffee0d15ea5e5c0ffee0d15ea5e5c0ff
+    5c0ffee0d15ea5e5c0ffee0d15ea5e5c0ffee0d15ea5e5c0ffee0d15ea5e5c0f
     # everything our research team's posting key signs
     signer 0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1
 
