@@ -17,8 +17,10 @@ SIGNER = "0x" + "12" * 20
 def _env(manifests: str) -> dict[str, Any]:
     # Read as Kubernetes does (go-yaml): an address is a string, not a YAML 1.1 hex integer.
     for document in yaml.load_all(manifests, Loader=yaml.BaseLoader):
-        if document and document["kind"] == "Deployment" and document["metadata"]["name"] == (
-            f"{RELEASE}-fedrelay-coordinator"
+        if (
+            document
+            and document["kind"] == "Deployment"
+            and document["metadata"]["name"] == (f"{RELEASE}-fedrelay-coordinator")
         ):
             container = document["spec"]["template"]["spec"]["containers"][0]
             return {e["name"]: e.get("value") for e in container["env"]}
