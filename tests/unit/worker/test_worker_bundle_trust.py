@@ -170,3 +170,6 @@ async def test_a_worker_that_trusts_the_bundle_trains_its_model_and_commits(
     start = initial_model(poster_factory, 0)
     assert not np.array_equal(update["0.0.weight"], start["0.0.weight"])  # it trained
     assert (tmp_path / f"{tag}.marker").exists()
+    # A later task of the job uses the kept bundle: no second download.
+    assert await bundle_step.admit_bundle(node, TaskKey(JOB, 1), bundle_job) == job.bundle
+    assert job.downloads.count(job.bundle) == 1

@@ -4,8 +4,9 @@ A bundle is the poster's Python code (:mod:`fedrelay.training.bundles`), and tra
 one runs it here. :func:`admit_bundle` runs before anything of a task is built: it asks the
 node's :class:`~fedrelay.training.trust.TrustPolicy` about the hash first (an untrusted bundle is
 refused with what to trust and why; nothing of it is downloaded or imported), then downloads the
-blob, checks that it is a well-formed bundle without running it, and keeps it in the state
-directory. :func:`bundle_loader` gives the model builder the trusted loader reading from there.
+blob (once per node: it is kept), checks that it is a well-formed bundle without running it, and
+keeps it in the state directory. :func:`bundle_loader` gives the model builder the trusted loader
+reading from there.
 
 A refused task is not committed. The chain has no way for a worker to turn a task down, so it
 ends as missed at its deadline (the job's missed slash, 0 unless the poster set one).
@@ -20,7 +21,7 @@ from fedrelay.ports.worker_chain import TaskKey
 from fedrelay.training.bundles import BundleError, bundle_ref, loader_for_model, read_bundle
 from fedrelay.training.trust import UntrustedBundle
 from fedrelay.worker.sdk.config import JobConfig
-from fedrelay.worker.sdk.errors import TaskRefused
+from fedrelay.worker.sdk.errors import StateFileError, TaskRefused
 
 if TYPE_CHECKING:
     from fedrelay.training.torch_trainer import ModelFactory
@@ -47,8 +48,11 @@ async def admit_bundle(node: WorkerNode, key: TaskKey, job: JobConfig) -> str | 
         node.trust.require(ref.bundle, ref.signature)
     except UntrustedBundle as exc:
         raise BundleRefused(f"{key} refused: {exc}") from None
-    with node.span("worker.bundle", key):
-        blob = await node.api.download_blob(ref.bundle)  # checked against its name
+    try:  # kept from an earlier round of the job (its name is checked on reading)
+        blob = node.store.get_blob(ref.bundle)
+    except StateFileError:
+        with node.span("worker.bundle", key):
+            blob = await node.api.download_blob(ref.bundle)  # checked against its name
     try:
         read_bundle(blob)
     except BundleError as exc:
