@@ -53,6 +53,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from fedrelay.protocol.hashing import BLOB_NAME, blob_name
+from fedrelay.training.errors import TrainingError
 from fedrelay.training.trust import TrustPolicy
 
 if TYPE_CHECKING:
@@ -101,8 +102,10 @@ _PACKAGE_PREFIX = "_fedrelay_bundle_"
 _lock = threading.RLock()
 
 
-class BundleError(ValueError):
-    """A bundle cannot be packed, parsed or loaded; the message says which file and why."""
+class BundleError(TrainingError):
+    """A bundle cannot be packed, parsed or loaded; the message says which file and why.
+
+    A :class:`~fedrelay.training.errors.TrainingError`: a job whose model cannot be built."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from fedrelay.protocol.hashing import keccak256
+from fedrelay.training.errors import TrainingError
 
 __all__ = [
     "TrustFileError",
@@ -56,8 +57,10 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _SIGNATURE = re.compile(r"(?:0x)?[0-9a-fA-F]{130}")
 
 
-class UntrustedBundle(ValueError):
-    """A bundle is not on this machine's allowlist; nothing of it was fetched or imported."""
+class UntrustedBundle(TrainingError):
+    """A bundle is not on this machine's allowlist; nothing of it was fetched or imported.
+
+    A :class:`~fedrelay.training.errors.TrainingError`: the job's model cannot be built here."""
 
     def __init__(self, bundle: str, signer: str | None) -> None:
         """Build the refusal of ``bundle`` (signed by ``signer``, if any) with what to trust."""

@@ -11,7 +11,7 @@ import pytest
 import torch
 from support.bundles import modules_named, write_bundle
 
-from fedrelay.training import bundles
+from fedrelay.training import TrainingError, bundles
 from fedrelay.training.bundles import (
     Bundle,
     BundleError,
@@ -307,3 +307,14 @@ def test_a_factory_that_returns_no_module_is_refused(tmp_path: Path) -> None:
     factory = load_bundle(name, Fetcher(blob), TrustPolicy.of(models=[name]))
     with pytest.raises(BundleError, match=r"returned NoneType, not a torch\.nn\.Module"):
         factory()
+
+
+def test_refusals_are_training_errors_so_a_model_builder_refuses_the_task(
+    tmp_path: Path,
+) -> None:
+    blob = pack_bundle(_bundle(tmp_path))
+    name = bundle_hash(blob)
+    with pytest.raises(TrainingError):
+        load_bundle(name, Fetcher(blob), TrustPolicy())
+    with pytest.raises(TrainingError):
+        load_bundle(name, lambda _: b"{}", TrustPolicy.of(models=[name]))

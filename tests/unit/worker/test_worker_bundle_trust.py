@@ -157,7 +157,7 @@ async def test_a_worker_that_trusts_the_bundle_trains_its_model_and_commits(
     # The node builds the job's model with the trusted loader over the blob it kept (the model
     # builder calls this loader for a bundle entry).
     bundle_job = BundleJob(CONFIG, job.model)
-    node.model_factory = lambda: bundle_step.bundle_loader(node, bundle_job)(job.bundle)()
+    node.model_factory = lambda: bundle_step.bundle_loader(node, job.model)(job.bundle)()
 
     report = await node.step()
 

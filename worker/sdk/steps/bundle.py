@@ -61,7 +61,7 @@ async def admit_bundle(node: WorkerNode, key: TaskKey, job: JobConfig) -> str | 
     return ref.bundle
 
 
-def bundle_loader(node: WorkerNode, job: JobConfig) -> Callable[[str], ModelFactory]:
-    """The trusted ``bundle_loader`` for ``job``'s model, reading kept blobs (see
-    :func:`admit_bundle`)."""
-    return loader_for_model(job.model, node.trust, node.store.get_blob)
+def bundle_loader(node: WorkerNode, model: object) -> Callable[[str], ModelFactory]:
+    """The trusted ``bundle_loader`` for a job's ``model`` entry (its ``args`` and signature),
+    reading the blobs :func:`admit_bundle` kept."""
+    return loader_for_model(model, node.trust, node.store.get_blob)
