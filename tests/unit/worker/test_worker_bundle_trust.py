@@ -2,20 +2,23 @@
 
 The worker node runs against a simulated chain and the real coordinator API in process (as in
 test_worker_sdk). The job configuration's model entry names the bundle; the node's trust policy
-decides, before anything of the bundle is downloaded or imported.
+decides, before anything of the bundle is downloaded or imported. Where the job configuration
+knows no bundle models yet (no model zoo), the node reads the default configuration with its
+model entry replaced by the bundle's, and is handed the trusted loader's factory.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from support.bundles import modules_named, write_bundle
 from support.coordinator import LocalCoordinator
 from test_worker_sdk import CONFIG, JOB, fake_chain
@@ -68,6 +71,7 @@ class Job:
     bundle: str
     blob: bytes
     model: BundleModel
+    config: Any
     downloads: list[str] = field(default_factory=list)
 
     def node(self, key_byte: int, trust: TrustPolicy) -> tuple[WorkerNode, Any]:
@@ -93,8 +97,9 @@ class Job:
     async def assign(self, chain: Any, model_tensors: dict[str, np.ndarray]) -> None:
         deadline = int(time.time()) + 300
         await self.coordinator.publish(self.blob)
+        published = self.config._config if isinstance(self.config, BundleJob) else self.config
         await self.coordinator.open_round(
-            JOB, [chain.signer.worker], model_tensors, CONFIG, deadline
+            JOB, [chain.signer.worker], model_tensors, published, deadline
         )
         task_id = keccak256(b"task" + chain.worker_key)
         chain.tasks.append(AssignedTask(TaskKey(JOB, 0), task_id, 0, deadline))
@@ -104,9 +109,20 @@ def _job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tag: str, *, signed: b
     blob = pack_bundle(write_bundle(tmp_path / tag, tmp_path / f"{tag}.marker", tag))
     name = bundle_hash(blob)
     model = BundleModel(name, sign_bundle(name, POSTER_KEY) if signed else "", {"hidden": 8})
-    parse = train.parse_job_config
-    monkeypatch.setattr(train, "parse_job_config", lambda data: BundleJob(parse(data), model))
-    return Job(LocalCoordinator(), tmp_path, name, blob, model)
+    config = _bundle_config(model)
+    if isinstance(config, BundleJob):
+        parse = train.parse_job_config
+        monkeypatch.setattr(train, "parse_job_config", lambda data: BundleJob(parse(data), model))
+    return Job(LocalCoordinator(), tmp_path, name, blob, model, config)
+
+
+def _bundle_config(model: BundleModel) -> Any:
+    """The job configuration naming the bundle; where configurations know no bundle models,
+    the default one with its model entry replaced."""
+    try:
+        return JobConfig.model_validate({**CONFIG.model_dump(), "model": asdict(model)})
+    except ValidationError:
+        return BundleJob(CONFIG, model)
 
 
 async def test_a_worker_that_does_not_trust_the_bundle_refuses_the_task_unimported(
@@ -156,8 +172,8 @@ async def test_a_worker_that_trusts_the_bundle_trains_its_model_and_commits(
     await job.assign(chain, initial_model(poster_factory, 0))
     # The node builds the job's model with the trusted loader over the blob it kept (the model
     # builder calls this loader for a bundle entry).
-    bundle_job = BundleJob(CONFIG, job.model)
-    node.model_factory = lambda: bundle_step.bundle_loader(node, job.model)(job.bundle)()
+    if isinstance(job.config, BundleJob):  # no model builder to call the loader: hand it over
+        node.model_factory = lambda: bundle_step.bundle_loader(node, job.model)(job.bundle)()
 
     report = await node.step()
 
@@ -171,5 +187,5 @@ async def test_a_worker_that_trusts_the_bundle_trains_its_model_and_commits(
     assert not np.array_equal(update["0.0.weight"], start["0.0.weight"])  # it trained
     assert (tmp_path / f"{tag}.marker").exists()
     # A later task of the job uses the kept bundle: no second download.
-    assert await bundle_step.admit_bundle(node, TaskKey(JOB, 1), bundle_job) == job.bundle
+    assert await bundle_step.admit_bundle(node, TaskKey(JOB, 1), job.config) == job.bundle
     assert job.downloads.count(job.bundle) == 1
