@@ -236,11 +236,15 @@ def _source(path: str, data: bytes) -> str:
         raise BundleError(f"{path}: not UTF-8 text") from None
 
 
+def _unreadable(error: OSError) -> None:
+    raise error  # a folder that cannot be listed must not silently drop out of the bundle
+
+
 def _walk(root: Path) -> tuple[bytes | None, dict[str, bytes]]:
     """The manifest's bytes and every other file's bytes by relative path (links refused)."""
     manifest: bytes | None = None
     found: dict[str, bytes] = {}
-    for folder, directories, names in os.walk(root, followlinks=False):
+    for folder, directories, names in os.walk(root, onerror=_unreadable, followlinks=False):
         here = Path(folder)
         for name in sorted(directories):
             if (here / name).is_symlink():

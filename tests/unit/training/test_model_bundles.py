@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -318,3 +319,22 @@ def test_refusals_are_training_errors_so_a_model_builder_refuses_the_task(
         load_bundle(name, Fetcher(blob), TrustPolicy())
     with pytest.raises(TrainingError):
         load_bundle(name, lambda _: b"{}", TrustPolicy.of(models=[name]))
+
+
+def test_an_unreadable_folder_is_refused_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _bundle(tmp_path)
+    private = folder / "private"
+    private.mkdir()
+    (private / "part.py").write_text("x = 1\n")
+    scandir = os.scandir
+
+    def refusing(path: Any) -> Any:  # a folder this user may not list
+        if Path(path) == private:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    with pytest.raises(BundleError, match=r"cannot read the bundle .*Permission denied"):
+        pack_bundle(folder)
