@@ -344,6 +344,41 @@ def _show_stake(kind: ChainKind, name: str, status: StakeStatus, as_json: bool) 
     out.print(f"open tasks  {status.open_tasks}", highlight=False)
 
 
+@app.command("bundle-hash")
+def bundle_hash_command(
+    folder: Annotated[
+        Path, typer.Argument(help="A model bundle: manifest.json and the .py sources.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """The hash of a model bundle folder, as a job names it: read the code, then trust this.
+
+    Nothing of the bundle runs. The hash is what `--trust-model` and a trust file take; the same
+    sources give the same hash on every machine (docs/learning.md, "Custom models and trust").
+    """
+    from fedrelay.training.bundles import BundleError, bundle_hash, pack_bundle, read_bundle
+
+    try:
+        blob = pack_bundle(folder)
+    except BundleError as exc:
+        raise _fail(f"{folder}: {exc}") from None
+    bundle = read_bundle(blob)
+    name = bundle_hash(blob)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "bundle": name,
+                    "factory": bundle.factory,
+                    "files": sorted(bundle.files),
+                    "bytes": len(blob),
+                }
+            )
+        )
+        return
+    typer.echo(name)
+
+
 @app.command("stake")
 def stake_status(
     chain: ChainOption,

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -209,3 +210,29 @@ def test_job_post_writes_the_signed_bundle_entry(tmp_path: Path) -> None:
     assert dict(model.args) == {"width": 8}
     assert signer == SIGNER
     assert bundle_signer(model.bundle, model.signature) == SIGNER
+
+
+def test_bundle_hash_prints_what_to_trust_without_running_the_bundle(tmp_path: Path) -> None:
+    from support.bundles import write_bundle
+
+    from fedrelay.training.bundles import bundle_hash, pack_bundle
+
+    marker = tmp_path / "ran.marker"
+    folder = write_bundle(tmp_path / "model", marker, "cli_hash")
+    expected = bundle_hash(pack_bundle(folder))
+    plain = runner.invoke(app, ["worker", "bundle-hash", str(folder)])
+    assert plain.exit_code == 0, plain.output
+    assert plain.output.strip() == expected
+    described = runner.invoke(app, ["worker", "bundle-hash", str(folder), "--json"])
+    assert described.exit_code == 0, described.output
+    assert json.loads(described.output) == {
+        "bundle": expected,
+        "factory": "model_cli_hash:build",
+        "files": ["layers/__init__.py", "model_cli_hash.py"],
+        "bytes": len(pack_bundle(folder)),
+    }
+    assert not marker.exists()
+    (folder / "notes.txt").write_text("not code")
+    refused = runner.invoke(app, ["worker", "bundle-hash", str(folder)])
+    assert refused.exit_code == 2
+    assert "notes.txt: only Python sources (.py)" in refused.output
