@@ -47,6 +47,7 @@ from fedrelay.coordinator.settings import (
 )
 from fedrelay.ports.blobs import BlobStore
 from fedrelay.protocol.redact import redact_text, remember
+from fedrelay.training.trust import TrustPolicy
 
 log = logging.getLogger("fedrelay.coordinator")
 
@@ -137,19 +138,27 @@ def open_blob_store(settings: CoordinatorSettings, where: BlobStoreSettings) -> 
     )
 
 
-async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) -> None:
+async def serve(
+    settings: CoordinatorSettings,
+    target: ChainTarget,
+    key: str,
+    trust: TrustPolicy | None = None,
+) -> None:
     """Run the coordinator service, its HTTP API and its health server until a signal.
 
     Args:
         settings: The process's settings.
         target: The coordinator chain and its JobMarket.
         key: The aggregator's EVM key (``0x`` + 64 hex digits).
+        trust: The model bundles the coordinator runs (default: the settings'
+            ``FEDRELAY_TRUST_*``).
 
     Raises:
         CoordinatorFailed: The service stopped with an error.
         LedgerError: The ledger could not be opened.
     """
     remember(settings.database_url, target.rpc_url)  # masked in every message of the process
+    trust = trust if trust is not None else settings.trust_policy()
     engine = create_engine(settings.database_url)
     store = LedgerCoordinatorStore(engine)
     blobs = open_blob_store(settings, BlobStoreSettings())
@@ -171,6 +180,7 @@ async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) ->
             chain_id=target.wormhole_chain,
             start_block=settings.start_block,
             poll_interval=settings.poll_seconds,
+            trust=trust,
         )
 
     schema = SchemaGate(engine)

@@ -14,8 +14,13 @@ registered worker, or run a worker's bytes as a configuration. Hence:
   :class:`~fedrelay.coordinator.settings.JobLimits`, checked from the numbers alone (nothing is
   built before), and its slash times its detection probability must cover the reward per round
   (else cheating would pay);
-* only a job that passes both is opened, and only then are its two blobs published (served by
-  ``GET /v1/blobs/{name}``). A refused job publishes nothing.
+* a job whose model is a bundle (the poster's Python code, :mod:`fedrelay.training.bundles`)
+  is taken on only when the operator trusts the bundle (its hash, or the key that signed it:
+  :class:`~fedrelay.training.trust.TrustPolicy`), since replaying and evaluating it runs that
+  code here; the refusal says what to trust. The bundle blob must be the poster's upload too, and
+  a well-formed bundle (checked without running it);
+* only a job that passes these is opened, and only then are its blobs (model, configuration and
+  bundle) published (served by ``GET /v1/blobs/{name}``). A refused job publishes nothing.
 
 Worker uploads are never published by a job: the only other publication is the coordinator's own
 aggregated model (:mod:`fedrelay.coordinator.phases.aggregate`).
@@ -31,8 +36,10 @@ from fedrelay.ports.blobs import POSTER, BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import ChainJob
 from fedrelay.ports.coordinator_store import CoordinatorRepository
 from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
+from fedrelay.training.bundles import BundleError, bundle_ref, read_bundle
+from fedrelay.training.trust import TrustPolicy, UntrustedBundle
 
-__all__ = ["admit_job", "publish_job"]
+__all__ = ["admit_bundle", "admit_job", "publish_job"]
 
 
 async def _check_origin(
@@ -55,7 +62,11 @@ async def _check_origin(
 
 
 async def admit_job(
-    job: ChainJob, blobs: BlobStore, store: CoordinatorRepository, limits: JobLimits
+    job: ChainJob,
+    blobs: BlobStore,
+    store: CoordinatorRepository,
+    limits: JobLimits,
+    trust: TrustPolicy | None = None,
 ) -> JobConfig:
     """The configuration of ``job`` if this coordinator may run it and publish its blobs.
 
@@ -64,6 +75,7 @@ async def admit_job(
         blobs: The blob store.
         store: The coordinator's store (which blobs are published).
         limits: The operator's limits on jobs.
+        trust: The model bundles this coordinator runs (default: none).
 
     Returns:
         The job's parsed configuration.
@@ -73,7 +85,8 @@ async def admit_job(
             configuration is invalid or beyond a limit (with its numbers), its slash times its
             detection probability is below its reward per round (cheating would pay, see
             :meth:`~fedrelay.protocol.job_config.JobConfig.cheating_pays`), or the job asks for
-            more workers per round than its data has shards.
+            more workers per round than its data has shards; or its model is a bundle that is
+            not trusted here, not the poster's upload, or not a valid bundle.
     """
     config_name = job.config_hash.hex()
     await _check_origin(blobs, store, config_name, "configuration")
@@ -94,6 +107,7 @@ async def admit_job(
             "shards in its configuration"
         )
     await _check_origin(blobs, store, job.model_hash.hex(), "model")
+    await admit_bundle(config, blobs, store, trust or TrustPolicy())
     pays = config.cheating_pays(
         job.reward_per_round, job.reward_decimals, job.rejected_slash, examples
     )
@@ -113,7 +127,39 @@ def largest_task_examples(config: JobConfig) -> int | None:
     return max(len(workbench.shard(i)) for i in range(config.data.shards))
 
 
-async def publish_job(job: ChainJob, store: CoordinatorRepository) -> None:
-    """Let workers download ``job``'s model and configuration (after :func:`admit_job`)."""
-    for name in (job.model_hash.hex(), job.config_hash.hex()):
+async def admit_bundle(
+    config: JobConfig, blobs: BlobStore, store: CoordinatorRepository, trust: TrustPolicy
+) -> bytes | None:
+    """The bundle blob of ``config``'s model, if it has one and this coordinator may run it.
+
+    Trust is asked first: an untrusted bundle is refused before its blob is read.
+
+    Raises:
+        JobUnusable: The bundle is not trusted here (the message says what to trust and why),
+            is not the poster's upload, or is not a valid bundle.
+    """
+    ref = bundle_ref(config.model)
+    if ref is None:
+        return None
+    try:
+        trust.require(ref.bundle, ref.signature)
+    except UntrustedBundle as exc:
+        raise JobUnusable(f"{exc} (FEDRELAY_TRUST_MODELS or FEDRELAY_TRUST_FILE)") from None
+    await _check_origin(blobs, store, ref.bundle, "model bundle")
+    try:
+        blob = await blobs.get(ref.bundle)
+        read_bundle(blob)
+    except (BundleError, BlobStoreError) as exc:
+        raise JobUnusable(f"its model bundle {ref.bundle}: {exc}") from None
+    return blob
+
+
+async def publish_job(
+    job: ChainJob, store: CoordinatorRepository, config: JobConfig | None = None
+) -> None:
+    """Let workers download ``job``'s model, configuration and (``config`` naming one) model
+    bundle, after :func:`admit_job`."""
+    ref = bundle_ref(config.model) if config is not None else None
+    names = [job.model_hash.hex(), job.config_hash.hex(), *([ref.bundle] if ref else [])]
+    for name in names:
         await store.publish_blob(name)

@@ -47,6 +47,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from sqlalchemy.exc import SQLAlchemyError
@@ -96,6 +97,12 @@ from fedrelay.protocol.rounds import (
 from fedrelay.protocol.rounds import TaskRefused as RefusedByWorkerChain
 from fedrelay.protocol.tracing import round_attributes, round_context
 from fedrelay.protocol.wormhole import task_id
+from fedrelay.training.bundles import bundle_ref, loader_for_model
+from fedrelay.training.trust import TrustPolicy
+
+if TYPE_CHECKING:
+    from fedrelay.protocol.job_config import JobConfig
+    from fedrelay.training.torch_trainer import ModelFactory
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("fedrelay.coordinator")
@@ -149,6 +156,7 @@ class CoordinatorService:
         metrics: CoordinatorMetrics | None = None,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         limits: JobLimits | None = None,
+        trust: TrustPolicy | None = None,
     ) -> None:
         """Wire the service.
 
@@ -169,6 +177,8 @@ class CoordinatorService:
                 again (the wait doubles from ``poll_interval`` with each failure in a row).
             limits: The largest job taken on (default: ``FEDRELAY_COORDINATOR_MAX_*`` from the
                 environment).
+            trust: The model bundles (posters' code) this coordinator takes jobs of, replays
+                and evaluates (default: none; built-in models need no trust).
         """
         self._chain = chain
         self._store = store
@@ -181,6 +191,9 @@ class CoordinatorService:
         self._clock = clock
         self._metrics = metrics or coordinator_metrics()
         self._limits = limits if limits is not None else JobLimits()
+        self._trust = trust if trust is not None else TrustPolicy()
+        #: Admitted jobs' model bundle blobs by hash, read by the trusted bundle loader.
+        self._bundles: dict[str, bytes] = {}
         self._keeper = RoundKeeper(chain, store, blobs, self._metrics)
         self._contexts: dict[int, JobContext] = {}
         self._aggregations: dict[int, RoundAggregation] = {}
@@ -386,7 +399,7 @@ class CoordinatorService:
             first_round=job.current_round,
         )
         # Published before the round is saved: a crash in between replays this event.
-        await publish_job(job, self._store)
+        await publish_job(job, self._store, context.config)
         await self._store.save_report(RoundReport(job.job_id, state.round, event.block))
         await self._save_round(state)
         log.info("job %d opened: %d rounds from block %d", job.job_id, job.num_rounds, event.block)
@@ -446,10 +459,20 @@ class CoordinatorService:
             return self._contexts[job_id]
         job = await self._chain.job(job_id)
         # The poster's blobs only, within this coordinator's limits (see publishing.py).
-        config = await admit_job(job, self._blobs, self._store, self._limits)
+        config = await admit_job(job, self._blobs, self._store, self._limits, self._trust)
+        ref = bundle_ref(config.model)
+        if ref is not None and ref.bundle not in self._bundles:
+            try:  # checked by admit_job; kept for the loader, which reads synchronously
+                self._bundles[ref.bundle] = await self._blobs.get(ref.bundle)
+            except BlobStoreError as exc:
+                raise JobUnusable(f"its model bundle {ref.bundle}: {exc}") from None
         context = JobContext(job, config, JobWorkbench(config))
         self._contexts[job_id] = context
         return context
+
+    def bundle_loader(self, config: JobConfig) -> Callable[[str], ModelFactory]:
+        """The trusted ``bundle_loader`` of ``config``'s model (its bundle kept at admission)."""
+        return loader_for_model(config.model, self._trust, self._bundles.__getitem__)
 
     async def advance(self, job_id: int) -> RoundState | None:
         """Do what is due for ``job_id``'s current round now; returns the new state."""

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fedrelay.ports.blobs import DEFAULT_MAX_BLOB_BYTES
 from fedrelay.ports.leader_lease import DEFAULT_LEASE_NAME
 from fedrelay.protocol.job_config import JobConfig
+from fedrelay.training.trust import TrustPolicy, split_entries
 
 # The ledger's default database (fedrelay.adapters.ledger.database.DEFAULT_URL, which this
 # layer may not import; a unit test pins that the two agree).
@@ -51,6 +54,37 @@ class CoordinatorSettings(BaseSettings):
     lease_seconds: float = Field(default=10.0, gt=0)
     lease_renew_seconds: float = Field(default=3.0, gt=0)
     instance_id: str | None = Field(default=None, min_length=1, max_length=128)
+    # The model bundles (posters' code) this coordinator takes jobs of, replays and evaluates:
+    # FEDRELAY_TRUST_MODELS and FEDRELAY_TRUST_SIGNERS are comma-separated, FEDRELAY_TRUST_FILE
+    # names a trust file (fedrelay.training.trust).
+    trust_models: Annotated[tuple[str, ...], NoDecode] = ()
+    trust_signers: Annotated[tuple[str, ...], NoDecode] = ()
+    trust_file: Path | None = None
+
+    @field_validator("trust_models", "trust_signers", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return tuple(split_entries([value])) if isinstance(value, str) else value
+
+    def trust_policy(
+        self,
+        models: Sequence[str] = (),
+        signers: Sequence[str] = (),
+        trust_file: Path | None = None,
+    ) -> TrustPolicy:
+        """The bundles trusted here: these settings' and the command line's (``models``,
+        ``signers``, ``trust_file``) together.
+
+        Raises:
+            TrustFileError: An entry is not a hash or a key, or a trust file is unreadable or
+                malformed.
+        """
+        files = [f for f in (self.trust_file, trust_file) if f is not None]
+        return TrustPolicy.of(
+            [*self.trust_models, *split_entries(models)],
+            [*self.trust_signers, *split_entries(signers)],
+            files,
+        )
 
     @model_validator(mode="after")
     def _renewed_within_the_lease(self) -> CoordinatorSettings:

@@ -25,6 +25,7 @@ from fedrelay.adapters.worker_chains import (
     WorkerConnection,
     check_evm_address,
 )
+from fedrelay.training.trust import TrustPolicy
 from fedrelay.worker.sdk import (
     ProgressReporter,
     ShardSource,
@@ -91,6 +92,7 @@ async def worker_node(
     progress: ProgressReporter,
     poll_interval: float,
     coordinator_chain: int,
+    trust: TrustPolicy | None = None,
 ) -> AsyncIterator[WorkerNode]:
     """A node on ``connection``'s chain with a signed client of the coordinator (closed on exit).
 
@@ -103,6 +105,7 @@ async def worker_node(
         progress: Where the node shows its phases.
         poll_interval: Seconds between passes.
         coordinator_chain: The coordinator chain's Wormhole id (the rounds' traces).
+        trust: The model bundles the node runs (default: none).
     """
     async with CoordinatorClient(coordinator_url, connection.signer) as api:
         yield WorkerNode(
@@ -114,6 +117,7 @@ async def worker_node(
             progress=progress,
             poll_interval=poll_interval,
             coordinator_chain=coordinator_chain,
+            trust=trust,
         )
 
 

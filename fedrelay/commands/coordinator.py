@@ -131,12 +131,37 @@ def run_command(
     job_market: Annotated[
         str | None, typer.Option("--job-market", help="JobMarket address.")
     ] = None,
+    trust_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-model",
+            help="Take on jobs of the model bundle with this hash (repeat; adds to "
+            "FEDRELAY_TRUST_MODELS). Replaying a bundle runs the job poster's code here.",
+        ),
+    ] = None,
+    trust_signer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-signer",
+            help="Take on jobs of every model bundle this key (address or public key) signed "
+            "(repeat; adds to FEDRELAY_TRUST_SIGNERS).",
+        ),
+    ] = None,
+    trust_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--trust-file",
+            help="Trust file: a bundle hash or 'signer KEY' per line (adds to "
+            "FEDRELAY_TRUST_FILE).",
+        ),
+    ] = None,
 ) -> None:
     """Run the coordinator: follow JobMarket, drive rounds, serve the worker API."""
     from fedrelay.adapters.telemetry.tracing import configure_tracing
     from fedrelay.commands.logs import configure_command_logging
     from fedrelay.coordinator.process import CoordinatorFailed, serve
     from fedrelay.coordinator.settings import ApiSettings
+    from fedrelay.training.trust import TrustFileError
 
     configure_command_logging(logging.INFO)
     try:
@@ -147,12 +172,16 @@ def run_command(
     remember(settings.database_url, target.rpc_url)
     key = read_evm_key(signer_key_file)
     try:
+        trust = settings.trust_policy(trust_model or (), trust_signer or (), trust_file)
+    except TrustFileError as exc:
+        raise _fail(str(exc)) from None
+    try:
         ApiSettings().resolved_admin_token()
     except (ValueError, OSError) as exc:
         raise _fail(f"no usable admin token: {exc}") from None
     tracing = configure_tracing("fedrelay-coordinator")  # only once the process will run
     try:
-        asyncio.run(serve(settings, target, key))
+        asyncio.run(serve(settings, target, key, trust))
     except (LedgerError, CoordinatorFailed) as exc:
         raise _fail(redact_text(str(exc), [settings.database_url, target.rpc_url])) from None
     finally:
@@ -307,6 +336,89 @@ def _check_policy(
         )
 
 
+def _bundle_args(text: str | None) -> dict[str, Any]:
+    """``--bundle-args``: a JSON object of names to numbers, strings or booleans."""
+    if text is None:
+        return {}
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--bundle-args is not JSON: {exc}") from None
+    if not isinstance(args, dict) or not all(
+        isinstance(v, int | float | str | bool) for v in args.values()
+    ):
+        raise _fail(
+            "--bundle-args must be a JSON object of numbers, strings and booleans, "
+            "e.g. '{\"width\": 64}'"
+        )
+    return args
+
+
+def _with_bundle(
+    config: JobConfig,
+    directory: Path,
+    args_text: str | None,
+    objective: str | None,
+    poster_key: str,
+) -> tuple[JobConfig, bytes, str]:
+    """``config`` with its model replaced by the bundle in ``directory``, signed by the poster.
+
+    The model entry keeps what the configuration file's bundle entry said (``init_seed``,
+    ``frozen``, ``args``, ``objective``) unless the options say otherwise.
+
+    Returns:
+        The new configuration, the bundle's blob and the poster's address that signed it.
+    """
+    from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
+    from fedrelay.training.bundles import BundleError, bundle_hash, pack_bundle
+    from fedrelay.training.trust import bundle_signer, sign_bundle
+
+    try:
+        blob = pack_bundle(directory)
+    except BundleError as exc:
+        raise _fail(f"--model-bundle {directory}: {exc}") from None
+    name = bundle_hash(blob)
+    signature = sign_bundle(name, poster_key)
+    document = config.model_dump(mode="json")
+    entry = dict(document["model"]) if document["model"].get("kind") == "bundle" else {}
+    entry.update(kind="bundle", bundle=name, signature=signature)
+    if args_text is not None or "args" not in entry:
+        entry["args"] = _bundle_args(args_text)
+    if objective is not None or "objective" not in entry:
+        entry["objective"] = objective or "classification"
+    document["model"] = entry
+    try:
+        updated = JobConfig.from_bytes(json.dumps(document).encode())
+    except InvalidJobConfig as exc:
+        raise _fail(
+            f"--model-bundle: the job configuration refuses the bundle entry: {exc}"
+        ) from None
+    return updated, blob, str(bundle_signer(name, signature))
+
+
+def _bundle_model_blob(config: JobConfig, bundle: bytes) -> bytes:
+    """The initial model of the poster's own bundle (trusted here: the poster runs its own code)."""
+    from fedrelay.training import encode_blob
+    from fedrelay.training.bundles import BundleError, bundle_hash, bundle_ref, load_bundle
+    from fedrelay.training.torch_trainer import initial_model
+    from fedrelay.training.trust import TrustPolicy
+
+    name = bundle_hash(bundle)
+    ref = bundle_ref(config.model)
+    args = getattr(config.model, "args", None)
+    try:
+        factory = load_bundle(
+            name,
+            {name: bundle}.__getitem__,
+            TrustPolicy(hashes=frozenset({name})),
+            args=dict(args or {}),
+            signature=ref.signature if ref else "",
+        )
+        return encode_blob(initial_model(factory, int(getattr(config.model, "init_seed", 0))))
+    except BundleError as exc:
+        raise _fail(f"--model-bundle: building the initial model failed: {exc}") from None
+
+
 @job_app.command("post")
 def post_command(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds in the job.")],
@@ -392,6 +504,28 @@ def post_command(
     ] = None,
     rpc_url: Annotated[str | None, typer.Option("--rpc-url")] = None,
     job_market: Annotated[str | None, typer.Option("--job-market")] = None,
+    model_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-bundle",
+            help="Train your own model: a folder with manifest.json and .py sources, packed, "
+            "signed with --signer-key-file and uploaded; workers and the coordinator must "
+            "trust it (docs/learning.md, 'Custom models and trust').",
+        ),
+    ] = None,
+    bundle_args: Annotated[
+        str | None,
+        typer.Option(
+            "--bundle-args", help='The factory\'s keyword arguments, JSON: {"width": 64}.'
+        ),
+    ] = None,
+    bundle_objective: Annotated[
+        str | None,
+        typer.Option(
+            "--bundle-objective",
+            help="What the bundle's model learns: classification (default) or language_model.",
+        ),
+    ] = None,
 ) -> None:
     """Upload the model and configuration blobs, escrow the reward and post the job."""
     from fedrelay.adapters.evm import EvmChain, EvmError, JobMarketContract, JobSpec, Signer
@@ -399,6 +533,15 @@ def post_command(
 
     settings = CoordinatorSettings()
     config = _load_config(config_file)
+    bundle: bytes | None = None
+    signer = ""
+    if model_bundle is not None:
+        poster_key = read_evm_key(signer_key_file)
+        config, bundle, signer = _with_bundle(
+            config, model_bundle, bundle_args, bundle_objective, poster_key
+        )
+    elif bundle_args is not None or bundle_objective is not None:
+        raise _fail("--bundle-args and --bundle-objective need --model-bundle")
     chains = tuple(worker_chain or [4])
     if workers_per_round > config.data.shards:
         raise _fail(
@@ -423,9 +566,13 @@ def post_command(
         raise _fail(f"refusing to post: {pays}")
     poster = Signer(read_evm_key(signer_key_file))
     recipients = _slash_recipients(slash_recipient or [], chains, poster.address)
-    model = _model_blob(model_file, config)
-    model_name, config_name = asyncio.run(
-        _upload([model, config.to_bytes()], settings, coordinator_url)
+    if bundle is not None and model_file is None:
+        model = _bundle_model_blob(config, bundle)
+    else:
+        model = _model_blob(model_file, config)
+    extra = [bundle] if bundle is not None else []
+    model_name, config_name, *bundle_name = asyncio.run(
+        _upload([model, config.to_bytes(), *extra], settings, coordinator_url)
     )
     spec = JobSpec(
         model_hash=bytes.fromhex(model_name),
@@ -465,9 +612,15 @@ def post_command(
         ("release after", f"{release_after} s"),
         ("progress timeout", f"{progress_timeout} s"),
         ("transaction", "0x" + bytes(posted.receipt["transactionHash"]).hex()),
+        *([("model bundle", f"{bundle_name[0]} (signed by {signer})")] if bundle_name else []),
     ):
         table.add_row(name, value)
     Console().print(table)
+    if bundle_name:
+        typer.echo(
+            f"Workers and the coordinator run the bundle only if they trust it: --trust-model "
+            f"{bundle_name[0]}, or the line 'signer {signer}' in their trust file."
+        )
 
 
 # --- job status --------------------------------------------------------------------------------

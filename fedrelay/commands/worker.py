@@ -30,6 +30,7 @@ from fedrelay.commands.extras import requires
 from fedrelay.protocol.redact import redact_text, remember
 
 if TYPE_CHECKING:
+    from fedrelay.training.trust import TrustPolicy
     from fedrelay.worker.process import WorkerConnection
     from fedrelay.worker.sdk import StakeStatus
 
@@ -68,6 +69,34 @@ RpcUrlOption = Annotated[str, typer.Option(help="The worker chain's JSON-RPC end
 HubAddressOption = Annotated[str | None, typer.Option(help="WorkerHub address (evm).")]
 ProgramIdOption = Annotated[str | None, typer.Option(help="Worker program id (solana).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+# Which model bundles (the poster's code) this machine runs; docs/learning.md, "Custom models
+# and trust". The coordinator's `run` takes the same options.
+TrustModelOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust-model",
+        envvar="FEDRELAY_TRUST_MODELS",
+        help="Run the model bundle with this hash (repeat; the variable: comma-separated). "
+        "Loading a bundle runs the job poster's Python code on this machine.",
+    ),
+]
+TrustSignerOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust-signer",
+        envvar="FEDRELAY_TRUST_SIGNERS",
+        help="Run every model bundle this key signed: an Ethereum address or secp256k1 public "
+        "key (repeat; the variable: comma-separated).",
+    ),
+]
+TrustFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--trust-file",
+        envvar="FEDRELAY_TRUST_FILE",
+        help="Trusted bundles, one per line: a hash, or 'signer KEY'; '#' starts a comment.",
+    ),
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -114,6 +143,26 @@ def _connected(
     return open_worker_chain(kind.value, target, key_file)
 
 
+def trust_policy(
+    models: list[str] | None, signers: list[str] | None, trust_file: Path | None
+) -> TrustPolicy:
+    """The model bundles this machine runs, from the trust options (commas split values).
+
+    Raises:
+        typer.Exit: A value is not a hash or a key, or the trust file is unreadable or malformed.
+    """
+    from fedrelay.training.trust import TrustFileError, TrustPolicy, split_entries
+
+    try:
+        return TrustPolicy.of(
+            split_entries(models or ()),
+            split_entries(signers or ()),
+            [trust_file] if trust_file is not None else [],
+        )
+    except TrustFileError as exc:
+        raise _fail(str(exc)) from None
+
+
 # --- run ---------------------------------------------------------------------------------------
 
 
@@ -155,6 +204,9 @@ def run(
             "trace under it.",
         ),
     ] = 2,
+    trust_model: TrustModelOption = None,
+    trust_signer: TrustSignerOption = None,
+    trust_file: TrustFileOption = None,
 ) -> None:
     """Stake, register and work on assignments until SIGINT or SIGTERM.
 
@@ -166,6 +218,7 @@ def run(
     from fedrelay.commands.logs import configure_command_logging
 
     configure_command_logging("WARNING")
+    trust = trust_policy(trust_model, trust_signer, trust_file)
     tracing = configure_tracing("fedrelay-worker")
     try:
         _guarded(
@@ -184,6 +237,7 @@ def run(
                 wormhole_chain,
                 poll_interval,
                 coordinator_chain,
+                trust,
             )
         )
     finally:
@@ -205,6 +259,7 @@ async def _run(
     wormhole_chain: int | None,
     poll_interval: float,
     coordinator_chain: int,
+    trust: TrustPolicy,
 ) -> None:
     # Imported here so that `fedrelay --help` does not load torch, web3 or solana.
     from fedrelay.training.torch_trainer import default_device
@@ -237,6 +292,7 @@ async def _run(
                 progress=progress,
                 poll_interval=poll_interval,
                 coordinator_chain=coordinator_chain,
+                trust=trust,
             ) as node:
                 loop = asyncio.get_running_loop()
                 for signum in (signal.SIGINT, signal.SIGTERM):
@@ -286,6 +342,41 @@ def _show_stake(kind: ChainKind, name: str, status: StakeStatus, as_json: bool) 
     else:
         out.print("unbonding   nothing", highlight=False)
     out.print(f"open tasks  {status.open_tasks}", highlight=False)
+
+
+@app.command("bundle-hash")
+def bundle_hash_command(
+    folder: Annotated[
+        Path, typer.Argument(help="A model bundle: manifest.json and the .py sources.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """The hash of a model bundle folder, as a job names it: read the code, then trust this.
+
+    Nothing of the bundle runs. The hash is what `--trust-model` and a trust file take; the same
+    sources give the same hash on every machine (docs/learning.md, "Custom models and trust").
+    """
+    from fedrelay.training.bundles import BundleError, bundle_hash, pack_bundle, read_bundle
+
+    try:
+        blob = pack_bundle(folder)
+    except BundleError as exc:
+        raise _fail(f"{folder}: {exc}") from None
+    bundle = read_bundle(blob)
+    name = bundle_hash(blob)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "bundle": name,
+                    "factory": bundle.factory,
+                    "files": sorted(bundle.files),
+                    "bytes": len(blob),
+                }
+            )
+        )
+        return
+    typer.echo(name)
 
 
 @app.command("stake")

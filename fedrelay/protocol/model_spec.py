@@ -214,10 +214,13 @@ BundleArg = int | float | str | bool
 
 class BundleSpec(_Spec):
     """The poster's own model: a content-addressed model bundle, built by its factory with
-    ``args``. Tensors whose name starts with one of ``frozen`` do not train."""
+    ``args``. Tensors whose name starts with one of ``frozen`` do not train. ``signature``
+    (optional, hex) is the poster's signature over the bundle hash, for workers and coordinators
+    that trust bundles by signer (``fedrelay.training.trust``)."""
 
     kind: Literal["bundle"] = "bundle"
     bundle: str = Field(pattern=HASH_PATTERN)
+    signature: str = Field(default="", pattern=r"^([0-9a-f]{130})?$")
     args: dict[str, BundleArg] = Field(default_factory=dict)
     objective: Objective = "classification"
     init_seed: int = Field(default=0, ge=0, lt=2**63)

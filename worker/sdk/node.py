@@ -32,6 +32,7 @@ from fedrelay.protocol.logfields import log_fields
 from fedrelay.protocol.tracing import round_attributes, round_context
 from fedrelay.protocol.wormhole import worker_id
 from fedrelay.training import blob_hash
+from fedrelay.training.trust import TrustPolicy
 from fedrelay.worker.sdk.api_client import (
     CoordinatorClient,
     CoordinatorRequestError,
@@ -109,6 +110,7 @@ class WorkerNode:
         clock: Callable[[], float] = time.time,
         poll_interval: float = 2.0,
         coordinator_chain: int = DEFAULT_COORDINATOR_CHAIN,
+        trust: TrustPolicy | None = None,
     ) -> None:
         """Wire the node.
 
@@ -125,6 +127,8 @@ class WorkerNode:
             poll_interval: Seconds between passes of :meth:`run` and between looks at peers.
             coordinator_chain: The coordinator chain's Wormhole id; the node's spans join the
                 round's trace derived from it (see ``fedrelay.protocol.tracing``).
+            trust: The model bundles this node runs (:mod:`fedrelay.training.trust`); by
+                default none: a task of a job with a bundle is refused, built-in models run.
         """
         self.chain = chain
         self.api = api
@@ -136,6 +140,7 @@ class WorkerNode:
         self.clock = clock
         self.poll_interval = poll_interval
         self.coordinator_chain = coordinator_chain
+        self.trust = trust if trust is not None else TrustPolicy()
         self.tracer: trace.Tracer = _TRACER
         self.state: WorkerState = store.load()
         #: Masked tasks whose unmasking shares are still to be revealed (in memory only).

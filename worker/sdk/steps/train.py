@@ -33,6 +33,7 @@ from fedrelay.training import (
 from fedrelay.worker.sdk.config import JobConfig, parse_job_config
 from fedrelay.worker.sdk.errors import StopRequested, TaskRefused
 from fedrelay.worker.sdk.state import TaskRecord
+from fedrelay.worker.sdk.steps import bundle
 
 if TYPE_CHECKING:
     from fedrelay.training.data import Dataset
@@ -105,7 +106,9 @@ async def download(
     """Download and check the round's model and configuration; load the task's shard.
 
     Raises:
-        TaskRefused: The inputs disagree with the chain, or are not a model and a configuration.
+        TaskRefused: The inputs disagree with the chain, or are not a model and a configuration,
+            or the job's model bundle is not trusted here (refused before any of it is
+            downloaded or imported).
     """
     key = record.key
     node.progress.phase(key, "downloading")
@@ -113,6 +116,7 @@ async def download(
         view = await round_view(node, key, chain_model, chain_config)
         model_blob = await node.api.download_blob(view.model_hash)
         job = parse_job_config(await node.api.download_blob(view.config_hash))
+    await bundle.admit_bundle(node, key, job)  # an untrusted bundle is refused here
     model = model_tensors(key, model_blob)
     data = node.shards.dataset(record.shard)
     return TaskInputs(view, job, model, data)
