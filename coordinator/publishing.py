@@ -14,8 +14,14 @@ registered worker, or run a worker's bytes as a configuration. Hence:
   :class:`~fedrelay.coordinator.settings.JobLimits`, checked from the numbers alone (nothing is
   built before), and its slash times its detection probability must cover the reward per round
   (else cheating would pay);
-* only a job that passes both is opened, and only then are its two blobs published (served by
-  ``GET /v1/blobs/{name}``). A refused job publishes nothing.
+* a job on the workers' own data is run only when its poster accepted that its segments cannot
+  be replayed (``data.replay == "none"``, ``fedrelay job post --unverified-private-data``);
+* the poster's evaluation set (``evaluation.data_hash``) must be in the
+  :data:`~fedrelay.ports.blobs.EVALUATION` domain and match the job's schema; it is never
+  published: workers never see what their models are scored on;
+* only a job that passes all of this is opened, and only then are its blobs published (served
+  by ``GET /v1/blobs/{name}``): the model, the configuration and a text job's vocabulary. A
+  refused job publishes nothing.
 
 Worker uploads are never published by a job: the only other publication is the coordinator's own
 aggregated model (:mod:`fedrelay.coordinator.phases.aggregate`).
@@ -25,12 +31,12 @@ from __future__ import annotations
 
 from fedrelay.coordinator.errors import JobUnusable
 from fedrelay.coordinator.settings import JobLimits
-from fedrelay.ports.blobs import POSTER, BlobStore, BlobStoreError
+from fedrelay.ports.blobs import EVALUATION, POSTER, BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import ChainJob
 from fedrelay.ports.coordinator_store import CoordinatorRepository
 from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
 
-__all__ = ["admit_job", "publish_job"]
+__all__ = ["admit_job", "evaluation_set", "publish_job", "published_names"]
 
 
 async def _check_origin(
@@ -39,6 +45,11 @@ async def _check_origin(
     if not await blobs.exists(name):
         raise JobUnusable(f"its {what} blob {name} is not in the blob store")
     domains = await blobs.domains(name)
+    if EVALUATION in domains:
+        raise JobUnusable(
+            f"its {what} blob {name} is an evaluation set, which is never published; nothing "
+            "published"
+        )
     if POSTER in domains or await store.is_published(name):
         return
     held = (
@@ -82,19 +93,72 @@ async def admit_job(
     problems = limits.problems(config)
     if problems:
         raise JobUnusable("; ".join(problems))
-    if job.workers_per_round > config.data.shards:
+    published = config.published_data
+    if published is not None and job.workers_per_round > published.shards:
         raise JobUnusable(
-            f"{job.workers_per_round} workers per round but only {config.data.shards} data "
+            f"{job.workers_per_round} workers per round but only {published.shards} data "
             "shards in its configuration"
         )
+    private = config.worker_data
+    if private is not None and private.replay != "none":
+        raise JobUnusable(
+            "it trains on the workers' own data, which this coordinator cannot replay; the "
+            'poster must accept unverified updates (data.replay "none", fedrelay job post '
+            "--unverified-private-data)"
+        )
     await _check_origin(blobs, store, job.model_hash.hex(), "model")
+    for name in _vocabulary(config):
+        await _check_origin(blobs, store, name, "vocabulary")
+    await evaluation_set(config, blobs)
     pays = config.cheating_pays(job.reward_per_round, job.reward_decimals, job.rejected_slash)
     if pays is not None:
         raise JobUnusable(pays)
     return config
 
 
-async def publish_job(job: ChainJob, store: CoordinatorRepository) -> None:
-    """Let workers download ``job``'s model and configuration (after :func:`admit_job`)."""
-    for name in (job.model_hash.hex(), job.config_hash.hex()):
+def _vocabulary(config: JobConfig) -> tuple[str, ...]:
+    private = config.worker_data
+    if private is None or private.schema_.kind != "text" or not private.schema_.vocabulary_hash:
+        return ()
+    return (private.schema_.vocabulary_hash,)
+
+
+async def evaluation_set(config: JobConfig, blobs: BlobStore) -> bytes | None:
+    """The poster's evaluation blob of ``config``, checked; None when it names none.
+
+    Raises:
+        JobUnusable: The blob is missing, not the poster's evaluation upload (the
+            :data:`~fedrelay.ports.blobs.EVALUATION` domain), or does not match the job's
+            schema.
+    """
+    from fedrelay.training.datasets import SchemaMismatch, dataset_from_blob, evaluation_schema
+
+    name = config.evaluation.data_hash
+    if not name:
+        return None
+    try:
+        if EVALUATION not in await blobs.domains(name):
+            raise JobUnusable(
+                f"its evaluation set {name} is not the poster's evaluation upload (fedrelay job "
+                "post --eval-data, or POST /v1/admin/blobs?purpose=evaluation)"
+            )
+        data = await blobs.get(name)
+    except BlobStoreError as exc:
+        raise JobUnusable(f"its evaluation set {name} cannot be read: {exc}") from None
+    try:
+        dataset_from_blob(data, evaluation_schema(config), f"its evaluation set {name}")
+    except SchemaMismatch as exc:
+        raise JobUnusable(str(exc)) from None
+    return data
+
+
+def published_names(job: ChainJob, config: JobConfig) -> tuple[str, ...]:
+    """The blobs workers may download once ``job`` is admitted: its model, its configuration
+    and a text job's vocabulary (never its evaluation set)."""
+    return (job.model_hash.hex(), job.config_hash.hex(), *_vocabulary(config))
+
+
+async def publish_job(job: ChainJob, store: CoordinatorRepository, config: JobConfig) -> None:
+    """Let workers download what :func:`published_names` lists (after :func:`admit_job`)."""
+    for name in published_names(job, config):
         await store.publish_blob(name)

@@ -59,7 +59,7 @@ from fedrelay.coordinator.phases.assign import assign, confirm_assignment
 from fedrelay.coordinator.phases.collect import collect
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
 from fedrelay.coordinator.phases.settle import settle
-from fedrelay.coordinator.publishing import admit_job, publish_job
+from fedrelay.coordinator.publishing import admit_job, evaluation_set, publish_job
 from fedrelay.coordinator.settings import JobLimits
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.blobs import BlobStore, BlobStoreError
@@ -386,7 +386,7 @@ class CoordinatorService:
             first_round=job.current_round,
         )
         # Published before the round is saved: a crash in between replays this event.
-        await publish_job(job, self._store)
+        await publish_job(job, self._store, context.config)
         await self._store.save_report(RoundReport(job.job_id, state.round, event.block))
         await self._save_round(state)
         log.info("job %d opened: %d rounds from block %d", job.job_id, job.num_rounds, event.block)
@@ -447,7 +447,8 @@ class CoordinatorService:
         job = await self._chain.job(job_id)
         # The poster's blobs only, within this coordinator's limits (see publishing.py).
         config = await admit_job(job, self._blobs, self._store, self._limits)
-        context = JobContext(job, config, JobWorkbench(config))
+        evaluation = await evaluation_set(config, self._blobs)
+        context = JobContext(job, config, JobWorkbench(config, evaluation))
         self._contexts[job_id] = context
         return context
 

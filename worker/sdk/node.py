@@ -39,9 +39,9 @@ from fedrelay.worker.sdk.api_client import (
 )
 from fedrelay.worker.sdk.errors import StopRequested, TaskRefused, WorkerError
 from fedrelay.worker.sdk.progress import ProgressReporter, SilentProgress
-from fedrelay.worker.sdk.shards import ShardSource
+from fedrelay.worker.sdk.shards import OwnData
 from fedrelay.worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
-from fedrelay.worker.sdk.steps import answer, commit, mask, register, train, upload
+from fedrelay.worker.sdk.steps import answer, commit, mask, register, selfcheck, train, upload
 from fedrelay.worker.sdk.steps.mask import SecureRound
 from fedrelay.worker.sdk.steps.train import TrainedUpdate
 
@@ -92,7 +92,7 @@ class WorkerNode:
         self,
         chain: WorkerChain,
         api: CoordinatorClient,
-        shards: ShardSource,
+        shards: OwnData | None,
         store: StateStore,
         *,
         device: str = "cpu",
@@ -107,7 +107,9 @@ class WorkerNode:
         Args:
             chain: The worker's chain backend.
             api: A client of the coordinator's API signed with the worker's key.
-            shards: Where the training data of a task's shard comes from.
+            shards: The worker's own data, for jobs that train on it (checked against the
+                job's schema); None if it has none. A task on published data always trains
+                the shard its task names of the job's partition, whatever this is.
             store: The local state file and blob directory.
             device: ``"cpu"`` (bit-exact replays) or ``"cuda"``.
             model_factory: Builds the model the job trains (the digits MLP,
@@ -310,6 +312,7 @@ class WorkerNode:
         key = record.key
         inputs = await train.download(self, record, chain_model, chain_config)
         trained = await train.train(self, key, inputs)
+        selfcheck.check_trained(key, record.shard, inputs, trained)
         if inputs.job.secure_aggregation:
             with self.span("worker.mask", key):
                 trained = await mask.mask(self, key, inputs.view, inputs.job, trained, inputs.model)
