@@ -137,6 +137,8 @@ async def evaluation_set(config: JobConfig, blobs: BlobStore) -> bytes | None:
     if not name:
         return None
     try:
+        if not await blobs.exists(name):
+            raise JobUnusable(f"its evaluation set {name} is not in the blob store")
         if EVALUATION not in await blobs.domains(name):
             raise JobUnusable(
                 f"its evaluation set {name} is not the poster's evaluation upload (fedrelay job "

@@ -170,13 +170,21 @@ def load_csv(path: Path, schema: TabularSchema) -> Dataset:
         if pa.types.is_floating(found):
             bad = pc.not_equal(column, pc.floor(column)).to_numpy(zero_copy_only=False)
         else:
-            bad = np.ones(len(column), dtype=bool)
+            bad = np.array([not _number(v) for v in column.to_pylist()], dtype=bool)
         row = int(np.flatnonzero(bad)[0]) if bad.any() else 0
         raise SchemaMismatch(
             f"{path}: column {name!r} holds {column[row].as_py()!r} in row {row}; the job's "
             f"schema needs {wants} there ({schema.dtype} features, integer labels)"
         )
     return _table_dataset(path, table, features, schema)
+
+
+def _number(value: object) -> bool:
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def load_table(path: Path, schema: TabularSchema) -> Dataset:
