@@ -597,6 +597,26 @@ def post_command(
 # --- job status --------------------------------------------------------------------------------
 
 
+async def _metric(config_hash: bytes) -> str | None:
+    """The evaluation metric of the job whose configuration is ``config_hash``, read from the
+    coordinator's blob store; None when that store or the configuration is not at hand."""
+    from fedrelay.adapters.blobstore import BlobStoreError
+    from fedrelay.coordinator.process import open_blob_store
+    from fedrelay.coordinator.settings import BlobStoreSettings
+    from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
+
+    if config_hash == bytes(32):
+        return None
+    try:
+        settings, where = CoordinatorSettings(), BlobStoreSettings()
+        if not where.is_s3 and not where.directory(settings.blob_dir).is_dir():
+            return None
+        config = JobConfig.from_bytes(await open_blob_store(settings, where).get(config_hash.hex()))
+    except (BlobStoreError, InvalidJobConfig, ValidationError, ValueError, OSError):
+        return None
+    return config.evaluation.metric
+
+
 async def _status(database_url: str, job_id: int) -> dict[str, Any]:
     from fedrelay.adapters.ledger import create_engine
     from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
@@ -648,6 +668,9 @@ async def _status(database_url: str, job_id: int) -> dict[str, Any]:
             "round": current.round,
             "total_rounds": current.policy.total_rounds,
             "phase": current.phase.value,
+            # What each round's "accuracy" holds: the job's evaluation metric (None: its
+            # configuration is not in this machine's blob store).
+            "metric": await _metric(current.config_hash),
             "rounds": rounds,
             "payouts": payouts,
         }
@@ -662,7 +685,7 @@ def _render(status: dict[str, Any]) -> None:
         f"{status['total_rounds']}, {status['phase']}"
     )
     rounds = Table(title="rounds")
-    for column in ("round", "phase", "accuracy", "model", "rewards", "note"):
+    for column in ("round", "phase", status.get("metric") or "metric", "model", "rewards", "note"):
         rounds.add_column(column)
     for r in status["rounds"]:
         accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"

@@ -3,6 +3,7 @@ private data cannot be replayed, and clear refusals before anything is uploaded 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from fedrelay.adapters.blobstore import POSTER, FileBlobStore
+from fedrelay.adapters.ledger import create_engine, upgrade
+from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.cli import app
 from fedrelay.commands.coordinator import (
     _evaluation_blob,
@@ -18,6 +22,7 @@ from fedrelay.commands.coordinator import (
     _with_evaluation,
 )
 from fedrelay.protocol.hashing import keccak256
+from fedrelay.protocol.rounds import RoundPolicy, TasksAssigned, WorkerRef, apply_all, open_job
 from fedrelay.training.data import Dataset
 from fedrelay.training.datasets import dataset_from_blob, evaluation_schema
 
@@ -108,3 +113,39 @@ def test_the_evaluation_set_and_the_acknowledgement_make_the_posted_configuratio
     with np.load(evaluation) as arrays:
         assert np.array_equal(data.features, arrays["features"])
     assert '"replay":"none"' in posted.to_bytes().decode()
+
+
+def test_job_status_names_the_jobs_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _with_evaluation(
+        _private_data(_load_config(_files(tmp_path)[0], evaluation=True), unverified=True),
+        b"an evaluation blob",
+    )
+    perplexity = config.model_copy(
+        update={"evaluation": config.evaluation.model_copy(update={"metric": "perplexity"})}
+    )
+    blobs = tmp_path / "blobs"
+    name = asyncio.run(FileBlobStore(blobs).put(perplexity.to_bytes(), domain=POSTER))
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url)
+    worker = WorkerRef(4, bytes(12) + b"\xa1" * 20)
+    state = apply_all(
+        open_job(3, RoundPolicy(total_rounds=1), b"\x01" * 32, at=10),
+        [TasksAssigned(0, (worker,), bytes.fromhex(name), deadline=100, at=11)],
+    )
+
+    async def fill() -> None:
+        engine = create_engine(url)
+        await LedgerCoordinatorStore(engine).save_round(state)
+        await engine.dispose()
+
+    asyncio.run(fill())
+    monkeypatch.setenv("FEDRELAY_BLOB_DIR", str(blobs))
+    shown = runner.invoke(app, ["job", "status", "3", "--database-url", url, "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["metric"] == "perplexity"
+    table = runner.invoke(app, ["job", "status", "3", "--database-url", url], terminal_width=160)
+    assert "perplexity" in table.output
+    monkeypatch.setenv("FEDRELAY_BLOB_DIR", str(tmp_path / "elsewhere"))
+    unknown = runner.invoke(app, ["job", "status", "3", "--database-url", url, "--json"])
+    assert json.loads(unknown.output)["metric"] is None
+    assert not (tmp_path / "elsewhere").exists()  # looking did not create a blob store
