@@ -106,7 +106,7 @@ class TabularSchema(_Part):
 
 
 class ImageSchema(_Part):
-    """An image folder: one subfolder per class, images resized to nothing (they must match).
+    """An image folder: one subfolder per class, every image exactly this size (none is resized).
 
     ``class_names`` names the subfolders in label order; without it the subfolders are named
     ``0`` .. ``classes-1``. Pixels are scaled to 0..1, laid out ``(channels, height, width)``.

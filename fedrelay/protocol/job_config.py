@@ -37,7 +37,7 @@ from fedrelay.protocol.data_spec import (
     WorkerData,
     default_source,
 )
-from fedrelay.protocol.data_spec import (
+from fedrelay.protocol.data_spec import (  # the published data spec's older name, kept
     DataSpec as DataSpec,
 )
 from fedrelay.protocol.hashing import keccak256
@@ -146,8 +146,6 @@ class JobConfig(_Part):
     @model_validator(mode="before")
     @classmethod
     def _no_slash_amounts(cls, data: object) -> object:
-        if isinstance(data, dict) and "data" in data:
-            data = {**data, "data": default_source(data["data"])}
         if isinstance(data, dict):
             moved = sorted(k for k in _MOVED_TO_CHAIN if k in data)
             if moved:
@@ -158,6 +156,23 @@ class JobConfig(_Part):
                 )
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _data_source(cls, data: object) -> object:
+        # A configuration written before worker-owned data describes published data.
+        if isinstance(data, dict) and "data" in data:
+            return {**data, "data": default_source(data["data"])}
+        return data
+
+    @model_validator(mode="after")
+    def _evaluated(self) -> Self:
+        if not self.evaluation.data_hash and not self.publishes_digits:
+            raise ValueError(
+                "evaluation.data_hash is required: only the published digits job is evaluated "
+                "on the digits' held-out split (fedrelay job post --eval-data FILE)"
+            )
+        return self
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.secure_aggregation and self.strategy not in _SECURE_STRATEGIES:
@@ -167,11 +182,6 @@ class JobConfig(_Part):
             )
         if self.secure_aggregation and self.secagg_threshold is None:
             raise ValueError("secure aggregation needs secagg_threshold (shares to unmask)")
-        if not self.evaluation.data_hash and not self.publishes_digits:
-            raise ValueError(
-                "evaluation.data_hash is required: only the published digits job is evaluated "
-                "on the digits' held-out split (fedrelay job post --eval-data FILE)"
-            )
         segments = self.training_config().segments
         if self.challenge_segments > segments:
             raise ValueError(
