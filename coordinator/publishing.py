@@ -19,8 +19,14 @@ registered worker, or run a worker's bytes as a configuration. Hence:
   :class:`~fedrelay.training.trust.TrustPolicy`), since replaying and evaluating it runs that
   code here; the refusal says what to trust. The bundle blob must be the poster's upload too, and
   a well-formed bundle (checked without running it);
-* only a job that passes these is opened, and only then are its blobs (model, configuration and
-  bundle) published (served by ``GET /v1/blobs/{name}``). A refused job publishes nothing.
+* a job on the workers' own data is run only when its poster accepted that its segments cannot
+  be replayed (``data.replay == "none"``, ``fedrelay job post --unverified-private-data``);
+* the poster's evaluation set (``evaluation.data_hash``) must be in the
+  :data:`~fedrelay.ports.blobs.EVALUATION` domain and match the job's schema; it is never
+  published: workers never see what their models are scored on;
+* only a job that passes all of this is opened, and only then are its blobs published (served
+  by ``GET /v1/blobs/{name}``): the model, the configuration, a bundle model's bundle and a text job's vocabulary. A
+  refused job publishes nothing.
 
 Worker uploads are never published by a job: the only other publication is the coordinator's own
 aggregated model (:mod:`fedrelay.coordinator.phases.aggregate`).
@@ -32,14 +38,14 @@ import asyncio
 
 from fedrelay.coordinator.errors import JobUnusable
 from fedrelay.coordinator.settings import JobLimits
-from fedrelay.ports.blobs import POSTER, BlobStore, BlobStoreError
+from fedrelay.ports.blobs import EVALUATION, POSTER, BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import ChainJob
 from fedrelay.ports.coordinator_store import CoordinatorRepository
 from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
 from fedrelay.training.bundles import BundleError, bundle_ref, read_bundle
 from fedrelay.training.trust import TrustPolicy, UntrustedBundle
 
-__all__ = ["admit_bundle", "admit_job", "publish_job"]
+__all__ = ["admit_bundle", "admit_job", "evaluation_set", "publish_job", "published_names"]
 
 
 async def _check_origin(
@@ -48,6 +54,11 @@ async def _check_origin(
     if not await blobs.exists(name):
         raise JobUnusable(f"its {what} blob {name} is not in the blob store")
     domains = await blobs.domains(name)
+    if EVALUATION in domains:
+        raise JobUnusable(
+            f"its {what} blob {name} is an evaluation set, which is never published; nothing "
+            "published"
+        )
     if POSTER in domains or await store.is_published(name):
         return
     held = (
@@ -101,13 +112,24 @@ async def admit_job(
         raise JobUnusable(str(exc)) from None
     if problems:
         raise JobUnusable("; ".join(problems))
-    if job.workers_per_round > config.data.shards:
+    published = config.published_data
+    if published is not None and job.workers_per_round > published.shards:
         raise JobUnusable(
-            f"{job.workers_per_round} workers per round but only {config.data.shards} data "
+            f"{job.workers_per_round} workers per round but only {published.shards} data "
             "shards in its configuration"
+        )
+    private = config.worker_data
+    if private is not None and private.replay != "none":
+        raise JobUnusable(
+            "it trains on the workers' own data, which this coordinator cannot replay; the "
+            'poster must accept unverified updates (data.replay "none", fedrelay job post '
+            "--unverified-private-data)"
         )
     await _check_origin(blobs, store, job.model_hash.hex(), "model")
     await admit_bundle(config, blobs, store, trust or TrustPolicy())
+    for name in _vocabulary(config):
+        await _check_origin(blobs, store, name, "vocabulary")
+    await evaluation_set(config, blobs)
     pays = config.cheating_pays(
         job.reward_per_round, job.reward_decimals, job.rejected_slash, examples
     )
@@ -154,12 +176,53 @@ async def admit_bundle(
     return blob
 
 
-async def publish_job(
-    job: ChainJob, store: CoordinatorRepository, config: JobConfig | None = None
-) -> None:
-    """Let workers download ``job``'s model, configuration and (``config`` naming one) model
-    bundle, after :func:`admit_job`."""
-    ref = bundle_ref(config.model) if config is not None else None
-    names = [job.model_hash.hex(), job.config_hash.hex(), *([ref.bundle] if ref else [])]
-    for name in names:
+def _vocabulary(config: JobConfig) -> tuple[str, ...]:
+    private = config.worker_data
+    if private is None or private.schema_.kind != "text" or not private.schema_.vocabulary_hash:
+        return ()
+    return (private.schema_.vocabulary_hash,)
+
+
+async def evaluation_set(config: JobConfig, blobs: BlobStore) -> bytes | None:
+    """The poster's evaluation blob of ``config``, checked; None when it names none.
+
+    Raises:
+        JobUnusable: The blob is missing, not the poster's evaluation upload (the
+            :data:`~fedrelay.ports.blobs.EVALUATION` domain), or does not match the job's
+            schema.
+    """
+    from fedrelay.training.datasets import SchemaMismatch, dataset_from_blob, evaluation_schema
+
+    name = config.evaluation.data_hash
+    if not name:
+        return None
+    try:
+        if not await blobs.exists(name):
+            raise JobUnusable(f"its evaluation set {name} is not in the blob store")
+        if EVALUATION not in await blobs.domains(name):
+            raise JobUnusable(
+                f"its evaluation set {name} is not the poster's evaluation upload (fedrelay job "
+                "post --eval-data, or POST /v1/admin/blobs?purpose=evaluation)"
+            )
+        data = await blobs.get(name)
+    except BlobStoreError as exc:
+        raise JobUnusable(f"its evaluation set {name} cannot be read: {exc}") from None
+    try:
+        dataset_from_blob(data, evaluation_schema(config), f"its evaluation set {name}")
+    except SchemaMismatch as exc:
+        raise JobUnusable(str(exc)) from None
+    return data
+
+
+def published_names(job: ChainJob, config: JobConfig) -> tuple[str, ...]:
+    """The blobs workers may download once ``job`` is admitted: its model, its configuration,
+    its model bundle and a text job's vocabulary (never its evaluation set)."""
+    ref = bundle_ref(config.model)
+    bundle = (ref.bundle,) if ref is not None else ()
+    return (job.model_hash.hex(), job.config_hash.hex(), *bundle, *_vocabulary(config))
+
+
+async def publish_job(job: ChainJob, store: CoordinatorRepository, config: JobConfig) -> None:
+    """Let workers download what :func:`published_names` lists (after :func:`admit_job`)."""
+    for name in published_names(job, config):
         await store.publish_blob(name)

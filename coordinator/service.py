@@ -60,7 +60,7 @@ from fedrelay.coordinator.phases.assign import assign, confirm_assignment
 from fedrelay.coordinator.phases.collect import collect
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
 from fedrelay.coordinator.phases.settle import settle
-from fedrelay.coordinator.publishing import admit_job, publish_job
+from fedrelay.coordinator.publishing import admit_job, evaluation_set, publish_job
 from fedrelay.coordinator.settings import JobLimits
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.blobs import BlobStore, BlobStoreError
@@ -466,7 +466,9 @@ class CoordinatorService:
                 self._bundles[ref.bundle] = await self._blobs.get(ref.bundle)
             except BlobStoreError as exc:
                 raise JobUnusable(f"its model bundle {ref.bundle}: {exc}") from None
-        context = JobContext(job, config, JobWorkbench(config))
+        evaluation = await evaluation_set(config, self._blobs)
+        workbench = JobWorkbench(config, evaluation, bundle_loader=self.bundle_loader(config))
+        context = JobContext(job, config, workbench)
         self._contexts[job_id] = context
         return context
 

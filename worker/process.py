@@ -28,7 +28,6 @@ from fedrelay.adapters.worker_chains import (
 from fedrelay.training.trust import TrustPolicy
 from fedrelay.worker.sdk import (
     ProgressReporter,
-    ShardSource,
     StateStore,
     WorkerChainError,
     WorkerError,
@@ -37,6 +36,7 @@ from fedrelay.worker.sdk import (
     load_solana_keypair,
 )
 from fedrelay.worker.sdk.api_client import CoordinatorClient
+from fedrelay.worker.sdk.shards import OwnData
 
 __all__ = [
     "CHAIN_KINDS",
@@ -85,7 +85,7 @@ def open_worker_chain(
 async def worker_node(
     connection: WorkerConnection,
     coordinator_url: str,
-    shards: ShardSource,
+    shards: OwnData | None,
     store: StateStore,
     *,
     device: str,
@@ -99,7 +99,7 @@ async def worker_node(
     Args:
         connection: The worker's connected chain and its signer.
         coordinator_url: The coordinator API's base URL.
-        shards: Where the tasks' training data comes from.
+        shards: The worker's own data (``--data PATH``) for jobs that train on it, or None.
         store: The state file and blob directory.
         device: Where to train.
         progress: Where the node shows its phases.

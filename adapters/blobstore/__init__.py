@@ -10,6 +10,7 @@ from fedrelay.adapters.blobstore.store import FileBlobStore, MemoryBlobStore
 from fedrelay.ports.blobs import (
     COORDINATOR,
     DEFAULT_MAX_BLOB_BYTES,
+    EVALUATION,
     POSTER,
     BlobCorrupt,
     BlobHashMismatch,
@@ -29,6 +30,7 @@ from fedrelay.protocol.hashing import blob_name
 __all__ = [
     "COORDINATOR",
     "DEFAULT_MAX_BLOB_BYTES",
+    "EVALUATION",
     "POSTER",
     "BlobCorrupt",
     "BlobHashMismatch",

@@ -3,16 +3,20 @@
 ``POST /v1/admin/blobs`` is the poster's path for a job's model and configuration: the bytes go
 into the :data:`~fedrelay.ports.blobs.POSTER` trust domain, and are published (downloadable by
 workers) only once a job that passes the coordinator's checks names them
-(:mod:`fedrelay.coordinator.publishing`).
+(:mod:`fedrelay.coordinator.publishing`). With ``?purpose=evaluation`` the bytes are the
+poster's evaluation set: they go into the :data:`~fedrelay.ports.blobs.EVALUATION` domain, are
+never published, and no job can name them as its model or configuration.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Request, status
 
 from fedrelay.coordinator.api.dependencies import RAW_BODY, Context, read_body, require_admin
 from fedrelay.coordinator.api.errors import InvalidBody, UnknownResource
-from fedrelay.ports.blobs import POSTER
+from fedrelay.ports.blobs import EVALUATION, POSTER
 from fedrelay.protocol.api.schemas import BlobRef, ChallengeRequest, ChallengeView, WorkerBody
 from fedrelay.protocol.challenges import Challenge
 
@@ -25,10 +29,13 @@ router = APIRouter(dependencies=[Depends(require_admin)], tags=["admin"])
     response_model=BlobRef,
     openapi_extra=RAW_BODY,
 )
-async def upload_poster_blob(request: Request, ctx: Context) -> BlobRef:
-    """Store a job poster's model or configuration blob (published when a job names it)."""
+async def upload_poster_blob(
+    request: Request, ctx: Context, purpose: Literal["job", "evaluation"] = "job"
+) -> BlobRef:
+    """Store a job poster's model or configuration blob (published when a job names it), or
+    with ``purpose=evaluation`` its evaluation set (never published)."""
     body = await read_body(request, ctx.config.max_blob_bytes)
-    name = await ctx.blobs.put(body, domain=POSTER)
+    name = await ctx.blobs.put(body, domain=EVALUATION if purpose == "evaluation" else POSTER)
     return BlobRef(name=name, size=len(body))
 
 

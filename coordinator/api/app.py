@@ -35,7 +35,7 @@ with ``Retry-After``). A signed request is accepted once across every replica sh
 | --- | --- | --- |
 | GET /v1/jobs/{job} | worker, admin | the job's current round |
 | GET /v1/jobs/{job}/rounds/{round} | worker, admin | one round |
-| GET /v1/blobs/{name} | worker | a model or configuration a usable job published |
+| GET /v1/blobs/{name} | worker | a model, configuration or vocabulary a usable job published |
 | PUT /v1/jobs/{job}/rounds/{round}/updates/{name} | assigned worker | upload an update |
 | PUT /v1/jobs/{job}/rounds/{round}/secagg/{keys,masked,reveals} | assigned worker | send |
 | PUT /v1/jobs/{job}/rounds/{round}/secagg/shares/{worker_id} | assigned worker | send a share |
@@ -45,6 +45,7 @@ with ``Retry-After``). A signed request is accepted once across every replica sh
 | GET /v1/challenges | worker | my open challenges |
 | PUT /v1/challenges/{id}/answer | challenged worker | answer with checkpoints and proofs |
 | POST /v1/admin/blobs | admin | store a poster's model or configuration blob |
+| POST /v1/admin/blobs?purpose=evaluation | admin | store a poster's evaluation set (never served) |
 | POST /v1/admin/workers | admin | register a worker key |
 | POST /v1/admin/challenges | admin | challenge a worker's transcript segment |
 | GET /v1/admin/challenges/{id} | admin | a challenge and its answer |

@@ -420,10 +420,10 @@ class RoundAggregation:
 
     def _assigned_sizes(self, state: RoundState) -> dict[bytes, int]:
         """The number of examples of each assigned task's shard, by worker id: the only counts
-        that weigh an update or pay for it (the data is published, so the coordinator rebuilds
-        every shard exactly as the worker does)."""
+        that weigh an update or pay for it (published data: the coordinator rebuilds every shard
+        exactly as the worker does; the workers' own data: 1 each, what such a worker commits)."""
         workbench = self._context.workbench
-        return {a.worker.worker_id: len(workbench.shard(a.shard)) for a in state.assignments}
+        return {a.worker.worker_id: workbench.shard_size(a.shard) for a in state.assignments}
 
     async def _check_counts(
         self, state: RoundState, sizes: dict[bytes, int], slash: int, now: int

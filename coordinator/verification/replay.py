@@ -1,17 +1,27 @@
-"""A job's workbench: its model, held-out set and data shards rebuilt from its configuration,
+"""A job's workbench: its model, evaluation set and data shards rebuilt from its configuration,
 to evaluate models and replay challenged transcript segments.
 
 The model is built from the job's ``model`` spec by :func:`fedrelay.training.models.build_factory`
 (the one construction of a job's model, the worker's too); a bundle model goes through the
 ``bundle_loader`` the coordinator's process was given (its trust policy), and none is run
-without one. Torch and the data load lazily, on first use, so the coordinator starts without them.
+without one.
+
+The evaluation set is the poster's (the blob ``evaluation.data_hash`` names, handed in by the
+service, which keeps it and never publishes it); only the published digits job without one is
+evaluated on the digits' held-out split. Published shards come from
+:mod:`fedrelay.training.datasets.published`, the function the workers train their shards
+from. A job on the workers' own data has no shard to rebuild: its segments are not replayed
+(the poster accepted that with ``replay: "none"``), and each update weighs 1.
+
+Torch and the data load lazily, on first use, so the coordinator starts without them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from fedrelay.coordinator.aggregation import ParameterLayout, Vector
 from fedrelay.coordinator.verification.updates import (
@@ -32,22 +42,32 @@ from fedrelay.training import (
 )
 
 if TYPE_CHECKING:
-    from fedrelay.training.data import Dataset
+    from fedrelay.training.data import Dataset, TokenDataset
     from fedrelay.training.models import BundleLoader, FetchBlob, ModelFactory
     from fedrelay.training.torch_trainer import TorchTrainer
 
 
 class JobWorkbench:
-    """A job's model, held-out set and shards, rebuilt from its configuration (torch inside)."""
+    """A job's model, evaluation set and shards, rebuilt from its configuration (torch inside)."""
 
-    def __init__(self, config: JobConfig, *, bundle_loader: BundleLoader | None = None) -> None:
+    def __init__(
+        self,
+        config: JobConfig,
+        evaluation: bytes | None = None,
+        *,
+        bundle_loader: BundleLoader | None = None,
+    ) -> None:
         """Prepare (data and torch load lazily, on first use).
 
         Args:
             config: The job's configuration.
+            evaluation: The poster's evaluation blob (``config.evaluation.data_hash``); None
+                when the configuration names none (the digits job) or only the initial model
+                and checkpoint 0 are wanted.
             bundle_loader: Loads a trusted model bundle (a bundle job is refused without one).
         """
         self.config = config
+        self._evaluation = evaluation
         self._bundle_loader = bundle_loader
 
     def initial_model(self, fetch_blob: FetchBlob | None = None) -> ModelTensors:
@@ -95,48 +115,63 @@ class JobWorkbench:
         return TorchTrainer(self.factory, spec.objective, data, trainable=spec.trainable)
 
     @cached_property
-    def _split(self) -> tuple[Dataset, Dataset]:
-        # scikit-learn (the digits data) loads on first use, not with the coordinator.
-        from fedrelay.training.data import digits, split_train_test
-
-        data = self.config.data
-        return split_train_test(digits(), data.test_fraction, data.seed)
-
-    @property
-    def held_out(self) -> Dataset:
-        """The held-out set models are scored and evaluated on."""
-        return self._split[1]
-
-    @cached_property
-    def _shards(self) -> list[Dataset]:
-        from fedrelay.training.data import deal_shards
-
-        data = self.config.data
-        return deal_shards(
-            self._split[0],
-            data.shards,
-            data.partition,
-            seed=data.seed,
-            classes_per_client=data.classes_per_client,
-            alpha=data.alpha,
-            limit=data.max_examples_per_shard,
-        )
-
-    def shard(self, index: int) -> Dataset:
-        """The data of shard ``index``.
+    def held_out(self) -> Dataset | TokenDataset:
+        """The evaluation set models are scored and evaluated on: the poster's, else (the
+        published digits job only) the digits' held-out split.
 
         Raises:
-            UpdateRejection: The job has no such shard.
+            UpdateRejection: The configuration names an evaluation blob that was not handed in
+                or does not match the job's schema.
         """
-        if not 0 <= index < len(self._shards):
-            raise UpdateRejection(f"shard {index} outside 0..{len(self._shards) - 1}")
-        return self._shards[index]
+        from fedrelay.training.datasets import (
+            SchemaMismatch,
+            dataset_from_blob,
+            evaluation_schema,
+        )
+        from fedrelay.training.datasets.published import published_held_out
+
+        wanted = self.config.evaluation.data_hash
+        if wanted:
+            if self._evaluation is None or keccak256(self._evaluation).hex() != wanted:
+                raise UpdateRejection(f"the job's evaluation set {wanted} is not at hand")
+            schema = evaluation_schema(self.config)
+            try:
+                return dataset_from_blob(self._evaluation, schema, "the evaluation set")
+            except SchemaMismatch as exc:
+                raise UpdateRejection(str(exc)) from None
+        published = self.config.published_data
+        assert published is not None  # JobConfig refuses any other job without one
+        return published_held_out(published)
+
+    def shard(self, index: int) -> Dataset:
+        """The data of published shard ``index``.
+
+        Raises:
+            UpdateRejection: The job has no such shard, or trains on the workers' own data.
+        """
+        from fedrelay.training.data import DataError
+        from fedrelay.training.datasets.published import published_shard
+
+        published = self.config.published_data
+        if published is None:
+            raise UpdateRejection("the job trains on the workers' own data: no shard to rebuild")
+        try:
+            return published_shard(published, index)
+        except DataError as exc:
+            raise UpdateRejection(str(exc)) from None
+
+    def shard_size(self, index: int) -> int:
+        """The weight of an update of shard ``index``: its example count on published data, 1
+        on the workers' own data (no self-reported count buys weight or pay)."""
+        if self.config.worker_data is not None:
+            return 1
+        return len(self.shard(index))
 
     def shard_hash(self, index: int) -> str:
         """keccak256 (hex) of shard ``index``'s data blob, as a worker's trainer computes it."""
-        from fedrelay.training.torch_trainer import data_hash
+        from fedrelay.training.datasets import dataset_hash
 
-        return data_hash(self.shard(index))
+        return dataset_hash(self.shard(index))
 
     def training_config(self, shard: int | None = None) -> TrainingConfig:
         """The training configuration of the task on ``shard``: the job's; with
@@ -152,10 +187,16 @@ class JobWorkbench:
         return self.config.training_config(examples)
 
     def evaluate(self, model: ModelTensors) -> tuple[float, float]:
-        """``(loss, accuracy)`` of ``model`` on the held-out set."""
+        """``(loss, metric)`` of ``model`` on the evaluation set, the metric the job's
+        ``evaluation.metric`` (accuracy, the loss itself, or perplexity: exp of the loss)."""
         from fedrelay.training.torch_trainer import evaluate
 
         result = evaluate(self.factory, model, self.held_out, objective=self.config.model.objective)
+        metric = self.config.evaluation.metric
+        if metric == "loss":
+            return result.loss, result.loss
+        if metric == "perplexity":
+            return result.loss, math.exp(min(result.loss, 700.0))
         return result.loss, result.accuracy if result.accuracy is not None else 0.0
 
     def held_out_loss(
@@ -189,6 +230,10 @@ class JobWorkbench:
         commitment = assignment.commitment
         if commitment is None:
             return Verdict(False, "the task has no commitment")
+        if self.config.worker_data is not None:
+            # Only checkpoint 0 and the final checkpoint are checked (by the caller): the
+            # poster accepted unverified private data (replay "none").
+            return Verdict(True, "not replayed: the worker's own data (replay none)")
         try:
             trainer = self.trainer(self.shard(assignment.shard))
             config = self.training_config(assignment.shard)

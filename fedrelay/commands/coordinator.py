@@ -191,17 +191,110 @@ def run_command(
 # --- job post ----------------------------------------------------------------------------------
 
 
-def _load_config(path: Path | None) -> JobConfig:
+def _load_config(path: Path | None, evaluation: bool = False) -> JobConfig:
+    """The job configuration in ``path`` (defaults without one).
+
+    Args:
+        path: The configuration file.
+        evaluation: ``--eval-data`` is given: the file may leave ``evaluation.data_hash`` out
+            (a placeholder stands in until the evaluation set is read and hashed).
+    """
     from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
 
     if path is None:
         return JobConfig()
     try:
-        return JobConfig.from_bytes(path.read_bytes())
+        data = path.read_bytes()
+        if evaluation:
+            loaded = json.loads(data)
+            if isinstance(loaded, dict):
+                given = loaded.get("evaluation")
+                given = dict(given) if isinstance(given, dict) else {}
+                given.setdefault("data_hash", "0" * 64)
+                data = json.dumps({**loaded, "evaluation": given}).encode()
+        return JobConfig.from_bytes(data)
     except OSError as exc:
         raise _fail(f"cannot read {path}: {exc.strerror}") from None
-    except InvalidJobConfig as exc:
+    except (InvalidJobConfig, ValueError) as exc:
         raise _fail(f"{path}: {exc}") from None
+
+
+def _private_data(config: JobConfig, unverified: bool) -> JobConfig:
+    """``config`` with ``data.replay`` "none" when the poster accepts unverified private data.
+
+    Raises:
+        typer.Exit: A job on the workers' own data without ``--unverified-private-data``, or
+            the flag on a job on published data.
+    """
+    private = config.worker_data
+    if private is None:
+        if unverified:
+            raise _fail(
+                "--unverified-private-data is for jobs on the workers' own data; this job's "
+                "data is published (the coordinator replays its segments)"
+            )
+        return config
+    if private.replay == "none":
+        return config
+    if not unverified:
+        raise _fail(
+            "the job trains on the workers' own data, which no coordinator can replay yet: "
+            "their updates would be checked only at checkpoint 0 and the final checkpoint and "
+            "weigh 1 each; pass --unverified-private-data to accept that (docs/learning.md, "
+            "'Data')"
+        )
+    return config.model_copy(update={"data": private.model_copy(update={"replay": "none"})})
+
+
+def _evaluation_blob(path: Path, config: JobConfig, vocabulary: bytes | None) -> bytes:
+    """The poster's evaluation set at ``path`` as a tensor blob, checked against the schema."""
+    from fedrelay.training.datasets import (
+        SchemaMismatch,
+        dataset_blob,
+        evaluation_schema,
+        load_examples,
+    )
+
+    try:
+        return dataset_blob(load_examples(path, evaluation_schema(config), vocabulary))
+    except SchemaMismatch as exc:
+        raise _fail(f"--eval-data: {exc}") from None
+    except OSError as exc:
+        raise _fail(f"--eval-data: cannot read {path}: {exc.strerror}") from None
+
+
+def _vocabulary_blob(path: Path | None, config: JobConfig) -> bytes | None:
+    """The vocabulary blob a text job names, read from ``path`` and checked against its hash."""
+    from fedrelay.protocol.hashing import keccak256
+
+    private = config.worker_data
+    wanted = private.schema_.vocabulary_hash if private and private.schema_.kind == "text" else ""
+    if not wanted:
+        if path is not None:
+            raise _fail("--vocabulary is for text jobs whose schema names a vocabulary_hash")
+        return None
+    if path is None:
+        raise _fail(f"the job's text schema names vocabulary {wanted}: pass --vocabulary FILE")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc.strerror}") from None
+    if keccak256(data).hex() != wanted:
+        raise _fail(
+            f"--vocabulary {path} hashes to {keccak256(data).hex()}, the job names {wanted}"
+        )
+    return data
+
+
+def _with_evaluation(config: JobConfig, blob: bytes) -> JobConfig:
+    from fedrelay.protocol.hashing import keccak256
+    from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
+
+    evaluation = config.evaluation.model_copy(update={"data_hash": keccak256(blob).hex()})
+    try:  # validated again, as the blob will be parsed
+        return JobConfig.from_bytes(config.model_copy(update={"evaluation": evaluation}).to_bytes())
+    except InvalidJobConfig as exc:
+        raise _fail(str(exc)) from None
 
 
 def _model_blob(path: Path | None, config: JobConfig) -> bytes:
@@ -225,15 +318,25 @@ def _model_blob(path: Path | None, config: JobConfig) -> bytes:
     return data
 
 
-async def _upload(blobs: list[bytes], settings: CoordinatorSettings, url: str | None) -> list[str]:
-    from fedrelay.adapters.blobstore import POSTER, BlobStoreError
+async def _upload(
+    blobs: list[bytes],
+    settings: CoordinatorSettings,
+    url: str | None,
+    evaluation: bytes | None = None,
+) -> list[str]:
+    """Store ``blobs`` as the poster's (published once the job is admitted) and
+    ``evaluation`` as its evaluation set (never published); their names, ``blobs``' first."""
+    from fedrelay.adapters.blobstore import EVALUATION, POSTER, BlobStoreError
     from fedrelay.coordinator.process import open_blob_store
     from fedrelay.coordinator.settings import ApiSettings, BlobStoreSettings
 
+    uploads = [(blob, POSTER) for blob in blobs]
+    if evaluation is not None:
+        uploads.append((evaluation, EVALUATION))
     if url is None:  # the operator's own blob store (directory or bucket): the poster's path
         try:
             store = open_blob_store(settings, BlobStoreSettings())
-            return [await store.put(blob, domain=POSTER) for blob in blobs]
+            return [await store.put(blob, domain=domain) for blob, domain in uploads]
         except (BlobStoreError, ValueError, OSError) as exc:
             raise _fail(f"cannot store the job's blobs: {exc}") from None
     import httpx
@@ -244,10 +347,13 @@ async def _upload(blobs: list[bytes], settings: CoordinatorSettings, url: str | 
         raise _fail(f"uploading through the coordinator needs its admin token: {exc}") from None
     names = []
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        for blob in blobs:
+        for blob, domain in uploads:
             try:
                 response = await client.post(
-                    "/v1/admin/blobs", content=blob, headers={"Authorization": f"Bearer {token}"}
+                    "/v1/admin/blobs",
+                    content=blob,
+                    params={"purpose": "evaluation" if domain == EVALUATION else "job"},
+                    headers={"Authorization": f"Bearer {token}"},
                 )
             except httpx.HTTPError as exc:
                 raise _fail(
@@ -526,13 +632,39 @@ def post_command(
             help="What the bundle's model learns: classification (default) or language_model.",
         ),
     ] = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval-data",
+            help="The evaluation set (.npz/.csv/.parquet, image folder, .txt corpus), checked "
+            "against the job's schema and kept by the coordinator, never sent to workers; "
+            "sets evaluation.data_hash (required unless the job is on published digits).",
+        ),
+    ] = None,
+    vocabulary: Annotated[
+        Path | None,
+        typer.Option(
+            "--vocabulary",
+            help="The vocabulary blob a text job's schema names (vocabulary_hash).",
+        ),
+    ] = None,
+    unverified_private_data: Annotated[
+        bool,
+        typer.Option(
+            "--unverified-private-data",
+            help="Accept that a job on the workers' own data cannot be replayed: its updates "
+            "are checked at checkpoint 0 and the final checkpoint only and weigh 1 each.",
+        ),
+    ] = False,
 ) -> None:
     """Upload the model and configuration blobs, escrow the reward and post the job."""
     from fedrelay.adapters.evm import EvmChain, EvmError, JobMarketContract, JobSpec, Signer
     from fedrelay.adapters.evm.coordinator_chain import token_decimals
 
     settings = CoordinatorSettings()
-    config = _load_config(config_file)
+    config = _private_data(
+        _load_config(config_file, eval_data is not None), unverified_private_data
+    )
     bundle: bytes | None = None
     signer = ""
     if model_bundle is not None:
@@ -542,11 +674,17 @@ def post_command(
         )
     elif bundle_args is not None or bundle_objective is not None:
         raise _fail("--bundle-args and --bundle-objective need --model-bundle")
+    vocabulary_blob = _vocabulary_blob(vocabulary, config)
+    evaluation = None
+    if eval_data is not None:
+        evaluation = _evaluation_blob(eval_data, config, vocabulary_blob)
+        config = _with_evaluation(config, evaluation)
     chains = tuple(worker_chain or [4])
-    if workers_per_round > config.data.shards:
+    published = config.published_data
+    if published is not None and workers_per_round > published.shards:
         raise _fail(
             f"--workers-per-round {workers_per_round} exceeds the configuration's "
-            f"{config.data.shards} data shards"
+            f"{published.shards} data shards"
         )
     rejected = min_stake if rejected_slash is None else rejected_slash
     _check_policy(min_stake, rejected, missed_slash, release_after, progress_timeout)
@@ -570,10 +708,12 @@ def post_command(
         model = _bundle_model_blob(config, bundle)
     else:
         model = _model_blob(model_file, config)
-    extra = [bundle] if bundle is not None else []
-    model_name, config_name, *bundle_name = asyncio.run(
-        _upload([model, config.to_bytes(), *extra], settings, coordinator_url)
+    bundles = [bundle] if bundle is not None else []
+    extra = [*bundles, *([vocabulary_blob] if vocabulary_blob is not None else [])]
+    model_name, config_name, *others = asyncio.run(
+        _upload([model, config.to_bytes(), *extra], settings, coordinator_url, evaluation)
     )
+    bundle_name = others[: len(bundles)]
     spec = JobSpec(
         model_hash=bytes.fromhex(model_name),
         config_hash=bytes.fromhex(config_name),
@@ -605,6 +745,8 @@ def post_command(
         ("job id", str(posted.job_id)),
         ("model", model_name),
         ("config", config_name),
+        ("evaluation", config.evaluation.data_hash or "the digits' held-out split"),
+        ("metric", config.evaluation.metric),
         ("rounds x workers", f"{rounds} x {workers_per_round}"),
         ("escrow", f"{spec.escrow} ({'native' if int(token, 16) == 0 else token})"),
         ("worker chains", ", ".join(str(c) for c in chains)),
@@ -624,6 +766,26 @@ def post_command(
 
 
 # --- job status --------------------------------------------------------------------------------
+
+
+async def _metric(config_hash: bytes) -> str | None:
+    """The evaluation metric of the job whose configuration is ``config_hash``, read from the
+    coordinator's blob store; None when that store or the configuration is not at hand."""
+    from fedrelay.adapters.blobstore import BlobStoreError
+    from fedrelay.coordinator.process import open_blob_store
+    from fedrelay.coordinator.settings import BlobStoreSettings
+    from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
+
+    if config_hash == bytes(32):
+        return None
+    try:
+        settings, where = CoordinatorSettings(), BlobStoreSettings()
+        if not where.is_s3 and not where.directory(settings.blob_dir).is_dir():
+            return None
+        config = JobConfig.from_bytes(await open_blob_store(settings, where).get(config_hash.hex()))
+    except (BlobStoreError, InvalidJobConfig, ValidationError, ValueError, OSError):
+        return None
+    return config.evaluation.metric
 
 
 async def _status(database_url: str, job_id: int) -> dict[str, Any]:
@@ -677,6 +839,9 @@ async def _status(database_url: str, job_id: int) -> dict[str, Any]:
             "round": current.round,
             "total_rounds": current.policy.total_rounds,
             "phase": current.phase.value,
+            # What each round's "accuracy" holds: the job's evaluation metric (None: its
+            # configuration is not in this machine's blob store).
+            "metric": await _metric(current.config_hash),
             "rounds": rounds,
             "payouts": payouts,
         }
@@ -691,7 +856,7 @@ def _render(status: dict[str, Any]) -> None:
         f"{status['total_rounds']}, {status['phase']}"
     )
     rounds = Table(title="rounds")
-    for column in ("round", "phase", "accuracy", "model", "rewards", "note"):
+    for column in ("round", "phase", status.get("metric") or "metric", "model", "rewards", "note"):
         rounds.add_column(column)
     for r in status["rounds"]:
         accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"

@@ -174,13 +174,16 @@ def run(
     rpc_url: RpcUrlOption,
     hub_address: HubAddressOption = None,
     program_id: ProgramIdOption = None,
-    data_shard: Annotated[
-        str,
+    data: Annotated[
+        Path | None,
         typer.Option(
-            help="PATH.npz, digits:I/N (fixed shard) or digits:N (the task's shard); digits "
-            "options after commas: k_classes=C, dirichlet=A, seed=S, limit=L."
+            "--data",
+            help="The worker's own data, for jobs that train on it: a .npz/.csv/.parquet file "
+            "or folder, an image folder (one subfolder per class) or .txt corpus, checked "
+            "against the job's schema. Jobs on published data train the shard their task "
+            "names, whatever this is.",
         ),
-    ] = "digits:8",
+    ] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where to train.")] = DeviceChoice.AUTO,
     state_file: Annotated[
         Path | None, typer.Option(help="Local state (default: ./fedrelay-worker-<key>.json).")
@@ -217,6 +220,8 @@ def run(
         from fedrelay.adapters.telemetry.tracing import configure_tracing
     from fedrelay.commands.logs import configure_command_logging
 
+    if data is not None and not data.exists():
+        raise _fail(f"--data {data}: no such file or folder")
     configure_command_logging("WARNING")
     trust = trust_policy(trust_model, trust_signer, trust_file)
     tracing = configure_tracing("fedrelay-worker")
@@ -229,7 +234,7 @@ def run(
                 rpc_url,
                 hub_address,
                 program_id,
-                data_shard,
+                data,
                 device,
                 state_file,
                 stake,
@@ -251,7 +256,7 @@ async def _run(
     rpc_url: str,
     hub_address: str | None,
     program_id: str | None,
-    data_shard: str,
+    data: Path | None,
     device_choice: DeviceChoice,
     state_file: Path | None,
     stake: int,
@@ -264,10 +269,10 @@ async def _run(
     # Imported here so that `fedrelay --help` does not load torch, web3 or solana.
     from fedrelay.training.torch_trainer import default_device
     from fedrelay.worker.process import worker_node
-    from fedrelay.worker.sdk import RichProgress, StateStore, parse_shard
+    from fedrelay.worker.sdk import FileSource, RichProgress, StateStore
 
     remember(coordinator_url)
-    shards = parse_shard(data_shard)
+    shards = FileSource(data) if data is not None else None
     device = default_device() if device_choice is DeviceChoice.AUTO else device_choice.value
     try:
         payout_bytes = bytes.fromhex((payout or "").removeprefix("0x")).rjust(32, b"\0")

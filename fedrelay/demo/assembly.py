@@ -60,7 +60,6 @@ from fedrelay.relayer.chains_file import load_chains
 from fedrelay.relayer.process import RelayerProcess, StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import stage_metrics
-from fedrelay.training.data import Dataset
 from fedrelay.worker.sdk import (
     StateStore,
     WorkerChain,
@@ -132,17 +131,6 @@ class DemoWorker:
     dishonest: str
     stake_before: int = 0
     task: asyncio.Task[None] | None = None
-
-
-class _JobShards:
-    """The job's own shards (shard ``i`` is the data of the worker drawn ``i``-th)."""
-
-    def __init__(self, workbench: JobWorkbench) -> None:
-        self._workbench = workbench
-
-    def dataset(self, shard: int) -> Dataset:
-        """The data of shard ``shard``."""
-        return self._workbench.shard(shard)
 
 
 class DemoNetwork:
@@ -277,7 +265,7 @@ class DemoNetwork:
         self.progress.step(f"starting {len(self.keys)} workers and staking")
         cheat_chain = WORKER_EVM if settings.dishonest_chain == "evm" else WORKER_SOLANA
         cheat = next(k for k in self.keys if k.chain == cheat_chain)
-        shards = _JobShards(workbench)
+        shards = None  # the demo's job is on published data: each task names its shard
         for number, key in enumerate(self.keys):
             name = f"worker-{number}"
             chain: WorkerChain

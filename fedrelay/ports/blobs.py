@@ -9,6 +9,8 @@ name, every domain that put those bytes (:meth:`BlobStore.domains`):
 
 * :data:`POSTER`: a job poster's model or configuration, through the poster's own path (the
   coordinator's admin upload or ``fedrelay job post`` writing to the blob directory);
+* :data:`EVALUATION`: a job poster's evaluation set (``fedrelay job post --eval-data``), which
+  the coordinator keeps to evaluate and score models and never publishes or serves;
 * :data:`COORDINATOR`: what the coordinator made itself (aggregated models, server state);
 * :func:`worker_domain` ``worker:<job>/<round>/<worker key>``: an assigned worker's update or
   challenge answer.
@@ -31,10 +33,14 @@ DEFAULT_MAX_BLOB_BYTES = 256 * 1024 * 1024
 
 #: The trust domain of a job poster's model and configuration.
 POSTER = "poster"
+#: The trust domain of a job poster's evaluation set (never published, never served).
+EVALUATION = "evaluation"
 #: The trust domain of what the coordinator produced itself.
 COORDINATOR = "coordinator"
 
-_DOMAIN = re.compile(r"(poster|coordinator|worker:[0-9]{1,20}/[0-9]{1,20}/[0-9a-f]{2,128})")
+_DOMAIN = re.compile(
+    r"(poster|evaluation|coordinator|worker:[0-9]{1,20}/[0-9]{1,20}/[0-9a-f]{2,128})"
+)
 
 
 class BlobStoreError(Exception):
@@ -114,7 +120,7 @@ def check_domain(domain: str) -> str:
     """
     if not isinstance(domain, str) or _DOMAIN.fullmatch(domain) is None:
         raise InvalidBlobDomain(
-            f"blob domain must be {POSTER!r}, {COORDINATOR!r} or "
+            f"blob domain must be {POSTER!r}, {EVALUATION!r}, {COORDINATOR!r} or "
             f"'worker:<job>/<round>/<key hex>', got {domain!r}"
         )
     return domain

@@ -44,6 +44,16 @@ from pydantic import (
 )
 
 from fedrelay.protocol.challenges import cheating_pays
+from fedrelay.protocol.data_spec import (
+    DataSource,
+    EvaluationSpec,
+    PublishedData,
+    WorkerData,
+    default_source,
+)
+from fedrelay.protocol.data_spec import (  # the published data spec's older name, kept
+    DataSpec as DataSpec,
+)
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.model_spec import MlpSpec, ModelSpec, with_default_kind
 from fedrelay.protocol.rounds import RoundPolicy
@@ -76,22 +86,6 @@ class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataSpec(_Part):
-    """Which data set, how it is split into a held-out set and into one shard per draw.
-
-    Shard ``i`` is the data of the worker drawn ``i``-th in a round; the coordinator rebuilds the
-    same shard to replay a challenged segment. The defaults (IID, seed 0, 20% held out) are the
-    shards a worker started with ``--data-shard digits:N`` trains on, N being ``shards``.
-    """
-
-    dataset: Literal["digits"] = "digits"
-    shards: int = Field(default=4, ge=1, le=4096)
-    partition: Literal["iid", "k_classes", "dirichlet"] = "iid"
-    classes_per_client: int = Field(default=2, ge=1)
-    alpha: float = Field(default=0.5, gt=0)
-    seed: int = Field(default=0, ge=0, lt=2**32)
-    test_fraction: float = Field(default=0.2, gt=0, lt=1)
-    max_examples_per_shard: int | None = Field(default=None, ge=1)
 
 
 class JobConfig(_Part):
@@ -130,7 +124,9 @@ class JobConfig(_Part):
         min_updates: Commitments needed to aggregate.
         sample_weight: Weight of sample counts against loss reduction in scores (0..1).
         model: The model (a zoo model or a bundle, :mod:`fedrelay.protocol.model_spec`).
-        data: The data set and its shards.
+        data: Published data and its shards, or the workers' own data and its schema
+            (:mod:`fedrelay.protocol.data_spec`).
+        evaluation: The poster's evaluation set and metric.
     """
 
     version: Literal[1] = 1
@@ -162,7 +158,8 @@ class JobConfig(_Part):
     min_updates: int = Field(default=1, ge=1)
     sample_weight: float = Field(default=0.0, ge=0, le=1)
     model: ModelSpec = MlpSpec()
-    data: DataSpec = DataSpec()
+    data: DataSource = PublishedData()
+    evaluation: EvaluationSpec = EvaluationSpec()
 
     @model_validator(mode="before")
     @classmethod
@@ -184,6 +181,23 @@ class JobConfig(_Part):
     @classmethod
     def _model_kind(cls, value: object) -> object:
         return with_default_kind(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_source(cls, data: object) -> object:
+        # A configuration written before worker-owned data describes published data.
+        if isinstance(data, dict) and "data" in data:
+            return {**data, "data": default_source(data["data"])}
+        return data
+
+    @model_validator(mode="after")
+    def _evaluated(self) -> Self:
+        if not self.evaluation.data_hash and not self.publishes_digits:
+            raise ValueError(
+                "evaluation.data_hash is required: only the published digits job is evaluated "
+                "on the digits' held-out split (fedrelay job post --eval-data FILE)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -237,6 +251,21 @@ class JobConfig(_Part):
                 for e in exc.errors()
             )
             raise InvalidJobConfig(f"invalid job configuration: {problems}") from None
+
+    @property
+    def publishes_digits(self) -> bool:
+        """Whether the job trains on the published digits data."""
+        return isinstance(self.data, PublishedData) and self.data.dataset == "digits"
+
+    @property
+    def worker_data(self) -> WorkerData | None:
+        """The workers' own data spec, or None for a job on published data."""
+        return self.data if isinstance(self.data, WorkerData) else None
+
+    @property
+    def published_data(self) -> PublishedData | None:
+        """The published data spec, or None for a job on the workers' own data."""
+        return self.data if isinstance(self.data, PublishedData) else None
 
     # --- what follows from it ------------------------------------------------------------------
 

@@ -106,14 +106,11 @@ def batch_indices(seed: int, step: int, size: int, batch_size: int) -> npt.NDArr
 
 
 def data_hash(data: TrainingData) -> str:
-    """keccak256 (hex) of a data set's blob: features and labels, or tokens and context."""
-    if isinstance(data, TokenDataset):
-        blob = encode_blob(
-            {"tokens": data.tokens, "context": np.array([data.context], dtype=np.int64)}
-        )
-    else:
-        blob = encode_blob({"features": data.features, "labels": data.labels})
-    return keccak256(blob).hex()
+    """keccak256 (hex) of a data set's blob (:func:`fedrelay.training.datasets.dataset_hash`:
+    features and labels, or tokens), the hash the coordinator rebuilds a shard's from."""
+    from fedrelay.training.datasets import dataset_hash
+
+    return dataset_hash(data)
 
 
 @dataclass(frozen=True)

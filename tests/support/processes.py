@@ -90,8 +90,11 @@ class Running:
         return self.log.read_text(errors="replace")
 
 
-def spawn(argv: list[str], env: dict[str, str], log: Path, port: int) -> Running:
-    """Start `argv` with `env`, its output (stdout and stderr) into `log`; health on `port`."""
+def spawn(
+    argv: list[str], env: dict[str, str], log: Path, port: int, cwd: Path | None = None
+) -> Running:
+    """Start `argv` with `env` (in `cwd`), its output (stdout and stderr) into `log`; health on
+    `port`."""
     with log.open("wb") as sink:
-        child = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=cwd)
     return Running(child, log, port)

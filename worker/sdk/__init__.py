@@ -4,11 +4,15 @@
 
     chain = EvmWorkerChain(rpc_url, hub_address, private_key)
     async with CoordinatorClient(url, EvmSigner(private_key, chain=4)) as api:
-        node = WorkerNode(chain, api, DigitsShards(8), StateStore(Path("worker.json")))
+        node = WorkerNode(chain, api, FileSource(Path("my-data")), StateStore(Path("worker.json")))
         await node.register(stake=10**18, payout=payout_bytes32)
         await node.run()  # until node.request_stop()
 
-Public surface: :class:`WorkerNode`, the :class:`WorkerChain` protocol it drives, shard sources,
+A task on published data trains the shard its task names of the job's partition; the node's data
+source (``None``, :class:`FileSource`, your own :class:`ExampleSource`) is the worker's own data
+for jobs that train on it, checked against the job's schema.
+
+Public surface: :class:`WorkerNode`, the :class:`WorkerChain` protocol it drives, data sources,
 the state store, progress reporters, key loading and the errors. The SDK names no chain
 backend: :mod:`fedrelay.worker.process` (the worker's composition root) builds one
 (:class:`~fedrelay.adapters.evm.worker_chain.EvmWorkerChain`,
@@ -47,7 +51,14 @@ from fedrelay.worker.sdk.errors import (
 from fedrelay.worker.sdk.keys import load_evm_key, load_solana_keypair
 from fedrelay.worker.sdk.node import StepReport, StopRequested, TrainedUpdate, WorkerNode
 from fedrelay.worker.sdk.progress import ProgressReporter, RichProgress, SilentProgress
-from fedrelay.worker.sdk.shards import DigitsShards, FixedShard, ShardSource, parse_shard
+from fedrelay.worker.sdk.shards import (
+    DigitsShards,
+    ExampleSource,
+    FileSource,
+    FixedShard,
+    InMemorySource,
+    ShardSource,
+)
 from fedrelay.worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
 
 __all__ = [
@@ -59,7 +70,10 @@ __all__ = [
     "ChainUnavailable",
     "CommitReceipt",
     "DigitsShards",
+    "ExampleSource",
+    "FileSource",
     "FixedShard",
+    "InMemorySource",
     "JobConfig",
     "JobConfigError",
     "KeyFileError",
@@ -91,5 +105,4 @@ __all__ = [
     "load_evm_key",
     "load_solana_keypair",
     "parse_job_config",
-    "parse_shard",
 ]

@@ -40,21 +40,14 @@ from fedrelay.worker.sdk.api_client import (
 )
 from fedrelay.worker.sdk.errors import StopRequested, TaskRefused, WorkerError
 from fedrelay.worker.sdk.progress import ProgressReporter, SilentProgress
-from fedrelay.worker.sdk.shards import ShardSource
+from fedrelay.worker.sdk.shards import OwnData
 from fedrelay.worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
-from fedrelay.worker.sdk.steps import answer, commit, mask, register, train, upload
+from fedrelay.worker.sdk.steps import answer, commit, mask, register, selfcheck, train, upload
 from fedrelay.worker.sdk.steps.mask import SecureRound
 from fedrelay.worker.sdk.steps.train import TrainedUpdate
 
 if TYPE_CHECKING:
-    from fedrelay.training.models import BundleLoader, ModelFactory
-
-
-def _no_bundles(bundle: str) -> ModelFactory:
-    # Imported here so that importing the SDK does not load torch.
-    from fedrelay.training.models import no_bundles
-
-    return no_bundles(bundle)
+    from fedrelay.training.models import BundleLoader
 
 
 __all__ = [
@@ -101,7 +94,7 @@ class WorkerNode:
         self,
         chain: WorkerChain,
         api: CoordinatorClient,
-        shards: ShardSource,
+        shards: OwnData | None,
         store: StateStore,
         *,
         device: str = "cpu",
@@ -117,11 +110,15 @@ class WorkerNode:
         Args:
             chain: The worker's chain backend.
             api: A client of the coordinator's API signed with the worker's key.
-            shards: Where the training data of a task's shard comes from.
+            shards: The worker's own data, for jobs that train on it (checked against the
+                job's schema); None if it has none. A task on published data always trains
+                the shard its task names of the job's partition, whatever this is.
             store: The local state file and blob directory.
             device: ``"cpu"`` (bit-exact replays) or ``"cuda"``.
-            bundle_loader: Loads a trusted model bundle for a job whose model is one; the
-                node refuses bundle jobs without it. Zoo models are built from the job's spec.
+            bundle_loader: Loads a model bundle for a job whose model is one, in place of the
+                node's own trust policy (its ``trust``: a bundle job whose bundle it does not
+                trust is refused before anything of it is imported). Zoo models are built
+                from the job's spec.
             progress: Where phases are shown; nothing is shown by default.
             clock: Unix seconds now (deadlines are checked against it).
             poll_interval: Seconds between passes of :meth:`run` and between looks at peers.
@@ -135,7 +132,7 @@ class WorkerNode:
         self.shards = shards
         self.store = store
         self.device = device
-        self.bundle_loader: BundleLoader = bundle_loader or _no_bundles
+        self.bundle_loader: BundleLoader | None = bundle_loader
         self.progress: ProgressReporter = progress or SilentProgress()
         self.clock = clock
         self.poll_interval = poll_interval
@@ -318,6 +315,7 @@ class WorkerNode:
         key = record.key
         inputs = await train.download(self, record, chain_model, chain_config)
         trained = await train.train(self, key, inputs)
+        selfcheck.check_trained(key, record.shard, inputs, trained)
         if inputs.job.secure_aggregation:
             with self.span("worker.mask", key):
                 trained = await mask.mask(self, key, inputs.view, inputs.job, trained, inputs.model)

@@ -1,64 +1,86 @@
-"""Where a worker's training data comes from: a fixed private shard, or the digits split.
+"""Where a task's training data comes from: the job decides, never a command-line flag.
 
-``--data-shard`` on the command line takes one of:
+* A job on **published** data (``data.source == "published"``): the worker trains shard
+  ``task.shard`` of the partition the job's configuration describes
+  (:func:`fedrelay.training.datasets.published.published_shard`, the function the coordinator
+  rebuilds shards with to replay). Nothing the worker is started with changes which examples
+  that is, so an honest worker with defaults always trains what its task asked for.
+* A job on the **workers' own** data (``data.source == "worker"``): the worker's
+  :class:`~fedrelay.training.datasets.ExampleSource` (``fedrelay worker run --data PATH``, or a
+  Python source) loads its examples, which are checked against the job's schema before
+  training; a mismatch refuses the task, naming it.
 
-- ``PATH.npz`` with arrays ``features`` (float32, n x d) and ``labels`` (int64, n): the
-  worker's own data, whatever shard the task names.
-- ``digits:I/N``: shard ``I`` of the digits training set dealt IID into ``N`` parts.
-- ``digits:N``: the shard each task names, of the digits training set dealt IID into ``N``
-  parts (the coordinator's shard numbering).
-
-Either digits form takes options after commas, matching the job's data split:
-``k_classes=C`` or ``dirichlet=A`` (non-IID partitions), ``seed=S`` (split and partition seed,
-default 0), ``limit=L`` (at most L examples per shard). Example: ``digits:8,k_classes=2``.
-The held-out 20% of the digits data is never in a shard.
+:class:`DigitsShards` and :class:`FixedShard` remain as SDK helpers; given to a
+:class:`~fedrelay.worker.sdk.node.WorkerNode` they supply the worker's own data on a
+worker-data job and are not consulted on a published one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
-
-import numpy as np
 
 from fedrelay.training.data import (
     DataError,
     Dataset,
     Partition,
+    TokenDataset,
     deal_shards,
     digits,
     split_train_test,
 )
+from fedrelay.training.datasets import (
+    Examples,
+    ExampleSource,
+    FileSource,
+    InMemorySource,
+    Schema,
+)
+
+__all__ = [
+    "DigitsShards",
+    "ExampleSource",
+    "FileSource",
+    "FixedShard",
+    "InMemorySource",
+    "OwnData",
+    "ShardSource",
+    "own_examples",
+]
 
 
 class ShardSource(Protocol):
-    """Gives the training data for a task's shard."""
+    """Gives training data by shard number (an SDK helper's interface)."""
 
     def dataset(self, shard: int) -> Dataset:
-        """The examples to train on for ``shard``."""
+        """The examples of ``shard``."""
         ...
 
 
 @dataclass(frozen=True)
 class FixedShard:
-    """The worker's own data; the task's shard number is not used."""
+    """The same examples whatever the shard (a worker's own data held in memory)."""
 
-    data: Dataset
+    data: Dataset | TokenDataset
 
     def dataset(self, shard: int) -> Dataset:
         """Always the same data."""
+        assert isinstance(self.data, Dataset), "token streams are read through load()"
         return self.data
+
+    def load(self, schema: Schema, vocabulary: bytes | None) -> Examples:
+        """The data, checked against ``schema``."""
+        return InMemorySource(self.data).load(schema, vocabulary)
 
 
 @dataclass(frozen=True)
 class DigitsShards:
-    """The digits training set (80% split) dealt into ``count`` shards.
+    """The digits training set (80% split) dealt into ``count`` shards (a helper for tests and
+    notebooks: a worker on a published job takes its shard from the job, not from this).
 
     Attributes:
         count: Number of shards.
         seed: Seed of the train/test split and of the partition.
-        only: A fixed shard, whatever the task names; None to follow the task.
         classes_per_client: Deal by classes (``partition_k_classes``) when set.
         alpha: Deal by a Dirichlet draw (``partition_dirichlet``) when set.
         limit: At most this many examples per shard.
@@ -66,20 +88,18 @@ class DigitsShards:
 
     count: int
     seed: int = 0
-    only: int | None = None
     classes_per_client: int | None = None
     alpha: float | None = None
     limit: int | None = None
 
     def dataset(self, shard: int) -> Dataset:
-        """Shard ``only`` if fixed, else the task's ``shard``.
+        """Shard ``shard``.
 
         Raises:
             DataError: The shard number is outside ``0..count-1``.
         """
-        index = shard if self.only is None else self.only
-        if not 0 <= index < self.count:
-            raise DataError(f"shard {index} outside 0..{self.count - 1}")
+        if not 0 <= shard < self.count:
+            raise DataError(f"shard {shard} outside 0..{self.count - 1}")
         train, _ = split_train_test(digits(), seed=self.seed)
         partition: Partition = "iid"
         if self.classes_per_client is not None:
@@ -94,49 +114,23 @@ class DigitsShards:
             classes_per_client=self.classes_per_client or 2,
             alpha=self.alpha or 0.5,
             limit=self.limit,
-        )[index]
+        )[shard]
 
 
-def _digits(spec: str) -> DigitsShards:
-    head, *options = spec.removeprefix("digits:").split(",")
-    index, slash, count = head.partition("/")
-    values: dict[str, int | float] = {}
-    kinds = {"k_classes": int, "dirichlet": float, "seed": int, "limit": int}
-    try:
-        for option in options:
-            name, _, value = option.partition("=")
-            values[name] = kinds[name](value)
-        return DigitsShards(
-            int(count) if slash else int(head),
-            seed=int(values.get("seed", 0)),
-            only=int(index) if slash else None,
-            classes_per_client=int(values["k_classes"]) if "k_classes" in values else None,
-            alpha=float(values["dirichlet"]) if "dirichlet" in values else None,
-            limit=int(values["limit"]) if "limit" in values else None,
-        )
-    except (KeyError, ValueError):
-        raise DataError(
-            f"expected digits:N or digits:I/N with options k_classes=C, dirichlet=A, seed=S, "
-            f"limit=L; got {spec!r}"
-        ) from None
+OwnData = ExampleSource | ShardSource
+"""What a node may be given as the worker's own data."""
 
 
-def parse_shard(spec: str) -> ShardSource:
-    """A shard source from its command-line form (see the module docstring).
+def own_examples(source: OwnData, schema: Schema, vocabulary: bytes | None) -> Examples:
+    """The worker's own examples from ``source``, checked against ``schema``.
 
     Raises:
-        DataError: The form is not recognised or the file cannot be read.
+        SchemaMismatch: They do not match the schema (the message names the mismatch).
+        OSError: A file cannot be read.
     """
-    if spec.startswith("digits:"):
-        return _digits(spec)
-    path = Path(spec)
-    try:
-        with np.load(path) as arrays:
-            features = np.asarray(arrays["features"], dtype=np.float32)
-            labels = np.asarray(arrays["labels"], dtype=np.int64)
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(
-            f"cannot read data shard {spec!r} (an .npz with 'features' and 'labels', or "
-            f"digits:N): {exc}"
-        ) from exc
-    return FixedShard(Dataset(features, labels))
+    load = getattr(source, "load", None)
+    if load is not None:
+        examples: Examples = load(schema, vocabulary)
+        return examples
+    assert hasattr(source, "dataset")
+    return InMemorySource(source.dataset(0)).load(schema, vocabulary)

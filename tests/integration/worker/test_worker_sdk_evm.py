@@ -321,8 +321,6 @@ def test_the_cli_worker_commits_and_stops_cleanly_on_sigterm(
             d.anvil.rpc_url,
             "--hub-address",
             d.hub.address,
-            "--data-shard",
-            "digits:0/4",
             "--device",
             "cpu",
             "--stake",

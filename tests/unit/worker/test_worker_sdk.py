@@ -24,6 +24,7 @@ from support.coordinator import LocalCoordinator
 from fedrelay.demo.actors import TamperedTranscriptWorker, TamperedUpdateWorker
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.job_config import DataSpec
 from fedrelay.protocol.secagg import unmask_sum, wire
 from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.training import (
@@ -45,6 +46,7 @@ from fedrelay.training.data import (
     partition_k_classes,
     split_train_test,
 )
+from fedrelay.training.datasets.published import published_shard
 from fedrelay.training.torch_trainer import TorchClassificationTrainer, initial_model, mlp
 from fedrelay.worker.sdk import (
     CAPABILITY_CUDA,
@@ -73,7 +75,6 @@ from fedrelay.worker.sdk import (
     load_solana_keypair,
     masking,
     parse_job_config,
-    parse_shard,
 )
 from fedrelay.worker.sdk.progress import SilentProgress
 
@@ -576,31 +577,16 @@ def test_key_files(tmp_path: Path) -> None:
         load_solana_keypair(evm)
 
 
-def test_shard_specs(tmp_path: Path) -> None:
-    fixed = parse_shard("digits:1/4")
-    assert len(fixed.dataset(3)) == len(DigitsShards(4).dataset(1))
-    per_task = parse_shard("digits:4")
-    assert len(per_task.dataset(2)) == len(DigitsShards(4).dataset(2))
-    path = tmp_path / "shard.npz"
-    np.savez(path, features=np.ones((3, 64), np.float32), labels=np.array([0, 1, 2]))
-    assert len(parse_shard(str(path)).dataset(9)) == 3
-    with pytest.raises(ValueError, match="cannot read data shard"):
-        parse_shard(str(tmp_path / "none.npz"))
-    with pytest.raises(ValueError, match="digits:N or digits:I/N"):
-        parse_shard("digits:x")
-    with pytest.raises(ValueError, match="digits:N or digits:I/N"):
-        parse_shard("digits:4,colour=red")
-
-
-def test_non_iid_digit_shards_match_the_partitioners() -> None:
+def test_published_shards_match_the_partitioners() -> None:
     train, _ = split_train_test(digits(), seed=3)
-    source = parse_shard("digits:5,k_classes=2,seed=3,limit=40")
+    spec = DataSpec(shards=5, partition="k_classes", seed=3, max_examples_per_shard=40)
     expected = partition_k_classes(train.labels, 5, 2, seed=3)[4][:40]
-    shard = source.dataset(4)
+    shard = published_shard(spec, 4)
     assert np.array_equal(shard.labels, train.labels[expected])
     assert len(set(shard.labels.tolist())) <= 2
-    dirichlet = parse_shard("digits:1/3,dirichlet=0.5").dataset(0)
+    dirichlet = published_shard(DataSpec(shards=3, partition="dirichlet", alpha=0.5), 1)
     assert np.array_equal(dirichlet.labels, train_labels(partition_dirichlet, 3, 0.5)[1])
+    assert len(published_shard(DataSpec(), 2)) == len(DigitsShards(4).dataset(2))
 
 
 def train_labels(

@@ -1,16 +1,17 @@
 """Training: download the round's model and configuration, then run the local training.
 
 The inputs are checked before any work: the coordinator must name the model and configuration
-the chain assigned, and the model must be a tensor blob. The local run builds the transcript
-(one checkpoint per segment) beside the trained model, and honours a stop request between
-segments.
+the chain assigned, and the model must be a tensor blob. The data is what the job decides
+(:mod:`fedrelay.worker.sdk.shards`): the task's shard of the job's published partition, or the
+worker's own data checked against the job's schema. The local run builds the transcript (one
+checkpoint per segment) beside the trained model, and honours a stop request between segments.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -30,8 +31,12 @@ from fedrelay.training import (
     model_of,
     trainable_tensors,
 )
+from fedrelay.training.data import DataError
+from fedrelay.training.datasets import Examples, SchemaMismatch
+from fedrelay.training.datasets.published import published_shard
 from fedrelay.worker.sdk.config import JobConfig, parse_job_config
 from fedrelay.worker.sdk.errors import StopRequested, TaskRefused
+from fedrelay.worker.sdk.shards import own_examples
 from fedrelay.worker.sdk.state import TaskRecord
 from fedrelay.worker.sdk.steps import bundle
 
@@ -49,7 +54,8 @@ class TrainedUpdate:
             or the masked input).
         checkpoints: Every transcript checkpoint blob, ``c_0`` first.
         transcript_root: The Merkle root over the checkpoint hashes.
-        num_samples: Examples in the shard.
+        num_samples: The update's weight: examples in the shard on published data, 1 on the
+            worker's own data (the coordinator cannot check a private count).
         train_loss: Final training loss, x 1e6 (saturating u32).
     """
 
@@ -68,13 +74,13 @@ class TaskInputs:
         view: The round as the coordinator shows it.
         job: The job's configuration.
         model: The round's model (named float32 tensors).
-        data: The examples of the task's shard.
+        data: The examples to train on: the task's shard, or the worker's own data.
     """
 
     view: RoundView
     job: JobConfig
     model: ModelTensors
-    data: Dataset
+    data: Examples
 
 
 async def round_view(
@@ -118,8 +124,43 @@ async def download(
         job = parse_job_config(await node.api.download_blob(view.config_hash))
     await bundle.admit_bundle(node, key, job)  # an untrusted bundle is refused here
     model = model_tensors(key, model_blob)
-    data = node.shards.dataset(record.shard)
+    data = await task_examples(node, key, job, record.shard)
     return TaskInputs(view, job, model, data)
+
+
+async def task_examples(node: WorkerNode, key: TaskKey, job: JobConfig, shard: int) -> Examples:
+    """What ``key`` trains on: shard ``shard`` of the job's published partition, or the
+    worker's own data checked against the job's schema.
+
+    Raises:
+        TaskRefused: The job has no such shard, the worker has no data of its own for a job
+            that needs it, or that data does not match the job's schema (the message says how).
+    """
+    published = job.published_data
+    if published is not None:
+        try:
+            return await asyncio.to_thread(published_shard, published, shard)
+        except DataError as exc:
+            raise TaskRefused(f"{key} names shard {shard}: {exc}") from None
+    private = job.worker_data
+    assert private is not None
+    if node.shards is None:
+        raise TaskRefused(
+            f"job {key.job_id} trains on the workers' own data: start the worker with --data "
+            f"PATH ({private.schema_.kind} data)"
+        )
+    schema = private.schema_
+    vocabulary = None
+    if schema.kind == "text" and schema.vocabulary_hash:
+        vocabulary = await node.api.download_blob(schema.vocabulary_hash)
+    try:
+        return await asyncio.to_thread(own_examples, node.shards, schema, vocabulary)
+    except SchemaMismatch as exc:
+        raise TaskRefused(
+            f"the worker's data does not match job {key.job_id}'s schema: {exc}"
+        ) from None
+    except OSError as exc:
+        raise TaskRefused(f"the worker's data cannot be read: {exc}") from None
 
 
 async def train(node: WorkerNode, key: TaskKey, inputs: TaskInputs) -> TrainedUpdate:
@@ -130,7 +171,10 @@ async def train(node: WorkerNode, key: TaskKey, inputs: TaskInputs) -> TrainedUp
     except ValueError as exc:  # TrainingError: a recipe this data cannot run
         raise TaskRefused(f"the training configuration of {key} is unusable: {exc}") from None
     with node.span("worker.train", key):
-        return await local_run(node, key, inputs.model, config, inputs.data, job.model)
+        trained = await local_run(node, key, inputs.model, config, inputs.data, job.model)
+    if job.worker_data is not None:
+        trained = replace(trained, num_samples=1)  # the weight of a private-data update
+    return trained
 
 
 async def local_run(
@@ -138,7 +182,7 @@ async def local_run(
     key: TaskKey,
     model: ModelTensors,
     config: TrainingConfig,
-    data: Dataset,
+    data: Examples,
     spec: AnyModelSpec,
 ) -> TrainedUpdate:
     """Train ``model`` on ``data`` under ``config``, checkpointing each segment.
@@ -155,9 +199,11 @@ async def local_run(
     # Imported here so that the SDK imports without torch (only training needs it).
     from fedrelay.training.models import build_factory
     from fedrelay.training.torch_trainer import TorchTrainer
+    from fedrelay.worker.sdk.steps.bundle import bundle_loader as job_bundle_loader
 
     try:
-        factory = build_factory(spec, bundle_loader=node.bundle_loader)
+        loader = node.bundle_loader or job_bundle_loader(node, spec)
+        factory = build_factory(spec, bundle_loader=loader)
         trainer = TorchTrainer(
             factory, spec.objective, data, trainable=spec.trainable, device=node.device
         )
