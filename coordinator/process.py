@@ -174,7 +174,12 @@ async def serve(settings: CoordinatorSettings, target: ChainTarget, key: str) ->
         )
 
     schema = SchemaGate(engine)
-    api = create_app(store, blobs, admin_token=ApiSettings().resolved_admin_token())
+    api = create_app(
+        store,
+        blobs,
+        admin_token=ApiSettings().resolved_admin_token(),
+        upload_dir=blobs.incoming / "sessions" if isinstance(blobs, FileBlobStore) else None,
+    )
     api_server = EmbeddedServer(
         uvicorn.Config(
             api,

@@ -49,7 +49,7 @@ def gas() -> None:
 def aggregate(
     clients: int = typer.Option(100, help="Number of client updates."),
     parameters: int = typer.Option(1_000_000, help="float32 parameters per update."),
-    repeats: int = typer.Option(3, help="Repetitions of each timing; the best is reported."),
+    repeats: int = typer.Option(5, help="Repetitions of each timing; the best is reported."),
     degree: int = typer.Option(14, help="SecAgg+ graph degree; 0 for the complete graph."),
     dropout: float = typer.Option(0.1, help="Fraction of clients dropping before sending input."),
 ) -> None:
