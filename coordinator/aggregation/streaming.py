@@ -55,8 +55,8 @@ from fedrelay.coordinator.aggregation.strategy import Strategy
 from fedrelay.coordinator.aggregation.updates import ClientUpdate, Vector, delta_between
 from fedrelay.protocol.blobs import BlobError, BlobIndex, encode_header, read_index
 
-#: Coordinates per piece: 8 MiB of float32 per blob read at a time.
-PIECE_COORDINATES = 2 * 1024 * 1024
+#: Coordinates per piece: 4 MiB of float32 per blob read at a time.
+PIECE_COORDINATES = 1024 * 1024
 
 ReadAt = Callable[[int, int], Awaitable[bytes]]
 """``read(offset, length)``: that many bytes of one blob from ``offset``."""

@@ -43,7 +43,8 @@ class ClientUpdate:
 
 def delta_between(trained: Vector, params: Vector) -> Vector:
     """``trained - params`` as float32 (computed in float64, as the simulation does)."""
-    return (trained.astype(np.float64) - params.astype(np.float64)).astype(np.float32)
+    wide = np.subtract(trained, params, dtype=np.float64)  # one wide temporary, not three
+    return wide.astype(np.float32)
 
 
 def ordered(updates: Sequence[ClientUpdate], dimension: int) -> list[ClientUpdate]:

@@ -59,6 +59,18 @@ def aggregate(
     run(clients, parameters, repeats, degree or None, dropout)
 
 
+@app.command("blobs")
+def blobs(
+    size: int = typer.Option(2048, min=1, help="MiB of the model and of each update."),
+    workers: int = typer.Option(8, min=1, max=64, help="Workers, each uploading one update."),
+    directory: str = typer.Option("", "--dir", help="Where to write (default: system temp)."),
+) -> None:
+    """Updates uploaded in chunks over HTTP, hashed and aggregated as streams: coordinator RSS."""
+    from fedrelay.bench.blobs import run
+
+    run(size, workers, directory or None)
+
+
 @app.command("flower")
 def flower(
     rounds: int = typer.Option(30, help="Federated rounds per side."),

@@ -104,7 +104,7 @@ async def test_streamed_equals_in_memory_bit_for_bit(name: str, piece: int) -> N
         state = ServerState(3, {"m": np.full(size, 0.01), "v": np.full(size, 0.02)})
     expected, expected_state = in_memory(strategy, model, trained, state)
     blobs = [(c, encode_blob(t), n) for c, t, n in trained]
-    got, got_state, blob = await run_streamed(strategy, encode_blob(model), blobs, state, piece)
+    _, got_state, blob = await run_streamed(strategy, encode_blob(model), blobs, state, piece)
     assert blob == encode_blob(expected)
     assert got_state.rounds == expected_state.rounds == 4
     assert sorted(got_state.slots) == sorted(expected_state.slots)
