@@ -48,7 +48,13 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from fedrelay.adapters.blobstore.store import StreamDigest, checked_upload, file_chunks, verified
+from fedrelay.adapters.blobstore.store import (
+    StreamDigest,
+    checked_upload,
+    file_chunks,
+    verified,
+    verified_stream,
+)
 from fedrelay.ports.blobs import (
     DEFAULT_MAX_BLOB_BYTES,
     DEFAULT_MAX_STREAM_BYTES,
@@ -316,13 +322,7 @@ class S3BlobStore:
 
     async def verify(self, name: str) -> int:
         """Check blob ``name`` against its hash, streamed; see :meth:`BlobStore.verify`."""
-        digest = StreamDigest(self._max_stream_size)
-        async for chunk in self.iter_bytes(name):
-            digest.update(chunk)
-        actual = digest.name()
-        if actual != name:
-            raise BlobCorrupt(f"stored blob {name} is corrupt: its bytes hash to {actual}")
-        return digest.size
+        return await verified_stream(name, self.iter_bytes(name), self._max_stream_size)
 
     async def check(self) -> None:
         """Check that the bucket exists and the credentials are accepted (for readiness).

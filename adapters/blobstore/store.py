@@ -118,6 +118,21 @@ class StreamDigest:
         return name
 
 
+async def verified_stream(name: str, chunks: AsyncIterable[bytes], limit: int) -> int:
+    """The size of the stored blob ``name`` read as ``chunks``, once they hash to ``name``.
+
+    Raises:
+        BlobCorrupt: They do not.
+    """
+    digest = StreamDigest(limit)
+    async for chunk in chunks:
+        digest.update(chunk)
+    actual = digest.name()
+    if actual != name:
+        raise BlobCorrupt(f"stored blob {name} is corrupt: its bytes hash to {actual}")
+    return digest.size
+
+
 async def file_chunks(path: Path, chunk: int = STREAM_CHUNK_BYTES) -> AsyncIterator[bytes]:
     """The bytes of the file at ``path``, ``chunk`` at a time, read in a worker thread."""
     handle = await asyncio.to_thread(path.open, "rb")
@@ -354,13 +369,7 @@ class FileBlobStore:
 
     async def verify(self, name: str) -> int:
         """Check blob ``name`` against its hash; see :meth:`BlobStore.verify`."""
-        digest = StreamDigest(self._max_stream_size)
-        async for chunk in self.iter_bytes(name):
-            digest.update(chunk)
-        actual = digest.name()
-        if actual != name:
-            raise BlobCorrupt(f"stored blob {name} is corrupt: its bytes hash to {actual}")
-        return digest.size
+        return await verified_stream(name, self.iter_bytes(name), self._max_stream_size)
 
     def _open(self, name: str) -> BinaryFile:
         try:

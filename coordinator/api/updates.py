@@ -11,7 +11,8 @@ Downloads are streamed from the blob store a chunk at a time, so a blob of any s
 API one chunk of memory; a ``Range: bytes=a-b`` header (one range; ``a-``, ``-n`` too) answers
 206 with that part, so a worker resumes an interrupted download. A streamed answer cannot be
 hash-checked before its bytes leave, so the worker checks the whole blob against its name (the
-SDK does, as it downloads).
+SDK does, as it downloads); a whole blob within the store's whole-bytes limit is still read
+and checked before it is sent.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ async def download_blob(name: str, request: Request, ctx: Context) -> Response:
     asked = byte_range(request.headers.get("range"), size)
     start, stop = asked if asked is not None else (0, size)
     headers = {"Accept-Ranges": "bytes", "Content-Length": str(stop - start), "ETag": f'"{name}"'}
+    if asked is None and size <= ctx.blobs.max_size:  # small enough to check before it leaves
+        data = await ctx.blobs.get(name)
+        return Response(data, media_type="application/octet-stream", headers=headers)
     if asked is not None:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
     return StreamingResponse(

@@ -1,14 +1,14 @@
 """Large updates end to end: uploaded over HTTP in chunks, hashed, and aggregated in a stream.
 
-The coordinator side runs in a subprocess of its own, so its peak resident memory
-(``ru_maxrss``) is its own: the real API app (uvicorn on a free loopback port) over the
-in-memory coordinator store and a directory blob store, one round whose model is ``size`` bytes
-(float32 tensors of at most 64 MiB each) and ``workers`` assigned workers. The bench process then
-plays the workers: each generates its update deterministically, a block at a time (never whole in
-memory), hashes it, and uploads it through an upload session with the worker SDK's client. Then
-the coordinator verifies every update's hash (a streamed pass) and aggregates them with FedAvg
-tensor range by tensor range (:class:`~fedrelay.coordinator.aggregation.StreamedAggregation`),
-storing the new model as a stream.
+The coordinator side runs in a subprocess of its own, so its peak resident memory (``ru_maxrss``)
+is its own: the real API app (uvicorn on a free loopback port) over the in-memory coordinator store
+and a directory blob store, one round whose model is ``size`` bytes (float32 tensors of at most 64
+MiB each) and ``workers`` assigned workers. The bench process then plays the workers: each
+generates its update deterministically, a block at a time (never whole in memory), hashes it, and
+uploads it through an upload session with the worker SDK's client (two workers at a time). Then the
+coordinator verifies every update's hash (a streamed pass) and aggregates them with FedAvg tensor
+range by tensor range (:class:`~fedrelay.coordinator.aggregation.StreamedAggregation`), storing the
+new model as a stream.
 
 It prints one JSON line: ``peak_rss_bytes`` (the coordinator process's peak) next to
 ``model_bytes`` and the target ``2.5 x model + 200 MiB``, the seconds and MB/s of the uploads, of
@@ -23,7 +23,6 @@ import json
 import resource
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from Crypto.Hash import keccak
 
+from fedrelay.adapters.devnet.process import free_port, port_open, wait_until
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.blobs import encode_header
 
@@ -47,6 +47,8 @@ BLOCK_BYTES = MIB
 #: The peak the coordinator may reach: 2.5 x the model + 200 MiB.
 TARGET_FACTOR = 2.5
 TARGET_SLACK = 200 * MIB
+#: Workers uploading at once.
+UPLOADERS = 2
 
 
 def _signers(workers: int) -> list[EvmSigner]:
@@ -215,45 +217,31 @@ def _serve(root: str, port: int, size: int, workers: int, token: str) -> None:
     asyncio.run(main())
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def _upload_all(port: int, size: int, workers: int) -> dict[str, float]:
+    """Every worker hashes its update, then uploads it; :data:`UPLOADERS` at a time."""
     from fedrelay.worker.sdk.api_client import CoordinatorClient
 
-    generate_s = upload_s = 0.0
-    for index, signer in enumerate(_signers(workers)):
-        blob = SyntheticBlob(1 + index, size)
-        started = time.perf_counter()
-        name = await asyncio.to_thread(blob.name)
-        generate_s += time.perf_counter() - started
+    blobs = [SyntheticBlob(1 + index, size) for index in range(workers)]
+    started = time.perf_counter()
+    names = [await asyncio.to_thread(blob.name) for blob in blobs]
+    generate_s = time.perf_counter() - started
+    turns = asyncio.Semaphore(UPLOADERS)
 
-        async def read(offset: int, length: int, blob: SyntheticBlob = blob) -> bytes:
+    async def upload(signer: EvmSigner, blob: SyntheticBlob, name: str) -> None:
+        async def read(offset: int, length: int) -> bytes:
             return await asyncio.to_thread(blob.read, offset, length)
 
-        started = time.perf_counter()
-        async with CoordinatorClient(f"http://127.0.0.1:{port}", signer, timeout=600) as api:
+        async with (
+            turns,
+            CoordinatorClient(f"http://127.0.0.1:{port}", signer, timeout=600) as api,
+        ):
             await api.upload_chunked(JOB, 0, name, blob.size, read)
-        upload_s += time.perf_counter() - started
-    return {"generate_and_hash_s": generate_s, "upload_s": upload_s}
 
-
-async def _wait_listening(port: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the coordinator did not start listening in time") from None
-            await asyncio.sleep(0.05)  # polling a port that is not open yet
-            continue
-        writer.close()
-        return
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(upload(s, b, n) for s, b, n in zip(_signers(workers), blobs, names, strict=True))
+    )
+    return {"generate_and_hash_s": generate_s, "upload_s": time.perf_counter() - started}
 
 
 def run(size_mib: int = 2048, workers: int = 8, directory: str | None = None) -> None:
@@ -272,7 +260,7 @@ def run(size_mib: int = 2048, workers: int = 8, directory: str | None = None) ->
             f"{free / 2**30:.1f} GiB: pass a smaller --size or another --dir"
         )
     root = Path(tempfile.mkdtemp(prefix="fedrelay-bench-blobs-", dir=base))
-    port = _free_port()
+    port = free_port()
     token = secrets.token_hex(16)
     command = (
         "from fedrelay.bench.blobs import _serve; "
@@ -290,7 +278,9 @@ def run(size_mib: int = 2048, workers: int = 8, directory: str | None = None) ->
         ready = json.loads(child.stdout.readline() or "{}")
         if not ready.get("ready"):
             raise SystemExit("the coordinator process did not start (see its error above)")
-        asyncio.run(_wait_listening(port, 60))
+        wait_until(
+            lambda: port_open(port), 60, "the coordinator's API", alive=lambda: child.poll() is None
+        )
         client = asyncio.run(_upload_all(port, size, workers))
         child.stdin.write("aggregate\n")
         child.stdin.flush()
