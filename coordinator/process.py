@@ -184,7 +184,12 @@ async def serve(
         )
 
     schema = SchemaGate(engine)
-    api = create_app(store, blobs, admin_token=ApiSettings().resolved_admin_token())
+    api = create_app(
+        store,
+        blobs,
+        admin_token=ApiSettings().resolved_admin_token(),
+        upload_dir=blobs.incoming / "sessions" if isinstance(blobs, FileBlobStore) else None,
+    )
     api_server = EmbeddedServer(
         uvicorn.Config(
             api,

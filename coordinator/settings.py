@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from fedrelay.ports.blobs import DEFAULT_MAX_BLOB_BYTES
+from fedrelay.ports.blobs import DEFAULT_MAX_BLOB_BYTES, DEFAULT_MAX_STREAM_BYTES
 from fedrelay.ports.leader_lease import DEFAULT_LEASE_NAME
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.training.trust import TrustPolicy, split_entries
@@ -272,6 +272,15 @@ class ApiSettings(BaseSettings):
     upload_burst_per_worker: int = Field(default=20, ge=1)
     upload_rate: int = Field(default=600, ge=1)
     upload_burst: int = Field(default=200, ge=1)
+    # Upload sessions (blobs sent in chunks, resumable): the largest blob a session may declare
+    # (also bounded by the round's model size and the blob store), the largest chunk, where the
+    # chunks are kept until the session completes (None: beside the blob store's directory when
+    # it has one, else under the system's temporary directory), and how long an idle session is
+    # kept.
+    max_upload_bytes: int = Field(default=DEFAULT_MAX_STREAM_BYTES, ge=1)
+    upload_chunk_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    upload_dir: Path | None = None
+    upload_idle_s: int = Field(default=24 * 3600, ge=60)
 
     def resolved_admin_token(self) -> str:
         """The admin token: ``ADMIN_TOKEN``, else the first line of ``ADMIN_TOKEN_FILE``.

@@ -17,6 +17,13 @@ that names the endpoint, bucket and access key id and says what to fix: :class:`
 they are written from the server's error code and message, and any occurrence of the secret is
 masked as well, in case a server echoes it.
 
+Large blobs stream both ways, one part in memory at a time. A streamed put is a multipart
+upload, hashed part by part; with the expected name known it goes straight to the blob's key and
+is completed only once the hash is checked (S3 shows the object only on completion, so a failed
+or half-finished upload is never visible, and an aborted one leaves no parts behind). Without an
+expected name it goes to a staging key under ``<prefix>.incoming/`` and is copied into place once
+the name is known. Streamed reads are ranged GETs.
+
 boto3 is synchronous; each call runs in a worker thread (:func:`asyncio.to_thread`), on one
 client, which boto3 documents as safe to share between threads.
 """
@@ -24,7 +31,9 @@ client, which boto3 documents as safe to share between threads.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
@@ -39,18 +48,31 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from fedrelay.adapters.blobstore.store import checked_upload, verified
+from fedrelay.adapters.blobstore.store import (
+    StreamDigest,
+    checked_upload,
+    file_chunks,
+    verified,
+    verified_stream,
+)
 from fedrelay.ports.blobs import (
     DEFAULT_MAX_BLOB_BYTES,
+    DEFAULT_MAX_STREAM_BYTES,
+    STREAM_CHUNK_BYTES,
     BlobCorrupt,
     BlobNotFound,
     BlobStoreUnavailable,
+    BlobTooLarge,
     check_domain,
     check_name,
+    check_range,
 )
 from fedrelay.protocol.redact import MASK, redact_url
 
 T = TypeVar("T")
+
+#: The size of each part of a streamed put (S3 wants at least 5 MiB but for the last part).
+PART_BYTES = 8 * 1024 * 1024
 
 #: The region used when none is configured (S3-compatible servers mostly ignore it).
 DEFAULT_REGION = "us-east-1"
@@ -96,6 +118,7 @@ class S3BlobStore:
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         max_size: int = DEFAULT_MAX_BLOB_BYTES,
+        max_stream_size: int = DEFAULT_MAX_STREAM_BYTES,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         max_attempts: int = 3,
@@ -112,7 +135,8 @@ class S3BlobStore:
             access_key_id: The access key id; with ``secret_access_key``. Both ``None``: boto3's
                 default credential chain (``AWS_*`` variables, an instance or pod role).
             secret_access_key: The secret key; it never appears in an error.
-            max_size: The largest blob accepted, in bytes.
+            max_size: The largest blob accepted whole, in bytes.
+            max_stream_size: The largest blob accepted as a stream, in bytes.
             connect_timeout: Seconds to wait for a connection.
             read_timeout: Seconds to wait for an answer.
             max_attempts: Tries of one request (transient failures are retried).
@@ -130,6 +154,7 @@ class S3BlobStore:
         self._access_key_id = access_key_id
         self._secret = secret_access_key
         self._max_size = max_size
+        self._max_stream_size = max(max_stream_size, max_size)
         config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -209,6 +234,96 @@ class S3BlobStore:
         """Whether a blob named ``name`` is stored (its content is not checked)."""
         return await self._call(self._exists, name)
 
+    @property
+    def max_stream_size(self) -> int:
+        """The largest blob, in bytes, the streamed calls accept."""
+        return self._max_stream_size
+
+    async def put_stream(
+        self, chunks: AsyncIterable[bytes], expected: str | None = None, *, domain: str
+    ) -> str:
+        """Store the concatenated chunks by a multipart upload; see :meth:`BlobStore.put_stream`.
+
+        Raises:
+            BlobStoreUnavailable: The backend failed (its subclass says how).
+        """
+        check_domain(domain)
+        digest = StreamDigest(self._max_stream_size, expected)
+        key = self.key_of(expected) if expected is not None else self._staging_key()
+        upload: _Multipart | None = None
+        pending = bytearray()
+        try:
+            async for chunk in chunks:
+                digest.update(chunk)
+                pending += chunk
+                while len(pending) >= PART_BYTES:
+                    if upload is None:
+                        upload = _Multipart(key, await self._call(self._start_multipart, key))
+                    part = bytes(pending[:PART_BYTES])
+                    del pending[:PART_BYTES]
+                    await self._call(self._upload_part, upload, part)
+            name = digest.name()
+            if upload is None:  # it fits one part: a plain PUT is just as atomic
+                await self._call(self._put_object, self.key_of(name), bytes(pending))
+            else:
+                if pending:
+                    await self._call(self._upload_part, upload, bytes(pending))
+                await self._call(self._complete_multipart, upload)
+                upload = None
+                if expected is None:
+                    await self._call(self._move, key, self.key_of(name))
+        except BaseException:
+            if upload is not None:
+                await self._call(self._abort_multipart, upload)
+            raise
+        marker = self._marker_prefix(name) + quote(domain, safe="")
+        await self._call(self._put_object, marker, b"")
+        return name
+
+    async def put_file(
+        self, path: Path, expected: str | None = None, *, domain: str, consume: bool = False
+    ) -> str:
+        """Store a file's bytes by a multipart upload; see :meth:`BlobStore.put_file`."""
+        name = await self.put_stream(file_chunks(path, PART_BYTES), expected, domain=domain)
+        if consume:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        return name
+
+    async def size(self, name: str) -> int:
+        """The size of blob ``name``; see :meth:`BlobStore.size`."""
+        size = await self._call(self._size, name)
+        if size is None:
+            raise BlobNotFound(f"no blob named {name} in {self.location}")
+        return size
+
+    async def iter_bytes(
+        self, name: str, start: int = 0, stop: int | None = None, chunk: int = STREAM_CHUNK_BYTES
+    ) -> AsyncIterator[bytes]:
+        """A range of blob ``name`` by a ranged GET, in chunks; see :meth:`BlobStore.iter_bytes`."""
+        end = check_range(name, await self.size(name), start, stop)
+        if start == end:
+            return
+        reply = await self._call(self._ranged, name, start, end)
+        body = reply["Body"]
+        try:
+            offset = start
+            while offset < end:
+                data: bytes = await self._call(body.read, min(chunk, end - offset))
+                if not data:
+                    raise BlobCorrupt(f"stored blob {name} ended early at byte {offset}")
+                offset += len(data)
+                yield data
+        finally:
+            body.close()
+
+    async def read_range(self, name: str, start: int, length: int) -> bytes:
+        """A range of blob ``name``; see :meth:`BlobStore.read_range`."""
+        return b"".join([chunk async for chunk in self.iter_bytes(name, start, start + length)])
+
+    async def verify(self, name: str) -> int:
+        """Check blob ``name`` against its hash, streamed; see :meth:`BlobStore.verify`."""
+        return await verified_stream(name, self.iter_bytes(name), self._max_stream_size)
+
     async def check(self) -> None:
         """Check that the bucket exists and the credentials are accepted (for readiness).
 
@@ -246,10 +361,62 @@ class S3BlobStore:
     def _put_object(self, key: str, body: bytes) -> None:
         self._client.put_object(Bucket=self._bucket, Key=key, Body=body)
 
+    def _staging_key(self) -> str:
+        return f"{self._prefix}.incoming/{uuid.uuid4().hex}"
+
+    def _start_multipart(self, key: str) -> str:
+        reply = self._client.create_multipart_upload(Bucket=self._bucket, Key=key)
+        return str(reply["UploadId"])
+
+    def _upload_part(self, upload: _Multipart, data: bytes) -> None:
+        number = len(upload.parts) + 1
+        reply = self._client.upload_part(
+            Bucket=self._bucket,
+            Key=upload.key,
+            UploadId=upload.upload_id,
+            PartNumber=number,
+            Body=data,
+        )
+        upload.parts.append({"ETag": reply["ETag"], "PartNumber": number})
+
+    def _complete_multipart(self, upload: _Multipart) -> None:
+        self._client.complete_multipart_upload(
+            Bucket=self._bucket,
+            Key=upload.key,
+            UploadId=upload.upload_id,
+            MultipartUpload={"Parts": upload.parts},
+        )
+
+    def _abort_multipart(self, upload: _Multipart) -> None:
+        self._client.abort_multipart_upload(
+            Bucket=self._bucket, Key=upload.key, UploadId=upload.upload_id
+        )
+
+    def _move(self, source: str, target: str) -> None:
+        # boto3's managed copy: a multipart copy for objects above its threshold (S3's single
+        # CopyObject stops at 5 GiB).
+        self._client.copy({"Bucket": self._bucket, "Key": source}, self._bucket, target)
+        self._client.delete_object(Bucket=self._bucket, Key=source)
+
+    def _size(self, name: str) -> int | None:
+        try:
+            reply = self._client.head_object(Bucket=self._bucket, Key=self.key_of(name))
+        except ClientError as exc:
+            if _code(exc) not in _MISSING_KEY:
+                raise
+            self._head_bucket()
+            return None
+        return int(reply["ContentLength"])
+
+    def _ranged(self, name: str, start: int, end: int) -> Any:
+        return self._client.get_object(
+            Bucket=self._bucket, Key=self.key_of(name), Range=f"bytes={start}-{end - 1}"
+        )
+
     def _write(self, name: str, data: bytes) -> None:
         try:
             stored = self._read(name)
-        except BlobCorrupt:
+        except (BlobCorrupt, BlobTooLarge):
             stored = None  # too large to be the blob: rewrite it below
         if stored is not None and _intact(name, stored):
             return
@@ -273,6 +440,11 @@ class S3BlobStore:
         return data
 
     def _refuse_oversized(self, name: str, size: int) -> None:
+        if self._max_size < size <= self._max_stream_size:
+            raise BlobTooLarge(
+                f"blob {name} is {size} bytes, above the limit of {self._max_size} bytes of a "
+                "whole read: read it as a stream"
+            )
         if size > self._max_size:
             raise BlobCorrupt(
                 f"stored blob {name} is {size} bytes, above the limit of "
@@ -319,6 +491,15 @@ class S3BlobStore:
                 "the access key id and secret key and the key's rights on the bucket"
             )
         return BlobStoreUnavailable(f"{self.location} answered {code}: {message}")
+
+
+class _Multipart:
+    """A multipart upload in progress: its key, id and the parts sent so far."""
+
+    def __init__(self, key: str, upload_id: str) -> None:
+        self.key = key
+        self.upload_id = upload_id
+        self.parts: list[dict[str, Any]] = []
 
 
 def _intact(name: str, data: bytes) -> bool:

@@ -1,7 +1,8 @@
 """Aggregation library (pure, numpy only): combine rules, server optimisers, clipping, strategies.
 
 Public surface: the names in ``__all__``. Everything works on flat float32 vectors; use
-:class:`ParameterLayout` to move between named tensors and vectors.
+:class:`ParameterLayout` to move between named tensors and vectors. :class:`StreamedAggregation`
+runs the same strategies over blobs read a slice of coordinates at a time.
 """
 
 from fedrelay.coordinator.aggregation.clipping import NormClip
@@ -33,7 +34,17 @@ from fedrelay.coordinator.aggregation.strategy import (
     multi_krum,
     trimmed_mean,
 )
-from fedrelay.coordinator.aggregation.updates import ClientUpdate, ParameterLayout, Vector
+from fedrelay.coordinator.aggregation.streaming import (
+    StreamedAggregation,
+    StreamedBlob,
+    StreamedUpdate,
+)
+from fedrelay.coordinator.aggregation.updates import (
+    ClientUpdate,
+    ParameterLayout,
+    Vector,
+    delta_between,
+)
 
 __all__ = [
     "AggregationError",
@@ -51,9 +62,13 @@ __all__ = [
     "ServerSgd",
     "ServerState",
     "Strategy",
+    "StreamedAggregation",
+    "StreamedBlob",
+    "StreamedUpdate",
     "TrimmedMean",
     "Vector",
     "WeightedMean",
+    "delta_between",
     "fedadam",
     "fedavg",
     "fedavgm",

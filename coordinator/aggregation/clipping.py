@@ -27,10 +27,13 @@ class NormClip:
     def clip_vector(self, delta: Vector) -> Vector:
         """The clipped copy of ``delta`` (unchanged when already within the norm)."""
         wide = delta.astype(np.float64)
-        norm = float(np.sqrt(np.dot(wide, wide)))
+        return self.scaled(delta, float(np.sqrt(np.dot(wide, wide))))
+
+    def scaled(self, delta: Vector, norm: float) -> Vector:
+        """``delta`` (a whole delta or a slice of one) clipped as a delta of L2 norm ``norm``."""
         if norm <= self.max_norm:
             return delta.copy()
-        return (wide * (self.max_norm / norm)).astype(np.float32)
+        return (delta.astype(np.float64) * (self.max_norm / norm)).astype(np.float32)
 
     def clip(self, update: ClientUpdate) -> ClientUpdate:
         """The update with its delta clipped."""

@@ -58,7 +58,7 @@ def _check(params: Vector, delta: Vector) -> None:
 
 @dataclass(frozen=True)
 class ServerSgd:
-    """Plain FedAvg: ``x + lr * delta`` (``lr = 1`` adopts the averaged model)."""
+    """Plain FedAvg: ``x + lr * delta`` in float32 (``lr = 1`` adopts the averaged model)."""
 
     learning_rate: float = 1.0
 
@@ -66,8 +66,10 @@ class ServerSgd:
         self, params: Vector, delta: Vector, state: ServerState
     ) -> tuple[Vector, ServerState]:
         _check(params, delta)
-        new = params.astype(np.float64) + self.learning_rate * delta.astype(np.float64)
-        return new.astype(np.float32), ServerState(state.rounds + 1, dict(state.slots))
+        # float32 throughout: one rounding per coordinate, and no wide copies of the model.
+        step = delta if self.learning_rate == 1.0 else delta * np.float32(self.learning_rate)
+        new: Vector = np.add(params, step, dtype=np.float32)
+        return new, ServerState(state.rounds + 1, dict(state.slots))
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,12 @@ class ClientUpdate:
             raise AggregationError(f"update of {self.client_id!r} contains NaN or infinity")
 
 
+def delta_between(trained: Vector, params: Vector) -> Vector:
+    """``trained - params`` as float32 (computed in float64, as the simulation does)."""
+    wide = np.subtract(trained, params, dtype=np.float64)  # one wide temporary, not three
+    return wide.astype(np.float32)
+
+
 def ordered(updates: Sequence[ClientUpdate], dimension: int) -> list[ClientUpdate]:
     """Check a round's updates and return them sorted by client id (the fixed summation order).
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from fedrelay.coordinator.api import admin, challenges, secagg, status, updates
+from fedrelay.coordinator.api import uploads as upload_sessions
 from fedrelay.coordinator.api.dependencies import ApiContext, UploadGate, UploadRate
 from fedrelay.coordinator.api.errors import install_handlers
+from fedrelay.coordinator.api.sessions import UploadSessions
 from fedrelay.coordinator.settings import ApiSettings
 from fedrelay.ports.blobs import BlobStore
 from fedrelay.ports.coordinator_store import CoordinatorRepository
@@ -35,8 +39,12 @@ with ``Retry-After``). A signed request is accepted once across every replica sh
 | --- | --- | --- |
 | GET /v1/jobs/{job} | worker, admin | the job's current round |
 | GET /v1/jobs/{job}/rounds/{round} | worker, admin | one round |
-| GET /v1/blobs/{name} | worker | a model, configuration or vocabulary a usable job published |
+| GET /v1/blobs/{name} | worker | a model, configuration, model bundle or vocabulary a usable job published (Range) |
 | PUT /v1/jobs/{job}/rounds/{round}/updates/{name} | assigned worker | upload an update |
+| POST /v1/jobs/{job}/rounds/{round}/uploads | assigned worker | start a chunked upload |
+| PUT /v1/uploads/{id}?offset=k | its worker | send a chunk of it |
+| GET /v1/uploads/{id} | its worker | how many bytes arrived |
+| POST /v1/uploads/{id}/complete | its worker | hash-check, store, record the update |
 | PUT /v1/jobs/{job}/rounds/{round}/secagg/{keys,masked,reveals} | assigned worker | send |
 | PUT /v1/jobs/{job}/rounds/{round}/secagg/shares/{worker_id} | assigned worker | send a share |
 | GET /v1/jobs/{job}/rounds/{round}/secagg/keys | assigned worker | everyone's keys |
@@ -60,6 +68,7 @@ def create_app(
     settings: ApiSettings | None = None,
     clock: Callable[[], float] = time.time,
     schemes: Mapping[int, KeyScheme] | None = None,
+    upload_dir: Path | None = None,
 ) -> FastAPI:
     """Build the API over a repository and a blob store.
 
@@ -71,6 +80,10 @@ def create_app(
         settings: Limits and clock skew; defaults from the environment when None.
         clock: Unix seconds now; tests pass a fixed clock.
         schemes: Key scheme per worker chain where the default (Solana for 1, else EVM) is wrong.
+        upload_dir: Where upload sessions keep their chunks when the settings name no
+            directory; ideally on the blob store's filesystem, so a completed upload is moved
+            in, not copied. Neither: a new temporary directory (sessions then do not survive a
+            restart of the process).
 
     Returns:
         The FastAPI application.
@@ -108,10 +121,16 @@ def create_app(
         config.upload_rate,
         config.upload_burst,
     )
+    where = config.upload_dir or upload_dir
+    sessions = UploadSessions(
+        where if where is not None else Path(tempfile.mkdtemp(prefix="fedrelay-uploads-")),
+        chunk_bytes=config.upload_chunk_bytes,
+        idle_seconds=config.upload_idle_s,
+    )
     app.state.coordinator = ApiContext(
-        repository, blobs, config, verifier, admin_token, clock, uploads, rates
+        repository, blobs, config, verifier, admin_token, clock, uploads, rates, sessions
     )
     install_handlers(app)
-    for area in (status, updates, secagg, challenges, admin):
+    for area in (status, updates, upload_sessions, secagg, challenges, admin):
         app.include_router(area.router)
     return app

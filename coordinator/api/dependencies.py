@@ -33,6 +33,7 @@ from fedrelay.coordinator.api.errors import (
     UploadRateExceeded,
     WrongPhase,
 )
+from fedrelay.coordinator.api.sessions import UploadSessions
 from fedrelay.coordinator.settings import ApiSettings
 from fedrelay.ports.blobs import BlobNotFound, BlobStore, InvalidBlobName, check_name
 from fedrelay.ports.coordinator_store import CoordinatorRepository
@@ -345,6 +346,7 @@ class ApiContext:
         clock: Unix seconds now.
         uploads: The bodies received at once, in all and per worker.
         rates: The uploads accepted lately, in all and per worker.
+        sessions: The upload sessions of blobs sent in chunks.
     """
 
     repository: CoordinatorRepository
@@ -355,6 +357,7 @@ class ApiContext:
     clock: Callable[[], float]
     uploads: UploadGate
     rates: UploadRate
+    sessions: UploadSessions
     _model_sizes: dict[str, int] = field(default_factory=dict)
 
     def now(self) -> int:
@@ -366,10 +369,20 @@ class ApiContext:
         name = state.model_hash.hex()
         if name not in self._model_sizes:
             try:
-                self._model_sizes[name] = len(await self.blobs.get(name))
+                self._model_sizes[name] = await self.blobs.size(name)
             except BlobNotFound:
                 return None
         return self._model_sizes[name]
+
+    async def session_limit(self, state: RoundState) -> int:
+        """The largest update an upload session of the round may declare, from its model's size.
+
+        Never above ``max_upload_bytes`` nor the blob store's streamed limit; those alone when
+        the model blob is not here.
+        """
+        limit = min(self.config.max_upload_bytes, self.blobs.max_stream_size)
+        size = await self.model_size(state)
+        return limit if size is None else min(limit, MODEL_FACTOR * size + BLOB_HEADER_SLACK)
 
     async def model_limit(self, state: RoundState) -> int:
         """The largest update, masked input or checkpoint of the round, from its model's size.
@@ -386,11 +399,12 @@ class ApiContext:
         checkpoint = await self.model_limit(state)
         return (2 * checkpoint + 2 * self.config.max_message_bytes) * 4 // 3 + 4096
 
-    async def authenticate(self, request: Request) -> PendingRequest:
+    async def authenticate(self, request: Request, *, rated: bool = True) -> PendingRequest:
         """The checks on a worker's request that need no body (see the class docstring).
 
         A request with a body is an upload: it is refused here when the worker, or all workers
-        together, are past their upload rate (:class:`UploadRate`).
+        together, are past their upload rate (:class:`UploadRate`), unless ``rated`` is False
+        (a chunk of an upload session, whose start was counted).
 
         Raises:
             AuthError: The headers are malformed, stale or name an unregistered worker.
@@ -399,12 +413,16 @@ class ApiContext:
         pending = await self.verifier.check_headers(
             request.method, _signed_path(request), request.headers, now=self.now()
         )
-        if _has_body(request):
+        if rated and _has_body(request):
             self.rates.check(pending.worker, self.clock())
         return pending
 
-    async def body_of(self, request: Request, pending: PendingRequest, limit: int) -> bytes:
+    async def body_of(
+        self, request: Request, pending: PendingRequest, limit: int, *, rated: bool = True
+    ) -> bytes:
         """Receive the body within ``limit`` and accept the signature over it and its nonce.
+
+        An accepted body counts against the upload rates unless ``rated`` is False.
 
         Raises:
             BodyTooLarge: The body is (or is declared) above ``limit``.
@@ -422,7 +440,8 @@ class ApiContext:
         ):
             digest = await _spool(request, limit, deadline, spool)
             await self.verifier.finish(pending, digest, now=self.now())
-            self.rates.charge(pending.worker, self.clock())
+            if rated:
+                self.rates.charge(pending.worker, self.clock())
             spool.seek(0)
             return spool.read()
 

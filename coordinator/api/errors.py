@@ -22,6 +22,7 @@ from fedrelay.ports.blobs import (
     BlobStoreUnavailable,
     BlobTooLarge,
     InvalidBlobName,
+    InvalidRange,
 )
 from fedrelay.ports.coordinator_store import Conflict, NotFound
 from fedrelay.protocol.api.schemas import ErrorBody
@@ -114,6 +115,7 @@ def _error_status(exc: Exception) -> int:
         (BlobHashMismatch, status.HTTP_422_UNPROCESSABLE_CONTENT),
         (InvalidBlobName, status.HTTP_422_UNPROCESSABLE_CONTENT),
         (BlobNotFound, status.HTTP_404_NOT_FOUND),
+        (InvalidRange, status.HTTP_416_RANGE_NOT_SATISFIABLE),
         (BlobCorrupt, status.HTTP_500_INTERNAL_SERVER_ERROR),
         (BlobStoreUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
         (Conflict, status.HTTP_409_CONFLICT),

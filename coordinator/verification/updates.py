@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from fedrelay.coordinator.aggregation import ParameterLayout, Vector
+from fedrelay.coordinator.aggregation.updates import delta_between
 from fedrelay.coordinator.errors import CoordinatorError
 from fedrelay.protocol.wormhole import keccak256
 from fedrelay.training import (
@@ -254,4 +255,4 @@ def _difference(update: bytes, model: ModelTensors) -> str:
 
 def delta_of(trained: Vector, params: Vector) -> Vector:
     """``trained - params`` as float32 (computed in float64, as the simulation does)."""
-    return (trained.astype(np.float64) - params.astype(np.float64)).astype(np.float32)
+    return delta_between(trained, params)

@@ -49,7 +49,7 @@ def gas() -> None:
 def aggregate(
     clients: int = typer.Option(100, help="Number of client updates."),
     parameters: int = typer.Option(1_000_000, help="float32 parameters per update."),
-    repeats: int = typer.Option(3, help="Repetitions of each timing; the best is reported."),
+    repeats: int = typer.Option(5, help="Repetitions of each timing; the best is reported."),
     degree: int = typer.Option(14, help="SecAgg+ graph degree; 0 for the complete graph."),
     dropout: float = typer.Option(0.1, help="Fraction of clients dropping before sending input."),
 ) -> None:
@@ -57,6 +57,18 @@ def aggregate(
     from fedrelay.bench.aggregate import run
 
     run(clients, parameters, repeats, degree or None, dropout)
+
+
+@app.command("blobs")
+def blobs(
+    size: int = typer.Option(2048, min=1, help="MiB of the model and of each update."),
+    workers: int = typer.Option(8, min=1, max=64, help="Workers, each uploading one update."),
+    directory: str = typer.Option("", "--dir", help="Where to write (default: system temp)."),
+) -> None:
+    """Updates uploaded in chunks over HTTP, hashed and aggregated as streams: coordinator RSS."""
+    from fedrelay.bench.blobs import run
+
+    run(size, workers, directory or None)
 
 
 @app.command("flower")

@@ -24,12 +24,18 @@ as a poster's: a job's model and configuration must carry :data:`POSTER` (see
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
 from typing import Protocol
 
 from fedrelay.protocol.hashing import BLOB_NAME
 
 #: The default size limit of a blob store, in bytes.
 DEFAULT_MAX_BLOB_BYTES = 256 * 1024 * 1024
+#: The default size limit of a blob written or read as a stream, in bytes.
+DEFAULT_MAX_STREAM_BYTES = 64 * 1024**3
+#: The bytes a streamed read hands out at a time, unless the caller asks otherwise.
+STREAM_CHUNK_BYTES = 8 * 1024 * 1024
 
 #: The trust domain of a job poster's model and configuration.
 POSTER = "poster"
@@ -61,6 +67,10 @@ class BlobTooLarge(BlobStoreError):
 
 class BlobHashMismatch(BlobStoreError):
     """Uploaded bytes do not hash to the name they were sent under; nothing was stored."""
+
+
+class InvalidRange(BlobStoreError):
+    """A byte range does not lie within the blob."""
 
 
 class BlobCorrupt(BlobStoreError):
@@ -176,3 +186,92 @@ class BlobStore(Protocol):
     async def exists(self, name: str) -> bool:
         """Whether a blob named ``name`` is stored (its content is not checked)."""
         ...
+
+    # --- streams: one chunk in memory at a time -------------------------------------------
+
+    @property
+    def max_stream_size(self) -> int:
+        """The largest blob, in bytes, the streamed calls accept."""
+        ...
+
+    async def put_stream(
+        self, chunks: AsyncIterable[bytes], expected: str | None = None, *, domain: str
+    ) -> str:
+        """Store the concatenated ``chunks`` for ``domain`` and return their name.
+
+        The bytes are hashed as they arrive and become the blob only once all arrived and
+        their hash is checked; on any failure nothing is stored.
+
+        Raises:
+            BlobTooLarge: The bytes pass :attr:`max_stream_size` (the rest is not read).
+            BlobHashMismatch: They do not hash to ``expected``.
+            InvalidBlobName, InvalidBlobDomain: As for :meth:`put`.
+        """
+        ...
+
+    async def put_file(
+        self, path: Path, expected: str | None = None, *, domain: str, consume: bool = False
+    ) -> str:
+        """Store the file at ``path`` as :meth:`put_stream` would.
+
+        Args:
+            path: The file.
+            expected: The name the caller claims.
+            domain: Whose bytes these are.
+            consume: The file is the caller's to give away: a store on the same filesystem may
+                move it into place instead of copying it (it is gone afterwards either way).
+
+        Raises:
+            As :meth:`put_stream`.
+        """
+        ...
+
+    async def size(self, name: str) -> int:
+        """The size in bytes of the stored blob ``name``.
+
+        Raises:
+            InvalidBlobName: ``name`` is not well formed.
+            BlobNotFound: Nothing is stored under ``name``.
+        """
+        ...
+
+    def iter_bytes(
+        self, name: str, start: int = 0, stop: int | None = None, chunk: int = STREAM_CHUNK_BYTES
+    ) -> AsyncIterator[bytes]:
+        """The bytes ``[start, stop)`` of blob ``name``, ``chunk`` at a time (not hash-checked).
+
+        Raises:
+            BlobNotFound: Nothing is stored under ``name``.
+            InvalidRange: The range does not lie within the blob.
+        """
+        ...
+
+    async def read_range(self, name: str, start: int, length: int) -> bytes:
+        """``length`` bytes of blob ``name`` from ``start`` (not hash-checked).
+
+        Raises:
+            BlobNotFound: Nothing is stored under ``name``.
+            InvalidRange: The range does not lie within the blob.
+        """
+        ...
+
+    async def verify(self, name: str) -> int:
+        """Stream blob ``name`` through its hash; its size when the bytes hash to ``name``.
+
+        Raises:
+            BlobNotFound: Nothing is stored under ``name``.
+            BlobCorrupt: The stored bytes do not hash to ``name``.
+        """
+        ...
+
+
+def check_range(name: str, size: int, start: int, stop: int | None) -> int:
+    """The end of the range ``[start, stop)`` of a blob of ``size`` bytes (``stop`` None: the end).
+
+    Raises:
+        InvalidRange: The range does not lie within the blob.
+    """
+    end = size if stop is None else stop
+    if not 0 <= start <= end <= size:
+        raise InvalidRange(f"bytes [{start}, {end}) do not lie within blob {name} of {size} bytes")
+    return end

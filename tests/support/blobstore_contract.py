@@ -10,7 +10,10 @@ tests/integration/blobstore.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedrelay.ports.blobs import (
@@ -23,6 +26,7 @@ from fedrelay.ports.blobs import (
     BlobTooLarge,
     InvalidBlobDomain,
     InvalidBlobName,
+    InvalidRange,
     worker_domain,
 )
 from fedrelay.protocol.hashing import blob_name
@@ -30,6 +34,15 @@ from fedrelay.protocol.hashing import blob_name
 DATA = b"model weights \x00\x01\x02"
 #: The size limit the ``store`` fixture is made with.
 LIMIT = 64
+#: A blob streamed in and out: above the whole-bytes limit, and more than two 8 MiB parts of a
+#: multipart upload.
+BIG = np.random.default_rng(16).bytes(2 * 8 * 1024 * 1024 + 12_345)
+
+
+async def chunks(data: bytes, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """``data`` as an async stream of ``size``-byte chunks."""
+    for offset in range(0, len(data), size):
+        yield data[offset : offset + size]
 
 
 class BlobStoreContract:
@@ -116,3 +129,58 @@ class BlobStoreContract:
         assert set(names) == {blob_name(DATA)}
         assert await store.domains(blob_name(DATA)) == domains
         assert await store.get(blob_name(DATA)) == DATA
+
+    async def test_a_streamed_put_is_read_back_whole_by_stream_and_by_range(
+        self, store: BlobStore
+    ) -> None:
+        name = await store.put_stream(chunks(BIG), blob_name(BIG), domain=POSTER)
+        assert name == blob_name(BIG)
+        assert await store.domains(name) == {POSTER}
+        assert await store.size(name) == len(BIG)
+        assert await store.verify(name) == len(BIG)
+        streamed = [c async for c in store.iter_bytes(name, chunk=3 * 1024 * 1024)]
+        assert max(len(c) for c in streamed) <= 3 * 1024 * 1024
+        assert b"".join(streamed) == BIG
+        assert await store.read_range(name, 10_000_000, 777) == BIG[10_000_000:10_000_777]
+        tail = b"".join([c async for c in store.iter_bytes(name, len(BIG) - 5)])
+        assert tail == BIG[-5:]
+        with pytest.raises(BlobTooLarge, match="read it as a stream"):
+            await store.get(name)
+
+    async def test_a_streamed_put_without_a_name_finds_it(self, store: BlobStore) -> None:
+        assert await store.put_stream(chunks(BIG), domain=COORDINATOR) == blob_name(BIG)
+        assert await store.verify(blob_name(BIG)) == len(BIG)
+        small = await store.put_stream(chunks(DATA, 4), domain=COORDINATOR)
+        assert await store.get(small) == DATA
+
+    async def test_a_streamed_put_under_a_wrong_name_stores_nothing(self, store: BlobStore) -> None:
+        wrong = blob_name(b"not these bytes")
+        with pytest.raises(BlobHashMismatch, match="nothing was stored"):
+            await store.put_stream(chunks(BIG), wrong, domain=POSTER)
+        assert not await store.exists(wrong)
+        assert not await store.exists(blob_name(BIG))
+        with pytest.raises(BlobNotFound):
+            await store.size(wrong)
+
+    async def test_a_file_is_put_as_a_stream(self, store: BlobStore, tmp_path: Path) -> None:
+        source = tmp_path / "update.bin"
+        source.write_bytes(BIG)
+        assert await store.put_file(source, blob_name(BIG), domain=POSTER) == blob_name(BIG)
+        assert source.exists()
+        assert await store.put_file(source, domain=POSTER, consume=True) == blob_name(BIG)
+        assert not source.exists()
+        assert await store.read_range(blob_name(BIG), 0, 4) == BIG[:4]
+
+    async def test_ranges_outside_the_blob_are_refused(self, store: BlobStore) -> None:
+        name = await store.put(DATA, domain=POSTER)
+        assert await store.read_range(name, len(DATA), 0) == b""
+        with pytest.raises(InvalidRange, match="do not lie within"):
+            await store.read_range(name, 3, len(DATA))
+        with pytest.raises(BlobNotFound):
+            await store.read_range(blob_name(b"never stored"), 0, 1)
+
+    async def test_streamed_verify_catches_corrupt_bytes(self, store: BlobStore) -> None:
+        name = await store.put(DATA, domain=POSTER)
+        await self.tamper(store, name, DATA[:-1] + b"!")
+        with pytest.raises(BlobCorrupt, match=f"stored blob {name} is corrupt"):
+            await store.verify(name)

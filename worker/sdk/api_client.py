@@ -8,15 +8,25 @@
 
 Downloads are checked against their names here as well, so a worker never trains on bytes
 that differ from the hash the chain assigned.
+
+Large blobs go in chunks. :meth:`CoordinatorClient.upload_update` sends an update of up to
+:data:`SINGLE_REQUEST_BYTES` in one request and a larger one through an upload session;
+:meth:`CoordinatorClient.upload_update_file` streams one from a file. A session resumes from
+what the coordinator says arrived, so an interrupted upload (a dropped connection, a restarted
+worker) sends only the rest. :meth:`CoordinatorClient.download_blob_to` streams a blob to a file,
+hashing as it goes, and resumes a partial download with a range request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 
 import httpx
+from Crypto.Hash import keccak
 from pydantic import TypeAdapter
 
 from fedrelay.ports.blobs import check_name
@@ -27,6 +37,8 @@ from fedrelay.protocol.api.schemas import (
     RoundView,
     SecAggMessages,
     Survivors,
+    UploadStart,
+    UploadView,
     b64decode,
     b64encode,
 )
@@ -35,6 +47,14 @@ from fedrelay.protocol.hashing import blob_name
 from fedrelay.protocol.secagg.messages import SecAggStage
 
 _CHALLENGES = TypeAdapter(list[ChallengeView])
+
+#: Updates up to this size go in one request; larger ones through an upload session.
+SINGLE_REQUEST_BYTES = 8 * 1024 * 1024
+#: The bytes read from a file at a time while hashing it.
+_READ_BYTES = 8 * 1024 * 1024
+
+ReadAt = Callable[[int, int], Awaitable[bytes]]
+"""``read(offset, length)``: that many bytes of the blob being uploaded, from ``offset``."""
 
 
 class CoordinatorRequestError(Exception):
@@ -105,12 +125,7 @@ class CoordinatorClient:
         request.headers.update(headers)
         response = await self._http.send(request)
         if response.status_code >= 400:
-            try:
-                payload = response.json()
-                error, detail = str(payload["error"]), str(payload["detail"])
-            except (ValueError, KeyError, TypeError):
-                error, detail = "HTTPError", response.text[:500]
-            raise CoordinatorRequestError(response.status_code, error, detail)
+            raise _refusal(response)
         return response
 
     async def job_status(self, job_id: int) -> RoundView:
@@ -136,11 +151,119 @@ class CoordinatorClient:
         return response.content
 
     async def upload_update(self, job_id: int, round_number: int, data: bytes) -> str:
-        """Upload this worker's update for the round; returns its name (keccak256 hex)."""
+        """Upload this worker's update for the round; returns its name (keccak256 hex).
+
+        Up to :data:`SINGLE_REQUEST_BYTES` in one request, above that in chunks.
+        """
         name = blob_name(data)
+        if len(data) > SINGLE_REQUEST_BYTES:
+
+            async def read(offset: int, length: int) -> bytes:
+                return data[offset : offset + length]
+
+            return await self.upload_chunked(job_id, round_number, name, len(data), read)
         path = f"/v1/jobs/{job_id}/rounds/{round_number}/updates/{name}"
         response = await self._call("PUT", path, data)
         return BlobRef.model_validate_json(response.content).name
+
+    async def upload_update_file(self, job_id: int, round_number: int, path: Path) -> str:
+        """Upload the update in the file at ``path`` in chunks (one chunk in memory at a time).
+
+        Returns:
+            Its name (keccak256 hex).
+        """
+        name, size = await asyncio.to_thread(_hash_file, path)
+
+        async def read(offset: int, length: int) -> bytes:
+            return await asyncio.to_thread(_read_at, path, offset, length)
+
+        return await self.upload_chunked(job_id, round_number, name, size, read)
+
+    async def upload_chunked(
+        self, job_id: int, round_number: int, name: str, size: int, read: ReadAt
+    ) -> str:
+        """Upload a blob of ``size`` bytes named ``name`` through an upload session.
+
+        Starting the session finds the one begun before, if any, and the upload goes on from
+        the bytes the coordinator says arrived: an interrupted upload is resumed by calling this
+        again, and sends only the rest.
+
+        Args:
+            job_id: The job.
+            round_number: The round.
+            name: The blob's keccak256 hex (the coordinator refuses other bytes at the end).
+            size: Its size in bytes.
+            read: Reads the blob's bytes by range.
+
+        Returns:
+            ``name`` once the coordinator stored and recorded the update.
+
+        Raises:
+            CoordinatorRequestError: The coordinator refused the session, a chunk or the blob.
+        """
+        start = UploadStart(name=check_name(name), size=size).model_dump_json().encode()
+        path = f"/v1/jobs/{job_id}/rounds/{round_number}/uploads"
+        session = UploadView.model_validate_json((await self._call("POST", path, start)).content)
+        offset = session.received
+        while offset < size:
+            chunk = await read(offset, min(session.chunk_bytes, size - offset))
+            if not chunk:
+                raise ValueError(f"the blob's bytes ended at {offset} of {size}")
+            reply = await self._call(
+                "PUT", f"/v1/uploads/{session.upload_id}?offset={offset}", chunk
+            )
+            offset = UploadView.model_validate_json(reply.content).received
+        done = await self._call("POST", f"/v1/uploads/{session.upload_id}/complete")
+        return BlobRef.model_validate_json(done.content).name
+
+    async def upload_progress(self, upload_id: str) -> UploadView:
+        """How many bytes of this worker's upload session arrived."""
+        response = await self._call("GET", f"/v1/uploads/{upload_id}")
+        return UploadView.model_validate_json(response.content)
+
+    async def download_blob_to(self, name: str, path: Path) -> int:
+        """Stream a published blob into the file at ``path``, checked against ``name``.
+
+        The bytes go to ``<path>.part`` first; a ``.part`` left by an interrupted download is
+        resumed with a range request. Only a blob that hashes to ``name`` becomes ``path``.
+
+        Returns:
+            Its size in bytes.
+
+        Raises:
+            DownloadMismatch: The bytes do not hash to ``name`` (the partial file is removed).
+        """
+        check_name(name)
+        partial = path.with_name(path.name + ".part")
+        digest = keccak.new(digest_bits=256)
+        have = await asyncio.to_thread(_hash_into, partial, digest)
+        url = f"/v1/blobs/{name}"
+        headers = sign_request(self._signer, "GET", url, b"", now=int(self._clock()))
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        async with self._http.stream("GET", url, headers=headers) as response:
+            if response.status_code == 416 and have:  # the part already holds every byte
+                pass
+            elif response.status_code >= 400:
+                await response.aread()
+                raise _refusal(response)
+            else:
+                if have and response.status_code != 206:
+                    digest = keccak.new(digest_bits=256)  # the server sent it all again
+                    have = 0
+                handle = await asyncio.to_thread(partial.open, "ab" if have else "wb")
+                try:
+                    async for chunk in response.aiter_bytes(_READ_BYTES):
+                        digest.update(chunk)
+                        await asyncio.to_thread(handle.write, chunk)
+                finally:
+                    handle.close()
+        actual = bytes(digest.digest()).hex()
+        if actual != name:
+            await asyncio.to_thread(partial.unlink, missing_ok=True)
+            raise DownloadMismatch(f"blob {name} arrived as bytes that hash to {actual}")
+        await asyncio.to_thread(partial.replace, path)
+        return (await asyncio.to_thread(path.stat)).st_size
 
     async def send_secagg(
         self,
@@ -201,3 +324,38 @@ class CoordinatorClient:
         path = f"/v1/challenges/{challenge_id}/answer"
         response = await self._call("PUT", path, body.model_dump_json().encode())
         return ChallengeView.model_validate_json(response.content)
+
+
+def _refusal(response: httpx.Response) -> CoordinatorRequestError:
+    try:
+        payload = response.json()
+        error, detail = str(payload["error"]), str(payload["detail"])
+    except (ValueError, KeyError, TypeError):
+        error, detail = "HTTPError", response.text[:500]
+    return CoordinatorRequestError(response.status_code, error, detail)
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    """The keccak256 hex and size of the file at ``path``, read a chunk at a time."""
+    digest = keccak.new(digest_bits=256)
+    size = _hash_into(path, digest)
+    return bytes(digest.digest()).hex(), size
+
+
+def _hash_into(path: Path, digest: keccak.Keccak_Hash) -> int:
+    """Feed the file at ``path`` (if any) into ``digest``; its size (0 when there is none)."""
+    size = 0
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_READ_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        return 0
+    return size
+
+
+def _read_at(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)

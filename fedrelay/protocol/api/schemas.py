@@ -121,6 +121,27 @@ class BlobRef(_Schema):
     size: int
 
 
+class UploadStart(_Schema):
+    """Start (or find again) an upload session for a blob too large for one request."""
+
+    name: str = Field(pattern=HEX32, description="keccak256 hex the whole blob must hash to")
+    size: int = Field(ge=0, description="the blob's size in bytes")
+
+
+class UploadView(_Schema):
+    """An upload session: how many bytes of the blob arrived, and the largest chunk accepted.
+
+    The next chunk is sent at ``offset = received``; once ``received == size`` the session is
+    completed, which checks the hash and only then stores the blob.
+    """
+
+    upload_id: str
+    name: str
+    size: int
+    received: int
+    chunk_bytes: int
+
+
 class SecAggMessages(_Schema):
     """Opaque secure-aggregation messages, base64, keyed by the sender's worker_id (hex)."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.blobstore_contract import DATA, LIMIT, BlobStoreContract
+from support.blobstore_contract import BIG, DATA, LIMIT, BlobStoreContract, chunks
 
 from fedrelay.adapters.blobstore import FileBlobStore, blob_name
 from fedrelay.adapters.blobstore.s3 import (
@@ -26,7 +26,14 @@ from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.devnet.services import SeaweedS3
 from fedrelay.coordinator.process import open_blob_store
 from fedrelay.coordinator.settings import BlobStoreSettings, CoordinatorSettings
-from fedrelay.ports.blobs import COORDINATOR, POSTER, BlobCorrupt, BlobStore, BlobStoreUnavailable
+from fedrelay.ports.blobs import (
+    COORDINATOR,
+    POSTER,
+    BlobCorrupt,
+    BlobHashMismatch,
+    BlobStore,
+    BlobStoreUnavailable,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +112,7 @@ async def test_the_coordinator_s_settings_open_the_bucket(
 
 async def test_a_stored_object_above_the_limit_is_corrupt(s3_server: SeaweedS3) -> None:
     bucket = s3_server.create_bucket()
-    store = s3_store(s3_server, bucket)
+    store = s3_store(s3_server, bucket, max_stream_size=LIMIT)
     name = await store.put(b"small", domain=POSTER)
     s3_server.client().put_object(Bucket=bucket, Key=store.key_of(name), Body=b"y" * (LIMIT + 1))
     with pytest.raises(BlobCorrupt, match="above the limit"):
@@ -167,3 +174,20 @@ async def test_an_unreachable_endpoint_says_so() -> None:
         await store.get(blob_name(DATA))
     assert isinstance(failed.value, BlobStoreUnavailable)
     assert "secret-that-must-not-show" not in str(failed.value)
+
+
+async def test_a_refused_multipart_upload_leaves_no_parts_and_no_object(
+    s3_server: SeaweedS3,
+) -> None:
+    bucket = s3_server.create_bucket()
+    store = s3_store(s3_server, bucket, prefix="big/")
+    wrong = blob_name(b"the bytes the worker committed to")
+    with pytest.raises(BlobHashMismatch, match="nothing was stored"):
+        await store.put_stream(chunks(BIG), wrong, domain=POSTER)
+    client = s3_server.client()
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    name = await store.put_stream(chunks(BIG), domain=COORDINATOR)  # through the staging key
+    keys = [item["Key"] for item in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert sorted(keys) == sorted([store.key_of(name), f"{store.key_of(name)}.domains/coordinator"])
+    assert await store.verify(name) == len(BIG)
