@@ -5,7 +5,8 @@ for chain 4 the WorkerHub, so VAAs signed by the Python guardians (13 of 19) mov
 Figures are each transaction's `gasUsed` (21,000 intrinsic and calldata included); the view
 `parseAndVerifyVM` is measured with `eth_estimateGas`. Batch operations also report per worker;
 `finalize_round_k*` also gives the gas of settling that round (`settle_total`: credits and
-ROUND_SETTLED publication).
+ROUND_SETTLED publication). `receive_batch_*` compares 32 messages delivered one transaction
+each with the same kind of 32 messages in one `receiveMessages` batch, per message.
 """
 
 from __future__ import annotations
@@ -86,6 +87,79 @@ def _receive_batches(
         used = int(hub.receive_message(relayer, vaa)["gasUsed"])
         figures[f"receive_task_assigned_k{k}"] = {"total": used, "per_worker": used // k}
     return figures
+
+
+def _task_assigned(hub: WorkerHubContract, job_id: int, worker_key: bytes) -> bytes:
+    return TaskAssigned(
+        WORKERS,
+        address_to_bytes32(hub.address),
+        job_id=job_id,
+        round=0,
+        deadline=2**40,
+        model_hash=b"\x01" * 32,
+        config_hash=b"\x02" * 32,
+        min_stake=0,
+        stake_lock=0,
+        release_at=2**40 + 86_400,
+        tasks=(Task(worker_key, 0),),
+    ).to_bytes()
+
+
+def _registered(market: JobMarketContract, key: bytes, payout: str) -> bytes:
+    return WorkerRegistered(
+        COORDINATOR,
+        address_to_bytes32(market.address),
+        0,
+        key,
+        10**8,
+        address_to_bytes32(payout),
+        0,
+    ).to_bytes()
+
+
+def _single_versus_batch(
+    receiver: WorkerHubContract | JobMarketContract,
+    owner: Signer,
+    singles: Sequence[bytes],
+    batch: Sequence[bytes],
+) -> dict[str, int]:
+    """Gas per message of `singles` delivered one transaction each and of `batch` in one."""
+    single_gas = sum(int(receiver.receive_message(owner, v)["gasUsed"]) for v in singles)
+    delivery = receiver.receive_batch(owner, batch)
+    if len(delivery.applied) != len(batch):
+        raise RuntimeError(f"the batch applied {len(delivery.applied)} of {len(batch)}")
+    batch_gas = int(delivery.receipt["gasUsed"])
+    return {
+        "single_per_message": single_gas // len(singles),
+        "batch_total": batch_gas,
+        "batch_per_message": batch_gas // len(batch),
+    }
+
+
+def _batch_versus_single(
+    hub: WorkerHubContract, market: JobMarketContract, owner: Signer, guardians: _Guardians
+) -> dict[str, Any]:
+    """32 one-task TASK_ASSIGNED (and 32 WORKER_REGISTERED) singly, then 32 more in a batch."""
+
+    def assigned(i: int) -> bytes:
+        payload = _task_assigned(hub, 5_000 + i, _key(5_000 + i))
+        return guardians.vaa(COORDINATOR, market.address, payload)
+
+    def registered(i: int) -> bytes:
+        payload = _registered(market, _key(6_000 + i), owner.address)
+        return guardians.vaa(WORKERS, hub.address, payload)
+
+    return {
+        "receive_batch_task_assigned_k32": _single_versus_batch(
+            hub, owner, [assigned(i) for i in range(32)], [assigned(100 + i) for i in range(32)]
+        ),
+        "receive_batch_worker_registered_k32": _single_versus_batch(
+            market,
+            owner,
+            [registered(i) for i in range(32)],
+            [registered(100 + i) for i in range(32)],
+        ),
+    }
 
 
 def _finalize(
@@ -178,6 +252,7 @@ def measure() -> dict[str, Any]:
             )
         for k in (8, 32):
             figures[f"finalize_round_k{k}"] = _finalize(market, hub.address, owner, guardians, k)
+        figures |= _batch_versus_single(hub, market, owner, guardians)
     return figures
 
 
