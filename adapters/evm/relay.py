@@ -17,12 +17,14 @@ a replacement needs). The contract's ``isConsumed(digest)`` is the consumed flag
 replaying the call at its block (the decoded revert reason), or as out of gas when it used all
 its gas.
 
-Batches: the destination can also deliver many VAAs in one ``receiveMessages(vaas)`` transaction
+Batches (the port's optional :class:`~fedrelay.ports.relay.BatchDestination`): the destination
+can also deliver many VAAs in one ``receiveMessages(vaas)`` transaction
 (:meth:`EvmDestination.prepare_batch`), which applies each entry on its own and reports each by a
-``BatchEntry`` event, read back on confirmation (:meth:`EvmDestination.batch_results`). How many
-fit (:meth:`EvmDestination.max_batch`) follows the destination's block gas limit: a batch may
-take a share of it (:class:`BatchPolicy`), at the gas per message the last estimates showed, and
-never more than the policy's cap. The deliverer takes the smaller of that and what is queued.
+``BatchEntry`` event, read back on confirmation (:meth:`EvmDestination.batch_outcome`,
+:meth:`EvmDestination.batch_results`). How many fit (:meth:`EvmDestination.max_batch`) follows
+the destination's block gas limit: a batch may take a share of it (:class:`BatchPolicy`), at the
+gas per message the last estimates showed, and never more than the policy's cap. The deliverer
+takes the smaller of that and what is queued.
 
 Both talk to the node through web3's asynchronous provider, so one event loop serves every stage.
 """
@@ -62,6 +64,7 @@ from fedrelay.adapters.evm.core import address_to_bytes32
 from fedrelay.adapters.evm.errors import AlreadyConsumed, ContractRevert, EvmError
 from fedrelay.adapters.evm.reverts import RevertDecoder, revert_data
 from fedrelay.ports.relay import (
+    BatchOutcome,
     ChainPosition,
     EmittedMessage,
     Failure,
@@ -315,11 +318,14 @@ class BatchPolicy:
             (its gas limit included the :class:`GasPolicy` margin), so that a batch fits a
             block next to other traffic.
         initial_gas_per_message: The gas per message assumed before the first estimate.
+        assumed_block_gas_limit: The block gas limit assumed before the first block is read
+            (every :meth:`EvmDestination.prepare` and ``prepare_batch`` reads the latest).
     """
 
     max_messages: int = MAX_BATCH
     block_gas_share: float = 0.5
     initial_gas_per_message: int = 250_000
+    assumed_block_gas_limit: int = 30_000_000
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_messages <= MAX_BATCH:
@@ -328,6 +334,8 @@ class BatchPolicy:
             raise ValueError(f"block_gas_share must be in (0, 1], got {self.block_gas_share}")
         if self.initial_gas_per_message <= 0:
             raise ValueError("initial_gas_per_message must be positive")
+        if self.assumed_block_gas_limit <= 0:
+            raise ValueError("assumed_block_gas_limit must be positive")
 
 
 class BatchTooLarge(EvmError):
@@ -373,6 +381,7 @@ class EvmDestination:
         self.gas = gas or GasPolicy()
         self.batch = batch or BatchPolicy()
         self._gas_per_message = self.batch.initial_gas_per_message
+        self._block_gas_limit = self.batch.assumed_block_gas_limit
         self._contract = w3.eth.contract(address=self.receiver, abi=_RECEIVER_ABI)
         self._decoder = _decoder()
 
@@ -401,17 +410,19 @@ class EvmDestination:
         if gas is None:
             gas = math.ceil(await self.w3.eth.estimate_gas(call) * self.gas.gas_margin)
         block = await self.w3.eth.get_block("latest")
+        self._block_gas_limit = int(block["gasLimit"])
         return await self._sign(data, gas, nonce, fee_level, int(block.get("baseFeePerGas", 0)))
 
     # ---- batches ---------------------------------------------------------------------------
 
-    async def max_batch(self) -> int:
+    def max_batch(self) -> int:
         """How many VAAs the next batch may hold (at least 1).
 
-        The policy's cap, and no more than the policy's share of the latest block's gas limit
-        holds at the gas per message the last batch estimate showed (with the gas margin).
+        The policy's cap, and no more than the policy's share of the block gas limit (of the
+        latest block a prepare read) holds at the gas per message the last batch estimate
+        showed (with the gas margin).
         """
-        budget = await self._batch_budget()
+        budget = int(self._block_gas_limit * self.batch.block_gas_share)
         per_message = math.ceil(self._gas_per_message * self.gas.gas_margin)
         return max(1, min(self.batch.max_messages, budget // per_message))
 
@@ -443,11 +454,25 @@ class EvmDestination:
         self._learn_gas(estimate, len(vaas))
         gas = math.ceil(estimate * self.gas.gas_margin)
         block = await self.w3.eth.get_block("latest")
-        budget = int(int(block["gasLimit"]) * self.batch.block_gas_share)
+        self._block_gas_limit = int(block["gasLimit"])
+        budget = int(self._block_gas_limit * self.batch.block_gas_share)
         if gas > budget and len(vaas) > 1:
             fits = max(1, budget * len(vaas) // gas)
             raise BatchTooLarge(len(vaas), fits, gas, budget)
         return await self._sign(data, gas, nonce, fee_level, int(block.get("baseFeePerGas", 0)))
+
+    async def batch_outcome(self, tx_id: str, vaas: Sequence[bytes]) -> BatchOutcome:
+        """What the confirmed batch `tx_id` did with each of `vaas`: applied, or why not
+        (consumed before, or the decoded refusal of that entry alone)."""
+        entries = await self.batch_results(tx_id, len(vaas))
+        reasons: list[str | None] = []
+        for entry in entries:
+            failure = self.entry_failure(entry)
+            reasons.append(None if failure is None else failure.reason)
+        return BatchOutcome(
+            applied=tuple(e.result == BatchResult.APPLIED for e in entries),
+            reasons=tuple(reasons),
+        )
 
     async def batch_results(self, tx_id: str, count: int) -> list[BatchEntryResult]:
         """Each entry's result from the receipt of a confirmed ``count``-entry batch.
@@ -480,16 +505,9 @@ class EvmDestination:
         )
 
     def _learn_gas(self, estimate: int, count: int) -> None:
-        """Follow the gas per message: a higher one at once, a lower one gradually."""
-        observed = math.ceil(estimate / count)
-        if observed >= self._gas_per_message:
-            self._gas_per_message = observed
-        else:
-            self._gas_per_message = (3 * self._gas_per_message + observed) // 4
-
-    async def _batch_budget(self) -> int:
-        block = await self.w3.eth.get_block("latest")
-        return int(int(block["gasLimit"]) * self.batch.block_gas_share)
+        """Take the gas per message of the latest batch estimate (a batch that turns out
+        heavier is refused by :class:`BatchTooLarge` and teaches the higher figure at once)."""
+        self._gas_per_message = max(1, math.ceil(estimate / count))
 
     async def _sign(
         self, data: HexStr | str, gas: int, nonce: int | None, fee_level: int, base_fee: int

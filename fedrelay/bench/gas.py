@@ -15,6 +15,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from web3.types import RPCEndpoint
+
 from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.guardians import guardian_signers
 from fedrelay.adapters.devnet.services import Anvil
@@ -33,6 +35,7 @@ from fedrelay.adapters.evm import (
     link,
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole import (
     GuardianSigner,
     Outcome,
@@ -65,8 +68,27 @@ def _key(i: int) -> bytes:
     return address_to_bytes32("0x" + (0x7000 + i).to_bytes(20, "big").hex())
 
 
+def _hub_workers(chain: EvmChain, hub: WorkerHubContract, count: int) -> list[bytes]:
+    """`count` workers staked and registered on the hub (a task goes to registered workers
+    only), funded through anvil; their bytes32 keys."""
+    keys = []
+    for i in range(count):
+        worker = Signer("0x" + keccak256(f"gas bench worker {i}".encode()).hex())
+        chain.w3.provider.make_request(
+            RPCEndpoint("anvil_setBalance"), [worker.address, hex(10**20)]
+        )
+        hub.stake(worker, 10**18)
+        hub.register(worker, address_to_bytes32(worker.address), 0)
+        keys.append(address_to_bytes32(worker.address))
+    return keys
+
+
 def _receive_batches(
-    hub: WorkerHubContract, market: str, relayer: Signer, guardians: _Guardians
+    hub: WorkerHubContract,
+    market: str,
+    relayer: Signer,
+    guardians: _Guardians,
+    workers: Sequence[bytes],
 ) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for k in (1, 8, 32):
@@ -81,7 +103,7 @@ def _receive_batches(
             min_stake=0,
             stake_lock=0,
             release_at=2**40 + 86_400,
-            tasks=tuple(Task(_key(1000 * k + i), i) for i in range(k)),
+            tasks=tuple(Task(workers[i], i) for i in range(k)),
         )
         vaa = guardians.vaa(COORDINATOR, market, payload.to_bytes())
         used = int(hub.receive_message(relayer, vaa)["gasUsed"])
@@ -137,12 +159,16 @@ def _single_versus_batch(
 
 
 def _batch_versus_single(
-    hub: WorkerHubContract, market: JobMarketContract, owner: Signer, guardians: _Guardians
+    hub: WorkerHubContract,
+    market: JobMarketContract,
+    owner: Signer,
+    guardians: _Guardians,
+    workers: Sequence[bytes],
 ) -> dict[str, Any]:
     """32 one-task TASK_ASSIGNED (and 32 WORKER_REGISTERED) singly, then 32 more in a batch."""
 
     def assigned(i: int) -> bytes:
-        payload = _task_assigned(hub, 5_000 + i, _key(5_000 + i))
+        payload = _task_assigned(hub, 5_000 + i, workers[i % len(workers)])
         return guardians.vaa(COORDINATOR, market.address, payload)
 
     def registered(i: int) -> bytes:
@@ -165,7 +191,10 @@ def _batch_versus_single(
 def _finalize(
     market: JobMarketContract, hub: str, owner: Signer, guardians: _Guardians, k: int
 ) -> dict[str, int]:
-    spec = JobSpec(b"\x03" * 32, b"\x04" * 32, 1, k, 10**18, 0, (WORKERS,))
+    recipients = (address_to_bytes32(owner.address),)  # where slashes would go
+    spec = JobSpec(
+        b"\x03" * 32, b"\x04" * 32, 1, k, 10**18, 0, (WORKERS,), slash_recipients=recipients
+    )
     job_id = market.post_job(owner, spec).job_id
     tasks = [Task(_key(i), i) for i in range(k)]
     market.assign_tasks(owner, job_id, WORKERS, 2**40, tasks)
@@ -217,7 +246,8 @@ def measure() -> dict[str, Any]:
         figures["parse_and_verify_vm_13_of_19"] = core2.contract.functions.parseAndVerifyVM(
             quorum
         ).estimate_gas()
-        figures |= _receive_batches(hub, market.address, owner, guardians)
+        workers = _hub_workers(chain, hub, 32)
+        figures |= _receive_batches(hub, market.address, owner, guardians, workers)
 
         worker_key = address_to_bytes32(worker.address)
         assigned = TaskAssigned(
@@ -233,6 +263,8 @@ def measure() -> dict[str, Any]:
             2**40 + 86_400,
             (Task(worker_key, 0),),
         )
+        hub.stake(worker, 10**18)
+        hub.register(worker, worker_key, 0)
         hub.receive_message(owner, guardians.vaa(COORDINATOR, market.address, assigned.to_bytes()))
         receipt = hub.commit_update(worker, 7, 0, b"\x08" * 32, b"\x09" * 32, 100, 1)
         figures["commit_update"] = int(receipt["gasUsed"])
@@ -252,7 +284,7 @@ def measure() -> dict[str, Any]:
             )
         for k in (8, 32):
             figures[f"finalize_round_k{k}"] = _finalize(market, hub.address, owner, guardians, k)
-        figures |= _batch_versus_single(hub, market, owner, guardians)
+        figures |= _batch_versus_single(hub, market, owner, guardians, workers)
     return figures
 
 

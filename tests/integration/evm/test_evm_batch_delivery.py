@@ -27,7 +27,7 @@ from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.batch import BatchResult
 from fedrelay.adapters.evm.relay import BatchPolicy, BatchTooLarge, EvmDestination, connect
 from fedrelay.adapters.evm.testing import EvmDeployment, deploy_pair
-from fedrelay.ports.relay import FailureKind, TxState, TxStatus
+from fedrelay.ports.relay import BatchDestination, FailureKind, TxState, TxStatus
 from fedrelay.protocol.wormhole import Task, TaskAssigned, VaaBody, WorkerRegistered, sign_vaa
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,8 @@ class Vaas:
         assigned = TaskAssigned(
             target_chain=WORKERS, target_address=address_to_bytes32(self.evm.hub.address),
             job_id=job_id, round=0, deadline=self.deadline, model_hash=bytes(32),
-            config_hash=bytes(32), tasks=(Task(address_to_bytes32(f"0x{job_id:040x}"), 0),),
+            config_hash=bytes(32), min_stake=0, stake_lock=0, release_at=self.deadline + 86_400,
+            tasks=(Task(address_to_bytes32(f"0x{job_id:040x}"), 0),),
         )  # fmt: skip
         self.sequence += 1
         return VaaBody(
@@ -92,7 +93,11 @@ async def deliver_batch(destination: EvmDestination, vaas: list[bytes]) -> list[
     signed = await destination.prepare_batch(vaas, None, 0)
     await destination.broadcast(signed)
     assert (await mined(destination, signed.tx_id)).state is TxState.CONFIRMED
-    return await destination.batch_results(signed.tx_id, len(vaas))
+    entries = await destination.batch_results(signed.tx_id, len(vaas))
+    outcome = await destination.batch_outcome(signed.tx_id, vaas)
+    assert outcome.applied == tuple(e.result is BatchResult.APPLIED for e in entries)
+    assert [r is None for r in outcome.reasons] == list(outcome.applied)
+    return entries
 
 
 def consumed_counts(evm: EvmDeployment, from_block: int) -> Counter[bytes]:
@@ -112,7 +117,8 @@ async def test_a_batch_of_32_with_a_consumed_and_an_invalid_vaa_applies_each_onc
     before = await destination.prepare(batch[5], None, 0)  # delivered on its own first
     await destination.broadcast(before)
     assert (await mined(destination, before.tx_id)).state is TxState.CONFIRMED
-    assert await destination.max_batch() == 32
+    assert isinstance(destination, BatchDestination)
+    assert destination.max_batch() == 32
 
     entries = await deliver_batch(destination, batch)
 
@@ -157,13 +163,13 @@ async def test_the_batch_size_follows_the_block_gas_limit(
         destination.w3, WORKERS, evm.hub.address, evm.workers.private_keys[RELAYER_KEY],
         evm.workers.chain_id, batch=policy,
     )  # fmt: skip
-    assert await small.max_batch() == 1  # 400,000 x 1.25 per message before any estimate
+    assert small.max_batch() == 1  # 400,000 x 1.25 per message before any estimate
     vaas = Vaas(evm, 300_000)
     batch = [vaas.signed(3_000 + i) for i in range(8)]
     with pytest.raises(BatchTooLarge) as too_large:
         await small.prepare_batch(batch, None, 0)
     assert 1 < too_large.value.fits < 8
-    size = await small.max_batch()
+    size = small.max_batch()
     assert 1 < size < 8, "sized by the gas per message the estimate showed"
     entries = await deliver_batch(small, batch[:size])
     assert [e.result for e in entries] == [BatchResult.APPLIED] * size
