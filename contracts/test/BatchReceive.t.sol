@@ -122,13 +122,9 @@ contract HubBatchReceiveTest is HubFixture, BatchResults {
             abi.encodeWithSelector(MessageReceiver.UnknownEmitter.selector, COORDINATOR, bytes32(uint256(0xBAD))),
             "unknown emitter"
         );
-        assertEq(
-            entries[5].reason, abi.encodeWithSelector(MessageReceiver.WrongTargetChain.selector, 9), "wrong chain"
-        );
+        assertEq(entries[5].reason, abi.encodeWithSelector(MessageReceiver.WrongTargetChain.selector, 9), "wrong chain");
         assertEq(bytes4(entries[6].reason), bytes4(keccak256("MalformedVaa(uint256,uint256)")), "malformed VAA");
-        assertEq(
-            entries[7].reason, abi.encodeWithSelector(MessageReceiver.UnexpectedPayload.selector, 1), "unexpected"
-        );
+        assertEq(entries[7].reason, abi.encodeWithSelector(MessageReceiver.UnexpectedPayload.selector, 1), "unexpected");
         assertEq(bytes4(entries[8].reason), PayloadCodec.PayloadLengthMismatch.selector, "malformed body");
         assertEq(
             entries[9].reason, abi.encodeWithSelector(WorkerHub.InsufficientFeeReserve.selector, 5, 0), "fee reserve"
