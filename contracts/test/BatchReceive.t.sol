@@ -176,6 +176,32 @@ contract HubBatchReceiveTest is HubFixture, BatchResults {
         assertEq(results.length, 0, "no entries, no results");
     }
 
+    /// Stake rules hold inside a batch: an assignment locks, its slashed settlement takes the lock
+    /// to the recipient (paying its STAKE_CHANGED from the value sent), and a repeat changes nothing.
+    function test_receiveMessages_keepsTheStakeRulesAcrossEntries() public {
+        ensureRegistered(worker(1));
+        stakeAs(worker(1), 1 ether);
+        core.setMessageFee(3);
+        bytes memory settled = signedFromMarket(settledPayload(5, 0, worker(1), PayloadCodec.OUTCOME_SLASHED, 1e8));
+        bytes[] memory vaas = new bytes[](4);
+        vaas[0] = assigned(5, worker(1));
+        vaas[1] = settled;
+        vaas[2] = settled;
+        vaas[3] = assigned(6, worker(1)); // after the slash 1 ether is left, none of it locked
+        vm.deal(address(this), 3);
+        uint8[] memory results = hub.receiveMessages{value: 3}(vaas);
+        assertEq(results[0], APPLIED, "assigned");
+        assertEq(results[1], APPLIED, "settled");
+        assertEq(results[2], CONSUMED, "settled once");
+        assertEq(results[3], APPLIED, "assigned again");
+        WorkerHub.Staker memory s = hub.getStaker(worker(1));
+        assertEq(s.staked, 1 ether, "the slash took the task's lock");
+        assertEq(s.locked, 1 ether, "only the new task's lock remains");
+        assertEq(hub.claimableOf(POSTER), 1 ether, "credited to the job's recipient");
+        assertEq(hub.feeReserve(), 0, "the slash's STAKE_CHANGED was paid from the value");
+        assertTrue(taskState(5, worker(1)) == WorkerHub.TaskState.Settled, "task settled");
+    }
+
     function _thirtyTwo(uint64 firstJob) internal returns (bytes[] memory vaas) {
         ensureRegistered(worker(1));
         stakeAs(worker(1), 80 ether); // every task locks 1 ether
