@@ -162,6 +162,7 @@ def test_round_trip_task_assigned_then_update_committed(deployment: Deployment) 
         reward_per_round=10**18,
         min_stake=10**8,
         worker_chains=(WORKERS,),
+        slash_recipients=(address_to_bytes32(coordinator.signer(4).address),),
     )
     start = coordinator.chain.w3.eth.block_number + 1
     job_id = market.post_job(coordinator.signer(4), spec).job_id

@@ -59,6 +59,7 @@ def test_downgrade_undoes_the_coordinator_migrations_only_when_confirmed(ledger_
 
     code, output = db("downgrade", "0002", "--url", ledger_url)
     assert code == 2
+    assert "c006" in output
     assert "c005" in output
     assert "c004" in output
     assert "c003" in output
@@ -66,7 +67,7 @@ def test_downgrade_undoes_the_coordinator_migrations_only_when_confirmed(ledger_
     assert "c001" in output
     assert "refusing without --yes" in output
     assert tables(ledger_url) >= COORDINATOR_TABLES  # nothing was dropped
-    assert db("current", "--url", ledger_url)[1].strip() == "c005"
+    assert db("current", "--url", ledger_url)[1].strip() == "c006"
 
     code, output = db("downgrade", "0002", "--url", ledger_url, "--yes")
     assert code == 0, output
@@ -77,7 +78,7 @@ def test_downgrade_undoes_the_coordinator_migrations_only_when_confirmed(ledger_
 
     code, output = db("upgrade", "--url", ledger_url)
     assert code == 0, output
-    assert "ledger at revision c005" in output
+    assert "ledger at revision c006" in output
     assert tables(ledger_url) >= COORDINATOR_TABLES | RELAYER_TABLES
 
 
@@ -87,7 +88,7 @@ def test_an_unknown_or_higher_revision_is_refused_and_changes_nothing(ledger_url
     code, output = db("downgrade", "9999", "--url", ledger_url, "--yes")
     assert code == 2
     assert "unknown revision '9999'" in output
-    assert "0001, 0002, c001, c002, c003, c004, c005" in output
+    assert "0001, 0002, c001, c002, c003, c004, c005, c006" in output
 
     code, output = db("downgrade", "c002", "--url", ledger_url, "--yes")
     assert code == 2
