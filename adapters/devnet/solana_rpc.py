@@ -5,6 +5,11 @@ project, in the real response shapes, so production client code is what tests ru
 processed transaction (and airdrop) advances the slot by one and rotates the blockhash; the
 cluster clock follows wall time plus an offset that tests move with `advance_time`.
 
+With `slot_ms` set, slots follow wall time instead, as on a real cluster: a slot lasts `slot_ms`
+milliseconds and holds every transaction processed meanwhile, and a transaction may carry any
+blockhash of the last `BLOCKHASH_VALIDITY_SLOTS` slots (several senders, or one sender with many
+transactions in flight, sign with the same recent blockhash). Tests of parallel delivery use it.
+
 Methods: getLatestBlockhash, isBlockhashValid, sendTransaction (with preflight),
 simulateTransaction, getSignatureStatuses, getTransaction, getSignaturesForAddress, getAccountInfo,
 getMultipleAccounts, getProgramAccounts (dataSize and memcmp filters), getBalance, getSlot,
@@ -110,11 +115,20 @@ class DevnetChain:
     svm: LiteSVM = field(default_factory=lambda: LiteSVM().with_sigverify(True))
     time_offset: int = 0
     frozen_time: int | None = None
+    slot_ms: int | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _history: dict[str, _Processed] = field(default_factory=dict)
     _by_address: dict[str, list[str]] = field(default_factory=dict)
+    _slot_started: float = field(default_factory=time.monotonic)
+    _recent: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.slot_ms is not None:
+            if self.slot_ms <= 0:
+                raise ValueError(f"slot_ms must be positive, got {self.slot_ms}")
+            # Recent blockhashes are checked here (`check_blockhash`): LiteSVM takes the latest.
+            self.svm = self.svm.with_blockhash_check(False)
+            self._remember_blockhash()
         self._set_clock(self.svm.get_clock().slot)
 
     # ---- time and slots ------------------------------------------------------------------
@@ -134,12 +148,46 @@ class DevnetChain:
         # Address lookup tables are created against a recent slot found in SlotHashes.
         recent = [(slot, self.svm.latest_blockhash()), *self.svm.get_slot_hashes()]
         self.svm.set_slot_hashes(recent[:_SLOT_HASHES_KEPT])
+        if self.slot_ms is not None:
+            self._remember_blockhash()
+
+    def _remember_blockhash(self) -> None:
+        slot = int(self.svm.get_clock().slot)
+        self._recent[str(self.svm.latest_blockhash())] = slot
+        for blockhash, seen in list(self._recent.items()):
+            if seen < slot - BLOCKHASH_VALIDITY_SLOTS:
+                del self._recent[blockhash]
+
+    def _tick(self) -> None:
+        """With timed slots: start the slots that wall time has reached since the last one."""
+        if self.slot_ms is None:
+            return
+        elapsed = int((time.monotonic() - self._slot_started) * 1000) // self.slot_ms
+        for _ in range(min(elapsed, BLOCKHASH_VALIDITY_SLOTS)):
+            self._next_slot()
+        self._slot_started += elapsed * self.slot_ms / 1000
+
+    def check_blockhash(self, tx: VersionedTransaction) -> bool:
+        """Whether `tx`'s blockhash is recent enough to land (always true without timed slots,
+        where LiteSVM itself takes the latest blockhash only)."""
+        with self._lock:
+            self._tick()
+            if self.slot_ms is None:
+                return True
+            return str(tx.message.recent_blockhash) in self._recent
 
     @property
     def slot(self) -> int:
         """The current slot (block height equals slot on this chain)."""
         with self._lock:
+            self._tick()
             return int(self.svm.get_clock().slot)
+
+    def latest_blockhash(self) -> str:
+        """The blockhash of the current slot."""
+        with self._lock:
+            self._tick()
+            return str(self.svm.latest_blockhash())
 
     def unix_time(self) -> int:
         """The cluster clock's unix time as programs see it now."""
@@ -189,13 +237,14 @@ class DevnetChain:
                 signature, slot, self.unix_time(), None, _empty_tx(), [], 0, 0, [], []
             )
             self._by_address.setdefault(str(address), []).insert(0, signature)
-            self._next_slot()
+            self._after_transaction()
             return signature
 
     # ---- transactions -----------------------------------------------------------------------
     def simulate(self, tx: VersionedTransaction) -> TransactionMetadata | FailedTransactionMetadata:
         """Run a transaction without committing it."""
         with self._lock:
+            self._tick()
             self._set_clock(self.svm.get_clock().slot)
             result = self.svm.simulate_transaction(tx)
             if isinstance(result, FailedTransactionMetadata):
@@ -203,8 +252,9 @@ class DevnetChain:
             return result.meta()
 
     def process(self, tx: VersionedTransaction) -> _Processed:
-        """Execute and commit a transaction in a new slot."""
+        """Execute and commit a transaction (in a new slot, unless slots are timed)."""
         with self._lock:
+            self._tick()
             self._set_clock(self.svm.get_clock().slot)
             keys = list(tx.message.account_keys)
             pre = [self.svm.get_balance(k) or 0 for k in keys]
@@ -229,8 +279,17 @@ class DevnetChain:
                 # The whole history stays, as on an archive node: pages come from `before`.
                 for key in keys:
                     self._by_address.setdefault(str(key), []).insert(0, signature)
-            self._next_slot()
+            self._after_transaction()
             return record
+
+    def _after_transaction(self) -> None:
+        """A new slot per transaction; with timed slots only a new blockhash (airdrops sign
+        with the latest one, so two alike must not share it)."""
+        if self.slot_ms is None:
+            self._next_slot()
+        else:
+            self.svm.expire_blockhash()
+            self._remember_blockhash()
 
     def processed(self, signature: str) -> _Processed | None:
         """The record of a processed transaction, if the chain has seen it."""
@@ -300,7 +359,7 @@ class _Rpc:
 
     def get_latest_blockhash(self, _params: list[Any]) -> JsonDict:
         with self.chain._lock:
-            blockhash = str(self.chain.svm.latest_blockhash())
+            blockhash = self.chain.latest_blockhash()
             height = self.chain.slot + BLOCKHASH_VALIDITY_SLOTS
         return self._context({"blockhash": blockhash, "lastValidBlockHeight": height})
 
@@ -321,6 +380,10 @@ class _Rpc:
 
     def send_transaction(self, params: list[Any]) -> str:
         tx = self._decode_tx(params)
+        if not self.chain.check_blockhash(tx):
+            # What a node answers at preflight (and, without it, the transaction never lands).
+            data: JsonDict = {"err": "BlockhashNotFound", "logs": [], "accounts": None}
+            raise RpcError(-32002, "Transaction simulation failed: Blockhash not found", data)
         if not _config(params, 1).get("skipPreflight", False):
             simulated = self.chain.simulate(tx)
             if isinstance(simulated, FailedTransactionMetadata):
@@ -584,17 +647,20 @@ class SolanaDevnet:
 
 
 @contextmanager
-def serve_devnet(host: str = "127.0.0.1", port: int = 0) -> Iterator[SolanaDevnet]:
+def serve_devnet(
+    host: str = "127.0.0.1", port: int = 0, slot_ms: int | None = None
+) -> Iterator[SolanaDevnet]:
     """Run a devnet JSON-RPC server on a background thread for the duration of the block.
 
     Args:
         host: Interface to bind; loopback by default.
         port: TCP port; 0 picks a free one.
+        slot_ms: Timed slots of this many milliseconds (None: one slot per transaction).
 
     Yields:
         The devnet, with `url` to give to `AsyncClient`.
     """
-    chain = DevnetChain()
+    chain = DevnetChain(slot_ms=slot_ms)
     handler = type("DevnetHandler", (_Handler,), {"rpc": _Rpc(chain)})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
 from web3.types import TxReceipt
 
 from fedrelay.adapters.evm.artifacts import load_artifact
+from fedrelay.adapters.evm.batch import BatchDelivery, receive_batch
 from fedrelay.adapters.evm.chain import EvmChain, Signer
 from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_events
 
@@ -110,6 +112,18 @@ class WorkerHubContract:
             ContractRevert: Any other rejection.
         """
         return self.chain.transact(signer, self.contract.functions.receiveMessage(vaa))
+
+    def receive_batch(self, signer: Signer, vaas: Sequence[bytes], value: int = 0) -> BatchDelivery:
+        """Deliver TASK_ASSIGNED and ROUND_SETTLED VAAs in one ``receiveMessages`` transaction.
+
+        Each entry is applied on its own: a consumed or refused one does not revert the others.
+        `value` tops up the fee reserve that pays the messages the entries publish.
+
+        Returns:
+            The receipt and each entry's result (applied, consumed, invalid or failed, with the
+            decoded reason of a refused entry).
+        """
+        return receive_batch(self.chain, signer, self.contract, vaas, value)
 
     def is_consumed(self, digest: bytes) -> bool:
         """Whether the VAA with this digest has been delivered here."""

@@ -10,6 +10,7 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from fedrelay.adapters.evm.artifacts import load_artifact
+from fedrelay.adapters.evm.batch import BatchDelivery, receive_batch
 from fedrelay.adapters.evm.chain import EvmChain, Signer
 from fedrelay.adapters.evm.errors import EvmError
 from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_events
@@ -249,6 +250,17 @@ class JobMarketContract:
             ContractRevert: Any other rejection (wrong emitter, target, unknown task, ...).
         """
         return self.chain.transact(signer, self.contract.functions.receiveMessage(vaa))
+
+    def receive_batch(self, signer: Signer, vaas: Sequence[bytes]) -> BatchDelivery:
+        """Deliver WORKER_REGISTERED, UPDATE_COMMITTED, STAKE_CHANGED VAAs in one transaction.
+
+        Each entry is applied on its own: a consumed or refused one does not revert the others.
+
+        Returns:
+            The receipt and each entry's result (applied, consumed, invalid or failed, with the
+            decoded reason of a refused entry).
+        """
+        return receive_batch(self.chain, signer, self.contract, vaas)
 
     def is_consumed(self, digest: bytes) -> bool:
         """Whether the VAA with this digest has been delivered here."""

@@ -17,6 +17,15 @@ a replacement needs). The contract's ``isConsumed(digest)`` is the consumed flag
 replaying the call at its block (the decoded revert reason), or as out of gas when it used all
 its gas.
 
+Batches (the port's optional :class:`~fedrelay.ports.relay.BatchDestination`): the destination
+can also deliver many VAAs in one ``receiveMessages(vaas)`` transaction
+(:meth:`EvmDestination.prepare_batch`), which applies each entry on its own and reports each by a
+``BatchEntry`` event, read back on confirmation (:meth:`EvmDestination.batch_outcome`,
+:meth:`EvmDestination.batch_results`). How many fit (:meth:`EvmDestination.max_batch`) follows
+the destination's block gas limit: a batch may take a share of it (:class:`BatchPolicy`), at the
+gas per message the last estimates showed, and never more than the policy's cap. The deliverer
+takes the smaller of that and what is queued.
+
 Both talk to the node through web3's asynchronous provider, so one event loop serves every stage.
 """
 
@@ -44,10 +53,18 @@ from web3.exceptions import (
 from web3.types import BlockIdentifier, LogReceipt, TxParams
 
 from fedrelay.adapters.evm.artifacts import CONTRACT_NAMES, load_artifact
+from fedrelay.adapters.evm.batch import (
+    BATCH_ABI,
+    MAX_BATCH,
+    BatchEntryResult,
+    BatchResult,
+    entries_from_logs,
+)
 from fedrelay.adapters.evm.core import address_to_bytes32
 from fedrelay.adapters.evm.errors import AlreadyConsumed, ContractRevert, EvmError
 from fedrelay.adapters.evm.reverts import RevertDecoder, revert_data
 from fedrelay.ports.relay import (
+    BatchOutcome,
     ChainPosition,
     EmittedMessage,
     Failure,
@@ -76,6 +93,7 @@ _RECEIVER_ABI: list[dict[str, Any]] = [
      "inputs": [{"name": "digest", "type": "bytes32"}], "outputs": [{"name": "", "type": "bool"}]},
     {"type": "function", "name": "core", "stateMutability": "view",
      "inputs": [], "outputs": [{"name": "", "type": "address"}]},
+    *BATCH_ABI,
 ]  # fmt: skip
 _CORE_ABI: list[dict[str, Any]] = [
     {"type": "event", "name": "LogMessagePublished", "anonymous": False, "inputs": [
@@ -290,6 +308,53 @@ class GasPolicy:
     gas_limit: int | None = None
 
 
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How large a batched delivery may grow.
+
+    Attributes:
+        max_messages: The most VAAs in one batch (at most :data:`MAX_BATCH`).
+        block_gas_share: The share of the destination's block gas limit one batch may take
+            (its gas limit included the :class:`GasPolicy` margin), so that a batch fits a
+            block next to other traffic.
+        initial_gas_per_message: The gas per message assumed before the first estimate.
+        assumed_block_gas_limit: The block gas limit assumed before the first block is read
+            (every :meth:`EvmDestination.prepare` and ``prepare_batch`` reads the latest).
+    """
+
+    max_messages: int = MAX_BATCH
+    block_gas_share: float = 0.5
+    initial_gas_per_message: int = 250_000
+    assumed_block_gas_limit: int = 30_000_000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_messages <= MAX_BATCH:
+            raise ValueError(f"max_messages must be 1..{MAX_BATCH}, got {self.max_messages}")
+        if not 0 < self.block_gas_share <= 1:
+            raise ValueError(f"block_gas_share must be in (0, 1], got {self.block_gas_share}")
+        if self.initial_gas_per_message <= 0:
+            raise ValueError("initial_gas_per_message must be positive")
+        if self.assumed_block_gas_limit <= 0:
+            raise ValueError("assumed_block_gas_limit must be positive")
+
+
+class BatchTooLarge(EvmError):
+    """A batch's gas exceeds the policy's share of the block gas limit: send fewer VAAs.
+
+    Attributes:
+        count: How many VAAs the refused batch held.
+        fits: How many fit at the gas per message this batch's estimate showed (at least 1).
+    """
+
+    def __init__(self, count: int, fits: int, gas: int, budget: int) -> None:
+        self.count = count
+        self.fits = fits
+        super().__init__(
+            f"a batch of {count} needs {gas} gas, over the {budget} a batch may take: "
+            f"send at most {fits}"
+        )
+
+
 class EvmDestination:
     """Delivers VAAs to one fedrelay receiver contract, signed and paid by `key`.
 
@@ -304,6 +369,7 @@ class EvmDestination:
         key: str | bytes,
         evm_chain_id: int,
         gas: GasPolicy | None = None,
+        batch: BatchPolicy | None = None,
     ) -> None:
         """Deliver to `receiver` on the chain behind `w3`, signing with `key`."""
         self.w3 = w3
@@ -313,6 +379,9 @@ class EvmDestination:
         self._account: LocalAccount = Account.from_key(key)
         self.signer = str(self._account.address)
         self.gas = gas or GasPolicy()
+        self.batch = batch or BatchPolicy()
+        self._gas_per_message = self.batch.initial_gas_per_message
+        self._block_gas_limit = self.batch.assumed_block_gas_limit
         self._contract = w3.eth.contract(address=self.receiver, abi=_RECEIVER_ABI)
         self._decoder = _decoder()
 
@@ -340,7 +409,110 @@ class EvmDestination:
         gas = self.gas.gas_limit
         if gas is None:
             gas = math.ceil(await self.w3.eth.estimate_gas(call) * self.gas.gas_margin)
-        base_fee = int((await self.w3.eth.get_block("latest")).get("baseFeePerGas", 0))
+        block = await self.w3.eth.get_block("latest")
+        self._block_gas_limit = int(block["gasLimit"])
+        return await self._sign(data, gas, nonce, fee_level, int(block.get("baseFeePerGas", 0)))
+
+    # ---- batches ---------------------------------------------------------------------------
+
+    def max_batch(self) -> int:
+        """How many VAAs the next batch may hold (at least 1).
+
+        The policy's cap, and no more than the policy's share of the block gas limit (of the
+        latest block a prepare read) holds at the gas per message the last batch estimate
+        showed (with the gas margin).
+        """
+        budget = int(self._block_gas_limit * self.batch.block_gas_share)
+        per_message = math.ceil(self._gas_per_message * self.gas.gas_margin)
+        return max(1, min(self.batch.max_messages, budget // per_message))
+
+    async def prepare_batch(
+        self, vaas: Sequence[bytes], nonce: int | None, fee_level: int
+    ) -> SignedDelivery:
+        """Sign ``receiveMessages(vaas)``: one transaction delivering every VAA of `vaas`.
+
+        Consumed and refused VAAs do not make it fail (each entry's result is read back with
+        :meth:`batch_results`); nothing is applied before it is broadcast. Its gas is the
+        estimate with the policy's margin; the estimate also updates the gas per message that
+        :meth:`max_batch` sizes batches with.
+
+        Args:
+            vaas: The signed VAAs, 1 to the policy's `max_messages`.
+            nonce: The nonce to use (None: the signer's pending nonce).
+            fee_level: 0 for the normal fee, n for the n-th escalation (replacements).
+
+        Raises:
+            ValueError: No VAA, or more than the policy allows.
+            BatchTooLarge: The batch needs more gas than the policy's share of the block gas
+                limit; it says how many fit.
+        """
+        if not vaas or len(vaas) > self.batch.max_messages:
+            raise ValueError(f"a batch holds 1..{self.batch.max_messages} VAAs, got {len(vaas)}")
+        data = self._contract.encode_abi("receiveMessages", args=[[bytes(v) for v in vaas]])
+        call: TxParams = {"from": self._account.address, "to": self.receiver, "data": data}
+        estimate = int(await self.w3.eth.estimate_gas(call))
+        self._learn_gas(estimate, len(vaas))
+        gas = math.ceil(estimate * self.gas.gas_margin)
+        block = await self.w3.eth.get_block("latest")
+        self._block_gas_limit = int(block["gasLimit"])
+        budget = int(self._block_gas_limit * self.batch.block_gas_share)
+        if gas > budget and len(vaas) > 1:
+            fits = max(1, budget * len(vaas) // gas)
+            raise BatchTooLarge(len(vaas), fits, gas, budget)
+        return await self._sign(data, gas, nonce, fee_level, int(block.get("baseFeePerGas", 0)))
+
+    async def batch_outcome(self, tx_id: str, vaas: Sequence[bytes]) -> BatchOutcome:
+        """What the confirmed batch `tx_id` did with each of `vaas`: applied, or why not
+        (consumed before, or the decoded refusal of that entry alone)."""
+        entries = await self.batch_results(tx_id, len(vaas))
+        reasons: list[str | None] = []
+        for entry in entries:
+            failure = self.entry_failure(entry)
+            reasons.append(None if failure is None else failure.reason)
+        return BatchOutcome(
+            applied=tuple(e.result == BatchResult.APPLIED for e in entries),
+            reasons=tuple(reasons),
+        )
+
+    async def batch_results(self, tx_id: str, count: int) -> list[BatchEntryResult]:
+        """Each entry's result from the receipt of a confirmed ``count``-entry batch.
+
+        Raises:
+            BatchDecodeError: The receipt does not report the batch's entries.
+            TransactionNotFound: The transaction has no receipt (yet).
+        """
+        receipt = await self.w3.eth.get_transaction_receipt(HexStr(tx_id))
+        return entries_from_logs(receipt["logs"], self.receiver, count, self._decoder)
+
+    async def simulate_batch(self, vaas: Sequence[bytes]) -> list[BatchResult]:
+        """What ``receiveMessages(vaas)`` would do with each VAA now (a call; nothing is sent)."""
+        results = await self._contract.functions.receiveMessages([bytes(v) for v in vaas]).call(
+            {"from": self._account.address}
+        )
+        return [BatchResult(int(r)) for r in results]
+
+    def entry_failure(self, entry: BatchEntryResult) -> Failure | None:
+        """What a batch entry's result means for its delivery: None when applied here."""
+        if entry.result == BatchResult.APPLIED:
+            return None
+        if entry.result == BatchResult.CONSUMED:
+            return Failure(
+                FailureKind.ALREADY_CONSUMED, f"the receiver consumed 0x{entry.digest.hex()}"
+            )
+        return Failure(
+            FailureKind.REVERTED,
+            f"batch entry {entry.index} {entry.result.name.lower()}: {entry.reason}",
+        )
+
+    def _learn_gas(self, estimate: int, count: int) -> None:
+        """Take the gas per message of the latest batch estimate (a batch that turns out
+        heavier is refused by :class:`BatchTooLarge` and teaches the higher figure at once)."""
+        self._gas_per_message = max(1, math.ceil(estimate / count))
+
+    async def _sign(
+        self, data: HexStr | str, gas: int, nonce: int | None, fee_level: int, base_fee: int
+    ) -> SignedDelivery:
+        """Sign a call of the receiver with `gas`, fees escalated to `fee_level`."""
         tip = int(await self.w3.eth.max_priority_fee)
         bump = self.gas.escalation**fee_level
         tip = math.ceil(tip * bump)
@@ -391,6 +563,8 @@ class EvmDestination:
             return Failure(
                 FailureKind.ALREADY_CONSUMED, f"the receiver consumed 0x{error.digest.hex()}"
             )
+        if isinstance(error, ContractRevert) and error.name == "BatchOutOfGas":
+            return Failure(FailureKind.OUT_OF_GAS, f"an entry of the batch ran out of gas: {error}")
         if isinstance(error, ContractRevert):
             return Failure(FailureKind.REVERTED, f"receiveMessage reverted: {error}")
         if isinstance(error, ContractLogicError):

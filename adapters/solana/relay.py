@@ -19,11 +19,24 @@ so an attempt that can no longer land is signed anew. Fees are not escalated (no
 Batch entries that publish a STAKE_CHANGED (a refused task, a slash) name the next message
 accounts, predicted when the transaction is signed; when another transaction published first the
 program answers ``STALE_SEQUENCE``, which counts as expired: the delivery is signed anew.
+
+Parallel sends (:meth:`SolanaDestination.prepare_parallel`): Solana has no nonce to order a
+signer's transactions, so deliveries that do not depend on one another go out together, without
+waiting for each other's confirmation, and land in any order, several per slot. Independent
+means: one transaction each (no buffer, no follow-up batch part), no worker in common (a
+worker's stake and locks decide whether an entry is refused), and at most one of them publishes
+messages (only a publisher needs the config's next sequence; the others leave it alone). The
+rest is deferred to a later group or the one-at-a-time path. The consumed records (one per
+digest) keep every delivery exactly once whatever lands twice: a repeated one is refused with
+``ALREADY_CONSUMED``. Their confirmations are read apart, many signatures per call
+(:meth:`SolanaDestination.statuses`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import httpx
 from solana.exceptions import SolanaRpcException
@@ -32,12 +45,14 @@ from solana.rpc.commitment import Commitment, Confirmed, Finalized
 from solana.rpc.core import RPCException
 from solana.rpc.models import TxOpts
 from solders.compute_budget import set_compute_unit_limit
+from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
+from solders.transaction_status import TransactionStatus
 
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana import pda
@@ -69,7 +84,7 @@ from fedrelay.ports.relay import (
     TxState,
     TxStatus,
 )
-from fedrelay.protocol.wormhole import MessageId, WormholeError, keccak256, parse_vaa
+from fedrelay.protocol.wormhole import MessageId, Vaa, WormholeError, keccak256, parse_vaa
 from fedrelay.protocol.wormhole.observation import Observation
 
 
@@ -159,6 +174,32 @@ def _hash(data: bytes) -> str:
     return "0x" + keccak256(data).hex()
 
 
+#: The most deliveries one parallel group signs (getSignatureStatuses answers 256 at a time).
+MAX_PARALLEL = 64
+_MULTIPLE_ACCOUNTS = 100  # getMultipleAccounts takes up to 100 addresses
+_SIGNATURE_STATUSES = 256  # getSignatureStatuses takes up to 256 signatures
+
+
+@dataclass(frozen=True)
+class ParallelGroup:
+    """Deliveries signed to go out together and land in any order (see the module docstring).
+
+    Attributes:
+        signed: (index in the VAAs given, its signed delivery): persist each, then broadcast
+            them all without waiting for one another, and confirm them apart.
+        consumed: Indices of VAAs the program has consumed already: delivered, nothing to send
+            (:meth:`SolanaDestination.finish` completes a batch left with entries pending).
+        deferred: Indices of VAAs that must wait until the group has landed, for a later group
+            or :meth:`SolanaDestination.prepare`: one needing more than one transaction, one
+            with a worker or digest in common with the group, a second publisher, one that does
+            not parse, and whatever is beyond the group's limit.
+    """
+
+    signed: tuple[tuple[int, SignedDelivery], ...]
+    consumed: tuple[int, ...]
+    deferred: tuple[int, ...]
+
+
 class SolanaDestination:
     """Delivers VAAs to one worker program deployment, paid and signed by `payer`."""
 
@@ -221,6 +262,112 @@ class SolanaDestination:
         tx = VersionedTransaction(message, [payer])
         return SignedDelivery(tx_id=str(tx.signatures[0]), raw=bytes(tx))
 
+    async def prepare_parallel(
+        self, vaas: Sequence[bytes], limit: int = MAX_PARALLEL
+    ) -> ParallelGroup:
+        """Sign the deliveries among `vaas` that can go out together (see :class:`ParallelGroup`).
+
+        All are signed with one recent blockhash; the consumed records of all `vaas` are read in
+        one call per hundred. Nothing is sent.
+
+        Args:
+            vaas: Signed VAAs, in the order they were queued (earlier ones are preferred).
+            limit: The most deliveries to sign (1..:data:`MAX_PARALLEL`).
+        """
+        if not 1 <= limit <= MAX_PARALLEL:
+            raise ValueError(f"limit must be 1..{MAX_PARALLEL}, got {limit}")
+        parsed: dict[int, Vaa] = {}
+        deferred: list[int] = []
+        for index, vaa in enumerate(vaas):
+            try:
+                parsed[index] = parse_vaa(vaa)
+            except WormholeError:
+                deferred.append(index)  # the one-at-a-time path says what is wrong with it
+        consumed = await self._consumed_among(parsed)
+        candidates = [i for i in parsed if i not in consumed]
+        plans = await asyncio.gather(*(self.client.plan_delivery(parsed[i]) for i in candidates))
+        blockhash = (await self.client.rpc.get_latest_blockhash(Confirmed)).value.blockhash
+        sequence = await self.client.next_sequence()
+        signed: list[tuple[int, SignedDelivery]] = []
+        workers: set[bytes] = set()
+        digests: set[bytes] = set()
+        publisher = False
+        for index, delivery in zip(candidates, plans, strict=True):
+            keys = set(delivery.worker_keys)
+            publishes = delivery.message_count > 0
+            if (
+                len(signed) >= limit
+                or delivery.digest in digests
+                or keys & workers
+                or (publishes and publisher)
+            ):
+                deferred.append(index)
+                continue
+            tx = self._single_transaction(vaas[index], delivery, sequence, blockhash)
+            if tx is None:
+                deferred.append(index)
+                continue
+            signed.append((index, SignedDelivery(tx_id=str(tx.signatures[0]), raw=bytes(tx))))
+            workers |= keys
+            digests.add(delivery.digest)
+            publisher = publisher or publishes
+        return ParallelGroup(tuple(signed), tuple(sorted(consumed)), tuple(sorted(deferred)))
+
+    def _single_transaction(
+        self, vaa: bytes, delivery: ix.Delivery, sequence: int, blockhash: Hash
+    ) -> VersionedTransaction | None:
+        """The delivery as one ``receive_message`` transaction, or None when it does not fit."""
+        payer = self.payer
+        program = self.client.program_id
+        count = len(delivery.worker_keys)
+
+        def direct(entries: int) -> Instruction:
+            return ix.receive_message(
+                program, payer.pubkey(), vaa, delivery.part(0, entries, sequence)
+            )
+
+        if _most_that_fit(direct, count, payer, blockhash) != count:
+            return None
+        limit = set_compute_unit_limit(RECEIVE_COMPUTE_UNITS)
+        message = MessageV0.try_compile(payer.pubkey(), [limit, direct(count)], [], blockhash)
+        return VersionedTransaction(message, [payer])
+
+    async def _consumed_among(self, parsed: dict[int, Vaa]) -> set[int]:
+        """Which of the parsed VAAs have a consumed record (read a hundred per call)."""
+        program = self.client.program_id
+        indices = list(parsed)
+        consumed: set[int] = set()
+        for start in range(0, len(indices), _MULTIPLE_ACCOUNTS):
+            chunk = indices[start : start + _MULTIPLE_ACCOUNTS]
+            addresses = [pda.consumed_address(program, parsed[i].digest) for i in chunk]
+            infos = (await self.client.rpc.get_multiple_accounts(addresses, Confirmed)).value
+            for index, info in zip(chunk, infos, strict=True):
+                if info is not None and info.owner == program:
+                    consumed.add(index)
+        return consumed
+
+    async def broadcast_many(self, deliveries: Sequence[SignedDelivery]) -> list[Exception | None]:
+        """Send every delivery at once, none waiting for another; per delivery, the error that
+        sending it raised (for :meth:`classify`) or None."""
+        results = await asyncio.gather(
+            *(self.broadcast(d) for d in deliveries), return_exceptions=True
+        )
+        errors: list[Exception | None] = []
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancellation and the like are not a delivery's failure
+            errors.append(result if isinstance(result, Exception) else None)
+        return errors
+
+    async def statuses(self, tx_ids: Sequence[str]) -> list[TxStatus]:
+        """The status of each transaction, up to 256 per ``getSignatureStatuses`` call."""
+        found: list[TxStatus] = []
+        for start in range(0, len(tx_ids), _SIGNATURE_STATUSES):
+            chunk = [Signature.from_string(t) for t in tx_ids[start : start + _SIGNATURE_STATUSES]]
+            for status in (await self.client.rpc.get_signature_statuses(chunk)).value:
+                found.append(_status_of(status))
+        return found
+
     async def broadcast(self, delivery: SignedDelivery) -> None:
         """Send the signed transaction with preflight (a rejection raises with its reason)."""
         await self.client.rpc.send_raw_transaction(
@@ -230,16 +377,7 @@ class SolanaDestination:
     async def status(self, tx_id: str) -> TxStatus:
         """The transaction's status from ``getSignatureStatuses``."""
         signature = Signature.from_string(tx_id)
-        found = (await self.client.rpc.get_signature_statuses([signature])).value[0]
-        if found is None:
-            return TxStatus(TxState.UNKNOWN)
-        if found.err is not None:
-            return TxStatus(
-                TxState.FAILED, _program_failure(program_error_of(found.err), found.err)
-            )
-        if found.confirmation_status is None:
-            return TxStatus(TxState.PENDING)
-        return TxStatus(TxState.CONFIRMED)
+        return _status_of((await self.client.rpc.get_signature_statuses([signature])).value[0])
 
     def classify(self, error: Exception) -> Failure:
         """What a Solana error means for a delivery."""
@@ -264,6 +402,17 @@ class SolanaDestination:
         if isinstance(error, SolanaAdapterError):
             return Failure(FailureKind.OTHER, str(error))
         return Failure(FailureKind.OTHER, f"{type(error).__name__}: {error}")
+
+
+def _status_of(found: TransactionStatus | None) -> TxStatus:
+    """A transaction's status from its ``getSignatureStatuses`` entry."""
+    if found is None:
+        return TxStatus(TxState.UNKNOWN)
+    if found.err is not None:
+        return TxStatus(TxState.FAILED, _program_failure(program_error_of(found.err), found.err))
+    if found.confirmation_status is None:
+        return TxStatus(TxState.PENDING)
+    return TxStatus(TxState.CONFIRMED)
 
 
 def _program_failure(code: int | None, err: object) -> Failure:

@@ -240,7 +240,6 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     error ChallengeWindowOpen(uint64 deadline);
     error ChallengeWindowClosed(uint64 deadline);
     error InvalidPayoutAddress(bytes32 payout);
-    error UnexpectedPayload(uint8 payloadId);
     error NothingToWithdraw(address account, address token);
     error NotWorkerPayout(address caller);
     error NotSlashed(bytes32 taskId);
@@ -401,6 +400,13 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         } else {
             revert UnexpectedPayload(header.payloadId);
         }
+    }
+
+    /// @notice Act on each of `vaas` on its own, as `receiveMessage` does; a consumed or refused
+    /// entry does not revert the others (see `MessageReceiver` for the results and `BatchEntry`).
+    /// @return results Per entry: APPLIED 1, CONSUMED 2, INVALID 3, FAILED 4.
+    function receiveMessages(bytes[] calldata vaas) external nonReentrant returns (uint8[] memory results) {
+        results = _receiveBatch(vaas);
     }
 
     function _onWorkerRegistered(uint16 chain, PayloadCodec.WorkerRegistered memory m) private {

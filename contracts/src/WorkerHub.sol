@@ -132,7 +132,6 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     error ReleaseTooEarly(bytes32 taskId, uint64 releaseAt);
     error InsufficientFeeReserve(uint256 required, uint256 available);
     error NothingToClaim(address account);
-    error UnexpectedPayload(uint8 payloadId);
     error TransferFailed(address to, uint256 amount);
 
     /// @param core_ The message core (Wormhole core in production).
@@ -247,6 +246,16 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         } else {
             revert UnexpectedPayload(header.payloadId);
         }
+    }
+
+    /// @notice Act on each of `vaas` on its own, as `receiveMessage` does; a consumed or refused
+    /// entry does not revert the others (see `MessageReceiver` for the results and `BatchEntry`).
+    /// @dev `msg.value` is added to `feeReserve` once, before the entries, which pay their
+    /// messages from it; an entry the reserve cannot pay for is FAILED (`InsufficientFeeReserve`).
+    /// @return results Per entry: APPLIED 1, CONSUMED 2, INVALID 3, FAILED 4.
+    function receiveMessages(bytes[] calldata vaas) external payable nonReentrant returns (uint8[] memory results) {
+        if (msg.value != 0) _fund();
+        results = _receiveBatch(vaas);
     }
 
     /// @notice Add `msg.value` to the reserve that pays for messages published on receipt.

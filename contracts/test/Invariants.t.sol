@@ -166,6 +166,18 @@ contract MarketHandler is MarketFixture {
         }
     }
 
+    /// Deliver two delivered VAAs again in one batch: each must come back CONSUMED (2).
+    function replayBatch(uint256 seed) external {
+        if (delivered.length == 0) return;
+        bytes[] memory vaas = new bytes[](2);
+        vaas[0] = delivered[seed % delivered.length];
+        vaas[1] = delivered[(seed / 7) % delivered.length];
+        uint8[] memory results = market.receiveMessages(vaas);
+        for (uint256 i = 0; i < results.length; ++i) {
+            if (results[i] != 2) ++replaysAccepted;
+        }
+    }
+
     function marketAddress() external view returns (JobMarket) {
         return market;
     }

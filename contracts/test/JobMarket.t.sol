@@ -268,7 +268,7 @@ contract JobMarketTest is MarketFixture {
         m.header = PayloadCodec.Header(2, COORDINATOR, toBytes32(address(market)), 1);
         m.assignments = assignments(0, 1);
         bytes memory vaa = signed(EVM_WORKERS, HUB, PayloadCodec.encode(m));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnexpectedPayload.selector, 2));
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.UnexpectedPayload.selector, 2));
         market.receiveMessage(vaa);
     }
 

@@ -166,7 +166,7 @@ contract WorkerHubTest is HubFixture {
         PayloadCodec.UpdateCommitted memory u;
         u.header = PayloadCodec.Header(3, WORKERS, toBytes32(address(hub)), 5);
         vaa = signedFromMarket(PayloadCodec.encode(u));
-        vm.expectRevert(abi.encodeWithSelector(WorkerHub.UnexpectedPayload.selector, 3));
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.UnexpectedPayload.selector, 3));
         hub.receiveMessage(vaa);
     }
 

@@ -5,7 +5,8 @@ for chain 4 the WorkerHub, so VAAs signed by the Python guardians (13 of 19) mov
 Figures are each transaction's `gasUsed` (21,000 intrinsic and calldata included); the view
 `parseAndVerifyVM` is measured with `eth_estimateGas`. Batch operations also report per worker;
 `finalize_round_k*` also gives the gas of settling that round (`settle_total`: credits and
-ROUND_SETTLED publication).
+ROUND_SETTLED publication). `receive_batch_*` compares 32 messages delivered one transaction
+each with the same kind of 32 messages in one `receiveMessages` batch, per message.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any
+
+from web3.types import RPCEndpoint
 
 from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.guardians import guardian_signers
@@ -32,6 +35,7 @@ from fedrelay.adapters.evm import (
     link,
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole import (
     GuardianSigner,
     Outcome,
@@ -64,8 +68,27 @@ def _key(i: int) -> bytes:
     return address_to_bytes32("0x" + (0x7000 + i).to_bytes(20, "big").hex())
 
 
+def _hub_workers(chain: EvmChain, hub: WorkerHubContract, count: int) -> list[bytes]:
+    """`count` workers staked and registered on the hub (a task goes to registered workers
+    only), funded through anvil; their bytes32 keys."""
+    keys = []
+    for i in range(count):
+        worker = Signer("0x" + keccak256(f"gas bench worker {i}".encode()).hex())
+        chain.w3.provider.make_request(
+            RPCEndpoint("anvil_setBalance"), [worker.address, hex(10**20)]
+        )
+        hub.stake(worker, 10**18)
+        hub.register(worker, address_to_bytes32(worker.address), 0)
+        keys.append(address_to_bytes32(worker.address))
+    return keys
+
+
 def _receive_batches(
-    hub: WorkerHubContract, market: str, relayer: Signer, guardians: _Guardians
+    hub: WorkerHubContract,
+    market: str,
+    relayer: Signer,
+    guardians: _Guardians,
+    workers: Sequence[bytes],
 ) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for k in (1, 8, 32):
@@ -80,7 +103,7 @@ def _receive_batches(
             min_stake=0,
             stake_lock=0,
             release_at=2**40 + 86_400,
-            tasks=tuple(Task(_key(1000 * k + i), i) for i in range(k)),
+            tasks=tuple(Task(workers[i], i) for i in range(k)),
         )
         vaa = guardians.vaa(COORDINATOR, market, payload.to_bytes())
         used = int(hub.receive_message(relayer, vaa)["gasUsed"])
@@ -88,13 +111,90 @@ def _receive_batches(
     return figures
 
 
+def _task_assigned(hub: WorkerHubContract, job_id: int, worker_key: bytes) -> bytes:
+    return TaskAssigned(
+        WORKERS,
+        address_to_bytes32(hub.address),
+        job_id=job_id,
+        round=0,
+        deadline=2**40,
+        model_hash=b"\x01" * 32,
+        config_hash=b"\x02" * 32,
+        min_stake=0,
+        stake_lock=0,
+        release_at=2**40 + 86_400,
+        tasks=(Task(worker_key, 0),),
+    ).to_bytes()
+
+
+def _registered(market: JobMarketContract, key: bytes, payout: str) -> bytes:
+    return WorkerRegistered(
+        COORDINATOR,
+        address_to_bytes32(market.address),
+        0,
+        key,
+        10**8,
+        address_to_bytes32(payout),
+        0,
+    ).to_bytes()
+
+
+def _single_versus_batch(
+    receiver: WorkerHubContract | JobMarketContract,
+    owner: Signer,
+    singles: Sequence[bytes],
+    batch: Sequence[bytes],
+) -> dict[str, int]:
+    """Gas per message of `singles` delivered one transaction each and of `batch` in one."""
+    single_gas = sum(int(receiver.receive_message(owner, v)["gasUsed"]) for v in singles)
+    delivery = receiver.receive_batch(owner, batch)
+    if len(delivery.applied) != len(batch):
+        raise RuntimeError(f"the batch applied {len(delivery.applied)} of {len(batch)}")
+    batch_gas = int(delivery.receipt["gasUsed"])
+    return {
+        "single_per_message": single_gas // len(singles),
+        "batch_total": batch_gas,
+        "batch_per_message": batch_gas // len(batch),
+    }
+
+
+def _batch_versus_single(
+    hub: WorkerHubContract,
+    market: JobMarketContract,
+    owner: Signer,
+    guardians: _Guardians,
+    workers: Sequence[bytes],
+) -> dict[str, Any]:
+    """32 one-task TASK_ASSIGNED (and 32 WORKER_REGISTERED) singly, then 32 more in a batch."""
+
+    def assigned(i: int) -> bytes:
+        payload = _task_assigned(hub, 5_000 + i, workers[i % len(workers)])
+        return guardians.vaa(COORDINATOR, market.address, payload)
+
+    def registered(i: int) -> bytes:
+        payload = _registered(market, _key(6_000 + i), owner.address)
+        return guardians.vaa(WORKERS, hub.address, payload)
+
+    return {
+        "receive_batch_task_assigned_k32": _single_versus_batch(
+            hub, owner, [assigned(i) for i in range(32)], [assigned(100 + i) for i in range(32)]
+        ),
+        "receive_batch_worker_registered_k32": _single_versus_batch(
+            market,
+            owner,
+            [registered(i) for i in range(32)],
+            [registered(100 + i) for i in range(32)],
+        ),
+    }
+
+
 def _finalize(
     market: JobMarketContract, hub: str, owner: Signer, guardians: _Guardians, k: int
 ) -> dict[str, int]:
+    recipients = (address_to_bytes32(owner.address),)  # where slashes would go
     spec = JobSpec(
-        b"\x03" * 32, b"\x04" * 32, 1, k, 10**18, 0, (WORKERS,),
-        slash_recipients=(address_to_bytes32(owner.address),),
-    )  # fmt: skip
+        b"\x03" * 32, b"\x04" * 32, 1, k, 10**18, 0, (WORKERS,), slash_recipients=recipients
+    )
     job_id = market.post_job(owner, spec).job_id
     tasks = [Task(_key(i), i) for i in range(k)]
     market.assign_tasks(owner, job_id, WORKERS, 2**40, tasks)
@@ -146,7 +246,8 @@ def measure() -> dict[str, Any]:
         figures["parse_and_verify_vm_13_of_19"] = core2.contract.functions.parseAndVerifyVM(
             quorum
         ).estimate_gas()
-        figures |= _receive_batches(hub, market.address, owner, guardians)
+        workers = _hub_workers(chain, hub, 32)
+        figures |= _receive_batches(hub, market.address, owner, guardians, workers)
 
         worker_key = address_to_bytes32(worker.address)
         assigned = TaskAssigned(
@@ -162,6 +263,8 @@ def measure() -> dict[str, Any]:
             2**40 + 86_400,
             (Task(worker_key, 0),),
         )
+        hub.stake(worker, 10**18)
+        hub.register(worker, worker_key, 0)
         hub.receive_message(owner, guardians.vaa(COORDINATOR, market.address, assigned.to_bytes()))
         receipt = hub.commit_update(worker, 7, 0, b"\x08" * 32, b"\x09" * 32, 100, 1)
         figures["commit_update"] = int(receipt["gasUsed"])
@@ -181,6 +284,7 @@ def measure() -> dict[str, Any]:
             )
         for k in (8, 32):
             figures[f"finalize_round_k{k}"] = _finalize(market, hub.address, owner, guardians, k)
+        figures |= _batch_versus_single(hub, market, owner, guardians, workers)
     return figures
 
 

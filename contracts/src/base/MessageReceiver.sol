@@ -10,6 +10,17 @@ import {Owned} from "./Owned.sol";
 /// and quorum through the core, emitter against the registered peer of its source chain, target
 /// chain and address against itself, and the digest consumed exactly once. Also publishes this
 /// contract's own messages through the core.
+///
+/// Batches (`_receiveBatch`): each VAA of a batch is received on its own, as a call of the
+/// contract's own `receiveMessage(bytes)`, so a refused entry reverts only itself (its consumed
+/// flag included) and the others still apply. The result of every entry is returned and logged
+/// (`BatchEntry`): APPLIED (1), CONSUMED (2: delivered before, or earlier in the same batch),
+/// INVALID (3: not a message for this contract: a VAA the core cannot parse or does not verify, an
+/// unknown emitter, a header that does not decode or targets another chain, contract or payload
+/// kind) or FAILED (4: a message for this contract whose application reverted, such as a body that
+/// does not decode or a state that refuses it; the revert data says why). An entry that runs out
+/// of gas is never reported: the whole batch reverts `BatchOutOfGas(index)` and applies nothing, so
+/// a relayer that gave too little gas learns it and no entry is misreported as refused.
 abstract contract MessageReceiver is Owned {
     /// @notice The Wormhole core (or fedrelay's MessageCore) this contract trusts.
     IMessageCore public immutable core;
@@ -17,6 +28,16 @@ abstract contract MessageReceiver is Owned {
     uint16 public immutable chainId;
     /// @notice Consistency level requested for published messages.
     uint8 public immutable consistencyLevel;
+
+    /// @dev `receiveMessages` results (see the contract's notes).
+    uint8 internal constant APPLIED = 1;
+    uint8 internal constant CONSUMED = 2;
+    uint8 internal constant INVALID = 3;
+    uint8 internal constant FAILED = 4;
+    /// @dev `receiveMessage(bytes)`, which each receiver defines (payable or not).
+    bytes4 internal constant RECEIVE_MESSAGE = bytes4(keccak256("receiveMessage(bytes)"));
+    /// @dev `MessageCore.MalformedVaa(uint256,uint256)`: the core could not parse the VAA.
+    bytes4 internal constant MALFORMED_VAA = bytes4(keccak256("MalformedVaa(uint256,uint256)"));
 
     /// @notice Registered peer (emitter and target address) per Wormhole chain id.
     mapping(uint16 => bytes32) public peers;
@@ -28,6 +49,10 @@ abstract contract MessageReceiver is Owned {
     /// @notice A VAA was verified and consumed.
     event MessageConsumed(bytes32 indexed digest, uint16 indexed emitterChain, uint64 sequence);
 
+    /// @notice Entry `index` of a `receiveMessages` batch (VAA digest `digest`, zero when the VAA
+    /// is too short to have one) ended with `result`; `reason` is a refused entry's revert data.
+    event BatchEntry(uint256 indexed index, bytes32 indexed digest, uint8 result, bytes reason);
+
     /// @notice The core rejected the VAA's signatures or guardian set.
     error InvalidVaa(string reason);
     /// @notice The VAA's digest was consumed before: the message was already delivered.
@@ -38,6 +63,10 @@ abstract contract MessageReceiver is Owned {
     error WrongTargetChain(uint16 targetChain);
     /// @notice The payload targets another contract.
     error WrongTargetAddress(bytes32 targetAddress);
+    /// @notice The payload is of a kind this contract does not take.
+    error UnexpectedPayload(uint8 payloadId);
+    /// @notice Entry `index` of a batch ran out of gas: nothing of the batch was applied.
+    error BatchOutOfGas(uint256 index);
     /// @notice A peer cannot be set for this contract's own chain id or chain 0.
     error InvalidPeerChain(uint16 chain);
     /// @notice `msg.value` does not pay exactly the core's fee for the messages published.
@@ -82,6 +111,82 @@ abstract contract MessageReceiver is Owned {
         }
         consumed[vm.hash] = true;
         emit MessageConsumed(vm.hash, vm.emitterChainId, vm.sequence);
+    }
+
+    /// @dev Receive each of `vaas` on its own (see the contract's notes); the caller guards
+    /// against reentrancy and handles `msg.value`.
+    function _receiveBatch(bytes[] calldata vaas) internal returns (uint8[] memory results) {
+        results = new uint8[](vaas.length);
+        for (uint256 i = 0; i < vaas.length; ++i) {
+            bytes calldata vaa = vaas[i];
+            bytes32 digest = _digestOf(vaa);
+            uint8 result = CONSUMED;
+            bytes memory reason;
+            // A consumed digest is skipped before the signatures are checked again.
+            if (digest == bytes32(0) || !consumed[digest]) {
+                uint256 before = gasleft();
+                bool ok;
+                (ok, reason) = _receiveOne(vaa);
+                if (ok) {
+                    result = APPLIED;
+                } else {
+                    // Every refusal carries an error; an empty one, or a call that took all it was
+                    // given, ran out of gas (directly or in the core's call).
+                    if (reason.length < 4 || gasleft() <= before / 64) revert BatchOutOfGas(i);
+                    result = _classify(bytes4(reason));
+                }
+            }
+            results[i] = result;
+            emit BatchEntry(i, digest, result, reason);
+        }
+    }
+
+    /// @dev Call this contract's `receiveMessage(vaa)` with all the gas the call can have; a
+    /// refusal's revert data comes back as `reason`.
+    function _receiveOne(bytes calldata vaa) private returns (bool ok, bytes memory reason) {
+        bytes4 selector = RECEIVE_MESSAGE;
+        assembly ("memory-safe") {
+            let input := mload(0x40)
+            mstore(input, selector)
+            mstore(add(input, 4), 0x20)
+            mstore(add(input, 36), vaa.length)
+            calldatacopy(add(input, 68), vaa.offset, vaa.length)
+            ok := call(gas(), address(), 0, input, add(68, vaa.length), 0, 0)
+            if iszero(ok) {
+                reason := input
+                mstore(reason, returndatasize())
+                returndatacopy(add(reason, 32), 0, returndatasize())
+                mstore(0x40, add(add(reason, 32), and(add(returndatasize(), 31), not(31))))
+            }
+        }
+    }
+
+    /// @dev The digest of a VAA (keccak256(keccak256(body))), or zero when it is too short.
+    function _digestOf(bytes calldata vaa) private pure returns (bytes32 digest) {
+        assembly ("memory-safe") {
+            if gt(vaa.length, 5) {
+                let body := add(6, mul(66, byte(0, calldataload(add(vaa.offset, 5)))))
+                if iszero(lt(vaa.length, add(body, 51))) {
+                    let scratch := mload(0x40)
+                    calldatacopy(scratch, add(vaa.offset, body), sub(vaa.length, body))
+                    mstore(0, keccak256(scratch, sub(vaa.length, body)))
+                    digest := keccak256(0, 32)
+                }
+            }
+        }
+    }
+
+    /// @dev The batch result of an entry refused with error `selector`.
+    function _classify(bytes4 selector) private pure returns (uint8) {
+        if (selector == AlreadyConsumed.selector) return CONSUMED;
+        if (
+            selector == InvalidVaa.selector || selector == UnknownEmitter.selector || selector == MALFORMED_VAA
+                || selector == WrongTargetChain.selector || selector == WrongTargetAddress.selector
+                || selector == UnexpectedPayload.selector || selector == PayloadCodec.PayloadTooShort.selector
+                || selector == PayloadCodec.UnknownPayloadId.selector
+                || selector == PayloadCodec.UnsupportedPayloadVersion.selector
+        ) return INVALID;
+        return FAILED;
     }
 
     /// @dev Require `msg.value` to pay the core's fee for `messages` publications.
