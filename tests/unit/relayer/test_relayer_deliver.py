@@ -514,7 +514,7 @@ async def test_a_stuck_transaction_that_lands_reverted_is_not_replaced(
     assert attempt.outcome == AttemptOutcome.REVERTED
 
 
-async def test_a_nonce_held_by_a_persisted_attempt_is_not_given_twice(
+async def test_an_unsent_persisted_attempt_is_sent_before_a_new_nonce_is_taken(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     first, second = request(1), request(2)
@@ -522,11 +522,45 @@ async def test_a_nonce_held_by_a_persisted_attempt_is_not_given_twice(
     with pytest.raises(Killed):  # `first` holds nonce 0, signed and persisted, never sent
         await deliverer(chain, sessions).deliver(first)
     stage = deliverer(chain, sessions)
-    with pytest.raises(DeliveryRetry, match="not confirmed"):  # waits behind nonce 0
-        await stage.deliver(second)
-
-    assert await stage.deliver(first) == DeliveryStatus.CONFIRMED  # resumed: nonce 0 lands
-    assert await stage.deliver(second) == DeliveryStatus.CONFIRMED  # nonce 1 then landed too
-
-    assert [signed.nonce for signed in chain.prepared] == [0, 1]
+    # no gap to wait out: `first`'s persisted bytes go out before `second` takes nonce 1
+    assert await stage.deliver(second) == DeliveryStatus.CONFIRMED
     assert chain.applied == [first.digest, second.digest]
+
+    assert await stage.deliver(first) == DeliveryStatus.CONFIRMED  # its record settles it
+    assert [signed.nonce for signed in chain.prepared] == [0, 1]
+    delivery, [attempt] = await ledger_state(sessions, first)
+    assert delivery.status == DeliveryStatus.CONFIRMED
+    assert attempt.outcome == AttemptOutcome.CONFIRMED
+
+
+async def test_a_message_consumed_while_its_delivery_fails_is_recorded_delivered(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    class LandsAsItIsGivenUp(FakeDestination):
+        async def is_consumed(self, vaa: bytes) -> bool:
+            self.mine()  # the transaction waiting in the mempool lands now
+            return await super().is_consumed(vaa)
+
+    wanted = request()
+    chain = LandsAsItIsGivenUp(mining=False)
+    # one attempt allowed: its confirm wait runs out, so the deliverer is about to give up
+    assert await deliverer(chain, sessions, attempts=1).deliver(wanted) == (
+        DeliveryStatus.CONFIRMED
+    )
+    delivery, [attempt] = await ledger_state(sessions, wanted)
+    assert delivery.status == DeliveryStatus.CONFIRMED
+    assert attempt.outcome == AttemptOutcome.CONFIRMED
+    assert chain.applied == [wanted.digest]
+
+
+async def test_a_dead_delivery_the_chain_consumed_is_recorded_delivered(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    wanted = request()
+    chain = FakeDestination(revert={request().digest: Failure(FailureKind.REVERTED, "no")})
+    with pytest.raises(DeliveryFailed):
+        await deliverer(chain, sessions).deliver(wanted)
+    chain.consumed.add(wanted.digest)  # delivered by someone else meanwhile
+    assert await deliverer(chain, sessions).deliver(wanted) == DeliveryStatus.ALREADY_DELIVERED
+    delivery, _ = await ledger_state(sessions, wanted)
+    assert delivery.status == DeliveryStatus.ALREADY_DELIVERED
