@@ -268,7 +268,9 @@ class Deliverer:
             How many attempts were sent.
         """
         async with self.ledger.reading() as work:
-            open_attempts = await work.open_attempts_of_signer(self.chain.chain_id, self.chain.signer)
+            open_attempts = await work.open_attempts_of_signer(
+                self.chain.chain_id, self.chain.signer
+            )
         unsent = [
             attempt
             for attempt, _ in open_attempts
@@ -291,7 +293,9 @@ class Deliverer:
                 delivery = await work.delivery(attempt.delivery_id)
                 if delivery.status not in (*_DONE, DeliveryStatus.DEAD):
                     await work.update_delivery(
-                        attempt.delivery_id, status=DeliveryStatus.SUBMITTED, tx_hash=attempt.tx_hash
+                        attempt.delivery_id,
+                        status=DeliveryStatus.SUBMITTED,
+                        tx_hash=attempt.tx_hash,
                     )
             sent += 1
             log.info(
