@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from fedrelay.adapters.chains import (
     binding,
 )
 from fedrelay.adapters.kafka import Bus, KafkaBus, MemoryBus
+from fedrelay.adapters.kafka.logs import install_outage_logging
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.adapters.telemetry.health import HealthServer, ReadinessCheck
 from fedrelay.ports.relay import DestinationChain, SignerAccount, SourceChain
@@ -262,6 +264,7 @@ class RelayerProcess:
     topics: list[str]
     metrics: StageMetrics
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _rng: random.Random = field(default_factory=random.Random)
 
     def health_server(self) -> HealthServer:
         """The ``/healthz``, ``/readyz``, ``/metrics`` server of this process."""
@@ -302,7 +305,7 @@ class RelayerProcess:
             log.info("relayer: health on %s:%d; stages: %s", self.settings.health_host,
                      self.settings.health_port, ", ".join(s.name for s in self.stages))  # fmt: skip
             if not signalled.is_set():
-                await self.bus.create_topics(self.topics, partitions=self.settings.topic_partitions)
+                await self._create_topics(signalled)
             running = asyncio.create_task(run_until_signalled(self.stages, signals=()))
             if signalled.is_set():
                 loop.call_later(self.settings.drain_seconds, running.cancel)
@@ -322,6 +325,25 @@ class RelayerProcess:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, 5)
             await self.close()
+
+    async def _create_topics(self, signalled: asyncio.Event) -> None:
+        """Create the topics, waiting for the broker as the stages do (until it is up or a
+        signal came); a broker that is away at start is no reason to exit."""
+        policy = self.settings.retry_policy()
+        failures = 0
+        while not signalled.is_set():
+            try:
+                await self.bus.create_topics(self.topics, partitions=self.settings.topic_partitions)
+                return
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("relayer: cannot create the topics yet (%s); waiting for the "
+                                "broker", redact_text(str(exc)))  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signalled.wait(), policy.delay(min(failures, 30), self._rng))
+        if failures:
+            log.info("relayer: topics created after %d tries", failures + 1)
 
     async def close(self) -> None:
         """Close connections (RPC, bus probes, database)."""
@@ -383,13 +405,11 @@ async def build_process(
         if isinstance(bus, KafkaBus):
             checks["kafka"] = probe
             closers.append(probe.close)
+        if isinstance(bus, KafkaBus):
+            install_outage_logging()
         reader = bus.end_offsets_reader()
-        try:
-            await reader.start()
-            closers.append(reader.stop)
-            end_offsets = reader
-        except Exception as exc:  # the lag gauge waits for the broker; the stages report it
-            log.warning("relayer: cannot reach Kafka for the lag gauge: %s", redact_text(str(exc)))
+        closers.append(reader.stop)  # it connects on first use, and again after a failure
+        end_offsets = reader
     ledger = SqlRelayerLedger.open(settings.database_url)
     checks["database"] = ledger.ping
     connections = ChainConnections()
