@@ -5,6 +5,8 @@
   that identifies it, so that a reorg can be noticed; and one message re-read by its id.
 - :class:`DestinationChain` (deliver): whether a VAA's digest is consumed already; a signed
   delivery transaction for a VAA; broadcasting it; its status; and what an error means.
+- :class:`BatchDestination` (deliver, optional): many VAAs in one transaction through the
+  receiver's batch entry point, with each VAA's outcome read back from the confirmed receipt.
 
 The stages (:mod:`fedrelay.relayer.stages.watch`, :mod:`fedrelay.relayer.stages.attest`,
 :mod:`fedrelay.relayer.stages.deliver`) hold the
@@ -21,7 +23,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fedrelay.protocol.wormhole import MessageId
 from fedrelay.protocol.wormhole.observation import Observation
@@ -216,6 +218,59 @@ class DestinationChain(Protocol):
 
     def classify(self, error: Exception) -> Failure:
         """What an error raised by this adapter means for the delivery."""
+        ...
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one confirmed batch transaction did with each of its VAAs, in the order sent.
+
+    Attributes:
+        applied: For each VAA, True when this transaction applied it; False when the receiver
+            skipped it (consumed before, or refused: see `reasons`).
+        reasons: For each VAA, why it was skipped (None for an applied one); a skipped VAA
+            that is consumed on chain was delivered by someone else, any other is a failure
+            of that message alone.
+    """
+
+    applied: tuple[bool, ...]
+    reasons: tuple[str | None, ...]
+
+
+@runtime_checkable
+class BatchDestination(DestinationChain, Protocol):
+    """A destination whose receiver has a batch entry point (many VAAs in one transaction).
+
+    Optional: the deliver stage uses it when the adapter provides it and
+    ``FEDRELAY_DELIVER_BATCH_MAX`` is above 1; otherwise every VAA goes in a transaction of its
+    own through :meth:`DestinationChain.prepare`. The receiver applies each VAA on its own: one
+    consumed already is skipped, one it refuses does not revert the others, and the transaction's
+    receipt says which were applied. The exactly-once rules are those of single deliveries: the
+    signed batch is persisted (as one attempt of each delivery it carries) before it is
+    broadcast; :meth:`DestinationChain.status` reports the transaction (a batch transaction
+    confirms even when some of its VAAs were skipped); :meth:`batch_outcome` then tells each
+    delivery what became of it.
+    """
+
+    def max_batch(self) -> int:
+        """The most VAAs one transaction may carry now (from the destination's gas limit and
+        the receiver's own limit); 1 when batching is not possible."""
+        ...
+
+    async def prepare_batch(
+        self, vaas: Sequence[bytes], nonce: int | None, fee_level: int
+    ) -> SignedDelivery:
+        """Build and sign one transaction that delivers every VAA in `vaas` (in that order).
+
+        Args:
+            vaas: The signed VAAs, at most :meth:`max_batch`.
+            nonce: The nonce to use (None on chains without nonces).
+            fee_level: As in :meth:`DestinationChain.prepare`.
+        """
+        ...
+
+    async def batch_outcome(self, tx_id: str, vaas: Sequence[bytes]) -> BatchOutcome:
+        """What the confirmed transaction `tx_id` did with each of `vaas` (from its receipt)."""
         ...
 
 
