@@ -254,6 +254,10 @@ class StageRunner:
         """Ask the runner to finish its in-flight batch, commit it and return from ``run()``."""
         self._stopping.set()
 
+    def assignment(self) -> frozenset[Partition]:
+        """The input partitions this instance holds now (empty while it is not connected)."""
+        return self._consumer.assignment() if self._consumer is not None else frozenset()
+
     @property
     def stopping(self) -> bool:
         """Whether ``stop()`` was called."""
