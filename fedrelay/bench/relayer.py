@@ -147,7 +147,7 @@ def _post_jobs(evm: EvmDeployment, count: int) -> list[int]:
     sender = _FastSender(market.chain, Signer(evm.coordinator.private_keys[POSTER_KEY]))
     spec = (
         "0x0000000000000000000000000000000000000000", b"\x11" * 32, b"\x22" * 32, 1, 1, 1, 1,
-        [WORKER_CHAIN], 0, 0, 0, [], 3600, 7 * 24 * 3600,
+        [WORKER_CHAIN], 0, 0, 0, [b"\x33" * 32], 3600, 7 * 24 * 3600,
     )  # fmt: skip
     hashes = [sender.send(market.contract.functions.postJob(spec), value=1) for _ in range(count)]
     for tx_hash in hashes:
