@@ -45,7 +45,7 @@ from hexbytes import HexBytes
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from fedrelay.adapters.devnet import guardians as wormhole_testing
@@ -60,6 +60,7 @@ from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
 from fedrelay.adapters.evm import EvmChain, Signer, address_to_bytes32
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR, load_artifact
 from fedrelay.adapters.evm.relay import EvmDestination, connect
+from fedrelay.adapters.kafka import KafkaBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus, StoredVaa
 from fedrelay.protocol.wormhole import (
@@ -72,6 +73,7 @@ from fedrelay.protocol.wormhole import (
 )
 from fedrelay.relayer.chains_file import parse_chains
 from fedrelay.relayer.process import StageRequest, build_process
+from fedrelay.relayer.records import DeliveryRequest, encode_message, message_key
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import stage_metrics
 
@@ -312,6 +314,69 @@ async def _raw_capacity(evm: EvmDeployment, count: int, pipelined: bool) -> floa
         await w3.provider.disconnect()
 
 
+DELIVER_ONLY_KEY = 8  # the deliver-stage-alone phase's signer on the worker chain
+
+
+async def _deliver_stage_alone(
+    evm: EvmDeployment, kafka: Kafka, database_url: str, window: int, count: int, timeout_s: float
+) -> float:
+    """Deliveries per second of the deliver stage alone: `count` delivery requests (fresh VAAs)
+    on its topic beforehand, one deliver stage (`window`) on them, until the ledger has them all
+    confirmed. This is the figure to set against the raw capacities: the stages before it are
+    not in the way."""
+    vaas = await asyncio.to_thread(_raw_vaas, evm, 2 * count, count)
+    settings = _settings(kafka, database_url, window)
+    bus = KafkaBus(kafka.bootstrap)
+    topic = settings.delivery_topic(WORKER_CHAIN)
+    await bus.create_topics([topic], partitions=settings.topic_partitions)
+    producer = bus.producer()
+    await producer.start()
+    try:
+        for vaa in vaas:
+            request = DeliveryRequest(
+                vaa=vaa, destination_chain=WORKER_CHAIN,
+                target_address=address_to_bytes32(evm.hub.address), emitted_at_ms=0,
+            )  # fmt: skip
+            await producer.send(topic, encode_message(request), key=message_key(
+                parse_vaa(vaa).message_id))  # fmt: skip
+    finally:
+        await producer.stop()
+    digests = [parse_vaa(vaa).digest for vaa in vaas]
+    with tempfile.TemporaryDirectory(prefix="bench-deliver-") as keys:
+        signer_file = Path(keys) / "signer.key"
+        signer_file.write_text(evm.workers.private_keys[DELIVER_ONLY_KEY] + "\n")
+        stage = StageRequest(stage="deliver", chain="worker-evm", signer_keys={"": signer_file})
+        process = await build_process(
+            settings, parse_chains(evm.chains_yaml()), stage,
+            metrics=stage_metrics(CollectorRegistry()),
+        )  # fmt: skip
+    engine = create_engine(database_url)
+    sessions = async_sessionmaker(engine)
+
+    async def confirmed() -> int:
+        async with sessions() as session:
+            found = await session.scalar(
+                select(func.count()).select_from(Delivery).where(
+                    Delivery.digest.in_(digests), Delivery.status == DeliveryStatus.CONFIRMED
+                )
+            )  # fmt: skip
+        return int(found or 0)
+
+    started = time.perf_counter()
+    tasks = [asyncio.create_task(one.run(), name=one.name) for one in process.stages]
+    try:
+        async with asyncio.timeout(timeout_s):
+            while await confirmed() < count:  # noqa: ASYNC110 - the ledger has no event
+                await asyncio.sleep(POLL_S)
+        return count / (time.perf_counter() - started)
+    finally:
+        for one in process.stages:
+            one.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        await process.close()
+        await engine.dispose()
+
+
 async def bench_relayer(
     coordinator: Anvil,
     workers: Anvil,
@@ -446,6 +511,8 @@ async def bench_relayer(
     console.log(f"raw capacity: {messages} receiveMessage transactions from one sender, twice")
     sequential_raw = await _raw_capacity(evm, messages, pipelined=False)
     pipelined_raw = await _raw_capacity(evm, messages, pipelined=True)
+    console.log(f"the deliver stage alone: {messages} delivery requests queued on its topic")
+    alone = await _deliver_stage_alone(evm, kafka, database_url, window, messages, timeout_s)
     block_time_s = 0.0  # the benchmark's anvils mine each transaction as it arrives
     return {
         "benchmark": "relayer",
@@ -463,6 +530,8 @@ async def bench_relayer(
         "pipelined_raw_tps": round(pipelined_raw, 2),
         "ratio_to_sequential_raw": round(throughput / sequential_raw, 4),
         "ratio_to_pipelined_raw": round(throughput / pipelined_raw, 4),
+        "deliver_stage_msg_per_s": round(alone, 2),
+        "deliver_stage_ratio_to_pipelined_raw": round(alone / pipelined_raw, 4),
         "steady_messages": steady,
         "steady_rate_msg_per_s": round(steady_rate, 2),
         "steady_latency_p50_s": round(_percentile(steady_latencies, 0.50), 3),
