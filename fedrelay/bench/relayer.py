@@ -75,7 +75,7 @@ from fedrelay.relayer.chains_file import parse_chains
 from fedrelay.relayer.process import StageRequest, build_process
 from fedrelay.relayer.records import DeliveryRequest, encode_message, message_key
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import stage_metrics
+from fedrelay.relayer.stage import StageRunner, stage_metrics
 
 GUARDIANS = 3
 RELAYER_KEY = 6  # anvil account that signs deliveries
@@ -320,28 +320,16 @@ DELIVER_ONLY_KEY = 8  # the deliver-stage-alone phase's signer on the worker cha
 async def _deliver_stage_alone(
     evm: EvmDeployment, kafka: Kafka, database_url: str, window: int, count: int, timeout_s: float
 ) -> float:
-    """Deliveries per second of the deliver stage alone: `count` delivery requests (fresh VAAs)
-    on its topic beforehand, one deliver stage (`window`) on them, until the ledger has them all
-    confirmed. This is the figure to set against the raw capacities: the stages before it are
-    not in the way."""
+    """Deliveries per second of the deliver stage alone: one deliver stage (`window`) that holds
+    its partitions already, `count` delivery requests (fresh VAAs) sent to its topic, timed from
+    the first send until the ledger has them all confirmed. This is the figure to set against the
+    raw capacities: the stages before it are not in the way."""
     vaas = await asyncio.to_thread(_raw_vaas, evm, 2 * count, count)
+    digests = [parse_vaa(vaa).digest for vaa in vaas]
     settings = _settings(kafka, database_url, window)
     bus = KafkaBus(kafka.bootstrap)
     topic = settings.delivery_topic(WORKER_CHAIN)
     await bus.create_topics([topic], partitions=settings.topic_partitions)
-    producer = bus.producer()
-    await producer.start()
-    try:
-        for vaa in vaas:
-            request = DeliveryRequest(
-                vaa=vaa, destination_chain=WORKER_CHAIN,
-                target_address=address_to_bytes32(evm.hub.address), emitted_at_ms=0,
-            )  # fmt: skip
-            await producer.send(topic, encode_message(request), key=message_key(
-                parse_vaa(vaa).message_id))  # fmt: skip
-    finally:
-        await producer.stop()
-    digests = [parse_vaa(vaa).digest for vaa in vaas]
     with tempfile.TemporaryDirectory(prefix="bench-deliver-") as keys:
         signer_file = Path(keys) / "signer.key"
         signer_file.write_text(evm.workers.private_keys[DELIVER_ONLY_KEY] + "\n")
@@ -362,10 +350,23 @@ async def _deliver_stage_alone(
             )  # fmt: skip
         return int(found or 0)
 
-    started = time.perf_counter()
+    runners = [one for one in process.stages if isinstance(one, StageRunner)]
     tasks = [asyncio.create_task(one.run(), name=one.name) for one in process.stages]
+    producer = bus.producer()
     try:
         async with asyncio.timeout(timeout_s):
+            while not all(one.assignment() for one in runners):  # noqa: ASYNC110 - joining
+                await asyncio.sleep(POLL_S)
+            await producer.start()
+            started = time.perf_counter()
+            for vaa in vaas:
+                request = DeliveryRequest(
+                    vaa=vaa, destination_chain=WORKER_CHAIN,
+                    target_address=address_to_bytes32(evm.hub.address), emitted_at_ms=0,
+                )  # fmt: skip
+                key = message_key(parse_vaa(vaa).message_id)
+                await producer.send(topic, encode_message(request), key=key)
+            await producer.stop()
             while await confirmed() < count:  # noqa: ASYNC110 - the ledger has no event
                 await asyncio.sleep(POLL_S)
         return count / (time.perf_counter() - started)
