@@ -203,6 +203,17 @@ async def attempts_with(
     return total
 
 
+async def confirming_signers(
+    sessions: async_sessionmaker[AsyncSession], vaas: list[Vaa]
+) -> set[str]:
+    """The signers of the transactions that delivered `vaas`."""
+    signers: set[str] = set()
+    for vaa in vaas:
+        _, attempts = await delivery_of(sessions, vaa.digest)
+        signers |= {a.signer for a in attempts if a.outcome == AttemptOutcome.CONFIRMED}
+    return signers
+
+
 async def window_full(sessions: async_sessionmaker[AsyncSession], vaas: list[Vaa]) -> None:
     async def full() -> bool:
         return await attempts_with(sessions, vaas, AttemptOutcome.BROADCAST) >= WINDOW
@@ -332,11 +343,22 @@ async def test_two_deliver_instances_on_one_destination_deliver_every_message_on
         await eventually(split, "each instance to hold one partition")
         await publish(kafka, settings, vaas, keys=[f"emitter-{i}".encode() for i in range(24)])
         await delivered_once(evm, sessions, vaas)
-    signers = set()
-    for vaa in vaas:
-        _, attempts = await delivery_of(sessions, vaa.digest)
-        signers |= {a.signer for a in attempts if a.outcome == AttemptOutcome.CONFIRMED}
+    signers = await confirming_signers(sessions, vaas)
     assert len(signers) == 2  # both instances delivered, each with its own key
+
+
+async def test_a_key_pool_delivers_every_message_once_with_each_of_its_keys(
+    evm: EvmDeployment, kafka: Kafka, ledger_url: str, tmp_path: Path,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:  # fmt: skip
+    settings = settings_for(kafka, ledger_url)
+    keys = [funded_key(evm, tmp_path / f"{name}.key") for name in ("one", "two")]
+    vaas = requests_for(evm, 16)
+    await publish(kafka, settings, vaas, keys=[f"emitter-{i}".encode() for i in range(16)])
+    async with running(await deliver_process(evm, settings, *keys)):
+        await delivered_once(evm, sessions, vaas)
+    signers = await confirming_signers(sessions, vaas)
+    assert len(signers) == 2  # one key file, two keys, both at work
 
 
 class Killed(BaseException):
