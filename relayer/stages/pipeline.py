@@ -89,6 +89,7 @@ class SignerLane:
     _in_flight: dict[int, _InFlight] = field(init=False, default_factory=dict)
     _confirmer: asyncio.Task[None] | None = field(init=False, default=None)
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _active: dict[int, asyncio.Future[None]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -125,10 +126,39 @@ class SignerLane:
         Raises:
             As :meth:`Deliverer.deliver`.
         """
-        previous, mine = self._turn, asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        previous, mine = self._turn, loop.create_future()
         self._turn = mine  # taken in call order: submissions keep the records' order
         try:
             plan = await self._open(request)
+        except BaseException:
+            _pass_turn(previous, mine)
+            raise
+        if plan is not None and plan[0] in self._active:
+            # The same delivery is in this pipeline already (a duplicate record in the batch):
+            # it waits for that one to end, then finds it done (or resumes it) alone.
+            _pass_turn(previous, mine)
+            await asyncio.shield(self._active[plan[0]])
+            return await self.deliverer.deliver(request)
+        active: asyncio.Future[None] | None = None
+        if plan is not None:
+            active = self._active[plan[0]] = loop.create_future()
+        try:
+            return await self._in_turn(request, plan, previous, mine)
+        finally:
+            if plan is not None and active is not None:
+                del self._active[plan[0]]
+                active.set_result(None)
+
+    async def _in_turn(
+        self,
+        request: DeliveryRequest,
+        plan: tuple[int, str, int] | None,
+        previous: asyncio.Future[None] | None,
+        mine: asyncio.Future[None],
+    ) -> DeliveryStatus:
+        """Steps 2 and 3 of one delivery, its submission after the previous one's."""
+        try:
             if previous is not None:
                 await asyncio.shield(previous)
             submitted = None if plan is None else await self._submit(request, *plan)
@@ -430,6 +460,19 @@ class PipelinedDeliverer:
         """Stop every lane's confirmer."""
         for lane in self.lanes:
             await lane.close()
+
+
+def _pass_turn(previous: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+    """Give up a turn without submitting: it ends when the previous one does."""
+
+    def end(_: object = None) -> None:
+        if not mine.done():
+            mine.set_result(None)
+
+    if previous is None or previous.done():
+        end()
+    else:
+        previous.add_done_callback(end)
 
 
 def _result(request: DeliveryRequest) -> StageResult:

@@ -290,3 +290,20 @@ async def test_the_runner_retries_pipeline_failures_alone_and_dead_letters_the_p
         [entry] = (await session.scalars(select(DeadLetter))).all()
         assert "WrongTarget" in entry.reason
     assert registry.get_sample_value("fedrelay_stage_processed_total", {"stage": "deliver-4"}) == 5
+
+
+async def test_a_message_twice_in_one_batch_gets_one_transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    first, second = request(1), request(2)
+    chain = FakeDestination()
+    stage = pipeline(sessions, chain)
+    results = await asyncio.wait_for(
+        stage.process_batch(records([first, second, first, second, first])), 10
+    )
+
+    assert all(isinstance(result, StageResult) for result in results)
+    assert chain.applied == [first.digest, second.digest]
+    assert len(chain.prepared) == 2  # the duplicates waited and found their delivery done
+    assert await statuses(sessions) == [DeliveryStatus.CONFIRMED] * 2
+    await stage.close()
