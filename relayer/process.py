@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from fedrelay.adapters.chains import (
     binding,
 )
 from fedrelay.adapters.kafka import Bus, KafkaBus, MemoryBus
+from fedrelay.adapters.kafka.logs import install_outage_logging
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.adapters.telemetry.health import HealthServer, ReadinessCheck
 from fedrelay.ports.relay import DestinationChain, SignerAccount, SourceChain
@@ -73,6 +75,7 @@ from fedrelay.relayer.stages.assemble import Assembler
 from fedrelay.relayer.stages.attest import Attester, GuardianKeyError, load_guardian_signer
 from fedrelay.relayer.stages.deliver import Deliverer
 from fedrelay.relayer.stages.fetch import GuardianApi, VaaFetcher
+from fedrelay.relayer.stages.pipeline import PipelinedDeliverer, SignerLane
 from fedrelay.relayer.stages.route import Router
 from fedrelay.relayer.stages.watch import watch_stage
 
@@ -127,6 +130,35 @@ def read_signer_key(
         raise SignerKeyError(str(exc)) from None
 
 
+def read_signer_keys(
+    chain: ChainConfig, key_file: Path | None, environ: Mapping[str, str] | None = None
+) -> list[str | bytes]:
+    """The deliverer's key pool for `chain`: one key per non-empty line of an EVM key file (or
+    of ``FEDRELAY_SIGNER_KEY``), else the one key :func:`read_signer_key` reads.
+
+    Raises:
+        SignerKeyError: No key, or a line that is not a key of the chain's kind (the message
+            says which line, never the key).
+    """
+    try:
+        content, where = keys.read_key_text(
+            key_file, what="signer key", owner=f" for chain {chain.name!r}",
+            variable=SIGNER_KEY_VARIABLE, environ=environ, option="--signer-key-file",
+        )  # fmt: skip
+    except keys.KeyFileError as exc:
+        raise SignerKeyError(str(exc)) from None
+    lines = [line.strip() for line in content.splitlines() if line.strip()]
+    if len(lines) < 2 or content.lstrip().startswith("["):
+        return [read_signer_key(chain, key_file, environ)]
+    pool: list[str | bytes] = []
+    for number, line in enumerate(lines, 1):
+        try:
+            pool.append(binding(chain.kind).parse_key(line, f"{where}, line {number}"))
+        except keys.KeyFileError as exc:
+            raise SignerKeyError(str(exc)) from None
+    return pool
+
+
 # --- chains ---------------------------------------------------------------------------------------
 
 
@@ -163,16 +195,20 @@ class ChainConnections:
             self.sources[chain.name] = source
         return self.sources[chain.name]
 
-    async def destination(self, chain: ChainConfig, key: str | bytes) -> DestinationChain:
-        """The destination adapter of `chain`, signing with `key`."""
-        if chain.name not in self.destinations:
+    async def destination(
+        self, chain: ChainConfig, key: str | bytes, pool_index: int = 0
+    ) -> DestinationChain:
+        """The destination adapter of `chain`, signing with `key` (the `pool_index`-th key of
+        the chain's key pool; the first one is also :attr:`destinations`' entry)."""
+        name = chain.name if pool_index == 0 else f"{chain.name}#{pool_index}"
+        if name not in self.destinations:
             connection = self._connect(chain)
             try:
                 destination = await binding(chain.kind).destination(connection, _spec(chain), key)
             except ChainUnreachable as exc:
                 raise ChainUnavailable(str(exc)) from None
-            self.destinations[chain.name] = destination
-        return self.destinations[chain.name]
+            self.destinations[name] = destination
+        return self.destinations[name]
 
     def signer_account(self, chain: ChainConfig, key: str | bytes) -> SignerAccount | None:
         """The signer's account on `chain` (after :meth:`destination`); None without nonces."""
@@ -228,6 +264,7 @@ class RelayerProcess:
     topics: list[str]
     metrics: StageMetrics
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _rng: random.Random = field(default_factory=random.Random)
 
     def health_server(self) -> HealthServer:
         """The ``/healthz``, ``/readyz``, ``/metrics`` server of this process."""
@@ -268,7 +305,7 @@ class RelayerProcess:
             log.info("relayer: health on %s:%d; stages: %s", self.settings.health_host,
                      self.settings.health_port, ", ".join(s.name for s in self.stages))  # fmt: skip
             if not signalled.is_set():
-                await self.bus.create_topics(self.topics, partitions=self.settings.topic_partitions)
+                await self._create_topics(signalled)
             running = asyncio.create_task(run_until_signalled(self.stages, signals=()))
             if signalled.is_set():
                 loop.call_later(self.settings.drain_seconds, running.cancel)
@@ -288,6 +325,25 @@ class RelayerProcess:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, 5)
             await self.close()
+
+    async def _create_topics(self, signalled: asyncio.Event) -> None:
+        """Create the topics, waiting for the broker as the stages do (until it is up or a
+        signal came); a broker that is away at start is no reason to exit."""
+        policy = self.settings.retry_policy()
+        failures = 0
+        while not signalled.is_set():
+            try:
+                await self.bus.create_topics(self.topics, partitions=self.settings.topic_partitions)
+                return
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("relayer: cannot create the topics yet (%s); waiting for the "
+                                "broker", redact_text(str(exc)))  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signalled.wait(), policy.delay(min(failures, 30), self._rng))
+        if failures:
+            log.info("relayer: topics created after %d tries", failures + 1)
 
     async def close(self) -> None:
         """Close connections (RPC, bus probes, database)."""
@@ -349,13 +405,11 @@ async def build_process(
         if isinstance(bus, KafkaBus):
             checks["kafka"] = probe
             closers.append(probe.close)
+        if isinstance(bus, KafkaBus):
+            install_outage_logging()
         reader = bus.end_offsets_reader()
-        try:
-            await reader.start()
-            closers.append(reader.stop)
-            end_offsets = reader
-        except Exception as exc:  # the lag gauge waits for the broker; the stages report it
-            log.warning("relayer: cannot reach Kafka for the lag gauge: %s", redact_text(str(exc)))
+        closers.append(reader.stop)  # it connects on first use, and again after a failure
+        end_offsets = reader
     ledger = SqlRelayerLedger.open(settings.database_url)
     checks["database"] = ledger.ping
     connections = ChainConnections()
@@ -478,14 +532,24 @@ class _Builder:
         )
         return self._runner("route", self.settings.vaas_topic, router)
 
-    async def _deliver(self, chain: ChainConfig, key: str | bytes) -> RunningStage:
-        destination = await self.connections.destination(chain, key)
-        deliverer = Deliverer(
-            destination, self.ledger, self.settings.retry_policy(),
-            confirm_timeout_s=self.settings.confirm_timeout_s,
-        )  # fmt: skip
-        topic = self.settings.delivery_topic(chain.wormhole_chain_id)
-        return self._runner(f"deliver-{chain.wormhole_chain_id}", topic, deliverer)
+    async def _deliver(self, chain: ChainConfig, pool: Sequence[str | bytes]) -> RunningStage:
+        lanes = []
+        for index, key in enumerate(pool):
+            destination = await self.connections.destination(chain, key, index)
+            deliverer = Deliverer(
+                destination, self.ledger, self.settings.retry_policy(),
+                confirm_timeout_s=self.settings.confirm_timeout_s,
+            )  # fmt: skip
+            lanes.append(SignerLane(deliverer, window=self.settings.deliver_window))
+        processor: Any = lanes[0].deliverer
+        if self.settings.deliver_window > 1 or len(lanes) > 1:
+            processor = PipelinedDeliverer(lanes)
+        name = f"deliver-{chain.wormhole_chain_id}"
+        runner = self._runner(
+            name, self.settings.delivery_topic(chain.wormhole_chain_id), processor
+        )
+        runner.batch_size = self.settings.deliver_batch_size
+        return runner
 
     # -- helpers --
 
@@ -529,6 +593,6 @@ class _Builder:
         return fixed + [s.delivery_topic(c.wormhole_chain_id) for c in self.chains.chains]
 
 
-def _key_for(request: StageRequest, chain: ChainConfig) -> str | bytes:
+def _key_for(request: StageRequest, chain: ChainConfig) -> list[str | bytes]:
     path = request.signer_keys.get(chain.name, request.signer_keys.get(""))
-    return read_signer_key(chain, path)
+    return read_signer_keys(chain, path)

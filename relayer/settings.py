@@ -60,6 +60,15 @@ class RelayerSettings(BaseSettings):
     drain_seconds: float = Field(default=30.0, gt=0)
     # How long a deliverer waits for a receipt before replacing the transaction.
     confirm_timeout_s: float = Field(default=30.0, gt=0)
+    # Pipelined delivery (relayer.stages.pipeline): the most transactions in flight per signer
+    # key; 1 turns the pipeline off (one transaction at a time, waiting for each receipt).
+    deliver_window: int = Field(default=32, ge=1, le=1024)
+    # Records a deliver stage takes per poll (and per Kafka transaction); a batch is one pass
+    # through the pipeline, so it should be a few windows (times the keys in the pool).
+    deliver_batch_size: int = Field(default=256, ge=1, le=10_000)
+    # The most VAAs in one delivery transaction on destinations with a batch entry point
+    # (fedrelay.ports.relay.BatchDestination); 1 turns batching off.
+    deliver_batch_max: int = Field(default=1, ge=1, le=256)
     # The pause between a watcher's polls that found nothing new.
     watch_interval_s: float = Field(default=1.0, gt=0)
 

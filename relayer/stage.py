@@ -44,7 +44,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -93,6 +93,7 @@ class StageResult:
     source: str | None = None
 
 
+@runtime_checkable
 class RecordProcessor(Protocol):
     """The stage-specific part: turn one input record into outputs (and ledger effects).
 
@@ -100,6 +101,20 @@ class RecordProcessor(Protocol):
     """
 
     async def process(self, record: Record) -> StageResult: ...
+
+
+@runtime_checkable
+class BatchProcessor(RecordProcessor, Protocol):
+    """A processor that takes a whole polled batch at once (the deliver stage's pipeline).
+
+    ``process_batch`` returns one entry per record, in order: its result, or the exception its
+    processing raised. A record that failed then goes through the runner's usual handling (retry
+    with backoff, the DLQ) one at a time, starting from that exception, through ``process``.
+    """
+
+    async def process_batch(
+        self, records: Sequence[Record]
+    ) -> Sequence[StageResult | Exception]: ...
 
 
 EndOffsets = Callable[[frozenset[Partition]], Awaitable[Mapping[Partition, int]]]
@@ -239,6 +254,10 @@ class StageRunner:
         """Ask the runner to finish its in-flight batch, commit it and return from ``run()``."""
         self._stopping.set()
 
+    def assignment(self) -> frozenset[Partition]:
+        """The input partitions this instance holds now (empty while it is not connected)."""
+        return self._consumer.assignment() if self._consumer is not None else frozenset()
+
     @property
     def stopping(self) -> bool:
         """Whether ``stop()`` was called."""
@@ -306,9 +325,17 @@ class StageRunner:
     async def _handle_batch(self, records: list[Record]) -> None:
         done: list[_Done] = []
         offsets: dict[Partition, int] = {}
-        for record in records:
+        firsts: Sequence[StageResult | Exception | None] = [None] * len(records)
+        if isinstance(self.processor, BatchProcessor) and len(records) > 1:
+            firsts = await self.processor.process_batch(records)
+        for record, first in zip(records, firsts, strict=True):
+            if isinstance(first, StageResult):
+                headers = inject_headers()
+                done.append(_Done([(output, headers) for output in first.outputs], result=first))
+                offsets[record.position] = record.offset + 1
+                continue
             with log_fields(message_id=message_of(record)):
-                fate = await self._handle_record(record)
+                fate = await self._handle_record(record, first)
             if fate is None:  # stopping during a backoff wait: leave this record and the rest
                 break
             done.append(fate)
@@ -357,7 +384,12 @@ class StageRunner:
 
     # -- one record --
 
-    async def _handle_record(self, record: Record) -> _Done | None:
+    async def _handle_record(self, record: Record, first: Exception | None = None) -> _Done | None:
+        """Process one record until it succeeds or goes to the DLQ; None when stopping.
+
+        `first` is the failure of an attempt already made (in a batch), handled as if
+        ``process`` had just raised it.
+        """
         failures = 0  # attempts that failed (and did not dead-letter the record)
         waits = 0  # backoff waits done, i.e. attempts repeated
         while True:
@@ -378,6 +410,9 @@ class StageRunner:
             ) as span:
                 dead_reason: str | None = None
                 try:
+                    if first is not None:
+                        failed, first = first, None
+                        raise failed
                     result = await self.processor.process(record)
                 except RetryableError as exc:
                     failures += 1

@@ -44,8 +44,8 @@ class KafkaBus:
 
     async def create_topics(self, topics: Sequence[str], partitions: int = 1) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
-        await admin.start()
         try:
+            await admin.start()
             for topic in topics:
                 with suppress(TopicAlreadyExistsError):
                     await admin.create_topics(
@@ -298,23 +298,46 @@ class KafkaReadiness:
 class KafkaEndOffsets:
     """End offsets (last stable offsets, so open transactions do not count) from Kafka.
 
-    A consumer with no group, used only to ask the broker; ``start()`` before use.
+    A consumer with no group, used only to ask the broker. It connects on first use (or
+    ``start()``) and again after a failure: a consumer that could not start is closed, never
+    left half open, and the broker being away at start only delays the lag gauge.
     """
 
     def __init__(self, bootstrap: str) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
-        )
+        self._bootstrap = bootstrap
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        """Connect to the broker."""
-        await self._consumer.start()
+        """Connect to the broker (closing what a failed attempt opened)."""
+        if self._consumer is not None:
+            return
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+        )
+        try:
+            await consumer.start()
+        except BaseException:
+            with suppress(Exception):
+                await consumer.stop()
+            raise
+        self._consumer = consumer
 
     async def stop(self) -> None:
         """Disconnect."""
-        await self._consumer.stop()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
 
     async def __call__(self, partitions: frozenset[Partition]) -> Mapping[Partition, int]:
-        """The end offset of each partition."""
-        ends = await self._consumer.end_offsets([_tp(p) for p in partitions])
+        """The end offset of each partition (connecting first when needed)."""
+        await self.start()
+        assert self._consumer is not None
+        try:
+            ends = await self._consumer.end_offsets([_tp(p) for p in partitions])
+        except BaseException:
+            with suppress(Exception):
+                await self.stop()  # connect afresh next time
+            raise
         return {_partition(tp): int(o) for tp, o in ends.items()}

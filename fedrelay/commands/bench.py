@@ -89,11 +89,12 @@ def flower(
 def relayer(
     messages: int = typer.Option(1_000, min=1, help="TASK_ASSIGNED messages to relay."),
     timeout: float = typer.Option(1800.0, min=1, help="Seconds to wait for every delivery."),
+    window: int = typer.Option(32, min=1, help="Deliverer window (1: no pipelining)."),
 ) -> None:
     """Coordinator chain to EVM worker chain on Kafka + PostgreSQL: msg/s, latency, raw capacity."""
     from fedrelay.bench.relayer import run
 
-    run(messages, timeout)
+    run(messages, timeout, window)
 
 
 @app.command("api-flood")

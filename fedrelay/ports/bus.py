@@ -135,7 +135,8 @@ class ReadinessProbe(Protocol):
 class EndOffsetsReader(Protocol):
     """Where partitions end now (the offset the next record will get), for the lag gauge.
 
-    ``start()`` before use, ``stop()`` after; open transactions do not count.
+    ``start()`` before use (a reader may also connect on first use, and again after a
+    failure), ``stop()`` after; open transactions do not count.
     """
 
     async def start(self) -> None: ...

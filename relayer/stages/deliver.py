@@ -177,6 +177,8 @@ class Deliverer:
             log.info("delivery %s: done before (%s)", label, status.value)
             return status
         if status == DeliveryStatus.DEAD:
+            if await self._consumed_quietly(request.vaa):  # it landed after all: say so
+                return await self._consumed(request, delivery_id, label)
             raise DeliveryFailed(f"delivery {label} was given up before; reopen it to retry")
         try:
             return await self._try(request, delivery_id, label)
@@ -209,7 +211,10 @@ class Deliverer:
                 if state == TxState.UNKNOWN:
                     await self._chain(self.chain.broadcast(signed), attempt_id)
             else:  # it did not confirm in time: replace it (same nonce, higher fee)
-                attempt_id, signed = await self._prepare(request, delivery_id, in_flight)
+                # Another instance's key held it: sign anew with ours (a fresh nonce); whichever
+                # lands second is refused by the destination.
+                replacing = in_flight if in_flight.signer == self.chain.signer else None
+                attempt_id, signed = await self._prepare(request, delivery_id, replacing)
                 await self._chain(self.chain.broadcast(signed), attempt_id)
         await self._record_broadcast(delivery_id, attempt_id, in_flight, signed)
         await self._wait_confirmed(signed, attempt_id)
@@ -229,6 +234,8 @@ class Deliverer:
         """Sign a new transaction and persist it (PREPARED) before it is sent."""
         async with self.ledger.reading() as work:
             fee_level = await work.attempt_total(delivery_id)
+        if replacing is None:
+            await self.send_unsent(delivery_id)
         pending = await self._chain(self.chain.pending_nonce())
         async with self.ledger.transaction() as work:
             if replacing is not None and replacing.nonce is not None:
@@ -245,6 +252,57 @@ class Deliverer:
                 delivery_id, fee_level + 1, self.chain.signer, signed
             )
         return attempt_id, signed
+
+    async def send_unsent(self, skip_delivery: int | None = None) -> int:
+        """Broadcast the signer's attempts persisted but never sent (a crash came in between).
+
+        Done before any new nonce is taken: such an attempt holds its nonce, and a transaction
+        signed after it would wait behind the gap it leaves until it is sent. Sending the same
+        bytes is what resuming the attempt would do; a nonce the chain already counts past cannot
+        be used any more, so that attempt is marked failed (its own record signs anew).
+
+        Args:
+            skip_delivery: A delivery whose attempts the caller handles itself.
+
+        Returns:
+            How many attempts were sent.
+        """
+        async with self.ledger.reading() as work:
+            open_attempts = await work.open_attempts_of_signer(
+                self.chain.chain_id, self.chain.signer
+            )
+        unsent = [
+            attempt
+            for attempt, _ in open_attempts
+            if attempt.outcome == AttemptOutcome.PREPARED and attempt.delivery_id != skip_delivery
+        ]
+        sent = 0
+        for attempt in unsent:
+            try:
+                await self.chain.broadcast(attempt.signed)
+            except Exception as exc:
+                failure = self.chain.classify(exc)
+                if failure.kind is not FailureKind.NONCE_TOO_LOW:
+                    raise _ChainFailure(failure) from exc
+                async with self.ledger.transaction() as work:
+                    error = f"{failure.kind.value}: {failure.reason} (unsent after a restart)"
+                    await work.set_attempt_outcome(attempt.id, AttemptOutcome.FAILED, error=error)
+                continue
+            async with self.ledger.transaction() as work:
+                await work.set_attempt_outcome(attempt.id, AttemptOutcome.BROADCAST)
+                delivery = await work.delivery(attempt.delivery_id)
+                if delivery.status not in (*_DONE, DeliveryStatus.DEAD):
+                    await work.update_delivery(
+                        attempt.delivery_id,
+                        status=DeliveryStatus.SUBMITTED,
+                        tx_hash=attempt.tx_hash,
+                    )
+            sent += 1
+            log.info(
+                "deliver-%d: sent attempt %d (nonce %s) persisted before a restart",
+                self.chain.chain_id, attempt.id, attempt.nonce,
+            )  # fmt: skip
+        return sent
 
     async def _record_broadcast(
         self,
@@ -301,6 +359,14 @@ class Deliverer:
         log.info("delivery %s: the destination had consumed it already", label)
         return DeliveryStatus.ALREADY_DELIVERED
 
+    async def _consumed_quietly(self, vaa: bytes) -> bool:
+        """Whether the destination consumed `vaa`; False when it cannot be asked now."""
+        try:
+            return await self.chain.is_consumed(vaa)
+        except Exception as exc:  # the caller's own failure handling goes on
+            log.debug("cannot ask whether the VAA is consumed: %s", exc)
+            return False
+
     async def _settle(
         self, delivery_id: int, attempt_id: int | None, status: DeliveryStatus, tx_id: str | None
     ) -> None:
@@ -319,6 +385,10 @@ class Deliverer:
             await self._settle(delivery_id, None, DeliveryStatus.ALREADY_DELIVERED, None)
             log.info("delivery %s: already consumed (%s)", label, failure.reason)
             return DeliveryStatus.ALREADY_DELIVERED
+        if failure.kind is not FailureKind.UNAVAILABLE and await self._consumed_quietly(
+            request.vaa
+        ):  # an earlier attempt of ours (or someone else) landed: delivered, not failed
+            return await self._consumed(request, delivery_id, label)
         async with self.ledger.transaction() as work:
             last_error = f"{failure.kind.value}: {failure.reason}"
             await work.update_delivery(delivery_id, last_error=last_error)

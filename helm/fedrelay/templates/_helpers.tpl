@@ -54,7 +54,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 A component's selector: the release's plus the component, plus the chain or guardian the
-instance serves. Input: dict root, component, chain (optional), guardian (optional).
+instance serves, plus its shard when several instances serve one chain. Input: dict root,
+component, chain (optional), guardian (optional), shard (optional).
 */}}
 {{- define "fedrelay.componentSelectorLabels" -}}
 {{ include "fedrelay.selectorLabels" .root }}
@@ -64,6 +65,9 @@ fedrelay.io/chain: {{ . }}
 {{- end }}
 {{- with .guardian }}
 fedrelay.io/guardian: {{ . }}
+{{- end }}
+{{- with .shard }}
+fedrelay.io/shard: {{ . }}
 {{- end }}
 {{- end -}}
 
@@ -75,6 +79,9 @@ fedrelay.io/chain: {{ . }}
 {{- end }}
 {{- with .guardian }}
 fedrelay.io/guardian: {{ . }}
+{{- end }}
+{{- with .shard }}
+fedrelay.io/shard: {{ . }}
 {{- end }}
 {{- end -}}
 

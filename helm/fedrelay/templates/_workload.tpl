@@ -6,6 +6,7 @@ HorizontalPodAutoscaler. Input, a dict:
   component     app.kubernetes.io/component (for example "relayer-watch")
   chain         optional fedrelay.io/chain label
   guardian      optional fedrelay.io/guardian label
+  shard         optional fedrelay.io/shard label (one of several instances serving one chain)
   args          the container's arguments after `fedrelay`
   serviceName   OTEL_SERVICE_NAME
   instance      FEDRELAY_INSTANCE; empty: the pod's name (for stages that scale out)
@@ -21,7 +22,7 @@ HorizontalPodAutoscaler. Input, a dict:
 {{- $root := .root -}}
 {{- $v := .values -}}
 {{- $name := include "fedrelay.componentName" (dict "root" $root "suffix" .suffix) -}}
-{{- $sel := dict "root" $root "component" .component "chain" (default "" .chain) "guardian" (default "" .guardian) -}}
+{{- $sel := dict "root" $root "component" .component "chain" (default "" .chain) "guardian" (default "" .guardian) "shard" (default "" .shard) -}}
 {{- $hpa := and (not .singleton) $v.autoscaling $v.autoscaling.enabled -}}
 apiVersion: apps/v1
 kind: Deployment

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.fake_destination import CHAIN, FakeDestination, Killed
 from support.relayer import read_topic, sample_observation, signed_vaa_bytes
 from support.wormhole import guardian_signers
 
@@ -27,8 +26,7 @@ from fedrelay.adapters.ledger.models import (
     SignerNonce,
 )
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger, SqlRelayerLedgerWork
-from fedrelay.ports.relay import Failure, FailureKind, SignedDelivery, TxState, TxStatus
-from fedrelay.protocol.wormhole import keccak256, parse_vaa
+from fedrelay.ports.relay import Failure, FailureKind, SignedDelivery
 from fedrelay.relayer.backoff import BackoffPolicy
 from fedrelay.relayer.records import DeliveryRequest, encode_message, message_key
 from fedrelay.relayer.settings import RelayerSettings
@@ -44,142 +42,6 @@ from fedrelay.relayer.stages.deliver import (
 )
 
 SIGNERS = guardian_signers(1)
-CHAIN = 4
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
-
-
-class FakeChainError(Exception):
-    """An error of the fake chain, of a known kind."""
-
-    def __init__(self, kind: FailureKind, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-
-
-@dataclass
-class _Tx:
-    digest: bytes
-    nonce: int
-    fee: int
-    state: TxState = TxState.PENDING
-    failure: Failure | None = None
-
-
-@dataclass
-class FakeDestination:
-    """An EVM-like destination kept in memory.
-
-    It simulates chain faults that cannot be produced for real here: nonces taken by someone
-    else, underpriced bids, transactions that never get mined, out-of-gas and reverts, an
-    endpoint that is down, and a process killed between broadcast and bookkeeping.
-    """
-
-    chain_id: int = CHAIN
-    signer: str = "0xrelayer"
-    nonce: int = 0  # the next nonce the chain accepts
-    mining: bool = True  # broadcast transactions are mined at once
-    min_fee: int = 0  # bids below this are refused as underpriced
-    stale_nonce_reads: int = 0  # pending_nonce() answers this many times with an old value
-    down: int = 0  # calls to fail with a connection error
-    revert: dict[bytes, Failure] = field(default_factory=dict)  # digest -> what mining says
-    kill_before_send: int = 0  # broadcasts to kill before the chain sees them
-    kill_after_send: int = 0  # broadcasts to kill after the chain took them
-    consumed: set[bytes] = field(default_factory=set)
-    applied: list[bytes] = field(default_factory=list)  # digests applied, in order
-    txs: dict[str, _Tx] = field(default_factory=dict)
-    prepared: list[SignedDelivery] = field(default_factory=list)
-    broadcasts: list[str] = field(default_factory=list)
-
-    def _reachable(self) -> None:
-        if self.down:
-            self.down -= 1
-            raise ConnectionRefusedError("connection refused")
-
-    async def is_consumed(self, vaa: bytes) -> bool:
-        self._reachable()
-        return parse_vaa(vaa).digest in self.consumed
-
-    async def finish(self, vaa: bytes) -> None:
-        self._reachable()
-
-    async def pending_nonce(self) -> int | None:
-        self._reachable()
-        pending = [tx.nonce for tx in self.txs.values() if tx.state == TxState.PENDING]
-        if self.stale_nonce_reads:
-            self.stale_nonce_reads -= 1
-            return self.nonce - 1
-        return max([self.nonce - 1, *pending]) + 1
-
-    async def prepare(self, vaa: bytes, nonce: int | None, fee_level: int) -> SignedDelivery:
-        self._reachable()
-        assert nonce is not None
-        fee = 100 * (125**fee_level) // (100**fee_level)  # +25% per level
-        raw = json.dumps({"vaa": vaa.hex(), "nonce": nonce, "fee": fee}).encode()
-        signed = SignedDelivery("0x" + keccak256(raw).hex(), raw, nonce, fee)
-        self.prepared.append(signed)
-        return signed
-
-    async def broadcast(self, delivery: SignedDelivery) -> None:
-        self._reachable()
-        if self.kill_before_send:
-            self.kill_before_send -= 1
-            raise Killed
-        body = json.loads(delivery.raw)
-        nonce, fee = body["nonce"], body["fee"]
-        if nonce < self.nonce:
-            raise FakeChainError(FailureKind.NONCE_TOO_LOW, f"nonce too low: {nonce}")
-        if fee < self.min_fee:
-            raise FakeChainError(FailureKind.UNDERPRICED, "replacement transaction underpriced")
-        self.broadcasts.append(delivery.tx_id)
-        digest = parse_vaa(bytes.fromhex(body["vaa"])).digest
-        self.txs.setdefault(delivery.tx_id, _Tx(digest, nonce, fee))
-        if self.mining:
-            self.mine()
-        if self.kill_after_send:
-            self.kill_after_send -= 1
-            raise Killed
-
-    def mine(self) -> None:
-        """Include pending transactions in nonce order (one per nonce, highest fee wins)."""
-        while True:
-            ready = [
-                (tx_id, tx)
-                for tx_id, tx in self.txs.items()
-                if tx.state == TxState.PENDING and tx.nonce == self.nonce
-            ]
-            if not ready:
-                return
-            tx_id, tx = max(ready, key=lambda item: item[1].fee)
-            self.nonce += 1
-            for other in self.txs.values():
-                if other is not tx and other.nonce == tx.nonce and other.state == TxState.PENDING:
-                    other.state = TxState.UNKNOWN  # dropped: its nonce was taken
-            if tx.digest in self.consumed:
-                tx.state = TxState.FAILED
-                tx.failure = Failure(FailureKind.ALREADY_CONSUMED, f"AlreadyConsumed({tx_id})")
-            elif tx.digest in self.revert:
-                tx.state, tx.failure = TxState.FAILED, self.revert[tx.digest]
-            else:
-                tx.state = TxState.CONFIRMED
-                self.consumed.add(tx.digest)
-                self.applied.append(tx.digest)
-
-    async def status(self, tx_id: str) -> TxStatus:
-        self._reachable()
-        tx = self.txs.get(tx_id)
-        if tx is None:
-            return TxStatus(TxState.UNKNOWN)
-        return TxStatus(tx.state, tx.failure)
-
-    def classify(self, error: Exception) -> Failure:
-        if isinstance(error, FakeChainError):
-            return Failure(error.kind, str(error))
-        if isinstance(error, ConnectionError):
-            return Failure(FailureKind.UNAVAILABLE, str(error))
-        return Failure(FailureKind.OTHER, str(error))
 
 
 def request(sequence: int = 1, chain: int = CHAIN) -> DeliveryRequest:
@@ -514,7 +376,7 @@ async def test_a_stuck_transaction_that_lands_reverted_is_not_replaced(
     assert attempt.outcome == AttemptOutcome.REVERTED
 
 
-async def test_a_nonce_held_by_a_persisted_attempt_is_not_given_twice(
+async def test_an_unsent_persisted_attempt_is_sent_before_a_new_nonce_is_taken(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     first, second = request(1), request(2)
@@ -522,11 +384,45 @@ async def test_a_nonce_held_by_a_persisted_attempt_is_not_given_twice(
     with pytest.raises(Killed):  # `first` holds nonce 0, signed and persisted, never sent
         await deliverer(chain, sessions).deliver(first)
     stage = deliverer(chain, sessions)
-    with pytest.raises(DeliveryRetry, match="not confirmed"):  # waits behind nonce 0
-        await stage.deliver(second)
-
-    assert await stage.deliver(first) == DeliveryStatus.CONFIRMED  # resumed: nonce 0 lands
-    assert await stage.deliver(second) == DeliveryStatus.CONFIRMED  # nonce 1 then landed too
-
-    assert [signed.nonce for signed in chain.prepared] == [0, 1]
+    # no gap to wait out: `first`'s persisted bytes go out before `second` takes nonce 1
+    assert await stage.deliver(second) == DeliveryStatus.CONFIRMED
     assert chain.applied == [first.digest, second.digest]
+
+    assert await stage.deliver(first) == DeliveryStatus.CONFIRMED  # its record settles it
+    assert [signed.nonce for signed in chain.prepared] == [0, 1]
+    delivery, [attempt] = await ledger_state(sessions, first)
+    assert delivery.status == DeliveryStatus.CONFIRMED
+    assert attempt.outcome == AttemptOutcome.CONFIRMED
+
+
+async def test_a_message_consumed_while_its_delivery_fails_is_recorded_delivered(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    class LandsAsItIsGivenUp(FakeDestination):
+        async def is_consumed(self, vaa: bytes) -> bool:
+            self.mine()  # the transaction waiting in the mempool lands now
+            return await super().is_consumed(vaa)
+
+    wanted = request()
+    chain = LandsAsItIsGivenUp(mining=False)
+    # one attempt allowed: its confirm wait runs out, so the deliverer is about to give up
+    assert await deliverer(chain, sessions, attempts=1).deliver(wanted) == (
+        DeliveryStatus.CONFIRMED
+    )
+    delivery, [attempt] = await ledger_state(sessions, wanted)
+    assert delivery.status == DeliveryStatus.CONFIRMED
+    assert attempt.outcome == AttemptOutcome.CONFIRMED
+    assert chain.applied == [wanted.digest]
+
+
+async def test_a_dead_delivery_the_chain_consumed_is_recorded_delivered(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    wanted = request()
+    chain = FakeDestination(revert={request().digest: Failure(FailureKind.REVERTED, "no")})
+    with pytest.raises(DeliveryFailed):
+        await deliverer(chain, sessions).deliver(wanted)
+    chain.consumed.add(wanted.digest)  # delivered by someone else meanwhile
+    assert await deliverer(chain, sessions).deliver(wanted) == DeliveryStatus.ALREADY_DELIVERED
+    delivery, _ = await ledger_state(sessions, wanted)
+    assert delivery.status == DeliveryStatus.ALREADY_DELIVERED

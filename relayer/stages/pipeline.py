@@ -1,0 +1,484 @@
+"""Pipelined delivery: many transactions in flight per signer, confirmed apart from submission.
+
+The plain :class:`~fedrelay.relayer.stages.deliver.Deliverer` has one transaction in flight and
+waits for its receipt before the next record; a destination then takes a fraction of what it
+could. :class:`PipelinedDeliverer` takes a whole polled batch and runs each delivery through
+three steps, each with its own queue:
+
+1. **prepare** (concurrent): the ledger's delivery row, the consumed flag, an earlier attempt;
+2. **submit** (one at a time per signer, in record order): a window slot, the next nonce, the
+   signed transaction persisted (PREPARED) and then broadcast;
+3. **confirm** (one confirmer task per signer): the lowest nonce in flight is asked for its
+   receipt; once it is in, the rest of the window is asked together. A transaction the node no
+   longer knows (dropped from the mempool, or a gap this relayer left) is broadcast again at
+   once; one that has not confirmed within the confirm timeout is replaced at the same nonce
+   with a higher fee. Neither stops the other transactions in the window.
+
+Every exactly-once rule of the plain deliverer holds: the attempt is persisted before it is
+broadcast, the consumed flag is checked first, and a delivery with an attempt already in flight
+(a restart) is resumed by the plain deliverer with the same signed bytes. Nonces are counted
+locally once read: at a lane's first use (and after any surprise) the signer's unsent persisted
+attempts are broadcast first (:meth:`~fedrelay.relayer.stages.deliver.Deliverer.send_unsent`),
+then the chain's pending nonce and the ledger decide where to go on.
+
+A key pool spreads the load: each signer key has its own lane (nonces, window, confirmer); a
+record goes to the lane its bus key (the emitter) hashes to, so one emitter's messages keep their
+order. Several deliver instances of one destination each hold their own keys and the partitions
+Kafka gives them.
+
+A delivery that fails in the pipeline is handed back to the stage runner with its failure; the
+runner then retries it alone through the plain deliverer (backoff, attempts, the DLQ), exactly as
+before. Destinations without nonces (Solana) are delivered one at a time per lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from fedrelay.ports.bus import Record
+from fedrelay.ports.relay import Failure, FailureKind, SignedDelivery, TxState, TxStatus
+from fedrelay.ports.relayer_ledger import AttemptOutcome, DeliveryStatus
+from fedrelay.relayer.records import DeliveryRequest, decode_as, message_label
+from fedrelay.relayer.stage import StageResult
+from fedrelay.relayer.stages.deliver import (
+    _DONE,
+    Deliverer,
+    DeliveryFailed,
+    WrongDestination,
+    _ChainFailure,
+    open_delivery,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """One broadcast transaction the confirmer watches."""
+
+    request: DeliveryRequest
+    delivery_id: int
+    attempt_id: int
+    signed: SignedDelivery
+    fee_level: int
+    sent_at: float
+    done: asyncio.Future[TxStatus]
+    resent: bool = False
+
+
+@dataclass(eq=False)
+class SignerLane:
+    """One signer key of a destination: its nonces, its window of transactions, its confirmer.
+
+    Attributes:
+        deliverer: The plain deliverer of this key (its chain adapter signs with the key).
+        window: The most transactions of this key in flight at once.
+    """
+
+    deliverer: Deliverer
+    window: int = 32
+
+    _slots: asyncio.Semaphore = field(init=False)
+    _turn: asyncio.Future[None] | None = field(init=False, default=None)
+    _next_nonce: int | None = field(init=False, default=None)
+    _in_flight: dict[int, _InFlight] = field(init=False, default_factory=dict)
+    _confirmer: asyncio.Task[None] | None = field(init=False, default=None)
+    _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _active: dict[int, asyncio.Future[None]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"the window must hold at least 1 transaction, got {self.window}")
+        self._slots = asyncio.Semaphore(self.window)
+
+    @property
+    def chain_id(self) -> int:
+        """The destination's Wormhole chain id."""
+        return self.deliverer.chain.chain_id
+
+    @property
+    def in_flight(self) -> int:
+        """How many transactions of this key the confirmer is watching."""
+        return len(self._in_flight)
+
+    def forget_nonce(self) -> None:
+        """Read the next nonce from the chain and the ledger again before the next submission."""
+        self._next_nonce = None
+
+    async def close(self) -> None:
+        """Stop the confirmer (transactions still in flight are resumed from the ledger)."""
+        task, self._confirmer = self._confirmer, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- one delivery --
+
+    async def deliver(self, request: DeliveryRequest) -> DeliveryStatus:
+        """Deliver one VAA through the pipeline (see the module docstring).
+
+        Raises:
+            As :meth:`Deliverer.deliver`.
+        """
+        loop = asyncio.get_running_loop()
+        previous, mine = self._turn, loop.create_future()
+        self._turn = mine  # taken in call order: submissions keep the records' order
+        try:
+            plan = await self._open(request)
+        except BaseException:
+            _pass_turn(previous, mine)
+            raise
+        if plan is not None and plan[0] in self._active:
+            # The same delivery is in this pipeline already (a duplicate record in the batch):
+            # it waits for that one to end, then finds it done (or resumes it) alone.
+            _pass_turn(previous, mine)
+            await asyncio.shield(self._active[plan[0]])
+            return await self.deliverer.deliver(request)
+        active: asyncio.Future[None] | None = None
+        if plan is not None:
+            active = self._active[plan[0]] = loop.create_future()
+        try:
+            return await self._in_turn(request, plan, previous, mine)
+        finally:
+            if plan is not None and active is not None:
+                del self._active[plan[0]]
+                active.set_result(None)
+
+    async def _in_turn(
+        self,
+        request: DeliveryRequest,
+        plan: tuple[int, str, int] | None,
+        previous: asyncio.Future[None] | None,
+        mine: asyncio.Future[None],
+    ) -> DeliveryStatus:
+        """Steps 2 and 3 of one delivery, its submission after the previous one's."""
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            submitted = None if plan is None else await self._submit(request, *plan)
+            if submitted is None:  # resumed, consumed, or no nonces: the plain path, alone
+                self.forget_nonce()
+                return await self.deliverer.deliver(request)
+        finally:
+            if not mine.done():
+                mine.set_result(None)
+        if isinstance(submitted, DeliveryStatus):
+            return submitted
+        try:
+            status = await submitted.done
+        finally:
+            self._slots.release()
+        assert plan is not None
+        return await self._landed(submitted, status, plan[1])
+
+    async def _open(self, request: DeliveryRequest) -> tuple[int, str, int] | None:
+        """Step 1: the delivery row, the consumed flag, the attempts so far (concurrent).
+
+        Returns:
+            The delivery's id, its label and its attempt count; None when the plain path
+            decides (done or dead before, an attempt in flight, consumed).
+        """
+        deliverer = self.deliverer
+        if request.destination_chain != self.chain_id:
+            raise WrongDestination(
+                f"{message_label(request.message_id)} is addressed to chain "
+                f"{request.destination_chain}, this stage delivers to chain {self.chain_id}"
+            )
+        async with deliverer.ledger.transaction() as work:
+            delivery = await open_delivery(work, request)
+            in_flight = await work.in_flight_attempts(delivery.id)
+            attempts = await work.attempt_total(delivery.id)
+        if delivery.status in _DONE or delivery.status == DeliveryStatus.DEAD or in_flight:
+            return None
+        try:
+            if await deliverer.chain.is_consumed(request.vaa):
+                return None  # the plain path records it delivered
+        except Exception:  # the plain path meets the same error and handles it
+            return None
+        label = f"{message_label(request.message_id)} -> chain {request.destination_chain}"
+        return delivery.id, label, attempts
+
+    async def _submit(
+        self, request: DeliveryRequest, delivery_id: int, label: str, fee_level: int
+    ) -> _InFlight | DeliveryStatus | None:
+        """Step 2: a window slot, a nonce, persist, broadcast (one at a time per lane).
+
+        Returns:
+            The transaction in flight (its window slot held until it settles); a final status
+            when the attempt failed in a way that settled the delivery; None when the plain
+            path decides (a chain without nonces).
+
+        Raises:
+            As :meth:`Deliverer.deliver`, when the attempt failed.
+        """
+        deliverer, chain = self.deliverer, self.deliverer.chain
+        await self._slots.acquire()
+        attempt_id: int | None = None
+        try:
+            try:
+                if self._next_nonce is None:
+                    await deliverer.send_unsent()
+                    pending = await deliverer._chain(chain.pending_nonce())
+                    if pending is None:
+                        self._slots.release()
+                        return None
+                    async with deliverer.ledger.transaction() as work:
+                        self._next_nonce = await work.allocate_nonce(
+                            chain.chain_id, chain.signer, pending, delivery_id
+                        )
+                nonce = self._next_nonce
+                signed = await deliverer._chain(chain.prepare(request.vaa, nonce, fee_level))
+                async with deliverer.ledger.transaction() as work:
+                    attempt_id = await work.add_attempt(
+                        delivery_id, fee_level + 1, chain.signer, signed
+                    )
+                    await work.set_signer_next_nonce(chain.chain_id, chain.signer, nonce + 1)
+                await deliverer._chain(chain.broadcast(signed), attempt_id)
+            except BaseException:
+                self.forget_nonce()  # the nonce may be taken, or still free: ask again
+                raise
+        except _ChainFailure as failed:
+            self._slots.release()
+            return await deliverer._failed(request, delivery_id, label, failed)
+        except BaseException:
+            self._slots.release()
+            raise
+        self._next_nonce = nonce + 1
+        async with deliverer.ledger.transaction() as work:
+            await work.set_attempt_outcome(attempt_id, AttemptOutcome.BROADCAST)
+            await work.update_delivery(
+                delivery_id, status=DeliveryStatus.SUBMITTED, tx_hash=signed.tx_id
+            )
+        loop = asyncio.get_running_loop()
+        entry = _InFlight(
+            request, delivery_id, attempt_id, signed, fee_level + 1, loop.time(),
+            loop.create_future(),
+        )  # fmt: skip
+        self._in_flight[nonce] = entry
+        self._wake.set()
+        if self._confirmer is None or self._confirmer.done():
+            self._confirmer = asyncio.create_task(self._confirm(), name=f"confirm-{chain.signer}")
+        return entry
+
+    async def _landed(self, entry: _InFlight, status: TxStatus, label: str) -> DeliveryStatus:
+        """Step 3's end for one delivery: record what its transaction did."""
+        deliverer = self.deliverer
+        request, delivery_id = entry.request, entry.delivery_id
+        try:
+            if status.state != TxState.CONFIRMED:
+                failure = status.failure or Failure(FailureKind.REVERTED, "transaction reverted")
+                raise _ChainFailure(failure, entry.attempt_id)
+            await deliverer._chain(deliverer.chain.finish(request.vaa), entry.attempt_id)
+            await deliverer._settle(
+                delivery_id, entry.attempt_id, DeliveryStatus.CONFIRMED, entry.signed.tx_id
+            )
+        except _ChainFailure as failed:
+            return await deliverer._failed(request, delivery_id, label, failed)
+        log.info("delivery %s: confirmed in %s", label, entry.signed.tx_id)
+        return DeliveryStatus.CONFIRMED
+
+    # -- the confirmer --
+
+    async def _confirm(self) -> None:
+        """Watch the window until it is empty (started again by the next submission)."""
+        interval = self.deliverer.status_interval_s
+        while self._in_flight:
+            self._wake.clear()
+            try:
+                settled = await self._check()
+            except Exception as exc:  # the endpoint is away: the transactions may still land
+                log.warning("deliver-%d: cannot check transactions: %s", self.chain_id, exc)
+                settled = False
+            if settled:
+                continue
+            with contextlib.suppress(TimeoutError):
+                # polling the chain, which has no receipts to wait on; a submission wakes it
+                await asyncio.wait_for(self._wake.wait(), interval)
+
+    async def _check(self) -> bool:
+        """Look at the lowest nonce in flight (then the rest); True when any settled."""
+        chain = self.deliverer.chain
+        lowest = min(self._in_flight)
+        entry = self._in_flight[lowest]
+        status = await chain.status(entry.signed.tx_id)
+        if status.state in (TxState.CONFIRMED, TxState.FAILED):
+            self._settle(lowest, status)
+            rest = sorted(self._in_flight)
+            statuses = await asyncio.gather(
+                *(chain.status(self._in_flight[n].signed.tx_id) for n in rest)
+            )
+            for nonce, found in zip(rest, statuses, strict=True):
+                if found.state in (TxState.CONFIRMED, TxState.FAILED):
+                    self._settle(nonce, found)
+            return True
+        loop = asyncio.get_running_loop()
+        if status.state == TxState.UNKNOWN and not entry.resent:
+            # dropped from the mempool, or never reached it: the same bytes, at once
+            log.info("deliver-%d: nonce %d not known to the node; sending it again",
+                     self.chain_id, lowest)  # fmt: skip
+            entry.resent = True
+            await self._send_again(entry)
+        elif loop.time() - entry.sent_at >= self.deliverer.confirm_timeout_s:
+            if self.deliverer.policy.exhausted(entry.fee_level):
+                # the plain path takes it from here (it resumes or replaces it, or gives up)
+                self._fail(
+                    lowest,
+                    Failure(
+                        FailureKind.NOT_CONFIRMED,
+                        (f"{entry.signed.tx_id} not confirmed after {entry.fee_level} fee levels"),
+                    ),
+                )
+            else:
+                await self._replace(lowest, entry)
+        return False
+
+    def _settle(self, nonce: int, status: TxStatus) -> None:
+        entry = self._in_flight.pop(nonce)
+        if not entry.done.done():
+            entry.done.set_result(status)
+
+    async def _send_again(self, entry: _InFlight) -> None:
+        try:
+            await self.deliverer.chain.broadcast(entry.signed)
+        except Exception as exc:  # nonce taken meanwhile (it landed): the next look tells
+            log.info("deliver-%d: sending %s again failed: %s", self.chain_id,
+                     entry.signed.tx_id, exc)  # fmt: skip
+
+    async def _replace(self, nonce: int, entry: _InFlight) -> None:
+        """Replace a transaction that did not confirm in time: same nonce, higher fee."""
+        deliverer, chain = self.deliverer, self.deliverer.chain
+        loop = asyncio.get_running_loop()
+        entry.sent_at = loop.time()  # the next replacement waits a full timeout again
+        entry.resent = False
+        try:
+            signed = await chain.prepare(entry.request.vaa, nonce, entry.fee_level)
+        except Exception as exc:
+            self._fail(nonce, chain.classify(exc))
+            return
+        async with deliverer.ledger.transaction() as work:
+            attempt_id = await work.add_attempt(
+                entry.delivery_id, entry.fee_level + 1, chain.signer, signed
+            )
+        try:
+            await chain.broadcast(signed)
+        except Exception as exc:
+            failure = chain.classify(exc)
+            async with deliverer.ledger.transaction() as work:
+                error = f"{failure.kind.value}: {failure.reason}"
+                await work.set_attempt_outcome(attempt_id, AttemptOutcome.FAILED, error=error)
+            log.info("deliver-%d: replacing nonce %d refused (%s); watching the old one",
+                     self.chain_id, nonce, failure.reason)  # fmt: skip
+            entry.fee_level += 1
+            return
+        async with deliverer.ledger.transaction() as work:
+            await work.set_attempt_outcome(attempt_id, AttemptOutcome.BROADCAST)
+            await work.replace_in_flight(entry.delivery_id, keep=attempt_id)
+            await work.update_delivery(entry.delivery_id, tx_hash=signed.tx_id)
+        log.info("deliver-%d: nonce %d replaced by %s (fee level %d)", self.chain_id, nonce,
+                 signed.tx_id, entry.fee_level)  # fmt: skip
+        entry.signed, entry.attempt_id = signed, attempt_id
+        entry.fee_level += 1
+
+    def _fail(self, nonce: int, failure: Failure) -> None:
+        entry = self._in_flight.pop(nonce)
+        self.forget_nonce()
+        if not entry.done.done():
+            entry.done.set_result(TxStatus(TxState.FAILED, failure))
+
+
+@dataclass
+class PipelinedDeliverer:
+    """The deliver stage's processor with a pipeline per signer key (see the module docstring).
+
+    Attributes:
+        lanes: One lane per signer key of the destination (the key pool).
+    """
+
+    lanes: Sequence[SignerLane]
+
+    def __post_init__(self) -> None:
+        if not self.lanes:
+            raise ValueError("a pipelined deliverer needs at least one signer key")
+        chains = {lane.chain_id for lane in self.lanes}
+        if len(chains) != 1:
+            raise ValueError(f"every signer key must deliver to one chain, got {sorted(chains)}")
+
+    @property
+    def chain_id(self) -> int:
+        """The destination's Wormhole chain id."""
+        return self.lanes[0].chain_id
+
+    def lane_of(self, record: Record) -> SignerLane:
+        """The lane of a record: its bus key (the emitter) decides, so order holds per emitter."""
+        key = record.key if record.key is not None else str(record.partition).encode()
+        return self.lanes[zlib.crc32(key) % len(self.lanes)]
+
+    async def process(self, record: Record) -> StageResult:
+        """Deliver one record on its own (the runner's retry path) through the plain deliverer."""
+        request = decode_as(record.value, DeliveryRequest)
+        lane = self.lane_of(record)
+        lane.forget_nonce()
+        await lane.deliverer.deliver(request)
+        return _result(request)
+
+    async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
+        """Deliver a batch through the pipeline; each record's result or failure, in order."""
+
+        async def one(record: Record) -> StageResult:
+            request = decode_as(record.value, DeliveryRequest)
+            await self.lane_of(record).deliver(request)
+            return _result(request)
+
+        tasks = [asyncio.create_task(one(record)) for record in records]
+        try:
+            waiting: set[asyncio.Task[StageResult]] = set(tasks)
+            while waiting:
+                finished, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_EXCEPTION)
+                for task in finished:
+                    error = None if task.cancelled() else task.exception()
+                    if error is not None and not isinstance(error, Exception):
+                        raise error  # the process is going down: not one record's failure
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.close()
+            raise
+        out: list[StageResult | Exception] = []
+        for task in tasks:
+            error = task.exception()
+            out.append(task.result() if error is None else error)  # type: ignore[arg-type]
+        return out
+
+    async def close(self) -> None:
+        """Stop every lane's confirmer."""
+        for lane in self.lanes:
+            await lane.close()
+
+
+def _pass_turn(previous: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+    """Give up a turn without submitting: it ends when the previous one does."""
+
+    def end(_: object = None) -> None:
+        if not mine.done():
+            mine.set_result(None)
+
+    if previous is None or previous.done():
+        end()
+    else:
+        previous.add_done_callback(end)
+
+
+def _result(request: DeliveryRequest) -> StageResult:
+    return StageResult(
+        emitted_at_ms=request.emitted_at_ms, source=f"chain-{request.message_id.emitter_chain}"
+    )
+
+
+__all__ = ["DeliveryFailed", "PipelinedDeliverer", "SignerLane"]

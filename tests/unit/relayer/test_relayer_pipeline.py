@@ -1,0 +1,309 @@
+"""The pipelined deliverer against in-memory destinations: window, nonces, stuck and dropped
+transactions, a crash mid-window, a key pool, and the stage runner's handling of failures."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.fake_destination import CHAIN, FakeDestination, Killed
+from support.relayer import read_topic, sample_observation, signed_vaa_bytes
+from support.wormhole import guardian_signers
+
+from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import (
+    AttemptOutcome,
+    DeadLetter,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+)
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
+from fedrelay.ports.bus import Record
+from fedrelay.ports.relay import Failure, FailureKind, SignedDelivery, TxState
+from fedrelay.relayer.backoff import BackoffPolicy
+from fedrelay.relayer.records import DeliveryRequest, encode_message, message_key
+from fedrelay.relayer.stage import StageResult, StageRunner, stage_metrics
+from fedrelay.relayer.stages.deliver import Deliverer
+from fedrelay.relayer.stages.pipeline import PipelinedDeliverer, SignerLane
+
+SIGNERS = guardian_signers(1)
+POLICY = BackoffPolicy(base_s=0.001, cap_s=0.005, max_attempts=4)
+
+
+def request(sequence: int, emitter: int = 0) -> DeliveryRequest:
+    observation = sample_observation(sequence)
+    if emitter:
+        observation = dataclasses.replace(observation, emitter_address=bytes([emitter]) * 32)
+    return DeliveryRequest(
+        vaa=signed_vaa_bytes(observation, SIGNERS), destination_chain=CHAIN,
+        target_address=bytes(32), emitted_at_ms=observation.emitted_at_ms,
+    )  # fmt: skip
+
+
+def records(requests: Sequence[DeliveryRequest]) -> list[Record]:
+    return [
+        Record(f"deliveries.{CHAIN}", 0, offset, message_key(item.message_id),
+               encode_message(item), ())
+        for offset, item in enumerate(requests)
+    ]  # fmt: skip
+
+
+@pytest.fixture
+async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
+    await asyncio.to_thread(upgrade, url)
+    engine = create_engine(url)
+    yield async_sessionmaker(engine, expire_on_commit=False)
+    await engine.dispose()
+
+
+def pipeline(
+    sessions: async_sessionmaker[AsyncSession],
+    *chains: FakeDestination,
+    window: int = 8,
+    confirm_timeout_s: float = 0.05,
+) -> PipelinedDeliverer:
+    ledger = SqlRelayerLedger(sessions)
+    return PipelinedDeliverer([
+        SignerLane(Deliverer(chain, ledger, POLICY, confirm_timeout_s=confirm_timeout_s,
+                             status_interval_s=0.005), window=window)
+        for chain in chains
+    ])  # fmt: skip
+
+
+async def statuses(sessions: async_sessionmaker[AsyncSession]) -> list[DeliveryStatus]:
+    async with sessions() as session:
+        return list((await session.scalars(select(Delivery.status).order_by(Delivery.id))).all())
+
+
+async def attempts_by_outcome(
+    sessions: async_sessionmaker[AsyncSession],
+) -> dict[AttemptOutcome, int]:
+    async with sessions() as session:
+        rows = await session.execute(
+            select(DeliveryAttempt.outcome, func.count()).group_by(DeliveryAttempt.outcome)
+        )
+        return {outcome: count for outcome, count in rows.all()}
+
+
+def pending(chain: FakeDestination) -> int:
+    return sum(1 for tx in chain.txs.values() if tx.state == TxState.PENDING)
+
+
+@dataclass
+class Watched(FakeDestination):
+    """A destination that says when `full_at` transactions are waiting in its mempool."""
+
+    full_at: int = 0
+    full: asyncio.Event = field(default_factory=asyncio.Event)
+    most_pending: int = 0
+
+    async def broadcast(self, delivery: SignedDelivery) -> None:
+        await super().broadcast(delivery)
+        self.most_pending = max(self.most_pending, pending(self))
+        if pending(self) >= self.full_at:
+            self.full.set()
+
+
+async def test_a_batch_goes_out_with_a_full_window_in_flight_and_consecutive_nonces(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    wanted = [request(n) for n in range(1, 21)]
+    chain = Watched(nonce=5, mining=False, full_at=8)
+    stage = pipeline(sessions, chain, window=8, confirm_timeout_s=30)
+    task = asyncio.create_task(stage.process_batch(records(wanted)))
+    await asyncio.wait_for(chain.full.wait(), 5)  # the window is full: the rest wait for slots
+    assert len(chain.broadcasts) == 8
+    chain.mining = True
+    chain.mine()
+    results = await asyncio.wait_for(task, 10)
+
+    assert all(isinstance(result, StageResult) for result in results)
+    assert chain.applied == [item.digest for item in wanted]  # in record order
+    assert chain.most_pending == 8  # never more than the window
+    assert sorted(signed.nonce for signed in chain.prepared) == list(range(5, 25))
+    assert await statuses(sessions) == [DeliveryStatus.CONFIRMED] * 20
+    assert await attempts_by_outcome(sessions) == {AttemptOutcome.CONFIRMED: 20}
+    await stage.close()
+
+
+@dataclass
+class StuckAt(FakeDestination):
+    """A destination that leaves the first transaction at some nonces in the mempool."""
+
+    stuck: set[int] = field(default_factory=set)
+    first_fee: int = 100
+
+    def mine(self) -> None:
+        bids = [tx.fee for tx in self.txs.values()
+                if tx.nonce == self.nonce and tx.state == TxState.PENDING]  # fmt: skip
+        if self.nonce in self.stuck and bids and max(bids) <= self.first_fee:
+            return  # the market moved above this bid: it blocks the nonces after it
+        super().mine()
+
+
+async def test_a_stuck_transaction_is_replaced_at_its_nonce_and_the_rest_go_on(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    wanted = [request(n) for n in range(1, 11)]
+    chain = StuckAt(stuck={3})
+    stage = pipeline(sessions, chain, window=32)
+    results = await asyncio.wait_for(stage.process_batch(records(wanted)), 10)
+
+    assert all(isinstance(result, StageResult) for result in results)
+    assert sorted(chain.applied) == sorted(item.digest for item in wanted)
+    nonces = [signed.nonce for signed in chain.prepared]
+    assert nonces.count(3) >= 2  # replaced at the same nonce
+    assert sorted(set(nonces)) == list(range(10))
+    outcomes = await attempts_by_outcome(sessions)
+    assert outcomes[AttemptOutcome.CONFIRMED] == 10
+    assert outcomes[AttemptOutcome.REPLACED] == nonces.count(3) - 1
+    assert await statuses(sessions) == [DeliveryStatus.CONFIRMED] * 10
+    await stage.close()
+
+
+@dataclass
+class Drops(FakeDestination):
+    """A destination whose mempool drops the first broadcast of one nonce."""
+
+    drop_nonce: int = 2
+    dropped: int = 0
+
+    async def broadcast(self, delivery: SignedDelivery) -> None:
+        if delivery.nonce == self.drop_nonce and not self.dropped:
+            self.dropped += 1
+            return  # accepted, then dropped: the node no longer knows it
+        await super().broadcast(delivery)
+
+
+async def test_a_dropped_transaction_is_sent_again_with_the_same_bytes(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    wanted = [request(n) for n in range(1, 7)]
+    chain = Drops()
+    stage = pipeline(sessions, chain)
+    results = await asyncio.wait_for(stage.process_batch(records(wanted)), 10)
+
+    assert all(isinstance(result, StageResult) for result in results)
+    assert chain.applied == [item.digest for item in wanted]
+    assert len(chain.prepared) == 6  # nothing signed anew: the same bytes went out again
+    assert await attempts_by_outcome(sessions) == {AttemptOutcome.CONFIRMED: 6}
+    await stage.close()
+
+
+@dataclass
+class KilledAt(FakeDestination):
+    """A destination whose deliverer is killed before its n-th broadcast reaches the node."""
+
+    kill_at: int = 0
+    seen: int = 0
+
+    async def broadcast(self, delivery: SignedDelivery) -> None:
+        self.seen += 1
+        if self.seen == self.kill_at:
+            raise Killed
+        await super().broadcast(delivery)
+
+
+async def test_killed_with_a_full_window_in_flight_every_message_lands_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    wanted = [request(n) for n in range(1, 41)]
+    chain = KilledAt(mining=False, kill_at=32)
+    killed = pipeline(sessions, chain, window=32, confirm_timeout_s=30)
+    with pytest.raises(Killed):
+        await asyncio.wait_for(killed.process_batch(records(wanted)), 10)
+    assert pending(chain) == 31  # a full window: 31 sent, the 32nd persisted, not sent
+    chain.mining = True
+    chain.mine()
+    restarted = pipeline(sessions, chain, window=32)
+    results = await asyncio.wait_for(restarted.process_batch(records(wanted)), 10)
+
+    assert all(isinstance(result, StageResult) for result in results)
+    assert sorted(chain.applied) == sorted(item.digest for item in wanted)
+    assert len(chain.applied) == 40
+    assert await statuses(sessions) == [DeliveryStatus.CONFIRMED] * 40
+    await restarted.close()
+
+
+async def test_a_key_pool_splits_emitters_among_keys_and_keeps_each_emitters_order(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    first, second = FakeDestination(signer="0xa"), FakeDestination(signer="0xb")
+    second.consumed = first.consumed  # one receiver contract, two signer accounts
+    wanted = [request(n, emitter=e) for n in range(1, 9) for e in (1, 2, 3, 4)]
+    stage = pipeline(sessions, first, second)
+    results = await asyncio.wait_for(stage.process_batch(records(wanted)), 10)
+
+    assert all(isinstance(result, StageResult) for result in results)
+    assert first.applied  # both keys carried messages
+    assert second.applied
+    assert sorted(first.applied + second.applied) == sorted(item.digest for item in wanted)
+    for chain in (first, second):
+        order = [d for d in (item.digest for item in wanted) if d in chain.applied]
+        assert chain.applied == order
+    await stage.close()
+
+
+async def test_the_runner_retries_pipeline_failures_alone_and_dead_letters_the_poison(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    good = [request(n) for n in range(1, 6)]
+    poison = request(9)
+    chain = FakeDestination(revert={poison.digest: Failure(FailureKind.REVERTED, "WrongTarget")})
+    bus = MemoryBus()
+    await bus.create_topics([f"deliveries.{CHAIN}", "dlq"])
+    producer = bus.producer()
+    await producer.start()
+    for item in (*good[:2], poison, *good[2:]):
+        await producer.send(f"deliveries.{CHAIN}", encode_message(item),
+                            key=message_key(item.message_id))  # fmt: skip
+    await producer.stop()
+    registry = CollectorRegistry()
+    stage = pipeline(sessions, chain)
+    runner = StageRunner(
+        name="deliver-4", bus=bus, inputs=[f"deliveries.{CHAIN}"], group_id="deliver",
+        transactional_id="deliver-4-0", processor=stage, policy=POLICY,
+        poll_wait_s=0.02, metrics=stage_metrics(registry), dead_letters=SqlRelayerLedger(sessions),
+    )  # fmt: skip
+    task = asyncio.create_task(runner.run())
+    try:
+        [dead] = await read_topic(bus, "dlq", 1, group_id=uuid.uuid4().hex)
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 5)
+        await stage.close()
+
+    assert dead.value == encode_message(poison)
+    assert sorted(chain.applied) == sorted(item.digest for item in good)
+    async with sessions() as session:
+        [entry] = (await session.scalars(select(DeadLetter))).all()
+        assert "WrongTarget" in entry.reason
+    assert registry.get_sample_value("fedrelay_stage_processed_total", {"stage": "deliver-4"}) == 5
+
+
+async def test_a_message_twice_in_one_batch_gets_one_transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    first, second = request(1), request(2)
+    chain = FakeDestination()
+    stage = pipeline(sessions, chain)
+    results = await asyncio.wait_for(
+        stage.process_batch(records([first, second, first, second, first])), 10
+    )
+
+    assert all(isinstance(result, StageResult) for result in results)
+    assert chain.applied == [first.digest, second.digest]
+    assert len(chain.prepared) == 2  # the duplicates waited and found their delivery done
+    assert await statuses(sessions) == [DeliveryStatus.CONFIRMED] * 2
+    await stage.close()
