@@ -25,8 +25,8 @@ registered worker, or run a worker's bytes as a configuration. Hence:
   :data:`~fedrelay.ports.blobs.EVALUATION` domain and match the job's schema; it is never
   published: workers never see what their models are scored on;
 * only a job that passes all of this is opened, and only then are its blobs published (served
-  by ``GET /v1/blobs/{name}``): the model, the configuration, a bundle model's bundle and a text job's vocabulary. A
-  refused job publishes nothing.
+  by ``GET /v1/blobs/{name}``): the model, the configuration, a bundle model's bundle and a
+  text job's vocabulary. A refused job publishes nothing.
 
 Worker uploads are never published by a job: the only other publication is the coordinator's own
 aggregated model (:mod:`fedrelay.coordinator.phases.aggregate`).
@@ -140,13 +140,15 @@ async def admit_job(
 
 def largest_task_examples(config: JobConfig) -> int | None:
     """With ``local_epochs``, the example count of the job's largest shard (the task with the
-    most steps); None otherwise (a task's steps are the configuration's)."""
-    if config.local_epochs is None:
+    most steps) on published data; None otherwise (a task's steps are the configuration's, or
+    follow from the count of a worker's own data)."""
+    published = config.published_data
+    if config.local_epochs is None or published is None:
         return None
     from fedrelay.coordinator.verification import JobWorkbench
 
     workbench = JobWorkbench(config)
-    return max(len(workbench.shard(i)) for i in range(config.data.shards))
+    return max(len(workbench.shard(i)) for i in range(published.shards))
 
 
 async def admit_bundle(

@@ -39,7 +39,7 @@ with ``Retry-After``). A signed request is accepted once across every replica sh
 | --- | --- | --- |
 | GET /v1/jobs/{job} | worker, admin | the job's current round |
 | GET /v1/jobs/{job}/rounds/{round} | worker, admin | one round |
-| GET /v1/blobs/{name} | worker | a model, configuration, model bundle or vocabulary a usable job published (Range) |
+| GET /v1/blobs/{name} | worker | a published model, configuration, bundle or vocabulary (Range) |
 | PUT /v1/jobs/{job}/rounds/{round}/updates/{name} | assigned worker | upload an update |
 | POST /v1/jobs/{job}/rounds/{round}/uploads | assigned worker | start a chunked upload |
 | PUT /v1/uploads/{id}?offset=k | its worker | send a chunk of it |

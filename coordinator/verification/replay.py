@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from fedrelay.coordinator.aggregation import ParameterLayout, Vector
 from fedrelay.coordinator.verification.updates import (
@@ -31,6 +31,7 @@ from fedrelay.coordinator.verification.updates import (
 )
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.rounds import Assignment
+from fedrelay.protocol.wormhole import keccak256
 from fedrelay.training import (
     ModelTensors,
     SegmentOpening,

@@ -86,8 +86,6 @@ class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-
-
 class JobConfig(_Part):
     """Everything the coordinator and the workers need to know about a job beyond the chain.
 

@@ -36,7 +36,6 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from fedrelay.protocol.blobs import encode_blob
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.model_spec import Objective
 from fedrelay.protocol.training_config import SgdSpec, TrainingConfig

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,7 +41,6 @@ from fedrelay.worker.sdk.state import TaskRecord
 from fedrelay.worker.sdk.steps import bundle
 
 if TYPE_CHECKING:
-    from fedrelay.training.data import Dataset
     from fedrelay.worker.sdk.node import WorkerNode
 
 
