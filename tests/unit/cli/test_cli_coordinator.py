@@ -140,7 +140,7 @@ def test_job_post_refuses_a_bad_configuration_before_touching_the_chain(tmp_path
             ["--min-stake", "10", "--rejected-slash", "11"],
             "--rejected-slash 11 exceeds --min-stake",
         ),
-        (["--missed-slash", "1"], "--missed-slash 1 exceeds --min-stake 0"),
+        (["--min-stake", "0", "--missed-slash", "1"], "--missed-slash 1 exceeds --min-stake 0"),
         (["--release-after", "0"], "--release-after must be 1..2592000 seconds"),
         (["--progress-timeout", "31536001"], "--progress-timeout must be 1..31536000 seconds"),
         (["--slash-mode", "owner"], "--slash-mode must be 'recipient' or 'honest'"),
