@@ -53,7 +53,7 @@ class Intake:
 def _config(name: str, signature: str = "") -> SimpleNamespace:
     """A job configuration whose model entry names bundle ``name``."""
     model = SimpleNamespace(kind="bundle", bundle=name, signature=signature, args={})
-    return SimpleNamespace(model=model)
+    return SimpleNamespace(model=model, worker_data=None)
 
 
 def _blob(tmp_path: Path, tag: str) -> bytes:
@@ -119,6 +119,6 @@ async def test_a_trusted_hash_of_bytes_that_are_no_bundle_is_refused() -> None:
 
 async def test_a_built_in_model_needs_no_trust() -> None:
     intake = Intake()
-    config = SimpleNamespace(model=SimpleNamespace(kind="mlp"))
+    config = SimpleNamespace(model=SimpleNamespace(kind="mlp"), worker_data=None)
     assert await admit_bundle(config, intake.blobs, intake.store, TrustPolicy()) is None
     assert intake.blobs.asked == []

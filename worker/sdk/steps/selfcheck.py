@@ -8,7 +8,8 @@ update goes further the worker checks it against the task, from the job's config
   worker's own data the weight is 1;
 * the transcript: one checkpoint per segment plus checkpoint 0, which holds the round's model at
   step 0; the last one is at the configuration's final step;
-* the update: the final checkpoint's model (before any masking).
+* the update: the final checkpoint's trainable tensors (before any masking; a frozen tensor,
+  such as a LoRA job's base, is never part of an update).
 
 Anything else refuses the task (it is abandoned, not committed), saying what differed: a missed
 task is never worse than a slashed one.
@@ -23,6 +24,7 @@ import numpy.typing as npt
 
 from fedrelay.ports.worker_chain import TaskKey
 from fedrelay.training import BlobError, decode_blob, model_of, step_of
+from fedrelay.training.trainer import trainable_tensors
 from fedrelay.training.data import DataError
 from fedrelay.training.datasets import dataset_hash
 from fedrelay.training.datasets.published import published_shard
@@ -45,7 +47,11 @@ def check_trained(key: TaskKey, shard: int, inputs: TaskInputs, trained: Trained
         TaskRefused: The data, the weight, the transcript or the update differs from what the
             job's configuration and the round's model prescribe (the message says which).
     """
-    job, config = inputs.job, inputs.job.training
+    job = inputs.job
+    try:  # the task's recipe: with local_epochs its steps follow from the data's example count
+        config = job.training_config(len(inputs.data))
+    except ValueError as exc:
+        raise TaskRefused(f"the training configuration of {key} is unusable: {exc}") from None
     published = job.published_data
     if published is not None:
         try:
@@ -82,5 +88,5 @@ def check_trained(key: TaskKey, shard: int, inputs: TaskInputs, trained: Trained
         raise TaskRefused(
             f"{key}: the last checkpoint is at step {step_of(last)}, not {config.steps}"
         )
-    if not _same(update, model_of(last)):
-        raise TaskRefused(f"{key}: the update is not the final checkpoint's model")
+    if not _same(update, trainable_tensors(model_of(last), job.model.trainable)):
+        raise TaskRefused(f"{key}: the update is not the final checkpoint's trainable tensors")
