@@ -134,6 +134,11 @@ def deployment(forge_project: Forge, coordinator_chain: Anvil, worker_chain: Anv
     return Deployment(coordinator, workers, market, hub, guardians)
 
 
+def latest_time(chain: EvmChain) -> int:
+    """The timestamp of ``chain``'s latest block."""
+    return int(chain.w3.eth.get_block("latest")["timestamp"])
+
+
 def test_round_trip_task_assigned_then_update_committed(deployment: Deployment) -> None:
     d = deployment
     coordinator, workers, market, hub = d.coordinator, d.workers, d.market, d.hub
@@ -166,7 +171,9 @@ def test_round_trip_task_assigned_then_update_committed(deployment: Deployment) 
     )
     start = coordinator.chain.w3.eth.block_number + 1
     job_id = market.post_job(coordinator.signer(4), spec).job_id
-    deadline = int(workers.chain.w3.eth.get_block("latest")["timestamp"]) + 3600
+    # Other tests move the shared chains' clocks forward: JobMarket wants a deadline ahead of
+    # the coordinator chain's clock, WorkerHub ahead of the worker chain's.
+    deadline = max(latest_time(coordinator.chain), latest_time(workers.chain)) + 3600
     assigned_receipt = market.assign_tasks(
         coordinator.signer(1), job_id, WORKERS, deadline, [Task(worker_key, 0)]
     )

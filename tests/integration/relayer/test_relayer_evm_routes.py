@@ -122,6 +122,11 @@ def key_files(tmp_path: Path, evm: EvmDeployment) -> tuple[list[Path], Path]:
     return guardian_files, signer
 
 
+def block_time(w3: Any) -> int:
+    """The timestamp of the latest block of the chain ``w3`` talks to."""
+    return int(w3.eth.get_block("latest")["timestamp"])
+
+
 def _settings(kafka: Kafka, ledger_url: str) -> RelayerSettings:
     tag = uuid.uuid4().hex[:8]
     return RelayerSettings(
@@ -196,7 +201,8 @@ async def test_one_round_carries_every_payload_type_on_both_evm_routes(
         )  # fmt: skip
         poster = Signer(evm.coordinator.private_keys[4])
         job_id = (await asyncio.to_thread(market.post_job, poster, spec)).job_id
-        deadline = int(evm.worker_chain.w3.eth.get_block("latest")["timestamp"]) + 3600
+        # Other tests move the shared chains' clocks: be ahead of both (JobMarket and WorkerHub).
+        deadline = max(block_time(market.chain.w3), block_time(evm.worker_chain.w3)) + 3600
         await asyncio.to_thread(
             market.assign_tasks, aggregator, job_id, WORKERS, deadline, [Task(worker_key, 0)]
         )
@@ -643,7 +649,9 @@ async def test_one_round_carries_every_payload_type_between_coordinator_and_sola
             )  # fmt: skip
             poster = Signer(evm.coordinator.private_keys[4])
             job_id = (await asyncio.to_thread(market.post_job, poster, spec)).job_id
-            deadline = solana_devnet.chain.unix_time() + 3600
+            # JobMarket wants it ahead of the coordinator chain's clock, the program of its own.
+            now = max(solana_devnet.chain.unix_time(), block_time(market.chain.w3))
+            deadline = now + 3600
             await asyncio.to_thread(
                 market.assign_tasks, aggregator, job_id, SOLANA_CHAIN, deadline, [Task(key, 0)]
             )
