@@ -16,10 +16,12 @@ even for equal updates), so nothing here applies there.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from fedrelay.coordinator.aggregation import Vector
 from fedrelay.protocol.rounds import Assignment, WorkerRef
@@ -66,16 +68,67 @@ def distance(a: Vector, b: Vector) -> float:
     return gap / scale
 
 
+@dataclass
+class Gaps:
+    """The normalised L2 distances between a round's deltas, from sums that add up piece by piece.
+
+    ``|a - b| / max(|a|, |b|)`` needs each delta's squared norm and each pair's squared distance;
+    both are sums over coordinates, so a streamed round adds them up one range of coordinates at
+    a time (:meth:`add`) and never holds two whole deltas. :func:`distance` is the same quantity
+    of two whole vectors (it may differ in the last bits: the sums are taken in another order).
+
+    Attributes:
+        ids: The worker ids, in the order of the rows.
+        squares: Each delta's squared L2 norm so far.
+        pairs: The pairwise squared distances so far (symmetric).
+    """
+
+    ids: tuple[bytes, ...]
+    squares: npt.NDArray[np.float64]
+    pairs: npt.NDArray[np.float64]
+
+    @classmethod
+    def empty(cls, ids: Sequence[bytes]) -> Gaps:
+        """Nothing added yet for the workers ``ids``."""
+        count = len(ids)
+        return cls(tuple(ids), np.zeros(count), np.zeros((count, count)))
+
+    @classmethod
+    def of(cls, deltas: Mapping[bytes, Vector]) -> Gaps:
+        """The gaps between whole deltas, by worker id."""
+        gaps = cls.empty(list(deltas))
+        gaps.add([deltas[worker] for worker in gaps.ids])
+        return gaps
+
+    def add(self, pieces: Sequence[Vector]) -> None:
+        """Add the same range of coordinates of every delta (in :attr:`ids` order)."""
+        wide = [np.asarray(piece, dtype=np.float64) for piece in pieces]
+        for i, row in enumerate(wide):
+            self.squares[i] += float(np.dot(row, row))
+            for j in range(i + 1, len(wide)):
+                diff = row - wide[j]
+                self.pairs[i, j] += float(np.dot(diff, diff))
+                self.pairs[j, i] = self.pairs[i, j]
+
+    def between(self, a: bytes, b: bytes) -> float:
+        """The normalised distance of the deltas of workers ``a`` and ``b`` (0 when both are 0)."""
+        i, j = self.ids.index(a), self.ids.index(b)
+        scale = math.sqrt(max(self.squares[i], self.squares[j]))
+        if scale == 0.0:
+            return 0.0
+        return math.sqrt(self.pairs[i, j]) / scale
+
+
 def find_copies(
     assignments: Sequence[Assignment],
-    deltas: Mapping[bytes, Vector],
+    gaps: Gaps,
     tolerance: float = COPY_DISTANCE,
 ) -> list[Copy]:
-    """The copies among the committed ``assignments`` whose deltas are in ``deltas``.
+    """The copies among the committed ``assignments`` whose deltas ``gaps`` measured.
 
     Args:
-        assignments: The round's committed tasks (any order; those without a delta are skipped).
-        deltas: Each checked update's delta from the round's model, by worker id.
+        assignments: The round's committed tasks (any order; those ``gaps`` lacks are skipped).
+        gaps: The distances between the checked updates' deltas from the round's model.
         tolerance: The largest normalised distance that makes a copy.
 
     Returns:
@@ -84,10 +137,9 @@ def find_copies(
     kept: list[Assignment] = []
     copies: list[Copy] = []
     for a in commit_order(assignments):
-        delta = deltas.get(a.worker.worker_id)
-        if delta is None:
+        if a.worker.worker_id not in gaps.ids:
             continue
-        match = _first_match(a, delta, kept, deltas, tolerance)
+        match = _first_match(a, kept, gaps, tolerance)
         if match is None:
             kept.append(a)
         else:
@@ -97,9 +149,8 @@ def find_copies(
 
 def _first_match(
     a: Assignment,
-    delta: Vector,
     kept: Sequence[Assignment],
-    deltas: Mapping[bytes, Vector],
+    gaps: Gaps,
     tolerance: float,
 ) -> tuple[Assignment, str] | None:
     assert a.commitment is not None
@@ -111,7 +162,7 @@ def _first_match(
         )
         if earlier.commitment.update_hash == a.commitment.update_hash:
             return earlier, f"a copy of {whose}: the same update hash"
-        gap = distance(deltas[earlier.worker.worker_id], delta)
+        gap = gaps.between(earlier.worker.worker_id, a.worker.worker_id)
         if gap == 0.0:
             return earlier, f"a copy of {whose}: the same tensors"
         if gap <= tolerance:

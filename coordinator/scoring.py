@@ -33,11 +33,17 @@ def loss_reduction_scores(
         ``max(0, L(params) - L(params + delta_i))`` by client id.
     """
     base = held_out_loss(params)
-    scores = {}
-    for update in ordered(updates, params.shape[0]):
-        moved = (params.astype(np.float64) + update.delta).astype(np.float32)
-        scores[update.client_id] = max(0.0, base - held_out_loss(moved))
-    return scores
+    return {
+        update.client_id: loss_reduction(held_out_loss, base, params, update.delta)
+        for update in ordered(updates, params.shape[0])
+    }
+
+
+def loss_reduction(held_out_loss: HeldOutLoss, base: float, params: Vector, delta: Vector) -> float:
+    """One client's loss-reduction score: ``max(0, base - L(params + delta))``, ``base`` being
+    ``L(params)`` (a streamed round scores its updates one at a time with it)."""
+    moved = (params.astype(np.float64) + delta).astype(np.float32)
+    return max(0.0, base - held_out_loss(moved))
 
 
 def leave_one_out_scores(

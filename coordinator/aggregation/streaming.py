@@ -52,7 +52,12 @@ from fedrelay.coordinator.aggregation.rules import (
     scores_of,
 )
 from fedrelay.coordinator.aggregation.strategy import Strategy
-from fedrelay.coordinator.aggregation.updates import ClientUpdate, Vector, delta_between
+from fedrelay.coordinator.aggregation.updates import (
+    ClientUpdate,
+    ParameterLayout,
+    Vector,
+    delta_between,
+)
 from fedrelay.protocol.blobs import BlobError, BlobIndex, encode_header, read_index
 
 #: Coordinates per piece: 4 MiB of float32 per blob read at a time.
@@ -98,6 +103,30 @@ class StreamedBlob:
                 raise AggregationError(
                     f"tensor {entry.name!r} is {entry.dtype}; aggregation needs float32 tensors"
                 )
+        return cls(index, read)
+
+    @classmethod
+    def of_vector(cls, layout: ParameterLayout, params: Vector) -> StreamedBlob:
+        """The blob of the float32 tensors of ``layout`` whose flat vector is ``params``, read
+        from memory (a round's model next to the updates it is combined with)."""
+        header = encode_header([(name, _FLOAT32, shape) for name, shape in layout.entries])
+        data = np.ascontiguousarray(params, dtype=_FLOAT32).view(np.uint8)
+        start = len(header)
+
+        def read_at(offset: int, length: int) -> bytes:
+            if offset >= start:
+                return data[offset - start : offset - start + length].tobytes()
+            return (header + data[: max(0, offset + length - start)].tobytes())[
+                offset : offset + length
+            ]
+
+        async def read(offset: int, length: int) -> bytes:
+            return read_at(offset, length)
+
+        try:
+            index = read_index(read_at, start + len(data))
+        except BlobError as exc:
+            raise AggregationError(f"not a tensor layout: {exc}") from None
         return cls(index, read)
 
     @property

@@ -19,10 +19,12 @@
 3. (secure rounds) decodes each worker's keys, masked input (of the model's length) and reveal
    on its own, rejecting and slashing the sender of one that does not decode; waits for the
    unmasking reveals and recovers the sum of the masked inputs;
-4. aggregates with the job's strategy, evaluates the new model on the held-out set, scores the
-   accepted workers and splits the round's reward. Updates hold only the model's trainable
-   tensors (``model.trainable``: a LoRA job's adapters), so only those are read, aggregated and
-   scored; the round model's frozen tensors go into the new model blob unchanged.
+4. aggregates with the job's strategy a range of coordinates at a time (the updates stay in the
+   blob store and are never all held at once: :mod:`.streamed`), evaluates the new model on the
+   held-out set, scores the accepted workers and splits the round's reward. Updates hold only
+   the model's trainable tensors (``model.trainable``: a LoRA job's adapters), so only those are
+   read, aggregated and scored; the round model's frozen tensors go into the new model blob
+   unchanged.
 
 It returns the :class:`Proposal` once everything is in, else None (answers or reveals are still
 awaited). Every rejection is saved at once, and challenges are issued with deterministic terms,
@@ -32,8 +34,8 @@ bytes again (only committed tasks are read, challenged and replayed).
 Whatever is wrong with one worker's bytes (decoding, tensor names, shapes, dtypes, non-finite
 values, a checkpoint's optimizer state, an error the replay raises on them) is that worker's
 rejection with the reason, never an error of the round: aggregation only sees updates that passed
-:func:`~fedrelay.coordinator.verification.read_update`. Should the aggregation rule still refuse the
-inputs, the model is kept unchanged for the round and the report's note says why.
+:func:`~fedrelay.coordinator.phases.streamed.open_update`. Should the aggregation rule still
+refuse the inputs, the model is kept unchanged for the round and the report's note says why.
 
 Under secure aggregation a rejected worker is unmasked as one that dropped out where the protocol
 allows: one whose only fault is its reveal is a survivor that did not reveal (its committed input
@@ -56,9 +58,10 @@ import numpy as np
 
 from fedrelay.coordinator.aggregation import (
     AggregationError,
-    ClientUpdate,
     ParameterLayout,
     ServerState,
+    StreamedBlob,
+    StreamedUpdate,
     Vector,
 )
 from fedrelay.coordinator.aggregation.configured import build_strategy
@@ -66,6 +69,12 @@ from fedrelay.coordinator.copies import find_copies
 from fedrelay.coordinator.errors import CoordinatorError, JobUnusable
 from fedrelay.coordinator.evidence import publish_evidence, with_evidence
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
+from fedrelay.coordinator.phases.streamed import (
+    aggregate_streamed,
+    measure_gaps,
+    open_update,
+    read_whole,
+)
 from fedrelay.coordinator.phases.unmask import (
     Screened,
     reveal_senders,
@@ -73,7 +82,7 @@ from fedrelay.coordinator.phases.unmask import (
     secagg_config,
     unmask,
 )
-from fedrelay.coordinator.scoring import loss_reduction_scores, mix_with_samples, split_payout
+from fedrelay.coordinator.scoring import loss_reduction, mix_with_samples, split_payout
 from fedrelay.coordinator.verification import (
     MALFORMED_INPUT_ERRORS,
     ChallengeDraw,
@@ -83,7 +92,6 @@ from fedrelay.coordinator.verification import (
     check_start_checkpoint,
     delta_of,
     malformed,
-    read_update,
 )
 from fedrelay.ports.blobs import COORDINATOR, BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import ChainRoundPhase, WorkerResult
@@ -243,7 +251,7 @@ class RoundAggregation:
         sizes = await asyncio.to_thread(self._assigned_sizes, state)
         state = await self._check_counts(state, sizes, slash, now)
 
-        trained: dict[bytes, Vector] = {}
+        trained: dict[bytes, StreamedBlob] = {}
         screened = Screened()
         if config.secure_aggregation:
             state, screened = await self._check_secure(state, params.shape[0], sizes, slash, now)
@@ -251,10 +259,9 @@ class RoundAggregation:
             uploads = await self._store.updates(state.job_id, state.round)
             for a in state.with_status(TaskStatus.COMMITTED):
                 assert a.commitment is not None
-                blob = await self._blob(uploads.get(a.worker))
                 try:
-                    trained[a.worker.worker_id] = read_update(
-                        blob, a.commitment.update_hash, layout, params
+                    trained[a.worker.worker_id] = await open_update(
+                        self._blobs, uploads.get(a.worker), a.commitment.update_hash, layout, params
                     )
                 except UpdateRejection as exc:
                     state = await self._reject(state, a.worker, str(exc), slash, now)
@@ -313,40 +320,50 @@ class RoundAggregation:
         frozen: ModelTensors,
         params: Vector,
         server_state: ServerState,
-        trained: dict[bytes, Vector],
+        trained: dict[bytes, StreamedBlob],
         sizes: dict[bytes, int],
     ) -> tuple[Vector, ServerState, dict[str, float], str]:
-        """Aggregate the accepted updates weighted by their assigned shard sizes; score each by
-        held-out loss reduction (and, by ``sample_weight``, by those checked sizes)."""
+        """Aggregate the accepted updates weighted by their assigned shard sizes, a range of
+        coordinates at a time (:mod:`.streamed`); score each by held-out loss reduction, one
+        update at a time (and, by ``sample_weight``, by those checked sizes)."""
         committed = state.with_status(TaskStatus.COMMITTED)
         if not committed:
             return params, server_state, {}, "no accepted update: the model is kept unchanged"
         config = self._context.config
         updates = [
-            ClientUpdate(
+            StreamedUpdate(
                 a.worker.worker_id.hex(),
-                delta_of(trained[a.worker.worker_id], params),
                 max(1, sizes[a.worker.worker_id]),
+                trained[a.worker.worker_id],
             )
             for a in committed
         ]
+        samples = {u.client_id: u.num_examples for u in updates}
         try:
-            result = build_strategy(config).aggregate_fit(params, updates, server_state)
+            new_params, new_state = await aggregate_streamed(
+                build_strategy(config), layout, params, updates, server_state
+            )
         except AggregationError as exc:
             # The inputs were checked one by one; a rule refusing them together is the round's
             # failure, not a worker's. Verified work is paid by its assigned shard size.
             log.error("job %d round %d: aggregation failed: %s", state.job_id, state.round, exc)
-            scores = {u.client_id: float(u.num_examples) for u in updates}
+            scores = {k: float(v) for k, v in samples.items()}
             return params, server_state, scores, f"aggregation failed: {exc}"
         loss_of = self._context.workbench.held_out_loss(layout, frozen)
-        raw = await asyncio.to_thread(loss_reduction_scores, loss_of, params, updates)
-        samples = {u.client_id: u.num_examples for u in updates}
+        base = await asyncio.to_thread(loss_of, params)
+        raw: dict[str, float] = {}
+        for update in sorted(updates, key=lambda u: u.client_id):
+            delta = delta_of(await read_whole(update.blob), params)
+            raw[update.client_id] = await asyncio.to_thread(
+                loss_reduction, loss_of, base, params, delta
+            )
+            del delta
         scores = mix_with_samples(raw, samples, config.sample_weight)
         if not any(scores.values()):
             # Verified work that happened not to lower the held-out loss is still paid, by its
             # assigned shard size (never by a count the worker wrote).
             scores = {k: float(v) for k, v in samples.items()}
-        return result.params, result.state, scores, ""
+        return new_params, new_state, scores, ""
 
     async def _combine_secure(
         self,
@@ -442,17 +459,23 @@ class RoundAggregation:
         return state
 
     async def _reject_copies(
-        self, state: RoundState, trained: dict[bytes, Vector], params: Vector, slash: int, now: int
+        self,
+        state: RoundState,
+        trained: dict[bytes, StreamedBlob],
+        params: Vector,
+        slash: int,
+        now: int,
     ) -> RoundState:
         """Reject and slash every accepted update that copies an earlier-committed one
-        (:mod:`fedrelay.coordinator.copies`)."""
+        (:mod:`fedrelay.coordinator.copies`), its deltas measured a range at a time."""
         committed = state.with_status(TaskStatus.COMMITTED)
-        deltas = {
-            a.worker.worker_id: delta_of(trained[a.worker.worker_id], params)
+        kept = {
+            a.worker.worker_id: trained[a.worker.worker_id]
             for a in committed
             if a.worker.worker_id in trained
         }
-        for copy in find_copies(committed, deltas):
+        gaps = await measure_gaps(params, kept)
+        for copy in find_copies(committed, gaps):
             state = await self._reject(state, copy.worker, copy.reason, slash, now)
         return state
 

@@ -11,9 +11,10 @@ update is caught too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from fedrelay.coordinator.aggregation import ParameterLayout, Vector
 from fedrelay.coordinator.aggregation.updates import delta_between
@@ -91,28 +92,64 @@ def read_update(
         tensors = decode_blob(blob)
     except BlobError as exc:
         raise UpdateRejection(f"the update is not a tensor blob: {exc}") from None
+    check_update_tensors(
+        [(name, value.dtype, tuple(value.shape)) for name, value in tensors.items()], layout
+    )
+    for name, _ in layout.entries:
+        check_update_values(name, tensors[name])
+    flat = layout.flatten(tensors)
+    if base is not None:
+        check_update_delta(flat, base)
+    return flat
+
+
+def check_update_tensors(
+    tensors: Sequence[tuple[str, np.dtype[np.generic], tuple[int, ...]]], layout: ParameterLayout
+) -> None:
+    """Check an update's tensor names, dtypes and shapes (from its header) against the model's.
+
+    Raises:
+        UpdateRejection: Other names than the model's, or a tensor not float32 or not of the
+            model's shape; the message says which.
+    """
     expected = [name for name, _ in layout.entries]
-    if sorted(tensors) != expected:
-        missing = sorted(set(expected) - set(tensors))
-        unexpected = sorted(set(tensors) - set(expected))
+    names = sorted(name for name, _, _ in tensors)
+    if names != expected:
+        missing = sorted(set(expected) - set(names))
+        unexpected = sorted(set(names) - set(expected))
         raise UpdateRejection(
             f"the update's tensor names are not the job's model's: missing {_few(missing)}, "
             f"unexpected {_few(unexpected)}"
         )
-    for name, shape in layout.entries:
-        value = tensors[name]
-        if value.dtype != np.float32:
-            raise UpdateRejection(f"update tensor {name!r} is {value.dtype}, the model's float32")
-        if tuple(value.shape) != shape:
+    shapes = dict(layout.entries)
+    for name, dtype, shape in sorted(tensors, key=lambda entry: entry[0]):
+        if dtype != np.float32:
+            raise UpdateRejection(f"update tensor {name!r} is {dtype}, the model's float32")
+        if shape != shapes[name]:
             raise UpdateRejection(
-                f"update tensor {name!r} has shape {tuple(value.shape)}, the model's {shape}"
+                f"update tensor {name!r} has shape {shape}, the model's {shapes[name]}"
             )
-        if not np.all(np.isfinite(value)):
-            raise UpdateRejection(f"update tensor {name!r} holds NaN or infinite values")
-    flat = layout.flatten(tensors)
-    if base is not None and not np.all(np.isfinite(_quiet_delta(flat, base))):
+
+
+def check_update_values(name: str, values: npt.NDArray[np.generic]) -> None:
+    """Check that (a range of) update tensor ``name`` holds only finite values.
+
+    Raises:
+        UpdateRejection: A NaN or an infinity.
+    """
+    if not np.all(np.isfinite(values)):
+        raise UpdateRejection(f"update tensor {name!r} holds NaN or infinite values")
+
+
+def check_update_delta(trained: Vector, base: Vector) -> None:
+    """Check that (a range of) an update's difference from the round's model ``base`` (the same
+    range) is finite in float32.
+
+    Raises:
+        UpdateRejection: The difference overflows float32.
+    """
+    if not np.all(np.isfinite(_quiet_delta(trained, base))):
         raise UpdateRejection("the update's difference from the round's model overflows float32")
-    return flat
 
 
 def _quiet_delta(trained: Vector, base: Vector) -> Vector:

@@ -167,19 +167,19 @@ class Spy:
     replayed: list[WorkerRef] = field(default_factory=list)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        real_read = aggregate_phase.read_update
+        real_open = aggregate_phase.open_update
         real_replay = JobWorkbench.replay
 
-        def read(blob: bytes | None, *args: Any, **kwargs: Any) -> Any:
-            if blob is not None:
-                self.read.append(keccak256(blob))
-            return real_read(blob, *args, **kwargs)
+        async def read(blobs: Any, name: str | None, *args: Any, **kwargs: Any) -> Any:
+            if name is not None:
+                self.read.append(bytes.fromhex(name))
+            return await real_open(blobs, name, *args, **kwargs)
 
         def replay(bench: JobWorkbench, *args: Any, **kwargs: Any) -> Any:
             self.replayed.append(args[2].worker)
             return real_replay(bench, *args, **kwargs)
 
-        monkeypatch.setattr(aggregate_phase, "read_update", read)
+        monkeypatch.setattr(aggregate_phase, "open_update", read)
         monkeypatch.setattr(JobWorkbench, "replay", replay)
 
 
@@ -191,7 +191,9 @@ REASONS: dict[Malformation, str] = {
     ),
     "nan-update": r"^update tensor '0\.bias' holds NaN or infinite values$",
     "float64-update": r"^update tensor '0\.bias' is float64, the model's float32$",
-    "truncated-update": r"^the update is not a tensor blob: not a safetensors blob",
+    "truncated-update": (
+        r"^the update is not a tensor blob: the header describes \d+ bytes, the blob has \d+$"
+    ),
 }
 
 

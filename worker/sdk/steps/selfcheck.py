@@ -24,10 +24,10 @@ import numpy.typing as npt
 
 from fedrelay.ports.worker_chain import TaskKey
 from fedrelay.training import BlobError, decode_blob, model_of, step_of
-from fedrelay.training.trainer import trainable_tensors
 from fedrelay.training.data import DataError
 from fedrelay.training.datasets import dataset_hash
 from fedrelay.training.datasets.published import published_shard
+from fedrelay.training.trainer import trainable_tensors
 from fedrelay.worker.sdk.errors import TaskRefused
 from fedrelay.worker.sdk.steps.train import TaskInputs, TrainedUpdate
 
