@@ -126,7 +126,7 @@ def _record(monkeypatch: pytest.MonkeyPatch) -> Ran:
     return ran
 
 
-def _fedrelay(argv: list[str], printed: str | None, ran: Ran, folder: Path) -> None:
+def _fedrelay(argv: list[str], printed: str | None, ran: Ran) -> None:
     command = tuple(argv[:2])
     if command == ("worker", "bundle-hash"):
         result = runner.invoke(app, argv)
@@ -160,7 +160,7 @@ def _run(argv: list[str], printed: str | None, ran: Ran, folder: Path) -> None:
         finally:
             sys.argv = saved
     elif argv[0] == "fedrelay":
-        _fedrelay(argv[1:], printed, ran, folder)
+        _fedrelay(argv[1:], printed, ran)
     else:
         raise AssertionError(f"the tutorial runs {argv[0]!r}, which this test does not know")
 
