@@ -502,6 +502,33 @@ def _with_bundle(
     return updated, blob, str(bundle_signer(name, signature))
 
 
+def _with_zoo_model(
+    config: JobConfig, config_file: Path | None, name: str, params: list[str]
+) -> JobConfig:
+    """``config`` with its model the zoo's ``name`` sized by ``--model-param`` texts.
+
+    Raises:
+        typer.Exit: The configuration file names a model already, or the name, a parameter
+            or a value is refused (:func:`fedrelay.protocol.model_zoo.zoo_model`).
+    """
+    from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
+    from fedrelay.protocol.model_zoo import ZooError, parse_params, zoo_model
+
+    if config_file is not None:
+        with contextlib.suppress(OSError, ValueError):  # _load_config has read it already
+            if "model" in json.loads(config_file.read_bytes()):
+                raise _fail(
+                    f"--model-zoo {name} and the model in {config_file} both name the job's "
+                    "model: drop one"
+                )
+    try:
+        model = zoo_model(name, parse_params(params), config.data)
+        document = {**config.model_dump(mode="json"), "model": model.model_dump(mode="json")}
+        return JobConfig.from_bytes(json.dumps(document).encode())
+    except (ZooError, InvalidJobConfig) as exc:
+        raise _fail(str(exc)) from None
+
+
 def _bundle_model_blob(config: JobConfig, bundle: bytes) -> bytes:
     """The initial model of the poster's own bundle (trusted here: the poster runs its own code)."""
     from fedrelay.training import encode_blob
@@ -610,6 +637,22 @@ def post_command(
     ] = None,
     rpc_url: Annotated[str | None, typer.Option("--rpc-url")] = None,
     job_market: Annotated[str | None, typer.Option("--job-market")] = None,
+    model_zoo: Annotated[
+        str | None,
+        typer.Option(
+            "--model-zoo",
+            help="Train a built-in model: mlp, cnn, transformer_lm or lora, sized with "
+            "--model-param (sizes the job's data schema fixes default to it).",
+        ),
+    ] = None,
+    model_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-param",
+            help="KEY=VALUE of the --model-zoo model (repeat): hidden=64, filters=16,32 (lists "
+            "comma-separated), base.width=128 (a LoRA base).",
+        ),
+    ] = None,
     model_bundle: Annotated[
         Path | None,
         typer.Option(
@@ -665,6 +708,12 @@ def post_command(
     config = _private_data(
         _load_config(config_file, eval_data is not None), unverified_private_data
     )
+    if model_zoo is not None:
+        if model_bundle is not None:
+            raise _fail(f"--model-zoo {model_zoo} and --model-bundle both name the model: drop one")
+        config = _with_zoo_model(config, config_file, model_zoo, model_param or [])
+    elif model_param:
+        raise _fail("--model-param needs --model-zoo NAME")
     bundle: bytes | None = None
     signer = ""
     if model_bundle is not None:
