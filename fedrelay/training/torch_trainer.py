@@ -230,8 +230,11 @@ class TorchTrainer:
         self._device = torch.device(device)
         self._deterministic = deterministic
         if isinstance(data, Dataset):
-            self._features = torch.from_numpy(data.features).to(self._device)
-            self._labels = torch.from_numpy(data.labels).to(self._device)
+            # Arrays a loader maps read-only (Parquet, CSV) are copied: torch needs writable ones.
+            self._features = torch.from_numpy(np.require(data.features, requirements="W"))
+            self._features = self._features.to(self._device)
+            self._labels = torch.from_numpy(np.require(data.labels, requirements="W"))
+            self._labels = self._labels.to(self._device)
         self._data_hash = data_hash(data)
 
     @property
