@@ -81,6 +81,7 @@ CONFIG = JobConfig.model_validate(
     {
         "model": MlpSpec(hidden=8),
         "data": DataSpec(shards=2, max_examples_per_shard=40),
+        "optimizer": {"name": "sgd", "momentum": 0.5},  # checkpoints carry optimizer state
         "steps": 4,
         "checkpoint_every": 2,
         "batch_size": 8,
