@@ -43,11 +43,12 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from fedrelay.ports.bus import Bus, Consumer, Headers, Partition, Producer, Record
@@ -326,11 +327,15 @@ class StageRunner:
         done: list[_Done] = []
         offsets: dict[Partition, int] = {}
         firsts: Sequence[StageResult | Exception | None] = [None] * len(records)
+        started = time.time_ns()
         if isinstance(self.processor, BatchProcessor) and len(records) > 1:
             firsts = await self.processor.process_batch(records)
         for record, first in zip(records, firsts, strict=True):
             if isinstance(first, StageResult):
-                headers = inject_headers()
+                # Processed together with the batch: its span covers the batch's time, in the
+                # record's own trace, so that what it hands on stays in that trace.
+                with self._process_span(record, start_time=started):
+                    headers = inject_headers()
                 done.append(_Done([(output, headers) for output in first.outputs], result=first))
                 offsets[record.position] = record.offset + 1
                 continue
@@ -384,6 +389,27 @@ class StageRunner:
 
     # -- one record --
 
+    def _process_span(
+        self, record: Record, start_time: int | None = None
+    ) -> AbstractContextManager[Span]:
+        """The consumer span of one record's processing, in the record's trace."""
+        return self.tracer.start_as_current_span(
+            f"process {record.topic}",  # messaging conventions: "{operation} {destination}"
+            context=extract_context(record.headers),
+            kind=SpanKind.CONSUMER,
+            start_time=start_time,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.operation.name": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "messaging.consumer.group.name": self.group_id,
+                "fedrelay.stage": self.name,
+            },
+        )
+
     async def _handle_record(self, record: Record, first: Exception | None = None) -> _Done | None:
         """Process one record until it succeeds or goes to the DLQ; None when stopping.
 
@@ -393,21 +419,7 @@ class StageRunner:
         failures = 0  # attempts that failed (and did not dead-letter the record)
         waits = 0  # backoff waits done, i.e. attempts repeated
         while True:
-            with self.tracer.start_as_current_span(
-                f"process {record.topic}",  # messaging conventions: "{operation} {destination}"
-                context=extract_context(record.headers),
-                kind=SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.operation.type": "process",
-                    "messaging.operation.name": "process",
-                    "messaging.destination.name": record.topic,
-                    "messaging.destination.partition.id": str(record.partition),
-                    "messaging.kafka.offset": record.offset,
-                    "messaging.consumer.group.name": self.group_id,
-                    "fedrelay.stage": self.name,
-                },
-            ) as span:
+            with self._process_span(record) as span:
                 dead_reason: str | None = None
                 try:
                     if first is not None:

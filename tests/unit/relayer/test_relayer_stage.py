@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,7 @@ from fedrelay.relayer.stage import (
     REASON_HEADER,
     SOURCE_HEADER,
     STAGE_HEADER,
+    BatchProcessor,
     Output,
     StageResult,
     StageRunner,
@@ -319,6 +320,50 @@ async def test_trace_context_flows_from_input_to_output(
     _, trace_id, span_id, _ = traceparent.decode().split("-")
     assert int(trace_id, 16) == emit.get_span_context().trace_id
     assert int(span_id, 16) == process.context.span_id
+
+
+class BatchedProcessor(ScriptedProcessor):
+    """Processes a polled batch at once (as the pipelined deliverer does)."""
+
+    async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
+        return [await self.process(record) for record in records]
+
+
+async def test_records_processed_as_a_batch_keep_their_own_traces(
+    bus: MemoryBus, registry: CollectorRegistry
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    emitted = []
+    for number in range(3):
+        with tracer.start_as_current_span(f"emit {number}") as emit:
+            await _send(bus, b"ok:%d" % number, headers=inject_headers())
+        emitted.append(emit.get_span_context())
+
+    processor = BatchedProcessor()
+    assert isinstance(processor, BatchProcessor)
+    runner = _runner(bus, processor, registry, tracer=tracer)
+    task = asyncio.create_task(runner.run())
+    outs = await _read(bus, "out", 3)
+    runner.stop()
+    await asyncio.wait_for(task, 5)
+
+    processes = [s for s in exporter.get_finished_spans() if s.name == "process in"]
+    assert sorted(p.context.trace_id for p in processes) == sorted(e.trace_id for e in emitted)
+    for process in processes:
+        [emit] = [e for e in emitted if e.trace_id == process.context.trace_id]
+        assert process.parent is not None
+        assert process.parent.span_id == emit.span_id
+    for out in outs:  # what each record handed on continues its own trace
+        traceparent = out.header("traceparent")
+        assert traceparent is not None
+        _, trace_id, span_id, _ = traceparent.decode().split("-")
+        [process] = [p for p in processes if p.context.span_id == int(span_id, 16)]
+        assert process.context.trace_id == int(trace_id, 16)
+        number = out.value.split(b":")[1]
+        assert emitted[int(number)].trace_id == int(trace_id, 16)
 
 
 async def test_queue_depth_reports_the_lag(bus: MemoryBus, registry: CollectorRegistry) -> None:
