@@ -40,9 +40,12 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry import context as otel_context
+
 from fedrelay.ports.bus import Record
 from fedrelay.ports.relay import Failure, FailureKind, SignedDelivery, TxState, TxStatus
 from fedrelay.ports.relayer_ledger import AttemptOutcome, DeliveryStatus
+from fedrelay.protocol.tracing import extract_context
 from fedrelay.relayer.records import DeliveryRequest, decode_as, message_label
 from fedrelay.relayer.stage import StageResult
 from fedrelay.relayer.stages.deliver import (
@@ -431,9 +434,14 @@ class PipelinedDeliverer:
         """Deliver a batch through the pipeline; each record's result or failure, in order."""
 
         async def one(record: Record) -> StageResult:
-            request = decode_as(record.value, DeliveryRequest)
-            await self.lane_of(record).deliver(request)
-            return _result(request)
+            # Each record's task runs in the record's trace (the ledger rows it opens keep it).
+            token = otel_context.attach(extract_context(record.headers))
+            try:
+                request = decode_as(record.value, DeliveryRequest)
+                await self.lane_of(record).deliver(request)
+                return _result(request)
+            finally:
+                otel_context.detach(token)
 
         tasks = [asyncio.create_task(one(record)) for record in records]
         try:

@@ -307,3 +307,25 @@ async def test_a_message_twice_in_one_batch_gets_one_transaction(
     assert len(chain.prepared) == 2  # the duplicates waited and found their delivery done
     assert await statuses(sessions) == [DeliveryStatus.CONFIRMED] * 2
     await stage.close()
+
+
+async def test_each_delivery_of_a_batch_keeps_its_records_trace_in_the_ledger(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    wanted = [request(n) for n in range(1, 4)]
+    parents = [f"00-{n:032x}-{n:016x}-01" for n in range(1, 4)]
+    batch = [
+        dataclasses.replace(record, headers=(("traceparent", parent.encode()),))
+        for record, parent in zip(records(wanted), parents, strict=True)
+    ]
+    stage = pipeline(sessions, FakeDestination())
+    results = await asyncio.wait_for(stage.process_batch(batch), 10)
+    await stage.close()
+
+    assert all(isinstance(result, StageResult) for result in results)
+    async with sessions() as session:
+        rows = (await session.execute(select(Delivery.digest, Delivery.trace_context))).all()
+    by_digest = {bytes(digest): context for digest, context in rows}
+    for item, parent in zip(wanted, parents, strict=True):
+        trace_id = by_digest[item.digest].split("-")[1]
+        assert trace_id == parent.split("-")[1]
