@@ -6,6 +6,8 @@ Benchmark implementations live beside the code they measure; this module only re
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
@@ -119,3 +121,32 @@ def detection(
     from fedrelay.bench.detection import run
 
     run(rounds, segments, seed)
+
+
+@app.command("workloads")
+def workloads(
+    workload: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--workload", "-w", help="cnn, lm or lora (repeat for several; default: all three)."
+        ),
+    ] = None,
+    rounds: int = typer.Option(0, min=0, help="Rounds per workload (0: each workload's own)."),
+    flower_site: str = typer.Option(
+        "", help="Directory from `pip install --target DIR flwr==1.41.0` (or FEDRELAY_FLOWER_SITE)."
+    ),
+    no_flower: bool = typer.Option(False, "--no-flower", help="Run fedrelay's side only."),
+    directory: str = typer.Option("", "--dir", help="Where the workers' data is written."),
+) -> None:
+    """The CNN, language-model and LoRA jobs' rounds: rounds to target, metric, s/round, bytes."""
+    from fedrelay.bench.workloads import WORKLOADS, run
+
+    unknown = [name for name in workload or [] if name not in WORKLOADS]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown workload {unknown[0]!r}: choose from {', '.join(WORKLOADS)}",
+            param_hint="--workload",
+        )
+    names = [name for name in WORKLOADS if name in workload] if workload else list(WORKLOADS)
+    flower = None if no_flower else (flower_site or "auto")
+    run(names, rounds=rounds or None, flower=flower, directory=directory or None)
