@@ -1,32 +1,33 @@
 """`fedrelay bench workloads`: the CNN, language-model and LoRA jobs, round by round, with figures.
 
-For each workload (``cnn``, ``lm``, ``lora``) the bench writes every worker's own data to files,
-loads each worker's files back as the worker does (:func:`fedrelay.training.datasets.load_examples`
-against the job's schema) and runs the job's rounds as the coordinator runs them, in one process:
+The workloads are the demo's (:mod:`fedrelay.demo.workloads`: job configuration, each worker's
+files, the poster's evaluation set, the target). For each one the bench writes every worker's
+data, loads each worker's files back as the worker does
+(:func:`fedrelay.training.datasets.load_examples` against the job's schema) and runs the job's
+rounds as the coordinator runs them, in one process:
 
 - each worker trains the round's model with the job's trainer (``TorchTrainer`` built from the
-  job's model spec and recipe, :class:`~fedrelay.coordinator.verification.replay.JobWorkbench`)
-  under the job's training configuration for its example count, and its update is its trained
-  model's trainable tensors (a LoRA update holds only the adapters);
-- the coordinator's strategy for the job (``build_strategy``) aggregates the deltas, each update
-  weighing 1 (on the workers' own data no self-reported count buys weight);
+  job's model spec, :class:`~fedrelay.coordinator.verification.replay.JobWorkbench`) under the
+  job's training configuration for its example count; its update is its trained model's
+  trainable tensors (a LoRA update holds only the adapters);
+- the job's strategy (``build_strategy``) aggregates the deltas, each update weighing what the
+  coordinator gives it (1 on the workers' own data: no self-reported count buys weight);
 - the new model is evaluated on the poster's evaluation set with the job's metric.
 
-Workers train one after another in this process, so ``seconds_per_round`` is the sum of every
-worker's training plus aggregation and evaluation: an upper bound of a round whose workers train
-in parallel.
+Workers train one after another in this process, so ``seconds_per_round`` (training,
+aggregation and evaluation) bounds from above a round whose workers train in parallel.
 
-For ``cnn`` Flower runs the same rounds next to it: the same clients (the same trainers on the
-same files, seeds and local training), with Flower's own ``FedAvg.aggregate_fit`` as the server
-step (in a separate interpreter, :class:`fedrelay.bench.flower.FlowerFedAvg`), each client
+For ``cnn`` Flower runs the same rounds beside it: the same clients (the same trainers on the
+same files, seeds and local training) with Flower's own ``FedAvg.aggregate_fit`` as the server
+step, in a separate interpreter (:class:`fedrelay.bench.flower.FlowerFedAvg`), each client
 reporting its example count as a Flower client does. The two sides alternate round by round.
 
 Each workload prints one JSON line with ``workload``, ``rounds_to_target`` (the first round,
 1-based, whose metric reaches the target; null when none does, and ``target_note`` says so),
 ``final_metric``, ``seconds_per_round`` and ``update_bytes`` (one update blob as a worker
-uploads it); for ``cnn`` also ``flower_rounds_to_target`` and ``flower_final_metric``, and
-``meets_flower`` (fedrelay's rounds to target at most Flower's, its final accuracy at most 0.5
-point below Flower's).
+uploads it); for ``cnn`` also ``flower_rounds_to_target``, ``flower_final_metric`` and
+``meets_flower`` (rounds to target at most Flower's, final accuracy at most
+:data:`ACCURACY_SLACK_POINTS` below Flower's).
 """
 
 from __future__ import annotations
@@ -34,142 +35,92 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedrelay.bench.federation import Federation, fedrelay_step, flower_site, flower_step
 from fedrelay.coordinator.aggregation.configured import build_strategy
 from fedrelay.coordinator.verification.replay import JobWorkbench
-from fedrelay.protocol.data_spec import Metric, TextSchema
-from fedrelay.protocol.job_config import JobConfig
+from fedrelay.protocol.data_spec import TextSchema
 from fedrelay.protocol.training_config import TrainingConfig
-from fedrelay.training.data import Dataset, TokenDataset
 from fedrelay.training.trainer import ModelTensors
 
-WORKLOADS = ("cnn", "lm", "lora")
-"""The workloads, in the order they run."""
-
-WorkloadName = Literal["cnn", "lm", "lora"]
+if TYPE_CHECKING:
+    from fedrelay.bench.flower import FlowerFedAvg
+    from fedrelay.demo.workloads import PreparedWorkload, Split, Workload
+    from fedrelay.training.data import Dataset, TokenDataset
 
 FLOWER_WORKLOADS = ("cnn",)
-"""The workloads Flower runs next to fedrelay."""
+"""The workloads Flower runs beside fedrelay."""
 
 ACCURACY_SLACK_POINTS = 0.5
 """fedrelay's final accuracy may be at most this many points below Flower's."""
 
+WORKERS = 4
+"""Workers per workload, unless told otherwise."""
 
-@dataclass(frozen=True)
-class Target:
-    """What a workload must reach: ``metric`` at least ``value`` (accuracy), or at most the
-    initial model's divided by ``factor`` (loss, perplexity)."""
+ROUNDS_FACTOR = 2
+"""Rounds run per workload, unless told otherwise: this many times the rounds its target
+allows, so a side slower than the target still gets a round to target, and the final metric is
+taken past the steep start."""
 
-    metric: Metric
-    value: float | None = None
-    factor: float | None = None
-
-    @property
-    def higher_is_better(self) -> bool:
-        """Accuracy rises; loss and perplexity fall."""
-        return self.metric == "accuracy"
-
-    def threshold(self, initial: float) -> float:
-        """The metric to reach, given the initial model's ``initial``."""
-        if self.value is not None:
-            return self.value
-        assert self.factor is not None
-        return initial / self.factor
-
-    def reached(self, metric: float, threshold: float) -> bool:
-        """Whether ``metric`` reaches ``threshold``."""
-        return metric >= threshold if self.higher_is_better else metric <= threshold
+FLOWER_SEEDS = 5
+"""Seeds the Flower comparison runs on, unless told otherwise (see :func:`measure`)."""
 
 
-@dataclass(frozen=True)
-class BenchWorkload:
-    """A workload ready to run: its job, each worker's files, the poster's evaluation set.
-
-    Attributes:
-        name: ``cnn``, ``lm`` or ``lora``.
-        config: The job's configuration.
-        data: Each worker's own data (a file or folder), one per worker.
-        evaluation: The poster's evaluation blob (``config.evaluation.data_hash``).
-        blobs: Other blobs the job names, by name (LoRA base weights, a vocabulary).
-        target: What the job should reach.
-        rounds: Rounds to run.
-        description: The data and model, in words.
-    """
-
-    name: str
-    config: JobConfig
-    data: tuple[Path, ...]
-    evaluation: bytes
-    target: Target
-    rounds: int
-    description: str = ""
-    blobs: Mapping[str, bytes] = field(default_factory=dict)
-
-
-Prepare = Callable[[str, Path], BenchWorkload]
-"""Writes workload ``name``'s data under a directory and returns it ready to run."""
-
-
-def _load(workload: BenchWorkload) -> list[Dataset | TokenDataset]:
+def _load(prepared: PreparedWorkload) -> list[Dataset | TokenDataset]:
     """Each worker's examples, read from its files as the worker reads them."""
     from fedrelay.training.datasets import load_examples
 
-    own = workload.config.worker_data
+    own = prepared.config.worker_data
     if own is None:
-        raise ValueError(f"workload {workload.name}: the bench runs jobs on the workers' own data")
+        raise ValueError(f"workload {prepared.workload.name}: not a job on the workers' own data")
     schema = own.schema_
     vocabulary = None
     if isinstance(schema, TextSchema) and schema.vocabulary_hash:
-        vocabulary = workload.blobs[schema.vocabulary_hash]
-    return [load_examples(path, schema, vocabulary) for path in workload.data]
+        vocabulary = prepared.fetch_blob(schema.vocabulary_hash)
+    return [load_examples(path, schema, vocabulary) for path in prepared.worker_data]
 
 
-def _figures(side: Federation, target: Target, threshold: float) -> tuple[int | None, float]:
-    reached = next(
-        (i + 1 for i, m in enumerate(side.metrics) if target.reached(m, threshold)), None
-    )
-    return reached, side.metrics[-1]
+@dataclass
+class _Run:
+    """Both sides of one workload run: fedrelay's, and Flower's where it ran."""
+
+    prepared: PreparedWorkload
+    initial: float
+    ours: Federation
+    theirs: Federation | None = None
+    flower_version: str | None = None
+    flower_unavailable: str | None = None
+    param_diff: list[float] = field(default_factory=list)
+
+    def reached(self, side: Federation) -> int | None:
+        """The first round (1-based) whose metric on ``side`` reaches the target, or None."""
+        target = self.prepared.target
+        return next(
+            (i + 1 for i, m in enumerate(side.metrics) if target.reached(self.initial, m)), None
+        )
+
+    def figures(self, side: Federation) -> tuple[int | None, float]:
+        """``side``'s rounds to target and final metric."""
+        return self.reached(side), side.metrics[-1]
 
 
-def _flower_bar(
-    ours: tuple[int | None, float], theirs: tuple[int | None, float]
-) -> tuple[bool, float]:
-    """Whether fedrelay meets Flower's figures, and the final metric's gap in points."""
-    (our_rounds, our_final), (their_rounds, their_final) = ours, theirs
-    rounds_ok = their_rounds is None or (our_rounds is not None and our_rounds <= their_rounds)
-    gap = (our_final - their_final) * 100
-    return rounds_ok and gap >= -ACCURACY_SLACK_POINTS, gap
-
-
-def measure(
-    workload: BenchWorkload, *, rounds: int | None = None, flower: str | None = "auto"
-) -> dict[str, object]:
-    """Run ``workload`` and return its JSON line's figures.
-
-    Args:
-        workload: The workload, its data written.
-        rounds: Rounds to run (default: the workload's own).
-        flower: ``"auto"`` runs Flower beside fedrelay where the workload has a Flower side
-            (found by :func:`~fedrelay.bench.federation.flower_site`); a directory names the
-            Flower site; None runs fedrelay alone.
-    """
+def _run(prepared: PreparedWorkload, rounds: int, flower: str | None) -> _Run:
+    """Run ``rounds`` rounds of ``prepared`` on fedrelay's side, and on Flower's (see
+    :func:`measure`) where the workload has one."""
     from fedrelay.bench.flower import FlowerFedAvg, FlowerUnavailable
-    from fedrelay.training import encode_blob
     from fedrelay.training.torch_trainer import TorchTrainer
 
-    rounds = rounds or workload.rounds
-    config = workload.config
-    bench = JobWorkbench(config, workload.evaluation)
-    clients = _load(workload)
-    initial = bench.initial_model(lambda name: workload.blobs[name])
+    config = prepared.config
     spec = config.model
+    bench = JobWorkbench(config, prepared.evaluation)
+    clients = _load(prepared)
+    model = bench.initial_model(prepared.fetch_blob)
 
     def trainers() -> list[TorchTrainer]:
         return [
@@ -180,155 +131,211 @@ def measure(
     def config_of(number: int, index: int) -> TrainingConfig:
         return config.training_config(len(clients[index]))
 
-    def metric(model: ModelTensors) -> float:
-        return bench.evaluate(model)[1]
+    def metric(tensors: ModelTensors) -> float:
+        return bench.evaluate(tensors)[1]
 
-    started = metric(initial)
-    threshold = workload.target.threshold(started)
     # Warm torch up first, so one-time start-up costs land on no round's timing.
-    trainers()[0].train(initial, config_of(0, 0))
+    trainers()[0].train(model, config_of(0, 0))
     ours = Federation(
         fedrelay_step(build_strategy(config), spec.trainable),
         trainers(),
-        [1 if config.worker_data is not None else len(d) for d in clients],
+        [bench.shard_size(i) for i in range(len(clients))],  # the coordinator's weights
         config_of,
-        initial,
+        model,
         metric,
         measure_updates=True,
     )
-    sides = [ours]
-    line: dict[str, object] = {"workload": workload.name}
-    flower_side: FlowerFedAvg | None = None
-    if flower is not None and workload.name in FLOWER_WORKLOADS:
+    run = _Run(prepared, metric(model), ours)
+    child: FlowerFedAvg | None = None
+    if flower is not None and prepared.workload.name in FLOWER_WORKLOADS:
         site = flower_site(None if flower == "auto" else flower)
         try:
-            flower_side = FlowerFedAvg(site)
+            child = FlowerFedAvg(site)
         except FlowerUnavailable as exc:
-            line["flower_unavailable"] = f"{exc} (site {site})"
+            run.flower_unavailable = f"{exc} (site {site})"
         else:
-            sides.append(
-                Federation(
-                    flower_step(flower_side),
-                    trainers(),
-                    [len(d) for d in clients],
-                    config_of,
-                    initial,
-                    metric,
-                )
+            run.flower_version = child.version
+            counts = [len(d) for d in clients]  # what a Flower client reports
+            run.theirs = Federation(
+                flower_step(child), trainers(), counts, config_of, model, metric
             )
     try:
         for number in range(rounds):
-            for side in sides:  # alternating, so machine load affects both sides alike
-                side.round(number)
+            ours.round(number)
+            if run.theirs is not None:  # alternating, so machine load affects both sides alike
+                run.theirs.round(number)
+                run.param_diff.append(_largest_difference(ours.model, run.theirs.model))
     finally:
-        if flower_side is not None:
-            flower_side.close()
-    reached, final = _figures(ours, workload.target, threshold)
-    model_bytes = len(encode_blob(initial))
-    line.update(
-        {
-            "rounds_to_target": reached,
-            "final_metric": round(final, 4),
-            "seconds_per_round": round(ours.round_s / rounds, 3),
-            "update_bytes": ours.update_bytes,
-            "metric": workload.target.metric,
-            "target": round(threshold, 4),
-            "initial_metric": round(started, 4),
-            "rounds": rounds,
-            "workers": len(clients),
-            "examples_per_worker": [len(d) for d in clients],
-            "model_bytes": model_bytes,
-            "update_fraction_of_model": round(ours.update_bytes / model_bytes, 4),
-            "train_s_per_round": round(ours.train_s / rounds, 3),
-            "aggregate_s_per_round": round(ours.aggregate_s / rounds, 5),
-            "metric_per_round": [round(m, 4) for m in ours.metrics],
-            "strategy": config.strategy,
-            "data": workload.description,
-        }
-    )
-    if reached is None:
-        line["target_note"] = (
-            f"the target {workload.target.metric} {threshold:.4g} was not reached in "
-            f"{rounds} rounds"
-        )
-    if len(sides) > 1:
-        theirs = sides[1]
-        flower_reached, flower_final = _figures(theirs, workload.target, threshold)
-        meets, gap = _flower_bar((reached, final), (flower_reached, flower_final))
-        line.update(
-            {
-                "flower_rounds_to_target": flower_reached,
-                "flower_final_metric": round(flower_final, 4),
-                "flower_version": flower_side.version if flower_side else None,
-                "flower_seconds_per_round": round(theirs.round_s / rounds, 3),
-                "flower_metric_per_round": [round(m, 4) for m in theirs.metrics],
-                "final_metric_gap_points": round(gap, 3),
-                "meets_flower": meets,
-                "final_max_abs_param_diff": float(
-                    max(np.max(np.abs(ours.model[n] - theirs.model[n])) for n in ours.model)
-                ),
-            }
-        )
-    elif workload.name in FLOWER_WORKLOADS:
-        line["flower_rounds_to_target"] = None
-        line["flower_final_metric"] = None
-    return line
+        if child is not None:
+            child.close()
+    return run
 
 
-def run(
-    names: Sequence[str] = WORKLOADS,
+def _largest_difference(ours: ModelTensors, theirs: ModelTensors) -> float:
+    return max(float(np.max(np.abs(ours[n] - theirs[n]))) for n in ours)
+
+
+def meets_flower(
+    ours: tuple[float | None, float], theirs: tuple[float | None, float]
+) -> tuple[bool, float]:
+    """Whether fedrelay's ``(rounds to target, final accuracy)`` meets Flower's: rounds at most
+    Flower's (any when Flower never reaches it), accuracy at most
+    :data:`ACCURACY_SLACK_POINTS` below; and the accuracy gap in points."""
+    (our_rounds, our_final), (their_rounds, their_final) = ours, theirs
+    rounds_ok = their_rounds is None or (our_rounds is not None and our_rounds <= their_rounds)
+    gap = (our_final - their_final) * 100
+    return rounds_ok and gap >= -ACCURACY_SLACK_POINTS, gap
+
+
+def measure(
+    prepared: PreparedWorkload,
     *,
     rounds: int | None = None,
     flower: str | None = "auto",
+    more_seeds: Sequence[PreparedWorkload] = (),
+) -> dict[str, object]:
+    """Run ``prepared`` and return its JSON line's figures.
+
+    Args:
+        prepared: The workload, its data written.
+        rounds: Rounds to run (default: :data:`ROUNDS_FACTOR` times the target's).
+        flower: ``"auto"`` runs Flower beside fedrelay where the workload has a Flower side
+            (found by :func:`~fedrelay.bench.federation.flower_site`); a directory names the
+            Flower site; None runs fedrelay alone.
+        more_seeds: The same workload prepared with other seeds: where Flower runs, both sides
+            run on each too, and the comparison is judged on the means over all seeds.
+    """
+    from fedrelay.training import encode_blob
+
+    rounds = rounds or ROUNDS_FACTOR * prepared.target.rounds
+    run = _run(prepared, rounds, flower)
+    ours = run.ours
+    reached, final = run.figures(ours)
+    model_bytes = len(encode_blob(ours.model))
+    line: dict[str, object] = {
+        "workload": prepared.workload.name,
+        "rounds_to_target": reached,
+        "final_metric": round(final, 4),
+        "seconds_per_round": round(ours.round_s / rounds, 3),
+        "update_bytes": ours.update_bytes,
+        "metric": prepared.target.metric,
+        "target": prepared.target.describe(),
+        "initial_metric": round(run.initial, 4),
+        "metric_per_round": [round(m, 4) for m in ours.metrics],
+        "rounds": rounds,
+        "seed": prepared.config.seed,
+        "workers": len(prepared.worker_data),
+        "model_bytes": model_bytes,
+        "update_fraction_of_model": round(ours.update_bytes / model_bytes, 4),
+        "train_s_per_round": round(ours.train_s / rounds, 3),
+        "aggregate_s_per_round": round(ours.aggregate_s / rounds, 5),
+        "strategy": prepared.config.strategy,
+    }
+    if reached is None:
+        line["target_note"] = f"target not reached: {prepared.target.describe()}, ran {rounds}"
+    if prepared.workload.name in FLOWER_WORKLOADS:
+        line.update(_flower_figures(run, [_run(p, rounds, flower) for p in more_seeds]))
+    return line
+
+
+def _flower_figures(run: _Run, more: list[_Run]) -> dict[str, object]:
+    theirs = run.theirs
+    if theirs is None:
+        return {
+            "flower_rounds_to_target": None,
+            "flower_final_metric": None,
+            "flower_unavailable": run.flower_unavailable or "not asked for (--no-flower)",
+        }
+    reached, final = run.figures(theirs)
+    _, gap = meets_flower(run.figures(run.ours), (reached, final))
+    figures: dict[str, object] = {
+        "flower_rounds_to_target": reached,
+        "flower_final_metric": round(final, 4),
+        "flower_version": run.flower_version,
+        "flower_metric_per_round": [round(m, 4) for m in theirs.metrics],
+        "flower_seconds_per_round": round(theirs.round_s / len(theirs.metrics), 3),
+        "final_metric_gap_points": round(gap, 3),
+        "param_diff_per_round": [float(f"{d:.3g}") for d in run.param_diff],
+        "weights": "fedrelay: 1 per update (workers' own data); Flower: examples per client",
+    }
+    runs = [run, *(r for r in more if r.theirs is not None)]
+    rounds = len(run.ours.metrics)
+
+    def mean_of(pick: Callable[[_Run], tuple[int | None, float]]) -> tuple[float, float]:
+        # A side that never reaches the target counts one round past the last.
+        reached = [pick(r)[0] or rounds + 1 for r in runs]
+        return sum(reached) / len(runs), sum(pick(r)[1] for r in runs) / len(runs)
+
+    ours_mean = mean_of(lambda r: r.figures(r.ours))
+    theirs_mean = mean_of(lambda r: r.figures(r.theirs) if r.theirs else (None, 0.0))
+    meets, mean_gap = meets_flower(ours_mean, theirs_mean)
+    figures["over_seeds"] = {
+        "seeds": [r.prepared.config.seed for r in runs],
+        "rounds_to_target": [r.reached(r.ours) for r in runs],
+        "flower_rounds_to_target": [r.reached(r.theirs) for r in runs if r.theirs],
+        "final_metric": [round(r.ours.metrics[-1], 4) for r in runs],
+        "flower_final_metric": [round(r.theirs.metrics[-1], 4) for r in runs if r.theirs],
+        "mean_rounds_to_target": ours_mean[0],
+        "flower_mean_rounds_to_target": theirs_mean[0],
+        "mean_final_metric": round(ours_mean[1], 4),
+        "flower_mean_final_metric": round(theirs_mean[1], 4),
+        "mean_gap_points": round(mean_gap, 3),
+    }
+    figures["meets_flower"] = meets
+    return figures
+
+
+def _prepare(
+    workload: Workload, root: Path, workers: int, seed: int, split: Split | None
+) -> PreparedWorkload:
+    folder = root / f"{workload.name}-{seed}"
+    if split:
+        return workload.prepare(folder, workers, seed=seed, split=split)
+    return workload.prepare(folder, workers, seed=seed)
+
+
+def run(
+    names: Sequence[str],
+    *,
+    workers: int = WORKERS,
+    seed: int = 0,
+    split: Split | None = None,
+    rounds: int | None = None,
+    flower: str | None = "auto",
+    seeds: int = FLOWER_SEEDS,
     directory: str | None = None,
-    prepare: Prepare | None = None,
 ) -> None:
     """Write each workload's data, run it, and print its JSON line (one per workload).
 
     Args:
-        names: Workloads to run, of :data:`WORKLOADS`.
-        rounds: Rounds per workload (default: each workload's own).
+        names: Workloads to run (:data:`fedrelay.demo.workloads.WORKLOAD_NAMES`).
+        workers: Workers per workload.
+        seed: Seed of the data split and of the jobs' training.
+        split: How ``cnn`` deals the digits (default: the workload's own).
+        rounds: Rounds per workload (default: :data:`ROUNDS_FACTOR` times its target's).
         flower: See :func:`measure`.
-        directory: Where the workers' data is written (a temporary directory by default,
-            removed at the end).
-        prepare: Builds a workload (default: :func:`prepare_workload`).
+        seeds: Seeds the Flower comparison runs on (``seed`` and the ones after it).
+        directory: Where the workers' data is written (in a temporary directory, removed at
+            the end).
+
+    Raises:
+        ValueError: An unknown workload name, or a worker count the data cannot serve.
     """
     import torch
 
-    unknown = [n for n in names if n not in WORKLOADS]
-    if unknown:
-        raise ValueError(f"unknown workload {unknown[0]!r}: choose from {', '.join(WORKLOADS)}")
+    from fedrelay.demo.workloads import workload
+
+    chosen = [workload(name) for name in names]  # refuses an unknown name before any work
     torch.set_num_threads(1)
-    build = prepare or prepare_workload
     with tempfile.TemporaryDirectory(dir=directory, prefix="fedrelay-workloads-") as root:
-        for name in names:
+        for each in chosen:
             started = time.perf_counter()
-            line = measure(build(name, Path(root) / name), rounds=rounds, flower=flower)
+            compared = flower is not None and each.name in FLOWER_WORKLOADS
+            prepared = [
+                _prepare(each, Path(root), workers, seed + k, split)
+                for k in range(seeds if compared else 1)
+            ]
+            line = measure(prepared[0], rounds=rounds, flower=flower, more_seeds=prepared[1:])
             line["wall_s"] = round(time.perf_counter() - started, 2)
             line["threads"] = 1
             print(json.dumps(line), flush=True)
-
-
-# --- the workloads -------------------------------------------------------------------------------
-
-
-def prepare_workload(name: str, directory: Path) -> BenchWorkload:
-    """Write workload ``name``'s worker data under ``directory`` and return it."""
-    from fedrelay.bench import workload_data
-
-    directory.mkdir(parents=True, exist_ok=True)
-    return workload_data.PREPARE[name](directory)
-
-
-__all__ = [
-    "ACCURACY_SLACK_POINTS",
-    "FLOWER_WORKLOADS",
-    "WORKLOADS",
-    "BenchWorkload",
-    "Prepare",
-    "Target",
-    "WorkloadName",
-    "measure",
-    "prepare_workload",
-    "run",
-]

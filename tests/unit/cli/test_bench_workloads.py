@@ -15,8 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from fedrelay.bench import workloads
-from fedrelay.bench.workloads import BenchWorkload, Target, measure
+from fedrelay.bench.workloads import measure, meets_flower
 from fedrelay.cli import app
+from fedrelay.demo.workloads import PreparedWorkload, Target, Workload, WorkloadName
 from fedrelay.protocol.data_spec import EvaluationSpec, TabularSchema, WorkerData
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.model_spec import MlpSpec
@@ -25,7 +26,7 @@ from fedrelay.training import encode_blob, keccak256
 KEYS = {"workload", "rounds_to_target", "final_metric", "seconds_per_round", "update_bytes"}
 
 
-def _tiny(directory: Path, target: Target, name: str = "lm") -> BenchWorkload:
+def _tiny(directory: Path, accuracy: float, name: WorkloadName = "lm") -> PreparedWorkload:
     rng = np.random.default_rng(0)
     features = rng.normal(size=(96, 4)).astype(np.float32)
     labels = (features[:, 0] > 0).astype(np.int64)
@@ -44,7 +45,8 @@ def _tiny(directory: Path, target: Target, name: str = "lm") -> BenchWorkload:
         checkpoint_every=2,
         batch_size=8,
     )
-    return BenchWorkload(name, config, tuple(paths), evaluation, target, rounds=2)
+    target = Target("accuracy", accuracy, rounds=1)
+    return PreparedWorkload(Workload(name, "tiny", target), config, tuple(paths), evaluation)
 
 
 def test_an_unknown_workload_is_refused_naming_the_known_ones() -> None:
@@ -58,19 +60,26 @@ def test_the_command_runs_the_named_workloads_in_order(monkeypatch: pytest.Monke
     calls: list[tuple[list[str], dict[str, Any]]] = []
     monkeypatch.setattr(workloads, "run", lambda names, **kw: calls.append((list(names), kw)))
     argv = ["bench", "workloads", "-w", "lora", "-w", "cnn", "--rounds", "3", "--no-flower"]
-    done = CliRunner().invoke(app, argv)
+    done = CliRunner().invoke(app, [*argv, "--split", "iid", "--workers", "2"])
     assert done.exit_code == 0, done.output
-    assert calls == [(["cnn", "lora"], {"rounds": 3, "flower": None, "directory": None})]
+    defaults = {"seed": 0, "seeds": 5, "directory": None}
+    expected = {"workers": 2, "split": "iid", "rounds": 3, "flower": None, **defaults}
+    assert calls == [(["cnn", "lora"], expected)]
     done = CliRunner().invoke(app, ["bench", "workloads", "--flower-site", "/opt/flwr"])
     assert done.exit_code == 0, done.output
-    assert calls[-1] == (
-        ["cnn", "lm", "lora"],
-        {"rounds": None, "flower": "/opt/flwr", "directory": None},
-    )
+    expected = {"workers": 4, "split": None, "rounds": None, "flower": "/opt/flwr", **defaults}
+    assert calls[-1] == (["cnn", "lm", "lora"], expected)
+
+
+def test_an_unknown_split_is_refused() -> None:
+    done = CliRunner().invoke(app, ["bench", "workloads", "--split", "zipf"])
+    assert done.exit_code == 2
+    said = " ".join(done.output.replace("│", " ").split())
+    assert "unknown split 'zipf': choose from dirichlet, iid" in said
 
 
 def test_a_workload_line_has_the_figures(tmp_path: Path) -> None:
-    line = measure(_tiny(tmp_path, Target("accuracy", value=0.0)), flower=None)
+    line = measure(_tiny(tmp_path, 0.0), rounds=2, flower=None)
     assert set(line) >= KEYS
     assert line["workload"] == "lm"
     assert line["rounds_to_target"] == 1  # any accuracy reaches 0
@@ -85,17 +94,17 @@ def test_a_workload_line_has_the_figures(tmp_path: Path) -> None:
 
 
 def test_a_target_never_reached_is_null_and_said(tmp_path: Path) -> None:
-    line = measure(_tiny(tmp_path, Target("accuracy", value=1.5), name="cnn"), flower=None)
+    line = measure(_tiny(tmp_path, 1.5, name="cnn"), rounds=2, flower=None)
     assert line["rounds_to_target"] is None
-    assert "not reached in 2 rounds" in str(line["target_note"])
+    assert str(line["target_note"]) == "target not reached: accuracy >= 1.50 in 1 rounds, ran 2"
     # cnn has a Flower side; without Flower its figures are there, and null.
     assert line["flower_rounds_to_target"] is None
     assert line["flower_final_metric"] is None
 
 
-def test_a_factor_target_is_relative_to_the_initial_metric() -> None:
-    target = Target("perplexity", factor=4.0)
-    assert target.threshold(200.0) == 50.0
-    assert target.reached(49.0, 50.0)
-    assert not target.reached(51.0, 50.0)
-    assert not Target("accuracy", value=0.9).reached(0.89, 0.9)
+def test_the_flower_bar_is_rounds_no_more_and_accuracy_within_half_a_point() -> None:
+    assert meets_flower((3, 0.950), (3, 0.954)) == (True, pytest.approx(-0.4))
+    assert not meets_flower((3, 0.950), (3, 0.956))[0]  # 0.6 point below
+    assert not meets_flower((4, 0.990), (3, 0.950))[0]  # one round slower
+    assert not meets_flower((None, 0.990), (3, 0.950))[0]  # never reached
+    assert meets_flower((None, 0.990), (None, 0.950))[0]  # neither reached it
