@@ -252,7 +252,8 @@ def measure(
     if reached is None:
         line["target_note"] = f"target not reached: {prepared.target.describe()}, ran {rounds}"
     if prepared.workload.name in FLOWER_WORKLOADS:
-        line.update(_flower_figures(run, [_run(p, rounds, flower) for p in more_seeds]))
+        more = [_run(p, rounds, flower) for p in more_seeds] if run.theirs else []
+        line.update(_flower_figures(run, more))
     return line
 
 
