@@ -23,15 +23,15 @@ import os
 import struct
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict
 from typing import IO, Any
 
 import numpy as np
 import torch
 
-from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, ServerState, fedavg
+from fedrelay.bench.federation import Federation, ServerStep, fedrelay_step, flower_step
+from fedrelay.bench.federation import flower_site as resolve_flower_site
+from fedrelay.coordinator.aggregation import fedavg
 from fedrelay.coordinator.simulation.fit import LocalTraining
 from fedrelay.protocol.model_spec import MlpSpec
 from fedrelay.training.data import Dataset, digits, partition_k_classes, split_train_test
@@ -45,8 +45,6 @@ from fedrelay.training.trainer import ModelTensors
 
 _MLP = build_factory(MlpSpec(), bundle_loader=no_bundles)
 """The digits perceptron (64-64-10), built as every job's model is."""
-
-FLOWER_SITE_ENV = "FEDRELAY_FLOWER_SITE"
 
 # The Flower side: reads framed npz messages (client parameters and example counts), answers
 # with framed npz (the aggregate and the seconds aggregate_fit took). Stdout is kept for frames.
@@ -168,71 +166,32 @@ class FlowerFedAvg:
             self._child.stdout.close()
 
 
-ServerStep = Callable[[ModelTensors, list[ModelTensors], list[int]], tuple[ModelTensors, float]]
+_OURS = "coordinator.aggregation.fedavg"
 
 
-def _fedrelay_step(
-    model: ModelTensors, trained: list[ModelTensors], counts: list[int]
-) -> tuple[ModelTensors, float]:
-    layout = ParameterLayout.of(model)
-    start = layout.flatten(model)
-    updates = [
-        ClientUpdate(
-            f"client-{i:02d}",
-            (layout.flatten(t).astype(np.float64) - start).astype(np.float32),
-            counts[i],
-        )
-        for i, t in enumerate(trained)
-    ]
-    started = time.perf_counter()
-    result = fedavg().aggregate_fit(start, updates, ServerState())
-    return layout.unflatten(result.params), time.perf_counter() - started
+def _figures(side: Federation, target: float) -> dict[str, object]:
+    rounds = len(side.metrics)
+    reached = next((i + 1 for i, a in enumerate(side.metrics) if a >= target), None)
+    return {
+        "rounds_to_target": reached,
+        "accuracy_after_rounds": round(side.metrics[-1], 4),
+        "best_accuracy": round(max(side.metrics), 4),
+        "wall_s_per_round": round(side.fit_s / rounds, 4),
+        "aggregate_s_per_round": round(side.aggregate_s / rounds, 6),
+    }
 
 
-class _Federation:
-    """One side of the comparison: its own global model, advanced one round at a time."""
-
-    def __init__(
-        self, server_step: ServerStep, clients: list[Dataset], test: Dataset, local: LocalTraining
-    ) -> None:
-        self._step = server_step
-        self._trainers = [TorchClassificationTrainer(_MLP, data) for data in clients]
-        self._counts = [len(data) for data in clients]
-        self._test = test
-        self._local = local
-        self.model = initial_model(_MLP, 0)
-        self.accuracies: list[float] = []
-        self.wall_s = 0.0
-        self.aggregate_s = 0.0
-
-    def round(self, number: int) -> None:
-        started = time.perf_counter()
-        trained = [
-            t.train(self.model, self._local.config(number, i)) for i, t in enumerate(self._trainers)
-        ]
-        self.model, seconds = self._step(self.model, trained, self._counts)
-        self.wall_s += time.perf_counter() - started
-        self.aggregate_s += seconds
-        self.accuracies.append(evaluate(_MLP, self.model, self._test).accuracy or 0.0)
-
-    def figures(self, target: float) -> dict[str, object]:
-        rounds = len(self.accuracies)
-        reached = next((i + 1 for i, a in enumerate(self.accuracies) if a >= target), None)
-        return {
-            "rounds_to_target": reached,
-            "accuracy_after_rounds": round(self.accuracies[-1], 4),
-            "best_accuracy": round(max(self.accuracies), 4),
-            "wall_s_per_round": round(self.wall_s / rounds, 4),
-            "aggregate_s_per_round": round(self.aggregate_s / rounds, 6),
-        }
-
-
-def _installed_site() -> str | None:
-    """The site directory `make setup` fills with Flower (tools/flower-site), if present."""
-    from fedrelay.adapters.devnet.toolchain import TOOLS_DIR
-
-    site = TOOLS_DIR / "flower-site"
-    return str(site) if (site / "flwr").is_dir() else None
+def _federation(
+    step: ServerStep, clients: list[Dataset], test: Dataset, local: LocalTraining
+) -> Federation:
+    return Federation(
+        step,
+        [TorchClassificationTrainer(_MLP, data) for data in clients],
+        [len(data) for data in clients],
+        local.config,
+        initial_model(_MLP, 0),
+        lambda model: evaluate(_MLP, model, test).accuracy or 0.0,
+    )
 
 
 def run(rounds: int = 30, target: float = 0.9, flower_site: str | None = None) -> None:
@@ -251,26 +210,20 @@ def run(rounds: int = 30, target: float = 0.9, flower_site: str | None = None) -
         "target_accuracy": target,
         "threads": 1,
     }
-    ours = _Federation(_fedrelay_step, clients, test, local)
+    ours = _federation(fedrelay_step(fedavg()), clients, test, local)
     # Warm torch up first, so one-time start-up costs land on neither side's timings.
     TorchClassificationTrainer(_MLP, clients[0]).train(ours.model, local.config(0, 0))
-    site = flower_site or os.environ.get(FLOWER_SITE_ENV) or _installed_site()
+    site = resolve_flower_site(flower_site)
     try:
         flower = FlowerFedAvg(site)
     except FlowerUnavailable as exc:
         for number in range(rounds):
             ours.round(number)
-        figures["fedrelay"] = {"strategy": "coordinator.aggregation.fedavg", **ours.figures(target)}
+        figures["fedrelay"] = {"strategy": _OURS, **_figures(ours, target)}
         figures["flower"] = {"available": False, "reason": str(exc), "site": site}
     else:
         names = sorted(ours.model)
-
-        def flower_step(
-            model: ModelTensors, trained: list[ModelTensors], counts: list[int]
-        ) -> tuple[ModelTensors, float]:
-            return flower.aggregate(names, trained, counts)
-
-        theirs = _Federation(flower_step, clients, test, local)
+        theirs = _federation(flower_step(flower), clients, test, local)
         try:
             # Rounds alternate between the sides so machine load affects both alike.
             for number in range(rounds):
@@ -278,13 +231,13 @@ def run(rounds: int = 30, target: float = 0.9, flower_site: str | None = None) -
                 theirs.round(number)
         finally:
             flower.close()
-        figures["fedrelay"] = {"strategy": "coordinator.aggregation.fedavg", **ours.figures(target)}
+        figures["fedrelay"] = {"strategy": _OURS, **_figures(ours, target)}
         figures["flower"] = {
             "available": True,
             "version": flower.version,
             "strategy": "flwr.server.strategy.FedAvg.aggregate_fit (FitRes, in-place mean)",
             "process": "separate interpreter; wall time includes the pipe transfer of parameters",
-            **theirs.figures(target),
+            **_figures(theirs, target),
         }
         figures["final_max_abs_param_diff"] = float(
             max(np.max(np.abs(ours.model[n] - theirs.model[n])) for n in names)

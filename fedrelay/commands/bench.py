@@ -6,6 +6,8 @@ Benchmark implementations live beside the code they measure; this module only re
 
 from __future__ import annotations
 
+from typing import Annotated, cast, get_args
+
 import typer
 
 app = typer.Typer(
@@ -119,3 +121,50 @@ def detection(
     from fedrelay.bench.detection import run
 
     run(rounds, segments, seed)
+
+
+@app.command("workloads")
+def workloads(
+    workload: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--workload", "-w", help="cnn, lm or lora (repeat for several; default: all three)."
+        ),
+    ] = None,
+    workers: int = typer.Option(4, min=1, help="Workers per workload."),
+    seed: int = typer.Option(0, min=0, help="Seed of the data split and of training."),
+    split: str = typer.Option("", help="cnn's split: dirichlet or iid (default: the workload's)."),
+    rounds: int = typer.Option(0, min=0, help="Rounds per workload (0: each workload's own)."),
+    flower_site: str = typer.Option(
+        "", help="Directory from `pip install --target DIR flwr==1.41.0` (or FEDRELAY_FLOWER_SITE)."
+    ),
+    no_flower: bool = typer.Option(False, "--no-flower", help="Run fedrelay's side only."),
+    seeds: int = typer.Option(5, min=1, help="Seeds of the Flower comparison (from --seed on)."),
+    directory: str = typer.Option("", "--dir", help="Where the workers' data is written."),
+) -> None:
+    """The CNN, language-model and LoRA jobs' rounds: rounds to target, metric, s/round, bytes."""
+    from fedrelay.bench.workloads import run
+    from fedrelay.demo.workloads import WORKLOAD_NAMES, Split
+
+    unknown = [name for name in workload or [] if name not in WORKLOAD_NAMES]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown workload {unknown[0]!r}: choose from {', '.join(WORKLOAD_NAMES)}",
+            param_hint="--workload",
+        )
+    splits = get_args(Split)
+    if split and split not in splits:
+        raise typer.BadParameter(
+            f"unknown split {split!r}: choose from {', '.join(splits)}", param_hint="--split"
+        )
+    names = [n for n in WORKLOAD_NAMES if n in workload] if workload else list(WORKLOAD_NAMES)
+    run(
+        names,
+        workers=workers,
+        seed=seed,
+        split=cast("Split", split) if split else None,
+        rounds=rounds or None,
+        flower=None if no_flower else (flower_site or "auto"),
+        seeds=seeds,
+        directory=directory or None,
+    )
