@@ -65,7 +65,8 @@ def _check_outcome(result: DemoResult, target: Target) -> None:
         assert worker.slashed_rounds == (), worker
         assert worker.slashed_on_chain == 0, worker
         assert worker.accepted == worker.tasks > 0, worker
-        assert worker.reward > 0 and worker.claimable == worker.reward, worker
+        assert worker.reward > 0, worker
+        assert worker.claimable == worker.reward, worker
     assert result.dishonest.slashed_rounds, result.dishonest
     assert result.dishonest.slashed_on_chain > 0, result.dishonest
 
@@ -110,7 +111,8 @@ def test_lora_updates_are_under_five_percent_of_the_base(tmp_path: Path) -> None
     result, target = _run("lora", tmp_path, "evm")
     _check_outcome(result, target)
     base = result.base_model_bytes
-    assert base is not None and base > 0
+    assert base is not None
+    assert base > 0
     assert len(result.update_bytes_per_round) == target.rounds
     sizes = [size for per_round in result.update_bytes_per_round for size in per_round]
     assert len(sizes) >= 3 * target.rounds  # the honest workers' updates at least
