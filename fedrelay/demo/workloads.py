@@ -36,6 +36,7 @@ blobs and configuration (so the same job).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ import numpy as np
 from fedrelay.protocol.blobs import encode_blob
 from fedrelay.protocol.data_spec import Metric
 from fedrelay.protocol.hashing import blob_name
-from fedrelay.protocol.job_config import JobConfig
+from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
 from fedrelay.training.trainer import ModelTensors
 
 __all__ = [
@@ -265,9 +266,9 @@ def _job(
         "evaluation": {"data_hash": blob_name(evaluation), "metric": metric},
     }
     try:
-        return JobConfig.model_validate(merged)
-    except ValueError as exc:
-        raise ValueError(f"the workload's job configuration is invalid: {exc}") from None
+        return JobConfig.from_bytes(json.dumps(merged).encode())
+    except InvalidJobConfig as exc:
+        raise ValueError(f"the workload's job: {exc}") from None
 
 
 def _worker_folder(root: Path, index: int) -> Path:
