@@ -70,9 +70,9 @@ def _render(result: DemoResult, summary: Path) -> None:
     from fedrelay.adapters.devnet.state import WORKER_EVM
 
     console = Console(width=max(Console().width, 120))
-    rounds = Table(title=f"job {result.job_id}: test accuracy per round")
+    rounds = Table(title=f"job {result.job_id} ({result.workload}): test {result.metric} per round")
     rounds.add_column("round", justify="right")
-    rounds.add_column("accuracy", justify="right")
+    rounds.add_column(result.metric, justify="right")
     for number, accuracy in enumerate(result.accuracy_per_round):
         rounds.add_row(str(number), f"{accuracy:.4f}")
     console.print(rounds)
@@ -121,7 +121,7 @@ def _render(result: DemoResult, summary: Path) -> None:
         highlight=False,
     )
     console.print(
-        f"final accuracy [bold]{result.final_accuracy:.4f}[/], wall time "
+        f"final {result.metric} [bold]{result.final_accuracy:.4f}[/], wall time "
         f"{result.wall_time_s:.0f} s; report in {summary}"
     )
 
@@ -130,12 +130,22 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the report.")] = Path(
         ".fedrelay/demo"
     ),
-    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds of the job.")] = 10,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            "--rounds", min=1, help="Rounds of the job (default: 10, or the workload's rounds)."
+        ),
+    ] = None,
     evm_workers: Annotated[int, typer.Option("--evm-workers", min=2)] = 3,
     solana_workers: Annotated[int, typer.Option("--solana-workers", min=2)] = 3,
     dishonest: Annotated[
-        str, typer.Option("--dishonest", help="What the cheat tampers: update or transcript.")
-    ] = "transcript",
+        str | None,
+        typer.Option(
+            "--dishonest",
+            help="What the cheat tampers: update or transcript (default: transcript; update "
+            "with --workload).",
+        ),
+    ] = None,
     dishonest_chain: Annotated[
         str, typer.Option("--dishonest-chain", help="The cheat's chain: evm or solana.")
     ] = "evm",
@@ -171,23 +181,38 @@ def demo(
             help="Stop the coordinator in the middle of this round and start it again.",
         ),
     ] = None,
+    workload: Annotated[
+        str | None,
+        typer.Option(
+            "--workload",
+            metavar="cnn|lm|lora",
+            help="Run a workload on data each worker owns instead of the digits job: cnn "
+            "(PNG digits), lm (a transformer on pydoc_data text) or lora (adapters on one).",
+        ),
+    ] = None,
 ) -> None:
-    """Run a job on digits across three chains; write summary.json; fail if a check fails."""
+    """Run a job on digits (or a workload) across three chains; write summary.json; fail if a
+    check fails."""
     from fedrelay.commands.logs import configure_command_logging
     from fedrelay.demo import DemoBackends, DemoError, DemoSettings, run_demo, write_summary
 
     configure_command_logging(logging.WARNING)
     try:
+        if rounds is None:
+            rounds = 10 if workload is None else _workload_rounds(workload)
+        # A workload's cheat tampers with its update: private data is not replayed.
+        cheat = dishonest or ("transcript" if workload is None else "update")
         settings = DemoSettings(
             rounds=rounds,
             evm_workers=evm_workers,
             solana_workers=solana_workers,
-            dishonest=dishonest,  # type: ignore[arg-type]  # checked by DemoSettings
+            dishonest=cheat,  # type: ignore[arg-type]  # checked by DemoSettings
             dishonest_chain=dishonest_chain,  # type: ignore[arg-type]
             steps=steps,
             checkpoint_every=steps // 2 if steps % 2 == 0 else steps,
             min_accuracy=min_accuracy,
             restart_coordinator_in_round=restart_coordinator_in_round,
+            workload=workload,
         )
     except DemoError as exc:
         _CONSOLE.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -220,3 +245,13 @@ def demo(
             _CONSOLE.print(f"[red]acceptance failed:[/red] {problem}", highlight=False)
         raise typer.Exit(1)
     _CONSOLE.print("[green]every acceptance condition holds[/green]")
+
+
+def _workload_rounds(name: str) -> int:
+    """The rounds the workload's target needs (DemoSettings refuses an unknown name)."""
+    from fedrelay.demo.workloads import workload
+
+    try:
+        return workload(name).target.rounds
+    except ValueError:
+        return 10

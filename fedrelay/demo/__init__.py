@@ -16,6 +16,8 @@ condition that failed (accuracy, honest workers paid, the dishonest one caught a
 The package reads in the order the demo runs:
 
 - :mod:`~fedrelay.demo.settings`: what runs (:class:`DemoSettings`, :class:`DemoBackends`);
+- :mod:`~fedrelay.demo.workloads`: the jobs on data the workers own (``cnn``, ``lm``, ``lora``)
+  that the demo runs in place of the digits job on request;
 - :mod:`~fedrelay.demo.assembly`: the devnet, ledgers, relayer, coordinator and workers started;
 - :mod:`~fedrelay.demo.coordinator`: the coordinator as a restartable unit;
 - :mod:`~fedrelay.demo.actors`: the dishonest workers;

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,6 @@ from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.solana.client import WorkerProgramClient
 from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
-from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.demo.actors import TamperedTranscriptWorker, TamperedUpdateWorker
 from fedrelay.demo.coordinator import RestartableCoordinator
 from fedrelay.demo.progress import DemoProgress, WorkerNotes
@@ -61,6 +60,7 @@ from fedrelay.relayer.process import RelayerProcess, StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import stage_metrics
 from fedrelay.worker.sdk import (
+    FileSource,
     StateStore,
     WorkerChain,
     WorkerNode,
@@ -257,16 +257,27 @@ class DemoNetwork:
     async def start_workers(
         self,
         settings: DemoSettings,
-        workbench: JobWorkbench,
         api_url: str,
         store: LedgerCoordinatorStore,
+        data: Sequence[Path] | None = None,
     ) -> None:
-        """Build a node per funded key (one dishonest), stake, await registration, run them."""
+        """Build a node per funded key (one dishonest), stake, await registration, run them.
+
+        Args:
+            settings: The demo's settings.
+            api_url: The coordinator API's URL.
+            store: The demo's view of the coordinator's ledger (to see registrations).
+            data: Worker ``i``'s own data folder at index ``i`` (a workload's, read as
+                ``fedrelay worker run --data`` reads it); None for the digits job, whose
+                tasks name their published shard.
+        """
         self.progress.step(f"starting {len(self.keys)} workers and staking")
         cheat_chain = WORKER_EVM if settings.dishonest_chain == "evm" else WORKER_SOLANA
         cheat = next(k for k in self.keys if k.chain == cheat_chain)
-        shards = None  # the demo's job is on published data: each task names its shard
+        if data is not None and len(data) < len(self.keys):
+            raise DemoError(f"{len(data)} data folders for {len(self.keys)} workers")
         for number, key in enumerate(self.keys):
+            shards = FileSource(data[number]) if data is not None else None
             name = f"worker-{number}"
             chain: WorkerChain
             signer: RequestSigner

@@ -5,8 +5,9 @@ chain has followed every worker's stake (the STAKE_CHANGED of the last round's s
 so the relayer has nothing of the job left to carry), the outcome is read from the records
 themselves: each worker's rounds and rewards from the coordinator's
 ledger, each payout address's claimable reward from JobMarket, each worker's stake from
-WorkerHub or its Solana worker account, deliveries per route from the relayer's ledger, and
-what every chain spent from the chains' RPC endpoints.
+WorkerHub or its Solana worker account, deliveries per route from the relayer's ledger, the
+size of every committed update blob from the coordinator's blob store, and what every chain
+spent from the chains' RPC endpoints.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from fedrelay.demo.costs import CostError, DemoCosts, devnet_costs
 from fedrelay.demo.report import DemoResult, WorkerOutcome
 from fedrelay.demo.settings import DemoSettings
 from fedrelay.demo.waiting import until
+from fedrelay.demo.workloads import PreparedWorkload
+from fedrelay.ports.blobs import BlobNotFound
 from fedrelay.protocol.rounds import RoundState, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -65,10 +68,20 @@ async def read_outcome(
     store: LedgerCoordinatorStore,
     job_id: int,
     relayer_url: str,
+    workload: PreparedWorkload | None = None,
 ) -> DemoResult:
     """What the job did to each worker, and what was relayed and spent.
 
-    The result's wall time, timings, backends and restarts are left for the caller to fill in.
+    The result's wall time, timings, backends, restarts and initial metric are left for the
+    caller to fill in.
+
+    Args:
+        network: The demo's network.
+        settings: The demo's settings.
+        store: The demo's view of the coordinator's ledger.
+        job_id: The job.
+        relayer_url: The relayer ledger's URL.
+        workload: The workload the job runs (None: the digits job).
     """
     network.progress.step("waiting for the coordinator chain to follow every worker's stake")
     await until(
@@ -124,7 +137,30 @@ async def read_outcome(
         wall_time_s=0.0,
         settings=settings,
         costs=costs,
+        workload=workload.workload.name if workload is not None else "digits",
+        metric=workload.config.evaluation.metric if workload is not None else "accuracy",
+        update_bytes_per_round=await update_sizes(network, rounds),
+        base_model_bytes=workload.base_model_bytes() if workload is not None else None,
     )
+
+
+async def update_sizes(
+    network: DemoNetwork, rounds: list[RoundState]
+) -> tuple[tuple[int, ...], ...]:
+    """Per round, the size of each committed update blob in the coordinator's store (in the
+    round's assignment order; a commitment whose blob never arrived is left out)."""
+    sizes = []
+    for state in rounds:
+        found = []
+        for assignment in state.assignments:
+            if assignment.commitment is None:
+                continue
+            try:
+                found.append(await network.blobs.size(assignment.commitment.update_hash.hex()))
+            except BlobNotFound:
+                continue
+        sizes.append(tuple(found))
+    return tuple(sizes)
 
 
 async def deliveries_per_route(info: DevnetInfo, database_url: str) -> dict[str, dict[str, int]]:

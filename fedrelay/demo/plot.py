@@ -1,4 +1,4 @@
-"""The demo report's plot: held-out accuracy per round against the target, as a PNG.
+"""The demo report's plot: the held-out metric per round against the target, as a PNG.
 
 Drawn with matplotlib's Agg canvas directly (no pyplot, no display, no global state), so it
 works on a headless machine and from any thread.
@@ -11,15 +11,22 @@ from pathlib import Path
 
 
 def plot_accuracy(
-    accuracy_per_round: Sequence[float], target: float, path: Path, *, title: str = ""
+    accuracy_per_round: Sequence[float],
+    target: float,
+    path: Path,
+    *,
+    title: str = "",
+    metric: str = "accuracy",
 ) -> Path:
-    """Write a PNG of accuracy per round with the target as a dashed line; returns ``path``.
+    """Write a PNG of the metric per round with the target as a dashed line; returns ``path``.
 
     Args:
-        accuracy_per_round: Held-out accuracy after each round, in round order.
-        target: The accuracy the run must reach (drawn as a horizontal line).
+        accuracy_per_round: The held-out metric after each round, in round order.
+        target: The value the run must reach (drawn as a horizontal line).
         path: Where the PNG goes (its folder must exist).
         title: The plot's title.
+        metric: ``accuracy`` (a 0..1 axis) or another metric (perplexity, loss: an axis from 0
+            that fits the values).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -28,11 +35,14 @@ def plot_accuracy(
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     rounds = list(range(len(accuracy_per_round)))
-    axes.plot(rounds, list(accuracy_per_round), marker="o", label="test accuracy")
+    axes.plot(rounds, list(accuracy_per_round), marker="o", label=f"test {metric}")
     axes.axhline(target, color="tab:red", linestyle="--", label=f"target {target:.2f}")
     axes.set_xlabel("round")
-    axes.set_ylabel("accuracy")
-    axes.set_ylim(0.0, 1.0)
+    axes.set_ylabel(metric)
+    if metric == "accuracy":
+        axes.set_ylim(0.0, 1.0)
+    else:
+        axes.set_ylim(0.0, max([target, *accuracy_per_round]) * 1.1)
     if rounds:
         axes.set_xticks(rounds)
     axes.grid(alpha=0.3)

@@ -5,6 +5,11 @@ stake from the chains, deliveries per route, costs); :meth:`DemoResult.problems`
 the acceptance verdict. :func:`write_summary` writes ``summary.json``, ``summary.md`` and the
 accuracy plot. Nothing here starts or reads a chain, so the verdict and the report are tested
 without one.
+
+A workload's job (:mod:`fedrelay.demo.workloads`) reports its own metric (accuracy, or
+perplexity for the text workloads) where the digits job reports accuracy: ``accuracy_per_round``
+then holds that metric, and the acceptance condition is the workload's target in place of
+``min_accuracy``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 from fedrelay.demo.costs import DemoCosts, markdown_lines
 from fedrelay.demo.plot import plot_accuracy
 from fedrelay.demo.settings import DemoSettings
+from fedrelay.demo.workloads import workload as workload_named
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,13 @@ class WorkerOutcome:
 
 @dataclass(frozen=True)
 class DemoResult:
-    """What the demo did and found."""
+    """What the demo did and found.
+
+    ``accuracy_per_round`` is the job's metric per round: accuracy for the digits job, the
+    workload's ``metric`` otherwise. ``initial_metric`` is the initial model's (a workload's
+    perplexity factor counts from it); ``update_bytes_per_round`` the size of each committed
+    update blob per round; ``base_model_bytes`` the LoRA base weights' blob size.
+    """
 
     job_id: int
     rounds: int
@@ -93,6 +105,11 @@ class DemoResult:
     backends: dict[str, str] = field(default_factory=dict)
     restarts: tuple[CoordinatorRestart, ...] = ()
     costs: DemoCosts = field(default_factory=DemoCosts)
+    workload: str = "digits"
+    metric: str = "accuracy"
+    initial_metric: float | None = None
+    update_bytes_per_round: tuple[tuple[int, ...], ...] = ()
+    base_model_bytes: int | None = None
 
     @property
     def final_accuracy(self) -> float:
@@ -112,10 +129,7 @@ class DemoResult:
         wanted = self.settings.restart_coordinator_in_round
         if wanted is not None and [r.round for r in self.restarts] != [wanted]:
             found.append(f"the coordinator was to be restarted in round {wanted}, was not")
-        if self.final_accuracy < self.settings.min_accuracy:
-            found.append(
-                f"final accuracy {self.final_accuracy:.4f} is below {self.settings.min_accuracy}"
-            )
+        found += self._metric_problems()
         for worker in self.workers:
             if worker.dishonest:
                 continue
@@ -136,10 +150,47 @@ class DemoResult:
             )
         return found
 
+    def _metric_problems(self) -> list[str]:
+        if self.settings.workload is None:
+            if self.final_accuracy < self.settings.min_accuracy:
+                return [
+                    f"final accuracy {self.final_accuracy:.4f} is below "
+                    f"{self.settings.min_accuracy}"
+                ]
+            return []
+        target = workload_named(self.settings.workload).target
+        initial = self.initial_metric
+        if initial is None:
+            return [f"the initial model's {self.metric} is unknown: the target cannot be judged"]
+        if not target.reached(initial, self.final_accuracy):
+            return [
+                f"final {self.metric} {self.final_accuracy:.4f} (initial {initial:.4f}) misses "
+                f"the {self.workload} target: {target.describe()}"
+            ]
+        return []
+
+    def workload_json(self) -> dict[str, Any]:
+        """The workload's part of ``summary.json``: its name, metric per round (and the
+        initial model's), target and the update blobs' sizes."""
+        entry: dict[str, Any] = {
+            "workload": self.workload,
+            "metric": self.metric,
+            "initial_metric": self.initial_metric,
+            "metric_per_round": list(self.accuracy_per_round),
+            "update_bytes_per_round": [list(r) for r in self.update_bytes_per_round],
+            "base_model_bytes": self.base_model_bytes,
+        }
+        if self.settings.workload is not None:
+            target = workload_named(self.settings.workload).target
+            entry["target"] = {"metric": target.metric, "value": target.value,
+                               "rounds": target.rounds, "text": target.describe()}  # fmt: skip
+        return entry
+
     def to_json(self) -> dict[str, Any]:
         """The content of ``summary.json``."""
         cheat = self.dishonest
         return {
+            **self.workload_json(),
             "job_id": self.job_id,
             "rounds": self.rounds,
             "final_accuracy": self.final_accuracy,
@@ -173,14 +224,16 @@ def write_summary(result: DemoResult, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "summary.json"
     path.write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+    metric = result.metric
     plot = plot_accuracy(
-        result.accuracy_per_round, result.settings.min_accuracy, out_dir / "accuracy.png",
-        title=f"job {result.job_id}: test accuracy per round",
+        result.accuracy_per_round, _plotted_target(result), out_dir / "accuracy.png",
+        title=f"job {result.job_id} ({result.workload}): test {metric} per round", metric=metric,
     )  # fmt: skip
     lines = [
         f"# fedrelay demo: job {result.job_id}",
         "",
-        f"- rounds: {result.rounds}; final test accuracy: {result.final_accuracy:.4f}",
+        f"- workload: {result.workload}; rounds: {result.rounds}; final test {metric}: "
+        f"{result.final_accuracy:.4f}",
         f"- wall time: {result.wall_time_s:.0f} s",
         f"- bus: {result.backends.get('bus', 'in-process')}; "
         f"ledger: {result.backends.get('ledger', 'sqlite')}",
@@ -191,11 +244,14 @@ def write_summary(result: DemoResult, out_dir: Path) -> Path:
         f"- dishonest worker: {result.dishonest.name} ({result.dishonest.chain}), tampered "
         f"{result.dishonest.dishonest}; caught: {result.dishonest.reason or 'no'}",
         "",
-        f"![test accuracy per round]({plot.name})",
+        f"![test {metric} per round]({plot.name})",
         "",
-        "| round | accuracy |",
-        "| --- | --- |",
-        *(f"| {n} | {a:.4f} |" for n, a in enumerate(result.accuracy_per_round)),
+        f"| round | {metric} | update blobs (bytes) |",
+        "| --- | --- | --- |",
+        *(
+            f"| {n} | {a:.4f} | {_sizes(result.update_bytes_per_round, n)} |"
+            for n, a in enumerate(result.accuracy_per_round)
+        ),
         "",
         "| worker | chain | reward (wei) | claimable (wei) | slashed on chain |",
         "| --- | --- | --- | --- | --- |",
@@ -219,3 +275,17 @@ def write_summary(result: DemoResult, out_dir: Path) -> Path:
     )
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     return path
+
+
+def _sizes(per_round: tuple[tuple[int, ...], ...], number: int) -> str:
+    return ", ".join(map(str, per_round[number])) if number < len(per_round) else "-"
+
+
+def _plotted_target(result: DemoResult) -> float:
+    """The line the plot draws: the accuracy to reach, or the perplexity the factor asks."""
+    if result.settings.workload is None:
+        return result.settings.min_accuracy
+    target = workload_named(result.settings.workload).target
+    if target.metric == "accuracy" or not result.initial_metric:
+        return target.value
+    return result.initial_metric / target.value

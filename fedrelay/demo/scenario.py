@@ -5,13 +5,20 @@ a job on the digits data with a non-IID (Dirichlet) split, waits until the coord
 the job COMPLETED and every settlement has reached the worker chains, and reads the outcome
 back (:mod:`fedrelay.demo.outcome`). On request it restarts the coordinator in the middle of
 one round, as a crash would, to show the job resumes from the ledger.
+
+With a workload (:mod:`fedrelay.demo.workloads`) the job trains on data each worker owns: the
+workload's data is written into the state folder first (one folder per worker, each worker's
+node reading only its own, as ``fedrelay worker run --data`` would), the poster uploads the
+evaluation set into the coordinator's evaluation domain (kept, never served) and, for LoRA, the
+base weights, and the report gives the workload's metric per round and the update blobs' sizes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from solders.pubkey import Pubkey
@@ -29,8 +36,10 @@ from fedrelay.demo.progress import DemoProgress, QuietProgress
 from fedrelay.demo.report import CoordinatorRestart, DemoResult
 from fedrelay.demo.settings import REJECTED_SLASH, DemoBackends, DemoError, DemoSettings
 from fedrelay.demo.waiting import until
-from fedrelay.ports.blobs import POSTER
+from fedrelay.demo.workloads import PreparedWorkload, workload
+from fedrelay.ports.blobs import EVALUATION, POSTER
 from fedrelay.ports.coordinator_store import RoundReport
+from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.rounds import Phase, RoundState, TaskStatus
 from fedrelay.training import encode_blob
 
@@ -60,12 +69,13 @@ def run_demo(
     if chosen.database_url is not None:  # before anything starts
         asyncio.run(check_fresh(chosen.database_url))
     started = time.monotonic()
+    job = demo_job(settings, state_dir, shown)
     devnet = start_devnet(settings, state_dir, shown)
     with devnet:
         shown.step("funding the workers")
         keys = devnet.fund_workers(settings.evm_workers, settings.solana_workers)
         devnet_s = time.monotonic() - started
-        scenario = _Scenario(settings, devnet, keys, state_dir, shown, chosen)
+        scenario = _Scenario(settings, job, devnet, keys, state_dir, shown, chosen)
         result = asyncio.run(scenario.run())
     return replace(
         result,
@@ -75,12 +85,50 @@ def run_demo(
     )
 
 
+@dataclass(frozen=True)
+class DemoJob:
+    """The job the demo posts: its configuration, and the workload written out (None for the
+    digits job)."""
+
+    config: JobConfig
+    workload: PreparedWorkload | None = None
+
+
+def demo_job(settings: DemoSettings, state_dir: Path, progress: DemoProgress) -> DemoJob:
+    """The demo's job; a workload's data is written under ``state_dir / "data"`` first.
+
+    A workload's configuration gets the demo's fields (:meth:`DemoSettings.workload_fields`)
+    and every segment of a transcript opened, so a cheat is caught whatever segment it hides in
+    and the slash covers the reward.
+
+    Raises:
+        DemoError: The workload cannot be prepared for this many workers.
+    """
+    if settings.workload is None:
+        return DemoJob(settings.job_config())
+    chosen = workload(settings.workload)
+    progress.step(f"writing the {chosen.name} workload's data: {chosen.title}")
+    try:
+        prepared = chosen.prepare(
+            state_dir / "data", settings.workers, split=settings.split,  # type: ignore[arg-type]
+            job=settings.workload_fields(),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise DemoError(f"the {chosen.name} workload: {exc}") from None
+    fields = json.loads(prepared.config.to_bytes())
+    config = JobConfig.model_validate(
+        {**fields, "challenge_segments": prepared.config.training.segments}
+    )
+    return DemoJob(config, replace(prepared, config=config))
+
+
 class _Scenario:
     """The asynchronous part of the demo, over a started devnet."""
 
     def __init__(
         self,
         settings: DemoSettings,
+        job: DemoJob,
         devnet: Devnet,
         keys: tuple[WorkerKey, ...],
         state_dir: Path,
@@ -90,10 +138,13 @@ class _Scenario:
         self.settings = settings
         self.progress = progress
         self.network = DemoNetwork(devnet, keys, state_dir, progress, backends)
-        self.config = settings.job_config()
-        self.workbench = JobWorkbench(self.config)
+        self.job = job
+        self.config = job.config
+        evaluation = job.workload.evaluation if job.workload is not None else None
+        self.workbench = JobWorkbench(self.config, evaluation)
         self.timings: dict[str, float] = {}
         self.restarts: list[CoordinatorRestart] = []
+        self.initial_metric: float | None = None
 
     async def run(self) -> DemoResult:
         """Start the services and workers, run the job, stop everything, read the outcome."""
@@ -104,7 +155,8 @@ class _Scenario:
             await network.start_relayer(relayer_url)
             self.coordinator = await network.start_coordinator(coordinator_url)
             store = network.observe_coordinator(coordinator_url)
-            await network.start_workers(self.settings, self.workbench, self.coordinator.url, store)
+            data = self.job.workload.worker_data if self.job.workload is not None else None
+            await network.start_workers(self.settings, self.coordinator.url, store, data)
             posted = time.monotonic()
             job_id = await self._post_job()
             await self._follow(store, job_id)
@@ -112,15 +164,32 @@ class _Scenario:
             await self._await_settlements(store, job_id)
             self.timings["settlements_s"] = time.monotonic() - posted - self.timings["job_s"]
             await network.stop_workers()
-            outcome = await read_outcome(network, self.settings, store, job_id, relayer_url)
+            outcome = await read_outcome(
+                network, self.settings, store, job_id, relayer_url, self.job.workload
+            )
         finally:
             await network.close()
-        return replace(outcome, timings_s=dict(self.timings), restarts=tuple(self.restarts))
+        return replace(
+            outcome,
+            timings_s=dict(self.timings),
+            restarts=tuple(self.restarts),
+            initial_metric=self.initial_metric,
+        )
 
     async def _post_job(self) -> int:
         self.progress.step("posting the job on the coordinator chain")
         network = self.network
-        model = encode_blob(self.workbench.initial_model())
+        prepared = self.job.workload
+        fetch = prepared.fetch_blob if prepared is not None else None
+        if prepared is not None:
+            for blob in prepared.poster_blobs.values():
+                await network.blobs.put(blob, domain=POSTER)
+            # The coordinator keeps the evaluation set and never serves it to a worker.
+            await network.blobs.put(prepared.evaluation, domain=EVALUATION)
+        initial = self.workbench.initial_model(fetch)
+        if prepared is not None:  # what a workload's perplexity factor counts from
+            self.initial_metric = (await asyncio.to_thread(self.workbench.evaluate, initial))[1]
+        model = encode_blob(initial)
         model_name = await network.blobs.put(model, domain=POSTER)
         config_name = await network.blobs.put(self.config.to_bytes(), domain=POSTER)
         poster = Signer(network.devnet.key_file("owner").read_text().strip())

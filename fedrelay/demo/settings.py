@@ -3,6 +3,11 @@
 The settings are plain frozen data: the command line builds them, :func:`~fedrelay.demo.run_demo`
 reads them, and every check that can fail without starting a chain (worker counts, the cheat,
 the job configuration) fails here, as a :class:`DemoError`, before the devnet exists.
+
+By default the job is the digits job on published data. ``workload`` names one of
+:mod:`fedrelay.demo.workloads` instead (``cnn``, ``lm``, ``lora``): a job on data each worker
+owns, whose model, recipe, data and target are the workload's; only the demo's own fields
+(challenges, deadlines, strategy) come from the settings here.
 """
 
 from __future__ import annotations
@@ -53,6 +58,13 @@ class DemoSettings:
         restart_coordinator_in_round: Stop the coordinator (service and API) in the middle of
             this round and start a new one on the same ledger, as a crash and restart would
             (None: never).
+        workload: A workload of :mod:`fedrelay.demo.workloads` (``cnn``, ``lm``, ``lora``) in
+            place of the digits job (None). Its model, recipe, data and target replace
+            ``steps``, ``checkpoint_every``, ``batch_size``, ``learning_rate``, ``alpha``,
+            ``max_examples_per_shard`` and ``min_accuracy``. Segments of the workers' own data
+            are not replayed, so its cheat must tamper with the ``update``.
+        split: How the ``cnn`` workload deals its images among the workers: ``dirichlet``
+            (non-IID, the default) or ``iid``.
     """
 
     rounds: int = 10
@@ -73,6 +85,8 @@ class DemoSettings:
     min_accuracy: float = 0.90
     timeout_s: float = 840.0
     restart_coordinator_in_round: int | None = None
+    workload: str | None = None
+    split: str = "dirichlet"
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -103,7 +117,38 @@ class DemoSettings:
             raise DemoError(f"min_accuracy must be in (0, 1], got {self.min_accuracy}")
         if self.timeout_s <= 0 or self.challenge_window < 1 or self.collect_seconds < 10:
             raise DemoError("timeout_s, challenge_window and collect_seconds must be positive")
+        if self.workload is not None:
+            self._check_workload()
+            return
         self.job_config()  # the strategy and training fields must make a valid job
+
+    def _check_workload(self) -> None:
+        from fedrelay.demo.workloads import workload
+
+        try:
+            workload(self.workload or "")
+        except ValueError as exc:
+            raise DemoError(str(exc)) from None
+        if self.split not in ("dirichlet", "iid"):
+            raise DemoError(f"split must be 'dirichlet' or 'iid', got {self.split!r}")
+        if self.dishonest != "update":
+            raise DemoError(
+                f"the {self.workload} workload trains on the workers' own data, whose segments "
+                "the coordinator cannot replay: a tampered transcript would go unnoticed; its "
+                "cheat tampers with the update (dishonest 'update')"
+            )
+
+    def workload_fields(self) -> dict[str, object]:
+        """The job fields the demo sets on a workload's configuration: every transcript
+        challenged, the deadlines, the strategy (the workload decides the rest)."""
+        return {
+            "strategy": self.strategy,
+            "challenge_rate": 1.0,
+            "answer_seconds": 120,
+            "collect_seconds": self.collect_seconds,
+            "min_updates": 1,
+            "secagg_threshold": max(1, self.workers - 1),
+        }
 
     @property
     def workers(self) -> int:

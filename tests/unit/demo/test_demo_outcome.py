@@ -111,8 +111,10 @@ def test_bad_settings_are_refused_with_what_is_wrong(
 def test_the_job_challenges_every_transcript_on_a_non_iid_split() -> None:
     config = DemoSettings(evm_workers=2, solana_workers=3).job_config()
     assert config.challenge_rate == 1.0
-    assert config.data.shards == 5
-    assert config.data.partition == "dirichlet"
+    published = config.published_data
+    assert published is not None
+    assert published.shards == 5
+    assert published.partition == "dirichlet"
 
 
 def test_the_command_refuses_bad_options_before_starting_anything(tmp_path: Path) -> None:
