@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -441,11 +441,18 @@ class Deliverer:
     async def _settle(
         self, delivery_id: int, attempt_id: int | None, status: DeliveryStatus, tx_id: str | None
     ) -> None:
+        await self.settle_many([(delivery_id, attempt_id)], status, tx_id)
+
+    async def settle_many(
+        self, settled: Sequence[tuple[int, int | None]], status: DeliveryStatus, tx_id: str | None
+    ) -> None:
+        """End deliveries (id, the attempt that landed) with `status`, in one ledger commit."""
         async with self.ledger.transaction() as work:
-            await work.update_delivery(
-                delivery_id, status=status, tx_hash=tx_id, clear_next_attempt=True
-            )
-            await work.settle_in_flight(delivery_id, attempt_id)
+            for delivery_id, attempt_id in settled:
+                await work.update_delivery(
+                    delivery_id, status=status, tx_hash=tx_id, clear_next_attempt=True
+                )
+                await work.settle_in_flight(delivery_id, attempt_id)
 
     async def _failed(
         self, request: DeliveryRequest, delivery_id: int, label: str, failed: _ChainFailure

@@ -481,13 +481,18 @@ class SignerLane:
             outcome = await chain.batch_outcome(tx_id, [m.request.vaa for m in members])
         except Exception as exc:
             return [await self._member_failed(m, chain.classify(exc)) for m in members]
+        applied = [m for m, done in zip(members, outcome.applied, strict=True) if done]
+        try:
+            await deliverer.settle_many(
+                [(m.delivery_id, m.attempt_id) for m in applied], DeliveryStatus.CONFIRMED, tx_id
+            )
+        except Exception as exc:  # the ledger is away: each is resumed alone, and found applied
+            return [exc for _ in members]
+        log.info("deliver-%d: batch %s applied %d of %d", self.chain_id, tx_id, len(applied),
+                 len(members))  # fmt: skip
         ended: list[DeliveryStatus | Exception] = []
         for index, member in enumerate(members):
             if outcome.applied[index]:
-                await deliverer._settle(
-                    member.delivery_id, member.attempt_id, DeliveryStatus.CONFIRMED, tx_id
-                )
-                log.info("delivery %s: confirmed in batch %s", member.label, tx_id)
                 ended.append(DeliveryStatus.CONFIRMED)
             else:
                 ended.append(await self._entry_skipped(member, outcome, index))
