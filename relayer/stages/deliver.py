@@ -12,7 +12,11 @@ For each :class:`~fedrelay.relayer.records.DeliveryRequest` on ``deliveries.<cha
 
 A process killed anywhere in between comes back to the same record (its offset was not
 committed) and resumes the persisted attempt instead of signing anew, after checking the consumed
-flag; the destination refuses a consumed digest, so nothing is applied twice.
+flag; the destination refuses a consumed digest, so nothing is applied twice. An attempt made by
+a batch transaction (:mod:`fedrelay.relayer.stages.pipeline`) is resumed the same way, with the
+batch's bytes; since a batch confirms even when it skipped some of its VAAs, the delivery's own
+entry in the receipt decides: applied (confirmed), consumed before (already delivered), invalid
+(dead with the receiver's reason), or failed (signed again alone).
 
 Errors are classified by the chain adapter
 (:meth:`~fedrelay.ports.relay.DestinationChain.classify`):

@@ -26,6 +26,21 @@ record goes to the lane its bus key (the emitter) hashes to, so one emitter's me
 order. Several deliver instances of one destination each hold their own keys and the partitions
 Kafka gives them.
 
+Batches: on a destination with a batch entry point
+(:class:`~fedrelay.ports.relay.BatchDestination`) and with ``batch_max`` above 1, a lane takes
+all of its records of the poll at once (:meth:`SignerLane.deliver_batched`) and packs them into
+batch transactions of as many as are queued, up to ``batch_max`` and the destination's
+:meth:`~fedrelay.ports.relay.BatchDestination.max_batch` (its gas limit); it never waits for a
+batch to fill. A batch takes one window slot and one nonce and goes through the same steps: it
+is persisted as one attempt of each delivery it carries (the signed bytes once) before it is
+broadcast, confirmed or replaced whole, and once confirmed its receipt tells each delivery what
+became of it: applied (confirmed), consumed before (already delivered), invalid (dead with the
+receiver's reason) or failed while applied (handed back to be retried alone). A batch refused
+when signed (too large for its gas share) or reverted as a whole (``BatchOutOfGas``) is split in
+halves, down to single messages. Deliveries found with an attempt in flight (a restart) go
+through the plain deliverer first, which resumes a batch attempt with the same batch bytes and
+reads its entry's result from the receipt.
+
 A delivery that fails in the pipeline is handed back to the stage runner with its failure; the
 runner then retries it alone through the plain deliverer (backoff, attempts, the DLQ), exactly as
 before. Destinations without nonces (Solana) are delivered one at a time per lane.
@@ -210,8 +225,15 @@ class SignerLane:
         assert plan is not None
         return await self._landed(submitted, status, plan[1])
 
-    async def _open(self, request: DeliveryRequest) -> tuple[int, str, int] | None:
+    async def _open(
+        self, request: DeliveryRequest, check_consumed: bool = True
+    ) -> tuple[int, str, int] | None:
         """Step 1: the delivery row, the consumed flag, the attempts so far (concurrent).
+
+        Args:
+            request: The delivery request.
+            check_consumed: Whether to ask the destination first; a batch does not need to:
+                its receiver checks each VAA's flag and reports a consumed one as such.
 
         Returns:
             The delivery's id, its label and its attempt count; None when the plain path
@@ -230,7 +252,7 @@ class SignerLane:
         if delivery.status in _DONE or delivery.status == DeliveryStatus.DEAD or in_flight:
             return None
         try:
-            if await deliverer.chain.is_consumed(request.vaa):
+            if check_consumed and await deliverer.chain.is_consumed(request.vaa):
                 return None  # the plain path records it delivered
         except Exception:  # the plain path meets the same error and handles it
             return None
@@ -341,7 +363,9 @@ class SignerLane:
             Each request's final status, or the exception its delivery ended with, in order.
         """
         out: list[DeliveryStatus | Exception] = [DeliveryStatus.PENDING] * len(requests)
-        opened = await asyncio.gather(*(self._open(r) for r in requests), return_exceptions=True)
+        opened = await asyncio.gather(
+            *(self._open(r, check_consumed=False) for r in requests), return_exceptions=True
+        )
         members: list[tuple[int, _Member]] = []
         alone: list[int] = []
         for index, (request, plan) in enumerate(zip(requests, opened, strict=True)):
@@ -713,7 +737,10 @@ class PipelinedDeliverer:
                 except Exception as exc:
                     decoded.append(exc)
             requests = [r for r in decoded if isinstance(r, DeliveryRequest)]
-            ended = iter(await lane.deliver_batched(requests))
+            try:
+                ended = iter(await lane.deliver_batched(requests))
+            except Exception as exc:  # not one record's fault: each is retried alone
+                return [exc for _ in mine]
             out: list[StageResult | Exception] = []
             for request in decoded:
                 if isinstance(request, Exception):
