@@ -218,12 +218,16 @@ class SignerLane:
                 mine.set_result(None)
         if isinstance(submitted, DeliveryStatus):
             return submitted
-        try:
-            status = await submitted.done
-        finally:
-            self._slots.release()
+        status = await self._settled(submitted)
         assert plan is not None
         return await self._landed(submitted, status, plan[1])
+
+    async def _settled(self, entry: _InFlight) -> TxStatus:
+        """What became of a transaction in flight; its window slot is free again after."""
+        try:
+            return await entry.done
+        finally:
+            self._slots.release()
 
     async def _open(
         self, request: DeliveryRequest, check_consumed: bool = True
@@ -407,11 +411,7 @@ class SignerLane:
             return await self._split(members)
         if isinstance(entry, list):
             return entry
-        try:
-            status = await entry.done
-        finally:
-            self._slots.release()
-        return await self._batch_landed(entry, status)
+        return await self._batch_landed(entry, await self._settled(entry))
 
     async def _split(self, members: list[_Member]) -> list[DeliveryStatus | Exception]:
         half = len(members) // 2
