@@ -540,9 +540,16 @@ class _Builder:
                 destination, self.ledger, self.settings.retry_policy(),
                 confirm_timeout_s=self.settings.confirm_timeout_s,
             )  # fmt: skip
-            lanes.append(SignerLane(deliverer, window=self.settings.deliver_window))
+            lanes.append(
+                SignerLane(
+                    deliverer,
+                    window=self.settings.deliver_window,
+                    batch_max=self.settings.deliver_batch_max,
+                )
+            )
         processor: Any = lanes[0].deliverer
-        if self.settings.deliver_window > 1 or len(lanes) > 1:
+        settings = self.settings
+        if settings.deliver_window > 1 or settings.deliver_batch_max > 1 or len(lanes) > 1:
             processor = PipelinedDeliverer(lanes)
         name = f"deliver-{chain.wormhole_chain_id}"
         runner = self._runner(

@@ -472,6 +472,7 @@ class EvmDestination:
         return BatchOutcome(
             applied=tuple(e.result == BatchResult.APPLIED for e in entries),
             reasons=tuple(reasons),
+            invalid=tuple(e.result == BatchResult.INVALID for e in entries),
         )
 
     async def batch_results(self, tx_id: str, count: int) -> list[BatchEntryResult]:

@@ -35,7 +35,8 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from fedrelay.ports.relayer_ledger import AttemptOutcome, DeliveryStatus, ObservationStatus
 
 __all__ = [
-    "U64", "AttemptOutcome", "Base", "DeadLetter", "Delivery", "DeliveryAttempt", "DeliveryStatus",
+    "U64", "AttemptOutcome", "Base", "DeadLetter", "Delivery", "DeliveryAttempt", "DeliveryBatch",
+    "DeliveryStatus",
     "GuardianSignature", "Observation", "ObservationStatus", "SignerNonce", "SourceCursor",
     "StoredVaa", "utcnow",
 ]  # fmt: skip
@@ -197,8 +198,32 @@ class Delivery(Base):
     )
 
 
+class DeliveryBatch(Base):
+    """One signed transaction that delivers many VAAs (a receiver's batch entry point).
+
+    Each delivery it carries has an attempt row pointing here (with its place in the batch);
+    the signed bytes are kept once, here, so a resumed attempt re-broadcasts the same batch.
+    """
+
+    __tablename__ = "delivery_batches"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    chain_id: Mapped[int] = mapped_column(Integer)
+    signer: Mapped[str] = mapped_column(String(100))
+    nonce: Mapped[int | None] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(100), index=True)
+    signed_tx: Mapped[bytes] = mapped_column(LargeBinary)
+    fee_per_gas: Mapped[int | None] = mapped_column(U64)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class DeliveryAttempt(Base):
-    """One signed transaction for a delivery, persisted before it is broadcast."""
+    """One signed transaction for a delivery, persisted before it is broadcast.
+
+    An attempt carried by a batch transaction has ``batch_id`` and ``batch_index`` set and no
+    ``signed_tx`` of its own (the batch row holds the bytes).
+    """
 
     __tablename__ = "delivery_attempts"
     __table_args__ = (UniqueConstraint("delivery_id", "attempt"),)
@@ -215,8 +240,13 @@ class DeliveryAttempt(Base):
         _enum(AttemptOutcome, "attempt_outcome"), default=AttemptOutcome.PREPARED
     )
     error: Mapped[str | None] = mapped_column(Text)
+    batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("delivery_batches.id", ondelete="CASCADE"), index=True
+    )
+    batch_index: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     delivery: Mapped[Delivery] = relationship(back_populates="attempts")
+    batch: Mapped[DeliveryBatch | None] = relationship(lazy="joined")
 
 
 class SignerNonce(Base):

@@ -24,6 +24,7 @@ from fedrelay.adapters.ledger.models import (
     DeadLetter,
     Delivery,
     DeliveryAttempt,
+    DeliveryBatch,
     GuardianSignature,
     SignerNonce,
     SourceCursor,
@@ -107,12 +108,14 @@ def _delivery(row: Delivery) -> DeliveryRecord:
 
 
 def _attempt(row: DeliveryAttempt) -> AttemptRecord:
+    signed = row.signed_tx if row.batch is None else row.batch.signed_tx
     return AttemptRecord(
         id=row.id, delivery_id=row.delivery_id, attempt=row.attempt, signer=row.signer,
         nonce=row.nonce, tx_hash=row.tx_hash,
-        signed_tx=bytes(row.signed_tx) if row.signed_tx is not None else None,
+        signed_tx=bytes(signed) if signed is not None else None,
         fee_per_gas=int(row.fee_per_gas) if row.fee_per_gas is not None else None,
         outcome=row.outcome, error=row.error, created_at=row.created_at,
+        batch_id=row.batch_id, batch_index=row.batch_index,
     )  # fmt: skip
 
 
@@ -472,10 +475,42 @@ class SqlRelayerLedgerWork:
             signed_tx=signed.raw,
             fee_per_gas=signed.fee_per_gas,
             outcome=AttemptOutcome.PREPARED,
+            batch=None,
         )
         self.session.add(row)
         await self.session.flush()
         return row.id
+
+    async def add_batch_attempts(
+        self, chain_id: int, signer: str, signed: SignedDelivery, members: Sequence[tuple[int, int]]
+    ) -> list[int]:
+        batch = DeliveryBatch(
+            chain_id=chain_id, signer=signer, nonce=signed.nonce, tx_hash=signed.tx_id,
+            signed_tx=signed.raw, fee_per_gas=signed.fee_per_gas, size=len(members),
+        )  # fmt: skip
+        self.session.add(batch)
+        await self.session.flush()
+        rows = []
+        for index, (delivery_id, attempt) in enumerate(members):
+            row = DeliveryAttempt(
+                delivery_id=delivery_id, attempt=attempt, signer=signer, nonce=signed.nonce,
+                tx_hash=signed.tx_id, signed_tx=None, fee_per_gas=signed.fee_per_gas,
+                outcome=AttemptOutcome.PREPARED, batch=batch, batch_index=index,
+            )  # fmt: skip
+            rows.append(row)
+        self.session.add_all(rows)
+        await self.session.flush()
+        return [row.id for row in rows]
+
+    async def batch_vaas(self, batch_id: int) -> list[bytes]:
+        found = await self.session.scalars(
+            select(StoredVaa.vaa)
+            .join(Delivery, Delivery.digest == StoredVaa.digest)
+            .join(DeliveryAttempt, DeliveryAttempt.delivery_id == Delivery.id)
+            .where(DeliveryAttempt.batch_id == batch_id)
+            .order_by(DeliveryAttempt.batch_index)
+        )
+        return [bytes(vaa) for vaa in found]
 
     async def set_attempt_outcome(
         self, attempt_id: int, outcome: AttemptOutcome, error: str | None = None

@@ -92,11 +92,14 @@ def relayer(
     messages: int = typer.Option(1_000, min=1, help="TASK_ASSIGNED messages to relay."),
     timeout: float = typer.Option(1800.0, min=1, help="Seconds to wait for every delivery."),
     window: int = typer.Option(32, min=1, help="Deliverer window (1: no pipelining)."),
+    batch_max: int = typer.Option(
+        1, min=1, max=32, help="Most VAAs per delivery transaction (1: no batching)."
+    ),
 ) -> None:
     """Coordinator chain to EVM worker chain on Kafka + PostgreSQL: msg/s, latency, raw capacity."""
     from fedrelay.bench.relayer import run
 
-    run(messages, timeout, window)
+    run(messages, timeout, window, batch_max)
 
 
 @app.command("api-flood")

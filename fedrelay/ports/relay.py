@@ -231,10 +231,15 @@ class BatchOutcome:
         reasons: For each VAA, why it was skipped (None for an applied one); a skipped VAA
             that is consumed on chain was delivered by someone else, any other is a failure
             of that message alone.
+        invalid: For each VAA, True when the receiver refused it as no message for it at all
+            (signatures, emitter, target): sending it again cannot help. A skipped VAA that is
+            neither consumed nor invalid failed while being applied and may be tried alone.
+            Empty when the destination does not tell the two apart.
     """
 
     applied: tuple[bool, ...]
     reasons: tuple[str | None, ...]
+    invalid: tuple[bool, ...] = ()
 
 
 @runtime_checkable

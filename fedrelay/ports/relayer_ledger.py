@@ -123,7 +123,11 @@ class DeliveryRecord:
 
 @dataclass(frozen=True)
 class AttemptRecord:
-    """One signed transaction of a delivery, persisted before it was broadcast."""
+    """One signed transaction of a delivery, persisted before it was broadcast.
+
+    An attempt carried by a batch transaction names the batch (``batch_id``) and its place in
+    it (``batch_index``); its ``signed_tx`` is the whole batch's.
+    """
 
     id: int
     delivery_id: int
@@ -136,6 +140,8 @@ class AttemptRecord:
     outcome: AttemptOutcome
     error: str | None
     created_at: datetime
+    batch_id: int | None = None
+    batch_index: int | None = None
 
     @property
     def signed(self) -> SignedDelivery:
@@ -324,6 +330,18 @@ class RelayerLedgerWork(Protocol):
         self, delivery_id: int, attempt: int, signer: str, signed: SignedDelivery
     ) -> int:
         """Persist a signed transaction as attempt `attempt` (PREPARED); its id."""
+        ...
+
+    async def add_batch_attempts(
+        self, chain_id: int, signer: str, signed: SignedDelivery, members: Sequence[tuple[int, int]]
+    ) -> list[int]:
+        """Persist a signed batch transaction (PREPARED) as one attempt of each delivery it
+        carries; `members` are (delivery id, attempt number) in batch order; the attempts' ids
+        in the same order."""
+        ...
+
+    async def batch_vaas(self, batch_id: int) -> list[bytes]:
+        """The VAAs a batch transaction carries, in batch order."""
         ...
 
     async def set_attempt_outcome(

@@ -12,7 +12,11 @@ For each :class:`~fedrelay.relayer.records.DeliveryRequest` on ``deliveries.<cha
 
 A process killed anywhere in between comes back to the same record (its offset was not
 committed) and resumes the persisted attempt instead of signing anew, after checking the consumed
-flag; the destination refuses a consumed digest, so nothing is applied twice.
+flag; the destination refuses a consumed digest, so nothing is applied twice. An attempt made by
+a batch transaction (:mod:`fedrelay.relayer.stages.pipeline`) is resumed the same way, with the
+batch's bytes; since a batch confirms even when it skipped some of its VAAs, the delivery's own
+entry in the receipt decides: applied (confirmed), consumed before (already delivered), invalid
+(dead with the receiver's reason), or failed (signed again alone).
 
 Errors are classified by the chain adapter
 (:meth:`~fedrelay.ports.relay.DestinationChain.classify`):
@@ -30,12 +34,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fedrelay.ports.bus import Bus, Record
-from fedrelay.ports.relay import DestinationChain, Failure, FailureKind, SignedDelivery, TxState
+from fedrelay.ports.relay import (
+    BatchDestination,
+    BatchOutcome,
+    DestinationChain,
+    Failure,
+    FailureKind,
+    SignedDelivery,
+    TxState,
+)
 from fedrelay.ports.relayer_ledger import (
     AttemptOutcome,
     AttemptRecord,
@@ -204,6 +216,10 @@ class Deliverer:
             # Persisted (and maybe sent) before: by a previous run, or a try that timed out.
             attempt_id, signed = in_flight.id, in_flight.signed
             state = (await self._chain(self.chain.status(signed.tx_id), attempt_id)).state
+            if state == TxState.FAILED and in_flight.batch_id is not None:
+                # the batch reverted as a whole (out of gas): this VAA goes alone now
+                await self._revert_attempt(delivery_id, attempt_id, "its batch reverted")
+                return await self._try(request, delivery_id, label)
             if state in (TxState.CONFIRMED, TxState.FAILED):
                 pass  # it landed: the wait below reports how
             elif in_flight.error is None:
@@ -218,10 +234,65 @@ class Deliverer:
                 await self._chain(self.chain.broadcast(signed), attempt_id)
         await self._record_broadcast(delivery_id, attempt_id, in_flight, signed)
         await self._wait_confirmed(signed, attempt_id)
+        if in_flight is not None and in_flight.id == attempt_id and in_flight.batch_id is not None:
+            # a batch transaction confirms even when it skipped this delivery's VAA
+            outcome = await self._batch_outcome(in_flight)
+            index = in_flight.batch_index or 0
+            if not outcome.applied[index]:
+                return await self._skipped(request, delivery_id, label, in_flight, outcome)
         await self._chain(self.chain.finish(request.vaa), attempt_id)
         await self._settle(delivery_id, attempt_id, DeliveryStatus.CONFIRMED, signed.tx_id)
         log.info("delivery %s: confirmed in %s", label, signed.tx_id)
         return DeliveryStatus.CONFIRMED
+
+    async def _batch_outcome(self, attempt: AttemptRecord) -> BatchOutcome:
+        """What the confirmed batch transaction of `attempt` did with each VAA it carried."""
+        chain = self.chain
+        if attempt.batch_id is None or not isinstance(chain, BatchDestination):
+            raise _ChainFailure(
+                Failure(FailureKind.OTHER, "a batch attempt on a destination without batches"),
+                attempt.id,
+            )
+        async with self.ledger.reading() as work:
+            vaas = await work.batch_vaas(attempt.batch_id)
+        return await self._chain(chain.batch_outcome(attempt.tx_hash or "", vaas), attempt.id)
+
+    async def _skipped(
+        self,
+        request: DeliveryRequest,
+        delivery_id: int,
+        label: str,
+        attempt: AttemptRecord,
+        outcome: BatchOutcome,
+    ) -> DeliveryStatus:
+        """A confirmed batch skipped this delivery's VAA: consumed before (delivered), refused
+        as invalid (dead, with the receiver's reason), or failed (tried again alone, now)."""
+        index = attempt.batch_index or 0
+        reason = outcome.reasons[index] or "skipped by the batch"
+        if await self._chain(self.chain.is_consumed(request.vaa), attempt.id):
+            return await self._consumed(request, delivery_id, label)
+        if outcome.invalid and outcome.invalid[index]:
+            raise _ChainFailure(Failure(FailureKind.REVERTED, reason), attempt.id)
+        await self._revert_attempt(delivery_id, attempt.id, f"its batch entry failed: {reason}")
+        log.info("delivery %s: its batch entry failed (%s); trying it alone", label, reason)
+        return await self._try(request, delivery_id, label)
+
+    async def _revert_attempt(self, delivery_id: int, attempt_id: int, why: str) -> None:
+        """End a batch attempt that did not apply its VAA; the delivery goes on alone."""
+        async with self.ledger.transaction() as work:
+            error = f"{why}; delivered alone next"
+            await work.set_attempt_outcome(attempt_id, AttemptOutcome.REVERTED, error=error)
+            await work.update_delivery(delivery_id, last_error=error)
+
+    async def applied_by(self, attempt: AttemptRecord) -> bool:
+        """Whether `attempt`'s transaction confirmed and applied its delivery's VAA (a batch
+        transaction confirms even when it skipped some of its VAAs)."""
+        tx_id = attempt.tx_hash or ""
+        if (await self._chain(self.chain.status(tx_id))).state != TxState.CONFIRMED:
+            return False
+        if attempt.batch_id is None:
+            return True
+        return (await self._batch_outcome(attempt)).applied[attempt.batch_index or 0]
 
     async def _in_flight(self, delivery_id: int) -> AttemptRecord | None:
         async with self.ledger.reading() as work:
@@ -277,9 +348,13 @@ class Deliverer:
             if attempt.outcome == AttemptOutcome.PREPARED and attempt.delivery_id != skip_delivery
         ]
         sent = 0
+        batches_sent: set[str] = set()  # a batch's bytes go out once for all its attempts
         for attempt in unsent:
             try:
-                await self.chain.broadcast(attempt.signed)
+                if attempt.batch_id is None or attempt.tx_hash not in batches_sent:
+                    await self.chain.broadcast(attempt.signed)
+                if attempt.batch_id is not None and attempt.tx_hash is not None:
+                    batches_sent.add(attempt.tx_hash)
             except Exception as exc:
                 failure = self.chain.classify(exc)
                 if failure.kind is not FailureKind.NONCE_TOO_LOW:
@@ -351,7 +426,7 @@ class Deliverer:
             in_flight = await work.in_flight_attempts(delivery_id)
         for attempt in in_flight:
             tx_id = attempt.tx_hash or ""
-            if (await self._chain(self.chain.status(tx_id))).state == TxState.CONFIRMED:
+            if await self.applied_by(attempt):
                 await self._settle(delivery_id, attempt.id, DeliveryStatus.CONFIRMED, tx_id)
                 log.info("delivery %s: confirmed in %s (resumed)", label, tx_id)
                 return DeliveryStatus.CONFIRMED
@@ -370,11 +445,18 @@ class Deliverer:
     async def _settle(
         self, delivery_id: int, attempt_id: int | None, status: DeliveryStatus, tx_id: str | None
     ) -> None:
+        await self.settle_many([(delivery_id, attempt_id)], status, tx_id)
+
+    async def settle_many(
+        self, settled: Sequence[tuple[int, int | None]], status: DeliveryStatus, tx_id: str | None
+    ) -> None:
+        """End deliveries (id, the attempt that landed) with `status`, in one ledger commit."""
         async with self.ledger.transaction() as work:
-            await work.update_delivery(
-                delivery_id, status=status, tx_hash=tx_id, clear_next_attempt=True
-            )
-            await work.settle_in_flight(delivery_id, attempt_id)
+            for delivery_id, attempt_id in settled:
+                await work.update_delivery(
+                    delivery_id, status=status, tx_hash=tx_id, clear_next_attempt=True
+                )
+                await work.settle_in_flight(delivery_id, attempt_id)
 
     async def _failed(
         self, request: DeliveryRequest, delivery_id: int, label: str, failed: _ChainFailure

@@ -26,6 +26,21 @@ record goes to the lane its bus key (the emitter) hashes to, so one emitter's me
 order. Several deliver instances of one destination each hold their own keys and the partitions
 Kafka gives them.
 
+Batches: on a destination with a batch entry point
+(:class:`~fedrelay.ports.relay.BatchDestination`) and with ``batch_max`` above 1, a lane takes
+all of its records of the poll at once (:meth:`SignerLane.deliver_batched`) and packs them into
+batch transactions of as many as are queued, up to ``batch_max`` and the destination's
+:meth:`~fedrelay.ports.relay.BatchDestination.max_batch` (its gas limit); it never waits for a
+batch to fill. A batch takes one window slot and one nonce and goes through the same steps: it
+is persisted as one attempt of each delivery it carries (the signed bytes once) before it is
+broadcast, confirmed or replaced whole, and once confirmed its receipt tells each delivery what
+became of it: applied (confirmed), consumed before (already delivered), invalid (dead with the
+receiver's reason) or failed while applied (handed back to be retried alone). A batch refused
+when signed (too large for its gas share) or reverted as a whole (``BatchOutOfGas``) is split in
+halves, down to single messages. Deliveries found with an attempt in flight (a restart) go
+through the plain deliverer first, which resumes a batch attempt with the same batch bytes and
+reads its entry's result from the receipt.
+
 A delivery that fails in the pipeline is handed back to the stage runner with its failure; the
 runner then retries it alone through the plain deliverer (backoff, attempts, the DLQ), exactly as
 before. Destinations without nonces (Solana) are delivered one at a time per lane.
@@ -37,13 +52,22 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import context as otel_context
 
 from fedrelay.ports.bus import Record
-from fedrelay.ports.relay import Failure, FailureKind, SignedDelivery, TxState, TxStatus
+from fedrelay.ports.relay import (
+    BatchDestination,
+    BatchOutcome,
+    DestinationChain,
+    Failure,
+    FailureKind,
+    SignedDelivery,
+    TxState,
+    TxStatus,
+)
 from fedrelay.ports.relayer_ledger import AttemptOutcome, DeliveryStatus
 from fedrelay.protocol.tracing import extract_context
 from fedrelay.relayer.records import DeliveryRequest, decode_as, message_label
@@ -52,6 +76,7 @@ from fedrelay.relayer.stages.deliver import (
     _DONE,
     Deliverer,
     DeliveryFailed,
+    DeliveryRetry,
     WrongDestination,
     _ChainFailure,
     open_delivery,
@@ -72,6 +97,18 @@ class _InFlight:
     sent_at: float
     done: asyncio.Future[TxStatus]
     resent: bool = False
+    members: list[_Member] | None = None  # the deliveries of a batch transaction, in order
+
+
+@dataclass(eq=False)
+class _Member:
+    """One delivery carried by a batch transaction."""
+
+    request: DeliveryRequest
+    delivery_id: int
+    label: str
+    attempts: int  # attempts persisted so far (the next one is numbered attempts + 1)
+    attempt_id: int = 0  # its attempt in the batch transaction in flight
 
 
 @dataclass(eq=False)
@@ -81,12 +118,16 @@ class SignerLane:
     Attributes:
         deliverer: The plain deliverer of this key (its chain adapter signs with the key).
         window: The most transactions of this key in flight at once.
+        batch_max: The most VAAs in one transaction (``FEDRELAY_DELIVER_BATCH_MAX``); above 1
+            on a :class:`~fedrelay.ports.relay.BatchDestination`, deliveries are batched.
     """
 
     deliverer: Deliverer
     window: int = 32
+    batch_max: int = 1
 
     _slots: asyncio.Semaphore = field(init=False)
+    _submitting: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _turn: asyncio.Future[None] | None = field(init=False, default=None)
     _next_nonce: int | None = field(init=False, default=None)
     _in_flight: dict[int, _InFlight] = field(init=False, default_factory=dict)
@@ -97,12 +138,19 @@ class SignerLane:
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"the window must hold at least 1 transaction, got {self.window}")
+        if self.batch_max < 1:
+            raise ValueError(f"a batch holds at least 1 VAA, got {self.batch_max}")
         self._slots = asyncio.Semaphore(self.window)
 
     @property
     def chain_id(self) -> int:
         """The destination's Wormhole chain id."""
         return self.deliverer.chain.chain_id
+
+    @property
+    def batching(self) -> bool:
+        """Whether this lane packs deliveries into batch transactions."""
+        return self.batch_max > 1 and isinstance(self.deliverer.chain, BatchDestination)
 
     @property
     def in_flight(self) -> int:
@@ -173,15 +221,26 @@ class SignerLane:
                 mine.set_result(None)
         if isinstance(submitted, DeliveryStatus):
             return submitted
-        try:
-            status = await submitted.done
-        finally:
-            self._slots.release()
+        status = await self._settled(submitted)
         assert plan is not None
         return await self._landed(submitted, status, plan[1])
 
-    async def _open(self, request: DeliveryRequest) -> tuple[int, str, int] | None:
+    async def _settled(self, entry: _InFlight) -> TxStatus:
+        """What became of a transaction in flight; its window slot is free again after."""
+        try:
+            return await entry.done
+        finally:
+            self._slots.release()
+
+    async def _open(
+        self, request: DeliveryRequest, check_consumed: bool = True
+    ) -> tuple[int, str, int] | None:
         """Step 1: the delivery row, the consumed flag, the attempts so far (concurrent).
+
+        Args:
+            request: The delivery request.
+            check_consumed: Whether to ask the destination first; a batch does not need to:
+                its receiver checks each VAA's flag and reports a consumed one as such.
 
         Returns:
             The delivery's id, its label and its attempt count; None when the plain path
@@ -200,7 +259,7 @@ class SignerLane:
         if delivery.status in _DONE or delivery.status == DeliveryStatus.DEAD or in_flight:
             return None
         try:
-            if await deliverer.chain.is_consumed(request.vaa):
+            if check_consumed and await deliverer.chain.is_consumed(request.vaa):
                 return None  # the plain path records it delivered
         except Exception:  # the plain path meets the same error and handles it
             return None
@@ -225,17 +284,10 @@ class SignerLane:
         attempt_id: int | None = None
         try:
             try:
-                if self._next_nonce is None:
-                    await deliverer.send_unsent()
-                    pending = await deliverer._chain(chain.pending_nonce())
-                    if pending is None:
-                        self._slots.release()
-                        return None
-                    async with deliverer.ledger.transaction() as work:
-                        self._next_nonce = await work.allocate_nonce(
-                            chain.chain_id, chain.signer, pending, delivery_id
-                        )
-                nonce = self._next_nonce
+                nonce = await self._take_nonce(delivery_id)
+                if nonce is None:
+                    self._slots.release()
+                    return None
                 signed = await deliverer._chain(chain.prepare(request.vaa, nonce, fee_level))
                 async with deliverer.ledger.transaction() as work:
                     attempt_id = await work.add_attempt(
@@ -263,11 +315,32 @@ class SignerLane:
             request, delivery_id, attempt_id, signed, fee_level + 1, loop.time(),
             loop.create_future(),
         )  # fmt: skip
+        self._watch(nonce, entry)
+        return entry
+
+    async def _take_nonce(self, delivery_id: int) -> int | None:
+        """The lane's next nonce; at first use (and after a surprise) the signer's unsent
+        persisted attempts are sent first, then the chain and the ledger say where to go on.
+        None on chains without nonces."""
+        if self._next_nonce is None:
+            deliverer, chain = self.deliverer, self.deliverer.chain
+            await deliverer.send_unsent()
+            pending = await deliverer._chain(chain.pending_nonce())
+            if pending is None:
+                return None
+            async with deliverer.ledger.transaction() as work:
+                self._next_nonce = await work.allocate_nonce(
+                    chain.chain_id, chain.signer, pending, delivery_id
+                )
+        return self._next_nonce
+
+    def _watch(self, nonce: int, entry: _InFlight) -> None:
+        """Hand a broadcast transaction to the confirmer (started when it is not running)."""
         self._in_flight[nonce] = entry
         self._wake.set()
         if self._confirmer is None or self._confirmer.done():
-            self._confirmer = asyncio.create_task(self._confirm(), name=f"confirm-{chain.signer}")
-        return entry
+            signer = self.deliverer.chain.signer
+            self._confirmer = asyncio.create_task(self._confirm(), name=f"confirm-{signer}")
 
     async def _landed(self, entry: _InFlight, status: TxStatus, label: str) -> DeliveryStatus:
         """Step 3's end for one delivery: record what its transaction did."""
@@ -285,6 +358,215 @@ class SignerLane:
             return await deliverer._failed(request, delivery_id, label, failed)
         log.info("delivery %s: confirmed in %s", label, entry.signed.tx_id)
         return DeliveryStatus.CONFIRMED
+
+    # -- batches --
+
+    async def deliver_batched(
+        self,
+        requests: Sequence[DeliveryRequest],
+        contexts: Sequence[otel_context.Context] | None = None,
+    ) -> list[DeliveryStatus | Exception]:
+        """Deliver `requests`, packed into batch transactions (see the module docstring).
+
+        Args:
+            requests: The deliveries, in record order.
+            contexts: Each request's trace context (its ledger rows are opened in it).
+
+        Returns:
+            Each request's final status, or the exception its delivery ended with, in order.
+        """
+        out: list[DeliveryStatus | Exception] = [DeliveryStatus.PENDING] * len(requests)
+        traces = list(contexts) if contexts is not None else [None] * len(requests)
+        opened = await asyncio.gather(
+            *(self._open_traced(r, c) for r, c in zip(requests, traces, strict=True)),
+            return_exceptions=True,
+        )
+        members: list[tuple[int, _Member]] = []
+        alone: list[int] = []
+        for index, (request, plan) in enumerate(zip(requests, opened, strict=True)):
+            if isinstance(plan, BaseException):
+                if not isinstance(plan, Exception):
+                    raise plan
+                out[index] = plan
+            elif plan is None or any(m.delivery_id == plan[0] for _, m in members):
+                alone.append(index)  # done, consumed, in flight before, or a duplicate
+            else:
+                members.append((index, _Member(request, *plan)))
+        for index in alone:  # first: an attempt resumed here may hold a lower nonce
+            self.forget_nonce()
+            out[index] = await _ended(self.deliverer.deliver(requests[index]))
+        self.forget_nonce()
+        chain = _as_batch(self.deliverer.chain)
+        batches: list[list[_Member]] = []
+        queued = [member for _, member in members]
+        while queued:  # as many as are queued and fit: a batch never waits to fill
+            size = max(1, min(self.batch_max, chain.max_batch(), len(queued)))
+            batches.append(queued[:size])
+            queued = queued[size:]
+        results = await asyncio.gather(*(self._batch(batch) for batch in batches))
+        ended = [result for batch in results for result in batch]
+        for (index, _), result in zip(members, ended, strict=True):
+            out[index] = result
+        return out
+
+    async def _open_traced(
+        self, request: DeliveryRequest, context: otel_context.Context | None
+    ) -> tuple[int, str, int] | None:
+        """:meth:`_open` (consumed flag left to the receiver) in ``context``, when given."""
+        token = otel_context.attach(context) if context is not None else None
+        try:
+            return await self._open(request, check_consumed=False)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    async def _batch(self, members: list[_Member]) -> list[DeliveryStatus | Exception]:
+        """Submit one batch, wait for it, and end each of its deliveries (split when it does
+        not fit: refused when signed, or reverted out of gas)."""
+        try:
+            entry = await self._submit_batch(members)
+        except _ChainFailure as failed:
+            return [await self._member_failed(m, failed.failure) for m in members]
+        except Exception as exc:  # the ledger is away: each record is retried alone
+            return [exc for _ in members]
+        if entry is None:
+            return await self._split(members)
+        if isinstance(entry, list):
+            return entry
+        return await self._batch_landed(entry, await self._settled(entry))
+
+    async def _split(self, members: list[_Member]) -> list[DeliveryStatus | Exception]:
+        half = len(members) // 2
+        log.info("deliver-%d: a batch of %d split in two", self.chain_id, len(members))
+        first, second = await asyncio.gather(
+            self._batch(members[:half]), self._batch(members[half:])
+        )
+        return first + second
+
+    async def _submit_batch(
+        self, members: list[_Member]
+    ) -> _InFlight | list[DeliveryStatus | Exception] | None:
+        """Step 2 for a batch: a window slot, a nonce, the signed batch persisted as one
+        attempt of each delivery, then broadcast.
+
+        Returns:
+            The transaction in flight (its window slot held until it settles); None when the
+            batch was refused as signed and splitting it may help (nothing was persisted); each
+            delivery's end when the chain has no nonces (delivered alone).
+
+        Raises:
+            _ChainFailure: Signing or broadcasting failed (the failure is every member's).
+        """
+        deliverer, chain = self.deliverer, _as_batch(self.deliverer.chain)
+        fee_level = max(m.attempts for m in members)
+        async with self._submitting:
+            await self._slots.acquire()
+            try:
+                nonce = await self._take_nonce(members[0].delivery_id)
+                if nonce is None:
+                    self._slots.release()
+                    return [await _ended(deliverer.deliver(m.request)) for m in members]
+                vaas = [m.request.vaa for m in members]
+                try:
+                    signed = await chain.prepare_batch(vaas, nonce, fee_level)
+                except Exception as exc:
+                    failure = chain.classify(exc)
+                    if len(members) > 1 and failure.kind is not FailureKind.UNAVAILABLE:
+                        log.info("deliver-%d: a batch of %d refused: %s", self.chain_id,
+                                 len(members), failure.reason)  # fmt: skip
+                        self._slots.release()
+                        return None
+                    raise _ChainFailure(failure) from exc
+                async with deliverer.ledger.transaction() as work:
+                    attempt_ids = await work.add_batch_attempts(
+                        chain.chain_id, chain.signer, signed,
+                        [(m.delivery_id, m.attempts + 1) for m in members],
+                    )  # fmt: skip
+                    await work.set_signer_next_nonce(chain.chain_id, chain.signer, nonce + 1)
+                for member, attempt_id in zip(members, attempt_ids, strict=True):
+                    member.attempt_id, member.attempts = attempt_id, member.attempts + 1
+                await deliverer._chain(chain.broadcast(signed))
+            except BaseException:
+                self.forget_nonce()  # the nonce may be taken, or still free: ask again
+                self._slots.release()
+                raise
+            self._next_nonce = nonce + 1
+        async with deliverer.ledger.transaction() as work:
+            for member in members:
+                await work.set_attempt_outcome(member.attempt_id, AttemptOutcome.BROADCAST)
+                await work.update_delivery(
+                    member.delivery_id, status=DeliveryStatus.SUBMITTED, tx_hash=signed.tx_id
+                )
+        loop = asyncio.get_running_loop()
+        first = members[0]
+        entry = _InFlight(
+            first.request, first.delivery_id, first.attempt_id, signed, fee_level + 1,
+            loop.time(), loop.create_future(), members=members,
+        )  # fmt: skip
+        self._watch(nonce, entry)
+        return entry
+
+    async def _batch_landed(
+        self, entry: _InFlight, status: TxStatus
+    ) -> list[DeliveryStatus | Exception]:
+        """Step 3's end for a batch: what its transaction did with each of its deliveries."""
+        deliverer, chain = self.deliverer, _as_batch(self.deliverer.chain)
+        members = entry.members or []
+        tx_id = entry.signed.tx_id
+        if status.state != TxState.CONFIRMED:
+            failure = status.failure or Failure(FailureKind.REVERTED, "transaction reverted")
+            if failure.kind is FailureKind.NOT_CONFIRMED:  # still in flight: resumed alone
+                return [await self._member_failed(m, failure) for m in members]
+            for member in members:  # it applied nothing: each VAA goes again
+                why = f"its batch of {len(members)} reverted ({failure.reason})"
+                await deliverer._revert_attempt(member.delivery_id, member.attempt_id, why)
+            if len(members) > 1:
+                return await self._split(members)
+            return [DeliveryRetry(f"delivery {members[0].label}: its batch reverted")]
+        try:
+            outcome = await chain.batch_outcome(tx_id, [m.request.vaa for m in members])
+        except Exception as exc:
+            return [await self._member_failed(m, chain.classify(exc)) for m in members]
+        applied = [m for m, done in zip(members, outcome.applied, strict=True) if done]
+        try:
+            await deliverer.settle_many(
+                [(m.delivery_id, m.attempt_id) for m in applied], DeliveryStatus.CONFIRMED, tx_id
+            )
+        except Exception as exc:  # the ledger is away: each is resumed alone, and found applied
+            return [exc for _ in members]
+        log.info("deliver-%d: batch %s applied %d of %d", self.chain_id, tx_id, len(applied),
+                 len(members))  # fmt: skip
+        ended: list[DeliveryStatus | Exception] = []
+        for index, member in enumerate(members):
+            if outcome.applied[index]:
+                ended.append(DeliveryStatus.CONFIRMED)
+            else:
+                ended.append(await self._entry_skipped(member, outcome, index))
+        return ended
+
+    async def _entry_skipped(
+        self, member: _Member, outcome: BatchOutcome, index: int
+    ) -> DeliveryStatus | Exception:
+        """A delivery its confirmed batch skipped: consumed before (delivered), invalid (dead
+        with the receiver's reason), or failed (retried alone by the stage runner)."""
+        deliverer = self.deliverer
+        reason = outcome.reasons[index] or "skipped by the batch"
+        if outcome.invalid and outcome.invalid[index]:
+            return await self._member_failed(member, Failure(FailureKind.REVERTED, reason))
+        if await deliverer._consumed_quietly(member.request.vaa):
+            return await _ended(
+                deliverer._consumed(member.request, member.delivery_id, member.label)
+            )
+        why = f"its batch entry failed: {reason}"
+        await deliverer._revert_attempt(member.delivery_id, member.attempt_id, why)
+        return DeliveryRetry(f"delivery {member.label}: {why}")
+
+    async def _member_failed(self, member: _Member, failure: Failure) -> DeliveryStatus | Exception:
+        """One batch member's end after `failure`, as the plain deliverer records it."""
+        failed = _ChainFailure(failure, member.attempt_id or None)
+        return await _ended(
+            self.deliverer._failed(member.request, member.delivery_id, member.label, failed)
+        )
 
     # -- the confirmer --
 
@@ -354,38 +636,62 @@ class SignerLane:
                      entry.signed.tx_id, exc)  # fmt: skip
 
     async def _replace(self, nonce: int, entry: _InFlight) -> None:
-        """Replace a transaction that did not confirm in time: same nonce, higher fee."""
+        """Replace a transaction that did not confirm in time: same nonce, higher fee (a batch
+        is signed again whole, as one more attempt of each delivery it carries)."""
         deliverer, chain = self.deliverer, self.deliverer.chain
         loop = asyncio.get_running_loop()
         entry.sent_at = loop.time()  # the next replacement waits a full timeout again
         entry.resent = False
+        members = entry.members
+        deliveries = [entry.delivery_id] if members is None else [m.delivery_id for m in members]
         try:
-            signed = await chain.prepare(entry.request.vaa, nonce, entry.fee_level)
+            if members is None:
+                signed = await chain.prepare(entry.request.vaa, nonce, entry.fee_level)
+            else:
+                signed = await _as_batch(chain).prepare_batch(
+                    [m.request.vaa for m in members], nonce, entry.fee_level
+                )
         except Exception as exc:
             self._fail(nonce, chain.classify(exc))
             return
         async with deliverer.ledger.transaction() as work:
-            attempt_id = await work.add_attempt(
-                entry.delivery_id, entry.fee_level + 1, chain.signer, signed
-            )
+            if members is None:
+                attempt_ids = [
+                    await work.add_attempt(
+                        entry.delivery_id, entry.fee_level + 1, chain.signer, signed
+                    )
+                ]
+            else:
+                numbers = [await work.attempt_total(d) + 1 for d in deliveries]
+                attempt_ids = await work.add_batch_attempts(
+                    chain.chain_id,
+                    chain.signer,
+                    signed,
+                    list(zip(deliveries, numbers, strict=True)),
+                )
         try:
             await chain.broadcast(signed)
         except Exception as exc:
             failure = chain.classify(exc)
             async with deliverer.ledger.transaction() as work:
                 error = f"{failure.kind.value}: {failure.reason}"
-                await work.set_attempt_outcome(attempt_id, AttemptOutcome.FAILED, error=error)
+                for attempt_id in attempt_ids:
+                    await work.set_attempt_outcome(attempt_id, AttemptOutcome.FAILED, error=error)
             log.info("deliver-%d: replacing nonce %d refused (%s); watching the old one",
                      self.chain_id, nonce, failure.reason)  # fmt: skip
             entry.fee_level += 1
             return
         async with deliverer.ledger.transaction() as work:
-            await work.set_attempt_outcome(attempt_id, AttemptOutcome.BROADCAST)
-            await work.replace_in_flight(entry.delivery_id, keep=attempt_id)
-            await work.update_delivery(entry.delivery_id, tx_hash=signed.tx_id)
+            for delivery_id, attempt_id in zip(deliveries, attempt_ids, strict=True):
+                await work.set_attempt_outcome(attempt_id, AttemptOutcome.BROADCAST)
+                await work.replace_in_flight(delivery_id, keep=attempt_id)
+                await work.update_delivery(delivery_id, tx_hash=signed.tx_id)
         log.info("deliver-%d: nonce %d replaced by %s (fee level %d)", self.chain_id, nonce,
                  signed.tx_id, entry.fee_level)  # fmt: skip
-        entry.signed, entry.attempt_id = signed, attempt_id
+        entry.signed, entry.attempt_id = signed, attempt_ids[0]
+        for member, attempt_id in zip(members or [], attempt_ids, strict=False):
+            member.attempt_id = attempt_id
+            member.attempts += 1
         entry.fee_level += 1
 
     def _fail(self, nonce: int, failure: Failure) -> None:
@@ -431,37 +737,75 @@ class PipelinedDeliverer:
         return _result(request)
 
     async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
-        """Deliver a batch through the pipeline; each record's result or failure, in order."""
+        """Deliver a batch through the pipeline; each record's result or failure, in order.
 
-        async def one(record: Record) -> StageResult:
-            # Each record's task runs in the record's trace (the ledger rows it opens keep it).
+        A lane that batches takes all of its records at once (packed into batch transactions);
+        any other lane takes each record on its own. Each record's delivery runs in the record's
+        trace (the ledger rows it opens keep it).
+        """
+
+        async def one(record: Record) -> list[StageResult | Exception]:
             token = otel_context.attach(extract_context(record.headers))
             try:
                 request = decode_as(record.value, DeliveryRequest)
                 await self.lane_of(record).deliver(request)
-                return _result(request)
+            except Exception as exc:
+                return [exc]
             finally:
                 otel_context.detach(token)
+            return [_result(request)]
 
-        tasks = [asyncio.create_task(one(record)) for record in records]
+        async def together(lane: SignerLane, mine: list[Record]) -> list[StageResult | Exception]:
+            decoded: list[DeliveryRequest | Exception] = []
+            for record in mine:
+                try:
+                    decoded.append(decode_as(record.value, DeliveryRequest))
+                except Exception as exc:
+                    decoded.append(exc)
+            requests = [r for r in decoded if isinstance(r, DeliveryRequest)]
+            contexts = [
+                extract_context(record.headers)
+                for record, request in zip(mine, decoded, strict=True)
+                if isinstance(request, DeliveryRequest)
+            ]
+            try:
+                ended = iter(await lane.deliver_batched(requests, contexts))
+            except Exception as exc:  # not one record's fault: each is retried alone
+                return [exc for _ in mine]
+            out: list[StageResult | Exception] = []
+            for request in decoded:
+                if isinstance(request, Exception):
+                    out.append(request)
+                else:
+                    status = next(ended)
+                    out.append(status if isinstance(status, Exception) else _result(request))
+            return out
+
+        batched: dict[int, list[int]] = {}  # a batching lane's index -> its records' indices
+        groups: list[list[int]] = []
+        for index, record in enumerate(records):
+            lane = self.lane_of(record)
+            if lane.batching:
+                batched.setdefault(self.lanes.index(lane), []).append(index)
+            else:
+                groups.append([index])
+        tasks = [asyncio.create_task(one(records[group[0]])) for group in groups]
+        for lane_index, indices in batched.items():
+            mine = [records[i] for i in indices]
+            tasks.append(asyncio.create_task(together(self.lanes[lane_index], mine)))
+            groups.append(indices)
         try:
-            waiting: set[asyncio.Task[StageResult]] = set(tasks)
-            while waiting:
-                finished, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_EXCEPTION)
-                for task in finished:
-                    error = None if task.cancelled() else task.exception()
-                    if error is not None and not isinstance(error, Exception):
-                        raise error  # the process is going down: not one record's failure
-        except BaseException:
+            await asyncio.gather(*tasks)
+        except BaseException:  # the process is going down: not one record's failure
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.close()
             raise
-        out: list[StageResult | Exception] = []
-        for task in tasks:
-            error = task.exception()
-            out.append(task.result() if error is None else error)  # type: ignore[arg-type]
+        out: list[StageResult | Exception] = [ValueError("not delivered")] * len(records)
+        for group, task in zip(groups, tasks, strict=True):
+            for index, result in zip(group, task.result(), strict=True):
+                out[index] = result
         return out
 
     async def close(self) -> None:
@@ -481,6 +825,20 @@ def _pass_turn(previous: asyncio.Future[None] | None, mine: asyncio.Future[None]
         end()
     else:
         previous.add_done_callback(end)
+
+
+async def _ended(delivery: Awaitable[DeliveryStatus]) -> DeliveryStatus | Exception:
+    """A delivery's final status, or the exception it ended with (for the stage runner)."""
+    try:
+        return await delivery
+    except Exception as exc:
+        return exc
+
+
+def _as_batch(chain: DestinationChain) -> BatchDestination:
+    if not isinstance(chain, BatchDestination):
+        raise TypeError(f"{chain!r} has no batch entry point")
+    return chain
 
 
 def _result(request: DeliveryRequest) -> StageResult:

@@ -121,15 +121,19 @@ class FakeDestination:
             for other in self.txs.values():
                 if other is not tx and other.nonce == tx.nonce and other.state == TxState.PENDING:
                     other.state = TxState.UNKNOWN  # dropped: its nonce was taken
-            if tx.digest in self.consumed:
-                tx.state = TxState.FAILED
-                tx.failure = Failure(FailureKind.ALREADY_CONSUMED, f"AlreadyConsumed({tx_id})")
-            elif tx.digest in self.revert:
-                tx.state, tx.failure = TxState.FAILED, self.revert[tx.digest]
-            else:
-                tx.state = TxState.CONFIRMED
-                self.consumed.add(tx.digest)
-                self.applied.append(tx.digest)
+            self._apply(tx_id, tx)
+
+    def _apply(self, tx_id: str, tx: _Tx) -> None:
+        """What an included transaction does."""
+        if tx.digest in self.consumed:
+            tx.state = TxState.FAILED
+            tx.failure = Failure(FailureKind.ALREADY_CONSUMED, f"AlreadyConsumed({tx_id})")
+        elif tx.digest in self.revert:
+            tx.state, tx.failure = TxState.FAILED, self.revert[tx.digest]
+        else:
+            tx.state = TxState.CONFIRMED
+            self.consumed.add(tx.digest)
+            self.applied.append(tx.digest)
 
     async def status(self, tx_id: str) -> TxStatus:
         self._reachable()

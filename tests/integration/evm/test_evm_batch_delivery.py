@@ -97,6 +97,7 @@ async def deliver_batch(destination: EvmDestination, vaas: list[bytes]) -> list[
     outcome = await destination.batch_outcome(signed.tx_id, vaas)
     assert outcome.applied == tuple(e.result is BatchResult.APPLIED for e in entries)
     assert [r is None for r in outcome.reasons] == list(outcome.applied)
+    assert outcome.invalid == tuple(e.result is BatchResult.INVALID for e in entries)
     return entries
 
 

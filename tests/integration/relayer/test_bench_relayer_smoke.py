@@ -13,15 +13,17 @@ from fedrelay.bench.relayer import bench_relayer
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("batch_max", [1, 8])
 async def test_the_relayer_benchmark_delivers_every_message_and_reports_its_figures(
-    coordinator_chain: Anvil, worker_chain: Anvil, kafka: Kafka, postgres: Postgres
+    batch_max: int, coordinator_chain: Anvil, worker_chain: Anvil, kafka: Kafka, postgres: Postgres
 ) -> None:
     figures = await bench_relayer(
-        coordinator_chain, worker_chain, kafka, postgres, 5,
+        coordinator_chain, worker_chain, kafka, postgres, 5, batch_max=batch_max,
         steady_messages=3, timeout_s=120, console=Console(stderr=True, quiet=True),
     )  # fmt: skip
     json.dumps(figures)  # one JSON line's worth
     assert figures["benchmark"] == "relayer"
+    assert figures["batch_max"] == batch_max
     assert (figures["messages"], figures["confirmed"], figures["raw_transactions"]) == (5, 8, 5)
     for name in ("throughput_msg_per_s", "latency_p50_s", "latency_p99_s", "sequential_raw_tps",
                  "pipelined_raw_tps", "ratio_to_sequential_raw", "ratio_to_pipelined_raw",

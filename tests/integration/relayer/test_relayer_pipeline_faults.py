@@ -9,7 +9,10 @@ Each test ends with every message applied exactly once, checked on chain (one
 - two deliver instances on one destination, each with its own key and partitions;
 - the deliverer killed between persisting an attempt and broadcasting it, while another
   emitter's delivery waits on a lower partition: no stall, no dead letter;
-- a deliver process started while the broker is down, working once it is up.
+- a deliver process started while the broker is down, working once it is up;
+- with batching on (``FEDRELAY_DELIVER_BATCH_MAX``): a batch holding a VAA consumed meanwhile
+  and an invalid one; batches over the gas a batch may take, or that run out of gas when mined,
+  split down until they land; a crash between persisting a batch and broadcasting it.
 
 Mining is switched off on the worker chain to hold transactions in the mempool, and back on to
 let them land; every signer is a fresh funded account, so no test shares nonces with another.
@@ -25,7 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +52,19 @@ from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
-from fedrelay.adapters.evm.relay import EvmDestination, connect
+from fedrelay.adapters.evm.relay import BatchPolicy, EvmDestination, GasPolicy, connect
 from fedrelay.adapters.evm.testing import WORKER_CHAIN, EvmDeployment, deploy_pair
 from fedrelay.adapters.kafka import KafkaBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
-from fedrelay.adapters.ledger.models import AttemptOutcome, DeadLetter
+from fedrelay.adapters.ledger.models import (
+    AttemptOutcome,
+    DeadLetter,
+    DeliveryBatch,
+    DeliveryStatus,
+)
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
-from fedrelay.ports.relay import SignedDelivery
-from fedrelay.protocol.wormhole import Vaa
+from fedrelay.ports.relay import SignedDelivery, TxState
+from fedrelay.protocol.wormhole import Vaa, keccak256
 from fedrelay.relayer.chains_file import parse_chains
 from fedrelay.relayer.process import RelayerProcess, StageRequest, build_process
 from fedrelay.relayer.records import DeliveryRequest, encode_message
@@ -361,6 +369,23 @@ async def test_a_key_pool_delivers_every_message_once_with_each_of_its_keys(
     assert len(signers) == 2  # one key file, two keys, both at work
 
 
+def deliver_runner(
+    kafka: Kafka, settings: RelayerSettings, sessions: async_sessionmaker[AsyncSession],
+    destination: EvmDestination,
+) -> StageRunner:  # fmt: skip
+    """A deliver stage (pipelined, batching as `settings` say) around the test's destination."""
+    ledger = SqlRelayerLedger(sessions)
+    deliverer = Deliverer(destination, ledger, settings.retry_policy(), confirm_timeout_s=8)
+    lane = SignerLane(
+        deliverer, window=settings.deliver_window, batch_max=settings.deliver_batch_max
+    )
+    return StageRunner(
+        name=f"deliver-{WORKER_CHAIN}", bus=KafkaBus(kafka.bootstrap),
+        inputs=[settings.delivery_topic(WORKER_CHAIN)], processor=PipelinedDeliverer([lane]),
+        dead_letters=ledger, **settings.runner_options(f"deliver-{WORKER_CHAIN}"),
+    )  # fmt: skip
+
+
 class Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs."""
 
@@ -397,14 +422,7 @@ async def test_a_crash_between_persisting_and_broadcasting_stalls_no_other_emitt
     dying = KilledBeforeBroadcast(
         w3, WORKER_CHAIN, evm.hub.address, key.strip(), evm.workers.chain_id
     )
-    ledger = SqlRelayerLedger(sessions)
-    deliverer = Deliverer(dying, ledger, settings.retry_policy(), confirm_timeout_s=8)
-    runner = StageRunner(
-        name=f"deliver-{WORKER_CHAIN}", bus=KafkaBus(kafka.bootstrap),
-        inputs=[settings.delivery_topic(WORKER_CHAIN)],
-        processor=PipelinedDeliverer([SignerLane(deliverer, window=window)]),
-        dead_letters=ledger, **settings.runner_options(f"deliver-{WORKER_CHAIN}"),
-    )  # fmt: skip
+    runner = deliver_runner(kafka, settings, sessions, dying)
     with pytest.raises(Killed):
         await asyncio.wait_for(runner.run(), 60)
     await w3.provider.disconnect()
@@ -462,3 +480,201 @@ async def test_a_stage_started_with_the_broker_down_works_once_it_is_up(
         code = await asyncio.to_thread(process.wait, 60)
         await asyncio.to_thread(broker.close)
     assert code == 0, log.read_text()[-4000:]
+
+
+# --- batched delivery -----------------------------------------------------------------------------
+
+BATCH = 32
+
+
+@contextlib.asynccontextmanager
+async def destination_of(
+    evm: EvmDeployment, signer_file: Path, kind: type[EvmDestination] = EvmDestination,
+    **options: Any,
+) -> AsyncIterator[EvmDestination]:  # fmt: skip
+    """A destination adapter of the worker chain's hub signing with the key in `signer_file`."""
+    w3 = connect(evm.workers.rpc_url)
+    key = (await asyncio.to_thread(signer_file.read_text)).strip()
+    try:
+        yield kind(w3, WORKER_CHAIN, evm.hub.address, key, evm.workers.chain_id, **options)
+    finally:
+        await w3.provider.disconnect()
+
+
+@contextlib.asynccontextmanager
+async def stage_running(runner: StageRunner) -> AsyncIterator[None]:
+    task = asyncio.create_task(runner.run())
+    try:
+        yield
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 60)
+
+
+async def batches_of(
+    sessions: async_sessionmaker[AsyncSession], vaas: list[Vaa]
+) -> dict[str, list[bytes]]:
+    """The batch transactions that carried `vaas` (by hash), with the digests each carried."""
+    carried: dict[str, list[bytes]] = {}
+    for vaa in vaas:
+        _, attempts = await delivery_of(sessions, vaa.digest)
+        for attempt in attempts:
+            if attempt.batch_id is not None and attempt.tx_hash is not None:
+                carried.setdefault(attempt.tx_hash, []).append(vaa.digest)
+    return carried
+
+
+class Contested(EvmDestination):
+    """Another relayer delivers `contested` after the deliverer's check, before its batch."""
+
+    contested: bytes = b""
+    rival: str = ""
+
+    async def prepare_batch(
+        self, vaas: Sequence[bytes], nonce: int | None, fee_level: int
+    ) -> SignedDelivery:
+        if self.contested in vaas:
+            rival = EvmDestination(self.w3, self.chain_id, self.receiver, self.rival,
+                                   self.evm_chain_id)  # fmt: skip
+            if not await rival.is_consumed(self.contested):
+                signed = await rival.prepare(self.contested, None, 0)
+                await rival.broadcast(signed)
+
+                async def mined() -> bool:
+                    return (await rival.status(signed.tx_id)).state == TxState.CONFIRMED
+
+                await eventually(mined, "the rival's delivery to be mined")
+        return await super().prepare_batch(vaas, nonce, fee_level)
+
+
+async def test_a_batch_with_a_consumed_and_an_invalid_vaa_applies_every_valid_message_once(
+    evm: EvmDeployment, kafka: Kafka, ledger_url: str, signer_file: Path, tmp_path: Path,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:  # fmt: skip
+    settings = settings_for(kafka, ledger_url, deliver_batch_max=BATCH)
+    vaas = requests_for(evm, 12)
+    contested = vaas[4]
+    base = 500_000 + uuid.uuid4().int % 10**8
+    below_quorum = wormhole_testing.guardian_signers(GUARDIANS)[:1]
+    invalid = task_assigned_vaa(evm, base, base, signers=below_quorum)
+    await publish(kafka, settings, [*vaas, invalid], keys=[b"one emitter"] * (len(vaas) + 1))
+    Contested.contested = contested.to_bytes()
+    Contested.rival = Account.from_key(
+        funded_key(evm, tmp_path / "rival.key").read_text()
+    ).key.hex()
+
+    async def dead() -> bool:
+        found, _ = await delivery_of(sessions, invalid.digest)
+        return found is not None and found.status == DeliveryStatus.DEAD
+
+    async with destination_of(evm, signer_file, Contested) as destination:
+        runner = deliver_runner(kafka, settings, sessions, destination)
+        async with stage_running(runner):
+            await delivered_once(evm, sessions, vaas)
+            await eventually(dead, "the invalid VAA's delivery to be given up")
+    carried = await batches_of(sessions, [*vaas, invalid])
+    assert any(contested.digest in digests and len(digests) > 2 for digests in carried.values())
+    assert any(invalid.digest in digests for digests in carried.values())
+    other, _ = await delivery_of(sessions, contested.digest)
+    assert other is not None
+    assert other.status == DeliveryStatus.ALREADY_DELIVERED
+    for vaa in vaas:
+        if vaa is not contested:
+            found, attempts = await delivery_of(sessions, vaa.digest)
+            assert found is not None
+            assert found.status == DeliveryStatus.CONFIRMED
+            confirmed = [a for a in attempts if a.outcome == AttemptOutcome.CONFIRMED]
+            assert [a.batch_id is not None for a in confirmed] == [True]  # in a batch
+    refused, attempts = await delivery_of(sessions, invalid.digest)
+    assert refused is not None
+    assert "no quorum" in (refused.last_error or "")
+    assert [a.outcome for a in attempts] == [AttemptOutcome.REVERTED]
+    assert not await asyncio.to_thread(evm.hub.is_consumed, invalid.digest)
+    async with sessions() as session:
+        reasons = list(await session.scalars(
+            select(DeadLetter.reason).where(
+                DeadLetter.message_key.like(f"{settings.deliveries_prefix}.%")
+            )
+        ))  # fmt: skip
+    assert len(reasons) == 1
+    assert "no quorum" in reasons[0]
+
+
+class Starved(EvmDestination):
+    """Signs batches of more than two VAAs with half the gas they need: they revert when mined
+    (``BatchOutOfGas``, or out of gas outright); smaller ones get what they need."""
+
+    async def prepare_batch(
+        self, vaas: Sequence[bytes], nonce: int | None, fee_level: int
+    ) -> SignedDelivery:
+        self.gas = GasPolicy(gas_margin=0.5 if len(vaas) > 2 else 1.25)
+        return await super().prepare_batch(vaas, nonce, fee_level)
+
+
+@pytest.mark.parametrize("cause", ["over the gas a batch may take", "out of gas when mined"])
+async def test_a_batch_that_does_not_fit_its_gas_is_split_and_every_message_lands_once(
+    cause: str, evm: EvmDeployment, kafka: Kafka, ledger_url: str, signer_file: Path,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:  # fmt: skip
+    settings = settings_for(kafka, ledger_url, deliver_batch_max=BATCH)
+    vaas = requests_for(evm, 12)
+    await publish(kafka, settings, vaas, keys=[b"one emitter"] * len(vaas))
+    if cause == "over the gas a batch may take":
+        limit = int(evm.worker_chain.w3.eth.get_block("latest")["gasLimit"])
+        # a few messages' worth, while the policy's first guess says 32 fit
+        policy = BatchPolicy(block_gas_share=800_000 / limit, initial_gas_per_message=20_000)
+        opened = destination_of(evm, signer_file, batch=policy)
+    else:
+        opened = destination_of(evm, signer_file, Starved)
+    async with opened as destination:
+        assert destination.max_batch() == BATCH
+        async with stage_running(deliver_runner(kafka, settings, sessions, destination)):
+            await delivered_once(evm, sessions, vaas)
+    carried = await batches_of(sessions, vaas)
+    landed = set()
+    for vaa in vaas:
+        _, attempts = await delivery_of(sessions, vaa.digest)
+        landed |= {a.tx_hash for a in attempts if a.outcome == AttemptOutcome.CONFIRMED}
+    assert 1 < len(landed) < len(vaas)  # split, and still batched
+    if cause == "out of gas when mined":
+        reverted = [tx for tx, digests in carried.items() if len(digests) > 2]
+        assert reverted, "a batch of more than two was sent and reverted"
+        for tx in reverted:
+            receipt = evm.worker_chain.w3.eth.get_transaction_receipt(tx)  # type: ignore[arg-type]
+            assert receipt["status"] == 0
+    assert await dead_letters(sessions, settings) == 0
+
+
+async def test_a_crash_between_persisting_a_batch_and_broadcasting_it_resumes_the_same_bytes(
+    evm: EvmDeployment, kafka: Kafka, ledger_url: str, signer_file: Path,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:  # fmt: skip
+    settings = settings_for(kafka, ledger_url, deliver_batch_max=BATCH)
+    vaas = requests_for(evm, 10)
+    await publish(kafka, settings, vaas, keys=[b"one emitter"] * len(vaas))
+    async with destination_of(evm, signer_file, KilledBeforeBroadcast) as dying:
+        with pytest.raises(Killed):
+            await asyncio.wait_for(deliver_runner(kafka, settings, sessions, dying).run(), 60)
+    unsent = []
+    for vaa in vaas:
+        _, [attempt] = await delivery_of(sessions, vaa.digest)
+        assert attempt.outcome == AttemptOutcome.PREPARED
+        unsent.append(attempt)
+    assert len({(a.batch_id, a.tx_hash) for a in unsent}) == 1  # one batch, persisted unsent
+    assert sorted(a.batch_index for a in unsent) == list(range(len(vaas)))
+    tx_hash = unsent[0].tx_hash
+    assert tx_hash is not None
+    async with sessions() as session:
+        stored = await session.get(DeliveryBatch, unsent[0].batch_id)
+        assert stored is not None
+        assert stored.size == len(vaas)
+        signed = bytes(stored.signed_tx)
+
+    async with running(await deliver_process(evm, settings, signer_file)):
+        await delivered_once(evm, sessions, vaas)
+    for vaa in vaas:
+        _, attempts = await delivery_of(sessions, vaa.digest)
+        assert [(a.outcome, a.tx_hash) for a in attempts] == [(AttemptOutcome.CONFIRMED, tx_hash)]
+    mined = evm.worker_chain.w3.eth.get_transaction(tx_hash)
+    assert bytes(mined["hash"]) == keccak256(signed)  # the very bytes persisted before the crash
+    assert await dead_letters(sessions, settings) == 0
