@@ -28,10 +28,12 @@ Each workload prints one JSON line with ``workload``, ``rounds_to_target`` (the 
 uploads it); for ``cnn`` also ``flower_rounds_to_target``, ``flower_final_metric`` and
 ``meets_flower``: rounds to target at most Flower's, final accuracy at most
 :data:`ACCURACY_SLACK_POINTS` below Flower's, judged on the means over several seeds
-(``over_seeds``). One seed is not enough: the sides' models differ after the first round by
-float rounding alone, and local training amplifies that into a few test examples either way by
-the last round. The ``control`` shows it: Flower's FedAvg given the coordinator's weights, whose
-parameters are within float rounding of fedrelay's after round 1 and drift apart after.
+(``over_seeds``), and the line's headline figures are then those means (``figures`` says so;
+each seed's are in ``over_seeds``). One seed is not enough: the sides' models differ after the
+first round by float rounding alone, and local training amplifies that into a few test examples
+either way by the last round. The ``control`` shows it: Flower's FedAvg given the coordinator's
+weights, whose parameters are within float rounding of fedrelay's after round 1 and drift apart
+after.
 """
 
 from __future__ import annotations
@@ -254,7 +256,26 @@ def measure(
     if prepared.workload.name in FLOWER_WORKLOADS:
         more = [_run(p, rounds, flower) for p in more_seeds] if run.theirs else []
         line.update(_flower_figures(run, more))
+        _report_means(line)
     return line
+
+
+def _report_means(line: dict[str, object]) -> None:
+    """Where several seeds ran, the headline figures are their means (what ``meets_flower``
+    judges); each seed's own are in ``over_seeds``, and the per-round lists are the first
+    seed's."""
+    seeds = line.get("over_seeds")
+    if not isinstance(seeds, dict) or len(seeds["seeds"]) < 2:
+        return
+    line["figures"] = (
+        f"rounds_to_target, final_metric and the flower_ ones are means over seeds "
+        f"{seeds['seeds']}; metric_per_round and param_diff_per_round are seed {line['seed']}'s"
+    )
+    line["rounds_to_target"] = seeds["mean_rounds_to_target"]
+    line["final_metric"] = seeds["mean_final_metric"]
+    line["flower_rounds_to_target"] = seeds["flower_mean_rounds_to_target"]
+    line["flower_final_metric"] = seeds["flower_mean_final_metric"]
+    line["final_metric_gap_points"] = seeds["mean_gap_points"]
 
 
 def _flower_figures(run: _Run, more: list[_Run]) -> dict[str, object]:

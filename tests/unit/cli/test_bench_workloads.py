@@ -126,6 +126,11 @@ def test_flower_runs_beside_cnn_over_the_seeds(tmp_path: Path) -> None:
     assert isinstance(over, dict)
     assert over["seeds"] == [0, 1]
     assert len(over["flower_final_metric"]) == 2
+    # The headline figures are the means over the seeds, and the line says so.
+    assert line["final_metric"] == over["mean_final_metric"]
+    assert line["flower_final_metric"] == over["flower_mean_final_metric"]
+    assert line["rounds_to_target"] == over["mean_rounds_to_target"]
+    assert "means over seeds [0, 1]" in str(line["figures"])
     assert isinstance(line["meets_flower"], bool)
     # Given the same weights, Flower's FedAvg is fedrelay's up to float rounding after a round.
     control = line["control"]
