@@ -133,7 +133,11 @@ async def store_vaa_once(work: RelayerLedgerWork, vaa: Vaa, position: str) -> bo
 
 
 async def collect_signature(
-    work: RelayerLedgerWork, message: GuardianSignatureMessage, quorum: int, position: str
+    work: RelayerLedgerWork,
+    message: GuardianSignatureMessage,
+    quorum: int,
+    position: str,
+    attested: set[bytes] | None = None,
 ) -> Vaa | None:
     """Store one checked signature; the VAA when this record is the one that emits it.
 
@@ -142,8 +146,13 @@ async def collect_signature(
         message: A signature that passed :func:`check_signature`.
         quorum: Signatures the guardian set needs.
         position: The bus position of the record carrying the signature.
+        attested: Digests whose observation `work` has already stored as attested (or beyond);
+            their observation is not written again (it would change nothing). Updated.
     """
-    await store_observation(work, message.observation, ObservationStatus.ATTESTED)
+    if attested is None or message.digest not in attested:
+        await store_observation(work, message.observation, ObservationStatus.ATTESTED)
+        if attested is not None:
+            attested.add(message.digest)
     await work.add_signature(message.digest, message.guardian_set_index, message.signature)
     existing = await work.stored_vaa(message.digest)
     if existing is not None:  # assembled before: only a replay of the assembling record emits
@@ -198,11 +207,12 @@ class Assembler:
         try:
             async with self.ledger.transaction() as work:
                 vaas: list[Vaa | None] = []
+                attested: set[bytes] = set()
                 for index, message, quorum in checked:
-                    record = records[index]
-                    with record_context(record):
+                    position = position_of(records[index])
+                    with record_context(records[index]):
                         vaas.append(
-                            await collect_signature(work, message, quorum, position_of(record))
+                            await collect_signature(work, message, quorum, position, attested)
                         )
         except Exception:  # nothing of the batch was stored: each record on its own
             for index, _, _ in checked:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from support.relayer import (
+    DiesAfterBatchLedger,
     GuardianApiStub,
     read_topic,
     sample_observation,
@@ -237,6 +238,50 @@ async def test_crash_between_ledger_and_kafka_commit_emits_exactly_once(
         await _stop([again], [task])
     assert len(got) == 1
     assert decode_as(got[0].value, SignedVaa).digest == observation.digest
+
+
+async def test_a_batch_stored_but_not_handed_on_is_replayed_whole_exactly_once(
+    bus: KafkaBus, sessions: async_sessionmaker[AsyncSession], names: dict[str, str]
+) -> None:
+    tag = names["tag"]
+    await bus.create_topics([names["signatures"], names["vaas"], names["dlq"]])
+    observations = _observations(4)
+    messages = [m for o in observations for m in signature_messages(o, SIGNERS, [0, 1, 2, 3])]
+    await _publish(bus, names["signatures"], [(m.digest, encode_message(m)) for m in messages])
+    registry = CollectorRegistry()
+    metrics = stage_metrics(registry)
+
+    dying = DiesAfterBatchLedger(Assembler(SqlRelayerLedger(sessions), SETS, names["vaas"]))
+    task = asyncio.create_task(
+        _runner(bus, "assemble", [names["signatures"]], dying, tag, metrics=metrics).run()
+    )
+    await asyncio.wait_for(dying.ledger_done.wait(), 60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert max(dying.batch_sizes) > 1  # the crash hit a batch, not a lone record
+    async with sessions() as session:
+        stored = await session.scalar(
+            select(func.count())
+            .select_from(StoredVaa)
+            .where(StoredVaa.digest.in_([o.digest for o in observations]))
+        )
+    assert stored >= 1  # the ledger has what the dead batch stored; the bus has none of it
+
+    again = _runner(
+        bus, "assemble", [names["signatures"]],
+        Assembler(SqlRelayerLedger(sessions), SETS, names["vaas"]), tag,
+        metrics=metrics,
+    )  # fmt: skip
+    task = asyncio.create_task(again.run())
+    try:
+        await wait_until(lambda: _count(registry, "assemble") == len(messages), limit_s=60)
+        got = await read_topic(bus, names["vaas"], 4, group_id=f"reader-{tag}", limit_s=60)
+    finally:
+        await _stop([again], [task])
+    assert sorted(decode_as(r.value, SignedVaa).digest for r in got) == sorted(
+        o.digest for o in observations
+    )  # each once: read_topic reads on after the fourth to catch a duplicate
 
 
 @pytest.fixture

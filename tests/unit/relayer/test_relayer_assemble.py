@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import cast
@@ -13,7 +13,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from support.relayer import read_topic, sample_observation, signature_messages
+from support.relayer import (
+    DiesAfterBatchLedger,
+    read_topic,
+    sample_observation,
+    signature_messages,
+)
 from support.wormhole import guardian_set, guardian_signers
 
 from fedrelay.adapters.kafka import MemoryBus, Record
@@ -306,27 +311,6 @@ async def test_a_batch_whose_transaction_fails_is_judged_record_by_record(
     assert digests == {original.digest, other.digest}
 
 
-class _DiesAfterBatchLedger:
-    """Runs the assembler a batch at a time, then hangs (until cancelled) once a batch produced a
-    VAA: a crash after the batch's ledger commit and before its bus transaction."""
-
-    def __init__(self, inner: Assembler) -> None:
-        self.inner = inner
-        self.ledger_done = asyncio.Event()
-        self.batch_sizes: list[int] = []
-
-    async def process(self, record: Record) -> StageResult:
-        return await self.inner.process(record)
-
-    async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
-        outcomes = await self.inner.process_batch(records)
-        self.batch_sizes.append(len(records))
-        if any(isinstance(o, StageResult) and o.outputs for o in outcomes):
-            self.ledger_done.set()
-            await asyncio.Event().wait()
-        return outcomes
-
-
 async def test_a_batch_committed_to_the_ledger_but_not_handed_on_is_replayed_whole(
     bus: MemoryBus, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -334,7 +318,7 @@ async def test_a_batch_committed_to_the_ledger_but_not_handed_on_is_replayed_who
     await _publish(
         bus, [m for o in observations for m in signature_messages(o, SIGNERS, [0, 1, 2, 3, 4])]
     )
-    dying = _DiesAfterBatchLedger(Assembler(SqlRelayerLedger(sessions), SETS))
+    dying = DiesAfterBatchLedger(Assembler(SqlRelayerLedger(sessions), SETS))
     task = asyncio.create_task(_runner(bus, dying).run())
     await asyncio.wait_for(dying.ledger_done.wait(), 5)
     task.cancel()
