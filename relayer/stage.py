@@ -45,7 +45,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -53,7 +53,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from fedrelay.ports.bus import Bus, Consumer, Headers, Partition, Producer, Record
-from fedrelay.ports.relayer_ledger import RelayerLedger
+from fedrelay.ports.relayer_ledger import RelayerLedger, RelayerLedgerWork
 from fedrelay.protocol.logfields import log_fields
 from fedrelay.protocol.tracing import extract_context, inject_headers
 from fedrelay.protocol.wormhole import WormholeError
@@ -63,6 +63,9 @@ from fedrelay.relayer.records import GuardianSignatureMessage, decode_message, m
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("fedrelay.relayer")
+
+_T = TypeVar("_T")
+_Item = TypeVar("_Item")
 
 REASON_HEADER = "fedrelay-dlq-reason"
 STAGE_HEADER = "fedrelay-dlq-stage"
@@ -150,6 +153,58 @@ def record_context(record: Record) -> Iterator[None]:
         yield
     finally:
         otel_context.detach(token)
+
+
+async def each_concurrently(
+    records: Sequence[Record], work: Callable[[Record], Awaitable[_T]], limit: int
+) -> list[_T | Exception]:
+    """Run `work` on every record, at most `limit` at once, each in its record's trace.
+
+    Returns:
+        Per record, in order: what `work` returned, or the exception it raised.
+    """
+    gate = asyncio.Semaphore(limit)
+
+    async def one(record: Record) -> _T | Exception:
+        async with gate:
+            with record_context(record):
+                try:
+                    return await work(record)
+                except Exception as exc:  # the runner judges it (retry or DLQ) on its own
+                    return exc
+
+    return list(await asyncio.gather(*(one(record) for record in records)))
+
+
+async def store_batch(
+    ledger: RelayerLedger,
+    items: Sequence[_Item],
+    store: Callable[[RelayerLedgerWork, Sequence[_Item]], Awaitable[Sequence[_T]]],
+) -> list[_T | Exception]:
+    """Store a batch's items in one ledger transaction; if it fails, each in one of its own.
+
+    `store` applies items in order within the transaction it is given and returns one outcome
+    per item. When the batch's transaction raises, nothing of it is kept and every item is
+    stored again alone, so a failure that is one item's (a conflicting row) stays with that
+    item, and the others' outcomes are the ones one-by-one processing gives.
+
+    Returns:
+        Per item, in order: its outcome, or the exception storing it alone raised.
+    """
+    try:
+        async with ledger.transaction() as work:
+            return list(await store(work, items))
+    except Exception:  # nothing of the batch was stored: each item on its own
+        outcomes: list[_T | Exception] = []
+        for item in items:
+            try:
+                async with ledger.transaction() as work:
+                    [outcome] = await store(work, [item])
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(outcome)
+        return outcomes
 
 
 # --- metrics --------------------------------------------------------------------------------------

@@ -44,7 +44,13 @@ from fedrelay.relayer.records import (
     message_key,
     message_label,
 )
-from fedrelay.relayer.stage import Output, StageResult, position_of, record_context
+from fedrelay.relayer.stage import (
+    Output,
+    StageResult,
+    position_of,
+    record_context,
+    store_batch,
+)
 
 
 class ConflictingVaa(RelayerError):
@@ -192,7 +198,7 @@ class Assembler:
 
         A record whose signature does not check gets its exception (the runner dead-letters it)
         and takes no part in the transaction. If the transaction fails, each checked record is
-        processed again on its own (see the module docstring).
+        stored again on its own (see the module docstring).
         """
         outcomes: list[StageResult | Exception] = []
         checked: list[tuple[int, GuardianSignatureMessage, int]] = []
@@ -202,28 +208,24 @@ class Assembler:
             except Exception as exc:
                 outcomes.append(exc)
                 continue
-            outcomes.append(_UNSTORED)  # replaced below, once the transaction has run
+            outcomes.append(_UNSTORED)  # replaced below, once the ledger has stored it
             checked.append((index, message, quorum))
-        try:
-            async with self.ledger.transaction() as work:
-                vaas: list[Vaa | None] = []
-                attested: set[bytes] = set()
-                for index, message, quorum in checked:
-                    position = position_of(records[index])
-                    with record_context(records[index]):
-                        vaas.append(
-                            await collect_signature(work, message, quorum, position, attested)
-                        )
-        except Exception:  # nothing of the batch was stored: each record on its own
-            for index, _, _ in checked:
+
+        async def store(
+            work: RelayerLedgerWork, items: Sequence[tuple[int, GuardianSignatureMessage, int]]
+        ) -> list[StageResult]:
+            attested: set[bytes] = set()  # observations this transaction stored as attested
+            results = []
+            for index, message, quorum in items:
+                position = position_of(records[index])
                 with record_context(records[index]):
-                    try:
-                        outcomes[index] = await self.process(records[index])
-                    except Exception as exc:
-                        outcomes[index] = exc
-            return outcomes
-        for (index, message, _), vaa in zip(checked, vaas, strict=True):
-            outcomes[index] = self._result(message, vaa)
+                    vaa = await collect_signature(work, message, quorum, position, attested)
+                results.append(self._result(message, vaa))
+            return results
+
+        stored = await store_batch(self.ledger, checked, store)
+        for (index, _, _), outcome in zip(checked, stored, strict=True):
+            outcomes[index] = outcome
         return outcomes
 
     def _checked(self, record: Record) -> tuple[GuardianSignatureMessage, int]:

@@ -21,7 +21,6 @@ and never reaches a log: :class:`~fedrelay.protocol.wormhole.GuardianSigner` sho
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from fedrelay.relayer.records import (
     message_label,
 )
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import Output, StageResult, StageRunner, record_context
+from fedrelay.relayer.stage import Output, StageResult, StageRunner, each_concurrently
 
 log = logging.getLogger(__name__)
 
@@ -144,17 +143,7 @@ class Attester:
 
     async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
         """Attest a batch's observations concurrently; each one's result or failure, in order."""
-        gate = asyncio.Semaphore(READS_IN_FLIGHT)
-
-        async def one(record: Record) -> StageResult | Exception:
-            async with gate:
-                with record_context(record):
-                    try:
-                        return await self.process(record)
-                    except Exception as exc:  # the runner judges it (retry or DLQ) on its own
-                        return exc
-
-        return await asyncio.gather(*(one(record) for record in records))
+        return await each_concurrently(records, self.process, READS_IN_FLIGHT)
 
     async def attest(self, observation: Observation) -> GuardianSignatureMessage:
         """This guardian's signature over the observation, after checking it on the source.

@@ -1,6 +1,6 @@
 """Test support for the relayer: sample observations, signature messages, a bus reader, a
-stand-in for the Wormhole guardian REST API on a loopback port, and an assembler that dies
-between a batch's ledger commit and its hand-off.
+stand-in for the Wormhole guardian REST API on a loopback port, an assembler that dies between a
+batch's ledger commit and its hand-off, and a ledger that counts its transactions.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import base64
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger, SqlRelayerLedgerWork
 from fedrelay.ports.bus import Bus, Record
 from fedrelay.protocol.wormhole import GuardianSigner, MessageId, sign_vaa
 from fedrelay.protocol.wormhole.observation import Observation
@@ -204,3 +205,14 @@ class DiesAfterBatchLedger:
             self.ledger_done.set()
             await asyncio.Event().wait()
         return outcomes
+
+
+class CountingLedger(SqlRelayerLedger):
+    """The ledger, counting the transactions opened on it (`opened`)."""
+
+    opened = 0
+
+    def transaction(self) -> AbstractAsyncContextManager[SqlRelayerLedgerWork]:
+        """A transaction, counted."""
+        self.opened += 1
+        return super().transaction()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import cast
 
@@ -14,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from support.relayer import (
+    CountingLedger,
     DiesAfterBatchLedger,
     read_topic,
     sample_observation,
@@ -25,7 +25,7 @@ from fedrelay.adapters.kafka import MemoryBus, Record
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import GuardianSignature, ObservationStatus, StoredVaa
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
-from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger, SqlRelayerLedgerWork
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.protocol.wormhole import (
     GuardianIndexOutOfRange,
     GuardianSets,
@@ -247,16 +247,6 @@ async def test_a_second_body_for_one_message_id_is_refused_and_changes_nothing(
 # --- a polled batch in one ledger transaction -------------------------------------------------
 
 
-class _CountingLedger(SqlRelayerLedger):
-    """The ledger, counting the transactions opened on it."""
-
-    opened = 0
-
-    def transaction(self) -> AbstractAsyncContextManager[SqlRelayerLedgerWork]:
-        self.opened += 1
-        return super().transaction()
-
-
 async def test_a_batch_is_stored_in_one_ledger_transaction_as_one_by_one_would(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
@@ -269,7 +259,7 @@ async def test_a_batch_is_stored_in_one_ledger_transaction_as_one_by_one_would(
         *signature_messages(first, SIGNERS, [2, 3, 4]),  # 3 completes; 4 is late
     ]
     records = [_record(message, offset) for offset, message in enumerate(messages)]
-    ledger = _CountingLedger(sessions)
+    ledger = CountingLedger(sessions)
     batched = await Assembler(ledger, SETS).process_batch(records)
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'one-by-one.db'}"
@@ -306,7 +296,7 @@ async def test_a_batch_whose_transaction_fails_is_judged_record_by_record(
         *signature_messages(rival, SIGNERS, [0, 1, 2, 3]),  # its 3 completes a second body
         *signature_messages(other, SIGNERS, [0, 1, 2, 3]),
     ]
-    ledger = _CountingLedger(sessions)
+    ledger = CountingLedger(sessions)
     records = [_record(message, offset) for offset, message in enumerate(messages)]
     outcomes = await Assembler(ledger, SETS).process_batch(records)
 
