@@ -244,7 +244,8 @@ class StageMetrics:
         self.step_seconds = Counter(
             "fedrelay_stage_step_seconds",
             "Wall-clock seconds a stage spent per step of its batches: process (the records' "
-            "work: ledger, chain reads, signatures) and handoff (the bus transaction).",
+            "work: ledger, chain reads, signatures; retry waits included) and handoff (the bus "
+            "transaction).",
             ["stage", "step"], registry=registry,
         )  # fmt: skip
         self.batches = Counter(
