@@ -42,17 +42,18 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from fedrelay.ports.bus import Bus, Consumer, Headers, Partition, Producer, Record
-from fedrelay.ports.relayer_ledger import RelayerLedger
+from fedrelay.ports.relayer_ledger import RelayerLedger, RelayerLedgerWork
 from fedrelay.protocol.logfields import log_fields
 from fedrelay.protocol.tracing import extract_context, inject_headers
 from fedrelay.protocol.wormhole import WormholeError
@@ -62,6 +63,9 @@ from fedrelay.relayer.records import GuardianSignatureMessage, decode_message, m
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("fedrelay.relayer")
+
+_T = TypeVar("_T")
+_Item = TypeVar("_Item")
 
 REASON_HEADER = "fedrelay-dlq-reason"
 STAGE_HEADER = "fedrelay-dlq-stage"
@@ -140,6 +144,69 @@ def message_of(record: Record) -> str | None:
     return message_label(carried.message_id)
 
 
+@contextlib.contextmanager
+def record_context(record: Record) -> Iterator[None]:
+    """Run the block in the trace a record carries (for work done on a batch's records, whose
+    own spans open only after the batch: the ledger rows written keep the record's trace)."""
+    token = otel_context.attach(extract_context(record.headers))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+async def each_concurrently(
+    records: Sequence[Record], work: Callable[[Record], Awaitable[_T]], limit: int
+) -> list[_T | Exception]:
+    """Run `work` on every record, at most `limit` at once, each in its record's trace.
+
+    Returns:
+        Per record, in order: what `work` returned, or the exception it raised.
+    """
+    gate = asyncio.Semaphore(limit)
+
+    async def one(record: Record) -> _T | Exception:
+        async with gate:
+            with record_context(record):
+                try:
+                    return await work(record)
+                except Exception as exc:  # the runner judges it (retry or DLQ) on its own
+                    return exc
+
+    return list(await asyncio.gather(*(one(record) for record in records)))
+
+
+async def store_batch(
+    ledger: RelayerLedger,
+    items: Sequence[_Item],
+    store: Callable[[RelayerLedgerWork, Sequence[_Item]], Awaitable[Sequence[_T]]],
+) -> list[_T | Exception]:
+    """Store a batch's items in one ledger transaction; if it fails, each in one of its own.
+
+    `store` applies items in order within the transaction it is given and returns one outcome
+    per item. When the batch's transaction raises, nothing of it is kept and every item is
+    stored again alone, so a failure that is one item's (a conflicting row) stays with that
+    item, and the others' outcomes are the ones one-by-one processing gives.
+
+    Returns:
+        Per item, in order: its outcome, or the exception storing it alone raised.
+    """
+    try:
+        async with ledger.transaction() as work:
+            return list(await store(work, items))
+    except Exception:  # nothing of the batch was stored: each item on its own
+        outcomes: list[_T | Exception] = []
+        for item in items:
+            try:
+                async with ledger.transaction() as work:
+                    [outcome] = await store(work, [item])
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(outcome)
+        return outcomes
+
+
 # --- metrics --------------------------------------------------------------------------------------
 
 
@@ -173,6 +240,17 @@ class StageMetrics:
             "fedrelay_stage_last_seen_timestamp_seconds",
             "When a stage last processed a record from a source (unix seconds).",
             ["stage", "source"], registry=registry,
+        )  # fmt: skip
+        self.step_seconds = Counter(
+            "fedrelay_stage_step_seconds",
+            "Wall-clock seconds a stage spent per step of its batches: process (the records' "
+            "work: ledger, chain reads, signatures; retry waits included) and handoff (the bus "
+            "transaction).",
+            ["stage", "step"], registry=registry,
+        )  # fmt: skip
+        self.batches = Counter(
+            "fedrelay_stage_batches", "Batches (bus transactions) a stage handed on.", ["stage"],
+            registry=registry,
         )  # fmt: skip
         self.dlq_entries = Gauge(
             "fedrelay_dlq_entries", "Dead letters of a stage in the ledger not yet requeued.",
@@ -328,6 +406,7 @@ class StageRunner:
         offsets: dict[Partition, int] = {}
         firsts: Sequence[StageResult | Exception | None] = [None] * len(records)
         started = time.time_ns()
+        clock = time.perf_counter()
         if isinstance(self.processor, BatchProcessor) and len(records) > 1:
             firsts = await self.processor.process_batch(records)
         for record, first in zip(records, firsts, strict=True):
@@ -345,6 +424,8 @@ class StageRunner:
                 break
             done.append(fate)
             offsets[record.position] = record.offset + 1
+        handing_off = time.perf_counter()
+        self.metrics.step_seconds.labels(self.name, "process").inc(handing_off - clock)
         if not offsets:
             return
         try:
@@ -357,6 +438,10 @@ class StageRunner:
             self.metrics.retried.labels(self.name).inc()
             await self._reconnect()
             return
+        self.metrics.step_seconds.labels(self.name, "handoff").inc(
+            time.perf_counter() - handing_off
+        )
+        self.metrics.batches.labels(self.name).inc()
         self._next_offsets.update(offsets)
         self._count(done)
 

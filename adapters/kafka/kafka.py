@@ -3,10 +3,17 @@
 Producers are idempotent (``enable_idempotence``; ``acks=all``); a producer given a
 ``transactional_id`` runs Kafka transactions, so a stage's output records and its input offsets
 commit together. Consumers have auto-commit off and commit explicit offsets.
+
+Inside a transaction a send does not wait for the broker's acknowledgement: the record is handed
+to the client's accumulator and the transaction waits for every acknowledgement once, just before
+it commits. A batch of records then costs a few produce requests instead of one round trip per
+record, which is what bounded a stage's hand-off; exactly-once is unchanged, since a record whose
+send failed fails the whole transaction, which is aborted and replayed.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -133,6 +140,7 @@ class KafkaProducer:
     def __init__(self, bootstrap: str, client_id: str, transactional_id: str | None) -> None:
         self._transactional_id = transactional_id
         self._in_transaction = False
+        self._pending: list[asyncio.Future[Any]] = []  # sends of the open transaction
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id=client_id,
@@ -155,7 +163,13 @@ class KafkaProducer:
     ) -> None:
         if self._transactional_id is not None and not self._in_transaction:
             raise BusError("a transactional producer sends only inside transaction()")
-        await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
+        if not self._in_transaction:
+            await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
+            return
+        # Buffered: acknowledged together before the transaction commits (see the module).
+        self._pending.append(
+            await self._producer.send(topic, value, key=key, headers=list(headers))
+        )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -165,8 +179,27 @@ class KafkaProducer:
             self._in_transaction = True
             try:
                 yield
+                await self._acknowledged()
             finally:
                 self._in_transaction = False
+                self._drop_pending()
+
+    async def _acknowledged(self) -> None:
+        """Wait until the broker has acknowledged every send of the open transaction; raise the
+        first failure (the transaction then aborts)."""
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
+
+    def _drop_pending(self) -> None:
+        """Forget the sends of an aborted transaction (their outcome no longer matters)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            if future.done():
+                if not future.cancelled():
+                    future.exception()  # retrieved, so asyncio does not report it as lost
+            else:
+                future.add_done_callback(_retrieve)
 
     async def send_offsets(self, offsets: Mapping[Partition, int], group_id: str) -> None:
         if not self._in_transaction:
@@ -174,6 +207,11 @@ class KafkaProducer:
         await self._producer.send_offsets_to_transaction(
             {_tp(p): o for p, o in offsets.items()}, group_id
         )
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

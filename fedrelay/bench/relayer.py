@@ -75,7 +75,7 @@ from fedrelay.relayer.chains_file import parse_chains
 from fedrelay.relayer.process import StageRequest, build_process
 from fedrelay.relayer.records import DeliveryRequest, encode_message, message_key
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import StageRunner, stage_metrics
+from fedrelay.relayer.stage import StageMetrics, StageRunner, stage_metrics
 
 GUARDIANS = 3
 RELAYER_KEY = 6  # anvil account that signs deliveries
@@ -249,6 +249,29 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
     return ordered[rank - 1]
+
+
+def _stage_figures(metrics: StageMetrics) -> dict[str, dict[str, float]]:
+    """Per stage, over the burst and steady phases: records handed on, bus transactions, and
+    the wall-clock seconds spent processing records and handing them off (where the time goes)."""
+    figures: dict[str, dict[str, float]] = {}
+
+    def add(stage: str, key: str, value: float) -> None:
+        figures.setdefault(stage, {})[key] = round(value, 3)
+
+    for family in (metrics.processed, metrics.batches, metrics.step_seconds):
+        for collected in family.collect():
+            for sample in collected.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                stage = sample.labels["stage"]
+                if family is metrics.processed:
+                    add(stage, "records", sample.value)
+                elif family is metrics.batches:
+                    add(stage, "batches", sample.value)
+                else:
+                    add(stage, f"{sample.labels['step']}_s", sample.value)
+    return dict(sorted(figures.items()))
 
 
 def _raw_vaas(evm: EvmDeployment, first: int, count: int) -> list[bytes]:
@@ -448,10 +471,10 @@ async def bench_relayer(
         request = StageRequest(
             stage="all", guardian_keys=guardian_files, signer_keys={"": signer_file}
         )
+        metrics = stage_metrics(CollectorRegistry())
         process = await build_process(
-            settings, parse_chains(evm.chains_yaml()), request,
-            metrics=stage_metrics(CollectorRegistry()),
-        )  # fmt: skip
+            settings, parse_chains(evm.chains_yaml()), request, metrics=metrics
+        )
     await process.bus.create_topics(process.topics, partitions=settings.topic_partitions)
     tasks = [asyncio.create_task(stage.run(), name=stage.name) for stage in process.stages]
     worker = Signer(evm.workers.private_keys[WORKER_KEY])
@@ -557,6 +580,7 @@ async def bench_relayer(
         "steady_latency_p50_s": round(_percentile(steady_latencies, 0.50), 3),
         "steady_latency_p99_s": round(_percentile(steady_latencies, 0.99), 3),
         "destination_block_time_s": block_time_s,
+        "stages": _stage_figures(metrics),
         "raw_transactions": messages,
         "guardians": GUARDIANS,
         "partitions": settings.topic_partitions,

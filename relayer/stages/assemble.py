@@ -7,6 +7,13 @@ from them and stored with the bus position of the record that completed it
 (``vaas.assembled_from``). That record, and only that record, emits the VAA: a replay of it after
 a crash emits again (the first emission was never committed), while a duplicate or a late
 signature for an assembled digest emits nothing.
+
+A polled batch is stored in one ledger transaction (:meth:`Assembler.process_batch`): with one
+transaction per signature, the commits were most of the stage's time. The records are applied in
+bus order inside it, so the outcome is the one record-by-record processing gives; a replay of the
+batch after a crash finds the same rows and emits the same VAAs. If the batch's transaction fails
+(a conflicting body, the ledger away), nothing of it is stored and each record is processed again
+on its own, so one bad record is judged alone and the rest flow on.
 """
 
 from __future__ import annotations
@@ -37,7 +44,13 @@ from fedrelay.relayer.records import (
     message_key,
     message_label,
 )
-from fedrelay.relayer.stage import Output, StageResult, position_of
+from fedrelay.relayer.stage import (
+    Output,
+    StageResult,
+    position_of,
+    record_context,
+    store_batch,
+)
 
 
 class ConflictingVaa(RelayerError):
@@ -126,7 +139,11 @@ async def store_vaa_once(work: RelayerLedgerWork, vaa: Vaa, position: str) -> bo
 
 
 async def collect_signature(
-    work: RelayerLedgerWork, message: GuardianSignatureMessage, quorum: int, position: str
+    work: RelayerLedgerWork,
+    message: GuardianSignatureMessage,
+    quorum: int,
+    position: str,
+    attested: set[bytes] | None = None,
 ) -> Vaa | None:
     """Store one checked signature; the VAA when this record is the one that emits it.
 
@@ -135,8 +152,13 @@ async def collect_signature(
         message: A signature that passed :func:`check_signature`.
         quorum: Signatures the guardian set needs.
         position: The bus position of the record carrying the signature.
+        attested: Digests whose observation `work` has already stored as attested (or beyond);
+            their observation is not written again (it would change nothing). Updated.
     """
-    await store_observation(work, message.observation, ObservationStatus.ATTESTED)
+    if attested is None or message.digest not in attested:
+        await store_observation(work, message.observation, ObservationStatus.ATTESTED)
+        if attested is not None:
+            attested.add(message.digest)
     await work.add_signature(message.digest, message.guardian_set_index, message.signature)
     existing = await work.stored_vaa(message.digest)
     if existing is not None:  # assembled before: only a replay of the assembling record emits
@@ -153,6 +175,8 @@ async def collect_signature(
 
 # --- the stage ------------------------------------------------------------------------------------
 
+_UNSTORED = StageResult()  # a checked record's place in a batch until the ledger has stored it
+
 
 @dataclass(frozen=True)
 class Assembler:
@@ -164,10 +188,52 @@ class Assembler:
 
     async def process(self, record: Record) -> StageResult:
         """Check and store the signature; emit the VAA if this record completes its quorum."""
-        message = decode_as(record.value, GuardianSignatureMessage)
-        guardian_set = check_signature(message, self.guardian_sets)
+        message, quorum = self._checked(record)
         async with self.ledger.transaction() as work:
-            vaa = await collect_signature(work, message, guardian_set.quorum, position_of(record))
+            vaa = await collect_signature(work, message, quorum, position_of(record))
+        return self._result(message, vaa)
+
+    async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
+        """Check every signature, then store them all in one ledger transaction, in order.
+
+        A record whose signature does not check gets its exception (the runner dead-letters it)
+        and takes no part in the transaction. If the transaction fails, each checked record is
+        stored again on its own (see the module docstring).
+        """
+        outcomes: list[StageResult | Exception] = []
+        checked: list[tuple[int, GuardianSignatureMessage, int]] = []
+        for index, record in enumerate(records):
+            try:
+                message, quorum = self._checked(record)
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(_UNSTORED)  # replaced below, once the ledger has stored it
+            checked.append((index, message, quorum))
+
+        async def store(
+            work: RelayerLedgerWork, items: Sequence[tuple[int, GuardianSignatureMessage, int]]
+        ) -> list[StageResult]:
+            attested: set[bytes] = set()  # observations this transaction stored as attested
+            results = []
+            for index, message, quorum in items:
+                position = position_of(records[index])
+                with record_context(records[index]):
+                    vaa = await collect_signature(work, message, quorum, position, attested)
+                results.append(self._result(message, vaa))
+            return results
+
+        stored = await store_batch(self.ledger, checked, store)
+        for (index, _, _), outcome in zip(checked, stored, strict=True):
+            outcomes[index] = outcome
+        return outcomes
+
+    def _checked(self, record: Record) -> tuple[GuardianSignatureMessage, int]:
+        """The record's signature message, checked, and the quorum of its guardian set."""
+        message = decode_as(record.value, GuardianSignatureMessage)
+        return message, check_signature(message, self.guardian_sets).quorum
+
+    def _result(self, message: GuardianSignatureMessage, vaa: Vaa | None) -> StageResult:
         source = f"chain-{message.observation.emitter_chain}"
         if vaa is None:
             return StageResult(emitted_at_ms=message.emitted_at_ms, source=source)

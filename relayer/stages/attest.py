@@ -10,6 +10,11 @@ dead-lettered after the last attempt; it is never signed.
 Signatures are keyed like observations (by emitter), so every guardian's signature of one digest
 lands on the same assemble partition, in emitter order.
 
+The chain reads are the stage's time (a few RPC round trips per observation), so a polled batch
+is attested concurrently (:meth:`Attester.process_batch`, at most :data:`READS_IN_FLIGHT` reads at
+once) rather than one observation after another; outputs keep the batch's order, and each
+observation is judged on its own as before.
+
 The guardian's key comes from a file or an environment variable (:func:`load_guardian_signer`)
 and never reaches a log: :class:`~fedrelay.protocol.wormhole.GuardianSigner` shows only its address.
 """
@@ -17,7 +22,7 @@ and never reaches a log: :class:`~fedrelay.protocol.wormhole.GuardianSigner` sho
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +41,12 @@ from fedrelay.relayer.records import (
     message_label,
 )
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import Output, StageResult, StageRunner
+from fedrelay.relayer.stage import Output, StageResult, StageRunner, each_concurrently
 
 log = logging.getLogger(__name__)
+
+#: The most observations of a batch whose source reads are in flight at once.
+READS_IN_FLIGHT = 32
 
 #: The environment variable holding a guardian key (hex) when no key file is given.
 KEY_VARIABLE = "FEDRELAY_GUARDIAN_KEY"
@@ -132,6 +140,10 @@ class Attester:
             emitted_at_ms=observation.emitted_at_ms,
             source=f"chain-{observation.emitter_chain}",
         )
+
+    async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
+        """Attest a batch's observations concurrently; each one's result or failure, in order."""
+        return await each_concurrently(records, self.process, READS_IN_FLIGHT)
 
     async def attest(self, observation: Observation) -> GuardianSignatureMessage:
         """This guardian's signature over the observation, after checking it on the source.

@@ -12,6 +12,11 @@ again with capped exponential backoff. What comes back must be the VAA of the me
 (same identity and same body digest) and, when guardian sets are configured, carry a valid
 quorum; anything else is dead-lettered with the reason. Each VAA is stored once and emitted
 once, as in the assemble stage.
+
+A polled batch is fetched concurrently (at most :data:`REQUESTS_IN_FLIGHT` requests at once: one
+request after another, the API's round trip bounded the stage) and stored in one ledger
+transaction, falling back to one transaction per record if that fails
+(:func:`~fedrelay.relayer.stage.store_batch`).
 """
 
 from __future__ import annotations
@@ -20,13 +25,13 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
 
 from fedrelay.ports.bus import Record
-from fedrelay.ports.relayer_ledger import ObservationStatus, RelayerLedger
+from fedrelay.ports.relayer_ledger import ObservationStatus, RelayerLedger, RelayerLedgerWork
 from fedrelay.protocol.redact import redact_text, redact_url
 from fedrelay.protocol.wormhole import (
     GuardianSets,
@@ -45,8 +50,18 @@ from fedrelay.relayer.records import (
     message_key,
     message_label,
 )
-from fedrelay.relayer.stage import Output, StageResult, position_of
+from fedrelay.relayer.stage import (
+    Output,
+    StageResult,
+    each_concurrently,
+    position_of,
+    record_context,
+    store_batch,
+)
 from fedrelay.relayer.stages.assemble import store_observation, store_vaa_once
+
+#: The most guardian API requests a batch has in flight at once.
+REQUESTS_IN_FLIGHT = 16
 
 
 class FetchError(RelayerError):
@@ -175,17 +190,58 @@ class VaaFetcher:
 
     async def process(self, record: Record) -> StageResult:
         """Fetch, check, store once and emit once the observation's signed VAA."""
+        fetched = await self._fetch(record)
+        async with self.ledger.transaction() as work:
+            return await self._store_one(work, fetched)
+
+    async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
+        """Fetch a batch's VAAs concurrently, then store them in one ledger transaction.
+
+        A record whose fetch or check failed gets its exception (the runner retries it or
+        dead-letters it) and takes no part in the transaction; if the transaction fails, each
+        fetched VAA is stored on its own.
+        """
+
+        async def store(work: RelayerLedgerWork, items: Sequence[_Fetched]) -> list[StageResult]:
+            results = []
+            for item in items:
+                with record_context(item.record):
+                    results.append(await self._store_one(work, item))
+            return results
+
+        fetched = await each_concurrently(records, self._fetch, REQUESTS_IN_FLIGHT)
+        ready = [one for one in fetched if isinstance(one, _Fetched)]
+        stored = iter(await store_batch(self.ledger, ready, store))
+        return [one if isinstance(one, Exception) else next(stored) for one in fetched]
+
+    async def _fetch(self, record: Record) -> _Fetched:
         observation = decode_as(record.value, Observation)
         raw = await self.api.signed_vaa(observation.message_id)
         vaa = check_fetched(observation, raw, self.guardian_sets, int(self.clock()))
-        async with self.ledger.transaction() as work:
-            await store_observation(work, observation, ObservationStatus.ATTESTED)
-            emit = await store_vaa_once(work, vaa, position_of(record))
-            if emit:
-                await store_observation(work, observation, ObservationStatus.ASSEMBLED)
+        return _Fetched(record, observation, raw, vaa)
+
+    async def _store_one(self, work: RelayerLedgerWork, item: _Fetched) -> StageResult:
+        """Store a fetched VAA once (in `work`); what its record emits."""
+        observation = item.observation
+        await store_observation(work, observation, ObservationStatus.ATTESTED)
+        emit = await store_vaa_once(work, item.vaa, position_of(item.record))
+        if emit:
+            await store_observation(work, observation, ObservationStatus.ASSEMBLED)
         source = f"chain-{observation.emitter_chain}"
         if not emit:
             return StageResult(emitted_at_ms=observation.emitted_at_ms, source=source)
-        signed = SignedVaa(vaa=raw, emitted_at_ms=observation.emitted_at_ms)
-        output = Output(self.vaas_topic, encode_message(signed), key=message_key(vaa.message_id))
+        signed = SignedVaa(vaa=item.raw, emitted_at_ms=observation.emitted_at_ms)
+        output = Output(
+            self.vaas_topic, encode_message(signed), key=message_key(item.vaa.message_id)
+        )
         return StageResult((output,), emitted_at_ms=observation.emitted_at_ms, source=source)
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """A record's VAA as fetched and checked, waiting to be stored."""
+
+    record: Record
+    observation: Observation
+    raw: bytes
+    vaa: Vaa

@@ -173,6 +173,7 @@ class Watcher:
 
     async def _poll(self) -> WatchReport:
         producer = await self._open()
+        clock = time.perf_counter()
         async with self.ledger.transaction() as work:
             cursor = await work.cursor(self.source.source)
             reorged: list[MessageId] = []
@@ -203,8 +204,15 @@ class Watcher:
                 if (now or "") != anchor[1]:  # raised inside the transaction: rolled back
                     raise _ChainMoved(stored, f"block {anchor[0]} changed during the read")
             await self._move_cursor(work, last, last_hash or "")
+            handing_off = time.perf_counter()
+            self.metrics.step_seconds.labels(self.name, "process").inc(handing_off - clock)
             if produced:
                 await self._produce(producer, produced)
+        if produced:  # the bus transaction, then the ledger's commit
+            self.metrics.step_seconds.labels(self.name, "handoff").inc(
+                time.perf_counter() - handing_off
+            )
+            self.metrics.batches.labels(self.name).inc()
         self._count(produced)
         return WatchReport(
             produced=tuple(m.observation.message_id for m in produced),

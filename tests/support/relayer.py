@@ -1,5 +1,6 @@
-"""Test support for the relayer: sample observations, signature messages, a bus reader and a
-stand-in for the Wormhole guardian REST API on a loopback port.
+"""Test support for the relayer: sample observations, signature messages, a bus reader, a
+stand-in for the Wormhole guardian REST API on a loopback port, an assembler that dies between a
+batch's ledger commit and its hand-off, and a ledger that counts its transactions.
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ import base64
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger, SqlRelayerLedgerWork
 from fedrelay.ports.bus import Bus, Record
 from fedrelay.protocol.wormhole import GuardianSigner, MessageId, sign_vaa
 from fedrelay.protocol.wormhole.observation import Observation
 from fedrelay.relayer.records import GuardianSignatureMessage
+from fedrelay.relayer.stage import StageResult
+from fedrelay.relayer.stages.assemble import Assembler
 from fedrelay.relayer.stages.fetch import signed_vaa_path
 from support.wormhole import evm_address, sample_task_assigned
 
@@ -174,3 +178,41 @@ class GuardianApiStub:
             self._server.shutdown()
             self._server.server_close()
             self._thread.join(timeout=5)
+
+
+class DiesAfterBatchLedger:
+    """Runs an assembler a batch at a time, then hangs (until cancelled) once a batch produced a
+    VAA: a crash after the batch's ledger commit and before its bus transaction.
+
+    Attributes:
+        batch_sizes: The size of each batch it was given.
+    """
+
+    def __init__(self, inner: Assembler) -> None:
+        self.inner = inner
+        self.ledger_done = asyncio.Event()
+        self.batch_sizes: list[int] = []
+
+    async def process(self, record: Record) -> StageResult:
+        """A record on its own (the runner's retry path)."""
+        return await self.inner.process(record)
+
+    async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
+        """The batch through the assembler; hangs if it emitted anything."""
+        outcomes = await self.inner.process_batch(records)
+        self.batch_sizes.append(len(records))
+        if any(isinstance(o, StageResult) and o.outputs for o in outcomes):
+            self.ledger_done.set()
+            await asyncio.Event().wait()
+        return outcomes
+
+
+class CountingLedger(SqlRelayerLedger):
+    """The ledger, counting the transactions opened on it (`opened`)."""
+
+    opened = 0
+
+    def transaction(self) -> AbstractAsyncContextManager[SqlRelayerLedgerWork]:
+        """A transaction, counted."""
+        self.opened += 1
+        return super().transaction()

@@ -145,6 +145,37 @@ async def test_transaction_commits_records_and_offsets_together(bus: Bus) -> Non
     await reader.stop()
 
 
+async def test_a_transaction_of_many_records_shows_all_in_key_order_or_none(bus: Bus) -> None:
+    sink = _name("many")
+    await bus.create_topics([sink], partitions=3)
+    stage = bus.producer(transactional_id=_name("tx"))
+    await stage.start()
+    keys = [b"emitter-%d" % k for k in range(5)]
+
+    async def hand_off(tag: bytes, crash: bool) -> None:
+        async with stage.transaction():
+            for i in range(60):
+                for key in keys:
+                    await stage.send(sink, tag + b"-%d" % i, key=key)
+            if crash:
+                raise RuntimeError("crash after the sends, before the commit")
+
+    with pytest.raises(RuntimeError, match="crash after the sends"):
+        await hand_off(b"aborted", crash=True)
+    await hand_off(b"kept", crash=False)
+    await stage.stop()
+
+    reader = bus.consumer([sink], group_id=_name("reader"), isolation_level="read_committed")
+    await reader.start()
+    records = await _read(reader, 300)
+    records += await reader.poll(max_wait=0.5)  # nothing more may follow
+    await reader.stop()
+    by_key: dict[bytes | None, list[bytes]] = {}
+    for record in records:
+        by_key.setdefault(record.key, []).append(record.value)
+    assert by_key == {key: [b"kept-%d" % i for i in range(60)] for key in keys}
+
+
 async def test_misuse_is_refused(bus: Bus) -> None:
     topic = _name("misuse")
     await bus.create_topics([topic])

@@ -6,12 +6,19 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from support.relayer import read_topic, sample_observation, signature_messages
+from support.relayer import (
+    CountingLedger,
+    DiesAfterBatchLedger,
+    read_topic,
+    sample_observation,
+    signature_messages,
+)
 from support.wormhole import guardian_set, guardian_signers
 
 from fedrelay.adapters.kafka import MemoryBus, Record
@@ -182,27 +189,35 @@ class _DiesAfterLedger:
         return result
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["record", "batch"])
 async def test_crash_after_the_ledger_commit_still_emits_exactly_once(
-    bus: MemoryBus, sessions: async_sessionmaker[AsyncSession]
+    bus: MemoryBus, sessions: async_sessionmaker[AsyncSession], batched: bool
 ) -> None:
-    observation = sample_observation(3)
-    await _publish(bus, signature_messages(observation, SIGNERS, [0, 1, 2, 3, 1]))
-    dying = _DiesAfterLedger(Assembler(SqlRelayerLedger(sessions), SETS))
+    observations = [sample_observation(50 + i) for i in range(3)]
+    await _publish(
+        bus, [m for o in observations for m in signature_messages(o, SIGNERS, [0, 1, 2, 3, 1])]
+    )
+    inner = Assembler(SqlRelayerLedger(sessions), SETS)
+    dying = DiesAfterBatchLedger(inner) if batched else _DiesAfterLedger(inner)
     task = asyncio.create_task(_runner(bus, dying).run())
     await asyncio.wait_for(dying.ledger_done.wait(), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    if isinstance(dying, DiesAfterBatchLedger):  # the whole batch in one ledger transaction
+        assert dying.batch_sizes == [15]
     async with sessions() as session:
-        assert await session.scalar(select(func.count()).select_from(StoredVaa)) == 1
+        stored = await session.scalar(select(func.count()).select_from(StoredVaa))
+    assert stored == (3 if batched else 1)  # in the ledger; on the bus, nothing yet
 
     runner = _runner(bus, Assembler(SqlRelayerLedger(sessions), SETS))
     task = asyncio.create_task(runner.run())
-    vaas = await read_topic(bus, "vaas", 1, group_id="reader", limit_s=10)
+    vaas = await read_topic(bus, "vaas", 3, group_id="reader", limit_s=10)
     runner.stop()
     await asyncio.wait_for(task, 5)
-    assert len(vaas) == 1
-    assert decode_as(vaas[0].value, SignedVaa).digest == observation.digest
+    assert sorted(decode_as(v.value, SignedVaa).digest for v in vaas) == sorted(
+        o.digest for o in observations
+    )  # each exactly once: read_topic reads on after the third to catch a duplicate
 
 
 async def test_a_second_body_for_one_message_id_is_refused_and_changes_nothing(
@@ -227,3 +242,68 @@ async def test_a_second_body_for_one_message_id_is_refused_and_changes_nothing(
         )
     assert digests == [original.digest]
     assert rival_signatures == 3  # the refused record's own signature was rolled back
+
+
+# --- a polled batch in one ledger transaction -------------------------------------------------
+
+
+async def test_a_batch_is_stored_in_one_ledger_transaction_as_one_by_one_would(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    first, second = sample_observation(31), sample_observation(32)
+    forged = GuardianSignatureMessage(first, 0, SIGNERS[1].sign(first.digest, 0))
+    messages = [
+        *signature_messages(first, SIGNERS, [0, 1, 1]),
+        forged,
+        *signature_messages(second, SIGNERS, [4, 2, 0, 1]),  # 1 completes the quorum
+        *signature_messages(first, SIGNERS, [2, 3, 4]),  # 3 completes; 4 is late
+    ]
+    records = [_record(message, offset) for offset, message in enumerate(messages)]
+    ledger = CountingLedger(sessions)
+    batched = await Assembler(ledger, SETS).process_batch(records)
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'one-by-one.db'}"
+    await asyncio.to_thread(upgrade, url)
+    engine = create_engine(url)
+    alone = Assembler(SqlRelayerLedger(async_sessionmaker(engine, expire_on_commit=False)), SETS)
+    one_by_one: list[StageResult | Exception] = []
+    for record in records:
+        try:
+            one_by_one.append(await alone.process(record))
+        except Exception as exc:
+            one_by_one.append(exc)
+    await engine.dispose()
+
+    assert ledger.opened == 1
+    assert isinstance(batched[3], SignerMismatch)
+    assert isinstance(one_by_one[3], SignerMismatch)
+    kept = [i for i in range(len(records)) if i != 3]
+    assert [batched[i] for i in kept] == [one_by_one[i] for i in kept]
+    emitting = [i for i in kept if cast("StageResult", batched[i]).outputs]
+    assert emitting == [7, 9]  # second's 1, first's 3
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(StoredVaa)) == 2
+
+
+async def test_a_batch_whose_transaction_fails_is_judged_record_by_record(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    original = sample_observation(40)
+    rival = sample_observation(40, payload=b"\x02\x01" + bytes(42))  # same id, another body
+    other = sample_observation(41)
+    messages = [
+        *signature_messages(original, SIGNERS, [0, 1, 2, 3]),
+        *signature_messages(rival, SIGNERS, [0, 1, 2, 3]),  # its 3 completes a second body
+        *signature_messages(other, SIGNERS, [0, 1, 2, 3]),
+    ]
+    ledger = CountingLedger(sessions)
+    records = [_record(message, offset) for offset, message in enumerate(messages)]
+    outcomes = await Assembler(ledger, SETS).process_batch(records)
+
+    assert ledger.opened == 1 + len(records)  # the batch's, rolled back; then one per record
+    assert isinstance(outcomes[7], ConflictingVaa)
+    emitting = [i for i, o in enumerate(outcomes) if isinstance(o, StageResult) and o.outputs]
+    assert emitting == [3, 11]
+    async with sessions() as session:
+        digests = set((await session.scalars(select(StoredVaa.digest))).all())
+    assert digests == {original.digest, other.digest}

@@ -225,3 +225,49 @@ def test_each_guardian_has_its_own_consumer_group() -> None:
         attest_stage(settings, MemoryBus(), guardian(FakeSource(), i)).group_id for i in range(3)
     }
     assert groups == {"fedrelay-attest-0", "fedrelay-attest-1", "fedrelay-attest-2"}
+
+
+@dataclass
+class GatedSource(FakeSource):
+    """A source whose reads all wait until `together` of them are in flight at once."""
+
+    together: int = 1
+    in_flight: int = 0
+    most_in_flight: int = 0
+    _all_in: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def fetch_message(self, message_id: MessageId, tx_hash: str) -> EmittedMessage | None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        if self.in_flight >= self.together:
+            self._all_in.set()
+        await asyncio.wait_for(self._all_in.wait(), 5)  # one after another would time out here
+        self.in_flight -= 1
+        return await super().fetch_message(message_id, tx_hash)
+
+
+async def test_a_batch_is_read_concurrently_and_judged_record_by_record_in_order() -> None:
+    good = [sample_observation(60 + i) for i in range(4)]
+    unseen = sample_observation(70)  # not on the chain (yet)
+    replaced = sample_observation(71)
+    on_chain = replace(replaced, payload=sample_task_assigned(3).to_bytes())
+    batch = [good[0], unseen, good[1], replaced, good[2], good[3]]
+    source = GatedSource(
+        messages={o.message_id: o for o in good} | {replaced.message_id: on_chain},
+        together=len(batch),
+    )
+
+    outcomes = await guardian(source, 2).process_batch(
+        [record(o, offset) for offset, o in enumerate(batch)]
+    )
+
+    assert source.most_in_flight == len(batch)
+    assert isinstance(outcomes[1], MessageNotFinal)
+    assert isinstance(outcomes[3], ObservationRefused)
+    for index in (0, 2, 4, 5):
+        result = outcomes[index]
+        assert not isinstance(result, Exception)
+        [output] = result.outputs
+        signed = decode_as(output.value, GuardianSignatureMessage)
+        assert signed.digest == batch[index].digest
+        assert recover_address(signed.signature, signed.digest) == SIGNERS[2].address

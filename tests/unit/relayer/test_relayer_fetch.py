@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from support.relayer import (
+    CountingLedger,
     GuardianApiStub,
     read_topic,
     sample_observation,
@@ -23,14 +24,14 @@ from support.relayer import (
 from support.wormhole import guardian_set, guardian_signers
 
 from fedrelay.adapters.devnet.process import free_port
-from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.kafka import MemoryBus, Record
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import StoredVaa
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.protocol.wormhole import GuardianSets, NoQuorum
 from fedrelay.relayer.backoff import BackoffPolicy
 from fedrelay.relayer.records import SignedVaa, decode_as, encode_message
-from fedrelay.relayer.stage import REASON_HEADER, StageRunner, stage_metrics
+from fedrelay.relayer.stage import REASON_HEADER, StageResult, StageRunner, stage_metrics
 from fedrelay.relayer.stages.fetch import (
     FetchError,
     GuardianApi,
@@ -187,3 +188,39 @@ def test_stub_answers_in_the_api_shape(stub: GuardianApiStub) -> None:
     url = stub.url + signed_vaa_path(observation.message_id)
     with urllib.request.urlopen(url, timeout=5) as response:
         assert base64.b64decode(json.load(response)["vaaBytes"]) == vaa
+
+
+async def test_a_batch_is_fetched_then_stored_in_one_ledger_transaction(
+    stub: GuardianApiStub, api: GuardianApi, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    first, second, pending, mismatched = (sample_observation(20 + i) for i in range(4))
+    for observation in (first, second):
+        stub.publish(observation.message_id, signed_vaa_bytes(observation, SIGNERS))
+    stub.publish(mismatched.message_id, signed_vaa_bytes(first, SIGNERS))  # another message's
+    batch = [first, pending, second, first, mismatched]  # `first` observed twice
+    records = [
+        Record("observations", 0, offset, b"emitter", encode_message(observation))
+        for offset, observation in enumerate(batch)
+    ]
+    ledger = CountingLedger(sessions)
+    fetcher = VaaFetcher(api, ledger, SETS, clock=lambda: NOW)
+
+    outcomes = await fetcher.process_batch(records)
+
+    assert ledger.opened == 1
+    assert isinstance(outcomes[1], VaaNotYetSigned)
+    assert isinstance(outcomes[4], FetchError)
+    emitted = [
+        decode_as(o.outputs[0].value, SignedVaa).message_id.sequence
+        for o in outcomes
+        if isinstance(o, StageResult) and o.outputs
+    ]
+    assert emitted == [20, 21]  # the second `first` emits nothing
+    assert isinstance(outcomes[3], StageResult)
+    replayed = await fetcher.process_batch(records)  # the hand-off never committed
+    assert [o.outputs for o in replayed if isinstance(o, StageResult)] == [
+        o.outputs for o in outcomes if isinstance(o, StageResult)
+    ]
+    async with sessions() as session:
+        stored = (await session.scalars(select(StoredVaa.sequence))).all()
+    assert sorted(stored) == [20, 21]
