@@ -113,7 +113,7 @@ class ChainBinding(Protocol):
 
 class _EvmConnection:
     def __init__(self, rpc_url: str) -> None:
-        from fedrelay.adapters.evm.relay import connect
+        from fedrelay.adapters.evm.rpc import connect
 
         self.client: Any = connect(rpc_url)
 

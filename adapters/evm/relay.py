@@ -31,6 +31,7 @@ Both talk to the node through web3's asynchronous provider, so one event loop se
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -142,12 +143,6 @@ def parse_finality(value: str | int) -> Finality:
     raise FinalityError(
         f"EVM finality must be latest, safe, finalized or a number of confirmations, got {value!r}"
     )
-
-
-def connect(rpc_url: str, timeout_s: float = 10.0) -> AsyncWeb3[Any]:
-    """An asynchronous web3 connection to `rpc_url` with a per-request time limit."""
-    provider = AsyncWeb3.AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s})
-    return AsyncWeb3(provider)
 
 
 def _hex(value: bytes) -> str:
@@ -291,6 +286,19 @@ class EvmSource:
         return known
 
 
+#: The most preflight estimates an :class:`EvmDestination` keeps for the prepares that follow.
+ESTIMATES_KEPT = 4096
+
+
+@dataclass(frozen=True)
+class _FeeQuote:
+    """One reading of the destination's fees and block gas limit."""
+
+    base_fee: int
+    priority_fee: int
+    block_gas_limit: int
+
+
 @dataclass(frozen=True)
 class GasPolicy:
     """How a delivery transaction's gas and fees are chosen.
@@ -300,12 +308,17 @@ class GasPolicy:
         escalation: Fees are multiplied by this for each escalation level (replacements).
         base_fee_multiplier: The fee cap covers this many times the latest base fee.
         gas_limit: A fixed gas limit instead of the estimate (None: estimate).
+        quote_ttl_s: How long one reading of the latest base fee, priority fee and block gas
+            limit serves the transactions signed after it (0: read them for each one). A
+            window of deliveries signed together then costs one reading, not one each; fees
+            move once a block, so a reading younger than the block time is as fresh.
     """
 
     gas_margin: float = 1.25
     escalation: float = 1.25
     base_fee_multiplier: int = 2
     gas_limit: int | None = None
+    quote_ttl_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -384,6 +397,9 @@ class EvmDestination:
         self._block_gas_limit = self.batch.assumed_block_gas_limit
         self._contract = w3.eth.contract(address=self.receiver, abi=_RECEIVER_ABI)
         self._decoder = _decoder()
+        self._estimates: dict[bytes, int] = {}  # VAA -> gas limit, from preflight()
+        self._quote: asyncio.Task[_FeeQuote] | None = None
+        self._quoted_at = -math.inf
 
     def __repr__(self) -> str:
         return (
@@ -402,16 +418,27 @@ class EvmDestination:
         """The signer's next nonce, pending transactions included."""
         return int(await self.w3.eth.get_transaction_count(self._account.address, "pending"))
 
+    async def preflight(self, vaa: bytes) -> None:
+        """Estimate ``receiveMessage(vaa)`` now (a refused VAA raises here) and keep its gas
+        limit for the next :meth:`prepare` of this VAA (at most :data:`ESTIMATES_KEPT` kept)."""
+        if self.gas.gas_limit is not None:
+            return
+        gas = await self._estimate(vaa)
+        if len(self._estimates) >= ESTIMATES_KEPT:
+            self._estimates.clear()  # unused ones: their deliveries went another way
+        self._estimates[vaa] = gas
+
     async def prepare(self, vaa: bytes, nonce: int | None, fee_level: int) -> SignedDelivery:
-        """Sign ``receiveMessage(vaa)``; a VAA the contract would refuse raises here (estimate)."""
+        """Sign ``receiveMessage(vaa)``; a VAA the contract would refuse raises here (estimate,
+        unless :meth:`preflight` just made it)."""
+        gas = self.gas.gas_limit or self._estimates.pop(vaa, None) or await self._estimate(vaa)
+        return await self._sign(self._contract.encode_abi("receiveMessage", args=[vaa]), gas,
+                                nonce, fee_level)  # fmt: skip
+
+    async def _estimate(self, vaa: bytes) -> int:
         data = self._contract.encode_abi("receiveMessage", args=[vaa])
         call: TxParams = {"from": self._account.address, "to": self.receiver, "data": data}
-        gas = self.gas.gas_limit
-        if gas is None:
-            gas = math.ceil(await self.w3.eth.estimate_gas(call) * self.gas.gas_margin)
-        block = await self.w3.eth.get_block("latest")
-        self._block_gas_limit = int(block["gasLimit"])
-        return await self._sign(data, gas, nonce, fee_level, int(block.get("baseFeePerGas", 0)))
+        return math.ceil(await self.w3.eth.estimate_gas(call) * self.gas.gas_margin)
 
     # ---- batches ---------------------------------------------------------------------------
 
@@ -453,13 +480,12 @@ class EvmDestination:
         estimate = int(await self.w3.eth.estimate_gas(call))
         self._learn_gas(estimate, len(vaas))
         gas = math.ceil(estimate * self.gas.gas_margin)
-        block = await self.w3.eth.get_block("latest")
-        self._block_gas_limit = int(block["gasLimit"])
+        await self._fees()  # the block gas limit the budget is a share of
         budget = int(self._block_gas_limit * self.batch.block_gas_share)
         if gas > budget and len(vaas) > 1:
             fits = max(1, budget * len(vaas) // gas)
             raise BatchTooLarge(len(vaas), fits, gas, budget)
-        return await self._sign(data, gas, nonce, fee_level, int(block.get("baseFeePerGas", 0)))
+        return await self._sign(data, gas, nonce, fee_level)
 
     async def batch_outcome(self, tx_id: str, vaas: Sequence[bytes]) -> BatchOutcome:
         """What the confirmed batch `tx_id` did with each of `vaas`: applied, or why not
@@ -510,14 +536,41 @@ class EvmDestination:
         heavier is refused by :class:`BatchTooLarge` and teaches the higher figure at once)."""
         self._gas_per_message = max(1, math.ceil(estimate / count))
 
+    async def _fees(self) -> _FeeQuote:
+        """The latest base fee, priority fee and block gas limit, read at most once per
+        :attr:`GasPolicy.quote_ttl_s` (concurrent callers share one reading)."""
+        loop = asyncio.get_running_loop()
+        task = self._quote
+        if (
+            task is None
+            or task.get_loop() is not loop
+            or (task.done() and loop.time() - self._quoted_at >= self.gas.quote_ttl_s)
+        ):
+            task = self._quote = loop.create_task(self._read_fees())
+            self._quoted_at = loop.time()
+        try:
+            quote = await asyncio.shield(task)
+        except BaseException:
+            if self._quote is task:
+                self._quote = None  # a failed reading is not kept
+            raise
+        self._block_gas_limit = quote.block_gas_limit
+        return quote
+
+    async def _read_fees(self) -> _FeeQuote:
+        block, tip = await asyncio.gather(
+            self.w3.eth.get_block("latest"), self.w3.eth.max_priority_fee
+        )
+        return _FeeQuote(int(block.get("baseFeePerGas", 0)), int(tip), int(block["gasLimit"]))
+
     async def _sign(
-        self, data: HexStr | str, gas: int, nonce: int | None, fee_level: int, base_fee: int
+        self, data: HexStr | str, gas: int, nonce: int | None, fee_level: int
     ) -> SignedDelivery:
         """Sign a call of the receiver with `gas`, fees escalated to `fee_level`."""
-        tip = int(await self.w3.eth.max_priority_fee)
+        quote = await self._fees()
         bump = self.gas.escalation**fee_level
-        tip = math.ceil(tip * bump)
-        fee_cap = math.ceil((base_fee * self.gas.base_fee_multiplier) * bump) + tip
+        tip = math.ceil(quote.priority_fee * bump)
+        fee_cap = math.ceil((quote.base_fee * self.gas.base_fee_multiplier) * bump) + tip
         if nonce is None:
             nonce = await self.pending_nonce()
         transaction: dict[str, Any] = {

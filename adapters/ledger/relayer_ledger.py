@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, text, update
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -480,6 +480,80 @@ class SqlRelayerLedgerWork:
         self.session.add(row)
         await self.session.flush()
         return row.id
+
+    async def add_attempts(
+        self, signer: str, attempts: Sequence[tuple[int, int, SignedDelivery]]
+    ) -> list[int]:
+        if not attempts:
+            return []
+        rows = [
+            {
+                "delivery_id": delivery_id, "attempt": attempt, "signer": signer,
+                "nonce": signed.nonce, "tx_hash": signed.tx_id, "signed_tx": signed.raw,
+                "fee_per_gas": signed.fee_per_gas, "outcome": AttemptOutcome.PREPARED,
+                "batch_id": None,
+            }
+            for delivery_id, attempt, signed in attempts
+        ]  # fmt: skip
+        statement = insert(DeliveryAttempt).returning(
+            DeliveryAttempt.id, sort_by_parameter_order=True
+        )
+        return list((await self.session.scalars(statement, rows)).all())
+
+    async def record_broadcasts(self, sent: Sequence[tuple[int, int, str]]) -> None:
+        if not sent:
+            return
+        await self.session.execute(
+            update(DeliveryAttempt)
+            .where(DeliveryAttempt.id.in_([attempt_id for _, attempt_id, _ in sent]))
+            .values(outcome=AttemptOutcome.BROADCAST)
+            .execution_options(synchronize_session=False)
+        )
+        await self._update_deliveries(
+            [(delivery_id, tx) for delivery_id, _, tx in sent], DeliveryStatus.SUBMITTED
+        )
+
+    async def settle_confirmed(self, landed: Sequence[tuple[int, int, str]]) -> None:
+        if not landed:
+            return
+        confirmed = [attempt_id for _, attempt_id, _ in landed]
+        await self.session.execute(
+            update(DeliveryAttempt)
+            .where(DeliveryAttempt.id.in_(confirmed))
+            .values(outcome=AttemptOutcome.CONFIRMED)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.execute(
+            update(DeliveryAttempt)
+            .where(
+                DeliveryAttempt.delivery_id.in_([delivery_id for delivery_id, _, _ in landed]),
+                DeliveryAttempt.outcome.in_(IN_FLIGHT),
+                DeliveryAttempt.id.not_in(confirmed),
+            )
+            .values(outcome=AttemptOutcome.REPLACED)
+            .execution_options(synchronize_session=False)
+        )
+        await self._update_deliveries(
+            [(delivery_id, tx) for delivery_id, _, tx in landed],
+            DeliveryStatus.CONFIRMED,
+            clear_next_attempt=True,
+        )
+
+    async def _update_deliveries(
+        self,
+        rows: Sequence[tuple[int, str]],
+        status: DeliveryStatus,
+        clear_next_attempt: bool = False,
+    ) -> None:
+        """Set `status` and each delivery's transaction (id, tx hash), in one round trip."""
+        table = _table(Delivery)
+        values: dict[str, Any] = {"status": status, "tx_hash": bindparam("new_tx_hash")}
+        if clear_next_attempt:
+            values["next_attempt_at"] = None
+        statement = update(table).where(table.c.id == bindparam("delivery_id")).values(values)
+        await self.session.execute(
+            statement, [{"delivery_id": d, "new_tx_hash": tx} for d, tx in rows]
+        )
 
     async def add_batch_attempts(
         self, chain_id: int, signer: str, signed: SignedDelivery, members: Sequence[tuple[int, int]]

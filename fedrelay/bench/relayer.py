@@ -59,7 +59,8 @@ from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
 from fedrelay.adapters.evm import EvmChain, Signer, address_to_bytes32
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR, load_artifact
-from fedrelay.adapters.evm.relay import EvmDestination, connect
+from fedrelay.adapters.evm.relay import EvmDestination
+from fedrelay.adapters.evm.rpc import connect
 from fedrelay.adapters.kafka import KafkaBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus, StoredVaa

@@ -279,6 +279,27 @@ class BatchDestination(DestinationChain, Protocol):
         ...
 
 
+@runtime_checkable
+class PreflightDestination(DestinationChain, Protocol):
+    """A destination that can try a delivery before it is given a nonce (optional).
+
+    The pipelined deliverer checks each delivery this way while earlier ones are being sent, so
+    that what :meth:`DestinationChain.prepare` would learn from the chain (a VAA it refuses, its
+    gas) is known before the delivery's turn to take a nonce, and the turn itself only signs,
+    persists and sends. A delivery whose preflight fails goes the plain deliverer's way, which
+    checks the consumed flag and classifies the failure as before.
+    """
+
+    async def preflight(self, vaa: bytes) -> None:
+        """Try delivering `vaa` without applying it; what is learned serves its next prepare.
+
+        Raises:
+            What :meth:`DestinationChain.prepare` raises for this VAA (consumed, refused,
+            the endpoint away), as :meth:`DestinationChain.classify` understands it.
+        """
+        ...
+
+
 class SignerAccount(Protocol):
     """The deliverer's own account on a chain with nonces, for repairing a stuck nonce.
 

@@ -332,6 +332,24 @@ class RelayerLedgerWork(Protocol):
         """Persist a signed transaction as attempt `attempt` (PREPARED); its id."""
         ...
 
+    async def add_attempts(
+        self, signer: str, attempts: Sequence[tuple[int, int, SignedDelivery]]
+    ) -> list[int]:
+        """Persist several signed transactions of one signer, each as attempt (delivery id,
+        attempt number, signed) PREPARED, in one statement; their ids in the same order."""
+        ...
+
+    async def record_broadcasts(self, sent: Sequence[tuple[int, int, str]]) -> None:
+        """Attempts were broadcast, each (delivery id, attempt id, transaction): the attempt
+        BROADCAST, its delivery SUBMITTED with that transaction."""
+        ...
+
+    async def settle_confirmed(self, landed: Sequence[tuple[int, int, str]]) -> None:
+        """Deliveries confirmed, each (delivery id, the attempt that landed, its transaction):
+        the delivery CONFIRMED with that transaction and no retry time, that attempt CONFIRMED,
+        the delivery's other in-flight attempts REPLACED."""
+        ...
+
     async def add_batch_attempts(
         self, chain_id: int, signer: str, signed: SignedDelivery, members: Sequence[tuple[int, int]]
     ) -> list[int]:

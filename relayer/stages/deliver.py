@@ -458,6 +458,12 @@ class Deliverer:
                 )
                 await work.settle_in_flight(delivery_id, attempt_id)
 
+    async def settle_confirmed(self, landed: Sequence[tuple[int, int, str]]) -> None:
+        """End deliveries (id, the attempt that landed, its transaction) as CONFIRMED, in one
+        ledger commit (the pipeline's confirmer settles what it found together)."""
+        async with self.ledger.transaction() as work:
+            await work.settle_confirmed(landed)
+
     async def _failed(
         self, request: DeliveryRequest, delivery_id: int, label: str, failed: _ChainFailure
     ) -> DeliveryStatus:

@@ -5,9 +5,16 @@ waits for its receipt before the next record; a destination then takes a fractio
 could. :class:`PipelinedDeliverer` takes a whole polled batch and runs each delivery through
 three steps, each with its own queue:
 
-1. **prepare** (concurrent): the ledger's delivery row, the consumed flag, an earlier attempt;
-2. **submit** (one at a time per signer, in record order): a window slot, the next nonce, the
-   signed transaction persisted (PREPARED) and then broadcast;
+1. **prepare** (concurrent, :data:`OPENS_AT_ONCE` at a time): the ledger's delivery row, an
+   earlier attempt, and the destination's preflight (a dry run that also finds a consumed or
+   refused VAA and learns the gas, :class:`~fedrelay.ports.relay.PreflightDestination`) or
+   else its consumed flag;
+2. **submit** (one group at a time per signer, in record order): the deliveries queued when
+   the previous group is out take window slots and consecutive nonces, are signed, persisted
+   (PREPARED) in one ledger transaction, and then broadcast in nonce order; their broadcasts
+   are recorded while the next group is submitted. This is the lane's only serial step, so it
+   does no more than it must: no chain reads (the preflight made them) and one ledger commit
+   per group rather than per delivery;
 3. **confirm** (one confirmer task per signer): the lowest nonce in flight is asked for its
    receipt; once it is in, the rest of the window is asked together. A transaction the node no
    longer knows (dropped from the mempool, or a gap this relayer left) is broadcast again at
@@ -49,11 +56,13 @@ before. Destinations without nonces (Solana) are delivered one at a time per lan
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import zlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from opentelemetry import context as otel_context
 
@@ -64,6 +73,7 @@ from fedrelay.ports.relay import (
     DestinationChain,
     Failure,
     FailureKind,
+    PreflightDestination,
     SignedDelivery,
     TxState,
     TxStatus,
@@ -85,6 +95,12 @@ from fedrelay.relayer.stages.deliver import (
 log = logging.getLogger(__name__)
 
 
+#: The most deliveries of a lane in step 1 at once. Each holds a ledger connection while it
+#: opens its rows; more at once would take the whole connection pool and keep step 2's
+#: persist-before-broadcast waiting for a connection (it is the lane's one serial step).
+OPENS_AT_ONCE = 4
+
+
 @dataclass(eq=False)
 class _InFlight:
     """One broadcast transaction the confirmer watches."""
@@ -98,6 +114,22 @@ class _InFlight:
     done: asyncio.Future[TxStatus]
     resent: bool = False
     members: list[_Member] | None = None  # the deliveries of a batch transaction, in order
+
+
+@dataclass(eq=False)
+class _Queued:
+    """One delivery waiting for step 2 (its submission)."""
+
+    request: DeliveryRequest
+    delivery_id: int
+    label: str
+    fee_level: int  # attempts persisted so far
+    done: asyncio.Future[_Submitted]
+
+
+#: What became of a queued submission: in flight, a chain failure for the deliverer to
+#: record, or an exception for the stage runner.
+_Submitted: TypeAlias = "_InFlight | _ChainFailure | Exception"
 
 
 @dataclass(eq=False)
@@ -127,6 +159,17 @@ class SignerLane:
     batch_max: int = 1
 
     _slots: asyncio.Semaphore = field(init=False)
+    _queue: collections.deque[_Queued] = field(init=False, default_factory=collections.deque)
+    _submitter: asyncio.Task[None] | None = field(init=False, default=None)
+    _recording: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    _nonces: bool | None = field(init=False, default=None)
+    _to_settle: list[tuple[int, int, str, asyncio.Future[None]]] = field(
+        init=False, default_factory=list
+    )
+    _settler: asyncio.Task[None] | None = field(init=False, default=None)
+    _opening: asyncio.Semaphore = field(
+        init=False, default_factory=lambda: asyncio.Semaphore(OPENS_AT_ONCE)
+    )
     _submitting: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _turn: asyncio.Future[None] | None = field(init=False, default=None)
     _next_nonce: int | None = field(init=False, default=None)
@@ -162,12 +205,15 @@ class SignerLane:
         self._next_nonce = None
 
     async def close(self) -> None:
-        """Stop the confirmer (transactions still in flight are resumed from the ledger)."""
-        task, self._confirmer = self._confirmer, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop the submitter and the confirmer (what is persisted and not yet confirmed is
+        resumed from the ledger)."""
+        tasks = [self._submitter, self._confirmer, self._settler, *self._recording]
+        self._submitter = self._confirmer = self._settler = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # -- one delivery --
 
@@ -181,7 +227,8 @@ class SignerLane:
         previous, mine = self._turn, loop.create_future()
         self._turn = mine  # taken in call order: submissions keep the records' order
         try:
-            plan = await self._open(request)
+            async with self._opening:
+                plan = await self._open(request)
         except BaseException:
             _pass_turn(previous, mine)
             raise
@@ -208,21 +255,25 @@ class SignerLane:
         previous: asyncio.Future[None] | None,
         mine: asyncio.Future[None],
     ) -> DeliveryStatus:
-        """Steps 2 and 3 of one delivery, its submission after the previous one's."""
+        """Steps 2 and 3 of one delivery: queued for submission after the previous one."""
         try:
             if previous is not None:
                 await asyncio.shield(previous)
-            submitted = None if plan is None else await self._submit(request, *plan)
-            if submitted is None:  # resumed, consumed, or no nonces: the plain path, alone
+            if plan is not None and await self._has_nonces():
+                queued = self._enqueue(request, *plan)
+            else:  # resumed, consumed, refused, or no nonces: the plain path, alone
+                await self._drained()
                 self.forget_nonce()
                 return await self.deliverer.deliver(request)
         finally:
-            if not mine.done():
-                mine.set_result(None)
-        if isinstance(submitted, DeliveryStatus):
-            return submitted
-        status = await self._settled(submitted)
+            _end_turn(mine)
+        submitted = await queued
         assert plan is not None
+        if isinstance(submitted, _ChainFailure):
+            return await self.deliverer._failed(request, plan[0], plan[1], submitted)
+        if isinstance(submitted, Exception):
+            raise submitted
+        status = await self._settled(submitted)
         return await self._landed(submitted, status, plan[1])
 
     async def _settled(self, entry: _InFlight) -> TxStatus:
@@ -235,7 +286,8 @@ class SignerLane:
     async def _open(
         self, request: DeliveryRequest, check_consumed: bool = True
     ) -> tuple[int, str, int] | None:
-        """Step 1: the delivery row, the consumed flag, the attempts so far (concurrent).
+        """Step 1: the delivery row, the consumed flag (or the destination's preflight), the
+        attempts so far (concurrent).
 
         Args:
             request: The delivery request.
@@ -244,7 +296,8 @@ class SignerLane:
 
         Returns:
             The delivery's id, its label and its attempt count; None when the plain path
-            decides (done or dead before, an attempt in flight, consumed).
+            decides (done or dead before, an attempt in flight, consumed, the preflight
+            failed).
         """
         deliverer = self.deliverer
         if request.destination_chain != self.chain_id:
@@ -258,65 +311,158 @@ class SignerLane:
             attempts = await work.attempt_total(delivery.id)
         if delivery.status in _DONE or delivery.status == DeliveryStatus.DEAD or in_flight:
             return None
+        chain = deliverer.chain
         try:
-            if check_consumed and await deliverer.chain.is_consumed(request.vaa):
+            if check_consumed and isinstance(chain, PreflightDestination):
+                # the delivery tried now, while earlier ones are sent: its turn then only
+                # signs, persists and sends (a consumed VAA fails here too)
+                await chain.preflight(request.vaa)
+            elif check_consumed and await chain.is_consumed(request.vaa):
                 return None  # the plain path records it delivered
         except Exception:  # the plain path meets the same error and handles it
             return None
         label = f"{message_label(request.message_id)} -> chain {request.destination_chain}"
         return delivery.id, label, attempts
 
-    async def _submit(
+    async def _has_nonces(self) -> bool:
+        """Whether the destination orders transactions by nonce (asked once)."""
+        if self._nonces is None:
+            chain = self.deliverer.chain
+            self._nonces = await self.deliverer._chain(chain.pending_nonce()) is not None
+        return self._nonces
+
+    def _enqueue(
         self, request: DeliveryRequest, delivery_id: int, label: str, fee_level: int
-    ) -> _InFlight | DeliveryStatus | None:
-        """Step 2: a window slot, a nonce, persist, broadcast (one at a time per lane).
+    ) -> asyncio.Future[_Submitted]:
+        """Queue a delivery for step 2; the future says what became of its submission."""
+        loop = asyncio.get_running_loop()
+        item = _Queued(request, delivery_id, label, fee_level, loop.create_future())
+        self._queue.append(item)
+        if self._submitter is None or self._submitter.done():
+            name = f"submit-{self.deliverer.chain.signer}"
+            self._submitter = loop.create_task(self._submit_queued(), name=name)
+        return item.done
 
-        Returns:
-            The transaction in flight (its window slot held until it settles); a final status
-            when the attempt failed in a way that settled the delivery; None when the plain
-            path decides (a chain without nonces).
+    async def _drained(self) -> None:
+        """Wait until every queued delivery has been submitted (or has failed)."""
+        while self._submitter is not None and not self._submitter.done():
+            await asyncio.wait([self._submitter])
 
-        Raises:
-            As :meth:`Deliverer.deliver`, when the attempt failed.
+    async def _submit_queued(self) -> None:
+        """Step 2 for the queue, a group at a time: each group takes what is queued and fits
+        the window when the previous group is out (at least one delivery; see _submit_group)."""
+        group: list[_Queued] = []
+        try:
+            while self._queue:
+                await self._slots.acquire()
+                group = [self._queue.popleft()]
+                while self._queue and not self._slots.locked():
+                    await self._slots.acquire()  # free: returns at once
+                    group.append(self._queue.popleft())
+                await self._submit_group(group)
+                group = []
+        finally:  # cancelled (the stage is closing): nothing queued is left waiting
+            for item in [*group, *self._queue]:
+                if not item.done.done():
+                    item.done.cancel()
+            self._queue.clear()
+
+    async def _submit_group(self, group: list[_Queued]) -> None:
+        """Sign the group with consecutive nonces, persist every attempt in one ledger
+        transaction, then broadcast them in nonce order (each attempt is persisted before it
+        is sent, as always). One ledger round trip per group rather than per delivery keeps
+        this step, the lane's only serial one, short. Each delivery's future then holds its
+        transaction in flight (once the broadcast is recorded), its chain failure, or an
+        exception for the stage runner; its window slot is released unless it is in flight.
+
+        A broadcast refused part-way leaves the group's later attempts persisted and unsent:
+        they are handed back to be retried alone, and the lane's next nonce is read afresh,
+        which sends persisted unsent attempts first (:meth:`Deliverer.send_unsent`), so their
+        nonces never stay a gap.
         """
         deliverer, chain = self.deliverer, self.deliverer.chain
-        await self._slots.acquire()
-        attempt_id: int | None = None
+
+        def end(item: _Queued, outcome: _Submitted) -> None:
+            self._slots.release()
+            if not item.done.done():
+                item.done.set_result(outcome)
+
         try:
+            nonce = await self._take_nonce(group[0].delivery_id)
+            if nonce is None:
+                raise DeliveryRetry(f"chain {self.chain_id} stopped reporting nonces")
+        except Exception as exc:
+            self.forget_nonce()
+            for item in group:
+                end(item, exc)
+            return
+        signed: list[tuple[_Queued, SignedDelivery]] = []
+        for item in group:
             try:
-                nonce = await self._take_nonce(delivery_id)
-                if nonce is None:
-                    self._slots.release()
-                    return None
-                signed = await deliverer._chain(chain.prepare(request.vaa, nonce, fee_level))
-                async with deliverer.ledger.transaction() as work:
-                    attempt_id = await work.add_attempt(
-                        delivery_id, fee_level + 1, chain.signer, signed
-                    )
-                    await work.set_signer_next_nonce(chain.chain_id, chain.signer, nonce + 1)
-                await deliverer._chain(chain.broadcast(signed), attempt_id)
-            except BaseException:
-                self.forget_nonce()  # the nonce may be taken, or still free: ask again
-                raise
-        except _ChainFailure as failed:
-            self._slots.release()
-            return await deliverer._failed(request, delivery_id, label, failed)
-        except BaseException:
-            self._slots.release()
-            raise
-        self._next_nonce = nonce + 1
-        async with deliverer.ledger.transaction() as work:
-            await work.set_attempt_outcome(attempt_id, AttemptOutcome.BROADCAST)
-            await work.update_delivery(
-                delivery_id, status=DeliveryStatus.SUBMITTED, tx_hash=signed.tx_id
-            )
+                one = await deliverer._chain(
+                    chain.prepare(item.request.vaa, nonce + len(signed), item.fee_level)
+                )
+            except _ChainFailure as failed:
+                end(item, failed)
+                continue
+            signed.append((item, one))
+        if not signed:
+            return
+        try:
+            async with deliverer.ledger.transaction() as work:
+                attempt_ids = await work.add_attempts(
+                    chain.signer,
+                    [(item.delivery_id, item.fee_level + 1, one) for item, one in signed],
+                )
+                await work.set_signer_next_nonce(chain.chain_id, chain.signer, nonce + len(signed))
+        except Exception as exc:  # nothing persisted, nothing sent: the nonces are still free
+            self.forget_nonce()
+            for item, _ in signed:
+                end(item, exc)
+            return
+        sent: list[tuple[_Queued, SignedDelivery, int]] = []
+        for index, ((item, one), attempt_id) in enumerate(zip(signed, attempt_ids, strict=True)):
+            try:
+                await deliverer._chain(chain.broadcast(one), attempt_id)
+            except _ChainFailure as failed:
+                self.forget_nonce()
+                end(item, failed)
+                for later, _ in signed[index + 1 :]:
+                    end(later, DeliveryRetry(
+                        f"delivery {later.label}: not sent, nonce {one.nonce} before it was "
+                        f"refused ({failed.failure.reason}); resumed alone"
+                    ))  # fmt: skip
+                break
+            self._next_nonce = nonce + index + 1
+            sent.append((item, one, attempt_id))
+        if sent:
+            task = asyncio.create_task(self._record_sent(sent))
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+
+    async def _record_sent(self, sent: list[tuple[_Queued, SignedDelivery, int]]) -> None:
+        """Record a group's broadcasts (one ledger transaction), then hand each transaction to
+        the confirmer; the next group is being submitted meanwhile."""
+        try:
+            async with self.deliverer.ledger.transaction() as work:
+                await work.record_broadcasts(
+                    [(item.delivery_id, attempt_id, one.tx_id) for item, one, attempt_id in sent]
+                )
+        except Exception as exc:  # the ledger is away: each record is retried, and resumed
+            for item, _, _ in sent:
+                self._slots.release()
+                if not item.done.done():
+                    item.done.set_result(exc)
+            return
         loop = asyncio.get_running_loop()
-        entry = _InFlight(
-            request, delivery_id, attempt_id, signed, fee_level + 1, loop.time(),
-            loop.create_future(),
-        )  # fmt: skip
-        self._watch(nonce, entry)
-        return entry
+        for item, one, attempt_id in sent:
+            entry = _InFlight(
+                item.request, item.delivery_id, attempt_id, one, item.fee_level + 1,
+                loop.time(), loop.create_future(),
+            )  # fmt: skip
+            self._watch(one.nonce or 0, entry)
+            if not item.done.done():
+                item.done.set_result(entry)
 
     async def _take_nonce(self, delivery_id: int) -> int | None:
         """The lane's next nonce; at first use (and after a surprise) the signer's unsent
@@ -351,13 +497,38 @@ class SignerLane:
                 failure = status.failure or Failure(FailureKind.REVERTED, "transaction reverted")
                 raise _ChainFailure(failure, entry.attempt_id)
             await deliverer._chain(deliverer.chain.finish(request.vaa), entry.attempt_id)
-            await deliverer._settle(
-                delivery_id, entry.attempt_id, DeliveryStatus.CONFIRMED, entry.signed.tx_id
-            )
+            await self._settle_together(delivery_id, entry.attempt_id, entry.signed.tx_id)
         except _ChainFailure as failed:
             return await deliverer._failed(request, delivery_id, label, failed)
         log.info("delivery %s: confirmed in %s", label, entry.signed.tx_id)
         return DeliveryStatus.CONFIRMED
+
+    async def _settle_together(self, delivery_id: int, attempt_id: int, tx_id: str) -> None:
+        """Record a confirmed delivery; those confirmed meanwhile share one ledger commit.
+
+        Raises:
+            What the ledger raised for the commit this delivery was part of.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._to_settle.append((delivery_id, attempt_id, tx_id, done))
+        if self._settler is None or self._settler.done():
+            self._settler = loop.create_task(self._settle_pending())
+        await done
+
+    async def _settle_pending(self) -> None:
+        while self._to_settle:
+            batch, self._to_settle = self._to_settle, []
+            try:
+                await self.deliverer.settle_confirmed([entry[:3] for entry in batch])
+            except Exception as exc:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
     # -- batches --
 
@@ -812,6 +983,11 @@ class PipelinedDeliverer:
         """Stop every lane's confirmer."""
         for lane in self.lanes:
             await lane.close()
+
+
+def _end_turn(mine: asyncio.Future[None]) -> None:
+    if not mine.done():
+        mine.set_result(None)
 
 
 def _pass_turn(previous: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:

@@ -25,7 +25,8 @@ from fedrelay.adapters.devnet.services import Anvil
 from fedrelay.adapters.evm import Signer, address_to_bytes32
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.batch import BatchResult
-from fedrelay.adapters.evm.relay import BatchPolicy, BatchTooLarge, EvmDestination, connect
+from fedrelay.adapters.evm.relay import BatchPolicy, BatchTooLarge, EvmDestination
+from fedrelay.adapters.evm.rpc import connect
 from fedrelay.adapters.evm.testing import EvmDeployment, deploy_pair
 from fedrelay.ports.relay import BatchDestination, FailureKind, TxState, TxStatus
 from fedrelay.protocol.wormhole import Task, TaskAssigned, VaaBody, WorkerRegistered, sign_vaa

@@ -50,7 +50,8 @@ from fedrelay.adapters.evm import (
     address_to_bytes32,
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
-from fedrelay.adapters.evm.relay import EvmDestination, EvmSource, GasPolicy, connect
+from fedrelay.adapters.evm.relay import EvmDestination, EvmSource, GasPolicy
+from fedrelay.adapters.evm.rpc import connect
 from fedrelay.adapters.evm.testing import EvmDeployment, deploy_pair
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import (

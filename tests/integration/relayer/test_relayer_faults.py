@@ -45,7 +45,8 @@ from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
 from fedrelay.adapters.evm import HubTaskState, Signer, address_to_bytes32
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
-from fedrelay.adapters.evm.relay import EvmDestination, connect
+from fedrelay.adapters.evm.relay import EvmDestination
+from fedrelay.adapters.evm.rpc import connect
 from fedrelay.adapters.evm.testing import (
     WORKER_CHAIN,
     EvmDeployment,

@@ -27,7 +27,8 @@ from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.services import Anvil
 from fedrelay.adapters.evm import Signer, address_to_bytes32
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
-from fedrelay.adapters.evm.relay import EvmDestination, connect
+from fedrelay.adapters.evm.relay import EvmDestination
+from fedrelay.adapters.evm.rpc import connect
 from fedrelay.adapters.evm.testing import WORKER_CHAIN, EvmDeployment, deploy_pair
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import AttemptOutcome, DeliveryAttempt, DeliveryStatus

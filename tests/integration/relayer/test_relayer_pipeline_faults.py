@@ -52,7 +52,8 @@ from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
-from fedrelay.adapters.evm.relay import BatchPolicy, EvmDestination, GasPolicy, connect
+from fedrelay.adapters.evm.relay import BatchPolicy, EvmDestination, GasPolicy
+from fedrelay.adapters.evm.rpc import connect
 from fedrelay.adapters.evm.testing import WORKER_CHAIN, EvmDeployment, deploy_pair
 from fedrelay.adapters.kafka import KafkaBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
