@@ -25,8 +25,9 @@ TASK_ASSIGNED VAAs signed by the same guardians, from one sender through
 receipt is in: ``sequential_raw_tps``) and pipelined (each signed with the next nonce and sent
 at once, receipts collected afterwards: ``pipelined_raw_tps``).
 
-What the benchmark's routes share (jobs, emissions, phases, percentiles) is in
-:mod:`fedrelay.bench.relaying`.
+The Solana route (:mod:`fedrelay.bench.relayer_solana`) runs next, on the same coordinator anvil,
+broker and cluster; its figures join the same JSON line as the ``solana_*`` keys. What the
+routes share (jobs, emissions, phases, percentiles) is in :mod:`fedrelay.bench.relaying`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from fedrelay.adapters.evm.relay import EvmDestination, connect
 from fedrelay.adapters.kafka import KafkaBus
 from fedrelay.adapters.ledger.database import create_engine
 from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus
+from fedrelay.bench.relayer_solana import bench_solana_route
 from fedrelay.bench.relaying import (
     AGGREGATOR_KEY,
     GUARDIANS,
@@ -358,9 +360,24 @@ async def bench_relayer(
 
 
 def measure(
-    messages: int = 1000, timeout_s: float = 1800.0, window: int = 32, batch_max: int = 1
+    messages: int = 1000,
+    timeout_s: float = 1800.0,
+    window: int = 32,
+    batch_max: int = 1,
+    solana_messages: int = 200,
 ) -> dict[str, Any]:
-    """Start anvil x2, Kafka and PostgreSQL, run :func:`bench_relayer`, stop them all."""
+    """Start anvil x2, Kafka and PostgreSQL, run :func:`bench_relayer` (the EVM route; skipped
+    when `messages` is 0) and :func:`~fedrelay.bench.relayer_solana.bench_solana_route` (the
+    Solana route, its figures under ``solana_*``; skipped when `solana_messages` is 0), stop them.
+
+    Raises:
+        ValueError: A count is negative, or both are 0.
+    """
+    if messages < 0 or solana_messages < 0 or messages + solana_messages == 0:
+        raise ValueError(
+            f"relay at least one message on one route, got {messages} (EVM) and "
+            f"{solana_messages} (Solana)"
+        )
     console = Console(stderr=True)
     console.log("starting anvil x2, PostgreSQL and Kafka")
     with (
@@ -369,18 +386,32 @@ def measure(
         Postgres() as postgres,
         Kafka() as kafka,
     ):
-        return asyncio.run(
-            bench_relayer(
-                coordinator, workers, kafka, postgres, messages,
-                window=window, batch_max=batch_max, timeout_s=timeout_s, console=console,
-            )
-        )  # fmt: skip
+        figures: dict[str, Any] = {"benchmark": "relayer"}
+        if messages:
+            figures |= asyncio.run(
+                bench_relayer(
+                    coordinator, workers, kafka, postgres, messages,
+                    window=window, batch_max=batch_max, timeout_s=timeout_s, console=console,
+                )
+            )  # fmt: skip
+        if solana_messages:
+            figures |= asyncio.run(
+                bench_solana_route(
+                    coordinator, kafka, postgres, solana_messages,
+                    window=window, timeout_s=timeout_s, console=console,
+                )
+            )  # fmt: skip
+        return figures
 
 
 def run(
-    messages: int = 1000, timeout_s: float = 1800.0, window: int = 32, batch_max: int = 1
+    messages: int = 1000,
+    timeout_s: float = 1800.0,
+    window: int = 32,
+    batch_max: int = 1,
+    solana_messages: int = 200,
 ) -> None:
     """Run the benchmark and print its figures as one JSON line on stdout."""
-    figures = measure(messages, timeout_s, window, batch_max)
+    figures = measure(messages, timeout_s, window, batch_max, solana_messages)
     print(json.dumps(figures))
     sys.stdout.flush()
