@@ -1,5 +1,5 @@
-"""Real services on loopback: an anvil chain, a PostgreSQL cluster, a single-broker Kafka, and
-an S3-compatible object store (SeaweedFS).
+"""Real services on loopback: an anvil chain, a PostgreSQL cluster, a single-broker Kafka, an
+S3-compatible object store (SeaweedFS), and the Solana JSON-RPC devnet as a process of its own.
 
 Each service picks free ports, works in its own temporary directory, and is a context manager:
 
@@ -21,9 +21,11 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -654,3 +656,61 @@ class SeaweedS3(Service):
             return bool(body.read() == b"ready")
         except (BotoCoreError, ClientError):
             return False
+
+
+class SolanaRpc(Service):
+    """The Solana JSON-RPC devnet (:mod:`fedrelay.adapters.devnet.solana_rpc`) in a child process.
+
+    The in-process devnet (``serve_devnet``) shares this process's interpreter with its callers;
+    this one runs beside them as a real cluster's RPC node does, so what a benchmark measures of
+    its callers is not slowed by the chain's own work. Programs are deployed at start.
+    """
+
+    name = "solana-devnet"
+    _LISTENING = "solana devnet listening on"
+
+    def __init__(
+        self,
+        programs: Mapping[str, Path],
+        *,
+        slot_ms: int | None = None,
+        port: int | None = None,
+        workdir: Path | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+    ) -> None:
+        """A devnet to start.
+
+        Args:
+            programs: Program id (base58) -> the program's ELF file, deployed at start.
+            slot_ms: Slots of this many wall-clock milliseconds (default: one per transaction).
+            port: The RPC port (default: a free one).
+            workdir: Where its log goes (default: a temporary folder).
+            start_timeout: Seconds it may take to answer.
+        """
+        super().__init__(workdir, start_timeout)
+        if slot_ms is not None and slot_ms <= 0:
+            raise ValueError(f"slot_ms must be positive, got {slot_ms}")
+        self.programs = dict(programs)
+        self.slot_ms = slot_ms
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _argv(self) -> list[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "fedrelay.adapters.devnet.solana_rpc",
+            "--port",
+            str(self.port),
+        ]
+        if self.slot_ms is not None:
+            argv += ["--slot-ms", str(self.slot_ms)]
+        for program_id, path in self.programs.items():
+            argv += ["--program", f"{program_id}={path}"]
+        return argv
+
+    def _ready(self) -> bool:
+        return port_open(self.port) and self._LISTENING in self.log_since_start()

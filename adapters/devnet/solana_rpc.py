@@ -675,7 +675,8 @@ def serve_devnet(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run a devnet until interrupted: `python -m adapters.solana.devnet [--port N]`."""
+    """Run a devnet until interrupted: ``python -m fedrelay.adapters.devnet.solana_rpc [--port N]
+    [--slot-ms MS] [--program ID=PATH]``."""
     import argparse
     from pathlib import Path
 
@@ -685,9 +686,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--program", action="append", default=[], metavar="ID=PATH", help="deploy a program"
     )
+    parser.add_argument(
+        "--slot-ms", type=int, default=None, help="wall-clock slots of this many milliseconds"
+    )
     args = parser.parse_args(argv)
     stop = threading.Event()
-    with serve_devnet(args.host, args.port) as devnet:
+    with serve_devnet(args.host, args.port, slot_ms=args.slot_ms) as devnet:
         for spec in args.program:
             program_id, _, path = spec.partition("=")
             devnet.add_program(Pubkey.from_string(program_id), Path(path).read_bytes())

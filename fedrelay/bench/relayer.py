@@ -24,27 +24,25 @@ TASK_ASSIGNED VAAs signed by the same guardians, from one sender through
 :class:`EvmDestination` with the relayer's gas policy: sequential (each sent once the previous
 receipt is in: ``sequential_raw_tps``) and pipelined (each signed with the next nonce and sent
 at once, receipts collected afterwards: ``pipelined_raw_tps``).
+
+The Solana route (:mod:`fedrelay.bench.relayer_solana`) runs next, on the same coordinator anvil,
+broker and cluster; its figures join the same JSON line as the ``solana_*`` keys. What the
+routes share (jobs, emissions, phases, percentiles) is in :mod:`fedrelay.bench.relaying`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import sys
 import tempfile
-import threading
 import time
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from hexbytes import HexBytes
 from prometheus_client import CollectorRegistry
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -57,222 +55,50 @@ from fedrelay.adapters.devnet.evm_pair import (
 )
 from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
-from fedrelay.adapters.evm import EvmChain, Signer, address_to_bytes32
-from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR, load_artifact
+from fedrelay.adapters.evm import Signer, address_to_bytes32
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.relay import EvmDestination
 from fedrelay.adapters.evm.rpc import connect
 from fedrelay.adapters.kafka import KafkaBus
-from fedrelay.adapters.ledger.database import create_engine, upgrade
-from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus, StoredVaa
+from fedrelay.adapters.ledger.database import create_engine
+from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus
+from fedrelay.bench.relayer_solana import bench_solana_route
+from fedrelay.bench.relaying import (
+    AGGREGATOR_KEY,
+    GUARDIANS,
+    POLL_S,
+    POSTER_KEY,
+    RECEIPT_POLL_S,
+    BenchmarkFailed,
+    Route,
+    guardian_addresses,
+    guardian_key_files,
+    in_thread,
+    new_database,
+    percentile,
+    post_jobs,
+    relayer_settings,
+    running,
+    stage_figures,
+    steady_size,
+    until,
+)
 from fedrelay.protocol.wormhole import (
     Task,
     TaskAssigned,
     VaaBody,
-    decode_payload,
     parse_vaa,
     sign_vaa,
 )
 from fedrelay.relayer.chains_file import parse_chains
 from fedrelay.relayer.process import StageRequest, build_process
 from fedrelay.relayer.records import DeliveryRequest, encode_message, message_key
-from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import StageMetrics, StageRunner, stage_metrics
+from fedrelay.relayer.stage import StageRunner, stage_metrics
 
-GUARDIANS = 3
 RELAYER_KEY = 6  # anvil account that signs deliveries
-AGGREGATOR_KEY = 1  # the coordinator chain's aggregator (deploy_pair)
-POSTER_KEY = 4
 WORKER_KEY = 3  # the worker, on the worker chain
 RAW_SENDER_KEY = 9  # the raw-capacity sender on the worker chain
 RAW_JOB_BASE = 1 << 40  # job ids of the raw-capacity VAAs, far from the market's own
-POLL_S = 0.1  # how often the chain is asked whether the condition holds
-#: How long the ledger may lag behind the chain: the deliverer records receipts after they land.
-LEDGER_LAG_S = 30.0
-RECEIPT_POLL_S = 0.005
-
-
-class BenchmarkFailed(RuntimeError):
-    """The pipeline did not deliver every message in time, or delivered something else."""
-
-
-@dataclass
-class _Emissions:
-    """Wall-clock receipt time of each job's TASK_ASSIGNED emission (written by the emitter)."""
-
-    at: dict[int, float] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def record(self, job_id: int, when: float) -> None:
-        with self.lock:
-            self.at[job_id] = when
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.at)
-
-
-class _FastSender:
-    """Sends one signer's transactions with locally counted nonces and fixed gas and fees."""
-
-    def __init__(self, chain: EvmChain, signer: Signer) -> None:
-        self.chain, self.signer = chain, signer
-        self.nonce = int(chain.w3.eth.get_transaction_count(signer.address, "pending"))
-        self.fees: dict[str, Any] | None = None
-
-    def send(self, function: Any, value: int = 0) -> bytes:
-        """Broadcast `function`; gas and fees are estimated for the first call only (+30% gas)."""
-        params: dict[str, Any] = {"from": self.signer.address, "value": value}
-        if self.fees is None:
-            built = dict(function.build_transaction(params))
-            self.fees = {
-                "gas": int(built["gas"] * 13 // 10),
-                "maxFeePerGas": built["maxFeePerGas"],
-                "maxPriorityFeePerGas": built["maxPriorityFeePerGas"],
-                "chainId": self.chain.chain_id,
-            }
-        params |= self.fees | {"nonce": self.nonce}
-        transaction = dict(function.build_transaction(params))
-        self.nonce += 1
-        return bytes(self.chain.w3.eth.send_raw_transaction(self.signer.sign(transaction)))
-
-    def wait(self, tx_hash: bytes) -> None:
-        """Wait for `tx_hash`'s receipt; raise when it reverted."""
-        receipt = self.chain.w3.eth.wait_for_transaction_receipt(
-            HexBytes(tx_hash), timeout=60, poll_latency=RECEIPT_POLL_S
-        )
-        if receipt["status"] != 1:
-            raise BenchmarkFailed(f"transaction 0x{tx_hash.hex()} reverted")
-
-
-def _post_jobs(evm: EvmDeployment, count: int) -> list[int]:
-    """Post `count` one-round, one-worker jobs for the worker chain; their ids in order."""
-    market = evm.market
-    first = int(market.chain.call(market.contract.functions.nextJobId()))
-    sender = _FastSender(market.chain, Signer(evm.coordinator.private_keys[POSTER_KEY]))
-    spec = (
-        "0x0000000000000000000000000000000000000000", b"\x11" * 32, b"\x22" * 32, 1, 1, 1, 1,
-        [WORKER_CHAIN], 0, 0, 0, [address_to_bytes32(sender.signer.address)], 3600, 7 * 86_400,
-    )  # fmt: skip
-    hashes = [sender.send(market.contract.functions.postJob(spec), value=1) for _ in range(count)]
-    for tx_hash in hashes:
-        sender.wait(tx_hash)
-    return list(range(first, first + count))
-
-
-def _emit(
-    evm: EvmDeployment,
-    jobs: Sequence[int],
-    worker_key: bytes,
-    emissions: _Emissions,
-    rate: float | None = None,
-) -> None:
-    """One TASK_ASSIGNED per job: back to back (a burst), or `rate` per second (steady load).
-
-    Each emission's wall-clock time is taken as the automining anvil accepts its transaction
-    (it is mined on arrival); every receipt is checked at the end.
-    """
-    market = evm.market
-    sender = _FastSender(market.chain, Signer(evm.coordinator.private_keys[AGGREGATOR_KEY]))
-    core = market.chain.w3.eth.contract(
-        address=market.chain.call(market.contract.functions.core()),
-        abi=list(load_artifact("MessageCore").abi),
-    )
-    fee = int(market.chain.call(core.functions.messageFee()))
-    deadline = int(evm.coordinator_chain.w3.eth.get_block("latest")["timestamp"]) + 86_400
-    started = time.monotonic()
-    hashes = []
-    for index, job_id in enumerate(jobs):
-        if emissions.stop.is_set():
-            return
-        if rate is not None:
-            pause = started + index / rate - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)  # pacing the offered load, not synchronising
-        function = market.contract.functions.assignTasks(
-            job_id, WORKER_CHAIN, deadline, [(worker_key, 0)]
-        )
-        hashes.append(sender.send(function, value=fee))
-        emissions.record(job_id, time.time())
-    for tx_hash in hashes:
-        sender.wait(tx_hash)
-
-
-def _settings(kafka: Kafka, database_url: str, window: int, batch_max: int = 1) -> RelayerSettings:
-    tag = uuid.uuid4().hex[:8]
-    return RelayerSettings(
-        deliver_window=window, deliver_batch_max=batch_max,
-        database_url=database_url, kafka_bootstrap=kafka.bootstrap, topic_partitions=2,
-        observations_topic=f"observations-{tag}", signatures_topic=f"signatures-{tag}",
-        vaas_topic=f"vaas-{tag}", deliveries_prefix=f"deliveries-{tag}", dlq_topic=f"dlq-{tag}",
-        group_prefix=f"bench-{tag}", poll_wait_s=0.1, retry_base_s=0.05, retry_cap_s=0.5,
-        watch_interval_s=0.1,
-    )  # fmt: skip
-
-
-async def _until(
-    check: Callable[[], bool], what: str, limit_s: float, tick: Callable[[], None] = lambda: None
-) -> None:
-    """Return once `check()` (run in a thread: it may ask a chain) holds; fail after `limit_s`."""
-    try:
-        async with asyncio.timeout(limit_s):
-            while not await asyncio.to_thread(check):  # chains have no event to wait on
-                tick()
-                await asyncio.sleep(POLL_S)
-    except TimeoutError:
-        raise BenchmarkFailed(f"timed out after {limit_s:.0f} s waiting for {what}") from None
-    tick()
-
-
-async def _confirmation_times(database_url: str) -> dict[int, float]:
-    """Job id -> wall-clock time the deliver stage confirmed its TASK_ASSIGNED (worker chain)."""
-    engine = create_engine(database_url)
-    try:
-        async with async_sessionmaker(engine)() as session:
-            rows = await session.execute(
-                select(Delivery.updated_at, StoredVaa.vaa)
-                .join(StoredVaa, StoredVaa.digest == Delivery.digest)
-                .where(Delivery.destination_chain == WORKER_CHAIN)
-                .where(Delivery.status == DeliveryStatus.CONFIRMED)
-            )
-            times: dict[int, float] = {}
-            for updated_at, vaa in rows:
-                payload = decode_payload(parse_vaa(bytes(vaa)).body.payload)
-                if isinstance(payload, TaskAssigned):
-                    times[payload.job_id] = updated_at.timestamp()
-            return times
-    finally:
-        await engine.dispose()
-
-
-def _percentile(values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile of `values` (non-empty)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
-    return ordered[rank - 1]
-
-
-def _stage_figures(metrics: StageMetrics) -> dict[str, dict[str, float]]:
-    """Per stage, over the burst and steady phases: records handed on, bus transactions, and
-    the wall-clock seconds spent processing records and handing them off (where the time goes)."""
-    figures: dict[str, dict[str, float]] = {}
-
-    def add(stage: str, key: str, value: float) -> None:
-        figures.setdefault(stage, {})[key] = round(value, 3)
-
-    for family in (metrics.processed, metrics.batches, metrics.step_seconds):
-        for collected in family.collect():
-            for sample in collected.samples:
-                if not sample.name.endswith("_total"):
-                    continue
-                stage = sample.labels["stage"]
-                if family is metrics.processed:
-                    add(stage, "records", sample.value)
-                elif family is metrics.batches:
-                    add(stage, "batches", sample.value)
-                else:
-                    add(stage, f"{sample.labels['step']}_s", sample.value)
-    return dict(sorted(figures.items()))
 
 
 def _raw_vaas(evm: EvmDeployment, first: int, count: int) -> list[bytes]:
@@ -358,7 +184,7 @@ async def _deliver_stage_alone(
     raw capacities: the stages before it are not in the way."""
     vaas = await asyncio.to_thread(_raw_vaas, evm, 2 * count, count)
     digests = [parse_vaa(vaa).digest for vaa in vaas]
-    settings = _settings(kafka, database_url, window, batch_max)
+    settings = relayer_settings(kafka, database_url, window, batch_max)
     bus = KafkaBus(kafka.bootstrap)
     topic = settings.delivery_topic(WORKER_CHAIN)
     await bus.create_topics([topic], partitions=settings.topic_partitions)
@@ -443,112 +269,58 @@ async def bench_relayer(
         ValueError: `messages` is below 1.
         BenchmarkFailed: Not every message was confirmed in time.
     """
-    if messages < 1:
-        raise ValueError(f"messages must be at least 1, got {messages}")
-    steady = steady_messages if steady_messages is not None else max(10, messages // 4)
+    steady = steady_size(messages, steady_messages)
     console = console or Console(stderr=True)
     console.log("deploying the contracts on both chains")
     await asyncio.to_thread(Forge(Path(CONTRACTS_DIR)).build)
-    guardians = ["0x" + g.address.hex() for g in wormhole_testing.guardian_signers(GUARDIANS)]
-    evm = await asyncio.to_thread(deploy_pair, coordinator, workers, guardians)
-    database = f"bench_relayer_{uuid.uuid4().hex[:8]}"
-    await asyncio.to_thread(postgres.psql, f'CREATE DATABASE "{database}"', "postgres")
-    database_url = postgres.async_url.rsplit("/", 1)[0] + "/" + database
-    await asyncio.to_thread(upgrade, database_url)
+    evm = await asyncio.to_thread(deploy_pair, coordinator, workers, guardian_addresses())
+    database_url = await new_database(postgres, "bench_relayer")
     console.log(f"posting {messages + steady} jobs")
-    jobs = await asyncio.to_thread(_post_jobs, evm, messages + steady)
+    poster = Signer(evm.coordinator.private_keys[POSTER_KEY])
+    jobs = await asyncio.to_thread(post_jobs, evm.market, poster, WORKER_CHAIN, messages + steady)
     burst_jobs, steady_jobs = jobs[:messages], jobs[messages:]
 
-    settings = _settings(kafka, database_url, window, batch_max)
-    emissions = _Emissions()
+    settings = relayer_settings(kafka, database_url, window, batch_max)
     with tempfile.TemporaryDirectory(prefix="bench-relayer-") as keys:
-        guardian_files = []
-        for index in range(GUARDIANS):
-            path = Path(keys) / f"guardian-{index}.key"
-            path.write_text("0x" + wormhole_testing.guardian_key(index).hex() + "\n")
-            guardian_files.append(path)
         signer_file = Path(keys) / "signer.key"
         signer_file.write_text(evm.coordinator.private_keys[RELAYER_KEY] + "\n")
         request = StageRequest(
-            stage="all", guardian_keys=guardian_files, signer_keys={"": signer_file}
-        )
+            stage="all", guardian_keys=guardian_key_files(Path(keys)),
+            signer_keys={"": signer_file},
+        )  # fmt: skip
         metrics = stage_metrics(CollectorRegistry())
         process = await build_process(
             settings, parse_chains(evm.chains_yaml()), request, metrics=metrics
         )
-    await process.bus.create_topics(process.topics, partitions=settings.topic_partitions)
-    tasks = [asyncio.create_task(stage.run(), name=stage.name) for stage in process.stages]
     worker = Signer(evm.workers.private_keys[WORKER_KEY])
     worker_key = address_to_bytes32(worker.address)
+    aggregator = Signer(evm.coordinator.private_keys[AGGREGATOR_KEY])
+    route = Route(evm.market, aggregator, WORKER_CHAIN, database_url, timeout_s, console)
 
-    async def phase(
-        name: str, phase_jobs: Sequence[int], rate: float | None, before: int
-    ) -> list[float]:
-        """Emit `phase_jobs`, wait for them on the worker chain; their latencies."""
-        delivered = 0
+    def tasks_beyond(before: int) -> Callable[[], Awaitable[int]]:
+        """How many tasks the worker chain's hub counts for the worker beyond `before`."""
+        return in_thread(lambda: evm.hub.staker(worker.address).active_tasks - before)
 
-        def all_delivered() -> bool:
-            nonlocal delivered
-            delivered = evm.hub.staker(worker.address).active_tasks - before
-            return delivered >= len(phase_jobs)
-
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console,
-        ) as progress:  # fmt: skip
-            emitted_bar = progress.add_task(f"{name} emitted  ", total=len(phase_jobs))
-            delivered_bar = progress.add_task(f"{name} delivered", total=len(phase_jobs))
-
-            def tick() -> None:
-                progress.update(emitted_bar, completed=emissions.count() - before)
-                progress.update(delivered_bar, completed=delivered)
-
-            emitter = asyncio.create_task(
-                asyncio.to_thread(_emit, evm, phase_jobs, worker_key, emissions, rate)
-            )
-            await _until(all_delivered, f"{len(phase_jobs)} deliveries", timeout_s, tick)
-            await emitter
-        confirmed = await _confirmation_times(database_url)
-        missing = [job for job in phase_jobs if job not in confirmed]
-        deadline = asyncio.get_running_loop().time() + LEDGER_LAG_S
-        while missing and asyncio.get_running_loop().time() < deadline:
-            # on chain already; the deliverer records the last receipts a moment later
-            await asyncio.sleep(POLL_S)
-            confirmed = await _confirmation_times(database_url)
-            missing = [job for job in phase_jobs if job not in confirmed]
-        if missing:
-            raise BenchmarkFailed(
-                f"{len(phase_jobs) - len(missing)} confirmed deliveries in the ledger for "
-                f"{len(phase_jobs)} messages (missing jobs: {missing[:5]})"
-            )
-        phase_confirmed.update({job: confirmed[job] for job in phase_jobs})
-        return [confirmed[job] - emissions.at[job] for job in phase_jobs]
-
-    phase_confirmed: dict[int, float] = {}
-    try:
+    async with running(process):
         console.log("registering the worker (warms the pipeline up)")
         await asyncio.to_thread(evm.hub.stake, worker, 10**18)
         payout = address_to_bytes32(evm.coordinator.addresses[5])
         await asyncio.to_thread(evm.hub.register, worker, payout, 1)
-        await _until(
-            lambda: evm.market.worker(WORKER_CHAIN, worker_key).registered,
+        await until(
+            in_thread(lambda: evm.market.worker(WORKER_CHAIN, worker_key).registered),
             "the worker's registration on the coordinator chain",
             120.0,
         )
-        latencies = await phase("burst ", burst_jobs, None, 0)
-        elapsed = max(phase_confirmed[j] for j in burst_jobs) - min(
-            emissions.at[j] for j in burst_jobs
-        )
+        burst = [(job, worker_key) for job in burst_jobs]
+        latencies = await route.phase("burst ", burst, tasks_beyond(0))
+        elapsed = route.elapsed(burst_jobs)
         throughput = messages / elapsed
         steady_rate = throughput / 2
         console.log(f"steady load: {steady} messages at {steady_rate:.2f}/s")
-        steady_latencies = await phase("steady", steady_jobs, steady_rate, messages)
-    finally:
-        emissions.stop.set()
-        for stage in process.stages:
-            stage.stop()
-        await asyncio.wait_for(asyncio.gather(*tasks), 60)
-        await process.close()
+        steady_assignments = [(job, worker_key) for job in steady_jobs]
+        steady_latencies = await route.phase(
+            "steady", steady_assignments, tasks_beyond(messages), steady_rate
+        )
 
     console.log(f"raw capacity: {messages} receiveMessage transactions from one sender, twice")
     sequential_raw = await _raw_capacity(evm, messages, pipelined=False)
@@ -561,13 +333,13 @@ async def bench_relayer(
     return {
         "benchmark": "relayer",
         "messages": messages,
-        "confirmed": len(phase_confirmed),
+        "confirmed": len(route.confirmed),
         "window": window,
         "batch_max": settings.deliver_batch_max,
         "elapsed_s": round(elapsed, 3),
         "throughput_msg_per_s": round(throughput, 2),
-        "latency_p50_s": round(_percentile(latencies, 0.50), 3),
-        "latency_p99_s": round(_percentile(latencies, 0.99), 3),
+        "latency_p50_s": round(percentile(latencies, 0.50), 3),
+        "latency_p99_s": round(percentile(latencies, 0.99), 3),
         "latency_from": "emitting transaction accepted by the coordinator chain (wall clock)",
         "latency_to": "deliver stage's destination receipt (ledger deliveries.updated_at)",
         "sequential_raw_tps": round(sequential_raw, 2),
@@ -578,10 +350,10 @@ async def bench_relayer(
         "deliver_stage_ratio_to_pipelined_raw": round(alone / pipelined_raw, 4),
         "steady_messages": steady,
         "steady_rate_msg_per_s": round(steady_rate, 2),
-        "steady_latency_p50_s": round(_percentile(steady_latencies, 0.50), 3),
-        "steady_latency_p99_s": round(_percentile(steady_latencies, 0.99), 3),
+        "steady_latency_p50_s": round(percentile(steady_latencies, 0.50), 3),
+        "steady_latency_p99_s": round(percentile(steady_latencies, 0.99), 3),
         "destination_block_time_s": block_time_s,
-        "stages": _stage_figures(metrics),
+        "stages": stage_figures(metrics),
         "raw_transactions": messages,
         "guardians": GUARDIANS,
         "partitions": settings.topic_partitions,
@@ -589,9 +361,24 @@ async def bench_relayer(
 
 
 def measure(
-    messages: int = 1000, timeout_s: float = 1800.0, window: int = 32, batch_max: int = 1
+    messages: int = 1000,
+    timeout_s: float = 1800.0,
+    window: int = 32,
+    batch_max: int = 1,
+    solana_messages: int = 200,
 ) -> dict[str, Any]:
-    """Start anvil x2, Kafka and PostgreSQL, run :func:`bench_relayer`, stop them all."""
+    """Start anvil x2, Kafka and PostgreSQL, run :func:`bench_relayer` (the EVM route; skipped
+    when `messages` is 0) and :func:`~fedrelay.bench.relayer_solana.bench_solana_route` (the
+    Solana route, its figures under ``solana_*``; skipped when `solana_messages` is 0), stop them.
+
+    Raises:
+        ValueError: A count is negative, or both are 0.
+    """
+    if messages < 0 or solana_messages < 0 or messages + solana_messages == 0:
+        raise ValueError(
+            f"relay at least one message on one route, got {messages} (EVM) and "
+            f"{solana_messages} (Solana)"
+        )
     console = Console(stderr=True)
     console.log("starting anvil x2, PostgreSQL and Kafka")
     with (
@@ -600,18 +387,32 @@ def measure(
         Postgres() as postgres,
         Kafka() as kafka,
     ):
-        return asyncio.run(
-            bench_relayer(
-                coordinator, workers, kafka, postgres, messages,
-                window=window, batch_max=batch_max, timeout_s=timeout_s, console=console,
-            )
-        )  # fmt: skip
+        figures: dict[str, Any] = {"benchmark": "relayer"}
+        if messages:
+            figures |= asyncio.run(
+                bench_relayer(
+                    coordinator, workers, kafka, postgres, messages,
+                    window=window, batch_max=batch_max, timeout_s=timeout_s, console=console,
+                )
+            )  # fmt: skip
+        if solana_messages:
+            figures |= asyncio.run(
+                bench_solana_route(
+                    coordinator, kafka, postgres, solana_messages,
+                    window=window, timeout_s=timeout_s, console=console,
+                )
+            )  # fmt: skip
+        return figures
 
 
 def run(
-    messages: int = 1000, timeout_s: float = 1800.0, window: int = 32, batch_max: int = 1
+    messages: int = 1000,
+    timeout_s: float = 1800.0,
+    window: int = 32,
+    batch_max: int = 1,
+    solana_messages: int = 200,
 ) -> None:
     """Run the benchmark and print its figures as one JSON line on stdout."""
-    figures = measure(messages, timeout_s, window, batch_max)
+    figures = measure(messages, timeout_s, window, batch_max, solana_messages)
     print(json.dumps(figures))
     sys.stdout.flush()

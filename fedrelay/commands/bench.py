@@ -89,17 +89,30 @@ def flower(
 
 @app.command("relayer")
 def relayer(
-    messages: int = typer.Option(1_000, min=1, help="TASK_ASSIGNED messages to relay."),
+    messages: int = typer.Option(
+        1_000, min=0, help="TASK_ASSIGNED messages to relay to the EVM worker chain (0: skip)."
+    ),
     timeout: float = typer.Option(1800.0, min=1, help="Seconds to wait for every delivery."),
     window: int = typer.Option(32, min=1, help="Deliverer window (1: no pipelining)."),
     batch_max: int = typer.Option(
         1, min=1, max=32, help="Most VAAs per delivery transaction (1: no batching)."
     ),
+    solana_messages: int = typer.Option(
+        200,
+        min=0,
+        help="TASK_ASSIGNED messages to relay to the Solana worker program, on a devnet with "
+        "400 ms slots; its figures are the solana_* keys (0: skip).",
+    ),
 ) -> None:
-    """Coordinator chain to EVM worker chain on Kafka + PostgreSQL: msg/s, latency, raw capacity."""
+    """Coordinator chain to the EVM and Solana worker chains on Kafka + PostgreSQL: msg/s,
+    latency, raw capacity."""
     from fedrelay.bench.relayer import run
 
-    run(messages, timeout, window, batch_max)
+    if messages == 0 and solana_messages == 0:
+        raise typer.BadParameter(
+            "give at least one route messages", param_hint="--messages / --solana-messages"
+        )
+    run(messages, timeout, window, batch_max, solana_messages)
 
 
 @app.command("api-flood")

@@ -60,7 +60,7 @@ import collections
 import contextlib
 import logging
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 

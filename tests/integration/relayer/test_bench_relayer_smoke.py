@@ -1,4 +1,5 @@
-"""`fedrelay bench relayer` in miniature: 5 messages through the real pipeline, figures present."""
+"""`fedrelay bench relayer` in miniature: 5 messages through the real pipeline on each route (the
+EVM worker chain, the Solana worker program), figures present."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from rich.console import Console
 
 from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres
 from fedrelay.bench.relayer import bench_relayer
+from fedrelay.bench.relayer_solana import bench_solana_route
 
 pytestmark = pytest.mark.integration
 
@@ -39,3 +41,23 @@ async def test_the_relayer_benchmark_refuses_zero_messages(
 ) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         await bench_relayer(coordinator_chain, worker_chain, kafka, postgres, 0)
+
+
+async def test_the_solana_route_delivers_every_message_and_reports_its_figures(
+    coordinator_chain: Anvil, kafka: Kafka, postgres: Postgres
+) -> None:
+    figures = await bench_solana_route(
+        coordinator_chain, kafka, postgres, 5, steady_messages=3, workers=2, timeout_s=120,
+        console=Console(stderr=True, quiet=True),
+    )  # fmt: skip
+    json.dumps(figures)  # one JSON line's worth
+    assert set(figures) == {
+        "solana_messages", "solana_throughput_msg_per_s", "solana_latency_p50_s",
+        "solana_latency_p99_s", "solana_slot_ms", "solana_route",
+    }  # fmt: skip
+    assert (figures["solana_messages"], figures["solana_slot_ms"]) == (5, 400)
+    for name in ("solana_throughput_msg_per_s", "solana_latency_p50_s", "solana_latency_p99_s"):
+        assert isinstance(figures[name], float), name
+        assert figures[name] > 0, name
+    assert figures["solana_latency_p50_s"] <= figures["solana_latency_p99_s"]
+    assert "Solana worker program" in figures["solana_route"]

@@ -1,0 +1,391 @@
+"""What the relayer benchmark's routes share: the jobs, the emissions, a phase and its figures.
+
+A route's benchmark posts one-worker jobs on the coordinator chain's JobMarket beforehand, then
+runs phases: each emits one TASK_ASSIGNED per job from the aggregator (back to back, or paced at
+a rate) and waits until the destination chain holds them all and the deliver stage has recorded
+each one confirmed in the ledger. A message's latency runs from its emitting transaction's
+acceptance by the (automining) coordinator anvil, wall clock, to the deliver stage recording
+the destination's confirmation (the ledger's ``deliveries.updated_at`` as the delivery turns
+``confirmed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hexbytes import HexBytes
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from fedrelay.adapters.devnet import guardians as wormhole_testing
+from fedrelay.adapters.devnet.services import Kafka, Postgres
+from fedrelay.adapters.evm import EvmChain, Signer, address_to_bytes32
+from fedrelay.adapters.evm.artifacts import load_artifact
+from fedrelay.adapters.evm.market import JobMarketContract
+from fedrelay.adapters.ledger.database import create_engine, upgrade
+from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus, StoredVaa
+from fedrelay.protocol.wormhole import TaskAssigned, decode_payload, parse_vaa
+from fedrelay.relayer.process import RelayerProcess
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.stage import StageMetrics
+
+GUARDIANS = 3
+AGGREGATOR_KEY = 1  # the coordinator chain's aggregator (anvil account 1)
+POSTER_KEY = 4  # posts the jobs on the coordinator chain
+POLL_S = 0.1  # how often the chain is asked whether the condition holds
+#: How long the ledger may lag behind the chain: the deliverer records receipts after they land.
+LEDGER_LAG_S = 30.0
+RECEIPT_POLL_S = 0.005
+
+_T = TypeVar("_T")
+
+
+class BenchmarkFailed(RuntimeError):
+    """The pipeline did not deliver every message in time, or delivered something else."""
+
+
+@dataclass
+class Emissions:
+    """Wall-clock receipt time of each job's TASK_ASSIGNED emission (written by the emitter)."""
+
+    at: dict[int, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def record(self, job_id: int, when: float) -> None:
+        with self.lock:
+            self.at[job_id] = when
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.at)
+
+
+class FastSender:
+    """Sends one signer's transactions with locally counted nonces and fixed gas and fees."""
+
+    def __init__(self, chain: EvmChain, signer: Signer) -> None:
+        self.chain, self.signer = chain, signer
+        self.nonce = int(chain.w3.eth.get_transaction_count(signer.address, "pending"))
+        self.fees: dict[str, Any] | None = None
+
+    def send(self, function: Any, value: int = 0) -> bytes:
+        """Broadcast `function`; gas and fees are estimated for the first call only (+30% gas)."""
+        params: dict[str, Any] = {"from": self.signer.address, "value": value}
+        if self.fees is None:
+            built = dict(function.build_transaction(params))
+            self.fees = {
+                "gas": int(built["gas"] * 13 // 10),
+                "maxFeePerGas": built["maxFeePerGas"],
+                "maxPriorityFeePerGas": built["maxPriorityFeePerGas"],
+                "chainId": self.chain.chain_id,
+            }
+        params |= self.fees | {"nonce": self.nonce}
+        transaction = dict(function.build_transaction(params))
+        self.nonce += 1
+        return bytes(self.chain.w3.eth.send_raw_transaction(self.signer.sign(transaction)))
+
+    def wait(self, tx_hash: bytes) -> None:
+        """Wait for `tx_hash`'s receipt; raise when it reverted."""
+        receipt = self.chain.w3.eth.wait_for_transaction_receipt(
+            HexBytes(tx_hash), timeout=60, poll_latency=RECEIPT_POLL_S
+        )
+        if receipt["status"] != 1:
+            raise BenchmarkFailed(f"transaction 0x{tx_hash.hex()} reverted")
+
+
+def post_jobs(
+    market: JobMarketContract, poster: Signer, worker_chain: int, count: int
+) -> list[int]:
+    """Post `count` one-round, one-worker jobs for `worker_chain`; their ids in order."""
+    first = int(market.chain.call(market.contract.functions.nextJobId()))
+    sender = FastSender(market.chain, poster)
+    spec = (
+        "0x0000000000000000000000000000000000000000", b"\x11" * 32, b"\x22" * 32, 1, 1, 1, 1,
+        [worker_chain], 0, 0, 0, [address_to_bytes32(poster.address)], 3600, 7 * 86_400,
+    )  # fmt: skip
+    hashes = [sender.send(market.contract.functions.postJob(spec), value=1) for _ in range(count)]
+    for tx_hash in hashes:
+        sender.wait(tx_hash)
+    return list(range(first, first + count))
+
+
+def emit(
+    market: JobMarketContract,
+    aggregator: Signer,
+    worker_chain: int,
+    assignments: Sequence[tuple[int, bytes]],
+    emissions: Emissions,
+    rate: float | None = None,
+) -> None:
+    """One TASK_ASSIGNED per (job id, worker key): back to back (a burst), or `rate` per second
+    (steady load).
+
+    Each emission's wall-clock time is taken as the automining anvil accepts its transaction
+    (it is mined on arrival); every receipt is checked at the end.
+    """
+    sender = FastSender(market.chain, aggregator)
+    core = market.chain.w3.eth.contract(
+        address=market.chain.call(market.contract.functions.core()),
+        abi=list(load_artifact("MessageCore").abi),
+    )
+    fee = int(market.chain.call(core.functions.messageFee()))
+    deadline = int(market.chain.w3.eth.get_block("latest")["timestamp"]) + 86_400
+    started = time.monotonic()
+    hashes = []
+    for index, (job_id, worker_key) in enumerate(assignments):
+        if emissions.stop.is_set():
+            return
+        if rate is not None:
+            pause = started + index / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)  # pacing the offered load, not synchronising
+        function = market.contract.functions.assignTasks(
+            job_id, worker_chain, deadline, [(worker_key, 0)]
+        )
+        hashes.append(sender.send(function, value=fee))
+        emissions.record(job_id, time.time())
+    for tx_hash in hashes:
+        sender.wait(tx_hash)
+
+
+def relayer_settings(
+    kafka: Kafka, database_url: str, window: int, batch_max: int = 1
+) -> RelayerSettings:
+    """The benchmark's relayer settings: a fresh tag on every topic and group, quick polls."""
+    tag = uuid.uuid4().hex[:8]
+    return RelayerSettings(
+        deliver_window=window, deliver_batch_max=batch_max,
+        database_url=database_url, kafka_bootstrap=kafka.bootstrap, topic_partitions=2,
+        observations_topic=f"observations-{tag}", signatures_topic=f"signatures-{tag}",
+        vaas_topic=f"vaas-{tag}", deliveries_prefix=f"deliveries-{tag}", dlq_topic=f"dlq-{tag}",
+        group_prefix=f"bench-{tag}", poll_wait_s=0.1, retry_base_s=0.05, retry_cap_s=0.5,
+        watch_interval_s=0.1,
+    )  # fmt: skip
+
+
+async def new_database(postgres: Postgres, prefix: str) -> str:
+    """A fresh database on `postgres`, migrated; its async URL."""
+    database = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(postgres.psql, f'CREATE DATABASE "{database}"', "postgres")
+    database_url = postgres.async_url.rsplit("/", 1)[0] + "/" + database
+    await asyncio.to_thread(upgrade, database_url)
+    return database_url
+
+
+def guardian_key_files(directory: Path) -> list[Path]:
+    """The devnet guardians' key files, written into `directory` in index order."""
+    files = []
+    for index in range(GUARDIANS):
+        path = directory / f"guardian-{index}.key"
+        path.write_text("0x" + wormhole_testing.guardian_key(index).hex() + "\n")
+        files.append(path)
+    return files
+
+
+def guardian_addresses() -> list[str]:
+    """The devnet guardians' addresses (0x-hex), as the contracts and the program trust them."""
+    return ["0x" + g.address.hex() for g in wormhole_testing.guardian_signers(GUARDIANS)]
+
+
+@asynccontextmanager
+async def running(process: RelayerProcess) -> AsyncIterator[None]:
+    """Create the process's topics and run its stages for the block; then stop and close."""
+    await process.bus.create_topics(process.topics, partitions=process.settings.topic_partitions)
+    tasks = [asyncio.create_task(stage.run(), name=stage.name) for stage in process.stages]
+    try:
+        yield
+    finally:
+        for stage in process.stages:
+            stage.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        await process.close()
+
+
+def in_thread(call: Callable[[], _T]) -> Callable[[], Awaitable[_T]]:
+    """`call` run in a thread (it may block on a chain's RPC): a check for :func:`until`, a
+    count for :meth:`Route.phase`."""
+    return lambda: asyncio.to_thread(call)
+
+
+async def until(
+    check: Callable[[], Awaitable[bool]],
+    what: str,
+    limit_s: float,
+    tick: Callable[[], None] = lambda: None,
+) -> None:
+    """Return once `check()` holds; fail after `limit_s`."""
+    try:
+        async with asyncio.timeout(limit_s):
+            while not await check():  # chains have no event to wait on
+                tick()
+                await asyncio.sleep(POLL_S)
+    except TimeoutError:
+        raise BenchmarkFailed(f"timed out after {limit_s:.0f} s waiting for {what}") from None
+    tick()
+
+
+async def confirmation_times(database_url: str, destination_chain: int) -> dict[int, float]:
+    """Job id -> wall-clock time the deliver stage confirmed its TASK_ASSIGNED on the chain."""
+    engine = create_engine(database_url)
+    try:
+        async with async_sessionmaker(engine)() as session:
+            rows = await session.execute(
+                select(Delivery.updated_at, StoredVaa.vaa)
+                .join(StoredVaa, StoredVaa.digest == Delivery.digest)
+                .where(Delivery.destination_chain == destination_chain)
+                .where(Delivery.status == DeliveryStatus.CONFIRMED)
+            )
+            times: dict[int, float] = {}
+            for updated_at, vaa in rows:
+                payload = decode_payload(parse_vaa(bytes(vaa)).body.payload)
+                if isinstance(payload, TaskAssigned):
+                    times[payload.job_id] = updated_at.timestamp()
+            return times
+    finally:
+        await engine.dispose()
+
+
+def steady_size(messages: int, steady_messages: int | None) -> int:
+    """How many messages the steady phase offers: `steady_messages`, else a quarter of the
+    burst's `messages`, at least 10.
+
+    Raises:
+        ValueError: `messages` is below 1.
+    """
+    if messages < 1:
+        raise ValueError(f"messages must be at least 1, got {messages}")
+    return steady_messages if steady_messages is not None else max(10, messages // 4)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of `values` (non-empty)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
+    return ordered[rank - 1]
+
+
+def stage_figures(metrics: StageMetrics) -> dict[str, dict[str, float]]:
+    """Per stage, over the whole run (warm-up, burst and steady phases): records handed on, bus
+    transactions, and the wall-clock seconds spent processing records and handing them off
+    (where the time goes)."""
+    figures: dict[str, dict[str, float]] = {}
+
+    def add(stage: str, key: str, value: float) -> None:
+        figures.setdefault(stage, {})[key] = round(value, 3)
+
+    for family in (metrics.processed, metrics.batches, metrics.step_seconds):
+        for collected in family.collect():
+            for sample in collected.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                stage = sample.labels["stage"]
+                if family is metrics.processed:
+                    add(stage, "records", sample.value)
+                elif family is metrics.batches:
+                    add(stage, "batches", sample.value)
+                else:
+                    add(stage, f"{sample.labels['step']}_s", sample.value)
+    return dict(sorted(figures.items()))
+
+
+@dataclass
+class Route:
+    """TASK_ASSIGNED messages from the coordinator chain's JobMarket to `worker_chain`, run in
+    phases; what the deliver stage confirmed, by job id, is gathered in :attr:`confirmed`.
+
+    Attributes:
+        market: The JobMarket that emits.
+        aggregator: Its aggregator, who assigns the tasks.
+        worker_chain: The destination's Wormhole chain id.
+        database_url: The relayer's ledger.
+        timeout_s: The most seconds a phase may take to be delivered.
+        console: Where progress goes.
+    """
+
+    market: JobMarketContract
+    aggregator: Signer
+    worker_chain: int
+    database_url: str
+    timeout_s: float
+    console: Console
+    emissions: Emissions = field(default_factory=Emissions)
+    confirmed: dict[int, float] = field(default_factory=dict)
+
+    async def phase(
+        self,
+        name: str,
+        assignments: Sequence[tuple[int, bytes]],
+        delivered: Callable[[], Awaitable[int]],
+        rate: float | None = None,
+    ) -> list[float]:
+        """Emit one TASK_ASSIGNED per (job id, worker key) and wait until `delivered()` (how many
+        of them the destination chain holds) counts them all and the ledger has each confirmed;
+        their latencies, in seconds, in the order given."""
+        jobs = [job for job, _ in assignments]
+        before = self.emissions.count()
+        seen = 0
+
+        async def all_delivered() -> bool:
+            nonlocal seen
+            seen = await delivered()
+            return seen >= len(jobs)
+
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=self.console,
+        ) as progress:  # fmt: skip
+            emitted_bar = progress.add_task(f"{name} emitted  ", total=len(jobs))
+            delivered_bar = progress.add_task(f"{name} delivered", total=len(jobs))
+
+            def tick() -> None:
+                progress.update(emitted_bar, completed=self.emissions.count() - before)
+                progress.update(delivered_bar, completed=seen)
+
+            emitter = asyncio.create_task(
+                asyncio.to_thread(
+                    emit, self.market, self.aggregator, self.worker_chain, assignments,
+                    self.emissions, rate,
+                )
+            )  # fmt: skip
+            try:
+                await until(all_delivered, f"{len(jobs)} deliveries", self.timeout_s, tick)
+                await emitter
+            except BaseException:
+                self.emissions.stop.set()  # the emitter returns at its next message
+                raise
+        confirmed = await self._ledger_confirmations(jobs)
+        self.confirmed.update(confirmed)
+        return [confirmed[job] - self.emissions.at[job] for job in jobs]
+
+    async def _ledger_confirmations(self, jobs: Sequence[int]) -> dict[int, float]:
+        """When the deliver stage confirmed each of `jobs` (on chain already: the deliverer
+        records the last receipts a moment later)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEDGER_LAG_S
+        while True:
+            confirmed = await confirmation_times(self.database_url, self.worker_chain)
+            missing = [job for job in jobs if job not in confirmed]
+            if not missing:
+                return {job: confirmed[job] for job in jobs}
+            if loop.time() >= deadline:
+                raise BenchmarkFailed(
+                    f"{len(jobs) - len(missing)} confirmed deliveries in the ledger for "
+                    f"{len(jobs)} messages (missing jobs: {missing[:5]})"
+                )
+            await asyncio.sleep(POLL_S)
+
+    def elapsed(self, jobs: Sequence[int]) -> float:
+        """Seconds from the first emission of `jobs` to the last confirmation."""
+        return max(self.confirmed[j] for j in jobs) - min(self.emissions.at[j] for j in jobs)

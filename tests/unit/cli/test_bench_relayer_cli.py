@@ -1,0 +1,33 @@
+"""`fedrelay bench relayer`: each route's size reaches the benchmark; an empty run is refused."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from fedrelay.bench import relayer
+from fedrelay.cli import app
+
+
+def test_the_solana_route_is_sized_or_skipped_from_the_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(relayer, "run", lambda *args: calls.append(args))
+    done = CliRunner().invoke(app, ["bench", "relayer", "--messages", "50"])
+    assert done.exit_code == 0, done.output
+    assert calls[-1] == (50, 1800.0, 32, 1, 200)  # the Solana route by default, 200 messages
+    done = CliRunner().invoke(app, ["bench", "relayer", "--solana-messages", "0"])
+    assert done.exit_code == 0, done.output
+    assert calls[-1] == (1000, 1800.0, 32, 1, 0)
+    done = CliRunner().invoke(app, ["bench", "relayer", "--messages", "0", "--solana-messages=7"])
+    assert done.exit_code == 0, done.output
+    assert calls[-1] == (0, 1800.0, 32, 1, 7)
+
+
+def test_a_run_without_messages_is_refused() -> None:
+    done = CliRunner().invoke(app, ["bench", "relayer", "--messages=0", "--solana-messages=0"])
+    assert done.exit_code == 2
+    assert "give at least one route messages" in " ".join(done.output.replace("│", " ").split())
+    with pytest.raises(ValueError, match="at least one message"):
+        relayer.measure(0, solana_messages=0)
