@@ -376,9 +376,9 @@ class SignerLane:
         exception for the stage runner; its window slot is released unless it is in flight.
 
         A broadcast refused part-way leaves the group's later attempts persisted and unsent:
-        they are handed back to be retried alone, and the lane's next nonce is read afresh,
-        which sends persisted unsent attempts first (:meth:`Deliverer.send_unsent`), so their
-        nonces never stay a gap.
+        they are ended as never sent (their nonces are free again) and handed back to be
+        retried alone, and the lane's next nonce is read afresh, so the refused nonce is filled
+        by the next transaction rather than left as a gap.
         """
         deliverer, chain = self.deliverer, self.deliverer.chain
 
@@ -427,11 +427,14 @@ class SignerLane:
             except _ChainFailure as failed:
                 self.forget_nonce()
                 end(item, failed)
-                for later, _ in signed[index + 1 :]:
-                    end(later, DeliveryRetry(
-                        f"delivery {later.label}: not sent, nonce {one.nonce} before it was "
-                        f"refused ({failed.failure.reason}); resumed alone"
-                    ))  # fmt: skip
+                later = list(zip(signed[index + 1 :], attempt_ids[index + 1 :], strict=True))
+                why = (
+                    f"not sent: nonce {nonce + index} before it was refused "
+                    f"({failed.failure.reason})"
+                )
+                await self._never_sent([attempt_id for _, attempt_id in later], why)
+                for (later_item, _), _ in later:
+                    end(later_item, DeliveryRetry(f"delivery {later_item.label}: {why}"))
                 break
             self._next_nonce = nonce + index + 1
             sent.append((item, one, attempt_id))
@@ -439,6 +442,21 @@ class SignerLane:
             task = asyncio.create_task(self._record_sent(sent))
             self._recording.add(task)
             task.add_done_callback(self._recording.discard)
+
+    async def _never_sent(self, attempt_ids: list[int], why: str) -> None:
+        """End persisted attempts that were never broadcast (FAILED): their nonces are free
+        again, so the lane's next nonce fills them rather than leaving a gap behind. Should
+        the ledger be away, they stay PREPARED and go out before any new nonce is taken
+        (:meth:`Deliverer.send_unsent`)."""
+        if not attempt_ids:
+            return
+        try:
+            async with self.deliverer.ledger.transaction() as work:
+                for attempt_id in attempt_ids:
+                    await work.set_attempt_outcome(attempt_id, AttemptOutcome.FAILED, error=why)
+        except Exception as exc:
+            log.warning("deliver-%d: cannot record %d attempts as not sent: %s",
+                        self.chain_id, len(attempt_ids), exc)  # fmt: skip
 
     async def _record_sent(self, sent: list[tuple[_Queued, SignedDelivery, int]]) -> None:
         """Record a group's broadcasts (one ledger transaction), then hand each transaction to

@@ -249,6 +249,42 @@ async def test_killed_with_a_full_window_in_flight_every_message_lands_once(
     await restarted.close()
 
 
+@dataclass
+class RefusesOnce(FakeDestination):
+    """A destination that refuses the broadcast at one nonce, once (an underpriced bid)."""
+
+    refuse_nonce: int = 0
+    refused: bool = False
+
+    async def broadcast(self, delivery: SignedDelivery) -> None:
+        if delivery.nonce == self.refuse_nonce and not self.refused:
+            self.refused = True
+            raise FakeChainError(FailureKind.UNDERPRICED, "transaction underpriced")
+        await super().broadcast(delivery)
+
+
+async def test_a_broadcast_refused_inside_a_group_leaves_no_gap_and_each_lands_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    wanted = [request(n) for n in range(1, 25)]
+    chain = RefusesOnce(nonce=3, refuse_nonce=6)
+    stage = pipeline(sessions, chain, window=8)
+    results = await asyncio.wait_for(stage.process_batch(records(wanted)), 10)
+    assert chain.refused
+    failed = [n for n, result in enumerate(results) if not isinstance(result, StageResult)]
+    assert failed  # the refused one (and any signed after it in its group) go back
+    for index in failed:  # as the stage runner retries them: alone
+        await asyncio.wait_for(stage.process(records(wanted)[index]), 10)
+
+    assert sorted(chain.applied) == sorted(item.digest for item in wanted)  # each once
+    assert chain.nonce == 3 + len(wanted)  # every nonce used: no gap was left behind
+    assert not [tx for tx in chain.txs.values() if tx.state == TxState.PENDING]
+    # delivered, every one; a handed-back one sent again before its retry reads as consumed
+    delivered = {DeliveryStatus.CONFIRMED, DeliveryStatus.ALREADY_DELIVERED}
+    assert set(await statuses(sessions)) <= delivered
+    await stage.close()
+
+
 async def test_a_key_pool_splits_emitters_among_keys_and_keeps_each_emitters_order(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
