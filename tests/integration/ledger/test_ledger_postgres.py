@@ -9,6 +9,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from support.relayer import sample_observation, signed_vaa_bytes
+from support.wormhole import guardian_signers
 
 from fedrelay.adapters.devnet.services import Postgres
 from fedrelay.adapters.ledger.database import (
@@ -18,6 +20,10 @@ from fedrelay.adapters.ledger.database import (
     upgrade,
 )
 from fedrelay.adapters.ledger.models import SignerNonce, StoredVaa
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
+from fedrelay.ports.relay import SignedDelivery
+from fedrelay.ports.relayer_ledger import AttemptOutcome, DeliveryStatus
+from fedrelay.protocol.wormhole import parse_vaa
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +63,51 @@ async def test_upgrade_and_u64_round_trip(postgres: Postgres) -> None:
                 session.add(SignerNonce(chain_id=4, signer="0xabc", next_nonce=5))
     finally:
         await engine.dispose()
+
+
+async def test_attempts_of_a_group_are_written_sent_and_settled_in_bulk(postgres: Postgres) -> None:
+    """The deliver pipeline's bulk writes, on PostgreSQL: attempts persisted in one statement
+    (ids in order), their broadcasts recorded, and their deliveries settled with the landed
+    attempt confirmed and every other in-flight attempt of the delivery replaced."""
+    await asyncio.to_thread(upgrade, postgres.async_url)
+    ledger = SqlRelayerLedger.open(postgres.async_url)
+    signed = [
+        SignedDelivery(f"0x{n:064x}", bytes([n]), nonce=100 + n, fee_per_gas=7) for n in range(1, 4)
+    ]
+    try:
+        deliveries = []
+        async with ledger.transaction() as work:
+            for n in range(1, 4):
+                vaa = signed_vaa_bytes(sample_observation(9_000 + n), guardian_signers(1))
+                parsed = parse_vaa(vaa)
+                await work.insert_vaa(
+                    vaa, digest=parsed.digest, message_id=parsed.message_id,
+                    guardian_set_index=0, num_signatures=1, trace_context=None,
+                )  # fmt: skip
+                deliveries.append((await work.open_delivery(parsed.digest, 4, None)).id)
+            older = await work.add_attempt(deliveries[0], 1, "0xsigner", signed[2])
+            ids = await work.add_attempts(
+                "0xsigner", [(d, 2, one) for d, one in zip(deliveries, signed, strict=True)]
+            )
+        assert len(ids) == 3  # in order: each id carries its own nonce (checked below)
+        async with ledger.transaction() as work:
+            await work.record_broadcasts(
+                [(d, a, one.tx_id) for d, a, one in zip(deliveries, ids, signed, strict=True)]
+            )
+        async with ledger.reading() as work:
+            for delivery_id, attempt_id, one in zip(deliveries, ids, signed, strict=True):
+                record = await work.delivery(delivery_id)
+                assert (record.status, record.tx_hash) == (DeliveryStatus.SUBMITTED, one.tx_id)
+                assert (await work.attempt(attempt_id)).outcome == AttemptOutcome.BROADCAST
+                assert (await work.attempt(attempt_id)).nonce == one.nonce
+        async with ledger.transaction() as work:
+            await work.settle_confirmed(
+                [(d, a, one.tx_id) for d, a, one in zip(deliveries, ids, signed, strict=True)]
+            )
+        async with ledger.reading() as work:
+            for delivery_id, attempt_id in zip(deliveries, ids, strict=True):
+                assert (await work.delivery(delivery_id)).status == DeliveryStatus.CONFIRMED
+                assert (await work.attempt(attempt_id)).outcome == AttemptOutcome.CONFIRMED
+            assert (await work.attempt(older)).outcome == AttemptOutcome.REPLACED
+    finally:
+        await ledger.close()
