@@ -83,6 +83,12 @@ class MerkleAccumulator:
             self._pending[level] = node
         self.count += 1
 
+    @property
+    def levels(self) -> int:
+        """How many levels the accumulator spans, the most nodes it holds: the bit length of
+        the leaf count."""
+        return len(self._pending)
+
     def root(self) -> bytes:
         """The root over the leaves added so far (a single leaf is its own root).
 

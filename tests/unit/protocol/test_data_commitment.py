@@ -124,6 +124,15 @@ def test_streaming_root_is_the_level_by_level_tree(count: int) -> None:
     assert commit_leaves(one for one in leaves) == DataCommitment(MerkleTree(leaves).root, count)
 
 
+def test_the_streaming_root_holds_one_node_per_level() -> None:
+    accumulator = MerkleAccumulator()
+    for i in range(1000):
+        accumulator.add(leaf(i))
+        assert accumulator.levels == (i + 1).bit_length()
+    assert accumulator.count == 1000
+    assert accumulator.root() == MerkleTree([leaf(i) for i in range(1000)]).root
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 5, 6, 7, 12, 13])
 def test_every_example_opens_and_no_other_does(count: int) -> None:
     leaves = [leaf(i) for i in range(count)]
