@@ -87,6 +87,7 @@ def evidence_blob(state: RoundState, assignment: Assignment, challenges: list[Ch
         else {
             "update_hash": commitment.update_hash.hex(),
             "transcript_root": commitment.transcript_root.hex(),
+            "data_root": commitment.data_root.hex(),
             "num_samples": commitment.num_samples,
             "train_loss": commitment.train_loss,
         },

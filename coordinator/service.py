@@ -419,6 +419,7 @@ class CoordinatorService:
             event.worker,
             found.update_hash,
             found.transcript_root,
+            found.data_root,
             found.num_samples,
             found.train_loss,
             event.block,

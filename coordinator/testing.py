@@ -204,6 +204,7 @@ class FakeJobMarket:
         worker: WorkerRef,
         update_hash: bytes,
         transcript_root: bytes,
+        data_root: bytes,
         num_samples: int,
         train_loss: int,
     ) -> None:
@@ -222,7 +223,7 @@ class FakeJobMarket:
         if task.committed:
             raise ChainError("TaskAlreadyCommitted")
         self.tasks[key] = ChainCommitment(
-            True, True, update_hash, transcript_root, num_samples, train_loss
+            True, True, update_hash, transcript_root, data_root, num_samples, train_loss
         )
         block = self._mine()
         self.log.append(
@@ -279,7 +280,7 @@ class FakeJobMarket:
         self, job_id: int, round_number: int, worker: WorkerRef
     ) -> ChainCommitment:
         """See :meth:`CoordinatorChain.commitment`."""
-        none = ChainCommitment(False, False, bytes(32), bytes(32), 0, 0)
+        none = ChainCommitment(False, False, bytes(32), bytes(32), bytes(32), 0, 0)
         return self.tasks.get((job_id, round_number, worker), none)
 
     async def stake(self, worker: WorkerRef) -> int:
@@ -326,7 +327,7 @@ class FakeJobMarket:
             if (job_id, round_number, worker) in self.tasks:
                 raise ChainError("TaskAlreadyAssigned")
             self.tasks[(job_id, round_number, worker)] = ChainCommitment(
-                True, False, bytes(32), bytes(32), 0, 0
+                True, False, bytes(32), bytes(32), bytes(32), 0, 0
             )
         job.rounds[round_number] = ChainRound(
             ChainRoundPhase.COLLECTING, current.assigned + len(tasks), 0, bytes(32)

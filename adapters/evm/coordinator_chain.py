@@ -272,6 +272,7 @@ class EvmCoordinatorChain:
             committed=found.state is TaskState.COMMITTED,
             update_hash=found.update_hash,
             transcript_root=found.transcript_root,
+            data_root=found.data_root,
             num_samples=found.num_samples,
             train_loss=found.train_loss,
         )

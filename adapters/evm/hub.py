@@ -94,12 +94,14 @@ class WorkerHubContract:
         round_number: int,
         update_hash: bytes,
         transcript_root: bytes,
+        data_root: bytes,
         num_samples: int,
         train_loss: int,
     ) -> TxReceipt:
-        """Commit the signer's update for an assigned task (publishes UPDATE_COMMITTED)."""
+        """Commit the signer's update for an assigned task, and the root and count of the data it
+        trained on (publishes UPDATE_COMMITTED)."""
         function = self.contract.functions.commitUpdate(
-            job_id, round_number, update_hash, transcript_root, num_samples, train_loss
+            job_id, round_number, update_hash, transcript_root, data_root, num_samples, train_loss
         )
         return self.chain.transact(signer, function, value=self._fee())
 

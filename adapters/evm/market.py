@@ -122,6 +122,7 @@ class Commitment:
     state: TaskState
     update_hash: bytes
     transcript_root: bytes
+    data_root: bytes
     num_samples: int
     train_loss: int
 
@@ -305,13 +306,15 @@ class JobMarketContract:
             self.contract.functions.taskIdOf(job_id, round_number, worker_chain, worker_key)
         )
         raw = self.chain.call(self.contract.functions.getTask(task_id))
-        # (state, refused, released, proposal, numSamples, trainLoss, updateHash, transcriptRoot)
+        # (state, refused, released, proposal, numSamples, trainLoss, updateHash, transcriptRoot,
+        #  dataRoot)
         return Commitment(
             state=TaskState(raw[0]),
             num_samples=int(raw[4]),
             train_loss=int(raw[5]),
             update_hash=bytes(raw[6]),
             transcript_root=bytes(raw[7]),
+            data_root=bytes(raw[8]),
         )
 
     def worker(self, worker_chain: int, worker_key: bytes) -> RegisteredWorker:

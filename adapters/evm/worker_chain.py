@@ -191,6 +191,7 @@ class EvmWorkerChain:
                 key.round,
                 commitment.update_hash,
                 commitment.transcript_root,
+                commitment.data_root,
                 commitment.num_samples,
                 commitment.train_loss,
             )

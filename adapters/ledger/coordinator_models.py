@@ -87,6 +87,7 @@ class CoordinatorTask(Base):
     evidence: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     update_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     transcript_root: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    data_root: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     num_samples: Mapped[int | None] = mapped_column(BigInteger)
     train_loss: Mapped[int | None] = mapped_column(BigInteger)
     committed_block: Mapped[int | None] = mapped_column(BigInteger)

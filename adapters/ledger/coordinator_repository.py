@@ -73,6 +73,7 @@ def _task_row(state: RoundState, assignment: Assignment) -> CoordinatorTask:
         evidence=assignment.evidence,
         update_hash=commitment.update_hash if commitment else None,
         transcript_root=commitment.transcript_root if commitment else None,
+        data_root=commitment.data_root if commitment else None,
         num_samples=commitment.num_samples if commitment else None,
         train_loss=commitment.train_loss if commitment else None,
         committed_block=commitment.block if commitment else None,
@@ -87,6 +88,7 @@ def _assignment(row: CoordinatorTask) -> Assignment:
             worker,
             row.update_hash,
             row.transcript_root,
+            row.data_root or bytes(32),  # committed before data commitments
             int(row.num_samples or 0),
             int(row.train_loss or 0),
             int(row.committed_block or 0),

@@ -155,6 +155,7 @@ class Commitment:
     round: int
     update_hash: bytes
     transcript_root: bytes
+    data_root: bytes
     num_samples: int
     train_loss: int
 
@@ -167,16 +168,18 @@ def commit_update(
     _uint("round", commitment.round, _U32)
     _bytes32("update_hash", commitment.update_hash)
     _bytes32("transcript_root", commitment.transcript_root)
+    _bytes32("data_root", commitment.data_root)
     _uint("num_samples", commitment.num_samples, _U32)
     _uint("train_loss", commitment.train_loss, _U32)
     _uint("nonce", nonce, _U32)
     data = struct.pack(
-        "<BQI32s32sIII",
+        "<BQI32s32s32sIII",
         Tag.COMMIT_UPDATE,
         commitment.job_id,
         commitment.round,
         commitment.update_hash,
         commitment.transcript_root,
+        commitment.data_root,
         commitment.num_samples,
         commitment.train_loss,
         nonce,

@@ -268,6 +268,7 @@ class SolanaWorkerChain:
             key.round,
             commitment.update_hash,
             commitment.transcript_root,
+            commitment.data_root,
             commitment.num_samples,
             commitment.train_loss,
         )

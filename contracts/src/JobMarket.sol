@@ -117,6 +117,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         uint32 trainLoss;
         bytes32 updateHash;
         bytes32 transcriptRoot;
+        bytes32 dataRoot;
     }
 
     /// @notice One worker's outcome in a round, as the aggregator proposes it.
@@ -456,6 +457,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         task.state = TaskState.Committed;
         task.updateHash = m.updateHash;
         task.transcriptRoot = m.transcriptRoot;
+        task.dataRoot = m.dataRoot;
         task.numSamples = m.numSamples;
         task.trainLoss = m.trainLoss;
         emit UpdateReceived(jobId, m.round, chain, m.workerKey, m.updateHash);

@@ -107,7 +107,13 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     );
     event TaskRefused(bytes32 indexed taskId, bytes32 indexed workerKey, RefusalReason reason);
     event UpdateCommitted(
-        bytes32 indexed taskId, address indexed worker, bytes32 updateHash, bytes32 transcriptRoot, uint64 sequence
+        bytes32 indexed taskId,
+        address indexed worker,
+        bytes32 updateHash,
+        bytes32 transcriptRoot,
+        bytes32 dataRoot,
+        uint32 numSamples,
+        uint64 sequence
     );
     event TaskReleased(bytes32 indexed taskId, address indexed worker, uint8 outcome);
     event TaskExpiredReleased(bytes32 indexed taskId, address indexed worker);
@@ -398,7 +404,9 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
 
     // ------------------------------------------------------------------ commitments
 
-    /// @notice Commit the caller's update for an assigned task (publishes UPDATE_COMMITTED).
+    /// @notice Commit the caller's update for an assigned task (publishes UPDATE_COMMITTED), and
+    /// the data it trained on: `dataRoot`, the Merkle root over the hashes of its `numSamples`
+    /// examples (docs/protocol.md, "Data commitments").
     /// @dev Only the assigned worker, once, no later than the task's deadline, while the task is
     /// neither settled nor released and the worker's bonded stake still covers its lock. Pays the
     /// core's fee as `msg.value`.
@@ -408,6 +416,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint32 round,
         bytes32 updateHash,
         bytes32 transcriptRoot,
+        bytes32 dataRoot,
         uint32 numSamples,
         uint32 trainLoss
     ) external payable returns (uint64 sequence) {
@@ -420,10 +429,11 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         message.workerKey = PayloadCodec.toBytes32(msg.sender);
         message.updateHash = updateHash;
         message.transcriptRoot = transcriptRoot;
+        message.dataRoot = dataRoot;
         message.numSamples = numSamples;
         message.trainLoss = trainLoss;
         sequence = _publish(PayloadCodec.encode(message), fee);
-        emit UpdateCommitted(taskId, msg.sender, updateHash, transcriptRoot, sequence);
+        emit UpdateCommitted(taskId, msg.sender, updateHash, transcriptRoot, dataRoot, numSamples, sequence);
     }
 
     function _markCommitted(uint64 jobId, uint32 round, bytes32 updateHash) private returns (bytes32 taskId) {

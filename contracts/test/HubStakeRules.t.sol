@@ -66,7 +66,7 @@ contract HubStakeRulesTest is HubFixture {
         assertEq(uint8(hub.getTask(taskId).state), uint8(WorkerHub.TaskState.None), "no task");
         vm.prank(worker(1));
         vm.expectRevert(abi.encodeWithSelector(WorkerHub.NotAssignedWorker.selector, taskId, worker(1)));
-        hub.commitUpdate(5, 0, keccak256("update"), keccak256("root"), 1, 1);
+        hub.commitUpdate(5, 0, keccak256("update"), keccak256("root"), keccak256("data"), 1, 1);
     }
 
     function test_batchNamingAWithdrawnWorker_appliesForEveryOtherWorker() public {
@@ -192,7 +192,7 @@ contract HubStakeRulesTest is HubFixture {
         assertEq(hub.getStaker(worker(1)).locked, 0, "lock freed");
         vm.prank(worker(1));
         vm.expectRevert(abi.encodeWithSelector(WorkerHub.TaskAlreadyReleased.selector, taskId));
-        hub.commitUpdate(5, 0, bytes32(0), bytes32(0), 0, 0);
+        hub.commitUpdate(5, 0, bytes32(0), bytes32(0), bytes32(0), 0, 0);
         vm.expectEmit(true, true, false, true);
         emit WorkerHub.SettlementSkipped(taskId, toBytes32(worker(1)), WorkerHub.SkipReason.Released);
         settle(5, 0, worker(1), PayloadCodec.OUTCOME_SLASHED, 1e8);

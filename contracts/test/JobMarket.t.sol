@@ -435,6 +435,7 @@ contract JobMarketTest is MarketFixture {
         JobMarket.Task memory t = market.getTask(market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(0)));
         assertEq(uint8(t.state), uint8(JobMarket.TaskState.Committed), "committed");
         assertEq(t.numSamples, 1000, "samples");
+        assertEq(t.dataRoot, keccak256(abi.encode("data", workerKey(0), uint32(0))), "data root");
         assertEq(t.trainLoss, 250_000, "loss");
     }
 

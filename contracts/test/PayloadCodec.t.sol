@@ -107,6 +107,8 @@ contract PayloadCodecTest is Test {
         } else if (id == PayloadCodec.UPDATE_COMMITTED) {
             PayloadCodec.UpdateCommitted memory m = codec.decodeUpdateCommitted(raw);
             assertEq(m.round, vm.parseJsonUint(vectors, _field(i, "round")), "round");
+            assertEq(m.transcriptRoot, bytes32(vm.parseJsonBytes(vectors, _field(i, "transcript_root"))), "transcript");
+            assertEq(m.dataRoot, bytes32(vm.parseJsonBytes(vectors, _field(i, "data_root"))), "data root");
             assertEq(m.numSamples, vm.parseJsonUint(vectors, _field(i, "num_samples")), "samples");
             assertEq(m.trainLoss, vm.parseJsonUint(vectors, _field(i, "train_loss")), "loss");
         } else if (id == PayloadCodec.STAKE_CHANGED) {
@@ -293,12 +295,13 @@ contract PayloadCodecTest is Test {
         assertEq(raw.length, 120, "registered size");
         assertEq(codec.roundTrip(raw), raw, "registered");
         PayloadCodec.UpdateCommitted memory u =
-            PayloadCodec.UpdateCommitted(PayloadCodec.Header(3, 2, a, n), x, b, a, b, x, x);
+            PayloadCodec.UpdateCommitted(PayloadCodec.Header(3, 2, a, n), x, b, a, b, a, x, x);
         raw = codec.encodeUpdateCommitted(u);
-        assertEq(raw.length, 152, "committed size");
+        assertEq(raw.length, 184, "committed size");
         PayloadCodec.UpdateCommitted memory back = codec.decodeUpdateCommitted(raw);
         assertEq(back.header.jobId, n, "job");
         assertEq(back.trainLoss, x, "loss");
         assertEq(back.transcriptRoot, b, "root");
+        assertEq(back.dataRoot, a, "data root");
     }
 }

@@ -228,14 +228,25 @@ contract WorkerHubTest is HubFixture {
     function test_commitUpdate_publishesUpdateCommitted() public {
         assignTo(5, 1, one(worker(1)));
         vm.recordLogs();
+        vm.expectEmit(true, true, false, true);
+        emit WorkerHub.UpdateCommitted(
+            taskOf(5, 1, worker(1)),
+            worker(1),
+            keccak256("update"),
+            keccak256("root"),
+            keccak256("data"),
+            640,
+            core.nextSequence(address(hub))
+        );
         vm.prank(worker(1));
-        hub.commitUpdate(5, 1, keccak256("update"), keccak256("root"), 640, 123_456);
+        hub.commitUpdate(5, 1, keccak256("update"), keccak256("root"), keccak256("data"), 640, 123_456);
         PayloadCodec.UpdateCommitted memory expected = PayloadCodec.UpdateCommitted(
             PayloadCodec.Header(3, COORDINATOR, MARKET, 5),
             1,
             toBytes32(worker(1)),
             keccak256("update"),
             keccak256("root"),
+            keccak256("data"),
             640,
             123_456
         );
@@ -251,10 +262,10 @@ contract WorkerHubTest is HubFixture {
         bytes32 otherRound = taskOf(5, 2, worker(1));
         vm.prank(worker(2));
         vm.expectRevert(abi.encodeWithSelector(WorkerHub.NotAssignedWorker.selector, strangerTask, worker(2)));
-        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), 0, 0);
+        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), bytes32(0), 0, 0);
         vm.prank(worker(1));
         vm.expectRevert(abi.encodeWithSelector(WorkerHub.NotAssignedWorker.selector, otherRound, worker(1)));
-        hub.commitUpdate(5, 2, bytes32(0), bytes32(0), 0, 0);
+        hub.commitUpdate(5, 2, bytes32(0), bytes32(0), bytes32(0), 0, 0);
     }
 
     function test_attack_lateCommitmentRejected() public {
@@ -264,10 +275,10 @@ contract WorkerHubTest is HubFixture {
         vm.warp(deadline + 1);
         vm.prank(worker(1));
         vm.expectRevert(abi.encodeWithSelector(WorkerHub.CommitmentTooLate.selector, taskId, deadline));
-        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), 0, 0);
+        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), bytes32(0), 0, 0);
         vm.warp(deadline);
         vm.prank(worker(1));
-        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), 0, 0); // at the deadline is still in time
+        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), bytes32(0), 0, 0); // at the deadline is still in time
     }
 
     function test_commitUpdate_onceOnlyAndNotAfterSettlement() public {
@@ -275,16 +286,16 @@ contract WorkerHubTest is HubFixture {
         bytes32 first = taskOf(5, 1, worker(1));
         bytes32 settledTask = taskOf(6, 1, worker(1));
         vm.startPrank(worker(1));
-        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), 0, 0);
+        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), bytes32(0), 0, 0);
         vm.expectRevert(abi.encodeWithSelector(WorkerHub.AlreadyCommitted.selector, first));
-        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), 0, 0);
+        hub.commitUpdate(5, 1, bytes32(0), bytes32(0), bytes32(0), 0, 0);
         vm.stopPrank();
         stakeAs(worker(1), 1 ether); // the lock of a second open task
         assignTo(6, 1, one(worker(1)));
         settle(6, 1, worker(1), 1, 0);
         vm.prank(worker(1));
         vm.expectRevert(abi.encodeWithSelector(WorkerHub.TaskAlreadySettled.selector, settledTask));
-        hub.commitUpdate(6, 1, bytes32(0), bytes32(0), 0, 0);
+        hub.commitUpdate(6, 1, bytes32(0), bytes32(0), bytes32(0), 0, 0);
     }
 
     // ------------------------------------------------------------------ settlement

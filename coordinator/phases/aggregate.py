@@ -2,11 +2,11 @@
 
 :meth:`RoundAggregation.work` is called on every step while a round aggregates. It
 
-1. checks each committed count against the assigned shard's size (the data is published, so the
-   coordinator rebuilds every shard; a count a worker wrote never weighs or pays), and each
-   committed update against its on-chain commitment (a plain update blob, or the masked input,
-   whose count is checked too, under secure aggregation); a mismatch or a missing upload is
-   rejected and slashed;
+1. checks each committed data commitment against the assigned shard (the data is published, so
+   the coordinator rebuilds every shard: its size and the root over its example hashes; a count
+   a worker wrote never weighs or pays), and each committed update against its on-chain
+   commitment (a plain update blob, or the masked input, whose count is checked too, under
+   secure aggregation); a mismatch or a missing upload is rejected and slashed;
 2. (plain rounds) challenges the transcripts drawn from the round's challenge seed and replays
    each answer; the seed is the hash of the first coordinator-chain block after the round's
    commitments closed, so the round waits (it does not fail) until that block exists. The answer
@@ -445,16 +445,32 @@ class RoundAggregation:
     async def _check_counts(
         self, state: RoundState, sizes: dict[bytes, int], slash: int, now: int
     ) -> RoundState:
-        """Reject and slash each committed worker whose committed ``num_samples`` is not its
-        assigned shard's size."""
+        """Reject and slash each committed worker whose data commitment is not its task's: on
+        published data, a ``num_samples`` other than the assigned shard's size or a
+        ``data_root`` other than the root over its examples (the coordinator rebuilds the
+        shard); on the workers' own data, a commitment to no example. A private count is
+        recorded, not weighed: nothing checks it yet."""
+        workbench = self._context.workbench
+        published = self._context.config.published_data is not None
         for a in state.with_status(TaskStatus.COMMITTED):
             assert a.commitment is not None
-            size = sizes[a.worker.worker_id]
-            if a.commitment.num_samples != size:
+            reason = ""
+            if not published:
+                if a.commitment.num_samples < 1:
+                    reason = "committed num_samples 0: a data root commits to at least one example"
+            elif a.commitment.num_samples != sizes[a.worker.worker_id]:
                 reason = (
                     f"committed num_samples {a.commitment.num_samples}, but the assigned shard "
-                    f"{a.shard} has {size} examples"
+                    f"{a.shard} has {sizes[a.worker.worker_id]} examples"
                 )
+            else:
+                expected = await asyncio.to_thread(workbench.shard_commitment, a.shard)
+                if a.commitment.data_root != expected.root:
+                    reason = (
+                        f"committed data root {a.commitment.data_root.hex()}, but the examples "
+                        f"of the assigned shard {a.shard} hash to {expected.root.hex()}"
+                    )
+            if reason:
                 state = await self._reject(state, a.worker, reason, slash, now)
         return state
 

@@ -29,6 +29,7 @@ from fedrelay.coordinator.verification.updates import (
     UpdateRejection,
     malformed,
 )
+from fedrelay.protocol.data_commitment import DataCommitment
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.rounds import Assignment
 from fedrelay.protocol.wormhole import keccak256
@@ -70,6 +71,7 @@ class JobWorkbench:
         self.config = config
         self._evaluation = evaluation
         self._bundle_loader = bundle_loader
+        self._commitments: dict[int, DataCommitment] = {}
 
     def initial_model(self, fetch_blob: FetchBlob | None = None) -> ModelTensors:
         """The seeded initial model of the job (what ``fedrelay job post`` uploads).
@@ -163,10 +165,24 @@ class JobWorkbench:
 
     def shard_size(self, index: int) -> int:
         """The weight of an update of shard ``index``: its example count on published data, 1
-        on the workers' own data (no self-reported count buys weight or pay)."""
+        on the workers' own data (no self-reported count buys weight or pay; see
+        :meth:`~fedrelay.protocol.job_config.JobConfig.update_weight`)."""
         if self.config.worker_data is not None:
             return 1
         return len(self.shard(index))
+
+    def shard_commitment(self, index: int) -> DataCommitment:
+        """The data commitment of published shard ``index`` (the root over its example hashes
+        and its count), what a worker training it must commit; computed once per shard.
+
+        Raises:
+            UpdateRejection: The job has no such shard, or trains on the workers' own data.
+        """
+        from fedrelay.training.datasets import data_commitment
+
+        if index not in self._commitments:
+            self._commitments[index] = data_commitment(self.shard(index))
+        return self._commitments[index]
 
     def shard_hash(self, index: int) -> str:
         """keccak256 (hex) of shard ``index``'s data blob, as a worker's trainer computes it."""

@@ -39,7 +39,7 @@ def wilson(successes: int, trials: int, z: float = Z_99) -> tuple[float, float]:
 
 def _task(rng: random.Random) -> Assignment:
     worker = WorkerRef(2, rng.randbytes(32))
-    commitment = Commitment(worker, rng.randbytes(32), rng.randbytes(32), 1, 0)
+    commitment = Commitment(worker, rng.randbytes(32), rng.randbytes(32), bytes(32), 1, 0)
     return Assignment(worker, 0, TaskStatus.COMMITTED, commitment)
 
 

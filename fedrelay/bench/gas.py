@@ -207,6 +207,7 @@ def _finalize(
             worker_key=task.worker_key,
             update_hash=b"\x05" * 32,
             transcript_root=b"\x06" * 32,
+            data_root=b"\x07" * 32,
             num_samples=100,
             train_loss=1,
         )
@@ -266,7 +267,7 @@ def measure() -> dict[str, Any]:
         hub.stake(worker, 10**18)
         hub.register(worker, worker_key, 0)
         hub.receive_message(owner, guardians.vaa(COORDINATOR, market.address, assigned.to_bytes()))
-        receipt = hub.commit_update(worker, 7, 0, b"\x08" * 32, b"\x09" * 32, 100, 1)
+        receipt = hub.commit_update(worker, 7, 0, b"\x08" * 32, b"\x09" * 32, b"\x0a" * 32, 100, 1)
         figures["commit_update"] = int(receipt["gasUsed"])
 
         for i in range(32):

@@ -142,7 +142,13 @@ async def _measure() -> dict[str, object]:
             payload = task_assigned(client.program_id, [bytes(worker.pubkey())], deadline=deadline)
             await client.receive_vaa(deployment.admin, deployment.sign(payload).to_bytes())
             commitment = ix.Commitment(
-                7, 1, wormhole_testing.filler("u"), wormhole_testing.filler("t"), 600, 1000
+                7,
+                1,
+                wormhole_testing.filler("u"),
+                wormhole_testing.filler("t"),
+                wormhole_testing.filler("d"),
+                600,
+                1000,
             )
             committed = await client.commit_update(worker, commitment)
             stake_rules = await _stake_rules(deployment)

@@ -207,6 +207,7 @@ class ChainCommitment:
     committed: bool
     update_hash: bytes
     transcript_root: bytes
+    data_root: bytes
     num_samples: int
     train_loss: int
 

@@ -106,11 +106,13 @@ class ChainPoll:
 
 @dataclass(frozen=True)
 class UpdateCommitment:
-    """What the worker commits on its chain for a task (the UPDATE_COMMITTED fields)."""
+    """What the worker commits on its chain for a task (the UPDATE_COMMITTED fields): its update,
+    its transcript, and its data (``data_root`` over the hashes of its ``num_samples`` examples)."""
 
     key: TaskKey
     update_hash: bytes
     transcript_root: bytes
+    data_root: bytes
     num_samples: int
     train_loss: int
 

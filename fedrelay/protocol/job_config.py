@@ -287,6 +287,12 @@ class JobConfig(_Part):
             missing_slash=missed_slash,
         )
 
+    def update_weight(self, examples: int) -> int:
+        """The weight of an update trained on ``examples`` examples (FedAvg's, and a masked
+        input's count): that number on published data, where the coordinator rebuilds the shard
+        and checks it; 1 on the workers' own data, whose committed count nothing checks yet."""
+        return examples if self.worker_data is None else 1
+
     def task_steps(self, examples: int | None = None) -> int:
         """A task's optimizer steps: ``steps``, or with ``local_epochs`` that many passes over
         the task's ``examples`` (``ceil(examples / batch_size)`` steps each).

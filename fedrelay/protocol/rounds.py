@@ -162,14 +162,17 @@ class RoundPolicy:
 class Commitment:
     """One worker's UPDATE_COMMITTED, as the coordinator chain received it.
 
-    ``block`` is the coordinator-chain block it arrived in: with the worker id it orders a
-    round's commitments the same way for anyone reading the chain (which of two identical
-    updates came first, see :mod:`fedrelay.coordinator.copies`).
+    ``data_root`` is the Merkle root over the hashes of the ``num_samples`` examples the worker
+    says it trained on (:mod:`fedrelay.protocol.data_commitment`); a ledger row written before
+    data commitments holds 32 zero bytes. ``block`` is the coordinator-chain block it arrived
+    in: with the worker id it orders a round's commitments the same way for anyone reading the
+    chain (which of two identical updates came first, see :mod:`fedrelay.coordinator.copies`).
     """
 
     worker: WorkerRef
     update_hash: bytes
     transcript_root: bytes
+    data_root: bytes
     num_samples: int
     train_loss: int
     block: int = 0
@@ -177,6 +180,7 @@ class Commitment:
     def __post_init__(self) -> None:
         _bytes32("update_hash", self.update_hash)
         _bytes32("transcript_root", self.transcript_root)
+        _bytes32("data_root", self.data_root)
         _uint("num_samples", self.num_samples, _U32)
         _uint("train_loss", self.train_loss, _U32)
         _uint("block", self.block, _U64)

@@ -1,11 +1,12 @@
 """The default trainer: any zoo (or bundle) model under the job's recipe, replayable step by step.
 
 Every step depends only on the checkpoint, the configuration and the step number: the batch is
-drawn from a per-epoch permutation seeded by ``(seed, epoch)`` and torch's generator is reseeded
-from ``(seed, step)`` before the step (dropout draws from it), so any segment can be replayed
-from its first checkpoint. In deterministic mode torch's deterministic algorithms are switched on
-while a trainer runs (the previous setting and torch's generator state are restored afterwards);
-on CPU a replay is then bit-exact, and on CUDA it is with the cuBLAS workspace fixed (see
+drawn from a per-epoch permutation seeded by ``(seed, epoch)`` (:mod:`fedrelay.protocol.batches`,
+which the verifier reads too) and torch's generator is reseeded from ``(seed, step)`` before the
+step (dropout draws from it), so any segment can be replayed from its first checkpoint. In
+deterministic mode torch's deterministic algorithms are switched on while a trainer runs (the
+previous setting and torch's generator state are restored afterwards); on CPU a replay is then
+bit-exact, and on CUDA it is with the cuBLAS workspace fixed (see
 docs/learning.md, "Determinism on CPU and GPU").
 
 Objectives: ``classification`` (cross-entropy of a :class:`~fedrelay.training.data.Dataset`'s
@@ -36,6 +37,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from fedrelay.protocol.batches import batch_indices
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.model_spec import Objective
 from fedrelay.protocol.training_config import SgdSpec, TrainingConfig
@@ -94,14 +96,6 @@ def default_device() -> str:
 def _step_seed(seed: int, step: int) -> int:
     digest = keccak256(seed.to_bytes(8, "big") + step.to_bytes(8, "big"))
     return int.from_bytes(digest[:8], "big") >> 1
-
-
-def batch_indices(seed: int, step: int, size: int, batch_size: int) -> npt.NDArray[np.int64]:
-    """The example indices of ``step``: a slice of the seeded permutation of its epoch."""
-    per_epoch = -(-size // batch_size)
-    epoch, position = divmod(step, per_epoch)
-    order = np.random.default_rng(np.random.SeedSequence([seed, epoch])).permutation(size)
-    return order[position * batch_size : (position + 1) * batch_size].astype(np.int64)
 
 
 def data_hash(data: TrainingData) -> str:

@@ -36,6 +36,8 @@ from fedrelay.training import (
     open_segment,
     train_with_transcript,
 )
+from fedrelay.training.data import Dataset
+from fedrelay.training.datasets import data_commitment
 from fedrelay.worker.sdk.api_client import CoordinatorClient
 
 Malformation = Literal["optimizer-shape", "nan-update", "float64-update", "truncated-update"]
@@ -48,9 +50,9 @@ Malformation = Literal["optimizer-shape", "nan-update", "float64-update", "trunc
 - ``truncated-update``: the update is the honest blob less its last 16 bytes.
 """
 
-Committer = Callable[[int, int, WorkerRef, bytes, bytes, int, int], object]
+Committer = Callable[[int, int, WorkerRef, bytes, bytes, bytes, int, int], object]
 """Puts an UPDATE_COMMITTED on the coordinator chain: (job, round, worker, update hash,
-transcript root, samples, loss)."""
+transcript root, data root, samples, loss)."""
 
 
 @dataclass
@@ -70,6 +72,9 @@ class SimulatedWorker:
         malformed: Malformed bytes to send instead (see :data:`Malformation`).
         claimed_samples: The example count to claim (on chain, and in a masked input) instead of
             the shard's.
+        claimed_data_root: The data root to commit instead of the one of its examples.
+        own_data: The worker's own examples (a job on the workers' own data), trained instead
+            of a published shard.
     """
 
     client: CoordinatorClient
@@ -82,6 +87,8 @@ class SimulatedWorker:
     foreign_start: bool = False
     malformed: Malformation | None = None
     claimed_samples: int | None = None
+    claimed_data_root: bytes | None = None
+    own_data: Dataset | None = None
     runs: dict[tuple[int, int], tuple[TrainingRun, tuple[bytes, ...]]] = field(
         default_factory=dict, init=False
     )
@@ -106,7 +113,7 @@ class SimulatedWorker:
         model = {k: np.asarray(v, dtype=np.float32) for k, v in decode_blob(model_blob).items()}
         workbench = JobWorkbench(self.config)
         training = workbench.training_config(task.shard)
-        shard = workbench.shard(task.shard)
+        shard = self.own_data if self.own_data is not None else workbench.shard(task.shard)
         trainer = workbench.trainer(shard)
         start = {k: v + np.float32(0.05) for k, v in model.items()} if self.foreign_start else model
         run = train_with_transcript(trainer, start, training)
@@ -124,7 +131,7 @@ class SimulatedWorker:
         else:
             layout = ParameterLayout.of(model)
             delta = delta_of(layout.flatten(trained), layout.flatten(model))
-            masked = participant.mask(delta, len(shard))
+            masked = participant.mask(delta, self.config.update_weight(len(shard)))
             if self.claimed_samples is not None:  # the masks do not depend on the count
                 masked = MaskedInput(masked.client_id, self.claimed_samples, masked.vector)
             update = encode_masked(masked)
@@ -137,6 +144,7 @@ class SimulatedWorker:
             self.worker,
             bytes.fromhex(blob_name(update)),
             transcript.root,
+            self.claimed_data_root or data_commitment(shard).root,
             len(shard) if self.claimed_samples is None else self.claimed_samples,
             loss_to_fixed(0.5),
         )

@@ -112,7 +112,18 @@ def _invalid_payload_vectors() -> list[dict[str, Any]]:
         ("payload_id_6", b"\x06" + registered[1:], "unknown_payload_id"),
         ("version_0", registered[:1] + b"\x00" + registered[2:], "unsupported_payload_version"),
         ("version_1", registered[:1] + b"\x01" + registered[2:], "unsupported_payload_version"),
-        ("version_3", registered[:1] + b"\x03" + registered[2:], "unsupported_payload_version"),
+        ("version_2", registered[:1] + b"\x02" + registered[2:], "unsupported_payload_version"),
+        ("version_4", registered[:1] + b"\x04" + registered[2:], "unsupported_payload_version"),
+        (
+            "update_committed_version_2",
+            committed[:1] + b"\x02" + committed[2:],
+            "unsupported_payload_version",
+        ),
+        (
+            "update_committed_version_2_layout",
+            committed[:144] + committed[176:],
+            "payload_size_mismatch",
+        ),
         ("worker_registered_missing_byte", registered[:-1], "payload_size_mismatch"),
         ("worker_registered_trailing_byte", registered + b"\x00", "payload_size_mismatch"),
         (

@@ -1,7 +1,8 @@
-"""The shared vectors of the secure-aggregation messages and of Merkle proofs.
+"""The shared vectors of the secure-aggregation messages, of Merkle proofs and of data commitments.
 
 Deterministic inputs (labels hashed with keccak256), so regenerating an unchanged set changes
-nothing. ``tests/vectors/generate.py`` writes them to ``secagg.json`` and ``proofs.json``.
+nothing. ``tests/vectors/generate.py`` writes them to ``secagg.json``, ``proofs.json`` and
+``data.json``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,16 @@ from typing import Any
 
 import numpy as np
 
+from fedrelay.protocol.batches import batch_indices, segment_indices
+from fedrelay.protocol.data_commitment import (
+    DataTree,
+    ExampleKind,
+    example_hash,
+    labelled_example,
+    token_window,
+)
 from fedrelay.protocol.hashing import keccak256
-from fedrelay.protocol.merkle import encode_proof, merkle_proof, merkle_root
+from fedrelay.protocol.merkle import MerkleProof, encode_proof, merkle_proof, merkle_root
 from fedrelay.protocol.secagg import KeyAdvert, MaskedInput, UnmaskResponse
 from fedrelay.protocol.secagg.wire import (
     client_id,
@@ -20,6 +29,7 @@ from fedrelay.protocol.secagg.wire import (
     encode_reveal,
     round_id,
 )
+from fedrelay.protocol.training_config import TrainingConfig
 
 FORMAT = 1
 
@@ -109,4 +119,112 @@ def build_proof_vectors() -> dict[str, Any]:
         "format": FORMAT,
         "trees": trees,
         "invalid": [_hex(b""), _hex(bytes(8)), _hex(bytes(9) + bytes(32))],
+    }
+
+
+def _labelled(i: int) -> tuple[list[float], int]:
+    """Example ``i`` of the data vectors: four features (exact in float32) and a label."""
+    return [i / 4, -i / 8, 0.0 if i % 2 else -0.0, 2.0**100 * (i % 3)], i % 10
+
+
+def data_vector_leaves(count: int) -> list[bytes]:
+    """The example hashes the data vectors' trees are built over: examples ``0..count-1``."""
+    return [
+        example_hash(
+            ExampleKind.LABELLED,
+            labelled_example(np.array(_labelled(i)[0], dtype=np.float32), _labelled(i)[1]),
+        )
+        for i in range(count)
+    ]
+
+
+def _proof_json(proof: MerkleProof) -> str:
+    return _hex(encode_proof(proof))
+
+
+def build_data_vectors() -> dict[str, Any]:
+    """Example hashes, data roots with proofs, invalid openings and the batch schedule."""
+    labelled = []
+    for i in range(3):
+        features, label = _labelled(i)
+        body = labelled_example(np.array(features, dtype=np.float32), label)
+        labelled.append(
+            {
+                "features": features,
+                "label": label,
+                "body": _hex(body),
+                "hash": _hex(example_hash(ExampleKind.LABELLED, body)),
+            }
+        )
+    windows = []
+    for tokens in ([0, 1, 2, 3], [255, 2**40, 7, 0, 9]):
+        body = token_window(np.array(tokens, dtype=np.int64))
+        windows.append(
+            {
+                "tokens": [str(t) for t in tokens],
+                "body": _hex(body),
+                "hash": _hex(example_hash(ExampleKind.TOKEN_WINDOW, body)),
+            }
+        )
+    trees = []
+    for count in (1, 2, 3, 5, 7, 8, 13):
+        tree = DataTree(data_vector_leaves(count))
+        opened = sorted({0, count // 2, count - 1})
+        trees.append(
+            {
+                "count": count,
+                "root": _hex(tree.commitment.root),
+                "proofs": [{"index": i, "bytes": _proof_json(tree.proof(i))} for i in opened],
+            }
+        )
+    seven = DataTree(data_vector_leaves(7))
+    leaves = data_vector_leaves(7)
+    good = seven.proof(5)
+    bent = (good.siblings[0][:-1] + bytes([good.siblings[0][-1] ^ 1]), *good.siblings[1:])
+    other_count = DataTree(data_vector_leaves(8)).proof(5)
+    invalid = [
+        ("wrong_sibling", 5, leaves[5], MerkleProof(5, 7, bent), "does not hash up"),
+        ("wrong_leaf", 5, leaves[4], good, "does not hash up"),
+        ("proof_of_another_index", 4, leaves[4], good, "opens example 5, not 4"),
+        ("index_moved_in_proof", 4, leaves[5], MerkleProof(4, 7, good.siblings), "does not hash"),
+        ("proof_for_another_count", 5, leaves[5], other_count, "is for 8 examples"),
+        ("count_changed_in_proof", 5, leaves[5], MerkleProof(5, 8, good.siblings), "is for 8"),
+        ("index_past_the_count", 7, leaves[5], MerkleProof(7, 7, good.siblings), "outside"),
+        ("one_sibling_missing", 5, leaves[5], MerkleProof(5, 7, good.siblings[:-1]), "does not"),
+    ]
+    config = TrainingConfig(seed=1234, steps=10, checkpoint_every=4, batch_size=3)
+    size = 7
+    return {
+        "format": FORMAT,
+        "domain": _hex(b"fedrelay/data/example\x00"),
+        "labelled_examples": labelled,
+        "token_windows": windows,
+        "trees": trees,
+        "invalid_openings": [
+            {
+                "name": name,
+                "root": _hex(seven.commitment.root),
+                "count": 7,
+                "index": index,
+                "leaf": _hex(leaf),
+                "proof": _proof_json(proof),
+                "error": error,
+            }
+            for name, index, leaf, proof, error in invalid
+        ],
+        "schedule": {
+            "seed": str(config.seed),
+            "steps": config.steps,
+            "checkpoint_every": config.checkpoint_every,
+            "batch_size": config.batch_size,
+            "count": size,
+            "batches": [
+                [int(i) for i in batch_indices(config.seed, step, size, config.batch_size)]
+                for step in range(config.steps)
+            ],
+            "segments": [
+                [int(i) for i in segment_indices(config, segment, size)]
+                for segment in range(config.segments)
+            ],
+        },
     }

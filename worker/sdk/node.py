@@ -329,6 +329,7 @@ class WorkerNode:
                 stage=TaskStage.TRAINED,
                 update_hash=name,
                 transcript_root=trained.transcript_root.hex(),
+                data_root=trained.data_root.hex(),
                 checkpoints=tuple(blob_hash(b).hex() for b in trained.checkpoints),
                 num_samples=trained.num_samples,
                 train_loss=trained.train_loss,

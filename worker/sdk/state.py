@@ -47,6 +47,7 @@ class TaskRecord:
     stage: TaskStage = TaskStage.ASSIGNED
     update_hash: str = ""
     transcript_root: str = ""
+    data_root: str = ""
     checkpoints: tuple[str, ...] = ()
     num_samples: int = 0
     train_loss: int = 0

@@ -9,7 +9,7 @@ pragma solidity 0.8.30;
 /// Header (every payload, 44 bytes):
 ///   0  u8      payload_id        1 WORKER_REGISTERED, 2 TASK_ASSIGNED, 3 UPDATE_COMMITTED,
 ///                                4 ROUND_SETTLED, 5 STAKE_CHANGED
-///   1  u8      version = 2
+///   1  u8      version = 3
 ///   2  u16     target_chain      Wormhole chain id of the receiver
 ///   4  bytes32 target_address    receiving contract or program
 ///   36 u64     job_id            0 when not job-specific
@@ -20,9 +20,10 @@ pragma solidity 0.8.30;
 ///                                 | 88 config_hash bytes32 | 120 min_stake u64 | 128 stake_lock u64
 ///                                 (<= min_stake) | 136 release_at u64 | 144 count u8 (1..32)
 ///                                 | 145 k x (worker_key bytes32, shard u32)
-/// UPDATE_COMMITTED (152 bytes):   44 round u32 | 48 worker_key bytes32 | 80 update_hash bytes32
-///                                 | 112 transcript_root bytes32 | 144 num_samples u32
-///                                 | 148 train_loss u32 (loss x 1e6, saturating)
+/// UPDATE_COMMITTED (184 bytes):   44 round u32 | 48 worker_key bytes32 | 80 update_hash bytes32
+///                                 | 112 transcript_root bytes32 | 144 data_root bytes32
+///                                 | 176 num_samples u32 (examples under data_root)
+///                                 | 180 train_loss u32 (loss x 1e6, saturating)
 /// ROUND_SETTLED (114 + 41k):      44 round u32 | 48 model_hash bytes32 | 80 slash_mode u8 (0, 1)
 ///                                 | 81 slash_recipient bytes32 (nonzero) | 113 count u8 (1..32)
 ///                                 | 114 k x (worker_key bytes32, outcome u8, slash u64)
@@ -35,13 +36,13 @@ library PayloadCodec {
     uint8 internal constant UPDATE_COMMITTED = 3;
     uint8 internal constant ROUND_SETTLED = 4;
     uint8 internal constant STAKE_CHANGED = 5;
-    uint8 internal constant VERSION = 2;
+    uint8 internal constant VERSION = 3;
 
     uint256 internal constant HEADER_SIZE = 44;
     uint256 internal constant WORKER_REGISTERED_SIZE = 120;
     uint256 internal constant TASK_ASSIGNED_FIXED = 145;
     uint256 internal constant ASSIGNMENT_SIZE = 36;
-    uint256 internal constant UPDATE_COMMITTED_SIZE = 152;
+    uint256 internal constant UPDATE_COMMITTED_SIZE = 184;
     uint256 internal constant ROUND_SETTLED_FIXED = 114;
     uint256 internal constant STAKE_CHANGED_SIZE = 125;
     uint256 internal constant SETTLEMENT_SIZE = 41;
@@ -99,6 +100,7 @@ library PayloadCodec {
         bytes32 workerKey;
         bytes32 updateHash;
         bytes32 transcriptRoot;
+        bytes32 dataRoot;
         uint32 numSamples;
         uint32 trainLoss;
     }
@@ -211,8 +213,9 @@ library PayloadCodec {
         message.workerKey = bytes32(_read(payload, 48, 32));
         message.updateHash = bytes32(_read(payload, 80, 32));
         message.transcriptRoot = bytes32(_read(payload, 112, 32));
-        message.numSamples = uint32(_read(payload, 144, 4));
-        message.trainLoss = uint32(_read(payload, 148, 4));
+        message.dataRoot = bytes32(_read(payload, 144, 32));
+        message.numSamples = uint32(_read(payload, 176, 4));
+        message.trainLoss = uint32(_read(payload, 180, 4));
     }
 
     /// @notice Decode a ROUND_SETTLED payload.
@@ -293,6 +296,7 @@ library PayloadCodec {
             m.workerKey,
             m.updateHash,
             m.transcriptRoot,
+            m.dataRoot,
             m.numSamples,
             m.trainLoss
         );

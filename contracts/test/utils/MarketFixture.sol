@@ -102,6 +102,7 @@ abstract contract MarketFixture is Guardians {
                 key,
                 keccak256(abi.encode("update", key, round)),
                 keccak256(abi.encode("transcript", key, round)),
+                keccak256(abi.encode("data", key, round)),
                 1000,
                 250_000
             )

@@ -10,6 +10,10 @@ Version 2 carries the stake rules of the worker chains: TASK_ASSIGNED names the 
 and locks and when its worker may release it, ROUND_SETTLED says where slashed funds go, and
 STAKE_CHANGED reports every change of a worker's bonded stake back to the coordinator chain, so
 that selection never relies on a stake the worker has since withdrawn.
+
+Version 3 binds the worker's data into UPDATE_COMMITTED: ``data_root`` is the Merkle root over the
+hashes of the examples it trained on and ``num_samples`` their count
+(:mod:`fedrelay.protocol.data_commitment`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from fedrelay.protocol.wormhole.errors import (
     WrongTarget,
 )
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 HEADER_SIZE = 44
 MAX_BATCH = 32
 LOSS_SCALE = 1_000_000
@@ -254,17 +258,22 @@ class TaskAssigned(_Header):
         return self._header_bytes() + fixed + entries
 
 
+_UPDATE_COMMITTED = struct.Struct(">I32s32s32s32sII")
+
+
 @dataclass(frozen=True)
 class UpdateCommitted(_Header):
-    """UPDATE_COMMITTED (3): a worker's commitment to its update for one round."""
+    """UPDATE_COMMITTED (3): a worker's commitment to its update for one round, and to the data
+    it trained on (``data_root`` over the hashes of its ``num_samples`` examples)."""
 
     PAYLOAD_ID: ClassVar[PayloadId] = PayloadId.UPDATE_COMMITTED
-    SIZE: ClassVar[int] = 152
+    SIZE: ClassVar[int] = 184
 
     round: int
     worker_key: bytes
     update_hash: bytes
     transcript_root: bytes
+    data_root: bytes
     num_samples: int
     train_loss: int
 
@@ -274,17 +283,18 @@ class UpdateCommitted(_Header):
         _bytes32("worker_key", self.worker_key)
         _bytes32("update_hash", self.update_hash)
         _bytes32("transcript_root", self.transcript_root)
+        _bytes32("data_root", self.data_root)
         _uint("num_samples", self.num_samples, _U32)
         _uint("train_loss", self.train_loss, _U32)
 
     def to_bytes(self) -> bytes:
-        """Return the 152-byte wire form."""
-        return self._header_bytes() + struct.pack(
-            ">I32s32s32sII",
+        """Return the 184-byte wire form."""
+        return self._header_bytes() + _UPDATE_COMMITTED.pack(
             self.round,
             self.worker_key,
             self.update_hash,
             self.transcript_root,
+            self.data_root,
             self.num_samples,
             self.train_loss,
         )
@@ -447,7 +457,7 @@ def _decode_task_assigned(data: bytes, chain: int, target: bytes, job: int) -> P
 
 def _decode_update_committed(data: bytes, chain: int, target: bytes, job: int) -> Payload:
     _expect_size("UPDATE_COMMITTED", data, UpdateCommitted.SIZE)
-    fields = struct.unpack_from(">I32s32s32sII", data, HEADER_SIZE)
+    fields = _UPDATE_COMMITTED.unpack_from(data, HEADER_SIZE)
     return UpdateCommitted(chain, target, job, *fields)
 
 

@@ -63,6 +63,7 @@ def payload_to_json(payload: Payload) -> dict[str, Any]:
             "worker_key": hex0x(payload.worker_key),
             "update_hash": hex0x(payload.update_hash),
             "transcript_root": hex0x(payload.transcript_root),
+            "data_root": hex0x(payload.data_root),
             "num_samples": payload.num_samples,
             "train_loss": payload.train_loss,
         }

@@ -73,6 +73,7 @@ def sample_update_committed() -> UpdateCommitted:
         worker_key=filler("solana worker"),
         update_hash=filler("update"),
         transcript_root=filler("transcript"),
+        data_root=filler("data"),
         num_samples=6000,
         train_loss=412_345,
     )

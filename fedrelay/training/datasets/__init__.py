@@ -14,6 +14,10 @@ Loaders, by schema kind:
 
 Tensor blobs (:func:`dataset_blob`, :func:`dataset_from_blob`) carry a data set as the poster's
 evaluation set: ``features`` and ``labels``, or ``tokens``.
+
+A worker commits to the examples it trains on with :func:`data_commitment` (the Merkle root over
+the example hashes and their count, :mod:`.commitment`), and opens some of them later from
+:func:`data_tree`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from fedrelay.protocol.data_spec import ImageSchema, TabularSchema, TextSchema
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.training.data import DataError, Dataset, TokenDataset
+from fedrelay.training.datasets.commitment import data_commitment, data_tree, example_hashes
 from fedrelay.training.datasets.images import load_image_folder
 from fedrelay.training.datasets.schema import SchemaMismatch, check_dataset, check_labels
 from fedrelay.training.datasets.tabular import TABULAR_SUFFIXES, load_table
@@ -44,10 +49,13 @@ __all__ = [
     "Schema",
     "SchemaMismatch",
     "check_dataset",
+    "data_commitment",
+    "data_tree",
     "dataset_blob",
     "dataset_from_blob",
     "dataset_hash",
     "evaluation_schema",
+    "example_hashes",
     "load_examples",
 ]
 

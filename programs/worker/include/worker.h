@@ -79,7 +79,7 @@ enum {
 
 /* ---- protocol constants ------------------------------------------------------------------ */
 #define SOLANA_CHAIN 1
-#define PROTOCOL_VERSION 2
+#define PROTOCOL_VERSION 3
 #define PAYLOAD_WORKER_REGISTERED 1
 #define PAYLOAD_TASK_ASSIGNED 2
 #define PAYLOAD_UPDATE_COMMITTED 3
@@ -87,7 +87,7 @@ enum {
 #define PAYLOAD_STAKE_CHANGED 5
 #define PAYLOAD_HEADER_LEN 44
 #define WORKER_REGISTERED_LEN 120
-#define UPDATE_COMMITTED_LEN 152
+#define UPDATE_COMMITTED_LEN 184
 #define STAKE_CHANGED_LEN 125
 /* STAKE_CHANGED reasons */
 #define STAKE_STAKED 1

@@ -7,8 +7,8 @@
 #include "worker.h"
 
 /* commit_update data: tag, job_id u64, round u32, update_hash[32], transcript_root[32],
- * num_samples u32, train_loss u32, nonce u32 */
-#define COMMIT_LEN 89
+ * data_root[32], num_samples u32, train_loss u32, nonce u32 */
+#define COMMIT_LEN 121
 
 u64 process_commit_update(Context *ctx) {
   Account *worker, *config_account, *task_account, *message, *system, *worker_account;
@@ -72,8 +72,9 @@ u64 process_commit_update(Context *ctx) {
   copy(payload + 48, account_key(worker), 32);
   copy(payload + 80, data + 13, 32);  /* update_hash */
   copy(payload + 112, data + 45, 32); /* transcript_root */
-  write_be32(payload + 144, read_le32(data + 77));
-  write_be32(payload + 148, read_le32(data + 81));
-  Outgoing out = {config, worker, message, payload, UPDATE_COMMITTED_LEN, read_le32(data + 85)};
+  copy(payload + 144, data + 77, 32); /* data_root */
+  write_be32(payload + 176, read_le32(data + 109)); /* num_samples */
+  write_be32(payload + 180, read_le32(data + 113)); /* train_loss */
+  Outgoing out = {config, worker, message, payload, UPDATE_COMMITTED_LEN, read_le32(data + 117)};
   return publish_message(ctx, &out);
 }

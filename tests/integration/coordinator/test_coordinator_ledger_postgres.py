@@ -37,7 +37,9 @@ async def test_coordinator_state_on_postgres_survives_a_restart(postgres: Postgr
         open_job(JOB, RoundPolicy(total_rounds=2, missing_slash=2**64 - 1), b"\x01" * 32, at=1),
         [
             TasksAssigned(0, (A, B), b"\x02" * 32, deadline=2**64 - 1, at=2),
-            CommitmentReceived(0, Commitment(A, b"\x03" * 32, b"\x04" * 32, 10, 20), 3),
+            CommitmentReceived(
+                0, Commitment(A, b"\x03" * 32, b"\x04" * 32, b"\x05" * 32, 10, 20), 3
+            ),
             Tick(4),
         ],
     )

@@ -159,6 +159,7 @@ class Deployment:
         worker: WorkerRef,
         update_hash: bytes,
         transcript_root: bytes,
+        data_root: bytes,
         num_samples: int,
         train_loss: int,
     ) -> None:
@@ -171,6 +172,7 @@ class Deployment:
                 worker.key,
                 update_hash,
                 transcript_root,
+                data_root,
                 num_samples,
                 train_loss,
             ).to_bytes()

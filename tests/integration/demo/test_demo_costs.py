@@ -84,7 +84,7 @@ async def test_compute_units_and_fees_are_counted_per_instruction_and_payer(
         assigned = task_assigned(d.program_id, keys, job_id=4, round_number=0, deadline=deadline)
         await client.receive_vaa(d.admin, d.sign(assigned).to_bytes())
         commit = await client.commit_update(
-            workers[0], ix.Commitment(4, 0, b"\x02" * 32, b"\x03" * 32, 10, 5)
+            workers[0], ix.Commitment(4, 0, b"\x02" * 32, b"\x03" * 32, b"\x04" * 32, 10, 5)
         )
 
     program = str(d.program_id)

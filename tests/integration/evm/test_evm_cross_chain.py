@@ -197,10 +197,10 @@ def test_round_trip_task_assigned_then_update_committed(deployment: Deployment) 
     assert replay.value.digest == assigned.digest
 
     # The worker commits; UPDATE_COMMITTED goes back to the coordinator chain.
-    update_hash, root = b"\x33" * 32, b"\x44" * 32
+    update_hash, root, data_root = b"\x33" * 32, b"\x44" * 32, b"\x55" * 32
     committed = observe(
         workers,
-        hub.commit_update(worker, job_id, 0, update_hash, root, 1797, 412_000),
+        hub.commit_update(worker, job_id, 0, update_hash, root, data_root, 1797, 412_000),
         d.guardians,
     )
     commitment_payload = decode_payload(committed.body.payload)
@@ -210,6 +210,7 @@ def test_round_trip_task_assigned_then_update_committed(deployment: Deployment) 
     commitment = market.commitment(job_id, 0, WORKERS, worker_key)
     assert commitment.state is TaskState.COMMITTED
     assert (commitment.update_hash, commitment.transcript_root) == (update_hash, root)
+    assert commitment.data_root == data_root
     assert (commitment.num_samples, commitment.train_loss) == (1797, 412_000)
 
     # Proposal, challenge window, settlement, ROUND_SETTLED back, payout.

@@ -212,14 +212,15 @@ async def test_one_round_carries_every_payload_type_on_both_evm_routes(
         )
 
         # UPDATE_COMMITTED: worker chain -> coordinator chain.
-        update_hash, root = b"\x33" * 32, b"\x44" * 32
+        update_hash, root, data_root = b"\x33" * 32, b"\x44" * 32, b"\x45" * 32
         await asyncio.to_thread(
-            hub.commit_update, worker, job_id, 0, update_hash, root, 1797, 412_000
+            hub.commit_update, worker, job_id, 0, update_hash, root, data_root, 1797, 412_000
         )
         await eventually(
             lambda: market.commitment(job_id, 0, WORKERS, worker_key).state is TaskState.COMMITTED,
             "commitment",
         )
+        assert market.commitment(job_id, 0, WORKERS, worker_key).data_root == data_root
 
         # ROUND_SETTLED: coordinator chain -> worker chain.
         result = RoundResult(WORKERS, worker_key, Outcome.ACCEPTED, reward=6 * 10**17)
@@ -663,7 +664,7 @@ async def test_one_round_carries_every_payload_type_between_coordinator_and_sola
             # UPDATE_COMMITTED: Solana -> coordinator chain.
             commitment = ix.Commitment(
                 job_id=job_id, round=0, update_hash=b"\x63" * 32, transcript_root=b"\x64" * 32,
-                num_samples=600, train_loss=4_000,
+                data_root=b"\x65" * 32, num_samples=600, train_loss=4_000,
             )  # fmt: skip
             await program.client.commit_update(worker, commitment)
             await eventually(

@@ -256,7 +256,8 @@ async def test_worker_messages_are_watched_attested_and_assembled(
     )
     commitment = ix.Commitment(
         job_id=7, round=1, update_hash=wormhole_testing.filler("update"),
-        transcript_root=wormhole_testing.filler("transcript"), num_samples=600, train_loss=4_000,
+        transcript_root=wormhole_testing.filler("transcript"),
+        data_root=wormhole_testing.filler("data"), num_samples=600, train_loss=4_000,
     )  # fmt: skip
     await d.client.commit_update(worker, commitment)  # UPDATE_COMMITTED as sequence 1
 

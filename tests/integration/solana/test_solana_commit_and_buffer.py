@@ -57,6 +57,7 @@ COMMITMENT = ix.Commitment(
     round=1,
     update_hash=wormhole_testing.filler("update"),
     transcript_root=wormhole_testing.filler("transcript"),
+    data_root=wormhole_testing.filler("data"),
     num_samples=600,
     train_loss=412_345,
 )
@@ -78,9 +79,26 @@ async def test_commit_update_publishes_update_committed(deployment: Deployment) 
         worker_key=bytes(worker.pubkey()),
         update_hash=COMMITMENT.update_hash,
         transcript_root=COMMITMENT.transcript_root,
+        data_root=COMMITMENT.data_root,
         num_samples=600,
         train_loss=412_345,
     )
+
+
+async def test_a_commitment_without_its_data_root_is_refused(deployment: Deployment) -> None:
+    """The protocol v2 instruction (no data root, 89 bytes) is not a commitment any more."""
+    (worker,) = await assigned_workers(deployment, 1)
+    sequence = (await deployment.client.fetch_config()).next_sequence
+    instruction = ix.commit_update(
+        deployment.program_id, worker.pubkey(), COMMITMENT, sequence=sequence
+    )
+    data = bytes(instruction.data)
+    old_layout = data[:77] + data[109:]
+    assert len(old_layout) == 89
+    legacy = Instruction(deployment.program_id, old_layout, list(instruction.accounts))
+    error = await rejection(deployment.client.send([legacy], worker))
+    assert error == ProgramError.INVALID_INSTRUCTION
+    assert not (await deployment.client.fetch_task(7, 1, bytes(worker.pubkey()))).committed
 
 
 async def test_double_commit_is_rejected(deployment: Deployment) -> None:

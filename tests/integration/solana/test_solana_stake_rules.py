@@ -110,7 +110,7 @@ async def stake_changes(deployment: Deployment, worker: Keypair) -> list[StakeCh
 
 
 def commitment(round_number: int = 1) -> ix.Commitment:
-    return ix.Commitment(7, round_number, b"\x01" * 32, b"\x02" * 32, 10, 5)
+    return ix.Commitment(7, round_number, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, 10, 5)
 
 
 async def withdraw_everything(deployment: Deployment, worker: Keypair) -> None:

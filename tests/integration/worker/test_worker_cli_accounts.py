@@ -174,6 +174,7 @@ class Market:
                 worker_key=worker_key,
                 update_hash=b"\x03" * 32,
                 transcript_root=b"\x04" * 32,
+                data_root=b"\x06" * 32,
                 num_samples=100,
                 train_loss=1000,
             )

@@ -33,6 +33,7 @@ def _commitment(number: int, round_number: int) -> UpdateCommitment:
         TaskKey(JOB, round_number),
         update_hash=bytes([number + 1]) * 32,
         transcript_root=bytes([number + 101]) * 32,
+        data_root=bytes([number + 151]) * 32,
         num_samples=100 + number,
         train_loss=1000 + number,
     )

@@ -42,8 +42,12 @@ def ledger(tmp_path: Path) -> str:
         open_job(3, RoundPolicy(total_rounds=2), b"\x01" * 32, at=10),
         [
             TasksAssigned(0, (A, B), b"\x02" * 32, deadline=100, at=11),
-            CommitmentReceived(0, Commitment(A, b"\x0a" * 32, b"\x0b" * 32, 40, 5), 12),
-            CommitmentReceived(0, Commitment(B, b"\x0c" * 32, b"\x0d" * 32, 40, 5), 13),
+            CommitmentReceived(
+                0, Commitment(A, b"\x0a" * 32, b"\x0b" * 32, b"\x0e" * 32, 40, 5), 12
+            ),
+            CommitmentReceived(
+                0, Commitment(B, b"\x0c" * 32, b"\x0d" * 32, b"\x0f" * 32, 40, 5), 13
+            ),
             UpdateRejected(0, B, 7, "uploaded update hashes to something else", 14),
             AggregateProposed(0, b"\x03" * 32, 15),
         ],

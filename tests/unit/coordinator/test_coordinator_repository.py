@@ -58,7 +58,9 @@ def a_round() -> RoundState:
         open_job(JOB, POLICY, b"\x01" * 32, at=100),
         [
             TasksAssigned(0, (A, B), b"\x02" * 32, deadline=200, at=110),
-            CommitmentReceived(0, Commitment(A, b"\x03" * 32, b"\x04" * 32, 600, 123_456), 150),
+            CommitmentReceived(
+                0, Commitment(A, b"\x03" * 32, b"\x04" * 32, b"\x05" * 32, 600, 123_456), 150
+            ),
             Tick(201),
         ],
     )

@@ -52,7 +52,7 @@ POLICY = RoundPolicy(total_rounds=2, min_updates=2, challenge_window=100)
 
 
 def commitment(worker: WorkerRef, update: int = 7) -> Commitment:
-    return Commitment(worker, bytes([update]) * 32, b"\x09" * 32, 100, 500_000)
+    return Commitment(worker, bytes([update]) * 32, b"\x09" * 32, b"\x0a" * 32, 100, 500_000)
 
 
 def collecting(policy: RoundPolicy = POLICY) -> RoundState:
@@ -287,7 +287,9 @@ def test_bad_inputs_are_refused() -> None:
     with pytest.raises(InvalidRoundInput, match="total_rounds must be at least 1"):
         RoundPolicy(total_rounds=0)
     with pytest.raises(InvalidRoundInput, match="update_hash must be 32 bytes"):
-        Commitment(A, b"short", b"\x00" * 32, 1, 1)
+        Commitment(A, b"short", b"\x00" * 32, b"\x00" * 32, 1, 1)
+    with pytest.raises(InvalidRoundInput, match="data_root must be 32 bytes"):
+        Commitment(A, b"\x00" * 32, b"\x00" * 32, b"short", 1, 1)
     with pytest.raises(InvalidRoundInput, match="model_hash"):
         open_job(1, POLICY, b"", at=0)
 

@@ -161,7 +161,7 @@ async def test_jobs_naming_worker_uploads_are_refused_and_publish_nothing(
     update = (await world.store.updates(job, 0))[honest.worker]
     forged = tiny_config(batch_size=64).to_bytes()
     forged_name = await world.clients[1].upload_update(job, 0, forged)
-    world.market.commit(job, 0, cheat.worker, keccak256(forged), bytes(32), 10, 0)
+    world.market.commit(job, 0, cheat.worker, keccak256(forged), bytes(32), bytes(32), 10, 0)
     assert await world.blobs.domains(update) == {worker_domain(job, 0, honest.worker.key)}
     assert await world.blobs.domains(forged_name) == {worker_domain(job, 0, cheat.worker.key)}
 

@@ -1,10 +1,12 @@
-"""No self-reported count buys weight or pay, and copies earn nothing.
+"""No self-reported count buys weight or pay, a data commitment is the shard's, and copies earn
+nothing.
 
 The real coordinator service and HTTP API, FakeJobMarket for the chain, the in-memory store and
 the SQLite ledger. Each test ends with the attacker rejected and slashed, and the honest workers
 paid exactly what they are paid without it: their scores are computed from their updates alone,
 so their rewards must be :func:`split_payout` of the honest scores only, and the aggregate must
-be the FedAvg of the honest updates weighted by their assigned shard sizes.
+be the FedAvg of the honest updates weighted by their assigned shard sizes. On the workers' own
+data the committed count is recorded and every update weighs 1.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, Serv
 from fedrelay.coordinator.copies import COPY_DISTANCE, distance
 from fedrelay.coordinator.scoring import split_payout
 from fedrelay.coordinator.verification import JobWorkbench, delta_of
+from fedrelay.ports.blobs import EVALUATION
 from fedrelay.ports.coordinator_store import CoordinatorStore
+from fedrelay.protocol.data_spec import EvaluationSpec, TabularSchema, WorkerData
 from fedrelay.protocol.job_config import DataSpec, JobConfig
 from fedrelay.protocol.rounds import Fault, Phase, RoundState, TaskStatus
 from fedrelay.protocol.secagg import MaskedInput
@@ -44,9 +48,12 @@ from fedrelay.training import (
     model_of,
     train_with_transcript,
 )
+from fedrelay.training.data import Dataset, digits
+from fedrelay.training.datasets import data_commitment, dataset_blob
 from fedrelay.training.torch_trainer import TorchClassificationTrainer, mlp
 
 INFLATED = 2**32 - 1
+OTHER_ROOT = b"\x5a" * 32
 
 Trained = list[tuple[SimulatedWorker, ModelTensors]]
 """The honest workers and the models they trained."""
@@ -81,6 +88,10 @@ async def start(world: World, workers: Sequence[SimulatedWorker]) -> tuple[int, 
 
 def size_of(world: World, state: RoundState, worker: SimulatedWorker) -> int:
     return len(JobWorkbench(world.config).shard(state.assignment(worker.worker).shard))
+
+
+def data_root_of(world: World, state: RoundState, worker: SimulatedWorker) -> bytes:
+    return JobWorkbench(world.config).shard_commitment(state.assignment(worker.worker).shard).root
 
 
 async def settled_round(world: World, job_id: int) -> RoundState:
@@ -157,21 +168,31 @@ async def assert_honest_aggregate(world: World, trained: Trained, state: RoundSt
 # --- self-reported counts -----------------------------------------------------------------------
 
 
-async def test_inflated_count_in_a_plain_round_is_rejected_and_buys_no_weight(
-    world_with: WorldOf,
+@pytest.mark.parametrize("claim", ["count", "data root"])
+async def test_a_false_data_commitment_in_a_plain_round_is_rejected_and_buys_no_weight(
+    world_with: WorldOf, claim: str
 ) -> None:
+    """A committed count other than the assigned shard's size, or a committed data root other
+    than the root over its examples (the shard trained honestly all the same)."""
     world = await world_with(tiny_config())
-    *honest, bad = [world.worker(0), world.worker(1), world.worker(2, claimed_samples=INFLATED)]
+    lie = {"claimed_samples": INFLATED} if claim == "count" else {"claimed_data_root": OTHER_ROOT}
+    *honest, bad = [world.worker(0), world.worker(1), world.worker(2, **lie)]
     job_id, state = await start(world, [*honest, bad])
     trained = [(w, await w.train(job_id, 0)) for w in honest]
     await bad.train(job_id, 0)
     world.clock.advance(1)  # the closing block: one after the last commitment
-    await world.service.step()  # commitments followed: the count is checked before any challenge
+    await world.service.step()  # commitments followed: the data is checked before any challenge
     rejected = (await world.store.get_round(job_id, 0)).assignment(bad.worker)  # type: ignore[union-attr]
-    reason = (
-        f"committed num_samples {INFLATED}, but the assigned shard {rejected.shard} has "
-        f"{size_of(world, state, bad)} examples"
-    )
+    if claim == "count":
+        reason = (
+            f"committed num_samples {INFLATED}, but the assigned shard {rejected.shard} has "
+            f"{size_of(world, state, bad)} examples"
+        )
+    else:
+        reason = (
+            f"committed data root {OTHER_ROOT.hex()}, but the examples of the assigned shard "
+            f"{rejected.shard} hash to {data_root_of(world, state, bad).hex()}"
+        )
     assert rejected.status is TaskStatus.SLASHED
     assert rejected.reason == reason
     assert all(c.worker != bad.worker for c in await world.store.challenges())
@@ -182,6 +203,12 @@ async def test_inflated_count_in_a_plain_round_is_rejected_and_buys_no_weight(
     await assert_rejected(world, job_id, bad, reason)
     await assert_honest_aggregate(world, trained, state)
     await assert_paid_as_if_absent(world, job_id, trained, state, by_size=False)
+    kept = await world.store.get_round(job_id, 0)
+    assert kept is not None
+    for w, _ in trained:  # the honest commitments are kept with their shards' data roots
+        commitment = kept.assignment(w.worker).commitment
+        assert commitment is not None
+        assert commitment.data_root == data_root_of(world, state, w)
     await settled_round(world, job_id)
 
 
@@ -232,7 +259,8 @@ async def test_a_masked_input_counting_other_than_its_shard_is_rejected(
     sent = encode_masked(MaskedInput(honest_mask.client_id, INFLATED, honest_mask.vector))
     await bad.client.send_secagg(job_id, 0, SecAggStage.MASKED, sent)
     size = size_of(world, state, bad)
-    world.market.commit(job_id, 0, bad.worker, keccak256(sent), bytes(32), size, 0)
+    root = data_root_of(world, state, bad)
+    world.market.commit(job_id, 0, bad.worker, keccak256(sent), bytes(32), root, size, 0)
     world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()
     await step_until(world, job_id, Phase.PROPOSED)
@@ -297,8 +325,9 @@ async def test_a_copied_update_is_rejected_and_never_counted_twice(
     blob = encode_blob(copied)
     await copier.client.upload_update(job_id, 0, blob)
     size = size_of(world, state, copier)
+    root = data_root_of(world, state, copier)
     world.market.commit(
-        job_id, 0, copier.worker, keccak256(blob), bytes(32), size, loss_to_fixed(0.5)
+        job_id, 0, copier.worker, keccak256(blob), bytes(32), root, size, loss_to_fixed(0.5)
     )
     world.clock.advance(1)  # the closing block: one after the last commitment
     await step_until(world, job_id, Phase.PROPOSED)
@@ -339,3 +368,78 @@ def test_honest_updates_of_different_shards_are_far_from_copies() -> None:
         deltas.append(delta_of(layout.flatten(final), layout.flatten(start)))
     gaps = [distance(a, b) for i, a in enumerate(deltas) for b in deltas[i + 1 :]]
     assert min(gaps) > 100 * COPY_DISTANCE
+
+
+# --- the workers' own data ------------------------------------------------------------------------
+
+SCHEMA = TabularSchema(features=(64,), dtype="float32", classes=10)
+EVAL = Dataset(digits().features[:60], digits().labels[:60])
+
+
+def _own(seed: int, count: int) -> Dataset:
+    """``count`` digits of a worker's own (examples drawn by ``seed``)."""
+    picked = np.random.default_rng(seed).choice(len(digits()), count, replace=False)
+    return digits().subset(np.sort(picked).astype(np.int64))
+
+
+async def test_on_private_data_the_count_is_recorded_and_every_update_weighs_one(
+    world_with: WorldOf,
+) -> None:
+    """Two workers commit their own data (30 and 90 examples): both accepted with their data
+    roots and counts recorded, the aggregate the FedAvg of weight 1 each (nothing checks a
+    private count yet); a worker committing to no example is rejected and slashed."""
+    config = tiny_config(
+        data=WorkerData(schema=SCHEMA, replay="none"),
+        evaluation=EvaluationSpec(data_hash=keccak256(dataset_blob(EVAL)).hex()),
+    )
+    world = await world_with(config)
+    await world.blobs.put(dataset_blob(EVAL), domain=EVALUATION)
+    small, large, empty = (world.worker(i) for i in range(3))
+    small.own_data, large.own_data, empty.own_data = _own(1, 30), _own(2, 90), _own(3, 10)
+    empty.claimed_samples = 0
+    await register(world, [small, large, empty])
+    job = await world.post(workers=3)
+    await step_until(world, job, Phase.COLLECTING)
+
+    trained = {w.worker.worker_id: await w.train(job, 0) for w in (small, large)}
+    await empty.train(job, 0)
+    world.clock.advance(1)
+    await world.service.step()  # commitments followed: the empty one rejected at once
+    for w in (small, large):
+        await w.answer_challenges()
+    await step_until(world, job, Phase.PROPOSED)
+
+    state = await world.store.get_round(job)
+    assert state is not None
+    refused = state.assignment(empty.worker)
+    assert refused.status is TaskStatus.SLASHED
+    assert refused.reason == "committed num_samples 0: a data root commits to at least one example"
+    for w in (small, large):
+        accepted = state.assignment(w.worker)
+        assert accepted.status is TaskStatus.ACCEPTED
+        assert accepted.commitment is not None
+        assert w.own_data is not None
+        assert accepted.commitment.data_root == data_commitment(w.own_data).root
+        assert accepted.commitment.num_samples == len(w.own_data)
+    results = results_by_worker(world.market, job, 0)
+    assert results[empty.worker.key][0] is Outcome.SLASHED
+
+    # FedAvg with weight 1 each (not 30 and 90).
+    start_model = decode_blob(await world.blobs.get(state.model_hash.hex()))
+    layout = ParameterLayout.of(start_model)
+    params = layout.flatten(start_model)
+    updates = [
+        ClientUpdate(w.hex(), delta_of(layout.flatten(m), params), 1) for w, m in trained.items()
+    ]
+    expected = fedavg().aggregate_fit(params, updates, ServerState()).params
+    assert state.proposed_model is not None
+    proposed = layout.flatten(decode_blob(await world.blobs.get(state.proposed_model.hex())))
+    assert np.allclose(proposed, expected, atol=1e-6)
+    by_count = [
+        ClientUpdate(u.client_id, u.delta, n) for u, n in zip(updates, (30, 90), strict=True)
+    ]
+    assert not np.allclose(
+        proposed, fedavg().aggregate_fit(params, by_count, ServerState()).params, atol=1e-6
+    )
+    world.clock.advance(WINDOW)
+    await step_until(world, job, Phase.COMPLETED)

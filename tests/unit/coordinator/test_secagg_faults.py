@@ -122,7 +122,9 @@ async def test_malformed_masked_input_is_slashed_and_the_honest_are_paid(
         await w.train(job_id, 0, participant=parties[w.worker])
     start = decode_blob(await world.blobs.get(state.model_hash.hex()))
     length = ParameterLayout.of(start).flatten(start).shape[0]
-    size = len(JobWorkbench(world.config).shard(state.assignment(bad.worker).shard))
+    bench = JobWorkbench(world.config)
+    size = len(bench.shard(state.assignment(bad.worker).shard))
+    root = bench.shard_commitment(state.assignment(bad.worker).shard).root
     masked = parties[bad.worker].mask(np.zeros(length, np.float32), size)
     if fault == "not-a-blob":
         sent = b"\x00not a tensor blob" + bytes(64)
@@ -131,7 +133,9 @@ async def test_malformed_masked_input_is_slashed_and_the_honest_are_paid(
         sent = encode_masked(MaskedInput(masked.client_id, size, masked.vector[:-1]))
         reason_part = f"masked input has shape ({length - 1},), the model has {length} parameters"
     await bad.client.send_secagg(job_id, 0, SecAggStage.MASKED, sent)
-    world.market.commit(job_id, 0, bad.worker, keccak256(sent), bytes(32), size, loss_to_fixed(0.5))
+    world.market.commit(
+        job_id, 0, bad.worker, keccak256(sent), bytes(32), root, size, loss_to_fixed(0.5)
+    )
 
     await world.service.step()  # commitments followed: the bad input is rejected, saved at once
     rejected = (await round_state(world, job_id)).assignment(bad.worker)

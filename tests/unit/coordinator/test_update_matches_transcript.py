@@ -242,7 +242,7 @@ def test_malformed_proof_bytes_are_a_clear_rejection(data: bytes, why: str) -> N
 
 def committed(index: int) -> Assignment:
     worker = WorkerRef(CHAIN, bytes([index + 1]) * 32)
-    commitment = Commitment(worker, bytes(32), bytes(32), 1, 0)
+    commitment = Commitment(worker, bytes(32), bytes(32), bytes(32), 1, 0)
     return Assignment(worker, index, TaskStatus.COMMITTED, commitment)
 
 
@@ -318,6 +318,7 @@ class MarketChain:
             self.worker,
             commitment.update_hash,
             commitment.transcript_root,
+            commitment.data_root,
             commitment.num_samples,
             commitment.train_loss,
         )

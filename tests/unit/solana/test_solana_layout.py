@@ -105,12 +105,16 @@ def test_initialize_rejects_bad_guardian_sets() -> None:
 
 def test_commit_update_layout_and_accounts() -> None:
     worker = Pubkey.new_unique()
-    commitment = ix.Commitment(7, 3, b"u" * 32, b"t" * 32, 600, 412_345)
+    commitment = ix.Commitment(7, 3, b"u" * 32, b"t" * 32, b"d" * 32, 600, 412_345)
     instruction = ix.commit_update(PROGRAM, worker, commitment, sequence=9, nonce=5)
     data = bytes(instruction.data)
-    assert len(data) == 89
+    assert len(data) == 121
     assert data[0] == layout.Instruction.COMMIT_UPDATE
     assert struct.unpack_from("<QI", data, 1) == (7, 3)
+    assert data[13:45] == b"u" * 32
+    assert data[45:77] == b"t" * 32
+    assert data[77:109] == b"d" * 32
+    assert struct.unpack_from("<III", data, 109) == (600, 412_345, 5)
     assert instruction.accounts[2].pubkey == pda.task_address(PROGRAM, 7, 3, bytes(worker))
     assert instruction.accounts[3].pubkey == pda.message_address(PROGRAM, 9)
     assert instruction.accounts[0].is_signer

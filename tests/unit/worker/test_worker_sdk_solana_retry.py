@@ -23,7 +23,7 @@ from fedrelay.ports.worker_chain import TaskKey, UpdateCommitment
 from fedrelay.worker.sdk.errors import ChainRejected, ChainUnavailable
 
 KEY = TaskKey(3, 1)
-COMMITMENT = UpdateCommitment(KEY, b"\x01" * 32, b"\x02" * 32, 50, 7)
+COMMITMENT = UpdateCommitment(KEY, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, 50, 7)
 STALE_SEQUENCE = TransactionFailed(
     "worker program rejected the transaction: STALE_SEQUENCE (42)",
     program_error=ProgramError.STALE_SEQUENCE,

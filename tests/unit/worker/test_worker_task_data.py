@@ -15,6 +15,7 @@ from support.coordinator import LocalCoordinator
 from test_worker_sdk import JOB, FakeWorkerChain, fake_chain
 
 from fedrelay.coordinator.verification import JobWorkbench
+from fedrelay.protocol.data_commitment import DataCommitment
 from fedrelay.protocol.data_spec import EvaluationSpec, TabularSchema, WorkerData
 from fedrelay.protocol.job_config import DataSpec, JobConfig
 from fedrelay.protocol.wormhole import keccak256
@@ -26,7 +27,7 @@ from fedrelay.training import (
     verify_segment,
 )
 from fedrelay.training.data import Dataset
-from fedrelay.training.datasets import FileSource, dataset_hash
+from fedrelay.training.datasets import FileSource, data_commitment, dataset_hash
 from fedrelay.training.datasets.published import published_shard
 from fedrelay.training.torch_trainer import TorchClassificationTrainer, initial_model, mlp
 from fedrelay.worker.sdk import (
@@ -86,8 +87,8 @@ async def test_a_worker_with_defaults_trains_the_tasks_shard_of_the_jobs_partiti
     tmp_path: Path, given: DigitsShards | None
 ) -> None:
     """Whatever the worker was started with, shard 2 of the job's 3-shard partition is trained:
-    the count committed is that shard's, and the coordinator's replay of the committed
-    transcript accepts it."""
+    the data root and count committed are that shard's, and the coordinator's replay of the
+    committed transcript accepts it."""
     coordinator = LocalCoordinator()
     chain = await _assign(coordinator, 0x31, PUBLISHED, shard=2)
     node = _node(coordinator, chain, given, tmp_path)
@@ -100,6 +101,9 @@ async def test_a_worker_with_defaults_trains_the_tasks_shard_of_the_jobs_partiti
     assert commitment.num_samples == len(expected)
     assert commitment.num_samples != len(DigitsShards(8).dataset(2))
     workbench = JobWorkbench(PUBLISHED)
+    assert (
+        commitment.data_root == workbench.shard_commitment(2).root == data_commitment(expected).root
+    )
     assert workbench.shard_hash(2) == dataset_hash(expected)
     record = node.state.task(TaskKey(JOB, 0))
     assert record is not None
@@ -145,9 +149,34 @@ async def test_the_worker_refuses_before_committing_what_its_task_did_not_ask_fo
     assert chain.commitments == []
 
 
-async def test_a_worker_data_job_trains_the_workers_own_files_with_weight_one(
+async def test_the_worker_refuses_to_commit_a_data_root_other_than_its_examples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data root that is not the one of the examples trained (a bug) is caught by the
+    worker's own check before anything is committed."""
+    coordinator = LocalCoordinator()
+    chain = await _assign(coordinator, 0x36, PUBLISHED, shard=1)
+    honest = train_step.data_commitment
+    monkeypatch.setattr(
+        train_step, "data_commitment", lambda data: DataCommitment(b"\x07" * 32, len(data))
+    )
+    node = _node(coordinator, chain, None, tmp_path)
+    report = await node.step()
+    assert report.abandoned == (TaskKey(JOB, 0),)
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    expected = honest(published_shard(SPEC, 1)).root.hex()
+    assert f"would commit data root {'07' * 32}; the examples it trained on hash to {expected}" in (
+        record.reason
+    )
+    assert chain.commitments == []
+
+
+async def test_a_worker_data_job_trains_the_workers_own_files_and_commits_to_them(
     tmp_path: Path,
 ) -> None:
+    """The commitment holds the root over the worker's own examples and their count; the
+    update still weighs 1 (the job's rule: nothing checks a private count yet)."""
     rng = np.random.default_rng(4)
     own = tmp_path / "mine.npz"
     np.savez(own, features=rng.random((30, 64)).astype(np.float32),
@@ -158,11 +187,16 @@ async def test_a_worker_data_job_trains_the_workers_own_files_with_weight_one(
     report = await node.step()
     assert report.committed == (TaskKey(JOB, 0),), node.state
     [commitment] = chain.commitments
-    assert commitment.num_samples == 1  # a private count buys no weight
     record = node.state.task(TaskKey(JOB, 0))
     assert record is not None
     with np.load(own) as arrays:
         data = Dataset(arrays["features"], arrays["labels"].astype(np.int64))
+    assert (commitment.data_root, commitment.num_samples) == (
+        data_commitment(data).root,
+        30,
+    )
+    assert record.data_root == commitment.data_root.hex()
+    assert PRIVATE.update_weight(commitment.num_samples) == 1
     # The update was trained on the worker's file: the trainer bound to that data agrees.
     trainer = TorchClassificationTrainer(mlp, data)
     blobs = [node.store.get_blob(h) for h in record.checkpoints]

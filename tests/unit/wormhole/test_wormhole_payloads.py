@@ -61,7 +61,7 @@ def test_decode_inverts_encode(payload: object) -> None:
 def test_header_is_id_version_target_chain_target_address_job_id() -> None:
     data = sample_update_committed().to_bytes()
     assert data[0] == 3
-    assert data[1] == 2
+    assert data[1] == 3
     assert struct.unpack(">H", data[2:4]) == (2,)
     assert data[4:36] == evm_address("coordinator")
     assert struct.unpack(">Q", data[36:44]) == (7,)
@@ -93,12 +93,13 @@ def test_task_assigned_layout() -> None:
 def test_update_committed_layout() -> None:
     p = sample_update_committed()
     data = p.to_bytes()
-    assert len(data) == 152
+    assert len(data) == 184
     assert struct.unpack(">I", data[44:48]) == (3,)
     assert data[48:80] == p.worker_key
     assert data[80:112] == p.update_hash
     assert data[112:144] == p.transcript_root
-    assert struct.unpack(">II", data[144:152]) == (6000, 412_345)
+    assert data[144:176] == p.data_root
+    assert struct.unpack(">II", data[176:184]) == (6000, 412_345)
 
 
 def test_round_settled_layout() -> None:
@@ -189,9 +190,10 @@ def test_unknown_payload_id_is_rejected() -> None:
 
 def test_unknown_version_is_rejected() -> None:
     data = bytearray(sample_update_committed().to_bytes())
-    data[1] = 1
-    with pytest.raises(UnsupportedPayloadVersion, match="version 1 is not supported"):
-        decode_payload(bytes(data))
+    for old in (1, 2):
+        data[1] = old
+        with pytest.raises(UnsupportedPayloadVersion, match=f"version {old} is not supported"):
+            decode_payload(bytes(data))
 
 
 @pytest.mark.parametrize("payload", SAMPLES, ids=lambda p: type(p).__name__)

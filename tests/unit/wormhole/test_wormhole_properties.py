@@ -105,6 +105,7 @@ payloads = st.one_of(
         worker_key=b32,
         update_hash=b32,
         transcript_root=b32,
+        data_root=b32,
         num_samples=u32,
         train_loss=u32,
     ),

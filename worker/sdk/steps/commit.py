@@ -1,4 +1,5 @@
-"""Committing: the update's hash, the transcript root and the training figures go on chain.
+"""Committing: the update's hash, the transcript root, the data root and the training figures
+go on chain.
 
 The commitment is the worker's claim; past the task's deadline it is not sent, and a chain that
 refuses it ends the task (the worker does not retry a commitment the contract rejects).
@@ -21,16 +22,23 @@ async def commit(node: WorkerNode, record: TaskRecord) -> TaskRecord:
     """Commit the UPLOADED task; the record, now COMMITTED with its transaction, saved.
 
     Raises:
-        TaskRefused: The deadline passed before the commitment, or the chain refused it.
+        TaskRefused: The deadline passed before the commitment, the record holds no data root
+            (it was trained by an earlier release), or the chain refused it.
     """
     key = record.key
     if node.clock() > record.deadline:
         raise TaskRefused(f"the deadline {record.deadline} of {key} passed before the commit")
+    if not record.data_root:
+        raise TaskRefused(
+            f"{key} was trained by a release without data commitments: it has no data root to "
+            "commit"
+        )
     node.progress.phase(key, "committing")
     commitment = UpdateCommitment(
         key,
         bytes.fromhex(record.update_hash),
         bytes.fromhex(record.transcript_root),
+        bytes.fromhex(record.data_root),
         record.num_samples,
         record.train_loss,
     )

@@ -75,7 +75,8 @@ async def mask(
         )
         final = model_tensors(key, trained.update_blob)
         moving = trainable_tensors(start, job.model.trainable)  # what the update carries
-        masked = participant.mask(masking.flat_delta(final, moving), trained.num_samples)
+        weight = job.update_weight(trained.num_samples)  # what the coordinator checks
+        masked = participant.mask(masking.flat_delta(final, moving), weight)
     except SecureAggregationError as exc:
         raise SecureAggregationFailed(f"secure aggregation of {key} failed: {exc}") from exc
     blob = wire.encode_masked(masked)

@@ -4,8 +4,8 @@ A commitment the coordinator cannot reproduce costs the worker its stake, so bef
 update goes further the worker checks it against the task, from the job's configuration alone:
 
 * the data: on published data, the examples trained are the task's shard of the job's
-  partition (same data hash, same count), and the committed weight is that count; on the
-  worker's own data the weight is 1;
+  partition (same data hash); the committed data root and count are those of the examples
+  trained (the shard's, or the worker's own);
 * the transcript: one checkpoint per segment plus checkpoint 0, which holds the round's model at
   step 0; the last one is at the configuration's final step;
 * the update: the final checkpoint's trainable tensors (before any masking; a frozen tensor,
@@ -25,7 +25,7 @@ import numpy.typing as npt
 from fedrelay.ports.worker_chain import TaskKey
 from fedrelay.training import BlobError, decode_blob, model_of, step_of
 from fedrelay.training.data import DataError
-from fedrelay.training.datasets import dataset_hash
+from fedrelay.training.datasets import data_commitment, dataset_hash
 from fedrelay.training.datasets.published import published_shard
 from fedrelay.training.trainer import trainable_tensors
 from fedrelay.worker.sdk.errors import TaskRefused
@@ -62,13 +62,16 @@ def check_trained(key: TaskKey, shard: int, inputs: TaskInputs, trained: Trained
             raise TaskRefused(
                 f"{key} trained other data than shard {shard} of the job's published partition"
             )
-        if trained.num_samples != len(expected):
-            raise TaskRefused(
-                f"{key} would commit {trained.num_samples} examples; shard {shard} has "
-                f"{len(expected)}"
-            )
-    elif trained.num_samples != 1:
-        raise TaskRefused(f"{key} would commit weight {trained.num_samples} on private data, not 1")
+    committed = data_commitment(inputs.data)
+    if trained.num_samples != committed.count:
+        raise TaskRefused(
+            f"{key} would commit {trained.num_samples} examples; it trained on {committed.count}"
+        )
+    if trained.data_root != committed.root:
+        raise TaskRefused(
+            f"{key} would commit data root {trained.data_root.hex()}; the examples it trained on "
+            f"hash to {committed.root.hex()}"
+        )
     if config.data_hash and config.data_hash != dataset_hash(inputs.data):
         raise TaskRefused(f"the configuration of {key} names other data than it trained")
     if len(trained.checkpoints) != config.segments + 1:

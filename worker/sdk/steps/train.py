@@ -4,13 +4,15 @@ The inputs are checked before any work: the coordinator must name the model and 
 the chain assigned, and the model must be a tensor blob. The data is what the job decides
 (:mod:`fedrelay.worker.sdk.shards`): the task's shard of the job's published partition, or the
 worker's own data checked against the job's schema. The local run builds the transcript (one
-checkpoint per segment) beside the trained model, and honours a stop request between segments.
+checkpoint per segment) beside the trained model, and honours a stop request between segments;
+the data it trained on is committed by its data root (the Merkle root over the example hashes,
+:func:`fedrelay.training.datasets.data_commitment`) and its example count.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +34,7 @@ from fedrelay.training import (
     trainable_tensors,
 )
 from fedrelay.training.data import DataError
-from fedrelay.training.datasets import Examples, SchemaMismatch
+from fedrelay.training.datasets import Examples, SchemaMismatch, data_commitment
 from fedrelay.training.datasets.published import published_shard
 from fedrelay.worker.sdk.config import JobConfig, parse_job_config
 from fedrelay.worker.sdk.errors import StopRequested, TaskRefused
@@ -53,14 +55,17 @@ class TrainedUpdate:
             or the masked input).
         checkpoints: Every transcript checkpoint blob, ``c_0`` first.
         transcript_root: The Merkle root over the checkpoint hashes.
-        num_samples: The update's weight: examples in the shard on published data, 1 on the
-            worker's own data (the coordinator cannot check a private count).
+        data_root: The Merkle root over the hashes of the examples trained on.
+        num_samples: How many examples that is (the shard's on published data, the worker's
+            own otherwise). The update's weight follows from it
+            (:meth:`~fedrelay.protocol.job_config.JobConfig.update_weight`).
         train_loss: Final training loss, x 1e6 (saturating u32).
     """
 
     update_blob: bytes
     checkpoints: tuple[bytes, ...]
     transcript_root: bytes
+    data_root: bytes
     num_samples: int
     train_loss: int
 
@@ -170,10 +175,7 @@ async def train(node: WorkerNode, key: TaskKey, inputs: TaskInputs) -> TrainedUp
     except ValueError as exc:  # TrainingError: a recipe this data cannot run
         raise TaskRefused(f"the training configuration of {key} is unusable: {exc}") from None
     with node.span("worker.train", key):
-        trained = await local_run(node, key, inputs.model, config, inputs.data, job.model)
-    if job.worker_data is not None:
-        trained = replace(trained, num_samples=1)  # the weight of a private-data update
-    return trained
+        return await local_run(node, key, inputs.model, config, inputs.data, job.model)
 
 
 async def local_run(
@@ -225,7 +227,15 @@ async def local_run(
     final = model_of(checkpoint)
     loss = trainer.evaluate(final, data).loss
     update = encode_blob(trainable_tensors(final, spec.trainable))
-    return TrainedUpdate(update, builder.blobs, transcript.root, len(data), loss_to_fixed(loss))
+    committed = await asyncio.to_thread(data_commitment, data)
+    return TrainedUpdate(
+        update,
+        builder.blobs,
+        transcript.root,
+        committed.root,
+        committed.count,
+        loss_to_fixed(loss),
+    )
 
 
 def model_tensors(key: TaskKey, model_blob: bytes) -> ModelTensors:
