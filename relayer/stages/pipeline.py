@@ -361,11 +361,19 @@ class SignerLane:
                     group.append(self._queue.popleft())
                 await self._submit_group(group)
                 group = []
-        finally:  # cancelled (the stage is closing): nothing queued is left waiting
+        except BaseException as exc:  # cancelled (closing), or a fault: nothing is left waiting
             for item in [*group, *self._queue]:
-                if not item.done.done():
+                if item.done.done():
+                    continue
+                if isinstance(exc, Exception):
+                    item.done.set_result(exc)  # the stage runner retries the record alone
+                else:
                     item.done.cancel()
             self._queue.clear()
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("deliver-%d: the submitter stopped; its deliveries are retried alone",
+                          self.chain_id)  # fmt: skip
 
     async def _submit_group(self, group: list[_Queued]) -> None:
         """Sign the group with consecutive nonces, persist every attempt in one ledger
