@@ -178,6 +178,7 @@ class EvmSource:
         self._event = w3.eth.contract(address=self.core, abi=_CORE_ABI).events.LogMessagePublished()
         self._emitter32 = address_to_bytes32(self.emitter)
         self._timestamps: dict[str, int] = {}
+        self._head: asyncio.Task[ChainPosition] | None = None
 
     @classmethod
     async def of_receiver(
@@ -191,7 +192,17 @@ class EvmSource:
         return cls(w3, wormhole_chain_id, receiver, str(core), finality)
 
     async def head(self) -> ChainPosition:
-        """The highest block at the configured finality (-1 when none is final yet)."""
+        """The highest block at the configured finality (-1 when none is final yet).
+
+        Callers asking at the same time share one reading (a guardian checks a batch of
+        observations concurrently, each against the head); a later call reads anew.
+        """
+        task = self._head
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            task = self._head = asyncio.ensure_future(self._read_head())
+        return await asyncio.shield(task)
+
+    async def _read_head(self) -> ChainPosition:
         if isinstance(self.finality, int):
             number = await self.w3.eth.block_number - self.finality
             if number < 0:
@@ -208,7 +219,9 @@ class EvmSource:
             block = await self.w3.eth.get_block(number)
         except BlockNotFound:
             return None
-        return _hex(block["hash"])
+        block_hash = _hex(block["hash"])
+        self._remember_timestamp(block_hash, int(block["timestamp"]))  # a message's reader needs it
+        return block_hash
 
     async def messages_between(self, first: int, last: int) -> Sequence[EmittedMessage]:
         """The emitter's messages in blocks `first`..`last`, in chain order."""
@@ -280,10 +293,13 @@ class EvmSource:
         if known is None:
             block = await self.w3.eth.get_block(HexBytes(block_hash))
             known = int(block["timestamp"])
-            if len(self._timestamps) > 4096:  # a bounded cache: old blocks are not asked again
-                self._timestamps.clear()
-            self._timestamps[block_hash] = known
+            self._remember_timestamp(block_hash, known)
         return known
+
+    def _remember_timestamp(self, block_hash: str, timestamp: int) -> None:
+        if len(self._timestamps) > 4096:  # a bounded cache: old blocks are not asked again
+            self._timestamps.clear()
+        self._timestamps[block_hash] = timestamp
 
 
 #: The most preflight estimates an :class:`EvmDestination` keeps for the prepares that follow.
