@@ -57,6 +57,7 @@ from solders.transaction_status import TransactionStatus
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana import pda
 from fedrelay.adapters.solana.client import (
+    _MULTIPLE_ACCOUNTS,
     RECEIVE_COMPUTE_UNITS,
     WorkerProgramClient,
     _most_that_fit,
@@ -177,7 +178,6 @@ def _hash(data: bytes) -> str:
 
 #: The most deliveries one parallel group signs (getSignatureStatuses answers 256 at a time).
 MAX_PARALLEL = 64
-_MULTIPLE_ACCOUNTS = 100  # getMultipleAccounts takes up to 100 addresses
 _SIGNATURE_STATUSES = 256  # getSignatureStatuses takes up to 256 signatures
 
 
@@ -253,10 +253,11 @@ class SolanaDestination:
         """Sign the deliveries among `vaas` that can go out together (see
         :class:`~fedrelay.ports.relay.ParallelGroup`).
 
-        All are signed with one recent blockhash; the consumed records of all `vaas` are read in
-        one call per hundred. Nothing is sent. A VAA left out of the group holds back the later
-        ones that depend on it (a worker in common; any publisher after a publisher), so that a
-        message never overtakes an earlier one it depends on.
+        All are signed with one recent blockhash; the consumed records of all `vaas`, then the
+        records their deliveries touch, are read a hundred per call. Nothing is sent. A VAA
+        left out of the group holds back the later ones that depend on it (a worker in common;
+        any publisher after a publisher), so that a message never overtakes an earlier one it
+        depends on.
 
         Args:
             vaas: Signed VAAs, in the order they were queued (earlier ones are preferred).
@@ -271,11 +272,14 @@ class SolanaDestination:
                 parsed[index] = parse_vaa(vaa)
             except WormholeError:
                 alone.append(index)  # the one-at-a-time path says what is wrong with it
-        consumed = await self._consumed_among(parsed)
+        consumed, latest, sequence = await asyncio.gather(
+            self._consumed_among(parsed),
+            self.client.rpc.get_latest_blockhash(Confirmed),
+            self.client.next_sequence(),
+        )
+        blockhash = latest.value.blockhash
         candidates = [i for i in parsed if i not in consumed]
-        plans = await asyncio.gather(*(self.client.plan_delivery(parsed[i]) for i in candidates))
-        blockhash = (await self.client.rpc.get_latest_blockhash(Confirmed)).value.blockhash
-        sequence = await self.client.next_sequence()
+        plans = await self.client.plan_deliveries([parsed[i] for i in candidates])
         signed: list[tuple[int, SignedDelivery]] = []
         deferred: list[int] = []
         taken: set[bytes] = set()  # workers of the group and of the VAAs left out before
