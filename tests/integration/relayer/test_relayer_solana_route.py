@@ -9,8 +9,9 @@
 - parallel sends: the pipelined deliver stage takes a poll's deliveries together and sends the
   independent ones as one group (:mod:`fedrelay.relayer.stages.parallel`). Independent
   deliveries land several per slot (a devnet with wall-clock slots), each once; a poll with a
-  VAA consumed meanwhile, a duplicate record and a VAA that shares workers with two others
-  applies nothing twice, and the dependent VAA lands after the two it depends on; the stage
+  VAA consumed meanwhile, a duplicate record, a VAA that shares workers with two others and a
+  poison VAA applies nothing twice, the dependent VAA lands after the two it depends on and the
+  poison one is dead (and in the DLQ) with the program's reason; the stage
   cancelled after persisting a group and before broadcasting it resumes with the very bytes
   persisted, or, once their blockhash has expired, signs anew. Each checks exactly once on the
   chain (consumed records, tasks, the payer's transactions) and in the ledger (attempts).
@@ -442,7 +443,7 @@ async def delivered(
     async def done() -> bool:
         async with sessions() as session:
             statuses = list(await session.scalars(select(Delivery.status)))
-        ended = (DeliveryStatus.CONFIRMED, DeliveryStatus.ALREADY_DELIVERED)
+        ended = (DeliveryStatus.CONFIRMED, DeliveryStatus.ALREADY_DELIVERED, DeliveryStatus.DEAD)
         return sum(status in ended for status in statuses) == count
 
     stage = pipelined(bus, sessions, destination)
@@ -509,19 +510,25 @@ async def test_independent_deliveries_go_out_in_parallel_several_per_slot_each_o
     assert max(blockhashes.values()) >= 2, f"signed one at a time: {blockhashes}"
 
 
-async def test_a_consumed_vaa_a_duplicate_and_a_dependent_vaa_are_each_applied_once(
+async def test_a_consumed_a_duplicate_a_dependent_and_a_poison_vaa_in_one_poll(
     timed: Deployment, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     d = timed
-    crew = await crew_of(d, 5)
-    vaas = [assignment(d, [key], 200 + i) for i, key in enumerate(crew)]
+    crew = await crew_of(d, 6)
+    vaas = [assignment(d, [key], 200 + i) for i, key in enumerate(crew[:5])]
     dependent = assignment(d, [crew[1], crew[3]], 200)  # a round's second batch, after 1 and 3
     consumed = vaas[2]
     await d.client.receive_vaa(d.admin, consumed.to_bytes())  # delivered by someone else
+    deadline = d.devnet.chain.unix_time() + 3600
+    poison = d.sign(
+        task_assigned(d.program_id, [crew[5]], job_id=250, deadline=deadline),
+        guardians=wormhole_testing.guardian_signers(GUARDIANS + 1)[1:],  # not the program's set
+    )
     payer = await d.funded_keypair()
-    records = [*vaas, dependent, vaas[0]]  # vaas[0] twice: a duplicate record
+    records = [*vaas, dependent, poison, vaas[0]]  # vaas[0] twice: a duplicate record
+    bus = await published(records)
 
-    await delivered(await published(records), sessions, SolanaDestination(d.client, payer), 6)
+    await delivered(bus, sessions, SolanaDestination(d.client, payer), 7)
 
     delivery, attempts = await ledger_of(sessions, consumed)
     assert (delivery.status, attempts) == (DeliveryStatus.ALREADY_DELIVERED, [])  # none sent
@@ -537,6 +544,13 @@ async def test_a_consumed_vaa_a_duplicate_and_a_dependent_vaa_are_each_applied_o
     last = order.index(sent[dependent.digest])
     assert last > order.index(sent[vaas[1].digest])
     assert last > order.index(sent[vaas[3].digest])
+    # The poison VAA went out with the group, was refused at preflight, and is dead with why.
+    refused, [attempt] = await ledger_of(sessions, poison)
+    assert (refused.status, attempt.outcome) == (DeliveryStatus.DEAD, AttemptOutcome.REVERTED)
+    assert "INVALID_SIGNATURE" in (refused.last_error or "")
+    assert not await d.client.is_consumed(poison.digest)
+    [dead] = await read_topic(bus, "dlq", 1, group_id=uuid.uuid4().hex)
+    assert decode_as(dead.value, DeliveryRequest).digest == poison.digest
 
 
 class HeldBeforeBroadcast(SolanaDestination):
