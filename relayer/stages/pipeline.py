@@ -50,7 +50,12 @@ reads its entry's result from the receipt.
 
 A delivery that fails in the pipeline is handed back to the stage runner with its failure; the
 runner then retries it alone through the plain deliverer (backoff, attempts, the DLQ), exactly as
-before. Destinations without nonces (Solana) are delivered one at a time per lane.
+before.
+
+Destinations without nonces: one that sends deliveries in parallel
+(:class:`~fedrelay.ports.relay.ParallelDestination`, Solana) gets all of a lane's records of the
+poll at once, sent in groups of independent deliveries (:mod:`fedrelay.relayer.stages.parallel`,
+:meth:`SignerLane.deliver_parallel`); any other is delivered one at a time per lane.
 """
 
 from __future__ import annotations
