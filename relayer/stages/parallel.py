@@ -18,6 +18,7 @@ all of its records of a poll at once (:meth:`ParallelSends.deliver`)::
       chain:  their statuses are read together until each has landed
       ledger: the confirmed ones CONFIRMED (one commit)
       alone ones -> the plain deliverer, one at a time; deferred ones -> the next group
+      expired ones (nothing landed) -> attempt FAILED, the next group, signed anew
     a duplicate record -> the plain deliverer, last (it finds its delivery done)
 
 Every exactly-once rule of the plain deliverer holds. Each attempt is persisted before it is
@@ -25,11 +26,15 @@ broadcast; the destination's consumed flags are read (in bulk) before signing, a
 consumed VAA anyway. A process killed after persisting a group leaves its attempts PREPARED:
 the records come back (their offsets were not committed) and each delivery, found with an
 attempt in flight, is resumed by the plain deliverer with the same signed bytes, or signed anew
-when they can no longer land (the blockhash expired). A delivery that fails in a group (its send
-refused, its transaction failed, no confirmation in time) goes through the plain deliverer's
-failure handling (:meth:`~fedrelay.relayer.stages.deliver.Deliverer._failed`), which checks the
-consumed flag before anything else, so the ledger never calls a delivered message failed; the
-stage runner then retries it alone (backoff, attempts, the DLQ), as for the EVM pipeline.
+when they can no longer land (the blockhash expired). A group that can no longer land as it is
+sent (its blockhash expired: a node that keeps few, or a slow send; or another transaction took
+the message account its publisher names) is not its deliveries' fault: each one whose
+transaction the chain does not have is marked failed and goes in the next group, signed anew, up
+to :data:`REGROUPS` times. Any other failure of a delivery in a group (its send refused, its
+transaction failed, no confirmation in time) goes through the plain deliverer's failure
+handling (:meth:`~fedrelay.relayer.stages.deliver.Deliverer._failed`), which checks the consumed
+flag before anything else, so the ledger never calls a delivered message failed; the stage
+runner then retries it alone (backoff, attempts, the DLQ), as for the EVM pipeline.
 
 Order: a group holds only deliveries independent of one another and of the earlier ones left
 out of it (the destination decides, see :class:`~fedrelay.ports.relay.ParallelGroup`), so a
@@ -54,7 +59,7 @@ from fedrelay.ports.relay import (
     TxState,
     TxStatus,
 )
-from fedrelay.ports.relayer_ledger import DeliveryStatus
+from fedrelay.ports.relayer_ledger import AttemptOutcome, DeliveryStatus
 from fedrelay.relayer.records import DeliveryRequest
 from fedrelay.relayer.stages.deliver import Deliverer, _ChainFailure, ended
 
@@ -71,6 +76,11 @@ Opener = Callable[
 #: (its bytes, harmless to repeat: a transaction lands once).
 RESEND_S = 2.0
 
+#: How many times a delivery whose group could no longer land (its blockhash expired, or a
+#: publisher of another transaction took the message account first) goes in the next group,
+#: signed anew, before such a failure counts as one of its attempts.
+REGROUPS = 3
+
 
 @dataclass(eq=False)
 class _Queued:
@@ -83,6 +93,7 @@ class _Queued:
     attempts: int  # attempts persisted so far (the next one is numbered attempts + 1)
     attempt_id: int = 0  # its attempt in the group being sent
     signed: SignedDelivery | None = None
+    regrouped: int = 0  # times it went in the next group after its group expired
 
 
 @dataclass
@@ -180,19 +191,25 @@ class ParallelSends:
         for i, signed in group.signed:
             queue[i].signed = signed
             sending.append(queue[i])
+        regroup: list[_Queued] = []
         if sending:
             for q, result in zip(sending, await self._send(sending), strict=True):
-                out[q.index] = result
+                if result is None:
+                    regroup.append(q)
+                else:
+                    out[q.index] = result
         alone = [queue[i] for i in group.alone]
         if not (sending or group.consumed or alone):
             alone = queue[:1]  # nothing else moved: the first goes alone, so the queue shrinks
         for q in alone:
             out[q.index] = await ended(plain.deliver(q.request))
         left = {q.index for q in alone}
-        return [queue[i] for i in group.deferred if queue[i].index not in left] + later
+        waiting = [queue[i] for i in group.deferred if queue[i].index not in left]
+        return sorted(waiting + regroup, key=lambda q: q.index) + later
 
-    async def _send(self, group: list[_Queued]) -> list[DeliveryStatus | Exception]:
-        """Persist the group's attempts, broadcast them, wait for them and settle them."""
+    async def _send(self, group: list[_Queued]) -> list[DeliveryStatus | Exception | None]:
+        """Persist the group's attempts, broadcast them, wait for them and settle them; each
+        delivery's end, or None for one that goes in the next group (see :data:`REGROUPS`)."""
         plain, chain = self.deliverer, self.chain
         try:
             async with plain.ledger.transaction() as work:
@@ -204,13 +221,21 @@ class ParallelSends:
         for q, attempt_id in zip(group, attempt_ids, strict=True):
             q.attempt_id, q.attempts = attempt_id, q.attempts + 1
         errors = await chain.broadcast_many([_signed(q) for q in group])
-        ends: dict[int, DeliveryStatus | Exception] = {}
+        ends: dict[int, DeliveryStatus | Exception | None] = {}
         sent: list[_Queued] = []
+        refused: list[tuple[_Queued, Failure]] = []
         for q, error in zip(group, errors, strict=True):
             if error is None:
                 sent.append(q)
             else:
-                ends[q.index] = await self._failed(q, chain.classify(error))
+                refused.append((q, chain.classify(error)))
+        if any(self._regroups(q, failure) for q, failure in refused):
+            # Refused as no longer able to land, or as processed already: the chain says which.
+            known = await self._statuses_quietly([q for q, _ in refused])
+            sent += [q for (q, _), state in zip(refused, known, strict=True) if state is not None]
+            refused = [r for r, state in zip(refused, known, strict=True) if state is None]
+        for q, failure in refused:
+            ends[q.index] = await self._failed(q, failure)
         if sent:
             log.info("deliver-%d: %d deliveries sent in parallel", chain.chain_id, len(sent))
             statuses, recorded = await asyncio.gather(
@@ -230,6 +255,20 @@ class ParallelSends:
                         )
                         ends[q.index] = await self._failed(q, failure)
         return [ends[q.index] for q in group]
+
+    def _regroups(self, q: _Queued, failure: Failure) -> bool:
+        """Whether `failure` of a delivery's attempt sends it to the next group, signed anew."""
+        return failure.kind is FailureKind.EXPIRED and q.regrouped < REGROUPS
+
+    async def _statuses_quietly(self, queued: list[_Queued]) -> list[TxState | None]:
+        """The state of each one's transaction when the chain knows it, else None (also when
+        the chain cannot be asked: the plain deliverer's failure handling asks again)."""
+        try:
+            statuses = await self.chain.statuses([_signed(q).tx_id for q in queued])
+        except Exception as exc:
+            log.debug("cannot read statuses: %s", exc)
+            return [None for _ in queued]
+        return [None if s.state is TxState.UNKNOWN else s.state for s in statuses]
 
     async def _record_broadcasts(self, sent: list[_Queued]) -> Exception | None:
         """Attempts BROADCAST, deliveries SUBMITTED (one ledger transaction); the exception the
@@ -295,8 +334,19 @@ class ParallelSends:
             log.info("delivery %s: confirmed in %s", q.label, _signed(q).tx_id)
         return {q.index: DeliveryStatus.CONFIRMED for q in confirmed}
 
-    async def _failed(self, q: _Queued, failure: Failure) -> DeliveryStatus | Exception:
-        """A delivery's end after `failure` of its attempt, as the plain deliverer records it."""
+    async def _failed(self, q: _Queued, failure: Failure) -> DeliveryStatus | Exception | None:
+        """A delivery's end after `failure` of its attempt, as the plain deliverer records it;
+        None when it goes in the next group instead (its group expired: nothing landed)."""
+        if self._regroups(q, failure):
+            q.regrouped += 1
+            error = f"{failure.kind.value}: {failure.reason} (its group; signed anew in the next)"
+            try:
+                async with self.deliverer.ledger.transaction() as work:
+                    await work.set_attempt_outcome(q.attempt_id, AttemptOutcome.FAILED, error=error)
+            except Exception as exc:  # the ledger is away: resumed alone, the attempt unsent
+                return exc
+            log.info("delivery %s: %s", q.label, error)
+            return None
         failed = _ChainFailure(failure, q.attempt_id or None)
         return await ended(self.deliverer._failed(q.request, q.delivery_id, q.label, failed))
 

@@ -11,10 +11,11 @@
   deliveries land several per slot (a devnet with wall-clock slots), each once; a poll with a
   VAA consumed meanwhile, a duplicate record, a VAA that shares workers with two others and a
   poison VAA applies nothing twice, the dependent VAA lands after the two it depends on and the
-  poison one is dead (and in the DLQ) with the program's reason; the stage
-  cancelled after persisting a group and before broadcasting it resumes with the very bytes
-  persisted, or, once their blockhash has expired, signs anew. Each checks exactly once on the
-  chain (consumed records, tasks, the payer's transactions) and in the ledger (attempts).
+  poison one is dead (and in the DLQ) with the program's reason; the stage cancelled after
+  persisting a group and before broadcasting it resumes with the very bytes persisted, or, once
+  their blockhash has expired, signs anew; a group whose blockhash expires as it is sent goes
+  again, signed anew. Each checks exactly once on the chain (consumed records, tasks, the
+  payer's transactions) and in the ledger (attempts).
 """
 
 from __future__ import annotations
@@ -551,6 +552,40 @@ async def test_a_consumed_a_duplicate_a_dependent_and_a_poison_vaa_in_one_poll(
     assert not await d.client.is_consumed(poison.digest)
     [dead] = await read_topic(bus, "dlq", 1, group_id=uuid.uuid4().hex)
     assert decode_as(dead.value, DeliveryRequest).digest == poison.digest
+
+
+async def test_a_group_whose_blockhash_expires_as_it_is_sent_goes_again_signed_anew(
+    devnet: SolanaDevnet, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The session's devnet takes only its latest blockhash: the first of a group to land
+    expires the rest, which go in the next group, signed anew (and, after three such groups,
+    the plain deliverer's way); each message is still applied once and none dead."""
+    async for d in deployed(devnet):
+        vaas = [assignment(d, [key], 600 + i) for i, key in enumerate(await crew_of(d, 5))]
+        payer = await d.funded_keypair()
+        bus = await published(vaas)
+
+        await delivered(bus, sessions, SolanaDestination(d.client, payer), len(vaas))
+
+        failed, regrouped = 0, 0
+        for i, vaa in enumerate(vaas):
+            assert (await d.client.fetch_consumed(vaa.digest)).applied == 1
+            assert await d.client.fetch_task(600 + i, 1, ix.delivery_for(vaa).worker_keys[0])
+            delivery, attempts = await ledger_of(sessions, vaa)
+            assert delivery.status == DeliveryStatus.CONFIRMED
+            *expired, last = attempts
+            assert (last.outcome, last.tx_hash) == (AttemptOutcome.CONFIRMED, delivery.tx_hash)
+            for attempt in expired:
+                assert attempt.outcome == AttemptOutcome.FAILED
+                assert "expired" in (attempt.error or "")
+                assert d.devnet.chain.processed(attempt.tx_hash or "") is None
+            failed += len(expired)
+            regrouped += sum("signed anew in the next" in (a.error or "") for a in expired)
+        assert regrouped > 0, "the group's blockhash never expired"
+        assert failed >= regrouped
+        assert len(landed_by(d, payer)) == len(vaas)
+        async with sessions() as session:
+            assert not (await session.scalars(select(DeadLetter))).all()
 
 
 class HeldBeforeBroadcast(SolanaDestination):
