@@ -51,6 +51,7 @@ PACKET_DATA_SIZE = 1232
 BUFFER_CHUNK = 900
 #: Compute units requested for VAA verification (25,000 per signature plus account work).
 RECEIVE_COMPUTE_UNITS = 1_400_000
+_MULTIPLE_ACCOUNTS = 100  # getMultipleAccounts takes up to 100 addresses
 
 _Decoded = TypeVar("_Decoded")
 
@@ -290,21 +291,40 @@ class WorkerProgramClient:
     async def plan_delivery(self, vaa: Vaa) -> ix.Delivery:
         """The accounts a VAA's delivery touches, with the entries that will publish a
         STAKE_CHANGED predicted from the worker and task records the chain holds now."""
-        delivery = ix.delivery_for(vaa)
-        payload = decode_payload(vaa.body.payload)
-        if not isinstance(payload, TaskAssigned | RoundSettled):
-            return delivery
-        keys = delivery.worker_keys
-        addresses = [pda.worker_address(self.program_id, Pubkey(k)) for k in keys] + [
-            pda.task_address(self.program_id, delivery.job_id, delivery.round, k) for k in keys
-        ]
-        infos = (await self.rpc.get_multiple_accounts(addresses, commitment=Confirmed)).value
-        owned = [
-            bytes(i.data) if i is not None and i.owner == self.program_id else None for i in infos
-        ]
-        workers = [WorkerAccount.decode(d) if d else None for d in owned[: len(keys)]]
-        tasks = [TaskAccount.decode(d) if d else None for d in owned[len(keys) :]]
-        return replace(delivery, publishes=ix.predict_publishes(payload, workers, tasks))
+        [delivery] = await self.plan_deliveries([vaa])
+        return delivery
+
+    async def plan_deliveries(self, vaas: Sequence[Vaa]) -> list[ix.Delivery]:
+        """:meth:`plan_delivery` of each VAA, in order, their workers' and tasks' records read
+        together (a hundred accounts per ``getMultipleAccounts``)."""
+        deliveries = [ix.delivery_for(vaa) for vaa in vaas]
+        payloads = [decode_payload(vaa.body.payload) for vaa in vaas]
+        addresses: list[Pubkey] = []
+        for delivery, payload in zip(deliveries, payloads, strict=True):
+            if isinstance(payload, TaskAssigned | RoundSettled):
+                keys = delivery.worker_keys
+                addresses += [pda.worker_address(self.program_id, Pubkey(k)) for k in keys]
+                addresses += [
+                    pda.task_address(self.program_id, delivery.job_id, delivery.round, k)
+                    for k in keys
+                ]
+        owned: list[bytes | None] = []
+        for start in range(0, len(addresses), _MULTIPLE_ACCOUNTS):
+            chunk = addresses[start : start + _MULTIPLE_ACCOUNTS]
+            infos = (await self.rpc.get_multiple_accounts(chunk, commitment=Confirmed)).value
+            owned += [bytes(i.data) if i and i.owner == self.program_id else None for i in infos]
+        planned = []
+        for delivery, payload in zip(deliveries, payloads, strict=True):
+            if not isinstance(payload, TaskAssigned | RoundSettled):
+                planned.append(delivery)
+                continue
+            count = len(delivery.worker_keys)
+            workers = [WorkerAccount.decode(d) if d else None for d in owned[:count]]
+            tasks = [TaskAccount.decode(d) if d else None for d in owned[count : 2 * count]]
+            owned = owned[2 * count :]
+            publishes = ix.predict_publishes(payload, workers, tasks)
+            planned.append(replace(delivery, publishes=publishes))
+        return planned
 
     async def receive_vaa(self, payer: Keypair, vaa: bytes) -> Delivered:
         """Deliver a VAA and apply its whole batch.

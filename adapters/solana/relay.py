@@ -26,17 +26,17 @@ waiting for each other's confirmation, and land in any order, several per slot. 
 means: one transaction each (no buffer, no follow-up batch part), no worker in common (a
 worker's stake and locks decide whether an entry is refused), and at most one of them publishes
 messages (only a publisher needs the config's next sequence; the others leave it alone). The
-rest is deferred to a later group or the one-at-a-time path. The consumed records (one per
-digest) keep every delivery exactly once whatever lands twice: a repeated one is refused with
-``ALREADY_CONSUMED``. Their confirmations are read apart, many signatures per call
-(:meth:`SolanaDestination.statuses`).
+rest is deferred to a later group, and a VAA left out holds back the later ones that depend on
+it, so that none overtakes an earlier message it depends on; one that needs more than one
+transaction goes the one-at-a-time path. The consumed records (one per digest) keep every
+delivery exactly once whatever lands twice: a repeated one is refused with ``ALREADY_CONSUMED``.
+Their confirmations are read apart, many signatures per call (:meth:`SolanaDestination.statuses`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import httpx
 from solana.exceptions import SolanaRpcException
@@ -57,6 +57,7 @@ from solders.transaction_status import TransactionStatus
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana import pda
 from fedrelay.adapters.solana.client import (
+    _MULTIPLE_ACCOUNTS,
     RECEIVE_COMPUTE_UNITS,
     WorkerProgramClient,
     _most_that_fit,
@@ -80,6 +81,7 @@ from fedrelay.ports.relay import (
     EmittedMessage,
     Failure,
     FailureKind,
+    ParallelGroup,
     SignedDelivery,
     TxState,
     TxStatus,
@@ -176,28 +178,7 @@ def _hash(data: bytes) -> str:
 
 #: The most deliveries one parallel group signs (getSignatureStatuses answers 256 at a time).
 MAX_PARALLEL = 64
-_MULTIPLE_ACCOUNTS = 100  # getMultipleAccounts takes up to 100 addresses
 _SIGNATURE_STATUSES = 256  # getSignatureStatuses takes up to 256 signatures
-
-
-@dataclass(frozen=True)
-class ParallelGroup:
-    """Deliveries signed to go out together and land in any order (see the module docstring).
-
-    Attributes:
-        signed: (index in the VAAs given, its signed delivery): persist each, then broadcast
-            them all without waiting for one another, and confirm them apart.
-        consumed: Indices of VAAs the program has consumed already: delivered, nothing to send
-            (:meth:`SolanaDestination.finish` completes a batch left with entries pending).
-        deferred: Indices of VAAs that must wait until the group has landed, for a later group
-            or :meth:`SolanaDestination.prepare`: one needing more than one transaction, one
-            with a worker or digest in common with the group, a second publisher, one that does
-            not parse, and whatever is beyond the group's limit.
-    """
-
-    signed: tuple[tuple[int, SignedDelivery], ...]
-    consumed: tuple[int, ...]
-    deferred: tuple[int, ...]
 
 
 class SolanaDestination:
@@ -262,13 +243,21 @@ class SolanaDestination:
         tx = VersionedTransaction(message, [payer])
         return SignedDelivery(tx_id=str(tx.signatures[0]), raw=bytes(tx))
 
+    def max_parallel(self) -> int:
+        """The most deliveries one group signs (:data:`MAX_PARALLEL`)."""
+        return MAX_PARALLEL
+
     async def prepare_parallel(
         self, vaas: Sequence[bytes], limit: int = MAX_PARALLEL
     ) -> ParallelGroup:
-        """Sign the deliveries among `vaas` that can go out together (see :class:`ParallelGroup`).
+        """Sign the deliveries among `vaas` that can go out together (see
+        :class:`~fedrelay.ports.relay.ParallelGroup`).
 
-        All are signed with one recent blockhash; the consumed records of all `vaas` are read in
-        one call per hundred. Nothing is sent.
+        All are signed with one recent blockhash; the consumed records of all `vaas`, then the
+        records their deliveries touch, are read a hundred per call. Nothing is sent. A VAA
+        left out of the group holds back the later ones that depend on it (a worker in common;
+        any publisher after a publisher), so that a message never overtakes an earlier one it
+        depends on.
 
         Args:
             vaas: Signed VAAs, in the order they were queued (earlier ones are preferred).
@@ -277,41 +266,45 @@ class SolanaDestination:
         if not 1 <= limit <= MAX_PARALLEL:
             raise ValueError(f"limit must be 1..{MAX_PARALLEL}, got {limit}")
         parsed: dict[int, Vaa] = {}
-        deferred: list[int] = []
+        alone: list[int] = []
         for index, vaa in enumerate(vaas):
             try:
                 parsed[index] = parse_vaa(vaa)
             except WormholeError:
-                deferred.append(index)  # the one-at-a-time path says what is wrong with it
-        consumed = await self._consumed_among(parsed)
+                alone.append(index)  # the one-at-a-time path says what is wrong with it
+        consumed, latest, sequence = await asyncio.gather(
+            self._consumed_among(parsed),
+            self.client.rpc.get_latest_blockhash(Confirmed),
+            self.client.next_sequence(),
+        )
+        blockhash = latest.value.blockhash
         candidates = [i for i in parsed if i not in consumed]
-        plans = await asyncio.gather(*(self.client.plan_delivery(parsed[i]) for i in candidates))
-        blockhash = (await self.client.rpc.get_latest_blockhash(Confirmed)).value.blockhash
-        sequence = await self.client.next_sequence()
+        plans = await self.client.plan_deliveries([parsed[i] for i in candidates])
         signed: list[tuple[int, SignedDelivery]] = []
-        workers: set[bytes] = set()
+        deferred: list[int] = []
+        taken: set[bytes] = set()  # workers of the group and of the VAAs left out before
         digests: set[bytes] = set()
-        publisher = False
+        publisher = False  # a publisher is in the group, or was left out before
         for index, delivery in zip(candidates, plans, strict=True):
             keys = set(delivery.worker_keys)
             publishes = delivery.message_count > 0
             if (
                 len(signed) >= limit
                 or delivery.digest in digests
-                or keys & workers
+                or keys & taken
                 or (publishes and publisher)
             ):
                 deferred.append(index)
-                continue
-            tx = self._single_transaction(vaas[index], delivery, sequence, blockhash)
-            if tx is None:
-                deferred.append(index)
-                continue
-            signed.append((index, SignedDelivery(tx_id=str(tx.signatures[0]), raw=bytes(tx))))
-            workers |= keys
-            digests.add(delivery.digest)
+            elif tx := self._single_transaction(vaas[index], delivery, sequence, blockhash):
+                signed.append((index, SignedDelivery(tx_id=str(tx.signatures[0]), raw=bytes(tx))))
+                digests.add(delivery.digest)
+            else:
+                alone.append(index)
+            taken |= keys
             publisher = publisher or publishes
-        return ParallelGroup(tuple(signed), tuple(sorted(consumed)), tuple(sorted(deferred)))
+        return ParallelGroup(
+            tuple(signed), tuple(sorted(consumed)), tuple(deferred), tuple(sorted(alone))
+        )
 
     def _single_transaction(
         self, vaa: bytes, delivery: ix.Delivery, sequence: int, blockhash: Hash

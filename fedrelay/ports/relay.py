@@ -7,6 +7,8 @@
   delivery transaction for a VAA; broadcasting it; its status; and what an error means.
 - :class:`BatchDestination` (deliver, optional): many VAAs in one transaction through the
   receiver's batch entry point, with each VAA's outcome read back from the confirmed receipt.
+- :class:`ParallelDestination` (deliver, optional): on a chain without nonces, many
+  independent deliveries signed to go out together, one transaction each, landing in any order.
 
 The stages (:mod:`fedrelay.relayer.stages.watch`, :mod:`fedrelay.relayer.stages.attest`,
 :mod:`fedrelay.relayer.stages.deliver`) hold the
@@ -297,6 +299,72 @@ class PreflightDestination(DestinationChain, Protocol):
             What :meth:`DestinationChain.prepare` raises for this VAA (consumed, refused,
             the endpoint away), as :meth:`DestinationChain.classify` understands it.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class ParallelGroup:
+    """Deliveries signed to go out together and land in any order, out of a queue of VAAs.
+
+    Attributes:
+        signed: (index in the VAAs given, its signed delivery): each delivers its VAA whole in
+            one transaction (nothing left for :meth:`DestinationChain.finish`); persist each,
+            then broadcast them all without waiting for one another, and confirm them apart.
+        consumed: Indices of VAAs the destination has consumed already: delivered, nothing to
+            send (:meth:`DestinationChain.finish` completes one left with work pending).
+        deferred: Indices of VAAs that must wait until the group has landed (a later group
+            takes them): one that depends on the group (a worker in common, a repeated digest,
+            a second publisher), one that depends on a VAA before it that is not in the group
+            either, and whatever is beyond the group's limit.
+        alone: Indices of VAAs that never go in a group (one that needs more than one
+            transaction, one that does not parse): for :meth:`DestinationChain.prepare`, once
+            the group has landed. None of them depends on a VAA before it that is not in the
+            group; those after it that depend on it are deferred.
+    """
+
+    signed: tuple[tuple[int, SignedDelivery], ...]
+    consumed: tuple[int, ...]
+    deferred: tuple[int, ...]
+    alone: tuple[int, ...] = ()
+
+
+@runtime_checkable
+class ParallelDestination(DestinationChain, Protocol):
+    """A destination without nonces that takes many deliveries at once (optional).
+
+    On a chain whose transactions are not ordered by a nonce (Solana: a recent blockhash bounds
+    a transaction's life), deliveries that do not depend on one another can be sent together,
+    without waiting for each other's confirmation, and land in any order, several per block.
+    The deliver stage uses it when the adapter provides it: it asks for a group out of what is
+    queued, persists the group's attempts (PREPARED) in one ledger transaction, broadcasts them
+    all, reads their statuses together and settles them in one ledger commit; what is deferred
+    goes in the next group. The exactly-once rules are those of single deliveries: each attempt
+    is persisted before it is sent, and the destination refuses a consumed VAA, so a delivery
+    resumed after a crash (with the same bytes, or signed anew when they can no longer land)
+    is never applied twice.
+    """
+
+    def max_parallel(self) -> int:
+        """The most deliveries one group may hold."""
+        ...
+
+    async def prepare_parallel(self, vaas: Sequence[bytes], limit: int) -> ParallelGroup:
+        """Sign the deliveries among `vaas` that can go out together (nothing is sent).
+
+        Args:
+            vaas: Signed VAAs, in the order they were queued (earlier ones are preferred, and
+                one never overtakes an earlier one it depends on).
+            limit: The most deliveries to sign (1..:meth:`max_parallel`).
+        """
+        ...
+
+    async def broadcast_many(self, deliveries: Sequence[SignedDelivery]) -> list[Exception | None]:
+        """Send every delivery at once; per delivery, the error sending it raised (for
+        :meth:`DestinationChain.classify`) or None."""
+        ...
+
+    async def statuses(self, tx_ids: Sequence[str]) -> list[TxStatus]:
+        """The status of each transaction, in order (many per call)."""
         ...
 
 

@@ -137,6 +137,14 @@ async def reopen_delivery(work: RelayerLedgerWork, digest: bytes, destination_ch
     return await work.reopen_delivery(digest, destination_chain)
 
 
+async def ended(delivery: Awaitable[DeliveryStatus]) -> DeliveryStatus | Exception:
+    """A delivery's final status, or the exception it ended with (for the stage runner)."""
+    try:
+        return await delivery
+    except Exception as exc:
+        return exc
+
+
 # --- the stage ------------------------------------------------------------------------------------
 
 

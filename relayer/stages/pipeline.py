@@ -50,7 +50,12 @@ reads its entry's result from the receipt.
 
 A delivery that fails in the pipeline is handed back to the stage runner with its failure; the
 runner then retries it alone through the plain deliverer (backoff, attempts, the DLQ), exactly as
-before. Destinations without nonces (Solana) are delivered one at a time per lane.
+before.
+
+Destinations without nonces: one that sends deliveries in parallel
+(:class:`~fedrelay.ports.relay.ParallelDestination`, Solana) gets all of a lane's records of the
+poll at once, sent in groups of independent deliveries (:mod:`fedrelay.relayer.stages.parallel`,
+:meth:`SignerLane.deliver_parallel`); any other is delivered one at a time per lane.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ import collections
 import contextlib
 import logging
 import zlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -73,6 +78,7 @@ from fedrelay.ports.relay import (
     DestinationChain,
     Failure,
     FailureKind,
+    ParallelDestination,
     PreflightDestination,
     SignedDelivery,
     TxState,
@@ -91,6 +97,8 @@ from fedrelay.relayer.stages.deliver import (
     _ChainFailure,
     open_delivery,
 )
+from fedrelay.relayer.stages.deliver import ended as _ended
+from fedrelay.relayer.stages.parallel import ParallelSends
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +202,12 @@ class SignerLane:
     def batching(self) -> bool:
         """Whether this lane packs deliveries into batch transactions."""
         return self.batch_max > 1 and isinstance(self.deliverer.chain, BatchDestination)
+
+    @property
+    def parallel(self) -> bool:
+        """Whether this lane sends its deliveries in parallel groups (a destination without
+        nonces that can: :mod:`fedrelay.relayer.stages.parallel`)."""
+        return not self.batching and isinstance(self.deliverer.chain, ParallelDestination)
 
     @property
     def in_flight(self) -> int:
@@ -606,6 +620,16 @@ class SignerLane:
             out[index] = result
         return out
 
+    async def deliver_parallel(
+        self,
+        requests: Sequence[DeliveryRequest],
+        contexts: Sequence[otel_context.Context] | None = None,
+    ) -> list[DeliveryStatus | Exception]:
+        """Deliver `requests` in parallel groups (:mod:`fedrelay.relayer.stages.parallel`);
+        arguments and result as :meth:`deliver_batched`."""
+        sends = ParallelSends(self.deliverer, self.window, self._opening)
+        return await sends.deliver(requests, contexts, self._open_traced)
+
     async def _open_traced(
         self, request: DeliveryRequest, context: otel_context.Context | None
     ) -> tuple[int, str, int] | None:
@@ -965,8 +989,9 @@ class PipelinedDeliverer:
                 for record, request in zip(mine, decoded, strict=True)
                 if isinstance(request, DeliveryRequest)
             ]
+            deliver = lane.deliver_batched if lane.batching else lane.deliver_parallel
             try:
-                ended = iter(await lane.deliver_batched(requests, contexts))
+                ended = iter(await deliver(requests, contexts))
             except Exception as exc:  # not one record's fault: each is retried alone
                 return [exc for _ in mine]
             out: list[StageResult | Exception] = []
@@ -982,7 +1007,7 @@ class PipelinedDeliverer:
         groups: list[list[int]] = []
         for index, record in enumerate(records):
             lane = self.lane_of(record)
-            if lane.batching:
+            if lane.batching or lane.parallel:
                 batched.setdefault(self.lanes.index(lane), []).append(index)
             else:
                 groups.append([index])
@@ -1027,14 +1052,6 @@ def _pass_turn(previous: asyncio.Future[None] | None, mine: asyncio.Future[None]
         end()
     else:
         previous.add_done_callback(end)
-
-
-async def _ended(delivery: Awaitable[DeliveryStatus]) -> DeliveryStatus | Exception:
-    """A delivery's final status, or the exception it ended with (for the stage runner)."""
-    try:
-        return await delivery
-    except Exception as exc:
-        return exc
 
 
 def _as_batch(chain: DestinationChain) -> BatchDestination:

@@ -5,14 +5,25 @@
   to ``deliveries.1`` and delivered into the worker program; duplicates are applied once and a
   poison VAA ends in the DLQ with its reason while the rest flows on;
 - Solana -> vaas: WORKER_REGISTERED and UPDATE_COMMITTED published by the program are watched,
-  attested by each guardian after its own read of the chain, and assembled into VAAs.
+  attested by each guardian after its own read of the chain, and assembled into VAAs;
+- parallel sends: the pipelined deliver stage takes a poll's deliveries together and sends the
+  independent ones as one group (:mod:`fedrelay.relayer.stages.parallel`). Independent
+  deliveries land several per slot (a devnet with wall-clock slots), each once; a poll with a
+  VAA consumed meanwhile, a duplicate record, a VAA that shares workers with two others and a
+  poison VAA applies nothing twice, the dependent VAA lands after the two it depends on and the
+  poison one is dead (and in the DLQ) with the program's reason; the stage cancelled after
+  persisting a group and before broadcasting it resumes with the very bytes persisted, or, once
+  their blockhash has expired, signs anew; a group whose blockhash expires as it is sent goes
+  again, signed anew. Each checks exactly once on the chain (consumed records, tasks, the
+  payer's transactions) and in the ledger (attempts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,8 +37,9 @@ from solders.transaction import VersionedTransaction
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from support.relayer import read_topic
+from support.relayer_evm import delivery_of
 
-from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet
+from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet, serve_devnet
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import (
@@ -51,6 +63,7 @@ from fedrelay.ports.relay import SignedDelivery
 from fedrelay.protocol.wormhole import (
     GuardianSets,
     UpdateCommitted,
+    Vaa,
     WorkerRegistered,
     decode_payload,
     parse_vaa,
@@ -68,6 +81,7 @@ from fedrelay.relayer.stage import REASON_HEADER, RecordProcessor, StageRunner, 
 from fedrelay.relayer.stages.assemble import Assembler
 from fedrelay.relayer.stages.attest import Attester
 from fedrelay.relayer.stages.deliver import Deliverer
+from fedrelay.relayer.stages.pipeline import PipelinedDeliverer, SignerLane
 from fedrelay.relayer.stages.route import Router
 from fedrelay.relayer.stages.watch import Watcher
 
@@ -348,3 +362,291 @@ async def test_a_delivery_killed_after_broadcast_resumes_and_finishes_the_batch(
     assert attempt.outcome == AttemptOutcome.CONFIRMED  # the first signature, not a new one
     assert delivery.tx_hash == attempt.tx_hash
     assert d.devnet.chain.processed(attempt.tx_hash or "") is not None
+
+
+# --- parallel sends -------------------------------------------------------------------------------
+
+SLOT_MS = 1_000  # long enough for a group's sends to share slots; a real cluster's is 400 ms
+TOPIC = f"deliveries.{SOLANA_CHAIN}"
+
+
+@pytest.fixture(scope="module")
+def timed_devnet() -> Iterator[SolanaDevnet]:
+    with serve_devnet(slot_ms=SLOT_MS) as devnet:
+        yield devnet
+
+
+async def deployed(devnet: SolanaDevnet) -> AsyncIterator[Deployment]:
+    async with AsyncClient(devnet.url) as rpc:
+        client = WorkerProgramClient(rpc, Pubkey.new_unique())
+        yield await deploy(devnet, client, program_bytes(), guardian_count=GUARDIANS)
+
+
+@pytest.fixture
+async def timed(timed_devnet: SolanaDevnet) -> AsyncIterator[Deployment]:
+    """The program on the devnet with wall-clock slots."""
+    async for deployment in deployed(timed_devnet):
+        yield deployment
+
+
+@pytest.fixture
+async def either(
+    request: pytest.FixtureRequest, timed_devnet: SolanaDevnet, devnet: SolanaDevnet
+) -> AsyncIterator[Deployment]:
+    """The program on the devnet with wall-clock slots (``"timed"``), or on the session's devnet
+    (``"untimed"``: a slot, and a new blockhash, per transaction; the older ones expire)."""
+    async for deployment in deployed(timed_devnet if request.param == "timed" else devnet):
+        yield deployment
+
+
+async def crew_of(d: Deployment, count: int) -> list[bytes]:
+    return [bytes(w.pubkey()) for w in await registered_workers(d, count)]
+
+
+def assignment(d: Deployment, keys: Sequence[bytes], job_id: int) -> Vaa:
+    deadline = d.devnet.chain.unix_time() + 3600
+    return d.sign(task_assigned(d.program_id, keys, job_id=job_id, deadline=deadline))
+
+
+async def published(vaas: Sequence[Vaa]) -> MemoryBus:
+    """A bus whose deliveries topic holds a delivery request per VAA, in order."""
+    bus = MemoryBus()
+    await bus.create_topics([TOPIC, "dlq"])
+    producer = bus.producer()
+    await producer.start()
+    for vaa in vaas:
+        request = DeliveryRequest(
+            vaa=vaa.to_bytes(), destination_chain=SOLANA_CHAIN,
+            target_address=vaa.body.emitter_address, emitted_at_ms=0,
+        )  # fmt: skip
+        await producer.send(TOPIC, encode_message(request), key=message_key(vaa.message_id))
+    await producer.stop()
+    return bus
+
+
+def pipelined(
+    bus: MemoryBus, sessions: async_sessionmaker[AsyncSession], destination: SolanaDestination
+) -> StageRunner:
+    """The deliver stage, pipelined with one lane (window 32), taking up to 256 records a poll."""
+    ledger = SqlRelayerLedger(sessions)
+    lane = SignerLane(Deliverer(destination, ledger, POLICY, confirm_timeout_s=10), window=32)
+    processor = PipelinedDeliverer([lane])
+    return runner("deliver-1", bus, [TOPIC], processor, dead_letters=ledger, batch_size=256)
+
+
+async def delivered(
+    bus: MemoryBus,
+    sessions: async_sessionmaker[AsyncSession],
+    destination: SolanaDestination,
+    count: int,
+) -> None:
+    """Run the pipelined deliver stage until `count` deliveries are done; then stop it."""
+
+    async def done() -> bool:
+        async with sessions() as session:
+            statuses = list(await session.scalars(select(Delivery.status)))
+        ended = (DeliveryStatus.CONFIRMED, DeliveryStatus.ALREADY_DELIVERED, DeliveryStatus.DEAD)
+        return sum(status in ended for status in statuses) == count
+
+    stage = pipelined(bus, sessions, destination)
+    task = asyncio.create_task(stage.run())
+    try:
+        await eventually(done, 60)
+    finally:
+        stage.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def ledger_of(
+    sessions: async_sessionmaker[AsyncSession], vaa: Vaa
+) -> tuple[Delivery, list[DeliveryAttempt]]:
+    """The delivery of `vaa` and its attempts, in order."""
+    delivery, attempts = await delivery_of(sessions, vaa.digest)
+    assert delivery is not None
+    return delivery, sorted(attempts, key=lambda a: a.attempt)
+
+
+async def sent_once(
+    d: Deployment, sessions: async_sessionmaker[AsyncSession], vaa: Vaa, job_id: int
+) -> str:
+    """Check that `vaa` was applied once (its consumed record, a task per worker) by one attempt
+    of ours, confirmed in the ledger; that attempt's transaction."""
+    keys = ix.delivery_for(vaa).worker_keys
+    assert (await d.client.fetch_consumed(vaa.digest)).applied == len(keys)
+    for shard, key in enumerate(keys):
+        assert (await d.client.fetch_task(job_id, 1, key)).shard == shard
+    delivery, [attempt] = await ledger_of(sessions, vaa)
+    confirmed = (DeliveryStatus.CONFIRMED, AttemptOutcome.CONFIRMED)
+    assert (delivery.status, attempt.outcome) == confirmed
+    assert attempt.tx_hash is not None
+    assert delivery.tx_hash == attempt.tx_hash
+    return attempt.tx_hash
+
+
+def landed_by(d: Deployment, payer: Keypair) -> list[str]:
+    """The transactions the payer paid for that succeeded, oldest first (airdrops left out)."""
+    history = d.devnet.chain.signatures_for(str(payer.pubkey()))
+    return [
+        t.signature
+        for t in reversed(history)
+        if t.err is None and list(t.tx.message.account_keys)[:1] == [payer.pubkey()]
+    ]
+
+
+async def test_independent_deliveries_go_out_in_parallel_several_per_slot_each_once(
+    timed: Deployment, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    d = timed
+    vaas = [assignment(d, [key], 100 + i) for i, key in enumerate(await crew_of(d, 12))]
+    payer = await d.funded_keypair()
+
+    await delivered(await published(vaas), sessions, SolanaDestination(d.client, payer), 12)
+
+    sent = [await sent_once(d, sessions, vaa, 100 + i) for i, vaa in enumerate(vaas)]
+    assert sorted(landed_by(d, payer)) == sorted(sent)  # one transaction per delivery, no more
+    landed = [d.devnet.chain.processed(tx) for tx in sent]
+    slots = Counter(t.slot for t in landed if t is not None)
+    assert max(slots.values()) >= 2, f"one delivery per slot: {slots}"
+    # Signed together, none waiting for another to land (each landing rotates the blockhash).
+    blockhashes = Counter(t.tx.message.recent_blockhash for t in landed if t is not None)
+    assert max(blockhashes.values()) >= 2, f"signed one at a time: {blockhashes}"
+
+
+async def test_a_consumed_a_duplicate_a_dependent_and_a_poison_vaa_in_one_poll(
+    timed: Deployment, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    d = timed
+    crew = await crew_of(d, 6)
+    vaas = [assignment(d, [key], 200 + i) for i, key in enumerate(crew[:5])]
+    dependent = assignment(d, [crew[1], crew[3]], 200)  # a round's second batch, after 1 and 3
+    consumed = vaas[2]
+    await d.client.receive_vaa(d.admin, consumed.to_bytes())  # delivered by someone else
+    deadline = d.devnet.chain.unix_time() + 3600
+    poison = d.sign(
+        task_assigned(d.program_id, [crew[5]], job_id=250, deadline=deadline),
+        guardians=wormhole_testing.guardian_signers(GUARDIANS + 1)[1:],  # not the program's set
+    )
+    payer = await d.funded_keypair()
+    records = [*vaas, dependent, poison, vaas[0]]  # vaas[0] twice: a duplicate record
+    bus = await published(records)
+
+    await delivered(bus, sessions, SolanaDestination(d.client, payer), 7)
+
+    delivery, attempts = await ledger_of(sessions, consumed)
+    assert (delivery.status, attempts) == (DeliveryStatus.ALREADY_DELIVERED, [])  # none sent
+    assert (await d.client.fetch_consumed(consumed.digest)).applied == 1
+    sent = {
+        vaa.digest: await sent_once(d, sessions, vaa, 200 + i)  # the duplicate added nothing
+        for i, vaa in enumerate(vaas)
+        if vaa is not consumed
+    }
+    sent[dependent.digest] = await sent_once(d, sessions, dependent, 200)
+    order = landed_by(d, payer)
+    assert sorted(order) == sorted(sent.values())
+    last = order.index(sent[dependent.digest])
+    assert last > order.index(sent[vaas[1].digest])
+    assert last > order.index(sent[vaas[3].digest])
+    # The poison VAA went out with the group, was refused at preflight, and is dead with why.
+    refused, [attempt] = await ledger_of(sessions, poison)
+    assert (refused.status, attempt.outcome) == (DeliveryStatus.DEAD, AttemptOutcome.REVERTED)
+    assert "INVALID_SIGNATURE" in (refused.last_error or "")
+    assert not await d.client.is_consumed(poison.digest)
+    [dead] = await read_topic(bus, "dlq", 1, group_id=uuid.uuid4().hex)
+    assert decode_as(dead.value, DeliveryRequest).digest == poison.digest
+
+
+async def test_a_group_whose_blockhash_expires_as_it_is_sent_goes_again_signed_anew(
+    devnet: SolanaDevnet, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The session's devnet takes only its latest blockhash: the first of a group to land
+    expires the rest, which go in the next group, signed anew (and, after three such groups,
+    the plain deliverer's way); each message is still applied once and none dead."""
+    async for d in deployed(devnet):
+        vaas = [assignment(d, [key], 600 + i) for i, key in enumerate(await crew_of(d, 5))]
+        payer = await d.funded_keypair()
+        bus = await published(vaas)
+
+        await delivered(bus, sessions, SolanaDestination(d.client, payer), len(vaas))
+
+        failed, regrouped = 0, 0
+        for i, vaa in enumerate(vaas):
+            assert (await d.client.fetch_consumed(vaa.digest)).applied == 1
+            assert await d.client.fetch_task(600 + i, 1, ix.delivery_for(vaa).worker_keys[0])
+            delivery, attempts = await ledger_of(sessions, vaa)
+            assert delivery.status == DeliveryStatus.CONFIRMED
+            *expired, last = attempts
+            assert (last.outcome, last.tx_hash) == (AttemptOutcome.CONFIRMED, delivery.tx_hash)
+            for attempt in expired:
+                assert attempt.outcome == AttemptOutcome.FAILED
+                assert "expired" in (attempt.error or "")
+                assert d.devnet.chain.processed(attempt.tx_hash or "") is None
+            failed += len(expired)
+            regrouped += sum("signed anew in the next" in (a.error or "") for a in expired)
+        assert regrouped > 0, "the group's blockhash never expired"
+        assert failed >= regrouped
+        assert len(landed_by(d, payer)) == len(vaas)
+        async with sessions() as session:
+            assert not (await session.scalars(select(DeadLetter))).all()
+
+
+class HeldBeforeBroadcast(SolanaDestination):
+    """The real destination, whose parallel sends never start: the stage is cancelled there,
+    after the group's attempts are persisted."""
+
+    reached: asyncio.Event
+    never: asyncio.Event
+
+    async def broadcast_many(self, deliveries: Sequence[SignedDelivery]) -> list[Exception | None]:
+        self.reached.set()
+        await self.never.wait()
+        raise AssertionError("the stage was to be cancelled before anything was sent")
+
+
+@pytest.mark.parametrize(
+    ("either", "blockhash"), [("timed", "still valid"), ("untimed", "expired")], indirect=["either"]
+)
+async def test_a_stage_cancelled_between_persisting_a_group_and_sending_it_resumes_once(
+    either: Deployment, blockhash: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    d = either
+    vaas = [assignment(d, [key], 400 + i) for i, key in enumerate(await crew_of(d, 4))]
+    payer = await d.funded_keypair()
+    bus = await published(vaas)
+    held = HeldBeforeBroadcast(d.client, payer)
+    held.reached, held.never = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(pipelined(bus, sessions, held).run())
+    try:
+        await asyncio.wait_for(held.reached.wait(), 60)
+    finally:
+        task.cancel()  # what a SIGKILL leaves: nothing after this point runs
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    unsent = []
+    for vaa in vaas:
+        _, [attempt] = await ledger_of(sessions, vaa)
+        assert attempt.outcome == AttemptOutcome.PREPARED  # persisted before any send
+        assert not await d.client.is_consumed(vaa.digest)
+        unsent.append(attempt)
+    if blockhash == "expired":
+        await d.funded_keypair()  # a transaction, so a new blockhash: the group's cannot land
+
+    await delivered(bus, sessions, SolanaDestination(d.client, payer), len(vaas))
+
+    for i, (vaa, before) in enumerate(zip(vaas, unsent, strict=True)):
+        if blockhash == "still valid":  # the very bytes persisted before the cancel
+            assert await sent_once(d, sessions, vaa, 400 + i) == before.tx_hash
+            landed = d.devnet.chain.processed(before.tx_hash or "")
+            assert landed is not None
+            assert bytes(landed.tx) == before.signed_tx
+            continue
+        # refused as expired (never landed), then signed anew and applied once
+        assert (await d.client.fetch_consumed(vaa.digest)).applied == 1
+        delivery, attempts = await ledger_of(sessions, vaa)
+        assert delivery.status == DeliveryStatus.CONFIRMED
+        outcomes = [(a.outcome, a.tx_hash) for a in attempts]
+        assert outcomes == [
+            (AttemptOutcome.FAILED, before.tx_hash),
+            (AttemptOutcome.CONFIRMED, delivery.tx_hash),
+        ]
+        assert d.devnet.chain.processed(before.tx_hash or "") is None
+    assert len(landed_by(d, payer)) == len(vaas)

@@ -3,7 +3,8 @@
 Independent TASK_ASSIGNED VAAs are signed as one group, broadcast together without waiting for
 one another, and confirmed apart: several land in the same slot, each is applied once, sending
 the group again applies nothing, and the VAAs that depend on the group (a worker in common, a
-repeated digest) are deferred and delivered afterwards.
+repeated digest) are deferred and delivered afterwards. A VAA left out of a group (deferred, or
+alone: too many entries for one transaction) holds back the later ones that depend on it.
 """
 
 from __future__ import annotations
@@ -131,3 +132,42 @@ async def test_a_second_publisher_is_deferred(timed: Deployment) -> None:
     await confirmed(destination, [later.signed[0][1]])
     messages = await d.client.all_messages()
     assert len(messages) == 2, "one STAKE_CHANGED per refusal, each in its own message account"
+
+
+async def test_a_vaa_left_out_holds_back_the_later_ones_that_depend_on_it(
+    timed: Deployment,
+) -> None:
+    """Nothing overtakes an earlier VAA it depends on: one deferred (a worker in common with the
+    group) or one that goes alone (too many entries for one transaction) holds back the later
+    VAAs that share a worker with it; independent ones still join the group."""
+    d = timed
+    crew = []
+    for _ in range(3):
+        worker = await d.funded_keypair()
+        await d.client.register(
+            worker, stake_lamports=LAMPORTS_PER_SOL, payout=bytes(32), capabilities=1
+        )
+        crew.append(bytes(worker.pubkey()))
+    strangers = [bytes(Pubkey.new_unique()) for _ in range(20)]
+    deadline = d.devnet.chain.unix_time() + 3600
+
+    def vaa(keys: list[bytes], job_id: int) -> bytes:
+        return d.sign(
+            task_assigned(d.program_id, keys, job_id=job_id, deadline=deadline)
+        ).to_bytes()
+
+    queue = [
+        vaa([crew[0]], 500),  # in the group
+        vaa([crew[0], crew[1]], 501),  # deferred: crew[0] is in the group
+        vaa([crew[1]], 502),  # deferred: it would overtake 501
+        vaa(strangers, 503),  # alone: twenty entries do not fit one transaction
+        vaa([strangers[0]], 504),  # deferred: it would overtake 503
+        vaa([crew[2]], 505),  # independent of all before it: in the group
+        b"not a VAA",  # alone: the one-at-a-time path says what is wrong with it
+    ]
+    destination = SolanaDestination(d.client, await d.funded_keypair())
+    group = await destination.prepare_parallel(queue)
+    assert [i for i, _ in group.signed] == [0, 5]
+    assert group.deferred == (1, 2, 4)
+    assert group.alone == (3, 6)
+    assert group.consumed == ()
