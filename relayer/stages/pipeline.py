@@ -273,7 +273,12 @@ class SignerLane:
         try:
             if previous is not None:
                 await asyncio.shield(previous)
-            if plan is not None and await self._has_nonces():
+            try:
+                nonces = plan is not None and await self._has_nonces()
+            except _ChainFailure as failed:  # the endpoint is away: as any failed attempt
+                assert plan is not None
+                return await self.deliverer._failed(request, plan[0], plan[1], failed)
+            if plan is not None and nonces:
                 queued = self._enqueue(request, *plan)
             else:  # resumed, consumed, refused, or no nonces: the plain path, alone
                 await self._drained()
