@@ -625,7 +625,10 @@ class EvmDestination:
             return TxStatus(TxState.PENDING if await self._known(tx_id) else TxState.UNKNOWN)
         if int(receipt["status"]) == 1:
             return TxStatus(TxState.CONFIRMED)
-        return TxStatus(TxState.FAILED, await self._why_failed(tx_id, int(receipt["gasUsed"])))
+        failure = await self._why_failed(
+            tx_id, int(receipt["gasUsed"]), int(receipt["blockNumber"])
+        )
+        return TxStatus(TxState.FAILED, failure)
 
     def classify(self, error: Exception) -> Failure:
         """What an error from this adapter (or web3 under it) means for the delivery."""
@@ -664,7 +667,7 @@ class EvmDestination:
             return False
         return True
 
-    async def _why_failed(self, tx_id: str, gas_used: int) -> Failure:
+    async def _why_failed(self, tx_id: str, gas_used: int, block_number: int) -> Failure:
         """Why a mined transaction reverted: out of gas, or the revert reason of its replay.
 
         The call is replayed on the state of its block. A revert without data is replayed again
@@ -674,7 +677,9 @@ class EvmDestination:
         tx = await self.w3.eth.get_transaction(HexStr(tx_id))
         if gas_used >= int(tx["gas"]):
             return Failure(FailureKind.OUT_OF_GAS, f"{tx_id} ran out of gas (used all {gas_used})")
-        block: BlockIdentifier = int(tx["blockNumber"] or 0)
+        # the receipt's block: a node may answer the transaction lookup before it indexes the
+        # transaction's block, and a replay anywhere else says nothing about this one
+        block: BlockIdentifier = block_number
         replay: TxParams = {"from": tx["from"], "to": tx["to"], "data": tx["input"]}
         try:
             await self.w3.eth.call({**replay, "gas": tx["gas"]}, block)
