@@ -124,6 +124,17 @@ class MemoryCoordinatorStore:
             and (challenge_id is None or key == challenge_id)
         ]
 
+    async def settle_reveal(self, challenge_id: str, verdict: str) -> None:
+        """See :meth:`CoordinatorRepository.settle_reveal`."""
+        stored = self._challenges.get(challenge_id)
+        if stored is None or stored.answer is None:
+            raise Conflict(f"challenge {challenge_id} is not answered")
+        if stored.reveal_verdict not in (None, verdict):
+            raise Conflict(f"challenge {challenge_id} was settled: {stored.reveal_verdict}")
+        self._challenges[challenge_id] = replace(
+            stored, answer=replace(stored.answer, examples=b""), reveal_verdict=verdict
+        )
+
     async def claim_nonce(
         self, worker: WorkerRef, nonce: str, expires_at: int, *, now: int
     ) -> bool:

@@ -19,8 +19,10 @@ registered worker, or run a worker's bytes as a configuration. Hence:
   :class:`~fedrelay.training.trust.TrustPolicy`), since replaying and evaluating it runs that
   code here; the refusal says what to trust. The bundle blob must be the poster's upload too, and
   a well-formed bundle (checked without running it);
-* a job on the workers' own data is run only when its poster accepted that its segments cannot
-  be replayed (``data.replay == "none"``, ``fedrelay job post --unverified-private-data``);
+* a job on the workers' own data is replayed by spot reveals (``data.replay == "segments"``: a
+  challenged worker opens the examples a replayed segment consumed, to the verifier only), or
+  not at all when its poster chose so (``"none"``, ``fedrelay job post
+  --unverified-private-data``);
 * the poster's evaluation set (``evaluation.data_hash``) must be in the
   :data:`~fedrelay.ports.blobs.EVALUATION` domain and match the job's schema; it is never
   published: workers never see what their models are scored on;
@@ -117,13 +119,6 @@ async def admit_job(
         raise JobUnusable(
             f"{job.workers_per_round} workers per round but only {published.shards} data "
             "shards in its configuration"
-        )
-    private = config.worker_data
-    if private is not None and private.replay != "none":
-        raise JobUnusable(
-            "it trains on the workers' own data, which this coordinator cannot replay; the "
-            'poster must accept unverified updates (data.replay "none", fedrelay job post '
-            "--unverified-private-data)"
         )
     await _check_origin(blobs, store, job.model_hash.hex(), "model")
     await admit_bundle(config, blobs, store, trust or TrustPolicy())

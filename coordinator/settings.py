@@ -262,6 +262,8 @@ class ApiSettings(BaseSettings):
     max_skew_s: int = Field(default=60, ge=1, le=3600)
     max_blob_bytes: int = Field(default=DEFAULT_MAX_BLOB_BYTES, ge=1)
     max_message_bytes: int = Field(default=1024 * 1024, ge=1)
+    # The opened examples of one challenge answer on the workers' own data (before base64).
+    max_reveal_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     max_uploads: int = Field(default=16, ge=1)
     max_uploads_per_worker: int = Field(default=2, ge=1)
     max_body_s: int = Field(default=300, ge=1, le=3600)

@@ -149,6 +149,9 @@ class CoordinatorChallenge(Base):
     start_proof: Mapped[bytes | None] = mapped_column(LargeBinary)
     end_proof: Mapped[bytes | None] = mapped_column(LargeBinary)
     answered_at: Mapped[int | None] = mapped_column(U64)
+    wants_examples: Mapped[bool] = mapped_column(Boolean, default=False)
+    examples: Mapped[bytes | None] = mapped_column(LargeBinary)
+    reveal_verdict: Mapped[str | None] = mapped_column(Text)
 
 
 class CoordinatorNonce(Base):

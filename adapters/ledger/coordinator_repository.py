@@ -137,6 +137,7 @@ def _challenge(row: CoordinatorChallenge) -> Challenge:
             start_proof=row.start_proof or b"",
             end_proof=row.end_proof or b"",
             answered_at=int(row.answered_at),
+            examples=row.examples or b"",
         )
     return Challenge(
         job_id=int(row.job_id),
@@ -146,6 +147,8 @@ def _challenge(row: CoordinatorChallenge) -> Challenge:
         issued_at=int(row.issued_at),
         answer_by=int(row.answer_by),
         answer=answer,
+        wants_examples=bool(row.wants_examples),
+        reveal_verdict=row.reveal_verdict,
     )
 
 
@@ -364,6 +367,7 @@ class LedgerCoordinatorRepository:
                     segment=challenge.segment,
                     issued_at=challenge.issued_at,
                     answer_by=challenge.answer_by,
+                    wants_examples=challenge.wants_examples,
                 )
                 session.add(row)
             answer = challenge.answer
@@ -373,6 +377,18 @@ class LedgerCoordinatorRepository:
                 row.start_proof = answer.start_proof
                 row.end_proof = answer.end_proof
                 row.answered_at = answer.answered_at
+                row.examples = answer.examples or None
+
+    async def settle_reveal(self, challenge_id: str, verdict: str) -> None:
+        """See :meth:`CoordinatorRepository.settle_reveal`."""
+        async with self._sessions() as session, session.begin():
+            row = await session.get(CoordinatorChallenge, challenge_id, with_for_update=True)
+            if row is None or row.answered_at is None:
+                raise Conflict(f"challenge {challenge_id} is not answered")
+            if row.reveal_verdict not in (None, verdict):
+                raise Conflict(f"challenge {challenge_id} was settled: {row.reveal_verdict}")
+            row.reveal_verdict = verdict
+            row.examples = None
 
     async def challenges(
         self, *, worker: WorkerRef | None = None, challenge_id: str | None = None

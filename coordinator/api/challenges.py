@@ -1,7 +1,11 @@
 """Transcript challenges, as the challenged worker sees them: its open challenges, and its
-answer with the two checkpoints and their Merkle proofs."""
+answer with the two checkpoints and their Merkle proofs, and, when the challenge asks for them,
+the examples of the worker's own data the segment consumed, opened. Those are kept in the ledger
+only until the round's aggregation has checked them, never in the blob store, never served."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from fastapi import APIRouter, Request, status
 from pydantic import ValidationError
@@ -15,7 +19,8 @@ from fedrelay.coordinator.api.errors import (
 )
 from fedrelay.ports.blobs import worker_domain
 from fedrelay.protocol.api.schemas import ChallengeAnswerBody, ChallengeView, b64decode
-from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
+from fedrelay.protocol.challenges import ChallengeAnswer
+from fedrelay.protocol.data_commitment import DataCommitmentError, decode_openings
 
 router = APIRouter(tags=["challenges"])
 
@@ -48,17 +53,33 @@ async def answer_challenge(challenge_id: str, request: Request, ctx: Context) ->
     if ctx.now() > challenge.answer_by:
         raise WrongPhase(f"challenge {challenge_id} had to be answered by {challenge.answer_by}")
     state = await ctx.round_of(challenge.job_id, challenge.round)
-    body = await ctx.body_of(request, pending, await ctx.answer_limit(state))
+    limit = await ctx.answer_limit(state, examples=challenge.wants_examples)
+    body = await ctx.body_of(request, pending, limit)
     try:
         parsed = ChallengeAnswerBody.model_validate_json(body)
         start = b64decode(parsed.start_checkpoint, "start_checkpoint")
         end = b64decode(parsed.end_checkpoint, "end_checkpoint")
         start_proof = b64decode(parsed.start_proof, "start_proof")
         end_proof = b64decode(parsed.end_proof, "end_proof")
+        examples = b64decode(parsed.examples, "examples") if parsed.examples else b""
     except (ValidationError, ValueError) as exc:
         raise InvalidBody(f"the answer is malformed: {exc}") from None
     if max(len(start_proof), len(end_proof)) > config.max_message_bytes:
         raise BodyTooLarge(f"a Merkle proof is above {config.max_message_bytes} bytes")
+    if challenge.wants_examples:
+        if len(examples) > config.max_reveal_bytes:
+            raise BodyTooLarge(f"the opened examples are above {config.max_reveal_bytes} bytes")
+        try:
+            decode_openings(examples)
+        except DataCommitmentError as exc:
+            raise InvalidBody(
+                f"challenge {challenge_id} asks for the examples segment {challenge.segment} "
+                f"consumed, opened: {exc}"
+            ) from None
+    elif examples:
+        raise InvalidBody(
+            f"challenge {challenge_id} asks for no example: send none of the worker's data"
+        )
     # A worker's bytes: its own domain, never served or published (see fedrelay.ports.blobs).
     domain = worker_domain(challenge.job_id, challenge.round, challenge.worker.key)
     answer = ChallengeAnswer(
@@ -67,15 +88,8 @@ async def answer_challenge(challenge_id: str, request: Request, ctx: Context) ->
         start_proof=start_proof,
         end_proof=end_proof,
         answered_at=ctx.now(),
+        examples=examples,
     )
-    answered = Challenge(
-        challenge.job_id,
-        challenge.round,
-        challenge.worker,
-        challenge.segment,
-        challenge.issued_at,
-        challenge.answer_by,
-        answer,
-    )
+    answered = replace(challenge, answer=answer)
     await ctx.repository.save_challenge(answered)
     return ChallengeView.of(answered)

@@ -394,10 +394,14 @@ class ApiContext:
             return self.config.max_blob_bytes
         return min(self.config.max_blob_bytes, MODEL_FACTOR * size + BLOB_HEADER_SLACK)
 
-    async def answer_limit(self, state: RoundState) -> int:
-        """The largest challenge answer: two checkpoints and two proofs, base64, in JSON."""
+    async def answer_limit(self, state: RoundState, *, examples: bool = False) -> int:
+        """The largest challenge answer: two checkpoints and two proofs, and with ``examples``
+        the opened examples (``max_reveal_bytes``), base64, in JSON."""
         checkpoint = await self.model_limit(state)
-        return (2 * checkpoint + 2 * self.config.max_message_bytes) * 4 // 3 + 4096
+        raw = 2 * checkpoint + 2 * self.config.max_message_bytes
+        if examples:
+            raw += self.config.max_reveal_bytes
+        return raw * 4 // 3 + 4096
 
     async def authenticate(self, request: Request, *, rated: bool = True) -> PendingRequest:
         """The checks on a worker's request that need no body (see the class docstring).

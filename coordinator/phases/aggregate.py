@@ -2,14 +2,18 @@
 
 :meth:`RoundAggregation.work` is called on every step while a round aggregates. It
 
-1. checks each committed data commitment against the assigned shard (the data is published, so
-   the coordinator rebuilds every shard: its size and the root over its example hashes; a count
-   a worker wrote never weighs or pays), and each committed update against its on-chain
-   commitment (a plain update blob, or the masked input, whose count is checked too, under
+1. checks each committed data commitment against the assigned shard (on published data the
+   coordinator rebuilds every shard: its size and the root over its example hashes; a count
+   a worker wrote never weighs or pays; on the workers' own data the committed count weighs
+   the update and the spot reveals of step 2 back it), and each committed update against its
+   on-chain commitment (a plain update blob, or the masked input, whose count is checked too, under
    secure aggregation); a mismatch or a missing upload is rejected and slashed;
 2. (plain rounds) challenges the transcripts drawn from the round's challenge seed and replays
    each answer; the seed is the hash of the first coordinator-chain block after the round's
    commitments closed, so the round waits (it does not fail) until that block exists. The answer
+   on a replayed segment of a task on the worker's own data also opens the examples the
+   segment consumed, under the worker's data root; they are checked, the segment is replayed on
+   them, and they are erased as the verdict is recorded (``settle_reveal``). The answer
    on segment 0 opens checkpoint 0, which must be the round's model at step 0 (the coordinator
    builds it itself); the answer on the last segment opens the final checkpoint, whose model
    must be exactly the committed update; a failed replay, a transcript that starts elsewhere, an
@@ -438,9 +442,11 @@ class RoundAggregation:
     def _assigned_sizes(self, state: RoundState) -> dict[bytes, int]:
         """The number of examples of each assigned task's shard, by worker id: the only counts
         that weigh an update or pay for it (published data: the coordinator rebuilds every shard
-        exactly as the worker does; the workers' own data: 1 each, what such a worker commits)."""
+        exactly as the worker does; the workers' own data: the committed count, which the spot
+        reveals check, or 1 each when the poster turned them off; see
+        :meth:`~fedrelay.coordinator.verification.JobWorkbench.task_weight`)."""
         workbench = self._context.workbench
-        return {a.worker.worker_id: workbench.shard_size(a.shard) for a in state.assignments}
+        return {a.worker.worker_id: workbench.task_weight(a) for a in state.assignments}
 
     async def _check_counts(
         self, state: RoundState, sizes: dict[bytes, int], slash: int, now: int
@@ -449,7 +455,8 @@ class RoundAggregation:
         published data, a ``num_samples`` other than the assigned shard's size or a
         ``data_root`` other than the root over its examples (the coordinator rebuilds the
         shard); on the workers' own data, a commitment to no example. A private count is
-        recorded, not weighed: nothing checks it yet."""
+        backed by the spot reveals: a challenged worker must open, under its committed root,
+        the examples at the indices a replayed segment drew from that count."""
         workbench = self._context.workbench
         published = self._context.config.published_data is not None
         for a in state.with_status(TaskStatus.COMMITTED):
@@ -547,8 +554,8 @@ class RoundAggregation:
                 bytes.fromhex(report.challenge_seed),
                 [a],
                 config.challenge_rate,
-                workbench.training_config(a.shard).segments,
-                min(config.challenge_segments, workbench.training_config(a.shard).segments),
+                workbench.task_config(a).segments,
+                min(config.challenge_segments, workbench.task_config(a).segments),
             )
         ]
         pending = False
@@ -564,6 +571,8 @@ class RoundAggregation:
                 draw.segment,
                 closed_at,
                 closed_at + config.answer_seconds,
+                # A replayed segment of private data is replayed on the examples it consumed.
+                wants_examples=draw.replay and workbench.spot_reveals,
             )
             stored = await self._store.challenges(challenge_id=issued.challenge_id)
             if not stored:
@@ -596,6 +605,9 @@ class RoundAggregation:
         known = self._verdicts.get(challenge.challenge_id)
         if known is not None:
             return known
+        if challenge.reveal_verdict is not None:  # checked before, the examples erased since
+            settled = challenge.reveal_verdict
+            return Verdict(settled == "ok", settled)
         answer = challenge.answer
         assert answer is not None
         start = await self._blob(answer.start_checkpoint)
@@ -618,15 +630,33 @@ class RoundAggregation:
                 verdict = await self._final_verdict(state, challenge, opening)
             if verdict.accepted and draw.replay:
                 verdict = await asyncio.to_thread(
-                    self._context.workbench.replay,
-                    state.job_id,
-                    state.round,
-                    state.assignment(challenge.worker),
-                    challenge.segment,
-                    opening,
+                    self._replay, state, challenge, opening, answer.examples
                 )
+        if challenge.wants_examples:
+            # The opened examples are erased as the verdict is recorded: nothing of the
+            # worker's data stays with the coordinator past the check.
+            await self._store.settle_reveal(
+                challenge.challenge_id, "ok" if verdict.accepted else verdict.reason
+            )
         self._verdicts[challenge.challenge_id] = verdict
         return verdict
+
+    def _replay(
+        self, state: RoundState, challenge: Challenge, opening: SegmentOpening, examples: bytes
+    ) -> Verdict:
+        """Replay the challenged segment: on the worker's published shard, or on the examples
+        it opened (checked against its data commitment first)."""
+        workbench = self._context.workbench
+        assignment = state.assignment(challenge.worker)
+        opened = None
+        if challenge.wants_examples:
+            try:
+                opened = workbench.opened_examples(assignment, challenge.segment, examples)
+            except UpdateRejection as exc:
+                return Verdict(False, str(exc))
+        return workbench.replay(
+            state.job_id, state.round, assignment, challenge.segment, opening, opened
+        )
 
     async def _start_verdict(
         self, state: RoundState, challenge: Challenge, opening: SegmentOpening, model: ModelTensors
@@ -649,7 +679,7 @@ class RoundAggregation:
                 commitment.transcript_root,
                 expected,
                 model,
-                workbench.training_config(state.assignment(challenge.worker).shard),
+                workbench.task_config(state.assignment(challenge.worker)),
             )
         except UpdateRejection as exc:
             return Verdict(False, str(exc))
@@ -662,7 +692,7 @@ class RoundAggregation:
     ) -> Verdict:
         """On the last segment, whether the committed update is the final checkpoint's model."""
         assignment = state.assignment(challenge.worker)
-        training = self._context.workbench.training_config(assignment.shard)
+        training = self._context.workbench.task_config(assignment)
         if challenge.segment != training.segments - 1:
             return Verdict(True, "ok")
         commitment = state.assignment(challenge.worker).commitment

@@ -10,8 +10,10 @@ The evaluation set is the poster's (the blob ``evaluation.data_hash`` names, han
 service, which keeps it and never publishes it); only the published digits job without one is
 evaluated on the digits' held-out split. Published shards come from
 :mod:`fedrelay.training.datasets.published`, the function the workers train their shards
-from. A job on the workers' own data has no shard to rebuild: its segments are not replayed
-(the poster accepted that with ``replay: "none"``), and each update weighs 1.
+from. A job on the workers' own data has no shard to rebuild: a challenged segment is replayed
+on the examples the worker opened for it (:meth:`JobWorkbench.opened_examples`, checked
+against the worker's committed data root and count; the count weighs its update), or, when the
+poster turned that off (``replay: "none"``), not at all, each update weighing 1.
 
 Torch and the data load lazily, on first use, so the coordinator starts without them.
 """
@@ -29,7 +31,13 @@ from fedrelay.coordinator.verification.updates import (
     UpdateRejection,
     malformed,
 )
-from fedrelay.protocol.data_commitment import DataCommitment
+from fedrelay.protocol.batches import segment_indices
+from fedrelay.protocol.data_commitment import (
+    DataCommitment,
+    DataCommitmentError,
+    check_openings,
+    decode_openings,
+)
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.rounds import Assignment
 from fedrelay.protocol.wormhole import keccak256
@@ -44,7 +52,7 @@ from fedrelay.training import (
 )
 
 if TYPE_CHECKING:
-    from fedrelay.training.data import Dataset, TokenDataset
+    from fedrelay.training.data import Dataset, OpenedData, TokenDataset
     from fedrelay.training.models import BundleLoader, FetchBlob, ModelFactory
     from fedrelay.training.torch_trainer import TorchTrainer
 
@@ -96,9 +104,7 @@ class JobWorkbench:
         from fedrelay.training.torch_trainer import start_checkpoint
 
         # Checkpoint 0 does not depend on the step count: any task's recipe will do.
-        config = self.config.training_config(
-            len(self.shard(0)) if self.config.local_epochs else None
-        )
+        config = self.config.training_config(1 if self.config.local_epochs else None)
         return encode_blob(
             start_checkpoint(self.factory, self.config.model.trainable, model, config)
         )
@@ -110,7 +116,7 @@ class JobWorkbench:
 
         return build_factory(self.config.model, bundle_loader=self._bundle_loader or no_bundles)
 
-    def trainer(self, data: Dataset) -> TorchTrainer:
+    def trainer(self, data: Dataset | OpenedData) -> TorchTrainer:
         """The job's trainer over ``data`` (the worker's, on the CPU)."""
         from fedrelay.training.torch_trainer import TorchTrainer
 
@@ -164,12 +170,72 @@ class JobWorkbench:
             raise UpdateRejection(str(exc)) from None
 
     def shard_size(self, index: int) -> int:
-        """The weight of an update of shard ``index``: its example count on published data, 1
-        on the workers' own data (no self-reported count buys weight or pay; see
-        :meth:`~fedrelay.protocol.job_config.JobConfig.update_weight`)."""
-        if self.config.worker_data is not None:
-            return 1
+        """The example count of published shard ``index``.
+
+        Raises:
+            UpdateRejection: The job has no such shard, or trains on the workers' own data.
+        """
         return len(self.shard(index))
+
+    def task_weight(self, assignment: Assignment) -> int:
+        """The weight of ``assignment``'s update: its shard's example count on published data
+        (the coordinator rebuilds the shard); on the workers' own data the committed count,
+        which the spot reveals check (0 before a commitment), or 1 when the poster turned
+        those off (:meth:`~fedrelay.protocol.job_config.JobConfig.update_weight`). No count a
+        worker states elsewhere buys weight or pay."""
+        if self.config.worker_data is None:
+            return self.config.update_weight(self.shard_size(assignment.shard))
+        commitment = assignment.commitment
+        return self.config.update_weight(commitment.num_samples if commitment else 0)
+
+    def task_config(self, assignment: Assignment) -> TrainingConfig:
+        """The training configuration of ``assignment``'s task: the job's, with
+        ``local_epochs`` its steps following from its example count (the shard's on published
+        data, the committed count on the workers' own data).
+
+        Raises:
+            UpdateRejection: The job has no such shard, or a job with ``local_epochs`` on
+                private data whose task has no commitment.
+        """
+        if self.config.worker_data is None:
+            return self.training_config(assignment.shard)
+        if self.config.local_epochs is None:
+            return self.config.training_config()
+        if assignment.commitment is None:
+            raise UpdateRejection("the task has no commitment: its step count is unknown")
+        return self.config.training_config(assignment.commitment.num_samples)
+
+    @property
+    def spot_reveals(self) -> bool:
+        """Whether challenged segments are replayed on examples the workers open (a job on
+        their own data with ``replay: "segments"``)."""
+        private = self.config.worker_data
+        return private is not None and private.replay == "segments"
+
+    def opened_examples(self, assignment: Assignment, segment: int, examples: bytes) -> OpenedData:
+        """The examples a worker opened for ``segment`` of ``assignment``'s task, checked:
+        exactly the indices the segment consumed (from the task's seed, batch size and the
+        committed count), each of the job's example size and under the committed data root.
+
+        Raises:
+            UpdateRejection: The opening does not decode or does not hold (the reason says
+                which example and why).
+        """
+        from fedrelay.training.datasets import example_layout, opened_data
+
+        private = self.config.worker_data
+        commitment = assignment.commitment
+        if private is None or commitment is None:
+            raise UpdateRejection("only a committed task on the workers' own data opens examples")
+        try:
+            data = DataCommitment(commitment.data_root, commitment.num_samples)
+            layout = example_layout(private.schema_)
+            wanted = segment_indices(self.task_config(assignment), segment, data.count)
+            openings = decode_openings(examples)
+            check_openings(data, layout.kind, wanted.tolist(), openings, layout.body_length)
+            return opened_data(layout, openings, data.count)
+        except (DataCommitmentError, TrainingError) as exc:
+            raise UpdateRejection(f"the opened examples do not hold: {exc}") from None
 
     def shard_commitment(self, index: int) -> DataCommitment:
         """The data commitment of published shard ``index`` (the root over its example hashes
@@ -235,8 +301,10 @@ class JobWorkbench:
         assignment: Assignment,
         segment: int,
         opening: SegmentOpening,
+        opened: OpenedData | None = None,
     ) -> Verdict:
-        """Replay a challenged segment of ``assignment``'s transcript.
+        """Replay a challenged segment of ``assignment``'s transcript: on its published shard,
+        or on the worker's ``opened`` examples (:meth:`opened_examples`) on its own data.
 
         Returns:
             The verdict; a malformed answer is a rejection, not an error: the checkpoints are
@@ -247,13 +315,15 @@ class JobWorkbench:
         commitment = assignment.commitment
         if commitment is None:
             return Verdict(False, "the task has no commitment")
-        if self.config.worker_data is not None:
+        if self.config.worker_data is not None and not self.spot_reveals:
             # Only checkpoint 0 and the final checkpoint are checked (by the caller): the
-            # poster accepted unverified private data (replay "none").
+            # poster turned replays of private data off (replay "none").
             return Verdict(True, "not replayed: the worker's own data (replay none)")
+        if self.spot_reveals and opened is None:
+            return Verdict(False, "the examples the segment consumed were not opened")
         try:
-            trainer = self.trainer(self.shard(assignment.shard))
-            config = self.training_config(assignment.shard)
+            trainer = self.trainer(opened if opened is not None else self.shard(assignment.shard))
+            config = self.task_config(assignment)
             return verify_segment(
                 trainer,
                 config,

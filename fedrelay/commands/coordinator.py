@@ -220,11 +220,15 @@ def _load_config(path: Path | None, evaluation: bool = False) -> JobConfig:
 
 
 def _private_data(config: JobConfig, unverified: bool) -> JobConfig:
-    """``config`` with ``data.replay`` "none" when the poster accepts unverified private data.
+    """``config`` with ``data.replay`` "none" when the poster gives up replays of private data.
+
+    A job on the workers' own data is replayed by spot reveals (``replay: "segments"``, the
+    default): a challenged worker opens the examples a replayed segment consumed, to the
+    verifier only. ``--unverified-private-data`` turns that off: no example is ever opened, the
+    updates are checked at checkpoint 0 and the final checkpoint only and weigh 1 each.
 
     Raises:
-        typer.Exit: A job on the workers' own data without ``--unverified-private-data``, or
-            the flag on a job on published data.
+        typer.Exit: The flag on a job on published data.
     """
     private = config.worker_data
     if private is None:
@@ -234,15 +238,8 @@ def _private_data(config: JobConfig, unverified: bool) -> JobConfig:
                 "data is published (the coordinator replays its segments)"
             )
         return config
-    if private.replay == "none":
+    if not unverified or private.replay == "none":
         return config
-    if not unverified:
-        raise _fail(
-            "the job trains on the workers' own data, which no coordinator can replay yet: "
-            "their updates would be checked only at checkpoint 0 and the final checkpoint and "
-            "weigh 1 each; pass --unverified-private-data to accept that (docs/learning.md, "
-            "'Data')"
-        )
     return config.model_copy(update={"data": private.model_copy(update={"replay": "none"})})
 
 
@@ -695,8 +692,10 @@ def post_command(
         bool,
         typer.Option(
             "--unverified-private-data",
-            help="Accept that a job on the workers' own data cannot be replayed: its updates "
-            "are checked at checkpoint 0 and the final checkpoint only and weigh 1 each.",
+            help="On a job on the workers' own data, open none of their examples: segments "
+            "are not replayed (updates are checked at checkpoint 0 and the final checkpoint "
+            "only) and each update weighs 1. By default a challenged worker opens the examples "
+            "a replayed segment consumed, to the verifier only.",
         ),
     ] = False,
 ) -> None:

@@ -106,6 +106,16 @@ class CoordinatorRepository(Protocol):
         """Challenges filtered by worker and/or id, in the order they were issued."""
         ...
 
+    async def settle_reveal(self, challenge_id: str, verdict: str) -> None:
+        """Record the verdict on an answered challenge's opened examples and erase them, in
+        one step: from then on the challenge reads ``reveal_verdict == verdict`` and its
+        answer's ``examples`` is empty. Settling again with the same verdict does nothing.
+
+        Raises:
+            Conflict: No such answered challenge, or it was settled with another verdict.
+        """
+        ...
+
     async def claim_nonce(
         self, worker: WorkerRef, nonce: str, expires_at: int, *, now: int
     ) -> bool:

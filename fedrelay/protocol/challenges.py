@@ -17,6 +17,15 @@ probability ``r``, and the ``q`` replayed segments, a uniform ``q``-subset of th
 ``m`` deviating ones in ``C(S-m, q)`` of the ``C(S, q)`` equally likely subsets. The worst case is
 ``m = 1``: ``r * q / S``. Checkpoint 0 and the final checkpoint are opened on every challenged
 task besides, which catches a wrong start or a wrong update at rate ``r``.
+
+**The privacy cost** of a job on the workers' own data (:func:`privacy_cost`) is the expected
+fraction of a worker's ``n`` examples opened to the verifier per round: a replayed segment is
+replayed on exactly the examples it consumed, which the worker opens
+(:func:`fedrelay.protocol.batches.segment_indices`). With ``m_i`` the number of segments that
+consume example ``i``, example ``i`` is opened when the task is challenged (probability ``r``) and
+one of those ``m_i`` segments is among the ``q`` replayed: the fraction is
+``r * sum_i (1 - C(S - m_i, q) / C(S, q)) / n``. Checkpoint 0 and the final checkpoint are opened
+without a replay, so they open no example.
 """
 
 from __future__ import annotations
@@ -26,19 +35,27 @@ import struct
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
+
+from fedrelay.protocol.batches import segment_indices
 from fedrelay.protocol.rounds import WorkerRef
+from fedrelay.protocol.training_config import TrainingConfig
 from fedrelay.protocol.wormhole import keccak256
 
 
 @dataclass(frozen=True)
 class ChallengeAnswer:
-    """A worker's answer: the two checkpoints (as blob names) and their Merkle proofs."""
+    """A worker's answer: the two checkpoints (as blob names) and their Merkle proofs; on the
+    workers' own data, the examples the segment consumed, opened
+    (:func:`fedrelay.protocol.data_commitment.encode_openings`), held only until they are
+    checked and then erased (empty from then on)."""
 
     start_checkpoint: str
     end_checkpoint: str
     start_proof: bytes
     end_proof: bytes
     answered_at: int
+    examples: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,11 @@ class Challenge:
     issued_at: int
     answer_by: int
     answer: ChallengeAnswer | None = None
+    wants_examples: bool = False
+    """Whether the answer must open the examples the segment consumed (a replayed segment of
+    a task on the worker's own data)."""
+    reveal_verdict: str | None = None
+    """Once the opened examples were checked and erased: ``"ok"``, or why the check failed."""
 
     @property
     def challenge_id(self) -> str:
@@ -120,6 +142,43 @@ def _detection(rate: Fraction, segments: int, opened: int, deviating: int) -> Fr
         raise ValueError(f"deviating segments must be in 0..{segments}, got {deviating}")
     missed = Fraction(math.comb(segments - deviating, opened), math.comb(segments, opened))
     return rate * (1 - missed)
+
+
+def privacy_cost(config: TrainingConfig, examples: int, rate: float, opened: int) -> float:
+    """The expected fraction of a worker's ``examples`` opened to the verifier per round.
+
+    ``rate * sum_i (1 - C(S - m_i, q) / C(S, q)) / n`` (see the module docstring), with the
+    segments' examples computed from ``config`` (seed, steps, batch size, checkpointing) as the
+    trainer draws them. It costs one pass over the indices the task's training draws.
+
+    Args:
+        config: The task's training configuration.
+        examples: The worker's committed example count (``n``).
+        rate: The job's ``challenge_rate``.
+        opened: Segments replayed per challenged task (``q``; capped at ``S``).
+
+    Raises:
+        ValueError: ``examples`` below 1, a rate outside 0..1 or ``opened`` below 1.
+    """
+    if examples < 1:
+        raise ValueError(f"a worker commits at least one example, got {examples}")
+    if not 0 <= rate <= 1:
+        raise ValueError(f"the challenge rate must be in 0..1, got {rate}")
+    if opened < 1:
+        raise ValueError(f"segments opened must be >= 1, got {opened}")
+    segments = config.segments
+    opened = min(opened, segments)
+    covering = np.zeros(examples, dtype=np.int64)
+    for segment in range(segments):
+        covering[segment_indices(config, segment, examples)] += 1
+    total = math.comb(segments, opened)
+    counts = np.bincount(covering, minlength=1)
+    revealed = sum(
+        int(count) * (1 - Fraction(math.comb(segments - m, opened), total))
+        for m, count in enumerate(counts)
+        if count
+    )
+    return float(Fraction(rate) * revealed / examples)
 
 
 def cheating_pays(

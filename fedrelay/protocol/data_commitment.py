@@ -23,6 +23,13 @@ proof opens a position, and the count it is read against is the committed one.
 leaf_count || u8 siblings || siblings``), checked against ``(root, count, index)`` by
 :func:`check_example`: the proof must name that index and that count, and the leaf must hash up
 to the root along it.
+
+**Openings.** A challenged worker opens the examples a replayed segment consumed
+(:func:`fedrelay.protocol.batches.segment_indices`), to the verifier only, as one byte string
+(:func:`encode_openings`): ``u32 count``, then per example, in ascending index order, ``u32
+index || u32 body_length || body || u32 proof_length || proof``, all big-endian.
+:func:`check_openings` accepts them only if they are exactly the wanted indices and each
+hashes up to the committed root.
 """
 
 from __future__ import annotations
@@ -36,7 +43,14 @@ import numpy as np
 import numpy.typing as npt
 
 from fedrelay.protocol.hashing import keccak256
-from fedrelay.protocol.merkle import MerkleAccumulator, MerkleProof, MerkleTree, verify_proof
+from fedrelay.protocol.merkle import (
+    MerkleAccumulator,
+    MerkleProof,
+    MerkleTree,
+    decode_proof,
+    encode_proof,
+    verify_proof,
+)
 
 __all__ = [
     "EXAMPLE_DOMAIN",
@@ -45,8 +59,12 @@ __all__ = [
     "DataCommitmentError",
     "DataTree",
     "ExampleKind",
+    "ExampleOpening",
     "check_example",
+    "check_openings",
     "commit_leaves",
+    "decode_openings",
+    "encode_openings",
     "example_hash",
     "labelled_example",
     "token_window",
@@ -182,3 +200,96 @@ def check_example(commitment: DataCommitment, index: int, leaf: bytes, proof: Me
             f"example {index} does not hash up to the committed data root "
             f"{commitment.root.hex()} along the proof"
         )
+
+
+@dataclass(frozen=True)
+class ExampleOpening:
+    """One opened example: its index, its canonical bytes (without the kind) and its proof."""
+
+    index: int
+    body: bytes
+    proof: MerkleProof
+
+
+_U32 = struct.Struct(">I")
+
+
+def encode_openings(openings: Sequence[ExampleOpening]) -> bytes:
+    """The wire bytes of ``openings`` (see the module docstring)."""
+    parts = [_U32.pack(len(openings))]
+    for opening in openings:
+        proof = encode_proof(opening.proof)
+        parts += [
+            _U32.pack(opening.index),
+            _U32.pack(len(opening.body)),
+            opening.body,
+            _U32.pack(len(proof)),
+            proof,
+        ]
+    return b"".join(parts)
+
+
+def decode_openings(data: bytes) -> list[ExampleOpening]:
+    """Openings from their wire bytes.
+
+    Raises:
+        DataCommitmentError: The bytes are truncated, carry trailing bytes, or hold a proof
+            that does not decode.
+    """
+    view = memoryview(data)
+    at = 0
+
+    def take(size: int, what: str) -> bytes:
+        nonlocal at
+        if at + size > len(view):
+            raise DataCommitmentError(f"the opened examples end inside {what} (byte {at})")
+        chunk = bytes(view[at : at + size])
+        at += size
+        return chunk
+
+    (count,) = _U32.unpack(take(4, "the count"))
+    openings = []
+    for number in range(count):
+        (index,) = _U32.unpack(take(4, f"opening {number}'s index"))
+        (length,) = _U32.unpack(take(4, f"opening {number}'s length"))
+        body = take(length, f"example {index}'s bytes")
+        (proof_length,) = _U32.unpack(take(4, f"example {index}'s proof length"))
+        try:
+            proof = decode_proof(take(proof_length, f"example {index}'s proof"))
+        except ValueError as exc:
+            raise DataCommitmentError(f"example {index}'s proof is malformed: {exc}") from None
+        openings.append(ExampleOpening(index, body, proof))
+    if at != len(view):
+        raise DataCommitmentError(f"{len(view) - at} bytes follow the opened examples")
+    return openings
+
+
+def check_openings(
+    commitment: DataCommitment,
+    kind: ExampleKind,
+    wanted: Sequence[int],
+    openings: Sequence[ExampleOpening],
+    body_length: int,
+) -> None:
+    """Accept ``openings`` only if they open exactly ``wanted`` (ascending) and each example
+    is ``body_length`` bytes and hashes up to ``commitment``'s root.
+
+    Raises:
+        DataCommitmentError: Another set of indices, a body of another length, or an example
+            that is not under the root (the message names it).
+    """
+    indices = [o.index for o in openings]
+    if indices != list(wanted):
+        missing = sorted(set(wanted) - set(indices))
+        extra = sorted(set(indices) - set(wanted))
+        raise DataCommitmentError(
+            f"the opened examples are not the {len(wanted)} the segment consumed, in ascending "
+            f"order (missing {missing[:5]}, not asked for {extra[:5]})"
+        )
+    for opening in openings:
+        if len(opening.body) != body_length:
+            raise DataCommitmentError(
+                f"example {opening.index} is {len(opening.body)} bytes, the job's examples are "
+                f"{body_length}"
+            )
+        check_example(commitment, opening.index, example_hash(kind, opening.body), opening.proof)

@@ -11,10 +11,13 @@ A job trains on one of two kinds of data (:class:`~fedrelay.protocol.job_config.
 * ``worker`` (:class:`WorkerData`): data each worker owns and never uploads. The configuration
   states its **schema** (:class:`TabularSchema`, :class:`ImageSchema`, :class:`TextSchema`); a
   worker's data that does not match it is refused before training
-  (:mod:`fedrelay.training.datasets`). The coordinator cannot rebuild private data, so it cannot
-  replay a segment of such a job: until transcripts of private data can be spot-checked, a
-  ``worker`` job runs only when its poster accepts that explicitly (``replay: "none"``, set by
-  ``fedrelay job post --unverified-private-data``); such updates weigh 1 each.
+  (:mod:`fedrelay.training.datasets`). The coordinator cannot rebuild private data; a challenged
+  segment is replayed by a **spot reveal** (``replay: "segments"``, the default): the worker
+  opens exactly the examples the segment consumed, with Merkle proofs against the data root it
+  committed, to the verifier only, who replays the segment on them and then erases them. The
+  committed example count is the update's weight. A poster may give that up (``replay:
+  "none"``, ``fedrelay job post --unverified-private-data``): no example is opened, segments
+  are not replayed, and each update weighs 1.
 
 The poster's **evaluation** (:class:`EvaluationSpec`) names the blob of its evaluation set (kept
 by the coordinator, never served to workers) and the metric reported for every round. Only the
@@ -22,7 +25,7 @@ published digits job may leave it empty: it keeps the digits' own held-out split
 
 Example (JSON)::
 
-    "data": {"source": "worker", "replay": "none",
+    "data": {"source": "worker", "replay": "segments",
              "schema": {"kind": "tabular", "features": [64], "dtype": "float32", "classes": 10}},
     "evaluation": {"data_hash": "<64 hex>", "metric": "accuracy"}
 """
@@ -179,10 +182,10 @@ class WorkerData(_Part):
         source: ``"worker"``.
         schema_: What the data must look like (``schema`` in JSON); data that does not match
             is refused before training, naming the mismatch.
-        replay: ``"none"``: the poster accepted that the coordinator cannot replay segments of
-            private data (``fedrelay job post --unverified-private-data``); ``"segments"``
-            (the default) asks for replay, which no coordinator offers yet, so such a job is
-            refused at posting and at the coordinator's intake.
+        replay: ``"segments"`` (the default): challenged segments are replayed on the
+            examples the worker opens (spot reveals; the committed count weighs the update);
+            ``"none"``: no example is opened and no segment replayed (``fedrelay job post
+            --unverified-private-data``); each update weighs 1.
     """
 
     model_config = ConfigDict(

@@ -290,8 +290,11 @@ class JobConfig(_Part):
     def update_weight(self, examples: int) -> int:
         """The weight of an update trained on ``examples`` examples (FedAvg's, and a masked
         input's count): that number on published data, where the coordinator rebuilds the shard
-        and checks it; 1 on the workers' own data, whose committed count nothing checks yet."""
-        return examples if self.worker_data is None else 1
+        and checks it, and on the workers' own data replayed by spot reveals, where it is the
+        committed count the opened examples are checked against; 1 when the poster turned
+        replays of private data off (``replay: "none"``): nothing checks such a count."""
+        private = self.worker_data
+        return 1 if private is not None and private.replay == "none" else examples
 
     def task_steps(self, examples: int | None = None) -> int:
         """A task's optimizer steps: ``steps``, or with ``local_epochs`` that many passes over

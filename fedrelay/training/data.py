@@ -95,6 +95,54 @@ class TokenDataset:
         return TokenDataset(rows.reshape(-1).astype(np.int64), self.context)
 
 
+@dataclass(frozen=True)
+class OpenedData:
+    """Some examples of a data set of ``size`` examples: what a verifier holds of a worker's
+    own data after the worker opened the examples a challenged segment consumed.
+
+    A trainer over it draws batches over ``size`` examples, as the worker's did, and reads
+    each drawn example from ``data``; drawing one that was not opened is an error.
+
+    Attributes:
+        data: The opened examples, in ascending index order.
+        indices: Their indices in the worker's data set, ascending and distinct.
+        size: The worker's committed example count.
+    """
+
+    data: Dataset | TokenDataset
+    indices: Indices
+    size: int
+
+    def __post_init__(self) -> None:
+        indices = np.asarray(self.indices)
+        if indices.ndim != 1 or indices.shape[0] != len(self.data):
+            raise DataError(f"{len(self.data)} opened examples, {indices.shape} indices")
+        if indices.size and (
+            np.any(np.diff(indices) <= 0) or int(indices[0]) < 0 or int(indices[-1]) >= self.size
+        ):
+            raise DataError(
+                f"opened indices must ascend, be distinct and lie in 0..{self.size - 1}"
+            )
+
+    def __len__(self) -> int:
+        return self.size
+
+    def locate(self, rows: Indices) -> Indices:
+        """The positions in :attr:`data` of the examples at ``rows``.
+
+        Raises:
+            DataError: One of them was not opened.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        positions = np.searchsorted(self.indices, rows)
+        found = positions < self.indices.shape[0]
+        found[found] = self.indices[positions[found]] == rows[found]
+        if not np.all(found):
+            missing = rows[~found][:5].tolist()
+            raise DataError(f"the replay draws examples {missing}, which were not opened")
+        return positions.astype(np.int64)
+
+
 def digits() -> Dataset:
     """The digits data set, pixel values scaled from 0..16 to 0..1."""
     # Imported here: scikit-learn (and SciPy under it) is only needed once digits are loaded, so

@@ -41,7 +41,7 @@ from fedrelay.protocol.batches import batch_indices
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.model_spec import Objective
 from fedrelay.protocol.training_config import SgdSpec, TrainingConfig
-from fedrelay.training.data import Dataset, TokenDataset
+from fedrelay.training.data import DataError, Dataset, OpenedData, TokenDataset
 from fedrelay.training.errors import TrainingError
 from fedrelay.training.models import ModelFactory, mlp, seeded_tensors
 from fedrelay.training.optim import add_proximal, apply_update, clip_global_norm, slot_names
@@ -189,7 +189,7 @@ class TorchTrainer:
         self,
         factory: ModelFactory,
         objective: Objective,
-        data: TrainingData,
+        data: TrainingData | OpenedData,
         *,
         trainable: Callable[[str], bool] = _all_trainable,
         device: str = "cpu",
@@ -200,7 +200,9 @@ class TorchTrainer:
         Args:
             factory: Builds the (uninitialised) model; parameters come from checkpoints.
             objective: ``classification`` or ``language_model``.
-            data: The client's training examples (a TokenDataset for a language model).
+            data: The client's training examples (a TokenDataset for a language model), or
+                the examples a client opened of its own data (:class:`OpenedData`: batches are
+                drawn over its committed size, from the opened examples only).
             trainable: Whether the tensor of a name trains (the job's ``model.trainable``).
             device: ``"cpu"`` or ``"cuda"``.
             deterministic: Use torch's deterministic algorithms while training.
@@ -211,6 +213,9 @@ class TorchTrainer:
         """
         if len(data) == 0:
             raise TrainingError("a trainer needs at least one training example")
+        self._size = len(data)
+        self._opened = data if isinstance(data, OpenedData) else None
+        data = data.data if isinstance(data, OpenedData) else data
         _check_objective(objective, data)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise TrainingError(f"device {device!r} requested but CUDA is not available")
@@ -326,7 +331,12 @@ class TorchTrainer:
         module.train()
         for step in range(start, start + steps):
             torch.manual_seed(_step_seed(config.seed, step))
-            rows = batch_indices(config.seed, step, len(self._data), config.batch_size)
+            rows = batch_indices(config.seed, step, self._size, config.batch_size)
+            if self._opened is not None:
+                try:
+                    rows = self._opened.locate(rows)
+                except DataError as exc:
+                    raise TrainingError(str(exc)) from None
             loss = self._loss(module, rows)
             grads = dict(
                 zip(names, torch.autograd.grad(loss, [params[n] for n in names]), strict=True)

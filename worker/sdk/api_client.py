@@ -313,13 +313,16 @@ class CoordinatorClient:
         end_checkpoint: bytes,
         start_proof: bytes,
         end_proof: bytes,
+        examples: bytes = b"",
     ) -> ChallengeView:
-        """Answer a challenge with checkpoints c_i, c_(i+1) and their Merkle proofs."""
+        """Answer a challenge with checkpoints c_i, c_(i+1) and their Merkle proofs, and the
+        opened examples when the challenge asks for them."""
         body = ChallengeAnswerBody(
             start_checkpoint=b64encode(start_checkpoint),
             end_checkpoint=b64encode(end_checkpoint),
             start_proof=b64encode(start_proof),
             end_proof=b64encode(end_proof),
+            examples=b64encode(examples) if examples else "",
         )
         path = f"/v1/challenges/{challenge_id}/answer"
         response = await self._call("PUT", path, body.model_dump_json().encode())

@@ -165,12 +165,15 @@ class ChallengeRequest(_Body):
 
 
 class ChallengeAnswerBody(_Body):
-    """A worker's answer: checkpoints c_i and c_(i+1) and their Merkle proofs, base64."""
+    """A worker's answer: checkpoints c_i and c_(i+1) and their Merkle proofs, base64; when the
+    challenge asks for them (``wants_examples``), the examples the segment consumed, opened
+    (:func:`fedrelay.protocol.data_commitment.encode_openings`, base64)."""
 
     start_checkpoint: str
     end_checkpoint: str
     start_proof: str
     end_proof: str
+    examples: str = ""
 
 
 class AnswerView(_Schema):
@@ -195,6 +198,8 @@ class ChallengeView(_Schema):
     issued_at: int
     answer_by: int
     answer: AnswerView | None
+    wants_examples: bool = False
+    reveal_verdict: str | None = None
 
     @classmethod
     def of(cls, challenge: Challenge) -> ChallengeView:
@@ -209,6 +214,8 @@ class ChallengeView(_Schema):
             segment=challenge.segment,
             issued_at=challenge.issued_at,
             answer_by=challenge.answer_by,
+            wants_examples=challenge.wants_examples,
+            reveal_verdict=challenge.reveal_verdict,
             answer=None
             if answer is None
             else AnswerView(

@@ -33,7 +33,15 @@ from fedrelay.protocol.data_spec import ImageSchema, TabularSchema, TextSchema
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.training.data import DataError, Dataset, TokenDataset
-from fedrelay.training.datasets.commitment import data_commitment, data_tree, example_hashes
+from fedrelay.training.datasets.commitment import (
+    ExampleLayout,
+    data_commitment,
+    data_tree,
+    example_hashes,
+    example_layout,
+    open_examples,
+    opened_data,
+)
 from fedrelay.training.datasets.images import load_image_folder
 from fedrelay.training.datasets.schema import SchemaMismatch, check_dataset, check_labels
 from fedrelay.training.datasets.tabular import TABULAR_SUFFIXES, load_table
@@ -42,6 +50,7 @@ from fedrelay.training.errors import BlobError
 
 __all__ = [
     "NAMED_TOKENIZERS",
+    "ExampleLayout",
     "ExampleSource",
     "Examples",
     "FileSource",
@@ -56,7 +65,10 @@ __all__ = [
     "dataset_hash",
     "evaluation_schema",
     "example_hashes",
+    "example_layout",
     "load_examples",
+    "open_examples",
+    "opened_data",
 ]
 
 Schema = TabularSchema | ImageSchema | TextSchema

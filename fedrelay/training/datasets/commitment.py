@@ -9,20 +9,34 @@ walks a data set in example order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
 
 from fedrelay.protocol.data_commitment import (
     DataCommitment,
     DataTree,
     ExampleKind,
+    ExampleOpening,
     commit_leaves,
     example_hash,
     labelled_example,
     token_window,
 )
-from fedrelay.training.data import DataError, Dataset, TokenDataset
+from fedrelay.protocol.data_spec import ImageSchema, TabularSchema, TextSchema
+from fedrelay.training.data import DataError, Dataset, OpenedData, TokenDataset
 
-__all__ = ["data_commitment", "data_tree", "example_body", "example_hashes"]
+__all__ = [
+    "ExampleLayout",
+    "data_commitment",
+    "data_tree",
+    "example_body",
+    "example_hashes",
+    "example_layout",
+    "open_examples",
+    "opened_data",
+]
 
 
 def example_body(data: Dataset | TokenDataset, index: int) -> tuple[ExampleKind, bytes]:
@@ -62,3 +76,63 @@ def data_tree(data: Dataset | TokenDataset) -> DataTree:
         DataCommitmentError: ``data`` has no example (or more than a u32 counts).
     """
     return DataTree(list(example_hashes(data)))
+
+
+class ExampleLayout:
+    """The kind, shape and byte length of one example of a job's schema."""
+
+    def __init__(self, kind: ExampleKind, shape: tuple[int, ...]) -> None:
+        """``shape``: a labelled example's features, or a token window's ``(context + 1,)``."""
+        self.kind = kind
+        self.shape = shape
+        width = math.prod(shape)
+        self.body_length = width * 8 if kind is ExampleKind.TOKEN_WINDOW else width * 4 + 8
+
+
+def example_layout(schema: TabularSchema | ImageSchema | TextSchema) -> ExampleLayout:
+    """How an example of ``schema`` is laid out in its canonical bytes."""
+    if isinstance(schema, TextSchema):
+        return ExampleLayout(ExampleKind.TOKEN_WINDOW, (schema.context + 1,))
+    if isinstance(schema, ImageSchema):
+        return ExampleLayout(ExampleKind.LABELLED, (schema.channels, schema.height, schema.width))
+    return ExampleLayout(ExampleKind.LABELLED, tuple(schema.features))
+
+
+def open_examples(
+    data: Dataset | TokenDataset, tree: DataTree, indices: Sequence[int]
+) -> list[ExampleOpening]:
+    """The openings of ``data``'s examples at ``indices`` (ascending), with ``tree``'s proofs.
+
+    Raises:
+        DataError: An index outside the data.
+    """
+    return [
+        ExampleOpening(int(i), example_body(data, int(i))[1], tree.proof(int(i))) for i in indices
+    ]
+
+
+def opened_data(layout: ExampleLayout, openings: Sequence[ExampleOpening], size: int) -> OpenedData:
+    """The opened examples as data a trainer draws from (their bodies are checked already:
+    :func:`fedrelay.protocol.data_commitment.check_openings`).
+
+    Raises:
+        DataError: A body of another length than the layout's, or indices that do not ascend.
+    """
+    if any(len(o.body) != layout.body_length for o in openings):
+        raise DataError(f"an opened example is not {layout.body_length} bytes")
+    indices = np.asarray([o.index for o in openings], dtype=np.int64)
+    if layout.kind is ExampleKind.TOKEN_WINDOW:
+        tokens = np.frombuffer(b"".join(o.body for o in openings), dtype="<i8")
+        return OpenedData(TokenDataset(tokens.astype(np.int64), layout.shape[0] - 1), indices, size)
+    width = layout.body_length - 8
+    features = (
+        np.stack(
+            [np.frombuffer(o.body[:width], dtype="<f4").reshape(layout.shape) for o in openings]
+        )
+        if openings
+        else np.zeros((0, *layout.shape), dtype=np.float32)
+    )
+    labels = np.asarray(
+        [int.from_bytes(o.body[width:], "little", signed=True) for o in openings], dtype=np.int64
+    )
+    return OpenedData(Dataset(features.astype(np.float32), labels), indices, size)

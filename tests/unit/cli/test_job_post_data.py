@@ -57,14 +57,23 @@ def _said(output: str) -> str:
     return " ".join(output.split())
 
 
-def test_a_private_data_job_needs_the_acknowledgement(tmp_path: Path) -> None:
-    config, evaluation = _files(tmp_path)
-    refused = runner.invoke(app, [*COMMON, "--config", str(config), "--eval-data", str(evaluation)])
-    assert refused.exit_code == 2
-    assert "the job trains on the workers' own data, which no coordinator can replay yet" in (
-        _said(refused.output)
-    )
-    assert "pass --unverified-private-data" in _said(refused.output)
+def test_a_private_data_job_is_replayed_by_spot_reveals_unless_the_poster_opts_out(
+    tmp_path: Path,
+) -> None:
+    config_file, evaluation = _files(tmp_path)
+    stopped = runner.invoke(app, [*COMMON, "--config", str(config_file), "--eval-data",
+                                  str(evaluation)])  # fmt: skip
+    assert stopped.exit_code == 2
+    assert "say where the coordinator chain is" in _said(stopped.output)
+    config = _load_config(config_file, evaluation=True)
+    assert _private_data(config, unverified=False) == config
+    assert config.worker_data is not None
+    assert config.worker_data.replay == "segments"
+    assert config.update_weight(120) == 120
+    opted_out = _private_data(config, unverified=True)
+    assert opted_out.worker_data is not None
+    assert opted_out.worker_data.replay == "none"
+    assert opted_out.update_weight(120) == 1
 
 
 def test_the_acknowledgement_is_for_private_data_only() -> None:
