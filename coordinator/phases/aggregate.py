@@ -7,7 +7,7 @@
    a worker wrote never weighs or pays), and each committed update against its on-chain
    commitment (a plain update blob, or the masked input, whose count is checked too, under
    secure aggregation); a mismatch or a missing upload is rejected and slashed;
-2. (plain rounds) challenges the transcripts drawn from the round's challenge seed and replays
+2. challenges the transcripts drawn from the round's challenge seed and replays
    each answer; the seed is the hash of the first coordinator-chain block after the round's
    commitments closed, so the round waits (it does not fail) until that block exists. The answer
    on segment 0 opens checkpoint 0, which must be the round's model at step 0 (the coordinator
@@ -44,8 +44,11 @@ the committed one was already published among the survivors, so the others revea
 mask rather than the key its pairwise masks need: the model is kept unchanged for the round, with
 a note, and the honest workers are still paid.
 
-Transcripts are not challenged under secure aggregation: opening checkpoints would reveal the very
-update the masks hide.
+Under secure aggregation transcripts are challenged within a privacy cap
+(:func:`~fedrelay.coordinator.verification.privacy_capped`): the challenged worker's answer also
+opens its masks, and its masked input must be its final checkpoint's update plus them
+(:meth:`RoundAggregation._opening_verdict`). A worker rejected with an opening of its advertised
+key leaves the sum (what its masked input added is subtracted).
 """
 
 from __future__ import annotations
@@ -77,6 +80,9 @@ from fedrelay.coordinator.phases.streamed import (
 )
 from fedrelay.coordinator.phases.unmask import (
     Screened,
+    check_opened,
+    opened,
+    opened_contribution,
     reveal_senders,
     screen,
     secagg_config,
@@ -91,7 +97,9 @@ from fedrelay.coordinator.verification import (
     check_final_checkpoint,
     check_start_checkpoint,
     delta_of,
+    final_model,
     malformed,
+    privacy_capped,
 )
 from fedrelay.ports.blobs import COORDINATOR, BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import ChainRoundPhase, WorkerResult
@@ -109,7 +117,9 @@ from fedrelay.protocol.rounds import (
     WorkerRef,
     apply,
 )
-from fedrelay.protocol.secagg import SecureAggregationError
+from fedrelay.protocol.secagg import SecAggConfig, SecureAggregationError, SecureSum
+from fedrelay.protocol.secagg.messages import SecAggStage
+from fedrelay.protocol.secagg.wire import client_id
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import (
     BlobError,
@@ -210,6 +220,7 @@ class RoundAggregation:
         self._blobs = blobs
         self._verdicts: dict[str, Verdict] = {}
         self._starts: dict[bytes, bytes] = {}
+        self._secure: tuple[Screened, ParameterLayout, Vector] | None = None
 
     async def work(
         self, state: RoundState, report: RoundReport, now: int
@@ -255,6 +266,10 @@ class RoundAggregation:
         screened = Screened()
         if config.secure_aggregation:
             state, screened = await self._check_secure(state, params.shape[0], sizes, slash, now)
+            self._secure = (screened, layout, params)  # what the mask openings are checked on
+            state, pending = await self._challenge(state, report, closed_at, now, model)
+            if pending:
+                return state, None
         else:
             uploads = await self._store.updates(state.job_id, state.round)
             for a in state.with_status(TaskStatus.COMMITTED):
@@ -403,12 +418,37 @@ class RoundAggregation:
             secagg = secagg_config(config, state.job_id, state.round, len(state.assignments))
             workers = [a.worker for a in state.assignments]
             secure = await unmask(self._store, secagg, state.job_id, state.round, workers, screened)
+            secure = await self._without_opened(state, secagg, screened, secure)
             weighted = secure.decode(secagg.fixed_point)
             strategy = build_strategy(config)
             result = strategy.aggregate_sum(params, weighted, secure.total_weight, server_state)
         except (SecureAggregationError, AggregationError) as exc:
             return params, server_state, scores, f"secure aggregation failed: {exc}"
         return result.params, result.state, scores, ""
+
+    async def _without_opened(
+        self, state: RoundState, secagg: SecAggConfig, screened: Screened, secure: SecureSum
+    ) -> SecureSum:
+        """The sum less the input of each rejected worker in it whose mask opening (its
+        advertised key) says what it added: a worker rejected on its challenge leaves the sum."""
+        total, weight = secure.total.copy(), secure.total_weight
+        left: list[str] = []
+        for a in state.with_status(TaskStatus.SLASHED):
+            if client_id(a.worker.worker_id) not in secure.contributors:
+                continue
+            try:
+                found = await opened(self._store, state.job_id, state.round, a.worker, screened)
+                total -= await asyncio.to_thread(opened_contribution, secagg, found)
+            except SecureAggregationError:
+                continue  # not opened: it stays in the sum, as a silent survivor does
+            weight -= found.masked.num_examples
+            left.append(found.masked.client_id)
+        if not left:
+            return secure
+        if weight < 1:
+            raise SecureAggregationError("every input of the sum was rejected")
+        contributors = tuple(c for c in secure.contributors if c not in left)
+        return replace(secure, total=total, total_weight=weight, contributors=contributors)
 
     async def _reject(
         self, state: RoundState, worker: WorkerRef, reason: str, slash: int, now: int
@@ -551,6 +591,8 @@ class RoundAggregation:
                 min(config.challenge_segments, workbench.training_config(a.shard).segments),
             )
         ]
+        if config.secure_aggregation:
+            draws = self._privacy_capped(state, bytes.fromhex(report.challenge_seed), draws)
         pending = False
         for draw in draws:
             a = state.assignment(draw.assignment.worker)
@@ -665,6 +707,8 @@ class RoundAggregation:
         training = self._context.workbench.training_config(assignment.shard)
         if challenge.segment != training.segments - 1:
             return Verdict(True, "ok")
+        if self._context.config.secure_aggregation:
+            return await self._opening_verdict(state, challenge, opening)
         commitment = state.assignment(challenge.worker).commitment
         assert commitment is not None
         # Uploads are content-addressed and were checked against the commitment already.
@@ -687,10 +731,61 @@ class RoundAggregation:
             return Verdict(False, f"the final checkpoint cannot be read: {malformed(exc)}")
         return Verdict(True, "ok")
 
+    def _privacy_capped(
+        self, state: RoundState, seed: bytes, draws: list[ChallengeDraw]
+    ) -> list[ChallengeDraw]:
+        """The draws of a secure round the privacy cap keeps (none if no graph can be had)."""
+        assert self._secure is not None
+        screened = self._secure[0]
+        summed = [w for w in screened.masked_bytes if w in screened.adverts]
+        by_client = {client_id(w.worker_id): w.worker_id for w in summed}
+        try:
+            secagg = secagg_config(
+                self._context.config, state.job_id, state.round, len(state.assignments)
+            )
+            graph = secagg.graph(by_client) if len(by_client) >= 2 else {}
+        except SecureAggregationError:
+            return []
+        neighbours = {by_client[c]: {by_client[n] for n in peers} for c, peers in graph.items()}
+        return privacy_capped(seed, draws, list(by_client.values()), neighbours)
+
+    async def _opening_verdict(
+        self, state: RoundState, challenge: Challenge, opening: SegmentOpening
+    ) -> Verdict:
+        """In a secure round, whether the masked input is the final checkpoint's update plus the
+        masks the answer opens (:mod:`fedrelay.protocol.secagg.opening`)."""
+        assert self._secure is not None
+        screened, layout, params = self._secure
+        assignment = state.assignment(challenge.worker)
+        assert assignment.commitment is not None
+        workbench = self._context.workbench
+        try:
+            trained = await asyncio.to_thread(
+                final_model,
+                opening.end_blob,
+                opening.end_proof,
+                assignment.commitment.transcript_root,
+                workbench.training_config(assignment.shard),
+                self._context.config.model.trainable,
+            )
+            delta = layout.flatten(trained) - params  # float32, as the worker SDK masks it
+            secagg = secagg_config(
+                self._context.config, state.job_id, state.round, len(state.assignments)
+            )
+            found = await opened(self._store, state.job_id, state.round, challenge.worker, screened)
+            await asyncio.to_thread(check_opened, secagg, found, delta)
+        except (UpdateRejection, SecureAggregationError, AggregationError) as exc:
+            return Verdict(False, f"mask opening refused: {exc}")
+        except MALFORMED_INPUT_ERRORS as exc:
+            return Verdict(False, f"the final checkpoint cannot be read: {malformed(exc)}")
+        return Verdict(True, "ok")
+
 
 def challenges_due(config: JobConfig) -> bool:
-    """Whether the job's rounds challenge transcripts (plain rounds at a positive rate)."""
-    return not config.secure_aggregation and config.challenge_rate > 0
+    """Whether the job's rounds challenge transcripts: at a positive rate (under secure
+    aggregation, within the privacy cap of
+    :func:`~fedrelay.coordinator.verification.privacy_capped`)."""
+    return config.challenge_rate > 0
 
 
 async def seal_challenge_seed(
@@ -782,6 +877,8 @@ async def aggregate(
         )
     )
     await keeper.save_round(proposed)
+    # The verdicts are recorded: the challenged workers' mask openings are no longer needed.
+    await keeper.store.delete_secagg(state.job_id, state.round, SecAggStage.OPENING)
     log.info(
         "job %d round %d proposed model %s (accuracy %.4f)",
         state.job_id,

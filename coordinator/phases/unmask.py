@@ -20,6 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from fedrelay.ports.coordinator_store import CoordinatorRepository
 from fedrelay.protocol.blobs import BlobError, decode_blob
 from fedrelay.protocol.job_config import JobConfig
@@ -27,10 +30,14 @@ from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.secagg import (
     KeyAdvert,
     MaskedInput,
+    MaskOpening,
+    RingVector,
     SecAggConfig,
     SecureAggregationError,
     SecureSum,
     UnmaskResponse,
+    check_opening,
+    contribution,
     unmask_sum,
 )
 from fedrelay.protocol.secagg.messages import SecAggStage
@@ -188,3 +195,52 @@ async def unmask(
     shared |= {m.client_id for m in masked}
     shared &= {a.client_id for a in adverts}
     return unmask_sum(config, adverts, sorted(shared), masked, responses)
+
+
+@dataclass(frozen=True)
+class OpenedInput:
+    """A challenged worker's masked input with what its opening needs (see :func:`opened`)."""
+
+    roster: dict[str, KeyAdvert]
+    peers: frozenset[str]
+    masked: MaskedInput
+    opening: MaskOpening
+
+
+async def opened(
+    repository: CoordinatorRepository,
+    job_id: int,
+    round_number: int,
+    worker: WorkerRef,
+    screened: Screened,
+) -> OpenedInput:
+    """``worker``'s masked input, its mask opening and the keys and peers it masked with.
+
+    The peers are the senders of the shares stored for ``worker`` that advertised keys: the
+    neighbours whose shares reached it, the ones a participant masks with.
+
+    Raises:
+        SecureAggregationError: No opening was sent, or the worker's messages did not decode.
+    """
+    sent = await repository.secagg(job_id, round_number, SecAggStage.OPENING)
+    if worker not in sent:
+        raise SecureAggregationError(
+            "the answer opens no masks: a challenge in a secure round needs the mask opening"
+        )
+    masked = screened.masked.get(worker)
+    if masked is None or worker not in screened.adverts:
+        raise SecureAggregationError("the worker's keys or masked input did not decode")
+    roster = {a.client_id: a for a in screened.adverts.values()}
+    found = await repository.secagg(job_id, round_number, SecAggStage.SHARES, worker)
+    peers = frozenset(client_id(s.worker_id) for s in found) & set(roster)
+    return OpenedInput(roster, peers, masked, MaskOpening.decode(sent[worker]))
+
+
+def check_opened(config: SecAggConfig, found: OpenedInput, delta: npt.NDArray[np.float32]) -> None:
+    """Check an opened masked input against the update ``delta`` (see :func:`check_opening`)."""
+    check_opening(config, found.roster, found.peers, found.masked, found.opening, delta)
+
+
+def opened_contribution(config: SecAggConfig, found: OpenedInput) -> RingVector:
+    """What an opened masked input adds to the unmasked sum."""
+    return contribution(config, found.roster, found.peers, found.masked, found.opening)

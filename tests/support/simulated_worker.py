@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from fedrelay.coordinator.aggregation import ParameterLayout
-from fedrelay.coordinator.verification import JobWorkbench, delta_of
+from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.protocol.hashing import blob_name
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.merkle import encode_proof
@@ -75,6 +75,8 @@ class SimulatedWorker:
         claimed_data_root: The data root to commit instead of the one of its examples.
         own_data: The worker's own examples (a job on the workers' own data), trained instead
             of a published shard.
+        corrupt_masked: Under secure aggregation, add a large random ring vector to the masked
+            input (committed as sent; its mask opening stays honest).
     """
 
     client: CoordinatorClient
@@ -89,6 +91,8 @@ class SimulatedWorker:
     claimed_samples: int | None = None
     claimed_data_root: bytes | None = None
     own_data: Dataset | None = None
+    corrupt_masked: bool = False
+    openings: dict[tuple[int, int], bytes] = field(default_factory=dict, init=False)
     runs: dict[tuple[int, int], tuple[TrainingRun, tuple[bytes, ...]]] = field(
         default_factory=dict, init=False
     )
@@ -130,8 +134,13 @@ class SimulatedWorker:
             await self.client.upload_update(job_id, round_number, uploaded)
         else:
             layout = ParameterLayout.of(model)
-            delta = delta_of(layout.flatten(trained), layout.flatten(model))
+            delta = layout.flatten(trained) - layout.flatten(model)  # float32, as the SDK does
             masked = participant.mask(delta, self.config.update_weight(len(shard)))
+            if self.corrupt_masked:
+                noise = np.random.default_rng(7).integers(0, 2**64, delta.shape, dtype=np.uint64)
+                masked = MaskedInput(masked.client_id, masked.num_examples, masked.vector + noise)
+            mask_key, self_seed = participant.secrets()
+            self.openings[(job_id, round_number)] = mask_key + self_seed
             if self.claimed_samples is not None:  # the masks do not depend on the count
                 masked = MaskedInput(masked.client_id, self.claimed_samples, masked.vector)
             update = encode_masked(masked)
@@ -179,6 +188,7 @@ class SimulatedWorker:
                 end_checkpoint=opening.end_blob,
                 start_proof=encode_proof(opening.start_proof),
                 end_proof=encode_proof(opening.end_proof),
+                mask_opening=self.openings.get((challenge.job_id, challenge.round)),
             )
             answered += 1
         return answered

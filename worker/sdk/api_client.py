@@ -313,13 +313,16 @@ class CoordinatorClient:
         end_checkpoint: bytes,
         start_proof: bytes,
         end_proof: bytes,
+        mask_opening: bytes | None = None,
     ) -> ChallengeView:
-        """Answer a challenge with checkpoints c_i, c_(i+1) and their Merkle proofs."""
+        """Answer a challenge with checkpoints c_i, c_(i+1) and their Merkle proofs (and, in a
+        secure round, the mask opening: masking key and self-mask seed, 64 bytes)."""
         body = ChallengeAnswerBody(
             start_checkpoint=b64encode(start_checkpoint),
             end_checkpoint=b64encode(end_checkpoint),
             start_proof=b64encode(start_proof),
             end_proof=b64encode(end_proof),
+            mask_opening=None if mask_opening is None else b64encode(mask_opening),
         )
         path = f"/v1/challenges/{challenge_id}/answer"
         response = await self._call("PUT", path, body.model_dump_json().encode())

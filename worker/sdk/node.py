@@ -11,7 +11,9 @@ Stopping: a stop request is honoured between training segments (the unfinished r
 and redone after a restart) and between stages; an upload or a commitment in flight completes.
 
 Secure-aggregation secrets stay in memory: a node restarted after masking a round's update does
-not take part in that round's unmasking; the other workers' shares (the threshold) cover it.
+not take part in that round's unmasking; the other workers' shares (the threshold) cover it. Only
+the round's masking key and self-mask seed are kept in the state file (a task record's
+``mask_opening``), so that a challenge of the round can still be answered after a restart.
 """
 
 from __future__ import annotations
@@ -333,6 +335,7 @@ class WorkerNode:
                 checkpoints=tuple(blob_hash(b).hex() for b in trained.checkpoints),
                 num_samples=trained.num_samples,
                 train_loss=trained.train_loss,
+                mask_opening=mask.opening_of(self, key),
             )
         )
 

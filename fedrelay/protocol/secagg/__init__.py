@@ -8,6 +8,7 @@ the unmasked sum equals the plain sum of the encoded updates exactly.
 from fedrelay.protocol.secagg.errors import RecoveryFailed, SecureAggregationError
 from fedrelay.protocol.secagg.fixedpoint import FixedPoint, RingVector
 from fedrelay.protocol.secagg.graph import complete_graph, harary_graph
+from fedrelay.protocol.secagg.opening import MaskOpening, check_opening, contribution
 from fedrelay.protocol.secagg.protocol import (
     KeyAdvert,
     MaskedInput,
@@ -22,6 +23,7 @@ from fedrelay.protocol.secagg.protocol import (
 __all__ = [
     "FixedPoint",
     "KeyAdvert",
+    "MaskOpening",
     "MaskedInput",
     "Participant",
     "RecoveryFailed",
@@ -31,7 +33,9 @@ __all__ = [
     "SecureAggregationError",
     "SecureSum",
     "UnmaskResponse",
+    "check_opening",
     "complete_graph",
+    "contribution",
     "harary_graph",
     "unmask_sum",
 ]

@@ -123,7 +123,8 @@ def _private_bytes(key: X25519PrivateKey) -> bytes:
     return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
 
-def _apply_pair_mask(total: RingVector, seed: bytes, owner: str, peer: str, remove: bool) -> None:
+def apply_pair_mask(total: RingVector, seed: bytes, owner: str, peer: str, remove: bool) -> None:
+    """Add (or, with ``remove``, take away) ``owner``'s pairwise mask with ``peer``."""
     # The lower id adds the pair's mask and the higher id subtracts it, so the two cancel.
     adds = owner < peer
     prg.apply_mask(total, seed, negate=adds == remove)
@@ -251,7 +252,7 @@ class Participant:
                 self.client_id,
                 peer,
             )
-            _apply_pair_mask(total, seed, self.client_id, peer, remove=False)
+            apply_pair_mask(total, seed, self.client_id, peer, remove=False)
         return MaskedInput(self.client_id, num_examples, total)
 
     def unmask(self, survivors: Collection[str]) -> UnmaskResponse:
@@ -280,6 +281,19 @@ class Participant:
         self_mask_shares = {o: s for o, (_, s) in self._held.items() if o in alive}
         key_shares = {o: k for o, (k, _) in self._held.items() if o not in alive}
         return UnmaskResponse(self.client_id, self_mask_shares, key_shares)
+
+    @property
+    def masked_with(self) -> frozenset[str]:
+        """The neighbours whose pairwise masks :meth:`mask` adds (their shares reached it)."""
+        return self._peers_shared
+
+    def secrets(self) -> tuple[bytes, bytes]:
+        """This client's raw masking private key and self-mask seed, for a mask opening.
+
+        Only a challenged client hands them out (to the verifier, never published); see
+        :mod:`fedrelay.protocol.secagg.opening`.
+        """
+        return _private_bytes(self._mask_key), self._self_seed
 
 
 @dataclass(frozen=True)
@@ -374,6 +388,6 @@ def unmask_sum(
             seed = keys.pair_mask_seed(
                 gone_key, roster[peer].mask_public, config.round_id, gone, peer
             )
-            _apply_pair_mask(total, seed, peer, gone, remove=True)
+            apply_pair_mask(total, seed, peer, gone, remove=True)
     weight = sum(inputs[c].num_examples for c in inputs)
     return SecureSum(total, weight, tuple(sorted(inputs)), tuple(dropped))

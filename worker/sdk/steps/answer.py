@@ -1,7 +1,9 @@
 """Answering challenges: open the challenged segment of a transcript this node kept.
 
 The answer is the segment's first and last checkpoints with their Merkle proofs against the
-committed root; the coordinator replays the segment from them.
+committed root; the coordinator replays the segment from them. In a secure round the answer also
+opens the round's masks (the masking key and self-mask seed the task record keeps), so the
+coordinator can check the masked input against the final checkpoint.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ async def answer_challenges(node: WorkerNode) -> list[str]:
                 end_checkpoint=opening.end_blob,
                 start_proof=encode_proof(opening.start_proof),
                 end_proof=encode_proof(opening.end_proof),
+                mask_opening=bytes.fromhex(record.mask_opening) if record.mask_opening else None,
             )
         node.progress.note(f"answered challenge on {record.key} segment {challenge.segment}")
         answered.append(challenge.challenge_id)

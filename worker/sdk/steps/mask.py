@@ -85,6 +85,15 @@ async def mask(
     return replace(trained, update_blob=blob)
 
 
+def opening_of(node: WorkerNode, key: TaskKey) -> str:
+    """The mask opening of ``key``'s secure round (hex), or "" for a plain round."""
+    secure = node.secure_rounds.get(key)
+    if secure is None:
+        return ""
+    mask_key, self_seed = secure.participant.secrets()
+    return (mask_key + self_seed).hex()
+
+
 async def _await_all(
     node: WorkerNode, key: TaskKey, which: str, wanted: list[str]
 ) -> dict[bytes, bytes]:
