@@ -1,6 +1,6 @@
 """The demo's dishonest workers: they train honestly, then lie in one way for the checks to catch.
 
-They are actors of the demo's scenario (``fedrelay demo --dishonest update|transcript``), not
+They are actors of the demo's scenario (``fedrelay demo --dishonest update|transcript|sum``), not
 test doubles, and not part of the worker SDK's public surface. Each subclass of
 :class:`~fedrelay.worker.sdk.node.WorkerNode` trains honestly and then lies in one specific way,
 so the coordinator's checks have something to catch:
@@ -10,6 +10,9 @@ so the coordinator's checks have something to catch:
   checkpoint, opened in the answer on the last segment, is not the committed update.
 - :class:`TamperedTranscriptWorker` commits a transcript with one checkpoint altered (and the
   root recomputed over it), so replaying the segment that ends there fails.
+- :class:`CorruptSumWorker` (secure aggregation) sends and commits its honest masked input plus a
+  large random ring vector, so the unmasked sum is garbage; a challenge that opens its masks
+  finds it. In a plain round it is honest.
 """
 
 from __future__ import annotations
@@ -63,3 +66,21 @@ class TamperedTranscriptWorker(WorkerNode):
         blobs[index] = encode_blob(tensors)
         root = merkle_root([blob_hash(b) for b in blobs])
         return replace(trained, checkpoints=tuple(blobs), transcript_root=root)
+
+
+class CorruptSumWorker(WorkerNode):
+    """Adds a large random ring vector to its masked input (secure rounds only).
+
+    Its transcript and its mask opening stay honest; what breaks is the sum: the unmasked total
+    carries the random vector. A challenge of its task finds that the masked input is not its
+    final checkpoint's update plus its masks.
+    """
+
+    def _finalise_update(self, trained: TrainedUpdate) -> TrainedUpdate:
+        tensors = decode_blob(trained.update_blob)
+        if "masked" not in tensors:
+            return trained  # a plain round: nothing to corrupt
+        ring = np.asarray(tensors["masked"], dtype=np.int64).view(np.uint64)
+        noise = np.random.default_rng().integers(0, 2**64, ring.shape, dtype=np.uint64)
+        corrupt = (ring + noise).view(np.int64)
+        return replace(trained, update_blob=encode_blob({**tensors, "masked": corrupt}))
