@@ -83,6 +83,7 @@ from fedrelay.coordinator.phases.unmask import (
     check_opened,
     opened,
     opened_contribution,
+    reveal_faults,
     reveal_senders,
     screen,
     secagg_config,
@@ -117,7 +118,7 @@ from fedrelay.protocol.rounds import (
     WorkerRef,
     apply,
 )
-from fedrelay.protocol.secagg import SecAggConfig, SecureAggregationError, SecureSum
+from fedrelay.protocol.secagg import DealerFault, SecAggConfig, SecureAggregationError, SecureSum
 from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.protocol.secagg.wire import client_id
 from fedrelay.protocol.wormhole import Outcome, keccak256
@@ -134,6 +135,9 @@ from fedrelay.training import (
 
 log = logging.getLogger(__name__)
 
+
+AUDIT = "sum audit: "
+"""How the reason of a worker rejected by a secure round's sum audit begins."""
 
 MAX_REASON = 1000
 """Longest rejection reason recorded (the rest is cut: a reason may quote a worker's input)."""
@@ -202,6 +206,14 @@ def _summable(assignment: Assignment, screened: Screened, sizes: dict[bytes, int
         and assignment.commitment is not None
         and keccak256(data) == assignment.commitment.update_hash
     )
+
+
+def _secure_scores(state: RoundState, sizes: dict[bytes, int]) -> dict[str, float]:
+    """The accepted workers' scores in a secure round: their assigned shard sizes (1 each when
+    every size is 0)."""
+    committed = state.with_status(TaskStatus.COMMITTED)
+    samples = {a.worker.worker_id.hex(): float(sizes[a.worker.worker_id]) for a in committed}
+    return samples if any(samples.values()) else dict.fromkeys(samples, 1.0)
 
 
 def _outcome(status: TaskStatus) -> Outcome:
@@ -289,8 +301,8 @@ class RoundAggregation:
         server_blob = await self._blob(previous.server_state if previous else None)
         server_state = server_state_of(server_blob) if server_blob else ServerState()
         if config.secure_aggregation:
-            combined = await self._combine_secure(
-                state, screened, sizes, params, server_state, closed_at, now
+            state, combined = await self._combine_secure(
+                state, screened, sizes, params, server_state, model, closed_at, now
             )
             if combined is None:
                 return state, None
@@ -387,21 +399,31 @@ class RoundAggregation:
         sizes: dict[bytes, int],
         params: Vector,
         server_state: ServerState,
+        model: ModelTensors,
         closed_at: int,
         now: int,
-    ) -> tuple[Vector, ServerState, dict[str, float], str] | None:
-        """Unmask the sum and aggregate it. None while reveals are awaited.
+    ) -> tuple[RoundState, tuple[Vector, ServerState, dict[str, float], str] | None]:
+        """Unmask the sum and aggregate it; the state with any new rejections, and None while
+        reveals or audit answers are awaited.
+
+        A holder whose revealed share does not match its dealer's commitment is rejected (the
+        sum is recovered from the others' shares); a dealer whose committed shares recover a
+        secret other than its committed one is rejected and the model kept unchanged; a sum out
+        of the range honest inputs can reach starts the sum audit (:meth:`_audit`).
 
         Individual updates are hidden, so the accepted workers are paid in proportion to their
         assigned shard sizes, the counts their masked inputs were checked against (see
         docs/learning.md, "Pay under secure aggregation").
         """
-        committed = state.with_status(TaskStatus.COMMITTED)
-        if not committed:
-            return params, server_state, {}, "no accepted update: the model is kept unchanged"
+        if not state.with_status(TaskStatus.COMMITTED):
+            return state, (
+                params,
+                server_state,
+                {},
+                "no accepted update: the model is kept unchanged",
+            )
         config = self._context.config
-        samples = {a.worker.worker_id.hex(): float(sizes[a.worker.worker_id]) for a in committed}
-        scores = samples if any(samples.values()) else dict.fromkeys(samples, 1.0)
+        slash = self._context.job.rejected_slash
         survivors = set(screened.masked_bytes)
         if any(
             a.worker in survivors and not _summable(a, screened, sizes)
@@ -410,31 +432,110 @@ class RoundAggregation:
             # The survivors were published with it: the others revealed its self-mask, not the
             # key its pairwise masks need, so the sum cannot be had without its input.
             note = "a rejected masked input is among the survivors: the model is kept unchanged"
-            return params, server_state, scores, note
+            return state, (params, server_state, _secure_scores(state, sizes), note)
         revealed = await reveal_senders(self._store, state.job_id, state.round)
         if not survivors <= revealed and now <= closed_at + config.reveal_seconds:
-            return None
+            return state, None
+        workers = {client_id(a.worker.worker_id): a.worker for a in state.assignments}
         try:
             secagg = secagg_config(config, state.job_id, state.round, len(state.assignments))
-            workers = [a.worker for a in state.assignments]
-            secure = await unmask(self._store, secagg, state.job_id, state.round, workers, screened)
+            for holder, fault in sorted(reveal_faults(secagg, screened).items()):
+                state = await self._reject_committed(
+                    state, workers[holder], f"unmasking reveal refused: {fault}", slash, now
+                )
+            secure = unmask(secagg, [a.worker for a in state.assignments], screened)
             secure = await self._without_opened(state, secagg, screened, secure)
+            wrong = secagg.fixed_point.out_of_range(secure.total, secure.total_weight)
+            if wrong:
+                state, audited = await self._audit(state, secagg, screened, model, wrong, now)
+                if audited is None:
+                    return state, None
+                secure = audited
             weighted = secure.decode(secagg.fixed_point)
             strategy = build_strategy(config)
             result = strategy.aggregate_sum(params, weighted, secure.total_weight, server_state)
+        except DealerFault as exc:
+            state = await self._reject_committed(
+                state, workers[exc.dealer], f"secret shares refused: {exc}", slash, now
+            )
+            note = f"secure aggregation failed: {exc}: the model is kept unchanged"
+            return state, (params, server_state, _secure_scores(state, sizes), note)
         except (SecureAggregationError, AggregationError) as exc:
-            return params, server_state, scores, f"secure aggregation failed: {exc}"
-        return result.params, result.state, scores, ""
+            note = f"secure aggregation failed: {exc}"
+            return state, (params, server_state, _secure_scores(state, sizes), note)
+        return state, (result.params, result.state, _secure_scores(state, sizes), "")
+
+    async def _audit(
+        self,
+        state: RoundState,
+        secagg: SecAggConfig,
+        screened: Screened,
+        model: ModelTensors,
+        wrong: int,
+        now: int,
+    ) -> tuple[RoundState, SecureSum | None]:
+        """The sum audit of a secure round whose unmasked sum is out of range.
+
+        Every accepted worker whose masked input is in the sum is challenged on its last
+        segment (no replay: the answer opens the final checkpoint and the masks, outside the
+        privacy cap); one whose masked input is not its final checkpoint's update plus its
+        masks, or that does not answer by the deadline, is rejected (reason prefixed
+        :data:`AUDIT`). The challenges' terms are saved when first issued, so a restarted
+        coordinator repeats them. Returns the sum of the accepted workers' opened inputs once
+        every answer is in (None while answers are awaited).
+        """
+        config = self._context.config
+        audited = [
+            a
+            for a in state.with_status(TaskStatus.COMMITTED)
+            if a.worker in screened.masked and a.worker in screened.adverts
+        ]
+        log.info(
+            "job %d round %d: the unmasked sum has %d coordinates out of range: %d workers "
+            "audited (their masks opened)",
+            state.job_id,
+            state.round,
+            wrong,
+            len(audited),
+        )
+        pending = False
+        for a in audited:
+            segment = self._context.workbench.training_config(a.shard).segments - 1
+            issued = Challenge(
+                state.job_id, state.round, a.worker, segment, now, now + config.answer_seconds
+            )
+            draw = ChallengeDraw(a, segment, replay=False)
+            state, waiting = await self._judge(state, issued, draw, model, now, AUDIT)
+            pending = pending or waiting
+        if pending:
+            return state, None
+        kept = [
+            a.worker for a in audited if state.assignment(a.worker).status is TaskStatus.COMMITTED
+        ]
+        if not kept:
+            raise SecureAggregationError("the sum audit accepted no masked input")
+        total = np.zeros(next(iter(screened.masked.values())).vector.shape, dtype=np.uint64)
+        weight = 0
+        for worker in kept:
+            found = await opened(self._store, state.job_id, state.round, worker, screened)
+            total += await asyncio.to_thread(opened_contribution, secagg, found)
+            weight += found.masked.num_examples
+        clients = tuple(sorted(client_id(w.worker_id) for w in kept))
+        return state, SecureSum(total, weight, clients, ())
 
     async def _without_opened(
         self, state: RoundState, secagg: SecAggConfig, screened: Screened, secure: SecureSum
     ) -> SecureSum:
         """The sum less the input of each rejected worker in it whose mask opening (its
-        advertised key) says what it added: a worker rejected on its challenge leaves the sum."""
+        advertised key) says what it added: a worker rejected on its challenge leaves the sum.
+        One rejected by the sum audit stays: the audit rebuilds the sum itself, and the sum that
+        started it must read the same after a restart."""
         total, weight = secure.total.copy(), secure.total_weight
         left: list[str] = []
         for a in state.with_status(TaskStatus.SLASHED):
             if client_id(a.worker.worker_id) not in secure.contributors:
+                continue
+            if (a.reason or "").startswith(AUDIT):
                 continue
             try:
                 found = await opened(self._store, state.job_id, state.round, a.worker, screened)
@@ -449,6 +550,15 @@ class RoundAggregation:
             raise SecureAggregationError("every input of the sum was rejected")
         contributors = tuple(c for c in secure.contributors if c not in left)
         return replace(secure, total=total, total_weight=weight, contributors=contributors)
+
+    async def _reject_committed(
+        self, state: RoundState, worker: WorkerRef, reason: str, slash: int, now: int
+    ) -> RoundState:
+        """:meth:`_reject` ``worker`` unless it is rejected already (found again after a
+        restart) or has no accepted task."""
+        if state.assignment(worker).status is not TaskStatus.COMMITTED:
+            return state
+        return await self._reject(state, worker, reason, slash, now)
 
     async def _reject(
         self, state: RoundState, worker: WorkerRef, reason: str, slash: int, now: int
@@ -575,7 +685,6 @@ class RoundAggregation:
     ) -> tuple[RoundState, bool]:
         """Issue the round's challenges, replay the answers; True while answers are awaited."""
         config = self._context.config
-        slash = self._context.job.rejected_slash  # the on-chain policy's amount
         if not challenges_due(config) or report.challenge_seed is None:
             return state, False
         workbench = self._context.workbench
@@ -607,30 +716,44 @@ class RoundAggregation:
                 closed_at,
                 closed_at + config.answer_seconds,
             )
-            stored = await self._store.challenges(challenge_id=issued.challenge_id)
-            if not stored:
-                await self._store.save_challenge(issued)
-                log.info(
-                    "job %d round %d: challenged worker %s on segment %d",
-                    state.job_id,
-                    state.round,
-                    a.worker.key.hex(),
-                    draw.segment,
-                )
-            challenge = stored[0] if stored else issued
-            answer = challenge.answer
-            if answer is None:
-                if now <= challenge.answer_by:
-                    pending = True
-                    continue
-                reason = f"did not answer the challenge of segment {draw.segment} in time"
-                state = await self._reject(state, a.worker, reason, slash, now)
-                continue
-            verdict = await self._verdict(state, challenge, draw, model)
-            if not verdict.accepted:
-                reason = f"challenge of segment {draw.segment} failed: {verdict.reason}"
-                state = await self._reject(state, a.worker, reason, slash, now)
+            state, waiting = await self._judge(state, issued, draw, model, now, "")
+            pending = pending or waiting
         return state, pending
+
+    async def _judge(
+        self,
+        state: RoundState,
+        issued: Challenge,
+        draw: ChallengeDraw,
+        model: ModelTensors,
+        now: int,
+        prefix: str,
+    ) -> tuple[RoundState, bool]:
+        """Issue ``issued`` unless it is stored (then its stored terms hold) and judge its
+        answer; the state, and True while the answer is awaited. A failed answer, or none by the
+        deadline, is a rejection whose reason begins with ``prefix``."""
+        slash = self._context.job.rejected_slash  # the on-chain policy's amount
+        stored = await self._store.challenges(challenge_id=issued.challenge_id)
+        if not stored:
+            await self._store.save_challenge(issued)
+            log.info(
+                "job %d round %d: challenged worker %s on segment %d",
+                state.job_id,
+                state.round,
+                issued.worker.key.hex(),
+                issued.segment,
+            )
+        challenge = stored[0] if stored else issued
+        if challenge.answer is None:
+            if now <= challenge.answer_by:
+                return state, True
+            reason = f"{prefix}did not answer the challenge of segment {draw.segment} in time"
+            return await self._reject(state, issued.worker, reason, slash, now), False
+        verdict = await self._verdict(state, challenge, draw, model)
+        if not verdict.accepted:
+            reason = f"{prefix}challenge of segment {draw.segment} failed: {verdict.reason}"
+            state = await self._reject(state, issued.worker, reason, slash, now)
+        return state, False
 
     async def _verdict(
         self, state: RoundState, challenge: Challenge, draw: ChallengeDraw, model: ModelTensors

@@ -11,8 +11,8 @@ so the coordinator's checks have something to catch:
 - :class:`TamperedTranscriptWorker` commits a transcript with one checkpoint altered (and the
   root recomputed over it), so replaying the segment that ends there fails.
 - :class:`CorruptSumWorker` (secure aggregation) sends and commits its honest masked input plus a
-  large random ring vector, so the unmasked sum is garbage; a challenge that opens its masks
-  finds it. In a plain round it is honest.
+  large random ring vector, so the unmasked sum is out of range; the coordinator's sum audit (or
+  a challenge) opens its masks and finds it. In a plain round it is honest.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from fedrelay.protocol.secagg import MaskedInput
 from fedrelay.training import blob_hash, decode_blob, encode_blob, merkle_root
 from fedrelay.worker.sdk.node import TrainedUpdate, WorkerNode
 
@@ -71,16 +72,12 @@ class TamperedTranscriptWorker(WorkerNode):
 class CorruptSumWorker(WorkerNode):
     """Adds a large random ring vector to its masked input (secure rounds only).
 
-    Its transcript and its mask opening stay honest; what breaks is the sum: the unmasked total
-    carries the random vector. A challenge of its task finds that the masked input is not its
-    final checkpoint's update plus its masks.
+    Its transcript, its reveals and its mask opening stay honest; what breaks is the sum: the
+    unmasked total carries the random vector, out of the range honest inputs can reach, so the
+    coordinator audits the round's survivors and finds that its masked input is not its final
+    checkpoint's update plus its masks (as a challenge of its task would).
     """
 
-    def _finalise_update(self, trained: TrainedUpdate) -> TrainedUpdate:
-        tensors = decode_blob(trained.update_blob)
-        if "masked" not in tensors:
-            return trained  # a plain round: nothing to corrupt
-        ring = np.asarray(tensors["masked"], dtype=np.int64).view(np.uint64)
-        noise = np.random.default_rng().integers(0, 2**64, ring.shape, dtype=np.uint64)
-        corrupt = (ring + noise).view(np.int64)
-        return replace(trained, update_blob=encode_blob({**tensors, "masked": corrupt}))
+    def finalise_masked(self, masked: MaskedInput) -> MaskedInput:
+        noise = np.random.default_rng().integers(0, 2**64, masked.vector.shape, dtype=np.uint64)
+        return MaskedInput(masked.client_id, masked.num_examples, masked.vector + noise)

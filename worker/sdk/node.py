@@ -31,6 +31,7 @@ from opentelemetry import trace
 
 from fedrelay.ports.worker_chain import StakeStatus, TaskKey, WorkerChain, WorkerChainError
 from fedrelay.protocol.logfields import log_fields
+from fedrelay.protocol.secagg import MaskedInput
 from fedrelay.protocol.tracing import round_attributes, round_context
 from fedrelay.protocol.wormhole import worker_id
 from fedrelay.training import blob_hash
@@ -342,6 +343,11 @@ class WorkerNode:
     def _finalise_update(self, trained: TrainedUpdate) -> TrainedUpdate:
         """The update as it is kept, uploaded and committed (test subclasses alter it)."""
         return trained
+
+    def finalise_masked(self, masked: MaskedInput) -> MaskedInput:
+        """A secure round's masked input as it is sent, kept and committed (the demo's dishonest
+        workers alter it)."""
+        return masked
 
     # --- challenges ---------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedrelay.protocol.secagg import keys, prg
+from fedrelay.protocol.secagg.commitments import seed_commitment
 from fedrelay.protocol.secagg.errors import SecureAggregationError
 from fedrelay.protocol.secagg.fixedpoint import RingVector
 from fedrelay.protocol.secagg.protocol import (
@@ -80,8 +81,8 @@ def masks_of(
     """The sum of ``client``'s masks: its self mask plus its pairwise masks with ``peers``.
 
     Raises:
-        SecureAggregationError: The key is not the one ``client`` advertised, or a peer is not
-            on the roster.
+        SecureAggregationError: The key is not the one ``client`` advertised, the seed not the
+            one it committed to, or a peer is not on the roster.
     """
     advert = roster.get(client)
     if advert is None:
@@ -90,6 +91,10 @@ def masks_of(
     if keys.public_bytes(key) != advert.mask_public:
         raise SecureAggregationError(
             "the opened masking key is not the one the worker advertised (its public key differs)"
+        )
+    if seed_commitment(config.round_id, client, opening.self_seed) != advert.seed_commitment:
+        raise SecureAggregationError(
+            "the opened self-mask seed is not the one the worker committed to in its advert"
         )
     total = prg.expand(opening.self_seed, length)
     for peer in sorted(peers):

@@ -470,8 +470,13 @@ async def test_secure_aggregation_reveals_only_the_sum(world: World) -> None:
         wire.decode_reveal(w.worker_id.hex(), d)
         for w, d in (await repository.secagg(JOB, 0, SecAggStage.REVEALS)).items()
     ]
+    sealed = [
+        wire.decode_shares(sender.worker_id.hex(), recipient.worker_id.hex(), data)
+        for recipient in masked_messages
+        for sender, data in (await repository.secagg(JOB, 0, SecAggStage.SHARES, recipient)).items()
+    ]
     config = masking.secagg_config(key, 2)
-    total = unmask_sum(config, adverts, [a.client_id for a in adverts], masked, reveals)
+    total = unmask_sum(config, adverts, [a.client_id for a in adverts], masked, reveals, sealed)
 
     start = initial_model(mlp, seed=1)
     expected = np.zeros_like(masking.flat_delta(start, start))
