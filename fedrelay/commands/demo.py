@@ -142,8 +142,8 @@ def demo(
         str | None,
         typer.Option(
             "--dishonest",
-            help="What the cheat tampers: update or transcript (default: transcript; update "
-            "with --workload).",
+            help="What the cheat tampers: update, transcript or sum (its masked input, under "
+            "secure aggregation only) (default: transcript; update with --workload).",
         ),
     ] = None,
     dishonest_chain: Annotated[

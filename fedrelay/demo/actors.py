@@ -1,6 +1,6 @@
 """The demo's dishonest workers: they train honestly, then lie in one way for the checks to catch.
 
-They are actors of the demo's scenario (``fedrelay demo --dishonest update|transcript``), not
+They are actors of the demo's scenario (``fedrelay demo --dishonest update|transcript|sum``), not
 test doubles, and not part of the worker SDK's public surface. Each subclass of
 :class:`~fedrelay.worker.sdk.node.WorkerNode` trains honestly and then lies in one specific way,
 so the coordinator's checks have something to catch:
@@ -10,6 +10,9 @@ so the coordinator's checks have something to catch:
   checkpoint, opened in the answer on the last segment, is not the committed update.
 - :class:`TamperedTranscriptWorker` commits a transcript with one checkpoint altered (and the
   root recomputed over it), so replaying the segment that ends there fails.
+- :class:`CorruptSumWorker` (secure aggregation) sends and commits its honest masked input plus a
+  large random ring vector, so the unmasked sum is out of range; the coordinator's sum audit (or
+  a challenge) opens its masks and finds it. In a plain round it is honest.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from fedrelay.protocol.secagg import MaskedInput
 from fedrelay.training import blob_hash, decode_blob, encode_blob, merkle_root
 from fedrelay.worker.sdk.node import TrainedUpdate, WorkerNode
 
@@ -63,3 +67,17 @@ class TamperedTranscriptWorker(WorkerNode):
         blobs[index] = encode_blob(tensors)
         root = merkle_root([blob_hash(b) for b in blobs])
         return replace(trained, checkpoints=tuple(blobs), transcript_root=root)
+
+
+class CorruptSumWorker(WorkerNode):
+    """Adds a large random ring vector to its masked input (secure rounds only).
+
+    Its transcript, its reveals and its mask opening stay honest; what breaks is the sum: the
+    unmasked total carries the random vector, out of the range honest inputs can reach, so the
+    coordinator audits the round's survivors and finds that its masked input is not its final
+    checkpoint's update plus its masks (as a challenge of its task would).
+    """
+
+    def finalise_masked(self, masked: MaskedInput) -> MaskedInput:
+        noise = np.random.default_rng().integers(0, 2**64, masked.vector.shape, dtype=np.uint64)
+        return MaskedInput(masked.client_id, masked.num_examples, masked.vector + noise)

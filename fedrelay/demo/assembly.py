@@ -41,7 +41,7 @@ from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.solana.client import WorkerProgramClient
 from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
-from fedrelay.demo.actors import TamperedTranscriptWorker, TamperedUpdateWorker
+from fedrelay.demo.actors import CorruptSumWorker, TamperedTranscriptWorker, TamperedUpdateWorker
 from fedrelay.demo.coordinator import RestartableCoordinator
 from fedrelay.demo.progress import DemoProgress, WorkerNotes
 from fedrelay.demo.settings import (
@@ -304,6 +304,8 @@ class DemoNetwork:
                 node_class = TamperedUpdateWorker
             elif dishonest == "transcript":
                 node_class = TamperedTranscriptWorker
+            elif dishonest == "sum":
+                node_class = CorruptSumWorker
             label = f"{name} ({key.chain}{', dishonest' if dishonest else ''})"
             node = node_class(
                 chain, api, shards, StateStore(self.state_dir / "workers" / f"{name}.json"),

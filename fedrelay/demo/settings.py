@@ -24,7 +24,7 @@ STAKE_UNITS = 10
 #: What a rejected update or transcript costs, 8 decimals (1 ETH or 1 SOL).
 REJECTED_SLASH = 10**8
 
-Dishonesty = Literal["update", "transcript"]
+Dishonesty = Literal["update", "transcript", "sum"]
 ChainKind = Literal["evm", "solana"]
 
 
@@ -40,7 +40,8 @@ class DemoSettings:
         rounds: Rounds of the job.
         evm_workers: Workers on the EVM worker chain (at least 2).
         solana_workers: Workers on Solana (at least 2).
-        dishonest: What the dishonest worker tampers with: ``update`` or ``transcript``.
+        dishonest: What the dishonest worker tampers with: ``update``, ``transcript`` or
+            ``sum`` (its masked input, under secure aggregation; honest in a plain round).
         dishonest_chain: The chain of the dishonest worker.
         steps: Local optimizer steps per task.
         checkpoint_every: Steps between transcript checkpoints.
@@ -102,8 +103,10 @@ class DemoSettings:
                 "the demo needs at least 2 workers on each worker chain, got "
                 f"{self.evm_workers} on EVM and {self.solana_workers} on Solana"
             )
-        if self.dishonest not in ("update", "transcript"):
-            raise DemoError(f"dishonest must be 'update' or 'transcript', got {self.dishonest!r}")
+        if self.dishonest not in ("update", "transcript", "sum"):
+            raise DemoError(
+                f"dishonest must be 'update', 'transcript' or 'sum', got {self.dishonest!r}"
+            )
         if self.dishonest_chain not in ("evm", "solana"):
             raise DemoError(
                 f"dishonest_chain must be 'evm' or 'solana', got {self.dishonest_chain!r}"

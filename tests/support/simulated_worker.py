@@ -16,14 +16,14 @@ from typing import Literal
 import numpy as np
 
 from fedrelay.coordinator.aggregation import ParameterLayout
-from fedrelay.coordinator.verification import JobWorkbench, delta_of
+from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.protocol.batches import segment_indices
 from fedrelay.protocol.data_commitment import encode_openings
 from fedrelay.protocol.hashing import blob_name
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.merkle import encode_proof
 from fedrelay.protocol.rounds import WorkerRef
-from fedrelay.protocol.secagg import MaskedInput, Participant
+from fedrelay.protocol.secagg import MaskedInput, Participant, UnmaskResponse
 from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.protocol.secagg.wire import encode_masked, encode_reveal
 from fedrelay.protocol.training_config import TrainingConfig
@@ -84,6 +84,10 @@ class SimulatedWorker:
         skipped_steps: Steps to leave out of every segment while labelling its checkpoints
             with the steps the segment should have reached: a worker skipping work.
         open_examples: Open the examples a challenge asks for (False: answer without them).
+        corrupt_masked: Under secure aggregation, add a large random ring vector to the masked
+            input (committed as sent; its mask opening stays honest).
+        corrupt_reveal: Under secure aggregation, reveal every share of another worker's
+            self-mask seed plus one (its other shares stay honest).
     """
 
     client: CoordinatorClient
@@ -101,6 +105,9 @@ class SimulatedWorker:
     trained_on: Dataset | None = None
     skipped_steps: int = 0
     open_examples: bool = True
+    corrupt_masked: bool = False
+    corrupt_reveal: bool = False
+    openings: dict[tuple[int, int], bytes] = field(default_factory=dict, init=False)
     runs: dict[tuple[int, int], tuple[TrainingRun, tuple[bytes, ...]]] = field(
         default_factory=dict, init=False
     )
@@ -144,8 +151,13 @@ class SimulatedWorker:
             await self.client.upload_update(job_id, round_number, uploaded)
         else:
             layout = ParameterLayout.of(model)
-            delta = delta_of(layout.flatten(trained), layout.flatten(model))
+            delta = layout.flatten(trained) - layout.flatten(model)  # float32, as the SDK does
             masked = participant.mask(delta, self.config.update_weight(len(shard)))
+            if self.corrupt_masked:
+                noise = np.random.default_rng(7).integers(0, 2**64, delta.shape, dtype=np.uint64)
+                masked = MaskedInput(masked.client_id, masked.num_examples, masked.vector + noise)
+            mask_key, self_seed = participant.secrets()
+            self.openings[(job_id, round_number)] = mask_key + self_seed
             if self.claimed_samples is not None:  # the masks do not depend on the count
                 masked = MaskedInput(masked.client_id, self.claimed_samples, masked.vector)
             update = encode_masked(masked)
@@ -168,6 +180,10 @@ class SimulatedWorker:
         """Send this worker's unmasking reveal for the round's survivors."""
         survivors = await self.client.survivors(job_id, round_number)
         response = participant.unmask([s.hex() for s in survivors])
+        if self.corrupt_reveal:
+            own = response.sender
+            shares = {o: y if o == own else y + 1 for o, y in response.self_mask_shares.items()}
+            response = UnmaskResponse(own, shares, response.key_shares)
         await self.client.send_secagg(
             job_id, round_number, SecAggStage.REVEALS, encode_reveal(response)
         )
@@ -197,6 +213,7 @@ class SimulatedWorker:
                 start_proof=encode_proof(opening.start_proof),
                 end_proof=encode_proof(opening.end_proof),
                 examples=examples,
+                mask_opening=self.openings.get((challenge.job_id, challenge.round)),
             )
             answered += 1
         return answered
