@@ -237,7 +237,7 @@ class _Scenario:
             config_hash=bytes.fromhex(config_name),
             num_rounds=self.settings.rounds,
             workers_per_round=self.settings.workers,
-            reward_per_round=self.settings.reward_per_round,
+            reward_per_round=self.settings.posted_reward,
             min_stake=REJECTED_SLASH,
             worker_chains=(
                 network.info.chain(WORKER_EVM).wormhole_chain_id,

@@ -84,7 +84,8 @@ class DemoSettings:
         max_examples_per_shard: At most this many training examples per shard (None: all).
         challenge_window: JobMarket's challenge window in seconds.
         collect_seconds: Time the workers have from assignment to commitment.
-        reward_per_round: Reward escrowed per round, in wei.
+        reward_per_round: Reward escrowed per round, in wei; on private data the job pays
+            this times the fraction of segments a challenge replays (:attr:`posted_reward`).
         min_accuracy: The final test accuracy the demo must reach.
         timeout_s: Longest the job may take from posting to the last settlement.
         restart_coordinator_in_round: Stop the coordinator (service and API) in the middle of
@@ -160,7 +161,22 @@ class DemoSettings:
         if self.workload is not None:
             self._check_workload()
             return
-        self.job_config()  # the strategy and training fields must make a valid job
+        config = self.job_config()  # the strategy and training fields must make a valid job
+        why = config.cheating_pays(self.posted_reward, 18, REJECTED_SLASH)
+        if why is not None:
+            raise DemoError(f"the coordinator would refuse the demo's job: {why}")
+
+    @property
+    def posted_reward(self) -> int:
+        """The reward per round the job escrows (wei): ``reward_per_round``, scaled on private
+        data by the fraction of a transcript's segments a challenge replays, so that the slash
+        of a rejected update (one stake token), times the odds of catching a worker that
+        deviates in a single segment, still covers it (the coordinator refuses a job in which
+        cheating pays)."""
+        if not self.private_data:
+            return self.reward_per_round
+        config = self.job_config()
+        return self.reward_per_round * config.challenge_segments // config.training.segments
 
     @property
     def mode(self) -> DataMode:

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from fedrelay.adapters.devnet.state import WORKER_EVM, WORKER_SOLANA, WorkerKey
-from fedrelay.demo import Cheat, DemoError, DemoResult, DemoSettings, Detection, write_summary
+from fedrelay.demo import (
+    REJECTED_SLASH,
+    Cheat,
+    DemoError,
+    DemoResult,
+    DemoSettings,
+    Detection,
+    write_summary,
+)
 from fedrelay.demo.assembly import cheat_roles
 from fedrelay.demo.private import DATA_FILE, evaluation_blob, prepare_private_data
 from fedrelay.protocol.data_spec import TabularSchema
@@ -33,6 +41,10 @@ def test_the_private_data_job_replays_segments_of_the_workers_own_digits() -> No
     assert config.challenge_segments == 1
     assert config.training.segments == 10
     assert not config.secure_aggregation
+    # One segment of ten replayed: the reward is a tenth, which one slashed token covers.
+    assert PRIVATE.posted_reward == PRIVATE.reward_per_round // 10
+    assert config.cheating_pays(PRIVATE.posted_reward, 18, REJECTED_SLASH) is None
+    assert config.cheating_pays(PRIVATE.reward_per_round, 18, REJECTED_SLASH) is not None
 
 
 def test_the_secure_job_masks_updates_and_replays_every_segment() -> None:
