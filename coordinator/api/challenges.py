@@ -21,6 +21,7 @@ from fedrelay.ports.blobs import worker_domain
 from fedrelay.protocol.api.schemas import ChallengeAnswerBody, ChallengeView, b64decode
 from fedrelay.protocol.challenges import ChallengeAnswer
 from fedrelay.protocol.data_commitment import DataCommitmentError, decode_openings
+from fedrelay.protocol.rounds import Phase, TaskStatus
 
 router = APIRouter(tags=["challenges"])
 
@@ -53,6 +54,14 @@ async def answer_challenge(challenge_id: str, request: Request, ctx: Context) ->
     if ctx.now() > challenge.answer_by:
         raise WrongPhase(f"challenge {challenge_id} had to be answered by {challenge.answer_by}")
     state = await ctx.round_of(challenge.job_id, challenge.round)
+    if challenge.wants_examples and (
+        state.phase is not Phase.AGGREGATING
+        or state.assignment(challenge.worker).status is not TaskStatus.COMMITTED
+    ):
+        # Examples are taken only while they can still be checked (and then erased).
+        raise WrongPhase(
+            f"challenge {challenge_id}: the round no longer checks this worker's answers"
+        )
     limit = await ctx.answer_limit(state, examples=challenge.wants_examples)
     body = await ctx.body_of(request, pending, limit)
     try:

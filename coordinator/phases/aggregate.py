@@ -562,7 +562,7 @@ class RoundAggregation:
         for draw in draws:
             a = state.assignment(draw.assignment.worker)
             if a.status is not TaskStatus.COMMITTED:
-                continue  # rejected on its other challenge of this round
+                continue  # rejected on its other challenge of this round (examples: below)
             assert a.commitment is not None
             issued = Challenge(
                 state.job_id,
@@ -597,7 +597,24 @@ class RoundAggregation:
             if not verdict.accepted:
                 reason = f"challenge of segment {draw.segment} failed: {verdict.reason}"
                 state = await self._reject(state, a.worker, reason, slash, now)
+        if not pending:
+            await self._erase_unchecked(state)
         return state, pending
+
+    async def _erase_unchecked(self, state: RoundState) -> None:
+        """Erase the opened examples of every answer of the round that was never checked (its
+        worker was rejected on another challenge first): nothing of a worker's data stays."""
+        for a in state.assignments:
+            for challenge in await self._store.challenges(worker=a.worker):
+                if (
+                    (challenge.job_id, challenge.round) == (state.job_id, state.round)
+                    and challenge.answer is not None
+                    and challenge.answer.examples
+                    and challenge.reveal_verdict is None
+                ):
+                    await self._store.settle_reveal(
+                        challenge.challenge_id, "not checked: rejected on another challenge"
+                    )
 
     async def _verdict(
         self, state: RoundState, challenge: Challenge, draw: ChallengeDraw, model: ModelTensors

@@ -816,9 +816,9 @@ def post_command(
 # --- job status --------------------------------------------------------------------------------
 
 
-async def _metric(config_hash: bytes) -> str | None:
-    """The evaluation metric of the job whose configuration is ``config_hash``, read from the
-    coordinator's blob store; None when that store or the configuration is not at hand."""
+async def _job_config(config_hash: bytes) -> JobConfig | None:
+    """The configuration ``config_hash``, read from the coordinator's blob store; None when
+    that store or the configuration is not at hand."""
     from fedrelay.adapters.blobstore import BlobStoreError
     from fedrelay.coordinator.process import open_blob_store
     from fedrelay.coordinator.settings import BlobStoreSettings
@@ -833,7 +833,20 @@ async def _metric(config_hash: bytes) -> str | None:
         config = JobConfig.from_bytes(await open_blob_store(settings, where).get(config_hash.hex()))
     except (BlobStoreError, InvalidJobConfig, ValidationError, ValueError, OSError):
         return None
-    return config.evaluation.metric
+    return config
+
+
+def _privacy_cost(config: JobConfig | None, examples: int | None) -> float | None:
+    """The expected fraction of a worker's ``examples`` opened per round by spot reveals
+    (:func:`~fedrelay.protocol.challenges.privacy_cost`); None when the job opens none (it
+    trains on published data, or its poster turned replays off) or is not at hand."""
+    from fedrelay.protocol.challenges import privacy_cost
+
+    private = config.worker_data if config else None
+    if config is None or private is None or private.replay == "none" or not examples:
+        return None
+    training = config.training_config(examples)
+    return privacy_cost(training, examples, config.challenge_rate, config.challenge_segments)
 
 
 async def _status(database_url: str, job_id: int) -> dict[str, Any]:
@@ -847,6 +860,7 @@ async def _status(database_url: str, job_id: int) -> dict[str, Any]:
         current = await store.get_round(job_id)
         if current is None:
             raise _fail(f"the coordinator's ledger knows no job {job_id}")
+        config = await _job_config(current.config_hash)
         reports: dict[int, RoundReport] = {r.round: r for r in await store.reports(job_id)}
         rounds = []
         payouts: dict[str, int] = {}
@@ -877,6 +891,10 @@ async def _status(database_url: str, job_id: int) -> dict[str, Any]:
                             "reward": rewards.get(a.worker.worker_id.hex(), 0),
                             "slash": a.slash,
                             "reason": a.reason,
+                            "num_samples": a.commitment.num_samples if a.commitment else None,
+                            "privacy_cost": _privacy_cost(
+                                config, a.commitment.num_samples if a.commitment else None
+                            ),
                         }
                         for a in state.assignments
                     ],
@@ -889,7 +907,12 @@ async def _status(database_url: str, job_id: int) -> dict[str, Any]:
             "phase": current.phase.value,
             # What each round's "accuracy" holds: the job's evaluation metric (None: its
             # configuration is not in this machine's blob store).
-            "metric": await _metric(current.config_hash),
+            "metric": config.evaluation.metric if config else None,
+            # Spot reveals (a job on the workers' own data): each task's privacy_cost is the
+            # expected fraction of its committed examples opened to the verifier per round.
+            "spot_reveals": bool(
+                config and config.worker_data and config.worker_data.replay == "segments"
+            ),
             "rounds": rounds,
             "payouts": payouts,
         }
@@ -914,10 +937,13 @@ def _render(status: dict[str, Any]) -> None:
     if status["rounds"]:
         latest = status["rounds"][-1]
         tasks = Table(title=f"round {latest['round']}: workers and commitments")
-        for column in ("chain", "worker", "shard", "status", "update", "reward", "slash", "why"):
+        columns = ["chain", "worker", "shard", "status", "update", "reward", "slash", "why"]
+        if status.get("spot_reveals"):
+            columns[3:3] = ["examples", "revealed/round"]
+        for column in columns:
             tasks.add_column(column)
         for t in latest["tasks"]:
-            tasks.add_row(
+            row = [
                 str(t["worker_chain"]),
                 t["worker_key"][-16:],
                 str(t["shard"]),
@@ -926,8 +952,17 @@ def _render(status: dict[str, Any]) -> None:
                 str(t["reward"]),
                 str(t["slash"]),
                 t["reason"],
-            )
+            ]
+            if status.get("spot_reveals"):
+                cost = t.get("privacy_cost")
+                row[3:3] = [str(t["num_samples"] or "-"), "-" if cost is None else f"{cost:.2%}"]
+            tasks.add_row(*row)
         console.print(tasks)
+        if status.get("spot_reveals"):
+            console.print(
+                "revealed/round: the expected share of a worker's examples opened to the "
+                "verifier per round (spot reveals; never published, erased after the check)"
+            )
     payouts = Table(title="payouts so far")
     payouts.add_column("worker id")
     payouts.add_column("paid")

@@ -17,6 +17,8 @@ import numpy as np
 
 from fedrelay.coordinator.aggregation import ParameterLayout
 from fedrelay.coordinator.verification import JobWorkbench, delta_of
+from fedrelay.protocol.batches import segment_indices
+from fedrelay.protocol.data_commitment import encode_openings
 from fedrelay.protocol.hashing import blob_name
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.merkle import encode_proof
@@ -24,6 +26,7 @@ from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.secagg import MaskedInput, Participant
 from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.protocol.secagg.wire import encode_masked, encode_reveal
+from fedrelay.protocol.training_config import TrainingConfig
 from fedrelay.protocol.wormhole import loss_to_fixed
 from fedrelay.training import (
     ModelTensors,
@@ -37,7 +40,8 @@ from fedrelay.training import (
     train_with_transcript,
 )
 from fedrelay.training.data import Dataset
-from fedrelay.training.datasets import data_commitment
+from fedrelay.training.datasets import data_commitment, data_tree, open_examples
+from fedrelay.training.trainer import STEP_KEY, Trainer
 from fedrelay.worker.sdk.api_client import CoordinatorClient
 
 Malformation = Literal["optimizer-shape", "nan-update", "float64-update", "truncated-update"]
@@ -75,6 +79,11 @@ class SimulatedWorker:
         claimed_data_root: The data root to commit instead of the one of its examples.
         own_data: The worker's own examples (a job on the workers' own data), trained instead
             of a published shard.
+        trained_on: Data to train on instead of the examples it commits (``own_data``): a
+            worker training on data other than what it committed.
+        skipped_steps: Steps to leave out of every segment while labelling its checkpoints
+            with the steps the segment should have reached: a worker skipping work.
+        open_examples: Open the examples a challenge asks for (False: answer without them).
     """
 
     client: CoordinatorClient
@@ -89,6 +98,9 @@ class SimulatedWorker:
     claimed_samples: int | None = None
     claimed_data_root: bytes | None = None
     own_data: Dataset | None = None
+    trained_on: Dataset | None = None
+    skipped_steps: int = 0
+    open_examples: bool = True
     runs: dict[tuple[int, int], tuple[TrainingRun, tuple[bytes, ...]]] = field(
         default_factory=dict, init=False
     )
@@ -114,10 +126,12 @@ class SimulatedWorker:
         workbench = JobWorkbench(self.config)
         training = workbench.training_config(task.shard)
         shard = self.own_data if self.own_data is not None else workbench.shard(task.shard)
-        trainer = workbench.trainer(shard)
+        trainer = workbench.trainer(self.trained_on if self.trained_on is not None else shard)
         start = {k: v + np.float32(0.05) for k, v in model.items()} if self.foreign_start else model
         run = train_with_transcript(trainer, start, training)
         blobs = run.blobs
+        if self.skipped_steps:
+            blobs = _skipping(trainer, start, training, self.skipped_steps)
         if self.forge_transcript:
             blobs = (blobs[0], *(_nudged(b) for b in blobs[1:]))
         if self.malformed == "optimizer-shape":
@@ -173,15 +187,42 @@ class SimulatedWorker:
             run, blobs = self.runs[(challenge.job_id, challenge.round)]
             transcript = Transcript(run.transcript.config_hash, tuple(blob_hash(b) for b in blobs))
             opening = open_segment(transcript, blobs, challenge.segment)
+            examples = b""
+            if challenge.wants_examples and self.open_examples:
+                examples = self._opened(challenge.segment)
             await self.client.answer_challenge(
                 challenge.challenge_id,
                 start_checkpoint=opening.start_blob,
                 end_checkpoint=opening.end_blob,
                 start_proof=encode_proof(opening.start_proof),
                 end_proof=encode_proof(opening.end_proof),
+                examples=examples,
             )
             answered += 1
         return answered
+
+    def _opened(self, segment: int) -> bytes:
+        """The examples of its own data that ``segment`` consumed, opened with proofs."""
+        assert self.own_data is not None, "only a worker on its own data opens examples"
+        training = self.config.training_config(len(self.own_data))
+        indices = segment_indices(training, segment, len(self.own_data))
+        tree = data_tree(self.own_data)
+        return encode_openings(open_examples(self.own_data, tree, indices.tolist()))
+
+
+def _skipping(
+    trainer: Trainer, start: ModelTensors, config: TrainingConfig, skipped: int
+) -> tuple[bytes, ...]:
+    """A transcript that leaves ``skipped`` steps out of every segment, each checkpoint
+    labelled with the step the segment should have reached."""
+    checkpoint = trainer.initial_checkpoint(start, config)
+    blobs = [encode_blob(checkpoint)]
+    for segment in range(config.segments):
+        first, count = config.segment_steps(segment)
+        checkpoint = trainer.advance(checkpoint, max(0, count - skipped), config)
+        checkpoint = {**checkpoint, STEP_KEY: np.array([first + count], dtype=np.int64)}
+        blobs.append(encode_blob(checkpoint))
+    return tuple(blobs)
 
 
 def _nudged(blob: bytes) -> bytes:

@@ -21,8 +21,18 @@ from fedrelay.commands.coordinator import (
     _private_data,
     _with_evaluation,
 )
+from fedrelay.protocol.challenges import privacy_cost
 from fedrelay.protocol.hashing import keccak256
-from fedrelay.protocol.rounds import RoundPolicy, TasksAssigned, WorkerRef, apply_all, open_job
+from fedrelay.protocol.job_config import JobConfig
+from fedrelay.protocol.rounds import (
+    Commitment,
+    CommitmentReceived,
+    RoundPolicy,
+    TasksAssigned,
+    WorkerRef,
+    apply_all,
+    open_job,
+)
 from fedrelay.training.data import Dataset
 from fedrelay.training.datasets import dataset_from_blob, evaluation_schema
 
@@ -124,23 +134,21 @@ def test_the_evaluation_set_and_the_acknowledgement_make_the_posted_configuratio
     assert '"replay":"none"' in posted.to_bytes().decode()
 
 
-def test_job_status_names_the_jobs_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = _with_evaluation(
-        _private_data(_load_config(_files(tmp_path)[0], evaluation=True), unverified=True),
-        b"an evaluation blob",
-    )
-    perplexity = config.model_copy(
-        update={"evaluation": config.evaluation.model_copy(update={"metric": "perplexity"})}
-    )
+def _status_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: JobConfig, samples: int | None
+) -> str:
+    """A ledger with job 3's first round on ``config`` (one worker, committed with ``samples``
+    examples unless None); the database URL, the blob store pointed at."""
     blobs = tmp_path / "blobs"
-    name = asyncio.run(FileBlobStore(blobs).put(perplexity.to_bytes(), domain=POSTER))
+    name = asyncio.run(FileBlobStore(blobs).put(config.to_bytes(), domain=POSTER))
     url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
     upgrade(url)
     worker = WorkerRef(4, bytes(12) + b"\xa1" * 20)
-    state = apply_all(
-        open_job(3, RoundPolicy(total_rounds=1), b"\x01" * 32, at=10),
-        [TasksAssigned(0, (worker,), bytes.fromhex(name), deadline=100, at=11)],
-    )
+    events: list[object] = [TasksAssigned(0, (worker,), bytes.fromhex(name), deadline=100, at=11)]
+    if samples is not None:
+        commitment = Commitment(worker, b"\x02" * 32, b"\x03" * 32, b"\x04" * 32, samples, 0)
+        events.append(CommitmentReceived(0, commitment, at=12))
+    state = apply_all(open_job(3, RoundPolicy(total_rounds=1), b"\x01" * 32, at=10), events)
 
     async def fill() -> None:
         engine = create_engine(url)
@@ -149,12 +157,46 @@ def test_job_status_names_the_jobs_metric(tmp_path: Path, monkeypatch: pytest.Mo
 
     asyncio.run(fill())
     monkeypatch.setenv("FEDRELAY_BLOB_DIR", str(blobs))
+    return url
+
+
+def test_job_status_names_the_jobs_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _with_evaluation(
+        _private_data(_load_config(_files(tmp_path)[0], evaluation=True), unverified=True),
+        b"an evaluation blob",
+    )
+    perplexity = config.model_copy(
+        update={"evaluation": config.evaluation.model_copy(update={"metric": "perplexity"})}
+    )
+    url = _status_of(tmp_path, monkeypatch, perplexity, None)
     shown = runner.invoke(app, ["job", "status", "3", "--database-url", url, "--json"])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.output)["metric"] == "perplexity"
+    assert json.loads(shown.output)["spot_reveals"] is False
     table = runner.invoke(app, ["job", "status", "3", "--database-url", url], terminal_width=160)
     assert "perplexity" in table.output
     monkeypatch.setenv("FEDRELAY_BLOB_DIR", str(tmp_path / "elsewhere"))
     unknown = runner.invoke(app, ["job", "status", "3", "--database-url", url, "--json"])
     assert json.loads(unknown.output)["metric"] is None
     assert not (tmp_path / "elsewhere").exists()  # looking did not create a blob store
+
+
+def test_job_status_shows_the_privacy_cost_of_spot_reveals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _with_evaluation(
+        _load_config(_files(tmp_path)[0], evaluation=True), b"an evaluation blob"
+    ).model_copy(update={"challenge_rate": 0.25, "challenge_segments": 1})
+    url = _status_of(tmp_path, monkeypatch, config, 500)
+    shown = runner.invoke(app, ["job", "status", "3", "--database-url", url, "--json"])
+    assert shown.exit_code == 0, shown.output
+    status = json.loads(shown.output)
+    assert status["spot_reveals"] is True
+    (task,) = status["rounds"][0]["tasks"]
+    expected = privacy_cost(config.training_config(500), 500, 0.25, 1)
+    assert 0 < expected < 0.25
+    assert task["num_samples"] == 500
+    assert task["privacy_cost"] == pytest.approx(expected)
+    table = runner.invoke(app, ["job", "status", "3", "--database-url", url], terminal_width=200)
+    assert f"{expected:.2%}" in table.output
+    assert "revealed/round" in table.output

@@ -146,19 +146,23 @@ async def assert_paid_as_if_absent(
 
 async def assert_honest_aggregate(world: World, trained: Trained, state: RoundState) -> None:
     """The proposed model is the FedAvg of the honest updates, weighted by shard sizes."""
+    await assert_fedavg_of(world, state, [(w, m, size_of(world, state, w)) for w, m in trained])
+
+
+async def assert_fedavg_of(
+    world: World, state: RoundState, weighted: Sequence[tuple[SimulatedWorker, ModelTensors, int]]
+) -> None:
+    """The proposed model of ``state``'s round is the FedAvg of ``weighted``'s models (each
+    worker's trained model and its weight)."""
     start = decode_blob(await world.blobs.get(state.model_hash.hex()))
     layout = ParameterLayout.of(start)
     params = layout.flatten(start)
     updates = [
-        ClientUpdate(
-            w.worker.worker_id.hex(),
-            delta_of(layout.flatten(model), params),
-            size_of(world, state, w),
-        )
-        for w, model in trained
+        ClientUpdate(w.worker.worker_id.hex(), delta_of(layout.flatten(model), params), weight)
+        for w, model, weight in weighted
     ]
     expected = fedavg().aggregate_fit(params, updates, ServerState()).params
-    proposed = await world.store.get_round(state.job_id, 0)
+    proposed = await world.store.get_round(state.job_id, state.round)
     assert proposed is not None
     assert proposed.proposed_model is not None
     model = layout.flatten(decode_blob(await world.blobs.get(proposed.proposed_model.hex())))

@@ -15,7 +15,8 @@ from support.coordinator import LocalCoordinator
 from test_worker_sdk import JOB, FakeWorkerChain, fake_chain
 
 from fedrelay.coordinator.verification import JobWorkbench
-from fedrelay.protocol.data_commitment import DataCommitment
+from fedrelay.protocol.batches import segment_indices
+from fedrelay.protocol.data_commitment import DataCommitment, check_openings, decode_openings
 from fedrelay.protocol.data_spec import EvaluationSpec, TabularSchema, WorkerData
 from fedrelay.protocol.job_config import DataSpec, JobConfig
 from fedrelay.protocol.wormhole import keccak256
@@ -27,7 +28,7 @@ from fedrelay.training import (
     verify_segment,
 )
 from fedrelay.training.data import Dataset
-from fedrelay.training.datasets import FileSource, data_commitment, dataset_hash
+from fedrelay.training.datasets import FileSource, data_commitment, dataset_hash, example_layout
 from fedrelay.training.datasets.published import published_shard
 from fedrelay.training.torch_trainer import TorchClassificationTrainer, initial_model, mlp
 from fedrelay.worker.sdk import (
@@ -41,6 +42,7 @@ from fedrelay.worker.sdk import (
 from fedrelay.worker.sdk.progress import SilentProgress
 from fedrelay.worker.sdk.shards import OwnData
 from fedrelay.worker.sdk.steps import train as train_step
+from fedrelay.worker.sdk.steps.answer import ExamplesUnavailable, opened_examples
 
 PUBLISHED = JobConfig(
     seed=2,
@@ -204,6 +206,41 @@ async def test_a_worker_data_job_trains_the_workers_own_files_and_commits_to_the
     opening = open_segment(transcript, blobs, 0)
     verdict = verify_segment(trainer, PRIVATE.training, commitment.transcript_root, 0, opening)
     assert verdict.accepted, verdict.reason
+
+
+async def test_a_worker_opens_the_examples_a_segment_consumed_and_refuses_changed_data(
+    tmp_path: Path,
+) -> None:
+    """Asked for a spot reveal, the worker reloads its own file, opens exactly the examples the
+    segment drew under its committed root (what the coordinator checks), and opens nothing once
+    its data changed since it committed."""
+    rng = np.random.default_rng(5)
+    own = tmp_path / "mine.npz"
+    np.savez(own, features=rng.random((30, 64)).astype(np.float32),
+             labels=rng.integers(0, 10, 30))  # fmt: skip
+    revealed = PRIVATE.model_copy(
+        update={"data": PRIVATE.data.model_copy(update={"replay": "segments"})}
+    )
+    coordinator = LocalCoordinator()
+    chain = await _assign(coordinator, 0x37, revealed, shard=0)
+    node = _node(coordinator, chain, FileSource(own), tmp_path)
+    assert (await node.step()).committed == (TaskKey(JOB, 0),), node.state
+    [commitment] = chain.commitments
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+
+    wire = await opened_examples(node, record, 1)
+    wanted = segment_indices(revealed.training, 1, 30).tolist()
+    openings = decode_openings(wire)
+    layout = example_layout(TabularSchema(features=(64,), dtype="float32", classes=10))
+    committed = DataCommitment(commitment.data_root, commitment.num_samples)
+    check_openings(committed, layout.kind, wanted, openings, layout.body_length)
+    assert len(openings) == len(wanted) < 30  # only what the segment drew
+
+    np.savez(own, features=rng.random((30, 64)).astype(np.float32),
+             labels=rng.integers(0, 10, 30))  # fmt: skip
+    with pytest.raises(ExamplesUnavailable, match="changed since it was committed"):
+        await opened_examples(node, record, 1)
 
 
 @pytest.mark.parametrize(
