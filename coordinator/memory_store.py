@@ -103,6 +103,11 @@ class MemoryCoordinatorStore:
         """See :meth:`CoordinatorRepository.secagg`."""
         return dict(self._secagg.get((job_id, round_number, stage, recipient), {}))
 
+    async def delete_secagg(self, job_id: int, round_number: int, stage: SecAggStage) -> None:
+        """See :meth:`CoordinatorRepository.delete_secagg`."""
+        for slot in [s for s in self._secagg if s[:3] == (job_id, round_number, stage)]:
+            del self._secagg[slot]
+
     async def save_challenge(self, challenge: Challenge) -> None:
         """See :meth:`CoordinatorRepository.save_challenge`."""
         stored = self._challenges.get(challenge.challenge_id)

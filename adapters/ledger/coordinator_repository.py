@@ -345,6 +345,17 @@ class LedgerCoordinatorRepository:
             )
             return {WorkerRef(r.sender_chain, r.sender_key): r.data for r in rows}
 
+    async def delete_secagg(self, job_id: int, round_number: int, stage: SecAggStage) -> None:
+        """See :meth:`CoordinatorRepository.delete_secagg`."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                delete(CoordinatorSecAggMessage).where(
+                    CoordinatorSecAggMessage.job_id == _u64(job_id),
+                    CoordinatorSecAggMessage.round == round_number,
+                    CoordinatorSecAggMessage.stage == stage.value,
+                )
+            )
+
     async def save_challenge(self, challenge: Challenge) -> None:
         """See :meth:`CoordinatorRepository.save_challenge`."""
         async with self._sessions() as session, session.begin():

@@ -22,6 +22,8 @@ from fedrelay.protocol.api.schemas import ChallengeAnswerBody, ChallengeView, b6
 from fedrelay.protocol.challenges import ChallengeAnswer
 from fedrelay.protocol.data_commitment import DataCommitmentError, decode_openings
 from fedrelay.protocol.rounds import Phase, TaskStatus
+from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
+from fedrelay.protocol.secagg.opening import OPENING_BYTES
 
 router = APIRouter(tags=["challenges"])
 
@@ -71,6 +73,7 @@ async def answer_challenge(challenge_id: str, request: Request, ctx: Context) ->
         start_proof = b64decode(parsed.start_proof, "start_proof")
         end_proof = b64decode(parsed.end_proof, "end_proof")
         examples = b64decode(parsed.examples, "examples") if parsed.examples else b""
+        opening = _mask_opening(parsed)
     except (ValidationError, ValueError) as exc:
         raise InvalidBody(f"the answer is malformed: {exc}") from None
     if max(len(start_proof), len(end_proof)) > config.max_message_bytes:
@@ -100,5 +103,23 @@ async def answer_challenge(challenge_id: str, request: Request, ctx: Context) ->
         examples=examples,
     )
     answered = replace(challenge, answer=answer)
+    if opening is not None:
+        # Kept with the round's secure-aggregation messages (read only by the coordinator) and
+        # deleted once the round's verdicts are recorded; never a blob, never published.
+        await ctx.repository.put_secagg(
+            SecAggMessage(
+                challenge.job_id, challenge.round, SecAggStage.OPENING, challenge.worker, opening
+            )
+        )
     await ctx.repository.save_challenge(answered)
     return ChallengeView.of(answered)
+
+
+def _mask_opening(parsed: ChallengeAnswerBody) -> bytes | None:
+    """The answer's mask opening, checked for size only (its secrets are checked later)."""
+    if parsed.mask_opening is None:
+        return None
+    opening = b64decode(parsed.mask_opening, "mask_opening")
+    if len(opening) != OPENING_BYTES:
+        raise ValueError(f"mask_opening is {len(opening)} bytes, expected {OPENING_BYTES}")
+    return opening

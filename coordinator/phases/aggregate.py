@@ -8,7 +8,7 @@
    the update and the spot reveals of step 2 back it), and each committed update against its
    on-chain commitment (a plain update blob, or the masked input, whose count is checked too, under
    secure aggregation); a mismatch or a missing upload is rejected and slashed;
-2. (plain rounds) challenges the transcripts drawn from the round's challenge seed and replays
+2. challenges the transcripts drawn from the round's challenge seed and replays
    each answer; the seed is the hash of the first coordinator-chain block after the round's
    commitments closed, so the round waits (it does not fail) until that block exists. The answer
    on a replayed segment of a task on the worker's own data also opens the examples the
@@ -48,8 +48,11 @@ the committed one was already published among the survivors, so the others revea
 mask rather than the key its pairwise masks need: the model is kept unchanged for the round, with
 a note, and the honest workers are still paid.
 
-Transcripts are not challenged under secure aggregation: opening checkpoints would reveal the very
-update the masks hide.
+Under secure aggregation transcripts are challenged within a privacy cap
+(:func:`~fedrelay.coordinator.verification.privacy_capped`): the challenged worker's answer also
+opens its masks, and its masked input must be its final checkpoint's update plus them
+(:meth:`RoundAggregation._opening_verdict`). A worker rejected with an opening of its advertised
+key leaves the sum (what its masked input added is subtracted).
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ from fedrelay.coordinator.phases.streamed import (
 )
 from fedrelay.coordinator.phases.unmask import (
     Screened,
+    check_opened,
+    opened,
+    opened_contribution,
+    reveal_faults,
     reveal_senders,
     screen,
     secagg_config,
@@ -95,7 +102,9 @@ from fedrelay.coordinator.verification import (
     check_final_checkpoint,
     check_start_checkpoint,
     delta_of,
+    final_model,
     malformed,
+    privacy_capped,
 )
 from fedrelay.ports.blobs import COORDINATOR, BlobStore, BlobStoreError
 from fedrelay.ports.coordinator_chain import ChainRoundPhase, WorkerResult
@@ -113,7 +122,9 @@ from fedrelay.protocol.rounds import (
     WorkerRef,
     apply,
 )
-from fedrelay.protocol.secagg import SecureAggregationError
+from fedrelay.protocol.secagg import DealerFault, SecAggConfig, SecureAggregationError, SecureSum
+from fedrelay.protocol.secagg.messages import SecAggStage
+from fedrelay.protocol.secagg.wire import client_id
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import (
     BlobError,
@@ -128,6 +139,9 @@ from fedrelay.training import (
 
 log = logging.getLogger(__name__)
 
+
+AUDIT = "sum audit: "
+"""How the reason of a worker rejected by a secure round's sum audit begins."""
 
 MAX_REASON = 1000
 """Longest rejection reason recorded (the rest is cut: a reason may quote a worker's input)."""
@@ -198,6 +212,14 @@ def _summable(assignment: Assignment, screened: Screened, sizes: dict[bytes, int
     )
 
 
+def _secure_scores(state: RoundState, sizes: dict[bytes, int]) -> dict[str, float]:
+    """The accepted workers' scores in a secure round: their assigned shard sizes (1 each when
+    every size is 0)."""
+    committed = state.with_status(TaskStatus.COMMITTED)
+    samples = {a.worker.worker_id.hex(): float(sizes[a.worker.worker_id]) for a in committed}
+    return samples if any(samples.values()) else dict.fromkeys(samples, 1.0)
+
+
 def _outcome(status: TaskStatus) -> Outcome:
     if status is TaskStatus.COMMITTED:
         return Outcome.ACCEPTED
@@ -214,6 +236,7 @@ class RoundAggregation:
         self._blobs = blobs
         self._verdicts: dict[str, Verdict] = {}
         self._starts: dict[bytes, bytes] = {}
+        self._secure: tuple[Screened, ParameterLayout, Vector] | None = None
 
     async def work(
         self, state: RoundState, report: RoundReport, now: int
@@ -259,6 +282,10 @@ class RoundAggregation:
         screened = Screened()
         if config.secure_aggregation:
             state, screened = await self._check_secure(state, params.shape[0], sizes, slash, now)
+            self._secure = (screened, layout, params)  # what the mask openings are checked on
+            state, pending = await self._challenge(state, report, closed_at, now, model)
+            if pending:
+                return state, None
         else:
             uploads = await self._store.updates(state.job_id, state.round)
             for a in state.with_status(TaskStatus.COMMITTED):
@@ -278,8 +305,8 @@ class RoundAggregation:
         server_blob = await self._blob(previous.server_state if previous else None)
         server_state = server_state_of(server_blob) if server_blob else ServerState()
         if config.secure_aggregation:
-            combined = await self._combine_secure(
-                state, screened, sizes, params, server_state, closed_at, now
+            state, combined = await self._combine_secure(
+                state, screened, sizes, params, server_state, model, closed_at, now
             )
             if combined is None:
                 return state, None
@@ -376,21 +403,31 @@ class RoundAggregation:
         sizes: dict[bytes, int],
         params: Vector,
         server_state: ServerState,
+        model: ModelTensors,
         closed_at: int,
         now: int,
-    ) -> tuple[Vector, ServerState, dict[str, float], str] | None:
-        """Unmask the sum and aggregate it. None while reveals are awaited.
+    ) -> tuple[RoundState, tuple[Vector, ServerState, dict[str, float], str] | None]:
+        """Unmask the sum and aggregate it; the state with any new rejections, and None while
+        reveals or audit answers are awaited.
+
+        A holder whose revealed share does not match its dealer's commitment is rejected (the
+        sum is recovered from the others' shares); a dealer whose committed shares recover a
+        secret other than its committed one is rejected and the model kept unchanged; a sum out
+        of the range honest inputs can reach starts the sum audit (:meth:`_audit`).
 
         Individual updates are hidden, so the accepted workers are paid in proportion to their
         assigned shard sizes, the counts their masked inputs were checked against (see
         docs/learning.md, "Pay under secure aggregation").
         """
-        committed = state.with_status(TaskStatus.COMMITTED)
-        if not committed:
-            return params, server_state, {}, "no accepted update: the model is kept unchanged"
+        if not state.with_status(TaskStatus.COMMITTED):
+            return state, (
+                params,
+                server_state,
+                {},
+                "no accepted update: the model is kept unchanged",
+            )
         config = self._context.config
-        samples = {a.worker.worker_id.hex(): float(sizes[a.worker.worker_id]) for a in committed}
-        scores = samples if any(samples.values()) else dict.fromkeys(samples, 1.0)
+        slash = self._context.job.rejected_slash
         survivors = set(screened.masked_bytes)
         if any(
             a.worker in survivors and not _summable(a, screened, sizes)
@@ -399,20 +436,133 @@ class RoundAggregation:
             # The survivors were published with it: the others revealed its self-mask, not the
             # key its pairwise masks need, so the sum cannot be had without its input.
             note = "a rejected masked input is among the survivors: the model is kept unchanged"
-            return params, server_state, scores, note
+            return state, (params, server_state, _secure_scores(state, sizes), note)
         revealed = await reveal_senders(self._store, state.job_id, state.round)
         if not survivors <= revealed and now <= closed_at + config.reveal_seconds:
-            return None
+            return state, None
+        workers = {client_id(a.worker.worker_id): a.worker for a in state.assignments}
         try:
             secagg = secagg_config(config, state.job_id, state.round, len(state.assignments))
-            workers = [a.worker for a in state.assignments]
-            secure = await unmask(self._store, secagg, state.job_id, state.round, workers, screened)
+            for holder, fault in sorted(reveal_faults(secagg, screened).items()):
+                state = await self._reject_committed(
+                    state, workers[holder], f"unmasking reveal refused: {fault}", slash, now
+                )
+            secure = unmask(secagg, [a.worker for a in state.assignments], screened)
+            secure = await self._without_opened(state, secagg, screened, secure)
+            wrong = secagg.fixed_point.out_of_range(secure.total, secure.total_weight)
+            if wrong:
+                state, audited = await self._audit(state, secagg, screened, model, wrong, now)
+                if audited is None:
+                    return state, None
+                secure = audited
             weighted = secure.decode(secagg.fixed_point)
             strategy = build_strategy(config)
             result = strategy.aggregate_sum(params, weighted, secure.total_weight, server_state)
+        except DealerFault as exc:
+            state = await self._reject_committed(
+                state, workers[exc.dealer], f"secret shares refused: {exc}", slash, now
+            )
+            note = f"secure aggregation failed: {exc}: the model is kept unchanged"
+            return state, (params, server_state, _secure_scores(state, sizes), note)
         except (SecureAggregationError, AggregationError) as exc:
-            return params, server_state, scores, f"secure aggregation failed: {exc}"
-        return result.params, result.state, scores, ""
+            note = f"secure aggregation failed: {exc}"
+            return state, (params, server_state, _secure_scores(state, sizes), note)
+        return state, (result.params, result.state, _secure_scores(state, sizes), "")
+
+    async def _audit(
+        self,
+        state: RoundState,
+        secagg: SecAggConfig,
+        screened: Screened,
+        model: ModelTensors,
+        wrong: int,
+        now: int,
+    ) -> tuple[RoundState, SecureSum | None]:
+        """The sum audit of a secure round whose unmasked sum is out of range.
+
+        Every accepted worker whose masked input is in the sum is challenged on its last
+        segment (no replay: the answer opens the final checkpoint and the masks, outside the
+        privacy cap); one whose masked input is not its final checkpoint's update plus its
+        masks, or that does not answer by the deadline, is rejected (reason prefixed
+        :data:`AUDIT`). The challenges' terms are saved when first issued, so a restarted
+        coordinator repeats them. Returns the sum of the accepted workers' opened inputs once
+        every answer is in (None while answers are awaited).
+        """
+        config = self._context.config
+        audited = [
+            a
+            for a in state.with_status(TaskStatus.COMMITTED)
+            if a.worker in screened.masked and a.worker in screened.adverts
+        ]
+        log.info(
+            "job %d round %d: the unmasked sum has %d coordinates out of range: %d workers "
+            "audited (their masks opened)",
+            state.job_id,
+            state.round,
+            wrong,
+            len(audited),
+        )
+        pending = False
+        for a in audited:
+            segment = self._context.workbench.training_config(a.shard).segments - 1
+            issued = Challenge(
+                state.job_id, state.round, a.worker, segment, now, now + config.answer_seconds
+            )
+            draw = ChallengeDraw(a, segment, replay=False)
+            state, waiting = await self._judge(state, issued, draw, model, now, AUDIT)
+            pending = pending or waiting
+        if pending:
+            return state, None
+        kept = [
+            a.worker for a in audited if state.assignment(a.worker).status is TaskStatus.COMMITTED
+        ]
+        if not kept:
+            raise SecureAggregationError("the sum audit accepted no masked input")
+        total = np.zeros(next(iter(screened.masked.values())).vector.shape, dtype=np.uint64)
+        weight = 0
+        for worker in kept:
+            found = await opened(self._store, state.job_id, state.round, worker, screened)
+            total += await asyncio.to_thread(opened_contribution, secagg, found)
+            weight += found.masked.num_examples
+        clients = tuple(sorted(client_id(w.worker_id) for w in kept))
+        return state, SecureSum(total, weight, clients, ())
+
+    async def _without_opened(
+        self, state: RoundState, secagg: SecAggConfig, screened: Screened, secure: SecureSum
+    ) -> SecureSum:
+        """The sum less the input of each rejected worker in it whose mask opening (its
+        advertised key) says what it added: a worker rejected on its challenge leaves the sum.
+        One rejected by the sum audit stays: the audit rebuilds the sum itself, and the sum that
+        started it must read the same after a restart."""
+        total, weight = secure.total.copy(), secure.total_weight
+        left: list[str] = []
+        for a in state.with_status(TaskStatus.SLASHED):
+            if client_id(a.worker.worker_id) not in secure.contributors:
+                continue
+            if (a.reason or "").startswith(AUDIT):
+                continue
+            try:
+                found = await opened(self._store, state.job_id, state.round, a.worker, screened)
+                total -= await asyncio.to_thread(opened_contribution, secagg, found)
+            except SecureAggregationError:
+                continue  # not opened: it stays in the sum, as a silent survivor does
+            weight -= found.masked.num_examples
+            left.append(found.masked.client_id)
+        if not left:
+            return secure
+        if weight < 1:
+            raise SecureAggregationError("every input of the sum was rejected")
+        contributors = tuple(c for c in secure.contributors if c not in left)
+        return replace(secure, total=total, total_weight=weight, contributors=contributors)
+
+    async def _reject_committed(
+        self, state: RoundState, worker: WorkerRef, reason: str, slash: int, now: int
+    ) -> RoundState:
+        """:meth:`_reject` ``worker`` unless it is rejected already (found again after a
+        restart) or has no accepted task."""
+        if state.assignment(worker).status is not TaskStatus.COMMITTED:
+            return state
+        return await self._reject(state, worker, reason, slash, now)
 
     async def _reject(
         self, state: RoundState, worker: WorkerRef, reason: str, slash: int, now: int
@@ -542,7 +692,6 @@ class RoundAggregation:
     ) -> tuple[RoundState, bool]:
         """Issue the round's challenges, replay the answers; True while answers are awaited."""
         config = self._context.config
-        slash = self._context.job.rejected_slash  # the on-chain policy's amount
         if not challenges_due(config) or report.challenge_seed is None:
             return state, False
         workbench = self._context.workbench
@@ -558,6 +707,8 @@ class RoundAggregation:
                 min(config.challenge_segments, workbench.task_config(a).segments),
             )
         ]
+        if config.secure_aggregation:
+            draws = self._privacy_capped(state, bytes.fromhex(report.challenge_seed), draws)
         pending = False
         for draw in draws:
             a = state.assignment(draw.assignment.worker)
@@ -574,29 +725,8 @@ class RoundAggregation:
                 # A replayed segment of private data is replayed on the examples it consumed.
                 wants_examples=draw.replay and workbench.spot_reveals,
             )
-            stored = await self._store.challenges(challenge_id=issued.challenge_id)
-            if not stored:
-                await self._store.save_challenge(issued)
-                log.info(
-                    "job %d round %d: challenged worker %s on segment %d",
-                    state.job_id,
-                    state.round,
-                    a.worker.key.hex(),
-                    draw.segment,
-                )
-            challenge = stored[0] if stored else issued
-            answer = challenge.answer
-            if answer is None:
-                if now <= challenge.answer_by:
-                    pending = True
-                    continue
-                reason = f"did not answer the challenge of segment {draw.segment} in time"
-                state = await self._reject(state, a.worker, reason, slash, now)
-                continue
-            verdict = await self._verdict(state, challenge, draw, model)
-            if not verdict.accepted:
-                reason = f"challenge of segment {draw.segment} failed: {verdict.reason}"
-                state = await self._reject(state, a.worker, reason, slash, now)
+            state, waiting = await self._judge(state, issued, draw, model, now, "")
+            pending = pending or waiting
         if not pending:
             await self._erase_unchecked(state)
         return state, pending
@@ -615,6 +745,41 @@ class RoundAggregation:
                     await self._store.settle_reveal(
                         challenge.challenge_id, "not checked: rejected on another challenge"
                     )
+
+    async def _judge(
+        self,
+        state: RoundState,
+        issued: Challenge,
+        draw: ChallengeDraw,
+        model: ModelTensors,
+        now: int,
+        prefix: str,
+    ) -> tuple[RoundState, bool]:
+        """Issue ``issued`` unless it is stored (then its stored terms hold) and judge its
+        answer; the state, and True while the answer is awaited. A failed answer, or none by the
+        deadline, is a rejection whose reason begins with ``prefix``."""
+        slash = self._context.job.rejected_slash  # the on-chain policy's amount
+        stored = await self._store.challenges(challenge_id=issued.challenge_id)
+        if not stored:
+            await self._store.save_challenge(issued)
+            log.info(
+                "job %d round %d: challenged worker %s on segment %d",
+                state.job_id,
+                state.round,
+                issued.worker.key.hex(),
+                issued.segment,
+            )
+        challenge = stored[0] if stored else issued
+        if challenge.answer is None:
+            if now <= challenge.answer_by:
+                return state, True
+            reason = f"{prefix}did not answer the challenge of segment {draw.segment} in time"
+            return await self._reject(state, issued.worker, reason, slash, now), False
+        verdict = await self._verdict(state, challenge, draw, model)
+        if not verdict.accepted:
+            reason = f"{prefix}challenge of segment {draw.segment} failed: {verdict.reason}"
+            state = await self._reject(state, issued.worker, reason, slash, now)
+        return state, False
 
     async def _verdict(
         self, state: RoundState, challenge: Challenge, draw: ChallengeDraw, model: ModelTensors
@@ -712,6 +877,8 @@ class RoundAggregation:
         training = self._context.workbench.task_config(assignment)
         if challenge.segment != training.segments - 1:
             return Verdict(True, "ok")
+        if self._context.config.secure_aggregation:
+            return await self._opening_verdict(state, challenge, opening)
         commitment = state.assignment(challenge.worker).commitment
         assert commitment is not None
         # Uploads are content-addressed and were checked against the commitment already.
@@ -734,10 +901,61 @@ class RoundAggregation:
             return Verdict(False, f"the final checkpoint cannot be read: {malformed(exc)}")
         return Verdict(True, "ok")
 
+    def _privacy_capped(
+        self, state: RoundState, seed: bytes, draws: list[ChallengeDraw]
+    ) -> list[ChallengeDraw]:
+        """The draws of a secure round the privacy cap keeps (none if no graph can be had)."""
+        assert self._secure is not None
+        screened = self._secure[0]
+        summed = [w for w in screened.masked_bytes if w in screened.adverts]
+        by_client = {client_id(w.worker_id): w.worker_id for w in summed}
+        try:
+            secagg = secagg_config(
+                self._context.config, state.job_id, state.round, len(state.assignments)
+            )
+            graph = secagg.graph(by_client) if len(by_client) >= 2 else {}
+        except SecureAggregationError:
+            return []
+        neighbours = {by_client[c]: {by_client[n] for n in peers} for c, peers in graph.items()}
+        return privacy_capped(seed, draws, list(by_client.values()), neighbours)
+
+    async def _opening_verdict(
+        self, state: RoundState, challenge: Challenge, opening: SegmentOpening
+    ) -> Verdict:
+        """In a secure round, whether the masked input is the final checkpoint's update plus the
+        masks the answer opens (:mod:`fedrelay.protocol.secagg.opening`)."""
+        assert self._secure is not None
+        screened, layout, params = self._secure
+        assignment = state.assignment(challenge.worker)
+        assert assignment.commitment is not None
+        workbench = self._context.workbench
+        try:
+            trained = await asyncio.to_thread(
+                final_model,
+                opening.end_blob,
+                opening.end_proof,
+                assignment.commitment.transcript_root,
+                workbench.training_config(assignment.shard),
+                self._context.config.model.trainable,
+            )
+            delta = layout.flatten(trained) - params  # float32, as the worker SDK masks it
+            secagg = secagg_config(
+                self._context.config, state.job_id, state.round, len(state.assignments)
+            )
+            found = await opened(self._store, state.job_id, state.round, challenge.worker, screened)
+            await asyncio.to_thread(check_opened, secagg, found, delta)
+        except (UpdateRejection, SecureAggregationError, AggregationError) as exc:
+            return Verdict(False, f"mask opening refused: {exc}")
+        except MALFORMED_INPUT_ERRORS as exc:
+            return Verdict(False, f"the final checkpoint cannot be read: {malformed(exc)}")
+        return Verdict(True, "ok")
+
 
 def challenges_due(config: JobConfig) -> bool:
-    """Whether the job's rounds challenge transcripts (plain rounds at a positive rate)."""
-    return not config.secure_aggregation and config.challenge_rate > 0
+    """Whether the job's rounds challenge transcripts: at a positive rate (under secure
+    aggregation, within the privacy cap of
+    :func:`~fedrelay.coordinator.verification.privacy_capped`)."""
+    return config.challenge_rate > 0
 
 
 async def seal_challenge_seed(
@@ -829,6 +1047,8 @@ async def aggregate(
         )
     )
     await keeper.save_round(proposed)
+    # The verdicts are recorded: the challenged workers' mask openings are no longer needed.
+    await keeper.store.delete_secagg(state.job_id, state.round, SecAggStage.OPENING)
     log.info(
         "job %d round %d proposed model %s (accuracy %.4f)",
         state.job_id,

@@ -68,7 +68,7 @@ def run_secure_sum(
     responses = [
         participants[c].unmask(survivors) for c in survivors if c not in drop_before_unmask
     ]
-    return unmask_sum(config, adverts, sorted(participants), masked, responses)
+    return unmask_sum(config, adverts, sorted(participants), masked, responses, sealed)
 
 
 def secure_fit(

@@ -29,6 +29,7 @@ from fedrelay.coordinator.verification.challenges import (
     ChallengeDraw,
     challenge_sample,
     is_challenged,
+    privacy_capped,
 )
 from fedrelay.coordinator.verification.replay import JobWorkbench
 from fedrelay.coordinator.verification.updates import (
@@ -40,6 +41,7 @@ from fedrelay.coordinator.verification.updates import (
     check_update_tensors,
     check_update_values,
     delta_of,
+    final_model,
     malformed,
     read_update,
 )
@@ -56,7 +58,9 @@ __all__ = [
     "check_update_tensors",
     "check_update_values",
     "delta_of",
+    "final_model",
     "is_challenged",
     "malformed",
+    "privacy_capped",
     "read_update",
 ]

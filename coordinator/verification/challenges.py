@@ -12,7 +12,7 @@ one of those two is not replayed, so the catch probability of a deviating segmen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from fedrelay.protocol.challenges import CHALLENGE_DOMAIN, draw_segments
@@ -41,8 +41,7 @@ class ChallengeDraw:
 def is_challenged(seed: bytes, assignment: Assignment, rate: float) -> bool:
     """Whether ``keccak256(seed || "challenge" || worker_id)``, read as a 64-bit fraction, falls
     below ``rate``."""
-    digest = keccak256(seed + CHALLENGE_DOMAIN + assignment.worker.worker_id)
-    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+    return challenge_order(seed, assignment) / 2**64 < rate
 
 
 def challenge_sample(
@@ -79,3 +78,46 @@ def challenge_sample(
             ChallengeDraw(assignment, edge, replay=False) for edge in sorted({0, last} - set(drawn))
         )
     return draws
+
+
+def challenge_order(seed: bytes, assignment: Assignment) -> int:
+    """The 64-bit draw value of :func:`is_challenged`: lower values are drawn first."""
+    digest = keccak256(seed + CHALLENGE_DOMAIN + assignment.worker.worker_id)
+    return int.from_bytes(digest[:8], "big")
+
+
+def privacy_capped(
+    seed: bytes,
+    draws: Sequence[ChallengeDraw],
+    summed: Collection[bytes],
+    neighbours: Mapping[bytes, Collection[bytes]],
+) -> list[ChallengeDraw]:
+    """The draws of a secure round that the privacy cap keeps, deterministically from the seed.
+
+    A challenged worker opens its masking key, which exposes its pairwise masks with every
+    neighbour; an unchallenged worker whose neighbours are all opened would have its update
+    exposed, and with fewer than two unchallenged workers in the sum the sum less the opened
+    updates is the last one's update. So workers are taken in draw order (:func:`challenge_order`,
+    lowest first) and a worker is dropped from the draw when challenging it would leave fewer
+    than two unchallenged workers among ``summed``, or an unchallenged one of them with no
+    unchallenged neighbour.
+
+    Args:
+        seed: The round's challenge seed.
+        draws: The challenges drawn (:func:`challenge_sample`).
+        summed: Worker ids whose masked inputs are in the sum.
+        neighbours: Each summed worker's masking neighbours, by worker id.
+    """
+    members = set(summed)
+    first: dict[bytes, Assignment] = {}
+    for draw in draws:
+        first.setdefault(draw.assignment.worker.worker_id, draw.assignment)
+    opened: set[bytes] = set()
+    for worker_id, _ in sorted(
+        first.items(), key=lambda item: (challenge_order(seed, item[1]), item[0])
+    ):
+        trial = opened | {worker_id}
+        hidden = members - trial
+        if len(hidden) >= 2 and all(set(neighbours.get(w, ())) - trial for w in hidden):
+            opened = trial
+    return [d for d in draws if d.assignment.worker.worker_id in opened]

@@ -163,6 +163,42 @@ def _few(names: list[str], limit: int = 5) -> str:
     return f"[{shown}]{more}"
 
 
+def final_model(
+    blob: bytes,
+    proof: MerkleProof,
+    root: bytes,
+    config: TrainingConfig,
+    trainable: Callable[[str], bool] = lambda name: True,
+) -> ModelTensors:
+    """The trainable model of the committed transcript's final checkpoint ``c_K``.
+
+    ``blob`` must be leaf ``K = config.segments`` of the ``K + 1`` leaves under ``root`` and
+    stand at step ``config.steps``.
+
+    Raises:
+        UpdateRejection: The opening is not the final checkpoint, or is malformed.
+    """
+    final = config.segments
+    if (proof.index, proof.leaf_count) != (final, final + 1):
+        raise UpdateRejection(
+            f"the opened checkpoint is leaf {proof.index} of {proof.leaf_count}, the final "
+            f"checkpoint is leaf {final} of {final + 1}"
+        )
+    if not verify_proof(blob_hash(blob), proof, root):
+        raise UpdateRejection("the final checkpoint is not in the committed transcript")
+    try:
+        checkpoint = decode_blob(blob)
+        step = step_of(checkpoint)
+        trained = trainable_tensors(model_of(checkpoint), trainable)
+    except (ValueError, OverflowError) as exc:  # BlobError, TrainingError; a NaN step counter
+        raise UpdateRejection(f"the final checkpoint blob is malformed: {exc}") from None
+    if step != config.steps:
+        raise UpdateRejection(
+            f"the final checkpoint is at step {step}, the task trains {config.steps} steps"
+        )
+    return trained
+
+
 def check_final_checkpoint(
     update: bytes,
     blob: bytes,
@@ -190,29 +226,12 @@ def check_final_checkpoint(
         UpdateRejection: The opening is not the final checkpoint of the committed transcript,
             or the update is not its model; the message says which.
     """
-    final = config.segments
-    if (proof.index, proof.leaf_count) != (final, final + 1):
-        raise UpdateRejection(
-            f"the opened checkpoint is leaf {proof.index} of {proof.leaf_count}, the final "
-            f"checkpoint is leaf {final} of {final + 1}"
-        )
-    if not verify_proof(blob_hash(blob), proof, root):
-        raise UpdateRejection("the final checkpoint is not in the committed transcript")
-    try:
-        checkpoint = decode_blob(blob)
-        step = step_of(checkpoint)
-        trained = trainable_tensors(model_of(checkpoint), trainable)
-        model = encode_blob(trained)
-    except (ValueError, OverflowError) as exc:  # BlobError, TrainingError; a NaN step counter
-        raise UpdateRejection(f"the final checkpoint blob is malformed: {exc}") from None
-    if step != config.steps:
-        raise UpdateRejection(
-            f"the final checkpoint is at step {step}, the task trains {config.steps} steps"
-        )
+    trained = final_model(blob, proof, root, config, trainable)
+    model = encode_blob(trained)
     if model != update:
         raise UpdateRejection(
             f"the committed update {keccak256(update).hex()} is not the model of the "
-            f"transcript's final checkpoint (step {step}), whose model is "
+            f"transcript's final checkpoint (step {config.steps}), whose model is "
             f"{keccak256(model).hex()}: {_difference(update, trained)}"
         )
 

@@ -64,7 +64,7 @@ def _secure_round(
     survivors = [m.client_id for m in masked]
     responses = [p.unmask(survivors) for p in parties if p.client_id in set(survivors)]
     started = time.perf_counter()
-    secure = unmask_sum(config, adverts, [p.client_id for p in parties], masked, responses)
+    secure = unmask_sum(config, adverts, [p.client_id for p in parties], masked, responses, sealed)
     weighted = secure.decode(config.fixed_point)
     fedavg().aggregate_sum(
         np.zeros_like(updates[0].delta), weighted, secure.total_weight, ServerState()

@@ -20,6 +20,9 @@ have something to catch (:data:`DISHONEST_WORKERS` maps the modes to them):
   root and count of its own examples but trains on other data (the same examples with noise
   added), so its transcript is well formed and its revealed examples are the committed ones,
   and only the replay on them differs.
+- ``sum``, :class:`CorruptSumWorker` (secure aggregation): sends and commits its honest masked
+  input plus a large random ring vector, so the unmasked sum is out of range; the coordinator's
+  sum audit (or a challenge) opens its masks and finds it. In a plain round it is honest.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import replace
 import numpy as np
 
 from fedrelay.ports.worker_chain import TaskKey
+from fedrelay.protocol.secagg import MaskedInput
 from fedrelay.training import blob_hash, decode_blob, encode_blob, merkle_root
 from fedrelay.training.data import Dataset
 from fedrelay.training.datasets import data_commitment
@@ -139,10 +143,25 @@ class OtherDataWorker(WorkerNode):
         return replace(trained, data_root=committed.root, num_samples=committed.count)
 
 
+class CorruptSumWorker(WorkerNode):
+    """Adds a large random ring vector to its masked input (secure rounds only).
+
+    Its transcript, its reveals and its mask opening stay honest; what breaks is the sum: the
+    unmasked total carries the random vector, out of the range honest inputs can reach, so the
+    coordinator audits the round's survivors and finds that its masked input is not its final
+    checkpoint's update plus its masks (as a challenge of its task would).
+    """
+
+    def finalise_masked(self, masked: MaskedInput) -> MaskedInput:
+        noise = np.random.default_rng().integers(0, 2**64, masked.vector.shape, dtype=np.uint64)
+        return MaskedInput(masked.client_id, masked.num_examples, masked.vector + noise)
+
+
 #: The demo's dishonest workers by mode (``--dishonest``).
 DISHONEST_WORKERS: dict[str, type[WorkerNode]] = {
     "update": TamperedUpdateWorker,
     "transcript": TamperedTranscriptWorker,
     "skip": SkipStepsWorker,
     "otherdata": OtherDataWorker,
+    "sum": CorruptSumWorker,
 }

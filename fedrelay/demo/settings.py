@@ -72,7 +72,9 @@ class DemoSettings:
         rounds: Rounds of the job.
         evm_workers: Workers on the EVM worker chain (at least 2).
         solana_workers: Workers on Solana (at least 2).
-        dishonest: What the dishonest worker tampers with: ``update`` or ``transcript``.
+        dishonest: What the dishonest worker does (:data:`CHEATS_BY_MODE` lists the cheats
+            each kind of job catches): ``update``, ``transcript``, ``skip``, ``otherdata`` or
+            ``sum`` (its masked input, under secure aggregation).
         dishonest_chain: The chain of the dishonest worker.
         steps: Local optimizer steps per task.
         checkpoint_every: Steps between transcript checkpoints.

@@ -92,6 +92,10 @@ class CoordinatorRepository(Protocol):
         """The messages of a stage per sender (for ``shares``, those sent to ``recipient``)."""
         ...
 
+    async def delete_secagg(self, job_id: int, round_number: int, stage: SecAggStage) -> None:
+        """Forget every message of a stage of a round (a no-op when there is none)."""
+        ...
+
     async def save_challenge(self, challenge: Challenge) -> None:
         """Store a new or answered challenge (keyed by its id).
 

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from fedrelay.coordinator.aggregation import ParameterLayout
-from fedrelay.coordinator.verification import JobWorkbench, delta_of
+from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.protocol.batches import segment_indices
 from fedrelay.protocol.data_commitment import encode_openings
 from fedrelay.protocol.hashing import blob_name
@@ -84,6 +84,8 @@ class SimulatedWorker:
         skipped_steps: Steps to leave out of every segment while labelling its checkpoints
             with the steps the segment should have reached: a worker skipping work.
         open_examples: Open the examples a challenge asks for (False: answer without them).
+        corrupt_masked: Under secure aggregation, add a large random ring vector to the masked
+            input (committed as sent; its mask opening stays honest).
     """
 
     client: CoordinatorClient
@@ -101,6 +103,8 @@ class SimulatedWorker:
     trained_on: Dataset | None = None
     skipped_steps: int = 0
     open_examples: bool = True
+    corrupt_masked: bool = False
+    openings: dict[tuple[int, int], bytes] = field(default_factory=dict, init=False)
     runs: dict[tuple[int, int], tuple[TrainingRun, tuple[bytes, ...]]] = field(
         default_factory=dict, init=False
     )
@@ -144,8 +148,13 @@ class SimulatedWorker:
             await self.client.upload_update(job_id, round_number, uploaded)
         else:
             layout = ParameterLayout.of(model)
-            delta = delta_of(layout.flatten(trained), layout.flatten(model))
+            delta = layout.flatten(trained) - layout.flatten(model)  # float32, as the SDK does
             masked = participant.mask(delta, self.config.update_weight(len(shard)))
+            if self.corrupt_masked:
+                noise = np.random.default_rng(7).integers(0, 2**64, delta.shape, dtype=np.uint64)
+                masked = MaskedInput(masked.client_id, masked.num_examples, masked.vector + noise)
+            mask_key, self_seed = participant.secrets()
+            self.openings[(job_id, round_number)] = mask_key + self_seed
             if self.claimed_samples is not None:  # the masks do not depend on the count
                 masked = MaskedInput(masked.client_id, self.claimed_samples, masked.vector)
             update = encode_masked(masked)
@@ -197,6 +206,7 @@ class SimulatedWorker:
                 start_proof=encode_proof(opening.start_proof),
                 end_proof=encode_proof(opening.end_proof),
                 examples=examples,
+                mask_opening=self.openings.get((challenge.job_id, challenge.round)),
             )
             answered += 1
         return answered

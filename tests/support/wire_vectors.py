@@ -21,12 +21,20 @@ from fedrelay.protocol.data_commitment import (
 )
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.merkle import MerkleProof, encode_proof, merkle_proof, merkle_root
-from fedrelay.protocol.secagg import KeyAdvert, MaskedInput, UnmaskResponse
+from fedrelay.protocol.secagg import (
+    KeyAdvert,
+    MaskedInput,
+    SealedShares,
+    ShareCommitments,
+    UnmaskResponse,
+)
+from fedrelay.protocol.secagg.commitments import ShareKind, seed_commitment, share_commitment
 from fedrelay.protocol.secagg.wire import (
     client_id,
     encode_keys,
     encode_masked,
     encode_reveal,
+    encode_shares,
     round_id,
 )
 from fedrelay.protocol.training_config import TrainingConfig
@@ -46,9 +54,19 @@ def build_secagg_vectors() -> dict[str, Any]:
     """Every secure-aggregation message form, with the values it encodes."""
     alice, bob, carol = (client_id(_label(f"worker {n}")) for n in ("alice", "bob", "carol"))
     keys = [
-        KeyAdvert(alice, _label("alice mask public"), _label("alice share public")),
-        KeyAdvert(bob, bytes(32), bytes([255]) * 32),
+        KeyAdvert(
+            alice, _label("alice mask public"), _label("alice share public"), _label("alice seed")
+        ),
+        KeyAdvert(bob, bytes(32), bytes([255]) * 32, bytes([7]) * 32),
     ]
+    shares = [
+        SealedShares(
+            alice, bob, _label("sealed")[:20], ShareCommitments(_label("key"), _label("seed"))
+        ),
+        SealedShares(bob, carol, b"\x01", ShareCommitments(bytes(32), bytes([255]) * 32)),
+    ]
+    rid = round_id(7, 3)
+    share_values = [(ShareKind.KEY, 0), (ShareKind.SEED, 2**520 + 3)]
     masked = [
         MaskedInput(alice, 7, np.array([1, 2**63 + 5, 2**64 - 1], dtype=np.uint64)),
         MaskedInput(bob, 0, np.array([], dtype=np.uint64)),
@@ -69,10 +87,43 @@ def build_secagg_vectors() -> dict[str, Any]:
                 "sender": k.client_id,
                 "mask_public": _hex(k.mask_public),
                 "share_public": _hex(k.share_public),
+                "seed_commitment": _hex(k.seed_commitment),
                 "bytes": _hex(encode_keys(k)),
             }
             for k in keys
         ],
+        "shares": [
+            {
+                "sender": s.sender,
+                "recipient": s.recipient,
+                "key_commitment": _hex(s.commitments.key),
+                "seed_commitment": _hex(s.commitments.seed),
+                "ciphertext": _hex(s.ciphertext),
+                "bytes": _hex(encode_shares(s)),
+            }
+            for s in shares
+        ],
+        "commitments": {
+            "seed": [
+                {
+                    "round_id": _hex(rid),
+                    "client": alice,
+                    "seed": _hex(_label("a seed")),
+                    "commitment": _hex(seed_commitment(rid, alice, _label("a seed"))),
+                }
+            ],
+            "share": [
+                {
+                    "round_id": _hex(rid),
+                    "dealer": alice,
+                    "holder": bob,
+                    "kind": kind.value,
+                    "y": str(y),
+                    "commitment": _hex(share_commitment(rid, alice, bob, kind, y)),
+                }
+                for kind, y in share_values
+            ],
+        },
         "masked": [
             {
                 "sender": m.client_id,
@@ -93,7 +144,8 @@ def build_secagg_vectors() -> dict[str, Any]:
             for r in reveals
         ],
         "invalid": {
-            "keys": [_hex(bytes(63)), _hex(bytes(65))],
+            "keys": [_hex(bytes(95)), _hex(bytes(97))],
+            "shares": [_hex(bytes(64)), _hex(b"\x01")],
             "masked": [_hex(b"not a blob"), _hex(b"\x00" * 8)],
             "reveals": [_hex(b"{}"), _hex(b"[1,2]"), _hex(b'{"key_shares":{"a":"x"}}')],
         },

@@ -314,15 +314,18 @@ class CoordinatorClient:
         start_proof: bytes,
         end_proof: bytes,
         examples: bytes = b"",
+        mask_opening: bytes | None = None,
     ) -> ChallengeView:
-        """Answer a challenge with checkpoints c_i, c_(i+1) and their Merkle proofs, and the
-        opened examples when the challenge asks for them."""
+        """Answer a challenge with checkpoints c_i, c_(i+1) and their Merkle proofs, the opened
+        examples when the challenge asks for them, and in a secure round the mask opening
+        (masking key and self-mask seed, 64 bytes)."""
         body = ChallengeAnswerBody(
             start_checkpoint=b64encode(start_checkpoint),
             end_checkpoint=b64encode(end_checkpoint),
             start_proof=b64encode(start_proof),
             end_proof=b64encode(end_proof),
             examples=b64encode(examples) if examples else "",
+            mask_opening=None if mask_opening is None else b64encode(mask_opening),
         )
         path = f"/v1/challenges/{challenge_id}/answer"
         response = await self._call("PUT", path, body.model_dump_json().encode())

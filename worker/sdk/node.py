@@ -11,7 +11,9 @@ Stopping: a stop request is honoured between training segments (the unfinished r
 and redone after a restart) and between stages; an upload or a commitment in flight completes.
 
 Secure-aggregation secrets stay in memory: a node restarted after masking a round's update does
-not take part in that round's unmasking; the other workers' shares (the threshold) cover it.
+not take part in that round's unmasking; the other workers' shares (the threshold) cover it. Only
+the round's masking key and self-mask seed are kept in the state file (a task record's
+``mask_opening``), so that a challenge of the round can still be answered after a restart.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from opentelemetry import trace
 
 from fedrelay.ports.worker_chain import StakeStatus, TaskKey, WorkerChain, WorkerChainError
 from fedrelay.protocol.logfields import log_fields
+from fedrelay.protocol.secagg import MaskedInput
 from fedrelay.protocol.tracing import round_attributes, round_context
 from fedrelay.protocol.wormhole import worker_id
 from fedrelay.training import blob_hash
@@ -333,6 +336,7 @@ class WorkerNode:
                 checkpoints=tuple(blob_hash(b).hex() for b in trained.checkpoints),
                 num_samples=trained.num_samples,
                 train_loss=trained.train_loss,
+                mask_opening=mask.opening_of(self, key),
             )
         )
 
@@ -343,6 +347,11 @@ class WorkerNode:
     def _finalise_update(self, trained: TrainedUpdate) -> TrainedUpdate:
         """The update as it is kept, uploaded and committed (test subclasses alter it)."""
         return trained
+
+    def finalise_masked(self, masked: MaskedInput) -> MaskedInput:
+        """A secure round's masked input as it is sent, kept and committed (the demo's dishonest
+        workers alter it)."""
+        return masked
 
     # --- challenges ---------------------------------------------------------------------------
 

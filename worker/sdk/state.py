@@ -55,6 +55,9 @@ class TaskRecord:
     outcome: int | None = None
     reason: str = ""
     release_at: int = 0
+    mask_opening: str = field(default="", repr=False)
+    """A secure round's masking key and self-mask seed (hex), kept so that a challenge can be
+    answered after a restart; never printed."""
 
     @property
     def key(self) -> TaskKey:

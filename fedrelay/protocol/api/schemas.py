@@ -174,6 +174,9 @@ class ChallengeAnswerBody(_Body):
     start_proof: str
     end_proof: str
     examples: str = ""
+    mask_opening: str | None = None
+    """Under secure aggregation: the worker's masking private key and self-mask seed for the
+    round (64 bytes, base64), checked against its masked input and then deleted."""
 
 
 class AnswerView(_Schema):

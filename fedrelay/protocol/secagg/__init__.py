@@ -5,9 +5,11 @@ dropout recovery, an optional SecAgg+ sparse graph, and fixed-point encoding in 
 the unmasked sum equals the plain sum of the encoded updates exactly.
 """
 
-from fedrelay.protocol.secagg.errors import RecoveryFailed, SecureAggregationError
+from fedrelay.protocol.secagg.commitments import ShareCommitments
+from fedrelay.protocol.secagg.errors import DealerFault, RecoveryFailed, SecureAggregationError
 from fedrelay.protocol.secagg.fixedpoint import FixedPoint, RingVector
 from fedrelay.protocol.secagg.graph import complete_graph, harary_graph
+from fedrelay.protocol.secagg.opening import MaskOpening, check_opening, contribution
 from fedrelay.protocol.secagg.protocol import (
     KeyAdvert,
     MaskedInput,
@@ -16,12 +18,15 @@ from fedrelay.protocol.secagg.protocol import (
     SecAggConfig,
     SecureSum,
     UnmaskResponse,
+    check_reveals,
     unmask_sum,
 )
 
 __all__ = [
+    "DealerFault",
     "FixedPoint",
     "KeyAdvert",
+    "MaskOpening",
     "MaskedInput",
     "Participant",
     "RecoveryFailed",
@@ -30,8 +35,12 @@ __all__ = [
     "SecAggConfig",
     "SecureAggregationError",
     "SecureSum",
+    "ShareCommitments",
     "UnmaskResponse",
+    "check_opening",
+    "check_reveals",
     "complete_graph",
+    "contribution",
     "harary_graph",
     "unmask_sum",
 ]

@@ -60,14 +60,35 @@ class FixedPoint:
         integers = np.rint(wide * self.scale).astype(np.int64)
         return integers.view(np.uint64) * np.uint64(weight)
 
+    def _check_total(self, total_weight: int) -> None:
+        if not 1 <= total_weight <= self.max_weight():
+            raise SecureAggregationError(
+                f"total weight {total_weight} outside 1..{self.max_weight()}; the sum may overflow"
+            )
+
+    def bound(self, total_weight: int) -> int:
+        """Largest magnitude a coordinate of a sum of honest encodings whose weights add up to
+        ``total_weight`` can have: ``ceil(clip * scale) * total_weight``."""
+        return int(np.ceil(self.clip * self.scale)) * total_weight
+
+    def out_of_range(self, total: RingVector, total_weight: int) -> int:
+        """How many coordinates of the ring sum ``total`` lie outside ``+-bound(total_weight)``
+        read as signed integers: no sum of honest encodings has one, so any is evidence that an
+        input of the sum is not an honest encoding plus masks that cancel.
+
+        Raises:
+            SecureAggregationError: The weights could have overflowed the ring.
+        """
+        self._check_total(total_weight)
+        signed = total.view(np.int64)
+        limit = np.int64(self.bound(total_weight))
+        return int(np.count_nonzero((signed > limit) | (signed < -limit)))
+
     def decode_sum(self, total: RingVector, total_weight: int) -> npt.NDArray[np.float64]:
         """Read a ring sum of encodings whose weights add up to ``total_weight``.
 
         Raises:
             SecureAggregationError: The weights could have overflowed the ring.
         """
-        if not 1 <= total_weight <= self.max_weight():
-            raise SecureAggregationError(
-                f"total weight {total_weight} outside 1..{self.max_weight()}; the sum may overflow"
-            )
+        self._check_total(total_weight)
         return total.view(np.int64).astype(np.float64) / self.scale

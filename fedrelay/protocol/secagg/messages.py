@@ -15,13 +15,16 @@ class SecAggStage(StrEnum):
     """The secure-aggregation messages a worker sends, in protocol order.
 
     ``keys`` are published to every worker of the round; ``shares`` go to one recipient each;
-    ``masked`` inputs and unmasking ``reveals`` are read only by the coordinator.
+    ``masked`` inputs and unmasking ``reveals`` are read only by the coordinator. An ``opening``
+    (a challenged worker's masking key and self-mask seed, sent with its challenge answer) is
+    read only by the coordinator, and deleted once the round's verdicts are recorded.
     """
 
     KEYS = "keys"
     SHARES = "shares"
     MASKED = "masked"
     REVEALS = "reveals"
+    OPENING = "opening"
 
 
 @dataclass(frozen=True)

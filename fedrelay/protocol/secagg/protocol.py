@@ -2,16 +2,22 @@
 
 Phases, client side (:class:`Participant`) and server side (:func:`unmask_sum`):
 
-1. advertise: each client publishes two X25519 public keys (masking, share encryption).
+1. advertise: each client publishes two X25519 public keys (masking, share encryption) and a
+   commitment to its self-mask seed.
 2. share keys: each client Shamir-shares its masking private key and its self-mask seed among
-   its graph neighbours, each share sealed to its recipient; the server only relays ciphertexts.
+   its graph neighbours, each share sealed to its recipient with a public commitment to each
+   share (:mod:`.commitments`); the server only relays them. A holder checks its shares against
+   the commitments on receipt.
 3. masked input: ``y_i = w_i * q(x_i) + PRG(b_i) + sum_j +-PRG(s_ij)`` in Z/2^64, where ``s_ij``
    comes from X25519 between i and neighbour j and the sign depends on id order, so pairwise
    masks cancel in the sum.
 4. unmask: for each client whose input arrived, survivors reveal shares of its self-mask seed;
    for each neighbour that shared keys but whose input never arrived, shares of its masking key,
    from which the server recomputes and removes the pairwise masks the survivors added for it.
-   No client reveals both kinds of share for the same client.
+   No client reveals both kinds of share for the same client. The server checks each revealed
+   share against its dealer's commitment (a holder revealing another is named, its share left
+   out) and each recovered secret against the dealer's advert (a dealer whose shares recover
+   another secret is named: :class:`~.errors.DealerFault`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from fedrelay.protocol.secagg import keys, prg, shamir
-from fedrelay.protocol.secagg.errors import RecoveryFailed, SecureAggregationError
+from fedrelay.protocol.secagg.commitments import (
+    ShareCommitments,
+    ShareKind,
+    seed_commitment,
+    share_commitment,
+)
+from fedrelay.protocol.secagg.errors import DealerFault, RecoveryFailed, SecureAggregationError
 from fedrelay.protocol.secagg.fixedpoint import FixedPoint, RingVector
 from fedrelay.protocol.secagg.graph import Graph, complete_graph, harary_graph
 
@@ -75,20 +87,23 @@ class SecAggConfig:
 
 @dataclass(frozen=True)
 class KeyAdvert:
-    """Phase 1 message: a client's public keys."""
+    """Phase 1 message: a client's public keys and its commitment to its self-mask seed."""
 
     client_id: str
     mask_public: bytes
     share_public: bytes
+    seed_commitment: bytes
 
 
 @dataclass(frozen=True)
 class SealedShares:
-    """Phase 2 message: shares from ``sender`` for ``recipient``, encrypted to the recipient."""
+    """Phase 2 message: shares from ``sender`` for ``recipient``, encrypted to the recipient,
+    with public commitments to the two shares (checked by the recipient and at unmasking)."""
 
     sender: str
     recipient: str
     ciphertext: bytes
+    commitments: ShareCommitments
 
 
 @dataclass(frozen=True)
@@ -113,17 +128,12 @@ def _int_of(data: bytes) -> int:
     return int.from_bytes(data, "big")
 
 
-def _bytes_of(value: int) -> bytes:
-    if not 0 <= value < 2**256:
-        raise RecoveryFailed("recovered secret is not 32 bytes; shares are inconsistent")
-    return value.to_bytes(32, "big")
-
-
 def _private_bytes(key: X25519PrivateKey) -> bytes:
     return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
 
-def _apply_pair_mask(total: RingVector, seed: bytes, owner: str, peer: str, remove: bool) -> None:
+def apply_pair_mask(total: RingVector, seed: bytes, owner: str, peer: str, remove: bool) -> None:
+    """Add (or, with ``remove``, take away) ``owner``'s pairwise mask with ``peer``."""
     # The lower id adds the pair's mask and the higher id subtracts it, so the two cancel.
     adds = owner < peer
     prg.apply_mask(total, seed, negate=adds == remove)
@@ -157,9 +167,12 @@ class Participant:
         self._unmasked = False
 
     def advertise(self) -> KeyAdvert:
-        """Phase 1: this client's public keys."""
+        """Phase 1: this client's public keys and its commitment to its self-mask seed."""
         return KeyAdvert(
-            self.client_id, keys.public_bytes(self._mask_key), keys.public_bytes(self._share_key)
+            self.client_id,
+            keys.public_bytes(self._mask_key),
+            keys.public_bytes(self._share_key),
+            seed_commitment(self._config.round_id, self.client_id, self._self_seed),
         )
 
     def share_keys(self, adverts: Sequence[KeyAdvert]) -> list[SealedShares]:
@@ -196,15 +209,20 @@ class Participant:
                 peer,
                 plaintext,
             )
-            sealed.append(SealedShares(self.client_id, peer, ciphertext))
+            commitments = ShareCommitments(
+                self._commit(self.client_id, peer, ShareKind.KEY, key_share.y),
+                self._commit(self.client_id, peer, ShareKind.SEED, seed_share.y),
+            )
+            sealed.append(SealedShares(self.client_id, peer, ciphertext, commitments))
         return sealed
 
     def receive_shares(self, sealed: Sequence[SealedShares]) -> None:
         """Phase 2 (receiving): open the bundles the server relayed to this client.
 
         Raises:
-            SecureAggregationError: A bundle is for another client, from a non-neighbour, or
-                fails authentication.
+            SecureAggregationError: A bundle is for another client, from a non-neighbour, fails
+                authentication, or holds shares other than the ones its commitments commit to
+                (the message names the dealer).
         """
         neighbours = self._graph.get(self.client_id, frozenset())
         opened: dict[str, tuple[int, int]] = {}
@@ -224,10 +242,18 @@ class Participant:
             )
             if len(plaintext) != 2 * shamir.SHARE_BYTES:
                 raise SecureAggregationError(f"shares from {bundle.sender!r} are malformed")
-            opened[bundle.sender] = (
-                _int_of(plaintext[: shamir.SHARE_BYTES]),
-                _int_of(plaintext[shamir.SHARE_BYTES :]),
-            )
+            key_y = _int_of(plaintext[: shamir.SHARE_BYTES])
+            seed_y = _int_of(plaintext[shamir.SHARE_BYTES :])
+            if (
+                self._commit(bundle.sender, self.client_id, ShareKind.KEY, key_y)
+                != bundle.commitments.key
+                or self._commit(bundle.sender, self.client_id, ShareKind.SEED, seed_y)
+                != bundle.commitments.seed
+            ):
+                raise SecureAggregationError(
+                    f"shares from {bundle.sender!r} do not match the commitments they came with"
+                )
+            opened[bundle.sender] = (key_y, seed_y)
         self._peers_shared = frozenset(opened)
         if self._own_share is not None:
             opened[self.client_id] = self._own_share
@@ -251,7 +277,7 @@ class Participant:
                 self.client_id,
                 peer,
             )
-            _apply_pair_mask(total, seed, self.client_id, peer, remove=False)
+            apply_pair_mask(total, seed, self.client_id, peer, remove=False)
         return MaskedInput(self.client_id, num_examples, total)
 
     def unmask(self, survivors: Collection[str]) -> UnmaskResponse:
@@ -280,6 +306,22 @@ class Participant:
         self_mask_shares = {o: s for o, (_, s) in self._held.items() if o in alive}
         key_shares = {o: k for o, (k, _) in self._held.items() if o not in alive}
         return UnmaskResponse(self.client_id, self_mask_shares, key_shares)
+
+    def _commit(self, dealer: str, holder: str, kind: ShareKind, y: int) -> bytes:
+        return share_commitment(self._config.round_id, dealer, holder, kind, y)
+
+    @property
+    def masked_with(self) -> frozenset[str]:
+        """The neighbours whose pairwise masks :meth:`mask` adds (their shares reached it)."""
+        return self._peers_shared
+
+    def secrets(self) -> tuple[bytes, bytes]:
+        """This client's raw masking private key and self-mask seed, for a mask opening.
+
+        Only a challenged client hands them out (to the verifier, never published); see
+        :mod:`fedrelay.protocol.secagg.opening`.
+        """
+        return _private_bytes(self._mask_key), self._self_seed
 
 
 @dataclass(frozen=True)
@@ -311,9 +353,65 @@ def _recover(
 ) -> bytes:
     points = [shamir.Share(index[h], y) for h, y in sorted(shares_by_holder.items())]
     try:
-        return _bytes_of(shamir.combine(points, threshold))
+        value = shamir.combine(points, threshold)
     except RecoveryFailed as exc:
         raise RecoveryFailed(f"cannot unmask {owner!r}: {exc}") from exc
+    if not 0 <= value < 2**256:
+        # Every share used matched its dealer's commitment (or is the dealer's own).
+        raise DealerFault(owner, f"the committed shares of {owner!r} recover no 32-byte secret")
+    return value.to_bytes(32, "big")
+
+
+def check_reveals(
+    config: SecAggConfig,
+    sealed: Sequence[SealedShares],
+    responses: Sequence[UnmaskResponse],
+) -> tuple[list[UnmaskResponse], dict[str, str]]:
+    """Check every revealed share against the commitment its dealer sent with it.
+
+    A holder's share of its own secrets came with no bundle and is kept as it is (a wrong one
+    makes the recovered secret contradict the holder's own advert: :class:`DealerFault`).
+
+    Args:
+        config: The round's parameters.
+        sealed: The round's sealed bundles (their commitments are public).
+        responses: The unmasking reveals.
+
+    Returns:
+        The reveals less every share that does not match, and for each holder that revealed
+        such a share, why (the first).
+    """
+    commitments = {(s.sender, s.recipient): s.commitments for s in sealed}
+    kept: list[UnmaskResponse] = []
+    faults: dict[str, str] = {}
+    for response in responses:
+        holder = response.sender
+        checked: dict[ShareKind, dict[str, int]] = {ShareKind.KEY: {}, ShareKind.SEED: {}}
+        revealed = {
+            ShareKind.KEY: response.key_shares,
+            ShareKind.SEED: response.self_mask_shares,
+        }
+        for kind, shares in revealed.items():
+            for owner, y in sorted(shares.items()):
+                if owner == holder:
+                    checked[kind][owner] = y
+                    continue
+                committed = commitments.get((owner, holder))
+                if committed is None:
+                    reason = f"revealed a {kind} share of {owner} that {owner} never dealt to it"
+                elif not 0 <= y < shamir.PRIME or (
+                    share_commitment(config.round_id, owner, holder, kind, y) != committed.of(kind)
+                ):
+                    reason = (
+                        f"revealed a {kind} share of {owner} that does not match the "
+                        f"commitment {owner} dealt it with"
+                    )
+                else:
+                    checked[kind][owner] = y
+                    continue
+                faults.setdefault(holder, reason)
+        kept.append(UnmaskResponse(holder, checked[ShareKind.SEED], checked[ShareKind.KEY]))
+    return kept, faults
 
 
 def unmask_sum(
@@ -322,8 +420,12 @@ def unmask_sum(
     shared: Collection[str],
     masked: Sequence[MaskedInput],
     responses: Sequence[UnmaskResponse],
+    sealed: Sequence[SealedShares],
 ) -> SecureSum:
     """Server side: add the masked inputs and remove every mask that remains.
+
+    Revealed shares that do not match their dealer's commitment are left out
+    (:func:`check_reveals` names their holders); recovery uses the others.
 
     Args:
         config: The round's parameters.
@@ -331,10 +433,14 @@ def unmask_sum(
         shared: Clients whose phase 2 shares were relayed.
         masked: Phase 3 inputs that arrived.
         responses: Phase 4 answers that arrived.
+        sealed: Phase 2 bundles that were relayed (for their commitments).
 
     Raises:
         SecureAggregationError: Inputs from clients that did not share keys, mismatched lengths.
-        RecoveryFailed: Fewer than ``threshold`` neighbours answered for some client.
+        RecoveryFailed: Fewer than ``threshold`` neighbours answered for some client with shares
+            that match their commitments.
+        DealerFault: A client's committed shares recover a self-mask seed other than the one
+            its advert commits to, or a masking key other than the advertised one.
     """
     roster = {a.client_id: a for a in adverts}
     graph = config.graph(roster)
@@ -349,7 +455,8 @@ def unmask_sum(
     if any(m.vector.shape != (length,) or m.vector.dtype != np.uint64 for m in masked):
         raise SecureAggregationError("masked inputs must be uint64 vectors of one length")
     dropped = sorted(shared_set - set(inputs))
-    by_holder = {r.sender: r for r in responses if r.sender in inputs}
+    checked, _ = check_reveals(config, sealed, responses)
+    by_holder = {r.sender: r for r in checked if r.sender in inputs}
 
     total = np.zeros(length, dtype=np.uint64)
     for client in sorted(inputs):
@@ -360,7 +467,14 @@ def unmask_sum(
             for h, r in by_holder.items()
             if (h in graph[client] or h == client) and client in r.self_mask_shares
         }
-        prg.apply_mask(total, _recover(client, shares, index, config.threshold), negate=True)
+        seed = _recover(client, shares, index, config.threshold)
+        if seed_commitment(config.round_id, client, seed) != roster[client].seed_commitment:
+            raise DealerFault(
+                client,
+                f"the committed shares of {client!r} recover a self-mask seed other than the "
+                "one its advert commits to",
+            )
+        prg.apply_mask(total, seed, negate=True)
     for gone in dropped:
         shares = {
             h: r.key_shares[gone]
@@ -370,10 +484,16 @@ def unmask_sum(
         gone_key = X25519PrivateKey.from_private_bytes(
             _recover(gone, shares, index, config.threshold)
         )
+        if keys.public_bytes(gone_key) != roster[gone].mask_public:
+            raise DealerFault(
+                gone,
+                f"the committed shares of {gone!r} recover a masking key other than the "
+                "advertised one",
+            )
         for peer in sorted(graph[gone] & set(inputs)):
             seed = keys.pair_mask_seed(
                 gone_key, roster[peer].mask_public, config.round_id, gone, peer
             )
-            _apply_pair_mask(total, seed, peer, gone, remove=True)
+            apply_pair_mask(total, seed, peer, gone, remove=True)
     weight = sum(inputs[c].num_examples for c in inputs)
     return SecureSum(total, weight, tuple(sorted(inputs)), tuple(dropped))

@@ -4,8 +4,9 @@ Workers run :class:`~fedrelay.protocol.secagg.Participant`; its messages travel 
 coordinator API's ``secagg`` endpoints as opaque bytes, one message per stage
 (:class:`~fedrelay.protocol.secagg.messages.SecAggStage`):
 
-- ``keys``: mask public key (32) || share public key (32);
-- ``shares``: the sealed ciphertext for one recipient, as is (sender and recipient are the API's);
+- ``keys``: mask public key (32) || share public key (32) || self-mask seed commitment (32);
+- ``shares``: commitment to the key share (32) || commitment to the seed share (32) || the
+  sealed ciphertext for one recipient (sender and recipient are the API's);
 - ``masked``: a canonical tensor blob with ``masked`` (the ring vector's u64 values stored as
   int64) and ``num_examples`` (int64, one element); its keccak256 is the committed update hash;
 - ``reveals``: JSON ``{"key_shares": {owner: "int"}, "self_mask_shares": {owner: "int"}}``,
@@ -26,6 +27,7 @@ import numpy as np
 
 from fedrelay.protocol.blobs import BlobError, decode_blob, encode_blob
 from fedrelay.protocol.hashing import keccak256
+from fedrelay.protocol.secagg.commitments import COMMITMENT_BYTES, ShareCommitments
 from fedrelay.protocol.secagg.errors import SecureAggregationError
 from fedrelay.protocol.secagg.protocol import (
     KeyAdvert,
@@ -35,7 +37,7 @@ from fedrelay.protocol.secagg.protocol import (
     UnmaskResponse,
 )
 
-KEYS_LENGTH = 64
+KEYS_LENGTH = 96
 
 
 def client_id(worker_id: bytes) -> str:
@@ -55,25 +57,43 @@ def round_config(job_id: int, round_number: int, threshold: int) -> SecAggConfig
 
 def encode_keys(advert: KeyAdvert) -> bytes:
     """The ``keys`` message of an advert."""
-    return advert.mask_public + advert.share_public
+    return advert.mask_public + advert.share_public + advert.seed_commitment
 
 
 def decode_keys(sender: str, data: bytes) -> KeyAdvert:
     """Parse the ``keys`` message of ``sender``.
 
     Raises:
-        SecureAggregationError: The message is not 64 bytes.
+        SecureAggregationError: The message is not 96 bytes.
     """
     if len(data) != KEYS_LENGTH:
         raise SecureAggregationError(
             f"keys of {sender} are {len(data)} bytes, expected {KEYS_LENGTH}"
         )
-    return KeyAdvert(sender, data[:32], data[32:])
+    return KeyAdvert(sender, data[:32], data[32:64], data[64:])
+
+
+def encode_shares(sealed: SealedShares) -> bytes:
+    """The ``shares`` message of a sealed bundle."""
+    return sealed.commitments.key + sealed.commitments.seed + sealed.ciphertext
 
 
 def decode_shares(sender: str, recipient: str, data: bytes) -> SealedShares:
-    """The ``shares`` message from ``sender`` to ``recipient`` (sealed for the recipient only)."""
-    return SealedShares(sender, recipient, data)
+    """Parse the ``shares`` message from ``sender`` to ``recipient``.
+
+    Raises:
+        SecureAggregationError: The message is too short to hold the two commitments and a
+            ciphertext.
+    """
+    if len(data) <= 2 * COMMITMENT_BYTES:
+        raise SecureAggregationError(
+            f"shares from {sender} to {recipient} are {len(data)} bytes, too short for two "
+            f"{COMMITMENT_BYTES}-byte commitments and a ciphertext"
+        )
+    commitments = ShareCommitments(
+        data[:COMMITMENT_BYTES], data[COMMITMENT_BYTES : 2 * COMMITMENT_BYTES]
+    )
+    return SealedShares(sender, recipient, data[2 * COMMITMENT_BYTES :], commitments)
 
 
 def encode_masked(masked: MaskedInput) -> bytes:

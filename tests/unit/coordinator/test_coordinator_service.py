@@ -33,9 +33,15 @@ from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, InvalidJobConfig, JobConfig, MlpSpec
 from fedrelay.protocol.rounds import Fault, Phase
-from fedrelay.protocol.secagg import Participant, SealedShares
+from fedrelay.protocol.secagg import Participant
 from fedrelay.protocol.secagg.messages import SecAggStage
-from fedrelay.protocol.secagg.wire import client_id, decode_keys, encode_keys
+from fedrelay.protocol.secagg.wire import (
+    client_id,
+    decode_keys,
+    decode_shares,
+    encode_keys,
+    encode_shares,
+)
 from fedrelay.protocol.wormhole import Outcome, keccak256
 from fedrelay.training import decode_blob, encode_blob
 from fedrelay.worker.sdk.api_client import CoordinatorClient
@@ -463,13 +469,16 @@ async def test_secure_aggregation_sees_only_masked_inputs_and_the_sum() -> None:
             for sealed in parties[w.worker].share_keys(adverts):
                 recipient = bytes.fromhex(sealed.recipient)
                 await w.client.send_secagg(
-                    job_id, 0, SecAggStage.SHARES, sealed.ciphertext, recipient_id=recipient
+                    job_id, 0, SecAggStage.SHARES, encode_shares(sealed), recipient_id=recipient
                 )
         updates = []
         for w in workers:
             shares = await w.client.secagg_shares(job_id, 0)
             parties[w.worker].receive_shares(
-                [SealedShares(s.hex(), client_id(w.worker.worker_id), c) for s, c in shares.items()]
+                [
+                    decode_shares(s.hex(), client_id(w.worker.worker_id), c)
+                    for s, c in shares.items()
+                ]
             )
             trained = await w.train(job_id, 0, participant=parties[w.worker])
             updates.append(

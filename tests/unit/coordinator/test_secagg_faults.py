@@ -33,9 +33,16 @@ from fedrelay.coordinator.phases.unmask import secagg_config
 from fedrelay.coordinator.verification import JobWorkbench, delta_of
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.rounds import Fault, Phase, RoundState, TaskStatus, WorkerRef
-from fedrelay.protocol.secagg import MaskedInput, Participant, SealedShares
+from fedrelay.protocol.secagg import MaskedInput, Participant
 from fedrelay.protocol.secagg.messages import SecAggStage
-from fedrelay.protocol.secagg.wire import client_id, decode_keys, encode_keys, encode_masked
+from fedrelay.protocol.secagg.wire import (
+    client_id,
+    decode_keys,
+    decode_shares,
+    encode_keys,
+    encode_masked,
+    encode_shares,
+)
 from fedrelay.protocol.wormhole import Outcome, keccak256, loss_to_fixed
 from fedrelay.training import decode_blob
 
@@ -64,12 +71,12 @@ async def exchange_keys(
         for sealed in parties[w.worker].share_keys(adverts):
             recipient = bytes.fromhex(sealed.recipient)
             await w.client.send_secagg(
-                job_id, 0, SecAggStage.SHARES, sealed.ciphertext, recipient_id=recipient
+                job_id, 0, SecAggStage.SHARES, encode_shares(sealed), recipient_id=recipient
             )
     for w in workers:
         shares = await w.client.secagg_shares(job_id, 0)
         parties[w.worker].receive_shares(
-            [SealedShares(s.hex(), client_id(w.worker.worker_id), c) for s, c in shares.items()]
+            [decode_shares(s.hex(), client_id(w.worker.worker_id), c) for s, c in shares.items()]
         )
     return parties
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,11 +20,17 @@ from fedrelay.coordinator.aggregation import (
 )
 from fedrelay.coordinator.simulation.secure import run_secure_sum, secure_fit
 from fedrelay.protocol.secagg import (
+    DealerFault,
     FixedPoint,
+    KeyAdvert,
+    MaskOpening,
     Participant,
     RecoveryFailed,
+    SealedShares,
     SecAggConfig,
     SecureAggregationError,
+    check_opening,
+    check_reveals,
     harary_graph,
     shamir,
     unmask_sum,
@@ -157,9 +164,7 @@ def test_tampered_shares_are_rejected() -> None:
     sealed = parties[0].share_keys(adverts)
     for p in parties[1:]:
         p.share_keys(adverts)
-    bad = sealed[0].__class__(
-        sealed[0].sender, sealed[0].recipient, b"\x00" + sealed[0].ciphertext[1:]
-    )
+    bad = replace(sealed[0], ciphertext=b"\x00" + sealed[0].ciphertext[1:])
     with pytest.raises(SecureAggregationError, match="failed authentication"):
         parties[1].receive_shares([bad])
 
@@ -174,7 +179,7 @@ def test_inputs_from_clients_that_never_shared_are_refused() -> None:
         party.receive_shares([s for s in sealed if s.recipient == party.client_id])
     masked = [p.mask(u.delta, 1) for p, u in zip(parties, updates, strict=True)]
     with pytest.raises(SecureAggregationError, match="from clients that shared"):
-        unmask_sum(config, adverts, [p.client_id for p in parties[:2]], masked, [])
+        unmask_sum(config, adverts, [p.client_id for p in parties[:2]], masked, [], sealed)
 
 
 def test_shamir_any_threshold_subset_recovers() -> None:
@@ -239,3 +244,104 @@ def test_any_tolerable_dropout_pattern_gives_the_exact_sum(
     result = run_secure_sum(config, updates, drop_before_input=gone, drop_before_unmask=silent)
     survivors = [u for u in updates if u.client_id not in gone]
     np.testing.assert_array_equal(result.total, plain_ring_sum(config.fixed_point, survivors))
+
+
+def _dealt(
+    count: int, config: SecAggConfig
+) -> tuple[list[Participant], list[KeyAdvert], list[SealedShares]]:
+    parties = [Participant(f"c{i}", config) for i in range(count)]
+    adverts = [p.advertise() for p in parties]
+    sealed = [s for p in parties for s in p.share_keys(adverts)]
+    for party in parties:
+        party.receive_shares([s for s in sealed if s.recipient == party.client_id])
+    return parties, adverts, sealed
+
+
+def test_a_revealed_share_that_is_not_the_dealt_one_names_its_holder() -> None:
+    updates = make_updates(4, 6)
+    config = SecAggConfig(round_id=b"r", threshold=2)
+    parties, adverts, sealed = _dealt(4, config)
+    masked = [p.mask(u.delta, u.num_examples) for p, u in zip(parties, updates, strict=True)]
+    survivors = [m.client_id for m in masked]
+    responses = [p.unmask(survivors) for p in parties]
+    liar = responses[1]
+    bad = replace(liar, self_mask_shares={**liar.self_mask_shares, "c0": 12345})
+    responses[1] = bad
+    kept, faults = check_reveals(config, sealed, responses)
+    assert faults == {
+        "c1": "revealed a seed share of c0 that does not match the commitment c0 dealt it with"
+    }
+    assert "c0" not in kept[1].self_mask_shares  # only the bad share is left out
+    assert kept[1].self_mask_shares.keys() == {"c1", "c2", "c3"}
+    # A share of a client that never dealt to the holder is refused too.
+    foreign = replace(responses[2], key_shares={"c9": 1})
+    assert check_reveals(config, sealed, [foreign])[1] == {
+        "c2": "revealed a key share of c9 that c9 never dealt to it"
+    }
+    # The sum is recovered from the others' shares, exactly.
+    secure = unmask_sum(config, adverts, survivors, masked, responses, sealed)
+    assert np.array_equal(secure.total, plain_ring_sum(config.fixed_point, updates))
+
+
+def test_a_dealer_whose_shares_recover_another_seed_is_named() -> None:
+    updates = make_updates(3, 5)
+    config = SecAggConfig(round_id=b"r", threshold=2)
+    parties = [Participant(f"c{i}", config) for i in range(3)]
+    adverts = [p.advertise() for p in parties]
+    parties[0]._self_seed = b"\x42" * 32  # deals (and masks with) a seed it did not commit to
+    sealed = [s for p in parties for s in p.share_keys(adverts)]
+    for party in parties:
+        party.receive_shares([s for s in sealed if s.recipient == party.client_id])
+    masked = [p.mask(u.delta, u.num_examples) for p, u in zip(parties, updates, strict=True)]
+    survivors = [m.client_id for m in masked]
+    responses = [p.unmask(survivors) for p in parties]
+    assert check_reveals(config, sealed, responses)[1] == {}  # every share is the dealt one
+    with pytest.raises(DealerFault, match="'c0' recover a self-mask seed other than") as caught:
+        unmask_sum(config, adverts, survivors, masked, responses, sealed)
+    assert caught.value.dealer == "c0"
+
+
+def test_a_dropped_dealer_whose_shares_recover_another_key_is_named() -> None:
+    updates = make_updates(3, 5)
+    config = SecAggConfig(round_id=b"r", threshold=2)
+    parties = [Participant(f"c{i}", config) for i in range(3)]
+    adverts = [p.advertise() for p in parties]
+    adverts[2] = replace(adverts[2], mask_public=adverts[1].mask_public)  # advertised another key
+    sealed = [s for p in parties for s in p.share_keys(adverts)]
+    for party in parties[:2]:
+        party.receive_shares([s for s in sealed if s.recipient == party.client_id])
+    masked = [
+        p.mask(u.delta, u.num_examples) for p, u in zip(parties[:2], updates[:2], strict=True)
+    ]
+    survivors = [m.client_id for m in masked]
+    responses = [p.unmask(survivors) for p in parties[:2]]
+    with pytest.raises(DealerFault, match="'c2' recover a masking key other than the advert"):
+        unmask_sum(config, adverts, ["c0", "c1", "c2"], masked, responses, sealed)
+
+
+def test_a_holder_refuses_shares_that_do_not_match_their_commitments() -> None:
+    config = SecAggConfig(round_id=b"r", threshold=2)
+    parties = [Participant(f"c{i}", config) for i in range(3)]
+    adverts = [p.advertise() for p in parties]
+    sealed = parties[0].share_keys(adverts)
+    parties[1].share_keys(adverts)
+    other = replace(sealed[0].commitments, seed=bytes(32))
+    with pytest.raises(SecureAggregationError, match="from 'c0' do not match the commitments"):
+        parties[1].receive_shares([replace(sealed[0], commitments=other)])
+
+
+def test_the_opening_check_refuses_a_seed_other_than_the_committed_one() -> None:
+    update = make_updates(3, 5)
+    config = SecAggConfig(round_id=b"r", threshold=2)
+    parties = [Participant(f"c{i}", config) for i in range(3)]
+    adverts = [p.advertise() for p in parties]
+    parties[0]._self_seed = b"\x42" * 32  # dealt, masked with and opened: not the committed one
+    sealed = [s for p in parties for s in p.share_keys(adverts)]
+    for party in parties:
+        party.receive_shares([s for s in sealed if s.recipient == party.client_id])
+    masked = parties[0].mask(update[0].delta, update[0].num_examples)
+    opening = MaskOpening(*parties[0].secrets())
+    roster = {a.client_id: a for a in adverts}
+    peers = parties[0].masked_with
+    with pytest.raises(SecureAggregationError, match="seed is not the one the worker committed"):
+        check_opening(config, roster, peers, masked, opening, update[0].delta)

@@ -19,10 +19,13 @@ from fedrelay.protocol.merkle import decode_proof, encode_proof, merkle_root, ve
 from fedrelay.protocol.secagg import (
     KeyAdvert,
     MaskedInput,
+    SealedShares,
     SecureAggregationError,
+    ShareCommitments,
     UnmaskResponse,
     wire,
 )
+from fedrelay.protocol.secagg.commitments import ShareKind, seed_commitment, share_commitment
 from fedrelay.protocol.training_config import TrainingError
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors"
@@ -48,10 +51,42 @@ def test_round_ids(vector: dict[str, Any]) -> None:
 @pytest.mark.parametrize("vector", SECAGG["keys"])
 def test_keys_messages(vector: dict[str, Any]) -> None:
     advert = KeyAdvert(
-        vector["sender"], _bytes(vector["mask_public"]), _bytes(vector["share_public"])
+        vector["sender"],
+        _bytes(vector["mask_public"]),
+        _bytes(vector["share_public"]),
+        _bytes(vector["seed_commitment"]),
     )
     assert wire.encode_keys(advert) == _bytes(vector["bytes"])
     assert wire.decode_keys(vector["sender"], _bytes(vector["bytes"])) == advert
+
+
+@pytest.mark.parametrize("vector", SECAGG["shares"])
+def test_shares_messages(vector: dict[str, Any]) -> None:
+    commitments = ShareCommitments(
+        _bytes(vector["key_commitment"]), _bytes(vector["seed_commitment"])
+    )
+    sealed = SealedShares(
+        vector["sender"], vector["recipient"], _bytes(vector["ciphertext"]), commitments
+    )
+    assert wire.encode_shares(sealed) == _bytes(vector["bytes"])
+    assert wire.decode_shares(sealed.sender, sealed.recipient, _bytes(vector["bytes"])) == sealed
+
+
+def test_commitments() -> None:
+    for vector in SECAGG["commitments"]["seed"]:
+        found = seed_commitment(
+            _bytes(vector["round_id"]), vector["client"], _bytes(vector["seed"])
+        )
+        assert found == _bytes(vector["commitment"])
+    for vector in SECAGG["commitments"]["share"]:
+        found = share_commitment(
+            _bytes(vector["round_id"]),
+            vector["dealer"],
+            vector["holder"],
+            ShareKind(vector["kind"]),
+            int(vector["y"]),
+        )
+        assert found == _bytes(vector["commitment"])
 
 
 @pytest.mark.parametrize("vector", SECAGG["masked"])
@@ -82,6 +117,9 @@ def test_invalid_secagg_messages_are_refused() -> None:
     for data in SECAGG["invalid"]["keys"]:
         with pytest.raises(SecureAggregationError, match="keys of w are"):
             wire.decode_keys("w", _bytes(data))
+    for data in SECAGG["invalid"]["shares"]:
+        with pytest.raises(SecureAggregationError, match="too short for two"):
+            wire.decode_shares("w", "v", _bytes(data))
     for data in SECAGG["invalid"]["masked"]:
         with pytest.raises(SecureAggregationError, match="masked input of w is malformed"):
             wire.decode_masked("w", _bytes(data))

@@ -25,7 +25,7 @@ from fedrelay.demo.actors import TamperedTranscriptWorker, TamperedUpdateWorker
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.challenges import Challenge
 from fedrelay.protocol.job_config import DataSpec
-from fedrelay.protocol.secagg import unmask_sum, wire
+from fedrelay.protocol.secagg import MaskOpening, check_opening, unmask_sum, wire
 from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.training import (
     SegmentOpening,
@@ -470,8 +470,13 @@ async def test_secure_aggregation_reveals_only_the_sum(world: World) -> None:
         wire.decode_reveal(w.worker_id.hex(), d)
         for w, d in (await repository.secagg(JOB, 0, SecAggStage.REVEALS)).items()
     ]
+    sealed = [
+        wire.decode_shares(sender.worker_id.hex(), recipient.worker_id.hex(), data)
+        for recipient in masked_messages
+        for sender, data in (await repository.secagg(JOB, 0, SecAggStage.SHARES, recipient)).items()
+    ]
     config = masking.secagg_config(key, 2)
-    total = unmask_sum(config, adverts, [a.client_id for a in adverts], masked, reveals)
+    total = unmask_sum(config, adverts, [a.client_id for a in adverts], masked, reveals, sealed)
 
     start = initial_model(mlp, seed=1)
     expected = np.zeros_like(masking.flat_delta(start, start))
@@ -483,6 +488,20 @@ async def test_secure_aggregation_reveals_only_the_sum(world: World) -> None:
     decoded = total.decode(config.fixed_point)
     assert total.total_weight == sum(n.state.tasks[str(key)].num_samples for n in nodes)
     np.testing.assert_allclose(decoded, expected, atol=1e-4)
+
+    # Each node keeps its round's mask opening on disk, so a challenge can still be answered
+    # after a restart, and the opening shows its masked input honest.
+    roster = {a.client_id: a for a in adverts}
+    for node in nodes:
+        kept = StateStore(node.store.path).load().task(key)
+        assert kept is not None
+        assert kept.mask_opening not in repr(kept)
+        opening = MaskOpening.decode(bytes.fromhex(kept.mask_opening))
+        me = node.chain_worker_id()
+        mine = next(m for m in masked if m.client_id == me)
+        final = model_of(decode_blob(node.store.get_blob(kept.checkpoints[-1])))
+        delta = masking.flat_delta(final, start)
+        check_opening(config, roster, set(roster) - {me}, mine, opening, delta)
     # Each masked input alone says nothing useful: it is far from the worker's own update.
     assert not np.allclose(masked[0].vector.view(np.int64).astype(np.float64), 0, atol=1e6)
 

@@ -6,7 +6,9 @@ data a challenge may ask for the examples the segment consumed (``wants_examples
 reloads its data, checks it is still what it committed (the data root), and opens exactly those
 examples with their proofs, for the coordinator's check only. A worker must keep its data
 unchanged until its challenges are answered; data that changed cannot be opened, and the
-challenge then goes unanswered.
+challenge then goes unanswered. In a secure round the answer also opens the round's masks (the
+masking key and self-mask seed the task record keeps), so the coordinator can check the masked
+input against the final checkpoint.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ async def answer_challenges(node: WorkerNode) -> list[str]:
                 start_proof=encode_proof(opening.start_proof),
                 end_proof=encode_proof(opening.end_proof),
                 examples=examples,
+                mask_opening=bytes.fromhex(record.mask_opening) if record.mask_opening else None,
             )
         note = f"answered challenge on {record.key} segment {challenge.segment}"
         if challenge.wants_examples:

@@ -66,7 +66,7 @@ async def mask(
                 key.job_id,
                 key.round,
                 SecAggStage.SHARES,
-                sealed.ciphertext,
+                wire.encode_shares(sealed),
                 recipient_id=bytes.fromhex(sealed.recipient),
             )
         shares = await _await_all(node, key, "shares", [p for p in peers if p != me])
@@ -76,13 +76,22 @@ async def mask(
         final = model_tensors(key, trained.update_blob)
         moving = trainable_tensors(start, job.model.trainable)  # what the update carries
         weight = job.update_weight(trained.num_samples)  # what the coordinator checks
-        masked = participant.mask(masking.flat_delta(final, moving), weight)
+        masked = node.finalise_masked(participant.mask(masking.flat_delta(final, moving), weight))
     except SecureAggregationError as exc:
         raise SecureAggregationFailed(f"secure aggregation of {key} failed: {exc}") from exc
     blob = wire.encode_masked(masked)
     await node.api.send_secagg(key.job_id, key.round, SecAggStage.MASKED, blob)
     node.secure_rounds[key] = SecureRound(participant)
     return replace(trained, update_blob=blob)
+
+
+def opening_of(node: WorkerNode, key: TaskKey) -> str:
+    """The mask opening of ``key``'s secure round (hex), or "" for a plain round."""
+    secure = node.secure_rounds.get(key)
+    if secure is None:
+        return ""
+    mask_key, self_seed = secure.participant.secrets()
+    return (mask_key + self_seed).hex()
 
 
 async def _await_all(
