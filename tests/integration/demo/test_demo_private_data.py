@@ -13,7 +13,6 @@ once checked).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -21,28 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.demo_runs import check_honest_paid, run_and_report, two_cheats
 
 from fedrelay.adapters.devnet.state import WORKER_EVM, WORKER_SOLANA
-from fedrelay.demo import Cheat, DemoResult, DemoSettings, QuietProgress, run_demo, write_summary
+from fedrelay.demo import Cheat, DemoResult, QuietProgress
 from fedrelay.protocol.data_spec import TabularSchema
 from fedrelay.training.datasets import load_examples
 from fedrelay.training.datasets.commitment import example_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SETTINGS = DemoSettings(
-    rounds=3,
-    evm_workers=3,
-    solana_workers=3,
-    private_data=True,
-    dishonest="skip",
-    dishonest_chain="evm",
-    more_cheats=(Cheat("otherdata", "solana"),),
-    checkpoint_every=4,
+SETTINGS = two_cheats(
+    Cheat("skip", "evm"), Cheat("otherdata", "solana"), per_chain=3, rounds=3,
+    private_data=True, checkpoint_every=4, timeout_s=300,
     min_accuracy=0.75,  # three rounds, four honest updates each
-    collect_seconds=120,
-    timeout_s=300,
-)
+)  # fmt: skip
 REPLAY_FAILED = "replay differs from the committed checkpoint"
 
 
@@ -68,8 +60,7 @@ class PrivateRun:
 def private_run(tmp_path_factory: pytest.TempPathFactory) -> PrivateRun:
     root = tmp_path_factory.mktemp("private")
     progress = _Notes()
-    result = run_demo(SETTINGS, root / "state", progress)
-    summary = json.loads(write_summary(result, root / "report").read_text())
+    result, summary = run_and_report(SETTINGS, root, progress)
     return PrivateRun(result, summary, root / "state", tuple(progress.notes))
 
 
@@ -105,17 +96,7 @@ def test_every_honest_worker_is_paid_and_reveals_under_its_privacy_cost(
     private_run: PrivateRun,
 ) -> None:
     result = private_run.result
-    assert result.problems() == [], result.problems()
-    honest = [w for w in result.workers if not w.dishonest]
-    assert {w.chain for w in honest} == {WORKER_EVM, WORKER_SOLANA}
-    assert len(honest) == 4
-    for worker in honest:
-        assert worker.slashed_rounds == (), worker
-        assert worker.slashed_on_chain == 0, worker
-        assert worker.accepted == worker.tasks == SETTINGS.rounds, worker
-        assert worker.reward > 0, worker
-        assert worker.claimable == worker.reward, worker
-    assert {d.worker for d in result.detections} == {c.name for c in result.cheats}
+    check_honest_paid(result, 4)
     privacy = private_run.summary["privacy"]
     assert set(privacy["cost_per_worker"]) == {w.name for w in result.workers}
     assert 0 < privacy["max_cost"] < 1, privacy

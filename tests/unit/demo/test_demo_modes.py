@@ -53,6 +53,10 @@ def test_the_secure_job_masks_updates_and_replays_every_segment() -> None:
     assert config.secagg_threshold == 5
     assert config.published_data is not None
     assert config.challenge_segments == config.training.segments
+    assert DemoSettings(secure_aggregation=True).secure_miss_probability == pytest.approx(
+        (2 / 6) ** 10
+    )
+    assert DemoSettings().secure_miss_probability == 0
 
 
 def test_each_worker_gets_its_own_parquet_file_of_digits(tmp_path: Path) -> None:
