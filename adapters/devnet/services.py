@@ -35,6 +35,7 @@ from fedrelay.adapters.devnet.process import (
     ManagedProcess,
     ServiceStartError,
     free_port,
+    free_ports,
     port_open,
     read_tail,
     wait_until,
@@ -538,19 +539,17 @@ class SeaweedS3(Service):
         self, *, workdir: Path | None = None, start_timeout: float = DEFAULT_START_TIMEOUT
     ) -> None:
         super().__init__(workdir, start_timeout)
-        self.port = free_port()
-        self._ports = {
-            flag: free_port()
-            for flag in (
-                "master.port",
-                "master.port.grpc",
-                "volume.port",
-                "volume.port.grpc",
-                "filer.port",
-                "filer.port.grpc",
-                "s3.port.grpc",
-            )
-        }
+        flags = (
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+        )
+        self.port, *ports = free_ports(len(flags) + 1)  # distinct: one server, eight listeners
+        self._ports = dict(zip(flags, ports, strict=True))
         self.access_key_id = "fedrelay-test"
         self.secret_access_key = secrets.token_hex(20)
         self.region = "us-east-1"

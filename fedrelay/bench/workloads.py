@@ -147,7 +147,7 @@ def _run(
 
     # Warm torch up first, so one-time start-up costs land on no round's timing.
     trainers()[0].train(model, config_of(0, 0))
-    weights = [bench.shard_size(i) for i in range(len(clients))]  # the coordinator's
+    weights = [config.update_weight(len(c)) for c in clients]  # the coordinator's rule
     ours = Federation(
         fedrelay_step(build_strategy(config), spec.trainable),
         trainers(),
