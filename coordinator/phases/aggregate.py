@@ -22,7 +22,12 @@
    (:mod:`fedrelay.coordinator.copies`) is rejected and slashed;
 3. (secure rounds) decodes each worker's keys, masked input (of the model's length) and reveal
    on its own, rejecting and slashing the sender of one that does not decode; waits for the
-   unmasking reveals and recovers the sum of the masked inputs;
+   unmasking reveals and recovers the sum of the masked inputs, rejecting and slashing a holder
+   whose revealed share does not match its dealer's commitment (the others' shares recover the
+   sum) or a dealer whose committed shares recover another secret (the model is kept); a sum out
+   of the fixed-point range starts the sum audit (:meth:`RoundAggregation._audit`): every
+   survivor opens its masks, a corrupter is rejected and slashed, and the accepted workers'
+   opened inputs are aggregated;
 4. aggregates with the job's strategy a range of coordinates at a time (the updates stay in the
    blob store and are never all held at once: :mod:`.streamed`), evaluates the new model on the
    held-out set, scores the accepted workers and splits the round's reward. Updates hold only

@@ -23,7 +23,7 @@ from fedrelay.protocol.hashing import blob_name
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.merkle import encode_proof
 from fedrelay.protocol.rounds import WorkerRef
-from fedrelay.protocol.secagg import MaskedInput, Participant
+from fedrelay.protocol.secagg import MaskedInput, Participant, UnmaskResponse
 from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.protocol.secagg.wire import encode_masked, encode_reveal
 from fedrelay.protocol.training_config import TrainingConfig
@@ -86,6 +86,8 @@ class SimulatedWorker:
         open_examples: Open the examples a challenge asks for (False: answer without them).
         corrupt_masked: Under secure aggregation, add a large random ring vector to the masked
             input (committed as sent; its mask opening stays honest).
+        corrupt_reveal: Under secure aggregation, reveal every share of another worker's
+            self-mask seed plus one (its other shares stay honest).
     """
 
     client: CoordinatorClient
@@ -104,6 +106,7 @@ class SimulatedWorker:
     skipped_steps: int = 0
     open_examples: bool = True
     corrupt_masked: bool = False
+    corrupt_reveal: bool = False
     openings: dict[tuple[int, int], bytes] = field(default_factory=dict, init=False)
     runs: dict[tuple[int, int], tuple[TrainingRun, tuple[bytes, ...]]] = field(
         default_factory=dict, init=False
@@ -177,6 +180,10 @@ class SimulatedWorker:
         """Send this worker's unmasking reveal for the round's survivors."""
         survivors = await self.client.survivors(job_id, round_number)
         response = participant.unmask([s.hex() for s in survivors])
+        if self.corrupt_reveal:
+            own = response.sender
+            shares = {o: y if o == own else y + 1 for o, y in response.self_mask_shares.items()}
+            response = UnmaskResponse(own, shares, response.key_shares)
         await self.client.send_secagg(
             job_id, round_number, SecAggStage.REVEALS, encode_reveal(response)
         )

@@ -22,16 +22,14 @@ from test_coordinator_service import (  # the world of the coordinator service t
     step_until,
     tiny_config,
 )
-from test_secagg_faults import exchange_keys, round_state, start_round
+from test_secagg_faults import proposed_params, round_state, start_round, train_all
 
-from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, ServerState, fedavg
-from fedrelay.coordinator.verification import JobWorkbench, challenges
+from fedrelay.coordinator.aggregation import ServerState, fedavg
+from fedrelay.coordinator.verification import challenges
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.rounds import Assignment, Phase, TaskStatus, WorkerRef
 from fedrelay.protocol.secagg.messages import SecAggStage
-from fedrelay.protocol.secagg.wire import client_id
 from fedrelay.protocol.wormhole import Outcome
-from fedrelay.training import decode_blob
 
 Cheat = Literal["honest", "transcript", "masked"]
 
@@ -58,17 +56,7 @@ async def test_the_challenged_worker_of_a_secure_round_opens_its_masks(
     )
     first.forge_transcript = cheat == "transcript"
     first.corrupt_masked = cheat == "masked"
-    parties = await exchange_keys(world, job_id, workers)
-    start = decode_blob(await world.blobs.get(state.model_hash.hex()))
-    layout = ParameterLayout.of(start)
-    params = layout.flatten(start)
-    bench = JobWorkbench(world.config)
-    updates = {}
-    for w in workers:
-        trained = await w.train(job_id, 0, participant=parties[w.worker])
-        samples = len(bench.shard(state.assignment(w.worker).shard))
-        delta = layout.flatten(trained) - params
-        updates[w.worker] = ClientUpdate(client_id(w.worker.worker_id), delta, samples)
+    parties, updates, params = await train_all(world, job_id, workers, state)
     world.clock.advance(1)  # the closing block: one after the last commitment
     await world.service.step()
     assert await round_state(world, job_id) is not None
@@ -93,7 +81,7 @@ async def test_the_challenged_worker_of_a_secure_round_opens_its_masks(
         if cheat == "masked":
             assert "mask opening refused: the masked input is not" in slashed.reason
     assert proposed.proposed_model is not None
-    model = layout.flatten(decode_blob(await world.blobs.get(proposed.proposed_model.hex())))
+    model = await proposed_params(world, job_id)
     plain = fedavg().aggregate_fit(params, [updates[w.worker] for w in summed], ServerState())
     assert np.allclose(model, plain.params, atol=1e-5)
     report = await world.store.report(job_id, 0)

@@ -81,6 +81,31 @@ async def exchange_keys(
     return parties
 
 
+async def train_all(
+    world: World, job_id: int, workers: list[SimulatedWorker], state: RoundState
+) -> tuple[dict[WorkerRef, Participant], dict[WorkerRef, ClientUpdate], np.ndarray]:
+    """Every worker masks its trained update; the parties, the plain updates, the round's params."""
+    parties = await exchange_keys(world, job_id, workers)
+    start = decode_blob(await world.blobs.get(state.model_hash.hex()))
+    layout = ParameterLayout.of(start)
+    params = layout.flatten(start)
+    bench = JobWorkbench(world.config)
+    updates = {}
+    for w in workers:
+        trained = await w.train(job_id, 0, participant=parties[w.worker])
+        samples = len(bench.shard(state.assignment(w.worker).shard))
+        delta = layout.flatten(trained) - params
+        updates[w.worker] = ClientUpdate(client_id(w.worker.worker_id), delta, samples)
+    return parties, updates, params
+
+
+async def proposed_params(world: World, job_id: int) -> np.ndarray:
+    proposed = await round_state(world, job_id)
+    assert proposed.proposed_model is not None
+    model = decode_blob(await world.blobs.get(proposed.proposed_model.hex()))
+    return ParameterLayout.of(model).flatten(model)
+
+
 async def start_round(world: World) -> tuple[int, list[SimulatedWorker], RoundState]:
     workers = [world.worker(i) for i in range(3)]
     await register(world, workers)

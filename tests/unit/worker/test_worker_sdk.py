@@ -502,6 +502,18 @@ async def test_secure_aggregation_reveals_only_the_sum(world: World) -> None:
         final = model_of(decode_blob(node.store.get_blob(kept.checkpoints[-1])))
         delta = masking.flat_delta(final, start)
         check_opening(config, roster, set(roster) - {me}, mine, opening, delta)
+    # A sum audit's challenge (the last segment, issued after the reveals) reaches each node as
+    # any challenge does, and the answer opens the round's masks.
+    now = int(time.time())
+    for chain, node in zip(chains, nodes, strict=True):
+        kept = node.state.task(key)
+        assert kept is not None
+        last = len(kept.checkpoints) - 2
+        audit = Challenge(JOB, 0, chain.signer.worker, last, issued_at=now, answer_by=now + 60)
+        await repository.save_challenge(audit)
+        assert (await node.step()).answered == (audit.challenge_id,)
+        opened = await repository.secagg(JOB, 0, SecAggStage.OPENING)
+        assert opened[chain.signer.worker].hex() == kept.mask_opening
     # Each masked input alone says nothing useful: it is far from the worker's own update.
     assert not np.allclose(masked[0].vector.view(np.int64).astype(np.float64), 0, atol=1e6)
 
