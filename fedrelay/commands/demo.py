@@ -114,12 +114,33 @@ def _render(result: DemoResult, summary: Path) -> None:
                     name, role, str(s.transactions), f"{s.units:,} CU", f"{s.fees / 10**9:.6f} SOL"
                 )
         console.print(spent)
-    cheat = result.dishonest
+    if result.detections:
+        caught = Table(title="detections (every task the coordinator slashed)")
+        for column in ("worker", "chain", "cheat", "round", "reason"):
+            caught.add_column(column)
+        for d in result.detections:
+            caught.add_row(
+                d.worker, d.chain.removeprefix("worker-"), d.dishonest or "-", str(d.round),
+                d.reason,
+            )  # fmt: skip
+        console.print(caught)
+    for cheat in result.cheats:
+        console.print(
+            f"dishonest {cheat.name} ({cheat.chain}, {cheat.dishonest}): "
+            f"{cheat.reason or 'not caught'}",
+            highlight=False,
+        )
     console.print(
-        f"dishonest {cheat.name} ({cheat.chain}, tampered {cheat.dishonest}): "
-        f"{cheat.reason or 'not caught'}",
+        f"data: {result.settings.mode}; secure aggregation "
+        f"{'on' if result.settings.secure_aggregation else 'off'}",
         highlight=False,
     )
+    if result.privacy_cost:
+        shown = ", ".join(f"{n} {c:.3f}" for n, c in result.privacy_cost.items())
+        console.print(
+            f"privacy cost (expected fraction of a worker's examples revealed per round): {shown}",
+            highlight=False,
+        )
     console.print(
         f"final {result.metric} [bold]{result.final_accuracy:.4f}[/], wall time "
         f"{result.wall_time_s:.0f} s; report in {summary}"
@@ -142,8 +163,9 @@ def demo(
         str | None,
         typer.Option(
             "--dishonest",
-            help="What the cheat tampers: update, transcript or sum (its masked input, under "
-            "secure aggregation only) (default: transcript; update with --workload).",
+            help="What the cheat does: update or transcript (default: transcript; update "
+            "with --workload; skip or otherdata with --private-data; sum with "
+            "--secure-aggregation).",
         ),
     ] = None,
     dishonest_chain: Annotated[
@@ -190,6 +212,22 @@ def demo(
             "(PNG digits), lm (a transformer on pydoc_data text) or lora (adapters on one).",
         ),
     ] = None,
+    private_data: Annotated[
+        bool,
+        typer.Option(
+            "--private-data",
+            help="Train the digits on data each worker owns (a Parquet file in its own "
+            "folder); a challenged worker opens the replayed segment's examples. Cheats: "
+            "skip (default), otherdata, transcript, update.",
+        ),
+    ] = False,
+    secure_aggregation: Annotated[
+        bool,
+        typer.Option(
+            "--secure-aggregation",
+            help="Mask every update (only the sum is seen). Cheats: transcript (default), sum.",
+        ),
+    ] = False,
 ) -> None:
     """Run a job on digits (or a workload) across three chains; write summary.json; fail if a
     check fails."""
@@ -200,8 +238,7 @@ def demo(
     try:
         if rounds is None:
             rounds = 10 if workload is None else _workload_rounds(workload)
-        # A workload's cheat tampers with its update: private data is not replayed.
-        cheat = dishonest or ("transcript" if workload is None else "update")
+        cheat = dishonest or _default_cheat(workload, private_data, secure_aggregation)
         settings = DemoSettings(
             rounds=rounds,
             evm_workers=evm_workers,
@@ -209,10 +246,12 @@ def demo(
             dishonest=cheat,  # type: ignore[arg-type]  # checked by DemoSettings
             dishonest_chain=dishonest_chain,  # type: ignore[arg-type]
             steps=steps,
-            checkpoint_every=steps // 2 if steps % 2 == 0 else steps,
+            checkpoint_every=_checkpoint_every(steps, private_data),
             min_accuracy=min_accuracy,
             restart_coordinator_in_round=restart_coordinator_in_round,
             workload=workload,
+            private_data=private_data,
+            secure_aggregation=secure_aggregation,
         )
     except DemoError as exc:
         _CONSOLE.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -245,6 +284,25 @@ def demo(
             _CONSOLE.print(f"[red]acceptance failed:[/red] {problem}", highlight=False)
         raise typer.Exit(1)
     _CONSOLE.print("[green]every acceptance condition holds[/green]")
+
+
+def _default_cheat(workload: str | None, private_data: bool, secure_aggregation: bool) -> str:
+    """The cheat of a run that names none: the first its kind of job catches."""
+    from fedrelay.demo.settings import CHEATS_BY_MODE
+
+    if workload is not None:
+        return CHEATS_BY_MODE["workload"][0]
+    if private_data:
+        return CHEATS_BY_MODE["private"][0]
+    return CHEATS_BY_MODE["secure" if secure_aggregation else "digits"][0]
+
+
+def _checkpoint_every(steps: int, private_data: bool) -> int:
+    """Two segments a task; on private data segments of 4 steps (when they divide ``steps``),
+    so that one replayed segment opens only part of a worker's examples."""
+    if private_data and steps % 4 == 0 and steps > 4:
+        return 4
+    return steps // 2 if steps % 2 == 0 else steps
 
 
 def _workload_rounds(name: str) -> int:

@@ -8,8 +8,8 @@ one event loop, what a deployment runs as separate processes:
 - the relayer's stages on the in-process bus or Kafka (a watcher per chain, the devnet
   guardians attesting, assembly, routing, a deliverer per chain);
 - the coordinator service with its HTTP API on loopback (:class:`RestartableCoordinator`);
-- the workers, some on the EVM worker chain, some on Solana, exactly one of them dishonest
-  (:mod:`fedrelay.demo.actors`), each staked and registered.
+- the workers, some on the EVM worker chain, some on Solana, one or more of them dishonest
+  (:mod:`fedrelay.demo.actors`, :func:`cheat_roles`), each staked and registered.
 
 Everything it starts it also stops (:meth:`DemoNetwork.close`), in reverse order, logging what
 fails to stop rather than hiding the run's own error.
@@ -41,13 +41,14 @@ from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.solana.client import WorkerProgramClient
 from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
-from fedrelay.demo.actors import CorruptSumWorker, TamperedTranscriptWorker, TamperedUpdateWorker
+from fedrelay.demo.actors import DISHONEST_WORKERS
 from fedrelay.demo.coordinator import RestartableCoordinator
 from fedrelay.demo.progress import DemoProgress, WorkerNotes
 from fedrelay.demo.settings import (
     ETHER,
     LAMPORTS_PER_SOL,
     STAKE_UNITS,
+    Cheat,
     DemoBackends,
     DemoError,
     DemoSettings,
@@ -118,6 +119,23 @@ def start_devnet(settings: DemoSettings, state_dir: Path, progress: DemoProgress
         solana_min_stake=LAMPORTS_PER_SOL,
     )
     return Devnet(state_dir / "devnet", devnet_settings, progress=progress.step)
+
+
+def cheat_roles(cheats: Sequence[Cheat], keys: Sequence[WorkerKey]) -> dict[int, str]:
+    """Which workers cheat, and how: the index in ``keys`` of each dishonest worker, with its
+    mode. Each cheat takes the first worker of its chain not taken by an earlier one.
+
+    Raises:
+        DemoError: A chain has fewer workers than cheats.
+    """
+    taken: dict[int, str] = {}
+    for cheat in cheats:
+        chain = WORKER_EVM if cheat.chain == "evm" else WORKER_SOLANA
+        free = [i for i, k in enumerate(keys) if k.chain == chain and i not in taken]
+        if not free:
+            raise DemoError(f"no worker left on {chain} for the dishonest {cheat.mode!r}")
+        taken[free[0]] = cheat.mode
+    return taken
 
 
 @dataclass
@@ -261,7 +279,8 @@ class DemoNetwork:
         store: LedgerCoordinatorStore,
         data: Sequence[Path] | None = None,
     ) -> None:
-        """Build a node per funded key (one dishonest), stake, await registration, run them.
+        """Build a node per funded key (the settings' cheats dishonest), stake, await
+        registration, run them.
 
         Args:
             settings: The demo's settings.
@@ -272,8 +291,7 @@ class DemoNetwork:
                 tasks name their published shard.
         """
         self.progress.step(f"starting {len(self.keys)} workers and staking")
-        cheat_chain = WORKER_EVM if settings.dishonest_chain == "evm" else WORKER_SOLANA
-        cheat = next(k for k in self.keys if k.chain == cheat_chain)
+        cheats = cheat_roles(settings.cheats, self.keys)
         if data is not None and len(data) < len(self.keys):
             raise DemoError(f"{len(data)} data folders for {len(self.keys)} workers")
         for number, key in enumerate(self.keys):
@@ -298,14 +316,8 @@ class DemoNetwork:
                 signer = SolanaSigner(keypair)
             api = CoordinatorClient(api_url, signer)
             self.closers.append(api.aclose)
-            dishonest = settings.dishonest if key is cheat else ""
-            node_class: type[WorkerNode] = WorkerNode
-            if dishonest == "update":
-                node_class = TamperedUpdateWorker
-            elif dishonest == "transcript":
-                node_class = TamperedTranscriptWorker
-            elif dishonest == "sum":
-                node_class = CorruptSumWorker
+            dishonest = cheats.get(number, "")
+            node_class = DISHONEST_WORKERS[dishonest] if dishonest else WorkerNode
             label = f"{name} ({key.chain}{', dishonest' if dishonest else ''})"
             node = node_class(
                 chain, api, shards, StateStore(self.state_dir / "workers" / f"{name}.json"),

@@ -25,7 +25,7 @@ from fedrelay.adapters.ledger.models import Delivery, StoredVaa
 from fedrelay.adapters.solana.layout import LAMPORTS_PER_STAKE_UNIT
 from fedrelay.demo.assembly import DemoNetwork
 from fedrelay.demo.costs import CostError, DemoCosts, devnet_costs
-from fedrelay.demo.report import DemoResult, WorkerOutcome
+from fedrelay.demo.report import DemoResult, Detection, WorkerOutcome
 from fedrelay.demo.settings import DemoSettings
 from fedrelay.demo.waiting import until
 from fedrelay.demo.workloads import PreparedWorkload
@@ -69,6 +69,7 @@ async def read_outcome(
     job_id: int,
     relayer_url: str,
     workload: PreparedWorkload | None = None,
+    privacy_costs: tuple[float, ...] = (),
 ) -> DemoResult:
     """What the job did to each worker, and what was relayed and spent.
 
@@ -82,6 +83,8 @@ async def read_outcome(
         job_id: The job.
         relayer_url: The relayer ledger's URL.
         workload: The workload the job runs (None: the digits job).
+        privacy_costs: Worker ``i``'s privacy cost at index ``i`` (a job on the workers'
+            own digits; empty otherwise).
     """
     network.progress.step("waiting for the coordinator chain to follow every worker's stake")
     await until(
@@ -141,6 +144,28 @@ async def read_outcome(
         metric=workload.config.evaluation.metric if workload is not None else "accuracy",
         update_bytes_per_round=await update_sizes(network, rounds),
         base_model_bytes=workload.base_model_bytes() if workload is not None else None,
+        detections=detections(network, rounds),
+        privacy_cost={
+            w.name: cost for w, cost in zip(network.workers, privacy_costs, strict=False)
+        },
+    )
+
+
+def detections(network: DemoNetwork, rounds: list[RoundState]) -> tuple[Detection, ...]:
+    """Every task the coordinator slashed, round by round: who, where, why."""
+    names = {c.wormhole_chain_id: c.name for c in network.info.chains}
+    cheats = {w.ref: w.dishonest for w in network.workers}
+    return tuple(
+        Detection(
+            worker=network.name_of(a.worker),
+            chain=names.get(a.worker.chain, str(a.worker.chain)),
+            round=state.round,
+            reason=a.reason,
+            dishonest=cheats.get(a.worker, ""),
+        )
+        for state in rounds
+        for a in state.assignments
+        if a.status is TaskStatus.SLASHED
     )
 
 

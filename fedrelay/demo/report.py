@@ -85,6 +85,25 @@ class WorkerOutcome:
 
 
 @dataclass(frozen=True)
+class Detection:
+    """A worker the coordinator slashed in a round, and why.
+
+    Attributes:
+        worker: ``worker-N``.
+        chain: ``worker-evm`` or ``worker-solana``.
+        round: The round.
+        reason: The coordinator's reason.
+        dishonest: The worker's cheat, or empty for a worker the demo started honest.
+    """
+
+    worker: str
+    chain: str
+    round: int
+    reason: str
+    dishonest: str = ""
+
+
+@dataclass(frozen=True)
 class DemoResult:
     """What the demo did and found.
 
@@ -92,6 +111,9 @@ class DemoResult:
     workload's ``metric`` otherwise. ``initial_metric`` is the initial model's (a workload's
     perplexity factor counts from it); ``update_bytes_per_round`` the size of each committed
     update blob per round; ``base_model_bytes`` the LoRA base weights' blob size.
+    ``detections`` is every slash the coordinator decided, round by round; ``privacy_cost``
+    each worker's expected fraction of its examples revealed per round, by name (a job on the
+    workers' own digits only).
     """
 
     job_id: int
@@ -110,6 +132,8 @@ class DemoResult:
     initial_metric: float | None = None
     update_bytes_per_round: tuple[tuple[int, ...], ...] = ()
     base_model_bytes: int | None = None
+    detections: tuple[Detection, ...] = ()
+    privacy_cost: dict[str, float] = field(default_factory=dict)
 
     @property
     def final_accuracy(self) -> float:
@@ -118,8 +142,13 @@ class DemoResult:
 
     @property
     def dishonest(self) -> WorkerOutcome:
-        """The dishonest worker."""
-        return next(w for w in self.workers if w.dishonest)
+        """The first dishonest worker (the one the settings' ``dishonest`` names)."""
+        return self.cheats[0]
+
+    @property
+    def cheats(self) -> tuple[WorkerOutcome, ...]:
+        """Every dishonest worker."""
+        return tuple(w for w in self.workers if w.dishonest)
 
     def problems(self) -> list[str]:
         """Every acceptance condition that failed, in words (empty when the demo passed)."""
@@ -140,14 +169,19 @@ class DemoResult:
                 )
             if worker.slashed_rounds or worker.slashed_on_chain:
                 found.append(f"honest {worker.name} ({worker.chain}) was slashed: {worker.reason}")
-        cheat = self.dishonest
-        if not cheat.slashed_rounds:
-            found.append(f"the dishonest {cheat.name} was never caught by the coordinator")
-        if cheat.slashed_on_chain <= 0:
-            found.append(
-                f"the dishonest {cheat.name}'s stake on {cheat.chain} was not slashed "
-                f"({cheat.stake_before} before, {cheat.stake_after} after)"
-            )
+        for cheat in self.cheats:
+            if not cheat.slashed_rounds:
+                found.append(f"the dishonest {cheat.name} was never caught by the coordinator")
+            if cheat.slashed_on_chain <= 0:
+                found.append(
+                    f"the dishonest {cheat.name}'s stake on {cheat.chain} was not slashed "
+                    f"({cheat.stake_before} before, {cheat.stake_after} after)"
+                )
+        found += [
+            f"the privacy cost of {name} is {cost:.4f}: a round may reveal all its examples"
+            for name, cost in self.privacy_cost.items()
+            if cost >= 1
+        ]
         return found
 
     def _metric_problems(self) -> list[str]:
@@ -186,6 +220,21 @@ class DemoResult:
                                "rounds": target.rounds, "text": target.describe()}  # fmt: skip
         return entry
 
+    def privacy_json(self) -> dict[str, Any] | None:
+        """What a job on the workers' own data reveals: each worker's privacy cost (the
+        expected fraction of its examples opened per round), the largest, and the challenge
+        terms it follows from; None for a job on published data."""
+        if not self.settings.private_data:
+            return None
+        config = self.settings.job_config()
+        return {
+            "cost_per_worker": dict(self.privacy_cost),
+            "max_cost": max(self.privacy_cost.values(), default=None),
+            "challenge_rate": config.challenge_rate,
+            "challenge_segments": config.challenge_segments,
+            "segments": config.training.segments,
+        }
+
     def to_json(self) -> dict[str, Any]:
         """The content of ``summary.json``."""
         cheat = self.dishonest
@@ -196,14 +245,12 @@ class DemoResult:
             "final_accuracy": self.final_accuracy,
             "accuracy_per_round": list(self.accuracy_per_round),
             "workers": [w.to_json() for w in self.workers],
-            "dishonest_worker": {
-                "name": cheat.name,
-                "chain": cheat.chain,
-                "tampered": cheat.dishonest,
-                "detection_reason": cheat.reason,
-                "slashed_rounds": list(cheat.slashed_rounds),
-                "slashed_on_chain": cheat.slashed_on_chain,
-            },
+            "dishonest_worker": _cheat_json(cheat),
+            "dishonest_workers": [_cheat_json(c) for c in self.cheats],
+            "detections": [asdict(d) for d in self.detections],
+            "data": self.settings.mode,
+            "secure_aggregation": self.settings.secure_aggregation,
+            "privacy": self.privacy_json(),
             "messages_per_route": self.messages_per_route,
             "wall_time_s": round(self.wall_time_s, 1),
             "timings_s": {k: round(v, 1) for k, v in self.timings_s.items()},
@@ -213,6 +260,17 @@ class DemoResult:
             **self.costs.to_json(),
             "problems": self.problems(),
         }
+
+
+def _cheat_json(cheat: WorkerOutcome) -> dict[str, Any]:
+    return {
+        "name": cheat.name,
+        "chain": cheat.chain,
+        "tampered": cheat.dishonest,
+        "detection_reason": cheat.reason,
+        "slashed_rounds": list(cheat.slashed_rounds),
+        "slashed_on_chain": cheat.slashed_on_chain,
+    }
 
 
 def write_summary(result: DemoResult, out_dir: Path) -> Path:
@@ -241,8 +299,21 @@ def write_summary(result: DemoResult, out_dir: Path) -> Path:
             f"- coordinator restarted in round {r.round} ({r.phase}), down {r.down_s:.1f} s"
             for r in result.restarts
         ),
-        f"- dishonest worker: {result.dishonest.name} ({result.dishonest.chain}), tampered "
-        f"{result.dishonest.dishonest}; caught: {result.dishonest.reason or 'no'}",
+        f"- data: {result.settings.mode}; secure aggregation: "
+        f"{'on' if result.settings.secure_aggregation else 'off'}",
+        *(
+            f"- dishonest worker: {c.name} ({c.chain}), tampered {c.dishonest}; caught: "
+            f"{c.reason or 'no'}"
+            for c in result.cheats
+        ),
+        *(
+            f"- privacy cost of {name}: {cost:.4f} of its examples revealed per round"
+            for name, cost in result.privacy_cost.items()
+        ),
+        "",
+        "| detected worker | chain | round | reason |",
+        "| --- | --- | --- | --- |",
+        *(f"| {d.worker} | {d.chain} | {d.round} | {d.reason} |" for d in result.detections),
         "",
         f"![test {metric} per round]({plot.name})",
         "",

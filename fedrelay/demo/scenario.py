@@ -6,11 +6,15 @@ the job COMPLETED and every settlement has reached the worker chains, and reads 
 back (:mod:`fedrelay.demo.outcome`). On request it restarts the coordinator in the middle of
 one round, as a crash would, to show the job resumes from the ledger.
 
-With a workload (:mod:`fedrelay.demo.workloads`) the job trains on data each worker owns: the
-workload's data is written into the state folder first (one folder per worker, each worker's
-node reading only its own, as ``fedrelay worker run --data`` would), the poster uploads the
-evaluation set into the coordinator's evaluation domain (kept, never served) and, for LoRA, the
-base weights, and the report gives the workload's metric per round and the update blobs' sizes.
+With ``private_data`` (:mod:`fedrelay.demo.private`) the digits job trains on each worker's own
+shard, written as a Parquet file into the worker's folder, and a challenged worker opens the
+examples of the replayed segment. With a workload (:mod:`fedrelay.demo.workloads`) the job
+trains on data each worker owns: the workload's data is written into the state folder first
+(one folder per worker, each worker's node reading only its own, as ``fedrelay worker run
+--data`` would), the poster uploads the evaluation set into the coordinator's evaluation domain
+(kept, never served) and, for LoRA, the base weights, and the report gives the workload's
+metric per round and the update blobs' sizes. The private digits' evaluation set (their
+held-out split) goes to the evaluation domain the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.demo.assembly import DemoNetwork, check_fresh, start_devnet
 from fedrelay.demo.coordinator import RestartableCoordinator
 from fedrelay.demo.outcome import job_rounds, read_outcome
+from fedrelay.demo.private import PrivateDigits, prepare_private_data, privacy_costs
 from fedrelay.demo.progress import DemoProgress, QuietProgress
 from fedrelay.demo.report import CoordinatorRestart, DemoResult
 from fedrelay.demo.settings import REJECTED_SLASH, DemoBackends, DemoError, DemoSettings
@@ -87,15 +92,37 @@ def run_demo(
 
 @dataclass(frozen=True)
 class DemoJob:
-    """The job the demo posts: its configuration, and the workload written out (None for the
-    digits job)."""
+    """The job the demo posts: its configuration, and the workload or the workers' own digits
+    written out (both None for the digits job on published data)."""
 
     config: JobConfig
     workload: PreparedWorkload | None = None
+    private: PrivateDigits | None = None
+
+    @property
+    def worker_data(self) -> tuple[Path, ...] | None:
+        """Each worker's own data folder (None: the tasks name published shards)."""
+        if self.workload is not None:
+            return self.workload.worker_data
+        return self.private.worker_data if self.private is not None else None
+
+    @property
+    def evaluation(self) -> bytes | None:
+        """The poster's evaluation blob (None: the digits' own held-out split)."""
+        if self.workload is not None:
+            return self.workload.evaluation
+        return self.private.evaluation if self.private is not None else None
+
+    def privacy_costs(self) -> tuple[float, ...]:
+        """Each worker's privacy cost on the private digits (empty for other jobs)."""
+        if self.private is None:
+            return ()
+        return privacy_costs(self.config, self.private.examples)
 
 
 def demo_job(settings: DemoSettings, state_dir: Path, progress: DemoProgress) -> DemoJob:
-    """The demo's job; a workload's data is written under ``state_dir / "data"`` first.
+    """The demo's job; a workload's data, or the workers' own digits, is written under
+    ``state_dir / "data"`` first.
 
     A workload's configuration gets the demo's fields (:meth:`DemoSettings.workload_fields`)
     and every segment of a transcript opened, so a cheat is caught whatever segment it hides in
@@ -104,6 +131,13 @@ def demo_job(settings: DemoSettings, state_dir: Path, progress: DemoProgress) ->
     Raises:
         DemoError: The workload cannot be prepared for this many workers.
     """
+    if settings.private_data:
+        progress.step("writing each worker's digits shard into its own folder (Parquet)")
+        try:
+            private = prepare_private_data(state_dir / "data", settings.workers)
+        except ValueError as exc:
+            raise DemoError(f"the private digits: {exc}") from None
+        return DemoJob(settings.job_config(), private=private)
     if settings.workload is None:
         return DemoJob(settings.job_config())
     chosen = workload(settings.workload)
@@ -140,8 +174,7 @@ class _Scenario:
         self.network = DemoNetwork(devnet, keys, state_dir, progress, backends)
         self.job = job
         self.config = job.config
-        evaluation = job.workload.evaluation if job.workload is not None else None
-        self.workbench = JobWorkbench(self.config, evaluation)
+        self.workbench = JobWorkbench(self.config, job.evaluation)
         self.timings: dict[str, float] = {}
         self.restarts: list[CoordinatorRestart] = []
         self.initial_metric: float | None = None
@@ -155,8 +188,9 @@ class _Scenario:
             await network.start_relayer(relayer_url)
             self.coordinator = await network.start_coordinator(coordinator_url)
             store = network.observe_coordinator(coordinator_url)
-            data = self.job.workload.worker_data if self.job.workload is not None else None
-            await network.start_workers(self.settings, self.coordinator.url, store, data)
+            await network.start_workers(
+                self.settings, self.coordinator.url, store, self.job.worker_data
+            )
             posted = time.monotonic()
             job_id = await self._post_job()
             await self._follow(store, job_id)
@@ -165,8 +199,9 @@ class _Scenario:
             self.timings["settlements_s"] = time.monotonic() - posted - self.timings["job_s"]
             await network.stop_workers()
             outcome = await read_outcome(
-                network, self.settings, store, job_id, relayer_url, self.job.workload
-            )
+                network, self.settings, store, job_id, relayer_url, self.job.workload,
+                self.job.privacy_costs(),
+            )  # fmt: skip
         finally:
             await network.close()
         return replace(
@@ -184,8 +219,9 @@ class _Scenario:
         if prepared is not None:
             for blob in prepared.poster_blobs.values():
                 await network.blobs.put(blob, domain=POSTER)
+        if self.job.evaluation is not None:
             # The coordinator keeps the evaluation set and never serves it to a worker.
-            await network.blobs.put(prepared.evaluation, domain=EVALUATION)
+            await network.blobs.put(self.job.evaluation, domain=EVALUATION)
         initial = self.workbench.initial_model(fetch)
         if prepared is not None:  # what a workload's perplexity factor counts from
             self.initial_metric = (await asyncio.to_thread(self.workbench.evaluate, initial))[1]
@@ -201,7 +237,7 @@ class _Scenario:
             config_hash=bytes.fromhex(config_name),
             num_rounds=self.settings.rounds,
             workers_per_round=self.settings.workers,
-            reward_per_round=self.settings.reward_per_round,
+            reward_per_round=self.settings.posted_reward,
             min_stake=REJECTED_SLASH,
             worker_chains=(
                 network.info.chain(WORKER_EVM).wormhole_chain_id,
@@ -213,9 +249,12 @@ class _Scenario:
             progress_timeout=3600,
         )
         posted = await asyncio.to_thread(network.market.post_job, poster, spec)
+        kind = {"private": "on the workers' own digits", "secure": "secure aggregation"}
+        extra = kind.get(self.settings.mode)
         self.progress.note(
             f"job {posted.job_id} posted: {self.settings.rounds} rounds x "
-            f"{self.settings.workers} workers, {self.config.strategy}, every transcript challenged"
+            f"{self.settings.workers} workers, {self.config.strategy}"
+            f"{f', {extra}' if extra else ''}, every transcript challenged"
         )
         return posted.job_id
 

@@ -317,7 +317,7 @@ class WorkerNode:
         """Download, train, mask (secure rounds) and keep the update: the task becomes TRAINED."""
         key = record.key
         inputs = await train.download(self, record, chain_model, chain_config)
-        trained = await train.train(self, key, inputs)
+        trained = await self._local_training(key, inputs)
         selfcheck.check_trained(key, record.shard, inputs, trained)
         if inputs.job.secure_aggregation:
             with self.span("worker.mask", key):
@@ -339,6 +339,10 @@ class WorkerNode:
                 mask_opening=mask.opening_of(self, key),
             )
         )
+
+    async def _local_training(self, key: TaskKey, inputs: train.TaskInputs) -> TrainedUpdate:
+        """The local run of ``key`` on its inputs (the demo's dishonest workers alter it)."""
+        return await train.train(self, key, inputs)
 
     def _finalise_update(self, trained: TrainedUpdate) -> TrainedUpdate:
         """The update as it is kept, uploaded and committed (test subclasses alter it)."""

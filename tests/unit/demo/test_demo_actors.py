@@ -20,4 +20,4 @@ def test_corrupt_sum_worker_changes_the_masked_vector_and_nothing_else() -> None
     plain = encode_blob({"w": np.ones(3, dtype=np.float32)})
     trained = TrainedUpdate(plain, (), bytes(32), bytes(32), 4, 0)
     assert actor._finalise_update(trained) == trained  # the update as masked is what is sent
-    assert DemoSettings(dishonest="sum").dishonest == "sum"
+    assert DemoSettings(dishonest="sum", secure_aggregation=True).dishonest == "sum"

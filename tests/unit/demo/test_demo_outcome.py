@@ -94,7 +94,7 @@ def test_a_cheat_never_caught_is_a_problem() -> None:
         ({"rounds": 0}, "rounds must be at least 1"),
         ({"evm_workers": 1}, "at least 2 workers on each worker chain"),
         ({"solana_workers": 1}, "at least 2 workers on each worker chain"),
-        ({"dishonest": "weights"}, "dishonest must be 'update', 'transcript' or 'sum'"),
+        ({"dishonest": "weights"}, "dishonest must be 'transcript' or 'update'"),
         ({"dishonest_chain": "cosmos"}, "dishonest_chain must be 'evm' or 'solana'"),
         ({"steps": 30, "checkpoint_every": 20}, "must be a multiple of checkpoint_every"),
         ({"min_accuracy": 1.5}, "min_accuracy must be in (0, 1]"),
@@ -125,5 +125,5 @@ def test_the_command_refuses_bad_options_before_starting_anything(tmp_path: Path
     state = tmp_path / "state"
     result = CliRunner().invoke(app, ["demo", "--dishonest", "weights", "--state-dir", str(state)])
     assert result.exit_code == 2
-    assert "dishonest must be 'update', 'transcript' or 'sum'" in result.output
+    assert "dishonest must be 'transcript' or 'update'" in result.output
     assert not state.exists()
