@@ -75,6 +75,10 @@ class _Processed:
     post_balances: list[int]
 
 
+_NEVER_LANDS = ("BlockhashNotFound", "AlreadyProcessed")
+"""Transaction errors (in their RPC JSON form) of a transaction that was never included."""
+
+
 def _err_json(err: Any) -> Any:
     """A solders transaction error in the JSON shape of the RPC API."""
     result = RpcSimulateTransactionResult(err, None, None, None, None)
@@ -274,6 +278,11 @@ class DevnetChain:
                 pre_balances=pre,
                 post_balances=[self.svm.get_balance(k) or 0 for k in keys],
             )
+            if err in _NEVER_LANDS:
+                # Refused for its blockhash as it ran (another transaction moved the slot on
+                # since its preflight): a cluster drops such a transaction, records nothing and
+                # charges nothing; its signature never gets a status.
+                return record
             if err is None or signature not in self._history:
                 self._history[signature] = record
                 # The whole history stays, as on an archive node: pages come from `before`.

@@ -418,4 +418,8 @@ def _program_failure(code: int | None, err: object) -> Failure:
         )
     if code is not None and code in ProgramError._value2member_map_:
         return Failure(FailureKind.REVERTED, f"worker program: {ProgramError(code).name} ({code})")
+    if code is None and "BlockhashNotFound" in str(err):
+        # Refused for its blockhash: it did not execute (no effect, no fee), so it is signed
+        # anew, never given up on.
+        return Failure(FailureKind.EXPIRED, f"transaction can no longer land: {err}")
     return Failure(FailureKind.REVERTED, f"transaction failed: {err}")
