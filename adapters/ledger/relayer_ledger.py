@@ -40,6 +40,7 @@ from fedrelay.ports.relayer_ledger import (
     DeadLetterRecord,
     DeliveryRecord,
     DeliveryStatus,
+    NewVaa,
     ObservationStatus,
     SourceCursorRecord,
     StoredObservation,
@@ -74,6 +75,50 @@ async def insert_once(
     conflict = statement.on_conflict_do_nothing(index_elements=list(unique) or None)
     result = await session.execute(conflict)
     return bool(getattr(result, "rowcount", 0) == 1)
+
+
+_BOUND_VALUES_PER_STATEMENT = 20_000  # under SQLite's and asyncpg's limits (32,766 and 32,767)
+
+
+async def insert_many_once(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    unique: Sequence[str] = (),
+    returning: str | None = None,
+) -> list[Any]:
+    """Insert rows in one statement (one per 20,000 bound values), each unless it would repeat
+    a unique key (of the table's or of a row before it).
+
+    Args:
+        session: The session (and transaction) to insert in.
+        table: The table.
+        rows: The rows, all with the same columns.
+        unique: The columns of the one unique key that may conflict; empty for any.
+        returning: A column whose value to return for each row this call inserted.
+
+    Returns:
+        The `returning` column of the rows inserted (empty without `returning`).
+    """
+    dialect = session.bind.dialect.name if session.bind is not None else ""
+    if dialect not in ("postgresql", "sqlite"):
+        raise UnsupportedDialect(
+            f"insert_many_once supports postgresql and sqlite, not {dialect!r}"
+        )
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    inserted: list[Any] = []
+    if not rows:
+        return inserted
+    per_statement = max(1, _BOUND_VALUES_PER_STATEMENT // max(1, len(rows[0])))
+    for start in range(0, len(rows), per_statement):
+        statement: Any = make(table).values(list(rows[start : start + per_statement]))
+        statement = statement.on_conflict_do_nothing(index_elements=list(unique) or None)
+        if returning is not None:
+            statement = statement.returning(table.c[returning])
+        result = await session.execute(statement)
+        if returning is not None:
+            inserted.extend(result.scalars().all())
+    return inserted
 
 
 def _table(model: type[Any]) -> Table:
@@ -209,6 +254,26 @@ class SqlRelayerLedgerWork:
             .values(status=status)
         )
 
+    async def record_observations(
+        self, observations: Sequence[tuple[Observation, ObservationStatus, str | None]]
+    ) -> None:
+        rows = [_observation_values(*observation) for observation in observations]
+        if rows:
+            await insert_many_once(self.session, _table(ObservationRow), rows)
+
+    async def advance_observations_of(
+        self, digests: Sequence[bytes], status: ObservationStatus,
+        movable: Sequence[ObservationStatus],
+    ) -> None:  # fmt: skip
+        if not digests:
+            return
+        await self.session.execute(
+            update(ObservationRow)
+            .where(ObservationRow.digest.in_(list(digests)), ObservationRow.status.in_(movable))
+            .values(status=status)
+            .execution_options(synchronize_session=False)
+        )
+
     async def live_observations(
         self, chain_id: int, above: int, up_to: int
     ) -> list[StoredObservation]:
@@ -280,6 +345,39 @@ class SqlRelayerLedgerWork:
             ("digest", "guardian_set_index", "guardian_index"),
         )
 
+    async def add_signatures(self, signatures: Sequence[tuple[bytes, int, Signature]]) -> None:
+        rows = [
+            {
+                "digest": digest,
+                "guardian_set_index": guardian_set_index,
+                "guardian_index": signature.guardian_index,
+                "signature": signature.r + signature.s + bytes((signature.v,)),
+            }
+            for digest, guardian_set_index, signature in signatures
+        ]
+        if rows:
+            unique = ("digest", "guardian_set_index", "guardian_index")
+            await insert_many_once(self.session, _table(GuardianSignature), rows, unique)
+
+    async def signatures_over(
+        self, digests: Sequence[bytes]
+    ) -> dict[tuple[bytes, int], list[Signature]]:
+        if not digests:
+            return {}
+        rows = await self.session.execute(
+            select(
+                GuardianSignature.digest, GuardianSignature.guardian_set_index,
+                GuardianSignature.guardian_index, GuardianSignature.signature,
+            )
+            .where(GuardianSignature.digest.in_(list(digests)))
+            .order_by(GuardianSignature.guardian_index)
+        )  # fmt: skip
+        found: dict[tuple[bytes, int], list[Signature]] = {}
+        for digest, set_index, index, raw in rows:
+            signature = Signature(index, raw[:32], raw[32:64], raw[64])
+            found.setdefault((bytes(digest), set_index), []).append(signature)
+        return found
+
     async def signatures(self, digest: bytes, guardian_set_index: int) -> list[Signature]:
         rows = (
             await self.session.scalars(
@@ -323,9 +421,37 @@ class SqlRelayerLedgerWork:
             values["assembled_from"] = assembled_from
         return await insert_once(self.session, _table(StoredVaa), values)
 
+    async def insert_vaas(self, vaas: Sequence[NewVaa]) -> set[bytes]:
+        rows = [
+            {
+                "digest": new.vaa.digest,
+                "emitter_chain": new.vaa.message_id.emitter_chain,
+                "emitter_address": new.vaa.message_id.emitter_address,
+                "sequence": new.vaa.message_id.sequence,
+                "guardian_set_index": new.vaa.guardian_set_index,
+                "num_signatures": len(new.vaa.signatures),
+                "vaa": new.vaa.to_bytes(),
+                "trace_context": new.trace_context,
+                "assembled_from": new.assembled_from,
+            }
+            for new in vaas
+        ]
+        if not rows:
+            return set()
+        inserted = await insert_many_once(self.session, _table(StoredVaa), rows, returning="digest")
+        return {bytes(digest) for digest in inserted}
+
     async def stored_vaa(self, digest: bytes) -> StoredVaaRecord | None:
         row = await self.session.get(StoredVaa, digest)
         return None if row is None else _vaa(row)
+
+    async def stored_vaas(self, digests: Sequence[bytes]) -> dict[bytes, StoredVaaRecord]:
+        if not digests:
+            return {}
+        rows = await self.session.scalars(
+            select(StoredVaa).where(StoredVaa.digest.in_(list(digests)))
+        )
+        return {bytes(row.digest): _vaa(row) for row in rows}
 
     async def vaa_of_message(self, message_id: MessageId) -> StoredVaaRecord | None:
         row = await self.session.scalar(

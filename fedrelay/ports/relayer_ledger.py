@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Protocol
 
 from fedrelay.ports.relay import SignedDelivery
-from fedrelay.protocol.wormhole import MessageId, Signature
+from fedrelay.protocol.wormhole import MessageId, Signature, Vaa
 from fedrelay.protocol.wormhole.observation import Observation
 
 # --- states ---------------------------------------------------------------------------------------
@@ -106,6 +106,15 @@ class StoredVaaRecord:
     message_id: MessageId
     vaa: bytes
     assembled_from: str | None
+
+
+@dataclass(frozen=True)
+class NewVaa:
+    """A VAA to store, with its trace and the bus position of the record that assembled it."""
+
+    vaa: Vaa
+    trace_context: str | None
+    assembled_from: str
 
 
 @dataclass(frozen=True)
@@ -209,6 +218,20 @@ class RelayerLedgerWork(Protocol):
         """Set `status` on the observation of `digest` when its status is one of `movable`."""
         ...
 
+    async def record_observations(
+        self, observations: Sequence[tuple[Observation, ObservationStatus, str | None]]
+    ) -> None:
+        """:meth:`record_observation` for each (observation, status, trace context), in one
+        statement; one repeating a stored or an earlier one's key is left out."""
+        ...
+
+    async def advance_observations_of(
+        self, digests: Sequence[bytes], status: ObservationStatus,
+        movable: Sequence[ObservationStatus],
+    ) -> None:  # fmt: skip
+        """:meth:`advance_observations` for every digest of `digests`, in one statement."""
+        ...
+
     async def live_observations(
         self, chain_id: int, above: int, up_to: int
     ) -> list[StoredObservation]:
@@ -242,6 +265,18 @@ class RelayerLedgerWork(Protocol):
         """Insert once a guardian's signature over `digest`; True if inserted."""
         ...
 
+    async def add_signatures(self, signatures: Sequence[tuple[bytes, int, Signature]]) -> None:
+        """:meth:`add_signature` for each (digest, guardian set index, signature), in one
+        statement; the first of a repeated key is the one kept."""
+        ...
+
+    async def signatures_over(
+        self, digests: Sequence[bytes]
+    ) -> dict[tuple[bytes, int], list[Signature]]:
+        """The stored signatures over each of `digests`, by (digest, guardian set index), each
+        list by guardian index; a digest without any is absent."""
+        ...
+
     async def signatures(self, digest: bytes, guardian_set_index: int) -> list[Signature]:
         """The stored signatures over `digest` in one guardian set, by guardian index."""
         ...
@@ -260,8 +295,17 @@ class RelayerLedgerWork(Protocol):
         """Insert once a VAA (unique per digest and per message id); True if inserted."""
         ...
 
+    async def insert_vaas(self, vaas: Sequence[NewVaa]) -> set[bytes]:
+        """Insert once each VAA (unique per digest and per message id, also among `vaas`), in
+        one statement; the digests of those inserted."""
+        ...
+
     async def stored_vaa(self, digest: bytes) -> StoredVaaRecord | None:
         """The VAA stored under `digest`."""
+        ...
+
+    async def stored_vaas(self, digests: Sequence[bytes]) -> dict[bytes, StoredVaaRecord]:
+        """The VAAs stored under any of `digests`, by digest."""
         ...
 
     async def vaa_of_message(self, message_id: MessageId) -> StoredVaaRecord | None:

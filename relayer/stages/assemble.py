@@ -9,11 +9,12 @@ a crash emits again (the first emission was never committed), while a duplicate 
 signature for an assembled digest emits nothing.
 
 A polled batch is stored in one ledger transaction (:meth:`Assembler.process_batch`): with one
-transaction per signature, the commits were most of the stage's time. The records are applied in
-bus order inside it, so the outcome is the one record-by-record processing gives; a replay of the
-batch after a crash finds the same rows and emits the same VAAs. If the batch's transaction fails
-(a conflicting body, the ledger away), nothing of it is stored and each record is processed again
-on its own, so one bad record is judged alone and the rest flow on.
+transaction per signature, the commits were most of the stage's time. Inside it the batch costs a
+fixed number of statements whatever its size (:func:`collect_signatures`: bulk inserts and reads),
+and the records are applied as in bus order, so the outcome is the one record-by-record processing
+gives; a replay of the batch after a crash finds the same rows and emits the same VAAs. If the
+batch's transaction fails (a conflicting body, the ledger away), nothing of it is stored and each
+record is processed again on its own, so one bad record is judged alone and the rest flow on.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fedrelay.ports.bus import Record
-from fedrelay.ports.relayer_ledger import ObservationStatus, RelayerLedger, RelayerLedgerWork
+from fedrelay.ports.relayer_ledger import (
+    NewVaa,
+    ObservationStatus,
+    RelayerLedger,
+    RelayerLedgerWork,
+)
 from fedrelay.protocol.tracing import traceparent
 from fedrelay.protocol.wormhole import (
     GuardianIndexOutOfRange,
@@ -138,39 +144,124 @@ async def store_vaa_once(work: RelayerLedgerWork, vaa: Vaa, position: str) -> bo
     return stored.assembled_from == position
 
 
-async def collect_signature(
-    work: RelayerLedgerWork,
-    message: GuardianSignatureMessage,
-    quorum: int,
-    position: str,
-    attested: set[bytes] | None = None,
-) -> Vaa | None:
-    """Store one checked signature; the VAA when this record is the one that emits it.
+@dataclass(frozen=True)
+class Collected:
+    """A checked signature on its way to the ledger."""
 
-    Args:
-        work: An open transaction on the ledger.
-        message: A signature that passed :func:`check_signature`.
-        quorum: Signatures the guardian set needs.
-        position: The bus position of the record carrying the signature.
-        attested: Digests whose observation `work` has already stored as attested (or beyond);
-            their observation is not written again (it would change nothing). Updated.
+    message: GuardianSignatureMessage
+    quorum: int  # signatures its guardian set needs
+    position: str  # the bus position of the record carrying it
+    trace_context: str | None  # the record's trace, kept on the rows it writes
+
+
+@dataclass
+class _Assembly:
+    """A VAA one signature of the batch completed, and who emits it once it is stored."""
+
+    vaa: Vaa
+    position: str
+    emitter: str = ""  # the position of the record whose VAA the ledger keeps
+    stored: Vaa | None = None  # that VAA
+
+
+async def collect_signatures(
+    work: RelayerLedgerWork, items: Sequence[Collected]
+) -> list[Vaa | None]:
+    """Store checked signatures, in order; per item, the VAA when its record is the one that
+    emits it.
+
+    The outcome is the one storing them one by one gives: a signature counts towards its
+    digest's quorum with those stored before it and those of the items before it, the item that
+    completes the quorum stores the VAA (unless one is stored under the digest), and only the
+    record that stored it emits it, again when it is replayed. The ledger work is a fixed number
+    of statements whatever the number of items: the signatures and VAAs held are read before
+    the batch's own are written, and which item completes which quorum is worked out from them.
+
+    Raises:
+        ConflictingVaa: The ledger holds, or the batch completes, a VAA with another body for
+            the message id of one the batch completes.
     """
-    if attested is None or message.digest not in attested:
-        await store_observation(work, message.observation, ObservationStatus.ATTESTED)
-        if attested is not None:
-            attested.add(message.digest)
-    await work.add_signature(message.digest, message.guardian_set_index, message.signature)
-    existing = await work.stored_vaa(message.digest)
-    if existing is not None:  # assembled before: only a replay of the assembling record emits
-        return parse_vaa(existing.vaa) if existing.assembled_from == position else None
-    signatures = await work.signatures(message.digest, message.guardian_set_index)
-    if len(signatures) < quorum:
-        return None
-    vaa = build_vaa(message.observation, message.guardian_set_index, signatures)
-    if not await store_vaa_once(work, vaa, position):
-        return None
-    await store_observation(work, message.observation, ObservationStatus.ASSEMBLED)
-    return vaa
+    if not items:
+        return []
+    first: dict[bytes, Collected] = {}
+    for item in items:
+        first.setdefault(item.message.digest, item)
+    digests = list(first)
+    await work.record_observations(
+        [(item.message.observation, ObservationStatus.ATTESTED, item.trace_context)
+         for item in first.values()]
+    )  # fmt: skip
+    await work.advance_observations_of(
+        digests, ObservationStatus.ATTESTED, [ObservationStatus.OBSERVED]
+    )
+    stored = await work.stored_vaas(digests)
+    held = {
+        key: {signature.guardian_index: signature for signature in signatures}
+        for key, signatures in (
+            await work.signatures_over([digest for digest in digests if digest not in stored])
+        ).items()
+    }
+    await work.add_signatures(
+        [(item.message.digest, item.message.guardian_set_index, item.message.signature)
+         for item in items]
+    )  # fmt: skip
+
+    assemblies: dict[bytes, _Assembly] = {}  # digests whose quorum an item completes
+    for item in items:
+        message = item.message
+        if message.digest in stored or message.digest in assemblies:
+            continue
+        known = held.setdefault((message.digest, message.guardian_set_index), {})
+        known.setdefault(message.signature.guardian_index, message.signature)
+        if len(known) >= item.quorum:
+            vaa = build_vaa(message.observation, message.guardian_set_index, list(known.values()))
+            assemblies[message.digest] = _Assembly(vaa, item.position)
+    await _store_assemblies(work, assemblies, items)
+
+    outcomes: list[Vaa | None] = []
+    for item in items:
+        digest = item.message.digest
+        if digest in stored:  # assembled before the batch: only its assembling record emits
+            earlier = stored[digest]
+            emits = earlier.assembled_from == item.position
+            outcomes.append(parse_vaa(earlier.vaa) if emits else None)
+        elif digest in assemblies and assemblies[digest].emitter == item.position:
+            outcomes.append(assemblies[digest].stored)
+        else:
+            outcomes.append(None)
+    return outcomes
+
+
+async def _store_assemblies(
+    work: RelayerLedgerWork, assemblies: dict[bytes, _Assembly], items: Sequence[Collected]
+) -> None:
+    """Store the VAAs the batch completed; set who emits each (see :func:`collect_signatures`)."""
+    if not assemblies:
+        return
+    traces = {item.position: item.trace_context for item in items}
+    inserted = await work.insert_vaas(
+        [NewVaa(one.vaa, traces[one.position], one.position) for one in assemblies.values()]
+    )
+    refused = [digest for digest in assemblies if digest not in inserted]
+    others = await work.stored_vaas(refused)
+    for digest, one in assemblies.items():
+        if digest in inserted:
+            one.emitter, one.stored = one.position, one.vaa
+            continue
+        other = others.get(digest)
+        if other is None:  # the conflict was on the message id: a different body was signed
+            raise ConflictingVaa(
+                f"a VAA with another body is stored for {message_label(one.vaa.message_id)}; "
+                f"0x{digest.hex()} is refused"
+            )
+        one.emitter = other.assembled_from or ""
+        one.stored = one.vaa if one.emitter == one.position else parse_vaa(other.vaa)
+    emitted = [digest for digest, one in assemblies.items() if one.emitter == one.position]
+    await work.advance_observations_of(
+        emitted,
+        ObservationStatus.ASSEMBLED,
+        [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED],
+    )
 
 
 # --- the stage ------------------------------------------------------------------------------------
@@ -189,8 +280,9 @@ class Assembler:
     async def process(self, record: Record) -> StageResult:
         """Check and store the signature; emit the VAA if this record completes its quorum."""
         message, quorum = self._checked(record)
+        item = Collected(message, quorum, position_of(record), traceparent())
         async with self.ledger.transaction() as work:
-            vaa = await collect_signature(work, message, quorum, position_of(record))
+            [vaa] = await collect_signatures(work, [item])
         return self._result(message, vaa)
 
     async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
@@ -201,7 +293,7 @@ class Assembler:
         stored again on its own (see the module docstring).
         """
         outcomes: list[StageResult | Exception] = []
-        checked: list[tuple[int, GuardianSignatureMessage, int]] = []
+        checked: list[tuple[int, Collected]] = []
         for index, record in enumerate(records):
             try:
                 message, quorum = self._checked(record)
@@ -209,22 +301,20 @@ class Assembler:
                 outcomes.append(exc)
                 continue
             outcomes.append(_UNSTORED)  # replaced below, once the ledger has stored it
-            checked.append((index, message, quorum))
+            with record_context(record):
+                trace = traceparent()
+            checked.append((index, Collected(message, quorum, position_of(record), trace)))
 
         async def store(
-            work: RelayerLedgerWork, items: Sequence[tuple[int, GuardianSignatureMessage, int]]
+            work: RelayerLedgerWork, items: Sequence[tuple[int, Collected]]
         ) -> list[StageResult]:
-            attested: set[bytes] = set()  # observations this transaction stored as attested
-            results = []
-            for index, message, quorum in items:
-                position = position_of(records[index])
-                with record_context(records[index]):
-                    vaa = await collect_signature(work, message, quorum, position, attested)
-                results.append(self._result(message, vaa))
-            return results
+            vaas = await collect_signatures(work, [item for _, item in items])
+            return [
+                self._result(item.message, vaa) for (_, item), vaa in zip(items, vaas, strict=True)
+            ]
 
         stored = await store_batch(self.ledger, checked, store)
-        for (index, _, _), outcome in zip(checked, stored, strict=True):
+        for (index, _), outcome in zip(checked, stored, strict=True):
             outcomes[index] = outcome
         return outcomes
 

@@ -10,7 +10,7 @@ from typing import cast
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from support.relayer import (
     CountingLedger,
@@ -307,3 +307,44 @@ async def test_a_batch_whose_transaction_fails_is_judged_record_by_record(
     async with sessions() as session:
         digests = set((await session.scalars(select(StoredVaa.digest))).all())
     assert digests == {original.digest, other.digest}
+
+
+async def test_a_batch_costs_the_same_ledger_statements_whatever_its_size(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    engine = sessions.kw["bind"]
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS)
+    offset = 0
+
+    async def statements_of_a_batch(observations: int, first_sequence: int) -> int:
+        nonlocal offset
+        messages = [
+            message
+            for sequence in range(first_sequence, first_sequence + observations)
+            # 3 completes the quorum, the second 3 is a duplicate, 4 comes late
+            for message in signature_messages(
+                sample_observation(sequence), SIGNERS, [0, 1, 2, 3, 3, 4]
+            )
+        ]
+        records = [_record(message, offset + i) for i, message in enumerate(messages)]
+        offset += len(records)
+        statements.clear()
+        outcomes = await assembler.process_batch(records)
+        emitting = [i for i, o in enumerate(outcomes) if isinstance(o, StageResult) and o.outputs]
+        assert emitting == [6 * n + 3 for n in range(observations)]
+        return len(statements)
+
+    small = await statements_of_a_batch(1, 50)
+    large = await statements_of_a_batch(16, 60)
+    event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert small == large
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(StoredVaa)) == 17
+        statuses = set((await session.scalars(select(ObservationRow.status))).all())
+    assert statuses == {ObservationStatus.ASSEMBLED}
