@@ -1,6 +1,7 @@
 """Test support for the relayer: sample observations, signature messages, a bus reader, a
 stand-in for the Wormhole guardian REST API on a loopback port, an assembler that dies between a
-batch's ledger commit and its hand-off, and a ledger that counts its transactions.
+batch's ledger commit and its hand-off, a ledger that counts its transactions, and a counter of
+the SQL statements an engine runs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger, SqlRelayerLedgerWork
 from fedrelay.ports.bus import Bus, Record
@@ -216,3 +220,20 @@ class CountingLedger(SqlRelayerLedger):
         """A transaction, counted."""
         self.opened += 1
         return super().transaction()
+
+
+@contextmanager
+def statements_run(sessions: async_sessionmaker[AsyncSession]) -> Iterator[list[str]]:
+    """The SQL statements the sessions' engine sends to the database while the block runs (one
+    per round trip: a bulk insert is one), in order."""
+    engine = sessions.kw["bind"]
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)

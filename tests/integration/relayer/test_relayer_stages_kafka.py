@@ -18,6 +18,7 @@ from support.relayer import (
     sample_observation,
     signature_messages,
     signed_vaa_bytes,
+    statements_run,
     wait_until,
 )
 from support.wormhole import guardian_set, guardian_signers
@@ -289,3 +290,61 @@ async def test_fetch_stage_on_kafka_waits_for_the_guardians(
         await api.aclose()
     sequences = [decode_as(r.value, SignedVaa).message_id.sequence for r in got]
     assert sequences == [first.sequence, second.sequence]  # the repeated observation adds none
+
+
+async def test_an_assemble_batch_on_postgresql_is_a_few_statements_judged_as_one_by_one(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS)
+    statements: list[str] = []
+
+    async def assemble(messages: list[GuardianSignatureMessage]) -> list[StageResult | Exception]:
+        records = [
+            Record("signatures", 0, offset, message.digest, encode_message(message))
+            for offset, message in enumerate(messages, start=random.randrange(1 << 40))
+        ]
+        with statements_run(sessions) as run:
+            outcomes = list(await assembler.process_batch(records))
+        statements[:] = run
+        return outcomes
+
+    def emitting(outcomes: list[StageResult | Exception]) -> list[int]:
+        return [i for i, o in enumerate(outcomes) if isinstance(o, StageResult) and o.outputs]
+
+    # 2 completes each quorum, the second 2 is a duplicate and 3 comes late
+    small, large = _observations(1), _observations(8)
+    outcomes = await assemble(
+        [m for o in small for m in signature_messages(o, SIGNERS, [0, 1, 2, 2, 3])]
+    )
+    assert emitting(outcomes) == [2]
+    few = len(statements)
+    outcomes = await assemble(
+        [m for o in large for m in signature_messages(o, SIGNERS, [0, 1, 2, 2, 3])]
+    )
+    assert emitting(outcomes) == [5 * i + 2 for i in range(8)]
+    assert len(statements) == few
+
+    # a second body for a message id fails the batch's transaction: each record alone then
+    original = _observations(1)[0]
+    rival = sample_observation(original.sequence, payload=b"\x02\x01" + bytes(42))
+    other = _observations(1)[0]
+    outcomes = await assemble(
+        [
+            *signature_messages(original, SIGNERS, [0, 1, 2]),
+            *signature_messages(rival, SIGNERS, [0, 1, 2]),
+            *signature_messages(other, SIGNERS, [0, 1, 2]),
+        ]
+    )
+    assert emitting(outcomes) == [2, 8]
+    assert [type(o).__name__ for o in outcomes if isinstance(o, Exception)] == ["ConflictingVaa"]
+    async with sessions() as session:
+        stored = set(
+            (
+                await session.scalars(
+                    select(StoredVaa.digest).where(
+                        StoredVaa.digest.in_([original.digest, rival.digest, other.digest])
+                    )
+                )
+            ).all()
+        )
+    assert stored == {original.digest, other.digest}

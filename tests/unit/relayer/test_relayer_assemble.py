@@ -10,7 +10,7 @@ from typing import cast
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from support.relayer import (
     CountingLedger,
@@ -18,6 +18,7 @@ from support.relayer import (
     read_topic,
     sample_observation,
     signature_messages,
+    statements_run,
 )
 from support.wormhole import guardian_set, guardian_signers
 
@@ -312,13 +313,6 @@ async def test_a_batch_whose_transaction_fails_is_judged_record_by_record(
 async def test_a_batch_costs_the_same_ledger_statements_whatever_its_size(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    engine = sessions.kw["bind"]
-    statements: list[str] = []
-
-    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        statements.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
     assembler = Assembler(SqlRelayerLedger(sessions), SETS)
     offset = 0
 
@@ -334,15 +328,14 @@ async def test_a_batch_costs_the_same_ledger_statements_whatever_its_size(
         ]
         records = [_record(message, offset + i) for i, message in enumerate(messages)]
         offset += len(records)
-        statements.clear()
-        outcomes = await assembler.process_batch(records)
+        with statements_run(sessions) as statements:
+            outcomes = await assembler.process_batch(records)
         emitting = [i for i, o in enumerate(outcomes) if isinstance(o, StageResult) and o.outputs]
         assert emitting == [6 * n + 3 for n in range(observations)]
         return len(statements)
 
     small = await statements_of_a_batch(1, 50)
     large = await statements_of_a_batch(16, 60)
-    event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert small == large
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(StoredVaa)) == 17
