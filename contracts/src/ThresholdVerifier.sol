@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {IMessageCore} from "./interfaces/IMessageCore.sol";
+import {VaaBody} from "./libraries/VaaBody.sol";
 
 /// @title ThresholdVerifier
 /// @notice Verifies version-2 VAAs: one threshold Schnorr signature standing for a guardian set
@@ -28,7 +29,7 @@ contract ThresholdVerifier {
     uint8 internal constant ACTION_APPEND_KEY = 1;
     uint256 internal constant APPEND_KEY_SIZE = 76;
     uint256 internal constant HEADER_SIZE = 57;
-    uint256 internal constant BODY_HEADER_SIZE = 51;
+    uint256 internal constant BODY_HEADER_SIZE = VaaBody.FIXED_SIZE;
 
     /// @notice A threshold key: x coordinate, y parity, the guardian set it stands for, and when it
     /// stops being accepted (0 while it is the newest).
@@ -147,16 +148,8 @@ contract ThresholdVerifier {
         if (encoded.length < HEADER_SIZE + BODY_HEADER_SIZE) {
             revert MalformedVaa(encoded.length, HEADER_SIZE + BODY_HEADER_SIZE);
         }
-        bytes calldata body = encoded[HEADER_SIZE:];
         vm.version = uint8(encoded[0]);
-        vm.timestamp = uint32(bytes4(body[0:4]));
-        vm.nonce = uint32(bytes4(body[4:8]));
-        vm.emitterChainId = uint16(bytes2(body[8:10]));
-        vm.emitterAddress = bytes32(body[10:42]);
-        vm.sequence = uint64(bytes8(body[42:50]));
-        vm.consistencyLevel = uint8(body[50]);
-        vm.payload = body[BODY_HEADER_SIZE:];
-        vm.hash = keccak256(abi.encodePacked(keccak256(body)));
+        VaaBody.read(encoded[HEADER_SIZE:], vm);
         if (vm.version != 2) return (vm, false, "VM version incompatible");
         (valid, reason, vm.guardianSetIndex) = _verify(encoded, vm.hash);
     }

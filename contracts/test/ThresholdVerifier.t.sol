@@ -113,6 +113,19 @@ contract ThresholdVerifierTest is Guardians {
         }
     }
 
+    /// The mulmod cases the C limb arithmetic is checked against hold for the EVM's mulmod too.
+    function test_vectors_mulmodCases() public view {
+        uint256 n = _count(".mulmod");
+        assertTrue(n >= 10, "mulmod cases");
+        for (uint256 i = 0; i < n; ++i) {
+            string memory at = _at("mulmod", i);
+            uint256 a = uint256(bytes32(vm.parseJsonBytes(vectors, string.concat(at, ".a"))));
+            uint256 b = uint256(bytes32(vm.parseJsonBytes(vectors, string.concat(at, ".b"))));
+            uint256 product = uint256(bytes32(vm.parseJsonBytes(vectors, string.concat(at, ".product"))));
+            assertEq(mulmod(a, b, CURVE_ORDER), product, at);
+        }
+    }
+
     /// Changing any single byte of a valid vector makes it unverifiable.
     /// forge-config: default.fuzz.runs = 64
     function testFuzz_vectors_anyByteChangeBreaksVerification(uint256 at, uint8 flip) public {

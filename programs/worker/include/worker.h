@@ -377,6 +377,10 @@ u64 load_guardian_set(const Context *ctx, Account *account, u32 index, GuardianS
  * recovery id `v` over `hash`; false if none recovers. */
 bool recover_address(const u8 *hash, u8 v, const u8 *rs, u8 *address);
 
+/* ---- buffer.c ----------------------------------------------------------------------------- */
+/* The VAA held in a buffer that `authority` owns (the buffer writable, its length in bounds). */
+u64 load_vaa_buffer(const Context *ctx, Account *buffer, const Account *authority, Bytes *vaa);
+
 /* ---- threshold.c ----------------------------------------------------------------------------- */
 u64 load_threshold_key(const Context *ctx, Account *account, u32 index, ThresholdKey **out);
 

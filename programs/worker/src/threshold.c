@@ -128,18 +128,9 @@ u64 process_append_threshold_key(Context *ctx) {
   }
   Config *config;
   TRY(load_config(ctx, config_account, false, &config));
-  TRY(require_program_account(ctx, buffer, KIND_BUFFER, sizeof(BufferHeader)));
-  TRY(require_writable(buffer));
-  BufferHeader *header = (BufferHeader *)account_data(buffer);
-  if (!equal(header->authority, account_key(payer), 32)) {
-    return ERR_WRONG_ACCOUNT;
-  }
-  if (sizeof(BufferHeader) + header->length > account_data_len(buffer)) {
-    return ERR_BUFFER_BOUNDS;
-  }
-
+  Bytes vaa_bytes;
+  TRY(load_vaa_buffer(ctx, buffer, payer, &vaa_bytes));
   VerifiedVaa vaa;
-  Bytes vaa_bytes = {account_data(buffer) + sizeof(BufferHeader), header->length};
   TRY(verify_guardian_vaa(ctx, set_account, &vaa_bytes, &vaa));
   static const u8 GOVERNANCE_EMITTER[32] = {[31] = 4};
   if (vaa.guardian_set_index != config->guardian_set_index ||

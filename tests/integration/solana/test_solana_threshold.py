@@ -14,6 +14,7 @@ from solders.account import Account
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
+from test_solana_vectors import _store_expiration  # the vector deployments' guardian sets
 
 from fedrelay.adapters.devnet.guardians import guardian_signers, threshold_key
 from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet
@@ -22,11 +23,7 @@ from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana import pda
 from fedrelay.adapters.solana.client import Receipt, WorkerProgramClient
 from fedrelay.adapters.solana.errors import TransactionFailed
-from fedrelay.adapters.solana.layout import (
-    GuardianSetAccount,
-    ProgramError,
-    ThresholdKeyAccount,
-)
+from fedrelay.adapters.solana.layout import ProgramError, ThresholdKeyAccount
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL
 from fedrelay.protocol.wormhole import Vaa, VaaBody, keccak256, sign_vaa
 from fedrelay.protocol.wormhole import threshold as tss
@@ -92,20 +89,6 @@ def _install(devnet: SolanaDevnet, program_id: Pubkey, key: dict[str, Any]) -> N
     devnet.chain.set_account(address, Account(lamports, record.to_bytes(), program_id, False, 0))
 
 
-def _store_expiration(
-    devnet: SolanaDevnet, program_id: Pubkey, index: int, expiration: int
-) -> None:
-    address = pda.guardian_set_address(program_id, index)
-    account = devnet.chain.account(address)
-    assert account is not None
-    stored = GuardianSetAccount.decode(bytes(account.data))
-    patched = GuardianSetAccount(stored.index, expiration, stored.addresses, stored.bump)
-    devnet.chain.set_account(
-        address,
-        Account(account.lamports, patched.to_bytes(), account.owner, False, account.rent_epoch),
-    )
-
-
 async def _deliver_vector(
     devnet: SolanaDevnet, rpc: AsyncClient, elf: bytes, case: dict[str, Any]
 ) -> ProgramError:
@@ -142,26 +125,27 @@ async def _deliver_vector(
         devnet.chain.set_time(None)
 
 
-@pytest.mark.parametrize("case", VECTORS["valid"], ids=lambda c: c["name"])
-async def test_valid_threshold_vector_verifies_in_the_program(
+CASES = [pytest.param(case, None, id=case["name"]) for case in VECTORS["valid"]] + [
+    pytest.param(case, EXPECTED_FOR_REASON[case["error"]], id=case["name"])
+    for case in VECTORS["invalid"]
+]
+
+
+@pytest.mark.parametrize(("case", "expected"), CASES)
+async def test_threshold_vector_in_the_program(
     solana_devnet: SolanaDevnet,
     solana_rpc: AsyncClient,
     worker_program_elf: bytes,
     case: dict[str, Any],
+    expected: ProgramError | None,
 ) -> None:
+    """A valid vector verifies and is refused only after verification (its payload is not for
+    this program); an invalid one is refused for its reason."""
     error = await _deliver_vector(solana_devnet, solana_rpc, worker_program_elf, case)
-    assert error in AFTER_VERIFICATION
-
-
-@pytest.mark.parametrize("case", VECTORS["invalid"], ids=lambda c: c["name"])
-async def test_invalid_threshold_vector_is_rejected_for_its_reason(
-    solana_devnet: SolanaDevnet,
-    solana_rpc: AsyncClient,
-    worker_program_elf: bytes,
-    case: dict[str, Any],
-) -> None:
-    error = await _deliver_vector(solana_devnet, solana_rpc, worker_program_elf, case)
-    assert error == EXPECTED_FOR_REASON[case["error"]]
+    if expected is None:
+        assert error in AFTER_VERIFICATION
+    else:
+        assert error == expected
 
 
 # ---- governance, rotation, cost ---------------------------------------------------------------
