@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole.guardians import GuardianSet, GuardianSigner
+from fedrelay.protocol.wormhole.threshold import DealtKey, deal, group_secret_from_seed
 
 WORMHOLE_DEVNET_GUARDIAN_KEY = bytes.fromhex(
     "cfb12303a19cde580bb4dd771639b0d26bc68353645571a8cff516ab2ee113a0"
@@ -31,3 +32,14 @@ def guardian_set(count: int, index: int = 0, expiration_time: int = 0) -> Guardi
     """Return the guardian set of test guardians 0..count-1."""
     addresses = tuple(s.address for s in guardian_signers(count))
     return GuardianSet(index=index, addresses=addresses, expiration_time=expiration_time)
+
+
+def threshold_key(count: int, guardian_set_index: int = 0) -> DealtKey:
+    """Return the devnet threshold key of test guardians 0..count-1 (guardian set
+    ``guardian_set_index``), dealt with threshold floor(2n/3)+1 from a fixed, public seed.
+
+    Signing with it uses deterministic nonces (``threshold.sign_digest``), which is unsafe with
+    untrusted co-signers: devnet, tests and benchmarks only.
+    """
+    seed = f"fedrelay test threshold key {count}/{guardian_set_index}".encode()
+    return deal(group_secret_from_seed(seed), count, seed=seed)

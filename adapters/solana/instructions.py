@@ -401,6 +401,34 @@ def receive_from_buffer(
     return Instruction(program_id, bytes([Tag.RECEIVE_FROM_BUFFER]) + _pairs(delivery), accounts)
 
 
+def append_threshold_key(
+    program_id: Pubkey,
+    payer: Pubkey,
+    buffer_id: int,
+    *,
+    guardian_set_index: int,
+    index: int,
+    previous_guardian_set_index: int | None = None,
+) -> Instruction:
+    """Append threshold key `index` from the governance VAA in buffer `buffer_id` (signed by the
+    current guardian set `guardian_set_index`), then close the buffer. From index 1 on, the
+    previous key and the guardian set it stands for come along: the previous key expires."""
+    accounts = [
+        _meta(payer, signer=True, writable=True),
+        _meta(pda.config_address(program_id)),
+        _meta(pda.guardian_set_address(program_id, guardian_set_index)),
+        _meta(pda.threshold_key_address(program_id, index), writable=True),
+        _meta(SYSTEM_PROGRAM_ID),
+        _meta(pda.buffer_address(program_id, payer, buffer_id), writable=True),
+    ]
+    if index > 0:
+        if previous_guardian_set_index is None:
+            raise InstructionArgumentError("a key after the first needs the previous key's set")
+        accounts.append(_meta(pda.threshold_key_address(program_id, index - 1), writable=True))
+        accounts.append(_meta(pda.guardian_set_address(program_id, previous_guardian_set_index)))
+    return Instruction(program_id, bytes([Tag.APPEND_THRESHOLD_KEY]), accounts)
+
+
 def close_buffer(program_id: Pubkey, authority: Pubkey, buffer_id: int) -> Instruction:
     """Close an unused VAA buffer and return its rent."""
     accounts = [

@@ -36,6 +36,7 @@ class Instruction(IntEnum):
     STAKE = 11
     RELEASE_EXPIRED_TASK = 12
     CLAIM_SLASHED = 13
+    APPEND_THRESHOLD_KEY = 16
 
 
 class ProgramError(IntEnum):
@@ -85,6 +86,11 @@ class ProgramError(IntEnum):
     STALE_SEQUENCE = 42
     BATCH_INCOMPLETE = 43
     NOTHING_TO_CLAIM = 44
+    UNKNOWN_THRESHOLD_KEY = 45
+    THRESHOLD_KEY_EXPIRED = 46
+    NOT_GOVERNANCE = 47
+    GOVERNANCE_PAYLOAD = 48
+    THRESHOLD_KEY_EXISTS = 49
 
 
 _KIND_BASE = 0x594C524600000000
@@ -101,10 +107,12 @@ class Kind(IntEnum):
     MESSAGE = _KIND_BASE | 6
     BUFFER = _KIND_BASE | 7
     VAULT = _KIND_BASE | 8
+    THRESHOLD_KEY = _KIND_BASE | 9
 
 
 _CONFIG = struct.Struct("<Q32s32sQQQQQIHBBB7x")
 _GUARDIAN_SET = struct.Struct("<QQIBB2x")
+_THRESHOLD_KEY = struct.Struct("<Q32sQIIBB6x")
 _WORKER = struct.Struct("<Q32s32sQQQQQIIB7x")
 _TASK = struct.Struct("<Q32s32s32sQQQQIIBBBBB3x")
 _CONSUMED = struct.Struct("<Q32sIHBBQII")
@@ -181,6 +189,39 @@ class GuardianSetAccount:
         )
         keys = b"".join(self.addresses).ljust(20 * MAX_GUARDIANS, b"\0")
         return (head + keys).ljust(GUARDIAN_SET_ACCOUNT_LEN, b"\0")
+
+
+@dataclass(frozen=True)
+class ThresholdKeyAccount:
+    """A threshold key for version-2 VAAs (PDA ["threshold_key", index u32 BE]); 64 bytes.
+
+    ``public_key`` is the 33-byte compressed key; ``expiration_time`` is 0 while it is the newest.
+    """
+
+    index: int
+    public_key: bytes
+    guardian_set_index: int
+    expiration_time: int
+    bump: int
+
+    @classmethod
+    def decode(cls, data: bytes) -> ThresholdKeyAccount:
+        """Decode the account's data."""
+        _check(data, _THRESHOLD_KEY, Kind.THRESHOLD_KEY)
+        _, px, expiration, index, set_index, parity, bump = _THRESHOLD_KEY.unpack_from(data)
+        return cls(index, bytes((2 + parity,)) + px, set_index, expiration, bump)
+
+    def to_bytes(self) -> bytes:
+        """The account data the program would hold for this key."""
+        return _THRESHOLD_KEY.pack(
+            Kind.THRESHOLD_KEY,
+            self.public_key[1:],
+            self.expiration_time,
+            self.index,
+            self.guardian_set_index,
+            self.public_key[0] - 2,
+            self.bump,
+        )
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,11 @@ def guardian_set_address(program_id: Pubkey, index: int) -> Pubkey:
     return _find(program_id, b"guardian_set", struct.pack(">I", index))
 
 
+def threshold_key_address(program_id: Pubkey, index: int) -> Pubkey:
+    """Threshold key `index` (version-2 VAAs): ["threshold_key", index u32 BE]."""
+    return _find(program_id, b"threshold_key", struct.pack(">I", index))
+
+
 def worker_address(program_id: Pubkey, worker: Pubkey) -> Pubkey:
     """A worker's stake record: ["worker", worker key]."""
     return _find(program_id, b"worker", bytes(worker))

@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {IMessageCore} from "./interfaces/IMessageCore.sol";
 import {Owned} from "./base/Owned.sol";
+import {VaaBody} from "./libraries/VaaBody.sol";
 
 /// @title MessageCore
 /// @notice fedrelay's own implementation of the Wormhole core subset in `IMessageCore`: message
@@ -13,7 +14,7 @@ contract MessageCore is IMessageCore, Owned {
     /// @dev secp256k1 group order divided by two; signatures with a larger `s` are malleable.
     uint256 internal constant HALF_CURVE_ORDER = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
     uint256 internal constant SIGNATURE_SIZE = 66;
-    uint256 internal constant BODY_HEADER_SIZE = 51;
+    uint256 internal constant BODY_HEADER_SIZE = VaaBody.FIXED_SIZE;
 
     uint16 private immutable _chainId;
     /// @notice Seconds a replaced guardian set stays valid.
@@ -116,15 +117,7 @@ contract MessageCore is IMessageCore, Owned {
                 signature.v = uint8(encoded[at + 65]) + 27;
             }
         }
-        bytes calldata body = encoded[bodyStart:];
-        vm.timestamp = uint32(bytes4(body[0:4]));
-        vm.nonce = uint32(bytes4(body[4:8]));
-        vm.emitterChainId = uint16(bytes2(body[8:10]));
-        vm.emitterAddress = bytes32(body[10:42]);
-        vm.sequence = uint64(bytes8(body[42:50]));
-        vm.consistencyLevel = uint8(body[50]);
-        vm.payload = body[BODY_HEADER_SIZE:];
-        vm.hash = keccak256(abi.encodePacked(keccak256(body)));
+        VaaBody.read(encoded[bodyStart:], vm);
     }
 
     /// @notice Check a parsed VAA's version, guardian set, quorum and signatures.

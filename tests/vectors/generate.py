@@ -13,6 +13,7 @@ from pathlib import Path
 # tests/support is the package `support`, as under pytest (pythonpath = ["tests"]).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from support.threshold_vectors import build_threshold_vectors
 from support.vectors import build_payload_vectors, build_vaa_vectors
 from support.wire_vectors import build_data_vectors, build_proof_vectors, build_secagg_vectors
 
@@ -25,13 +26,14 @@ def render(content: object) -> str:
 
 
 def main() -> None:
-    """Write payloads.json, vaas.json, secagg.json, proofs.json and data.json next to this
-    script."""
+    """Write payloads.json, vaas.json, secagg.json, proofs.json, data.json and threshold.json
+    next to this script."""
     (HERE / "payloads.json").write_text(render(build_payload_vectors()))
     (HERE / "vaas.json").write_text(render(build_vaa_vectors()))
     (HERE / "secagg.json").write_text(render(build_secagg_vectors()))
     (HERE / "proofs.json").write_text(render(build_proof_vectors()))
     (HERE / "data.json").write_text(render(build_data_vectors()))
+    (HERE / "threshold.json").write_text(render(build_threshold_vectors()))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""Wormhole v1 VAAs and fedrelay's payloads: the bytes every chain and service agree on.
+"""Wormhole VAAs (v1, and threshold-signed v2) and fedrelay's payloads: the bytes every chain
+and service agree on.
 
 Everything public is importable from here; the submodules are:
 
 - :mod:`~fedrelay.protocol.wormhole.vaa`: the VAA data types, :func:`parse_vaa`, ``to_bytes``,
 digest.
 - :mod:`~fedrelay.protocol.wormhole.guardians`: signing, guardian sets, :func:`verify_vaa`.
+- :mod:`~fedrelay.protocol.wormhole.threshold`: threshold keys, FROST-style signing and the
+  verification of version-2 VAAs.
 - :mod:`~fedrelay.protocol.wormhole.payloads`: the five payload codecs and the id derivations.
 - :mod:`~fedrelay.protocol.wormhole.render`: JSON views for the CLI and the test vectors.
 - :mod:`~fedrelay.protocol.wormhole.errors`: :class:`WormholeError` and one subclass per failure
@@ -16,6 +19,7 @@ The code is pure: no I/O, no clock (verification takes ``now`` as an argument).
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole.errors import (
     ERRORS_BY_REASON,
+    BadPartialSignature,
     GuardianIndexOutOfRange,
     GuardianSetExpired,
     HighS,
@@ -30,8 +34,11 @@ from fedrelay.protocol.wormhole.errors import (
     PayloadSizeMismatch,
     SignatureIndicesNotAscending,
     SignerMismatch,
+    ThresholdKeyExpired,
+    ThresholdSigningError,
     UnknownGuardianSet,
     UnknownPayloadId,
+    UnknownThresholdKey,
     UnsupportedPayloadVersion,
     VerificationError,
     WormholeError,
@@ -72,7 +79,16 @@ from fedrelay.protocol.wormhole.payloads import (
     worker_id,
 )
 from fedrelay.protocol.wormhole.render import payload_to_json, vaa_to_json
-from fedrelay.protocol.wormhole.vaa import MessageId, Signature, Vaa, VaaBody, parse_vaa
+from fedrelay.protocol.wormhole.vaa import (
+    MessageId,
+    Signature,
+    ThresholdVaa,
+    Vaa,
+    VaaBody,
+    parse_any_vaa,
+    parse_threshold_vaa,
+    parse_vaa,
+)
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
@@ -80,6 +96,7 @@ __all__ = [
     "MAX_BATCH",
     "PROTOCOL_VERSION",
     "TASK_REASONS",
+    "BadPartialSignature",
     "Capability",
     "GuardianIndexOutOfRange",
     "GuardianSet",
@@ -110,8 +127,12 @@ __all__ = [
     "StakeReason",
     "Task",
     "TaskAssigned",
+    "ThresholdKeyExpired",
+    "ThresholdSigningError",
+    "ThresholdVaa",
     "UnknownGuardianSet",
     "UnknownPayloadId",
+    "UnknownThresholdKey",
     "UnsupportedPayloadVersion",
     "UpdateCommitted",
     "Vaa",
@@ -125,6 +146,8 @@ __all__ = [
     "keccak256",
     "loss_to_fixed",
     "parse_address",
+    "parse_any_vaa",
+    "parse_threshold_vaa",
     "parse_vaa",
     "payload_to_json",
     "quorum",

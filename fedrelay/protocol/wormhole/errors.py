@@ -15,7 +15,7 @@ class WormholeError(Exception):
 
 
 class MalformedVaa(WormholeError):
-    """The bytes are not a Wormhole v1 VAA (wrong version, truncated, inconsistent length)."""
+    """The bytes are not a VAA (wrong version, truncated, inconsistent length)."""
 
     reason = "malformed_vaa"
 
@@ -24,6 +24,18 @@ class InvalidKey(WormholeError):
     """A guardian private key or address is not usable."""
 
     reason = "invalid_key"
+
+
+class ThresholdSigningError(WormholeError):
+    """Threshold signing cannot go on (too few signers, a nonce or commitment that does not fit)."""
+
+    reason = "threshold_signing_error"
+
+
+class BadPartialSignature(ThresholdSigningError):
+    """A signer's partial threshold signature does not check out; the message names the signer."""
+
+    reason = "bad_partial_signature"
 
 
 class InvalidGuardianSet(WormholeError):
@@ -92,6 +104,18 @@ class GuardianSetExpired(VerificationError):
     reason = "guardian_set_expired"
 
 
+class UnknownThresholdKey(VerificationError):
+    """A version-2 VAA names a threshold key index the verifier does not know."""
+
+    reason = "unknown_threshold_key"
+
+
+class ThresholdKeyExpired(VerificationError):
+    """A version-2 VAA names a superseded threshold key whose grace period is over."""
+
+    reason = "threshold_key_expired"
+
+
 class NoQuorum(VerificationError):
     """Fewer signatures than floor(2n/3) + 1 of the guardian set."""
 
@@ -141,6 +165,8 @@ ERRORS_BY_REASON: dict[str, type[WormholeError]] = {
         MalformedVaa,
         InvalidKey,
         InvalidGuardianSet,
+        ThresholdSigningError,
+        BadPartialSignature,
         PayloadError,
         UnknownPayloadId,
         UnsupportedPayloadVersion,
@@ -150,6 +176,8 @@ ERRORS_BY_REASON: dict[str, type[WormholeError]] = {
         VerificationError,
         UnknownGuardianSet,
         GuardianSetExpired,
+        UnknownThresholdKey,
+        ThresholdKeyExpired,
         NoQuorum,
         SignatureIndicesNotAscending,
         GuardianIndexOutOfRange,

@@ -1,12 +1,18 @@
-"""Wormhole v1 VAAs: the frozen data types, the parser and the serializer.
+"""VAAs: the frozen data types, the parsers and the serializers.
 
-Layout (big-endian, fixed width), as defined by Wormhole v1::
+Layout of version 1 (big-endian, fixed width), as defined by Wormhole v1::
 
     version u8 = 1 | guardian_set_index u32 | n u8 | n x (guardian_index u8, r 32, s 32, v u8)
     body: timestamp u32 | nonce u32 | emitter_chain u16 | emitter_address 32 | sequence u64
           | consistency_level u8 | payload (the rest, no length prefix)
 
-The digest guardians sign is keccak256(keccak256(body)); it is also the replay-protection key.
+Version 2 carries one threshold signature standing for the guardian set instead of the list
+(:mod:`~fedrelay.protocol.wormhole.threshold`)::
+
+    version u8 = 2 | tss_index u32 | r 20 (address of the nonce point) | s u256 | body (as above)
+
+The digest guardians sign is keccak256(keccak256(body)); it is also the replay-protection key, so
+a version 1 and a version 2 VAA of one body are the same message.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole.errors import MalformedVaa
 
 VAA_VERSION = 1
+THRESHOLD_VAA_VERSION = 2
 HEADER_SIZE = 6
+THRESHOLD_HEADER_SIZE = 57
 SIGNATURE_SIZE = 66
 BODY_FIXED_SIZE = 51
 
@@ -113,8 +121,24 @@ class VaaBody:
         return MessageId(self.emitter_chain, self.emitter_address, self.sequence)
 
 
+class _Signed:
+    """What a signed VAA of either version says of its body."""
+
+    body: VaaBody
+
+    @property
+    def digest(self) -> bytes:
+        """The body's digest, keccak256(keccak256(body)): the same for both versions."""
+        return self.body.digest
+
+    @property
+    def message_id(self) -> MessageId:
+        """The (emitter_chain, emitter_address, sequence) identity of the message."""
+        return self.body.message_id
+
+
 @dataclass(frozen=True)
-class Vaa:
+class Vaa(_Signed):
     """A signed VAA: the guardian set index, the signatures, and the body they sign."""
 
     guardian_set_index: int
@@ -133,20 +157,89 @@ class Vaa:
         """The VAA format version; always 1."""
         return VAA_VERSION
 
-    @property
-    def digest(self) -> bytes:
-        """The body's digest, keccak256(keccak256(body))."""
-        return self.body.digest
-
-    @property
-    def message_id(self) -> MessageId:
-        """The (emitter_chain, emitter_address, sequence) identity of the message."""
-        return self.body.message_id
-
     def to_bytes(self) -> bytes:
         """Return the VAA's wire form."""
         head = struct.pack(">BIB", VAA_VERSION, self.guardian_set_index, len(self.signatures))
         return head + b"".join(sig.to_bytes() for sig in self.signatures) + self.body.to_bytes()
+
+
+@dataclass(frozen=True)
+class ThresholdVaa(_Signed):
+    """A version-2 VAA: one threshold signature ``(r, s)`` under key ``tss_index`` over the body."""
+
+    tss_index: int
+    r: bytes
+    s: bytes
+    body: VaaBody
+
+    def __post_init__(self) -> None:
+        _check_uint("tss_index", self.tss_index, _U32)
+        _check_bytes("r", self.r, 20)
+        _check_bytes("s", self.s, 32)
+
+    @property
+    def version(self) -> int:
+        """The VAA format version; always 2."""
+        return THRESHOLD_VAA_VERSION
+
+    def to_bytes(self) -> bytes:
+        """Return the VAA's wire form."""
+        head = struct.pack(">BI", THRESHOLD_VAA_VERSION, self.tss_index)
+        return head + self.r + self.s + self.body.to_bytes()
+
+
+def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedVaa(f"a VAA must be bytes, got {type(data).__name__}")
+    return bytes(data)  # a private, immutable copy
+
+
+def _parse_body(data: bytes, offset: int) -> VaaBody:
+    timestamp, nonce, chain, emitter, sequence, consistency = _BODY.unpack_from(data, offset)
+    return VaaBody(
+        timestamp=timestamp,
+        nonce=nonce,
+        emitter_chain=chain,
+        emitter_address=emitter,
+        sequence=sequence,
+        consistency_level=consistency,
+        payload=data[offset + BODY_FIXED_SIZE :],
+    )
+
+
+def parse_threshold_vaa(data: bytes | bytearray | memoryview) -> ThresholdVaa:
+    """Parse the wire form of a version-2 (threshold-signed) VAA.
+
+    Raises:
+        MalformedVaa: The version is not 2, or the bytes are shorter than the 57-byte header and
+            the 51-byte fixed body.
+    """
+    data = _as_bytes(data)
+    needed = THRESHOLD_HEADER_SIZE + BODY_FIXED_SIZE
+    if len(data) < 1 or data[0] != THRESHOLD_VAA_VERSION:
+        got = data[0] if data else "nothing"
+        raise MalformedVaa(f"VAA version must be {THRESHOLD_VAA_VERSION}, got {got}")
+    if len(data) < needed:
+        raise MalformedVaa(f"a version-2 VAA has at least {needed} bytes, got {len(data)}")
+    (tss_index,) = struct.unpack_from(">I", data, 1)
+    return ThresholdVaa(
+        tss_index=tss_index,
+        r=data[5:25],
+        s=data[25:57],
+        body=_parse_body(data, THRESHOLD_HEADER_SIZE),
+    )
+
+
+def parse_any_vaa(data: bytes | bytearray | memoryview) -> Vaa | ThresholdVaa:
+    """Parse a VAA of version 1 or 2, by its first byte.
+
+    Raises:
+        MalformedVaa: Neither version, or truncated.
+    """
+    data = _as_bytes(data)
+    if data[:1] == bytes((THRESHOLD_VAA_VERSION,)):
+        return parse_threshold_vaa(data)
+    return parse_vaa(data)
 
 
 def parse_vaa(data: bytes | bytearray | memoryview) -> Vaa:
@@ -165,9 +258,7 @@ def parse_vaa(data: bytes | bytearray | memoryview) -> Vaa:
         MalformedVaa: The bytes are not a v1 VAA (wrong version, too short for the signatures
             or the body it announces).
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise MalformedVaa(f"a VAA must be bytes, got {type(data).__name__}")
-    data = bytes(data)  # a private, immutable copy
+    data = _as_bytes(data)
     if len(data) < HEADER_SIZE:
         raise MalformedVaa(f"a VAA has at least {HEADER_SIZE} header bytes, got {len(data)}")
     version, guardian_set_index, count = struct.unpack_from(">BIB", data, 0)
@@ -190,14 +281,5 @@ def parse_vaa(data: bytes | bytearray | memoryview) -> Vaa:
                 v=data[at + 65],
             )
         )
-    timestamp, nonce, chain, emitter, sequence, consistency = _BODY.unpack_from(data, body_offset)
-    body = VaaBody(
-        timestamp=timestamp,
-        nonce=nonce,
-        emitter_chain=chain,
-        emitter_address=emitter,
-        sequence=sequence,
-        consistency_level=consistency,
-        payload=data[body_offset + BODY_FIXED_SIZE :],
-    )
+    body = _parse_body(data, body_offset)
     return Vaa(guardian_set_index=guardian_set_index, signatures=tuple(signatures), body=body)

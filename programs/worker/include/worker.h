@@ -27,6 +27,7 @@ enum {
   IX_STAKE = 11,
   IX_RELEASE_EXPIRED_TASK = 12,
   IX_CLAIM_SLASHED = 13,
+  IX_APPEND_THRESHOLD_KEY = 16, /* 14 and 15 are reserved */
 };
 
 /* ---- error codes (returned as the program's custom error) ------------------------------- */
@@ -75,6 +76,11 @@ enum {
   ERR_STALE_SEQUENCE = 42,    /* a message account is not the next sequence's: read it again */
   ERR_BATCH_INCOMPLETE = 43,  /* slashed funds are paid once the whole batch is applied */
   ERR_NOTHING_TO_CLAIM = 44,
+  ERR_UNKNOWN_THRESHOLD_KEY = 45,  /* a version-2 VAA names a key this program does not hold */
+  ERR_THRESHOLD_KEY_EXPIRED = 46,  /* a superseded threshold key past its expiration time */
+  ERR_NOT_GOVERNANCE = 47,         /* not the governance emitter, or not the current set */
+  ERR_GOVERNANCE_PAYLOAD = 48,     /* not a TSS append-key payload for this chain, or a bad key */
+  ERR_THRESHOLD_KEY_EXISTS = 49,   /* a key with that index was appended before */
 };
 
 /* ---- protocol constants ------------------------------------------------------------------ */
@@ -131,6 +137,7 @@ enum {
 #define KIND_MESSAGE (KIND_BASE | 6)
 #define KIND_BUFFER (KIND_BASE | 7)
 #define KIND_VAULT (KIND_BASE | 8)
+#define KIND_THRESHOLD_KEY (KIND_BASE | 9)
 
 typedef struct {
   u64 kind;
@@ -243,6 +250,19 @@ typedef struct {
   u64 kind;
 } Vault;
 
+/* A threshold key for version-2 VAAs: the PDA ["threshold_key", index u32 BE]. */
+typedef struct {
+  u64 kind;
+  u8 px[32];               /* x coordinate, big-endian, below the curve order */
+  u64 expiration_time;     /* 0 while it is the newest key; unix seconds after which it is refused */
+  u32 index;
+  u32 guardian_set_index;  /* the guardian set it stands for (the one that appended it) */
+  u8 parity;               /* y coordinate mod 2 */
+  u8 bump;
+  u8 pad[6];
+} ThresholdKey;
+_Static_assert(sizeof(ThresholdKey) == 64, "ThresholdKey layout");
+
 /* ---- the instruction being processed ------------------------------------------------------ */
 #define MAX_ACCOUNTS 80
 
@@ -345,8 +365,36 @@ typedef struct {
   u64 sequence;
 } VerifiedVaa;
 
-u64 verify_vaa(const Context *ctx, const Config *config, Account *guardian_set_account,
-               const Bytes *vaa, VerifiedVaa *out);
+/* Version 1: `key_account` is the guardian set named by the VAA; version 2: the threshold key
+ * it names. Checks the signatures and the configured peer emitter. */
+u64 verify_vaa(const Context *ctx, const Config *config, Account *key_account, const Bytes *vaa,
+               VerifiedVaa *out);
+/* A version-1 VAA's guardian signatures only (no emitter check), for governance VAAs. */
+u64 verify_guardian_vaa(const Context *ctx, Account *guardian_set_account, const Bytes *vaa,
+                        VerifiedVaa *out);
+u64 load_guardian_set(const Context *ctx, Account *account, u32 index, GuardianSet **out);
+/* Recover the address of the key that made the signature `rs` (r then s, 64 bytes) with
+ * recovery id `v` over `hash`; false if none recovers. */
+bool recover_address(const u8 *hash, u8 v, const u8 *rs, u8 *address);
+
+/* ---- buffer.c ----------------------------------------------------------------------------- */
+/* The VAA held in a buffer that `authority` owns (the buffer writable, its length in bounds). */
+u64 load_vaa_buffer(const Context *ctx, Account *buffer, const Account *authority, Bytes *vaa);
+
+/* ---- threshold.c ----------------------------------------------------------------------------- */
+u64 load_threshold_key(const Context *ctx, Account *account, u32 index, ThresholdKey **out);
+
+/* ---- u256.c: integers mod the secp256k1 order Q in u32 limbs ---------------------------------- */
+typedef struct {
+  u32 limb[8]; /* little-endian limb order */
+} U256;
+
+void u256_from_be(U256 *out, const u8 *be);
+void u256_to_be(u8 *be, const U256 *x);
+bool u256_is_zero(const U256 *x);
+bool u256_below_q(const U256 *x);
+void u256_q_minus(U256 *out, const U256 *x);                   /* Q - x, for x <= Q */
+void u256_mulmod_q(U256 *out, const U256 *a, const U256 *b);  /* a * b mod Q, any a, b */
 
 /* ---- instructions (one file each family) ------------------------------------------------- */
 u64 process_initialize(Context *ctx);
@@ -363,6 +411,7 @@ u64 process_apply_batch(Context *ctx);
 u64 process_stake(Context *ctx);
 u64 process_release_expired_task(Context *ctx);
 u64 process_claim_slashed(Context *ctx);
+u64 process_append_threshold_key(Context *ctx);
 
 #define TRY(expr)      \
   do {                 \

@@ -56,6 +56,21 @@ u64 process_write_buffer(Context *ctx) {
   return 0;
 }
 
+u64 load_vaa_buffer(const Context *ctx, Account *buffer, const Account *authority, Bytes *vaa) {
+  TRY(require_program_account(ctx, buffer, KIND_BUFFER, sizeof(BufferHeader)));
+  TRY(require_writable(buffer));
+  BufferHeader *header = (BufferHeader *)account_data(buffer);
+  if (!equal(header->authority, account_key(authority), 32)) {
+    return ERR_WRONG_ACCOUNT;
+  }
+  if (sizeof(BufferHeader) + header->length > account_data_len(buffer)) {
+    return ERR_BUFFER_BOUNDS;
+  }
+  vaa->addr = account_data(buffer) + sizeof(BufferHeader);
+  vaa->len = header->length;
+  return 0;
+}
+
 u64 process_close_buffer(Context *ctx) {
   Account *authority, *buffer;
   TRY(account_at(ctx, 0, &authority));

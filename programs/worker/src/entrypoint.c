@@ -36,6 +36,8 @@ u64 entrypoint(u8 *input) {
       return process_release_expired_task(ctx);
     case IX_CLAIM_SLASHED:
       return process_claim_slashed(ctx);
+    case IX_APPEND_THRESHOLD_KEY:
+      return process_append_threshold_key(ctx);
     default:
       return ERR_INVALID_INSTRUCTION;
   }

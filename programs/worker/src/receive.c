@@ -367,17 +367,9 @@ u64 process_receive_from_buffer(Context *ctx) {
   if (ctx->data_len != 2) {
     return ERR_INVALID_INSTRUCTION;
   }
-  TRY(require_program_account(ctx, buffer, KIND_BUFFER, sizeof(BufferHeader)));
-  TRY(require_writable(buffer));
-  BufferHeader *header = (BufferHeader *)account_data(buffer);
-  if (!equal(header->authority, account_key(payer), 32)) {
-    return ERR_WRONG_ACCOUNT;
-  }
-  if (sizeof(BufferHeader) + header->length > account_data_len(buffer)) {
-    return ERR_BUFFER_BOUNDS;
-  }
-  TRY(receive(ctx, account_data(buffer) + sizeof(BufferHeader), header->length, 7,
-              ctx->data[1]));
+  Bytes vaa;
+  TRY(load_vaa_buffer(ctx, buffer, payer, &vaa));
+  TRY(receive(ctx, vaa.addr, vaa.len, 7, ctx->data[1]));
   return close_account(buffer, payer);
 }
 

@@ -1,7 +1,8 @@
 /*
- * Wormhole v1 VAA verification against the stored guardian set: version, guardian set index,
- * expiry, quorum floor(2n/3)+1, strictly ascending guardian indices, low-s signatures recovered
- * with sol_secp256k1_recover, and the registered peer emitter.
+ * VAA verification. Version 1 against the stored guardian set: guardian set index, expiry, quorum
+ * floor(2n/3)+1, strictly ascending guardian indices, low-s signatures recovered with
+ * sol_secp256k1_recover. Version 2 against a stored threshold key, with one recovery
+ * (docs/protocol.md, section 2a). Then the registered peer emitter.
  */
 #include "worker.h"
 
@@ -13,6 +14,7 @@ static const u8 HALF_ORDER[32] = {
     0x5d, 0x57, 0x6e, 0x73, 0x57, 0xa4, 0x50, 0x1d, 0xdf, 0xe9, 0x2f, 0x46, 0x68, 0x1b, 0x20, 0xa0};
 
 #define VAA_HEADER_LEN 6
+#define V2_HEADER_LEN 57
 #define SIGNATURE_LEN 66
 #define BODY_HEADER_LEN 51
 
@@ -25,9 +27,20 @@ static bool is_low_s(const u8 *s) {
   return true;
 }
 
-static u64 check_signature(const u8 *digest, const u8 *signature, const u8 *expected_address) {
+__attribute__((noinline)) bool recover_address(const u8 *hash, u8 v, const u8 *rs, u8 *address) {
   u8 public_key[64];
-  u8 hash[32];
+  u8 key_hash[32];
+  if (sol_secp256k1_recover(hash, v, rs, public_key)) {
+    return false;
+  }
+  Bytes key = {public_key, 64};
+  sol_keccak256(&key, 1, key_hash);
+  copy(address, key_hash + 12, 20);
+  return true;
+}
+
+static u64 check_signature(const u8 *digest, const u8 *signature, const u8 *expected_address) {
+  u8 address[20];
   u8 v = signature[65];
   if (!is_low_s(signature + 33)) {
     return ERR_HIGH_S;
@@ -35,15 +48,13 @@ static u64 check_signature(const u8 *digest, const u8 *signature, const u8 *expe
   if (v > 1) {
     return ERR_INVALID_SIGNATURE;
   }
-  if (sol_secp256k1_recover(digest, v, signature + 1, public_key)) {
+  if (!recover_address(digest, v, signature + 1, address)) {
     return ERR_INVALID_SIGNATURE;
   }
-  Bytes key = {public_key, 64};
-  sol_keccak256(&key, 1, hash);
-  return equal(hash + 12, expected_address, 20) ? 0 : ERR_INVALID_SIGNATURE;
+  return equal(address, expected_address, 20) ? 0 : ERR_INVALID_SIGNATURE;
 }
 
-static u64 load_guardian_set(const Context *ctx, Account *account, u32 index, GuardianSet **out) {
+u64 load_guardian_set(const Context *ctx, Account *account, u32 index, GuardianSet **out) {
   u8 index_be[4];
   if (account_data_len(account) == 0 && !equal(account_owner(account), ctx->program_id, 32)) {
     return ERR_UNKNOWN_GUARDIAN_SET; /* no set was ever created at this address */
@@ -66,8 +77,23 @@ static u64 load_guardian_set(const Context *ctx, Account *account, u32 index, Gu
   return 0;
 }
 
-u64 verify_vaa(const Context *ctx, const Config *config, Account *guardian_set_account,
-               const Bytes *vaa_bytes, VerifiedVaa *out) {
+/* The body's fields and digest keccak256(keccak256(body)). */
+static void read_body(const u8 *body, u64 body_len, VerifiedVaa *out) {
+  u8 body_hash[32];
+  Bytes slice = {body, body_len};
+  sol_keccak256(&slice, 1, body_hash);
+  slice.addr = body_hash;
+  slice.len = 32;
+  sol_keccak256(&slice, 1, out->digest);
+  out->emitter_chain = read_be16(body + 8);
+  out->emitter = body + 10;
+  out->sequence = read_be64(body + 42);
+  out->payload = body + BODY_HEADER_LEN;
+  out->payload_len = body_len - BODY_HEADER_LEN;
+}
+
+__attribute__((noinline)) u64 verify_guardian_vaa(const Context *ctx, Account *guardian_set_account,
+                        const Bytes *vaa_bytes, VerifiedVaa *out) {
   const u8 *vaa = vaa_bytes->addr;
   u64 vaa_len = vaa_bytes->len;
   if (vaa_len < VAA_HEADER_LEN || vaa[0] != 1) {
@@ -88,14 +114,7 @@ u64 verify_vaa(const Context *ctx, const Config *config, Account *guardian_set_a
     return ERR_NO_QUORUM;
   }
 
-  const u8 *body = vaa + body_offset;
-  u8 body_hash[32];
-  Bytes slice = {body, vaa_len - body_offset};
-  sol_keccak256(&slice, 1, body_hash);
-  slice.addr = body_hash;
-  slice.len = 32;
-  sol_keccak256(&slice, 1, out->digest);
-
+  read_body(vaa + body_offset, vaa_len - body_offset, out);
   for (u64 i = 0; i < signature_count; i++) {
     const u8 *signature = vaa + VAA_HEADER_LEN + SIGNATURE_LEN * i;
     u8 guardian = signature[0];
@@ -109,11 +128,77 @@ u64 verify_vaa(const Context *ctx, const Config *config, Account *guardian_set_a
   }
 
   out->guardian_set_index = set_index;
-  out->emitter_chain = read_be16(body + 8);
-  out->emitter = body + 10;
-  out->sequence = read_be64(body + 42);
-  out->payload = body + BODY_HEADER_LEN;
-  out->payload_len = vaa_len - body_offset - BODY_HEADER_LEN;
+  return 0;
+}
+
+/*
+ * Version 2: e = keccak256(px || parity || digest || r); valid when s < Q, r != 0 and
+ * ecrecover(Q - px*s, parity, px, px*e) (mod Q) recovers the address r, i.e. r = address(s*G + e*P).
+ * The recovery's s is brought to the low half (n - s with the other parity recovers the same
+ * point), which the syscall may require.
+ */
+__attribute__((noinline)) static u64 verify_threshold_vaa(const Context *ctx, const Config *config, Account *key_account,
+                                const Bytes *vaa_bytes, VerifiedVaa *out) {
+  const u8 *vaa = vaa_bytes->addr;
+  u64 vaa_len = vaa_bytes->len;
+  if (vaa_len < V2_HEADER_LEN + BODY_HEADER_LEN) {
+    return ERR_VAA_MALFORMED;
+  }
+  ThresholdKey *key;
+  TRY(load_threshold_key(ctx, key_account, read_be32(vaa + 1), &key));
+  if (key->expiration_time != 0 && now_unix() > key->expiration_time) {
+    return ERR_THRESHOLD_KEY_EXPIRED;
+  }
+  /* A newest key whose guardian set was replaced waits for its successor, which gives it an
+   * expiration no later than its set's (append_threshold_key). */
+  if (key->expiration_time == 0 && key->guardian_set_index != config->guardian_set_index) {
+    return ERR_GUARDIAN_SET_EXPIRED;
+  }
+  const u8 *r = vaa + 5;
+  U256 s, px, e, product;
+  u256_from_be(&s, vaa + 25);
+  static const u8 ZERO[20] = {0};
+  if (!u256_below_q(&s) || equal(r, ZERO, 20)) {
+    return ERR_INVALID_SIGNATURE;
+  }
+  read_body(vaa + V2_HEADER_LEN, vaa_len - V2_HEADER_LEN, out);
+  out->guardian_set_index = key->guardian_set_index;
+
+  u8 e_bytes[32];
+  Bytes parts[4] = {{key->px, 32}, {&key->parity, 1}, {out->digest, 32}, {r, 20}};
+  sol_keccak256(parts, 4, e_bytes);
+  u256_from_be(&px, key->px);
+  u256_from_be(&e, e_bytes);
+  u8 hash[32], rs[64], address[20];
+  u256_mulmod_q(&product, &px, &s);
+  u256_q_minus(&product, &product);
+  u256_to_be(hash, &product);
+  u256_mulmod_q(&product, &px, &e);
+  u8 v = key->parity;
+  copy(rs, key->px, 32);
+  u256_to_be(rs + 32, &product);
+  if (!is_low_s(rs + 32)) {
+    u256_q_minus(&product, &product);
+    u256_to_be(rs + 32, &product);
+    v ^= 1;
+  }
+  if (!recover_address(hash, v, rs, address) || !equal(address, r, 20)) {
+    return ERR_INVALID_SIGNATURE;
+  }
+  return 0;
+}
+
+u64 verify_vaa(const Context *ctx, const Config *config, Account *key_account,
+               const Bytes *vaa_bytes, VerifiedVaa *out) {
+  /* Delivered against a guardian set, a VAA is verified as version 1 (which refuses any other
+   * version as malformed); otherwise version 2 goes to the threshold key named. */
+  bool against_set = account_data_len(key_account) >= 8 &&
+                     read_le64(account_data(key_account)) == KIND_GUARDIAN_SET;
+  if (!against_set && vaa_bytes->len > 0 && vaa_bytes->addr[0] == 2) {
+    TRY(verify_threshold_vaa(ctx, config, key_account, vaa_bytes, out));
+  } else {
+    TRY(verify_guardian_vaa(ctx, key_account, vaa_bytes, out));
+  }
   if (out->emitter_chain != config->peer_chain || !equal(out->emitter, config->peer_emitter, 32)) {
     return ERR_WRONG_EMITTER;
   }
