@@ -119,10 +119,9 @@ class FastSender:
              "params": ["0x" + raw.hex()]}
             for index, raw in enumerate(raws)
         ]  # fmt: skip
-        request = urllib.request.Request(
-            endpoint, json.dumps(calls).encode(), {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310 - the bench's anvil
+        body, headers = json.dumps(calls).encode(), {"Content-Type": "application/json"}
+        request = urllib.request.Request(endpoint, body, headers)  # noqa: S310 - the bench's anvil
+        with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
             by_id = {int(one["id"]): one for one in json.loads(answer.read())}
         hashes = []
         for index in range(len(raws)):
