@@ -556,6 +556,8 @@ class _Builder:
             name, self.settings.delivery_topic(chain.wormhole_chain_id), processor
         )
         runner.batch_size = self.settings.deliver_batch_size
+        if isinstance(processor, PipelinedDeliverer) and processor.overlaps_batches:
+            runner.batches_in_flight = self.settings.deliver_batches_in_flight
         return runner
 
     # -- helpers --

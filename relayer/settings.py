@@ -66,6 +66,10 @@ class RelayerSettings(BaseSettings):
     # Records a deliver stage takes per poll (and per Kafka transaction); a batch is one pass
     # through the pipeline, so it should be a few windows (times the keys in the pool).
     deliver_batch_size: int = Field(default=256, ge=1, le=10_000)
+    # How many polled batches a pipelined deliver stage processes at once (the next batch is
+    # submitted while the receipts of earlier ones are awaited; hand-offs stay in poll order).
+    # 1: one batch at a time. Used when batching is off (deliver_batch_max 1) on chains with nonces.
+    deliver_batches_in_flight: int = Field(default=4, ge=1, le=64)
     # The most VAAs in one delivery transaction on destinations with a batch entry point
     # (fedrelay.ports.relay.BatchDestination); 1 turns batching off.
     deliver_batch_max: int = Field(default=1, ge=1, le=256)

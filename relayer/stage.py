@@ -27,6 +27,16 @@ resumes from the committed offsets, so the batch is processed again. ``stop()`` 
 :func:`run_until_signalled`) lets the in-flight batch finish, commits it, and returns; a backoff
 wait in progress is cut short and its record is left for the next owner of the partition.
 
+Batches in flight (``batches_in_flight`` above 1, the deliver stage's setting): the runner polls
+and starts the next batch while earlier ones are still processing (a deliverer waiting for the
+receipts of one batch submits the next meanwhile). Hand-offs stay in poll order: a batch hands
+on only after the one polled before it has, so committed offsets never pass a record that has
+not ended; when one cannot hand on (or stopping cut it short), no later one does, every batch in
+flight ends, and the runner replays from the committed offsets. What changes is order under
+retries: a record being retried holds back the later records of its partition in its own batch
+only, not those already polled into a later batch, so a stage that needs strict per-partition
+order keeps the default of 1.
+
 Limit: transactional ids are per instance and the Kafka client sends offsets by group id only (no
 generation check as in KIP-447), so an instance that lost its partitions in a rebalance while
 still processing can still commit; in that window a batch can be handed on twice. Downstream effects
@@ -37,6 +47,7 @@ consumed digest.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -298,6 +309,9 @@ class StageRunner:
         policy: Backoff between attempts and how many a retryable failure gets.
         batch_size: The most records processed per transaction.
         poll_wait_s: How long one poll waits for records.
+        batches_in_flight: How many polled batches may be processed at once (1: each batch is
+            processed and handed on before the next poll). Above 1, the next batch is polled and
+            processed while earlier ones are still processing; hand-offs stay in poll order.
         metrics: Where the stage's metrics go.
         end_offsets: Tells where input partitions end, for the lag gauge (optional).
         lag_interval_s: How often the lag and DLQ gauges are refreshed.
@@ -316,6 +330,7 @@ class StageRunner:
     policy: BackoffPolicy = field(default_factory=BackoffPolicy)
     batch_size: int = 100
     poll_wait_s: float = 0.5
+    batches_in_flight: int = 1
     metrics: StageMetrics = field(default_factory=stage_metrics)
     end_offsets: EndOffsets | None = None
     lag_interval_s: float = 5.0
@@ -344,12 +359,15 @@ class StageRunner:
 
     async def run(self) -> None:
         """Consume, process and hand on batches until ``stop()``."""
+        if self.batches_in_flight < 1:
+            raise ValueError(f"batches_in_flight must be at least 1, got {self.batches_in_flight}")
         try:
             await self._open()
         except Exception as exc:  # the broker is away at start: wait for it as after a drop
             log.warning("stage %s: cannot connect (%s); retrying", self.name, exc)
             await self._reconnect()
         await self._count_dead_letters()
+        in_flight: collections.deque[asyncio.Task[bool]] = collections.deque()
         try:
             while not self._stopping.is_set():
                 assert self._consumer is not None
@@ -357,13 +375,36 @@ class StageRunner:
                     records = await self._consumer.poll(self.poll_wait_s, self.batch_size)
                 except Exception as exc:  # the broker is away: start over when it is back
                     log.warning("stage %s: poll failed (%s); reconnecting", self.name, exc)
+                    await self._finish(in_flight)
                     await self._reconnect()
                     continue
                 if records:
-                    await self._handle_batch(records)
+                    previous = in_flight[-1] if in_flight else None
+                    in_flight.append(asyncio.create_task(self._handle_batch(records, previous)))
+                if not await self._room_for_a_batch(in_flight):  # with 1: this batch has ended
+                    await self._reconnect()  # a hand-off failed: replay from the committed offsets
+                    continue
                 await self._measure_lag()
+            await self._finish(in_flight)
         finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
             await self._close()
+
+    async def _room_for_a_batch(self, in_flight: collections.deque[asyncio.Task[bool]]) -> bool:
+        """Wait until another batch may start (finished batches are collected); False when one
+        did not hand on, after every batch in flight has ended (no later one hands on then)."""
+        while in_flight and (len(in_flight) >= self.batches_in_flight or in_flight[0].done()):
+            if not await in_flight.popleft():
+                await self._finish(in_flight)
+                return False
+        return True
+
+    async def _finish(self, in_flight: collections.deque[asyncio.Task[bool]]) -> None:
+        """Let every batch in flight end (each hands on in turn unless an earlier one failed)."""
+        while in_flight:
+            await in_flight.popleft()
 
     # -- connections --
 
@@ -401,7 +442,13 @@ class StageRunner:
 
     # -- one batch --
 
-    async def _handle_batch(self, records: list[Record]) -> None:
+    async def _handle_batch(
+        self, records: list[Record], previous: asyncio.Task[bool] | None = None
+    ) -> bool:
+        """Process a batch and hand it on (its outputs and input offsets in one bus
+        transaction) once `previous`, the batch polled before it, has; False when this batch or
+        an earlier one could not hand on (nothing of this batch became visible then), or when
+        stopping cut this batch short (what ended is handed on; later batches are not)."""
         done: list[_Done] = []
         offsets: dict[Partition, int] = {}
         firsts: Sequence[StageResult | Exception | None] = [None] * len(records)
@@ -409,6 +456,7 @@ class StageRunner:
         clock = time.perf_counter()
         if isinstance(self.processor, BatchProcessor) and len(records) > 1:
             firsts = await self.processor.process_batch(records)
+        whole = True  # every record of the batch ended (none left for a later owner)
         for record, first in zip(records, firsts, strict=True):
             if isinstance(first, StageResult):
                 # Processed together with the batch: its span covers the batch's time, in the
@@ -421,13 +469,16 @@ class StageRunner:
             with log_fields(message_id=message_of(record)):
                 fate = await self._handle_record(record, first)
             if fate is None:  # stopping during a backoff wait: leave this record and the rest
+                whole = False
                 break
             done.append(fate)
             offsets[record.position] = record.offset + 1
-        handing_off = time.perf_counter()
-        self.metrics.step_seconds.labels(self.name, "process").inc(handing_off - clock)
+        self.metrics.step_seconds.labels(self.name, "process").inc(time.perf_counter() - clock)
+        if previous is not None and not await asyncio.shield(previous):
+            return False  # an earlier batch did not hand on: this one is replayed after it
         if not offsets:
-            return
+            return whole
+        handing_off = time.perf_counter()
         try:
             await self._commit([pair for fate in done for pair in fate.outputs], offsets)
         except Exception as exc:  # the broker refused or is away: nothing became visible
@@ -436,14 +487,14 @@ class StageRunner:
                 self.name, type(exc).__name__, exc,
             )  # fmt: skip
             self.metrics.retried.labels(self.name).inc()
-            await self._reconnect()
-            return
+            return False
         self.metrics.step_seconds.labels(self.name, "handoff").inc(
             time.perf_counter() - handing_off
         )
         self.metrics.batches.labels(self.name).inc()
         self._next_offsets.update(offsets)
         self._count(done)
+        return whole  # a batch cut short keeps later ones from handing on past its records
 
     async def _commit(
         self, outputs: list[tuple[Output, Headers]], offsets: dict[Partition, int]

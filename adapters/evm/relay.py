@@ -149,6 +149,19 @@ def _hex(value: bytes) -> str:
     return "0x" + bytes(value).hex()
 
 
+#: The most block reads (timestamps of logs that do not carry one) in flight at once.
+BLOCK_READS_IN_FLIGHT = 16
+
+
+def _log_timestamp(log: LogReceipt) -> int | None:
+    """The block timestamp a node puts in the log itself (``blockTimestamp``: anvil and recent
+    geth do), or None when it does not: the block is read then."""
+    value: Any = log.get("blockTimestamp")
+    if value is None:
+        return None
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
 class EvmSource:
     """Messages one fedrelay contract publishes on its chain (see the module docstring).
 
@@ -239,6 +252,15 @@ class EvmSource:
             (log for log in logs if not log.get("removed", False)),
             key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])),
         )
+        missing = {_hex(log["blockHash"]) for log in ordered if _log_timestamp(log) is None}
+        missing -= self._timestamps.keys()
+        gate = asyncio.Semaphore(BLOCK_READS_IN_FLIGHT)
+
+        async def timestamp(block_hash: str) -> None:
+            async with gate:
+                await self._timestamp(block_hash)
+
+        await asyncio.gather(*(timestamp(block_hash) for block_hash in missing))
         return [await self._emitted(log) for log in ordered]
 
     async def fetch_message(self, message_id: MessageId, tx_hash: str) -> EmittedMessage | None:
@@ -272,7 +294,9 @@ class EvmSource:
         if AsyncWeb3.to_checksum_address(str(args["sender"])) != self.emitter:
             raise EvmError(f"log {_hex(log['transactionHash'])} is from another sender")
         block_hash = _hex(log["blockHash"])
-        timestamp = await self._timestamp(block_hash)
+        timestamp = _log_timestamp(log)
+        if timestamp is None:
+            timestamp = await self._timestamp(block_hash)
         observation = Observation(
             emitter_chain=self.chain_id,
             emitter_address=self._emitter32,

@@ -256,10 +256,11 @@ class SqlRelayerLedgerWork:
 
     async def record_observations(
         self, observations: Sequence[tuple[Observation, ObservationStatus, str | None]]
-    ) -> None:
+    ) -> set[bytes]:
         rows = [_observation_values(*observation) for observation in observations]
-        if rows:
-            await insert_many_once(self.session, _table(ObservationRow), rows)
+        table = _table(ObservationRow)
+        stored = await insert_many_once(self.session, table, rows, returning="digest")
+        return {bytes(digest) for digest in stored}
 
     async def advance_observations_of(
         self, digests: Sequence[bytes], status: ObservationStatus,

@@ -220,9 +220,10 @@ class RelayerLedgerWork(Protocol):
 
     async def record_observations(
         self, observations: Sequence[tuple[Observation, ObservationStatus, str | None]]
-    ) -> None:
+    ) -> set[bytes]:
         """:meth:`record_observation` for each (observation, status, trace context), in one
-        statement; one repeating a stored or an earlier one's key is left out."""
+        statement; one repeating a stored or an earlier one's key is left out. Returns the body
+        digests of those this call stored."""
         ...
 
     async def advance_observations_of(

@@ -10,10 +10,14 @@ dead-lettered after the last attempt; it is never signed.
 Signatures are keyed like observations (by emitter), so every guardian's signature of one digest
 lands on the same assemble partition, in emitter order.
 
-The chain reads are the stage's time (a few RPC round trips per observation), so a polled batch
-is attested concurrently (:meth:`Attester.process_batch`, at most :data:`READS_IN_FLIGHT` reads at
-once) rather than one observation after another; outputs keep the batch's order, and each
-observation is judged on its own as before.
+The chain reads are the stage's time, so a polled batch is read together
+(:meth:`Attester.process_batch`): per source chain, the head at the configured finality once and
+every message at the batch's final positions in one range read (``messages_between``: one
+``eth_getLogs`` on EVM, ``getMultipleAccounts`` on Solana) when they span at most
+:data:`SCAN_SPAN` positions. An observation that the range read confirms, same body digest, is
+signed without another read; any other one (not in the range, a different body, beyond the head,
+a read that failed) is re-read on its own from its transaction as before, at most
+:data:`READS_IN_FLIGHT` at once, and judged by that read alone. Outputs keep the batch's order.
 
 The guardian's key comes from a file or an environment variable (:func:`load_guardian_signer`)
 and never reaches a log: :class:`~fedrelay.protocol.wormhole.GuardianSigner` shows only its address.
@@ -28,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from fedrelay.ports.bus import Bus, Record
-from fedrelay.ports.relay import SourceChain
+from fedrelay.ports.relay import EmittedMessage, SourceChain
 from fedrelay.protocol import keys
-from fedrelay.protocol.wormhole import GuardianSet, GuardianSigner, WormholeError
+from fedrelay.protocol.wormhole import GuardianSet, GuardianSigner, MessageId, WormholeError
 from fedrelay.protocol.wormhole.observation import Observation
 from fedrelay.relayer.errors import RelayerError, RetryableError
 from fedrelay.relayer.records import (
@@ -47,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: The most observations of a batch whose source reads are in flight at once.
 READS_IN_FLIGHT = 32
+
+#: The most positions one range read of a batch covers; a batch spread wider is read per message.
+SCAN_SPAN = 2048
 
 #: The environment variable holding a guardian key (hex) when no key file is given.
 KEY_VARIABLE = "FEDRELAY_GUARDIAN_KEY"
@@ -128,10 +135,13 @@ class Attester:
                 f"guardian set {known.index}"
             )
 
-    async def process(self, record: Record) -> StageResult:
-        """Re-read, check and sign one observation."""
+    async def process(
+        self, record: Record, read: Mapping[MessageId, EmittedMessage] | None = None
+    ) -> StageResult:
+        """Re-read, check and sign one observation (`read`: what a range read of its batch
+        found, by message id)."""
         observation = decode_as(record.value, Observation)
-        signed = await self.attest(observation)
+        signed = await self.attest(observation, read)
         output = Output(
             self.signatures_topic, encode_message(signed), key=message_key(observation.message_id)
         )
@@ -142,11 +152,52 @@ class Attester:
         )
 
     async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
-        """Attest a batch's observations concurrently; each one's result or failure, in order."""
-        return await each_concurrently(records, self.process, READS_IN_FLIGHT)
+        """Attest a batch's observations: read together, then judged one by one; each one's
+        result or failure, in order."""
+        read = await self.read_together(records)
 
-    async def attest(self, observation: Observation) -> GuardianSignatureMessage:
+        async def one(record: Record) -> StageResult:
+            return await self.process(record, read)
+
+        return await each_concurrently(records, one, READS_IN_FLIGHT)
+
+    async def read_together(self, records: Sequence[Record]) -> dict[MessageId, EmittedMessage]:
+        """The messages at the batch's final positions, by message id, from one range read per
+        source chain (see the module docstring). A read that fails leaves its chain's
+        observations to be read one by one, where the failure is judged per record."""
+        by_chain: dict[int, list[int]] = {}
+        for record in records:
+            try:
+                observation = decode_as(record.value, Observation)
+            except RelayerError:
+                continue  # judged (dead-lettered) by process()
+            by_chain.setdefault(observation.emitter_chain, []).append(observation.block_number)
+        read: dict[MessageId, EmittedMessage] = {}
+        for chain, positions in by_chain.items():
+            source = self.sources.get(chain)
+            if source is None:
+                continue
+            try:
+                head = await source.head()
+                final = [position for position in positions if position <= head.number]
+                if not final or max(final) - min(final) >= SCAN_SPAN:
+                    continue
+                found = await source.messages_between(min(final), max(final))
+            except Exception as exc:  # each observation is then read again on its own
+                log.debug("guardian %d: range read of chain %d failed (%s); reading one by one",
+                          self.guardian_index, chain, exc)  # fmt: skip
+                continue
+            read.update((message.observation.message_id, message) for message in found)
+        return read
+
+    async def attest(
+        self, observation: Observation, read: Mapping[MessageId, EmittedMessage] | None = None
+    ) -> GuardianSignatureMessage:
         """This guardian's signature over the observation, after checking it on the source.
+
+        `read` holds what a range read of the observation's batch found (see
+        :meth:`read_together`); unless it shows this very body, the message is read again on its
+        own and judged by that read.
 
         Raises:
             UnknownSource: The guardian does not read the observation's emitter chain.
@@ -160,7 +211,9 @@ class Attester:
                 f"{label}: this guardian reads chains {sorted(self.sources)}, "
                 f"not chain {observation.emitter_chain}"
             )
-        found = await source.fetch_message(observation.message_id, observation.tx_hash)
+        found = (read or {}).get(observation.message_id)
+        if found is None or found.observation.digest != observation.digest:
+            found = await source.fetch_message(observation.message_id, observation.tx_hash)
         if found is None:
             raise MessageNotFinal(
                 f"{label}: chain {observation.emitter_chain} does not show it at the configured "

@@ -262,6 +262,27 @@ class SignerLane:
                 del self._active[plan[0]]
                 active.set_result(None)
 
+    async def alone(self, request: DeliveryRequest) -> DeliveryStatus:
+        """Deliver one VAA through the plain deliverer (the stage runner's retry of a record),
+        in turn: after every delivery queued before it has been submitted, with the nonce read
+        afresh, and holding back the lane's later submissions until it ends.
+
+        Raises:
+            As :meth:`Deliverer.deliver`.
+        """
+        loop = asyncio.get_running_loop()
+        previous, mine = self._turn, loop.create_future()
+        self._turn = mine
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            await self._drained()
+            self.forget_nonce()
+            return await self.deliverer.deliver(request)
+        finally:
+            self.forget_nonce()
+            _end_turn(mine)
+
     async def _in_turn(
         self,
         request: DeliveryRequest,
@@ -954,12 +975,18 @@ class PipelinedDeliverer:
         key = record.key if record.key is not None else str(record.partition).encode()
         return self.lanes[zlib.crc32(key) % len(self.lanes)]
 
+    @property
+    def overlaps_batches(self) -> bool:
+        """Whether the runner may process several polled batches at once
+        (``batches_in_flight``): lanes that submit one delivery at a time in turn, not batch
+        transactions nor parallel groups, which take a whole poll each."""
+        return not any(lane.batching or lane.parallel for lane in self.lanes)
+
     async def process(self, record: Record) -> StageResult:
-        """Deliver one record on its own (the runner's retry path) through the plain deliverer."""
+        """Deliver one record on its own (the runner's retry path) through the plain deliverer,
+        in its lane's turn (:meth:`SignerLane.alone`)."""
         request = decode_as(record.value, DeliveryRequest)
-        lane = self.lane_of(record)
-        lane.forget_nonce()
-        await lane.deliverer.deliver(request)
+        await self.lane_of(record).alone(request)
         return _result(request)
 
     async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:

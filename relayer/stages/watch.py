@@ -198,7 +198,7 @@ class Watcher:
             emitted = list(await self.source.messages_between(first, last))
             backfilled, missing = await self._backfill(work, emitted, last)
             ordered = sorted([*emitted, *backfilled], key=_order)
-            produced = [m for m in ordered if await self._record(work, m)]
+            produced = await self._record(work, ordered)
             if anchor is not None:
                 now = await self.source.position_hash(anchor[0])
                 if (now or "") != anchor[1]:  # raised inside the transaction: rolled back
@@ -289,12 +289,29 @@ class Watcher:
 
     # -- ledger and bus --
 
-    async def _record(self, work: RelayerLedgerWork, message: EmittedMessage) -> bool:
-        """Store an observation; whether it is to be produced (new, or back after a reorg)."""
+    async def _record(
+        self, work: RelayerLedgerWork, messages: Sequence[EmittedMessage]
+    ) -> list[EmittedMessage]:
+        """Store the read observations (new ones in one statement); those to be produced (new,
+        or back after a reorg), in order. One read twice in a poll counts once."""
+        unique = list({m.observation.message_id: m for m in reversed(messages)}.values())[::-1]
+        contexts = [m.traceparent or traceparent(_parent_context(m)) for m in unique]
+        pairs = list(zip(unique, contexts, strict=True))
+        stored = await work.record_observations(
+            [(m.observation, ObservationStatus.OBSERVED, context) for m, context in pairs]
+        )
+        return [
+            message
+            for message, context in pairs
+            if message.observation.digest in stored or await self._known(work, message, context)
+        ]
+
+    async def _known(
+        self, work: RelayerLedgerWork, message: EmittedMessage, trace_context: str | None
+    ) -> bool:
+        """Whether an observation already stored is to be produced again (back on the canonical
+        chain after a reorg; rewritten then)."""
         observation = message.observation
-        trace_context = message.traceparent or traceparent(_parent_context(message))
-        if await work.record_observation(observation, ObservationStatus.OBSERVED, trace_context):
-            return True
         row = await work.observation(observation.message_id)
         label = message_label(observation.message_id)
         if row is None:  # the digest is known under another id: a forged or broken source

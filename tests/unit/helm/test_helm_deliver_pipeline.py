@@ -22,6 +22,7 @@ def test_every_deliverer_gets_the_window_batch_and_confirm_settings(
     assert env["FEDRELAY_DELIVER_WINDOW"] == "32"
     assert env["FEDRELAY_DELIVER_BATCH_SIZE"] == "256"
     assert env["FEDRELAY_DELIVER_BATCH_MAX"] == "1"
+    assert env["FEDRELAY_DELIVER_BATCHES_IN_FLIGHT"] == "4"
     assert env["FEDRELAY_CONFIRM_TIMEOUT_S"] == "30"
 
 

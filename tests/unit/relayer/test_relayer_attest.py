@@ -271,3 +271,62 @@ async def test_a_batch_is_read_concurrently_and_judged_record_by_record_in_order
         signed = decode_as(output.value, GuardianSignatureMessage)
         assert signed.digest == batch[index].digest
         assert recover_address(signed.signature, signed.digest) == SIGNERS[2].address
+
+
+@dataclass
+class RangeSource(FakeSource):
+    """A source whose head is far ahead, so a batch can be read with one range read."""
+
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+    range_fails: bool = False
+
+    async def head(self) -> ChainPosition:
+        return ChainPosition(10_000, "0xff")
+
+    async def messages_between(self, first: int, last: int) -> Sequence[EmittedMessage]:
+        self.ranges.append((first, last))
+        if self.range_fails:
+            raise ConnectionError("the node refused the range read")
+        return [
+            EmittedMessage(o)
+            for o in sorted(self.messages.values(), key=lambda o: o.block_number)
+            if first <= o.block_number <= last
+        ]
+
+
+async def test_a_batch_is_confirmed_by_one_range_read_and_the_rest_read_alone() -> None:
+    good = [sample_observation(80 + i) for i in range(5)]
+    unseen = sample_observation(90)
+    replaced = sample_observation(91)
+    on_chain = replace(replaced, payload=sample_task_assigned(3).to_bytes())
+    batch = [good[0], unseen, good[1], replaced, good[2], good[3], good[4]]
+    source = RangeSource(messages={o.message_id: o for o in good} | {replaced.message_id: on_chain})
+
+    outcomes = await guardian(source, 0).process_batch(
+        [record(o, offset) for offset, o in enumerate(batch)]
+    )
+
+    lowest, highest = good[0].block_number, replaced.block_number
+    assert source.ranges == [(lowest, highest)]
+    assert sorted(source.reads, key=lambda m: m.sequence) == [
+        unseen.message_id,
+        replaced.message_id,
+    ]  # only what the range read did not confirm is read again, alone
+    assert isinstance(outcomes[1], MessageNotFinal)
+    assert isinstance(outcomes[3], ObservationRefused)
+    signed = [o for o in outcomes if not isinstance(o, Exception)]
+    digests = [decode_as(r.outputs[0].value, GuardianSignatureMessage).digest for r in signed]
+    assert digests == [o.digest for o in good]
+
+
+async def test_a_failed_range_read_leaves_each_observation_to_its_own_read() -> None:
+    good = [sample_observation(100 + i) for i in range(3)]
+    source = RangeSource(messages={o.message_id: o for o in good}, range_fails=True)
+
+    outcomes = await guardian(source, 1).process_batch(
+        [record(o, offset) for offset, o in enumerate(good)]
+    )
+
+    assert len(source.ranges) == 1
+    assert sorted(m.sequence for m in source.reads) == [o.sequence for o in good]
+    assert all(not isinstance(o, Exception) for o in outcomes)

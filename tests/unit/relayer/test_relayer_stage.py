@@ -559,3 +559,50 @@ async def test_a_stage_started_before_its_broker_waits_for_it(
 
     assert away.refusals_left == 0
     assert [r.value for r in out] == [b"done:0"]
+
+
+async def test_batches_in_flight_are_processed_together_and_hand_on_in_poll_order(
+    bus: MemoryBus, registry: CollectorRegistry
+) -> None:
+    await _send(bus, *(b"ok:%d" % i for i in range(4)))
+    processor = ScriptedProcessor()
+    first = processor.gate(b"ok:0")
+    runner = _runner(bus, processor, registry, batch_size=1, batches_in_flight=3)
+    task = asyncio.create_task(runner.run())
+
+    await wait_until(lambda: {b"ok:0", b"ok:1", b"ok:2"} <= set(processor.calls))
+    # ok:1 and ok:2 ended while ok:0 waits, but none hands on before ok:0 and the runner takes
+    # no fourth batch while three are in flight
+    assert b"ok:3" not in processor.calls
+    assert await _committed(bus) is None
+    assert bus.end_offset(Partition("out", 0)) == 0
+    first.set()
+    out = await _read(bus, "out", 4)
+    runner.stop()
+    await asyncio.wait_for(task, 5)
+
+    assert [r.value for r in out] == [b"done:%d" % i for i in range(4)]
+    assert await _committed(bus) == 4
+
+
+async def test_a_failed_hand_off_with_batches_in_flight_replays_them_all_once(
+    bus: MemoryBus, registry: CollectorRegistry
+) -> None:
+    await _send(bus, *(b"ok:%d" % i for i in range(3)))
+    processor = ScriptedProcessor()
+    first = processor.gate(b"ok:0")
+    runner = _runner(bus, processor, registry, batch_size=1, batches_in_flight=3)
+    runner.bus = _BrokerAwayOnce(bus)  # type: ignore[assignment]
+    task = asyncio.create_task(runner.run())
+    await wait_until(lambda: {b"ok:0", b"ok:1", b"ok:2"} <= set(processor.calls))
+    first.set()  # ok:0's hand-off fails: ok:1 and ok:2 must not hand on past it
+
+    out = await _read(bus, "out", 3)
+    runner.stop()
+    await asyncio.wait_for(task, 5)
+
+    assert [r.value for r in out] == [b"done:0", b"done:1", b"done:2"]
+    assert bus.end_offset(Partition("out", 0)) == 3  # each output once
+    assert processor.calls.count(b"ok:0") == 2  # replayed from the committed offsets
+    assert await _committed(bus) == 3
+    assert _metric(registry, "fedrelay_stage_processed_total") == 3
