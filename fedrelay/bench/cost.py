@@ -51,6 +51,7 @@ from fedrelay.adapters.devnet.guardians import guardian_signers
 from fedrelay.adapters.devnet.network import EVM_MAX_BATCH, SOLANA_MAX_BATCH
 from fedrelay.adapters.devnet.services import Anvil
 from fedrelay.adapters.devnet.solana_rpc import serve_devnet
+from fedrelay.adapters.devnet.toolchain import foundry_binary
 from fedrelay.adapters.devnet.worker_program import LAMPORTS_PER_SOL, Deployment, deploy
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.core import MessageCoreContract
@@ -79,6 +80,15 @@ SLASH = 10**5
 REWARD_PER_ROUND = 10**18
 REPO = Path(__file__).resolve().parents[2]
 BASELINE = REPO / "bench" / "baseline" / "cost-703c947.json"
+BUDGET = REPO / "bench" / "cost-budget.json"
+#: What the committed budget bounds, and its margin over the measured value.
+BUDGET_KEYS = (
+    "coordinator_gas_per_worker_round",
+    "worker_chain_gas_per_worker_round",
+    "solana_cu_per_worker_round",
+    "calldata_bytes_per_worker_round",
+)
+BUDGET_MARGIN = 0.02
 
 _console = Console(stderr=True)
 
@@ -432,7 +442,8 @@ def measure(workers: int, rounds: int, params: l1fee.FeeParams | None = None) ->
 
 
 def _anvil_version() -> str:
-    found = subprocess.run(["anvil", "--version"], capture_output=True, text=True, check=False)
+    command = [str(foundry_binary("anvil")), "--version"]
+    found = subprocess.run(command, capture_output=True, text=True, check=False)
     return found.stdout.strip().splitlines()[0] if found.stdout else "unknown"
 
 
@@ -461,6 +472,28 @@ def goals(figures: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str,
 def load_baseline(path: Path = BASELINE) -> dict[str, Any] | None:
     """The recorded baseline (bench/baseline/cost-703c947.json), or None when absent."""
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def budget(figures: dict[str, Any], workers: int, rounds: int) -> dict[str, Any]:
+    """A budget from a measurement: each bounded figure's ceiling is the measured value + 2%."""
+    return {
+        "workers": workers,
+        "rounds": rounds,
+        "margin": BUDGET_MARGIN,
+        "measured": {k: figures[k] for k in BUDGET_KEYS},
+        "ceilings": {k: int(figures[k] * (1 + BUDGET_MARGIN)) for k in BUDGET_KEYS},
+        "command": "python -c 'from fedrelay.bench.cost import write_budget; write_budget()'",
+    }
+
+
+def write_budget(path: Path = BUDGET, workers: int = 32, rounds: int = 2) -> None:
+    """Measure `rounds` rounds of `workers` and write the budget CI checks to `path`."""
+    path.write_text(json.dumps(budget(measure(workers, rounds), workers, rounds), indent=2) + "\n")
+
+
+def over_budget(figures: dict[str, Any], ceilings: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Each bounded figure above its ceiling: (measured, ceiling)."""
+    return {k: (figures[k], c) for k, c in ceilings.items() if figures[k] > c}
 
 
 def run(workers: Sequence[int], rounds: Sequence[int]) -> None:
