@@ -516,6 +516,7 @@ def run(workers: Sequence[int], rounds: Sequence[int]) -> None:
                 "deliveries": "one VAA per transaction (the relayer's default batch size, 1)",
                 "max_batch": {"evm": EVM_MAX_BATCH, "solana": SOLANA_MAX_BATCH},
                 "anvil": _anvil_version(),
+                "hardfork": "anvil's default (latest)",
                 "workers_per_round": by_workers,
                 "l1_fee": l1fee.describe(params),
                 "baseline_703c947": baseline,
