@@ -107,15 +107,17 @@ async def deploy(
     unbonding_delay: int = 3600,
     guardian_set_ttl: int = 86400,
     min_stake: int = LAMPORTS_PER_SOL,
+    peer_emitter: bytes = COORDINATOR_EMITTER,
 ) -> Deployment:
-    """Deploy `elf` at `client.program_id` and initialize it with test guardians."""
+    """Deploy `elf` at `client.program_id` and initialize it with test guardians, trusting
+    `peer_emitter` on the coordinator chain."""
     devnet.add_program(client.program_id, elf)
     admin = Keypair()
     await client.airdrop(admin.pubkey(), 1000 * LAMPORTS_PER_SOL)
     guardians = guardian_signers(guardian_count)
     args = ix.InitializeArgs(
         peer_chain=COORDINATOR_CHAIN,
-        peer_emitter=COORDINATOR_EMITTER,
+        peer_emitter=peer_emitter,
         guardian_set_index=0,
         guardian_addresses=tuple(g.address for g in guardians),
         unbonding_delay=unbonding_delay,

@@ -51,16 +51,18 @@ COORDINATOR, WORKERS = 2, 4
 GUARDIANS, QUORUM = 19, 13
 
 
-class _Guardians:
+class Guardians:
     """Signs message bodies as the first `QUORUM` of 19 guardians, numbering sequences."""
 
     def __init__(self, signers: Sequence[GuardianSigner]) -> None:
         self.signers = list(enumerate(signers))
         self.sequence = 0
 
-    def vaa(self, chain: int, emitter: str, payload: bytes, count: int = QUORUM) -> bytes:
+    def vaa(self, chain: int, emitter: str | bytes, payload: bytes, count: int = QUORUM) -> bytes:
+        """A VAA of `payload` from `emitter` (an EVM address or a bytes32) on `chain`."""
         self.sequence += 1
-        body = VaaBody(1, 0, chain, address_to_bytes32(emitter), self.sequence, 202, payload)
+        address = emitter if isinstance(emitter, bytes) else address_to_bytes32(emitter)
+        body = VaaBody(1, 0, chain, address, self.sequence, 202, payload)
         return sign_vaa(body, 0, self.signers[:count]).to_bytes()
 
 
@@ -87,7 +89,7 @@ def _receive_batches(
     hub: WorkerHubContract,
     market: str,
     relayer: Signer,
-    guardians: _Guardians,
+    guardians: Guardians,
     workers: Sequence[bytes],
 ) -> dict[str, Any]:
     figures: dict[str, Any] = {}
@@ -162,7 +164,7 @@ def _batch_versus_single(
     hub: WorkerHubContract,
     market: JobMarketContract,
     owner: Signer,
-    guardians: _Guardians,
+    guardians: Guardians,
     workers: Sequence[bytes],
 ) -> dict[str, Any]:
     """32 one-task TASK_ASSIGNED (and 32 WORKER_REGISTERED) singly, then 32 more in a batch."""
@@ -189,7 +191,7 @@ def _batch_versus_single(
 
 
 def _finalize(
-    market: JobMarketContract, hub: str, owner: Signer, guardians: _Guardians, k: int
+    market: JobMarketContract, hub: str, owner: Signer, guardians: Guardians, k: int
 ) -> dict[str, int]:
     recipients = (address_to_bytes32(owner.address),)  # where slashes would go
     spec = JobSpec(
@@ -228,7 +230,7 @@ def measure() -> dict[str, Any]:
     with Anvil(chain_id=31337) as anvil:
         chain = EvmChain(anvil.rpc_url)
         owner, worker = Signer(anvil.private_keys[0]), Signer(anvil.private_keys[1])
-        guardians = _Guardians(signers)
+        guardians = Guardians(signers)
         core2 = deploy_message_core(chain, owner, COORDINATOR, addresses)
         core4 = deploy_message_core(chain, owner, WORKERS, addresses)
         single = deploy_message_core(chain, owner, COORDINATOR, addresses[:1])

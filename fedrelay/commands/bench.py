@@ -47,6 +47,33 @@ def gas() -> None:
     run()
 
 
+@app.command("cost")
+def cost(
+    workers: Annotated[
+        list[int] | None,
+        typer.Option("--workers", "-w", min=1, help="Workers per round (repeat; default 32 256)."),
+    ] = None,
+    rounds: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--rounds", "-r", min=1, help="Rounds at each --workers, in order (default 10 2)."
+        ),
+    ] = None,
+) -> None:
+    """Gas, compute units, calldata and OP-stack L1 fee per worker-round of whole rounds on
+    every chain (13 of 19 guardians), beside the recorded baseline and the goals."""
+    from fedrelay.bench.cost import run
+
+    counts = workers or [32, 256]
+    numbers = rounds or ([10, 2] if workers is None else [10] * len(counts))
+    if len(numbers) != len(counts):
+        raise typer.BadParameter(
+            f"give one --rounds per --workers ({len(counts)}), got {len(numbers)}",
+            param_hint="--rounds",
+        )
+    run(counts, numbers)
+
+
 @app.command("aggregate")
 def aggregate(
     clients: int = typer.Option(100, help="Number of client updates."),

@@ -436,8 +436,36 @@ async def devnet_costs(
 # --- the report -------------------------------------------------------------------------------
 
 
-def markdown_lines(costs: DemoCosts) -> list[str]:
-    """The costs as markdown tables (empty when nothing was measured)."""
+def per_worker_round(costs: DemoCosts, worker_rounds: Mapping[str, int]) -> dict[str, Any]:
+    """Gas per worker-round on each EVM chain and compute units per worker-round on Solana.
+
+    Args:
+        costs: What the chains spent.
+        worker_rounds: Worker-rounds (tasks assigned) per worker chain by devnet name; an EVM
+            chain not named (the coordinator chain) serves every worker-round, a Solana chain
+            not named none.
+
+    Returns:
+        ``summary.json``'s ``gas_per_worker_round``: per chain name, the figure (rounded to a
+        unit) and the worker-rounds it is divided by; a chain with no worker-round is left out.
+    """
+    everyone = sum(worker_rounds.values())
+    found: dict[str, Any] = {}
+    spent = [(n, "gas", g.total.units, everyone) for n, g in costs.gas.items()] + [
+        (n, "compute_units", c.total.units, 0) for n, c in costs.compute_units.items()
+    ]
+    for name, unit, total, default in spent:
+        count = worker_rounds.get(name, default)
+        if count > 0:
+            found[name] = {unit: round(total / count), "worker_rounds": count}
+    return found
+
+
+def markdown_lines(
+    costs: DemoCosts, per_round: Mapping[str, Mapping[str, int]] | None = None
+) -> list[str]:
+    """The costs as markdown tables (empty when nothing was measured), with the figures per
+    worker-round of :func:`per_worker_round` when given."""
     if not costs.gas and not costs.compute_units:
         return []
     lines = [
@@ -475,4 +503,10 @@ def markdown_lines(costs: DemoCosts) -> list[str]:
                 for kind, u in sorted(compute.by_instruction.items())
             ),
         ]
+    if per_round:
+        lines += ["", "| chain | per worker-round | worker-rounds |", "| --- | --- | --- |"]
+        for name, figure in per_round.items():
+            unit = "gas" if "gas" in figure else "compute_units"
+            label = "gas" if unit == "gas" else "CU"
+            lines.append(f"| {name} | {figure[unit]} {label} | {figure['worker_rounds']} |")
     return [*lines, ""]

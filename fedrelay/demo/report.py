@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedrelay.demo.costs import DemoCosts, markdown_lines
+from fedrelay.demo.costs import DemoCosts, markdown_lines, per_worker_round
 from fedrelay.demo.plot import plot_accuracy
 from fedrelay.demo.settings import DemoSettings
 from fedrelay.demo.workloads import workload as workload_named
@@ -235,6 +235,15 @@ class DemoResult:
             "segments": config.training.segments,
         }
 
+    def gas_per_worker_round(self) -> dict[str, Any]:
+        """Gas per worker-round on each EVM chain, compute units per worker-round on Solana:
+        a worker chain's spend over the tasks its workers were assigned, the coordinator
+        chain's over every task."""
+        worker_rounds: dict[str, int] = {}
+        for worker in self.workers:
+            worker_rounds[worker.chain] = worker_rounds.get(worker.chain, 0) + worker.tasks
+        return per_worker_round(self.costs, worker_rounds)
+
     def to_json(self) -> dict[str, Any]:
         """The content of ``summary.json``."""
         cheat = self.dishonest
@@ -258,6 +267,7 @@ class DemoResult:
             "backends": self.backends,
             "coordinator_restarts": [asdict(r) for r in self.restarts],
             **self.costs.to_json(),
+            "gas_per_worker_round": self.gas_per_worker_round(),
             "problems": self.problems(),
         }
 
@@ -338,7 +348,7 @@ def write_summary(result: DemoResult, out_dir: Path) -> Path:
             for route, counts in result.messages_per_route.items()
         ),
         "",
-        *markdown_lines(result.costs),
+        *markdown_lines(result.costs, result.gas_per_worker_round()),
     ]
     problems = result.problems()
     lines += ["## Acceptance", ""] + (

@@ -152,6 +152,12 @@ def test_the_report_counts_gas_and_compute_units_and_plots_accuracy(demo: DemoRu
     solana = summary["compute_units"][WORKER_SOLANA]
     assert solana["compute_units"] > 0, solana
     assert solana["by_instruction"]["commit_update"]["instructions"] >= SETTINGS.rounds
+    per_round = summary["gas_per_worker_round"]
+    for chain in ("coordinator", WORKER_EVM):
+        assert per_round[chain]["gas"] > 0, per_round
+        assert per_round[chain]["worker_rounds"] > 0, per_round
+    assert per_round[WORKER_SOLANA]["compute_units"] > 0, per_round
+    assert per_round["coordinator"]["worker_rounds"] == sum(w["tasks"] for w in summary["workers"])
     plot = (demo.report_dir / "accuracy.png").read_bytes()
     assert plot.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(plot) > 1000

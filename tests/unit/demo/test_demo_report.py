@@ -17,6 +17,7 @@ from fedrelay.demo.costs import (
     Spend,
     instruction_units,
     markdown_lines,
+    per_worker_round,
     tally_evm,
     tally_solana,
 )
@@ -102,6 +103,25 @@ def test_the_report_has_the_accuracy_plot_and_the_costs(tmp_path: Path) -> None:
     assert units["by_role"]["workers"]["transactions"] == 1
     assert units["by_instruction"]["commit_update"] == {"instructions": 1, "compute_units": 6188}
     assert units["by_instruction"]["compute_budget"] == {"instructions": 1, "compute_units": 150}
+    # Two EVM workers of two tasks each: the coordinator chain's gas over 4 worker-rounds; no
+    # Solana worker, so no Solana figure.
+    assert summary["gas_per_worker_round"] == {
+        "coordinator": {"gas": 71_000 // 4, "worker_rounds": 4}
+    }
+    assert "| coordinator | 17750 gas | 4 |" in markdown
+
+
+def test_gas_per_worker_round_divides_each_chain_by_its_own_tasks() -> None:
+    costs = _costs()
+    evm = tally_evm("worker-evm", 0, 1, [_receipt("0xcc", 30_000, 1)], {})
+    both = DemoCosts(gas={**costs.gas, "worker-evm": evm}, compute_units=costs.compute_units)
+    figures = per_worker_round(both, {"worker-evm": 3, "worker-solana": 2})
+    assert figures == {
+        "coordinator": {"gas": round(71_000 / 5), "worker_rounds": 5},
+        "worker-evm": {"gas": 10_000, "worker_rounds": 3},
+        "worker-solana": {"compute_units": 6_338 // 2, "worker_rounds": 2},
+    }
+    assert per_worker_round(both, {}) == {}
 
 
 def test_a_report_without_costs_or_rounds_still_has_a_plot(tmp_path: Path) -> None:
@@ -113,6 +133,7 @@ def test_a_report_without_costs_or_rounds_still_has_a_plot(tmp_path: Path) -> No
     assert (tmp_path / "accuracy.png").read_bytes().startswith(PNG_SIGNATURE)
     assert summary["gas"] == {}
     assert summary["compute_units"] == {}
+    assert summary["gas_per_worker_round"] == {}
     assert markdown_lines(DemoCosts()) == []
 
 

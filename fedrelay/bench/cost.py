@@ -1,0 +1,525 @@
+"""What a federated round costs on every chain, per worker-round, from real transactions.
+
+`fedrelay bench cost` plays whole rounds of the current design against real chains: an anvil for
+the coordinator chain (MessageCore + JobMarket, Wormhole chain 2), an anvil for the EVM worker
+chain (MessageCore + WorkerHub, chain 4) and the LiteSVM devnet with the worker program (chain
+1), with VAAs signed by 13 of 19 guardians. Two jobs run one after the other, each with W workers
+in every round: job E on the EVM worker chain, job S on Solana.
+
+Deployment, staking, registration and posting the jobs happen before a start block; from there
+every transaction of the rounds is counted, read back from the chains as
+:mod:`fedrelay.demo.costs` reads the demo's: the aggregator's `assignTasks` (one TASK_ASSIGNED
+per batch of `maxBatch` tasks), the relayer's deliveries (one VAA a transaction, the relayer's
+default; on Solana with its buffer and `apply_batch` transactions), each worker's
+`commitUpdate`, the UPDATE_COMMITTED deliveries, `finalizeRound`, `settleRound` (ROUND_SETTLED
+batches) and their deliveries, and at the end one `withdraw` per worker's payout account (the
+claims, amortised over the rounds measured).
+
+Figures per worker-round (W x rounds of a job):
+
+- ``coordinator_gas_per_worker_round``: coordinator-chain gas of both jobs / (2 W rounds);
+- ``worker_chain_gas_per_worker_round``: EVM worker-chain gas of job E / (W rounds);
+- ``solana_cu_per_worker_round``: compute units of job S's Solana transactions / (W rounds);
+- ``calldata_bytes_per_worker_round``: the input bytes of every EVM transaction (both chains,
+  both jobs) / (2 W rounds), with the L1 data gas and fee an OP-stack chain would charge for
+  the signed transactions (:mod:`fedrelay.bench.l1fee`).
+
+Every key is fixed, signatures are RFC 6979 and the Solana clock is stopped, so gas and compute
+units repeat from run to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from solana.rpc.async_api import AsyncClient
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from web3.types import RPCEndpoint
+
+from fedrelay.adapters import evm
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.guardians import guardian_signers
+from fedrelay.adapters.devnet.network import EVM_MAX_BATCH, SOLANA_MAX_BATCH
+from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.devnet.solana_rpc import serve_devnet
+from fedrelay.adapters.devnet.toolchain import foundry_binary
+from fedrelay.adapters.devnet.worker_program import LAMPORTS_PER_SOL, Deployment, deploy
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.evm.core import MessageCoreContract
+from fedrelay.adapters.solana import instructions as ix
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.layout import SOLANA_CHAIN
+from fedrelay.adapters.solana.program import program_bytes
+from fedrelay.bench import l1fee
+from fedrelay.bench.gas import COORDINATOR, GUARDIANS, QUORUM, Guardians
+from fedrelay.bench.gas import WORKERS as WORKER_EVM
+from fedrelay.demo.costs import evm_gas, solana_compute
+from fedrelay.protocol.hashing import keccak256
+from fedrelay.protocol.wormhole import Outcome, Task
+from fedrelay.protocol.wormhole.samples import filler
+
+#: The goals per worker-round: coordinator and EVM worker-chain gas, and Solana compute units
+#: as a fraction of the baseline's.
+GOAL_COORDINATOR_GAS = 10_000
+GOAL_WORKER_CHAIN_GAS = 30_000
+GOAL_SOLANA_FRACTION = 0.25
+BENCH_TIME = 1_767_225_600
+DEADLINE = 2**40
+STAKE = 10**18
+MIN_STAKE = 10**6
+SLASH = 10**5
+REWARD_PER_ROUND = 10**18
+REPO = Path(__file__).resolve().parents[2]
+BASELINE = REPO / "bench" / "baseline" / "cost-703c947.json"
+BUDGET = REPO / "bench" / "cost-budget.json"
+#: What the committed budget bounds, and its margin over the measured value.
+BUDGET_KEYS = (
+    "coordinator_gas_per_worker_round",
+    "worker_chain_gas_per_worker_round",
+    "solana_cu_per_worker_round",
+    "calldata_bytes_per_worker_round",
+)
+BUDGET_MARGIN = 0.02
+
+_console = Console(stderr=True)
+
+
+@dataclass
+class _Rig:
+    """The three chains, the contracts and program, and the accounts that act on them."""
+
+    coordinator: evm.EvmChain
+    worker_chain: evm.EvmChain
+    core2: MessageCoreContract
+    core4: MessageCoreContract
+    market: evm.JobMarketContract
+    hub: evm.WorkerHubContract
+    solana: Deployment
+    owner: evm.Signer
+    aggregator: evm.Signer
+    relayer: evm.Signer
+    solana_relayer: Keypair
+    guardians: Guardians
+    urls: tuple[str, str] = ("", "")
+    roles: dict[str, str] = field(default_factory=dict)
+    solana_cursor: int = 0
+
+    def fund(self, chain: evm.EvmChain, address: str) -> None:
+        chain.w3.provider.make_request(RPCEndpoint("anvil_setBalance"), [address, hex(10**22)])
+
+    # --- relaying, as the relayer does it: one VAA per delivery transaction -----------------
+
+    def to_hub(self, receipt: Any) -> None:
+        """Deliver what a coordinator-chain transaction published for the EVM worker chain."""
+        for message in self.core2.published_messages(receipt):
+            vaa = self.guardians.vaa(COORDINATOR, message.emitter_address, message.payload)
+            self.relay_to_market(self.hub.receive_message(self.relayer, vaa))
+
+    async def to_program(self, receipt: Any) -> None:
+        """Deliver what a coordinator-chain transaction published for the Solana program."""
+        client = self.solana.client
+        for message in self.core2.published_messages(receipt):
+            vaa = self.solana.sign(
+                message.payload, signers=range(QUORUM), emitter=message.emitter_address
+            )
+            await client.receive_vaa(self.solana_relayer, vaa.to_bytes())
+            await self.relay_from_program()
+
+    def relay_to_market(self, receipt: Any) -> None:
+        """Deliver what a worker-chain transaction published to the JobMarket."""
+        for message in self.core4.published_messages(receipt):
+            vaa = self.guardians.vaa(WORKER_EVM, message.emitter_address, message.payload)
+            self.market.receive_message(self.relayer, vaa)
+
+    async def relay_from_program(self) -> None:
+        """Deliver every message the program published since the last call to the JobMarket."""
+        client = self.solana.client
+        for message in await client.messages_from(self.solana_cursor):
+            vaa = self.guardians.vaa(SOLANA_CHAIN, bytes(client.program_id), message.payload)
+            self.market.receive_message(self.relayer, vaa)
+            self.solana_cursor = message.sequence + 1
+
+
+def _stop_the_clock(chain: evm.EvmChain) -> None:
+    """Blocks from BENCH_TIME on, one second apart whatever the wall clock says: what a
+    transaction writes (and so every signature over it, and its calldata gas) repeats."""
+    provider = chain.w3.provider
+    provider.make_request(RPCEndpoint("evm_setNextBlockTimestamp"), [BENCH_TIME])
+    provider.make_request(RPCEndpoint("anvil_setBlockTimestampInterval"), [1])
+
+
+def _evm_worker(index: int) -> evm.Signer:
+    return evm.Signer("0x" + keccak256(f"cost bench worker {index}".encode()).hex())
+
+
+def _payout(chain: str, index: int) -> evm.Signer:
+    return evm.Signer("0x" + keccak256(f"cost bench payout {chain} {index}".encode()).hex())
+
+
+def _commitment(job_id: int, round_number: int, key: bytes) -> tuple[bytes, bytes, bytes]:
+    label = f"{job_id}/{round_number}/{key.hex()}"
+    return filler(f"update {label}"), filler(f"transcript {label}"), filler(f"data {label}")
+
+
+def _spec(workers: int, rounds: int, chain: int) -> evm.JobSpec:
+    return evm.JobSpec(
+        filler("cost bench model"),
+        filler("cost bench config"),
+        rounds,
+        workers,
+        REWARD_PER_ROUND,
+        MIN_STAKE,
+        (chain,),
+        rejected_slash=SLASH,
+        missed_slash=SLASH,
+        slash_recipients=(filler("slash recipient"),),
+    )
+
+
+async def _register_evm(rig: _Rig, workers: int) -> list[tuple[evm.Signer, evm.Signer]]:
+    crew = []
+    for i in range(workers):
+        worker, payout = _evm_worker(i), _payout("evm", i)
+        rig.fund(rig.worker_chain, worker.address)
+        rig.fund(rig.coordinator, payout.address)
+        rig.hub.stake(worker, STAKE)
+        rig.relay_to_market(rig.hub.register(worker, evm.address_to_bytes32(payout.address), 0))
+        rig.roles[worker.address.lower()] = "workers"
+        rig.roles[payout.address.lower()] = "claims"
+        crew.append((worker, payout))
+    return crew
+
+
+async def _register_solana(rig: _Rig, workers: int) -> list[tuple[Keypair, evm.Signer]]:
+    crew = []
+    for i in range(workers):
+        worker = await rig.solana.funded_keypair(seed=f"cost bench solana worker {i}")
+        payout = _payout("solana", i)
+        rig.fund(rig.coordinator, payout.address)
+        await rig.solana.client.register(
+            worker, stake_lamports=LAMPORTS_PER_SOL, payout=evm.address_to_bytes32(payout.address),
+            capabilities=0,
+        )  # fmt: skip
+        await rig.relay_from_program()
+        rig.roles[str(worker.pubkey())] = "workers"
+        rig.roles[payout.address.lower()] = "claims"
+        crew.append((worker, payout))
+    return crew
+
+
+def _chunks(tasks: Sequence[Task], size: int) -> list[Sequence[Task]]:
+    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
+
+
+async def _round_evm(rig: _Rig, job_id: int, number: int, crew: Sequence[evm.Signer]) -> None:
+    keys = [evm.address_to_bytes32(w.address) for w in crew]
+    tasks = [Task(key, i) for i, key in enumerate(keys)]
+    for chunk in _chunks(tasks, EVM_MAX_BATCH):
+        rig.to_hub(rig.market.assign_tasks(rig.aggregator, job_id, WORKER_EVM, DEADLINE, chunk))
+    for worker, key in zip(crew, keys, strict=True):
+        update, transcript, data = _commitment(job_id, number, key)
+        receipt = rig.hub.commit_update(worker, job_id, number, update, transcript, data, 100, 1)
+        rig.relay_to_market(receipt)
+    await _settle(rig, job_id, number, WORKER_EVM, keys)
+
+
+async def _round_solana(rig: _Rig, job_id: int, number: int, crew: Sequence[Keypair]) -> None:
+    keys = [bytes(w.pubkey()) for w in crew]
+    tasks = [Task(key, i) for i, key in enumerate(keys)]
+    for chunk in _chunks(tasks, SOLANA_MAX_BATCH):
+        receipt = rig.market.assign_tasks(rig.aggregator, job_id, SOLANA_CHAIN, DEADLINE, chunk)
+        await rig.to_program(receipt)
+    for worker, key in zip(crew, keys, strict=True):
+        update, transcript, data = _commitment(job_id, number, key)
+        commitment = ix.Commitment(job_id, number, update, transcript, data, 100, 1)
+        await rig.solana.client.commit_update(worker, commitment)
+        await rig.relay_from_program()
+    await _settle(rig, job_id, number, SOLANA_CHAIN, keys)
+
+
+async def _settle(rig: _Rig, job_id: int, number: int, chain: int, keys: Sequence[bytes]) -> None:
+    reward = REWARD_PER_ROUND // len(keys)
+    results = [evm.RoundResult(chain, key, Outcome.ACCEPTED, reward=reward) for key in keys]
+    model = filler(f"cost bench model {job_id}/{number + 1}")
+    rig.market.finalize_round(rig.aggregator, job_id, number, model, results)
+    settled = rig.market.settle_round(rig.aggregator, job_id, number)  # the window is 0
+    if chain == SOLANA_CHAIN:
+        await rig.to_program(settled)
+    else:
+        rig.to_hub(settled)
+
+
+@dataclass(frozen=True)
+class _Spent:
+    """What one job's rounds cost, read back from the chains."""
+
+    coordinator_gas: int
+    worker_chain_gas: int
+    solana_cu: int
+    calldata_bytes: int
+    l1: l1fee.L1Cost
+    by_step: dict[str, Any]
+
+
+async def _transactions(url: str, first_block: int) -> list[dict[str, Any]]:
+    """Every transaction from `first_block` on, with its signed raw bytes."""
+    found: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=60.0) as client:
+        latest = (await client.post(url, json=_rpc("eth_blockNumber", []))).json()["result"]
+        for number in range(first_block, int(latest, 16) + 1):
+            call = _rpc("eth_getBlockByNumber", [hex(number), True])
+            block = (await client.post(url, json=call)).json()["result"]
+            for tx in block["transactions"]:
+                call = _rpc("eth_getRawTransactionByHash", [tx["hash"]])
+                raw = (await client.post(url, json=call)).json()["result"]
+                found.append(
+                    {"input": bytes.fromhex(tx["input"][2:]), "raw": bytes.fromhex(raw[2:])}
+                )
+    return found
+
+
+def _hex(value: str) -> bytes:
+    return bytes.fromhex(value.removeprefix("0x"))
+
+
+def _rpc(method: str, params: list[Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+
+
+async def _spent(
+    rig: _Rig, starts: tuple[int, int, int], solana_job: bool, params: l1fee.FeeParams
+) -> _Spent:
+    c_url, w_url = rig.urls
+    c_gas = await evm_gas(c_url, "coordinator", rig.roles, starts[0])
+    w_gas = await evm_gas(w_url, "worker-evm", rig.roles, starts[1])
+    program = str(rig.solana.program_id)
+    s_url = rig.solana.devnet.url
+    units = await solana_compute(s_url, "worker-solana", program, rig.roles, starts[2])
+    transactions = [*await _transactions(c_url, starts[0]), *await _transactions(w_url, starts[1])]
+    by_step: dict[str, Any] = {
+        "coordinator_gas_by_role": {r: s.units for r, s in sorted(c_gas.by_role.items())},
+        "worker_chain_gas_by_role": {r: s.units for r, s in sorted(w_gas.by_role.items())},
+        "coordinator_transactions": c_gas.total.transactions,
+        "worker_chain_transactions": w_gas.total.transactions,
+    }
+    if solana_job:
+        by_step["solana_cu_by_instruction"] = {
+            k: u.compute_units for k, u in sorted(units.by_instruction.items())
+        }
+        by_step["solana_transactions"] = units.total.transactions
+    return _Spent(
+        coordinator_gas=c_gas.total.units,
+        worker_chain_gas=w_gas.total.units,
+        solana_cu=units.total.units if solana_job else 0,
+        calldata_bytes=sum(len(t["input"]) for t in transactions),
+        l1=l1fee.l1_cost([t["raw"] for t in transactions], params),
+        by_step=by_step,
+    )
+
+
+async def _heads(rig: _Rig) -> tuple[int, int, int]:
+    async with AsyncClient(rig.solana.devnet.url) as rpc:
+        slot = (await rpc.get_slot()).value
+    return (
+        rig.coordinator.w3.eth.block_number + 1,
+        rig.worker_chain.w3.eth.block_number + 1,
+        slot + 1,
+    )
+
+
+async def _measure_on(
+    rig: _Rig, workers: int, rounds: int, params: l1fee.FeeParams
+) -> dict[str, Any]:
+    _console.log(f"{workers} workers: staking and registering on both worker chains")
+    evm_crew = await _register_evm(rig, workers)
+    solana_crew = await _register_solana(rig, workers)
+    job_e = rig.market.post_job(rig.owner, _spec(workers, rounds, WORKER_EVM)).job_id
+    job_s = rig.market.post_job(rig.owner, _spec(workers, rounds, SOLANA_CHAIN)).job_id
+
+    starts = await _heads(rig)
+    for number in range(rounds):
+        _console.log(f"{workers} workers: job E (EVM worker chain), round {number + 1}/{rounds}")
+        await _round_evm(rig, job_e, number, [w for w, _ in evm_crew])
+    spent_e = await _claimed(rig, [p for _, p in evm_crew], starts, False, params)
+    starts = await _heads(rig)
+    for number in range(rounds):
+        _console.log(f"{workers} workers: job S (Solana), round {number + 1}/{rounds}")
+        await _round_solana(rig, job_s, number, [w for w, _ in solana_crew])
+    spent_s = await _claimed(rig, [p for _, p in solana_crew], starts, True, params)
+    return _figures(workers, rounds, spent_e, spent_s)
+
+
+async def _claimed(
+    rig: _Rig,
+    payouts: Sequence[evm.Signer],
+    starts: tuple[int, int, int],
+    solana_job: bool,
+    params: l1fee.FeeParams,
+) -> _Spent:
+    """Each payout account claims once; what the job cost from `starts` on."""
+    for payout in payouts:
+        rig.market.withdraw(payout)
+    return await _spent(rig, starts, solana_job, params)
+
+
+def _figures(workers: int, rounds: int, e: _Spent, s: _Spent) -> dict[str, Any]:
+    job_rounds = workers * rounds
+    both = 2 * job_rounds
+    return {
+        "rounds": rounds,
+        "claim_every_rounds": rounds,
+        "coordinator_gas_per_worker_round": round((e.coordinator_gas + s.coordinator_gas) / both),
+        "worker_chain_gas_per_worker_round": round(e.worker_chain_gas / job_rounds),
+        "solana_cu_per_worker_round": round(s.solana_cu / job_rounds),
+        "calldata_bytes_per_worker_round": round((e.calldata_bytes + s.calldata_bytes) / both),
+        "l1_data_gas_per_worker_round": round((e.l1.data_gas + s.l1.data_gas) / both),
+        "l1_data_fee_wei_per_worker_round": round((e.l1.fee_wei + s.l1.fee_wei) / both),
+        "coordinator_gas_per_worker_round_evm_job": round(e.coordinator_gas / job_rounds),
+        "coordinator_gas_per_worker_round_solana_job": round(s.coordinator_gas / job_rounds),
+        "by_step": {"job_evm": e.by_step, "job_solana": s.by_step},
+    }
+
+
+async def _measure_async(workers: int, rounds: int, params: l1fee.FeeParams) -> dict[str, Any]:
+    signers = guardian_signers(GUARDIANS)
+    addresses = ["0x" + s.address.hex() for s in signers]
+    elf = program_bytes()
+    with (
+        Anvil(chain_id=31337) as c_anvil,
+        Anvil(chain_id=31338) as w_anvil,
+        serve_devnet() as devnet,
+    ):
+        devnet.chain.set_time(BENCH_TIME)
+        coordinator, worker_chain = evm.EvmChain(c_anvil.rpc_url), evm.EvmChain(w_anvil.rpc_url)
+        for chain in (coordinator, worker_chain):
+            _stop_the_clock(chain)
+        owner, aggregator, relayer = (evm.Signer(k) for k in c_anvil.private_keys[:3])
+        core2 = evm.deploy_message_core(coordinator, owner, COORDINATOR, addresses)
+        core4 = evm.deploy_message_core(worker_chain, owner, WORKER_EVM, addresses)
+        market = evm.deploy_job_market(
+            coordinator, owner, core2.address, aggregator.address, owner.address, 0
+        )
+        hub = evm.deploy_worker_hub(worker_chain, owner, core4.address, COORDINATOR, MIN_STAKE, 60)
+        evm.link(market, owner, hub, owner, evm.Link(COORDINATOR, WORKER_EVM, EVM_MAX_BATCH))
+        async with AsyncClient(devnet.url) as rpc:
+            program_id = Pubkey(filler("cost bench program"))
+            client = WorkerProgramClient(rpc, program_id)
+            market_emitter = evm.address_to_bytes32(market.address)
+            solana = await deploy(
+                devnet, client, elf, guardian_count=GUARDIANS, peer_emitter=market_emitter
+            )
+            market.set_peer(owner, SOLANA_CHAIN, bytes(program_id))
+            market.set_max_batch(owner, SOLANA_CHAIN, SOLANA_MAX_BATCH)
+            solana_relayer = await solana.funded_keypair(1000, seed="cost bench relayer")
+            rig = _Rig(
+                coordinator, worker_chain, core2, core4, market, hub, solana, owner, aggregator,
+                relayer, solana_relayer, Guardians(signers), (c_anvil.rpc_url, w_anvil.rpc_url),
+            )  # fmt: skip
+            rig.roles = {
+                aggregator.address.lower(): "aggregator",
+                relayer.address.lower(): "relayer",
+                str(solana_relayer.pubkey()): "relayer",
+            }
+            return await _measure_on(rig, workers, rounds, params)
+
+
+def measure(workers: int, rounds: int, params: l1fee.FeeParams | None = None) -> dict[str, Any]:
+    """Play `rounds` rounds of W = `workers` on each worker chain; the figures per worker-round.
+
+    Fresh chains each call, so one measurement never sees another's state.
+    """
+    Forge(CONTRACTS_DIR).build()
+    return asyncio.run(_measure_async(workers, rounds, params or l1fee.load_params()))
+
+
+def _anvil_version() -> str:
+    command = [str(foundry_binary("anvil")), "--version"]
+    found = subprocess.run(command, capture_output=True, text=True, check=False)
+    return found.stdout.strip().splitlines()[0] if found.stdout else "unknown"
+
+
+def goals(figures: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
+    """The goals at this W and whether the figures meet them (Solana's needs the baseline)."""
+    solana_goal = None
+    if baseline is not None:
+        solana_goal = baseline["solana_cu_per_worker_round"] * GOAL_SOLANA_FRACTION
+    met = {
+        "coordinator": figures["coordinator_gas_per_worker_round"] <= GOAL_COORDINATOR_GAS,
+        "worker_chain": figures["worker_chain_gas_per_worker_round"] <= GOAL_WORKER_CHAIN_GAS,
+        "solana": None
+        if solana_goal is None
+        else figures["solana_cu_per_worker_round"] <= solana_goal,
+    }
+    return {
+        "goal": {
+            "coordinator_gas_per_worker_round": GOAL_COORDINATOR_GAS,
+            "worker_chain_gas_per_worker_round": GOAL_WORKER_CHAIN_GAS,
+            "solana_cu_per_worker_round": solana_goal,
+        },
+        "met": met,
+    }
+
+
+def load_baseline(path: Path = BASELINE) -> dict[str, Any] | None:
+    """The recorded baseline (bench/baseline/cost-703c947.json), or None when absent."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def budget(figures: dict[str, Any], workers: int, rounds: int) -> dict[str, Any]:
+    """A budget from a measurement: each bounded figure's ceiling is the measured value + 2%."""
+    return {
+        "workers": workers,
+        "rounds": rounds,
+        "margin": BUDGET_MARGIN,
+        "measured": {k: figures[k] for k in BUDGET_KEYS},
+        "ceilings": {k: int(figures[k] * (1 + BUDGET_MARGIN)) for k in BUDGET_KEYS},
+        "command": "python -c 'from fedrelay.bench.cost import write_budget; write_budget()'",
+    }
+
+
+def write_budget(path: Path = BUDGET, workers: int = 32, rounds: int = 2) -> None:
+    """Measure `rounds` rounds of `workers` and write the budget CI checks to `path`."""
+    path.write_text(json.dumps(budget(measure(workers, rounds), workers, rounds), indent=2) + "\n")
+
+
+def over_budget(figures: dict[str, Any], ceilings: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Each bounded figure above its ceiling: (measured, ceiling)."""
+    return {k: (figures[k], c) for k, c in ceilings.items() if figures[k] > c}
+
+
+def run(workers: Sequence[int], rounds: Sequence[int]) -> None:
+    """Measure at each W with its number of rounds; print one JSON line."""
+    params = l1fee.load_params()
+    baseline = load_baseline()
+    by_workers: dict[str, Any] = {}
+    for count, number in zip(workers, rounds, strict=True):
+        figures = measure(count, number, params)
+        base = (baseline or {}).get("workers_per_round", {}).get(str(count))
+        by_workers[str(count)] = {**figures, **goals(figures, base)}
+    print(
+        json.dumps(
+            {
+                "benchmark": "cost",
+                "design": "current (one VAA per task message and per commitment)",
+                "guardians": GUARDIANS,
+                "quorum": QUORUM,
+                "core": "messagecore",
+                "deliveries": "one VAA per transaction (the relayer's default batch size, 1)",
+                "max_batch": {"evm": EVM_MAX_BATCH, "solana": SOLANA_MAX_BATCH},
+                "anvil": _anvil_version(),
+                "hardfork": "anvil's default (latest)",
+                "workers_per_round": by_workers,
+                "l1_fee": l1fee.describe(params),
+                "baseline_703c947": baseline,
+            }
+        )
+    )

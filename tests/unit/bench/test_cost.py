@@ -1,0 +1,26 @@
+"""The pure parts of `fedrelay bench cost`: the goals and the budget (fedrelay.bench.cost)."""
+
+from __future__ import annotations
+
+from fedrelay.bench import cost
+
+
+def test_a_figure_above_its_ceiling_is_reported() -> None:
+    figures = dict.fromkeys(cost.BUDGET_KEYS, 100)
+    ceilings = cost.budget(figures, 32, 2)["ceilings"]
+    assert ceilings["coordinator_gas_per_worker_round"] == 102
+    assert cost.over_budget(figures, ceilings) == {}
+    figures["solana_cu_per_worker_round"] = 103
+    assert cost.over_budget(figures, ceilings) == {"solana_cu_per_worker_round": (103, 102)}
+
+
+def test_the_goals_are_judged_against_the_baseline() -> None:
+    figures = {
+        "coordinator_gas_per_worker_round": 10_000,
+        "worker_chain_gas_per_worker_round": 30_001,
+        "solana_cu_per_worker_round": 25_000,
+    }
+    judged = cost.goals(figures, {"solana_cu_per_worker_round": 100_000})
+    assert judged["goal"]["solana_cu_per_worker_round"] == 25_000
+    assert judged["met"] == {"coordinator": True, "worker_chain": False, "solana": True}
+    assert cost.goals(figures, None)["met"]["solana"] is None
