@@ -1,16 +1,28 @@
-"""Typed access to a MessageCore (or the real Wormhole core, which has the same interface)."""
+"""Typed access to a core: fedrelay's MessageCore, or Wormhole's own core contract.
+
+Both have the interface receivers use (publication, fee, guardian sets, ``parseAndVerifyVM``);
+they differ in administration. MessageCore's owner rotates guardians and sets the fee
+(:class:`MessageCoreContract`); Wormhole's core takes governance VAAs for both
+(:class:`WormholeCoreContract`, payloads in :mod:`fedrelay.protocol.wormhole.governance`).
+:func:`core_kind` tells which one is deployed at an address.
+"""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from eth_typing import ChecksumAddress, HexStr
+from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from fedrelay.adapters.evm.artifacts import load_artifact
 from fedrelay.adapters.evm.chain import EvmChain, Signer
+from fedrelay.adapters.evm.errors import EvmError
+from fedrelay.protocol.hashing import keccak256
 
 
 def address_to_bytes32(address: str) -> bytes:
@@ -63,15 +75,57 @@ class GuardianSetInfo:
     expiration_time: int
 
 
-class MessageCoreContract:
-    """A deployed MessageCore: publication fee, guardian sets, VAA verification, message events."""
+class CoreKind(enum.StrEnum):
+    """Which core contract is deployed: how its guardian set and fee are administered."""
+
+    MESSAGE_CORE = "message_core"  # fedrelay's: the owner calls it directly
+    WORMHOLE = "wormhole"  # Wormhole's: governance VAAs
+
+
+class UnknownCore(EvmError):
+    """The address holds neither a MessageCore nor a Wormhole core."""
+
+
+def core_kind(chain: EvmChain, address: str) -> CoreKind:
+    """Probe the core at `address`: MessageCore answers ``owner()``, Wormhole's core
+    ``governanceContract()`` (and has no owner).
+
+    Raises:
+        UnknownCore: Neither answers.
+    """
+    target = chain.w3.to_checksum_address(address)
+    probes = (("owner()", CoreKind.MESSAGE_CORE), ("governanceContract()", CoreKind.WORMHOLE))
+    for signature, kind in probes:
+        if _answers(chain, target, signature):
+            return kind
+    raise UnknownCore(
+        f"{target} answers neither owner() (MessageCore) nor governanceContract() (Wormhole core)"
+    )
+
+
+def _answers(chain: EvmChain, target: ChecksumAddress, signature: str) -> bool:
+    """Whether `target` returns one word for the argument-less view `signature`."""
+    data = HexStr("0x" + keccak256(signature.encode())[:4].hex())
+    try:
+        answer = chain.w3.eth.call({"to": target, "data": data})
+    except ContractLogicError:  # no such function: the call reverts
+        return False
+    return len(answer) == 32
+
+
+class _Core:
+    """What both cores offer: fee, chain id, guardian sets, verification, publication."""
+
+    abi: ClassVar[list[dict[str, Any]]]
 
     def __init__(self, chain: EvmChain, address: str) -> None:
         self.chain = chain
         self.address = chain.w3.to_checksum_address(address)
-        self.contract = chain.w3.eth.contract(
-            address=self.address, abi=list(load_artifact("MessageCore").abi)
-        )
+        self.contract = chain.w3.eth.contract(address=self.address, abi=self._abi())
+
+    @classmethod
+    def _abi(cls) -> list[dict[str, Any]]:
+        raise NotImplementedError
 
     def message_fee(self) -> int:
         """The native fee `publishMessage` charges per message."""
@@ -112,17 +166,6 @@ class MessageCoreContract:
         function = self.contract.functions.publishMessage(nonce, payload, consistency_level)
         return self.chain.transact(signer, function, value=fee)
 
-    def submit_new_guardian_set(self, signer: Signer, keys: Sequence[str]) -> TxReceipt:
-        """Rotate to a new guardian set (owner only)."""
-        checksummed = [self.chain.w3.to_checksum_address(k) for k in keys]
-        return self.chain.transact(
-            signer, self.contract.functions.submitNewGuardianSet(checksummed)
-        )
-
-    def set_message_fee(self, signer: Signer, fee: int) -> TxReceipt:
-        """Set the publication fee (owner only)."""
-        return self.chain.transact(signer, self.contract.functions.setMessageFee(fee))
-
     def published_messages(self, receipt: TxReceipt) -> list[PublishedMessage]:
         """The messages published in one transaction, in log order."""
         event = self.contract.events.LogMessagePublished()
@@ -133,6 +176,90 @@ class MessageCoreContract:
         event = self.contract.events.LogMessagePublished()
         logs = event.get_logs(from_block=from_block, to_block=to_block)
         return [_message(e) for e in logs]
+
+
+class MessageCoreContract(_Core):
+    """A deployed MessageCore: the common core calls, and its owner's administration."""
+
+    @classmethod
+    def _abi(cls) -> list[dict[str, Any]]:
+        return list(load_artifact("MessageCore").abi)
+
+    def submit_new_guardian_set(self, signer: Signer, keys: Sequence[str]) -> TxReceipt:
+        """Rotate to a new guardian set (owner only; Wormhole's core takes a governance VAA:
+        :meth:`WormholeCoreContract.submit_guardian_set_upgrade`)."""
+        checksummed = [self.chain.w3.to_checksum_address(k) for k in keys]
+        return self.chain.transact(
+            signer, self.contract.functions.submitNewGuardianSet(checksummed)
+        )
+
+    def set_message_fee(self, signer: Signer, fee: int) -> TxReceipt:
+        """Set the publication fee (owner only; Wormhole's core takes a governance VAA:
+        :meth:`WormholeCoreContract.submit_set_message_fee`)."""
+        return self.chain.transact(signer, self.contract.functions.setMessageFee(fee))
+
+
+def _function(
+    name: str, inputs: Sequence[str], outputs: Sequence[str], mutability: str
+) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "name": name,
+        "inputs": [{"name": "", "type": t} for t in inputs],
+        "outputs": [{"name": "", "type": t} for t in outputs],
+        "stateMutability": mutability,
+    }
+
+
+#: Wormhole core functions beyond the shared interface (from its published interface).
+_WORMHOLE_GOVERNANCE_ABI = (
+    _function("submitNewGuardianSet", ["bytes"], [], "nonpayable"),
+    _function("submitSetMessageFee", ["bytes"], [], "nonpayable"),
+    _function("governanceChainId", [], ["uint16"], "view"),
+    _function("governanceContract", [], ["bytes32"], "view"),
+    _function("governanceActionIsConsumed", ["bytes32"], ["bool"], "view"),
+)
+
+
+class WormholeCoreContract(_Core):
+    """A deployed Wormhole core: the common core calls, and administration by governance VAAs
+    (build them with :func:`fedrelay.protocol.wormhole.governance.governance_vaa`)."""
+
+    @classmethod
+    def _abi(cls) -> list[dict[str, Any]]:
+        return list(load_artifact("IMessageCore").abi) + list(_WORMHOLE_GOVERNANCE_ABI)
+
+    def governance_emitter(self) -> tuple[int, bytes]:
+        """The (chain, emitter address) whose VAAs the core takes as governance."""
+        chain = int(self.chain.call(self.contract.functions.governanceChainId()))
+        return chain, bytes(self.chain.call(self.contract.functions.governanceContract()))
+
+    def governance_applied(self, digest: bytes) -> bool:
+        """Whether the governance VAA with `digest` was applied."""
+        return bool(self.chain.call(self.contract.functions.governanceActionIsConsumed(digest)))
+
+    def submit_guardian_set_upgrade(self, signer: Signer, vaa: bytes) -> TxReceipt:
+        """Apply a guardian set upgrade VAA (action 2); anyone may submit it.
+
+        Raises:
+            ContractRevert: ``Error`` with the core's reason (not signed by the current set,
+                wrong governance emitter, applied before, index not current + 1, ...).
+        """
+        return self.chain.transact(signer, self.contract.functions.submitNewGuardianSet(vaa))
+
+    def submit_set_message_fee(self, signer: Signer, vaa: bytes) -> TxReceipt:
+        """Apply a set message fee VAA (action 3); anyone may submit it (errors as above)."""
+        return self.chain.transact(signer, self.contract.functions.submitSetMessageFee(vaa))
+
+
+AnyCore = MessageCoreContract | WormholeCoreContract
+
+
+def open_core(chain: EvmChain, address: str) -> AnyCore:
+    """The binding for the core at `address`, by :func:`core_kind`."""
+    if core_kind(chain, address) is CoreKind.WORMHOLE:
+        return WormholeCoreContract(chain, address)
+    return MessageCoreContract(chain, address)
 
 
 def _message(event: Any) -> PublishedMessage:

@@ -45,19 +45,56 @@ class AlreadyConsumed(ContractRevert):
         return bytes(value)
 
 
-class InvalidVaa(ContractRevert):
-    """The core rejected the VAA's signatures or guardian set; `reason` says why."""
+#: The reason both cores give for a VAA signed by a replaced set past its grace period.
+GUARDIAN_SET_EXPIRED = "guardian set has expired"
+
+
+class _Refusal(ContractRevert):
+    """A revert that carries one reason string."""
 
     @property
     def reason(self) -> str:
-        """The core's reason string, for example "no quorum"."""
-        return str(self.arguments[0])
+        """The reason string (empty when there is none)."""
+        return str(self.arguments[0]) if self.arguments else ""
+
+    @property
+    def guardian_set_expired(self) -> bool:
+        """Whether the VAA's guardian set was replaced more than its grace period ago: the
+        message must be signed again by the current set; no retry of these bytes can land."""
+        return self.reason == GUARDIAN_SET_EXPIRED
+
+
+class InvalidVaa(_Refusal):
+    """The core rejected the VAA, as a receiver reports it; `reason` says why.
+
+    The reason is the core's own: a returned one (``"no quorum"``), or the string of a core that
+    reverts instead (Wormhole's: ``"signature indices must be ascending"``, ...); empty when
+    the core reverted without a string (a panic, say).
+    """
+
+
+class RequireError(_Refusal):
+    """A plain ``Error(string)`` revert (Solidity's ``require``), such as Wormhole's core
+    refusing a VAA when it is called directly or through a receiver that passes it on."""
 
 
 _SPECIFIC: dict[str, type[ContractRevert]] = {
     "AlreadyConsumed": AlreadyConsumed,
     "InvalidVaa": InvalidVaa,
+    "Error": RequireError,
 }
+
+
+def core_refusal(error: InvalidVaa | RequireError) -> str:
+    """What a core's refusal of a VAA means, said plainly."""
+    if error.guardian_set_expired:
+        return (
+            "the VAA's guardian set has expired (replaced longer ago than the core's grace "
+            "period): only a VAA signed by the current guardian set can be delivered"
+        )
+    if not error.reason:
+        return f"the core reverted without a reason string ({error.name})"
+    return f"the core refused the VAA: {error.reason}"
 
 
 def revert_for(name: str, args: tuple[Any, ...], data: bytes) -> ContractRevert:

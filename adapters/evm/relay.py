@@ -62,7 +62,14 @@ from fedrelay.adapters.evm.batch import (
     entries_from_logs,
 )
 from fedrelay.adapters.evm.core import address_to_bytes32
-from fedrelay.adapters.evm.errors import AlreadyConsumed, ContractRevert, EvmError
+from fedrelay.adapters.evm.errors import (
+    AlreadyConsumed,
+    ContractRevert,
+    EvmError,
+    InvalidVaa,
+    RequireError,
+    core_refusal,
+)
 from fedrelay.adapters.evm.reverts import RevertDecoder, revert_data
 from fedrelay.ports.relay import (
     BatchOutcome,
@@ -566,9 +573,10 @@ class EvmDestination:
             return Failure(
                 FailureKind.ALREADY_CONSUMED, f"the receiver consumed 0x{entry.digest.hex()}"
             )
+        reason = entry.reason
+        said = core_refusal(reason) if isinstance(reason, (InvalidVaa, RequireError)) else reason
         return Failure(
-            FailureKind.REVERTED,
-            f"batch entry {entry.index} {entry.result.name.lower()}: {entry.reason}",
+            FailureKind.REVERTED, f"batch entry {entry.index} {entry.result.name.lower()}: {said}"
         )
 
     def _learn_gas(self, estimate: int, count: int) -> None:
@@ -662,6 +670,10 @@ class EvmDestination:
             )
         if isinstance(error, ContractRevert) and error.name == "BatchOutOfGas":
             return Failure(FailureKind.OUT_OF_GAS, f"an entry of the batch ran out of gas: {error}")
+        if isinstance(error, (InvalidVaa, RequireError)):
+            # a raw Error(string) is a core (Wormhole's) refusing the VAA through a receiver
+            # that passes it on, or a require in the receiver: terminal either way
+            return Failure(FailureKind.REVERTED, f"receiveMessage reverted: {core_refusal(error)}")
         if isinstance(error, ContractRevert):
             return Failure(FailureKind.REVERTED, f"receiveMessage reverted: {error}")
         if isinstance(error, ContractLogicError):

@@ -144,7 +144,7 @@ contract HubStakeRulesTest is HubFixture {
 
     function test_stakeChanges_payTheMessageFee() public {
         ensureRegistered(worker(1));
-        core.setMessageFee(3);
+        setCoreFee(3);
         stakeAs(worker(1), 1 ether + 3);
         assertEq(hub.getStaker(worker(1)).staked, 2 ether, "the fee is not stake");
         vm.prank(worker(1));
@@ -159,7 +159,7 @@ contract HubStakeRulesTest is HubFixture {
     function test_refusalsDrawOnTheFeeReserve() public {
         ensureRegistered(worker(1));
         withdrawAll(worker(1));
-        core.setMessageFee(5);
+        setCoreFee(5);
         bytes memory vaa = signedFromMarket(taskAssignedPayload(5, 0, uint64(block.timestamp + 1 days), one(worker(1))));
         vm.expectRevert(abi.encodeWithSelector(WorkerHub.InsufficientFeeReserve.selector, 5, 0));
         hub.receiveMessage(vaa);
@@ -240,5 +240,12 @@ contract HubStakeRulesTest is HubFixture {
         hub.claim();
         assertEq(poster.balance, 0.4 ether, "the recipient withdrew it itself");
         assertEq(hub.totalClaimable(), 0, "nothing left");
+    }
+}
+
+/// The same tests against a core that behaves like Wormhole's (see `RequireStyleCore`).
+contract HubStakeRulesOnRequireStyleCoreTest is HubStakeRulesTest {
+    constructor() {
+        requireStyleCore = true;
     }
 }

@@ -302,7 +302,7 @@ contract JobMarketTest is MarketFixture {
 
     function test_attack_expiredGuardianSetRejected() public {
         bytes memory vaa = signed(EVM_WORKERS, HUB, registeredPayload(workerKey(1), 500, payoutOf(1)));
-        core.submitNewGuardianSet(guardianAddresses(4, 200));
+        rotateGuardians(4, 200);
         vm.warp(block.timestamp + 1 days + 1);
         vm.expectRevert(abi.encodeWithSelector(MessageReceiver.InvalidVaa.selector, "guardian set has expired"));
         market.receiveMessage(vaa);
@@ -411,7 +411,7 @@ contract JobMarketTest is MarketFixture {
         vm.expectRevert(abi.encodeWithSelector(JobMarket.UnknownPeer.selector, 30));
         market.assignTasks(jobId, 30, deadline, assignments(0, 1));
         vm.stopPrank();
-        core.setMessageFee(3);
+        setCoreFee(3);
         vm.deal(aggregator, 10);
         vm.startPrank(aggregator);
         vm.expectRevert(abi.encodeWithSelector(MessageReceiver.WrongMessageFee.selector, 0, 3));
@@ -638,7 +638,7 @@ contract JobMarketTest is MarketFixture {
         r[7].evidence = EVIDENCE;
         finalize(jobId, 0, r);
         assertEq(market.settlementBatches(jobId, 0), 3, "1 EVM + 2 Solana messages");
-        core.setMessageFee(1);
+        setCoreFee(1);
         vm.warp(block.timestamp + WINDOW);
         vm.expectRevert(abi.encodeWithSelector(MessageReceiver.WrongMessageFee.selector, 1, 3));
         market.settleRound{value: 1}(jobId, 0);
@@ -790,5 +790,12 @@ contract FalseToken {
         if (refuse) return false;
         held -= amount;
         return true;
+    }
+}
+
+/// The same tests against a core that behaves like Wormhole's (see `RequireStyleCore`).
+contract JobMarketOnRequireStyleCoreTest is JobMarketTest {
+    constructor() {
+        requireStyleCore = true;
     }
 }

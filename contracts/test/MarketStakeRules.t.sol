@@ -322,3 +322,10 @@ contract MessageCoreExpiryTest is MarketFixture {
         assertEq(d.getGuardianSet(0).expirationTime, type(uint32).max, "one past saturates");
     }
 }
+
+/// The same tests against a core that behaves like Wormhole's (see `RequireStyleCore`).
+contract MarketStakeRulesOnRequireStyleCoreTest is MarketStakeRulesTest {
+    constructor() {
+        requireStyleCore = true;
+    }
+}

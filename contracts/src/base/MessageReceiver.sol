@@ -41,8 +41,8 @@ abstract contract MessageReceiver is Owned {
 
     /// @notice Registered peer (emitter and target address) per Wormhole chain id.
     mapping(uint16 => bytes32) public peers;
-    /// @notice VAA digests already acted upon.
-    mapping(bytes32 => bool) public consumed;
+    /// @dev VAA digests already acted upon (read through `isConsumed`).
+    mapping(bytes32 => bool) internal consumed;
 
     /// @notice The peer for `chain` was set to `peer` (zero removes it).
     event PeerSet(uint16 indexed chain, bytes32 peer);
@@ -95,10 +95,7 @@ abstract contract MessageReceiver is Owned {
         internal
         returns (IMessageCore.VM memory vm, PayloadCodec.Header memory header)
     {
-        bool valid;
-        string memory reason;
-        (vm, valid, reason) = core.parseAndVerifyVM(encoded);
-        if (!valid) revert InvalidVaa(reason);
+        vm = _verified(encoded);
         bytes32 peer = peers[vm.emitterChainId];
         if (peer == bytes32(0) || peer != vm.emitterAddress) {
             revert UnknownEmitter(vm.emitterChainId, vm.emitterAddress);
@@ -111,6 +108,39 @@ abstract contract MessageReceiver is Owned {
         }
         consumed[vm.hash] = true;
         emit MessageConsumed(vm.hash, vm.emitterChainId, vm.sequence);
+    }
+
+    /// @dev The core's verdict on `encoded`: the parsed VM when it is valid, else `InvalidVaa`.
+    /// A core may refuse by reverting instead of returning `(vm, false, reason)` (Wormhole's own
+    /// reverts `Error(string)` for a version other than 1, truncated input, unordered guardian
+    /// indices, an index outside the set or a signature ecrecover rejects): its string becomes
+    /// `InvalidVaa(string)`, and any other revert data (a `Panic`, say) `InvalidVaa("")`.
+    /// `MalformedVaa` (MessageCore's parse error) and an empty revert (the core's call ran out of
+    /// gas, which `_receiveBatch` relies on) pass unchanged.
+    function _verified(bytes calldata encoded) private view returns (IMessageCore.VM memory vm) {
+        try core.parseAndVerifyVM(encoded) returns (IMessageCore.VM memory parsed, bool valid, string memory reason) {
+            if (!valid) revert InvalidVaa(reason);
+            vm = parsed;
+        } catch (bytes memory data) {
+            // Selectors: 0xadb5a58b MalformedVaa(uint256,uint256), 0x08c379a0 Error(string),
+            // 0x8ee2e336 InvalidVaa(string) (Error's and InvalidVaa's arguments encode alike).
+            assembly ("memory-safe") {
+                let size := mload(data)
+                let head := shr(224, mload(add(data, 32)))
+                // some revert data, and not MalformedVaa (sub and mul: non-zero = both differ)
+                if mul(size, sub(head, 0xadb5a58b)) {
+                    if sub(head, 0x08c379a0) {
+                        // InvalidVaa(""), written past the free memory pointer
+                        data := mload(0x40)
+                        mstore(add(data, 36), 0x20)
+                        mstore(add(data, 68), 0)
+                        size := 68
+                    }
+                    mstore(add(data, 4), 0x8ee2e336) // the selector, over the length word's end
+                }
+                revert(add(data, 32), size)
+            }
+        }
     }
 
     /// @dev Receive each of `vaas` on its own (see the contract's notes); the caller guards

@@ -60,4 +60,20 @@ abstract contract Guardians is Test {
             indices[i] = uint8(i);
         }
     }
+
+    /// @dev `vaa` with signature `i` replaced by its high-s twin (s' = n - s, the recovery id
+    /// flipped): the same signer over the same digest, so the same body and digest.
+    function highSTwin(bytes memory vaa, uint256 i) internal pure returns (bytes memory twin) {
+        twin = bytes.concat(vaa);
+        uint256 at = 6 + 66 * i + 33;
+        bytes32 s;
+        assembly {
+            s := mload(add(twin, add(32, at)))
+        }
+        bytes32 flipped = bytes32(CURVE_ORDER - uint256(s));
+        for (uint256 k = 0; k < 32; ++k) {
+            twin[at + k] = flipped[k];
+        }
+        twin[at + 32] = bytes1(uint8(twin[at + 32]) ^ 1);
+    }
 }

@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.30;
 
-import {MessageCore} from "../../src/MessageCore.sol";
 import {WorkerHub} from "../../src/WorkerHub.sol";
 import {PayloadCodec} from "../../src/libraries/PayloadCodec.sol";
-import {Guardians} from "./Guardians.sol";
+import {CoreFixture} from "./CoreFixture.sol";
 
 /// @notice A WorkerHub on EVM worker chain 4 whose coordinator peer is a JobMarket on chain 2.
-abstract contract HubFixture is Guardians {
+abstract contract HubFixture is CoreFixture {
     uint16 internal constant COORDINATOR = 2;
     uint16 internal constant WORKERS = 4;
     bytes32 internal constant MARKET = bytes32(uint256(0x3A4C));
@@ -19,13 +18,12 @@ abstract contract HubFixture is Guardians {
     uint64 internal constant RELEASE_AFTER = 1 days;
     bytes32 internal constant POSTER = bytes32(uint256(0x9057E4));
 
-    MessageCore internal core;
     WorkerHub internal hub;
     uint64 internal nextSequence = 1;
 
     function setUpHub() internal {
         vm.warp(1_800_000_000);
-        core = new MessageCore(WORKERS, guardianAddresses(4, 0), 1 days, address(this));
+        deployCore(WORKERS);
         hub = new WorkerHub(core, 202, address(this), COORDINATOR, MIN_STAKE, UNBONDING);
         hub.setPeer(COORDINATOR, MARKET);
     }

@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.30;
 
-import {MessageCore} from "../../src/MessageCore.sol";
 import {JobMarket} from "../../src/JobMarket.sol";
 import {PayloadCodec} from "../../src/libraries/PayloadCodec.sol";
-import {Guardians} from "./Guardians.sol";
+import {CoreFixture} from "./CoreFixture.sol";
 
 /// @notice A JobMarket on coordinator chain 2 with peers on EVM chain 4 and Solana (chain 1).
-abstract contract MarketFixture is Guardians {
+abstract contract MarketFixture is CoreFixture {
     uint16 internal constant COORDINATOR = 2;
     uint16 internal constant EVM_WORKERS = 4;
     uint16 internal constant SOLANA = 1;
@@ -27,13 +26,12 @@ abstract contract MarketFixture is Guardians {
     address internal aggregator = address(0xA66);
     address internal challenger = address(0xC4A1);
 
-    MessageCore internal core;
     JobMarket internal market;
     uint64 internal nextSequence = 1;
 
     function setUpMarket() internal {
         vm.warp(1_800_000_000);
-        core = new MessageCore(COORDINATOR, guardianAddresses(4, 0), 1 days, address(this));
+        deployCore(COORDINATOR);
         market = new JobMarket(core, 202, address(this), aggregator, challenger, WINDOW);
         market.setPeer(EVM_WORKERS, HUB);
         market.setPeer(SOLANA, SOLANA_PROGRAM);
