@@ -94,7 +94,7 @@ def core_refusal(error: InvalidVaa | RequireError) -> str:
         )
     if not error.reason:
         return f"the core reverted without a reason string ({error.name})"
-    return f"the core refused the VAA: {error.reason}"
+    return f"the core refused the VAA: {error.reason} ({error.name})"
 
 
 def revert_for(name: str, args: tuple[Any, ...], data: bytes) -> ContractRevert:

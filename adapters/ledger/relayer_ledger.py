@@ -721,6 +721,26 @@ class SqlRelayerLedgerWork:
             row.error = error
         row.outcome = outcome
 
+    async def record_resent(self, attempt_id: int, delivery_id: int, tx_hash: str | None) -> None:
+        await self.session.execute(
+            update(DeliveryAttempt)
+            .where(DeliveryAttempt.id == attempt_id)
+            .where(DeliveryAttempt.outcome == AttemptOutcome.PREPARED)
+            .values(outcome=AttemptOutcome.BROADCAST)
+        )
+        ended = (
+            DeliveryStatus.CONFIRMED, DeliveryStatus.ALREADY_DELIVERED, DeliveryStatus.DEAD,
+        )  # fmt: skip
+        values: dict[str, Any] = {"status": DeliveryStatus.SUBMITTED}
+        if tx_hash is not None:
+            values["tx_hash"] = tx_hash
+        await self.session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .where(Delivery.status.not_in(ended))
+            .values(**values)
+        )
+
     async def settle_in_flight(self, delivery_id: int, confirmed: int | None) -> None:
         for row in await self._in_flight_rows(delivery_id):
             is_it = row.id == confirmed

@@ -417,6 +417,12 @@ class RelayerLedgerWork(Protocol):
         """End every in-flight attempt of a delivery: `confirmed` CONFIRMED, the rest REPLACED."""
         ...
 
+    async def record_resent(self, attempt_id: int, delivery_id: int, tx_hash: str | None) -> None:
+        """An attempt persisted before a restart has been broadcast: the attempt BROADCAST if
+        it is still PREPARED, and the delivery SUBMITTED (with `tx_hash`) unless it has ended.
+        Each is one conditional statement, so a confirmation recorded meanwhile stands."""
+        ...
+
     async def fail_in_flight(self, delivery_id: int, keep: int | None = None) -> None:
         """Mark the delivery's in-flight attempts FAILED (all but `keep`)."""
         ...

@@ -371,15 +371,8 @@ class Deliverer:
                     error = f"{failure.kind.value}: {failure.reason} (unsent after a restart)"
                     await work.set_attempt_outcome(attempt.id, AttemptOutcome.FAILED, error=error)
                 continue
-            async with self.ledger.transaction() as work:
-                await work.set_attempt_outcome(attempt.id, AttemptOutcome.BROADCAST)
-                delivery = await work.delivery(attempt.delivery_id)
-                if delivery.status not in (*_DONE, DeliveryStatus.DEAD):
-                    await work.update_delivery(
-                        attempt.delivery_id,
-                        status=DeliveryStatus.SUBMITTED,
-                        tx_hash=attempt.tx_hash,
-                    )
+            async with self.ledger.transaction() as work:  # a confirmation meanwhile stands
+                await work.record_resent(attempt.id, attempt.delivery_id, attempt.tx_hash)
             sent += 1
             log.info(
                 "deliver-%d: sent attempt %d (nonce %s) persisted before a restart",
