@@ -23,8 +23,8 @@ Q = int(json.loads((ROOT / "tests" / "vectors" / "threshold.json").read_text())[
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
     compiler = shutil.which("clang-14") or shutil.which("cc")
-    if compiler is None:
-        pytest.skip("no C compiler")
+    if compiler is None:  # the project installs clang-14 for the Solana program: never skipped
+        pytest.fail("no C compiler found (clang-14 or cc); `make setup` installs clang-14")
     binary = tmp_path_factory.mktemp("u256") / "u256"
     subprocess.run(
         [
