@@ -509,7 +509,9 @@ class _Builder:
             sources, signer, index, guardian_set_index=self.settings.guardian_set_index,
             guardian_set=current, signatures_topic=self.settings.signatures_topic,
         )  # fmt: skip
-        return self._runner(f"attest-{index}", self.settings.observations_topic, attester)
+        runner = self._runner(f"attest-{index}", self.settings.observations_topic, attester)
+        runner.batches_in_flight = self.settings.batches_in_flight  # signing keeps no state
+        return runner
 
     def _assemble(self, sets: GuardianSets) -> RunningStage:
         assembler = Assembler(self.ledger, sets, self.settings.vaas_topic)
@@ -530,7 +532,9 @@ class _Builder:
             destinations=frozenset(c.wormhole_chain_id for c in self.chains.chains),
             prefix=self.settings.deliveries_prefix,
         )
-        return self._runner("route", self.settings.vaas_topic, router)
+        runner = self._runner("route", self.settings.vaas_topic, router)
+        runner.batches_in_flight = self.settings.batches_in_flight  # routing keeps no state
+        return runner
 
     async def _deliver(self, chain: ChainConfig, pool: Sequence[str | bytes]) -> RunningStage:
         lanes = []

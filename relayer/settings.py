@@ -70,6 +70,11 @@ class RelayerSettings(BaseSettings):
     # submitted while the receipts of earlier ones are awaited; hand-offs stay in poll order).
     # 1: one batch at a time. Used when batching is off (deliver_batch_max 1) on chains with nonces.
     deliver_batches_in_flight: int = Field(default=4, ge=1, le=64)
+    # How many polled batches the stages whose work keeps no state of its own (attest, route)
+    # process at once: the next batch is read and signed (or routed) while the one before it
+    # is handed on; hand-offs stay in poll order. 1: one batch at a time. Assemble and fetch
+    # always take one at a time (a quorum is counted across batches in the ledger).
+    batches_in_flight: int = Field(default=4, ge=1, le=64)
     # The most VAAs in one delivery transaction on destinations with a batch entry point
     # (fedrelay.ports.relay.BatchDestination); 1 turns batching off.
     deliver_batch_max: int = Field(default=1, ge=1, le=256)

@@ -9,6 +9,14 @@ to the client's accumulator and the transaction waits for every acknowledgement 
 it commits. A batch of records then costs a few produce requests instead of one round trip per
 record, which is what bounded a stage's hand-off; exactly-once is unchanged, since a record whose
 send failed fails the whole transaction, which is aborted and replayed.
+
+A transactional producer retries after :data:`TRANSACTION_RETRY_BACKOFF_MS`, not aiokafka's
+100 ms. A stage starts its next transaction as soon as the last one commits, while the
+coordinator may still be writing the last one's markers: the broker then answers the next
+``AddOffsetsToTxn`` with ``CONCURRENT_TRANSACTIONS``, and aiokafka waits its whole retry backoff
+before asking again (it shortens the wait to 20 ms for ``AddPartitionsToTxn`` only). Measured
+on this machine's broker, one hand-off then became visible to a read-committed consumer after
+at most 297 ms with 100 ms and at most 60 ms with 20 ms (median 35 and 29 ms).
 """
 
 from __future__ import annotations
@@ -40,6 +48,10 @@ def _tp(partition: Partition) -> TopicPartition:
 
 def _partition(tp: Any) -> Partition:
     return Partition(str(tp.topic), int(tp.partition))
+
+
+#: How long a transactional producer waits before retrying a refused request (milliseconds).
+TRANSACTION_RETRY_BACKOFF_MS = 20
 
 
 class KafkaBus:
@@ -147,6 +159,7 @@ class KafkaProducer:
             enable_idempotence=True,
             acks="all",
             transactional_id=transactional_id,
+            **({"retry_backoff_ms": TRANSACTION_RETRY_BACKOFF_MS} if transactional_id else {}),
         )
 
     async def start(self) -> None:

@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 from hexbytes import HexBytes
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fedrelay.adapters.devnet import guardians as wormhole_testing
 from fedrelay.adapters.devnet.services import Kafka, Postgres
@@ -113,31 +113,50 @@ class FastSender:
     def broadcast_many(self, raws: Sequence[bytes]) -> list[bytes]:
         """Send signed transactions in one JSON-RPC batch request (web3 refuses to batch
         ``eth_sendRawTransaction``, so the request is made here); their hashes, in order."""
-        endpoint = str(self.chain.w3.provider.endpoint_uri)  # type: ignore[attr-defined]
-        calls = [
-            {"jsonrpc": "2.0", "id": index, "method": "eth_sendRawTransaction",
-             "params": ["0x" + raw.hex()]}
-            for index, raw in enumerate(raws)
-        ]  # fmt: skip
-        body, headers = json.dumps(calls).encode(), {"Content-Type": "application/json"}
-        request = urllib.request.Request(endpoint, body, headers)  # noqa: S310 - the bench's anvil
-        with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
-            by_id = {int(one["id"]): one for one in json.loads(answer.read())}
+        answers = self._batch("eth_sendRawTransaction", ["0x" + raw.hex() for raw in raws])
         hashes = []
-        for index in range(len(raws)):
-            one = by_id.get(index, {"error": "no answer"})
+        for index, one in enumerate(answers):
             if "result" not in one:
                 raise BenchmarkFailed(f"emission {index} of a batch refused: {one.get('error')}")
             hashes.append(bytes(HexBytes(one["result"])))
         return hashes
 
-    def wait(self, tx_hash: bytes) -> None:
-        """Wait for `tx_hash`'s receipt; raise when it reverted."""
-        receipt = self.chain.w3.eth.wait_for_transaction_receipt(
-            HexBytes(tx_hash), timeout=60, poll_latency=RECEIPT_POLL_S
-        )
-        if receipt["status"] != 1:
-            raise BenchmarkFailed(f"transaction 0x{tx_hash.hex()} reverted")
+    def _batch(self, method: str, arguments: Sequence[str]) -> list[dict[str, Any]]:
+        """One JSON-RPC batch request calling `method` once per argument; the answers in order
+        (``{"error": "no answer"}`` where the node gave none)."""
+        endpoint = str(self.chain.w3.provider.endpoint_uri)  # type: ignore[attr-defined]
+        calls = [
+            {"jsonrpc": "2.0", "id": index, "method": method, "params": [argument]}
+            for index, argument in enumerate(arguments)
+        ]
+        body, headers = json.dumps(calls).encode(), {"Content-Type": "application/json"}
+        request = urllib.request.Request(endpoint, body, headers)  # noqa: S310 - the bench's anvil
+        with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
+            by_id = {int(one["id"]): one for one in json.loads(answer.read())}
+        return [by_id.get(index, {"error": "no answer"}) for index in range(len(arguments))]
+
+    def wait_all(self, tx_hashes: Sequence[bytes], timeout_s: float = 60.0) -> None:
+        """Wait until every one of `tx_hashes` has a receipt, asking for
+        :data:`EMIT_BATCH` receipts per request (a burst's emitter stays off the relayer's
+        CPU); raise when one reverted or did not land in `timeout_s`."""
+        waiting = list(tx_hashes)
+        deadline = time.monotonic() + timeout_s
+        while waiting:
+            missing: list[bytes] = []
+            for first in range(0, len(waiting), EMIT_BATCH):
+                some = waiting[first : first + EMIT_BATCH]
+                answers = self._batch("eth_getTransactionReceipt", ["0x" + h.hex() for h in some])
+                for tx_hash, one in zip(some, answers, strict=True):
+                    receipt = one.get("result")
+                    if receipt is None:
+                        missing.append(tx_hash)
+                    elif int(receipt["status"], 16) != 1:
+                        raise BenchmarkFailed(f"transaction 0x{tx_hash.hex()} reverted")
+            waiting = missing
+            if waiting and time.monotonic() >= deadline:
+                raise BenchmarkFailed(f"{len(waiting)} transactions without a receipt")
+            if waiting:
+                time.sleep(POLL_S)  # a node has no receipt event to wait on
 
 
 def post_jobs(
@@ -151,8 +170,7 @@ def post_jobs(
         [worker_chain], 0, 0, 0, [address_to_bytes32(poster.address)], 3600, 7 * 86_400,
     )  # fmt: skip
     hashes = [sender.send(market.contract.functions.postJob(spec), value=1) for _ in range(count)]
-    for tx_hash in hashes:
-        sender.wait(tx_hash)
+    sender.wait_all(hashes)
     return list(range(first, first + count))
 
 
@@ -207,8 +225,7 @@ def emit(
                 time.sleep(pause)  # pacing the offered load, not synchronising
             hashes.append(sender.broadcast(raw))
             emissions.record(job_id, time.time())
-    for tx_hash in hashes:
-        sender.wait(tx_hash)
+    sender.wait_all(hashes)
 
 
 def relayer_settings(
@@ -308,6 +325,24 @@ async def confirmation_times(database_url: str, destination_chain: int) -> dict[
         await engine.dispose()
 
 
+def _confirmed_count(
+    sessions: async_sessionmaker[AsyncSession], destination_chain: int
+) -> Callable[[], Awaitable[int]]:
+    """How many deliveries to `destination_chain` the ledger holds confirmed (one count)."""
+
+    async def count() -> int:
+        async with sessions() as session:
+            found = await session.scalar(
+                select(func.count()).select_from(Delivery).where(
+                    Delivery.destination_chain == destination_chain,
+                    Delivery.status == DeliveryStatus.CONFIRMED,
+                )
+            )  # fmt: skip
+        return int(found or 0)
+
+    return count
+
+
 def steady_size(messages: int, steady_messages: int | None) -> int:
     """How many messages the steady phase offers: `steady_messages`, else a quarter of the
     burst's `messages`, at least 10.
@@ -381,18 +416,26 @@ class Route:
         delivered: Callable[[], Awaitable[int]],
         rate: float | None = None,
     ) -> list[float]:
-        """Emit one TASK_ASSIGNED per (job id, worker key) and wait until `delivered()` (how many
-        of them the destination chain holds) counts them all and the ledger has each confirmed;
-        their latencies, in seconds, in the order given."""
+        """Emit one TASK_ASSIGNED per (job id, worker key) and wait until the ledger has each
+        confirmed and `delivered()` (how many of them the destination chain holds) counts them
+        all; their latencies, in seconds, in the order given.
+
+        While the messages travel, only the ledger is asked (one count per poll): the
+        benchmark's own chain reads would take CPU from the relayer it measures. The chain is
+        asked once the ledger has them all (the deliverer records a confirmation only after
+        the receipt)."""
         jobs = [job for job, _ in assignments]
         before = self.emissions.count()
+        engine = create_engine(self.database_url)
+        count = _confirmed_count(async_sessionmaker(engine), self.worker_chain)
+        confirmed_before = await count()
         seen = 0
 
-        async def all_delivered() -> bool:
+        async def all_confirmed() -> bool:
             nonlocal seen
             if emitter.done() and (failed := emitter.exception()) is not None:
                 raise failed  # the emitter stopped: no point waiting for the rest
-            seen = await delivered()
+            seen = await count() - confirmed_before
             return seen >= len(jobs)
 
         with Progress(
@@ -413,11 +456,18 @@ class Route:
                 )
             )  # fmt: skip
             try:
-                await until(all_delivered, f"{len(jobs)} deliveries", self.timeout_s, tick)
+                await until(all_confirmed, f"{len(jobs)} deliveries", self.timeout_s, tick)
                 await emitter
             except BaseException:
                 self.emissions.stop.set()  # the emitter returns at its next message
                 raise
+            finally:
+                await engine.dispose()
+
+        async def on_chain() -> bool:
+            return await delivered() >= len(jobs)
+
+        await until(on_chain, f"the destination chain to hold {len(jobs)} deliveries", LEDGER_LAG_S)
         confirmed = await self._ledger_confirmations(jobs)
         self.confirmed.update(confirmed)
         return [confirmed[job] - self.emissions.at[job] for job in jobs]

@@ -84,7 +84,7 @@ from fedrelay.protocol.wormhole import (
 from fedrelay.relayer.chains_file import parse_chains
 from fedrelay.relayer.process import StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings
-from fedrelay.relayer.stage import stage_metrics
+from fedrelay.relayer.stage import StageRunner, stage_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -179,6 +179,19 @@ async def test_one_round_carries_every_payload_type_on_both_evm_routes(
         "assemble", "attest-0", "attest-1", "attest-2", "deliver-2", "deliver-4", "route",
         "watch-2", "watch-4",
     ]  # fmt: skip
+    in_flight = {
+        stage.name: stage.batches_in_flight
+        for stage in process.stages
+        if isinstance(stage, StageRunner) and not stage.name.startswith("deliver")
+    }
+    # signing and routing keep no state: several batches at once; assembling counts a quorum
+    # across batches in the ledger: one at a time
+    assert in_flight == {
+        "assemble": 1, "attest-0": settings.batches_in_flight,
+        "attest-1": settings.batches_in_flight, "attest-2": settings.batches_in_flight,
+        "route": settings.batches_in_flight,
+    }  # fmt: skip
+    assert settings.batches_in_flight > 1
     await process.bus.create_topics(process.topics, partitions=settings.topic_partitions)
     for name, check in process.checks.items():
         assert await check(), name
