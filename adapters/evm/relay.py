@@ -27,6 +27,11 @@ gas per message the last estimates showed, and never more than the policy's cap.
 takes the smaller of that and what is queued.
 
 Both talk to the node through web3's asynchronous provider, so one event loop serves every stage.
+The reads a relayer makes for every message (blocks, logs, receipts, the pending nonce) go
+straight through the provider (:func:`_rpc`) and are decoded here: web3's result formatters
+checksum every address and rebuild every field of a block, log or receipt, which cost more CPU
+per message than the relayer's own work on them. Estimates, broadcasts and contract calls keep
+web3's path, whose errors the deliverer classifies.
 """
 
 from __future__ import annotations
@@ -38,20 +43,19 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import aiohttp
+from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress, HexStr
 from hexbytes import HexBytes
 from web3 import AsyncWeb3
 from web3.exceptions import (
-    BlockNotFound,
     ContractLogicError,
     ProviderConnectionError,
     TimeExhausted,
-    TransactionNotFound,
     Web3RPCError,
 )
-from web3.types import BlockIdentifier, LogReceipt, TxParams
+from web3.types import BlockIdentifier, RPCEndpoint, TxParams
 
 from fedrelay.adapters.evm.artifacts import CONTRACT_NAMES, load_artifact
 from fedrelay.adapters.evm.batch import (
@@ -92,8 +96,9 @@ _LOG_MESSAGE_PUBLISHED = (
     "0x" + keccak256(b"LogMessagePublished(address,uint64,uint32,bytes,uint8)").hex()
 )
 
-# The subset of a fedrelay receiver and of the core the relayer uses (the real Wormhole core has
-# the same event, so production needs nothing more).
+# The subset of a fedrelay receiver the relayer uses. The core's LogMessagePublished(address
+# indexed sender, uint64 sequence, uint32 nonce, bytes payload, uint8 consistencyLevel) is
+# decoded by EvmSource._emitted (the real Wormhole core has the same event).
 _RECEIVER_ABI: list[dict[str, Any]] = [
     {"type": "function", "name": "receiveMessage", "stateMutability": "nonpayable",
      "inputs": [{"name": "encodedVaa", "type": "bytes"}], "outputs": []},
@@ -102,15 +107,6 @@ _RECEIVER_ABI: list[dict[str, Any]] = [
     {"type": "function", "name": "core", "stateMutability": "view",
      "inputs": [], "outputs": [{"name": "", "type": "address"}]},
     *BATCH_ABI,
-]  # fmt: skip
-_CORE_ABI: list[dict[str, Any]] = [
-    {"type": "event", "name": "LogMessagePublished", "anonymous": False, "inputs": [
-        {"name": "sender", "type": "address", "indexed": True},
-        {"name": "sequence", "type": "uint64", "indexed": False},
-        {"name": "nonce", "type": "uint32", "indexed": False},
-        {"name": "payload", "type": "bytes", "indexed": False},
-        {"name": "consistencyLevel", "type": "uint8", "indexed": False},
-    ]},
 ]  # fmt: skip
 
 #: Texts of node errors (geth, anvil, reth, erigon) and what they mean for a delivery.
@@ -160,13 +156,34 @@ def _hex(value: bytes) -> str:
 BLOCK_READS_IN_FLIGHT = 16
 
 
-def _log_timestamp(log: LogReceipt) -> int | None:
+#: A JSON-RPC result as the node sends it (quantities as 0x-hex strings).
+RawLog = dict[str, Any]
+
+
+async def _rpc(w3: AsyncWeb3[Any], method: str, params: list[Any]) -> Any:
+    """One JSON-RPC call straight through the provider (no middleware, no result formatting):
+    the node's result as it sent it, None where it has none.
+
+    Raises:
+        Web3RPCError: The node answered with an error.
+    """
+    answer: Any = await w3.provider.make_request(RPCEndpoint(method), params)
+    if answer.get("error") is not None:
+        raise Web3RPCError(f"{method}: {answer['error']}", rpc_response=answer)
+    return answer.get("result")
+
+
+def _quantity(value: str) -> int:
+    return int(value, 16)
+
+
+def _log_timestamp(log: RawLog) -> int | None:
     """The block timestamp a node puts in the log itself (``blockTimestamp``: anvil and recent
     geth do), or None when it does not: the block is read then."""
     value: Any = log.get("blockTimestamp")
     if value is None:
         return None
-    return int(value, 16) if isinstance(value, str) else int(value)
+    return _quantity(value) if isinstance(value, str) else int(value)
 
 
 class EvmSource:
@@ -195,7 +212,6 @@ class EvmSource:
         self.core: ChecksumAddress = AsyncWeb3.to_checksum_address(core)
         self.finality = finality
         self.source = f"evm:{wormhole_chain_id}:{self.emitter.lower()}"
-        self._event = w3.eth.contract(address=self.core, abi=_CORE_ABI).events.LogMessagePublished()
         self._emitter32 = address_to_bytes32(self.emitter)
         self._timestamps: dict[str, int] = {}
         self._head: asyncio.Task[ChainPosition] | None = None
@@ -224,42 +240,48 @@ class EvmSource:
 
     async def _read_head(self) -> ChainPosition:
         if isinstance(self.finality, int):
-            number = await self.w3.eth.block_number - self.finality
+            number = _quantity(await _rpc(self.w3, "eth_blockNumber", [])) - self.finality
             if number < 0:
                 return ChainPosition(-1, "")
             return ChainPosition(number, await self.position_hash(number) or "")
-        block = await self.w3.eth.get_block(self.finality)
-        return ChainPosition(int(block["number"]), _hex(block["hash"]))
+        block = await _rpc(self.w3, "eth_getBlockByNumber", [self.finality, False])
+        if block is None:
+            return ChainPosition(-1, "")  # no block at that finality yet
+        self._remember_timestamp(block["hash"], _quantity(block["timestamp"]))
+        return ChainPosition(_quantity(block["number"]), block["hash"])
 
     async def position_hash(self, number: int) -> str | None:
         """The hash of block `number` as the chain has it now; None beyond the head."""
         if number < 0:
             return None
-        try:
-            block = await self.w3.eth.get_block(number)
-        except BlockNotFound:
+        block = await _rpc(self.w3, "eth_getBlockByNumber", [hex(number), False])
+        if block is None:
             return None
-        block_hash = _hex(block["hash"])
-        self._remember_timestamp(block_hash, int(block["timestamp"]))  # a message's reader needs it
+        block_hash = str(block["hash"])
+        self._remember_timestamp(block_hash, _quantity(block["timestamp"]))  # a reader needs it
         return block_hash
 
     async def messages_between(self, first: int, last: int) -> Sequence[EmittedMessage]:
         """The emitter's messages in blocks `first`..`last`, in chain order."""
         if last < first:
             return []
-        logs = await self.w3.eth.get_logs(
-            {
-                "address": self.core,
-                "fromBlock": first,
-                "toBlock": last,
-                "topics": [HexStr(_LOG_MESSAGE_PUBLISHED), HexStr(_hex(self._emitter32))],
-            }
+        logs: list[RawLog] = await _rpc(
+            self.w3,
+            "eth_getLogs",
+            [
+                {
+                    "address": self.core,
+                    "fromBlock": hex(first),
+                    "toBlock": hex(last),
+                    "topics": [_LOG_MESSAGE_PUBLISHED, _hex(self._emitter32)],
+                }
+            ],
         )
         ordered = sorted(
-            (log for log in logs if not log.get("removed", False)),
-            key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])),
+            (log for log in logs or [] if not log.get("removed", False)),
+            key=lambda log: (_quantity(log["blockNumber"]), _quantity(log["logIndex"])),
         )
-        missing = {_hex(log["blockHash"]) for log in ordered if _log_timestamp(log) is None}
+        missing = {str(log["blockHash"]) for log in ordered if _log_timestamp(log) is None}
         missing -= self._timestamps.keys()
         gate = asyncio.Semaphore(BLOCK_READS_IN_FLIGHT)
 
@@ -276,44 +298,46 @@ class EvmSource:
             return None
         if message_id.emitter_address != self._emitter32:
             return None
-        try:
-            receipt = await self.w3.eth.get_transaction_receipt(HexStr(tx_hash))
-        except TransactionNotFound:
+        receipt = await _rpc(self.w3, "eth_getTransactionReceipt", [tx_hash])
+        if receipt is None:
             return None
-        number = int(receipt["blockNumber"])
+        number = _quantity(receipt["blockNumber"])
         if number > (await self.head()).number:
             return None  # not final yet
-        if await self.position_hash(number) != _hex(receipt["blockHash"]):
+        if await self.position_hash(number) != receipt["blockHash"]:
             return None  # the receipt's block left the chain
         for log in receipt["logs"]:
-            if log["address"] != self.core or not log["topics"]:
+            if str(log["address"]).lower() != self.core.lower() or not log["topics"]:
                 continue
-            if _hex(log["topics"][0]) != _LOG_MESSAGE_PUBLISHED:
+            if str(log["topics"][0]).lower() != _LOG_MESSAGE_PUBLISHED:
                 continue
             message = await self._emitted(log)
             if message.observation.message_id == message_id:
                 return message
         return None
 
-    async def _emitted(self, log: LogReceipt) -> EmittedMessage:
-        event = self._event.process_log(log)
-        args = event["args"]
-        if AsyncWeb3.to_checksum_address(str(args["sender"])) != self.emitter:
-            raise EvmError(f"log {_hex(log['transactionHash'])} is from another sender")
-        block_hash = _hex(log["blockHash"])
+    async def _emitted(self, log: RawLog) -> EmittedMessage:
+        """The message a ``LogMessagePublished`` log (as the node sends it) carries."""
+        topics = log["topics"]
+        if len(topics) < 2 or "0x" + str(topics[1])[-40:].lower() != self.emitter.lower():
+            raise EvmError(f"log {log['transactionHash']} is from another sender")
+        sequence, nonce, payload, consistency = abi_decode(
+            ["uint64", "uint32", "bytes", "uint8"], HexBytes(log["data"])
+        )
+        block_hash = str(log["blockHash"])
         timestamp = _log_timestamp(log)
         if timestamp is None:
             timestamp = await self._timestamp(block_hash)
         observation = Observation(
             emitter_chain=self.chain_id,
             emitter_address=self._emitter32,
-            sequence=int(args["sequence"]),
-            nonce=int(args["nonce"]),
+            sequence=int(sequence),
+            nonce=int(nonce),
             timestamp=timestamp,
-            consistency_level=int(args["consistencyLevel"]),
-            payload=bytes(args["payload"]),
-            tx_hash=_hex(log["transactionHash"]),
-            block_number=int(log["blockNumber"]),
+            consistency_level=int(consistency),
+            payload=bytes(payload),
+            tx_hash=str(log["transactionHash"]),
+            block_number=_quantity(log["blockNumber"]),
             block_hash=block_hash,
             emitted_at_ms=timestamp * 1000,
         )
@@ -322,8 +346,10 @@ class EvmSource:
     async def _timestamp(self, block_hash: str) -> int:
         known = self._timestamps.get(block_hash)
         if known is None:
-            block = await self.w3.eth.get_block(HexBytes(block_hash))
-            known = int(block["timestamp"])
+            block = await _rpc(self.w3, "eth_getBlockByHash", [block_hash, False])
+            if block is None:
+                raise EvmError(f"block {block_hash} is not on the chain (any more)")
+            known = _quantity(block["timestamp"])
             self._remember_timestamp(block_hash, known)
         return known
 
@@ -463,7 +489,8 @@ class EvmDestination:
 
     async def pending_nonce(self) -> int:
         """The signer's next nonce, pending transactions included."""
-        return int(await self.w3.eth.get_transaction_count(self._account.address, "pending"))
+        count = await _rpc(self.w3, "eth_getTransactionCount", [self.signer, "pending"])
+        return _quantity(count)
 
     async def preflight(self, vaa: bytes) -> None:
         """Estimate ``receiveMessage(vaa)`` now (a refused VAA raises here) and keep its gas
@@ -651,14 +678,13 @@ class EvmDestination:
 
     async def status(self, tx_id: str) -> TxStatus:
         """The transaction's status from its receipt; a reverted one comes with its reason."""
-        try:
-            receipt = await self.w3.eth.get_transaction_receipt(HexStr(tx_id))
-        except TransactionNotFound:
+        receipt = await _rpc(self.w3, "eth_getTransactionReceipt", [tx_id])
+        if receipt is None:
             return TxStatus(TxState.PENDING if await self._known(tx_id) else TxState.UNKNOWN)
-        if int(receipt["status"]) == 1:
+        if _quantity(receipt["status"]) == 1:
             return TxStatus(TxState.CONFIRMED)
         failure = await self._why_failed(
-            tx_id, int(receipt["gasUsed"]), int(receipt["blockNumber"])
+            tx_id, _quantity(receipt["gasUsed"]), _quantity(receipt["blockNumber"])
         )
         return TxStatus(TxState.FAILED, failure)
 
@@ -697,11 +723,7 @@ class EvmDestination:
         return Failure(FailureKind.OTHER, f"{type(error).__name__}: {error}")
 
     async def _known(self, tx_id: str) -> bool:
-        try:
-            await self.w3.eth.get_transaction(HexStr(tx_id))
-        except TransactionNotFound:
-            return False
-        return True
+        return await _rpc(self.w3, "eth_getTransactionByHash", [tx_id]) is not None
 
     async def _why_failed(self, tx_id: str, gas_used: int, block_number: int) -> Failure:
         """Why a mined transaction reverted: out of gas, or the revert reason of its replay.

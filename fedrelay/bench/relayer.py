@@ -42,7 +42,8 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ from fedrelay.adapters.evm.rpc import connect
 from fedrelay.adapters.kafka import KafkaBus
 from fedrelay.adapters.ledger.database import create_engine
 from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus
+from fedrelay.bench.relayer_processes import chart_layout, stage_processes
 from fedrelay.bench.relayer_solana import bench_solana_route
 from fedrelay.bench.relaying import (
     AGGREGATOR_KEY,
@@ -98,8 +100,11 @@ from fedrelay.protocol.wormhole import (
 from fedrelay.relayer.chains_file import parse_chains
 from fedrelay.relayer.process import StageRequest, build_process
 from fedrelay.relayer.records import DeliveryRequest, encode_message, message_key
+from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import StageRunner, stage_metrics
 
+#: Where the relayer's stages run: each workload in its own process (as deployed), or all in one.
+LAYOUTS = ("processes", "one-process")
 RELAYER_KEY = 6  # anvil account that signs deliveries
 WORKER_KEY = 3  # the worker, on the worker chain
 RAW_SENDER_KEY = 9  # the raw-capacity sender on the worker chain
@@ -241,6 +246,50 @@ async def _deliver_stage_alone(
         await engine.dispose()
 
 
+StageFigures = Callable[[], Awaitable[dict[str, dict[str, float]]]]
+
+
+async def _relayer(
+    evm: EvmDeployment,
+    kafka: Kafka,
+    settings: RelayerSettings,
+    layout: str,
+    guardian_files: Sequence[Path],
+    signer_file: Path,
+) -> AbstractAsyncContextManager[StageFigures]:
+    """The relayer under test, to run for a block that gets a reader of its stage figures:
+    every stage in this process (``one-process``, as ``fedrelay relayer run --stage all``
+    runs them) or each workload in its own process (``processes``, as the Helm chart deploys
+    them; :mod:`fedrelay.bench.relayer_processes`)."""
+    if layout == "processes":
+        with_set = settings.model_copy(update={"guardian_addresses": tuple(guardian_addresses())})
+        topics = [
+            settings.observations_topic, settings.signatures_topic, settings.vaas_topic,
+            settings.delivery_topic(COORDINATOR_CHAIN), settings.delivery_topic(WORKER_CHAIN),
+            settings.dlq_topic,
+        ]  # fmt: skip
+        await KafkaBus(kafka.bootstrap).create_topics(topics, settings.topic_partitions)
+        commands = chart_layout(["coordinator", "worker-evm"], guardian_files, signer_file)
+        return stage_processes(with_set, evm.chains_yaml(), commands, signer_file.parent)
+    request = StageRequest(
+        stage="all", guardian_keys=tuple(guardian_files), signer_keys={"": signer_file}
+    )
+    metrics = stage_metrics(CollectorRegistry())
+    process = await build_process(
+        settings, parse_chains(evm.chains_yaml()), request, metrics=metrics
+    )
+
+    @asynccontextmanager
+    async def in_this_process() -> AsyncIterator[StageFigures]:
+        async def figures() -> dict[str, dict[str, float]]:
+            return stage_figures(metrics)
+
+        async with running(process):
+            yield figures
+
+    return in_this_process()
+
+
 async def bench_relayer(
     coordinator: Anvil,
     workers: Anvil,
@@ -253,6 +302,7 @@ async def bench_relayer(
     steady_messages: int | None = None,
     timeout_s: float = 1800.0,
     console: Console | None = None,
+    layout: str = "one-process",
 ) -> dict[str, Any]:
     """Relay `messages` TASK_ASSIGNED messages on running services; return the figures.
 
@@ -269,12 +319,16 @@ async def bench_relayer(
             throughput (default: a quarter of `messages`, at least 10).
         timeout_s: The most seconds to wait for every message of a phase to be confirmed.
         console: Where progress goes (stderr by default).
+        layout: ``processes`` (each workload its own ``fedrelay`` process, as the Helm chart
+            deploys them) or ``one-process`` (every stage in this process).
 
     Raises:
-        ValueError: `messages` is below 1.
+        ValueError: `messages` is below 1, or `layout` is neither.
         BenchmarkFailed: Not every message was confirmed in time.
     """
     steady = steady_size(messages, steady_messages)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     warm_up = max(20, messages // 4)
     console = console or Console(stderr=True)
     console.log("deploying the contracts on both chains")
@@ -290,17 +344,6 @@ async def bench_relayer(
     burst_jobs, steady_jobs = jobs[:messages], jobs[messages:]
 
     settings = relayer_settings(kafka, database_url, window, batch_max)
-    with tempfile.TemporaryDirectory(prefix="bench-relayer-") as keys:
-        signer_file = Path(keys) / "signer.key"
-        signer_file.write_text(evm.coordinator.private_keys[RELAYER_KEY] + "\n")
-        request = StageRequest(
-            stage="all", guardian_keys=guardian_key_files(Path(keys)),
-            signer_keys={"": signer_file},
-        )  # fmt: skip
-        metrics = stage_metrics(CollectorRegistry())
-        process = await build_process(
-            settings, parse_chains(evm.chains_yaml()), request, metrics=metrics
-        )
     worker = Signer(evm.workers.private_keys[WORKER_KEY])
     worker_key = address_to_bytes32(worker.address)
     aggregator = Signer(evm.coordinator.private_keys[AGGREGATOR_KEY])
@@ -310,27 +353,34 @@ async def bench_relayer(
         """How many tasks the worker chain's hub counts for the worker beyond `before`."""
         return in_thread(lambda: evm.hub.staker(worker.address).active_tasks - before)
 
-    async with running(process):
-        console.log("registering the worker")
-        await asyncio.to_thread(evm.hub.stake, worker, 10**18)
-        payout = address_to_bytes32(evm.coordinator.addresses[5])
-        await asyncio.to_thread(evm.hub.register, worker, payout, 1)
-        await until(
-            in_thread(lambda: evm.market.worker(WORKER_CHAIN, worker_key).registered),
-            "the worker's registration on the coordinator chain",
-            120.0,
-        )
-        await route.phase("warm-up", [(job, worker_key) for job in warm_up_jobs], tasks_beyond(0))
-        burst = [(job, worker_key) for job in burst_jobs]
-        latencies = await route.phase("burst ", burst, tasks_beyond(warm_up))
-        elapsed = route.elapsed(burst_jobs)
-        throughput = messages / elapsed
-        steady_rate = throughput / 2
-        console.log(f"steady load: {steady} messages at {steady_rate:.2f}/s")
-        steady_assignments = [(job, worker_key) for job in steady_jobs]
-        steady_latencies = await route.phase(
-            "steady", steady_assignments, tasks_beyond(warm_up + messages), steady_rate
-        )
+    with tempfile.TemporaryDirectory(prefix="bench-relayer-") as keys:
+        signer_file = Path(keys) / "signer.key"
+        signer_file.write_text(evm.coordinator.private_keys[RELAYER_KEY] + "\n")
+        guardian_files = guardian_key_files(Path(keys))
+        relayer = await _relayer(evm, kafka, settings, layout, guardian_files, signer_file)
+        async with relayer as stage_figures_now:
+            console.log("registering the worker")
+            await asyncio.to_thread(evm.hub.stake, worker, 10**18)
+            payout = address_to_bytes32(evm.coordinator.addresses[5])
+            await asyncio.to_thread(evm.hub.register, worker, payout, 1)
+            await until(
+                in_thread(lambda: evm.market.worker(WORKER_CHAIN, worker_key).registered),
+                "the worker's registration on the coordinator chain",
+                120.0,
+            )
+            warm = [(job, worker_key) for job in warm_up_jobs]
+            await route.phase("warm-up", warm, tasks_beyond(0))
+            burst = [(job, worker_key) for job in burst_jobs]
+            latencies = await route.phase("burst ", burst, tasks_beyond(warm_up))
+            elapsed = route.elapsed(burst_jobs)
+            throughput = messages / elapsed
+            steady_rate = throughput / 2
+            console.log(f"steady load: {steady} messages at {steady_rate:.2f}/s")
+            steady_assignments = [(job, worker_key) for job in steady_jobs]
+            steady_latencies = await route.phase(
+                "steady", steady_assignments, tasks_beyond(warm_up + messages), steady_rate
+            )
+            stages = await stage_figures_now()
 
     console.log(f"raw capacity: {messages} receiveMessage transactions from one sender, twice")
     sequential_raw = await _raw_capacity(evm, messages, pipelined=False)
@@ -364,7 +414,8 @@ async def bench_relayer(
         "steady_latency_p50_s": round(percentile(steady_latencies, 0.50), 3),
         "steady_latency_p99_s": round(percentile(steady_latencies, 0.99), 3),
         "destination_block_time_s": block_time_s,
-        "stages": stage_figures(metrics),
+        "layout": layout,
+        "stages": stages,
         "raw_transactions": messages,
         "guardians": GUARDIANS,
         "partitions": settings.topic_partitions,
@@ -377,6 +428,7 @@ def measure(
     window: int = 32,
     batch_max: int = 1,
     solana_messages: int = 200,
+    layout: str = "one-process",
 ) -> dict[str, Any]:
     """Start anvil x2, Kafka and PostgreSQL, run :func:`bench_relayer` (the EVM route; skipped
     when `messages` is 0) and :func:`~fedrelay.bench.relayer_solana.bench_solana_route` (the
@@ -404,6 +456,7 @@ def measure(
                 bench_relayer(
                     coordinator, workers, kafka, postgres, messages,
                     window=window, batch_max=batch_max, timeout_s=timeout_s, console=console,
+                    layout=layout,
                 )
             )  # fmt: skip
         if solana_messages:
@@ -422,8 +475,9 @@ def run(
     window: int = 32,
     batch_max: int = 1,
     solana_messages: int = 200,
+    layout: str = "one-process",
 ) -> None:
     """Run the benchmark and print its figures as one JSON line on stdout."""
-    figures = measure(messages, timeout_s, window, batch_max, solana_messages)
+    figures = measure(messages, timeout_s, window, batch_max, solana_messages, layout)
     print(json.dumps(figures))
     sys.stdout.flush()

@@ -130,6 +130,12 @@ def relayer(
         help="TASK_ASSIGNED messages to relay to the Solana worker program, on a devnet with "
         "400 ms slots; its figures are the solana_* keys (0: skip).",
     ),
+    layout: str = typer.Option(
+        "one-process",
+        help="Where the EVM route's stages run: 'processes' (each workload its own fedrelay "
+        "process, as the Helm chart deploys them) or 'one-process' (every stage in the "
+        "benchmark's process).",
+    ),
 ) -> None:
     """Coordinator chain to the EVM and Solana worker chains on Kafka + PostgreSQL: msg/s,
     latency, raw capacity."""
@@ -139,7 +145,11 @@ def relayer(
         raise typer.BadParameter(
             "give at least one route messages", param_hint="--messages / --solana-messages"
         )
-    run(messages, timeout, window, batch_max, solana_messages)
+    from fedrelay.bench.relayer import LAYOUTS
+
+    if layout not in LAYOUTS:
+        raise typer.BadParameter(f"one of {', '.join(LAYOUTS)}", param_hint="--layout")
+    run(messages, timeout, window, batch_max, solana_messages, layout)
 
 
 @app.command("api-flood")
