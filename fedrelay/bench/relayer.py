@@ -303,6 +303,7 @@ async def bench_relayer(
     timeout_s: float = 1800.0,
     console: Console | None = None,
     layout: str = "one-process",
+    warm_up_messages: int | None = None,
 ) -> dict[str, Any]:
     """Relay `messages` TASK_ASSIGNED messages on running services; return the figures.
 
@@ -321,6 +322,8 @@ async def bench_relayer(
         console: Where progress goes (stderr by default).
         layout: ``processes`` (each workload its own ``fedrelay`` process, as the Helm chart
             deploys them) or ``one-process`` (every stage in this process).
+        warm_up_messages: How many messages the unmeasured warm-up phase relays (default: a
+            quarter of `messages`, at least 20).
 
     Raises:
         ValueError: `messages` is below 1, or `layout` is neither.
@@ -329,7 +332,7 @@ async def bench_relayer(
     steady = steady_size(messages, steady_messages)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    warm_up = max(20, messages // 4)
+    warm_up = max(20, messages // 4) if warm_up_messages is None else warm_up_messages
     console = console or Console(stderr=True)
     console.log("deploying the contracts on both chains")
     await asyncio.to_thread(Forge(Path(CONTRACTS_DIR)).build)

@@ -109,7 +109,7 @@ async def _ready(client: httpx.AsyncClient, one: _Running) -> bool:
     return answer.status_code == 200
 
 
-def _add_figures(figures: dict[str, dict[str, float]], text: str) -> None:
+def add_stage_figures(figures: dict[str, dict[str, float]], text: str) -> None:
     """Add one process's stage counters (Prometheus text) to `figures`, per stage."""
     names = {
         "fedrelay_stage_processed": "records",
@@ -191,7 +191,7 @@ async def stage_processes(
                     raise one.failure(f"exited with {one.popen.returncode}")
                 answer = await client.get(f"http://127.0.0.1:{one.port}/metrics")
                 answer.raise_for_status()
-                _add_figures(gathered, answer.text)
+                add_stage_figures(gathered, answer.text)
             return dict(sorted(gathered.items()))
 
         yield figures

@@ -16,13 +16,30 @@ def test_the_solana_route_is_sized_or_skipped_from_the_command_line(
     monkeypatch.setattr(relayer, "run", lambda *args: calls.append(args))
     done = CliRunner().invoke(app, ["bench", "relayer", "--messages", "50"])
     assert done.exit_code == 0, done.output
-    assert calls[-1] == (50, 1800.0, 32, 1, 200)  # the Solana route by default, 200 messages
+    assert calls[-1] == (
+        50,
+        1800.0,
+        32,
+        1,
+        200,
+        "one-process",
+    )  # the Solana route by default, 200 messages
     done = CliRunner().invoke(app, ["bench", "relayer", "--solana-messages", "0"])
     assert done.exit_code == 0, done.output
-    assert calls[-1] == (1000, 1800.0, 32, 1, 0)
+    assert calls[-1] == (1000, 1800.0, 32, 1, 0, "one-process")
     done = CliRunner().invoke(app, ["bench", "relayer", "--messages", "0", "--solana-messages=7"])
     assert done.exit_code == 0, done.output
-    assert calls[-1] == (0, 1800.0, 32, 1, 7)
+    assert calls[-1] == (0, 1800.0, 32, 1, 7, "one-process")
+    done = CliRunner().invoke(app, ["bench", "relayer", "--layout", "processes"])
+    assert done.exit_code == 0, done.output
+    assert calls[-1] == (1000, 1800.0, 32, 1, 200, "processes")
+
+
+def test_an_unknown_layout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relayer, "run", lambda *args: pytest.fail("ran with a bad layout"))
+    done = CliRunner().invoke(app, ["bench", "relayer", "--layout", "pods"])
+    assert done.exit_code == 2
+    assert "one of processes, one-process" in " ".join(done.output.replace("│", " ").split())
 
 
 def test_a_run_without_messages_is_refused() -> None:
