@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -431,7 +431,7 @@ class SqlRelayerLedgerWork:
                 "sequence": new.vaa.message_id.sequence,
                 "guardian_set_index": new.vaa.guardian_set_index,
                 "num_signatures": len(new.vaa.signatures),
-                "vaa": new.vaa.to_bytes(),
+                "vaa": new.raw if new.raw is not None else new.vaa.to_bytes(),
                 "trace_context": new.trace_context,
                 "assembled_from": new.assembled_from,
             }
@@ -496,6 +496,33 @@ class SqlRelayerLedgerWork:
         )
         assert row is not None
         return _delivery(row)
+
+    async def open_deliveries(
+        self, opened: Sequence[tuple[bytes, int, str | None]]
+    ) -> list[DeliveryRecord]:
+        if not opened:
+            return []
+        rows = [
+            {
+                "digest": digest,
+                "destination_chain": chain,
+                "status": DeliveryStatus.PENDING,
+                "attempt_count": 0,
+                "trace_context": trace_context,
+            }
+            for digest, chain, trace_context in opened
+        ]
+        await insert_many_once(
+            self.session, _table(Delivery), rows, ("digest", "destination_chain")
+        )
+        found = await self.session.scalars(
+            select(Delivery).where(
+                Delivery.digest.in_({digest for digest, _, _ in opened}),
+                Delivery.destination_chain.in_({chain for _, chain, _ in opened}),
+            )
+        )
+        by_key = {(bytes(row.digest), row.destination_chain): row for row in found}
+        return [_delivery(by_key[(digest, chain)]) for digest, chain, _ in opened]
 
     async def delivery(self, delivery_id: int) -> DeliveryRecord:
         return _delivery(await self._delivery_row(delivery_id))
@@ -589,6 +616,20 @@ class SqlRelayerLedgerWork:
 
     async def in_flight_attempts(self, delivery_id: int) -> list[AttemptRecord]:
         return [_attempt(row) for row in await self._in_flight_rows(delivery_id)]
+
+    async def attempt_counts(self, delivery_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        counts = dict.fromkeys(delivery_ids, (0, 0))
+        if not counts:
+            return counts
+        in_flight = case((DeliveryAttempt.outcome.in_(IN_FLIGHT), 1), else_=0)
+        rows = await self.session.execute(
+            select(DeliveryAttempt.delivery_id, func.count(), func.sum(in_flight))
+            .where(DeliveryAttempt.delivery_id.in_(list(counts)))
+            .group_by(DeliveryAttempt.delivery_id)
+        )
+        for delivery_id, total, flying in rows:
+            counts[int(delivery_id)] = (int(total), int(flying or 0))
+        return counts
 
     async def add_attempt(
         self, delivery_id: int, attempt: int, signer: str, signed: SignedDelivery

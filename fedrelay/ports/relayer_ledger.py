@@ -114,7 +114,8 @@ class NewVaa:
 
     vaa: Vaa
     trace_context: str | None
-    assembled_from: str
+    assembled_from: str | None = None
+    raw: bytes | None = None  # the VAA's bytes as received, when they are at hand
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,13 @@ class RelayerLedgerWork(Protocol):
         """The delivery of a stored VAA to a chain, inserted once (PENDING) on first sight."""
         ...
 
+    async def open_deliveries(
+        self, opened: Sequence[tuple[bytes, int, str | None]]
+    ) -> list[DeliveryRecord]:
+        """:meth:`open_delivery` for each (digest, destination chain, trace context), in a
+        fixed number of statements whatever their count; the deliveries, in order."""
+        ...
+
     async def delivery(self, delivery_id: int) -> DeliveryRecord:
         """A delivery by id."""
         ...
@@ -369,6 +377,11 @@ class RelayerLedgerWork(Protocol):
 
     async def in_flight_attempts(self, delivery_id: int) -> list[AttemptRecord]:
         """A delivery's attempts still PREPARED or BROADCAST, oldest first."""
+        ...
+
+    async def attempt_counts(self, delivery_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """Per delivery: how many attempts it has had, and how many of them are still in flight
+        (PREPARED or BROADCAST); (0, 0) for one without attempts. One statement."""
         ...
 
     async def add_attempt(

@@ -53,6 +53,7 @@ from fedrelay.ports.relayer_ledger import (
     AttemptRecord,
     DeliveryRecord,
     DeliveryStatus,
+    NewVaa,
     RelayerLedger,
     RelayerLedgerWork,
 )
@@ -127,6 +128,31 @@ async def open_delivery(work: RelayerLedgerWork, request: DeliveryRequest) -> De
             f"0x{request.digest.hex()} is refused"
         )
     return await work.open_delivery(request.digest, request.destination_chain, traceparent())
+
+
+async def open_deliveries(
+    work: RelayerLedgerWork, requests: Sequence[tuple[DeliveryRequest, str | None]]
+) -> list[DeliveryRecord | ConflictingDelivery]:
+    """:func:`open_delivery` for each (request, its trace context), in a fixed number of
+    statements whatever their count: each one's delivery, or the conflict its VAA met."""
+    await work.insert_vaas(
+        [NewVaa(request.parsed, trace, raw=request.vaa) for request, trace in requests]
+    )
+    stored = await work.stored_vaas([request.digest for request, _ in requests])
+    opened = iter(
+        await work.open_deliveries(
+            [(r.digest, r.destination_chain, trace) for r, trace in requests if r.digest in stored]
+        )
+    )
+    return [
+        next(opened)
+        if request.digest in stored
+        else ConflictingDelivery(
+            f"another VAA body is stored for {message_label(request.message_id)}; "
+            f"0x{request.digest.hex()} is refused"
+        )
+        for request, _ in requests
+    ]
 
 
 async def reopen_delivery(work: RelayerLedgerWork, digest: bytes, destination_chain: int) -> bool:

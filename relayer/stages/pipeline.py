@@ -84,8 +84,8 @@ from fedrelay.ports.relay import (
     TxState,
     TxStatus,
 )
-from fedrelay.ports.relayer_ledger import AttemptOutcome, DeliveryStatus
-from fedrelay.protocol.tracing import extract_context
+from fedrelay.ports.relayer_ledger import AttemptOutcome, DeliveryRecord, DeliveryStatus
+from fedrelay.protocol.tracing import extract_context, traceparent
 from fedrelay.relayer.records import DeliveryRequest, decode_as, message_label
 from fedrelay.relayer.stage import StageResult
 from fedrelay.relayer.stages.deliver import (
@@ -95,6 +95,7 @@ from fedrelay.relayer.stages.deliver import (
     DeliveryRetry,
     WrongDestination,
     _ChainFailure,
+    open_deliveries,
     open_delivery,
 )
 from fedrelay.relayer.stages.deliver import ended as _ended
@@ -138,6 +139,9 @@ class _Queued:
 #: What became of a queued submission: in flight, a chain failure for the deliverer to
 #: record, or an exception for the stage runner.
 _Submitted: TypeAlias = "_InFlight | _ChainFailure | Exception"
+#: A delivery opened with its batch: its row, its attempts so far and how many of them are in
+#: flight; or the conflict its VAA met.
+Opened: TypeAlias = "tuple[DeliveryRecord, int, int] | Exception"
 
 
 @dataclass(eq=False)
@@ -231,8 +235,15 @@ class SignerLane:
 
     # -- one delivery --
 
-    async def deliver(self, request: DeliveryRequest) -> DeliveryStatus:
+    async def deliver(
+        self, request: DeliveryRequest, opened: Opened | None = None
+    ) -> DeliveryStatus:
         """Deliver one VAA through the pipeline (see the module docstring).
+
+        Args:
+            request: The delivery request.
+            opened: Its ledger row and attempt counts, when its batch opened them together
+                (:meth:`PipelinedDeliverer.open_together`); else they are read here.
 
         Raises:
             As :meth:`Deliverer.deliver`.
@@ -242,7 +253,7 @@ class SignerLane:
         self._turn = mine  # taken in call order: submissions keep the records' order
         try:
             async with self._opening:
-                plan = await self._open(request)
+                plan = await self._open(request, opened=opened)
         except BaseException:
             _pass_turn(previous, mine)
             raise
@@ -324,7 +335,7 @@ class SignerLane:
             self._slots.release()
 
     async def _open(
-        self, request: DeliveryRequest, check_consumed: bool = True
+        self, request: DeliveryRequest, check_consumed: bool = True, opened: Opened | None = None
     ) -> tuple[int, str, int] | None:
         """Step 1: the delivery row, the consumed flag (or the destination's preflight), the
         attempts so far (concurrent).
@@ -333,6 +344,8 @@ class SignerLane:
             request: The delivery request.
             check_consumed: Whether to ask the destination first; a batch does not need to:
                 its receiver checks each VAA's flag and reports a consumed one as such.
+            opened: The delivery row and its attempt counts as its batch read them together
+                (or the conflict its VAA met); None: read here.
 
         Returns:
             The delivery's id, its label and its attempt count; None when the plain path
@@ -345,10 +358,15 @@ class SignerLane:
                 f"{message_label(request.message_id)} is addressed to chain "
                 f"{request.destination_chain}, this stage delivers to chain {self.chain_id}"
             )
-        async with deliverer.ledger.transaction() as work:
-            delivery = await open_delivery(work, request)
-            in_flight = await work.in_flight_attempts(delivery.id)
-            attempts = await work.attempt_total(delivery.id)
+        if opened is None:
+            async with deliverer.ledger.transaction() as work:
+                delivery = await open_delivery(work, request)
+                in_flight = len(await work.in_flight_attempts(delivery.id))
+                attempts = await work.attempt_total(delivery.id)
+        elif isinstance(opened, Exception):
+            raise opened
+        else:
+            delivery, attempts, in_flight = opened
         if delivery.status in _DONE or delivery.status == DeliveryStatus.DEAD or in_flight:
             return None
         chain = deliverer.chain
@@ -602,25 +620,29 @@ class SignerLane:
         self,
         requests: Sequence[DeliveryRequest],
         contexts: Sequence[otel_context.Context] | None = None,
+        opened: Sequence[Opened | None] | None = None,
     ) -> list[DeliveryStatus | Exception]:
         """Deliver `requests`, packed into batch transactions (see the module docstring).
 
         Args:
             requests: The deliveries, in record order.
             contexts: Each request's trace context (its ledger rows are opened in it).
+            opened: Each request's ledger row and attempt counts as its batch read them
+                together (:meth:`PipelinedDeliverer.open_together`; None: read here).
 
         Returns:
             Each request's final status, or the exception its delivery ended with, in order.
         """
         out: list[DeliveryStatus | Exception] = [DeliveryStatus.PENDING] * len(requests)
         traces = list(contexts) if contexts is not None else [None] * len(requests)
-        opened = await asyncio.gather(
-            *(self._open_traced(r, c) for r, c in zip(requests, traces, strict=True)),
+        known = list(opened) if opened is not None else [None] * len(requests)
+        plans = await asyncio.gather(
+            *(self._open_traced(r, c, o) for r, c, o in zip(requests, traces, known, strict=True)),
             return_exceptions=True,
         )
         members: list[tuple[int, _Member]] = []
         alone: list[int] = []
-        for index, (request, plan) in enumerate(zip(requests, opened, strict=True)):
+        for index, (request, plan) in enumerate(zip(requests, plans, strict=True)):
             if isinstance(plan, BaseException):
                 if not isinstance(plan, Exception):
                     raise plan
@@ -650,19 +672,30 @@ class SignerLane:
         self,
         requests: Sequence[DeliveryRequest],
         contexts: Sequence[otel_context.Context] | None = None,
+        opened: Sequence[Opened | None] | None = None,
     ) -> list[DeliveryStatus | Exception]:
         """Deliver `requests` in parallel groups (:mod:`fedrelay.relayer.stages.parallel`);
         arguments and result as :meth:`deliver_batched`."""
         sends = ParallelSends(self.deliverer, self.window, self._opening)
-        return await sends.deliver(requests, contexts, self._open_traced)
+        known = dict(zip(map(id, requests), opened, strict=True)) if opened is not None else {}
+
+        async def open_one(
+            request: DeliveryRequest, context: otel_context.Context | None
+        ) -> tuple[int, str, int] | None:
+            return await self._open_traced(request, context, known.get(id(request)))
+
+        return await sends.deliver(requests, contexts, open_one)
 
     async def _open_traced(
-        self, request: DeliveryRequest, context: otel_context.Context | None
+        self,
+        request: DeliveryRequest,
+        context: otel_context.Context | None,
+        opened: Opened | None = None,
     ) -> tuple[int, str, int] | None:
         """:meth:`_open` (consumed flag left to the receiver) in ``context``, when given."""
         token = otel_context.attach(context) if context is not None else None
         try:
-            return await self._open(request, check_consumed=False)
+            return await self._open(request, check_consumed=False, opened=opened)
         finally:
             if token is not None:
                 otel_context.detach(token)
@@ -776,8 +809,9 @@ class SignerLane:
             return [await self._member_failed(m, chain.classify(exc)) for m in members]
         applied = [m for m, done in zip(members, outcome.applied, strict=True) if done]
         try:
-            await deliverer.settle_many(
-                [(m.delivery_id, m.attempt_id) for m in applied], DeliveryStatus.CONFIRMED, tx_id
+            # a fixed number of statements for the whole batch, as the confirmer's settling
+            await deliverer.settle_confirmed(
+                [(m.delivery_id, m.attempt_id, tx_id) for m in applied]
             )
         except Exception as exc:  # the ledger is away: each is resumed alone, and found applied
             return [exc for _ in members]
@@ -989,6 +1023,46 @@ class PipelinedDeliverer:
         await self.lane_of(record).alone(request)
         return _result(request)
 
+    async def open_together(
+        self, records: Sequence[Record], indices: Sequence[int]
+    ) -> dict[int, Opened]:
+        """Step 1's ledger part for the records at `indices` of a batch, in one ledger
+        transaction of a fixed number of statements (:func:`open_deliveries`, then every
+        attempt count at once) rather than one transaction per delivery: by index, each
+        delivery's row and attempt counts, or the conflict its VAA met.
+
+        Records that do not decode, or are addressed to another chain, are left to fail on
+        their own; so is the whole batch when this transaction fails (each record then opens
+        alone, as always). What is read here may be a moment old when a delivery's turn comes:
+        a delivery already in this pipeline is waited for at its turn, and one that ended
+        meanwhile is found consumed by the preflight, so a stale row never sends twice.
+        """
+        wanted: list[tuple[int, DeliveryRequest, str | None]] = []
+        for index in indices:
+            record = records[index]
+            try:
+                request = decode_as(record.value, DeliveryRequest)
+            except Exception:  # noqa: S112 - the record fails on its own path, with its reason
+                continue
+            if request.destination_chain == self.chain_id:
+                wanted.append((index, request, traceparent(extract_context(record.headers))))
+        if len(wanted) < 2:
+            return {}
+        ledger = self.lanes[0].deliverer.ledger
+        try:
+            async with ledger.transaction() as work:
+                found = await open_deliveries(work, [(r, trace) for _, r, trace in wanted])
+                ids = [one.id for one in found if not isinstance(one, Exception)]
+                counts = await work.attempt_counts(ids)
+        except Exception as exc:  # each delivery then opens on its own
+            log.debug("deliver-%d: opening %d deliveries together failed (%s); one by one",
+                      self.chain_id, len(wanted), exc)  # fmt: skip
+            return {}
+        return {
+            index: one if isinstance(one, Exception) else (one, *counts[one.id])
+            for (index, _, _), one in zip(wanted, found, strict=True)
+        }
+
     async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
         """Deliver a batch through the pipeline; each record's result or failure, in order.
 
@@ -997,33 +1071,36 @@ class PipelinedDeliverer:
         trace (the ledger rows it opens keep it).
         """
 
-        async def one(record: Record) -> list[StageResult | Exception]:
+        opened: dict[int, Opened] = {}
+
+        async def one(index: int) -> list[StageResult | Exception]:
+            record = records[index]
             token = otel_context.attach(extract_context(record.headers))
             try:
                 request = decode_as(record.value, DeliveryRequest)
-                await self.lane_of(record).deliver(request)
+                await self.lane_of(record).deliver(request, opened.get(index))
             except Exception as exc:
                 return [exc]
             finally:
                 otel_context.detach(token)
             return [_result(request)]
 
-        async def together(lane: SignerLane, mine: list[Record]) -> list[StageResult | Exception]:
+        async def together(lane: SignerLane, mine: list[int]) -> list[StageResult | Exception]:
             decoded: list[DeliveryRequest | Exception] = []
-            for record in mine:
+            for index in mine:
                 try:
-                    decoded.append(decode_as(record.value, DeliveryRequest))
+                    decoded.append(decode_as(records[index].value, DeliveryRequest))
                 except Exception as exc:
                     decoded.append(exc)
+            ok = [i for i, r in zip(mine, decoded, strict=True) if isinstance(r, DeliveryRequest)]
             requests = [r for r in decoded if isinstance(r, DeliveryRequest)]
-            contexts = [
-                extract_context(record.headers)
-                for record, request in zip(mine, decoded, strict=True)
-                if isinstance(request, DeliveryRequest)
-            ]
-            deliver = lane.deliver_batched if lane.batching else lane.deliver_parallel
+            contexts = [extract_context(records[index].headers) for index in ok]
+            plans = [opened.get(index) for index in ok]
             try:
-                ended = iter(await deliver(requests, contexts))
+                if lane.batching:
+                    ended = iter(await lane.deliver_batched(requests, contexts, plans))
+                else:
+                    ended = iter(await lane.deliver_parallel(requests, contexts, plans))
             except Exception as exc:  # not one record's fault: each is retried alone
                 return [exc for _ in mine]
             out: list[StageResult | Exception] = []
@@ -1043,10 +1120,10 @@ class PipelinedDeliverer:
                 batched.setdefault(self.lanes.index(lane), []).append(index)
             else:
                 groups.append([index])
-        tasks = [asyncio.create_task(one(records[group[0]])) for group in groups]
+        opened.update(await self.open_together(records, range(len(records))))
+        tasks = [asyncio.create_task(one(group[0])) for group in groups]
         for lane_index, indices in batched.items():
-            mine = [records[i] for i in indices]
-            tasks.append(asyncio.create_task(together(self.lanes[lane_index], mine)))
+            tasks.append(asyncio.create_task(together(self.lanes[lane_index], indices)))
             groups.append(indices)
         try:
             await asyncio.gather(*tasks)

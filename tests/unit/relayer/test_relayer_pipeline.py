@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from support.fake_destination import CHAIN, FakeChainError, FakeDestination, Killed, _Tx
-from support.relayer import read_topic, sample_observation, signed_vaa_bytes
+from support.relayer import read_topic, sample_observation, signed_vaa_bytes, statements_run
 from support.wormhole import guardian_signers
 
 from fedrelay.adapters.kafka import MemoryBus
@@ -46,7 +46,13 @@ from fedrelay.protocol.wormhole import parse_vaa
 from fedrelay.relayer.backoff import BackoffPolicy
 from fedrelay.relayer.records import DeliveryRequest, encode_message, message_key
 from fedrelay.relayer.stage import StageResult, StageRunner, stage_metrics
-from fedrelay.relayer.stages.deliver import Deliverer, DeliveryFailed, DeliveryRetry
+from fedrelay.relayer.stages.deliver import (
+    ConflictingDelivery,
+    Deliverer,
+    DeliveryFailed,
+    DeliveryRetry,
+    WrongDestination,
+)
 from fedrelay.relayer.stages.pipeline import PipelinedDeliverer, SignerLane
 
 SIGNERS = guardian_signers(1)
@@ -356,6 +362,62 @@ async def test_a_message_twice_in_one_batch_gets_one_transaction(
     assert sorted(chain.applied) == sorted([first.digest, second.digest])
     assert len(chain.prepared) == 2  # the duplicates waited and found their delivery done
     assert await statuses(sessions) == [DeliveryStatus.CONFIRMED] * 2
+    await stage.close()
+
+
+async def test_a_batchs_deliveries_are_opened_in_the_same_statements_whatever_its_size(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    stage = pipeline(sessions, FakeDestination())
+
+    async def statements_to_open(first: int, count: int) -> int:
+        batch = records([request(first + n) for n in range(count)])
+        with statements_run(sessions) as statements:
+            opened = await stage.open_together(batch, range(count))
+        assert sorted(opened) == list(range(count))
+        for index, one in opened.items():
+            assert not isinstance(one, Exception)
+            delivery, attempts, in_flight = one
+            assert delivery.status == DeliveryStatus.PENDING
+            assert (attempts, in_flight) == (0, 0)
+            assert delivery.digest == request(first + index).digest
+        return len(statements)
+
+    assert await statements_to_open(100, 2) == await statements_to_open(200, 16)
+    assert await statuses(sessions) == [DeliveryStatus.PENDING] * 18
+    await stage.close()
+
+
+async def test_opening_together_reads_what_one_by_one_reads(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A delivered message, one never seen, one whose message id has another body stored, a
+    record for another chain and one that does not decode: each as its own path would see it."""
+    delivered, fresh = request(1), request(2)
+    rival_observation = sample_observation(1, payload=b"\x02\x01" + bytes(42))  # id of 1
+    rival = dataclasses.replace(delivered, vaa=signed_vaa_bytes(rival_observation, SIGNERS))
+    elsewhere = dataclasses.replace(fresh, destination_chain=CHAIN + 1)
+    chain = FakeDestination()
+    stage = pipeline(sessions, chain)
+    assert isinstance((await stage.process_batch(records([delivered])))[0], StageResult)
+
+    batch = records([delivered, fresh, rival, elsewhere])
+    batch.append(Record(f"deliveries.{CHAIN}", 0, 9, b"k", b"not a request", ()))
+    opened = await stage.open_together(batch, range(len(batch)))
+
+    assert sorted(opened) == [0, 1, 2]  # the other chain's and the broken record fail alone
+    done, attempts, in_flight = opened[0]  # type: ignore[misc]
+    assert (done.status, attempts, in_flight) == (DeliveryStatus.CONFIRMED, 1, 0)
+    new, attempts, in_flight = opened[1]  # type: ignore[misc]
+    assert (new.status, attempts, in_flight) == (DeliveryStatus.PENDING, 0, 0)
+    assert isinstance(opened[2], ConflictingDelivery)
+    results = await stage.process_batch(batch)
+    assert isinstance(results[0], StageResult)
+    assert isinstance(results[1], StageResult)
+    assert isinstance(results[2], ConflictingDelivery)
+    assert isinstance(results[3], WrongDestination)
+    assert isinstance(results[4], Exception)
+    assert sorted(chain.applied) == sorted([delivered.digest, fresh.digest])  # each once
     await stage.close()
 
 
