@@ -357,23 +357,31 @@ class KafkaEndOffsets:
     def __init__(self, bootstrap: str) -> None:
         self._bootstrap = bootstrap
         self._consumer: AIOKafkaConsumer | None = None
+        self._connecting: asyncio.Lock | None = None
 
     async def start(self) -> None:
-        """Connect to the broker (closing what a failed attempt opened)."""
+        """Connect to the broker (closing what a failed attempt opened). Every stage of a
+        process shares one reader: callers arriving together wait for one connection rather
+        than each opening its own (all but the last would be left open, never closed)."""
         if self._consumer is not None:
             return
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-        )
-        try:
-            await consumer.start()
-        except BaseException:
-            with suppress(Exception):
-                await consumer.stop()
-            raise
-        self._consumer = consumer
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._consumer is not None:
+                return  # connected while this caller waited
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                isolation_level="read_committed",
+                enable_auto_commit=False,
+            )
+            try:
+                await consumer.start()
+            except BaseException:
+                with suppress(Exception):
+                    await consumer.stop()
+                raise
+            self._consumer = consumer
 
     async def stop(self) -> None:
         """Disconnect."""
