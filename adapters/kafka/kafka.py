@@ -368,7 +368,7 @@ class KafkaEndOffsets:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
-            if self._consumer is not None:
+            if self._connected():
                 return  # connected while this caller waited
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self._bootstrap,
@@ -382,6 +382,9 @@ class KafkaEndOffsets:
                     await consumer.stop()
                 raise
             self._consumer = consumer
+
+    def _connected(self) -> bool:
+        return self._consumer is not None
 
     async def stop(self) -> None:
         """Disconnect."""
