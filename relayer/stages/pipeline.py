@@ -5,10 +5,11 @@ waits for its receipt before the next record; a destination then takes a fractio
 could. :class:`PipelinedDeliverer` takes a whole polled batch and runs each delivery through
 three steps, each with its own queue:
 
-1. **prepare** (concurrent, :data:`OPENS_AT_ONCE` at a time): the ledger's delivery row, an
-   earlier attempt, and the destination's preflight (a dry run that also finds a consumed or
-   refused VAA and learns the gas, :class:`~fedrelay.ports.relay.PreflightDestination`) or
-   else its consumed flag;
+1. **prepare** (concurrent, :data:`OPENS_AT_ONCE` at a time): the ledger's delivery row and
+   earlier attempts (for a whole poll in one ledger transaction,
+   :meth:`PipelinedDeliverer.open_together`), and the destination's preflight (a dry run that
+   also finds a consumed or refused VAA and learns the gas,
+   :class:`~fedrelay.ports.relay.PreflightDestination`) or else its consumed flag;
 2. **submit** (one group at a time per signer, in record order): the deliveries queued when
    the previous group is out take window slots and consecutive nonces, are signed, persisted
    (PREPARED) in one ledger transaction, and then broadcast in nonce order; their broadcasts
