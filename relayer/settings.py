@@ -35,7 +35,7 @@ class RelayerSettings(BaseSettings):
     group_prefix: str = "fedrelay"
     instance: str = Field(default="0", min_length=1, max_length=64)
 
-    batch_size: int = Field(default=100, ge=1, le=10_000)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
     poll_wait_s: float = Field(default=0.5, gt=0, le=30)
     lag_interval_s: float = Field(default=5.0, gt=0)
 

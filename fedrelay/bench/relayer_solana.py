@@ -21,10 +21,11 @@ of the phase and the ledger has each delivery confirmed:
   messages divided by the seconds from the first emission to the last confirmation;
 - steady: more TASK_ASSIGNED offered at half the burst's throughput; its latency percentiles.
 
-Latency, per message, as for the EVM route: from the emitting transaction's acceptance by the
-coordinator anvil, wall clock, to the deliver stage recording the delivery ``confirmed`` (the
-ledger's ``deliveries.updated_at``). Progress goes to stderr, and with it, at the end, each
-stage's records, bus transactions and seconds (as the EVM route's ``stages``).
+Latency, per message, as for the EVM route: from the mining of the coordinator-chain block that
+holds the emitting transaction (the emitter mines them), wall clock, to the deliver stage
+recording the delivery ``confirmed`` (the ledger's ``deliveries.updated_at``). Progress goes to
+stderr, and with it, at the end, each stage's records, bus transactions and seconds (as the EVM
+route's ``stages``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ and the synchronous bindings.
   and every message is consumed exactly once on chain, also when the whole batch is sent again;
 - the batch size follows the destination's block gas limit at the gas per message the estimates
   show;
+- a batch's gas limit, taken from one execution of the call (``eth_createAccessList``), covers
+  what ``eth_estimateGas``'s search finds, with the policy's margin, for 1 and 32 VAAs;
 - JobMarket's batch entry point through ``JobMarketContract.receive_batch``.
 """
 
@@ -177,6 +179,29 @@ async def test_the_batch_size_follows_the_block_gas_limit(
     assert [e.result for e in entries] == [BatchResult.APPLIED] * size
     with pytest.raises(ValueError, match=r"1\.\.32"):
         await destination.prepare_batch([], None, 0)
+
+
+@pytest.mark.parametrize("size", [1, 32])
+async def test_a_batch_gas_limit_from_one_execution_covers_the_estimate(
+    evm: EvmDeployment, destination: EvmDestination, size: int
+) -> None:
+    vaas = Vaas(evm, 400_000 + 100 * size)
+    batch = [vaas.signed(5_000 + 100 * size + i) for i in range(size)]
+    data = destination._contract.encode_abi("receiveMessages", args=[batch])
+    searched = int(
+        await destination.w3.eth.estimate_gas(
+            {"from": destination.signer, "to": destination.receiver, "data": data}
+        )
+    )
+    signed = await destination.prepare_batch(batch, None, 0)
+    await destination.broadcast(signed)
+    assert (await mined(destination, signed.tx_id)).state is TxState.CONFIRMED
+    limit = int((await destination.w3.eth.get_transaction(signed.tx_id))["gas"])
+    assert limit >= searched * destination.gas.gas_margin * 0.98  # the margin, over the search
+    used = int((await destination.w3.eth.get_transaction_receipt(signed.tx_id))["gasUsed"])
+    assert used < limit
+    entries = await destination.batch_results(signed.tx_id, size)
+    assert [e.result for e in entries] == [BatchResult.APPLIED] * size
 
 
 def test_job_market_receive_batch_reports_each_entry(evm: EvmDeployment) -> None:
