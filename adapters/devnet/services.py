@@ -200,6 +200,8 @@ class Anvil(Service):
             str(self.chain_id),
             "--config-out",
             str(self._config_path),
+            "--max-persisted-states",
+            "0",
         ]
         if self.block_time is not None:
             argv += ["--block-time", str(self.block_time)]

@@ -55,6 +55,7 @@ from web3.exceptions import (
     ContractLogicError,
     ProviderConnectionError,
     TimeExhausted,
+    TransactionNotFound,
     Web3RPCError,
 )
 from web3.types import BlockIdentifier, RPCEndpoint, TxParams
@@ -159,12 +160,18 @@ BLOCK_READS_IN_FLIGHT = 16
 
 
 _RECEIVE_MESSAGE = keccak256(b"receiveMessage(bytes)")[:4]
+_RECEIVE_MESSAGES = keccak256(b"receiveMessages(bytes[])")[:4]
 
 
 def _receive_call(vaa: bytes) -> str:
     """The calldata of ``receiveMessage(vaa)`` (encoded here: web3's encoder validates the
     ABI again on every call)."""
     return "0x" + (_RECEIVE_MESSAGE + abi_encode(["bytes"], [vaa])).hex()
+
+
+def _receive_batch_call(vaas: Sequence[bytes]) -> str:
+    """The calldata of ``receiveMessages(vaas)``, encoded as :func:`_receive_call` is."""
+    return "0x" + (_RECEIVE_MESSAGES + abi_encode(["bytes[]"], [[bytes(v) for v in vaas]])).hex()
 
 
 #: A JSON-RPC result as the node sends it (quantities as 0x-hex strings).
@@ -482,6 +489,7 @@ class EvmDestination:
         self._contract = w3.eth.contract(address=self.receiver, abi=_RECEIVER_ABI)
         self._decoder = _decoder()
         self._estimates: dict[bytes, int] = {}  # VAA -> gas limit, from preflight()
+        self._batch_gases: dict[str, int] = {}  # batch calldata -> gas, from preflight_batch()
         self._quote: asyncio.Task[_FeeQuote] | None = None
         self._quoted_at = -math.inf
 
@@ -565,9 +573,8 @@ class EvmDestination:
         """
         if not vaas or len(vaas) > self.batch.max_messages:
             raise ValueError(f"a batch holds 1..{self.batch.max_messages} VAAs, got {len(vaas)}")
-        data = self._contract.encode_abi("receiveMessages", args=[[bytes(v) for v in vaas]])
-        call: TxParams = {"from": self._account.address, "to": self.receiver, "data": data}
-        estimate = await self._batch_gas(call)
+        data = _receive_batch_call(vaas)
+        estimate = self._batch_gases.pop(data, None) or await self._batch_gas(data)
         self._learn_gas(estimate, len(vaas))
         gas = math.ceil(estimate * self.gas.gas_margin)
         await self._fees()  # the block gas limit the budget is a share of
@@ -577,7 +584,18 @@ class EvmDestination:
             raise BatchTooLarge(len(vaas), fits, gas, budget)
         return await self._sign(data, gas, nonce, fee_level)
 
-    async def _batch_gas(self, call: TxParams) -> int:
+    async def preflight_batch(self, vaas: Sequence[bytes]) -> None:
+        """Measure the gas of ``receiveMessages(vaas)`` now and keep it for the next
+        :meth:`prepare_batch` of these VAAs (at most :data:`ESTIMATES_KEPT` batches kept)."""
+        if not vaas or len(vaas) > self.batch.max_messages:
+            return  # prepare_batch refuses it with the reason
+        data = _receive_batch_call(vaas)
+        gas = await self._batch_gas(data)
+        if len(self._batch_gases) >= ESTIMATES_KEPT:
+            self._batch_gases.clear()  # unused ones: their batches went another way
+        self._batch_gases[data] = gas
+
+    async def _batch_gas(self, data: str) -> int:
         """The gas a batch call needs, from one execution of it.
 
         ``eth_estimateGas`` searches for the lowest sufficient limit by executing the call over
@@ -589,6 +607,7 @@ class EvmDestination:
         failing, is asked ``eth_estimateGas`` through web3, which raises the typed refusal
         that :meth:`classify` reads, as before.
         """
+        call: TxParams = {"from": self._account.address, "to": self.receiver, "data": HexStr(data)}
         try:
             answer = await _rpc(self.w3, "eth_createAccessList", [call, "latest"])
         except Web3RPCError:
@@ -618,8 +637,15 @@ class EvmDestination:
             BatchDecodeError: The receipt does not report the batch's entries.
             TransactionNotFound: The transaction has no receipt (yet).
         """
-        receipt = await self.w3.eth.get_transaction_receipt(HexStr(tx_id))
-        return entries_from_logs(receipt["logs"], self.receiver, count, self._decoder)
+        receipt = await _rpc(self.w3, "eth_getTransactionReceipt", [tx_id])
+        if receipt is None:
+            raise TransactionNotFound(f"transaction {tx_id} has no receipt")
+        logs = [
+            {"address": log["address"], "topics": [HexBytes(t) for t in log["topics"]],
+             "data": HexBytes(log["data"])}
+            for log in receipt["logs"]
+        ]  # fmt: skip
+        return entries_from_logs(logs, self.receiver, count, self._decoder)
 
     async def simulate_batch(self, vaas: Sequence[bytes]) -> list[BatchResult]:
         """What ``receiveMessages(vaas)`` would do with each VAA now (a call; nothing is sent)."""

@@ -282,6 +282,22 @@ class BatchDestination(DestinationChain, Protocol):
 
 
 @runtime_checkable
+class BatchPreflightDestination(BatchDestination, Protocol):
+    """A batch destination that can learn a batch's gas before the batch's turn (optional).
+
+    The pipelined deliverer gives the batches of a poll their nonces one after another; with
+    this, each batch's gas is measured while earlier batches are signed, persisted and sent, so
+    that a batch's turn only signs, persists and sends it.
+    """
+
+    async def preflight_batch(self, vaas: Sequence[bytes]) -> None:
+        """Measure the gas of delivering `vaas` in one transaction now and keep it for the next
+        :meth:`BatchDestination.prepare_batch` of exactly these VAAs. Nothing is sent; a
+        failure here is not final (the prepare measures again and raises what it meets)."""
+        ...
+
+
+@runtime_checkable
 class PreflightDestination(DestinationChain, Protocol):
     """A destination that can try a delivery before it is given a nonce (optional).
 

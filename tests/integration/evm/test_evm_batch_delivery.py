@@ -7,7 +7,8 @@ and the synchronous bindings.
 - the batch size follows the destination's block gas limit at the gas per message the estimates
   show;
 - a batch's gas limit, taken from one execution of the call (``eth_createAccessList``), covers
-  what ``eth_estimateGas``'s search finds, with the policy's margin, for 1 and 32 VAAs;
+  what ``eth_estimateGas``'s search finds, with the policy's margin, for 1 and 32 VAAs; a batch
+  measured ahead (``preflight_batch``) is prepared with that gas, without measuring again;
 - JobMarket's batch entry point through ``JobMarketContract.receive_batch``.
 """
 
@@ -202,6 +203,28 @@ async def test_a_batch_gas_limit_from_one_execution_covers_the_estimate(
     assert used < limit
     entries = await destination.batch_results(signed.tx_id, size)
     assert [e.result for e in entries] == [BatchResult.APPLIED] * size
+
+
+async def test_a_batch_measured_ahead_is_prepared_with_that_gas_without_measuring_again(
+    evm: EvmDeployment, destination: EvmDestination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vaas = Vaas(evm, 500_000)
+    batch = [vaas.signed(7_000 + i) for i in range(4)]
+    await destination.preflight_batch(batch)
+    measured: list[str] = []
+    measure = destination._batch_gas
+
+    async def counted(data: str) -> int:
+        measured.append(data)
+        return await measure(data)
+
+    monkeypatch.setattr(destination, "_batch_gas", counted)
+    entries = await deliver_batch(destination, batch)
+    assert measured == [], "the gas measured ahead served the prepare"
+    assert [e.result for e in entries] == [BatchResult.APPLIED] * 4
+    again = [vaas.signed(7_100 + i) for i in range(2)]
+    await deliver_batch(destination, again)  # not measured ahead: measured at its prepare
+    assert len(measured) == 1
 
 
 def test_job_market_receive_batch_reports_each_entry(evm: EvmDeployment) -> None:

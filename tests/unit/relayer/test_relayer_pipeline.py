@@ -37,6 +37,7 @@ from fedrelay.ports.bus import Record
 from fedrelay.ports.relay import (
     BatchDestination,
     BatchOutcome,
+    BatchPreflightDestination,
     Failure,
     FailureKind,
     SignedDelivery,
@@ -533,6 +534,47 @@ async def test_deliveries_are_packed_into_batches_each_with_one_nonce(
     assert {a.outcome for a in attempts} == {AttemptOutcome.CONFIRMED}
     assert len(attempts) == 20
     assert all(a.signed_tx is None and a.batch_id is not None for a in attempts)  # bytes once
+    await stage.close()
+
+
+@dataclass
+class MeasuredBatches(Batches):
+    """Batches whose gas can be measured ahead (``preflight_batch``); the preflights, in order,
+    and how many preflights had happened when each batch was prepared."""
+
+    preflights: list[list[bytes]] = field(default_factory=list)
+    preflights_at_prepare: list[int] = field(default_factory=list)
+
+    async def preflight_batch(self, vaas: Sequence[bytes]) -> None:
+        self.preflights.append([parse_vaa(vaa).digest for vaa in vaas])
+        if len(self.preflights) == 2:
+            raise FakeChainError(FailureKind.UNAVAILABLE, "the node did not answer")
+
+    async def prepare_batch(
+        self, vaas: Sequence[bytes], nonce: int | None, fee_level: int
+    ) -> SignedDelivery:
+        self.preflights_at_prepare.append(len(self.preflights))
+        return await super().prepare_batch(vaas, nonce, fee_level)
+
+
+async def test_each_batch_is_measured_ahead_of_its_turn_and_a_failed_measure_is_not_final(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    wanted = [request(n) for n in range(1, 21)]
+    chain = MeasuredBatches(nonce=3)
+    assert isinstance(chain, BatchPreflightDestination)
+    stage = batching(sessions, chain, batch_max=8)
+    results = await asyncio.wait_for(stage.process_batch(records(wanted)), 60)
+
+    assert all(isinstance(result, StageResult) for result in results)
+    digests = [item.digest for item in wanted]
+    assert sorted(map(tuple, chain.preflights)) == sorted(
+        [tuple(digests[0:8]), tuple(digests[8:16]), tuple(digests[16:20])]
+    )
+    at = chain.preflights_at_prepare
+    assert all(count >= turn + 1 for turn, count in enumerate(at)), "measured before its turn"
+    assert chain.applied == digests  # the failed measure did not stop its batch
+    assert [signed.nonce for signed in chain.prepared] == [3, 4, 5]
     await stage.close()
 
 
