@@ -599,13 +599,13 @@ class EvmDestination:
         """The gas a batch call needs, from one execution of it.
 
         ``eth_estimateGas`` searches for the lowest sufficient limit by executing the call over
-        and over: for a batch of 32 VAAs that took 190-350 ms of the destination anvil per
-        batch here, while ``eth_createAccessList`` executes it once (15-90 ms) and reports the
-        gas it used. Its figure, raised by 64/63 for the gas an external call must leave
-        behind, stood within 2.5% of the search's in every batch measured (1 to 32 VAAs); the
-        policy's margin is applied on top. A node without the method, or a call it reports as
-        failing, is asked ``eth_estimateGas`` through web3, which raises the typed refusal
-        that :meth:`classify` reads, as before.
+        and over: for a batch of 32 VAAs that took 218-352 ms of the benchmark's anvil, while
+        ``eth_createAccessList`` executes it once (23-87 ms) and reports the gas it used. The
+        search's figure was at most 1.0243 times that one (1 to 32 VAAs, every batch of one
+        benchmark run); it is raised by 64/63 for the gas an external call must leave behind,
+        and the policy's margin is applied on top. A node without the method, or a call it
+        reports as failing, is asked ``eth_estimateGas`` through web3, which raises the typed
+        refusal that :meth:`classify` reads, as before.
         """
         call: TxParams = {"from": self._account.address, "to": self.receiver, "data": HexStr(data)}
         try:
