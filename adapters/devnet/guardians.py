@@ -8,8 +8,16 @@ that carries value.
 from __future__ import annotations
 
 from fedrelay.protocol.hashing import keccak256
-from fedrelay.protocol.wormhole.guardians import GuardianSet, GuardianSigner
-from fedrelay.protocol.wormhole.threshold import DealtKey, deal, group_secret_from_seed
+from fedrelay.protocol.wormhole.guardians import GuardianSet, GuardianSigner, quorum, sign_vaa
+from fedrelay.protocol.wormhole.threshold import (
+    GOVERNANCE_CHAIN,
+    GOVERNANCE_EMITTER,
+    AppendKey,
+    DealtKey,
+    deal,
+    group_secret_from_seed,
+)
+from fedrelay.protocol.wormhole.vaa import Vaa, VaaBody
 
 WORMHOLE_DEVNET_GUARDIAN_KEY = bytes.fromhex(
     "cfb12303a19cde580bb4dd771639b0d26bc68353645571a8cff516ab2ee113a0"
@@ -43,3 +51,25 @@ def threshold_key(count: int, guardian_set_index: int = 0) -> DealtKey:
     """
     seed = f"fedrelay test threshold key {count}/{guardian_set_index}".encode()
     return deal(group_secret_from_seed(seed), count, seed=seed)
+
+
+def append_key_vaa(
+    count: int,
+    tss_index: int = 0,
+    guardian_set_index: int = 0,
+    *,
+    chain: int = 0,
+    expiry_delay: int = 86_400,
+    timestamp: int = 0,
+) -> Vaa:
+    """The governance VAA that appends :func:`threshold_key` ``(count, guardian_set_index)`` as
+    key ``tss_index``, for ``chain`` (0: every chain), signed by a quorum of the devnet guardians
+    0..count-1 as guardian set ``guardian_set_index`` (docs/protocol.md, section 2a)."""
+    key = threshold_key(count, guardian_set_index).group_key
+    body = VaaBody(
+        timestamp=timestamp, nonce=0, emitter_chain=GOVERNANCE_CHAIN,
+        emitter_address=GOVERNANCE_EMITTER, sequence=tss_index, consistency_level=32,
+        payload=AppendKey(chain, tss_index, key, expiry_delay).to_bytes(),
+    )  # fmt: skip
+    signers = list(enumerate(guardian_signers(count)))[: quorum(count)]
+    return sign_vaa(body, guardian_set_index, signers)

@@ -198,6 +198,21 @@ class MessageCoreContract(_Core):
         :meth:`WormholeCoreContract.submit_set_message_fee`)."""
         return self.chain.transact(signer, self.contract.functions.setMessageFee(fee))
 
+    def append_threshold_key(self, signer: Signer, governance_vaa: bytes) -> TxReceipt:
+        """Append the threshold key a version-1 governance VAA carries (docs/protocol.md,
+        section 2a); anyone may submit it. From then on the core also verifies version-2 VAAs
+        signed under that key.
+
+        Raises:
+            ContractRevert: ``InvalidGovernanceVaa``, ``NotGovernance``, ``NotCurrentGuardianSet``,
+                ``InvalidGovernancePayload``, ``WrongKeyIndex`` (also a replay) or ``InvalidKey``.
+        """
+        return self.chain.transact(signer, self.contract.functions.appendKey(governance_vaa))
+
+    def threshold_key_count(self) -> int:
+        """How many threshold keys were appended (the next key's index)."""
+        return int(self.chain.call(self.contract.functions.keyCount()))
+
 
 def _function(
     name: str, inputs: Sequence[str], outputs: Sequence[str], mutability: str

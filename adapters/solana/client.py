@@ -40,10 +40,20 @@ from fedrelay.adapters.solana.layout import (
     ProgramError,
     PublishedMessage,
     TaskAccount,
+    ThresholdKeyAccount,
     WorkerAccount,
     is_consumed_record,
 )
-from fedrelay.protocol.wormhole import RoundSettled, TaskAssigned, Vaa, decode_payload, parse_vaa
+from fedrelay.protocol.wormhole import (
+    RoundSettled,
+    TaskAssigned,
+    ThresholdVaa,
+    Vaa,
+    decode_payload,
+    parse_any_vaa,
+    parse_vaa,
+)
+from fedrelay.protocol.wormhole.threshold import AppendKey
 
 #: Solana's limit on a serialized transaction.
 PACKET_DATA_SIZE = 1232
@@ -288,13 +298,13 @@ class WorkerProgramClient:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def plan_delivery(self, vaa: Vaa) -> ix.Delivery:
+    async def plan_delivery(self, vaa: Vaa | ThresholdVaa) -> ix.Delivery:
         """The accounts a VAA's delivery touches, with the entries that will publish a
         STAKE_CHANGED predicted from the worker and task records the chain holds now."""
         [delivery] = await self.plan_deliveries([vaa])
         return delivery
 
-    async def plan_deliveries(self, vaas: Sequence[Vaa]) -> list[ix.Delivery]:
+    async def plan_deliveries(self, vaas: Sequence[Vaa | ThresholdVaa]) -> list[ix.Delivery]:
         """:meth:`plan_delivery` of each VAA, in order, their workers' and tasks' records read
         together (a hundred accounts per ``getMultipleAccounts``)."""
         deliveries = [ix.delivery_for(vaa) for vaa in vaas]
@@ -338,7 +348,7 @@ class WorkerProgramClient:
             TransactionFailed: The program rejected it; `ProgramError.ALREADY_CONSUMED` means
                 it was delivered before.
         """
-        delivery = await self.plan_delivery(parse_vaa(vaa))
+        delivery = await self.plan_delivery(parse_any_vaa(vaa))
         keys = delivery.worker_keys
         blockhash = (await self.rpc.get_latest_blockhash(Confirmed)).value.blockhash
         sequence = await self.next_sequence()
@@ -407,7 +417,7 @@ class WorkerProgramClient:
         Raises:
             AccountNotFound: The VAA was never received.
         """
-        parsed = parse_vaa(vaa)
+        parsed = parse_any_vaa(vaa)
         record = await self.fetch_consumed(parsed.digest)
         if record.applied >= len(ix.delivery_for(parsed).worker_keys):
             return ()
@@ -424,7 +434,7 @@ class WorkerProgramClient:
         self, payer: Keypair, vaa: bytes, delivery: ix.Delivery | None = None
     ) -> Receipt:
         """Write the VAA into a buffer and receive it from there (no follow-up transactions)."""
-        delivery = delivery or await self.plan_delivery(parse_vaa(vaa))
+        delivery = delivery or await self.plan_delivery(parse_any_vaa(vaa))
         blockhash = (await self.rpc.get_latest_blockhash(Confirmed)).value.blockhash
         receipt, _count = await self._receive_buffered(payer, vaa, delivery, blockhash)
         return receipt
@@ -439,6 +449,30 @@ class WorkerProgramClient:
             )
             receipts.append(await self.send([instruction], payer))
         return receipts
+
+    async def append_threshold_key(
+        self, payer: Keypair, governance_vaa: bytes, buffer_id: int = 0x7455_5300
+    ) -> Receipt:
+        """Append the threshold key a version-1 governance VAA carries (docs/solana.md,
+        `append_threshold_key`): the VAA goes through buffer `buffer_id` of `payer`, which the
+        instruction closes. From index 1 on, the previous key and its guardian set come along.
+
+        Raises:
+            TransactionFailed: The program refused it (`NOT_GOVERNANCE`, `GOVERNANCE_PAYLOAD`,
+                `THRESHOLD_KEY_EXISTS`, `UNKNOWN_THRESHOLD_KEY`, ...).
+        """
+        vaa = parse_vaa(governance_vaa)
+        index = AppendKey.from_bytes(vaa.body.payload).tss_index
+        previous = None
+        if index > 0:
+            previous = (await self.fetch_threshold_key(index - 1)).guardian_set_index
+        await self.write_buffer(payer, buffer_id, governance_vaa)
+        instruction = ix.append_threshold_key(
+            self.program_id, payer.pubkey(), buffer_id,
+            guardian_set_index=vaa.guardian_set_index, index=index,
+            previous_guardian_set_index=previous,
+        )  # fmt: skip
+        return await self.send([instruction], payer, compute_units=RECEIVE_COMPUTE_UNITS)
 
     # ---- reads --------------------------------------------------------------------------------
     async def _account_data(self, address: Pubkey) -> bytes | None:
@@ -462,6 +496,11 @@ class WorkerProgramClient:
         """Guardian set `index`."""
         address = pda.guardian_set_address(self.program_id, index)
         return await self._decode(address, "guardian set", GuardianSetAccount)
+
+    async def fetch_threshold_key(self, index: int) -> ThresholdKeyAccount:
+        """Threshold key `index` (version-2 VAAs)."""
+        address = pda.threshold_key_address(self.program_id, index)
+        return await self._decode(address, "threshold key", ThresholdKeyAccount)
 
     async def fetch_worker(self, worker: Pubkey) -> WorkerAccount:
         """A worker's stake record."""

@@ -25,7 +25,14 @@ from fedrelay.adapters.solana.layout import (
     WorkerAccount,
 )
 from fedrelay.adapters.solana.layout import Instruction as Tag
-from fedrelay.protocol.wormhole import Outcome, RoundSettled, TaskAssigned, Vaa, decode_payload
+from fedrelay.protocol.wormhole import (
+    Outcome,
+    RoundSettled,
+    TaskAssigned,
+    ThresholdVaa,
+    Vaa,
+    decode_payload,
+)
 
 _U16 = 0xFFFF
 _U32 = 0xFFFF_FFFF
@@ -280,7 +287,7 @@ class Delivery:
     """What receiving one VAA needs besides its bytes: the accounts its payload touches.
 
     Attributes:
-        guardian_set_index: The set that signed the VAA.
+        guardian_set_index: The set that signed the VAA (version 1).
         digest: keccak256(keccak256(body)), the replay-protection key.
         job_id: The payload's job.
         round: The payload's round.
@@ -289,6 +296,8 @@ class Delivery:
         publishes: Per entry of ``worker_keys``, whether applying it publishes a STAKE_CHANGED
             (a refused task, a nonzero slash); empty means none does.
         first_sequence: The sequence the first of those messages gets (config.next_sequence).
+        tss_index: The threshold key that signed a version-2 VAA (None for version 1): its
+            account takes the guardian set's place.
     """
 
     guardian_set_index: int
@@ -298,6 +307,7 @@ class Delivery:
     worker_keys: tuple[bytes, ...]
     publishes: tuple[bool, ...] = ()
     first_sequence: int = 0
+    tss_index: int | None = None
 
     def part(self, start: int, stop: int, first_sequence: int | None = None) -> Delivery:
         """The entries ``start:stop``, publishing from ``first_sequence`` (unchanged if None)."""
@@ -315,10 +325,15 @@ class Delivery:
 
 
 def _receive_accounts(program_id: Pubkey, payer: Pubkey, delivery: Delivery) -> list[AccountMeta]:
+    # A version-2 VAA is verified against the threshold key it names, in the guardian set's slot.
+    if delivery.tss_index is None:
+        verifier = pda.guardian_set_address(program_id, delivery.guardian_set_index)
+    else:
+        verifier = pda.threshold_key_address(program_id, delivery.tss_index)
     return [
         _meta(payer, signer=True, writable=True),
         _meta(pda.config_address(program_id), writable=True),
-        _meta(pda.guardian_set_address(program_id, delivery.guardian_set_index)),
+        _meta(verifier),
         _meta(pda.consumed_address(program_id, delivery.digest), writable=True),
         _meta(SYSTEM_PROGRAM_ID),
         _meta(pda.vault_address(program_id), writable=True),
@@ -438,8 +453,8 @@ def close_buffer(program_id: Pubkey, authority: Pubkey, buffer_id: int) -> Instr
     return Instruction(program_id, bytes([Tag.CLOSE_BUFFER]), accounts)
 
 
-def delivery_for(vaa: Vaa) -> Delivery:
-    """The accounts a VAA's delivery touches, read from its payload.
+def delivery_for(vaa: Vaa | ThresholdVaa) -> Delivery:
+    """The accounts a VAA's delivery (version 1 or 2) touches, read from its payload.
 
     Raises:
         adapters.wormhole.PayloadError: The payload is not a fedrelay payload.
@@ -453,6 +468,8 @@ def delivery_for(vaa: Vaa) -> Delivery:
     elif isinstance(payload, RoundSettled):
         keys = tuple(s.worker_key for s in payload.settlements)
         round_number = payload.round
+    if isinstance(vaa, ThresholdVaa):
+        return Delivery(0, vaa.digest, payload.job_id, round_number, keys, tss_index=vaa.tss_index)
     return Delivery(vaa.guardian_set_index, vaa.digest, payload.job_id, round_number, keys)
 
 

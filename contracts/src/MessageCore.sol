@@ -3,18 +3,24 @@ pragma solidity 0.8.30;
 
 import {IMessageCore} from "./interfaces/IMessageCore.sol";
 import {Owned} from "./base/Owned.sol";
+import {ThresholdKeys} from "./base/ThresholdKeys.sol";
 import {VaaBody} from "./libraries/VaaBody.sol";
 
 /// @title MessageCore
 /// @notice fedrelay's own implementation of the Wormhole core subset in `IMessageCore`: message
-/// publication with per-emitter sequences, and VAA verification against rotating guardian sets.
+/// publication with per-emitter sequences, and VAA verification against rotating guardian sets:
+/// version 1 (a quorum of guardian signatures) and version 2 (one threshold signature under a key
+/// appended by a governance VAA, `ThresholdKeys`).
 /// @dev Devnet deploys this contract; production points receivers at the real Wormhole core.
 /// Guardian sets rotate by the owner; a replaced set stays valid for `guardianSetExpiry` seconds.
-contract MessageCore is IMessageCore, Owned {
+contract MessageCore is IMessageCore, Owned, ThresholdKeys {
     /// @dev secp256k1 group order divided by two; signatures with a larger `s` are malleable.
     uint256 internal constant HALF_CURVE_ORDER = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
     uint256 internal constant SIGNATURE_SIZE = 66;
     uint256 internal constant BODY_HEADER_SIZE = VaaBody.FIXED_SIZE;
+    /// @notice Wormhole's governance emitter, which signs threshold keys in (chain 1, 0x00…04).
+    uint16 public constant GOVERNANCE_CHAIN = 1;
+    bytes32 public constant GOVERNANCE_EMITTER = bytes32(uint256(4));
 
     uint16 private immutable _chainId;
     /// @notice Seconds a replaced guardian set stays valid.
@@ -32,8 +38,6 @@ contract MessageCore is IMessageCore, Owned {
     /// @notice Accumulated fees were sent to `to`.
     event FeesCollected(address indexed to, uint256 amount);
 
-    /// @notice The VAA bytes are too short for what they declare.
-    error MalformedVaa(uint256 length, uint256 needed);
     /// @notice A guardian set must hold at least one key, none zero, none repeated.
     error InvalidGuardianSet();
     /// @notice `msg.value` differs from the publication fee.
@@ -86,11 +90,14 @@ contract MessageCore is IMessageCore, Owned {
     // ------------------------------------------------------------------ verification
 
     /// @inheritdoc IMessageCore
+    /// @dev A first byte of 2 is a version-2 VAA, verified against the threshold keys; anything
+    /// else is read as version 1 (and refused unless it is 1).
     function parseAndVerifyVM(bytes calldata encodedVM)
         external
         view
         returns (VM memory vm, bool valid, string memory reason)
     {
+        if (encodedVM.length > 0 && uint8(encodedVM[0]) == 2) return _parseAndVerifyThreshold(encodedVM);
         vm = parseVM(encodedVM);
         (valid, reason) = verifyVM(vm);
     }
@@ -201,6 +208,30 @@ contract MessageCore is IMessageCore, Owned {
         emit FeesCollected(to, amount);
         (bool ok,) = to.call{value: amount}("");
         if (!ok) revert FeeTransferFailed();
+    }
+
+    // ------------------------------------------------------------------ threshold keys' hooks
+
+    function _verifyGovernance(bytes calldata vaa)
+        internal
+        view
+        override
+        returns (VM memory vm, bool valid, string memory reason)
+    {
+        vm = parseVM(vaa);
+        (valid, reason) = verifyVM(vm);
+    }
+
+    function _currentGuardianSet() internal view override returns (uint32) {
+        return _currentIndex;
+    }
+
+    function _guardianSetExpiration(uint32 index) internal view override returns (uint32) {
+        return _guardianSets[index].expirationTime;
+    }
+
+    function _governance() internal view override returns (uint16, bytes32, uint16) {
+        return (GOVERNANCE_CHAIN, GOVERNANCE_EMITTER, _chainId);
     }
 
     function _checkKeys(address[] memory keys) private pure {

@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {IMessageCore} from "../src/interfaces/IMessageCore.sol";
+import {ThresholdKeys} from "../src/base/ThresholdKeys.sol";
 import {MessageCore} from "../src/MessageCore.sol";
 import {Owned} from "../src/base/Owned.sol";
 import {Guardians} from "./utils/Guardians.sol";
@@ -221,19 +222,28 @@ contract MessageCoreTest is Guardians {
 
     function test_verify_rejectsOtherVersion() public view {
         bytes memory vaa = signVaa(0, 0, firstIndices(13), body(hex"01"));
-        vaa[0] = 0x02;
+        vaa[0] = 0x03;
+        check(vaa, false, "VM version incompatible");
+        vaa[0] = 0x00;
         check(vaa, false, "VM version incompatible");
     }
 
+    /// A first byte of 2 is read as a version-2 VAA: with no threshold key appended, none verifies.
+    function test_verify_versionTwoGoesToTheThresholdKeys() public view {
+        bytes memory vaa = signVaa(0, 0, firstIndices(13), body(hex"01"));
+        vaa[0] = 0x02;
+        check(vaa, false, "unknown threshold key");
+    }
+
     function test_parseVM_rejectsTruncatedInput() public {
-        vm.expectRevert(abi.encodeWithSelector(MessageCore.MalformedVaa.selector, 3, 6));
+        vm.expectRevert(abi.encodeWithSelector(ThresholdKeys.MalformedVaa.selector, 3, 6));
         core.parseVM(hex"010000");
         bytes memory vaa = signVaa(0, 0, firstIndices(2), body(hex""));
         bytes memory cut = new bytes(vaa.length - 1);
         for (uint256 i = 0; i < cut.length; ++i) {
             cut[i] = vaa[i];
         }
-        vm.expectRevert(abi.encodeWithSelector(MessageCore.MalformedVaa.selector, cut.length, vaa.length));
+        vm.expectRevert(abi.encodeWithSelector(ThresholdKeys.MalformedVaa.selector, cut.length, vaa.length));
         core.parseAndVerifyVM(cut);
     }
 
@@ -290,7 +300,7 @@ contract MessageCoreTest is Guardians {
         try core.parseAndVerifyVM(junk) returns (IMessageCore.VM memory, bool valid, string memory) {
             assertFalse(valid, "junk verified");
         } catch (bytes memory reason) {
-            assertEq(bytes4(reason), MessageCore.MalformedVaa.selector, "unexpected revert");
+            assertEq(bytes4(reason), ThresholdKeys.MalformedVaa.selector, "unexpected revert");
         }
     }
 }

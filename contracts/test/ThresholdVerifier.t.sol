@@ -2,14 +2,16 @@
 pragma solidity 0.8.30;
 
 import {IMessageCore} from "../src/interfaces/IMessageCore.sol";
+import {ThresholdKeys} from "../src/base/ThresholdKeys.sol";
 import {MessageCore} from "../src/MessageCore.sol";
 import {ThresholdVerifier} from "../src/ThresholdVerifier.sol";
-import {ThresholdVerifierHarness} from "./harness/ThresholdVerifierHarness.sol";
+import {IThresholdTarget, MessageCoreHarness, ThresholdVerifierHarness} from "./harness/ThresholdVerifierHarness.sol";
 import {Guardians} from "./utils/Guardians.sol";
 
-/// ThresholdVerifier: the shared vectors of tests/vectors/threshold.json (signed in Python), key
-/// governance and rotation, and v1 VAAs beside v2 ones.
-contract ThresholdVerifierTest is Guardians {
+/// Version-2 verification (`ThresholdKeys`): the shared vectors of tests/vectors/threshold.json
+/// (signed in Python), key governance and rotation, and v1 VAAs beside v2 ones. Run twice: on
+/// ThresholdVerifier beside a core, and on MessageCore itself.
+abstract contract ThresholdKeysTest is Guardians {
     uint32 internal constant EXPIRY = 1;
     uint32 internal constant GRACE = 86_400;
     bytes32 internal constant GOVERNANCE = bytes32(uint256(4));
@@ -35,19 +37,17 @@ contract ThresholdVerifierTest is Guardians {
 
     /// A core holding the vector's guardian sets (each replaced set expiring when the vector says)
     /// and a verifier holding its keys; the clock ends at the vector's `now`.
-    function _stateFor(string memory at) internal returns (MessageCore core, ThresholdVerifierHarness verifier) {
+    function _stateFor(string memory at) internal returns (MessageCore core, IThresholdTarget verifier) {
         string memory sets = string.concat(at, ".guardian_sets");
         uint256 count;
         while (vm.keyExistsJson(vectors, _at2(sets, count))) ++count;
         vm.warp(1_000);
-        core = new MessageCore(
-            2, vm.parseJsonAddressArray(vectors, string.concat(_at2(sets, 0), ".addresses")), EXPIRY, address(this)
-        );
+        core = _newCore(vm.parseJsonAddressArray(vectors, string.concat(_at2(sets, 0), ".addresses")), EXPIRY);
         for (uint256 i = 1; i < count; ++i) {
             vm.warp(_uint(_at2(sets, i - 1), ".expiration_time") - EXPIRY);
             core.submitNewGuardianSet(vm.parseJsonAddressArray(vectors, string.concat(_at2(sets, i), ".addresses")));
         }
-        verifier = new ThresholdVerifierHarness(core);
+        verifier = _verifierBeside(core);
         string memory keys = string.concat(at, ".keys");
         for (uint256 i = 0; vm.keyExistsJson(vectors, _at2(keys, i)); ++i) {
             string memory key = _at2(keys, i);
@@ -74,7 +74,7 @@ contract ThresholdVerifierTest is Guardians {
         assertTrue(n >= 6, "valid vectors");
         for (uint256 i = 0; i < n; ++i) {
             string memory at = _at("valid", i);
-            (, ThresholdVerifierHarness verifier) = _stateFor(at);
+            (, IThresholdTarget verifier) = _stateFor(at);
             (IMessageCore.VM memory parsed, bool valid, string memory reason) = verifier.parseAndVerifyVM(_vaa(at));
             assertTrue(valid, string.concat(vm.parseJsonString(vectors, string.concat(at, ".name")), ": ", reason));
             assertEq(parsed.hash, bytes32(vm.parseJsonBytes(vectors, string.concat(at, ".decoded.digest"))), "digest");
@@ -102,13 +102,13 @@ contract ThresholdVerifierTest is Guardians {
             string memory at = _at("invalid", i);
             string memory name = vm.parseJsonString(vectors, string.concat(at, ".name"));
             string memory error = vm.parseJsonString(vectors, string.concat(at, ".error"));
-            (, ThresholdVerifierHarness verifier) = _stateFor(at);
+            (, IThresholdTarget verifier) = _stateFor(at);
             try verifier.parseAndVerifyVM(_vaa(at)) returns (IMessageCore.VM memory, bool valid, string memory reason) {
                 assertFalse(valid, string.concat(name, " verified"));
                 assertEq(reason, _reason(error), name);
             } catch (bytes memory revertData) {
                 assertEq(error, "malformed_vaa", string.concat(name, " reverted"));
-                assertEq(bytes4(revertData), ThresholdVerifier.MalformedVaa.selector, name);
+                assertEq(bytes4(revertData), ThresholdKeys.MalformedVaa.selector, name);
             }
         }
     }
@@ -131,23 +131,35 @@ contract ThresholdVerifierTest is Guardians {
     function testFuzz_vectors_anyByteChangeBreaksVerification(uint256 at, uint8 flip) public {
         vm.assume(flip != 0);
         string memory vector = _at("valid", 0);
-        (, ThresholdVerifierHarness verifier) = _stateFor(vector);
+        (, IThresholdTarget verifier) = _stateFor(vector);
         bytes memory vaa = _vaa(vector);
         at = bound(at, 0, vaa.length - 1);
         vaa[at] = bytes1(uint8(vaa[at]) ^ flip);
-        (, bool valid,) = verifier.parseAndVerifyVM(vaa);
-        assertFalse(valid, "a changed VAA verified");
+        // A changed version byte sends MessageCore to its version-1 parser, which may find the
+        // bytes truncated: a revert is a refusal too.
+        try verifier.parseAndVerifyVM(vaa) returns (IMessageCore.VM memory, bool valid, string memory) {
+            assertFalse(valid, "a changed VAA verified");
+        } catch (bytes memory revertData) {
+            assertEq(at, 0, "only a changed version byte reverts");
+            assertEq(bytes4(revertData), ThresholdKeys.MalformedVaa.selector, "refused as malformed");
+        }
     }
 
     // ------------------------------------------------------------------ governance and rotation
 
     /// A core whose set 0 is the vectors' 19 guardians and an empty verifier (chain 2, governance
     /// emitter 1/0x..04).
-    function _deploy() internal returns (MessageCore core, ThresholdVerifier verifier) {
+    function _deploy() internal returns (MessageCore core, IThresholdTarget verifier) {
         vm.warp(1_700_000_000);
-        core = new MessageCore(2, vm.parseJsonAddressArray(v1Vectors, ".guardian_addresses"), GRACE, address(this));
-        verifier = new ThresholdVerifier(core, 1, GOVERNANCE);
+        core = _newCore(vm.parseJsonAddressArray(v1Vectors, ".guardian_addresses"), GRACE);
+        verifier = _verifierBeside(core);
     }
+
+    /// A core of chain 2 with guardian set 0 = `guardians`, owned by the test.
+    function _newCore(address[] memory guardians, uint32 expiry) internal virtual returns (MessageCore);
+
+    /// What verifies version-2 VAAs beside `core` (the core itself, or a verifier of its own).
+    function _verifierBeside(MessageCore core) internal virtual returns (IThresholdTarget);
 
     function _governance(uint256 i) internal view returns (bytes memory) {
         return vm.parseJsonBytes(vectors, string.concat(_at("governance", i), ".vaa"));
@@ -174,10 +186,10 @@ contract ThresholdVerifierTest is Guardians {
     }
 
     function test_appendKey_thenAValidV2VaaVerifies() public {
-        (, ThresholdVerifier verifier) = _deploy();
+        (, IThresholdTarget verifier) = _deploy();
         verifier.appendKey(_governance(0));
         assertEq(verifier.keyCount(), 1, "one key");
-        ThresholdVerifier.Key memory key = verifier.getKey(0);
+        ThresholdKeys.Key memory key = verifier.getKey(0);
         assertEq(key.px, uint256(bytes32(vm.parseJsonBytes(vectors, ".valid[0].keys[0].px"))), "px");
         assertEq(uint256(key.expirationTime), 0, "newest key does not expire");
         (, bool valid, string memory reason) = verifier.parseAndVerifyVM(_vaa(_at("valid", 0)));
@@ -185,7 +197,7 @@ contract ThresholdVerifierTest is Guardians {
     }
 
     function test_rotation_oldKeyValidUntilItsExpiryAndV1StillVerifies() public {
-        (MessageCore core, ThresholdVerifier verifier) = _deploy();
+        (MessageCore core, IThresholdTarget verifier) = _deploy();
         verifier.appendKey(_governance(0));
         // The vectors' guardians again, as set 1; key 1 is appended by set 1.
         core.submitNewGuardianSet(vm.parseJsonAddressArray(v1Vectors, ".guardian_addresses"));
@@ -209,7 +221,7 @@ contract ThresholdVerifierTest is Guardians {
     }
 
     function test_keyRefusedOnceItsGuardianSetExpires() public {
-        (MessageCore core, ThresholdVerifier verifier) = _deploy();
+        (MessageCore core, IThresholdTarget verifier) = _deploy();
         verifier.appendKey(_governance(0));
         core.submitNewGuardianSet(vm.parseJsonAddressArray(v1Vectors, ".guardian_addresses"));
         vm.warp(block.timestamp + GRACE + 1);
@@ -219,83 +231,79 @@ contract ThresholdVerifierTest is Guardians {
     }
 
     function test_appendKey_refusesAnExpiredOrReplacedSetAndReplays() public {
-        (MessageCore core, ThresholdVerifier verifier) = _deploy();
+        (MessageCore core, IThresholdTarget verifier) = _deploy();
         verifier.appendKey(_governance(0));
-        vm.expectRevert(abi.encodeWithSelector(ThresholdVerifier.WrongKeyIndex.selector, uint32(0), uint256(1)));
+        vm.expectRevert(abi.encodeWithSelector(ThresholdKeys.WrongKeyIndex.selector, uint32(0), uint256(1)));
         verifier.appendKey(_governance(0));
         core.submitNewGuardianSet(vm.parseJsonAddressArray(v1Vectors, ".guardian_addresses"));
         // Key 1's payload signed by the replaced set 0 (still in its grace period on the core).
         bytes memory bySet0 = _signedByVectorGuardians(0, 1, GOVERNANCE, _payload(1));
-        vm.expectRevert(abi.encodeWithSelector(ThresholdVerifier.NotCurrentGuardianSet.selector, uint32(0), uint32(1)));
+        vm.expectRevert(abi.encodeWithSelector(ThresholdKeys.NotCurrentGuardianSet.selector, uint32(0), uint32(1)));
         verifier.appendKey(bySet0);
         vm.warp(block.timestamp + GRACE + 1);
-        vm.expectRevert(
-            abi.encodeWithSelector(ThresholdVerifier.InvalidGovernanceVaa.selector, "guardian set has expired")
-        );
+        vm.expectRevert(abi.encodeWithSelector(ThresholdKeys.InvalidGovernanceVaa.selector, "guardian set has expired"));
         verifier.appendKey(bySet0);
     }
 
     function test_appendKey_refusesANonGovernanceEmitter() public {
-        (, ThresholdVerifier verifier) = _deploy();
+        (, IThresholdTarget verifier) = _deploy();
         bytes memory vaa = _signedByVectorGuardians(0, 2, GOVERNANCE, _payload(0));
-        vm.expectRevert(abi.encodeWithSelector(ThresholdVerifier.NotGovernance.selector, uint16(2), GOVERNANCE));
+        vm.expectRevert(abi.encodeWithSelector(ThresholdKeys.NotGovernance.selector, uint16(2), GOVERNANCE));
         verifier.appendKey(vaa);
         vaa = _signedByVectorGuardians(0, 1, bytes32(uint256(5)), _payload(0));
-        vm.expectRevert(
-            abi.encodeWithSelector(ThresholdVerifier.NotGovernance.selector, uint16(1), bytes32(uint256(5)))
-        );
+        vm.expectRevert(abi.encodeWithSelector(ThresholdKeys.NotGovernance.selector, uint16(1), bytes32(uint256(5))));
         verifier.appendKey(vaa);
     }
 
     function test_appendKey_refusesBadPayloadsAndKeys() public {
-        (, ThresholdVerifier verifier) = _deploy();
+        (, IThresholdTarget verifier) = _deploy();
         bytes memory good = _payload(0);
         bytes memory p = bytes.concat(good, hex"00");
-        _expectPayloadRefused(verifier, p, ThresholdVerifier.InvalidGovernancePayload.selector);
+        _expectPayloadRefused(verifier, p, ThresholdKeys.InvalidGovernancePayload.selector);
         p = bytes.concat(good);
         p[31] = 0x54; // module "TST"
-        _expectPayloadRefused(verifier, p, ThresholdVerifier.InvalidGovernancePayload.selector);
+        _expectPayloadRefused(verifier, p, ThresholdKeys.InvalidGovernancePayload.selector);
         p = bytes.concat(good);
         p[32] = 0x02; // action 2
-        _expectPayloadRefused(verifier, p, ThresholdVerifier.InvalidGovernancePayload.selector);
+        _expectPayloadRefused(verifier, p, ThresholdKeys.InvalidGovernancePayload.selector);
         p = bytes.concat(good);
         p[34] = 0x04; // for chain 4, not this chain (2)
-        _expectPayloadRefused(verifier, p, ThresholdVerifier.InvalidGovernancePayload.selector);
+        _expectPayloadRefused(verifier, p, ThresholdKeys.InvalidGovernancePayload.selector);
         p = bytes.concat(good);
         p[39] = 0x04; // not a compressed key
-        _expectPayloadRefused(verifier, p, ThresholdVerifier.InvalidKey.selector);
+        _expectPayloadRefused(verifier, p, ThresholdKeys.InvalidKey.selector);
         p = bytes.concat(good);
         // x above the curve order
         for (uint256 i = 40; i < 72; ++i) {
             p[i] = 0xff;
         }
-        _expectPayloadRefused(verifier, p, ThresholdVerifier.InvalidKey.selector);
+        _expectPayloadRefused(verifier, p, ThresholdKeys.InvalidKey.selector);
         p = bytes.concat(good);
         // x = 0: no point has it
         for (uint256 i = 40; i < 72; ++i) {
             p[i] = 0x00;
         }
-        _expectPayloadRefused(verifier, p, ThresholdVerifier.InvalidKey.selector);
+        _expectPayloadRefused(verifier, p, ThresholdKeys.InvalidKey.selector);
         p = bytes.concat(good);
         p[71] = 0x05; // x = 5: no point has it either
         for (uint256 i = 40; i < 71; ++i) {
             p[i] = 0x00;
         }
-        _expectPayloadRefused(verifier, p, ThresholdVerifier.InvalidKey.selector);
+        _expectPayloadRefused(verifier, p, ThresholdKeys.InvalidKey.selector);
         p = bytes.concat(good);
         p[34] = 0x02; // for chain 2 (this chain) is accepted
         verifier.appendKey(_signedByVectorGuardians(0, 1, GOVERNANCE, p));
         assertEq(verifier.keyCount(), 1, "appended");
     }
 
-    function _expectPayloadRefused(ThresholdVerifier verifier, bytes memory payload, bytes4 selector) internal {
+    function _expectPayloadRefused(IThresholdTarget verifier, bytes memory payload, bytes4 selector) internal {
         bytes memory vaa = _signedByVectorGuardians(0, 1, GOVERNANCE, payload);
         vm.expectRevert(selector);
         verifier.appendKey(vaa);
     }
 
     function test_unknownIndexSAboveQAndZeroRAreRefused() public {
-        (, ThresholdVerifier verifier) = _deploy();
+        (, IThresholdTarget verifier) = _deploy();
         verifier.appendKey(_governance(0));
         bytes memory vaa = _vaa(_at("valid", 0));
         bytes memory changed = bytes.concat(vaa);
@@ -319,11 +327,45 @@ contract ThresholdVerifierTest is Guardians {
     }
 }
 
+/// On ThresholdVerifier, beside a MessageCore that holds the guardian sets.
+contract ThresholdVerifierTest is ThresholdKeysTest {
+    function _newCore(address[] memory guardians, uint32 expiry) internal override returns (MessageCore) {
+        return new MessageCore(2, guardians, expiry, address(this));
+    }
+
+    function _verifierBeside(MessageCore core) internal override returns (IThresholdTarget) {
+        return IThresholdTarget(address(new ThresholdVerifierHarness(core)));
+    }
+}
+
+/// On MessageCore, which verifies version 2 in its own `parseAndVerifyVM`.
+contract MessageCoreThresholdTest is ThresholdKeysTest {
+    function _newCore(address[] memory guardians, uint32 expiry) internal override returns (MessageCore) {
+        return new MessageCoreHarness(2, guardians, expiry, address(this));
+    }
+
+    function _verifierBeside(MessageCore core) internal pure override returns (IThresholdTarget) {
+        return IThresholdTarget(address(core));
+    }
+
+    /// MessageCore verifies governance VAAs as version 1 only: a first byte of 2 is not sent to
+    /// the threshold keys there.
+    function test_appendKey_readsGovernanceAsVersionOne() public {
+        (, IThresholdTarget verifier) = _deploy();
+        bytes memory vaa = _signedByVectorGuardians(0, 1, GOVERNANCE, _payload(0));
+        vaa[0] = 0x02;
+        vm.expectRevert(abi.encodeWithSelector(ThresholdKeys.InvalidGovernanceVaa.selector, "VM version incompatible"));
+        verifier.appendKey(vaa);
+        assertEq(verifier.keyCount(), 0, "no key appended");
+    }
+}
+
 /// The gas of one verification at 13 of 19 guardians: v1 on the core, v2 on the verifier
 /// (`forge test --match-contract VerificationGasTest --gas-report`).
 contract VerificationGasTest is Guardians {
     MessageCore internal core;
     ThresholdVerifier internal verifier;
+    MessageCore internal coreV2;
     bytes internal v1;
     bytes internal v2;
 
@@ -337,6 +379,10 @@ contract VerificationGasTest is Guardians {
         verifier.appendKey(vm.parseJsonBytes(threshold, ".governance[0].vaa"));
         core.submitNewGuardianSet(guardians); // the v1 vector is signed by set 1
         verifier.appendKey(vm.parseJsonBytes(threshold, ".governance[1].vaa"));
+        coreV2 = new MessageCore(2, guardians, 86_400, address(this));
+        coreV2.appendKey(vm.parseJsonBytes(threshold, ".governance[0].vaa"));
+        coreV2.submitNewGuardianSet(guardians);
+        coreV2.appendKey(vm.parseJsonBytes(threshold, ".governance[1].vaa"));
         v1 = vm.parseJsonBytes(vaas, ".valid[1].vaa"); // quorum_13_of_19_task_assigned
         v2 = vm.parseJsonBytes(threshold, ".valid[5].vaa"); // the same body, signed by key 1
     }
@@ -349,6 +395,11 @@ contract VerificationGasTest is Guardians {
 
     function test_gas_v2_threshold() public view {
         (, bool valid, string memory reason) = verifier.parseAndVerifyVM(v2);
+        assertTrue(valid, reason);
+    }
+
+    function test_gas_v2_onMessageCore() public view {
+        (, bool valid, string memory reason) = coreV2.parseAndVerifyVM(v2);
         assertTrue(valid, reason);
     }
 }

@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {IMessageCore} from "../src/interfaces/IMessageCore.sol";
+import {ThresholdKeys} from "../src/base/ThresholdKeys.sol";
 import {MessageCore} from "../src/MessageCore.sol";
 import {Test} from "./utils/Test.sol";
 
@@ -95,7 +96,7 @@ contract VaaVectorsTest is Test {
                 assertTrue(got == keccak256(bytes(a)) || got == keccak256(bytes(b)), string.concat(name, ": ", reason));
             } catch (bytes memory revertData) {
                 assertEq(error, "malformed_vaa", string.concat(name, " reverted"));
-                assertEq(bytes4(revertData), MessageCore.MalformedVaa.selector, name);
+                assertEq(bytes4(revertData), ThresholdKeys.MalformedVaa.selector, name);
             }
         }
     }
@@ -113,7 +114,7 @@ contract VaaVectorsTest is Test {
         try core.parseAndVerifyVM(vaa) returns (IMessageCore.VM memory, bool valid, string memory) {
             assertFalse(valid, "a changed VAA verified");
         } catch (bytes memory revertData) {
-            assertEq(bytes4(revertData), MessageCore.MalformedVaa.selector, "unexpected revert");
+            assertEq(bytes4(revertData), ThresholdKeys.MalformedVaa.selector, "unexpected revert");
         }
     }
 }

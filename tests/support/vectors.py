@@ -288,7 +288,7 @@ def _vaa_vectors() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     wrong_key = _signed(assigned, 1, [1]).signatures[0]
     good_bytes = good.to_bytes()
     invalid_vaa = [
-        ("malformed_version_2", b"\x02" + good_bytes[1:], [full], NOW, "malformed_vaa"),
+        ("malformed_version_3", b"\x03" + good_bytes[1:], [full], NOW, "malformed_vaa"),
         ("malformed_5_bytes", good_bytes[:5], [full], NOW, "malformed_vaa"),
         (
             "malformed_body_too_short",

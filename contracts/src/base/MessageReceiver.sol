@@ -36,7 +36,7 @@ abstract contract MessageReceiver is Owned {
     uint8 internal constant FAILED = 4;
     /// @dev `receiveMessage(bytes)`, which each receiver defines (payable or not).
     bytes4 internal constant RECEIVE_MESSAGE = bytes4(keccak256("receiveMessage(bytes)"));
-    /// @dev `MessageCore.MalformedVaa(uint256,uint256)`: the core could not parse the VAA.
+    /// @dev `MalformedVaa(uint256,uint256)` (MessageCore and ThresholdVerifier, from `ThresholdKeys`): the core could not parse the VAA.
     bytes4 internal constant MALFORMED_VAA = bytes4(keccak256("MalformedVaa(uint256,uint256)"));
 
     /// @notice Registered peer (emitter and target address) per Wormhole chain id.

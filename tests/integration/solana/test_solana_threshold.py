@@ -343,3 +343,31 @@ async def test_governance_refusals(deployment19: Deployment) -> None:
         _append(d, skipping, index=2, set_index=0, previous_set=0, buffer_id=85)
     )
     assert error == ProgramError.UNKNOWN_THRESHOLD_KEY
+
+
+async def test_the_client_appends_a_key_and_delivers_a_v2_batch_whole(
+    deployment19: Deployment,
+) -> None:
+    """`WorkerProgramClient.append_threshold_key` and `receive_vaa` with a version-2 VAA: the
+    key account takes the guardian set's slot, every entry of the batch is applied (the tasks of
+    registered workers exist), and the v1 twin is the same, consumed, message."""
+    d = deployment19
+    await d.client.append_threshold_key(d.admin, _hex(VECTORS["governance"][0]["vaa"]))
+    assert (await d.client.fetch_threshold_key(0)).public_key == threshold_key(19, 0).group_key
+    workers = [await d.funded_keypair(seed=f"threshold client worker {i}") for i in range(3)]
+    for worker in workers:
+        await d.client.register(
+            worker, stake_lamports=LAMPORTS_PER_SOL, payout=bytes(32), capabilities=0
+        )
+    keys = [bytes(w.pubkey()) for w in workers]
+    payload = task_assigned(d.program_id, keys, deadline=2**40)
+    v1 = d.sign(payload)
+    delivered = await d.client.receive_vaa(d.admin, _threshold(v1, 0, 0))
+    assert sum(len(r.applied_keys) for r in delivered.receipts) == len(keys)
+    record = await d.client.fetch_consumed(v1.digest)
+    assert record.applied == len(keys)
+    for key in keys:
+        task = await d.client.fetch_task(payload.job_id, payload.round, key)
+        assert (task.worker_key, task.job_id) == (key, payload.job_id)
+    error = await _error_of(d.client.receive_vaa(d.admin, v1.to_bytes()))
+    assert error == ProgramError.ALREADY_CONSUMED
