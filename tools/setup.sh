@@ -4,7 +4,8 @@
 # Phases (each skipped when its inputs are unchanged since the last successful run):
 #   debian  clang-14/llvm-14 (Solana program), postgresql (ledger tests), from Debian
 #   python  .venv with the pinned Python dependencies (requirements.lock) and fedrelay itself
-#   npm     Foundry (anvil, forge), solcjs, Wormhole's TypeScript SDK from tools/npm's lockfile
+#   npm     Foundry (anvil, forge), solcjs, Wormhole's TypeScript SDK from tools/npm's lockfile,
+#           and Wormhole's Ethereum core bytecode (tools/npm/wormhole-core.json)
 #   kafka   the Apache Kafka broker's jars from Maven Central through tools/kafka/pom.xml
 #   helm    helm built by `go install` at a pinned version into tools/bin, with the version
 #           information helm's own release build stamps in (so it knows its Kubernetes version)
@@ -75,10 +76,30 @@ python_env() {
 
 npm_tools() {
   local h
-  h=$(inputs_hash tools/npm/package.json tools/npm/package-lock.json)
-  if [ -d tools/npm/node_modules ] && fresh npm "$h"; then echo "    up to date"; return; fi
+  h=$(inputs_hash tools/npm/package.json tools/npm/package-lock.json tools/npm/wormhole-core.json)
+  if [ -d tools/npm/node_modules ] && [ -d tools/npm/wormhole-core ] && fresh npm "$h"; then
+    echo "    up to date"; return
+  fi
   (cd tools/npm && npm ci --no-audit --no-fund --loglevel=error)
+  wormhole_core
   stamp npm "$h"
+}
+
+# Wormhole's Ethereum core bytecode (tools/npm/wormhole-core.json says what and why): the package
+# tarball alone, its sha512 checked against the pinned registry integrity, three files kept.
+wormhole_core() {
+  local spec integrity tarball got dir=tools/npm/wormhole-core
+  spec=$(.venv/bin/python -c 'import json; d = json.load(open("tools/npm/wormhole-core.json")); print(d["package"] + "@" + d["version"])')
+  integrity=$(.venv/bin/python -c 'import json; print(json.load(open("tools/npm/wormhole-core.json"))["integrity"])')
+  rm -rf "$dir" && mkdir -p "$dir"
+  tarball=$(cd "$dir" && npm pack --silent --loglevel=error "$spec")
+  got=$(.venv/bin/python -c 'import base64, hashlib, sys; print("sha512-" + base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$dir/$tarball")
+  if [ "$got" != "$integrity" ]; then
+    echo "setup: $spec tarball integrity $got, expected $integrity" >&2; rm -rf "$dir"; exit 1
+  fi
+  .venv/bin/python -c 'import json, sys; print("\n".join(json.load(open("tools/npm/wormhole-core.json"))["files"]))' \
+    | xargs tar -xzf "$dir/$tarball" -C "$dir"
+  rm -f "$dir/$tarball"
 }
 
 kafka_broker() {

@@ -31,6 +31,7 @@ units repeat from run to run.
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import subprocess
 from collections.abc import Sequence
@@ -47,14 +48,16 @@ from web3.types import RPCEndpoint
 
 from fedrelay.adapters import evm
 from fedrelay.adapters.devnet.forge import Forge
-from fedrelay.adapters.devnet.guardians import guardian_signers
+from fedrelay.adapters.devnet.guardians import append_key_vaa, guardian_signers, threshold_key
 from fedrelay.adapters.devnet.network import EVM_MAX_BATCH, SOLANA_MAX_BATCH
 from fedrelay.adapters.devnet.services import Anvil
 from fedrelay.adapters.devnet.solana_rpc import serve_devnet
 from fedrelay.adapters.devnet.toolchain import foundry_binary
 from fedrelay.adapters.devnet.worker_program import LAMPORTS_PER_SOL, Deployment, deploy
+from fedrelay.adapters.devnet.wormhole_core import deploy_wormhole_core, pinned
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
-from fedrelay.adapters.evm.core import MessageCoreContract
+from fedrelay.adapters.evm.batch import BatchResult
+from fedrelay.adapters.evm.core import AnyCore, CoreKind, MessageCoreContract
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana.client import WorkerProgramClient
 from fedrelay.adapters.solana.layout import SOLANA_CHAIN
@@ -93,14 +96,68 @@ BUDGET_MARGIN = 0.02
 _console = Console(stderr=True)
 
 
+class Attestation(enum.StrEnum):
+    """How the guardians attest the rounds' messages."""
+
+    #: Version 1: 13 of 19 guardian signatures in each VAA (what the relayer produces).
+    V1 = "v1"
+    #: Version 2: one threshold signature made by 13 of 19 shares (docs/protocol.md, 2a).
+    THRESHOLD = "threshold"
+
+
+_ATTESTED = {
+    Attestation.V1: "version-1 VAAs: 13 of 19 guardian signatures each (what the relayer produces)",
+    Attestation.THRESHOLD: (
+        "version-2 VAAs: one threshold signature of 13 of 19 guardian shares each, verified by "
+        "MessageCore and the worker program (signed by the benchmark; the relayer still produces "
+        "version 1)"
+    ),
+}
+
+
+def _wormhole_package() -> str:
+    pin = pinned()
+    return f"the core's bytecode from {pin['package']}@{pin['version']}"
+
+
+@dataclass(frozen=True)
+class Design:
+    """What the rounds run with: the attestation and the largest TASK_ASSIGNED / ROUND_SETTLED
+    batch per message on each worker chain (JobMarket's `maxBatch`; by default the devnet's)."""
+
+    attestation: Attestation = Attestation.V1
+    evm_max_batch: int = EVM_MAX_BATCH
+    solana_max_batch: int = SOLANA_MAX_BATCH
+    deliver_batch: int = 1
+    core: CoreKind = CoreKind.MESSAGE_CORE
+
+    def __post_init__(self) -> None:
+        if self.core is CoreKind.WORMHOLE and self.attestation is Attestation.THRESHOLD:
+            raise ValueError("Wormhole's core takes version-1 VAAs only: no threshold attestation")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "core": "messagecore"
+            if self.core is CoreKind.MESSAGE_CORE
+            else f"wormhole ({_wormhole_package()})",
+            "attestation": str(self.attestation),
+            "attested_by": _ATTESTED[self.attestation],
+            "max_batch": {"evm": self.evm_max_batch, "solana": self.solana_max_batch},
+            "deliveries": "one VAA per transaction (the relayer's default batch size, 1)"
+            if self.deliver_batch == 1
+            else f"VAAs to the JobMarket in receiveMessages batches of up to {self.deliver_batch}"
+            " (the relayer's FEDRELAY_DELIVER_BATCH_MAX); to the WorkerHub one per transaction",
+        }
+
+
 @dataclass
 class _Rig:
     """The three chains, the contracts and program, and the accounts that act on them."""
 
     coordinator: evm.EvmChain
     worker_chain: evm.EvmChain
-    core2: MessageCoreContract
-    core4: MessageCoreContract
+    core2: AnyCore
+    core4: AnyCore
     market: evm.JobMarketContract
     hub: evm.WorkerHubContract
     solana: Deployment
@@ -112,11 +169,15 @@ class _Rig:
     urls: tuple[str, str] = ("", "")
     roles: dict[str, str] = field(default_factory=dict)
     solana_cursor: int = 0
+    design: Design = Design()
+    pending: list[bytes] = field(default_factory=list)
 
     def fund(self, chain: evm.EvmChain, address: str) -> None:
         chain.w3.provider.make_request(RPCEndpoint("anvil_setBalance"), [address, hex(10**22)])
 
-    # --- relaying, as the relayer does it: one VAA per delivery transaction -----------------
+    # --- relaying, as the relayer does it: one VAA per delivery transaction, or with
+    # `deliver_batch` > 1 the VAAs for the JobMarket held and sent in `receiveMessages` batches
+    # (the relayer's FEDRELAY_DELIVER_BATCH_MAX) --------------------------------------------
 
     def to_hub(self, receipt: Any) -> None:
         """Deliver what a coordinator-chain transaction published for the EVM worker chain."""
@@ -131,22 +192,40 @@ class _Rig:
             vaa = self.solana.sign(
                 message.payload, signers=range(QUORUM), emitter=message.emitter_address
             )
-            await client.receive_vaa(self.solana_relayer, vaa.to_bytes())
+            await client.receive_vaa(self.solana_relayer, self.guardians.sign(vaa.body))
             await self.relay_from_program()
 
     def relay_to_market(self, receipt: Any) -> None:
         """Deliver what a worker-chain transaction published to the JobMarket."""
         for message in self.core4.published_messages(receipt):
             vaa = self.guardians.vaa(WORKER_EVM, message.emitter_address, message.payload)
-            self.market.receive_message(self.relayer, vaa)
+            self._to_market(vaa)
 
     async def relay_from_program(self) -> None:
         """Deliver every message the program published since the last call to the JobMarket."""
         client = self.solana.client
         for message in await client.messages_from(self.solana_cursor):
             vaa = self.guardians.vaa(SOLANA_CHAIN, bytes(client.program_id), message.payload)
-            self.market.receive_message(self.relayer, vaa)
+            self._to_market(vaa)
             self.solana_cursor = message.sequence + 1
+
+    def _to_market(self, vaa: bytes) -> None:
+        if self.design.deliver_batch == 1:
+            self.market.receive_message(self.relayer, vaa)
+            return
+        self.pending.append(vaa)
+        if len(self.pending) == self.design.deliver_batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Deliver the VAAs held for the JobMarket in one batch (each entry must apply)."""
+        if not self.pending:
+            return
+        delivery = self.market.receive_batch(self.relayer, self.pending)
+        refused = [e for e in delivery.entries if e.result is not BatchResult.APPLIED]
+        if refused:
+            raise RuntimeError(f"batch entries not applied: {refused}")
+        self.pending = []
 
 
 def _stop_the_clock(chain: evm.EvmChain) -> None:
@@ -223,19 +302,20 @@ def _chunks(tasks: Sequence[Task], size: int) -> list[Sequence[Task]]:
 async def _round_evm(rig: _Rig, job_id: int, number: int, crew: Sequence[evm.Signer]) -> None:
     keys = [evm.address_to_bytes32(w.address) for w in crew]
     tasks = [Task(key, i) for i, key in enumerate(keys)]
-    for chunk in _chunks(tasks, EVM_MAX_BATCH):
+    for chunk in _chunks(tasks, rig.design.evm_max_batch):
         rig.to_hub(rig.market.assign_tasks(rig.aggregator, job_id, WORKER_EVM, DEADLINE, chunk))
     for worker, key in zip(crew, keys, strict=True):
         update, transcript, data = _commitment(job_id, number, key)
         receipt = rig.hub.commit_update(worker, job_id, number, update, transcript, data, 100, 1)
         rig.relay_to_market(receipt)
+    rig.flush()
     await _settle(rig, job_id, number, WORKER_EVM, keys)
 
 
 async def _round_solana(rig: _Rig, job_id: int, number: int, crew: Sequence[Keypair]) -> None:
     keys = [bytes(w.pubkey()) for w in crew]
     tasks = [Task(key, i) for i, key in enumerate(keys)]
-    for chunk in _chunks(tasks, SOLANA_MAX_BATCH):
+    for chunk in _chunks(tasks, rig.design.solana_max_batch):
         receipt = rig.market.assign_tasks(rig.aggregator, job_id, SOLANA_CHAIN, DEADLINE, chunk)
         await rig.to_program(receipt)
     for worker, key in zip(crew, keys, strict=True):
@@ -243,6 +323,7 @@ async def _round_solana(rig: _Rig, job_id: int, number: int, crew: Sequence[Keyp
         commitment = ix.Commitment(job_id, number, update, transcript, data, 100, 1)
         await rig.solana.client.commit_update(worker, commitment)
         await rig.relay_from_program()
+    rig.flush()
     await _settle(rig, job_id, number, SOLANA_CHAIN, keys)
 
 
@@ -256,6 +337,7 @@ async def _settle(rig: _Rig, job_id: int, number: int, chain: int, keys: Sequenc
         await rig.to_program(settled)
     else:
         rig.to_hub(settled)
+    rig.flush()
 
 
 @dataclass(frozen=True)
@@ -342,6 +424,7 @@ async def _measure_on(
     _console.log(f"{workers} workers: staking and registering on both worker chains")
     evm_crew = await _register_evm(rig, workers)
     solana_crew = await _register_solana(rig, workers)
+    rig.flush()
     job_e = rig.market.post_job(rig.owner, _spec(workers, rounds, WORKER_EVM)).job_id
     job_s = rig.market.post_job(rig.owner, _spec(workers, rounds, SOLANA_CHAIN)).job_id
 
@@ -389,8 +472,20 @@ def _figures(workers: int, rounds: int, e: _Spent, s: _Spent) -> dict[str, Any]:
     }
 
 
-async def _measure_async(workers: int, rounds: int, params: l1fee.FeeParams) -> dict[str, Any]:
+async def _append_keys(rig: _Rig) -> None:
+    """Append the devnet threshold key to both cores and the program (governance VAAs)."""
+    governance = append_key_vaa(GUARDIANS).to_bytes()
+    for core in (rig.core2, rig.core4):
+        assert isinstance(core, MessageCoreContract), "Design refuses threshold on another core"
+        core.append_threshold_key(rig.owner, governance)
+    await rig.solana.client.append_threshold_key(rig.solana.admin, governance)
+
+
+async def _measure_async(
+    workers: int, rounds: int, params: l1fee.FeeParams, design: Design
+) -> dict[str, Any]:
     signers = guardian_signers(GUARDIANS)
+    threshold = threshold_key(GUARDIANS) if design.attestation is Attestation.THRESHOLD else None
     addresses = ["0x" + s.address.hex() for s in signers]
     elf = program_bytes()
     with (
@@ -403,13 +498,16 @@ async def _measure_async(workers: int, rounds: int, params: l1fee.FeeParams) -> 
         for chain in (coordinator, worker_chain):
             _stop_the_clock(chain)
         owner, aggregator, relayer = (evm.Signer(k) for k in c_anvil.private_keys[:3])
-        core2 = evm.deploy_message_core(coordinator, owner, COORDINATOR, addresses)
-        core4 = evm.deploy_message_core(worker_chain, owner, WORKER_EVM, addresses)
+        deploy_core = (
+            deploy_wormhole_core if design.core is CoreKind.WORMHOLE else evm.deploy_message_core
+        )
+        core2: AnyCore = deploy_core(coordinator, owner, COORDINATOR, addresses)
+        core4: AnyCore = deploy_core(worker_chain, owner, WORKER_EVM, addresses)
         market = evm.deploy_job_market(
             coordinator, owner, core2.address, aggregator.address, owner.address, 0
         )
         hub = evm.deploy_worker_hub(worker_chain, owner, core4.address, COORDINATOR, MIN_STAKE, 60)
-        evm.link(market, owner, hub, owner, evm.Link(COORDINATOR, WORKER_EVM, EVM_MAX_BATCH))
+        evm.link(market, owner, hub, owner, evm.Link(COORDINATOR, WORKER_EVM, design.evm_max_batch))
         async with AsyncClient(devnet.url) as rpc:
             program_id = Pubkey(filler("cost bench program"))
             client = WorkerProgramClient(rpc, program_id)
@@ -418,12 +516,15 @@ async def _measure_async(workers: int, rounds: int, params: l1fee.FeeParams) -> 
                 devnet, client, elf, guardian_count=GUARDIANS, peer_emitter=market_emitter
             )
             market.set_peer(owner, SOLANA_CHAIN, bytes(program_id))
-            market.set_max_batch(owner, SOLANA_CHAIN, SOLANA_MAX_BATCH)
+            market.set_max_batch(owner, SOLANA_CHAIN, design.solana_max_batch)
             solana_relayer = await solana.funded_keypair(1000, seed="cost bench relayer")
             rig = _Rig(
                 coordinator, worker_chain, core2, core4, market, hub, solana, owner, aggregator,
-                relayer, solana_relayer, Guardians(signers), (c_anvil.rpc_url, w_anvil.rpc_url),
+                relayer, solana_relayer, Guardians(signers, threshold),
+                (c_anvil.rpc_url, w_anvil.rpc_url), design=design,
             )  # fmt: skip
+            if threshold is not None:
+                await _append_keys(rig)
             rig.roles = {
                 aggregator.address.lower(): "aggregator",
                 relayer.address.lower(): "relayer",
@@ -432,13 +533,19 @@ async def _measure_async(workers: int, rounds: int, params: l1fee.FeeParams) -> 
             return await _measure_on(rig, workers, rounds, params)
 
 
-def measure(workers: int, rounds: int, params: l1fee.FeeParams | None = None) -> dict[str, Any]:
+def measure(
+    workers: int,
+    rounds: int,
+    params: l1fee.FeeParams | None = None,
+    design: Design | None = None,
+) -> dict[str, Any]:
     """Play `rounds` rounds of W = `workers` on each worker chain; the figures per worker-round.
 
     Fresh chains each call, so one measurement never sees another's state.
     """
     Forge(CONTRACTS_DIR).build()
-    return asyncio.run(_measure_async(workers, rounds, params or l1fee.load_params()))
+    params = params or l1fee.load_params()
+    return asyncio.run(_measure_async(workers, rounds, params, design or Design()))
 
 
 def _anvil_version() -> str:
@@ -474,6 +581,15 @@ def load_baseline(path: Path = BASELINE) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+#: Designs besides the default one whose cost the budget also bounds (measured at its W and
+#: rounds): version-2 attestation with batches of 32 per message and per delivery transaction.
+BUDGET_DESIGNS: dict[str, Design] = {
+    "threshold_batched": Design(
+        Attestation.THRESHOLD, evm_max_batch=32, solana_max_batch=32, deliver_batch=32
+    ),
+}
+
+
 def budget(figures: dict[str, Any], workers: int, rounds: int) -> dict[str, Any]:
     """A budget from a measurement: each bounded figure's ceiling is the measured value + 2%."""
     return {
@@ -487,8 +603,19 @@ def budget(figures: dict[str, Any], workers: int, rounds: int) -> dict[str, Any]
 
 
 def write_budget(path: Path = BUDGET, workers: int = 32, rounds: int = 2) -> None:
-    """Measure `rounds` rounds of `workers` and write the budget CI checks to `path`."""
-    path.write_text(json.dumps(budget(measure(workers, rounds), workers, rounds), indent=2) + "\n")
+    """Measure `rounds` rounds of `workers` in the default design and in each of
+    `BUDGET_DESIGNS`, and write the budget CI checks to `path`."""
+    written = budget(measure(workers, rounds), workers, rounds)
+    designs = {}
+    for name, design in BUDGET_DESIGNS.items():
+        bounded = budget(measure(workers, rounds, design=design), workers, rounds)
+        designs[name] = {
+            "design": design.describe(),
+            "measured": bounded["measured"],
+            "ceilings": bounded["ceilings"],
+        }
+    written["designs"] = designs
+    path.write_text(json.dumps(written, indent=2) + "\n")
 
 
 def over_budget(figures: dict[str, Any], ceilings: dict[str, int]) -> dict[str, tuple[int, int]]:
@@ -496,13 +623,14 @@ def over_budget(figures: dict[str, Any], ceilings: dict[str, int]) -> dict[str, 
     return {k: (figures[k], c) for k, c in ceilings.items() if figures[k] > c}
 
 
-def run(workers: Sequence[int], rounds: Sequence[int]) -> None:
+def run(workers: Sequence[int], rounds: Sequence[int], design: Design | None = None) -> None:
     """Measure at each W with its number of rounds; print one JSON line."""
+    design = design or Design()
     params = l1fee.load_params()
     baseline = load_baseline()
     by_workers: dict[str, Any] = {}
     for count, number in zip(workers, rounds, strict=True):
-        figures = measure(count, number, params)
+        figures = measure(count, number, params, design)
         base = (baseline or {}).get("workers_per_round", {}).get(str(count))
         by_workers[str(count)] = {**figures, **goals(figures, base)}
     print(
@@ -512,9 +640,7 @@ def run(workers: Sequence[int], rounds: Sequence[int]) -> None:
                 "design": "current (one VAA per task message and per commitment)",
                 "guardians": GUARDIANS,
                 "quorum": QUORUM,
-                "core": "messagecore",
-                "deliveries": "one VAA per transaction (the relayer's default batch size, 1)",
-                "max_batch": {"evm": EVM_MAX_BATCH, "solana": SOLANA_MAX_BATCH},
+                **design.describe(),
                 "anvil": _anvil_version(),
                 "hardfork": "anvil's default (latest)",
                 "workers_per_round": by_workers,

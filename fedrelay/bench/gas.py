@@ -3,10 +3,12 @@
 Both Wormhole "chains" run on one anvil: a MessageCore for chain 2 carries the JobMarket and one
 for chain 4 the WorkerHub, so VAAs signed by the Python guardians (13 of 19) move between them.
 Figures are each transaction's `gasUsed` (21,000 intrinsic and calldata included); the view
-`parseAndVerifyVM` is measured with `eth_estimateGas`. Batch operations also report per worker;
-`finalize_round_k*` also gives the gas of settling that round (`settle_total`: credits and
-ROUND_SETTLED publication). `receive_batch_*` compares 32 messages delivered one transaction
-each with the same kind of 32 messages in one `receiveMessages` batch, per message.
+`parseAndVerifyVM` is measured with `eth_estimateGas`, also for the version-2 VAA of the same
+body on MessageCore and for the v1 VAA on Wormhole's own core (its published bytecode). Batch
+operations also report per worker; `finalize_round_k*` also gives the gas of settling that
+round (`settle_total`: credits and ROUND_SETTLED publication). `receive_batch_*` compares 32
+messages delivered one transaction each with the same kind of 32 messages in one
+`receiveMessages` batch, per message.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 from web3.types import RPCEndpoint
 
 from fedrelay.adapters.devnet.forge import Forge
-from fedrelay.adapters.devnet.guardians import guardian_signers
+from fedrelay.adapters.devnet.guardians import append_key_vaa, guardian_signers, threshold_key
 from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.devnet.wormhole_core import deploy_wormhole_core
 from fedrelay.adapters.evm import (
     EvmChain,
     JobMarketContract,
@@ -44,8 +47,10 @@ from fedrelay.protocol.wormhole import (
     UpdateCommitted,
     VaaBody,
     WorkerRegistered,
+    parse_vaa,
     sign_vaa,
 )
+from fedrelay.protocol.wormhole.threshold import DealtKey, sign_threshold_vaa
 
 COORDINATOR, WORKERS = 2, 4
 GUARDIANS, QUORUM = 19, 13
@@ -54,15 +59,25 @@ GUARDIANS, QUORUM = 19, 13
 class Guardians:
     """Signs message bodies as the first `QUORUM` of 19 guardians, numbering sequences."""
 
-    def __init__(self, signers: Sequence[GuardianSigner]) -> None:
+    def __init__(
+        self, signers: Sequence[GuardianSigner], threshold: DealtKey | None = None
+    ) -> None:
         self.signers = list(enumerate(signers))
+        self.threshold = threshold
         self.sequence = 0
 
     def vaa(self, chain: int, emitter: str | bytes, payload: bytes, count: int = QUORUM) -> bytes:
-        """A VAA of `payload` from `emitter` (an EVM address or a bytes32) on `chain`."""
+        """A VAA of `payload` from `emitter` (an EVM address or a bytes32) on `chain`: version
+        1, or with a threshold key version 2 signed by `count` of its shares (key index 0)."""
         self.sequence += 1
         address = emitter if isinstance(emitter, bytes) else address_to_bytes32(emitter)
         body = VaaBody(1, 0, chain, address, self.sequence, 202, payload)
+        return self.sign(body, count)
+
+    def sign(self, body: VaaBody, count: int = QUORUM) -> bytes:
+        """`body` signed as :meth:`vaa` signs it."""
+        if self.threshold is not None:
+            return sign_threshold_vaa(body, 0, self.threshold, range(count)).to_bytes()
         return sign_vaa(body, 0, self.signers[:count]).to_bytes()
 
 
@@ -249,6 +264,17 @@ def measure() -> dict[str, Any]:
         figures["parse_and_verify_vm_13_of_19"] = core2.contract.functions.parseAndVerifyVM(
             quorum
         ).estimate_gas()
+        # The same body as a version-2 VAA on MessageCore (key 0 appended by governance), and
+        # the v1 VAA on Wormhole's own core (its published bytecode).
+        core2.append_threshold_key(owner, append_key_vaa(GUARDIANS).to_bytes())
+        v2 = sign_threshold_vaa(parse_vaa(quorum).body, 0, threshold_key(GUARDIANS), range(QUORUM))
+        figures["parse_and_verify_vm_threshold"] = core2.contract.functions.parseAndVerifyVM(
+            v2.to_bytes()
+        ).estimate_gas()
+        wormhole = deploy_wormhole_core(chain, owner, COORDINATOR, addresses)
+        figures["parse_and_verify_vm_13_of_19_wormhole_core"] = (
+            wormhole.contract.functions.parseAndVerifyVM(quorum).estimate_gas()
+        )
         workers = _hub_workers(chain, hub, 32)
         figures |= _receive_batches(hub, market.address, owner, guardians, workers)
 

@@ -6,6 +6,7 @@ Benchmark implementations live beside the code they measure; this module only re
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, cast, get_args
 
 import typer
@@ -59,10 +60,51 @@ def cost(
             "--rounds", "-r", min=1, help="Rounds at each --workers, in order (default 10 2)."
         ),
     ] = None,
+    attestation: Annotated[
+        str,
+        typer.Option(
+            help="v1: 13 guardian signatures per VAA (what the relayer produces); threshold: "
+            "version-2 VAAs, one threshold signature of 13 of 19 shares."
+        ),
+    ] = "v1",
+    max_batch: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=32,
+            help="Largest TASK_ASSIGNED / ROUND_SETTLED batch per message on both worker chains "
+            "(JobMarket's maxBatch; default the devnet's: 16 on EVM, 8 on Solana).",
+        ),
+    ] = None,
+    deliver_batch: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=256,
+            help="VAAs per receiveMessages transaction to the JobMarket (the relayer's "
+            "FEDRELAY_DELIVER_BATCH_MAX; default 1, one VAA per transaction).",
+        ),
+    ] = 1,
+    core: Annotated[
+        str,
+        typer.Option(
+            help="messagecore: fedrelay's core on both EVM chains; wormhole: Wormhole's own "
+            "Ethereum core (its published bytecode; version-1 VAAs only)."
+        ),
+    ] = "messagecore",
 ) -> None:
     """Gas, compute units, calldata and OP-stack L1 fee per worker-round of whole rounds on
     every chain (13 of 19 guardians), beside the recorded baseline and the goals."""
-    from fedrelay.bench.cost import run
+    from fedrelay.adapters.evm.core import CoreKind
+    from fedrelay.bench.cost import Attestation, Design, run
+
+    try:
+        chosen = Attestation(attestation)
+    except ValueError:
+        choices = ", ".join(a.value for a in Attestation)
+        raise typer.BadParameter(
+            f"{attestation!r} is not one of {choices}", param_hint="--attestation"
+        ) from None
 
     counts = workers or [32, 256]
     numbers = rounds or ([10, 2] if workers is None else [10] * len(counts))
@@ -71,7 +113,16 @@ def cost(
             f"give one --rounds per --workers ({len(counts)}), got {len(numbers)}",
             param_hint="--rounds",
         )
-    run(counts, numbers)
+    kinds = {"messagecore": CoreKind.MESSAGE_CORE, "wormhole": CoreKind.WORMHOLE}
+    if core not in kinds:
+        raise typer.BadParameter(f"{core!r} is not one of {', '.join(kinds)}", param_hint="--core")
+    try:
+        design = Design(chosen, deliver_batch=deliver_batch, core=kinds[core])
+    except ValueError as refused:
+        raise typer.BadParameter(str(refused), param_hint="--attestation") from None
+    if max_batch is not None:
+        design = replace(design, evm_max_batch=max_batch, solana_max_batch=max_batch)
+    run(counts, numbers, design)
 
 
 @app.command("aggregate")

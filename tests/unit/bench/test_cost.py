@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from fedrelay.adapters.evm.core import CoreKind
 from fedrelay.bench import cost
 
 
@@ -24,3 +27,14 @@ def test_the_goals_are_judged_against_the_baseline() -> None:
     assert judged["goal"]["solana_cu_per_worker_round"] == 25_000
     assert judged["met"] == {"coordinator": True, "worker_chain": False, "solana": True}
     assert cost.goals(figures, None)["met"]["solana"] is None
+
+
+def test_a_design_says_what_it_measures_and_refuses_threshold_on_wormholes_core() -> None:
+    described = cost.Design(cost.Attestation.THRESHOLD, deliver_batch=32).describe()
+    assert described["attestation"] == "threshold"
+    assert described["core"] == "messagecore"
+    assert described["max_batch"] == {"evm": 16, "solana": 8}
+    assert "batches of up to 32" in described["deliveries"]
+    assert "one VAA per transaction" in cost.Design().describe()["deliveries"]
+    with pytest.raises(ValueError, match="version-1 VAAs only"):
+        cost.Design(cost.Attestation.THRESHOLD, core=CoreKind.WORMHOLE)

@@ -1,0 +1,158 @@
+"""Receivers and bindings on Wormhole's own Ethereum core (its published bytecode, deployed on
+anvil by `fedrelay.adapters.devnet.wormhole_core`), 13 of 19 guardians:
+
+- the binding is chosen by probing (`core_kind` says WORMHOLE) and the devnet admin helpers
+  rotate its guardian set and set its fee by governance VAAs;
+- a WorkerHub pointed at it applies a TASK_ASSIGNED, and the high-s twin of that VAA (which this
+  core accepts) is `AlreadyConsumed`, not a second delivery;
+- what this core refuses by reverting `Error(string)` (unordered indices, a version other than 1,
+  a guardian index out of range) reaches the relayer as `InvalidVaa` with the core's string,
+  alone and as an INVALID entry of a batch whose other entries apply;
+- a version-2 VAA is refused: this core takes version 1 only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fedrelay.adapters.devnet.core_admin import rotate_guardian_set, set_message_fee
+from fedrelay.adapters.devnet.forge import Forge
+from fedrelay.adapters.devnet.guardians import guardian_signers, threshold_key
+from fedrelay.adapters.devnet.services import Anvil
+from fedrelay.adapters.devnet.wormhole_core import deploy_wormhole_core
+from fedrelay.adapters.evm import ContractRevert, EvmChain, Signer, address_to_bytes32
+from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.evm.batch import BatchResult
+from fedrelay.adapters.evm.core import CoreKind, WormholeCoreContract, core_kind
+from fedrelay.adapters.evm.deploy import deploy_worker_hub
+from fedrelay.adapters.evm.hub import HubTaskState, WorkerHubContract
+from fedrelay.protocol.wormhole import Task, TaskAssigned, Vaa, VaaBody, sign_vaa
+from fedrelay.protocol.wormhole.guardians import SECP256K1_N
+from fedrelay.protocol.wormhole.threshold import sign_threshold_vaa
+
+pytestmark = pytest.mark.integration
+
+COORDINATOR, WORKERS = 2, 4
+GUARDIANS, QUORUM = 19, 13
+MARKET = address_to_bytes32("0x" + "5a" * 20)
+
+
+class Rig:
+    def __init__(self, anvil: Anvil) -> None:
+        self.chain = EvmChain(anvil.rpc_url)
+        self.owner = Signer(anvil.private_keys[0])
+        self.relayer = Signer(anvil.private_keys[6])
+        self.worker = Signer(anvil.private_keys[7])
+        self.signers = guardian_signers(GUARDIANS)
+        keys = ["0x" + s.address.hex() for s in self.signers]
+        self.core: WormholeCoreContract = deploy_wormhole_core(
+            self.chain, self.owner, WORKERS, keys
+        )
+        self.hub: WorkerHubContract = deploy_worker_hub(
+            self.chain, self.owner, self.core.address, coordinator_chain=COORDINATOR,
+            min_stake=10**18, unbonding_delay=3600,
+        )  # fmt: skip
+        self.hub.set_peer(self.owner, COORDINATOR, MARKET)
+        self.hub.stake(self.worker, 2 * 10**18)
+        self.hub.register(self.worker, address_to_bytes32(self.worker.address), 1)
+        self.sequence = 0
+
+    def body(self, job_id: int) -> VaaBody:
+        deadline = int(self.chain.w3.eth.get_block("latest")["timestamp"]) + 3600
+        assigned = TaskAssigned(
+            target_chain=WORKERS, target_address=address_to_bytes32(self.hub.address),
+            job_id=job_id, round=0, deadline=deadline, model_hash=bytes(32),
+            config_hash=bytes(32), min_stake=0, stake_lock=0, release_at=deadline + 86_400,
+            tasks=(Task(address_to_bytes32(self.worker.address), 0),),
+        )  # fmt: skip
+        self.sequence += 1
+        return VaaBody(
+            timestamp=deadline, nonce=0, emitter_chain=COORDINATOR, emitter_address=MARKET,
+            sequence=self.sequence, consistency_level=1, payload=assigned.to_bytes(),
+        )  # fmt: skip
+
+    def signed(self, job_id: int) -> Vaa:
+        return sign_vaa(self.body(job_id), 0, list(enumerate(self.signers))[:QUORUM])
+
+
+@pytest.fixture(scope="module")
+def rig(worker_chain: Anvil) -> Rig:
+    Forge(Path(CONTRACTS_DIR)).build()
+    return Rig(worker_chain)
+
+
+def _refusal(error: ContractRevert) -> tuple[str, tuple[object, ...]]:
+    return error.name, tuple(error.arguments)
+
+
+def _high_s(vaa: Vaa, at: int) -> Vaa:
+    """The same VAA with signature `at` replaced by its high-s twin (s' = n - s, v flipped)."""
+    signature = vaa.signatures[at]
+    s = SECP256K1_N - int.from_bytes(signature.s, "big")
+    twin = replace(signature, s=s.to_bytes(32, "big"), v=signature.v ^ 1)
+    signatures = (*vaa.signatures[:at], twin, *vaa.signatures[at + 1 :])
+    return replace(vaa, signatures=signatures)
+
+
+def test_the_real_core_is_probed_and_governed_by_governance_vaas(worker_chain: Anvil) -> None:
+    chain = EvmChain(worker_chain.rpc_url)
+    owner = Signer(worker_chain.private_keys[0])
+    first = guardian_signers(4)
+    core = deploy_wormhole_core(chain, owner, WORKERS, ["0x" + s.address.hex() for s in first])
+    assert core_kind(chain, core.address) is CoreKind.WORMHOLE
+    set_message_fee(chain, core.address, owner, first, 5)
+    assert core.message_fee() == 5
+    second = guardian_signers(5)
+    rotate_guardian_set(chain, core.address, owner, first, ["0x" + s.address.hex() for s in second])
+    assert core.current_guardian_set_index() == 1
+    assert core.guardian_set(0).expiration_time > 0, "the replaced set expires"
+
+
+def test_a_delivery_applies_and_its_high_s_twin_is_already_consumed(rig: Rig) -> None:
+    vaa = rig.signed(81)
+    verified = rig.core.parse_and_verify(vaa.to_bytes())
+    assert (verified.valid, verified.digest) == (True, vaa.digest)
+    rig.hub.receive_message(rig.relayer, vaa.to_bytes())
+    task = rig.hub.task(81, 0, address_to_bytes32(rig.worker.address))
+    assert task.state is HubTaskState.ASSIGNED
+    twin = _high_s(vaa, 3)
+    assert rig.core.parse_and_verify(twin.to_bytes()).valid, "this core accepts high s"
+    with pytest.raises(ContractRevert) as again:
+        rig.hub.receive_message(rig.relayer, twin.to_bytes())
+    assert again.value.name == "AlreadyConsumed"
+
+
+def test_the_cores_reverts_reach_the_relayer_as_invalid_vaa_with_its_string(rig: Rig) -> None:
+    good = rig.signed(82)
+    unordered = replace(
+        good, signatures=(good.signatures[1], good.signatures[0], *good.signatures[2:])
+    )
+    out_of_range = replace(
+        good, signatures=(*good.signatures[:-1], replace(good.signatures[-1], guardian_index=40))
+    )
+    version = bytearray(rig.signed(83).to_bytes())
+    version[0] = 3
+    threshold = sign_threshold_vaa(rig.body(84), 0, threshold_key(GUARDIANS), range(QUORUM))
+    cases = {
+        "unordered": (unordered.to_bytes(), "signature indices must be ascending"),
+        "index out of range": (out_of_range.to_bytes(), "guardian index out of bounds"),
+        "version 3": (bytes(version), "VM version incompatible"),
+        "version 2": (threshold.to_bytes(), "VM version incompatible"),
+    }
+    for name, (vaa, reason) in cases.items():
+        with pytest.raises(ContractRevert) as refused:
+            rig.hub.receive_message(rig.relayer, vaa)
+        assert _refusal(refused.value) == ("InvalidVaa", (reason,)), name
+
+    batch = [case[0] for case in cases.values()] + [good.to_bytes()]
+    delivery = rig.hub.receive_batch(rig.relayer, batch)
+    *refused_entries, applied = delivery.entries
+    for entry, (name, (_vaa, reason)) in zip(refused_entries, cases.items(), strict=True):
+        assert entry.result is BatchResult.INVALID, name
+        assert entry.reason is not None
+        assert _refusal(entry.reason) == ("InvalidVaa", (reason,)), name
+    assert applied.result is BatchResult.APPLIED
+    assert rig.hub.is_consumed(good.digest)
