@@ -22,6 +22,7 @@ from typing import Any
 
 from fedrelay.adapters.evm import EvmChain, EvmError, Signer
 from fedrelay.adapters.evm.core import WormholeCoreContract
+from fedrelay.adapters.evm.deploy import deploy_bytecode
 
 REPO = Path(__file__).resolve().parents[2]
 PIN = REPO / "tools" / "npm" / "wormhole-core.json"
@@ -88,12 +89,7 @@ def bytecode(name: str) -> str:
 
 
 def _deploy(chain: EvmChain, signer: Signer, name: str, abi: list[Any], *args: Any) -> str:
-    factory = chain.w3.eth.contract(abi=abi, bytecode=bytecode(name))
-    receipt = chain.transact(signer, factory.constructor(*args))  # type: ignore[arg-type]
-    address = receipt["contractAddress"]
-    if address is None:
-        raise EvmError(f"deploying Wormhole's {name} produced no contract address")
-    return str(address)
+    return deploy_bytecode(chain, signer, f"Wormhole's {name}", abi, bytecode(name), *args)
 
 
 def deploy_wormhole_core(

@@ -20,7 +20,14 @@ DEFAULT_GUARDIAN_SET_EXPIRY = 24 * 60 * 60
 def deploy_contract(chain: EvmChain, signer: Signer, name: str, *args: Any) -> str:
     """Deploy contract `name` with constructor `args`; return its checksummed address."""
     artifact = load_artifact(name)
-    factory = chain.w3.eth.contract(abi=list(artifact.abi), bytecode=artifact.bytecode)
+    return deploy_bytecode(chain, signer, name, list(artifact.abi), artifact.bytecode, *args)
+
+
+def deploy_bytecode(
+    chain: EvmChain, signer: Signer, name: str, abi: list[Any], bytecode: bytes | str, *args: Any
+) -> str:
+    """Deploy creation `bytecode` with constructor `args` (declared in `abi`); its address."""
+    factory = chain.w3.eth.contract(abi=abi, bytecode=bytecode)
     receipt = chain.transact(signer, factory.constructor(*args))  # type: ignore[arg-type]
     address = receipt["contractAddress"]
     if address is None:
