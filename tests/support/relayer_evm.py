@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import support.wormhole as wormhole_testing
 from fedrelay.adapters.evm import Signer, address_to_bytes32
+from fedrelay.adapters.evm.relay import EvmDestination
 from fedrelay.adapters.evm.testing import COORDINATOR_CHAIN, WORKER_CHAIN, EvmDeployment
 from fedrelay.adapters.ledger.models import (
     AttemptOutcome,
@@ -21,6 +22,7 @@ from fedrelay.adapters.ledger.models import (
     DeliveryAttempt,
     DeliveryStatus,
 )
+from fedrelay.ports.relay import TxState, TxStatus
 from fedrelay.protocol.wormhole import Task, TaskAssigned, Vaa, VaaBody, sign_vaa
 
 GUARDIANS = 3
@@ -33,6 +35,15 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit_s: f
                 await asyncio.sleep(0.1)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def mined(destination: EvmDestination, tx_id: str) -> TxStatus:
+    """The transaction's status once it is mined (anvil mines each at once, receipts follow)."""
+    async with asyncio.timeout(10):
+        waiting = (TxState.PENDING, TxState.UNKNOWN)
+        while (status := await destination.status(tx_id)).state in waiting:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)  # a receipt has no event to wait on
+    return status
 
 
 def on_chain(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:

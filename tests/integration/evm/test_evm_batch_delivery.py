@@ -14,7 +14,6 @@ and the synchronous bindings.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 import support.wormhole as wormhole_testing
+from support.relayer_evm import mined
 
 from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.services import Anvil
@@ -31,7 +31,7 @@ from fedrelay.adapters.evm.batch import BatchResult
 from fedrelay.adapters.evm.relay import BatchPolicy, BatchTooLarge, EvmDestination
 from fedrelay.adapters.evm.rpc import connect
 from fedrelay.adapters.evm.testing import EvmDeployment, deploy_pair
-from fedrelay.ports.relay import BatchDestination, FailureKind, TxState, TxStatus
+from fedrelay.ports.relay import BatchDestination, FailureKind, TxState
 from fedrelay.protocol.wormhole import Task, TaskAssigned, VaaBody, WorkerRegistered, sign_vaa
 
 pytestmark = pytest.mark.integration
@@ -82,15 +82,6 @@ async def destination(evm: EvmDeployment) -> AsyncIterator[EvmDestination]:
     key = evm.workers.private_keys[RELAYER_KEY]
     yield EvmDestination(w3, WORKERS, evm.hub.address, key, evm.workers.chain_id)
     await w3.provider.disconnect()
-
-
-async def mined(destination: EvmDestination, tx_id: str) -> TxStatus:
-    """The transaction's status once it is mined (anvil mines each at once, receipts follow)."""
-    async with asyncio.timeout(10):
-        waiting = (TxState.PENDING, TxState.UNKNOWN)
-        while (status := await destination.status(tx_id)).state in waiting:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)  # a receipt has no event to wait on
-    return status
 
 
 async def deliver_batch(destination: EvmDestination, vaas: list[bytes]) -> list[Any]:

@@ -8,15 +8,21 @@ anvil by `fedrelay.adapters.devnet.wormhole_core`), 13 of 19 guardians:
 - what this core refuses by reverting `Error(string)` (unordered indices, a version other than 1,
   a guardian index out of range) reaches the relayer as `InvalidVaa` with the core's string,
   alone and as an INVALID entry of a batch whose other entries apply;
-- a version-2 VAA is refused: this core takes version 1 only.
+- a version-2 VAA is refused: this core takes version 1 only;
+- the relayer's EVM destination classifies those refusals as REVERTED with the core's words,
+  in a single delivery and per batch entry, and names a VAA whose guardian set expired on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from support.relayer_evm import mined
+from web3.exceptions import ContractLogicError
+from web3.types import RPCEndpoint
 
 from fedrelay.adapters.devnet.core_admin import rotate_guardian_set, set_message_fee
 from fedrelay.adapters.devnet.forge import Forge
@@ -28,7 +34,11 @@ from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.batch import BatchResult
 from fedrelay.adapters.evm.core import CoreKind, WormholeCoreContract, core_kind
 from fedrelay.adapters.evm.deploy import deploy_worker_hub
+from fedrelay.adapters.evm.errors import InvalidVaa, core_refusal
 from fedrelay.adapters.evm.hub import HubTaskState, WorkerHubContract
+from fedrelay.adapters.evm.relay import EvmDestination
+from fedrelay.adapters.evm.rpc import connect
+from fedrelay.ports.relay import FailureKind, TxState
 from fedrelay.protocol.wormhole import Task, TaskAssigned, Vaa, VaaBody, sign_vaa
 from fedrelay.protocol.wormhole.guardians import SECP256K1_N
 from fedrelay.protocol.wormhole.threshold import sign_threshold_vaa
@@ -44,7 +54,9 @@ class Rig:
     def __init__(self, anvil: Anvil) -> None:
         self.chain = EvmChain(anvil.rpc_url)
         self.owner = Signer(anvil.private_keys[0])
-        self.relayer = Signer(anvil.private_keys[6])
+        self.rpc_url = anvil.rpc_url
+        self.relayer_key = anvil.private_keys[6]
+        self.relayer = Signer(self.relayer_key)
         self.worker = Signer(anvil.private_keys[7])
         self.signers = guardian_signers(GUARDIANS)
         keys = ["0x" + s.address.hex() for s in self.signers]
@@ -156,3 +168,53 @@ def test_the_cores_reverts_reach_the_relayer_as_invalid_vaa_with_its_string(rig:
         assert _refusal(entry.reason) == ("InvalidVaa", (reason,)), name
     assert applied.result is BatchResult.APPLIED
     assert rig.hub.is_consumed(good.digest)
+
+
+# ---- the relayer's EVM destination on the real core --------------------------------------------
+
+
+@pytest.fixture
+async def destination(rig: Rig) -> AsyncIterator[EvmDestination]:
+    w3 = connect(rig.rpc_url)
+    yield EvmDestination(w3, WORKERS, rig.hub.address, rig.relayer_key, rig.chain.chain_id)
+    await w3.provider.disconnect()
+
+
+async def test_the_relayer_classifies_the_real_cores_refusals(
+    rig: Rig, destination: EvmDestination
+) -> None:
+    good, base = rig.signed(91), rig.signed(92)
+    unordered = replace(
+        base, signatures=(base.signatures[1], base.signatures[0], *base.signatures[2:])
+    )
+    with pytest.raises(ContractLogicError) as refused:  # web3's, as the deliverer meets it
+        await destination.prepare(unordered.to_bytes(), None, 0)
+    failure = destination.classify(refused.value)
+    assert failure.kind is FailureKind.REVERTED
+    assert "the core refused the VAA: signature indices must be ascending" in failure.reason
+
+    signed = await destination.prepare_batch([unordered.to_bytes(), good.to_bytes()], None, 0)
+    await destination.broadcast(signed)
+    assert (await mined(destination, signed.tx_id)).state is TxState.CONFIRMED
+    outcome = await destination.batch_outcome(signed.tx_id, [unordered.to_bytes(), good.to_bytes()])
+    assert outcome.applied == (False, True)
+    assert outcome.invalid == (True, False)
+    reason = outcome.reasons[0]
+    assert reason is not None
+    assert "the core refused the VAA: signature indices must be ascending" in reason
+
+
+def test_a_vaa_of_an_expired_guardian_set_is_named_so_on_the_real_core() -> None:
+    """Its own chain: the test moves the clock past the core's 24 hours of grace."""
+    with Anvil(chain_id=31_390) as anvil:
+        rig = Rig(anvil)
+        old = rig.signed(93)
+        keys = ["0x" + s.address.hex() for s in rig.signers]
+        rotate_guardian_set(rig.chain, rig.core.address, rig.owner, rig.signers, keys)
+        rig.chain.w3.provider.make_request(RPCEndpoint("evm_increaseTime"), [86_400 + 60])
+        rig.chain.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+        with pytest.raises(ContractRevert) as refused:
+            rig.hub.receive_message(rig.relayer, old.to_bytes())
+        assert isinstance(refused.value, InvalidVaa)
+        assert refused.value.guardian_set_expired
+        assert "guardian set has expired" in core_refusal(refused.value)

@@ -36,6 +36,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.relayer_evm import mined
 
 from fedrelay.adapters.devnet.forge import Forge
 from fedrelay.adapters.devnet.process import free_port
@@ -68,7 +69,7 @@ from fedrelay.adapters.solana.errors import AccountNotFound
 from fedrelay.adapters.solana.layout import SOLANA_CHAIN, TaskAccount
 from fedrelay.adapters.solana.program import program_bytes
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
-from fedrelay.ports.relay import FailureKind, TxState, TxStatus
+from fedrelay.ports.relay import FailureKind
 from fedrelay.protocol.wormhole import (
     Outcome,
     RoundSettled,
@@ -296,15 +297,6 @@ async def _vaa(sessions: async_sessionmaker[AsyncSession], digest: bytes) -> byt
         row = await session.get(StoredVaa, digest)
         assert row is not None
         return bytes(row.vaa)
-
-
-async def mined(destination: EvmDestination, tx_id: str) -> TxStatus:
-    """The transaction's status once it is mined (anvil mines each at once, receipts follow)."""
-    async with asyncio.timeout(10):
-        waiting = (TxState.PENDING, TxState.UNKNOWN)
-        while (status := await destination.status(tx_id)).state in waiting:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)  # a receipt has no event to wait on
-    return status
 
 
 async def test_evm_destination_classifies_what_the_chain_answers(evm: EvmDeployment) -> None:
