@@ -5,11 +5,15 @@ pointed at it takes them with no change of its own.
 - a v2 TASK_ASSIGNED is applied by the WorkerHub (its task exists), and the v1 VAA of the same
   body is then refused as already consumed: one digest, one effect, whichever version lands;
 - a v2 VAA signed under a key the core does not hold, or with its signature changed, is refused
-  with the core's reason, through a whole batch as through a single delivery.
+  with the core's reason, through a whole batch as through a single delivery;
+- v1 and v2 copies of the same bodies, shuffled, alone and in batches: each body takes effect once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -130,3 +134,35 @@ def test_a_v2_vaa_under_an_unknown_key_or_a_changed_signature_is_refused(
     assert first.reason is not None
     assert (first.reason.name, first.reason.arguments) == ("InvalidVaa", ("VM signature invalid",))
     assert second.result is BatchResult.APPLIED
+
+
+def test_v1_and_v2_of_the_same_bodies_in_any_order_take_effect_once(evm: EvmDeployment) -> None:
+    """Six bodies, each sent as v1 and as v2, alone and inside batches, in a shuffled order
+    (fixed seed): every body is consumed exactly once, whichever version lands first."""
+    _appended(evm)
+    worker = _worker(evm)
+    relayer = Signer(evm.workers.private_keys[6])
+    dealt = threshold_key(GUARDIANS)
+    signers = list(enumerate(wormhole_testing.guardian_signers(GUARDIANS)))
+    bodies = [_body(evm, worker, job_id=100 + i, sequence=10_000 + i) for i in range(6)]
+    copies = [sign_vaa(b, 0, signers).to_bytes() for b in bodies] + [
+        sign_threshold_vaa(b, 0, dealt, range(GUARDIANS)).to_bytes() for b in bodies
+    ]
+    random.Random(18).shuffle(copies)
+    start = evm.worker_chain.w3.eth.block_number + 1
+    sends = [copies[:3], copies[3:4], copies[4:9], copies[9:10], copies[10:]]
+    for send in sends:
+        if len(send) == 1:
+            with contextlib.suppress(ContractRevert):  # AlreadyConsumed when its twin landed
+                evm.hub.receive_message(relayer, send[0])
+        else:
+            evm.hub.receive_batch(relayer, send)
+    consumed = Counter(
+        bytes(e.args["digest"])
+        for e in evm.hub.events(start, evm.worker_chain.w3.eth.block_number)
+        if e.name == "MessageConsumed"
+    )
+    assert consumed == Counter(b.digest for b in bodies)
+    for i in range(len(bodies)):
+        task = evm.hub.task(100 + i, 0, address_to_bytes32(worker.address))
+        assert task.state is HubTaskState.ASSIGNED
