@@ -8,16 +8,10 @@ that carries value.
 from __future__ import annotations
 
 from fedrelay.protocol.hashing import keccak256
-from fedrelay.protocol.wormhole.guardians import GuardianSet, GuardianSigner, quorum, sign_vaa
-from fedrelay.protocol.wormhole.threshold import (
-    GOVERNANCE_CHAIN,
-    GOVERNANCE_EMITTER,
-    AppendKey,
-    DealtKey,
-    deal,
-    group_secret_from_seed,
-)
-from fedrelay.protocol.wormhole.vaa import Vaa, VaaBody
+from fedrelay.protocol.wormhole.governance import governance_vaa
+from fedrelay.protocol.wormhole.guardians import GuardianSet, GuardianSigner
+from fedrelay.protocol.wormhole.threshold import AppendKey, DealtKey, deal, group_secret_from_seed
+from fedrelay.protocol.wormhole.vaa import Vaa
 
 WORMHOLE_DEVNET_GUARDIAN_KEY = bytes.fromhex(
     "cfb12303a19cde580bb4dd771639b0d26bc68353645571a8cff516ab2ee113a0"
@@ -66,10 +60,6 @@ def append_key_vaa(
     key ``tss_index``, for ``chain`` (0: every chain), signed by a quorum of the devnet guardians
     0..count-1 as guardian set ``guardian_set_index`` (docs/protocol.md, section 2a)."""
     key = threshold_key(count, guardian_set_index).group_key
-    body = VaaBody(
-        timestamp=timestamp, nonce=0, emitter_chain=GOVERNANCE_CHAIN,
-        emitter_address=GOVERNANCE_EMITTER, sequence=tss_index, consistency_level=32,
-        payload=AppendKey(chain, tss_index, key, expiry_delay).to_bytes(),
-    )  # fmt: skip
-    signers = list(enumerate(guardian_signers(count)))[: quorum(count)]
-    return sign_vaa(body, guardian_set_index, signers)
+    action = AppendKey(chain, tss_index, key, expiry_delay)
+    signers = guardian_signers(count)
+    return governance_vaa(action, signers, guardian_set_index, tss_index, timestamp=timestamp)

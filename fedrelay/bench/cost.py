@@ -10,7 +10,8 @@ Deployment, staking, registration and posting the jobs happen before a start blo
 every transaction of the rounds is counted, read back from the chains as
 :mod:`fedrelay.demo.costs` reads the demo's: the aggregator's `assignTasks` (one TASK_ASSIGNED
 per batch of `maxBatch` tasks), the relayer's deliveries (one VAA a transaction, the relayer's
-default; on Solana with its buffer and `apply_batch` transactions), each worker's
+default, or with `Design.deliver_batch` the JobMarket's in `receiveMessages` batches; on Solana
+with its buffer and `apply_batch` transactions), each worker's
 `commitUpdate`, the UPDATE_COMMITTED deliveries, `finalizeRound`, `settleRound` (ROUND_SETTLED
 batches) and their deliveries, and at the end one `withdraw` per worker's payout account (the
 claims, amortised over the rounds measured).
@@ -23,6 +24,9 @@ Figures per worker-round (W x rounds of a job):
 - ``calldata_bytes_per_worker_round``: the input bytes of every EVM transaction (both chains,
   both jobs) / (2 W rounds), with the L1 data gas and fee an OP-stack chain would charge for
   the signed transactions (:mod:`fedrelay.bench.l1fee`).
+
+What is measured is a :class:`Design`: the attestation (version-1 VAAs, or version-2 threshold
+VAAs signed here), the batch sizes and the core (MessageCore or Wormhole's own).
 
 Every key is fixed, signatures are RFC 6979 and the Solana clock is stopped, so gas and compute
 units repeat from run to run.

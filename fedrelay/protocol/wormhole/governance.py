@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from fedrelay.protocol.wormhole.errors import WormholeError
 from fedrelay.protocol.wormhole.guardians import GuardianSigner, quorum, sign_vaa
@@ -88,6 +89,13 @@ class SetMessageFee:
 GovernanceAction = GuardianSetUpgrade | SetMessageFee
 
 
+class GovernancePayload(Protocol):
+    """Anything signed as a governance VAA: a core action, or another module's (the threshold
+    keys' append-key action, ``fedrelay.protocol.wormhole.threshold.AppendKey``)."""
+
+    def to_bytes(self) -> bytes: ...
+
+
 def decode_governance(payload: bytes) -> GovernanceAction:
     """Decode a core governance payload (actions 2 and 3).
 
@@ -122,7 +130,7 @@ def decode_governance(payload: bytes) -> GovernanceAction:
 
 
 def governance_vaa(
-    action: GovernanceAction,
+    action: GovernancePayload,
     guardians: Sequence[GuardianSigner],
     guardian_set_index: int,
     sequence: int,
