@@ -44,7 +44,6 @@ class HubTask:
     state: HubTaskState
     worker: str
     deadline: int
-    update_hash: bytes
     release_at: int = 0
     lock: int = 0
 
@@ -152,10 +151,8 @@ class WorkerHubContract:
             self.contract.functions.taskIdOf(job_id, round_number, worker_key)
         )
         raw = self.chain.call(self.contract.functions.getTask(task_id))
-        # (state, worker, deadline, releaseAt, lock, updateHash)
-        return HubTask(
-            HubTaskState(raw[0]), str(raw[1]), int(raw[2]), bytes(raw[5]), int(raw[3]), int(raw[4])
-        )
+        # (state, worker, deadline, releaseAt, lock); the update hash is in UpdateCommitted
+        return HubTask(HubTaskState(raw[0]), str(raw[1]), int(raw[2]), int(raw[3]), int(raw[4]))
 
     def events(self, from_block: int, to_block: int) -> list[ContractEvent]:
         """This contract's events in blocks `from_block..to_block` (inclusive), in order."""

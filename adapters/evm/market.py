@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
+from eth_abi.abi import encode as abi_encode
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
@@ -14,7 +16,10 @@ from fedrelay.adapters.evm.batch import BatchDelivery, receive_batch
 from fedrelay.adapters.evm.chain import EvmChain, Signer
 from fedrelay.adapters.evm.errors import EvmError
 from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_events
+from fedrelay.protocol.hashing import keccak256
+from fedrelay.protocol.merkle import MerkleTree
 from fedrelay.protocol.wormhole import Outcome, Task
+from fedrelay.protocol.wormhole.payloads import task_id
 
 NATIVE = "0x0000000000000000000000000000000000000000"
 
@@ -85,6 +90,55 @@ class RoundResult:
     fault: int = 0
     evidence: bytes = bytes(32)
 
+    def entry(self) -> tuple[bytes, int, int, int, int, bytes]:
+        """JobMarket's ``Result``: workerKey, workerChain, outcome, fault, reward, evidence."""
+        return (
+            self.worker_key,
+            self.worker_chain,
+            int(self.outcome),
+            self.fault,
+            self.reward,
+            self.evidence,
+        )
+
+    @classmethod
+    def from_entry(cls, raw: Sequence[Any] | Mapping[str, Any]) -> RoundResult:
+        """A result from the ``Result`` a call (a tuple) or an event (named fields) returns."""
+        if isinstance(raw, Mapping):
+            names = ("workerKey", "workerChain", "outcome", "fault", "reward", "evidence")
+            raw = [raw[name] for name in names]
+        key, chain, outcome, fault, reward, evidence = raw
+        return cls(
+            worker_chain=int(chain),
+            worker_key=bytes(key),
+            outcome=Outcome(int(outcome)),
+            reward=int(reward),
+            fault=int(fault),
+            evidence=bytes(evidence),
+        )
+
+    def leaf(self, job_id: int, round_number: int) -> bytes:
+        """This result's leaf in its proposal's results root, as JobMarket hashes it.
+
+        ``keccak256(abi.encode(jobId, round, result))``: a leaf of one job or round is no leaf of
+        another.
+        """
+        return keccak256(
+            abi_encode(
+                ["uint64", "uint32", "(bytes32,uint16,uint8,uint8,uint128,bytes32)"],
+                [job_id, round_number, self.entry()],
+            )
+        )
+
+
+def in_task_order(
+    job_id: int, round_number: int, results: Sequence[RoundResult]
+) -> list[RoundResult]:
+    """``results`` sorted by task id, the order ``finalizeRound`` takes them in."""
+    return sorted(
+        results, key=lambda r: task_id(job_id, round_number, r.worker_chain, r.worker_key)
+    )
+
 
 @dataclass(frozen=True)
 class Job:
@@ -111,8 +165,10 @@ class Round:
     assigned: int
     proposal: int
     challenge_deadline: int
+    proposed_block: int
     proposed_model_hash: bytes
     proposed_total: int
+    results_root: bytes
 
 
 @dataclass(frozen=True)
@@ -125,6 +181,21 @@ class Commitment:
     data_root: bytes
     num_samples: int
     train_loss: int
+
+    def digest(self) -> bytes:
+        """The hash JobMarket stores for it (``commitmentOf``)."""
+        return keccak256(
+            abi_encode(
+                ["bytes32", "bytes32", "bytes32", "uint32", "uint32"],
+                [
+                    self.update_hash,
+                    self.transcript_root,
+                    self.data_root,
+                    self.num_samples,
+                    self.train_loss,
+                ],
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -212,11 +283,11 @@ class JobMarketContract:
         model_hash: bytes,
         results: Sequence[RoundResult],
     ) -> TxReceipt:
-        """Propose the round's outcome; it settles after the challenge window."""
-        entries = [
-            (r.worker_key, r.worker_chain, int(r.outcome), r.fault, r.reward, r.evidence)
-            for r in results
-        ]
+        """Propose the round's outcome; it settles after the challenge window.
+
+        The results are sent in task-id order (the contract stores their Merkle root only).
+        """
+        entries = [r.entry() for r in in_task_order(job_id, round_number, results)]
         function = self.contract.functions.finalizeRound(job_id, round_number, model_hash, entries)
         return self.chain.transact(signer, function)
 
@@ -228,12 +299,88 @@ class JobMarketContract:
         return self.chain.transact(signer, function)
 
     def settle_round(self, signer: Signer, job_id: int, round_number: int) -> TxReceipt:
-        """Settle a proposal after its window; pays the fee of every ROUND_SETTLED batch."""
-        batches = int(
-            self.chain.call(self.contract.functions.settlementBatches(job_id, round_number))
+        """Settle a proposal after its window; pays the fee of every ROUND_SETTLED batch.
+
+        The proposal's results are read back from its ``ResultsProposed`` event and sent again
+        (the contract checks them against the stored root).
+        """
+        results = self.proposal(job_id, round_number)
+        entries = [r.entry() for r in results]
+        function = self.contract.functions.settleRound(job_id, round_number, entries)
+        return self.chain.transact(
+            signer, function, value=self._fee(self.settlement_batches(results))
         )
-        function = self.contract.functions.settleRound(job_id, round_number)
-        return self.chain.transact(signer, function, value=self._fee(batches))
+
+    def settlement_batches(self, results: Sequence[RoundResult]) -> int:
+        """How many ROUND_SETTLED messages settling ``results`` publishes (the fee to pay).
+
+        Per worker chain, its results in batches of that chain's ``maxBatch`` (read now), as
+        ``settleRound`` publishes them.
+        """
+        per_chain: dict[int, int] = {}
+        for result in results:
+            per_chain[result.worker_chain] = per_chain.get(result.worker_chain, 0) + 1
+        batches = 0
+        for chain, count in per_chain.items():
+            size = int(self.chain.call(self.contract.functions.maxBatch(chain)))
+            batches += -(-count // size)
+        return batches
+
+    def dispute_slash(
+        self, signer: Signer, job_id: int, round_number: int, worker_chain: int, worker_key: bytes
+    ) -> TxReceipt:
+        """Dispute a worker's slash in the pending proposal (as its payout address).
+
+        Sends the worker's result with its Merkle proof against the proposal's results root.
+
+        Raises:
+            EvmError: The proposal has no result for the worker, or the market refused.
+        """
+        results = self.proposal(job_id, round_number)
+        index = next(
+            (
+                i
+                for i, r in enumerate(results)
+                if r.worker_chain == worker_chain and r.worker_key == worker_key
+            ),
+            None,
+        )
+        if index is None:
+            raise EvmError(
+                f"job {job_id} round {round_number}'s proposal has no result for the worker"
+            )
+        result = results[index]
+        tree = MerkleTree([r.leaf(job_id, round_number) for r in results])
+        proof = list(tree.proof(index).siblings)
+        function = self.contract.functions.disputeSlash(
+            job_id, round_number, index, result.entry(), proof
+        )
+        return self.chain.transact(signer, function)
+
+    def proposal(self, job_id: int, round_number: int) -> list[RoundResult]:
+        """The results of the round's pending (or last settled) proposal, in proposed order.
+
+        Read from the ``ResultsProposed`` event in the block the round records
+        (``proposed_block``); the one whose number is the round's current proposal.
+
+        Raises:
+            EvmError: The round has no proposal, or its event is not in that block.
+        """
+        stored = self.round(job_id, round_number)
+        if stored.proposed_block == 0 or stored.proposal == 0:
+            raise EvmError(f"job {job_id} round {round_number} has no proposal")
+        logs = self.contract.events.ResultsProposed().get_logs(
+            argument_filters={"jobId": job_id, "round": round_number},
+            from_block=stored.proposed_block,
+            to_block=stored.proposed_block,
+        )
+        for log in logs:
+            if int(log["args"]["proposal"]) == stored.proposal:
+                return [RoundResult.from_entry(raw) for raw in log["args"]["results"]]
+        raise EvmError(
+            f"job {job_id} round {round_number}: no ResultsProposed for proposal "
+            f"{stored.proposal} in block {stored.proposed_block}"
+        )
 
     def withdraw(self, signer: Signer, token: str = NATIVE) -> TxReceipt:
         """Withdraw the signer's claimable balance of `token`."""
@@ -294,27 +441,51 @@ class JobMarketContract:
             assigned=int(raw[1]),
             proposal=int(raw[2]),
             challenge_deadline=int(raw[3]),
-            proposed_model_hash=bytes(raw[4]),
-            proposed_total=int(raw[5]),
+            proposed_block=int(raw[4]),
+            proposed_model_hash=bytes(raw[5]),
+            proposed_total=int(raw[6]),
+            results_root=bytes(raw[7]),
         )
 
     def commitment(
         self, job_id: int, round_number: int, worker_chain: int, worker_key: bytes
     ) -> Commitment:
-        """The task of one worker in one round, with its commitment once received."""
-        task_id = self.chain.call(
-            self.contract.functions.taskIdOf(job_id, round_number, worker_chain, worker_key)
+        """The task of one worker in one round, with its commitment once received.
+
+        The task stores the commitment as one hash; its fields are read from the
+        ``UpdateReceived`` event of the block the task names, and checked against that hash.
+
+        Raises:
+            EvmError: The task is committed but no event in its block matches its hash.
+        """
+        task = task_id(job_id, round_number, worker_chain, worker_key)
+        # (state, refused, released, committedBlock, commitment)
+        raw = self.chain.call(self.contract.functions.getTask(task))
+        state, block, stored = TaskState(raw[0]), int(raw[3]), bytes(raw[4])
+        if state is not TaskState.COMMITTED:
+            return Commitment(state, bytes(32), bytes(32), bytes(32), 0, 0)
+        logs = self.contract.events.UpdateReceived().get_logs(
+            argument_filters={"jobId": job_id, "round": round_number},
+            from_block=block,
+            to_block=block,
         )
-        raw = self.chain.call(self.contract.functions.getTask(task_id))
-        # (state, refused, released, proposal, numSamples, trainLoss, updateHash, transcriptRoot,
-        #  dataRoot)
-        return Commitment(
-            state=TaskState(raw[0]),
-            num_samples=int(raw[4]),
-            train_loss=int(raw[5]),
-            update_hash=bytes(raw[6]),
-            transcript_root=bytes(raw[7]),
-            data_root=bytes(raw[8]),
+        for log in logs:
+            args = log["args"]
+            if int(args["workerChain"]) != worker_chain or bytes(args["workerKey"]) != worker_key:
+                continue
+            found = Commitment(
+                state=state,
+                update_hash=bytes(args["updateHash"]),
+                transcript_root=bytes(args["transcriptRoot"]),
+                data_root=bytes(args["dataRoot"]),
+                num_samples=int(args["numSamples"]),
+                train_loss=int(args["trainLoss"]),
+            )
+            if found.digest() == stored:
+                return found
+        raise EvmError(
+            f"job {job_id} round {round_number}: no UpdateReceived in block {block} matches the "
+            "task's commitment hash"
         )
 
     def worker(self, worker_chain: int, worker_key: bytes) -> RegisteredWorker:

@@ -77,12 +77,9 @@ class RewardAccount:
             ChainRejected: The market refused the dispute; the message says why.
         """
         market = self._market
-        function = market.contract.functions.disputeSlash(
-            job_id, round_number, worker_chain, worker_key
-        )
 
         def send() -> int:
-            market.chain.transact(self._signer, function)
+            market.dispute_slash(self._signer, job_id, round_number, worker_chain, worker_key)
             task = market.chain.call(
                 market.contract.functions.taskIdOf(job_id, round_number, worker_chain, worker_key)
             )
@@ -108,5 +105,6 @@ def _dispute_refusal(exc: ContractRevert, job_id: int, round_number: int, signer
         "NotSlashed": f"the worker is not slashed in {where}'s proposal",
         "AlreadyDisputed": f"the worker's slash in {where} is already disputed",
         "UnknownTask": f"the worker has no task in {where}",
+        "InvalidResultProof": f"the worker's result is not in {where}'s proposal",
     }
     return reasons.get(exc.name, f"the JobMarket refused the dispute: {exc}")

@@ -4,6 +4,7 @@ pragma solidity 0.8.30;
 import {IMessageCore} from "./interfaces/IMessageCore.sol";
 import {MessageReceiver} from "./base/MessageReceiver.sol";
 import {ReentrancyGuard} from "./base/ReentrancyGuard.sol";
+import {MerkleTree} from "./libraries/MerkleTree.sol";
 import {PayloadCodec} from "./libraries/PayloadCodec.sol";
 import {TokenTransfer} from "./libraries/TokenTransfer.sol";
 
@@ -91,13 +92,18 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         uint64 lastProgress;
     }
 
+    /// @dev A proposal is stored as its model hash, total and the root of its results (constant
+    /// storage whatever the number of workers); the results themselves are in `ResultsProposed`,
+    /// from the block `proposedBlock`, and are supplied again to settle or dispute.
     struct Round {
         RoundPhase phase;
         uint16 assigned;
         uint32 proposal;
         uint64 challengeDeadline;
+        uint64 proposedBlock;
         bytes32 proposedModelHash;
         uint256 proposedTotal;
+        bytes32 resultsRoot;
     }
 
     struct Worker {
@@ -108,16 +114,14 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         uint64 stakeNonce;
     }
 
+    /// @dev A commitment is stored as one hash, `commitmentOf(...)` of the UPDATE_COMMITTED
+    /// fields; the fields are in the `UpdateReceived` event of block `committedBlock`.
     struct Task {
         TaskState state;
         bool refused;
         bool released;
-        uint32 proposal;
-        uint32 numSamples;
-        uint32 trainLoss;
-        bytes32 updateHash;
-        bytes32 transcriptRoot;
-        bytes32 dataRoot;
+        uint64 committedBlock;
+        bytes32 commitment;
     }
 
     /// @notice One worker's outcome in a round, as the aggregator proposes it.
@@ -167,7 +171,6 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     mapping(uint64 => uint16[]) private _jobChains;
     mapping(uint64 => mapping(uint16 => bool)) private _chainAllowed;
     mapping(uint64 => mapping(uint32 => Round)) private _rounds;
-    mapping(uint64 => mapping(uint32 => Result[])) private _proposals;
     mapping(bytes32 => Worker) private _workers;
     mapping(bytes32 => Task) private _tasks;
     mapping(uint64 => mapping(uint16 => bytes32)) private _slashRecipients;
@@ -199,10 +202,23 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     );
     event TasksAssigned(uint64 indexed jobId, uint32 indexed round, uint16 workerChain, uint64 sequence, uint8 count);
     event UpdateReceived(
-        uint64 indexed jobId, uint32 indexed round, uint16 workerChain, bytes32 workerKey, bytes32 updateHash
+        uint64 indexed jobId,
+        uint32 indexed round,
+        uint16 workerChain,
+        bytes32 workerKey,
+        bytes32 updateHash,
+        bytes32 transcriptRoot,
+        bytes32 dataRoot,
+        uint32 numSamples,
+        uint32 trainLoss
     );
     event RoundFinalized(
         uint64 indexed jobId, uint32 indexed round, bytes32 modelHash, uint256 total, uint64 challengeDeadline
+    );
+    /// @notice A proposal's results, sorted by task id; `resultsRoot` is the root of their leaves
+    /// (keccak256(abi.encode(jobId, round, result))) in the order given.
+    event ResultsProposed(
+        uint64 indexed jobId, uint32 indexed round, uint32 proposal, bytes32 resultsRoot, Result[] results
     );
     event RoundChallenged(uint64 indexed jobId, uint32 indexed round, address challenger, bytes32 evidence);
     event RoundSettled(uint64 indexed jobId, uint32 indexed round, bytes32 modelHash, uint256 total);
@@ -235,7 +251,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     error RoundAlreadyFinalized(uint64 jobId, uint32 round);
     error RoundNotProposed(uint64 jobId, uint32 round);
     error ResultCountMismatch(uint256 given, uint256 assigned);
-    error DuplicateResult(bytes32 taskId);
+    error ResultsNotSorted(uint256 index);
+    error ResultsMismatch(uint64 jobId, uint32 round);
+    error InvalidResultProof(bytes32 taskId);
     error InvalidResult(bytes32 taskId, string what);
     error RewardExceedsBudget(uint256 total, uint256 budget);
     error ChallengeWindowOpen(uint64 deadline);
@@ -455,12 +473,11 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         if (task.state == TaskState.None) revert UnknownTask(taskId);
         if (task.state == TaskState.Committed) revert TaskAlreadyCommitted(taskId);
         task.state = TaskState.Committed;
-        task.updateHash = m.updateHash;
-        task.transcriptRoot = m.transcriptRoot;
-        task.dataRoot = m.dataRoot;
-        task.numSamples = m.numSamples;
-        task.trainLoss = m.trainLoss;
-        emit UpdateReceived(jobId, m.round, chain, m.workerKey, m.updateHash);
+        task.committedBlock = uint64(block.number);
+        task.commitment = commitmentOf(m.updateHash, m.transcriptRoot, m.dataRoot, m.numSamples, m.trainLoss);
+        emit UpdateReceived(
+            jobId, m.round, chain, m.workerKey, m.updateHash, m.transcriptRoot, m.dataRoot, m.numSamples, m.trainLoss
+        );
     }
 
     // ------------------------------------------------------------------ rounds
@@ -519,9 +536,13 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     }
 
     /// @notice Propose the outcome of the current round: the new model hash and one result per
-    /// assigned task. Opens the challenge window; nothing is paid until `settleRound`.
-    /// @dev A SLASHED result names its fault and the hash of the evidence blob the aggregator
-    /// published; the amount is the job's policy for that fault (`slashOf`).
+    /// assigned task, sorted by task id. Opens the challenge window; nothing is paid until
+    /// `settleRound`.
+    /// @dev Only the root of the results is stored; the results are emitted (`ResultsProposed`).
+    /// Strictly increasing task ids, each an assigned task of this round, as many as were
+    /// assigned: exactly the round's tasks, each once, without a mark written per task. A
+    /// SLASHED result names its fault and the hash of the evidence blob the aggregator published;
+    /// the amount is the job's policy for that fault (`slashOf`).
     function finalizeRound(uint64 jobId, uint32 round, bytes32 modelHash, Result[] calldata results)
         external
         onlyAggregator
@@ -533,30 +554,34 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         if (r.phase == RoundPhase.Proposed) revert RoundAlreadyFinalized(jobId, round);
         if (r.phase != RoundPhase.Collecting) revert RoundNotCollecting(jobId, round);
         if (results.length != r.assigned) revert ResultCountMismatch(results.length, r.assigned);
-        uint32 proposal = ++r.proposal;
         uint256 total = 0;
-        Result[] storage stored = _proposals[jobId][round];
+        uint256 previous = 0;
         for (uint256 i = 0; i < results.length; ++i) {
-            _checkResult(jobId, round, proposal, results[i]);
-            total += results[i].reward;
-            stored.push(results[i]);
+            Result calldata result = results[i];
+            bytes32 taskId = taskIdOf(jobId, round, result.workerChain, result.workerKey);
+            if (i > 0 && uint256(taskId) <= previous) revert ResultsNotSorted(i);
+            previous = uint256(taskId);
+            _checkResult(taskId, result);
+            total += result.reward;
         }
         if (total > job.rewardPerRound) revert RewardExceedsBudget(total, job.rewardPerRound);
+        uint32 proposal = ++r.proposal;
+        bytes32 resultsRoot = _resultsRoot(jobId, round, results);
         uint64 deadline = uint64(block.timestamp) + challengeWindow;
         job.lastProgress = uint64(block.timestamp);
         r.phase = RoundPhase.Proposed;
         r.challengeDeadline = deadline;
+        r.proposedBlock = uint64(block.number);
         r.proposedModelHash = modelHash;
         r.proposedTotal = total;
+        r.resultsRoot = resultsRoot;
+        emit ResultsProposed(jobId, round, proposal, resultsRoot, results);
         emit RoundFinalized(jobId, round, modelHash, total, deadline);
     }
 
-    function _checkResult(uint64 jobId, uint32 round, uint32 proposal, Result calldata result) private {
-        bytes32 taskId = taskIdOf(jobId, round, result.workerChain, result.workerKey);
+    function _checkResult(bytes32 taskId, Result calldata result) private view {
         Task storage task = _tasks[taskId];
         if (task.state == TaskState.None) revert UnknownTask(taskId);
-        if (task.proposal == proposal) revert DuplicateResult(taskId);
-        task.proposal = proposal;
         if (result.outcome > PayloadCodec.OUTCOME_SLASHED) revert InvalidResult(taskId, "outcome");
         if (result.outcome == PayloadCodec.OUTCOME_ACCEPTED) {
             if (task.state != TaskState.Committed) revert InvalidResult(taskId, "accepted but not committed");
@@ -578,6 +603,22 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         }
     }
 
+    /// @dev The leaf a result has in its proposal's results root:
+    /// keccak256(abi.encode(jobId, round, result)), so a proof for one job or round proves
+    /// nothing in another.
+    function _resultLeaf(uint64 jobId, uint32 round, Result calldata result) private pure returns (bytes32) {
+        return keccak256(abi.encode(jobId, round, result));
+    }
+
+    /// @dev The Merkle root of `results`' leaves, in the order given (at least one result).
+    function _resultsRoot(uint64 jobId, uint32 round, Result[] calldata results) private pure returns (bytes32) {
+        bytes32[] memory leaves = new bytes32[](results.length);
+        for (uint256 i = 0; i < results.length; ++i) {
+            leaves[i] = _resultLeaf(jobId, round, results[i]);
+        }
+        return MerkleTree.root(leaves);
+    }
+
     /// @notice The slash (8 decimals) the job's policy sets for `fault`.
     function slashOf(uint64 jobId, uint8 fault) public view returns (uint64) {
         if (fault == uint8(Fault.Rejected)) return _jobs[jobId].rejectedSlash;
@@ -588,18 +629,28 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     // ------------------------------------------------------------------ disputes
 
     /// @notice Dispute a SLASHED result of the pending proposal, within its challenge window.
-    /// @dev Only the worker's payout address. The aggregator must answer within
-    /// `disputeAnswerWindow`; until then the round cannot settle, and after it an unanswered
-    /// dispute turns the result into DROPPED with no slash.
-    function disputeSlash(uint64 jobId, uint32 round, uint16 workerChain, bytes32 workerKey) external {
+    /// @dev Only the worker's payout address, with the result, its index among the proposal's
+    /// results and its Merkle proof against the results root (`ResultsProposed` has them all).
+    /// The aggregator must answer within `disputeAnswerWindow`; until then the round cannot
+    /// settle, and after it an unanswered dispute turns the result into DROPPED with no slash.
+    function disputeSlash(
+        uint64 jobId,
+        uint32 round,
+        uint256 index,
+        Result calldata result,
+        bytes32[] calldata proof
+    ) external {
         Round storage r = _rounds[jobId][round];
         if (r.phase != RoundPhase.Proposed) revert RoundNotProposed(jobId, round);
         if (block.timestamp >= r.challengeDeadline) revert ChallengeWindowClosed(r.challengeDeadline);
-        if (_workers[workerIdOf(workerChain, workerKey)].payout != msg.sender) revert NotWorkerPayout(msg.sender);
-        bytes32 taskId = taskIdOf(jobId, round, workerChain, workerKey);
-        if (_findResult(jobId, round, workerChain, workerKey).outcome != PayloadCodec.OUTCOME_SLASHED) {
-            revert NotSlashed(taskId);
+        if (_workers[workerIdOf(result.workerChain, result.workerKey)].payout != msg.sender) {
+            revert NotWorkerPayout(msg.sender);
         }
+        bytes32 taskId = taskIdOf(jobId, round, result.workerChain, result.workerKey);
+        if (!MerkleTree.verify(_resultLeaf(jobId, round, result), index, r.assigned, proof, r.resultsRoot)) {
+            revert InvalidResultProof(taskId);
+        }
+        if (result.outcome != PayloadCodec.OUTCOME_SLASHED) revert NotSlashed(taskId);
         Dispute storage d = _disputes[taskId];
         if (d.proposal == r.proposal) revert AlreadyDisputed(taskId);
         uint64 answerBy = uint64(block.timestamp) + disputeAnswerWindow;
@@ -628,32 +679,20 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         return _disputes[taskId];
     }
 
-    function _findResult(uint64 jobId, uint32 round, uint16 chain, bytes32 workerKey)
+    /// @dev The round's disputes: revert while one is unanswered within its time; a SLASHED result
+    /// whose dispute went unanswered settles as DROPPED without slash (`reversed[i]`).
+    function _resolveDisputes(uint64 jobId, uint32 round, uint32 proposal, Result[] calldata results)
         private
-        view
-        returns (Result storage)
+        returns (bool[] memory reversed)
     {
-        Result[] storage results = _proposals[jobId][round];
+        reversed = new bool[](results.length);
         for (uint256 i = 0; i < results.length; ++i) {
-            if (results[i].workerChain == chain && results[i].workerKey == workerKey) return results[i];
-        }
-        revert UnknownTask(taskIdOf(jobId, round, chain, workerKey));
-    }
-
-    /// @dev Settle the round's disputes: revert while one is unanswered within its time, and turn a
-    /// result whose dispute went unanswered into DROPPED without slash.
-    function _resolveDisputes(uint64 jobId, uint32 round, uint32 proposal) private {
-        Result[] storage results = _proposals[jobId][round];
-        for (uint256 i = 0; i < results.length; ++i) {
-            Result storage result = results[i];
-            if (result.outcome != PayloadCodec.OUTCOME_SLASHED) continue;
-            bytes32 taskId = taskIdOf(jobId, round, result.workerChain, result.workerKey);
+            if (results[i].outcome != PayloadCodec.OUTCOME_SLASHED) continue;
+            bytes32 taskId = taskIdOf(jobId, round, results[i].workerChain, results[i].workerKey);
             Dispute storage d = _disputes[taskId];
             if (d.proposal != proposal || d.answered) continue;
             if (block.timestamp <= d.answerBy) revert DisputeOpen(taskId, d.answerBy);
-            result.outcome = PayloadCodec.OUTCOME_DROPPED;
-            result.fault = uint8(Fault.None);
-            result.evidence = bytes32(0);
+            reversed[i] = true;
             emit SlashReversed(jobId, round, taskId);
         }
     }
@@ -667,23 +706,27 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         r.phase = RoundPhase.Collecting;
         r.proposedModelHash = bytes32(0);
         r.proposedTotal = 0;
-        delete _proposals[jobId][round];
+        r.resultsRoot = bytes32(0);
         emit RoundChallenged(jobId, round, msg.sender, evidence);
     }
 
     /// @notice Settle an unchallenged proposal after its window: credit rewards, advance the job's
     /// model and round, and publish ROUND_SETTLED to each worker chain in the round.
-    /// @dev Pays the core's fee for every published batch as `msg.value` (see `settlementBatches`).
-    function settleRound(uint64 jobId, uint32 round) external payable nonReentrant {
+    /// @dev `results` are the proposal's, as `ResultsProposed` gave them (checked against the
+    /// stored root). Pays the core's fee for every published batch as `msg.value`
+    /// (per worker chain, its results in batches of `maxBatch`).
+    function settleRound(uint64 jobId, uint32 round, Result[] calldata results) external payable nonReentrant {
         Job storage job = _jobs[jobId];
         if (job.status != JobStatus.Open) revert JobNotOpen(jobId);
         Round storage r = _rounds[jobId][round];
         if (r.phase != RoundPhase.Proposed) revert RoundNotProposed(jobId, round);
         if (block.timestamp < r.challengeDeadline) revert ChallengeWindowOpen(r.challengeDeadline);
-        uint256 fee = _requireFees(settlementBatches(jobId, round));
-        _resolveDisputes(jobId, round, r.proposal);
+        if (results.length != r.assigned || _resultsRoot(jobId, round, results) != r.resultsRoot) {
+            revert ResultsMismatch(jobId, round);
+        }
+        uint256 fee = _requireFees(_settlementBatches(jobId, results));
+        bool[] memory reversed = _resolveDisputes(jobId, round, r.proposal, results);
         job.lastProgress = uint64(block.timestamp);
-        Result[] storage results = _proposals[jobId][round];
         uint256 total = r.proposedTotal;
         for (uint256 i = 0; i < results.length; ++i) {
             uint256 reward = results[i].reward;
@@ -706,44 +749,50 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         }
         uint16[] storage chains = _jobChains[jobId];
         for (uint256 c = 0; c < chains.length; ++c) {
-            _publishSettlements(jobId, round, chains[c], fee);
+            _publishSettlements(jobId, round, chains[c], results, reversed, fee);
         }
     }
 
-    /// @notice Number of ROUND_SETTLED messages settling `round` publishes (its fee multiplier).
-    function settlementBatches(uint64 jobId, uint32 round) public view returns (uint256 batches) {
+    /// @dev Number of ROUND_SETTLED messages settling a proposal with `results` publishes (its
+    /// fee multiplier): per worker chain, its results in batches of that chain's `maxBatch`.
+    function _settlementBatches(uint64 jobId, Result[] calldata results) private view returns (uint256 batches) {
         uint16[] storage chains = _jobChains[jobId];
-        Result[] storage results = _proposals[jobId][round];
         for (uint256 c = 0; c < chains.length; ++c) {
-            uint256 count = 0;
-            for (uint256 i = 0; i < results.length; ++i) {
-                if (results[i].workerChain == chains[c]) ++count;
-            }
+            uint256 count = _countOn(chains[c], results);
             uint256 size = maxBatch[chains[c]];
             if (count > 0) batches += (count + size - 1) / size;
         }
     }
 
-    function _publishSettlements(uint64 jobId, uint32 round, uint16 chain, uint256 fee) private {
-        Result[] storage results = _proposals[jobId][round];
-        uint256 remaining = 0;
+    function _countOn(uint16 chain, Result[] calldata results) private pure returns (uint256 count) {
         for (uint256 i = 0; i < results.length; ++i) {
-            if (results[i].workerChain == chain) ++remaining;
+            if (results[i].workerChain == chain) ++count;
         }
+    }
+
+    function _publishSettlements(
+        uint64 jobId,
+        uint32 round,
+        uint16 chain,
+        Result[] calldata results,
+        bool[] memory reversed,
+        uint256 fee
+    ) private {
         uint256 size = maxBatch[chain];
         PayloadCodec.Settlement[] memory batch = new PayloadCodec.Settlement[](size);
         uint256 filled = 0;
-        for (uint256 i = 0; i < results.length && remaining > 0; ++i) {
-            Result storage result = results[i];
+        for (uint256 i = 0; i < results.length; ++i) {
+            Result calldata result = results[i];
             if (result.workerChain != chain) continue;
-            uint64 slash = result.outcome == PayloadCodec.OUTCOME_SLASHED ? slashOf(jobId, result.fault) : 0;
-            batch[filled++] = PayloadCodec.Settlement(result.workerKey, result.outcome, slash);
-            --remaining;
-            if (filled == size || remaining == 0) {
+            uint8 outcome = reversed[i] ? PayloadCodec.OUTCOME_DROPPED : result.outcome;
+            uint64 slash = outcome == PayloadCodec.OUTCOME_SLASHED ? slashOf(jobId, result.fault) : 0;
+            batch[filled++] = PayloadCodec.Settlement(result.workerKey, outcome, slash);
+            if (filled == size) {
                 _publishSettlement(jobId, round, chain, batch, filled, fee);
                 filled = 0;
             }
         }
+        if (filled > 0) _publishSettlement(jobId, round, chain, batch, filled, fee);
     }
 
     function _publishSettlement(
@@ -796,6 +845,18 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         return keccak256(abi.encodePacked(jobId, round, chain, workerKey));
     }
 
+    /// @notice The hash a task stores for its commitment:
+    /// keccak256(abi.encode(updateHash, transcriptRoot, dataRoot, numSamples, trainLoss)).
+    function commitmentOf(
+        bytes32 updateHash,
+        bytes32 transcriptRoot,
+        bytes32 dataRoot,
+        uint32 numSamples,
+        uint32 trainLoss
+    ) public pure returns (bytes32) {
+        return keccak256(abi.encode(updateHash, transcriptRoot, dataRoot, numSamples, trainLoss));
+    }
+
     /// @notice A job's stored state.
     function getJob(uint64 jobId) external view returns (Job memory) {
         return _jobs[jobId];
@@ -814,11 +875,6 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// @notice A round's stored state.
     function getRound(uint64 jobId, uint32 round) external view returns (Round memory) {
         return _rounds[jobId][round];
-    }
-
-    /// @notice The results of a round's pending or settled proposal.
-    function getProposal(uint64 jobId, uint32 round) external view returns (Result[] memory) {
-        return _proposals[jobId][round];
     }
 
     /// @notice A registered worker's record.

@@ -60,13 +60,16 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         bool registered;
     }
 
+    /// @dev Two slots: (state, worker, deadline) and (releaseAt, lock). A lock fits 96 bits:
+    /// it is at most the worker's free bonded stake (else the entry is refused), which is part
+    /// of this contract's balance. The update hash is not stored: it is in `UpdateCommitted` and
+    /// in the UPDATE_COMMITTED message.
     struct Task {
         TaskState state;
         address worker;
         uint64 deadline;
         uint64 releaseAt;
-        uint256 lock;
-        bytes32 updateHash;
+        uint96 lock;
     }
 
     /// @notice Seconds between `requestUnbond` and `withdrawStake`.
@@ -313,7 +316,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         task.worker = worker;
         task.deadline = m.deadline;
         task.releaseAt = m.releaseAt;
-        task.lock = lock;
+        task.lock = uint96(lock); // <= free bonded stake (`_refusal`), so it fits
         s.locked += lock;
         s.activeTasks += 1;
         emit TaskAssigned(taskId, m.header.jobId, m.round, worker, a.shard, m.deadline);
@@ -421,7 +424,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint32 trainLoss
     ) external payable returns (uint64 sequence) {
         uint256 fee = _requireFees(1);
-        bytes32 taskId = _markCommitted(jobId, round, updateHash);
+        bytes32 taskId = _markCommitted(jobId, round);
         PayloadCodec.UpdateCommitted memory message;
         message.header =
             PayloadCodec.Header(PayloadCodec.UPDATE_COMMITTED, coordinatorChain, peers[coordinatorChain], jobId);
@@ -436,7 +439,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         emit UpdateCommitted(taskId, msg.sender, updateHash, transcriptRoot, dataRoot, numSamples, sequence);
     }
 
-    function _markCommitted(uint64 jobId, uint32 round, bytes32 updateHash) private returns (bytes32 taskId) {
+    function _markCommitted(uint64 jobId, uint32 round) private returns (bytes32 taskId) {
         taskId = taskIdOf(jobId, round, PayloadCodec.toBytes32(msg.sender));
         Task storage task = _tasks[taskId];
         if (task.state == TaskState.None || task.worker != msg.sender) revert NotAssignedWorker(taskId, msg.sender);
@@ -447,7 +450,6 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         if (staked < task.lock) revert StakeBelowTaskLock(taskId, staked, task.lock);
         if (block.timestamp > task.deadline) revert CommitmentTooLate(taskId, task.deadline);
         task.state = TaskState.Committed;
-        task.updateHash = updateHash;
     }
 
     /// @notice Release the caller's task that was not settled by its release time: its stake lock

@@ -17,6 +17,8 @@ contract MarketHandler is MarketFixture {
     mapping(uint64 => uint256) public refunded;
     bytes[] internal delivered;
     uint256 public replaysAccepted;
+    /// Settlements the market accepted with a result other than the proposal's.
+    uint256 public tamperedSettled;
     /// Assignments the market accepted for a worker whose current stake was below the job's minimum.
     uint256 public assignedBelowMinimum;
     uint256 internal nextWorker;
@@ -113,8 +115,24 @@ contract MarketHandler is MarketFixture {
         JobMarket.Round memory r = market.getRound(jobId, round);
         if (r.phase != JobMarket.RoundPhase.Proposed) return;
         if (block.timestamp < r.challengeDeadline) vm.warp(r.challengeDeadline);
-        market.settleRound(jobId, round);
+        settle(jobId, round);
         paidOut[jobId] += r.proposedTotal;
+    }
+
+    /// Settle the pending proposal with one result's reward raised: only the proposal's own
+    /// results (their root) may settle.
+    function settleTampered(uint256 seed, uint256 which) external {
+        (uint64 jobId, bool found) = _job(seed);
+        if (!found) return;
+        uint32 round = market.getJob(jobId).currentRound;
+        JobMarket.Round memory r = market.getRound(jobId, round);
+        if (r.phase != JobMarket.RoundPhase.Proposed) return;
+        if (block.timestamp < r.challengeDeadline) vm.warp(r.challengeDeadline);
+        JobMarket.Result[] memory results = proposed(jobId, round);
+        results[which % results.length].reward += 1;
+        try market.settleRound(jobId, round, results) {
+            ++tamperedSettled;
+        } catch {}
     }
 
     function challenge(uint256 seed) external {
@@ -134,8 +152,7 @@ contract MarketHandler is MarketFixture {
                 none[k++] = JobMarket.Result(workerKey(i), EVM_WORKERS, 1, 0, 0, bytes32(0));
             }
         }
-        vm.prank(aggregator);
-        market.finalizeRound(jobId, round, MODEL, none);
+        finalize(jobId, round, none);
     }
 
     function cancel(uint256 seed) external {
@@ -220,6 +237,10 @@ contract JobMarketInvariants is Test {
 
     function invariant_noWorkerDrawnBelowTheJobMinimum() public view {
         assertEq(handler.assignedBelowMinimum(), 0, "a worker below the minimum stake was assigned");
+    }
+
+    function invariant_onlyTheProposedResultsSettle() public view {
+        assertEq(handler.tamperedSettled(), 0, "a round settled with results it was not proposed with");
     }
 
     function invariant_noDigestConsumedTwice() public view {

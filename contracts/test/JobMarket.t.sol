@@ -217,7 +217,7 @@ contract JobMarketTest is MarketFixture {
         prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
         finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 4 ether));
         vm.warp(block.timestamp + WINDOW);
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
         assertEq(uint8(market.getJob(jobId).status), uint8(JobMarket.JobStatus.Completed), "completed");
         uint256 before = poster.balance;
         vm.prank(poster);
@@ -427,16 +427,18 @@ contract JobMarketTest is MarketFixture {
         uint64 jobId = postNative(1, 2, 1 ether);
         registerWorker(EVM_WORKERS, workerKey(0), MIN_STAKE, payoutOf(0));
         assign(jobId, EVM_WORKERS, 0, 1);
+        bytes32 update = keccak256(abi.encode("update", workerKey(0), uint32(0)));
+        bytes32 transcript = keccak256(abi.encode("transcript", workerKey(0), uint32(0)));
+        bytes32 data = keccak256(abi.encode("data", workerKey(0), uint32(0)));
         vm.expectEmit(true, true, false, true);
-        emit JobMarket.UpdateReceived(
-            jobId, 0, EVM_WORKERS, workerKey(0), keccak256(abi.encode("update", workerKey(0), uint32(0)))
-        );
+        emit JobMarket.UpdateReceived(jobId, 0, EVM_WORKERS, workerKey(0), update, transcript, data, 1000, 250_000);
         commit(jobId, 0, EVM_WORKERS, workerKey(0));
         JobMarket.Task memory t = market.getTask(market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(0)));
         assertEq(uint8(t.state), uint8(JobMarket.TaskState.Committed), "committed");
-        assertEq(t.numSamples, 1000, "samples");
-        assertEq(t.dataRoot, keccak256(abi.encode("data", workerKey(0), uint32(0))), "data root");
-        assertEq(t.trainLoss, 250_000, "loss");
+        assertEq(t.committedBlock, block.number, "where the fields are");
+        // One slot for the commitment: the hash of its fields, which are in the event.
+        assertEq(t.commitment, keccak256(abi.encode(update, transcript, data, uint32(1000), uint32(250_000))), "hash");
+        assertEq(t.commitment, market.commitmentOf(update, transcript, data, 1000, 250_000), "commitmentOf");
     }
 
     function test_receive_updateCommittedRevertPaths() public {
@@ -473,7 +475,14 @@ contract JobMarketTest is MarketFixture {
         JobMarket.Round memory r = market.getRound(jobId, 0);
         assertEq(uint8(r.phase), uint8(JobMarket.RoundPhase.Proposed), "proposed");
         assertEq(r.proposedTotal, 9 ether, "total");
-        assertEq(market.getProposal(jobId, 0).length, 3, "results stored");
+        assertEq(r.proposedBlock, block.number, "where the results are");
+        bytes32[] memory leaves = new bytes32[](3);
+        JobMarket.Result[] memory sorted = proposed(jobId, 0);
+        for (uint256 i = 0; i < 3; ++i) {
+            leaves[i] = leafOf(jobId, 0, sorted[i]);
+        }
+        bytes32 root = keccak256(abi.encodePacked(keccak256(abi.encodePacked(leaves[0], leaves[1])), leaves[2]));
+        assertEq(r.resultsRoot, root, "only the results' root is stored");
         assertEq(market.claimable(payoutOf(0), address(0)), 0, "nothing paid yet");
     }
 
@@ -513,59 +522,70 @@ contract JobMarketTest is MarketFixture {
 
         JobMarket.Result[] memory r = acceptedResults(EVM_WORKERS, 0, 3, 0);
         r[2].workerKey = workerKey(8);
+        r = sortedResults(jobId, 0, r);
         bytes32 unknownTask = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(8));
         vm.expectRevert(abi.encodeWithSelector(JobMarket.UnknownTask.selector, unknownTask));
         market.finalizeRound(jobId, 0, MODEL, r);
 
+        // A task named twice, or the results out of task-id order.
         r = acceptedResults(EVM_WORKERS, 0, 3, 0);
         r[2].workerKey = workerKey(0);
-        bytes32 task0 = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(0));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.DuplicateResult.selector, task0));
+        r = sortedResults(jobId, 0, r);
+        uint256 twice = r[0].workerKey == r[1].workerKey ? 1 : 2;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultsNotSorted.selector, twice));
+        market.finalizeRound(jobId, 0, MODEL, r);
+        r = sortedResults(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 0));
+        (r[0], r[1]) = (r[1], r[0]);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultsNotSorted.selector, 1));
         market.finalizeRound(jobId, 0, MODEL, r);
 
         bytes32 task2 = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(2));
-        r = acceptedResults(EVM_WORKERS, 0, 3, 0);
+        JobMarket.Result[] memory sorted = sortedResults(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 0));
+        // The checks below edit worker 2's result, wherever sorting put it.
+        uint256 w2 = indexOf(sorted, workerKey(2));
+        (uint256 a, uint256 b) = (w2 == 0 ? 1 : 0, w2 == 2 ? 1 : 2);
+        r = sorted;
         vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "accepted but not committed"));
         market.finalizeRound(jobId, 0, MODEL, r);
 
-        r[2].outcome = 1;
-        r[2].reward = 1;
+        r[w2].outcome = 1;
+        r[w2].reward = 1;
         vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "reward without acceptance"));
         market.finalizeRound(jobId, 0, MODEL, r);
 
-        r[2].reward = 0;
-        r[2].fault = 1;
-        r[2].evidence = EVIDENCE;
+        r[w2].reward = 0;
+        r[w2].fault = 1;
+        r[w2].evidence = EVIDENCE;
         vm.expectRevert(
             abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "fault without slashed outcome")
         );
         market.finalizeRound(jobId, 0, MODEL, r);
 
-        r[2].outcome = 3;
+        r[w2].outcome = 3;
         vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "outcome"));
         market.finalizeRound(jobId, 0, MODEL, r);
 
-        r[2].outcome = 2;
-        r[2].fault = 0;
+        r[w2].outcome = 2;
+        r[w2].fault = 0;
         vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "slashed without fault"));
         market.finalizeRound(jobId, 0, MODEL, r);
 
-        r[2].fault = 3;
+        r[w2].fault = 3;
         vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "fault"));
         market.finalizeRound(jobId, 0, MODEL, r);
 
-        r[2].fault = 2;
-        r[2].evidence = bytes32(0);
+        r[w2].fault = 2;
+        r[w2].evidence = bytes32(0);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "slashed without evidence"));
         market.finalizeRound(jobId, 0, MODEL, r);
 
-        r[2].evidence = EVIDENCE;
-        r[0].reward = 0.6 ether;
-        r[1].reward = 0.6 ether;
+        r[w2].evidence = EVIDENCE;
+        r[a].reward = 0.6 ether;
+        r[b].reward = 0.6 ether;
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RewardExceedsBudget.selector, 1.2 ether, 1 ether));
         market.finalizeRound(jobId, 0, MODEL, r);
 
-        r[1].reward = 0.4 ether;
+        r[b].reward = 0.4 ether;
         market.finalizeRound(jobId, 0, MODEL, r);
         vm.stopPrank();
     }
@@ -581,7 +601,7 @@ contract JobMarketTest is MarketFixture {
         vm.prank(challenger);
         market.challengeRound(jobId, 0, bytes32("bad aggregate"));
         assertEq(uint8(market.getRound(jobId, 0).phase), uint8(JobMarket.RoundPhase.Collecting), "reopened");
-        assertEq(market.getProposal(jobId, 0).length, 0, "proposal dropped");
+        assertEq(market.getRound(jobId, 0).resultsRoot, bytes32(0), "proposal dropped");
         vm.prank(challenger);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundNotProposed.selector, jobId, 0));
         market.challengeRound(jobId, 0, bytes32(0));
@@ -592,20 +612,123 @@ contract JobMarketTest is MarketFixture {
         vm.prank(challenger);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.ChallengeWindowClosed.selector, deadline));
         market.challengeRound(jobId, 0, bytes32(0));
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
         assertEq(market.claimable(payoutOf(0), address(0)), 0.5 ether, "second proposal paid");
+    }
+
+    /// Three committed workers proposed on `jobId` round 0, one of them (worker 1) slashed.
+    function proposeThree(uint64 jobId, uint256 from) internal returns (JobMarket.Result[] memory r) {
+        prepareRound(jobId, 0, EVM_WORKERS, from, 3);
+        r = acceptedResults(EVM_WORKERS, from, 3, 1 ether);
+        r[1].outcome = PayloadCodec.OUTCOME_SLASHED;
+        r[1].reward = 0;
+        r[1].fault = 1;
+        r[1].evidence = EVIDENCE;
+        finalize(jobId, 0, r);
+        r = proposed(jobId, 0);
+    }
+
+    function test_attack_settleWithOtherResultsRejected() public {
+        uint64 jobId = postNative(1, 3, 3 ether);
+        JobMarket.Result[] memory good = proposeThree(jobId, 0);
+        uint64 otherJob = postNative(1, 3, 3 ether);
+        vm.warp(block.timestamp + WINDOW);
+        bytes memory mismatch = abi.encodeWithSelector(JobMarket.ResultsMismatch.selector, jobId, 0);
+
+        JobMarket.Result[] memory r = proposed(jobId, 0);
+        r[indexOf(r, workerKey(0))].reward = 2 ether; // a reward raised
+        vm.expectRevert(mismatch);
+        market.settleRound(jobId, 0, r);
+        r = proposed(jobId, 0);
+        r[indexOf(r, workerKey(1))].outcome = PayloadCodec.OUTCOME_ACCEPTED; // a slash dropped
+        vm.expectRevert(mismatch);
+        market.settleRound(jobId, 0, r);
+        r = proposed(jobId, 0);
+        (r[0], r[2]) = (r[2], r[0]); // the same results in another order
+        vm.expectRevert(mismatch);
+        market.settleRound(jobId, 0, r);
+        JobMarket.Result[] memory two = new JobMarket.Result[](2);
+        (two[0], two[1]) = (good[0], good[1]); // one left out
+        vm.expectRevert(mismatch);
+        market.settleRound(jobId, 0, two);
+        JobMarket.Result[] memory none = new JobMarket.Result[](0);
+        vm.expectRevert(mismatch);
+        market.settleRound(jobId, 0, none);
+
+        // The other job's proposal has the same workers and results, under its own root.
+        JobMarket.Result[] memory theirs = proposeThree(otherJob, 0);
+        assertTrue(market.getRound(otherJob, 0).resultsRoot != market.getRound(jobId, 0).resultsRoot, "own root");
+        vm.warp(block.timestamp + WINDOW);
+        settle(otherJob, 0);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.JobNotOpen.selector, otherJob));
+        market.settleRound(otherJob, 0, theirs); // settled once: its only round, the job completed
+        settle(jobId, 0);
+        assertEq(market.claimable(payoutOf(0), address(0)), 2 ether, "one reward from each job");
+    }
+
+    function test_attack_disputeWithForgedProofRejected() public {
+        uint64 jobId = postNative(1, 3, 3 ether);
+        JobMarket.Result[] memory r = proposeThree(jobId, 0);
+        uint256 slashed = indexOf(r, workerKey(1));
+        uint256 accepted = indexOf(r, workerKey(0));
+        bytes32 taskId = taskOf(jobId, 0, EVM_WORKERS, workerKey(0));
+        bytes memory invalid = abi.encodeWithSelector(JobMarket.InvalidResultProof.selector, taskId);
+
+        // An accepted worker claiming it was slashed: that result is not in the root.
+        JobMarket.Result memory forged =
+            JobMarket.Result(r[accepted].workerKey, EVM_WORKERS, PayloadCodec.OUTCOME_SLASHED, 1, 0, EVIDENCE);
+        bytes32[] memory proof = proofOf(jobId, 0, r, accepted);
+        vm.prank(payoutOf(0));
+        vm.expectRevert(invalid);
+        market.disputeSlash(jobId, 0, accepted, forged, proof);
+        // Its own result, at another index, with a sibling added, with one missing.
+        vm.prank(payoutOf(0));
+        vm.expectRevert(invalid);
+        market.disputeSlash(jobId, 0, slashed, r[accepted], proof);
+        bytes32[] memory longer = new bytes32[](proof.length + 1);
+        for (uint256 i = 0; i < proof.length; ++i) {
+            longer[i] = proof[i];
+        }
+        vm.prank(payoutOf(0));
+        vm.expectRevert(invalid);
+        market.disputeSlash(jobId, 0, accepted, r[accepted], longer);
+        bytes32[] memory shorter = new bytes32[](proof.length - 1);
+        for (uint256 i = 0; i < shorter.length; ++i) {
+            shorter[i] = proof[i];
+        }
+        vm.prank(payoutOf(0));
+        vm.expectRevert(invalid);
+        market.disputeSlash(jobId, 0, accepted, r[accepted], shorter);
+        vm.prank(payoutOf(0));
+        vm.expectRevert(invalid);
+        market.disputeSlash(jobId, 0, 3, r[accepted], proof); // an index past the results
+        // The genuine result with its proof is not slashed.
+        vm.prank(payoutOf(0));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotSlashed.selector, taskId));
+        market.disputeSlash(jobId, 0, accepted, r[accepted], proof);
+
+        // A proof from another job's proposal, with the same results, proves nothing here.
+        uint64 otherJob = postNative(1, 3, 3 ether);
+        JobMarket.Result[] memory theirs = proposeThree(otherJob, 0);
+        bytes32 slashedTask = taskOf(jobId, 0, EVM_WORKERS, workerKey(1));
+        vm.prank(payoutOf(1));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResultProof.selector, slashedTask));
+        market.disputeSlash(jobId, 0, slashed, r[slashed], proofOf(otherJob, 0, theirs, slashed));
+        // The slashed worker's own proof opens its dispute.
+        dispute(jobId, 0, EVM_WORKERS, workerKey(1), payoutOf(1));
+        assertEq(market.getDispute(slashedTask).proposal, 1, "disputed");
     }
 
     function test_attack_settleAndWithdrawInsideWindowRejected() public {
         uint64 jobId = postNative(1, 1, 1 ether);
         prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundNotProposed.selector, jobId, 0));
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
         finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
         uint64 deadline = uint64(block.timestamp + WINDOW);
         vm.warp(deadline - 1);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.ChallengeWindowOpen.selector, deadline));
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
         vm.prank(payoutOf(0));
         vm.expectRevert(abi.encodeWithSelector(JobMarket.NothingToWithdraw.selector, payoutOf(0), address(0)));
         market.withdraw(address(0));
@@ -637,21 +760,33 @@ contract JobMarketTest is MarketFixture {
         r[7].fault = 1;
         r[7].evidence = EVIDENCE;
         finalize(jobId, 0, r);
-        assertEq(market.settlementBatches(jobId, 0), 3, "1 EVM + 2 Solana messages");
         setCoreFee(1);
         vm.warp(block.timestamp + WINDOW);
+        // 1 EVM + 2 Solana messages: the fee of three.
         vm.expectRevert(abi.encodeWithSelector(MessageReceiver.WrongMessageFee.selector, 1, 3));
-        market.settleRound{value: 1}(jobId, 0);
+        settleWith(jobId, 0, 1);
         vm.recordLogs();
-        market.settleRound{value: 3}(jobId, 0);
+        settleWith(jobId, 0, 3);
         bytes[] memory published = publishedPayloads();
         assertEq(published.length, 3, "three ROUND_SETTLED");
         PayloadCodec.RoundSettled memory last = this.decodeSettled(published[2]);
         assertEq(last.header.targetChain, SOLANA, "solana batch");
         assertEq(last.header.targetAddress, SOLANA_PROGRAM, "solana target");
         assertEq(last.settlements.length, 1, "remainder batch");
-        assertEq(last.settlements[0].outcome, 2, "slashed");
-        assertEq(last.settlements[0].slash, REJECTED_SLASH, "the policy's amount for a rejection");
+        PayloadCodec.RoundSettled memory first = this.decodeSettled(published[1]);
+        assertEq(first.settlements.length, 4, "full batch");
+        bool seen = false;
+        for (uint256 i = 0; i < 5; ++i) {
+            PayloadCodec.Settlement memory e = i < 4 ? first.settlements[i] : last.settlements[0];
+            if (e.workerKey != workerKey(14)) {
+                assertEq(e.outcome, 0, "accepted");
+                continue;
+            }
+            seen = true;
+            assertEq(e.outcome, 2, "slashed");
+            assertEq(e.slash, REJECTED_SLASH, "the policy's amount for a rejection");
+        }
+        assertTrue(seen, "the slashed worker settled");
         assertEq(last.slashMode, 0, "slash mode");
         assertEq(last.slashRecipient, keccak256("poster on solana"), "the job's recipient on that chain");
         assertEq(last.modelHash, keccak256(abi.encode("model", uint32(1))), "new model");
@@ -663,7 +798,7 @@ contract JobMarketTest is MarketFixture {
         assertEq(job.escrow, 16 ether - 7 ether, "escrow reduced");
         assertEq(job.modelHash, keccak256(abi.encode("model", uint32(1))), "model advanced");
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundNotProposed.selector, jobId, 0));
-        market.settleRound{value: 0}(jobId, 0);
+        settleWith(jobId, 0, 0);
     }
 
     function test_settleRound_requiresPeerOfEveryChain() public {
@@ -673,7 +808,7 @@ contract JobMarketTest is MarketFixture {
         market.setPeer(EVM_WORKERS, bytes32(0));
         vm.warp(block.timestamp + WINDOW);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.UnknownPeer.selector, EVM_WORKERS));
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
     }
 
     function decodeSettled(bytes calldata p) external pure returns (PayloadCodec.RoundSettled memory) {
@@ -687,7 +822,7 @@ contract JobMarketTest is MarketFixture {
         prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
         finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 0.75 ether));
         vm.warp(block.timestamp + WINDOW);
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
         vm.prank(payoutOf(0));
         market.withdraw(address(0));
         assertEq(payoutOf(0).balance, 0.75 ether, "paid");
@@ -709,7 +844,7 @@ contract JobMarketTest is MarketFixture {
         commit(tokenJob, 0, EVM_WORKERS, workerKey(0));
         finalize(tokenJob, 0, acceptedResults(EVM_WORKERS, 0, 1, 10));
         vm.warp(block.timestamp + WINDOW);
-        market.settleRound(tokenJob, 0);
+        settle(tokenJob, 0);
         vm.prank(payoutOf(0));
         market.withdraw(address(token));
         assertEq(token.balanceOf(payoutOf(0)), 10, "token paid");
@@ -723,7 +858,7 @@ contract JobMarketTest is MarketFixture {
         prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
         finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 10));
         vm.warp(block.timestamp + WINDOW);
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
         token.setRefuse(true);
         vm.prank(payoutOf(0));
         vm.expectRevert(abi.encodeWithSelector(TokenTransfer.TransferFailed.selector, address(token), payoutOf(0), 10));
@@ -739,7 +874,7 @@ contract JobMarketTest is MarketFixture {
         commit(jobId, 0, EVM_WORKERS, workerKey(0));
         finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
         vm.warp(block.timestamp + WINDOW);
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
         attacker.attack();
         assertEq(attacker.caught(), ReentrancyGuard.Reentrancy.selector, "re-entry refused");
         assertEq(address(attacker).balance, 1 ether, "paid exactly once");

@@ -183,7 +183,7 @@ contract MarketStakeRulesTest is MarketFixture {
         uint64 jobId = slashedRound(2);
         vm.warp(block.timestamp + WINDOW);
         vm.recordLogs();
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
         PayloadCodec.RoundSettled memory m = this.decodeSettled(lastPayload());
         assertEq(m.settlements[0].slash, MISSED_SLASH, "missed");
         assertEq(m.slashRecipient, bytes32(uint256(uint160(poster))), "poster on the EVM worker chain");
@@ -196,22 +196,20 @@ contract MarketStakeRulesTest is MarketFixture {
     function test_dispute_answeredKeepsTheSlash() public {
         uint64 jobId = slashedRound(1);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.NotWorkerPayout.selector, address(this)));
-        market.disputeSlash(jobId, 0, EVM_WORKERS, workerKey(0));
-        vm.prank(payoutOf(0));
-        market.disputeSlash(jobId, 0, EVM_WORKERS, workerKey(0));
+        dispute(jobId, 0, EVM_WORKERS, workerKey(0), address(this));
+        dispute(jobId, 0, EVM_WORKERS, workerKey(0), payoutOf(0));
         bytes32 taskId = taskOf(jobId, 0, 0);
-        vm.prank(payoutOf(0));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.AlreadyDisputed.selector, taskId));
-        market.disputeSlash(jobId, 0, EVM_WORKERS, workerKey(0));
+                vm.expectRevert(abi.encodeWithSelector(JobMarket.AlreadyDisputed.selector, taskId));
+        dispute(jobId, 0, EVM_WORKERS, workerKey(0), payoutOf(0));
         vm.warp(block.timestamp + WINDOW);
         vm.expectRevert(
             abi.encodeWithSelector(JobMarket.DisputeOpen.selector, taskOf(jobId, 0, 0), uint64(block.timestamp))
         );
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
         vm.prank(aggregator);
         market.answerDispute(jobId, 0, EVM_WORKERS, workerKey(0), keccak256("answer blob"));
         vm.recordLogs();
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
         PayloadCodec.RoundSettled memory m = this.decodeSettled(lastPayload());
         assertEq(m.settlements[0].outcome, PayloadCodec.OUTCOME_SLASHED, "slash stands");
         assertEq(m.settlements[0].slash, REJECTED_SLASH, "amount");
@@ -219,15 +217,14 @@ contract MarketStakeRulesTest is MarketFixture {
 
     function test_dispute_unansweredReversesTheSlash() public {
         uint64 jobId = slashedRound(1);
-        vm.prank(payoutOf(0));
-        market.disputeSlash(jobId, 0, EVM_WORKERS, workerKey(0));
+        dispute(jobId, 0, EVM_WORKERS, workerKey(0), payoutOf(0));
         uint64 answerBy = market.getDispute(taskOf(jobId, 0, 0)).answerBy;
         vm.warp(answerBy + 1);
         vm.prank(aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.AnswerWindowClosed.selector, answerBy));
         market.answerDispute(jobId, 0, EVM_WORKERS, workerKey(0), keccak256("late"));
         vm.recordLogs();
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
         PayloadCodec.RoundSettled memory m = this.decodeSettled(lastPayload());
         assertEq(m.settlements[0].outcome, PayloadCodec.OUTCOME_DROPPED, "dropped");
         assertEq(m.settlements[0].slash, 0, "no slash");
@@ -239,14 +236,12 @@ contract MarketStakeRulesTest is MarketFixture {
         prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
         finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
         bytes32 taskId = taskOf(jobId, 0, 0);
-        vm.prank(payoutOf(0));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotSlashed.selector, taskId));
-        market.disputeSlash(jobId, 0, EVM_WORKERS, workerKey(0));
+                vm.expectRevert(abi.encodeWithSelector(JobMarket.NotSlashed.selector, taskId));
+        dispute(jobId, 0, EVM_WORKERS, workerKey(0), payoutOf(0));
         uint64 other = slashedRound(1);
         vm.warp(block.timestamp + WINDOW);
-        vm.prank(payoutOf(0));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.ChallengeWindowClosed.selector, uint64(block.timestamp)));
-        market.disputeSlash(other, 0, EVM_WORKERS, workerKey(0));
+                vm.expectRevert(abi.encodeWithSelector(JobMarket.ChallengeWindowClosed.selector, uint64(block.timestamp)));
+        dispute(other, 0, EVM_WORKERS, workerKey(0), payoutOf(0));
     }
 
     // ------------------------------------------------------------------ liveness
@@ -297,7 +292,7 @@ contract MarketStakeRulesTest is MarketFixture {
         vm.prank(poster);
         market.cancelJob(jobId);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.JobNotOpen.selector, jobId));
-        market.settleRound(jobId, 0);
+        settle(jobId, 0);
     }
 }
 

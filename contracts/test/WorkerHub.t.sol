@@ -248,7 +248,7 @@ contract WorkerHubTest is HubFixture {
         assertEq(lastPublished(), PayloadCodec.encode(expected), "payload bytes");
         WorkerHub.Task memory t = hub.getTask(taskOf(5, 1, worker(1)));
         assertEq(uint8(t.state), uint8(WorkerHub.TaskState.Committed), "committed");
-        assertEq(t.updateHash, keccak256("update"), "hash");
+        assertEq(t.lock, 1 ether, "the lock, packed with the release time");
     }
 
     function test_attack_commitmentByUnassignedWorkerRejected() public {

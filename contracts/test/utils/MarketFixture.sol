@@ -170,8 +170,105 @@ abstract contract MarketFixture is CoreFixture {
         }
     }
 
+    /// The results of each round's last `finalize`, as proposed (sorted by task id).
+    mapping(uint64 => mapping(uint32 => JobMarket.Result[])) private _proposed;
+
+    /// task_id as JobMarket.taskIdOf computes it (here, so no call is spent before an expectRevert).
+    function taskOf(uint64 jobId, uint32 round, uint16 chain, bytes32 key) internal pure returns (bytes32) {
+        return keccak256(abi.encodePacked(jobId, round, chain, key));
+    }
+
+    /// `results` sorted by task id, as finalizeRound takes them (a copy; insertion sort).
+    function sortedResults(uint64 jobId, uint32 round, JobMarket.Result[] memory results)
+        internal
+        pure
+        returns (JobMarket.Result[] memory sorted)
+    {
+        sorted = new JobMarket.Result[](results.length);
+        for (uint256 i = 0; i < results.length; ++i) {
+            JobMarket.Result memory next = results[i];
+            uint256 id = uint256(taskOf(jobId, round, next.workerChain, next.workerKey));
+            uint256 j = i;
+            while (j > 0 && uint256(taskOf(jobId, round, sorted[j - 1].workerChain, sorted[j - 1].workerKey)) > id) {
+                sorted[j] = sorted[j - 1];
+                --j;
+            }
+            sorted[j] = next;
+        }
+    }
+
+    /// Where `key`'s result sits in `results`.
+    function indexOf(JobMarket.Result[] memory results, bytes32 key) internal pure returns (uint256) {
+        for (uint256 i = 0; i < results.length; ++i) {
+            if (results[i].workerKey == key) return i;
+        }
+        revert("no result for that key");
+    }
+
     function finalize(uint64 jobId, uint32 round, JobMarket.Result[] memory results) internal {
+        JobMarket.Result[] memory sorted = sortedResults(jobId, round, results);
+        delete _proposed[jobId][round];
+        for (uint256 i = 0; i < sorted.length; ++i) {
+            _proposed[jobId][round].push(sorted[i]);
+        }
         vm.prank(aggregator);
-        market.finalizeRound(jobId, round, keccak256(abi.encode("model", round + 1)), results);
+        market.finalizeRound(jobId, round, keccak256(abi.encode("model", round + 1)), sorted);
+    }
+
+    /// The results of the round's last `finalize`.
+    function proposed(uint64 jobId, uint32 round) internal view returns (JobMarket.Result[] memory) {
+        return _proposed[jobId][round];
+    }
+
+    function settle(uint64 jobId, uint32 round) internal {
+        market.settleRound(jobId, round, _proposed[jobId][round]);
+    }
+
+    function settleWith(uint64 jobId, uint32 round, uint256 value) internal {
+        market.settleRound{value: value}(jobId, round, _proposed[jobId][round]);
+    }
+
+    /// The leaf JobMarket gives a result: keccak256(abi.encode(jobId, round, result)).
+    function leafOf(uint64 jobId, uint32 round, JobMarket.Result memory result) internal pure returns (bytes32) {
+        return keccak256(abi.encode(jobId, round, result));
+    }
+
+    /// The Merkle proof of result `index` among `results` (positional tree, an odd node moves up).
+    function proofOf(uint64 jobId, uint32 round, JobMarket.Result[] memory results, uint256 index)
+        internal
+        pure
+        returns (bytes32[] memory proof)
+    {
+        uint256 n = results.length;
+        bytes32[] memory level = new bytes32[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            level[i] = leafOf(jobId, round, results[i]);
+        }
+        bytes32[] memory path = new bytes32[](64);
+        uint256 used = 0;
+        while (n > 1) {
+            uint256 sibling = index ^ 1;
+            if (sibling < n) path[used++] = level[sibling];
+            for (uint256 i = 0; i < n / 2; ++i) {
+                level[i] = keccak256(abi.encodePacked(level[2 * i], level[2 * i + 1]));
+            }
+            if (n % 2 == 1) level[n / 2] = level[n - 1];
+            n = n / 2 + n % 2;
+            index /= 2;
+        }
+        proof = new bytes32[](used);
+        for (uint256 i = 0; i < used; ++i) {
+            proof[i] = path[i];
+        }
+    }
+
+    /// Dispute `key`'s slash in the round's last proposal, as its payout address.
+    function dispute(uint64 jobId, uint32 round, uint16 chain, bytes32 key, address payout) internal {
+        JobMarket.Result[] memory results = _proposed[jobId][round];
+        uint256 index = indexOf(results, key);
+        require(results[index].workerChain == chain, "result on another chain");
+        bytes32[] memory proof = proofOf(jobId, round, results, index);
+        vm.prank(payout);
+        market.disputeSlash(jobId, round, index, results[index], proof);
     }
 }

@@ -205,7 +205,7 @@ async def _finish(replicas: Replicas, job_id: int, workers: list[SimulatedWorker
 
 def _outcome(d: Deployment, job_id: int) -> tuple[bytes, dict[bytes, tuple[int, int, int]]]:
     """The job's final model and each worker's (outcome, slash, reward), keyed by worker key."""
-    raw = d.market.contract.functions.getProposal(job_id, 0).call()
+    raw = [r.entry() for r in d.market.proposal(job_id, 0)]
     return d.market.job(job_id).model_hash, {
         bytes(r[0]): (int(r[2]), int(r[3]), int(r[4])) for r in raw
     }

@@ -292,13 +292,13 @@ def payouts(deployment: Deployment, count: int) -> list[str]:
 
 def proposal(deployment: Deployment, job_id: int) -> dict[bytes, tuple[int, int, int]]:
     """(outcome, fault, reward) per worker key of round 0's proposal."""
-    raw = deployment.market.contract.functions.getProposal(job_id, 0).call()
+    raw = [r.entry() for r in deployment.market.proposal(job_id, 0)]
     return {bytes(r[0]): (int(r[2]), int(r[3]), int(r[4])) for r in raw}
 
 
 def evidence(deployment: Deployment, job_id: int, worker: WorkerRef) -> bytes:
     """The evidence hash round 0's proposal names for ``worker``."""
-    raw = deployment.market.contract.functions.getProposal(job_id, 0).call()
+    raw = [r.entry() for r in deployment.market.proposal(job_id, 0)]
     return next(bytes(r[5]) for r in raw if bytes(r[0]) == worker.key)
 
 

@@ -345,7 +345,7 @@ async def test_a_worker_that_unbonded_is_refused_dropped_and_not_drawn_again(
         dropped = final.assignment(worker.ref)
         assert (dropped.status, dropped.fault) == (TaskStatus.DROPPED, Fault.NONE)
         assert "refused" in dropped.reason
-    raw = market.contract.functions.getProposal(job_id, 0).call()
+    raw = [r.entry() for r in market.proposal(job_id, 0)]
     results = {(int(r[1]), bytes(r[0])): (int(r[2]), int(r[3])) for r in raw}
     for worker in gone:
         assert results[(worker.ref.chain, worker.ref.key)] == (int(Outcome.DROPPED), 0)

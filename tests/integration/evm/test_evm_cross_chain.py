@@ -241,6 +241,7 @@ def test_round_trip_task_assigned_then_update_committed(deployment: Deployment) 
         "TasksAssigned",
         "MessageConsumed",
         "UpdateReceived",
+        "ResultsProposed",
         "RoundFinalized",
         "RewardCredited",
         "RoundSettled",

@@ -14,13 +14,13 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from eth_account import Account
 from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
+from support.market import Emitter, funded_evm_key
 from support.wormhole import evm_address, guardian_signers
 from typer.testing import CliRunner, Result
 
@@ -47,9 +47,7 @@ from fedrelay.protocol.wormhole import (
     Outcome,
     Task,
     UpdateCommitted,
-    VaaBody,
     WorkerRegistered,
-    sign_vaa,
 )
 from fedrelay.protocol.wormhole.payloads import Payload
 
@@ -98,13 +96,6 @@ async def fedrelay(*args: str) -> Result:
     return await asyncio.to_thread(lambda: runner.invoke(app, list(args), env={"COLUMNS": "200"}))
 
 
-def funded_evm_key(anvil: Anvil, wei: int = 100 * ETH) -> str:
-    """A fresh account's key (not one the other tests use), holding ``wei``."""
-    account = Account.create()
-    anvil.rpc("anvil_setBalance", [account.address, hex(wei)])
-    return str(account.key.hex()).removeprefix("0x")
-
-
 def chain_time(chain: EvmChain) -> int:
     return int(chain.w3.eth.get_block("latest")["timestamp"])
 
@@ -119,22 +110,11 @@ class Market:
     market: JobMarketContract
     owner: Signer
     aggregator: Signer
-    sequence: int = 0
+    emitter: Emitter = field(default_factory=lambda: Emitter(WORKER_CHAIN, WORKER_EMITTER))
 
     def deliver(self, payload: Payload) -> None:
         """Sign ``payload`` as the worker hub's emitter and deliver it, as the relayer does."""
-        body = VaaBody(
-            timestamp=int(time.time()),
-            nonce=0,
-            emitter_chain=WORKER_CHAIN,
-            emitter_address=WORKER_EMITTER,
-            sequence=self.sequence,
-            consistency_level=1,
-            payload=payload.to_bytes(),
-        )
-        self.sequence += 1
-        vaa = sign_vaa(body, 0, [(0, guardian_signers(1)[0])])
-        self.market.receive_message(self.owner, vaa.to_bytes())
+        self.market.receive_message(self.owner, self.emitter.vaa(payload))
 
     def credit(self, payout: str, worker_key: bytes, reward: int) -> None:
         """Run one job round for ``worker_key`` to settlement; ``payout`` is credited ``reward``."""

@@ -198,12 +198,12 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
     # UPDATE_COMMITTED with the uploaded update's hash and the transcript root.
     hub_task = d.hub.task(JOB, 0, worker_key)
     assert hub_task.state is HubTaskState.COMMITTED
-    uploads = await coordinator.repository.updates(JOB, 0)
-    assert uploads == {signer.worker: hub_task.update_hash.hex()}
     latest = d.chain.w3.eth.block_number
     events = [e for e in d.hub.events(start_block, latest) if e.name == "UpdateCommitted"]
     assert len(events) == 1
-    assert bytes(events[0].args["updateHash"]) == hub_task.update_hash
+    update_hash = bytes(events[0].args["updateHash"])
+    uploads = await coordinator.repository.updates(JOB, 0)
+    assert uploads == {signer.worker: update_hash.hex()}
     record = node.state.task(TaskKey(JOB, 0))
     assert record is not None
     receipt = d.chain.w3.eth.get_transaction_receipt(record.transaction)  # type: ignore[arg-type]
@@ -211,7 +211,7 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
     published = decode_payload(message.payload)
     assert isinstance(published, UpdateCommitted)
     assert published.worker_key == worker_key
-    assert published.update_hash == hub_task.update_hash
+    assert published.update_hash == update_hash
     assert published.transcript_root.hex() == record.transcript_root
     assert published.num_samples == len(DigitsShards(4).dataset(1))
     assert 0 < published.train_loss < 10_000_000
