@@ -633,13 +633,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// results and its Merkle proof against the results root (`ResultsProposed` has them all).
     /// The aggregator must answer within `disputeAnswerWindow`; until then the round cannot
     /// settle, and after it an unanswered dispute turns the result into DROPPED with no slash.
-    function disputeSlash(
-        uint64 jobId,
-        uint32 round,
-        uint256 index,
-        Result calldata result,
-        bytes32[] calldata proof
-    ) external {
+    function disputeSlash(uint64 jobId, uint32 round, uint256 index, Result calldata result, bytes32[] calldata proof)
+        external
+    {
         Round storage r = _rounds[jobId][round];
         if (r.phase != RoundPhase.Proposed) revert RoundNotProposed(jobId, round);
         if (block.timestamp >= r.challengeDeadline) revert ChallengeWindowClosed(r.challengeDeadline);

@@ -199,7 +199,7 @@ contract MarketStakeRulesTest is MarketFixture {
         dispute(jobId, 0, EVM_WORKERS, workerKey(0), address(this));
         dispute(jobId, 0, EVM_WORKERS, workerKey(0), payoutOf(0));
         bytes32 taskId = taskOf(jobId, 0, 0);
-                vm.expectRevert(abi.encodeWithSelector(JobMarket.AlreadyDisputed.selector, taskId));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AlreadyDisputed.selector, taskId));
         dispute(jobId, 0, EVM_WORKERS, workerKey(0), payoutOf(0));
         vm.warp(block.timestamp + WINDOW);
         vm.expectRevert(
@@ -236,11 +236,11 @@ contract MarketStakeRulesTest is MarketFixture {
         prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
         finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
         bytes32 taskId = taskOf(jobId, 0, 0);
-                vm.expectRevert(abi.encodeWithSelector(JobMarket.NotSlashed.selector, taskId));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotSlashed.selector, taskId));
         dispute(jobId, 0, EVM_WORKERS, workerKey(0), payoutOf(0));
         uint64 other = slashedRound(1);
         vm.warp(block.timestamp + WINDOW);
-                vm.expectRevert(abi.encodeWithSelector(JobMarket.ChallengeWindowClosed.selector, uint64(block.timestamp)));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ChallengeWindowClosed.selector, uint64(block.timestamp)));
         dispute(other, 0, EVM_WORKERS, workerKey(0), payoutOf(0));
     }
 

@@ -79,10 +79,7 @@ contract MerkleTreeTest is Test {
         }
     }
 
-    function testFuzz_aChangedLeafOrSiblingDoesNotVerify(uint8 size, uint8 at, uint8 flip, bytes32 other)
-        public
-        view
-    {
+    function testFuzz_aChangedLeafOrSiblingDoesNotVerify(uint8 size, uint8 at, uint8 flip, bytes32 other) public view {
         uint256 n = bound(size, 2, 64);
         uint256 index = bound(at, 0, n - 1);
         bytes32[] memory l = leaves(n, 7);
