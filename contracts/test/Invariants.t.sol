@@ -108,13 +108,22 @@ contract MarketHandler is MarketFixture {
         finalize(jobId, job.currentRound, dropped);
     }
 
-    function settle(uint256 seed) external {
-        (uint64 jobId, bool found) = _job(seed);
-        if (!found) return;
-        uint32 round = market.getJob(jobId).currentRound;
-        JobMarket.Round memory r = market.getRound(jobId, round);
-        if (r.phase != JobMarket.RoundPhase.Proposed) return;
+    /// A job whose current round is proposed, with the clock moved past its challenge window.
+    function _settleable(uint256 seed)
+        internal
+        returns (bool found, uint64 jobId, uint32 round, JobMarket.Round memory r)
+    {
+        (jobId, found) = _job(seed);
+        if (!found) return (false, 0, 0, r);
+        round = market.getJob(jobId).currentRound;
+        r = market.getRound(jobId, round);
+        if (r.phase != JobMarket.RoundPhase.Proposed) return (false, 0, 0, r);
         if (block.timestamp < r.challengeDeadline) vm.warp(r.challengeDeadline);
+    }
+
+    function settle(uint256 seed) external {
+        (bool found, uint64 jobId, uint32 round, JobMarket.Round memory r) = _settleable(seed);
+        if (!found) return;
         settle(jobId, round);
         paidOut[jobId] += r.proposedTotal;
     }
@@ -122,12 +131,8 @@ contract MarketHandler is MarketFixture {
     /// Settle the pending proposal with one result's reward raised: only the proposal's own
     /// results (their root) may settle.
     function settleTampered(uint256 seed, uint256 which) external {
-        (uint64 jobId, bool found) = _job(seed);
+        (bool found, uint64 jobId, uint32 round,) = _settleable(seed);
         if (!found) return;
-        uint32 round = market.getJob(jobId).currentRound;
-        JobMarket.Round memory r = market.getRound(jobId, round);
-        if (r.phase != JobMarket.RoundPhase.Proposed) return;
-        if (block.timestamp < r.challengeDeadline) vm.warp(r.challengeDeadline);
         JobMarket.Result[] memory results = proposed(jobId, round);
         results[which % results.length].reward += 1;
         try market.settleRound(jobId, round, results) {
