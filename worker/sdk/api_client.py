@@ -15,11 +15,19 @@ Large blobs go in chunks. :meth:`CoordinatorClient.upload_update` sends an updat
 what the coordinator says arrived, so an interrupted upload (a dropped connection, a restarted
 worker) sends only the rest. :meth:`CoordinatorClient.download_blob_to` streams a blob to a file,
 hashing as it goes, and resumes a partial download with a range request.
+
+A refusal that means "busy, nothing was changed" (429: the worker is past its upload rate or
+sends too many bodies at once; 503: the API receives as many as it may) is retried after the
+``Retry-After`` the coordinator names (or a short backoff when it names none), freshly signed,
+for up to ``busy_wait`` seconds in all; a secure round's burst of messages (a key advert, a
+share per peer, the masked input) then slows to the coordinator's rate instead of failing.
+Every other refusal raises :class:`CoordinatorRequestError` at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -47,6 +55,15 @@ from fedrelay.protocol.hashing import blob_name
 from fedrelay.protocol.secagg.messages import SecAggStage
 
 _CHALLENGES = TypeAdapter(list[ChallengeView])
+
+log = logging.getLogger(__name__)
+
+#: Statuses that say the coordinator is busy and changed nothing: retried after a pause.
+BUSY_STATUSES = frozenset({429, 503})
+#: The pause before the first retry of a busy refusal that names no ``Retry-After``; it doubles
+#: on each retry up to :data:`_MAX_BACKOFF`.
+_FIRST_BACKOFF = 0.25
+_MAX_BACKOFF = 8.0
 
 #: Updates up to this size go in one request; larger ones through an upload session.
 SINGLE_REQUEST_BYTES = 8 * 1024 * 1024
@@ -89,6 +106,8 @@ class CoordinatorClient:
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 60.0,
+        busy_wait: float = 120.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """Prepare the client (no connection is made yet).
 
@@ -98,9 +117,16 @@ class CoordinatorClient:
             clock: Unix seconds now (the coordinator refuses requests far from its clock).
             transport: An httpx transport (tests pass an ASGI one).
             timeout: Seconds per request.
+            busy_wait: Seconds one request may spend waiting out busy refusals (429, 503)
+                before the last one is raised; 0 raises the first.
+            sleep: How a pause is waited (tests pass one that moves their clock).
         """
+        if busy_wait < 0:
+            raise ValueError(f"busy_wait must be >= 0 seconds, got {busy_wait}")
         self._signer = signer
         self._clock = clock
+        self._busy_wait = busy_wait
+        self._sleep = sleep
         self._http = httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout)
 
     async def __aenter__(self) -> CoordinatorClient:
@@ -119,14 +145,26 @@ class CoordinatorClient:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, body: bytes = b"") -> httpx.Response:
+        """Send a signed request; a busy refusal is retried (see the module's docstring)."""
+        waited, retries = 0.0, 0
+        while True:
+            response = await self._send_signed(method, path, body)
+            if response.status_code < 400:
+                return response
+            refusal = _refusal(response)
+            pause = _busy_pause(response, retries)
+            if pause is None or waited + pause > self._busy_wait:
+                raise refusal
+            log.info("%s %s: %s; retrying in %.2f s", method, path, refusal, pause)
+            await self._sleep(pause)
+            waited, retries = waited + pause, retries + 1
+
+    async def _send_signed(self, method: str, path: str, body: bytes) -> httpx.Response:
         request = self._http.build_request(method, path, content=body)
         signed_path = request.url.raw_path.decode()
         headers = sign_request(self._signer, method, signed_path, body, now=int(self._clock()))
         request.headers.update(headers)
-        response = await self._http.send(request)
-        if response.status_code >= 400:
-            raise _refusal(response)
-        return response
+        return await self._http.send(request)
 
     async def job_status(self, job_id: int) -> RoundView:
         """The job's current round."""
@@ -330,6 +368,18 @@ class CoordinatorClient:
         path = f"/v1/challenges/{challenge_id}/answer"
         response = await self._call("PUT", path, body.model_dump_json().encode())
         return ChallengeView.model_validate_json(response.content)
+
+
+def _busy_pause(response: httpx.Response, retries: int) -> float | None:
+    """Seconds to wait before retrying a busy refusal (None: not one to retry): its
+    ``Retry-After`` when that is a number of seconds, otherwise a backoff doubling from
+    :data:`_FIRST_BACKOFF` with each of the ``retries`` made so far."""
+    if response.status_code not in BUSY_STATUSES:
+        return None
+    named = response.headers.get("retry-after", "").strip()
+    if named.isdigit():
+        return float(named)
+    return min(_FIRST_BACKOFF * 2.0**retries, _MAX_BACKOFF)
 
 
 def _refusal(response: httpx.Response) -> CoordinatorRequestError:

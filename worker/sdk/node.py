@@ -46,7 +46,7 @@ from fedrelay.worker.sdk.progress import ProgressReporter, SilentProgress
 from fedrelay.worker.sdk.shards import OwnData
 from fedrelay.worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
 from fedrelay.worker.sdk.steps import answer, commit, mask, register, selfcheck, train, upload
-from fedrelay.worker.sdk.steps.mask import SecureRound
+from fedrelay.worker.sdk.steps.mask import KeyExchange, SecureRound
 from fedrelay.worker.sdk.steps.train import TrainedUpdate
 
 if TYPE_CHECKING:
@@ -145,6 +145,8 @@ class WorkerNode:
         self.state: WorkerState = store.load()
         #: Masked tasks whose unmasking shares are still to be revealed (in memory only).
         self.secure_rounds: dict[TaskKey, SecureRound] = {}
+        #: Secure rounds whose key exchange a failed pass left part-way (resumed, not redone).
+        self.key_exchanges: dict[TaskKey, KeyExchange] = {}
         self._stop = asyncio.Event()
 
     # --- stake --------------------------------------------------------------------------------

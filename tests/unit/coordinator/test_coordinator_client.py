@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import httpx
@@ -29,8 +30,10 @@ EVM = EvmSigner(b"\x61" * 32, chain=4)
 SOL = SolanaSigner(Keypair.from_seed(b"\x62" * 32))
 
 
-@pytest.fixture
-async def world() -> tuple[MemoryCoordinatorStore, MemoryBlobStore, httpx.ASGITransport]:
+async def assigned_api(
+    settings: ApiSettings, clock: Callable[[], float] = lambda: NOW
+) -> tuple[MemoryCoordinatorStore, MemoryBlobStore, httpx.ASGITransport]:
+    """The API on ``clock`` with job ``JOB``'s round 0 assigned to EVM and SOL."""
     repository, blobs = MemoryCoordinatorStore(), MemoryBlobStore(max_size=4096)
     for signer in (EVM, SOL):
         await repository.register_worker(signer.worker)
@@ -39,9 +42,13 @@ async def world() -> tuple[MemoryCoordinatorStore, MemoryBlobStore, httpx.ASGITr
         TasksAssigned(0, (EVM.worker, SOL.worker), b"\x02" * 32, NOW + 300, NOW - 5),
     )
     await repository.save_round(state)
-    settings = ApiSettings(max_blob_bytes=4096, max_message_bytes=1024)
-    app = create_app(repository, blobs, admin_token=TOKEN, settings=settings, clock=lambda: NOW)
+    app = create_app(repository, blobs, admin_token=TOKEN, settings=settings, clock=clock)
     return repository, blobs, httpx.ASGITransport(app=app)
+
+
+@pytest.fixture
+async def world() -> tuple[MemoryCoordinatorStore, MemoryBlobStore, httpx.ASGITransport]:
+    return await assigned_api(ApiSettings(max_blob_bytes=4096, max_message_bytes=1024))
 
 
 def client(
@@ -121,3 +128,86 @@ async def test_a_download_that_does_not_match_its_name_is_refused() -> None:
     async with client(httpx.MockTransport(lying_server), EVM) as api:
         with pytest.raises(DownloadMismatch, match=f"blob {name} arrived as bytes"):
             await api.download_blob(name)
+
+
+class MovingClock:
+    """The API's and the worker's clock; a pause the client waits moves it instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = float(NOW)
+        self.pauses: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+async def rate_limited(burst: int, clock: MovingClock) -> httpx.ASGITransport:
+    """The assigned API with a per-worker upload burst of ``burst`` and a rate of 60 a minute,
+    on ``clock``."""
+    settings = ApiSettings(upload_burst_per_worker=burst, upload_rate_per_worker=60)
+    return (await assigned_api(settings, clock))[2]
+
+
+async def test_a_worker_past_its_upload_rate_waits_as_told_and_is_accepted() -> None:
+    """Four messages against a burst of two: the third and fourth are each refused once with
+    429 and `Retry-After: 1`, waited out, signed again and accepted."""
+    clock = MovingClock()
+    transport = await rate_limited(2, clock)
+    api = CoordinatorClient(
+        "http://coordinator", EVM, clock=clock, transport=transport, sleep=clock.sleep
+    )
+    async with api:
+        await api.send_secagg(JOB, 0, SecAggStage.KEYS, b"keys")
+        for recipient in (SOL.worker.worker_id,) * 3:
+            await api.send_secagg(JOB, 0, SecAggStage.SHARES, b"share", recipient_id=recipient)
+        shares = await CoordinatorClient(
+            "http://coordinator", SOL, clock=clock, transport=transport
+        ).secagg_shares(JOB, 0)
+    assert clock.pauses == [1.0, 1.0]
+    assert shares == {EVM.worker.worker_id: b"share"}
+
+
+async def test_busy_refusals_are_raised_past_the_wait_allowed_and_others_at_once() -> None:
+    clock = MovingClock()
+    transport = await rate_limited(1, clock)
+    async with CoordinatorClient(
+        "http://coordinator", EVM, clock=clock, transport=transport, sleep=clock.sleep,
+        busy_wait=0,
+    ) as api:  # fmt: skip
+        await api.send_secagg(JOB, 0, SecAggStage.KEYS, b"keys")
+        with pytest.raises(CoordinatorRequestError) as refused:
+            await api.send_secagg(JOB, 0, SecAggStage.KEYS, b"keys")
+        assert refused.value.status_code == 429
+        assert refused.value.error == "UploadRateExceeded"
+        clock.now += 60  # the bucket refills
+        with pytest.raises(CoordinatorRequestError, match="409 Conflict"):
+            await api.send_secagg(JOB, 0, SecAggStage.KEYS, b"other keys")
+    assert clock.pauses == []  # a conflict is the worker's mistake: not retried
+
+    with pytest.raises(ValueError, match="busy_wait must be >= 0"):
+        CoordinatorClient("http://coordinator", EVM, busy_wait=-1)
+
+
+async def test_a_busy_refusal_without_retry_after_backs_off_doubling() -> None:
+    answers = iter([503, 503, 429, 200])
+    seen: list[str] = []
+
+    def busy_server(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["x-fedrelay-nonce"])
+        status = next(answers)
+        if status == 200:
+            return httpx.Response(200, json={"messages": {}})
+        return httpx.Response(status, json={"error": "ApiBusy", "detail": "busy"})
+
+    clock = MovingClock()
+    async with CoordinatorClient(
+        "http://coordinator", EVM, clock=clock, transport=httpx.MockTransport(busy_server),
+        sleep=clock.sleep,
+    ) as api:  # fmt: skip
+        assert await api.secagg_keys(JOB, 0) == {}
+    assert clock.pauses == [0.25, 0.5, 1.0]
+    assert len(set(seen)) == 4  # each retry is signed afresh

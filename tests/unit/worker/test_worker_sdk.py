@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -76,6 +77,7 @@ from fedrelay.worker.sdk import (
     masking,
     parse_job_config,
 )
+from fedrelay.worker.sdk.api_client import CoordinatorClient
 from fedrelay.worker.sdk.progress import SilentProgress
 
 JOB = 5
@@ -161,11 +163,17 @@ class World:
         name: str = "worker",
         shard: Dataset | None = None,
         clock_ahead: float = 0.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> WorkerNode:
+        """A node on ``chain``; its API requests go through ``transport`` when one is given
+        (wrapping the coordinator's)."""
         source = FixedShard(shard) if shard is not None else DigitsShards(4)
+        api = self.coordinator.client(chain.signer)
+        if transport is not None:
+            api = CoordinatorClient("http://coordinator", chain.signer, transport=transport)
         return kind(
             chain,
-            self.coordinator.client(chain.signer),
+            api,
             source,
             StateStore(self.tmp / f"{name}.json"),
             progress=SilentProgress(),
@@ -516,6 +524,62 @@ async def test_secure_aggregation_reveals_only_the_sum(world: World) -> None:
         assert opened[chain.signer.worker].hex() == kept.mask_opening
     # Each masked input alone says nothing useful: it is far from the worker's own update.
     assert not np.allclose(masked[0].vector.view(np.int64).astype(np.float64), 0, atol=1e6)
+
+
+class DropsOneShare(httpx.AsyncBaseTransport):
+    """Fake fault: passes requests to ``inner`` but fails the ``nth`` share a worker sends with
+    a connection error, once (a connection that drops mid-exchange cannot be produced on
+    demand through the in-process API). Records every share sent and every keys advert."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, nth: int) -> None:
+        self.inner = inner
+        self.nth = nth
+        self.shares: list[str] = []
+        self.adverts = 0
+        self.dropped = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "PUT" and "/secagg/keys" in path:
+            self.adverts += 1
+        if request.method == "PUT" and "/secagg/shares/" in path:
+            self.shares.append(path.rsplit("/", 1)[1])
+            if len(self.shares) == self.nth and not self.dropped:
+                self.dropped = True
+                raise httpx.ConnectError("simulated drop while dealing shares", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_secure_exchange_interrupted_by_a_failed_pass_resumes(world: World) -> None:
+    """One of three workers loses its connection after dealing one of its two shares: its
+    next pass sends the same keys no more and only the share still owed, and every worker
+    completes the round (with fresh keys the coordinator would refuse its advert as a
+    conflict and the other two would wait for its shares until the deadline)."""
+    chains = [fake_chain(0x41), fake_chain(0x42), fake_chain(0x43)]
+    secure = CONFIG.model_copy(update={"secure_aggregation": True, "secagg_threshold": 2})
+    await world.assign(chains, secure)
+    flaky = DropsOneShare(world.coordinator.transport, nth=2)
+    nodes = [world.node(chains[0], name="w0", transport=flaky)]
+    nodes += [world.node(c, name=f"w{i}") for i, c in enumerate(chains[1:], start=1)]
+    running = [asyncio.create_task(n.run()) for n in nodes]
+    try:
+        async with asyncio.timeout(120):
+            await asyncio.gather(*(c.committed.wait() for c in chains))
+    finally:
+        for node in nodes:
+            node.request_stop()
+        await asyncio.gather(*running)
+    assert flaky.dropped
+    assert flaky.adverts == 1
+    peers = sorted(c.signer.worker.worker_id.hex() for c in chains[1:])
+    assert flaky.shares == [peers[0], peers[1], peers[1]]  # the dropped one, and only it, again
+    key = TaskKey(JOB, 0)
+    assert all([c.key for c in chain.commitments] == [key] for chain in chains)
+    assert nodes[0].key_exchanges == {}
+    received = await world.coordinator.repository.secagg(
+        JOB, 0, SecAggStage.SHARES, chains[2].signer.worker
+    )
+    assert chains[0].signer.worker in received
 
 
 @pytest.mark.gpu

@@ -5,11 +5,17 @@ shares dealt to it, and sends its update masked. Its secrets stay in memory (a
 :class:`SecureRound` per task): once the round is aggregating, it reveals what the coordinator
 needs to unmask the survivors' sum. A node restarted after masking does not reveal; the other
 workers' shares (the threshold) cover it.
+
+A pass that fails part-way through the exchange (a dropped connection, a refusal) leaves the
+task's :class:`KeyExchange` in memory, and the next pass resumes it: the same keys and the same
+sealed shares, sending only what the coordinator has not accepted yet. (Fresh keys would be
+refused as a conflict with the advert the peers already hold, and the peers would wait for shares
+that never come.) The exchange is dropped once the masked input is sent or the task is given up.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from fedrelay.ports.worker_chain import TaskKey
@@ -34,6 +40,25 @@ class SecureRound:
     revealed: bool = False
 
 
+@dataclass
+class KeyExchange:
+    """A secure round's exchange in progress, kept across passes until the masked input is sent.
+
+    ``shares`` maps each peer's worker_id (hex) to the sealed shares dealt to it (encoded once:
+    sealing is randomised); ``delivered`` holds the peers the coordinator accepted them for;
+    ``masked`` is the task's update with its masked input once computed, returned as it is when
+    a pass fails while sending it (a retrained update could differ, and the coordinator keeps
+    the first masked input).
+    """
+
+    participant: Participant
+    advert: bytes
+    advertised: bool = False
+    shares: dict[str, bytes] | None = None
+    delivered: set[str] = field(default_factory=set)
+    masked: TrainedUpdate | None = None
+
+
 async def mask(
     node: WorkerNode,
     key: TaskKey,
@@ -52,37 +77,55 @@ async def mask(
     me = node.chain_worker_id()
     peers = sorted(t.worker_id for t in view.tasks)
     try:
-        threshold = job.secagg_threshold or 0  # the schema requires it under secure aggregation
-        participant = Participant(me, masking.secagg_config(key, threshold))
+        exchange = node.key_exchanges.get(key)
+        if exchange is None:
+            threshold = job.secagg_threshold or 0  # the schema requires it under secure aggregation
+            participant = Participant(me, masking.secagg_config(key, threshold))
+            exchange = KeyExchange(participant, wire.encode_keys(participant.advertise()))
+            node.key_exchanges[key] = exchange
+        participant = exchange.participant
         node.progress.phase(key, "exchanging keys")
-        advert = participant.advertise()
-        await node.api.send_secagg(
-            key.job_id, key.round, SecAggStage.KEYS, wire.encode_keys(advert)
-        )
+        if not exchange.advertised:
+            await node.api.send_secagg(key.job_id, key.round, SecAggStage.KEYS, exchange.advert)
+            exchange.advertised = True
         keys = await _await_all(node, key, "keys", peers)
-        adverts = [wire.decode_keys(wid.hex(), data) for wid, data in keys.items()]
-        for sealed in participant.share_keys(sorted(adverts, key=lambda a: a.client_id)):
+        if exchange.shares is None:
+            adverts = [wire.decode_keys(wid.hex(), data) for wid, data in keys.items()]
+            dealt = participant.share_keys(sorted(adverts, key=lambda a: a.client_id))
+            exchange.shares = {s.recipient: wire.encode_shares(s) for s in dealt}
+        for recipient, data in exchange.shares.items():
+            if recipient in exchange.delivered:
+                continue
             await node.api.send_secagg(
                 key.job_id,
                 key.round,
                 SecAggStage.SHARES,
-                wire.encode_shares(sealed),
-                recipient_id=bytes.fromhex(sealed.recipient),
+                data,
+                recipient_id=bytes.fromhex(recipient),
             )
+            exchange.delivered.add(recipient)
         shares = await _await_all(node, key, "shares", [p for p in peers if p != me])
         participant.receive_shares(
             [wire.decode_shares(wid.hex(), me, data) for wid, data in shares.items()]
         )
-        final = model_tensors(key, trained.update_blob)
-        moving = trainable_tensors(start, job.model.trainable)  # what the update carries
-        weight = job.update_weight(trained.num_samples)  # what the coordinator checks
-        masked = node.finalise_masked(participant.mask(masking.flat_delta(final, moving), weight))
+        if exchange.masked is None:
+            final = model_tensors(key, trained.update_blob)
+            moving = trainable_tensors(start, job.model.trainable)  # what the update carries
+            weight = job.update_weight(trained.num_samples)  # what the coordinator checks
+            delta = masking.flat_delta(final, moving)
+            masked = node.finalise_masked(participant.mask(delta, weight))
+            exchange.masked = replace(trained, update_blob=wire.encode_masked(masked))
+        result = exchange.masked
+        await node.api.send_secagg(key.job_id, key.round, SecAggStage.MASKED, result.update_blob)
     except SecureAggregationError as exc:
+        node.key_exchanges.pop(key, None)
         raise SecureAggregationFailed(f"secure aggregation of {key} failed: {exc}") from exc
-    blob = wire.encode_masked(masked)
-    await node.api.send_secagg(key.job_id, key.round, SecAggStage.MASKED, blob)
+    except TaskRefused:
+        node.key_exchanges.pop(key, None)
+        raise
+    node.key_exchanges.pop(key, None)
     node.secure_rounds[key] = SecureRound(participant)
-    return replace(trained, update_blob=blob)
+    return result
 
 
 def opening_of(node: WorkerNode, key: TaskKey) -> str:
