@@ -42,7 +42,6 @@ class HubTask:
     """A task as the worker chain stores it."""
 
     state: HubTaskState
-    worker: str
     deadline: int
     release_at: int = 0
     lock: int = 0
@@ -151,8 +150,9 @@ class WorkerHubContract:
             self.contract.functions.taskIdOf(job_id, round_number, worker_key)
         )
         raw = self.chain.call(self.contract.functions.getTask(task_id))
-        # (state, worker, deadline, releaseAt, lock); the update hash is in UpdateCommitted
-        return HubTask(HubTaskState(raw[0]), str(raw[1]), int(raw[2]), int(raw[3]), int(raw[4]))
+        # (state, deadline, releaseAt, lock): one slot; the worker is in the task id, the
+        # update hash in UpdateCommitted
+        return HubTask(HubTaskState(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]))
 
     def events(self, from_block: int, to_block: int) -> list[ContractEvent]:
         """This contract's events in blocks `from_block..to_block` (inclusive), in order."""

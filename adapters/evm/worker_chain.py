@@ -161,17 +161,14 @@ class EvmWorkerChain:
         """When the task may be released unsettled (``Task.releaseAt``; not in TaskAssigned)."""
         function = self.hub.contract.functions.getTask(task)
         raw = await self._run(lambda: self.hub.chain.call(function))
-        return int(raw[3])
+        return int(raw[2])
 
     async def release_expired_task(self, key: TaskKey) -> None:
         """``releaseExpiredTask`` (publishes STAKE_CHANGED TASK_RELEASED; pays the message fee)."""
         hub = self.hub
 
         def send() -> None:
-            task = hub.chain.call(
-                hub.contract.functions.taskIdOf(key.job_id, key.round, self.worker_key)
-            )
-            function = hub.contract.functions.releaseExpiredTask(task)
+            function = hub.contract.functions.releaseExpiredTask(key.job_id, key.round)
             hub.chain.transact(self._signer, function, value=hub.message_fee())
 
         await self._run(send)

@@ -64,9 +64,10 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     /// it is at most the worker's free bonded stake (else the entry is refused), which is part
     /// of this contract's balance. The update hash is not stored: it is in `UpdateCommitted` and
     /// in the UPDATE_COMMITTED message.
+    /// @dev One storage slot. The worker is not stored: a task's id is derived from it
+    /// (`taskIdOf`), so every path that reaches a task already names its worker.
     struct Task {
         TaskState state;
-        address worker;
         uint64 deadline;
         uint64 releaseAt;
         uint96 lock;
@@ -312,11 +313,8 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
             _publishStakeChange(worker, s, PayloadCodec.STAKE_TASK_REFUSED, taskId, _reserveFee());
             return;
         }
-        task.state = TaskState.Assigned;
-        task.worker = worker;
-        task.deadline = m.deadline;
-        task.releaseAt = m.releaseAt;
-        task.lock = uint96(lock); // <= free bonded stake (`_refusal`), so it fits
+        // lock <= free bonded stake (`_refusal`), so it fits in 96 bits
+        _tasks[taskId] = Task(TaskState.Assigned, m.deadline, m.releaseAt, uint96(lock));
         s.locked += lock;
         s.activeTasks += 1;
         emit TaskAssigned(taskId, m.header.jobId, m.round, worker, a.shard, m.deadline);
@@ -354,31 +352,32 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
                 continue;
             }
             task.state = TaskState.Settled;
-            Staker storage staker = _stakers[task.worker];
+            address worker = address(uint160(uint256(entry.workerKey))); // a task exists, so the key is one
+            Staker storage staker = _stakers[worker];
             staker.locked -= task.lock;
             staker.activeTasks -= 1;
             if (entry.outcome == PayloadCodec.OUTCOME_SLASHED) {
-                slashed += _slash(taskId, task, staker, uint256(entry.slash) * DECIMALS_FACTOR);
+                slashed += _slash(taskId, worker, task.lock, staker, uint256(entry.slash) * DECIMALS_FACTOR);
             } else if (entry.outcome == PayloadCodec.OUTCOME_ACCEPTED) {
-                honest[honestCount++] = task.worker;
+                honest[honestCount++] = worker;
             }
-            emit TaskReleased(taskId, task.worker, entry.outcome);
+            emit TaskReleased(taskId, worker, entry.outcome);
         }
         if (slashed != 0) _distribute(m, honest, honestCount, slashed);
     }
 
     /// @dev Take min(amount, the task's lock, bonded stake) from bonded stake and report it.
-    function _slash(bytes32 taskId, Task storage task, Staker storage s, uint256 amount)
+    function _slash(bytes32 taskId, address worker, uint256 lock, Staker storage s, uint256 amount)
         private
         returns (uint256 taken)
     {
-        taken = amount < task.lock ? amount : task.lock;
+        taken = amount < lock ? amount : lock;
         if (taken > s.staked) taken = s.staked;
         if (taken == 0) return 0;
         s.staked -= taken;
         totalStaked -= taken;
-        emit Slashed(taskId, task.worker, taken);
-        _publishStakeChange(task.worker, s, PayloadCodec.STAKE_SLASHED, bytes32(0), _reserveFee());
+        emit Slashed(taskId, worker, taken);
+        _publishStakeChange(worker, s, PayloadCodec.STAKE_SLASHED, bytes32(0), _reserveFee());
     }
 
     /// @dev Credit a batch's slashed total as its slash mode says.
@@ -442,7 +441,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     function _markCommitted(uint64 jobId, uint32 round) private returns (bytes32 taskId) {
         taskId = taskIdOf(jobId, round, PayloadCodec.toBytes32(msg.sender));
         Task storage task = _tasks[taskId];
-        if (task.state == TaskState.None || task.worker != msg.sender) revert NotAssignedWorker(taskId, msg.sender);
+        if (task.state == TaskState.None) revert NotAssignedWorker(taskId, msg.sender);
         if (task.state == TaskState.Committed) revert AlreadyCommitted(taskId);
         if (task.state == TaskState.Settled) revert TaskAlreadySettled(taskId);
         if (task.state == TaskState.Released) revert TaskAlreadyReleased(taskId);
@@ -452,14 +451,15 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         task.state = TaskState.Committed;
     }
 
-    /// @notice Release the caller's task that was not settled by its release time: its stake lock
-    /// is freed and the coordinator chain learns of it (STAKE_CHANGED TASK_RELEASED). A later
-    /// settlement of the task is skipped. Pays the core's fee as `msg.value`.
-    function releaseExpiredTask(bytes32 taskId) external payable returns (uint64 sequence) {
+    /// @notice Release the caller's task of `jobId` round `round` that was not settled by its
+    /// release time: its stake lock is freed and the coordinator chain learns of it
+    /// (STAKE_CHANGED TASK_RELEASED). A later settlement of the task is skipped. Pays the core's
+    /// fee as `msg.value`.
+    function releaseExpiredTask(uint64 jobId, uint32 round) external payable returns (uint64 sequence) {
         uint256 fee = _requireFees(1);
+        bytes32 taskId = taskIdOf(jobId, round, PayloadCodec.toBytes32(msg.sender));
         Task storage task = _tasks[taskId];
         if (task.state == TaskState.None) revert UnknownTask(taskId);
-        if (task.worker != msg.sender) revert NotAssignedWorker(taskId, msg.sender);
         if (task.state == TaskState.Settled) revert TaskAlreadySettled(taskId);
         if (task.state == TaskState.Released) revert TaskAlreadyReleased(taskId);
         if (block.timestamp <= task.releaseAt) revert ReleaseTooEarly(taskId, task.releaseAt);

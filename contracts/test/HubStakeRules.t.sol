@@ -178,14 +178,15 @@ contract HubStakeRulesTest is HubFixture {
         assertEq(releaseAt, uint64(block.timestamp + 1 days + RELEASE_AFTER), "release time from the message");
         vm.prank(worker(1));
         vm.expectRevert(abi.encodeWithSelector(WorkerHub.ReleaseTooEarly.selector, taskId, releaseAt));
-        hub.releaseExpiredTask(taskId);
+        hub.releaseExpiredTask(5, 0);
         vm.warp(releaseAt + 1);
-        vm.prank(worker(2));
-        vm.expectRevert(abi.encodeWithSelector(WorkerHub.NotAssignedWorker.selector, taskId, worker(2)));
-        hub.releaseExpiredTask(taskId);
+        bytes32 othersTask = taskOf(5, 0, worker(2)); // (a call: before the prank)
+        vm.prank(worker(2)); // another worker names only its own task of that round: there is none
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.UnknownTask.selector, othersTask));
+        hub.releaseExpiredTask(5, 0);
         vm.recordLogs();
         vm.prank(worker(1));
-        hub.releaseExpiredTask(taskId);
+        hub.releaseExpiredTask(5, 0);
         PayloadCodec.StakeChanged[] memory changes = stakeChanges();
         assertEq(changes[0].reason, PayloadCodec.STAKE_TASK_RELEASED, "reported");
         assertEq(changes[0].taskId, taskId, "names the task");

@@ -344,11 +344,11 @@ contract HubHandler is HubFixture {
         uint256 at = which % openTasks.length;
         bytes32 packed = openTasks[at];
         address w = address(uint160(uint256(packed)));
-        bytes32 taskId = hub.taskIdOf(uint64(uint256(packed) >> 160), 0, toBytes32(w));
-        WorkerHub.Task memory task = hub.getTask(taskId);
+        uint64 jobId = uint64(uint256(packed) >> 160);
+        WorkerHub.Task memory task = hub.getTask(hub.taskIdOf(jobId, 0, toBytes32(w)));
         if (block.timestamp <= task.releaseAt) vm.warp(task.releaseAt + 1);
         vm.prank(w);
-        hub.releaseExpiredTask(taskId);
+        hub.releaseExpiredTask(jobId, 0);
         openTasks[at] = openTasks[openTasks.length - 1];
         openTasks.pop();
     }

@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {Test} from "./utils/Test.sol";
 import {MerkleTree} from "../src/libraries/MerkleTree.sol";
+import {MerkleProofs} from "./utils/MerkleProofs.sol";
 
 /// Calls the library with calldata proofs, as JobMarket does.
 contract MerkleTreeHarness {
@@ -29,30 +30,6 @@ contract MerkleTreeTest is Test {
         }
     }
 
-    /// Siblings of leaf `index`, bottom up; a level where the node moves up alone adds none.
-    function proofOf(bytes32[] memory level, uint256 index) internal pure returns (bytes32[] memory proof) {
-        bytes32[] memory path = new bytes32[](64);
-        uint256 used = 0;
-        uint256 n = level.length;
-        bytes32[] memory nodes = new bytes32[](n);
-        for (uint256 i = 0; i < n; ++i) {
-            nodes[i] = level[i];
-        }
-        while (n > 1) {
-            if ((index ^ 1) < n) path[used++] = nodes[index ^ 1];
-            for (uint256 i = 0; i < n / 2; ++i) {
-                nodes[i] = keccak256(abi.encodePacked(nodes[2 * i], nodes[2 * i + 1]));
-            }
-            if (n % 2 == 1) nodes[n / 2] = nodes[n - 1];
-            n = n / 2 + n % 2;
-            index /= 2;
-        }
-        proof = new bytes32[](used);
-        for (uint256 i = 0; i < used; ++i) {
-            proof[i] = path[i];
-        }
-    }
-
     function test_rootOfSmallTrees() public view {
         bytes32[] memory l = leaves(3, 1);
         assertEq(tree.root(l), keccak256(abi.encodePacked(keccak256(abi.encodePacked(l[0], l[1])), l[2])), "three");
@@ -70,7 +47,7 @@ contract MerkleTreeTest is Test {
             bytes32[] memory l = leaves(n, n);
             bytes32 root = tree.root(leaves(n, n));
             for (uint256 i = 0; i < n; ++i) {
-                bytes32[] memory proof = proofOf(l, i);
+                bytes32[] memory proof = MerkleProofs.proofOf(l, i);
                 assertTrue(tree.verify(l[i], i, n, proof, root), "leaf verifies");
                 if (n > 1) {
                     assertFalse(tree.verify(l[i], (i + 1) % n, n, proof, root), "not at another index");
@@ -84,7 +61,7 @@ contract MerkleTreeTest is Test {
         uint256 index = bound(at, 0, n - 1);
         bytes32[] memory l = leaves(n, 7);
         bytes32 root = tree.root(leaves(n, 7));
-        bytes32[] memory proof = proofOf(l, index);
+        bytes32[] memory proof = MerkleProofs.proofOf(l, index);
         vm.assume(other != l[index]);
         assertFalse(tree.verify(other, index, n, proof, root), "another leaf");
         uint256 k = bound(flip, 0, proof.length - 1);
@@ -96,7 +73,7 @@ contract MerkleTreeTest is Test {
     function test_indexPastTheLeavesIsRefused() public view {
         bytes32[] memory l = leaves(4, 9);
         bytes32 root = tree.root(leaves(4, 9));
-        assertFalse(tree.verify(l[0], 4, 4, proofOf(l, 0), root), "index 4 of 4");
+        assertFalse(tree.verify(l[0], 4, 4, MerkleProofs.proofOf(l, 0), root), "index 4 of 4");
         assertFalse(tree.verify(root, 0, 1, new bytes32[](0), bytes32(0)), "wrong root");
         assertTrue(tree.verify(root, 0, 1, new bytes32[](0), root), "a one-leaf tree is its leaf");
     }

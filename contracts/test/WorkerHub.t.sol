@@ -140,7 +140,7 @@ contract WorkerHubTest is HubFixture {
         for (uint256 i = 0; i < 3; ++i) {
             WorkerHub.Task memory t = hub.getTask(taskOf(5, 2, ws[i]));
             assertEq(uint8(t.state), uint8(WorkerHub.TaskState.Assigned), "assigned");
-            assertEq(t.worker, ws[i], "worker");
+            assertEq(t.lock, 1 ether, "lock");
             assertEq(hub.getStaker(ws[i]).activeTasks, 1, "active");
         }
     }
@@ -248,7 +248,7 @@ contract WorkerHubTest is HubFixture {
         assertEq(lastPublished(), PayloadCodec.encode(expected), "payload bytes");
         WorkerHub.Task memory t = hub.getTask(taskOf(5, 1, worker(1)));
         assertEq(uint8(t.state), uint8(WorkerHub.TaskState.Committed), "committed");
-        assertEq(t.lock, 1 ether, "the lock, packed with the release time");
+        assertEq(t.lock, 1 ether, "the lock, in the task's one slot");
     }
 
     function test_attack_commitmentByUnassignedWorkerRejected() public {

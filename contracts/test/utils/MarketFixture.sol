@@ -4,6 +4,7 @@ pragma solidity 0.8.30;
 import {JobMarket} from "../../src/JobMarket.sol";
 import {PayloadCodec} from "../../src/libraries/PayloadCodec.sol";
 import {CoreFixture} from "./CoreFixture.sol";
+import {MerkleProofs} from "./MerkleProofs.sol";
 
 /// @notice A JobMarket on coordinator chain 2 with peers on EVM chain 4 and Solana (chain 1).
 abstract contract MarketFixture is CoreFixture {
@@ -239,27 +240,11 @@ abstract contract MarketFixture is CoreFixture {
         pure
         returns (bytes32[] memory proof)
     {
-        uint256 n = results.length;
-        bytes32[] memory level = new bytes32[](n);
-        for (uint256 i = 0; i < n; ++i) {
-            level[i] = leafOf(jobId, round, results[i]);
+        bytes32[] memory leaves = new bytes32[](results.length);
+        for (uint256 i = 0; i < results.length; ++i) {
+            leaves[i] = leafOf(jobId, round, results[i]);
         }
-        bytes32[] memory path = new bytes32[](64);
-        uint256 used = 0;
-        while (n > 1) {
-            uint256 sibling = index ^ 1;
-            if (sibling < n) path[used++] = level[sibling];
-            for (uint256 i = 0; i < n / 2; ++i) {
-                level[i] = keccak256(abi.encodePacked(level[2 * i], level[2 * i + 1]));
-            }
-            if (n % 2 == 1) level[n / 2] = level[n - 1];
-            n = n / 2 + n % 2;
-            index /= 2;
-        }
-        proof = new bytes32[](used);
-        for (uint256 i = 0; i < used; ++i) {
-            proof[i] = path[i];
-        }
+        proof = MerkleProofs.proofOf(leaves, index);
     }
 
     /// Dispute `key`'s slash in the round's last proposal, as its payout address.

@@ -40,12 +40,16 @@ from fedrelay.adapters.evm import (
     deploy_worker_hub,
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.evm.hub import HubTaskState
+from fedrelay.adapters.evm.worker_chain import EvmWorkerChain
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
 from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
 from fedrelay.cli import app
+from fedrelay.ports.worker_chain import ChainRejected, TaskKey
 from fedrelay.protocol.wormhole import (
     Outcome,
     Task,
+    TaskAssigned,
     UpdateCommitted,
     WorkerRegistered,
 )
@@ -312,6 +316,55 @@ async def test_evm_stake_unstake_and_withdraw_after_the_delay(
     assert "nothing is unbonding" in nothing.stderr
     for result in (status, unstaked, early, withdrawn):
         assert key not in result.output
+
+
+async def test_an_evm_worker_releases_its_task_left_unsettled(
+    hub: WorkerHubContract, worker_chain: Anvil
+) -> None:
+    """Through the SDK's binding: not before the release time, never another worker's, and
+    then the lock is freed, the task released and the coordinator chain told (STAKE_CHANGED)."""
+    keys = [funded_evm_key(worker_chain) for _ in range(2)]
+    workers = [Signer(k) for k in keys]
+    for worker in workers:
+        hub.stake(worker, 2 * ETH)
+        hub.register(worker, address_to_bytes32(worker.address), 2)
+    worker_key = address_to_bytes32(workers[0].address)
+    now = chain_time(hub.chain)
+    job_id, release_at = 77, now + 120
+    assigned = TaskAssigned(
+        target_chain=WORKER_CHAIN,
+        target_address=address_to_bytes32(hub.address),
+        job_id=job_id,
+        round=0,
+        deadline=now + 60,
+        model_hash=b"\x01" * 32,
+        config_hash=b"\x02" * 32,
+        min_stake=10**8,
+        stake_lock=10**8,  # 1 ETH at 8 decimals
+        release_at=release_at,
+        tasks=(Task(worker_key, 0),),
+    )
+    emitter = Emitter(COORDINATOR_CHAIN, evm_address("worker cli market"))
+    hub.receive_message(workers[1], emitter.vaa(assigned))
+    assert hub.staker(workers[0].address).locked == ETH
+    mine, other = (EvmWorkerChain(worker_chain.rpc_url, hub.address, k) for k in keys)
+    key = TaskKey(job_id, 0)
+
+    with pytest.raises(ChainRejected, match="ReleaseTooEarly"):
+        await mine.release_expired_task(key)
+    worker_chain.rpc("evm_increaseTime", [release_at - chain_time(hub.chain) + 1])
+    worker_chain.rpc("evm_mine")
+    with pytest.raises(ChainRejected, match="UnknownTask"):
+        await other.release_expired_task(key)  # it can only name its own task: none
+    first = hub.chain.w3.eth.block_number + 1
+    await mine.release_expired_task(key)
+
+    assert hub.task(job_id, 0, worker_key).state is HubTaskState.RELEASED
+    assert hub.staker(workers[0].address).locked == 0
+    names = [e.name for e in hub.events(first, hub.chain.w3.eth.block_number)]
+    assert "TaskExpiredReleased" in names
+    with pytest.raises(ChainRejected, match="TaskAlreadyReleased"):
+        await mine.release_expired_task(key)
 
 
 async def test_a_missing_contract_or_key_or_rpc_is_one_clear_error(
