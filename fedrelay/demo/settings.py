@@ -108,7 +108,7 @@ class DemoSettings:
             opened updates must still hide at least two), drawn afresh each round, so a cheat
             that cheats every round goes unchallenged in all of them with probability
             ``(2 / workers) ** rounds`` (:attr:`secure_miss_probability`): 1.7e-5 for the
-            command's 6 workers and 10 rounds, 9.8e-4 for 8 workers and 5 rounds. A corrupted
+            command's 6 workers and 10 rounds, 1.5e-5 for 8 workers and 8 rounds. A corrupted
             sum is always found (the sum audit opens every survivor when a challenge does not).
         more_cheats: Dishonest workers besides the one ``dishonest`` names, each on a worker
             of its own (every chain keeps at least one honest worker).
