@@ -3,7 +3,8 @@
 Public surface:
 
 - :class:`EvmChain` (a web3 connection with revert decoding) and :class:`Signer` (a key).
-- :class:`MessageCoreContract`, :class:`JobMarketContract`, :class:`WorkerHubContract`.
+- :class:`MessageCoreContract`, :class:`ThresholdVerifierContract`, :class:`JobMarketContract`,
+  :class:`WorkerHubContract`.
 - ``deploy_*`` functions and :func:`link` in :mod:`fedrelay.adapters.evm.deploy`.
 - Errors: :class:`EvmError`, :class:`ContractRevert`, :class:`AlreadyConsumed`, :class:`InvalidVaa`.
 """
@@ -14,6 +15,7 @@ from fedrelay.adapters.evm.core import (
     GuardianSetInfo,
     MessageCoreContract,
     PublishedMessage,
+    ThresholdVerifierContract,
     VerifiedVm,
     address_to_bytes32,
 )
@@ -21,6 +23,7 @@ from fedrelay.adapters.evm.deploy import (
     Link,
     deploy_job_market,
     deploy_message_core,
+    deploy_threshold_verifier,
     deploy_worker_hub,
     link,
 )
@@ -80,12 +83,14 @@ __all__ = [
     "Signer",
     "Staker",
     "TaskState",
+    "ThresholdVerifierContract",
     "TransactionFailed",
     "VerifiedVm",
     "WorkerHubContract",
     "address_to_bytes32",
     "deploy_job_market",
     "deploy_message_core",
+    "deploy_threshold_verifier",
     "deploy_worker_hub",
     "link",
     "load_artifact",

@@ -146,17 +146,7 @@ class _Core:
 
     def parse_and_verify(self, vaa: bytes) -> VerifiedVm:
         """Ask the core to parse and verify `vaa` (a view call; nothing is consumed)."""
-        vm, valid, reason = self.chain.call(self.contract.functions.parseAndVerifyVM(vaa))
-        return VerifiedVm(
-            valid=bool(valid),
-            reason=str(reason),
-            digest=bytes(vm[10]),
-            guardian_set_index=int(vm[8]),
-            emitter_chain=int(vm[3]),
-            emitter_address=bytes(vm[4]),
-            sequence=int(vm[5]),
-            payload=bytes(vm[7]),
-        )
+        return _parse_and_verify(self.chain, self.contract, vaa)
 
     def publish_message(
         self, signer: Signer, nonce: int, payload: bytes, consistency_level: int
@@ -178,7 +168,44 @@ class _Core:
         return [_message(e) for e in logs]
 
 
-class MessageCoreContract(_Core):
+def _parse_and_verify(chain: EvmChain, contract: Any, vaa: bytes) -> VerifiedVm:
+    """`parseAndVerifyVM(vaa)` of a core or a verifier (a view call; nothing is consumed)."""
+    vm, valid, reason = chain.call(contract.functions.parseAndVerifyVM(vaa))
+    return VerifiedVm(
+        valid=bool(valid),
+        reason=str(reason),
+        digest=bytes(vm[10]),
+        guardian_set_index=int(vm[8]),
+        emitter_chain=int(vm[3]),
+        emitter_address=bytes(vm[4]),
+        sequence=int(vm[5]),
+        payload=bytes(vm[7]),
+    )
+
+
+class _ThresholdKeys:
+    """The threshold keys a MessageCore or a ThresholdVerifier holds (docs/protocol.md, 2a)."""
+
+    chain: EvmChain
+    contract: Any
+
+    def append_threshold_key(self, signer: Signer, governance_vaa: bytes) -> TxReceipt:
+        """Append the threshold key a version-1 governance VAA carries (docs/protocol.md,
+        section 2a); anyone may submit it. From then on the contract also verifies version-2 VAAs
+        signed under that key.
+
+        Raises:
+            ContractRevert: ``InvalidGovernanceVaa``, ``NotGovernance``, ``NotCurrentGuardianSet``,
+                ``InvalidGovernancePayload``, ``WrongKeyIndex`` (also a replay) or ``InvalidKey``.
+        """
+        return self.chain.transact(signer, self.contract.functions.appendKey(governance_vaa))
+
+    def threshold_key_count(self) -> int:
+        """How many threshold keys were appended (the next key's index)."""
+        return int(self.chain.call(self.contract.functions.keyCount()))
+
+
+class MessageCoreContract(_ThresholdKeys, _Core):
     """A deployed MessageCore: the common core calls, and its owner's administration."""
 
     @classmethod
@@ -198,20 +225,26 @@ class MessageCoreContract(_Core):
         :meth:`WormholeCoreContract.submit_set_message_fee`)."""
         return self.chain.transact(signer, self.contract.functions.setMessageFee(fee))
 
-    def append_threshold_key(self, signer: Signer, governance_vaa: bytes) -> TxReceipt:
-        """Append the threshold key a version-1 governance VAA carries (docs/protocol.md,
-        section 2a); anyone may submit it. From then on the core also verifies version-2 VAAs
-        signed under that key.
 
-        Raises:
-            ContractRevert: ``InvalidGovernanceVaa``, ``NotGovernance``, ``NotCurrentGuardianSet``,
-                ``InvalidGovernancePayload``, ``WrongKeyIndex`` (also a replay) or ``InvalidKey``.
-        """
-        return self.chain.transact(signer, self.contract.functions.appendKey(governance_vaa))
+class ThresholdVerifierContract(_ThresholdKeys):
+    """A deployed ThresholdVerifier: version-2 VAAs verified beside a core that takes version 1
+    only (Wormhole's), every other version handed to that core. Receivers deployed with it as their
+    verifier (``verifier=`` of :func:`~fedrelay.adapters.evm.deploy.deploy_worker_hub` and
+    :func:`~fedrelay.adapters.evm.deploy.deploy_job_market`) take both versions."""
 
-    def threshold_key_count(self) -> int:
-        """How many threshold keys were appended (the next key's index)."""
-        return int(self.chain.call(self.contract.functions.keyCount()))
+    def __init__(self, chain: EvmChain, address: str) -> None:
+        self.chain = chain
+        self.address = chain.w3.to_checksum_address(address)
+        abi = load_artifact("ThresholdVerifier").abi
+        self.contract = chain.w3.eth.contract(address=self.address, abi=list(abi))
+
+    def parse_and_verify(self, vaa: bytes) -> VerifiedVm:
+        """Its verdict on `vaa`: version 2 here, any other version the core's (a view call)."""
+        return _parse_and_verify(self.chain, self.contract, vaa)
+
+    def core(self) -> str:
+        """The core it hands version-1 VAAs to and whose guardian sets sign its governance."""
+        return str(self.chain.call(self.contract.functions.core()))
 
 
 def _function(

@@ -8,13 +8,19 @@ from typing import Any
 
 from fedrelay.adapters.evm.artifacts import load_artifact
 from fedrelay.adapters.evm.chain import EvmChain, Signer
-from fedrelay.adapters.evm.core import MessageCoreContract, address_to_bytes32
+from fedrelay.adapters.evm.core import (
+    MessageCoreContract,
+    ThresholdVerifierContract,
+    address_to_bytes32,
+)
 from fedrelay.adapters.evm.errors import EvmError
 from fedrelay.adapters.evm.hub import WorkerHubContract
 from fedrelay.adapters.evm.market import JobMarketContract
+from fedrelay.protocol.wormhole.threshold import GOVERNANCE_CHAIN, GOVERNANCE_EMITTER
 
 FINALIZED = 202
 DEFAULT_GUARDIAN_SET_EXPIRY = 24 * 60 * 60
+ZERO_ADDRESS = "0x" + "00" * 20
 
 
 def deploy_contract(chain: EvmChain, signer: Signer, name: str, *args: Any) -> str:
@@ -50,6 +56,27 @@ def deploy_message_core(
     return MessageCoreContract(chain, address)
 
 
+def deploy_threshold_verifier(
+    chain: EvmChain,
+    signer: Signer,
+    core: str,
+    governance_chain: int = GOVERNANCE_CHAIN,
+    governance_emitter: bytes = GOVERNANCE_EMITTER,
+) -> ThresholdVerifierContract:
+    """Deploy a ThresholdVerifier beside the core at `core`, which signs its governance VAAs
+    (emitter `governance_chain` / `governance_emitter`: Wormhole's by default). It holds no key
+    until one is appended (:meth:`ThresholdVerifierContract.append_threshold_key`)."""
+    address = deploy_contract(
+        chain,
+        signer,
+        "ThresholdVerifier",
+        chain.w3.to_checksum_address(core),
+        governance_chain,
+        governance_emitter,
+    )
+    return ThresholdVerifierContract(chain, address)
+
+
 def deploy_job_market(
     chain: EvmChain,
     signer: Signer,
@@ -58,14 +85,17 @@ def deploy_job_market(
     challenger: str,
     challenge_window: int,
     consistency_level: int = FINALIZED,
+    verifier: str | None = None,
 ) -> JobMarketContract:
-    """Deploy a JobMarket owned by `signer` on top of the core at `core`."""
+    """Deploy a JobMarket owned by `signer` on top of the core at `core`; `verifier` verifies its
+    incoming VAAs (None: the core; a ThresholdVerifier beside a core that takes version 1 only)."""
     w3 = chain.w3
     address = deploy_contract(
         chain,
         signer,
         "JobMarket",
         w3.to_checksum_address(core),
+        w3.to_checksum_address(verifier or ZERO_ADDRESS),
         consistency_level,
         signer.address,
         w3.to_checksum_address(aggregator),
@@ -83,13 +113,16 @@ def deploy_worker_hub(
     min_stake: int,
     unbonding_delay: int,
     consistency_level: int = FINALIZED,
+    verifier: str | None = None,
 ) -> WorkerHubContract:
-    """Deploy a WorkerHub owned by `signer` on top of the core at `core`."""
+    """Deploy a WorkerHub owned by `signer` on top of the core at `core`; `verifier` as for
+    :func:`deploy_job_market`."""
     address = deploy_contract(
         chain,
         signer,
         "WorkerHub",
         chain.w3.to_checksum_address(core),
+        chain.w3.to_checksum_address(verifier or ZERO_ADDRESS),
         consistency_level,
         signer.address,
         coordinator_chain,

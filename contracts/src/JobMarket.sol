@@ -273,6 +273,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     }
 
     /// @param core_ The message core (Wormhole core in production).
+    /// @param verifier_ What verifies incoming VAAs: zero for the core, or a ThresholdVerifier beside it.
     /// @param consistencyLevel_ Consistency level of published messages (202: finalized).
     /// @param initialOwner Account that manages peers, roles and batch sizes.
     /// @param aggregator_ Account that assigns tasks and proposes outcomes.
@@ -280,12 +281,13 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// @param challengeWindow_ Seconds a proposal stays open to challenge.
     constructor(
         IMessageCore core_,
+        IMessageCore verifier_,
         uint8 consistencyLevel_,
         address initialOwner,
         address aggregator_,
         address challenger_,
         uint64 challengeWindow_
-    ) MessageReceiver(core_, consistencyLevel_, initialOwner) {
+    ) MessageReceiver(core_, verifier_, consistencyLevel_, initialOwner) {
         aggregator = aggregator_;
         challenger = challenger_;
         challengeWindow = challengeWindow_;

@@ -8,9 +8,10 @@ import {ThresholdKeys} from "./base/ThresholdKeys.sol";
 /// @notice Verifies version-2 VAAs (docs/protocol.md, section 2a) beside a core that holds the
 /// guardian sets and verifies the governance VAAs: for a core that does not take version 2 itself,
 /// such as Wormhole's. MessageCore takes version 2 in its own `parseAndVerifyVM`.
-/// @dev `parseAndVerifyVM` has the core's signature, so a receiver can send version-2 VAAs here and
-/// version-1 VAAs to the core. The digest is the same for both versions of one body, so one
-/// consumed flag covers both.
+/// @dev `parseAndVerifyVM` has the core's signature and hands every version but 2 to the core, so a
+/// receiver deployed with this contract as its verifier (`MessageReceiver`'s `verifier_`) takes
+/// both versions and still publishes through the core. The digest is the same for both versions of
+/// one body, so one consumed flag covers both.
 contract ThresholdVerifier is ThresholdKeys {
     /// @notice The core whose guardian sets sign the governance VAAs.
     IMessageCore public immutable core;
@@ -29,14 +30,17 @@ contract ThresholdVerifier is ThresholdKeys {
         _chainId = core_.chainId();
     }
 
-    /// @notice Parse a version-2 VAA and verify its threshold signature, with the core's
-    /// interface: `vm.guardianSetIndex` is the key's guardian set and `vm.signatures` is empty.
-    /// Reverts `MalformedVaa` on truncated input.
+    /// @notice Parse and verify a VAA with the core's interface: a version-2 VAA here (its
+    /// threshold signature; `vm.guardianSetIndex` is the key's guardian set and `vm.signatures` is
+    /// empty; `MalformedVaa` on truncated input), any other version by the core, whose verdict or
+    /// revert is returned unchanged (no bytes at all included). A receiver on a core that takes version 1 only (Wormhole's)
+    /// verifies through this contract and so takes both versions.
     function parseAndVerifyVM(bytes calldata encoded)
         external
         view
         returns (IMessageCore.VM memory vm, bool valid, string memory reason)
     {
+        if (encoded.length == 0 || uint8(encoded[0]) != 2) return core.parseAndVerifyVM(encoded);
         return _parseAndVerifyThreshold(encoded);
     }
 

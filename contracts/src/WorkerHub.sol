@@ -145,6 +145,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     error TransferFailed(address to, uint256 amount);
 
     /// @param core_ The message core (Wormhole core in production).
+    /// @param verifier_ What verifies incoming VAAs: zero for the core, or a ThresholdVerifier beside it.
     /// @param consistencyLevel_ Consistency level of published messages.
     /// @param initialOwner Account that manages peers.
     /// @param coordinatorChain_ Wormhole chain id of the coordinator chain.
@@ -152,12 +153,13 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     /// @param unbondingDelay_ Seconds between an unbond request and the withdrawal.
     constructor(
         IMessageCore core_,
+        IMessageCore verifier_,
         uint8 consistencyLevel_,
         address initialOwner,
         uint16 coordinatorChain_,
         uint256 minStake_,
         uint64 unbondingDelay_
-    ) MessageReceiver(core_, consistencyLevel_, initialOwner) {
+    ) MessageReceiver(core_, verifier_, consistencyLevel_, initialOwner) {
         coordinatorChain = coordinatorChain_;
         minStake = minStake_;
         unbondingDelay = unbondingDelay_;

@@ -215,9 +215,37 @@ abstract contract ThresholdKeysTest is Guardians {
         assertEq(reason, "threshold key expired", "reason");
         (, valid, reason) = verifier.parseAndVerifyVM(newKeyVaa);
         assertTrue(valid, string.concat("new key: ", reason));
-        // A v1 VAA signed by set 1 still verifies on the core.
-        (, valid, reason) = core.parseAndVerifyVM(vm.parseJsonBytes(v1Vectors, ".valid[1].vaa"));
+        // A v1 VAA signed by set 1 still verifies on the core, and through the verifier.
+        bytes memory v1 = vm.parseJsonBytes(v1Vectors, ".valid[1].vaa");
+        (, valid, reason) = core.parseAndVerifyVM(v1);
         assertTrue(valid, string.concat("v1 after rotation: ", reason));
+        (, valid, reason) = verifier.parseAndVerifyVM(v1);
+        assertTrue(valid, string.concat("v1 through the verifier after rotation: ", reason));
+    }
+
+    /// A VAA of any version but 2 gets exactly the core's verdict (the same return data, or the
+    /// same revert): valid, a changed body, version 3, a truncated one, no bytes at all.
+    function test_otherVersionsGetTheCoresVerdict() public {
+        (MessageCore core, IThresholdTarget verifier) = _deploy();
+        // The vectors' 13-of-19 VAAs are signed by their guardians as set 1.
+        core.submitNewGuardianSet(vm.parseJsonAddressArray(v1Vectors, ".guardian_addresses"));
+        bytes memory valid = vm.parseJsonBytes(v1Vectors, ".valid[1].vaa");
+        bytes memory changed = bytes.concat(valid);
+        changed[changed.length - 1] = bytes1(uint8(changed[changed.length - 1]) ^ 1);
+        bytes memory version3 = bytes.concat(valid);
+        version3[0] = 0x03;
+        bytes[5] memory cases = [valid, changed, version3, bytes.concat(valid[0], valid[1]), bytes("")];
+        for (uint256 i = 0; i < cases.length; ++i) {
+            bytes memory call = abi.encodeCall(IMessageCore.parseAndVerifyVM, (cases[i]));
+            (bool coreOk, bytes memory coreData) = address(core).staticcall(call);
+            (bool ok, bytes memory data) = address(verifier).staticcall(call);
+            assertEq(ok, coreOk, vm.toString(i));
+            assertEq(data, coreData, vm.toString(i));
+            if (i == 0) {
+                (, bool isValid, string memory reason) = abi.decode(data, (IMessageCore.VM, bool, string));
+                assertTrue(isValid, reason);
+            }
+        }
     }
 
     function test_keyRefusedOnceItsGuardianSetExpires() public {

@@ -113,8 +113,8 @@ _ATTESTED = {
     Attestation.V1: "version-1 VAAs: 13 of 19 guardian signatures each (what the relayer produces)",
     Attestation.THRESHOLD: (
         "version-2 VAAs: one threshold signature of 13 of 19 guardian shares each, verified by "
-        "MessageCore and the worker program (signed by the benchmark; the relayer still produces "
-        "version 1)"
+        "MessageCore (or a ThresholdVerifier beside Wormhole's core) and the worker program "
+        "(signed by the benchmark; the relayer still produces version 1)"
     ),
 }
 
@@ -135,15 +135,22 @@ class Design:
     deliver_batch: int = 1
     core: CoreKind = CoreKind.MESSAGE_CORE
 
-    def __post_init__(self) -> None:
-        if self.core is CoreKind.WORMHOLE and self.attestation is Attestation.THRESHOLD:
-            raise ValueError("Wormhole's core takes version-1 VAAs only: no threshold attestation")
+    @property
+    def beside_the_core(self) -> bool:
+        """Whether a ThresholdVerifier beside each EVM core verifies the receivers' VAAs:
+        version 2 on Wormhole's core, which takes version 1 only."""
+        return self.core is CoreKind.WORMHOLE and self.attestation is Attestation.THRESHOLD
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "core": "messagecore"
+        core = (
+            "messagecore"
             if self.core is CoreKind.MESSAGE_CORE
-            else f"wormhole ({_wormhole_package()})",
+            else f"wormhole ({_wormhole_package()})"
+        )
+        if self.beside_the_core:
+            core += "; receivers verify through a ThresholdVerifier beside it"
+        return {
+            "core": core,
             "attestation": str(self.attestation),
             "attested_by": _ATTESTED[self.attestation],
             "max_batch": {"evm": self.evm_max_batch, "solana": self.solana_max_batch},
@@ -171,6 +178,8 @@ class _Rig:
     solana_relayer: Keypair
     guardians: Guardians
     urls: tuple[str, str] = ("", "")
+    #: The ThresholdVerifiers beside the two EVM cores, when the design has them.
+    verifiers: tuple[evm.ThresholdVerifierContract, ...] = ()
     roles: dict[str, str] = field(default_factory=dict)
     solana_cursor: int = 0
     design: Design = Design()
@@ -477,11 +486,13 @@ def _figures(workers: int, rounds: int, e: _Spent, s: _Spent) -> dict[str, Any]:
 
 
 async def _append_keys(rig: _Rig) -> None:
-    """Append the devnet threshold key to both cores and the program (governance VAAs)."""
+    """Append the devnet threshold key to both EVM cores (or the verifiers beside them) and the
+    program (governance VAAs)."""
     governance = append_key_vaa(GUARDIANS).to_bytes()
-    for core in (rig.core2, rig.core4):
-        assert isinstance(core, MessageCoreContract), "Design refuses threshold on another core"
-        core.append_threshold_key(rig.owner, governance)
+    targets = rig.verifiers or (rig.core2, rig.core4)
+    for target in targets:
+        assert isinstance(target, MessageCoreContract | evm.ThresholdVerifierContract), target
+        target.append_threshold_key(rig.owner, governance)
     await rig.solana.client.append_threshold_key(rig.solana.admin, governance)
 
 
@@ -507,10 +518,22 @@ async def _measure_async(
         )
         core2: AnyCore = deploy_core(coordinator, owner, COORDINATOR, addresses)
         core4: AnyCore = deploy_core(worker_chain, owner, WORKER_EVM, addresses)
-        market = evm.deploy_job_market(
-            coordinator, owner, core2.address, aggregator.address, owner.address, 0
+        verifiers = (
+            (
+                evm.deploy_threshold_verifier(coordinator, owner, core2.address),
+                evm.deploy_threshold_verifier(worker_chain, owner, core4.address),
+            )
+            if design.beside_the_core
+            else ()
         )
-        hub = evm.deploy_worker_hub(worker_chain, owner, core4.address, COORDINATOR, MIN_STAKE, 60)
+        market = evm.deploy_job_market(
+            coordinator, owner, core2.address, aggregator.address, owner.address, 0,
+            verifier=verifiers[0].address if verifiers else None,
+        )  # fmt: skip
+        hub = evm.deploy_worker_hub(
+            worker_chain, owner, core4.address, COORDINATOR, MIN_STAKE, 60,
+            verifier=verifiers[1].address if verifiers else None,
+        )  # fmt: skip
         evm.link(market, owner, hub, owner, evm.Link(COORDINATOR, WORKER_EVM, design.evm_max_batch))
         async with AsyncClient(devnet.url) as rpc:
             program_id = Pubkey(filler("cost bench program"))
@@ -525,7 +548,7 @@ async def _measure_async(
             rig = _Rig(
                 coordinator, worker_chain, core2, core4, market, hub, solana, owner, aggregator,
                 relayer, solana_relayer, Guardians(signers, threshold),
-                (c_anvil.rpc_url, w_anvil.rpc_url), design=design,
+                (c_anvil.rpc_url, w_anvil.rpc_url), verifiers, design=design,
             )  # fmt: skip
             if threshold is not None:
                 await _append_keys(rig)

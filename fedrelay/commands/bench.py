@@ -89,7 +89,8 @@ def cost(
         str,
         typer.Option(
             help="messagecore: fedrelay's core on both EVM chains; wormhole: Wormhole's own "
-            "Ethereum core (its published bytecode; version-1 VAAs only)."
+            "Ethereum core (its published bytecode), which takes version-1 VAAs only: with "
+            "--attestation threshold the receivers verify through a ThresholdVerifier beside it."
         ),
     ] = "messagecore",
 ) -> None:

@@ -7,9 +7,9 @@ import {Owned} from "./Owned.sol";
 
 /// @title MessageReceiver
 /// @notice What every fedrelay receiver does with an incoming VAA before acting on it: signatures
-/// and quorum through the core, emitter against the registered peer of its source chain, target
-/// chain and address against itself, and the digest consumed exactly once. Also publishes this
-/// contract's own messages through the core.
+/// and quorum through the verifier (the core, or a ThresholdVerifier beside it), emitter against
+/// the registered peer of its source chain, target chain and address against itself, and the
+/// digest consumed exactly once. Also publishes this contract's own messages through the core.
 ///
 /// Batches (`_receiveBatch`): each VAA of a batch is received on its own, as a call of the
 /// contract's own `receiveMessage(bytes)`, so a refused entry reverts only itself (its consumed
@@ -22,8 +22,13 @@ import {Owned} from "./Owned.sol";
 /// of gas is never reported: the whole batch reverts `BatchOutOfGas(index)` and applies nothing, so
 /// a relayer that gave too little gas learns it and no entry is misreported as refused.
 abstract contract MessageReceiver is Owned {
-    /// @notice The Wormhole core (or fedrelay's MessageCore) this contract trusts.
+    /// @notice The Wormhole core (or fedrelay's MessageCore) this contract publishes through and
+    /// whose guardian sets it trusts.
     IMessageCore public immutable core;
+    /// @dev What verifies incoming VAAs: the core itself, or a `ThresholdVerifier` beside a core
+    /// that takes version 1 only (it takes version 2 and hands the rest to the core). Not public,
+    /// to keep JobMarket within EIP-170: the `VerifierSet` event of the deployment names it.
+    IMessageCore internal immutable verifier;
     /// @notice Wormhole chain id of this chain, read from the core at deployment.
     uint16 public immutable chainId;
     /// @notice Consistency level requested for published messages.
@@ -44,6 +49,8 @@ abstract contract MessageReceiver is Owned {
     /// @dev VAA digests already acted upon (read through `isConsumed`).
     mapping(bytes32 => bool) internal consumed;
 
+    /// @notice Incoming VAAs are verified by `verifier` (emitted once, at deployment).
+    event VerifierSet(address verifier);
     /// @notice The peer for `chain` was set to `peer` (zero removes it).
     event PeerSet(uint16 indexed chain, bytes32 peer);
     /// @notice A VAA was verified and consumed.
@@ -72,8 +79,14 @@ abstract contract MessageReceiver is Owned {
     /// @notice `msg.value` does not pay exactly the core's fee for the messages published.
     error WrongMessageFee(uint256 paid, uint256 required);
 
-    constructor(IMessageCore core_, uint8 consistencyLevel_, address initialOwner) Owned(initialOwner) {
+    /// @param verifier_ Verifies incoming VAAs; zero for `core_` itself.
+    constructor(IMessageCore core_, IMessageCore verifier_, uint8 consistencyLevel_, address initialOwner)
+        Owned(initialOwner)
+    {
         core = core_;
+        IMessageCore verifies = address(verifier_) == address(0) ? core_ : verifier_;
+        verifier = verifies;
+        emit VerifierSet(address(verifies));
         chainId = core_.chainId();
         consistencyLevel = consistencyLevel_;
     }
@@ -110,7 +123,7 @@ abstract contract MessageReceiver is Owned {
         emit MessageConsumed(vm.hash, vm.emitterChainId, vm.sequence);
     }
 
-    /// @dev The core's verdict on `encoded`: the parsed VM when it is valid, else `InvalidVaa`.
+    /// @dev The verifier's verdict on `encoded`: the parsed VM when it is valid, else `InvalidVaa`.
     /// A core may refuse by reverting instead of returning `(vm, false, reason)` (Wormhole's own
     /// reverts `Error(string)` for a version other than 1, truncated input, unordered guardian
     /// indices, an index outside the set or a signature ecrecover rejects): its string becomes
@@ -118,7 +131,9 @@ abstract contract MessageReceiver is Owned {
     /// `MalformedVaa` (MessageCore's parse error) and an empty revert (the core's call ran out of
     /// gas, which `_receiveBatch` relies on) pass unchanged.
     function _verified(bytes calldata encoded) private view returns (IMessageCore.VM memory vm) {
-        try core.parseAndVerifyVM(encoded) returns (IMessageCore.VM memory parsed, bool valid, string memory reason) {
+        try verifier.parseAndVerifyVM(encoded) returns (
+            IMessageCore.VM memory parsed, bool valid, string memory reason
+        ) {
             if (!valid) revert InvalidVaa(reason);
             vm = parsed;
         } catch (bytes memory data) {

@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {WorkerHub} from "../../src/WorkerHub.sol";
 import {PayloadCodec} from "../../src/libraries/PayloadCodec.sol";
+import {IMessageCore} from "../../src/interfaces/IMessageCore.sol";
 import {CoreFixture} from "./CoreFixture.sol";
 
 /// @notice A WorkerHub on EVM worker chain 4 whose coordinator peer is a JobMarket on chain 2.
@@ -24,8 +25,13 @@ abstract contract HubFixture is CoreFixture {
     function setUpHub() internal {
         vm.warp(1_800_000_000);
         deployCore(WORKERS);
-        hub = new WorkerHub(core, 202, address(this), COORDINATOR, MIN_STAKE, UNBONDING);
+        hub = new WorkerHub(core, hubVerifier(), 202, address(this), COORDINATOR, MIN_STAKE, UNBONDING);
         hub.setPeer(COORDINATOR, MARKET);
+    }
+
+    /// The hub's verifier, made after the core: zero (the core itself) unless a test overrides it.
+    function hubVerifier() internal virtual returns (IMessageCore) {
+        return IMessageCore(address(0));
     }
 
     function worker(uint256 i) internal pure returns (address) {

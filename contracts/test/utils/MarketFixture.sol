@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {JobMarket} from "../../src/JobMarket.sol";
 import {PayloadCodec} from "../../src/libraries/PayloadCodec.sol";
+import {IMessageCore} from "../../src/interfaces/IMessageCore.sol";
 import {CoreFixture} from "./CoreFixture.sol";
 import {MerkleProofs} from "./MerkleProofs.sol";
 
@@ -33,7 +34,7 @@ abstract contract MarketFixture is CoreFixture {
     function setUpMarket() internal {
         vm.warp(1_800_000_000);
         deployCore(COORDINATOR);
-        market = new JobMarket(core, 202, address(this), aggregator, challenger, WINDOW);
+        market = new JobMarket(core, IMessageCore(address(0)), 202, address(this), aggregator, challenger, WINDOW);
         market.setPeer(EVM_WORKERS, HUB);
         market.setPeer(SOLANA, SOLANA_PROGRAM);
         market.setMaxBatch(EVM_WORKERS, 32);

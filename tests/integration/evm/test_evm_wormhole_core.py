@@ -8,7 +8,10 @@ anvil by `fedrelay.adapters.devnet.wormhole_core`), 13 of 19 guardians:
 - what this core refuses by reverting `Error(string)` (unordered indices, a version other than 1,
   a guardian index out of range) reaches the relayer as `InvalidVaa` with the core's string,
   alone and as an INVALID entry of a batch whose other entries apply;
-- a version-2 VAA is refused: this core takes version 1 only;
+- a version-2 VAA is refused by a receiver verifying through this core, which takes version 1
+  only; a receiver deployed with a ThresholdVerifier beside the core (its threshold key appended
+  by a governance VAA the core verifies) applies version 2, still applies version 1 through the
+  core with the core's refusals, and refuses a forged or re-targeted version-2 VAA;
 - the relayer's EVM destination classifies those refusals as REVERTED with the core's words,
   in a single delivery and per batch entry, and names a VAA whose guardian set expired on it.
 """
@@ -26,14 +29,14 @@ from web3.types import RPCEndpoint
 
 from fedrelay.adapters.devnet.core_admin import rotate_guardian_set, set_message_fee
 from fedrelay.adapters.devnet.forge import Forge
-from fedrelay.adapters.devnet.guardians import guardian_signers, threshold_key
+from fedrelay.adapters.devnet.guardians import append_key_vaa, guardian_signers, threshold_key
 from fedrelay.adapters.devnet.services import Anvil
 from fedrelay.adapters.devnet.wormhole_core import deploy_wormhole_core
 from fedrelay.adapters.evm import ContractRevert, EvmChain, Signer, address_to_bytes32
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.batch import BatchResult
 from fedrelay.adapters.evm.core import CoreKind, WormholeCoreContract, core_kind
-from fedrelay.adapters.evm.deploy import deploy_worker_hub
+from fedrelay.adapters.evm.deploy import deploy_threshold_verifier, deploy_worker_hub
 from fedrelay.adapters.evm.errors import InvalidVaa, core_refusal
 from fedrelay.adapters.evm.hub import HubTaskState, WorkerHubContract
 from fedrelay.adapters.evm.relay import EvmDestination
@@ -51,7 +54,7 @@ MARKET = address_to_bytes32("0x" + "5a" * 20)
 
 
 class Rig:
-    def __init__(self, anvil: Anvil) -> None:
+    def __init__(self, anvil: Anvil, *, threshold: bool = False) -> None:
         self.chain = EvmChain(anvil.rpc_url)
         self.owner = Signer(anvil.private_keys[0])
         self.rpc_url = anvil.rpc_url
@@ -63,9 +66,15 @@ class Rig:
         self.core: WormholeCoreContract = deploy_wormhole_core(
             self.chain, self.owner, WORKERS, keys
         )
+        self.verifier = (
+            deploy_threshold_verifier(self.chain, self.owner, self.core.address)
+            if threshold
+            else None
+        )
         self.hub: WorkerHubContract = deploy_worker_hub(
             self.chain, self.owner, self.core.address, coordinator_chain=COORDINATOR,
             min_stake=10**18, unbonding_delay=3600,
+            verifier=self.verifier.address if self.verifier else None,
         )  # fmt: skip
         self.hub.set_peer(self.owner, COORDINATOR, MARKET)
         self.hub.stake(self.worker, 2 * 10**18)
@@ -88,6 +97,9 @@ class Rig:
 
     def signed(self, job_id: int) -> Vaa:
         return sign_vaa(self.body(job_id), 0, list(enumerate(self.signers))[:QUORUM])
+
+    def assigned(self, job_id: int) -> HubTaskState:
+        return self.hub.task(job_id, 0, address_to_bytes32(self.worker.address)).state
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +230,72 @@ def test_a_vaa_of_an_expired_guardian_set_is_named_so_on_the_real_core() -> None
         assert isinstance(refused.value, InvalidVaa)
         assert refused.value.guardian_set_expired
         assert "guardian set has expired" in core_refusal(refused.value)
+
+
+# ---- version 2 through a ThresholdVerifier beside the real core --------------------------------
+
+
+@pytest.fixture(scope="module")
+def beside(rig: Rig, worker_chain: Anvil) -> Rig:
+    """A second hub on the same core, verifying through a ThresholdVerifier whose key the core's
+    guardians appended by governance VAA."""
+    beside = Rig(worker_chain, threshold=True)
+    assert beside.verifier is not None
+    beside.verifier.append_threshold_key(beside.owner, append_key_vaa(GUARDIANS).to_bytes())
+    assert beside.verifier.threshold_key_count() == 1
+    assert beside.verifier.core() == beside.core.address
+    return beside
+
+
+def test_a_receiver_beside_the_real_core_applies_version_2_and_version_1(beside: Rig) -> None:
+    dealt = threshold_key(GUARDIANS)
+    v2 = sign_threshold_vaa(beside.body(101), 0, dealt, range(QUORUM))
+    assert beside.core.parse_and_verify(beside.signed(100).to_bytes()).valid
+    assert beside.verifier is not None
+    assert beside.verifier.parse_and_verify(v2.to_bytes()).valid
+    beside.hub.receive_message(beside.relayer, v2.to_bytes())
+    assert beside.assigned(101) is HubTaskState.ASSIGNED
+    # The same body signed by the guardians (version 1) is the same message: consumed once.
+    again = sign_vaa(v2.body, 0, list(enumerate(beside.signers))[:QUORUM])
+    assert again.digest == v2.digest
+    with pytest.raises(ContractRevert) as consumed:
+        beside.hub.receive_message(beside.relayer, again.to_bytes())
+    assert consumed.value.name == "AlreadyConsumed"
+    # Version 1 still applies, verified by the core through the verifier.
+    v1 = beside.signed(102)
+    beside.hub.receive_message(beside.relayer, v1.to_bytes())
+    assert beside.assigned(102) is HubTaskState.ASSIGNED
+
+
+def test_a_receiver_beside_the_real_core_keeps_the_cores_refusals_and_refuses_forgeries(
+    beside: Rig,
+) -> None:
+    dealt = threshold_key(GUARDIANS)
+    good = beside.signed(103)
+    unordered = replace(
+        good, signatures=(good.signatures[1], good.signatures[0], *good.signatures[2:])
+    )
+    v2 = sign_threshold_vaa(beside.body(104), 0, dealt, range(QUORUM))
+    forged = replace(v2, s=(int.from_bytes(v2.s, "big") ^ 1).to_bytes(32, "big"))
+    retargeted = replace(v2, body=beside.body(105))  # another job's body under v2's signature
+    unknown_key = replace(v2, tss_index=1)
+    cases = {
+        "unordered v1": (unordered.to_bytes(), "signature indices must be ascending"),
+        "forged v2": (forged.to_bytes(), "VM signature invalid"),
+        "re-targeted v2": (retargeted.to_bytes(), "VM signature invalid"),
+        "v2 of no key": (unknown_key.to_bytes(), "unknown threshold key"),
+    }
+    for name, (vaa, reason) in cases.items():
+        with pytest.raises(ContractRevert) as refused:
+            beside.hub.receive_message(beside.relayer, vaa)
+        assert _refusal(refused.value) == ("InvalidVaa", (reason,)), name
+    delivery = beside.hub.receive_batch(
+        beside.relayer, [case[0] for case in cases.values()] + [v2.to_bytes()]
+    )
+    *refused_entries, applied = delivery.entries
+    for entry, (name, (_vaa, reason)) in zip(refused_entries, cases.items(), strict=True):
+        assert entry.result is BatchResult.INVALID, name
+        assert entry.reason is not None
+        assert _refusal(entry.reason) == ("InvalidVaa", (reason,)), name
+    assert applied.result is BatchResult.APPLIED
+    assert beside.assigned(104) is HubTaskState.ASSIGNED

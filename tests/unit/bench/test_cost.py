@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from fedrelay.adapters.evm.core import CoreKind
 from fedrelay.bench import cost
 
@@ -29,12 +27,15 @@ def test_the_goals_are_judged_against_the_baseline() -> None:
     assert cost.goals(figures, None)["met"]["solana"] is None
 
 
-def test_a_design_says_what_it_measures_and_refuses_threshold_on_wormholes_core() -> None:
+def test_a_design_says_what_it_measures_and_verifies_threshold_beside_wormholes_core() -> None:
     described = cost.Design(cost.Attestation.THRESHOLD, deliver_batch=32).describe()
     assert described["attestation"] == "threshold"
     assert described["core"] == "messagecore"
     assert described["max_batch"] == {"evm": 16, "solana": 8}
     assert "batches of up to 32" in described["deliveries"]
     assert "one VAA per transaction" in cost.Design().describe()["deliveries"]
-    with pytest.raises(ValueError, match="version-1 VAAs only"):
-        cost.Design(cost.Attestation.THRESHOLD, core=CoreKind.WORMHOLE)
+    assert not cost.Design(cost.Attestation.THRESHOLD).beside_the_core
+    assert not cost.Design(core=CoreKind.WORMHOLE).beside_the_core
+    beside = cost.Design(cost.Attestation.THRESHOLD, core=CoreKind.WORMHOLE)
+    assert beside.beside_the_core
+    assert "ThresholdVerifier beside it" in beside.describe()["core"]
