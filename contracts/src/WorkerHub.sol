@@ -60,12 +60,11 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         bool registered;
     }
 
-    /// @dev Two slots: (state, worker, deadline) and (releaseAt, lock). A lock fits 96 bits:
-    /// it is at most the worker's free bonded stake (else the entry is refused), which is part
-    /// of this contract's balance. The update hash is not stored: it is in `UpdateCommitted` and
-    /// in the UPDATE_COMMITTED message.
-    /// @dev One storage slot. The worker is not stored: a task's id is derived from it
-    /// (`taskIdOf`), so every path that reaches a task already names its worker.
+    /// @dev One storage slot: state, deadline, releaseAt and lock. The worker is not stored: a
+    /// task's id is derived from it (`taskIdOf`), so every path that reaches a task already names
+    /// its worker. A lock fits 96 bits: it is at most the worker's free bonded stake (else the
+    /// entry is refused), which is part of this contract's balance. The update hash is not stored
+    /// either: it is in `UpdateCommitted` and in the UPDATE_COMMITTED message.
     struct Task {
         TaskState state;
         uint64 deadline;

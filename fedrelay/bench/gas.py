@@ -4,7 +4,8 @@ Both Wormhole "chains" run on one anvil: a MessageCore for chain 2 carries the J
 for chain 4 the WorkerHub, so VAAs signed by the Python guardians (13 of 19) move between them.
 Figures are each transaction's `gasUsed` (21,000 intrinsic and calldata included); the view
 `parseAndVerifyVM` is measured with `eth_estimateGas`, also for the version-2 VAA of the same
-body on MessageCore and for the v1 VAA on Wormhole's own core (its published bytecode). Batch
+body on MessageCore, for the v1 VAA on Wormhole's own core (its published bytecode), and on a
+ThresholdVerifier beside that core for the v2 VAA and for the v1 VAA it hands to the core. Batch
 operations also report per worker; `finalize_round_k*` also gives the gas of settling that
 round (`settle_total`: credits and ROUND_SETTLED publication). `receive_batch_*` compares 32
 messages delivered one transaction each with the same kind of 32 messages in one
@@ -34,6 +35,7 @@ from fedrelay.adapters.evm import (
     address_to_bytes32,
     deploy_job_market,
     deploy_message_core,
+    deploy_threshold_verifier,
     deploy_worker_hub,
     link,
 )
@@ -274,6 +276,16 @@ def measure() -> dict[str, Any]:
         wormhole = deploy_wormhole_core(chain, owner, COORDINATOR, addresses)
         figures["parse_and_verify_vm_13_of_19_wormhole_core"] = (
             wormhole.contract.functions.parseAndVerifyVM(quorum).estimate_gas()
+        )
+        # A ThresholdVerifier beside Wormhole's core (what receivers on that core verify
+        # through to take version 2): the v2 VAA, and the v1 VAA it hands on to the core.
+        beside = deploy_threshold_verifier(chain, owner, wormhole.address)
+        beside.append_threshold_key(owner, append_key_vaa(GUARDIANS).to_bytes())
+        figures["parse_and_verify_vm_threshold_beside_wormhole_core"] = (
+            beside.contract.functions.parseAndVerifyVM(v2.to_bytes()).estimate_gas()
+        )
+        figures["parse_and_verify_vm_13_of_19_handed_to_wormhole_core"] = (
+            beside.contract.functions.parseAndVerifyVM(quorum).estimate_gas()
         )
         workers = _hub_workers(chain, hub, 32)
         figures |= _receive_batches(hub, market.address, owner, guardians, workers)
