@@ -4,7 +4,9 @@ Both have the interface receivers use (publication, fee, guardian sets, ``parseA
 they differ in administration. MessageCore's owner rotates guardians and sets the fee
 (:class:`MessageCoreContract`); Wormhole's core takes governance VAAs for both
 (:class:`WormholeCoreContract`, payloads in :mod:`fedrelay.protocol.wormhole.governance`).
-:func:`core_kind` tells which one is deployed at an address.
+:func:`core_kind` tells which one is deployed at an address. A ThresholdVerifier beside a core
+(:class:`ThresholdVerifierContract`) verifies version-2 VAAs for receivers on a core that takes
+version 1 only.
 """
 
 from __future__ import annotations

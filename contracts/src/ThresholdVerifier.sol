@@ -32,9 +32,9 @@ contract ThresholdVerifier is ThresholdKeys {
 
     /// @notice Parse and verify a VAA with the core's interface: a version-2 VAA here (its
     /// threshold signature; `vm.guardianSetIndex` is the key's guardian set and `vm.signatures` is
-    /// empty; `MalformedVaa` on truncated input), any other version by the core, whose verdict or
-    /// revert is returned unchanged (no bytes at all included). A receiver on a core that takes version 1 only (Wormhole's)
-    /// verifies through this contract and so takes both versions.
+    /// empty; `MalformedVaa` on truncated input), anything else (an empty input too) by the core,
+    /// whose verdict or revert is returned unchanged. A receiver on a core that takes version 1
+    /// only (Wormhole's) verifies through this contract and so takes both versions.
     function parseAndVerifyVM(bytes calldata encoded)
         external
         view
