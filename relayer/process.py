@@ -60,9 +60,11 @@ from fedrelay.ports.relayer_ledger import RelayerLedger
 from fedrelay.protocol import keys
 from fedrelay.protocol.redact import redact_text, remember
 from fedrelay.protocol.wormhole import GuardianSet, GuardianSets, GuardianSigner
+from fedrelay.protocol.wormhole.guardians import quorum
 from fedrelay.relayer.chains_file import ChainConfig, ChainsConfig, ChainsFileError, load_chains
 from fedrelay.relayer.errors import RelayerError
 from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.signing_journal import SigningJournal
 from fedrelay.relayer.stage import (
     EndOffsets,
     RunningStage,
@@ -72,11 +74,17 @@ from fedrelay.relayer.stage import (
     stage_metrics,
 )
 from fedrelay.relayer.stages.assemble import Assembler
-from fedrelay.relayer.stages.attest import Attester, GuardianKeyError, load_guardian_signer
+from fedrelay.relayer.stages.attest import (
+    Attester,
+    GuardianKeyError,
+    load_guardian_signer,
+    load_threshold_share,
+)
 from fedrelay.relayer.stages.deliver import Deliverer
 from fedrelay.relayer.stages.fetch import GuardianApi, VaaFetcher
 from fedrelay.relayer.stages.pipeline import PipelinedDeliverer, SignerLane
 from fedrelay.relayer.stages.route import Router
+from fedrelay.relayer.stages.threshold import ThresholdConfig, ThresholdConfigError
 from fedrelay.relayer.stages.watch import watch_stage
 
 log = logging.getLogger(__name__)
@@ -242,6 +250,8 @@ class StageRequest:
         guardian_keys: Guardian key files (``attest``: one; ``all``: any number, in index order
             when no guardian set is configured).
         guardian_index: The guardian's index (``attest``); None: found in the guardian set.
+        threshold_shares: Under threshold attestation, the guardians' share files, in the
+            order of `guardian_keys` (``attest``: none reads ``FEDRELAY_THRESHOLD_SHARE``).
     """
 
     stage: str
@@ -249,6 +259,7 @@ class StageRequest:
     signer_keys: Mapping[str, Path] = field(default_factory=dict)
     guardian_keys: Sequence[Path] = ()
     guardian_index: int | None = None
+    threshold_shares: Sequence[Path] = ()
 
 
 @dataclass
@@ -451,7 +462,9 @@ class _Builder:
             if len(request.guardian_keys) > 1:
                 raise ServiceConfigError("--stage attest runs one guardian: give one key file")
             key = request.guardian_keys[0] if request.guardian_keys else None
-            return [await self._attest(load_guardian_signer(key), request.guardian_index)]
+            share = request.threshold_shares[0] if request.threshold_shares else None
+            signer = load_guardian_signer(key)
+            return [await self._attest(signer, request.guardian_index, share)]
         if stage == "assemble":
             return [self._assemble(self._guardian_sets()), self._route()]
         if stage == "fetch":
@@ -469,8 +482,16 @@ class _Builder:
                 addresses = tuple(s.address for s in signers)
                 own = GuardianSet(index=self.settings.guardian_set_index, addresses=addresses)
                 sets = GuardianSets.of(own)
+            shares = list(request.threshold_shares)
+            if self.settings.attestation == "threshold" and len(shares) != len(signers):
+                raise ServiceConfigError(
+                    f"threshold attestation: {len(signers)} guardian key file(s) but "
+                    f"{len(shares)} threshold share file(s); give one share per guardian"
+                )
             for index, signer in enumerate(signers):
-                stages.append(await self._attest(signer, self._index_in(signer, sets, index)))
+                share = shares[index] if shares else None
+                position = self._index_in(signer, sets, index)
+                stages.append(await self._attest(signer, position, share))
             stages.append(self._assemble(sets))
         else:
             stages.append(self._fetch())
@@ -492,7 +513,9 @@ class _Builder:
             name=f"watch-{chain.wormhole_chain_id}",
         )  # fmt: skip
 
-    async def _attest(self, signer: GuardianSigner, index: int | None) -> RunningStage:
+    async def _attest(
+        self, signer: GuardianSigner, index: int | None, share_file: Path | None = None
+    ) -> RunningStage:
         sets = self.settings.guardian_sets()
         current = sets.get(self.settings.guardian_set_index) if sets is not None else None
         if index is None:
@@ -508,14 +531,55 @@ class _Builder:
         attester = Attester(
             sources, signer, index, guardian_set_index=self.settings.guardian_set_index,
             guardian_set=current, signatures_topic=self.settings.signatures_topic,
+            journal=self._journal(index, share_file), tss_index=self.settings.tss_index,
         )  # fmt: skip
-        runner = self._runner(f"attest-{index}", self.settings.observations_topic, attester)
+        topics = [self.settings.observations_topic]
+        if attester.journal is not None:
+            topics.append(self.settings.signing_topic)
+        runner = self._runner(f"attest-{index}", topics, attester)
         runner.batches_in_flight = self.settings.batches_in_flight  # signing keeps no state
         return runner
 
+    def _journal(self, index: int, share_file: Path | None) -> SigningJournal | None:
+        """Guardian `index`'s threshold share and signing journal (threshold attestation)."""
+        settings = self.settings
+        if settings.attestation != "threshold":
+            return None
+        group_key, verification = settings.threshold_points()
+        expected = verification.get(index + 1)
+        if expected is None:
+            raise ServiceConfigError(
+                f"threshold attestation: no verification share is configured for guardian "
+                f"{index} (FEDRELAY_THRESHOLD_VERIFICATION_SHARES lists {len(verification)})"
+            )
+        share = load_threshold_share(index, group_key, expected, share_file)
+        path = settings.signing_journal_dir / f"key-{settings.tss_index}-guardian-{index}.sqlite"
+        journal = SigningJournal(share, path)
+        self.connections.closers.append(_closing(journal.close))
+        return journal
+
+    def threshold_config(self) -> ThresholdConfig | None:
+        """The threshold key the assembler signs under (threshold attestation), else None."""
+        settings = self.settings
+        if settings.attestation != "threshold":
+            return None
+        group_key, verification = settings.threshold_points()
+        try:
+            return ThresholdConfig(
+                tss_index=settings.tss_index, group_key=group_key,
+                threshold=settings.threshold_signers or quorum(len(verification)),
+                verification_shares=verification,
+                guardian_set_index=settings.guardian_set_index,
+                signing_topic=settings.signing_topic,
+            )  # fmt: skip
+        except ThresholdConfigError as exc:
+            raise ServiceConfigError(str(exc)) from None
+
     def _assemble(self, sets: GuardianSets) -> RunningStage:
-        assembler = Assembler(self.ledger, sets, self.settings.vaas_topic)
-        return self._runner("assemble", self.settings.signatures_topic, assembler)
+        assembler = Assembler(
+            self.ledger, sets, self.settings.vaas_topic, threshold=self.threshold_config()
+        )
+        return self._runner("assemble", [self.settings.signatures_topic], assembler)
 
     def _fetch(self) -> RunningStage:
         api = GuardianApi(
@@ -525,14 +589,14 @@ class _Builder:
         fetcher = VaaFetcher(
             api, self.ledger, self.settings.guardian_sets(), self.settings.vaas_topic
         )
-        return self._runner("fetch", self.settings.observations_topic, fetcher)
+        return self._runner("fetch", [self.settings.observations_topic], fetcher)
 
     def _route(self) -> RunningStage:
         router = Router(
             destinations=frozenset(c.wormhole_chain_id for c in self.chains.chains),
             prefix=self.settings.deliveries_prefix,
         )
-        runner = self._runner("route", self.settings.vaas_topic, router)
+        runner = self._runner("route", [self.settings.vaas_topic], router)
         runner.batches_in_flight = self.settings.batches_in_flight  # routing keeps no state
         return runner
 
@@ -557,7 +621,7 @@ class _Builder:
             processor = PipelinedDeliverer(lanes)
         name = f"deliver-{chain.wormhole_chain_id}"
         runner = self._runner(
-            name, self.settings.delivery_topic(chain.wormhole_chain_id), processor
+            name, [self.settings.delivery_topic(chain.wormhole_chain_id)], processor
         )
         runner.batch_size = self.settings.deliver_batch_size
         if isinstance(processor, PipelinedDeliverer) and processor.overlaps_batches:
@@ -566,9 +630,9 @@ class _Builder:
 
     # -- helpers --
 
-    def _runner(self, name: str, topic: str, processor: Any) -> StageRunner:
+    def _runner(self, name: str, topics: Sequence[str], processor: Any) -> StageRunner:
         return StageRunner(
-            name=name, bus=self.bus, inputs=[topic], processor=processor,
+            name=name, bus=self.bus, inputs=list(topics), processor=processor,
             metrics=self.metrics, end_offsets=self.end_offsets, dead_letters=self.ledger,
             **self.settings.runner_options(name),
         )  # fmt: skip
@@ -603,7 +667,18 @@ class _Builder:
     def topics(self) -> list[str]:
         s = self.settings
         fixed = [s.observations_topic, s.signatures_topic, s.vaas_topic, s.dlq_topic]
+        if s.attestation == "threshold":
+            fixed.append(s.signing_topic)
         return fixed + [s.delivery_topic(c.wormhole_chain_id) for c in self.chains.chains]
+
+
+def _closing(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    """An async closer around a synchronous one."""
+
+    async def closer() -> None:
+        close()
+
+    return closer
 
 
 def _key_for(request: StageRequest, chain: ChainConfig) -> list[str | bytes]:

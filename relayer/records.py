@@ -13,7 +13,10 @@ Stages hand these on:
 - :class:`GuardianSignatureMessage` (attest -> assemble): one guardian's signature over the digest
   of an observation, carrying the observation so the assembler needs nothing else;
 - :class:`SignedVaa` (assemble or fetch -> route): a VAA with a quorum of signatures;
-- :class:`DeliveryRequest` (route -> deliver): a VAA addressed to one destination chain.
+- :class:`DeliveryRequest` (route -> deliver): a VAA addressed to one destination chain;
+- under threshold attestation (version-2 VAAs, :mod:`fedrelay.relayer.stages.threshold`):
+  :class:`ThresholdCommitmentMessage` (attest -> assemble), :class:`SigningPackageMessage`
+  (assemble -> attest) and :class:`ThresholdPartialMessage` (attest -> assemble).
 
 Decoding is strict: unknown versions, types or fields, missing fields, wrong widths and malformed
 VAAs raise :class:`MalformedMessage` saying which field is wrong.
@@ -25,7 +28,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from fedrelay.protocol.wormhole import MessageId, Signature, Vaa, WormholeError, parse_vaa
+import coincurve
+
+from fedrelay.protocol.wormhole import (
+    MessageId,
+    Signature,
+    ThresholdVaa,
+    Vaa,
+    WormholeError,
+    parse_any_vaa,
+)
 from fedrelay.protocol.wormhole.observation import (
     U16,
     U32,
@@ -38,6 +50,10 @@ from fedrelay.protocol.wormhole.observation import (
     read_object,
     read_vaa,
 )
+from fedrelay.protocol.wormhole.threshold import NonceCommitment, PartialSignature
+
+MAX_SIGNER = 256
+"""The largest signer identifier (guardian index + 1)."""
 
 FORMAT_VERSION = 1
 
@@ -55,8 +71,29 @@ def message_label(message_id: MessageId) -> str:
 # --- the records ----------------------------------------------------------------------------------
 
 
+class _Observed:
+    """What a guardian's record says of the observation it carries."""
+
+    observation: Observation
+
+    @property
+    def digest(self) -> bytes:
+        """The observation's digest: what is signed."""
+        return self.observation.digest
+
+    @property
+    def message_id(self) -> MessageId:
+        """(emitter_chain, emitter_address, sequence) of the observed message."""
+        return self.observation.message_id
+
+    @property
+    def emitted_at_ms(self) -> int:
+        """When the observed message was emitted (unix milliseconds)."""
+        return self.observation.emitted_at_ms
+
+
 @dataclass(frozen=True)
-class GuardianSignatureMessage:
+class GuardianSignatureMessage(_Observed):
     """One guardian's signature over an observation's digest."""
 
     TYPE: ClassVar[str] = "guardian_signature"
@@ -70,16 +107,6 @@ class GuardianSignatureMessage:
             raise MalformedMessage(
                 f"guardian_set_index must be a u32, got {self.guardian_set_index}"
             )
-
-    @property
-    def digest(self) -> bytes:
-        """The digest the signature claims to sign."""
-        return self.observation.digest
-
-    @property
-    def emitted_at_ms(self) -> int:
-        """When the observed message was emitted (unix milliseconds)."""
-        return self.observation.emitted_at_ms
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of this message (without version and type)."""
@@ -119,17 +146,18 @@ class GuardianSignatureMessage:
 
 @dataclass(frozen=True)
 class SignedVaa:
-    """A VAA carrying a quorum of guardian signatures, ready to route."""
+    """A signed VAA, ready to route: version 1 (a quorum of guardian signatures) or version 2
+    (one threshold signature)."""
 
     TYPE: ClassVar[str] = "signed_vaa"
 
     vaa: bytes
     emitted_at_ms: int
-    parsed: Vaa = field(init=False, repr=False, compare=False)
+    parsed: Vaa | ThresholdVaa = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
-            object.__setattr__(self, "parsed", parse_vaa(self.vaa))
+            object.__setattr__(self, "parsed", parse_any_vaa(self.vaa))
         except WormholeError as exc:
             raise MalformedMessage(f"signed VAA: {exc}") from None
         if not 0 <= self.emitted_at_ms <= U64:
@@ -162,7 +190,8 @@ class SignedVaa:
 
 @dataclass(frozen=True)
 class DeliveryRequest:
-    """A VAA to deliver to one destination chain (a Wormhole chain id) and contract."""
+    """A VAA (either version) to deliver to one destination chain (a Wormhole chain id) and
+    contract."""
 
     TYPE: ClassVar[str] = "delivery_request"
 
@@ -170,11 +199,11 @@ class DeliveryRequest:
     destination_chain: int
     target_address: bytes
     emitted_at_ms: int
-    parsed: Vaa = field(init=False, repr=False, compare=False)
+    parsed: Vaa | ThresholdVaa = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
-            object.__setattr__(self, "parsed", parse_vaa(self.vaa))
+            object.__setattr__(self, "parsed", parse_any_vaa(self.vaa))
         except WormholeError as exc:
             raise MalformedMessage(f"delivery request: {exc}") from None
         if not 0 <= self.destination_chain <= U16:
@@ -219,10 +248,183 @@ class DeliveryRequest:
         )
 
 
-Message = Observation | GuardianSignatureMessage | SignedVaa | DeliveryRequest
+# --- threshold signing (version-2 VAAs) ---------------------------------------------------------
+
+
+def _commitment_json(commitment: NonceCommitment) -> dict[str, Any]:
+    return {
+        "identifier": commitment.identifier,
+        "hiding": "0x" + commitment.hiding.hex(),
+        "binding": "0x" + commitment.binding.hex(),
+    }
+
+
+def _read_commitment(obj: dict[str, Any], what: str) -> NonceCommitment:
+    check_fields(obj, {"identifier", "hiding", "binding"}, what)
+    identifier = read_int(obj, "identifier", MAX_SIGNER)
+    if identifier == 0:
+        raise MalformedMessage(f"{what}: a signer identifier is 1..{MAX_SIGNER}, got 0")
+    commitment = NonceCommitment(
+        identifier, read_hex(obj, "hiding", 33), read_hex(obj, "binding", 33)
+    )
+    for name in ("hiding", "binding"):
+        try:
+            coincurve.PublicKey(getattr(commitment, name))
+        except ValueError:
+            raise MalformedMessage(f"{what}: {name} is not a compressed curve point") from None
+    return commitment
+
+
+@dataclass(frozen=True)
+class _ThresholdStep(_Observed):
+    """What every threshold-signing record names: the observation, the key and the attempt."""
+
+    observation: Observation
+    tss_index: int
+    attempt: int
+
+    def __post_init__(self) -> None:
+        for name in ("tss_index", "attempt"):
+            value = getattr(self, name)
+            if not 0 <= value <= U32:
+                raise MalformedMessage(f"{name} must be a u32, got {value}")
+
+    def _head(self) -> dict[str, Any]:
+        return {
+            "observation": self.observation.to_json(),
+            "tss_index": self.tss_index,
+            "attempt": self.attempt,
+        }
+
+    @staticmethod
+    def _read_head(obj: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "observation": Observation.from_json(read_object(obj, "observation")),
+            "tss_index": read_int(obj, "tss_index", U32),
+            "attempt": read_int(obj, "attempt", U32),
+        }
+
+
+@dataclass(frozen=True)
+class ThresholdCommitmentMessage(_ThresholdStep):
+    """Round one: a guardian that checked the observation commits to a nonce pair for it."""
+
+    TYPE: ClassVar[str] = "threshold_commitment"
+
+    commitment: NonceCommitment = field(kw_only=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of this message (without version and type)."""
+        return {**self._head(), "commitment": _commitment_json(self.commitment)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ThresholdCommitmentMessage:
+        """Read the object :meth:`to_json` writes.
+
+        Raises:
+            MalformedMessage: A field is missing, unknown or out of range.
+        """
+        check_fields(obj, {"observation", "tss_index", "attempt", "commitment"}, "commitment")
+        commitment = _read_commitment(read_object(obj, "commitment"), "commitment")
+        return cls(**cls._read_head(obj), commitment=commitment)
+
+
+@dataclass(frozen=True)
+class SigningPackageMessage(_ThresholdStep):
+    """The assembler names who signs: the first commitments of a quorum, in identifier order."""
+
+    TYPE: ClassVar[str] = "signing_package"
+
+    commitments: tuple[NonceCommitment, ...] = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        identifiers = [c.identifier for c in self.commitments]
+        if not identifiers or identifiers != sorted(set(identifiers)):
+            raise MalformedMessage(
+                f"a signing package's signers must be distinct, in order: {identifiers}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of this message (without version and type)."""
+        return {**self._head(), "commitments": [_commitment_json(c) for c in self.commitments]}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> SigningPackageMessage:
+        """Read the object :meth:`to_json` writes.
+
+        Raises:
+            MalformedMessage: A field is missing, unknown or out of range, or the signers repeat.
+        """
+        check_fields(obj, {"observation", "tss_index", "attempt", "commitments"}, "package")
+        listed = obj["commitments"]
+        if not isinstance(listed, list) or not all(isinstance(one, dict) for one in listed):
+            raise MalformedMessage("field 'commitments' must be a list of objects")
+        commitments = tuple(_read_commitment(one, "package commitment") for one in listed)
+        return cls(**cls._read_head(obj), commitments=commitments)
+
+
+@dataclass(frozen=True)
+class ThresholdPartialMessage(_ThresholdStep):
+    """Round two: a signer's share ``z`` of the signature, for the package of its attempt."""
+
+    TYPE: ClassVar[str] = "threshold_partial"
+
+    identifier: int = field(kw_only=True)
+    z: bytes = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.identifier <= MAX_SIGNER:
+            raise MalformedMessage(f"a signer identifier is 1..{MAX_SIGNER}, got {self.identifier}")
+        if len(self.z) != 32:
+            raise MalformedMessage(f"z must be 32 bytes, got {len(self.z)}")
+
+    @property
+    def partial(self) -> PartialSignature:
+        """The partial signature it carries."""
+        return PartialSignature(self.identifier, int.from_bytes(self.z, "big"))
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of this message (without version and type)."""
+        return {**self._head(), "identifier": self.identifier, "z": "0x" + self.z.hex()}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ThresholdPartialMessage:
+        """Read the object :meth:`to_json` writes.
+
+        Raises:
+            MalformedMessage: A field is missing, unknown or out of range.
+        """
+        check_fields(obj, {"observation", "tss_index", "attempt", "identifier", "z"}, "partial")
+        return cls(
+            **cls._read_head(obj),
+            identifier=read_int(obj, "identifier", MAX_SIGNER),
+            z=read_hex(obj, "z", 32),
+        )
+
+
+Message = (
+    Observation
+    | GuardianSignatureMessage
+    | SignedVaa
+    | DeliveryRequest
+    | ThresholdCommitmentMessage
+    | SigningPackageMessage
+    | ThresholdPartialMessage
+)
 
 _TYPES: dict[str, type[Message]] = {
-    kind.TYPE: kind for kind in (Observation, GuardianSignatureMessage, SignedVaa, DeliveryRequest)
+    kind.TYPE: kind
+    for kind in (
+        Observation,
+        GuardianSignatureMessage,
+        SignedVaa,
+        DeliveryRequest,
+        ThresholdCommitmentMessage,
+        SigningPackageMessage,
+        ThresholdPartialMessage,
+    )
 }
 
 
@@ -254,7 +456,16 @@ def decode_message(data: bytes) -> Message:
     return _TYPES[kind].from_json(document)
 
 
-M = TypeVar("M", Observation, GuardianSignatureMessage, SignedVaa, DeliveryRequest)
+M = TypeVar(
+    "M",
+    Observation,
+    GuardianSignatureMessage,
+    SignedVaa,
+    DeliveryRequest,
+    ThresholdCommitmentMessage,
+    SigningPackageMessage,
+    ThresholdPartialMessage,
+)
 
 
 def decode_as(data: bytes, kind: type[M]) -> M:

@@ -8,14 +8,23 @@ Examples: ``FEDRELAY_KAFKA_BOOTSTRAP=broker:9092`` (unset: the in-process bus of
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedrelay.ports.ledger import DEFAULT_URL
 from fedrelay.protocol.wormhole import GuardianSet, GuardianSets, WormholeError, parse_address
 from fedrelay.relayer.backoff import BackoffPolicy
+
+
+def _point_hex(text: str) -> bytes | None:
+    """The bytes of a 33-byte compressed point written in hex (``0x`` optional), else None."""
+    try:
+        raw = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        return None
+    return raw if len(raw) == 33 and raw[0] in (2, 3) else None
 
 
 class RelayerSettings(BaseSettings):
@@ -29,6 +38,7 @@ class RelayerSettings(BaseSettings):
 
     observations_topic: str = "observations"
     signatures_topic: str = "signatures"
+    signing_topic: str = "signing"
     vaas_topic: str = "vaas"
     deliveries_prefix: str = "deliveries"
     dlq_topic: str = "dlq"
@@ -45,6 +55,20 @@ class RelayerSettings(BaseSettings):
 
     guardian_set_index: int = Field(default=0, ge=0, le=0xFFFF_FFFF)
     guardian_addresses: tuple[str, ...] = ()
+
+    # Threshold attestation (version-2 VAAs, relayer.stages.threshold): "guardian" assembles a
+    # quorum of guardian signatures (version 1); "threshold" has the guardians sign together
+    # with the threshold key `tss_index`, whose group key and per-guardian verification shares
+    # (33-byte compressed points as hex, guardian-index order) are given here. Each guardian's
+    # share comes from a file or FEDRELAY_THRESHOLD_SHARE and its signing journal lives in
+    # `signing_journal_dir`.
+    attestation: Literal["guardian", "threshold"] = "guardian"
+    tss_index: int = Field(default=0, ge=0, le=0xFFFF_FFFF)
+    threshold_group_key: str = ""
+    threshold_verification_shares: tuple[str, ...] = ()
+    # Signers a threshold signature needs, as the key was dealt; 0: the quorum floor(2n/3)+1.
+    threshold_signers: int = Field(default=0, ge=0, le=256)
+    signing_journal_dir: Path = Path("signing-journals")
 
     guardian_api_url: str = "http://127.0.0.1:7071"
     guardian_api_timeout_s: float = Field(default=10.0, gt=0)
@@ -90,6 +114,44 @@ class RelayerSettings(BaseSettings):
             except WormholeError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("threshold_group_key")
+    @classmethod
+    def _group_key_hex(cls, value: str) -> str:
+        if value and _point_hex(value) is None:
+            raise ValueError("threshold_group_key must be a 33-byte compressed point in hex")
+        return value
+
+    @field_validator("threshold_verification_shares")
+    @classmethod
+    def _shares_hex(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, text in enumerate(value):
+            if _point_hex(text) is None:
+                raise ValueError(
+                    f"threshold_verification_shares[{index}] must be a 33-byte compressed point "
+                    "in hex"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _threshold_complete(self) -> RelayerSettings:
+        if self.attestation == "threshold" and not (
+            self.threshold_group_key and self.threshold_verification_shares
+        ):
+            raise ValueError(
+                "attestation 'threshold' needs FEDRELAY_THRESHOLD_GROUP_KEY and "
+                "FEDRELAY_THRESHOLD_VERIFICATION_SHARES"
+            )
+        return self
+
+    def threshold_points(self) -> tuple[bytes, dict[int, bytes]]:
+        """The threshold group key and the verification shares by signer identifier (guardian
+        index + 1), as bytes."""
+        shares = {
+            index + 1: bytes.fromhex(text.removeprefix("0x"))
+            for index, text in enumerate(self.threshold_verification_shares)
+        }
+        return bytes.fromhex(self.threshold_group_key.removeprefix("0x")), shares
 
     @field_validator("chains_file", mode="before")
     @classmethod

@@ -88,7 +88,7 @@ from fedrelay.ports.relay import (
     TxState,
     TxStatus,
 )
-from fedrelay.protocol.wormhole import MessageId, keccak256, parse_vaa
+from fedrelay.protocol.wormhole import MessageId, keccak256, parse_any_vaa
 from fedrelay.protocol.wormhole.observation import Observation
 
 BlockTag = Literal["latest", "safe", "finalized"]
@@ -500,7 +500,7 @@ class EvmDestination:
 
     async def is_consumed(self, vaa: bytes) -> bool:
         """Whether the receiver consumed the VAA's digest."""
-        digest = parse_vaa(vaa).digest
+        digest = parse_any_vaa(vaa).digest
         return bool(await self._contract.functions.isConsumed(digest).call())
 
     async def finish(self, vaa: bytes) -> None:

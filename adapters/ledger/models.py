@@ -38,7 +38,7 @@ __all__ = [
     "U64", "AttemptOutcome", "Base", "DeadLetter", "Delivery", "DeliveryAttempt", "DeliveryBatch",
     "DeliveryStatus",
     "GuardianSignature", "Observation", "ObservationStatus", "SignerNonce", "SourceCursor",
-    "StoredVaa", "utcnow",
+    "StoredVaa", "ThresholdPackage", "ThresholdPart", "utcnow",
 ]  # fmt: skip
 
 # Stable constraint names make migrations reproducible on every backend.
@@ -146,6 +146,43 @@ class GuardianSignature(Base):
     guardian_index: Mapped[int] = mapped_column(Integer)
     signature: Mapped[bytes] = mapped_column(LargeBinary(65))
     signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ThresholdPart(Base):
+    """One guardian's step in threshold-signing a digest: its nonce commitment (round one,
+    ``hiding || binding``, 66 bytes) or its partial signature (round two, ``z``, 32 bytes).
+    Rows are read in insertion order: the first commitments of a quorum make the package."""
+
+    __tablename__ = "threshold_parts"
+    __table_args__ = (UniqueConstraint("digest", "tss_index", "attempt", "identifier", "kind"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    tss_index: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(BigInteger)
+    identifier: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20))
+    data: Mapped[bytes] = mapped_column(LargeBinary(66))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ThresholdPackage(Base):
+    """The signers chosen for one attempt at threshold-signing a digest, and its fate."""
+
+    __tablename__ = "threshold_packages"
+    __table_args__ = (UniqueConstraint("digest", "tss_index", "attempt"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    tss_index: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(BigInteger)
+    # The signers' commitments, identifier order: (u16 identifier || hiding || binding) each.
+    signers: Mapped[bytes] = mapped_column(LargeBinary)
+    # The bus position of the record that completed the package; its replay emits it again.
+    issued_from: Mapped[str] = mapped_column(String(300))
+    # Why the attempt failed (a bad partial signature), or None while it stands.
+    failure: Mapped[str | None] = mapped_column(String(500))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class StoredVaa(Base):

@@ -29,6 +29,8 @@ from fedrelay.adapters.ledger.models import (
     SignerNonce,
     SourceCursor,
     StoredVaa,
+    ThresholdPackage,
+    ThresholdPart,
     utcnow,
 )
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
@@ -45,6 +47,8 @@ from fedrelay.ports.relayer_ledger import (
     SourceCursorRecord,
     StoredObservation,
     StoredVaaRecord,
+    ThresholdPackageRecord,
+    signed_by,
 )
 from fedrelay.protocol.wormhole import MessageId, Signature
 from fedrelay.protocol.wormhole.observation import Observation
@@ -429,8 +433,8 @@ class SqlRelayerLedgerWork:
                 "emitter_chain": new.vaa.message_id.emitter_chain,
                 "emitter_address": new.vaa.message_id.emitter_address,
                 "sequence": new.vaa.message_id.sequence,
-                "guardian_set_index": new.vaa.guardian_set_index,
-                "num_signatures": len(new.vaa.signatures),
+                "guardian_set_index": signed_by(new.vaa)[0],
+                "num_signatures": signed_by(new.vaa)[1],
                 "vaa": new.raw if new.raw is not None else new.vaa.to_bytes(),
                 "trace_context": new.trace_context,
                 "assembled_from": new.assembled_from,
@@ -445,6 +449,94 @@ class SqlRelayerLedgerWork:
     async def stored_vaa(self, digest: bytes) -> StoredVaaRecord | None:
         row = await self.session.get(StoredVaa, digest)
         return None if row is None else _vaa(row)
+
+    async def add_threshold_part(
+        self, digest: bytes, tss_index: int, attempt: int, identifier: int, kind: str, data: bytes
+    ) -> bool:
+        values = {
+            "digest": digest,
+            "tss_index": tss_index,
+            "attempt": attempt,
+            "identifier": identifier,
+            "kind": kind,
+            "data": data,
+            "added_at": utcnow(),
+        }
+        unique = ("digest", "tss_index", "attempt", "identifier", "kind")
+        return await insert_once(self.session, _table(ThresholdPart), values, unique)
+
+    async def threshold_parts(
+        self, digest: bytes, tss_index: int, attempt: int, kind: str
+    ) -> list[tuple[int, bytes]]:
+        rows = await self.session.execute(
+            select(ThresholdPart.identifier, ThresholdPart.data)
+            .where(
+                ThresholdPart.digest == digest,
+                ThresholdPart.tss_index == tss_index,
+                ThresholdPart.attempt == attempt,
+                ThresholdPart.kind == kind,
+            )
+            .order_by(ThresholdPart.id)
+        )
+        return [(int(identifier), bytes(data)) for identifier, data in rows]
+
+    async def insert_threshold_package(
+        self, digest: bytes, tss_index: int, attempt: int, signers: bytes, issued_from: str
+    ) -> bool:
+        values = {
+            "digest": digest,
+            "tss_index": tss_index,
+            "attempt": attempt,
+            "signers": signers,
+            "issued_from": issued_from,
+            "issued_at": utcnow(),
+        }
+        unique = ("digest", "tss_index", "attempt")
+        return await insert_once(self.session, _table(ThresholdPackage), values, unique)
+
+    async def threshold_packages(
+        self, digest: bytes, tss_index: int
+    ) -> list[ThresholdPackageRecord]:
+        rows = await self.session.scalars(
+            select(ThresholdPackage)
+            .where(ThresholdPackage.digest == digest, ThresholdPackage.tss_index == tss_index)
+            .order_by(ThresholdPackage.attempt)
+        )
+        return [
+            ThresholdPackageRecord(
+                bytes(row.digest),
+                row.tss_index,
+                row.attempt,
+                bytes(row.signers),
+                row.issued_from,
+                row.failure,
+            )
+            for row in rows
+        ]
+
+    async def fail_threshold_package(
+        self, digest: bytes, tss_index: int, attempt: int, failure: str
+    ) -> None:
+        await self.session.execute(
+            update(ThresholdPackage)
+            .where(
+                ThresholdPackage.digest == digest,
+                ThresholdPackage.tss_index == tss_index,
+                ThresholdPackage.attempt == attempt,
+                ThresholdPackage.failure.is_(None),
+            )
+            .values(failure=failure[:500])
+        )
+
+    async def failed_threshold_digests(self, digests: Sequence[bytes]) -> set[bytes]:
+        if not digests:
+            return set()
+        rows = await self.session.scalars(
+            select(ThresholdPackage.digest).where(
+                ThresholdPackage.digest.in_(list(digests)), ThresholdPackage.failure.is_not(None)
+            )
+        )
+        return {bytes(digest) for digest in rows}
 
     async def stored_vaas(self, digests: Sequence[bytes]) -> dict[bytes, StoredVaaRecord]:
         if not digests:

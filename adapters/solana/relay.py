@@ -86,7 +86,14 @@ from fedrelay.ports.relay import (
     TxState,
     TxStatus,
 )
-from fedrelay.protocol.wormhole import MessageId, Vaa, WormholeError, keccak256, parse_vaa
+from fedrelay.protocol.wormhole import (
+    MessageId,
+    ThresholdVaa,
+    Vaa,
+    WormholeError,
+    keccak256,
+    parse_any_vaa,
+)
 from fedrelay.protocol.wormhole.observation import Observation
 
 
@@ -194,7 +201,7 @@ class SolanaDestination:
 
     async def is_consumed(self, vaa: bytes) -> bool:
         """Whether the program holds the replay record of the VAA's digest."""
-        return await self.client.is_consumed(parse_vaa(vaa).digest)
+        return await self.client.is_consumed(parse_any_vaa(vaa).digest)
 
     async def finish(self, vaa: bytes) -> None:
         """Apply the batch entries a received VAA still has pending (``apply_batch``)."""
@@ -209,7 +216,7 @@ class SolanaDestination:
 
     async def prepare(self, vaa: bytes, nonce: int | None, fee_level: int) -> SignedDelivery:
         """Sign the receiving transaction; a VAA too large for it is first written to a buffer."""
-        delivery = await self.client.plan_delivery(parse_vaa(vaa))
+        delivery = await self.client.plan_delivery(parse_any_vaa(vaa))
         payer = self.payer
         program = self.client.program_id
         keys = delivery.worker_keys
@@ -265,11 +272,11 @@ class SolanaDestination:
         """
         if not 1 <= limit <= MAX_PARALLEL:
             raise ValueError(f"limit must be 1..{MAX_PARALLEL}, got {limit}")
-        parsed: dict[int, Vaa] = {}
+        parsed: dict[int, Vaa | ThresholdVaa] = {}
         alone: list[int] = []
         for index, vaa in enumerate(vaas):
             try:
-                parsed[index] = parse_vaa(vaa)
+                parsed[index] = parse_any_vaa(vaa)
             except WormholeError:
                 alone.append(index)  # the one-at-a-time path says what is wrong with it
         consumed, latest, sequence = await asyncio.gather(
@@ -325,7 +332,7 @@ class SolanaDestination:
         message = MessageV0.try_compile(payer.pubkey(), [limit, direct(count)], [], blockhash)
         return VersionedTransaction(message, [payer])
 
-    async def _consumed_among(self, parsed: dict[int, Vaa]) -> set[int]:
+    async def _consumed_among(self, parsed: dict[int, Vaa | ThresholdVaa]) -> set[int]:
         """Which of the parsed VAAs have a consumed record (read a hundred per call)."""
         program = self.client.program_id
         indices = list(parsed)

@@ -56,6 +56,10 @@ _SIGNER_HELP = (
 _GUARDIAN_HELP = (
     "Guardian key file (0x + 64 hex digits); repeat for several guardians (--stage all)."
 )
+_SHARE_HELP = (
+    "Under FEDRELAY_ATTESTATION=threshold: the guardian's threshold share file (64 hex digits); "
+    "repeat in --guardian-key-file order (--stage all). Default: $FEDRELAY_THRESHOLD_SHARE."
+)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -125,6 +129,7 @@ def run_command(
     chain: str | None = typer.Option(None, "--chain", help="The chain (watch, deliver)."),
     signer_key_file: list[str] = typer.Option([], "--signer-key-file", help=_SIGNER_HELP),  # noqa: B008
     guardian_key_file: list[Path] = typer.Option([], "--guardian-key-file", help=_GUARDIAN_HELP),  # noqa: B008
+    threshold_share_file: list[Path] = typer.Option([], "--threshold-share-file", help=_SHARE_HELP),  # noqa: B008
     guardian_index: int | None = typer.Option(
         None,
         "--guardian-index",
@@ -142,6 +147,7 @@ def run_command(
     request = StageRequest(
         stage=stage, chain=chain, signer_keys=_signer_keys(signer_key_file),
         guardian_keys=tuple(guardian_key_file), guardian_index=guardian_index,
+        threshold_shares=tuple(threshold_share_file),
     )  # fmt: skip
     _run(lambda: _serve(settings, request, name))
 
@@ -153,6 +159,9 @@ def guardian_run_command(
         "--guardian-key-file",
         help="The guardian's key file; default: $FEDRELAY_GUARDIAN_KEY.",
     ),
+    threshold_share_file: Path | None = typer.Option(  # noqa: B008
+        None, "--threshold-share-file", help=_SHARE_HELP
+    ),
     guardian_index: int | None = typer.Option(
         None,
         "--guardian-index",
@@ -161,11 +170,15 @@ def guardian_run_command(
         help="The guardian's index; default: its place in FEDRELAY_GUARDIAN_ADDRESSES.",
     ),
 ) -> None:
-    """Run a devnet guardian: re-read each observed message on its chain and sign it."""
+    """Run a devnet guardian: re-read each observed message on its chain and sign it (under
+    threshold attestation, also commit to a nonce and answer the signing packages naming it)."""
     _configure_logging()
     settings = _settings()
     keys = (guardian_key_file,) if guardian_key_file is not None else ()
-    request = StageRequest(stage="attest", guardian_keys=keys, guardian_index=guardian_index)
+    shares = (threshold_share_file,) if threshold_share_file is not None else ()
+    request = StageRequest(
+        stage="attest", guardian_keys=keys, guardian_index=guardian_index, threshold_shares=shares
+    )
     _run(lambda: _serve(settings, request, "fedrelay-relayer-attest"))
 
 

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Protocol
 
 from fedrelay.ports.relay import SignedDelivery
-from fedrelay.protocol.wormhole import MessageId, Signature, Vaa
+from fedrelay.protocol.wormhole import MessageId, Signature, ThresholdVaa, Vaa
 from fedrelay.protocol.wormhole.observation import Observation
 
 # --- states ---------------------------------------------------------------------------------------
@@ -108,14 +108,34 @@ class StoredVaaRecord:
     assembled_from: str | None
 
 
+def signed_by(vaa: Vaa | ThresholdVaa) -> tuple[int, int]:
+    """(guardian set index, number of signatures) as the ledger records a VAA: a version-2
+    VAA's are 0 and 1 (its one threshold signature names its key, not a set)."""
+    if isinstance(vaa, ThresholdVaa):
+        return 0, 1
+    return vaa.guardian_set_index, len(vaa.signatures)
+
+
 @dataclass(frozen=True)
 class NewVaa:
     """A VAA to store, with its trace and the bus position of the record that assembled it."""
 
-    vaa: Vaa
+    vaa: Vaa | ThresholdVaa
     trace_context: str | None
     assembled_from: str | None = None
     raw: bytes | None = None  # the VAA's bytes as received, when they are at hand
+
+
+@dataclass(frozen=True)
+class ThresholdPackageRecord:
+    """One attempt at threshold-signing a digest: its signers and whether it failed."""
+
+    digest: bytes
+    tss_index: int
+    attempt: int
+    signers: bytes  # (u16 identifier || hiding || binding) per signer, identifier order
+    issued_from: str  # the bus position of the record that completed it
+    failure: str | None  # why the attempt failed, or None while it stands
 
 
 @dataclass(frozen=True)
@@ -304,6 +324,43 @@ class RelayerLedgerWork(Protocol):
 
     async def stored_vaa(self, digest: bytes) -> StoredVaaRecord | None:
         """The VAA stored under `digest`."""
+        ...
+
+    async def add_threshold_part(
+        self, digest: bytes, tss_index: int, attempt: int, identifier: int, kind: str, data: bytes
+    ) -> bool:
+        """Insert once a signer's commitment or partial (`kind`) for an attempt; True if
+        inserted (a signer has at most one of each per attempt: the first is kept)."""
+        ...
+
+    async def threshold_parts(
+        self, digest: bytes, tss_index: int, attempt: int, kind: str
+    ) -> list[tuple[int, bytes]]:
+        """The stored parts of one kind for an attempt, as (identifier, data) in the order they
+        were stored."""
+        ...
+
+    async def insert_threshold_package(
+        self, digest: bytes, tss_index: int, attempt: int, signers: bytes, issued_from: str
+    ) -> bool:
+        """Insert once the package of an attempt; True if inserted."""
+        ...
+
+    async def threshold_packages(
+        self, digest: bytes, tss_index: int
+    ) -> list[ThresholdPackageRecord]:
+        """Every package of a digest under a key, by attempt."""
+        ...
+
+    async def fail_threshold_package(
+        self, digest: bytes, tss_index: int, attempt: int, failure: str
+    ) -> None:
+        """Record why an attempt failed (the first reason is kept)."""
+        ...
+
+    async def failed_threshold_digests(self, digests: Sequence[bytes]) -> set[bytes]:
+        """Those of `digests` with a failed threshold attempt (their version-1 VAA may be
+        assembled)."""
         ...
 
     async def stored_vaas(self, digests: Sequence[bytes]) -> dict[bytes, StoredVaaRecord]:

@@ -19,7 +19,9 @@ record is processed again on its own, so one bad record is judged alone and the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fedrelay.ports.bus import Record
@@ -36,16 +38,21 @@ from fedrelay.protocol.wormhole import (
     GuardianSets,
     Signature,
     SignerMismatch,
+    ThresholdVaa,
     Vaa,
+    parse_any_vaa,
     parse_vaa,
     recover_address,
 )
-from fedrelay.protocol.wormhole.observation import Observation
+from fedrelay.protocol.wormhole.observation import MalformedMessage, Observation
 from fedrelay.relayer.errors import RelayerError
 from fedrelay.relayer.records import (
     GuardianSignatureMessage,
+    Message,
     SignedVaa,
-    decode_as,
+    ThresholdCommitmentMessage,
+    ThresholdPartialMessage,
+    decode_message,
     encode_message,
     message_key,
     message_label,
@@ -57,6 +64,14 @@ from fedrelay.relayer.stage import (
     record_context,
     store_batch,
 )
+from fedrelay.relayer.stages.threshold import (
+    ThresholdConfig,
+    ThresholdStepRefused,
+    on_commitment,
+    on_partial,
+)
+
+log = logging.getLogger(__name__)
 
 
 class ConflictingVaa(RelayerError):
@@ -165,7 +180,7 @@ class _Assembly:
 
 
 async def collect_signatures(
-    work: RelayerLedgerWork, items: Sequence[Collected]
+    work: RelayerLedgerWork, items: Sequence[Collected], *, hold: bool = False
 ) -> list[Vaa | None]:
     """Store checked signatures, in order; per item, the VAA when its record is the one that
     emits it.
@@ -176,6 +191,10 @@ async def collect_signatures(
     record that stored it emits it, again when it is replayed. The ledger work is a fixed number
     of statements whatever the number of items: the signatures and VAAs held are read before
     the batch's own are written, and which item completes which quorum is worked out from them.
+
+    With `hold` (threshold attestation), a quorum assembles only for a digest whose threshold
+    attempt failed (:mod:`fedrelay.relayer.stages.threshold`); the others' signatures are stored
+    and wait.
 
     Raises:
         ConflictingVaa: The ledger holds, or the batch completes, a VAA with another body for
@@ -195,6 +214,7 @@ async def collect_signatures(
         digests, ObservationStatus.ATTESTED, [ObservationStatus.OBSERVED]
     )
     stored = await work.stored_vaas(digests)
+    released = await work.failed_threshold_digests(digests) if hold else None
     held = {
         key: {signature.guardian_index: signature for signature in signatures}
         for key, signatures in (
@@ -211,6 +231,8 @@ async def collect_signatures(
         message = item.message
         if message.digest in stored or message.digest in assemblies:
             continue
+        if released is not None and message.digest not in released:
+            continue
         known = held.setdefault((message.digest, message.guardian_set_index), {})
         known.setdefault(message.signature.guardian_index, message.signature)
         if len(known) >= item.quorum:
@@ -224,7 +246,7 @@ async def collect_signatures(
         if digest in stored:  # assembled before the batch: only its assembling record emits
             earlier = stored[digest]
             emits = earlier.assembled_from == item.position
-            outcomes.append(parse_vaa(earlier.vaa) if emits else None)
+            outcomes.append(_as_v1(earlier.vaa) if emits else None)
         elif digest in assemblies and assemblies[digest].emitter == item.position:
             outcomes.append(assemblies[digest].stored)
         else:
@@ -264,6 +286,26 @@ async def _store_assemblies(
     )
 
 
+def _as_v1(raw: bytes) -> Vaa | None:
+    """A stored VAA as version 1; None for a version-2 one (a signature record never emits it)."""
+    vaa = parse_any_vaa(raw)
+    return vaa if isinstance(vaa, Vaa) else None
+
+
+async def assemble_fallback(
+    work: RelayerLedgerWork, observation: Observation, guardian_sets: GuardianSets, position: str
+) -> Vaa | None:
+    """After a failed threshold attempt: the version-1 VAA of the signatures already stored, when
+    they reach the quorum of the current guardian set and `position` is the record that stores
+    it (see :func:`store_vaa_once`)."""
+    current = guardian_sets.current
+    signatures = await work.signatures(observation.digest, current.index)
+    if len(signatures) < current.quorum:
+        return None
+    vaa = build_vaa(observation, current.index, signatures)
+    return vaa if await store_vaa_once(work, vaa, position) else None
+
+
 # --- the stage ------------------------------------------------------------------------------------
 
 _UNSTORED = StageResult()  # a checked record's place in a batch until the ledger has stored it
@@ -271,22 +313,34 @@ _UNSTORED = StageResult()  # a checked record's place in a batch until the ledge
 
 @dataclass(frozen=True)
 class Assembler:
-    """The assemble stage's processor: signatures in, one VAA per digest out."""
+    """The assemble stage's processor: signatures in, one VAA per digest out.
+
+    With `threshold` set (threshold attestation), commitments and partial signatures come in
+    too, signing packages go out on the signing topic, and a digest's VAA is version 2 unless
+    its threshold attempt failed (:mod:`fedrelay.relayer.stages.threshold`).
+    """
 
     ledger: RelayerLedger
     guardian_sets: GuardianSets
     vaas_topic: str = "vaas"
+    threshold: ThresholdConfig | None = None
+    clock: Callable[[], float] = time.time
 
     async def process(self, record: Record) -> StageResult:
-        """Check and store the signature; emit the VAA if this record completes its quorum."""
-        message, quorum = self._checked(record)
+        """Check and store the signature; emit the VAA if this record completes its quorum (or a
+        threshold step: see :meth:`threshold_step`)."""
+        message = decode_message(record.value)
+        if isinstance(message, ThresholdCommitmentMessage | ThresholdPartialMessage):
+            return await self.threshold_step(record, message)
+        message, quorum = self._checked(message)
         item = Collected(message, quorum, position_of(record), traceparent())
         async with self.ledger.transaction() as work:
-            [vaa] = await collect_signatures(work, [item])
-        return self._result(message, vaa)
+            [vaa] = await collect_signatures(work, [item], hold=self.threshold is not None)
+        return self._result(message.observation, vaa)
 
     async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
-        """Check every signature, then store them all in one ledger transaction, in order.
+        """Check every signature, then store them all in one ledger transaction, in order;
+        then each threshold step of the batch in a transaction of its own, in order.
 
         A record whose signature does not check gets its exception (the runner dead-letters it)
         and takes no part in the transaction. If the transaction fails, each checked record is
@@ -294,39 +348,104 @@ class Assembler:
         """
         outcomes: list[StageResult | Exception] = []
         checked: list[tuple[int, Collected]] = []
+        steps: list[tuple[int, Record, ThresholdCommitmentMessage | ThresholdPartialMessage]] = []
         for index, record in enumerate(records):
             try:
-                message, quorum = self._checked(record)
+                message = decode_message(record.value)
+                if isinstance(message, ThresholdCommitmentMessage | ThresholdPartialMessage):
+                    steps.append((index, record, message))
+                    outcomes.append(_UNSTORED)
+                    continue
+                signature, quorum = self._checked(message)
             except Exception as exc:
                 outcomes.append(exc)
                 continue
             outcomes.append(_UNSTORED)  # replaced below, once the ledger has stored it
             with record_context(record):
                 trace = traceparent()
-            checked.append((index, Collected(message, quorum, position_of(record), trace)))
+            checked.append((index, Collected(signature, quorum, position_of(record), trace)))
+
+        hold = self.threshold is not None
 
         async def store(
             work: RelayerLedgerWork, items: Sequence[tuple[int, Collected]]
         ) -> list[StageResult]:
-            vaas = await collect_signatures(work, [item for _, item in items])
+            vaas = await collect_signatures(work, [item for _, item in items], hold=hold)
             return [
-                self._result(item.message, vaa) for (_, item), vaa in zip(items, vaas, strict=True)
+                self._result(item.message.observation, vaa)
+                for (_, item), vaa in zip(items, vaas, strict=True)
             ]
 
         stored = await store_batch(self.ledger, checked, store)
         for (index, _), outcome in zip(checked, stored, strict=True):
             outcomes[index] = outcome
+        for index, record, step in steps:
+            try:
+                with record_context(record):
+                    outcomes[index] = await self.threshold_step(record, step)
+            except Exception as exc:
+                outcomes[index] = exc
         return outcomes
 
-    def _checked(self, record: Record) -> tuple[GuardianSignatureMessage, int]:
+    async def threshold_step(
+        self, record: Record, step: ThresholdCommitmentMessage | ThresholdPartialMessage
+    ) -> StageResult:
+        """Store a commitment (publishing the package it completes) or a partial (emitting the
+        version-2 VAA it completes; after a failed attempt, the version-1 VAA if a quorum of
+        signatures is stored), in one ledger transaction.
+
+        Raises:
+            ThresholdStepRefused: Threshold attestation is off here, or the step is refused.
+        """
+        config = self.threshold
+        label = message_label(step.observation.message_id)
+        if config is None:
+            raise ThresholdStepRefused(
+                f"{label}: a {step.TYPE} reached an assembler without threshold attestation"
+            )
+        position = position_of(record)
+        source = f"chain-{step.observation.emitter_chain}"
+        async with self.ledger.transaction() as work:
+            await store_observation(work, step.observation, ObservationStatus.ATTESTED)
+            if isinstance(step, ThresholdCommitmentMessage):
+                package = await on_commitment(work, config, step, position)
+                if package is None:
+                    return StageResult(emitted_at_ms=step.emitted_at_ms, source=source)
+                output = Output(
+                    config.signing_topic,
+                    encode_message(package),
+                    key=message_key(step.observation.message_id),
+                )
+                return StageResult((output,), emitted_at_ms=step.emitted_at_ms, source=source)
+            outcome = await on_partial(
+                work, config, self.guardian_sets, step, position, int(self.clock())
+            )
+            emitted: Vaa | ThresholdVaa | None = outcome.vaa
+            if outcome.failure is not None:
+                log.warning("threshold signing failed, version 1 takes over: %s", outcome.failure)
+                emitted = await assemble_fallback(
+                    work, step.observation, self.guardian_sets, position
+                )
+            if emitted is not None:
+                await work.advance_observations_of(
+                    [step.digest],
+                    ObservationStatus.ASSEMBLED,
+                    [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED],
+                )
+        return self._result(step.observation, emitted)
+
+    def _checked(self, message: Message) -> tuple[GuardianSignatureMessage, int]:
         """The record's signature message, checked, and the quorum of its guardian set."""
-        message = decode_as(record.value, GuardianSignatureMessage)
+        if not isinstance(message, GuardianSignatureMessage):
+            raise MalformedMessage(
+                f"expected a record of type {GuardianSignatureMessage.TYPE!r}, got {message.TYPE!r}"
+            )
         return message, check_signature(message, self.guardian_sets).quorum
 
-    def _result(self, message: GuardianSignatureMessage, vaa: Vaa | None) -> StageResult:
-        source = f"chain-{message.observation.emitter_chain}"
+    def _result(self, observation: Observation, vaa: Vaa | ThresholdVaa | None) -> StageResult:
+        source = f"chain-{observation.emitter_chain}"
         if vaa is None:
-            return StageResult(emitted_at_ms=message.emitted_at_ms, source=source)
-        signed = SignedVaa(vaa=vaa.to_bytes(), emitted_at_ms=message.emitted_at_ms)
+            return StageResult(emitted_at_ms=observation.emitted_at_ms, source=source)
+        signed = SignedVaa(vaa=vaa.to_bytes(), emitted_at_ms=observation.emitted_at_ms)
         output = Output(self.vaas_topic, encode_message(signed), key=message_key(vaa.message_id))
-        return StageResult((output,), emitted_at_ms=message.emitted_at_ms, source=source)
+        return StageResult((output,), emitted_at_ms=observation.emitted_at_ms, source=source)

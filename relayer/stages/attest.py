@@ -35,16 +35,21 @@ from fedrelay.ports.bus import Bus, Record
 from fedrelay.ports.relay import EmittedMessage, SourceChain
 from fedrelay.protocol import keys
 from fedrelay.protocol.wormhole import GuardianSet, GuardianSigner, MessageId, WormholeError
-from fedrelay.protocol.wormhole.observation import Observation
+from fedrelay.protocol.wormhole.observation import MalformedMessage, Observation
+from fedrelay.protocol.wormhole.threshold import KeyShare
 from fedrelay.relayer.errors import RelayerError, RetryableError
 from fedrelay.relayer.records import (
     GuardianSignatureMessage,
-    decode_as,
+    SigningPackageMessage,
+    ThresholdCommitmentMessage,
+    ThresholdPartialMessage,
+    decode_message,
     encode_message,
     message_key,
     message_label,
 )
 from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.signing_journal import PackageRefused, SigningJournal
 from fedrelay.relayer.stage import Output, StageResult, StageRunner, each_concurrently
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,9 @@ SCAN_SPAN = 2048
 
 #: The environment variable holding a guardian key (hex) when no key file is given.
 KEY_VARIABLE = "FEDRELAY_GUARDIAN_KEY"
+
+#: The environment variable holding a guardian's threshold share (hex) when no file is given.
+SHARE_VARIABLE = "FEDRELAY_THRESHOLD_SHARE"
 
 
 class GuardianKeyError(RelayerError):
@@ -71,8 +79,23 @@ class ObservationRefused(RelayerError):
     """The source chain does not have the observed body: the guardian will not sign it."""
 
 
+class ThresholdNotConfigured(RelayerError):
+    """A signing package reached a guardian that holds no threshold share."""
+
+
 class MessageNotFinal(RetryableError):
     """The source chain does not (yet) show the observed message at the configured finality."""
+
+
+def _read_secret(
+    key_file: Path | None, environ: Mapping[str, str] | None, variable: str, what: str
+) -> tuple[bytes, str]:
+    """32 secret bytes written as hex in `key_file`, else in `variable`; and where they were."""
+    try:
+        text, where = keys.read_key_text(key_file, what=what, variable=variable, environ=environ)
+        return keys.parse_guardian_key(text, where), where
+    except keys.KeyFileError as exc:
+        raise GuardianKeyError(str(exc)) from None
 
 
 def load_guardian_signer(
@@ -87,17 +110,39 @@ def load_guardian_signer(
     Raises:
         GuardianKeyError: Neither source holds a key, or it is not a valid secp256k1 key.
     """
-    try:
-        text, where = keys.read_key_text(
-            key_file, what="guardian key", variable=variable, environ=environ
-        )
-        raw = keys.parse_guardian_key(text, where)
-    except keys.KeyFileError as exc:
-        raise GuardianKeyError(str(exc)) from None
+    raw, where = _read_secret(key_file, environ, variable, "guardian key")
     try:
         return GuardianSigner(raw)
     except WormholeError as exc:
         raise GuardianKeyError(f"the guardian key in {where} is invalid: {exc}") from None
+
+
+def load_threshold_share(
+    guardian_index: int,
+    group_key: bytes,
+    verification_share: bytes,
+    key_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    variable: str = SHARE_VARIABLE,
+) -> KeyShare:
+    """Guardian `guardian_index`'s share of the threshold key `group_key`, from `key_file`, else
+    from the environment variable `variable` (32 bytes as hex, like a guardian key).
+
+    Raises:
+        GuardianKeyError: Neither source holds a share, it is malformed, or it is not the share
+            whose public point is `verification_share` (another guardian's, another key's).
+    """
+    raw, where = _read_secret(key_file, environ, variable, "threshold share")
+    try:
+        share = KeyShare(guardian_index + 1, int.from_bytes(raw, "big"), group_key)
+    except WormholeError as exc:
+        raise GuardianKeyError(f"the threshold share in {where} is invalid: {exc}") from None
+    if share.verification_share != verification_share:
+        raise GuardianKeyError(
+            f"the threshold share in {where} is not guardian {guardian_index}'s share of key "
+            f"0x{group_key.hex()} (its public point is not the configured verification share)"
+        )
+    return share
 
 
 @dataclass(frozen=True)
@@ -110,7 +155,12 @@ class Attester:
         guardian_index: The guardian's index in its set.
         guardian_set_index: The set's index.
         guardian_set: The set, when known: the key is checked against it at construction.
-        signatures_topic: Where signatures go.
+        signatures_topic: Where signatures go (and, under threshold attestation, commitments
+            and partial signatures).
+        journal: The guardian's threshold share and signing journal, under threshold
+            attestation (version-2 VAAs): each observation it signs also gets a nonce
+            commitment, and it answers the signing packages that name it. None: version 1 only.
+        tss_index: The index of the threshold key the share belongs to.
     """
 
     sources: Mapping[int, SourceChain]
@@ -119,9 +169,17 @@ class Attester:
     guardian_set_index: int = 0
     guardian_set: GuardianSet | None = None
     signatures_topic: str = "signatures"
+    journal: SigningJournal | None = None
+    tss_index: int = 0
 
     def __post_init__(self) -> None:
         known = self.guardian_set
+        journal = self.journal
+        if journal is not None and journal.share.guardian_index != self.guardian_index:
+            raise GuardianKeyError(
+                f"the threshold share is signer {journal.share.identifier}'s (guardian "
+                f"{journal.share.guardian_index}), not guardian {self.guardian_index}'s"
+            )
         if known is None:
             return
         if known.index != self.guardian_set_index:
@@ -139,17 +197,74 @@ class Attester:
         self, record: Record, read: Mapping[MessageId, EmittedMessage] | None = None
     ) -> StageResult:
         """Re-read, check and sign one observation (`read`: what a range read of its batch
-        found, by message id)."""
-        observation = decode_as(record.value, Observation)
+        found, by message id); or, under threshold attestation, answer a signing package."""
+        message = decode_message(record.value)
+        if isinstance(message, SigningPackageMessage):
+            return self.answer(message)
+        if not isinstance(message, Observation):
+            raise MalformedMessage(
+                f"expected an observation or a signing package, got {message.TYPE!r}"
+            )
+        observation = message
         signed = await self.attest(observation, read)
-        output = Output(
-            self.signatures_topic, encode_message(signed), key=message_key(observation.message_id)
-        )
+        key = message_key(observation.message_id)
+        outputs = [Output(self.signatures_topic, encode_message(signed), key=key)]
+        if self.journal is not None:
+            commitment = self.journal.commit(self.tss_index, observation.digest, 0)
+            step = ThresholdCommitmentMessage(
+                signed.observation, self.tss_index, 0, commitment=commitment
+            )
+            outputs.append(Output(self.signatures_topic, encode_message(step), key=key))
         return StageResult(
-            (output,),
+            tuple(outputs),
             emitted_at_ms=observation.emitted_at_ms,
             source=f"chain-{observation.emitter_chain}",
         )
+
+    def answer(self, package: SigningPackageMessage) -> StageResult:
+        """This guardian's partial signature for a package that names it (nothing for one that
+        does not): the signing journal decides whether it may answer (see
+        :mod:`fedrelay.relayer.signing_journal`).
+
+        Raises:
+            PackageRefused: The journal refuses (never committed, another package for the
+                nonce, the package lacks this guardian's commitment as published).
+            ThresholdNotConfigured: This guardian holds no threshold share.
+        """
+        source = f"chain-{package.observation.emitter_chain}"
+        journal = self.journal
+        if journal is None:
+            raise ThresholdNotConfigured(
+                f"guardian {self.guardian_index} holds no threshold share; a signing package "
+                f"for {message_label(package.observation.message_id)} reached it"
+            )
+        if package.tss_index != self.tss_index:
+            raise PackageRefused(
+                f"{message_label(package.observation.message_id)}: the package is for threshold "
+                f"key {package.tss_index}; this guardian's share is of key {self.tss_index}"
+            )
+        identifier = journal.share.identifier
+        if identifier not in {c.identifier for c in package.commitments}:
+            return StageResult(emitted_at_ms=package.emitted_at_ms, source=source)
+        partial = journal.answer(
+            package.tss_index, package.digest, package.attempt, package.commitments
+        )
+        log.info("guardian %d: answered the signing package of %s, attempt %d",
+                 self.guardian_index, message_label(package.observation.message_id),
+                 package.attempt)  # fmt: skip
+        step = ThresholdPartialMessage(
+            package.observation,
+            package.tss_index,
+            package.attempt,
+            identifier=identifier,
+            z=partial.z.to_bytes(32, "big"),
+        )
+        output = Output(
+            self.signatures_topic,
+            encode_message(step),
+            key=message_key(package.observation.message_id),
+        )
+        return StageResult((output,), emitted_at_ms=package.emitted_at_ms, source=source)
 
     async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
         """Attest a batch's observations: read together, then judged one by one; each one's
@@ -168,9 +283,11 @@ class Attester:
         by_chain: dict[int, list[int]] = {}
         for record in records:
             try:
-                observation = decode_as(record.value, Observation)
-            except RelayerError:
+                observation = decode_message(record.value)
+            except (RelayerError, WormholeError):
                 continue  # judged (dead-lettered) by process()
+            if not isinstance(observation, Observation):
+                continue  # a signing package: nothing to read
             by_chain.setdefault(observation.emitter_chain, []).append(observation.block_number)
         read: dict[MessageId, EmittedMessage] = {}
         for chain, positions in by_chain.items():
@@ -241,13 +358,17 @@ def attest_stage(
 ) -> StageRunner:
     """The attest stage of one guardian as `settings` configure it (``fedrelay guardian run``).
 
-    Each guardian has its own consumer group, so every guardian sees every observation.
+    Each guardian has its own consumer group, so every guardian sees every observation (and,
+    holding a threshold share, every signing package).
     """
     name = f"attest-{attester.guardian_index}"
+    inputs = [settings.observations_topic]
+    if attester.journal is not None:
+        inputs.append(settings.signing_topic)
     return StageRunner(
         name=name,
         bus=bus,
-        inputs=[settings.observations_topic],
+        inputs=inputs,
         processor=attester,
         **{**settings.runner_options(name), **options},
     )

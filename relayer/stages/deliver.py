@@ -56,6 +56,7 @@ from fedrelay.ports.relayer_ledger import (
     NewVaa,
     RelayerLedger,
     RelayerLedgerWork,
+    signed_by,
 )
 from fedrelay.protocol.tracing import traceparent
 from fedrelay.relayer.backoff import BackoffPolicy
@@ -118,8 +119,8 @@ async def open_delivery(work: RelayerLedgerWork, request: DeliveryRequest) -> De
         request.vaa,
         digest=request.digest,
         message_id=request.message_id,
-        guardian_set_index=request.parsed.guardian_set_index,
-        num_signatures=len(request.parsed.signatures),
+        guardian_set_index=signed_by(request.parsed)[0],
+        num_signatures=signed_by(request.parsed)[1],
         trace_context=traceparent(),
     )
     if await work.stored_vaa(request.digest) is None:

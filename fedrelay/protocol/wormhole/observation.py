@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from fedrelay.protocol.wormhole.errors import WormholeError
-from fedrelay.protocol.wormhole.vaa import MessageId, VaaBody, parse_vaa
+from fedrelay.protocol.wormhole.vaa import MessageId, VaaBody, parse_any_vaa
 
 U16 = 0xFFFF
 U32 = 0xFFFF_FFFF
@@ -83,10 +83,10 @@ def check_fields(obj: dict[str, Any], expected: set[str], what: str) -> None:
 
 
 def read_vaa(obj: dict[str, Any], name: str) -> bytes:
-    """The hex field `name`, which must hold a VAA that parses."""
+    """The hex field `name`, which must hold a VAA (either version) that parses."""
     raw = read_hex(obj, name)
     try:
-        parse_vaa(raw)
+        parse_any_vaa(raw)
     except WormholeError as exc:
         raise MalformedMessage(f"field {name!r} is not a VAA: {exc}") from None
     return raw

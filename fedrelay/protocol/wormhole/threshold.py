@@ -180,6 +180,10 @@ class KeyShare:
         """The index of the guardian holding the share (identifier - 1)."""
         return self.identifier - 1
 
+    def secret_bytes(self) -> bytes:
+        """The share's secret as 32 bytes: only for writing it to its key file."""
+        return self._secret.to_bytes(32, "big")
+
 
 @dataclass(frozen=True)
 class DealtKey:
@@ -309,6 +313,35 @@ def deterministic_nonce(share: KeyShare, digest: bytes) -> SigningNonce:
     hiding = _scalar(keccak256(b"fedrelay tss nonce d" + secret + digest)) or 1
     binding = _scalar(keccak256(b"fedrelay tss nonce e" + secret + digest)) or 1
     return SigningNonce(share.identifier, hiding, binding)
+
+
+def journaled_nonce(share: KeyShare, salt: bytes, context: bytes) -> SigningNonce:
+    """Round one with nonces derived from the share, a journal's secret salt and a context.
+
+    Safe with untrusted co-signers only under the journal's rule: every ``(salt, context)``
+    signs at most one set of commitments (:class:`fedrelay.relayer.signing_journal.SigningJournal`
+    records the set before a partial leaves). Deriving rather than storing the nonce lets a
+    guardian answer after a restart without keeping secrets beside the journal; a new journal
+    has a new salt, so a lost journal can never make a nonce sign twice.
+
+    Raises:
+        ThresholdSigningError: The salt is not 32 bytes.
+    """
+    if len(salt) != 32:
+        raise ThresholdSigningError(f"a journal salt is 32 bytes, got {len(salt)}")
+    secret = share._secret.to_bytes(32, "big")
+    seed = keccak256(b"fedrelay tss journaled nonce" + secret + salt + keccak256(context))
+    hiding = _scalar(keccak256(seed + b"d")) or 1
+    binding = _scalar(keccak256(seed + b"e")) or 1
+    return SigningNonce(share.identifier, hiding, binding)
+
+
+def package_digest(digest: bytes, commitments: Iterable[NonceCommitment]) -> bytes:
+    """keccak256 of a signing package: the digest and the signers' commitments in identifier
+    order (what a signer's journal records against its nonce)."""
+    ordered = _ordered(commitments)
+    encoded = b"".join(c.identifier.to_bytes(2, "big") + c.hiding + c.binding for c in ordered)
+    return keccak256(b"fedrelay tss package" + digest + encoded)
 
 
 def _ordered(commitments: Iterable[NonceCommitment]) -> tuple[NonceCommitment, ...]:

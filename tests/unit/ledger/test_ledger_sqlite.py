@@ -28,6 +28,7 @@ from fedrelay.cli import app
 EXPECTED_TABLES = {
     "source_cursors", "observations", "guardian_signatures", "vaas", "deliveries",
     "delivery_attempts", "delivery_batches", "signer_nonces", "dlq_entries", "alembic_version",
+    "threshold_parts", "threshold_packages",
     # the coordinator's tables (adapters/ledger/coordinator_models.py)
     "coordinator_workers", "coordinator_rounds", "coordinator_tasks", "coordinator_blobs",
     "coordinator_updates", "coordinator_secagg_messages", "coordinator_challenges",

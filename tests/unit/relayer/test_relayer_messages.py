@@ -97,8 +97,11 @@ def test_non_json_records_are_rejected(data: bytes, complaint: str) -> None:
 
 
 def test_signed_vaa_must_hold_a_vaa() -> None:
-    document = {"v": 1, "type": "signed_vaa", "vaa": "0x020000000000", "emitted_at_ms": 1}
+    document = {"v": 1, "type": "signed_vaa", "vaa": "0x030000000000", "emitted_at_ms": 1}
     with pytest.raises(MalformedMessage, match="'vaa' is not a VAA: VAA version must be 1"):
+        decode_message(json.dumps(document).encode())
+    document["vaa"] = "0x020000000000"  # version 2 (threshold-signed), truncated
+    with pytest.raises(MalformedMessage, match="a version-2 VAA has at least 108 bytes, got 6"):
         decode_message(json.dumps(document).encode())
 
 

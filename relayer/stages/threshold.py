@@ -1,0 +1,291 @@
+"""Threshold attestation: the assembler's side of signing version-2 VAAs among the guardians.
+
+Under threshold attestation (``FEDRELAY_ATTESTATION=threshold``) a VAA carries one Schnorr
+signature of the guardian set's threshold key instead of a quorum of guardian signatures
+(docs/protocol.md, section 2a): about 6,000 gas to verify on EVM instead of about 147,000 at 13 of
+19, and one instruction on Solana. Signing it takes two rounds among the guardians, carried on
+the bus:
+
+1. **Commitments.** A guardian that checked an observation on its source chain publishes its
+   version-1 signature as before and a nonce commitment ``(D_i, E_i)`` for
+   ``(key, digest, attempt 0)`` (:class:`~fedrelay.relayer.records.ThresholdCommitmentMessage`,
+   on the signatures topic, keyed like the signature so it lands on the same partition).
+2. **The package.** The assembler stores commitments; the record that brings the ``t``-th
+   (``t`` the key's threshold) completes the **package**: the first ``t`` commitments stored, in
+   identifier order, which the ledger stores once per ``(digest, key, attempt)``
+   (``threshold_packages``) and that record, and only that record, publishes
+   (:class:`~fedrelay.relayer.records.SigningPackageMessage`, on the signing topic every
+   guardian reads). A replay of it after a crash publishes it again; later commitments publish
+   nothing.
+3. **Partials.** Each guardian the package names answers with its share ``z_i``
+   (:class:`~fedrelay.relayer.records.ThresholdPartialMessage`), after its signing journal
+   recorded the package against the nonce (:mod:`fedrelay.relayer.signing_journal`): one nonce
+   never answers two packages.
+4. **The VAA.** The record that brings the package's last partial checks every partial against
+   its signer's commitment and verification share, aggregates the signature, checks the
+   version-2 VAA as the chains will, and stores and emits it exactly as a version-1 VAA is
+   (``vaas.assembled_from``).
+
+**Fallback to version 1.** A partial that does not check fails the attempt (the reason, naming
+the guardian, is stored on the package and the record is dead-lettered); from then on the
+digest's version-1 signatures assemble as without threshold attestation, at once if a quorum is
+already stored. While no attempt of a digest has failed, its version-1 signatures are stored but
+not assembled, so every VAA a healthy guardian set produces is version 2.
+
+A guardian that commits and then never answers leaves its package open, and the digest waits;
+a later attempt without it is not built yet (docs/operations.md says how to see such digests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import coincurve
+
+from fedrelay.ports.relayer_ledger import RelayerLedgerWork, signed_by
+from fedrelay.protocol.tracing import traceparent
+from fedrelay.protocol.wormhole import GuardianSets
+from fedrelay.protocol.wormhole.errors import BadPartialSignature, WormholeError
+from fedrelay.protocol.wormhole.threshold import (
+    NonceCommitment,
+    PartialSignature,
+    ThresholdKey,
+    ThresholdKeys,
+    aggregate,
+    check_group_key,
+    verify_threshold_vaa,
+)
+from fedrelay.protocol.wormhole.vaa import ThresholdVaa, Vaa, parse_any_vaa
+from fedrelay.relayer.errors import RelayerError
+from fedrelay.relayer.records import (
+    SigningPackageMessage,
+    ThresholdCommitmentMessage,
+    ThresholdPartialMessage,
+    message_label,
+)
+
+COMMITMENT = "commitment"
+PARTIAL = "partial"
+_SIGNER = 2 + 33 + 33
+
+
+class ThresholdConfigError(RelayerError):
+    """The threshold key's settings are inconsistent (the message says how)."""
+
+
+class ThresholdStepRefused(RelayerError):
+    """A commitment or partial the assembler will not use (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """What the assembler knows of the threshold key it assembles version-2 VAAs under.
+
+    Attributes:
+        tss_index: The key's index on the chains (``AppendKey``'s ``tss_index``).
+        group_key: The 33-byte compressed group key.
+        threshold: Signers a signature needs (the key's ``t``).
+        verification_shares: Each signer's public share ``x_i·G`` (33 bytes), by identifier
+            (guardian index + 1).
+        guardian_set_index: The guardian set the key stands for.
+        signing_topic: Where packages go.
+    """
+
+    tss_index: int
+    group_key: bytes
+    threshold: int
+    verification_shares: Mapping[int, bytes] = field(repr=False)
+    guardian_set_index: int = 0
+    signing_topic: str = "signing"
+
+    def __post_init__(self) -> None:
+        try:
+            check_group_key(self.group_key)
+            for identifier, share in self.verification_shares.items():
+                coincurve.PublicKey(share)
+                if not 1 <= identifier <= 256:
+                    raise ThresholdConfigError(f"signer identifier {identifier} is not 1..256")
+        except (WormholeError, ValueError) as exc:
+            raise ThresholdConfigError(f"threshold key {self.tss_index}: {exc}") from None
+        if not 1 <= self.threshold <= len(self.verification_shares):
+            raise ThresholdConfigError(
+                f"threshold key {self.tss_index}: a threshold of {self.threshold} with "
+                f"{len(self.verification_shares)} verification shares"
+            )
+
+    def keys(self) -> ThresholdKeys:
+        """The key as the chains hold it (no expiry: the relayer signs with the current key)."""
+        key = ThresholdKey(self.tss_index, self.group_key, self.guardian_set_index, 0)
+        return ThresholdKeys((key,))
+
+
+def encode_signers(commitments: Sequence[NonceCommitment]) -> bytes:
+    """A package's signers as stored: ``u16 identifier || hiding || binding`` each, in order."""
+    return b"".join(c.identifier.to_bytes(2, "big") + c.hiding + c.binding for c in commitments)
+
+
+def decode_signers(data: bytes) -> tuple[NonceCommitment, ...]:
+    """The inverse of :func:`encode_signers`."""
+    return tuple(
+        NonceCommitment(
+            int.from_bytes(data[at : at + 2], "big"),
+            data[at + 2 : at + 35],
+            data[at + 35 : at + _SIGNER],
+        )
+        for at in range(0, len(data), _SIGNER)
+    )
+
+
+def _label(step: ThresholdCommitmentMessage | ThresholdPartialMessage) -> str:
+    return f"{message_label(step.observation.message_id)} (attempt {step.attempt})"
+
+
+def _check_key(config: ThresholdConfig, step: ThresholdCommitmentMessage | ThresholdPartialMessage,
+               identifier: int) -> None:  # fmt: skip
+    if step.tss_index != config.tss_index:
+        raise ThresholdStepRefused(
+            f"{_label(step)}: threshold key {step.tss_index}; this assembler signs under key "
+            f"{config.tss_index}"
+        )
+    if identifier not in config.verification_shares:
+        raise ThresholdStepRefused(
+            f"{_label(step)}: signer {identifier} holds no share of threshold key "
+            f"{config.tss_index}"
+        )
+
+
+async def on_commitment(
+    work: RelayerLedgerWork,
+    config: ThresholdConfig,
+    step: ThresholdCommitmentMessage,
+    position: str,
+) -> SigningPackageMessage | None:
+    """Store a commitment; the package when this record completes (or completed) it.
+
+    Raises:
+        ThresholdStepRefused: The commitment is for another key or from an unknown signer.
+    """
+    commitment = step.commitment
+    _check_key(config, step, commitment.identifier)
+    digest = step.digest
+    if await work.stored_vaa(digest) is not None:
+        return None  # signed already (this attempt, or version 1 after a failure)
+    await work.add_threshold_part(
+        digest, step.tss_index, step.attempt, commitment.identifier, COMMITMENT,
+        commitment.hiding + commitment.binding,
+    )  # fmt: skip
+    packages = await work.threshold_packages(digest, step.tss_index)
+    issued = next((p for p in packages if p.attempt == step.attempt), None)
+    if issued is not None:
+        if issued.issued_from != position or issued.failure is not None:
+            return None
+        return _package(step, decode_signers(issued.signers))  # a replay of the issuing record
+    stored = await work.threshold_parts(digest, step.tss_index, step.attempt, COMMITMENT)
+    if len(stored) < config.threshold:
+        return None
+    chosen = sorted(stored[: config.threshold])
+    signers = tuple(NonceCommitment(i, data[:33], data[33:]) for i, data in chosen)
+    inserted = await work.insert_threshold_package(
+        digest, step.tss_index, step.attempt, encode_signers(signers), position
+    )
+    return _package(step, signers) if inserted else None
+
+
+def _package(
+    step: ThresholdCommitmentMessage, signers: tuple[NonceCommitment, ...]
+) -> SigningPackageMessage:
+    return SigningPackageMessage(
+        step.observation, step.tss_index, step.attempt, commitments=signers
+    )
+
+
+@dataclass(frozen=True)
+class PartialOutcome:
+    """What a partial signature led to: the version-2 VAA it completed (or, replayed, the VAA
+    its record stored: version 1 after a failure), or the failure it caused (the attempt is
+    failed and version 1 may assemble)."""
+
+    vaa: ThresholdVaa | Vaa | None = None
+    failure: str | None = None
+
+
+async def on_partial(
+    work: RelayerLedgerWork,
+    config: ThresholdConfig,
+    guardian_sets: GuardianSets,
+    step: ThresholdPartialMessage,
+    position: str,
+    now: int,
+) -> PartialOutcome:
+    """Store and check a partial signature; the VAA when this record completes the package.
+
+    A partial that does not check against its signer's commitment and verification share
+    fails the attempt (:attr:`PartialOutcome.failure`).
+
+    Raises:
+        ThresholdStepRefused: The partial is for another key, from an unknown signer, for an
+            attempt without a package or from a signer the package does not name.
+    """
+    _check_key(config, step, step.identifier)
+    digest = step.digest
+    packages = await work.threshold_packages(digest, step.tss_index)
+    issued = next((p for p in packages if p.attempt == step.attempt), None)
+    if issued is None:
+        raise ThresholdStepRefused(f"{_label(step)}: no signing package was issued for it")
+    signers = decode_signers(issued.signers)
+    if step.identifier not in {c.identifier for c in signers}:
+        raise ThresholdStepRefused(
+            f"{_label(step)}: signer {step.identifier} is not one of the package's signers "
+            f"{[c.identifier for c in signers]}"
+        )
+    stored = await work.stored_vaa(digest)
+    if stored is not None:
+        if stored.assembled_from == position:  # a replay of the record that completed it
+            return PartialOutcome(vaa=parse_any_vaa(stored.vaa))
+        return PartialOutcome()
+    if issued.failure is not None:
+        return PartialOutcome()
+    await work.add_threshold_part(
+        digest, step.tss_index, step.attempt, step.identifier, PARTIAL, step.z
+    )
+    partials = dict(await work.threshold_parts(digest, step.tss_index, step.attempt, PARTIAL))
+    if len(partials) < len(signers):
+        return PartialOutcome()
+    try:
+        signature = aggregate(
+            config.group_key,
+            digest,
+            signers,
+            [PartialSignature(i, int.from_bytes(z, "big")) for i, z in partials.items()],
+            config.verification_shares,
+        )
+        vaa = ThresholdVaa(
+            tss_index=step.tss_index,
+            r=signature.r,
+            s=signature.s.to_bytes(32, "big"),
+            body=step.observation.body,
+        )
+        verify_threshold_vaa(vaa, config.keys(), guardian_sets, now)
+    except (BadPartialSignature, WormholeError) as exc:
+        failure = f"{_label(step)}: {exc}"
+        await work.fail_threshold_package(digest, step.tss_index, step.attempt, failure)
+        return PartialOutcome(failure=failure)
+    guardian_set_index, count = signed_by(vaa)
+    inserted = await work.insert_vaa(
+        vaa.to_bytes(),
+        digest=digest,
+        message_id=vaa.message_id,
+        guardian_set_index=guardian_set_index,
+        num_signatures=count,
+        trace_context=traceparent(),
+        assembled_from=position,
+    )
+    if inserted:
+        return PartialOutcome(vaa=vaa)
+    if await work.stored_vaa(digest) is None:  # the conflict was on the message id
+        raise ThresholdStepRefused(
+            f"{_label(step)}: a VAA with another body is stored for the message; "
+            f"0x{digest.hex()} is refused"
+        )
+    return PartialOutcome()  # another record stored one first (its VAA, not this one, is emitted)

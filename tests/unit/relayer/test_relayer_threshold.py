@@ -1,0 +1,394 @@
+"""Threshold attestation: guardians and the assembler sign version-2 VAAs on the in-process bus
+and a SQLite ledger; a guardian's signing journal never lets one nonce answer two packages."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support.relayer import read_topic, sample_observation, signature_messages
+from support.wormhole import guardian_set, guardian_signers
+
+from fedrelay.adapters.devnet.guardians import threshold_key
+from fedrelay.adapters.kafka import MemoryBus
+from fedrelay.adapters.ledger.models import StoredVaa, ThresholdPackage
+from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
+from fedrelay.ports.bus import Record
+from fedrelay.ports.relay import ChainPosition, EmittedMessage
+from fedrelay.protocol.wormhole import (
+    GuardianSets,
+    MessageId,
+    ThresholdVaa,
+    Vaa,
+    parse_any_vaa,
+    verify_vaa,
+)
+from fedrelay.protocol.wormhole.observation import MalformedMessage, Observation
+from fedrelay.protocol.wormhole.threshold import (
+    NonceCommitment,
+    journaled_nonce,
+    package_digest,
+    verify_threshold_vaa,
+)
+from fedrelay.relayer.records import (
+    SignedVaa,
+    SigningPackageMessage,
+    ThresholdCommitmentMessage,
+    ThresholdPartialMessage,
+    decode_as,
+    decode_message,
+    encode_message,
+    message_key,
+)
+from fedrelay.relayer.settings import RelayerSettings
+from fedrelay.relayer.signing_journal import JournalError, PackageRefused, SigningJournal
+from fedrelay.relayer.stage import StageRunner, stage_metrics
+from fedrelay.relayer.stages.assemble import Assembler
+from fedrelay.relayer.stages.attest import Attester, GuardianKeyError, load_threshold_share
+from fedrelay.relayer.stages.threshold import ThresholdConfig, ThresholdStepRefused
+
+GUARDIANS = 4  # quorum and threshold 3
+SIGNERS = guardian_signers(GUARDIANS)
+SETS = GuardianSets.of(guardian_set(GUARDIANS))
+DEALT = threshold_key(GUARDIANS)
+SHARES = {share.guardian_index: share for share in DEALT.shares}
+CONFIG = ThresholdConfig(
+    tss_index=0,
+    group_key=DEALT.group_key,
+    threshold=DEALT.threshold,
+    verification_shares=DEALT.verification_shares,
+)
+NOW = 1_767_225_600
+
+
+def journals(tmp_path: Path, name: str = "j") -> list[SigningJournal]:
+    return [SigningJournal(SHARES[i], tmp_path / f"{name}-{i}.sqlite") for i in range(GUARDIANS)]
+
+
+# --- the signing journal --------------------------------------------------------------------------
+
+
+def test_a_nonce_answers_one_package_only(tmp_path: Path) -> None:
+    j = journals(tmp_path)
+    digest = sample_observation(1).digest
+    mine, *others = [one.commit(0, digest, 0) for one in j]
+    first = [mine, others[0], others[1]]
+    second = [mine, others[0], others[2]]
+
+    z = j[0].answer(0, digest, 0, first)
+    assert j[0].answer(0, digest, 0, first) == z  # the same package again: the same answer
+    with pytest.raises(PackageRefused, match=r"already answered package .* would reveal"):
+        j[0].answer(0, digest, 0, second)
+    assert j[0].answered(0, digest, 0) == package_digest(digest, first)
+
+
+def test_the_journal_keeps_its_nonces_and_answers_across_a_restart(tmp_path: Path) -> None:
+    digest = sample_observation(2).digest
+    j = journals(tmp_path)
+    package = [one.commit(0, digest, 0) for one in j[:3]]
+    z = j[0].answer(0, digest, 0, package)
+    j[0].close()
+
+    reopened = SigningJournal(SHARES[0], tmp_path / "j-0.sqlite")
+    assert reopened.commit(0, digest, 0) == package[0]
+    assert reopened.answer(0, digest, 0, package) == z
+    other = [package[0], package[1], j[3].commit(0, digest, 0)]
+    with pytest.raises(PackageRefused, match="already answered"):
+        reopened.answer(0, digest, 0, other)
+
+
+def test_a_package_is_answered_only_for_a_digest_the_guardian_committed_to(
+    tmp_path: Path,
+) -> None:
+    j = journals(tmp_path)
+    checked, unchecked = sample_observation(3).digest, sample_observation(4).digest
+    j[0].commit(0, checked, 0)
+    others = [one.commit(0, unchecked, 0) for one in j[1:3]]
+    # Only the guardian itself can make its commitment (the journal's salt is secret); made here
+    # from that salt to show that the journal itself refuses a digest it never checked.
+    forged = journaled_nonce(SHARES[0], j[0]._salt, b"\0" * 4 + unchecked + b"\0" * 4).commitment
+    with pytest.raises(PackageRefused, match="never committed to it"):
+        j[0].answer(0, unchecked, 0, [forged, *others])
+    stranger = NonceCommitment(1, others[0].hiding, others[0].binding)  # not its commitment
+    with pytest.raises(PackageRefused, match="does not hold signer 1's commitment"):
+        j[0].answer(0, checked, 0, [stranger, *others])
+
+
+def test_a_journal_belongs_to_one_share_and_a_new_one_draws_new_nonces(tmp_path: Path) -> None:
+    digest = sample_observation(5).digest
+    first = SigningJournal(SHARES[0], tmp_path / "a.sqlite")
+    again = SigningJournal(SHARES[0], tmp_path / "b.sqlite")
+    assert first.commit(0, digest, 0) != again.commit(0, digest, 0)
+    first.close()
+    with pytest.raises(JournalError, match=r"belongs to signer 1 .* not signer 2"):
+        SigningJournal(SHARES[1], tmp_path / "a.sqlite")
+
+
+def test_the_journal_file_never_holds_the_share(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = SigningJournal(SHARES[0], path)
+    journal.commit(0, sample_observation(6).digest, 0)
+    journal.close()
+    secret = SHARES[0].secret_bytes()
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert secret not in stored
+    assert "secret" not in repr(SHARES[0])
+    assert secret.hex() not in repr(SHARES[0])
+
+
+# --- records --------------------------------------------------------------------------------------
+
+
+def test_threshold_records_round_trip_and_refuse_malformed_fields(tmp_path: Path) -> None:
+    observation = sample_observation(7)
+    commitments = tuple(one.commit(0, observation.digest, 0) for one in journals(tmp_path)[:3])
+    messages = [
+        ThresholdCommitmentMessage(observation, 0, 0, commitment=commitments[0]),
+        SigningPackageMessage(observation, 0, 0, commitments=commitments),
+        ThresholdPartialMessage(observation, 0, 0, identifier=2, z=bytes(range(32))),
+    ]
+    for message in messages:
+        assert decode_message(encode_message(message)) == message
+    with pytest.raises(MalformedMessage, match="distinct, in order"):
+        SigningPackageMessage(observation, 0, 0, commitments=commitments[::-1])
+    with pytest.raises(MalformedMessage, match="z must be 32 bytes"):
+        ThresholdPartialMessage(observation, 0, 0, identifier=2, z=b"\1")
+    bad_point = encode_message(messages[0]).replace(commitments[0].hiding.hex().encode(),
+                                                    b"05" + b"00" * 32)  # fmt: skip
+    with pytest.raises(MalformedMessage, match="hiding is not a compressed curve point"):
+        decode_message(bad_point)
+
+
+# --- the stages together --------------------------------------------------------------------------
+
+
+@dataclass
+class ChainHolding:
+    """A source chain holding fixed messages (all final): what the guardians check against."""
+
+    chain_id: int = 2
+    source: str = "fake:2"
+    messages: dict[MessageId, Observation] = field(default_factory=dict)
+
+    async def head(self) -> ChainPosition:
+        return ChainPosition(10_000, "0x00")
+
+    async def position_hash(self, number: int) -> str | None:
+        return None
+
+    async def messages_between(self, first: int, last: int) -> Sequence[EmittedMessage]:
+        return []
+
+    async def fetch_message(self, message_id: MessageId, tx_hash: str) -> EmittedMessage | None:
+        found = self.messages.get(message_id)
+        return None if found is None else EmittedMessage(found)
+
+
+@pytest.fixture
+def sessions(
+    sqlite_sessions: async_sessionmaker[AsyncSession],
+) -> async_sessionmaker[AsyncSession]:
+    return sqlite_sessions
+
+
+def _attester(source: ChainHolding, journal: SigningJournal) -> Attester:
+    index = journal.share.guardian_index
+    return Attester({2: source}, SIGNERS[index], index, 0, guardian_set(GUARDIANS), journal=journal)
+
+
+def _runner(bus: MemoryBus, name: str, inputs: list[str], processor: object) -> StageRunner:
+    return StageRunner(
+        name=name, bus=bus, inputs=inputs, group_id=name, transactional_id=name,
+        processor=processor, poll_wait_s=0.02,  # type: ignore[arg-type]
+        metrics=stage_metrics(CollectorRegistry()),
+    )  # fmt: skip
+
+
+async def test_guardians_and_the_assembler_sign_version_2_vaas_over_the_bus(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    observations = [sample_observation(10), sample_observation(11)]
+    source = ChainHolding(messages={o.message_id: o for o in observations})
+    bus = MemoryBus()
+    await bus.create_topics(["observations", "signatures", "signing", "vaas", "dlq"])
+    producer = bus.producer()
+    await producer.start()
+    for observation in observations:
+        key = message_key(observation.message_id)
+        await producer.send("observations", encode_message(observation), key=key)
+    await producer.stop()
+    runners = [
+        _runner(bus, f"attest-{j.share.guardian_index}", ["observations", "signing"],
+                _attester(source, j))
+        for j in journals(tmp_path)
+    ]  # fmt: skip
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS, threshold=CONFIG)
+    runners.append(_runner(bus, "assemble", ["signatures"], assembler))
+    tasks = [asyncio.create_task(r.run()) for r in runners]
+    try:
+        records = await read_topic(bus, "vaas", 2, group_id=uuid.uuid4().hex, limit_s=10)
+        packages = await read_topic(bus, "signing", 2, group_id=uuid.uuid4().hex, limit_s=10)
+    finally:
+        for runner in runners:
+            runner.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+
+    vaas = [decode_as(r.value, SignedVaa).parsed for r in records]
+    assert sorted(v.digest for v in vaas) == sorted(o.digest for o in observations)
+    for vaa in vaas:
+        assert isinstance(vaa, ThresholdVaa)
+        verify_threshold_vaa(vaa, CONFIG.keys(), SETS, NOW)
+    assert all(len(decode_as(p.value, SigningPackageMessage).commitments) == 3 for p in packages)
+    async with sessions() as session:
+        stored = (await session.scalars(select(StoredVaa))).all()
+        issued = (await session.scalars(select(ThresholdPackage))).all()
+    assert sorted(row.vaa[0] for row in stored) == [2, 2]  # no version-1 VAA was assembled
+    assert len(issued) == 2
+    assert all(row.failure is None for row in issued)
+
+
+def _record(message: object, offset: int, topic: str = "signatures") -> Record:
+    return Record(topic, 0, offset, None, encode_message(message))  # type: ignore[arg-type]
+
+
+async def _commit_all(
+    assembler: Assembler, j: list[SigningJournal], observation: Observation
+) -> SigningPackageMessage:
+    """Commitments of every guardian, one record each; the package the third one completes."""
+    issued: list[SigningPackageMessage] = []
+    for offset, journal in enumerate(j):
+        commitment = journal.commit(0, observation.digest, 0)
+        step = ThresholdCommitmentMessage(observation, 0, 0, commitment=commitment)
+        result = await assembler.process(_record(step, offset))
+        issued += [decode_as(o.value, SigningPackageMessage) for o in result.outputs]
+    [package] = issued
+    return package
+
+
+def _partial(journal: SigningJournal, package: SigningPackageMessage) -> ThresholdPartialMessage:
+    z = journal.answer(0, package.digest, 0, package.commitments).z
+    return ThresholdPartialMessage(
+        package.observation, 0, 0, identifier=journal.share.identifier, z=z.to_bytes(32, "big")
+    )
+
+
+async def test_the_first_quorum_of_commitments_is_the_package_issued_once(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    observation = sample_observation(20)
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS, threshold=CONFIG)
+    j = journals(tmp_path)
+    package = await _commit_all(assembler, j, observation)
+    assert [c.identifier for c in package.commitments] == [1, 2, 3]
+
+    replayed = await assembler.process(
+        _record(ThresholdCommitmentMessage(observation, 0, 0, commitment=package.commitments[2]), 2)
+    )  # the record that issued it, after a crash: issued again
+    assert [decode_as(o.value, SigningPackageMessage) for o in replayed.outputs] == [package]
+    late = await assembler.process(
+        _record(ThresholdCommitmentMessage(observation, 0, 0, commitment=package.commitments[2]), 9)
+    )
+    assert late.outputs == ()
+
+    partials = [_partial(journal, package) for journal in j[:3]]
+    results = [await assembler.process(_record(p, 10 + i)) for i, p in enumerate(partials)]
+    assert [len(r.outputs) for r in results] == [0, 0, 1]
+    vaa = decode_as(results[2].outputs[0].value, SignedVaa).parsed
+    assert isinstance(vaa, ThresholdVaa)
+    assert vaa.body == observation.body
+    verify_threshold_vaa(vaa, CONFIG.keys(), SETS, NOW)
+    again = await assembler.process(_record(partials[2], 12))  # its replay emits it again
+    assert decode_as(again.outputs[0].value, SignedVaa).parsed == vaa
+    assert (await assembler.process(_record(partials[0], 13))).outputs == ()
+
+
+async def test_a_bad_partial_fails_the_attempt_and_version_1_takes_over(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    observation = sample_observation(30)
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS, threshold=CONFIG)
+    for offset, signature in enumerate(signature_messages(observation, SIGNERS, [0, 1, 2, 3])):
+        held = await assembler.process(_record(signature, 100 + offset))
+        assert held.outputs == ()  # a quorum of version-1 signatures waits for the threshold
+    j = journals(tmp_path)
+    package = await _commit_all(assembler, j, observation)
+    honest = [_partial(journal, package) for journal in j[:2]]
+    real = _partial(j[2], package)
+    tampered = replace(real, z=((int.from_bytes(real.z, "big") + 1) % 2**256).to_bytes(32, "big"))
+    for offset, partial in enumerate(honest):
+        assert (await assembler.process(_record(partial, 200 + offset))).outputs == ()
+    result = await assembler.process(_record(tampered, 210))
+
+    [output] = result.outputs
+    vaa = parse_any_vaa(decode_as(output.value, SignedVaa).vaa)
+    assert isinstance(vaa, Vaa)
+    verify_vaa(vaa, SETS, NOW)
+    async with sessions() as session:
+        [row] = (await session.scalars(select(ThresholdPackage))).all()
+    assert row.failure is not None
+    assert "signer 3 (guardian 2)" in row.failure
+    # The honest partial arriving late changes nothing: the attempt failed.
+    assert (await assembler.process(_record(real, 211))).outputs == ()
+
+
+async def test_steps_for_another_key_or_signer_are_refused(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    observation = sample_observation(40)
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS, threshold=CONFIG)
+    commitment = journals(tmp_path)[0].commit(0, observation.digest, 0)
+    other_key = ThresholdCommitmentMessage(observation, 7, 0, commitment=commitment)
+    with pytest.raises(ThresholdStepRefused, match="key 7; this assembler signs under key 0"):
+        await assembler.process(_record(other_key, 0))
+    stranger = ThresholdCommitmentMessage(
+        observation, 0, 0, commitment=replace(commitment, identifier=9)
+    )
+    with pytest.raises(ThresholdStepRefused, match="signer 9 holds no share"):
+        await assembler.process(_record(stranger, 1))
+    orphan = ThresholdPartialMessage(observation, 0, 0, identifier=1, z=bytes(32))
+    with pytest.raises(ThresholdStepRefused, match="no signing package was issued"):
+        await assembler.process(_record(orphan, 2))
+    plain = Assembler(SqlRelayerLedger(sessions), SETS)
+    step = ThresholdCommitmentMessage(observation, 0, 0, commitment=commitment)
+    with pytest.raises(ThresholdStepRefused, match="without threshold attestation"):
+        await plain.process(_record(step, 3))
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def test_a_share_loads_only_as_its_guardians_share_of_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "share"
+    path.write_text("0x" + SHARES[1].secret_bytes().hex() + "\n")
+    shares = DEALT.verification_shares
+    loaded = load_threshold_share(1, DEALT.group_key, shares[2], path)
+    assert loaded.verification_share == shares[2]
+    with pytest.raises(GuardianKeyError, match="not guardian 2's share of key"):
+        load_threshold_share(2, DEALT.group_key, shares[3], path)
+    environ = {"FEDRELAY_THRESHOLD_SHARE": SHARES[3].secret_bytes().hex()}
+    assert load_threshold_share(3, DEALT.group_key, shares[4], None, environ).identifier == 4
+    with pytest.raises(GuardianKeyError, match="threshold share"):
+        load_threshold_share(3, DEALT.group_key, shares[4], None, {})
+
+
+def test_threshold_attestation_needs_its_key_in_the_settings() -> None:
+    with pytest.raises(ValidationError, match="needs FEDRELAY_THRESHOLD_GROUP_KEY"):
+        RelayerSettings(attestation="threshold")
+    with pytest.raises(ValidationError, match=r"threshold_verification_shares\[1\] must be"):
+        RelayerSettings(threshold_verification_shares=(DEALT.group_key.hex(), "0x1234"))
+    settings = RelayerSettings(
+        attestation="threshold",
+        threshold_group_key=DEALT.group_key.hex(),
+        threshold_verification_shares=tuple(
+            DEALT.verification_shares[i + 1].hex() for i in range(GUARDIANS)
+        ),
+    )
+    assert settings.threshold_points() == (DEALT.group_key, dict(DEALT.verification_shares))
