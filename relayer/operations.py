@@ -26,9 +26,8 @@ from fedrelay.protocol.wormhole.observation import MalformedMessage
 from fedrelay.relayer.errors import RelayerError
 from fedrelay.relayer.records import (
     DeliveryRequest,
-    GuardianSignatureMessage,
-    Message,
     SignedVaa,
+    ThresholdTick,
     decode_message,
     encode_message,
     message_key,
@@ -262,7 +261,7 @@ async def requeue_dead_letter(
                 await reopen_delivery(work, digest, int(entry.stage.removeprefix("deliver-")))
     try:
         message = decode_message(body)
-        key: bytes | None = message_key(_message_id(message))
+        key = None if isinstance(message, ThresholdTick) else message_key(message.message_id)
     except MalformedMessage:
         key = None  # a malformed record goes back as it was; the stage will say why again
     producer = bus.producer()
@@ -291,17 +290,12 @@ def _digest_of(body: bytes) -> bytes | None:
         message = decode_message(body)
     except MalformedMessage:
         return None
-    return message.digest
+    return None if isinstance(message, ThresholdTick) else message.digest
 
 
 def _label_of(body: bytes) -> str | None:
     try:
-        return message_label(_message_id(decode_message(body)))
+        message = decode_message(body)
     except MalformedMessage:
         return None
-
-
-def _message_id(message: Message) -> MessageId:
-    if isinstance(message, GuardianSignatureMessage):
-        return message.observation.message_id
-    return message.message_id
+    return None if isinstance(message, ThresholdTick) else message_label(message.message_id)

@@ -84,7 +84,11 @@ from fedrelay.relayer.stages.deliver import Deliverer
 from fedrelay.relayer.stages.fetch import GuardianApi, VaaFetcher
 from fedrelay.relayer.stages.pipeline import PipelinedDeliverer, SignerLane
 from fedrelay.relayer.stages.route import Router
-from fedrelay.relayer.stages.threshold import ThresholdConfig, ThresholdConfigError
+from fedrelay.relayer.stages.threshold import (
+    ThresholdConfig,
+    ThresholdConfigError,
+    ThresholdTicker,
+)
 from fedrelay.relayer.stages.watch import watch_stage
 
 log = logging.getLogger(__name__)
@@ -466,7 +470,7 @@ class _Builder:
             signer = load_guardian_signer(key)
             return [await self._attest(signer, request.guardian_index, share)]
         if stage == "assemble":
-            return [self._assemble(self._guardian_sets()), self._route()]
+            return [*self._assemble(self._guardian_sets()), self._route()]
         if stage == "fetch":
             return [self._fetch(), self._route()]
         if stage == "route":
@@ -492,7 +496,7 @@ class _Builder:
                 share = shares[index] if shares else None
                 position = self._index_in(signer, sets, index)
                 stages.append(await self._attest(signer, position, share))
-            stages.append(self._assemble(sets))
+            stages.extend(self._assemble(sets))
         else:
             stages.append(self._fetch())
         stages.append(self._route())
@@ -570,16 +574,22 @@ class _Builder:
                 threshold=settings.threshold_signers or quorum(len(verification)),
                 verification_shares=verification,
                 guardian_set_index=settings.guardian_set_index,
-                signing_topic=settings.signing_topic,
+                signing_topic=settings.signing_topic, timeout_s=settings.threshold_timeout_s,
             )  # fmt: skip
         except ThresholdConfigError as exc:
             raise ServiceConfigError(str(exc)) from None
 
-    def _assemble(self, sets: GuardianSets) -> RunningStage:
-        assembler = Assembler(
-            self.ledger, sets, self.settings.vaas_topic, threshold=self.threshold_config()
-        )
-        return self._runner("assemble", [self.settings.signatures_topic], assembler)
+    def _assemble(self, sets: GuardianSets) -> list[RunningStage]:
+        """The assemble stage; under threshold attestation, its ticker beside it."""
+        config = self.threshold_config()
+        assembler = Assembler(self.ledger, sets, self.settings.vaas_topic, threshold=config)
+        stages: list[RunningStage] = [
+            self._runner("assemble", [self.settings.signatures_topic], assembler)
+        ]
+        if config is not None:
+            topic = self.settings.signatures_topic
+            stages.append(ThresholdTicker(self.bus, topic, config.timeout_s / 2))
+        return stages
 
     def _fetch(self) -> RunningStage:
         api = GuardianApi(

@@ -16,7 +16,8 @@ Stages hand these on:
 - :class:`DeliveryRequest` (route -> deliver): a VAA addressed to one destination chain;
 - under threshold attestation (version-2 VAAs, :mod:`fedrelay.relayer.stages.threshold`):
   :class:`ThresholdCommitmentMessage` (attest -> assemble), :class:`SigningPackageMessage`
-  (assemble -> attest) and :class:`ThresholdPartialMessage` (attest -> assemble).
+  (assemble -> attest), :class:`ThresholdPartialMessage` (attest -> assemble) and
+  :class:`ThresholdTick` (the assembler's ticker -> assemble).
 
 Decoding is strict: unknown versions, types or fields, missing fields, wrong widths and malformed
 VAAs raise :class:`MalformedMessage` saying which field is wrong.
@@ -404,6 +405,34 @@ class ThresholdPartialMessage(_ThresholdStep):
         )
 
 
+@dataclass(frozen=True)
+class ThresholdTick:
+    """The assembler's clock on the bus: a tick makes it give up on packages whose signers have
+    not all answered within the timeout (version 1 takes over for those digests)."""
+
+    TYPE: ClassVar[str] = "threshold_tick"
+
+    at_ms: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.at_ms <= U64:
+            raise MalformedMessage(f"at_ms must be a u64, got {self.at_ms}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of this message (without version and type)."""
+        return {"at_ms": self.at_ms}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ThresholdTick:
+        """Read the object :meth:`to_json` writes.
+
+        Raises:
+            MalformedMessage: A field is missing, unknown or out of range.
+        """
+        check_fields(obj, {"at_ms"}, "tick")
+        return cls(at_ms=read_int(obj, "at_ms", U64))
+
+
 Message = (
     Observation
     | GuardianSignatureMessage
@@ -412,6 +441,7 @@ Message = (
     | ThresholdCommitmentMessage
     | SigningPackageMessage
     | ThresholdPartialMessage
+    | ThresholdTick
 )
 
 _TYPES: dict[str, type[Message]] = {
@@ -424,6 +454,7 @@ _TYPES: dict[str, type[Message]] = {
         ThresholdCommitmentMessage,
         SigningPackageMessage,
         ThresholdPartialMessage,
+        ThresholdTick,
     )
 }
 
@@ -465,6 +496,7 @@ M = TypeVar(
     ThresholdCommitmentMessage,
     SigningPackageMessage,
     ThresholdPartialMessage,
+    ThresholdTick,
 )
 
 

@@ -68,6 +68,8 @@ class RelayerSettings(BaseSettings):
     threshold_verification_shares: tuple[str, ...] = ()
     # Signers a threshold signature needs, as the key was dealt; 0: the quorum floor(2n/3)+1.
     threshold_signers: int = Field(default=0, ge=0, le=256)
+    # How long a signing package's guardians have to answer before version 1 takes over.
+    threshold_timeout_s: float = Field(default=30.0, gt=0)
     signing_journal_dir: Path = Path("signing-journals")
 
     guardian_api_url: str = "http://127.0.0.1:7071"

@@ -70,7 +70,7 @@ from fedrelay.protocol.tracing import extract_context, inject_headers
 from fedrelay.protocol.wormhole import WormholeError
 from fedrelay.relayer.backoff import BackoffPolicy
 from fedrelay.relayer.errors import RelayerError, RetryableError
-from fedrelay.relayer.records import GuardianSignatureMessage, decode_message, message_label
+from fedrelay.relayer.records import ThresholdTick, decode_message, message_label
 
 log = logging.getLogger(__name__)
 _TRACER = trace.get_tracer("fedrelay.relayer")
@@ -151,8 +151,9 @@ def message_of(record: Record) -> str | None:
         message = decode_message(record.value)
     except Exception:  # unreadable records are the stage's to judge; the log line goes on
         return None
-    carried = message.observation if isinstance(message, GuardianSignatureMessage) else message
-    return message_label(carried.message_id)
+    if isinstance(message, ThresholdTick):
+        return None
+    return message_label(message.message_id)
 
 
 @contextlib.contextmanager

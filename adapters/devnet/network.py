@@ -44,7 +44,12 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from fedrelay.adapters.devnet.forge import Forge
-from fedrelay.adapters.devnet.guardians import guardian_key, guardian_signers
+from fedrelay.adapters.devnet.guardians import (
+    append_key_vaa,
+    guardian_key,
+    guardian_signers,
+    threshold_key,
+)
 from fedrelay.adapters.devnet.process import port_open
 from fedrelay.adapters.devnet.services import Anvil
 from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet, serve_devnet
@@ -373,6 +378,12 @@ class Devnet:
             str(write_key_file(keys / f"guardian-{i}.key", "0x" + guardian_key(i).hex()))
             for i in range(settings.guardians)
         )
+        dealt = threshold_key(settings.guardians)
+        share_files = tuple(
+            str(write_key_file(keys / f"guardian-{s.guardian_index}.share",
+                               "0x" + s.secret_bytes().hex()))
+            for s in dealt.shares
+        )  # fmt: skip
         accounts: dict[str, str] = {}
         key_files: dict[str, str] = {}
         for role, funded_on in (
@@ -414,6 +425,12 @@ class Devnet:
         admin = Keypair.from_json(Path(key_files["solana-admin"]).read_text())
         _run(self._initialize_program(program_id, admin, market.address))
 
+        self._progress("appending the devnet threshold key (version-2 VAAs)")
+        governance = append_key_vaa(settings.guardians).to_bytes()
+        c_core.append_threshold_key(owner, governance)
+        w_core.append_threshold_key(owner, governance)
+        _run(self._append_program_key(program_id, admin, governance))
+
         self._progress("linking peers")
         evm_link = Link(COORDINATOR_WORMHOLE_CHAIN, WORKER_EVM_WORMHOLE_CHAIN, EVM_MAX_BATCH)
         link(market, owner, hub, owner, evm_link)
@@ -436,6 +453,11 @@ class Devnet:
             guardian_set_index=0,
             guardian_addresses=tuple(addresses),
             guardian_key_files=guardian_files,
+            threshold_share_files=share_files,
+            threshold_group_key=dealt.group_key.hex(),
+            threshold_verification_shares=tuple(
+                dealt.verification_shares[s.identifier].hex() for s in dealt.shares
+            ),
             accounts=accounts,
             key_files=key_files,
             chains_file=str(self.state_dir / CHAINS_FILE),
@@ -460,6 +482,13 @@ class Devnet:
                 ),
             )
 
+    async def _append_program_key(
+        self, program_id: Pubkey, admin: Keypair, governance: bytes
+    ) -> None:
+        assert self.solana is not None
+        async with AsyncClient(self.solana.url) as rpc:
+            await WorkerProgramClient(rpc, program_id).append_threshold_key(admin, governance)
+
 
 def _evm_info(
     name: str, wormhole_chain: int, anvil: Anvil, address: str, core: MessageCoreContract
@@ -478,8 +507,10 @@ def _evm_info(
 
 
 def iter_key_files(info: DevnetInfo) -> Iterator[Path]:
-    """Every key file the devnet wrote (guardians, roles, workers and their payout keys)."""
+    """Every key file the devnet wrote (guardians and their threshold shares, roles, workers and
+    their payout keys)."""
     yield from (Path(p) for p in info.guardian_key_files)
+    yield from (Path(p) for p in info.threshold_share_files)
     yield from (Path(p) for p in info.key_files.values())
     for worker in info.workers:
         yield Path(worker.key_file)

@@ -103,6 +103,11 @@ class DevnetInfo:
         guardian_set_index: The index of the guardian set every receiver trusts.
         guardian_addresses: The guardians' addresses (``0x`` + 40 hex digits).
         guardian_key_files: One key file per guardian, in guardian-index order.
+        threshold_share_files: One threshold share file per guardian, in the same order: the
+            devnet threshold key (:func:`~fedrelay.adapters.devnet.guardians.threshold_key`),
+            appended as key 0 on every receiver.
+        threshold_group_key: That key's group key (hex, 33 bytes).
+        threshold_verification_shares: Its verification shares (hex), in guardian order.
         accounts: Role name to address (owner, aggregator, challenger, relayers, Solana admin).
         key_files: Role name to key file path, for the same roles.
         workers: Funded worker accounts (see :meth:`Devnet.fund_workers`).
@@ -120,6 +125,9 @@ class DevnetInfo:
     accounts: dict[str, str]
     key_files: dict[str, str]
     workers: tuple[WorkerKey, ...] = ()
+    threshold_share_files: tuple[str, ...] = ()
+    threshold_group_key: str = ""
+    threshold_verification_shares: tuple[str, ...] = ()
     chains_file: str = ""
     env_file: str = ""
     version: int = STATE_VERSION
@@ -170,6 +178,9 @@ class DevnetInfo:
                 accounts=dict(data["accounts"]),
                 key_files=dict(data["key_files"]),
                 workers=tuple(WorkerKey(**w) for w in data.get("workers", ())),
+                threshold_share_files=tuple(data.get("threshold_share_files", ())),
+                threshold_group_key=data.get("threshold_group_key", ""),
+                threshold_verification_shares=tuple(data.get("threshold_verification_shares", ())),
                 chains_file=data.get("chains_file", ""),
                 env_file=data.get("env_file", ""),
             )
@@ -198,6 +209,10 @@ class DevnetInfo:
             "FEDRELAY_CHAINS_FILE": self.chains_file,
             "FEDRELAY_GUARDIAN_SET_INDEX": str(self.guardian_set_index),
             "FEDRELAY_GUARDIAN_ADDRESSES": json.dumps(list(self.guardian_addresses)),
+            "FEDRELAY_THRESHOLD_GROUP_KEY": self.threshold_group_key,
+            "FEDRELAY_THRESHOLD_VERIFICATION_SHARES": json.dumps(
+                list(self.threshold_verification_shares)
+            ),
             "FEDRELAY_COORDINATOR_CHAIN": COORDINATOR,
         }
 

@@ -167,7 +167,8 @@ class ThresholdPart(Base):
 
 
 class ThresholdPackage(Base):
-    """The signers chosen for one attempt at threshold-signing a digest, and its fate."""
+    """One attempt at threshold-signing a digest: opened by its first commitment, issued when a
+    quorum of commitments chose its signers, failed (or superseded by a VAA) at its end."""
 
     __tablename__ = "threshold_packages"
     __table_args__ = (UniqueConstraint("digest", "tss_index", "attempt"),)
@@ -176,13 +177,18 @@ class ThresholdPackage(Base):
     digest: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
     tss_index: Mapped[int] = mapped_column(BigInteger)
     attempt: Mapped[int] = mapped_column(BigInteger)
-    # The signers' commitments, identifier order: (u16 identifier || hiding || binding) each.
-    signers: Mapped[bytes] = mapped_column(LargeBinary)
-    # The bus position of the record that completed the package; its replay emits it again.
-    issued_from: Mapped[str] = mapped_column(String(300))
+    # The signers' commitments, identifier order: (u16 identifier || hiding || binding) each;
+    # empty until the package is issued.
+    signers: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    # The observation signed (its relayer record, JSON): what version 1 assembles from after a
+    # failure that no record of the digest brings (a timeout).
+    observation: Mapped[bytes] = mapped_column(LargeBinary)
+    # The bus position of the record that issued the package (its replay publishes it again);
+    # None until then.
+    issued_from: Mapped[str | None] = mapped_column(String(300))
     # Why the attempt failed (a bad partial signature), or None while it stands.
     failure: Mapped[str | None] = mapped_column(String(500))
-    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class StoredVaa(Base):
@@ -202,7 +208,7 @@ class StoredVaa(Base):
     # The bus position (topic:partition:offset) of the record whose processing produced this VAA.
     # A replay of that record after a crash emits the VAA again (its first emission was never
     # committed); any other record naming the same digest is a duplicate and emits nothing.
-    assembled_from: Mapped[str | None] = mapped_column(String(300))
+    assembled_from: Mapped[str | None] = mapped_column(String(300), index=True)
     assembled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

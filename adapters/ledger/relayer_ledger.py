@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, func, insert, select, text, update
@@ -140,6 +141,13 @@ def _observation(row: ObservationRow) -> StoredObservation:
         id=row.id, emitter_chain=row.emitter_chain, emitter_address=bytes(row.emitter_address),
         sequence=int(row.sequence), digest=bytes(row.digest), tx_hash=row.tx_hash,
         block_number=row.block_number, block_hash=row.block_hash, status=row.status,
+    )  # fmt: skip
+
+
+def _package(row: ThresholdPackage) -> ThresholdPackageRecord:
+    return ThresholdPackageRecord(
+        bytes(row.digest), row.tss_index, row.attempt, bytes(row.signers),
+        bytes(row.observation), row.issued_from, row.failure,
     )  # fmt: skip
 
 
@@ -446,6 +454,12 @@ class SqlRelayerLedgerWork:
         inserted = await insert_many_once(self.session, _table(StoredVaa), rows, returning="digest")
         return {bytes(digest) for digest in inserted}
 
+    async def vaas_assembled_from(self, position: str) -> list[StoredVaaRecord]:
+        rows = await self.session.scalars(
+            select(StoredVaa).where(StoredVaa.assembled_from == position)
+        )
+        return [_vaa(row) for row in rows]
+
     async def stored_vaa(self, digest: bytes) -> StoredVaaRecord | None:
         row = await self.session.get(StoredVaa, digest)
         return None if row is None else _vaa(row)
@@ -480,19 +494,34 @@ class SqlRelayerLedgerWork:
         )
         return [(int(identifier), bytes(data)) for identifier, data in rows]
 
-    async def insert_threshold_package(
-        self, digest: bytes, tss_index: int, attempt: int, signers: bytes, issued_from: str
-    ) -> bool:
+    async def open_threshold_package(
+        self, digest: bytes, tss_index: int, attempt: int, observation: bytes
+    ) -> None:
         values = {
             "digest": digest,
             "tss_index": tss_index,
             "attempt": attempt,
-            "signers": signers,
-            "issued_from": issued_from,
-            "issued_at": utcnow(),
+            "signers": b"",
+            "observation": observation,
+            "opened_at": utcnow(),
         }
         unique = ("digest", "tss_index", "attempt")
-        return await insert_once(self.session, _table(ThresholdPackage), values, unique)
+        await insert_once(self.session, _table(ThresholdPackage), values, unique)
+
+    async def issue_threshold_package(
+        self, digest: bytes, tss_index: int, attempt: int, signers: bytes, issued_from: str
+    ) -> bool:
+        result = await self.session.execute(
+            update(ThresholdPackage)
+            .where(
+                ThresholdPackage.digest == digest,
+                ThresholdPackage.tss_index == tss_index,
+                ThresholdPackage.attempt == attempt,
+                ThresholdPackage.issued_from.is_(None),
+            )
+            .values(signers=signers, issued_from=issued_from)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
 
     async def threshold_packages(
         self, digest: bytes, tss_index: int
@@ -502,17 +531,23 @@ class SqlRelayerLedgerWork:
             .where(ThresholdPackage.digest == digest, ThresholdPackage.tss_index == tss_index)
             .order_by(ThresholdPackage.attempt)
         )
-        return [
-            ThresholdPackageRecord(
-                bytes(row.digest),
-                row.tss_index,
-                row.attempt,
-                bytes(row.signers),
-                row.issued_from,
-                row.failure,
+        return [_package(row) for row in rows]
+
+    async def stale_threshold_packages(
+        self, opened_before: datetime, limit: int
+    ) -> list[ThresholdPackageRecord]:
+        signed = select(StoredVaa.digest).where(StoredVaa.digest == ThresholdPackage.digest)
+        rows = await self.session.scalars(
+            select(ThresholdPackage)
+            .where(
+                ThresholdPackage.failure.is_(None),
+                ThresholdPackage.opened_at < opened_before,
+                ~signed.exists(),
             )
-            for row in rows
-        ]
+            .order_by(ThresholdPackage.opened_at)
+            .limit(limit)
+        )
+        return [_package(row) for row in rows]
 
     async def fail_threshold_package(
         self, digest: bytes, tss_index: int, attempt: int, failure: str

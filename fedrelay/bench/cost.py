@@ -103,18 +103,21 @@ _console = Console(stderr=True)
 class Attestation(enum.StrEnum):
     """How the guardians attest the rounds' messages."""
 
-    #: Version 1: 13 of 19 guardian signatures in each VAA (what the relayer produces).
+    #: Version 1: 13 of 19 guardian signatures in each VAA (what the relayer produces by default).
     V1 = "v1"
     #: Version 2: one threshold signature made by 13 of 19 shares (docs/protocol.md, 2a).
     THRESHOLD = "threshold"
 
 
 _ATTESTED = {
-    Attestation.V1: "version-1 VAAs: 13 of 19 guardian signatures each (what the relayer produces)",
+    Attestation.V1: (
+        "version-1 VAAs: 13 of 19 guardian signatures each (what the relayer produces by default)"
+    ),
     Attestation.THRESHOLD: (
         "version-2 VAAs: one threshold signature of 13 of 19 guardian shares each, verified by "
         "MessageCore (or a ThresholdVerifier beside Wormhole's core) and the worker program "
-        "(signed by the benchmark; the relayer still produces version 1)"
+        "(signed by the benchmark; the relayer's guardians produce them under threshold "
+        "attestation)"
     ),
 }
 

@@ -63,8 +63,9 @@ def cost(
     attestation: Annotated[
         str,
         typer.Option(
-            help="v1: 13 guardian signatures per VAA (what the relayer produces); threshold: "
-            "version-2 VAAs, one threshold signature of 13 of 19 shares."
+            help="v1: 13 guardian signatures per VAA; threshold: version-2 VAAs, one threshold "
+            "signature of 13 of 19 shares (what the relayer's guardians produce under "
+            "FEDRELAY_ATTESTATION=threshold)."
         ),
     ] = "v1",
     max_batch: Annotated[

@@ -132,7 +132,8 @@ def _render(result: DemoResult, summary: Path) -> None:
         )
     console.print(
         f"data: {result.settings.mode}; secure aggregation "
-        f"{'on' if result.settings.secure_aggregation else 'off'}",
+        f"{'on' if result.settings.secure_aggregation else 'off'}; "
+        f"{result.settings.attestation} attestation",
         highlight=False,
     )
     if result.privacy_cost:
@@ -228,6 +229,14 @@ def demo(
             help="Mask every update (only the sum is seen). Cheats: transcript (default), sum.",
         ),
     ] = False,
+    attestation: Annotated[
+        str,
+        typer.Option(
+            "--attestation",
+            help="How the guardians sign VAAs: threshold (one threshold signature, version 2) "
+            "or guardian (a quorum of guardian signatures, version 1).",
+        ),
+    ] = "threshold",
 ) -> None:
     """Run a job on digits (or a workload) across three chains; write summary.json; fail if a
     check fails."""
@@ -252,6 +261,7 @@ def demo(
             workload=workload,
             private_data=private_data,
             secure_aggregation=secure_aggregation,
+            attestation=attestation,  # type: ignore[arg-type]  # checked by DemoSettings
         )
     except DemoError as exc:
         _CONSOLE.print(f"[red]error:[/red] {exc}", highlight=False)

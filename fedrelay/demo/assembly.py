@@ -48,6 +48,7 @@ from fedrelay.demo.settings import (
     ETHER,
     LAMPORTS_PER_SOL,
     STAKE_UNITS,
+    Attestation,
     Cheat,
     DemoBackends,
     DemoError,
@@ -215,9 +216,16 @@ class DemoNetwork:
 
     # --- the relayer --------------------------------------------------------------------------
 
-    async def start_relayer(self, database_url: str) -> None:
-        """Build every relayer stage on the chosen bus and ledger and run each as a task."""
-        self.progress.step("starting the relayer: watchers, 3 guardians, assembly, deliverers")
+    async def start_relayer(
+        self, database_url: str, attestation: Attestation = "threshold"
+    ) -> None:
+        """Build every relayer stage on the chosen bus and ledger and run each as a task; under
+        ``threshold`` attestation the guardians sign version-2 VAAs with the devnet threshold
+        key (their signing journals in the state folder)."""
+        self.progress.step(
+            f"starting the relayer: watchers, 3 guardians ({attestation} attestation), "
+            "assembly, deliverers"
+        )
         chains = load_chains(Path(self.info.chains_file))
         topic = f"fedrelay-demo-{self.tag}"
         settings = RelayerSettings(
@@ -227,10 +235,15 @@ class DemoNetwork:
             deliveries_prefix=f"{topic}-deliveries", dlq_topic=f"{topic}-dlq", group_prefix=topic,
             guardian_addresses=(), poll_wait_s=0.1, watch_interval_s=0.2, retry_base_s=0.2,
             retry_cap_s=2.0, confirm_timeout_s=20.0, batch_size=50, lag_interval_s=5.0,
+            signing_topic=f"{topic}-signing", attestation=attestation,
+            threshold_group_key=self.info.threshold_group_key,
+            threshold_verification_shares=self.info.threshold_verification_shares,
+            signing_journal_dir=self.state_dir / "signing-journals",
         )  # fmt: skip
         request = StageRequest(
             stage="all",
             guardian_keys=tuple(Path(p) for p in self.info.guardian_key_files),
+            threshold_shares=tuple(Path(p) for p in self.info.threshold_share_files),
             signer_keys={c.name: self.devnet.key_file(f"relayer-{c.name}") for c in chains.chains},
         )
         process = await build_process(

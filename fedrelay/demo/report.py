@@ -259,6 +259,7 @@ class DemoResult:
             "detections": [asdict(d) for d in self.detections],
             "data": self.settings.mode,
             "secure_aggregation": self.settings.secure_aggregation,
+            "attestation": self.settings.attestation,
             "privacy": self.privacy_json(),
             "messages_per_route": self.messages_per_route,
             "wall_time_s": round(self.wall_time_s, 1),

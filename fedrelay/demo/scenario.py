@@ -185,7 +185,7 @@ class _Scenario:
         try:
             relayer_url = await network.ledger("relayer")
             coordinator_url = await network.ledger("coordinator")
-            await network.start_relayer(relayer_url)
+            await network.start_relayer(relayer_url, self.settings.attestation)
             self.coordinator = await network.start_coordinator(coordinator_url)
             store = network.observe_coordinator(coordinator_url)
             await network.start_workers(

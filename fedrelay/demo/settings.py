@@ -52,6 +52,9 @@ CHEATS_BY_MODE: dict[DataMode, tuple[Dishonesty, ...]] = {
 }
 
 
+Attestation = Literal["guardian", "threshold"]
+
+
 class DemoError(Exception):
     """The demo could not be set up or did not reach its end; the message says why."""
 
@@ -115,6 +118,9 @@ class DemoSettings:
         challenge_segments: Segments replayed per challenged transcript (None: every segment;
             on private data one, so that each round opens only part of a worker's examples:
             a cheat that deviates in every segment is caught by any one).
+        attestation: How the guardians sign the VAAs the relayer carries: ``threshold`` (the
+            default: one threshold signature of the devnet threshold key, version 2) or
+            ``guardian`` (a quorum of guardian signatures, version 1).
     """
 
     rounds: int = 10
@@ -141,10 +147,15 @@ class DemoSettings:
     secure_aggregation: bool = False
     more_cheats: tuple[Cheat, ...] = ()
     challenge_segments: int | None = None
+    attestation: Attestation = "threshold"
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise DemoError(f"rounds must be at least 1, got {self.rounds}")
+        if self.attestation not in ("guardian", "threshold"):
+            raise DemoError(
+                f"attestation must be 'guardian' or 'threshold', got {self.attestation!r}"
+            )
         restart = self.restart_coordinator_in_round
         if restart is not None and not 0 <= restart < self.rounds:
             raise DemoError(

@@ -128,13 +128,14 @@ class NewVaa:
 
 @dataclass(frozen=True)
 class ThresholdPackageRecord:
-    """One attempt at threshold-signing a digest: its signers and whether it failed."""
+    """One attempt at threshold-signing a digest: its signers once issued, whether it failed."""
 
     digest: bytes
     tss_index: int
     attempt: int
-    signers: bytes  # (u16 identifier || hiding || binding) per signer, identifier order
-    issued_from: str  # the bus position of the record that completed it
+    signers: bytes  # (u16 identifier || hiding || binding) per signer, in order; b"" until issued
+    observation: bytes  # the observation signed, as its relayer record (JSON)
+    issued_from: str | None  # the bus position of the record that issued it; None until then
     failure: str | None  # why the attempt failed, or None while it stands
 
 
@@ -340,10 +341,23 @@ class RelayerLedgerWork(Protocol):
         were stored."""
         ...
 
-    async def insert_threshold_package(
+    async def open_threshold_package(
+        self, digest: bytes, tss_index: int, attempt: int, observation: bytes
+    ) -> None:
+        """Open the package of an attempt unless it is open (its first commitment)."""
+        ...
+
+    async def issue_threshold_package(
         self, digest: bytes, tss_index: int, attempt: int, signers: bytes, issued_from: str
     ) -> bool:
-        """Insert once the package of an attempt; True if inserted."""
+        """Set the signers of an open, not yet issued package; True if this call issued it."""
+        ...
+
+    async def stale_threshold_packages(
+        self, opened_before: datetime, limit: int
+    ) -> list[ThresholdPackageRecord]:
+        """Up to `limit` packages opened before `opened_before` that neither failed nor have a
+        VAA stored under their digest, oldest first."""
         ...
 
     async def threshold_packages(
@@ -365,6 +379,10 @@ class RelayerLedgerWork(Protocol):
 
     async def stored_vaas(self, digests: Sequence[bytes]) -> dict[bytes, StoredVaaRecord]:
         """The VAAs stored under any of `digests`, by digest."""
+        ...
+
+    async def vaas_assembled_from(self, position: str) -> list[StoredVaaRecord]:
+        """The VAAs the record at bus position `position` stored."""
         ...
 
     async def vaa_of_message(self, message_id: MessageId) -> StoredVaaRecord | None:

@@ -1,5 +1,7 @@
 """threshold_parts, threshold_packages: the relayer's side of threshold-signing VAAs (version 2)
 
+Also an index on ``vaas.assembled_from``: a threshold tick finds the VAAs it stored by it.
+
 Revision ID: 0004
 Revises: c008
 Create Date: 2026-12-05
@@ -50,9 +52,10 @@ def upgrade() -> None:
         sa.Column("tss_index", sa.BigInteger(), nullable=False),
         sa.Column("attempt", sa.BigInteger(), nullable=False),
         sa.Column("signers", sa.LargeBinary(), nullable=False),
-        sa.Column("issued_from", sa.String(length=300), nullable=False),
+        sa.Column("observation", sa.LargeBinary(), nullable=False),
+        sa.Column("issued_from", sa.String(length=300), nullable=True),
         sa.Column("failure", sa.String(length=500), nullable=True),
-        sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_threshold_packages")),
         sa.UniqueConstraint(
             "digest",
@@ -64,8 +67,15 @@ def upgrade() -> None:
     with op.batch_alter_table("threshold_packages", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_threshold_packages_digest"), ["digest"], unique=False)
 
+    with op.batch_alter_table("vaas", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_vaas_assembled_from"), ["assembled_from"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("vaas", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_vaas_assembled_from"))
     with op.batch_alter_table("threshold_packages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_threshold_packages_digest"))
     op.drop_table("threshold_packages")

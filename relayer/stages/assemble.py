@@ -52,6 +52,8 @@ from fedrelay.relayer.records import (
     SignedVaa,
     ThresholdCommitmentMessage,
     ThresholdPartialMessage,
+    ThresholdTick,
+    decode_as,
     decode_message,
     encode_message,
     message_key,
@@ -67,11 +69,15 @@ from fedrelay.relayer.stage import (
 from fedrelay.relayer.stages.threshold import (
     ThresholdConfig,
     ThresholdStepRefused,
+    give_up_stale,
     on_commitment,
     on_partial,
 )
 
 log = logging.getLogger(__name__)
+
+_THRESHOLD_RECORDS = (ThresholdCommitmentMessage, ThresholdPartialMessage, ThresholdTick)
+_ThresholdRecord = ThresholdCommitmentMessage | ThresholdPartialMessage | ThresholdTick
 
 
 class ConflictingVaa(RelayerError):
@@ -330,7 +336,7 @@ class Assembler:
         """Check and store the signature; emit the VAA if this record completes its quorum (or a
         threshold step: see :meth:`threshold_step`)."""
         message = decode_message(record.value)
-        if isinstance(message, ThresholdCommitmentMessage | ThresholdPartialMessage):
+        if isinstance(message, _THRESHOLD_RECORDS):
             return await self.threshold_step(record, message)
         message, quorum = self._checked(message)
         item = Collected(message, quorum, position_of(record), traceparent())
@@ -348,11 +354,11 @@ class Assembler:
         """
         outcomes: list[StageResult | Exception] = []
         checked: list[tuple[int, Collected]] = []
-        steps: list[tuple[int, Record, ThresholdCommitmentMessage | ThresholdPartialMessage]] = []
+        steps: list[tuple[int, Record, _ThresholdRecord]] = []
         for index, record in enumerate(records):
             try:
                 message = decode_message(record.value)
-                if isinstance(message, ThresholdCommitmentMessage | ThresholdPartialMessage):
+                if isinstance(message, _THRESHOLD_RECORDS):
                     steps.append((index, record, message))
                     outcomes.append(_UNSTORED)
                     continue
@@ -387,23 +393,23 @@ class Assembler:
                 outcomes[index] = exc
         return outcomes
 
-    async def threshold_step(
-        self, record: Record, step: ThresholdCommitmentMessage | ThresholdPartialMessage
-    ) -> StageResult:
+    async def threshold_step(self, record: Record, step: _ThresholdRecord) -> StageResult:
         """Store a commitment (publishing the package it completes) or a partial (emitting the
         version-2 VAA it completes; after a failed attempt, the version-1 VAA if a quorum of
-        signatures is stored), in one ledger transaction.
+        signatures is stored), or take a tick (giving up on the packages past the timeout), in
+        one ledger transaction.
 
         Raises:
             ThresholdStepRefused: Threshold attestation is off here, or the step is refused.
         """
         config = self.threshold
-        label = message_label(step.observation.message_id)
         if config is None:
             raise ThresholdStepRefused(
-                f"{label}: a {step.TYPE} reached an assembler without threshold attestation"
+                f"a {step.TYPE} record reached an assembler without threshold attestation"
             )
         position = position_of(record)
+        if isinstance(step, ThresholdTick):
+            return await self._tick(config, position)
         source = f"chain-{step.observation.emitter_chain}"
         async with self.ledger.transaction() as work:
             await store_observation(work, step.observation, ObservationStatus.ATTESTED)
@@ -433,6 +439,47 @@ class Assembler:
                     [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED],
                 )
         return self._result(step.observation, emitted)
+
+    async def _tick(self, config: ThresholdConfig, position: str) -> StageResult:
+        """Give up on the packages past the timeout; emit the version-1 VAA of each that has a
+        quorum of signatures stored, from this record (again when it is replayed)."""
+        outputs: list[Output] = []
+        async with self.ledger.transaction() as work:
+            for observation in await give_up_stale(work, config, self.clock()):
+                log.warning(
+                    "threshold signing of %s timed out; version 1 takes over",
+                    message_label(observation.message_id),
+                )
+                vaa = await assemble_fallback(work, observation, self.guardian_sets, position)
+                if vaa is not None:
+                    await work.advance_observations_of(
+                        [vaa.digest],
+                        ObservationStatus.ASSEMBLED,
+                        [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED],
+                    )
+                    outputs.extend(self._result(observation, vaa).outputs)
+            # A replay after a crash: the packages failed, the VAAs it stored are emitted again.
+            outputs.extend(await self._replayed(work, config, position, outputs))
+        return StageResult(tuple(outputs))
+
+    async def _replayed(
+        self,
+        work: RelayerLedgerWork,
+        config: ThresholdConfig,
+        position: str,
+        emitted: Sequence[Output],
+    ) -> list[Output]:
+        """The VAAs stored by the tick at `position` and not in `emitted` (a replay)."""
+        again: list[Output] = []
+        keys = {output.key for output in emitted}
+        for stored in await work.vaas_assembled_from(position):
+            if message_key(stored.message_id) in keys:
+                continue
+            for package in await work.threshold_packages(stored.digest, config.tss_index):
+                observation = decode_as(package.observation, Observation)
+                again.extend(self._result(observation, parse_any_vaa(stored.vaa)).outputs)
+                break
+        return again
 
     def _checked(self, message: Message) -> tuple[GuardianSignatureMessage, int]:
         """The record's signature message, checked, and the quorum of its guardian set."""

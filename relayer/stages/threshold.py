@@ -32,21 +32,35 @@ digest's version-1 signatures assemble as without threshold attestation, at once
 already stored. While no attempt of a digest has failed, its version-1 signatures are stored but
 not assembled, so every VAA a healthy guardian set produces is version 2.
 
-A guardian that commits and then never answers leaves its package open, and the digest waits;
-a later attempt without it is not built yet (docs/operations.md says how to see such digests).
+**Timeouts.** A digest's attempt opens with its first commitment. Fewer guardians than the
+threshold committing (some hold no share), or a signer that never answers (it crashed and lost
+its journal, or it misbehaves), would leave it open for ever. The assembler's ticker publishes a
+:class:`~fedrelay.relayer.records.ThresholdTick` on the signatures topic every half timeout; the
+assembler that takes it fails every attempt opened more than the timeout ago
+(``threshold_timeout_s``) without a VAA, and assembles version 1 for each from the signatures
+stored, emitted by the tick record (its replay emits them again). The tick, not a wall-clock
+timer in the assembler, is what decides, so the decision and its emission commit together like
+any record's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import coincurve
 
-from fedrelay.ports.relayer_ledger import RelayerLedgerWork, signed_by
+from fedrelay.ports.bus import Bus
+from fedrelay.ports.relayer_ledger import RelayerLedgerWork, ThresholdPackageRecord, signed_by
 from fedrelay.protocol.tracing import traceparent
 from fedrelay.protocol.wormhole import GuardianSets
 from fedrelay.protocol.wormhole.errors import BadPartialSignature, WormholeError
+from fedrelay.protocol.wormhole.observation import Observation
 from fedrelay.protocol.wormhole.threshold import (
     NonceCommitment,
     PartialSignature,
@@ -62,8 +76,13 @@ from fedrelay.relayer.records import (
     SigningPackageMessage,
     ThresholdCommitmentMessage,
     ThresholdPartialMessage,
+    ThresholdTick,
+    decode_as,
+    encode_message,
     message_label,
 )
+
+log = logging.getLogger(__name__)
 
 COMMITMENT = "commitment"
 PARTIAL = "partial"
@@ -90,6 +109,7 @@ class ThresholdConfig:
             (guardian index + 1).
         guardian_set_index: The guardian set the key stands for.
         signing_topic: Where packages go.
+        timeout_s: How long a package's signers have to answer before version 1 takes over.
     """
 
     tss_index: int
@@ -98,6 +118,7 @@ class ThresholdConfig:
     verification_shares: Mapping[int, bytes] = field(repr=False)
     guardian_set_index: int = 0
     signing_topic: str = "signing"
+    timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         try:
@@ -171,25 +192,37 @@ async def on_commitment(
     digest = step.digest
     if await work.stored_vaa(digest) is not None:
         return None  # signed already (this attempt, or version 1 after a failure)
+    await work.open_threshold_package(
+        digest, step.tss_index, step.attempt, encode_message(step.observation)
+    )
     await work.add_threshold_part(
         digest, step.tss_index, step.attempt, commitment.identifier, COMMITMENT,
         commitment.hiding + commitment.binding,
     )  # fmt: skip
-    packages = await work.threshold_packages(digest, step.tss_index)
-    issued = next((p for p in packages if p.attempt == step.attempt), None)
-    if issued is not None:
-        if issued.issued_from != position or issued.failure is not None:
+    package = await _attempt(work, step)
+    if package is None or package.failure is not None:
+        return None
+    if package.issued_from is not None:
+        if package.issued_from != position:
             return None
-        return _package(step, decode_signers(issued.signers))  # a replay of the issuing record
+        return _package(step, decode_signers(package.signers))  # a replay of the issuing record
     stored = await work.threshold_parts(digest, step.tss_index, step.attempt, COMMITMENT)
     if len(stored) < config.threshold:
         return None
     chosen = sorted(stored[: config.threshold])
     signers = tuple(NonceCommitment(i, data[:33], data[33:]) for i, data in chosen)
-    inserted = await work.insert_threshold_package(
+    issued = await work.issue_threshold_package(
         digest, step.tss_index, step.attempt, encode_signers(signers), position
     )
-    return _package(step, signers) if inserted else None
+    return _package(step, signers) if issued else None
+
+
+async def _attempt(
+    work: RelayerLedgerWork, step: ThresholdCommitmentMessage | ThresholdPartialMessage
+) -> ThresholdPackageRecord | None:
+    """The package of the step's attempt, if one is open."""
+    packages = await work.threshold_packages(step.digest, step.tss_index)
+    return next((p for p in packages if p.attempt == step.attempt), None)
 
 
 def _package(
@@ -229,9 +262,8 @@ async def on_partial(
     """
     _check_key(config, step, step.identifier)
     digest = step.digest
-    packages = await work.threshold_packages(digest, step.tss_index)
-    issued = next((p for p in packages if p.attempt == step.attempt), None)
-    if issued is None:
+    issued = await _attempt(work, step)
+    if issued is None or issued.issued_from is None:
         raise ThresholdStepRefused(f"{_label(step)}: no signing package was issued for it")
     signers = decode_signers(issued.signers)
     if step.identifier not in {c.identifier for c in signers}:
@@ -289,3 +321,73 @@ async def on_partial(
             f"0x{digest.hex()} is refused"
         )
     return PartialOutcome()  # another record stored one first (its VAA, not this one, is emitted)
+
+
+#: The most stale packages one tick gives up on (the next tick takes the rest).
+SWEEP_LIMIT = 500
+
+
+async def give_up_stale(
+    work: RelayerLedgerWork, config: ThresholdConfig, now: float
+) -> list[Observation]:
+    """Fail every package older than the timeout that has no VAA yet; their observations, for
+    version 1 to assemble (at most :data:`SWEEP_LIMIT` a call, oldest first)."""
+    cutoff = datetime.fromtimestamp(now - config.timeout_s, UTC)
+    stale = await work.stale_threshold_packages(cutoff, SWEEP_LIMIT)
+    observations = []
+    for package in stale:
+        observation = decode_as(package.observation, Observation)
+        label = f"{message_label(observation.message_id)} (attempt {package.attempt})"
+        if package.issued_from is None:
+            committed = await work.threshold_parts(
+                package.digest, package.tss_index, package.attempt, COMMITMENT
+            )
+            failure = (
+                f"{label}: {len(committed)} guardian(s) committed within {config.timeout_s:g} s, "
+                f"{config.threshold} are needed"
+            )
+        else:
+            signers = [c.identifier - 1 for c in decode_signers(package.signers)]
+            answered = await work.threshold_parts(
+                package.digest, package.tss_index, package.attempt, PARTIAL
+            )
+            silent = sorted(set(signers) - {identifier - 1 for identifier, _ in answered})
+            failure = f"{label}: guardian(s) {silent} did not answer within {config.timeout_s:g} s"
+        await work.fail_threshold_package(
+            package.digest, package.tss_index, package.attempt, failure
+        )
+        observations.append(observation)
+    return observations
+
+
+@dataclass
+class ThresholdTicker:
+    """Publishes a :class:`~fedrelay.relayer.records.ThresholdTick` to the signatures topic every
+    `every_s` seconds until stopped (a :class:`~fedrelay.relayer.stage.RunningStage`)."""
+
+    bus: Bus
+    topic: str
+    every_s: float
+    name: str = "threshold-ticker"
+    clock: Callable[[], float] = time.time
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        """Tick until :meth:`stop`; a failed publish is logged and tried at the next tick."""
+        producer = self.bus.producer()
+        await producer.start()
+        try:
+            while not self._stopped.is_set():
+                tick = ThresholdTick(at_ms=int(self.clock() * 1000))
+                try:
+                    await producer.send(self.topic, encode_message(tick), key=b"threshold-tick")
+                except Exception as exc:  # the bus is away: the next tick tries again
+                    log.warning("threshold ticker: publishing a tick failed: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), self.every_s)
+        finally:
+            await producer.stop()
+
+    def stop(self) -> None:
+        """Stop after the current tick."""
+        self._stopped.set()

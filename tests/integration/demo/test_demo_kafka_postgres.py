@@ -23,7 +23,7 @@ from fedrelay.adapters.devnet.services import Kafka, Postgres
 from fedrelay.adapters.devnet.state import WORKER_EVM, WORKER_SOLANA
 from fedrelay.adapters.ledger.coordinator_models import CoordinatorRound
 from fedrelay.adapters.ledger.database import create_engine
-from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus
+from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus, StoredVaa, ThresholdPackage
 from fedrelay.cli import app
 from fedrelay.demo import DemoBackends, DemoError, DemoResult, DemoSettings, run_demo, write_summary
 
@@ -113,11 +113,19 @@ async def test_the_relayer_and_the_coordinator_kept_their_state_in_postgres_and_
                 .select_from(CoordinatorRound)
                 .where(CoordinatorRound.job_id == result.job_id)
             )
+            versions = (await connection.execute(select(StoredVaa.vaa))).scalars().all()
+            packages = (await connection.execute(select(ThresholdPackage))).all()
     finally:
         await engine.dispose()
     delivered = sum(c.get("confirmed", 0) for c in result.messages_per_route.values())
     assert confirmed == delivered > 0
     assert rounds == SETTINGS.rounds
+    # Threshold attestation (the demo's default): every VAA the guardians made over Kafka is
+    # version 2, one signing package each, none of them failed.
+    assert SETTINGS.attestation == "threshold"
+    assert {vaa[0] for vaa in versions} == {2}
+    assert len(packages) == len(versions)
+    assert all(package.failure is None for package in packages)
 
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     await admin.start()

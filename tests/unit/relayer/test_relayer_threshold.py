@@ -4,6 +4,7 @@ and a SQLite ledger; a guardian's signing journal never lets one nonce answer tw
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,7 @@ from fedrelay.relayer.records import (
     SigningPackageMessage,
     ThresholdCommitmentMessage,
     ThresholdPartialMessage,
+    ThresholdTick,
     decode_as,
     decode_message,
     encode_message,
@@ -50,10 +52,14 @@ from fedrelay.relayer.records import (
 )
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.signing_journal import JournalError, PackageRefused, SigningJournal
-from fedrelay.relayer.stage import StageRunner, stage_metrics
+from fedrelay.relayer.stage import Output, StageRunner, stage_metrics
 from fedrelay.relayer.stages.assemble import Assembler
 from fedrelay.relayer.stages.attest import Attester, GuardianKeyError, load_threshold_share
-from fedrelay.relayer.stages.threshold import ThresholdConfig, ThresholdStepRefused
+from fedrelay.relayer.stages.threshold import (
+    ThresholdConfig,
+    ThresholdStepRefused,
+    ThresholdTicker,
+)
 
 GUARDIANS = 4  # quorum and threshold 3
 SIGNERS = guardian_signers(GUARDIANS)
@@ -310,6 +316,17 @@ async def test_the_first_quorum_of_commitments_is_the_package_issued_once(
     assert (await assembler.process(_record(partials[0], 13))).outputs == ()
 
 
+async def _version_1_and_failure(output: Output, sessions: async_sessionmaker[AsyncSession]) -> str:
+    """Check that `output` carries a valid version-1 VAA; the one package's failure."""
+    vaa = parse_any_vaa(decode_as(output.value, SignedVaa).vaa)
+    assert isinstance(vaa, Vaa)
+    verify_vaa(vaa, SETS, NOW)
+    async with sessions() as session:
+        [row] = (await session.scalars(select(ThresholdPackage))).all()
+    assert row.failure is not None
+    return row.failure
+
+
 async def test_a_bad_partial_fails_the_attempt_and_version_1_takes_over(
     tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -328,15 +345,68 @@ async def test_a_bad_partial_fails_the_attempt_and_version_1_takes_over(
     result = await assembler.process(_record(tampered, 210))
 
     [output] = result.outputs
-    vaa = parse_any_vaa(decode_as(output.value, SignedVaa).vaa)
-    assert isinstance(vaa, Vaa)
-    verify_vaa(vaa, SETS, NOW)
-    async with sessions() as session:
-        [row] = (await session.scalars(select(ThresholdPackage))).all()
-    assert row.failure is not None
-    assert "signer 3 (guardian 2)" in row.failure
+    assert "signer 3 (guardian 2)" in await _version_1_and_failure(output, sessions)
     # The honest partial arriving late changes nothing: the attempt failed.
     assert (await assembler.process(_record(real, 211))).outputs == ()
+
+
+async def test_a_package_left_unanswered_gives_way_to_version_1_on_a_tick_past_the_timeout(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    observation = sample_observation(50)
+    ledger = SqlRelayerLedger(sessions)
+    assembler = Assembler(ledger, SETS, threshold=CONFIG)
+    for offset, signature in enumerate(signature_messages(observation, SIGNERS, [3, 1, 0])):
+        assert (await assembler.process(_record(signature, 100 + offset))).outputs == ()
+    j = journals(tmp_path)
+    package = await _commit_all(assembler, j, observation)
+    late = _partial(j[2], package)  # guardian 2 answers only after the timeout
+    for offset, journal in enumerate(j[:2]):
+        assert (
+            await assembler.process(_record(_partial(journal, package), 200 + offset))
+        ).outputs == ()
+
+    tick = ThresholdTick(at_ms=0)
+    assert (await assembler.process(_record(tick, 300))).outputs == ()  # within the timeout
+    after = Assembler(ledger, SETS, threshold=CONFIG, clock=lambda: time.time() + 31)
+    [output] = (await after.process(_record(tick, 301))).outputs
+    failure = await _version_1_and_failure(output, sessions)
+    assert "guardian(s) [2] did not answer within 30 s" in failure
+    replayed = await after.process(_record(tick, 301))  # the same tick after a crash
+    assert [o.value for o in replayed.outputs] == [output.value]
+    assert (await after.process(_record(tick, 302))).outputs == ()  # a later tick
+    assert (await after.process(_record(late, 303))).outputs == ()  # the late answer
+
+
+async def test_too_few_commitments_give_way_to_version_1_on_a_tick_past_the_timeout(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    observation = sample_observation(60)
+    ledger = SqlRelayerLedger(sessions)
+    assembler = Assembler(ledger, SETS, threshold=CONFIG)
+    for offset, signature in enumerate(signature_messages(observation, SIGNERS, [0, 1, 2, 3])):
+        assert (await assembler.process(_record(signature, offset))).outputs == ()
+    for offset, journal in enumerate(journals(tmp_path)[:2]):  # the others hold no share
+        step = ThresholdCommitmentMessage(
+            observation, 0, 0, commitment=journal.commit(0, observation.digest, 0)
+        )
+        assert (await assembler.process(_record(step, 10 + offset))).outputs == ()
+
+    after = Assembler(ledger, SETS, threshold=CONFIG, clock=lambda: time.time() + 31)
+    [output] = (await after.process(_record(ThresholdTick(at_ms=0), 20))).outputs
+    failure = await _version_1_and_failure(output, sessions)
+    assert "2 guardian(s) committed within 30 s, 3 are needed" in failure
+
+
+async def test_the_ticker_publishes_ticks_until_stopped() -> None:
+    bus = MemoryBus()
+    await bus.create_topics(["signatures"])
+    ticker = ThresholdTicker(bus, "signatures", every_s=0.01)
+    task = asyncio.create_task(ticker.run())
+    ticks = await read_topic(bus, "signatures", 3, group_id=uuid.uuid4().hex, limit_s=5)
+    ticker.stop()
+    await asyncio.wait_for(task, 5)
+    assert all(isinstance(decode_message(r.value), ThresholdTick) for r in ticks)
 
 
 async def test_steps_for_another_key_or_signer_are_refused(
