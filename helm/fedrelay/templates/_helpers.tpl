@@ -220,3 +220,27 @@ readinessProbe:
   timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
   failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
 {{- end -}}
+
+{{/*
+The threshold attestation variables of attest and assemble (attestation.mode threshold), as an
+EnvVar list; empty under guardian attestation.
+*/}}
+{{- define "fedrelay.attestationEnv" -}}
+{{- $a := .Values.attestation -}}
+{{- if eq $a.mode "threshold" -}}
+- name: FEDRELAY_ATTESTATION
+  value: threshold
+- name: FEDRELAY_TSS_INDEX
+  value: {{ $a.tssIndex | quote }}
+- name: FEDRELAY_THRESHOLD_GROUP_KEY
+  value: {{ $a.groupKey | quote }}
+- name: FEDRELAY_THRESHOLD_VERIFICATION_SHARES
+  value: {{ $a.verificationShares | toJson | quote }}
+- name: FEDRELAY_THRESHOLD_SIGNERS
+  value: {{ $a.signers | quote }}
+- name: FEDRELAY_THRESHOLD_TIMEOUT_S
+  value: {{ $a.timeoutSeconds | quote }}
+- name: FEDRELAY_SIGNING_TOPIC
+  value: {{ $a.signingTopic | quote }}
+{{- end -}}
+{{- end -}}

@@ -52,4 +52,23 @@ autoscaling bounds in order. Each failure names the value at fault.
 {{- if and .Values.relayer.attest.enabled (not .Values.relayer.attest.guardians) -}}
 {{- fail "relayer.attest is enabled but relayer.attest.guardians is empty" -}}
 {{- end -}}
+{{- $t := .Values.attestation -}}
+{{- if eq $t.mode "threshold" -}}
+{{- if not $t.groupKey -}}
+{{- fail "attestation.groupKey: threshold attestation needs the threshold key's group key" -}}
+{{- end -}}
+{{- if ne (len $t.verificationShares) (len .Values.guardianSet.addresses) -}}
+{{- fail (printf "attestation.verificationShares: %d given for the %d guardians of guardianSet.addresses (one per guardian, in order)" (len $t.verificationShares) (len .Values.guardianSet.addresses)) -}}
+{{- end -}}
+{{- if .Values.relayer.attest.enabled -}}
+{{- range .Values.relayer.attest.guardians -}}
+{{- if not (and .shareSecret .shareSecretKey) -}}
+{{- fail (printf "relayer.attest.guardians: %q needs shareSecret and shareSecretKey (its threshold share) under threshold attestation" .name) -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.relayer.attest.autoscaling.enabled -}}
+{{- fail "relayer.attest.autoscaling: under threshold attestation each guardian is one pod (its signing journal is its own); disable autoscaling" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
