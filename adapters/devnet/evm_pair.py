@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fedrelay.adapters.devnet.guardians import append_key_vaa
 from fedrelay.adapters.devnet.services import Anvil
 from fedrelay.adapters.evm.chain import EvmChain, Signer
 from fedrelay.adapters.evm.deploy import (
@@ -60,16 +61,27 @@ class EvmDeployment:
 
 
 def deploy_pair(
-    coordinator: Anvil, workers: Anvil, guardians: Sequence[str], challenge_window: int = 60
+    coordinator: Anvil,
+    workers: Anvil,
+    guardians: Sequence[str],
+    challenge_window: int = 60,
+    threshold_key: bool = False,
 ) -> EvmDeployment:
     """Deploy and link the contracts on both chains (owner: each anvil's account 0).
 
-    The aggregator is the coordinator chain's account 1 and the challenger its account 2.
+    The aggregator is the coordinator chain's account 1 and the challenger its account 2. With
+    `threshold_key`, both cores also take the devnet threshold key of the devnet guardians
+    ``0..len(guardians)-1`` as key 0 (:func:`~fedrelay.adapters.devnet.guardians.append_key_vaa`),
+    so that version-2 VAAs verify.
     """
     c_chain, w_chain = EvmChain(coordinator.rpc_url), EvmChain(workers.rpc_url)
     c_owner, w_owner = Signer(coordinator.private_keys[0]), Signer(workers.private_keys[0])
     c_core = deploy_message_core(c_chain, c_owner, COORDINATOR_CHAIN, guardians)
     w_core = deploy_message_core(w_chain, w_owner, WORKER_CHAIN, guardians)
+    if threshold_key:
+        governance = append_key_vaa(len(guardians)).to_bytes()
+        c_core.append_threshold_key(c_owner, governance)
+        w_core.append_threshold_key(w_owner, governance)
     market = deploy_job_market(
         c_chain, c_owner, c_core.address,
         aggregator=coordinator.addresses[1], challenger=coordinator.addresses[2],

@@ -85,6 +85,7 @@ from fedrelay.bench.relaying import (
     RECEIPT_POLL_S,
     BenchmarkFailed,
     Route,
+    attested,
     guardian_addresses,
     guardian_key_files,
     in_thread,
@@ -95,6 +96,7 @@ from fedrelay.bench.relaying import (
     running,
     stage_figures,
     steady_size,
+    threshold_share_files,
     until,
 )
 from fedrelay.protocol.wormhole import (
@@ -263,6 +265,7 @@ async def _relayer(
     layout: str,
     guardian_files: Sequence[Path],
     signer_file: Path,
+    share_files: Sequence[Path] = (),
 ) -> AbstractAsyncContextManager[StageFigures]:
     """The relayer under test, to run for a block that gets a reader of its stage figures:
     every stage in this process (``one-process``, as ``fedrelay relayer run --stage all``
@@ -279,8 +282,9 @@ async def _relayer(
         commands = chart_layout(["coordinator", "worker-evm"], guardian_files, signer_file)
         return stage_processes(with_set, evm.chains_yaml(), commands, signer_file.parent)
     request = StageRequest(
-        stage="all", guardian_keys=tuple(guardian_files), signer_keys={"": signer_file}
-    )
+        stage="all", guardian_keys=tuple(guardian_files), signer_keys={"": signer_file},
+        threshold_shares=tuple(share_files),
+    )  # fmt: skip
     metrics = stage_metrics(CollectorRegistry())
     process = await build_process(
         settings, parse_chains(evm.chains_yaml()), request, metrics=metrics
@@ -311,6 +315,7 @@ async def bench_relayer(
     console: Console | None = None,
     layout: str = "one-process",
     warm_up_messages: int | None = None,
+    attestation: str = "guardian",
 ) -> dict[str, Any]:
     """Relay `messages` TASK_ASSIGNED messages on running services; return the figures.
 
@@ -331,19 +336,27 @@ async def bench_relayer(
             deploys them) or ``one-process`` (every stage in this process).
         warm_up_messages: How many messages the unmeasured warm-up phase relays (default: a
             quarter of `messages`, at least 20).
+        attestation: ``guardian`` (version-1 VAAs) or ``threshold`` (the guardians sign
+            version-2 VAAs together: two more hops on the bus per message; one-process only).
 
     Raises:
-        ValueError: `messages` is below 1, or `layout` is neither.
+        ValueError: `messages` is below 1, `layout` is neither, or `attestation` is unknown or
+            ``threshold`` with the ``processes`` layout.
         BenchmarkFailed: Not every message was confirmed in time.
     """
     steady = steady_size(messages, steady_messages)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    threshold = attestation == "threshold"
+    if threshold and layout == "processes":
+        raise ValueError("threshold attestation is measured in the one-process layout only")
     warm_up = max(20, messages // 4) if warm_up_messages is None else warm_up_messages
     console = console or Console(stderr=True)
     console.log("deploying the contracts on both chains")
     await asyncio.to_thread(Forge(Path(CONTRACTS_DIR)).build)
-    evm = await asyncio.to_thread(deploy_pair, coordinator, workers, guardian_addresses())
+    evm = await asyncio.to_thread(
+        deploy_pair, coordinator, workers, guardian_addresses(), threshold_key=threshold
+    )
     database_url = await new_database(postgres, "bench_relayer")
     console.log(f"posting {warm_up + messages + steady} jobs")
     poster = Signer(evm.coordinator.private_keys[POSTER_KEY])
@@ -367,7 +380,9 @@ async def bench_relayer(
         signer_file = Path(keys) / "signer.key"
         signer_file.write_text(evm.coordinator.private_keys[RELAYER_KEY] + "\n")
         guardian_files = guardian_key_files(Path(keys))
-        relayer = await _relayer(evm, kafka, settings, layout, guardian_files, signer_file)
+        settings = attested(settings, attestation, Path(keys) / "journals")
+        shares = threshold_share_files(Path(keys)) if threshold else []
+        relayer = await _relayer(evm, kafka, settings, layout, guardian_files, signer_file, shares)
         async with relayer as stage_figures_now:
             console.log("registering the worker")
             await asyncio.to_thread(evm.hub.stake, worker, 10**18)
@@ -425,6 +440,7 @@ async def bench_relayer(
         "steady_latency_p99_s": round(percentile(steady_latencies, 0.99), 3),
         "destination_block_time_s": block_time_s,
         "layout": layout,
+        "attestation": attestation,
         "stages": stages,
         "raw_transactions": messages,
         "guardians": GUARDIANS,
@@ -439,6 +455,7 @@ def measure(
     batch_max: int = 1,
     solana_messages: int = 200,
     layout: str = "one-process",
+    attestation: str = "guardian",
 ) -> dict[str, Any]:
     """Start anvil x2, Kafka and PostgreSQL, run :func:`bench_relayer` (the EVM route; skipped
     when `messages` is 0) and :func:`~fedrelay.bench.relayer_solana.bench_solana_route` (the
@@ -466,7 +483,7 @@ def measure(
                 bench_relayer(
                     coordinator, workers, kafka, postgres, messages,
                     window=window, batch_max=batch_max, timeout_s=timeout_s, console=console,
-                    layout=layout,
+                    layout=layout, attestation=attestation,
                 )
             )  # fmt: skip
         if solana_messages:
@@ -474,6 +491,7 @@ def measure(
                 bench_solana_route(
                     coordinator, kafka, postgres, solana_messages,
                     window=window, timeout_s=timeout_s, console=console,
+                    attestation=attestation,
                 )
             )  # fmt: skip
         return figures
@@ -486,8 +504,9 @@ def run(
     batch_max: int = 1,
     solana_messages: int = 200,
     layout: str = "one-process",
+    attestation: str = "guardian",
 ) -> None:
     """Run the benchmark and print its figures as one JSON line on stdout."""
-    figures = measure(messages, timeout_s, window, batch_max, solana_messages, layout)
+    figures = measure(messages, timeout_s, window, batch_max, solana_messages, layout, attestation)
     print(json.dumps(figures))
     sys.stdout.flush()

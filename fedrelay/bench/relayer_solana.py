@@ -46,7 +46,7 @@ from solders.pubkey import Pubkey
 
 from fedrelay.adapters.devnet.evm_pair import COORDINATOR_CHAIN
 from fedrelay.adapters.devnet.forge import Forge
-from fedrelay.adapters.devnet.guardians import guardian_signers
+from fedrelay.adapters.devnet.guardians import append_key_vaa, guardian_signers
 from fedrelay.adapters.devnet.services import Anvil, Kafka, Postgres, SolanaRpc
 from fedrelay.adapters.devnet.worker_program import LAMPORTS_PER_SOL
 from fedrelay.adapters.evm import EvmChain, Signer, address_to_bytes32
@@ -79,11 +79,15 @@ ROUTE = (
 )
 
 
-def _deploy_market(coordinator: Anvil, program_id: Pubkey) -> JobMarketContract:
+def _deploy_market(
+    coordinator: Anvil, program_id: Pubkey, governance: bytes | None
+) -> JobMarketContract:
     """A MessageCore and a JobMarket on the coordinator chain (owner: account 0), trusting the
-    program as the Solana peer."""
+    program as the Solana peer; the core takes the threshold key `governance` appends, if any."""
     chain, owner = EvmChain(coordinator.rpc_url), Signer(coordinator.private_keys[0])
     core = deploy_message_core(chain, owner, COORDINATOR_CHAIN, relaying.guardian_addresses())
+    if governance is not None:
+        core.append_threshold_key(owner, governance)
     market = deploy_job_market(
         chain, owner, core.address, aggregator=coordinator.addresses[relaying.AGGREGATOR_KEY],
         challenger=coordinator.addresses[2], challenge_window=60,
@@ -100,8 +104,11 @@ async def _funded(client: WorkerProgramClient, sol: int) -> Keypair:
     return keypair
 
 
-async def _initialize_program(client: WorkerProgramClient, market: str) -> None:
-    """Initialize the program: JobMarket at `market` is its peer, the devnet guardians its set."""
+async def _initialize_program(
+    client: WorkerProgramClient, market: str, governance: bytes | None
+) -> None:
+    """Initialize the program: JobMarket at `market` is its peer, the devnet guardians its set;
+    it takes the threshold key `governance` appends, if any."""
     admin = await _funded(client, 10)
     guardians = guardian_signers(relaying.GUARDIANS)
     await client.initialize(
@@ -112,20 +119,31 @@ async def _initialize_program(client: WorkerProgramClient, market: str) -> None:
             unbonding_delay=3600, min_stake=LAMPORTS_PER_SOL, consistency_level=1,
         ),
     )  # fmt: skip
+    if governance is not None:
+        await client.append_threshold_key(admin, governance)
 
 
 async def _relayer(
-    settings: RelayerSettings, chains: ChainsConfig, coordinator_key: str, solana_payer: Keypair
+    settings: RelayerSettings,
+    chains: ChainsConfig,
+    coordinator_key: str,
+    solana_payer: Keypair,
+    attestation: str,
 ) -> RelayerProcess:
-    """Every stage for the two chains, with the devnet guardians and a deliverer on each."""
+    """Every stage for the two chains, with the devnet guardians (signing as `attestation`
+    says) and a deliverer on each."""
+    journals = Path(tempfile.mkdtemp(prefix="bench-relayer-solana-journals-"))
+    settings = relaying.attested(settings, attestation, journals)
     with tempfile.TemporaryDirectory(prefix="bench-relayer-solana-") as keys:
         coordinator_file = Path(keys) / "coordinator.key"
         coordinator_file.write_text(coordinator_key + "\n")
         solana_file = Path(keys) / "solana.json"
         solana_file.write_text(json.dumps(list(bytes(solana_payer))) + "\n")
+        shares = relaying.threshold_share_files(Path(keys)) if attestation == "threshold" else []
         request = StageRequest(
             stage="all", guardian_keys=relaying.guardian_key_files(Path(keys)),
             signer_keys={"coordinator": coordinator_file, "worker-solana": solana_file},
+            threshold_shares=tuple(shares),
         )  # fmt: skip
         return await build_process(
             settings, chains, request, metrics=stage_metrics(CollectorRegistry())
@@ -165,6 +183,7 @@ async def bench_solana_route(
     window: int = 32,
     timeout_s: float = 1800.0,
     console: Console | None = None,
+    attestation: str = "guardian",
 ) -> dict[str, Any]:
     """Relay `messages` TASK_ASSIGNED messages to the Solana worker program; return the figures.
 
@@ -180,6 +199,7 @@ async def bench_solana_route(
         window: The deliverers' window (``FEDRELAY_DELIVER_WINDOW``).
         timeout_s: The most seconds to wait for every message of a phase to be confirmed.
         console: Where progress goes (stderr by default).
+        attestation: ``guardian`` (version-1 VAAs) or ``threshold`` (version 2).
 
     Returns:
         ``solana_messages``, ``solana_throughput_msg_per_s`` (burst),
@@ -204,8 +224,13 @@ async def bench_solana_route(
     try:
         async with AsyncClient(devnet.url) as rpc:
             client = WorkerProgramClient(rpc, program_id)
-            market = await asyncio.to_thread(_deploy_market, coordinator, program_id)
-            await _initialize_program(client, market.address)
+            governance = (
+                append_key_vaa(relaying.GUARDIANS).to_bytes()
+                if attestation == "threshold"
+                else None
+            )
+            market = await asyncio.to_thread(_deploy_market, coordinator, program_id, governance)
+            await _initialize_program(client, market.address, governance)
             database_url = await relaying.new_database(postgres, "bench_relayer_solana")
             console.log(f"posting {messages + steady} jobs")
             poster = Signer(coordinator.private_keys[relaying.POSTER_KEY])
@@ -224,6 +249,7 @@ async def bench_solana_route(
                 chains,
                 coordinator.private_keys[RELAYER_KEY],
                 await _funded(client, 1000),
+                attestation,
             )
             aggregator = Signer(coordinator.private_keys[relaying.AGGREGATOR_KEY])
             route = relaying.Route(

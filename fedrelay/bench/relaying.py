@@ -38,7 +38,7 @@ from fedrelay.adapters.evm.artifacts import load_artifact
 from fedrelay.adapters.evm.market import JobMarketContract
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.adapters.ledger.models import Delivery, DeliveryStatus, StoredVaa
-from fedrelay.protocol.wormhole import TaskAssigned, decode_payload, parse_vaa
+from fedrelay.protocol.wormhole import TaskAssigned, decode_payload, parse_any_vaa
 from fedrelay.relayer.process import RelayerProcess
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import StageMetrics
@@ -290,6 +290,49 @@ async def new_database(postgres: Postgres, prefix: str) -> str:
     return database_url
 
 
+#: How the benchmark's guardians may sign: one by one (version 1), or together (version 2).
+ATTESTATIONS = ("guardian", "threshold")
+
+
+def attested(settings: RelayerSettings, attestation: str, journals: Path) -> RelayerSettings:
+    """`settings` under `attestation`: unchanged for ``guardian``; for ``threshold``, the devnet
+    threshold key of the :data:`GUARDIANS` guardians, a signing topic tagged like the others,
+    and the guardians' signing journals under `journals`.
+
+    Raises:
+        ValueError: `attestation` is not one of :data:`ATTESTATIONS`.
+    """
+    if attestation not in ATTESTATIONS:
+        raise ValueError(
+            f"attestation must be one of {', '.join(ATTESTATIONS)}, got {attestation!r}"
+        )
+    if attestation == "guardian":
+        return settings
+    dealt = wormhole_testing.threshold_key(GUARDIANS)
+    tag = settings.group_prefix.removeprefix("bench-")
+    return settings.model_copy(
+        update={
+            "attestation": "threshold",
+            "threshold_group_key": dealt.group_key.hex(),
+            "threshold_verification_shares": tuple(
+                dealt.verification_shares[share.identifier].hex() for share in dealt.shares
+            ),
+            "signing_topic": f"signing-{tag}",
+            "signing_journal_dir": journals,
+        }
+    )
+
+
+def threshold_share_files(directory: Path) -> list[Path]:
+    """The devnet guardians' threshold shares, written into `directory` in index order."""
+    files = []
+    for share in wormhole_testing.threshold_key(GUARDIANS).shares:
+        path = directory / f"guardian-{share.guardian_index}.share"
+        path.write_text("0x" + share.secret_bytes().hex() + "\n")
+        files.append(path)
+    return files
+
+
 def guardian_key_files(directory: Path) -> list[Path]:
     """The devnet guardians' key files, written into `directory` in index order."""
     files = []
@@ -355,7 +398,7 @@ async def confirmation_times(database_url: str, destination_chain: int) -> dict[
             )
             times: dict[int, float] = {}
             for updated_at, vaa in rows:
-                payload = decode_payload(parse_vaa(bytes(vaa)).body.payload)
+                payload = decode_payload(parse_any_vaa(bytes(vaa)).body.payload)
                 if isinstance(payload, TaskAssigned):
                     times[payload.job_id] = updated_at.timestamp()
             return times

@@ -189,6 +189,11 @@ def relayer(
         "process, as the Helm chart deploys them) or 'one-process' (every stage in the "
         "benchmark's process).",
     ),
+    attestation: str = typer.Option(
+        "guardian",
+        help="How the guardians sign: 'guardian' (each its own signature: version-1 VAAs) or "
+        "'threshold' (together, one threshold signature: version-2 VAAs; one-process only).",
+    ),
 ) -> None:
     """Coordinator chain to the EVM and Solana worker chains on Kafka + PostgreSQL: msg/s,
     latency, raw capacity."""
@@ -202,7 +207,16 @@ def relayer(
 
     if layout not in LAYOUTS:
         raise typer.BadParameter(f"one of {', '.join(LAYOUTS)}", param_hint="--layout")
-    run(messages, timeout, window, batch_max, solana_messages, layout)
+    from fedrelay.bench.relaying import ATTESTATIONS
+
+    if attestation not in ATTESTATIONS:
+        raise typer.BadParameter(f"one of {', '.join(ATTESTATIONS)}", param_hint="--attestation")
+    if attestation == "threshold" and layout == "processes" and messages:
+        raise typer.BadParameter(
+            "threshold attestation is measured in the one-process layout only",
+            param_hint="--attestation",
+        )
+    run(messages, timeout, window, batch_max, solana_messages, layout, attestation)
 
 
 @app.command("api-flood")

@@ -385,12 +385,21 @@ class Assembler:
         stored = await store_batch(self.ledger, checked, store)
         for (index, _), outcome in zip(checked, stored, strict=True):
             outcomes[index] = outcome
-        for index, record, step in steps:
-            try:
+
+        async def take(
+            work: RelayerLedgerWork, items: Sequence[tuple[int, Record, _ThresholdRecord]]
+        ) -> list[StageResult]:
+            taken = []
+            for _, record, step in items:
                 with record_context(record):
-                    outcomes[index] = await self.threshold_step(record, step)
-            except Exception as exc:
-                outcomes[index] = exc
+                    taken.append(await self._threshold_in(work, record, step))
+            return taken
+
+        if steps:
+            for (index, _, _), outcome in zip(
+                steps, await store_batch(self.ledger, steps, take), strict=True
+            ):
+                outcomes[index] = outcome
         return outcomes
 
     async def threshold_step(self, record: Record, step: _ThresholdRecord) -> StageResult:
@@ -402,6 +411,13 @@ class Assembler:
         Raises:
             ThresholdStepRefused: Threshold attestation is off here, or the step is refused.
         """
+        async with self.ledger.transaction() as work:
+            return await self._threshold_in(work, record, step)
+
+    async def _threshold_in(
+        self, work: RelayerLedgerWork, record: Record, step: _ThresholdRecord
+    ) -> StageResult:
+        """:meth:`threshold_step` inside the ledger transaction `work` (one of a batch's)."""
         config = self.threshold
         if config is None:
             raise ThresholdStepRefused(
@@ -409,57 +425,55 @@ class Assembler:
             )
         position = position_of(record)
         if isinstance(step, ThresholdTick):
-            return await self._tick(config, position)
+            return await self._tick(work, config, position)
         source = f"chain-{step.observation.emitter_chain}"
-        async with self.ledger.transaction() as work:
+        if isinstance(step, ThresholdCommitmentMessage):
             await store_observation(work, step.observation, ObservationStatus.ATTESTED)
-            if isinstance(step, ThresholdCommitmentMessage):
-                package = await on_commitment(work, config, step, position)
-                if package is None:
-                    return StageResult(emitted_at_ms=step.emitted_at_ms, source=source)
-                output = Output(
-                    config.signing_topic,
-                    encode_message(package),
-                    key=message_key(step.observation.message_id),
-                )
-                return StageResult((output,), emitted_at_ms=step.emitted_at_ms, source=source)
-            outcome = await on_partial(
-                work, config, self.guardian_sets, step, position, int(self.clock())
+            package = await on_commitment(work, config, step, position)
+            if package is None:
+                return StageResult(emitted_at_ms=step.emitted_at_ms, source=source)
+            output = Output(
+                config.signing_topic,
+                encode_message(package),
+                key=message_key(step.observation.message_id),
             )
-            emitted: Vaa | ThresholdVaa | None = outcome.vaa
-            if outcome.failure is not None:
-                log.warning("threshold signing failed, version 1 takes over: %s", outcome.failure)
-                emitted = await assemble_fallback(
-                    work, step.observation, self.guardian_sets, position
-                )
-            if emitted is not None:
-                await work.advance_observations_of(
-                    [step.digest],
-                    ObservationStatus.ASSEMBLED,
-                    [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED],
-                )
+            return StageResult((output,), emitted_at_ms=step.emitted_at_ms, source=source)
+        outcome = await on_partial(
+            work, config, self.guardian_sets, step, position, int(self.clock())
+        )
+        emitted: Vaa | ThresholdVaa | None = outcome.vaa
+        if outcome.failure is not None:
+            log.warning("threshold signing failed, version 1 takes over: %s", outcome.failure)
+            emitted = await assemble_fallback(work, step.observation, self.guardian_sets, position)
+        if emitted is not None:
+            await work.advance_observations_of(
+                [step.digest],
+                ObservationStatus.ASSEMBLED,
+                [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED],
+            )
         return self._result(step.observation, emitted)
 
-    async def _tick(self, config: ThresholdConfig, position: str) -> StageResult:
+    async def _tick(
+        self, work: RelayerLedgerWork, config: ThresholdConfig, position: str
+    ) -> StageResult:
         """Give up on the packages past the timeout; emit the version-1 VAA of each that has a
         quorum of signatures stored, from this record (again when it is replayed)."""
         outputs: list[Output] = []
-        async with self.ledger.transaction() as work:
-            for observation in await give_up_stale(work, config, self.clock()):
-                log.warning(
-                    "threshold signing of %s timed out; version 1 takes over",
-                    message_label(observation.message_id),
+        for observation in await give_up_stale(work, config, self.clock()):
+            log.warning(
+                "threshold signing of %s timed out; version 1 takes over",
+                message_label(observation.message_id),
+            )
+            vaa = await assemble_fallback(work, observation, self.guardian_sets, position)
+            if vaa is not None:
+                await work.advance_observations_of(
+                    [vaa.digest],
+                    ObservationStatus.ASSEMBLED,
+                    [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED],
                 )
-                vaa = await assemble_fallback(work, observation, self.guardian_sets, position)
-                if vaa is not None:
-                    await work.advance_observations_of(
-                        [vaa.digest],
-                        ObservationStatus.ASSEMBLED,
-                        [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED],
-                    )
-                    outputs.extend(self._result(observation, vaa).outputs)
-            # A replay after a crash: the packages failed, the VAAs it stored are emitted again.
-            outputs.extend(await self._replayed(work, config, position, outputs))
+                outputs.extend(self._result(observation, vaa).outputs)
+        # A replay after a crash: the packages failed, the VAAs it stored are emitted again.
+        outputs.extend(await self._replayed(work, config, position, outputs))
         return StageResult(tuple(outputs))
 
     async def _replayed(

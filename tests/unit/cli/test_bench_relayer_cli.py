@@ -23,16 +23,33 @@ def test_the_solana_route_is_sized_or_skipped_from_the_command_line(
         1,
         200,
         "one-process",
+        "guardian",
     )  # the Solana route by default, 200 messages
     done = CliRunner().invoke(app, ["bench", "relayer", "--solana-messages", "0"])
     assert done.exit_code == 0, done.output
-    assert calls[-1] == (1000, 1800.0, 32, 1, 0, "one-process")
+    assert calls[-1] == (1000, 1800.0, 32, 1, 0, "one-process", "guardian")
     done = CliRunner().invoke(app, ["bench", "relayer", "--messages", "0", "--solana-messages=7"])
     assert done.exit_code == 0, done.output
-    assert calls[-1] == (0, 1800.0, 32, 1, 7, "one-process")
+    assert calls[-1] == (0, 1800.0, 32, 1, 7, "one-process", "guardian")
     done = CliRunner().invoke(app, ["bench", "relayer", "--layout", "processes"])
     assert done.exit_code == 0, done.output
-    assert calls[-1] == (1000, 1800.0, 32, 1, 200, "processes")
+    assert calls[-1] == (1000, 1800.0, 32, 1, 200, "processes", "guardian")
+    done = CliRunner().invoke(app, ["bench", "relayer", "--attestation", "threshold"])
+    assert done.exit_code == 0, done.output
+    assert calls[-1] == (1000, 1800.0, 32, 1, 200, "one-process", "threshold")
+
+
+def test_an_unknown_attestation_or_threshold_in_processes_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(relayer, "run", lambda *args: pytest.fail("ran with bad options"))
+    done = CliRunner().invoke(app, ["bench", "relayer", "--attestation", "frost"])
+    assert done.exit_code == 2
+    assert "one of guardian, threshold" in " ".join(done.output.replace("│", " ").split())
+    options = ["bench", "relayer", "--attestation", "threshold", "--layout", "processes"]
+    done = CliRunner().invoke(app, options)
+    assert done.exit_code == 2
+    assert "one-process layout only" in " ".join(done.output.replace("│", " ").split())
 
 
 def test_an_unknown_layout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
