@@ -48,6 +48,7 @@ from fedrelay.ports.relayer_ledger import (
     SourceCursorRecord,
     StoredObservation,
     StoredVaaRecord,
+    ThresholdAttempt,
     ThresholdPackageRecord,
     signed_by,
 )
@@ -464,49 +465,57 @@ class SqlRelayerLedgerWork:
         row = await self.session.get(StoredVaa, digest)
         return None if row is None else _vaa(row)
 
-    async def add_threshold_part(
-        self, digest: bytes, tss_index: int, attempt: int, identifier: int, kind: str, data: bytes
-    ) -> bool:
-        values = {
-            "digest": digest,
-            "tss_index": tss_index,
-            "attempt": attempt,
-            "identifier": identifier,
-            "kind": kind,
-            "data": data,
-            "added_at": utcnow(),
-        }
-        unique = ("digest", "tss_index", "attempt", "identifier", "kind")
-        return await insert_once(self.session, _table(ThresholdPart), values, unique)
+    async def add_threshold_parts(
+        self, kind: str, parts: Sequence[tuple[ThresholdAttempt, int, bytes]]
+    ) -> None:
+        rows = [
+            {
+                "digest": key.digest, "tss_index": key.tss_index, "attempt": key.attempt,
+                "identifier": identifier, "kind": kind, "data": data, "added_at": utcnow(),
+            }
+            for key, identifier, data in parts
+        ]  # fmt: skip
+        if rows:
+            unique = ("digest", "tss_index", "attempt", "identifier", "kind")
+            await insert_many_once(self.session, _table(ThresholdPart), rows, unique)
 
     async def threshold_parts(
-        self, digest: bytes, tss_index: int, attempt: int, kind: str
-    ) -> list[tuple[int, bytes]]:
+        self, kind: str, attempts: Sequence[ThresholdAttempt]
+    ) -> dict[ThresholdAttempt, list[tuple[int, bytes]]]:
+        if not attempts:
+            return {}
+        wanted = set(attempts)
         rows = await self.session.execute(
-            select(ThresholdPart.identifier, ThresholdPart.data)
+            select(
+                ThresholdPart.digest, ThresholdPart.tss_index, ThresholdPart.attempt,
+                ThresholdPart.identifier, ThresholdPart.data,
+            )
             .where(
-                ThresholdPart.digest == digest,
-                ThresholdPart.tss_index == tss_index,
-                ThresholdPart.attempt == attempt,
+                ThresholdPart.digest.in_(list({key.digest for key in wanted})),
                 ThresholdPart.kind == kind,
             )
             .order_by(ThresholdPart.id)
-        )
-        return [(int(identifier), bytes(data)) for identifier, data in rows]
+        )  # fmt: skip
+        found: dict[ThresholdAttempt, list[tuple[int, bytes]]] = {}
+        for digest, tss_index, attempt, identifier, data in rows:
+            key = ThresholdAttempt(bytes(digest), tss_index, attempt)
+            if key in wanted:
+                found.setdefault(key, []).append((int(identifier), bytes(data)))
+        return found
 
-    async def open_threshold_package(
-        self, digest: bytes, tss_index: int, attempt: int, observation: bytes
+    async def open_threshold_packages(
+        self, packages: Sequence[tuple[ThresholdAttempt, bytes]]
     ) -> None:
-        values = {
-            "digest": digest,
-            "tss_index": tss_index,
-            "attempt": attempt,
-            "signers": b"",
-            "observation": observation,
-            "opened_at": utcnow(),
-        }
-        unique = ("digest", "tss_index", "attempt")
-        await insert_once(self.session, _table(ThresholdPackage), values, unique)
+        rows = [
+            {
+                "digest": key.digest, "tss_index": key.tss_index, "attempt": key.attempt,
+                "signers": b"", "observation": observation, "opened_at": utcnow(),
+            }
+            for key, observation in packages
+        ]  # fmt: skip
+        if rows:
+            unique = ("digest", "tss_index", "attempt")
+            await insert_many_once(self.session, _table(ThresholdPackage), rows, unique)
 
     async def issue_threshold_package(
         self, digest: bytes, tss_index: int, attempt: int, signers: bytes, issued_from: str
@@ -524,14 +533,23 @@ class SqlRelayerLedgerWork:
         return bool(getattr(result, "rowcount", 0) == 1)
 
     async def threshold_packages(
-        self, digest: bytes, tss_index: int
-    ) -> list[ThresholdPackageRecord]:
+        self, attempts: Sequence[ThresholdAttempt]
+    ) -> dict[ThresholdAttempt, ThresholdPackageRecord]:
+        if not attempts:
+            return {}
+        wanted = set(attempts)
         rows = await self.session.scalars(
-            select(ThresholdPackage)
-            .where(ThresholdPackage.digest == digest, ThresholdPackage.tss_index == tss_index)
-            .order_by(ThresholdPackage.attempt)
+            select(ThresholdPackage).where(
+                ThresholdPackage.digest.in_(list({key.digest for key in wanted}))
+            )
         )
-        return [_package(row) for row in rows]
+        found = {}
+        for row in rows:
+            package = _package(row)
+            key = ThresholdAttempt(package.digest, package.tss_index, package.attempt)
+            if key in wanted:
+                found[key] = package
+        return found
 
     async def stale_threshold_packages(
         self, opened_before: datetime, limit: int

@@ -127,6 +127,15 @@ class NewVaa:
 
 
 @dataclass(frozen=True)
+class ThresholdAttempt:
+    """One attempt at threshold-signing a digest under a key."""
+
+    digest: bytes
+    tss_index: int
+    attempt: int
+
+
+@dataclass(frozen=True)
 class ThresholdPackageRecord:
     """One attempt at threshold-signing a digest: its signers once issued, whether it failed."""
 
@@ -327,24 +336,26 @@ class RelayerLedgerWork(Protocol):
         """The VAA stored under `digest`."""
         ...
 
-    async def add_threshold_part(
-        self, digest: bytes, tss_index: int, attempt: int, identifier: int, kind: str, data: bytes
-    ) -> bool:
-        """Insert once a signer's commitment or partial (`kind`) for an attempt; True if
-        inserted (a signer has at most one of each per attempt: the first is kept)."""
+    async def add_threshold_parts(
+        self, kind: str, parts: Sequence[tuple[ThresholdAttempt, int, bytes]]
+    ) -> None:
+        """Insert once each signer's commitment or partial (`kind`) for an attempt, as
+        (attempt, identifier, data), in one statement (a signer has at most one of each per
+        attempt: the first is kept)."""
         ...
 
     async def threshold_parts(
-        self, digest: bytes, tss_index: int, attempt: int, kind: str
-    ) -> list[tuple[int, bytes]]:
-        """The stored parts of one kind for an attempt, as (identifier, data) in the order they
-        were stored."""
+        self, kind: str, attempts: Sequence[ThresholdAttempt]
+    ) -> dict[ThresholdAttempt, list[tuple[int, bytes]]]:
+        """The stored parts of one kind of each attempt, as (identifier, data) in the order
+        they were stored (attempts without any are left out)."""
         ...
 
-    async def open_threshold_package(
-        self, digest: bytes, tss_index: int, attempt: int, observation: bytes
+    async def open_threshold_packages(
+        self, packages: Sequence[tuple[ThresholdAttempt, bytes]]
     ) -> None:
-        """Open the package of an attempt unless it is open (its first commitment)."""
+        """Open the package of each attempt, with its observation record, unless it is open
+        (its first commitment), in one statement."""
         ...
 
     async def issue_threshold_package(
@@ -361,9 +372,9 @@ class RelayerLedgerWork(Protocol):
         ...
 
     async def threshold_packages(
-        self, digest: bytes, tss_index: int
-    ) -> list[ThresholdPackageRecord]:
-        """Every package of a digest under a key, by attempt."""
+        self, attempts: Sequence[ThresholdAttempt]
+    ) -> dict[ThresholdAttempt, ThresholdPackageRecord]:
+        """The open packages of the given attempts."""
         ...
 
     async def fail_threshold_package(

@@ -30,6 +30,7 @@ from fedrelay.ports.relayer_ledger import (
     ObservationStatus,
     RelayerLedger,
     RelayerLedgerWork,
+    ThresholdAttempt,
 )
 from fedrelay.protocol.tracing import traceparent
 from fedrelay.protocol.wormhole import (
@@ -70,8 +71,8 @@ from fedrelay.relayer.stages.threshold import (
     ThresholdConfig,
     ThresholdStepRefused,
     give_up_stale,
-    on_commitment,
-    on_partial,
+    take_commitments,
+    take_partials,
 )
 
 log = logging.getLogger(__name__)
@@ -389,11 +390,7 @@ class Assembler:
         async def take(
             work: RelayerLedgerWork, items: Sequence[tuple[int, Record, _ThresholdRecord]]
         ) -> list[StageResult]:
-            taken = []
-            for _, record, step in items:
-                with record_context(record):
-                    taken.append(await self._threshold_in(work, record, step))
-            return taken
+            return await self._threshold_in(work, [(record, step) for _, record, step in items])
 
         if steps:
             for (index, _, _), outcome in zip(
@@ -412,46 +409,78 @@ class Assembler:
             ThresholdStepRefused: Threshold attestation is off here, or the step is refused.
         """
         async with self.ledger.transaction() as work:
-            return await self._threshold_in(work, record, step)
+            [result] = await self._threshold_in(work, [(record, step)])
+        return result
 
     async def _threshold_in(
-        self, work: RelayerLedgerWork, record: Record, step: _ThresholdRecord
-    ) -> StageResult:
-        """:meth:`threshold_step` inside the ledger transaction `work` (one of a batch's)."""
+        self, work: RelayerLedgerWork, items: Sequence[tuple[Record, _ThresholdRecord]]
+    ) -> list[StageResult]:
+        """Threshold steps, in the ledger transaction `work`: the commitments together, then
+        the partials together (:func:`~fedrelay.relayer.stages.threshold.take_commitments`,
+        :func:`~fedrelay.relayer.stages.threshold.take_partials`), then each tick."""
         config = self.threshold
         if config is None:
             raise ThresholdStepRefused(
-                f"a {step.TYPE} record reached an assembler without threshold attestation"
+                f"a {items[0][1].TYPE} record reached an assembler without threshold attestation"
             )
-        position = position_of(record)
-        if isinstance(step, ThresholdTick):
-            return await self._tick(work, config, position)
-        source = f"chain-{step.observation.emitter_chain}"
-        if isinstance(step, ThresholdCommitmentMessage):
-            await store_observation(work, step.observation, ObservationStatus.ATTESTED)
-            package = await on_commitment(work, config, step, position)
-            if package is None:
-                return StageResult(emitted_at_ms=step.emitted_at_ms, source=source)
-            output = Output(
-                config.signing_topic,
-                encode_message(package),
-                key=message_key(step.observation.message_id),
-            )
-            return StageResult((output,), emitted_at_ms=step.emitted_at_ms, source=source)
-        outcome = await on_partial(
-            work, config, self.guardian_sets, step, position, int(self.clock())
-        )
-        emitted: Vaa | ThresholdVaa | None = outcome.vaa
-        if outcome.failure is not None:
-            log.warning("threshold signing failed, version 1 takes over: %s", outcome.failure)
-            emitted = await assemble_fallback(work, step.observation, self.guardian_sets, position)
-        if emitted is not None:
+        results: list[StageResult] = [StageResult() for _ in items]
+        commitments = [
+            (index, position_of(record), step)
+            for index, (record, step) in enumerate(items)
+            if isinstance(step, ThresholdCommitmentMessage)
+        ]
+        if commitments:
+            first = {step.digest: step for _, _, step in reversed(commitments)}
+            await work.record_observations(
+                [(step.observation, ObservationStatus.ATTESTED, traceparent())
+                 for step in first.values()]
+            )  # fmt: skip
             await work.advance_observations_of(
-                [step.digest],
+                list(first), ObservationStatus.ATTESTED, [ObservationStatus.OBSERVED]
+            )
+            packages = await take_commitments(
+                work, config, [(position, step) for _, position, step in commitments]
+            )
+            for (index, _, commitment), package in zip(commitments, packages, strict=True):
+                outputs: tuple[Output, ...] = ()
+                if package is not None:
+                    key = message_key(commitment.observation.message_id)
+                    outputs = (Output(config.signing_topic, encode_message(package), key=key),)
+                source = f"chain-{commitment.observation.emitter_chain}"
+                results[index] = StageResult(
+                    outputs, emitted_at_ms=commitment.emitted_at_ms, source=source
+                )
+        partials = [
+            (index, position_of(record), step)
+            for index, (record, step) in enumerate(items)
+            if isinstance(step, ThresholdPartialMessage)
+        ]
+        if partials:
+            taken = await take_partials(
+                work, config, self.guardian_sets,
+                [(position, step) for _, position, step in partials], int(self.clock()),
+            )  # fmt: skip
+            assembled = []
+            for (index, position, step), outcome in zip(partials, taken, strict=True):
+                emitted: Vaa | ThresholdVaa | None = outcome.vaa
+                if outcome.failure is not None:
+                    log.warning("threshold signing failed, version 1 takes over: %s",
+                                outcome.failure)  # fmt: skip
+                    emitted = await assemble_fallback(
+                        work, step.observation, self.guardian_sets, position
+                    )
+                if emitted is not None:
+                    assembled.append(step.digest)
+                results[index] = self._result(step.observation, emitted)
+            await work.advance_observations_of(
+                assembled,
                 ObservationStatus.ASSEMBLED,
                 [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED],
             )
-        return self._result(step.observation, emitted)
+        for index, (record, item) in enumerate(items):
+            if isinstance(item, ThresholdTick):
+                results[index] = await self._tick(work, config, position_of(record))
+        return results
 
     async def _tick(
         self, work: RelayerLedgerWork, config: ThresholdConfig, position: str
@@ -489,10 +518,11 @@ class Assembler:
         for stored in await work.vaas_assembled_from(position):
             if message_key(stored.message_id) in keys:
                 continue
-            for package in await work.threshold_packages(stored.digest, config.tss_index):
+            key = ThresholdAttempt(stored.digest, config.tss_index, 0)  # the one attempt issued
+            package = (await work.threshold_packages([key])).get(key)
+            if package is not None:
                 observation = decode_as(package.observation, Observation)
                 again.extend(self._result(observation, parse_any_vaa(stored.vaa)).outputs)
-                break
         return again
 
     def _checked(self, message: Message) -> tuple[GuardianSignatureMessage, int]:

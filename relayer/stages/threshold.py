@@ -56,7 +56,7 @@ from datetime import UTC, datetime
 import coincurve
 
 from fedrelay.ports.bus import Bus
-from fedrelay.ports.relayer_ledger import RelayerLedgerWork, ThresholdPackageRecord, signed_by
+from fedrelay.ports.relayer_ledger import NewVaa, RelayerLedgerWork, ThresholdAttempt
 from fedrelay.protocol.tracing import traceparent
 from fedrelay.protocol.wormhole import GuardianSets
 from fedrelay.protocol.wormhole.errors import BadPartialSignature, WormholeError
@@ -176,53 +176,67 @@ def _check_key(config: ThresholdConfig, step: ThresholdCommitmentMessage | Thres
         )
 
 
-async def on_commitment(
+def _attempt_of(step: ThresholdCommitmentMessage | ThresholdPartialMessage) -> ThresholdAttempt:
+    return ThresholdAttempt(step.digest, step.tss_index, step.attempt)
+
+
+async def take_commitments(
     work: RelayerLedgerWork,
     config: ThresholdConfig,
-    step: ThresholdCommitmentMessage,
-    position: str,
-) -> SigningPackageMessage | None:
-    """Store a commitment; the package when this record completes (or completed) it.
+    items: Sequence[tuple[str, ThresholdCommitmentMessage]],
+) -> list[SigningPackageMessage | None]:
+    """Store commitments (bus position, record), in order; per item, the package it issues
+    (or issued: a replay of that record), else None.
+
+    The outcome is the one taking them one by one gives: an item whose commitment is the
+    ``t``-th distinct one of its attempt, counting those stored before it, issues the package
+    of the first ``t``. The ledger work is a fixed number of statements plus one per package
+    issued, whatever the number of items.
 
     Raises:
-        ThresholdStepRefused: The commitment is for another key or from an unknown signer.
+        ThresholdStepRefused: A commitment is for another key or from an unknown signer.
     """
-    commitment = step.commitment
-    _check_key(config, step, commitment.identifier)
-    digest = step.digest
-    if await work.stored_vaa(digest) is not None:
-        return None  # signed already (this attempt, or version 1 after a failure)
-    await work.open_threshold_package(
-        digest, step.tss_index, step.attempt, encode_message(step.observation)
-    )
-    await work.add_threshold_part(
-        digest, step.tss_index, step.attempt, commitment.identifier, COMMITMENT,
-        commitment.hiding + commitment.binding,
+    for _, step in items:
+        _check_key(config, step, step.commitment.identifier)
+    stored = await work.stored_vaas(list({step.digest for _, step in items}))
+    live = [(position, step) for position, step in items if step.digest not in stored]
+    keys = list(dict.fromkeys(_attempt_of(step) for _, step in live))
+    held = await work.threshold_parts(COMMITMENT, keys)  # before the batch's own
+    opened = {_attempt_of(step): encode_message(step.observation) for _, step in reversed(live)}
+    await work.open_threshold_packages(list(opened.items()))
+    await work.add_threshold_parts(
+        COMMITMENT,
+        [(_attempt_of(step), step.commitment.identifier,
+          step.commitment.hiding + step.commitment.binding) for _, step in live],
     )  # fmt: skip
-    package = await _attempt(work, step)
-    if package is None or package.failure is not None:
-        return None
-    if package.issued_from is not None:
-        if package.issued_from != position:
-            return None
-        return _package(step, decode_signers(package.signers))  # a replay of the issuing record
-    stored = await work.threshold_parts(digest, step.tss_index, step.attempt, COMMITMENT)
-    if len(stored) < config.threshold:
-        return None
-    chosen = sorted(stored[: config.threshold])
-    signers = tuple(NonceCommitment(i, data[:33], data[33:]) for i, data in chosen)
-    issued = await work.issue_threshold_package(
-        digest, step.tss_index, step.attempt, encode_signers(signers), position
-    )
-    return _package(step, signers) if issued else None
-
-
-async def _attempt(
-    work: RelayerLedgerWork, step: ThresholdCommitmentMessage | ThresholdPartialMessage
-) -> ThresholdPackageRecord | None:
-    """The package of the step's attempt, if one is open."""
-    packages = await work.threshold_packages(step.digest, step.tss_index)
-    return next((p for p in packages if p.attempt == step.attempt), None)
+    packages = await work.threshold_packages(keys)
+    known = {key: dict(held.get(key, [])) for key in keys}  # insertion order: first stored first
+    issued: dict[ThresholdAttempt, str] = {}  # by the batch: attempt -> issuing position
+    outcomes: list[SigningPackageMessage | None] = []
+    for position, step in items:
+        key = _attempt_of(step)
+        package = packages.get(key)
+        if step.digest in stored or package is None or package.failure is not None:
+            outcomes.append(None)  # signed already, or the attempt failed
+            continue
+        if package.issued_from is not None:  # issued before the batch
+            replay = package.issued_from == position
+            outcomes.append(_package(step, decode_signers(package.signers)) if replay else None)
+            continue
+        commitments = known[key]
+        commitments.setdefault(step.commitment.identifier, step.commitment.hiding
+                               + step.commitment.binding)  # fmt: skip
+        if key in issued or len(commitments) < config.threshold:
+            outcomes.append(None)
+            continue
+        chosen = sorted(list(commitments.items())[: config.threshold])
+        signers = tuple(NonceCommitment(i, data[:33], data[33:]) for i, data in chosen)
+        done = await work.issue_threshold_package(
+            step.digest, step.tss_index, step.attempt, encode_signers(signers), position
+        )
+        issued[key] = position
+        outcomes.append(_package(step, signers) if done else None)
+    return outcomes
 
 
 def _package(
@@ -243,84 +257,125 @@ class PartialOutcome:
     failure: str | None = None
 
 
-async def on_partial(
+async def take_partials(
     work: RelayerLedgerWork,
     config: ThresholdConfig,
     guardian_sets: GuardianSets,
-    step: ThresholdPartialMessage,
-    position: str,
+    items: Sequence[tuple[str, ThresholdPartialMessage]],
     now: int,
-) -> PartialOutcome:
-    """Store and check a partial signature; the VAA when this record completes the package.
+) -> list[PartialOutcome]:
+    """Store and check partial signatures (bus position, record), in order; per item, the VAA
+    it completes, or the failure it causes.
 
-    A partial that does not check against its signer's commitment and verification share
-    fails the attempt (:attr:`PartialOutcome.failure`).
+    The outcome is the one taking them one by one gives: the item that brings a package's
+    last partial aggregates them; one that does not check (against its signer's commitment
+    and verification share) fails the attempt (:attr:`PartialOutcome.failure`), and later
+    partials of that attempt do nothing. The ledger work is a fixed number of statements plus
+    one per failed attempt, whatever the number of items.
 
     Raises:
-        ThresholdStepRefused: The partial is for another key, from an unknown signer, for an
-            attempt without a package or from a signer the package does not name.
+        ThresholdStepRefused: A partial is for another key, from an unknown signer, for an
+            attempt without a package or from a signer its package does not name; or a VAA
+            with another body is stored for the message.
     """
-    _check_key(config, step, step.identifier)
-    digest = step.digest
-    issued = await _attempt(work, step)
-    if issued is None or issued.issued_from is None:
-        raise ThresholdStepRefused(f"{_label(step)}: no signing package was issued for it")
-    signers = decode_signers(issued.signers)
-    if step.identifier not in {c.identifier for c in signers}:
-        raise ThresholdStepRefused(
-            f"{_label(step)}: signer {step.identifier} is not one of the package's signers "
-            f"{[c.identifier for c in signers]}"
+    keys = list(dict.fromkeys(_attempt_of(step) for _, step in items))
+    packages = await work.threshold_packages(keys)
+    for _, step in items:
+        _check_key(config, step, step.identifier)
+        package = packages.get(_attempt_of(step))
+        if package is None or package.issued_from is None:
+            raise ThresholdStepRefused(f"{_label(step)}: no signing package was issued for it")
+        named = [c.identifier for c in decode_signers(package.signers)]
+        if step.identifier not in named:
+            raise ThresholdStepRefused(
+                f"{_label(step)}: signer {step.identifier} is not one of the package's signers "
+                f"{named}"
+            )
+    stored = await work.stored_vaas(list({step.digest for _, step in items}))
+    held = await work.threshold_parts(PARTIAL, keys)  # before the batch's own
+    await work.add_threshold_parts(
+        PARTIAL,
+        [(_attempt_of(step), step.identifier, step.z) for _, step in items
+         if step.digest not in stored],
+    )  # fmt: skip
+    known = {key: dict(held.get(key, [])) for key in keys}
+    closed: set[ThresholdAttempt] = set()  # completed or failed by the batch
+    outcomes: list[PartialOutcome] = []
+    completed: list[tuple[int, ThresholdVaa, str]] = []  # (item index, VAA, position)
+    for index, (position, step) in enumerate(items):
+        key = _attempt_of(step)
+        package = packages[key]
+        earlier = stored.get(step.digest)
+        if earlier is not None:  # only the record that stored it emits it (again)
+            replay = earlier.assembled_from == position
+            outcomes.append(
+                PartialOutcome(vaa=parse_any_vaa(earlier.vaa)) if replay else PartialOutcome()
+            )
+            continue
+        if package.failure is not None or key in closed:
+            outcomes.append(PartialOutcome())
+            continue
+        partials = known[key]
+        partials.setdefault(step.identifier, step.z)
+        signers = decode_signers(package.signers)
+        if len(partials) < len(signers):
+            outcomes.append(PartialOutcome())
+            continue
+        closed.add(key)
+        try:
+            vaa = _aggregated(config, guardian_sets, step, signers, partials, now)
+        except (BadPartialSignature, WormholeError) as exc:
+            failure = f"{_label(step)}: {exc}"
+            await work.fail_threshold_package(step.digest, step.tss_index, step.attempt, failure)
+            outcomes.append(PartialOutcome(failure=failure))
+            continue
+        completed.append((index, vaa, position))
+        outcomes.append(PartialOutcome())  # set below once the VAA is stored
+    if completed:
+        trace = traceparent()
+        inserted = await work.insert_vaas(
+            [NewVaa(vaa, trace, position) for _, vaa, position in completed]
         )
-    stored = await work.stored_vaa(digest)
-    if stored is not None:
-        if stored.assembled_from == position:  # a replay of the record that completed it
-            return PartialOutcome(vaa=parse_any_vaa(stored.vaa))
-        return PartialOutcome()
-    if issued.failure is not None:
-        return PartialOutcome()
-    await work.add_threshold_part(
-        digest, step.tss_index, step.attempt, step.identifier, PARTIAL, step.z
+        for index, vaa, _ in completed:
+            if vaa.digest in inserted:
+                outcomes[index] = PartialOutcome(vaa=vaa)
+            elif await work.stored_vaa(vaa.digest) is None:  # the conflict was on the message id
+                raise ThresholdStepRefused(
+                    f"{_label(items[index][1])}: a VAA with another body is stored for the "
+                    f"message; 0x{vaa.digest.hex()} is refused"
+                )
+    return outcomes
+
+
+def _aggregated(
+    config: ThresholdConfig,
+    guardian_sets: GuardianSets,
+    step: ThresholdPartialMessage,
+    signers: Sequence[NonceCommitment],
+    partials: Mapping[int, bytes],
+    now: int,
+) -> ThresholdVaa:
+    """The version-2 VAA of a package's partials, checked as the chains check it.
+
+    Raises:
+        BadPartialSignature: A partial does not check (the message names its signer).
+        WormholeError: The aggregated VAA does not verify.
+    """
+    signature = aggregate(
+        config.group_key,
+        step.digest,
+        signers,
+        [PartialSignature(i, int.from_bytes(z, "big")) for i, z in partials.items()],
+        config.verification_shares,
     )
-    partials = dict(await work.threshold_parts(digest, step.tss_index, step.attempt, PARTIAL))
-    if len(partials) < len(signers):
-        return PartialOutcome()
-    try:
-        signature = aggregate(
-            config.group_key,
-            digest,
-            signers,
-            [PartialSignature(i, int.from_bytes(z, "big")) for i, z in partials.items()],
-            config.verification_shares,
-        )
-        vaa = ThresholdVaa(
-            tss_index=step.tss_index,
-            r=signature.r,
-            s=signature.s.to_bytes(32, "big"),
-            body=step.observation.body,
-        )
-        verify_threshold_vaa(vaa, config.keys(), guardian_sets, now)
-    except (BadPartialSignature, WormholeError) as exc:
-        failure = f"{_label(step)}: {exc}"
-        await work.fail_threshold_package(digest, step.tss_index, step.attempt, failure)
-        return PartialOutcome(failure=failure)
-    guardian_set_index, count = signed_by(vaa)
-    inserted = await work.insert_vaa(
-        vaa.to_bytes(),
-        digest=digest,
-        message_id=vaa.message_id,
-        guardian_set_index=guardian_set_index,
-        num_signatures=count,
-        trace_context=traceparent(),
-        assembled_from=position,
+    vaa = ThresholdVaa(
+        tss_index=step.tss_index,
+        r=signature.r,
+        s=signature.s.to_bytes(32, "big"),
+        body=step.observation.body,
     )
-    if inserted:
-        return PartialOutcome(vaa=vaa)
-    if await work.stored_vaa(digest) is None:  # the conflict was on the message id
-        raise ThresholdStepRefused(
-            f"{_label(step)}: a VAA with another body is stored for the message; "
-            f"0x{digest.hex()} is refused"
-        )
-    return PartialOutcome()  # another record stored one first (its VAA, not this one, is emitted)
+    verify_threshold_vaa(vaa, config.keys(), guardian_sets, now)
+    return vaa
 
 
 #: The most stale packages one tick gives up on (the next tick takes the rest).
@@ -338,19 +393,16 @@ async def give_up_stale(
     for package in stale:
         observation = decode_as(package.observation, Observation)
         label = f"{message_label(observation.message_id)} (attempt {package.attempt})"
+        key = ThresholdAttempt(package.digest, package.tss_index, package.attempt)
         if package.issued_from is None:
-            committed = await work.threshold_parts(
-                package.digest, package.tss_index, package.attempt, COMMITMENT
-            )
+            committed = (await work.threshold_parts(COMMITMENT, [key])).get(key, [])
             failure = (
                 f"{label}: {len(committed)} guardian(s) committed within {config.timeout_s:g} s, "
                 f"{config.threshold} are needed"
             )
         else:
             signers = [c.identifier - 1 for c in decode_signers(package.signers)]
-            answered = await work.threshold_parts(
-                package.digest, package.tss_index, package.attempt, PARTIAL
-            )
+            answered = (await work.threshold_parts(PARTIAL, [key])).get(key, [])
             silent = sorted(set(signers) - {identifier - 1 for identifier, _ in answered})
             failure = f"{label}: guardian(s) {silent} did not answer within {config.timeout_s:g} s"
         await work.fail_threshold_package(

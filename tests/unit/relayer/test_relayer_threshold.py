@@ -52,7 +52,7 @@ from fedrelay.relayer.records import (
 )
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.signing_journal import JournalError, PackageRefused, SigningJournal
-from fedrelay.relayer.stage import Output, StageRunner, stage_metrics
+from fedrelay.relayer.stage import Output, StageResult, StageRunner, stage_metrics
 from fedrelay.relayer.stages.assemble import Assembler
 from fedrelay.relayer.stages.attest import Attester, GuardianKeyError, load_threshold_share
 from fedrelay.relayer.stages.threshold import (
@@ -325,6 +325,44 @@ async def _version_1_and_failure(output: Output, sessions: async_sessionmaker[As
         [row] = (await session.scalars(select(ThresholdPackage))).all()
     assert row.failure is not None
     return row.failure
+
+
+async def test_a_batch_of_steps_gives_what_taking_them_one_by_one_gives(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    observations = [sample_observation(70 + n) for n in range(3)]
+    j = journals(tmp_path)
+    steps = [
+        ThresholdCommitmentMessage(o, 0, 0, commitment=journal.commit(0, o.digest, 0))
+        for journal in j  # guardian by guardian: each digest's third commitment comes third
+        for o in observations
+    ]
+    records = [_record(step, offset) for offset, step in enumerate(steps)]
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS, threshold=CONFIG)
+
+    results = await assembler.process_batch(records)
+    issued = [i for i, r in enumerate(results) if isinstance(r, StageResult) and r.outputs]
+    assert issued == [6, 7, 8]  # the third guardian's commitments, one package per digest
+    packages = [decode_as(results[i].outputs[0].value, SigningPackageMessage) for i in issued]
+    assert all([c.identifier for c in p.commitments] == [1, 2, 3] for p in packages)
+    again = await assembler.process_batch(records)  # the batch replayed after a crash
+    assert [bool(isinstance(r, StageResult) and r.outputs) for r in again] == [
+        bool(isinstance(r, StageResult) and r.outputs) for r in results
+    ]
+
+    partials = [_partial(journal, p) for journal in j[:3] for p in packages]
+    answers = [_record(partial, 100 + offset) for offset, partial in enumerate(partials)]
+    done = await assembler.process_batch(answers)
+    emitted = [i for i, r in enumerate(done) if isinstance(r, StageResult) and r.outputs]
+    assert emitted == [6, 7, 8]
+    for i in emitted:
+        vaa = decode_as(done[i].outputs[0].value, SignedVaa).parsed
+        assert isinstance(vaa, ThresholdVaa)
+        verify_threshold_vaa(vaa, CONFIG.keys(), SETS, NOW)
+    replayed = await assembler.process_batch(answers)
+    assert [r.outputs for r in replayed if isinstance(r, StageResult)] == [
+        r.outputs for r in done if isinstance(r, StageResult)
+    ]
 
 
 async def test_a_bad_partial_fails_the_attempt_and_version_1_takes_over(
