@@ -42,7 +42,7 @@ from fedrelay.adapters.solana.client import WorkerProgramClient
 from fedrelay.protocol.wormhole import Task, TaskAssigned, Vaa, VaaBody, keccak256, sign_vaa
 from fedrelay.relayer.chains_file import load_chains
 from fedrelay.relayer.process import read_signer_key
-from fedrelay.relayer.stages.attest import load_guardian_signer
+from fedrelay.relayer.stages.attest import load_guardian_signer, load_threshold_share
 from fedrelay.worker.sdk.keys import load_evm_key, load_solana_keypair
 
 pytestmark = pytest.mark.integration
@@ -121,7 +121,7 @@ def test_state_files_describe_the_devnet_and_keys_are_private(devnet: Devnet) ->
         )  # fmt: skip
     assert stat.S_IMODE((state_dir / "keys").stat().st_mode) == 0o700
     files = list(iter_key_files(info))
-    assert len(files) == GUARDIANS + len(info.key_files) + 2 * len(info.workers)
+    assert len(files) == 2 * GUARDIANS + len(info.key_files) + 2 * len(info.workers)
     assert len(info.workers) == 4
     state_text = (state_dir / "devnet.json").read_text() + Path(info.chains_file).read_text()
     for path in files:
@@ -132,6 +132,12 @@ def test_state_files_describe_the_devnet_and_keys_are_private(devnet: Devnet) ->
     for index, guardian_file in enumerate(info.guardian_key_files):
         signer = load_guardian_signer(Path(guardian_file))
         assert "0x" + signer.address.hex() == info.guardian_addresses[index]
+    # Each guardian's threshold share is its share of the key devnet.json names.
+    group_key = bytes.fromhex(info.threshold_group_key)
+    for index, share_file in enumerate(info.threshold_share_files):
+        expected = bytes.fromhex(info.threshold_verification_shares[index])
+        share = load_threshold_share(index, group_key, expected, Path(share_file))
+        assert share.guardian_index == index
     # Each role's key file holds the key of the address devnet.json names.
     for role, key_file in info.key_files.items():
         if key_file.endswith(".json"):
@@ -145,6 +151,19 @@ def test_state_files_describe_the_devnet_and_keys_are_private(devnet: Devnet) ->
     env = (state_dir / "devnet.env").read_text()
     assert f"FEDRELAY_CHAINS_FILE='{info.chains_file}'" in env
     assert json.dumps(list(info.guardian_addresses)) in env
+    assert f"FEDRELAY_THRESHOLD_GROUP_KEY='{info.threshold_group_key}'" in env
+
+
+async def test_every_receiver_holds_the_devnet_threshold_key(devnet: Devnet) -> None:
+    info = devnet.info
+    for name in ("coordinator", "worker-evm"):
+        chain = info.chain(name)
+        assert chain.message_core is not None
+        core = MessageCoreContract(devnet.evm_chain(name), chain.message_core)
+        assert core.threshold_key_count() == 1
+    async with AsyncClient(info.chain("worker-solana").rpc_url) as rpc:
+        key = await WorkerProgramClient(rpc, devnet.program_id).fetch_threshold_key(0)
+    assert key.public_key.hex() == info.threshold_group_key
 
 
 async def test_funded_workers_hold_funds_on_their_chains(devnet: Devnet) -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
+from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from support.relayer import sample_observation, signed_vaa_bytes
-from support.wormhole import guardian_signers
+from support.relayer import sample_observation, signature_messages, signed_vaa_bytes
+from support.wormhole import guardian_set, guardian_signers
 
+from fedrelay.adapters.devnet.guardians import threshold_key
 from fedrelay.adapters.devnet.services import Postgres
 from fedrelay.adapters.ledger.database import (
     alembic_config,
@@ -19,11 +23,25 @@ from fedrelay.adapters.ledger.database import (
     current_revision,
     upgrade,
 )
-from fedrelay.adapters.ledger.models import SignerNonce, StoredVaa
+from fedrelay.adapters.ledger.models import SignerNonce, StoredVaa, ThresholdPackage
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
+from fedrelay.ports.bus import Record
 from fedrelay.ports.relay import SignedDelivery
 from fedrelay.ports.relayer_ledger import AttemptOutcome, DeliveryStatus
-from fedrelay.protocol.wormhole import parse_vaa
+from fedrelay.protocol.wormhole import GuardianSets, Vaa, parse_any_vaa, parse_vaa, verify_vaa
+from fedrelay.relayer.records import (
+    SignedVaa,
+    SigningPackageMessage,
+    ThresholdCommitmentMessage,
+    ThresholdPartialMessage,
+    ThresholdTick,
+    decode_as,
+    encode_message,
+)
+from fedrelay.relayer.signing_journal import SigningJournal
+from fedrelay.relayer.stage import StageResult
+from fedrelay.relayer.stages.assemble import Assembler
+from fedrelay.relayer.stages.threshold import ThresholdConfig
 
 pytestmark = pytest.mark.integration
 
@@ -109,5 +127,64 @@ async def test_attempts_of_a_group_are_written_sent_and_settled_in_bulk(postgres
                 assert (await work.delivery(delivery_id)).status == DeliveryStatus.CONFIRMED
                 assert (await work.attempt(attempt_id)).outcome == AttemptOutcome.CONFIRMED
             assert (await work.attempt(older)).outcome == AttemptOutcome.REPLACED
+    finally:
+        await ledger.close()
+
+
+async def test_threshold_signing_is_stored_and_given_up_on_postgres(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """The assembler's threshold steps on PostgreSQL: a batch of commitments issues one package,
+    a partial short of the package waits, and a tick past the timeout fails the attempt (naming
+    the guardian that did not answer) and emits the version-1 VAA of the stored signatures."""
+    await asyncio.to_thread(upgrade, postgres.async_url)
+    ledger = SqlRelayerLedger.open(postgres.async_url)
+    dealt = threshold_key(4)
+    signers = guardian_signers(4)
+    sets = GuardianSets.of(guardian_set(4))
+    config = ThresholdConfig(0, dealt.group_key, dealt.threshold, dealt.verification_shares)
+    observation = sample_observation(9_000 + secrets.randbelow(1_000_000))
+    journals = [SigningJournal(s, tmp_path / f"{s.identifier}.sqlite") for s in dealt.shares]
+
+    def record(message: object, offset: int) -> Record:
+        return Record("signatures", 0, offset, None, encode_message(message))  # type: ignore[arg-type]
+
+    try:
+        assembler = Assembler(ledger, sets, threshold=config)
+        signatures = signature_messages(observation, signers, [0, 1, 2])
+        steps: list[object] = [
+            ThresholdCommitmentMessage(
+                observation, 0, 0, commitment=j.commit(0, observation.digest, 0)
+            )
+            for j in journals
+        ]
+        results = await assembler.process_batch(
+            [record(m, n) for n, m in enumerate([*signatures, *steps])]
+        )
+        outputs = [r.outputs for r in results if isinstance(r, StageResult)]
+        assert [len(o) for o in outputs] == [0, 0, 0, 0, 0, 1, 0]  # the third commitment issues
+        package = decode_as(outputs[5][0].value, SigningPackageMessage)
+        z = journals[0].answer(0, observation.digest, 0, package.commitments).z
+        partial = ThresholdPartialMessage(observation, 0, 0, identifier=1, z=z.to_bytes(32, "big"))
+        assert (await assembler.process(record(partial, 10))).outputs == ()
+
+        later = Assembler(ledger, sets, threshold=config, clock=lambda: time.time() + 60)
+        [output] = (await later.process(record(ThresholdTick(at_ms=0), 11))).outputs
+        vaa = parse_any_vaa(decode_as(output.value, SignedVaa).vaa)
+        assert isinstance(vaa, Vaa)
+        assert vaa.digest == observation.digest
+        verify_vaa(vaa, sets, observation.timestamp)
+        engine = create_engine(postgres.async_url)
+        try:
+            async with engine.connect() as connection:
+                failure = await connection.scalar(
+                    select(ThresholdPackage.failure).where(
+                        ThresholdPackage.digest == observation.digest
+                    )
+                )
+        finally:
+            await engine.dispose()
+        assert failure is not None
+        assert "guardian(s) [1, 2] did not answer within 30 s" in failure
     finally:
         await ledger.close()
