@@ -187,7 +187,7 @@ class _Assembly:
 
 
 async def collect_signatures(
-    work: RelayerLedgerWork, items: Sequence[Collected], *, hold: bool = False
+    work: RelayerLedgerWork, items: Sequence[Collected], *, hold: int | None = None
 ) -> list[Vaa | None]:
     """Store checked signatures, in order; per item, the VAA when its record is the one that
     emits it.
@@ -199,9 +199,11 @@ async def collect_signatures(
     of statements whatever the number of items: the signatures and VAAs held are read before
     the batch's own are written, and which item completes which quorum is worked out from them.
 
-    With `hold` (threshold attestation), a quorum assembles only for a digest whose threshold
-    attempt failed (:mod:`fedrelay.relayer.stages.threshold`); the others' signatures are stored
-    and wait.
+    With `hold`, the index of the threshold key the assembler signs under (threshold
+    attestation), a quorum assembles only for a digest whose threshold attempt failed
+    (:mod:`fedrelay.relayer.stages.threshold`); the others' signatures are stored and wait, and
+    each digest's attempt is opened (unless it is) so that a tick past the timeout gives it to
+    version 1 even when no guardian commits.
 
     Raises:
         ConflictingVaa: The ledger holds, or the batch completes, a VAA with another body for
@@ -221,7 +223,13 @@ async def collect_signatures(
         digests, ObservationStatus.ATTESTED, [ObservationStatus.OBSERVED]
     )
     stored = await work.stored_vaas(digests)
-    released = await work.failed_threshold_digests(digests) if hold else None
+    released = None
+    if hold is not None:
+        released = await work.failed_threshold_digests(digests)
+        await work.open_threshold_packages(
+            [(ThresholdAttempt(digest, hold, 0), encode_message(item.message.observation))
+             for digest, item in first.items() if digest not in stored]
+        )  # fmt: skip
     held = {
         key: {signature.guardian_index: signature for signature in signatures}
         for key, signatures in (
@@ -342,7 +350,7 @@ class Assembler:
         message, quorum = self._checked(message)
         item = Collected(message, quorum, position_of(record), traceparent())
         async with self.ledger.transaction() as work:
-            [vaa] = await collect_signatures(work, [item], hold=self.threshold is not None)
+            [vaa] = await collect_signatures(work, [item], hold=self._hold)
         return self._result(message.observation, vaa)
 
     async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
@@ -372,12 +380,10 @@ class Assembler:
                 trace = traceparent()
             checked.append((index, Collected(signature, quorum, position_of(record), trace)))
 
-        hold = self.threshold is not None
-
         async def store(
             work: RelayerLedgerWork, items: Sequence[tuple[int, Collected]]
         ) -> list[StageResult]:
-            vaas = await collect_signatures(work, [item for _, item in items], hold=hold)
+            vaas = await collect_signatures(work, [item for _, item in items], hold=self._hold)
             return [
                 self._result(item.message.observation, vaa)
                 for (_, item), vaa in zip(items, vaas, strict=True)
@@ -524,6 +530,11 @@ class Assembler:
                 observation = decode_as(package.observation, Observation)
                 again.extend(self._result(observation, parse_any_vaa(stored.vaa)).outputs)
         return again
+
+    @property
+    def _hold(self) -> int | None:
+        """The threshold key's index under threshold attestation (version 1 is held), else None."""
+        return None if self.threshold is None else self.threshold.tss_index
 
     def _checked(self, message: Message) -> tuple[GuardianSignatureMessage, int]:
         """The record's signature message, checked, and the quorum of its guardian set."""

@@ -27,20 +27,20 @@ the bus:
    (``vaas.assembled_from``).
 
 **Fallback to version 1.** A partial that does not check fails the attempt (the reason, naming
-the guardian, is stored on the package and the record is dead-lettered); from then on the
-digest's version-1 signatures assemble as without threshold attestation, at once if a quorum is
-already stored. While no attempt of a digest has failed, its version-1 signatures are stored but
-not assembled, so every VAA a healthy guardian set produces is version 2.
+the guardian, is stored on the package and logged); from then on the digest's version-1
+signatures assemble as without threshold attestation, at once if a quorum is already stored.
+While no attempt of a digest has failed, its version-1 signatures are stored but not assembled,
+so every VAA a healthy guardian set produces is version 2.
 
-**Timeouts.** A digest's attempt opens with its first commitment. Fewer guardians than the
-threshold committing (some hold no share), or a signer that never answers (it crashed and lost
-its journal, or it misbehaves), would leave it open for ever. The assembler's ticker publishes a
-:class:`~fedrelay.relayer.records.ThresholdTick` on the signatures topic every half timeout; the
-assembler that takes it fails every attempt opened more than the timeout ago
-(``threshold_timeout_s``) without a VAA, and assembles version 1 for each from the signatures
-stored, emitted by the tick record (its replay emits them again). The tick, not a wall-clock
-timer in the assembler, is what decides, so the decision and its emission commit together like
-any record's.
+**Timeouts.** A digest's attempt opens with its first version-1 signature or commitment. Fewer
+guardians than the threshold committing (some hold no share), or a signer that never answers (it
+crashed and lost its journal, or it misbehaves), would leave it open for ever. The assembler's
+ticker publishes a :class:`~fedrelay.relayer.records.ThresholdTick` on the signatures topic
+every half timeout; the assembler that takes it fails every attempt opened more than the
+timeout (``threshold_timeout_s``) ago without a VAA, and assembles version 1 for each from the
+signatures stored, emitted by the tick record (its replay emits them again). The tick, not a
+wall-clock timer in the assembler, is what decides, so the decision and its emission commit
+together like any record's.
 """
 
 from __future__ import annotations

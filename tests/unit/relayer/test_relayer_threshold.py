@@ -436,6 +436,23 @@ async def test_too_few_commitments_give_way_to_version_1_on_a_tick_past_the_time
     assert "2 guardian(s) committed within 30 s, 3 are needed" in failure
 
 
+async def test_signatures_without_any_commitment_give_way_to_version_1_on_a_tick(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Guardians that hold no share (a misconfiguration) commit nothing: their version-1
+    signatures are held, then assembled once a tick finds the attempt past the timeout."""
+    observation = sample_observation(80)
+    ledger = SqlRelayerLedger(sessions)
+    assembler = Assembler(ledger, SETS, threshold=CONFIG)
+    signatures = signature_messages(observation, SIGNERS, [0, 1, 2, 3])
+    held = await assembler.process_batch([_record(m, n) for n, m in enumerate(signatures)])
+    assert all(isinstance(r, StageResult) and r.outputs == () for r in held)
+    after = Assembler(ledger, SETS, threshold=CONFIG, clock=lambda: time.time() + 31)
+    [output] = (await after.process(_record(ThresholdTick(at_ms=0), 10))).outputs
+    failure = await _version_1_and_failure(output, sessions)
+    assert "0 guardian(s) committed within 30 s, 3 are needed" in failure
+
+
 async def test_the_ticker_publishes_ticks_until_stopped() -> None:
     bus = MemoryBus()
     await bus.create_topics(["signatures"])
