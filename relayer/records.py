@@ -16,8 +16,9 @@ Stages hand these on:
 - :class:`DeliveryRequest` (route -> deliver): a VAA addressed to one destination chain;
 - under threshold attestation (version-2 VAAs, :mod:`fedrelay.relayer.stages.threshold`):
   :class:`ThresholdCommitmentMessage` (attest -> assemble), :class:`SigningPackageMessage`
-  (assemble -> attest), :class:`ThresholdPartialMessage` (attest -> assemble) and
-  :class:`ThresholdTick` (the assembler's ticker -> assemble).
+  (assemble -> attest), :class:`ThresholdPartialMessage` (attest -> assemble),
+  :class:`ThresholdRetryMessage` (assemble -> attest) and :class:`ThresholdTick` (the assembler's
+  ticker -> assemble).
 
 Decoding is strict: unknown versions, types or fields, missing fields, wrong widths and malformed
 VAAs raise :class:`MalformedMessage` saying which field is wrong.
@@ -406,6 +407,44 @@ class ThresholdPartialMessage(_ThresholdStep):
 
 
 @dataclass(frozen=True)
+class ThresholdRetryMessage(_ThresholdStep):
+    """The assembler asks for another attempt after a signer's partial failed one: every
+    guardian not `excluded` that committed to the digest's first attempt commits again for
+    `attempt`."""
+
+    TYPE: ClassVar[str] = "threshold_retry"
+
+    excluded: tuple[int, ...] = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.attempt == 0 or list(self.excluded) != sorted(set(self.excluded)):
+            raise MalformedMessage(
+                f"a retry names a later attempt (got {self.attempt}) and its excluded signers in "
+                f"order, each once (got {list(self.excluded)})"
+            )
+        if any(not 1 <= identifier <= MAX_SIGNER for identifier in self.excluded):
+            raise MalformedMessage(f"excluded signers are 1..{MAX_SIGNER}: {self.excluded}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of this message (without version and type)."""
+        return {**self._head(), "excluded": list(self.excluded)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ThresholdRetryMessage:
+        """Read the object :meth:`to_json` writes.
+
+        Raises:
+            MalformedMessage: A field is missing, unknown or out of range.
+        """
+        check_fields(obj, {"observation", "tss_index", "attempt", "excluded"}, "retry")
+        listed = obj["excluded"]
+        if not isinstance(listed, list) or not all(isinstance(i, int) for i in listed):
+            raise MalformedMessage("field 'excluded' must be a list of signer identifiers")
+        return cls(**cls._read_head(obj), excluded=tuple(listed))
+
+
+@dataclass(frozen=True)
 class ThresholdTick:
     """The assembler's clock on the bus: a tick makes it give up on packages whose signers have
     not all answered within the timeout (version 1 takes over for those digests)."""
@@ -441,6 +480,7 @@ Message = (
     | ThresholdCommitmentMessage
     | SigningPackageMessage
     | ThresholdPartialMessage
+    | ThresholdRetryMessage
     | ThresholdTick
 )
 
@@ -454,6 +494,7 @@ _TYPES: dict[str, type[Message]] = {
         ThresholdCommitmentMessage,
         SigningPackageMessage,
         ThresholdPartialMessage,
+        ThresholdRetryMessage,
         ThresholdTick,
     )
 }
@@ -496,6 +537,7 @@ M = TypeVar(
     ThresholdCommitmentMessage,
     SigningPackageMessage,
     ThresholdPartialMessage,
+    ThresholdRetryMessage,
     ThresholdTick,
 )
 

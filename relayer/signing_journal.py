@@ -140,6 +140,25 @@ class SigningJournal:
             )
         return commitment
 
+    def recommit(self, tss_index: int, digest: bytes, attempt: int) -> NonceCommitment:
+        """Round one of a later attempt, for a digest this guardian committed to before (so it
+        checked the message on its source chain); recorded like :meth:`commit`.
+
+        Raises:
+            PackageRefused: The guardian never committed to the digest's first attempt.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM nonces WHERE tss_index = ? AND digest = ? AND attempt = 0",
+                (tss_index, digest),
+            ).fetchone()
+        if row is None:
+            raise PackageRefused(
+                f"key {tss_index}, digest 0x{digest.hex()}: a retry for a digest this guardian "
+                "never committed to (it did not check the message on its source chain)"
+            )
+        return self.commit(tss_index, digest, attempt)
+
     def answer(
         self,
         tss_index: int,

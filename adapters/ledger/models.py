@@ -186,8 +186,10 @@ class ThresholdPackage(Base):
     # The bus position of the record that issued the package (its replay publishes it again);
     # None until then.
     issued_from: Mapped[str | None] = mapped_column(String(300))
-    # Why the attempt failed (a bad partial signature), or None while it stands.
+    # Why the attempt failed (a bad partial signature, a timeout), or None while it stands.
     failure: Mapped[str | None] = mapped_column(String(500))
+    # The signer whose partial failed it (left out of the digest's later attempts), if any.
+    blamed: Mapped[int | None] = mapped_column(Integer)
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

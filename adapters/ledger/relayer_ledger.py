@@ -148,7 +148,7 @@ def _observation(row: ObservationRow) -> StoredObservation:
 def _package(row: ThresholdPackage) -> ThresholdPackageRecord:
     return ThresholdPackageRecord(
         bytes(row.digest), row.tss_index, row.attempt, bytes(row.signers),
-        bytes(row.observation), row.issued_from, row.failure,
+        bytes(row.observation), row.issued_from, row.failure, row.blamed,
     )  # fmt: skip
 
 
@@ -568,7 +568,12 @@ class SqlRelayerLedgerWork:
         return [_package(row) for row in rows]
 
     async def fail_threshold_package(
-        self, digest: bytes, tss_index: int, attempt: int, failure: str
+        self,
+        digest: bytes,
+        tss_index: int,
+        attempt: int,
+        failure: str,
+        blamed: int | None = None,
     ) -> None:
         await self.session.execute(
             update(ThresholdPackage)
@@ -578,18 +583,22 @@ class SqlRelayerLedgerWork:
                 ThresholdPackage.attempt == attempt,
                 ThresholdPackage.failure.is_(None),
             )
-            .values(failure=failure[:500])
+            .values(failure=failure[:500], blamed=blamed)
         )
 
     async def failed_threshold_digests(self, digests: Sequence[bytes]) -> set[bytes]:
         if not digests:
             return set()
-        rows = await self.session.scalars(
-            select(ThresholdPackage.digest).where(
-                ThresholdPackage.digest.in_(list(digests)), ThresholdPackage.failure.is_not(None)
+        rows = await self.session.execute(
+            select(ThresholdPackage.digest, ThresholdPackage.failure).where(
+                ThresholdPackage.digest.in_(list(digests))
             )
         )
-        return {bytes(digest) for digest in rows}
+        failed: set[bytes] = set()
+        open_: set[bytes] = set()
+        for digest, failure in rows:
+            (open_ if failure is None else failed).add(bytes(digest))
+        return failed - open_
 
     async def stored_vaas(self, digests: Sequence[bytes]) -> dict[bytes, StoredVaaRecord]:
         if not digests:

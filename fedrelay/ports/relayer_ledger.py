@@ -146,6 +146,7 @@ class ThresholdPackageRecord:
     observation: bytes  # the observation signed, as its relayer record (JSON)
     issued_from: str | None  # the bus position of the record that issued it; None until then
     failure: str | None  # why the attempt failed, or None while it stands
+    blamed: int | None = None  # the signer whose partial failed it, if any
 
 
 @dataclass(frozen=True)
@@ -378,13 +379,19 @@ class RelayerLedgerWork(Protocol):
         ...
 
     async def fail_threshold_package(
-        self, digest: bytes, tss_index: int, attempt: int, failure: str
+        self,
+        digest: bytes,
+        tss_index: int,
+        attempt: int,
+        failure: str,
+        blamed: int | None = None,
     ) -> None:
-        """Record why an attempt failed (the first reason is kept)."""
+        """Record why an attempt failed, and the signer to blame if one is (the first reason is
+        kept)."""
         ...
 
     async def failed_threshold_digests(self, digests: Sequence[bytes]) -> set[bytes]:
-        """Those of `digests` with a failed threshold attempt (their version-1 VAA may be
+        """Those of `digests` whose every threshold attempt failed (their version-1 VAA may be
         assembled)."""
         ...
 

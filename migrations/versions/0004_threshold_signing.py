@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("observation", sa.LargeBinary(), nullable=False),
         sa.Column("issued_from", sa.String(length=300), nullable=True),
         sa.Column("failure", sa.String(length=500), nullable=True),
+        sa.Column("blamed", sa.Integer(), nullable=True),
         sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_threshold_packages")),
         sa.UniqueConstraint(

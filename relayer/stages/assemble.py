@@ -71,6 +71,7 @@ from fedrelay.relayer.stages.threshold import (
     ThresholdConfig,
     ThresholdStepRefused,
     give_up_stale,
+    retry_after,
     take_commitments,
     take_partials,
 )
@@ -469,6 +470,18 @@ class Assembler:
             assembled = []
             for (index, position, step), outcome in zip(partials, taken, strict=True):
                 emitted: Vaa | ThresholdVaa | None = outcome.vaa
+                if outcome.failure is not None and outcome.blamed is not None:
+                    retry = await retry_after(work, config, step, outcome.blamed)
+                    if retry is not None:
+                        log.warning("threshold signing failed, attempt %d follows: %s",
+                                    retry.attempt, outcome.failure)  # fmt: skip
+                        key = message_key(step.observation.message_id)
+                        output = Output(config.signing_topic, encode_message(retry), key=key)
+                        results[index] = StageResult(
+                            (output,), emitted_at_ms=step.emitted_at_ms,
+                            source=f"chain-{step.observation.emitter_chain}",
+                        )  # fmt: skip
+                        continue
                 if outcome.failure is not None:
                     log.warning("threshold signing failed, version 1 takes over: %s",
                                 outcome.failure)  # fmt: skip

@@ -43,6 +43,7 @@ from fedrelay.relayer.records import (
     SigningPackageMessage,
     ThresholdCommitmentMessage,
     ThresholdPartialMessage,
+    ThresholdRetryMessage,
     decode_message,
     encode_message,
     message_key,
@@ -201,6 +202,8 @@ class Attester:
         message = decode_message(record.value)
         if isinstance(message, SigningPackageMessage):
             return self.answer(message)
+        if isinstance(message, ThresholdRetryMessage):
+            return self.commit_again(message)
         if not isinstance(message, Observation):
             raise MalformedMessage(
                 f"expected an observation or a signing package, got {message.TYPE!r}"
@@ -221,6 +224,48 @@ class Attester:
             source=f"chain-{observation.emitter_chain}",
         )
 
+    def commit_again(self, retry: ThresholdRetryMessage) -> StageResult:
+        """A new commitment for the retry's attempt, unless this guardian is excluded from it
+        (its partial failed an earlier attempt) or holds no share.
+
+        Raises:
+            PackageRefused: The guardian never committed to the digest's first attempt.
+            ThresholdNotConfigured: This guardian holds no threshold share.
+        """
+        source = f"chain-{retry.observation.emitter_chain}"
+        journal = self._journal_for(retry)
+        if journal.share.identifier in retry.excluded:
+            return StageResult(emitted_at_ms=retry.emitted_at_ms, source=source)
+        commitment = journal.recommit(retry.tss_index, retry.digest, retry.attempt)
+        step = ThresholdCommitmentMessage(
+            retry.observation, retry.tss_index, retry.attempt, commitment=commitment
+        )
+        output = Output(
+            self.signatures_topic, encode_message(step), key=message_key(retry.message_id)
+        )
+        return StageResult((output,), emitted_at_ms=retry.emitted_at_ms, source=source)
+
+    def _journal_for(self, step: SigningPackageMessage | ThresholdRetryMessage) -> SigningJournal:
+        """This guardian's journal, for a step of its key.
+
+        Raises:
+            ThresholdNotConfigured: This guardian holds no threshold share.
+            PackageRefused: The step is for another key.
+        """
+        journal = self.journal
+        label = message_label(step.observation.message_id)
+        if journal is None:
+            raise ThresholdNotConfigured(
+                f"guardian {self.guardian_index} holds no threshold share; a {step.TYPE} for "
+                f"{label} reached it"
+            )
+        if step.tss_index != self.tss_index:
+            raise PackageRefused(
+                f"{label}: the {step.TYPE} is for threshold key {step.tss_index}; this "
+                f"guardian's share is of key {self.tss_index}"
+            )
+        return journal
+
     def answer(self, package: SigningPackageMessage) -> StageResult:
         """This guardian's partial signature for a package that names it (nothing for one that
         does not): the signing journal decides whether it may answer (see
@@ -232,17 +277,7 @@ class Attester:
             ThresholdNotConfigured: This guardian holds no threshold share.
         """
         source = f"chain-{package.observation.emitter_chain}"
-        journal = self.journal
-        if journal is None:
-            raise ThresholdNotConfigured(
-                f"guardian {self.guardian_index} holds no threshold share; a signing package "
-                f"for {message_label(package.observation.message_id)} reached it"
-            )
-        if package.tss_index != self.tss_index:
-            raise PackageRefused(
-                f"{message_label(package.observation.message_id)}: the package is for threshold "
-                f"key {package.tss_index}; this guardian's share is of key {self.tss_index}"
-            )
+        journal = self._journal_for(package)
         identifier = journal.share.identifier
         if identifier not in {c.identifier for c in package.commitments}:
             return StageResult(emitted_at_ms=package.emitted_at_ms, source=source)

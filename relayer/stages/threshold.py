@@ -26,11 +26,16 @@ the bus:
    version-2 VAA as the chains will, and stores and emits it exactly as a version-1 VAA is
    (``vaas.assembled_from``).
 
-**Fallback to version 1.** A partial that does not check fails the attempt (the reason, naming
-the guardian, is stored on the package and logged); from then on the digest's version-1
-signatures assemble as without threshold attestation, at once if a quorum is already stored.
-While no attempt of a digest has failed, its version-1 signatures are stored but not assembled,
-so every VAA a healthy guardian set produces is version 2.
+**Another attempt, then version 1.** A partial that does not check fails the attempt (the
+reason, naming the guardian, is stored on the package with the signer to blame, and logged).
+The assembler opens the next attempt and publishes a
+:class:`~fedrelay.relayer.records.ThresholdRetryMessage` excluding every signer blamed so far;
+the other guardians commit again (only to a digest they committed to, so checked) and the
+attempt runs as the first did (:func:`retry_after`: at most :data:`MAX_ATTEMPTS`, while at least
+the threshold of guardians is left). When no attempt follows, the digest's version-1 signatures
+assemble as without threshold attestation, at once if a quorum is already stored. While an
+attempt of a digest stands, its version-1 signatures are stored but not assembled, so every VAA
+a healthy guardian set produces is version 2.
 
 **Timeouts.** A digest's attempt opens with its first version-1 signature or commitment. Fewer
 guardians than the threshold committing (some hold no share), or a signer that never answers (it
@@ -56,7 +61,12 @@ from datetime import UTC, datetime
 import coincurve
 
 from fedrelay.ports.bus import Bus
-from fedrelay.ports.relayer_ledger import NewVaa, RelayerLedgerWork, ThresholdAttempt
+from fedrelay.ports.relayer_ledger import (
+    NewVaa,
+    RelayerLedgerWork,
+    ThresholdAttempt,
+    ThresholdPackageRecord,
+)
 from fedrelay.protocol.tracing import traceparent
 from fedrelay.protocol.wormhole import GuardianSets
 from fedrelay.protocol.wormhole.errors import BadPartialSignature, WormholeError
@@ -76,6 +86,7 @@ from fedrelay.relayer.records import (
     SigningPackageMessage,
     ThresholdCommitmentMessage,
     ThresholdPartialMessage,
+    ThresholdRetryMessage,
     ThresholdTick,
     decode_as,
     encode_message,
@@ -209,8 +220,16 @@ async def take_commitments(
         [(_attempt_of(step), step.commitment.identifier,
           step.commitment.hiding + step.commitment.binding) for _, step in live],
     )  # fmt: skip
-    packages = await work.threshold_packages(keys)
-    known = {key: dict(held.get(key, [])) for key in keys}  # insertion order: first stored first
+    earlier = [
+        ThresholdAttempt(key.digest, key.tss_index, before)
+        for key in keys
+        for before in range(key.attempt)
+    ]
+    packages = await work.threshold_packages([*keys, *earlier])
+    excluded = {key: _blamed(packages, key) for key in keys}
+    known = {
+        key: {i: data for i, data in held.get(key, []) if i not in excluded[key]} for key in keys
+    }  # insertion order: first stored first
     issued: dict[ThresholdAttempt, str] = {}  # by the batch: attempt -> issuing position
     outcomes: list[SigningPackageMessage | None] = []
     for position, step in items:
@@ -224,8 +243,9 @@ async def take_commitments(
             outcomes.append(_package(step, decode_signers(package.signers)) if replay else None)
             continue
         commitments = known[key]
-        commitments.setdefault(step.commitment.identifier, step.commitment.hiding
-                               + step.commitment.binding)  # fmt: skip
+        if step.commitment.identifier not in excluded[key]:
+            commitments.setdefault(step.commitment.identifier, step.commitment.hiding
+                                   + step.commitment.binding)  # fmt: skip
         if key in issued or len(commitments) < config.threshold:
             outcomes.append(None)
             continue
@@ -237,6 +257,40 @@ async def take_commitments(
         issued[key] = position
         outcomes.append(_package(step, signers) if done else None)
     return outcomes
+
+
+def _blamed(
+    packages: Mapping[ThresholdAttempt, ThresholdPackageRecord], key: ThresholdAttempt
+) -> set[int]:
+    """The signers blamed for the failures of the attempts before `key`'s."""
+    blamed = set()
+    for before in range(key.attempt):
+        package = packages.get(ThresholdAttempt(key.digest, key.tss_index, before))
+        if package is not None and package.blamed is not None:
+            blamed.add(package.blamed)
+    return blamed
+
+
+#: The most attempts at threshold-signing one digest before version 1 takes over.
+MAX_ATTEMPTS = 3
+
+
+async def retry_after(
+    work: RelayerLedgerWork, config: ThresholdConfig, step: ThresholdPartialMessage, blamed: int
+) -> ThresholdRetryMessage | None:
+    """After `blamed`'s partial failed `step`'s attempt: the next attempt, opened, without every
+    signer blamed so far; None when :data:`MAX_ATTEMPTS` are spent or too few signers remain."""
+    key = _attempt_of(step)
+    following = ThresholdAttempt(key.digest, key.tss_index, key.attempt + 1)
+    earlier = [ThresholdAttempt(key.digest, key.tss_index, a) for a in range(following.attempt)]
+    excluded = _blamed(await work.threshold_packages(earlier), following) | {blamed}
+    remaining = len(config.verification_shares.keys() - excluded)
+    if following.attempt >= MAX_ATTEMPTS or remaining < config.threshold:
+        return None
+    await work.open_threshold_packages([(following, encode_message(step.observation))])
+    return ThresholdRetryMessage(
+        step.observation, step.tss_index, following.attempt, excluded=tuple(sorted(excluded))
+    )
 
 
 def _package(
@@ -255,6 +309,7 @@ class PartialOutcome:
 
     vaa: ThresholdVaa | Vaa | None = None
     failure: str | None = None
+    blamed: int | None = None  # the signer whose partial caused the failure, if one did
 
 
 async def take_partials(
@@ -326,8 +381,11 @@ async def take_partials(
             vaa = _aggregated(config, guardian_sets, step, signers, partials, now)
         except (BadPartialSignature, WormholeError) as exc:
             failure = f"{_label(step)}: {exc}"
-            await work.fail_threshold_package(step.digest, step.tss_index, step.attempt, failure)
-            outcomes.append(PartialOutcome(failure=failure))
+            blamed = exc.signer if isinstance(exc, BadPartialSignature) else None
+            await work.fail_threshold_package(
+                step.digest, step.tss_index, step.attempt, failure, blamed
+            )
+            outcomes.append(PartialOutcome(failure=failure, blamed=blamed))
             continue
         completed.append((index, vaa, position))
         outcomes.append(PartialOutcome())  # set below once the VAA is stored

@@ -33,9 +33,14 @@ class ThresholdSigningError(WormholeError):
 
 
 class BadPartialSignature(ThresholdSigningError):
-    """A signer's partial threshold signature does not check out; the message names the signer."""
+    """A signer's partial threshold signature does not check out; the message names the signer,
+    and ``signer`` is its identifier when one signer is to blame."""
 
     reason = "bad_partial_signature"
+
+    def __init__(self, message: str, signer: int | None = None) -> None:
+        super().__init__(message)
+        self.signer = signer
 
 
 class InvalidGuardianSet(WormholeError):

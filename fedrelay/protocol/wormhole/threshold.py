@@ -488,7 +488,8 @@ def aggregate(
         if not _partial_holds(c, session, z, share_point, identifiers):
             raise BadPartialSignature(
                 f"the partial signature of signer {c.identifier} (guardian {c.identifier - 1}) "
-                "does not match its commitment and verification share"
+                "does not match its commitment and verification share",
+                signer=c.identifier,
             )
         s = (s + z) % Q
     return ThresholdSignature(session.r, s)

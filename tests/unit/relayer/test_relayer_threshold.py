@@ -44,6 +44,7 @@ from fedrelay.relayer.records import (
     SigningPackageMessage,
     ThresholdCommitmentMessage,
     ThresholdPartialMessage,
+    ThresholdRetryMessage,
     ThresholdTick,
     decode_as,
     decode_message,
@@ -160,11 +161,16 @@ def test_threshold_records_round_trip_and_refuse_malformed_fields(tmp_path: Path
         ThresholdCommitmentMessage(observation, 0, 0, commitment=commitments[0]),
         SigningPackageMessage(observation, 0, 0, commitments=commitments),
         ThresholdPartialMessage(observation, 0, 0, identifier=2, z=bytes(range(32))),
+        ThresholdRetryMessage(observation, 0, 1, excluded=(3,)),
     ]
     for message in messages:
         assert decode_message(encode_message(message)) == message
     with pytest.raises(MalformedMessage, match="distinct, in order"):
         SigningPackageMessage(observation, 0, 0, commitments=commitments[::-1])
+    with pytest.raises(MalformedMessage, match="a retry names a later attempt"):
+        ThresholdRetryMessage(observation, 0, 0, excluded=(3,))
+    with pytest.raises(MalformedMessage, match="each once"):
+        ThresholdRetryMessage(observation, 0, 1, excluded=(3, 3))
     with pytest.raises(MalformedMessage, match="z must be 32 bytes"):
         ThresholdPartialMessage(observation, 0, 0, identifier=2, z=b"\1")
     bad_point = encode_message(messages[0]).replace(commitments[0].hiding.hex().encode(),
@@ -280,10 +286,15 @@ async def _commit_all(
 
 
 def _partial(journal: SigningJournal, package: SigningPackageMessage) -> ThresholdPartialMessage:
-    z = journal.answer(0, package.digest, 0, package.commitments).z
+    z = journal.answer(0, package.digest, package.attempt, package.commitments).z
     return ThresholdPartialMessage(
-        package.observation, 0, 0, identifier=journal.share.identifier, z=z.to_bytes(32, "big")
-    )
+        package.observation, 0, package.attempt, identifier=journal.share.identifier,
+        z=z.to_bytes(32, "big"),
+    )  # fmt: skip
+
+
+def _tampered(partial: ThresholdPartialMessage) -> ThresholdPartialMessage:
+    return replace(partial, z=((int.from_bytes(partial.z, "big") + 1) % 2**256).to_bytes(32, "big"))
 
 
 async def test_the_first_quorum_of_commitments_is_the_package_issued_once(
@@ -365,7 +376,7 @@ async def test_a_batch_of_steps_gives_what_taking_them_one_by_one_gives(
     ]
 
 
-async def test_a_bad_partial_fails_the_attempt_and_version_1_takes_over(
+async def test_a_bad_partial_brings_another_attempt_without_its_signer(
     tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     observation = sample_observation(30)
@@ -375,17 +386,76 @@ async def test_a_bad_partial_fails_the_attempt_and_version_1_takes_over(
         assert held.outputs == ()  # a quorum of version-1 signatures waits for the threshold
     j = journals(tmp_path)
     package = await _commit_all(assembler, j, observation)
-    honest = [_partial(journal, package) for journal in j[:2]]
+    for offset, journal in enumerate(j[:2]):
+        assert (
+            await assembler.process(_record(_partial(journal, package), 200 + offset))
+        ).outputs == ()
     real = _partial(j[2], package)
-    tampered = replace(real, z=((int.from_bytes(real.z, "big") + 1) % 2**256).to_bytes(32, "big"))
-    for offset, partial in enumerate(honest):
-        assert (await assembler.process(_record(partial, 200 + offset))).outputs == ()
-    result = await assembler.process(_record(tampered, 210))
+    [output] = (await assembler.process(_record(_tampered(real), 210))).outputs
 
-    [output] = result.outputs
-    assert "signer 3 (guardian 2)" in await _version_1_and_failure(output, sessions)
-    # The honest partial arriving late changes nothing: the attempt failed.
-    assert (await assembler.process(_record(real, 211))).outputs == ()
+    retry = decode_as(output.value, ThresholdRetryMessage)
+    assert (retry.attempt, retry.excluded) == (1, (3,))  # signer 3 is guardian 2
+    assert (await assembler.process(_record(real, 211))).outputs == ()  # attempt 0 is over
+    answers = [
+        _attester(ChainHolding(), journal).process(_record(retry, 0, "signing")) for journal in j
+    ]
+    commitments = [o for result in await asyncio.gather(*answers) for o in result.outputs]
+    assert len(commitments) == 3  # every guardian but the excluded one commits again
+    issued = []
+    for offset, output in enumerate(commitments):
+        result = await assembler.process(Record("signatures", 0, 300 + offset, None, output.value))
+        issued += [decode_as(o.value, SigningPackageMessage) for o in result.outputs]
+    [second] = issued
+    assert (second.attempt, [c.identifier for c in second.commitments]) == (1, [1, 2, 4])
+    done = [await assembler.process(_record(_partial(j[i], second), 400 + i)) for i in (0, 1, 3)]
+    [final] = done[-1].outputs
+    vaa = decode_as(final.value, SignedVaa).parsed
+    assert isinstance(vaa, ThresholdVaa)
+    verify_threshold_vaa(vaa, CONFIG.keys(), SETS, NOW)
+
+
+async def test_version_1_takes_over_when_too_few_signers_are_left_to_try_again(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    observation = sample_observation(31)
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS, threshold=CONFIG)
+    for offset, signature in enumerate(signature_messages(observation, SIGNERS, [0, 1, 2, 3])):
+        await assembler.process(_record(signature, 100 + offset))
+    j = journals(tmp_path)
+    package = await _commit_all(assembler, j, observation)
+    partials = [_partial(journal, package) for journal in j[:3]]
+    for offset, partial in enumerate([partials[0], partials[1], _tampered(partials[2])]):
+        result = await assembler.process(_record(partial, 200 + offset))
+    retry = decode_as(result.outputs[0].value, ThresholdRetryMessage)
+    for offset, index in enumerate((0, 1, 3)):
+        step = ThresholdCommitmentMessage(
+            observation, 0, 1, commitment=j[index].recommit(0, observation.digest, 1)
+        )
+        result = await assembler.process(_record(step, 300 + offset))
+    second = decode_as(result.outputs[0].value, SigningPackageMessage)
+    answers = [_partial(j[0], second), _partial(j[1], second), _tampered(_partial(j[3], second))]
+    for offset, partial in enumerate(answers):
+        result = await assembler.process(_record(partial, 400 + offset))
+
+    [output] = result.outputs  # guardians 2 and 3 are out: two are left, three are needed
+    vaa = parse_any_vaa(decode_as(output.value, SignedVaa).vaa)
+    assert isinstance(vaa, Vaa)
+    verify_vaa(vaa, SETS, NOW)
+    assert retry.excluded == (3,)
+    async with sessions() as session:
+        rows = (
+            await session.scalars(select(ThresholdPackage).order_by(ThresholdPackage.attempt))
+        ).all()
+    assert [(row.attempt, row.blamed) for row in rows] == [(0, 3), (1, 4)]
+
+
+def test_a_guardian_commits_again_only_to_a_digest_it_committed_to(tmp_path: Path) -> None:
+    observation = sample_observation(32)
+    journal = journals(tmp_path)[0]
+    with pytest.raises(PackageRefused, match="never committed to"):
+        journal.recommit(0, observation.digest, 1)
+    first = journal.commit(0, observation.digest, 0)
+    assert journal.recommit(0, observation.digest, 1) != first
 
 
 async def test_a_package_left_unanswered_gives_way_to_version_1_on_a_tick_past_the_timeout(
