@@ -2,11 +2,12 @@
 
 The algorithm (version 1), with every integer big-endian and ``||`` concatenation:
 
-1. **Seed.** ``seed = keccak256(block_hash || u64 job_id || u32 round)``, where ``block_hash`` is
-   the hash of the coordinator-chain block that opened the round. No single party controls it:
-   the job poster fixed the job before the block existed, and a block producer who wanted a
-   different draw would have to give up the block. (Where one sequencer produces every block,
-   it could grind the hash; such a deployment should take the seed from a beacon instead.)
+1. **Seed.** ``seed = keccak256(R || u64 job_id || u32 round)``, where ``R`` is 32 bytes of the
+   coordinator-chain block that opened the round: its ``PREVRANDAO`` (the chain's beacon) or,
+   for a job whose ``randomness`` is ``block_hash``, its hash
+   (:mod:`fedrelay.protocol.randomness`, :mod:`fedrelay.coordinator.phases.seeds`). The job
+   poster fixed the job before the block existed, and a producer that is the only sequencer can
+   change the block's hash at will but not its beacon value.
 2. **Candidates.** Every worker registered as of that block, on any worker chain the job allows,
    whose current stake (8 decimals, as the coordinator chain reports it: WORKER_REGISTERED, then
    every STAKE_CHANGED from its worker chain) is positive and at least the job's minimum.
@@ -76,22 +77,23 @@ class Selection:
         return {chain: tuple(entries) for chain, entries in tasks.items()}
 
 
-def round_seed(block_hash: bytes, job_id: int, round_number: int) -> bytes:
-    """The selection seed of a round: keccak256(block_hash || u64 job_id || u32 round).
+def round_seed(value: bytes, job_id: int, round_number: int) -> bytes:
+    """The selection seed of a round: keccak256(R || u64 job_id || u32 round).
 
     Args:
-        block_hash: The 32-byte hash of the coordinator-chain block that opened the round.
+        value: ``R``, the 32 bytes of the round's seed block the job's randomness takes (its
+            beacon value or its hash; :mod:`fedrelay.coordinator.phases.seeds`).
         job_id: The job.
         round_number: The round.
 
     Raises:
         InvalidCandidates: An argument is out of range.
     """
-    if not isinstance(block_hash, bytes) or len(block_hash) != 32:
-        raise InvalidCandidates(f"block_hash must be 32 bytes, got {block_hash!r}")
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise InvalidCandidates(f"the seed block's value must be 32 bytes, got {value!r}")
     if not 0 <= job_id < 2**64 or not 0 <= round_number < 2**32:
         raise InvalidCandidates(f"job {job_id} or round {round_number} is out of range")
-    return keccak256(block_hash + struct.pack(">QI", job_id, round_number))
+    return keccak256(value + struct.pack(">QI", job_id, round_number))
 
 
 def eligible(

@@ -59,6 +59,7 @@ from fedrelay.coordinator.phases.aggregate import RoundAggregation, aggregate
 from fedrelay.coordinator.phases.assign import assign, confirm_assignment
 from fedrelay.coordinator.phases.collect import collect
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
+from fedrelay.coordinator.phases.seeds import seed_value
 from fedrelay.coordinator.phases.settle import settle
 from fedrelay.coordinator.publishing import admit_job, evaluation_set, publish_job
 from fedrelay.coordinator.settings import JobLimits
@@ -383,6 +384,8 @@ class CoordinatorService:
             return
         try:
             context = await self._context(event.job_id)
+            # A job that draws from the beacon is refused here, on a chain that has none.
+            await seed_value(self._chain, context.config, await self._chain.block(event.block))
         except JobUnusable as exc:
             log.error("job %d is not taken on: %s", event.job_id, exc)
             return

@@ -68,14 +68,23 @@ class _FakeJob:
 class FakeJobMarket:
     """Simulates JobMarket on a chain that mines one block per transaction (see module doc)."""
 
-    def __init__(self, clock: FakeClock, challenge_window: int = 0, max_batch: int = 32) -> None:
+    def __init__(
+        self,
+        clock: FakeClock,
+        challenge_window: int = 0,
+        max_batch: int = 32,
+        constant_beacon: bytes | None = None,
+    ) -> None:
         """An empty chain at ``clock``'s time.
 
         Args:
             clock: The chain's time (block timestamps).
             challenge_window: Seconds a proposal stays open.
             max_batch: The batch size of every worker chain.
+            constant_beacon: Every block's ``PREVRANDAO`` (a chain without a beacon reports a
+                constant: zero, or Arbitrum's 1); by default each block's is its own.
         """
+        self._constant_beacon = constant_beacon
         self._clock = clock
         self._window = challenge_window
         self._max_batch = max_batch
@@ -93,17 +102,22 @@ class FakeJobMarket:
         self.disputes: dict[tuple[int, int, WorkerRef], bytes | None] = {}
         self._mine()
 
-    def _mine(self, block_hash: bytes | None = None) -> BlockRef:
+    def _mine(self, block_hash: bytes | None = None, beacon: bytes | None = None) -> BlockRef:
         number = len(self.blocks)
         if block_hash is None:
             block_hash = keccak256(b"fake block" + number.to_bytes(8, "big"))
-        block = BlockRef(number, block_hash, self._now)
+        if beacon is None and self._constant_beacon is not None:
+            beacon = self._constant_beacon
+        if beacon is None:
+            beacon = keccak256(b"fake beacon" + number.to_bytes(8, "big"))
+        block = BlockRef(number, block_hash, self._now, beacon)
         self.blocks.append(block)
         return block
 
-    def mine(self, block_hash: bytes | None = None) -> BlockRef:
-        """Mine an empty block now, with ``block_hash`` if given (what its producer made)."""
-        return self._mine(block_hash)
+    def mine(self, block_hash: bytes | None = None, beacon: bytes | None = None) -> BlockRef:
+        """Mine an empty block now, with ``block_hash`` if given (what its producer made) and
+        ``beacon`` as its ``PREVRANDAO`` if given (what the chain's beacon gave it)."""
+        return self._mine(block_hash, beacon)
 
     @property
     def _now(self) -> int:

@@ -116,7 +116,12 @@ class EvmCoordinatorChain:
 
     def _block(self, number: BlockIdentifier) -> BlockRef:
         block = self._market.chain.w3.eth.get_block(number)
-        ref = BlockRef(int(block["number"]), bytes(block["hash"]), int(block["timestamp"]))
+        ref = BlockRef(
+            int(block["number"]),
+            bytes(block["hash"]),
+            int(block["timestamp"]),
+            bytes(block.get("mixHash") or bytes(32)),
+        )
         self._timestamps[ref.number] = ref.timestamp
         return ref
 

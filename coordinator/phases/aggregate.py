@@ -81,6 +81,7 @@ from fedrelay.coordinator.copies import find_copies
 from fedrelay.coordinator.errors import CoordinatorError, JobUnusable
 from fedrelay.coordinator.evidence import publish_evidence, with_evidence
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
+from fedrelay.coordinator.phases.seeds import closing_block, seed_value
 from fedrelay.coordinator.phases.streamed import (
     aggregate_streamed,
     measure_gaps,
@@ -964,30 +965,37 @@ def challenges_due(config: JobConfig) -> bool:
 
 
 async def seal_challenge_seed(
-    keeper: RoundKeeper, state: RoundState, report: RoundReport
+    keeper: RoundKeeper, config: JobConfig, state: RoundState, report: RoundReport
 ) -> RoundReport:
     """Record the round's challenge seed once its closing block exists; the report as it is.
 
     The commitments closed at the round's deadline, or, when every task committed before it, at
     the timestamp of the block holding the last commitment (the state's ``updated_at`` when it
     entered AGGREGATING, which ``collection_closed_at`` keeps). The closing block is the first
-    coordinator-chain block whose timestamp is past that moment
-    (:func:`~fedrelay.protocol.challenges.challenge_seed`).
+    coordinator-chain block whose timestamp is past that moment (plus the job's
+    ``randomness_lag_seconds`` under ``prevrandao``), and the seed takes its beacon value or
+    its hash (:func:`~fedrelay.protocol.challenges.challenge_seed`,
+    :mod:`fedrelay.coordinator.phases.seeds`).
+
+    Raises:
+        JobUnusable: The job draws from the beacon and the chain has none.
     """
     assert state.deadline is not None
     assert report.collection_closed_at is not None
     closes_at = min(state.deadline, report.collection_closed_at)
-    block = await keeper.chain.first_block_after(closes_at, report.opening_block)
+    block = await closing_block(keeper.chain, config, closes_at, report.opening_block)
     if block is None:
         return report
-    seed = challenge_seed(block.hash, state.job_id, state.round)
+    value = await seed_value(keeper.chain, config, block)
+    seed = challenge_seed(value, state.job_id, state.round)
     sealed = replace(report, challenge_seed=seed.hex(), closing_block=block.number)
     await keeper.store.save_report(sealed)
     log.info(
-        "job %d round %d: challenge seed %s from block %d (commitments closed at %d)",
+        "job %d round %d: challenge seed %s from the %s of block %d (commitments closed at %d)",
         state.job_id,
         state.round,
         seed.hex(),
+        config.randomness,
         block.number,
         closes_at,
     )
@@ -1018,7 +1026,7 @@ async def aggregate(
         report = replace(report, collection_closed_at=state.updated_at)
         await keeper.store.save_report(report)
     if challenges_due(context.config) and report.challenge_seed is None:
-        report = await seal_challenge_seed(keeper, state, report)
+        report = await seal_challenge_seed(keeper, context.config, state, report)
         if report.challenge_seed is None:
             return state  # the closing block does not exist yet
     work = aggregations.get(state.job_id)

@@ -1,7 +1,9 @@
 """The POSTED and ASSIGNING phases: draw the round's workers and assign their tasks on chain.
 
-The draw is seeded by the block that opened the round (:mod:`fedrelay.coordinator.selection`)
-and draws from the workers' current stakes as the service followed them on the coordinator chain
+The draw is seeded by the block that opened the round (:mod:`fedrelay.coordinator.selection`),
+by its beacon value or its hash as the job's ``randomness`` says
+(:mod:`fedrelay.coordinator.phases.seeds`), and draws from the workers' current stakes as the
+service followed them on the coordinator chain
 (WORKER_REGISTERED, then every STAKE_CHANGED): a worker that unbonded, withdrew or was slashed
 below the job's minimum is not drawn. A round with too few eligible workers waits for more.
 Tasks already assigned on chain are not sent again, so a restarted coordinator repeats nothing.
@@ -13,6 +15,7 @@ import logging
 from dataclasses import replace
 
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
+from fedrelay.coordinator.phases.seeds import seed_value, selection_block
 from fedrelay.coordinator.selection import Candidate, NotEnoughWorkers, round_seed, select_workers
 from fedrelay.protocol.rounds import AssignmentConfirmed, Phase, RoundState, TasksAssigned, apply
 from fedrelay.protocol.wormhole import Task
@@ -39,7 +42,11 @@ async def assign(
     job = context.job
     report = await keeper.report(state)
     opening = await keeper.chain.block(report.opening_block)
-    seed = round_seed(opening.hash, job.job_id, state.round)
+    block = await selection_block(keeper.chain, context.config, opening)
+    if block is None:
+        return state  # the block whose beacon seeds the draw does not exist yet
+    value = await seed_value(keeper.chain, context.config, block)
+    seed = round_seed(value, job.job_id, state.round)
     stakes = await keeper.store.stakes()
     candidates = [Candidate(w, stakes.get(w, 0)) for w in await keeper.store.workers()]
     try:
@@ -60,14 +67,16 @@ async def assign(
     assigned = apply(
         state, TasksAssigned(state.round, selection.workers, job.config_hash, deadline, now)
     )
-    await keeper.store.save_report(replace(report, seed=seed.hex()))
+    await keeper.store.save_report(replace(report, seed=seed.hex(), seed_block=block.number))
     await keeper.save_round(assigned)
     log.info(
-        "job %d round %d: %d workers drawn from seed %s",
+        "job %d round %d: %d workers drawn from seed %s (%s of block %d)",
         job.job_id,
         state.round,
         len(selection.workers),
         seed.hex(),
+        context.config.randomness,
+        block.number,
     )
     return await confirm_assignment(keeper, assigned, now)
 

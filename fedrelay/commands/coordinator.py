@@ -880,6 +880,11 @@ async def _status(database_url: str, job_id: int) -> dict[str, Any]:
                     "model_hash": state.proposed_model.hex() if state.proposed_model else None,
                     "rewards": sum(rewards.values()),
                     "note": report.note if report else "",
+                    # The draws' seeds and the blocks they came from, to recompute them.
+                    "seed": report.seed if report else None,
+                    "seed_block": report.seed_block if report else None,
+                    "challenge_seed": report.challenge_seed if report else None,
+                    "closing_block": report.closing_block if report else None,
                     "tasks": [
                         {
                             "worker_chain": a.worker.chain,
@@ -908,6 +913,8 @@ async def _status(database_url: str, job_id: int) -> dict[str, Any]:
             # What each round's "accuracy" holds: the job's evaluation metric (None: its
             # configuration is not in this machine's blob store).
             "metric": config.evaluation.metric if config else None,
+            # Where the seeds' 32 bytes come from: the blocks' PREVRANDAO or their hashes.
+            "randomness": config.randomness if config else None,
             # Spot reveals (a job on the workers' own data): each task's privacy_cost is the
             # expected fraction of its committed examples opened to the verifier per round.
             "spot_reveals": bool(

@@ -33,11 +33,14 @@ class ChainRoundPhase(IntEnum):
 
 @dataclass(frozen=True)
 class BlockRef:
-    """A block: its number, hash and timestamp (unix seconds)."""
+    """A block: its number, hash, timestamp (unix seconds) and ``PREVRANDAO`` (the header's
+    ``mixHash``: the chain's beacon value, zero where the chain reports none;
+    :mod:`fedrelay.protocol.randomness`)."""
 
     number: int
     hash: bytes
     timestamp: int
+    beacon: bytes = bytes(32)
 
 
 @dataclass(frozen=True)

@@ -143,9 +143,11 @@ class RoundReport:
     Attributes:
         job_id: The job.
         round: The round.
-        opening_block: The coordinator-chain block that opened the round (its hash seeds the
-            worker selection).
+        opening_block: The coordinator-chain block that opened the round.
         seed: The selection seed (hex), once workers were drawn.
+        seed_block: The block the selection seed came from (its beacon value or its hash, as
+            the job's ``randomness`` says): the opening block, or the first one the job's
+            ``randomness_lag_seconds`` after it.
         challenge_seed: The challenge seed (hex), from the first coordinator-chain block after
             the round's commitments closed (:func:`fedrelay.protocol.challenges.challenge_seed`),
             once that block exists; None where nothing is challenged.
@@ -165,6 +167,7 @@ class RoundReport:
     round: int
     opening_block: int
     seed: str | None = None
+    seed_block: int | None = None
     challenge_seed: str | None = None
     closing_block: int | None = None
     collection_closed_at: int | None = None

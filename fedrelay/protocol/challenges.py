@@ -3,12 +3,14 @@
 The challenge id, the challenge seed and the catch probability are part of the protocol: workers,
 the coordinator and anyone auditing a round derive the same values from chain data.
 
-**The challenge seed** is ``keccak256(closing_block_hash || u64 job || u32 round || "challenge")``
-(:func:`challenge_seed`). The closing block is the first coordinator-chain block whose timestamp
-is past the moment the round's commitments closed: the round's deadline, or, when every assigned
-task committed before it, the timestamp of the block holding the last commitment
-(:func:`commitments_closed_at`). Every commitment is on chain before that block exists, so a
-worker cannot know when it commits whether or where it will be challenged.
+**The challenge seed** is ``keccak256(R || u64 job || u32 round || "challenge")``
+(:func:`challenge_seed`), ``R`` being the closing block's beacon value (``PREVRANDAO``) or, for a
+job whose ``randomness`` is ``block_hash``, its hash (:mod:`fedrelay.protocol.randomness`). The
+closing block is the first coordinator-chain block whose timestamp is past the moment the
+round's commitments closed (plus the job's ``randomness_lag_seconds``): the round's deadline,
+or, when every assigned task committed before it, the timestamp of the block holding the last
+commitment (:func:`commitments_closed_at`). Every commitment is on chain before that block
+exists, so a worker cannot know when it commits whether or where it will be challenged.
 
 **The catch probability** of a worker that deviates in ``m`` of the ``S`` transcript segments, at
 challenge rate ``r`` with ``q`` distinct segments opened and replayed per challenged task, is
@@ -92,19 +94,18 @@ NATIVE_DECIMALS = 18
 """Decimals of the coordinator chain's native token (wei per ether)."""
 
 
-def challenge_seed(closing_block_hash: bytes, job_id: int, round_number: int) -> bytes:
-    """``keccak256(closing_block_hash || u64 job || u32 round || "challenge")``.
+def challenge_seed(value: bytes, job_id: int, round_number: int) -> bytes:
+    """``keccak256(R || u64 job || u32 round || "challenge")``, ``value`` being ``R``: the 32
+    bytes of the closing block the job's randomness takes (its beacon value or its hash).
 
     Raises:
-        ValueError: The block hash is not 32 bytes, or the job or round is out of range.
+        ValueError: The value is not 32 bytes, or the job or round is out of range.
     """
-    if len(closing_block_hash) != 32:
-        raise ValueError(f"a block hash is 32 bytes, got {len(closing_block_hash)}")
+    if len(value) != 32:
+        raise ValueError(f"the closing block's value is 32 bytes, got {len(value)}")
     if not 0 <= job_id < 2**64 or not 0 <= round_number < 2**32:
         raise ValueError(f"job {job_id} or round {round_number} out of range")
-    return keccak256(
-        closing_block_hash + struct.pack(">QI", job_id, round_number) + CHALLENGE_DOMAIN
-    )
+    return keccak256(value + struct.pack(">QI", job_id, round_number) + CHALLENGE_DOMAIN)
 
 
 def commitments_closed_at(deadline: int, last_commitment_at: int | None, everyone: bool) -> int:

@@ -39,6 +39,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -56,6 +57,7 @@ from fedrelay.protocol.data_spec import (  # the published data spec's older nam
 )
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.model_spec import MlpSpec, ModelSpec, with_default_kind
+from fedrelay.protocol.randomness import DEFAULT_RANDOMNESS, LEGACY_RANDOMNESS, RandomnessSource
 from fedrelay.protocol.rounds import RoundPolicy
 from fedrelay.protocol.training_config import (
     ConstantSchedule,
@@ -74,6 +76,7 @@ _SECURE_STRATEGIES = {"fedavg", "fedavgm", "fedadam", "fedyogi"}
 _MOVED_TO_CHAIN = ("rejected_slash", "slash_missing", "missing_slash")
 _MOVED_TO_OPTIMIZER = {"momentum": "optimizer.momentum"}
 _DEFAULT_STEPS = 10
+_BLOB = "blob"  # validation context: parsing a posted blob (JobConfig.from_bytes)
 
 __all__ = ["DataSpec", "InvalidJobConfig", "JobConfig", "MlpSpec", "ModelSpec"]
 
@@ -125,6 +128,15 @@ class JobConfig(_Part):
         data: Published data and its shards, or the workers' own data and its schema
             (:mod:`fedrelay.protocol.data_spec`).
         evaluation: The poster's evaluation set and metric.
+        randomness: Where the round's selection and challenge seeds come from: the coordinator
+            chain's beacon (``prevrandao``) or its block hashes (``block_hash``, grindable by a
+            single sequencer); :mod:`fedrelay.protocol.randomness`. A blob that does not name
+            it was posted before it existed and keeps ``block_hash``.
+        randomness_lag_seconds: How long before its block a ``PREVRANDAO`` value may be known:
+            0 where a block's value is fixed by its own producer or its parent's (Ethereum, the
+            devnet), the sequencer drift where it is an L1 origin's (1,800 on an OP-stack
+            rollup). A seed then comes from the first block at least this long after the
+            moment it must not be known before. Only with ``prevrandao``.
     """
 
     version: Literal[1] = 1
@@ -158,6 +170,8 @@ class JobConfig(_Part):
     model: ModelSpec = MlpSpec()
     data: DataSource = PublishedData()
     evaluation: EvaluationSpec = EvaluationSpec()
+    randomness: RandomnessSource = DEFAULT_RANDOMNESS
+    randomness_lag_seconds: int = Field(default=0, ge=0, le=86_400)
 
     @model_validator(mode="before")
     @classmethod
@@ -173,6 +187,15 @@ class JobConfig(_Part):
             for old, new in _MOVED_TO_OPTIMIZER.items():
                 if old in data:
                     raise ValueError(f"{old} moved to {new}")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _posted_randomness(cls, data: object, info: ValidationInfo) -> object:
+        # A blob posted before ``randomness`` existed was drawn from block hashes.
+        blob = bool(info.context and info.context.get(_BLOB))
+        if blob and isinstance(data, dict) and "randomness" not in data:
+            return {**data, "randomness": LEGACY_RANDOMNESS}
         return data
 
     @field_validator("model", mode="before")
@@ -211,6 +234,11 @@ class JobConfig(_Part):
                 f"steps {self.steps} and local_epochs {self.local_epochs} both set: with "
                 "local_epochs a task's steps follow from its example count; leave steps out"
             )
+        if self.randomness != "prevrandao" and self.randomness_lag_seconds:
+            raise ValueError(
+                f"randomness_lag_seconds {self.randomness_lag_seconds} applies to a beacon: "
+                f"with randomness {self.randomness!r} leave it out"
+            )
         if self.local_epochs is not None:
             return self  # segments depend on each task's examples (training_config(examples))
         segments = self.training_config().segments
@@ -242,7 +270,7 @@ class JobConfig(_Part):
             InvalidJobConfig: The bytes are not JSON of a valid configuration.
         """
         try:
-            return cls.model_validate_json(data)
+            return cls.model_validate_json(data, context={_BLOB: True})
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"

@@ -48,6 +48,7 @@ from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.cli import app
 from fedrelay.coordinator.api import create_app
+from fedrelay.coordinator.selection import round_seed
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.blobs import POSTER, worker_domain
@@ -346,8 +347,10 @@ async def test_one_round_is_finalized_and_settled_on_chain(coordinator: Coordina
     assert sum(paid) == REWARD
     assert all(amount > 0 for amount in paid)
 
-    # The challenge seed is the one anyone recomputes from the chain: the first block whose
-    # timestamp is past the last commitment's block (every task committed before the deadline).
+    # The challenge seed is the one anyone recomputes from the chain: the beacon value
+    # (PREVRANDAO, the header's mixHash) of the first block whose timestamp is past the last
+    # commitment's block (every task committed before the deadline); the selection seed the
+    # opening block's.
     report = await coordinator.store.report(job_id, 0)
     assert report is not None
     assert report.closing_block is not None
@@ -359,7 +362,11 @@ async def test_one_round_is_finalized_and_settled_on_chain(coordinator: Coordina
         number += 1
     closing = w3.eth.get_block(number)
     assert report.closing_block == number
-    assert report.challenge_seed == challenge_seed(bytes(closing["hash"]), job_id, 0).hex()
+    assert report.challenge_seed == challenge_seed(bytes(closing["mixHash"]), job_id, 0).hex()
+    assert bytes(closing["mixHash"]) not in (bytes(32), bytes(closing["hash"]))
+    opening = w3.eth.get_block(report.opening_block)
+    assert report.seed_block == report.opening_block
+    assert report.seed == round_seed(bytes(opening["mixHash"]), job_id, 0).hex()
 
 
 async def test_tampered_update_is_rejected_and_slashed_on_chain(coordinator: Coordinator) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from fedrelay.commands.coordinator import (
     _private_data,
     _with_evaluation,
 )
+from fedrelay.ports.coordinator_store import RoundReport
 from fedrelay.protocol.challenges import privacy_cost
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.job_config import JobConfig
@@ -179,6 +181,32 @@ def test_job_status_names_the_jobs_metric(tmp_path: Path, monkeypatch: pytest.Mo
     unknown = runner.invoke(app, ["job", "status", "3", "--database-url", url, "--json"])
     assert json.loads(unknown.output)["metric"] is None
     assert not (tmp_path / "elsewhere").exists()  # looking did not create a blob store
+
+
+def test_job_status_shows_each_rounds_seeds_and_the_blocks_they_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _with_evaluation(
+        _load_config(_files(tmp_path)[0], evaluation=True), b"an evaluation blob"
+    ).model_copy(update={"randomness": "prevrandao", "randomness_lag_seconds": 12})
+    url = _status_of(tmp_path, monkeypatch, config, 500)
+    report = RoundReport(
+        3, 0, opening_block=40, seed="aa" * 32, seed_block=41, challenge_seed="bb" * 32
+    )
+
+    async def save() -> None:
+        engine = create_engine(url)
+        await LedgerCoordinatorStore(engine).save_report(replace(report, closing_block=57))
+        await engine.dispose()
+
+    asyncio.run(save())
+    shown = runner.invoke(app, ["job", "status", "3", "--database-url", url, "--json"])
+    assert shown.exit_code == 0, shown.output
+    status = json.loads(shown.output)
+    assert status["randomness"] == "prevrandao"
+    (round_0,) = status["rounds"]
+    assert (round_0["seed"], round_0["seed_block"]) == ("aa" * 32, 41)
+    assert (round_0["challenge_seed"], round_0["closing_block"]) == ("bb" * 32, 57)
 
 
 def test_job_status_shows_the_privacy_cost_of_spot_reveals(

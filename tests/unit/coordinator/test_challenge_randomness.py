@@ -2,17 +2,23 @@
 
 The real coordinator service (on FakeJobMarket) and its HTTP API against simulated workers:
 
-- the challenge draw is seeded by the first block after the round's commitments closed, so a
-  worker that computes the draw when it commits, from everything public then, cannot tell
-  whether it will be challenged; the round waits for that block, records the seed next to the
-  selection seed, and a cheater it happens to challenge is slashed while the honest worker is
-  paid the whole reward, as if the cheater were absent;
+- the challenge draw is seeded by the beacon value (``PREVRANDAO``) of the first block after the
+  round's commitments closed, so a worker that computes the draw when it commits, from
+  everything public then, cannot tell whether it will be challenged; the round waits for that
+  block, records the seed next to the selection seed, and a cheater it happens to challenge is
+  slashed while the honest worker is paid the whole reward, as if the cheater were absent;
+- a sequencer that grinds the closing block's hash to spare a colluding cheater changes nothing
+  under the beacon, and spares it under the older ``block_hash`` randomness (why the beacon is
+  the default); a lag makes the seed wait for a block past it; a job that would draw from the
+  beacon of a chain that has none is not taken on; the selection draws from the opening
+  block's beacon;
 - a transcript trained honestly from another model fails checkpoint 0 and is slashed;
 - a job whose slash times detection probability is below its reward is not taken on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
@@ -26,10 +32,13 @@ from support.simulated_worker import SimulatedWorker
 from fedrelay.adapters.blobstore import MemoryBlobStore
 from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
+from fedrelay.coordinator.phases.seeds import seed_value
+from fedrelay.coordinator.selection import round_seed
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
 from fedrelay.coordinator.verification import JobWorkbench, challenge_sample, is_challenged
 from fedrelay.ports.blobs import POSTER
+from fedrelay.ports.coordinator_chain import BlockRef
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.challenges import challenge_seed, detection_probability
 from fedrelay.protocol.job_config import DataSpec, JobConfig, MlpSpec
@@ -44,9 +53,10 @@ SLASH = 5 * 10**8
 WINDOW = 30
 
 
-def config_at(rate: float) -> JobConfig:
+def config_at(rate: float, **fields: object) -> JobConfig:
     return JobConfig.model_validate(
         {
+            **fields,
             "model": MlpSpec(hidden=8),
             "data": DataSpec(shards=3, partition="iid", max_examples_per_shard=40),
             "steps": 4,
@@ -113,18 +123,24 @@ class World:
 
 
 @pytest.fixture
-async def make_world() -> AsyncIterator[Callable[[float], World]]:
+async def make_world() -> AsyncIterator[Callable[..., World]]:
     worlds: list[World] = []
 
-    def make(rate: float) -> World:
+    def make(rate: float, constant_beacon: bytes | None = None, **fields: object) -> World:
         clock = FakeClock()
-        market = FakeJobMarket(clock, challenge_window=WINDOW)
+        market = FakeJobMarket(clock, challenge_window=WINDOW, constant_beacon=constant_beacon)
         store = MemoryCoordinatorStore()
         blobs = MemoryBlobStore()
         app = create_app(store, blobs, admin_token=TOKEN, clock=clock)
         service = CoordinatorService(market, store, blobs, clock=clock)
         world = World(
-            clock, market, store, blobs, httpx.ASGITransport(app=app), config_at(rate), service
+            clock,
+            market,
+            store,
+            blobs,
+            httpx.ASGITransport(app=app),
+            config_at(rate, **fields),
+            service,
         )
         worlds.append(world)
         return world
@@ -135,10 +151,14 @@ async def make_world() -> AsyncIterator[Callable[[float], World]]:
             await client.aclose()
 
 
-def closing_hash(candidates: list[bytes], job_id: int, worker: WorkerRef, rate: float) -> bytes:
-    """A closing block hash (of ``candidates``) under which ``worker`` is challenged."""
+def closing_value(
+    candidates: list[bytes], job_id: int, worker: WorkerRef, rate: float, challenged: bool = True
+) -> bytes:
+    """A closing block value (of ``candidates``) under which ``worker`` is challenged (or not)."""
     return next(
-        h for h in candidates if is_challenged(challenge_seed(h, job_id, 0), _task(worker), rate)
+        h
+        for h in candidates
+        if is_challenged(challenge_seed(h, job_id, 0), _task(worker), rate) is challenged
     )
 
 
@@ -164,7 +184,8 @@ async def test_a_worker_cannot_foresee_its_challenge_and_a_challenged_cheat_is_s
     report = await world.store.report(job_id, 0)
     assert report is not None
     assert report.seed is not None
-    known = [bytes.fromhex(report.seed), *(b.hash for b in world.market.blocks)]
+    blocks = world.market.blocks
+    known = [bytes.fromhex(report.seed), *(b.hash for b in blocks), *(b.beacon for b in blocks)]
     # The old draw (from the selection seed) was a prediction; the real one is not yet fixed.
     # Over closing blocks yet to be mined, the cheat is challenged under some and not others:
     # nothing it knew at commit time tells which.
@@ -181,11 +202,11 @@ async def test_a_worker_cannot_foresee_its_challenge_and_a_challenged_cheat_is_s
     assert report is not None
     assert report.challenge_seed is None
 
-    # The next block (a second later) is the closing block; its producer picked its hash.
+    # The next block (a second later) is the closing block; the beacon gave it this value.
     world.clock.advance(1)
-    chosen = closing_hash(CANDIDATES, job_id, cheat.worker, rate)
+    chosen = closing_value(CANDIDATES, job_id, cheat.worker, rate)
     assert chosen not in known
-    closing = world.market.mine(chosen)
+    closing = world.market.mine(beacon=chosen)
     await world.service.step()
     report = await world.store.report(job_id, 0)
     assert report is not None
@@ -215,6 +236,127 @@ async def test_a_worker_cannot_foresee_its_challenge_and_a_challenged_cheat_is_s
     assert "failed" in reason
 
 
+@pytest.mark.parametrize("randomness", ["prevrandao", "block_hash"])
+async def test_a_sequencer_that_grinds_the_closing_hash_spares_a_cheat_only_without_the_beacon(
+    make_world: Callable[..., World], randomness: str
+) -> None:
+    rate = 0.5
+    world = make_world(rate, randomness=randomness)
+    honest, cheat = world.worker(0), world.worker(1, forge_transcript=True)
+    job_id = await world.post(workers=2)
+    await world.step_until(job_id, Phase.COLLECTING)
+    for w in (honest, cheat):
+        await w.train(job_id, 0)
+    await world.service.step()
+    assert (await world.state(job_id)).phase is Phase.AGGREGATING
+
+    # The beacon gives the closing block a value under which the cheat is challenged; the
+    # sequencer, colluding with the cheat, orders the block's transactions until its hash
+    # is one under which the cheat would not be.
+    world.clock.advance(1)
+    beacon = closing_value(CANDIDATES, job_id, cheat.worker, rate, challenged=True)
+    ground = closing_value(CANDIDATES, job_id, cheat.worker, rate, challenged=False)
+    closing = world.market.mine(ground, beacon=beacon)
+    await world.service.step()
+    report = await world.store.report(job_id, 0)
+    assert report is not None
+    assert report.closing_block == closing.number
+    challenged = {c.worker for c in await world.store.challenges()}
+    if randomness == "prevrandao":
+        assert report.challenge_seed == challenge_seed(beacon, job_id, 0).hex()
+        assert cheat.worker in challenged  # the hash the sequencer ground counts for nothing
+    else:
+        assert report.challenge_seed == challenge_seed(ground, job_id, 0).hex()
+        assert cheat.worker not in challenged  # spared: what the beacon is for
+    for w in (honest, cheat):
+        await w.answer_challenges()
+    await world.step_until(job_id, Phase.PROPOSED)
+    outcome = world.results(job_id)[cheat.worker][0]
+    assert outcome is (Outcome.SLASHED if randomness == "prevrandao" else Outcome.ACCEPTED)
+
+
+async def test_a_lagged_beacon_seeds_from_the_first_block_past_the_lag(
+    make_world: Callable[..., World],
+) -> None:
+    lag = 40
+    world = make_world(1.0, randomness_lag_seconds=lag)
+    workers = [world.worker(0), world.worker(1)]
+    job_id = await world.post(workers=2)
+    # Selection waits for a block `lag` seconds after the opening one.
+    await world.service.step()
+    report = await world.store.report(job_id, 0)
+    assert report is not None
+    opening = world.market.blocks[report.opening_block]
+    assert report.seed is None
+    world.clock.advance(lag - 1)
+    world.market.mine()
+    await world.service.step()
+    report = await world.store.report(job_id, 0)
+    assert report is not None
+    assert report.seed is None  # that block's beacon value may have been known at the opening
+    world.clock.advance(1)
+    drawn = world.market.mine()
+    await world.step_until(job_id, Phase.COLLECTING)
+    report = await world.store.report(job_id, 0)
+    assert report is not None
+    assert report.seed_block == drawn.number
+    assert drawn.timestamp == opening.timestamp + lag
+    assert report.seed == round_seed(drawn.beacon, job_id, 0).hex()
+
+    for w in workers:
+        await w.train(job_id, 0)
+    await world.service.step()
+    closed_at = (await world.state(job_id)).updated_at
+    world.clock.advance(lag)
+    world.market.mine()  # at closed_at + lag: not past it
+    await world.service.step()
+    report = await world.store.report(job_id, 0)
+    assert report is not None
+    assert report.challenge_seed is None
+    world.clock.advance(1)
+    closing = world.market.mine()
+    await world.service.step()
+    report = await world.store.report(job_id, 0)
+    assert report is not None
+    assert closing.timestamp == closed_at + lag + 1
+    assert report.closing_block == closing.number
+    assert report.challenge_seed == challenge_seed(closing.beacon, job_id, 0).hex()
+
+
+def test_the_selection_seed_is_the_opening_blocks_beacon_not_its_hash() -> None:
+    block = BlockRef(7, keccak256(b"hash"), 1_800_000_000, keccak256(b"beacon"))
+    config = config_at(0.5)
+    assert config.randomness == "prevrandao"
+    chain = FakeJobMarket(FakeClock())
+    value = asyncio.run(seed_value(chain, config, block))
+    assert value == block.beacon
+    legacy = config_at(0.5, randomness="block_hash")
+    assert asyncio.run(seed_value(chain, legacy, block)) == block.hash
+
+
+@pytest.mark.parametrize(
+    ("beacon", "problem"),
+    [(bytes(32), "has a zero PREVRANDAO"), ((1).to_bytes(32, "big"), "reports a constant")],
+)
+async def test_a_job_drawing_from_a_chain_without_a_beacon_is_not_taken_on(
+    make_world: Callable[..., World],
+    caplog: pytest.LogCaptureFixture,
+    beacon: bytes,
+    problem: str,
+) -> None:
+    world = make_world(0.5, constant_beacon=beacon)
+    world.worker(0)
+    for _ in range(3):
+        world.market.mine()
+    job_id = await world.post(workers=1)
+    with caplog.at_level(logging.ERROR, logger="fedrelay.coordinator.service"):
+        await world.service.step()
+    assert await world.store.get_round(job_id) is None
+    (message,) = [r.getMessage() for r in caplog.records if "not taken on" in r.getMessage()]
+    assert problem in message
+    assert "post the job with randomness block_hash" in message
+
+
 @pytest.mark.parametrize("rate", [1.0, 0.5])
 async def test_a_transcript_trained_from_another_model_is_slashed(
     make_world: Callable[[float], World], rate: float
@@ -226,7 +368,7 @@ async def test_a_transcript_trained_from_another_model_is_slashed(
     for w in (honest, cheat):
         await w.train(job_id, 0)
     world.clock.advance(1)
-    world.market.mine(closing_hash(CANDIDATES, job_id, cheat.worker, rate))
+    world.market.mine(beacon=closing_value(CANDIDATES, job_id, cheat.worker, rate))
     await world.service.step()
     # The cheat's transcript replays honestly and ends in its update; only its start is wrong.
     assert {c.segment for c in await world.store.challenges() if c.worker == cheat.worker} >= {0}

@@ -131,5 +131,5 @@ def test_malformed_input_is_refused() -> None:
         select_workers(seed, POOL, 0)
     with pytest.raises(InvalidCandidates, match="stake must be"):
         Candidate(evm(1), -1)
-    with pytest.raises(InvalidCandidates, match="block_hash must be 32 bytes"):
+    with pytest.raises(InvalidCandidates, match="the seed block's value must be 32 bytes"):
         round_seed(b"", 1, 0)
