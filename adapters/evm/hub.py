@@ -133,15 +133,15 @@ class WorkerHubContract:
         """A worker's stake record."""
         address = self.chain.w3.to_checksum_address(worker)
         raw = self.chain.call(self.contract.functions.getStaker(address))
-        # (staked, unbonding, locked, unbondingReadyAt, stakeNonce, activeTasks, registered)
+        # (staked, locked, activeTasks, registered, unbonding, unbondingReadyAt, stakeNonce)
         return Staker(
-            int(raw[0]),
-            int(raw[1]),
-            int(raw[3]),
-            int(raw[5]),
-            bool(raw[6]),
-            int(raw[2]),
-            int(raw[4]),
+            staked=int(raw[0]),
+            unbonding=int(raw[4]),
+            unbonding_ready_at=int(raw[5]),
+            active_tasks=int(raw[2]),
+            registered=bool(raw[3]),
+            locked=int(raw[1]),
+            stake_nonce=int(raw[6]),
         )
 
     def task(self, job_id: int, round_number: int, worker_key: bytes) -> HubTask:

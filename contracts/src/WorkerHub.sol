@@ -50,14 +50,18 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         Released
     }
 
+    /// @dev Two storage slots. The first holds everything a task's assignment, commitment and
+    /// settlement read or write (bonded stake, the sum of its open tasks' locks, their count and
+    /// the registration), so each touches one slot of its worker; the second what unbonding and
+    /// stake reports use. 104 bits hold any stake (2e31 wei): `stake` refuses more.
     struct Staker {
-        uint256 staked;
-        uint256 unbonding;
-        uint256 locked;
-        uint64 unbondingReadyAt;
-        uint64 stakeNonce;
+        uint104 staked;
+        uint104 locked;
         uint32 activeTasks;
         bool registered;
+        uint128 unbonding;
+        uint64 unbondingReadyAt;
+        uint64 stakeNonce;
     }
 
     /// @dev One storage slot: state, deadline, releaseAt and lock. The worker is not stored: a
@@ -127,6 +131,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     event MessageFeesFunded(address indexed from, uint256 amount);
 
     error ZeroAmount();
+    error StakeTooLarge(uint256 staked, uint256 limit);
     error InsufficientStake(uint256 staked, uint256 required);
     error UnbondExceedsFreeStake(uint256 staked, uint256 amount, uint256 locked);
     error UnbondingPending(uint64 readyAt);
@@ -173,7 +178,9 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint256 fee = s.registered ? core.messageFee() : 0;
         if (msg.value <= fee) revert ZeroAmount();
         uint256 amount = msg.value - fee;
-        s.staked += amount;
+        uint256 staked = uint256(s.staked) + amount;
+        if (staked > type(uint104).max) revert StakeTooLarge(staked, type(uint104).max);
+        s.staked = uint104(staked);
         totalStaked += amount;
         emit Staked(msg.sender, amount, s.staked);
         if (s.registered) _publishStakeChange(msg.sender, s, PayloadCodec.STAKE_STAKED, bytes32(0), fee);
@@ -190,8 +197,8 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         if (amount > s.staked || s.staked - amount < s.locked) {
             revert UnbondExceedsFreeStake(s.staked, amount, s.locked);
         }
-        s.staked -= amount;
-        s.unbonding += amount;
+        s.staked -= uint104(amount); // amount <= staked, checked above
+        s.unbonding += uint128(amount);
         totalStaked -= amount;
         totalUnbonding += amount;
         uint64 readyAt = uint64(block.timestamp) + unbondingDelay;
@@ -316,7 +323,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         }
         // lock <= free bonded stake (`_refusal`), so it fits in 96 bits
         _tasks[taskId] = Task(TaskState.Assigned, m.deadline, m.releaseAt, uint96(lock));
-        s.locked += lock;
+        s.locked += uint104(lock);
         s.activeTasks += 1;
         emit TaskAssigned(taskId, m.header.jobId, m.round, worker, a.shard, m.deadline);
     }
@@ -375,7 +382,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         taken = amount < lock ? amount : lock;
         if (taken > s.staked) taken = s.staked;
         if (taken == 0) return 0;
-        s.staked -= taken;
+        s.staked -= uint104(taken); // taken <= staked
         totalStaked -= taken;
         emit Slashed(taskId, worker, taken);
         _publishStakeChange(worker, s, PayloadCodec.STAKE_SLASHED, bytes32(0), _reserveFee());

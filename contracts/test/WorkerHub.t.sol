@@ -41,6 +41,18 @@ contract WorkerHubTest is HubFixture {
         hub.stake();
     }
 
+    function test_stake_beyondItsSlotIsRefusedAndTheSlotLeftAsItWas() public {
+        uint256 limit = type(uint104).max;
+        stakeAs(worker(1), limit - 1);
+        vm.deal(worker(1), 2);
+        vm.prank(worker(1));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.StakeTooLarge.selector, limit + 1, limit));
+        hub.stake{value: 2}();
+        stakeAs(worker(1), 1); // up to the limit itself
+        assertEq(hub.getStaker(worker(1)).staked, limit, "staked");
+        assertEq(hub.totalStaked(), limit, "total");
+    }
+
     function test_unbond_thenWithdrawAfterDelay() public {
         stakeAs(worker(1), 3 ether);
         vm.startPrank(worker(1));
