@@ -22,6 +22,10 @@ holding:
   the message on its source chain before committing), and a second, different package for the
   same context is refused.
 
+A batch's commitments are recorded in one transaction (:meth:`SigningJournal.commit_many`), and
+so are its answers (:meth:`SigningJournal.answer_many`): one synchronous write per batch, not per
+message. Each answer still leaves only after the transaction that records it has committed.
+
 The file holds the salt: keep it as private as the share itself.
 """
 
@@ -130,15 +134,40 @@ class SigningJournal:
         Call it only after checking the message on its source chain: recording the context is
         what later allows a package for it to be answered.
         """
-        nonce = journaled_nonce(self.share, self._salt, _context(tss_index, digest, attempt))
-        commitment = nonce.commitment
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO nonces (tss_index, digest, attempt, commitment) "
-                "VALUES (?, ?, ?, ?)",
-                (tss_index, digest, attempt, commitment.hiding + commitment.binding),
-            )
+        (commitment,) = self.commit_many(tss_index, [(digest, attempt)])
         return commitment
+
+    def commit_many(
+        self, tss_index: int, contexts: Sequence[tuple[bytes, int]]
+    ) -> list[NonceCommitment]:
+        """Round one for several contexts of key `tss_index` (`(digest, attempt)` each), recorded
+        in one transaction, so one synchronous write covers them all: their commitments, in
+        order. Call it only after checking each message on its source chain.
+
+        A failure to write (the disk is full) raises ``sqlite3.Error`` and records none of them:
+        the stage runner takes it for an infrastructure failure and tries the records again.
+        """
+        commitments = [
+            journaled_nonce(self.share, self._salt, _context(tss_index, digest, attempt)).commitment
+            for digest, attempt in contexts
+        ]
+        rows = [
+            (tss_index, digest, attempt, c.hiding + c.binding)
+            for (digest, attempt), c in zip(contexts, commitments, strict=True)
+        ]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO nonces (tss_index, digest, attempt, commitment) "
+                    "VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return commitments
 
     def recommit(self, tss_index: int, digest: bytes, attempt: int) -> NonceCommitment:
         """Round one of a later attempt, for a digest this guardian committed to before (so it
@@ -173,49 +202,89 @@ class SigningJournal:
             PackageRefused: The guardian never committed to this context, the package does not
                 hold its commitment as published, or it answered another package for the context.
         """
-        context = _context(tss_index, digest, attempt)
-        nonce = journaled_nonce(self.share, self._salt, context)
-        label = f"key {tss_index}, digest 0x{digest.hex()}, attempt {attempt}"
-        if nonce.commitment not in commitments:
-            raise PackageRefused(
-                f"{label}: the package does not hold signer {self.share.identifier}'s "
-                "commitment as this guardian published it"
-            )
-        try:
-            package = package_digest(digest, commitments)
-        except ThresholdSigningError as exc:
-            raise PackageRefused(f"{label}: {exc}") from None
+        (answer,) = self.answer_many([(tss_index, digest, attempt, commitments)])
+        if isinstance(answer, PackageRefused):
+            raise answer
+        return answer
+
+    def answer_many(
+        self, packages: Sequence[tuple[int, bytes, int, Sequence[NonceCommitment]]]
+    ) -> list[PartialSignature | PackageRefused]:
+        """Round two for several packages (`(tss_index, digest, attempt, commitments)` each),
+        recorded in one transaction, so one synchronous write covers them all: per package, in
+        order, the partial signature, or why it is refused (as :meth:`answer` refuses; a refusal
+        records nothing and leaves the others be).
+
+        A failure to write raises ``sqlite3.Error`` and records none of them (nothing was
+        revealed): the stage runner tries the records again.
+        """
+        checked: list[tuple[bytes, str] | PackageRefused] = []
+        for tss_index, digest, attempt, commitments in packages:
+            checked.append(self._package(tss_index, digest, attempt, commitments))
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute(
-                    "SELECT package FROM nonces WHERE tss_index = ? AND digest = ? AND attempt = ?",
-                    (tss_index, digest, attempt),
-                ).fetchone()
-                if row is None:
-                    raise PackageRefused(
-                        f"{label}: this guardian never committed to it (it did not check the "
-                        "message on its source chain); not signed"
-                    )
-                if row[0] is not None and bytes(row[0]) != package:
-                    raise PackageRefused(
-                        f"{label}: the nonce already answered package 0x{bytes(row[0]).hex()}; "
-                        f"answering 0x{package.hex()} with it would reveal the key share"
-                    )
-                if row[0] is None:
-                    self._db.execute(
-                        "UPDATE nonces SET package = ? "
-                        "WHERE tss_index = ? AND digest = ? AND attempt = ?",
-                        (package, tss_index, digest, attempt),
-                    )
+                for index, (tss_index, digest, attempt, _) in enumerate(packages):
+                    item = checked[index]
+                    if not isinstance(item, PackageRefused):
+                        checked[index] = self._record(tss_index, digest, attempt, *item)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+        answers: list[PartialSignature | PackageRefused] = []
+        for (tss_index, digest, attempt, commitments), item in zip(packages, checked, strict=True):
+            if isinstance(item, PackageRefused):
+                answers.append(item)
+                continue
+            nonce = journaled_nonce(self.share, self._salt, _context(tss_index, digest, attempt))
+            try:
+                answers.append(sign_share(self.share, nonce, digest, commitments))
+            except ThresholdSigningError as exc:
+                answers.append(PackageRefused(f"{item[1]}: {exc}"))
+        return answers
+
+    def _package(
+        self, tss_index: int, digest: bytes, attempt: int, commitments: Sequence[NonceCommitment]
+    ) -> tuple[bytes, str] | PackageRefused:
+        """A package's hash and its label, or why it is refused before the journal is read."""
+        nonce = journaled_nonce(self.share, self._salt, _context(tss_index, digest, attempt))
+        label = f"key {tss_index}, digest 0x{digest.hex()}, attempt {attempt}"
+        if nonce.commitment not in commitments:
+            return PackageRefused(
+                f"{label}: the package does not hold signer {self.share.identifier}'s "
+                "commitment as this guardian published it"
+            )
         try:
-            return sign_share(self.share, nonce, digest, commitments)
+            return package_digest(digest, commitments), label
         except ThresholdSigningError as exc:
-            raise PackageRefused(f"{label}: {exc}") from None
+            return PackageRefused(f"{label}: {exc}")
+
+    def _record(
+        self, tss_index: int, digest: bytes, attempt: int, package: bytes, label: str
+    ) -> tuple[bytes, str] | PackageRefused:
+        """Within a transaction: record that the context's nonce answers `package`, or why it
+        may not."""
+        row = self._db.execute(
+            "SELECT package FROM nonces WHERE tss_index = ? AND digest = ? AND attempt = ?",
+            (tss_index, digest, attempt),
+        ).fetchone()
+        if row is None:
+            return PackageRefused(
+                f"{label}: this guardian never committed to it (it did not check the "
+                "message on its source chain); not signed"
+            )
+        if row[0] is not None and bytes(row[0]) != package:
+            return PackageRefused(
+                f"{label}: the nonce already answered package 0x{bytes(row[0]).hex()}; "
+                f"answering 0x{package.hex()} with it would reveal the key share"
+            )
+        if row[0] is None:
+            self._db.execute(
+                "UPDATE nonces SET package = ? WHERE tss_index = ? AND digest = ? AND attempt = ?",
+                (package, tss_index, digest, attempt),
+            )
+        return package, label
 
     def answered(self, tss_index: int, digest: bytes, attempt: int) -> bytes | None:
         """The hash of the package answered for a context, if any (for operators and tests)."""

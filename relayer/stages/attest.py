@@ -26,10 +26,10 @@ and never reaches a log: :class:`~fedrelay.protocol.wormhole.GuardianSigner` sho
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fedrelay.ports.bus import Bus, Record
 from fedrelay.ports.relay import EmittedMessage, SourceChain
@@ -66,6 +66,31 @@ KEY_VARIABLE = "FEDRELAY_GUARDIAN_KEY"
 
 #: The environment variable holding a guardian's threshold share (hex) when no file is given.
 SHARE_VARIABLE = "FEDRELAY_THRESHOLD_SHARE"
+
+
+def _fill(
+    results: list[StageResult | Exception],
+    indices: Sequence[int],
+    take: Callable[[], Sequence[StageResult | Exception]],
+) -> None:
+    """Put what `take` gives for the records at `indices` in their places; when it fails (the
+    journal could not be written: nothing was recorded), the failure, for each to be tried
+    again."""
+    try:
+        taken = take()
+    except Exception as exc:
+        taken = [exc] * len(indices)
+    for index, result in zip(indices, taken, strict=True):
+        results[index] = result
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """An observation this guardian signed under threshold attestation: its result so far, and
+    the signature (whose observation the nonce commitment is for)."""
+
+    result: StageResult
+    signature: GuardianSignatureMessage
 
 
 class GuardianKeyError(RelayerError):
@@ -199,9 +224,22 @@ class Attester:
     ) -> StageResult:
         """Re-read, check and sign one observation (`read`: what a range read of its batch
         found, by message id); or, under threshold attestation, answer a signing package."""
+        judged = await self._judge(record, read)
+        if isinstance(judged, _Signed):
+            (judged,) = self._committed([judged])
+        if isinstance(judged, SigningPackageMessage):
+            return self.answer(judged)
+        return judged
+
+    async def _judge(
+        self, record: Record, read: Mapping[MessageId, EmittedMessage] | None
+    ) -> StageResult | _Signed | SigningPackageMessage:
+        """A record's result; for an observation signed under threshold attestation, the
+        signed observation, whose nonce commitment :meth:`_committed` adds; a signing package,
+        for :meth:`answer_all`."""
         message = decode_message(record.value)
         if isinstance(message, SigningPackageMessage):
-            return self.answer(message)
+            return message
         if isinstance(message, ThresholdRetryMessage):
             return self.commit_again(message)
         if not isinstance(message, Observation):
@@ -210,19 +248,39 @@ class Attester:
             )
         observation = message
         signed = await self.attest(observation, read)
-        key = message_key(observation.message_id)
-        outputs = [Output(self.signatures_topic, encode_message(signed), key=key)]
-        if self.journal is not None:
-            commitment = self.journal.commit(self.tss_index, observation.digest, 0)
-            step = ThresholdCommitmentMessage(
-                signed.observation, self.tss_index, 0, commitment=commitment
-            )
-            outputs.append(Output(self.signatures_topic, encode_message(step), key=key))
-        return StageResult(
-            tuple(outputs),
+        result = StageResult(
+            (
+                Output(
+                    self.signatures_topic,
+                    encode_message(signed),
+                    key=message_key(observation.message_id),
+                ),
+            ),
             emitted_at_ms=observation.emitted_at_ms,
             source=f"chain-{observation.emitter_chain}",
         )
+        if self.journal is None:
+            return result
+        return _Signed(result, signed)
+
+    def _committed(self, signed: Sequence[_Signed]) -> list[StageResult]:
+        """Each signed observation's result with its nonce commitment added, the commitments
+        recorded in the journal together (one synchronous write for the batch)."""
+        assert self.journal is not None
+        commitments = self.journal.commit_many(
+            self.tss_index, [(s.signature.observation.digest, 0) for s in signed]
+        )
+        results = []
+        for s, commitment in zip(signed, commitments, strict=True):
+            observation = s.signature.observation
+            step = ThresholdCommitmentMessage(observation, self.tss_index, 0, commitment=commitment)
+            output = Output(
+                self.signatures_topic,
+                encode_message(step),
+                key=message_key(observation.message_id),
+            )
+            results.append(replace(s.result, outputs=(*s.result.outputs, output)))
+        return results
 
     def commit_again(self, retry: ThresholdRetryMessage) -> StageResult:
         """A new commitment for the retry's attempt, unless this guardian is excluded from it
@@ -276,40 +334,86 @@ class Attester:
                 nonce, the package lacks this guardian's commitment as published).
             ThresholdNotConfigured: This guardian holds no threshold share.
         """
-        source = f"chain-{package.observation.emitter_chain}"
-        journal = self._journal_for(package)
-        identifier = journal.share.identifier
-        if identifier not in {c.identifier for c in package.commitments}:
-            return StageResult(emitted_at_ms=package.emitted_at_ms, source=source)
-        partial = journal.answer(
-            package.tss_index, package.digest, package.attempt, package.commitments
-        )
-        log.info("guardian %d: answered the signing package of %s, attempt %d",
-                 self.guardian_index, message_label(package.observation.message_id),
-                 package.attempt)  # fmt: skip
-        step = ThresholdPartialMessage(
-            package.observation,
-            package.tss_index,
-            package.attempt,
-            identifier=identifier,
-            z=partial.z.to_bytes(32, "big"),
-        )
-        output = Output(
-            self.signatures_topic,
-            encode_message(step),
-            key=message_key(package.observation.message_id),
-        )
-        return StageResult((output,), emitted_at_ms=package.emitted_at_ms, source=source)
+        (answered,) = self.answer_all([package])
+        if isinstance(answered, Exception):
+            raise answered
+        return answered
+
+    def answer_all(
+        self, packages: Sequence[SigningPackageMessage]
+    ) -> list[StageResult | Exception]:
+        """:meth:`answer` for each package, the journal recording every answer in one
+        transaction: per package, its result or why it is refused."""
+        results: list[StageResult | Exception] = []
+        named: list[int] = []
+        for package in packages:
+            source = f"chain-{package.observation.emitter_chain}"
+            try:
+                journal = self._journal_for(package)
+            except RelayerError as exc:
+                results.append(exc)
+                continue
+            results.append(StageResult(emitted_at_ms=package.emitted_at_ms, source=source))
+            if journal.share.identifier in {c.identifier for c in package.commitments}:
+                named.append(len(results) - 1)
+        if not named:
+            return results
+        assert self.journal is not None  # `_journal_for` found it for every package named
+        identifier = self.journal.share.identifier
+        partials = self.journal.answer_many(
+            [(packages[i].tss_index, packages[i].digest, packages[i].attempt,
+              packages[i].commitments) for i in named]
+        )  # fmt: skip
+        for index, partial in zip(named, partials, strict=True):
+            if isinstance(partial, Exception):
+                results[index] = partial
+                continue
+            package = packages[index]
+            log.info("guardian %d: answered the signing package of %s, attempt %d",
+                     self.guardian_index, message_label(package.observation.message_id),
+                     package.attempt)  # fmt: skip
+            step = ThresholdPartialMessage(
+                package.observation,
+                package.tss_index,
+                package.attempt,
+                identifier=identifier,
+                z=partial.z.to_bytes(32, "big"),
+            )
+            output = Output(
+                self.signatures_topic,
+                encode_message(step),
+                key=message_key(package.observation.message_id),
+            )
+            results[index] = replace(cast(StageResult, results[index]), outputs=(output,))
+        return results
 
     async def process_batch(self, records: Sequence[Record]) -> Sequence[StageResult | Exception]:
-        """Attest a batch's observations: read together, then judged one by one; each one's
+        """Attest a batch's observations: read together, then judged one by one; under threshold
+        attestation the nonce commitments of those signed are journaled together. Each one's
         result or failure, in order."""
         read = await self.read_together(records)
 
-        async def one(record: Record) -> StageResult:
-            return await self.process(record, read)
+        async def one(record: Record) -> StageResult | _Signed | SigningPackageMessage:
+            return await self._judge(record, read)
 
-        return await each_concurrently(records, one, READS_IN_FLIGHT)
+        judged = await each_concurrently(records, one, READS_IN_FLIGHT)
+        results: list[StageResult | Exception] = []
+        signed: dict[int, _Signed] = {}
+        packages: dict[int, SigningPackageMessage] = {}
+        for index, item in enumerate(judged):
+            if isinstance(item, _Signed):
+                signed[index] = item
+                results.append(item.result)
+            elif isinstance(item, SigningPackageMessage):
+                packages[index] = item
+                results.append(StageResult())  # its answer replaces it below
+            else:
+                results.append(item)
+        if signed:
+            _fill(results, list(signed), lambda: self._committed(list(signed.values())))
+        if packages:
+            _fill(results, list(packages), lambda: self.answer_all(list(packages.values())))
+        return results
 
     async def read_together(self, records: Sequence[Record]) -> dict[MessageId, EmittedMessage]:
         """The messages at the batch's final positions, by message id, from one range read per

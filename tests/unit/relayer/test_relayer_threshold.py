@@ -129,6 +129,20 @@ def test_a_package_is_answered_only_for_a_digest_the_guardian_committed_to(
         j[0].answer(0, checked, 0, [stranger, *others])
 
 
+def test_commitments_journaled_together_are_recorded_in_one_transaction(tmp_path: Path) -> None:
+    digests = [sample_observation(n).digest for n in range(20, 25)]
+    j = journals(tmp_path)
+    statements: list[str] = []
+    j[0]._db.set_trace_callback(statements.append)  # what SQLite is asked to run
+    batch = j[0].commit_many(0, [(d, 0) for d in digests])
+    assert statements.count("BEGIN IMMEDIATE") == 1  # one transaction: one synchronous write
+    assert statements.count("COMMIT") == 1
+    assert batch == [j[0].commit(0, d, 0) for d in digests]  # the nonces one by one gives
+    for digest, commitment in zip(digests, batch, strict=True):
+        package = [commitment, j[1].commit(0, digest, 0), j[2].commit(0, digest, 0)]
+        assert j[0].answer(0, digest, 0, package).z  # each context was recorded: answerable
+
+
 def test_a_journal_belongs_to_one_share_and_a_new_one_draws_new_nonces(tmp_path: Path) -> None:
     digest = sample_observation(5).digest
     first = SigningJournal(SHARES[0], tmp_path / "a.sqlite")
@@ -295,6 +309,73 @@ def _partial(journal: SigningJournal, package: SigningPackageMessage) -> Thresho
 
 def _tampered(partial: ThresholdPartialMessage) -> ThresholdPartialMessage:
     return replace(partial, z=((int.from_bytes(partial.z, "big") + 1) % 2**256).to_bytes(32, "big"))
+
+
+async def test_a_guardian_journals_a_batchs_commitments_together_with_one_by_ones_outcome(
+    tmp_path: Path,
+) -> None:
+    observations = [sample_observation(n) for n in range(30, 36)]
+    source = ChainHolding(messages={o.message_id: o for o in observations})
+    records = [_record(o, n, "observations") for n, o in enumerate(observations)]
+    batch_journal, alone_journal = journals(tmp_path, "batch")[0], journals(tmp_path, "alone")[0]
+    statements: list[str] = []
+    batch_journal._db.set_trace_callback(statements.append)
+
+    batched = await _attester(source, batch_journal).process_batch(records)
+    alone = [await _attester(source, alone_journal).process(r) for r in records]
+
+    assert statements.count("BEGIN IMMEDIATE") == 1  # the batch's six commitments, one write
+    for together, one in zip(batched, alone, strict=True):
+        assert isinstance(together, StageResult)
+        kinds = [decode_message(o.value).TYPE for o in together.outputs]
+        assert kinds == ["guardian_signature", "threshold_commitment"]
+        # Another journal draws other nonces; everything else is the same.
+        assert together.outputs[0] == one.outputs[0]
+        step = decode_as(together.outputs[1].value, ThresholdCommitmentMessage)
+        assert step.commitment == batch_journal.commit(0, step.digest, 0)
+
+
+async def test_a_guardian_answers_a_batchs_packages_in_one_write_refusing_only_the_bad_one(
+    tmp_path: Path,
+) -> None:
+    observations = [sample_observation(n) for n in range(40, 45)]
+    j = journals(tmp_path)
+    packages = [
+        SigningPackageMessage(
+            o, 0, 0, commitments=tuple(journal.commit(0, o.digest, 0) for journal in j[:3])
+        )
+        for o in observations
+    ]
+    # A package for a digest guardian 0 never committed to (guardian 4 stands in its place).
+    stranger = sample_observation(46)
+    commitments = tuple(journal.commit(0, stranger.digest, 0) for journal in j[1:4])
+    forged = SigningPackageMessage(stranger, 0, 0, commitments=(*commitments,))
+    mixed = [*packages[:2], forged, *packages[2:]]
+    statements: list[str] = []
+    j[0]._db.set_trace_callback(statements.append)
+
+    results = await _attester(ChainHolding(), j[0]).process_batch(
+        [_record(p, n, "signing") for n, p in enumerate(mixed)]
+    )
+
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert isinstance(results[2], StageResult)
+    assert results[2].outputs == ()  # the forged package does not name guardian 0
+    answered = [r for n, r in enumerate(results) if n != 2]
+    for package, result in zip(packages, answered, strict=True):
+        assert isinstance(result, StageResult)
+        (output,) = result.outputs
+        assert decode_as(output.value, ThresholdPartialMessage) == _partial(j[0], package)
+    # Naming guardian 0 with a commitment it never published: refused, only that record fails.
+    named = SigningPackageMessage(
+        stranger, 0, 0, commitments=(replace(commitments[2], identifier=1), *commitments[:2])
+    )
+    again = await _attester(ChainHolding(), j[0]).process_batch(
+        [_record(named, 0, "signing"), _record(packages[0], 1, "signing")]
+    )
+    assert isinstance(again[0], PackageRefused)
+    assert isinstance(again[1], StageResult)
+    assert len(again[1].outputs) == 1
 
 
 async def test_the_first_quorum_of_commitments_is_the_package_issued_once(
