@@ -132,11 +132,12 @@ class JobConfig(_Part):
             chain's beacon (``prevrandao``) or its block hashes (``block_hash``, grindable by a
             single sequencer); :mod:`fedrelay.protocol.randomness`. A blob that does not name
             it was posted before it existed and keeps ``block_hash``.
-        randomness_lag_seconds: How long before its block a ``PREVRANDAO`` value may be known:
-            0 where a block's value is fixed by its own producer or its parent's (Ethereum, the
-            devnet), the sequencer drift where it is an L1 origin's (1,800 on an OP-stack
-            rollup). A seed then comes from the first block at least this long after the
-            moment it must not be known before. Only with ``prevrandao``.
+        randomness_lag_seconds: How long before its block a ``PREVRANDAO`` value may be known
+            (:mod:`fedrelay.protocol.randomness`): 0 only where a block's value is drawn as the
+            block is made (the devnet's anvil); at least 24 on Ethereum, where a block's value
+            is its parent's mix, known a slot (12 s) ahead; the sequencer drift on an OP-stack
+            rollup (1,800). A seed then comes from the first block at least this long after
+            the moment it must not be known before. Only with ``prevrandao``.
     """
 
     version: Literal[1] = 1

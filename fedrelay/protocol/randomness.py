@@ -17,6 +17,17 @@ poster, the workers, the coordinator and anyone auditing a round agree on it):
     makes up. A sequencer that reorders, adds or drops transactions, or changes the timestamp,
     changes the block hash and leaves this value as it is.
 
+A block's ``PREVRANDAO`` can be known before the block: on Ethereum it is the mix after its
+parent, known from the parent on (a slot, 12 s, or longer after missed slots); on an OP-stack
+rollup it is its L1 origin's, which can be as old as the sequencer drift. The job's
+``randomness_lag_seconds`` therefore moves each seed to the first block at least that long after
+the moment its value must not be known before (the round's opening; the close of its
+commitments): 24 on Ethereum leaves a worker that wants to know its challenge before the
+deadline only a run of missed slots to wait for, 1,800 on an OP-stack chain covers the drift,
+and 0 is right only where a block's value is drawn as the block is made (the devnet's anvil).
+Taking the value of the block *after* that first block instead (fixed when the first block was
+made) would need no lag on Ethereum; it is not built.
+
 ``block_hash``
     The block's hash (every seed before this setting existed). A producer that is the only
     sequencer can grind it: every transaction order or timestamp it tries is a new hash, so it
