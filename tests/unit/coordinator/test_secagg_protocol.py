@@ -164,7 +164,8 @@ def test_tampered_shares_are_rejected() -> None:
     sealed = parties[0].share_keys(adverts)
     for p in parties[1:]:
         p.share_keys(adverts)
-    bad = replace(sealed[0], ciphertext=b"\x00" + sealed[0].ciphertext[1:])
+    flipped = bytes([sealed[0].ciphertext[0] ^ 0x01])  # always a change (a fixed byte is not)
+    bad = replace(sealed[0], ciphertext=flipped + sealed[0].ciphertext[1:])
     with pytest.raises(SecureAggregationError, match="failed authentication"):
         parties[1].receive_shares([bad])
 
