@@ -408,8 +408,9 @@ class ThresholdPartialMessage(_ThresholdStep):
 
 @dataclass(frozen=True)
 class ThresholdRetryMessage(_ThresholdStep):
-    """The assembler asks for another attempt after a signer's partial failed one: every
-    guardian not `excluded` that committed to the digest's first attempt commits again for
+    """The assembler asks for another attempt after a signer's partial failed one, or signers a
+    package named never answered: every guardian not `excluded` (every signer blamed or silent
+    in an attempt before) that committed to the digest's first attempt commits again for
     `attempt`."""
 
     TYPE: ClassVar[str] = "threshold_retry"
@@ -446,8 +447,9 @@ class ThresholdRetryMessage(_ThresholdStep):
 
 @dataclass(frozen=True)
 class ThresholdTick:
-    """The assembler's clock on the bus: a tick makes it give up on packages whose signers have
-    not all answered within the timeout (version 1 takes over for those digests)."""
+    """The assembler's clock on the bus: a tick makes it give up on attempts without a VAA
+    within the timeout (another attempt follows without the signers that did not answer, or
+    version 1 takes over)."""
 
     TYPE: ClassVar[str] = "threshold_tick"
 

@@ -151,7 +151,12 @@ class GuardianSignature(Base):
 class ThresholdPart(Base):
     """One guardian's step in threshold-signing a digest: its nonce commitment (round one,
     ``hiding || binding``, 66 bytes) or its partial signature (round two, ``z``, 32 bytes).
-    Rows are read in insertion order: the first commitments of a quorum make the package."""
+    Rows are read in insertion order: the first commitments of a quorum make the package.
+
+    Two more kinds (``fedrelay.relayer.stages.threshold``): ``silent``, a signer a timed-out
+    package named that never answered (empty data); ``retried``, a tick's note of an attempt it
+    retried (``digest || u32 attempt``), under a key derived from the tick's bus position
+    instead of a digest, so that its replay publishes the same retries."""
 
     __tablename__ = "threshold_parts"
     __table_args__ = (UniqueConstraint("digest", "tss_index", "attempt", "identifier", "kind"),)

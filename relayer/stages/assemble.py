@@ -504,25 +504,34 @@ class Assembler:
     async def _tick(
         self, work: RelayerLedgerWork, config: ThresholdConfig, position: str
     ) -> StageResult:
-        """Give up on the packages past the timeout; emit the version-1 VAA of each that has a
-        quorum of signatures stored, from this record (again when it is replayed)."""
-        outputs: list[Output] = []
-        for observation in await give_up_stale(work, config, self.clock()):
-            log.warning(
-                "threshold signing of %s timed out; version 1 takes over",
-                message_label(observation.message_id),
-            )
-            vaa = await assemble_fallback(work, observation, self.guardian_sets, position)
+        """Give up on the packages past the timeout: publish the retry of each that another
+        attempt follows (its silent signers left out), and emit the version-1 VAA of each other
+        that has a quorum of signatures stored, from this record (again when it is replayed:
+        the same retries first, then the VAAs)."""
+        retries: list[Output] = []
+        vaas: list[Output] = []
+        for given in await give_up_stale(work, config, self.clock(), position):
+            label = message_label(given.observation.message_id)
+            if given.retry is not None:
+                if given.failure is not None:  # decided now, not replayed
+                    log.warning("threshold signing of %s timed out, attempt %d follows: %s",
+                                label, given.retry.attempt, given.failure)  # fmt: skip
+                key = message_key(given.observation.message_id)
+                retries.append(Output(config.signing_topic, encode_message(given.retry), key=key))
+                continue
+            log.warning("threshold signing of %s timed out; version 1 takes over: %s",
+                        label, given.failure)  # fmt: skip
+            vaa = await assemble_fallback(work, given.observation, self.guardian_sets, position)
             if vaa is not None:
                 await work.advance_observations_of(
                     [vaa.digest],
                     ObservationStatus.ASSEMBLED,
                     [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED],
                 )
-                outputs.extend(self._result(observation, vaa).outputs)
+                vaas.extend(self._result(given.observation, vaa).outputs)
         # A replay after a crash: the packages failed, the VAAs it stored are emitted again.
-        outputs.extend(await self._replayed(work, config, position, outputs))
-        return StageResult(tuple(outputs))
+        vaas.extend(await self._replayed(work, config, position, vaas))
+        return StageResult((*retries, *vaas))
 
     async def _replayed(
         self,

@@ -27,31 +27,41 @@ the bus:
    (``vaas.assembled_from``).
 
 **Another attempt, then version 1.** A partial that does not check fails the attempt (the
-reason, naming the guardian, is stored on the package with the signer to blame, and logged).
-The assembler opens the next attempt and publishes a
-:class:`~fedrelay.relayer.records.ThresholdRetryMessage` excluding every signer blamed so far;
-the other guardians commit again (only to a digest they committed to, so checked) and the
-attempt runs as the first did (:func:`retry_after`: at most :data:`MAX_ATTEMPTS`, while at least
-the threshold of guardians is left). When no attempt follows, the digest's version-1 signatures
+reason, naming the guardian, is stored on the package with the signer to blame, and logged); so
+does a package whose named signers did not all answer within the timeout (below; its silent
+signers are stored, one ``threshold_parts`` row of kind :data:`SILENT` each). The assembler opens
+the next attempt and publishes a :class:`~fedrelay.relayer.records.ThresholdRetryMessage`
+excluding every signer blamed or silent so far (the ledger keeps them, so every later attempt
+leaves them out too, and the assembler does not choose their commitments); the other guardians
+commit again (only to a digest they committed to, so checked) and the attempt runs as the first
+did (:func:`retry_after`, :func:`give_up_stale`: at most :data:`MAX_ATTEMPTS`, while at least the
+threshold of guardians is left). When no attempt follows, the digest's version-1 signatures
 assemble as without threshold attestation, at once if a quorum is already stored. While an
 attempt of a digest stands, its version-1 signatures are stored but not assembled, so every VAA
 a healthy guardian set produces is version 2.
 
-**Timeouts.** A digest's attempt opens with its first version-1 signature or commitment. Fewer
-guardians than the threshold committing (some hold no share), or a signer that never answers (it
-crashed and lost its journal, or it misbehaves), would leave it open for ever. The assembler's
-ticker publishes a :class:`~fedrelay.relayer.records.ThresholdTick` on the signatures topic
-every half timeout; the assembler that takes it fails every attempt opened more than the
-timeout (``threshold_timeout_s``) ago without a VAA, and assembles version 1 for each from the
-signatures stored, emitted by the tick record (its replay emits them again). The tick, not a
-wall-clock timer in the assembler, is what decides, so the decision and its emission commit
-together like any record's.
+**Timeouts.** A digest's first attempt opens with its first version-1 signature or
+commitment, a later one with its retry. Fewer guardians than the threshold committing (some hold no
+share), or a signer that never answers (it crashed and lost its journal, or it misbehaves), would
+leave it open for ever. The assembler's ticker publishes a
+:class:`~fedrelay.relayer.records.ThresholdTick` on the signatures topic every half timeout; the
+assembler that takes it fails every attempt opened more than the timeout
+(``threshold_timeout_s``) ago without a VAA. An attempt whose package was issued is retried
+without its silent signers, as above; one never issued (fewer than ``t`` commitments: nobody to
+leave out), or one no attempt may follow, gives way to version 1, assembled from the signatures
+stored. The tick record emits the retries and the VAAs, and its replay emits the same again:
+the VAAs it stored are found by ``vaas.assembled_from``, the attempts it retried by the notes it
+stored under its bus position (``threshold_parts`` of kind :data:`RETRIED`, :func:`_tick_key`),
+and the retries are rebuilt from the rows that decided them; nothing is opened twice. The tick,
+not a wall-clock timer in the assembler, is what decides, so the decision and its emission
+commit together like any record's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -97,6 +107,11 @@ log = logging.getLogger(__name__)
 
 COMMITMENT = "commitment"
 PARTIAL = "partial"
+#: ``threshold_parts`` kind: a signer named by a package that timed out, which never answered
+#: (left out of the digest's later attempts, like a signer blamed for a bad partial).
+SILENT = "silent"
+#: ``threshold_parts`` kind: an attempt a tick retried, under the tick's key (:func:`_tick_key`).
+RETRIED = "retried"
 _SIGNER = 2 + 33 + 33
 
 
@@ -226,7 +241,8 @@ async def take_commitments(
         for before in range(key.attempt)
     ]
     packages = await work.threshold_packages([*keys, *earlier])
-    excluded = {key: _blamed(packages, key) for key in keys}
+    silent = await work.threshold_parts(SILENT, earlier)
+    excluded = {key: _blamed(packages, silent, key) for key in keys}
     known = {
         key: {i: data for i, data in held.get(key, []) if i not in excluded[key]} for key in keys
     }  # insertion order: first stored first
@@ -260,15 +276,28 @@ async def take_commitments(
 
 
 def _blamed(
-    packages: Mapping[ThresholdAttempt, ThresholdPackageRecord], key: ThresholdAttempt
+    packages: Mapping[ThresholdAttempt, ThresholdPackageRecord],
+    silent: Mapping[ThresholdAttempt, Sequence[tuple[int, bytes]]],
+    key: ThresholdAttempt,
 ) -> set[int]:
-    """The signers blamed for the failures of the attempts before `key`'s."""
+    """The signers left out of `key`'s attempt: those blamed for the failures of the attempts
+    before it (a partial that did not check), and those silent in them (named by a package that
+    timed out, they never answered)."""
     blamed = set()
     for before in range(key.attempt):
-        package = packages.get(ThresholdAttempt(key.digest, key.tss_index, before))
+        earlier = ThresholdAttempt(key.digest, key.tss_index, before)
+        package = packages.get(earlier)
         if package is not None and package.blamed is not None:
             blamed.add(package.blamed)
+        blamed.update(identifier for identifier, _ in silent.get(earlier, []))
     return blamed
+
+
+async def _excluded(work: RelayerLedgerWork, key: ThresholdAttempt) -> set[int]:
+    """:func:`_blamed` for `key`, read from the ledger."""
+    earlier = [ThresholdAttempt(key.digest, key.tss_index, a) for a in range(key.attempt)]
+    packages = await work.threshold_packages(earlier)
+    return _blamed(packages, await work.threshold_parts(SILENT, earlier), key)
 
 
 #: The most attempts at threshold-signing one digest before version 1 takes over.
@@ -280,16 +309,27 @@ async def retry_after(
 ) -> ThresholdRetryMessage | None:
     """After `blamed`'s partial failed `step`'s attempt: the next attempt, opened, without every
     signer blamed so far; None when :data:`MAX_ATTEMPTS` are spent or too few signers remain."""
-    key = _attempt_of(step)
-    following = ThresholdAttempt(key.digest, key.tss_index, key.attempt + 1)
-    earlier = [ThresholdAttempt(key.digest, key.tss_index, a) for a in range(following.attempt)]
-    excluded = _blamed(await work.threshold_packages(earlier), following) | {blamed}
+    return await _open_retry(work, config, step.observation, _attempt_of(step), {blamed})
+
+
+async def _open_retry(
+    work: RelayerLedgerWork,
+    config: ThresholdConfig,
+    observation: Observation,
+    failed: ThresholdAttempt,
+    left_out: set[int],
+) -> ThresholdRetryMessage | None:
+    """After `failed` failed: the next attempt, opened (once: a replay opens nothing new),
+    without `left_out` and every signer blamed for or silent in an attempt before; None when
+    :data:`MAX_ATTEMPTS` are spent or fewer than the threshold of signers remain."""
+    following = ThresholdAttempt(failed.digest, failed.tss_index, failed.attempt + 1)
+    excluded = await _excluded(work, following) | left_out
     remaining = len(config.verification_shares.keys() - excluded)
     if following.attempt >= MAX_ATTEMPTS or remaining < config.threshold:
         return None
-    await work.open_threshold_packages([(following, encode_message(step.observation))])
+    await work.open_threshold_packages([(following, encode_message(observation))])
     return ThresholdRetryMessage(
-        step.observation, step.tss_index, following.attempt, excluded=tuple(sorted(excluded))
+        observation, failed.tss_index, following.attempt, excluded=tuple(sorted(excluded))
     )
 
 
@@ -440,18 +480,59 @@ def _aggregated(
 SWEEP_LIMIT = 500
 
 
+@dataclass(frozen=True)
+class GivenUp:
+    """An attempt a tick failed: its observation, and the attempt that follows it (a retry to
+    publish) or None (version 1 takes over).
+
+    Attributes:
+        observation: The observation being signed.
+        failure: Why the attempt failed, as stored; None for a retry the tick's record decided
+            before (a replay, :attr:`retry` set).
+        retry: The next attempt's retry, to publish; None when version 1 takes over.
+    """
+
+    observation: Observation
+    failure: str | None
+    retry: ThresholdRetryMessage | None = None
+
+
+def _tick_key(config: ThresholdConfig, position: str) -> ThresholdAttempt:
+    """Where the tick at bus position `position` notes the attempts it retried, so that its
+    replay publishes their retries again: ``threshold_parts`` rows of kind :data:`RETRIED`
+    under a key that is no VAA's digest (a hash of the position, apart from Wormhole's)."""
+    marker = hashlib.sha256(b"fedrelay threshold tick\0" + position.encode()).digest()
+    return ThresholdAttempt(marker, config.tss_index, 0)
+
+
 async def give_up_stale(
-    work: RelayerLedgerWork, config: ThresholdConfig, now: float
-) -> list[Observation]:
-    """Fail every package older than the timeout that has no VAA yet; their observations, for
-    version 1 to assemble (at most :data:`SWEEP_LIMIT` a call, oldest first)."""
+    work: RelayerLedgerWork, config: ThresholdConfig, now: float, position: str
+) -> list[GivenUp]:
+    """Fail every package older than the timeout that has no VAA yet (at most
+    :data:`SWEEP_LIMIT` a call, oldest first), for the tick at bus position `position`.
+
+    A package issued to signers that did not all answer is retried: its silent signers are
+    stored (``threshold_parts`` of kind :data:`SILENT`, one row each) and the next attempt is
+    opened without them and every signer left out before (:func:`_open_retry`), unless
+    :data:`MAX_ATTEMPTS` are spent or fewer than the threshold of signers remain. A package
+    never issued (fewer commitments than the threshold) has nobody to leave out: version 1
+    takes over, as it does when no retry follows.
+
+    Returns:
+        First the retries this tick's record decided before (a replay after a crash: the same
+        retries, nothing opened again), then each package failed now, in order.
+    """
+    tick = _tick_key(config, position)
+    noted = (await work.threshold_parts(RETRIED, [tick])).get(tick, [])
+    given: list[GivenUp] = [await _retried_before(work, config, data) for _, data in noted]
     cutoff = datetime.fromtimestamp(now - config.timeout_s, UTC)
     stale = await work.stale_threshold_packages(cutoff, SWEEP_LIMIT)
-    observations = []
+    retried: list[tuple[ThresholdAttempt, int, bytes]] = []
     for package in stale:
         observation = decode_as(package.observation, Observation)
         label = f"{message_label(observation.message_id)} (attempt {package.attempt})"
         key = ThresholdAttempt(package.digest, package.tss_index, package.attempt)
+        silent: list[int] = []  # signer identifiers
         if package.issued_from is None:
             committed = (await work.threshold_parts(COMMITMENT, [key])).get(key, [])
             failure = (
@@ -459,15 +540,41 @@ async def give_up_stale(
                 f"{config.threshold} are needed"
             )
         else:
-            signers = [c.identifier - 1 for c in decode_signers(package.signers)]
+            signers = [c.identifier for c in decode_signers(package.signers)]
             answered = (await work.threshold_parts(PARTIAL, [key])).get(key, [])
-            silent = sorted(set(signers) - {identifier - 1 for identifier, _ in answered})
-            failure = f"{label}: guardian(s) {silent} did not answer within {config.timeout_s:g} s"
+            silent = sorted(set(signers) - {identifier for identifier, _ in answered})
+            failure = (
+                f"{label}: guardian(s) {[i - 1 for i in silent]} did not answer within "
+                f"{config.timeout_s:g} s"
+            )
         await work.fail_threshold_package(
             package.digest, package.tss_index, package.attempt, failure
         )
-        observations.append(observation)
-    return observations
+        retry = None
+        if silent:
+            await work.add_threshold_parts(SILENT, [(key, i, b"") for i in silent])
+            if package.tss_index == config.tss_index:  # not a key this assembler no longer signs
+                retry = await _open_retry(work, config, observation, key, set(silent))
+        if retry is not None:
+            note = package.digest + package.attempt.to_bytes(4, "big")
+            retried.append((tick, len(noted) + len(retried), note))
+        given.append(GivenUp(observation, failure, retry))
+    await work.add_threshold_parts(RETRIED, retried)
+    return given
+
+
+async def _retried_before(work: RelayerLedgerWork, config: ThresholdConfig, note: bytes) -> GivenUp:
+    """The retry of the attempt a tick noted (``digest || u32 attempt``), as it published it:
+    the excluded signers are read from the rows that decided them, which do not change."""
+    failed = ThresholdAttempt(note[:32], config.tss_index, int.from_bytes(note[32:36], "big"))
+    package = (await work.threshold_packages([failed]))[failed]
+    observation = decode_as(package.observation, Observation)
+    following = ThresholdAttempt(failed.digest, failed.tss_index, failed.attempt + 1)
+    excluded = tuple(sorted(await _excluded(work, following)))
+    retry = ThresholdRetryMessage(
+        observation, failed.tss_index, following.attempt, excluded=excluded
+    )
+    return GivenUp(observation, None, retry)
 
 
 @dataclass

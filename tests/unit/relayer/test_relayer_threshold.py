@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from support.wormhole import guardian_set, guardian_signers
 
 from fedrelay.adapters.devnet.guardians import threshold_key
 from fedrelay.adapters.kafka import MemoryBus
-from fedrelay.adapters.ledger.models import StoredVaa, ThresholdPackage
+from fedrelay.adapters.ledger import relayer_ledger
+from fedrelay.adapters.ledger.models import StoredVaa, ThresholdPackage, ThresholdPart
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.ports.bus import Record
 from fedrelay.ports.relay import ChainPosition, EmittedMessage
@@ -223,6 +225,26 @@ def sessions(
     sqlite_sessions: async_sessionmaker[AsyncSession],
 ) -> async_sessionmaker[AsyncSession]:
     return sqlite_sessions
+
+
+@dataclass
+class Clock:
+    """The assembler's clock and the ledger's (``opened_at``), moved by hand."""
+
+    now: float = float(NOW)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def utc(self) -> datetime:
+        return datetime.fromtimestamp(self.now, UTC)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(relayer_ledger, "utcnow", fake.utc)
+    return fake
 
 
 def _attester(source: ChainHolding, journal: SigningJournal) -> Attester:
@@ -539,12 +561,11 @@ def test_a_guardian_commits_again_only_to_a_digest_it_committed_to(tmp_path: Pat
     assert journal.recommit(0, observation.digest, 1) != first
 
 
-async def test_a_package_left_unanswered_gives_way_to_version_1_on_a_tick_past_the_timeout(
-    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+async def test_a_silent_signer_is_left_out_of_another_attempt_on_a_tick_past_the_timeout(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession], clock: Clock
 ) -> None:
     observation = sample_observation(50)
-    ledger = SqlRelayerLedger(sessions)
-    assembler = Assembler(ledger, SETS, threshold=CONFIG)
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS, threshold=CONFIG, clock=clock)
     for offset, signature in enumerate(signature_messages(observation, SIGNERS, [3, 1, 0])):
         assert (await assembler.process(_record(signature, 100 + offset))).outputs == ()
     j = journals(tmp_path)
@@ -556,15 +577,196 @@ async def test_a_package_left_unanswered_gives_way_to_version_1_on_a_tick_past_t
         ).outputs == ()
 
     tick = ThresholdTick(at_ms=0)
+    clock.now += 29
     assert (await assembler.process(_record(tick, 300))).outputs == ()  # within the timeout
-    after = Assembler(ledger, SETS, threshold=CONFIG, clock=lambda: time.time() + 31)
-    [output] = (await after.process(_record(tick, 301))).outputs
-    failure = await _version_1_and_failure(output, sessions)
-    assert "guardian(s) [2] did not answer within 30 s" in failure
-    replayed = await after.process(_record(tick, 301))  # the same tick after a crash
-    assert [o.value for o in replayed.outputs] == [output.value]
-    assert (await after.process(_record(tick, 302))).outputs == ()  # a later tick
-    assert (await after.process(_record(late, 303))).outputs == ()  # the late answer
+    clock.now += 2
+    [output] = (await assembler.process(_record(tick, 301))).outputs
+    assert output.topic == CONFIG.signing_topic
+    retry = decode_as(output.value, ThresholdRetryMessage)
+    assert (retry.attempt, retry.excluded) == (1, (3,))  # signer 3 is guardian 2
+    assert "guardian(s) [2] did not answer within 30 s" in (await _failures(sessions))[0]
+    assert await _silent(sessions) == [(0, 3)]
+    assert (await assembler.process(_record(tick, 302))).outputs == ()  # a later tick
+    assert (await assembler.process(_record(late, 303))).outputs == ()  # the late answer
+
+    answers = [
+        _attester(ChainHolding(), journal).process(_record(retry, 0, "signing")) for journal in j
+    ]
+    commitments = [o for result in await asyncio.gather(*answers) for o in result.outputs]
+    assert len(commitments) == 3  # every guardian but the silent one commits again
+    issued = []
+    for offset, commitment in enumerate(commitments):
+        result = await assembler.process(
+            Record("signatures", 0, 400 + offset, None, commitment.value)
+        )
+        issued += [decode_as(o.value, SigningPackageMessage) for o in result.outputs]
+    [second] = issued
+    assert (second.attempt, [c.identifier for c in second.commitments]) == (1, [1, 2, 4])
+    done = [await assembler.process(_record(_partial(j[i], second), 500 + i)) for i in (0, 1, 3)]
+    [final] = done[-1].outputs
+    vaa = decode_as(final.value, SignedVaa).parsed
+    assert isinstance(vaa, ThresholdVaa)  # version 2, from the healthy guardians
+    verify_threshold_vaa(vaa, CONFIG.keys(), SETS, NOW)
+    clock.now += 31
+    assert (await assembler.process(_record(tick, 600))).outputs == ()  # signed: nothing is stale
+
+
+async def _failures(sessions: async_sessionmaker[AsyncSession]) -> list[str | None]:
+    """Each attempt's failure, by attempt."""
+    async with sessions() as session:
+        return list(
+            await session.scalars(
+                select(ThresholdPackage.failure).order_by(ThresholdPackage.attempt)
+            )
+        )
+
+
+async def _silent(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[int, int]]:
+    """The silent signers stored, as (attempt, identifier)."""
+    async with sessions() as session:
+        rows = await session.execute(
+            select(ThresholdPart.attempt, ThresholdPart.identifier)
+            .where(ThresholdPart.kind == "silent")
+            .order_by(ThresholdPart.attempt, ThresholdPart.identifier)
+        )
+        return [(attempt, identifier) for attempt, identifier in rows]
+
+
+async def _issue(
+    assembler: Assembler,
+    j: Sequence[SigningJournal],
+    observation: Observation,
+    attempt: int,
+    offset: int,
+) -> SigningPackageMessage:
+    """Commitments of the guardians `j` to `attempt` (again, after the first), one record each
+    from `offset`; the one package they issue."""
+    issued: list[SigningPackageMessage] = []
+    for n, journal in enumerate(j):
+        make = journal.commit if attempt == 0 else journal.recommit
+        commitment = make(0, observation.digest, attempt)
+        step = ThresholdCommitmentMessage(observation, 0, attempt, commitment=commitment)
+        result = await assembler.process(_record(step, offset + n))
+        issued += [decode_as(o.value, SigningPackageMessage) for o in result.outputs]
+    [package] = issued
+    return package
+
+
+async def test_signers_silent_in_every_attempt_give_way_to_version_1_after_the_last_attempt(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession], clock: Clock
+) -> None:
+    """Ten guardians, a threshold of 7: three attempts, each with one signer silent, leave seven
+    guardians, but no attempt follows the third (MAX_ATTEMPTS): version 1 takes over. Every
+    attempt leaves out the signers silent in the attempts before it, even when they commit."""
+    dealt = threshold_key(10)
+    config = ThresholdConfig(0, dealt.group_key, dealt.threshold, dealt.verification_shares)
+    sets = GuardianSets.of(guardian_set(10))
+    j = [
+        SigningJournal(share, tmp_path / f"ten-{share.identifier}.sqlite") for share in dealt.shares
+    ]
+    observation = sample_observation(51)
+    assembler = Assembler(SqlRelayerLedger(sessions), sets, threshold=config, clock=clock)
+    signatures = signature_messages(observation, guardian_signers(10), range(10))
+    for offset, signature in enumerate(signatures):
+        assert (await assembler.process(_record(signature, offset))).outputs == ()
+
+    excluded: list[int] = []  # signer identifiers, as each attempt finds them silent
+    for attempt in range(3):
+        # The signers left out so far commit first: the package is chosen without them.
+        order = sorted(j, key=lambda one: one.share.identifier not in excluded)
+        package = await _issue(assembler, order, observation, attempt, 100 * (attempt + 1))
+        named = [c.identifier for c in package.commitments]
+        assert len(named) == 7
+        assert not set(named) & set(excluded)
+        silent = named[-1]
+        for n, identifier in enumerate(named[:-1]):
+            partial = _partial(j[identifier - 1], package)
+            result = await assembler.process(_record(partial, 100 * (attempt + 1) + 50 + n))
+            assert result.outputs == ()
+        excluded.append(silent)
+        clock.now += 31
+        tick = _record(ThresholdTick(at_ms=0), 1000 + attempt)
+        [output] = (await assembler.process(tick)).outputs
+        if attempt < 2:
+            retry = decode_as(output.value, ThresholdRetryMessage)
+            assert (retry.attempt, retry.excluded) == (attempt + 1, tuple(sorted(excluded)))
+
+    vaa = parse_any_vaa(decode_as(output.value, SignedVaa).vaa)
+    assert isinstance(vaa, Vaa)
+    verify_vaa(vaa, sets, NOW)
+    assert len(config.verification_shares) - len(excluded) == config.threshold  # enough left
+    failures = await _failures(sessions)
+    assert len(failures) == 3  # no fourth attempt was opened
+    assert all(f is not None and "did not answer within 30 s" in f for f in failures)
+    assert await _silent(sessions) == list(enumerate(excluded))
+
+
+async def test_too_few_guardians_left_after_a_timeout_give_way_to_version_1_at_once(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession], clock: Clock
+) -> None:
+    observation = sample_observation(52)
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS, threshold=CONFIG, clock=clock)
+    for offset, signature in enumerate(signature_messages(observation, SIGNERS, [0, 1, 2, 3])):
+        await assembler.process(_record(signature, 100 + offset))
+    j = journals(tmp_path)
+    package = await _commit_all(assembler, j, observation)
+    assert (await assembler.process(_record(_partial(j[0], package), 200))).outputs == ()
+
+    clock.now += 31
+    [output] = (await assembler.process(_record(ThresholdTick(at_ms=0), 300))).outputs
+    # Guardians 1 and 2 are silent: two are left, three are needed.
+    failure = await _version_1_and_failure(output, sessions)  # the one package: none opened
+    assert "guardian(s) [1, 2] did not answer within 30 s" in failure
+    assert await _silent(sessions) == [(0, 2), (0, 3)]  # both are recorded
+
+
+async def test_a_ticks_replay_publishes_the_same_retries_and_vaas_and_opens_nothing_twice(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession], clock: Clock
+) -> None:
+    silent, uncommitted = sample_observation(53), sample_observation(54)
+    assembler = Assembler(SqlRelayerLedger(sessions), SETS, threshold=CONFIG, clock=clock)
+    for n, observation in enumerate((silent, uncommitted)):
+        signatures = signature_messages(observation, SIGNERS, [0, 1, 2, 3])
+        for offset, signature in enumerate(signatures):
+            await assembler.process(_record(signature, 10 * n + offset))
+    j = journals(tmp_path)
+    package = await _commit_all(assembler, j, silent)
+    for offset, journal in enumerate(j[:2]):
+        await assembler.process(_record(_partial(journal, package), 200 + offset))
+    for offset, journal in enumerate(j[:2]):  # two of three commitments: never issued
+        step = ThresholdCommitmentMessage(
+            uncommitted, 0, 0, commitment=journal.commit(0, uncommitted.digest, 0)
+        )
+        await assembler.process(_record(step, 300 + offset))
+
+    clock.now += 31
+    tick = _record(ThresholdTick(at_ms=0), 400)
+    first = (await assembler.process(tick)).outputs
+    assert [o.topic for o in first] == [CONFIG.signing_topic, "vaas"]
+    retry = decode_as(first[0].value, ThresholdRetryMessage)
+    assert (retry.digest, retry.attempt, retry.excluded) == (silent.digest, 1, (3,))
+    vaa = parse_any_vaa(decode_as(first[1].value, SignedVaa).vaa)
+    assert isinstance(vaa, Vaa)
+    assert vaa.digest == uncommitted.digest
+    stored = await _ledger_rows(sessions)
+
+    clock.now += 5  # the assembler restarted, within the new attempt's timeout
+    replayed = await assembler.process(tick)  # the same tick after a crash
+    assert replayed.outputs == first
+    [again] = await assembler.process_batch([tick])  # the same, in a batch
+    assert isinstance(again, StageResult)
+    assert again.outputs == first
+    assert await _ledger_rows(sessions) == stored  # nothing opened, failed or stored again
+    assert (await assembler.process(_record(ThresholdTick(at_ms=0), 401))).outputs == ()
+
+
+async def _ledger_rows(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[object, ...]]:
+    """Every threshold package, part and VAA row, column by column, as stored."""
+    rows = []
+    async with sessions() as session:
+        for model in (ThresholdPackage, ThresholdPart, StoredVaa):
+            rows += [tuple(row) for row in await session.execute(select(model.__table__))]
+    return rows
 
 
 async def test_too_few_commitments_give_way_to_version_1_on_a_tick_past_the_timeout(
