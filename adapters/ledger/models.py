@@ -10,6 +10,7 @@ PostgreSQL's BIGINT is signed.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -38,7 +39,8 @@ __all__ = [
     "U64", "AttemptOutcome", "Base", "DeadLetter", "Delivery", "DeliveryAttempt", "DeliveryBatch",
     "DeliveryStatus",
     "GuardianSignature", "Observation", "ObservationStatus", "SignerNonce", "SourceCursor",
-    "StoredVaa", "ThresholdPackage", "ThresholdPart", "utcnow",
+    "StoredVaa", "ThresholdPackage", "ThresholdPart", "decode_identifiers", "encode_identifiers",
+    "utcnow",
 ]  # fmt: skip
 
 # Stable constraint names make migrations reproducible on every backend.
@@ -152,11 +154,9 @@ class ThresholdPart(Base):
     """One guardian's step in threshold-signing a digest: its nonce commitment (round one,
     ``hiding || binding``, 66 bytes) or its partial signature (round two, ``z``, 32 bytes).
     Rows are read in insertion order: the first commitments of a quorum make the package.
-
-    Two more kinds (``fedrelay.relayer.stages.threshold``): ``silent``, a signer a timed-out
-    package named that never answered (empty data); ``retried``, a tick's note of an attempt it
-    retried (``digest || u32 attempt``), under a key derived from the tick's bus position
-    instead of a digest, so that its replay publishes the same retries."""
+    Who an attempt's failure leaves out is kept on its package
+    (:attr:`ThresholdPackage.left_out`), not here: a ledger migrated from revision 0004 may
+    still hold rows of kinds ``silent`` and ``retried``, which nothing reads any more."""
 
     __tablename__ = "threshold_parts"
     __table_args__ = (UniqueConstraint("digest", "tss_index", "attempt", "identifier", "kind"),)
@@ -173,7 +173,12 @@ class ThresholdPart(Base):
 
 class ThresholdPackage(Base):
     """One attempt at threshold-signing a digest: opened by its first commitment, issued when a
-    quorum of commitments chose its signers, failed (or superseded by a VAA) at its end."""
+    quorum of commitments chose its signers, failed (or superseded by a VAA) at its end.
+
+    A failure is kept whole, by the record that made it: why (``failure``), that record's bus
+    position (``failed_from``: its replay after a crash finds the packages it failed, and
+    publishes the same retries and version-1 VAAs), and the signers it leaves out of the
+    digest's later attempts (``left_out``, encoded by :func:`encode_identifiers`)."""
 
     __tablename__ = "threshold_packages"
     __table_args__ = (UniqueConstraint("digest", "tss_index", "attempt"),)
@@ -193,9 +198,38 @@ class ThresholdPackage(Base):
     issued_from: Mapped[str | None] = mapped_column(String(300))
     # Why the attempt failed (a bad partial signature, a timeout), or None while it stands.
     failure: Mapped[str | None] = mapped_column(String(500))
-    # The signer whose partial failed it (left out of the digest's later attempts), if any.
+    # The signer whose partial failed it, if any (also in `left_out`, which is what later
+    # attempts read).
     blamed: Mapped[int | None] = mapped_column(Integer)
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The bus position of the record that failed it (a partial that did not check, a tick past
+    # the timeout); None while it stands, and for failures recorded before migration 0005.
+    failed_from: Mapped[str | None] = mapped_column(String(300), index=True)
+    # The signers the failure leaves out of the digest's later attempts (the one blamed for a
+    # bad partial, or those a timed-out package named that never answered): u16 identifiers,
+    # big-endian, increasing (:func:`encode_identifiers`); b"" for a failure that leaves nobody
+    # out, None while the attempt stands.
+    left_out: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+def encode_identifiers(identifiers: Iterable[int]) -> bytes:
+    """Signer identifiers as ``threshold_packages.left_out`` holds them: each once, increasing,
+    as a big-endian u16 (identifiers are 1..256; the same width as in ``signers``).
+
+    Raises:
+        ValueError: An identifier is outside 1..65535.
+    """
+    ordered = sorted(set(identifiers))
+    if any(not 1 <= identifier <= 0xFFFF for identifier in ordered):
+        raise ValueError(f"signer identifiers {ordered} are not all in 1..65535")
+    return b"".join(identifier.to_bytes(2, "big") for identifier in ordered)
+
+
+def decode_identifiers(data: bytes | None) -> tuple[int, ...]:
+    """The inverse of :func:`encode_identifiers` (None, a column not set, is none)."""
+    if not data:
+        return ()
+    return tuple(int.from_bytes(data[at : at + 2], "big") for at in range(0, len(data), 2))
 
 
 class StoredVaa(Base):

@@ -32,6 +32,8 @@ from fedrelay.adapters.ledger.models import (
     StoredVaa,
     ThresholdPackage,
     ThresholdPart,
+    decode_identifiers,
+    encode_identifiers,
     utcnow,
 )
 from fedrelay.adapters.ledger.models import Observation as ObservationRow
@@ -148,7 +150,8 @@ def _observation(row: ObservationRow) -> StoredObservation:
 def _package(row: ThresholdPackage) -> ThresholdPackageRecord:
     return ThresholdPackageRecord(
         bytes(row.digest), row.tss_index, row.attempt, bytes(row.signers),
-        bytes(row.observation), row.issued_from, row.failure, row.blamed,
+        bytes(row.observation), row.issued_from, row.failure, row.blamed, row.failed_from,
+        decode_identifiers(None if row.left_out is None else bytes(row.left_out)),
     )  # fmt: skip
 
 
@@ -562,7 +565,7 @@ class SqlRelayerLedgerWork:
                 ThresholdPackage.opened_at < opened_before,
                 ~signed.exists(),
             )
-            .order_by(ThresholdPackage.opened_at)
+            .order_by(ThresholdPackage.opened_at, ThresholdPackage.id)
             .limit(limit)
         )
         return [_package(row) for row in rows]
@@ -573,9 +576,12 @@ class SqlRelayerLedgerWork:
         tss_index: int,
         attempt: int,
         failure: str,
+        failed_from: str,
+        *,
+        left_out: Sequence[int] = (),
         blamed: int | None = None,
-    ) -> None:
-        await self.session.execute(
+    ) -> bool:
+        result = await self.session.execute(
             update(ThresholdPackage)
             .where(
                 ThresholdPackage.digest == digest,
@@ -583,8 +589,22 @@ class SqlRelayerLedgerWork:
                 ThresholdPackage.attempt == attempt,
                 ThresholdPackage.failure.is_(None),
             )
-            .values(failure=failure[:500], blamed=blamed)
+            .values(
+                failure=failure[:500],
+                failed_from=failed_from,
+                left_out=encode_identifiers(left_out),
+                blamed=blamed,
+            )
         )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def threshold_packages_failed_from(self, position: str) -> list[ThresholdPackageRecord]:
+        rows = await self.session.scalars(
+            select(ThresholdPackage)
+            .where(ThresholdPackage.failed_from == position)
+            .order_by(ThresholdPackage.opened_at, ThresholdPackage.id)
+        )
+        return [_package(row) for row in rows]
 
     async def failed_threshold_digests(self, digests: Sequence[bytes]) -> set[bytes]:
         if not digests:

@@ -137,7 +137,8 @@ class ThresholdAttempt:
 
 @dataclass(frozen=True)
 class ThresholdPackageRecord:
-    """One attempt at threshold-signing a digest: its signers once issued, whether it failed."""
+    """One attempt at threshold-signing a digest: its signers once issued, whether it failed,
+    which record failed it and whom the failure leaves out of the digest's later attempts."""
 
     digest: bytes
     tss_index: int
@@ -147,6 +148,12 @@ class ThresholdPackageRecord:
     issued_from: str | None  # the bus position of the record that issued it; None until then
     failure: str | None  # why the attempt failed, or None while it stands
     blamed: int | None = None  # the signer whose partial failed it, if any
+    # The bus position of the record that failed it (a partial, a tick); None while it stands.
+    failed_from: str | None = None
+    # The signer identifiers the failure leaves out of later attempts, increasing: the one
+    # blamed for a bad partial, or the silent signers of a timeout; empty while it stands and
+    # after a failure that leaves nobody out.
+    left_out: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -384,10 +391,19 @@ class RelayerLedgerWork(Protocol):
         tss_index: int,
         attempt: int,
         failure: str,
+        failed_from: str,
+        *,
+        left_out: Sequence[int] = (),
         blamed: int | None = None,
-    ) -> None:
-        """Record why an attempt failed, and the signer to blame if one is (the first reason is
-        kept)."""
+    ) -> bool:
+        """Record why an attempt failed, the bus position of the record that failed it, the
+        signers the failure leaves out of later attempts and the signer to blame if one is;
+        True if this call failed it (the first failure is kept, whole)."""
+        ...
+
+    async def threshold_packages_failed_from(self, position: str) -> list[ThresholdPackageRecord]:
+        """The packages the record at bus position `position` failed, in the order they were
+        opened (oldest first, as :meth:`stale_threshold_packages` gives them)."""
         ...
 
     async def failed_threshold_digests(self, digests: Sequence[bytes]) -> set[bytes]:

@@ -30,6 +30,7 @@ from fedrelay.ports.relayer_ledger import (
     ObservationStatus,
     RelayerLedger,
     RelayerLedgerWork,
+    StoredVaaRecord,
     ThresholdAttempt,
 )
 from fedrelay.protocol.tracing import traceparent
@@ -54,7 +55,6 @@ from fedrelay.relayer.records import (
     ThresholdCommitmentMessage,
     ThresholdPartialMessage,
     ThresholdTick,
-    decode_as,
     decode_message,
     encode_message,
     message_key,
@@ -470,11 +470,13 @@ class Assembler:
             assembled = []
             for (index, position, step), outcome in zip(partials, taken, strict=True):
                 emitted: Vaa | ThresholdVaa | None = outcome.vaa
-                if outcome.failure is not None and outcome.blamed is not None:
-                    retry = await retry_after(work, config, step, outcome.blamed)
+                if outcome.failure is not None and outcome.left_out:
+                    # A replay of the record that failed the attempt publishes its retry again.
+                    retry = await retry_after(work, config, step, replayed=outcome.replayed)
                     if retry is not None:
-                        log.warning("threshold signing failed, attempt %d follows: %s",
-                                    retry.attempt, outcome.failure)  # fmt: skip
+                        if not outcome.replayed:
+                            log.warning("threshold signing failed, attempt %d follows: %s",
+                                        retry.attempt, outcome.failure)  # fmt: skip
                         key = message_key(step.observation.message_id)
                         output = Output(config.signing_topic, encode_message(retry), key=key)
                         results[index] = StageResult(
@@ -482,7 +484,8 @@ class Assembler:
                             source=f"chain-{step.observation.emitter_chain}",
                         )  # fmt: skip
                         continue
-                if outcome.failure is not None:
+                if outcome.failure is not None and not outcome.replayed:
+                    # (Replayed, its version-1 VAA, if it stored one, is `outcome.vaa`.)
                     log.warning("threshold signing failed, version 1 takes over: %s",
                                 outcome.failure)  # fmt: skip
                     emitted = await assemble_fallback(
@@ -507,51 +510,43 @@ class Assembler:
         """Give up on the packages past the timeout: publish the retry of each that another
         attempt follows (its silent signers left out), and emit the version-1 VAA of each other
         that has a quorum of signatures stored, from this record (again when it is replayed:
-        the same retries first, then the VAAs)."""
+        the same retries first, then the VAAs, found by the packages it failed and the VAAs it
+        stored)."""
+        given_up = await give_up_stale(work, config, self.clock(), position)
+        stored: dict[bytes, StoredVaaRecord] = {}
+        if any(given.replayed and given.retry is None for given in given_up):
+            stored = {vaa.digest: vaa for vaa in await work.vaas_assembled_from(position)}
         retries: list[Output] = []
         vaas: list[Output] = []
-        for given in await give_up_stale(work, config, self.clock(), position):
-            label = message_label(given.observation.message_id)
+        emitted: set[bytes] = set()
+        for given in given_up:
+            observation = given.observation
+            label = message_label(observation.message_id)
             if given.retry is not None:
-                if given.failure is not None:  # decided now, not replayed
+                if not given.replayed:
                     log.warning("threshold signing of %s timed out, attempt %d follows: %s",
                                 label, given.retry.attempt, given.failure)  # fmt: skip
-                key = message_key(given.observation.message_id)
+                key = message_key(observation.message_id)
                 retries.append(Output(config.signing_topic, encode_message(given.retry), key=key))
                 continue
-            log.warning("threshold signing of %s timed out; version 1 takes over: %s",
-                        label, given.failure)  # fmt: skip
-            vaa = await assemble_fallback(work, given.observation, self.guardian_sets, position)
-            if vaa is not None:
-                await work.advance_observations_of(
-                    [vaa.digest],
-                    ObservationStatus.ASSEMBLED,
-                    [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED],
-                )
-                vaas.extend(self._result(given.observation, vaa).outputs)
-        # A replay after a crash: the packages failed, the VAAs it stored are emitted again.
-        vaas.extend(await self._replayed(work, config, position, vaas))
+            vaa: Vaa | ThresholdVaa | None
+            if given.replayed:  # the VAA it stored, if any
+                earlier = stored.get(observation.digest)
+                vaa = None if earlier is None else parse_any_vaa(earlier.vaa)
+            else:
+                log.warning("threshold signing of %s timed out; version 1 takes over: %s",
+                            label, given.failure)  # fmt: skip
+                vaa = await assemble_fallback(work, observation, self.guardian_sets, position)
+                if vaa is not None:
+                    await work.advance_observations_of(
+                        [vaa.digest],
+                        ObservationStatus.ASSEMBLED,
+                        [ObservationStatus.OBSERVED, ObservationStatus.ATTESTED],
+                    )
+            if vaa is not None and vaa.digest not in emitted:  # once per digest
+                emitted.add(vaa.digest)
+                vaas.extend(self._result(observation, vaa).outputs)
         return StageResult((*retries, *vaas))
-
-    async def _replayed(
-        self,
-        work: RelayerLedgerWork,
-        config: ThresholdConfig,
-        position: str,
-        emitted: Sequence[Output],
-    ) -> list[Output]:
-        """The VAAs stored by the tick at `position` and not in `emitted` (a replay)."""
-        again: list[Output] = []
-        keys = {output.key for output in emitted}
-        for stored in await work.vaas_assembled_from(position):
-            if message_key(stored.message_id) in keys:
-                continue
-            key = ThresholdAttempt(stored.digest, config.tss_index, 0)  # the one attempt issued
-            package = (await work.threshold_packages([key])).get(key)
-            if package is not None:
-                observation = decode_as(package.observation, Observation)
-                again.extend(self._result(observation, parse_any_vaa(stored.vaa)).outputs)
-        return again
 
     @property
     def _hold(self) -> int | None:

@@ -26,19 +26,28 @@ the bus:
    version-2 VAA as the chains will, and stores and emits it exactly as a version-1 VAA is
    (``vaas.assembled_from``).
 
-**Another attempt, then version 1.** A partial that does not check fails the attempt (the
-reason, naming the guardian, is stored on the package with the signer to blame, and logged); so
-does a package whose named signers did not all answer within the timeout (below; its silent
-signers are stored, one ``threshold_parts`` row of kind :data:`SILENT` each). The assembler opens
-the next attempt and publishes a :class:`~fedrelay.relayer.records.ThresholdRetryMessage`
-excluding every signer blamed or silent so far (the ledger keeps them, so every later attempt
-leaves them out too, and the assembler does not choose their commitments); the other guardians
-commit again (only to a digest they committed to, so checked) and the attempt runs as the first
-did (:func:`retry_after`, :func:`give_up_stale`: at most :data:`MAX_ATTEMPTS`, while at least the
-threshold of guardians is left). When no attempt follows, the digest's version-1 signatures
-assemble as without threshold attestation, at once if a quorum is already stored. While an
-attempt of a digest stands, its version-1 signatures are stored but not assembled, so every VAA
-a healthy guardian set produces is version 2.
+**Another attempt, then version 1.** A partial that does not check fails the attempt; so does
+a package whose named signers did not all answer within the timeout (below). The failure is
+stored on the package, whole, by the record that made it (``threshold_packages``): the reason,
+naming the guardians (also logged); that record's bus position (``failed_from``); and the
+signers it leaves out of later attempts (``left_out``: the one blamed for the bad partial, also
+kept in ``blamed``, or the silent ones). The assembler opens the next attempt and publishes a
+:class:`~fedrelay.relayer.records.ThresholdRetryMessage` excluding every signer left out so far
+(read from the ``left_out`` of every earlier attempt, so every later attempt leaves them out too,
+and the assembler does not choose their commitments); the other guardians commit again (only to a
+digest they committed to, so checked) and the attempt runs as the first did (:func:`retry_after`,
+:func:`give_up_stale`: at most :data:`MAX_ATTEMPTS`, while at least the threshold of guardians
+is left). When no attempt follows, the digest's version-1 signatures assemble as without
+threshold attestation, at once if a quorum is already stored. While an attempt of a digest
+stands, its version-1 signatures are stored but not assembled, so every VAA a healthy guardian
+set produces is version 2.
+
+**Replays.** A record replayed after a crash (the ledger committed, the bus did not) publishes
+what it published the first time, and changes nothing: the record that failed an attempt finds
+it by its position (``failed_from``) and publishes the retry of the attempt it opened, if it
+opened one (rebuilt from the ``left_out`` rows, which do not change once written), or the
+version-1 VAA it stored (``vaas.assembled_from``). Whether an attempt follows is decided once,
+by the record that failed the one before it; its replay reads the decision from the ledger.
 
 **Timeouts.** A digest's first attempt opens with its first version-1 signature or
 commitment, a later one with its retry. Fewer guardians than the threshold committing (some hold no
@@ -49,19 +58,16 @@ assembler that takes it fails every attempt opened more than the timeout
 (``threshold_timeout_s``) ago without a VAA. An attempt whose package was issued is retried
 without its silent signers, as above; one never issued (fewer than ``t`` commitments: nobody to
 leave out), or one no attempt may follow, gives way to version 1, assembled from the signatures
-stored. The tick record emits the retries and the VAAs, and its replay emits the same again:
-the VAAs it stored are found by ``vaas.assembled_from``, the attempts it retried by the notes it
-stored under its bus position (``threshold_parts`` of kind :data:`RETRIED`, :func:`_tick_key`),
-and the retries are rebuilt from the rows that decided them; nothing is opened twice. The tick,
-not a wall-clock timer in the assembler, is what decides, so the decision and its emission
-commit together like any record's.
+stored. The tick record emits the retries and the VAAs, and its replay emits the same again
+(the packages it failed by ``failed_from``, as above); nothing is opened twice. The tick, not a
+wall-clock timer in the assembler, is what decides, so the decision and its emission commit
+together like any record's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -107,11 +113,6 @@ log = logging.getLogger(__name__)
 
 COMMITMENT = "commitment"
 PARTIAL = "partial"
-#: ``threshold_parts`` kind: a signer named by a package that timed out, which never answered
-#: (left out of the digest's later attempts, like a signer blamed for a bad partial).
-SILENT = "silent"
-#: ``threshold_parts`` kind: an attempt a tick retried, under the tick's key (:func:`_tick_key`).
-RETRIED = "retried"
 _SIGNER = 2 + 33 + 33
 
 
@@ -241,8 +242,7 @@ async def take_commitments(
         for before in range(key.attempt)
     ]
     packages = await work.threshold_packages([*keys, *earlier])
-    silent = await work.threshold_parts(SILENT, earlier)
-    excluded = {key: _blamed(packages, silent, key) for key in keys}
+    excluded = {key: _left_out(packages, key) for key in keys}
     known = {
         key: {i: data for i, data in held.get(key, []) if i not in excluded[key]} for key in keys
     }  # insertion order: first stored first
@@ -275,29 +275,18 @@ async def take_commitments(
     return outcomes
 
 
-def _blamed(
-    packages: Mapping[ThresholdAttempt, ThresholdPackageRecord],
-    silent: Mapping[ThresholdAttempt, Sequence[tuple[int, bytes]]],
-    key: ThresholdAttempt,
+def _left_out(
+    packages: Mapping[ThresholdAttempt, ThresholdPackageRecord], key: ThresholdAttempt
 ) -> set[int]:
-    """The signers left out of `key`'s attempt: those blamed for the failures of the attempts
-    before it (a partial that did not check), and those silent in them (named by a package that
-    timed out, they never answered)."""
-    blamed = set()
+    """The signers left out of `key`'s attempt: those the failure of every attempt before it
+    left out (``left_out``: the signer blamed for a partial that did not check, or the signers
+    a package that timed out named and that never answered)."""
+    left_out: set[int] = set()
     for before in range(key.attempt):
-        earlier = ThresholdAttempt(key.digest, key.tss_index, before)
-        package = packages.get(earlier)
-        if package is not None and package.blamed is not None:
-            blamed.add(package.blamed)
-        blamed.update(identifier for identifier, _ in silent.get(earlier, []))
-    return blamed
-
-
-async def _excluded(work: RelayerLedgerWork, key: ThresholdAttempt) -> set[int]:
-    """:func:`_blamed` for `key`, read from the ledger."""
-    earlier = [ThresholdAttempt(key.digest, key.tss_index, a) for a in range(key.attempt)]
-    packages = await work.threshold_packages(earlier)
-    return _blamed(packages, await work.threshold_parts(SILENT, earlier), key)
+        package = packages.get(ThresholdAttempt(key.digest, key.tss_index, before))
+        if package is not None:
+            left_out.update(package.left_out)
+    return left_out
 
 
 #: The most attempts at threshold-signing one digest before version 1 takes over.
@@ -305,29 +294,51 @@ MAX_ATTEMPTS = 3
 
 
 async def retry_after(
-    work: RelayerLedgerWork, config: ThresholdConfig, step: ThresholdPartialMessage, blamed: int
+    work: RelayerLedgerWork,
+    config: ThresholdConfig,
+    step: ThresholdPartialMessage,
+    *,
+    replayed: bool = False,
 ) -> ThresholdRetryMessage | None:
-    """After `blamed`'s partial failed `step`'s attempt: the next attempt, opened, without every
-    signer blamed so far; None when :data:`MAX_ATTEMPTS` are spent or too few signers remain."""
-    return await _open_retry(work, config, step.observation, _attempt_of(step), {blamed})
+    """After `step`'s record failed its attempt (a bad partial, its signer left out): the retry
+    of the attempt that follows (see :func:`_following`); None when none does."""
+    return await _following(work, config, step.observation, _attempt_of(step), replayed=replayed)
 
 
-async def _open_retry(
+async def _following(
     work: RelayerLedgerWork,
     config: ThresholdConfig,
     observation: Observation,
     failed: ThresholdAttempt,
-    left_out: set[int],
+    *,
+    replayed: bool,
 ) -> ThresholdRetryMessage | None:
-    """After `failed` failed: the next attempt, opened (once: a replay opens nothing new),
-    without `left_out` and every signer blamed for or silent in an attempt before; None when
-    :data:`MAX_ATTEMPTS` are spent or fewer than the threshold of signers remain."""
+    """After `failed` failed (its failure stored): the retry of the attempt that follows it,
+    excluding every signer the failures of `failed` and of the attempts before it left out.
+
+    The record that failed `failed` decides, and opens the next attempt: one follows when the
+    failure left somebody out, under the key this assembler signs, while :data:`MAX_ATTEMPTS`
+    are not spent and at least the threshold of signers is not excluded. Its replay
+    (`replayed`) decides nothing again: it rebuilds the retry of the attempt it opened, if it
+    opened one, from rows that do not change once written, and writes nothing."""
     following = ThresholdAttempt(failed.digest, failed.tss_index, failed.attempt + 1)
-    excluded = await _excluded(work, following) | left_out
-    remaining = len(config.verification_shares.keys() - excluded)
-    if following.attempt >= MAX_ATTEMPTS or remaining < config.threshold:
-        return None
-    await work.open_threshold_packages([(following, encode_message(observation))])
+    packages = await work.threshold_packages(
+        [ThresholdAttempt(failed.digest, failed.tss_index, a) for a in range(following.attempt + 1)]
+    )
+    excluded = _left_out(packages, following)
+    if replayed:
+        if following not in packages:
+            return None
+    else:
+        remaining = len(config.verification_shares.keys() - excluded)
+        if (
+            not packages[failed].left_out
+            or failed.tss_index != config.tss_index  # a key this assembler no longer signs
+            or following.attempt >= MAX_ATTEMPTS
+            or remaining < config.threshold
+        ):
+            return None
+        await work.open_threshold_packages([(following, encode_message(observation))])
     return ThresholdRetryMessage(
         observation, failed.tss_index, following.attempt, excluded=tuple(sorted(excluded))
     )
@@ -345,11 +356,23 @@ def _package(
 class PartialOutcome:
     """What a partial signature led to: the version-2 VAA it completed (or, replayed, the VAA
     its record stored: version 1 after a failure), or the failure it caused (the attempt is
-    failed and version 1 may assemble)."""
+    failed: another attempt follows without the signers it left out, or version 1 may
+    assemble).
+
+    Attributes:
+        vaa: The VAA its record emits.
+        failure: Why its record failed the attempt, as stored.
+        blamed: The signer whose partial caused the failure, if one did.
+        left_out: The signers the failure leaves out of later attempts.
+        replayed: The failure was stored before, by this record (a replay after a crash): its
+            retry is published again, nothing is decided or stored again.
+    """
 
     vaa: ThresholdVaa | Vaa | None = None
     failure: str | None = None
-    blamed: int | None = None  # the signer whose partial caused the failure, if one did
+    blamed: int | None = None
+    left_out: tuple[int, ...] = ()
+    replayed: bool = False
 
 
 async def take_partials(
@@ -364,9 +387,11 @@ async def take_partials(
 
     The outcome is the one taking them one by one gives: the item that brings a package's
     last partial aggregates them; one that does not check (against its signer's commitment
-    and verification share) fails the attempt (:attr:`PartialOutcome.failure`), and later
-    partials of that attempt do nothing. The ledger work is a fixed number of statements plus
-    one per failed attempt, whatever the number of items.
+    and verification share) fails the attempt (:attr:`PartialOutcome.failure`; the failure is
+    stored with the item's bus position and its signer left out), and later partials of that
+    attempt do nothing. The item that failed an attempt, replayed, gets its failure again
+    (:attr:`PartialOutcome.replayed`). The ledger work is a fixed number of statements plus one
+    per failed attempt, whatever the number of items.
 
     Raises:
         ThresholdStepRefused: A partial is for another key, from an unknown signer, for an
@@ -407,6 +432,12 @@ async def take_partials(
                 PartialOutcome(vaa=parse_any_vaa(earlier.vaa)) if replay else PartialOutcome()
             )
             continue
+        if package.failure is not None and package.failed_from == position:
+            outcomes.append(
+                PartialOutcome(failure=package.failure, blamed=package.blamed,
+                               left_out=package.left_out, replayed=True)
+            )  # fmt: skip
+            continue
         if package.failure is not None or key in closed:
             outcomes.append(PartialOutcome())
             continue
@@ -422,10 +453,16 @@ async def take_partials(
         except (BadPartialSignature, WormholeError) as exc:
             failure = f"{_label(step)}: {exc}"
             blamed = exc.signer if isinstance(exc, BadPartialSignature) else None
-            await work.fail_threshold_package(
-                step.digest, step.tss_index, step.attempt, failure, blamed
+            left_out = () if blamed is None else (blamed,)
+            failed = await work.fail_threshold_package(
+                step.digest, step.tss_index, step.attempt, failure, position,
+                left_out=left_out, blamed=blamed,
+            )  # fmt: skip
+            outcomes.append(
+                PartialOutcome(failure=failure, blamed=blamed, left_out=left_out)
+                if failed
+                else PartialOutcome()  # failed by another record meanwhile
             )
-            outcomes.append(PartialOutcome(failure=failure, blamed=blamed))
             continue
         completed.append((index, vaa, position))
         outcomes.append(PartialOutcome())  # set below once the VAA is stored
@@ -487,22 +524,16 @@ class GivenUp:
 
     Attributes:
         observation: The observation being signed.
-        failure: Why the attempt failed, as stored; None for a retry the tick's record decided
-            before (a replay, :attr:`retry` set).
+        failure: Why the attempt failed, as stored.
         retry: The next attempt's retry, to publish; None when version 1 takes over.
+        replayed: The tick's record failed it before (a replay after a crash): the retry is
+            the one it published, and version 1's VAA is the one it stored, if any.
     """
 
     observation: Observation
     failure: str | None
     retry: ThresholdRetryMessage | None = None
-
-
-def _tick_key(config: ThresholdConfig, position: str) -> ThresholdAttempt:
-    """Where the tick at bus position `position` notes the attempts it retried, so that its
-    replay publishes their retries again: ``threshold_parts`` rows of kind :data:`RETRIED`
-    under a key that is no VAA's digest (a hash of the position, apart from Wormhole's)."""
-    marker = hashlib.sha256(b"fedrelay threshold tick\0" + position.encode()).digest()
-    return ThresholdAttempt(marker, config.tss_index, 0)
+    replayed: bool = False
 
 
 async def give_up_stale(
@@ -511,24 +542,20 @@ async def give_up_stale(
     """Fail every package older than the timeout that has no VAA yet (at most
     :data:`SWEEP_LIMIT` a call, oldest first), for the tick at bus position `position`.
 
-    A package issued to signers that did not all answer is retried: its silent signers are
-    stored (``threshold_parts`` of kind :data:`SILENT`, one row each) and the next attempt is
-    opened without them and every signer left out before (:func:`_open_retry`), unless
-    :data:`MAX_ATTEMPTS` are spent or fewer than the threshold of signers remain. A package
-    never issued (fewer commitments than the threshold) has nobody to leave out: version 1
-    takes over, as it does when no retry follows.
+    Each failure is stored with `position` (``failed_from``) and the signers it leaves out
+    (``left_out``): a package issued to signers that did not all answer leaves its silent
+    signers out, and the next attempt is opened without them and every signer left out before
+    (:func:`_following`), unless :data:`MAX_ATTEMPTS` are spent or fewer than the threshold of
+    signers remain. A package never issued (fewer commitments than the threshold) has nobody to
+    leave out: version 1 takes over, as it does when no retry follows.
 
     Returns:
-        First the retries this tick's record decided before (a replay after a crash: the same
-        retries, nothing opened again), then each package failed now, in order.
+        Every package the tick failed, now or before (a replay after a crash: the same
+        retries, nothing opened again), in the order they were opened.
     """
-    tick = _tick_key(config, position)
-    noted = (await work.threshold_parts(RETRIED, [tick])).get(tick, [])
-    given: list[GivenUp] = [await _retried_before(work, config, data) for _, data in noted]
     cutoff = datetime.fromtimestamp(now - config.timeout_s, UTC)
-    stale = await work.stale_threshold_packages(cutoff, SWEEP_LIMIT)
-    retried: list[tuple[ThresholdAttempt, int, bytes]] = []
-    for package in stale:
+    failed_now: set[ThresholdAttempt] = set()
+    for package in await work.stale_threshold_packages(cutoff, SWEEP_LIMIT):
         observation = decode_as(package.observation, Observation)
         label = f"{message_label(observation.message_id)} (attempt {package.attempt})"
         key = ThresholdAttempt(package.digest, package.tss_index, package.attempt)
@@ -547,34 +574,18 @@ async def give_up_stale(
                 f"{label}: guardian(s) {[i - 1 for i in silent]} did not answer within "
                 f"{config.timeout_s:g} s"
             )
-        await work.fail_threshold_package(
-            package.digest, package.tss_index, package.attempt, failure
-        )
-        retry = None
-        if silent:
-            await work.add_threshold_parts(SILENT, [(key, i, b"") for i in silent])
-            if package.tss_index == config.tss_index:  # not a key this assembler no longer signs
-                retry = await _open_retry(work, config, observation, key, set(silent))
-        if retry is not None:
-            note = package.digest + package.attempt.to_bytes(4, "big")
-            retried.append((tick, len(noted) + len(retried), note))
-        given.append(GivenUp(observation, failure, retry))
-    await work.add_threshold_parts(RETRIED, retried)
+        if await work.fail_threshold_package(
+            package.digest, package.tss_index, package.attempt, failure, position, left_out=silent
+        ):
+            failed_now.add(key)
+    given: list[GivenUp] = []
+    for package in await work.threshold_packages_failed_from(position):
+        key = ThresholdAttempt(package.digest, package.tss_index, package.attempt)
+        observation = decode_as(package.observation, Observation)
+        replayed = key not in failed_now
+        retry = await _following(work, config, observation, key, replayed=replayed)
+        given.append(GivenUp(observation, package.failure, retry, replayed))
     return given
-
-
-async def _retried_before(work: RelayerLedgerWork, config: ThresholdConfig, note: bytes) -> GivenUp:
-    """The retry of the attempt a tick noted (``digest || u32 attempt``), as it published it:
-    the excluded signers are read from the rows that decided them, which do not change."""
-    failed = ThresholdAttempt(note[:32], config.tss_index, int.from_bytes(note[32:36], "big"))
-    package = (await work.threshold_packages([failed]))[failed]
-    observation = decode_as(package.observation, Observation)
-    following = ThresholdAttempt(failed.digest, failed.tss_index, failed.attempt + 1)
-    excluded = tuple(sorted(await _excluded(work, following)))
-    retry = ThresholdRetryMessage(
-        observation, failed.tss_index, following.attempt, excluded=excluded
-    )
-    return GivenUp(observation, None, retry)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from support.relayer import sample_observation, signature_messages, signed_vaa_bytes
@@ -29,11 +29,13 @@ from fedrelay.ports.bus import Record
 from fedrelay.ports.relay import SignedDelivery
 from fedrelay.ports.relayer_ledger import AttemptOutcome, DeliveryStatus
 from fedrelay.protocol.wormhole import GuardianSets, Vaa, parse_any_vaa, parse_vaa, verify_vaa
+from fedrelay.protocol.wormhole.observation import Observation
 from fedrelay.relayer.records import (
     SignedVaa,
     SigningPackageMessage,
     ThresholdCommitmentMessage,
     ThresholdPartialMessage,
+    ThresholdRetryMessage,
     ThresholdTick,
     decode_as,
     encode_message,
@@ -136,7 +138,8 @@ async def test_threshold_signing_is_stored_and_given_up_on_postgres(
 ) -> None:
     """The assembler's threshold steps on PostgreSQL: a batch of commitments issues one package,
     a partial short of the package waits, and a tick past the timeout fails the attempt (naming
-    the guardian that did not answer) and emits the version-1 VAA of the stored signatures."""
+    the guardians that did not answer, leaving them out, by its position) and emits the
+    version-1 VAA of the stored signatures, again when it is replayed."""
     await asyncio.to_thread(upgrade, postgres.async_url)
     ledger = SqlRelayerLedger.open(postgres.async_url)
     dealt = threshold_key(4)
@@ -169,22 +172,124 @@ async def test_threshold_signing_is_stored_and_given_up_on_postgres(
         assert (await assembler.process(record(partial, 10))).outputs == ()
 
         later = Assembler(ledger, sets, threshold=config, clock=lambda: time.time() + 60)
-        [output] = (await later.process(record(ThresholdTick(at_ms=0), 11))).outputs
+        tick = record(ThresholdTick(at_ms=0), 11)
+        [output] = (await later.process(tick)).outputs
         vaa = parse_any_vaa(decode_as(output.value, SignedVaa).vaa)
         assert isinstance(vaa, Vaa)
         assert vaa.digest == observation.digest
         verify_vaa(vaa, sets, observation.timestamp)
+        assert (await later.process(tick)).outputs == (output,)  # replayed after a crash
         engine = create_engine(postgres.async_url)
         try:
             async with engine.connect() as connection:
-                failure = await connection.scalar(
-                    select(ThresholdPackage.failure).where(
-                        ThresholdPackage.digest == observation.digest
+                failure, failed_from, left_out = (
+                    await connection.execute(
+                        select(
+                            ThresholdPackage.failure,
+                            ThresholdPackage.failed_from,
+                            ThresholdPackage.left_out,
+                        ).where(ThresholdPackage.digest == observation.digest)
                     )
-                )
+                ).one()
         finally:
             await engine.dispose()
         assert failure is not None
         assert "guardian(s) [1, 2] did not answer within 30 s" in failure
+        assert (failed_from, left_out) == ("signatures:0:11", b"\x00\x02\x00\x03")
+    finally:
+        await ledger.close()
+
+
+def _operations_query(title: str) -> str:
+    """The SQL block that follows `title` in docs/operations.md."""
+    docs = (Path(__file__).parents[3] / "docs" / "operations.md").read_text()
+    start = docs.index("```sql\n", docs.index(title)) + len("```sql\n")
+    return docs[start : docs.index("```", start)]
+
+
+async def test_failures_are_found_by_their_record_and_counted_by_the_operations_query(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """On PostgreSQL, in a database of its own: a tick leaves two silent signers out, a partial
+    that does not check its signer; each record, replayed, publishes what it published (the
+    bad partial's retry included); and docs/operations.md's query of the guardians left out
+    counts them from ``left_out``."""
+    url = postgres.create_database("threshold_failures")
+    await asyncio.to_thread(upgrade, url)
+    ledger = SqlRelayerLedger.open(url)
+    dealt = threshold_key(4)
+    sets = GuardianSets.of(guardian_set(4))
+    config = ThresholdConfig(0, dealt.group_key, dealt.threshold, dealt.verification_shares)
+    journals = [SigningJournal(s, tmp_path / f"{s.identifier}.sqlite") for s in dealt.shares]
+    timed_out, bad = sample_observation(1), sample_observation(2)
+
+    def record(message: object, offset: int) -> Record:
+        return Record("signatures", 0, offset, None, encode_message(message))  # type: ignore[arg-type]
+
+    def partial(observation: Observation, package: SigningPackageMessage, signer: int,
+                tampered: bool = False) -> ThresholdPartialMessage:  # fmt: skip
+        z = journals[signer - 1].answer(0, observation.digest, 0, package.commitments).z
+        z = (z + 1) % 2**256 if tampered else z
+        return ThresholdPartialMessage(
+            observation, 0, 0, identifier=signer, z=z.to_bytes(32, "big")
+        )
+
+    async def issue(
+        assembler: Assembler, observation: Observation, offset: int
+    ) -> SigningPackageMessage:
+        """Every guardian's signature and commitment, in one batch; the package issued."""
+        signatures = signature_messages(observation, guardian_signers(4), [0, 1, 2, 3])
+        digest = observation.digest
+        steps = [
+            ThresholdCommitmentMessage(observation, 0, 0, commitment=j.commit(0, digest, 0))
+            for j in journals
+        ]
+        results = await assembler.process_batch(
+            [record(m, offset + n) for n, m in enumerate([*signatures, *steps])]
+        )
+        [package] = [
+            decode_as(o.value, SigningPackageMessage)
+            for r in results if isinstance(r, StageResult) for o in r.outputs
+        ]  # fmt: skip
+        return package
+
+    try:
+        assembler = Assembler(ledger, sets, threshold=config)
+        package = await issue(assembler, timed_out, 0)
+        assert (await assembler.process(record(partial(timed_out, package, 1), 10))).outputs == ()
+        later = Assembler(ledger, sets, threshold=config, clock=lambda: time.time() + 60)
+        tick = record(ThresholdTick(at_ms=0), 11)
+        [vaa] = (await later.process(tick)).outputs  # guardians 1 and 2 silent: too few left
+        assert (await later.process(tick)).outputs == (vaa,)
+
+        package = await issue(assembler, bad, 100)
+        for n, signer in enumerate((1, 2)):
+            await assembler.process(record(partial(bad, package, signer), 110 + n))
+        failing = record(partial(bad, package, 3, tampered=True), 112)
+        [retry] = (await assembler.process(failing)).outputs
+        assert decode_as(retry.value, ThresholdRetryMessage).excluded == (3,)
+        assert (await assembler.process(failing)).outputs == (retry,)  # replayed after a crash
+        [again] = await assembler.process_batch([failing])
+        assert isinstance(again, StageResult)
+        assert again.outputs == (retry,)
+
+        async with ledger.reading() as work:
+            by_tick = await work.threshold_packages_failed_from("signatures:0:11")
+            by_partial = await work.threshold_packages_failed_from("signatures:0:112")
+        assert [(p.digest, p.left_out, p.blamed) for p in by_tick] == [
+            (timed_out.digest, (2, 3), None)
+        ]
+        assert [(p.digest, p.left_out, p.blamed) for p in by_partial] == [(bad.digest, (3,), 3)]
+
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                query = _operations_query("Guardians left out, by how often:")
+                counted = (await connection.execute(text(query))).all()
+        finally:
+            await engine.dispose()
+        assert sorted(tuple(row) for row in counted) == [
+            (1, "silent", 1), (2, "bad partial", 1), (2, "silent", 1)
+        ]  # fmt: skip
     finally:
         await ledger.close()

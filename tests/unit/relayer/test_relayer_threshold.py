@@ -22,7 +22,12 @@ from support.wormhole import guardian_set, guardian_signers
 from fedrelay.adapters.devnet.guardians import threshold_key
 from fedrelay.adapters.kafka import MemoryBus
 from fedrelay.adapters.ledger import relayer_ledger
-from fedrelay.adapters.ledger.models import StoredVaa, ThresholdPackage, ThresholdPart
+from fedrelay.adapters.ledger.models import (
+    StoredVaa,
+    ThresholdPackage,
+    ThresholdPart,
+    decode_identifiers,
+)
 from fedrelay.adapters.ledger.relayer_ledger import SqlRelayerLedger
 from fedrelay.ports.bus import Record
 from fedrelay.ports.relay import ChainPosition, EmittedMessage
@@ -55,7 +60,7 @@ from fedrelay.relayer.records import (
 )
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.signing_journal import JournalError, PackageRefused, SigningJournal
-from fedrelay.relayer.stage import Output, StageResult, StageRunner, stage_metrics
+from fedrelay.relayer.stage import Output, StageResult, StageRunner, position_of, stage_metrics
 from fedrelay.relayer.stages.assemble import Assembler
 from fedrelay.relayer.stages.attest import Attester, GuardianKeyError, load_threshold_share
 from fedrelay.relayer.stages.threshold import (
@@ -550,6 +555,12 @@ async def test_version_1_takes_over_when_too_few_signers_are_left_to_try_again(
             await session.scalars(select(ThresholdPackage).order_by(ThresholdPackage.attempt))
         ).all()
     assert [(row.attempt, row.blamed) for row in rows] == [(0, 3), (1, 4)]
+    assert await _left_out(sessions) == [
+        (0, (3,), "signatures:0:202"),
+        (1, (4,), "signatures:0:402"),
+    ]
+    replayed = await assembler.process(_record(answers[2], 402))  # its record, after a crash
+    assert replayed.outputs == result.outputs  # the version-1 VAA it stored, again
 
 
 def test_a_guardian_commits_again_only_to_a_digest_it_committed_to(tmp_path: Path) -> None:
@@ -585,7 +596,7 @@ async def test_a_silent_signer_is_left_out_of_another_attempt_on_a_tick_past_the
     retry = decode_as(output.value, ThresholdRetryMessage)
     assert (retry.attempt, retry.excluded) == (1, (3,))  # signer 3 is guardian 2
     assert "guardian(s) [2] did not answer within 30 s" in (await _failures(sessions))[0]
-    assert await _silent(sessions) == [(0, 3)]
+    assert await _left_out(sessions) == [(0, (3,), "signatures:0:301")]
     assert (await assembler.process(_record(tick, 302))).outputs == ()  # a later tick
     assert (await assembler.process(_record(late, 303))).outputs == ()  # the late answer
 
@@ -621,15 +632,23 @@ async def _failures(sessions: async_sessionmaker[AsyncSession]) -> list[str | No
         )
 
 
-async def _silent(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[int, int]]:
-    """The silent signers stored, as (attempt, identifier)."""
+async def _left_out(
+    sessions: async_sessionmaker[AsyncSession],
+) -> list[tuple[int, tuple[int, ...], str | None]]:
+    """Each failed attempt's left-out signers and the record that failed it, as (attempt,
+    identifiers, bus position), by attempt; checks that ``threshold_parts`` holds only
+    commitments and partials."""
     async with sessions() as session:
         rows = await session.execute(
-            select(ThresholdPart.attempt, ThresholdPart.identifier)
-            .where(ThresholdPart.kind == "silent")
-            .order_by(ThresholdPart.attempt, ThresholdPart.identifier)
+            select(
+                ThresholdPackage.attempt, ThresholdPackage.left_out, ThresholdPackage.failed_from
+            )
+            .where(ThresholdPackage.failure.is_not(None))
+            .order_by(ThresholdPackage.attempt)
         )
-        return [(attempt, identifier) for attempt, identifier in rows]
+        kinds = set(await session.scalars(select(ThresholdPart.kind)))
+    assert kinds <= {"commitment", "partial"}
+    return [(attempt, decode_identifiers(left), position) for attempt, left, position in rows]
 
 
 async def _issue(
@@ -698,7 +717,10 @@ async def test_signers_silent_in_every_attempt_give_way_to_version_1_after_the_l
     failures = await _failures(sessions)
     assert len(failures) == 3  # no fourth attempt was opened
     assert all(f is not None and "did not answer within 30 s" in f for f in failures)
-    assert await _silent(sessions) == list(enumerate(excluded))
+    assert await _left_out(sessions) == [
+        (attempt, (identifier,), f"signatures:0:{1000 + attempt}")
+        for attempt, identifier in enumerate(excluded)
+    ]  # each tick left out the one signer silent in the attempt it failed, and only that one
 
 
 async def test_too_few_guardians_left_after_a_timeout_give_way_to_version_1_at_once(
@@ -717,14 +739,18 @@ async def test_too_few_guardians_left_after_a_timeout_give_way_to_version_1_at_o
     # Guardians 1 and 2 are silent: two are left, three are needed.
     failure = await _version_1_and_failure(output, sessions)  # the one package: none opened
     assert "guardian(s) [1, 2] did not answer within 30 s" in failure
-    assert await _silent(sessions) == [(0, 2), (0, 3)]  # both are recorded
+    assert await _left_out(sessions) == [(0, (2, 3), "signatures:0:300")]  # both are recorded
 
 
-async def test_a_ticks_replay_publishes_the_same_retries_and_vaas_and_opens_nothing_twice(
+async def test_a_replay_of_a_tick_or_a_bad_partial_publishes_the_same_retries_and_vaas_again(
     tmp_path: Path, sessions: async_sessionmaker[AsyncSession], clock: Clock
 ) -> None:
-    silent, uncommitted = sample_observation(53), sample_observation(54)
-    assembler = Assembler(SqlRelayerLedger(sessions), SETS, threshold=CONFIG, clock=clock)
+    """A tick and a partial that does not check, each replayed after a crash (alone, in a batch,
+    together): the same retries and VAAs as the first time, found by the packages the record
+    failed (``failed_from``); nothing opened, failed or stored again."""
+    silent, uncommitted, bad = (sample_observation(n) for n in (53, 54, 55))
+    ledger = SqlRelayerLedger(sessions)
+    assembler = Assembler(ledger, SETS, threshold=CONFIG, clock=clock)
     for n, observation in enumerate((silent, uncommitted)):
         signatures = signature_messages(observation, SIGNERS, [0, 1, 2, 3])
         for offset, signature in enumerate(signatures):
@@ -748,16 +774,41 @@ async def test_a_ticks_replay_publishes_the_same_retries_and_vaas_and_opens_noth
     vaa = parse_any_vaa(decode_as(first[1].value, SignedVaa).vaa)
     assert isinstance(vaa, Vaa)
     assert vaa.digest == uncommitted.digest
+
+    # After the tick (its timeout would fail the attempt otherwise), a partial that does not
+    # check fails attempt 0 of another digest, leaving its signer out of the retry.
+    for offset, signature in enumerate(signature_messages(bad, SIGNERS, [0, 1, 2, 3])):
+        await assembler.process(_record(signature, 500 + offset))
+    package = await _issue(assembler, j, bad, 0, 600)
+    for offset, journal in enumerate(j[:2]):
+        await assembler.process(_record(_partial(journal, package), 700 + offset))
+    tampered = _record(_tampered(_partial(j[2], package)), 710)
+    failed = (await assembler.process(tampered)).outputs
+    [output] = failed
+    bad_retry = decode_as(output.value, ThresholdRetryMessage)
+    assert (bad_retry.digest, bad_retry.attempt, bad_retry.excluded) == (bad.digest, 1, (3,))
+    async with ledger.reading() as work:
+        by_tick = await work.threshold_packages_failed_from(position_of(tick))
+        by_partial = await work.threshold_packages_failed_from(position_of(tampered))
+    assert [(p.digest, p.attempt, p.left_out) for p in by_tick] == [
+        (silent.digest, 0, (3,)),  # the package issued, signer 3 silent
+        (uncommitted.digest, 0, ()),  # never issued: nobody to leave out
+    ]
+    assert [(p.digest, p.attempt, p.left_out, p.blamed) for p in by_partial] == [
+        (bad.digest, 0, (3,), 3)
+    ]
     stored = await _ledger_rows(sessions)
 
-    clock.now += 5  # the assembler restarted, within the new attempt's timeout
-    replayed = await assembler.process(tick)  # the same tick after a crash
-    assert replayed.outputs == first
-    [again] = await assembler.process_batch([tick])  # the same, in a batch
-    assert isinstance(again, StageResult)
-    assert again.outputs == first
+    clock.now += 5  # the assembler restarted, within the new attempts' timeout
+    assert (await assembler.process(tick)).outputs == first  # the same tick after a crash
+    assert (await assembler.process(tampered)).outputs == failed  # the same partial
+    for batch, expected in (([tick], [first]), ([tampered], [failed]),
+                            ([tampered, tick], [failed, first])):  # fmt: skip
+        again = await assembler.process_batch(batch)
+        assert [r.outputs if isinstance(r, StageResult) else r for r in again] == expected
     assert await _ledger_rows(sessions) == stored  # nothing opened, failed or stored again
     assert (await assembler.process(_record(ThresholdTick(at_ms=0), 401))).outputs == ()
+    assert (await assembler.process(_record(_partial(j[2], package), 711))).outputs == ()
 
 
 async def _ledger_rows(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[object, ...]]:
