@@ -93,6 +93,7 @@ class FakeJobMarket:
         self.jobs: dict[int, _FakeJob] = {}
         self.stakes: dict[WorkerRef, int] = {}
         self.tasks: dict[tuple[int, int, WorkerRef], ChainCommitment] = {}
+        self.lane_last_key: dict[tuple[int, int, int], bytes] = {}
         self.assign_calls: list[tuple[int, int, int, tuple[Task, ...]]] = []
         self.proposals: dict[tuple[int, int], tuple[bytes, tuple[WorkerResult, ...]]] = {}
         self.finalize_calls = 0
@@ -340,6 +341,11 @@ class FakeJobMarket:
                 raise ChainError(f"UnknownWorker {task.worker_key.hex()}")
             if (job_id, round_number, worker) in self.tasks:
                 raise ChainError("TaskAlreadyAssigned")
+            # JobMarket takes a round's keys on one chain in strictly increasing order.
+            lane = (job_id, round_number, worker_chain)
+            if task.worker_key <= self.lane_last_key.get(lane, bytes(32)):
+                raise ChainError(f"AssignmentOutOfOrder {task.worker_key.hex()}")
+            self.lane_last_key[lane] = task.worker_key
             self.tasks[(job_id, round_number, worker)] = ChainCommitment(
                 True, False, bytes(32), bytes(32), bytes(32), 0, 0
             )

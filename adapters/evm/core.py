@@ -163,10 +163,14 @@ class _Core:
         event = self.contract.events.LogMessagePublished()
         return [_message(e) for e in event.process_receipt(receipt, errors=DISCARD)]
 
-    def published_between(self, from_block: int, to_block: int) -> list[PublishedMessage]:
-        """The messages published in blocks `from_block..to_block` (inclusive), in chain order."""
+    def published_between(
+        self, from_block: int, to_block: int, sender: str | None = None
+    ) -> list[PublishedMessage]:
+        """The messages published in blocks `from_block..to_block` (inclusive), in chain order;
+        only `sender`'s when given."""
         event = self.contract.events.LogMessagePublished()
-        logs = event.get_logs(from_block=from_block, to_block=to_block)
+        filters = None if sender is None else {"sender": sender}
+        logs = event.get_logs(argument_filters=filters, from_block=from_block, to_block=to_block)
         return [_message(e) for e in logs]
 
 

@@ -14,12 +14,13 @@ from web3.types import TxReceipt
 from fedrelay.adapters.evm.artifacts import load_artifact
 from fedrelay.adapters.evm.batch import BatchDelivery, receive_batch
 from fedrelay.adapters.evm.chain import EvmChain, Signer
+from fedrelay.adapters.evm.core import MessageCoreContract
 from fedrelay.adapters.evm.errors import EvmError
 from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_events
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.merkle import MerkleTree
 from fedrelay.protocol.wormhole import Outcome, Task
-from fedrelay.protocol.wormhole.payloads import task_id
+from fedrelay.protocol.wormhole.payloads import TaskAssigned, decode_payload
 
 NATIVE = "0x0000000000000000000000000000000000000000"
 
@@ -43,7 +44,11 @@ class RoundPhase(IntEnum):
 
 
 class TaskState(IntEnum):
-    """A task's state on the coordinator chain."""
+    """A task's state on the coordinator chain, as its lane's messages and events show it.
+
+    JobMarket keeps no record per task: assignments are in its TASK_ASSIGNED messages,
+    commitments in its ``UpdateReceived`` events, both checked against the lane's hash chains.
+    """
 
     NONE = 0
     ASSIGNED = 1
@@ -131,13 +136,76 @@ class RoundResult:
         )
 
 
-def in_task_order(
-    job_id: int, round_number: int, results: Sequence[RoundResult]
-) -> list[RoundResult]:
-    """``results`` sorted by task id, the order ``finalizeRound`` takes them in."""
-    return sorted(
-        results, key=lambda r: task_id(job_id, round_number, r.worker_chain, r.worker_key)
-    )
+NO_COMMIT = 0xFFFF
+"""``commitIndex`` of a result without a commitment."""
+
+CHAIN_START = (1).to_bytes(32, "big")
+"""Where a lane's hash chains start (JobMarket's ``CHAIN_START``)."""
+
+
+def chain_step(previous: bytes, *items: bytes) -> bytes:
+    """One step of a lane's hash chain: ``keccak256(abi.encode(previous, items...))``.
+
+    An assignment adds ``(key,)``, a commitment ``(key, commitment)``.
+    """
+    return keccak256(b"".join((previous, *items)))
+
+
+def in_lane_order(chains: Sequence[int], results: Sequence[RoundResult]) -> list[RoundResult]:
+    """``results`` in the order ``finalizeRound`` takes them: lane by lane in the job's worker
+    chain order (``chains``), each lane's by increasing worker key (its assignment order).
+
+    Raises:
+        EvmError: A result names a chain the job does not have.
+    """
+    position = {chain: i for i, chain in enumerate(chains)}
+    for result in results:
+        if result.worker_chain not in position:
+            raise EvmError(f"a result names worker chain {result.worker_chain}, not the job's")
+    return sorted(results, key=lambda r: (position[r.worker_chain], r.worker_key))
+
+
+@dataclass(frozen=True)
+class LaneCommit:
+    """One UPDATE_COMMITTED a lane received: the worker, its fields, and where it arrived."""
+
+    worker_chain: int
+    worker_key: bytes
+    commitment: Commitment
+    block_number: int
+    log_index: int
+
+
+@dataclass(frozen=True)
+class RoundTasks:
+    """A round's tasks as the coordinator chain holds them: the keys each lane assigned (in
+    assignment order) and the commitments it received (in arrival order)."""
+
+    assigned: Mapping[int, tuple[bytes, ...]]
+    commits: Mapping[int, tuple[LaneCommit, ...]]
+
+    def commitment(self, worker_chain: int, worker_key: bytes) -> Commitment:
+        """One worker's task: its state, with its commitment once one arrived."""
+        for commit in self.commits.get(worker_chain, ()):
+            if commit.worker_key == worker_key:
+                return commit.commitment
+        if worker_key in self.assigned.get(worker_chain, ()):
+            return Commitment(TaskState.ASSIGNED, bytes(32), bytes(32), bytes(32), 0, 0)
+        return Commitment(TaskState.NONE, bytes(32), bytes(32), bytes(32), 0, 0)
+
+    def finalize_arguments(
+        self, chains: Sequence[int], results: Sequence[RoundResult]
+    ) -> tuple[list[RoundResult], list[tuple[bytes, bytes]], list[int]]:
+        """``finalizeRound``'s results (lane order), commits and commitIndex for ``results``."""
+        ordered = in_lane_order(chains, results)
+        commits: list[tuple[bytes, bytes]] = []
+        where: dict[tuple[int, bytes], int] = {}
+        for chain in chains:
+            for commit in self.commits.get(chain, ()):
+                where.setdefault((chain, commit.worker_key), len(commits))
+                commits.append((commit.worker_key, commit.commitment.digest()))
+        index = [where.get((r.worker_chain, r.worker_key), NO_COMMIT) for r in ordered]
+        return ordered, commits, index
 
 
 @dataclass(frozen=True)
@@ -166,6 +234,7 @@ class Round:
     proposal: int
     challenge_deadline: int
     proposed_block: int
+    opened_block: int
     proposed_model_hash: bytes
     proposed_total: int
     results_root: bytes
@@ -196,6 +265,18 @@ class Commitment:
                 ],
             )
         )
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A job's tasks on one worker chain in the lane's round (JobMarket's ``Lane``)."""
+
+    round: int
+    assigned: int
+    committed: int
+    last_key: bytes
+    assigned_chain: bytes
+    commit_chain: bytes
 
 
 @dataclass(frozen=True)
@@ -270,8 +351,13 @@ class JobMarketContract:
     def assign_tasks(
         self, signer: Signer, job_id: int, worker_chain: int, deadline: int, tasks: Sequence[Task]
     ) -> TxReceipt:
-        """Assign the current round's `tasks` on `worker_chain` (one TASK_ASSIGNED message)."""
-        entries = [(t.worker_key, t.shard) for t in tasks]
+        """Assign the current round's `tasks` on `worker_chain` (one TASK_ASSIGNED message).
+
+        The batch is sent in increasing key order. JobMarket takes a round's keys on one chain in
+        strictly increasing order across all its batches: split a round's tasks into batches
+        after sorting them (``AssignmentOutOfOrder`` otherwise).
+        """
+        entries = [(t.worker_key, t.shard) for t in sorted(tasks, key=lambda t: t.worker_key)]
         function = self.contract.functions.assignTasks(job_id, worker_chain, deadline, entries)
         return self.chain.transact(signer, function, value=self._fee(1))
 
@@ -285,10 +371,16 @@ class JobMarketContract:
     ) -> TxReceipt:
         """Propose the round's outcome; it settles after the challenge window.
 
-        The results are sent in task-id order (the contract stores their Merkle root only).
+        The results are sent lane by lane (the contract stores their Merkle root only), with
+        every commitment the lanes received, read from the chain (``round_tasks``).
         """
-        entries = [r.entry() for r in in_task_order(job_id, round_number, results)]
-        function = self.contract.functions.finalizeRound(job_id, round_number, model_hash, entries)
+        chains = self.worker_chains(job_id)
+        ordered, commits, index = self.round_tasks(job_id, round_number).finalize_arguments(
+            chains, results
+        )
+        function = self.contract.functions.finalizeRound(
+            job_id, round_number, model_hash, [r.entry() for r in ordered], commits, index
+        )
         return self.chain.transact(signer, function)
 
     def challenge_round(
@@ -442,51 +534,118 @@ class JobMarketContract:
             proposal=int(raw[2]),
             challenge_deadline=int(raw[3]),
             proposed_block=int(raw[4]),
-            proposed_model_hash=bytes(raw[5]),
-            proposed_total=int(raw[6]),
-            results_root=bytes(raw[7]),
+            opened_block=int(raw[5]),
+            proposed_model_hash=bytes(raw[6]),
+            proposed_total=int(raw[7]),
+            results_root=bytes(raw[8]),
+        )
+
+    def lane(self, job_id: int, worker_chain: int) -> Lane:
+        """The job's lane on ``worker_chain`` (its tasks there in the lane's round)."""
+        raw = self.chain.call(self.contract.functions.getLane(job_id, worker_chain))
+        return Lane(
+            round=int(raw[0]),
+            assigned=int(raw[1]),
+            committed=int(raw[2]),
+            last_key=bytes(raw[3]),
+            assigned_chain=bytes(raw[4]),
+            commit_chain=bytes(raw[5]),
+        )
+
+    def worker_chains(self, job_id: int) -> tuple[int, ...]:
+        """The job's worker chains, in its order (the order of its lanes)."""
+        return tuple(
+            int(c) for c in self.chain.call(self.contract.functions.jobWorkerChains(job_id))
         )
 
     def commitment(
         self, job_id: int, round_number: int, worker_chain: int, worker_key: bytes
     ) -> Commitment:
-        """The task of one worker in one round, with its commitment once received.
+        """The task of one worker in one round, with its commitment once received."""
+        return self.round_tasks(job_id, round_number).commitment(worker_chain, worker_key)
 
-        The task stores the commitment as one hash; its fields are read from the
-        ``UpdateReceived`` event of the block the task names, and checked against that hash.
+    def round_tasks(self, job_id: int, round_number: int) -> RoundTasks:
+        """A round's assignments and commitments, read from the chain and checked.
+
+        From the round's first assignment block on: the TASK_ASSIGNED messages the market
+        published through its core (their keys) and its ``UpdateReceived`` events. While the
+        round is its job's current one, each lane's count and hash chains must match them.
 
         Raises:
-            EvmError: The task is committed but no event in its block matches its hash.
+            EvmError: The messages or events do not match a lane (a node serving partial logs).
         """
-        task = task_id(job_id, round_number, worker_chain, worker_key)
-        # (state, refused, released, committedBlock, commitment)
-        raw = self.chain.call(self.contract.functions.getTask(task))
-        state, block, stored = TaskState(raw[0]), int(raw[3]), bytes(raw[4])
-        if state is not TaskState.COMMITTED:
-            return Commitment(state, bytes(32), bytes(32), bytes(32), 0, 0)
+        stored = self.round(job_id, round_number)
+        if stored.opened_block == 0:
+            return RoundTasks({}, {})
+        head = self.chain.w3.eth.block_number
+        assigned: dict[int, list[bytes]] = {}
+        for message in self._core().published_between(stored.opened_block, head, self.address):
+            payload = decode_payload(message.payload)
+            if (
+                isinstance(payload, TaskAssigned)
+                and payload.job_id == job_id
+                and payload.round == round_number
+            ):
+                assigned.setdefault(payload.target_chain, []).extend(
+                    t.worker_key for t in payload.tasks
+                )
+        commits: dict[int, list[LaneCommit]] = {}
         logs = self.contract.events.UpdateReceived().get_logs(
             argument_filters={"jobId": job_id, "round": round_number},
-            from_block=block,
-            to_block=block,
+            from_block=stored.opened_block,
+            to_block=head,
         )
         for log in logs:
             args = log["args"]
-            if int(args["workerChain"]) != worker_chain or bytes(args["workerKey"]) != worker_key:
-                continue
-            found = Commitment(
-                state=state,
+            chain = int(args["workerChain"])
+            commitment = Commitment(
+                state=TaskState.COMMITTED,
                 update_hash=bytes(args["updateHash"]),
                 transcript_root=bytes(args["transcriptRoot"]),
                 data_root=bytes(args["dataRoot"]),
                 num_samples=int(args["numSamples"]),
                 train_loss=int(args["trainLoss"]),
             )
-            if found.digest() == stored:
-                return found
-        raise EvmError(
-            f"job {job_id} round {round_number}: no UpdateReceived in block {block} matches the "
-            "task's commitment hash"
+            commits.setdefault(chain, []).append(
+                LaneCommit(
+                    chain,
+                    bytes(args["workerKey"]),
+                    commitment,
+                    int(log["blockNumber"]),
+                    int(log["logIndex"]),
+                )
+            )
+        tasks = RoundTasks(
+            {c: tuple(keys) for c, keys in assigned.items()},
+            {c: tuple(found) for c, found in commits.items()},
         )
+        self._check_lanes(job_id, round_number, tasks)
+        return tasks
+
+    def _check_lanes(self, job_id: int, round_number: int, tasks: RoundTasks) -> None:
+        for chain in set(tasks.assigned) | set(tasks.commits):
+            lane = self.lane(job_id, chain)
+            if lane.round != round_number:
+                continue  # a later round has reused the lane
+            keys = tasks.assigned.get(chain, ())
+            commits = tasks.commits.get(chain, ())
+            assigned_chain = CHAIN_START
+            for key in keys:
+                assigned_chain = chain_step(assigned_chain, key)
+            commit_chain = CHAIN_START
+            for commit in commits:
+                commit_chain = chain_step(
+                    commit_chain, commit.worker_key, commit.commitment.digest()
+                )
+            if (len(keys), assigned_chain) != (lane.assigned, lane.assigned_chain) or (
+                len(commits),
+                commit_chain,
+            ) != (lane.committed, lane.commit_chain):
+                raise EvmError(
+                    f"job {job_id} round {round_number}: the logs read for worker chain {chain} "
+                    f"({len(keys)} assigned, {len(commits)} committed) do not match its lane "
+                    f"({lane.assigned} assigned, {lane.committed} committed)"
+                )
 
     def worker(self, worker_chain: int, worker_key: bytes) -> RegisteredWorker:
         """A worker's registration as received from its chain."""
@@ -511,8 +670,7 @@ class JobMarketContract:
         return receipt_events(self.contract, receipt)
 
     def _fee(self, messages: int) -> int:
-        core = self.chain.w3.eth.contract(
-            address=self.chain.call(self.contract.functions.core()),
-            abi=list(load_artifact("MessageCore").abi),
-        )
-        return int(self.chain.call(core.functions.messageFee())) * messages
+        return self._core().message_fee() * messages
+
+    def _core(self) -> MessageCoreContract:
+        return MessageCoreContract(self.chain, self.chain.call(self.contract.functions.core()))

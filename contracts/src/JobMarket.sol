@@ -41,12 +41,6 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         Settled
     }
 
-    enum TaskState {
-        None,
-        Assigned,
-        Committed
-    }
-
     /// @notice The fault a SLASHED result names; the job's policy gives its amount.
     enum Fault {
         None,
@@ -101,6 +95,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         uint32 proposal;
         uint64 challengeDeadline;
         uint64 proposedBlock;
+        uint64 openedBlock; // block of the round's first assignment
         bytes32 proposedModelHash;
         uint256 proposedTotal;
         bytes32 resultsRoot;
@@ -114,13 +109,33 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         uint64 stakeNonce;
     }
 
-    /// @dev A commitment is stored as one hash, `commitmentOf(...)` of the UPDATE_COMMITTED
-    /// fields; the fields are in the `UpdateReceived` event of block `committedBlock`.
-    struct Task {
-        TaskState state;
+    /// @notice A job's tasks on one worker chain in its current round, in constant storage
+    /// whatever the number of workers: how many were assigned and committed, the last worker key
+    /// assigned (a round assigns a chain's keys in strictly increasing order, so each worker at
+    /// most once) and two hash chains, `assignedChain` over the keys in assignment order and
+    /// `commitChain` over (key, `commitmentOf`) in the order UPDATE_COMMITTED arrived (each
+    /// step as `CHAIN_START` says). The job's next round on the chain starts the lane afresh,
+    /// overwriting the same slots.
+    struct Lane {
+        uint32 round;
+        uint16 assigned;
+        uint16 committed;
+        bytes32 lastKey;
+        bytes32 assignedChain;
+        bytes32 commitChain;
+    }
+
+    /// @notice What a worker chain reported about one task (STAKE_CHANGED TASK_REFUSED or
+    /// TASK_RELEASED); the only record kept per task.
+    struct TaskFlags {
         bool refused;
         bool released;
-        uint64 committedBlock;
+    }
+
+    /// @notice One commitment as `finalizeRound` supplies it: the worker and `commitmentOf` its
+    /// UPDATE_COMMITTED fields (from the `UpdateReceived` events, in their order).
+    struct Commit {
+        bytes32 workerKey;
         bytes32 commitment;
     }
 
@@ -166,13 +181,19 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     uint64 public constant MAX_RELEASE_AFTER = 30 days;
     /// @notice Longest `progressTimeout` a job may state.
     uint64 public constant MAX_PROGRESS_TIMEOUT = 365 days;
+    /// @notice `commitIndex` of a result without a commitment.
+    uint16 public constant NO_COMMIT = type(uint16).max;
+    /// @dev Where a lane's hash chains start: each step is keccak256(abi.encode(previous, key))
+    /// for an assignment and keccak256(abi.encode(previous, key, commitment)) for a commitment.
+    bytes32 private constant CHAIN_START = bytes32(uint256(1));
 
     mapping(uint64 => Job) private _jobs;
     mapping(uint64 => uint16[]) private _jobChains;
     mapping(uint64 => mapping(uint16 => bool)) private _chainAllowed;
     mapping(uint64 => mapping(uint32 => Round)) private _rounds;
     mapping(bytes32 => Worker) private _workers;
-    mapping(bytes32 => Task) private _tasks;
+    mapping(uint64 => mapping(uint16 => Lane)) private _lanes;
+    mapping(bytes32 => TaskFlags) private _taskFlags;
     mapping(uint64 => mapping(uint16 => bytes32)) private _slashRecipients;
     mapping(bytes32 => Dispute) private _disputes;
     /// @notice Largest TASK_ASSIGNED / ROUND_SETTLED batch each worker chain accepts (0: none).
@@ -215,8 +236,8 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     event RoundFinalized(
         uint64 indexed jobId, uint32 indexed round, bytes32 modelHash, uint256 total, uint64 challengeDeadline
     );
-    /// @notice A proposal's results, sorted by task id; `resultsRoot` is the root of their leaves
-    /// (keccak256(abi.encode(jobId, round, result))) in the order given.
+    /// @notice A proposal's results, lane by lane (`finalizeRound`); `resultsRoot` is the root of
+    /// their leaves (keccak256(abi.encode(jobId, round, result))) in the order given.
     event ResultsProposed(
         uint64 indexed jobId, uint32 indexed round, uint32 proposal, bytes32 resultsRoot, Result[] results
     );
@@ -231,7 +252,19 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     error NotAggregator(address caller);
     error NotChallenger(address caller);
     error NotPoster(address caller);
-    error InvalidJobSpec(string what);
+    error NoRounds();
+    error NoWorkersPerRound();
+    error NoRewardPerRound();
+    error NoModelHash();
+    error NoWorkerChains();
+    /// @notice A job's worker chain is zero, the coordinator chain itself, or named twice.
+    error InvalidWorkerChain(uint16 chain);
+    error SlashAboveMinStake(uint64 slash, uint64 minStake);
+    error UnknownSlashMode(uint8 mode);
+    /// @notice Not one nonzero slash recipient per worker chain.
+    error InvalidSlashRecipients();
+    error ReleaseAfterOutOfRange(uint64 releaseAfter, uint64 max);
+    error ProgressTimeoutOutOfRange(uint64 progressTimeout, uint64 max);
     error WrongDeposit(uint256 received, uint256 required);
     error JobNotOpen(uint64 jobId);
     error NothingToRefund(uint64 jobId);
@@ -243,18 +276,29 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     error TooManyWorkers(uint256 assigned, uint16 workersPerRound);
     error UnknownWorker(uint16 chain, bytes32 workerKey);
     error InsufficientStake(bytes32 workerId, uint64 stake, uint64 minStake);
-    error TaskAlreadyAssigned(bytes32 taskId);
-    error UnknownTask(bytes32 taskId);
-    error TaskAlreadyCommitted(bytes32 taskId);
+    error AssignmentOutOfOrder(bytes32 workerKey, bytes32 lastKey);
+    error UnexpectedCommitment(uint64 jobId, uint32 round, uint16 chain, bytes32 workerKey);
     error WrongRound(uint64 jobId, uint32 round, uint32 currentRound);
     error RoundNotCollecting(uint64 jobId, uint32 round);
     error RoundAlreadyFinalized(uint64 jobId, uint32 round);
     error RoundNotProposed(uint64 jobId, uint32 round);
     error ResultCountMismatch(uint256 given, uint256 assigned);
-    error ResultsNotSorted(uint256 index);
+    error ResultsOutOfOrder(uint256 index);
     error ResultsMismatch(uint64 jobId, uint32 round);
+    error AssignmentMismatch(uint16 chain);
+    error CommitsMismatch(uint16 chain);
+    error InvalidCommitIndex(uint256 index);
     error InvalidResultProof(bytes32 taskId);
-    error InvalidResult(bytes32 taskId, string what);
+    error InvalidOutcome(bytes32 taskId, uint8 outcome);
+    error AcceptedWithoutCommitment(bytes32 taskId);
+    error RewardWithoutAcceptance(bytes32 taskId, uint128 reward);
+    /// @notice A fault that is unknown, missing from a SLASHED result or on one that is not.
+    error InvalidFault(bytes32 taskId, uint8 outcome, uint8 fault);
+    /// @notice Evidence missing from a SLASHED result, or on one that is not.
+    error InvalidEvidence(bytes32 taskId, uint8 outcome);
+    error RefusedTaskNotDropped(bytes32 taskId);
+    error ReleasedTaskSlashed(bytes32 taskId);
+    error EmptyAnswer(bytes32 taskId);
     error RewardExceedsBudget(uint256 total, uint256 budget);
     error ChallengeWindowOpen(uint64 deadline);
     error ChallengeWindowClosed(uint64 deadline);
@@ -358,7 +402,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         for (uint256 i = 0; i < spec.workerChains.length; ++i) {
             uint16 chain = spec.workerChains[i];
             if (chain == 0 || chain == chainId || _chainAllowed[jobId][chain]) {
-                revert InvalidJobSpec("worker chain zero, own or repeated");
+                revert InvalidWorkerChain(chain);
             }
             _chainAllowed[jobId][chain] = true;
             _jobChains[jobId].push(chain);
@@ -448,10 +492,10 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     function _onStakeChanged(uint16 chain, PayloadCodec.StakeChanged memory m) private {
         bytes32 workerId = workerIdOf(chain, m.workerKey);
         if (m.reason == PayloadCodec.STAKE_TASK_REFUSED) {
-            _tasks[m.taskId].refused = true;
+            _taskFlags[m.taskId].refused = true;
             emit TaskRefused(m.taskId, workerId);
         } else if (m.reason == PayloadCodec.STAKE_TASK_RELEASED) {
-            _tasks[m.taskId].released = true;
+            _taskFlags[m.taskId].released = true;
             emit TaskReleased(m.taskId, workerId);
         }
         Worker storage worker = _workers[workerId];
@@ -470,13 +514,16 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
             revert WrongRound(jobId, m.round, _jobs[jobId].currentRound);
         }
         if (_rounds[jobId][m.round].phase != RoundPhase.Collecting) revert RoundNotCollecting(jobId, m.round);
-        bytes32 taskId = taskIdOf(jobId, m.round, chain, m.workerKey);
-        Task storage task = _tasks[taskId];
-        if (task.state == TaskState.None) revert UnknownTask(taskId);
-        if (task.state == TaskState.Committed) revert TaskAlreadyCommitted(taskId);
-        task.state = TaskState.Committed;
-        task.committedBlock = uint64(block.number);
-        task.commitment = commitmentOf(m.updateHash, m.transcriptRoot, m.dataRoot, m.numSamples, m.trainLoss);
+        // The worker chain takes one commitment per task it created; more commitments on a chain
+        // than tasks assigned there cannot come from it. Which worker committed is checked when
+        // the round is proposed, against the assignments.
+        Lane storage lane = _lanes[jobId][chain];
+        if (lane.round != m.round || lane.committed >= lane.assigned) {
+            revert UnexpectedCommitment(jobId, m.round, chain, m.workerKey);
+        }
+        lane.committed += 1;
+        bytes32 commitment = commitmentOf(m.updateHash, m.transcriptRoot, m.dataRoot, m.numSamples, m.trainLoss);
+        lane.commitChain = keccak256(abi.encode(lane.commitChain, m.workerKey, commitment));
         emit UpdateReceived(
             jobId, m.round, chain, m.workerKey, m.updateHash, m.transcriptRoot, m.dataRoot, m.numSamples, m.trainLoss
         );
@@ -507,9 +554,28 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         Round storage r = _rounds[jobId][round];
         if (r.phase == RoundPhase.Proposed) revert RoundAlreadyFinalized(jobId, round);
         if (r.assigned + count > job.workersPerRound) revert TooManyWorkers(r.assigned + count, job.workersPerRound);
-        for (uint256 i = 0; i < count; ++i) {
-            _assign(jobId, round, workerChain, assignments[i].workerKey, job.minStake);
+        if (r.phase == RoundPhase.Idle) r.openedBlock = uint64(block.number);
+        Lane storage lane = _lanes[jobId][workerChain];
+        if (lane.round != round || lane.assigned == 0) {
+            lane.round = round;
+            lane.assigned = 0;
+            lane.committed = 0;
+            lane.lastKey = bytes32(0);
+            lane.assignedChain = CHAIN_START;
+            lane.commitChain = CHAIN_START;
         }
+        bytes32 lastKey = lane.lastKey;
+        bytes32 assignedChain = lane.assignedChain;
+        for (uint256 i = 0; i < count; ++i) {
+            bytes32 key = assignments[i].workerKey;
+            if (key <= lastKey) revert AssignmentOutOfOrder(key, lastKey);
+            _checkAssignable(workerChain, key, job.minStake);
+            assignedChain = keccak256(abi.encode(assignedChain, key));
+            lastKey = key;
+        }
+        lane.lastKey = lastKey;
+        lane.assignedChain = assignedChain;
+        lane.assigned += uint16(count);
         r.assigned += uint16(count);
         r.phase = RoundPhase.Collecting;
         job.lastProgress = uint64(block.timestamp);
@@ -527,45 +593,64 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         emit TasksAssigned(jobId, round, workerChain, sequence, uint8(count));
     }
 
-    function _assign(uint64 jobId, uint32 round, uint16 chain, bytes32 workerKey, uint64 minStake) private {
+    function _checkAssignable(uint16 chain, bytes32 workerKey, uint64 minStake) private view {
         bytes32 workerId = workerIdOf(chain, workerKey);
         Worker storage worker = _workers[workerId];
         if (!worker.registered) revert UnknownWorker(chain, workerKey);
         if (worker.stake < minStake) revert InsufficientStake(workerId, worker.stake, minStake);
-        bytes32 taskId = taskIdOf(jobId, round, chain, workerKey);
-        if (_tasks[taskId].state != TaskState.None) revert TaskAlreadyAssigned(taskId);
-        _tasks[taskId].state = TaskState.Assigned;
     }
 
     /// @notice Propose the outcome of the current round: the new model hash and one result per
-    /// assigned task, sorted by task id. Opens the challenge window; nothing is paid until
-    /// `settleRound`.
+    /// assigned task. Opens the challenge window; nothing is paid until `settleRound`.
     /// @dev Only the root of the results is stored; the results are emitted (`ResultsProposed`).
-    /// Strictly increasing task ids, each an assigned task of this round, as many as were
-    /// assigned: exactly the round's tasks, each once, without a mark written per task. A
-    /// SLASHED result names its fault and the hash of the evidence blob the aggregator published;
-    /// the amount is the job's policy for that fault (`slashOf`).
-    function finalizeRound(uint64 jobId, uint32 round, bytes32 modelHash, Result[] calldata results)
-        external
-        onlyAggregator
-    {
+    /// `results` go lane by lane, in the order of the job's worker chains, each lane's in the
+    /// order its tasks were assigned (increasing worker keys): the contract rebuilds each lane's
+    /// `assignedChain` from them, so they are exactly the round's tasks, each once. `commits` are
+    /// every lane's commitments in the same lane order, each lane's in arrival order, checked
+    /// against its `commitChain`; `commitIndex[i]` is where result i's commitment sits in
+    /// `commits` (`NO_COMMIT` for none), and an ACCEPTED result must point at its own worker's.
+    /// A SLASHED result names its fault and the hash of the evidence blob the aggregator
+    /// published; the amount is the job's policy for that fault (`slashOf`).
+    function finalizeRound(
+        uint64 jobId,
+        uint32 round,
+        bytes32 modelHash,
+        Result[] calldata results,
+        Commit[] calldata commits,
+        uint16[] calldata commitIndex
+    ) external onlyAggregator {
         Job storage job = _jobs[jobId];
         if (job.status != JobStatus.Open) revert JobNotOpen(jobId);
         if (round != job.currentRound) revert WrongRound(jobId, round, job.currentRound);
         Round storage r = _rounds[jobId][round];
         if (r.phase == RoundPhase.Proposed) revert RoundAlreadyFinalized(jobId, round);
         if (r.phase != RoundPhase.Collecting) revert RoundNotCollecting(jobId, round);
-        if (results.length != r.assigned) revert ResultCountMismatch(results.length, r.assigned);
-        uint256 total = 0;
-        uint256 previous = 0;
-        for (uint256 i = 0; i < results.length; ++i) {
-            Result calldata result = results[i];
-            bytes32 taskId = taskIdOf(jobId, round, result.workerChain, result.workerKey);
-            if (i > 0 && uint256(taskId) <= previous) revert ResultsNotSorted(i);
-            previous = uint256(taskId);
-            _checkResult(taskId, result);
-            total += result.reward;
+        if (results.length != r.assigned || commitIndex.length != results.length) {
+            revert ResultCountMismatch(results.length, r.assigned);
         }
+        uint256 total = 0;
+        uint256 next = 0; // the next result
+        uint256 firstCommit = 0; // the current lane's first entry in `commits`
+        uint16[] storage chains = _jobChains[jobId];
+        for (uint256 c = 0; c < chains.length; ++c) {
+            Lane storage lane = _lanes[jobId][chains[c]];
+            if (lane.round != round || lane.assigned == 0) continue;
+            uint256 endCommit = firstCommit + lane.committed;
+            if (endCommit > commits.length || _commitChain(commits, firstCommit, endCommit) != lane.commitChain) {
+                revert CommitsMismatch(chains[c]);
+            }
+            bytes32 assignedChain = CHAIN_START;
+            for (uint256 end = next + lane.assigned; next < end; ++next) {
+                Result calldata result = results[next];
+                if (result.workerChain != chains[c]) revert ResultsOutOfOrder(next);
+                assignedChain = keccak256(abi.encode(assignedChain, result.workerKey));
+                _checkResult(jobId, round, result, commits, commitIndex[next], firstCommit, endCommit);
+                total += result.reward;
+            }
+            if (assignedChain != lane.assignedChain) revert AssignmentMismatch(chains[c]);
+            firstCommit = endCommit;
+        }
+        if (firstCommit != commits.length) revert CommitsMismatch(0);
         if (total > job.rewardPerRound) revert RewardExceedsBudget(total, job.rewardPerRound);
         uint32 proposal = ++r.proposal;
         bytes32 resultsRoot = _resultsRoot(jobId, round, results);
@@ -581,27 +666,48 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         emit RoundFinalized(jobId, round, modelHash, total, deadline);
     }
 
-    function _checkResult(bytes32 taskId, Result calldata result) private view {
-        Task storage task = _tasks[taskId];
-        if (task.state == TaskState.None) revert UnknownTask(taskId);
-        if (result.outcome > PayloadCodec.OUTCOME_SLASHED) revert InvalidResult(taskId, "outcome");
+    /// @dev The hash chain of `commits[from:to]` (`commitChain` of a lane holding them).
+    function _commitChain(Commit[] calldata commits, uint256 from, uint256 to) private pure returns (bytes32 chain) {
+        chain = CHAIN_START;
+        for (uint256 i = from; i < to; ++i) {
+            chain = keccak256(abi.encode(chain, commits[i].workerKey, commits[i].commitment));
+        }
+    }
+
+    function _checkResult(
+        uint64 jobId,
+        uint32 round,
+        Result calldata result,
+        Commit[] calldata commits,
+        uint16 commit,
+        uint256 firstCommit,
+        uint256 endCommit
+    ) private view {
+        bytes32 taskId = taskIdOf(jobId, round, result.workerChain, result.workerKey);
+        if (result.outcome > PayloadCodec.OUTCOME_SLASHED) revert InvalidOutcome(taskId, result.outcome);
+        if (commit != NO_COMMIT) {
+            if (commit < firstCommit || commit >= endCommit || commits[commit].workerKey != result.workerKey) {
+                revert InvalidCommitIndex(commit);
+            }
+        }
         if (result.outcome == PayloadCodec.OUTCOME_ACCEPTED) {
-            if (task.state != TaskState.Committed) revert InvalidResult(taskId, "accepted but not committed");
+            if (commit == NO_COMMIT) revert AcceptedWithoutCommitment(taskId);
         } else if (result.reward != 0) {
-            revert InvalidResult(taskId, "reward without acceptance");
+            revert RewardWithoutAcceptance(taskId, result.reward);
         }
-        if (result.fault > uint8(Fault.Missed)) revert InvalidResult(taskId, "fault");
+        if (result.fault > uint8(Fault.Missed)) revert InvalidFault(taskId, result.outcome, result.fault);
         if (result.outcome == PayloadCodec.OUTCOME_SLASHED) {
-            if (result.fault == uint8(Fault.None)) revert InvalidResult(taskId, "slashed without fault");
-            if (result.evidence == bytes32(0)) revert InvalidResult(taskId, "slashed without evidence");
-        } else if (result.fault != uint8(Fault.None) || result.evidence != bytes32(0)) {
-            revert InvalidResult(taskId, "fault without slashed outcome");
-        }
-        if (task.refused && result.outcome != PayloadCodec.OUTCOME_DROPPED) {
-            revert InvalidResult(taskId, "refused task not dropped");
-        }
-        if (task.released && result.fault != uint8(Fault.None)) {
-            revert InvalidResult(taskId, "released task slashed");
+            if (result.fault == uint8(Fault.None)) revert InvalidFault(taskId, result.outcome, result.fault);
+            if (result.evidence == bytes32(0)) revert InvalidEvidence(taskId, result.outcome);
+            // Only a slash reads the task's flags: an accepted task has a commitment, so its
+            // worker chain created it (never refused), and a dropped one may be either.
+            TaskFlags storage flags = _taskFlags[taskId];
+            if (flags.refused) revert RefusedTaskNotDropped(taskId);
+            if (flags.released) revert ReleasedTaskSlashed(taskId);
+        } else if (result.fault != uint8(Fault.None)) {
+            revert InvalidFault(taskId, result.outcome, result.fault);
+        } else if (result.evidence != bytes32(0)) {
+            revert InvalidEvidence(taskId, result.outcome);
         }
     }
 
@@ -666,7 +772,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         Round storage r = _rounds[jobId][round];
         if (r.phase != RoundPhase.Proposed || d.proposal != r.proposal || d.answered) revert NoOpenDispute(taskId);
         if (block.timestamp > d.answerBy) revert AnswerWindowClosed(d.answerBy);
-        if (answer == bytes32(0)) revert InvalidResult(taskId, "empty answer");
+        if (answer == bytes32(0)) revert EmptyAnswer(taskId);
         d.answered = true;
         d.answer = answer;
         emit DisputeAnswered(jobId, round, taskId, answer);
@@ -722,7 +828,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         if (results.length != r.assigned || _resultsRoot(jobId, round, results) != r.resultsRoot) {
             revert ResultsMismatch(jobId, round);
         }
-        uint256 fee = _requireFees(_settlementBatches(jobId, results));
+        uint256 fee = _requireFees(_settlementBatches(results));
         bool[] memory reversed = _resolveDisputes(jobId, round, r.proposal, results);
         job.lastProgress = uint64(block.timestamp);
         uint256 total = r.proposedTotal;
@@ -745,60 +851,44 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
             job.status = JobStatus.Completed;
             emit JobCompleted(jobId);
         }
-        uint16[] storage chains = _jobChains[jobId];
-        for (uint256 c = 0; c < chains.length; ++c) {
-            _publishSettlements(jobId, round, chains[c], results, reversed, fee);
+        for (uint256 start = 0; start < results.length;) {
+            uint256 end = _laneEnd(results, start);
+            uint16 chain = results[start].workerChain;
+            uint256 size = maxBatch[chain];
+            for (uint256 from = start; from < end; from += size) {
+                uint256 to = from + size < end ? from + size : end;
+                _publishSettlement(jobId, round, chain, results, reversed, from, to, fee);
+            }
+            start = end;
         }
+    }
+
+    /// @dev Where the lane of `results[start]` ends: a proposal's results go lane by lane.
+    function _laneEnd(Result[] calldata results, uint256 start) private pure returns (uint256 end) {
+        uint16 chain = results[start].workerChain;
+        for (end = start + 1; end < results.length && results[end].workerChain == chain; ++end) {}
     }
 
     /// @dev Number of ROUND_SETTLED messages settling a proposal with `results` publishes (its
-    /// fee multiplier): per worker chain, its results in batches of that chain's `maxBatch`.
-    function _settlementBatches(uint64 jobId, Result[] calldata results) private view returns (uint256 batches) {
-        uint16[] storage chains = _jobChains[jobId];
-        for (uint256 c = 0; c < chains.length; ++c) {
-            uint256 count = _countOn(chains[c], results);
-            uint256 size = maxBatch[chains[c]];
-            if (count > 0) batches += (count + size - 1) / size;
+    /// fee multiplier): per lane, its results in batches of its chain's `maxBatch`.
+    function _settlementBatches(Result[] calldata results) private view returns (uint256 batches) {
+        for (uint256 start = 0; start < results.length;) {
+            uint256 end = _laneEnd(results, start);
+            uint256 size = maxBatch[results[start].workerChain];
+            batches += (end - start + size - 1) / size;
+            start = end;
         }
     }
 
-    function _countOn(uint16 chain, Result[] calldata results) private pure returns (uint256 count) {
-        for (uint256 i = 0; i < results.length; ++i) {
-            if (results[i].workerChain == chain) ++count;
-        }
-    }
-
-    function _publishSettlements(
+    /// @dev Publish one ROUND_SETTLED for the proposal's results `from..to` (one lane's).
+    function _publishSettlement(
         uint64 jobId,
         uint32 round,
         uint16 chain,
         Result[] calldata results,
         bool[] memory reversed,
-        uint256 fee
-    ) private {
-        uint256 size = maxBatch[chain];
-        PayloadCodec.Settlement[] memory batch = new PayloadCodec.Settlement[](size);
-        uint256 filled = 0;
-        for (uint256 i = 0; i < results.length; ++i) {
-            Result calldata result = results[i];
-            if (result.workerChain != chain) continue;
-            uint8 outcome = reversed[i] ? PayloadCodec.OUTCOME_DROPPED : result.outcome;
-            uint64 slash = outcome == PayloadCodec.OUTCOME_SLASHED ? slashOf(jobId, result.fault) : 0;
-            batch[filled++] = PayloadCodec.Settlement(result.workerKey, outcome, slash);
-            if (filled == size) {
-                _publishSettlement(jobId, round, chain, batch, filled, fee);
-                filled = 0;
-            }
-        }
-        if (filled > 0) _publishSettlement(jobId, round, chain, batch, filled, fee);
-    }
-
-    function _publishSettlement(
-        uint64 jobId,
-        uint32 round,
-        uint16 chain,
-        PayloadCodec.Settlement[] memory batch,
-        uint256 filled,
+        uint256 from,
+        uint256 to,
         uint256 fee
     ) private {
         bytes32 peer = peers[chain];
@@ -809,12 +899,14 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         message.modelHash = _jobs[jobId].modelHash;
         message.slashMode = _jobs[jobId].slashMode;
         message.slashRecipient = _slashRecipients[jobId][chain];
-        message.settlements = new PayloadCodec.Settlement[](filled);
-        for (uint256 i = 0; i < filled; ++i) {
-            message.settlements[i] = batch[i];
+        message.settlements = new PayloadCodec.Settlement[](to - from);
+        for (uint256 i = from; i < to; ++i) {
+            uint8 outcome = reversed[i] ? PayloadCodec.OUTCOME_DROPPED : results[i].outcome;
+            uint64 slash = outcome == PayloadCodec.OUTCOME_SLASHED ? slashOf(jobId, results[i].fault) : 0;
+            message.settlements[i - from] = PayloadCodec.Settlement(results[i].workerKey, outcome, slash);
         }
         uint64 sequence = _publish(PayloadCodec.encode(message), fee);
-        emit SettlementPublished(jobId, round, chain, sequence, uint8(filled));
+        emit SettlementPublished(jobId, round, chain, sequence, uint8(to - from));
     }
 
     // ------------------------------------------------------------------ payouts
@@ -866,8 +958,12 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     }
 
     /// @notice The worker chains a job allows.
-    function jobWorkerChains(uint64 jobId) external view returns (uint16[] memory) {
-        return _jobChains[jobId];
+    function jobWorkerChains(uint64 jobId) external view returns (uint16[] memory chains) {
+        uint16[] storage stored = _jobChains[jobId];
+        chains = new uint16[](stored.length);
+        for (uint256 i = 0; i < chains.length; ++i) {
+            chains[i] = stored[i];
+        }
     }
 
     /// @notice A round's stored state.
@@ -880,27 +976,29 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         return _workers[workerId];
     }
 
-    /// @notice A task's record.
-    function getTask(bytes32 taskId) external view returns (Task memory) {
-        return _tasks[taskId];
+    /// @notice A job's lane on `chain` (its tasks there in the lane's round).
+    function getLane(uint64 jobId, uint16 chain) external view returns (Lane memory) {
+        return _lanes[jobId][chain];
     }
 
     function _checkSpec(JobSpec calldata spec) private pure {
-        if (spec.numRounds == 0) revert InvalidJobSpec("numRounds is zero");
-        if (spec.workersPerRound == 0) revert InvalidJobSpec("workersPerRound is zero");
-        if (spec.rewardPerRound == 0) revert InvalidJobSpec("rewardPerRound is zero");
-        if (spec.modelHash == bytes32(0)) revert InvalidJobSpec("modelHash is zero");
-        if (spec.workerChains.length == 0) revert InvalidJobSpec("no worker chains");
-        if (spec.rejectedSlash > spec.minStake) revert InvalidJobSpec("rejectedSlash");
-        if (spec.missedSlash > spec.minStake) revert InvalidJobSpec("missedSlash");
-        if (spec.slashMode > PayloadCodec.SLASH_TO_HONEST) revert InvalidJobSpec("slashMode");
-        if (spec.slashRecipients.length != spec.workerChains.length) revert InvalidJobSpec("slashRecipients");
+        if (spec.numRounds == 0) revert NoRounds();
+        if (spec.workersPerRound == 0) revert NoWorkersPerRound();
+        if (spec.rewardPerRound == 0) revert NoRewardPerRound();
+        if (spec.modelHash == bytes32(0)) revert NoModelHash();
+        if (spec.workerChains.length == 0) revert NoWorkerChains();
+        if (spec.rejectedSlash > spec.minStake) revert SlashAboveMinStake(spec.rejectedSlash, spec.minStake);
+        if (spec.missedSlash > spec.minStake) revert SlashAboveMinStake(spec.missedSlash, spec.minStake);
+        if (spec.slashMode > PayloadCodec.SLASH_TO_HONEST) revert UnknownSlashMode(spec.slashMode);
+        if (spec.slashRecipients.length != spec.workerChains.length) revert InvalidSlashRecipients();
         for (uint256 i = 0; i < spec.slashRecipients.length; ++i) {
-            if (spec.slashRecipients[i] == bytes32(0)) revert InvalidJobSpec("slashRecipients");
+            if (spec.slashRecipients[i] == bytes32(0)) revert InvalidSlashRecipients();
         }
-        if (spec.releaseAfter == 0 || spec.releaseAfter > MAX_RELEASE_AFTER) revert InvalidJobSpec("releaseAfter");
+        if (spec.releaseAfter == 0 || spec.releaseAfter > MAX_RELEASE_AFTER) {
+            revert ReleaseAfterOutOfRange(spec.releaseAfter, MAX_RELEASE_AFTER);
+        }
         if (spec.progressTimeout == 0 || spec.progressTimeout > MAX_PROGRESS_TIMEOUT) {
-            revert InvalidJobSpec("progressTimeout");
+            revert ProgressTimeoutOutOfRange(spec.progressTimeout, MAX_PROGRESS_TIMEOUT);
         }
     }
 }

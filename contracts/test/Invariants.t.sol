@@ -21,6 +21,11 @@ contract MarketHandler is MarketFixture {
     uint256 public tamperedSettled;
     /// Assignments the market accepted for a worker whose current stake was below the job's minimum.
     uint256 public assignedBelowMinimum;
+    /// Honest proposals the market refused: the round's assigned set in lane order, each
+    /// accepted result with its worker's commitment, every lane's commitments in arrival order.
+    uint256 public honestProposalsRefused;
+    /// Rounds proposed honestly (so the invariants above are not vacuous).
+    uint256 public proposals;
     uint256 internal nextWorker;
     mapping(uint256 => uint64) internal stakeNonces;
 
@@ -61,10 +66,12 @@ contract MarketHandler is MarketFixture {
             delivered.push(vaa);
         }
         assign(jobId, EVM_WORKERS, from, workers);
-        for (uint256 i = from; i < from + workers; ++i) {
-            bytes memory vaa = signed(EVM_WORKERS, HUB, committedPayload(jobId, job.currentRound, workerKey(i)));
-            market.receiveMessage(vaa);
-            delivered.push(vaa);
+        // The workers commit in an order of their own; the fixture records each lane's commitments
+        // in arrival order, as finalize needs them.
+        uint256 shift = rewardSeed % workers;
+        for (uint256 k = 0; k < workers; ++k) {
+            uint256 i = from + (k + shift) % workers;
+            delivered.push(commit(jobId, job.currentRound, EVM_WORKERS, workerKey(i)));
         }
         JobMarket.Result[] memory results = acceptedResults(EVM_WORKERS, from, workers, 0);
         uint256 budget = job.rewardPerRound;
@@ -73,7 +80,12 @@ contract MarketHandler is MarketFixture {
             results[i].reward = uint128(reward);
             budget -= reward;
         }
-        finalize(jobId, job.currentRound, results);
+        _propose(jobId, job.currentRound, results);
+    }
+
+    function _propose(uint64 jobId, uint32 round, JobMarket.Result[] memory results) internal {
+        if (tryFinalize(jobId, round, results)) ++proposals;
+        else ++honestProposalsRefused;
     }
 
     /// The worker chain reports a new stake for a known worker (slash, unbond, withdrawal, top-up).
@@ -105,7 +117,7 @@ contract MarketHandler is MarketFixture {
         }
         JobMarket.Result[] memory dropped = new JobMarket.Result[](1);
         dropped[0] = JobMarket.Result(workerKey(i), EVM_WORKERS, 1, 0, 0, bytes32(0));
-        finalize(jobId, job.currentRound, dropped);
+        _propose(jobId, job.currentRound, dropped);
     }
 
     /// A job whose current round is proposed, with the clock moved past its challenge window.
@@ -148,16 +160,13 @@ contract MarketHandler is MarketFixture {
         if (r.phase != JobMarket.RoundPhase.Proposed || block.timestamp >= r.challengeDeadline) return;
         vm.prank(challenger);
         market.challengeRound(jobId, round, bytes32(0));
-        // The aggregator answers the challenge with a proposal that pays nobody.
-        JobMarket.Result[] memory none = new JobMarket.Result[](r.assigned);
-        uint256 k = 0;
-        for (uint256 i = 0; i < nextWorker && k < r.assigned; ++i) {
-            bytes32 taskId = market.taskIdOf(jobId, round, EVM_WORKERS, workerKey(i));
-            if (market.getTask(taskId).state != JobMarket.TaskState.None) {
-                none[k++] = JobMarket.Result(workerKey(i), EVM_WORKERS, 1, 0, 0, bytes32(0));
-            }
+        // The aggregator answers the challenge with a proposal that pays nobody: the same tasks
+        // (those of the challenged proposal, the round's assigned set), all DROPPED.
+        JobMarket.Result[] memory none = proposed(jobId, round);
+        for (uint256 i = 0; i < none.length; ++i) {
+            none[i] = JobMarket.Result(none[i].workerKey, none[i].workerChain, 1, 0, 0, bytes32(0));
         }
-        finalize(jobId, round, none);
+        _propose(jobId, round, none);
     }
 
     function cancel(uint256 seed) external {
@@ -242,6 +251,10 @@ contract JobMarketInvariants is Test {
 
     function invariant_noWorkerDrawnBelowTheJobMinimum() public view {
         assertEq(handler.assignedBelowMinimum(), 0, "a worker below the minimum stake was assigned");
+    }
+
+    function invariant_honestProposalsAreAccepted() public view {
+        assertEq(handler.honestProposalsRefused(), 0, "the market refused an honest proposal");
     }
 
     function invariant_onlyTheProposedResultsSettle() public view {

@@ -125,28 +125,31 @@ contract JobMarketTest is MarketFixture {
 
     function test_postJob_rejectsInvalidSpecs() public {
         JobMarket.JobSpec memory s = spec(0, 4, 1);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "numRounds is zero"));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NoRounds.selector));
         market.postJob(s);
         s = spec(1, 0, 1);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "workersPerRound is zero"));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NoWorkersPerRound.selector));
         market.postJob(s);
         s = spec(1, 1, 0);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "rewardPerRound is zero"));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NoRewardPerRound.selector));
         market.postJob(s);
         s = spec(1, 1, 1);
         s.modelHash = bytes32(0);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "modelHash is zero"));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NoModelHash.selector));
         market.postJob{value: 1}(s);
         s = spec(1, 1, 1);
         s.workerChains = new uint16[](0);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "no worker chains"));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NoWorkerChains.selector));
         market.postJob{value: 1}(s);
         s = spec(1, 1, 1);
         s.workerChains[1] = EVM_WORKERS;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "worker chain zero, own or repeated"));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidWorkerChain.selector, EVM_WORKERS));
         market.postJob{value: 1}(s);
         s.workerChains[1] = COORDINATOR;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, "worker chain zero, own or repeated"));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidWorkerChain.selector, COORDINATOR));
+        market.postJob{value: 1}(s);
+        s.workerChains[1] = 0;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidWorkerChain.selector, 0));
         market.postJob{value: 1}(s);
     }
 
@@ -357,11 +360,19 @@ contract JobMarketTest is MarketFixture {
         expected.releaseAt = deadline + RELEASE_AFTER;
         expected.assignments = assignments(0, 3);
         assertEq(published[0], PayloadCodec.encode(expected), "payload bytes");
-        bytes32 taskId = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(2));
-        assertEq(uint8(market.getTask(taskId).state), uint8(JobMarket.TaskState.Assigned), "assigned");
+        // No record per task: the lane counts the assignments and chains their keys.
+        JobMarket.Lane memory lane = market.getLane(jobId, EVM_WORKERS);
+        assertEq(lane.round, 0, "lane round");
+        assertEq(lane.assigned, 3, "lane count");
+        assertEq(lane.committed, 0, "none committed");
+        assertEq(lane.lastKey, workerKey(2), "last key");
+        assertEq(lane.assignedChain, assignedChainOf(0, 3), "keys chained in order");
+        assertEq(lane.commitChain, CHAIN_START, "no commitments chained");
+        assertEq(market.getLane(jobId, SOLANA).assigned, 0, "the other lane untouched");
         JobMarket.Round memory r = market.getRound(jobId, 0);
         assertEq(r.assigned, 3, "count");
         assertEq(uint8(r.phase), uint8(JobMarket.RoundPhase.Collecting), "collecting");
+        assertEq(r.openedBlock, block.number, "opened");
     }
 
     function test_assignTasks_revertPaths() public {
@@ -391,8 +402,7 @@ contract JobMarketTest is MarketFixture {
         market.assignTasks(jobId, SOLANA, deadline, assignments(9, 1));
         PayloadCodec.Assignment[] memory twice = assignments(0, 2);
         twice[1] = twice[0];
-        bytes32 taskId = market.taskIdOf(jobId, 0, SOLANA, workerKey(0));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.TaskAlreadyAssigned.selector, taskId));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentOutOfOrder.selector, workerKey(0), workerKey(0)));
         market.assignTasks(jobId, SOLANA, deadline, twice);
         market.assignTasks(jobId, SOLANA, deadline, assignments(0, 4));
         vm.expectRevert(abi.encodeWithSelector(JobMarket.TooManyWorkers.selector, 6, 5));
@@ -433,12 +443,15 @@ contract JobMarketTest is MarketFixture {
         vm.expectEmit(true, true, false, true);
         emit JobMarket.UpdateReceived(jobId, 0, EVM_WORKERS, workerKey(0), update, transcript, data, 1000, 250_000);
         commit(jobId, 0, EVM_WORKERS, workerKey(0));
-        JobMarket.Task memory t = market.getTask(market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(0)));
-        assertEq(uint8(t.state), uint8(JobMarket.TaskState.Committed), "committed");
-        assertEq(t.committedBlock, block.number, "where the fields are");
-        // One slot for the commitment: the hash of its fields, which are in the event.
-        assertEq(t.commitment, keccak256(abi.encode(update, transcript, data, uint32(1000), uint32(250_000))), "hash");
-        assertEq(t.commitment, market.commitmentOf(update, transcript, data, 1000, 250_000), "commitmentOf");
+        // No record per task: the lane counts the commitment and chains the hash of its fields,
+        // which are in the event.
+        bytes32 commitment = keccak256(abi.encode(update, transcript, data, uint32(1000), uint32(250_000)));
+        assertEq(commitment, market.commitmentOf(update, transcript, data, 1000, 250_000), "commitmentOf");
+        assertEq(commitment, commitmentFor(workerKey(0), 0), "as the fixture records it");
+        JobMarket.Lane memory lane = market.getLane(jobId, EVM_WORKERS);
+        assertEq(lane.committed, 1, "counted");
+        assertEq(lane.assigned, 1, "assigned");
+        assertEq(lane.commitChain, keccak256(abi.encode(CHAIN_START, workerKey(0), commitment)), "chained");
     }
 
     function test_receive_updateCommittedRevertPaths() public {
@@ -451,16 +464,23 @@ contract JobMarketTest is MarketFixture {
         bytes memory wrongRound = signed(EVM_WORKERS, HUB, committedPayload(jobId, 1, workerKey(0)));
         vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongRound.selector, jobId, 1, 0));
         market.receiveMessage(wrongRound);
-        // A worker that was not assigned: the coordinator chain refuses its commitment.
-        bytes memory stranger = signed(EVM_WORKERS, HUB, committedPayload(jobId, 0, workerKey(5)));
-        bytes32 strangerTask = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(5));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnknownTask.selector, strangerTask));
-        market.receiveMessage(stranger);
+        // A chain without a lane this round: no task of the job was assigned there.
+        bytes memory elsewhere = signed(SOLANA, SOLANA_PROGRAM, committedPayload(jobId, 0, workerKey(0)));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, SOLANA, workerKey(0)));
+        market.receiveMessage(elsewhere);
         commit(jobId, 0, EVM_WORKERS, workerKey(0));
+        // The lane holds as many commitments as tasks were assigned: a second one, the same
+        // worker's or a stranger's, is refused.
         bytes memory again = signed(EVM_WORKERS, HUB, committedPayload(jobId, 0, workerKey(0)));
-        bytes32 taskId = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(0));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.TaskAlreadyCommitted.selector, taskId));
+        vm.expectRevert(
+            abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, EVM_WORKERS, workerKey(0))
+        );
         market.receiveMessage(again);
+        bytes memory stranger = signed(EVM_WORKERS, HUB, committedPayload(jobId, 0, workerKey(5)));
+        vm.expectRevert(
+            abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, EVM_WORKERS, workerKey(5))
+        );
+        market.receiveMessage(stranger);
     }
 
     // ------------------------------------------------------------------ finalizing and settling
@@ -490,9 +510,11 @@ contract JobMarketTest is MarketFixture {
         uint64 jobId = postNative(2, 1, 1 ether);
         prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
         finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
+        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c, uint16[] memory index) =
+            finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
         vm.prank(aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundAlreadyFinalized.selector, jobId, 0));
-        market.finalizeRound(jobId, 0, MODEL, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
         // The round cannot take more assignments or commitments once proposed.
         registerWorker(EVM_WORKERS, workerKey(1), MIN_STAKE, payoutOf(1));
         vm.prank(aggregator);
@@ -503,91 +525,564 @@ contract JobMarketTest is MarketFixture {
     function test_finalizeRound_revertPaths() public {
         uint64 jobId = postNative(2, 3, 1 ether);
         JobMarket.Result[] memory none = new JobMarket.Result[](0);
+        JobMarket.Commit[] memory noCommits = new JobMarket.Commit[](0);
+        uint16[] memory noIndex = new uint16[](0);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.NotAggregator.selector, address(this)));
-        market.finalizeRound(jobId, 0, MODEL, none);
+        market.finalizeRound(jobId, 0, MODEL, none, noCommits, noIndex);
         vm.startPrank(aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.JobNotOpen.selector, 42));
-        market.finalizeRound(42, 0, MODEL, none);
+        market.finalizeRound(42, 0, MODEL, none, noCommits, noIndex);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongRound.selector, jobId, 1, 0));
-        market.finalizeRound(jobId, 1, MODEL, none);
+        market.finalizeRound(jobId, 1, MODEL, none, noCommits, noIndex);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundNotCollecting.selector, jobId, 0));
-        market.finalizeRound(jobId, 0, MODEL, none);
+        market.finalizeRound(jobId, 0, MODEL, none, noCommits, noIndex);
         vm.stopPrank();
         prepareRound(jobId, 0, EVM_WORKERS, 0, 2);
         registerWorker(EVM_WORKERS, workerKey(2), MIN_STAKE, payoutOf(2));
         assign(jobId, EVM_WORKERS, 2, 1); // assigned, never commits
+        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c, uint16[] memory index) =
+            finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 2, 1));
         vm.startPrank(aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultCountMismatch.selector, 2, 3));
-        market.finalizeRound(jobId, 0, MODEL, acceptedResults(EVM_WORKERS, 0, 2, 1));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        // One commit index per result.
+        (r, c, index) = finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 0));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultCountMismatch.selector, 3, 3));
+        market.finalizeRound(jobId, 0, MODEL, r, c, noIndex);
 
-        JobMarket.Result[] memory r = acceptedResults(EVM_WORKERS, 0, 3, 0);
-        r[2].workerKey = workerKey(8);
-        r = sortedResults(jobId, 0, r);
-        bytes32 unknownTask = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(8));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnknownTask.selector, unknownTask));
-        market.finalizeRound(jobId, 0, MODEL, r);
+        // The results are the lane's assignments, each once, in order (more in
+        // test_finalizeRound_resultsMustBeTheAssignedSetInLaneOrder).
+        r[2] = JobMarket.Result(workerKey(8), EVM_WORKERS, PayloadCodec.OUTCOME_DROPPED, 0, 0, bytes32(0));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentMismatch.selector, EVM_WORKERS));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        r[2].workerKey = workerKey(0); // a task named twice
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentMismatch.selector, EVM_WORKERS));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
 
-        // A task named twice, or the results out of task-id order.
-        r = acceptedResults(EVM_WORKERS, 0, 3, 0);
-        r[2].workerKey = workerKey(0);
-        r = sortedResults(jobId, 0, r);
-        uint256 twice = r[0].workerKey == r[1].workerKey ? 1 : 2;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultsNotSorted.selector, twice));
-        market.finalizeRound(jobId, 0, MODEL, r);
-        r = sortedResults(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 0));
-        (r[0], r[1]) = (r[1], r[0]);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultsNotSorted.selector, 1));
-        market.finalizeRound(jobId, 0, MODEL, r);
-
+        // The checks below edit worker 2's result, the lane's last (keys in assignment order).
+        (r, c, index) = finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 0));
+        assertEq(r[2].workerKey, workerKey(2), "lane order");
+        assertEq(index[2], NO_COMMIT, "worker 2 did not commit");
         bytes32 task2 = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(2));
-        JobMarket.Result[] memory sorted = sortedResults(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 0));
-        // The checks below edit worker 2's result, wherever sorting put it.
-        uint256 w2 = indexOf(sorted, workerKey(2));
-        (uint256 a, uint256 b) = (w2 == 0 ? 1 : 0, w2 == 2 ? 1 : 2);
-        r = sorted;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "accepted but not committed"));
-        market.finalizeRound(jobId, 0, MODEL, r);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AcceptedWithoutCommitment.selector, task2));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
 
-        r[w2].outcome = 1;
-        r[w2].reward = 1;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "reward without acceptance"));
-        market.finalizeRound(jobId, 0, MODEL, r);
+        r[2].outcome = PayloadCodec.OUTCOME_DROPPED;
+        r[2].reward = 1;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RewardWithoutAcceptance.selector, task2, 1));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
 
-        r[w2].reward = 0;
-        r[w2].fault = 1;
-        r[w2].evidence = EVIDENCE;
-        vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "fault without slashed outcome")
-        );
-        market.finalizeRound(jobId, 0, MODEL, r);
+        r[2].reward = 0;
+        r[2].fault = 1;
+        r[2].evidence = EVIDENCE;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidFault.selector, task2, 1, 1));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
 
-        r[w2].outcome = 3;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "outcome"));
-        market.finalizeRound(jobId, 0, MODEL, r);
+        r[2].fault = 0; // evidence without a slash
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidEvidence.selector, task2, 1));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
 
-        r[w2].outcome = 2;
-        r[w2].fault = 0;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "slashed without fault"));
-        market.finalizeRound(jobId, 0, MODEL, r);
+        r[2].fault = 1;
+        r[2].outcome = 3;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidOutcome.selector, task2, 3));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
 
-        r[w2].fault = 3;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "fault"));
-        market.finalizeRound(jobId, 0, MODEL, r);
+        r[2].outcome = PayloadCodec.OUTCOME_SLASHED;
+        r[2].fault = 0;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidFault.selector, task2, 2, 0));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
 
-        r[w2].fault = 2;
-        r[w2].evidence = bytes32(0);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, task2, "slashed without evidence"));
-        market.finalizeRound(jobId, 0, MODEL, r);
+        r[2].fault = 3;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidFault.selector, task2, 2, 3));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
 
-        r[w2].evidence = EVIDENCE;
-        r[a].reward = 0.6 ether;
-        r[b].reward = 0.6 ether;
+        r[2].fault = 2;
+        r[2].evidence = bytes32(0);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidEvidence.selector, task2, 2));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+
+        r[2].evidence = EVIDENCE;
+        r[0].reward = 0.6 ether;
+        r[1].reward = 0.6 ether;
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RewardExceedsBudget.selector, 1.2 ether, 1 ether));
-        market.finalizeRound(jobId, 0, MODEL, r);
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
 
-        r[b].reward = 0.4 ether;
-        market.finalizeRound(jobId, 0, MODEL, r);
+        r[1].reward = 0.4 ether;
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
         vm.stopPrank();
+    }
+
+    // ------------------------------------------------------------------ lanes
+
+    function test_assignTasks_keysStrictlyIncreaseAcrossTheRoundsBatches() public {
+        uint64 jobId = postNative(2, 8, 1 ether);
+        for (uint256 i = 0; i < 5; ++i) {
+            registerWorker(SOLANA, workerKey(i), MIN_STAKE, payoutOf(i));
+            registerWorker(EVM_WORKERS, workerKey(i), MIN_STAKE, payoutOf(i));
+        }
+        uint64 deadline = uint64(block.timestamp + 1 days);
+        PayloadCodec.Assignment[] memory one = new PayloadCodec.Assignment[](1);
+        vm.startPrank(aggregator);
+        // Within a batch: keys in increasing order.
+        PayloadCodec.Assignment[] memory reversed = assignments(0, 2);
+        (reversed[0], reversed[1]) = (reversed[1], reversed[0]);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentOutOfOrder.selector, workerKey(0), workerKey(1)));
+        market.assignTasks(jobId, SOLANA, deadline, reversed);
+        // Key zero is never above a fresh lane's last key.
+        one[0] = PayloadCodec.Assignment(bytes32(0), 0);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentOutOfOrder.selector, bytes32(0), bytes32(0)));
+        market.assignTasks(jobId, SOLANA, deadline, one);
+
+        PayloadCodec.Assignment[] memory first = assignments(0, 3);
+        first[1] = first[2]; // workers 0 and 2
+        PayloadCodec.Assignment[] memory firstTwo = new PayloadCodec.Assignment[](2);
+        (firstTwo[0], firstTwo[1]) = (first[0], first[1]);
+        market.assignTasks(jobId, SOLANA, deadline, firstTwo);
+        // (Read back, not `block.number`: via-IR may read that after the roll.)
+        uint64 opened = market.getRound(jobId, 0).openedBlock;
+        assertEq(opened, block.number, "opened at the first assignment");
+        vm.roll(block.number + 5);
+        // Across batches of the round: a key below the lane's last, or the last again, is refused.
+        one[0] = PayloadCodec.Assignment(workerKey(1), 0);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentOutOfOrder.selector, workerKey(1), workerKey(2)));
+        market.assignTasks(jobId, SOLANA, deadline, one);
+        one[0] = PayloadCodec.Assignment(workerKey(2), 0);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentOutOfOrder.selector, workerKey(2), workerKey(2)));
+        market.assignTasks(jobId, SOLANA, deadline, one);
+        // A later batch whose first key is fine but whose second repeats it.
+        PayloadCodec.Assignment[] memory repeat = assignments(3, 2);
+        repeat[1] = repeat[0];
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentOutOfOrder.selector, workerKey(3), workerKey(3)));
+        market.assignTasks(jobId, SOLANA, deadline, repeat);
+        one[0] = PayloadCodec.Assignment(workerKey(3), 0);
+        market.assignTasks(jobId, SOLANA, deadline, one);
+        // Each chain has its own lane: the EVM worker chain starts from the lowest key.
+        market.assignTasks(jobId, EVM_WORKERS, deadline, assignments(0, 2));
+        vm.stopPrank();
+
+        JobMarket.Lane memory lane = market.getLane(jobId, SOLANA);
+        assertEq(lane.assigned, 3, "three on solana");
+        assertEq(lane.lastKey, workerKey(3), "last key");
+        bytes32 chain = keccak256(abi.encode(CHAIN_START, workerKey(0)));
+        chain = keccak256(abi.encode(chain, workerKey(2)));
+        chain = keccak256(abi.encode(chain, workerKey(3)));
+        assertEq(lane.assignedChain, chain, "keys 0, 2, 3 across two batches");
+        lane = market.getLane(jobId, EVM_WORKERS);
+        assertEq(lane.assigned, 2, "two on the evm chain");
+        assertEq(lane.assignedChain, assignedChainOf(0, 2), "its own chain");
+        JobMarket.Round memory r = market.getRound(jobId, 0);
+        assertEq(r.assigned, 5, "round count");
+        assertEq(r.openedBlock, opened, "not moved by later assignments");
+    }
+
+    function test_updateCommitted_beyondTheLaneOrInAnotherRoundsLaneIsUnexpected() public {
+        uint64 jobId = postNative(2, 2, 1 ether);
+        registerWorker(EVM_WORKERS, workerKey(0), MIN_STAKE, payoutOf(0));
+        registerWorker(EVM_WORKERS, workerKey(1), MIN_STAKE, payoutOf(1));
+        registerWorker(SOLANA, workerKey(10), MIN_STAKE, payoutOf(10));
+        assign(jobId, EVM_WORKERS, 0, 1);
+        // A commitment by a worker that was not assigned is taken (the worker chain vouches for
+        // it) but counts against the lane; it cannot be used at finalize.
+        vm.expectEmit(true, true, false, true);
+        emit JobMarket.UpdateReceived(
+            jobId,
+            0,
+            EVM_WORKERS,
+            workerKey(1),
+            updateOf(workerKey(1), 0),
+            transcriptOf(workerKey(1), 0),
+            dataOf(workerKey(1), 0),
+            NUM_SAMPLES,
+            TRAIN_LOSS
+        );
+        commit(jobId, 0, EVM_WORKERS, workerKey(1));
+        assertEq(market.getLane(jobId, EVM_WORKERS).committed, 1, "counted");
+        // The lane is full: one commitment per assigned task.
+        bytes memory beyond = signed(EVM_WORKERS, HUB, committedPayload(jobId, 0, workerKey(0)));
+        vm.expectRevert(
+            abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, EVM_WORKERS, workerKey(0))
+        );
+        market.receiveMessage(beyond);
+        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c, uint16[] memory index) =
+            finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
+        assertEq(c.length, 1, "the stranger's commitment is the lane's");
+        assertEq(index[0], NO_COMMIT, "worker 0 has none");
+        vm.startPrank(aggregator);
+        bytes32 task0 = taskOf(jobId, 0, EVM_WORKERS, workerKey(0));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AcceptedWithoutCommitment.selector, task0));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        index[0] = 0; // the stranger's
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 0));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        vm.stopPrank();
+        r[0].outcome = PayloadCodec.OUTCOME_DROPPED;
+        r[0].reward = 0;
+        finalize(jobId, 0, r);
+        vm.warp(block.timestamp + WINDOW);
+        settle(jobId, 0);
+
+        // Round 1 assigns only on Solana: the EVM lane is still round 0's.
+        assign(jobId, SOLANA, 10, 1);
+        bytes memory staleLane = signed(EVM_WORKERS, HUB, committedPayload(jobId, 1, workerKey(0)));
+        vm.expectRevert(
+            abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 1, EVM_WORKERS, workerKey(0))
+        );
+        market.receiveMessage(staleLane);
+        bytes memory oldRound = signed(SOLANA, SOLANA_PROGRAM, committedPayload(jobId, 0, workerKey(10)));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongRound.selector, jobId, 0, 1));
+        market.receiveMessage(oldRound);
+        commit(jobId, 1, SOLANA, workerKey(10));
+        JobMarket.Lane memory lane = market.getLane(jobId, EVM_WORKERS);
+        assertEq(lane.round, 0, "untouched by round 1");
+        finalize(jobId, 1, acceptedResults(SOLANA, 10, 1, 1 ether));
+        vm.warp(block.timestamp + WINDOW);
+        settle(jobId, 1);
+        assertEq(market.claimable(payoutOf(10), address(0)), 1 ether, "paid");
+    }
+
+    /// A job of `rounds` rounds with workers 0 and 1 on the EVM worker chain and 10 and 11 on
+    /// Solana assigned in round 0; the EVM workers commit in the order 1, 0.
+    function fourWorkerRound(uint32 rounds) internal returns (uint64 jobId) {
+        jobId = postNative(rounds, 4, 4 ether);
+        for (uint256 i = 0; i < 2; ++i) {
+            registerWorker(EVM_WORKERS, workerKey(i), MIN_STAKE, payoutOf(i));
+            registerWorker(SOLANA, workerKey(10 + i), MIN_STAKE, payoutOf(10 + i));
+        }
+        assign(jobId, SOLANA, 10, 2);
+        assign(jobId, EVM_WORKERS, 0, 2);
+        commit(jobId, 0, SOLANA, workerKey(10));
+        commit(jobId, 0, EVM_WORKERS, workerKey(1));
+        commit(jobId, 0, SOLANA, workerKey(11));
+        commit(jobId, 0, EVM_WORKERS, workerKey(0));
+    }
+
+    function fourResults() internal pure returns (JobMarket.Result[] memory r) {
+        r = new JobMarket.Result[](4);
+        JobMarket.Result[] memory evm = acceptedResults(EVM_WORKERS, 0, 2, 1 ether);
+        JobMarket.Result[] memory sol = acceptedResults(SOLANA, 10, 2, 1 ether);
+        (r[0], r[1], r[2], r[3]) = (sol[1], evm[1], sol[0], evm[0]);
+    }
+
+    function test_finalizeRound_resultsMustBeTheAssignedSetInLaneOrder() public {
+        uint64 jobId = fourWorkerRound(1);
+        (JobMarket.Result[] memory honest, JobMarket.Commit[] memory c, uint16[] memory index) =
+            finalizeArgs(jobId, 0, fourResults());
+        // The job's chain order (EVM worker chain, then Solana), keys increasing in each lane,
+        // whatever order the lanes were assigned and committed in.
+        assertEq(honest[0].workerKey, workerKey(0), "evm 0");
+        assertEq(honest[1].workerKey, workerKey(1), "evm 1");
+        assertEq(honest[2].workerKey, workerKey(10), "solana 10");
+        assertEq(honest[3].workerKey, workerKey(11), "solana 11");
+        vm.startPrank(aggregator);
+
+        // A worker that was not assigned in place of one that was (a registered one, too).
+        registerWorker(EVM_WORKERS, workerKey(5), MIN_STAKE, payoutOf(5));
+        JobMarket.Result[] memory r = copyOf(honest);
+        r[1] = JobMarket.Result(workerKey(5), EVM_WORKERS, PayloadCodec.OUTCOME_DROPPED, 0, 0, bytes32(0));
+        uint16[] memory i2 = copyOf(index);
+        i2[1] = NO_COMMIT;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentMismatch.selector, EVM_WORKERS));
+        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        // The last lane's set differs: the other lanes' checks passed first.
+        r = copyOf(honest);
+        r[3].workerKey = workerKey(12);
+        r[3].outcome = PayloadCodec.OUTCOME_DROPPED;
+        r[3].reward = 0;
+        i2 = copyOf(index);
+        i2[3] = NO_COMMIT;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentMismatch.selector, SOLANA));
+        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+
+        // The right set, but a lane's results swapped (with their commit indices).
+        r = copyOf(honest);
+        i2 = copyOf(index);
+        (r[0], r[1]) = (r[1], r[0]);
+        (i2[0], i2[1]) = (i2[1], i2[0]);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentMismatch.selector, EVM_WORKERS));
+        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        r = copyOf(honest);
+        i2 = copyOf(index);
+        (r[2], r[3]) = (r[3], r[2]);
+        (i2[2], i2[3]) = (i2[3], i2[2]);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentMismatch.selector, SOLANA));
+        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+
+        // The lanes in the wrong order: the first lane is the EVM worker chain's.
+        r = copyOf(honest);
+        i2 = copyOf(index);
+        (r[0], r[1], r[2], r[3]) = (honest[2], honest[3], honest[0], honest[1]);
+        (i2[0], i2[1], i2[2], i2[3]) = (index[2], index[3], index[0], index[1]);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultsOutOfOrder.selector, 0));
+        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        // The lanes interleaved, as sorting by task id could give them.
+        r = copyOf(honest);
+        i2 = copyOf(index);
+        (r[1], r[2]) = (honest[2], honest[1]);
+        (i2[1], i2[2]) = (index[2], index[1]);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultsOutOfOrder.selector, 1));
+        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        // A result moved to another chain (the same key is a different worker there).
+        r = copyOf(honest);
+        r[1].workerChain = SOLANA;
+        r[1].outcome = PayloadCodec.OUTCOME_DROPPED;
+        r[1].reward = 0;
+        i2 = copyOf(index);
+        i2[1] = NO_COMMIT;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultsOutOfOrder.selector, 1));
+        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+
+        market.finalizeRound(jobId, 0, MODEL, honest, c, index);
+        vm.stopPrank();
+    }
+
+    function test_finalizeRound_forgedCommitListsRejected() public {
+        uint64 jobId = fourWorkerRound(1);
+        (JobMarket.Result[] memory r, JobMarket.Commit[] memory honest, uint16[] memory index) =
+            finalizeArgs(jobId, 0, fourResults());
+        // Each lane's commitments in arrival order: the EVM lane's are worker 1's, then 0's.
+        assertEq(honest.length, 4, "four commitments");
+        assertEq(honest[0].workerKey, workerKey(1), "evm, first to arrive");
+        assertEq(honest[1].workerKey, workerKey(0), "evm, second");
+        assertEq(honest[2].workerKey, workerKey(10), "solana, first");
+        assertEq(honest[3].workerKey, workerKey(11), "solana, second");
+        assertEq(index[0], 1, "worker 0's commitment");
+        assertEq(index[1], 0, "worker 1's commitment");
+        assertEq(market.getLane(jobId, EVM_WORKERS).commitChain, commitChainOf(slice(honest, 0, 2)), "evm chain");
+        assertEq(market.getLane(jobId, SOLANA).commitChain, commitChainOf(slice(honest, 2, 4)), "solana chain");
+        bytes memory evmMismatch = abi.encodeWithSelector(JobMarket.CommitsMismatch.selector, EVM_WORKERS);
+        bytes memory solanaMismatch = abi.encodeWithSelector(JobMarket.CommitsMismatch.selector, SOLANA);
+        vm.startPrank(aggregator);
+
+        // A commitment changed, or named for another worker.
+        JobMarket.Commit[] memory c = copyOf(honest);
+        c[1].commitment = keccak256("another update");
+        vm.expectRevert(evmMismatch);
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        c = copyOf(honest);
+        c[3].commitment = commitmentFor(workerKey(11), 1); // the same worker's, of another round
+        vm.expectRevert(solanaMismatch);
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        c = copyOf(honest);
+        c[2].workerKey = workerKey(11);
+        vm.expectRevert(solanaMismatch);
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+
+        // One dropped: from the first lane (its range then takes the next lane's first), or the last.
+        c = new JobMarket.Commit[](3);
+        (c[0], c[1], c[2]) = (honest[1], honest[2], honest[3]);
+        uint16[] memory i2 = copyOf(index);
+        (i2[0], i2[1], i2[2], i2[3]) = (0, NO_COMMIT, 1, 2);
+        r[1].outcome = PayloadCodec.OUTCOME_DROPPED;
+        r[1].reward = 0;
+        vm.expectRevert(evmMismatch);
+        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        (r, honest, index) = finalizeArgs(jobId, 0, fourResults());
+        c = slice(honest, 0, 3);
+        i2 = copyOf(index);
+        i2[3] = NO_COMMIT;
+        r[3].outcome = PayloadCodec.OUTCOME_DROPPED;
+        r[3].reward = 0;
+        vm.expectRevert(solanaMismatch);
+        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        (r, honest, index) = finalizeArgs(jobId, 0, fourResults());
+        vm.expectRevert(evmMismatch);
+        market.finalizeRound(jobId, 0, MODEL, r, new JobMarket.Commit[](0), index);
+
+        // Reordered: a lane's in key order instead of arrival order, or the lanes swapped.
+        c = copyOf(honest);
+        (c[0], c[1]) = (c[1], c[0]);
+        i2 = copyOf(index);
+        (i2[0], i2[1]) = (0, 1);
+        vm.expectRevert(evmMismatch);
+        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        (c[0], c[1], c[2], c[3]) = (honest[2], honest[3], honest[0], honest[1]);
+        (i2[0], i2[1], i2[2], i2[3]) = (3, 2, 0, 1);
+        vm.expectRevert(evmMismatch);
+        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+
+        // An extra commitment after the last lane's, by anyone.
+        c = new JobMarket.Commit[](5);
+        for (uint256 i = 0; i < 4; ++i) {
+            c[i] = honest[i];
+        }
+        c[4] = JobMarket.Commit(workerKey(0), commitmentFor(workerKey(0), 0));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.CommitsMismatch.selector, 0));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+
+        market.finalizeRound(jobId, 0, MODEL, r, honest, index);
+        vm.stopPrank();
+    }
+
+    function test_finalizeRound_commitIndexMustNameTheWorkersOwnCommitment() public {
+        uint64 jobId = postNative(1, 4, 4 ether);
+        // Worker key 0 on both chains: two workers, one commitment each, in different lanes.
+        for (uint256 i = 0; i < 2; ++i) {
+            registerWorker(EVM_WORKERS, workerKey(i), MIN_STAKE, payoutOf(i));
+        }
+        registerWorker(SOLANA, workerKey(0), MIN_STAKE, payoutOf(20));
+        registerWorker(SOLANA, workerKey(11), MIN_STAKE, payoutOf(11));
+        assign(jobId, EVM_WORKERS, 0, 2);
+        PayloadCodec.Assignment[] memory sol = assignments(0, 2);
+        sol[1].workerKey = workerKey(11);
+        vm.prank(aggregator);
+        market.assignTasks(jobId, SOLANA, uint64(block.timestamp + 1 days), sol);
+        commit(jobId, 0, EVM_WORKERS, workerKey(0));
+        commit(jobId, 0, EVM_WORKERS, workerKey(1));
+        commit(jobId, 0, SOLANA, workerKey(0));
+        commit(jobId, 0, SOLANA, workerKey(11));
+        JobMarket.Result[] memory all = new JobMarket.Result[](4);
+        JobMarket.Result[] memory evm = acceptedResults(EVM_WORKERS, 0, 2, 1 ether);
+        (all[0], all[1]) = (evm[0], evm[1]);
+        all[2] = JobMarket.Result(workerKey(0), SOLANA, 0, 0, 1 ether, bytes32(0));
+        all[3] = JobMarket.Result(workerKey(11), SOLANA, 0, 0, 1 ether, bytes32(0));
+        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c, uint16[] memory honest) = finalizeArgs(jobId, 0, all);
+        assertEq(honest[0], 0, "evm worker 0");
+        assertEq(honest[2], 2, "solana worker 0");
+        vm.startPrank(aggregator);
+
+        // Another worker's commitment, in the same lane.
+        uint16[] memory index = copyOf(honest);
+        index[0] = 1;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 1));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        // The same key's commitment in another lane (another worker: Solana's key 0), either way.
+        index = copyOf(honest);
+        index[0] = 2;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 2));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        index = copyOf(honest);
+        index[2] = 0;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 0));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        // Past the commitments.
+        index = copyOf(honest);
+        index[3] = 4;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 4));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        // A result that is not ACCEPTED may name no commitment, but not another worker's.
+        JobMarket.Result[] memory dropped = copyOf(r);
+        dropped[1].outcome = PayloadCodec.OUTCOME_DROPPED;
+        dropped[1].reward = 0;
+        index = copyOf(honest);
+        index[1] = 0;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 0));
+        market.finalizeRound(jobId, 0, MODEL, dropped, c, index);
+        // An invalid outcome is named before the index.
+        dropped[1].outcome = 3;
+        vm.expectRevert(
+            abi.encodeWithSelector(JobMarket.InvalidOutcome.selector, taskOf(jobId, 0, EVM_WORKERS, workerKey(1)), 3)
+        );
+        market.finalizeRound(jobId, 0, MODEL, dropped, c, index);
+        // An ACCEPTED result must name its commitment even when its worker made one.
+        index = copyOf(honest);
+        index[3] = NO_COMMIT;
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                JobMarket.AcceptedWithoutCommitment.selector, taskOf(jobId, 0, SOLANA, workerKey(11))
+            )
+        );
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+
+        dropped[1].outcome = PayloadCodec.OUTCOME_DROPPED;
+        index = copyOf(honest);
+        index[1] = NO_COMMIT;
+        market.finalizeRound(jobId, 0, MODEL, dropped, c, index);
+        vm.stopPrank();
+        assertEq(market.getRound(jobId, 0).proposedTotal, 3 ether, "three accepted");
+    }
+
+    function test_lane_resetsOnTheNextRound() public {
+        uint64 jobId = postNative(2, 2, 2 ether);
+        prepareRound(jobId, 0, EVM_WORKERS, 0, 2);
+        JobMarket.Lane memory lane = market.getLane(jobId, EVM_WORKERS);
+        assertEq(lane.round, 0, "round 0");
+        assertEq(lane.assigned, 2, "two assigned");
+        assertEq(lane.committed, 2, "two committed");
+        JobMarket.Commit[] memory old = laneCommits(jobId, 0, EVM_WORKERS);
+        assertEq(lane.commitChain, commitChainOf(old), "round 0's commitments");
+        finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 2, 1 ether));
+        vm.warp(block.timestamp + WINDOW);
+        settle(jobId, 0);
+        assertEq(market.getLane(jobId, EVM_WORKERS).round, 0, "kept until the next assignment");
+
+        // Round 1 assigns worker 0 again: below the old lane's last key, in a fresh lane.
+        vm.roll(block.number + 1);
+        assign(jobId, EVM_WORKERS, 0, 1);
+        lane = market.getLane(jobId, EVM_WORKERS);
+        assertEq(lane.round, 1, "round 1");
+        assertEq(lane.assigned, 1, "fresh assigned count");
+        assertEq(lane.committed, 0, "fresh committed count");
+        assertEq(lane.lastKey, workerKey(0), "last key");
+        assertEq(lane.assignedChain, assignedChainOf(0, 1), "fresh assigned chain");
+        assertEq(lane.commitChain, CHAIN_START, "fresh commit chain");
+        assertEq(market.getRound(jobId, 1).openedBlock, block.number, "round 1 opened");
+        assertEq(market.getRound(jobId, 0).openedBlock, block.number - 1, "round 0's kept");
+
+        // Round 0's commitments are not round 1's: worker 0 has not committed in this lane.
+        JobMarket.Result[] memory r = acceptedResults(EVM_WORKERS, 0, 1, 1 ether);
+        JobMarket.Commit[] memory stale = new JobMarket.Commit[](1);
+        stale[0] = old[0];
+        uint16[] memory index = new uint16[](1);
+        vm.startPrank(aggregator);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 0));
+        market.finalizeRound(jobId, 1, MODEL, r, stale, index);
+        r[0].outcome = PayloadCodec.OUTCOME_DROPPED;
+        r[0].reward = 0;
+        index[0] = NO_COMMIT;
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.CommitsMismatch.selector, 0));
+        market.finalizeRound(jobId, 1, MODEL, r, stale, index);
+        vm.stopPrank();
+        // Worker 1 was not assigned this round: the one-task lane takes one commitment.
+        commit(jobId, 1, EVM_WORKERS, workerKey(0));
+        bytes memory second = signed(EVM_WORKERS, HUB, committedPayload(jobId, 1, workerKey(1)));
+        vm.expectRevert(
+            abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 1, EVM_WORKERS, workerKey(1))
+        );
+        market.receiveMessage(second);
+        // With round 1's commitment in the lane, round 0's in its place does not match.
+        r = acceptedResults(EVM_WORKERS, 0, 1, 1 ether);
+        index[0] = 0;
+        vm.prank(aggregator);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.CommitsMismatch.selector, EVM_WORKERS));
+        market.finalizeRound(jobId, 1, MODEL, r, stale, index);
+        finalize(jobId, 1, r);
+        vm.warp(block.timestamp + WINDOW);
+        settle(jobId, 1);
+        assertEq(market.claimable(payoutOf(0), address(0)), 2 ether, "paid in both rounds");
+        assertEq(uint8(market.getJob(jobId).status), uint8(JobMarket.JobStatus.Completed), "completed");
+    }
+
+    /// A deep copy (assigning a memory struct copies a reference).
+    function copyOf(JobMarket.Result[] memory a) internal pure returns (JobMarket.Result[] memory b) {
+        b = new JobMarket.Result[](a.length);
+        for (uint256 i = 0; i < a.length; ++i) {
+            b[i] = JobMarket.Result(
+                a[i].workerKey, a[i].workerChain, a[i].outcome, a[i].fault, a[i].reward, a[i].evidence
+            );
+        }
+    }
+
+    function copyOf(JobMarket.Commit[] memory a) internal pure returns (JobMarket.Commit[] memory b) {
+        return slice(a, 0, a.length);
+    }
+
+    function copyOf(uint16[] memory a) internal pure returns (uint16[] memory b) {
+        b = new uint16[](a.length);
+        for (uint256 i = 0; i < a.length; ++i) {
+            b[i] = a[i];
+        }
+    }
+
+    /// A deep copy of `a[from:to]`.
+    function slice(JobMarket.Commit[] memory a, uint256 from, uint256 to)
+        internal
+        pure
+        returns (JobMarket.Commit[] memory b)
+    {
+        b = new JobMarket.Commit[](to - from);
+        for (uint256 i = from; i < to; ++i) {
+            b[i - from] = JobMarket.Commit(a[i].workerKey, a[i].commitment);
+        }
     }
 
     function test_challengeRound_reopensProposal() public {
@@ -778,6 +1273,8 @@ contract JobMarketTest is MarketFixture {
         bool seen = false;
         for (uint256 i = 0; i < 5; ++i) {
             PayloadCodec.Settlement memory e = i < 4 ? first.settlements[i] : last.settlements[0];
+            // The proposal's order: the lane's, keys increasing.
+            assertEq(e.workerKey, workerKey(10 + i), "solana lane in assignment order");
             if (e.workerKey != workerKey(14)) {
                 assertEq(e.outcome, 0, "accepted");
                 continue;
@@ -790,7 +1287,12 @@ contract JobMarketTest is MarketFixture {
         assertEq(last.slashMode, 0, "slash mode");
         assertEq(last.slashRecipient, keccak256("poster on solana"), "the job's recipient on that chain");
         assertEq(last.modelHash, keccak256(abi.encode("model", uint32(1))), "new model");
-        assertEq(this.decodeSettled(published[0]).settlements.length, 3, "evm batch");
+        PayloadCodec.RoundSettled memory evmBatch = this.decodeSettled(published[0]);
+        assertEq(evmBatch.header.targetChain, EVM_WORKERS, "the job's first chain first");
+        assertEq(evmBatch.settlements.length, 3, "evm batch");
+        for (uint256 i = 0; i < 3; ++i) {
+            assertEq(evmBatch.settlements[i].workerKey, workerKey(i), "evm lane in assignment order");
+        }
         assertEq(market.claimable(payoutOf(11), address(0)), 1 ether, "credited");
         assertEq(market.claimable(payoutOf(14), address(0)), 0, "slashed gets nothing");
         JobMarket.Job memory job = market.getJob(jobId);

@@ -106,18 +106,26 @@ contract MarketStakeRulesTest is MarketFixture {
         registerWorker(EVM_WORKERS, workerKey(0), MIN_STAKE, payoutOf(0));
         assign(jobId, EVM_WORKERS, 0, 1);
         bytes32 taskId = taskOf(jobId, 0, 0);
-        market.receiveMessage(
-            signed(EVM_WORKERS, HUB, stakeChangedPayload(workerKey(0), 0, 1, PayloadCodec.STAKE_TASK_REFUSED, taskId))
-        );
-        assertTrue(market.getTask(taskId).refused, "marked refused");
+        bytes memory refused =
+            signed(EVM_WORKERS, HUB, stakeChangedPayload(workerKey(0), 0, 1, PayloadCodec.STAKE_TASK_REFUSED, taskId));
+        vm.expectEmit(true, true, false, true);
+        emit JobMarket.TaskRefused(taskId, idOf(0));
+        market.receiveMessage(refused);
         assertEq(market.getWorker(idOf(0)).stake, 0, "and its stake");
+        // The task was never created on the worker chain: no commitment, so it cannot be
+        // accepted, and the refusal keeps it from being slashed.
         JobMarket.Result[] memory r = acceptedResults(EVM_WORKERS, 0, 1, 0);
+        (JobMarket.Result[] memory args, JobMarket.Commit[] memory c, uint16[] memory index) = finalizeArgs(jobId, 0, r);
+        vm.prank(aggregator);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AcceptedWithoutCommitment.selector, taskId));
+        market.finalizeRound(jobId, 0, MODEL, args, c, index);
         r[0].outcome = PayloadCodec.OUTCOME_SLASHED;
         r[0].fault = 2;
         r[0].evidence = EVIDENCE;
+        (args, c, index) = finalizeArgs(jobId, 0, r);
         vm.prank(aggregator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, taskId, "refused task not dropped"));
-        market.finalizeRound(jobId, 0, MODEL, r);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RefusedTaskNotDropped.selector, taskId));
+        market.finalizeRound(jobId, 0, MODEL, args, c, index);
         r[0].outcome = PayloadCodec.OUTCOME_DROPPED;
         r[0].fault = 0;
         r[0].evidence = 0;
@@ -128,19 +136,31 @@ contract MarketStakeRulesTest is MarketFixture {
         uint64 jobId = postNative(1, 1, 1 ether);
         prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
         bytes32 taskId = taskOf(jobId, 0, 0);
-        market.receiveMessage(
-            signed(
-                EVM_WORKERS, HUB, stakeChangedPayload(workerKey(0), 100, 1, PayloadCodec.STAKE_TASK_RELEASED, taskId)
-            )
+        bytes memory released = signed(
+            EVM_WORKERS, HUB, stakeChangedPayload(workerKey(0), 100, 1, PayloadCodec.STAKE_TASK_RELEASED, taskId)
         );
-        assertTrue(market.getTask(taskId).released, "marked released");
+        vm.expectEmit(true, true, false, true);
+        emit JobMarket.TaskReleased(taskId, idOf(0));
+        market.receiveMessage(released);
         JobMarket.Result[] memory r = acceptedResults(EVM_WORKERS, 0, 1, 0);
         r[0].outcome = PayloadCodec.OUTCOME_SLASHED;
         r[0].fault = 1;
         r[0].evidence = EVIDENCE;
+        (JobMarket.Result[] memory args, JobMarket.Commit[] memory c, uint16[] memory index) = finalizeArgs(jobId, 0, r);
         vm.prank(aggregator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidResult.selector, taskId, "released task slashed"));
-        market.finalizeRound(jobId, 0, MODEL, r);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ReleasedTaskSlashed.selector, taskId));
+        market.finalizeRound(jobId, 0, MODEL, args, c, index);
+        // For a missed commitment, too; dropped, it is proposed.
+        r[0].fault = 2;
+        (args, c, index) = finalizeArgs(jobId, 0, r);
+        vm.prank(aggregator);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ReleasedTaskSlashed.selector, taskId));
+        market.finalizeRound(jobId, 0, MODEL, args, c, index);
+        r[0].outcome = PayloadCodec.OUTCOME_DROPPED;
+        r[0].fault = 0;
+        r[0].evidence = 0;
+        finalize(jobId, 0, r);
+        assertEq(uint8(market.getRound(jobId, 0).phase), uint8(JobMarket.RoundPhase.Proposed), "proposed");
     }
 
     // ------------------------------------------------------------------ slash policy
@@ -148,34 +168,43 @@ contract MarketStakeRulesTest is MarketFixture {
     function test_postJob_enforcesTheSlashPolicyAndTimeouts() public {
         JobMarket.JobSpec memory s = spec(1, 1, 1);
         s.rejectedSlash = MIN_STAKE + 1;
-        _expectInvalid(s, "rejectedSlash");
+        _expectInvalid(s, abi.encodeWithSelector(JobMarket.SlashAboveMinStake.selector, MIN_STAKE + 1, MIN_STAKE));
         s = spec(1, 1, 1);
-        s.missedSlash = MIN_STAKE + 1;
-        _expectInvalid(s, "missedSlash");
+        s.missedSlash = MIN_STAKE + 2;
+        _expectInvalid(s, abi.encodeWithSelector(JobMarket.SlashAboveMinStake.selector, MIN_STAKE + 2, MIN_STAKE));
         s = spec(1, 1, 1);
         s.slashMode = 2;
-        _expectInvalid(s, "slashMode");
+        _expectInvalid(s, abi.encodeWithSelector(JobMarket.UnknownSlashMode.selector, 2));
         s = spec(1, 1, 1);
         s.slashRecipients = new bytes32[](1);
-        _expectInvalid(s, "slashRecipients");
+        _expectInvalid(s, abi.encodeWithSelector(JobMarket.InvalidSlashRecipients.selector));
         s = spec(1, 1, 1);
         s.slashRecipients[1] = 0;
-        _expectInvalid(s, "slashRecipients");
+        _expectInvalid(s, abi.encodeWithSelector(JobMarket.InvalidSlashRecipients.selector));
         s = spec(1, 1, 1);
         s.releaseAfter = 0;
-        _expectInvalid(s, "releaseAfter");
+        _expectInvalid(s, abi.encodeWithSelector(JobMarket.ReleaseAfterOutOfRange.selector, 0, 30 days));
         s.releaseAfter = 30 days + 1;
-        _expectInvalid(s, "releaseAfter");
+        _expectInvalid(s, abi.encodeWithSelector(JobMarket.ReleaseAfterOutOfRange.selector, 30 days + 1, 30 days));
         s = spec(1, 1, 1);
         s.progressTimeout = 0;
-        _expectInvalid(s, "progressTimeout");
+        _expectInvalid(s, abi.encodeWithSelector(JobMarket.ProgressTimeoutOutOfRange.selector, 0, 365 days));
         s.progressTimeout = 365 days + 1;
-        _expectInvalid(s, "progressTimeout");
+        _expectInvalid(s, abi.encodeWithSelector(JobMarket.ProgressTimeoutOutOfRange.selector, 365 days + 1, 365 days));
+        // The limits themselves are allowed.
+        s = spec(1, 1, 1);
+        s.rejectedSlash = MIN_STAKE;
+        s.missedSlash = MIN_STAKE;
+        s.slashMode = 1;
+        s.releaseAfter = 30 days;
+        s.progressTimeout = 365 days;
+        vm.prank(poster);
+        market.postJob{value: 1}(s);
     }
 
-    function _expectInvalid(JobMarket.JobSpec memory s, string memory field) internal {
+    function _expectInvalid(JobMarket.JobSpec memory s, bytes memory error) internal {
         vm.prank(poster);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidJobSpec.selector, field));
+        vm.expectRevert(error);
         market.postJob{value: 1}(s);
     }
 

@@ -90,6 +90,9 @@ async def confirm_assignment(keeper: RoundKeeper, state: RoundState, now: int) -
         if not found.assigned:
             by_chain.setdefault(a.worker.chain, []).append(Task(a.worker.key, a.shard))
     for worker_chain, tasks in sorted(by_chain.items()):
+        # The chain takes a round's workers on one worker chain in increasing key order (its
+        # lane's hash chain); those still missing after a restart come after the ones it has.
+        tasks.sort(key=lambda t: t.worker_key)
         size = await keeper.chain.max_batch(worker_chain)
         for start in range(0, len(tasks), max(size, 1)):
             batch = tasks[start : start + max(size, 1)]

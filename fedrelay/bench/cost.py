@@ -38,7 +38,7 @@ import asyncio
 import enum
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,13 +311,18 @@ async def _register_solana(rig: _Rig, workers: int) -> list[tuple[Keypair, evm.S
     return crew
 
 
+def _in_key_order(tasks: Iterable[Task]) -> list[Task]:
+    """A round's tasks on one chain in the order JobMarket takes them (increasing keys)."""
+    return sorted(tasks, key=lambda t: t.worker_key)
+
+
 def _chunks(tasks: Sequence[Task], size: int) -> list[Sequence[Task]]:
     return [tasks[i : i + size] for i in range(0, len(tasks), size)]
 
 
 async def _round_evm(rig: _Rig, job_id: int, number: int, crew: Sequence[evm.Signer]) -> None:
     keys = [evm.address_to_bytes32(w.address) for w in crew]
-    tasks = [Task(key, i) for i, key in enumerate(keys)]
+    tasks = _in_key_order(Task(key, i) for i, key in enumerate(keys))
     for chunk in _chunks(tasks, rig.design.evm_max_batch):
         rig.to_hub(rig.market.assign_tasks(rig.aggregator, job_id, WORKER_EVM, DEADLINE, chunk))
     for worker, key in zip(crew, keys, strict=True):
@@ -330,7 +335,7 @@ async def _round_evm(rig: _Rig, job_id: int, number: int, crew: Sequence[evm.Sig
 
 async def _round_solana(rig: _Rig, job_id: int, number: int, crew: Sequence[Keypair]) -> None:
     keys = [bytes(w.pubkey()) for w in crew]
-    tasks = [Task(key, i) for i, key in enumerate(keys)]
+    tasks = _in_key_order(Task(key, i) for i, key in enumerate(keys))
     for chunk in _chunks(tasks, rig.design.solana_max_batch):
         receipt = rig.market.assign_tasks(rig.aggregator, job_id, SOLANA_CHAIN, DEADLINE, chunk)
         await rig.to_program(receipt)

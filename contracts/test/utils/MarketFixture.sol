@@ -94,23 +94,78 @@ abstract contract MarketFixture is CoreFixture {
         market.receiveMessage(signed(chain, peerOf(chain), registeredPayload(key, stake, payout)));
     }
 
+    /// The UPDATE_COMMITTED fields `committedPayload` gives `key` in `round`.
+    function updateOf(bytes32 key, uint32 round) internal pure returns (bytes32) {
+        return keccak256(abi.encode("update", key, round));
+    }
+
+    function transcriptOf(bytes32 key, uint32 round) internal pure returns (bytes32) {
+        return keccak256(abi.encode("transcript", key, round));
+    }
+
+    function dataOf(bytes32 key, uint32 round) internal pure returns (bytes32) {
+        return keccak256(abi.encode("data", key, round));
+    }
+
+    uint32 internal constant NUM_SAMPLES = 1000;
+    uint32 internal constant TRAIN_LOSS = 250_000;
+
     function committedPayload(uint64 jobId, uint32 round, bytes32 key) internal view returns (bytes memory) {
         return PayloadCodec.encode(
             PayloadCodec.UpdateCommitted(
                 PayloadCodec.Header(3, COORDINATOR, toBytes32(address(market)), jobId),
                 round,
                 key,
-                keccak256(abi.encode("update", key, round)),
-                keccak256(abi.encode("transcript", key, round)),
-                keccak256(abi.encode("data", key, round)),
-                1000,
-                250_000
+                updateOf(key, round),
+                transcriptOf(key, round),
+                dataOf(key, round),
+                NUM_SAMPLES,
+                TRAIN_LOSS
             )
         );
     }
 
-    function commit(uint64 jobId, uint32 round, uint16 chain, bytes32 key) internal {
-        market.receiveMessage(signed(chain, peerOf(chain), committedPayload(jobId, round, key)));
+    /// The commitment the market chains for `committedPayload(_, round, key)`: JobMarket.commitmentOf
+    /// of its fields, keccak256(abi.encode(updateHash, transcriptRoot, dataRoot, numSamples, trainLoss)).
+    function commitmentFor(bytes32 key, uint32 round) internal pure returns (bytes32) {
+        return keccak256(
+            abi.encode(updateOf(key, round), transcriptOf(key, round), dataOf(key, round), NUM_SAMPLES, TRAIN_LOSS)
+        );
+    }
+
+    /// Where JobMarket's lane hash chains start.
+    bytes32 internal constant CHAIN_START = bytes32(uint256(1));
+
+    /// A lane's `assignedChain` after assigning workers [from, from+count) in that order.
+    function assignedChainOf(uint256 from, uint256 count) internal pure returns (bytes32 chain) {
+        chain = CHAIN_START;
+        for (uint256 i = from; i < from + count; ++i) {
+            chain = keccak256(abi.encode(chain, workerKey(i)));
+        }
+    }
+
+    /// A lane's `commitChain` after `commits` arrived in that order.
+    function commitChainOf(JobMarket.Commit[] memory commits) internal pure returns (bytes32 chain) {
+        chain = CHAIN_START;
+        for (uint256 i = 0; i < commits.length; ++i) {
+            chain = keccak256(abi.encode(chain, commits[i].workerKey, commits[i].commitment));
+        }
+    }
+
+    /// Each lane's commitments (job, round, worker chain) as the market took them, in arrival order.
+    mapping(uint64 => mapping(uint32 => mapping(uint16 => JobMarket.Commit[]))) private _laneCommits;
+
+    /// Deliver `key`'s UPDATE_COMMITTED and record it in its lane; returns the VAA delivered.
+    /// (Deliver the VAA yourself where the delivery is expected to revert: this records it.)
+    function commit(uint64 jobId, uint32 round, uint16 chain, bytes32 key) internal returns (bytes memory vaa) {
+        vaa = signed(chain, peerOf(chain), committedPayload(jobId, round, key));
+        market.receiveMessage(vaa);
+        _laneCommits[jobId][round][chain].push(JobMarket.Commit(key, commitmentFor(key, round)));
+    }
+
+    /// The lane's commitments in arrival order, as `commit` recorded them.
+    function laneCommits(uint64 jobId, uint32 round, uint16 chain) internal view returns (JobMarket.Commit[] memory) {
+        return _laneCommits[jobId][round][chain];
     }
 
     function spec(uint32 rounds, uint16 perRound, uint256 reward) internal view returns (JobMarket.JobSpec memory s) {
@@ -172,30 +227,96 @@ abstract contract MarketFixture is CoreFixture {
         }
     }
 
-    /// The results of each round's last `finalize`, as proposed (sorted by task id).
+    /// The results of each round's last `finalize`, as proposed (lane by lane).
     mapping(uint64 => mapping(uint32 => JobMarket.Result[])) private _proposed;
+
+    /// `commitIndex` of a result without a commitment (JobMarket.NO_COMMIT).
+    uint16 internal constant NO_COMMIT = type(uint16).max;
 
     /// task_id as JobMarket.taskIdOf computes it (here, so no call is spent before an expectRevert).
     function taskOf(uint64 jobId, uint32 round, uint16 chain, bytes32 key) internal pure returns (bytes32) {
         return keccak256(abi.encodePacked(jobId, round, chain, key));
     }
 
-    /// `results` sorted by task id, as finalizeRound takes them (a copy; insertion sort).
-    function sortedResults(uint64 jobId, uint32 round, JobMarket.Result[] memory results)
-        internal
-        pure
-        returns (JobMarket.Result[] memory sorted)
-    {
-        sorted = new JobMarket.Result[](results.length);
+    /// Where a worker chain's lane comes in a proposal: the order of the job's worker chains as
+    /// `spec` sets them (EVM_WORKERS, then SOLANA), any other chain after them.
+    function laneRank(uint16 chain) internal pure returns (uint256) {
+        if (chain == EVM_WORKERS) return 0;
+        if (chain == SOLANA) return 1;
+        return 2 + uint256(chain);
+    }
+
+    function _before(JobMarket.Result memory a, JobMarket.Result memory b) private pure returns (bool) {
+        uint256 ra = laneRank(a.workerChain);
+        uint256 rb = laneRank(b.workerChain);
+        return ra < rb || (ra == rb && a.workerKey < b.workerKey);
+    }
+
+    /// `results` as finalizeRound takes them (a copy; insertion sort): lane by lane in the job's
+    /// chain order, each lane's in assignment order (increasing worker keys).
+    function laneOrdered(JobMarket.Result[] memory results) internal pure returns (JobMarket.Result[] memory ordered) {
+        ordered = new JobMarket.Result[](results.length);
         for (uint256 i = 0; i < results.length; ++i) {
             JobMarket.Result memory next = results[i];
-            uint256 id = uint256(taskOf(jobId, round, next.workerChain, next.workerKey));
             uint256 j = i;
-            while (j > 0 && uint256(taskOf(jobId, round, sorted[j - 1].workerChain, sorted[j - 1].workerKey)) > id) {
-                sorted[j] = sorted[j - 1];
+            while (j > 0 && _before(next, ordered[j - 1])) {
+                ordered[j] = ordered[j - 1];
                 --j;
             }
-            sorted[j] = next;
+            ordered[j] = next;
+        }
+    }
+
+    /// The chains whose lanes a proposal of `ordered` covers, in lane order: EVM_WORKERS and
+    /// SOLANA (a lane without commitments adds none), then any other chain of the results.
+    function _laneChains(JobMarket.Result[] memory ordered) private pure returns (uint16[] memory chains) {
+        chains = new uint16[](2 + ordered.length);
+        chains[0] = EVM_WORKERS;
+        chains[1] = SOLANA;
+        uint256 n = 2;
+        for (uint256 i = 0; i < ordered.length; ++i) {
+            uint16 chain = ordered[i].workerChain;
+            if (laneRank(chain) >= 2 && chain != chains[n - 1]) chains[n++] = chain;
+        }
+        assembly {
+            mstore(chains, n)
+        }
+    }
+
+    /// Everything finalizeRound takes besides the model: `results` in lane order, every lane's
+    /// commitments (lane order, each lane's in arrival order) and each result's index among them
+    /// (NO_COMMIT where its worker did not commit). Computed without a call, so it may come between
+    /// an expectRevert and the call it is for.
+    function finalizeArgs(uint64 jobId, uint32 round, JobMarket.Result[] memory results)
+        internal
+        view
+        returns (JobMarket.Result[] memory ordered, JobMarket.Commit[] memory commits, uint16[] memory commitIndex)
+    {
+        ordered = laneOrdered(results);
+        uint16[] memory chains = _laneChains(ordered);
+        uint256 total = 0;
+        for (uint256 c = 0; c < chains.length; ++c) {
+            total += _laneCommits[jobId][round][chains[c]].length;
+        }
+        commits = new JobMarket.Commit[](total);
+        uint16[] memory commitChain = new uint16[](total);
+        uint256 n = 0;
+        for (uint256 c = 0; c < chains.length; ++c) {
+            JobMarket.Commit[] storage lane = _laneCommits[jobId][round][chains[c]];
+            for (uint256 k = 0; k < lane.length; ++k) {
+                commitChain[n] = chains[c];
+                commits[n++] = lane[k];
+            }
+        }
+        commitIndex = new uint16[](ordered.length);
+        for (uint256 i = 0; i < ordered.length; ++i) {
+            commitIndex[i] = NO_COMMIT;
+            for (uint256 k = 0; k < commits.length; ++k) {
+                if (commitChain[k] == ordered[i].workerChain && commits[k].workerKey == ordered[i].workerKey) {
+                    commitIndex[i] = uint16(k);
+                    break;
+                }
+            }
         }
     }
 
@@ -207,14 +328,37 @@ abstract contract MarketFixture is CoreFixture {
         revert("no result for that key");
     }
 
-    function finalize(uint64 jobId, uint32 round, JobMarket.Result[] memory results) internal {
-        JobMarket.Result[] memory sorted = sortedResults(jobId, round, results);
+    function modelOf(uint32 round) internal pure returns (bytes32) {
+        return keccak256(abi.encode("model", round + 1));
+    }
+
+    function _record(uint64 jobId, uint32 round, JobMarket.Result[] memory ordered) private {
         delete _proposed[jobId][round];
-        for (uint256 i = 0; i < sorted.length; ++i) {
-            _proposed[jobId][round].push(sorted[i]);
+        for (uint256 i = 0; i < ordered.length; ++i) {
+            _proposed[jobId][round].push(ordered[i]);
         }
+    }
+
+    /// Propose `results` (any order) with the round's recorded commitments, as the aggregator.
+    function finalize(uint64 jobId, uint32 round, JobMarket.Result[] memory results) internal {
+        (JobMarket.Result[] memory ordered, JobMarket.Commit[] memory commits, uint16[] memory commitIndex) =
+            finalizeArgs(jobId, round, results);
+        _record(jobId, round, ordered);
         vm.prank(aggregator);
-        market.finalizeRound(jobId, round, keccak256(abi.encode("model", round + 1)), sorted);
+        market.finalizeRound(jobId, round, modelOf(round), ordered, commits, commitIndex);
+    }
+
+    /// `finalize`, reporting whether the market took the proposal instead of reverting.
+    function tryFinalize(uint64 jobId, uint32 round, JobMarket.Result[] memory results) internal returns (bool) {
+        (JobMarket.Result[] memory ordered, JobMarket.Commit[] memory commits, uint16[] memory commitIndex) =
+            finalizeArgs(jobId, round, results);
+        vm.prank(aggregator);
+        try market.finalizeRound(jobId, round, modelOf(round), ordered, commits, commitIndex) {
+            _record(jobId, round, ordered);
+            return true;
+        } catch {
+            return false;
+        }
     }
 
     /// The results of the round's last `finalize`.

@@ -29,7 +29,7 @@ from fedrelay.adapters.evm import (
     deploy_job_market,
     deploy_message_core,
 )
-from fedrelay.adapters.evm.market import in_task_order
+from fedrelay.adapters.evm.market import CHAIN_START, TaskState, chain_step, in_lane_order
 from fedrelay.protocol.merkle import MerkleTree, merkle_proof
 from fedrelay.protocol.wormhole import (
     Outcome,
@@ -159,13 +159,15 @@ def past_window(m: Market) -> None:
     m.anvil.rpc("evm_mine", [])
 
 
-def test_the_stored_root_is_the_python_merkle_root_of_the_sorted_results(market: Market) -> None:
+def test_the_stored_root_is_the_python_merkle_root_of_the_results_in_lane_order(
+    market: Market,
+) -> None:
     job_id, results = market.proposed_round()
     stored = market.market.round(job_id, 0)
     read_back = market.market.proposal(job_id, 0)
-    assert read_back == in_task_order(job_id, 0, results)
-    ids = [task_id(job_id, 0, r.worker_chain, r.worker_key) for r in read_back]
-    assert ids == sorted(ids)
+    assert read_back == in_lane_order((WORKER_CHAIN,), results)
+    keys = [r.worker_key for r in read_back]
+    assert keys == sorted(keys)
     leaves = [r.leaf(job_id, 0) for r in read_back]
     assert stored.results_root == MerkleTree(leaves).root
     assert stored.proposed_block > 0
@@ -214,3 +216,23 @@ def test_a_dispute_carries_its_proof_and_a_forged_result_is_refused(market: Mark
     proposal, answer_by, answered, _ = m.chain.call(m.contract.functions.getDispute(task))
     assert (proposal, answered) == (1, False)
     assert answer_by > 0
+
+
+def test_the_round_s_tasks_read_back_match_its_lane(market: Market) -> None:
+    """No record per task: the binding rebuilds a round's tasks from the TASK_ASSIGNED messages
+    and ``UpdateReceived`` events, and they hash to the lane's chains."""
+    job_id, _ = market.proposed_round()
+    lane = market.market.lane(job_id, WORKER_CHAIN)
+    assert (lane.round, lane.assigned, lane.committed) == (0, WORKERS, WORKERS)
+    tasks = market.market.round_tasks(job_id, 0)
+    keys = tasks.assigned[WORKER_CHAIN]
+    assert list(keys) == sorted(market.key(i) for i in range(WORKERS))
+    expected = CHAIN_START
+    for key in keys:
+        expected = chain_step(expected, key)
+    assert lane.assigned_chain == expected
+    found = market.market.commitment(job_id, 0, WORKER_CHAIN, market.key(3))
+    assert found.state is TaskState.COMMITTED
+    assert found.update_hash == bytes([4]) * 32
+    stranger = market.market.commitment(job_id, 0, WORKER_CHAIN, b"\x99" * 32)
+    assert stranger.state is TaskState.NONE
