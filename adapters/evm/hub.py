@@ -12,6 +12,7 @@ from fedrelay.adapters.evm.artifacts import load_artifact
 from fedrelay.adapters.evm.batch import BatchDelivery, receive_batch
 from fedrelay.adapters.evm.chain import EvmChain, Signer
 from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_events
+from fedrelay.protocol.wormhole import MessageId
 
 
 class HubTaskState(IntEnum):
@@ -125,9 +126,13 @@ class WorkerHubContract:
         """
         return receive_batch(self.chain, signer, self.contract, vaas, value)
 
-    def is_consumed(self, digest: bytes) -> bool:
-        """Whether the VAA with this digest has been delivered here."""
-        return bool(self.chain.call(self.contract.functions.isConsumed(digest)))
+    def is_consumed(self, message: MessageId) -> bool:
+        """Whether the message (emitter chain, emitter, sequence) has been consumed here, by a
+        VAA of any version or signature set (``vaa.message_id``)."""
+        function = self.contract.functions.isConsumed(
+            message.emitter_chain, message.emitter_address, message.sequence
+        )
+        return bool(self.chain.call(function))
 
     def staker(self, worker: str) -> Staker:
         """A worker's stake record."""

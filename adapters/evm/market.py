@@ -19,7 +19,7 @@ from fedrelay.adapters.evm.errors import EvmError
 from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_events
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.merkle import MerkleTree
-from fedrelay.protocol.wormhole import Outcome, Task
+from fedrelay.protocol.wormhole import MessageId, Outcome, Task
 from fedrelay.protocol.wormhole.payloads import TaskAssigned, decode_payload
 
 NATIVE = "0x0000000000000000000000000000000000000000"
@@ -502,9 +502,13 @@ class JobMarketContract:
         """
         return receive_batch(self.chain, signer, self.contract, vaas)
 
-    def is_consumed(self, digest: bytes) -> bool:
-        """Whether the VAA with this digest has been delivered here."""
-        return bool(self.chain.call(self.contract.functions.isConsumed(digest)))
+    def is_consumed(self, message: MessageId) -> bool:
+        """Whether the message (emitter chain, emitter, sequence) has been consumed here, by a
+        VAA of any version or signature set (``vaa.message_id``)."""
+        function = self.contract.functions.isConsumed(
+            message.emitter_chain, message.emitter_address, message.sequence
+        )
+        return bool(self.chain.call(function))
 
     # ---------------------------------------------------------------- views
 

@@ -12,8 +12,9 @@ receipt's block is canonical and final.
 Destination (:class:`EvmDestination`): ``receiveMessage(vaa)`` on the same contract, signed by the
 relayer's key as an EIP-1559 transaction (gas estimated, fees from the latest base fee and the
 node's priority fee, both raised by a quarter per escalation level, which is more than the 10 %
-a replacement needs). The contract's ``isConsumed(digest)`` is the consumed flag and its
-``AlreadyConsumed`` revert the distinct "delivered before". A reverted receipt is explained by
+a replacement needs). The contract's ``isConsumed(emitterChain, emitter, sequence)`` is the
+consumed flag (one per message, whatever VAA carries it) and its ``AlreadyConsumed`` revert the
+distinct "delivered before". A reverted receipt is explained by
 replaying the call at its block (the decoded revert reason), or as out of gas when it used all
 its gas.
 
@@ -106,7 +107,9 @@ _RECEIVER_ABI: list[dict[str, Any]] = [
     {"type": "function", "name": "receiveMessage", "stateMutability": "nonpayable",
      "inputs": [{"name": "encodedVaa", "type": "bytes"}], "outputs": []},
     {"type": "function", "name": "isConsumed", "stateMutability": "view",
-     "inputs": [{"name": "digest", "type": "bytes32"}], "outputs": [{"name": "", "type": "bool"}]},
+     "inputs": [{"name": "emitterChain", "type": "uint16"}, {"name": "emitter", "type": "bytes32"},
+                {"name": "sequence", "type": "uint64"}],
+     "outputs": [{"name": "", "type": "bool"}]},
     {"type": "function", "name": "core", "stateMutability": "view",
      "inputs": [], "outputs": [{"name": "", "type": "address"}]},
     *BATCH_ABI,
@@ -499,9 +502,13 @@ class EvmDestination:
         )
 
     async def is_consumed(self, vaa: bytes) -> bool:
-        """Whether the receiver consumed the VAA's digest."""
-        digest = parse_any_vaa(vaa).digest
-        return bool(await self._contract.functions.isConsumed(digest).call())
+        """Whether the receiver consumed the VAA's message (its emitter chain, emitter and
+        sequence: any VAA of the same message counts)."""
+        message = parse_any_vaa(vaa).message_id
+        function = self._contract.functions.isConsumed(
+            message.emitter_chain, message.emitter_address, message.sequence
+        )
+        return bool(await function.call())
 
     async def finish(self, vaa: bytes) -> None:
         """Nothing: an EVM delivery is one transaction."""

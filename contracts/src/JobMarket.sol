@@ -178,11 +178,11 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// @notice Seconds the aggregator has to answer a dispute.
     uint64 public disputeAnswerWindow = 1 hours;
     /// @notice Longest `releaseAfter` a job may state.
-    uint64 public constant MAX_RELEASE_AFTER = 30 days;
+    uint64 internal constant MAX_RELEASE_AFTER = 30 days;
     /// @notice Longest `progressTimeout` a job may state.
-    uint64 public constant MAX_PROGRESS_TIMEOUT = 365 days;
+    uint64 internal constant MAX_PROGRESS_TIMEOUT = 365 days;
     /// @notice `commitIndex` of a result without a commitment.
-    uint16 public constant NO_COMMIT = type(uint16).max;
+    uint16 internal constant NO_COMMIT = type(uint16).max;
     /// @dev Where a lane's hash chains start: each step is keccak256(abi.encode(previous, key))
     /// for an assignment and keccak256(abi.encode(previous, key, commitment)) for a commitment.
     bytes32 private constant CHAIN_START = bytes32(uint256(1));
@@ -728,7 +728,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     }
 
     /// @notice The slash (8 decimals) the job's policy sets for `fault`.
-    function slashOf(uint64 jobId, uint8 fault) public view returns (uint64) {
+    function slashOf(uint64 jobId, uint8 fault) internal view returns (uint64) {
         if (fault == uint8(Fault.Rejected)) return _jobs[jobId].rejectedSlash;
         if (fault == uint8(Fault.Missed)) return _jobs[jobId].missedSlash;
         return 0;
@@ -935,7 +935,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         return keccak256(abi.encodePacked(jobId, round, chain, workerKey));
     }
 
-    /// @notice The hash a task stores for its commitment:
+    /// @dev The hash a lane's `commitChain` takes for a commitment:
     /// keccak256(abi.encode(updateHash, transcriptRoot, dataRoot, numSamples, trainLoss)).
     function commitmentOf(
         bytes32 updateHash,
@@ -943,7 +943,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         bytes32 dataRoot,
         uint32 numSamples,
         uint32 trainLoss
-    ) public pure returns (bytes32) {
+    ) internal pure returns (bytes32) {
         return keccak256(abi.encode(updateHash, transcriptRoot, dataRoot, numSamples, trainLoss));
     }
 

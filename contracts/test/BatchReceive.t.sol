@@ -108,10 +108,11 @@ contract HubBatchReceiveTest is HubFixture, BatchResults {
             assertEq(entries[i].result, expected[i], "event result");
             bytes32 d = i == 6 ? bytes32(0) : digest(vaas[i]);
             assertEq(entries[i].digest, d, "event digest");
-            bool consumedNow = i == 6 ? false : hub.isConsumed(d);
+            bool consumedNow = i == 6 ? false : consumedBy(hub, vaas[i]);
             assertEq(consumedNow, expected[i] != INVALID && expected[i] != FAILED, "consumed only if applied");
         }
         assertEq(entries[0].reason.length, 0, "applied: no reason");
+        assertEq(entries[1].reason.length, 0, "consumed earlier in the batch: skipped, no reason");
         assertEq(entries[2].reason.length, 0, "skipped before verification: no reason");
         assertEq(
             entries[3].reason,
@@ -147,7 +148,7 @@ contract HubBatchReceiveTest is HubFixture, BatchResults {
         assertEq(results[0], APPLIED, "the first refusal is paid");
         assertEq(results[1], FAILED, "the second finds 2 in the reserve");
         assertEq(hub.feeReserve(), 2, "value went to the reserve, one fee was spent");
-        assertFalse(hub.isConsumed(digest(vaas[1])), "not consumed");
+        assertFalse(consumedBy(hub, vaas[1]), "not consumed");
         vm.deal(address(this), 3);
         results = hub.receiveMessages{value: 3}(vaas);
         assertEq(results[0], CONSUMED, "delivered before");
@@ -169,7 +170,7 @@ contract HubBatchReceiveTest is HubFixture, BatchResults {
             assertEq(reason, abi.encodeWithSelector(MessageReceiver.BatchOutOfGas.selector, 1), "BatchOutOfGas(1)");
         }
         for (uint256 i = 0; i < 3; ++i) {
-            assertFalse(hub.isConsumed(digest(vaas[i])), "nothing consumed");
+            assertFalse(consumedBy(hub, vaas[i]), "nothing consumed");
         }
         uint8[] memory results = hub.receiveMessages(vaas);
         assertEq(results[2], APPLIED, "with enough gas every entry applies");
@@ -276,7 +277,7 @@ contract MarketBatchReceiveTest is MarketFixture, BatchResults {
         for (uint256 i = 0; i < 5; ++i) {
             assertEq(results[i], expected[i], string.concat("result of entry ", vm.toString(i)));
             assertEq(entries[i].result, expected[i], "event result");
-            assertEq(market.isConsumed(core.parseVM(vaas[i]).hash), expected[i] <= CONSUMED, "consumed");
+            assertEq(consumedBy(market, vaas[i]), expected[i] <= CONSUMED, "consumed");
         }
         assertEq(
             entries[2].reason, abi.encodeWithSelector(JobMarket.WrongRound.selector, 77, 0, 0), "application revert"

@@ -275,11 +275,39 @@ contract JobMarketTest is MarketFixture {
         market.receiveMessage(vaa);
     }
 
+    function test_consumed_isOneBitPerEmitterAndSequence() public {
+        // Sequences 255 and 256 sit in two words of the bitmap; each is consumed on its own.
+        nextSequence = 255;
+        bytes memory first = signed(EVM_WORKERS, HUB, registeredPayload(workerKey(1), 500, payoutOf(1)));
+        bytes memory second = signed(EVM_WORKERS, HUB, registeredPayload(workerKey(2), 500, payoutOf(2)));
+        market.receiveMessage(second);
+        assertTrue(consumedBy(market, second), "256 consumed");
+        assertFalse(consumedBy(market, first), "255 not yet");
+        market.receiveMessage(first);
+        assertTrue(consumedBy(market, first), "255 consumed");
+        // The same sequence from another chain's peer is another message.
+        bytes memory solana = signVaa(
+            0,
+            0,
+            firstIndices(3),
+            vaaBody(SOLANA, SOLANA_PROGRAM, 255, registeredPayload(workerKey(3), 500, payoutOf(3)))
+        );
+        assertFalse(consumedBy(market, solana), "another emitter's 255");
+        market.receiveMessage(solana);
+        assertTrue(consumedBy(market, solana), "consumed in its own bitmap");
+        // Another body under a consumed emitter and sequence is the same message: refused.
+        bytes memory twin = signVaa(
+            0, 0, firstIndices(3), vaaBody(EVM_WORKERS, HUB, 255, registeredPayload(workerKey(4), 500, payoutOf(4)))
+        );
+        vm.expectRevert(abi.encodeWithSelector(MessageReceiver.AlreadyConsumed.selector, core.parseVM(twin).hash));
+        market.receiveMessage(twin);
+    }
+
     function test_attack_replayedVaaIsAlreadyConsumed() public {
         bytes memory vaa = signed(EVM_WORKERS, HUB, registeredPayload(workerKey(1), 500, payoutOf(1)));
         market.receiveMessage(vaa);
         bytes32 digest = core.parseVM(vaa).hash;
-        assertTrue(market.isConsumed(digest), "consumed");
+        assertTrue(consumedBy(market, vaa), "consumed");
         vm.expectRevert(abi.encodeWithSelector(MessageReceiver.AlreadyConsumed.selector, digest));
         market.receiveMessage(vaa);
     }
@@ -446,7 +474,6 @@ contract JobMarketTest is MarketFixture {
         // No record per task: the lane counts the commitment and chains the hash of its fields,
         // which are in the event.
         bytes32 commitment = keccak256(abi.encode(update, transcript, data, uint32(1000), uint32(250_000)));
-        assertEq(commitment, market.commitmentOf(update, transcript, data, 1000, 250_000), "commitmentOf");
         assertEq(commitment, commitmentFor(workerKey(0), 0), "as the fixture records it");
         JobMarket.Lane memory lane = market.getLane(jobId, EVM_WORKERS);
         assertEq(lane.committed, 1, "counted");

@@ -216,8 +216,7 @@ contract MarketStakeRulesTest is MarketFixture {
         PayloadCodec.RoundSettled memory m = this.decodeSettled(lastPayload());
         assertEq(m.settlements[0].slash, MISSED_SLASH, "missed");
         assertEq(m.slashRecipient, bytes32(uint256(uint160(poster))), "poster on the EVM worker chain");
-        assertEq(market.slashOf(jobId, 1), REJECTED_SLASH, "rejected");
-        assertEq(market.slashOf(jobId, 0), 0, "none");
+        assertEq(market.getJob(jobId).rejectedSlash, REJECTED_SLASH, "the policy for a rejected update");
     }
 
     // ------------------------------------------------------------------ disputes

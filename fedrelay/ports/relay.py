@@ -183,7 +183,8 @@ class DestinationChain(Protocol):
     signer: str
 
     async def is_consumed(self, vaa: bytes) -> bool:
-        """Whether the destination consumed the VAA's digest (it was delivered)."""
+        """Whether the destination consumed the VAA (it, or another VAA of its message, was
+        delivered: EVM receivers key on the message, Solana's program on the digest)."""
         ...
 
     async def finish(self, vaa: bytes) -> None:

@@ -9,7 +9,8 @@ import {Owned} from "./Owned.sol";
 /// @notice What every fedrelay receiver does with an incoming VAA before acting on it: signatures
 /// and quorum through the verifier (the core, or a ThresholdVerifier beside it), emitter against
 /// the registered peer of its source chain, target chain and address against itself, and the
-/// digest consumed exactly once. Also publishes this contract's own messages through the core.
+/// message (its emitter chain, emitter and sequence) consumed exactly once. Also publishes this
+/// contract's own messages through the core.
 ///
 /// Batches (`_receiveBatch`): each VAA of a batch is received on its own, as a call of the
 /// contract's own `receiveMessage(bytes)`, so a refused entry reverts only itself (its consumed
@@ -46,8 +47,10 @@ abstract contract MessageReceiver is Owned {
 
     /// @notice Registered peer (emitter and target address) per Wormhole chain id.
     mapping(uint16 => bytes32) public peers;
-    /// @dev VAA digests already acted upon (read through `isConsumed`).
-    mapping(bytes32 => bool) internal consumed;
+    /// @dev Messages already acted upon, one bit per (emitter chain, emitter, sequence): bit
+    /// `sequence % 256` of word `sequence / 256`, so a source's consecutive messages share a word
+    /// and a batch of them writes it once (read through `isConsumed`).
+    mapping(uint16 => mapping(bytes32 => mapping(uint64 => uint256))) internal consumed;
 
     /// @notice Incoming VAAs are verified by `verifier` (emitted once, at deployment).
     event VerifierSet(address verifier);
@@ -62,7 +65,8 @@ abstract contract MessageReceiver is Owned {
 
     /// @notice The core rejected the VAA's signatures or guardian set.
     error InvalidVaa(string reason);
-    /// @notice The VAA's digest was consumed before: the message was already delivered.
+    /// @notice The VAA's message was consumed before (by this VAA, or another of the same
+    /// emitter and sequence): it was already delivered. `digest` is this VAA's.
     error AlreadyConsumed(bytes32 digest);
     /// @notice The emitter is not the registered peer for its chain.
     error UnknownEmitter(uint16 chain, bytes32 emitter);
@@ -98,12 +102,13 @@ abstract contract MessageReceiver is Owned {
         emit PeerSet(chain, peer);
     }
 
-    /// @notice Whether the VAA with `digest` has been consumed here.
-    function isConsumed(bytes32 digest) external view returns (bool) {
-        return consumed[digest];
+    /// @notice Whether message `sequence` of `emitter` on `emitterChain` has been consumed here, by
+    /// a VAA of any version or signature set (they all carry the message's identity).
+    function isConsumed(uint16 emitterChain, bytes32 emitter, uint64 sequence) public view returns (bool) {
+        return consumed[emitterChain][emitter][sequence >> 8] & (1 << (sequence & 255)) != 0;
     }
 
-    /// @dev Verify `encoded` completely, mark its digest consumed and return it with its header.
+    /// @dev Verify `encoded` completely, mark its message consumed and return it with its header.
     function _consume(bytes calldata encoded)
         internal
         returns (IMessageCore.VM memory vm, PayloadCodec.Header memory header)
@@ -113,13 +118,16 @@ abstract contract MessageReceiver is Owned {
         if (peer == bytes32(0) || peer != vm.emitterAddress) {
             revert UnknownEmitter(vm.emitterChainId, vm.emitterAddress);
         }
-        if (consumed[vm.hash]) revert AlreadyConsumed(vm.hash);
+        mapping(uint64 => uint256) storage words = consumed[vm.emitterChainId][vm.emitterAddress];
+        uint256 word = words[vm.sequence >> 8];
+        uint256 bit = 1 << (vm.sequence & 255);
+        if (word & bit != 0) revert AlreadyConsumed(vm.hash);
         header = PayloadCodec.decodeHeader(vm.payload);
         if (header.targetChain != chainId) revert WrongTargetChain(header.targetChain);
         if (header.targetAddress != PayloadCodec.toBytes32(address(this))) {
             revert WrongTargetAddress(header.targetAddress);
         }
-        consumed[vm.hash] = true;
+        words[vm.sequence >> 8] = word | bit;
         emit MessageConsumed(vm.hash, vm.emitterChainId, vm.sequence);
     }
 
@@ -167,8 +175,9 @@ abstract contract MessageReceiver is Owned {
             bytes32 digest = _digestOf(vaa);
             uint8 result = CONSUMED;
             bytes memory reason;
-            // A consumed digest is skipped before the signatures are checked again.
-            if (digest == bytes32(0) || !consumed[digest]) {
+            // A consumed message is skipped before the signatures are checked again.
+            (bool parsed, uint16 emitterChain, bytes32 emitter, uint64 sequence) = _sourceOf(vaa);
+            if (!parsed || !isConsumed(emitterChain, emitter, sequence)) {
                 uint256 before = gasleft();
                 bool ok;
                 (ok, reason) = _receiveOne(vaa);
@@ -202,6 +211,28 @@ abstract contract MessageReceiver is Owned {
                 mstore(reason, returndatasize())
                 returndatacopy(add(reason, 32), 0, returndatasize())
                 mstore(0x40, add(add(reason, 32), and(add(returndatasize(), 31), not(31))))
+            }
+        }
+    }
+
+    /// @dev The emitter chain, emitter and sequence of a VAA's body (after a version-2 VAA's 57-byte
+    /// header, or a version-1 VAA's signatures); `parsed` false when it is too short for them.
+    function _sourceOf(bytes calldata vaa)
+        private
+        pure
+        returns (bool parsed, uint16 emitterChain, bytes32 emitter, uint64 sequence)
+    {
+        assembly ("memory-safe") {
+            if gt(vaa.length, 5) {
+                let body := add(6, mul(66, byte(0, calldataload(add(vaa.offset, 5)))))
+                if eq(byte(0, calldataload(vaa.offset)), 2) { body := 57 }
+                if iszero(lt(vaa.length, add(body, 51))) {
+                    parsed := 1
+                    let at := add(vaa.offset, body)
+                    emitterChain := shr(240, calldataload(add(at, 8)))
+                    emitter := calldataload(add(at, 10))
+                    sequence := shr(192, calldataload(add(at, 42)))
+                }
             }
         }
     }

@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {IMessageCore} from "../../src/interfaces/IMessageCore.sol";
 import {MessageCore} from "../../src/MessageCore.sol";
+import {MessageReceiver} from "../../src/base/MessageReceiver.sol";
 import {Guardians} from "./Guardians.sol";
 import {RequireStyleCore} from "./RequireStyleCore.sol";
 
@@ -28,6 +29,13 @@ abstract contract CoreFixture is Guardians {
     uint256 internal currentKeyOffset;
     uint32 internal currentSetIndex;
     uint64 internal governanceSequence;
+
+    /// @dev Whether `receiver` consumed the message `vaa` carries (its emitter chain, emitter and
+    /// sequence: the receiver's key, whatever the VAA's version or signatures).
+    function consumedBy(MessageReceiver receiver, bytes memory vaa) internal view returns (bool) {
+        IMessageCore.VM memory vm = core.parseVM(vaa);
+        return receiver.isConsumed(vm.emitterChainId, vm.emitterAddress, vm.sequence);
+    }
 
     /// @dev Deploy the chosen core for `chain`, guardians 0..3 (keys offset 0) as set 0.
     function deployCore(uint16 chain) internal {

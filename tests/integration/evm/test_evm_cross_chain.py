@@ -191,7 +191,7 @@ def test_round_trip_task_assigned_then_update_committed(deployment: Deployment) 
 
     hub.receive_message(relayer_w, assigned.to_bytes())
     assert hub.task(job_id, 0, worker_key).state is HubTaskState.ASSIGNED
-    assert hub.is_consumed(assigned.digest)
+    assert hub.is_consumed(assigned.message_id)
     with pytest.raises(AlreadyConsumed) as replay:
         hub.receive_message(relayer_w, assigned.to_bytes())
     assert replay.value.digest == assigned.digest

@@ -100,7 +100,7 @@ def test_a_v2_vaa_is_applied_and_its_v1_twin_is_already_consumed(evm: EvmDeploym
 
     relayer = Signer(evm.workers.private_keys[6])
     evm.hub.receive_message(relayer, v2)
-    assert evm.hub.is_consumed(body.digest)
+    assert evm.hub.is_consumed(body.message_id)
     assigned = evm.hub.task(71, 0, address_to_bytes32(worker.address))
     assert assigned.state is HubTaskState.ASSIGNED
 

@@ -179,7 +179,7 @@ def test_the_cores_reverts_reach_the_relayer_as_invalid_vaa_with_its_string(rig:
         assert entry.reason is not None
         assert _refusal(entry.reason) == ("InvalidVaa", (reason,)), name
     assert applied.result is BatchResult.APPLIED
-    assert rig.hub.is_consumed(good.digest)
+    assert rig.hub.is_consumed(good.message_id)
 
 
 # ---- the relayer's EVM destination on the real core --------------------------------------------

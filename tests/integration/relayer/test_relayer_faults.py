@@ -191,7 +191,7 @@ async def test_duplicates_are_applied_once_and_a_poison_vaa_goes_to_the_dlq(
         delivery, attempts = await delivery_of(sessions, vaa.digest)
         assert delivery is not None
         assert delivery.status == status
-        assert evm.hub.is_consumed(vaa.digest) is (vaa is not poison)
+        assert evm.hub.is_consumed(vaa.message_id) is (vaa is not poison)
         confirmed = [a for a in attempts if a.outcome == AttemptOutcome.CONFIRMED]
         assert len(confirmed) == (1 if status == DeliveryStatus.CONFIRMED else 0)
     for vaa in (first, second):
@@ -257,7 +257,7 @@ async def test_a_deliverer_killed_after_broadcast_resumes_its_attempt(
     assert delivery.tx_hash == attempt.tx_hash == persisted.tx_hash
     receipt = evm.worker_chain.w3.eth.get_transaction_receipt(attempt.tx_hash or "")
     assert receipt["status"] == 1
-    assert evm.hub.is_consumed(vaa.digest)
+    assert evm.hub.is_consumed(vaa.message_id)
 
 
 async def test_a_message_removed_by_a_reorg_is_never_signed_nor_delivered(
@@ -441,7 +441,7 @@ async def test_a_destination_down_for_ten_seconds_gets_its_delivery_afterwards(
         assert delivery.status == DeliveryStatus.PENDING  # waiting, not given up
         assert attempts == []
         await proxy.up()
-        await eventually(on_chain(lambda: evm.hub.is_consumed(vaa.digest)), "the delivery")
+        await eventually(on_chain(lambda: evm.hub.is_consumed(vaa.message_id)), "the delivery")
 
         async def confirmed() -> bool:
             found, _ = await delivery_of(sessions, vaa.digest)
@@ -572,7 +572,7 @@ async def test_a_deliver_process_sigkilled_after_broadcast_resumes_without_resen
         spawned.append(first)
         assert await asyncio.to_thread(first.wait, 60) == -signal.SIGKILL, log.read_text()
         proxy.on_send = None
-        await eventually(on_chain(lambda: evm.hub.is_consumed(vaa.digest)), "the tx to land")
+        await eventually(on_chain(lambda: evm.hub.is_consumed(vaa.message_id)), "the tx to land")
         delivery, [sent] = await delivery_of(sessions, vaa.digest)
         assert delivery is not None
         assert delivery.status == DeliveryStatus.PENDING  # the ledger never heard of the send

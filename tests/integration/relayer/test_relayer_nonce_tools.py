@@ -195,8 +195,8 @@ async def test_a_gap_is_diagnosed_and_unstuck_and_each_delivery_lands_once(
             return bool(await w3.eth.get_transaction_count(signer, "latest") == 2)
 
         await eventually(both_mined, "the queued nonce 1 to be mined after nonce 0")
-        assert evm.hub.is_consumed(first.digest)
-        assert evm.hub.is_consumed(second.digest)
+        assert evm.hub.is_consumed(first.message_id)
+        assert evm.hub.is_consumed(second.message_id)
         code, output = await relayer(
             environment, "nonce", "show", "--chain", "worker-evm", "--json"
         )
