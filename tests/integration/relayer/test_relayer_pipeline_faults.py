@@ -590,7 +590,7 @@ async def test_a_batch_with_a_consumed_and_an_invalid_vaa_applies_every_valid_me
     assert refused is not None
     assert "no quorum" in (refused.last_error or "")
     assert [a.outcome for a in attempts] == [AttemptOutcome.REVERTED]
-    assert not await asyncio.to_thread(evm.hub.is_consumed, invalid.digest)
+    assert not await asyncio.to_thread(evm.hub.is_consumed, invalid.message_id)
     async with sessions() as session:
         reasons = list(await session.scalars(
             select(DeadLetter.reason).where(
