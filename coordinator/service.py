@@ -5,7 +5,7 @@ Each :meth:`CoordinatorService.step`:
 1. **follows** the chain from the stored cursor: ``JobPosted`` opens a job, ``WorkerRegistered``
    registers a worker (and records its stake if none is known yet), ``StakeUpdated`` records
    the worker's current stake (newer nonces only), ``TaskRefused`` drops the refused task with no
-   fault, ``UpdateReceived`` records a commitment, ``RoundChallenged`` reopens
+   fault, ``UpdatesReceived`` records commitments, ``RoundChallenged`` reopens
    aggregation, ``RoundSettled`` closes the round and opens the next (its block seeds the next
    draw), ``SlashDisputed`` is answered with the slash's evidence
    (:mod:`fedrelay.coordinator.evidence`); the cursor advances after each batch of blocks;
@@ -501,7 +501,7 @@ class CoordinatorService:
                 case Phase.POSTED:
                     return await assign(self._keeper, context, state, now, self._waiting)
                 case Phase.ASSIGNING:
-                    return await confirm_assignment(self._keeper, state, now)
+                    return await confirm_assignment(self._keeper, context, state, now)
                 case Phase.COLLECTING:
                     collected = await collect(self._keeper, state, now)
                     if collected.phase is Phase.AGGREGATING:

@@ -2,10 +2,11 @@
 
 - :class:`FakeJobMarket` simulates the coordinator chain (JobMarket and its blocks) in memory,
   so the service's logic is tested without an EVM node. It keeps JobMarket's rules that matter
-  to the service (assignments only for registered workers of allowed chains, commitments only
-  for assigned tasks of the collecting round, one proposal per round, settlement after the
-  window) and records every call.
-- :class:`FakeClock` is the time both the fake chain and the service read.
+  to the service (assignments only for registered workers of allowed chains and with a deadline
+  after the chain's time, commitments only for assigned tasks of the collecting round, one
+  proposal per round, settlement after the window) and records every call.
+- :class:`FakeClock` is the time the fake chain and the service read: one clock for both, or
+  one each for a chain whose time runs apart from the service's.
 
 Simulated workers, which talk to the HTTP API as a worker does, are test support
 (``support.coordinator``): the coordinator does not import the worker SDK.
@@ -13,7 +14,7 @@ Simulated workers, which talk to the HTTP API as a worker does, are test support
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from fedrelay.ports.coordinator_chain import (
@@ -95,6 +96,10 @@ class FakeJobMarket:
         self.tasks: dict[tuple[int, int, WorkerRef], ChainCommitment] = {}
         self.lane_last_key: dict[tuple[int, int, int], bytes] = {}
         self.assign_calls: list[tuple[int, int, int, tuple[Task, ...]]] = []
+        #: Every read of one worker's task (:meth:`commitment`) and of a round's assigned keys
+        #: (:meth:`assigned_keys`): (job, round, worker) and (job, round).
+        self.commitment_reads: list[tuple[int, int, WorkerRef]] = []
+        self.assigned_reads: list[tuple[int, int]] = []
         self.proposals: dict[tuple[int, int], tuple[bytes, tuple[WorkerResult, ...]]] = {}
         self.finalize_calls = 0
         self.settled: list[tuple[int, int]] = []
@@ -267,6 +272,10 @@ class FakeJobMarket:
         """See :meth:`CoordinatorChain.block`."""
         return self.blocks[number]
 
+    async def latest(self) -> BlockRef:
+        """See :meth:`CoordinatorChain.latest` (the head: the simulated chain has no finality)."""
+        return self.blocks[-1]
+
     async def first_block_after(self, timestamp: int, from_block: int) -> BlockRef | None:
         """See :meth:`CoordinatorChain.first_block_after`.
 
@@ -295,8 +304,18 @@ class FakeJobMarket:
         self, job_id: int, round_number: int, worker: WorkerRef
     ) -> ChainCommitment:
         """See :meth:`CoordinatorChain.commitment`."""
+        self.commitment_reads.append((job_id, round_number, worker))
         none = ChainCommitment(False, False, bytes(32), bytes(32), bytes(32), 0, 0)
         return self.tasks.get((job_id, round_number, worker), none)
+
+    async def assigned_keys(self, job_id: int, round_number: int) -> Mapping[int, frozenset[bytes]]:
+        """See :meth:`CoordinatorChain.assigned_keys`."""
+        self.assigned_reads.append((job_id, round_number))
+        keys: dict[int, set[bytes]] = {}
+        for job, number, worker in self.tasks:
+            if (job, number) == (job_id, round_number):
+                keys.setdefault(worker.chain, set()).add(worker.key)
+        return {chain: frozenset(found) for chain, found in keys.items()}
 
     async def stake(self, worker: WorkerRef) -> int:
         """See :meth:`CoordinatorChain.stake`."""
@@ -333,6 +352,8 @@ class FakeJobMarket:
         current = job.rounds.get(round_number, ChainRound(ChainRoundPhase.IDLE, 0, 0, bytes(32)))
         if worker_chain not in job.spec.worker_chains:
             raise ChainError(f"ChainNotAllowed {worker_chain}")
+        if deadline <= self._now:  # the block this transaction is mined in is stamped now
+            raise ChainError(f"DeadlinePassed {deadline}")
         if current.assigned + len(tasks) > job.spec.workers_per_round:
             raise ChainError("TooManyWorkers")
         for task in tasks:

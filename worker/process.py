@@ -93,6 +93,7 @@ async def worker_node(
     poll_interval: float,
     coordinator_chain: int,
     trust: TrustPolicy | None = None,
+    publish_after: float = 2.0,
 ) -> AsyncIterator[WorkerNode]:
     """A node on ``connection``'s chain with a signed client of the coordinator (closed on exit).
 
@@ -106,6 +107,8 @@ async def worker_node(
         poll_interval: Seconds between passes.
         coordinator_chain: The coordinator chain's Wormhole id (the rounds' traces).
         trust: The model bundles the node runs (default: none).
+        publish_after: Seconds a commitment waits for others of its round before the node
+            publishes them (see :mod:`fedrelay.worker.sdk.steps.publish`).
     """
     async with CoordinatorClient(coordinator_url, connection.signer) as api:
         yield WorkerNode(
@@ -118,6 +121,7 @@ async def worker_node(
             poll_interval=poll_interval,
             coordinator_chain=coordinator_chain,
             trust=trust,
+            publish_after=publish_after,
         )
 
 

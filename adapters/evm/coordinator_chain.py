@@ -14,7 +14,7 @@ longer leads has its transaction refused before it is signed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TypeVar, cast
 
@@ -22,7 +22,7 @@ from web3.types import BlockIdentifier
 
 from fedrelay.adapters.evm import ContractRevert, EvmChain, EvmError, JobMarketContract, Signer
 from fedrelay.adapters.evm.events import ContractEvent
-from fedrelay.adapters.evm.market import JobStatus, TaskState
+from fedrelay.adapters.evm.market import JobStatus, TaskState, received_commitments
 from fedrelay.adapters.evm.market import RoundResult as EvmRoundResult
 from fedrelay.ports.coordinator_chain import (
     BlockRef,
@@ -138,6 +138,10 @@ class EvmCoordinatorChain:
         """See :meth:`CoordinatorChain.block`."""
         return await self._run(lambda: self._block(number))
 
+    async def latest(self) -> BlockRef:
+        """See :meth:`CoordinatorChain.latest`."""
+        return await self._run(lambda: self._block("latest"))
+
     async def first_block_after(self, timestamp: int, from_block: int) -> BlockRef | None:
         """See :meth:`CoordinatorChain.first_block_after` (a binary search over block numbers)."""
         head = await self.head()
@@ -161,7 +165,27 @@ class EvmCoordinatorChain:
             self._block(number)
         return self._timestamps[number]
 
-    def _convert(self, event: ContractEvent) -> ChainEvent | None:
+    def _convert(self, event: ContractEvent) -> list[ChainEvent]:
+        """The port's events for one contract event (one per commitment of an
+        ``UpdatesReceived``; none for an event the port does not name)."""
+        if event.name == "UpdatesReceived":
+            args, block = event.args, event.block_number
+            at = self._timestamp(block)
+            return [
+                UpdateArrived(
+                    int(args["jobId"]),
+                    int(args["round"]),
+                    WorkerRef(int(args["workerChain"]), c.worker_key),
+                    c.update_hash,
+                    block,
+                    at,
+                )
+                for c in received_commitments({"args": args})
+            ]
+        found = self._convert_one(event)
+        return [] if found is None else [found]
+
+    def _convert_one(self, event: ContractEvent) -> ChainEvent | None:
         args, block = event.args, event.block_number
         at = self._timestamp(block)
         match event.name:
@@ -170,16 +194,6 @@ class EvmCoordinatorChain:
             case "WorkerRegistered":
                 worker = WorkerRef(int(args["workerChain"]), bytes(args["workerKey"]))
                 return WorkerJoined(worker, int(args["stake"]), block, at)
-            case "UpdateReceived":
-                worker = WorkerRef(int(args["workerChain"]), bytes(args["workerKey"]))
-                return UpdateArrived(
-                    int(args["jobId"]),
-                    int(args["round"]),
-                    worker,
-                    bytes(args["updateHash"]),
-                    block,
-                    at,
-                )
             case "RoundChallenged":
                 return RoundChallenged(int(args["jobId"]), int(args["round"]), block, at)
             case "RoundSettled":
@@ -213,7 +227,7 @@ class EvmCoordinatorChain:
 
         def read() -> list[ChainEvent]:
             found = self._market.events(from_block, to_block)
-            return [e for e in (self._convert(raw) for raw in found) if e is not None]
+            return [e for raw in found for e in self._convert(raw)]
 
         return await self._run(read)
 
@@ -281,6 +295,12 @@ class EvmCoordinatorChain:
             num_samples=found.num_samples,
             train_loss=found.train_loss,
         )
+
+    async def assigned_keys(self, job_id: int, round_number: int) -> Mapping[int, frozenset[bytes]]:
+        """See :meth:`CoordinatorChain.assigned_keys` (the round's tasks rebuilt from the logs
+        once)."""
+        tasks = await self._run(lambda: self._market.round_tasks(job_id, round_number))
+        return {chain: frozenset(keys) for chain, keys in tasks.assigned.items()}
 
     async def stake(self, worker: WorkerRef) -> int:
         """See :meth:`CoordinatorChain.stake`."""

@@ -11,8 +11,10 @@ from web3.types import TxReceipt
 from fedrelay.adapters.evm.artifacts import load_artifact
 from fedrelay.adapters.evm.batch import BatchDelivery, receive_batch
 from fedrelay.adapters.evm.chain import EvmChain, Signer
+from fedrelay.adapters.evm.core import address_to_bytes32
+from fedrelay.adapters.evm.errors import EvmError
 from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_events
-from fedrelay.protocol.wormhole import MessageId
+from fedrelay.protocol.wormhole import MAX_BATCH, Commitment, MessageId, chain_commitment
 
 
 class HubTaskState(IntEnum):
@@ -46,6 +48,25 @@ class HubTask:
     deadline: int
     release_at: int = 0
     lock: int = 0
+
+
+@dataclass(frozen=True)
+class CommitLog:
+    """A job round's commitments on a worker chain: the hash chain over them (from zero, in the
+    order recorded), its value after the last published one, and the block of the first."""
+
+    head: bytes
+    published_head: bytes
+    first_block: int
+
+    @property
+    def pending(self) -> bool:
+        """Whether a recorded commitment has not been published yet."""
+        return self.head != self.published_head
+
+
+NO_COMMITMENTS = bytes(32)
+"""Where a worker chain's commit log starts (an empty round's head)."""
 
 
 class WorkerHubContract:
@@ -98,11 +119,100 @@ class WorkerHubContract:
         train_loss: int,
     ) -> TxReceipt:
         """Commit the signer's update for an assigned task, and the root and count of the data it
-        trained on (publishes UPDATE_COMMITTED)."""
+        trained on: the commitment joins the round's commit log (no message of its own; see
+        :meth:`publish_commitments`)."""
         function = self.contract.functions.commitUpdate(
             job_id, round_number, update_hash, transcript_root, data_root, num_samples, train_loss
         )
-        return self.chain.transact(signer, function, value=self._fee())
+        return self.chain.transact(signer, function)
+
+    def commit_log(self, job_id: int, round_number: int) -> CommitLog:
+        """The round's commit log (all zero before its first commitment)."""
+        raw = self.chain.call(self.contract.functions.getCommitLog(job_id, round_number))
+        return CommitLog(bytes(raw[0]), bytes(raw[1]), int(raw[2]))
+
+    def round_commitments(self, job_id: int, round_number: int) -> tuple[Commitment, ...]:
+        """Every commitment of the round recorded up to the log's head, in the order recorded,
+        read from the ``UpdateCommitted`` events and checked against the head.
+
+        Raises:
+            EvmError: The events do not rebuild the head (a node serving partial logs).
+        """
+        log = self.commit_log(job_id, round_number)
+        if log.head == NO_COMMITMENTS:
+            return ()
+        events = self.contract.events.UpdateCommitted().get_logs(
+            argument_filters={"jobId": job_id, "round": round_number},
+            from_block=log.first_block,
+            to_block=self.chain.w3.eth.block_number,
+        )
+        found: list[Commitment] = []
+        chained = NO_COMMITMENTS
+        for event in events:
+            args = event["args"]
+            entry = Commitment(
+                worker_key=address_to_bytes32(args["worker"]),
+                update_hash=bytes(args["updateHash"]),
+                transcript_root=bytes(args["transcriptRoot"]),
+                data_root=bytes(args["dataRoot"]),
+                num_samples=int(args["numSamples"]),
+                train_loss=int(args["trainLoss"]),
+            )
+            found.append(entry)
+            chained = chain_commitment(chained, entry.worker_key, entry.digest())
+            if chained == log.head:
+                return tuple(found)  # later events came after the head was read
+        raise EvmError(
+            f"the UpdateCommitted events of job {job_id} round {round_number} from block "
+            f"{log.first_block} do not rebuild its commit log ({len(found)} read)"
+        )
+
+    def pending_commitments(self, job_id: int, round_number: int) -> tuple[Commitment, ...]:
+        """The round's commitments recorded but not yet published, in order."""
+        log = self.commit_log(job_id, round_number)
+        if not log.pending:
+            return ()
+        recorded = self.round_commitments(job_id, round_number)
+        if log.published_head == NO_COMMITMENTS:
+            return recorded
+        chained = NO_COMMITMENTS
+        for i, entry in enumerate(recorded):
+            chained = chain_commitment(chained, entry.worker_key, entry.digest())
+            if chained == log.published_head:
+                return recorded[i + 1 :]
+        raise EvmError(
+            f"job {job_id} round {round_number}: the published head is not on the commit log"
+        )
+
+    def publish_commitments(
+        self, signer: Signer, job_id: int, round_number: int, entries: Sequence[Commitment]
+    ) -> TxReceipt:
+        """Publish the round's pending commitments (`entries`, every one recorded since the last
+        publication, in order) as UPDATE_COMMITTED messages of up to 32; the signer pays the
+        core's fee per message.
+
+        Raises:
+            ContractRevert: ``CommitmentsMismatch`` when `entries` are not exactly the pending
+                ones (also when a commitment landed meanwhile: read them again),
+                ``NothingToPublish`` when none are pending.
+        """
+        messages = -(-len(entries) // MAX_BATCH)
+        function = self.contract.functions.publishCommitments(
+            job_id,
+            round_number,
+            [
+                (
+                    c.worker_key,
+                    c.update_hash,
+                    c.transcript_root,
+                    c.data_root,
+                    c.num_samples,
+                    c.train_loss,
+                )
+                for c in entries
+            ],
+        )
+        return self.chain.transact(signer, function, value=self._fee() * messages)
 
     def receive_message(self, signer: Signer, vaa: bytes) -> TxReceipt:
         """Deliver a TASK_ASSIGNED or ROUND_SETTLED VAA.
@@ -150,14 +260,13 @@ class WorkerHubContract:
         )
 
     def task(self, job_id: int, round_number: int, worker_key: bytes) -> HubTask:
-        """A task as stored here."""
-        task_id = self.chain.call(
-            self.contract.functions.taskIdOf(job_id, round_number, worker_key)
-        )
-        raw = self.chain.call(self.contract.functions.getTask(task_id))
-        # (state, deadline, releaseAt, lock): one slot; the worker is in the task id, the
-        # update hash in UpdateCommitted
-        return HubTask(HubTaskState(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]))
+        """A task as stored here: all zero (state NONE) when there is none, or when a later
+        round of the job has taken its slot (a worker's tasks in a job take turns in two
+        slots, by the round's parity)."""
+        raw = self.chain.call(self.contract.functions.getTask(job_id, round_number, worker_key))
+        # (state, round, deadline, releaseAt, lock): one slot; the update hash is in
+        # UpdateCommitted
+        return HubTask(HubTaskState(raw[0]), int(raw[2]), int(raw[3]), int(raw[4]))
 
     def events(self, from_block: int, to_block: int) -> list[ContractEvent]:
         """This contract's events in blocks `from_block..to_block` (inclusive), in order."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -20,7 +21,8 @@ from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.merkle import MerkleTree
 from fedrelay.protocol.wormhole import MessageId, Outcome, Task
-from fedrelay.protocol.wormhole.payloads import TaskAssigned, decode_payload
+from fedrelay.protocol.wormhole.payloads import Commitment as WireCommitment
+from fedrelay.protocol.wormhole.payloads import TaskAssigned, UpdateCommitted, decode_payload
 
 NATIVE = "0x0000000000000000000000000000000000000000"
 
@@ -47,7 +49,7 @@ class TaskState(IntEnum):
     """A task's state on the coordinator chain, as its lane's messages and events show it.
 
     JobMarket keeps no record per task: assignments are in its TASK_ASSIGNED messages,
-    commitments in its ``UpdateReceived`` events, both checked against the lane's hash chains.
+    commitments in its ``UpdatesReceived`` events, both checked against the lane's hash chains.
     """
 
     NONE = 0
@@ -141,6 +143,19 @@ NO_COMMIT = 0xFFFF
 
 CHAIN_START = (1).to_bytes(32, "big")
 """Where a lane's hash chains start (JobMarket's ``CHAIN_START``)."""
+
+
+def received_commitments(event: Any) -> tuple[WireCommitment, ...]:
+    """The commitments of one ``UpdatesReceived`` event (its UPDATE_COMMITTED payload's
+    entries, in the order they joined the lane).
+
+    Raises:
+        EvmError: The event's payload is no UPDATE_COMMITTED (a node serving corrupt logs).
+    """
+    payload = decode_payload(bytes(event["args"]["payload"]))
+    if not isinstance(payload, UpdateCommitted):
+        raise EvmError(f"UpdatesReceived carries a {type(payload).__name__}, not UPDATE_COMMITTED")
+    return payload.commitments
 
 
 def chain_step(previous: bytes, *items: bytes) -> bytes:
@@ -252,18 +267,12 @@ class Commitment:
     train_loss: int
 
     def digest(self) -> bytes:
-        """The hash JobMarket stores for it (``commitmentOf``)."""
+        """The hash a lane's commit chain takes for it (``PayloadCodec.commitmentHash``)."""
         return keccak256(
-            abi_encode(
-                ["bytes32", "bytes32", "bytes32", "uint32", "uint32"],
-                [
-                    self.update_hash,
-                    self.transcript_root,
-                    self.data_root,
-                    self.num_samples,
-                    self.train_loss,
-                ],
-            )
+            self.update_hash
+            + self.transcript_root
+            + self.data_root
+            + struct.pack(">II", self.num_samples, self.train_loss)
         )
 
 
@@ -572,7 +581,7 @@ class JobMarketContract:
         """A round's assignments and commitments, read from the chain and checked.
 
         From the round's first assignment block on: the TASK_ASSIGNED messages the market
-        published through its core (their keys) and its ``UpdateReceived`` events. While the
+        published through its core (their keys) and its ``UpdatesReceived`` events. While the
         round is its job's current one, each lane's count and hash chains must match them.
 
         Raises:
@@ -594,31 +603,31 @@ class JobMarketContract:
                     t.worker_key for t in payload.tasks
                 )
         commits: dict[int, list[LaneCommit]] = {}
-        logs = self.contract.events.UpdateReceived().get_logs(
+        logs = self.contract.events.UpdatesReceived().get_logs(
             argument_filters={"jobId": job_id, "round": round_number},
             from_block=stored.opened_block,
             to_block=head,
         )
         for log in logs:
-            args = log["args"]
-            chain = int(args["workerChain"])
-            commitment = Commitment(
-                state=TaskState.COMMITTED,
-                update_hash=bytes(args["updateHash"]),
-                transcript_root=bytes(args["transcriptRoot"]),
-                data_root=bytes(args["dataRoot"]),
-                num_samples=int(args["numSamples"]),
-                train_loss=int(args["trainLoss"]),
-            )
-            commits.setdefault(chain, []).append(
-                LaneCommit(
-                    chain,
-                    bytes(args["workerKey"]),
-                    commitment,
-                    int(log["blockNumber"]),
-                    int(log["logIndex"]),
+            chain = int(log["args"]["workerChain"])
+            for entry in received_commitments(log):
+                commitment = Commitment(
+                    state=TaskState.COMMITTED,
+                    update_hash=entry.update_hash,
+                    transcript_root=entry.transcript_root,
+                    data_root=entry.data_root,
+                    num_samples=entry.num_samples,
+                    train_loss=entry.train_loss,
                 )
-            )
+                commits.setdefault(chain, []).append(
+                    LaneCommit(
+                        chain,
+                        entry.worker_key,
+                        commitment,
+                        int(log["blockNumber"]),
+                        int(log["logIndex"]),
+                    )
+                )
         tasks = RoundTasks(
             {c: tuple(keys) for c, keys in assigned.items()},
             {c: tuple(found) for c, found in commits.items()},

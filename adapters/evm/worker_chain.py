@@ -13,6 +13,7 @@ from web3.exceptions import Web3Exception
 
 from fedrelay.adapters.evm import (
     ContractEvent,
+    ContractRevert,
     EvmChain,
     EvmError,
     HubTaskState,
@@ -34,6 +35,8 @@ from fedrelay.ports.worker_chain import (
 )
 from fedrelay.protocol.redact import redact_text, redact_url
 
+#: Reads of the pending commitments before a publisher gives the round up to others.
+_PUBLISH_ATTEMPTS = 3
 #: Blocks read per ``eth_getLogs`` request.
 LOG_RANGE = 2_000
 EVM_WORKER_CHAIN = 4
@@ -144,7 +147,7 @@ class EvmWorkerChain:
                     bytes(e.args["taskId"]),
                     int(e.args["shard"]),
                     int(e.args["deadline"]),
-                    release_at=await self._release_at(bytes(e.args["taskId"])),
+                    release_at=await self._release_at(int(e.args["jobId"]), int(e.args["round"])),
                 )
                 for e in mine
                 if e.name == "TaskAssigned"
@@ -157,11 +160,13 @@ class EvmWorkerChain:
         )
         return ChainPoll(assigned, settled, max(start, last + 1))
 
-    async def _release_at(self, task: bytes) -> int:
-        """When the task may be released unsettled (``Task.releaseAt``; not in TaskAssigned)."""
-        function = self.hub.contract.functions.getTask(task)
-        raw = await self._run(lambda: self.hub.chain.call(function))
-        return int(raw[2])
+    async def _release_at(self, job_id: int, round_number: int) -> int:
+        """When this worker's task may be released unsettled (``Task.releaseAt``; not in
+        TaskAssigned). Zero once a later round of the job took the task's slot: that round's
+        assignment came only after this one was settled or released."""
+        key = address_to_bytes32(self._signer.address)
+        task = await self._run(lambda: self.hub.task(job_id, round_number, key))
+        return task.release_at
 
     async def release_expired_task(self, key: TaskKey) -> None:
         """``releaseExpiredTask`` (publishes STAKE_CHANGED TASK_RELEASED; pays the message fee)."""
@@ -179,7 +184,8 @@ class EvmWorkerChain:
         return task.state in (HubTaskState.COMMITTED, HubTaskState.SETTLED)
 
     async def commit(self, commitment: UpdateCommitment) -> CommitReceipt:
-        """``commitUpdate`` (publishes UPDATE_COMMITTED); returns the transaction hash."""
+        """``commitUpdate`` (the commitment joins the round's commit log); returns the
+        transaction hash."""
         key = commitment.key
         receipt = await self._run(
             lambda: self.hub.commit_update(
@@ -194,6 +200,37 @@ class EvmWorkerChain:
             )
         )
         return CommitReceipt("0x" + bytes(receipt["transactionHash"]).hex())
+
+    async def commitment_published(self, key: TaskKey) -> bool:
+        """Whether this worker's commitment for ``key`` is no longer pending on the hub."""
+
+        def read() -> bool:
+            if not self.hub.commit_log(key.job_id, key.round).pending:
+                return True
+            pending = self.hub.pending_commitments(key.job_id, key.round)
+            return all(c.worker_key != self.worker_key for c in pending)
+
+        return await self._run(read)
+
+    async def publish_commitments(self, key: TaskKey) -> int:
+        """``publishCommitments`` with the round's pending commitments, read from the hub's
+        events; a commitment landing meanwhile, or another publisher, makes it read again."""
+
+        def publish() -> int:
+            for _ in range(_PUBLISH_ATTEMPTS):
+                pending = self.hub.pending_commitments(key.job_id, key.round)
+                if not pending:
+                    return 0
+                try:
+                    self.hub.publish_commitments(self._signer, key.job_id, key.round, pending)
+                except ContractRevert as exc:
+                    if exc.name not in ("CommitmentsMismatch", "NothingToPublish"):
+                        raise
+                    continue  # the log moved under us: read it again
+                return len(pending)
+            return 0
+
+        return await self._run(publish)
 
     async def begin_unstake(self, amount: int) -> None:
         """``requestUnbond(amount)``."""

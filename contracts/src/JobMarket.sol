@@ -113,8 +113,8 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// whatever the number of workers: how many were assigned and committed, the last worker key
     /// assigned (a round assigns a chain's keys in strictly increasing order, so each worker at
     /// most once) and two hash chains, `assignedChain` over the keys in assignment order and
-    /// `commitChain` over (key, `commitmentOf`) in the order UPDATE_COMMITTED arrived (each
-    /// step as `CHAIN_START` says). The job's next round on the chain starts the lane afresh,
+    /// `commitChain` over the commitments in the order their UPDATE_COMMITTED entries arrived
+    /// (each step as `CHAIN_START` says). The job's next round on the chain starts the lane afresh,
     /// overwriting the same slots.
     struct Lane {
         uint32 round;
@@ -132,8 +132,8 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         bool released;
     }
 
-    /// @notice One commitment as `finalizeRound` supplies it: the worker and `commitmentOf` its
-    /// UPDATE_COMMITTED fields (from the `UpdateReceived` events, in their order).
+    /// @notice One commitment as `finalizeRound` supplies it: the worker and the
+    /// `PayloadCodec.commitmentHash` of its UPDATE_COMMITTED entry (from the `UpdatesReceived` events, in their order).
     struct Commit {
         bytes32 workerKey;
         bytes32 commitment;
@@ -184,7 +184,8 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// @notice `commitIndex` of a result without a commitment.
     uint16 internal constant NO_COMMIT = type(uint16).max;
     /// @dev Where a lane's hash chains start: each step is keccak256(abi.encode(previous, key))
-    /// for an assignment and keccak256(abi.encode(previous, key, commitment)) for a commitment.
+    /// for an assignment and `PayloadCodec.chainCommitment(previous, key, commitment)` for a
+    /// commitment.
     bytes32 private constant CHAIN_START = bytes32(uint256(1));
 
     mapping(uint64 => Job) private _jobs;
@@ -222,17 +223,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         bytes32 indexed workerId, uint16 workerChain, bytes32 workerKey, uint64 stake, address payout
     );
     event TasksAssigned(uint64 indexed jobId, uint32 indexed round, uint16 workerChain, uint64 sequence, uint8 count);
-    event UpdateReceived(
-        uint64 indexed jobId,
-        uint32 indexed round,
-        uint16 workerChain,
-        bytes32 workerKey,
-        bytes32 updateHash,
-        bytes32 transcriptRoot,
-        bytes32 dataRoot,
-        uint32 numSamples,
-        uint32 trainLoss
-    );
+    /// @notice An UPDATE_COMMITTED from `workerChain` was applied: `payload` is the message's
+    /// (docs/protocol.md), its commitments in the order they joined the lane.
+    event UpdatesReceived(uint64 indexed jobId, uint32 indexed round, uint16 workerChain, bytes payload);
     event RoundFinalized(
         uint64 indexed jobId, uint32 indexed round, bytes32 modelHash, uint256 total, uint64 challengeDeadline
     );
@@ -277,7 +270,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     error UnknownWorker(uint16 chain, bytes32 workerKey);
     error InsufficientStake(bytes32 workerId, uint64 stake, uint64 minStake);
     error AssignmentOutOfOrder(bytes32 workerKey, bytes32 lastKey);
-    error UnexpectedCommitment(uint64 jobId, uint32 round, uint16 chain, bytes32 workerKey);
+    error UnexpectedCommitment(uint64 jobId, uint32 round, uint16 chain, uint256 count);
     error WrongRound(uint64 jobId, uint32 round, uint32 currentRound);
     error RoundNotCollecting(uint64 jobId, uint32 round);
     error RoundAlreadyFinalized(uint64 jobId, uint32 round);
@@ -461,7 +454,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         } else if (header.payloadId == PayloadCodec.STAKE_CHANGED) {
             _onStakeChanged(vm.emitterChainId, PayloadCodec.decodeStakeChanged(vm.payload));
         } else if (header.payloadId == PayloadCodec.UPDATE_COMMITTED) {
-            _onUpdateCommitted(vm.emitterChainId, PayloadCodec.decodeUpdateCommitted(vm.payload));
+            _onUpdateCommitted(vm.emitterChainId, vm.payload);
         } else {
             revert UnexpectedPayload(header.payloadId);
         }
@@ -508,25 +501,26 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         emit StakeUpdated(workerId, m.stake, m.nonce, m.reason);
     }
 
-    function _onUpdateCommitted(uint16 chain, PayloadCodec.UpdateCommitted memory m) private {
-        uint64 jobId = m.header.jobId;
-        if (_jobs[jobId].status != JobStatus.Open || m.round != _jobs[jobId].currentRound) {
-            revert WrongRound(jobId, m.round, _jobs[jobId].currentRound);
+    function _onUpdateCommitted(uint16 chain, bytes memory payload) private {
+        (uint64 jobId, uint32 round, uint256 count) = PayloadCodec.decodeUpdateCommittedHead(payload);
+        if (_jobs[jobId].status != JobStatus.Open || round != _jobs[jobId].currentRound) {
+            revert WrongRound(jobId, round, _jobs[jobId].currentRound);
         }
-        if (_rounds[jobId][m.round].phase != RoundPhase.Collecting) revert RoundNotCollecting(jobId, m.round);
+        if (_rounds[jobId][round].phase != RoundPhase.Collecting) revert RoundNotCollecting(jobId, round);
         // The worker chain takes one commitment per task it created; more commitments on a chain
-        // than tasks assigned there cannot come from it. Which worker committed is checked when
+        // than tasks assigned there cannot come from it. Which workers committed is checked when
         // the round is proposed, against the assignments.
         Lane storage lane = _lanes[jobId][chain];
-        if (lane.round != m.round || lane.committed >= lane.assigned) {
-            revert UnexpectedCommitment(jobId, m.round, chain, m.workerKey);
+        if (lane.round != round || lane.committed + count > lane.assigned) {
+            revert UnexpectedCommitment(jobId, round, chain, count);
         }
-        lane.committed += 1;
-        bytes32 commitment = commitmentOf(m.updateHash, m.transcriptRoot, m.dataRoot, m.numSamples, m.trainLoss);
-        lane.commitChain = keccak256(abi.encode(lane.commitChain, m.workerKey, commitment));
-        emit UpdateReceived(
-            jobId, m.round, chain, m.workerKey, m.updateHash, m.transcriptRoot, m.dataRoot, m.numSamples, m.trainLoss
-        );
+        bytes32 chained = lane.commitChain;
+        for (uint256 i = 0; i < count; ++i) {
+            chained = PayloadCodec.chainEntry(chained, payload, i);
+        }
+        lane.committed += uint16(count); // at most `assigned`, checked above
+        lane.commitChain = chained;
+        emit UpdatesReceived(jobId, round, chain, payload);
     }
 
     // ------------------------------------------------------------------ rounds
@@ -670,7 +664,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     function _commitChain(Commit[] calldata commits, uint256 from, uint256 to) private pure returns (bytes32 chain) {
         chain = CHAIN_START;
         for (uint256 i = from; i < to; ++i) {
-            chain = keccak256(abi.encode(chain, commits[i].workerKey, commits[i].commitment));
+            chain = PayloadCodec.chainCommitment(chain, commits[i].workerKey, commits[i].commitment);
         }
     }
 
@@ -933,18 +927,6 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// @notice task_id = keccak256(u64 job_id || u32 round || u16 worker chain || worker_key).
     function taskIdOf(uint64 jobId, uint32 round, uint16 chain, bytes32 workerKey) public pure returns (bytes32) {
         return keccak256(abi.encodePacked(jobId, round, chain, workerKey));
-    }
-
-    /// @dev The hash a lane's `commitChain` takes for a commitment:
-    /// keccak256(abi.encode(updateHash, transcriptRoot, dataRoot, numSamples, trainLoss)).
-    function commitmentOf(
-        bytes32 updateHash,
-        bytes32 transcriptRoot,
-        bytes32 dataRoot,
-        uint32 numSamples,
-        uint32 trainLoss
-    ) internal pure returns (bytes32) {
-        return keccak256(abi.encode(updateHash, transcriptRoot, dataRoot, numSamples, trainLoss));
     }
 
     /// @notice A job's stored state.

@@ -9,7 +9,9 @@ import {PayloadCodec} from "./libraries/PayloadCodec.sol";
 /// @title WorkerHub
 /// @notice A worker chain's side of fedrelay: workers stake native currency, register with the
 /// coordinator chain (WORKER_REGISTERED), receive batched TASK_ASSIGNED messages, commit their
-/// updates (UPDATE_COMMITTED) and are released or slashed by ROUND_SETTLED.
+/// updates and are released or slashed by ROUND_SETTLED. A commitment is recorded in its job
+/// round's commit log (a hash chain and an event) without a message of its own; anyone may then
+/// publish the round's pending commitments, up to 32 to an UPDATE_COMMITTED.
 ///
 /// Stake that backs work cannot leave: a task is created only for a registered worker whose bonded
 /// stake meets the job's minimum and who has the task's lock free; the lock stays until the task is
@@ -40,7 +42,8 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         BelowMinStake,
         LockUnavailable,
         AlreadyAssigned,
-        InvalidWorkerKey
+        InvalidWorkerKey,
+        PreviousTaskOpen
     }
 
     /// @notice Why a ROUND_SETTLED entry was not applied.
@@ -64,16 +67,33 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint64 stakeNonce;
     }
 
-    /// @dev One storage slot: state, deadline, releaseAt and lock. The worker is not stored: a
-    /// task's id is derived from it (`taskIdOf`), so every path that reaches a task already names
-    /// its worker. A lock fits 96 bits: it is at most the worker's free bonded stake (else the
-    /// entry is refused), which is part of this contract's balance. The update hash is not stored
-    /// either: it is in `UpdateCommitted` and in the UPDATE_COMMITTED message.
+    /// @dev One storage slot: state, round, deadline, releaseAt and lock. A worker's tasks in a
+    /// job take turns in two slots (`_slotOf`: the job, the worker and the round's parity), so a
+    /// job's later rounds overwrite a finished task's slot instead of writing a fresh one (a
+    /// fresh slot costs 20,000 gas, a rewritten one 2,900). A task is the one in its slot only
+    /// while the slot holds its round; a slot still holding an open task of an earlier round
+    /// refuses the new one (`PreviousTaskOpen`, which takes a round's settlement arriving after
+    /// the assignment two rounds on). The worker is not stored: every path that reaches a task
+    /// names it. Timestamps fit 48 bits (larger ones are clamped: no block reaches them); a
+    /// lock fits 96 bits: it is at most the worker's free bonded stake (else the entry is
+    /// refused), which is part of this contract's balance. The update hash is not stored either:
+    /// it is in `UpdateCommitted` and in the UPDATE_COMMITTED message.
     struct Task {
         TaskState state;
-        uint64 deadline;
-        uint64 releaseAt;
+        uint32 round;
+        uint48 deadline;
+        uint48 releaseAt;
         uint96 lock;
+    }
+
+    /// @notice A job round's commitments on this chain: `head` chains them in the order they were
+    /// recorded (`PayloadCodec.chainCommitment` from zero), `publishedHead` is its value after the
+    /// last published one, `firstBlock` the block of the first (where a publisher starts reading
+    /// `UpdateCommitted` for the entries). A commitment writes `head` only.
+    struct CommitLog {
+        bytes32 head;
+        bytes32 publishedHead;
+        uint64 firstBlock;
     }
 
     /// @notice Seconds between `requestUnbond` and `withdrawStake`.
@@ -86,6 +106,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     mapping(address => Staker) private _stakers;
     mapping(bytes32 => Task) private _tasks;
     mapping(bytes32 => uint256) private _claimable;
+    mapping(bytes32 => CommitLog) private _commitLogs;
     /// @notice Sum of all bonded stakes.
     uint256 public totalStaked;
     /// @notice Sum of all unbonding stakes.
@@ -114,13 +135,17 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     );
     event TaskRefused(bytes32 indexed taskId, bytes32 indexed workerKey, RefusalReason reason);
     event UpdateCommitted(
-        bytes32 indexed taskId,
+        uint64 indexed jobId,
+        uint32 indexed round,
         address indexed worker,
         bytes32 updateHash,
         bytes32 transcriptRoot,
         bytes32 dataRoot,
         uint32 numSamples,
-        uint64 sequence
+        uint32 trainLoss
+    );
+    event CommitmentsPublished(
+        uint64 indexed jobId, uint32 indexed round, uint256 count, bytes32 head, uint64 firstSequence
     );
     event TaskReleased(bytes32 indexed taskId, address indexed worker, uint8 outcome);
     event TaskExpiredReleased(bytes32 indexed taskId, address indexed worker);
@@ -146,6 +171,8 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     error ReleaseTooEarly(bytes32 taskId, uint64 releaseAt);
     error InsufficientFeeReserve(uint256 required, uint256 available);
     error NothingToClaim(address account);
+    error NothingToPublish(uint64 jobId, uint32 round);
+    error CommitmentsMismatch(bytes32 head, bytes32 given);
     error TransferFailed(address to, uint256 amount);
 
     /// @param core_ The message core (Wormhole core in production).
@@ -308,21 +335,28 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
             emit TaskRefused(taskId, a.workerKey, RefusalReason.InvalidWorkerKey);
             return;
         }
-        Task storage task = _tasks[taskId];
-        if (task.state != TaskState.None) {
+        address worker = address(uint160(uint256(a.workerKey)));
+        Task storage task = _tasks[_slotOf(m.header.jobId, m.round, worker)];
+        if (task.state != TaskState.None && task.round == m.round) {
             emit TaskRefused(taskId, a.workerKey, RefusalReason.AlreadyAssigned);
             return;
         }
-        address worker = address(uint160(uint256(a.workerKey)));
         Staker storage s = _stakers[worker];
-        (bool refused, RefusalReason why) = _refusal(s, required, lock);
+        bool refused;
+        RefusalReason why;
+        if (task.state == TaskState.Assigned || task.state == TaskState.Committed) {
+            (refused, why) = (true, RefusalReason.PreviousTaskOpen); // its lock must be freed first
+        } else {
+            (refused, why) = _refusal(s, required, lock);
+        }
         if (refused) {
             emit TaskRefused(taskId, a.workerKey, why);
             _publishStakeChange(worker, s, PayloadCodec.STAKE_TASK_REFUSED, taskId, _reserveFee());
             return;
         }
         // lock <= free bonded stake (`_refusal`), so it fits in 96 bits
-        _tasks[taskId] = Task(TaskState.Assigned, m.deadline, m.releaseAt, uint96(lock));
+        _tasks[_slotOf(m.header.jobId, m.round, worker)] =
+            Task(TaskState.Assigned, m.round, _toTime(m.deadline), _toTime(m.releaseAt), uint96(lock));
         s.locked += uint104(lock);
         s.activeTasks += 1;
         emit TaskAssigned(taskId, m.header.jobId, m.round, worker, a.shard, m.deadline);
@@ -346,8 +380,11 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         for (uint256 i = 0; i < m.settlements.length; ++i) {
             PayloadCodec.Settlement memory entry = m.settlements[i];
             bytes32 taskId = taskIdOf(m.header.jobId, m.round, entry.workerKey);
-            Task storage task = _tasks[taskId];
-            if (task.state == TaskState.None) {
+            // A key above 160 bits never had a task (assignment refuses it); it must not reach
+            // the task of the address in its low bits.
+            address worker = address(uint160(uint256(entry.workerKey)));
+            Task storage task = _tasks[_slotOf(m.header.jobId, m.round, worker)];
+            if (uint256(entry.workerKey) >> 160 != 0 || task.state == TaskState.None || task.round != m.round) {
                 emit SettlementSkipped(taskId, entry.workerKey, SkipReason.UnknownTask);
                 continue;
             }
@@ -360,7 +397,6 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
                 continue;
             }
             task.state = TaskState.Settled;
-            address worker = address(uint160(uint256(entry.workerKey))); // a task exists, so the key is one
             Staker storage staker = _stakers[worker];
             staker.locked -= task.lock;
             staker.activeTasks -= 1;
@@ -414,13 +450,13 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
 
     // ------------------------------------------------------------------ commitments
 
-    /// @notice Commit the caller's update for an assigned task (publishes UPDATE_COMMITTED), and
-    /// the data it trained on: `dataRoot`, the Merkle root over the hashes of its `numSamples`
-    /// examples (docs/protocol.md, "Data commitments").
+    /// @notice Commit the caller's update for an assigned task, and the data it trained on:
+    /// `dataRoot`, the Merkle root over the hashes of its `numSamples` examples (docs/protocol.md,
+    /// "Data commitments"). The commitment joins its job round's commit log (its hash chain and
+    /// `UpdateCommitted`); it reaches the coordinator chain when someone publishes the round's
+    /// pending commitments (`publishCommitments`).
     /// @dev Only the assigned worker, once, no later than the task's deadline, while the task is
-    /// neither settled nor released and the worker's bonded stake still covers its lock. Pays the
-    /// core's fee as `msg.value`.
-    /// @return sequence The published message's sequence.
+    /// neither settled nor released and the worker's bonded stake still covers its lock.
     function commitUpdate(
         uint64 jobId,
         uint32 round,
@@ -429,27 +465,65 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         bytes32 dataRoot,
         uint32 numSamples,
         uint32 trainLoss
-    ) external payable returns (uint64 sequence) {
-        uint256 fee = _requireFees(1);
-        bytes32 taskId = _markCommitted(jobId, round);
+    ) external {
+        _markCommitted(jobId, round);
+        CommitLog storage log = _commitLogs[_logKey(jobId, round)];
+        bytes32 head = log.head;
+        if (head == bytes32(0)) log.firstBlock = uint64(block.number);
+        bytes32 commitment = PayloadCodec.commitmentHash(updateHash, transcriptRoot, dataRoot, numSamples, trainLoss);
+        log.head = PayloadCodec.chainCommitment(head, PayloadCodec.toBytes32(msg.sender), commitment);
+        emit UpdateCommitted(jobId, round, msg.sender, updateHash, transcriptRoot, dataRoot, numSamples, trainLoss);
+    }
+
+    /// @notice Publish the job round's pending commitments: `entries` are every commitment
+    /// recorded since the last publication, in the order recorded (the `UpdateCommitted` events
+    /// from the log's `firstBlock` on, after those already published); they go out as
+    /// UPDATE_COMMITTED messages of up to 32. Anyone may call it, paying the core's fee per
+    /// message as `msg.value`.
+    /// @dev The entries must rebuild the log's hash chain from `publishedHead` to `head`
+    /// (`CommitmentsMismatch` otherwise, also when a commitment landed meanwhile: read again), so
+    /// nobody can publish a commitment that was not recorded, leave one out, reorder or repeat it.
+    /// @return firstSequence The first published message's sequence.
+    function publishCommitments(uint64 jobId, uint32 round, PayloadCodec.Commitment[] calldata entries)
+        external
+        payable
+        returns (uint64 firstSequence)
+    {
+        uint256 count = entries.length;
+        uint256 fee = _requireFees((count + PayloadCodec.MAX_BATCH - 1) / PayloadCodec.MAX_BATCH);
+        CommitLog storage log = _commitLogs[_logKey(jobId, round)];
+        bytes32 head = log.head;
+        bytes32 chained = log.publishedHead;
+        if (chained == head) revert NothingToPublish(jobId, round);
+        for (uint256 i = 0; i < count; ++i) {
+            PayloadCodec.Commitment calldata c = entries[i];
+            bytes32 commitment =
+                PayloadCodec.commitmentHash(c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss);
+            chained = PayloadCodec.chainCommitment(chained, c.workerKey, commitment);
+        }
+        if (chained != head) revert CommitmentsMismatch(head, chained);
+        log.publishedHead = head;
         PayloadCodec.UpdateCommitted memory message;
-        message.header =
-            PayloadCodec.Header(PayloadCodec.UPDATE_COMMITTED, coordinatorChain, peers[coordinatorChain], jobId);
+        message.header = PayloadCodec.Header(PayloadCodec.UPDATE_COMMITTED, coordinatorChain, _coordinator(), jobId);
         message.round = round;
-        message.workerKey = PayloadCodec.toBytes32(msg.sender);
-        message.updateHash = updateHash;
-        message.transcriptRoot = transcriptRoot;
-        message.dataRoot = dataRoot;
-        message.numSamples = numSamples;
-        message.trainLoss = trainLoss;
-        sequence = _publish(PayloadCodec.encode(message), fee);
-        emit UpdateCommitted(taskId, msg.sender, updateHash, transcriptRoot, dataRoot, numSamples, sequence);
+        for (uint256 start = 0; start < count; start += PayloadCodec.MAX_BATCH) {
+            uint256 size = count - start < PayloadCodec.MAX_BATCH ? count - start : PayloadCodec.MAX_BATCH;
+            message.commitments = entries[start:start + size];
+            uint64 sequence = _publish(PayloadCodec.encode(message), fee);
+            if (start == 0) firstSequence = sequence;
+        }
+        emit CommitmentsPublished(jobId, round, count, head, firstSequence);
+    }
+
+    /// @notice A job round's commit log on this chain (all zero before its first commitment).
+    function getCommitLog(uint64 jobId, uint32 round) external view returns (CommitLog memory) {
+        return _commitLogs[_logKey(jobId, round)];
     }
 
     function _markCommitted(uint64 jobId, uint32 round) private returns (bytes32 taskId) {
         taskId = taskIdOf(jobId, round, PayloadCodec.toBytes32(msg.sender));
-        Task storage task = _tasks[taskId];
-        if (task.state == TaskState.None) revert NotAssignedWorker(taskId, msg.sender);
+        Task storage task = _tasks[_slotOf(jobId, round, msg.sender)];
+        if (task.state == TaskState.None || task.round != round) revert NotAssignedWorker(taskId, msg.sender);
         if (task.state == TaskState.Committed) revert AlreadyCommitted(taskId);
         if (task.state == TaskState.Settled) revert TaskAlreadySettled(taskId);
         if (task.state == TaskState.Released) revert TaskAlreadyReleased(taskId);
@@ -466,8 +540,8 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     function releaseExpiredTask(uint64 jobId, uint32 round) external payable returns (uint64 sequence) {
         uint256 fee = _requireFees(1);
         bytes32 taskId = taskIdOf(jobId, round, PayloadCodec.toBytes32(msg.sender));
-        Task storage task = _tasks[taskId];
-        if (task.state == TaskState.None) revert UnknownTask(taskId);
+        Task storage task = _tasks[_slotOf(jobId, round, msg.sender)];
+        if (task.state == TaskState.None || task.round != round) revert UnknownTask(taskId);
         if (task.state == TaskState.Settled) revert TaskAlreadySettled(taskId);
         if (task.state == TaskState.Released) revert TaskAlreadyReleased(taskId);
         if (block.timestamp <= task.releaseAt) revert ReleaseTooEarly(taskId, task.releaseAt);
@@ -515,12 +589,31 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         return _stakers[worker];
     }
 
-    /// @notice A task's record.
-    function getTask(bytes32 taskId) external view returns (Task memory) {
-        return _tasks[taskId];
+    /// @notice The task of `workerKey` in `jobId` round `round` (all zero when there is none,
+    /// or when a later round of the job has taken its slot).
+    function getTask(uint64 jobId, uint32 round, bytes32 workerKey) external view returns (Task memory task) {
+        if (uint256(workerKey) >> 160 != 0) return task;
+        task = _tasks[_slotOf(jobId, round, address(uint160(uint256(workerKey))))];
+        if (task.round != round) delete task;
     }
 
     // ------------------------------------------------------------------ internals
+
+    /// @dev Where a job round's commit log lives: keccak256(u64 job_id || u32 round).
+    function _logKey(uint64 jobId, uint32 round) private pure returns (bytes32) {
+        return keccak256(abi.encodePacked(jobId, round));
+    }
+
+    /// @dev Where a worker's task of `jobId` round `round` lives: keccak256(u64 job_id || u8
+    /// round parity || worker address), so a job's rounds take turns in two slots per worker.
+    function _slotOf(uint64 jobId, uint32 round, address worker) private pure returns (bytes32) {
+        return keccak256(abi.encodePacked(jobId, uint8(round & 1), worker));
+    }
+
+    /// @dev A message's timestamp in 48 bits, clamped (no block reaches 2^48 seconds).
+    function _toTime(uint64 value) private pure returns (uint48) {
+        return value > type(uint48).max ? type(uint48).max : uint48(value);
+    }
 
     function _coordinator() private view returns (bytes32 target) {
         target = peers[coordinatorChain];

@@ -55,7 +55,7 @@ contract HubBatchReceiveTest is HubFixture, BatchResults {
     }
 
     function taskState(uint64 jobId, address w) internal view returns (WorkerHub.TaskState) {
-        return hub.getTask(hub.taskIdOf(jobId, 0, toBytes32(w))).state;
+        return hub.getTask(jobId, 0, toBytes32(w)).state;
     }
 
     function test_receiveMessages_appliesEachEntryOnItsOwn() public {

@@ -63,7 +63,7 @@ contract HubStakeRulesTest is HubFixture {
         assertEq(changes[0].taskId, taskId, "names the task");
         assertEq(changes[0].stake, 0, "no stake left");
         assertEq(changes[0].nonce, 3, "after unbond (1) and withdrawal (2)");
-        assertEq(uint8(hub.getTask(taskId).state), uint8(WorkerHub.TaskState.None), "no task");
+        assertEq(uint8(hub.getTask(5, 0, toBytes32(worker(1))).state), uint8(WorkerHub.TaskState.None), "no task");
         vm.prank(worker(1));
         vm.expectRevert(abi.encodeWithSelector(WorkerHub.NotAssignedWorker.selector, taskId, worker(1)));
         hub.commitUpdate(5, 0, keccak256("update"), keccak256("root"), keccak256("data"), 1, 1);
@@ -77,9 +77,9 @@ contract HubStakeRulesTest is HubFixture {
         }
         withdrawAll(worker(1));
         deliverAssigned(5, 0, ws);
-        assertEq(uint8(hub.getTask(taskOf(5, 0, worker(0))).state), uint8(WorkerHub.TaskState.Assigned), "w0");
-        assertEq(uint8(hub.getTask(taskOf(5, 0, worker(1))).state), uint8(WorkerHub.TaskState.None), "w1 skipped");
-        assertEq(uint8(hub.getTask(taskOf(5, 0, worker(2))).state), uint8(WorkerHub.TaskState.Assigned), "w2");
+        assertEq(uint8(hub.getTask(5, 0, toBytes32(worker(0))).state), uint8(WorkerHub.TaskState.Assigned), "w0");
+        assertEq(uint8(hub.getTask(5, 0, toBytes32(worker(1))).state), uint8(WorkerHub.TaskState.None), "w1 skipped");
+        assertEq(uint8(hub.getTask(5, 0, toBytes32(worker(2))).state), uint8(WorkerHub.TaskState.Assigned), "w2");
     }
 
     function test_unregisteredAndOverlockedWorkers_areRefused() public {
@@ -174,7 +174,7 @@ contract HubStakeRulesTest is HubFixture {
         stakeAs(worker(1), 1 ether);
         assignTo(5, 0, one(worker(1)));
         bytes32 taskId = taskOf(5, 0, worker(1));
-        uint64 releaseAt = hub.getTask(taskId).releaseAt;
+        uint64 releaseAt = hub.getTask(5, 0, toBytes32(worker(1))).releaseAt;
         assertEq(releaseAt, uint64(block.timestamp + 1 days + RELEASE_AFTER), "release time from the message");
         vm.prank(worker(1));
         vm.expectRevert(abi.encodeWithSelector(WorkerHub.ReleaseTooEarly.selector, taskId, releaseAt));

@@ -26,6 +26,9 @@ contract MarketHandler is MarketFixture {
     uint256 public honestProposalsRefused;
     /// Rounds proposed honestly (so the invariants above are not vacuous).
     uint256 public proposals;
+    /// UPDATE_COMMITTED messages delivered, and those of them carrying several commitments.
+    uint256 public batchesDelivered;
+    uint256 public multiEntryBatches;
     uint256 internal nextWorker;
     mapping(uint256 => uint64) internal stakeNonces;
 
@@ -66,12 +69,20 @@ contract MarketHandler is MarketFixture {
             delivered.push(vaa);
         }
         assign(jobId, EVM_WORKERS, from, workers);
-        // The workers commit in an order of their own; the fixture records each lane's commitments
-        // in arrival order, as finalize needs them.
+        // The workers commit in an order of their own and the worker chain publishes their
+        // commitments as a hub does, several to an UPDATE_COMMITTED (batches of a size drawn
+        // here); the fixture records each lane's commitments in arrival order, as finalize needs.
         uint256 shift = rewardSeed % workers;
-        for (uint256 k = 0; k < workers; ++k) {
-            uint256 i = from + (k + shift) % workers;
-            delivered.push(commit(jobId, job.currentRound, EVM_WORKERS, workerKey(i)));
+        uint256 batch = 1 + (rewardSeed >> 8) % workers;
+        for (uint256 k = 0; k < workers; k += batch) {
+            uint256 size = workers - k < batch ? workers - k : batch;
+            bytes32[] memory keys = new bytes32[](size);
+            for (uint256 j = 0; j < size; ++j) {
+                keys[j] = workerKey(from + (k + j + shift) % workers);
+            }
+            delivered.push(commitBatch(jobId, job.currentRound, EVM_WORKERS, keys));
+            ++batchesDelivered;
+            if (size > 1) ++multiEntryBatches;
         }
         JobMarket.Result[] memory results = acceptedResults(EVM_WORKERS, from, workers, 0);
         uint256 budget = job.rewardPerRound;
@@ -257,6 +268,22 @@ contract JobMarketInvariants is Test {
         assertEq(handler.honestProposalsRefused(), 0, "the market refused an honest proposal");
     }
 
+    /// The handler's own path, once, deterministically: batched commitments make an honest
+    /// proposal the market accepts (so the invariant above is not vacuous).
+    function test_handler_batchedCommitmentsAreProposable() public {
+        handler.post(1, 1 ether);
+        handler.propose(0, 4, 3 << 8 | 1); // four workers, one batch of four
+        handler.post(2, 1 ether);
+        handler.propose(1, 3, 1 << 8 | 2); // three workers, batches of two and one
+        assertEq(handler.proposals(), 2, "both proposed");
+        assertEq(handler.honestProposalsRefused(), 0, "none refused");
+        assertEq(handler.batchesDelivered(), 3, "three UPDATE_COMMITTED");
+        assertEq(handler.multiEntryBatches(), 2, "two of them with several commitments");
+        handler.replay(2);
+        handler.replayBatch(5);
+        assertEq(handler.replaysAccepted(), 0, "replays refused");
+    }
+
     function invariant_onlyTheProposedResultsSettle() public view {
         assertEq(handler.tamperedSettled(), 0, "a round settled with results it was not proposed with");
     }
@@ -277,7 +304,26 @@ contract HubHandler is HubFixture {
     /// Tasks created for a worker whose bonded stake was below the minimum or lock; must stay 0.
     uint256 public tasksBelowMinimum;
     bytes32[] internal openTasks;
-    uint64 internal nextJob = 1;
+    mapping(uint64 => uint32) internal nextRound;
+
+    /// Each job round's commit log as the handler expects it: the chain over all its commitments
+    /// and over the published ones (both from zero), and the commitments not yet published.
+    struct LogGhost {
+        uint64 jobId;
+        uint32 round;
+        bytes32 head;
+        bytes32 publishedHead;
+        PayloadCodec.Commitment[] pending;
+    }
+
+    LogGhost[] internal logs;
+    mapping(bytes32 => uint256) internal logIndex; // 1 + index in `logs`
+    /// Publications of exactly the pending commitments the hub refused, and publications of
+    /// anything else it took (an entry left out, or one added); both must stay 0.
+    uint256 public publicationsRefused;
+    uint256 public wrongPublicationsAccepted;
+    /// Commitments published (so the invariants above are not vacuous).
+    uint256 public commitmentsPublished;
 
     constructor() {
         setUpHub();
@@ -320,19 +366,147 @@ contract HubHandler is HubFixture {
         withdrawn += w.balance - before;
     }
 
-    /// Deliver a TASK_ASSIGNED whatever the worker's stake: the hub decides.
-    function assignOne(uint256 who) external {
+    /// Deliver a TASK_ASSIGNED whatever the worker's stake: the hub decides. Three jobs each
+    /// move on a round per assignment, so a worker's later rounds of a job meet its two task
+    /// slots holding open, settled and released tasks of earlier rounds.
+    function assignOne(uint256 who, uint256 job) external {
+        uint64 jobId = uint64(job % 3) + 1;
+        _assign(jobId, nextRound[jobId]++, worker(who % 4));
+    }
+
+    /// Give a worker the stake for two more tasks, assign it a round of a job and then the
+    /// round two on, which falls in the same slot while the first is still open.
+    function assignInTheSameSlot(uint256 who, uint256 job) external {
         address w = worker(who % 4);
-        uint64 jobId = nextJob++;
+        uint64 jobId = uint64(job % 3) + 1;
+        WorkerHub.Staker memory s = hub.getStaker(w);
+        uint256 topUp = 2 ether + s.locked > s.staked ? 2 ether + s.locked - s.staked : 0;
+        if (!s.registered && s.staked + topUp < MIN_STAKE) topUp = MIN_STAKE - s.staked;
+        if (topUp != 0) {
+            stakeAs(w, topUp);
+            deposited += topUp;
+        }
+        if (!s.registered) {
+            vm.prank(w);
+            hub.register(toBytes32(w), 0);
+        }
+        uint32 round = nextRound[jobId];
+        nextRound[jobId] = round + 3;
+        _assign(jobId, round, w);
+        _assign(jobId, round + 2, w);
+    }
+
+    function _assign(uint64 jobId, uint32 round, address w) internal {
         WorkerHub.Staker memory before = hub.getStaker(w);
-        deliverAssigned(jobId, 0, one(w));
-        bytes32 taskId = hub.taskIdOf(jobId, 0, toBytes32(w));
-        if (hub.getTask(taskId).state != WorkerHub.TaskState.Assigned) return;
+        deliverAssigned(jobId, round, one(w));
+        if (hub.getTask(jobId, round, toBytes32(w)).state != WorkerHub.TaskState.Assigned) return;
         uint256 lock = uint256(TASK_LOCK) * 1e10;
         if (before.staked < uint256(TASK_MIN_STAKE) * 1e10 || before.staked - before.locked < lock) {
             ++tasksBelowMinimum;
         }
-        openTasks.push(bytes32(uint256(jobId) << 160 | uint160(w)));
+        openTasks.push(bytes32(uint256(jobId) << 192 | uint256(round) << 160 | uint160(w)));
+    }
+
+    /// The locks of the open tasks the handler created for `w`, and how many there are.
+    function openLocksOf(address w) external view returns (uint256 locked, uint256 count) {
+        for (uint256 i = 0; i < openTasks.length; ++i) {
+            if (address(uint160(uint256(openTasks[i]))) != w) continue;
+            locked += uint256(TASK_LOCK) * 1e10;
+            ++count;
+        }
+    }
+
+    /// Whether every open task the handler created is still held by the hub as its round's task.
+    function openTasksHeld() external view returns (bool) {
+        for (uint256 i = 0; i < openTasks.length; ++i) {
+            (uint64 jobId, uint32 round, address w) = unpack(openTasks[i]);
+            WorkerHub.TaskState state = hub.getTask(jobId, round, toBytes32(w)).state;
+            if (state != WorkerHub.TaskState.Assigned && state != WorkerHub.TaskState.Committed) return false;
+        }
+        return true;
+    }
+
+    function unpack(bytes32 packed) internal pure returns (uint64 jobId, uint32 round, address w) {
+        jobId = uint64(uint256(packed) >> 192);
+        round = uint32(uint256(packed) >> 160);
+        w = address(uint160(uint256(packed)));
+    }
+
+    function _log(uint64 jobId, uint32 round) internal returns (LogGhost storage g) {
+        bytes32 key = keccak256(abi.encode(jobId, round));
+        if (logIndex[key] == 0) {
+            logs.push();
+            logIndex[key] = logs.length;
+            g = logs[logs.length - 1];
+            (g.jobId, g.round) = (jobId, round);
+        }
+        return logs[logIndex[key] - 1];
+    }
+
+    /// An open task's worker commits (before its deadline, once); the handler's ghost log follows.
+    function commitOne(uint256 which, uint32 numSamples, uint32 trainLoss) external {
+        if (openTasks.length == 0) return;
+        (uint64 jobId, uint32 round, address w) = unpack(openTasks[which % openTasks.length]);
+        WorkerHub.Task memory task = hub.getTask(jobId, round, toBytes32(w));
+        if (task.state != WorkerHub.TaskState.Assigned || block.timestamp > task.deadline) return;
+        PayloadCodec.Commitment memory c = PayloadCodec.Commitment(
+            toBytes32(w),
+            keccak256(abi.encode("update", jobId, round, w)),
+            keccak256(abi.encode("transcript", jobId, round, w)),
+            keccak256(abi.encode("data", jobId, round, w)),
+            numSamples,
+            trainLoss
+        );
+        vm.prank(w);
+        try hub.commitUpdate(jobId, round, c.updateHash, c.transcriptRoot, c.dataRoot, numSamples, trainLoss) {
+            LogGhost storage g = _log(jobId, round);
+            bytes32 commitment =
+                keccak256(abi.encodePacked(c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss));
+            g.head = keccak256(abi.encode(g.head, c.workerKey, commitment));
+            g.pending.push(c);
+        } catch {}
+    }
+
+    /// Anyone publishes a log's pending commitments; first, the same with one left out or one
+    /// added, which the hub must refuse.
+    function publish(uint256 which, bool tamper) external {
+        if (logs.length == 0) return;
+        LogGhost storage g = logs[which % logs.length];
+        PayloadCodec.Commitment[] memory entries = g.pending;
+        if (tamper && entries.length != 0) {
+            PayloadCodec.Commitment[] memory wrong = new PayloadCodec.Commitment[](entries.length - 1);
+            for (uint256 i = 1; i < entries.length; ++i) {
+                wrong[i - 1] = entries[i];
+            }
+            try hub.publishCommitments(g.jobId, g.round, wrong) {
+                ++wrongPublicationsAccepted;
+            } catch {}
+            PayloadCodec.Commitment[] memory extra = new PayloadCodec.Commitment[](entries.length + 1);
+            for (uint256 i = 0; i < entries.length; ++i) {
+                extra[i] = entries[i];
+            }
+            extra[entries.length] = entries[0];
+            try hub.publishCommitments(g.jobId, g.round, extra) {
+                ++wrongPublicationsAccepted;
+            } catch {}
+        }
+        try hub.publishCommitments(g.jobId, g.round, entries) {
+            if (entries.length == 0) ++wrongPublicationsAccepted;
+            commitmentsPublished += entries.length;
+            g.publishedHead = g.head;
+            delete g.pending;
+        } catch (bytes memory reason) {
+            if (entries.length != 0 || bytes4(reason) != WorkerHub.NothingToPublish.selector) ++publicationsRefused;
+        }
+    }
+
+    /// Whether every job round's log on the hub is the handler's: the same head and published head.
+    function logsAsExpected() external view returns (bool) {
+        for (uint256 i = 0; i < logs.length; ++i) {
+            WorkerHub.CommitLog memory log = hub.getCommitLog(logs[i].jobId, logs[i].round);
+            if (log.head != logs[i].head || log.publishedHead != logs[i].publishedHead) return false;
+        }
+        return true;
     }
 
     function settleOne(uint256 which, uint8 outcome, uint64 slash, bool toHonest) external {
@@ -341,27 +515,24 @@ contract HubHandler is HubFixture {
         bytes32 packed = openTasks[at];
         openTasks[at] = openTasks[openTasks.length - 1];
         openTasks.pop();
-        uint64 jobId = uint64(uint256(packed) >> 160);
-        address w = address(uint160(uint256(packed)));
+        (uint64 jobId, uint32 round, address w) = unpack(packed);
         outcome = outcome % 3;
         slash = outcome == 2 ? uint64(bound(slash, 0, 8e8)) : 0;
         uint256 before = hub.getStaker(w).staked;
         PayloadCodec.Settlement[] memory entries = new PayloadCodec.Settlement[](1);
         entries[0] = PayloadCodec.Settlement(toBytes32(w), outcome, slash);
-        hub.receiveMessage(signedFromMarket(settledBatch(jobId, 0, toHonest ? 1 : 0, entries)));
+        hub.receiveMessage(signedFromMarket(settledBatch(jobId, round, toHonest ? 1 : 0, entries)));
         if (before - hub.getStaker(w).staked > uint256(TASK_LOCK) * 1e10) ++slashesAbovePolicy;
     }
 
     function release(uint256 which) external {
         if (openTasks.length == 0) return;
         uint256 at = which % openTasks.length;
-        bytes32 packed = openTasks[at];
-        address w = address(uint160(uint256(packed)));
-        uint64 jobId = uint64(uint256(packed) >> 160);
-        WorkerHub.Task memory task = hub.getTask(hub.taskIdOf(jobId, 0, toBytes32(w)));
+        (uint64 jobId, uint32 round, address w) = unpack(openTasks[at]);
+        WorkerHub.Task memory task = hub.getTask(jobId, round, toBytes32(w));
         if (block.timestamp <= task.releaseAt) vm.warp(task.releaseAt + 1);
         vm.prank(w);
-        hub.releaseExpiredTask(jobId, 0);
+        hub.releaseExpiredTask(jobId, round);
         openTasks[at] = openTasks[openTasks.length - 1];
         openTasks.pop();
     }
@@ -398,6 +569,9 @@ contract WorkerHubInvariants is Test {
             staked += s.staked;
             unbonding += s.unbonding;
             assertLe(s.locked, s.staked, "locked stake stays bonded");
+            (uint256 openLocks, uint256 open) = handler.openLocksOf(address(uint160(0x7000 + i)));
+            assertEq(s.locked, openLocks, "a worker's lock is its open tasks' locks, none lost to a reused slot");
+            assertEq(s.activeTasks, open, "open tasks counted");
         }
         assertEq(staked, hub.totalStaked(), "sum of stakes");
         assertEq(unbonding, hub.totalUnbonding(), "sum of unbonding");
@@ -412,6 +586,36 @@ contract WorkerHubInvariants is Test {
 
     function invariant_noTaskBelowTheJobMinimum() public view {
         assertEq(handler.tasksBelowMinimum(), 0, "a task was created without the stake it needs");
+    }
+
+    function invariant_noOpenTaskLosesItsSlot() public view {
+        assertTrue(handler.openTasksHeld(), "a later round took the slot of an open task");
+    }
+
+    function invariant_commitLogsChainEveryCommitmentOnce() public view {
+        assertTrue(handler.logsAsExpected(), "a commit log differs from its commitments");
+        assertEq(handler.publicationsRefused(), 0, "the pending commitments could not be published");
+        assertEq(handler.wrongPublicationsAccepted(), 0, "a publication other than the pending ones went out");
+    }
+
+    /// The handler's commit path, once, deterministically: commitments are published (a
+    /// tampered publication refused first) and the logs follow.
+    function test_handler_commitmentsArePublished() public {
+        for (uint256 i = 0; i < 3; ++i) {
+            handler.stake(i, 2 ether);
+            handler.register(i);
+        }
+        handler.assignOne(0, 0);
+        handler.assignOne(1, 0); // job 1 round 1: another log
+        handler.assignOne(2, 3); // job 1 round 2
+        handler.commitOne(0, 10, 20);
+        handler.commitOne(1, 11, 21);
+        handler.commitOne(2, 12, 22);
+        handler.publish(0, true);
+        handler.publish(1, false);
+        handler.publish(1, false); // nothing pending any more
+        assertEq(handler.commitmentsPublished(), 2, "two logs published");
+        invariant_commitLogsChainEveryCommitmentOnce();
     }
 
     function invariant_noSlashExceedsItsPolicy() public view {

@@ -469,11 +469,11 @@ contract JobMarketTest is MarketFixture {
         bytes32 transcript = keccak256(abi.encode("transcript", workerKey(0), uint32(0)));
         bytes32 data = keccak256(abi.encode("data", workerKey(0), uint32(0)));
         vm.expectEmit(true, true, false, true);
-        emit JobMarket.UpdateReceived(jobId, 0, EVM_WORKERS, workerKey(0), update, transcript, data, 1000, 250_000);
+        emit JobMarket.UpdatesReceived(jobId, 0, EVM_WORKERS, committedPayload(jobId, 0, workerKey(0)));
         commit(jobId, 0, EVM_WORKERS, workerKey(0));
-        // No record per task: the lane counts the commitment and chains the hash of its fields,
-        // which are in the event.
-        bytes32 commitment = keccak256(abi.encode(update, transcript, data, uint32(1000), uint32(250_000)));
+        // No record per task: the lane counts the commitment and chains the hash of its packed
+        // fields, which are in the event's payload.
+        bytes32 commitment = keccak256(abi.encodePacked(update, transcript, data, uint32(1000), uint32(250_000)));
         assertEq(commitment, commitmentFor(workerKey(0), 0), "as the fixture records it");
         JobMarket.Lane memory lane = market.getLane(jobId, EVM_WORKERS);
         assertEq(lane.committed, 1, "counted");
@@ -493,20 +493,16 @@ contract JobMarketTest is MarketFixture {
         market.receiveMessage(wrongRound);
         // A chain without a lane this round: no task of the job was assigned there.
         bytes memory elsewhere = signed(SOLANA, SOLANA_PROGRAM, committedPayload(jobId, 0, workerKey(0)));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, SOLANA, workerKey(0)));
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, SOLANA, 1));
         market.receiveMessage(elsewhere);
         commit(jobId, 0, EVM_WORKERS, workerKey(0));
         // The lane holds as many commitments as tasks were assigned: a second one, the same
         // worker's or a stranger's, is refused.
         bytes memory again = signed(EVM_WORKERS, HUB, committedPayload(jobId, 0, workerKey(0)));
-        vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, EVM_WORKERS, workerKey(0))
-        );
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, EVM_WORKERS, 1));
         market.receiveMessage(again);
         bytes memory stranger = signed(EVM_WORKERS, HUB, committedPayload(jobId, 0, workerKey(5)));
-        vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, EVM_WORKERS, workerKey(5))
-        );
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, EVM_WORKERS, 1));
         market.receiveMessage(stranger);
     }
 
@@ -711,24 +707,12 @@ contract JobMarketTest is MarketFixture {
         // A commitment by a worker that was not assigned is taken (the worker chain vouches for
         // it) but counts against the lane; it cannot be used at finalize.
         vm.expectEmit(true, true, false, true);
-        emit JobMarket.UpdateReceived(
-            jobId,
-            0,
-            EVM_WORKERS,
-            workerKey(1),
-            updateOf(workerKey(1), 0),
-            transcriptOf(workerKey(1), 0),
-            dataOf(workerKey(1), 0),
-            NUM_SAMPLES,
-            TRAIN_LOSS
-        );
+        emit JobMarket.UpdatesReceived(jobId, 0, EVM_WORKERS, committedPayload(jobId, 0, workerKey(1)));
         commit(jobId, 0, EVM_WORKERS, workerKey(1));
         assertEq(market.getLane(jobId, EVM_WORKERS).committed, 1, "counted");
         // The lane is full: one commitment per assigned task.
         bytes memory beyond = signed(EVM_WORKERS, HUB, committedPayload(jobId, 0, workerKey(0)));
-        vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, EVM_WORKERS, workerKey(0))
-        );
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, EVM_WORKERS, 1));
         market.receiveMessage(beyond);
         (JobMarket.Result[] memory r, JobMarket.Commit[] memory c, uint16[] memory index) =
             finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
@@ -751,9 +735,7 @@ contract JobMarketTest is MarketFixture {
         // Round 1 assigns only on Solana: the EVM lane is still round 0's.
         assign(jobId, SOLANA, 10, 1);
         bytes memory staleLane = signed(EVM_WORKERS, HUB, committedPayload(jobId, 1, workerKey(0)));
-        vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 1, EVM_WORKERS, workerKey(0))
-        );
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 1, EVM_WORKERS, 1));
         market.receiveMessage(staleLane);
         bytes memory oldRound = signed(SOLANA, SOLANA_PROGRAM, committedPayload(jobId, 0, workerKey(10)));
         vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongRound.selector, jobId, 0, 1));
@@ -1062,9 +1044,7 @@ contract JobMarketTest is MarketFixture {
         // Worker 1 was not assigned this round: the one-task lane takes one commitment.
         commit(jobId, 1, EVM_WORKERS, workerKey(0));
         bytes memory second = signed(EVM_WORKERS, HUB, committedPayload(jobId, 1, workerKey(1)));
-        vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 1, EVM_WORKERS, workerKey(1))
-        );
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 1, EVM_WORKERS, 1));
         market.receiveMessage(second);
         // With round 1's commitment in the lane, round 0's in its place does not match.
         r = acceptedResults(EVM_WORKERS, 0, 1, 1 ether);

@@ -72,8 +72,8 @@ contract PayloadCodecTest is Test {
     }
 
     function test_vectors_present() public view {
-        assertTrue(validCount >= 18, "valid payload vectors");
-        assertTrue(invalidCount >= 30, "invalid payload vectors");
+        assertTrue(validCount >= 20, "valid payload vectors");
+        assertTrue(invalidCount >= 38, "invalid payload vectors");
     }
 
     function test_vectors_validDecodeAndReencodeByteForByte() public view {
@@ -105,12 +105,7 @@ contract PayloadCodecTest is Test {
             string memory key = _field(i, string.concat("tasks[", vm.toString(last), "]"));
             assertEq(m.assignments[last].shard, vm.parseJsonUint(vectors, string.concat(key, ".shard")), "shard");
         } else if (id == PayloadCodec.UPDATE_COMMITTED) {
-            PayloadCodec.UpdateCommitted memory m = codec.decodeUpdateCommitted(raw);
-            assertEq(m.round, vm.parseJsonUint(vectors, _field(i, "round")), "round");
-            assertEq(m.transcriptRoot, bytes32(vm.parseJsonBytes(vectors, _field(i, "transcript_root"))), "transcript");
-            assertEq(m.dataRoot, bytes32(vm.parseJsonBytes(vectors, _field(i, "data_root"))), "data root");
-            assertEq(m.numSamples, vm.parseJsonUint(vectors, _field(i, "num_samples")), "samples");
-            assertEq(m.trainLoss, vm.parseJsonUint(vectors, _field(i, "train_loss")), "loss");
+            _checkCommitments(i, raw);
         } else if (id == PayloadCodec.STAKE_CHANGED) {
             PayloadCodec.StakeChanged memory m = codec.decodeStakeChanged(raw);
             assertEq(m.workerKey, bytes32(vm.parseJsonBytes(vectors, _field(i, "worker_key"))), "worker key");
@@ -130,6 +125,45 @@ contract PayloadCodecTest is Test {
         }
     }
 
+    /// An UPDATE_COMMITTED vector's entries, decoded and read in place (`chainEntry`), against
+    /// the JSON fields.
+    function _checkCommitments(uint256 i, bytes memory raw) internal view {
+        PayloadCodec.UpdateCommitted memory m = codec.decodeUpdateCommitted(raw);
+        assertEq(m.round, vm.parseJsonUint(vectors, _field(i, "round")), "round");
+        uint256 count = 0;
+        while (vm.keyExistsJson(vectors, _field(i, string.concat("commitments[", vm.toString(count), "]")))) ++count;
+        assertEq(m.commitments.length, count, "count");
+        assertEq(raw.length, 49 + 136 * count, "size");
+        (uint64 jobId, uint32 round, uint256 headCount) = codec.decodeUpdateCommittedHead(raw);
+        assertEq(jobId, vm.parseJsonUint(vectors, _field(i, "job_id")), "head job");
+        assertEq(round, m.round, "head round");
+        assertEq(headCount, count, "head count");
+        bytes32 chain = keccak256("start");
+        for (uint256 j = 0; j < count; ++j) {
+            string memory key = _field(i, string.concat("commitments[", vm.toString(j), "]"));
+            PayloadCodec.Commitment memory c = m.commitments[j];
+            assertEq(c.workerKey, bytes32(vm.parseJsonBytes(vectors, string.concat(key, ".worker_key"))), "key");
+            assertEq(c.updateHash, bytes32(vm.parseJsonBytes(vectors, string.concat(key, ".update_hash"))), "update");
+            assertEq(
+                c.transcriptRoot,
+                bytes32(vm.parseJsonBytes(vectors, string.concat(key, ".transcript_root"))),
+                "transcript"
+            );
+            assertEq(c.dataRoot, bytes32(vm.parseJsonBytes(vectors, string.concat(key, ".data_root"))), "data root");
+            assertEq(c.numSamples, vm.parseJsonUint(vectors, string.concat(key, ".num_samples")), "samples");
+            assertEq(c.trainLoss, vm.parseJsonUint(vectors, string.concat(key, ".train_loss")), "loss");
+            // The hash of an entry is over its 104 bytes after the key, as they lie in the payload.
+            uint256 at = 49 + 136 * j + 32;
+            bytes memory fields = new bytes(104);
+            for (uint256 b = 0; b < 104; ++b) {
+                fields[b] = raw[at + b];
+            }
+            assertEq(codec.commitmentHash(c), keccak256(fields), "commitment hash over the entry's bytes");
+            chain = keccak256(abi.encode(chain, c.workerKey, keccak256(fields)));
+        }
+        assertEq(codec.chainEntries(keccak256("start"), raw), chain, "chained in place");
+    }
+
     function test_vectors_invalidRejectedWithMatchingError() public view {
         for (uint256 i = 0; i < invalidCount; ++i) {
             string memory at = string.concat(".invalid[", vm.toString(i), "]");
@@ -146,7 +180,31 @@ contract PayloadCodecTest is Test {
                 }
                 assertTrue(matched, string.concat("wrong error for ", name));
             }
+            if (_startsWith(name, "update_committed")) _checkHeadRejects(raw, name, allowed);
         }
+    }
+
+    /// The in-place reader JobMarket uses refuses what the full decoder refuses, with the same errors.
+    function _checkHeadRejects(bytes memory raw, string memory name, bytes4[] memory allowed) internal view {
+        try codec.decodeUpdateCommittedHead(raw) returns (uint64, uint32, uint256) {
+            fail(string.concat("head accepted invalid vector ", name));
+        } catch (bytes memory reason) {
+            bool matched = false;
+            for (uint256 j = 0; j < allowed.length; ++j) {
+                matched = matched || bytes4(reason) == allowed[j];
+            }
+            assertTrue(matched, string.concat("wrong head error for ", name));
+        }
+    }
+
+    function _startsWith(string memory s, string memory prefix) internal pure returns (bool) {
+        bytes memory a = bytes(s);
+        bytes memory b = bytes(prefix);
+        if (a.length < b.length) return false;
+        for (uint256 i = 0; i < b.length; ++i) {
+            if (a[i] != b[i]) return false;
+        }
+        return true;
     }
 
     function test_decode_rejectsWrongPayloadType() public {
@@ -294,14 +352,74 @@ contract PayloadCodecTest is Test {
         bytes memory raw = codec.encodeWorkerRegistered(w);
         assertEq(raw.length, 120, "registered size");
         assertEq(codec.roundTrip(raw), raw, "registered");
-        PayloadCodec.UpdateCommitted memory u =
-            PayloadCodec.UpdateCommitted(PayloadCodec.Header(3, 2, a, n), x, b, a, b, a, x, x);
-        raw = codec.encodeUpdateCommitted(u);
-        assertEq(raw.length, 184, "committed size");
+    }
+
+    function testFuzz_updateCommitted_roundTrip(uint64 jobId, uint32 round, bytes32 seed, uint8 k, uint32 x)
+        public
+        view
+    {
+        k = uint8(bound(k, 1, 32));
+        PayloadCodec.UpdateCommitted memory m;
+        m.header = PayloadCodec.Header(PayloadCodec.UPDATE_COMMITTED, 2, seed, jobId);
+        m.round = round;
+        m.commitments = new PayloadCodec.Commitment[](k);
+        for (uint256 i = 0; i < k; ++i) {
+            m.commitments[i] = PayloadCodec.Commitment(
+                keccak256(abi.encode(seed, i, "key")),
+                keccak256(abi.encode(seed, i, "update")),
+                keccak256(abi.encode(seed, i, "transcript")),
+                keccak256(abi.encode(seed, i, "data")),
+                x ^ uint32(i),
+                _wrappingAdd(x, i)
+            );
+        }
+        bytes memory raw = codec.encodeUpdateCommitted(m);
+        assertEq(raw.length, 49 + 136 * uint256(k), "size");
+        assertEq(uint8(raw[48]), k, "count byte");
+        assertEq(codec.roundTrip(raw), raw, "canonical");
         PayloadCodec.UpdateCommitted memory back = codec.decodeUpdateCommitted(raw);
-        assertEq(back.header.jobId, n, "job");
-        assertEq(back.trainLoss, x, "loss");
-        assertEq(back.transcriptRoot, b, "root");
-        assertEq(back.dataRoot, a, "data root");
+        assertEq(back.header.jobId, jobId, "job");
+        assertEq(back.round, round, "round");
+        assertEq(back.commitments.length, k, "count");
+        bytes32 chain = bytes32(0);
+        for (uint256 i = 0; i < k; ++i) {
+            assertEq(keccak256(abi.encode(back.commitments[i])), keccak256(abi.encode(m.commitments[i])), "entry");
+            chain = codec.chainCommitment(chain, m.commitments[i].workerKey, codec.commitmentHash(m.commitments[i]));
+        }
+        assertEq(codec.chainEntries(bytes32(0), raw), chain, "chainEntry agrees with chainCommitment");
+    }
+
+    function _wrappingAdd(uint32 x, uint256 i) internal pure returns (uint32) {
+        unchecked {
+            return x + uint32(i);
+        }
+    }
+
+    function test_updateCommitted_encodeRejectsEmptyAndOversizedBatches() public {
+        PayloadCodec.UpdateCommitted memory m;
+        m.header = PayloadCodec.Header(PayloadCodec.UPDATE_COMMITTED, 2, bytes32(uint256(1)), 7);
+        m.commitments = new PayloadCodec.Commitment[](0);
+        vm.expectRevert(abi.encodeWithSelector(PayloadCodec.InvalidBatchCount.selector, 0));
+        codec.encodeUpdateCommitted(m);
+        m.commitments = new PayloadCodec.Commitment[](33);
+        vm.expectRevert(abi.encodeWithSelector(PayloadCodec.InvalidBatchCount.selector, 33));
+        codec.encodeUpdateCommitted(m);
+    }
+
+    function test_commitmentHash_isOverThePackedFields() public view {
+        PayloadCodec.Commitment memory c =
+            PayloadCodec.Commitment(bytes32(uint256(1)), keccak256("u"), keccak256("t"), keccak256("d"), 640, 123_456);
+        bytes32 packed =
+            keccak256(abi.encodePacked(c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss));
+        assertEq(codec.commitmentHash(c), packed, "104 packed bytes");
+        assertTrue(
+            packed != keccak256(abi.encode(c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss)),
+            "not the padded encoding"
+        );
+        assertEq(
+            codec.chainCommitment(bytes32(uint256(9)), c.workerKey, packed),
+            keccak256(abi.encode(bytes32(uint256(9)), c.workerKey, packed)),
+            "chain step"
+        );
     }
 }

@@ -4,6 +4,7 @@ pragma solidity 0.8.30;
 import {IMessageCore} from "../src/interfaces/IMessageCore.sol";
 import {MessageReceiver} from "../src/base/MessageReceiver.sol";
 import {WorkerHub} from "../src/WorkerHub.sol";
+import {BatchResults} from "./BatchReceive.t.sol";
 import {ThresholdVerifierHarness} from "./harness/ThresholdVerifierHarness.sol";
 import {HubFixture} from "./utils/HubFixture.sol";
 import {Vm} from "./utils/Vm.sol";
@@ -11,7 +12,7 @@ import {Vm} from "./utils/Vm.sol";
 /// A receiver on a core that takes version 1 only and reverts its refusals (Wormhole's behaviour,
 /// `RequireStyleCore`), deployed with a ThresholdVerifier beside that core as its verifier: it takes
 /// version-2 VAAs, still takes version 1 through the core, and keeps one consumed flag per body.
-contract ThresholdReceiverTest is HubFixture {
+contract ThresholdReceiverTest is HubFixture, BatchResults {
     /// The group secret the test's threshold key stands for (one key signing alone: what a
     /// verifier checks is the same for a signature the shares of t guardians made).
     uint256 internal constant GROUP_SECRET = 0x7E57C0FFEE;
@@ -54,7 +55,7 @@ contract ThresholdReceiverTest is HubFixture {
     }
 
     function taskState(uint64 jobId) internal view returns (WorkerHub.TaskState) {
-        return hub.getTask(hub.taskIdOf(jobId, 0, toBytes32(worker(1)))).state;
+        return hub.getTask(jobId, 0, toBytes32(worker(1))).state;
     }
 
     function test_aVersion2VaaIsApplied() public {
@@ -93,6 +94,35 @@ contract ThresholdReceiverTest is HubFixture {
         hub.receiveMessage(swapped);
         hub.receiveMessage(vaa);
         assertEq(uint8(taskState(4)), uint8(WorkerHub.TaskState.Assigned), "the genuine one applies");
+    }
+
+    /// In a batch, a version-2 VAA's `BatchEntry` carries its digest, keccak256(keccak256(body))
+    /// of the body after its 57-byte header (not of bytes found with version 1's layout), applied
+    /// or skipped as consumed, and the same digest as a version-1 VAA of the body; zero for a
+    /// version-2 VAA too short to have a body.
+    function test_receiveMessages_logsAVersion2VaasDigest() public {
+        bytes memory body = vaaBody(COORDINATOR, MARKET, 6, assignment(6));
+        bytes memory vaa = signedV2(6, assignment(6));
+        assertEq(keccak256(slice(vaa, 57, vaa.length)), keccak256(body), "the body follows the header");
+        bytes[] memory vaas = new bytes[](4);
+        vaas[0] = vaa;
+        vaas[1] = vaa; // the same VAA again: skipped before its signature
+        vaas[2] = signVaa(0, 0, firstIndices(3), body); // the same body, version 1
+        vaas[3] = slice(vaa, 0, 57 + 50); // one byte short of a body
+
+        vm.recordLogs();
+        uint8[] memory results = hub.receiveMessages(vaas);
+        Entry[] memory entries = batchEntries(vm.getRecordedLogs(), address(hub));
+
+        uint8[4] memory expected = [APPLIED, CONSUMED, CONSUMED, INVALID];
+        assertEq(entries.length, 4, "one event per entry");
+        for (uint256 i = 0; i < 4; ++i) {
+            assertEq(results[i], expected[i], string.concat("result of entry ", vm.toString(i)));
+            assertEq(entries[i].index, i, "event index");
+            assertEq(entries[i].result, expected[i], "event result");
+            assertEq(entries[i].digest, i == 3 ? bytes32(0) : digestOf(body), "event digest");
+        }
+        assertEq(uint8(taskState(6)), uint8(WorkerHub.TaskState.Assigned), "assigned");
     }
 
     function slice(bytes memory data, uint256 from, uint256 to) internal pure returns (bytes memory out) {

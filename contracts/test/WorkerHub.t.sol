@@ -150,7 +150,7 @@ contract WorkerHubTest is HubFixture {
         emit WorkerHub.TaskAssigned(taskOf(5, 2, ws[0]), 5, 2, ws[0], 0, uint64(block.timestamp + 1 days));
         assignTo(5, 2, ws);
         for (uint256 i = 0; i < 3; ++i) {
-            WorkerHub.Task memory t = hub.getTask(taskOf(5, 2, ws[i]));
+            WorkerHub.Task memory t = hub.getTask(5, 2, toBytes32(ws[i]));
             assertEq(uint8(t.state), uint8(WorkerHub.TaskState.Assigned), "assigned");
             assertEq(t.lock, 1 ether, "lock");
             assertEq(hub.getStaker(ws[i]).activeTasks, 1, "active");
@@ -177,6 +177,8 @@ contract WorkerHubTest is HubFixture {
         bytes memory vaa;
         PayloadCodec.UpdateCommitted memory u;
         u.header = PayloadCodec.Header(3, WORKERS, toBytes32(address(hub)), 5);
+        u.commitments = new PayloadCodec.Commitment[](1);
+        u.commitments[0].workerKey = toBytes32(worker(1));
         vaa = signedFromMarket(PayloadCodec.encode(u));
         vm.expectRevert(abi.encodeWithSelector(MessageReceiver.UnexpectedPayload.selector, 3));
         hub.receiveMessage(vaa);
@@ -232,33 +234,28 @@ contract WorkerHubTest is HubFixture {
 
     // ------------------------------------------------------------------ commitments
 
-    function test_commitUpdate_publishesUpdateCommitted() public {
+    function test_commitUpdate_recordsTheLogAndPublishesNothing() public {
         assignTo(5, 1, one(worker(1)));
+        uint64 sequence = core.nextSequence(address(hub));
+        vm.roll(1234);
         vm.recordLogs();
-        vm.expectEmit(true, true, false, true);
+        vm.expectEmit(true, true, true, true);
         emit WorkerHub.UpdateCommitted(
-            taskOf(5, 1, worker(1)),
-            worker(1),
-            keccak256("update"),
-            keccak256("root"),
-            keccak256("data"),
-            640,
-            core.nextSequence(address(hub))
+            5, 1, worker(1), keccak256("update"), keccak256("root"), keccak256("data"), 640, 123_456
         );
         vm.prank(worker(1));
         hub.commitUpdate(5, 1, keccak256("update"), keccak256("root"), keccak256("data"), 640, 123_456);
-        PayloadCodec.UpdateCommitted memory expected = PayloadCodec.UpdateCommitted(
-            PayloadCodec.Header(3, COORDINATOR, MARKET, 5),
-            1,
-            toBytes32(worker(1)),
-            keccak256("update"),
-            keccak256("root"),
-            keccak256("data"),
-            640,
-            123_456
+        assertEq(lastPublished().length, 0, "no message");
+        assertEq(core.nextSequence(address(hub)), sequence, "no sequence taken");
+        bytes32 commitment = keccak256(
+            abi.encodePacked(keccak256("update"), keccak256("root"), keccak256("data"), uint32(640), uint32(123_456))
         );
-        assertEq(lastPublished(), PayloadCodec.encode(expected), "payload bytes");
-        WorkerHub.Task memory t = hub.getTask(taskOf(5, 1, worker(1)));
+        WorkerHub.CommitLog memory log = hub.getCommitLog(5, 1);
+        assertEq(log.head, keccak256(abi.encode(bytes32(0), toBytes32(worker(1)), commitment)), "head");
+        assertEq(log.publishedHead, bytes32(0), "nothing published");
+        assertEq(log.firstBlock, 1234, "first block");
+        assertEq(hub.getCommitLog(5, 0).head, bytes32(0), "another round's log untouched");
+        WorkerHub.Task memory t = hub.getTask(5, 1, toBytes32(worker(1)));
         assertEq(uint8(t.state), uint8(WorkerHub.TaskState.Committed), "committed");
         assertEq(t.lock, 1 ether, "the lock, in the task's one slot");
     }
@@ -320,7 +317,7 @@ contract WorkerHubTest is HubFixture {
         settle(5, 0, worker(1), 2, 0.5e8);
         assertEq(hub.getStaker(worker(1)).staked, 2.5 ether, "slashed stake");
         assertEq(hub.claimableOf(POSTER), 0.5 ether, "credited to the job's recipient");
-        assertEq(uint8(hub.getTask(taskOf(5, 0, worker(1))).state), uint8(WorkerHub.TaskState.Settled), "settled");
+        assertEq(uint8(hub.getTask(5, 0, toBytes32(worker(1))).state), uint8(WorkerHub.TaskState.Settled), "settled");
     }
 
     function test_roundSettled_slashIsCappedAtTheTaskLock() public {

@@ -7,6 +7,13 @@ service followed them on the coordinator chain
 (WORKER_REGISTERED, then every STAKE_CHANGED): a worker that unbonded, withdrew or was slashed
 below the job's minimum is not drawn. A round with too few eligible workers waits for more.
 Tasks already assigned on chain are not sent again, so a restarted coordinator repeats nothing.
+
+The round's deadline is set on the coordinator chain's clock: ``collect_seconds`` after the
+newest block's timestamp (:func:`chain_time`), which is what JobMarket's ``assignTasks`` checks
+it against; a deadline counted from the service's clock alone is refused for ever by a chain
+whose time runs ahead of it. A round still ASSIGNING whose deadline the chain has passed before
+all its tasks reached it is planned again (:func:`replanned`) rather than sent with a deadline
+the chain can only refuse.
 """
 
 from __future__ import annotations
@@ -17,7 +24,16 @@ from dataclasses import replace
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
 from fedrelay.coordinator.phases.seeds import seed_value, selection_block
 from fedrelay.coordinator.selection import Candidate, NotEnoughWorkers, round_seed, select_workers
-from fedrelay.protocol.rounds import AssignmentConfirmed, Phase, RoundState, TasksAssigned, apply
+from fedrelay.ports.coordinator_chain import CoordinatorChain
+from fedrelay.protocol.rounds import (
+    AssignmentConfirmed,
+    Phase,
+    RoundState,
+    TaskRefused,
+    TasksAssigned,
+    TaskStatus,
+    apply,
+)
 from fedrelay.protocol.wormhole import Task
 
 log = logging.getLogger(__name__)
@@ -63,7 +79,7 @@ async def assign(
             waiting.add((job.job_id, state.round))
         return state
     waiting.discard((job.job_id, state.round))
-    deadline = now + context.config.collect_seconds
+    deadline = await chain_time(keeper.chain, now) + context.config.collect_seconds
     assigned = apply(
         state, TasksAssigned(state.round, selection.workers, job.config_hash, deadline, now)
     )
@@ -78,17 +94,79 @@ async def assign(
         context.config.randomness,
         block.number,
     )
-    return await confirm_assignment(keeper, assigned, now)
+    return await confirm_assignment(keeper, context, assigned, now)
 
 
-async def confirm_assignment(keeper: RoundKeeper, state: RoundState, now: int) -> RoundState:
-    """Send the tasks not yet assigned on chain, then start collecting."""
+async def chain_time(chain: CoordinatorChain, now: int) -> int:
+    """The time a deadline is counted from: the coordinator chain's newest block's timestamp, or
+    ``now`` (the service's clock) where that is later.
+
+    JobMarket checks a deadline against the timestamp of the block its transaction lands in,
+    never earlier than the newest block's, so a deadline counted from the chain holds however far
+    the chain's time runs ahead of the service's. ``now`` counts where it is later: a chain that
+    mines only for transactions (a development node) stamps its next block with about the wall
+    clock however old its newest block is, and the service closes collection on its own clock.
+    """
+    return max((await chain.latest()).timestamp, now)
+
+
+def replanned(state: RoundState, deadline: int, now: int) -> RoundState:
+    """The ASSIGNING ``state`` planned again at ``now`` with ``deadline``: the same workers on
+    the same shards, through the state machine's own events (``TasksAssigned`` on the round as
+    it was POSTED, then ``TaskRefused`` for each task its worker chain refused meanwhile).
+
+    In ASSIGNING a task is still ASSIGNED or was refused (DROPPED): a commitment moves the round
+    on to COLLECTING, so there is no commitment to carry over.
+    """
+    posted = replace(state, phase=Phase.POSTED, assignments=(), deadline=None)
+    workers = tuple(a.worker for a in state.assignments)  # assignment order: the same shards
+    again = apply(posted, TasksAssigned(state.round, workers, state.config_hash, deadline, now))
+    for a in state.assignments:
+        if a.status is TaskStatus.DROPPED:
+            again = apply(again, TaskRefused(state.round, a.worker, a.reason, now))
+    return again
+
+
+async def confirm_assignment(
+    keeper: RoundKeeper, context: JobContext, state: RoundState, now: int
+) -> RoundState:
+    """Send the tasks not yet assigned on chain, then start collecting.
+
+    Which tasks the chain has is one read of the round's assigned keys. When some are missing
+    and the chain's time (:func:`chain_time`) is at or past the round's deadline, ``assignTasks``
+    can only be refused (``DeadlinePassed``): the round is planned again first
+    (:func:`replanned`), its deadline ``collect_seconds`` after the chain's time now, and only
+    the missing tasks are sent, with the new deadline.
+
+    Tasks already on chain keep the deadline they were sent with: JobMarket keeps no deadline
+    per round (each TASK_ASSIGNED message carries its own, and WorkerHub keeps it per task), so
+    one round's tasks may hold different deadlines, and a task on chain can be neither sent
+    again nor moved (the chain takes a worker once per round, in increasing key order per
+    worker chain). Their workers could commit until their own deadline; the round's deadline
+    becomes the later one, so it stays open until the last task's deadline and a commitment
+    made in time but relayed late is still taken. A task on chain that did not commit is
+    missed as it would have been without the new plan, while the tasks sent under the new plan
+    get the whole ``collect_seconds`` on the chain's clock.
+    """
+    assert state.deadline is not None
+    on_chain = await keeper.chain.assigned_keys(state.job_id, state.round)
+    missing = [a for a in state.assignments if a.worker.key not in on_chain.get(a.worker.chain, ())]
+    if missing:
+        at = await chain_time(keeper.chain, now)
+        if state.deadline <= at:
+            deadline = at + context.config.collect_seconds
+            log.warning(
+                "job %d round %d: deadline %d passed (chain time %d) with %d of %d tasks not "
+                "on chain; planned again with deadline %d",
+                state.job_id, state.round, state.deadline, at, len(missing),
+                len(state.assignments), deadline,
+            )  # fmt: skip
+            state = replanned(state, deadline, now)
+            await keeper.save_round(state)
     assert state.deadline is not None
     by_chain: dict[int, list[Task]] = {}
-    for a in state.assignments:
-        found = await keeper.chain.commitment(state.job_id, state.round, a.worker)
-        if not found.assigned:
-            by_chain.setdefault(a.worker.chain, []).append(Task(a.worker.key, a.shard))
+    for a in missing:
+        by_chain.setdefault(a.worker.chain, []).append(Task(a.worker.key, a.shard))
     for worker_chain, tasks in sorted(by_chain.items()):
         # The chain takes a round's workers on one worker chain in increasing key order (its
         # lane's hash chain); those still missing after a restart come after the ones it has.

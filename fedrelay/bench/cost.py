@@ -12,7 +12,8 @@ every transaction of the rounds is counted, read back from the chains as
 per batch of `maxBatch` tasks), the relayer's deliveries (one VAA a transaction, the relayer's
 default, or with `Design.deliver_batch` the JobMarket's in `receiveMessages` batches; on Solana
 with its buffer and `apply_batch` transactions), each worker's
-`commitUpdate`, the UPDATE_COMMITTED deliveries, `finalizeRound`, `settleRound` (ROUND_SETTLED
+`commitUpdate`, one `publishCommitments` per round (UPDATE_COMMITTED of up to 32 commitments),
+their deliveries, `finalizeRound`, `settleRound` (ROUND_SETTLED
 batches) and their deliveries, and at the end one `withdraw` per worker's payout account (the
 claims, amortised over the rounds measured).
 
@@ -327,8 +328,10 @@ async def _round_evm(rig: _Rig, job_id: int, number: int, crew: Sequence[evm.Sig
         rig.to_hub(rig.market.assign_tasks(rig.aggregator, job_id, WORKER_EVM, DEADLINE, chunk))
     for worker, key in zip(crew, keys, strict=True):
         update, transcript, data = _commitment(job_id, number, key)
-        receipt = rig.hub.commit_update(worker, job_id, number, update, transcript, data, 100, 1)
-        rig.relay_to_market(receipt)
+        rig.hub.commit_update(worker, job_id, number, update, transcript, data, 100, 1)
+    # The last worker publishes the round's commitments (UPDATE_COMMITTED of up to 32 each).
+    pending = rig.hub.pending_commitments(job_id, number)
+    rig.relay_to_market(rig.hub.publish_commitments(crew[-1], job_id, number, pending))
     rig.flush()
     await _settle(rig, job_id, number, WORKER_EVM, keys)
 

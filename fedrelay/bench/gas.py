@@ -42,6 +42,8 @@ from fedrelay.adapters.evm import (
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole import (
+    MAX_BATCH,
+    Commitment,
     GuardianSigner,
     Outcome,
     Task,
@@ -217,18 +219,16 @@ def _finalize(
     job_id = market.post_job(owner, spec).job_id
     tasks = [Task(_key(i), i) for i in range(k)]
     market.assign_tasks(owner, job_id, WORKERS, 2**40, tasks)
-    for task in tasks:
+    commitments = [
+        Commitment(t.worker_key, b"\x05" * 32, b"\x06" * 32, b"\x07" * 32, 100, 1) for t in tasks
+    ]
+    for start in range(0, k, MAX_BATCH):
         payload = UpdateCommitted(
             COORDINATOR,
             address_to_bytes32(market.address),
             job_id=job_id,
             round=0,
-            worker_key=task.worker_key,
-            update_hash=b"\x05" * 32,
-            transcript_root=b"\x06" * 32,
-            data_root=b"\x07" * 32,
-            num_samples=100,
-            train_loss=1,
+            commitments=tuple(commitments[start : start + MAX_BATCH]),
         )
         market.receive_message(owner, guardians.vaa(WORKERS, hub, payload.to_bytes()))
     results = [
@@ -309,6 +309,9 @@ def measure() -> dict[str, Any]:
         hub.receive_message(owner, guardians.vaa(COORDINATOR, market.address, assigned.to_bytes()))
         receipt = hub.commit_update(worker, 7, 0, b"\x08" * 32, b"\x09" * 32, b"\x0a" * 32, 100, 1)
         figures["commit_update"] = int(receipt["gasUsed"])
+        pending = hub.pending_commitments(7, 0)
+        receipt = hub.publish_commitments(worker, 7, 0, pending)
+        figures["publish_commitments_k1"] = int(receipt["gasUsed"])
 
         for i in range(32):
             registered = WorkerRegistered(

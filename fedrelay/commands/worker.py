@@ -198,6 +198,14 @@ def run(
         int | None, typer.Option(help="The worker chain's Wormhole id (evm; default 4).")
     ] = None,
     poll_interval: Annotated[float, typer.Option(help="Seconds between passes.")] = 2.0,
+    publish_after: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds a commitment waits on its chain for others of its round before this "
+            "worker publishes them together (plus up to as much again, its own turn).",
+        ),
+    ] = 2.0,
     coordinator_chain: Annotated[
         int,
         typer.Option(
@@ -241,6 +249,7 @@ def run(
                 payout,
                 wormhole_chain,
                 poll_interval,
+                publish_after,
                 coordinator_chain,
                 trust,
             )
@@ -263,6 +272,7 @@ async def _run(
     payout: str | None,
     wormhole_chain: int | None,
     poll_interval: float,
+    publish_after: float,
     coordinator_chain: int,
     trust: TrustPolicy,
 ) -> None:
@@ -296,6 +306,7 @@ async def _run(
                 device=device,
                 progress=progress,
                 poll_interval=poll_interval,
+                publish_after=publish_after,
                 coordinator_chain=coordinator_chain,
                 trust=trust,
             ) as node:

@@ -9,7 +9,7 @@ values in block order; each carries the block it was logged in and that block's 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
@@ -115,7 +115,7 @@ class SlashDisputed:
 
 @dataclass(frozen=True)
 class UpdateArrived:
-    """UPDATE_COMMITTED reached the coordinator chain (JobMarket ``UpdateReceived``)."""
+    """A commitment reached the coordinator chain (an entry of a JobMarket ``UpdatesReceived``)."""
 
     job_id: int
     round: int
@@ -241,6 +241,16 @@ class CoordinatorChain(Protocol):
         """Block ``number``."""
         ...
 
+    async def latest(self) -> BlockRef:
+        """The newest block, whatever the configured finality: the chain's clock.
+
+        A transaction sent now lands in a block whose timestamp is at least this one's, and
+        JobMarket checks its deadlines against that timestamp (``assignTasks`` refuses a
+        deadline that is not after it), so deadlines are counted from this block, never from
+        the service's clock alone.
+        """
+        ...
+
     async def first_block_after(self, timestamp: int, from_block: int) -> BlockRef | None:
         """The first block from ``from_block`` on whose timestamp is past ``timestamp``.
 
@@ -265,6 +275,14 @@ class CoordinatorChain(Protocol):
         self, job_id: int, round_number: int, worker: WorkerRef
     ) -> ChainCommitment:
         """One worker's task in a round."""
+        ...
+
+    async def assigned_keys(self, job_id: int, round_number: int) -> Mapping[int, frozenset[bytes]]:
+        """The keys of the workers with a task in the round, per worker chain (read once).
+
+        Up to the newest block, whatever the configured finality (as :meth:`latest`); a chain
+        with no task of the round is absent.
+        """
         ...
 
     async def stake(self, worker: WorkerRef) -> int:

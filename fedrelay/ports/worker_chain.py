@@ -106,7 +106,7 @@ class ChainPoll:
 
 @dataclass(frozen=True)
 class UpdateCommitment:
-    """What the worker commits on its chain for a task (the UPDATE_COMMITTED fields): its update,
+    """What the worker commits on its chain for a task (an UPDATE_COMMITTED entry): its update,
     its transcript, and its data (``data_root`` over the hashes of its ``num_samples`` examples)."""
 
     key: TaskKey
@@ -169,7 +169,18 @@ class WorkerChain(Protocol):
         ...
 
     async def commit(self, commitment: UpdateCommitment) -> CommitReceipt:
-        """Commit an update (publishes UPDATE_COMMITTED)."""
+        """Commit an update: it joins its job round's commitments on this chain, which reach the
+        coordinator chain when someone publishes them (:meth:`publish_commitments`)."""
+        ...
+
+    async def commitment_published(self, key: TaskKey) -> bool:
+        """Whether this worker's commitment for ``key`` has gone out in an UPDATE_COMMITTED."""
+        ...
+
+    async def publish_commitments(self, key: TaskKey) -> int:
+        """Publish every pending commitment of ``key``'s job round on this chain (anyone's) as
+        UPDATE_COMMITTED messages, paying their fees; returns how many went out (0 when none
+        were pending, also when another publisher took them first)."""
         ...
 
     async def begin_unstake(self, amount: int) -> None:

@@ -18,6 +18,7 @@ from fedrelay.protocol.wormhole.payloads import (
     SlashMode,
     StakeReason,
     TaskAssigned,
+    UpdateCommitted,
     task_id,
     worker_id,
 )
@@ -28,6 +29,7 @@ from support.wormhole import (
     guardian_key,
     guardian_set,
     guardian_signers,
+    sample_commitment,
     sample_round_settled,
     sample_stake_changed,
     sample_task_assigned,
@@ -47,6 +49,8 @@ def _payload_vectors() -> list[dict[str, Any]]:
         ("task_assigned_k3", sample_task_assigned(3)),
         ("task_assigned_k32", sample_task_assigned(32)),
         ("update_committed", sample_update_committed()),
+        ("update_committed_k3", sample_update_committed(3)),
+        ("update_committed_k32", sample_update_committed(32)),
         ("round_settled_k1", sample_round_settled(1)),
         ("round_settled_k3", sample_round_settled(3)),
         ("round_settled_k32", sample_round_settled(32)),
@@ -76,8 +80,9 @@ def _payload_vectors() -> list[dict[str, Any]]:
                 target_chain=0xFFFF,
                 job_id=2**64 - 1,
                 round=2**32 - 1,
-                num_samples=2**32 - 1,
-                train_loss=2**32 - 1,
+                commitments=(
+                    replace(sample_commitment(), num_samples=2**32 - 1, train_loss=2**32 - 1),
+                ),
             ),
         ),
     ]
@@ -99,6 +104,11 @@ def _invalid_payload_vectors() -> list[dict[str, Any]]:
     staked = sample_stake_changed(StakeReason.STAKED).to_bytes()
     a_fixed, s_fixed = TaskAssigned.FIXED_SIZE, RoundSettled.FIXED_SIZE
     a_count, s_count = a_fixed - 1, s_fixed - 1
+    c_fixed = UpdateCommitted.FIXED_SIZE
+    c_count = c_fixed - 1
+    entry = committed[c_fixed:]
+    committed_k33 = committed[:c_count] + bytes((33,)) + entry * 33
+    version_3_layout = committed[:HEADER_SIZE] + struct.pack(">I", 3) + entry
     assigned_k33 = assigned[:a_count] + bytes((33,)) + assigned[a_fixed : a_fixed + 36] * 33
     settled_bad_outcome = bytearray(settled)
     settled_bad_outcome[s_fixed + 32] = 3
@@ -113,16 +123,19 @@ def _invalid_payload_vectors() -> list[dict[str, Any]]:
         ("version_0", registered[:1] + b"\x00" + registered[2:], "unsupported_payload_version"),
         ("version_1", registered[:1] + b"\x01" + registered[2:], "unsupported_payload_version"),
         ("version_2", registered[:1] + b"\x02" + registered[2:], "unsupported_payload_version"),
-        ("version_4", registered[:1] + b"\x04" + registered[2:], "unsupported_payload_version"),
+        ("version_3", registered[:1] + b"\x03" + registered[2:], "unsupported_payload_version"),
+        ("version_5", registered[:1] + b"\x05" + registered[2:], "unsupported_payload_version"),
         (
-            "update_committed_version_2",
-            committed[:1] + b"\x02" + committed[2:],
+            "update_committed_version_3",
+            committed[:1] + b"\x03" + committed[2:],
             "unsupported_payload_version",
         ),
         (
-            "update_committed_version_2_layout",
-            committed[:144] + committed[176:],
-            "payload_size_mismatch",
+            # version 3's one-worker layout under version 4's header: the 49th byte (the worker
+            # key's first, 54 here) is read as the count
+            "update_committed_version_3_layout",
+            version_3_layout,
+            "invalid_payload_field",
         ),
         ("worker_registered_missing_byte", registered[:-1], "payload_size_mismatch"),
         ("worker_registered_trailing_byte", registered + b"\x00", "payload_size_mismatch"),
@@ -147,6 +160,18 @@ def _invalid_payload_vectors() -> list[dict[str, Any]]:
         ),
         ("update_committed_missing_byte", committed[:-1], "payload_size_mismatch"),
         ("update_committed_trailing_byte", committed + b"\x00", "payload_size_mismatch"),
+        ("update_committed_count_0", committed[:c_count] + b"\x00", "invalid_payload_field"),
+        ("update_committed_count_33", committed_k33, "invalid_payload_field"),
+        (
+            "update_committed_count_says_2_has_1",
+            committed[:c_count] + b"\x02" + committed[c_fixed:],
+            "payload_size_mismatch",
+        ),
+        (
+            "update_committed_without_commitments",
+            committed[:c_fixed],
+            "payload_size_mismatch",
+        ),
         ("round_settled_missing_byte", settled[:-1], "payload_size_mismatch"),
         ("round_settled_trailing_byte", settled + b"\x00", "payload_size_mismatch"),
         ("round_settled_count_0", settled[:s_count] + b"\x00", "invalid_payload_field"),

@@ -9,6 +9,7 @@ from fedrelay.adapters.devnet.guardians import (
 from fedrelay.protocol.wormhole.samples import (
     evm_address,
     filler,
+    sample_commitment,
     sample_round_settled,
     sample_stake_changed,
     sample_task_assigned,
@@ -23,6 +24,7 @@ __all__ = [
     "guardian_key",
     "guardian_set",
     "guardian_signers",
+    "sample_commitment",
     "sample_round_settled",
     "sample_stake_changed",
     "sample_task_assigned",

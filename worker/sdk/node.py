@@ -4,8 +4,8 @@ One :meth:`WorkerNode.step` is one pass over everything there is to do; :meth:`W
 repeats it until asked to stop. Every finished stage of a task is written to the state file
 before the next begins, so a node stopped at any point resumes where it was, and never commits
 a task twice (it asks the chain first). The stages' work lives in
-:mod:`fedrelay.worker.sdk.steps` (register, train, mask, upload, commit, answer); this module
-sequences them per task and keeps the loop and the state file.
+:mod:`fedrelay.worker.sdk.steps` (register, train, mask, upload, commit, publish, answer); this
+module sequences them per task and keeps the loop and the state file.
 
 Stopping: a stop request is honoured between training segments (the unfinished run is dropped
 and redone after a restart) and between stages; an upload or a commitment in flight completes.
@@ -45,7 +45,16 @@ from fedrelay.worker.sdk.errors import StopRequested, TaskRefused, WorkerError
 from fedrelay.worker.sdk.progress import ProgressReporter, SilentProgress
 from fedrelay.worker.sdk.shards import OwnData
 from fedrelay.worker.sdk.state import StateStore, TaskRecord, TaskStage, WorkerState
-from fedrelay.worker.sdk.steps import answer, commit, mask, register, selfcheck, train, upload
+from fedrelay.worker.sdk.steps import (
+    answer,
+    commit,
+    mask,
+    publish,
+    register,
+    selfcheck,
+    train,
+    upload,
+)
 from fedrelay.worker.sdk.steps.mask import KeyExchange, SecureRound
 from fedrelay.worker.sdk.steps.train import TrainedUpdate
 
@@ -88,6 +97,7 @@ class StepReport:
     settled: tuple[TaskKey, ...] = ()
     recovered: tuple[TaskKey, ...] = ()
     released: tuple[TaskKey, ...] = ()
+    published: tuple[str, ...] = ()
 
 
 class WorkerNode:
@@ -107,6 +117,7 @@ class WorkerNode:
         poll_interval: float = 2.0,
         coordinator_chain: int = DEFAULT_COORDINATOR_CHAIN,
         trust: TrustPolicy | None = None,
+        publish_after: float = 2.0,
     ) -> None:
         """Wire the node.
 
@@ -129,6 +140,9 @@ class WorkerNode:
                 round's trace derived from it (see ``fedrelay.protocol.tracing``).
             trust: The model bundles this node runs (:mod:`fedrelay.training.trust`); by
                 default none: a task of a job with a bundle is refused, built-in models run.
+            publish_after: Seconds a commitment waits on its chain for others of its round
+                before this node publishes them together (plus a delay of its own up to as
+                much again; see :mod:`fedrelay.worker.sdk.steps.publish`).
         """
         self.chain = chain
         self.api = api
@@ -141,6 +155,7 @@ class WorkerNode:
         self.poll_interval = poll_interval
         self.coordinator_chain = coordinator_chain
         self.trust = trust if trust is not None else TrustPolicy()
+        self.publish_after = publish_after
         self.tracer: trace.Tracer = _TRACER
         self.state: WorkerState = store.load()
         #: Masked tasks whose unmasking shares are still to be revealed (in memory only).
@@ -239,6 +254,7 @@ class WorkerNode:
                 continue
             if done.stage is TaskStage.COMMITTED:
                 (committed if done.transaction else recovered).append(record.key)
+        published = await publish.publish_pending(self)
         await mask.reveal_masks(self)
         answered = await self.answer_challenges()
         return StepReport(
@@ -249,6 +265,7 @@ class WorkerNode:
             tuple(settled),
             tuple(recovered),
             tuple(released),
+            tuple(published),
         )
 
     async def _release_expired(self) -> list[TaskKey]:

@@ -55,6 +55,10 @@ class TaskRecord:
     outcome: int | None = None
     reason: str = ""
     release_at: int = 0
+    committed_at: int = 0
+    """Unix seconds when this node committed it (0: before publication was tracked)."""
+    published: bool = False
+    """Whether the commitment has gone out in an UPDATE_COMMITTED (this node's or anyone's)."""
     mask_opening: str = field(default="", repr=False)
     """A secure round's masking key and self-mask seed (hex), kept so that a challenge can be
     answered after a restart; never printed."""

@@ -172,11 +172,10 @@ abstract contract MessageReceiver is Owned {
         results = new uint8[](vaas.length);
         for (uint256 i = 0; i < vaas.length; ++i) {
             bytes calldata vaa = vaas[i];
-            bytes32 digest = _digestOf(vaa);
+            (bool parsed, bytes32 digest, uint16 emitterChain, bytes32 emitter, uint64 sequence) = _entryOf(vaa);
             uint8 result = CONSUMED;
             bytes memory reason;
             // A consumed message is skipped before the signatures are checked again.
-            (bool parsed, uint16 emitterChain, bytes32 emitter, uint64 sequence) = _sourceOf(vaa);
             if (!parsed || !isConsumed(emitterChain, emitter, sequence)) {
                 uint256 before = gasleft();
                 bool ok;
@@ -215,12 +214,13 @@ abstract contract MessageReceiver is Owned {
         }
     }
 
-    /// @dev The emitter chain, emitter and sequence of a VAA's body (after a version-2 VAA's 57-byte
-    /// header, or a version-1 VAA's signatures); `parsed` false when it is too short for them.
-    function _sourceOf(bytes calldata vaa)
+    /// @dev The digest (keccak256(keccak256(body))), emitter chain, emitter and sequence of a VAA's
+    /// body (after a version-2 VAA's 57-byte header, or a version-1 VAA's signatures); `parsed`
+    /// false, and all zero, when it is too short for them.
+    function _entryOf(bytes calldata vaa)
         private
         pure
-        returns (bool parsed, uint16 emitterChain, bytes32 emitter, uint64 sequence)
+        returns (bool parsed, bytes32 digest, uint16 emitterChain, bytes32 emitter, uint64 sequence)
     {
         assembly ("memory-safe") {
             if gt(vaa.length, 5) {
@@ -229,24 +229,14 @@ abstract contract MessageReceiver is Owned {
                 if iszero(lt(vaa.length, add(body, 51))) {
                     parsed := 1
                     let at := add(vaa.offset, body)
+                    let size := sub(vaa.length, body)
+                    let scratch := mload(0x40)
+                    calldatacopy(scratch, at, size)
+                    mstore(0, keccak256(scratch, size))
+                    digest := keccak256(0, 32)
                     emitterChain := shr(240, calldataload(add(at, 8)))
                     emitter := calldataload(add(at, 10))
                     sequence := shr(192, calldataload(add(at, 42)))
-                }
-            }
-        }
-    }
-
-    /// @dev The digest of a VAA (keccak256(keccak256(body))), or zero when it is too short.
-    function _digestOf(bytes calldata vaa) private pure returns (bytes32 digest) {
-        assembly ("memory-safe") {
-            if gt(vaa.length, 5) {
-                let body := add(6, mul(66, byte(0, calldataload(add(vaa.offset, 5)))))
-                if iszero(lt(vaa.length, add(body, 51))) {
-                    let scratch := mload(0x40)
-                    calldatacopy(scratch, add(vaa.offset, body), sub(vaa.length, body))
-                    mstore(0, keccak256(scratch, sub(vaa.length, body)))
-                    digest := keccak256(0, 32)
                 }
             }
         }

@@ -9,7 +9,7 @@ pragma solidity 0.8.30;
 /// Header (every payload, 44 bytes):
 ///   0  u8      payload_id        1 WORKER_REGISTERED, 2 TASK_ASSIGNED, 3 UPDATE_COMMITTED,
 ///                                4 ROUND_SETTLED, 5 STAKE_CHANGED
-///   1  u8      version = 3
+///   1  u8      version = 4
 ///   2  u16     target_chain      Wormhole chain id of the receiver
 ///   4  bytes32 target_address    receiving contract or program
 ///   36 u64     job_id            0 when not job-specific
@@ -20,10 +20,11 @@ pragma solidity 0.8.30;
 ///                                 | 88 config_hash bytes32 | 120 min_stake u64 | 128 stake_lock u64
 ///                                 (<= min_stake) | 136 release_at u64 | 144 count u8 (1..32)
 ///                                 | 145 k x (worker_key bytes32, shard u32)
-/// UPDATE_COMMITTED (184 bytes):   44 round u32 | 48 worker_key bytes32 | 80 update_hash bytes32
-///                                 | 112 transcript_root bytes32 | 144 data_root bytes32
-///                                 | 176 num_samples u32 (examples under data_root)
-///                                 | 180 train_loss u32 (loss x 1e6, saturating)
+/// UPDATE_COMMITTED (49 + 136k):   44 round u32 | 48 count u8 (1..32) | 49 k x (worker_key bytes32,
+///                                 update_hash bytes32, transcript_root bytes32, data_root bytes32,
+///                                 num_samples u32 (examples under data_root), train_loss u32
+///                                 (loss x 1e6, saturating)): one job round's commitments on one
+///                                 worker chain, in the order it recorded them
 /// ROUND_SETTLED (114 + 41k):      44 round u32 | 48 model_hash bytes32 | 80 slash_mode u8 (0, 1)
 ///                                 | 81 slash_recipient bytes32 (nonzero) | 113 count u8 (1..32)
 ///                                 | 114 k x (worker_key bytes32, outcome u8, slash u64)
@@ -36,13 +37,14 @@ library PayloadCodec {
     uint8 internal constant UPDATE_COMMITTED = 3;
     uint8 internal constant ROUND_SETTLED = 4;
     uint8 internal constant STAKE_CHANGED = 5;
-    uint8 internal constant VERSION = 3;
+    uint8 internal constant VERSION = 4;
 
     uint256 internal constant HEADER_SIZE = 44;
     uint256 internal constant WORKER_REGISTERED_SIZE = 120;
     uint256 internal constant TASK_ASSIGNED_FIXED = 145;
     uint256 internal constant ASSIGNMENT_SIZE = 36;
-    uint256 internal constant UPDATE_COMMITTED_SIZE = 184;
+    uint256 internal constant UPDATE_COMMITTED_FIXED = 49;
+    uint256 internal constant COMMITMENT_SIZE = 136;
     uint256 internal constant ROUND_SETTLED_FIXED = 114;
     uint256 internal constant STAKE_CHANGED_SIZE = 125;
     uint256 internal constant SETTLEMENT_SIZE = 41;
@@ -94,15 +96,19 @@ library PayloadCodec {
         Assignment[] assignments;
     }
 
-    struct UpdateCommitted {
-        Header header;
-        uint32 round;
+    struct Commitment {
         bytes32 workerKey;
         bytes32 updateHash;
         bytes32 transcriptRoot;
         bytes32 dataRoot;
         uint32 numSamples;
         uint32 trainLoss;
+    }
+
+    struct UpdateCommitted {
+        Header header;
+        uint32 round;
+        Commitment[] commitments;
     }
 
     struct Settlement {
@@ -208,14 +214,44 @@ library PayloadCodec {
     /// @notice Decode an UPDATE_COMMITTED payload.
     function decodeUpdateCommitted(bytes memory payload) internal pure returns (UpdateCommitted memory message) {
         message.header = _expect(payload, UPDATE_COMMITTED);
-        _exactLength(payload, UPDATE_COMMITTED_SIZE);
-        message.round = uint32(_read(payload, 44, 4));
-        message.workerKey = bytes32(_read(payload, 48, 32));
-        message.updateHash = bytes32(_read(payload, 80, 32));
-        message.transcriptRoot = bytes32(_read(payload, 112, 32));
-        message.dataRoot = bytes32(_read(payload, 144, 32));
-        message.numSamples = uint32(_read(payload, 176, 4));
-        message.trainLoss = uint32(_read(payload, 180, 4));
+        uint256 count;
+        (message.round, count) = _checkUpdateCommitted(payload);
+        message.commitments = new Commitment[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            uint256 at = UPDATE_COMMITTED_FIXED + COMMITMENT_SIZE * i;
+            message.commitments[i] = Commitment(
+                bytes32(_read(payload, at, 32)),
+                bytes32(_read(payload, at + 32, 32)),
+                bytes32(_read(payload, at + 64, 32)),
+                bytes32(_read(payload, at + 96, 32)),
+                uint32(_read(payload, at + 128, 4)),
+                uint32(_read(payload, at + 132, 4))
+            );
+        }
+    }
+
+    /// @notice Check an UPDATE_COMMITTED payload without copying its entries (read them with
+    /// `chainEntry`): its job, round and number of commitments.
+    function decodeUpdateCommittedHead(bytes memory payload)
+        internal
+        pure
+        returns (uint64 jobId, uint32 round, uint256 count)
+    {
+        jobId = _expect(payload, UPDATE_COMMITTED).jobId;
+        (round, count) = _checkUpdateCommitted(payload);
+    }
+
+    /// @notice `chainCommitment(previous, ...)` for entry `i` of an UPDATE_COMMITTED payload
+    /// checked by `decodeUpdateCommittedHead` (`i` below its count), hashed in place.
+    function chainEntry(bytes32 previous, bytes memory payload, uint256 i) internal pure returns (bytes32 next) {
+        assembly ("memory-safe") {
+            let entry := add(add(payload, 32), add(49, mul(136, i)))
+            let scratch := mload(0x40)
+            mstore(scratch, previous)
+            mstore(add(scratch, 32), mload(entry))
+            mstore(add(scratch, 64), keccak256(add(entry, 32), 104))
+            next := keccak256(scratch, 96)
+        }
     }
 
     /// @notice Decode a ROUND_SETTLED payload.
@@ -289,17 +325,19 @@ library PayloadCodec {
     }
 
     /// @notice Encode an UPDATE_COMMITTED payload.
-    function encode(UpdateCommitted memory m) internal pure returns (bytes memory) {
-        return abi.encodePacked(
-            _encodeHeader(m.header, UPDATE_COMMITTED),
-            m.round,
-            m.workerKey,
-            m.updateHash,
-            m.transcriptRoot,
-            m.dataRoot,
-            m.numSamples,
-            m.trainLoss
-        );
+    function encode(UpdateCommitted memory m) internal pure returns (bytes memory out) {
+        uint256 count = m.commitments.length;
+        _checkCount(count);
+        out = new bytes(UPDATE_COMMITTED_FIXED + COMMITMENT_SIZE * count);
+        _copy(out, 0, abi.encodePacked(_encodeHeader(m.header, UPDATE_COMMITTED), m.round, uint8(count)));
+        for (uint256 i = 0; i < count; ++i) {
+            Commitment memory c = m.commitments[i];
+            _copy(
+                out,
+                UPDATE_COMMITTED_FIXED + COMMITMENT_SIZE * i,
+                abi.encodePacked(c.workerKey, c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss)
+            );
+        }
     }
 
     /// @notice Encode a ROUND_SETTLED payload.
@@ -333,6 +371,25 @@ library PayloadCodec {
         _checkStakeReason(m.reason, m.taskId);
         return
             abi.encodePacked(_encodeHeader(m.header, STAKE_CHANGED), m.workerKey, m.stake, m.nonce, m.reason, m.taskId);
+    }
+
+    /// @notice One step of a hash chain over commitments, the same wherever one is kept (a
+    /// worker chain's commit log, the coordinator chain's lanes):
+    /// keccak256(abi.encode(previous, workerKey, commitmentHash(...))).
+    function chainCommitment(bytes32 previous, bytes32 workerKey, bytes32 commitment) internal pure returns (bytes32) {
+        return keccak256(abi.encode(previous, workerKey, commitment));
+    }
+
+    /// @notice What a hash chain takes for a commitment's fields: keccak256 of the 104 bytes they
+    /// take in an UPDATE_COMMITTED entry (after its worker key).
+    function commitmentHash(
+        bytes32 updateHash,
+        bytes32 transcriptRoot,
+        bytes32 dataRoot,
+        uint32 numSamples,
+        uint32 trainLoss
+    ) internal pure returns (bytes32) {
+        return keccak256(abi.encodePacked(updateHash, transcriptRoot, dataRoot, numSamples, trainLoss));
     }
 
     /// @notice Left-pad an EVM address into the protocol's bytes32 form.
@@ -369,6 +426,16 @@ library PayloadCodec {
         if (reason != STAKE_TASK_REFUSED && reason != STAKE_TASK_RELEASED && taskId != bytes32(0)) {
             revert UnexpectedTaskId(reason, taskId);
         }
+    }
+
+    function _checkUpdateCommitted(bytes memory payload) private pure returns (uint32 round, uint256 count) {
+        if (payload.length < UPDATE_COMMITTED_FIXED) {
+            revert PayloadLengthMismatch(payload.length, UPDATE_COMMITTED_FIXED);
+        }
+        round = uint32(_read(payload, 44, 4));
+        count = _read(payload, 48, 1);
+        _checkCount(count);
+        _exactLength(payload, UPDATE_COMMITTED_FIXED + COMMITMENT_SIZE * count);
     }
 
     function _checkCount(uint256 count) private pure {

@@ -21,6 +21,31 @@ contract CodecHarness {
         return PayloadCodec.decodeUpdateCommitted(p);
     }
 
+    function decodeUpdateCommittedHead(bytes memory p)
+        external
+        pure
+        returns (uint64 jobId, uint32 round, uint256 count)
+    {
+        return PayloadCodec.decodeUpdateCommittedHead(p);
+    }
+
+    /// @notice `chainEntry` over every entry of an UPDATE_COMMITTED, from `start`.
+    function chainEntries(bytes32 start, bytes memory p) external pure returns (bytes32 chain) {
+        (,, uint256 count) = PayloadCodec.decodeUpdateCommittedHead(p);
+        chain = start;
+        for (uint256 i = 0; i < count; ++i) {
+            chain = PayloadCodec.chainEntry(chain, p, i);
+        }
+    }
+
+    function commitmentHash(PayloadCodec.Commitment memory c) external pure returns (bytes32) {
+        return PayloadCodec.commitmentHash(c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss);
+    }
+
+    function chainCommitment(bytes32 previous, bytes32 workerKey, bytes32 commitment) external pure returns (bytes32) {
+        return PayloadCodec.chainCommitment(previous, workerKey, commitment);
+    }
+
     function decodeRoundSettled(bytes memory p) external pure returns (PayloadCodec.RoundSettled memory) {
         return PayloadCodec.decodeRoundSettled(p);
     }

@@ -110,26 +110,62 @@ abstract contract MarketFixture is CoreFixture {
     uint32 internal constant NUM_SAMPLES = 1000;
     uint32 internal constant TRAIN_LOSS = 250_000;
 
-    function committedPayload(uint64 jobId, uint32 round, bytes32 key) internal view returns (bytes memory) {
+    /// The UPDATE_COMMITTED entry the fixture gives `key` in `round`.
+    function commitmentOf(bytes32 key, uint32 round) internal pure returns (PayloadCodec.Commitment memory) {
+        return PayloadCodec.Commitment(
+            key, updateOf(key, round), transcriptOf(key, round), dataOf(key, round), NUM_SAMPLES, TRAIN_LOSS
+        );
+    }
+
+    /// An UPDATE_COMMITTED carrying `entries`, in that order.
+    function committedPayload(uint64 jobId, uint32 round, PayloadCodec.Commitment[] memory entries)
+        internal
+        view
+        returns (bytes memory)
+    {
         return PayloadCodec.encode(
             PayloadCodec.UpdateCommitted(
-                PayloadCodec.Header(3, COORDINATOR, toBytes32(address(market)), jobId),
-                round,
-                key,
-                updateOf(key, round),
-                transcriptOf(key, round),
-                dataOf(key, round),
-                NUM_SAMPLES,
-                TRAIN_LOSS
+                PayloadCodec.Header(3, COORDINATOR, toBytes32(address(market)), jobId), round, entries
             )
         );
     }
 
-    /// The commitment the market chains for `committedPayload(_, round, key)`: JobMarket.commitmentOf
-    /// of its fields, keccak256(abi.encode(updateHash, transcriptRoot, dataRoot, numSamples, trainLoss)).
+    /// An UPDATE_COMMITTED carrying `keys`' commitments (`commitmentOf`), in that order.
+    function committedPayload(uint64 jobId, uint32 round, bytes32[] memory keys) internal view returns (bytes memory) {
+        PayloadCodec.Commitment[] memory entries = new PayloadCodec.Commitment[](keys.length);
+        for (uint256 i = 0; i < keys.length; ++i) {
+            entries[i] = commitmentOf(keys[i], round);
+        }
+        return committedPayload(jobId, round, entries);
+    }
+
+    /// An UPDATE_COMMITTED carrying `key`'s commitment alone.
+    function committedPayload(uint64 jobId, uint32 round, bytes32 key) internal view returns (bytes memory) {
+        bytes32[] memory keys = new bytes32[](1);
+        keys[0] = key;
+        return committedPayload(jobId, round, keys);
+    }
+
+    /// Worker keys [from, from+count).
+    function keysOf(uint256 from, uint256 count) internal pure returns (bytes32[] memory keys) {
+        keys = new bytes32[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            keys[i] = workerKey(from + i);
+        }
+    }
+
+    /// The hash a lane chains for an entry: PayloadCodec.commitmentHash of its fields.
+    function hashOf(PayloadCodec.Commitment memory c) internal pure returns (bytes32) {
+        return PayloadCodec.commitmentHash(c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss);
+    }
+
+    /// The commitment the market chains for `committedPayload(_, round, key)`: keccak256 of its
+    /// packed fields (update_hash .. train_loss, 104 bytes), as PayloadCodec.commitmentHash.
     function commitmentFor(bytes32 key, uint32 round) internal pure returns (bytes32) {
         return keccak256(
-            abi.encode(updateOf(key, round), transcriptOf(key, round), dataOf(key, round), NUM_SAMPLES, TRAIN_LOSS)
+            abi.encodePacked(
+                updateOf(key, round), transcriptOf(key, round), dataOf(key, round), NUM_SAMPLES, TRAIN_LOSS
+            )
         );
     }
 
@@ -152,6 +188,15 @@ abstract contract MarketFixture is CoreFixture {
         }
     }
 
+    /// A commit chain from `start` extended by `entries` in order (a hub log starts from zero,
+    /// a market lane from CHAIN_START).
+    function chainOf(bytes32 start, PayloadCodec.Commitment[] memory entries) internal pure returns (bytes32 chain) {
+        chain = start;
+        for (uint256 i = 0; i < entries.length; ++i) {
+            chain = PayloadCodec.chainCommitment(chain, entries[i].workerKey, hashOf(entries[i]));
+        }
+    }
+
     /// Each lane's commitments (job, round, worker chain) as the market took them, in arrival order.
     mapping(uint64 => mapping(uint32 => mapping(uint16 => JobMarket.Commit[]))) private _laneCommits;
 
@@ -161,6 +206,27 @@ abstract contract MarketFixture is CoreFixture {
         vaa = signed(chain, peerOf(chain), committedPayload(jobId, round, key));
         market.receiveMessage(vaa);
         _laneCommits[jobId][round][chain].push(JobMarket.Commit(key, commitmentFor(key, round)));
+    }
+
+    /// Deliver one UPDATE_COMMITTED carrying `keys`' commitments and record them in their lane.
+    function commitBatch(uint64 jobId, uint32 round, uint16 chain, bytes32[] memory keys)
+        internal
+        returns (bytes memory vaa)
+    {
+        vaa = signed(chain, peerOf(chain), committedPayload(jobId, round, keys));
+        market.receiveMessage(vaa);
+        for (uint256 i = 0; i < keys.length; ++i) {
+            _laneCommits[jobId][round][chain].push(JobMarket.Commit(keys[i], commitmentFor(keys[i], round)));
+        }
+    }
+
+    /// Record commitments delivered by the test itself (in arrival order) in their lane.
+    function recordCommits(uint64 jobId, uint32 round, uint16 chain, PayloadCodec.Commitment[] memory entries)
+        internal
+    {
+        for (uint256 i = 0; i < entries.length; ++i) {
+            _laneCommits[jobId][round][chain].push(JobMarket.Commit(entries[i].workerKey, hashOf(entries[i])));
+        }
     }
 
     /// The lane's commitments in arrival order, as `commit` recorded them.

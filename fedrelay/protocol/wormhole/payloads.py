@@ -1,6 +1,6 @@
 """Codecs for fedrelay's five payloads, carried as the payload of a Wormhole v1 VAA.
 
-Every payload starts with the 44-byte header: payload_id u8, protocol version u8 (= 2),
+Every payload starts with the 44-byte header: payload_id u8, protocol version u8 (= 4),
 target_chain u16, target_address bytes32, job_id u64. All integers are big-endian. A decoder
 rejects an unknown payload id or version, a count outside 1..32, missing or trailing bytes, and
 field values the protocol rules out (an unknown outcome, slash mode or stake-change reason, a zero
@@ -14,6 +14,10 @@ that selection never relies on a stake the worker has since withdrawn.
 Version 3 binds the worker's data into UPDATE_COMMITTED: ``data_root`` is the Merkle root over the
 hashes of the examples it trained on and ``num_samples`` their count
 (:mod:`fedrelay.protocol.data_commitment`).
+
+Version 4 batches UPDATE_COMMITTED: one message carries up to 32 commitments of one job round on
+one worker chain (:class:`Commitment` entries), so the coordinator chain verifies one VAA per batch
+instead of one per worker.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from fedrelay.protocol.wormhole.errors import (
     WrongTarget,
 )
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 HEADER_SIZE = 44
 MAX_BATCH = 32
 LOSS_SCALE = 1_000_000
@@ -258,18 +262,14 @@ class TaskAssigned(_Header):
         return self._header_bytes() + fixed + entries
 
 
-_UPDATE_COMMITTED = struct.Struct(">I32s32s32s32sII")
+_COMMITMENT = struct.Struct(">32s32s32s32sII")
 
 
 @dataclass(frozen=True)
-class UpdateCommitted(_Header):
-    """UPDATE_COMMITTED (3): a worker's commitment to its update for one round, and to the data
-    it trained on (``data_root`` over the hashes of its ``num_samples`` examples)."""
+class Commitment:
+    """One entry of UPDATE_COMMITTED: a worker's commitment to its update for the round, and to
+    the data it trained on (``data_root`` over the hashes of its ``num_samples`` examples)."""
 
-    PAYLOAD_ID: ClassVar[PayloadId] = PayloadId.UPDATE_COMMITTED
-    SIZE: ClassVar[int] = 184
-
-    round: int
     worker_key: bytes
     update_hash: bytes
     transcript_root: bytes
@@ -278,8 +278,6 @@ class UpdateCommitted(_Header):
     train_loss: int
 
     def __post_init__(self) -> None:
-        self._check_header()
-        _uint("round", self.round, _U32)
         _bytes32("worker_key", self.worker_key)
         _bytes32("update_hash", self.update_hash)
         _bytes32("transcript_root", self.transcript_root)
@@ -287,16 +285,62 @@ class UpdateCommitted(_Header):
         _uint("num_samples", self.num_samples, _U32)
         _uint("train_loss", self.train_loss, _U32)
 
+    def digest(self) -> bytes:
+        """What hash chains over commitments take for its fields: keccak256 of the 104 bytes
+        after the worker key in its entry (Solidity ``PayloadCodec.commitmentHash``)."""
+        return keccak256(self.to_bytes()[32:])
+
     def to_bytes(self) -> bytes:
-        """Return the 184-byte wire form."""
-        return self._header_bytes() + _UPDATE_COMMITTED.pack(
-            self.round,
+        """Return the 136-byte entry."""
+        return _COMMITMENT.pack(
             self.worker_key,
             self.update_hash,
             self.transcript_root,
             self.data_root,
             self.num_samples,
             self.train_loss,
+        )
+
+
+def chain_commitment(previous: bytes, worker_key: bytes, digest: bytes) -> bytes:
+    """One step of a hash chain over commitments, the same on every chain that keeps one (a
+    worker chain's commit log, the coordinator chain's lanes): keccak256(previous || worker_key
+    || digest), ``digest`` being :meth:`Commitment.digest` (Solidity
+    ``PayloadCodec.chainCommitment``)."""
+    return keccak256(previous + worker_key + digest)
+
+
+@dataclass(frozen=True)
+class UpdateCommitted(_Header):
+    """UPDATE_COMMITTED (3): the commitments of one job round on one worker chain that were
+    pending when someone published them, in the order the worker chain recorded them.
+
+    A worker's commitment is recorded on its chain without a message of its own; anyone may then
+    publish the round's pending ones, up to 32 to a message (version 4; before, one message per
+    worker).
+    """
+
+    PAYLOAD_ID: ClassVar[PayloadId] = PayloadId.UPDATE_COMMITTED
+    FIXED_SIZE: ClassVar[int] = HEADER_SIZE + 5
+    ENTRY_SIZE: ClassVar[int] = _COMMITMENT.size
+
+    round: int
+    commitments: tuple[Commitment, ...]
+
+    def __post_init__(self) -> None:
+        self._check_header()
+        _uint("round", self.round, _U32)
+        if not isinstance(self.commitments, tuple) or not all(
+            isinstance(c, Commitment) for c in self.commitments
+        ):
+            raise InvalidPayloadField("commitments must be a tuple of Commitment")
+        _count("commitments", len(self.commitments))
+
+    def to_bytes(self) -> bytes:
+        """Return the wire form, 49 + 136k bytes."""
+        entries = b"".join(c.to_bytes() for c in self.commitments)
+        return (
+            self._header_bytes() + struct.pack(">IB", self.round, len(self.commitments)) + entries
         )
 
 
@@ -456,9 +500,17 @@ def _decode_task_assigned(data: bytes, chain: int, target: bytes, job: int) -> P
 
 
 def _decode_update_committed(data: bytes, chain: int, target: bytes, job: int) -> Payload:
-    _expect_size("UPDATE_COMMITTED", data, UpdateCommitted.SIZE)
-    fields = _UPDATE_COMMITTED.unpack_from(data, HEADER_SIZE)
-    return UpdateCommitted(chain, target, job, *fields)
+    fixed = UpdateCommitted.FIXED_SIZE
+    if len(data) < fixed:
+        _expect_size("UPDATE_COMMITTED without its commitments", data, fixed)
+    round_number, count = struct.unpack_from(">IB", data, HEADER_SIZE)
+    _count("UPDATE_COMMITTED count", count)
+    size = UpdateCommitted.ENTRY_SIZE
+    _expect_size(f"UPDATE_COMMITTED with {count} commitment(s)", data, fixed + size * count)
+    commitments = tuple(
+        Commitment(*_COMMITMENT.unpack_from(data, fixed + size * i)) for i in range(count)
+    )
+    return UpdateCommitted(chain, target, job, round_number, commitments)
 
 
 def _decode_round_settled(data: bytes, chain: int, target: bytes, job: int) -> Payload:

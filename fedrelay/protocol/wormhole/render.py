@@ -60,12 +60,17 @@ def payload_to_json(payload: Payload) -> dict[str, Any]:
     elif isinstance(payload, UpdateCommitted):
         fields |= {
             "round": payload.round,
-            "worker_key": hex0x(payload.worker_key),
-            "update_hash": hex0x(payload.update_hash),
-            "transcript_root": hex0x(payload.transcript_root),
-            "data_root": hex0x(payload.data_root),
-            "num_samples": payload.num_samples,
-            "train_loss": payload.train_loss,
+            "commitments": [
+                {
+                    "worker_key": hex0x(c.worker_key),
+                    "update_hash": hex0x(c.update_hash),
+                    "transcript_root": hex0x(c.transcript_root),
+                    "data_root": hex0x(c.data_root),
+                    "num_samples": c.num_samples,
+                    "train_loss": c.train_loss,
+                }
+                for c in payload.commitments
+            ],
         }
     elif isinstance(payload, RoundSettled):
         fields |= {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole.payloads import (
     TASK_REASONS,
+    Commitment,
     Outcome,
     RoundSettled,
     Settlement,
@@ -63,19 +64,26 @@ def sample_task_assigned(count: int = 3) -> TaskAssigned:
     )
 
 
-def sample_update_committed() -> UpdateCommitted:
-    """An UPDATE_COMMITTED from a Solana worker to the coordinator."""
+def sample_commitment(i: int = 0) -> Commitment:
+    """Worker ``i``'s commitment (a Solana key)."""
+    return Commitment(
+        worker_key=filler(f"solana worker {i}" if i else "solana worker"),
+        update_hash=filler(f"update {i}" if i else "update"),
+        transcript_root=filler(f"transcript {i}" if i else "transcript"),
+        data_root=filler(f"data {i}" if i else "data"),
+        num_samples=6000 + i,
+        train_loss=412_345 + i,
+    )
+
+
+def sample_update_committed(count: int = 1) -> UpdateCommitted:
+    """An UPDATE_COMMITTED carrying ``count`` Solana workers' commitments to the coordinator."""
     return UpdateCommitted(
         target_chain=2,
         target_address=evm_address("coordinator"),
         job_id=7,
         round=3,
-        worker_key=filler("solana worker"),
-        update_hash=filler("update"),
-        transcript_root=filler("transcript"),
-        data_root=filler("data"),
-        num_samples=6000,
-        train_loss=412_345,
+        commitments=tuple(sample_commitment(i) for i in range(count)),
     )
 
 

@@ -58,6 +58,7 @@ from fedrelay.protocol.challenges import challenge_seed
 from fedrelay.protocol.job_config import DataSpec, JobConfig, MlpSpec
 from fedrelay.protocol.rounds import Fault, Phase, WorkerRef
 from fedrelay.protocol.wormhole import (
+    Commitment,
     GuardianSigner,
     Outcome,
     UpdateCommitted,
@@ -170,12 +171,16 @@ class Deployment:
                 address_to_bytes32(self.market.address),
                 job_id,
                 round_number,
-                worker.key,
-                update_hash,
-                transcript_root,
-                data_root,
-                num_samples,
-                train_loss,
+                (
+                    Commitment(
+                        worker.key,
+                        update_hash,
+                        transcript_root,
+                        data_root,
+                        num_samples,
+                        train_loss,
+                    ),
+                ),
             ).to_bytes()
         )
 
@@ -355,7 +360,7 @@ async def test_one_round_is_finalized_and_settled_on_chain(coordinator: Coordina
     assert report is not None
     assert report.closing_block is not None
     w3 = d.chain.w3
-    commits = d.market.contract.events.UpdateReceived().get_logs(from_block=d.start_block)
+    commits = d.market.contract.events.UpdatesReceived().get_logs(from_block=d.start_block)
     last = max(int(w3.eth.get_block(e["blockNumber"])["timestamp"]) for e in commits)
     number = max(e["blockNumber"] for e in commits)
     while int(w3.eth.get_block(number)["timestamp"]) <= last:

@@ -225,9 +225,14 @@ def test_one_round_is_one_trace(demo: DemoRun) -> None:
         assert routes & inbound, f"{where}: {sorted(map(str, routes))}"
 
         workers = [s for s in spans if _scope(s) == "fedrelay.worker"]
-        assert {"worker.download", "worker.train", "worker.upload", "worker.commit"} <= {
-            s.name for s in workers
-        }, f"{where}: {sorted({s.name for s in workers})}"
+        # ... and a worker published the round's pending commitments (UPDATE_COMMITTED)
+        assert {
+            "worker.download",
+            "worker.train",
+            "worker.upload",
+            "worker.commit",
+            "worker.publish",
+        } <= {s.name for s in workers}, f"{where}: {sorted({s.name for s in workers})}"
         assert {_attribute(s, "fedrelay.round") for s in workers} == {round_number}
 
 

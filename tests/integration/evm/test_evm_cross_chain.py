@@ -196,16 +196,20 @@ def test_round_trip_task_assigned_then_update_committed(deployment: Deployment) 
         hub.receive_message(relayer_w, assigned.to_bytes())
     assert replay.value.digest == assigned.digest
 
-    # The worker commits; UPDATE_COMMITTED goes back to the coordinator chain.
+    # The worker commits: the round's commit log takes it, no message yet; publishing the
+    # round's pending commitments sends UPDATE_COMMITTED back to the coordinator chain.
     update_hash, root, data_root = b"\x33" * 32, b"\x44" * 32, b"\x55" * 32
+    receipt = hub.commit_update(worker, job_id, 0, update_hash, root, data_root, 1797, 412_000)
+    assert workers.core.published_messages(receipt) == []
+    pending = hub.pending_commitments(job_id, 0)
+    assert [c.worker_key for c in pending] == [worker_key]
     committed = observe(
-        workers,
-        hub.commit_update(worker, job_id, 0, update_hash, root, data_root, 1797, 412_000),
-        d.guardians,
+        workers, hub.publish_commitments(relayer_w, job_id, 0, pending), d.guardians
     )
+    assert not hub.commit_log(job_id, 0).pending
     commitment_payload = decode_payload(committed.body.payload)
     assert isinstance(commitment_payload, UpdateCommitted)
-    assert commitment_payload.worker_key == worker_key
+    assert commitment_payload.commitments == pending
     market.receive_message(relayer_c, committed.to_bytes())
     commitment = market.commitment(job_id, 0, WORKERS, worker_key)
     assert commitment.state is TaskState.COMMITTED
@@ -240,7 +244,7 @@ def test_round_trip_task_assigned_then_update_committed(deployment: Deployment) 
         "JobPosted",
         "TasksAssigned",
         "MessageConsumed",
-        "UpdateReceived",
+        "UpdatesReceived",
         "ResultsProposed",
         "RoundFinalized",
         "RewardCredited",

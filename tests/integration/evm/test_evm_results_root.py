@@ -32,6 +32,7 @@ from fedrelay.adapters.evm import (
 from fedrelay.adapters.evm.market import CHAIN_START, TaskState, chain_step, in_lane_order
 from fedrelay.protocol.merkle import MerkleTree, merkle_proof
 from fedrelay.protocol.wormhole import (
+    Commitment,
     Outcome,
     Task,
     UpdateCommitted,
@@ -90,19 +91,19 @@ class Market:
         for start in range(0, WORKERS, MAX_BATCH):
             chunk = tasks[start : start + MAX_BATCH]
             self.market.assign_tasks(self.aggregator, job_id, WORKER_CHAIN, deadline, chunk)
-        for i in range(WORKERS):
+        commitments = [
+            Commitment(self.key(i), bytes([i + 1]) * 32, b"\x04" * 32, b"\x06" * 32, 100, 1000)
+            for i in range(WORKERS)
+        ]
+        # Several batches, as a worker chain publishes them while commitments keep coming.
+        for start in range(0, WORKERS, 7):
             self.deliver(
                 UpdateCommitted(
                     target_chain=COORDINATOR_CHAIN,
                     target_address=target,
                     job_id=job_id,
                     round=0,
-                    worker_key=self.key(i),
-                    update_hash=bytes([i + 1]) * 32,
-                    transcript_root=b"\x04" * 32,
-                    data_root=b"\x06" * 32,
-                    num_samples=100,
-                    train_loss=1000,
+                    commitments=tuple(commitments[start : start + 7]),
                 )
             )
         results = [
@@ -220,7 +221,7 @@ def test_a_dispute_carries_its_proof_and_a_forged_result_is_refused(market: Mark
 
 def test_the_round_s_tasks_read_back_match_its_lane(market: Market) -> None:
     """No record per task: the binding rebuilds a round's tasks from the TASK_ASSIGNED messages
-    and ``UpdateReceived`` events, and they hash to the lane's chains."""
+    and ``UpdatesReceived`` events, and they hash to the lane's chains."""
     job_id, _ = market.proposed_round()
     lane = market.market.lane(job_id, WORKER_CHAIN)
     assert (lane.round, lane.assigned, lane.committed) == (0, WORKERS, WORKERS)

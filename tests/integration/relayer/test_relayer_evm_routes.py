@@ -225,11 +225,14 @@ async def test_one_round_carries_every_payload_type_on_both_evm_routes(
             lambda: hub.task(job_id, 0, worker_key).state is HubTaskState.ASSIGNED, "assignment"
         )
 
-        # UPDATE_COMMITTED: worker chain -> coordinator chain.
+        # UPDATE_COMMITTED: worker chain -> coordinator chain, once the round's pending
+        # commitments are published.
         update_hash, root, data_root = b"\x33" * 32, b"\x44" * 32, b"\x45" * 32
         await asyncio.to_thread(
             hub.commit_update, worker, job_id, 0, update_hash, root, data_root, 1797, 412_000
         )
+        pending = await asyncio.to_thread(hub.pending_commitments, job_id, 0)
+        await asyncio.to_thread(hub.publish_commitments, worker, job_id, 0, pending)
         await eventually(
             lambda: market.commitment(job_id, 0, WORKERS, worker_key).state is TaskState.COMMITTED,
             "commitment",

@@ -47,6 +47,7 @@ from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
 from fedrelay.cli import app
 from fedrelay.ports.worker_chain import ChainRejected, TaskKey
 from fedrelay.protocol.wormhole import (
+    Commitment,
     Outcome,
     Task,
     TaskAssigned,
@@ -155,12 +156,9 @@ class Market:
                 target_address=target,
                 job_id=job_id,
                 round=0,
-                worker_key=worker_key,
-                update_hash=b"\x03" * 32,
-                transcript_root=b"\x04" * 32,
-                data_root=b"\x06" * 32,
-                num_samples=100,
-                train_loss=1000,
+                commitments=(
+                    Commitment(worker_key, b"\x03" * 32, b"\x04" * 32, b"\x06" * 32, 100, 1000),
+                ),
             )
         )
         results = [RoundResult(WORKER_CHAIN, worker_key, Outcome.ACCEPTED, reward=reward)]

@@ -53,6 +53,7 @@ from fedrelay.protocol.merkle import decode_proof
 from fedrelay.protocol.wormhole import (
     GuardianSigner,
     Outcome,
+    PayloadId,
     RoundSettled,
     Settlement,
     Task,
@@ -158,6 +159,7 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
             DigitsShards(4),
             StateStore(path),
             poll_interval=0.01,
+            publish_after=0.0,  # the only worker of its round: publish in the pass that commits
         )
 
     node = node_with(state_path)
@@ -194,8 +196,9 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
     report = await node.step()
     assert report.committed == (TaskKey(JOB, 0),)
 
-    # On chain: the task is committed, the hub emitted UpdateCommitted, and the core published
-    # UPDATE_COMMITTED with the uploaded update's hash and the transcript root.
+    # On chain: the task is committed, the hub emitted UpdateCommitted, and the node published
+    # the round's commitments: UPDATE_COMMITTED with the uploaded update's hash and the
+    # transcript root, in a transaction of its own after the commitment's.
     hub_task = d.hub.task(JOB, 0, worker_key)
     assert hub_task.state is HubTaskState.COMMITTED
     latest = d.chain.w3.eth.block_number
@@ -206,10 +209,17 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
     assert uploads == {signer.worker: update_hash.hex()}
     record = node.state.task(TaskKey(JOB, 0))
     assert record is not None
+    assert record.published
     receipt = d.chain.w3.eth.get_transaction_receipt(record.transaction)  # type: ignore[arg-type]
-    [message] = d.core.published_messages(receipt)
-    published = decode_payload(message.payload)
-    assert isinstance(published, UpdateCommitted)
+    assert d.core.published_messages(receipt) == [], "the commitment publishes nothing itself"
+    [message] = [
+        m
+        for m in d.core.published_between(start_block, latest, d.hub.address)
+        if m.payload[0] == PayloadId.UPDATE_COMMITTED
+    ]
+    batch = decode_payload(message.payload)
+    assert isinstance(batch, UpdateCommitted)
+    [published] = batch.commitments
     assert published.worker_key == worker_key
     assert published.update_hash == update_hash
     assert published.transcript_root.hex() == record.transcript_root
@@ -431,6 +441,7 @@ async def test_a_worker_is_paid_on_the_coordinator_chain_and_withdraws(
         DigitsShards(4),
         StateStore(tmp_path / "paid.json"),
         poll_interval=0.01,
+        publish_after=0.0,
     )
     w_block = w_chain.w3.eth.block_number + 1
     await node.register(stake=2 * 10**18, payout=address_to_bytes32(payout.address))

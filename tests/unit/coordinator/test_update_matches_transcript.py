@@ -324,6 +324,12 @@ class MarketChain:
         )
         return CommitReceipt(f"tx-{self.worker_key.hex()[:8]}")
 
+    async def commitment_published(self, key: TaskKey) -> bool:
+        return True  # a commitment reaches the market as it is made
+
+    async def publish_commitments(self, key: TaskKey) -> int:
+        return 0
+
     async def begin_unstake(self, amount: int) -> None:
         self.staked -= amount
 

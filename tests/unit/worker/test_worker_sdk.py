@@ -54,6 +54,7 @@ from fedrelay.worker.sdk import (
     AssignedTask,
     ChainPoll,
     ChainRejected,
+    ChainUnavailable,
     CommitReceipt,
     DigitsShards,
     FixedShard,
@@ -79,6 +80,7 @@ from fedrelay.worker.sdk import (
 )
 from fedrelay.worker.sdk.api_client import CoordinatorClient
 from fedrelay.worker.sdk.progress import SilentProgress
+from fedrelay.worker.sdk.steps import publish
 
 JOB = 5
 CHAIN = 4
@@ -103,6 +105,9 @@ class FakeWorkerChain:
     reject_commits: bool = False
     committed: asyncio.Event = field(default_factory=asyncio.Event)
     released: list[TaskKey] = field(default_factory=list)
+    published: set[TaskKey] = field(default_factory=set)
+    publications: list[TaskKey] = field(default_factory=list)
+    fail_publications: int = 0
 
     @property
     def wormhole_chain(self) -> int:
@@ -135,6 +140,19 @@ class FakeWorkerChain:
         self.commitments.append(commitment)
         self.committed.set()
         return CommitReceipt(f"tx{len(self.commitments)}")
+
+    async def commitment_published(self, key: TaskKey) -> bool:
+        return key in self.published
+
+    async def publish_commitments(self, key: TaskKey) -> int:
+        if self.fail_publications:
+            self.fail_publications -= 1
+            raise ChainUnavailable("simulated outage while publishing")
+        pending = [c for c in self.commitments if c.key == key and key not in self.published]
+        if pending:
+            self.published.add(key)
+            self.publications.append(key)
+        return len(pending)
 
     async def begin_unstake(self, amount: int) -> None:
         self.staked -= amount
@@ -238,6 +256,81 @@ async def test_a_task_is_trained_uploaded_and_committed(world: World) -> None:
     # A second pass has nothing to do.
     assert (await node.step()).committed == ()
     assert len(chain.commitments) == 1
+
+
+async def test_a_commitment_is_published_once_it_waited_its_turn(world: World) -> None:
+    chain = fake_chain(0x27)
+    await world.assign([chain])
+    now = [time.time()]
+    node = world.node(chain)
+    node.clock = lambda: now[0]
+    node.publish_after = 10.0
+    report = await node.step()
+    assert report.committed == (TaskKey(JOB, 0),)
+    assert report.published == ()
+    assert chain.publications == [], "a fresh commitment waits for others of its round"
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert not record.published
+    wait = publish.own_delay(chain.worker_key, record, 10.0)
+    assert 0.0 <= wait <= 10.0
+    now[0] = record.committed_at + 10.0 + wait - 0.5
+    await node.step()
+    assert chain.publications == [], "not before its own turn"
+    now[0] += 1.0
+    report = await node.step()
+    assert chain.publications == [TaskKey(JOB, 0)]
+    assert report.published == (f"{TaskKey(JOB, 0)}: 1",)
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert record.published
+    await node.step()
+    assert chain.publications == [TaskKey(JOB, 0)], "published once"
+
+
+async def test_a_commitment_published_by_another_worker_is_not_published_again(
+    world: World,
+) -> None:
+    chain = fake_chain(0x28)
+    await world.assign([chain])
+    node = world.node(chain)
+    node.publish_after = 100.0  # the deadline is 300 s away: not due for 100 s or more
+    await node.step()
+    assert chain.publications == []
+    chain.published.add(TaskKey(JOB, 0))  # a peer of the round published it
+    await node.step()
+    assert chain.publications == []
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert record.published
+
+
+async def test_a_commitment_near_its_deadline_is_published_at_once(world: World) -> None:
+    chain = fake_chain(0x29)
+    await world.assign([chain], deadline_in=60)
+    node = world.node(chain)
+    node.publish_after = 100.0  # only the deadline, 60 s away, makes it due
+    report = await node.step()
+    assert report.committed == (TaskKey(JOB, 0),)
+    assert chain.publications == [TaskKey(JOB, 0)], "published in the pass that committed"
+
+
+async def test_a_failed_publication_is_tried_again(world: World) -> None:
+    chain = fake_chain(0x2A)
+    chain.fail_publications = 1
+    await world.assign([chain], deadline_in=60)
+    node = world.node(chain)
+    node.publish_after = 100.0  # due at once: the deadline is 60 s away
+    await node.step()  # commits; publishing meets the unreachable chain
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert not record.published
+    assert chain.publications == []
+    await node.step()
+    assert chain.publications == [TaskKey(JOB, 0)]
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert record.published
 
 
 async def test_a_restart_after_upload_commits_once(world: World) -> None:

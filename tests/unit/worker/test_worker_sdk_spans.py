@@ -66,6 +66,12 @@ class OneTaskChain:
         self.commitments.append(commitment)
         return CommitReceipt(f"tx{len(self.commitments)}")
 
+    async def commitment_published(self, key: TaskKey) -> bool:
+        return True  # this fake sends a commitment on at once
+
+    async def publish_commitments(self, key: TaskKey) -> int:
+        return 0
+
     async def begin_unstake(self, amount: int) -> None:
         raise AssertionError("not used")
 

@@ -47,7 +47,7 @@ def test_decode_prints_one_json_object_with_every_field() -> None:
     assert view["payload"] == "0x" + BODY.payload.hex()
     assert view["digest"] == "0x" + VAA.digest.hex()
     assert view["decoded_payload"]["type"] == "UPDATE_COMMITTED"
-    assert view["decoded_payload"]["num_samples"] == 6000
+    assert view["decoded_payload"]["commitments"][0]["num_samples"] == 6000
 
 
 def test_decode_reads_stdin_with_whitespace() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from support.wormhole import (
     evm_address,
+    sample_commitment,
     sample_round_settled,
     sample_stake_changed,
     sample_task_assigned,
@@ -61,7 +62,7 @@ def test_decode_inverts_encode(payload: object) -> None:
 def test_header_is_id_version_target_chain_target_address_job_id() -> None:
     data = sample_update_committed().to_bytes()
     assert data[0] == 3
-    assert data[1] == 3
+    assert data[1] == 4
     assert struct.unpack(">H", data[2:4]) == (2,)
     assert data[4:36] == evm_address("coordinator")
     assert struct.unpack(">Q", data[36:44]) == (7,)
@@ -91,15 +92,28 @@ def test_task_assigned_layout() -> None:
 
 
 def test_update_committed_layout() -> None:
-    p = sample_update_committed()
+    p = sample_update_committed(2)
     data = p.to_bytes()
-    assert len(data) == 184
+    assert len(data) == 49 + 136 * 2
     assert struct.unpack(">I", data[44:48]) == (3,)
-    assert data[48:80] == p.worker_key
-    assert data[80:112] == p.update_hash
-    assert data[112:144] == p.transcript_root
-    assert data[144:176] == p.data_root
-    assert struct.unpack(">II", data[176:184]) == (6000, 412_345)
+    assert data[48] == 2
+    second = data[49 + 136 : 49 + 272]
+    c = p.commitments[1]
+    assert second[0:32] == c.worker_key
+    assert second[32:64] == c.update_hash
+    assert second[64:96] == c.transcript_root
+    assert second[96:128] == c.data_root
+    assert struct.unpack(">II", second[128:136]) == (6001, 412_346)
+
+
+def test_update_committed_carries_1_to_32_commitments() -> None:
+    assert len(sample_update_committed(32).to_bytes()) == 49 + 136 * 32
+    with pytest.raises(InvalidPayloadField, match=r"1\.\.32"):
+        replace(sample_update_committed(), commitments=())
+    with pytest.raises(InvalidPayloadField, match=r"1\.\.32"):
+        replace(sample_update_committed(), commitments=sample_update_committed(32).commitments * 2)
+    with pytest.raises(InvalidPayloadField, match="tuple of Commitment"):
+        replace(sample_update_committed(), commitments=[sample_commitment()])
 
 
 def test_round_settled_layout() -> None:
@@ -254,14 +268,25 @@ def test_worker_registered_must_carry_job_id_zero() -> None:
         {"target_address": bytes(20)},
         {"job_id": -1},
         {"round": 2**32},
-        {"num_samples": 2**32},
-        {"train_loss": -1},
-        {"update_hash": b"short"},
     ],
 )
 def test_out_of_range_fields_are_rejected(change: dict[str, Any]) -> None:
     with pytest.raises(InvalidPayloadField):
         replace(sample_update_committed(), **change)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"num_samples": 2**32},
+        {"train_loss": -1},
+        {"update_hash": b"short"},
+        {"worker_key": bytes(31)},
+    ],
+)
+def test_out_of_range_commitment_fields_are_rejected(change: dict[str, Any]) -> None:
+    with pytest.raises(InvalidPayloadField):
+        replace(sample_commitment(), **change)
 
 
 def test_task_shard_must_be_u32() -> None:

@@ -9,6 +9,7 @@ from support.wormhole import guardian_set, guardian_signers, sample_round_settle
 
 from fedrelay.protocol.wormhole import (
     TASK_REASONS,
+    Commitment,
     GuardianSet,
     Outcome,
     PayloadError,
@@ -102,12 +103,19 @@ payloads = st.one_of(
         UpdateCommitted,
         **header,
         round=u32,
-        worker_key=b32,
-        update_hash=b32,
-        transcript_root=b32,
-        data_root=b32,
-        num_samples=u32,
-        train_loss=u32,
+        commitments=st.lists(
+            st.builds(
+                Commitment,
+                worker_key=b32,
+                update_hash=b32,
+                transcript_root=b32,
+                data_root=b32,
+                num_samples=u32,
+                train_loss=u32,
+            ),
+            min_size=1,
+            max_size=32,
+        ).map(tuple),
     ),
     st.builds(
         RoundSettled,

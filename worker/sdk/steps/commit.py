@@ -1,5 +1,5 @@
 """Committing: the update's hash, the transcript root, the data root and the training figures
-go on chain.
+go on chain, into the round's commitments there (:mod:`.publish` sends them on).
 
 The commitment is the worker's claim; past the task's deadline it is not sent, and a chain that
 refuses it ends the task (the worker does not retry a commitment the contract rejects).
@@ -48,4 +48,11 @@ async def commit(node: WorkerNode, record: TaskRecord) -> TaskRecord:
     except ChainRejected as exc:
         raise TaskRefused(f"the chain refused the commitment of {key}: {exc}") from exc
     node.progress.phase(key, "committed")
-    return node.keep(replace(record, stage=TaskStage.COMMITTED, transaction=receipt.transaction))
+    return node.keep(
+        replace(
+            record,
+            stage=TaskStage.COMMITTED,
+            transaction=receipt.transaction,
+            committed_at=int(node.clock()),
+        )
+    )
