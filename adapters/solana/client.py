@@ -9,6 +9,7 @@ the program's error code) when the chain rejects them. Reads decode accounts wit
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -32,8 +33,15 @@ from fedrelay.adapters.solana import pda
 from fedrelay.adapters.solana._base58 import b58encode
 from fedrelay.adapters.solana.errors import AccountNotFound, ConfirmationTimeout, TransactionFailed
 from fedrelay.adapters.solana.layout import (
+    MAX_COMMITMENTS,
     MESSAGE_KIND_BYTES,
     RECIPIENT_ENTRY,
+    TASK_ACCOUNT_LEN,
+    TASK_COMMITTED_OFFSET,
+    TASK_JOB_ID_OFFSET,
+    TASK_KIND_BYTES,
+    TASK_PUBLISHED_OFFSET,
+    TASK_ROUND_OFFSET,
     ConsumedRecord,
     GuardianSetAccount,
     ProgramConfig,
@@ -131,6 +139,7 @@ class WorkerProgramClient:
         self.rpc = rpc
         self.program_id = program_id
         self.confirm_timeout = confirm_timeout
+        self._per_transaction: int | None = None
 
     # ---- sending ------------------------------------------------------------------------------
     async def build_transaction(
@@ -228,15 +237,56 @@ class WorkerProgramClient:
         )
         return await self.send([instruction], worker)
 
-    async def commit_update(
-        self, worker: Keypair, commitment: ix.Commitment, *, nonce: int = 0
-    ) -> Receipt:
-        """Commit the worker's update for its task; publishes UPDATE_COMMITTED."""
-        config = await self.fetch_config()
-        instruction = ix.commit_update(
-            self.program_id, worker.pubkey(), commitment, sequence=config.next_sequence, nonce=nonce
-        )
+    async def commit_update(self, worker: Keypair, commitment: ix.Commitment) -> Receipt:
+        """Commit the worker's update for its task; the task account keeps it until
+        :meth:`publish_commitments` sends it (nothing is published here)."""
+        instruction = ix.commit_update(self.program_id, worker.pubkey(), commitment)
         return await self.send([instruction], worker)
+
+    async def publish_commitments(
+        self,
+        payer: Keypair,
+        job_id: int,
+        round_number: int,
+        tasks: Sequence[bytes],
+        *,
+        nonce: int = 0,
+    ) -> Receipt:
+        """Publish the pending commitments of the tasks of ``tasks`` (their worker keys, in
+        entry order) of one job round as one UPDATE_COMMITTED; ``payer`` pays the message.
+
+        Raises:
+            TransactionFailed: The program refused it: ``ALREADY_PUBLISHED`` when another
+                transaction published one of them first, ``NOT_COMMITTED``, ``OTHER_ROUND``,
+                ``DUPLICATE_TASK``, ``COMMITMENT_COUNT``.
+        """
+        addresses = [pda.task_address(self.program_id, job_id, round_number, k) for k in tasks]
+
+        def build(sequence: int) -> Instruction:
+            return ix.publish_commitments(
+                self.program_id, payer.pubkey(), job_id, round_number, addresses,
+                sequence=sequence, nonce=nonce,
+            )  # fmt: skip
+
+        return await self._publishing(payer, build)
+
+    def commitments_per_transaction(self) -> int:
+        """How many task accounts one publish_commitments transaction has room for (its size
+        limit, not the protocol's 32, is what bounds it)."""
+        if self._per_transaction is None:
+            payer = Keypair.from_seed(bytes(32))
+            dummies = [Pubkey(bytes([1 + i]) * 32) for i in range(MAX_COMMITMENTS)]
+
+            def fits(count: int) -> bool:
+                instruction = ix.publish_commitments(
+                    self.program_id, payer.pubkey(), 2**64 - 1, 2**32 - 1, dummies[:count],
+                    sequence=2**64 - 1, nonce=2**32 - 1,
+                )  # fmt: skip
+                message = MessageV0.try_compile(payer.pubkey(), [instruction], [], Hash.default())
+                return len(bytes(VersionedTransaction(message, [payer]))) <= PACKET_DATA_SIZE
+
+            self._per_transaction = next(n for n in range(MAX_COMMITMENTS, 0, -1) if fits(n))
+        return self._per_transaction
 
     async def next_sequence(self) -> int:
         """The sequence the program's next published message gets."""
@@ -511,6 +561,28 @@ class WorkerProgramClient:
         """A task record."""
         address = pda.task_address(self.program_id, job_id, round_number, worker_key)
         return await self._decode(address, "task", TaskAccount)
+
+    async def pending_commitments(self, job_id: int, round_number: int) -> list[TaskAccount]:
+        """The tasks of a job round whose commitment is held and not yet published, by worker
+        key: one ``getProgramAccounts`` with a size filter and memcmp filters on the task's
+        kind, job_id, round, committed (1) and published (0) fields."""
+        found = await self.rpc.get_program_accounts(
+            self.program_id,
+            commitment=Confirmed,
+            encoding="base64",
+            filters=[
+                TASK_ACCOUNT_LEN,
+                MemcmpOpts(offset=0, bytes=b58encode(TASK_KIND_BYTES)),
+                MemcmpOpts(offset=TASK_JOB_ID_OFFSET, bytes=b58encode(struct.pack("<Q", job_id))),
+                MemcmpOpts(
+                    offset=TASK_ROUND_OFFSET, bytes=b58encode(struct.pack("<I", round_number))
+                ),
+                MemcmpOpts(offset=TASK_COMMITTED_OFFSET, bytes=b58encode(b"\x01")),
+                MemcmpOpts(offset=TASK_PUBLISHED_OFFSET, bytes=b58encode(b"\x00")),
+            ],
+        )
+        tasks = [TaskAccount.decode(bytes(row.account.data)) for row in found.value]
+        return sorted((t for t in tasks if t.pending), key=lambda t: t.worker_key)
 
     async def fetch_message(self, sequence: int) -> PublishedMessage:
         """Published message `sequence`."""

@@ -19,6 +19,7 @@ from fedrelay.adapters.solana.errors import InstructionArgumentError
 from fedrelay.adapters.solana.layout import (
     LAMPORTS_PER_STAKE_UNIT,
     MAX_BUFFER_LEN,
+    MAX_COMMITMENTS,
     MAX_GUARDIANS,
     RECIPIENT_ENTRY,
     TaskAccount,
@@ -167,10 +168,9 @@ class Commitment:
     train_loss: int
 
 
-def commit_update(
-    program_id: Pubkey, worker: Pubkey, commitment: Commitment, *, sequence: int, nonce: int = 0
-) -> Instruction:
-    """Commit an update for the worker's task; publishes UPDATE_COMMITTED as `sequence`."""
+def commit_update(program_id: Pubkey, worker: Pubkey, commitment: Commitment) -> Instruction:
+    """Commit an update for the worker's task: the task account keeps it until
+    `publish_commitments` sends it in an UPDATE_COMMITTED."""
     _uint("job_id", commitment.job_id, _U64)
     _uint("round", commitment.round, _U32)
     _bytes32("update_hash", commitment.update_hash)
@@ -178,9 +178,8 @@ def commit_update(
     _bytes32("data_root", commitment.data_root)
     _uint("num_samples", commitment.num_samples, _U32)
     _uint("train_loss", commitment.train_loss, _U32)
-    _uint("nonce", nonce, _U32)
     data = struct.pack(
-        "<BQI32s32s32sIII",
+        "<BQI32s32s32sII",
         Tag.COMMIT_UPDATE,
         commitment.job_id,
         commitment.round,
@@ -189,16 +188,42 @@ def commit_update(
         commitment.data_root,
         commitment.num_samples,
         commitment.train_loss,
-        nonce,
     )
     task = pda.task_address(program_id, commitment.job_id, commitment.round, bytes(worker))
     accounts = [
         _meta(worker, signer=True, writable=True),
-        _meta(pda.config_address(program_id), writable=True),
         _meta(task, writable=True),
+        _meta(pda.worker_address(program_id, worker)),
+    ]
+    return Instruction(program_id, data, accounts)
+
+
+def publish_commitments(
+    program_id: Pubkey,
+    payer: Pubkey,
+    job_id: int,
+    round_number: int,
+    tasks: Sequence[Pubkey],
+    *,
+    sequence: int,
+    nonce: int = 0,
+) -> Instruction:
+    """Publish the commitments held in `tasks` (task account addresses of one job round, in
+    entry order) as one UPDATE_COMMITTED, message `sequence`; `payer` pays its rent."""
+    _uint("job_id", job_id, _U64)
+    _uint("round", round_number, _U32)
+    _uint("nonce", nonce, _U32)
+    if not 1 <= len(tasks) <= MAX_COMMITMENTS:
+        raise InstructionArgumentError(
+            f"an UPDATE_COMMITTED carries 1..{MAX_COMMITMENTS} commitments, got {len(tasks)}"
+        )
+    data = struct.pack("<BQII", Tag.PUBLISH_COMMITMENTS, job_id, round_number, nonce)
+    accounts = [
+        _meta(payer, signer=True, writable=True),
+        _meta(pda.config_address(program_id), writable=True),
         _meta(pda.message_address(program_id, sequence), writable=True),
         _meta(SYSTEM_PROGRAM_ID),
-        _meta(pda.worker_address(program_id, worker), writable=True),
+        *(_meta(task, writable=True) for task in tasks),
     ]
     return Instruction(program_id, data, accounts)
 

@@ -37,6 +37,7 @@ class Instruction(IntEnum):
     RELEASE_EXPIRED_TASK = 12
     CLAIM_SLASHED = 13
     APPEND_THRESHOLD_KEY = 16
+    PUBLISH_COMMITMENTS = 17
 
 
 class ProgramError(IntEnum):
@@ -91,6 +92,11 @@ class ProgramError(IntEnum):
     NOT_GOVERNANCE = 47
     GOVERNANCE_PAYLOAD = 48
     THRESHOLD_KEY_EXISTS = 49
+    COMMITMENT_COUNT = 50
+    OTHER_ROUND = 51
+    NOT_COMMITTED = 52
+    ALREADY_PUBLISHED = 53
+    DUPLICATE_TASK = 54
 
 
 _KIND_BASE = 0x594C524600000000
@@ -114,7 +120,7 @@ _CONFIG = struct.Struct("<Q32s32sQQQQQIHBBB7x")
 _GUARDIAN_SET = struct.Struct("<QQIBB2x")
 _THRESHOLD_KEY = struct.Struct("<Q32sQIIBB6x")
 _WORKER = struct.Struct("<Q32s32sQQQQQIIB7x")
-_TASK = struct.Struct("<Q32s32s32sQQQQIIBBBBB3x")
+_TASK = struct.Struct("<Q32s32s32sQQQQIIBBBBBB2x32s32s32sII")
 _CONSUMED = struct.Struct("<Q32sIHBBQII")
 _MESSAGE = struct.Struct("<QQIIB3xI")
 _BUFFER = struct.Struct("<Q32sI4x")
@@ -122,6 +128,16 @@ _BUFFER = struct.Struct("<Q32sI4x")
 GUARDIAN_SET_ACCOUNT_LEN = 408
 WORKER_ACCOUNT_LEN = _WORKER.size
 TASK_ACCOUNT_LEN = _TASK.size
+#: Offsets in a task account, for `getProgramAccounts` memcmp filters (worker.h keeps them).
+TASK_WORKER_KEY_OFFSET = 8
+TASK_JOB_ID_OFFSET = 104
+TASK_ROUND_OFFSET = 136
+TASK_COMMITTED_OFFSET = 144
+TASK_PUBLISHED_OFFSET = 149
+#: The first 8 bytes of a task account.
+TASK_KIND_BYTES = struct.pack("<Q", Kind.TASK)
+#: Commitments one UPDATE_COMMITTED (and one publish_commitments) carries at most.
+MAX_COMMITMENTS = 32
 #: claim_slashed's entry byte for the recipient's part.
 RECIPIENT_ENTRY = 0xFF
 MESSAGE_HEADER_LEN = _MESSAGE.size
@@ -263,7 +279,9 @@ class TaskAccount:
     """One assigned task (PDA ["task", job_id u64 BE, round u32 BE, worker key]).
 
     ``stake_lock`` (lamports) stays locked of the worker's stake until the task is settled or
-    released; ``release_at`` is when its worker may release it unsettled.
+    released; ``release_at`` is when its worker may release it unsettled. Once ``committed``,
+    the task holds the worker's commitment (``update_hash`` to ``train_loss``); ``published``
+    says it went out in an UPDATE_COMMITTED (``publish_commitments``).
     """
 
     worker_key: bytes
@@ -280,6 +298,12 @@ class TaskAccount:
     outcome: int
     bump: int
     released: bool = False
+    published: bool = False
+    update_hash: bytes = bytes(32)
+    transcript_root: bytes = bytes(32)
+    data_root: bytes = bytes(32)
+    num_samples: int = 0
+    train_loss: int = 0
 
     @classmethod
     def decode(cls, data: bytes) -> TaskAccount:
@@ -287,12 +311,29 @@ class TaskAccount:
         _check(data, _TASK, Kind.TASK)
         (
             key, model, config, job, deadline, lock, release_at, rnd, shard, committed, settled,
-            outcome, bump, released,
+            outcome, bump, released, published, update_hash, transcript_root, data_root,
+            num_samples, train_loss,
         ) = _TASK.unpack_from(data)[1:]  # fmt: skip
         return cls(
             key, model, config, job, deadline, lock, release_at, rnd, shard, bool(committed),
-            bool(settled), outcome, bump, bool(released),
+            bool(settled), outcome, bump, bool(released), bool(published), update_hash,
+            transcript_root, data_root, num_samples, train_loss,
         )  # fmt: skip
+
+    def to_bytes(self) -> bytes:
+        """The account data the program would hold for this task."""
+        return _TASK.pack(
+            Kind.TASK, self.worker_key, self.model_hash, self.config_hash, self.job_id,
+            self.deadline, self.stake_lock, self.release_at, self.round, self.shard,
+            self.committed, self.settled, self.outcome, self.bump, self.released, self.published,
+            self.update_hash, self.transcript_root, self.data_root, self.num_samples,
+            self.train_loss,
+        )  # fmt: skip
+
+    @property
+    def pending(self) -> bool:
+        """Committed, and the commitment not yet published."""
+        return self.committed and not self.published
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ _WORKER_KEY_OFFSET = 8
 #: Refusals that a lost race explains: sending again with fresh state can succeed.
 _RACE_ERRORS = (ProgramError.STALE_SEQUENCE,)
 _RACE_TEXTS = ("BlockhashNotFound",)
+#: publish_commitments refusals that a concurrent publisher explains.
+_PUBLISH_RACE_ERRORS = (ProgramError.ALREADY_PUBLISHED,)
 #: Answers that leave open whether the transaction landed.
 _UNCERTAIN = (ConfirmationTimeout, SolanaRpcException, HTTPError, OSError)
 
@@ -242,19 +244,24 @@ class SolanaWorkerChain:
         )
         return ChainPoll(assigned, settled, cursor)
 
-    async def is_committed(self, key: TaskKey) -> bool:
-        """Whether the task account records a commitment."""
+    async def _own_task(self, key: TaskKey) -> TaskAccount | None:
+        """This worker's task account for ``key``, or None when there is none."""
         try:
             with _reading("a task query"):
-                task = await self.client.fetch_task(key.job_id, key.round, self.worker_key)
+                return await self.client.fetch_task(key.job_id, key.round, self.worker_key)
         except AccountNotFound:
-            return False
-        return task.committed
+            return None
+
+    async def is_committed(self, key: TaskKey) -> bool:
+        """Whether the task account records a commitment."""
+        task = await self._own_task(key)
+        return task is not None and task.committed
 
     async def commit(self, commitment: UpdateCommitment) -> CommitReceipt:
-        """``commit_update`` (publishes UPDATE_COMMITTED); returns the transaction signature.
+        """``commit_update`` (the task account keeps the commitment; it goes out with
+        :meth:`publish_commitments`); returns the transaction signature.
 
-        A lost race is sent again (fresh blockhash, the then next message account); an attempt
+        A transaction refused at preflight by an expired blockhash is sent again; an attempt
         that may have landed is checked with :meth:`is_committed` first. When an earlier
         attempt turns out to have landed, the receipt's transaction is empty.
 
@@ -278,6 +285,75 @@ class SolanaWorkerChain:
             lambda: self.is_committed(key),
         )
         return CommitReceipt("" if receipt is None else str(receipt.signature))
+
+    async def commitment_published(self, key: TaskKey) -> bool:
+        """Whether this worker's commitment for ``key`` went out in an UPDATE_COMMITTED."""
+        task = await self._own_task(key)
+        return task is not None and task.published
+
+    async def publish_commitments(self, key: TaskKey) -> int:
+        """Publish every pending commitment of ``key``'s job round on this chain (anyone's), as
+        many per UPDATE_COMMITTED as a transaction holds; this worker pays the messages.
+
+        The pending tasks are read again before each transaction, so a task another publisher
+        sent meanwhile is left out; a transaction that lost such a race (``ALREADY_PUBLISHED``,
+        ``STALE_SEQUENCE``, an expired blockhash) is built again from a fresh read, and an
+        unclear answer is settled by that read too.
+
+        Returns:
+            How many entries this call's transactions published (0 when none was pending;
+            after an unclear answer, the entries of that transaction found published).
+
+        Raises:
+            ChainRejected: The program refused a publication for a reason no race explains.
+            ChainUnavailable: Publishing kept failing to land.
+        """
+        per_transaction = self.client.commitments_per_transaction()
+        published = 0
+        failures = 0
+        while True:
+            with _reading("the pending commitments"):
+                pending = await self.client.pending_commitments(key.job_id, key.round)
+            if not pending:
+                return published
+            batch = [task.worker_key for task in pending[:per_transaction]]
+            try:
+                await self.client.publish_commitments(self._keypair, key.job_id, key.round, batch)
+            except TransactionFailed as exc:
+                if not (lost_race(exc) or exc.program_error in _PUBLISH_RACE_ERRORS):
+                    raise ChainRejected(
+                        f"the worker program refused the commitments of {key}: {exc}"
+                    ) from exc
+                last: Exception = exc
+            except _UNCERTAIN as exc:
+                last = exc
+                published += await self._published_among(key, batch)
+            else:
+                published += len(batch)
+                failures = 0
+                continue
+            failures += 1
+            log.info("the commitments of %s: attempt %d did not land (%s)", key, failures, last)
+            if failures >= self.ATTEMPTS:
+                raise ChainUnavailable(
+                    f"the commitments of {key} did not go out in {self.ATTEMPTS} attempts; "
+                    f"the last answer was: {last}"
+                )
+            pause = min(self.MAX_BACKOFF_S, self.BACKOFF_S * 2 ** (failures - 1))
+            await asyncio.sleep(pause * self._jitter.uniform(0.5, 1.5))
+
+    async def _published_among(self, key: TaskKey, workers: list[bytes]) -> int:
+        """How many of ``workers``' tasks of ``key``'s round are published now (after an
+        unclear answer: the transaction may have landed); 0 when the chain does not answer."""
+        try:
+            with _reading("the published commitments"):
+                tasks = [
+                    await self.client.fetch_task(key.job_id, key.round, worker)
+                    for worker in workers
+                ]
+        except (ChainUnavailable, AccountNotFound):
+            return 0
+        return sum(task.published for task in tasks)
 
     async def begin_unstake(self, amount: int) -> None:
         """``begin_unstake`` of ``amount`` lamports (refused below what open tasks lock).
@@ -303,11 +379,8 @@ class SolanaWorkerChain:
         """Release this worker's task ``key`` left unsettled past its release time."""
 
         async def released() -> bool:
-            try:
-                task = await self.client.fetch_task(key.job_id, key.round, self.worker_key)
-            except AccountNotFound:
-                return False
-            return task.released
+            task = await self._own_task(key)
+            return task is not None and task.released
 
         await self._send(
             f"the release of {key}",

@@ -342,11 +342,19 @@ async def _round_solana(rig: _Rig, job_id: int, number: int, crew: Sequence[Keyp
     for chunk in _chunks(tasks, rig.design.solana_max_batch):
         receipt = rig.market.assign_tasks(rig.aggregator, job_id, SOLANA_CHAIN, DEADLINE, chunk)
         await rig.to_program(receipt)
+    client = rig.solana.client
     for worker, key in zip(crew, keys, strict=True):
         update, transcript, data = _commitment(job_id, number, key)
         commitment = ix.Commitment(job_id, number, update, transcript, data, 100, 1)
-        await rig.solana.client.commit_update(worker, commitment)
-        await rig.relay_from_program()
+        await client.commit_update(worker, commitment)
+    # Once per round: the held commitments go out in UPDATE_COMMITTED batches of as many as a
+    # transaction holds, published by one of the workers (as the worker SDK does).
+    per_transaction = client.commitments_per_transaction()
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), per_transaction):
+        batch = ordered[start : start + per_transaction]
+        await client.publish_commitments(crew[0], job_id, number, batch)
+    await rig.relay_from_program()
     rig.flush()
     await _settle(rig, job_id, number, SOLANA_CHAIN, keys)
 

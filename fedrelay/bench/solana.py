@@ -151,6 +151,7 @@ async def _measure() -> dict[str, object]:
                 1000,
             )
             committed = await client.commit_update(worker, commitment)
+            published = await client.publish_commitments(worker, 7, 1, [bytes(worker.pubkey())])
             stake_rules = await _stake_rules(deployment)
 
             return {
@@ -158,6 +159,7 @@ async def _measure() -> dict[str, object]:
                 "unit": "compute_units",
                 "register": _program_units(registered, client.program_id),
                 "commit_update": _program_units(committed, client.program_id),
+                "publish_commitments_1": _program_units(published, client.program_id),
                 **stake_rules,
                 "receive_message_1_signature_batch_1": await _receive(deployment, 1, 1, 2),
                 "receive_message_3_signatures_batch_1": await _receive(deployment3, 3, 1, 3),

@@ -28,6 +28,7 @@ enum {
   IX_RELEASE_EXPIRED_TASK = 12,
   IX_CLAIM_SLASHED = 13,
   IX_APPEND_THRESHOLD_KEY = 16, /* 14 and 15 are reserved */
+  IX_PUBLISH_COMMITMENTS = 17,
 };
 
 /* ---- error codes (returned as the program's custom error) ------------------------------- */
@@ -81,11 +82,16 @@ enum {
   ERR_NOT_GOVERNANCE = 47,         /* not the governance emitter, or not the current set */
   ERR_GOVERNANCE_PAYLOAD = 48,     /* not a TSS append-key payload for this chain, or a bad key */
   ERR_THRESHOLD_KEY_EXISTS = 49,   /* a key with that index was appended before */
+  ERR_COMMITMENT_COUNT = 50,       /* publish_commitments names no task, or more than 32 */
+  ERR_OTHER_ROUND = 51,            /* a listed task belongs to another job or round */
+  ERR_NOT_COMMITTED = 52,          /* a listed task holds no commitment */
+  ERR_ALREADY_PUBLISHED = 53,      /* a listed task's commitment went out before */
+  ERR_DUPLICATE_TASK = 54,         /* a task is listed twice */
 };
 
 /* ---- protocol constants ------------------------------------------------------------------ */
 #define SOLANA_CHAIN 1
-#define PROTOCOL_VERSION 3
+#define PROTOCOL_VERSION 4
 #define PAYLOAD_WORKER_REGISTERED 1
 #define PAYLOAD_TASK_ASSIGNED 2
 #define PAYLOAD_UPDATE_COMMITTED 3
@@ -93,7 +99,10 @@ enum {
 #define PAYLOAD_STAKE_CHANGED 5
 #define PAYLOAD_HEADER_LEN 44
 #define WORKER_REGISTERED_LEN 120
-#define UPDATE_COMMITTED_LEN 184
+/* UPDATE_COMMITTED v4: fixed part 49 bytes (count at 48), entries of 136 */
+#define COMMITTED_FIXED_LEN 49
+#define COMMITTED_ENTRY_LEN 136
+#define COMMITTED_MAX_LEN (COMMITTED_FIXED_LEN + COMMITTED_ENTRY_LEN * MAX_BATCH)
 #define STAKE_CHANGED_LEN 125
 /* STAKE_CHANGED reasons */
 #define STAKE_STAKED 1
@@ -186,25 +195,40 @@ typedef struct {
 } Worker;
 _Static_assert(sizeof(Worker) == 128, "Worker layout");
 
+/* A task, created by TASK_ASSIGNED. commit_update stores the worker's commitment in it
+ * (committed = 1); publish_commitments copies it into an UPDATE_COMMITTED (published = 1).
+ * The offsets of kind (0), job_id (104), round (136), committed (144) and published (149) are
+ * fixed: a flusher finds a round's pending commitments with getProgramAccounts filters on them
+ * (dataSize 256). */
 typedef struct {
-  u64 kind;
-  u8 worker_key[32];
-  u8 model_hash[32];
-  u8 config_hash[32];
-  u64 job_id;
-  u64 deadline;
-  u64 stake_lock;      /* lamports this task locks until it is settled or released */
-  u64 release_at;      /* unix time after which the worker may release it unsettled */
-  u32 round;
-  u32 shard;
-  u8 committed;
-  u8 settled;
-  u8 outcome;
-  u8 bump;
-  u8 released;
-  u8 pad[3];
+  u64 kind;                 /* 0 */
+  u8 worker_key[32];        /* 8 */
+  u8 model_hash[32];        /* 40 */
+  u8 config_hash[32];       /* 72 */
+  u64 job_id;               /* 104 */
+  u64 deadline;             /* 112 */
+  u64 stake_lock;           /* 120: lamports locked until the task is settled or released */
+  u64 release_at;           /* 128: unix time after which the worker may release it unsettled */
+  u32 round;                /* 136 */
+  u32 shard;                /* 140 */
+  u8 committed;             /* 144 */
+  u8 settled;               /* 145 */
+  u8 outcome;               /* 146 */
+  u8 bump;                  /* 147 */
+  u8 released;              /* 148 */
+  u8 published;             /* 149: the commitment went out in an UPDATE_COMMITTED */
+  u8 pad[2];
+  u8 update_hash[32];       /* 152: the commitment, as commit_update received it */
+  u8 transcript_root[32];   /* 184 */
+  u8 data_root[32];         /* 216 */
+  u32 num_samples;          /* 248 */
+  u32 train_loss;           /* 252 */
 } Task;
-_Static_assert(sizeof(Task) == 152, "Task layout");
+_Static_assert(sizeof(Task) == 256, "Task layout");
+_Static_assert(__builtin_offsetof(Task, job_id) == 104, "Task.job_id offset");
+_Static_assert(__builtin_offsetof(Task, round) == 136, "Task.round offset");
+_Static_assert(__builtin_offsetof(Task, committed) == 144, "Task.committed offset");
+_Static_assert(__builtin_offsetof(Task, published) == 149, "Task.published offset");
 
 /* The replay record of a received VAA. For a batch it keeps the verified payload and how many
  * entries were applied, so a batch larger than one transaction's accounts is applied by
@@ -273,6 +297,10 @@ typedef struct {
   u64 data_len;
   const u8 *program_id;
 } Context;
+
+/* Heap scratch after the Context (8-byte aligned), for data too large for a 512-byte frame. */
+#define HEAP_SCRATCH (HEAP_START + ((sizeof(Context) + 7) & ~7UL))
+_Static_assert(((sizeof(Context) + 7) & ~7UL) + COMMITTED_MAX_LEN <= HEAP_SIZE, "heap scratch");
 
 /* A seed list under construction, for PDAs (at most 4 seeds plus the bump). */
 typedef struct {
@@ -412,6 +440,7 @@ u64 process_stake(Context *ctx);
 u64 process_release_expired_task(Context *ctx);
 u64 process_claim_slashed(Context *ctx);
 u64 process_append_threshold_key(Context *ctx);
+u64 process_publish_commitments(Context *ctx);
 
 #define TRY(expr)      \
   do {                 \

@@ -38,6 +38,8 @@ u64 entrypoint(u8 *input) {
       return process_claim_slashed(ctx);
     case IX_APPEND_THRESHOLD_KEY:
       return process_append_threshold_key(ctx);
+    case IX_PUBLISH_COMMITMENTS:
+      return process_publish_commitments(ctx);
     default:
       return ERR_INVALID_INSTRUCTION;
   }

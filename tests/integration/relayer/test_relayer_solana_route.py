@@ -273,7 +273,8 @@ async def test_worker_messages_are_watched_attested_and_assembled(
         transcript_root=wormhole_testing.filler("transcript"),
         data_root=wormhole_testing.filler("data"), num_samples=600, train_loss=4_000,
     )  # fmt: skip
-    await d.client.commit_update(worker, commitment)  # UPDATE_COMMITTED as sequence 1
+    await d.client.commit_update(worker, commitment)  # held in the task account
+    await d.client.publish_commitments(d.admin, 7, 1, [key])  # UPDATE_COMMITTED as sequence 1
 
     source = SolanaSource(d.client.rpc, d.program_id)
     bus = MemoryBus()
@@ -313,8 +314,9 @@ async def test_worker_messages_are_watched_attested_and_assembled(
     assert isinstance(registered, WorkerRegistered)
     assert registered.worker_key == key
     assert isinstance(committed, UpdateCommitted)
-    assert committed.update_hash == commitment.update_hash
-    assert committed.worker_key == key
+    [entry] = committed.commitments
+    assert entry.update_hash == commitment.update_hash
+    assert entry.worker_key == key
     async with sessions() as session:
         statuses = [row.status for row in await session.scalars(select(ObservationRow))]
     assert statuses == [ObservationStatus.ASSEMBLED] * 2

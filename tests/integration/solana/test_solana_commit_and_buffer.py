@@ -1,7 +1,10 @@
-"""commit_update and the buffer path for VAAs too large for one transaction."""
+"""commit_update and the buffer path for VAAs too large for one transaction (publishing the
+commitments: test_solana_publish_commitments.py)."""
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import Awaitable
 
 import pytest
@@ -15,13 +18,10 @@ from fedrelay.adapters.solana.client import PACKET_DATA_SIZE
 from fedrelay.adapters.solana.errors import TransactionFailed
 from fedrelay.adapters.solana.layout import ProgramError
 from fedrelay.adapters.solana.testing import (
-    COORDINATOR_CHAIN,
-    COORDINATOR_EMITTER,
     LAMPORTS_PER_SOL,
     Deployment,
     task_assigned,
 )
-from fedrelay.protocol.wormhole import UpdateCommitted, decode_payload
 
 pytestmark = pytest.mark.integration
 
@@ -63,41 +63,42 @@ COMMITMENT = ix.Commitment(
 )
 
 
-async def test_commit_update_publishes_update_committed(deployment: Deployment) -> None:
+async def test_commit_update_keeps_the_commitment_in_the_task(deployment: Deployment) -> None:
+    """Nothing is published: the task holds the commitment until publish_commitments, and the
+    transaction logs it (job_id | round, then the UPDATE_COMMITTED entry)."""
     (worker,) = await assigned_workers(deployment, 1)
     sequence = (await deployment.client.fetch_config()).next_sequence
-    await deployment.client.commit_update(worker, COMMITMENT, nonce=5)
+    receipt = await deployment.client.commit_update(worker, COMMITMENT)
 
-    assert (await deployment.client.fetch_task(7, 1, bytes(worker.pubkey()))).committed
-    message = await deployment.client.fetch_message(sequence)
-    assert message.nonce == 5
-    assert decode_payload(message.payload) == UpdateCommitted(
-        target_chain=COORDINATOR_CHAIN,
-        target_address=COORDINATOR_EMITTER,
-        job_id=7,
-        round=1,
-        worker_key=bytes(worker.pubkey()),
-        update_hash=COMMITMENT.update_hash,
-        transcript_root=COMMITMENT.transcript_root,
-        data_root=COMMITMENT.data_root,
-        num_samples=600,
-        train_loss=412_345,
+    task = await deployment.client.fetch_task(7, 1, bytes(worker.pubkey()))
+    assert (task.committed, task.published, task.pending) == (True, False, True)
+    assert (task.update_hash, task.transcript_root, task.data_root) == (
+        COMMITMENT.update_hash,
+        COMMITMENT.transcript_root,
+        COMMITMENT.data_root,
     )
+    assert (task.num_samples, task.train_loss) == (600, 412_345)
+    assert (await deployment.client.fetch_config()).next_sequence == sequence
+    [line] = [line for line in receipt.logs if line.startswith("Program data: ")]
+    where, entry = (base64.b64decode(f) for f in line.removeprefix("Program data: ").split())
+    assert where == struct.pack(">QI", 7, 1)
+    assert entry == (
+        bytes(worker.pubkey()) + COMMITMENT.update_hash + COMMITMENT.transcript_root
+        + COMMITMENT.data_root + struct.pack(">II", 600, 412_345)
+    )  # fmt: skip
 
 
-async def test_a_commitment_without_its_data_root_is_refused(deployment: Deployment) -> None:
-    """The protocol v2 instruction (no data root, 89 bytes) is not a commitment any more."""
+async def test_a_commitment_of_another_layout_is_refused(deployment: Deployment) -> None:
+    """The protocol v2 instruction (no data root) and the v3 one (a message nonce at the end)
+    are not commitments any more."""
     (worker,) = await assigned_workers(deployment, 1)
-    sequence = (await deployment.client.fetch_config()).next_sequence
-    instruction = ix.commit_update(
-        deployment.program_id, worker.pubkey(), COMMITMENT, sequence=sequence
-    )
+    instruction = ix.commit_update(deployment.program_id, worker.pubkey(), COMMITMENT)
     data = bytes(instruction.data)
-    old_layout = data[:77] + data[109:]
-    assert len(old_layout) == 89
-    legacy = Instruction(deployment.program_id, old_layout, list(instruction.accounts))
-    error = await rejection(deployment.client.send([legacy], worker))
-    assert error == ProgramError.INVALID_INSTRUCTION
+    assert len(data) == 117
+    for old_layout in (data[:77] + data[109:], data + bytes(4)):
+        legacy = Instruction(deployment.program_id, old_layout, list(instruction.accounts))
+        error = await rejection(deployment.client.send([legacy], worker))
+        assert error == ProgramError.INVALID_INSTRUCTION
     assert not (await deployment.client.fetch_task(7, 1, bytes(worker.pubkey()))).committed
 
 
@@ -114,10 +115,10 @@ async def test_commit_by_a_worker_not_assigned_is_rejected(deployment: Deploymen
     error = await rejection(deployment.client.commit_update(outsider, COMMITMENT))
     assert error == ProgramError.NOT_ASSIGNED
     # using the assigned worker's task account does not help either
-    instruction = ix.commit_update(deployment.program_id, outsider.pubkey(), COMMITMENT, sequence=1)
+    instruction = ix.commit_update(deployment.program_id, outsider.pubkey(), COMMITMENT)
     metas = list(instruction.accounts)
     task = pda.task_address(deployment.program_id, 7, 1, bytes(assigned.pubkey()))
-    metas[2] = AccountMeta(task, False, True)
+    metas[1] = AccountMeta(task, False, True)
     forged = Instruction(deployment.program_id, bytes(instruction.data), metas)
     error = await rejection(deployment.client.send([forged], outsider))
     assert error == ProgramError.NOT_ASSIGNED

@@ -7,11 +7,14 @@ verification); an invalid one is refused for the vector's reason.
 
 Payload vectors: the valid TASK_ASSIGNED and ROUND_SETTLED payloads, re-addressed to the program,
 are applied and the resulting accounts hold the vector's fields; every invalid payload is refused.
+UPDATE_COMMITTED vectors go the other way: their commitments, held in task accounts, are
+published by the program, which must give the vector's bytes.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +32,20 @@ from fedrelay.adapters.solana.errors import TransactionFailed
 from fedrelay.adapters.solana.layout import (
     LAMPORTS_PER_STAKE_UNIT,
     SOLANA_CHAIN,
+    TASK_ACCOUNT_LEN,
     WORKER_ACCOUNT_LEN,
     GuardianSetAccount,
     ProgramError,
+    TaskAccount,
     WorkerAccount,
 )
-from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment, task_assigned
+from fedrelay.adapters.solana.testing import (
+    COORDINATOR_CHAIN,
+    COORDINATOR_EMITTER,
+    LAMPORTS_PER_SOL,
+    Deployment,
+    task_assigned,
+)
 from fedrelay.protocol.wormhole import (
     Outcome,
     SlashMode,
@@ -265,6 +276,62 @@ async def test_round_settled_vector_is_applied_field_by_field(
         before = await client.balance(recipient)
         await client.claim_slashed(payer, vaa.digest, recipient)
         assert await client.balance(recipient) - before == total - share * len(honest)
+
+
+def _install_committed_task(deployment: Deployment, job: int, rnd: int, entry: bytes) -> None:
+    """A task holding the commitment of one UPDATE_COMMITTED entry (vector keys are EVM
+    addresses nobody here can sign for, so commit_update cannot store it)."""
+    key = entry[:32]
+    address, bump = Pubkey.find_program_address(
+        [b"task", struct.pack(">QI", job, rnd), key], deployment.program_id
+    )
+    samples, loss = struct.unpack(">II", entry[128:136])
+    task = TaskAccount(
+        key, bytes(32), bytes(32), job, 2**40, 0, 2**41, rnd, 0, True, False, 0, bump,
+        update_hash=entry[32:64], transcript_root=entry[64:96], data_root=entry[96:128],
+        num_samples=samples, train_loss=loss,
+    )  # fmt: skip
+    lamports = deployment.devnet.chain.svm.minimum_balance_for_rent_exemption(TASK_ACCOUNT_LEN)
+    deployment.devnet.chain.set_account(
+        address, Account(lamports, task.to_bytes(), deployment.program_id, False, 0)
+    )
+
+
+#: UPDATE_COMMITTED vectors of protocol version 4 (a batch of one job round's commitments).
+COMMITTED_VECTORS = [v for v in PAYLOADS["valid"] if _hex(v["bytes"])[:2] == b"\x03\x04"]
+
+
+@pytest.mark.parametrize("vector", COMMITTED_VECTORS, ids=lambda v: v["name"])
+async def test_update_committed_vector_is_what_the_program_publishes(
+    deployment: Deployment, vector: dict[str, Any]
+) -> None:
+    """The vector's commitments, held in task accounts and published in its entry order, give
+    its bytes (the target being this deployment's coordinator)."""
+    payload = _hex(vector["bytes"])
+    job, rnd = struct.unpack_from(">QI", payload, 36)
+    count = payload[48]
+    entries = [payload[49 + 136 * i : 49 + 136 * (i + 1)] for i in range(count)]
+    for entry in entries:
+        _install_committed_task(deployment, job, rnd, entry)
+    client = deployment.client
+    per_transaction = client.commitments_per_transaction()
+    first = await client.next_sequence()
+    keys = [entry[:32] for entry in entries]
+    for start in range(0, count, per_transaction):
+        await client.publish_commitments(
+            deployment.admin, job, rnd, keys[start : start + per_transaction]
+        )
+    published = [m.payload for m in await client.messages_from(first)]
+    target = struct.pack(">H", COORDINATOR_CHAIN) + COORDINATOR_EMITTER
+    expected = [
+        payload[:2] + target + payload[36:48] + bytes([len(part)]) + b"".join(part)
+        for part in (
+            entries[start : start + per_transaction] for start in range(0, count, per_transaction)
+        )
+    ]
+    assert published == expected
+    if count <= per_transaction:
+        assert published == [payload[:2] + target + payload[36:]]
 
 
 @pytest.mark.parametrize("vector", PAYLOADS["invalid"], ids=lambda v: v["name"])

@@ -86,18 +86,22 @@ async def test_a_solana_worker_trains_commits_answers_and_resumes(
     report = await node.step()
     assert report.committed == (TaskKey(JOB, 0),)
 
-    # On chain: the task account is committed and UPDATE_COMMITTED was published with the
-    # uploaded update's hash and the transcript root.
+    # On chain: the task account holds the commitment; published once per round (by the node
+    # or, if it has not yet, here), UPDATE_COMMITTED carries the uploaded update's hash and the
+    # transcript root.
     task = await d.client.fetch_task(JOB, 0, worker_key)
     assert task.committed
     record = node.state.task(TaskKey(JOB, 0))
     assert record is not None
     uploads = await coordinator.repository.updates(JOB, 0)
     assert uploads == {signer.worker: record.update_hash}
+    await node.chain.publish_commitments(TaskKey(JOB, 0))
+    assert await node.chain.commitment_published(TaskKey(JOB, 0))
+    assert await node.chain.publish_commitments(TaskKey(JOB, 0)) == 0
     payloads = [decode_payload(m.payload) for m in await d.client.all_messages()]
     commits = [p for p in payloads if isinstance(p, UpdateCommitted)]
     assert len(commits) == 1
-    published = commits[0]
+    [published] = commits[0].commitments
     assert published.worker_key == worker_key
     assert published.update_hash.hex() == record.update_hash
     assert published.transcript_root.hex() == record.transcript_root

@@ -1,10 +1,11 @@
 """Solana workers sending at the same time through the LiteSVM devnet's JSON-RPC.
 
 The worker program writes every published message to the account of the next sequence, read
-just before sending, and the devnet accepts only its latest blockhash: workers that register or
-commit together race, and all but one are refused at preflight. The SDK sends a lost race again
-with fresh state, so every registration and commitment lands, each exactly once; a refusal that
-no race explains is still reported at once as ChainRejected.
+just before sending, and the devnet accepts only its latest blockhash: workers that register,
+commit or publish the round's commitments together race, and all but one are refused at
+preflight. The SDK sends a lost race again with fresh state, so every registration and
+commitment lands, each exactly once, and every commitment is published once; a refusal that no
+race explains is still reported at once as ChainRejected.
 """
 
 from __future__ import annotations
@@ -79,12 +80,21 @@ async def test_concurrent_registrations_and_commitments_all_land_once(
         assert len({r.transaction for r in receipts}) == WORKERS
         for chain in chains:
             assert await chain.is_committed(TaskKey(JOB, round_number))
+        # Every worker publishes the round's commitments at once: each goes out once.
+        counts = await asyncio.gather(
+            *(c.publish_commitments(TaskKey(JOB, round_number)) for c in chains)
+        )
+        assert sum(counts) == WORKERS
+        for chain in chains:
+            assert await chain.commitment_published(TaskKey(JOB, round_number))
 
     payloads = [decode_payload(m.payload) for m in await d.client.all_messages()]
     registered = [p for p in payloads if isinstance(p, WorkerRegistered)]
     assert sorted(p.worker_key for p in registered) == sorted(keys)
     commits = [p for p in payloads if isinstance(p, UpdateCommitted)]
-    published = sorted((p.round, p.worker_key, p.update_hash) for p in commits)
+    published = sorted(
+        (p.round, c.worker_key, c.update_hash) for p in commits for c in p.commitments
+    )
     expected = sorted(
         (r, key, _commitment(n, r).update_hash) for r in (0, 1) for n, key in enumerate(keys)
     )
@@ -105,5 +115,9 @@ async def test_a_commitment_already_on_chain_is_not_sent_again(
     # A task that was never assigned is refused too, without retrying for ever.
     with pytest.raises(ChainRejected):
         await chains[1].commit(_commitment(1, 5))
+    assert await chains[2].publish_commitments(TaskKey(JOB, 0)) == WORKERS
+    assert await chains[3].publish_commitments(TaskKey(JOB, 0)) == 0
     payloads = [decode_payload(m.payload) for m in await d.client.all_messages()]
-    assert sum(isinstance(p, UpdateCommitted) for p in payloads) == WORKERS
+    commits = [p for p in payloads if isinstance(p, UpdateCommitted)]
+    assert len(commits) == 1
+    assert len(commits[0].commitments) == WORKERS

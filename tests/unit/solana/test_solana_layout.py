@@ -56,7 +56,7 @@ def test_guardian_set_round_trips() -> None:
 def test_decoders_reject_other_kinds_and_short_data() -> None:
     worker = layout.WorkerAccount(b"k" * 32, b"p" * 32, 1, 0, 0, 0, 0, 0, 0, 1).to_bytes()
     with pytest.raises(AccountDecodeError, match="not a task"):
-        layout.TaskAccount.decode(worker + bytes(64))
+        layout.TaskAccount.decode(worker + bytes(128))
     with pytest.raises(AccountDecodeError, match="needs 128 bytes"):
         layout.WorkerAccount.decode(worker[:50])
 
@@ -106,19 +106,75 @@ def test_initialize_rejects_bad_guardian_sets() -> None:
 def test_commit_update_layout_and_accounts() -> None:
     worker = Pubkey.new_unique()
     commitment = ix.Commitment(7, 3, b"u" * 32, b"t" * 32, b"d" * 32, 600, 412_345)
-    instruction = ix.commit_update(PROGRAM, worker, commitment, sequence=9, nonce=5)
+    instruction = ix.commit_update(PROGRAM, worker, commitment)
     data = bytes(instruction.data)
-    assert len(data) == 121
+    assert len(data) == 117
     assert data[0] == layout.Instruction.COMMIT_UPDATE
     assert struct.unpack_from("<QI", data, 1) == (7, 3)
     assert data[13:45] == b"u" * 32
     assert data[45:77] == b"t" * 32
     assert data[77:109] == b"d" * 32
-    assert struct.unpack_from("<III", data, 109) == (600, 412_345, 5)
-    assert instruction.accounts[2].pubkey == pda.task_address(PROGRAM, 7, 3, bytes(worker))
-    assert instruction.accounts[3].pubkey == pda.message_address(PROGRAM, 9)
+    assert struct.unpack_from("<II", data, 109) == (600, 412_345)
+    assert [m.pubkey for m in instruction.accounts] == [
+        worker,
+        pda.task_address(PROGRAM, 7, 3, bytes(worker)),
+        pda.worker_address(PROGRAM, worker),
+    ]
+    assert [(m.is_signer, m.is_writable) for m in instruction.accounts] == [
+        (True, True),
+        (False, True),
+        (False, False),
+    ]
+
+
+def test_publish_commitments_layout_and_accounts() -> None:
+    payer = Pubkey.new_unique()
+    tasks = [Pubkey.new_unique() for _ in range(3)]
+    instruction = ix.publish_commitments(PROGRAM, payer, 7, 3, tasks, sequence=9, nonce=5)
+    data = bytes(instruction.data)
+    assert data == struct.pack("<BQII", layout.Instruction.PUBLISH_COMMITMENTS, 7, 3, 5)
+    assert [m.pubkey for m in instruction.accounts] == [
+        payer,
+        pda.config_address(PROGRAM),
+        pda.message_address(PROGRAM, 9),
+        Pubkey.default(),
+        *tasks,
+    ]
     assert instruction.accounts[0].is_signer
-    assert not instruction.accounts[1].is_signer
+    assert all(m.is_writable for m in instruction.accounts[4:])
+    with pytest.raises(InstructionArgumentError, match=r"1\.\.32"):
+        ix.publish_commitments(PROGRAM, payer, 7, 3, [], sequence=9)
+    with pytest.raises(InstructionArgumentError, match=r"1\.\.32"):
+        ix.publish_commitments(PROGRAM, payer, 7, 3, tasks * 11, sequence=9)
+
+
+def test_task_account_round_trips_at_the_documented_offsets() -> None:
+    task = layout.TaskAccount(
+        b"k" * 32, b"m" * 32, b"c" * 32, 0x0102030405060708, 9, 10, 11, 0x0A0B0C0D, 4,
+        True, False, 0, 253, False, True, b"u" * 32, b"t" * 32, b"d" * 32, 600, 412_345,
+    )  # fmt: skip
+    data = task.to_bytes()
+    assert len(data) == layout.TASK_ACCOUNT_LEN == 256
+    assert layout.TaskAccount.decode(data) == task
+    assert data[:8] == layout.TASK_KIND_BYTES
+    assert data[layout.TASK_WORKER_KEY_OFFSET : layout.TASK_WORKER_KEY_OFFSET + 32] == b"k" * 32
+    assert data[layout.TASK_JOB_ID_OFFSET : layout.TASK_JOB_ID_OFFSET + 8] == struct.pack(
+        "<Q", 0x0102030405060708
+    )
+    assert data[layout.TASK_ROUND_OFFSET : layout.TASK_ROUND_OFFSET + 4] == struct.pack(
+        "<I", 0x0A0B0C0D
+    )
+    assert data[layout.TASK_COMMITTED_OFFSET] == 1
+    assert data[layout.TASK_PUBLISHED_OFFSET] == 1
+    assert not task.pending
+    header = HEADER.read_text()
+    for field, offset in (
+        ("job_id", layout.TASK_JOB_ID_OFFSET),
+        ("round", layout.TASK_ROUND_OFFSET),
+        ("committed", layout.TASK_COMMITTED_OFFSET),
+        ("published", layout.TASK_PUBLISHED_OFFSET),
+    ):
+        assert f"offsetof(Task, {field}) == {offset}," in header
 
 
 def test_receive_message_lists_worker_and_task_pairs() -> None:
