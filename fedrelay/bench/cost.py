@@ -683,7 +683,10 @@ def run(workers: Sequence[int], rounds: Sequence[int], design: Design | None = N
         json.dumps(
             {
                 "benchmark": "cost",
-                "design": "current (one VAA per task message and per commitment)",
+                "design": (
+                    "current (protocol v4: one VAA per task message, one per up to 32 of a "
+                    "round's commitments on a worker chain)"
+                ),
                 "guardians": GUARDIANS,
                 "quorum": QUORUM,
                 **design.describe(),

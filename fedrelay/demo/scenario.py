@@ -30,7 +30,6 @@ from solders.pubkey import Pubkey
 from fedrelay.adapters.devnet.network import Devnet
 from fedrelay.adapters.devnet.state import WORKER_EVM, WORKER_SOLANA, WorkerKey
 from fedrelay.adapters.evm import JobSpec, Signer, address_to_bytes32
-from fedrelay.adapters.evm.hub import HubTaskState
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.demo.assembly import DemoNetwork, check_fresh, start_devnet
@@ -46,6 +45,7 @@ from fedrelay.ports.blobs import EVALUATION, POSTER
 from fedrelay.ports.coordinator_store import RoundReport
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.rounds import Phase, RoundState, TaskStatus
+from fedrelay.protocol.wormhole import task_id
 from fedrelay.training import encode_blob
 
 #: The phases of a round in which the coordinator holds work in progress.
@@ -322,11 +322,18 @@ class _Scenario:
         ]
         evm_chain = network.info.chain(WORKER_EVM).wormhole_chain_id
 
+        def settled_on_hub() -> set[bytes]:
+            # A WorkerHub task is rewritten by its job's round two on once settled, so what
+            # shows a task settled is its TaskReleased event (ROUND_SETTLED applied), not its slot.
+            latest = network.hub.chain.w3.eth.block_number
+            found = network.hub.events(0, latest)
+            return {bytes(e.args["taskId"]) for e in found if e.name == "TaskReleased"}
+
         async def settled() -> bool:
+            on_hub = await asyncio.to_thread(settled_on_hub)
             for round_number, ref in tasks:
                 if ref.chain == evm_chain:
-                    task = await asyncio.to_thread(network.hub.task, job_id, round_number, ref.key)
-                    if task.state is not HubTaskState.SETTLED:
+                    if task_id(job_id, round_number, evm_chain, ref.key) not in on_hub:
                         return False
                 else:
                     account = await network.program.fetch_task(job_id, round_number, ref.key)

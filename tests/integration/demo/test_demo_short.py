@@ -152,6 +152,8 @@ def test_the_report_counts_gas_and_compute_units_and_plots_accuracy(demo: DemoRu
     solana = summary["compute_units"][WORKER_SOLANA]
     assert solana["compute_units"] > 0, solana
     assert solana["by_instruction"]["commit_update"]["instructions"] >= SETTINGS.rounds
+    # each round's commitments leave Solana together, in at least one publication a round
+    assert solana["by_instruction"]["publish_commitments"]["instructions"] >= SETTINGS.rounds
     per_round = summary["gas_per_worker_round"]
     for chain in ("coordinator", WORKER_EVM):
         assert per_round[chain]["gas"] > 0, per_round
