@@ -669,12 +669,14 @@ async def test_one_round_carries_every_payload_type_between_coordinator_and_sola
                 while await solana_task() is None:  # noqa: ASYNC110 - polling the chain
                     await asyncio.sleep(0.1)
 
-            # UPDATE_COMMITTED: Solana -> coordinator chain.
+            # UPDATE_COMMITTED: Solana -> coordinator chain, once the round's commitments are
+            # published.
             commitment = ix.Commitment(
                 job_id=job_id, round=0, update_hash=b"\x63" * 32, transcript_root=b"\x64" * 32,
                 data_root=b"\x65" * 32, num_samples=600, train_loss=4_000,
             )  # fmt: skip
             await program.client.commit_update(worker, commitment)
+            await program.client.publish_commitments(worker, job_id, 0, [key])
             await eventually(
                 lambda: (
                     market.commitment(job_id, 0, SOLANA_CHAIN, key).state is TaskState.COMMITTED
