@@ -175,7 +175,8 @@ async def confirm_assignment(
         for start in range(0, len(tasks), max(size, 1)):
             batch = tasks[start : start + max(size, 1)]
             await keeper.chain.assign_tasks(state.job_id, worker_chain, state.deadline, batch)
-    # A commitment may have arrived meanwhile and moved the round on already.
+    # Commitments that arrived meanwhile are recorded without moving the round on (the rest of
+    # its tasks had to be sent first); the deadline may have closed it meanwhile.
     current = await keeper.store.get_round(state.job_id, state.round) or state
     if current.phase is not Phase.ASSIGNING:
         return current

@@ -8,8 +8,10 @@
 
 - POSTED: the round is open on the coordinator chain; nobody is assigned yet.
 - ASSIGNING: workers are selected and ``assignTasks`` is on its way (:class:`TasksAssigned`).
-- COLLECTING: the assignment is on chain (:class:`AssignmentConfirmed`, or implicitly by the first
-  commitment); UPDATE_COMMITTED messages arrive (:class:`CommitmentReceived`). When every
+- COLLECTING: the assignment is on chain (:class:`AssignmentConfirmed`); commitments arrive
+  (:class:`CommitmentReceived`). A commitment that arrives while the round is still ASSIGNING
+  (some of its batches not yet on chain) is recorded and the round stays ASSIGNING, so that the
+  rest of its tasks are still sent; the confirmation then moves it on. When every
   assigned worker has committed, the round moves on at once. At the deadline (:class:`Tick`)
   the missing workers are dropped (not paid; slashed when the policy says so) and the round
   aggregates; with fewer than ``min_updates`` commitments every update is dropped and only the
@@ -477,9 +479,9 @@ def _commit(state: RoundState, event: CommitmentReceived) -> RoundState:
         )
     committed = replace(assignment, status=TaskStatus.COMMITTED, commitment=event.commitment)
     assignments = _replace_assignment(state, committed)
-    return replace(
-        state, phase=_collecting_phase(assignments), assignments=assignments, updated_at=event.at
-    )
+    # Still ASSIGNING: the tasks not yet on chain must still be sent (the confirmation moves on).
+    phase = state.phase if state.phase is Phase.ASSIGNING else _collecting_phase(assignments)
+    return replace(state, phase=phase, assignments=assignments, updated_at=event.at)
 
 
 def _collecting_phase(assignments: tuple[Assignment, ...]) -> Phase:
@@ -668,7 +670,8 @@ def apply(state: RoundState, event: RoundEvent) -> RoundState:
             return _assign(state, event)
         case AssignmentConfirmed():
             _expect(state, event, Phase.ASSIGNING)
-            return replace(state, phase=Phase.COLLECTING, updated_at=event.at)
+            phase = _collecting_phase(state.assignments)
+            return replace(state, phase=phase, updated_at=event.at)
         case CommitmentReceived():
             _expect(state, event, Phase.ASSIGNING, Phase.COLLECTING)
             return _commit(state, event)

@@ -11,7 +11,9 @@ its time, as JobMarket does), on both stores:
   again from the chain's time and assigned;
 - one whose deadline passed with part of its tasks on chain sends only the others, with the new
   deadline; a task its worker chain refused meanwhile stays dropped;
-- which tasks the chain has is one read of the round's assigned keys, not one read per worker.
+- which tasks the chain has is one read of the round's assigned keys, not one read per worker;
+- a commitment that arrives while part of the round's tasks are not on chain yet does not stop
+  the others from being sent.
 
 The chain's clock and the service's are FakeClocks moved by the tests (no sleeps).
 """
@@ -189,3 +191,26 @@ async def test_the_tasks_on_chain_are_read_once_per_confirmation(world: World) -
     assert world.market.assigned_reads == [(job_id, 0)]
     assert world.market.commitment_reads == []  # no read per worker
     assert await phase_of(world, job_id) is Phase.COLLECTING
+
+
+async def test_a_commitment_before_the_last_batch_does_not_stop_the_rest_being_sent(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_task_per_batch(world)
+    refuse_assignments(monkeypatch, world.market, after=1)
+    workers = [world.worker(i) for i in range(3)]
+    await register(world, workers)
+    job_id = await world.post(workers=3)
+    await world.service.step()  # the first worker's batch went through, the second did not
+    ((_, _, _, (first,)),) = world.market.assign_calls
+    early = next(w for w in workers if w.worker.key == first.worker_key)
+
+    # The first worker commits before the others' tasks reach the chain.
+    await early.train(job_id, 0)
+    await world.service.step()
+
+    state = await round_of(world, job_id)
+    assert state.phase is Phase.COLLECTING
+    assert state.assignment(early.worker).status is TaskStatus.COMMITTED
+    sent = sorted(t.worker_key for _, _, _, batch in world.market.assign_calls for t in batch)
+    assert sent == sorted(w.worker.key for w in workers), "every task reached the chain"

@@ -119,6 +119,7 @@ def test_the_last_round_completes_the_job() -> None:
         [
             TasksAssigned(0, (A,), CONFIG, 50, 1),
             CommitmentReceived(0, commitment(A), 2),
+            AssignmentConfirmed(0, 2),
             AggregateProposed(0, MODEL1, 3),
             SettlementConfirmed(0, 3),
             NextRound(0, 4),
@@ -130,11 +131,24 @@ def test_the_last_round_completes_the_job() -> None:
         apply(state, TasksAssigned(0, (A,), CONFIG, 50, 5))
 
 
-def test_a_commitment_in_assigning_counts_as_confirmation() -> None:
+def test_a_commitment_in_assigning_is_kept_and_the_round_waits_for_its_confirmation() -> None:
+    # Some of the round's TASK_ASSIGNED may not be on chain yet: the round stays ASSIGNING so
+    # that they are still sent, and the confirmation moves it on.
     state = apply(open_job(5, POLICY, MODEL0, at=0), TasksAssigned(0, (A, B), CONFIG, 100, 1))
     state = apply(state, CommitmentReceived(0, commitment(A), 2))
-    assert state.phase is Phase.COLLECTING
+    assert state.phase is Phase.ASSIGNING
     assert state.assignment(A).commitment == commitment(A)
+    state = apply(state, AssignmentConfirmed(0, 3))
+    assert state.phase is Phase.COLLECTING
+    assert state.assignment(A).status is TaskStatus.COMMITTED
+
+
+def test_a_round_whose_every_task_committed_before_its_confirmation_aggregates() -> None:
+    state = apply(open_job(5, POLICY, MODEL0, at=0), TasksAssigned(0, (A, B), CONFIG, 100, 1))
+    state = apply(state, CommitmentReceived(0, commitment(A), 2))
+    state = apply(state, CommitmentReceived(0, commitment(B), 3))
+    assert state.phase is Phase.ASSIGNING
+    assert apply(state, AssignmentConfirmed(0, 4)).phase is Phase.AGGREGATING
 
 
 def test_missing_workers_are_dropped_at_the_deadline() -> None:
