@@ -13,6 +13,7 @@ from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.ports.coordinator_store import Conflict
 from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
 from fedrelay.protocol.rounds import (
+    AssignmentConfirmed,
     Commitment,
     CommitmentReceived,
     RoundPolicy,
@@ -37,6 +38,7 @@ async def test_coordinator_state_on_postgres_survives_a_restart(postgres: Postgr
         open_job(JOB, RoundPolicy(total_rounds=2, missing_slash=2**64 - 1), b"\x01" * 32, at=1),
         [
             TasksAssigned(0, (A, B), b"\x02" * 32, deadline=2**64 - 1, at=2),
+            AssignmentConfirmed(0, 2),
             CommitmentReceived(
                 0, Commitment(A, b"\x03" * 32, b"\x04" * 32, b"\x05" * 32, 10, 20), 3
             ),

@@ -17,6 +17,7 @@ from fedrelay.commands.coordinator import ChainTarget, CoordinatorSettings, chai
 from fedrelay.ports.coordinator_store import RoundReport
 from fedrelay.protocol.rounds import (
     AggregateProposed,
+    AssignmentConfirmed,
     Commitment,
     CommitmentReceived,
     RoundPolicy,
@@ -42,6 +43,7 @@ def ledger(tmp_path: Path) -> str:
         open_job(3, RoundPolicy(total_rounds=2), b"\x01" * 32, at=10),
         [
             TasksAssigned(0, (A, B), b"\x02" * 32, deadline=100, at=11),
+            AssignmentConfirmed(0, 11),
             CommitmentReceived(
                 0, Commitment(A, b"\x0a" * 32, b"\x0b" * 32, b"\x0e" * 32, 40, 5), 12
             ),

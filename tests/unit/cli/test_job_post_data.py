@@ -27,6 +27,7 @@ from fedrelay.protocol.challenges import privacy_cost
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.protocol.rounds import (
+    AssignmentConfirmed,
     Commitment,
     CommitmentReceived,
     RoundPolicy,
@@ -146,7 +147,10 @@ def _status_of(
     url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
     upgrade(url)
     worker = WorkerRef(4, bytes(12) + b"\xa1" * 20)
-    events: list[object] = [TasksAssigned(0, (worker,), bytes.fromhex(name), deadline=100, at=11)]
+    events: list[object] = [
+        TasksAssigned(0, (worker,), bytes.fromhex(name), deadline=100, at=11),
+        AssignmentConfirmed(0, 11),
+    ]
     if samples is not None:
         commitment = Commitment(worker, b"\x02" * 32, b"\x03" * 32, b"\x04" * 32, samples, 0)
         events.append(CommitmentReceived(0, commitment, at=12))
