@@ -138,7 +138,10 @@ class WorkerHubContract:
         Raises:
             EvmError: The events do not rebuild the head (a node serving partial logs).
         """
-        log = self.commit_log(job_id, round_number)
+        return self._recorded(job_id, round_number, self.commit_log(job_id, round_number))
+
+    def _recorded(self, job_id: int, round_number: int, log: CommitLog) -> tuple[Commitment, ...]:
+        """``round_commitments`` up to the head of ``log`` (read once by the caller)."""
         if log.head == NO_COMMITMENTS:
             return ()
         events = self.contract.events.UpdateCommitted().get_logs(
@@ -172,7 +175,7 @@ class WorkerHubContract:
         log = self.commit_log(job_id, round_number)
         if not log.pending:
             return ()
-        recorded = self.round_commitments(job_id, round_number)
+        recorded = self._recorded(job_id, round_number, log)
         if log.published_head == NO_COMMITMENTS:
             return recorded
         chained = NO_COMMITMENTS
