@@ -58,10 +58,11 @@ class EvmChain:
         """The EVM chain id (not the Wormhole chain id)."""
         return int(self.w3.eth.chain_id)
 
-    def call(self, function: ContractFunction) -> Any:
-        """Run a view call; a revert raises the decoded `ContractRevert`."""
+    def call(self, function: ContractFunction, block: int | None = None) -> Any:
+        """Run a view call (at ``block`` when given, else the latest); a revert raises the
+        decoded `ContractRevert`."""
         try:
-            return function.call()
+            return function.call() if block is None else function.call(block_identifier=block)
         except ContractLogicError as exc:
             raise self._decoded(exc) from exc
 

@@ -553,9 +553,10 @@ class JobMarketContract:
             results_root=bytes(raw[8]),
         )
 
-    def lane(self, job_id: int, worker_chain: int) -> Lane:
-        """The job's lane on ``worker_chain`` (its tasks there in the lane's round)."""
-        raw = self.chain.call(self.contract.functions.getLane(job_id, worker_chain))
+    def lane(self, job_id: int, worker_chain: int, block: int | None = None) -> Lane:
+        """The job's lane on ``worker_chain`` (its tasks there in the lane's round), as of
+        ``block`` when given, else the latest block."""
+        raw = self.chain.call(self.contract.functions.getLane(job_id, worker_chain), block)
         return Lane(
             round=int(raw[0]),
             assigned=int(raw[1]),
@@ -632,12 +633,14 @@ class JobMarketContract:
             {c: tuple(keys) for c, keys in assigned.items()},
             {c: tuple(found) for c, found in commits.items()},
         )
-        self._check_lanes(job_id, round_number, tasks)
+        self._check_lanes(job_id, round_number, tasks, head)
         return tasks
 
-    def _check_lanes(self, job_id: int, round_number: int, tasks: RoundTasks) -> None:
+    def _check_lanes(self, job_id: int, round_number: int, tasks: RoundTasks, head: int) -> None:
+        # The lanes are read at the block the logs were read up to: a delivery mined between
+        # the two reads is in neither, instead of only in the lane.
         for chain in set(tasks.assigned) | set(tasks.commits):
-            lane = self.lane(job_id, chain)
+            lane = self.lane(job_id, chain, head)
             if lane.round != round_number:
                 continue  # a later round has reused the lane
             keys = tasks.assigned.get(chain, ())
