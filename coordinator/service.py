@@ -409,9 +409,15 @@ class CoordinatorService:
 
     async def _commitment(self, event: UpdateArrived) -> None:
         state = await self._store.get_round(event.job_id, event.round)
-        if state is None or state.phase not in (Phase.ASSIGNING, Phase.COLLECTING):
+        # AGGREGATING too: a commitment relayed after collection closed still clears its
+        # worker of missing the deadline (see ``fedrelay.protocol.rounds``).
+        if state is None or state.phase not in (
+            Phase.ASSIGNING,
+            Phase.COLLECTING,
+            Phase.AGGREGATING,
+        ):
             log.info(
-                "commitment of %s for job %d round %d ignored (round not collecting)",
+                "commitment of %s for job %d round %d ignored (round past aggregation)",
                 event.worker.key.hex(),
                 event.job_id,
                 event.round,

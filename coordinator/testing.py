@@ -3,8 +3,9 @@
 - :class:`FakeJobMarket` simulates the coordinator chain (JobMarket and its blocks) in memory,
   so the service's logic is tested without an EVM node. It keeps JobMarket's rules that matter
   to the service (assignments only for registered workers of allowed chains and with a deadline
-  after the chain's time, commitments only for assigned tasks of the collecting round, one
-  proposal per round, settlement after the window) and records every call.
+  after the chain's time, commitments only for assigned tasks of the collecting round, no MISSED
+  slash for a task whose commitment arrived, one proposal per round, settlement after the window)
+  and records every call.
 - :class:`FakeClock` is the time the fake chain and the service read: one clock for both, or
   one each for a chain whose time runs apart from the service's.
 
@@ -396,6 +397,9 @@ class FakeJobMarket:
                 Outcome.DROPPED
             ):
                 raise ChainError(f"InvalidResult {r.worker.key.hex()}: refused task not DROPPED")
+            task = self.tasks.get((job_id, round_number, r.worker))
+            if r.fault is Fault.MISSED and task is not None and task.committed:
+                raise ChainError(f"CommittedTaskMissed {r.worker.key.hex()}")
         block = self._mine()
         job.rounds[round_number] = ChainRound(
             ChainRoundPhase.PROPOSED, current.assigned, block.timestamp + self._window, model_hash

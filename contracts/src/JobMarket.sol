@@ -284,6 +284,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     error InvalidResultProof(bytes32 taskId);
     error InvalidOutcome(bytes32 taskId, uint8 outcome);
     error AcceptedWithoutCommitment(bytes32 taskId);
+    /// @notice A MISSED slash for a task whose commitment the lane received: its worker chain
+    /// took it before the task's deadline, so the worker did not miss it.
+    error CommittedTaskMissed(bytes32 taskId);
     error RewardWithoutAcceptance(bytes32 taskId, uint128 reward);
     /// @notice A fault that is unknown, missing from a SLASHED result or on one that is not.
     error InvalidFault(bytes32 taskId, uint8 outcome, uint8 fault);
@@ -603,6 +606,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// every lane's commitments in the same lane order, each lane's in arrival order, checked
     /// against its `commitChain`; `commitIndex[i]` is where result i's commitment sits in
     /// `commits` (`NO_COMMIT` for none), and an ACCEPTED result must point at its own worker's.
+    /// A task whose worker's commitment the lane received cannot be slashed as MISSED, whether
+    /// its result points at the commitment or not (its worker chain took the commitment before
+    /// the task's deadline, however late it was relayed).
     /// A SLASHED result names its fault and the hash of the evidence blob the aggregator
     /// published; the amount is the job's policy for that fault (`slashOf`).
     function finalizeRound(
@@ -698,6 +704,12 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
             TaskFlags storage flags = _taskFlags[taskId];
             if (flags.refused) revert RefusedTaskNotDropped(taskId);
             if (flags.released) revert ReleasedTaskSlashed(taskId);
+            // Pointed at or not: the lane's commitments are all in `commits[firstCommit:endCommit]`.
+            if (result.fault == uint8(Fault.Missed)) {
+                for (uint256 k = firstCommit; k < endCommit; ++k) {
+                    if (commits[k].workerKey == result.workerKey) revert CommittedTaskMissed(taskId);
+                }
+            }
         } else if (result.fault != uint8(Fault.None)) {
             revert InvalidFault(taskId, result.outcome, result.fault);
         } else if (result.evidence != bytes32(0)) {

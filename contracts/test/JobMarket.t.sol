@@ -1000,6 +1000,33 @@ contract JobMarketTest is MarketFixture {
         assertEq(market.getRound(jobId, 0).proposedTotal, 3 ether, "three accepted");
     }
 
+    function test_finalizeRound_committedTaskCannotBeSlashedAsMissed() public {
+        uint64 jobId = fourWorkerRound(1);
+        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c, uint16[] memory index) =
+            finalizeArgs(jobId, 0, fourResults());
+        // Worker 1's commitment reached the lane (relayed after the coordinator closed
+        // collection, say): a MISSED slash for it is refused, pointed at or not.
+        r[1] = JobMarket.Result(workerKey(1), EVM_WORKERS, PayloadCodec.OUTCOME_SLASHED, 2, 0, keccak256("evidence"));
+        vm.startPrank(aggregator);
+        vm.expectRevert(
+            abi.encodeWithSelector(JobMarket.CommittedTaskMissed.selector, taskOf(jobId, 0, EVM_WORKERS, workerKey(1)))
+        );
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        uint16[] memory hidden = copyOf(index);
+        hidden[1] = NO_COMMIT;
+        vm.expectRevert(
+            abi.encodeWithSelector(JobMarket.CommittedTaskMissed.selector, taskOf(jobId, 0, EVM_WORKERS, workerKey(1)))
+        );
+        market.finalizeRound(jobId, 0, MODEL, r, c, hidden);
+        // Dropped without fault (not aggregated, not paid, not slashed) it goes through; a
+        // REJECTED slash of a committed update still does.
+        r[1] = JobMarket.Result(workerKey(1), EVM_WORKERS, PayloadCodec.OUTCOME_DROPPED, 0, 0, bytes32(0));
+        r[3] = JobMarket.Result(workerKey(11), SOLANA, PayloadCodec.OUTCOME_SLASHED, 1, 0, keccak256("evidence"));
+        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        vm.stopPrank();
+        assertEq(uint8(market.getRound(jobId, 0).phase), uint8(JobMarket.RoundPhase.Proposed), "proposed");
+    }
+
     function test_lane_resetsOnTheNextRound() public {
         uint64 jobId = postNative(2, 2, 2 ether);
         prepareRound(jobId, 0, EVM_WORKERS, 0, 2);

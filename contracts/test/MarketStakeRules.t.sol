@@ -43,7 +43,13 @@ contract MarketStakeRulesTest is MarketFixture {
     /// A one-worker round on EVM worker chain 4 proposed with worker 0 SLASHED for `fault`.
     function slashedRound(uint8 fault) internal returns (uint64 jobId) {
         jobId = postNative(1, 1, 1 ether);
-        prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
+        if (fault == 2) {
+            // Missed: assigned, never committed (a committed task cannot be slashed as MISSED).
+            registerWorker(EVM_WORKERS, workerKey(0), MIN_STAKE, payoutOf(0));
+            assign(jobId, EVM_WORKERS, 0, 1);
+        } else {
+            prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
+        }
         JobMarket.Result[] memory r = acceptedResults(EVM_WORKERS, 0, 1, 0);
         r[0].outcome = PayloadCodec.OUTCOME_SLASHED;
         r[0].fault = fault;

@@ -13,12 +13,15 @@ newest block's timestamp (:func:`chain_time`), which is what JobMarket's ``assig
 it against; a deadline counted from the service's clock alone is refused for ever by a chain
 whose time runs ahead of it. A round still ASSIGNING whose deadline the chain has passed before
 all its tasks reached it is planned again (:func:`replanned`) rather than sent with a deadline
-the chain can only refuse.
+the chain can only refuse. A task not yet on chain whose worker's stake fell below the job's
+minimum after the draw is withdrawn (``assignTasks`` would refuse its batch on every step); with
+nothing of the round on chain yet, the round is drawn anew.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 
 from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
@@ -26,12 +29,15 @@ from fedrelay.coordinator.phases.seeds import seed_value, selection_block
 from fedrelay.coordinator.selection import Candidate, NotEnoughWorkers, round_seed, select_workers
 from fedrelay.ports.coordinator_chain import CoordinatorChain
 from fedrelay.protocol.rounds import (
+    Assignment,
     AssignmentConfirmed,
+    CommitmentReceived,
     Phase,
     RoundState,
     TaskRefused,
     TasksAssigned,
     TaskStatus,
+    TaskWithdrawn,
     apply,
 )
 from fedrelay.protocol.wormhole import Task
@@ -113,18 +119,66 @@ async def chain_time(chain: CoordinatorChain, now: int) -> int:
 def replanned(state: RoundState, deadline: int, now: int) -> RoundState:
     """The ASSIGNING ``state`` planned again at ``now`` with ``deadline``: the same workers on
     the same shards, through the state machine's own events (``TasksAssigned`` on the round as
-    it was POSTED, then ``TaskRefused`` for each task its worker chain refused meanwhile).
+    it was POSTED, then ``TaskRefused`` for each task its worker chain refused meanwhile and
+    ``CommitmentReceived`` for each commitment that arrived meanwhile).
 
-    In ASSIGNING a task is still ASSIGNED or was refused (DROPPED): a commitment moves the round
-    on to COLLECTING, so there is no commitment to carry over.
+    In ASSIGNING a task is still ASSIGNED, was refused (DROPPED) or committed (a commitment keeps
+    the round ASSIGNING until the confirmation): each is carried over as it was. The shards are
+    the tasks' own, so a round some tasks were withdrawn from keeps the others' shards.
     """
     posted = replace(state, phase=Phase.POSTED, assignments=(), deadline=None)
-    workers = tuple(a.worker for a in state.assignments)  # assignment order: the same shards
+    workers = tuple(a.worker for a in state.assignments)  # assignment order
     again = apply(posted, TasksAssigned(state.round, workers, state.config_hash, deadline, now))
+    shards = {a.worker: a.shard for a in state.assignments}
+    again = replace(
+        again, assignments=tuple(replace(a, shard=shards[a.worker]) for a in again.assignments)
+    )
     for a in state.assignments:
         if a.status is TaskStatus.DROPPED:
             again = apply(again, TaskRefused(state.round, a.worker, a.reason, now))
+        elif a.status is TaskStatus.COMMITTED:
+            assert a.commitment is not None
+            again = apply(again, CommitmentReceived(state.round, a.commitment, now))
     return again
+
+
+async def _withdraw_unassignable(
+    keeper: RoundKeeper,
+    context: JobContext,
+    state: RoundState,
+    missing: list[Assignment],
+    on_chain: Mapping[int, frozenset[bytes]],
+    now: int,
+) -> tuple[RoundState, list[Assignment]]:
+    """Withdraw the tasks not yet on chain whose worker's stake (as followed from the chain)
+    fell below the job's minimum since the draw: ``assignTasks`` refuses a batch holding one
+    (``InsufficientStake``), so sending it would fail on every step. When no task of the round
+    is on chain yet, every task is withdrawn and the round is drawn anew (a full round instead
+    of a short one); otherwise the round goes on without them. The state and the tasks still to
+    send."""
+    minimum = context.job.min_stake
+    stakes = await keeper.store.stakes()
+    low = [a for a in missing if stakes.get(a.worker, 0) < minimum]
+    if not low:
+        return state, missing
+    nothing_sent = not any(on_chain.values())
+    withdrawn = list(state.assignments) if nothing_sent else low
+    for a in withdrawn:
+        reason = (
+            f"stake {stakes.get(a.worker, 0)} below the job's minimum {minimum} before the task "
+            "was sent"
+            if a in low
+            else "the round is drawn anew: a drawn worker's stake fell below the job's minimum"
+        )
+        state = apply(state, TaskWithdrawn(state.round, a.worker, reason, now))
+    await keeper.save_round(state)
+    log.warning(
+        "job %d round %d: %d drawn worker(s) fell below the minimum stake %d before their tasks "
+        "were sent: %s",
+        state.job_id, state.round, len(low), minimum,
+        "the round is drawn anew" if nothing_sent else "withdrawn, the others go on",
+    )  # fmt: skip
+    return state, [a for a in missing if a not in low]
 
 
 async def confirm_assignment(
@@ -152,7 +206,14 @@ async def confirm_assignment(
     on_chain = await keeper.chain.assigned_keys(state.job_id, state.round)
     missing = [a for a in state.assignments if a.worker.key not in on_chain.get(a.worker.chain, ())]
     if missing:
+        state, missing = await _withdraw_unassignable(
+            keeper, context, state, missing, on_chain, now
+        )
+        if state.phase is Phase.POSTED:
+            return state  # drawn anew on the next step
+    if missing:
         at = await chain_time(keeper.chain, now)
+        assert state.deadline is not None
         if state.deadline <= at:
             deadline = at + context.config.collect_seconds
             log.warning(

@@ -16,9 +16,17 @@
   the missing workers are dropped (not paid; slashed when the policy says so) and the round
   aggregates; with fewer than ``min_updates`` commitments every update is dropped and only the
   unchanged model can be proposed, so the chain still finalizes and settles the round.
+- A commitment is COMMITTED whenever it arrives while the round collects: its worker chain
+  took it before the task's deadline on its own clock, so the time the relayer delivered it
+  says nothing about the worker. One that arrives after collection closed (relayed late) turns
+  its task, closed as missing, into DROPPED with no fault (:func:`_commit_late`): not
+  aggregated, not paid, never slashed as MISSED.
 - AGGREGATING: updates are fetched, checked and replayed; a worker caught cheating is slashed
   (:class:`UpdateRejected`); the aggregate is proposed with ``finalizeRound``
   (:class:`AggregateProposed`).
+- A task not yet sent to the coordinator chain whose worker can no longer be assigned (its
+  stake fell below the job's minimum after the draw) is withdrawn from the ASSIGNING round
+  (:class:`TaskWithdrawn`); a round left with no task is POSTED again and drawn anew.
 - A task its worker chain refused (the worker's stake no longer met the job's terms when the
   TASK_ASSIGNED batch arrived, :class:`TaskRefused`) is DROPPED with no fault in any phase up to
   the proposal: the chain accepts only that outcome for it, and the worker is never slashed
@@ -71,7 +79,7 @@ class DuplicateCommitment(RoundError):
 
 
 class LateCommitment(RoundError):
-    """A commitment arrived after the round's deadline."""
+    """A commitment arrived after collection closed, for a task not closed as missing."""
 
 
 class ChallengeWindowOpen(RoundError):
@@ -335,6 +343,19 @@ class TaskRefused:
 
 
 @dataclass(frozen=True)
+class TaskWithdrawn:
+    """A task not yet sent to the coordinator chain is taken out of the ASSIGNING round: its
+    worker can no longer be assigned there (its stake fell below the job's minimum after the
+    draw), so ``assignTasks`` would refuse its batch. The other tasks keep their shards; a round
+    left with no task is POSTED again, to be drawn anew."""
+
+    round: int
+    worker: WorkerRef
+    reason: str
+    at: int
+
+
+@dataclass(frozen=True)
 class EvidencePublished:
     """The evidence blob of a slashed task was published (its hash)."""
 
@@ -384,6 +405,7 @@ RoundEvent = (
     | Tick
     | UpdateRejected
     | TaskRefused
+    | TaskWithdrawn
     | EvidencePublished
     | AggregateProposed
     | ProposalChallenged
@@ -463,25 +485,70 @@ def _assign(state: RoundState, event: TasksAssigned) -> RoundState:
     )
 
 
+MISSED_REASON = "missed the deadline"
+RELAYED_LATE_REASON = (
+    "committed on its worker chain before the deadline; reached the coordinator chain after "
+    "collection closed"
+)
+
+
+def _closed_as_missing(assignment: Assignment) -> bool:
+    """Whether collection closed ``assignment`` because no commitment had arrived."""
+    return (
+        assignment.commitment is None
+        and assignment.status in (TaskStatus.SLASHED, TaskStatus.DROPPED)
+        and assignment.reason == MISSED_REASON
+    )
+
+
 def _commit(state: RoundState, event: CommitmentReceived) -> RoundState:
     worker = event.commitment.worker
     assignment = state.assignment(worker)
+    if state.phase is Phase.AGGREGATING:
+        return _commit_late(state, event, assignment)
     if assignment.status is not TaskStatus.ASSIGNED:
         raise DuplicateCommitment(
             f"worker {worker.key.hex()} already has a {assignment.status.value} task in job "
             f"{state.job_id} round {state.round}"
         )
-    assert state.deadline is not None
-    if event.at > state.deadline:
-        raise LateCommitment(
-            f"commitment of worker {worker.key.hex()} at {event.at} is after the deadline "
-            f"{state.deadline}"
-        )
+    # No check of ``event.at`` against the deadline: the worker chain took the commitment only
+    # before the task's deadline on its own clock, and ``at`` is when the relayer delivered it.
     committed = replace(assignment, status=TaskStatus.COMMITTED, commitment=event.commitment)
     assignments = _replace_assignment(state, committed)
     # Still ASSIGNING: the tasks not yet on chain must still be sent (the confirmation moves on).
     phase = state.phase if state.phase is Phase.ASSIGNING else _collecting_phase(assignments)
     return replace(state, phase=phase, assignments=assignments, updated_at=event.at)
+
+
+def _commit_late(
+    state: RoundState, event: CommitmentReceived, assignment: Assignment
+) -> RoundState:
+    """A commitment that arrived after collection closed: made in time (its worker chain takes
+    none past the deadline) but too late to aggregate. A task closed as missing becomes DROPPED
+    with no fault, its commitment kept: it is not paid, and never slashed for missing a deadline
+    it met (JobMarket refuses a MISSED slash for a task whose commitment its lane received)."""
+    worker = event.commitment.worker
+    if assignment.commitment is not None:
+        raise DuplicateCommitment(
+            f"worker {worker.key.hex()} already has a {assignment.status.value} task in job "
+            f"{state.job_id} round {state.round}"
+        )
+    if not _closed_as_missing(assignment):
+        raise LateCommitment(
+            f"commitment of worker {worker.key.hex()} arrived after collection closed in job "
+            f"{state.job_id} round {state.round}, and its task is {assignment.status.value} "
+            f"({assignment.reason or 'no reason'}), not missing"
+        )
+    dropped = replace(
+        assignment,
+        status=TaskStatus.DROPPED,
+        commitment=event.commitment,
+        slash=0,
+        fault=Fault.NONE,
+        evidence=None,
+        reason=RELAYED_LATE_REASON,
+    )
+    return replace(state, assignments=_replace_assignment(state, dropped), updated_at=event.at)
 
 
 def _collecting_phase(assignments: tuple[Assignment, ...]) -> Phase:
@@ -503,7 +570,7 @@ def _close_collection(state: RoundState, now: int) -> RoundState:
             status=missing_status,
             slash=missing_slash,
             fault=missing_fault,
-            reason="missed the deadline",
+            reason=MISSED_REASON,
         )
         if a.status is TaskStatus.ASSIGNED
         else a
@@ -572,6 +639,23 @@ def _refuse(state: RoundState, event: TaskRefused) -> RoundState:
     if phase in (Phase.ASSIGNING, Phase.COLLECTING):
         phase = _collecting_phase(assignments) if phase is Phase.COLLECTING else phase
     return replace(state, phase=phase, assignments=assignments, updated_at=event.at)
+
+
+def _withdraw(state: RoundState, event: TaskWithdrawn) -> RoundState:
+    assignment = state.assignment(event.worker)
+    if assignment.status is not TaskStatus.ASSIGNED:
+        raise InvalidTransition(
+            f"worker {event.worker.key.hex()}'s task is {assignment.status.value}; only a task "
+            "still waiting to be sent can be withdrawn"
+        )
+    if not event.reason:
+        raise InvalidRoundInput("a withdrawn task needs a reason")
+    kept = tuple(a for a in state.assignments if a.worker != event.worker)
+    if not kept:
+        return replace(
+            state, phase=Phase.POSTED, assignments=(), deadline=None, updated_at=event.at
+        )
+    return replace(state, assignments=kept, updated_at=event.at)
 
 
 def _evidence(state: RoundState, event: EvidencePublished) -> RoundState:
@@ -658,7 +742,8 @@ def apply(state: RoundState, event: RoundEvent) -> RoundState:
         WrongRound: The event is for another round.
         UnknownWorker: The event names a worker not assigned in the round.
         DuplicateCommitment: The worker already committed.
-        LateCommitment: The commitment came after the deadline.
+        LateCommitment: The commitment arrived after collection closed, for a task that was
+            not closed as missing.
         ChallengeWindowOpen: Settlement came before the window closed.
         InvalidRoundInput: A field of the event is out of range.
     """
@@ -673,7 +758,7 @@ def apply(state: RoundState, event: RoundEvent) -> RoundState:
             phase = _collecting_phase(state.assignments)
             return replace(state, phase=phase, updated_at=event.at)
         case CommitmentReceived():
-            _expect(state, event, Phase.ASSIGNING, Phase.COLLECTING)
+            _expect(state, event, Phase.ASSIGNING, Phase.COLLECTING, Phase.AGGREGATING)
             return _commit(state, event)
         case UpdateRejected():
             _expect(state, event, Phase.AGGREGATING)
@@ -681,6 +766,9 @@ def apply(state: RoundState, event: RoundEvent) -> RoundState:
         case TaskRefused():
             _expect(state, event, Phase.ASSIGNING, Phase.COLLECTING, Phase.AGGREGATING)
             return _refuse(state, event)
+        case TaskWithdrawn():
+            _expect(state, event, Phase.ASSIGNING)
+            return _withdraw(state, event)
         case EvidencePublished():
             _expect(state, event, Phase.AGGREGATING)
             return _evidence(state, event)

@@ -13,7 +13,10 @@ its time, as JobMarket does), on both stores:
   deadline; a task its worker chain refused meanwhile stays dropped;
 - which tasks the chain has is one read of the round's assigned keys, not one read per worker;
 - a commitment that arrives while part of the round's tasks are not on chain yet does not stop
-  the others from being sent.
+  the others from being sent, and is kept when the round is planned again;
+- a drawn worker whose stake fell below the job's minimum before its task was sent is
+  withdrawn (JobMarket would refuse its batch on every step): with nothing of the round on
+  chain the round is drawn anew, otherwise the others go on with their shards.
 
 The chain's clock and the service's are FakeClocks moved by the tests (no sleeps).
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
+from support.simulated_worker import SimulatedWorker
 from test_coordinator_service import (
     WINDOW,
     World,
@@ -193,17 +197,26 @@ async def test_the_tasks_on_chain_are_read_once_per_confirmation(world: World) -
     assert await phase_of(world, job_id) is Phase.COLLECTING
 
 
-async def test_a_commitment_before_the_last_batch_does_not_stop_the_rest_being_sent(
+async def first_batch_only(
     world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[int, list[SimulatedWorker], SimulatedWorker]:
+    """A three-worker round, one task per batch, whose first batch reached the chain and whose
+    second was refused: the job, its workers and the one whose task is on chain."""
     one_task_per_batch(world)
     refuse_assignments(monkeypatch, world.market, after=1)
     workers = [world.worker(i) for i in range(3)]
     await register(world, workers)
     job_id = await world.post(workers=3)
-    await world.service.step()  # the first worker's batch went through, the second did not
+    await world.service.step()
     ((_, _, _, (first,)),) = world.market.assign_calls
     early = next(w for w in workers if w.worker.key == first.worker_key)
+    return job_id, workers, early
+
+
+async def test_a_commitment_before_the_last_batch_does_not_stop_the_rest_being_sent(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, workers, early = await first_batch_only(world, monkeypatch)
 
     # The first worker commits before the others' tasks reach the chain.
     await early.train(job_id, 0)
@@ -214,3 +227,73 @@ async def test_a_commitment_before_the_last_batch_does_not_stop_the_rest_being_s
     assert state.assignment(early.worker).status is TaskStatus.COMMITTED
     sent = sorted(t.worker_key for _, _, _, batch in world.market.assign_calls for t in batch)
     assert sent == sorted(w.worker.key for w in workers), "every task reached the chain"
+
+
+async def test_a_commitment_that_arrived_before_a_new_plan_is_kept(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, _, early = await first_batch_only(world, monkeypatch)
+    await early.train(job_id, 0)
+    # The deadline passes on both clocks before the service steps again: the round is planned
+    # again with the first worker's commitment already read.
+    world.clock.advance(world.config.collect_seconds + 1)
+    await world.service.step()
+
+    state = await round_of(world, job_id)
+    assert state.phase is Phase.COLLECTING
+    assert state.deadline == world.clock.now + world.config.collect_seconds
+    kept = state.assignment(early.worker)
+    assert kept.status is TaskStatus.COMMITTED
+    assert kept.commitment is not None
+    assert kept.commitment.update_hash == world.market.tasks[(job_id, 0, early.worker)].update_hash
+
+
+async def test_a_round_whose_drawn_worker_lost_its_stake_before_any_task_was_sent_is_drawn_anew(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refused = refuse_assignments(monkeypatch, world.market, after=0)
+    workers = [world.worker(i) for i in range(3)]
+    await register(world, workers)
+    job_id = await world.post(workers=2)
+    await world.service.step()  # drawn and planned; assignTasks did not get through
+    planned = await round_of(world, job_id)
+    assert planned.phase is Phase.ASSIGNING
+    assert len(refused) == 1
+    fallen = planned.assignments[0].worker
+    # The drawn worker unbonds before its task was sent: JobMarket would refuse the batch.
+    world.market.change_stake(fallen, 0, StakeReason.UNBONDING)
+    await world.service.step()
+    assert await phase_of(world, job_id) is Phase.POSTED  # every task withdrawn
+
+    await step_until(world, job_id, Phase.COLLECTING)
+    state = await round_of(world, job_id)
+    drawn = {a.worker for a in state.assignments}
+    assert fallen not in drawn
+    assert drawn == {w.worker for w in workers} - {fallen}
+    sent = {t.worker_key for _, _, _, batch in world.market.assign_calls for t in batch}
+    assert sent == {w.key for w in drawn}
+
+
+async def test_a_drawn_worker_that_lost_its_stake_midway_is_withdrawn_and_the_rest_go_on(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, _, early = await first_batch_only(world, monkeypatch)
+    planned = await round_of(world, job_id)
+    unsent = sorted(
+        (a for a in planned.assignments if a.worker != early.worker),
+        key=lambda a: a.worker.key,
+    )
+    fallen, rest = unsent[0], unsent[1]
+    world.market.change_stake(fallen.worker, 0, StakeReason.WITHDRAWN)
+    await world.service.step()
+
+    state = await round_of(world, job_id)
+    assert state.phase is Phase.COLLECTING
+    assert fallen.worker not in {a.worker for a in state.assignments}
+    # The two tasks left keep their shards; only the one still eligible was sent now.
+    assert sorted((a.worker.key, a.shard) for a in state.assignments) == sorted(
+        (a.worker.key, a.shard) for a in planned.assignments if a != fallen
+    )
+    later = [t.worker_key for _, _, _, batch in world.market.assign_calls[1:] for t in batch]
+    assert later == [rest.worker.key]
+    assert (await world.market.round(job_id, 0)).assigned == 2

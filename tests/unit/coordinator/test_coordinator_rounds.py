@@ -9,12 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedrelay.protocol.rounds import (
+    RELAYED_LATE_REASON,
     AggregateProposed,
     AssignmentConfirmed,
     ChallengeWindowOpen,
     Commitment,
     CommitmentReceived,
     DuplicateCommitment,
+    EvidencePublished,
+    Fault,
     InvalidRoundInput,
     InvalidTransition,
     LateCommitment,
@@ -26,8 +29,10 @@ from fedrelay.protocol.rounds import (
     RoundPolicy,
     RoundState,
     SettlementConfirmed,
+    TaskRefused,
     TasksAssigned,
     TaskStatus,
+    TaskWithdrawn,
     Tick,
     UnknownWorker,
     UpdateRejected,
@@ -184,6 +189,59 @@ def test_missing_workers_are_slashed_when_the_policy_says_so() -> None:
     )
 
 
+def test_a_commitment_delivered_after_the_deadline_while_collecting_counts() -> None:
+    # Its worker chain took it before the deadline (it takes none after); the relayer delivered
+    # it at 2001, before the coordinator's clock closed collection.
+    state = apply(collecting(), CommitmentReceived(0, commitment(B), 2001))
+    assert state.assignment(B).status is TaskStatus.COMMITTED
+    assert state.phase is Phase.COLLECTING
+
+
+def test_a_commitment_relayed_after_collection_closed_turns_a_missed_slash_into_a_drop() -> None:
+    policy = dataclasses.replace(POLICY, slash_missing=True, missing_slash=10**8)
+    state = apply_all(
+        collecting(policy),
+        [CommitmentReceived(0, commitment(A), 1100), CommitmentReceived(0, commitment(C), 1100)],
+    )
+    closed = apply(state, Tick(2001))
+    assert closed.assignment(B).fault is Fault.MISSED
+    closed = apply(closed, EvidencePublished(0, B, b"\x0e" * 32, 2002))
+    late = apply(closed, CommitmentReceived(0, commitment(B), 2050))
+    task = late.assignment(B)
+    assert (task.status, task.fault, task.slash, task.evidence) == (
+        TaskStatus.DROPPED,
+        Fault.NONE,
+        0,
+        None,
+    )
+    assert task.reason == RELAYED_LATE_REASON
+    assert task.commitment == commitment(B)
+    assert late.phase is Phase.AGGREGATING
+    # Not aggregated and not paid: the proposal settles it as DROPPED.
+    proposed = apply(late, AggregateProposed(0, MODEL1, 2100))
+    assert dict((s.worker_key, s.outcome) for s in settlements(proposed, EVM))[B.key] is (
+        Outcome.DROPPED
+    )
+    # The same commitment read twice, and one for a task that did not miss, are refused.
+    with pytest.raises(DuplicateCommitment):
+        apply(late, CommitmentReceived(0, commitment(B), 2060))
+    with pytest.raises(DuplicateCommitment):
+        apply(late, CommitmentReceived(0, commitment(A, update=8), 2060))
+    # Without the slashing policy the missing task is DROPPED; the late commitment is kept.
+    dropped = apply(apply(state, Tick(2001)), CommitmentReceived(0, commitment(B), 2050))
+    assert (dropped.assignment(B).reason, dropped.assignment(B).commitment) == (
+        RELAYED_LATE_REASON,
+        commitment(B),
+    )
+    # Refused by its worker chain: it cannot have committed.
+    refused = apply(apply(state, TaskRefused(0, B, "stake too low", 1500)), Tick(2001))
+    with pytest.raises(LateCommitment, match="not missing"):
+        apply(refused, CommitmentReceived(0, commitment(B), 2050))
+    # After the proposal, a commitment no longer applies (the chain refuses it too).
+    with pytest.raises(InvalidTransition):
+        apply(proposed, CommitmentReceived(0, commitment(B), 2200))
+
+
 def test_too_few_updates_drop_everyone_and_only_the_old_model_can_be_proposed() -> None:
     state = apply_all(collecting(), [CommitmentReceived(0, commitment(A), 1100), Tick(2001)])
     assert state.phase is Phase.AGGREGATING
@@ -195,12 +253,10 @@ def test_too_few_updates_drop_everyone_and_only_the_old_model_can_be_proposed() 
     assert (state.round, state.model_hash) == (1, MODEL0)
 
 
-def test_late_duplicate_and_unknown_commitments_are_refused() -> None:
+def test_duplicate_and_unknown_commitments_are_refused() -> None:
     state = apply(collecting(), CommitmentReceived(0, commitment(A), 1100))
     with pytest.raises(DuplicateCommitment, match="already has a committed task"):
         apply(state, CommitmentReceived(0, commitment(A, update=8), 1200))
-    with pytest.raises(LateCommitment, match="after the deadline 2000"):
-        apply(state, CommitmentReceived(0, commitment(B), 2001))
     stranger = WorkerRef(EVM, bytes(12) + b"\xee" * 20)
     with pytest.raises(UnknownWorker, match="is not assigned in job 5 round 0"):
         apply(state, CommitmentReceived(0, commitment(stranger), 1200))
@@ -402,3 +458,31 @@ def test_any_event_sequence_either_applies_or_raises_a_round_error(data: st.Data
         except RoundError:
             continue  # refused; the previous state stands (states are immutable)
         check_invariants(state)
+
+
+def test_a_task_not_yet_sent_can_be_withdrawn_and_an_empty_round_is_posted_again() -> None:
+    state = apply(
+        open_job(5, POLICY, MODEL0, at=1000),
+        TasksAssigned(0, (A, B, C), CONFIG, deadline=2000, at=1010),
+    )
+    state = apply(state, CommitmentReceived(0, commitment(A), 1015))
+    with pytest.raises(InvalidTransition, match="only a task still waiting to be sent"):
+        apply(state, TaskWithdrawn(0, A, "stake fell", 1020))
+    with pytest.raises(InvalidRoundInput, match="needs a reason"):
+        apply(state, TaskWithdrawn(0, B, "", 1020))
+    fewer = apply(state, TaskWithdrawn(0, B, "stake fell", 1020))
+    assert [(a.worker, a.shard) for a in fewer.assignments] == [(A, 0), (C, 2)]
+    assert fewer.phase is Phase.ASSIGNING
+    with pytest.raises(InvalidTransition):
+        apply(collecting(), TaskWithdrawn(0, B, "stake fell", 1030))  # on chain by then
+
+    fresh = apply(
+        open_job(5, POLICY, MODEL0, at=1000),
+        TasksAssigned(0, (A, B), CONFIG, deadline=2000, at=1010),
+    )
+    emptied = apply_all(
+        fresh, [TaskWithdrawn(0, A, "drawn anew", 1020), TaskWithdrawn(0, B, "drawn anew", 1020)]
+    )
+    assert (emptied.phase, emptied.assignments, emptied.deadline) == (Phase.POSTED, (), None)
+    again = apply(emptied, TasksAssigned(0, (C, B), CONFIG, deadline=3000, at=1030))
+    assert [(a.worker, a.shard) for a in again.assignments] == [(C, 0), (B, 1)]

@@ -8,7 +8,9 @@ and a slash without fault and evidence), with the real API and simulated workers
 - a task its worker chain refused (TASK_REFUSED) is DROPPED with no fault and the other workers'
   tasks proceed to the proposal;
 - a missed deadline under a policy that slashes for it is SLASHED with fault MISSED, and its
-  evidence blob is published (named by the result) and says why;
+  evidence blob is published (named by the result) and says why; a commitment relayed after
+  collection closed turns it into a DROPPED task without fault (the chain refuses a MISSED
+  slash for a task whose commitment arrived);
 - a dispute of a slash is answered with that evidence hash; the store's stake rules hold.
 """
 
@@ -18,6 +20,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from support.simulated_worker import SimulatedWorker
 from test_coordinator_service import (
     REWARD,
     World,
@@ -35,7 +38,7 @@ from fedrelay.ports.blobs import POSTER
 from fedrelay.ports.coordinator_chain import StakeReason
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.job_config import InvalidJobConfig, JobConfig
-from fedrelay.protocol.rounds import Fault, Phase, TaskStatus, WorkerRef
+from fedrelay.protocol.rounds import RELAYED_LATE_REASON, Fault, Phase, TaskStatus, WorkerRef
 from fedrelay.protocol.wormhole import Outcome
 from fedrelay.training import encode_blob
 
@@ -114,9 +117,9 @@ async def test_a_refused_task_is_dropped_without_fault_and_the_others_proceed(
     assert sum(r.reward for r in results) == REWARD
 
 
-async def test_a_refusal_read_after_the_deadline_turns_a_missed_slash_into_a_drop(
-    world: World,
-) -> None:
+async def one_missed(world: World) -> tuple[int, list[SimulatedWorker]]:
+    """A two-worker job under a slashing policy whose round closed with worker 0 missing (SLASHED,
+    fault MISSED) and worker 1 committed."""
     workers = [world.worker(i) for i in range(2)]
     await register(world, workers)
     job_id = await post(world, workers=2, missed_slash=MISSED)
@@ -124,15 +127,43 @@ async def test_a_refusal_read_after_the_deadline_turns_a_missed_slash_into_a_dro
     await workers[1].train(job_id, 0)
     world.clock.advance(world.config.collect_seconds + 1)
     await world.service.step()
-    late = workers[0].worker
     state = await world.store.get_round(job_id)
     assert state is not None
-    assert state.assignment(late).fault is Fault.MISSED
+    assert state.assignment(workers[0].worker).fault is Fault.MISSED
+    return job_id, workers
+
+
+async def test_a_refusal_read_after_the_deadline_turns_a_missed_slash_into_a_drop(
+    world: World,
+) -> None:
+    job_id, workers = await one_missed(world)
+    late = workers[0].worker
     world.market.change_stake(late, 0, StakeReason.TASK_REFUSED, refused=(job_id, 0))
     await workers[1].answer_challenges()
     await step_until(world, job_id, Phase.PROPOSED)
     _, results = world.market.proposals[(job_id, 0)]
     assert {r.worker: r.outcome for r in results}[late] is Outcome.DROPPED
+
+
+async def test_a_commitment_relayed_after_collection_closed_is_dropped_not_slashed(
+    world: World,
+) -> None:
+    job_id, workers = await one_missed(world)
+    late = workers[0].worker
+    # Its worker chain took the commitment before the deadline; the relayer delivers it only now.
+    world.market.commit(job_id, 0, late, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, 10, 0)
+    await workers[1].answer_challenges()
+    await step_until(world, job_id, Phase.PROPOSED)
+    _, results = world.market.proposals[(job_id, 0)]
+    result = next(r for r in results if r.worker == late)
+    assert (result.outcome, result.fault, result.reward) == (Outcome.DROPPED, Fault.NONE, 0)
+    state = await world.store.get_round(job_id)
+    assert state is not None
+    task = state.assignment(late)
+    assert task.reason == RELAYED_LATE_REASON
+    assert task.commitment is not None
+    assert task.commitment.update_hash == b"\x01" * 32
+    assert {r.worker: r.outcome for r in results}[workers[1].worker] is Outcome.ACCEPTED
 
 
 async def test_a_missed_deadline_is_slashed_with_published_evidence_and_disputes_answered(
