@@ -7,7 +7,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_typing import ChecksumAddress
+from eth_typing import ChecksumAddress, Hash32
 from web3 import Web3
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError
@@ -36,6 +36,14 @@ class Signer:
     def sign(self, transaction: dict[str, Any]) -> bytes:
         """Sign a transaction dict and return its raw bytes."""
         return bytes(self._account.sign_transaction(transaction).raw_transaction)
+
+    def sign_hash(self, digest: bytes) -> tuple[int, int, int]:
+        """Sign a 32-byte digest as it is (no message prefix): ``(r, s, v)``, ``s`` low, ``v``
+        27 or 28. For digests a contract recovers with ``ecrecover``, such as EIP-712 ones."""
+        if len(digest) != 32:
+            raise ValueError(f"a digest is 32 bytes, got {len(digest)}")
+        signed = self._account.unsafe_sign_hash(Hash32(digest))
+        return int(signed.r), int(signed.s), int(signed.v)
 
     def __repr__(self) -> str:
         return f"Signer(address={self.address})"

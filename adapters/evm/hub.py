@@ -14,6 +14,13 @@ from fedrelay.adapters.evm.chain import EvmChain, Signer
 from fedrelay.adapters.evm.core import address_to_bytes32
 from fedrelay.adapters.evm.errors import EvmError
 from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_events
+from fedrelay.adapters.evm.signed_commitments import (
+    CommitSkip,
+    SignedBatch,
+    SignedCommitment,
+    SkippedCommitment,
+    sign_commitment,
+)
 from fedrelay.protocol.wormhole import MAX_BATCH, Commitment, MessageId, chain_commitment
 
 
@@ -125,6 +132,46 @@ class WorkerHubContract:
             job_id, round_number, update_hash, transcript_root, data_root, num_samples, train_loss
         )
         return self.chain.transact(signer, function)
+
+    def commit_signed(
+        self, submitter: Signer, job_id: int, round_number: int, entries: Sequence[SignedCommitment]
+    ) -> SignedBatch:
+        """Record commitments the workers signed (:func:`sign_commitment`) in one transaction
+        sent by ``submitter`` (anyone): each as its worker's own :meth:`commit_update` would,
+        those that do not qualify left out and named in the result.
+
+        Raises:
+            ValueError: ``entries`` is empty.
+        """
+        if not entries:
+            raise ValueError("commit_signed needs at least one signed commitment")
+        function = self.contract.functions.commitSigned(
+            job_id, round_number, [e.entry() for e in entries]
+        )
+        receipt = self.chain.transact(submitter, function)
+        events = self.events_in(receipt)
+        skipped = [
+            SkippedCommitment(str(e.args["worker"]), CommitSkip(int(e.args["reason"])))
+            for e in events
+            if e.name == "CommitmentSkipped"
+        ]
+        recorded = sum(1 for e in events if e.name == "UpdateCommitted")
+        return SignedBatch(
+            bytes(receipt["transactionHash"]), int(receipt["gasUsed"]), recorded, skipped
+        )
+
+    def sign_commitment(
+        self, worker: Signer, job_id: int, round_number: int, commitment: Commitment
+    ) -> SignedCommitment:
+        """``worker``'s signature of ``commitment`` for this hub (see :func:`sign_commitment`)."""
+        return sign_commitment(
+            worker, self.chain.chain_id, self.address, job_id, round_number, commitment
+        )
+
+    def commitment_digest(self, job_id: int, round_number: int, commitment: bytes) -> bytes:
+        """What the hub recovers signatures over (its ``commitmentDigest`` view)."""
+        function = self.contract.functions.commitmentDigest(job_id, round_number, commitment)
+        return bytes(self.chain.call(function))
 
     def commit_log(self, job_id: int, round_number: int) -> CommitLog:
         """The round's commit log (all zero before its first commitment)."""

@@ -86,6 +86,31 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint96 lock;
     }
 
+    /// @notice A worker's commitment, signed by the worker for anyone to record
+    /// (`commitSigned`): the fields of `commitUpdate` and an EIP-2098 compact signature over
+    /// the EIP-712 digest `commitmentDigest` (this hub's domain, the job, the round and the
+    /// fields' hash), so it records nothing on another chain, hub, job or round.
+    struct SignedCommitment {
+        bytes32 updateHash;
+        bytes32 transcriptRoot;
+        bytes32 dataRoot;
+        uint32 numSamples;
+        uint32 trainLoss;
+        bytes32 r;
+        bytes32 vs;
+    }
+
+    /// @notice Why `commitSigned` left an entry out (the others are recorded); `None`: recorded.
+    enum CommitSkip {
+        None,
+        BadSignature,
+        NotAssigned,
+        AlreadyCommitted,
+        TaskClosed,
+        StakeBelowLock,
+        TooLate
+    }
+
     /// @notice A job round's commitments on this chain: `head` chains them in the order they were
     /// recorded (`PayloadCodec.chainCommitment` from zero), `publishedHead` is its value after the
     /// last published one, `firstBlock` the block of the first (where a publisher starts reading
@@ -95,6 +120,15 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         bytes32 publishedHead;
         uint64 firstBlock;
     }
+
+    bytes32 private constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    bytes32 private constant DOMAIN_NAME_HASH = keccak256("fedrelay WorkerHub");
+    bytes32 private constant DOMAIN_VERSION_HASH = keccak256("1");
+    bytes32 private constant COMMITMENT_TYPEHASH =
+        keccak256("SignedCommitment(uint64 jobId,uint32 round,bytes32 commitment)");
+    /// @dev secp256k1's order / 2: a larger `s` is the malleable twin of a smaller one.
+    uint256 private constant HALF_ORDER = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
 
     /// @notice Seconds between `requestUnbond` and `withdrawStake`.
     uint64 public immutable unbondingDelay;
@@ -144,6 +178,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint32 numSamples,
         uint32 trainLoss
     );
+    event CommitmentSkipped(uint64 indexed jobId, uint32 indexed round, address indexed worker, CommitSkip reason);
     event CommitmentsPublished(
         uint64 indexed jobId, uint32 indexed round, uint256 count, bytes32 head, uint64 firstSequence
     );
@@ -475,6 +510,68 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         emit UpdateCommitted(jobId, round, msg.sender, updateHash, transcriptRoot, dataRoot, numSamples, trainLoss);
     }
 
+    /// @notice Record commitments the workers signed (`SignedCommitment`), in one transaction for
+    /// any number of workers; anyone may submit them. Each entry is recorded exactly as its
+    /// worker's own `commitUpdate` would be (the same task rules, commit log and
+    /// `UpdateCommitted`); an entry that does not qualify (a signature that recovers no assigned
+    /// worker, a task already committed, closed or past its deadline, stake below its lock) is
+    /// left out with `CommitmentSkipped` and the others are still recorded, so a worker who
+    /// commits on its own meanwhile cannot make a batch fail.
+    /// @return recorded How many entries were recorded.
+    function commitSigned(uint64 jobId, uint32 round, SignedCommitment[] calldata entries)
+        external
+        returns (uint256 recorded)
+    {
+        CommitLog storage log = _commitLogs[_logKey(jobId, round)];
+        bytes32 head = log.head;
+        bytes32 domain = _domainSeparator();
+        for (uint256 i = 0; i < entries.length; ++i) {
+            SignedCommitment calldata e = entries[i];
+            bytes32 commitment =
+                PayloadCodec.commitmentHash(e.updateHash, e.transcriptRoot, e.dataRoot, e.numSamples, e.trainLoss);
+            address worker = _signer(_digest(domain, jobId, round, commitment), e.r, e.vs);
+            CommitSkip skip = worker == address(0) ? CommitSkip.BadSignature : _tryCommit(jobId, round, worker);
+            if (skip != CommitSkip.None) {
+                emit CommitmentSkipped(jobId, round, worker, skip);
+                continue;
+            }
+            if (head == bytes32(0)) log.firstBlock = uint64(block.number);
+            head = PayloadCodec.chainCommitment(head, PayloadCodec.toBytes32(worker), commitment);
+            emit UpdateCommitted(
+                jobId, round, worker, e.updateHash, e.transcriptRoot, e.dataRoot, e.numSamples, e.trainLoss
+            );
+            ++recorded;
+        }
+        if (recorded != 0) log.head = head;
+    }
+
+    /// @notice The EIP-712 digest a worker signs for `commitSigned`: domain `fedrelay WorkerHub`
+    /// version 1 with this chain's EVM id and this contract; typed struct
+    /// `SignedCommitment(uint64 jobId,uint32 round,bytes32 commitment)`, where `commitment` is
+    /// the hash the commit log chains (`PayloadCodec.commitmentHash` of the five fields).
+    function commitmentDigest(uint64 jobId, uint32 round, bytes32 commitment) external view returns (bytes32) {
+        return _digest(_domainSeparator(), jobId, round, commitment);
+    }
+
+    function _domainSeparator() private view returns (bytes32) {
+        return
+            keccak256(abi.encode(DOMAIN_TYPEHASH, DOMAIN_NAME_HASH, DOMAIN_VERSION_HASH, block.chainid, address(this)));
+    }
+
+    function _digest(bytes32 domain, uint64 jobId, uint32 round, bytes32 commitment) private pure returns (bytes32) {
+        bytes32 structHash = keccak256(abi.encode(COMMITMENT_TYPEHASH, jobId, round, commitment));
+        return keccak256(abi.encodePacked("\x19\x01", domain, structHash));
+    }
+
+    /// @dev The address that signed `digest` with the EIP-2098 compact signature (`r`, `vs`);
+    /// zero for an invalid one. A high `s` is refused, so a commitment has one valid signature.
+    function _signer(bytes32 digest, bytes32 r, bytes32 vs) private pure returns (address) {
+        bytes32 s = vs & bytes32(type(uint256).max >> 1);
+        if (uint256(s) > HALF_ORDER) return address(0);
+        uint8 v = uint8(uint256(vs >> 255)) + 27;
+        return ecrecover(digest, v, r, s);
+    }
+
     /// @notice Publish the job round's pending commitments: `entries` are every commitment
     /// recorded since the last publication, in the order recorded (the `UpdateCommitted` events
     /// from the log's `firstBlock` on, after those already published); they go out as
@@ -520,8 +617,8 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         return _commitLogs[_logKey(jobId, round)];
     }
 
-    function _markCommitted(uint64 jobId, uint32 round) private returns (bytes32 taskId) {
-        taskId = taskIdOf(jobId, round, PayloadCodec.toBytes32(msg.sender));
+    function _markCommitted(uint64 jobId, uint32 round) private {
+        bytes32 taskId = taskIdOf(jobId, round, PayloadCodec.toBytes32(msg.sender));
         Task storage task = _tasks[_slotOf(jobId, round, msg.sender)];
         if (task.state == TaskState.None || task.round != round) revert NotAssignedWorker(taskId, msg.sender);
         if (task.state == TaskState.Committed) revert AlreadyCommitted(taskId);
@@ -531,6 +628,20 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         if (staked < task.lock) revert StakeBelowTaskLock(taskId, staked, task.lock);
         if (block.timestamp > task.deadline) revert CommitmentTooLate(taskId, task.deadline);
         task.state = TaskState.Committed;
+    }
+
+    /// @dev `_markCommitted`'s rules for `worker`, as a reason instead of a revert
+    /// (`None` when the task was marked committed).
+    function _tryCommit(uint64 jobId, uint32 round, address worker) private returns (CommitSkip) {
+        Task storage task = _tasks[_slotOf(jobId, round, worker)];
+        TaskState state = task.state;
+        if (state == TaskState.None || task.round != round) return CommitSkip.NotAssigned;
+        if (state == TaskState.Committed) return CommitSkip.AlreadyCommitted;
+        if (state != TaskState.Assigned) return CommitSkip.TaskClosed;
+        if (_stakers[worker].staked < task.lock) return CommitSkip.StakeBelowLock;
+        if (block.timestamp > task.deadline) return CommitSkip.TooLate;
+        task.state = TaskState.Committed;
+        return CommitSkip.None;
     }
 
     /// @notice Release the caller's task of `jobId` round `round` that was not settled by its

@@ -325,12 +325,28 @@ contract HubHandler is HubFixture {
     /// Commitments published (so the invariants above are not vacuous).
     uint256 public commitmentsPublished;
 
+    /// Signed commitments `commitSigned` did not record as their worker's own commitment (or
+    /// recorded one signed for another round); must stay 0.
+    uint256 public signedMisrecorded;
+    /// Signed commitments recorded (so the invariant above is not vacuous).
+    uint256 public signedRecorded;
+    uint256 internal constant KEY_BASE = 0xC0117;
+
     constructor() {
         setUpHub();
     }
 
     function hubAddress() external view returns (WorkerHub) {
         return hub;
+    }
+
+    /// The handler's workers have keys: they can sign their commitments.
+    function worker(uint256 i) internal pure override returns (address) {
+        return vm.addr(KEY_BASE + i);
+    }
+
+    function workerAt(uint256 i) external pure returns (address) {
+        return worker(i);
     }
 
     function stake(uint256 who, uint256 amount) external {
@@ -443,13 +459,18 @@ contract HubHandler is HubFixture {
         return logs[logIndex[key] - 1];
     }
 
-    /// An open task's worker commits (before its deadline, once); the handler's ghost log follows.
-    function commitOne(uint256 which, uint32 numSamples, uint32 trainLoss) external {
-        if (openTasks.length == 0) return;
-        (uint64 jobId, uint32 round, address w) = unpack(openTasks[which % openTasks.length]);
+    /// An open task that can still commit (before its deadline, once), and its commitment.
+    function _committable(uint256 which, uint32 numSamples, uint32 trainLoss)
+        internal
+        view
+        returns (bool ok, uint64 jobId, uint32 round, PayloadCodec.Commitment memory c)
+    {
+        if (openTasks.length == 0) return (false, 0, 0, c);
+        address w;
+        (jobId, round, w) = unpack(openTasks[which % openTasks.length]);
         WorkerHub.Task memory task = hub.getTask(jobId, round, toBytes32(w));
-        if (task.state != WorkerHub.TaskState.Assigned || block.timestamp > task.deadline) return;
-        PayloadCodec.Commitment memory c = PayloadCodec.Commitment(
+        if (task.state != WorkerHub.TaskState.Assigned || block.timestamp > task.deadline) return (false, 0, 0, c);
+        c = PayloadCodec.Commitment(
             toBytes32(w),
             keccak256(abi.encode("update", jobId, round, w)),
             keccak256(abi.encode("transcript", jobId, round, w)),
@@ -457,14 +478,69 @@ contract HubHandler is HubFixture {
             numSamples,
             trainLoss
         );
-        vm.prank(w);
+        ok = true;
+    }
+
+    /// The handler's ghost log takes a recorded commitment.
+    function _recorded(uint64 jobId, uint32 round, PayloadCodec.Commitment memory c) internal {
+        LogGhost storage g = _log(jobId, round);
+        bytes32 commitment =
+            keccak256(abi.encodePacked(c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss));
+        g.head = keccak256(abi.encode(g.head, c.workerKey, commitment));
+        g.pending.push(c);
+    }
+
+    /// An open task's worker commits (before its deadline, once); the handler's ghost log follows.
+    function commitOne(uint256 which, uint32 numSamples, uint32 trainLoss) external {
+        (bool ok, uint64 jobId, uint32 round, PayloadCodec.Commitment memory c) =
+            _committable(which, numSamples, trainLoss);
+        if (!ok) return;
+        vm.prank(address(uint160(uint256(c.workerKey))));
         try hub.commitUpdate(jobId, round, c.updateHash, c.transcriptRoot, c.dataRoot, numSamples, trainLoss) {
-            LogGhost storage g = _log(jobId, round);
-            bytes32 commitment =
-                keccak256(abi.encodePacked(c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss));
-            g.head = keccak256(abi.encode(g.head, c.workerKey, commitment));
-            g.pending.push(c);
+            _recorded(jobId, round, c);
         } catch {}
+    }
+
+    /// An open task's worker signs its commitment and anyone records it (`commitSigned`), in a
+    /// batch that also holds the same commitment signed for the next round, which must record
+    /// nothing here.
+    function commitSignedOne(uint256 which, uint32 numSamples, uint32 trainLoss, address submitter) external {
+        (bool ok, uint64 jobId, uint32 round, PayloadCodec.Commitment memory c) =
+            _committable(which, numSamples, trainLoss);
+        if (!ok) return;
+        WorkerHub.SignedCommitment[] memory batch = new WorkerHub.SignedCommitment[](2);
+        batch[0] = _signed(c, jobId, round + 1);
+        batch[1] = _signed(c, jobId, round);
+        vm.prank(submitter);
+        uint256 recorded = hub.commitSigned(jobId, round, batch);
+        if (recorded != 1 || hub.getTask(jobId, round, c.workerKey).state != WorkerHub.TaskState.Committed) {
+            ++signedMisrecorded;
+        }
+        if (recorded != 0) _recorded(jobId, round, c);
+        signedRecorded += recorded;
+    }
+
+    function _signed(PayloadCodec.Commitment memory c, uint64 jobId, uint32 round)
+        internal
+        view
+        returns (WorkerHub.SignedCommitment memory)
+    {
+        uint256 key = 0;
+        for (uint256 i = 0; i < 4; ++i) {
+            if (toBytes32(worker(i)) == c.workerKey) key = KEY_BASE + i;
+        }
+        bytes32 commitment =
+            PayloadCodec.commitmentHash(c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss);
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(key, hub.commitmentDigest(jobId, round, commitment));
+        return WorkerHub.SignedCommitment(
+            c.updateHash,
+            c.transcriptRoot,
+            c.dataRoot,
+            c.numSamples,
+            c.trainLoss,
+            r,
+            s | bytes32(uint256(v - 27) << 255)
+        );
     }
 
     /// Anyone publishes a log's pending commitments; first, the same with one left out or one
@@ -565,11 +641,11 @@ contract WorkerHubInvariants is Test {
         uint256 staked = 0;
         uint256 unbonding = 0;
         for (uint256 i = 0; i < 4; ++i) {
-            WorkerHub.Staker memory s = hub.getStaker(address(uint160(0x7000 + i)));
+            WorkerHub.Staker memory s = hub.getStaker(handler.workerAt(i));
             staked += s.staked;
             unbonding += s.unbonding;
             assertLe(s.locked, s.staked, "locked stake stays bonded");
-            (uint256 openLocks, uint256 open) = handler.openLocksOf(address(uint160(0x7000 + i)));
+            (uint256 openLocks, uint256 open) = handler.openLocksOf(handler.workerAt(i));
             assertEq(s.locked, openLocks, "a worker's lock is its open tasks' locks, none lost to a reused slot");
             assertEq(s.activeTasks, open, "open tasks counted");
         }
@@ -596,6 +672,7 @@ contract WorkerHubInvariants is Test {
         assertTrue(handler.logsAsExpected(), "a commit log differs from its commitments");
         assertEq(handler.publicationsRefused(), 0, "the pending commitments could not be published");
         assertEq(handler.wrongPublicationsAccepted(), 0, "a publication other than the pending ones went out");
+        assertEq(handler.signedMisrecorded(), 0, "a signed commitment was not recorded as its worker's");
     }
 
     /// The handler's commit path, once, deterministically: commitments are published (a
@@ -610,7 +687,8 @@ contract WorkerHubInvariants is Test {
         handler.assignOne(2, 3); // job 1 round 2
         handler.commitOne(0, 10, 20);
         handler.commitOne(1, 11, 21);
-        handler.commitOne(2, 12, 22);
+        handler.commitSignedOne(2, 12, 22, address(0xA11CE));
+        assertEq(handler.signedRecorded(), 1, "a signed commitment recorded");
         handler.publish(0, true);
         handler.publish(1, false);
         handler.publish(1, false); // nothing pending any more

@@ -72,7 +72,7 @@ from fedrelay.bench.gas import COORDINATOR, GUARDIANS, QUORUM, Guardians
 from fedrelay.bench.gas import WORKERS as WORKER_EVM
 from fedrelay.demo.costs import evm_gas, solana_compute
 from fedrelay.protocol.hashing import keccak256
-from fedrelay.protocol.wormhole import Outcome, Task
+from fedrelay.protocol.wormhole import Commitment, Outcome, Task
 from fedrelay.protocol.wormhole.samples import filler
 
 #: The goals per worker-round: coordinator and EVM worker-chain gas, and Solana compute units
@@ -128,6 +128,17 @@ def _wormhole_package() -> str:
     return f"the core's bytecode from {pin['package']}@{pin['version']}"
 
 
+class CommitPath(enum.StrEnum):
+    """How the EVM worker chain's commitments are recorded."""
+
+    OWN = "own"
+    SIGNED = "signed"
+
+
+SIGNED_PER_TRANSACTION = 32
+"""Signed commitments per ``commitSigned`` transaction in the benchmark."""
+
+
 @dataclass(frozen=True)
 class Design:
     """What the rounds run with: the attestation and the largest TASK_ASSIGNED / ROUND_SETTLED
@@ -138,6 +149,7 @@ class Design:
     solana_max_batch: int = SOLANA_MAX_BATCH
     deliver_batch: int = 1
     core: CoreKind = CoreKind.MESSAGE_CORE
+    commit: CommitPath = CommitPath.OWN
 
     @property
     def beside_the_core(self) -> bool:
@@ -162,6 +174,10 @@ class Design:
             if self.deliver_batch == 1
             else f"VAAs to the JobMarket in receiveMessages batches of up to {self.deliver_batch}"
             " (the relayer's FEDRELAY_DELIVER_BATCH_MAX); to the WorkerHub one per transaction",
+            "commit": "each EVM worker's own commitUpdate transaction"
+            if self.commit is CommitPath.OWN
+            else f"EVM workers' signed commitments, {SIGNED_PER_TRANSACTION} to a commitSigned "
+            "transaction",
         }
 
 
@@ -326,9 +342,25 @@ async def _round_evm(rig: _Rig, job_id: int, number: int, crew: Sequence[evm.Sig
     tasks = _in_key_order(Task(key, i) for i, key in enumerate(keys))
     for chunk in _chunks(tasks, rig.design.evm_max_batch):
         rig.to_hub(rig.market.assign_tasks(rig.aggregator, job_id, WORKER_EVM, DEADLINE, chunk))
-    for worker, key in zip(crew, keys, strict=True):
-        update, transcript, data = _commitment(job_id, number, key)
-        rig.hub.commit_update(worker, job_id, number, update, transcript, data, 100, 1)
+    if rig.design.commit is CommitPath.SIGNED:
+        # Each worker signs; the last one submits the round's signatures, as many to a
+        # transaction as the benchmark's batch.
+        signed = [
+            rig.hub.sign_commitment(
+                worker, job_id, number, Commitment(key, *_commitment(job_id, number, key), 100, 1)
+            )
+            for worker, key in zip(crew, keys, strict=True)
+        ]
+        for start in range(0, len(signed), SIGNED_PER_TRANSACTION):
+            batch = rig.hub.commit_signed(
+                crew[-1], job_id, number, signed[start : start + SIGNED_PER_TRANSACTION]
+            )
+            if batch.skipped:
+                raise RuntimeError(f"commitSigned skipped {batch.skipped}")
+    else:
+        for worker, key in zip(crew, keys, strict=True):
+            update, transcript, data = _commitment(job_id, number, key)
+            rig.hub.commit_update(worker, job_id, number, update, transcript, data, 100, 1)
     # The last worker publishes the round's commitments (UPDATE_COMMITTED of up to 32 each).
     pending = rig.hub.pending_commitments(job_id, number)
     rig.relay_to_market(rig.hub.publish_commitments(crew[-1], job_id, number, pending))
@@ -632,6 +664,13 @@ def load_baseline(path: Path = BASELINE) -> dict[str, Any] | None:
 BUDGET_DESIGNS: dict[str, Design] = {
     "threshold_batched": Design(
         Attestation.THRESHOLD, evm_max_batch=32, solana_max_batch=32, deliver_batch=32
+    ),
+    "threshold_batched_signed": Design(
+        Attestation.THRESHOLD,
+        evm_max_batch=32,
+        solana_max_batch=32,
+        deliver_batch=32,
+        commit=CommitPath.SIGNED,
     ),
 }
 

@@ -7,7 +7,8 @@ Benchmark implementations live beside the code they measure; this module only re
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Annotated, cast, get_args
+from enum import StrEnum
+from typing import Annotated, TypeVar, cast, get_args
 
 import typer
 
@@ -46,6 +47,18 @@ def gas() -> None:
     from fedrelay.bench.gas import run
 
     run()
+
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _one_of(choices: type[_E], value: str, hint: str) -> _E:
+    """``value`` as a member of ``choices``, or the option's error naming them."""
+    try:
+        return choices(value)
+    except ValueError:
+        names = ", ".join(c.value for c in choices)
+        raise typer.BadParameter(f"{value!r} is not one of {names}", param_hint=hint) from None
 
 
 @app.command("cost")
@@ -94,20 +107,22 @@ def cost(
             "--attestation threshold the receivers verify through a ThresholdVerifier beside it."
         ),
     ] = "messagecore",
+    commit: Annotated[
+        str,
+        typer.Option(
+            help="own: each EVM worker commits with its own commitUpdate transaction; signed: "
+            "the workers sign their commitments and one commitSigned transaction per round "
+            "records them (submitted by one of the workers)."
+        ),
+    ] = "own",
 ) -> None:
     """Gas, compute units, calldata and OP-stack L1 fee per worker-round of whole rounds on
     every chain (13 of 19 guardians), beside the recorded baseline and the goals."""
     from fedrelay.adapters.evm.core import CoreKind
-    from fedrelay.bench.cost import Attestation, Design, run
+    from fedrelay.bench.cost import Attestation, CommitPath, Design, run
 
-    try:
-        chosen = Attestation(attestation)
-    except ValueError:
-        choices = ", ".join(a.value for a in Attestation)
-        raise typer.BadParameter(
-            f"{attestation!r} is not one of {choices}", param_hint="--attestation"
-        ) from None
-
+    chosen = _one_of(Attestation, attestation, "--attestation")
+    path = _one_of(CommitPath, commit, "--commit")
     counts = workers or [32, 256]
     numbers = rounds or ([10, 2] if workers is None else [10] * len(counts))
     if len(numbers) != len(counts):
@@ -119,7 +134,7 @@ def cost(
     if core not in kinds:
         raise typer.BadParameter(f"{core!r} is not one of {', '.join(kinds)}", param_hint="--core")
     try:
-        design = Design(chosen, deliver_batch=deliver_batch, core=kinds[core])
+        design = Design(chosen, deliver_batch=deliver_batch, core=kinds[core], commit=path)
     except ValueError as refused:
         raise typer.BadParameter(str(refused), param_hint="--attestation") from None
     if max_batch is not None:

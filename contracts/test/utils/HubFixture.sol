@@ -34,7 +34,7 @@ abstract contract HubFixture is CoreFixture {
         return IMessageCore(address(0));
     }
 
-    function worker(uint256 i) internal pure returns (address) {
+    function worker(uint256 i) internal pure virtual returns (address) {
         return address(uint160(0x7000 + i));
     }
 

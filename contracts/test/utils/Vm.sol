@@ -11,6 +11,9 @@ interface Vm {
 
     function warp(uint256 timestamp) external;
     function roll(uint256 blockNumber) external;
+    function chainId(uint256 newChainId) external;
+    function pauseGasMetering() external;
+    function resumeGasMetering() external;
     function prank(address sender) external;
     function startPrank(address sender) external;
     function stopPrank() external;

@@ -39,3 +39,6 @@ def test_a_design_says_what_it_measures_and_verifies_threshold_beside_wormholes_
     beside = cost.Design(cost.Attestation.THRESHOLD, core=CoreKind.WORMHOLE)
     assert beside.beside_the_core
     assert "ThresholdVerifier beside it" in beside.describe()["core"]
+    assert "own commitUpdate" in cost.Design().describe()["commit"]
+    signed = cost.Design(commit=cost.CommitPath.SIGNED).describe()["commit"]
+    assert f"{cost.SIGNED_PER_TRANSACTION} to a commitSigned transaction" in signed
