@@ -437,10 +437,13 @@ class RoundAggregation:
         survivors = set(screened.masked_bytes)
         if any(
             a.worker in survivors and not _summable(a, screened, sizes)
-            for a in state.with_status(TaskStatus.SLASHED)
+            for a in state.with_status(TaskStatus.SLASHED, TaskStatus.DROPPED)
         ):
             # The survivors were published with it: the others revealed its self-mask, not the
-            # key its pairwise masks need, so the sum cannot be had without its input.
+            # key its pairwise masks need, so the sum cannot be had without its input. That
+            # holds for a dropped task's input as well (its worker missed the deadline without
+            # a slashing policy, or its commitment was relayed after collection closed): it is
+            # summed only when it is the committed one and counts its shard, never unchecked.
             note = "a rejected masked input is among the survivors: the model is kept unchanged"
             return state, (params, server_state, _secure_scores(state, sizes), note)
         revealed = await reveal_senders(self._store, state.job_id, state.round)

@@ -116,6 +116,22 @@ async def start_round(world: World) -> tuple[int, list[SimulatedWorker], RoundSt
     return job_id, workers, state
 
 
+async def all_but_the_last_trained(
+    world: World,
+) -> tuple[int, list[SimulatedWorker], RoundState, dict[WorkerRef, Participant], int, int]:
+    """A secure round whose keys and shares went round and whose workers but the last trained
+    and sent their masked inputs: the job, the workers, the round, the parties, the model's
+    length and the last worker's shard size."""
+    job_id, workers, state = await start_round(world)
+    parties = await exchange_keys(world, job_id, workers)
+    for w in workers[:-1]:
+        await w.train(job_id, 0, participant=parties[w.worker])
+    start = decode_blob(await world.blobs.get(state.model_hash.hex()))
+    length = ParameterLayout.of(start).flatten(start).shape[0]
+    size = len(JobWorkbench(world.config).shard(state.assignment(workers[-1].worker).shard))
+    return job_id, workers, state, parties, length, size
+
+
 async def round_state(world: World, job_id: int) -> RoundState:
     state = await world.store.get_round(job_id)
     assert state is not None
@@ -147,15 +163,9 @@ async def assert_settled_once(
 async def test_malformed_masked_input_is_slashed_and_the_honest_are_paid(
     world: World, fault: BadMasked
 ) -> None:
-    job_id, workers, state = await start_round(world)
+    job_id, workers, state, parties, length, size = await all_but_the_last_trained(world)
     *honest, bad = workers
-    parties = await exchange_keys(world, job_id, workers)
-    for w in honest:
-        await w.train(job_id, 0, participant=parties[w.worker])
-    start = decode_blob(await world.blobs.get(state.model_hash.hex()))
-    length = ParameterLayout.of(start).flatten(start).shape[0]
     bench = JobWorkbench(world.config)
-    size = len(bench.shard(state.assignment(bad.worker).shard))
     root = bench.shard_commitment(state.assignment(bad.worker).shard).root
     masked = parties[bad.worker].mask(np.zeros(length, np.float32), size)
     if fault == "not-a-blob":
@@ -229,3 +239,25 @@ async def test_malformed_reveal_is_slashed_and_the_others_unmask_the_sum(world: 
     assert report is not None
     assert report.note == ""
     await assert_settled_once(world, job_id, bad, honest, rejected.reason)
+
+
+async def test_a_masked_input_whose_worker_never_committed_is_never_summed_unchecked(
+    world: World,
+) -> None:
+    job_id, workers, _, parties, length, size = await all_but_the_last_trained(world)
+    silent = workers[-1]
+    # A well-formed masked input of a huge update, with no commitment on chain behind it.
+    poisoned = parties[silent.worker].mask(np.full(length, 1e3, np.float32), size)
+    await silent.client.send_secagg(job_id, 0, SecAggStage.MASKED, encode_masked(poisoned))
+    world.clock.advance(world.config.collect_seconds + 1)
+    await world.service.step()
+    dropped = (await round_state(world, job_id)).assignment(silent.worker)
+    assert dropped.status is TaskStatus.DROPPED  # missed, under a policy that does not slash
+    assert dropped.commitment is None
+    await step_until(world, job_id, Phase.PROPOSED)  # no reveal awaited: the sum is given up
+
+    proposed = await round_state(world, job_id)
+    assert proposed.proposed_model == proposed.model_hash  # not summed: nothing vouches for it
+    report = await world.store.report(job_id, 0)
+    assert report is not None
+    assert "rejected masked input is among the survivors" in report.note
