@@ -15,6 +15,7 @@ from dataclasses import replace
 from fedrelay.ports.coordinator_store import Conflict, RoundReport
 from fedrelay.protocol.api.signing import NonceRegistry
 from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.rounds import Phase, RoundState, WorkerRef
 from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
 
@@ -32,6 +33,7 @@ class MemoryCoordinatorStore:
         self._secagg: dict[
             tuple[int, int, SecAggStage, WorkerRef | None], dict[WorkerRef, bytes]
         ] = {}
+        self._offers: dict[tuple[int, int], dict[WorkerRef, CommitmentOffer]] = {}
         self._challenges: dict[str, Challenge] = {}
         self._cursors: dict[str, int] = {}
         self._registered: list[WorkerRef] = []
@@ -107,6 +109,21 @@ class MemoryCoordinatorStore:
         """See :meth:`CoordinatorRepository.delete_secagg`."""
         for slot in [s for s in self._secagg if s[:3] == (job_id, round_number, stage)]:
             del self._secagg[slot]
+
+    async def put_offer(self, offer: CommitmentOffer) -> None:
+        """See :meth:`CoordinatorRepository.put_offer`."""
+        offers = self._offers.setdefault((offer.job_id, offer.round), {})
+        if offers.get(offer.worker, offer) != offer:
+            raise Conflict(
+                f"worker {offer.worker.key.hex()} already offered a different commitment for job "
+                f"{offer.job_id} round {offer.round}; an offer cannot be replaced"
+            )
+        offers[offer.worker] = offer
+
+    async def offers(self, job_id: int, round_number: int, chain: int) -> list[CommitmentOffer]:
+        """See :meth:`CoordinatorRepository.offers`."""
+        found = self._offers.get((job_id, round_number), {})
+        return [found[w] for w in sorted(found, key=lambda w: w.key) if w.chain == chain]
 
     async def save_challenge(self, challenge: Challenge) -> None:
         """See :meth:`CoordinatorRepository.save_challenge`."""

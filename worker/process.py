@@ -94,6 +94,7 @@ async def worker_node(
     coordinator_chain: int,
     trust: TrustPolicy | None = None,
     publish_after: float = 2.0,
+    offer_commitments: bool = True,
 ) -> AsyncIterator[WorkerNode]:
     """A node on ``connection``'s chain with a signed client of the coordinator (closed on exit).
 
@@ -109,6 +110,8 @@ async def worker_node(
         trust: The model bundles the node runs (default: none).
         publish_after: Seconds a commitment waits for others of its round before the node
             publishes them (see :mod:`fedrelay.worker.sdk.steps.publish`).
+        offer_commitments: Sign and offer commitments where the chain takes them (see
+            :mod:`fedrelay.worker.sdk.steps.record`); False: commit with own transactions.
     """
     async with CoordinatorClient(coordinator_url, connection.signer) as api:
         yield WorkerNode(
@@ -122,6 +125,7 @@ async def worker_node(
             coordinator_chain=coordinator_chain,
             trust=trust,
             publish_after=publish_after,
+            offer_commitments=offer_commitments,
         )
 
 

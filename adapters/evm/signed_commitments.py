@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
+from coincurve import PublicKey
 from eth_abi.abi import encode as abi_encode
+from web3 import Web3
 
 from fedrelay.protocol.wormhole import Commitment, keccak256
 
@@ -62,6 +64,30 @@ class SignedCommitment:
     train_loss: int
     r: bytes
     vs: bytes
+
+    @property
+    def signature(self) -> bytes:
+        """The 64-byte compact signature, ``r`` then ``vs`` (what a commitment offer carries)."""
+        return self.r + self.vs
+
+    @classmethod
+    def of(cls, commitment: Commitment, signature: bytes) -> SignedCommitment:
+        """``commitment``'s fields with a 64-byte compact ``signature``.
+
+        Raises:
+            ValueError: The signature is not 64 bytes.
+        """
+        if len(signature) != 64:
+            raise ValueError(f"a compact signature is 64 bytes, got {len(signature)}")
+        return cls(
+            commitment.update_hash,
+            commitment.transcript_root,
+            commitment.data_root,
+            commitment.num_samples,
+            commitment.train_loss,
+            signature[:32],
+            signature[32:],
+        )
 
     def entry(self) -> tuple[bytes, bytes, bytes, int, int, bytes, bytes]:
         """The ABI tuple of ``WorkerHub.SignedCommitment``."""
@@ -139,6 +165,26 @@ def sign_commitment(
         r.to_bytes(32, "big"),
         vs.to_bytes(32, "big"),
     )
+
+
+def recover_signer(digest: bytes, r: bytes, vs: bytes) -> str | None:
+    """The address that signed ``digest`` with the compact signature (``r``, ``vs``), as the
+    WorkerHub recovers it; None for a signature the hub refuses (``s`` zero or above half the
+    order, ``r`` out of range, no point recovered)."""
+    s = int.from_bytes(vs, "big") & ((1 << 255) - 1)
+    parity = int.from_bytes(vs, "big") >> 255
+    r_value = int.from_bytes(r, "big")
+    if len(r) != 32 or len(vs) != 32 or not 0 < s <= HALF_ORDER:
+        return None
+    if not 0 < r_value <= 2 * HALF_ORDER:
+        return None
+    try:
+        public = PublicKey.from_signature_and_message(
+            r + s.to_bytes(32, "big") + bytes([parity]), digest, hasher=None
+        )
+    except ValueError:
+        return None
+    return Web3.to_checksum_address(keccak256(public.format(compressed=False)[1:])[12:])
 
 
 @dataclass(frozen=True)

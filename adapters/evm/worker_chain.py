@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
@@ -21,19 +21,27 @@ from fedrelay.adapters.evm import (
     WorkerHubContract,
     address_to_bytes32,
 )
+from fedrelay.adapters.evm.signed_commitments import (
+    SignedCommitment,
+    commitment_digest,
+    recover_signer,
+)
 from fedrelay.ports.worker_chain import (
     AssignedTask,
     ChainPoll,
     ChainRejected,
     ChainUnavailable,
     CommitReceipt,
+    OfferRecording,
     Outcome,
     SettledTask,
     StakeStatus,
     TaskKey,
     UpdateCommitment,
 )
+from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.redact import redact_text, redact_url
+from fedrelay.protocol.wormhole import Commitment
 
 #: Reads of the pending commitments before a publisher gives the round up to others.
 _PUBLISH_ATTEMPTS = 3
@@ -200,6 +208,78 @@ class EvmWorkerChain:
             )
         )
         return CommitReceipt("0x" + bytes(receipt["transactionHash"]).hex())
+
+    async def sign_commitment(self, commitment: UpdateCommitment) -> bytes:
+        """The worker's EIP-712 signature of ``commitment`` for this hub (64 bytes, compact), for
+        anyone to record with ``commitSigned``."""
+        key = commitment.key
+        signed = await self._run(
+            lambda: self.hub.sign_commitment(
+                self._signer, key.job_id, key.round, self._entry(commitment)
+            )
+        )
+        return signed.signature
+
+    def _entry(self, commitment: UpdateCommitment) -> Commitment:
+        return Commitment(
+            self.worker_key,
+            commitment.update_hash,
+            commitment.transcript_root,
+            commitment.data_root,
+            commitment.num_samples,
+            commitment.train_loss,
+        )
+
+    async def record_offers(
+        self, key: TaskKey, offers: Sequence[CommitmentOffer]
+    ) -> OfferRecording:
+        """``commitSigned`` with the offers of ``key``'s round on this chain whose signatures
+        recover to their workers and whose workers the round's commit log does not hold yet;
+        the rest are left out before the transaction (a coordinator passing on a forged or
+        stale offer costs no gas). Nothing is sent when nothing is left."""
+
+        def record() -> OfferRecording:
+            refused: dict[bytes, str] = {}
+            held = {c.worker_key for c in self.hub.round_commitments(key.job_id, key.round)}
+            chain_id = self._chain.chain_id
+            chosen: dict[bytes, SignedCommitment] = {}
+            for offer in offers:
+                worker = offer.commitment.worker_key
+                if (offer.job_id, offer.round, offer.chain) != (
+                    key.job_id,
+                    key.round,
+                    self._wormhole_chain,
+                ):
+                    refused[worker] = "an offer for another job, round or chain"
+                    continue
+                if worker in held or worker in chosen:
+                    continue
+                if len(offer.signature) != 64:
+                    refused[worker] = f"a {len(offer.signature)}-byte signature (64 expected)"
+                    continue
+                signed = SignedCommitment.of(offer.commitment, offer.signature)
+                digest = commitment_digest(
+                    chain_id, self.hub.address, key.job_id, key.round, offer.commitment.digest()
+                )
+                signer = recover_signer(digest, signed.r, signed.vs)
+                if signer is None or address_to_bytes32(signer) != worker:
+                    refused[worker] = "its signature is not its worker's"
+                    continue
+                chosen[worker] = signed
+            if not chosen:
+                return OfferRecording(refused=refused)
+            batch = self.hub.commit_signed(
+                self._signer, key.job_id, key.round, list(chosen.values())
+            )
+            for skipped in batch.skipped:
+                refused[address_to_bytes32(skipped.worker)] = skipped.reason.name
+            return OfferRecording(
+                "0x" + batch.transaction_hash.hex(),
+                tuple(w for w in chosen if w not in refused),
+                refused,
+            )
+
+        return await self._run(record)
 
     async def commitment_published(self, key: TaskKey) -> bool:
         """Whether this worker's commitment for ``key`` is no longer pending on the hub."""

@@ -1,6 +1,6 @@
 """The coordinator's tables: registered workers, rounds and their tasks, published blobs,
-uploaded updates, secure-aggregation messages, transcript challenges and the nonces of accepted
-signed requests.
+uploaded updates, secure-aggregation messages, signed commitment offers, transcript challenges
+and the nonces of accepted signed requests.
 
 Same ``Base`` (and naming convention) as the relayer's models, so one Alembic history covers
 both. Table names start with ``coordinator_``. Hashes and keys are raw bytes; u64 values (job
@@ -129,6 +129,25 @@ class CoordinatorSecAggMessage(Base):
     recipient_chain: Mapped[int | None] = mapped_column(Integer)
     recipient_key: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CoordinatorCommitmentOffer(Base):
+    """A worker's signed commitment for a round, offered for anyone to record on its worker
+    chain (one per worker and round; see ``fedrelay.protocol.offers``)."""
+
+    __tablename__ = "coordinator_commitment_offers"
+
+    job_id: Mapped[int] = mapped_column(U64, primary_key=True)
+    round: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    worker_chain: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker_key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    update_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    transcript_root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    data_root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    num_samples: Mapped[int] = mapped_column(BigInteger)
+    train_loss: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    offered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class CoordinatorChallenge(Base):

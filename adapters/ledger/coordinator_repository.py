@@ -1,7 +1,8 @@
 """The coordinator's :class:`~fedrelay.ports.coordinator_store.CoordinatorRepository` on the ledger.
 
 State written here survives a restart: a coordinator (or its API) opened on the same database
-sees the same registrations, rounds, uploads, secure-aggregation messages and challenges.
+sees the same registrations, rounds, uploads, secure-aggregation messages, commitment offers and
+challenges.
 Each method is one transaction; unique keys settle races between concurrent writers (a signed
 request's nonce is claimed with one ``INSERT ... ON CONFLICT``, so replicas sharing the ledger
 accept a request once in all).
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from fedrelay.adapters.ledger.coordinator_models import (
     CoordinatorBlob,
     CoordinatorChallenge,
+    CoordinatorCommitmentOffer,
     CoordinatorNonce,
     CoordinatorRound,
     CoordinatorSecAggMessage,
@@ -31,6 +33,7 @@ from fedrelay.adapters.ledger.coordinator_models import (
 from fedrelay.adapters.ledger.models import U64
 from fedrelay.ports.coordinator_store import Conflict
 from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
+from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.rounds import (
     Assignment,
     Commitment,
@@ -42,6 +45,7 @@ from fedrelay.protocol.rounds import (
     WorkerRef,
 )
 from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
+from fedrelay.protocol.wormhole import Commitment as OfferedCommitment
 
 #: How often (seconds) one process deletes the expired nonces.
 NONCE_SWEEP_SECONDS = 60
@@ -125,6 +129,23 @@ def _state(row: CoordinatorRound, tasks: list[CoordinatorTask]) -> RoundState:
         proposed_model=row.proposed_model,
         challenge_ends=_optional_int(row.challenge_ends),
         updated_at=int(row.updated_at),
+    )
+
+
+def _offer(row: CoordinatorCommitmentOffer) -> CommitmentOffer:
+    return CommitmentOffer(
+        int(row.job_id),
+        int(row.round),
+        int(row.worker_chain),
+        OfferedCommitment(
+            bytes(row.worker_key),
+            bytes(row.update_hash),
+            bytes(row.transcript_root),
+            bytes(row.data_root),
+            int(row.num_samples),
+            int(row.train_loss),
+        ),
+        bytes(row.signature),
     )
 
 
@@ -355,6 +376,54 @@ class LedgerCoordinatorRepository:
                     CoordinatorSecAggMessage.stage == stage.value,
                 )
             )
+
+    async def put_offer(self, offer: CommitmentOffer) -> None:
+        """See :meth:`CoordinatorRepository.put_offer`."""
+        worker, fields = offer.worker, offer.commitment
+        key = (offer.job_id, offer.round, worker.chain, worker.key)
+        try:
+            async with self._sessions() as session, session.begin():
+                stored = await session.get(CoordinatorCommitmentOffer, key)
+                if stored is None:
+                    session.add(
+                        CoordinatorCommitmentOffer(
+                            job_id=offer.job_id,
+                            round=offer.round,
+                            worker_chain=worker.chain,
+                            worker_key=worker.key,
+                            update_hash=fields.update_hash,
+                            transcript_root=fields.transcript_root,
+                            data_root=fields.data_root,
+                            num_samples=fields.num_samples,
+                            train_loss=fields.train_loss,
+                            signature=offer.signature,
+                        )
+                    )
+                    return
+                existing = _offer(stored)
+        except IntegrityError:
+            async with self._sessions() as session:
+                stored = await session.get(CoordinatorCommitmentOffer, key)
+                existing = _offer(stored) if stored is not None else offer
+        if existing != offer:
+            raise Conflict(
+                f"worker {worker.key.hex()} already offered a different commitment for job "
+                f"{offer.job_id} round {offer.round}; an offer cannot be replaced"
+            )
+
+    async def offers(self, job_id: int, round_number: int, chain: int) -> list[CommitmentOffer]:
+        """See :meth:`CoordinatorRepository.offers`."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(CoordinatorCommitmentOffer)
+                .where(
+                    CoordinatorCommitmentOffer.job_id == _u64(job_id),
+                    CoordinatorCommitmentOffer.round == round_number,
+                    CoordinatorCommitmentOffer.worker_chain == chain,
+                )
+                .order_by(CoordinatorCommitmentOffer.worker_key)
+            )
+            return [_offer(row) for row in rows]
 
     async def save_challenge(self, challenge: Challenge) -> None:
         """See :meth:`CoordinatorRepository.save_challenge`."""

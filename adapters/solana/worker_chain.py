@@ -21,7 +21,7 @@ import contextlib
 import logging
 import random
 import struct
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
 from httpx import HTTPError
@@ -44,12 +44,14 @@ from fedrelay.ports.worker_chain import (
     ChainRejected,
     ChainUnavailable,
     CommitReceipt,
+    OfferRecording,
     Outcome,
     SettledTask,
     StakeStatus,
     TaskKey,
     UpdateCommitment,
 )
+from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.wormhole import task_id
 
 log = logging.getLogger(__name__)
@@ -256,6 +258,23 @@ class SolanaWorkerChain:
         """Whether the task account records a commitment."""
         task = await self._own_task(key)
         return task is not None and task.committed
+
+    async def sign_commitment(self, commitment: UpdateCommitment) -> None:
+        """None: the program records only commitments their workers send (:meth:`commit`)."""
+        return None
+
+    async def record_offers(
+        self, key: TaskKey, offers: Sequence[CommitmentOffer]
+    ) -> OfferRecording:
+        """Refused: the program records no signed commitments.
+
+        Raises:
+            ChainRejected: Always.
+        """
+        raise ChainRejected(
+            f"the Solana worker program records no signed commitments ({len(offers)} offered "
+            f"for {key}); each worker commits with its own transaction"
+        )
 
     async def commit(self, commitment: UpdateCommitment) -> CommitReceipt:
         """``commit_update`` (the task account keeps the commitment; it goes out with

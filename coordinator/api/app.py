@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from fedrelay.coordinator.api import admin, challenges, secagg, status, updates
+from fedrelay.coordinator.api import admin, challenges, commitments, secagg, status, updates
 from fedrelay.coordinator.api import uploads as upload_sessions
 from fedrelay.coordinator.api.dependencies import ApiContext, UploadGate, UploadRate
 from fedrelay.coordinator.api.errors import install_handlers
@@ -50,6 +50,8 @@ with ``Retry-After``). A signed request is accepted once across every replica sh
 | GET /v1/jobs/{job}/rounds/{round}/secagg/keys | assigned worker | everyone's keys |
 | GET /v1/jobs/{job}/rounds/{round}/secagg/shares | assigned worker | shares sent to me |
 | GET /v1/jobs/{job}/rounds/{round}/secagg/survivors | assigned worker | whose input arrived |
+| PUT /v1/jobs/{job}/rounds/{round}/commitment | assigned worker | offer my signed commitment |
+| GET /v1/jobs/{job}/rounds/{round}/commitments | assigned worker | the offers of my chain |
 | GET /v1/challenges | worker | my open challenges |
 | PUT /v1/challenges/{id}/answer | challenged worker | answer with checkpoints and proofs |
 | POST /v1/admin/blobs | admin | store a poster's model or configuration blob |
@@ -131,6 +133,6 @@ def create_app(
         repository, blobs, config, verifier, admin_token, clock, uploads, rates, sessions
     )
     install_handlers(app)
-    for area in (status, updates, upload_sessions, secagg, challenges, admin):
+    for area in (status, updates, upload_sessions, secagg, commitments, challenges, admin):
         app.include_router(area.router)
     return app

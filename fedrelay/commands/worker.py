@@ -206,6 +206,14 @@ def run(
             "worker publishes them together (plus up to as much again, its own turn).",
         ),
     ] = 2.0,
+    offer_commitments: Annotated[
+        bool,
+        typer.Option(
+            help="On an EVM worker chain, sign each commitment and offer it through the "
+            "coordinator so that one transaction records the round's (the worker records its "
+            "own if nobody has); --no-offer-commitments: commit with a transaction of its own.",
+        ),
+    ] = True,
     coordinator_chain: Annotated[
         int,
         typer.Option(
@@ -250,6 +258,7 @@ def run(
                 wormhole_chain,
                 poll_interval,
                 publish_after,
+                offer_commitments,
                 coordinator_chain,
                 trust,
             )
@@ -273,6 +282,7 @@ async def _run(
     wormhole_chain: int | None,
     poll_interval: float,
     publish_after: float,
+    offer_commitments: bool,
     coordinator_chain: int,
     trust: TrustPolicy,
 ) -> None:
@@ -307,6 +317,7 @@ async def _run(
                 progress=progress,
                 poll_interval=poll_interval,
                 publish_after=publish_after,
+                offer_commitments=offer_commitments,
                 coordinator_chain=coordinator_chain,
                 trust=trust,
             ) as node:

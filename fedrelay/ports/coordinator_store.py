@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.rounds import RoundState, WorkerRef
 from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
 
@@ -94,6 +95,19 @@ class CoordinatorRepository(Protocol):
 
     async def delete_secagg(self, job_id: int, round_number: int, stage: SecAggStage) -> None:
         """Forget every message of a stage of a round (a no-op when there is none)."""
+        ...
+
+    async def put_offer(self, offer: CommitmentOffer) -> None:
+        """Store a worker's signed commitment offer (one per worker and round).
+
+        Raises:
+            Conflict: The worker already offered a different commitment or signature for the
+                round.
+        """
+        ...
+
+    async def offers(self, job_id: int, round_number: int, chain: int) -> list[CommitmentOffer]:
+        """The offers of a round by the workers of ``chain``, in the order of worker keys."""
         ...
 
     async def save_challenge(self, challenge: Challenge) -> None:

@@ -7,9 +7,11 @@ these plain values; they raise :class:`ChainUnavailable` and :class:`ChainReject
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.wormhole.payloads import Capability, Outcome
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "ChainRejected",
     "ChainUnavailable",
     "CommitReceipt",
+    "OfferRecording",
     "Outcome",
     "SettledTask",
     "StakeStatus",
@@ -139,6 +142,17 @@ class CommitReceipt:
     transaction: str
 
 
+@dataclass(frozen=True)
+class OfferRecording:
+    """What one recording of signed commitment offers did: its transaction (empty when nothing
+    was left to record), the worker keys whose commitments it recorded, and the offers the chain
+    left out with why (worker key to reason)."""
+
+    transaction: str = ""
+    recorded: tuple[bytes, ...] = ()
+    refused: Mapping[bytes, str] = field(default_factory=dict)
+
+
 class WorkerChain(Protocol):
     """A worker's own chain: stake, registration, assignments, commitments, settlements."""
 
@@ -171,6 +185,25 @@ class WorkerChain(Protocol):
     async def commit(self, commitment: UpdateCommitment) -> CommitReceipt:
         """Commit an update: it joins its job round's commitments on this chain, which reach the
         coordinator chain when someone publishes them (:meth:`publish_commitments`)."""
+        ...
+
+    async def sign_commitment(self, commitment: UpdateCommitment) -> bytes | None:
+        """This worker's signature letting anyone record ``commitment`` on this chain (see
+        :mod:`fedrelay.protocol.offers`), or None when the chain records only commitments the
+        worker sends itself (:meth:`commit`)."""
+        ...
+
+    async def record_offers(
+        self, key: TaskKey, offers: Sequence[CommitmentOffer]
+    ) -> OfferRecording:
+        """Record, in one transaction this worker pays for, the offers of ``key``'s round that
+        the chain does not hold yet and whose signatures hold (any worker's; those that do not
+        are left out without a transaction).
+
+        Raises:
+            ChainRejected: The chain records no signed commitments, or refused the transaction.
+            ChainUnavailable: The chain did not answer.
+        """
         ...
 
     async def commitment_published(self, key: TaskKey) -> bool:

@@ -28,6 +28,7 @@ from fedrelay.ports.worker_chain import (
     AssignedTask,
     ChainPoll,
     CommitReceipt,
+    OfferRecording,
     Outcome,
     SettledTask,
     StakeStatus,
@@ -36,6 +37,7 @@ from fedrelay.ports.worker_chain import (
     WorkerChain,
 )
 from fedrelay.protocol.merkle import decode_proof, encode_proof
+from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.worker.sdk.config import JobConfig, parse_job_config
 from fedrelay.worker.sdk.errors import (
     ChainRejected,
@@ -69,6 +71,7 @@ __all__ = [
     "ChainRejected",
     "ChainUnavailable",
     "CommitReceipt",
+    "CommitmentOffer",
     "DigitsShards",
     "ExampleSource",
     "FileSource",
@@ -77,6 +80,7 @@ __all__ = [
     "JobConfig",
     "JobConfigError",
     "KeyFileError",
+    "OfferRecording",
     "Outcome",
     "ProgressReporter",
     "RichProgress",

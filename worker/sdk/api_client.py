@@ -22,6 +22,12 @@ sends too many bodies at once; 503: the API receives as many as it may) is retri
 for up to ``busy_wait`` seconds in all; a secure round's burst of messages (a key advert, a
 share per peer, the masked input) then slows to the coordinator's rate instead of failing.
 Every other refusal raises :class:`CoordinatorRequestError` at once.
+
+On a worker chain that records signed commitments, :meth:`CoordinatorClient.offer_commitment`
+offers the worker's signed commitment for a round and
+:meth:`CoordinatorClient.commitment_offers` reads the offers of its chain back, for one worker to
+record them all (:mod:`fedrelay.protocol.offers`); the coordinator does not check their signatures,
+so the one who submits them does.
 """
 
 from __future__ import annotations
@@ -35,13 +41,15 @@ from types import TracebackType
 
 import httpx
 from Crypto.Hash import keccak
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from fedrelay.ports.blobs import check_name
 from fedrelay.protocol.api.schemas import (
     BlobRef,
     ChallengeAnswerBody,
     ChallengeView,
+    CommitmentOfferBody,
+    CommitmentOfferView,
     RoundView,
     SecAggMessages,
     Survivors,
@@ -52,9 +60,21 @@ from fedrelay.protocol.api.schemas import (
 )
 from fedrelay.protocol.api.signing import RequestSigner, sign_request
 from fedrelay.protocol.hashing import blob_name
+from fedrelay.protocol.offers import CommitmentOffer
+from fedrelay.protocol.rounds import RoundError
 from fedrelay.protocol.secagg.messages import SecAggStage
+from fedrelay.protocol.wormhole.errors import PayloadError
 
 _CHALLENGES = TypeAdapter(list[ChallengeView])
+
+
+class _OffersReply(BaseModel):
+    """A :class:`~fedrelay.protocol.api.schemas.CommitmentOffers` reply, its entries left
+    unparsed so that a malformed one is skipped on its own."""
+
+    chain: int
+    offers: list[object]
+
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +358,36 @@ class CoordinatorClient:
         path = f"/v1/jobs/{job_id}/rounds/{round_number}/secagg/survivors"
         found = Survivors.model_validate_json((await self._call("GET", path)).content)
         return [bytes.fromhex(w) for w in found.workers]
+
+    async def offer_commitment(self, offer: CommitmentOffer) -> None:
+        """Offer this worker's signed commitment for its round, for anyone to record on its
+        chain (the offer's worker must be this client's signer)."""
+        path = f"/v1/jobs/{offer.job_id}/rounds/{offer.round}/commitment"
+        await self._call("PUT", path, CommitmentOfferBody.of(offer).model_dump_json().encode())
+
+    async def commitment_offers(self, job_id: int, round_number: int) -> list[CommitmentOffer]:
+        """The commitments offered for the round on this worker's chain, by worker key.
+
+        An entry the coordinator sent malformed is left out (and logged), never raised: the
+        others can still be recorded. Their signatures are not checked here.
+        """
+        path = f"/v1/jobs/{job_id}/rounds/{round_number}/commitments"
+        found = _OffersReply.model_validate_json((await self._call("GET", path)).content)
+        offers = []
+        for index, entry in enumerate(found.offers):
+            try:
+                view = CommitmentOfferView.model_validate(entry)
+                offers.append(view.offer(job_id, round_number, found.chain))
+            except (ValueError, RoundError, PayloadError) as exc:
+                log.warning(
+                    "job %s round %s: skipping commitment offer %d from the coordinator, "
+                    "malformed: %s",
+                    job_id,
+                    round_number,
+                    index,
+                    exc,
+                )
+        return offers
 
     async def open_challenges(self) -> list[ChallengeView]:
         """This worker's unanswered, unexpired transcript challenges."""

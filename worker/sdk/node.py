@@ -56,6 +56,7 @@ from fedrelay.worker.sdk.steps import (
     upload,
 )
 from fedrelay.worker.sdk.steps.mask import KeyExchange, SecureRound
+from fedrelay.worker.sdk.steps.record import record_offers
 from fedrelay.worker.sdk.steps.train import TrainedUpdate
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ _RETRYABLE = (WorkerError, CoordinatorRequestError, DownloadMismatch, HTTPError,
 class StepReport:
     """What one pass did.
 
-    ``committed`` lists the tasks this pass committed; ``recovered`` those it found already
+    ``committed`` lists the tasks this pass committed (a signed commitment: when this pass found
+    it recorded, by this node or another); ``recovered`` those it found already
     committed on chain (by an earlier run whose state file was lost); ``released`` those it
     released because they were still unsettled after their release time.
     """
@@ -118,6 +120,7 @@ class WorkerNode:
         coordinator_chain: int = DEFAULT_COORDINATOR_CHAIN,
         trust: TrustPolicy | None = None,
         publish_after: float = 2.0,
+        offer_commitments: bool = True,
     ) -> None:
         """Wire the node.
 
@@ -143,6 +146,10 @@ class WorkerNode:
             publish_after: Seconds a commitment waits on its chain for others of its round
                 before this node publishes them together (plus a delay of its own up to as
                 much again; see :mod:`fedrelay.worker.sdk.steps.publish`).
+            offer_commitments: Where the chain takes signed commitments, sign each commitment
+                and offer it through the coordinator, so that one transaction records the
+                round's (:mod:`fedrelay.worker.sdk.steps.record`); False: commit every task with
+                a transaction of this node's own.
         """
         self.chain = chain
         self.api = api
@@ -156,6 +163,7 @@ class WorkerNode:
         self.coordinator_chain = coordinator_chain
         self.trust = trust if trust is not None else TrustPolicy()
         self.publish_after = publish_after
+        self.offer_commitments = offer_commitments
         self.tracer: trace.Tracer = _TRACER
         self.state: WorkerState = store.load()
         #: Masked tasks whose unmasking shares are still to be revealed (in memory only).
@@ -254,6 +262,9 @@ class WorkerNode:
                 continue
             if done.stage is TaskStage.COMMITTED:
                 (committed if done.transaction else recovered).append(record.key)
+        recorded = await record_offers(self)
+        committed.extend(recorded.committed)
+        abandoned.extend(recorded.refused)
         published = await publish.publish_pending(self)
         await mask.reveal_masks(self)
         answered = await self.answer_challenges()

@@ -29,6 +29,9 @@ class TaskStage(StrEnum):
     ASSIGNED = "assigned"
     TRAINED = "trained"
     UPLOADED = "uploaded"
+    SIGNED = "signed"
+    """The commitment is signed and offered; whoever records the round's offers first records
+    it (this node at the latest, see :mod:`fedrelay.worker.sdk.steps.record`)."""
     COMMITTED = "committed"
     SETTLED = "settled"
     ABANDONED = "abandoned"
@@ -56,7 +59,11 @@ class TaskRecord:
     reason: str = ""
     release_at: int = 0
     committed_at: int = 0
-    """Unix seconds when this node committed it (0: before publication was tracked)."""
+    """Unix seconds when this node committed it, or signed it to be recorded (0: before
+    publication was tracked)."""
+    signature: str = ""
+    """The signature of its commitment offer (hex; empty when it committed with its own
+    transaction)."""
     published: bool = False
     """Whether the commitment has gone out in an UPDATE_COMMITTED (this node's or anyone's)."""
     mask_opening: str = field(default="", repr=False)

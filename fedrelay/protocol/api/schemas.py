@@ -12,7 +12,9 @@ import binascii
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.offers import MAX_SIGNATURE_BYTES, CommitmentOffer
 from fedrelay.protocol.rounds import RoundState, WorkerRef
+from fedrelay.protocol.wormhole import Commitment
 
 HEX32 = r"^[0-9a-f]{64}$"
 
@@ -152,6 +154,83 @@ class Survivors(_Schema):
     """The worker_ids (hex) whose masked inputs arrived, sorted."""
 
     workers: list[str]
+
+
+class CommitmentOfferBody(_Body):
+    """A worker's commitment for a round and its signature (hex), offered for anyone to record
+    on the worker's chain (:mod:`fedrelay.protocol.offers`); the worker is the request's
+    signer."""
+
+    update_hash: str = Field(pattern=HEX32)
+    transcript_root: str = Field(pattern=HEX32)
+    data_root: str = Field(pattern=HEX32)
+    num_samples: int = Field(ge=0, lt=2**32)
+    train_loss: int = Field(ge=0, lt=2**32)
+    signature: str = Field(
+        pattern=rf"^([0-9a-f]{{2}}){{1,{MAX_SIGNATURE_BYTES}}}$",
+        description="the chain's signature, hex (64 bytes on an EVM worker chain)",
+    )
+
+    @classmethod
+    def of(cls, offer: CommitmentOffer) -> CommitmentOfferBody:
+        """The body of ``offer``."""
+        c = offer.commitment
+        return cls(
+            update_hash=c.update_hash.hex(),
+            transcript_root=c.transcript_root.hex(),
+            data_root=c.data_root.hex(),
+            num_samples=c.num_samples,
+            train_loss=c.train_loss,
+            signature=offer.signature.hex(),
+        )
+
+    def offer(self, job_id: int, round_number: int, worker: WorkerRef) -> CommitmentOffer:
+        """The domain value, ``worker``'s."""
+        return CommitmentOffer(
+            job_id,
+            round_number,
+            worker.chain,
+            Commitment(
+                worker.key,
+                bytes.fromhex(self.update_hash),
+                bytes.fromhex(self.transcript_root),
+                bytes.fromhex(self.data_root),
+                self.num_samples,
+                self.train_loss,
+            ),
+            bytes.fromhex(self.signature),
+        )
+
+
+class CommitmentOfferView(_Schema):
+    """One offered commitment: its worker's key (hex) and the offer's fields."""
+
+    worker_key: str
+    update_hash: str
+    transcript_root: str
+    data_root: str
+    num_samples: int
+    train_loss: int
+    signature: str
+
+    @classmethod
+    def of(cls, offer: CommitmentOffer) -> CommitmentOfferView:
+        """The view of ``offer``."""
+        body = CommitmentOfferBody.of(offer)
+        return cls(worker_key=offer.commitment.worker_key.hex(), **body.model_dump())
+
+    def offer(self, job_id: int, round_number: int, chain: int) -> CommitmentOffer:
+        """The domain value (raises ``ValueError`` or ``InvalidRoundInput`` on bad fields)."""
+        fields = self.model_dump()
+        worker = WorkerRef(chain, bytes.fromhex(fields.pop("worker_key")))
+        return CommitmentOfferBody(**fields).offer(job_id, round_number, worker)
+
+
+class CommitmentOffers(_Schema):
+    """The commitments offered for a round on one worker chain, in the order of worker keys."""
+
+    chain: int
+    offers: list[CommitmentOfferView]
 
 
 class ChallengeRequest(_Body):

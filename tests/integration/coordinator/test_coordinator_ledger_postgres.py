@@ -1,5 +1,5 @@
 """The coordinator's ledger repository on the harness's real PostgreSQL: full u64 job ids,
-round states that round-trip, conflicts, and state that survives a restart."""
+round states that round-trip, conflicts, commitment offers, and state that survives a restart."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRep
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.ports.coordinator_store import Conflict
 from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
+from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.rounds import (
     AssignmentConfirmed,
     Commitment,
@@ -24,12 +25,19 @@ from fedrelay.protocol.rounds import (
     open_job,
 )
 from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
+from fedrelay.protocol.wormhole import Commitment as OfferedCommitment
 
 pytestmark = pytest.mark.integration
 
 JOB = 2**64 - 3  # the whole u64 range fits NUMERIC(20) on PostgreSQL
 A = WorkerRef(4, bytes(12) + b"\xa1" * 20)
 B = WorkerRef(1, b"\xb1" * 32)
+C = WorkerRef(4, bytes(12) + b"\x0c" * 20)  # on A's chain, a smaller key
+
+
+def an_offer(worker: WorkerRef, job_id: int = JOB, update: bytes = b"\x03" * 32) -> CommitmentOffer:
+    commitment = OfferedCommitment(worker.key, update, b"\x04" * 32, b"\x05" * 32, 10, 20)
+    return CommitmentOffer(job_id, 0, worker.chain, commitment, b"\x5a" * 64)
 
 
 async def test_coordinator_state_on_postgres_survives_a_restart(postgres: Postgres) -> None:
@@ -57,6 +65,10 @@ async def test_coordinator_state_on_postgres_survives_a_restart(postgres: Postgr
         answer = ChallengeAnswer("c1" * 32, "c2" * 32, b"p1", b"p2", answered_at=5)
         await first.save_challenge(Challenge(JOB, 0, A, 1, issued_at=4, answer_by=2**64 - 1))
         await first.save_challenge(Challenge(JOB, 0, A, 1, 4, 2**64 - 1, answer))
+        for worker in (A, B, C, A):
+            await first.put_offer(an_offer(worker))
+        with pytest.raises(Conflict, match="already offered a different commitment"):
+            await first.put_offer(an_offer(A, update=b"\x06" * 32))
     finally:
         await engine.dispose()
 
@@ -69,5 +81,34 @@ async def test_coordinator_state_on_postgres_survives_a_restart(postgres: Postgr
         assert await restarted.secagg(JOB, 0, SecAggStage.SHARES, B) == {A: b"to-b"}
         [challenge] = await restarted.challenges(worker=A)
         assert challenge.answer == answer
+        assert await restarted.offers(JOB, 0, 4) == [an_offer(C), an_offer(A)]
+        assert await restarted.offers(JOB, 0, 1) == [an_offer(B)]
     finally:
         await engine.dispose()
+
+
+async def test_concurrent_offers_on_postgres_store_one_and_refuse_a_different_one(
+    postgres: Postgres,
+) -> None:
+    """Replicas sharing the ledger: the same offer sent to both at once is stored once, and a
+    different one sent with it loses to whichever was stored first."""
+    await asyncio.to_thread(upgrade, postgres.async_url)
+    job = JOB - 1
+    engines = [create_engine(postgres.async_url) for _ in range(2)]
+    try:
+        replicas = [LedgerCoordinatorRepository(engine) for engine in engines]
+        same = an_offer(A, job)
+        await asyncio.gather(*(replica.put_offer(same) for replica in replicas))
+        assert await replicas[0].offers(job, 0, 4) == [same]
+
+        first, second = an_offer(B, job), an_offer(B, job, update=b"\x06" * 32)
+        outcomes = await asyncio.gather(
+            replicas[0].put_offer(first), replicas[1].put_offer(second), return_exceptions=True
+        )
+        kept, refused = (first, outcomes[1]) if outcomes[0] is None else (second, outcomes[0])
+        assert outcomes.count(None) == 1, outcomes
+        assert isinstance(refused, Conflict), outcomes
+        assert await replicas[1].offers(job, 0, 1) == [kept]
+    finally:
+        for engine in engines:
+            await engine.dispose()

@@ -50,7 +50,9 @@ from fedrelay.adapters.evm.worker_chain import EvmWorkerChain
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.challenges import Challenge
 from fedrelay.protocol.merkle import decode_proof
+from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.wormhole import (
+    Commitment,
     GuardianSigner,
     Outcome,
     PayloadId,
@@ -119,6 +121,30 @@ class HubDeployment:
         vaa = sign_vaa(body, 0, list(enumerate(self.guardians))[:quorum])
         self.hub.receive_message(Signer(self.anvil.private_keys[6]), vaa.to_bytes())
 
+    def assign(
+        self,
+        job_id: int,
+        deadline: int,
+        hashes: tuple[bytes, bytes],
+        tasks: Sequence[Task],
+    ) -> None:
+        """Deliver round 0's TASK_ASSIGNED of ``job_id`` (``hashes``: model and config)."""
+        self.deliver(
+            TaskAssigned(
+                target_chain=WORKER_CHAIN,
+                target_address=address_to_bytes32(self.hub.address),
+                job_id=job_id,
+                round=0,
+                deadline=deadline,
+                model_hash=hashes[0],
+                config_hash=hashes[1],
+                min_stake=0,
+                stake_lock=0,
+                release_at=deadline + 86_400,
+                tasks=tuple(tasks),
+            )
+        )
+
     def chain_time(self) -> int:
         return int(self.chain.w3.eth.get_block("latest")["timestamp"])
 
@@ -176,21 +202,7 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
         JOB, [signer.worker], initial_model(mlp, seed=2), CONFIG, deadline
     )
     start_block = d.chain.w3.eth.block_number
-    d.deliver(
-        TaskAssigned(
-            target_chain=WORKER_CHAIN,
-            target_address=address_to_bytes32(d.hub.address),
-            job_id=JOB,
-            round=0,
-            deadline=deadline,
-            model_hash=model_hash,
-            config_hash=config_hash,
-            min_stake=0,
-            stake_lock=0,
-            release_at=deadline + 86_400,
-            tasks=(Task(worker_key, 1),),
-        )
-    )
+    d.assign(JOB, deadline, (model_hash, config_hash), (Task(worker_key, 1),))
     assert d.hub.task(JOB, 0, worker_key).state is HubTaskState.ASSIGNED
 
     report = await node.step()
@@ -273,6 +285,112 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
     assert d.hub.staker(d.anvil.addresses[3]).unbonding == 10**18
 
 
+async def test_evm_workers_offer_signed_commitments_that_one_transaction_records(
+    deployment: HubDeployment, tmp_path: Path
+) -> None:
+    """Two workers sign their commitments and offer them through the coordinator; the first
+    whose turn comes records both (and not a third worker's forged offer) with one
+    ``commitSigned`` and publishes them; the other sends no transaction for its commitment."""
+    d = deployment
+    job = JOB + 20
+    keys = [d.anvil.private_keys[7], d.anvil.private_keys[8]]
+    signers = [EvmSigner(k, chain=WORKER_CHAIN) for k in keys]
+    coordinator = LocalCoordinator()
+    now = [time.time()]
+    nodes = [
+        WorkerNode(
+            EvmWorkerChain(d.anvil.rpc_url, d.hub.address, k),
+            coordinator.client(s),
+            DigitsShards(4),
+            StateStore(tmp_path / f"offering-{i}.json"),
+            poll_interval=0.01,
+            clock=lambda: now[0],
+            publish_after=100.0,  # not due for 100 s or more, unless the deadline is near
+        )
+        for i, (k, s) in enumerate(zip(keys, signers, strict=True))
+    ]
+    payout = address_to_bytes32(d.anvil.addresses[5])
+    for node in nodes:
+        await node.register(stake=2 * 10**18, payout=payout)
+    idle = EvmWorkerChain(d.anvil.rpc_url, d.hub.address, d.anvil.private_keys[9])
+    await idle.stake_and_register(2 * 10**18, payout, 0)
+    idle_ref = EvmSigner(d.anvil.private_keys[9], chain=WORKER_CHAIN).worker
+
+    deadline = max(d.chain_time(), int(time.time())) + 600
+    workers = [s.worker for s in signers] + [idle_ref]
+    model_hash, config_hash = await coordinator.open_round(
+        job, workers, initial_model(mlp, seed=6), CONFIG, deadline
+    )
+    start_block = d.chain.w3.eth.block_number
+    d.assign(
+        job,
+        deadline,
+        (model_hash, config_hash),
+        tuple(Task(w.key, shard) for shard, w in enumerate(workers, start=1)),
+    )
+    key = TaskKey(job, 0)
+    for node in nodes:
+        assert (await node.step()).committed == ()
+        record = node.state.task(key)
+        assert record is not None
+        assert record.stage is TaskStage.SIGNED
+    for signer in signers:
+        assert d.hub.task(job, 0, signer.worker.key).state is HubTaskState.ASSIGNED
+    offers = await coordinator.repository.offers(job, 0, WORKER_CHAIN)
+    assert {o.commitment.worker_key for o in offers} == {s.worker.key for s in signers}
+    # A forged offer for the idle worker (its key, a signature that is not its own).
+    await coordinator.repository.put_offer(
+        CommitmentOffer(
+            job,
+            0,
+            WORKER_CHAIN,
+            Commitment(idle_ref.key, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, 10, 10),
+            offers[0].signature,
+        )
+    )
+    second = Signer(keys[1]).address
+    second_nonce = d.chain.w3.eth.get_transaction_count(second)
+
+    now[0] += 500.0  # the deadline is near for the first worker: it records the round
+    assert (await nodes[0].step()).committed == (key,)
+
+    first_record = nodes[0].state.task(key)
+    assert first_record is not None
+    assert first_record.stage is TaskStage.COMMITTED
+    assert first_record.published
+    receipt = d.chain.w3.eth.get_transaction_receipt(first_record.transaction)  # type: ignore[arg-type]
+    recorded = [e for e in d.hub.events_in(receipt) if e.name == "UpdateCommitted"]
+    assert {address_to_bytes32(e.args["worker"]) for e in recorded} == {
+        s.worker.key for s in signers
+    }, "both offers in the one transaction"
+    for signer in signers:
+        assert d.hub.task(job, 0, signer.worker.key).state is HubTaskState.COMMITTED
+    assert d.hub.task(job, 0, idle_ref.key).state is HubTaskState.ASSIGNED, "the forgery is out"
+    latest = d.chain.w3.eth.block_number
+    [message] = [
+        m
+        for m in d.core.published_between(start_block, latest, d.hub.address)
+        if m.payload[0] == PayloadId.UPDATE_COMMITTED
+    ]
+    batch = decode_payload(message.payload)
+    assert isinstance(batch, UpdateCommitted)
+    assert {c.worker_key for c in batch.commitments} == {s.worker.key for s in signers}
+    by_worker = {c.worker_key: c for c in batch.commitments}
+    uploads = await coordinator.repository.updates(job, 0)
+    for signer in signers:
+        assert by_worker[signer.worker.key].update_hash.hex() == uploads[signer.worker]
+
+    # The second worker finds its commitment recorded and published: no transaction of its own.
+    report = await nodes[1].step()
+    assert report.committed == (key,)
+    second_record = nodes[1].state.task(key)
+    assert second_record is not None
+    assert second_record.stage is TaskStage.COMMITTED
+    assert second_record.transaction == ""
+    assert second_record.published
+    assert d.chain.w3.eth.get_transaction_count(second) == second_nonce
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Wait for ``condition`` to hold, checking every 50 ms, failing after ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -349,21 +467,7 @@ def test_the_cli_worker_commits_and_stops_cleanly_on_sigterm(
         try:
             address = d.anvil.addresses[4]
             wait_until(lambda: d.hub.staker(address).registered, 120, "the worker to register")
-            d.deliver(
-                TaskAssigned(
-                    target_chain=WORKER_CHAIN,
-                    target_address=address_to_bytes32(d.hub.address),
-                    job_id=job,
-                    round=0,
-                    deadline=deadline,
-                    model_hash=model_hash,
-                    config_hash=config_hash,
-                    min_stake=0,
-                    stake_lock=0,
-                    release_at=deadline + 86_400,
-                    tasks=(Task(signer.worker.key, 0),),
-                )
-            )
+            d.assign(job, deadline, (model_hash, config_hash), (Task(signer.worker.key, 0),))
             wait_until(
                 lambda: d.hub.task(job, 0, signer.worker.key).state is HubTaskState.COMMITTED,
                 120,

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from fedrelay.adapters.ledger import create_engine, upgrade
+from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
-from fedrelay.ports.coordinator_store import CoordinatorStore
+from fedrelay.ports.coordinator_store import CoordinatorRepository, CoordinatorStore
 
 
 @pytest.fixture(scope="module")
@@ -38,4 +39,18 @@ async def store(
     shutil.copyfile(migrated_ledger, tmp_path / "ledger.db")
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
     yield LedgerCoordinatorStore(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(params=["memory", "ledger"])
+async def repository(
+    request: pytest.FixtureRequest, migrated_ledger: Path, tmp_path: Path
+) -> AsyncIterator[CoordinatorRepository]:
+    """The API's repository: in memory, then on a fresh copy of the migrated ledger."""
+    if request.param == "memory":
+        yield MemoryCoordinatorStore()
+        return
+    shutil.copyfile(migrated_ledger, tmp_path / "ledger.db")
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    yield LedgerCoordinatorRepository(engine)
     await engine.dispose()

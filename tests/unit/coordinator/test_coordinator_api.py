@@ -19,7 +19,6 @@ from fedrelay.adapters.ledger import create_engine
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.coordinator.api import ApiSettings, create_app
 from fedrelay.coordinator.api.dependencies import BLOB_HEADER_SLACK, MODEL_FACTOR, UploadRate
-from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.ports.blobs import BlobStoreUnavailable
 from fedrelay.ports.coordinator_store import CoordinatorRepository
 from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner, sign_request
@@ -70,19 +69,6 @@ class Api:
 
     async def set_phase(self, phase: Phase) -> None:
         await self.repository.save_round(replace(self.state, phase=phase))
-
-
-@pytest.fixture(params=["memory", "ledger"])
-async def repository(
-    request: pytest.FixtureRequest, migrated_ledger: Path, tmp_path: Path
-) -> AsyncIterator[CoordinatorRepository]:
-    if request.param == "memory":
-        yield MemoryCoordinatorStore()
-        return
-    shutil.copyfile(migrated_ledger, tmp_path / "ledger.db")
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
-    yield LedgerCoordinatorRepository(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

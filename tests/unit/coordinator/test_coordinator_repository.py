@@ -13,6 +13,7 @@ from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRep
 from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.ports.coordinator_store import Conflict, CoordinatorRepository
 from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
+from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.rounds import (
     AggregateProposed,
     Commitment,
@@ -27,9 +28,11 @@ from fedrelay.protocol.rounds import (
     open_job,
 )
 from fedrelay.protocol.secagg.messages import SecAggMessage, SecAggStage
+from fedrelay.protocol.wormhole import Commitment as OfferedCommitment
 
 A = WorkerRef(4, bytes(12) + b"\xaa" * 20)
 B = WorkerRef(1, b"\xbb" * 32)
+C = WorkerRef(4, bytes(12) + b"\x11" * 20)  # on A's chain, a smaller key
 POLICY = RoundPolicy(total_rounds=3, min_updates=1, challenge_window=60, slash_missing=True)
 JOB = 2**40 + 5
 
@@ -127,6 +130,46 @@ async def test_secagg_messages_broadcast_and_addressed(repository: CoordinatorRe
     assert await repository.secagg(JOB, 0, SecAggStage.MASKED) == {}
 
 
+def an_offer(
+    worker: WorkerRef,
+    round_number: int = 0,
+    *,
+    update: bytes = b"\x03" * 32,
+    signature: bytes = b"\x5a" * 64,
+) -> CommitmentOffer:
+    commitment = OfferedCommitment(worker.key, update, b"\x04" * 32, b"\x05" * 32, 600, 123_456)
+    return CommitmentOffer(JOB, round_number, worker.chain, commitment, signature)
+
+
+async def test_an_offer_is_stored_once_and_never_replaced(
+    repository: CoordinatorRepository,
+) -> None:
+    offer = an_offer(A)
+    await repository.put_offer(offer)
+    await repository.put_offer(offer)  # the same again: nothing changes
+    with pytest.raises(Conflict, match="already offered a different commitment"):
+        await repository.put_offer(an_offer(A, update=b"\x06" * 32))
+    with pytest.raises(Conflict, match="already offered a different commitment"):
+        await repository.put_offer(an_offer(A, signature=b"\x5b" * 64))
+    assert await repository.offers(JOB, 0, A.chain) == [offer]
+    await repository.put_offer(an_offer(A, 1, update=b"\x06" * 32))  # another round
+    assert await repository.offers(JOB, 1, A.chain) == [an_offer(A, 1, update=b"\x06" * 32)]
+    assert await repository.offers(JOB, 0, A.chain) == [offer]
+
+
+async def test_offers_are_those_of_one_chain_in_worker_key_order(
+    repository: CoordinatorRepository,
+) -> None:
+    for worker in (A, B, C):
+        await repository.put_offer(an_offer(worker))
+    assert C.key < A.key
+    assert await repository.offers(JOB, 0, 4) == [an_offer(C), an_offer(A)]
+    assert await repository.offers(JOB, 0, 1) == [an_offer(B)]
+    assert await repository.offers(JOB, 0, 2) == []
+    assert await repository.offers(JOB, 1, 4) == []
+    assert await repository.offers(JOB + 1, 0, 4) == []
+
+
 async def test_challenges_are_answered_once(repository: CoordinatorRepository) -> None:
     challenge = Challenge(JOB, 0, A, segment=3, issued_at=300, answer_by=400)
     other = Challenge(JOB, 0, B, segment=1, issued_at=301, answer_by=400)
@@ -154,6 +197,7 @@ async def test_the_ledger_keeps_everything_across_a_restart(ledger_url: str) -> 
     await first.save_round(state)
     await first.record_update(JOB, 0, A, "11" * 32)
     await first.save_challenge(Challenge(JOB, 0, A, 3, 300, 400))
+    await first.put_offer(an_offer(A))
     await engine.dispose()
 
     engine = create_engine(ledger_url)
@@ -162,4 +206,5 @@ async def test_the_ledger_keeps_everything_across_a_restart(ledger_url: str) -> 
     assert await restarted.get_round(JOB) == state
     assert await restarted.updates(JOB, 0) == {A: "11" * 32}
     assert [c.segment for c in await restarted.challenges(worker=A)] == [3]
+    assert await restarted.offers(JOB, 0, A.chain) == [an_offer(A)]
     await engine.dispose()

@@ -10,7 +10,7 @@ service (on FakeJobMarket) against the worker SDK's :class:`TamperedUpdateWorker
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,8 +57,10 @@ from fedrelay.training.torch_trainer import TorchClassificationTrainer, mlp
 from fedrelay.worker.sdk import (
     AssignedTask,
     ChainPoll,
+    CommitmentOffer,
     CommitReceipt,
     DigitsShards,
+    OfferRecording,
     StakeStatus,
     StateStore,
     TaskKey,
@@ -323,6 +325,14 @@ class MarketChain:
             commitment.train_loss,
         )
         return CommitReceipt(f"tx-{self.worker_key.hex()[:8]}")
+
+    async def sign_commitment(self, commitment: UpdateCommitment) -> None:
+        return None  # this fake records only the worker's own commitments
+
+    async def record_offers(
+        self, key: TaskKey, offers: Sequence[CommitmentOffer]
+    ) -> OfferRecording:
+        raise AssertionError("not used")
 
     async def commitment_published(self, key: TaskKey) -> bool:
         return True  # a commitment reaches the market as it is made

@@ -32,6 +32,7 @@ EXPECTED_TABLES = {
     # the coordinator's tables (adapters/ledger/coordinator_models.py)
     "coordinator_workers", "coordinator_rounds", "coordinator_tasks", "coordinator_blobs",
     "coordinator_updates", "coordinator_secagg_messages", "coordinator_challenges",
+    "coordinator_commitment_offers",
     # the coordinator service's reports (adapters/ledger/coordinator_store.py)
     "coordinator_round_reports",
     "coordinator_nonces",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -55,12 +55,14 @@ from fedrelay.worker.sdk import (
     ChainPoll,
     ChainRejected,
     ChainUnavailable,
+    CommitmentOffer,
     CommitReceipt,
     DigitsShards,
     FixedShard,
     JobConfig,
     JobConfigError,
     KeyFileError,
+    OfferRecording,
     Outcome,
     SettledTask,
     StakeStatus,
@@ -81,6 +83,7 @@ from fedrelay.worker.sdk import (
 from fedrelay.worker.sdk.api_client import CoordinatorClient
 from fedrelay.worker.sdk.progress import SilentProgress
 from fedrelay.worker.sdk.steps import publish
+from fedrelay.worker.sdk.steps.commit import commitment_of
 
 JOB = 5
 CHAIN = 4
@@ -108,6 +111,13 @@ class FakeWorkerChain:
     published: set[TaskKey] = field(default_factory=set)
     publications: list[TaskKey] = field(default_factory=list)
     fail_publications: int = 0
+    signs: bool = False
+    """Takes signed commitments, as an EVM WorkerHub does (its signatures are fakes: hashes)."""
+    refuse_offer: str = ""
+    """The reason a recording refuses this worker's offer with (empty: it is taken)."""
+    takes_no_offers: bool = False
+    """A recording of offers is refused as a whole (a chain without signed commitments)."""
+    recordings: list[tuple[TaskKey, tuple[bytes, ...]]] = field(default_factory=list)
 
     @property
     def wormhole_chain(self) -> int:
@@ -140,6 +150,36 @@ class FakeWorkerChain:
         self.commitments.append(commitment)
         self.committed.set()
         return CommitReceipt(f"tx{len(self.commitments)}")
+
+    async def sign_commitment(self, commitment: UpdateCommitment) -> bytes | None:
+        return fake_signature(self.worker_key, commitment) if self.signs else None
+
+    async def record_offers(
+        self, key: TaskKey, offers: Sequence[CommitmentOffer]
+    ) -> OfferRecording:
+        if self.takes_no_offers:
+            raise ChainRejected("this chain records no signed commitments")
+        recorded: list[bytes] = []
+        refused: dict[bytes, str] = {}
+        for offer in offers:
+            worker, c = offer.commitment.worker_key, offer.commitment
+            commitment = UpdateCommitment(
+                key, c.update_hash, c.transcript_root, c.data_root, c.num_samples, c.train_loss
+            )
+            if offer.signature != fake_signature(worker, commitment):
+                refused[worker] = "BAD_SIGNATURE"
+                continue
+            if worker == self.worker_key:
+                if self.refuse_offer:
+                    refused[worker] = self.refuse_offer
+                    continue
+                if await self.is_committed(key):
+                    continue
+                self.commitments.append(commitment)
+                self.committed.set()
+            recorded.append(worker)
+        self.recordings.append((key, tuple(recorded)))
+        return OfferRecording(f"tx-offers{len(self.recordings)}", tuple(recorded), refused)
 
     async def commitment_published(self, key: TaskKey) -> bool:
         return key in self.published
@@ -210,6 +250,18 @@ class World:
         for shard, chain in enumerate(chains):
             task_id = keccak256(b"task" + chain.worker_key)
             chain.tasks.append(AssignedTask(TaskKey(JOB, 0), task_id, shard, deadline))
+
+
+def fake_signature(worker_key: bytes, commitment: UpdateCommitment) -> bytes:
+    """The fake chain's signature of a commitment: a hash of the worker and the fields (fake)."""
+    fields = (
+        commitment.update_hash
+        + commitment.transcript_root
+        + commitment.data_root
+        + commitment.num_samples.to_bytes(4, "big")
+        + commitment.train_loss.to_bytes(4, "big")
+    )
+    return keccak256(b"fake signature" + worker_key + fields) * 2
 
 
 def fake_chain(key_byte: int) -> FakeWorkerChain:
@@ -331,6 +383,181 @@ async def test_a_failed_publication_is_tried_again(world: World) -> None:
     record = node.state.task(TaskKey(JOB, 0))
     assert record is not None
     assert record.published
+
+
+def signing_chain(key_byte: int) -> FakeWorkerChain:
+    """A fake chain that takes signed commitments (as an EVM WorkerHub does)."""
+    chain = fake_chain(key_byte)
+    chain.signs = True
+    return chain
+
+
+async def test_signed_commitments_are_offered_and_recorded_together(world: World) -> None:
+    first, second = signing_chain(0x31), signing_chain(0x32)
+    await world.assign([first, second])
+    now = [time.time()]
+    nodes = [world.node(c, name=f"worker-{i}") for i, c in enumerate((first, second))]
+    for node in nodes:
+        node.clock = lambda: now[0]
+        node.publish_after = 100.0  # the deadline is 300 s away: not due for 100 s or more
+    key = TaskKey(JOB, 0)
+    for node in nodes:
+        report = await node.step()
+        assert report.committed == (), "signed and offered, not yet on chain"
+        record = node.state.task(key)
+        assert record is not None
+        assert record.stage is TaskStage.SIGNED
+        assert record.signature
+    assert first.commitments == second.commitments == [], "no transaction of their own"
+    offers = await world.coordinator.repository.offers(JOB, 0, CHAIN)
+    assert {o.commitment.worker_key for o in offers} == {first.worker_key, second.worker_key}
+
+    now[0] += 250.0  # the deadline is near: the first worker records at once
+    report = await nodes[0].step()
+
+    assert report.committed == (key,)
+    assert first.recordings == [(key, (first.worker_key, second.worker_key))], (
+        "its own offer and the round's other offer, in one recording"
+    )
+    [commitment] = first.commitments
+    record = nodes[0].state.task(key)
+    assert record is not None
+    assert record.stage is TaskStage.COMMITTED
+    assert record.transaction == "tx-offers1"
+    assert commitment.update_hash.hex() == record.update_hash
+    assert first.publications == [key], "published in the pass that recorded"
+    assert (await nodes[0].step()).committed == ()
+    assert len(first.recordings) == 1
+
+
+async def test_a_signed_commitment_recorded_by_another_worker_is_not_recorded_again(
+    world: World,
+) -> None:
+    chain = signing_chain(0x33)
+    await world.assign([chain])
+    node = world.node(chain)
+    node.publish_after = 100.0
+    await node.step()
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert record.stage is TaskStage.SIGNED
+    chain.commitments.append(commitment_of(record))  # a peer recorded the round
+
+    report = await node.step()
+
+    assert report.committed == (TaskKey(JOB, 0),)
+    assert chain.recordings == []
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert record.stage is TaskStage.COMMITTED
+    assert record.transaction == ""
+
+
+class RefusesOffers(httpx.AsyncBaseTransport):
+    """Fake fault: passes requests to ``inner`` but answers every commitment offer, and every
+    read of the round's offers, with a server error (a coordinator that does not carry offers)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.refused: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(("/commitment", "/commitments")):
+            self.refused.append(request.method)
+            return httpx.Response(500, json={"error": "internal", "detail": "simulated"})
+        return await self.inner.handle_async_request(request)
+
+
+async def test_an_offer_the_coordinator_does_not_carry_is_recorded_by_its_worker(
+    world: World,
+) -> None:
+    chain = signing_chain(0x34)
+    await world.assign([chain], deadline_in=60)  # due at once
+    transport = RefusesOffers(world.coordinator.transport)
+    node = world.node(chain, transport=transport)
+    node.publish_after = 100.0
+
+    report = await node.step()
+
+    assert transport.refused == ["PUT", "GET"]
+    assert report.committed == (TaskKey(JOB, 0),)
+    assert chain.recordings == [(TaskKey(JOB, 0), (chain.worker_key,))]
+    assert len(chain.commitments) == 1
+    assert await world.coordinator.repository.offers(JOB, 0, CHAIN) == []
+
+
+async def test_a_signed_commitment_the_chain_refuses_abandons_the_task(world: World) -> None:
+    chain = signing_chain(0x35)
+    chain.refuse_offer = "TOO_LATE"
+    await world.assign([chain], deadline_in=60)
+    node = world.node(chain)
+    node.publish_after = 100.0
+
+    report = await node.step()
+
+    assert report.abandoned == (TaskKey(JOB, 0),)
+    assert report.committed == ()
+    assert chain.commitments == []
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert record.stage is TaskStage.ABANDONED
+    assert "TOO_LATE" in record.reason
+    assert (await node.step()).abandoned == ()  # not retried
+
+
+async def test_a_chain_that_records_no_offers_gets_the_workers_own_commitment(
+    world: World,
+) -> None:
+    chain = signing_chain(0x36)
+    chain.takes_no_offers = True
+    await world.assign([chain], deadline_in=60)
+    node = world.node(chain)
+    node.publish_after = 100.0
+
+    report = await node.step()
+
+    assert report.committed == (TaskKey(JOB, 0),)
+    assert len(chain.commitments) == 1
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert record.stage is TaskStage.COMMITTED
+    assert record.transaction == "tx1"
+
+
+async def test_a_node_told_not_to_offer_commits_with_its_own_transaction(world: World) -> None:
+    chain = signing_chain(0x37)
+    await world.assign([chain])
+    node = world.node(chain)
+    node.offer_commitments = False
+
+    report = await node.step()
+
+    assert report.committed == (TaskKey(JOB, 0),)
+    assert chain.recordings == []
+    assert await world.coordinator.repository.offers(JOB, 0, CHAIN) == []
+    record = node.state.task(TaskKey(JOB, 0))
+    assert record is not None
+    assert record.transaction == "tx1"
+    assert record.signature == ""
+
+
+async def test_a_restart_while_signed_records_the_kept_offer(world: World) -> None:
+    chain = signing_chain(0x38)
+    await world.assign([chain])
+    first = world.node(chain)
+    first.publish_after = 100.0
+    await first.step()
+    signed = first.store.load().task(TaskKey(JOB, 0))
+    assert signed is not None
+    assert signed.stage is TaskStage.SIGNED
+
+    restarted = world.node(chain, clock_ahead=250.0)  # the deadline is near: due at once
+    restarted.publish_after = 100.0
+    report = await restarted.step()
+
+    assert report.committed == (TaskKey(JOB, 0),)
+    assert [c.update_hash.hex() for c in chain.commitments] == [signed.update_hash]
+    assert chain.recordings == [(TaskKey(JOB, 0), (chain.worker_key,))]
 
 
 async def test_a_restart_after_upload_commits_once(world: World) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,9 +20,11 @@ from fedrelay.training.torch_trainer import initial_model, mlp
 from fedrelay.worker.sdk import (
     AssignedTask,
     ChainPoll,
+    CommitmentOffer,
     CommitReceipt,
     DigitsShards,
     JobConfig,
+    OfferRecording,
     StakeStatus,
     StateStore,
     TaskKey,
@@ -65,6 +68,14 @@ class OneTaskChain:
     async def commit(self, commitment: UpdateCommitment) -> CommitReceipt:
         self.commitments.append(commitment)
         return CommitReceipt(f"tx{len(self.commitments)}")
+
+    async def sign_commitment(self, commitment: UpdateCommitment) -> None:
+        return None  # this fake records only the worker's own commitments
+
+    async def record_offers(
+        self, key: TaskKey, offers: Sequence[CommitmentOffer]
+    ) -> OfferRecording:
+        raise AssertionError("not used")
 
     async def commitment_published(self, key: TaskKey) -> bool:
         return True  # this fake sends a commitment on at once
