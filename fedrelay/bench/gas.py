@@ -89,12 +89,40 @@ def _key(i: int) -> bytes:
     return address_to_bytes32("0x" + (0x7000 + i).to_bytes(20, "big").hex())
 
 
+def _hub_worker(i: int) -> Signer:
+    """The ``i``-th worker of :func:`_hub_workers`."""
+    return Signer("0x" + keccak256(f"gas bench worker {i}".encode()).hex())
+
+
+def _commit_signed(
+    hub: WorkerHubContract, submitter: Signer, job_id: int, k: int
+) -> dict[str, int]:
+    """The first ``k`` hub workers, assigned in ``job_id`` round 0, sign their commitments; one
+    ``commitSigned`` by ``submitter`` records them all."""
+    entries = []
+    for i in range(k):
+        worker = _hub_worker(i)
+        commitment = Commitment(
+            address_to_bytes32(worker.address),
+            keccak256(b"update %d" % i),
+            keccak256(b"transcript %d" % i),
+            keccak256(b"data %d" % i),
+            100 + i,
+            1_000 + i,
+        )
+        entries.append(hub.sign_commitment(worker, job_id, 0, commitment))
+    batch = hub.commit_signed(submitter, job_id, 0, entries)
+    if batch.recorded != k:
+        raise RuntimeError(f"commitSigned recorded {batch.recorded} of {k}: {batch.skipped}")
+    return {"total": batch.gas_used, "per_worker": batch.gas_used // k}
+
+
 def _hub_workers(chain: EvmChain, hub: WorkerHubContract, count: int) -> list[bytes]:
     """`count` workers staked and registered on the hub (a task goes to registered workers
     only), funded through anvil; their bytes32 keys."""
     keys = []
     for i in range(count):
-        worker = Signer("0x" + keccak256(f"gas bench worker {i}".encode()).hex())
+        worker = _hub_worker(i)
         chain.w3.provider.make_request(
             RPCEndpoint("anvil_setBalance"), [worker.address, hex(10**20)]
         )
@@ -289,6 +317,8 @@ def measure() -> dict[str, Any]:
         )
         workers = _hub_workers(chain, hub, 32)
         figures |= _receive_batches(hub, market.address, owner, guardians, workers)
+        # _receive_batches assigned job 132 (100 + 32) to the 32 workers.
+        figures["commit_signed_k32"] = _commit_signed(hub, owner, 132, 32)
 
         worker_key = address_to_bytes32(worker.address)
         assigned = TaskAssigned(

@@ -278,8 +278,12 @@ async def _relayer(
             settings.delivery_topic(COORDINATOR_CHAIN), settings.delivery_topic(WORKER_CHAIN),
             settings.dlq_topic,
         ]  # fmt: skip
+        if settings.attestation == "threshold":
+            topics.append(settings.signing_topic)
         await KafkaBus(kafka.bootstrap).create_topics(topics, settings.topic_partitions)
-        commands = chart_layout(["coordinator", "worker-evm"], guardian_files, signer_file)
+        commands = chart_layout(
+            ["coordinator", "worker-evm"], guardian_files, signer_file, share_files
+        )
         return stage_processes(with_set, evm.chains_yaml(), commands, signer_file.parent)
     request = StageRequest(
         stage="all", guardian_keys=tuple(guardian_files), signer_keys={"": signer_file},
@@ -337,19 +341,16 @@ async def bench_relayer(
         warm_up_messages: How many messages the unmeasured warm-up phase relays (default: a
             quarter of `messages`, at least 20).
         attestation: ``guardian`` (version-1 VAAs) or ``threshold`` (the guardians sign
-            version-2 VAAs together: two more hops on the bus per message; one-process only).
+            version-2 VAAs together: two more hops on the bus per message).
 
     Raises:
-        ValueError: `messages` is below 1, `layout` is neither, or `attestation` is unknown or
-            ``threshold`` with the ``processes`` layout.
+        ValueError: `messages` is below 1, `layout` is neither, or `attestation` is unknown.
         BenchmarkFailed: Not every message was confirmed in time.
     """
     steady = steady_size(messages, steady_messages)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     threshold = attestation == "threshold"
-    if threshold and layout == "processes":
-        raise ValueError("threshold attestation is measured in the one-process layout only")
     warm_up = max(20, messages // 4) if warm_up_messages is None else warm_up_messages
     console = console or Console(stderr=True)
     console.log("deploying the contracts on both chains")

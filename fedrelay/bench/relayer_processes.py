@@ -64,21 +64,27 @@ def settings_env(settings: RelayerSettings) -> dict[str, str]:
 
 
 def chart_layout(
-    chains: Sequence[str], guardian_keys: Sequence[Path], signer_key: Path
+    chains: Sequence[str],
+    guardian_keys: Sequence[Path],
+    signer_key: Path,
+    threshold_shares: Sequence[Path] = (),
 ) -> list[StageCommand]:
     """The processes the Helm chart runs for `chains`: watch and deliver per chain, one
-    guardian per key, assemble (with route)."""
+    guardian per key (under threshold attestation with its share, `threshold_shares[i]` for
+    guardian i), assemble (with route)."""
+    if threshold_shares and len(threshold_shares) != len(guardian_keys):
+        raise ValueError(
+            f"{len(threshold_shares)} threshold shares for {len(guardian_keys)} guardians"
+        )
     commands = [
         StageCommand(f"watch-{chain}", ("relayer", "run", "--stage", "watch", "--chain", chain))
         for chain in chains
     ]
-    commands += [
-        StageCommand(
-            f"guardian-{index}",
-            ("guardian", "run", "--guardian-key-file", str(key), "--guardian-index", str(index)),
-        )
-        for index, key in enumerate(guardian_keys)
-    ]
+    for index, key in enumerate(guardian_keys):
+        args = ["guardian", "run", "--guardian-key-file", str(key), "--guardian-index", str(index)]
+        if threshold_shares:
+            args += ["--threshold-share-file", str(threshold_shares[index])]
+        commands.append(StageCommand(f"guardian-{index}", tuple(args)))
     commands.append(StageCommand("assemble", ("relayer", "run", "--stage", "assemble")))
     deliver = ("relayer", "run", "--stage", "deliver", "--signer-key-file", str(signer_key))
     commands += [StageCommand(f"deliver-{chain}", (*deliver, "--chain", chain)) for chain in chains]

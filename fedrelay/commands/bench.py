@@ -207,7 +207,7 @@ def relayer(
     attestation: str = typer.Option(
         "guardian",
         help="How the guardians sign: 'guardian' (each its own signature: version-1 VAAs) or "
-        "'threshold' (together, one threshold signature: version-2 VAAs; one-process only).",
+        "'threshold' (together, one threshold signature: version-2 VAAs).",
     ),
 ) -> None:
     """Coordinator chain to the EVM and Solana worker chains on Kafka + PostgreSQL: msg/s,
@@ -226,11 +226,6 @@ def relayer(
 
     if attestation not in ATTESTATIONS:
         raise typer.BadParameter(f"one of {', '.join(ATTESTATIONS)}", param_hint="--attestation")
-    if attestation == "threshold" and layout == "processes" and messages:
-        raise typer.BadParameter(
-            "threshold attestation is measured in the one-process layout only",
-            param_hint="--attestation",
-        )
     run(messages, timeout, window, batch_max, solana_messages, layout, attestation)
 
 

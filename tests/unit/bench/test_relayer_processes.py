@@ -53,6 +53,19 @@ def test_the_processes_are_the_charts_workloads() -> None:
     )  # fmt: skip
 
 
+def test_under_threshold_attestation_each_guardian_runs_with_its_share() -> None:
+    keys = [Path("/k/guardian-0.key"), Path("/k/guardian-1.key")]
+    shares = [Path("/k/guardian-0.share"), Path("/k/guardian-1.share")]
+    commands = chart_layout(["coordinator"], keys, Path("/k/signer.key"), shares)
+    by_name = {c.name: c.args for c in commands}
+    assert by_name["guardian-1"] == (
+        "guardian", "run", "--guardian-key-file", "/k/guardian-1.key", "--guardian-index", "1",
+        "--threshold-share-file", "/k/guardian-1.share",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="1 threshold shares for 2 guardians"):
+        chart_layout(["coordinator"], keys, Path("/k/signer.key"), shares[:1])
+
+
 METRICS = """\
 # HELP fedrelay_stage_processed_total Records a stage processed and committed.
 # TYPE fedrelay_stage_processed_total counter

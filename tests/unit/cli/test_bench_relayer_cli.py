@@ -39,17 +39,22 @@ def test_the_solana_route_is_sized_or_skipped_from_the_command_line(
     assert calls[-1] == (1000, 1800.0, 32, 1, 200, "one-process", "threshold")
 
 
-def test_an_unknown_attestation_or_threshold_in_processes_is_refused(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_an_unknown_attestation_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(relayer, "run", lambda *args: pytest.fail("ran with bad options"))
     done = CliRunner().invoke(app, ["bench", "relayer", "--attestation", "frost"])
     assert done.exit_code == 2
     assert "one of guardian, threshold" in " ".join(done.output.replace("│", " ").split())
+
+
+def test_threshold_attestation_runs_in_the_processes_layout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(relayer, "run", lambda *args: calls.append(args))
     options = ["bench", "relayer", "--attestation", "threshold", "--layout", "processes"]
     done = CliRunner().invoke(app, options)
-    assert done.exit_code == 2
-    assert "one-process layout only" in " ".join(done.output.replace("│", " ").split())
+    assert done.exit_code == 0, done.output
+    assert calls == [(1000, 1800.0, 32, 1, 200, "processes", "threshold")]
 
 
 def test_an_unknown_layout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
