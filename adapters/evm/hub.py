@@ -148,7 +148,38 @@ class WorkerHubContract:
         function = self.contract.functions.commitSigned(
             job_id, round_number, [e.entry() for e in entries]
         )
-        receipt = self.chain.transact(submitter, function)
+        return self._signed_batch(self.chain.transact(submitter, function))
+
+    def commit_signed_and_publish(
+        self,
+        submitter: Signer,
+        job_id: int,
+        round_number: int,
+        pending: Sequence[Commitment],
+        entries: Sequence[SignedCommitment],
+    ) -> SignedBatch:
+        """Record ``entries`` as :meth:`commit_signed` does and publish them after ``pending``
+        (the round's commitments recorded before and not yet published, in order) as one
+        UPDATE_COMMITTED, in one transaction; ``submitter`` pays the core's fee for the message.
+
+        Raises:
+            ValueError: More than 32 commitments in all.
+            ContractRevert: ``CommitmentsMismatch`` when ``pending`` is not exactly the pending
+                ones, ``NothingToPublish`` when nothing would be published (nothing recorded).
+        """
+        if len(pending) + len(entries) > MAX_BATCH:
+            raise ValueError(
+                f"one message holds {MAX_BATCH} commitments, got {len(pending) + len(entries)}"
+            )
+        function = self.contract.functions.commitSignedAndPublish(
+            job_id,
+            round_number,
+            [_commitment_tuple(c) for c in pending],
+            [e.entry() for e in entries],
+        )
+        return self._signed_batch(self.chain.transact(submitter, function, value=self._fee()))
+
+    def _signed_batch(self, receipt: TxReceipt) -> SignedBatch:
         events = self.events_in(receipt)
         skipped = [
             SkippedCommitment(str(e.args["worker"]), CommitSkip(int(e.args["reason"])))
@@ -250,17 +281,7 @@ class WorkerHubContract:
         function = self.contract.functions.publishCommitments(
             job_id,
             round_number,
-            [
-                (
-                    c.worker_key,
-                    c.update_hash,
-                    c.transcript_root,
-                    c.data_root,
-                    c.num_samples,
-                    c.train_loss,
-                )
-                for c in entries
-            ],
+            [_commitment_tuple(c) for c in entries],
         )
         return self.chain.transact(signer, function, value=self._fee() * messages)
 
@@ -336,3 +357,15 @@ class WorkerHubContract:
             abi=list(load_artifact("MessageCore").abi),
         )
         return int(self.chain.call(core.functions.messageFee()))
+
+
+def _commitment_tuple(c: Commitment) -> tuple[bytes, bytes, bytes, bytes, int, int]:
+    """The ABI tuple of ``PayloadCodec.Commitment``."""
+    return (
+        c.worker_key,
+        c.update_hash,
+        c.transcript_root,
+        c.data_root,
+        c.num_samples,
+        c.train_loss,
+    )

@@ -22,6 +22,7 @@ from fedrelay.adapters.evm import (
     address_to_bytes32,
 )
 from fedrelay.adapters.evm.signed_commitments import (
+    SignedBatch,
     SignedCommitment,
     commitment_digest,
     recover_signer,
@@ -41,7 +42,7 @@ from fedrelay.ports.worker_chain import (
 )
 from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.redact import redact_text, redact_url
-from fedrelay.protocol.wormhole import Commitment
+from fedrelay.protocol.wormhole import MAX_BATCH, Commitment
 
 #: Reads of the pending commitments before a publisher gives the round up to others.
 _PUBLISH_ATTEMPTS = 3
@@ -268,9 +269,7 @@ class EvmWorkerChain:
                 chosen[worker] = signed
             if not chosen:
                 return OfferRecording(refused=refused)
-            batch = self.hub.commit_signed(
-                self._signer, key.job_id, key.round, list(chosen.values())
-            )
+            batch = self._record_and_publish(key, list(chosen.values()))
             for skipped in batch.skipped:
                 refused[address_to_bytes32(skipped.worker)] = skipped.reason.name
             return OfferRecording(
@@ -280,6 +279,40 @@ class EvmWorkerChain:
             )
 
         return await self._run(record)
+
+    def _record_and_publish(self, key: TaskKey, entries: list[SignedCommitment]) -> SignedBatch:
+        """Record ``entries`` and publish them with the round's pending commitments:
+        ``commitSignedAndPublish`` of as many as fit one message after the pending ones, then
+        of 32 at a time (each transaction one UPDATE_COMMITTED). When the pending ones fill a
+        message, or the log moved under us, the rest goes in one ``commitSigned`` and the
+        publish step sends them on. Returns the transactions' sum (the first's hash)."""
+        pending = self.hub.pending_commitments(key.job_id, key.round)
+        batches: list[SignedBatch] = []
+        at = 0
+        while at < len(entries) and len(pending) < MAX_BATCH:
+            chunk = entries[at : at + MAX_BATCH - len(pending)]
+            try:
+                batches.append(
+                    self.hub.commit_signed_and_publish(
+                        self._signer, key.job_id, key.round, pending, chunk
+                    )
+                )
+            except ContractRevert as exc:
+                if exc.name not in ("CommitmentsMismatch", "NothingToPublish"):
+                    raise
+                break
+            at += len(chunk)
+            pending = ()
+        if at < len(entries):
+            batches.append(
+                self.hub.commit_signed(self._signer, key.job_id, key.round, entries[at:])
+            )
+        return SignedBatch(
+            batches[0].transaction_hash,
+            sum(b.gas_used for b in batches),
+            sum(b.recorded for b in batches),
+            [s for b in batches for s in b.skipped],
+        )
 
     async def commitment_published(self, key: TaskKey) -> bool:
         """Whether this worker's commitment for ``key`` is no longer pending on the hub."""

@@ -208,6 +208,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     error NothingToClaim(address account);
     error NothingToPublish(uint64 jobId, uint32 round);
     error CommitmentsMismatch(bytes32 head, bytes32 given);
+    error PublishTooLarge(uint256 count, uint256 limit);
     error TransferFailed(address to, uint256 amount);
 
     /// @param core_ The message core (Wormhole core in production).
@@ -523,7 +524,67 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         returns (uint256 recorded)
     {
         CommitLog storage log = _commitLogs[_logKey(jobId, round)];
-        bytes32 head = log.head;
+        (recorded,) = _recordSigned(jobId, round, log, entries, new PayloadCodec.Commitment[](0), 0);
+    }
+
+    /// @notice `commitSigned`, then publish the round's pending commitments as one
+    /// UPDATE_COMMITTED: `pending`, those recorded before and not yet published (as
+    /// `publishCommitments` takes them), then the entries this call recorded. A round whose
+    /// workers sign is recorded and published in one transaction, its commitments sent once.
+    /// Anyone may call it, paying the core's fee for one message as `msg.value`.
+    /// @dev At most `MAX_BATCH` commitments in all (`pending` and `entries`); `pending` must
+    /// rebuild the log from `publishedHead` to `head` (`CommitmentsMismatch`); a call that leaves
+    /// nothing to publish reverts (`NothingToPublish`), recording nothing.
+    /// @return recorded How many entries were recorded.
+    /// @return sequence The published message's sequence.
+    function commitSignedAndPublish(
+        uint64 jobId,
+        uint32 round,
+        PayloadCodec.Commitment[] calldata pending,
+        SignedCommitment[] calldata entries
+    ) external payable returns (uint256 recorded, uint64 sequence) {
+        uint256 fee = _requireFees(1);
+        uint256 total = pending.length + entries.length;
+        if (total > PayloadCodec.MAX_BATCH) revert PublishTooLarge(total, PayloadCodec.MAX_BATCH);
+        CommitLog storage log = _commitLogs[_logKey(jobId, round)];
+        bytes32 chained = log.publishedHead;
+        PayloadCodec.Commitment[] memory out = new PayloadCodec.Commitment[](total);
+        for (uint256 i = 0; i < pending.length; ++i) {
+            PayloadCodec.Commitment calldata c = pending[i];
+            bytes32 commitment =
+                PayloadCodec.commitmentHash(c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss);
+            chained = PayloadCodec.chainCommitment(chained, c.workerKey, commitment);
+            out[i] = c;
+        }
+        if (chained != log.head) revert CommitmentsMismatch(log.head, chained);
+        bytes32 head;
+        (recorded, head) = _recordSigned(jobId, round, log, entries, out, pending.length);
+        uint256 count = pending.length + recorded;
+        if (count == 0) revert NothingToPublish(jobId, round);
+        assembly ("memory-safe") {
+            mstore(out, count) // the entries left out leave unused slots at the end
+        }
+        log.publishedHead = head;
+        PayloadCodec.UpdateCommitted memory message;
+        message.header = PayloadCodec.Header(PayloadCodec.UPDATE_COMMITTED, coordinatorChain, _coordinator(), jobId);
+        message.round = round;
+        message.commitments = out;
+        sequence = _publish(PayloadCodec.encode(message), fee);
+        emit CommitmentsPublished(jobId, round, count, head, sequence);
+    }
+
+    /// @dev Record the signed `entries` into `log` (see `commitSigned`), each recorded one also
+    /// written to `out` from index `offset` on when `out` has room; returns how many were
+    /// recorded and the log's head after them.
+    function _recordSigned(
+        uint64 jobId,
+        uint32 round,
+        CommitLog storage log,
+        SignedCommitment[] calldata entries,
+        PayloadCodec.Commitment[] memory out,
+        uint256 offset
+    ) private returns (uint256 recorded, bytes32 head) {
+        head = log.head;
         bytes32 domain = _domainSeparator();
         for (uint256 i = 0; i < entries.length; ++i) {
             SignedCommitment calldata e = entries[i];
@@ -536,10 +597,15 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
                 continue;
             }
             if (head == bytes32(0)) log.firstBlock = uint64(block.number);
-            head = PayloadCodec.chainCommitment(head, PayloadCodec.toBytes32(worker), commitment);
+            bytes32 key = PayloadCodec.toBytes32(worker);
+            head = PayloadCodec.chainCommitment(head, key, commitment);
             emit UpdateCommitted(
                 jobId, round, worker, e.updateHash, e.transcriptRoot, e.dataRoot, e.numSamples, e.trainLoss
             );
+            if (out.length != 0) {
+                out[offset + recorded] =
+                    PayloadCodec.Commitment(key, e.updateHash, e.transcriptRoot, e.dataRoot, e.numSamples, e.trainLoss);
+            }
             ++recorded;
         }
         if (recorded != 0) log.head = head;

@@ -520,6 +520,33 @@ contract HubHandler is HubFixture {
         signedRecorded += recorded;
     }
 
+    /// The same, recorded and published in one call (`commitSignedAndPublish`) with the log's
+    /// pending commitments: the log's published head moves to its new head.
+    function commitSignedAndPublishOne(uint256 which, uint32 numSamples, uint32 trainLoss, address submitter) external {
+        (bool ok, uint64 jobId, uint32 round, PayloadCodec.Commitment memory c) =
+            _committable(which, numSamples, trainLoss);
+        if (!ok) return;
+        LogGhost storage g = _log(jobId, round);
+        PayloadCodec.Commitment[] memory pending = g.pending;
+        if (pending.length + 2 > PayloadCodec.MAX_BATCH) return;
+        WorkerHub.SignedCommitment[] memory batch = new WorkerHub.SignedCommitment[](2);
+        batch[0] = _signed(c, jobId, round + 1);
+        batch[1] = _signed(c, jobId, round);
+        vm.prank(submitter);
+        try hub.commitSignedAndPublish(jobId, round, pending, batch) returns (uint256 recorded, uint64) {
+            if (recorded != 1 || hub.getTask(jobId, round, c.workerKey).state != WorkerHub.TaskState.Committed) {
+                ++signedMisrecorded;
+            }
+            if (recorded != 0) _recorded(jobId, round, c);
+            signedRecorded += recorded;
+            commitmentsPublished += g.pending.length;
+            g.publishedHead = g.head;
+            delete g.pending;
+        } catch {
+            ++signedMisrecorded; // the task was committable: the call had something to publish
+        }
+    }
+
     function _signed(PayloadCodec.Commitment memory c, uint64 jobId, uint32 round)
         internal
         view

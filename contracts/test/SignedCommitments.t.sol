@@ -3,7 +3,7 @@ pragma solidity 0.8.30;
 
 import {WorkerHub} from "../src/WorkerHub.sol";
 import {PayloadCodec} from "../src/libraries/PayloadCodec.sol";
-import {HubCommits, chainFrom} from "./BatchedCommitments.t.sol";
+import {HubCommits, Published, chainFrom, publishedBy} from "./BatchedCommitments.t.sol";
 import {Vm} from "./utils/Vm.sol";
 
 /// Workers whose keys the tests hold: their commitments are signed and recorded by anyone.
@@ -269,8 +269,104 @@ contract HubSignedCommitTest is SignedCommits {
     }
 }
 
-/// Gas of recording 32 signed commitments in one transaction (snapshot).
-contract HubSignedCommitGasTest is SignedCommits {
+/// `commitSignedAndPublish`: a round's signed commitments recorded and published in one call,
+/// after the commitments recorded before it and not yet published.
+contract HubSignedPublishTest is SignedCommits {
+    function publishSigned(
+        uint64 jobId,
+        uint32 round,
+        PayloadCodec.Commitment[] memory pending,
+        WorkerHub.SignedCommitment[] memory batch
+    ) internal returns (uint256 recorded) {
+        vm.prank(SUBMITTER);
+        (recorded,) = hub.commitSignedAndPublish(jobId, round, pending, batch);
+    }
+
+    function test_commitSignedAndPublish_recordsAndPublishesTheRoundInOneCall() public {
+        assignTo(5, 1, signers(0, 3));
+        (WorkerHub.SignedCommitment[] memory batch, PayloadCodec.Commitment[] memory entries) = batchOf(0, 3, 5, 1);
+        vm.recordLogs();
+        assertEq(publishSigned(5, 1, new PayloadCodec.Commitment[](0), batch), 3, "three recorded");
+        Published[] memory published = publishedNow();
+        assertEq(published.length, 1, "one message");
+        assertEq(published[0].payload, expectedPayload(5, 1, entries), "the three, in order");
+        WorkerHub.CommitLog memory log = hub.getCommitLog(5, 1);
+        assertEq(log.head, chainFrom(bytes32(0), entries), "recorded as commitSigned records");
+        assertEq(log.publishedHead, log.head, "nothing left pending");
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.NothingToPublish.selector, uint64(5), uint32(1)));
+        hub.publishCommitments(5, 1, new PayloadCodec.Commitment[](0));
+    }
+
+    function test_commitSignedAndPublish_publishesPendingCommitmentsFirst() public {
+        assignTo(5, 1, signers(0, 3));
+        PayloadCodec.Commitment[] memory entries = new PayloadCodec.Commitment[](3);
+        entries[0] = commitAs(signerAddr(2), 5, 1);
+        PayloadCodec.Commitment[] memory pending = new PayloadCodec.Commitment[](1);
+        pending[0] = entries[0];
+        WorkerHub.SignedCommitment[] memory batch = new WorkerHub.SignedCommitment[](2);
+        (batch[0], entries[1]) = signed(0, 5, 1);
+        (batch[1], entries[2]) = signed(1, 5, 1);
+        vm.recordLogs();
+        assertEq(publishSigned(5, 1, pending, batch), 2, "two recorded");
+        Published[] memory published = publishedNow();
+        assertEq(published.length, 1, "one message");
+        assertEq(published[0].payload, expectedPayload(5, 1, entries), "the own commitment, then the signed");
+        assertEq(hub.getCommitLog(5, 1).publishedHead, chainFrom(bytes32(0), entries), "all published");
+    }
+
+    function test_commitSignedAndPublish_leavesSkippedEntriesOutOfTheMessage() public {
+        assignTo(5, 1, signers(0, 2));
+        WorkerHub.SignedCommitment[] memory batch = new WorkerHub.SignedCommitment[](3);
+        PayloadCodec.Commitment[] memory entries = new PayloadCodec.Commitment[](2);
+        (batch[0], entries[0]) = signed(0, 5, 1);
+        (batch[1],) = signed(7, 5, 1); // not assigned
+        (batch[2], entries[1]) = signed(1, 5, 1);
+        vm.recordLogs();
+        assertEq(publishSigned(5, 1, new PayloadCodec.Commitment[](0), batch), 2, "two recorded");
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        assertEq(skipsIn(logs), 1, "one skipped");
+        Published[] memory published = publishedBy(logs, address(core));
+        assertEq(published.length, 1, "one message");
+        assertEq(published[0].payload, expectedPayload(5, 1, entries), "only the recorded two");
+    }
+
+    function test_attack_pendingThatIsNotTheLogIsRefusedAndNothingIsRecorded() public {
+        assignTo(5, 1, signers(0, 3));
+        PayloadCodec.Commitment memory own = commitAs(signerAddr(2), 5, 1);
+        (WorkerHub.SignedCommitment[] memory batch,) = batchOf(0, 2, 5, 1);
+        PayloadCodec.Commitment[] memory forged = new PayloadCodec.Commitment[](1);
+        forged[0] = own;
+        forged[0].updateHash = keccak256("another update");
+        bytes32 head = hub.getCommitLog(5, 1).head;
+        vm.expectRevert(
+            abi.encodeWithSelector(WorkerHub.CommitmentsMismatch.selector, head, chainFrom(bytes32(0), forged))
+        );
+        publishSigned(5, 1, forged, batch);
+        // Leaving the pending commitment out is refused the same way.
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.CommitmentsMismatch.selector, head, bytes32(0)));
+        publishSigned(5, 1, new PayloadCodec.Commitment[](0), batch);
+        for (uint256 i = 0; i < 2; ++i) {
+            WorkerHub.Task memory task = hub.getTask(5, 1, toBytes32(signerAddr(i)));
+            assertEq(uint8(task.state), uint8(WorkerHub.TaskState.Assigned), "nothing recorded");
+        }
+    }
+
+    function test_commitSignedAndPublish_refusesNothingToPublishAndMoreThanOneMessage() public {
+        assignTo(5, 1, signers(0, 1));
+        PayloadCodec.Commitment[] memory none = new PayloadCodec.Commitment[](0);
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.NothingToPublish.selector, uint64(5), uint32(1)));
+        publishSigned(5, 1, none, new WorkerHub.SignedCommitment[](0));
+        (WorkerHub.SignedCommitment memory stranger,) = signed(9, 5, 1); // not assigned: skipped
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.NothingToPublish.selector, uint64(5), uint32(1)));
+        publishSigned(5, 1, none, one(stranger));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.PublishTooLarge.selector, uint256(33), uint256(32)));
+        publishSigned(5, 1, none, new WorkerHub.SignedCommitment[](33));
+        assertEq(hub.getCommitLog(5, 1).head, bytes32(0), "nothing recorded");
+    }
+}
+
+/// 32 assigned workers' signed commitments, kept for the gas tests.
+abstract contract SignedBatchOf32 is SignedCommits {
     WorkerHub.SignedCommitment[] internal batch;
 
     function setUp() public override {
@@ -281,7 +377,22 @@ contract HubSignedCommitGasTest is SignedCommits {
             batch.push(b[i]);
         }
     }
+}
 
+/// Gas of recording and publishing 32 signed commitments in one call (snapshot).
+contract HubSignedPublishGasTest is SignedBatchOf32 {
+    /// The call alone: the batch is copied out of this test's storage unmetered.
+    function test_gas_commitSignedAndPublish32() public {
+        vm.pauseGasMetering();
+        WorkerHub.SignedCommitment[] memory b = batch;
+        PayloadCodec.Commitment[] memory none = new PayloadCodec.Commitment[](0);
+        vm.resumeGasMetering();
+        hub.commitSignedAndPublish(5, 1, none, b);
+    }
+}
+
+/// Gas of recording 32 signed commitments in one transaction (snapshot).
+contract HubSignedCommitGasTest is SignedBatchOf32 {
     /// The call alone: the batch is copied out of this test's storage unmetered.
     function test_gas_commitSigned32() public {
         vm.pauseGasMetering();

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from hexbytes import HexBytes
 from rich.console import Console
 from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
@@ -136,7 +137,7 @@ class CommitPath(enum.StrEnum):
 
 
 SIGNED_PER_TRANSACTION = 32
-"""Signed commitments per ``commitSigned`` transaction in the benchmark."""
+"""Signed commitments per ``commitSignedAndPublish`` transaction in the benchmark."""
 
 
 @dataclass(frozen=True)
@@ -176,8 +177,8 @@ class Design:
             " (the relayer's FEDRELAY_DELIVER_BATCH_MAX); to the WorkerHub one per transaction",
             "commit": "each EVM worker's own commitUpdate transaction"
             if self.commit is CommitPath.OWN
-            else f"EVM workers' signed commitments, {SIGNED_PER_TRANSACTION} to a commitSigned "
-            "transaction",
+            else f"EVM workers' signed commitments, {SIGNED_PER_TRANSACTION} to a "
+            "commitSignedAndPublish transaction (recorded and published as one UPDATE_COMMITTED)",
         }
 
 
@@ -351,19 +352,23 @@ async def _round_evm(rig: _Rig, job_id: int, number: int, crew: Sequence[evm.Sig
             )
             for worker, key in zip(crew, keys, strict=True)
         ]
+        # Each transaction records its signatures and publishes them as one UPDATE_COMMITTED
+        # (commitSignedAndPublish), as the worker SDK does.
         for start in range(0, len(signed), SIGNED_PER_TRANSACTION):
-            batch = rig.hub.commit_signed(
-                crew[-1], job_id, number, signed[start : start + SIGNED_PER_TRANSACTION]
+            batch = rig.hub.commit_signed_and_publish(
+                crew[-1], job_id, number, (), signed[start : start + SIGNED_PER_TRANSACTION]
             )
             if batch.skipped:
-                raise RuntimeError(f"commitSigned skipped {batch.skipped}")
+                raise RuntimeError(f"commitSignedAndPublish skipped {batch.skipped}")
+            receipt = rig.hub.chain.w3.eth.get_transaction_receipt(HexBytes(batch.transaction_hash))
+            rig.relay_to_market(receipt)
     else:
         for worker, key in zip(crew, keys, strict=True):
             update, transcript, data = _commitment(job_id, number, key)
             rig.hub.commit_update(worker, job_id, number, update, transcript, data, 100, 1)
-    # The last worker publishes the round's commitments (UPDATE_COMMITTED of up to 32 each).
-    pending = rig.hub.pending_commitments(job_id, number)
-    rig.relay_to_market(rig.hub.publish_commitments(crew[-1], job_id, number, pending))
+        # The last worker publishes the round's commitments (UPDATE_COMMITTED of up to 32 each).
+        pending = rig.hub.pending_commitments(job_id, number)
+        rig.relay_to_market(rig.hub.publish_commitments(crew[-1], job_id, number, pending))
     rig.flush()
     await _settle(rig, job_id, number, WORKER_EVM, keys)
 

@@ -111,8 +111,9 @@ def cost(
         str,
         typer.Option(
             help="own: each EVM worker commits with its own commitUpdate transaction; signed: "
-            "the workers sign their commitments and one commitSigned transaction per round "
-            "records them (submitted by one of the workers)."
+            "the workers sign their commitments and one commitSignedAndPublish transaction "
+            "per 32 records and publishes them (submitted by one of the workers, as the worker "
+            "SDK does)."
         ),
     ] = "own",
 ) -> None:

@@ -210,7 +210,7 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
 
     # On chain: the task is committed, the hub emitted UpdateCommitted, and the node published
     # the round's commitments: UPDATE_COMMITTED with the uploaded update's hash and the
-    # transcript root, in a transaction of its own after the commitment's.
+    # transcript root, in the transaction that recorded its signed commitment.
     hub_task = d.hub.task(JOB, 0, worker_key)
     assert hub_task.state is HubTaskState.COMMITTED
     latest = d.chain.w3.eth.block_number
@@ -223,12 +223,12 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
     assert record is not None
     assert record.published
     receipt = d.chain.w3.eth.get_transaction_receipt(record.transaction)  # type: ignore[arg-type]
-    assert d.core.published_messages(receipt) == [], "the commitment publishes nothing itself"
     [message] = [
         m
         for m in d.core.published_between(start_block, latest, d.hub.address)
         if m.payload[0] == PayloadId.UPDATE_COMMITTED
     ]
+    assert d.core.published_messages(receipt) == [message], "recorded and published at once"
     batch = decode_payload(message.payload)
     assert isinstance(batch, UpdateCommitted)
     [published] = batch.commitments
@@ -289,8 +289,8 @@ async def test_evm_workers_offer_signed_commitments_that_one_transaction_records
     deployment: HubDeployment, tmp_path: Path
 ) -> None:
     """Two workers sign their commitments and offer them through the coordinator; the first
-    whose turn comes records both (and not a third worker's forged offer) with one
-    ``commitSigned`` and publishes them; the other sends no transaction for its commitment."""
+    whose turn comes records both (and not a third worker's forged offer) and publishes them in
+    one ``commitSignedAndPublish``; the other sends no transaction for its commitment."""
     d = deployment
     job = JOB + 20
     keys = [d.anvil.private_keys[7], d.anvil.private_keys[8]]
@@ -372,6 +372,7 @@ async def test_evm_workers_offer_signed_commitments_that_one_transaction_records
         for m in d.core.published_between(start_block, latest, d.hub.address)
         if m.payload[0] == PayloadId.UPDATE_COMMITTED
     ]
+    assert d.core.published_messages(receipt) == [message], "published by the same transaction"
     batch = decode_payload(message.payload)
     assert isinstance(batch, UpdateCommitted)
     assert {c.worker_key for c in batch.commitments} == {s.worker.key for s in signers}

@@ -41,4 +41,4 @@ def test_a_design_says_what_it_measures_and_verifies_threshold_beside_wormholes_
     assert "ThresholdVerifier beside it" in beside.describe()["core"]
     assert "own commitUpdate" in cost.Design().describe()["commit"]
     signed = cost.Design(commit=cost.CommitPath.SIGNED).describe()["commit"]
-    assert f"{cost.SIGNED_PER_TRANSACTION} to a commitSigned transaction" in signed
+    assert f"{cost.SIGNED_PER_TRANSACTION} to a commitSignedAndPublish transaction" in signed
