@@ -49,6 +49,7 @@ from fedrelay.adapters.evm.rewards import RewardAccount
 from fedrelay.adapters.evm.worker_chain import EvmWorkerChain
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.challenges import Challenge
+from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.merkle import decode_proof
 from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.wormhole import (
@@ -74,6 +75,7 @@ from fedrelay.worker.sdk import (
     StateStore,
     TaskKey,
     TaskStage,
+    UpdateCommitment,
     WorkerNode,
 )
 from fedrelay.worker.sdk import Outcome as SdkOutcome
@@ -390,6 +392,76 @@ async def test_evm_workers_offer_signed_commitments_that_one_transaction_records
     assert second_record.transaction == ""
     assert second_record.published
     assert d.chain.w3.eth.get_transaction_count(second) == second_nonce
+
+
+async def test_the_evm_backend_records_only_offers_its_workers_signed_for_the_round(
+    deployment: HubDeployment,
+) -> None:
+    """What a coordinator passes on is checked before any gas is spent on it: an offer signed
+    for another round, an offer naming another job, and an offer of a worker already recorded
+    are left out; each recording publishes what it recorded."""
+    d = deployment
+    job = JOB + 21
+    keys = ["0x" + keccak256(f"offers attack worker {i}".encode()).hex() for i in range(2)]
+    chains = [EvmWorkerChain(d.anvil.rpc_url, d.hub.address, k) for k in keys]
+    payout = address_to_bytes32(d.anvil.addresses[5])
+    for chain in chains:
+        d.anvil.rpc("anvil_setBalance", [chain.address, hex(10**20)])
+        await chain.stake_and_register(2 * 10**18, payout, 0)
+    first, second = chains
+    deadline = max(d.chain_time(), int(time.time())) + 600
+    tasks = [Task(c.worker_key, shard) for shard, c in enumerate(chains)]
+    d.assign(job, deadline, (b"\x01" * 32, b"\x02" * 32), tasks)
+    key = TaskKey(job, 0)
+
+    async def offer(chain: EvmWorkerChain, signed_for: TaskKey, named: TaskKey) -> CommitmentOffer:
+        fields = UpdateCommitment(
+            signed_for, keccak256(chain.worker_key), b"\x03" * 32, b"\x04" * 32, 7, 8
+        )
+        signature = await chain.sign_commitment(fields)
+        commitment = Commitment(
+            chain.worker_key,
+            fields.update_hash,
+            fields.transcript_root,
+            fields.data_root,
+            fields.num_samples,
+            fields.train_loss,
+        )
+        return CommitmentOffer(named.job_id, named.round, WORKER_CHAIN, commitment, signature)
+
+    own = await offer(first, key, key)
+    other_round = await offer(second, TaskKey(job, 1), key)  # signed for round 1, offered for 0
+    other_job = await offer(second, key, TaskKey(job + 1, 0))  # names another job
+    start_block = d.chain.w3.eth.block_number
+    forged = await first.record_offers(key, [other_round])
+    assert forged.refused == {second.worker_key: "its signature is not its worker's"}
+    misnamed = await first.record_offers(key, [other_job])
+    assert misnamed.refused == {second.worker_key: "an offer for another job, round or chain"}
+    assert forged.transaction == misnamed.transaction == ""
+    assert d.chain.w3.eth.block_number == start_block, "no transaction for either"
+    recording = await first.record_offers(key, [own, other_round, other_job])
+    assert recording.recorded == (first.worker_key,)
+    assert d.hub.task(job, 0, second.worker_key).state is HubTaskState.ASSIGNED
+
+    # The second worker records its own offer; the first's, passed on again, costs nothing.
+    valid = await offer(second, key, key)
+    again = await second.record_offers(key, [valid, own])
+    assert again.recorded == (second.worker_key,)
+    assert d.hub.task(job, 0, second.worker_key).state is HubTaskState.COMMITTED
+    latest = d.chain.w3.eth.block_number
+    published = [
+        decode_payload(m.payload)
+        for m in d.core.published_between(start_block + 1, latest, d.hub.address)
+        if m.payload[0] == PayloadId.UPDATE_COMMITTED
+    ]
+    assert [
+        [c.worker_key for c in p.commitments] for p in published if isinstance(p, UpdateCommitted)
+    ] == [
+        [first.worker_key],
+        [second.worker_key],
+    ], "each recording published what it recorded, once"
+    assert await first.commitment_published(key)
+    assert await second.commitment_published(key)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
