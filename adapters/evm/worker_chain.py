@@ -42,7 +42,7 @@ from fedrelay.ports.worker_chain import (
 )
 from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.redact import redact_text, redact_url
-from fedrelay.protocol.wormhole import MAX_BATCH, Commitment
+from fedrelay.protocol.wormhole import MAX_BATCH
 
 #: Reads of the pending commitments before a publisher gives the round up to others.
 _PUBLISH_ATTEMPTS = 3
@@ -216,20 +216,10 @@ class EvmWorkerChain:
         key = commitment.key
         signed = await self._run(
             lambda: self.hub.sign_commitment(
-                self._signer, key.job_id, key.round, self._entry(commitment)
+                self._signer, key.job_id, key.round, commitment.entry(self.worker_key)
             )
         )
         return signed.signature
-
-    def _entry(self, commitment: UpdateCommitment) -> Commitment:
-        return Commitment(
-            self.worker_key,
-            commitment.update_hash,
-            commitment.transcript_root,
-            commitment.data_root,
-            commitment.num_samples,
-            commitment.train_loss,
-        )
 
     async def record_offers(
         self, key: TaskKey, offers: Sequence[CommitmentOffer]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fedrelay.protocol.offers import CommitmentOffer
-from fedrelay.protocol.wormhole.payloads import Capability, Outcome
+from fedrelay.protocol.wormhole.payloads import Capability, Commitment, Outcome
 
 __all__ = [
     "CAPABILITY_CPU_REPLAY",
@@ -118,6 +118,17 @@ class UpdateCommitment:
     data_root: bytes
     num_samples: int
     train_loss: int
+
+    def entry(self, worker_key: bytes) -> Commitment:
+        """The UPDATE_COMMITTED entry of this commitment made by ``worker_key``."""
+        return Commitment(
+            worker_key,
+            self.update_hash,
+            self.transcript_root,
+            self.data_root,
+            self.num_samples,
+            self.train_loss,
+        )
 
 
 @dataclass(frozen=True)

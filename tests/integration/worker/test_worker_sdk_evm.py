@@ -419,14 +419,7 @@ async def test_the_evm_backend_records_only_offers_its_workers_signed_for_the_ro
             signed_for, keccak256(chain.worker_key), b"\x03" * 32, b"\x04" * 32, 7, 8
         )
         signature = await chain.sign_commitment(fields)
-        commitment = Commitment(
-            chain.worker_key,
-            fields.update_hash,
-            fields.transcript_root,
-            fields.data_root,
-            fields.num_samples,
-            fields.train_loss,
-        )
+        commitment = fields.entry(chain.worker_key)
         return CommitmentOffer(named.job_id, named.round, WORKER_CHAIN, commitment, signature)
 
     own = await offer(first, key, key)

@@ -20,7 +20,6 @@ from httpx import HTTPError
 
 from fedrelay.ports.worker_chain import UpdateCommitment
 from fedrelay.protocol.offers import CommitmentOffer
-from fedrelay.protocol.wormhole import Commitment
 from fedrelay.worker.sdk.api_client import CoordinatorRequestError
 from fedrelay.worker.sdk.errors import ChainRejected, TaskRefused
 from fedrelay.worker.sdk.state import TaskRecord, TaskStage
@@ -43,19 +42,11 @@ def commitment_of(record: TaskRecord) -> UpdateCommitment:
 
 def offer_of(node: WorkerNode, record: TaskRecord) -> CommitmentOffer:
     """The commitment offer of a SIGNED task (its kept signature)."""
-    commitment = commitment_of(record)
     return CommitmentOffer(
         record.job_id,
         record.round,
         node.chain.wormhole_chain,
-        Commitment(
-            node.chain.worker_key,
-            commitment.update_hash,
-            commitment.transcript_root,
-            commitment.data_root,
-            commitment.num_samples,
-            commitment.train_loss,
-        ),
+        commitment_of(record).entry(node.chain.worker_key),
         bytes.fromhex(record.signature),
     )
 
