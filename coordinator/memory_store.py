@@ -40,6 +40,7 @@ class MemoryCoordinatorStore:
         self._reports: dict[tuple[int, int], RoundReport] = {}
         self._nonces = NonceRegistry()
         self._stakes: dict[WorkerRef, tuple[int, int]] = {}
+        self._credits: dict[tuple[int, int], tuple[bytes, dict[bytes, int]]] = {}
 
     async def is_registered(self, worker: WorkerRef) -> bool:
         """See :meth:`CoordinatorRepository.is_registered`."""
@@ -207,3 +208,29 @@ class MemoryCoordinatorStore:
     async def reports(self, job_id: int) -> list[RoundReport]:
         """See :meth:`CoordinatorStore.reports`."""
         return [r for (j, _), r in sorted(self._reports.items()) if j == job_id]
+
+    async def credit_rewards(
+        self, job_id: int, round_number: int, token: bytes, amounts: Mapping[bytes, int]
+    ) -> bool:
+        """See :meth:`CoordinatorStore.credit_rewards`."""
+        credit = (token, {a: v for a, v in amounts.items() if v != 0})
+        if not credit[1]:
+            return False
+        known = self._credits.get((job_id, round_number))
+        if known is not None:
+            if known != credit:
+                raise Conflict(
+                    f"job {job_id} round {round_number}: rewards already recorded with other "
+                    "amounts"
+                )
+            return False
+        self._credits[(job_id, round_number)] = credit
+        return True
+
+    async def earnings(self) -> dict[tuple[bytes, bytes], int]:
+        """See :meth:`CoordinatorStore.earnings`."""
+        total: dict[tuple[bytes, bytes], int] = {}
+        for token, amounts in self._credits.values():
+            for account, amount in amounts.items():
+                total[(account, token)] = total.get((account, token), 0) + amount
+        return total

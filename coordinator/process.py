@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fedrelay.adapters.blobstore import FileBlobStore
 from fedrelay.adapters.evm import EvmChain, JobMarketContract, Signer
-from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain
+from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain, EvmRewardRoots
+from fedrelay.adapters.evm.distributor import RewardDistributorContract
 from fedrelay.adapters.ledger import create_engine
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.adapters.ledger.database import schema_problem
@@ -38,6 +39,7 @@ from fedrelay.coordinator.api import create_app
 from fedrelay.coordinator.errors import CoordinatorError
 from fedrelay.coordinator.leadership import Leadership, lead
 from fedrelay.coordinator.metrics import coordinator_metrics
+from fedrelay.coordinator.rewards import RewardPublisher
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.settings import (
     ApiSettings,
@@ -138,6 +140,35 @@ def open_blob_store(settings: CoordinatorSettings, where: BlobStoreSettings) -> 
     )
 
 
+def checked_reward_roots(
+    chain: EvmCoordinatorChain, market: JobMarketContract, distributor: str, aggregator: Signer
+) -> EvmRewardRoots:
+    """The RewardDistributor at ``distributor``, once it is the one this coordinator can drive:
+    the JobMarket's rewards account, drawing on that market, with the aggregator as its updater.
+
+    Raises:
+        CoordinatorFailed: It is not (the message says which check failed).
+    """
+    credited = market.rewards_account()
+    if credited.lower() != distributor.lower():
+        raise CoordinatorFailed(
+            f"FEDRELAY_REWARD_DISTRIBUTOR is {distributor}, but the JobMarket credits its rounds "
+            f"to {credited} (its owner sets that with setRewardsAccount)"
+        )
+    contract = RewardDistributorContract(market.chain, distributor)
+    source = contract.source()
+    if source.lower() != market.address.lower():
+        raise CoordinatorFailed(
+            f"the RewardDistributor at {distributor} draws on {source}, not this JobMarket"
+        )
+    if contract.updater().lower() != aggregator.address.lower():
+        raise CoordinatorFailed(
+            f"the RewardDistributor at {distributor} takes roots from {contract.updater()}, not "
+            f"from this coordinator's aggregator key ({aggregator.address})"
+        )
+    return chain.reward_roots(distributor)
+
+
 async def serve(
     settings: CoordinatorSettings,
     target: ChainTarget,
@@ -171,6 +202,11 @@ async def serve(
     )
     market = JobMarketContract(EvmChain(target.rpc_url), target.job_market)
     chain = EvmCoordinatorChain(market, Signer(key), target.finality, fence=leadership.fence)
+    roots = None
+    if settings.reward_distributor is not None:
+        roots = await asyncio.to_thread(
+            checked_reward_roots, chain, market, settings.reward_distributor, Signer(key)
+        )
 
     def service() -> CoordinatorService:  # one per term as leader: it resumes from the ledger
         return CoordinatorService(
@@ -181,6 +217,7 @@ async def serve(
             start_block=settings.start_block,
             poll_interval=settings.poll_seconds,
             trust=trust,
+            rewards=None if roots is None else RewardPublisher(chain, roots, store, blobs),
         )
 
     schema = SchemaGate(engine)

@@ -62,6 +62,7 @@ from fedrelay.coordinator.phases.context import JobContext, RoundKeeper
 from fedrelay.coordinator.phases.seeds import seed_value
 from fedrelay.coordinator.phases.settle import settle
 from fedrelay.coordinator.publishing import admit_job, evaluation_set, publish_job
+from fedrelay.coordinator.rewards import RewardPublisher
 from fedrelay.coordinator.settings import JobLimits
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.blobs import BlobStore, BlobStoreError
@@ -158,6 +159,7 @@ class CoordinatorService:
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         limits: JobLimits | None = None,
         trust: TrustPolicy | None = None,
+        rewards: RewardPublisher | None = None,
     ) -> None:
         """Wire the service.
 
@@ -180,10 +182,14 @@ class CoordinatorService:
                 environment).
             trust: The model bundles (posters' code) this coordinator takes jobs of, replays
                 and evaluates (default: none; built-in models need no trust).
+            rewards: With a RewardDistributor as the market's rewards account: records the
+                pooled rounds' rewards and proposes the cumulative roots (coordinator/rewards.py);
+                None: rewards are credited to each worker's payout address.
         """
         self._chain = chain
         self._store = store
         self._blobs = blobs
+        self._rewards = rewards
         self._chain_id = chain_id
         self._source = source
         self._start_block = start_block
@@ -243,6 +249,17 @@ class CoordinatorService:
                 self._job_failed(job_id, round_number, exc, now)
             else:
                 self._backoffs.pop(job_id, None)
+        if self._rewards is not None:
+            await self._publish_rewards()
+
+    async def _publish_rewards(self) -> None:
+        """Propose the cumulative reward root when it is due; a failure is logged and tried
+        again next step (the earnings are in the ledger)."""
+        assert self._rewards is not None
+        try:
+            await self._rewards.publish()
+        except Exception as exc:
+            log.warning("reward root not proposed, tried again next step: %s", exc)
 
     def _job_failed(
         self, job_id: int, round_number: int | None, exc: Exception, now: float
@@ -323,6 +340,8 @@ class CoordinatorService:
                 )
             case RoundSettled():
                 await self._settled(event)
+                if self._rewards is not None:
+                    await self._rewards.settled(event)
 
     async def _worker(self, wanted: bytes) -> WorkerRef | None:
         """The registered worker whose id is ``wanted``."""

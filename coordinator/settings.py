@@ -40,6 +40,10 @@ class CoordinatorSettings(BaseSettings):
     coordinator_rpc_url: str | None = None
     coordinator_job_market: str | None = None
     coordinator_wormhole_chain: int = 2
+    # The RewardDistributor the JobMarket credits settled rounds to (its rewardsAccount), whose
+    # updater is the aggregator: the coordinator then keeps the cumulative earnings and proposes
+    # their roots (coordinator/rewards.py). None: rewards are credited to each worker's payout.
+    reward_distributor: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{40}$")
     api_host: str = "0.0.0.0"  # noqa: S104 - workers connect from other machines
     api_port: int = 8000
     health_port: int = 8080

@@ -8,6 +8,8 @@
   and records every call.
 - :class:`FakeClock` is the time the fake chain and the service read: one clock for both, or
   one each for a chain whose time runs apart from the service's.
+- :class:`FakeRewardRoots` stands for a RewardDistributor's roots (proposal, dispute window,
+  veto) for the service's reward publishing.
 
 Simulated workers, which talk to the HTTP API as a worker does, are test support
 (``support.coordinator``): the coordinator does not import the worker SDK.
@@ -37,6 +39,8 @@ from fedrelay.ports.coordinator_chain import (
     WorkerJoined,
     WorkerResult,
 )
+from fedrelay.ports.reward_roots import DistributorState, ProposedRoot
+from fedrelay.protocol.rewards import RewardTree
 from fedrelay.protocol.rounds import Fault, WorkerRef
 from fedrelay.protocol.wormhole import Outcome, Task, keccak256, task_id
 
@@ -107,6 +111,11 @@ class FakeJobMarket:
         self.nonces: dict[WorkerRef, int] = {}
         self.refused: set[tuple[int, int, WorkerRef]] = set()
         self.disputes: dict[tuple[int, int, WorkerRef], bytes | None] = {}
+        #: The market's rewards account (a reward distributor credited each round's total once;
+        #: None: each rewarded worker's payout), and each worker's payout address (default: from
+        #: its key).
+        self.rewards_account: bytes | None = None
+        self.payouts: dict[WorkerRef, bytes] = {}
         self._mine()
 
     def _mine(self, block_hash: bytes | None = None, beacon: bytes | None = None) -> BlockRef:
@@ -428,6 +437,73 @@ class FakeJobMarket:
         self.settled.append((job_id, round_number))
         self.log.append(
             RoundSettled(
-                job_id, round_number, current.proposed_model_hash, block.number, block.timestamp
+                job_id,
+                round_number,
+                current.proposed_model_hash,
+                block.number,
+                block.timestamp,
+                credited_to=self._credited_to(job_id, round_number),
             )
         )
+
+    def _credited_to(self, job_id: int, round_number: int) -> bytes | None:
+        """The account a settlement's only credit names (as JobMarket's ``RewardCredited``)."""
+        paid = [a for a, amount in self._paid(job_id, round_number).items() if amount]
+        if self.rewards_account is not None:
+            return self.rewards_account if paid else None
+        return paid[0] if len(paid) == 1 else None
+
+    def payout_of(self, worker: WorkerRef) -> bytes:
+        """The payout address ``worker`` registered (20 bytes)."""
+        return self.payouts.get(worker, keccak256(b"payout" + worker.key)[:20])
+
+    async def round_payouts(self, job_id: int, round_number: int) -> Mapping[bytes, int]:
+        """See :meth:`CoordinatorChain.round_payouts`."""
+        return self._paid(job_id, round_number)
+
+    def _paid(self, job_id: int, round_number: int) -> dict[bytes, int]:
+        _, results = self.proposals[(job_id, round_number)]
+        paid: dict[bytes, int] = {}
+        for r in results:
+            if r.reward:
+                account = self.payout_of(r.worker)
+                paid[account] = paid.get(account, 0) + r.reward
+        return paid
+
+
+class FakeRewardRoots:
+    """A fake RewardDistributor's roots (the contract itself is tested with Foundry and on
+    anvil): proposals wait ``window`` seconds of ``clock``, ``veto`` drops the pending one."""
+
+    def __init__(self, clock: FakeClock, window: int = 3600, chain_id: int = 31337) -> None:
+        self._clock = clock
+        self._window = window
+        self.address = keccak256(b"fake distributor")[:20]
+        self.chain_id = chain_id
+        self.proposed: list[RewardTree] = []
+        self._live: ProposedRoot | None = None
+        self._pending: ProposedRoot | None = None
+        self.fail_with: Exception | None = None
+
+    def _promote(self) -> None:
+        if self._pending is not None and self._clock() >= self._pending.live_at:
+            self._live, self._pending = self._pending, None
+
+    async def state(self) -> DistributorState:
+        """See :meth:`RewardRoots.state`."""
+        self._promote()
+        return DistributorState(self.address, self.chain_id, self._live, self._pending)
+
+    async def propose(self, tree: RewardTree) -> None:
+        """See :meth:`RewardRoots.propose`."""
+        if self.fail_with is not None:
+            raise self.fail_with
+        self._promote()
+        self.proposed.append(tree)
+        live_at = int(self._clock()) + self._window
+        root = ProposedRoot(tree.root, tree.count, len(self.proposed), live_at, tree.content_hash())
+        self._pending = root
+
+    def veto(self) -> None:
+        """The disputer vetoes the pending root."""
+        self._pending = None

@@ -15,8 +15,13 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-from fedrelay.adapters.evm import Signer
+import httpx
+from requests.exceptions import RequestException
+
+from fedrelay.adapters.evm import EvmChain, EvmError, Signer
+from fedrelay.adapters.evm.distributor import RewardDistributorContract
 from fedrelay.adapters.evm.rewards import RewardAccount
+from fedrelay.adapters.evm.worker_chain import EVM_WORKER_CHAIN
 from fedrelay.adapters.worker_chains import (
     ADAPTER_ERRORS,
     WORKER_CHAINS,
@@ -25,6 +30,8 @@ from fedrelay.adapters.worker_chains import (
     WorkerConnection,
     check_evm_address,
 )
+from fedrelay.ports.worker_chain import ChainUnavailable
+from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner
 from fedrelay.training.trust import TrustPolicy
 from fedrelay.worker.sdk import (
     ProgressReporter,
@@ -35,7 +42,11 @@ from fedrelay.worker.sdk import (
     load_evm_key,
     load_solana_keypair,
 )
-from fedrelay.worker.sdk.api_client import CoordinatorClient
+from fedrelay.worker.sdk.api_client import (
+    CoordinatorClient,
+    CoordinatorRequestError,
+    DownloadMismatch,
+)
 from fedrelay.worker.sdk.shards import OwnData
 
 __all__ = [
@@ -43,7 +54,9 @@ __all__ = [
     "USER_ERRORS",
     "WorkerChainTarget",
     "WorkerConnection",
+    "distributor_account",
     "open_worker_chain",
+    "request_signer",
     "reward_account",
     "worker_node",
 ]
@@ -57,6 +70,9 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     WorkerChainError,
     *ADAPTER_ERRORS,
     ValueError,
+    CoordinatorRequestError,
+    DownloadMismatch,
+    httpx.TransportError,
 )
 
 _KEYS = KeyReaders(evm=load_evm_key, solana=load_solana_keypair)
@@ -127,6 +143,42 @@ async def worker_node(
             publish_after=publish_after,
             offer_commitments=offer_commitments,
         )
+
+
+def request_signer(kind: str, key_file: Path, wormhole_chain: int | None = None) -> RequestSigner:
+    """The worker's signer of coordinator API requests, from its key file.
+
+    Raises:
+        ValueError: ``kind`` is unknown.
+        KeyFileError: The key file holds no key of that kind.
+    """
+    if kind == "evm":
+        return EvmSigner(load_evm_key(key_file), chain=wormhole_chain or EVM_WORKER_CHAIN)
+    if kind == "solana":
+        return SolanaSigner(load_solana_keypair(key_file))
+    raise ValueError(f"unknown worker chain {kind!r}; expected one of {', '.join(CHAIN_KINDS)}")
+
+
+def distributor_account(
+    rpc_url: str, distributor: str, key_file: Path
+) -> tuple[str, RewardAccount]:
+    """The payout address in ``key_file`` and its rewards in the JobMarket the RewardDistributor
+    at ``distributor`` draws on (read from the distributor).
+
+    Raises:
+        ValueError: ``distributor`` is not an EVM address.
+        KeyFileError: The key file holds no secp256k1 key.
+        ChainUnavailable: The coordinator chain does not answer.
+    """
+    check_evm_address("--distributor", distributor)
+    key = load_evm_key(key_file)
+    try:
+        market = RewardDistributorContract(EvmChain(rpc_url), distributor).source()
+    except (RequestException, OSError) as exc:
+        raise ChainUnavailable(f"the coordinator chain does not answer: {exc}") from exc
+    except EvmError as exc:
+        raise ValueError(f"--distributor {distributor} is not a RewardDistributor: {exc}") from exc
+    return str(Signer(key).address), RewardAccount(rpc_url, market, key)
 
 
 def reward_account(rpc_url: str, job_market: str, key_file: Path) -> tuple[str, RewardAccount]:

@@ -23,10 +23,12 @@ from fedrelay.adapters.evm.deploy import (
     Link,
     deploy_job_market,
     deploy_message_core,
+    deploy_reward_distributor,
     deploy_threshold_verifier,
     deploy_worker_hub,
     link,
 )
+from fedrelay.adapters.evm.distributor import DistributorRoot, RewardDistributorContract
 from fedrelay.adapters.evm.errors import (
     AlreadyConsumed,
     ArtifactNotFound,
@@ -61,6 +63,7 @@ __all__ = [
     "ContractArtifact",
     "ContractEvent",
     "ContractRevert",
+    "DistributorRoot",
     "EvmChain",
     "EvmError",
     "GuardianSetInfo",
@@ -77,6 +80,7 @@ __all__ = [
     "PublishedMessage",
     "RegisteredWorker",
     "RevertDecoder",
+    "RewardDistributorContract",
     "Round",
     "RoundPhase",
     "RoundResult",
@@ -90,6 +94,7 @@ __all__ = [
     "address_to_bytes32",
     "deploy_job_market",
     "deploy_message_core",
+    "deploy_reward_distributor",
     "deploy_threshold_verifier",
     "deploy_worker_hub",
     "link",

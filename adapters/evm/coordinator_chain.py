@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import replace
+from functools import partial
 from typing import TypeVar, cast
 
 from web3.types import BlockIdentifier
 
 from fedrelay.adapters.evm import ContractRevert, EvmChain, EvmError, JobMarketContract, Signer
+from fedrelay.adapters.evm.distributor import DistributorRoot, RewardDistributorContract
 from fedrelay.adapters.evm.events import ContractEvent
 from fedrelay.adapters.evm.market import JobStatus, TaskState, received_commitments
 from fedrelay.adapters.evm.market import RoundResult as EvmRoundResult
@@ -44,7 +47,9 @@ from fedrelay.ports.coordinator_chain import (
     WorkerJoined,
     WorkerResult,
 )
+from fedrelay.ports.reward_roots import DistributorState, ProposedRoot
 from fedrelay.protocol.challenges import NATIVE_DECIMALS
+from fedrelay.protocol.rewards import RewardTree
 from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import Task, task_id
 
@@ -102,17 +107,17 @@ class EvmCoordinatorChain:
         self._timestamps: dict[int, int] = {}
         self._token_decimals: dict[str, int] = {}
 
-    async def _run(self, call: Callable[[], T]) -> T:
+    async def _run(self, call: Callable[[], T], contract: str = "JobMarket") -> T:
         try:
             return await asyncio.to_thread(call)
         except ContractRevert as exc:
-            raise ChainError(f"JobMarket refused the call: {exc}") from exc
+            raise ChainError(f"{contract} refused the call: {exc}") from exc
         except EvmError as exc:
             raise ChainError(f"coordinator chain call failed: {exc}") from exc
 
-    async def _send(self, call: Callable[[], T]) -> T:
+    async def _send(self, call: Callable[[], T], contract: str = "JobMarket") -> T:
         async with self._fence():
-            return await self._run(call)
+            return await self._run(call, contract)
 
     def _block(self, number: BlockIdentifier) -> BlockRef:
         block = self._market.chain.w3.eth.get_block(number)
@@ -227,7 +232,14 @@ class EvmCoordinatorChain:
 
         def read() -> list[ChainEvent]:
             found = self._market.events(from_block, to_block)
-            return [e for raw in found for e in self._convert(raw)]
+            converted = [e for raw in found for e in self._convert(raw)]
+            credited = _only_credits(found)
+            return [
+                replace(e, credited_to=credited.get((e.job_id, e.round)))
+                if isinstance(e, RoundSettled)
+                else e
+                for e in converted
+            ]
 
         return await self._run(read)
 
@@ -255,6 +267,7 @@ class EvmCoordinatorChain:
                 reward_per_round=job.reward_per_round,
                 worker_chains=chains,
                 reward_decimals=self._decimals(job.token),
+                reward_token=bytes.fromhex(job.token.removeprefix("0x")),
                 rejected_slash=int(raw[11]),
                 missed_slash=int(raw[12]),
                 slash_mode=SlashMode(int(raw[13])),
@@ -368,3 +381,77 @@ class EvmCoordinatorChain:
     async def settle_round(self, job_id: int, round_number: int) -> None:
         """See :meth:`CoordinatorChain.settle_round`."""
         await self._send(lambda: self._market.settle_round(self._signer, job_id, round_number))
+
+    async def round_payouts(self, job_id: int, round_number: int) -> Mapping[bytes, int]:
+        """See :meth:`CoordinatorChain.round_payouts` (the proposal's results from its
+        ``ResultsProposed``, each worker's payout address from its registration)."""
+
+        def read() -> dict[bytes, int]:
+            paid: dict[bytes, int] = {}
+            for result in self._market.proposal(job_id, round_number):
+                if result.reward == 0:
+                    continue
+                payout = self._market.worker(result.worker_chain, result.worker_key).payout
+                account = bytes.fromhex(payout.removeprefix("0x"))
+                paid[account] = paid.get(account, 0) + result.reward
+            return paid
+
+        return await self._run(read)
+
+    def reward_roots(self, distributor: str) -> EvmRewardRoots:
+        """The RewardDistributor at ``distributor``, with this chain's signer and fence."""
+        return EvmRewardRoots(RewardDistributorContract(self._market.chain, distributor), self)
+
+
+class EvmRewardRoots:
+    """:class:`~fedrelay.ports.reward_roots.RewardRoots` over a RewardDistributor, proposing as
+    the coordinator chain's aggregator (the distributor's updater) inside its fence."""
+
+    def __init__(self, distributor: RewardDistributorContract, chain: EvmCoordinatorChain) -> None:
+        self._distributor = distributor
+        self._chain = chain
+
+    async def state(self) -> DistributorState:
+        """See :meth:`RewardRoots.state`."""
+
+        def read() -> DistributorState:
+            d = self._distributor
+            return DistributorState(
+                address=bytes.fromhex(d.address.removeprefix("0x")),
+                chain_id=d.chain_id(),
+                live=_root(d.live_root()),
+                pending=_root(d.pending_root()),
+            )
+
+        return await self._chain._run(read, "the RewardDistributor")
+
+    async def propose(self, tree: RewardTree) -> None:
+        """See :meth:`RewardRoots.propose`."""
+        signer = self._chain._signer
+        propose = partial(self._distributor.propose_root, signer, tree)
+        await self._chain._send(propose, "the RewardDistributor")
+
+
+def _only_credits(found: Sequence[ContractEvent]) -> dict[tuple[int, int], bytes]:
+    """The account each settlement among ``found`` credited, by (job, round), for those whose
+    transaction has exactly one ``RewardCredited``: with a rewards account set, settleRound
+    credits it the round's total, then emits ``RoundSettled``, in the same transaction."""
+    credits: dict[bytes, list[bytes]] = {}
+    for event in found:
+        if event.name == "RewardCredited":
+            account = bytes.fromhex(str(event.args["account"]).removeprefix("0x"))
+            credits.setdefault(event.transaction_hash, []).append(account)
+    only: dict[tuple[int, int], bytes] = {}
+    for event in found:
+        accounts = credits.get(event.transaction_hash, [])
+        if event.name == "RoundSettled" and len(accounts) == 1:
+            only[(int(event.args["jobId"]), int(event.args["round"]))] = accounts[0]
+    return only
+
+
+def _root(found: DistributorRoot) -> ProposedRoot | None:
+    if found.epoch == 0:
+        return None
+    return ProposedRoot(
+        bytes(found.root), found.count, found.epoch, found.live_at, bytes(found.content)
+    )

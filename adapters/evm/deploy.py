@@ -13,6 +13,7 @@ from fedrelay.adapters.evm.core import (
     ThresholdVerifierContract,
     address_to_bytes32,
 )
+from fedrelay.adapters.evm.distributor import RewardDistributorContract
 from fedrelay.adapters.evm.errors import EvmError
 from fedrelay.adapters.evm.hub import WorkerHubContract
 from fedrelay.adapters.evm.market import JobMarketContract
@@ -103,6 +104,31 @@ def deploy_job_market(
         challenge_window,
     )
     return JobMarketContract(chain, address)
+
+
+def deploy_reward_distributor(
+    chain: EvmChain,
+    signer: Signer,
+    market: str,
+    updater: str,
+    disputer: str,
+    dispute_window: int,
+) -> RewardDistributorContract:
+    """Deploy a RewardDistributor owned by `signer` that draws on the JobMarket at `market`;
+    `updater` proposes roots, `disputer` may veto one within `dispute_window` seconds. The market's
+    owner then points the market at it (:meth:`JobMarketContract.set_rewards_account`)."""
+    w3 = chain.w3
+    address = deploy_contract(
+        chain,
+        signer,
+        "RewardDistributor",
+        w3.to_checksum_address(market),
+        signer.address,
+        w3.to_checksum_address(updater),
+        w3.to_checksum_address(disputer),
+        dispute_window,
+    )
+    return RewardDistributorContract(chain, address)
 
 
 def deploy_worker_hub(

@@ -322,6 +322,19 @@ class JobMarketContract:
         """Trust `peer` (bytes32) as emitter and target on Wormhole chain `chain` (owner only)."""
         return self.chain.transact(signer, self.contract.functions.setPeer(chain, peer))
 
+    def set_rewards_account(self, signer: Signer, account: str) -> TxReceipt:
+        """Credit rounds settled from now on to `account` (a RewardDistributor), each round's
+        total once; the zero address credits each rewarded worker's payout address again."""
+        function = self.contract.functions.setRewardsAccount(
+            self.chain.w3.to_checksum_address(account)
+        )
+        return self.chain.transact(signer, function)
+
+    def rewards_account(self, block: int | None = None) -> str:
+        """Where settled rounds' rewards go (the zero address: each worker's payout), now or as
+        of the end of ``block``."""
+        return str(self.chain.call(self.contract.functions.rewardsAccount(), block))
+
     def set_max_batch(self, signer: Signer, chain: int, size: int) -> TxReceipt:
         """Set the largest batch one message to `chain` carries (owner only)."""
         return self.chain.transact(signer, self.contract.functions.setMaxBatch(chain, size))

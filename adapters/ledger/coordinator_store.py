@@ -1,5 +1,6 @@
 """The coordinator service's store on the ledger: the API's tables plus the chain cursor
-(``source_cursors``) and one report per round (``coordinator_round_reports``).
+(``source_cursors``), one report per round (``coordinator_round_reports``) and the rewards
+rounds credited through a reward distributor (``coordinator_reward_credits``).
 
 A coordinator started on the same database finds its cursor, its registered workers, every
 round state and every report where the previous process left them.
@@ -7,15 +8,18 @@ round state and every report where the previous process left them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Text, func, select
+from sqlalchemy import BigInteger, DateTime, LargeBinary, Text, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fedrelay.adapters.ledger.coordinator_models import CoordinatorRound, CoordinatorWorker
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
 from fedrelay.adapters.ledger.models import U64, Base, SourceCursor, utcnow
-from fedrelay.ports.coordinator_store import RoundReport
+from fedrelay.ports.coordinator_store import Conflict, RoundReport
 from fedrelay.protocol.rounds import Phase, WorkerRef
 
 
@@ -31,6 +35,20 @@ class CoordinatorRoundReport(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class CoordinatorRewardCredit(Base):
+    """What one round settled through the reward distributor paid one payout address; the
+    amount as decimal text, exact whatever its size (uint256 on chain)."""
+
+    __tablename__ = "coordinator_reward_credits"
+
+    job_id: Mapped[int] = mapped_column(U64, primary_key=True)
+    round: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account: Mapped[bytes] = mapped_column(LargeBinary(20), primary_key=True)
+    token: Mapped[bytes] = mapped_column(LargeBinary(20))
+    amount: Mapped[str] = mapped_column(Text)
+    credited_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class LedgerCoordinatorStore(LedgerCoordinatorRepository):
@@ -134,3 +152,63 @@ class LedgerCoordinatorStore(LedgerCoordinatorRepository):
                 .order_by(CoordinatorRoundReport.round)
             )
             return [RoundReport.from_json(r.report) for r in rows]
+
+    async def credit_rewards(
+        self, job_id: int, round_number: int, token: bytes, amounts: Mapping[bytes, int]
+    ) -> bool:
+        """See :meth:`CoordinatorStore.credit_rewards` (one transaction; two replicas recording
+        the same round at once store it once, and the one that lost compares)."""
+        wanted = {account: amount for account, amount in amounts.items() if amount != 0}
+        if not wanted:
+            return False
+        try:
+            async with self._sessions() as session, session.begin():
+                stored = await self._credited(session, job_id, round_number)
+                if stored is None:
+                    session.add_all(
+                        CoordinatorRewardCredit(
+                            job_id=job_id,
+                            round=round_number,
+                            account=account,
+                            token=token,
+                            amount=str(amount),
+                        )
+                        for account, amount in sorted(wanted.items())
+                    )
+                    return True
+        except IntegrityError:
+            async with self._sessions() as session:
+                stored = await self._credited(session, job_id, round_number)
+        if stored != (token, wanted):
+            raise Conflict(
+                f"job {job_id} round {round_number}: rewards already recorded with other amounts"
+            )
+        return False
+
+    @staticmethod
+    async def _credited(
+        session: AsyncSession, job_id: int, round_number: int
+    ) -> tuple[bytes, dict[bytes, int]] | None:
+        """A round's recorded credits (token, amount per account), or None when it has none."""
+        rows = list(
+            await session.scalars(
+                select(CoordinatorRewardCredit).where(
+                    (CoordinatorRewardCredit.job_id == job_id)
+                    & (CoordinatorRewardCredit.round == round_number)
+                )
+            )
+        )
+        if not rows:
+            return None
+        tokens = {bytes(r.token) for r in rows}
+        token = tokens.pop() if len(tokens) == 1 else b""
+        return token, {bytes(r.account): int(r.amount) for r in rows}
+
+    async def earnings(self) -> dict[tuple[bytes, bytes], int]:
+        """See :meth:`CoordinatorStore.earnings`."""
+        total: dict[tuple[bytes, bytes], int] = {}
+        async with self._sessions() as session:
+            for row in await session.scalars(select(CoordinatorRewardCredit)):
+                key = (bytes(row.account), bytes(row.token))
+                total[key] = total.get(key, 0) + int(row.amount)
+        return total

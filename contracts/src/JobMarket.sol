@@ -197,6 +197,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     mapping(bytes32 => TaskFlags) private _taskFlags;
     mapping(uint64 => mapping(uint16 => bytes32)) private _slashRecipients;
     mapping(bytes32 => Dispute) private _disputes;
+    /// @notice Where settled rounds' rewards are credited: zero, each rewarded worker's payout
+    /// address; otherwise this account (a RewardDistributor), credited each round's total once.
+    address public rewardsAccount;
     /// @notice Largest TASK_ASSIGNED / ROUND_SETTLED batch each worker chain accepts (0: none).
     mapping(uint16 => uint8) public maxBatch;
     /// @notice Withdrawable balance per account and token.
@@ -208,6 +211,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     event ChallengerSet(address indexed challenger);
     event ChallengeWindowSet(uint64 window);
     event MaxBatchSet(uint16 indexed chain, uint8 size);
+    event RewardsAccountSet(address indexed account);
     event DisputeAnswerWindowSet(uint64 window);
     event StakeUpdated(bytes32 indexed workerId, uint64 stake, uint64 nonce, uint8 reason);
     event StakeUpdateIgnored(bytes32 indexed workerId, uint64 nonce, uint64 storedNonce);
@@ -337,6 +341,12 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     }
 
     // ------------------------------------------------------------------ administration
+
+    /// @notice Credit the rounds settled from now on to `account` (zero: to each worker's payout).
+    function setRewardsAccount(address account) external onlyOwner {
+        rewardsAccount = account;
+        emit RewardsAccountSet(account);
+    }
 
     /// @notice Set the account that assigns tasks and proposes outcomes.
     function setAggregator(address account) external onlyOwner {
@@ -838,12 +848,14 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         bool[] memory reversed = _resolveDisputes(jobId, round, r.proposal, results);
         job.lastProgress = uint64(block.timestamp);
         uint256 total = r.proposedTotal;
-        for (uint256 i = 0; i < results.length; ++i) {
-            uint256 reward = results[i].reward;
-            if (reward == 0) continue;
-            address payout = _workers[workerIdOf(results[i].workerChain, results[i].workerKey)].payout;
-            claimable[payout][job.token] += reward;
-            emit RewardCredited(payout, job.token, reward);
+        address pooled = rewardsAccount;
+        if (pooled != address(0)) {
+            _credit(pooled, job.token, total);
+        } else {
+            for (uint256 i = 0; i < results.length; ++i) {
+                bytes32 workerId = workerIdOf(results[i].workerChain, results[i].workerKey);
+                _credit(_workers[workerId].payout, job.token, results[i].reward);
+            }
         }
         Ledger storage ledger = ledgers[job.token];
         ledger.escrowed -= total;
@@ -867,6 +879,13 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
             }
             start = end;
         }
+    }
+
+    /// @dev Add `amount` (if any) to `account`'s claimable balance of `token`.
+    function _credit(address account, address token, uint256 amount) private {
+        if (amount == 0) return;
+        claimable[account][token] += amount;
+        emit RewardCredited(account, token, amount);
     }
 
     /// @dev Where the lane of `results[start]` ends: a proposal's results go lane by lane.

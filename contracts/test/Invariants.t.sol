@@ -2,11 +2,13 @@
 pragma solidity 0.8.30;
 
 import {JobMarket} from "../src/JobMarket.sol";
+import {IRewardSource, RewardDistributor} from "../src/RewardDistributor.sol";
 import {WorkerHub} from "../src/WorkerHub.sol";
 import {MessageReceiver} from "../src/base/MessageReceiver.sol";
 import {PayloadCodec} from "../src/libraries/PayloadCodec.sol";
 import {HubFixture} from "./utils/HubFixture.sol";
 import {MarketFixture} from "./utils/MarketFixture.sol";
+import {DistributorTrees} from "./utils/DistributorTrees.sol";
 import {Test} from "./utils/Test.sol";
 
 /// Drives a JobMarket through random job, round, cancel, withdraw and replay actions.
@@ -144,7 +146,7 @@ contract MarketHandler is MarketFixture {
         if (block.timestamp < r.challengeDeadline) vm.warp(r.challengeDeadline);
     }
 
-    function settle(uint256 seed) external {
+    function settle(uint256 seed) external virtual {
         (bool found, uint64 jobId, uint32 round, JobMarket.Round memory r) = _settleable(seed);
         if (!found) return;
         settle(jobId, round);
@@ -725,5 +727,159 @@ contract WorkerHubInvariants is Test {
 
     function invariant_noSlashExceedsItsPolicy() public view {
         assertEq(handler.slashesAbovePolicy(), 0, "a slash took more than the task's lock");
+    }
+}
+
+/// Drives a JobMarket whose rewards go to a RewardDistributor: the market's own actions, plus
+/// honest and greedy roots, vetoes and claims. Five payout accounts earn, as in MarketHandler.
+contract DistributorHandler is MarketHandler, DistributorTrees {
+    uint256 internal constant ACCOUNTS = 5;
+    RewardDistributor public distributor;
+    /// What each payout account earned in settled rounds (the honest cumulative).
+    mapping(address => uint256) public earned;
+    /// The largest cumulative any proposed root gave each account.
+    mapping(address => uint256) public mostProposed;
+    /// The last proposed tree, and whether it was vetoed.
+    bytes32[] internal proposedLeaves;
+    uint256[] internal proposedAmounts;
+    bool internal proposedVetoed;
+    /// Claims paid under a root that was vetoed.
+    uint256 public paidUnderVetoed;
+    uint256 public rootsProposed;
+    uint256 public claimsPaid;
+
+    constructor() {
+        distributor =
+            new RewardDistributor(IRewardSource(address(market)), address(this), aggregator, challenger, 1 hours);
+        market.setRewardsAccount(address(distributor));
+    }
+
+    function settle(uint256 seed) external override {
+        (bool found, uint64 jobId, uint32 round, JobMarket.Round memory r) = _settleable(seed);
+        if (!found) return;
+        JobMarket.Result[] memory results = proposed(jobId, round);
+        settle(jobId, round);
+        paidOut[jobId] += r.proposedTotal;
+        for (uint256 i = 0; i < results.length; ++i) {
+            uint256 index = uint256(results[i].workerKey) - 0x1000;
+            earned[payoutOf(index % ACCOUNTS)] += results[i].reward;
+        }
+    }
+
+    /// Propose a root: honest (the earned amounts) or greedy (raised by `extra` for one account).
+    function proposeRoot(bool greedy, uint256 who, uint256 extra) external {
+        address[] memory accounts = new address[](ACCOUNTS);
+        uint256[] memory cumulative = new uint256[](ACCOUNTS);
+        for (uint256 i = 0; i < ACCOUNTS; ++i) {
+            accounts[i] = payoutOf(i);
+            cumulative[i] = earned[accounts[i]];
+        }
+        if (greedy) cumulative[who % ACCOUNTS] += bound(extra, 1, 100 ether);
+        bytes32[] memory leaves = leavesOf(distributor, accounts, address(0), cumulative);
+        vm.prank(aggregator);
+        distributor.proposeRoot(rootOf(leaves), uint64(ACCOUNTS), bytes32(0));
+        for (uint256 i = 0; i < ACCOUNTS; ++i) {
+            if (cumulative[i] > mostProposed[accounts[i]]) mostProposed[accounts[i]] = cumulative[i];
+        }
+        proposedLeaves = leaves;
+        proposedAmounts = cumulative;
+        proposedVetoed = false;
+        ++rootsProposed;
+    }
+
+    function veto() external {
+        RewardDistributor.Root memory pending = distributor.pendingRoot();
+        if (pending.epoch == 0) return;
+        vm.prank(challenger);
+        distributor.vetoRoot(bytes32(0));
+        proposedVetoed = true;
+    }
+
+    function wait(uint256 by) external {
+        vm.warp(block.timestamp + bound(by, 0, 2 hours));
+    }
+
+    /// Claim with the last proposed tree (live, pending or vetoed).
+    function claim(uint256 who) external {
+        if (proposedLeaves.length == 0) return;
+        uint256 i = who % ACCOUNTS;
+        bytes32 liveBefore = distributor.liveRoot().root;
+        bool vetoed = proposedVetoed && rootOf(proposedLeaves) != liveBefore;
+        try distributor.claim(claimOf(proposedLeaves, payoutOf(i), address(0), proposedAmounts[i], i)) {
+            ++claimsPaid;
+            if (vetoed) ++paidUnderVetoed;
+        } catch {}
+    }
+
+    function pull() external {
+        distributor.pull(address(0));
+    }
+}
+
+contract RewardDistributorInvariants is Test {
+    DistributorHandler internal handler;
+    RewardDistributor internal distributor;
+    JobMarket internal market;
+
+    function setUp() public {
+        handler = new DistributorHandler();
+        distributor = handler.distributor();
+        market = handler.marketAddress();
+    }
+
+    function targetContracts() public view returns (address[] memory targets) {
+        targets = new address[](1);
+        targets[0] = address(handler);
+    }
+
+    function invariant_paysNoMoreThanTheMarketCredited() public view {
+        uint256 received = distributor.received(address(0));
+        uint256 paid = distributor.paid(address(0));
+        assertLe(paid, received, "paid more than received");
+        assertEq(address(distributor).balance, received - paid, "balance backs what is unpaid");
+        (,,, uint256 withdrawn,) = market.ledgers(address(0));
+        assertEq(received, withdrawn, "everything withdrawn from the market went to the distributor");
+    }
+
+    function invariant_marketEscrowIsConserved() public view {
+        (uint256 deposited, uint256 escrowed, uint256 claimable, uint256 withdrawn, uint256 refunded) =
+            market.ledgers(address(0));
+        assertEq(deposited, escrowed + claimable + withdrawn + refunded, "conservation");
+        assertEq(address(market).balance, escrowed + claimable, "balance backs escrow and claims");
+    }
+
+    function invariant_noAccountPaidBeyondAnyRoot_andClaimedSumsToPaid() public view {
+        uint256 sum = 0;
+        for (uint256 i = 0; i < 5; ++i) {
+            address account = address(uint160(0x5000 + i));
+            uint256 claimed = distributor.claimed(account, address(0));
+            assertLe(claimed, handler.mostProposed(account), "claimed beyond every root");
+            assertEq(account.balance, claimed, "paid exactly what is recorded");
+            sum += claimed;
+        }
+        assertEq(sum, distributor.paid(address(0)), "no double payment");
+    }
+
+    function invariant_aVetoedRootNeverPays() public view {
+        assertEq(handler.paidUnderVetoed(), 0, "paid under a vetoed root");
+    }
+
+    /// The handler's paths once: a round settled, an honest root live, a claim paid; a greedy
+    /// root vetoed pays nothing.
+    function test_handler_paysUnderAnHonestRoot() public {
+        handler.post(1, 1 ether);
+        handler.propose(0, 4, 3 << 8 | 1);
+        handler.settle(0);
+        handler.proposeRoot(false, 0, 0);
+        handler.wait(2 hours);
+        for (uint256 i = 0; i < 5; ++i) {
+            handler.claim(i);
+        }
+        assertEq(distributor.paid(address(0)), market.getRound(1, 0).proposedTotal, "the round's rewards");
+        handler.proposeRoot(true, 1, 5 ether);
+        handler.veto();
+        handler.wait(2 hours);
+        handler.claim(1);
+        assertEq(handler.paidUnderVetoed(), 0, "the vetoed root paid nothing");
     }
 }

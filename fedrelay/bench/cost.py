@@ -15,7 +15,9 @@ with its buffer and `apply_batch` transactions), each worker's
 `commitUpdate`, one `publishCommitments` per round (UPDATE_COMMITTED of up to 32 commitments),
 their deliveries, `finalizeRound`, `settleRound` (ROUND_SETTLED
 batches) and their deliveries, and at the end one `withdraw` per worker's payout account (the
-claims, amortised over the rounds measured).
+claims, amortised over the rounds measured), or with `Design.rewards` a RewardDistributor: each
+round's total credited to it once, one cumulative root proposed per job and the claims submitted
+in `claimBatch` transactions.
 
 Figures per worker-round (W x rounds of a job):
 
@@ -40,7 +42,7 @@ import enum
 import json
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +142,19 @@ SIGNED_PER_TRANSACTION = 32
 """Signed commitments per ``commitSignedAndPublish`` transaction in the benchmark."""
 
 
+class RewardsPath(enum.StrEnum):
+    """How settled rewards reach the workers' payout accounts."""
+
+    #: Each rewarded worker's payout address credited at settlement; each withdraws.
+    CREDIT = "credit"
+    #: Each round's total credited once to a RewardDistributor; cumulative roots, batch claims.
+    DISTRIBUTOR = "distributor"
+
+
+CLAIMS_PER_TRANSACTION = 32
+"""Claims per ``claimBatch`` transaction in the benchmark."""
+
+
 @dataclass(frozen=True)
 class Design:
     """What the rounds run with: the attestation and the largest TASK_ASSIGNED / ROUND_SETTLED
@@ -151,6 +166,7 @@ class Design:
     deliver_batch: int = 1
     core: CoreKind = CoreKind.MESSAGE_CORE
     commit: CommitPath = CommitPath.OWN
+    rewards: RewardsPath = RewardsPath.CREDIT
 
     @property
     def beside_the_core(self) -> bool:
@@ -179,6 +195,12 @@ class Design:
             if self.commit is CommitPath.OWN
             else f"EVM workers' signed commitments, {SIGNED_PER_TRANSACTION} to a "
             "commitSignedAndPublish transaction (recorded and published as one UPDATE_COMMITTED)",
+            "rewards": "each rewarded worker's payout address credited at settlement; each "
+            "payout account withdraws once at the end"
+            if self.rewards is RewardsPath.CREDIT
+            else "each round's total credited once to a RewardDistributor; at the end the "
+            "aggregator proposes one cumulative root (dispute window 0 here) and one payout "
+            f"account submits the claims, {CLAIMS_PER_TRANSACTION} to a claimBatch transaction",
         }
 
 
@@ -202,6 +224,10 @@ class _Rig:
     #: The ThresholdVerifiers beside the two EVM cores, when the design has them.
     verifiers: tuple[evm.ThresholdVerifierContract, ...] = ()
     roles: dict[str, str] = field(default_factory=dict)
+    #: The RewardDistributor the JobMarket credits, when the design has one, and what each
+    #: (payout, token) earned through it so far.
+    distributor: evm.RewardDistributorContract | None = None
+    earned: dict[tuple[bytes, bytes], int] = field(default_factory=dict)
     solana_cursor: int = 0
     design: Design = Design()
     pending: list[bytes] = field(default_factory=list)
@@ -501,25 +527,45 @@ async def _measure_on(
     for number in range(rounds):
         _console.log(f"{workers} workers: job E (EVM worker chain), round {number + 1}/{rounds}")
         await _round_evm(rig, job_e, number, [w for w, _ in evm_crew])
-    spent_e = await _claimed(rig, [p for _, p in evm_crew], starts, False, params)
+    spent_e = await _claimed(rig, [p for _, p in evm_crew], rounds, starts, False, params)
     starts = await _heads(rig)
     for number in range(rounds):
         _console.log(f"{workers} workers: job S (Solana), round {number + 1}/{rounds}")
         await _round_solana(rig, job_s, number, [w for w, _ in solana_crew])
-    spent_s = await _claimed(rig, [p for _, p in solana_crew], starts, True, params)
+    spent_s = await _claimed(rig, [p for _, p in solana_crew], rounds, starts, True, params)
     return _figures(workers, rounds, spent_e, spent_s)
 
 
 async def _claimed(
     rig: _Rig,
     payouts: Sequence[evm.Signer],
+    rounds: int,
     starts: tuple[int, int, int],
     solana_job: bool,
     params: l1fee.FeeParams,
 ) -> _Spent:
     """Each payout account claims once; what the job cost from `starts` on."""
+    distributor = rig.distributor
+    if distributor is None:
+        for payout in payouts:
+            rig.market.withdraw(payout)
+        return await _spent(rig, starts, solana_job, params)
+    # Every round paid each worker REWARD_PER_ROUND // W (see _settle); the root is cumulative
+    # over everything the distributor was credited, the earlier job's workers included.
+    native = bytes(20)
     for payout in payouts:
-        rig.market.withdraw(payout)
+        account = bytes.fromhex(payout.address[2:])
+        earned = rig.earned.get((account, native), 0)
+        rig.earned[(account, native)] = earned + rounds * (REWARD_PER_ROUND // len(payouts))
+    tree = distributor.tree(rig.earned)
+    distributor.propose_root(rig.aggregator, tree)  # the window is 0: live from its block
+    claims = [tree.claim(bytes.fromhex(p.address[2:]), native) for p in payouts]
+    for start in range(0, len(claims), CLAIMS_PER_TRANSACTION):
+        distributor.claim_batch(payouts[0], claims[start : start + CLAIMS_PER_TRANSACTION])
+    for payout in payouts:
+        paid = distributor.claimed(payout.address)
+        if paid != rig.earned[(bytes.fromhex(payout.address[2:]), native)]:
+            raise RuntimeError(f"{payout.address} was paid {paid}, not what it earned")
     return await _spent(rig, starts, solana_job, params)
 
 
@@ -608,6 +654,11 @@ async def _measure_async(
             )  # fmt: skip
             if threshold is not None:
                 await _append_keys(rig)
+            if design.rewards is RewardsPath.DISTRIBUTOR:
+                rig.distributor = evm.deploy_reward_distributor(
+                    coordinator, owner, market.address, aggregator.address, owner.address, 0
+                )
+                market.set_rewards_account(owner, rig.distributor.address)
             rig.roles = {
                 aggregator.address.lower(): "aggregator",
                 relayer.address.lower(): "relayer",
@@ -666,16 +717,14 @@ def load_baseline(path: Path = BASELINE) -> dict[str, Any] | None:
 
 #: Designs besides the default one whose cost the budget also bounds (measured at its W and
 #: rounds): version-2 attestation with batches of 32 per message and per delivery transaction.
+_THRESHOLD_BATCHED = Design(
+    Attestation.THRESHOLD, evm_max_batch=32, solana_max_batch=32, deliver_batch=32
+)
 BUDGET_DESIGNS: dict[str, Design] = {
-    "threshold_batched": Design(
-        Attestation.THRESHOLD, evm_max_batch=32, solana_max_batch=32, deliver_batch=32
-    ),
-    "threshold_batched_signed": Design(
-        Attestation.THRESHOLD,
-        evm_max_batch=32,
-        solana_max_batch=32,
-        deliver_batch=32,
-        commit=CommitPath.SIGNED,
+    "threshold_batched": _THRESHOLD_BATCHED,
+    "threshold_batched_signed": replace(_THRESHOLD_BATCHED, commit=CommitPath.SIGNED),
+    "threshold_batched_signed_distributor": replace(
+        _THRESHOLD_BATCHED, commit=CommitPath.SIGNED, rewards=RewardsPath.DISTRIBUTOR
     ),
 }
 

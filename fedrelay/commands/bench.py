@@ -116,14 +116,23 @@ def cost(
             "SDK does)."
         ),
     ] = "own",
+    rewards: Annotated[
+        str,
+        typer.Option(
+            help="credit: each rewarded worker's payout address is credited at settlement and "
+            "withdraws; distributor: each round's total goes to a RewardDistributor once, and "
+            "the workers are paid from one cumulative root in claimBatch transactions of 32."
+        ),
+    ] = "credit",
 ) -> None:
     """Gas, compute units, calldata and OP-stack L1 fee per worker-round of whole rounds on
     every chain (13 of 19 guardians), beside the recorded baseline and the goals."""
     from fedrelay.adapters.evm.core import CoreKind
-    from fedrelay.bench.cost import Attestation, CommitPath, Design, run
+    from fedrelay.bench.cost import Attestation, CommitPath, Design, RewardsPath, run
 
     chosen = _one_of(Attestation, attestation, "--attestation")
     path = _one_of(CommitPath, commit, "--commit")
+    paid = _one_of(RewardsPath, rewards, "--rewards")
     counts = workers or [32, 256]
     numbers = rounds or ([10, 2] if workers is None else [10] * len(counts))
     if len(numbers) != len(counts):
@@ -135,7 +144,9 @@ def cost(
     if core not in kinds:
         raise typer.BadParameter(f"{core!r} is not one of {', '.join(kinds)}", param_hint="--core")
     try:
-        design = Design(chosen, deliver_batch=deliver_batch, core=kinds[core], commit=path)
+        design = Design(
+            chosen, deliver_batch=deliver_batch, core=kinds[core], commit=path, rewards=paid
+        )
     except ValueError as refused:
         raise typer.BadParameter(str(refused), param_hint="--attestation") from None
     if max_batch is not None:

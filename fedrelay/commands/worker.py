@@ -550,6 +550,76 @@ def rewards(
         )
 
 
+@app.command("claim")
+def claim(
+    payout_key_file: Annotated[
+        Path, typer.Option(help="The payout address's key (64 hex characters).")
+    ],
+    rpc_url: Annotated[str, typer.Option(help="The coordinator chain's JSON-RPC endpoint.")],
+    distributor: Annotated[
+        str, typer.Option(help="The RewardDistributor the JobMarket credits (its address).")
+    ],
+    coordinator_url: Annotated[
+        str, typer.Option(help="The coordinator API's base URL (it serves the root's leaves).")
+    ],
+    chain: ChainOption,
+    key_file: KeyFileOption,
+    wormhole_chain: Annotated[
+        int | None, typer.Option(help="The worker chain's Wormhole id (evm; default 4).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what a claim would pay; send nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Claim the payout address's rewards from a RewardDistributor's live root (native token).
+
+    The root's leaves come from the coordinator (signed with the worker's key, as `run` signs);
+    the tree is rebuilt and checked against the root on chain before anything is sent.
+    """
+    from fedrelay.worker.process import distributor_account, request_signer
+    from fedrelay.worker.sdk.api_client import CoordinatorClient
+
+    async def settle() -> tuple[str, Any]:
+        payout, account = distributor_account(rpc_url, distributor, payout_key_file)
+        signer = request_signer(chain.value, key_file, wormhole_chain)
+        async with CoordinatorClient(coordinator_url, signer) as api:
+            if dry_run:
+                return payout, await account.distributed(distributor, api.download_blob)
+            return payout, await account.claim_distributed(distributor, api.download_blob)
+
+    payout, owed = _guarded(settle())
+    if as_json:
+        fields: dict[str, Any] = {
+            "payout": payout,
+            "epoch": owed.epoch,
+            "cumulative_wei": owed.cumulative,
+            "claimed_wei": owed.claimed,
+            "claimable_wei": owed.claimable,
+            "paid_wei": owed.paid,
+            "pending_root_live_at": owed.pending_at,
+        }
+        typer.echo(json.dumps(fields))
+        return
+    out = Console()
+    out.print(f"payout      {payout}", highlight=False)
+    if owed.epoch == 0:
+        out.print("no live reward root yet", highlight=False)
+    else:
+        out.print(f"root        epoch {owed.epoch}", highlight=False)
+        out.print(f"earned      {owed.cumulative} wei in all", highlight=False)
+        out.print(f"claimed     {owed.claimed} wei", highlight=False)
+        if dry_run:
+            out.print(f"claimable   {owed.claimable} wei", highlight=False)
+        elif owed.paid:
+            eth = Decimal(owed.paid) / _WEI_PER_ETH
+            out.print(f"paid        {owed.paid} wei ({eth} ETH)", highlight=False)
+        else:
+            out.print("nothing to claim", highlight=False)
+    if owed.pending_at is not None:
+        out.print(f"next root   live from {_when(owed.pending_at)}", highlight=False)
+
+
 # --- dispute -----------------------------------------------------------------------------------
 
 

@@ -137,13 +137,20 @@ class RoundChallenged:
 
 @dataclass(frozen=True)
 class RoundSettled:
-    """A round was settled; the next round opens in this block."""
+    """A round was settled; the next round opens in this block.
+
+    ``credited_to`` is the account (20 bytes) the settlement's only ``RewardCredited`` names,
+    None when it made none or several: with a RewardDistributor as the market's rewards account,
+    the distributor, credited the round's total once (docs/coordinator.md, "Rewards from
+    cumulative roots").
+    """
 
     job_id: int
     round: int
     model_hash: bytes
     block: int
     timestamp: int
+    credited_to: bytes | None = None
 
 
 ChainEvent = (
@@ -169,7 +176,8 @@ class SlashMode(IntEnum):
 class ChainJob:
     """A job as the chain stores it.
 
-    ``reward_decimals`` is its reward token's decimals (18 for the native token);
+    ``reward_token`` is its reward token's address (20 zero bytes: the native token) and
+    ``reward_decimals`` its decimals (18 for the native token);
     ``rejected_slash`` and ``missed_slash`` are the job's slash policy (8 decimals): the amount
     the chain takes for a REJECTED or a MISSED fault. The coordinator only names the fault.
     """
@@ -185,6 +193,7 @@ class ChainJob:
     reward_per_round: int
     worker_chains: tuple[int, ...]
     reward_decimals: int = 18
+    reward_token: bytes = bytes(20)
     rejected_slash: int = 0
     missed_slash: int = 0
     slash_mode: SlashMode = SlashMode.TO_RECIPIENT
@@ -321,4 +330,9 @@ class CoordinatorChain(Protocol):
 
     async def settle_round(self, job_id: int, round_number: int) -> None:
         """``settleRound`` after the challenge window."""
+        ...
+
+    async def round_payouts(self, job_id: int, round_number: int) -> Mapping[bytes, int]:
+        """What a settled round's proposal rewarded, by payout address (20 bytes; the workers'
+        rewards summed per address, zero rewards left out)."""
         ...

@@ -205,7 +205,8 @@ class RoundReport:
 
 
 class CoordinatorStore(CoordinatorRepository, Protocol):
-    """The API's repository plus the service's cursor, worker list and round reports."""
+    """The API's repository plus the service's cursor, worker list, round reports and the
+    rewards credited through a reward distributor."""
 
     async def cursor(self, source: str) -> int | None:
         """The last block of ``source`` fully processed, or None."""
@@ -250,4 +251,23 @@ class CoordinatorStore(CoordinatorRepository, Protocol):
 
     async def reports(self, job_id: int) -> list[RoundReport]:
         """Every report of a job, by round."""
+        ...
+
+    async def credit_rewards(
+        self, job_id: int, round_number: int, token: bytes, amounts: Mapping[bytes, int]
+    ) -> bool:
+        """Record what a round settled through the reward distributor paid each payout address
+        (20 bytes) in ``token`` (20 bytes; zero: native), once per round.
+
+        Returns:
+            Whether this recorded the round (False: it was recorded before, the same, or it
+            paid nothing).
+
+        Raises:
+            Conflict: The round was recorded with other amounts.
+        """
+        ...
+
+    async def earnings(self) -> dict[tuple[bytes, bytes], int]:
+        """Each (payout address, token)'s cumulative amount over every recorded round."""
         ...

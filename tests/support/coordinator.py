@@ -8,13 +8,17 @@ tests because the worker package must not import the coordinator.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 
 import httpx
+import uvicorn
 
 from fedrelay.adapters.blobstore import MemoryBlobStore
+from fedrelay.adapters.devnet.process import free_port
 from fedrelay.coordinator.api import ApiSettings, create_app
 from fedrelay.coordinator.memory_store import MemoryCoordinatorStore
 from fedrelay.ports.blobs import POSTER
@@ -99,3 +103,24 @@ class LocalCoordinator:
         if state is None:
             raise LookupError(f"no job {job_id} round {round_number}")
         await self.repository.save_round(replace(state, phase=Phase.AGGREGATING))
+
+
+@contextmanager
+def served(coordinator: LocalCoordinator) -> Iterator[str]:
+    """Serve the coordinator's API over HTTP on a free loopback port."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(coordinator.app, host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:  # a condition, checked every 50 ms
+            if time.monotonic() > deadline:
+                raise AssertionError("the coordinator API did not start within 30 s")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,5 +1,6 @@
 """The coordinator's ledger repository on the harness's real PostgreSQL: full u64 job ids,
-round states that round-trip, conflicts, commitment offers, and state that survives a restart."""
+round states that round-trip, conflicts, commitment offers, reward credits, and state that survives
+a restart."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from fedrelay.adapters.devnet.services import Postgres
 from fedrelay.adapters.ledger.coordinator_repository import LedgerCoordinatorRepository
+from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.adapters.ledger.database import create_engine, upgrade
 from fedrelay.ports.coordinator_store import Conflict
 from fedrelay.protocol.challenges import Challenge, ChallengeAnswer
@@ -109,6 +111,34 @@ async def test_concurrent_offers_on_postgres_store_one_and_refuse_a_different_on
         assert outcomes.count(None) == 1, outcomes
         assert isinstance(refused, Conflict), outcomes
         assert await replicas[1].offers(job, 0, 1) == [kept]
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_reward_credits_on_postgres_are_exact_and_recorded_once_by_racing_replicas(
+    postgres: Postgres,
+) -> None:
+    """Two replicas recording the same settled round at once store it once; amounts above
+    2**64 come back exact, and a round recorded with other amounts is a conflict."""
+    await asyncio.to_thread(upgrade, postgres.async_url)
+    engines = [create_engine(postgres.async_url) for _ in range(2)]
+    token, big = b"\xee" * 20, 2**200 + 1
+    amounts = {b"\x01" * 20: big, b"\x02" * 20: 5}
+    try:
+        replicas = [LedgerCoordinatorStore(engine) for engine in engines]
+        recorded = await asyncio.gather(
+            *(replica.credit_rewards(JOB, 3, token, amounts) for replica in replicas)
+        )
+        assert sorted(recorded) == [False, True]
+        assert await replicas[1].credit_rewards(JOB, 4, token, {b"\x01" * 20: 1})
+        assert not await replicas[0].credit_rewards(JOB, 5, token, {})
+        assert await replicas[0].earnings() == {
+            (b"\x01" * 20, token): big + 1,
+            (b"\x02" * 20, token): 5,
+        }
+        with pytest.raises(Conflict, match="already recorded with other amounts"):
+            await replicas[0].credit_rewards(JOB, 3, token, {b"\x01" * 20: big})
     finally:
         for engine in engines:
             await engine.dispose()

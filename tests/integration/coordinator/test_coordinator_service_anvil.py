@@ -41,21 +41,26 @@ from fedrelay.adapters.evm import (
     address_to_bytes32,
     deploy_job_market,
     deploy_message_core,
+    deploy_reward_distributor,
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain
+from fedrelay.adapters.evm.rewards import RewardAccount
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.cli import app
 from fedrelay.coordinator.api import create_app
+from fedrelay.coordinator.rewards import RewardPublisher
 from fedrelay.coordinator.selection import round_seed
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.ports.blobs import POSTER, worker_domain
 from fedrelay.ports.coordinator_store import CoordinatorStore
+from fedrelay.ports.worker_chain import ChainRejected
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.challenges import challenge_seed
 from fedrelay.protocol.job_config import DataSpec, JobConfig, MlpSpec
+from fedrelay.protocol.rewards import RewardLeaf
 from fedrelay.protocol.rounds import Fault, Phase, WorkerRef
 from fedrelay.protocol.wormhole import (
     Commitment,
@@ -75,6 +80,7 @@ COORDINATOR = 2
 WORKERS = 4
 GUARDIANS = 7
 WINDOW = 5
+ROOT_WINDOW = 30
 REWARD = 10**15
 SLASH = 10**8  # the job's rejectedSlash: at most its minStake, the workers' stake
 TOKEN = "admin-token-0123456789"
@@ -222,13 +228,19 @@ class Coordinator:
     store: CoordinatorStore
     blobs: FileBlobStore
     transport: httpx.ASGITransport
+    #: The RewardDistributor the market credits, when a test deploys one.
+    distributor: str | None = None
 
     def service(self) -> CoordinatorService:
         """A coordinator process (a new one per call: a restart)."""
         d = self.deployment
         chain = EvmCoordinatorChain(d.market, d.signer(1))
+        rewards = None
+        if self.distributor is not None:
+            roots = chain.reward_roots(self.distributor)
+            rewards = RewardPublisher(chain, roots, self.store, self.blobs)
         return CoordinatorService(
-            chain, self.store, self.blobs, start_block=d.start_block, clock=d.now
+            chain, self.store, self.blobs, start_block=d.start_block, clock=d.now, rewards=rewards
         )
 
     def worker(
@@ -372,6 +384,71 @@ async def test_one_round_is_finalized_and_settled_on_chain(coordinator: Coordina
     opening = w3.eth.get_block(report.opening_block)
     assert report.seed_block == report.opening_block
     assert report.seed == round_seed(bytes(opening["mixHash"]), job_id, 0).hex()
+
+
+async def test_a_distributor_s_root_is_proposed_and_each_worker_claims_with_one_proof(
+    coordinator: Coordinator,
+) -> None:
+    d = coordinator.deployment
+    owner = d.signer(0)
+    distributor = deploy_reward_distributor(
+        d.chain, owner, d.market.address, d.signer(1).address, d.signer(2).address, ROOT_WINDOW
+    )
+    d.market.set_rewards_account(owner, distributor.address)
+    coordinator.distributor = distributor.address
+    workers = [coordinator.worker(i) for i in range(2)]
+    job_id, _ = await run_round(coordinator, workers)
+
+    # The round's total went to the distributor once; the coordinator recorded what each payout
+    # address earned (from the proposal) and proposed the root of it.
+    accounts = payouts(d, 2)
+    assert [d.market.claimable(a) for a in accounts] == [0, 0]
+    assert d.market.claimable(distributor.address) == REWARD
+    earned = await coordinator.store.earnings()
+    rewarded = {account: r for (account, _), r in earned.items()}
+    by_key = proposal(d, job_id)
+    assert sum(rewarded.values()) == REWARD
+    assert sorted(rewarded.values()) == sorted(r for _, _, r in by_key.values())
+    pending = distributor.pending_root()
+    assert pending.epoch == 1
+    assert distributor.live_root().epoch == 0
+
+    async def leaves(name: str) -> bytes:
+        return await coordinator.blobs.get(name)
+
+    first = RewardAccount(d.anvil.rpc_url, d.market.address, d.anvil.private_keys[7])
+    waiting = await first.claim_distributed(distributor.address, leaves)
+    assert (waiting.epoch, waiting.paid, waiting.pending_at) == (0, 0, pending.live_at)
+
+    d.advance(ROOT_WINDOW + 1)
+    for index, address in enumerate(accounts):
+        account = RewardAccount(d.anvil.rpc_url, d.market.address, d.anvil.private_keys[7 + index])
+        owed = await account.claim_distributed(distributor.address, leaves)
+        expected = rewarded[bytes.fromhex(address[2:])]
+        assert (owed.epoch, owed.cumulative, owed.paid, owed.claimable) == (
+            1,
+            expected,
+            expected,
+            0,
+        )
+        assert distributor.claimed(address) == expected
+        again = await account.claim_distributed(distributor.address, leaves)
+        assert (again.paid, again.claimable) == (0, 0)
+    assert distributor.paid() == distributor.received() == REWARD
+
+    async def forged(name: str) -> bytes:
+        return RewardLeaf(bytes.fromhex(accounts[0][2:]), bytes(20), 10 * REWARD).encode()
+
+    with pytest.raises(ChainRejected, match="do not hash to it"):
+        await first.claim_distributed(distributor.address, forged)
+
+    # A restarted coordinator reads the settlement again: nothing is counted twice, and with the
+    # live root unchanged nothing is proposed.
+    restarted = coordinator.service()
+    await restarted.step()
+    assert await coordinator.store.earnings() == earned
+    assert distributor.pending_root().epoch == 0
+    assert distributor.live_root().epoch == 1
 
 
 async def test_tampered_update_is_rejected_and_slashed_on_chain(coordinator: Coordinator) -> None:

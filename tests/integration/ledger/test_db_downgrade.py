@@ -29,6 +29,7 @@ COORDINATOR_TABLES = {
     "coordinator_round_reports",
     "coordinator_nonces",
     "coordinator_commitment_offers",
+    "coordinator_reward_credits",
 }
 RELAYER_TABLES = {"deliveries", "delivery_attempts", "signer_nonces", "vaas", "dlq_entries"}
 
@@ -66,6 +67,7 @@ def test_downgrade_undoes_the_coordinator_migrations_only_when_confirmed(ledger_
 
     code, output = db("downgrade", "0002", "--url", ledger_url)
     assert code == 2
+    assert "c010" in output
     assert "c009" in output
     assert "0005" in output
     assert "0004" in output
@@ -80,7 +82,7 @@ def test_downgrade_undoes_the_coordinator_migrations_only_when_confirmed(ledger_
     assert "c001" in output
     assert "refusing without --yes" in output
     assert tables(ledger_url) >= COORDINATOR_TABLES  # nothing was dropped
-    assert db("current", "--url", ledger_url)[1].strip() == "c009"
+    assert db("current", "--url", ledger_url)[1].strip() == "c010"
 
     code, output = db("downgrade", "0002", "--url", ledger_url, "--yes")
     assert code == 0, output
@@ -91,7 +93,7 @@ def test_downgrade_undoes_the_coordinator_migrations_only_when_confirmed(ledger_
 
     code, output = db("upgrade", "--url", ledger_url)
     assert code == 0, output
-    assert "ledger at revision c009" in output
+    assert "ledger at revision c010" in output
     assert tables(ledger_url) >= COORDINATOR_TABLES | RELAYER_TABLES
 
 
@@ -102,7 +104,7 @@ def test_an_unknown_or_higher_revision_is_refused_and_changes_nothing(ledger_url
     assert code == 2
     assert "unknown revision '9999'" in output
     assert (
-        "0001, 0002, c001, c002, c003, c004, c005, c006, 0003, c007, c008, 0004, 0005, c009"
+        "0001, 0002, c001, c002, c003, c004, c005, c006, 0003, c007, c008, 0004, 0005, c009, c010"
         in output
     )
 

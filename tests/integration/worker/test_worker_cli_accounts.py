@@ -1,4 +1,4 @@
-"""`fedrelay worker rewards|stake|unstake|withdraw-stake` against real chains.
+"""`fedrelay worker rewards|claim|stake|unstake|withdraw-stake` against real chains.
 
 Rewards: a JobMarket on the coordinator anvil credits a reward the way the protocol does (a
 guardian-signed WORKER_REGISTERED and UPDATE_COMMITTED, then assignment, proposal and settlement
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
+from support.coordinator import LocalCoordinator, served
 from support.market import Emitter, funded_evm_key
 from support.wormhole import evm_address, guardian_signers
 from typer.testing import CliRunner, Result
@@ -37,6 +38,7 @@ from fedrelay.adapters.evm import (
     address_to_bytes32,
     deploy_job_market,
     deploy_message_core,
+    deploy_reward_distributor,
     deploy_worker_hub,
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
@@ -45,7 +47,9 @@ from fedrelay.adapters.evm.worker_chain import EvmWorkerChain
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
 from fedrelay.adapters.solana.worker_chain import SolanaWorkerChain
 from fedrelay.cli import app
+from fedrelay.ports.blobs import COORDINATOR
 from fedrelay.ports.worker_chain import ChainRejected, TaskKey
+from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.wormhole import (
     Commitment,
     Outcome,
@@ -219,6 +223,69 @@ async def test_rewards_shows_the_claimable_reward_and_withdraw_takes_it(
     assert "nothing to withdraw" in plain.output
     for result in (shown, as_json, withdrawn, again, plain):
         assert payout_key not in result.output
+
+
+async def test_claim_pays_the_live_root_s_amount_once_from_the_coordinator_s_leaves(
+    market: Market, tmp_path: Path
+) -> None:
+    m = market
+    distributor = deploy_reward_distributor(
+        m.chain, m.owner, m.market.address, m.aggregator.address, m.owner.address, 0
+    )
+    m.market.set_rewards_account(m.owner, distributor.address)
+    try:
+        payout_key = funded_evm_key(m.anvil, ETH)
+        payout = Signer(payout_key).address
+        m.credit(payout, b"\x12" * 32, REWARD)  # settled: the round's total to the distributor
+    finally:
+        m.market.set_rewards_account(m.owner, "0x" + "00" * 20)
+    assert m.market.claimable(distributor.address) == REWARD
+    # What the coordinator does: the tree of the earnings, its leaves published, its root
+    # proposed (a window of 0 s: live from its block).
+    tree = distributor.tree({(bytes.fromhex(payout[2:]), bytes(20)): REWARD})
+    coordinator = LocalCoordinator()
+    worker_key = funded_evm_key(m.anvil, 0)
+    worker = EvmSigner(worker_key, chain=WORKER_CHAIN).worker
+    await coordinator.repository.register_worker(worker)
+    name = await coordinator.blobs.put(tree.content(), domain=COORDINATOR)
+    await coordinator.repository.publish_blob(name)
+    distributor.propose_root(m.aggregator, tree)
+    payout_file, worker_file = tmp_path / "payout.key", tmp_path / "worker.key"
+    payout_file.write_text(payout_key + "\n")
+    worker_file.write_text(worker_key + "\n")
+    with served(coordinator) as url:
+        where = ["--payout-key-file", str(payout_file), "--rpc-url", m.anvil.rpc_url]
+        where += ["--distributor", distributor.address, "--coordinator-url", url]
+        where += ["--chain", "evm", "--key-file", str(worker_file)]
+        looked = await fedrelay("worker", "claim", *where, "--dry-run", "--json")
+        assert looked.exit_code == 0, looked.output
+        assert json.loads(looked.stdout) == {
+            "payout": payout,
+            "epoch": 1,
+            "cumulative_wei": REWARD,
+            "claimed_wei": 0,
+            "claimable_wei": REWARD,
+            "paid_wei": 0,
+            "pending_root_live_at": None,
+        }
+        assert distributor.claimed(payout) == 0
+        claimed = await fedrelay("worker", "claim", *where)
+        assert claimed.exit_code == 0, claimed.output
+        assert f"paid        {REWARD} wei (0.7 ETH)" in claimed.output
+        assert distributor.claimed(payout) == REWARD
+        again = await fedrelay("worker", "claim", *where)
+        assert again.exit_code == 0, again.output
+        assert "nothing to claim" in again.output
+        stranger = tmp_path / "stranger.key"
+        stranger.write_text(funded_evm_key(m.anvil, 0))
+        refused = await fedrelay(
+            "worker", "claim", *where[:-2], "--key-file", str(stranger), "--dry-run"
+        )
+        assert refused.exit_code == 2
+        assert "coordinator answered 403 UnregisteredWorker" in refused.stderr
+    for result in (looked, claimed, again, refused):
+        assert payout_key not in result.output
+        assert worker_key not in result.output
 
 
 async def test_rewards_reports_an_unreachable_rpc_and_a_bad_key_file(

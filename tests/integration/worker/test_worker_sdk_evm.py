@@ -14,20 +14,16 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
-from support.coordinator import LocalCoordinator
+from support.coordinator import LocalCoordinator, served
 from support.wormhole import evm_address, guardian_signers
 
 from fedrelay.adapters.devnet.forge import Forge
-from fedrelay.adapters.devnet.process import free_port
 from fedrelay.adapters.devnet.services import Anvil
 from fedrelay.adapters.evm import (
     EvmChain,
@@ -464,23 +460,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
-
-
-@contextmanager
-def served(coordinator: LocalCoordinator) -> Iterator[str]:
-    """Serve the coordinator's API over HTTP on a free loopback port."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(coordinator.app, host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, 30, "the coordinator API to start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_the_cli_worker_commits_and_stops_cleanly_on_sigterm(

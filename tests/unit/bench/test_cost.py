@@ -42,3 +42,6 @@ def test_a_design_says_what_it_measures_and_verifies_threshold_beside_wormholes_
     assert "own commitUpdate" in cost.Design().describe()["commit"]
     signed = cost.Design(commit=cost.CommitPath.SIGNED).describe()["commit"]
     assert f"{cost.SIGNED_PER_TRANSACTION} to a commitSignedAndPublish transaction" in signed
+    assert "payout address credited at settlement" in cost.Design().describe()["rewards"]
+    pooled = cost.Design(rewards=cost.RewardsPath.DISTRIBUTOR).describe()["rewards"]
+    assert f"{cost.CLAIMS_PER_TRANSACTION} to a claimBatch transaction" in pooled

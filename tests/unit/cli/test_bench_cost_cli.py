@@ -21,8 +21,12 @@ def test_the_commit_path_and_attestation_reach_the_design(monkeypatch: pytest.Mo
     assert (counts, rounds) == ([4], [10])
     assert design.commit is cost.CommitPath.SIGNED
     assert design.attestation is cost.Attestation.THRESHOLD
+    assert design.rewards is cost.RewardsPath.CREDIT
     done = CliRunner().invoke(app, ["bench", "cost", "-w", "4"])
     assert calls[-1][2].commit is cost.CommitPath.OWN
+    done = CliRunner().invoke(app, ["bench", "cost", "-w", "4", "--rewards", "distributor"])
+    assert done.exit_code == 0, done.output
+    assert calls[-1][2].rewards is cost.RewardsPath.DISTRIBUTOR
 
 
 def test_a_wrong_choice_is_named_with_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,6 +34,9 @@ def test_a_wrong_choice_is_named_with_the_choices(monkeypatch: pytest.MonkeyPatc
     done = CliRunner().invoke(app, ["bench", "cost", "--commit", "mailed"])
     assert done.exit_code == 2
     assert "'mailed' is not one of own, signed" in done.output
+    done = CliRunner().invoke(app, ["bench", "cost", "--rewards", "airdrop"])
+    assert done.exit_code == 2
+    assert "'airdrop' is not one of credit, distributor" in done.output
     done = CliRunner().invoke(app, ["bench", "cost", "--attestation", "frost"])
     assert done.exit_code == 2
     assert "'frost' is not one of" in done.output

@@ -35,6 +35,7 @@ EXPECTED_TABLES = {
     "coordinator_commitment_offers",
     # the coordinator service's reports (adapters/ledger/coordinator_store.py)
     "coordinator_round_reports",
+    "coordinator_reward_credits",
     "coordinator_nonces",
     "coordinator_leases",
 }  # fmt: skip

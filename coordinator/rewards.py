@@ -1,0 +1,108 @@
+"""Rewards paid from cumulative roots: the coordinator's side of a RewardDistributor.
+
+When the JobMarket's rewards account is a RewardDistributor (docs/contracts.md), a settled round
+credits its total to the distributor once, and the workers are paid from a root of everyone's
+cumulative earnings that the coordinator, the distributor's updater, proposes:
+
+1. On each ``RoundSettled`` whose total went to the distributor (its ``credited_to``), what the
+   round's proposal gave each payout address, read back from the chain, is recorded in the ledger
+   (:meth:`CoordinatorStore.credit_rewards`, once per round; a restarted coordinator reading the
+   event again records nothing twice).
+2. Each step, when no root is waiting for its dispute window and the earnings differ from the
+   live root's, the tree of the cumulative earnings (:func:`fedrelay.protocol.rewards.build_tree`)
+   is published as a blob (the leaves, which the root's ``content`` hash names) and its root
+   proposed. One root at a time: a new proposal would restart the window of the one waiting, so
+   under a steady stream of rounds no root would ever go live.
+
+A worker claims with :meth:`fedrelay.adapters.evm.rewards.RewardAccount.claim_distributed`
+(``fedrelay worker rewards --distributor``): it reads the live root, downloads its leaves,
+rebuilds the tree, checks the root and sends its claim. Anyone may send claims for others.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fedrelay.ports.blobs import COORDINATOR, BlobStore
+from fedrelay.ports.coordinator_chain import CoordinatorChain, RoundSettled
+from fedrelay.ports.coordinator_store import CoordinatorStore
+from fedrelay.ports.reward_roots import RewardRoots
+from fedrelay.protocol.rewards import RewardTree, build_tree
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A root this coordinator proposed, and the blob holding its leaves."""
+
+    tree: RewardTree
+    blob: str
+
+
+class RewardPublisher:
+    """Records the rewards of rounds settled through the distributor and proposes the
+    cumulative root (module docstring)."""
+
+    def __init__(
+        self,
+        chain: CoordinatorChain,
+        roots: RewardRoots,
+        store: CoordinatorStore,
+        blobs: BlobStore,
+    ) -> None:
+        self._chain = chain
+        self._roots = roots
+        self._store = store
+        self._blobs = blobs
+        self._address: bytes | None = None
+
+    async def settled(self, event: RoundSettled) -> bool:
+        """Record the rewards of a round settled through the distributor.
+
+        Returns:
+            Whether this recorded the round (False: its rewards went elsewhere, or it was
+            recorded before).
+        """
+        if event.credited_to is None:
+            return False
+        if self._address is None:
+            self._address = (await self._roots.state()).address
+        if event.credited_to != self._address:
+            return False
+        job = await self._chain.job(event.job_id)
+        payouts = await self._chain.round_payouts(event.job_id, event.round)
+        recorded = await self._store.credit_rewards(
+            event.job_id, event.round, job.reward_token, payouts
+        )
+        if recorded:
+            log.info(
+                "job %d round %d: %d payout address(es) credited %d through the distributor",
+                event.job_id, event.round, len(payouts), sum(payouts.values()),
+            )  # fmt: skip
+        return recorded
+
+    async def publish(self) -> Proposal | None:
+        """Propose the root of the cumulative earnings when it is due (module docstring).
+
+        Returns:
+            The proposal made, or None when none was due.
+        """
+        earned = {key: amount for key, amount in (await self._store.earnings()).items() if amount}
+        if not earned:
+            return None
+        state = await self._roots.state()
+        if state.pending is not None:
+            return None
+        tree = build_tree(state.address, state.chain_id, earned)
+        if state.live is not None and state.live.root == tree.root:
+            return None
+        blob = await self._blobs.put(tree.content(), domain=COORDINATOR)
+        await self._store.publish_blob(blob)
+        await self._roots.propose(tree)
+        log.info(
+            "reward root %s proposed: %d leaves, %d in all (leaves in blob %s)",
+            tree.root.hex(), tree.count, sum(earned.values()), blob,
+        )  # fmt: skip
+        return Proposal(tree, blob)

@@ -1,0 +1,148 @@
+"""Rewards through a RewardDistributor: the coordinator records each pooled round's rewards once
+and proposes the root of everyone's cumulative earnings, one root at a time.
+
+The chain is FakeJobMarket with a rewards account (settlements credit the distributor) and the
+distributor's roots are FakeRewardRoots (its window on the same clock); the RewardDistributor
+contract itself is tested with Foundry and on anvil (tests/integration/evm). Each test runs on
+the memory store and the ledger store on SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from support.simulated_worker import SimulatedWorker
+from test_coordinator_service import (
+    REWARD,
+    WINDOW,
+    World,
+    make_world,
+    register,
+    run_round,
+    step_until,
+    tiny_config,
+)
+
+from fedrelay.coordinator.rewards import RewardPublisher
+from fedrelay.coordinator.service import CoordinatorService
+from fedrelay.coordinator.testing import FakeRewardRoots
+from fedrelay.ports.coordinator_chain import ChainError, RoundSettled
+from fedrelay.ports.coordinator_store import Conflict, CoordinatorStore
+from fedrelay.protocol.merkle import verify_proof
+from fedrelay.protocol.rewards import RewardLeaf
+from fedrelay.protocol.rounds import Phase
+
+ROOT_WINDOW = 100
+NATIVE = bytes(20)
+
+
+@pytest.fixture
+async def world(store: CoordinatorStore) -> AsyncIterator[tuple[World, FakeRewardRoots]]:
+    async for w in make_world(store, tiny_config()):
+        roots = FakeRewardRoots(w.clock, window=ROOT_WINDOW)
+        w.market.rewards_account = roots.address
+        publisher = RewardPublisher(w.market, roots, w.store, w.blobs)
+        w.service = CoordinatorService(w.market, w.store, w.blobs, clock=w.clock, rewards=publisher)
+        yield w, roots
+
+
+async def proposed_job(w: World, rounds: int) -> tuple[int, list[SimulatedWorker]]:
+    """Two registered workers, a job of ``rounds`` rounds, its first round proposed."""
+    workers = [w.worker(i) for i in range(2)]
+    await register(w, workers)
+    job_id = await w.post(rounds=rounds, workers=2)
+    await run_round(w, job_id, workers)
+    return job_id, workers
+
+
+async def test_settled_rounds_are_recorded_once_and_their_root_proposed(
+    world: tuple[World, FakeRewardRoots],
+) -> None:
+    w, roots = world
+    job_id, workers = await proposed_job(w, rounds=2)
+    assert roots.proposed == []  # nothing settled, nothing to pay
+    w.clock.advance(WINDOW)
+    await step_until(w, job_id, Phase.COLLECTING)
+
+    (tree,) = roots.proposed
+    earned = {
+        (w.market.payout_of(r.worker), NATIVE): r.reward for r in w.market.proposals[(job_id, 0)][1]
+    }
+    assert sum(earned.values()) == REWARD
+    assert {(leaf.account, leaf.token): leaf.cumulative for leaf in tree.leaves} == earned
+    # Its leaves are published for the workers, under the content hash the root names.
+    blob = tree.content_hash().hex()
+    assert await w.blobs.get(blob) == tree.content()
+    assert await w.store.is_published(blob)
+    for claim in tree.claims():
+        leaf = claim.leaf.hash(roots.address, roots.chain_id)
+        assert verify_proof(leaf, claim.proof, tree.root)
+
+    # The second round settles while the first root waits for its window: nothing is proposed
+    # (a new proposal would restart the window); once it is live, the cumulative root follows.
+    await run_round(w, job_id, workers, round_number=1)
+    w.clock.advance(WINDOW)
+    await step_until(w, job_id, Phase.COMPLETED)
+    assert len(roots.proposed) == 1
+    w.clock.advance(ROOT_WINDOW)
+    await w.service.step()
+    assert len(roots.proposed) == 2
+    later = roots.proposed[-1]
+    assert sum(leaf.cumulative for leaf in later.leaves) == 2 * REWARD
+    await w.service.step()
+    assert len(roots.proposed) == 2  # pending again: nothing more
+
+
+async def test_a_round_read_again_after_a_restart_is_not_counted_twice(
+    world: tuple[World, FakeRewardRoots],
+) -> None:
+    w, roots = world
+    job_id, _ = await proposed_job(w, rounds=1)
+    w.clock.advance(WINDOW)
+    await step_until(w, job_id, Phase.COMPLETED)
+    settled = next(e for e in w.market.log if isinstance(e, RoundSettled))
+    publisher = RewardPublisher(w.market, roots, w.store, w.blobs)
+    assert not await publisher.settled(settled)
+    assert sum((await w.store.earnings()).values()) == REWARD
+    for elsewhere in (None, b"\x07" * 20):  # no credit, several, or another account's
+        other = RoundSettled(job_id, 0, bytes(32), 1, 1, credited_to=elsewhere)
+        assert not await publisher.settled(other)
+    with pytest.raises(Conflict, match="already recorded with other amounts"):
+        await w.store.credit_rewards(job_id, 0, NATIVE, {b"\x01" * 20: 1})
+
+
+async def test_a_vetoed_root_is_proposed_again_and_a_failed_proposal_retried(
+    world: tuple[World, FakeRewardRoots],
+) -> None:
+    w, roots = world
+    job_id, _ = await proposed_job(w, rounds=1)
+    roots.fail_with = ChainError("the distributor refused the call: NotUpdater")
+    w.clock.advance(WINDOW)
+    await step_until(w, job_id, Phase.COMPLETED)  # the job goes on; the root waits
+    assert roots.proposed == []
+    roots.fail_with = None
+    await w.service.step()
+    (first,) = roots.proposed
+    roots.veto()
+    await w.service.step()
+    assert [t.root for t in roots.proposed] == [first.root, first.root]
+    w.clock.advance(ROOT_WINDOW)
+    await w.service.step()
+    state = await roots.state()
+    assert state.live is not None
+    assert state.live.root == first.root
+    assert len(roots.proposed) == 2  # live and unchanged: nothing to propose
+
+
+async def test_credits_sum_per_account_and_token_across_rounds(store: CoordinatorStore) -> None:
+    token = b"\xee" * 20
+    assert await store.credit_rewards(1, 0, NATIVE, {b"\x01" * 20: 5, b"\x02" * 20: 0})
+    assert await store.credit_rewards(1, 1, NATIVE, {b"\x01" * 20: 7})
+    assert await store.credit_rewards(2, 0, token, {b"\x01" * 20: 2**200})
+    assert not await store.credit_rewards(1, 1, NATIVE, {b"\x01" * 20: 7})
+    assert await store.earnings() == {
+        (b"\x01" * 20, NATIVE): 12,
+        (b"\x01" * 20, token): 2**200,
+    }
+    assert RewardLeaf(b"\x01" * 20, token, 2**200).cumulative == 2**200
