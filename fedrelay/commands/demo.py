@@ -237,6 +237,15 @@ def demo(
             "or guardian (a quorum of guardian signatures, version 1).",
         ),
     ] = "threshold",
+    rewards: Annotated[
+        str,
+        typer.Option(
+            "--rewards",
+            help="How the workers are paid: distributor (each round's total to a "
+            "RewardDistributor, cumulative roots, one claim per worker at the end) or credit "
+            "(each worker's payout credited in JobMarket at settlement).",
+        ),
+    ] = "distributor",
 ) -> None:
     """Run a job on digits (or a workload) across three chains; write summary.json; fail if a
     check fails."""
@@ -262,6 +271,7 @@ def demo(
             private_data=private_data,
             secure_aggregation=secure_aggregation,
             attestation=attestation,  # type: ignore[arg-type]  # checked by DemoSettings
+            rewards=rewards,  # type: ignore[arg-type]  # checked by DemoSettings
         )
     except DemoError as exc:
         _CONSOLE.print(f"[red]error:[/red] {exc}", highlight=False)

@@ -34,7 +34,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from fedrelay.adapters.blobstore import FileBlobStore
 from fedrelay.adapters.devnet.network import Devnet, DevnetPorts, DevnetSettings
 from fedrelay.adapters.devnet.state import COORDINATOR, WORKER_EVM, WORKER_SOLANA, WorkerKey
-from fedrelay.adapters.evm import EvmChain, JobMarketContract, Signer, address_to_bytes32
+from fedrelay.adapters.evm import (
+    EvmChain,
+    JobMarketContract,
+    RewardDistributorContract,
+    Signer,
+    address_to_bytes32,
+    deploy_reward_distributor,
+)
 from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain
 from fedrelay.adapters.evm.worker_chain import EvmWorkerChain
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
@@ -53,6 +60,7 @@ from fedrelay.demo.settings import (
     DemoBackends,
     DemoError,
     DemoSettings,
+    Rewards,
 )
 from fedrelay.demo.waiting import until
 from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner
@@ -74,6 +82,8 @@ from fedrelay.worker.sdk.api_client import CoordinatorClient
 log = logging.getLogger(__name__)
 
 #: Tables whose rows tie a ledger to one set of chains: a new devnet must not meet old ones.
+#: Seconds a proposed reward root waits before it goes live (the distributor's dispute window).
+REWARD_ROOT_WINDOW_S = 3
 _RUN_TABLES = ("observations", "vaas", "deliveries", "coordinator_rounds")
 
 
@@ -180,6 +190,8 @@ class DemoNetwork:
         self.solana_rpc = AsyncClient(self.info.chain(WORKER_SOLANA).rpc_url)
         self.program = WorkerProgramClient(self.solana_rpc, devnet.program_id)
         self.workers: list[DemoWorker] = []
+        #: The RewardDistributor the market credits (None: each worker's payout is).
+        self.distributor: RewardDistributorContract | None = None
         self.closers: list[Callable[[], Awaitable[None]]] = []
 
     async def close(self) -> None:
@@ -265,8 +277,13 @@ class DemoNetwork:
 
     # --- the coordinator ----------------------------------------------------------------------
 
-    async def start_coordinator(self, database_url: str) -> RestartableCoordinator:
-        """Start the coordinator and its API on the blob store in the state folder."""
+    async def start_coordinator(
+        self, database_url: str, rewards: Rewards = "distributor"
+    ) -> RestartableCoordinator:
+        """Start the coordinator and its API on the blob store in the state folder; with
+        ``distributor`` rewards, first a RewardDistributor the market credits its rounds to."""
+        if rewards == "distributor":
+            self.distributor = await asyncio.to_thread(self._deploy_distributor)
         self.progress.step("starting the coordinator and its API")
         self.blobs = FileBlobStore(self.state_dir / "blobs")
         coordinator_chain = self.info.chain(COORDINATOR)
@@ -277,11 +294,28 @@ class DemoNetwork:
         )
         start_block = int(await asyncio.to_thread(lambda: self.market.chain.w3.eth.block_number))
         coordinator = RestartableCoordinator(
-            database_url, self.blobs, chain, coordinator_chain.wormhole_chain_id, start_block
-        )
+            database_url, self.blobs, chain, coordinator_chain.wormhole_chain_id, start_block,
+            distributor=None if self.distributor is None else self.distributor.address,
+        )  # fmt: skip
         await coordinator.start()
         self.closers.append(coordinator.stop)
         return coordinator
+
+    def _deploy_distributor(self) -> RewardDistributorContract:
+        """A RewardDistributor drawing on the market (the aggregator its updater, the challenger
+        its disputer), which the market credits every round settled from now on."""
+        self.progress.step(
+            f"deploying a RewardDistributor (dispute window {REWARD_ROOT_WINDOW_S} s) and "
+            "pointing the JobMarket's rewards at it"
+        )
+        owner = Signer(self.devnet.key_file("owner").read_text().strip())
+        accounts = self.info.accounts
+        distributor = deploy_reward_distributor(
+            self.market.chain, owner, self.market.address, accounts["aggregator"],
+            accounts["challenger"], REWARD_ROOT_WINDOW_S,
+        )  # fmt: skip
+        self.market.set_rewards_account(owner, distributor.address)
+        return distributor
 
     # --- the workers --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.adapters.ledger.database import create_engine
 from fedrelay.coordinator.api import create_app
+from fedrelay.coordinator.rewards import RewardPublisher
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.demo.settings import DemoError
 from fedrelay.demo.waiting import until
@@ -44,7 +45,9 @@ class RestartableCoordinator:
     """
 
     def __init__(self, database_url: str, blobs: FileBlobStore, chain: EvmCoordinatorChain,
-                 chain_id: int, start_block: int) -> None:  # fmt: skip
+                 chain_id: int, start_block: int,
+                 distributor: str | None = None) -> None:  # fmt: skip
+        self.distributor = distributor
         self.database_url = database_url
         self.blobs = blobs
         self.chain = chain
@@ -69,9 +72,13 @@ class RestartableCoordinator:
         """Build the service and its API and wait until the API answers."""
         self._engine = create_engine(self.database_url)
         store = LedgerCoordinatorStore(self._engine)
+        rewards = None
+        if self.distributor is not None:
+            roots = self.chain.reward_roots(self.distributor)
+            rewards = RewardPublisher(self.chain, roots, store, self.blobs)
         service = CoordinatorService(
             self.chain, store, self.blobs, chain_id=self.chain_id, start_block=self.start_block,
-            poll_interval=0.5,
+            poll_interval=0.5, rewards=rewards,
         )  # fmt: skip
         app = create_app(store, self.blobs, admin_token=secrets.token_urlsafe(24))
         server = _ApiServer(

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from fedrelay.adapters.devnet.state import WORKER_EVM, DevnetInfo
+from fedrelay.adapters.devnet.state import COORDINATOR, WORKER_EVM, DevnetInfo
+from fedrelay.adapters.evm.rewards import RewardAccount
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.adapters.ledger.database import create_engine
 from fedrelay.adapters.ledger.models import Delivery, StoredVaa
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 _WEI_PER_STAKE_UNIT = 10**10  # messages carry 8 decimals
 _U64 = 2**64 - 1
 STAKES_FOLLOWED_TIMEOUT_S = 120.0
+#: Longest wait for a reward root that covers every settled round to go live (the coordinator
+#: proposes one once the one before is live; each waits the distributor's dispute window).
+REWARD_ROOT_TIMEOUT_S = 90.0
 
 
 async def stakes_followed(network: DemoNetwork) -> bool:
@@ -60,6 +65,52 @@ async def job_rounds(store: LedgerCoordinatorStore, job_id: int, rounds: int) ->
         if state is not None:
             found.append(state)
     return found
+
+
+async def claim_from_distributor(network: DemoNetwork, rewards: dict[str, int]) -> dict[str, int]:
+    """With a RewardDistributor: wait until its live root gives each worker what the
+    coordinator decided for it, then claim each one's with its payout key, as `fedrelay worker
+    claim` does (the leaves from the coordinator's blobs, the tree checked against the root).
+
+    Returns:
+        What each worker's claim paid, by name (empty without a distributor).
+    """
+    distributor = network.distributor
+    if distributor is None:
+        return {}
+    network.progress.step("waiting for the reward root that covers every round, then claiming")
+    market = network.market
+
+    async def leaves(name: str) -> bytes:
+        return await network.blobs.get(name)
+
+    rpc_url = network.info.chain(COORDINATOR).rpc_url
+
+    def payout_account(payout_key_file: str) -> RewardAccount:
+        key = Path(payout_key_file).read_text().strip()
+        return RewardAccount(rpc_url, market.address, key)
+
+    accounts = {
+        w.name: await asyncio.to_thread(payout_account, w.key.payout_key_file)
+        for w in network.workers
+    }
+
+    async def covered() -> bool:
+        for name, reward in rewards.items():
+            owed = await accounts[name].distributed(distributor.address, leaves)
+            if owed.cumulative < reward:
+                return False
+        return True
+
+    await until(
+        covered,
+        REWARD_ROOT_TIMEOUT_S,
+        "the RewardDistributor's live root to give every worker its reward",
+    )
+    paid = {}
+    for name, payout in accounts.items():
+        paid[name] = (await payout.claim_distributed(distributor.address, leaves)).paid
+    return paid
 
 
 async def read_outcome(
@@ -100,14 +151,21 @@ async def read_outcome(
         for s in rounds
         if s.round in reports and reports[s.round].accuracy is not None
     )
+    rewards = {
+        w.name: sum(r.rewards.get(w.ref.worker_id.hex(), 0) for r in reports.values())
+        for w in network.workers
+    }
+    claimed = await claim_from_distributor(network, rewards)
     outcomes = []
     for worker in network.workers:
         mine = [(s.round, a) for s in rounds for a in s.assignments if a.worker == worker.ref]
-        worker_id = worker.ref.worker_id.hex()
-        reward = sum(r.rewards.get(worker_id, 0) for r in reports.values())
+        reward = rewards[worker.name]
         slashed = tuple(n for n, a in mine if a.status is TaskStatus.SLASHED)
         reason = next((a.reason for _, a in mine if a.status is TaskStatus.SLASHED), "")
-        claimable = await asyncio.to_thread(network.market.claimable, worker.key.payout_address)
+        if network.distributor is not None:
+            claimable = claimed[worker.name]
+        else:
+            claimable = await asyncio.to_thread(network.market.claimable, worker.key.payout_address)
         outcomes.append(
             WorkerOutcome(
                 name=worker.name,

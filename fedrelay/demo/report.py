@@ -55,7 +55,8 @@ class WorkerOutcome:
         slashed_rounds: Rounds in which the coordinator slashed it.
         reason: Why it was slashed (the first reason), or empty.
         reward: Reward the coordinator decided for it, summed over rounds (wei).
-        claimable: What its payout address can withdraw from JobMarket now (wei).
+        claimable: What its payout address can withdraw from JobMarket now (wei); with
+            rewards through a RewardDistributor, what its claim from the live root paid.
         stake_before: Its stake on its chain after registering (wei or lamports).
         stake_after: Its stake on its chain at the end.
     """
@@ -159,13 +160,18 @@ class DemoResult:
         if wanted is not None and [r.round for r in self.restarts] != [wanted]:
             found.append(f"the coordinator was to be restarted in round {wanted}, was not")
         found += self._metric_problems()
+        paid_where = (
+            "claimable on JobMarket"
+            if self.settings.rewards == "credit"
+            else "paid by the RewardDistributor"
+        )
         for worker in self.workers:
             if worker.dishonest:
                 continue
             if worker.reward <= 0 or worker.claimable <= 0:
                 found.append(
                     f"honest {worker.name} ({worker.chain}) was not paid: coordinator reward "
-                    f"{worker.reward}, claimable on JobMarket {worker.claimable}"
+                    f"{worker.reward}, {paid_where} {worker.claimable}"
                 )
             if worker.slashed_rounds or worker.slashed_on_chain:
                 found.append(f"honest {worker.name} ({worker.chain}) was slashed: {worker.reason}")
@@ -260,6 +266,7 @@ class DemoResult:
             "data": self.settings.mode,
             "secure_aggregation": self.settings.secure_aggregation,
             "attestation": self.settings.attestation,
+            "rewards": self.settings.rewards,
             "privacy": self.privacy_json(),
             "messages_per_route": self.messages_per_route,
             "wall_time_s": round(self.wall_time_s, 1),

@@ -186,7 +186,9 @@ class _Scenario:
             relayer_url = await network.ledger("relayer")
             coordinator_url = await network.ledger("coordinator")
             await network.start_relayer(relayer_url, self.settings.attestation)
-            self.coordinator = await network.start_coordinator(coordinator_url)
+            self.coordinator = await network.start_coordinator(
+                coordinator_url, self.settings.rewards
+            )
             store = network.observe_coordinator(coordinator_url)
             await network.start_workers(
                 self.settings, self.coordinator.url, store, self.job.worker_data

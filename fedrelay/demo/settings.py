@@ -53,6 +53,7 @@ CHEATS_BY_MODE: dict[DataMode, tuple[Dishonesty, ...]] = {
 
 
 Attestation = Literal["guardian", "threshold"]
+Rewards = Literal["distributor", "credit"]
 
 
 class DemoError(Exception):
@@ -121,6 +122,10 @@ class DemoSettings:
         attestation: How the guardians sign the VAAs the relayer carries: ``threshold`` (the
             default: one threshold signature of the devnet threshold key, version 2) or
             ``guardian`` (a quorum of guardian signatures, version 1).
+        rewards: How the workers are paid: ``distributor`` (the default: each settled round's
+            total goes once to a RewardDistributor, the coordinator proposes the cumulative
+            roots and each worker claims with one proof at the end) or ``credit`` (each worker's
+            payout address is credited in JobMarket at settlement).
     """
 
     rounds: int = 10
@@ -148,10 +153,13 @@ class DemoSettings:
     more_cheats: tuple[Cheat, ...] = ()
     challenge_segments: int | None = None
     attestation: Attestation = "threshold"
+    rewards: Rewards = "distributor"
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise DemoError(f"rounds must be at least 1, got {self.rounds}")
+        if self.rewards not in ("distributor", "credit"):
+            raise DemoError(f"rewards must be 'distributor' or 'credit', got {self.rewards!r}")
         if self.attestation not in ("guardian", "threshold"):
             raise DemoError(
                 f"attestation must be 'guardian' or 'threshold', got {self.attestation!r}"

@@ -76,6 +76,10 @@ def test_the_demo_completes_on_kafka_and_postgres_across_a_coordinator_restart(
     assert summary["final_accuracy"] >= SETTINGS.min_accuracy
     workers = summary["workers"]
     assert {w["chain"] for w in workers} == {WORKER_EVM, WORKER_SOLANA}
+    # Paid through the RewardDistributor (the default): each honest worker's claim from the
+    # cumulative root, proposed by a coordinator restarted mid-job on this ledger, paid exactly
+    # what the coordinator decided.
+    assert summary["rewards"] == "distributor"
     for worker in workers:
         if worker["dishonest"]:
             continue

@@ -44,6 +44,7 @@ SETTINGS = DemoSettings(
     learning_rate=0.2,
     min_accuracy=0.80,  # three rounds; the full demo asks 0.90 of ten
     timeout_s=240,
+    rewards="credit",  # the Kafka and PostgreSQL variant pays through the RewardDistributor
 )
 WORKER_CHAINS = (WORKER_EVM_WORMHOLE_CHAIN, SOLANA_WORMHOLE_CHAIN)
 
@@ -116,6 +117,7 @@ def test_short_demo_pays_the_honest_workers_and_slashes_the_cheat(demo: DemoRun)
     cheats = [w for w in workers if w["dishonest"]]
     assert len(cheats) == 1
     assert len(honest) == 5
+    assert summary["rewards"] == "credit"
     for worker in honest:  # paid by the coordinator and claimable on JobMarket, never slashed
         assert worker["reward"] > 0, worker
         assert worker["claimable"] == worker["reward"], worker

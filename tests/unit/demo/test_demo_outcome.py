@@ -71,6 +71,11 @@ def test_an_unpaid_honest_worker_is_a_problem() -> None:
     problems = _result(*workers).problems()
     assert problems == [
         "honest worker-1 (worker-evm) was not paid: coordinator reward "
+        f"{ETHER}, paid by the RewardDistributor 0"
+    ]
+    credited = replace(_result(*workers), settings=DemoSettings(rounds=3, rewards="credit"))
+    assert credited.problems() == [
+        "honest worker-1 (worker-evm) was not paid: coordinator reward "
         f"{ETHER}, claimable on JobMarket 0"
     ]
 
@@ -99,6 +104,7 @@ def test_a_cheat_never_caught_is_a_problem() -> None:
         ({"steps": 30, "checkpoint_every": 20}, "must be a multiple of checkpoint_every"),
         ({"min_accuracy": 1.5}, "min_accuracy must be in (0, 1]"),
         ({"strategy": "best"}, "the demo's job configuration is invalid"),
+        ({"rewards": "airdrop"}, "rewards must be 'distributor' or 'credit', got 'airdrop'"),
     ],
 )
 def test_bad_settings_are_refused_with_what_is_wrong(
@@ -126,4 +132,8 @@ def test_the_command_refuses_bad_options_before_starting_anything(tmp_path: Path
     result = CliRunner().invoke(app, ["demo", "--dishonest", "weights", "--state-dir", str(state)])
     assert result.exit_code == 2
     assert "dishonest must be 'transcript' or 'update'" in result.output
+    assert not state.exists()
+    result = CliRunner().invoke(app, ["demo", "--rewards", "airdrop", "--state-dir", str(state)])
+    assert result.exit_code == 2
+    assert "rewards must be 'distributor' or 'credit', got 'airdrop'" in result.output
     assert not state.exists()
