@@ -474,11 +474,14 @@ class JobMarketContract:
     def proposal(self, job_id: int, round_number: int) -> list[RoundResult]:
         """The results of the round's pending (or last settled) proposal, in proposed order.
 
-        Read from the ``ResultsProposed`` event in the block the round records
-        (``proposed_block``); the one whose number is the round's current proposal.
+        Read from the input of the ``finalizeRound`` transaction whose ``ResultsProposed``
+        event, in the block the round records (``proposed_block``), carries the round's current
+        proposal number, and checked against the root the event (and the round) name.
 
         Raises:
-            EvmError: The round has no proposal, or its event is not in that block.
+            EvmError: The round has no proposal, its event is not in that block, or the
+                transaction that made it did not call ``finalizeRound`` on this market
+                directly (a contract wallet's call is inside its own input).
         """
         stored = self.round(job_id, round_number)
         if stored.proposed_block == 0 or stored.proposal == 0:
@@ -488,13 +491,24 @@ class JobMarketContract:
             from_block=stored.proposed_block,
             to_block=stored.proposed_block,
         )
-        for log in logs:
-            if int(log["args"]["proposal"]) == stored.proposal:
-                return [RoundResult.from_entry(raw) for raw in log["args"]["results"]]
-        raise EvmError(
-            f"job {job_id} round {round_number}: no ResultsProposed for proposal "
-            f"{stored.proposal} in block {stored.proposed_block}"
-        )
+        where = f"job {job_id} round {round_number} proposal {stored.proposal}"
+        log = next((g for g in logs if int(g["args"]["proposal"]) == stored.proposal), None)
+        if log is None:
+            raise EvmError(f"{where}: no ResultsProposed in block {stored.proposed_block}")
+        tx = self.chain.w3.eth.get_transaction(log["transactionHash"])
+        if str(tx["to"]).lower() != self.address.lower():
+            raise EvmError(
+                f"{where} was sent to {tx['to']}, not to the JobMarket: its results are not "
+                "the transaction's input (propose with a direct finalizeRound call)"
+            )
+        function, args = self.contract.decode_function_input(tx["input"])
+        if function.fn_name != "finalizeRound":
+            raise EvmError(f"{where} came from a {function.fn_name} call, not finalizeRound")
+        results = [RoundResult.from_entry(raw) for raw in args["results"]]
+        leaves = [r.leaf(job_id, round_number) for r in results]
+        if not leaves or MerkleTree(leaves).root != bytes(log["args"]["resultsRoot"]):
+            raise EvmError(f"{where}: the transaction's results do not hash to its root")
+        return results
 
     def withdraw(self, signer: Signer, token: str = NATIVE) -> TxReceipt:
         """Withdraw the signer's claimable balance of `token`."""

@@ -87,8 +87,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     }
 
     /// @dev A proposal is stored as its model hash, total and the root of its results (constant
-    /// storage whatever the number of workers); the results themselves are in `ResultsProposed`,
-    /// from the block `proposedBlock`, and are supplied again to settle or dispute.
+    /// storage whatever the number of workers); the results themselves are the calldata of the
+    /// `finalizeRound` that emitted `ResultsProposed` in the block `proposedBlock`, and are
+    /// supplied again to settle or dispute.
     struct Round {
         RoundPhase phase;
         uint16 assigned;
@@ -233,11 +234,11 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     event RoundFinalized(
         uint64 indexed jobId, uint32 indexed round, bytes32 modelHash, uint256 total, uint64 challengeDeadline
     );
-    /// @notice A proposal's results, lane by lane (`finalizeRound`); `resultsRoot` is the root of
-    /// their leaves (keccak256(abi.encode(jobId, round, result))) in the order given.
-    event ResultsProposed(
-        uint64 indexed jobId, uint32 indexed round, uint32 proposal, bytes32 resultsRoot, Result[] results
-    );
+    /// @notice A proposal (`finalizeRound`): `resultsRoot` is the root of its results' leaves
+    /// (keccak256(abi.encode(jobId, round, result))) in the order given. The results themselves are
+    /// the `results` argument of the transaction that emitted it: available wherever the
+    /// transaction is, so not repeated here (a rollup posts the calldata, not the logs).
+    event ResultsProposed(uint64 indexed jobId, uint32 indexed round, uint32 proposal, bytes32 resultsRoot);
     event RoundChallenged(uint64 indexed jobId, uint32 indexed round, address challenger, bytes32 evidence);
     event RoundSettled(uint64 indexed jobId, uint32 indexed round, bytes32 modelHash, uint256 total);
     event SettlementPublished(
@@ -609,7 +610,8 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
 
     /// @notice Propose the outcome of the current round: the new model hash and one result per
     /// assigned task. Opens the challenge window; nothing is paid until `settleRound`.
-    /// @dev Only the root of the results is stored; the results are emitted (`ResultsProposed`).
+    /// @dev Only the root of the results is stored; `ResultsProposed` names the root, and the
+    /// results stay in this call's calldata.
     /// `results` go lane by lane, in the order of the job's worker chains, each lane's in the
     /// order its tasks were assigned (increasing worker keys): the contract rebuilds each lane's
     /// `assignedChain` from them, so they are exactly the round's tasks, each once. `commits` are
@@ -672,7 +674,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         r.proposedModelHash = modelHash;
         r.proposedTotal = total;
         r.resultsRoot = resultsRoot;
-        emit ResultsProposed(jobId, round, proposal, resultsRoot, results);
+        emit ResultsProposed(jobId, round, proposal, resultsRoot);
         emit RoundFinalized(jobId, round, modelHash, total, deadline);
     }
 
@@ -754,7 +756,8 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
 
     /// @notice Dispute a SLASHED result of the pending proposal, within its challenge window.
     /// @dev Only the worker's payout address, with the result, its index among the proposal's
-    /// results and its Merkle proof against the results root (`ResultsProposed` has them all).
+    /// results and its Merkle proof against the results root (the `finalizeRound` calldata has
+    /// them all).
     /// The aggregator must answer within `disputeAnswerWindow`; until then the round cannot
     /// settle, and after it an unanswered dispute turns the result into DROPPED with no slash.
     function disputeSlash(uint64 jobId, uint32 round, uint256 index, Result calldata result, bytes32[] calldata proof)
@@ -832,7 +835,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
 
     /// @notice Settle an unchallenged proposal after its window: credit rewards, advance the job's
     /// model and round, and publish ROUND_SETTLED to each worker chain in the round.
-    /// @dev `results` are the proposal's, as `ResultsProposed` gave them (checked against the
+    /// @dev `results` are the proposal's, as its `finalizeRound` gave them (checked against the
     /// stored root). Pays the core's fee for every published batch as `msg.value`
     /// (per worker chain, its results in batches of `maxBatch`).
     function settleRound(uint64 jobId, uint32 round, Result[] calldata results) external payable nonReentrant {

@@ -1,8 +1,9 @@
 """A round's proposal stored as a Merkle root, on anvil through the Python binding.
 
-JobMarket keeps a proposal's results as one root (`resultsRoot`) and emits the results; the
-binding sorts them into task-id order, reads them back from `ResultsProposed` to settle, and
-builds the Merkle proof a slashed worker's dispute needs. These tests check that the root the
+JobMarket keeps a proposal's results as one root (`resultsRoot`), which `ResultsProposed` names;
+the binding sorts the results into task-id order, reads them back from the input of the
+`finalizeRound` transaction that emitted the event to settle, and builds the Merkle proof a
+slashed worker's dispute needs. These tests check that the root the
 contract computes is the one `fedrelay.protocol.merkle` computes over the same leaves (the two
 implementations agree), that tampered results cannot settle, and that a dispute through the
 binding opens while a forged one is refused.
@@ -60,6 +61,14 @@ def test_the_stored_root_is_the_python_merkle_root_of_the_results_in_lane_order(
     assert stored.proposed_block > 0
     # The same results for another round would have other leaves.
     assert read_back[0].leaf(job_id, 1) != leaves[0]
+    # The event names the root; the results are the transaction's input, not repeated in a log.
+    (event,) = market.market.contract.events.ResultsProposed().get_logs(
+        argument_filters={"jobId": job_id, "round": 0},
+        from_block=stored.proposed_block,
+        to_block=stored.proposed_block,
+    )
+    assert set(event["args"]) == {"jobId", "round", "proposal", "resultsRoot"}
+    assert bytes(event["args"]["resultsRoot"]) == stored.results_root
 
 
 def test_tampered_results_do_not_settle_and_the_proposal_does(market: Market) -> None:
