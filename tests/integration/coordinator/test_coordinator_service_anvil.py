@@ -50,6 +50,7 @@ from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.cli import app
 from fedrelay.coordinator.api import create_app
+from fedrelay.coordinator.process import CoordinatorFailed, checked_reward_roots
 from fedrelay.coordinator.rewards import RewardPublisher
 from fedrelay.coordinator.selection import round_seed
 from fedrelay.coordinator.service import CoordinatorService
@@ -449,6 +450,33 @@ async def test_a_distributor_s_root_is_proposed_and_each_worker_claims_with_one_
     assert await coordinator.store.earnings() == earned
     assert distributor.pending_root().epoch == 0
     assert distributor.live_root().epoch == 1
+
+
+def test_the_process_refuses_a_distributor_it_cannot_drive(deployment: Deployment) -> None:
+    """FEDRELAY_REWARD_DISTRIBUTOR is checked before the service starts: the market must credit
+    it, it must draw on that market, and take roots from the coordinator's key."""
+    d = deployment
+    owner, aggregator = d.signer(0), d.signer(1)
+    chain = EvmCoordinatorChain(d.market, aggregator)
+    good = deploy_reward_distributor(
+        d.chain, owner, d.market.address, aggregator.address, d.signer(2).address, ROOT_WINDOW
+    )
+    with pytest.raises(CoordinatorFailed, match=r"but the JobMarket credits its rounds to 0x0+ "):
+        checked_reward_roots(chain, d.market, good.address, aggregator)
+    d.market.set_rewards_account(owner, good.address)
+    assert checked_reward_roots(chain, d.market, good.address, aggregator) is not None
+    other_key = deploy_reward_distributor(
+        d.chain, owner, d.market.address, d.signer(3).address, d.signer(2).address, ROOT_WINDOW
+    )
+    d.market.set_rewards_account(owner, other_key.address)
+    with pytest.raises(CoordinatorFailed, match="not from this coordinator's aggregator key"):
+        checked_reward_roots(chain, d.market, other_key.address, aggregator)
+    elsewhere = deploy_reward_distributor(
+        d.chain, owner, d.core.address, aggregator.address, d.signer(2).address, ROOT_WINDOW
+    )
+    d.market.set_rewards_account(owner, elsewhere.address)
+    with pytest.raises(CoordinatorFailed, match=r"draws on 0x[0-9a-fA-F]{40}, not this JobMarket"):
+        checked_reward_roots(chain, d.market, elsewhere.address, aggregator)
 
 
 async def test_tampered_update_is_rejected_and_slashed_on_chain(coordinator: Coordinator) -> None:

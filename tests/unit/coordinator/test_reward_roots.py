@@ -112,7 +112,7 @@ async def test_a_round_read_again_after_a_restart_is_not_counted_twice(
         await w.store.credit_rewards(job_id, 0, NATIVE, {b"\x01" * 20: 1})
 
 
-async def test_a_vetoed_root_is_proposed_again_and_a_failed_proposal_retried(
+async def test_a_failed_proposal_is_retried_and_a_vetoed_root_not_proposed_again(
     world: tuple[World, FakeRewardRoots],
 ) -> None:
     w, roots = world
@@ -125,13 +125,22 @@ async def test_a_vetoed_root_is_proposed_again_and_a_failed_proposal_retried(
     await w.service.step()
     (first,) = roots.proposed
     roots.veto()
+    for _ in range(3):
+        await w.service.step()
+    assert roots.proposed == [first]  # the disputer's word stands for this content
+    state = await roots.state()
+    assert (state.live, state.pending) == (None, None)
+    # Once the earnings change (a round settled since), the next root is proposed and goes live.
+    assert await w.store.credit_rewards(job_id + 1, 0, NATIVE, {b"\x09" * 20: 5})
     await w.service.step()
-    assert [t.root for t in roots.proposed] == [first.root, first.root]
+    assert len(roots.proposed) == 2
+    second = roots.proposed[-1]
+    assert second.root != first.root
     w.clock.advance(ROOT_WINDOW)
     await w.service.step()
     state = await roots.state()
     assert state.live is not None
-    assert state.live.root == first.root
+    assert state.live.root == second.root
     assert len(roots.proposed) == 2  # live and unchanged: nothing to propose
 
 
