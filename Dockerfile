@@ -26,7 +26,7 @@ COPY contracts/src/ contracts/src/
 RUN cd contracts \
     && ../tools/npm/node_modules/@foundry-rs/forge-linux-amd64/bin/forge build \
         --offline --use ../tools/solc/solc-forge.cjs --skip test --skip script \
-    && for name in MessageCore JobMarket WorkerHub RewardDistributor; do \
+    && for name in MessageCore JobMarket ProposalChecker WorkerHub RewardDistributor; do \
         test -s "out/${name}.sol/${name}.json" || { echo "missing ABI of ${name}" >&2; exit 1; }; \
     done
 

@@ -20,6 +20,7 @@ from requests.exceptions import RequestException
 
 from fedrelay.adapters.evm import EvmChain, EvmError, Signer
 from fedrelay.adapters.evm.distributor import RewardDistributorContract
+from fedrelay.adapters.evm.proposals import ProposalAudit, audit_proposal
 from fedrelay.adapters.evm.rewards import RewardAccount
 from fedrelay.adapters.evm.worker_chain import EVM_WORKER_CHAIN
 from fedrelay.adapters.worker_chains import (
@@ -52,8 +53,10 @@ from fedrelay.worker.sdk.shards import OwnData
 __all__ = [
     "CHAIN_KINDS",
     "USER_ERRORS",
+    "ProposalAudit",
     "WorkerChainTarget",
     "WorkerConnection",
+    "check_proposal",
     "distributor_account",
     "open_worker_chain",
     "request_signer",
@@ -179,6 +182,22 @@ def distributor_account(
     except EvmError as exc:
         raise ValueError(f"--distributor {distributor} is not a RewardDistributor: {exc}") from exc
     return str(Signer(key).address), RewardAccount(rpc_url, market, key)
+
+
+async def check_proposal(
+    rpc_url: str, job_market: str, job_id: int, round_number: int, key_file: Path | None
+) -> ProposalAudit:
+    """Check a pending proposal in the JobMarket at ``job_market`` against the market's rules;
+    with ``key_file`` (any funded EVM key), void it when it breaks one.
+
+    Raises:
+        ValueError: ``job_market`` is not an EVM address.
+        KeyFileError: The key file holds no secp256k1 key.
+        ChainUnavailable, ChainRejected: See :func:`audit_proposal`.
+    """
+    check_evm_address("--job-market", job_market)
+    key = None if key_file is None else load_evm_key(key_file)
+    return await audit_proposal(rpc_url, job_market, job_id, round_number, key)
 
 
 def reward_account(rpc_url: str, job_market: str, key_file: Path) -> tuple[str, RewardAccount]:

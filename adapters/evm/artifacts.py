@@ -17,7 +17,7 @@ from typing import Any
 from fedrelay.adapters.evm.errors import ArtifactNotFound
 
 CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
-CONTRACT_NAMES = ("MessageCore", "JobMarket", "WorkerHub", "RewardDistributor")
+CONTRACT_NAMES = ("MessageCore", "JobMarket", "ProposalChecker", "WorkerHub", "RewardDistributor")
 
 
 def artifacts_dir() -> Path:

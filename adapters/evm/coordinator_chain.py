@@ -199,7 +199,9 @@ class EvmCoordinatorChain:
             case "WorkerRegistered":
                 worker = WorkerRef(int(args["workerChain"]), bytes(args["workerKey"]))
                 return WorkerJoined(worker, int(args["stake"]), block, at)
-            case "RoundChallenged":
+            case "RoundChallenged" | "ProposalDisproved":
+                # Challenged by the challenger or disproved by anyone: the proposal is void
+                # and the round collects again.
                 return RoundChallenged(int(args["jobId"]), int(args["round"]), block, at)
             case "RoundSettled":
                 return RoundSettled(

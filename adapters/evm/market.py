@@ -16,7 +16,7 @@ from fedrelay.adapters.evm.artifacts import load_artifact
 from fedrelay.adapters.evm.batch import BatchDelivery, receive_batch
 from fedrelay.adapters.evm.chain import EvmChain, Signer
 from fedrelay.adapters.evm.core import MessageCoreContract
-from fedrelay.adapters.evm.errors import EvmError
+from fedrelay.adapters.evm.errors import ContractRevert, EvmError
 from fedrelay.adapters.evm.events import ContractEvent, events_between, receipt_events
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.merkle import MerkleTree
@@ -138,9 +138,6 @@ class RoundResult:
         )
 
 
-NO_COMMIT = 0xFFFF
-"""``commitIndex`` of a result without a commitment."""
-
 CHAIN_START = (1).to_bytes(32, "big")
 """Where a lane's hash chains start (JobMarket's ``CHAIN_START``)."""
 
@@ -164,6 +161,12 @@ def chain_step(previous: bytes, *items: bytes) -> bytes:
     An assignment adds ``(key,)``, a commitment ``(key, commitment)``.
     """
     return keccak256(b"".join((previous, *items)))
+
+
+def results_root(job_id: int, round_number: int, results: Sequence[RoundResult]) -> bytes:
+    """The Merkle root of ``results``' leaves in the order given, as ``checkProposal``
+    computes it (the root a proposal names)."""
+    return MerkleTree([r.leaf(job_id, round_number) for r in results]).root
 
 
 def in_lane_order(chains: Sequence[int], results: Sequence[RoundResult]) -> list[RoundResult]:
@@ -208,19 +211,15 @@ class RoundTasks:
             return Commitment(TaskState.ASSIGNED, bytes(32), bytes(32), bytes(32), 0, 0)
         return Commitment(TaskState.NONE, bytes(32), bytes(32), bytes(32), 0, 0)
 
-    def finalize_arguments(
-        self, chains: Sequence[int], results: Sequence[RoundResult]
-    ) -> tuple[list[RoundResult], list[tuple[bytes, bytes]], list[int]]:
-        """``finalizeRound``'s results (lane order), commits and commitIndex for ``results``."""
-        ordered = in_lane_order(chains, results)
-        commits: list[tuple[bytes, bytes]] = []
-        where: dict[tuple[int, bytes], int] = {}
-        for chain in chains:
-            for commit in self.commits.get(chain, ()):
-                where.setdefault((chain, commit.worker_key), len(commits))
-                commits.append((commit.worker_key, commit.commitment.digest()))
-        index = [where.get((r.worker_chain, r.worker_key), NO_COMMIT) for r in ordered]
-        return ordered, commits, index
+    def proposal_commits(self, chains: Sequence[int]) -> list[tuple[bytes, bytes]]:
+        """Every commitment the round's lanes received, lane by lane in the job's chain order
+        (``chains``), each lane's in arrival order: the evidence ``checkProposal`` and
+        ``disprove`` take, as (workerKey, commitment) pairs."""
+        return [
+            (commit.worker_key, commit.commitment.digest())
+            for chain in chains
+            for commit in self.commits.get(chain, ())
+        ]
 
 
 @dataclass(frozen=True)
@@ -393,17 +392,120 @@ class JobMarketContract:
     ) -> TxReceipt:
         """Propose the round's outcome; it settles after the challenge window.
 
-        The results are sent lane by lane (the contract stores their Merkle root only), with
-        every commitment the lanes received, read from the chain (``round_tasks``).
+        The results go lane by lane with their total and Merkle root. The market takes a
+        proposal optimistically (anyone may disprove one that breaks a rule), so it is checked
+        first against every rule with ``checkProposal`` (an ``eth_call`` with the commitments the
+        lanes received, read from the chain): a proposal that would be disproved raises that
+        rule's error and nothing is sent.
+
+        Raises:
+            ContractRevert: The proposal breaks a rule (the checker's error), or the market
+                refused it.
         """
         chains = self.worker_chains(job_id)
-        ordered, commits, index = self.round_tasks(job_id, round_number).finalize_arguments(
-            chains, results
-        )
+        tasks = self.round_tasks(job_id, round_number)
+        ordered = in_lane_order(chains, results)
+        total = sum(r.reward for r in ordered)
+        root = results_root(job_id, round_number, ordered)
+        self.check_proposal(job_id, round_number, ordered, tasks.proposal_commits(chains))
         function = self.contract.functions.finalizeRound(
-            job_id, round_number, model_hash, [r.entry() for r in ordered], commits, index
+            job_id, round_number, model_hash, total, root, [r.entry() for r in ordered]
         )
         return self.chain.transact(signer, function)
+
+    def proposal_checker(self) -> Any:
+        """The market's ProposalChecker (created with it), as a web3 contract."""
+        address = self.chain.call(self.contract.functions.proposalChecker())
+        return self.chain.w3.eth.contract(
+            address=self.chain.w3.to_checksum_address(address),
+            abi=list(load_artifact("ProposalChecker").abi),
+        )
+
+    def check_proposal(
+        self,
+        job_id: int,
+        round_number: int,
+        results: Sequence[RoundResult],
+        commits: Sequence[tuple[bytes, bytes]],
+        total: int | None = None,
+        root: bytes | None = None,
+    ) -> None:
+        """Check ``results`` (in proposal order) as a proposal of the job's current round:
+        returns when they keep every rule, raises the first rule's error otherwise.
+
+        ``total`` and ``root`` default to the results' own; ``commits`` are the lanes'
+        (:meth:`RoundTasks.proposal_commits`).
+
+        Raises:
+            ContractRevert: The rule broken (``AcceptedWithoutCommitment``, ...), or
+                ``CommitsMismatch`` when ``commits`` are not the lanes'.
+        """
+        function = self.proposal_checker().functions.checkProposal(
+            job_id,
+            round_number,
+            sum(r.reward for r in results) if total is None else total,
+            results_root(job_id, round_number, results) if root is None else root,
+            [r.entry() for r in results],
+            list(commits),
+        )
+        self.chain.call(function)
+
+    def disprove_proposal(self, signer: Signer, job_id: int, round_number: int) -> TxReceipt:
+        """Void the round's pending proposal, which breaks a rule (anyone, in its window).
+
+        Sends the proposal's results, read back from its ``finalizeRound`` transaction, with the
+        commitments the lanes received.
+
+        Raises:
+            ContractRevert: ``ProposalValid`` when the proposal keeps every rule; the market's
+                refusal otherwise (not proposed, window closed).
+        """
+        results = self.proposal(job_id, round_number, check_root=False)
+        commits = self.round_tasks(job_id, round_number).proposal_commits(
+            self.worker_chains(job_id)
+        )
+        function = self.proposal_checker().functions.disprove(
+            job_id, round_number, [r.entry() for r in results], commits
+        )
+        return self.chain.transact(signer, function)
+
+    def audit_proposal(self, job_id: int, round_number: int) -> ContractRevert | None:
+        """Check the round's pending proposal against every rule, as a disproof would: its
+        results read back from its ``finalizeRound`` transaction, its total and root from the
+        round, the lanes' commitments from the chain. None when it keeps every rule, else the
+        rule's error (what ``disprove_proposal`` would void it with).
+
+        Raises:
+            EvmError: The round is not proposed, or the commitments read from the chain do not
+                rebuild its lanes (a node serving partial logs).
+        """
+        stored = self.round(job_id, round_number)
+        if stored.phase is not RoundPhase.PROPOSED:
+            raise EvmError(
+                f"job {job_id} round {round_number} has no pending proposal (it is "
+                f"{stored.phase.name})"
+            )
+        results = self.proposal(job_id, round_number, check_root=False)
+        commits = self.round_tasks(job_id, round_number).proposal_commits(
+            self.worker_chains(job_id)
+        )
+        try:
+            self.check_proposal(
+                job_id,
+                round_number,
+                results,
+                commits,
+                stored.proposed_total,
+                stored.results_root,
+            )
+        except ContractRevert as exc:
+            if exc.name == "CommitsMismatch":
+                raise EvmError(
+                    f"job {job_id} round {round_number}: the commitments read from the chain do "
+                    "not rebuild its lanes (a node serving partial logs?)"
+                ) from exc
+            return exc
+        return None
 
     def challenge_round(
         self, signer: Signer, job_id: int, round_number: int, evidence: bytes
@@ -415,8 +517,8 @@ class JobMarketContract:
     def settle_round(self, signer: Signer, job_id: int, round_number: int) -> TxReceipt:
         """Settle a proposal after its window; pays the fee of every ROUND_SETTLED batch.
 
-        The proposal's results are read back from its ``ResultsProposed`` event and sent again
-        (the contract checks them against the stored root).
+        The proposal's results are read back from its ``finalizeRound`` transaction and sent
+        again (the contract checks them against the hash it stored).
         """
         results = self.proposal(job_id, round_number)
         entries = [r.entry() for r in results]
@@ -471,17 +573,22 @@ class JobMarketContract:
         )
         return self.chain.transact(signer, function)
 
-    def proposal(self, job_id: int, round_number: int) -> list[RoundResult]:
+    def proposal(
+        self, job_id: int, round_number: int, *, check_root: bool = True
+    ) -> list[RoundResult]:
         """The results of the round's pending (or last settled) proposal, in proposed order.
 
         Read from the input of the ``finalizeRound`` transaction whose ``ResultsProposed``
         event, in the block the round records (``proposed_block``), carries the round's current
-        proposal number, and checked against the root the event (and the round) name.
+        proposal number, and (with ``check_root``) checked against the root the event names:
+        the market does not check that root when it takes a proposal, anyone may disprove one
+        whose results do not hash to it.
 
         Raises:
-            EvmError: The round has no proposal, its event is not in that block, or the
+            EvmError: The round has no proposal, its event is not in that block, the
                 transaction that made it did not call ``finalizeRound`` on this market
-                directly (a contract wallet's call is inside its own input).
+                directly (a contract wallet's call is inside its own input), or (with
+                ``check_root``) its results do not hash to its root.
         """
         stored = self.round(job_id, round_number)
         if stored.proposed_block == 0 or stored.proposal == 0:
@@ -505,10 +612,36 @@ class JobMarketContract:
         if function.fn_name != "finalizeRound":
             raise EvmError(f"{where} came from a {function.fn_name} call, not finalizeRound")
         results = [RoundResult.from_entry(raw) for raw in args["results"]]
-        leaves = [r.leaf(job_id, round_number) for r in results]
-        if not leaves or MerkleTree(leaves).root != bytes(log["args"]["resultsRoot"]):
-            raise EvmError(f"{where}: the transaction's results do not hash to its root")
+        if check_root and (
+            not results
+            or results_root(job_id, round_number, results) != bytes(log["args"]["resultsRoot"])
+        ):
+            raise EvmError(
+                f"{where}: the transaction's results do not hash to its root (a proposal "
+                "anyone may disprove)"
+            )
         return results
+
+    def settled_model(self, job_id: int, round_number: int) -> bytes:
+        """The model hash a settled round gave its job, from its ``RoundSettled`` event (the
+        round's record keeps the proposal only while it is pending).
+
+        Raises:
+            EvmError: The round is not settled, or no node log shows its settlement.
+        """
+        stored = self.round(job_id, round_number)
+        if stored.phase is not RoundPhase.SETTLED:
+            raise EvmError(f"job {job_id} round {round_number} is not settled")
+        logs = self.contract.events.RoundSettled().get_logs(
+            argument_filters={"jobId": job_id, "round": round_number},
+            from_block=stored.proposed_block,
+        )
+        if not logs:
+            raise EvmError(
+                f"job {job_id} round {round_number}: no RoundSettled from block "
+                f"{stored.proposed_block} on"
+            )
+        return bytes(logs[-1]["args"]["modelHash"])
 
     def withdraw(self, signer: Signer, token: str = NATIVE) -> TxReceipt:
         """Withdraw the signer's claimable balance of `token`."""

@@ -6,6 +6,8 @@ import {MessageReceiver} from "./base/MessageReceiver.sol";
 import {ReentrancyGuard} from "./base/ReentrancyGuard.sol";
 import {MerkleTree} from "./libraries/MerkleTree.sol";
 import {PayloadCodec} from "./libraries/PayloadCodec.sol";
+import {ResultsHash} from "./libraries/ResultsHash.sol";
+import {ProposalChecker} from "./ProposalChecker.sol";
 import {TokenTransfer} from "./libraries/TokenTransfer.sol";
 
 /// @title JobMarket
@@ -90,6 +92,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// storage whatever the number of workers); the results themselves are the calldata of the
     /// `finalizeRound` that emitted `ResultsProposed` in the block `proposedBlock`, and are
     /// supplied again to settle or dispute.
+    /// @notice A round as `getRound` reports it: its own record and, while it is proposed, its
+    /// pending proposal (zero otherwise: a settled round's model and total are in `RoundSettled`,
+    /// its root in `ResultsProposed`).
     struct Round {
         RoundPhase phase;
         uint16 assigned;
@@ -100,6 +105,28 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         bytes32 proposedModelHash;
         uint256 proposedTotal;
         bytes32 resultsRoot;
+    }
+
+    /// @dev A round's own record: one storage slot, written fresh once per round.
+    struct RoundState {
+        RoundPhase phase;
+        uint16 assigned;
+        uint32 proposal;
+        uint64 challengeDeadline;
+        uint64 proposedBlock;
+        uint64 openedBlock;
+    }
+
+    /// @dev A job's pending proposal. Only the job's current round can be proposed, so one record
+    /// per job serves every round: each proposal rewrites its four slots instead of filling fresh
+    /// ones. `resultsHash` is keccak256 of the results' ABI encoding (`ResultsHash.digest`): it
+    /// pins the results that `settleRound` and a disproof (`ProposalChecker.disprove`) must
+    /// present.
+    struct Proposal {
+        bytes32 modelHash;
+        uint256 total;
+        bytes32 resultsRoot;
+        bytes32 resultsHash;
     }
 
     struct Worker {
@@ -133,7 +160,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         bool released;
     }
 
-    /// @notice One commitment as `finalizeRound` supplies it: the worker and the
+    /// @notice One commitment as a proposal's check takes it (`ProposalChecker`): the worker and the
     /// `PayloadCodec.commitmentHash` of its UPDATE_COMMITTED entry (from the `UpdatesReceived` events, in their order).
     struct Commit {
         bytes32 workerKey;
@@ -168,6 +195,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         uint256 refunded;
     }
 
+    /// @notice Checks proposals against the rules and voids those that break one (created with
+    /// this market).
+    ProposalChecker public immutable proposalChecker;
     /// @notice Account that assigns tasks and proposes round outcomes.
     address public aggregator;
     /// @notice Account that may challenge a proposed outcome within the window.
@@ -182,8 +212,6 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     uint64 internal constant MAX_RELEASE_AFTER = 30 days;
     /// @notice Longest `progressTimeout` a job may state.
     uint64 internal constant MAX_PROGRESS_TIMEOUT = 365 days;
-    /// @notice `commitIndex` of a result without a commitment.
-    uint16 internal constant NO_COMMIT = type(uint16).max;
     /// @dev Where a lane's hash chains start: each step is keccak256(abi.encode(previous, key))
     /// for an assignment and `PayloadCodec.chainCommitment(previous, key, commitment)` for a
     /// commitment.
@@ -192,7 +220,8 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     mapping(uint64 => Job) private _jobs;
     mapping(uint64 => uint16[]) private _jobChains;
     mapping(uint64 => mapping(uint16 => bool)) private _chainAllowed;
-    mapping(uint64 => mapping(uint32 => Round)) private _rounds;
+    mapping(uint64 => mapping(uint32 => RoundState)) private _rounds;
+    mapping(uint64 => Proposal) private _proposals;
     mapping(bytes32 => Worker) private _workers;
     mapping(uint64 => mapping(uint16 => Lane)) private _lanes;
     mapping(bytes32 => TaskFlags) private _taskFlags;
@@ -239,6 +268,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// the `results` argument of the transaction that emitted it: available wherever the
     /// transaction is, so not repeated here (a rollup posts the calldata, not the logs).
     event ResultsProposed(uint64 indexed jobId, uint32 indexed round, uint32 proposal, bytes32 resultsRoot);
+    event ProposalDisproved(
+        uint64 indexed jobId, uint32 indexed round, uint32 proposal, address disprover, bytes reason
+    );
     event RoundChallenged(uint64 indexed jobId, uint32 indexed round, address challenger, bytes32 evidence);
     event RoundSettled(uint64 indexed jobId, uint32 indexed round, bytes32 modelHash, uint256 total);
     event SettlementPublished(
@@ -248,6 +280,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     event Withdrawn(address indexed account, address indexed token, uint256 amount);
 
     error NotAggregator(address caller);
+    error NotProposalChecker(address caller);
     error NotChallenger(address caller);
     error NotPoster(address caller);
     error NoRounds();
@@ -281,24 +314,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     error RoundAlreadyFinalized(uint64 jobId, uint32 round);
     error RoundNotProposed(uint64 jobId, uint32 round);
     error ResultCountMismatch(uint256 given, uint256 assigned);
-    error ResultsOutOfOrder(uint256 index);
     error ResultsMismatch(uint64 jobId, uint32 round);
-    error AssignmentMismatch(uint16 chain);
-    error CommitsMismatch(uint16 chain);
-    error InvalidCommitIndex(uint256 index);
+    error RewardsNotTotal(uint256 rewards, uint256 total);
     error InvalidResultProof(bytes32 taskId);
-    error InvalidOutcome(bytes32 taskId, uint8 outcome);
-    error AcceptedWithoutCommitment(bytes32 taskId);
-    /// @notice A MISSED slash for a task whose commitment the lane received: its worker chain
-    /// took it before the task's deadline, so the worker did not miss it.
-    error CommittedTaskMissed(bytes32 taskId);
-    error RewardWithoutAcceptance(bytes32 taskId, uint128 reward);
-    /// @notice A fault that is unknown, missing from a SLASHED result or on one that is not.
-    error InvalidFault(bytes32 taskId, uint8 outcome, uint8 fault);
-    /// @notice Evidence missing from a SLASHED result, or on one that is not.
-    error InvalidEvidence(bytes32 taskId, uint8 outcome);
-    error RefusedTaskNotDropped(bytes32 taskId);
-    error ReleasedTaskSlashed(bytes32 taskId);
     error EmptyAnswer(bytes32 taskId);
     error RewardExceedsBudget(uint256 total, uint256 budget);
     error ChallengeWindowOpen(uint64 deadline);
@@ -333,6 +351,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         address challenger_,
         uint64 challengeWindow_
     ) MessageReceiver(core_, verifier_, consistencyLevel_, initialOwner) {
+        proposalChecker = new ProposalChecker();
         aggregator = aggregator_;
         challenger = challenger_;
         challengeWindow = challengeWindow_;
@@ -559,7 +578,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         if (count == 0 || count > maxBatch[workerChain]) revert BatchTooLarge(count, maxBatch[workerChain]);
         if (deadline <= block.timestamp) revert DeadlinePassed(deadline);
         uint32 round = job.currentRound;
-        Round storage r = _rounds[jobId][round];
+        RoundState storage r = _rounds[jobId][round];
         if (r.phase == RoundPhase.Proposed) revert RoundAlreadyFinalized(jobId, round);
         if (r.assigned + count > job.workersPerRound) revert TooManyWorkers(r.assigned + count, job.workersPerRound);
         if (r.phase == RoundPhase.Idle) r.openedBlock = uint64(block.number);
@@ -608,125 +627,41 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         if (worker.stake < minStake) revert InsufficientStake(workerId, worker.stake, minStake);
     }
 
-    /// @notice Propose the outcome of the current round: the new model hash and one result per
-    /// assigned task. Opens the challenge window; nothing is paid until `settleRound`.
-    /// @dev Only the root of the results is stored; `ResultsProposed` names the root, and the
-    /// results stay in this call's calldata.
-    /// `results` go lane by lane, in the order of the job's worker chains, each lane's in the
-    /// order its tasks were assigned (increasing worker keys): the contract rebuilds each lane's
-    /// `assignedChain` from them, so they are exactly the round's tasks, each once. `commits` are
-    /// every lane's commitments in the same lane order, each lane's in arrival order, checked
-    /// against its `commitChain`; `commitIndex[i]` is where result i's commitment sits in
-    /// `commits` (`NO_COMMIT` for none), and an ACCEPTED result must point at its own worker's.
-    /// A task whose worker's commitment the lane received cannot be slashed as MISSED, whether
-    /// its result points at the commitment or not (its worker chain took the commitment before
-    /// the task's deadline, however late it was relayed).
-    /// A SLASHED result names its fault and the hash of the evidence blob the aggregator
-    /// published; the amount is the job's policy for that fault (`slashOf`).
+    /// @notice Propose the outcome of the current round: the new model hash, the rewards' total,
+    /// the Merkle root of the results and the results themselves (one per assigned task, lane by
+    /// lane as `checkProposal` takes them). Opens the challenge window; nothing is paid until
+    /// `settleRound`.
+    /// @dev Optimistic: only the count and the budget are checked here, and the proposal is
+    /// stored as its model hash, total, root and the hash of the results (`ResultsHash.digest`),
+    /// in the job's one proposal record; the results stay in this call's calldata, where anyone
+    /// reads them. Within the challenge window anyone may void a proposal that breaks a rule of
+    /// `ProposalChecker.checkProposal` (`ProposalChecker.disprove`), so the work of checking falls
+    /// on a proposal that is wrong, not on every round. The aggregator checks its own first.
     function finalizeRound(
         uint64 jobId,
         uint32 round,
         bytes32 modelHash,
-        Result[] calldata results,
-        Commit[] calldata commits,
-        uint16[] calldata commitIndex
+        uint256 total,
+        bytes32 resultsRoot,
+        Result[] calldata results
     ) external onlyAggregator {
         Job storage job = _jobs[jobId];
         if (job.status != JobStatus.Open) revert JobNotOpen(jobId);
         if (round != job.currentRound) revert WrongRound(jobId, round, job.currentRound);
-        Round storage r = _rounds[jobId][round];
+        RoundState storage r = _rounds[jobId][round];
         if (r.phase == RoundPhase.Proposed) revert RoundAlreadyFinalized(jobId, round);
         if (r.phase != RoundPhase.Collecting) revert RoundNotCollecting(jobId, round);
-        if (results.length != r.assigned || commitIndex.length != results.length) {
-            revert ResultCountMismatch(results.length, r.assigned);
-        }
-        uint256 total = 0;
-        uint256 next = 0; // the next result
-        uint256 firstCommit = 0; // the current lane's first entry in `commits`
-        uint16[] storage chains = _jobChains[jobId];
-        for (uint256 c = 0; c < chains.length; ++c) {
-            Lane storage lane = _lanes[jobId][chains[c]];
-            if (lane.round != round || lane.assigned == 0) continue;
-            uint256 endCommit = firstCommit + lane.committed;
-            if (endCommit > commits.length || _commitChain(commits, firstCommit, endCommit) != lane.commitChain) {
-                revert CommitsMismatch(chains[c]);
-            }
-            bytes32 assignedChain = CHAIN_START;
-            for (uint256 end = next + lane.assigned; next < end; ++next) {
-                Result calldata result = results[next];
-                if (result.workerChain != chains[c]) revert ResultsOutOfOrder(next);
-                assignedChain = keccak256(abi.encode(assignedChain, result.workerKey));
-                _checkResult(jobId, round, result, commits, commitIndex[next], firstCommit, endCommit);
-                total += result.reward;
-            }
-            if (assignedChain != lane.assignedChain) revert AssignmentMismatch(chains[c]);
-            firstCommit = endCommit;
-        }
-        if (firstCommit != commits.length) revert CommitsMismatch(0);
+        if (results.length != r.assigned) revert ResultCountMismatch(results.length, r.assigned);
         if (total > job.rewardPerRound) revert RewardExceedsBudget(total, job.rewardPerRound);
         uint32 proposal = ++r.proposal;
-        bytes32 resultsRoot = _resultsRoot(jobId, round, results);
         uint64 deadline = uint64(block.timestamp) + challengeWindow;
         job.lastProgress = uint64(block.timestamp);
         r.phase = RoundPhase.Proposed;
         r.challengeDeadline = deadline;
         r.proposedBlock = uint64(block.number);
-        r.proposedModelHash = modelHash;
-        r.proposedTotal = total;
-        r.resultsRoot = resultsRoot;
+        _proposals[jobId] = Proposal(modelHash, total, resultsRoot, ResultsHash.digest(results));
         emit ResultsProposed(jobId, round, proposal, resultsRoot);
         emit RoundFinalized(jobId, round, modelHash, total, deadline);
-    }
-
-    /// @dev The hash chain of `commits[from:to]` (`commitChain` of a lane holding them).
-    function _commitChain(Commit[] calldata commits, uint256 from, uint256 to) private pure returns (bytes32 chain) {
-        chain = CHAIN_START;
-        for (uint256 i = from; i < to; ++i) {
-            chain = PayloadCodec.chainCommitment(chain, commits[i].workerKey, commits[i].commitment);
-        }
-    }
-
-    function _checkResult(
-        uint64 jobId,
-        uint32 round,
-        Result calldata result,
-        Commit[] calldata commits,
-        uint16 commit,
-        uint256 firstCommit,
-        uint256 endCommit
-    ) private view {
-        bytes32 taskId = taskIdOf(jobId, round, result.workerChain, result.workerKey);
-        if (result.outcome > PayloadCodec.OUTCOME_SLASHED) revert InvalidOutcome(taskId, result.outcome);
-        if (commit != NO_COMMIT) {
-            if (commit < firstCommit || commit >= endCommit || commits[commit].workerKey != result.workerKey) {
-                revert InvalidCommitIndex(commit);
-            }
-        }
-        if (result.outcome == PayloadCodec.OUTCOME_ACCEPTED) {
-            if (commit == NO_COMMIT) revert AcceptedWithoutCommitment(taskId);
-        } else if (result.reward != 0) {
-            revert RewardWithoutAcceptance(taskId, result.reward);
-        }
-        if (result.fault > uint8(Fault.Missed)) revert InvalidFault(taskId, result.outcome, result.fault);
-        if (result.outcome == PayloadCodec.OUTCOME_SLASHED) {
-            if (result.fault == uint8(Fault.None)) revert InvalidFault(taskId, result.outcome, result.fault);
-            if (result.evidence == bytes32(0)) revert InvalidEvidence(taskId, result.outcome);
-            // Only a slash reads the task's flags: an accepted task has a commitment, so its
-            // worker chain created it (never refused), and a dropped one may be either.
-            TaskFlags storage flags = _taskFlags[taskId];
-            if (flags.refused) revert RefusedTaskNotDropped(taskId);
-            if (flags.released) revert ReleasedTaskSlashed(taskId);
-            // Pointed at or not: the lane's commitments are all in `commits[firstCommit:endCommit]`.
-            if (result.fault == uint8(Fault.Missed)) {
-                for (uint256 k = firstCommit; k < endCommit; ++k) {
-                    if (commits[k].workerKey == result.workerKey) revert CommittedTaskMissed(taskId);
-                }
-            }
-        } else if (result.fault != uint8(Fault.None)) {
-            revert InvalidFault(taskId, result.outcome, result.fault);
-        } else if (result.evidence != bytes32(0)) {
-            revert InvalidEvidence(taskId, result.outcome);
-        }
     }
 
     /// @dev The leaf a result has in its proposal's results root:
@@ -734,15 +669,6 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// nothing in another.
     function _resultLeaf(uint64 jobId, uint32 round, Result calldata result) private pure returns (bytes32) {
         return keccak256(abi.encode(jobId, round, result));
-    }
-
-    /// @dev The Merkle root of `results`' leaves, in the order given (at least one result).
-    function _resultsRoot(uint64 jobId, uint32 round, Result[] calldata results) private pure returns (bytes32) {
-        bytes32[] memory leaves = new bytes32[](results.length);
-        for (uint256 i = 0; i < results.length; ++i) {
-            leaves[i] = _resultLeaf(jobId, round, results[i]);
-        }
-        return MerkleTree.root(leaves);
     }
 
     /// @notice The slash (8 decimals) the job's policy sets for `fault`.
@@ -763,14 +689,15 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     function disputeSlash(uint64 jobId, uint32 round, uint256 index, Result calldata result, bytes32[] calldata proof)
         external
     {
-        Round storage r = _rounds[jobId][round];
+        RoundState storage r = _rounds[jobId][round];
         if (r.phase != RoundPhase.Proposed) revert RoundNotProposed(jobId, round);
         if (block.timestamp >= r.challengeDeadline) revert ChallengeWindowClosed(r.challengeDeadline);
         if (_workers[workerIdOf(result.workerChain, result.workerKey)].payout != msg.sender) {
             revert NotWorkerPayout(msg.sender);
         }
         bytes32 taskId = taskIdOf(jobId, round, result.workerChain, result.workerKey);
-        if (!MerkleTree.verify(_resultLeaf(jobId, round, result), index, r.assigned, proof, r.resultsRoot)) {
+        bytes32 root = _proposals[jobId].resultsRoot;
+        if (!MerkleTree.verify(_resultLeaf(jobId, round, result), index, r.assigned, proof, root)) {
             revert InvalidResultProof(taskId);
         }
         if (result.outcome != PayloadCodec.OUTCOME_SLASHED) revert NotSlashed(taskId);
@@ -788,7 +715,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     {
         bytes32 taskId = taskIdOf(jobId, round, workerChain, workerKey);
         Dispute storage d = _disputes[taskId];
-        Round storage r = _rounds[jobId][round];
+        RoundState storage r = _rounds[jobId][round];
         if (r.phase != RoundPhase.Proposed || d.proposal != r.proposal || d.answered) revert NoOpenDispute(taskId);
         if (block.timestamp > d.answerBy) revert AnswerWindowClosed(d.answerBy);
         if (answer == bytes32(0)) revert EmptyAnswer(taskId);
@@ -823,51 +750,70 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// @notice Reject a proposed outcome within its challenge window; the aggregator proposes again.
     function challengeRound(uint64 jobId, uint32 round, bytes32 evidence) external {
         if (msg.sender != challenger) revert NotChallenger(msg.sender);
-        Round storage r = _rounds[jobId][round];
+        RoundState storage r = _rounds[jobId][round];
         if (r.phase != RoundPhase.Proposed) revert RoundNotProposed(jobId, round);
         if (block.timestamp >= r.challengeDeadline) revert ChallengeWindowClosed(r.challengeDeadline);
         r.phase = RoundPhase.Collecting;
-        r.proposedModelHash = bytes32(0);
-        r.proposedTotal = 0;
-        r.resultsRoot = bytes32(0);
         emit RoundChallenged(jobId, round, msg.sender, evidence);
+    }
+
+    /// @notice Void the pending proposal of `jobId` round `round`: only this market's
+    /// `proposalChecker`, when `disprover` showed it there to break a rule (`reason`, the rule's
+    /// error) of results that hash to `resultsHash`. The aggregator proposes again.
+    function voidProposal(uint64 jobId, uint32 round, bytes32 resultsHash, address disprover, bytes calldata reason)
+        external
+    {
+        if (msg.sender != address(proposalChecker)) revert NotProposalChecker(msg.sender);
+        RoundState storage r = _rounds[jobId][round];
+        if (r.phase != RoundPhase.Proposed) revert RoundNotProposed(jobId, round);
+        if (block.timestamp >= r.challengeDeadline) revert ChallengeWindowClosed(r.challengeDeadline);
+        if (resultsHash != _proposals[jobId].resultsHash) revert ResultsMismatch(jobId, round);
+        r.phase = RoundPhase.Collecting;
+        emit ProposalDisproved(jobId, round, r.proposal, disprover, reason);
     }
 
     /// @notice Settle an unchallenged proposal after its window: credit rewards, advance the job's
     /// model and round, and publish ROUND_SETTLED to each worker chain in the round.
     /// @dev `results` are the proposal's, as its `finalizeRound` gave them (checked against the
-    /// stored root). Pays the core's fee for every published batch as `msg.value`
+    /// stored hash). Pays the core's fee for every published batch as `msg.value`
     /// (per worker chain, its results in batches of `maxBatch`).
     function settleRound(uint64 jobId, uint32 round, Result[] calldata results) external payable nonReentrant {
         Job storage job = _jobs[jobId];
         if (job.status != JobStatus.Open) revert JobNotOpen(jobId);
-        Round storage r = _rounds[jobId][round];
+        RoundState storage r = _rounds[jobId][round];
         if (r.phase != RoundPhase.Proposed) revert RoundNotProposed(jobId, round);
         if (block.timestamp < r.challengeDeadline) revert ChallengeWindowOpen(r.challengeDeadline);
-        if (results.length != r.assigned || _resultsRoot(jobId, round, results) != r.resultsRoot) {
+        Proposal storage p = _proposals[jobId];
+        if (results.length != r.assigned || ResultsHash.digest(results) != p.resultsHash) {
             revert ResultsMismatch(jobId, round);
         }
         uint256 fee = _requireFees(_settlementBatches(results));
         bool[] memory reversed = _resolveDisputes(jobId, round, r.proposal, results);
         job.lastProgress = uint64(block.timestamp);
-        uint256 total = r.proposedTotal;
+        uint256 total = p.total;
         address pooled = rewardsAccount;
         if (pooled != address(0)) {
             _credit(pooled, job.token, total);
         } else {
+            uint256 credited = 0;
             for (uint256 i = 0; i < results.length; ++i) {
                 bytes32 workerId = workerIdOf(results[i].workerChain, results[i].workerKey);
                 _credit(_workers[workerId].payout, job.token, results[i].reward);
+                credited += results[i].reward;
             }
+            // A proposal whose rewards are not its total breaks a rule that a disproof may not
+            // have caught; crediting it would pay from other escrow. It cannot settle.
+            if (credited != total) revert RewardsNotTotal(credited, total);
         }
         Ledger storage ledger = ledgers[job.token];
         ledger.escrowed -= total;
         ledger.claimable += total;
         job.escrow -= total;
-        job.modelHash = r.proposedModelHash;
+        bytes32 modelHash = p.modelHash;
+        job.modelHash = modelHash;
         r.phase = RoundPhase.Settled;
         job.currentRound = round + 1;
-        emit RoundSettled(jobId, round, r.proposedModelHash, total);
+        emit RoundSettled(jobId, round, modelHash, total);
         if (job.currentRound == job.numRounds) {
             job.status = JobStatus.Completed;
             emit JobCompleted(jobId);
@@ -983,8 +929,18 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     }
 
     /// @notice A round's stored state.
-    function getRound(uint64 jobId, uint32 round) external view returns (Round memory) {
-        return _rounds[jobId][round];
+    function getRound(uint64 jobId, uint32 round) external view returns (Round memory found) {
+        RoundState storage r = _rounds[jobId][round];
+        found = Round(r.phase, r.assigned, r.proposal, r.challengeDeadline, r.proposedBlock, r.openedBlock, 0, 0, 0);
+        if (r.phase == RoundPhase.Proposed) {
+            Proposal storage p = _proposals[jobId];
+            (found.proposedModelHash, found.proposedTotal, found.resultsRoot) = (p.modelHash, p.total, p.resultsRoot);
+        }
+    }
+
+    /// @notice Whether a task's worker chain refused or released it.
+    function getTaskFlags(bytes32 taskId) external view returns (TaskFlags memory) {
+        return _taskFlags[taskId];
     }
 
     /// @notice A registered worker's record.

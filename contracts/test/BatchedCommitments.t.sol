@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {JobMarket} from "../src/JobMarket.sol";
+import {ProposalChecker} from "../src/ProposalChecker.sol";
 import {WorkerHub} from "../src/WorkerHub.sol";
 import {MessageCore} from "../src/MessageCore.sol";
 import {MessageReceiver} from "../src/base/MessageReceiver.sol";
@@ -495,7 +496,7 @@ contract MarketBatchedCommitmentsTest is MarketFixture {
         assertEq(market.claimable(payoutOf(4), address(0)), 1 ether, "paid");
     }
 
-    function test_attack_proposalInAnotherOrderThanTheBatchesIsRefused() public {
+    function test_attack_commitmentsInAnotherOrderThanTheBatchesAreRefused() public {
         uint64 jobId = postNative(1, 3, 3 ether);
         for (uint256 i = 0; i < 3; ++i) {
             registerWorker(EVM_WORKERS, workerKey(i), MIN_STAKE, payoutOf(i));
@@ -504,23 +505,36 @@ contract MarketBatchedCommitmentsTest is MarketFixture {
         bytes32[] memory keys = new bytes32[](3);
         (keys[0], keys[1], keys[2]) = (workerKey(2), workerKey(0), workerKey(1));
         commitBatch(jobId, 0, EVM_WORKERS, keys);
-        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c, uint16[] memory index) =
+        (JobMarket.Result[] memory r, JobMarket.Commit[] memory honest) =
             finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 1 ether));
+        bytes memory mismatch = abi.encodeWithSelector(ProposalChecker.CommitsMismatch.selector, EVM_WORKERS);
         // Sorted by key instead of as they arrived.
-        (c[0], c[1], c[2]) = (c[1], c[2], c[0]);
-        (index[0], index[1], index[2]) = (0, 1, 2);
-        vm.prank(aggregator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.CommitsMismatch.selector, EVM_WORKERS));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        JobMarket.Commit[] memory sorted = new JobMarket.Commit[](3);
+        (sorted[0], sorted[1], sorted[2]) = (honest[1], honest[2], honest[0]);
+        expectRefused(jobId, 0, r, sorted, mismatch);
         // A commitment hashed the old way (abi.encode of the fields) does not match either.
-        (r, c, index) = finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 1 ether));
-        c[0].commitment = keccak256(
-            abi.encode(updateOf(keys[0], 0), transcriptOf(keys[0], 0), dataOf(keys[0], 0), NUM_SAMPLES, TRAIN_LOSS)
+        JobMarket.Commit[] memory oldHash = new JobMarket.Commit[](3);
+        (oldHash[0], oldHash[1], oldHash[2]) = (honest[0], honest[1], honest[2]);
+        oldHash[0] = JobMarket.Commit(
+            keys[0],
+            keccak256(
+                abi.encode(updateOf(keys[0], 0), transcriptOf(keys[0], 0), dataOf(keys[0], 0), NUM_SAMPLES, TRAIN_LOSS)
+            )
         );
-        vm.prank(aggregator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.CommitsMismatch.selector, EVM_WORKERS));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        expectRefused(jobId, 0, r, oldHash, mismatch);
+        // Neither is evidence against the honest proposal: a disproof with them reverts and
+        // voids nothing; with the batches' order it finds the proposal valid.
         finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 1 ether));
+        vm.expectRevert(mismatch);
+        checker.disprove(jobId, 0, r, sorted);
+        vm.expectRevert(mismatch);
+        checker.disprove(jobId, 0, r, oldHash);
+        vm.expectRevert(abi.encodeWithSelector(ProposalChecker.ProposalValid.selector, jobId, 0));
+        checker.disprove(jobId, 0, r, honest);
+        assertEq(uint8(market.getRound(jobId, 0).phase), uint8(JobMarket.RoundPhase.Proposed), "still proposed");
+        vm.warp(block.timestamp + WINDOW);
+        settle(jobId, 0);
+        assertEq(market.claimable(payoutOf(2), address(0)), 1 ether, "paid");
     }
 }
 

@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {JobMarket} from "../src/JobMarket.sol";
+import {ProposalChecker} from "../src/ProposalChecker.sol";
 import {IRewardSource, RewardDistributor} from "../src/RewardDistributor.sol";
 import {WorkerHub} from "../src/WorkerHub.sol";
 import {MessageReceiver} from "../src/base/MessageReceiver.sol";
@@ -33,6 +34,21 @@ contract MarketHandler is MarketFixture {
     uint256 public multiEntryBatches;
     uint256 internal nextWorker;
     mapping(uint256 => uint64) internal stakeNonces;
+    /// Invalid proposals made unchecked (as a dishonest aggregator could) and voided by a
+    /// disproof; those the checker passed, or a disproof could not void (both must stay 0).
+    uint256 public disproofs;
+    uint256 public invalidProposalsChecked;
+    uint256 public invalidProposalsStanding;
+    /// Honest proposals a disproof voided; settlements of a voided proposal's results (both 0).
+    uint256 public validProposalsVoided;
+    uint256 public voidedSettled;
+    /// Each voided proposal's results (the last per job), for `settleVoided`.
+    mapping(uint64 => JobMarket.Result[]) internal voided;
+    mapping(uint64 => uint32) internal voidedRound;
+    /// What settled proposals credited each payout account, and what each withdrew.
+    mapping(address => uint256) public credited;
+    mapping(address => uint256) public withdrawnBy;
+    uint256 public totalPaidOut;
 
     constructor() {
         setUpMarket();
@@ -63,13 +79,7 @@ contract MarketHandler is MarketFixture {
         if (job.status != JobMarket.JobStatus.Open) return;
         if (market.getRound(jobId, job.currentRound).phase != JobMarket.RoundPhase.Idle) return;
         workers = bound(workers, 1, 4);
-        uint256 from = nextWorker;
-        nextWorker += workers;
-        for (uint256 i = from; i < from + workers; ++i) {
-            bytes memory vaa = signed(EVM_WORKERS, HUB, registeredPayload(workerKey(i), MIN_STAKE, payoutOf(i % 5)));
-            market.receiveMessage(vaa);
-            delivered.push(vaa);
-        }
+        uint256 from = _registerWorkers(workers);
         assign(jobId, EVM_WORKERS, from, workers);
         // The workers commit in an order of their own and the worker chain publishes their
         // commitments as a hub does, several to an UPDATE_COMMITTED (batches of a size drawn
@@ -96,9 +106,123 @@ contract MarketHandler is MarketFixture {
         _propose(jobId, job.currentRound, results);
     }
 
+    /// Register `workers` fresh workers on the EVM worker chain; the first one's index.
+    function _registerWorkers(uint256 workers) internal returns (uint256 from) {
+        from = nextWorker;
+        nextWorker += workers;
+        for (uint256 i = from; i < from + workers; ++i) {
+            bytes memory vaa = signed(EVM_WORKERS, HUB, registeredPayload(workerKey(i), MIN_STAKE, payoutOf(i % 5)));
+            market.receiveMessage(vaa);
+            delivered.push(vaa);
+        }
+    }
+
     function _propose(uint64 jobId, uint32 round, JobMarket.Result[] memory results) internal {
         if (tryFinalize(jobId, round, results)) ++proposals;
         else ++honestProposalsRefused;
+    }
+
+    /// Assign and commit the current round of a job as `propose` does, but with one worker's
+    /// commitment never delivered, then propose unchecked, as a dishonest aggregator could, a
+    /// proposal that breaks a rule (`kind`: that worker ACCEPTED without a commitment, a stated
+    /// total that is not the rewards' sum, a root that is not the results', or a committed worker
+    /// slashed as MISSED). Anyone disproves it; the aggregator then proposes the round honestly.
+    function proposeInvalid(uint256 seed, uint256 workers, uint256 kind, uint256 rewardSeed) external {
+        (uint64 jobId, bool found) = _job(seed);
+        if (!found) return;
+        JobMarket.Job memory job = market.getJob(jobId);
+        if (job.status != JobMarket.JobStatus.Open) return;
+        uint32 round = job.currentRound;
+        if (market.getRound(jobId, round).phase != JobMarket.RoundPhase.Idle) return;
+        workers = bound(workers, 2, 4);
+        uint256 from = _registerWorkers(workers);
+        assign(jobId, EVM_WORKERS, from, workers);
+        uint256 absent = from + rewardSeed % workers; // never commits
+        for (uint256 i = from; i < from + workers; ++i) {
+            if (i != absent) delivered.push(commit(jobId, round, EVM_WORKERS, workerKey(i)));
+        }
+        // The honest results: the absent worker dropped, the others accepted within the budget
+        // (less one, so a total one above theirs still fits it).
+        JobMarket.Result[] memory honest = acceptedResults(EVM_WORKERS, from, workers, 0);
+        uint256 budget = job.rewardPerRound - 1;
+        for (uint256 i = 0; i < workers; ++i) {
+            if (from + i == absent) {
+                honest[i].outcome = PayloadCodec.OUTCOME_DROPPED;
+                continue;
+            }
+            uint256 reward = bound(uint256(keccak256(abi.encode(rewardSeed, i))), 0, budget);
+            honest[i].reward = uint128(reward);
+            budget -= reward;
+        }
+        JobMarket.Result[] memory bad = new JobMarket.Result[](workers);
+        for (uint256 i = 0; i < workers; ++i) {
+            JobMarket.Result memory h = honest[i];
+            bad[i] = JobMarket.Result(h.workerKey, h.workerChain, h.outcome, h.fault, h.reward, h.evidence);
+        }
+        uint256 total = totalOf(honest);
+        bytes32 root;
+        kind %= 4;
+        if (kind == 0) {
+            bad[absent - from].outcome = PayloadCodec.OUTCOME_ACCEPTED; // no reward: the total holds
+        } else if (kind == 3) {
+            uint256 present = absent == from ? 1 : 0;
+            (bad[present].outcome, bad[present].fault) = (PayloadCodec.OUTCOME_SLASHED, 2);
+            (bad[present].reward, bad[present].evidence) = (0, keccak256("evidence"));
+            total -= honest[present].reward;
+        }
+        root = resultsRootOf(jobId, round, bad);
+        if (kind == 1) total += 1;
+        if (kind == 2) root = keccak256(abi.encode(root));
+        JobMarket.Commit[] memory commits = commitsFor(jobId, round, bad);
+        try checker.checkProposal(jobId, round, total, root, bad, commits) {
+            ++invalidProposalsChecked;
+        } catch {}
+        finalizeUnchecked(jobId, round, bad, total, root);
+        try checker.disprove(jobId, round, bad, commits) {
+            ++disproofs;
+            delete voided[jobId];
+            for (uint256 i = 0; i < workers; ++i) {
+                voided[jobId].push(bad[i]);
+            }
+            voidedRound[jobId] = round;
+        } catch {
+            ++invalidProposalsStanding;
+            return;
+        }
+        _propose(jobId, round, honest);
+    }
+
+    /// Try to void the pending proposal of a job with the right evidence: every proposal the
+    /// handler left pending was checked, so the disproof must fail.
+    function disprovePending(uint256 seed) external {
+        (uint64 jobId, bool found) = _job(seed);
+        if (!found) return;
+        uint32 round = market.getJob(jobId).currentRound;
+        JobMarket.Round memory r = market.getRound(jobId, round);
+        if (r.phase != JobMarket.RoundPhase.Proposed || block.timestamp >= r.challengeDeadline) return;
+        JobMarket.Result[] memory results = proposed(jobId, round);
+        try checker.disprove(jobId, round, results, commitsFor(jobId, round, results)) {
+            ++validProposalsVoided;
+        } catch (bytes memory reason) {
+            if (bytes4(reason) != ProposalChecker.ProposalValid.selector) ++validProposalsVoided;
+        }
+    }
+
+    /// Try to settle a job's last voided proposal with its results: never accepted. (Where only
+    /// its stated total or root was wrong, its results are those of the honest proposal that
+    /// replaced it, which `settle` settles.)
+    function settleVoided(uint256 seed) external {
+        (uint64 jobId, bool found) = _job(seed);
+        if (!found || voided[jobId].length == 0) return;
+        uint32 round = voidedRound[jobId];
+        if (resultsHashOf(voided[jobId]) == resultsHashOf(proposed(jobId, round))) return;
+        JobMarket.Round memory r = market.getRound(jobId, round);
+        if (r.phase == JobMarket.RoundPhase.Proposed && block.timestamp < r.challengeDeadline) {
+            vm.warp(r.challengeDeadline);
+        }
+        try market.settleRound(jobId, round, voided[jobId]) {
+            ++voidedSettled;
+        } catch {}
     }
 
     /// The worker chain reports a new stake for a known worker (slash, unbond, withdrawal, top-up).
@@ -149,8 +273,13 @@ contract MarketHandler is MarketFixture {
     function settle(uint256 seed) external virtual {
         (bool found, uint64 jobId, uint32 round, JobMarket.Round memory r) = _settleable(seed);
         if (!found) return;
+        JobMarket.Result[] memory results = proposed(jobId, round);
         settle(jobId, round);
         paidOut[jobId] += r.proposedTotal;
+        totalPaidOut += r.proposedTotal;
+        for (uint256 i = 0; i < results.length; ++i) {
+            credited[payoutOf((uint256(results[i].workerKey) - 0x1000) % 5)] += results[i].reward;
+        }
     }
 
     /// Settle the pending proposal with one result's reward raised: only the proposal's own
@@ -196,9 +325,11 @@ contract MarketHandler is MarketFixture {
 
     function withdraw(uint256 who) external {
         address account = payoutOf(who % 5);
-        if (market.claimable(account, address(0)) == 0) return;
+        uint256 amount = market.claimable(account, address(0));
+        if (amount == 0) return;
         vm.prank(account);
         market.withdraw(address(0));
+        withdrawnBy[account] += amount;
     }
 
     function replay(uint256 seed) external {
@@ -292,6 +423,51 @@ contract JobMarketInvariants is Test {
 
     function invariant_noDigestConsumedTwice() public view {
         assertEq(handler.replaysAccepted(), 0, "a VAA was accepted twice");
+    }
+
+    function invariant_invalidProposalsAreDisprovedAndValidOnesAreNot() public view {
+        assertEq(handler.invalidProposalsChecked(), 0, "the checker passed an invalid proposal");
+        assertEq(handler.invalidProposalsStanding(), 0, "an invalid proposal could not be disproved");
+        assertEq(handler.validProposalsVoided(), 0, "a valid proposal was disproved");
+    }
+
+    /// A disproved proposal never settles or pays: the market credited exactly what the honest
+    /// proposals that settled gave each account (ghost accounting), nothing for a voided one.
+    function invariant_aDisprovedProposalNeverSettlesOrPays() public view {
+        assertEq(handler.voidedSettled(), 0, "a voided proposal settled");
+        (,, uint256 claimable, uint256 withdrawn,) = market.ledgers(address(0));
+        assertEq(claimable + withdrawn, handler.totalPaidOut(), "credited only the settled proposals' totals");
+        for (uint256 i = 0; i < 5; ++i) {
+            address account = address(uint160(0x5000 + i));
+            assertEq(
+                market.claimable(account, address(0)) + handler.withdrawnBy(account),
+                handler.credited(account),
+                "an account credited other than its settled rewards"
+            );
+        }
+    }
+
+    /// The handler's disproof path, once per kind of rule broken: each invalid proposal is
+    /// voided, the round proposed again honestly and settled; the voided results never settle.
+    function test_handler_invalidProposalsAreDisproved() public {
+        for (uint256 kind = 0; kind < 4; ++kind) {
+            handler.post(1, 1 ether);
+            handler.proposeInvalid(kind, 2 + kind % 3, kind, 7 + kind);
+            handler.disprovePending(kind);
+            handler.settleVoided(kind);
+            handler.settle(kind);
+            handler.settleVoided(kind);
+        }
+        assertEq(handler.disproofs(), 4, "four disproofs");
+        assertEq(handler.proposals(), 4, "each round proposed again honestly");
+        assertEq(handler.honestProposalsRefused(), 0, "none refused");
+        invariant_invalidProposalsAreDisprovedAndValidOnesAreNot();
+        invariant_aDisprovedProposalNeverSettlesOrPays();
+        invariant_escrowIsConserved();
+        for (uint256 i = 0; i < 4; ++i) {
+            assertEq(market.getJob(handler.jobIds(i)).currentRound, 1, "round 0 settled");
+        }
+        assertTrue(handler.totalPaidOut() > 0, "paid something");
     }
 }
 
@@ -875,7 +1051,7 @@ contract RewardDistributorInvariants is Test {
         for (uint256 i = 0; i < 5; ++i) {
             handler.claim(i);
         }
-        assertEq(distributor.paid(address(0)), market.getRound(1, 0).proposedTotal, "the round's rewards");
+        assertEq(distributor.paid(address(0)), handler.paidOut(1), "the round's rewards");
         handler.proposeRoot(true, 1, 5 ether);
         handler.veto();
         handler.wait(2 hours);

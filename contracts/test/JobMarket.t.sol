@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {IMessageCore} from "../src/interfaces/IMessageCore.sol";
 import {JobMarket} from "../src/JobMarket.sol";
+import {ProposalChecker} from "../src/ProposalChecker.sol";
 import {MessageReceiver} from "../src/base/MessageReceiver.sol";
 import {Owned} from "../src/base/Owned.sol";
 import {ReentrancyGuard} from "../src/base/ReentrancyGuard.sol";
@@ -533,11 +534,11 @@ contract JobMarketTest is MarketFixture {
         uint64 jobId = postNative(2, 1, 1 ether);
         prepareRound(jobId, 0, EVM_WORKERS, 0, 1);
         finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
-        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c, uint16[] memory index) =
-            finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
+        (JobMarket.Result[] memory r,) = finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
+        bytes32 root = resultsRootOf(jobId, 0, r);
         vm.prank(aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundAlreadyFinalized.selector, jobId, 0));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        market.finalizeRound(jobId, 0, MODEL, 1 ether, root, r);
         // The round cannot take more assignments or commitments once proposed.
         registerWorker(EVM_WORKERS, workerKey(1), MIN_STAKE, payoutOf(1));
         vm.prank(aggregator);
@@ -548,91 +549,118 @@ contract JobMarketTest is MarketFixture {
     function test_finalizeRound_revertPaths() public {
         uint64 jobId = postNative(2, 3, 1 ether);
         JobMarket.Result[] memory none = new JobMarket.Result[](0);
-        JobMarket.Commit[] memory noCommits = new JobMarket.Commit[](0);
-        uint16[] memory noIndex = new uint16[](0);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.NotAggregator.selector, address(this)));
-        market.finalizeRound(jobId, 0, MODEL, none, noCommits, noIndex);
+        market.finalizeRound(jobId, 0, MODEL, 0, bytes32(0), none);
         vm.startPrank(aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.JobNotOpen.selector, 42));
-        market.finalizeRound(42, 0, MODEL, none, noCommits, noIndex);
+        market.finalizeRound(42, 0, MODEL, 0, bytes32(0), none);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongRound.selector, jobId, 1, 0));
-        market.finalizeRound(jobId, 1, MODEL, none, noCommits, noIndex);
+        market.finalizeRound(jobId, 1, MODEL, 0, bytes32(0), none);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundNotCollecting.selector, jobId, 0));
-        market.finalizeRound(jobId, 0, MODEL, none, noCommits, noIndex);
+        market.finalizeRound(jobId, 0, MODEL, 0, bytes32(0), none);
         vm.stopPrank();
         prepareRound(jobId, 0, EVM_WORKERS, 0, 2);
         registerWorker(EVM_WORKERS, workerKey(2), MIN_STAKE, payoutOf(2));
         assign(jobId, EVM_WORKERS, 2, 1); // assigned, never commits
-        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c, uint16[] memory index) =
-            finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 2, 1));
+        (JobMarket.Result[] memory r,) = finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 2, 1));
+        bytes32 root = resultsRootOf(jobId, 0, r);
         vm.startPrank(aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultCountMismatch.selector, 2, 3));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
-        // One commit index per result.
-        (r, c, index) = finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 0));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultCountMismatch.selector, 3, 3));
-        market.finalizeRound(jobId, 0, MODEL, r, c, noIndex);
+        market.finalizeRound(jobId, 0, MODEL, 2, root, r);
+        // The stated total within the round's budget.
+        (r,) = finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 0.5 ether));
+        root = resultsRootOf(jobId, 0, r);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RewardExceedsBudget.selector, 1.5 ether, 1 ether));
+        market.finalizeRound(jobId, 0, MODEL, 1.5 ether, root, r);
+        vm.stopPrank();
+        // Nothing else is checked here: results that break the rules (worker 2 accepted without a
+        // commitment) with a total and root that are not theirs are proposed, and disproved
+        // (test_checkProposal_revertPaths has the rules, ProposalDisproof.t.sol the disproofs).
+        finalizeUnchecked(jobId, 0, r, 1 ether, keccak256("not the root"));
+        assertEq(uint8(market.getRound(jobId, 0).phase), uint8(JobMarket.RoundPhase.Proposed), "proposed");
+        assertEq(market.getRound(jobId, 0).resultsRoot, keccak256("not the root"), "the root as given");
+        expectVoided(
+            jobId,
+            0,
+            abi.encodeWithSelector(
+                ProposalChecker.AcceptedWithoutCommitment.selector, taskOf(jobId, 0, EVM_WORKERS, workerKey(2))
+            )
+        );
+    }
+
+    function test_checkProposal_revertPaths() public {
+        uint64 jobId = postNative(2, 3, 1 ether);
+        prepareRound(jobId, 0, EVM_WORKERS, 0, 2);
+        registerWorker(EVM_WORKERS, workerKey(2), MIN_STAKE, payoutOf(2));
+        assign(jobId, EVM_WORKERS, 2, 1); // assigned, never commits
+        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c) =
+            finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 2, 1));
+        expectRefused(jobId, 0, r, c, abi.encodeWithSelector(ProposalChecker.ResultCountMismatch.selector, 2, 3));
+        (r, c) = finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 0));
+        expectRefused(jobId, 1, r, c, abi.encodeWithSelector(ProposalChecker.WrongRound.selector, jobId, 1, 0));
 
         // The results are the lane's assignments, each once, in order (more in
-        // test_finalizeRound_resultsMustBeTheAssignedSetInLaneOrder).
+        // test_checkProposal_resultsMustBeTheAssignedSetInLaneOrder).
+        bytes memory mismatch = abi.encodeWithSelector(ProposalChecker.AssignmentMismatch.selector, EVM_WORKERS);
         r[2] = JobMarket.Result(workerKey(8), EVM_WORKERS, PayloadCodec.OUTCOME_DROPPED, 0, 0, bytes32(0));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentMismatch.selector, EVM_WORKERS));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        expectRefused(jobId, 0, r, c, mismatch);
         r[2].workerKey = workerKey(0); // a task named twice
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentMismatch.selector, EVM_WORKERS));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        expectRefused(jobId, 0, r, c, mismatch);
 
         // The checks below edit worker 2's result, the lane's last (keys in assignment order).
-        (r, c, index) = finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 0));
+        (r, c) = finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 3, 0));
         assertEq(r[2].workerKey, workerKey(2), "lane order");
-        assertEq(index[2], NO_COMMIT, "worker 2 did not commit");
+        assertEq(c.length, 2, "worker 2 did not commit");
         bytes32 task2 = market.taskIdOf(jobId, 0, EVM_WORKERS, workerKey(2));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.AcceptedWithoutCommitment.selector, task2));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        expectRefused(jobId, 0, r, c, abi.encodeWithSelector(ProposalChecker.AcceptedWithoutCommitment.selector, task2));
 
         r[2].outcome = PayloadCodec.OUTCOME_DROPPED;
         r[2].reward = 1;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.RewardWithoutAcceptance.selector, task2, 1));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        expectRefused(
+            jobId, 0, r, c, abi.encodeWithSelector(ProposalChecker.RewardWithoutAcceptance.selector, task2, 1)
+        );
 
         r[2].reward = 0;
         r[2].fault = 1;
         r[2].evidence = EVIDENCE;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidFault.selector, task2, 1, 1));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        expectRefused(jobId, 0, r, c, abi.encodeWithSelector(ProposalChecker.InvalidFault.selector, task2, 1, 1));
 
         r[2].fault = 0; // evidence without a slash
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidEvidence.selector, task2, 1));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        expectRefused(jobId, 0, r, c, abi.encodeWithSelector(ProposalChecker.InvalidEvidence.selector, task2, 1));
 
         r[2].fault = 1;
         r[2].outcome = 3;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidOutcome.selector, task2, 3));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        expectRefused(jobId, 0, r, c, abi.encodeWithSelector(ProposalChecker.InvalidOutcome.selector, task2, 3));
 
         r[2].outcome = PayloadCodec.OUTCOME_SLASHED;
         r[2].fault = 0;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidFault.selector, task2, 2, 0));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        expectRefused(jobId, 0, r, c, abi.encodeWithSelector(ProposalChecker.InvalidFault.selector, task2, 2, 0));
 
         r[2].fault = 3;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidFault.selector, task2, 2, 3));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        expectRefused(jobId, 0, r, c, abi.encodeWithSelector(ProposalChecker.InvalidFault.selector, task2, 2, 3));
 
         r[2].fault = 2;
         r[2].evidence = bytes32(0);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidEvidence.selector, task2, 2));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        expectRefused(jobId, 0, r, c, abi.encodeWithSelector(ProposalChecker.InvalidEvidence.selector, task2, 2));
 
         r[2].evidence = EVIDENCE;
         r[0].reward = 0.6 ether;
         r[1].reward = 0.6 ether;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.RewardExceedsBudget.selector, 1.2 ether, 1 ether));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        expectRefused(
+            jobId, 0, r, c, abi.encodeWithSelector(ProposalChecker.RewardExceedsBudget.selector, 1.2 ether, 1 ether)
+        );
 
+        // The stated total and root are the results' own.
         r[1].reward = 0.4 ether;
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
-        vm.stopPrank();
+        bytes32 root = resultsRootOf(jobId, 0, r);
+        vm.expectRevert(abi.encodeWithSelector(ProposalChecker.TotalMismatch.selector, 0.9 ether, 1 ether));
+        checker.checkProposal(jobId, 0, 0.9 ether, root, r, c);
+        vm.expectRevert(abi.encodeWithSelector(ProposalChecker.ResultsRootMismatch.selector, bytes32(uint256(1))));
+        checker.checkProposal(jobId, 0, 1 ether, bytes32(uint256(1)), r, c);
+        checker.checkProposal(jobId, 0, 1 ether, root, r, c);
+        vm.prank(aggregator);
+        market.finalizeRound(jobId, 0, MODEL, 1 ether, root, r);
+        assertEq(uint8(market.getRound(jobId, 0).phase), uint8(JobMarket.RoundPhase.Proposed), "proposed");
     }
 
     // ------------------------------------------------------------------ lanes
@@ -714,18 +742,15 @@ contract JobMarketTest is MarketFixture {
         bytes memory beyond = signed(EVM_WORKERS, HUB, committedPayload(jobId, 0, workerKey(0)));
         vm.expectRevert(abi.encodeWithSelector(JobMarket.UnexpectedCommitment.selector, jobId, 0, EVM_WORKERS, 1));
         market.receiveMessage(beyond);
-        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c, uint16[] memory index) =
+        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c) =
             finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
         assertEq(c.length, 1, "the stranger's commitment is the lane's");
-        assertEq(index[0], NO_COMMIT, "worker 0 has none");
-        vm.startPrank(aggregator);
+        assertEq(c[0].workerKey, workerKey(1), "the stranger's");
+        // Worker 0 has none: accepting it is refused, and voided when proposed unchecked.
         bytes32 task0 = taskOf(jobId, 0, EVM_WORKERS, workerKey(0));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.AcceptedWithoutCommitment.selector, task0));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
-        index[0] = 0; // the stranger's
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 0));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
-        vm.stopPrank();
+        expectRefusedAndVoided(
+            jobId, 0, r, abi.encodeWithSelector(ProposalChecker.AcceptedWithoutCommitment.selector, task0)
+        );
         r[0].outcome = PayloadCodec.OUTCOME_DROPPED;
         r[0].reward = 0;
         finalize(jobId, 0, r);
@@ -772,142 +797,103 @@ contract JobMarketTest is MarketFixture {
         (r[0], r[1], r[2], r[3]) = (sol[1], evm[1], sol[0], evm[0]);
     }
 
-    function test_finalizeRound_resultsMustBeTheAssignedSetInLaneOrder() public {
+    function test_checkProposal_resultsMustBeTheAssignedSetInLaneOrder() public {
         uint64 jobId = fourWorkerRound(1);
-        (JobMarket.Result[] memory honest, JobMarket.Commit[] memory c, uint16[] memory index) =
-            finalizeArgs(jobId, 0, fourResults());
+        (JobMarket.Result[] memory honest,) = finalizeArgs(jobId, 0, fourResults());
         // The job's chain order (EVM worker chain, then Solana), keys increasing in each lane,
         // whatever order the lanes were assigned and committed in.
         assertEq(honest[0].workerKey, workerKey(0), "evm 0");
         assertEq(honest[1].workerKey, workerKey(1), "evm 1");
         assertEq(honest[2].workerKey, workerKey(10), "solana 10");
         assertEq(honest[3].workerKey, workerKey(11), "solana 11");
-        vm.startPrank(aggregator);
+        bytes memory evmMismatch = abi.encodeWithSelector(ProposalChecker.AssignmentMismatch.selector, EVM_WORKERS);
+        bytes memory solanaMismatch = abi.encodeWithSelector(ProposalChecker.AssignmentMismatch.selector, SOLANA);
+        // Each forged set is refused by the check and, proposed unchecked, voided by a disproof.
 
         // A worker that was not assigned in place of one that was (a registered one, too).
         registerWorker(EVM_WORKERS, workerKey(5), MIN_STAKE, payoutOf(5));
         JobMarket.Result[] memory r = copyOf(honest);
         r[1] = JobMarket.Result(workerKey(5), EVM_WORKERS, PayloadCodec.OUTCOME_DROPPED, 0, 0, bytes32(0));
-        uint16[] memory i2 = copyOf(index);
-        i2[1] = NO_COMMIT;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentMismatch.selector, EVM_WORKERS));
-        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        expectRefusedAndVoided(jobId, 0, r, evmMismatch);
         // The last lane's set differs: the other lanes' checks passed first.
         r = copyOf(honest);
         r[3].workerKey = workerKey(12);
         r[3].outcome = PayloadCodec.OUTCOME_DROPPED;
         r[3].reward = 0;
-        i2 = copyOf(index);
-        i2[3] = NO_COMMIT;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentMismatch.selector, SOLANA));
-        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        expectRefusedAndVoided(jobId, 0, r, solanaMismatch);
 
-        // The right set, but a lane's results swapped (with their commit indices).
+        // The right set, but a lane's results swapped.
         r = copyOf(honest);
-        i2 = copyOf(index);
         (r[0], r[1]) = (r[1], r[0]);
-        (i2[0], i2[1]) = (i2[1], i2[0]);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentMismatch.selector, EVM_WORKERS));
-        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        expectRefusedAndVoided(jobId, 0, r, evmMismatch);
         r = copyOf(honest);
-        i2 = copyOf(index);
         (r[2], r[3]) = (r[3], r[2]);
-        (i2[2], i2[3]) = (i2[3], i2[2]);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.AssignmentMismatch.selector, SOLANA));
-        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        expectRefusedAndVoided(jobId, 0, r, solanaMismatch);
 
         // The lanes in the wrong order: the first lane is the EVM worker chain's.
         r = copyOf(honest);
-        i2 = copyOf(index);
         (r[0], r[1], r[2], r[3]) = (honest[2], honest[3], honest[0], honest[1]);
-        (i2[0], i2[1], i2[2], i2[3]) = (index[2], index[3], index[0], index[1]);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultsOutOfOrder.selector, 0));
-        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        expectRefusedAndVoided(jobId, 0, r, abi.encodeWithSelector(ProposalChecker.ResultsOutOfOrder.selector, 0));
         // The lanes interleaved, as sorting by task id could give them.
         r = copyOf(honest);
-        i2 = copyOf(index);
         (r[1], r[2]) = (honest[2], honest[1]);
-        (i2[1], i2[2]) = (index[2], index[1]);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultsOutOfOrder.selector, 1));
-        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        expectRefusedAndVoided(jobId, 0, r, abi.encodeWithSelector(ProposalChecker.ResultsOutOfOrder.selector, 1));
         // A result moved to another chain (the same key is a different worker there).
         r = copyOf(honest);
         r[1].workerChain = SOLANA;
         r[1].outcome = PayloadCodec.OUTCOME_DROPPED;
         r[1].reward = 0;
-        i2 = copyOf(index);
-        i2[1] = NO_COMMIT;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultsOutOfOrder.selector, 1));
-        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        expectRefusedAndVoided(jobId, 0, r, abi.encodeWithSelector(ProposalChecker.ResultsOutOfOrder.selector, 1));
 
-        market.finalizeRound(jobId, 0, MODEL, honest, c, index);
-        vm.stopPrank();
+        // The honest set, proposed after all those disproofs, settles.
+        finalize(jobId, 0, honest);
+        vm.warp(block.timestamp + WINDOW);
+        settle(jobId, 0);
+        assertEq(market.claimable(payoutOf(11), address(0)), 1 ether, "paid");
     }
 
-    function test_finalizeRound_forgedCommitListsRejected() public {
+    function test_checkProposal_forgedCommitListsRejected() public {
         uint64 jobId = fourWorkerRound(1);
-        (JobMarket.Result[] memory r, JobMarket.Commit[] memory honest, uint16[] memory index) =
-            finalizeArgs(jobId, 0, fourResults());
+        (JobMarket.Result[] memory r, JobMarket.Commit[] memory honest) = finalizeArgs(jobId, 0, fourResults());
         // Each lane's commitments in arrival order: the EVM lane's are worker 1's, then 0's.
         assertEq(honest.length, 4, "four commitments");
         assertEq(honest[0].workerKey, workerKey(1), "evm, first to arrive");
         assertEq(honest[1].workerKey, workerKey(0), "evm, second");
         assertEq(honest[2].workerKey, workerKey(10), "solana, first");
         assertEq(honest[3].workerKey, workerKey(11), "solana, second");
-        assertEq(index[0], 1, "worker 0's commitment");
-        assertEq(index[1], 0, "worker 1's commitment");
         assertEq(market.getLane(jobId, EVM_WORKERS).commitChain, commitChainOf(slice(honest, 0, 2)), "evm chain");
         assertEq(market.getLane(jobId, SOLANA).commitChain, commitChainOf(slice(honest, 2, 4)), "solana chain");
-        bytes memory evmMismatch = abi.encodeWithSelector(JobMarket.CommitsMismatch.selector, EVM_WORKERS);
-        bytes memory solanaMismatch = abi.encodeWithSelector(JobMarket.CommitsMismatch.selector, SOLANA);
-        vm.startPrank(aggregator);
+        bytes memory evmMismatch = abi.encodeWithSelector(ProposalChecker.CommitsMismatch.selector, EVM_WORKERS);
+        bytes memory solanaMismatch = abi.encodeWithSelector(ProposalChecker.CommitsMismatch.selector, SOLANA);
+        JobMarket.Commit[][] memory forged = new JobMarket.Commit[][](9);
+        bytes[] memory reasons = new bytes[](9);
 
         // A commitment changed, or named for another worker.
         JobMarket.Commit[] memory c = copyOf(honest);
         c[1].commitment = keccak256("another update");
-        vm.expectRevert(evmMismatch);
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        (forged[0], reasons[0]) = (c, evmMismatch);
         c = copyOf(honest);
         c[3].commitment = commitmentFor(workerKey(11), 1); // the same worker's, of another round
-        vm.expectRevert(solanaMismatch);
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        (forged[1], reasons[1]) = (c, solanaMismatch);
         c = copyOf(honest);
         c[2].workerKey = workerKey(11);
-        vm.expectRevert(solanaMismatch);
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        (forged[2], reasons[2]) = (c, solanaMismatch);
 
-        // One dropped: from the first lane (its range then takes the next lane's first), or the last.
+        // One dropped: from the first lane (its range then takes the next lane's first), or the
+        // last; or all of them.
         c = new JobMarket.Commit[](3);
         (c[0], c[1], c[2]) = (honest[1], honest[2], honest[3]);
-        uint16[] memory i2 = copyOf(index);
-        (i2[0], i2[1], i2[2], i2[3]) = (0, NO_COMMIT, 1, 2);
-        r[1].outcome = PayloadCodec.OUTCOME_DROPPED;
-        r[1].reward = 0;
-        vm.expectRevert(evmMismatch);
-        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
-        (r, honest, index) = finalizeArgs(jobId, 0, fourResults());
-        c = slice(honest, 0, 3);
-        i2 = copyOf(index);
-        i2[3] = NO_COMMIT;
-        r[3].outcome = PayloadCodec.OUTCOME_DROPPED;
-        r[3].reward = 0;
-        vm.expectRevert(solanaMismatch);
-        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
-        (r, honest, index) = finalizeArgs(jobId, 0, fourResults());
-        vm.expectRevert(evmMismatch);
-        market.finalizeRound(jobId, 0, MODEL, r, new JobMarket.Commit[](0), index);
+        (forged[3], reasons[3]) = (c, evmMismatch);
+        (forged[4], reasons[4]) = (slice(honest, 0, 3), solanaMismatch);
+        (forged[5], reasons[5]) = (new JobMarket.Commit[](0), evmMismatch);
 
         // Reordered: a lane's in key order instead of arrival order, or the lanes swapped.
         c = copyOf(honest);
         (c[0], c[1]) = (c[1], c[0]);
-        i2 = copyOf(index);
-        (i2[0], i2[1]) = (0, 1);
-        vm.expectRevert(evmMismatch);
-        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        (forged[6], reasons[6]) = (c, evmMismatch);
+        c = new JobMarket.Commit[](4);
         (c[0], c[1], c[2], c[3]) = (honest[2], honest[3], honest[0], honest[1]);
-        (i2[0], i2[1], i2[2], i2[3]) = (3, 2, 0, 1);
-        vm.expectRevert(evmMismatch);
-        market.finalizeRound(jobId, 0, MODEL, r, c, i2);
+        (forged[7], reasons[7]) = (c, evmMismatch);
 
         // An extra commitment after the last lane's, by anyone.
         c = new JobMarket.Commit[](5);
@@ -915,16 +901,31 @@ contract JobMarketTest is MarketFixture {
             c[i] = honest[i];
         }
         c[4] = JobMarket.Commit(workerKey(0), commitmentFor(workerKey(0), 0));
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.CommitsMismatch.selector, 0));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
+        (forged[8], reasons[8]) = (c, abi.encodeWithSelector(ProposalChecker.CommitsMismatch.selector, 0));
 
-        market.finalizeRound(jobId, 0, MODEL, r, honest, index);
-        vm.stopPrank();
+        for (uint256 i = 0; i < forged.length; ++i) {
+            expectRefused(jobId, 0, r, forged[i], reasons[i]);
+        }
+        // Forged evidence cannot disprove the honest proposal either: the disproof reverts with
+        // the evidence's error and the proposal stands.
+        finalize(jobId, 0, r);
+        for (uint256 i = 0; i < forged.length; ++i) {
+            vm.expectRevert(reasons[i]);
+            checker.disprove(jobId, 0, r, forged[i]);
+        }
+        vm.expectRevert(abi.encodeWithSelector(ProposalChecker.ProposalValid.selector, jobId, 0));
+        checker.disprove(jobId, 0, r, honest);
+        assertEq(uint8(market.getRound(jobId, 0).phase), uint8(JobMarket.RoundPhase.Proposed), "still proposed");
+        vm.warp(block.timestamp + WINDOW);
+        settle(jobId, 0);
+        assertEq(market.claimable(payoutOf(0), address(0)), 1 ether, "paid");
     }
 
-    function test_finalizeRound_commitIndexMustNameTheWorkersOwnCommitment() public {
-        uint64 jobId = postNative(1, 4, 4 ether);
-        // Worker key 0 on both chains: two workers, one commitment each, in different lanes.
+    /// A job of one round with worker key 0 on both chains (two workers) and one more worker on
+    /// each (keys 1 and 11); every worker commits except key 0 on the chains not in `key0Commits`
+    /// (EVM_WORKERS, SOLANA or 0: both). Each lane receives its commitments key 0's last.
+    function sameKeyOnBothChains(uint16 key0Commits) internal returns (uint64 jobId) {
+        jobId = postNative(1, 4, 4 ether);
         for (uint256 i = 0; i < 2; ++i) {
             registerWorker(EVM_WORKERS, workerKey(i), MIN_STAKE, payoutOf(i));
         }
@@ -935,95 +936,95 @@ contract JobMarketTest is MarketFixture {
         sol[1].workerKey = workerKey(11);
         vm.prank(aggregator);
         market.assignTasks(jobId, SOLANA, uint64(block.timestamp + 1 days), sol);
-        commit(jobId, 0, EVM_WORKERS, workerKey(0));
         commit(jobId, 0, EVM_WORKERS, workerKey(1));
-        commit(jobId, 0, SOLANA, workerKey(0));
         commit(jobId, 0, SOLANA, workerKey(11));
-        JobMarket.Result[] memory all = new JobMarket.Result[](4);
+        if (key0Commits != SOLANA) commit(jobId, 0, EVM_WORKERS, workerKey(0));
+        if (key0Commits != EVM_WORKERS) commit(jobId, 0, SOLANA, workerKey(0));
+    }
+
+    /// Key 0's results on both chains and the others' (lane order), all ACCEPTED.
+    function sameKeyResults() internal pure returns (JobMarket.Result[] memory all) {
+        all = new JobMarket.Result[](4);
         JobMarket.Result[] memory evm = acceptedResults(EVM_WORKERS, 0, 2, 1 ether);
         (all[0], all[1]) = (evm[0], evm[1]);
         all[2] = JobMarket.Result(workerKey(0), SOLANA, 0, 0, 1 ether, bytes32(0));
         all[3] = JobMarket.Result(workerKey(11), SOLANA, 0, 0, 1 ether, bytes32(0));
-        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c, uint16[] memory honest) = finalizeArgs(jobId, 0, all);
-        assertEq(honest[0], 0, "evm worker 0");
-        assertEq(honest[2], 2, "solana worker 0");
-        vm.startPrank(aggregator);
-
-        // Another worker's commitment, in the same lane.
-        uint16[] memory index = copyOf(honest);
-        index[0] = 1;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 1));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
-        // The same key's commitment in another lane (another worker: Solana's key 0), either way.
-        index = copyOf(honest);
-        index[0] = 2;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 2));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
-        index = copyOf(honest);
-        index[2] = 0;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 0));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
-        // Past the commitments.
-        index = copyOf(honest);
-        index[3] = 4;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 4));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
-        // A result that is not ACCEPTED may name no commitment, but not another worker's.
-        JobMarket.Result[] memory dropped = copyOf(r);
-        dropped[1].outcome = PayloadCodec.OUTCOME_DROPPED;
-        dropped[1].reward = 0;
-        index = copyOf(honest);
-        index[1] = 0;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 0));
-        market.finalizeRound(jobId, 0, MODEL, dropped, c, index);
-        // An invalid outcome is named before the index.
-        dropped[1].outcome = 3;
-        vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.InvalidOutcome.selector, taskOf(jobId, 0, EVM_WORKERS, workerKey(1)), 3)
-        );
-        market.finalizeRound(jobId, 0, MODEL, dropped, c, index);
-        // An ACCEPTED result must name its commitment even when its worker made one.
-        index = copyOf(honest);
-        index[3] = NO_COMMIT;
-        vm.expectRevert(
-            abi.encodeWithSelector(
-                JobMarket.AcceptedWithoutCommitment.selector, taskOf(jobId, 0, SOLANA, workerKey(11))
-            )
-        );
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
-
-        dropped[1].outcome = PayloadCodec.OUTCOME_DROPPED;
-        index = copyOf(honest);
-        index[1] = NO_COMMIT;
-        market.finalizeRound(jobId, 0, MODEL, dropped, c, index);
-        vm.stopPrank();
-        assertEq(market.getRound(jobId, 0).proposedTotal, 3 ether, "three accepted");
     }
 
-    function test_finalizeRound_committedTaskCannotBeSlashedAsMissed() public {
+    function test_checkProposal_findsTheWorkersCommitmentAnywhereInItsLaneNeverInAnother() public {
+        // Both key 0 workers committed, each last in its lane: found wherever it sits.
+        uint64 jobId = sameKeyOnBothChains(0);
+        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c) = finalizeArgs(jobId, 0, sameKeyResults());
+        assertEq(c[1].workerKey, workerKey(0), "evm key 0: second of its lane");
+        assertEq(c[3].workerKey, workerKey(0), "solana key 0: second of its lane");
+        checker.checkProposal(jobId, 0, 4 ether, resultsRootOf(jobId, 0, r), r, c);
+        finalize(jobId, 0, r);
+        assertEq(market.getRound(jobId, 0).proposedTotal, 4 ether, "all four accepted");
+        vm.expectRevert(abi.encodeWithSelector(ProposalChecker.ProposalValid.selector, jobId, 0));
+        checker.disprove(jobId, 0, r, c);
+        vm.warp(block.timestamp + WINDOW);
+        settle(jobId, 0);
+        assertEq(market.claimable(payoutOf(20), address(0)), 1 ether, "solana key 0 paid");
+        assertEq(market.claimable(payoutOf(0), address(0)), 1 ether, "evm key 0 paid");
+
+        // Only Solana's key 0 committed: the EVM worker 0 has no commitment, the other lane's
+        // commitment of the same key notwithstanding; it may be dropped or slashed as MISSED.
+        jobId = sameKeyOnBothChains(SOLANA);
+        (r, c) = finalizeArgs(jobId, 0, sameKeyResults());
+        assertEq(c.length, 3, "three commitments");
+        assertEq(c[2].workerKey, workerKey(0), "the same key's, in the solana lane");
+        expectRefusedAndVoided(
+            jobId,
+            0,
+            r,
+            abi.encodeWithSelector(
+                ProposalChecker.AcceptedWithoutCommitment.selector, taskOf(jobId, 0, EVM_WORKERS, workerKey(0))
+            )
+        );
+        r[0] = JobMarket.Result(workerKey(0), EVM_WORKERS, PayloadCodec.OUTCOME_SLASHED, 2, 0, EVIDENCE);
+        finalize(jobId, 0, r);
+
+        // Only the EVM key 0 committed: Solana's key 0 has none, either way round.
+        jobId = sameKeyOnBothChains(EVM_WORKERS);
+        (r, c) = finalizeArgs(jobId, 0, sameKeyResults());
+        assertEq(c[1].workerKey, workerKey(0), "the same key's, in the evm lane");
+        expectRefusedAndVoided(
+            jobId,
+            0,
+            r,
+            abi.encodeWithSelector(
+                ProposalChecker.AcceptedWithoutCommitment.selector, taskOf(jobId, 0, SOLANA, workerKey(0))
+            )
+        );
+        // A result that is not ACCEPTED needs no commitment: dropped, it is proposed; a worker
+        // that did commit may be dropped too.
+        r[2].outcome = PayloadCodec.OUTCOME_DROPPED;
+        r[2].reward = 0;
+        r[1].outcome = PayloadCodec.OUTCOME_DROPPED;
+        r[1].reward = 0;
+        finalize(jobId, 0, r);
+        assertEq(market.getRound(jobId, 0).proposedTotal, 2 ether, "two accepted");
+    }
+
+    function test_checkProposal_committedTaskCannotBeSlashedAsMissed() public {
         uint64 jobId = fourWorkerRound(1);
-        (JobMarket.Result[] memory r, JobMarket.Commit[] memory c, uint16[] memory index) =
-            finalizeArgs(jobId, 0, fourResults());
+        (JobMarket.Result[] memory r,) = finalizeArgs(jobId, 0, fourResults());
         // Worker 1's commitment reached the lane (relayed after the coordinator closed
-        // collection, say): a MISSED slash for it is refused, pointed at or not.
+        // collection, say): a MISSED slash for it is refused, and voided when proposed unchecked.
         r[1] = JobMarket.Result(workerKey(1), EVM_WORKERS, PayloadCodec.OUTCOME_SLASHED, 2, 0, keccak256("evidence"));
-        vm.startPrank(aggregator);
-        vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.CommittedTaskMissed.selector, taskOf(jobId, 0, EVM_WORKERS, workerKey(1)))
+        expectRefusedAndVoided(
+            jobId,
+            0,
+            r,
+            abi.encodeWithSelector(
+                ProposalChecker.CommittedTaskMissed.selector, taskOf(jobId, 0, EVM_WORKERS, workerKey(1))
+            )
         );
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
-        uint16[] memory hidden = copyOf(index);
-        hidden[1] = NO_COMMIT;
-        vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.CommittedTaskMissed.selector, taskOf(jobId, 0, EVM_WORKERS, workerKey(1)))
-        );
-        market.finalizeRound(jobId, 0, MODEL, r, c, hidden);
         // Dropped without fault (not aggregated, not paid, not slashed) it goes through; a
         // REJECTED slash of a committed update still does.
         r[1] = JobMarket.Result(workerKey(1), EVM_WORKERS, PayloadCodec.OUTCOME_DROPPED, 0, 0, bytes32(0));
         r[3] = JobMarket.Result(workerKey(11), SOLANA, PayloadCodec.OUTCOME_SLASHED, 1, 0, keccak256("evidence"));
-        market.finalizeRound(jobId, 0, MODEL, r, c, index);
-        vm.stopPrank();
+        finalize(jobId, 0, r);
         assertEq(uint8(market.getRound(jobId, 0).phase), uint8(JobMarket.RoundPhase.Proposed), "proposed");
     }
 
@@ -1058,16 +1059,16 @@ contract JobMarketTest is MarketFixture {
         JobMarket.Result[] memory r = acceptedResults(EVM_WORKERS, 0, 1, 1 ether);
         JobMarket.Commit[] memory stale = new JobMarket.Commit[](1);
         stale[0] = old[0];
-        uint16[] memory index = new uint16[](1);
-        vm.startPrank(aggregator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidCommitIndex.selector, 0));
-        market.finalizeRound(jobId, 1, MODEL, r, stale, index);
+        bytes32 task = taskOf(jobId, 1, EVM_WORKERS, workerKey(0));
+        expectRefused(
+            jobId, 1, r, stale, abi.encodeWithSelector(ProposalChecker.AcceptedWithoutCommitment.selector, task)
+        );
+        expectRefusedAndVoided(
+            jobId, 1, r, abi.encodeWithSelector(ProposalChecker.AcceptedWithoutCommitment.selector, task)
+        );
         r[0].outcome = PayloadCodec.OUTCOME_DROPPED;
         r[0].reward = 0;
-        index[0] = NO_COMMIT;
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.CommitsMismatch.selector, 0));
-        market.finalizeRound(jobId, 1, MODEL, r, stale, index);
-        vm.stopPrank();
+        expectRefused(jobId, 1, r, stale, abi.encodeWithSelector(ProposalChecker.CommitsMismatch.selector, 0));
         // Worker 1 was not assigned this round: the one-task lane takes one commitment.
         commit(jobId, 1, EVM_WORKERS, workerKey(0));
         bytes memory second = signed(EVM_WORKERS, HUB, committedPayload(jobId, 1, workerKey(1)));
@@ -1075,10 +1076,7 @@ contract JobMarketTest is MarketFixture {
         market.receiveMessage(second);
         // With round 1's commitment in the lane, round 0's in its place does not match.
         r = acceptedResults(EVM_WORKERS, 0, 1, 1 ether);
-        index[0] = 0;
-        vm.prank(aggregator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.CommitsMismatch.selector, EVM_WORKERS));
-        market.finalizeRound(jobId, 1, MODEL, r, stale, index);
+        expectRefused(jobId, 1, r, stale, abi.encodeWithSelector(ProposalChecker.CommitsMismatch.selector, EVM_WORKERS));
         finalize(jobId, 1, r);
         vm.warp(block.timestamp + WINDOW);
         settle(jobId, 1);
@@ -1098,13 +1096,6 @@ contract JobMarketTest is MarketFixture {
 
     function copyOf(JobMarket.Commit[] memory a) internal pure returns (JobMarket.Commit[] memory b) {
         return slice(a, 0, a.length);
-    }
-
-    function copyOf(uint16[] memory a) internal pure returns (uint16[] memory b) {
-        b = new uint16[](a.length);
-        for (uint256 i = 0; i < a.length; ++i) {
-            b[i] = a[i];
-        }
     }
 
     /// A deep copy of `a[from:to]`.

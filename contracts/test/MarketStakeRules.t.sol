@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {JobMarket} from "../src/JobMarket.sol";
+import {ProposalChecker} from "../src/ProposalChecker.sol";
 import {MessageCore} from "../src/MessageCore.sol";
 import {PayloadCodec} from "../src/libraries/PayloadCodec.sol";
 import {MarketFixture} from "./utils/MarketFixture.sol";
@@ -120,18 +121,17 @@ contract MarketStakeRulesTest is MarketFixture {
         assertEq(market.getWorker(idOf(0)).stake, 0, "and its stake");
         // The task was never created on the worker chain: no commitment, so it cannot be
         // accepted, and the refusal keeps it from being slashed.
+        // Either proposed unchecked is voided by a disproof.
         JobMarket.Result[] memory r = acceptedResults(EVM_WORKERS, 0, 1, 0);
-        (JobMarket.Result[] memory args, JobMarket.Commit[] memory c, uint16[] memory index) = finalizeArgs(jobId, 0, r);
-        vm.prank(aggregator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.AcceptedWithoutCommitment.selector, taskId));
-        market.finalizeRound(jobId, 0, MODEL, args, c, index);
+        expectRefusedAndVoided(
+            jobId, 0, r, abi.encodeWithSelector(ProposalChecker.AcceptedWithoutCommitment.selector, taskId)
+        );
         r[0].outcome = PayloadCodec.OUTCOME_SLASHED;
         r[0].fault = 2;
         r[0].evidence = EVIDENCE;
-        (args, c, index) = finalizeArgs(jobId, 0, r);
-        vm.prank(aggregator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.RefusedTaskNotDropped.selector, taskId));
-        market.finalizeRound(jobId, 0, MODEL, args, c, index);
+        expectRefusedAndVoided(
+            jobId, 0, r, abi.encodeWithSelector(ProposalChecker.RefusedTaskNotDropped.selector, taskId)
+        );
         r[0].outcome = PayloadCodec.OUTCOME_DROPPED;
         r[0].fault = 0;
         r[0].evidence = 0;
@@ -152,16 +152,11 @@ contract MarketStakeRulesTest is MarketFixture {
         r[0].outcome = PayloadCodec.OUTCOME_SLASHED;
         r[0].fault = 1;
         r[0].evidence = EVIDENCE;
-        (JobMarket.Result[] memory args, JobMarket.Commit[] memory c, uint16[] memory index) = finalizeArgs(jobId, 0, r);
-        vm.prank(aggregator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.ReleasedTaskSlashed.selector, taskId));
-        market.finalizeRound(jobId, 0, MODEL, args, c, index);
+        bytes memory slashed = abi.encodeWithSelector(ProposalChecker.ReleasedTaskSlashed.selector, taskId);
+        expectRefusedAndVoided(jobId, 0, r, slashed);
         // For a missed commitment, too; dropped, it is proposed.
         r[0].fault = 2;
-        (args, c, index) = finalizeArgs(jobId, 0, r);
-        vm.prank(aggregator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.ReleasedTaskSlashed.selector, taskId));
-        market.finalizeRound(jobId, 0, MODEL, args, c, index);
+        expectRefusedAndVoided(jobId, 0, r, slashed);
         r[0].outcome = PayloadCodec.OUTCOME_DROPPED;
         r[0].fault = 0;
         r[0].evidence = 0;

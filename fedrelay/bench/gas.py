@@ -7,7 +7,9 @@ Figures are each transaction's `gasUsed` (21,000 intrinsic and calldata included
 body on MessageCore, for the v1 VAA on Wormhole's own core (its published bytecode), and on a
 ThresholdVerifier beside that core for the v2 VAA and for the v1 VAA it hands to the core. Batch
 operations also report per worker; `finalize_round_k*` also gives the gas of settling that
-round (`settle_total`: credits and ROUND_SETTLED publication). `receive_batch_*` compares 32
+round (`settle_total`: credits and ROUND_SETTLED publication) and of checking its proposal
+against the rules (`check_total`, `ProposalChecker.checkProposal` by `eth_estimateGas`: the work
+a disproof does, which the market no longer does per round). `receive_batch_*` compares 32
 messages delivered one transaction each with the same kind of 32 messages in one
 `receiveMessages` batch, per message.
 """
@@ -40,6 +42,7 @@ from fedrelay.adapters.evm import (
     link,
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
+from fedrelay.adapters.evm.market import in_lane_order, results_root
 from fedrelay.protocol.hashing import keccak256
 from fedrelay.protocol.wormhole import (
     MAX_BATCH,
@@ -255,8 +258,26 @@ def _finalize(
         RoundResult(WORKERS, t.worker_key, Outcome.ACCEPTED, reward=10**18 // k) for t in tasks
     ]
     used = int(market.finalize_round(owner, job_id, 0, b"\x07" * 32, results)["gasUsed"])
+    # What checking the rules costs, which the market no longer does per round: the work of a
+    # disproof (ProposalChecker.checkProposal over the proposal, as an estimate).
+    chains = market.worker_chains(job_id)
+    ordered = in_lane_order(chains, results)
+    check = market.proposal_checker().functions.checkProposal(
+        job_id,
+        0,
+        sum(r.reward for r in ordered),
+        results_root(job_id, 0, ordered),
+        [r.entry() for r in ordered],
+        market.round_tasks(job_id, 0).proposal_commits(chains),
+    )
+    checked = int(check.estimate_gas())
     settled = int(market.settle_round(owner, job_id, 0)["gasUsed"])  # challenge window is 0
-    return {"total": used, "per_worker": used // k, "settle_total": settled}
+    return {
+        "total": used,
+        "per_worker": used // k,
+        "check_total": checked,
+        "settle_total": settled,
+    }
 
 
 def measure() -> dict[str, Any]:

@@ -1043,7 +1043,7 @@ def _model_hash(
     stored = market.round(job_id, number)
     if stored.phase is not RoundPhase.SETTLED:
         raise _fail(f"job {job_id} round {number} is not settled (it is {stored.phase.name})")
-    return str(number), stored.proposed_model_hash
+    return str(number), market.settled_model(job_id, number)
 
 
 def _initial_model_hash(market: JobMarketContract, job_id: int) -> bytes:

@@ -7,7 +7,9 @@ in flight completes); a restart with the same state file resumes.
 `stake`, `unstake` and `withdraw-stake` read and move the stake on the worker's own chain;
 `rewards` reads and withdraws what the payout address earned on the coordinator chain;
 `dispute` disputes a slash of the worker from that payout address (the coordinator must answer
-with the slash's evidence in time, or the slash is reversed when the round settles).
+with the slash's evidence in time, or the slash is reversed when the round settles);
+`check-proposal` checks a round's pending proposal against the market's rules and, given a key,
+voids one that breaks a rule.
 """
 
 from __future__ import annotations
@@ -618,6 +620,61 @@ def claim(
             out.print("nothing to claim", highlight=False)
     if owed.pending_at is not None:
         out.print(f"next root   live from {_when(owed.pending_at)}", highlight=False)
+
+
+# --- check-proposal ----------------------------------------------------------------------------
+
+
+@app.command("check-proposal")
+def check_proposal(
+    job_id: Annotated[int, typer.Argument(min=0, help="The job id on the coordinator chain.")],
+    round_number: Annotated[int, typer.Argument(min=0, help="The proposed round.")],
+    rpc_url: Annotated[str, typer.Option(help="The coordinator chain's JSON-RPC endpoint.")],
+    job_market: Annotated[str, typer.Option(help="The JobMarket's address.")],
+    disprove_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Void the proposal if it breaks a rule, sending the disproof from this funded "
+            "EVM key (64 hex characters). Without it, only check."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a round's pending proposal against the JobMarket's rules, inside its window.
+
+    The market takes proposals optimistically: a proposal that pays a worker without a
+    commitment, slashes a committed worker as MISSED, misstates its total or root (or breaks
+    another rule) stands unless somebody disproves it before its window closes. Exit code 0: it
+    keeps every rule; 1: it breaks one (voided with --disprove-key-file); 2: an error.
+    """
+    from fedrelay.worker.process import check_proposal as audit
+
+    found = _guarded(audit(rpc_url, job_market, job_id, round_number, disprove_key_file))
+    if as_json:
+        fields = {
+            "job_id": job_id,
+            "round": round_number,
+            "proposal": found.proposal,
+            "valid": found.broken is None,
+            "broken": found.broken,
+            "voided": found.voided,
+        }
+        typer.echo(json.dumps(fields))
+    elif found.broken is None:
+        Console().print(
+            f"job {job_id} round {round_number} proposal {found.proposal} keeps every rule",
+            highlight=False,
+        )
+    else:
+        outcome = "voided it" if found.voided else "pass --disprove-key-file to void it"
+        Console().print(
+            f"job {job_id} round {round_number} proposal {found.proposal} breaks a rule: "
+            f"{found.broken}; {outcome}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if found.broken is not None:
+        raise typer.Exit(1)
 
 
 # --- dispute -----------------------------------------------------------------------------------

@@ -127,7 +127,8 @@ class UpdateArrived:
 
 @dataclass(frozen=True)
 class RoundChallenged:
-    """A proposal was challenged inside its window."""
+    """A proposal was voided inside its window: challenged by the challenger, or disproved by
+    anyone who showed it breaks a rule (``ProposalDisproved``)."""
 
     job_id: int
     round: int
@@ -203,7 +204,8 @@ class ChainJob:
 
 @dataclass(frozen=True)
 class ChainRound:
-    """A round as the chain stores it."""
+    """A round as the chain stores it (``proposed_model_hash``: the pending proposal's, zero
+    unless the round is proposed)."""
 
     phase: ChainRoundPhase
     assigned: int

@@ -57,8 +57,9 @@ class Market:
     def key(self, i: int) -> bytes:
         return bytes([0x40 + i]) * 32
 
-    def proposed_round(self) -> tuple[int, list[RoundResult]]:
-        """A job whose round 0 is proposed: worker 1 slashed, the others accepted."""
+    def collecting_round(self, committed: int = WORKERS) -> int:
+        """A job whose round 0 assigned every worker and received the commitments of the first
+        ``committed``; not proposed yet."""
         target = address_to_bytes32(self.market.address)
         spec = JobSpec(
             model_hash=b"\x01" * 32,
@@ -78,10 +79,10 @@ class Market:
             self.market.assign_tasks(self.aggregator, job_id, WORKER_CHAIN, deadline, chunk)
         commitments = [
             Commitment(self.key(i), bytes([i + 1]) * 32, b"\x04" * 32, b"\x06" * 32, 100, 1000)
-            for i in range(WORKERS)
+            for i in range(committed)
         ]
         # Several batches, as a worker chain publishes them while commitments keep coming.
-        for start in range(0, WORKERS, 7):
+        for start in range(0, committed, 7):
             self.deliver(
                 UpdateCommitted(
                     target_chain=COORDINATOR_CHAIN,
@@ -91,6 +92,10 @@ class Market:
                     commitments=tuple(commitments[start : start + 7]),
                 )
             )
+        return job_id
+
+    def honest_results(self) -> list[RoundResult]:
+        """Worker 1 slashed, the others accepted."""
         results = [
             RoundResult(WORKER_CHAIN, self.key(i), Outcome.ACCEPTED, reward=ETH // 2)
             for i in range(WORKERS)
@@ -98,6 +103,12 @@ class Market:
         results[1] = RoundResult(
             WORKER_CHAIN, self.key(1), Outcome.SLASHED, fault=1, evidence=EVIDENCE
         )
+        return results
+
+    def proposed_round(self) -> tuple[int, list[RoundResult]]:
+        """A job whose round 0 is proposed: worker 1 slashed, the others accepted."""
+        job_id = self.collecting_round()
+        results = self.honest_results()
         self.market.finalize_round(self.aggregator, job_id, 0, b"\x05" * 32, results)
         return job_id, results
 

@@ -2,6 +2,8 @@
 pragma solidity 0.8.30;
 
 import {JobMarket} from "../../src/JobMarket.sol";
+import {ProposalChecker} from "../../src/ProposalChecker.sol";
+import {MerkleTree} from "../../src/libraries/MerkleTree.sol";
 import {PayloadCodec} from "../../src/libraries/PayloadCodec.sol";
 import {IMessageCore} from "../../src/interfaces/IMessageCore.sol";
 import {CoreFixture} from "./CoreFixture.sol";
@@ -29,12 +31,16 @@ abstract contract MarketFixture is CoreFixture {
     address internal challenger = address(0xC4A1);
 
     JobMarket internal market;
+    /// The market's proposal checker (`market.proposalChecker()`, read once so that no call is
+    /// spent on it between an expectRevert and the call it is for).
+    ProposalChecker internal checker;
     uint64 internal nextSequence = 1;
 
     function setUpMarket() internal {
         vm.warp(1_800_000_000);
         deployCore(COORDINATOR);
         market = new JobMarket(core, IMessageCore(address(0)), 202, address(this), aggregator, challenger, WINDOW);
+        checker = market.proposalChecker();
         market.setPeer(EVM_WORKERS, HUB);
         market.setPeer(SOLANA, SOLANA_PROGRAM);
         market.setMaxBatch(EVM_WORKERS, 32);
@@ -296,9 +302,6 @@ abstract contract MarketFixture is CoreFixture {
     /// The results of each round's last `finalize`, as proposed (lane by lane).
     mapping(uint64 => mapping(uint32 => JobMarket.Result[])) private _proposed;
 
-    /// `commitIndex` of a result without a commitment (JobMarket.NO_COMMIT).
-    uint16 internal constant NO_COMMIT = type(uint16).max;
-
     /// task_id as JobMarket.taskIdOf computes it (here, so no call is spent before an expectRevert).
     function taskOf(uint64 jobId, uint32 round, uint16 chain, bytes32 key) internal pure returns (bytes32) {
         return keccak256(abi.encodePacked(jobId, round, chain, key));
@@ -349,40 +352,67 @@ abstract contract MarketFixture is CoreFixture {
         }
     }
 
-    /// Everything finalizeRound takes besides the model: `results` in lane order, every lane's
-    /// commitments (lane order, each lane's in arrival order) and each result's index among them
-    /// (NO_COMMIT where its worker did not commit). Computed without a call, so it may come between
-    /// an expectRevert and the call it is for.
+    /// `results` in lane order and the evidence `checkProposal` and `disprove` take with them:
+    /// every lane's commitments (lane order, each lane's in arrival order). Computed without a
+    /// call, so it may come between an expectRevert and the call it is for.
     function finalizeArgs(uint64 jobId, uint32 round, JobMarket.Result[] memory results)
         internal
         view
-        returns (JobMarket.Result[] memory ordered, JobMarket.Commit[] memory commits, uint16[] memory commitIndex)
+        returns (JobMarket.Result[] memory ordered, JobMarket.Commit[] memory commits)
     {
         ordered = laneOrdered(results);
+        commits = commitsFor(jobId, round, ordered);
+    }
+
+    /// Every lane's recorded commitments for a proposal of `ordered` (results in lane order):
+    /// the lanes in order, each lane's commitments in arrival order.
+    function commitsFor(uint64 jobId, uint32 round, JobMarket.Result[] memory ordered)
+        internal
+        view
+        returns (JobMarket.Commit[] memory commits)
+    {
         uint16[] memory chains = _laneChains(ordered);
-        uint256 total = 0;
+        uint256 count = 0;
         for (uint256 c = 0; c < chains.length; ++c) {
-            total += _laneCommits[jobId][round][chains[c]].length;
+            count += _laneCommits[jobId][round][chains[c]].length;
         }
-        commits = new JobMarket.Commit[](total);
-        uint16[] memory commitChain = new uint16[](total);
+        commits = new JobMarket.Commit[](count);
         uint256 n = 0;
         for (uint256 c = 0; c < chains.length; ++c) {
             JobMarket.Commit[] storage lane = _laneCommits[jobId][round][chains[c]];
             for (uint256 k = 0; k < lane.length; ++k) {
-                commitChain[n] = chains[c];
                 commits[n++] = lane[k];
             }
         }
-        commitIndex = new uint16[](ordered.length);
+    }
+
+    /// The total a proposal of `results` states: the sum of their rewards.
+    function totalOf(JobMarket.Result[] memory results) internal pure returns (uint256 total) {
+        for (uint256 i = 0; i < results.length; ++i) {
+            total += results[i].reward;
+        }
+    }
+
+    /// The results root a proposal of `ordered` states: the Merkle root of their leaves
+    /// (`leafOf`) in the order given (zero for none).
+    function resultsRootOf(uint64 jobId, uint32 round, JobMarket.Result[] memory ordered)
+        internal
+        pure
+        returns (bytes32)
+    {
+        if (ordered.length == 0) return bytes32(0);
+        bytes32[] memory leaves = new bytes32[](ordered.length);
         for (uint256 i = 0; i < ordered.length; ++i) {
-            commitIndex[i] = NO_COMMIT;
-            for (uint256 k = 0; k < commits.length; ++k) {
-                if (commitChain[k] == ordered[i].workerChain && commits[k].workerKey == ordered[i].workerKey) {
-                    commitIndex[i] = uint16(k);
-                    break;
-                }
-            }
+            leaves[i] = leafOf(jobId, round, ordered[i]);
+        }
+        return MerkleTree.root(leaves);
+    }
+
+    /// keccak256 of `results`' ABI encoding: the hash the market pins a proposal's results with.
+    function resultsHashOf(JobMarket.Result[] memory results) internal pure returns (bytes32 hash) {
+        bytes memory encoded = abi.encode(results); // offset, length, then the results' words
+        assembly ("memory-safe") {
+            hash := keccak256(add(encoded, 96), sub(mload(encoded), 64))
         }
     }
 
@@ -405,26 +435,135 @@ abstract contract MarketFixture is CoreFixture {
         }
     }
 
-    /// Propose `results` (any order) with the round's recorded commitments, as the aggregator.
+    /// Propose `results` (any order) as the aggregator does: first check the proposal with the
+    /// round's recorded commitments (`checkProposal` reverts naming the rule it breaks), then
+    /// `finalizeRound` with the results' total and root.
     function finalize(uint64 jobId, uint32 round, JobMarket.Result[] memory results) internal {
-        (JobMarket.Result[] memory ordered, JobMarket.Commit[] memory commits, uint16[] memory commitIndex) =
-            finalizeArgs(jobId, round, results);
+        (JobMarket.Result[] memory ordered, JobMarket.Commit[] memory commits) = finalizeArgs(jobId, round, results);
+        uint256 total = totalOf(ordered);
+        bytes32 root = resultsRootOf(jobId, round, ordered);
+        checker.checkProposal(jobId, round, total, root, ordered, commits);
         _record(jobId, round, ordered);
         vm.prank(aggregator);
-        market.finalizeRound(jobId, round, modelOf(round), ordered, commits, commitIndex);
+        market.finalizeRound(jobId, round, modelOf(round), total, root, ordered);
     }
 
-    /// `finalize`, reporting whether the market took the proposal instead of reverting.
+    /// `finalize`, reporting whether the proposal was made: false when `checkProposal` refuses
+    /// it (so it is never proposed) or the market reverts.
     function tryFinalize(uint64 jobId, uint32 round, JobMarket.Result[] memory results) internal returns (bool) {
-        (JobMarket.Result[] memory ordered, JobMarket.Commit[] memory commits, uint16[] memory commitIndex) =
-            finalizeArgs(jobId, round, results);
+        (JobMarket.Result[] memory ordered, JobMarket.Commit[] memory commits) = finalizeArgs(jobId, round, results);
+        uint256 total = totalOf(ordered);
+        bytes32 root = resultsRootOf(jobId, round, ordered);
+        try checker.checkProposal(jobId, round, total, root, ordered, commits) {}
+        catch {
+            return false;
+        }
         vm.prank(aggregator);
-        try market.finalizeRound(jobId, round, modelOf(round), ordered, commits, commitIndex) {
+        try market.finalizeRound(jobId, round, modelOf(round), total, root, ordered) {
             _record(jobId, round, ordered);
             return true;
         } catch {
             return false;
         }
+    }
+
+    /// Propose `ordered` exactly as given (no reordering) as a dishonest aggregator could: no
+    /// check, the total and root as given. The market takes whatever keeps its own few rules.
+    function finalizeUnchecked(
+        uint64 jobId,
+        uint32 round,
+        JobMarket.Result[] memory ordered,
+        uint256 total,
+        bytes32 root
+    ) internal {
+        _record(jobId, round, ordered);
+        vm.prank(aggregator);
+        market.finalizeRound(jobId, round, modelOf(round), total, root, ordered);
+    }
+
+    /// `finalizeUnchecked` of `results` (any order) in lane order, with their own total and root.
+    function finalizeUnchecked(uint64 jobId, uint32 round, JobMarket.Result[] memory results)
+        internal
+        returns (JobMarket.Result[] memory ordered)
+    {
+        ordered = laneOrdered(results);
+        finalizeUnchecked(jobId, round, ordered, totalOf(ordered), resultsRootOf(jobId, round, ordered));
+    }
+
+    /// Disprove the round's last proposal (its recorded results, the recorded commitments as
+    /// evidence), as `disprover`.
+    function disprove(uint64 jobId, uint32 round, address disprover) internal {
+        JobMarket.Result[] memory results = _proposed[jobId][round];
+        JobMarket.Commit[] memory commits = commitsFor(jobId, round, results);
+        vm.prank(disprover);
+        checker.disprove(jobId, round, results, commits);
+    }
+
+    /// `checkProposal` refuses `ordered` (exactly as given, with their own total and root) and
+    /// `commits` as evidence, naming `reason`.
+    function expectRefused(
+        uint64 jobId,
+        uint32 round,
+        JobMarket.Result[] memory ordered,
+        JobMarket.Commit[] memory commits,
+        bytes memory reason
+    ) internal {
+        uint256 total = totalOf(ordered);
+        bytes32 root = resultsRootOf(jobId, round, ordered);
+        vm.expectRevert(reason);
+        checker.checkProposal(jobId, round, total, root, ordered, commits);
+    }
+
+    /// A proposal of `ordered` (exactly as given, with their own total and root) breaks the rule
+    /// `reason` names: `checkProposal` refuses it with the round's recorded commitments, the
+    /// market takes it all the same when an aggregator proposes it unchecked, and anyone voids it
+    /// with `disprove` (`expectVoided`: it never settles).
+    function expectRefusedAndVoided(uint64 jobId, uint32 round, JobMarket.Result[] memory ordered, bytes memory reason)
+        internal
+    {
+        expectRefused(jobId, round, ordered, commitsFor(jobId, round, ordered), reason);
+        finalizeUnchecked(jobId, round, ordered, totalOf(ordered), resultsRootOf(jobId, round, ordered));
+        assertEq(uint8(market.getRound(jobId, round).phase), uint8(JobMarket.RoundPhase.Proposed), "proposed unchecked");
+        expectVoided(jobId, round, reason);
+    }
+
+    /// Who disproves in `expectVoided`: anyone may.
+    address internal constant DISPROVER = address(0xD15B);
+
+    /// Disprove the round's pending proposal (as `disprove`) and show it voided for `reason` (the
+    /// rule's error, as `checkProposal` reverts with it): ProposalDisproved, the round collecting
+    /// again with no proposal shown, nothing paid or moved, and the voided results never settle,
+    /// not after their window either (the clock is left at the window's end).
+    function expectVoided(uint64 jobId, uint32 round, bytes memory reason) internal {
+        JobMarket.Round memory before = market.getRound(jobId, round);
+        assertEq(uint8(before.phase), uint8(JobMarket.RoundPhase.Proposed), "a proposal to disprove");
+        JobMarket.Job memory job = market.getJob(jobId);
+        (, uint256 escrowed, uint256 claimableTotal,,) = market.ledgers(job.token);
+        JobMarket.Result[] memory results = _proposed[jobId][round];
+        JobMarket.Commit[] memory commits = commitsFor(jobId, round, results);
+        vm.expectEmit(true, true, false, true);
+        emit JobMarket.ProposalDisproved(jobId, round, before.proposal, DISPROVER, reason);
+        vm.prank(DISPROVER);
+        checker.disprove(jobId, round, results, commits);
+        JobMarket.Round memory r = market.getRound(jobId, round);
+        assertEq(uint8(r.phase), uint8(JobMarket.RoundPhase.Collecting), "voided: collecting again");
+        assertEq(r.proposal, before.proposal, "the same proposal count");
+        assertEq(r.proposedTotal, 0, "no total shown");
+        assertEq(r.resultsRoot, bytes32(0), "no root shown");
+        assertEq(r.proposedModelHash, bytes32(0), "no model shown");
+        JobMarket.Job memory jobAfter = market.getJob(jobId);
+        assertEq(jobAfter.currentRound, round, "the round did not move");
+        assertEq(jobAfter.escrow, job.escrow, "escrow untouched");
+        assertEq(jobAfter.modelHash, job.modelHash, "model untouched");
+        (, uint256 escrowedAfter, uint256 claimableAfter,,) = market.ledgers(job.token);
+        assertEq(escrowedAfter, escrowed, "ledger: escrowed untouched");
+        assertEq(claimableAfter, claimableTotal, "ledger: nothing credited");
+        // Not disproved twice; never settled, however long it waits.
+        vm.expectRevert(abi.encodeWithSelector(ProposalChecker.RoundNotProposed.selector, jobId, round));
+        checker.disprove(jobId, round, results, commits);
+        if (block.timestamp < before.challengeDeadline) vm.warp(before.challengeDeadline);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundNotProposed.selector, jobId, round));
+        market.settleRound(jobId, round, results);
     }
 
     /// The results of the round's last `finalize`.
