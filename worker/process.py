@@ -11,6 +11,8 @@ CLI (``fedrelay worker``) calls only this module to get them.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -20,7 +22,7 @@ from requests.exceptions import RequestException
 
 from fedrelay.adapters.evm import EvmChain, EvmError, Signer
 from fedrelay.adapters.evm.distributor import RewardDistributorContract
-from fedrelay.adapters.evm.proposals import ProposalAudit, audit_proposal
+from fedrelay.adapters.evm.proposals import EvmProposalBoard, ProposalAudit, audit_proposal
 from fedrelay.adapters.evm.rewards import RewardAccount
 from fedrelay.adapters.evm.worker_chain import EVM_WORKER_CHAIN
 from fedrelay.adapters.worker_chains import (
@@ -34,6 +36,7 @@ from fedrelay.adapters.worker_chains import (
 from fedrelay.ports.worker_chain import ChainUnavailable
 from fedrelay.protocol.api.signing import EvmSigner, RequestSigner, SolanaSigner
 from fedrelay.training.trust import TrustPolicy
+from fedrelay.worker.proposal_watch import ProposalWatch, WatchMetrics
 from fedrelay.worker.sdk import (
     ProgressReporter,
     StateStore,
@@ -59,8 +62,10 @@ __all__ = [
     "check_proposal",
     "distributor_account",
     "open_worker_chain",
+    "proposal_watch",
     "request_signer",
     "reward_account",
+    "serve_proposal_watch",
     "worker_node",
 ]
 
@@ -198,6 +203,65 @@ async def check_proposal(
     check_evm_address("--job-market", job_market)
     key = None if key_file is None else load_evm_key(key_file)
     return await audit_proposal(rpc_url, job_market, job_id, round_number, key)
+
+
+def proposal_watch(
+    rpc_url: str,
+    job_market: str,
+    key_file: Path | None,
+    *,
+    jobs: frozenset[int] | None = None,
+    poll_interval: float = 2.0,
+    recheck_interval: float = 15.0,
+    metrics: WatchMetrics | None = None,
+) -> tuple[ProposalWatch, str | None]:
+    """A watch over every proposal of the JobMarket at ``job_market`` (only ``jobs``' when
+    given) and the address its disproofs come from (None without ``key_file``: it only checks).
+
+    Raises:
+        ValueError: ``job_market`` is not an EVM address, or an interval is not positive.
+        KeyFileError: The key file holds no secp256k1 key.
+    """
+    check_evm_address("--job-market", job_market)
+    key = None if key_file is None else load_evm_key(key_file)
+    board = EvmProposalBoard(rpc_url, job_market, key)
+    watch = ProposalWatch(
+        board,
+        disprove=key is not None,
+        jobs=jobs,
+        poll_interval=poll_interval,
+        recheck_interval=recheck_interval,
+        metrics=metrics,
+    )
+    return watch, board.disprover
+
+
+async def serve_proposal_watch(
+    watch: ProposalWatch, *, health_port: int | None, from_block: int | None = None
+) -> None:
+    """Run ``watch`` until SIGTERM or SIGINT, with ``/healthz``, ``/readyz`` (the chain
+    answers) and ``/metrics`` on ``health_port`` when given."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, watch.request_stop)
+    server = None
+    serving = None
+    if health_port is not None:
+        # Imported here: FastAPI and uvicorn are not in the worker's extra (the chart's image,
+        # and an install with the relayer's or coordinator's extra, have them).
+        from fedrelay.adapters.telemetry.health import HealthServer
+
+        server = HealthServer({"chain": watch.chain_answers}, port=health_port)
+        serving = asyncio.create_task(server.serve(), name="health")
+    try:
+        await watch.run(from_block)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        if server is not None and serving is not None:
+            server.stop()
+            await serving
 
 
 def reward_account(rpc_url: str, job_market: str, key_file: Path) -> tuple[str, RewardAccount]:

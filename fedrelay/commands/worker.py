@@ -9,13 +9,15 @@ in flight completes); a restart with the same state file resumes.
 `dispute` disputes a slash of the worker from that payout address (the coordinator must answer
 with the slash's evidence in time, or the slash is reversed when the round settles);
 `check-proposal` checks a round's pending proposal against the market's rules and, given a key,
-voids one that breaks a rule.
+voids one that breaks a rule; `watch-proposals` does that for every proposal of a market as it is
+made, until stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 from collections.abc import Coroutine
 from contextlib import AbstractAsyncContextManager
@@ -674,6 +676,171 @@ def check_proposal(
             soft_wrap=True,
         )
     if found.broken is not None:
+        raise typer.Exit(1)
+
+
+# --- watch-proposals ---------------------------------------------------------------------------
+
+
+@app.command("watch-proposals")
+def watch_proposals(
+    rpc_url: Annotated[
+        str,
+        typer.Option(
+            envvar="FEDRELAY_COORDINATOR_RPC_URL", help="The coordinator chain's JSON-RPC endpoint."
+        ),
+    ],
+    job_market: Annotated[
+        str, typer.Option(envvar="FEDRELAY_COORDINATOR_JOB_MARKET", help="The JobMarket's address.")
+    ],
+    disprove_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FEDRELAY_DISPROVE_KEY_FILE",
+            help="Void each proposal that breaks a rule, sending the disproof from this funded "
+            "EVM key (64 hex characters). Without it, broken proposals are only reported.",
+        ),
+    ] = None,
+    job: Annotated[
+        list[int] | None,
+        typer.Option(min=0, help="Watch only this job's proposals (repeat for several)."),
+    ] = None,
+    from_block: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Read proposals from this block on (default: the first block of the current "
+            "challenge window; older proposals can no longer be disproved).",
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between looks at the chain.")
+    ] = 2.0,
+    recheck_interval: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds between checks of a valid proposal still open."),
+    ] = 15.0,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            envvar="FEDRELAY_HEALTH_PORT",
+            help="Serve /healthz, /readyz and /metrics on this port.",
+        ),
+    ] = None,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="Check the proposals whose windows are open now, report, and exit (0: none "
+            "stands broken; 1: one does; 2: an error).",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --once: print one JSON object.")
+    ] = False,
+) -> None:
+    """Check every round proposal of a JobMarket inside its challenge window; void the broken.
+
+    The market's rules bind a proposal only when somebody checks it before its window closes:
+    one honest watch per market keeps every job's rounds honest. Each new proposal is checked
+    at once and a valid one again every --recheck-interval seconds until its window closes.
+    Runs until SIGTERM or SIGINT (or, with --once, one pass).
+    """
+    from importlib.util import find_spec
+
+    from fedrelay.commands.logs import configure_command_logging
+
+    if as_json and not once:
+        raise _fail("--json needs --once (a running watch reports in its log)")
+    served = ("fastapi", "uvicorn", "prometheus_client")
+    if health_port is not None and not all(find_spec(name) for name in served):
+        raise _fail(
+            "--health-port serves /metrics with FastAPI, uvicorn and prometheus-client, which "
+            "the worker's extra does not bring: `pip install 'fedrelay[relayer]'` as well"
+        )
+    if not once:
+        configure_command_logging(logging.INFO)
+    remember(rpc_url)
+    _guarded(
+        _watch_proposals(
+            rpc_url,
+            job_market,
+            disprove_key_file,
+            None if not job else frozenset(job),
+            from_block,
+            poll_interval,
+            recheck_interval,
+            health_port,
+            once,
+            as_json,
+        )
+    )
+
+
+async def _watch_proposals(
+    rpc_url: str,
+    job_market: str,
+    key_file: Path | None,
+    jobs: frozenset[int] | None,
+    from_block: int | None,
+    poll_interval: float,
+    recheck_interval: float,
+    health_port: int | None,
+    once: bool,
+    as_json: bool,
+) -> None:
+    from fedrelay.worker.process import proposal_watch, serve_proposal_watch
+    from fedrelay.worker.proposal_watch import Verdict, WatchMetrics
+
+    watch, disprover = proposal_watch(
+        rpc_url,
+        job_market,
+        key_file,
+        jobs=jobs,
+        poll_interval=poll_interval,
+        recheck_interval=recheck_interval,
+        metrics=None if once or health_port is None else WatchMetrics(),
+    )
+    if not once:
+        logging.getLogger(__name__).info(
+            "watching the proposals of JobMarket %s%s; %s",
+            job_market,
+            "" if jobs is None else f" (jobs {', '.join(map(str, sorted(jobs)))})",
+            "disproofs from " + disprover if disprover else "no disproof key: reporting only",
+        )
+        await serve_proposal_watch(watch, health_port=health_port, from_block=from_block)
+        return
+    start = await watch.start(from_block)
+    findings = await watch.step()
+    if as_json:
+        shown = {
+            "from_block": start,
+            "to_block": (watch.cursor or start) - 1,
+            "disprover": disprover,
+            "findings": [
+                {
+                    "job_id": f.made.job_id,
+                    "round": f.made.round,
+                    "proposal": f.made.proposal,
+                    "block": f.made.block,
+                    "verdict": f.verdict.value,
+                    "broken": f.rule,
+                }
+                for f in findings
+            ],
+        }
+        typer.echo(json.dumps(shown))
+    else:
+        console = Console()
+        console.print(
+            f"blocks {start}..{(watch.cursor or start) - 1}: {len(findings)} proposal(s) checked",
+            highlight=False,
+        )
+        for finding in findings:
+            console.print(finding.describe(), highlight=False, soft_wrap=True)
+    if any(f.verdict in (Verdict.BROKEN, Verdict.MISSED) for f in findings):
         raise typer.Exit(1)
 
 

@@ -16,6 +16,7 @@ from fedrelay.adapters.evm import (
     deploy_job_market,
     deploy_message_core,
 )
+from fedrelay.adapters.evm.market import in_lane_order, results_root
 from fedrelay.protocol.wormhole import (
     Commitment,
     Outcome,
@@ -34,6 +35,7 @@ ETH = 10**18
 WORKERS = 5
 EVIDENCE = b"\xee" * 32
 MAX_BATCH = 2
+MODEL = b"\x05" * 32  # the model hash the tests propose
 
 
 def funded(anvil: Anvil) -> Signer:
@@ -105,11 +107,31 @@ class Market:
         )
         return results
 
+    def propose_unchecked(
+        self,
+        job_id: int,
+        results: list[RoundResult],
+        total: int | None = None,
+        root: bytes | None = None,
+    ) -> None:
+        """What a dishonest aggregator sends: ``finalizeRound`` of round 0 without the
+        binding's check."""
+        ordered = in_lane_order((WORKER_CHAIN,), results)
+        function = self.market.contract.functions.finalizeRound(
+            job_id,
+            0,
+            MODEL,
+            sum(r.reward for r in ordered) if total is None else total,
+            results_root(job_id, 0, ordered) if root is None else root,
+            [r.entry() for r in ordered],
+        )
+        self.chain.transact(self.aggregator, function)
+
     def proposed_round(self) -> tuple[int, list[RoundResult]]:
         """A job whose round 0 is proposed: worker 1 slashed, the others accepted."""
         job_id = self.collecting_round()
         results = self.honest_results()
-        self.market.finalize_round(self.aggregator, job_id, 0, b"\x05" * 32, results)
+        self.market.finalize_round(self.aggregator, job_id, 0, MODEL, results)
         return job_id, results
 
 

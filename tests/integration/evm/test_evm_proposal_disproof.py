@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 from eth_utils import keccak
-from support.proposals import ETH, WORKERS, Market, build_market, funded, past_window
+from support.proposals import ETH, MODEL, WORKERS, Market, build_market, funded, past_window
 from typer.testing import CliRunner
 
 from fedrelay.adapters.devnet.services import Anvil
@@ -30,8 +30,6 @@ from fedrelay.protocol.wormhole import Outcome
 
 pytestmark = pytest.mark.integration
 
-MODEL = b"\x05" * 32
-
 
 @pytest.fixture(scope="module")
 def coordinator_chain() -> Iterator[Anvil]:
@@ -43,26 +41,6 @@ def coordinator_chain() -> Iterator[Anvil]:
 @pytest.fixture(scope="module")
 def market(coordinator_chain: Anvil) -> Market:
     return build_market(coordinator_chain)
-
-
-def _propose_unchecked(
-    m: Market,
-    job_id: int,
-    results: list[RoundResult],
-    total: int | None = None,
-    root: bytes | None = None,
-) -> None:
-    """What a dishonest aggregator sends: ``finalizeRound`` without the binding's check."""
-    ordered = in_lane_order((4,), results)
-    function = m.market.contract.functions.finalizeRound(
-        job_id,
-        0,
-        MODEL,
-        sum(r.reward for r in ordered) if total is None else total,
-        results_root(job_id, 0, ordered) if root is None else root,
-        [r.entry() for r in ordered],
-    )
-    m.chain.transact(m.aggregator, function)
 
 
 def _selector(name: str, *types: str) -> bytes:
@@ -104,7 +82,7 @@ def test_a_stranger_voids_a_proposal_that_breaks_a_rule_and_it_never_settles(
         results = [*honest[:2], replace(honest[2], outcome=Outcome.SLASHED, reward=0, fault=2)]
         results[2] = replace(results[2], evidence=b"\xee" * 32)
         results += honest[3:]
-    _propose_unchecked(market, job_id, results, total, root)
+    market.propose_unchecked(job_id, results, total, root)
     m = market.market
     assert m.round(job_id, 0).phase is RoundPhase.PROPOSED
 
@@ -161,7 +139,7 @@ def test_a_disproof_after_the_window_or_with_forged_evidence_voids_nothing(
     market: Market,
 ) -> None:
     job_id = market.collecting_round(committed=WORKERS - 1)
-    _propose_unchecked(market, job_id, market.honest_results())
+    market.propose_unchecked(job_id, market.honest_results())
     m = market.market
     checker = m.proposal_checker()
     results = [r.entry() for r in m.proposal(job_id, 0)]
@@ -190,7 +168,7 @@ def test_check_proposal_names_the_broken_rule_and_voids_it_with_a_key(
     market: Market, tmp_path: Path
 ) -> None:
     job_id = market.collecting_round(committed=WORKERS - 1)
-    _propose_unchecked(market, job_id, market.honest_results())
+    market.propose_unchecked(job_id, market.honest_results())
     found = _cli(market, str(job_id), "0")
     assert found.exit_code == 1, found.output
     shown = json.loads(found.output)
@@ -228,7 +206,7 @@ async def test_the_coordinator_sees_a_disproof_as_its_proposal_voided(market: Ma
     """The coordinator service follows ``ProposalDisproved`` as it follows a challenge: the
     round collects again and it proposes anew."""
     job_id = market.collecting_round(committed=WORKERS - 1)
-    _propose_unchecked(market, job_id, market.honest_results())
+    market.propose_unchecked(job_id, market.honest_results())
     receipt = market.market.disprove_proposal(funded(market.anvil), job_id, 0)
     block = int(receipt["blockNumber"])
     events = await EvmCoordinatorChain(market.market, market.aggregator).events(block, block)

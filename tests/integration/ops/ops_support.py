@@ -1,4 +1,5 @@
-"""Running `fedrelay relayer run` and `fedrelay coordinator run` as processes, and probing them."""
+"""Running `fedrelay relayer run`, `fedrelay coordinator run` and `fedrelay worker
+watch-proposals` as processes, and probing them."""
 
 from __future__ import annotations
 
@@ -105,6 +106,26 @@ def coordinator_process(
     }
     argv = [str(FEDRELAY), "coordinator", "run", "--signer-key-file", str(key_file)]
     running = spawn(argv, env, workdir / "coordinator.log", port)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@contextmanager
+def proposal_watch_process(rpc_url: str, job_market: str, workdir: Path) -> Iterator[Running]:
+    """`fedrelay worker watch-proposals` over `job_market` on `rpc_url`, reporting only, with its
+    health and metrics on a port of its own."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FEDRELAY_COORDINATOR_RPC_URL": rpc_url,
+        "FEDRELAY_COORDINATOR_JOB_MARKET": job_market,
+        "FEDRELAY_HEALTH_PORT": str(port),
+        "OTEL_TRACES_EXPORTER": "none",
+    }
+    argv = [str(FEDRELAY), "worker", "watch-proposals", "--poll-interval", "0.2"]
+    running = spawn(argv, env, workdir / "proposal-watch.log", port)
     try:
         yield running
     finally:

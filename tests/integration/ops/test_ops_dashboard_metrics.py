@@ -3,7 +3,8 @@
 A relayer (``relayer run --stage all``, embedded bus and ledger) carries one worker registration
 from the worker chain to the coordinator chain, and a coordinator (``coordinator run``) follows
 the same JobMarket and assigns that worker the task of a one-worker job posted with
-``job post``. Their ``/metrics`` are scraped and parsed as Prometheus exposition; each
+``job post``; a proposal watch (``worker watch-proposals``) reads the same market. Their
+``/metrics`` are scraped and parsed as Prometheus exposition; each
 ``fedrelay_*`` name in the dashboard's PromQL must be a metric family one of them exports.
 """
 
@@ -16,7 +17,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ops_support import AGGREGATOR_KEY, FEDRELAY, coordinator_process, relayer_process
+from ops_support import (
+    AGGREGATOR_KEY,
+    FEDRELAY,
+    coordinator_process,
+    proposal_watch_process,
+    relayer_process,
+)
 
 from fedrelay.adapters.devnet.process import wait_until
 from fedrelay.adapters.devnet.toolchain import REPO_ROOT
@@ -60,6 +67,7 @@ def test_every_metric_the_dashboard_queries_is_exported_by_a_running_process(
     assert len(queried) >= 9
     (tmp_path / "relayer").mkdir()
     (tmp_path / "coordinator").mkdir()
+    (tmp_path / "watch").mkdir()
     head = int(evm.coordinator_chain.w3.eth.block_number)
     aggregator = evm.coordinator.private_keys[AGGREGATOR_KEY]
     with (
@@ -68,9 +76,13 @@ def test_every_metric_the_dashboard_queries_is_exported_by_a_running_process(
             evm.coordinator.rpc_url, evm.market.address, aggregator, tmp_path / "coordinator",
             start_block=head,
         ) as coordinator,
+        proposal_watch_process(
+            evm.coordinator.rpc_url, evm.market.address, tmp_path / "watch"
+        ) as watch,
     ):  # fmt: skip
         relayer.wait_ready(True)
         coordinator.wait_ready(True)
+        watch.wait_ready(True)
         # One message through every stage: a worker registration, worker chain -> coordinator.
         worker = Signer(evm.workers.private_keys[WORKER_ACCOUNT])
         evm.hub.stake(worker, 10**18)
@@ -93,7 +105,18 @@ def test_every_metric_the_dashboard_queries_is_exported_by_a_running_process(
         relayer_families = relayer.families()
         coordinator_families = coordinator.families()
 
-    exported = set(relayer_families) | set(coordinator_families)
+        def watch_read_the_head() -> bool:
+            answer = watch.get("/metrics")
+            lines = (answer.text if answer else "").splitlines()
+            line = next((x for x in lines if x.startswith("fedrelay_proposal_watch_block ")), None)
+            head = int(evm.coordinator_chain.w3.eth.block_number)
+            return line is not None and float(line.split()[1]) >= head
+
+        wait_until(watch_read_the_head, 30, "the watch to read the head", 0.2, watch.alive)
+        watch_families = watch.families()
+        assert watch.stop() == 0, watch.log.read_text()[-3000:]  # SIGTERM: a clean stop
+
+    exported = set(relayer_families) | set(coordinator_families) | set(watch_families)
     assert queried <= exported, f"queried but not exported: {sorted(queried - exported)}"
     # The relayer's families carry the series the panels select on.
     latency = relayer_families["fedrelay_stage_latency_seconds"]

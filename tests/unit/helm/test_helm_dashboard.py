@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from fedrelay.adapters.devnet.toolchain import REPO_ROOT
 from fedrelay.coordinator.metrics import CoordinatorMetrics
 from fedrelay.relayer.stage import StageMetrics
+from fedrelay.worker.proposal_watch import WatchMetrics
 
 DASHBOARD = CHART / "dashboards" / "fedrelay.json"
 RUNBOOK = REPO_ROOT / "docs" / "operations.md"
@@ -108,8 +109,9 @@ def _series_names(registry: CollectorRegistry) -> set[str]:
     [
         (("fedrelay_stage_", "fedrelay_dlq_"), StageMetrics),
         (("fedrelay_coordinator_",), CoordinatorMetrics),
+        (("fedrelay_proposal_watch_",), WatchMetrics),
     ],
-    ids=["relayer-stages", "coordinator"],
+    ids=["relayer-stages", "coordinator", "proposal-watch"],
 )
 def test_metrics_on_the_dashboard_are_the_ones_the_code_exports(
     prefixes: tuple[str, ...], register: Callable[[CollectorRegistry], object]
