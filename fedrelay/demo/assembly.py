@@ -43,6 +43,7 @@ from fedrelay.adapters.evm import (
     deploy_reward_distributor,
 )
 from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain
+from fedrelay.adapters.evm.proposals import EvmProposalBoard
 from fedrelay.adapters.evm.worker_chain import EvmWorkerChain
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.adapters.ledger.database import create_engine, upgrade
@@ -69,6 +70,7 @@ from fedrelay.relayer.chains_file import load_chains
 from fedrelay.relayer.process import RelayerProcess, StageRequest, build_process
 from fedrelay.relayer.settings import RelayerSettings
 from fedrelay.relayer.stage import stage_metrics
+from fedrelay.worker.proposal_watch import Finding, ProposalWatch
 from fedrelay.worker.sdk import (
     FileSource,
     StateStore,
@@ -193,6 +195,8 @@ class DemoNetwork:
         #: The RewardDistributor the market credits (None: each worker's payout is).
         self.distributor: RewardDistributorContract | None = None
         self.closers: list[Callable[[], Awaitable[None]]] = []
+        #: What the proposal watch found, in order (:meth:`start_proposal_watch`).
+        self.proposal_findings: list[Finding] = []
 
     async def close(self) -> None:
         """Stop the workers, then every service in reverse order of starting."""
@@ -300,6 +304,28 @@ class DemoNetwork:
         await coordinator.start()
         self.closers.append(coordinator.stop)
         return coordinator
+
+    async def start_proposal_watch(self) -> None:
+        """Watch every proposal of the market as an independent auditor would (the
+        challenger's key sends disproofs): each is checked inside its challenge window."""
+        self.progress.step("starting a proposal watch (every proposal checked in its window)")
+        coordinator_chain = self.info.chain(COORDINATOR)
+        key = self.devnet.key_file("challenger").read_text().strip()
+        board = EvmProposalBoard(coordinator_chain.rpc_url, coordinator_chain.address, key)
+        watch = ProposalWatch(
+            board, disprove=True, poll_interval=0.2, recheck_interval=1.0,
+            report=self.proposal_findings.append,
+        )  # fmt: skip
+        await watch.start(
+            int(await asyncio.to_thread(lambda: self.market.chain.w3.eth.block_number))
+        )
+        task = asyncio.create_task(watch.run(), name="proposal-watch")
+
+        async def stop() -> None:
+            watch.request_stop()
+            await asyncio.wait_for(task, 30)
+
+        self.closers.append(stop)
 
     def _deploy_distributor(self) -> RewardDistributorContract:
         """A RewardDistributor drawing on the market (the aggregator its updater, the challenger

@@ -114,7 +114,8 @@ class DemoResult:
     update blob per round; ``base_model_bytes`` the LoRA base weights' blob size.
     ``detections`` is every slash the coordinator decided, round by round; ``privacy_cost``
     each worker's expected fraction of its examples revealed per round, by name (a job on the
-    workers' own digits only).
+    workers' own digits only); ``proposal_watch`` how many proposals the demo's proposal watch
+    found of each verdict (``valid``, ``voided``, ...).
     """
 
     job_id: int
@@ -135,6 +136,7 @@ class DemoResult:
     base_model_bytes: int | None = None
     detections: tuple[Detection, ...] = ()
     privacy_cost: dict[str, float] = field(default_factory=dict)
+    proposal_watch: dict[str, int] = field(default_factory=dict)
 
     @property
     def final_accuracy(self) -> float:
@@ -183,12 +185,22 @@ class DemoResult:
                     f"the dishonest {cheat.name}'s stake on {cheat.chain} was not slashed "
                     f"({cheat.stake_before} before, {cheat.stake_after} after)"
                 )
+        found += self._watch_problems()
         found += [
             f"the privacy cost of {name} is {cost:.4f}: a round may reveal all its examples"
             for name, cost in self.privacy_cost.items()
             if cost >= 1
         ]
         return found
+
+    def _watch_problems(self) -> list[str]:
+        """The coordinator is honest: the watch checks its proposals and finds none broken."""
+        broken = sum(self.proposal_watch.get(v, 0) for v in ("voided", "broken"))
+        if broken:
+            return [f"the proposal watch found {broken} proposal(s) breaking a rule"]
+        if not self.proposal_watch.get("valid"):
+            return ["the proposal watch checked no proposal inside its window"]
+        return []
 
     def _metric_problems(self) -> list[str]:
         if self.settings.workload is None:
@@ -274,6 +286,7 @@ class DemoResult:
             "settings": asdict(self.settings),
             "backends": self.backends,
             "coordinator_restarts": [asdict(r) for r in self.restarts],
+            "proposal_watch": dict(self.proposal_watch),
             **self.costs.to_json(),
             "gas_per_worker_round": self.gas_per_worker_round(),
             "problems": self.problems(),
@@ -328,6 +341,9 @@ def write_summary(result: DemoResult, out_dir: Path) -> Path:
             f"- privacy cost of {name}: {cost:.4f} of its examples revealed per round"
             for name, cost in result.privacy_cost.items()
         ),
+        "- proposal watch: "
+        + (", ".join(f"{n} {v}" for v, n in sorted(result.proposal_watch.items())) or "nothing")
+        + " (proposals checked inside their challenge windows)",
         "",
         "| detected worker | chain | round | reason |",
         "| --- | --- | --- | --- |",

@@ -189,6 +189,7 @@ class _Scenario:
             self.coordinator = await network.start_coordinator(
                 coordinator_url, self.settings.rewards
             )
+            await network.start_proposal_watch()
             store = network.observe_coordinator(coordinator_url)
             await network.start_workers(
                 self.settings, self.coordinator.url, store, self.job.worker_data
@@ -206,8 +207,12 @@ class _Scenario:
             )  # fmt: skip
         finally:
             await network.close()
+        verdicts: dict[str, int] = {}
+        for finding in network.proposal_findings:
+            verdicts[finding.verdict.value] = verdicts.get(finding.verdict.value, 0) + 1
         return replace(
             outcome,
+            proposal_watch=verdicts,
             timings_s=dict(self.timings),
             restarts=tuple(self.restarts),
             initial_metric=self.initial_metric,

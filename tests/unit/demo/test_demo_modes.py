@@ -141,7 +141,7 @@ def test_the_report_lists_every_cheat_detection_and_privacy_cost(tmp_path: Path)
     result = DemoResult(
         job_id=1, rounds=2, accuracy_per_round=(0.8, 0.92), workers=workers,  # type: ignore[arg-type]
         messages_per_route={}, wall_time_s=1.0, settings=settings, detections=detections,
-        privacy_cost=costs,
+        privacy_cost=costs, proposal_watch={"valid": 3},
     )  # fmt: skip
     assert result.problems() == []
     summary = json.loads(write_summary(result, tmp_path).read_text())

@@ -46,6 +46,7 @@ def _result(*workers: WorkerOutcome, accuracy: tuple[float, ...] = (0.5, 0.8, 0.
         messages_per_route={"worker-evm -> coordinator": {"confirmed": 12}},
         wall_time_s=80.0,
         settings=DemoSettings(rounds=3),
+        proposal_watch={"valid": 3},
     )
 
 
@@ -91,6 +92,19 @@ def test_a_cheat_never_caught_is_a_problem() -> None:
     cheat = _worker(0, dishonest="update", slashed_rounds=(), reason="")
     problems = _result(cheat, _worker(1), _worker(3), _worker(4)).problems()
     assert problems == ["the dishonest worker-0 was never caught by the coordinator"]
+
+
+def test_a_proposal_the_watch_found_broken_or_no_proposal_checked_is_a_problem(
+    tmp_path: Path,
+) -> None:
+    voided = replace(_result(), proposal_watch={"valid": 2, "voided": 1})
+    assert voided.problems() == ["the proposal watch found 1 proposal(s) breaking a rule"]
+    unchecked = replace(_result(), proposal_watch={"missed": 3})
+    assert unchecked.problems() == ["the proposal watch checked no proposal inside its window"]
+    summary = json.loads(write_summary(voided, tmp_path).read_text())
+    assert summary["proposal_watch"] == {"valid": 2, "voided": 1}
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "- proposal watch: 2 valid, 1 voided" in markdown
 
 
 @pytest.mark.parametrize(

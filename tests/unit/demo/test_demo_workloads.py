@@ -147,6 +147,7 @@ def _result(per_round: tuple[float, ...], initial: float) -> DemoResult:
         job_id=1, rounds=2, accuracy_per_round=per_round,
         workers=(CHEAT, HONEST), messages_per_route={}, wall_time_s=1.0,
         settings=DemoSettings(rounds=2, workload="lm", dishonest="update"), workload="lm",
+        proposal_watch={"valid": 2},
         metric="perplexity", initial_metric=initial,
         update_bytes_per_round=((100, 101), (100, 101)),
     )  # fmt: skip
