@@ -606,7 +606,8 @@ class JobMarketContract:
         if str(tx["to"]).lower() != self.address.lower():
             raise EvmError(
                 f"{where} was sent to {tx['to']}, not to the JobMarket: its results are not "
-                "the transaction's input (propose with a direct finalizeRound call)"
+                "the transaction's input (a market that takes proposals only as their own "
+                "transaction never shows this)"
             )
         function, args = self.contract.decode_function_input(tx["input"])
         if function.fn_name != "finalizeRound":

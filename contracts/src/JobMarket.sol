@@ -280,6 +280,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     event Withdrawn(address indexed account, address indexed token, uint256 amount);
 
     error NotAggregator(address caller);
+    /// @notice `finalizeRound` must be its transaction's own call from an account without code
+    /// (`tx.origin`, no code, no EIP-7702 delegation), so the results are the transaction's input.
+    error ProposerNotExternallyOwned(address caller);
     error NotProposalChecker(address caller);
     error NotChallenger(address caller);
     error NotPoster(address caller);
@@ -637,6 +640,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     /// reads them. Within the challenge window anyone may void a proposal that breaks a rule of
     /// `ProposalChecker.checkProposal` (`ProposalChecker.disprove`), so the work of checking falls
     /// on a proposal that is wrong, not on every round. The aggregator checks its own first.
+    /// The aggregator proposes from an externally owned account, in a transaction of its own
+    /// (`ProposerNotExternallyOwned`): the results that a disproof or a dispute needs are then
+    /// that transaction's input, which no contract wallet or delegation can hide in an inner call.
     function finalizeRound(
         uint64 jobId,
         uint32 round,
@@ -645,6 +651,10 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         bytes32 resultsRoot,
         Result[] calldata results
     ) external onlyAggregator {
+        // The results are read back from this call's calldata by whoever checks the proposal
+        // (they are not logged): the call must be the transaction itself, from an account with
+        // no code, so that the transaction's input is this call's on every node.
+        if (msg.sender != tx.origin || msg.sender.code.length != 0) revert ProposerNotExternallyOwned(msg.sender);
         Job storage job = _jobs[jobId];
         if (job.status != JobStatus.Open) revert JobNotOpen(jobId);
         if (round != job.currentRound) revert WrongRound(jobId, round, job.currentRound);

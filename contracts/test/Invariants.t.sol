@@ -246,7 +246,7 @@ contract MarketHandler is MarketFixture {
         uint256 i = who % nextWorker;
         uint64 stakeNow = market.getWorker(market.workerIdOf(EVM_WORKERS, workerKey(i))).stake;
         PayloadCodec.Assignment[] memory a = assignments(i, 1);
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         try market.assignTasks(jobId, EVM_WORKERS, uint64(block.timestamp + 1 days), a) {
             if (stakeNow < job.minStake) ++assignedBelowMinimum;
         } catch {
@@ -952,7 +952,7 @@ contract DistributorHandler is MarketHandler, DistributorTrees {
         }
         if (greedy) cumulative[who % ACCOUNTS] += bound(extra, 1, 100 ether);
         bytes32[] memory leaves = leavesOf(distributor, accounts, address(0), cumulative);
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         distributor.proposeRoot(rootOf(leaves), uint64(ACCOUNTS), bytes32(0));
         for (uint256 i = 0; i < ACCOUNTS; ++i) {
             if (cumulative[i] > mostProposed[accounts[i]]) mostProposed[accounts[i]] = cumulative[i];

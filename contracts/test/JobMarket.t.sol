@@ -373,7 +373,7 @@ contract JobMarketTest is MarketFixture {
         }
         uint64 deadline = uint64(block.timestamp + 1 days);
         vm.recordLogs();
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         uint64 sequence = market.assignTasks(jobId, EVM_WORKERS, deadline, assignments(0, 3));
         assertEq(sequence, 0, "first message of the market");
         bytes[] memory published = publishedPayloads();
@@ -413,7 +413,7 @@ contract JobMarketTest is MarketFixture {
         uint64 deadline = uint64(block.timestamp + 1 days);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.NotAggregator.selector, address(this)));
         market.assignTasks(jobId, SOLANA, deadline, assignments(0, 1));
-        vm.startPrank(aggregator);
+        vm.startPrank(aggregator, aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.JobNotOpen.selector, 99));
         market.assignTasks(99, SOLANA, deadline, assignments(0, 1));
         vm.expectRevert(abi.encodeWithSelector(JobMarket.ChainNotAllowed.selector, jobId, 23));
@@ -446,13 +446,13 @@ contract JobMarketTest is MarketFixture {
         uint64 jobId = market.postJob{value: 1 ether}(s);
         registerWorker(EVM_WORKERS, workerKey(0), MIN_STAKE, payoutOf(0));
         uint64 deadline = uint64(block.timestamp + 1 days);
-        vm.startPrank(aggregator);
+        vm.startPrank(aggregator, aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.UnknownPeer.selector, 30));
         market.assignTasks(jobId, 30, deadline, assignments(0, 1));
         vm.stopPrank();
         setCoreFee(3);
         vm.deal(aggregator, 10);
-        vm.startPrank(aggregator);
+        vm.startPrank(aggregator, aggregator);
         vm.expectRevert(abi.encodeWithSelector(MessageReceiver.WrongMessageFee.selector, 0, 3));
         market.assignTasks(jobId, EVM_WORKERS, deadline, assignments(0, 1));
         market.assignTasks{value: 3}(jobId, EVM_WORKERS, deadline, assignments(0, 1));
@@ -536,12 +536,12 @@ contract JobMarketTest is MarketFixture {
         finalize(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
         (JobMarket.Result[] memory r,) = finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 1, 1 ether));
         bytes32 root = resultsRootOf(jobId, 0, r);
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundAlreadyFinalized.selector, jobId, 0));
         market.finalizeRound(jobId, 0, MODEL, 1 ether, root, r);
         // The round cannot take more assignments or commitments once proposed.
         registerWorker(EVM_WORKERS, workerKey(1), MIN_STAKE, payoutOf(1));
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RoundAlreadyFinalized.selector, jobId, 0));
         market.assignTasks(jobId, EVM_WORKERS, uint64(block.timestamp + 1), assignments(1, 1));
     }
@@ -551,7 +551,7 @@ contract JobMarketTest is MarketFixture {
         JobMarket.Result[] memory none = new JobMarket.Result[](0);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.NotAggregator.selector, address(this)));
         market.finalizeRound(jobId, 0, MODEL, 0, bytes32(0), none);
-        vm.startPrank(aggregator);
+        vm.startPrank(aggregator, aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.JobNotOpen.selector, 42));
         market.finalizeRound(42, 0, MODEL, 0, bytes32(0), none);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongRound.selector, jobId, 1, 0));
@@ -564,7 +564,7 @@ contract JobMarketTest is MarketFixture {
         assign(jobId, EVM_WORKERS, 2, 1); // assigned, never commits
         (JobMarket.Result[] memory r,) = finalizeArgs(jobId, 0, acceptedResults(EVM_WORKERS, 0, 2, 1));
         bytes32 root = resultsRootOf(jobId, 0, r);
-        vm.startPrank(aggregator);
+        vm.startPrank(aggregator, aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.ResultCountMismatch.selector, 2, 3));
         market.finalizeRound(jobId, 0, MODEL, 2, root, r);
         // The stated total within the round's budget.
@@ -658,7 +658,7 @@ contract JobMarketTest is MarketFixture {
         vm.expectRevert(abi.encodeWithSelector(ProposalChecker.ResultsRootMismatch.selector, bytes32(uint256(1))));
         checker.checkProposal(jobId, 0, 1 ether, bytes32(uint256(1)), r, c);
         checker.checkProposal(jobId, 0, 1 ether, root, r, c);
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         market.finalizeRound(jobId, 0, MODEL, 1 ether, root, r);
         assertEq(uint8(market.getRound(jobId, 0).phase), uint8(JobMarket.RoundPhase.Proposed), "proposed");
     }
@@ -673,7 +673,7 @@ contract JobMarketTest is MarketFixture {
         }
         uint64 deadline = uint64(block.timestamp + 1 days);
         PayloadCodec.Assignment[] memory one = new PayloadCodec.Assignment[](1);
-        vm.startPrank(aggregator);
+        vm.startPrank(aggregator, aggregator);
         // Within a batch: keys in increasing order.
         PayloadCodec.Assignment[] memory reversed = assignments(0, 2);
         (reversed[0], reversed[1]) = (reversed[1], reversed[0]);
@@ -934,7 +934,7 @@ contract JobMarketTest is MarketFixture {
         assign(jobId, EVM_WORKERS, 0, 2);
         PayloadCodec.Assignment[] memory sol = assignments(0, 2);
         sol[1].workerKey = workerKey(11);
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         market.assignTasks(jobId, SOLANA, uint64(block.timestamp + 1 days), sol);
         commit(jobId, 0, EVM_WORKERS, workerKey(1));
         commit(jobId, 0, SOLANA, workerKey(11));

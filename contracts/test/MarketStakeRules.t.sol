@@ -81,7 +81,7 @@ contract MarketStakeRulesTest is MarketFixture {
         assertEq(w.stake, 40, "stake kept");
         assertEq(w.payout, payoutOf(7), "payout updated");
         bytes32 id0 = idOf(0);
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.InsufficientStake.selector, id0, 40, MIN_STAKE));
         market.assignTasks(jobId, EVM_WORKERS, uint64(block.timestamp + 1 days), assignments(0, 1));
         changeStake(EVM_WORKERS, workerKey(0), 100, 5, PayloadCodec.STAKE_STAKED);
@@ -99,7 +99,7 @@ contract MarketStakeRulesTest is MarketFixture {
         registerWorker(EVM_WORKERS, workerKey(0), MIN_STAKE, payoutOf(0));
         uint64 deadline = uint64(block.timestamp + 1 days);
         vm.recordLogs();
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         market.assignTasks(jobId, EVM_WORKERS, deadline, assignments(0, 1));
         PayloadCodec.TaskAssigned memory m = this.decodeAssigned(lastPayload());
         assertEq(m.minStake, MIN_STAKE, "min stake");
@@ -235,7 +235,7 @@ contract MarketStakeRulesTest is MarketFixture {
             abi.encodeWithSelector(JobMarket.DisputeOpen.selector, taskOf(jobId, 0, 0), uint64(block.timestamp))
         );
         settle(jobId, 0);
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         market.answerDispute(jobId, 0, EVM_WORKERS, workerKey(0), keccak256("answer blob"));
         vm.recordLogs();
         settle(jobId, 0);
@@ -249,7 +249,7 @@ contract MarketStakeRulesTest is MarketFixture {
         dispute(jobId, 0, EVM_WORKERS, workerKey(0), payoutOf(0));
         uint64 answerBy = market.getDispute(taskOf(jobId, 0, 0)).answerBy;
         vm.warp(answerBy + 1);
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.AnswerWindowClosed.selector, answerBy));
         market.answerDispute(jobId, 0, EVM_WORKERS, workerKey(0), keccak256("late"));
         vm.recordLogs();

@@ -219,7 +219,7 @@ contract ProposalDisproofTest is MarketFixture {
         }
         // The market's own check refuses a stated total above the budget; the checker's, a sum
         // above it stated as such (unreachable by a disproof, refused when proposed).
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.RewardExceedsBudget.selector, 6 ether, BUDGET));
         market.finalizeRound(jobId, 0, MODEL, 6 ether, overRoot, over);
         vm.expectRevert(abi.encodeWithSelector(ProposalChecker.RewardExceedsBudget.selector, 6 ether, BUDGET));
@@ -387,22 +387,47 @@ contract ProposalDisproofTest is MarketFixture {
         uint256[4] memory above = [uint256(0x10000), 0x100, 0x100, uint256(1) << 128];
         for (uint256 w = 0; w < 4; ++w) {
             for (uint256 i = 0; i < r.length; i += 2) {
-                vm.prank(aggregator);
+                vm.prank(aggregator, aggregator);
                 (bool ok, bytes memory reason) = address(market).call(malformed(jobId, r, i, w + 1, above[w]));
                 assertFalse(ok, "malformed result proposed");
                 assertEq(reason, abi.encodeWithSelector(ResultsHash.MalformedResult.selector, i), "the result named");
             }
         }
         // A high bit far above the type, on the last result.
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         (bool taken, bytes memory why) = address(market).call(malformed(jobId, r, 4, 1, 1 << 255));
         assertFalse(taken, "high bit proposed");
         assertEq(why, abi.encodeWithSelector(ResultsHash.MalformedResult.selector, 4), "the last result");
         assertEq(phaseOf(jobId, 0), uint8(JobMarket.RoundPhase.Collecting), "nothing proposed");
         // A word at its type's maximum is well formed: proposed (and disprovable: no such chain).
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         (taken,) = address(market).call(malformed(jobId, r, 2, 1, 0xffff));
         assertTrue(taken, "well formed");
+        assertEq(phaseOf(jobId, 0), uint8(JobMarket.RoundPhase.Proposed), "proposed");
+    }
+
+    /// The results are read back from the proposing transaction's input: a proposal made inside
+    /// another call (a contract wallet, a delegated EOA) would hide them, so it is refused.
+    function test_finalizeRound_onlyAsItsOwnTransactionFromAnAccountWithoutCode() public {
+        uint64 jobId = openRound();
+        JobMarket.Result[] memory r = honestResults();
+        bytes32 root = resultsRootOf(jobId, 0, r);
+        uint256 total = totalOf(r);
+        // The aggregator's call inside another account's transaction (tx.origin differs).
+        vm.prank(aggregator);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ProposerNotExternallyOwned.selector, aggregator));
+        market.finalizeRound(jobId, 0, MODEL, total, root, r);
+        // The aggregator's own transaction, but its account has code: an EIP-7702 delegation
+        // designator (0xef0100 and the delegate's address) lets it run any code around the call.
+        vm.etch(aggregator, abi.encodePacked(hex"ef0100", address(0xDE1E)));
+        vm.prank(aggregator, aggregator);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.ProposerNotExternallyOwned.selector, aggregator));
+        market.finalizeRound(jobId, 0, MODEL, total, root, r);
+        assertEq(phaseOf(jobId, 0), uint8(JobMarket.RoundPhase.Collecting), "nothing proposed");
+        // Without code, in its own transaction: proposed.
+        vm.etch(aggregator, "");
+        vm.prank(aggregator, aggregator);
+        market.finalizeRound(jobId, 0, MODEL, total, root, r);
         assertEq(phaseOf(jobId, 0), uint8(JobMarket.RoundPhase.Proposed), "proposed");
     }
 

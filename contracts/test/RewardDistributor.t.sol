@@ -54,7 +54,7 @@ contract RewardDistributorTest is MarketFixture, DistributorTrees {
 
     /// Propose `leaves`' root as the updater and let its window pass.
     function publish(bytes32[] memory leaves) internal {
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         distributor.proposeRoot(rootOf(leaves), uint64(leaves.length), keccak256("leaves"));
         vm.warp(block.timestamp + ROOT_WINDOW);
     }
@@ -79,7 +79,7 @@ contract RewardDistributorTest is MarketFixture, DistributorTrees {
     }
 
     function test_setRewardsAccount_onlyOwner_andZeroCreditsWorkersAgain() public {
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         vm.expectRevert(abi.encodeWithSelector(Owned.NotOwner.selector, aggregator));
         market.setRewardsAccount(aggregator);
         market.setRewardsAccount(address(0));
@@ -153,7 +153,7 @@ contract RewardDistributorTest is MarketFixture, DistributorTrees {
         uint256[] memory greedy = amounts(2, 0);
         greedy[0] = 4 ether;
         bytes32[] memory bad = leavesOf(distributor, payouts(2), address(0), greedy);
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         distributor.proposeRoot(rootOf(bad), 2, keccak256("bad"));
         assertEq(distributor.liveRoot().root, rootOf(honest), "still the earlier root");
         assertEq(distributor.pendingRoot().root, rootOf(bad), "pending");
@@ -181,10 +181,10 @@ contract RewardDistributorTest is MarketFixture, DistributorTrees {
         vm.prank(anyone);
         vm.expectRevert(abi.encodeWithSelector(RewardDistributor.NotUpdater.selector, anyone));
         distributor.proposeRoot(keccak256("r"), 1, bytes32(0));
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         vm.expectRevert(RewardDistributor.EmptyRoot.selector);
         distributor.proposeRoot(keccak256("r"), 0, bytes32(0));
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         distributor.proposeRoot(keccak256("r"), 1, bytes32(0));
         uint64 liveAt = uint64(block.timestamp) + ROOT_WINDOW;
         vm.warp(liveAt);
@@ -195,7 +195,7 @@ contract RewardDistributorTest is MarketFixture, DistributorTrees {
     }
 
     function test_proposeRoot_replacesAPendingRootAndRestartsItsWindow() public {
-        vm.startPrank(aggregator);
+        vm.startPrank(aggregator, aggregator);
         distributor.proposeRoot(keccak256("one"), 1, bytes32(0));
         vm.warp(block.timestamp + ROOT_WINDOW - 1);
         distributor.proposeRoot(keccak256("two"), 1, bytes32(0));
@@ -246,7 +246,7 @@ contract RewardDistributorTest is MarketFixture, DistributorTrees {
         RewardDistributor other =
             new RewardDistributor(IRewardSource(address(market)), address(this), aggregator, challenger, ROOT_WINDOW);
         bytes32[] memory foreign = leavesOf(other, payouts(2), address(0), amounts(2, 1 ether));
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         other.proposeRoot(rootOf(foreign), 2, bytes32(0));
         bytes32[] memory leaves = leavesOf(distributor, payouts(2), address(0), amounts(2, 1 ether));
         publish(leaves);

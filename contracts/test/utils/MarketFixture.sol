@@ -273,7 +273,7 @@ abstract contract MarketFixture is CoreFixture {
     }
 
     function assign(uint64 jobId, uint16 chain, uint256 from, uint256 count) internal returns (uint64) {
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         return market.assignTasks(jobId, chain, uint64(block.timestamp + 1 days), assignments(from, count));
     }
 
@@ -444,7 +444,7 @@ abstract contract MarketFixture is CoreFixture {
         bytes32 root = resultsRootOf(jobId, round, ordered);
         checker.checkProposal(jobId, round, total, root, ordered, commits);
         _record(jobId, round, ordered);
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         market.finalizeRound(jobId, round, modelOf(round), total, root, ordered);
     }
 
@@ -458,7 +458,7 @@ abstract contract MarketFixture is CoreFixture {
         catch {
             return false;
         }
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         try market.finalizeRound(jobId, round, modelOf(round), total, root, ordered) {
             _record(jobId, round, ordered);
             return true;
@@ -477,7 +477,7 @@ abstract contract MarketFixture is CoreFixture {
         bytes32 root
     ) internal {
         _record(jobId, round, ordered);
-        vm.prank(aggregator);
+        vm.prank(aggregator, aggregator);
         market.finalizeRound(jobId, round, modelOf(round), total, root, ordered);
     }
 

@@ -15,9 +15,13 @@ interface Vm {
     function pauseGasMetering() external;
     function resumeGasMetering() external;
     function prank(address sender) external;
+    /// @dev `sender` as `msg.sender` and `origin` as `tx.origin` for the next call.
+    function prank(address sender, address origin) external;
     function startPrank(address sender) external;
+    function startPrank(address sender, address origin) external;
     function stopPrank() external;
     function deal(address account, uint256 balance) external;
+    function etch(address target, bytes calldata code) external;
     function expectRevert() external;
     function expectRevert(bytes4 selector) external;
     function expectRevert(bytes calldata revertData) external;
