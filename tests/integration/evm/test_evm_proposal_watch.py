@@ -63,7 +63,14 @@ async def test_the_watch_voids_a_broken_proposal_and_leaves_a_valid_one(market: 
     board = EvmProposalBoard(market.anvil.rpc_url, market.market.address, key)
     found: list[Finding] = []
     both = asyncio.Event()
-    watch = ProposalWatch(board, disprove=True, poll_interval=0.05)
+    watched: set[int] = set()  # the two jobs, once proposed
+
+    def seen(finding: Finding) -> None:
+        found.append(finding)
+        if watched and watched <= {f.made.job_id for f in found}:
+            both.set()
+
+    watch = ProposalWatch(board, disprove=True, poll_interval=0.05, report=seen)
     start = await watch.start()
     assert start <= market.chain.w3.eth.block_number + 1
 
@@ -71,13 +78,7 @@ async def test_the_watch_voids_a_broken_proposal_and_leaves_a_valid_one(market: 
     cheated_job = market.collecting_round(committed=WORKERS - 1)  # the last worker committed not
     market.propose_unchecked(cheated_job, market.honest_results())  # ...but is paid
     assert market.market.round(cheated_job, 0).phase is RoundPhase.PROPOSED
-
-    def seen(finding: Finding) -> None:
-        found.append(finding)
-        if {honest_job, cheated_job} <= {f.made.job_id for f in found}:
-            both.set()
-
-    watch._report = seen
+    watched |= {honest_job, cheated_job}
     running = asyncio.create_task(watch.run())
     try:
         async with asyncio.timeout(60):

@@ -280,18 +280,16 @@ async def test_a_failed_read_loses_no_block_and_run_stops_on_request() -> None:
     board = FakeProposalBoard()
     made = board.propose(4, 1, broken="TotalMismatch(2, 1)")
     board.fail["proposals"] = [ChainUnavailable("connection refused")]
-    watch, found, _ = _watch(board, poll_interval=0.01)
+
+    def stop_when_voided(finding: Finding) -> None:
+        if finding.verdict is Verdict.VOIDED:
+            watch.request_stop()
+
+    watch = ProposalWatch(board, disprove=True, poll_interval=0.01, report=stop_when_voided)
     await watch.start()
     with pytest.raises(ChainUnavailable):
         await watch.step()
     assert watch.cursor == 3
-
-    def stop_when_voided(finding: Finding) -> None:
-        found.append(finding)
-        if finding.verdict is Verdict.VOIDED:
-            watch.request_stop()
-
-    watch._report = stop_when_voided
     await watch.run()
     assert board.disproved == [made]
 
