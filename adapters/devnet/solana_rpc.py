@@ -180,6 +180,22 @@ class DevnetChain:
                 return True
             return str(tx.message.recent_blockhash) in self._recent
 
+    def last_valid_height(self) -> int:
+        """The last block height at which a transaction signed with the latest blockhash lands:
+        the current one without timed slots (LiteSVM takes the latest blockhash only), else
+        `BLOCKHASH_VALIDITY_SLOTS` on."""
+        with self._lock:
+            slot = self.slot
+            return slot if self.slot_ms is None else slot + BLOCKHASH_VALIDITY_SLOTS
+
+    def blockhash_valid(self, blockhash: str) -> bool:
+        """Whether a transaction signed with `blockhash` can still land."""
+        with self._lock:
+            self._tick()
+            if self.slot_ms is None:
+                return blockhash == str(self.svm.latest_blockhash())
+            return blockhash in self._recent
+
     @property
     def slot(self) -> int:
         """The current slot (block height equals slot on this chain)."""
@@ -369,11 +385,13 @@ class _Rpc:
     def get_latest_blockhash(self, _params: list[Any]) -> JsonDict:
         with self.chain._lock:
             blockhash = self.chain.latest_blockhash()
-            height = self.chain.slot + BLOCKHASH_VALIDITY_SLOTS
+            height = self.chain.last_valid_height()
         return self._context({"blockhash": blockhash, "lastValidBlockHeight": height})
 
-    def is_blockhash_valid(self, _params: list[Any]) -> JsonDict:
-        return self._context(True)
+    def is_blockhash_valid(self, params: list[Any]) -> JsonDict:
+        if not params or not isinstance(params[0], str):
+            raise RpcError(-32602, "missing the blockhash")
+        return self._context(self.chain.blockhash_valid(params[0]))
 
     @staticmethod
     def _simulation(meta: TransactionMetadata | FailedTransactionMetadata) -> JsonDict:

@@ -27,11 +27,17 @@ from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
+from solders.transaction_status import TransactionStatus
 
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana import pda
 from fedrelay.adapters.solana._base58 import b58encode
-from fedrelay.adapters.solana.errors import AccountNotFound, ConfirmationTimeout, TransactionFailed
+from fedrelay.adapters.solana.errors import (
+    AccountNotFound,
+    ConfirmationTimeout,
+    TransactionExpired,
+    TransactionFailed,
+)
 from fedrelay.adapters.solana.layout import (
     MAX_COMMITMENTS,
     MESSAGE_KIND_BYTES,
@@ -70,6 +76,8 @@ BUFFER_CHUNK = 900
 #: Compute units requested for VAA verification (25,000 per signature plus account work).
 RECEIVE_COMPUTE_UNITS = 1_400_000
 _MULTIPLE_ACCOUNTS = 100  # getMultipleAccounts takes up to 100 addresses
+#: Seconds between reading the block height while a sent transaction has no status.
+_HEIGHT_CHECK_S = 0.5
 
 _Decoded = TypeVar("_Decoded")
 
@@ -149,9 +157,17 @@ class WorkerProgramClient:
         *signers: Keypair,
     ) -> VersionedTransaction:
         """Sign `instructions` with a fresh blockhash; `payer` pays the fee."""
-        blockhash = (await self.rpc.get_latest_blockhash(Confirmed)).value.blockhash
-        message = MessageV0.try_compile(payer.pubkey(), list(instructions), [], blockhash)
-        return VersionedTransaction(message, [payer, *signers])
+        tx, _ = await self._signed(instructions, payer, *signers)
+        return tx
+
+    async def _signed(
+        self, instructions: Sequence[Instruction], payer: Keypair, *signers: Keypair
+    ) -> tuple[VersionedTransaction, int]:
+        """`instructions` signed with a fresh blockhash, and the last block height at which
+        that blockhash lets the transaction land."""
+        latest = (await self.rpc.get_latest_blockhash(Confirmed)).value
+        message = MessageV0.try_compile(payer.pubkey(), list(instructions), [], latest.blockhash)
+        return VersionedTransaction(message, [payer, *signers]), latest.last_valid_block_height
 
     async def send(
         self,
@@ -167,7 +183,7 @@ class WorkerProgramClient:
             ConfirmationTimeout: It was not confirmed within `confirm_timeout` seconds.
         """
         prefix = [set_compute_unit_limit(compute_units)] if compute_units else []
-        tx = await self.build_transaction([*prefix, *instructions], payer, *signers)
+        tx, last_valid_block_height = await self._signed([*prefix, *instructions], payer, *signers)
         try:
             sent = await self.rpc.send_transaction(tx, opts=TxOpts(preflight_commitment=Confirmed))
         except RPCException as exc:
@@ -177,17 +193,47 @@ class WorkerProgramClient:
             logs = list(getattr(data, "logs", None) or [])
             code = program_error_of(err)
             raise TransactionFailed(_describe(code, err), program_error=code, logs=logs) from exc
-        return await self.confirm(sent.value)
+        return await self.confirm(sent.value, last_valid_block_height=last_valid_block_height)
 
-    async def confirm(self, signature: Signature) -> Receipt:
-        """Wait until `signature` is confirmed; raise `TransactionFailed` if it failed."""
-        deadline = asyncio.get_running_loop().time() + self.confirm_timeout
+    async def confirm(
+        self, signature: Signature, *, last_valid_block_height: int | None = None
+    ) -> Receipt:
+        """Wait until `signature` is confirmed; raise `TransactionFailed` if it failed.
+
+        Given the last block height its blockhash is valid for, a transaction that still has no
+        status once the chain is past that height is known never to land: `TransactionExpired`
+        says so then instead of waiting out `confirm_timeout`.
+
+        Raises:
+            TransactionFailed: It failed (`TransactionExpired`: it never landed).
+            ConfirmationTimeout: No answer within `confirm_timeout` seconds; it may still land.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.confirm_timeout
+        next_height_check = loop.time()
         while True:
-            status = (await self.rpc.get_signature_statuses([signature])).value[0]
+            status = await self._status(signature)
             if status is not None and status.confirmation_status is not None:
                 break
-            if asyncio.get_running_loop().time() > deadline:
-                raise ConfirmationTimeout(f"{signature} not confirmed in {self.confirm_timeout}s")
+            if (
+                status is None
+                and last_valid_block_height is not None
+                and loop.time() >= next_height_check
+            ):
+                next_height_check = loop.time() + _HEIGHT_CHECK_S
+                height = (await self.rpc.get_block_height(Confirmed)).value
+                # Read the status again: it may have landed just before its blockhash expired.
+                if height > last_valid_block_height and await self._status(signature) is None:
+                    raise TransactionExpired(
+                        f"transaction failed: BlockhashNotFound: {signature} had not landed by "
+                        f"block height {last_valid_block_height}, the last its blockhash is "
+                        "valid for; it never will"
+                    )
+                continue
+            if loop.time() > deadline:
+                raise ConfirmationTimeout(
+                    f"{signature} not confirmed in {self.confirm_timeout}s", signature=signature
+                )
             await asyncio.sleep(0.05)
         found = await self.rpc.get_transaction(
             signature, commitment=Confirmed, max_supported_transaction_version=0
@@ -201,6 +247,14 @@ class WorkerProgramClient:
             )
         units = meta.compute_units_consumed if meta and meta.compute_units_consumed else 0
         return Receipt(signature, status.slot, units, logs)
+
+    async def _status(self, signature: Signature) -> TransactionStatus | None:
+        return (await self.rpc.get_signature_statuses([signature])).value[0]
+
+    async def landed(self, signature: Signature) -> bool:
+        """Whether `signature` has landed and succeeded, as far as the node knows now."""
+        status = await self._status(signature)
+        return status is not None and status.err is None
 
     # ---- instructions -------------------------------------------------------------------------
     async def initialize(self, admin: Keypair, args: ix.InitializeArgs) -> Receipt:

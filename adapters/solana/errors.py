@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from solders.signature import Signature
+
 
 class SolanaAdapterError(Exception):
     """Base class of every error raised by `fedrelay.adapters.solana`."""
@@ -30,8 +32,20 @@ class TransactionFailed(SolanaAdapterError):
         self.logs = logs or []
 
 
+class TransactionExpired(TransactionFailed):
+    """A sent transaction's blockhash expired while it had no status: it never landed and never
+    will (a cluster drops it; sending it again means signing it with a fresh blockhash)."""
+
+
 class ConfirmationTimeout(SolanaAdapterError):
-    """A sent transaction was not confirmed within the allowed time."""
+    """A sent transaction was not confirmed within the allowed time, and may still land.
+
+    `signature` names it, so a caller can ask later whether it did.
+    """
+
+    def __init__(self, message: str, *, signature: Signature | None = None) -> None:
+        super().__init__(message)
+        self.signature = signature
 
 
 class ProgramBuildError(SolanaAdapterError):

@@ -320,8 +320,10 @@ class SolanaWorkerChain:
         unclear answer is settled by that read too.
 
         Returns:
-            How many entries this call's transactions published (0 when none was pending;
-            after an unclear answer, the entries of that transaction found published).
+            How many entries this call's transactions published (0 when none was pending).
+            A transaction whose confirmation timed out counts only if its signature is found
+            landed; one whose answer was lost with the connection counts the entries found
+            published, which a concurrent publisher may have sent.
 
         Raises:
             ChainRejected: The program refused a publication for a reason no race explains.
@@ -346,7 +348,7 @@ class SolanaWorkerChain:
                 last: Exception = exc
             except _UNCERTAIN as exc:
                 last = exc
-                published += await self._published_among(key, batch)
+                published += await self._landed_entries(exc, key, batch)
             else:
                 published += len(batch)
                 failures = 0
@@ -361,11 +363,16 @@ class SolanaWorkerChain:
             pause = min(self.MAX_BACKOFF_S, self.BACKOFF_S * 2 ** (failures - 1))
             await asyncio.sleep(pause * self._jitter.uniform(0.5, 1.5))
 
-    async def _published_among(self, key: TaskKey, workers: list[bytes]) -> int:
-        """How many of ``workers``' tasks of ``key``'s round are published now (after an
-        unclear answer: the transaction may have landed); 0 when the chain does not answer."""
+    async def _landed_entries(self, exc: Exception, key: TaskKey, workers: list[bytes]) -> int:
+        """How many entries a transaction that got an unclear answer published: all of them if
+        it is known to have landed (its signature, when the answer named it, has a successful
+        status), else none; without its signature, how many of ``workers``' tasks are published
+        now (by it or, in a race, by another publisher). 0 when the chain does not answer."""
+        signature = exc.signature if isinstance(exc, ConfirmationTimeout) else None
         try:
             with _reading("the published commitments"):
+                if signature is not None:
+                    return len(workers) if await self.client.landed(signature) else 0
                 tasks = [
                     await self.client.fetch_task(key.job_id, key.round, worker)
                     for worker in workers

@@ -9,7 +9,7 @@ import pytest
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
 from solana.rpc.core import RPCException
-from solana.rpc.models import MemcmpOpts
+from solana.rpc.models import MemcmpOpts, TxOpts
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
@@ -18,8 +18,11 @@ from solders.transaction import VersionedTransaction
 
 from fedrelay.adapters.devnet.solana_rpc import SolanaDevnet
 from fedrelay.adapters.solana._base58 import b58encode
+from fedrelay.adapters.solana.client import WorkerProgramClient
+from fedrelay.adapters.solana.errors import TransactionExpired
 from fedrelay.adapters.solana.layout import GUARDIAN_SET_ACCOUNT_LEN, MESSAGE_KIND_BYTES
 from fedrelay.adapters.solana.testing import LAMPORTS_PER_SOL, Deployment
+from fedrelay.adapters.solana.worker_chain import lost_race
 
 pytestmark = pytest.mark.integration
 
@@ -123,15 +126,43 @@ async def test_accounts_and_program_account_filters(
     assert bytes(info.data) == bytes(messages[0].account.data)
 
 
+def _call(devnet: SolanaDevnet, method: str, params: list[object]) -> dict[str, object]:
+    """One raw JSON-RPC request (for methods and errors solana-py does not expose)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    request = urllib.request.Request(devnet.url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        reply: dict[str, object] = json.loads(response.read())
+        return reply
+
+
+async def test_a_transaction_whose_blockhash_expired_never_lands_and_confirm_says_so(
+    solana_devnet: SolanaDevnet, solana_rpc: AsyncClient
+) -> None:
+    payer = await _funded(solana_rpc)
+    latest = (await solana_rpc.get_latest_blockhash()).value
+    # Without timed slots LiteSVM takes the latest blockhash only: valid at this height alone.
+    assert latest.last_valid_block_height == (await solana_rpc.get_block_height()).value
+    stale = await _transfer_tx(solana_rpc, payer, Pubkey.new_unique(), 1000)
+    await _funded(solana_rpc)  # another transaction moves the chain on
+    assert _call(solana_devnet, "isBlockhashValid", [str(latest.blockhash)])["result"] == {
+        "context": {"apiVersion": "2.2.0", "slot": (await solana_rpc.get_slot()).value},
+        "value": False,
+    }
+    fresh = (await solana_rpc.get_latest_blockhash()).value.blockhash
+    assert _call(solana_devnet, "isBlockhashValid", [str(fresh)])["result"]["value"] is True  # type: ignore[index]
+
+    # Sent past preflight, it is dropped as it runs: its signature never gets a status.
+    signature = (await solana_rpc.send_transaction(stale, opts=TxOpts(skip_preflight=True))).value
+    assert (await solana_rpc.get_signature_statuses([signature])).value[0] is None
+    client = WorkerProgramClient(solana_rpc, Pubkey.new_unique(), confirm_timeout=600)
+    with pytest.raises(TransactionExpired, match="BlockhashNotFound") as expired:
+        await client.confirm(signature, last_valid_block_height=latest.last_valid_block_height)
+    assert lost_race(expired.value)  # a worker sends it again, signed with a fresh blockhash
+
+
 def test_unknown_method_and_bad_params_are_json_rpc_errors(solana_devnet: SolanaDevnet) -> None:
     def call(method: str, params: list[object]) -> dict[str, object]:
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
-        request = urllib.request.Request(
-            solana_devnet.url, body, {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            reply: dict[str, object] = json.loads(response.read())
-            return reply
+        return _call(solana_devnet, method, params)
 
     assert call("getNothing", [])["error"] == {
         "code": -32601,

@@ -60,7 +60,7 @@ class _ScriptedClient:
         return _Task(committed=landed)
 
 
-def _chain(client: _ScriptedClient) -> SolanaWorkerChain:
+def _chain(client: object) -> SolanaWorkerChain:
     chain = SolanaWorkerChain(AsyncClient("http://127.0.0.1:9"), Pubkey.new_unique(), Keypair())
     chain.client = client  # type: ignore[assignment]
     chain.BACKOFF_S = 0.0
@@ -117,3 +117,45 @@ async def test_an_endpoint_that_does_not_answer_reads_is_unavailable() -> None:
             await chain.is_committed(KEY)
     finally:
         await rpc.close()
+
+
+@dataclass
+class _PendingTask:
+    worker_key: bytes
+
+
+@dataclass
+class _RacedPublisher:
+    """Scripted: the one publish_commitments sent gets no confirmation in time; meanwhile the
+    round's commitments went out (by this transaction when ``ours_landed``, else by another
+    publisher's)."""
+
+    ours_landed: bool
+    pending: list[_PendingTask] = field(
+        default_factory=lambda: [_PendingTask(bytes([n]) * 32) for n in range(3)]
+    )
+    timed_out: Signature = field(default_factory=Signature.new_unique)
+
+    def commitments_per_transaction(self) -> int:
+        return 8
+
+    async def pending_commitments(self, job_id: int, round_number: int) -> list[_PendingTask]:
+        return list(self.pending)
+
+    async def publish_commitments(
+        self, payer: Keypair, job_id: int, round_number: int, tasks: list[bytes]
+    ) -> Receipt:
+        self.pending = []  # published, by this transaction or by another
+        raise ConfirmationTimeout("not confirmed in 30s", signature=self.timed_out)
+
+    async def landed(self, signature: Signature) -> bool:
+        return signature == self.timed_out and self.ours_landed
+
+
+@pytest.mark.parametrize(("ours_landed", "counted"), [(True, 3), (False, 0)])
+async def test_a_timed_out_publication_counts_only_if_its_own_transaction_landed(
+    ours_landed: bool, counted: int
+) -> None:
+    chain = _chain(_RacedPublisher(ours_landed))
+    # Another publisher's entries are not this call's, though they are found published.
+    assert await chain.publish_commitments(KEY) == counted
