@@ -141,10 +141,15 @@ def open_blob_store(settings: CoordinatorSettings, where: BlobStoreSettings) -> 
 
 
 def checked_reward_roots(
-    chain: EvmCoordinatorChain, market: JobMarketContract, distributor: str, aggregator: Signer
+    chain: EvmCoordinatorChain,
+    market: JobMarketContract,
+    distributor: str,
+    aggregator: Signer,
+    from_block: int = 0,
 ) -> EvmRewardRoots:
     """The RewardDistributor at ``distributor``, once it is the one this coordinator can drive:
-    the JobMarket's rewards account, drawing on that market, with the aggregator as its updater.
+    the JobMarket's rewards account, drawing on that market, with the aggregator as its updater
+    (its vetoes read from ``from_block`` on).
 
     Raises:
         CoordinatorFailed: It is not (the message says which check failed).
@@ -166,7 +171,7 @@ def checked_reward_roots(
             f"the RewardDistributor at {distributor} takes roots from {contract.updater()}, not "
             f"from this coordinator's aggregator key ({aggregator.address})"
         )
-    return chain.reward_roots(distributor)
+    return chain.reward_roots(distributor, from_block=from_block)
 
 
 async def serve(
@@ -205,7 +210,12 @@ async def serve(
     roots = None
     if settings.reward_distributor is not None:
         roots = await asyncio.to_thread(
-            checked_reward_roots, chain, market, settings.reward_distributor, Signer(key)
+            checked_reward_roots,
+            chain,
+            market,
+            settings.reward_distributor,
+            Signer(key),
+            settings.start_block,
         )
 
     def service() -> CoordinatorService:  # one per term as leader: it resumes from the ledger

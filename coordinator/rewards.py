@@ -12,8 +12,10 @@ cumulative earnings that the coordinator, the distributor's updater, proposes:
    live root's, the tree of the cumulative earnings (:func:`fedrelay.protocol.rewards.build_tree`)
    is published as a blob (the leaves, which the root's ``content`` hash names) and its root
    proposed. One root at a time: a new proposal would restart the window of the one waiting, so
-   under a steady stream of rounds no root would ever go live. A root the disputer vetoed is
-   logged as an error and not proposed again; the next one differs (a round settled since).
+   under a steady stream of rounds no root would ever go live. A root the disputer vetoed
+   (the distributor's ``RootVetoed``, read from the chain, so a restarted coordinator or another
+   replica knows it too) is logged as an error and not proposed again; the next one differs (a
+   round settled since).
 
 A worker claims with :meth:`fedrelay.adapters.evm.rewards.RewardAccount.claim_distributed`
 (``fedrelay worker rewards --distributor``): it reads the live root, downloads its leaves,
@@ -58,8 +60,7 @@ class RewardPublisher:
         self._store = store
         self._blobs = blobs
         self._address: bytes | None = None
-        self._proposed: bytes | None = None  # the last root this process proposed
-        self._vetoed: bytes | None = None  # the last of them the disputer vetoed
+        self._reported: set[bytes] = set()  # vetoed roots this process has logged
 
     async def settled(self, event: RoundSettled) -> bool:
         """Record the rewards of a round settled through the distributor.
@@ -99,21 +100,20 @@ class RewardPublisher:
         if state.pending is not None:
             return None
         live = state.live.root if state.live is not None else None
-        if self._proposed is not None and self._proposed != live:
-            # Neither waiting nor live: the disputer vetoed it.
-            self._vetoed, self._proposed = self._proposed, None
+        vetoed = await self._roots.vetoed()
+        for root in sorted(vetoed - self._reported):
+            self._reported.add(root)
             log.error(
                 "reward root %s was vetoed; the same root is not proposed again (check the "
                 "recorded credits against the rounds' results)",
-                self._vetoed.hex(),
+                root.hex(),
             )
         tree = build_tree(state.address, state.chain_id, earned)
-        if tree.root in (live, self._vetoed):
+        if tree.root == live or tree.root in vetoed:
             return None
         blob = await self._blobs.put(tree.content(), domain=COORDINATOR)
         await self._store.publish_blob(blob)
         await self._roots.propose(tree)
-        self._proposed = tree.root
         log.info(
             "reward root %s proposed: %d leaves, %d in all (leaves in blob %s)",
             tree.root.hex(), tree.count, sum(earned.values()), blob,

@@ -483,6 +483,7 @@ class FakeRewardRoots:
         self.proposed: list[RewardTree] = []
         self._live: ProposedRoot | None = None
         self._pending: ProposedRoot | None = None
+        self._vetoed: set[bytes] = set()
         self.fail_with: Exception | None = None
 
     def _promote(self) -> None:
@@ -504,6 +505,13 @@ class FakeRewardRoots:
         root = ProposedRoot(tree.root, tree.count, len(self.proposed), live_at, tree.content_hash())
         self._pending = root
 
+    async def vetoed(self) -> frozenset[bytes]:
+        """See :meth:`RewardRoots.vetoed`."""
+        return frozenset(self._vetoed)
+
     def veto(self) -> None:
         """The disputer vetoes the pending root."""
+        self._promote()
+        if self._pending is not None:
+            self._vetoed.add(self._pending.root)
         self._pending = None

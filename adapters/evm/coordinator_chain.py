@@ -400,18 +400,33 @@ class EvmCoordinatorChain:
 
         return await self._run(read)
 
-    def reward_roots(self, distributor: str) -> EvmRewardRoots:
-        """The RewardDistributor at ``distributor``, with this chain's signer and fence."""
-        return EvmRewardRoots(RewardDistributorContract(self._market.chain, distributor), self)
+    def reward_roots(self, distributor: str, *, from_block: int = 0) -> EvmRewardRoots:
+        """The RewardDistributor at ``distributor``, with this chain's signer and fence; its
+        vetoes are read from ``from_block`` on."""
+        contract = RewardDistributorContract(self._market.chain, distributor)
+        return EvmRewardRoots(contract, self, from_block=from_block)
 
 
 class EvmRewardRoots:
     """:class:`~fedrelay.ports.reward_roots.RewardRoots` over a RewardDistributor, proposing as
     the coordinator chain's aggregator (the distributor's updater) inside its fence."""
 
-    def __init__(self, distributor: RewardDistributorContract, chain: EvmCoordinatorChain) -> None:
+    #: Blocks per ``eth_getLogs`` request when reading the vetoes.
+    LOG_CHUNK = 10_000
+
+    def __init__(
+        self,
+        distributor: RewardDistributorContract,
+        chain: EvmCoordinatorChain,
+        *,
+        from_block: int = 0,
+    ) -> None:
+        """Drive ``distributor`` through ``chain``; read its ``RootVetoed`` events from
+        ``from_block`` on (a block no later than its deployment reads them all)."""
         self._distributor = distributor
         self._chain = chain
+        self._next_block = from_block  # the first block whose vetoes are not read yet
+        self._vetoed: set[bytes] = set()
 
     async def state(self) -> DistributorState:
         """See :meth:`RewardRoots.state`."""
@@ -426,6 +441,17 @@ class EvmRewardRoots:
             )
 
         return await self._chain._run(read, "the RewardDistributor")
+
+    async def vetoed(self) -> frozenset[bytes]:
+        """See :meth:`RewardRoots.vetoed`: the blocks up to the followed head not read before,
+        in chunks of :attr:`LOG_CHUNK`; a failed read leaves the rest for the next call."""
+        head = (await self._chain.head()).number
+        while self._next_block <= head:
+            last = min(head, self._next_block + self.LOG_CHUNK - 1)
+            read = partial(self._distributor.vetoed_roots, self._next_block, last)
+            self._vetoed.update(await self._chain._run(read, "the RewardDistributor"))
+            self._next_block = last + 1
+        return frozenset(self._vetoed)
 
     async def propose(self, tree: RewardTree) -> None:
         """See :meth:`RewardRoots.propose`."""

@@ -69,6 +69,11 @@ class RewardDistributorContract:
         """Veto the pending root (the disputer only, within its window)."""
         return self.chain.transact(signer, self.contract.functions.vetoRoot(reason))
 
+    def vetoed_roots(self, from_block: int, to_block: int) -> list[bytes]:
+        """The roots its ``RootVetoed`` events of blocks ``from_block``..``to_block`` name."""
+        logs = self.contract.events.RootVetoed().get_logs(from_block=from_block, to_block=to_block)
+        return [bytes(log["args"]["root"]) for log in logs]
+
     def claim(self, signer: Signer, claim: RewardClaim) -> TxReceipt:
         """Pay one claim (anyone may send it; the account is paid)."""
         return self.chain.transact(

@@ -42,6 +42,15 @@ class RewardRoots(Protocol):
         """Its address, chain and roots now."""
         ...
 
+    async def vetoed(self) -> frozenset[bytes]:
+        """Every root the disputer has vetoed (the chain's record, so a restarted or another
+        replica of the coordinator knows them too).
+
+        Raises:
+            ChainError: The chain could not be read.
+        """
+        ...
+
     async def propose(self, tree: RewardTree) -> None:
         """Propose ``tree``'s root (live after the dispute window unless vetoed).
 

@@ -238,7 +238,7 @@ class Coordinator:
         chain = EvmCoordinatorChain(d.market, d.signer(1))
         rewards = None
         if self.distributor is not None:
-            roots = chain.reward_roots(self.distributor)
+            roots = chain.reward_roots(self.distributor, from_block=d.start_block)
             rewards = RewardPublisher(chain, roots, self.store, self.blobs)
         return CoordinatorService(
             chain, self.store, self.blobs, start_block=d.start_block, clock=d.now, rewards=rewards
@@ -450,6 +450,35 @@ async def test_a_distributor_s_root_is_proposed_and_each_worker_claims_with_one_
     assert await coordinator.store.earnings() == earned
     assert distributor.pending_root().epoch == 0
     assert distributor.live_root().epoch == 1
+
+
+async def test_a_vetoed_root_is_not_proposed_again_after_a_restart(
+    coordinator: Coordinator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disputer's veto is read from the chain: a coordinator restarted after it (which never
+    saw its own proposal) does not propose the same root again, and says why."""
+    d = coordinator.deployment
+    owner, disputer = d.signer(0), d.signer(2)
+    distributor = deploy_reward_distributor(
+        d.chain, owner, d.market.address, d.signer(1).address, disputer.address, ROOT_WINDOW
+    )
+    d.market.set_rewards_account(owner, distributor.address)
+    coordinator.distributor = distributor.address
+    await run_round(coordinator, [coordinator.worker(i) for i in range(2)])
+    proposed = distributor.pending_root()
+    assert proposed.epoch == 1
+    distributor.veto_root(disputer, b"\x05" * 32)
+    assert distributor.pending_root().epoch == 0
+
+    restarted = coordinator.service()
+    with caplog.at_level(logging.ERROR, logger="fedrelay.coordinator.rewards"):
+        await restarted.step()
+        await restarted.step()
+    assert distributor.pending_root().epoch == 0  # nothing proposed since the veto
+    assert distributor.live_root().epoch == 0
+    logs = distributor.contract.events.RootProposed().get_logs(from_block=d.start_block)
+    assert [bytes(log["args"]["root"]) for log in logs] == [bytes(proposed.root)]
+    assert f"reward root {bytes(proposed.root).hex()} was vetoed" in caplog.text
 
 
 def test_the_process_refuses_a_distributor_it_cannot_drive(deployment: Deployment) -> None:

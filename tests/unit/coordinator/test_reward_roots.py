@@ -128,6 +128,10 @@ async def test_a_failed_proposal_is_retried_and_a_vetoed_root_not_proposed_again
     for _ in range(3):
         await w.service.step()
     assert roots.proposed == [first]  # the disputer's word stands for this content
+    # A restarted coordinator, which never saw its proposal, knows the veto from the chain.
+    restarted = RewardPublisher(w.market, roots, w.store, w.blobs)
+    assert await restarted.publish() is None
+    assert roots.proposed == [first]
     state = await roots.state()
     assert (state.live, state.pending) == (None, None)
     # Once the earnings change (a round settled since), the next root is proposed and goes live.
