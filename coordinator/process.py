@@ -174,6 +174,59 @@ def checked_reward_roots(
     return chain.reward_roots(distributor, from_block=from_block)
 
 
+#: The code an EIP-7702 delegation leaves on an account: this prefix and the delegate's address.
+_DELEGATION_PREFIX = b"\xef\x01\x00"
+
+
+def aggregator_problem(market: JobMarketContract, aggregator: Signer) -> str | None:
+    """Why the JobMarket would refuse every transaction of this coordinator's key, or None.
+
+    The key must be the market's aggregator, and an account without code: JobMarket takes a
+    proposal only as the aggregator's own transaction (``ProposerNotExternallyOwned``), which
+    an EIP-7702 delegation or a contract account cannot send.
+    """
+    expected = market.aggregator()
+    if expected.lower() != aggregator.address.lower():
+        return (
+            f"the JobMarket's aggregator is {expected}, not this coordinator's key "
+            f"({aggregator.address}); its owner sets it with setAggregator"
+        )
+    code = bytes(market.chain.w3.eth.get_code(aggregator.address))
+    if not code:
+        return None
+    if len(code) == 23 and code.startswith(_DELEGATION_PREFIX):
+        what = f"an EIP-7702 delegation to 0x{code[3:].hex()}"
+    else:
+        what = f"{len(code)} bytes of contract code"
+    return (
+        f"the aggregator account {aggregator.address} has code ({what}): the JobMarket takes "
+        "proposals only from an account without code (ProposerNotExternallyOwned); use a key "
+        "whose account has none"
+    )
+
+
+async def check_aggregator(market: JobMarketContract, aggregator: Signer) -> str | None:
+    """Log, as an error, why the JobMarket would refuse every transaction of this key
+    (:func:`aggregator_problem`); the service runs on either way (its owner may still set the
+    aggregator). A chain that cannot be read is logged as a warning.
+
+    Returns:
+        The problem, or None (none, or the chain could not be read).
+    """
+    try:
+        problem = await asyncio.to_thread(aggregator_problem, market, aggregator)
+    except Exception as exc:  # advice only: an unreadable chain or market must not stop it
+        log.warning(
+            "could not check the aggregator account on the JobMarket (%s: %s)",
+            type(exc).__name__,
+            exc,
+        )
+        return None
+    if problem is not None:
+        log.error("the coordinator cannot act on the JobMarket: %s", problem)
+    return problem
+
+
 async def serve(
     settings: CoordinatorSettings,
     target: ChainTarget,
@@ -276,6 +329,7 @@ async def serve(
     async def coordinate() -> None:
         if not await schema.wait(stop, max(settings.poll_seconds, 1.0)):
             return
+        await check_aggregator(market, Signer(key))
         keep = asyncio.Event()  # the lease is kept until the service drained
         keeper = asyncio.create_task(leadership.run(keep), name="lease")
         try:

@@ -329,6 +329,10 @@ class JobMarketContract:
         )
         return self.chain.transact(signer, function)
 
+    def aggregator(self) -> str:
+        """The account that assigns tasks and proposes outcomes (`setAggregator`)."""
+        return str(self.chain.call(self.contract.functions.aggregator()))
+
     def rewards_account(self, block: int | None = None) -> str:
         """Where settled rounds' rewards go (the zero address: each worker's payout), now or as
         of the end of ``block``."""

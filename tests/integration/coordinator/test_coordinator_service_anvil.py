@@ -50,7 +50,12 @@ from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.cli import app
 from fedrelay.coordinator.api import create_app
-from fedrelay.coordinator.process import CoordinatorFailed, checked_reward_roots
+from fedrelay.coordinator.process import (
+    CoordinatorFailed,
+    aggregator_problem,
+    check_aggregator,
+    checked_reward_roots,
+)
 from fedrelay.coordinator.rewards import RewardPublisher
 from fedrelay.coordinator.selection import round_seed
 from fedrelay.coordinator.service import CoordinatorService
@@ -479,6 +484,36 @@ async def test_a_vetoed_root_is_not_proposed_again_after_a_restart(
     logs = distributor.contract.events.RootProposed().get_logs(from_block=d.start_block)
     assert [bytes(log["args"]["root"]) for log in logs] == [bytes(proposed.root)]
     assert f"reward root {bytes(proposed.root).hex()} was vetoed" in caplog.text
+
+
+async def test_the_coordinator_says_when_its_key_cannot_act_on_the_market(
+    deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The key must be the JobMarket's aggregator and an account without code (a proposal is
+    the aggregator's own transaction); the process logs which it is not, and runs on."""
+    d = deployment
+    aggregator, other = d.signer(1), d.signer(5)
+    assert aggregator_problem(d.market, aggregator) is None
+    assert aggregator_problem(d.market, other) == (
+        f"the JobMarket's aggregator is {aggregator.address}, not this coordinator's key "
+        f"({other.address}); its owner sets it with setAggregator"
+    )
+    delegate = d.core.address.lower()
+    designator = "0xef0100" + delegate.removeprefix("0x")
+    d.chain.w3.provider.make_request("anvil_setCode", [aggregator.address, designator])
+    try:
+        with caplog.at_level(logging.WARNING, logger="fedrelay.coordinator"):
+            problem = await check_aggregator(d.market, aggregator)
+            unreadable = JobMarketContract(d.chain, "0x" + "00" * 19 + "99")
+            assert await check_aggregator(unreadable, aggregator) is None
+    finally:
+        d.chain.w3.provider.make_request("anvil_setCode", [aggregator.address, "0x"])
+    assert problem is not None
+    assert f"has code (an EIP-7702 delegation to {delegate})" in problem
+    assert "ProposerNotExternallyOwned" in problem
+    assert f"the coordinator cannot act on the JobMarket: {problem}" in caplog.text
+    assert "could not check the aggregator account on the JobMarket" in caplog.text
+    assert aggregator_problem(d.market, aggregator) is None
 
 
 def test_the_process_refuses_a_distributor_it_cannot_drive(deployment: Deployment) -> None:
