@@ -3,6 +3,7 @@ whose reverts come back as the adapter's `ContractRevert` errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from eth_account import Account
@@ -18,6 +19,21 @@ from fedrelay.adapters.evm.errors import EvmError, TransactionFailed
 from fedrelay.adapters.evm.reverts import RevertDecoder, revert_data
 
 DEFAULT_RECEIPT_TIMEOUT = 60.0
+
+
+def first_block_reaching(
+    timestamp_of: Callable[[int], int], timestamp: int, low: int, high: int
+) -> int:
+    """The first block of ``low``..``high`` whose timestamp is at least ``timestamp``, or
+    ``high`` when none before it is: a binary search, since timestamps never decrease along a
+    chain (``timestamp_of`` reads a block's; ``high`` itself is never read)."""
+    while low < high:
+        middle = (low + high) // 2
+        if timestamp_of(middle) >= timestamp:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 class Signer:

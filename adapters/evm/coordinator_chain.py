@@ -23,6 +23,7 @@ from typing import TypeVar, cast
 from web3.types import BlockIdentifier
 
 from fedrelay.adapters.evm import ContractRevert, EvmChain, EvmError, JobMarketContract, Signer
+from fedrelay.adapters.evm.chain import first_block_reaching
 from fedrelay.adapters.evm.distributor import DistributorRoot, RewardDistributorContract
 from fedrelay.adapters.evm.events import ContractEvent
 from fedrelay.adapters.evm.market import JobStatus, TaskState, received_commitments
@@ -154,14 +155,9 @@ class EvmCoordinatorChain:
             return None
 
         def search() -> BlockRef:
-            low, high = max(0, from_block), head.number  # the answer is in low..high
-            while low < high:
-                middle = (low + high) // 2
-                if self._timestamp(middle) > timestamp:
-                    high = middle
-                else:
-                    low = middle + 1
-            return self._block(low)
+            # The head is past `timestamp`, so the answer is in from_block..head.
+            low, high = max(0, from_block), head.number
+            return self._block(first_block_reaching(self._timestamp, timestamp + 1, low, high))
 
         return await self._run(search)
 

@@ -18,7 +18,7 @@ from typing import TypeVar
 from requests.exceptions import RequestException
 from web3.exceptions import Web3Exception
 
-from fedrelay.adapters.evm.chain import EvmChain, Signer
+from fedrelay.adapters.evm.chain import EvmChain, Signer, first_block_reaching
 from fedrelay.adapters.evm.errors import ContractRevert, EvmError
 from fedrelay.adapters.evm.market import JobMarketContract, RoundPhase
 from fedrelay.ports.proposals import ChainTime, ProposalCheck, ProposalMade
@@ -122,15 +122,11 @@ class EvmProposalBoard:
         decrease along a chain)."""
         eth = self._market.chain.w3.eth
 
-        def search() -> int:
-            low, high = 0, int(eth.block_number) + 1  # the answer is in low..high
-            while low < high:
-                middle = (low + high) // 2
-                if int(eth.get_block(middle)["timestamp"]) >= timestamp:
-                    high = middle
-                else:
-                    low = middle + 1
-            return low
+        def timestamp_of(number: int) -> int:
+            return int(eth.get_block(number)["timestamp"])
+
+        def search() -> int:  # one past the newest block when none has reached it yet
+            return first_block_reaching(timestamp_of, timestamp, 0, int(eth.block_number) + 1)
 
         return await _on_chain(search)
 
