@@ -230,8 +230,43 @@ def run(
     trust_model: TrustModelOption = None,
     trust_signer: TrustSignerOption = None,
     trust_file: TrustFileOption = None,
+    watch_proposals: Annotated[
+        bool,
+        typer.Option(
+            "--watch-proposals",
+            help="Also check every round proposal of the coordinator chain's JobMarket inside "
+            "its challenge window, as `fedrelay worker watch-proposals` does (needs "
+            "--coordinator-rpc-url and --job-market).",
+        ),
+    ] = False,
+    coordinator_rpc_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FEDRELAY_COORDINATOR_RPC_URL",
+            help="With --watch-proposals: the coordinator chain's JSON-RPC endpoint.",
+        ),
+    ] = None,
+    job_market: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FEDRELAY_COORDINATOR_JOB_MARKET",
+            help="With --watch-proposals: the JobMarket's address.",
+        ),
+    ] = None,
+    disprove_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FEDRELAY_DISPROVE_KEY_FILE",
+            help="With --watch-proposals: void each broken proposal from this funded key on "
+            "the coordinator chain (without it, broken proposals are only logged).",
+        ),
+    ] = None,
 ) -> None:
     """Stake, register and work on assignments until SIGINT or SIGTERM.
+
+    With --watch-proposals the worker also watches the JobMarket's proposals beside its work, so
+    that a proposal that breaks a rule (pays a worker who did not commit, misses a slash, ...)
+    is voided inside its window even where nobody else watches.
 
     Spans are exported when the standard OTEL_* variables name an exporter (see
     docs/operations.md).
@@ -242,6 +277,15 @@ def run(
 
     if data is not None and not data.exists():
         raise _fail(f"--data {data}: no such file or folder")
+    watch_market: tuple[str, str] | None = None
+    if watch_proposals:
+        if coordinator_rpc_url is None or job_market is None:
+            raise _fail(
+                "--watch-proposals needs --coordinator-rpc-url and --job-market (or "
+                "FEDRELAY_COORDINATOR_RPC_URL and FEDRELAY_COORDINATOR_JOB_MARKET)"
+            )
+        remember(coordinator_rpc_url)
+        watch_market = (coordinator_rpc_url, job_market)
     configure_command_logging("WARNING")
     trust = trust_policy(trust_model, trust_signer, trust_file)
     tracing = configure_tracing("fedrelay-worker")
@@ -265,6 +309,8 @@ def run(
                 offer_commitments,
                 coordinator_chain,
                 trust,
+                watch_market,
+                disprove_key_file,
             )
         )
     finally:
@@ -289,11 +335,20 @@ async def _run(
     offer_commitments: bool,
     coordinator_chain: int,
     trust: TrustPolicy,
+    watch_market: tuple[str, str] | None = None,
+    disprove_key_file: Path | None = None,
 ) -> None:
     # Imported here so that `fedrelay --help` does not load torch, web3 or solana.
     from fedrelay.training.torch_trainer import default_device
-    from fedrelay.worker.process import worker_node
+    from fedrelay.worker.process import proposal_watch, worker_node
     from fedrelay.worker.sdk import FileSource, RichProgress, StateStore
+
+    watch, watching_note = None, ""
+    if watch_market is not None:  # built first: a bad address or key file stops nothing
+        watch, disprover = proposal_watch(*watch_market, disprove_key_file)
+        watching_note = f"watching the proposals of JobMarket {watch_market[1]}; " + (
+            f"disproofs from {disprover}" if disprover else "no disproof key: reporting only"
+        )
 
     remember(coordinator_url)
     shards = FileSource(data) if data is not None else None
@@ -326,13 +381,37 @@ async def _run(
                 trust=trust,
             ) as node:
                 loop = asyncio.get_running_loop()
+
+                def stop() -> None:
+                    node.request_stop()
+                    if watch is not None:
+                        watch.request_stop()
+
                 for signum in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(signum, node.request_stop)
+                    loop.add_signal_handler(signum, stop)
                 if stake > 0:
                     await node.register(stake, payout_bytes)
                 progress.note(f"worker {signer.worker.key.hex()} on {kind.value}, device {device}")
-                await node.run()
+                watching = None
+                if watch is not None:
+                    watching = asyncio.create_task(watch.run(), name="proposal watch")
+                    watching.add_done_callback(_watch_ended)
+                    progress.note(watching_note)
+                try:
+                    await node.run()
+                finally:
+                    if watching is not None:
+                        stop()
+                        await asyncio.gather(watching, return_exceptions=True)  # logged
                 progress.note("stopped; state saved to " + str(store.path))
+
+
+def _watch_ended(task: asyncio.Task[None]) -> None:
+    """Log a proposal watch beside a worker that stopped with an error (the worker goes on)."""
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger(__name__).error(
+            "the proposal watch stopped: %s; the worker goes on without it", task.exception()
+        )
 
 
 # --- stake -------------------------------------------------------------------------------------

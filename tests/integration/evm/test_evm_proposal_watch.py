@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from support.market import funded_evm_key
 from support.proposals import WORKERS, Market, build_market
+from support.relayer import wait_until
+from support.worker_run import fake_worker_node
 from typer.testing import CliRunner
 
 from fedrelay.adapters.devnet.services import Anvil
@@ -150,3 +152,43 @@ def test_the_cli_once_passes_a_valid_proposal_and_refuses_bad_options(market: Ma
     )
     assert refused.exit_code == 2
     assert "--json needs --once" in refused.output
+
+
+def test_worker_run_watches_the_market_beside_its_work(
+    market: Market, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fedrelay worker run --watch-proposals`: while the worker works, the watch beside it voids
+    a broken proposal, and stopping the worker stops the watch. The worker's chain connection and
+    node are fakes (the node works until the proposal is gone); the watch and the market are
+    real."""
+    job_id = market.collecting_round(committed=WORKERS - 1)
+    market.propose_unchecked(job_id, market.honest_results())
+    stops: list[str] = []
+
+    async def work() -> None:  # until the proposal is gone
+        await wait_until(
+            lambda: market.market.round(job_id, 0).phase is not RoundPhase.PROPOSED, 60
+        )
+
+    fake_worker_node(monkeypatch, work, stops=stops)
+    key_file = tmp_path / "worker.key"
+    key_file.write_text("cd" * 32)
+    result = CliRunner().invoke(
+        app,
+        [
+            "worker", "run", "--chain", "evm", "--key-file", str(key_file),
+            "--coordinator-url", "http://127.0.0.1:9",
+            "--rpc-url", "http://127.0.0.1:9", "--hub-address", "0x" + "11" * 20,
+            "--state-file", str(tmp_path / "state.json"),
+            "--watch-proposals",
+            "--coordinator-rpc-url", market.anvil.rpc_url,
+            "--job-market", market.market.address,
+            "--disprove-key-file", str(_key_file(market, tmp_path)),
+        ],
+        env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert market.market.round(job_id, 0).phase is RoundPhase.COLLECTING  # voided
+    assert f"watching the proposals of JobMarket {market.market.address}" in result.output
+    assert "disproofs from 0x" in result.output
+    assert stops == ["node"]  # the worker's stop, which stopped the watch with it

@@ -5,18 +5,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from eth_account import Account
+from support.worker_run import fake_worker_node
 from typer.testing import CliRunner
 
 from fedrelay.cli import app
-from fedrelay.commands import worker as worker_commands
 from fedrelay.protocol.job_config import JobConfig
 from fedrelay.training.trust import TrustPolicy
 
@@ -62,23 +59,11 @@ def test_worker_run_refuses_bad_trust_entries_before_starting(
 def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Runs `worker run` up to the node, capturing the trust policy it gets."""
     seen: dict[str, Any] = {}
-    signer = SimpleNamespace(worker=SimpleNamespace(key=b"\x07" * 32))
 
-    @asynccontextmanager
-    async def connected(*args: object) -> AsyncIterator[Any]:
-        yield SimpleNamespace(signer=signer)
+    async def run() -> None:
+        return None
 
-    @asynccontextmanager
-    async def node(*args: object, trust: TrustPolicy, **kwargs: object) -> AsyncIterator[Any]:
-        seen["trust"] = trust
-
-        async def run() -> None:
-            return None
-
-        yield SimpleNamespace(request_stop=lambda: None, run=run)
-
-    monkeypatch.setattr(worker_commands, "_connected", connected)
-    monkeypatch.setattr("fedrelay.worker.process.worker_node", node)
+    fake_worker_node(monkeypatch, run, seen=seen)
     return seen
 
 
