@@ -280,7 +280,11 @@ async def serve(
             start_block=settings.start_block,
             poll_interval=settings.poll_seconds,
             trust=trust,
-            rewards=None if roots is None else RewardPublisher(chain, roots, store, blobs),
+            rewards=None
+            if roots is None
+            else RewardPublisher(
+                chain, roots, store, blobs, claim_for_workers=settings.claim_for_workers
+            ),
         )
 
     schema = SchemaGate(engine)

@@ -18,8 +18,15 @@ cumulative earnings that the coordinator, the distributor's updater, proposes:
    round settled since).
 
 A worker claims with :meth:`fedrelay.adapters.evm.rewards.RewardAccount.claim_distributed`
-(``fedrelay worker rewards --distributor``): it reads the live root, downloads its leaves,
-rebuilds the tree, checks the root and sends its claim. Anyone may send claims for others.
+(``fedrelay worker claim``): it reads the live root, downloads its leaves, rebuilds the tree,
+checks the root and sends its claim. Anyone may send claims for others: with
+``claim_for_workers`` the coordinator does, once per live root (3.).
+
+3. With ``claim_for_workers``, each step after a new root went live: its leaves (the blob this
+   coordinator published) are rebuilt into its tree and checked against it, and every account it
+   owes more than it was paid is paid, up to :data:`CLAIMS_PER_TRANSACTION` claims per
+   ``claimBatch`` from the aggregator's key. A failure is retried the next step; a claim paid
+   meanwhile by its worker is passed over (the chain pays nothing twice).
 """
 
 from __future__ import annotations
@@ -31,9 +38,12 @@ from fedrelay.ports.blobs import COORDINATOR, BlobStore
 from fedrelay.ports.coordinator_chain import CoordinatorChain, RoundSettled
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.ports.reward_roots import RewardRoots
-from fedrelay.protocol.rewards import RewardTree, build_tree
+from fedrelay.protocol.rewards import RewardClaim, RewardTree, RewardTreeError, build_tree
 
 log = logging.getLogger(__name__)
+
+#: Claims per ``claimBatch`` transaction the coordinator sends for the workers.
+CLAIMS_PER_TRANSACTION = 32
 
 
 @dataclass(frozen=True)
@@ -54,11 +64,17 @@ class RewardPublisher:
         roots: RewardRoots,
         store: CoordinatorStore,
         blobs: BlobStore,
+        *,
+        claim_for_workers: bool = False,
     ) -> None:
+        """Record rounds settled through ``roots``' distributor and propose its roots; with
+        ``claim_for_workers``, also pay each live root's claims (module docstring)."""
         self._chain = chain
         self._roots = roots
         self._store = store
         self._blobs = blobs
+        self._claim_for_workers = claim_for_workers
+        self._paid_epoch = 0  # the last live root whose claims were all sent
         self._address: bytes | None = None
         self._reported: set[bytes] = set()  # vetoed roots this process has logged
 
@@ -119,3 +135,46 @@ class RewardPublisher:
             tree.root.hex(), tree.count, sum(earned.values()), blob,
         )  # fmt: skip
         return Proposal(tree, blob)
+
+    async def pay(self) -> int:
+        """Send the claims a live root owes, once per root (module docstring, 3.).
+
+        Returns:
+            How many claims were sent (0: disabled, no new live root, or none owed).
+
+        Raises:
+            ChainError: The chain refused a batch or could not be reached (the rest is sent
+                next time).
+            BlobNotFound: The root's leaves are not in the blob store.
+        """
+        if not self._claim_for_workers:
+            return 0
+        state = await self._roots.state()
+        live = state.live
+        if live is None or live.epoch == self._paid_epoch:
+            return 0
+        content = await self._blobs.get(live.content.hex())
+        try:
+            tree = RewardTree.from_content(state.address, state.chain_id, content)
+        except RewardTreeError as exc:
+            raise RewardTreeError(f"the leaves of live root {live.root.hex()}: {exc}") from None
+        if tree.root != live.root:
+            raise RewardTreeError(
+                f"the leaves published as {live.content.hex()} rebuild root {tree.root.hex()}, "
+                f"not the live root {live.root.hex()}"
+            )
+        owed: list[RewardClaim] = []
+        for claim in tree.claims():
+            leaf = claim.leaf
+            if await self._roots.claimed(leaf.account, leaf.token) < leaf.cumulative:
+                owed.append(claim)
+        for start in range(0, len(owed), CLAIMS_PER_TRANSACTION):
+            await self._roots.claim(owed[start : start + CLAIMS_PER_TRANSACTION])
+        self._paid_epoch = live.epoch
+        if owed:
+            log.info(
+                "reward root %s (epoch %d): %d claim(s) paid for the workers, %d transaction(s)",
+                live.root.hex(), live.epoch, len(owed),
+                -(-len(owed) // CLAIMS_PER_TRANSACTION),
+            )  # fmt: skip
+        return len(owed)

@@ -260,6 +260,10 @@ class CoordinatorService:
             await self._rewards.publish()
         except Exception as exc:
             log.warning("reward root not proposed, tried again next step: %s", exc)
+        try:
+            await self._rewards.pay()
+        except Exception as exc:
+            log.warning("the workers' claims not sent, tried again next step: %s", exc)
 
     def _job_failed(
         self, job_id: int, round_number: int | None, exc: Exception, now: float

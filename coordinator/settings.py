@@ -44,6 +44,9 @@ class CoordinatorSettings(BaseSettings):
     # updater is the aggregator: the coordinator then keeps the cumulative earnings and proposes
     # their roots (coordinator/rewards.py). None: rewards are credited to each worker's payout.
     reward_distributor: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{40}$")
+    # With a distributor: once a root is live, also send the claims of every account it owes
+    # (claimBatch, paid from the aggregator's key; the workers need not claim themselves).
+    claim_for_workers: bool = False
     api_host: str = "0.0.0.0"  # noqa: S104 - workers connect from other machines
     api_port: int = 8000
     health_port: int = 8080
@@ -96,6 +99,15 @@ class CoordinatorSettings(BaseSettings):
             raise ValueError(
                 f"FEDRELAY_LEASE_RENEW_SECONDS ({self.lease_renew_seconds:g}) must be below "
                 f"FEDRELAY_LEASE_SECONDS ({self.lease_seconds:g}): the lease is renewed within it"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _claims_of_a_distributor(self) -> CoordinatorSettings:
+        if self.claim_for_workers and self.reward_distributor is None:
+            raise ValueError(
+                "FEDRELAY_CLAIM_FOR_WORKERS pays the claims of a RewardDistributor's roots: set "
+                "FEDRELAY_REWARD_DISTRIBUTOR too"
             )
         return self
 

@@ -40,7 +40,8 @@ from fedrelay.ports.coordinator_chain import (
     WorkerResult,
 )
 from fedrelay.ports.reward_roots import DistributorState, ProposedRoot
-from fedrelay.protocol.rewards import RewardTree
+from fedrelay.protocol.merkle import verify_proof
+from fedrelay.protocol.rewards import RewardClaim, RewardTree
 from fedrelay.protocol.rounds import Fault, WorkerRef
 from fedrelay.protocol.wormhole import Outcome, Task, keccak256, task_id
 
@@ -484,6 +485,8 @@ class FakeRewardRoots:
         self._live: ProposedRoot | None = None
         self._pending: ProposedRoot | None = None
         self._vetoed: set[bytes] = set()
+        self.paid: dict[tuple[bytes, bytes], int] = {}  # (account, token) -> claimed
+        self.claim_batches: list[int] = []  # the size of each claim transaction
         self.fail_with: Exception | None = None
 
     def _promote(self) -> None:
@@ -508,6 +511,26 @@ class FakeRewardRoots:
     async def vetoed(self) -> frozenset[bytes]:
         """See :meth:`RewardRoots.vetoed`."""
         return frozenset(self._vetoed)
+
+    async def claimed(self, account: bytes, token: bytes) -> int:
+        """See :meth:`RewardRoots.claimed`."""
+        return self.paid.get((account, token), 0)
+
+    async def claim(self, claims: Sequence[RewardClaim]) -> None:
+        """See :meth:`RewardRoots.claim`: each claim of the live root pays what it owes."""
+        if self.fail_with is not None:
+            raise self.fail_with
+        self._promote()
+        if self._live is None:
+            raise ChainError("the distributor refused the call: NoLiveRoot")
+        self.claim_batches.append(len(claims))
+        for claim in claims:
+            leaf = claim.leaf
+            hashed = leaf.hash(self.address, self.chain_id)
+            if not verify_proof(hashed, claim.proof, self._live.root):
+                raise ChainError("the distributor refused the call: InvalidProof")
+            key = (leaf.account, leaf.token)
+            self.paid[key] = max(self.paid.get(key, 0), leaf.cumulative)
 
     def veto(self) -> None:
         """The disputer vetoes the pending root."""

@@ -50,7 +50,7 @@ from fedrelay.ports.coordinator_chain import (
 )
 from fedrelay.ports.reward_roots import DistributorState, ProposedRoot
 from fedrelay.protocol.challenges import NATIVE_DECIMALS
-from fedrelay.protocol.rewards import RewardTree
+from fedrelay.protocol.rewards import RewardClaim, RewardTree
 from fedrelay.protocol.rounds import WorkerRef
 from fedrelay.protocol.wormhole import Task, task_id
 
@@ -454,6 +454,16 @@ class EvmRewardRoots:
         signer = self._chain._signer
         propose = partial(self._distributor.propose_root, signer, tree)
         await self._chain._send(propose, "the RewardDistributor")
+
+    async def claimed(self, account: bytes, token: bytes) -> int:
+        """See :meth:`RewardRoots.claimed`."""
+        read = partial(self._distributor.claimed, "0x" + account.hex(), "0x" + token.hex())
+        return await self._chain._run(read, "the RewardDistributor")
+
+    async def claim(self, claims: Sequence[RewardClaim]) -> None:
+        """See :meth:`RewardRoots.claim` (``claimBatch`` from the aggregator's key)."""
+        pay = partial(self._distributor.claim_batch, self._chain._signer, list(claims))
+        await self._chain._send(pay, "the RewardDistributor")
 
 
 def _only_credits(found: Sequence[ContractEvent]) -> dict[tuple[int, int], bytes]:

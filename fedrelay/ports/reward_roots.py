@@ -8,10 +8,11 @@ proposes their root (:mod:`fedrelay.protocol.rewards`). The implementation is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from fedrelay.protocol.rewards import RewardTree
+from fedrelay.protocol.rewards import RewardClaim, RewardTree
 
 
 @dataclass(frozen=True)
@@ -56,5 +57,22 @@ class RewardRoots(Protocol):
 
         Raises:
             ChainError: The chain refused it (not the updater, ...) or could not be reached.
+        """
+        ...
+
+    async def claimed(self, account: bytes, token: bytes) -> int:
+        """How much ``account`` has been paid in ``token`` (a cumulative amount).
+
+        Raises:
+            ChainError: The chain could not be read.
+        """
+        ...
+
+    async def claim(self, claims: Sequence[RewardClaim]) -> None:
+        """Pay ``claims`` (of the live root) in one transaction; those paid up to their amount
+        already are passed over.
+
+        Raises:
+            ChainError: The chain refused it or could not be reached.
         """
         ...

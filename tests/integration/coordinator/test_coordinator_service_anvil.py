@@ -45,6 +45,7 @@ from fedrelay.adapters.evm import (
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.coordinator_chain import EvmCoordinatorChain
+from fedrelay.adapters.evm.distributor import RewardDistributorContract
 from fedrelay.adapters.evm.rewards import RewardAccount
 from fedrelay.adapters.ledger import create_engine, upgrade
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
@@ -236,6 +237,8 @@ class Coordinator:
     transport: httpx.ASGITransport
     #: The RewardDistributor the market credits, when a test deploys one.
     distributor: str | None = None
+    #: Whether the coordinator pays the workers' claims of each live root.
+    claim_for_workers: bool = False
 
     def service(self) -> CoordinatorService:
         """A coordinator process (a new one per call: a restart)."""
@@ -244,10 +247,24 @@ class Coordinator:
         rewards = None
         if self.distributor is not None:
             roots = chain.reward_roots(self.distributor, from_block=d.start_block)
-            rewards = RewardPublisher(chain, roots, self.store, self.blobs)
+            rewards = RewardPublisher(
+                chain, roots, self.store, self.blobs, claim_for_workers=self.claim_for_workers
+            )
         return CoordinatorService(
             chain, self.store, self.blobs, start_block=d.start_block, clock=d.now, rewards=rewards
         )
+
+    def pool_rewards(self) -> RewardDistributorContract:
+        """Deploy a RewardDistributor (the aggregator its updater, the challenger, signer 2, its
+        disputer), have the market credit it, and drive it from this coordinator."""
+        d = self.deployment
+        owner = d.signer(0)
+        distributor = deploy_reward_distributor(
+            d.chain, owner, d.market.address, d.signer(1).address, d.signer(2).address, ROOT_WINDOW
+        )
+        d.market.set_rewards_account(owner, distributor.address)
+        self.distributor = distributor.address
+        return distributor
 
     def worker(
         self, index: int, malformed: Malformation | None = None, **behaviour: bool
@@ -396,12 +413,7 @@ async def test_a_distributor_s_root_is_proposed_and_each_worker_claims_with_one_
     coordinator: Coordinator,
 ) -> None:
     d = coordinator.deployment
-    owner = d.signer(0)
-    distributor = deploy_reward_distributor(
-        d.chain, owner, d.market.address, d.signer(1).address, d.signer(2).address, ROOT_WINDOW
-    )
-    d.market.set_rewards_account(owner, distributor.address)
-    coordinator.distributor = distributor.address
+    distributor = coordinator.pool_rewards()
     workers = [coordinator.worker(i) for i in range(2)]
     job_id, _ = await run_round(coordinator, workers)
 
@@ -457,18 +469,44 @@ async def test_a_distributor_s_root_is_proposed_and_each_worker_claims_with_one_
     assert distributor.live_root().epoch == 1
 
 
+async def test_the_coordinator_pays_the_workers_claims_once_the_root_is_live(
+    coordinator: Coordinator,
+) -> None:
+    """With claim_for_workers the workers need not claim: once the root is live, the
+    coordinator's claimBatch pays each payout address what the root owes it, once."""
+    d = coordinator.deployment
+    distributor = coordinator.pool_rewards()
+    coordinator.claim_for_workers = True
+    await run_round(coordinator, [coordinator.worker(i) for i in range(2)])
+    accounts = payouts(d, 2)
+    earned = {
+        "0x" + account.hex(): amount
+        for (account, _), amount in (await coordinator.store.earnings()).items()
+    }
+    assert sum(earned.values()) == REWARD
+    before = {a: d.chain.w3.eth.get_balance(a) for a in accounts}
+
+    service = coordinator.service()
+    await service.step()  # the root waits for its window: nothing is paid
+    assert distributor.paid() == 0
+    d.advance(ROOT_WINDOW + 1)
+    await service.step()
+    for account in accounts:
+        owed = earned[account.lower()]
+        assert distributor.claimed(account) == owed
+        assert d.chain.w3.eth.get_balance(account) - before[account] == owed  # gas paid by it
+    assert distributor.paid() == distributor.received() == REWARD
+    await service.step()
+    assert distributor.paid() == REWARD  # each live root once
+
+
 async def test_a_vetoed_root_is_not_proposed_again_after_a_restart(
     coordinator: Coordinator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The disputer's veto is read from the chain: a coordinator restarted after it (which never
     saw its own proposal) does not propose the same root again, and says why."""
     d = coordinator.deployment
-    owner, disputer = d.signer(0), d.signer(2)
-    distributor = deploy_reward_distributor(
-        d.chain, owner, d.market.address, d.signer(1).address, disputer.address, ROOT_WINDOW
-    )
-    d.market.set_rewards_account(owner, distributor.address)
-    coordinator.distributor = distributor.address
+    distributor, disputer = coordinator.pool_rewards(), d.signer(2)
     await run_round(coordinator, [coordinator.worker(i) for i in range(2)])
     proposed = distributor.pending_root()
     assert proposed.epoch == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import ValidationError
 from support.simulated_worker import SimulatedWorker
 from test_coordinator_service import (
     REWARD,
@@ -26,6 +27,7 @@ from test_coordinator_service import (
 
 from fedrelay.coordinator.rewards import RewardPublisher
 from fedrelay.coordinator.service import CoordinatorService
+from fedrelay.coordinator.settings import CoordinatorSettings
 from fedrelay.coordinator.testing import FakeRewardRoots
 from fedrelay.ports.coordinator_chain import ChainError, RoundSettled
 from fedrelay.ports.coordinator_store import Conflict, CoordinatorStore
@@ -159,3 +161,59 @@ async def test_credits_sum_per_account_and_token_across_rounds(store: Coordinato
         (b"\x01" * 20, token): 2**200,
     }
     assert RewardLeaf(b"\x01" * 20, token, 2**200).cumulative == 2**200
+
+
+async def test_the_coordinator_pays_each_live_root_s_claims_when_asked(
+    store: CoordinatorStore,
+) -> None:
+    """With claim_for_workers: once a root is live, every account it owes is paid, 32 claims to
+    a transaction; each live root once; what a worker claimed itself is passed over; a failed
+    batch is sent again the next step. Without it, the coordinator sends no claim."""
+    async for w in make_world(store, tiny_config()):
+        roots = FakeRewardRoots(w.clock, window=ROOT_WINDOW)
+        w.market.rewards_account = roots.address
+        payer = RewardPublisher(w.market, roots, w.store, w.blobs, claim_for_workers=True)
+        w.service = CoordinatorService(w.market, w.store, w.blobs, clock=w.clock, rewards=payer)
+        accounts = [bytes([1 + n]) * 20 for n in range(40)]
+        for n, account in enumerate(accounts):
+            assert await w.store.credit_rewards(1, n, NATIVE, {account: 10 + n})
+        await w.service.step()  # proposed; not live yet: nothing to pay
+        assert len(roots.proposed) == 1
+        assert roots.claim_batches == []
+
+        w.clock.advance(ROOT_WINDOW)
+        roots.paid[(accounts[0], NATIVE)] = 10  # this worker claimed on its own meanwhile
+        roots.fail_with = ChainError("the distributor refused the call: out of gas")
+        await w.service.step()  # the claims fail: nothing is lost, they are sent next step
+        assert roots.claim_batches == []
+        roots.fail_with = None
+        await w.service.step()
+        assert roots.claim_batches == [32, 7]  # 39 owed: the one already paid is passed over
+        assert roots.paid == {(a, NATIVE): 10 + n for n, a in enumerate(accounts)}
+        await w.service.step()
+        assert roots.claim_batches == [32, 7]  # each live root once
+
+        # A later root pays only what it adds.
+        assert await w.store.credit_rewards(2, 0, NATIVE, {accounts[3]: 5})
+        await w.service.step()
+        w.clock.advance(ROOT_WINDOW)
+        await w.service.step()
+        assert roots.claim_batches == [32, 7, 1]
+        assert roots.paid[(accounts[3], NATIVE)] == 13 + 5
+
+        idle = FakeRewardRoots(w.clock, window=ROOT_WINDOW)
+        quiet = RewardPublisher(w.market, idle, w.store, w.blobs)
+        await quiet.publish()
+        w.clock.advance(ROOT_WINDOW)
+        assert await quiet.pay() == 0
+        assert idle.claim_batches == []
+
+
+def test_claims_for_the_workers_need_a_distributor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FEDRELAY_REWARD_DISTRIBUTOR", raising=False)
+    assert CoordinatorSettings().claim_for_workers is False
+    monkeypatch.setenv("FEDRELAY_CLAIM_FOR_WORKERS", "true")
+    with pytest.raises(ValidationError, match="set FEDRELAY_REWARD_DISTRIBUTOR too"):
+        CoordinatorSettings()
+    monkeypatch.setenv("FEDRELAY_REWARD_DISTRIBUTOR", "0x" + "5d" * 20)
+    assert CoordinatorSettings().claim_for_workers is True
