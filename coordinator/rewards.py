@@ -25,8 +25,10 @@ checks the root and sends its claim. Anyone may send claims for others: with
 3. With ``claim_for_workers``, each step after a new root went live: its leaves (the blob this
    coordinator published) are rebuilt into its tree and checked against it, and every account it
    owes more than it was paid is paid, up to :data:`CLAIMS_PER_TRANSACTION` claims per
-   ``claimBatch`` from the aggregator's key. A failure is retried the next step; a claim paid
-   meanwhile by its worker is passed over (the chain pays nothing twice).
+   ``claimBatch`` from the aggregator's key. A failure to reach the chain is retried the next
+   step; a batch the chain refuses (an account that refuses its payment reverts the whole batch)
+   is sent one claim at a time, and a claim refused alone is left to its worker, with a warning.
+   A claim paid meanwhile by its worker is passed over (the chain pays nothing twice).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import logging
 from dataclasses import dataclass
 
 from fedrelay.ports.blobs import COORDINATOR, BlobStore
-from fedrelay.ports.coordinator_chain import CoordinatorChain, RoundSettled
+from fedrelay.ports.coordinator_chain import ChainRefused, CoordinatorChain, RoundSettled
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.ports.reward_roots import RewardRoots
 from fedrelay.protocol.rewards import RewardClaim, RewardTree, RewardTreeError, build_tree
@@ -168,13 +170,39 @@ class RewardPublisher:
             leaf = claim.leaf
             if await self._roots.claimed(leaf.account, leaf.token) < leaf.cumulative:
                 owed.append(claim)
+        paid = 0
         for start in range(0, len(owed), CLAIMS_PER_TRANSACTION):
-            await self._roots.claim(owed[start : start + CLAIMS_PER_TRANSACTION])
+            paid += await self._claim(owed[start : start + CLAIMS_PER_TRANSACTION])
         self._paid_epoch = live.epoch
         if owed:
             log.info(
-                "reward root %s (epoch %d): %d claim(s) paid for the workers, %d transaction(s)",
-                live.root.hex(), live.epoch, len(owed),
-                -(-len(owed) // CLAIMS_PER_TRANSACTION),
+                "reward root %s (epoch %d): %d of %d claim(s) owed paid for the workers",
+                live.root.hex(), live.epoch, paid, len(owed),
             )  # fmt: skip
-        return len(owed)
+        return paid
+
+    async def _claim(self, batch: list[RewardClaim]) -> int:
+        """Pay ``batch`` in one transaction; when the chain refuses it (an account that refuses
+        its payment reverts the whole batch), each claim alone, leaving out, with a warning,
+        those refused again (their workers can still claim themselves). How many were paid.
+
+        Raises:
+            ChainError: A call could not be sent or read (the rest is tried next time).
+        """
+        try:
+            await self._roots.claim(batch)
+        except ChainRefused as exc:
+            if len(batch) == 1:
+                self._refused(batch[0], exc)
+                return 0
+            log.warning("a batch of %d claims was refused (%s): sent one by one", len(batch), exc)
+            return sum([await self._claim([claim]) for claim in batch])
+        return len(batch)
+
+    @staticmethod
+    def _refused(claim: RewardClaim, exc: ChainRefused) -> None:
+        leaf = claim.leaf
+        log.warning(
+            "the claim of 0x%s (token 0x%s, %d cumulative) was refused; left to its worker: %s",
+            leaf.account.hex(), leaf.token.hex(), leaf.cumulative, exc,
+        )  # fmt: skip

@@ -26,6 +26,7 @@ from fedrelay.ports.coordinator_chain import (
     ChainError,
     ChainEvent,
     ChainJob,
+    ChainRefused,
     ChainRound,
     ChainRoundPhase,
     JobPosted,
@@ -487,6 +488,7 @@ class FakeRewardRoots:
         self._vetoed: set[bytes] = set()
         self.paid: dict[tuple[bytes, bytes], int] = {}  # (account, token) -> claimed
         self.claim_batches: list[int] = []  # the size of each claim transaction
+        self.refusing: set[bytes] = set()  # accounts whose payment reverts a claim transaction
         self.fail_with: Exception | None = None
 
     def _promote(self) -> None:
@@ -523,6 +525,9 @@ class FakeRewardRoots:
         self._promote()
         if self._live is None:
             raise ChainError("the distributor refused the call: NoLiveRoot")
+        refused = [c.leaf.account for c in claims if c.leaf.account in self.refusing]
+        if refused:
+            raise ChainRefused(f"the distributor refused the call: 0x{refused[0].hex()} refused")
         self.claim_batches.append(len(claims))
         for claim in claims:
             leaf = claim.leaf

@@ -34,6 +34,7 @@ from fedrelay.ports.coordinator_chain import (
     ChainError,
     ChainEvent,
     ChainJob,
+    ChainRefused,
     ChainRound,
     ChainRoundPhase,
     JobPosted,
@@ -112,7 +113,7 @@ class EvmCoordinatorChain:
         try:
             return await asyncio.to_thread(call)
         except ContractRevert as exc:
-            raise ChainError(f"{contract} refused the call: {exc}") from exc
+            raise ChainRefused(f"{contract} refused the call: {exc}") from exc
         except EvmError as exc:
             raise ChainError(f"coordinator chain call failed: {exc}") from exc
 

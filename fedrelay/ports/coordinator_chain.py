@@ -22,6 +22,11 @@ class ChainError(Exception):
     """The coordinator chain refused a call or could not be read; the message says which."""
 
 
+class ChainRefused(ChainError):
+    """The coordinator chain refused a call (it reverts): sending it again as it is would be
+    refused again, unlike a call that could not be sent or read."""
+
+
 class ChainRoundPhase(IntEnum):
     """A round's phase on chain (JobMarket's ``RoundPhase``)."""
 

@@ -470,10 +470,11 @@ async def test_a_distributor_s_root_is_proposed_and_each_worker_claims_with_one_
 
 
 async def test_the_coordinator_pays_the_workers_claims_once_the_root_is_live(
-    coordinator: Coordinator,
+    coordinator: Coordinator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With claim_for_workers the workers need not claim: once the root is live, the
-    coordinator's claimBatch pays each payout address what the root owes it, once."""
+    coordinator pays each payout address what the root owes it, once; an account that refuses
+    its payment (which reverts a whole claimBatch) is left to its worker, the rest paid alone."""
     d = coordinator.deployment
     distributor = coordinator.pool_rewards()
     coordinator.claim_for_workers = True
@@ -490,14 +491,23 @@ async def test_the_coordinator_pays_the_workers_claims_once_the_root_is_live(
     await service.step()  # the root waits for its window: nothing is paid
     assert distributor.paid() == 0
     d.advance(ROOT_WINDOW + 1)
-    await service.step()
-    for account in accounts:
-        owed = earned[account.lower()]
-        assert distributor.claimed(account) == owed
-        assert d.chain.w3.eth.get_balance(account) - before[account] == owed  # gas paid by it
-    assert distributor.paid() == distributor.received() == REWARD
-    await service.step()
-    assert distributor.paid() == REWARD  # each live root once
+    refusing, paid = accounts
+    # The first payout account refuses payments (code that reverts): it would revert the batch.
+    d.chain.w3.provider.make_request("anvil_setCode", [refusing, "0x60006000fd"])
+    try:
+        with caplog.at_level(logging.WARNING, logger="fedrelay.coordinator.rewards"):
+            await service.step()
+            await service.step()  # each live root once
+    finally:
+        d.chain.w3.provider.make_request("anvil_setCode", [refusing, "0x"])
+    owed = earned[paid.lower()]
+    assert distributor.claimed(paid) == owed
+    assert d.chain.w3.eth.get_balance(paid) - before[paid] == owed  # the gas was not its own
+    assert distributor.claimed(refusing) == 0  # left to its worker
+    assert distributor.paid() == owed
+    assert "a batch of 2 claims was refused" in caplog.text
+    assert f"the claim of {refusing.lower()}" in caplog.text
+    assert caplog.text.count("was refused; left to its worker") == 1
 
 
 async def test_a_vetoed_root_is_not_proposed_again_after_a_restart(

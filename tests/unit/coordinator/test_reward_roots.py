@@ -193,13 +193,20 @@ async def test_the_coordinator_pays_each_live_root_s_claims_when_asked(
         await w.service.step()
         assert roots.claim_batches == [32, 7]  # each live root once
 
-        # A later root pays only what it adds.
-        assert await w.store.credit_rewards(2, 0, NATIVE, {accounts[3]: 5})
+        # A later root pays only what it adds; an account that refuses its payment (which
+        # reverts a whole batch) is left to its worker, and the rest of its batch is paid alone.
+        assert await w.store.credit_rewards(2, 0, NATIVE, {accounts[3]: 5, accounts[4]: 6})
+        assert await w.store.credit_rewards(2, 1, NATIVE, {accounts[5]: 7})
+        roots.refusing = {accounts[4]}
         await w.service.step()
         w.clock.advance(ROOT_WINDOW)
         await w.service.step()
-        assert roots.claim_batches == [32, 7, 1]
+        assert roots.claim_batches == [32, 7, 1, 1]  # the batch of three refused; two alone
         assert roots.paid[(accounts[3], NATIVE)] == 13 + 5
+        assert roots.paid[(accounts[4], NATIVE)] == 14  # the earlier root's only
+        assert roots.paid[(accounts[5], NATIVE)] == 15 + 7
+        await w.service.step()
+        assert roots.claim_batches == [32, 7, 1, 1]  # the refused claim is not sent again
 
         idle = FakeRewardRoots(w.clock, window=ROOT_WINDOW)
         quiet = RewardPublisher(w.market, idle, w.store, w.blobs)
