@@ -27,7 +27,8 @@ checks the root and sends its claim. Anyone may send claims for others: with
    owes more than it was paid is paid, up to :data:`CLAIMS_PER_TRANSACTION` claims per
    ``claimBatch`` from the aggregator's key. A failure to reach the chain is retried the next
    step; a batch the chain refuses (an account that refuses its payment reverts the whole batch)
-   is sent one claim at a time, and a claim refused alone is left to its worker, with a warning.
+   is sent in halves, down to single claims, and a claim refused alone is left to its worker,
+   with a warning.
    A claim paid meanwhile by its worker is passed over (the chain pays nothing twice).
 """
 
@@ -183,8 +184,10 @@ class RewardPublisher:
 
     async def _claim(self, batch: list[RewardClaim]) -> int:
         """Pay ``batch`` in one transaction; when the chain refuses it (an account that refuses
-        its payment reverts the whole batch), each claim alone, leaving out, with a warning,
-        those refused again (their workers can still claim themselves). How many were paid.
+        its payment reverts the whole batch), each half of it the same way, down to single
+        claims, so a claim refused alone is left out, with a warning (its worker can still claim
+        itself), and a few such accounts cost a few more transactions, not one per claim. How
+        many were paid.
 
         Raises:
             ChainError: A call could not be sent or read (the rest is tried next time).
@@ -195,8 +198,9 @@ class RewardPublisher:
             if len(batch) == 1:
                 self._refused(batch[0], exc)
                 return 0
-            log.warning("a batch of %d claims was refused (%s): sent one by one", len(batch), exc)
-            return sum([await self._claim([claim]) for claim in batch])
+            log.warning("a batch of %d claims was refused (%s): sent in halves", len(batch), exc)
+            half = len(batch) // 2
+            return await self._claim(batch[:half]) + await self._claim(batch[half:])
         return len(batch)
 
     @staticmethod

@@ -474,7 +474,8 @@ async def test_the_coordinator_pays_the_workers_claims_once_the_root_is_live(
 ) -> None:
     """With claim_for_workers the workers need not claim: once the root is live, the
     coordinator pays each payout address what the root owes it, once; an account that refuses
-    its payment (which reverts a whole claimBatch) is left to its worker, the rest paid alone."""
+    its payment (which reverts a whole claimBatch) is left to its worker, the rest paid in
+    smaller batches."""
     d = coordinator.deployment
     distributor = coordinator.pool_rewards()
     coordinator.claim_for_workers = True

@@ -194,14 +194,15 @@ async def test_the_coordinator_pays_each_live_root_s_claims_when_asked(
         assert roots.claim_batches == [32, 7]  # each live root once
 
         # A later root pays only what it adds; an account that refuses its payment (which
-        # reverts a whole batch) is left to its worker, and the rest of its batch is paid alone.
+        # reverts a whole batch) is left to its worker, and the rest of its batch is paid in
+        # halves of it.
         assert await w.store.credit_rewards(2, 0, NATIVE, {accounts[3]: 5, accounts[4]: 6})
         assert await w.store.credit_rewards(2, 1, NATIVE, {accounts[5]: 7})
         roots.refusing = {accounts[4]}
         await w.service.step()
         w.clock.advance(ROOT_WINDOW)
         await w.service.step()
-        assert roots.claim_batches == [32, 7, 1, 1]  # the batch of three refused; two alone
+        assert roots.claim_batches == [32, 7, 1, 1]  # three refused: [3] paid, [4, 5] split
         assert roots.paid[(accounts[3], NATIVE)] == 13 + 5
         assert roots.paid[(accounts[4], NATIVE)] == 14  # the earlier root's only
         assert roots.paid[(accounts[5], NATIVE)] == 15 + 7
@@ -224,3 +225,21 @@ def test_claims_for_the_workers_need_a_distributor(monkeypatch: pytest.MonkeyPat
         CoordinatorSettings()
     monkeypatch.setenv("FEDRELAY_REWARD_DISTRIBUTOR", "0x" + "5d" * 20)
     assert CoordinatorSettings().claim_for_workers is True
+
+
+async def test_one_refusing_account_costs_a_few_more_transactions_not_one_per_claim(
+    store: CoordinatorStore,
+) -> None:
+    async for w in make_world(store, tiny_config()):
+        roots = FakeRewardRoots(w.clock, window=ROOT_WINDOW)
+        payer = RewardPublisher(w.market, roots, w.store, w.blobs, claim_for_workers=True)
+        accounts = [bytes([1 + n]) * 20 for n in range(32)]
+        for n, account in enumerate(accounts):
+            assert await w.store.credit_rewards(1, n, NATIVE, {account: 1 + n})
+        await payer.publish()
+        w.clock.advance(ROOT_WINDOW)
+        roots.refusing = {accounts[0]}
+        assert await payer.pay() == 31
+        # Halves of the refused batch, down to the refusing claim: five payments, not 31.
+        assert roots.claim_batches == [1, 2, 4, 8, 16]
+        assert (accounts[0], NATIVE) not in roots.paid
