@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -140,6 +141,10 @@ class RoundResult:
 
 CHAIN_START = (1).to_bytes(32, "big")
 """Where a lane's hash chains start (JobMarket's ``CHAIN_START``)."""
+
+
+class _LogsBehindLanes(EvmError):
+    """The logs read for a round do not match its lanes (read again before it is reported)."""
 
 
 def received_commitments(event: Any) -> tuple[WireCommitment, ...]:
@@ -307,6 +312,11 @@ class PostedJob:
 
 class JobMarketContract:
     """A deployed JobMarket: jobs, rounds, incoming VAAs, payouts."""
+
+    #: Readings of a round's logs before a mismatch with its lanes is reported (round_tasks).
+    LANE_READS = 3
+    #: Seconds before the second reading (twice that before the third).
+    LANE_READ_PAUSE_S = 0.2
 
     def __init__(self, chain: EvmChain, address: str) -> None:
         self.chain = chain
@@ -750,15 +760,30 @@ class JobMarketContract:
         published through its core (their keys) and its ``UpdatesReceived`` events. While the
         round is its job's current one, each lane's count and hash chains must match them.
 
+        A node may answer ``eth_getLogs`` for its newest block before it serves that block's
+        logs: a mismatch is read again (with a fresh head) up to :attr:`LANE_READS` times, a
+        short pause apart, before it is reported.
+
         Raises:
             EvmError: The messages or events do not match a lane (a node serving partial logs).
         """
         stored = self.round(job_id, round_number)
         if stored.opened_block == 0:
             return RoundTasks({}, {})
+        for attempt in range(1, self.LANE_READS + 1):
+            try:
+                return self._read_round_tasks(job_id, round_number, stored.opened_block)
+            except _LogsBehindLanes:
+                if attempt == self.LANE_READS:
+                    raise
+                time.sleep(self.LANE_READ_PAUSE_S * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_round_tasks(self, job_id: int, round_number: int, opened_block: int) -> RoundTasks:
+        """:meth:`round_tasks`' one reading, from ``opened_block`` to the newest block."""
         head = self.chain.w3.eth.block_number
         assigned: dict[int, list[bytes]] = {}
-        for message in self._core().published_between(stored.opened_block, head, self.address):
+        for message in self._core().published_between(opened_block, head, self.address):
             payload = decode_payload(message.payload)
             if (
                 isinstance(payload, TaskAssigned)
@@ -771,7 +796,7 @@ class JobMarketContract:
         commits: dict[int, list[LaneCommit]] = {}
         logs = self.contract.events.UpdatesReceived().get_logs(
             argument_filters={"jobId": job_id, "round": round_number},
-            from_block=stored.opened_block,
+            from_block=opened_block,
             to_block=head,
         )
         for log in logs:
@@ -822,7 +847,7 @@ class JobMarketContract:
                 len(commits),
                 commit_chain,
             ) != (lane.committed, lane.commit_chain):
-                raise EvmError(
+                raise _LogsBehindLanes(
                     f"job {job_id} round {round_number}: the logs read for worker chain {chain} "
                     f"({len(keys)} assigned, {len(commits)} committed) do not match its lane "
                     f"({lane.assigned} assigned, {lane.committed} committed)"
