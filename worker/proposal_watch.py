@@ -120,6 +120,11 @@ class ProposalWatch:
     :meth:`step` for one pass at a time.
     """
 
+    #: The newest blocks already read that each step reads again: a node may answer
+    #: ``eth_getLogs`` for its newest block before it serves that block's logs, and a proposal
+    #: it left out then would go unchecked.
+    REREAD_BLOCKS = 2
+
     def __init__(
         self,
         board: ProposalBoard,
@@ -158,7 +163,11 @@ class ProposalWatch:
         self._report = report
         self._clock = clock
         self._cursor: int | None = None
+        self._floor = 0  # the first block read (re-reading never goes below it)
         self._followed: dict[tuple[int, int, int], _Followed] = {}
+        # Proposals no longer followed, by key, with their deadlines: a re-read block does not
+        # bring them back (forgotten once their windows close, when reading passes them over).
+        self._done: dict[tuple[int, int, int], int] = {}
         self._stop = asyncio.Event()
 
     @property
@@ -182,7 +191,7 @@ class ProposalWatch:
             now = await self._board.now()
             window = await self._board.challenge_window()
             from_block = await self._board.first_block_since(max(0, now.timestamp - window))
-        self._cursor = max(0, from_block)
+        self._cursor = self._floor = max(0, from_block)
         log.info("proposal watch reads from block %d", self._cursor)
         return self._cursor
 
@@ -202,7 +211,7 @@ class ProposalWatch:
         findings: list[Finding] = []
         for key, followed in list(self._followed.items()):
             if now.timestamp >= followed.made.deadline:
-                del self._followed[key]
+                self._drop(key)
                 if not followed.checked:
                     findings.append(self._found(Finding(followed.made, Verdict.MISSED)))
                 continue
@@ -254,21 +263,30 @@ class ProposalWatch:
         return True
 
     async def _read_until(self, now: ChainTime) -> None:
-        """Follow the proposals made up to block ``now``; one whose window had already closed
-        is history (settled or about to be), not something to check."""
+        """Follow the proposals made up to block ``now``, reading the last
+        :attr:`REREAD_BLOCKS` blocks read before again; one whose window had already closed is
+        history (settled or about to be), not something to check."""
         assert self._cursor is not None
-        while self._cursor <= now.block:
-            to = min(now.block, self._cursor + self._span - 1)
-            for made in await self._board.proposals(self._cursor, to):
+        self._done = {k: d for k, d in self._done.items() if now.timestamp < d}
+        start = max(self._floor, self._cursor - self.REREAD_BLOCKS)
+        while start <= now.block:
+            to = min(now.block, start + self._span - 1)
+            for made in await self._board.proposals(start, to):
                 if self._jobs is not None and made.job_id not in self._jobs:
                     continue
                 if now.timestamp >= made.deadline:
                     continue
                 key = (made.job_id, made.round, made.proposal)
-                self._followed.setdefault(key, _Followed(made))
-            self._cursor = to + 1
+                if key not in self._done:
+                    self._followed.setdefault(key, _Followed(made))
+            start = to + 1
+            self._cursor = max(self._cursor, start)
             if self._metrics is not None:
                 self._metrics.block.set(to)
+
+    def _drop(self, key: tuple[int, int, int]) -> None:
+        """Stop following a proposal, for good."""
+        self._done[key] = self._followed.pop(key).made.deadline
 
     async def _check(self, followed: _Followed, now: ChainTime) -> Finding | None:
         made = followed.made
@@ -285,7 +303,7 @@ class ProposalWatch:
                 return None
             span.set_attribute("broken", check.broken or "")
             if not check.pending:
-                del self._followed[key]
+                self._drop(key)
                 if followed.broken is not None:  # somebody voided it first, or it settled
                     return Finding(made, Verdict.GONE, followed.broken, "after a failed disproof")
                 return None if followed.checked else Finding(made, Verdict.GONE)
@@ -298,7 +316,7 @@ class ProposalWatch:
                 left = made.deadline - now.timestamp
                 return Finding(made, Verdict.VALID, detail=f"window open {left} s more")
             if not self._disprove:
-                del self._followed[key]
+                self._drop(key)
                 return Finding(made, Verdict.BROKEN, check.broken, "no disproof key")
             followed.broken = check.broken
             try:
@@ -308,7 +326,7 @@ class ProposalWatch:
                 followed.due = self._clock() + self._poll
                 self._failed("disprove", exc, made)
                 return None
-            del self._followed[key]
+            self._drop(key)
             return Finding(made, Verdict.VOIDED, check.broken)
 
     def _found(self, finding: Finding) -> Finding:

@@ -113,15 +113,39 @@ def _watch(
     return watch, found, clock
 
 
-async def test_it_starts_at_the_current_challenge_window_and_reads_each_block_once() -> None:
+async def test_it_starts_at_the_current_challenge_window_and_reads_the_newest_blocks_again() -> (
+    None
+):
     board = FakeProposalBoard()
     watch, _, _ = _watch(board, max_span=4)
     assert await watch.start() == 3  # first_block_since(now - window)
     await watch.step()
     board.advance(blocks=5, seconds=10)
     await watch.step()
-    assert board.reads == [(3, 6), (7, 10), (11, 14), (15, 15)]
+    await watch.step()  # no new block: the newest two are read again all the same
+    assert ProposalWatch.REREAD_BLOCKS == 2
+    assert board.reads == [(3, 6), (7, 10), (9, 12), (13, 15), (14, 15)]
     assert watch.cursor == 16
+
+
+async def test_a_proposal_whose_logs_the_node_served_late_is_checked_once() -> None:
+    """A node that answers for its newest block before it serves that block's logs (the fake
+    board leaves the proposal out of the first read): the next step's re-read finds it, and
+    later re-reads of a proposal already voided do not bring it back."""
+    board = FakeProposalBoard()
+    watch, found, _ = _watch(board)
+    await watch.start()
+    made = board.propose(6, 0, broken="TotalMismatch(2, 1)")
+    shown = board.proposals_made.pop()  # not served yet
+    await watch.step()
+    assert watch.following == ()
+    board.proposals_made.append(shown)
+    await watch.step()
+    assert [(f.made, f.verdict) for f in found] == [(made, Verdict.VOIDED)]
+    await watch.step()
+    await watch.step()
+    assert board.disproved == [made]
+    assert [(f.made, f.verdict) for f in found] == [(made, Verdict.VOIDED)]  # reported once
 
 
 async def test_a_valid_proposal_is_reported_once_then_rechecked_until_its_window_closes() -> None:
