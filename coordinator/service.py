@@ -143,6 +143,9 @@ class JobBackoff:
 class CoordinatorService:
     """Follows one JobMarket and drives its jobs (see the module docstring)."""
 
+    #: The newest blocks already followed that each pass reads again (:meth:`follow`).
+    REREAD_BLOCKS = 2
+
     def __init__(
         self,
         chain: CoordinatorChain,
@@ -194,6 +197,7 @@ class CoordinatorService:
         self._source = source
         self._start_block = start_block
         self._batch = batch_blocks
+        self._followed: set[ChainEvent] = set()  # handled events of the blocks read again
         self._poll = poll_interval
         self._clock = clock
         self._metrics = metrics or coordinator_metrics()
@@ -299,16 +303,34 @@ class CoordinatorService:
     # --- following the chain ------------------------------------------------------------------
 
     async def follow(self) -> None:
-        """Process the chain's new events up to its head, saving the cursor after each batch."""
+        """Process the chain's new events up to its head, saving the cursor after each batch.
+
+        The last :attr:`REREAD_BLOCKS` blocks followed before are read again: a node may answer
+        ``eth_getLogs`` for its newest block before it serves that block's logs, and an event
+        left out then would be lost (a commitment never seen, a settlement never recorded).
+        An event handled in a pass before is passed over; after a restart the re-read blocks'
+        events are handled again, which their handlers take (they are idempotent).
+        """
         head = await self._chain.head()
         last = await self._store.cursor(self._source)
-        start = self._start_block if last is None else last + 1
+        start = (
+            self._start_block
+            if last is None
+            else max(self._start_block, last + 1 - self.REREAD_BLOCKS)
+        )
         while start <= head.number:
             end = min(head.number, start + self._batch - 1)
             for event in await self._chain.events(start, end):
+                if event in self._followed:
+                    continue
                 await self._follow_event(event)
-            await self._store.save_cursor(self._source, self._chain_id, end)
+                self._followed.add(event)
+            if last is None or end > last:
+                await self._store.save_cursor(self._source, self._chain_id, end)
+                last = end
             start = end + 1
+        oldest = head.number - self.REREAD_BLOCKS  # events of blocks above it may be read again
+        self._followed = {e for e in self._followed if e.block > oldest}
 
     async def _follow_event(self, event: ChainEvent) -> None:
         """Handle one event; a failure that is not the infrastructure's passes the event over."""

@@ -28,7 +28,7 @@ from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.testing import FakeClock, FakeJobMarket
 from fedrelay.coordinator.verification import JobWorkbench, delta_of
 from fedrelay.ports.blobs import POSTER
-from fedrelay.ports.coordinator_chain import WorkerResult
+from fedrelay.ports.coordinator_chain import ChainEvent, WorkerResult
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.api.signing import EvmSigner
 from fedrelay.protocol.job_config import DataSpec, InvalidJobConfig, JobConfig, MlpSpec
@@ -522,3 +522,45 @@ def test_job_configuration_round_trips_and_refuses_bad_input() -> None:
         JobConfig.from_bytes(b'{"secure_aggregation": true}')
     training = config.training_config()
     assert (training.steps, training.checkpoint_every, training.batch_size) == (4, 2, 8)
+
+
+async def test_events_a_node_served_late_are_followed_once(store: CoordinatorStore) -> None:
+    """A node that answers for its newest block before it serves that block's logs (the fake
+    market leaves them out of one read): the next pass reads the newest blocks again and
+    handles what it missed, and an event handled before is passed over."""
+    async for w in make_world(store, tiny_config()):
+        await _follow_a_lagging_node(w)
+
+
+async def _follow_a_lagging_node(w: World) -> None:
+    late: list[int] = []  # blocks whose events the next read leaves out
+    served = w.market.events
+
+    async def lagging(from_block: int, to_block: int) -> Sequence[ChainEvent]:
+        found = await served(from_block, to_block)
+        hidden = set(late)
+        late.clear()
+        return [e for e in found if e.block not in hidden]
+
+    w.market.events = lagging  # type: ignore[method-assign]
+    handled: list[ChainEvent] = []
+    on_event = w.service._on_event
+
+    async def counting(event: ChainEvent) -> None:
+        handled.append(event)
+        await on_event(event)
+
+    w.service._on_event = counting  # type: ignore[method-assign]
+    worker = w.worker(0)
+    await register(w, [worker])
+    late.append(w.market.blocks[-1].number)
+    await w.service.follow()
+    assert worker.worker not in await w.store.workers()
+    await w.service.follow()  # no new block: the newest are read again
+    assert worker.worker in await w.store.workers()
+    await w.service.follow()
+    other = w.worker(1)
+    await register(w, [other])
+    await w.service.follow()
+    assert [type(e).__name__ for e in handled] == ["WorkerJoined", "WorkerJoined"]
+    assert {e.worker for e in handled} == {worker.worker, other.worker}  # type: ignore[union-attr]
