@@ -57,6 +57,9 @@ class EvmWorkerChain:
     """A worker's WorkerHub on an EVM chain, as a
     :class:`~fedrelay.ports.worker_chain.WorkerChain`."""
 
+    #: The blocks before the cursor each poll reads again (:meth:`poll`).
+    REREAD_BLOCKS = 2
+
     def __init__(
         self,
         rpc_url: str,
@@ -139,11 +142,14 @@ class EvmWorkerChain:
         await self._run(lambda: self.hub.register(self._signer, payout, capabilities))
 
     async def poll(self, cursor: int) -> ChainPoll:
-        """TaskAssigned and TaskReleased events for this worker from block ``cursor`` on."""
+        """TaskAssigned and TaskReleased events for this worker from block ``cursor`` on, and
+        from the :attr:`REREAD_BLOCKS` blocks before it again: a node may answer
+        ``eth_getLogs`` for its newest block before it serves that block's logs, and a task
+        left out then would be missed (the node takes a task or a settlement it knows once)."""
         latest = await self._run(lambda: int(self._chain.w3.eth.block_number))
         last = latest - self._confirmations
         events: list[ContractEvent] = []
-        start = max(cursor, self._start_block)
+        start = max(cursor - self.REREAD_BLOCKS, self._start_block, 0)
         while start <= last:
             end = min(last, start + LOG_RANGE - 1)
             events.extend(await self._run(partial(self.hub.events, start, end)))
@@ -167,7 +173,7 @@ class EvmWorkerChain:
             for e in mine
             if e.name == "TaskReleased"
         )
-        return ChainPoll(assigned, settled, max(start, last + 1))
+        return ChainPoll(assigned, settled, max(cursor, last + 1))
 
     async def _release_at(self, job_id: int, round_number: int) -> int:
         """When this worker's task may be released unsettled (``Task.releaseAt``; not in

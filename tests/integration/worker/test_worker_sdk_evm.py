@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from support.coordinator import LocalCoordinator, served
+from support.market import funded_evm_key
 from support.wormhole import evm_address, guardian_signers
 
 from fedrelay.adapters.devnet.forge import Forge
@@ -41,6 +42,7 @@ from fedrelay.adapters.evm import (
 )
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
 from fedrelay.adapters.evm.deploy import Link
+from fedrelay.adapters.evm.events import ContractEvent
 from fedrelay.adapters.evm.rewards import RewardAccount
 from fedrelay.adapters.evm.worker_chain import EvmWorkerChain
 from fedrelay.protocol.api.signing import EvmSigner
@@ -658,3 +660,33 @@ async def test_a_worker_is_paid_on_the_coordinator_chain_and_withdraws(
     assert c_chain.w3.eth.get_balance(payout.address) > before + reward - 10**16  # minus gas
     assert await rewards.claimable() == 0
     assert await rewards.withdraw() == 0
+
+
+async def test_a_task_whose_log_the_node_served_late_is_polled_all_the_same(
+    deployment: HubDeployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that answers for its newest block before it serves that block's logs (a fake log
+    reader leaves the newest block out of one poll): the next poll reads the blocks before its
+    cursor again and finds the task."""
+    d = deployment
+    chain = EvmWorkerChain(d.anvil.rpc_url, d.hub.address, funded_evm_key(d.anvil))
+    await chain.stake_and_register(10**18, bytes(32), 0)
+    cursor = (await chain.poll(0)).cursor
+    job_id = 4242
+    d.assign(
+        job_id, d.chain_time() + 3600, (b"\x01" * 32, b"\x02" * 32), [Task(chain.worker_key, 0)]
+    )
+    newest = d.chain.w3.eth.block_number
+    real_events = chain.hub.events
+
+    def lagging(start: int, end: int) -> list[ContractEvent]:
+        return [e for e in real_events(start, end) if e.block_number != newest]
+
+    monkeypatch.setattr(chain.hub, "events", lagging)
+    behind = await chain.poll(cursor)
+    assert behind.assigned == ()
+    assert behind.cursor == newest + 1
+    monkeypatch.setattr(chain.hub, "events", real_events)
+    caught_up = await chain.poll(behind.cursor)
+    assert [t.key for t in caught_up.assigned] == [TaskKey(job_id, 0)]
+    assert caught_up.cursor == newest + 1
