@@ -143,12 +143,13 @@ class RewardPublisher:
         """Send the claims a live root owes, once per root (module docstring, 3.).
 
         Returns:
-            How many claims were sent (0: disabled, no new live root, or none owed).
+            How many claims were paid (0: disabled, no new live root, or none owed).
 
         Raises:
-            ChainError: The chain refused a batch or could not be reached (the rest is sent
-                next time).
+            ChainError: The chain could not be reached (what is still owed is sent next time;
+                a refused claim is left out, not raised).
             BlobNotFound: The root's leaves are not in the blob store.
+            RewardTreeError: They are not the leaves of the live root.
         """
         if not self._claim_for_workers:
             return 0

@@ -198,6 +198,8 @@ class CoordinatorService:
         self._start_block = start_block
         self._batch = batch_blocks
         self._followed: set[ChainEvent] = set()  # handled events of the blocks read again
+        self._read_to: int | None = None  # the newest block this process has read
+        self._floor: int | None = None  # the first block this process read (re-reads stop there)
         self._poll = poll_interval
         self._clock = clock
         self._metrics = metrics or coordinator_metrics()
@@ -305,19 +307,20 @@ class CoordinatorService:
     async def follow(self) -> None:
         """Process the chain's new events up to its head, saving the cursor after each batch.
 
-        The last :attr:`REREAD_BLOCKS` blocks followed before are read again: a node may answer
-        ``eth_getLogs`` for its newest block before it serves that block's logs, and an event
-        left out then would be lost (a commitment never seen, a settlement never recorded).
-        An event handled in a pass before is passed over; after a restart the re-read blocks'
-        events are handled again, which their handlers take (they are idempotent).
+        The last :attr:`REREAD_BLOCKS` blocks this process followed before are read again: a
+        node may answer ``eth_getLogs`` for its newest block before it serves that block's logs,
+        and an event left out then would be lost (a commitment never seen, a settlement never
+        recorded). An event handled in a pass before is passed over. A process's first pass
+        reads from the cursor on, as before: it has handled nothing it could tell apart, and a
+        challenge handled twice would reopen a round proposed since.
         """
         head = await self._chain.head()
         last = await self._store.cursor(self._source)
-        start = (
-            self._start_block
-            if last is None
-            else max(self._start_block, last + 1 - self.REREAD_BLOCKS)
-        )
+        if self._floor is None:  # this process's first pass: what it reads starts here
+            self._floor = self._start_block if last is None else last + 1
+        start = self._floor
+        if last is not None and self._read_to is not None:
+            start = max(start, min(last, self._read_to) + 1 - self.REREAD_BLOCKS)
         while start <= head.number:
             end = min(head.number, start + self._batch - 1)
             for event in await self._chain.events(start, end):
@@ -329,7 +332,8 @@ class CoordinatorService:
                 await self._store.save_cursor(self._source, self._chain_id, end)
                 last = end
             start = end + 1
-        oldest = head.number - self.REREAD_BLOCKS  # events of blocks above it may be read again
+        self._read_to = max(head.number, self._read_to or 0)
+        oldest = self._read_to - self.REREAD_BLOCKS  # events above it may be read again
         self._followed = {e for e in self._followed if e.block > oldest}
 
     async def _follow_event(self, event: ChainEvent) -> None:

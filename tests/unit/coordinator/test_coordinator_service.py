@@ -564,3 +564,10 @@ async def _follow_a_lagging_node(w: World) -> None:
     await w.service.follow()
     assert [type(e).__name__ for e in handled] == ["WorkerJoined", "WorkerJoined"]
     assert {e.worker for e in handled} == {worker.worker, other.worker}  # type: ignore[union-attr]
+
+    # A restarted process starts at the cursor: it handles nothing a second time.
+    restarted = CoordinatorService(w.market, w.store, w.blobs, clock=w.clock)
+    restarted._on_event = counting  # type: ignore[method-assign]
+    await restarted.follow()
+    await restarted.follow()
+    assert len(handled) == 2
