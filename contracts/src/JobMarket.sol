@@ -569,7 +569,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         uint64 jobId,
         uint16 workerChain,
         uint64 deadline,
-        PayloadCodec.Assignment[] memory assignments
+        PayloadCodec.Assignment[] calldata assignments
     ) external payable onlyAggregator returns (uint64 sequence) {
         uint256 fee = _requireFees(1);
         Job storage job = _jobs[jobId];
@@ -594,21 +594,29 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
             lane.assignedChain = CHAIN_START;
             lane.commitChain = CHAIN_START;
         }
-        bytes32 lastKey = lane.lastKey;
-        bytes32 assignedChain = lane.assignedChain;
-        for (uint256 i = 0; i < count; ++i) {
-            bytes32 key = assignments[i].workerKey;
-            if (key <= lastKey) revert AssignmentOutOfOrder(key, lastKey);
-            _checkAssignable(workerChain, key, job.minStake);
-            assignedChain = keccak256(abi.encode(assignedChain, key));
-            lastKey = key;
-        }
-        lane.lastKey = lastKey;
-        lane.assignedChain = assignedChain;
+        // The entries are written into the payload as they are checked.
+        bytes memory payload = _taskAssignedFixed(job, jobId, workerChain, peer, round, deadline, count);
+        (lane.lastKey, lane.assignedChain) =
+            _assign(workerChain, job.minStake, assignments, payload, lane.lastKey, lane.assignedChain);
         lane.assigned += uint16(count);
         r.assigned += uint16(count);
         r.phase = RoundPhase.Collecting;
         job.lastProgress = uint64(block.timestamp);
+        sequence = _publish(payload, fee);
+        emit TasksAssigned(jobId, round, workerChain, sequence, uint8(count));
+    }
+
+    /// @dev A TASK_ASSIGNED payload for `count` entries of `job`'s round `round` on `workerChain`,
+    /// its fixed part written.
+    function _taskAssignedFixed(
+        Job storage job,
+        uint64 jobId,
+        uint16 workerChain,
+        bytes32 peer,
+        uint32 round,
+        uint64 deadline,
+        uint256 count
+    ) private view returns (bytes memory) {
         PayloadCodec.TaskAssigned memory message;
         message.header = PayloadCodec.Header(PayloadCodec.TASK_ASSIGNED, workerChain, peer, jobId);
         message.round = round;
@@ -618,9 +626,38 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         message.minStake = job.minStake;
         message.stakeLock = job.rejectedSlash > job.missedSlash ? job.rejectedSlash : job.missedSlash;
         message.releaseAt = deadline + job.releaseAfter;
-        message.assignments = assignments;
-        sequence = _publish(PayloadCodec.encode(message), fee);
-        emit TasksAssigned(jobId, round, workerChain, sequence, uint8(count));
+        return PayloadCodec.taskAssignedFixed(message, count);
+    }
+
+    /// @dev Check each assignment (keys in increasing order after `lastKey`, each a registered
+    /// worker with the job's minimum stake), write it into `payload` and extend the lane's
+    /// assignment chain; the lane's new last key and chain.
+    function _assign(
+        uint16 workerChain,
+        uint64 minStake,
+        PayloadCodec.Assignment[] calldata assignments,
+        bytes memory payload,
+        bytes32 lastKey,
+        bytes32 assignedChain
+    ) private view returns (bytes32, bytes32) {
+        for (uint256 i = 0; i < assignments.length; ++i) {
+            bytes32 key = assignments[i].workerKey;
+            if (key <= lastKey) revert AssignmentOutOfOrder(key, lastKey);
+            _checkAssignable(workerChain, key, minStake);
+            assignedChain = _chainKey(assignedChain, key);
+            PayloadCodec.putAssignment(payload, i, key, assignments[i].shard);
+            lastKey = key;
+        }
+        return (lastKey, assignedChain);
+    }
+
+    /// @dev One step of a lane's assignment chain: keccak256(abi.encode(previous, key)).
+    function _chainKey(bytes32 previous, bytes32 key) private pure returns (bytes32 next) {
+        assembly ("memory-safe") {
+            mstore(0x00, previous)
+            mstore(0x20, key)
+            next := keccak256(0x00, 0x40)
+        }
     }
 
     function _checkAssignable(uint16 chain, bytes32 workerKey, uint64 minStake) private view {
@@ -747,8 +784,9 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     {
         reversed = new bool[](results.length);
         for (uint256 i = 0; i < results.length; ++i) {
-            if (results[i].outcome != PayloadCodec.OUTCOME_SLASHED) continue;
-            bytes32 taskId = taskIdOf(jobId, round, results[i].workerChain, results[i].workerKey);
+            (bytes32 workerKey, uint8 outcome,) = _resultAt(results, i);
+            if (outcome != PayloadCodec.OUTCOME_SLASHED) continue;
+            bytes32 taskId = taskIdOf(jobId, round, _chainAt(results, i), workerKey);
             Dispute storage d = _disputes[taskId];
             if (d.proposal != proposal || d.answered) continue;
             if (block.timestamp <= d.answerBy) revert DisputeOpen(taskId, d.answerBy);
@@ -830,7 +868,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         }
         for (uint256 start = 0; start < results.length;) {
             uint256 end = _laneEnd(results, start);
-            uint16 chain = results[start].workerChain;
+            uint16 chain = _chainAt(results, start);
             uint256 size = maxBatch[chain];
             for (uint256 from = start; from < end; from += size) {
                 uint256 to = from + size < end ? from + size : end;
@@ -849,8 +887,8 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
 
     /// @dev Where the lane of `results[start]` ends: a proposal's results go lane by lane.
     function _laneEnd(Result[] calldata results, uint256 start) private pure returns (uint256 end) {
-        uint16 chain = results[start].workerChain;
-        for (end = start + 1; end < results.length && results[end].workerChain == chain; ++end) {}
+        uint16 chain = _chainAt(results, start);
+        for (end = start + 1; end < results.length && _chainAt(results, end) == chain; ++end) {}
     }
 
     /// @dev Number of ROUND_SETTLED messages settling a proposal with `results` publishes (its
@@ -858,7 +896,7 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     function _settlementBatches(Result[] calldata results) private view returns (uint256 batches) {
         for (uint256 start = 0; start < results.length;) {
             uint256 end = _laneEnd(results, start);
-            uint256 size = maxBatch[results[start].workerChain];
+            uint256 size = maxBatch[_chainAt(results, start)];
             batches += (end - start + size - 1) / size;
             start = end;
         }
@@ -883,14 +921,50 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
         message.modelHash = _jobs[jobId].modelHash;
         message.slashMode = _jobs[jobId].slashMode;
         message.slashRecipient = _slashRecipients[jobId][chain];
-        message.settlements = new PayloadCodec.Settlement[](to - from);
-        for (uint256 i = from; i < to; ++i) {
-            uint8 outcome = reversed[i] ? PayloadCodec.OUTCOME_DROPPED : results[i].outcome;
-            uint64 slash = outcome == PayloadCodec.OUTCOME_SLASHED ? slashOf(jobId, results[i].fault) : 0;
-            message.settlements[i - from] = PayloadCodec.Settlement(results[i].workerKey, outcome, slash);
-        }
-        uint64 sequence = _publish(PayloadCodec.encode(message), fee);
+        bytes memory payload = PayloadCodec.roundSettledFixed(message, to - from);
+        _putSettlements(payload, jobId, results, reversed, from, to);
+        uint64 sequence = _publish(payload, fee);
         emit SettlementPublished(jobId, round, chain, sequence, uint8(to - from));
+    }
+
+    /// @dev Write results `from..to` as the entries of a ROUND_SETTLED `payload`: a reversed
+    /// slash settles as DROPPED, a slash takes the job's amount for its fault.
+    function _putSettlements(
+        bytes memory payload,
+        uint64 jobId,
+        Result[] calldata results,
+        bool[] memory reversed,
+        uint256 from,
+        uint256 to
+    ) private view {
+        for (uint256 i = from; i < to; ++i) {
+            (bytes32 workerKey, uint8 outcome, uint8 fault) = _resultAt(results, i);
+            if (reversed[i]) outcome = PayloadCodec.OUTCOME_DROPPED;
+            uint64 slash = outcome == PayloadCodec.OUTCOME_SLASHED ? slashOf(jobId, fault) : 0;
+            PayloadCodec.putSettlement(payload, i - from, workerKey, outcome, slash);
+        }
+    }
+
+    /// @dev Result `i` (below the count) of results whose fields `ResultsHash.digest` checked:
+    /// its worker key, outcome and fault, read in place.
+    function _resultAt(Result[] calldata results, uint256 i)
+        private
+        pure
+        returns (bytes32 workerKey, uint8 outcome, uint8 fault)
+    {
+        assembly ("memory-safe") {
+            let at := add(results.offset, mul(i, 192))
+            workerKey := calldataload(at)
+            outcome := calldataload(add(at, 64))
+            fault := calldataload(add(at, 96))
+        }
+    }
+
+    /// @dev The worker chain of result `i` (below the count), read as `_resultAt` reads.
+    function _chainAt(Result[] calldata results, uint256 i) private pure returns (uint16 chain) {
+        assembly ("memory-safe") {
+            chain := calldataload(add(add(results.offset, mul(i, 192)), 32))
+        }
     }
 
     // ------------------------------------------------------------------ payouts
@@ -910,13 +984,18 @@ contract JobMarket is MessageReceiver, ReentrancyGuard {
     // ------------------------------------------------------------------ views
 
     /// @notice worker_id = keccak256(u16 worker chain || worker_key).
-    function workerIdOf(uint16 chain, bytes32 workerKey) public pure returns (bytes32) {
-        return keccak256(abi.encodePacked(chain, workerKey));
+    function workerIdOf(uint16 chain, bytes32 workerKey) public pure returns (bytes32 id) {
+        assembly ("memory-safe") {
+            // 34 bytes in the scratch space
+            mstore(0x00, shl(240, chain))
+            mstore(0x02, workerKey)
+            id := keccak256(0x00, 34)
+        }
     }
 
     /// @notice task_id = keccak256(u64 job_id || u32 round || u16 worker chain || worker_key).
     function taskIdOf(uint64 jobId, uint32 round, uint16 chain, bytes32 workerKey) public pure returns (bytes32) {
-        return keccak256(abi.encodePacked(jobId, round, chain, workerKey));
+        return PayloadCodec.computeTaskId(jobId, round, chain, workerKey);
     }
 
     /// @notice A job's stored state.

@@ -321,9 +321,9 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         if (msg.value != 0) _fund();
         (IMessageCore.VM memory vm, PayloadCodec.Header memory header) = _consume(encodedVaa);
         if (header.payloadId == PayloadCodec.TASK_ASSIGNED) {
-            _onTaskAssigned(PayloadCodec.decodeTaskAssigned(vm.payload));
+            _onTaskAssigned(vm.payload);
         } else if (header.payloadId == PayloadCodec.ROUND_SETTLED) {
-            _onRoundSettled(PayloadCodec.decodeRoundSettled(vm.payload));
+            _onRoundSettled(vm.payload);
         } else {
             revert UnexpectedPayload(header.payloadId);
         }
@@ -350,31 +350,35 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         emit MessageFeesFunded(msg.sender, msg.value);
     }
 
-    function _onTaskAssigned(PayloadCodec.TaskAssigned memory m) private {
+    function _onTaskAssigned(bytes memory payload) private {
+        (PayloadCodec.TaskAssigned memory m, uint256 count) = PayloadCodec.decodeTaskAssignedHead(payload);
         uint256 required = uint256(m.minStake) * DECIMALS_FACTOR;
         uint256 lock = uint256(m.stakeLock) * DECIMALS_FACTOR;
-        for (uint256 i = 0; i < m.assignments.length; ++i) {
-            _assignEntry(m, m.assignments[i], required, lock);
+        for (uint256 i = 0; i < count; ++i) {
+            (bytes32 workerKey, uint32 shard) = PayloadCodec.assignmentAt(payload, i);
+            _assignEntry(m, workerKey, shard, required, lock);
         }
     }
 
     /// @dev Create one entry's task, or skip it (TaskRefused) without touching the rest.
     function _assignEntry(
         PayloadCodec.TaskAssigned memory m,
-        PayloadCodec.Assignment memory a,
+        bytes32 workerKey,
+        uint32 shard,
         uint256 required,
         uint256 lock
     ) private {
-        bytes32 taskId = taskIdOf(m.header.jobId, m.round, a.workerKey);
-        if (uint256(a.workerKey) >> 160 != 0 || a.workerKey == bytes32(0)) {
+        bytes32 taskId = taskIdOf(m.header.jobId, m.round, workerKey);
+        if (uint256(workerKey) >> 160 != 0 || workerKey == bytes32(0)) {
             // No worker of this chain has such a key; the coordinator chain never knew one.
-            emit TaskRefused(taskId, a.workerKey, RefusalReason.InvalidWorkerKey);
+            emit TaskRefused(taskId, workerKey, RefusalReason.InvalidWorkerKey);
             return;
         }
-        address worker = address(uint160(uint256(a.workerKey)));
-        Task storage task = _tasks[_slotOf(m.header.jobId, m.round, worker)];
+        address worker = address(uint160(uint256(workerKey)));
+        bytes32 slot = _slotOf(m.header.jobId, m.round, worker);
+        Task storage task = _tasks[slot];
         if (task.state != TaskState.None && task.round == m.round) {
-            emit TaskRefused(taskId, a.workerKey, RefusalReason.AlreadyAssigned);
+            emit TaskRefused(taskId, workerKey, RefusalReason.AlreadyAssigned);
             return;
         }
         Staker storage s = _stakers[worker];
@@ -386,16 +390,15 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
             (refused, why) = _refusal(s, required, lock);
         }
         if (refused) {
-            emit TaskRefused(taskId, a.workerKey, why);
+            emit TaskRefused(taskId, workerKey, why);
             _publishStakeChange(worker, s, PayloadCodec.STAKE_TASK_REFUSED, taskId, _reserveFee());
             return;
         }
         // lock <= free bonded stake (`_refusal`), so it fits in 96 bits
-        _tasks[_slotOf(m.header.jobId, m.round, worker)] =
-            Task(TaskState.Assigned, m.round, _toTime(m.deadline), _toTime(m.releaseAt), uint96(lock));
+        _tasks[slot] = Task(TaskState.Assigned, m.round, _toTime(m.deadline), _toTime(m.releaseAt), uint96(lock));
         s.locked += uint104(lock);
         s.activeTasks += 1;
-        emit TaskAssigned(taskId, m.header.jobId, m.round, worker, a.shard, m.deadline);
+        emit TaskAssigned(taskId, m.header.jobId, m.round, worker, shard, m.deadline);
     }
 
     function _refusal(Staker storage s, uint256 required, uint256 lock)
@@ -409,39 +412,40 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         return (false, RefusalReason.NotRegistered);
     }
 
-    function _onRoundSettled(PayloadCodec.RoundSettled memory m) private {
-        address[] memory honest = new address[](m.settlements.length);
+    function _onRoundSettled(bytes memory payload) private {
+        (PayloadCodec.RoundSettled memory m, uint256 count) = PayloadCodec.decodeRoundSettledHead(payload);
+        address[] memory honest = new address[](count);
         uint256 honestCount = 0;
         uint256 slashed = 0;
-        for (uint256 i = 0; i < m.settlements.length; ++i) {
-            PayloadCodec.Settlement memory entry = m.settlements[i];
-            bytes32 taskId = taskIdOf(m.header.jobId, m.round, entry.workerKey);
+        for (uint256 i = 0; i < count; ++i) {
+            (bytes32 workerKey, uint8 outcome, uint64 slash) = PayloadCodec.settlementAt(payload, i);
+            bytes32 taskId = taskIdOf(m.header.jobId, m.round, workerKey);
             // A key above 160 bits never had a task (assignment refuses it); it must not reach
             // the task of the address in its low bits.
-            address worker = address(uint160(uint256(entry.workerKey)));
+            address worker = address(uint160(uint256(workerKey)));
             Task storage task = _tasks[_slotOf(m.header.jobId, m.round, worker)];
-            if (uint256(entry.workerKey) >> 160 != 0 || task.state == TaskState.None || task.round != m.round) {
-                emit SettlementSkipped(taskId, entry.workerKey, SkipReason.UnknownTask);
+            if (uint256(workerKey) >> 160 != 0 || task.state == TaskState.None || task.round != m.round) {
+                emit SettlementSkipped(taskId, workerKey, SkipReason.UnknownTask);
                 continue;
             }
             if (task.state == TaskState.Settled) {
-                emit SettlementSkipped(taskId, entry.workerKey, SkipReason.AlreadySettled);
+                emit SettlementSkipped(taskId, workerKey, SkipReason.AlreadySettled);
                 continue;
             }
             if (task.state == TaskState.Released) {
-                emit SettlementSkipped(taskId, entry.workerKey, SkipReason.Released);
+                emit SettlementSkipped(taskId, workerKey, SkipReason.Released);
                 continue;
             }
             task.state = TaskState.Settled;
             Staker storage staker = _stakers[worker];
             staker.locked -= task.lock;
             staker.activeTasks -= 1;
-            if (entry.outcome == PayloadCodec.OUTCOME_SLASHED) {
-                slashed += _slash(taskId, worker, task.lock, staker, uint256(entry.slash) * DECIMALS_FACTOR);
-            } else if (entry.outcome == PayloadCodec.OUTCOME_ACCEPTED) {
+            if (outcome == PayloadCodec.OUTCOME_SLASHED) {
+                slashed += _slash(taskId, worker, task.lock, staker, uint256(slash) * DECIMALS_FACTOR);
+            } else if (outcome == PayloadCodec.OUTCOME_ACCEPTED) {
                 honest[honestCount++] = worker;
             }
-            emit TaskReleased(taskId, worker, entry.outcome);
+            emit TaskReleased(taskId, worker, outcome);
         }
         if (slashed != 0) _distribute(m, honest, honestCount, slashed);
     }
@@ -524,7 +528,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         returns (uint256 recorded)
     {
         CommitLog storage log = _commitLogs[_logKey(jobId, round)];
-        (recorded,) = _recordSigned(jobId, round, log, entries, new PayloadCodec.Commitment[](0), 0);
+        (recorded,) = _recordSigned(jobId, round, log, entries, "", 0);
     }
 
     /// @notice `commitSigned`, then publish the round's pending commitments as one
@@ -546,42 +550,59 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint256 fee = _requireFees(1);
         uint256 total = pending.length + entries.length;
         if (total > PayloadCodec.MAX_BATCH) revert PublishTooLarge(total, PayloadCodec.MAX_BATCH);
+        if (total == 0) revert NothingToPublish(jobId, round);
         CommitLog storage log = _commitLogs[_logKey(jobId, round)];
-        bytes32 chained = log.publishedHead;
-        PayloadCodec.Commitment[] memory out = new PayloadCodec.Commitment[](total);
+        PayloadCodec.UpdateCommitted memory message;
+        message.header = PayloadCodec.Header(PayloadCodec.UPDATE_COMMITTED, coordinatorChain, _coordinator(), jobId);
+        message.round = round;
+        // Sized for every entry; cut to those recorded below.
+        bytes memory payload = PayloadCodec.updateCommittedFixed(message, total);
+        bytes32 chained = _putPending(payload, log.publishedHead, pending);
+        if (chained != log.head) revert CommitmentsMismatch(log.head, chained);
+        bytes32 head;
+        (recorded, head) = _recordSigned(jobId, round, log, entries, payload, pending.length);
+        uint256 count = pending.length + recorded;
+        if (count == 0) revert NothingToPublish(jobId, round);
+        PayloadCodec.setCommitmentCount(payload, count); // the entries left out were never written
+        log.publishedHead = head;
+        sequence = _publish(payload, fee);
+        emit CommitmentsPublished(jobId, round, count, head, sequence);
+    }
+
+    /// @dev Write `pending` as the first entries of `payload`; their hash chain from `chained`.
+    function _putPending(bytes memory payload, bytes32 chained, PayloadCodec.Commitment[] calldata pending)
+        private
+        pure
+        returns (bytes32)
+    {
         for (uint256 i = 0; i < pending.length; ++i) {
             PayloadCodec.Commitment calldata c = pending[i];
             bytes32 commitment =
                 PayloadCodec.commitmentHash(c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss);
             chained = PayloadCodec.chainCommitment(chained, c.workerKey, commitment);
-            out[i] = c;
+            PayloadCodec.putCommitment(
+                payload, i, c.workerKey, c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss
+            );
         }
-        if (chained != log.head) revert CommitmentsMismatch(log.head, chained);
-        bytes32 head;
-        (recorded, head) = _recordSigned(jobId, round, log, entries, out, pending.length);
-        uint256 count = pending.length + recorded;
-        if (count == 0) revert NothingToPublish(jobId, round);
-        assembly ("memory-safe") {
-            mstore(out, count) // the entries left out leave unused slots at the end
-        }
-        log.publishedHead = head;
-        PayloadCodec.UpdateCommitted memory message;
-        message.header = PayloadCodec.Header(PayloadCodec.UPDATE_COMMITTED, coordinatorChain, _coordinator(), jobId);
-        message.round = round;
-        message.commitments = out;
-        sequence = _publish(PayloadCodec.encode(message), fee);
-        emit CommitmentsPublished(jobId, round, count, head, sequence);
+        return chained;
+    }
+
+    /// @dev Write the signed commitment `e` of `key` as entry `i` of `payload`.
+    function _putSigned(bytes memory payload, uint256 i, bytes32 key, SignedCommitment calldata e) private pure {
+        PayloadCodec.putCommitment(
+            payload, i, key, e.updateHash, e.transcriptRoot, e.dataRoot, e.numSamples, e.trainLoss
+        );
     }
 
     /// @dev Record the signed `entries` into `log` (see `commitSigned`), each recorded one also
-    /// written to `out` from index `offset` on when `out` has room; returns how many were
-    /// recorded and the log's head after them.
+    /// written as an entry of the UPDATE_COMMITTED `payload` from index `offset` on (unless
+    /// `payload` is empty); returns how many were recorded and the log's head after them.
     function _recordSigned(
         uint64 jobId,
         uint32 round,
         CommitLog storage log,
         SignedCommitment[] calldata entries,
-        PayloadCodec.Commitment[] memory out,
+        bytes memory payload,
         uint256 offset
     ) private returns (uint256 recorded, bytes32 head) {
         head = log.head;
@@ -602,10 +623,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
             emit UpdateCommitted(
                 jobId, round, worker, e.updateHash, e.transcriptRoot, e.dataRoot, e.numSamples, e.trainLoss
             );
-            if (out.length != 0) {
-                out[offset + recorded] =
-                    PayloadCodec.Commitment(key, e.updateHash, e.transcriptRoot, e.dataRoot, e.numSamples, e.trainLoss);
-            }
+            if (payload.length != 0) _putSigned(payload, offset + recorded, key, e);
             ++recorded;
         }
         if (recorded != 0) log.head = head;
@@ -658,22 +676,24 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         bytes32 head = log.head;
         bytes32 chained = log.publishedHead;
         if (chained == head) revert NothingToPublish(jobId, round);
-        for (uint256 i = 0; i < count; ++i) {
-            PayloadCodec.Commitment calldata c = entries[i];
-            bytes32 commitment =
-                PayloadCodec.commitmentHash(c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss);
-            chained = PayloadCodec.chainCommitment(chained, c.workerKey, commitment);
-        }
-        if (chained != head) revert CommitmentsMismatch(head, chained);
-        log.publishedHead = head;
         PayloadCodec.UpdateCommitted memory message;
         message.header = PayloadCodec.Header(PayloadCodec.UPDATE_COMMITTED, coordinatorChain, _coordinator(), jobId);
         message.round = round;
-        for (uint256 start = 0; start < count; start += PayloadCodec.MAX_BATCH) {
+        // The messages are written as the chain is rebuilt through their entries, and published
+        // once it reaches the head.
+        uint256 messages = (count + PayloadCodec.MAX_BATCH - 1) / PayloadCodec.MAX_BATCH;
+        bytes[] memory payloads = new bytes[](messages);
+        for (uint256 m = 0; m < messages; ++m) {
+            uint256 start = m * PayloadCodec.MAX_BATCH;
             uint256 size = count - start < PayloadCodec.MAX_BATCH ? count - start : PayloadCodec.MAX_BATCH;
-            message.commitments = entries[start:start + size];
-            uint64 sequence = _publish(PayloadCodec.encode(message), fee);
-            if (start == 0) firstSequence = sequence;
+            payloads[m] = PayloadCodec.updateCommittedFixed(message, size);
+            chained = _putPending(payloads[m], chained, entries[start:start + size]);
+        }
+        if (chained != head) revert CommitmentsMismatch(head, chained);
+        log.publishedHead = head;
+        for (uint256 m = 0; m < messages; ++m) {
+            uint64 sequence = _publish(payloads[m], fee);
+            if (m == 0) firstSequence = sequence;
         }
         emit CommitmentsPublished(jobId, round, count, head, firstSequence);
     }
@@ -758,7 +778,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
 
     /// @notice task_id = keccak256(u64 job_id || u32 round || u16 this chain || worker_key).
     function taskIdOf(uint64 jobId, uint32 round, bytes32 workerKey) public view returns (bytes32) {
-        return keccak256(abi.encodePacked(jobId, round, chainId, workerKey));
+        return PayloadCodec.computeTaskId(jobId, round, chainId, workerKey);
     }
 
     /// @notice A worker's stake record.
@@ -783,8 +803,14 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
 
     /// @dev Where a worker's task of `jobId` round `round` lives: keccak256(u64 job_id || u8
     /// round parity || worker address), so a job's rounds take turns in two slots per worker.
-    function _slotOf(uint64 jobId, uint32 round, address worker) private pure returns (bytes32) {
-        return keccak256(abi.encodePacked(jobId, uint8(round & 1), worker));
+    function _slotOf(uint64 jobId, uint32 round, address worker) private pure returns (bytes32 slot) {
+        assembly ("memory-safe") {
+            // 29 bytes in the scratch space, each field written after the one before it
+            mstore(0x00, shl(192, jobId))
+            mstore(0x08, shl(248, and(round, 1)))
+            mstore(0x09, shl(96, worker))
+            slot := keccak256(0x00, 29)
+        }
     }
 
     /// @dev A message's timestamp in 48 bits, clamped (no block reaches 2^48 seconds).

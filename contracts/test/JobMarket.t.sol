@@ -98,6 +98,13 @@ contract JobMarketTest is MarketFixture {
         }
     }
 
+    function testFuzz_ids_areOverThePackedFields(uint64 jobId, uint32 round, uint16 chain, bytes32 key) public view {
+        assertEq(market.workerIdOf(chain, key), keccak256(abi.encodePacked(chain, key)), "worker id");
+        assertEq(
+            market.taskIdOf(jobId, round, chain, key), keccak256(abi.encodePacked(jobId, round, chain, key)), "task"
+        );
+    }
+
     // ------------------------------------------------------------------ posting and cancelling
 
     function test_postJob_nativeEscrowsWholeReward() public {

@@ -189,6 +189,22 @@ library PayloadCodec {
 
     /// @notice Decode a TASK_ASSIGNED payload.
     function decodeTaskAssigned(bytes memory payload) internal pure returns (TaskAssigned memory message) {
+        uint256 count;
+        (message, count) = decodeTaskAssignedHead(payload);
+        message.assignments = new Assignment[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            (bytes32 workerKey, uint32 shard) = assignmentAt(payload, i);
+            message.assignments[i] = Assignment(workerKey, shard);
+        }
+    }
+
+    /// @notice Check a TASK_ASSIGNED payload and decode its fixed part (`assignments` left
+    /// empty) without copying its entries: read entry `i` (below `count`) with `assignmentAt`.
+    function decodeTaskAssignedHead(bytes memory payload)
+        internal
+        pure
+        returns (TaskAssigned memory message, uint256 count)
+    {
         message.header = _expect(payload, TASK_ASSIGNED);
         if (payload.length < TASK_ASSIGNED_FIXED) {
             revert PayloadLengthMismatch(payload.length, TASK_ASSIGNED_FIXED);
@@ -200,15 +216,17 @@ library PayloadCodec {
         message.minStake = uint64(_read(payload, 120, 8));
         message.stakeLock = uint64(_read(payload, 128, 8));
         message.releaseAt = uint64(_read(payload, 136, 8));
-        uint256 count = _read(payload, 144, 1);
+        count = _read(payload, 144, 1);
         _checkCount(count);
         _exactLength(payload, TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * count);
-        message.assignments = new Assignment[](count);
-        for (uint256 i = 0; i < count; ++i) {
-            uint256 at = TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * i;
-            message.assignments[i] = Assignment(bytes32(_read(payload, at, 32)), uint32(_read(payload, at + 32, 4)));
-        }
         _checkLock(message.stakeLock, message.minStake);
+    }
+
+    /// @notice Entry `i` of a TASK_ASSIGNED payload checked by `decodeTaskAssignedHead`.
+    function assignmentAt(bytes memory payload, uint256 i) internal pure returns (bytes32 workerKey, uint32 shard) {
+        uint256 at = TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * i;
+        workerKey = bytes32(_read(payload, at, 32));
+        shard = uint32(_read(payload, at + 32, 4));
     }
 
     /// @notice Decode an UPDATE_COMMITTED payload.
@@ -256,6 +274,23 @@ library PayloadCodec {
 
     /// @notice Decode a ROUND_SETTLED payload.
     function decodeRoundSettled(bytes memory payload) internal pure returns (RoundSettled memory message) {
+        uint256 count;
+        (message, count) = decodeRoundSettledHead(payload);
+        message.settlements = new Settlement[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            (bytes32 workerKey, uint8 outcome, uint64 slash) = settlementAt(payload, i);
+            message.settlements[i] = Settlement(workerKey, outcome, slash);
+        }
+    }
+
+    /// @notice Check a ROUND_SETTLED payload, every entry's outcome included, and decode its
+    /// fixed part (`settlements` left empty) without copying its entries: read entry `i` (below
+    /// `count`) with `settlementAt`.
+    function decodeRoundSettledHead(bytes memory payload)
+        internal
+        pure
+        returns (RoundSettled memory message, uint256 count)
+    {
         message.header = _expect(payload, ROUND_SETTLED);
         if (payload.length < ROUND_SETTLED_FIXED) {
             revert PayloadLengthMismatch(payload.length, ROUND_SETTLED_FIXED);
@@ -264,18 +299,26 @@ library PayloadCodec {
         message.modelHash = bytes32(_read(payload, 48, 32));
         message.slashMode = uint8(_read(payload, 80, 1));
         message.slashRecipient = bytes32(_read(payload, 81, 32));
-        uint256 count = _read(payload, 113, 1);
+        count = _read(payload, 113, 1);
         _checkCount(count);
         _exactLength(payload, ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * count);
-        message.settlements = new Settlement[](count);
         for (uint256 i = 0; i < count; ++i) {
-            uint256 at = ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * i;
-            uint8 outcome = uint8(_read(payload, at + 32, 1));
+            uint8 outcome = uint8(_read(payload, ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * i + 32, 1));
             if (outcome > OUTCOME_SLASHED) revert InvalidOutcome(outcome);
-            message.settlements[i] =
-                Settlement(bytes32(_read(payload, at, 32)), outcome, uint64(_read(payload, at + 33, 8)));
         }
         _checkSlashDestination(message.slashMode, message.slashRecipient);
+    }
+
+    /// @notice Entry `i` of a ROUND_SETTLED payload checked by `decodeRoundSettledHead`.
+    function settlementAt(bytes memory payload, uint256 i)
+        internal
+        pure
+        returns (bytes32 workerKey, uint8 outcome, uint64 slash)
+    {
+        uint256 at = ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * i;
+        workerKey = bytes32(_read(payload, at, 32));
+        outcome = uint8(_read(payload, at + 32, 1));
+        slash = uint64(_read(payload, at + 33, 8));
     }
 
     /// @notice Decode a STAKE_CHANGED payload.
@@ -303,66 +346,119 @@ library PayloadCodec {
     /// @notice Encode a TASK_ASSIGNED payload.
     function encode(TaskAssigned memory m) internal pure returns (bytes memory out) {
         uint256 count = m.assignments.length;
+        out = taskAssignedFixed(m, count);
+        for (uint256 i = 0; i < count; ++i) {
+            putAssignment(out, i, m.assignments[i].workerKey, m.assignments[i].shard);
+        }
+    }
+
+    /// @notice A TASK_ASSIGNED payload of `count` entries with its fixed part written from `m`
+    /// (whose `assignments` it does not read); `putAssignment` writes the entries.
+    function taskAssignedFixed(TaskAssigned memory m, uint256 count) internal pure returns (bytes memory out) {
         _checkCount(count);
         _checkLock(m.stakeLock, m.minStake);
         out = new bytes(TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * count);
-        bytes memory fixedPart = abi.encodePacked(
-            _encodeHeader(m.header, TASK_ASSIGNED),
-            m.round,
-            m.deadline,
-            m.modelHash,
-            m.configHash,
-            m.minStake,
-            m.stakeLock,
-            m.releaseAt,
-            uint8(count)
-        );
-        _copy(out, 0, fixedPart);
-        for (uint256 i = 0; i < count; ++i) {
-            Assignment memory a = m.assignments[i];
-            _copy(out, TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * i, abi.encodePacked(a.workerKey, a.shard));
-        }
+        _putHeader(out, m.header, TASK_ASSIGNED);
+        _put(out, 44, 4, m.round);
+        _put(out, 48, 8, m.deadline);
+        _put(out, 56, 32, uint256(m.modelHash));
+        _put(out, 88, 32, uint256(m.configHash));
+        _put(out, 120, 8, m.minStake);
+        _put(out, 128, 8, m.stakeLock);
+        _put(out, 136, 8, m.releaseAt);
+        _put(out, 144, 1, count);
+    }
+
+    /// @notice Write entry `i` of a payload from `taskAssignedFixed`.
+    function putAssignment(bytes memory out, uint256 i, bytes32 workerKey, uint32 shard) internal pure {
+        uint256 at = TASK_ASSIGNED_FIXED + ASSIGNMENT_SIZE * i;
+        _put(out, at, 32, uint256(workerKey));
+        _put(out, at + 32, 4, shard);
     }
 
     /// @notice Encode an UPDATE_COMMITTED payload.
     function encode(UpdateCommitted memory m) internal pure returns (bytes memory out) {
         uint256 count = m.commitments.length;
-        _checkCount(count);
-        out = new bytes(UPDATE_COMMITTED_FIXED + COMMITMENT_SIZE * count);
-        _copy(out, 0, abi.encodePacked(_encodeHeader(m.header, UPDATE_COMMITTED), m.round, uint8(count)));
+        out = updateCommittedFixed(m, count);
         for (uint256 i = 0; i < count; ++i) {
             Commitment memory c = m.commitments[i];
-            _copy(
-                out,
-                UPDATE_COMMITTED_FIXED + COMMITMENT_SIZE * i,
-                abi.encodePacked(c.workerKey, c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss)
-            );
+            putCommitment(out, i, c.workerKey, c.updateHash, c.transcriptRoot, c.dataRoot, c.numSamples, c.trainLoss);
         }
+    }
+
+    /// @notice An UPDATE_COMMITTED payload of `count` entries with its fixed part written from
+    /// `m` (whose `commitments` it does not read); `putCommitment` writes the entries. A payload
+    /// may be given fewer entries than it was made for with `setCommitmentCount`.
+    function updateCommittedFixed(UpdateCommitted memory m, uint256 count) internal pure returns (bytes memory out) {
+        _checkCount(count);
+        out = new bytes(UPDATE_COMMITTED_FIXED + COMMITMENT_SIZE * count);
+        _putHeader(out, m.header, UPDATE_COMMITTED);
+        _put(out, 44, 4, m.round);
+        _put(out, 48, 1, count);
+    }
+
+    /// @notice Write entry `i` of a payload from `updateCommittedFixed`.
+    function putCommitment(
+        bytes memory out,
+        uint256 i,
+        bytes32 workerKey,
+        bytes32 updateHash,
+        bytes32 transcriptRoot,
+        bytes32 dataRoot,
+        uint32 numSamples,
+        uint32 trainLoss
+    ) internal pure {
+        uint256 at = UPDATE_COMMITTED_FIXED + COMMITMENT_SIZE * i;
+        _put(out, at, 32, uint256(workerKey));
+        _put(out, at + 32, 32, uint256(updateHash));
+        _put(out, at + 64, 32, uint256(transcriptRoot));
+        _put(out, at + 96, 32, uint256(dataRoot));
+        _put(out, at + 128, 4, numSamples);
+        _put(out, at + 132, 4, trainLoss);
+    }
+
+    /// @notice Cut a payload from `updateCommittedFixed` down to its first `count` entries.
+    function setCommitmentCount(bytes memory out, uint256 count) internal pure {
+        _checkCount(count);
+        uint256 size = UPDATE_COMMITTED_FIXED + COMMITMENT_SIZE * count;
+        if (size > out.length) revert PayloadLengthMismatch(out.length, size);
+        assembly ("memory-safe") {
+            mstore(out, size)
+        }
+        _put(out, 48, 1, count);
     }
 
     /// @notice Encode a ROUND_SETTLED payload.
     function encode(RoundSettled memory m) internal pure returns (bytes memory out) {
         uint256 count = m.settlements.length;
+        out = roundSettledFixed(m, count);
+        for (uint256 i = 0; i < count; ++i) {
+            Settlement memory s = m.settlements[i];
+            putSettlement(out, i, s.workerKey, s.outcome, s.slash);
+        }
+    }
+
+    /// @notice A ROUND_SETTLED payload of `count` entries with its fixed part written from `m`
+    /// (whose `settlements` it does not read); `putSettlement` writes the entries.
+    function roundSettledFixed(RoundSettled memory m, uint256 count) internal pure returns (bytes memory out) {
         _checkCount(count);
         _checkSlashDestination(m.slashMode, m.slashRecipient);
         out = new bytes(ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * count);
-        _copy(
-            out,
-            0,
-            abi.encodePacked(
-                _encodeHeader(m.header, ROUND_SETTLED),
-                m.round,
-                m.modelHash,
-                m.slashMode,
-                m.slashRecipient,
-                uint8(count)
-            )
-        );
-        for (uint256 i = 0; i < count; ++i) {
-            Settlement memory s = m.settlements[i];
-            if (s.outcome > OUTCOME_SLASHED) revert InvalidOutcome(s.outcome);
-            _copy(out, ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * i, abi.encodePacked(s.workerKey, s.outcome, s.slash));
-        }
+        _putHeader(out, m.header, ROUND_SETTLED);
+        _put(out, 44, 4, m.round);
+        _put(out, 48, 32, uint256(m.modelHash));
+        _put(out, 80, 1, m.slashMode);
+        _put(out, 81, 32, uint256(m.slashRecipient));
+        _put(out, 113, 1, count);
+    }
+
+    /// @notice Write entry `i` of a payload from `roundSettledFixed`.
+    function putSettlement(bytes memory out, uint256 i, bytes32 workerKey, uint8 outcome, uint64 slash) internal pure {
+        if (outcome > OUTCOME_SLASHED) revert InvalidOutcome(outcome);
+        uint256 at = ROUND_SETTLED_FIXED + SETTLEMENT_SIZE * i;
+        _put(out, at, 32, uint256(workerKey));
+        _put(out, at + 32, 1, outcome);
+        _put(out, at + 33, 8, slash);
     }
 
     /// @notice Encode a STAKE_CHANGED payload.
@@ -390,6 +486,22 @@ library PayloadCodec {
         uint32 trainLoss
     ) internal pure returns (bytes32) {
         return keccak256(abi.encodePacked(updateHash, transcriptRoot, dataRoot, numSamples, trainLoss));
+    }
+
+    /// @notice task_id = keccak256(u64 job_id || u32 round || u16 worker chain || worker_key).
+    function computeTaskId(uint64 jobId, uint32 round, uint16 chain, bytes32 workerKey)
+        internal
+        pure
+        returns (bytes32 id)
+    {
+        assembly ("memory-safe") {
+            // 46 bytes in the scratch space, each field written after the one before it
+            mstore(0x00, shl(192, jobId))
+            mstore(0x08, shl(224, round))
+            mstore(0x0c, shl(240, chain))
+            mstore(0x0e, workerKey)
+            id := keccak256(0x00, 46)
+        }
     }
 
     /// @notice Left-pad an EVM address into the protocol's bytes32 form.
@@ -449,10 +561,24 @@ library PayloadCodec {
         }
     }
 
-    /// @dev Copy `part` into `out` at `offset`; callers size `out` to hold it.
-    function _copy(bytes memory out, uint256 offset, bytes memory part) private pure {
+    /// @dev Write `value` as a big-endian unsigned integer of `size` (1..32) bytes at `offset`,
+    /// leaving every other byte as it was; callers check bounds and that `value` fits. (The word
+    /// read and written back may reach past the end of `out`; those bytes keep their value.)
+    function _put(bytes memory out, uint256 offset, uint256 size, uint256 value) private pure {
         assembly ("memory-safe") {
-            mcopy(add(add(out, 32), offset), add(part, 32), mload(part))
+            let at := add(add(out, 32), offset)
+            let shift := sub(256, mul(size, 8))
+            // the word's last 32 - size bytes, kept (none when size is 32)
+            mstore(at, or(shl(shift, value), and(mload(at), sub(shl(shift, 1), 1))))
         }
+    }
+
+    /// @dev Write the 44-byte header of a payload with id `payloadId` at the start of `out`.
+    function _putHeader(bytes memory out, Header memory h, uint8 payloadId) private pure {
+        _put(out, 0, 1, payloadId);
+        _put(out, 1, 1, VERSION);
+        _put(out, 2, 2, h.targetChain);
+        _put(out, 4, 32, uint256(h.targetAddress));
+        _put(out, 36, 8, h.jobId);
     }
 }
