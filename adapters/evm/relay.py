@@ -207,12 +207,18 @@ def _log_timestamp(log: RawLog) -> int | None:
     return _quantity(value) if isinstance(value, str) else int(value)
 
 
+#: Blocks below its cursor a watcher reads again when the source follows the newest block.
+REREAD_AT_HEAD = 2
+
+
 class EvmSource:
     """Messages one fedrelay contract publishes on its chain (see the module docstring).
 
     Attributes:
         chain_id: The chain's Wormhole chain id.
         source: The ledger key of the watcher's cursor: ``evm:<chain id>:<emitter>``.
+        reread: :data:`REREAD_AT_HEAD` at ``latest`` (or 0 confirmations), else 0 (see
+            :class:`~fedrelay.ports.relay.SourceChain`).
         emitter: The contract whose messages are read.
         core: The core contract that emits the logs.
         finality: The block tag, or confirmations, that counts as final.
@@ -233,6 +239,11 @@ class EvmSource:
         self.core: ChecksumAddress = AsyncWeb3.to_checksum_address(core)
         self.finality = finality
         self.source = f"evm:{wormhole_chain_id}:{self.emitter.lower()}"
+        # A node may answer eth_getLogs for its newest block before it serves that block's logs
+        # (anvil did; geth, erigon and lotus have such reports): read at the head, the watcher
+        # reads the newest blocks again.
+        at_head = finality in ("latest", 0)
+        self.reread = REREAD_AT_HEAD if at_head else 0
         self._emitter32 = address_to_bytes32(self.emitter)
         self._timestamps: dict[str, int] = {}
         self._head: asyncio.Task[ChainPosition] | None = None

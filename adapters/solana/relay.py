@@ -98,9 +98,14 @@ from fedrelay.protocol.wormhole.observation import Observation
 
 
 class SolanaSource:
-    """Messages published by one worker program deployment (see the module docstring)."""
+    """Messages published by one worker program deployment (see the module docstring).
+
+    A position is a message account, read at the same commitment as the head that counts it, so
+    a watcher has nothing to read again (``reread`` 0).
+    """
 
     chain_id = SOLANA_CHAIN
+    reread = 0
 
     def __init__(self, rpc: AsyncClient, program_id: Pubkey, commitment: Commitment = Finalized):
         """Read the program at `program_id` through `rpc` at `commitment`."""

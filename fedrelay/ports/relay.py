@@ -64,10 +64,16 @@ class SourceChain(Protocol):
         chain_id: The chain's Wormhole chain id (the emitter chain of its messages).
         source: A stable name of what is watched (the ledger key of the watcher's cursor), for
             example ``"solana:<program id>"``.
+        reread: How many positions below its cursor a watcher reads again each poll: nonzero
+            where the source follows the chain's newest block, whose messages a node may leave
+            out of an answer it gives before it serves them (a message left out of the newest
+            block is then found by the next poll, not only when its emitter's next message
+            shows the gap); zero at a finality the node answers in full.
     """
 
     chain_id: int
     source: str
+    reread: int
 
     async def head(self) -> ChainPosition:
         """The highest position at the configured finality, with its hash."""

@@ -6,7 +6,10 @@ The watcher is the pipeline's source, so it has no input topic; it polls its cha
                         no: unwind -- observations whose block left the chain are marked REORGED
                             (never produced again, so never attested), re-included ones keep on,
                             and reading resumes after the last position still canonical
-    read positions after the cursor up to the head at the configured finality
+    read positions after the cursor up to the head at the configured finality (and, where the
+                        source follows the chain's newest block, its last `reread` positions
+                        before the cursor again: a node may answer for its newest block before
+                        it serves that block's messages)
     sequence gaps per emitter -> backfill: read again from the emitter's last known position
     new observations -> ledger rows (unique per message id) and bus records keyed by emitter,
                         then the cursor moves to the last position read
@@ -178,10 +181,14 @@ class Watcher:
             cursor = await work.cursor(self.source.source)
             reorged: list[MessageId] = []
             first = self.start
+            read_before = -1  # positions up to this one were read by an earlier poll
             anchor: tuple[int, str] | None = None  # the block this read continues from
             stored = cursor.position if cursor is not None else None
             if cursor is not None and cursor.position >= self.start:
-                first = cursor.position + 1
+                # the source's newest positions read before are read again (`SourceChain.reread`);
+                # what was stored then is not produced twice (`_record`)
+                first = max(cursor.position + 1 - self.source.reread, self.start)
+                read_before = cursor.position
                 anchor = (cursor.position, cursor.position_hash or "")
                 canonical = await self.source.position_hash(cursor.position)
                 if (canonical or "") != (cursor.position_hash or ""):
@@ -189,6 +196,7 @@ class Watcher:
                     fork_hash = await self.source.position_hash(fork) or ""
                     await self._move_cursor(work, fork, fork_hash)
                     first = fork + 1
+                    read_before = -1
                     anchor = (fork, fork_hash) if fork_hash else None
             head = await self.source.head()
             if first > head.number:
@@ -198,7 +206,7 @@ class Watcher:
             emitted = list(await self.source.messages_between(first, last))
             backfilled, missing = await self._backfill(work, emitted, last)
             ordered = sorted([*emitted, *backfilled], key=_order)
-            produced = await self._record(work, ordered)
+            produced = await self._record(work, ordered, read_before)
             if anchor is not None:
                 now = await self.source.position_hash(anchor[0])
                 if (now or "") != anchor[1]:  # raised inside the transaction: rolled back
@@ -290,10 +298,12 @@ class Watcher:
     # -- ledger and bus --
 
     async def _record(
-        self, work: RelayerLedgerWork, messages: Sequence[EmittedMessage]
+        self, work: RelayerLedgerWork, messages: Sequence[EmittedMessage], read_before: int
     ) -> list[EmittedMessage]:
         """Store the read observations (new ones in one statement); those to be produced (new,
-        or back after a reorg), in order. One read twice in a poll counts once."""
+        or back after a reorg), in order. One read twice in a poll counts once. A message at a
+        position up to `read_before` (read again after an earlier poll, with no reorg since) is
+        produced only if it is new: one stored before was produced then."""
         unique = list({m.observation.message_id: m for m in reversed(messages)}.values())[::-1]
         contexts = [m.traceparent or traceparent(_parent_context(m)) for m in unique]
         pairs = list(zip(unique, contexts, strict=True))
@@ -303,7 +313,11 @@ class Watcher:
         return [
             message
             for message, context in pairs
-            if message.observation.digest in stored or await self._known(work, message, context)
+            if message.observation.digest in stored
+            or (
+                message.observation.block_number > read_before
+                and await self._known(work, message, context)
+            )
         ]
 
     async def _known(

@@ -65,6 +65,7 @@ class FakeSource:
 
     chain_id: int = 2
     source: str = "fake:2"
+    reread: int = 0
     messages: dict[MessageId, Observation] = field(default_factory=dict)
     reads: list[MessageId] = field(default_factory=list)
 

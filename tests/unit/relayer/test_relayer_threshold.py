@@ -209,6 +209,7 @@ class ChainHolding:
 
     chain_id: int = 2
     source: str = "fake:2"
+    reread: int = 0
     messages: dict[MessageId, Observation] = field(default_factory=dict)
 
     async def head(self) -> ChainPosition:

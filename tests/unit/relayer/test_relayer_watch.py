@@ -63,9 +63,11 @@ class FakeSource:
 
     chain_id: int = 2
     source: str = "fake:2"
+    reread: int = 0
     blocks: list[tuple[str, list[EmittedMessage]]] = field(default_factory=list)
     fork: str = "a"
     lose_once: set[int] = field(default_factory=set)  # sequences the next range read drops
+    late: int | None = None  # a block whose messages the next read that reaches it leaves out
 
     def mine(self, *sequences: int, emitter: bytes = EMITTER, **extra: object) -> int:
         number = len(self.blocks)
@@ -89,7 +91,12 @@ class FakeSource:
         return self.blocks[number][0] if 0 <= number < len(self.blocks) else None
 
     async def messages_between(self, first: int, last: int) -> Sequence[EmittedMessage]:
-        found = [m for _, messages in self.blocks[first : last + 1] for m in messages]
+        served = self.blocks[first : last + 1]
+        if self.late is not None and first <= self.late <= last:
+            at = self.late - first
+            served = [*served[:at], (served[at][0], []), *served[at + 1 :]]
+            self.late = None  # served from now on
+        found = [m for _, messages in served for m in messages]
         kept = [m for m in found if m.observation.sequence not in self.lose_once]
         self.lose_once.clear()
         return kept
@@ -235,6 +242,42 @@ async def test_a_sequence_gap_is_backfilled(sessions: async_sessionmaker[AsyncSe
     assert report.missing == ()
     sent = [o for o in await observed(bus, 5) if o.emitter_address == EMITTER]
     assert [o.sequence for o in sent] == [0, 1, 2, 3]
+
+
+async def test_a_message_served_late_at_the_head_is_found_by_the_next_poll(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source, bus = FakeSource(reread=2), MemoryBus()
+    source.mine(0)
+    await watcher(source, bus, sessions).poll()
+    source.late = source.mine(1)  # the node answers for block 1 before it serves its log
+
+    missed = await watcher(source, bus, sessions).poll()
+    found = await watcher(source, bus, sessions).poll()  # no block since
+    source.mine()
+    again = await watcher(source, bus, sessions).poll()
+
+    assert (missed.produced, missed.position) == ((), 1)
+    assert found.produced == (MessageId(2, EMITTER, 1),)
+    assert again.produced == ()  # what the re-read finds again is not produced twice
+    assert [o.sequence for o in await observed(bus, 2)] == [0, 1]
+    assert set(await rows(sessions)) == {0, 1}
+
+
+async def test_a_source_read_in_full_is_not_read_again(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    source, bus = FakeSource(), MemoryBus()  # reread 0: a finality the node answers in full
+    source.mine(0)
+    await watcher(source, bus, sessions).poll()
+    source.late = source.mine(1)
+
+    missed = await watcher(source, bus, sessions).poll()
+    still = await watcher(source, bus, sessions).poll()
+
+    assert missed.produced == still.produced == ()  # left to the gap backfill of a later message
+    source.mine(2)
+    assert [m.sequence for m in (await watcher(source, bus, sessions).poll()).backfilled] == [1]
 
 
 async def test_an_unrecoverable_gap_is_reported(sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -58,6 +58,7 @@ class OneBlockSource:
 
     chain_id: int
     messages: list[EmittedMessage] = field(default_factory=list)
+    reread: int = 0
 
     @property
     def source(self) -> str:
