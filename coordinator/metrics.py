@@ -3,7 +3,8 @@ which replica leads (:meth:`CoordinatorMetrics.leadership`).
 
 The service reports what it saved (:meth:`CoordinatorMetrics.observe_round`), what it settled
 (:meth:`CoordinatorMetrics.round_settled`) and the job steps and chain events that failed
-(:meth:`CoordinatorMetrics.job_step_failed`, :meth:`CoordinatorMetrics.event_failed`); the names and
+(:meth:`CoordinatorMetrics.job_step_failed`, :meth:`CoordinatorMetrics.event_failed`); its reward
+publisher the roots it proposed or saw vetoed and the claims it paid for the workers; the names and
 labels are those of the metrics table in ``docs/operations.md``. ``job_id`` (not ``job``) because
 Prometheus reserves ``job``.
 """
@@ -59,6 +60,25 @@ class CoordinatorMetrics:
             "fedrelay_coordinator_event_failures",
             "Chain events passed over because handling them raised, by event and exception class.",
             ["event", "error"],
+            registry=registry,
+        )
+        self.reward_roots = Counter(
+            "fedrelay_coordinator_reward_roots",
+            "Distributor reward roots: proposed by this replica, or seen vetoed (each once).",
+            ["event"],
+            registry=registry,
+        )
+        self.reward_claims = Counter(
+            "fedrelay_coordinator_reward_claims",
+            "Claims the coordinator sent for the workers (claim_for_workers): paid, or refused "
+            "alone and left to the worker.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.reward_claimed_amount = Counter(
+            "fedrelay_coordinator_reward_claimed_amount",
+            "Amount those paid claims paid, in base units of the token (0x0...0: native).",
+            ["token"],
             registry=registry,
         )
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from fedrelay.coordinator.metrics import CoordinatorMetrics, coordinator_metrics
 from fedrelay.ports.blobs import COORDINATOR, BlobStore
 from fedrelay.ports.coordinator_chain import ChainRefused, CoordinatorChain, RoundSettled
 from fedrelay.ports.coordinator_store import CoordinatorStore
@@ -69,9 +70,11 @@ class RewardPublisher:
         blobs: BlobStore,
         *,
         claim_for_workers: bool = False,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         """Record rounds settled through ``roots``' distributor and propose its roots; with
-        ``claim_for_workers``, also pay each live root's claims (module docstring)."""
+        ``claim_for_workers``, also pay each live root's claims (module docstring). The roots
+        and claims are counted in ``metrics`` (default: the process registry's)."""
         self._chain = chain
         self._roots = roots
         self._store = store
@@ -80,6 +83,7 @@ class RewardPublisher:
         self._paid_epoch = 0  # the last live root whose claims were all sent
         self._address: bytes | None = None
         self._reported: set[bytes] = set()  # vetoed roots this process has logged
+        self._metrics = metrics or coordinator_metrics()
 
     async def settled(self, event: RoundSettled) -> bool:
         """Record the rewards of a round settled through the distributor.
@@ -122,6 +126,7 @@ class RewardPublisher:
         vetoed = await self._roots.vetoed()
         for root in sorted(vetoed - self._reported):
             self._reported.add(root)
+            self._metrics.reward_roots.labels("vetoed").inc()
             log.error(
                 "reward root %s was vetoed; the same root is not proposed again (check the "
                 "recorded credits against the rounds' results)",
@@ -133,6 +138,7 @@ class RewardPublisher:
         blob = await self._blobs.put(tree.content(), domain=COORDINATOR)
         await self._store.publish_blob(blob)
         await self._roots.propose(tree)
+        self._metrics.reward_roots.labels("proposed").inc()
         log.info(
             "reward root %s proposed: %d leaves, %d in all (leaves in blob %s)",
             tree.root.hex(), tree.count, sum(earned.values()), blob,
@@ -167,11 +173,12 @@ class RewardPublisher:
                 f"the leaves published as {live.content.hex()} rebuild root {tree.root.hex()}, "
                 f"not the live root {live.root.hex()}"
             )
-        owed: list[RewardClaim] = []
+        owed: list[tuple[RewardClaim, int]] = []  # each with what it pays
         for claim in tree.claims():
             leaf = claim.leaf
-            if await self._roots.claimed(leaf.account, leaf.token) < leaf.cumulative:
-                owed.append(claim)
+            claimed = await self._roots.claimed(leaf.account, leaf.token)
+            if claimed < leaf.cumulative:
+                owed.append((claim, leaf.cumulative - claimed))
         paid = 0
         for start in range(0, len(owed), CLAIMS_PER_TRANSACTION):
             paid += await self._claim(owed[start : start + CLAIMS_PER_TRANSACTION])
@@ -183,7 +190,7 @@ class RewardPublisher:
             )  # fmt: skip
         return paid
 
-    async def _claim(self, batch: list[RewardClaim]) -> int:
+    async def _claim(self, batch: list[tuple[RewardClaim, int]]) -> int:
         """Pay ``batch`` in one transaction; when the chain refuses it (an account that refuses
         its payment reverts the whole batch), each half of it the same way, down to single
         claims, so a claim refused alone is left out, with a warning (its worker can still claim
@@ -194,18 +201,21 @@ class RewardPublisher:
             ChainError: A call could not be sent or read (the rest is tried next time).
         """
         try:
-            await self._roots.claim(batch)
+            await self._roots.claim([claim for claim, _ in batch])
         except ChainRefused as exc:
             if len(batch) == 1:
-                self._refused(batch[0], exc)
+                self._refused(batch[0][0], exc)
                 return 0
             log.warning("a batch of %d claims was refused (%s): sent in halves", len(batch), exc)
             half = len(batch) // 2
             return await self._claim(batch[:half]) + await self._claim(batch[half:])
+        for claim, amount in batch:
+            self._metrics.reward_claims.labels("paid").inc()
+            self._metrics.reward_claimed_amount.labels("0x" + claim.leaf.token.hex()).inc(amount)
         return len(batch)
 
-    @staticmethod
-    def _refused(claim: RewardClaim, exc: ChainRefused) -> None:
+    def _refused(self, claim: RewardClaim, exc: ChainRefused) -> None:
+        self._metrics.reward_claims.labels("refused").inc()
         leaf = claim.leaf
         log.warning(
             "the claim of 0x%s (token 0x%s, %d cumulative) was refused; left to its worker: %s",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from support.simulated_worker import SimulatedWorker
 from test_coordinator_service import (
@@ -25,6 +26,7 @@ from test_coordinator_service import (
     tiny_config,
 )
 
+from fedrelay.coordinator.metrics import CoordinatorMetrics
 from fedrelay.coordinator.rewards import RewardPublisher
 from fedrelay.coordinator.service import CoordinatorService
 from fedrelay.coordinator.settings import CoordinatorSettings
@@ -37,6 +39,10 @@ from fedrelay.protocol.rounds import Phase
 
 ROOT_WINDOW = 100
 NATIVE = bytes(20)
+
+
+def counted(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(f"fedrelay_coordinator_{name}_total", labels) or 0.0
 
 
 @pytest.fixture
@@ -131,9 +137,15 @@ async def test_a_failed_proposal_is_retried_and_a_vetoed_root_not_proposed_again
         await w.service.step()
     assert roots.proposed == [first]  # the disputer's word stands for this content
     # A restarted coordinator, which never saw its proposal, knows the veto from the chain.
-    restarted = RewardPublisher(w.market, roots, w.store, w.blobs)
+    registry = CollectorRegistry()
+    restarted = RewardPublisher(
+        w.market, roots, w.store, w.blobs, metrics=CoordinatorMetrics(registry)
+    )
+    assert await restarted.publish() is None
     assert await restarted.publish() is None
     assert roots.proposed == [first]
+    assert counted(registry, "reward_roots", event="vetoed") == 1  # each vetoed root once
+    assert counted(registry, "reward_roots", event="proposed") == 0
     state = await roots.state()
     assert (state.live, state.pending) == (None, None)
     # Once the earnings change (a round settled since), the next root is proposed and goes live.
@@ -172,7 +184,11 @@ async def test_the_coordinator_pays_each_live_root_s_claims_when_asked(
     async for w in make_world(store, tiny_config()):
         roots = FakeRewardRoots(w.clock, window=ROOT_WINDOW)
         w.market.rewards_account = roots.address
-        payer = RewardPublisher(w.market, roots, w.store, w.blobs, claim_for_workers=True)
+        registry = CollectorRegistry()
+        payer = RewardPublisher(
+            w.market, roots, w.store, w.blobs, claim_for_workers=True,
+            metrics=CoordinatorMetrics(registry),
+        )  # fmt: skip
         w.service = CoordinatorService(w.market, w.store, w.blobs, clock=w.clock, rewards=payer)
         accounts = [bytes([1 + n]) * 20 for n in range(40)]
         for n, account in enumerate(accounts):
@@ -190,6 +206,11 @@ async def test_the_coordinator_pays_each_live_root_s_claims_when_asked(
         await w.service.step()
         assert roots.claim_batches == [32, 7]  # 39 owed: the one already paid is passed over
         assert roots.paid == {(a, NATIVE): 10 + n for n, a in enumerate(accounts)}
+        assert counted(registry, "reward_roots", event="proposed") == 1
+        assert counted(registry, "reward_claims", outcome="paid") == 39
+        native = "0x" + NATIVE.hex()
+        paid_by_us = sum(10 + n for n in range(1, 40))  # the first account paid itself
+        assert counted(registry, "reward_claimed_amount", token=native) == paid_by_us
         await w.service.step()
         assert roots.claim_batches == [32, 7]  # each live root once
 
@@ -206,6 +227,9 @@ async def test_the_coordinator_pays_each_live_root_s_claims_when_asked(
         assert roots.paid[(accounts[3], NATIVE)] == 13 + 5
         assert roots.paid[(accounts[4], NATIVE)] == 14  # the earlier root's only
         assert roots.paid[(accounts[5], NATIVE)] == 15 + 7
+        assert counted(registry, "reward_claims", outcome="paid") == 39 + 2
+        assert counted(registry, "reward_claims", outcome="refused") == 1
+        assert counted(registry, "reward_claimed_amount", token=native) == paid_by_us + 5 + 7
         await w.service.step()
         assert roots.claim_batches == [32, 7, 1, 1]  # the refused claim is not sent again
 
