@@ -64,7 +64,7 @@ from fedrelay.adapters.devnet.toolchain import foundry_binary
 from fedrelay.adapters.devnet.worker_program import LAMPORTS_PER_SOL, Deployment, deploy
 from fedrelay.adapters.devnet.wormhole_core import deploy_wormhole_core, pinned
 from fedrelay.adapters.evm.artifacts import CONTRACTS_DIR
-from fedrelay.adapters.evm.batch import BatchResult
+from fedrelay.adapters.evm.batch import BatchDelivery, BatchResult
 from fedrelay.adapters.evm.core import AnyCore, CoreKind, MessageCoreContract
 from fedrelay.adapters.solana import instructions as ix
 from fedrelay.adapters.solana.client import WorkerProgramClient
@@ -189,8 +189,8 @@ class Design:
             "max_batch": {"evm": self.evm_max_batch, "solana": self.solana_max_batch},
             "deliveries": "one VAA per transaction (the relayer's default batch size, 1)"
             if self.deliver_batch == 1
-            else f"VAAs to the JobMarket in receiveMessages batches of up to {self.deliver_batch}"
-            " (the relayer's FEDRELAY_DELIVER_BATCH_MAX); to the WorkerHub one per transaction",
+            else "VAAs to the JobMarket and to the WorkerHub, each in receiveMessages batches of "
+            f"up to {self.deliver_batch} (the relayer's FEDRELAY_DELIVER_BATCH_MAX)",
             "commit": "each EVM worker's own commitUpdate transaction"
             if self.commit is CommitPath.OWN
             else f"EVM workers' signed commitments, {SIGNED_PER_TRANSACTION} to a "
@@ -231,19 +231,33 @@ class _Rig:
     solana_cursor: int = 0
     design: Design = Design()
     pending: list[bytes] = field(default_factory=list)
+    hub_pending: list[bytes] = field(default_factory=list)
 
     def fund(self, chain: evm.EvmChain, address: str) -> None:
         chain.w3.provider.make_request(RPCEndpoint("anvil_setBalance"), [address, hex(10**22)])
 
     # --- relaying, as the relayer does it: one VAA per delivery transaction, or with
-    # `deliver_batch` > 1 the VAAs for the JobMarket held and sent in `receiveMessages` batches
-    # (the relayer's FEDRELAY_DELIVER_BATCH_MAX) --------------------------------------------
+    # `deliver_batch` > 1 the VAAs for each EVM receiver (the JobMarket, the WorkerHub) held and
+    # sent in `receiveMessages` batches (the relayer's FEDRELAY_DELIVER_BATCH_MAX) -------------
 
     def to_hub(self, receipt: Any) -> None:
         """Deliver what a coordinator-chain transaction published for the EVM worker chain."""
         for message in self.core2.published_messages(receipt):
             vaa = self.guardians.vaa(COORDINATOR, message.emitter_address, message.payload)
-            self.relay_to_market(self.hub.receive_message(self.relayer, vaa))
+            if self.design.deliver_batch == 1:
+                self.relay_to_market(self.hub.receive_message(self.relayer, vaa))
+                continue
+            self.hub_pending.append(vaa)
+            if len(self.hub_pending) == self.design.deliver_batch:
+                self.flush_hub()
+
+    def flush_hub(self) -> None:
+        """Deliver the VAAs held for the WorkerHub in one batch (each entry must apply), and
+        relay what the batch published."""
+        if not self.hub_pending:
+            return
+        vaas, self.hub_pending = self.hub_pending, []
+        self.relay_to_market(_applied(self.hub.receive_batch(self.relayer, vaas), "WorkerHub"))
 
     async def to_program(self, receipt: Any) -> None:
         """Deliver what a coordinator-chain transaction published for the Solana program."""
@@ -278,14 +292,21 @@ class _Rig:
             self.flush()
 
     def flush(self) -> None:
-        """Deliver the VAAs held for the JobMarket in one batch (each entry must apply)."""
+        """Deliver the VAAs held for the WorkerHub, then those held for the JobMarket, each in
+        one batch (each entry must apply)."""
+        self.flush_hub()
         if not self.pending:
             return
-        delivery = self.market.receive_batch(self.relayer, self.pending)
-        refused = [e for e in delivery.entries if e.result is not BatchResult.APPLIED]
-        if refused:
-            raise RuntimeError(f"batch entries not applied: {refused}")
-        self.pending = []
+        vaas, self.pending = self.pending, []
+        _applied(self.market.receive_batch(self.relayer, vaas), "JobMarket")
+
+
+def _applied(delivery: BatchDelivery, receiver: str) -> Any:
+    """The receipt of a batch delivery whose every entry applied."""
+    refused = [e for e in delivery.entries if e.result is not BatchResult.APPLIED]
+    if refused:
+        raise RuntimeError(f"{receiver} batch entries not applied: {refused}")
+    return delivery.receipt
 
 
 def _stop_the_clock(chain: evm.EvmChain) -> None:
@@ -369,6 +390,7 @@ async def _round_evm(rig: _Rig, job_id: int, number: int, crew: Sequence[evm.Sig
     tasks = _in_key_order(Task(key, i) for i, key in enumerate(keys))
     for chunk in _chunks(tasks, rig.design.evm_max_batch):
         rig.to_hub(rig.market.assign_tasks(rig.aggregator, job_id, WORKER_EVM, DEADLINE, chunk))
+    rig.flush_hub()  # every task is on the worker chain before its worker commits
     if rig.design.commit is CommitPath.SIGNED:
         # Each worker signs; the last one submits the round's signatures, as many to a
         # transaction as the benchmark's batch.

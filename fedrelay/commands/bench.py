@@ -95,8 +95,8 @@ def cost(
         typer.Option(
             min=1,
             max=256,
-            help="VAAs per receiveMessages transaction to the JobMarket (the relayer's "
-            "FEDRELAY_DELIVER_BATCH_MAX; default 1, one VAA per transaction).",
+            help="VAAs per receiveMessages transaction to the JobMarket and to the WorkerHub "
+            "(the relayer's FEDRELAY_DELIVER_BATCH_MAX; default 1, one VAA per transaction).",
         ),
     ] = 1,
     core: Annotated[
