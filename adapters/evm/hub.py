@@ -59,12 +59,21 @@ class HubTask:
 
 @dataclass(frozen=True)
 class CommitLog:
-    """A job round's commitments on a worker chain: the hash chain over them (from zero, in the
-    order recorded), its value after the last published one, and the block of the first."""
+    """A job round's log on a worker chain: its commitments' hash chain (from zero, in the order
+    recorded), the chain's value after the last published one, and the block of the first; how
+    many of the round's tasks were created here and how many have had their settlement entry
+    (the round is settled here once both are equal)."""
 
     head: bytes
     published_head: bytes
     first_block: int
+    created: int = 0
+    closed: int = 0
+
+    @property
+    def settled(self) -> bool:
+        """Whether every task of the round created here has had its ROUND_SETTLED entry."""
+        return self.created != 0 and self.closed == self.created
 
     @property
     def pending(self) -> bool:
@@ -103,6 +112,27 @@ class WorkerHubContract:
         """Start unbonding `amount` wei of the signer's stake (refused below what tasks lock)."""
         function = self.contract.functions.requestUnbond(amount)
         return self.chain.transact(signer, function, value=self._change_fee(signer))
+
+    def release_settled(self, signer: Signer, job_id: int, workers: Sequence[str]) -> TxReceipt:
+        """Free the locks that ``workers``' settled tasks of ``job_id`` still hold (anyone may
+        send it: a settlement without a slash leaves each lock to the job's task two rounds on)."""
+        addresses = [self.chain.w3.to_checksum_address(w) for w in workers]
+        function = self.contract.functions.releaseSettled(job_id, addresses)
+        return self.chain.transact(signer, function)
+
+    def settled_locks(self, job_id: int, workers: Sequence[str]) -> int:
+        """How many task locks :meth:`release_settled` would free now (a call, no transaction)."""
+        addresses = [self.chain.w3.to_checksum_address(w) for w in workers]
+        return int(self.chain.call(self.contract.functions.releaseSettled(job_id, addresses)))
+
+    def jobs_of(self, worker: str, from_block: int, to_block: int) -> set[int]:
+        """The jobs that assigned ``worker`` a task in blocks ``from_block..to_block``."""
+        events = self.contract.events.TaskAssigned().get_logs(
+            argument_filters={"worker": self.chain.w3.to_checksum_address(worker)},
+            from_block=from_block,
+            to_block=to_block,
+        )
+        return {int(e["args"]["jobId"]) for e in events}
 
     def withdraw_stake(self, signer: Signer) -> TxReceipt:
         """Withdraw unbonded stake once the delay passed."""
@@ -207,7 +237,7 @@ class WorkerHubContract:
     def commit_log(self, job_id: int, round_number: int) -> CommitLog:
         """The round's commit log (all zero before its first commitment)."""
         raw = self.chain.call(self.contract.functions.getCommitLog(job_id, round_number))
-        return CommitLog(bytes(raw[0]), bytes(raw[1]), int(raw[2]))
+        return CommitLog(bytes(raw[0]), bytes(raw[1]), int(raw[2]), int(raw[3]), int(raw[4]))
 
     def round_commitments(self, job_id: int, round_number: int) -> tuple[Commitment, ...]:
         """Every commitment of the round recorded up to the log's head, in the order recorded,

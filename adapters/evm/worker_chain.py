@@ -48,6 +48,8 @@ from fedrelay.protocol.wormhole import MAX_BATCH
 _PUBLISH_ATTEMPTS = 3
 #: Blocks read per ``eth_getLogs`` request.
 LOG_RANGE = 2_000
+LOCK_UNAVAILABLE = 2
+"""``WorkerHub.RefusalReason.LockUnavailable``: the worker's free stake did not cover the lock."""
 EVM_WORKER_CHAIN = 4
 
 _T = TypeVar("_T")
@@ -173,7 +175,19 @@ class EvmWorkerChain:
             for e in mine
             if e.name == "TaskReleased"
         )
+        if any(self._starved(e) for e in events):
+            # Locks of settled tasks (earlier jobs' last rounds) left too little free stake for
+            # a task: free them, so that the next assignment finds the stake.
+            await self.release_settled_locks()
         return ChainPoll(assigned, settled, max(cursor, last + 1))
+
+    def _starved(self, event: ContractEvent) -> bool:
+        """Whether ``event`` refused this worker a task for want of free stake."""
+        return (
+            event.name == "TaskRefused"
+            and bytes(event.args["workerKey"]) == self.worker_key
+            and int(event.args["reason"]) == LOCK_UNAVAILABLE
+        )
 
     async def _release_at(self, job_id: int, round_number: int) -> int:
         """When this worker's task may be released unsettled (``Task.releaseAt``; not in
@@ -342,8 +356,33 @@ class EvmWorkerChain:
         return await self._run(publish)
 
     async def begin_unstake(self, amount: int) -> None:
-        """``requestUnbond(amount)``."""
+        """``requestUnbond(amount)``, once the locks of this worker's settled tasks are freed
+        (:meth:`release_settled_locks`)."""
+        await self.release_settled_locks()
         await self._run(lambda: self.hub.request_unbond(self._signer, amount))
+
+    async def release_settled_locks(self) -> int:
+        """Free the locks this worker's settled tasks still hold (``releaseSettled`` for each
+        job that assigned it a task since the start block and holds such a lock: a settlement
+        without a slash leaves a task's lock to the job's task two rounds on, which a job's
+        last two rounds never have). Returns how many locks were freed."""
+        me = self._signer.address
+        if (await self._run(lambda: self.hub.staker(me))).active_tasks == 0:
+            return 0  # no task holds a lock (a job's lock may be zero)
+        latest = await self._run(lambda: int(self._chain.w3.eth.block_number))
+        jobs: set[int] = set()
+        start = max(self._start_block, 0)
+        while start <= latest:
+            end = min(latest, start + LOG_RANGE - 1)
+            jobs |= await self._run(partial(self.hub.jobs_of, me, start, end))
+            start = end + 1
+        freed = 0
+        for job_id in sorted(jobs):
+            count = await self._run(partial(self.hub.settled_locks, job_id, [me]))
+            if count:
+                await self._run(partial(self.hub.release_settled, self._signer, job_id, [me]))
+                freed += count
+        return freed
 
     async def withdraw_stake(self) -> None:
         """``withdrawStake()``."""

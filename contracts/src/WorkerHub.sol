@@ -16,7 +16,11 @@ import {PayloadCodec} from "./libraries/PayloadCodec.sol";
 /// Stake that backs work cannot leave: a task is created only for a registered worker whose bonded
 /// stake meets the job's minimum and who has the task's lock free; the lock stays until the task is
 /// settled, or released by its worker once the job's release time has passed with no settlement.
-/// An unbond request that would cut into locked stake is refused. Every change of a registered
+/// A settlement that slashes nobody writes nothing of its workers: their tasks count as settled
+/// once every task of their round on this chain has had its entry (the round's log counts both),
+/// and each lock is freed when the job's round two on takes over the task's slot or by
+/// `releaseSettled` (anyone, for any workers). An unbond request that would cut into locked stake
+/// is refused. Every change of a registered
 /// worker's bonded stake, and every refused or released task, is reported to the coordinator
 /// chain as STAKE_CHANGED so that its selection uses the stake the worker really has.
 ///
@@ -54,9 +58,10 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     }
 
     /// @dev Two storage slots. The first holds everything a task's assignment, commitment and
-    /// settlement read or write (bonded stake, the sum of its open tasks' locks, their count and
-    /// the registration), so each touches one slot of its worker; the second what unbonding and
-    /// stake reports use. 104 bits hold any stake (2e31 wei): `stake` refuses more.
+    /// slash read or write (bonded stake, the locks its tasks hold, their count and the
+    /// registration), so each touches one slot of its worker; the second what unbonding and stake
+    /// reports use. 104 bits hold any stake (2e31 wei): `stake` refuses more. A task holds its
+    /// lock while it is Assigned or Committed, also once its round has settled (see `Task`).
     struct Staker {
         uint104 staked;
         uint104 locked;
@@ -78,6 +83,13 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     /// lock fits 96 bits: it is at most the worker's free bonded stake (else the entry is
     /// refused), which is part of this contract's balance. The update hash is not stored either:
     /// it is in `UpdateCommitted` and in the UPDATE_COMMITTED message.
+    ///
+    /// A settlement entry writes its task only when it slashes (state Settled, lock freed). Any
+    /// other leaves the task Assigned or Committed, holding its lock; the task is settled once
+    /// its round is (`_settled`: every task the round's log counts as created has had its entry),
+    /// which refuses its commitment and its release. Its lock goes to the task that takes over
+    /// the slot two rounds on (a worker's stake record is then not written at all when the locks
+    /// are equal), or is freed by `releaseSettled` (state Settled).
     struct Task {
         TaskState state;
         uint32 round;
@@ -111,14 +123,23 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         TooLate
     }
 
-    /// @notice A job round's commitments on this chain: `head` chains them in the order they were
-    /// recorded (`PayloadCodec.chainCommitment` from zero), `publishedHead` is its value after the
-    /// last published one, `firstBlock` the block of the first (where a publisher starts reading
-    /// `UpdateCommitted` for the entries). A commitment writes `head` only.
+    /// @notice A job round's log on this chain. Its commitments: `head` chains them in the order
+    /// they were recorded (`PayloadCodec.chainCommitment` from zero), `publishedHead` is its value
+    /// after the last published one, `firstBlock` the block of the first (where a publisher
+    /// starts reading `UpdateCommitted` for the entries); a commitment writes `head` only. Its
+    /// tasks: `created`, how many TASK_ASSIGNED entries created a task; `closed`, how many
+    /// ROUND_SETTLED entries met one of them (Assigned, Committed or Released). The round is
+    /// settled here when both are equal and not zero: a task meets at most one entry (the
+    /// coordinator chain settles a round once, one entry per task), so every task created has
+    /// had its entry. An entry that arrives before its task's assignment meets none and is not
+    /// counted: the round then stays open and its workers release their tasks after the job's
+    /// release time, as when no settlement comes.
     struct CommitLog {
         bytes32 head;
         bytes32 publishedHead;
         uint64 firstBlock;
+        uint32 created;
+        uint32 closed;
     }
 
     bytes32 private constant DOMAIN_TYPEHASH =
@@ -182,8 +203,14 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     event CommitmentsPublished(
         uint64 indexed jobId, uint32 indexed round, uint256 count, bytes32 head, uint64 firstSequence
     );
+    /// @notice A task's ROUND_SETTLED entry was applied (`outcome`: accepted, dropped or
+    /// slashed). Only a slash writes the task and frees its lock here; the others leave the lock
+    /// held until the slot's next task or `releaseSettled` (see `Task`).
     event TaskReleased(bytes32 indexed taskId, address indexed worker, uint8 outcome);
     event TaskExpiredReleased(bytes32 indexed taskId, address indexed worker);
+    /// @notice `releaseSettled` freed the locks (`lock` in all) that `tasks` of the worker's
+    /// settled tasks in the job still held.
+    event SettledLocksFreed(uint64 indexed jobId, address indexed worker, uint256 tasks, uint256 lock);
     event SettlementSkipped(bytes32 indexed taskId, bytes32 indexed workerKey, SkipReason reason);
     event Slashed(bytes32 indexed taskId, address indexed worker, uint256 amount);
     event SlashCredited(bytes32 indexed recipient, uint256 amount);
@@ -354,62 +381,90 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         (PayloadCodec.TaskAssigned memory m, uint256 count) = PayloadCodec.decodeTaskAssignedHead(payload);
         uint256 required = uint256(m.minStake) * DECIMALS_FACTOR;
         uint256 lock = uint256(m.stakeLock) * DECIMALS_FACTOR;
+        uint256 created = 0;
         for (uint256 i = 0; i < count; ++i) {
             (bytes32 workerKey, uint32 shard) = PayloadCodec.assignmentAt(payload, i);
-            _assignEntry(m, workerKey, shard, required, lock);
+            if (_assignEntry(m, workerKey, shard, required, lock)) ++created;
         }
+        // at most 255 entries a message; a round's count cannot reach 2^32
+        if (created != 0) _commitLogs[_logKey(m.header.jobId, m.round)].created += uint32(created);
     }
 
-    /// @dev Create one entry's task, or skip it (TaskRefused) without touching the rest.
+    /// @dev Create one entry's task (true), or skip it (TaskRefused) without touching the rest.
+    /// The slot's earlier task, two rounds before, is overwritten once it no longer holds a lock
+    /// or its round has settled (its lock then passes to the new task); while it is open the
+    /// entry is refused (`PreviousTaskOpen`).
     function _assignEntry(
         PayloadCodec.TaskAssigned memory m,
         bytes32 workerKey,
         uint32 shard,
         uint256 required,
         uint256 lock
-    ) private {
+    ) private returns (bool) {
         bytes32 taskId = taskIdOf(m.header.jobId, m.round, workerKey);
         if (uint256(workerKey) >> 160 != 0 || workerKey == bytes32(0)) {
             // No worker of this chain has such a key; the coordinator chain never knew one.
             emit TaskRefused(taskId, workerKey, RefusalReason.InvalidWorkerKey);
-            return;
+            return false;
         }
         address worker = address(uint160(uint256(workerKey)));
         bytes32 slot = _slotOf(m.header.jobId, m.round, worker);
         Task storage task = _tasks[slot];
-        if (task.state != TaskState.None && task.round == m.round) {
+        TaskState state = task.state;
+        if (state != TaskState.None && task.round == m.round) {
             emit TaskRefused(taskId, workerKey, RefusalReason.AlreadyAssigned);
-            return;
+            return false;
         }
         Staker storage s = _stakers[worker];
         bool refused;
         RefusalReason why;
-        if (task.state == TaskState.Assigned || task.state == TaskState.Committed) {
-            (refused, why) = (true, RefusalReason.PreviousTaskOpen); // its lock must be freed first
+        // Whether the earlier task still holds a lock, which passes to this one
+        bool takesOver = state == TaskState.Assigned || state == TaskState.Committed;
+        uint256 held = 0;
+        if (takesOver && !_settled(m.header.jobId, task.round)) {
+            (refused, why) = (true, RefusalReason.PreviousTaskOpen); // its settlement must come first
         } else {
-            (refused, why) = _refusal(s, required, lock);
+            if (takesOver) held = task.lock;
+            (refused, why) = _refusal(s, required, lock, held);
         }
         if (refused) {
             emit TaskRefused(taskId, workerKey, why);
             _publishStakeChange(worker, s, PayloadCodec.STAKE_TASK_REFUSED, taskId, _reserveFee());
-            return;
+            return false;
         }
         // lock <= free bonded stake (`_refusal`), so it fits in 96 bits
         _tasks[slot] = Task(TaskState.Assigned, m.round, _toTime(m.deadline), _toTime(m.releaseAt), uint96(lock));
-        s.locked += uint104(lock);
-        s.activeTasks += 1;
+        if (!takesOver) {
+            s.locked += uint104(lock);
+            s.activeTasks += 1;
+        } else if (held != lock) {
+            s.locked = uint104(uint256(s.locked) - held + lock); // held is part of locked
+        }
         emit TaskAssigned(taskId, m.header.jobId, m.round, worker, shard, m.deadline);
+        return true;
     }
 
-    function _refusal(Staker storage s, uint256 required, uint256 lock)
+    /// @dev Why `s` cannot take a task with `lock`, when `held` of its locks is freed for it.
+    function _refusal(Staker storage s, uint256 required, uint256 lock, uint256 held)
         private
         view
         returns (bool refused, RefusalReason why)
     {
         if (!s.registered) return (true, RefusalReason.NotRegistered);
         if (s.staked < required) return (true, RefusalReason.BelowMinStake);
-        if (s.staked - s.locked < lock) return (true, RefusalReason.LockUnavailable);
+        // locked <= staked always: a lock is taken from free stake, a slash takes at most it
+        if (s.staked - (s.locked - held) < lock) return (true, RefusalReason.LockUnavailable);
         return (false, RefusalReason.NotRegistered);
+    }
+
+    /// @dev Whether the job round's tasks on this chain have all had their settlement entries.
+    function _settled(uint64 jobId, uint32 round) private view returns (bool) {
+        return _closedLog(_commitLogs[_logKey(jobId, round)]);
+    }
+
+    function _closedLog(CommitLog storage log) private view returns (bool) {
+        uint32 created = log.created;
+        return created != 0 && log.closed == created;
     }
 
     function _onRoundSettled(bytes memory payload) private {
@@ -417,6 +472,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         address[] memory honest = new address[](count);
         uint256 honestCount = 0;
         uint256 slashed = 0;
+        uint256 closed = 0;
         for (uint256 i = 0; i < count; ++i) {
             (bytes32 workerKey, uint8 outcome, uint64 slash) = PayloadCodec.settlementAt(payload, i);
             bytes32 taskId = taskIdOf(m.header.jobId, m.round, workerKey);
@@ -424,29 +480,33 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
             // the task of the address in its low bits.
             address worker = address(uint160(uint256(workerKey)));
             Task storage task = _tasks[_slotOf(m.header.jobId, m.round, worker)];
-            if (uint256(workerKey) >> 160 != 0 || task.state == TaskState.None || task.round != m.round) {
+            TaskState state = task.state;
+            if (uint256(workerKey) >> 160 != 0 || state == TaskState.None || task.round != m.round) {
                 emit SettlementSkipped(taskId, workerKey, SkipReason.UnknownTask);
                 continue;
             }
-            if (task.state == TaskState.Settled) {
+            if (state == TaskState.Settled) {
                 emit SettlementSkipped(taskId, workerKey, SkipReason.AlreadySettled);
                 continue;
             }
-            if (task.state == TaskState.Released) {
+            ++closed; // the task's one entry: released or not, it counts toward its round's close
+            if (state == TaskState.Released) {
                 emit SettlementSkipped(taskId, workerKey, SkipReason.Released);
                 continue;
             }
-            task.state = TaskState.Settled;
-            Staker storage staker = _stakers[worker];
-            staker.locked -= task.lock;
-            staker.activeTasks -= 1;
             if (outcome == PayloadCodec.OUTCOME_SLASHED) {
-                slashed += _slash(taskId, worker, task.lock, staker, uint256(slash) * DECIMALS_FACTOR);
+                task.state = TaskState.Settled;
+                Staker storage staker = _stakers[worker];
+                uint256 lock = task.lock;
+                staker.locked -= uint104(lock);
+                staker.activeTasks -= 1;
+                slashed += _slash(taskId, worker, lock, staker, uint256(slash) * DECIMALS_FACTOR);
             } else if (outcome == PayloadCodec.OUTCOME_ACCEPTED) {
                 honest[honestCount++] = worker;
             }
             emit TaskReleased(taskId, worker, outcome);
         }
+        if (closed != 0) _commitLogs[_logKey(m.header.jobId, m.round)].closed += uint32(closed);
         if (slashed != 0) _distribute(m, honest, honestCount, slashed);
     }
 
@@ -506,8 +566,8 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint32 numSamples,
         uint32 trainLoss
     ) external {
-        _markCommitted(jobId, round);
         CommitLog storage log = _commitLogs[_logKey(jobId, round)];
+        _markCommitted(jobId, round, log);
         bytes32 head = log.head;
         if (head == bytes32(0)) log.firstBlock = uint64(block.number);
         bytes32 commitment = PayloadCodec.commitmentHash(updateHash, transcriptRoot, dataRoot, numSamples, trainLoss);
@@ -612,7 +672,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
             bytes32 commitment =
                 PayloadCodec.commitmentHash(e.updateHash, e.transcriptRoot, e.dataRoot, e.numSamples, e.trainLoss);
             address worker = _signer(_digest(domain, jobId, round, commitment), e.r, e.vs);
-            CommitSkip skip = worker == address(0) ? CommitSkip.BadSignature : _tryCommit(jobId, round, worker);
+            CommitSkip skip = worker == address(0) ? CommitSkip.BadSignature : _tryCommit(jobId, round, worker, log);
             if (skip != CommitSkip.None) {
                 emit CommitmentSkipped(jobId, round, worker, skip);
                 continue;
@@ -703,12 +763,12 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         return _commitLogs[_logKey(jobId, round)];
     }
 
-    function _markCommitted(uint64 jobId, uint32 round) private {
+    function _markCommitted(uint64 jobId, uint32 round, CommitLog storage log) private {
         bytes32 taskId = taskIdOf(jobId, round, PayloadCodec.toBytes32(msg.sender));
         Task storage task = _tasks[_slotOf(jobId, round, msg.sender)];
         if (task.state == TaskState.None || task.round != round) revert NotAssignedWorker(taskId, msg.sender);
         if (task.state == TaskState.Committed) revert AlreadyCommitted(taskId);
-        if (task.state == TaskState.Settled) revert TaskAlreadySettled(taskId);
+        if (task.state == TaskState.Settled || _closedLog(log)) revert TaskAlreadySettled(taskId);
         if (task.state == TaskState.Released) revert TaskAlreadyReleased(taskId);
         uint256 staked = _stakers[msg.sender].staked;
         if (staked < task.lock) revert StakeBelowTaskLock(taskId, staked, task.lock);
@@ -718,12 +778,15 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
 
     /// @dev `_markCommitted`'s rules for `worker`, as a reason instead of a revert
     /// (`None` when the task was marked committed).
-    function _tryCommit(uint64 jobId, uint32 round, address worker) private returns (CommitSkip) {
+    function _tryCommit(uint64 jobId, uint32 round, address worker, CommitLog storage log)
+        private
+        returns (CommitSkip)
+    {
         Task storage task = _tasks[_slotOf(jobId, round, worker)];
         TaskState state = task.state;
         if (state == TaskState.None || task.round != round) return CommitSkip.NotAssigned;
         if (state == TaskState.Committed) return CommitSkip.AlreadyCommitted;
-        if (state != TaskState.Assigned) return CommitSkip.TaskClosed;
+        if (state != TaskState.Assigned || _closedLog(log)) return CommitSkip.TaskClosed;
         if (_stakers[worker].staked < task.lock) return CommitSkip.StakeBelowLock;
         if (block.timestamp > task.deadline) return CommitSkip.TooLate;
         task.state = TaskState.Committed;
@@ -741,6 +804,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         if (task.state == TaskState.None || task.round != round) revert UnknownTask(taskId);
         if (task.state == TaskState.Settled) revert TaskAlreadySettled(taskId);
         if (task.state == TaskState.Released) revert TaskAlreadyReleased(taskId);
+        if (_settled(jobId, round)) revert TaskAlreadySettled(taskId); // `releaseSettled` frees its lock
         if (block.timestamp <= task.releaseAt) revert ReleaseTooEarly(taskId, task.releaseAt);
         task.state = TaskState.Released;
         Staker storage s = _stakers[msg.sender];
@@ -748,6 +812,35 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         s.activeTasks -= 1;
         emit TaskExpiredReleased(taskId, msg.sender);
         sequence = _publishStakeChange(msg.sender, s, PayloadCodec.STAKE_TASK_RELEASED, taskId, fee);
+    }
+
+    /// @notice Free the locks that `workers`' tasks of `jobId` still hold although their rounds
+    /// have settled (see `Task`: a settlement without a slash leaves the lock to the job's task
+    /// two rounds on, which a job's last two rounds never have). Anyone may call it for anyone:
+    /// it frees only stake no task needs, and changes no bonded stake. A worker's stake record
+    /// is written once for both of its task slots in the job.
+    /// @return freed How many tasks' locks were freed.
+    function releaseSettled(uint64 jobId, address[] calldata workers) external returns (uint256 freed) {
+        for (uint256 i = 0; i < workers.length; ++i) {
+            address worker = workers[i];
+            uint256 lock = 0;
+            uint256 tasks = 0;
+            for (uint32 parity = 0; parity < 2; ++parity) {
+                Task storage task = _tasks[_slotOf(jobId, parity, worker)];
+                TaskState state = task.state;
+                if (state != TaskState.Assigned && state != TaskState.Committed) continue;
+                if (!_settled(jobId, task.round)) continue;
+                task.state = TaskState.Settled;
+                lock += task.lock;
+                ++tasks;
+            }
+            if (tasks == 0) continue;
+            Staker storage s = _stakers[worker];
+            s.locked -= uint104(lock); // both were part of locked
+            s.activeTasks -= uint32(tasks);
+            freed += tasks;
+            emit SettledLocksFreed(jobId, worker, tasks, lock);
+        }
     }
 
     // ------------------------------------------------------------------ slashed funds
@@ -787,18 +880,34 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     }
 
     /// @notice The task of `workerKey` in `jobId` round `round` (all zero when there is none,
-    /// or when a later round of the job has taken its slot).
+    /// or when a later round of the job has taken its slot). A task whose round has settled
+    /// reads Settled, also while it still holds its lock (`releaseSettled`).
     function getTask(uint64 jobId, uint32 round, bytes32 workerKey) external view returns (Task memory task) {
         if (uint256(workerKey) >> 160 != 0) return task;
         task = _tasks[_slotOf(jobId, round, address(uint160(uint256(workerKey))))];
-        if (task.round != round) delete task;
+        if (task.round != round) {
+            delete task;
+        } else if ((task.state == TaskState.Assigned || task.state == TaskState.Committed) && _settled(jobId, round)) {
+            task.state = TaskState.Settled;
+        }
+    }
+
+    /// @notice Whether every task of `jobId` round `round` created on this chain has had its
+    /// ROUND_SETTLED entry (false before its first task).
+    function isRoundSettled(uint64 jobId, uint32 round) external view returns (bool) {
+        return _settled(jobId, round);
     }
 
     // ------------------------------------------------------------------ internals
 
     /// @dev Where a job round's commit log lives: keccak256(u64 job_id || u32 round).
-    function _logKey(uint64 jobId, uint32 round) private pure returns (bytes32) {
-        return keccak256(abi.encodePacked(jobId, round));
+    function _logKey(uint64 jobId, uint32 round) private pure returns (bytes32 key) {
+        assembly ("memory-safe") {
+            // 12 bytes in the scratch space
+            mstore(0x00, shl(192, jobId))
+            mstore(0x08, shl(224, round))
+            key := keccak256(0x00, 12)
+        }
     }
 
     /// @dev Where a worker's task of `jobId` round `round` lives: keccak256(u64 job_id || u8

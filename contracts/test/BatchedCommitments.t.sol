@@ -702,8 +702,13 @@ contract HubToMarketEndToEndTest is MarketFixture {
         vm.recordLogs();
         settle(jobId, 0);
         relay(address(core), COORDINATOR, address(hub));
+        address[] memory workers = new address[](4);
         for (uint256 i = 0; i < 4; ++i) {
             assertEq(uint8(hub.getTask(jobId, 0, workerKey(i)).state), uint8(WorkerHub.TaskState.Settled), "settled");
+            workers[i] = hubWorker(i);
+        }
+        assertEq(hub.releaseSettled(jobId, workers), 4, "the job's last round: anyone frees the locks");
+        for (uint256 i = 0; i < 4; ++i) {
             assertEq(hub.getStaker(hubWorker(i)).locked, 0, "lock freed");
         }
         assertEq(market.claimable(payoutOf(2), address(0)), 1 ether, "paid");

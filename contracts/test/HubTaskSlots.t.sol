@@ -62,8 +62,89 @@ contract HubTaskSlotsTest is HubFixture {
         assertEq(stateOf(5, 0, worker(1)), uint8(WorkerHub.TaskState.Assigned), "round 0 untouched");
         settle(5, 0, worker(1), PayloadCodec.OUTCOME_SLASHED, 0.5e8);
         assertEq(stateOf(5, 0, worker(1)), uint8(WorkerHub.TaskState.Settled), "round 0 settled late");
-        assertEq(hub.getStaker(worker(1)).locked, 0, "both locks freed");
+        assertEq(hub.getStaker(worker(1)).locked, 1 ether, "the slash freed round 0's lock; round 1's is held");
         assertEq(hub.getStaker(worker(1)).staked, 1.5 ether, "round 0's slash taken");
+        assertEq(hub.releaseSettled(5, one(worker(1))), 1, "round 1's lock");
+        assertEq(hub.getStaker(worker(1)).locked, 0, "both locks freed");
+    }
+
+    function test_settledTask_passesItsLockToTheSlotsNextTask() public {
+        stakeAs(worker(1), 1 ether); // one lock
+        assignTo(5, 0, one(worker(1)));
+        settle(5, 0, worker(1), PayloadCodec.OUTCOME_ACCEPTED, 0);
+        WorkerHub.Staker memory before = hub.getStaker(worker(1));
+        assertEq(before.locked, 1 ether, "held past the settlement");
+        vm.recordLogs();
+        assignTo(5, 2, one(worker(1)));
+        assertEq(refusalsPublished(), 0, "not refused: round 0's lock passes to round 2");
+        assertEq(stateOf(5, 2, worker(1)), uint8(WorkerHub.TaskState.Assigned), "round 2 in the slot");
+        WorkerHub.Staker memory later = hub.getStaker(worker(1));
+        assertEq(later.locked, 1 ether, "one lock");
+        assertEq(later.activeTasks, 1, "one task holds it");
+        assertEq(later.stakeNonce, before.stakeNonce, "nothing reported");
+    }
+
+    function test_settledTaskWithAnotherLock_passesTheDifference() public {
+        stakeAs(worker(1), 1 ether);
+        assignTo(5, 0, one(worker(1)));
+        settle(5, 0, worker(1), PayloadCodec.OUTCOME_DROPPED, 0);
+        // The same job's round 2 with a smaller lock.
+        PayloadCodec.TaskAssigned memory m;
+        m.header = PayloadCodec.Header(2, WORKERS, toBytes32(address(hub)), 5);
+        m.round = 2;
+        m.deadline = uint64(block.timestamp + 1 days);
+        m.minStake = TASK_MIN_STAKE;
+        m.stakeLock = 0.25e8;
+        m.releaseAt = m.deadline + RELEASE_AFTER;
+        m.assignments = new PayloadCodec.Assignment[](1);
+        m.assignments[0] = PayloadCodec.Assignment(toBytes32(worker(1)), 0);
+        hub.receiveMessage(signedFromMarket(PayloadCodec.encode(m)));
+        assertEq(hub.getStaker(worker(1)).locked, 0.25 ether, "the new task's lock only");
+        assertEq(hub.getStaker(worker(1)).activeTasks, 1, "one task");
+    }
+
+    function test_roundSettledOnlyOnceEveryTaskHadItsEntry() public {
+        address[] memory ws = new address[](2);
+        (ws[0], ws[1]) = (worker(1), worker(2));
+        assignTo(5, 0, ws);
+        settle(5, 0, worker(1), PayloadCodec.OUTCOME_ACCEPTED, 0);
+        assertFalse(hub.isRoundSettled(5, 0), "worker 2's entry is missing");
+        assertEq(hub.releaseSettled(5, ws), 0, "nothing to free yet");
+        // Worker 1's round 2 must wait for worker 2's entry.
+        vm.expectEmit(true, true, false, true);
+        emit WorkerHub.TaskRefused(
+            taskOf(5, 2, worker(1)), toBytes32(worker(1)), WorkerHub.RefusalReason.PreviousTaskOpen
+        );
+        deliverAssigned(5, 2, one(worker(1)));
+        // An entry for a worker with no task in the round does not count.
+        settle(5, 0, worker(3), PayloadCodec.OUTCOME_ACCEPTED, 0);
+        assertFalse(hub.isRoundSettled(5, 0), "still missing");
+        settle(5, 0, worker(2), PayloadCodec.OUTCOME_ACCEPTED, 0);
+        assertTrue(hub.isRoundSettled(5, 0), "both entries");
+        WorkerHub.CommitLog memory log = hub.getCommitLog(5, 0);
+        assertEq(log.created, 2, "two tasks");
+        assertEq(log.closed, 2, "two entries");
+        assertEq(hub.releaseSettled(5, ws), 2, "both locks");
+    }
+
+    function test_releasedTask_countsItsLateEntryButFreesNothingTwice() public {
+        address[] memory ws = new address[](2);
+        (ws[0], ws[1]) = (worker(1), worker(2));
+        assignTo(5, 0, ws);
+        vm.warp(hub.getTask(5, 0, toBytes32(worker(1))).releaseAt + 1);
+        vm.prank(worker(1));
+        hub.releaseExpiredTask(5, 0);
+        assertEq(hub.getStaker(worker(1)).locked, 0, "released");
+        settle(5, 0, worker(1), PayloadCodec.OUTCOME_ACCEPTED, 0);
+        settle(5, 0, worker(2), PayloadCodec.OUTCOME_ACCEPTED, 0);
+        assertTrue(hub.isRoundSettled(5, 0), "the released task's entry counts");
+        assertEq(hub.releaseSettled(5, ws), 1, "worker 2's lock only");
+        assertEq(hub.getStaker(worker(1)).locked, 0, "nothing freed twice");
+        // Worker 2's task cannot be released after its round settled.
+        bytes32 settledTask = taskOf(5, 0, worker(2));
+        vm.prank(worker(2));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.TaskAlreadySettled.selector, settledTask));
+        hub.releaseExpiredTask(5, 0);
     }
 
     function test_slotHeldByAnOpenTask_refusesTheLaterRoundAndReportsIt() public {

@@ -481,7 +481,13 @@ contract HubHandler is HubFixture {
     uint256 public slashesAbovePolicy;
     /// Tasks created for a worker whose bonded stake was below the minimum or lock; must stay 0.
     uint256 public tasksBelowMinimum;
+    /// `releaseSettled` calls that freed another number of locks than the settled tasks held;
+    /// must stay 0.
+    uint256 public releasesMiscounted;
     bytes32[] internal openTasks;
+    /// Tasks settled without a slash, whose lock the hub still holds (until the slot's next task
+    /// or `releaseSettled`).
+    bytes32[] internal heldTasks;
     mapping(uint64 => uint32) internal nextRound;
 
     /// Each job round's commit log as the handler expects it: the chain over all its commitments
@@ -599,23 +605,62 @@ contract HubHandler is HubFixture {
             ++tasksBelowMinimum;
         }
         openTasks.push(bytes32(uint256(jobId) << 192 | uint256(round) << 160 | uint160(w)));
+        // A settled task of the same job and worker in the same slot passed its lock on.
+        for (uint256 i = 0; i < heldTasks.length;) {
+            (uint64 heldJob, uint32 heldRound, address heldWorker) = unpack(heldTasks[i]);
+            if (heldJob == jobId && heldWorker == w && heldRound % 2 == round % 2) {
+                heldTasks[i] = heldTasks[heldTasks.length - 1];
+                heldTasks.pop();
+            } else {
+                ++i;
+            }
+        }
     }
 
-    /// The locks of the open tasks the handler created for `w`, and how many there are.
+    /// Anyone frees the locks a worker's settled tasks of a job still hold.
+    function releaseSettled(uint256 who, uint256 job) external {
+        address w = worker(who % 4);
+        uint64 jobId = uint64(job % 3) + 1;
+        uint256 expected = 0;
+        for (uint256 i = 0; i < heldTasks.length;) {
+            (uint64 heldJob,, address heldWorker) = unpack(heldTasks[i]);
+            if (heldJob == jobId && heldWorker == w) {
+                heldTasks[i] = heldTasks[heldTasks.length - 1];
+                heldTasks.pop();
+                ++expected;
+            } else {
+                ++i;
+            }
+        }
+        if (hub.releaseSettled(jobId, one(w)) != expected) ++releasesMiscounted;
+    }
+
+    /// The locks of the tasks the handler created for `w` that should still hold one (open, or
+    /// settled without a slash and not yet passed on or freed), and how many there are.
     function openLocksOf(address w) external view returns (uint256 locked, uint256 count) {
         for (uint256 i = 0; i < openTasks.length; ++i) {
             if (address(uint160(uint256(openTasks[i]))) != w) continue;
             locked += uint256(TASK_LOCK) * 1e10;
             ++count;
         }
+        for (uint256 i = 0; i < heldTasks.length; ++i) {
+            if (address(uint160(uint256(heldTasks[i]))) != w) continue;
+            locked += uint256(TASK_LOCK) * 1e10;
+            ++count;
+        }
     }
 
-    /// Whether every open task the handler created is still held by the hub as its round's task.
+    /// Whether every open task the handler created is still held by the hub as its round's
+    /// task, and every settled one holding its lock reads settled.
     function openTasksHeld() external view returns (bool) {
         for (uint256 i = 0; i < openTasks.length; ++i) {
             (uint64 jobId, uint32 round, address w) = unpack(openTasks[i]);
             WorkerHub.TaskState state = hub.getTask(jobId, round, toBytes32(w)).state;
             if (state != WorkerHub.TaskState.Assigned && state != WorkerHub.TaskState.Committed) return false;
+        }
+        for (uint256 i = 0; i < heldTasks.length; ++i) {
+            (uint64 jobId, uint32 round, address w) = unpack(heldTasks[i]);
+            if (hub.getTask(jobId, round, toBytes32(w)).state != WorkerHub.TaskState.Settled) return false;
         }
         return true;
     }
@@ -804,6 +849,7 @@ contract HubHandler is HubFixture {
         entries[0] = PayloadCodec.Settlement(toBytes32(w), outcome, slash);
         hub.receiveMessage(signedFromMarket(settledBatch(jobId, round, toHonest ? 1 : 0, entries)));
         if (before - hub.getStaker(w).staked > uint256(TASK_LOCK) * 1e10) ++slashesAbovePolicy;
+        if (outcome != PayloadCodec.OUTCOME_SLASHED) heldTasks.push(packed); // its round's one task
     }
 
     function release(uint256 which) external {
@@ -871,6 +917,7 @@ contract WorkerHubInvariants is Test {
 
     function invariant_noOpenTaskLosesItsSlot() public view {
         assertTrue(handler.openTasksHeld(), "a later round took the slot of an open task");
+        assertEq(handler.releasesMiscounted(), 0, "releaseSettled freed another number of locks");
     }
 
     function invariant_commitLogsChainEveryCommitmentOnce() public view {

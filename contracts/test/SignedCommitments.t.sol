@@ -186,7 +186,8 @@ contract HubSignedCommitTest is SignedCommits {
         vm.expectEmit(true, true, true, true);
         emit WorkerHub.CommitmentSkipped(5, 1, signerAddr(7), WorkerHub.CommitSkip.NotAssigned);
         submit(5, 1, one(stranger));
-        // Settled: closed.
+        // Settled (both tasks' entries in): closed.
+        settle(5, 1, signerAddr(0), PayloadCodec.OUTCOME_ACCEPTED, 0);
         settle(5, 1, signerAddr(1), PayloadCodec.OUTCOME_DROPPED, 0);
         (WorkerHub.SignedCommitment memory closed,) = signed(1, 5, 1);
         vm.expectEmit(true, true, true, true);

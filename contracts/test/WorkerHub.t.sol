@@ -85,7 +85,13 @@ contract WorkerHubTest is HubFixture {
         vm.prank(worker(1));
         hub.requestUnbond(1 ether); // the unlocked part may leave
         settle(9, 0, worker(1), 0, 0);
-        assertEq(hub.getStaker(worker(1)).locked, 0, "settlement frees the lock");
+        assertEq(hub.getStaker(worker(1)).locked, 1 ether, "a settlement without a slash leaves the lock");
+        vm.prank(worker(1));
+        vm.expectRevert(abi.encodeWithSelector(WorkerHub.UnbondExceedsFreeStake.selector, 1 ether, 1 ether, 1 ether));
+        hub.requestUnbond(1 ether);
+        assertEq(hub.releaseSettled(9, one(worker(1))), 1, "anyone frees it once the round settled");
+        assertEq(hub.getStaker(worker(1)).locked, 0, "freed");
+        assertEq(hub.releaseSettled(9, one(worker(1))), 0, "once");
         vm.prank(worker(1));
         hub.requestUnbond(1 ether);
         vm.warp(block.timestamp + UNBONDING);
@@ -311,13 +317,24 @@ contract WorkerHubTest is HubFixture {
         ws[1] = worker(2);
         assignTo(5, 0, ws);
         settle(5, 0, worker(2), 0, 0);
-        assertEq(hub.getStaker(worker(2)).activeTasks, 0, "released");
+        assertEq(hub.getStaker(worker(2)).activeTasks, 1, "no slash: the lock stays for now");
+        assertEq(
+            uint8(hub.getTask(5, 0, toBytes32(worker(2))).state), uint8(WorkerHub.TaskState.Assigned), "round open"
+        );
+        assertFalse(hub.isRoundSettled(5, 0), "one entry of two");
         vm.expectEmit(true, true, false, true);
         emit WorkerHub.Slashed(taskOf(5, 0, worker(1)), worker(1), 0.5 ether);
         settle(5, 0, worker(1), 2, 0.5e8);
         assertEq(hub.getStaker(worker(1)).staked, 2.5 ether, "slashed stake");
+        assertEq(hub.getStaker(worker(1)).activeTasks, 0, "a slash frees the lock at once");
         assertEq(hub.claimableOf(POSTER), 0.5 ether, "credited to the job's recipient");
         assertEq(uint8(hub.getTask(5, 0, toBytes32(worker(1))).state), uint8(WorkerHub.TaskState.Settled), "settled");
+        assertTrue(hub.isRoundSettled(5, 0), "every task had its entry");
+        assertEq(
+            uint8(hub.getTask(5, 0, toBytes32(worker(2))).state), uint8(WorkerHub.TaskState.Settled), "reads settled"
+        );
+        assertEq(hub.releaseSettled(5, ws), 1, "worker 2's lock: worker 1's went with its slash");
+        assertEq(hub.getStaker(worker(2)).activeTasks, 0, "released");
     }
 
     function test_roundSettled_slashIsCappedAtTheTaskLock() public {

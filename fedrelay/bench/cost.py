@@ -154,6 +154,9 @@ class RewardsPath(enum.StrEnum):
 CLAIMS_PER_TRANSACTION = 32
 """Claims per ``claimBatch`` transaction in the benchmark."""
 
+RELEASES_PER_TRANSACTION = 256
+"""Workers whose settled tasks' locks one ``releaseSettled`` frees at the end of job E."""
+
 
 @dataclass(frozen=True)
 class Design:
@@ -421,6 +424,21 @@ async def _round_evm(rig: _Rig, job_id: int, number: int, crew: Sequence[evm.Sig
     await _settle(rig, job_id, number, WORKER_EVM, keys)
 
 
+def _release_locks(rig: _Rig, job_id: int, crew: Sequence[evm.Signer]) -> None:
+    """Free the locks the job's settled tasks still hold (a settlement without a slash leaves
+    each to the job's task two rounds on; the last two rounds have none): `releaseSettled`
+    for every worker, sent by one account (role `lock releases`), counted in the job's cost."""
+    sender = _evm_worker(-1)
+    rig.fund(rig.worker_chain, sender.address)
+    rig.roles[sender.address.lower()] = "lock releases"
+    addresses = [w.address for w in crew]
+    for start in range(0, len(addresses), RELEASES_PER_TRANSACTION):
+        rig.hub.release_settled(sender, job_id, addresses[start : start + RELEASES_PER_TRANSACTION])
+    held = [a for a in addresses if rig.hub.staker(a).locked]
+    if held:
+        raise RuntimeError(f"{len(held)} workers still hold locks after job {job_id}")
+
+
 async def _round_solana(rig: _Rig, job_id: int, number: int, crew: Sequence[Keypair]) -> None:
     keys = [bytes(w.pubkey()) for w in crew]
     tasks = _in_key_order(Task(key, i) for i, key in enumerate(keys))
@@ -549,6 +567,7 @@ async def _measure_on(
     for number in range(rounds):
         _console.log(f"{workers} workers: job E (EVM worker chain), round {number + 1}/{rounds}")
         await _round_evm(rig, job_e, number, [w for w, _ in evm_crew])
+    _release_locks(rig, job_e, [w for w, _ in evm_crew])
     spent_e = await _claimed(rig, [p for _, p in evm_crew], rounds, starts, False, params)
     starts = await _heads(rig)
     for number in range(rounds):

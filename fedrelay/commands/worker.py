@@ -451,7 +451,7 @@ def _show_stake(kind: ChainKind, name: str, status: StakeStatus, as_json: bool) 
         )
     else:
         out.print("unbonding   nothing", highlight=False)
-    out.print(f"open tasks  {status.open_tasks}", highlight=False)
+    out.print(f"tasks       {status.open_tasks} locking stake", highlight=False)
 
 
 @app.command("bundle-hash")

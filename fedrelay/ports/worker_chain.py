@@ -136,7 +136,9 @@ class StakeStatus:
     """The worker's stake as its chain holds it, in the chain's smallest unit.
 
     ``unbonding`` is stake on its way out, withdrawable from ``unlocks_at`` (unix seconds; 0 when
-    nothing unbonds), held apart from ``staked`` on both chains.
+    nothing unbonds), held apart from ``staked`` on both chains. ``open_tasks`` counts the tasks
+    that lock stake: on an EVM worker chain also those settled without a slash whose lock the
+    WorkerHub still holds (until the job's next task in its slot or ``releaseSettled``).
     """
 
     staked: int

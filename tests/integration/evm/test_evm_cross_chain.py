@@ -231,7 +231,14 @@ def test_round_trip_task_assigned_then_update_committed(deployment: Deployment) 
     settled = observe(coordinator, market.settle_round(relayer_c, job_id, 0), d.guardians)
     delivered = hub.receive_message(relayer_w, settled.to_bytes())
     assert hub.task(job_id, 0, worker_key).state is HubTaskState.SETTLED
+    assert hub.commit_log(job_id, 0).settled
+    # Settled without a slash: the lock stays for the job's round two on, which this one-round
+    # job never has; anyone frees it.
+    assert hub.staker(worker.address).active_tasks == 1
+    assert hub.settled_locks(job_id, [worker.address]) == 1
+    hub.release_settled(relayer_w, job_id, [worker.address])
     assert hub.staker(worker.address).active_tasks == 0
+    assert hub.staker(worker.address).locked == 0
     before = coordinator.chain.w3.eth.get_balance(payout.address)
     receipt = market.withdraw(payout)
     cost = receipt["gasUsed"] * receipt["effectiveGasPrice"]

@@ -259,6 +259,9 @@ async def test_one_round_carries_every_payload_type_on_both_evm_routes(
 
     commitment = market.commitment(job_id, 0, WORKERS, worker_key)
     assert (commitment.update_hash, commitment.transcript_root) == (update_hash, root)
+    # Settled without a slash: the lock waits for the job's next task in its slot, or anyone.
+    assert hub.staker(worker.address).active_tasks == 1
+    await asyncio.to_thread(hub.release_settled, worker, job_id, [worker.address])
     assert hub.staker(worker.address).active_tasks == 0
     assert market.claimable(payout) == 6 * 10**17
 

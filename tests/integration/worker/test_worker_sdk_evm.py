@@ -127,8 +127,10 @@ class HubDeployment:
         deadline: int,
         hashes: tuple[bytes, bytes],
         tasks: Sequence[Task],
+        stake_lock: int = 0,
     ) -> None:
-        """Deliver round 0's TASK_ASSIGNED of ``job_id`` (``hashes``: model and config)."""
+        """Deliver round 0's TASK_ASSIGNED of ``job_id`` (``hashes``: model and config;
+        ``stake_lock``, 8 decimals, also its minimum stake)."""
         self.deliver(
             TaskAssigned(
                 target_chain=WORKER_CHAIN,
@@ -138,8 +140,8 @@ class HubDeployment:
                 deadline=deadline,
                 model_hash=hashes[0],
                 config_hash=hashes[1],
-                min_stake=0,
-                stake_lock=0,
+                min_stake=stake_lock,
+                stake_lock=stake_lock,
                 release_at=deadline + 86_400,
                 tasks=tuple(tasks),
             )
@@ -263,7 +265,8 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
     events = [e for e in d.hub.events(start_block, latest) if e.name == "UpdateCommitted"]
     assert len(events) == 1
 
-    # ROUND_SETTLED arrives; the worker records its outcome and its stake is free again.
+    # ROUND_SETTLED arrives; the worker records its outcome. The task's lock stays until the
+    # job's task two rounds on takes it over, or the worker frees it as it unbonds.
     d.deliver(
         RoundSettled(
             target_chain=WORKER_CHAIN,
@@ -280,8 +283,10 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
     settled = node.state.task(TaskKey(JOB, 0))
     assert settled is not None
     assert settled.outcome == SdkOutcome.ACCEPTED
-    assert d.hub.staker(d.anvil.addresses[3]).active_tasks == 0
+    assert d.hub.staker(d.anvil.addresses[3]).active_tasks == 1
     await node.begin_unstake(10**18)
+    assert d.hub.staker(d.anvil.addresses[3]).active_tasks == 0
+    assert d.hub.staker(d.anvil.addresses[3]).locked == 0
     assert d.hub.staker(d.anvil.addresses[3]).unbonding == 10**18
 
 
@@ -690,3 +695,48 @@ async def test_a_task_whose_log_the_node_served_late_is_polled_all_the_same(
     caught_up = await chain.poll(behind.cursor)
     assert [t.key for t in caught_up.assigned] == [TaskKey(job_id, 0)]
     assert caught_up.cursor == newest + 1
+
+
+async def test_an_evm_worker_frees_its_settled_locks_when_they_cost_it_a_task(
+    deployment: HubDeployment,
+) -> None:
+    """A settlement without a slash leaves the task's lock on the WorkerHub until the job's task
+    two rounds on takes it over; a job's last round never has one. A worker whose free stake
+    those locks used up is refused its next job's task (LockUnavailable): its next poll frees
+    them, and the job after that finds the stake."""
+    d = deployment
+    key = funded_evm_key(d.anvil)
+    chain = EvmWorkerChain(d.anvil.rpc_url, d.hub.address, key)
+    address = Signer(key).address
+    await chain.stake_and_register(10**18, address_to_bytes32(d.anvil.addresses[5]), 0)
+    worker_key = chain.worker_key
+    deadline = d.chain_time() + 600
+
+    def assign(job_id: int) -> None:
+        hashes = (b"\x11" * 32, b"\x22" * 32)
+        d.assign(job_id, deadline, hashes, (Task(worker_key, 0),), stake_lock=10**8)  # all of it
+
+    assign(901)
+    d.deliver(
+        RoundSettled(
+            target_chain=WORKER_CHAIN,
+            target_address=address_to_bytes32(d.hub.address),
+            job_id=901,
+            round=0,
+            model_hash=b"\x42" * 32,
+            slash_mode=0,
+            slash_recipient=b"\x44" * 32,
+            settlements=(Settlement(worker_key, Outcome.ACCEPTED, 0),),
+        )
+    )
+    assert d.hub.staker(address).locked == 10**18, "the settled task still holds its lock"
+    cursor = d.chain.w3.eth.block_number + 1
+    assign(902)
+    assert d.hub.task(902, 0, worker_key).state is HubTaskState.NONE, "refused: no free stake"
+
+    poll = await chain.poll(cursor)
+    assert all(task.key.job_id != 902 for task in poll.assigned), "job 902 assigned nothing"
+    assert d.hub.staker(address).locked == 0, "the poll that saw the refusal freed the lock"
+    assert d.hub.staker(address).active_tasks == 0
+    assign(903)
+    assert d.hub.task(903, 0, worker_key).state is HubTaskState.ASSIGNED
