@@ -19,7 +19,7 @@ lint: setup  ## ruff, mypy --strict and the layer contracts (import-linter)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 
-test: lint  ## setup, lint, then the whole test suite (real services included)
+test: lint contracts  ## setup, lint, the contracts, then the whole test suite (real services included)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as a failure"; exit 1; fi; \
 	exit $$rc
