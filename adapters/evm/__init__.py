@@ -38,7 +38,16 @@ from fedrelay.adapters.evm.errors import (
     TransactionFailed,
 )
 from fedrelay.adapters.evm.events import ContractEvent
-from fedrelay.adapters.evm.hub import HubTask, HubTaskState, Staker, WorkerHubContract
+from fedrelay.adapters.evm.hub import (
+    HubAssignment,
+    HubSettlement,
+    HubTask,
+    HubTaskState,
+    Staker,
+    WorkerHubContract,
+    hub_assignments,
+    hub_settlements,
+)
 from fedrelay.adapters.evm.market import (
     NATIVE,
     Commitment,
@@ -67,6 +76,8 @@ __all__ = [
     "EvmChain",
     "EvmError",
     "GuardianSetInfo",
+    "HubAssignment",
+    "HubSettlement",
     "HubTask",
     "HubTaskState",
     "InvalidVaa",
@@ -97,6 +108,8 @@ __all__ = [
     "deploy_reward_distributor",
     "deploy_threshold_verifier",
     "deploy_worker_hub",
+    "hub_assignments",
+    "hub_settlements",
     "link",
     "load_artifact",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TypeVar
 
 from web3.types import TxReceipt
 
@@ -21,7 +22,97 @@ from fedrelay.adapters.evm.signed_commitments import (
     SkippedCommitment,
     sign_commitment,
 )
-from fedrelay.protocol.wormhole import MAX_BATCH, Commitment, MessageId, chain_commitment
+from fedrelay.protocol.wormhole import (
+    MAX_BATCH,
+    Commitment,
+    MessageId,
+    Outcome,
+    RoundSettled,
+    TaskAssigned,
+    chain_commitment,
+    decode_payload,
+    task_id,
+)
+
+_P = TypeVar("_P", TaskAssigned, RoundSettled)
+
+#: ``WorkerHub.SkipReason.UnknownTask``: a settlement entry that met no task of its round.
+SKIP_UNKNOWN_TASK = 0
+
+
+@dataclass(frozen=True)
+class HubAssignment:
+    """One entry of a TASK_ASSIGNED the hub applied (its ``TasksAssigned`` event): the entry
+    asked for the task; whether the hub created it, its ``getTask`` tells (a refused entry has
+    a ``TaskRefused`` in the same transaction)."""
+
+    job_id: int
+    round: int
+    worker_key: bytes
+    shard: int
+    deadline: int
+    release_at: int
+
+
+@dataclass(frozen=True)
+class HubSettlement:
+    """A task a ROUND_SETTLED the hub applied settled (an entry of its ``TasksSettled`` event
+    that met its task), and the task's outcome."""
+
+    task_id: bytes
+    worker_key: bytes
+    outcome: Outcome
+
+
+def _applied(event: ContractEvent, kind: type[_P]) -> _P:
+    payload = decode_payload(bytes(event.args["payload"]))
+    if not isinstance(payload, kind):
+        raise EvmError(f"{event.name} carries a {type(payload).__name__}, not {kind.__name__}")
+    return payload
+
+
+def hub_assignments(
+    events: Sequence[ContractEvent], worker_key: bytes | None = None
+) -> list[HubAssignment]:
+    """The entries of the TASK_ASSIGNED messages among ``events`` (``TasksAssigned``), of
+    ``worker_key`` only when given, in order."""
+    found: list[HubAssignment] = []
+    for event in events:
+        if event.name != "TasksAssigned":
+            continue
+        m = _applied(event, TaskAssigned)
+        found.extend(
+            HubAssignment(m.job_id, m.round, t.worker_key, t.shard, m.deadline, m.release_at)
+            for t in m.tasks
+            if worker_key is None or t.worker_key == worker_key
+        )
+    return found
+
+
+def hub_settlements(
+    events: Sequence[ContractEvent], chain: int, worker_key: bytes | None = None
+) -> list[HubSettlement]:
+    """The tasks the ROUND_SETTLED messages among ``events`` (``TasksSettled``) settled on the
+    hub of Wormhole chain ``chain``, of ``worker_key`` only when given, in order. An entry the
+    hub skipped as meeting no task (``SettlementSkipped`` UnknownTask in the same transaction)
+    is left out; an entry for a task already settled or released names a task that is."""
+    unknown = {
+        (e.transaction_hash, bytes(e.args["taskId"]))
+        for e in events
+        if e.name == "SettlementSkipped" and int(e.args["reason"]) == SKIP_UNKNOWN_TASK
+    }
+    found: list[HubSettlement] = []
+    for event in events:
+        if event.name != "TasksSettled":
+            continue
+        m = _applied(event, RoundSettled)
+        for s in m.settlements:
+            if worker_key is not None and s.worker_key != worker_key:
+                continue
+            tid = task_id(m.job_id, m.round, chain, s.worker_key)
+            if (event.transaction_hash, tid) not in unknown:
+                found.append(HubSettlement(tid, s.worker_key, s.outcome))
+    return found
 
 
 class HubTaskState(IntEnum):
@@ -126,13 +217,17 @@ class WorkerHubContract:
         return int(self.chain.call(self.contract.functions.releaseSettled(job_id, addresses)))
 
     def jobs_of(self, worker: str, from_block: int, to_block: int) -> set[int]:
-        """The jobs that assigned ``worker`` a task in blocks ``from_block..to_block``."""
-        events = self.contract.events.TaskAssigned().get_logs(
-            argument_filters={"worker": self.chain.w3.to_checksum_address(worker)},
-            from_block=from_block,
-            to_block=to_block,
+        """The jobs whose TASK_ASSIGNED named ``worker`` in blocks ``from_block..to_block``
+        (its task created or refused)."""
+        logs = self.contract.events.TasksAssigned().get_logs(
+            from_block=from_block, to_block=to_block
         )
-        return {int(e["args"]["jobId"]) for e in events}
+        events = [
+            ContractEvent("TasksAssigned", dict(e["args"]), 0, bytes(e["transactionHash"]), 0)
+            for e in logs
+        ]
+        key = address_to_bytes32(self.chain.w3.to_checksum_address(worker))
+        return {a.job_id for a in hub_assignments(events, key)}
 
     def withdraw_stake(self, signer: Signer) -> TxReceipt:
         """Withdraw unbonded stake once the delay passed."""

@@ -20,6 +20,8 @@ from fedrelay.adapters.evm import (
     Signer,
     WorkerHubContract,
     address_to_bytes32,
+    hub_assignments,
+    hub_settlements,
 )
 from fedrelay.adapters.evm.signed_commitments import (
     SignedBatch,
@@ -42,7 +44,7 @@ from fedrelay.ports.worker_chain import (
 )
 from fedrelay.protocol.offers import CommitmentOffer
 from fedrelay.protocol.redact import redact_text, redact_url
-from fedrelay.protocol.wormhole import MAX_BATCH
+from fedrelay.protocol.wormhole import MAX_BATCH, task_id
 
 #: Reads of the pending commitments before a publisher gives the round up to others.
 _PUBLISH_ATTEMPTS = 3
@@ -144,10 +146,12 @@ class EvmWorkerChain:
         await self._run(lambda: self.hub.register(self._signer, payout, capabilities))
 
     async def poll(self, cursor: int) -> ChainPoll:
-        """TaskAssigned and TaskReleased events for this worker from block ``cursor`` on, and
-        from the :attr:`REREAD_BLOCKS` blocks before it again: a node may answer
-        ``eth_getLogs`` for its newest block before it serves that block's logs, and a task
-        left out then would be missed (the node takes a task or a settlement it knows once)."""
+        """This worker's entries of the TASK_ASSIGNED and ROUND_SETTLED messages the hub applied
+        (its ``TasksAssigned`` and ``TasksSettled`` events) from block ``cursor`` on, and from the
+        :attr:`REREAD_BLOCKS` blocks before it again: a node may answer ``eth_getLogs`` for its
+        newest block before it serves that block's logs, and a task left out then would be
+        missed (the node takes a task or a settlement it knows once). An assignment counts when
+        the hub holds its task (``getTask``; a refused entry left none)."""
         latest = await self._run(lambda: int(self._chain.w3.eth.block_number))
         last = latest - self._confirmations
         events: list[ContractEvent] = []
@@ -156,30 +160,31 @@ class EvmWorkerChain:
             end = min(last, start + LOG_RANGE - 1)
             events.extend(await self._run(partial(self.hub.events, start, end)))
             start = end + 1
-        mine = [e for e in events if e.args.get("worker") == self._signer.address]
-        assigned = tuple(
-            [
+        me = self.worker_key
+        chain = self._wormhole_chain
+        assigned: list[AssignedTask] = []
+        for a in hub_assignments(events, me):
+            task = await self._run(partial(self.hub.task, a.job_id, a.round, me))
+            if task.state == HubTaskState.NONE:
+                continue  # refused (TaskRefused), or its slot long taken by a later round
+            assigned.append(
                 AssignedTask(
-                    TaskKey(int(e.args["jobId"]), int(e.args["round"])),
-                    bytes(e.args["taskId"]),
-                    int(e.args["shard"]),
-                    int(e.args["deadline"]),
-                    release_at=await self._release_at(int(e.args["jobId"]), int(e.args["round"])),
+                    TaskKey(a.job_id, a.round),
+                    task_id(a.job_id, a.round, chain, me),
+                    a.shard,
+                    a.deadline,
+                    release_at=task.release_at,
                 )
-                for e in mine
-                if e.name == "TaskAssigned"
-            ]
-        )
+            )
         settled = tuple(
-            SettledTask(bytes(e.args["taskId"]), Outcome(int(e.args["outcome"])))
-            for e in mine
-            if e.name == "TaskReleased"
+            SettledTask(s.task_id, Outcome(int(s.outcome)))
+            for s in hub_settlements(events, chain, me)
         )
         if any(self._starved(e) for e in events):
             # Locks of settled tasks (earlier jobs' last rounds) left too little free stake for
             # a task: free them, so that the next assignment finds the stake.
             await self.release_settled_locks()
-        return ChainPoll(assigned, settled, max(cursor, last + 1))
+        return ChainPoll(tuple(assigned), settled, max(cursor, last + 1))
 
     def _starved(self, event: ContractEvent) -> bool:
         """Whether ``event`` refused this worker a task for want of free stake."""
@@ -188,14 +193,6 @@ class EvmWorkerChain:
             and bytes(event.args["workerKey"]) == self.worker_key
             and int(event.args["reason"]) == LOCK_UNAVAILABLE
         )
-
-    async def _release_at(self, job_id: int, round_number: int) -> int:
-        """When this worker's task may be released unsettled (``Task.releaseAt``; not in
-        TaskAssigned). Zero once a later round of the job took the task's slot: that round's
-        assignment came only after this one was settled or released."""
-        key = address_to_bytes32(self._signer.address)
-        task = await self._run(lambda: self.hub.task(job_id, round_number, key))
-        return task.release_at
 
     async def release_expired_task(self, key: TaskKey) -> None:
         """``releaseExpiredTask`` (publishes STAKE_CHANGED TASK_RELEASED; pays the message fee)."""

@@ -180,14 +180,12 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     event StakeChangePublished(
         address indexed worker, uint8 indexed reason, uint64 stake, uint64 nonce, uint64 sequence
     );
-    event TaskAssigned(
-        bytes32 indexed taskId,
-        uint64 indexed jobId,
-        uint32 round,
-        address indexed worker,
-        uint32 shard,
-        uint64 deadline
-    );
+    /// @notice A TASK_ASSIGNED message was applied; `payload` is its payload, whose entries
+    /// name each worker's task (id `taskIdOf(jobId, round, workerKey)`), shard and, for all,
+    /// the deadline and release time. Every entry's task was created except those a
+    /// `TaskRefused` of the same transaction names. One event a message, not one a task: the
+    /// payload's 36 bytes an entry cost less as log data than a log of their own.
+    event TasksAssigned(uint64 indexed jobId, uint32 indexed round, bytes payload);
     event TaskRefused(bytes32 indexed taskId, bytes32 indexed workerKey, RefusalReason reason);
     event UpdateCommitted(
         uint64 indexed jobId,
@@ -203,10 +201,12 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
     event CommitmentsPublished(
         uint64 indexed jobId, uint32 indexed round, uint256 count, bytes32 head, uint64 firstSequence
     );
-    /// @notice A task's ROUND_SETTLED entry was applied (`outcome`: accepted, dropped or
-    /// slashed). Only a slash writes the task and frees its lock here; the others leave the lock
-    /// held until the slot's next task or `releaseSettled` (see `Task`).
-    event TaskReleased(bytes32 indexed taskId, address indexed worker, uint8 outcome);
+    /// @notice A ROUND_SETTLED message was applied; `payload` is its payload, whose entries give
+    /// each worker's outcome (accepted, dropped or slashed). Every entry settled its task except
+    /// those a `SettlementSkipped` of the same transaction names. Only a slash writes the task
+    /// and frees its lock here (`Slashed`); the others leave the lock held until the slot's next
+    /// task or `releaseSettled` (see `Task`). One event a message, as `TasksAssigned`.
+    event TasksSettled(uint64 indexed jobId, uint32 indexed round, bytes payload);
     event TaskExpiredReleased(bytes32 indexed taskId, address indexed worker);
     /// @notice `releaseSettled` freed the locks (`lock` in all) that `tasks` of the worker's
     /// settled tasks in the job still held.
@@ -383,28 +383,25 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint256 lock = uint256(m.stakeLock) * DECIMALS_FACTOR;
         uint256 created = 0;
         for (uint256 i = 0; i < count; ++i) {
-            (bytes32 workerKey, uint32 shard) = PayloadCodec.assignmentAt(payload, i);
-            if (_assignEntry(m, workerKey, shard, required, lock)) ++created;
+            (bytes32 workerKey,) = PayloadCodec.assignmentAt(payload, i);
+            if (_assignEntry(m, workerKey, required, lock)) ++created;
         }
         // at most 255 entries a message; a round's count cannot reach 2^32
         if (created != 0) _commitLogs[_logKey(m.header.jobId, m.round)].created += uint32(created);
+        emit TasksAssigned(m.header.jobId, m.round, payload);
     }
 
     /// @dev Create one entry's task (true), or skip it (TaskRefused) without touching the rest.
     /// The slot's earlier task, two rounds before, is overwritten once it no longer holds a lock
     /// or its round has settled (its lock then passes to the new task); while it is open the
     /// entry is refused (`PreviousTaskOpen`).
-    function _assignEntry(
-        PayloadCodec.TaskAssigned memory m,
-        bytes32 workerKey,
-        uint32 shard,
-        uint256 required,
-        uint256 lock
-    ) private returns (bool) {
-        bytes32 taskId = taskIdOf(m.header.jobId, m.round, workerKey);
+    function _assignEntry(PayloadCodec.TaskAssigned memory m, bytes32 workerKey, uint256 required, uint256 lock)
+        private
+        returns (bool)
+    {
         if (uint256(workerKey) >> 160 != 0 || workerKey == bytes32(0)) {
             // No worker of this chain has such a key; the coordinator chain never knew one.
-            emit TaskRefused(taskId, workerKey, RefusalReason.InvalidWorkerKey);
+            emit TaskRefused(taskIdOf(m.header.jobId, m.round, workerKey), workerKey, RefusalReason.InvalidWorkerKey);
             return false;
         }
         address worker = address(uint160(uint256(workerKey)));
@@ -412,7 +409,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         Task storage task = _tasks[slot];
         TaskState state = task.state;
         if (state != TaskState.None && task.round == m.round) {
-            emit TaskRefused(taskId, workerKey, RefusalReason.AlreadyAssigned);
+            emit TaskRefused(taskIdOf(m.header.jobId, m.round, workerKey), workerKey, RefusalReason.AlreadyAssigned);
             return false;
         }
         Staker storage s = _stakers[worker];
@@ -428,6 +425,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
             (refused, why) = _refusal(s, required, lock, held);
         }
         if (refused) {
+            bytes32 taskId = taskIdOf(m.header.jobId, m.round, workerKey);
             emit TaskRefused(taskId, workerKey, why);
             _publishStakeChange(worker, s, PayloadCodec.STAKE_TASK_REFUSED, taskId, _reserveFee());
             return false;
@@ -440,7 +438,6 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         } else if (held != lock) {
             s.locked = uint104(uint256(s.locked) - held + lock); // held is part of locked
         }
-        emit TaskAssigned(taskId, m.header.jobId, m.round, worker, shard, m.deadline);
         return true;
     }
 
@@ -475,23 +472,24 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint256 closed = 0;
         for (uint256 i = 0; i < count; ++i) {
             (bytes32 workerKey, uint8 outcome, uint64 slash) = PayloadCodec.settlementAt(payload, i);
-            bytes32 taskId = taskIdOf(m.header.jobId, m.round, workerKey);
             // A key above 160 bits never had a task (assignment refuses it); it must not reach
             // the task of the address in its low bits.
             address worker = address(uint160(uint256(workerKey)));
             Task storage task = _tasks[_slotOf(m.header.jobId, m.round, worker)];
             TaskState state = task.state;
             if (uint256(workerKey) >> 160 != 0 || state == TaskState.None || task.round != m.round) {
-                emit SettlementSkipped(taskId, workerKey, SkipReason.UnknownTask);
+                emit SettlementSkipped(taskIdOf(m.header.jobId, m.round, workerKey), workerKey, SkipReason.UnknownTask);
                 continue;
             }
             if (state == TaskState.Settled) {
-                emit SettlementSkipped(taskId, workerKey, SkipReason.AlreadySettled);
+                emit SettlementSkipped(
+                    taskIdOf(m.header.jobId, m.round, workerKey), workerKey, SkipReason.AlreadySettled
+                );
                 continue;
             }
             ++closed; // the task's one entry: released or not, it counts toward its round's close
             if (state == TaskState.Released) {
-                emit SettlementSkipped(taskId, workerKey, SkipReason.Released);
+                emit SettlementSkipped(taskIdOf(m.header.jobId, m.round, workerKey), workerKey, SkipReason.Released);
                 continue;
             }
             if (outcome == PayloadCodec.OUTCOME_SLASHED) {
@@ -500,14 +498,15 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
                 uint256 lock = task.lock;
                 staker.locked -= uint104(lock);
                 staker.activeTasks -= 1;
+                bytes32 taskId = taskIdOf(m.header.jobId, m.round, workerKey);
                 slashed += _slash(taskId, worker, lock, staker, uint256(slash) * DECIMALS_FACTOR);
             } else if (outcome == PayloadCodec.OUTCOME_ACCEPTED) {
                 honest[honestCount++] = worker;
             }
-            emit TaskReleased(taskId, worker, outcome);
         }
         if (closed != 0) _commitLogs[_logKey(m.header.jobId, m.round)].closed += uint32(closed);
         if (slashed != 0) _distribute(m, honest, honestCount, slashed);
+        emit TasksSettled(m.header.jobId, m.round, payload);
     }
 
     /// @dev Take min(amount, the task's lock, bonded stake) from bonded stake and report it.

@@ -152,9 +152,10 @@ contract WorkerHubTest is HubFixture {
             ws[i] = worker(i);
             ensureRegistered(ws[i]);
         }
+        bytes memory payload = taskAssignedPayload(5, 2, uint64(block.timestamp + 1 days), ws);
         vm.expectEmit(true, true, true, true);
-        emit WorkerHub.TaskAssigned(taskOf(5, 2, ws[0]), 5, 2, ws[0], 0, uint64(block.timestamp + 1 days));
-        assignTo(5, 2, ws);
+        emit WorkerHub.TasksAssigned(5, 2, payload);
+        hub.receiveMessage(signedFromMarket(payload));
         for (uint256 i = 0; i < 3; ++i) {
             WorkerHub.Task memory t = hub.getTask(5, 2, toBytes32(ws[i]));
             assertEq(uint8(t.state), uint8(WorkerHub.TaskState.Assigned), "assigned");
@@ -316,7 +317,10 @@ contract WorkerHubTest is HubFixture {
         ws[0] = worker(1);
         ws[1] = worker(2);
         assignTo(5, 0, ws);
-        settle(5, 0, worker(2), 0, 0);
+        bytes memory accepted = settledPayload(5, 0, worker(2), 0, 0);
+        vm.expectEmit(true, true, true, true);
+        emit WorkerHub.TasksSettled(5, 0, accepted);
+        hub.receiveMessage(signedFromMarket(accepted));
         assertEq(hub.getStaker(worker(2)).activeTasks, 1, "no slash: the lock stays for now");
         assertEq(
             uint8(hub.getTask(5, 0, toBytes32(worker(2))).state), uint8(WorkerHub.TaskState.Assigned), "round open"

@@ -29,7 +29,7 @@ from solders.pubkey import Pubkey
 
 from fedrelay.adapters.devnet.network import Devnet
 from fedrelay.adapters.devnet.state import WORKER_EVM, WORKER_SOLANA, WorkerKey
-from fedrelay.adapters.evm import JobSpec, Signer, address_to_bytes32
+from fedrelay.adapters.evm import JobSpec, Signer, address_to_bytes32, hub_settlements
 from fedrelay.adapters.ledger.coordinator_store import LedgerCoordinatorStore
 from fedrelay.coordinator.verification import JobWorkbench
 from fedrelay.demo.assembly import DemoNetwork, check_fresh, start_devnet
@@ -331,10 +331,11 @@ class _Scenario:
 
         def settled_on_hub() -> set[bytes]:
             # A WorkerHub task is rewritten by its job's round two on once settled, so what
-            # shows a task settled is its TaskReleased event (ROUND_SETTLED applied), not its slot.
+            # shows a task settled is its entry in a TasksSettled event (ROUND_SETTLED applied),
+            # not its slot.
             latest = network.hub.chain.w3.eth.block_number
             found = network.hub.events(0, latest)
-            return {bytes(e.args["taskId"]) for e in found if e.name == "TaskReleased"}
+            return {s.task_id for s in hub_settlements(found, evm_chain)}
 
         async def settled() -> bool:
             on_hub = await asyncio.to_thread(settled_on_hub)

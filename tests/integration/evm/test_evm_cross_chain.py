@@ -36,6 +36,7 @@ from fedrelay.adapters.evm import (
     deploy_job_market,
     deploy_message_core,
     deploy_worker_hub,
+    hub_settlements,
     link,
 )
 from fedrelay.adapters.evm.deploy import Link
@@ -260,8 +261,10 @@ def test_round_trip_task_assigned_then_update_committed(deployment: Deployment) 
         "SettlementPublished",
         "Withdrawn",
     ]
-    released = [e for e in hub.events_in(delivered) if e.name == "TaskReleased"]
-    assert [(e.args["worker"], e.args["outcome"]) for e in released] == [(worker.address, 0)]
+    settled = hub_settlements(hub.events_in(delivered), WORKERS)
+    assert [(s.worker_key, s.outcome) for s in settled] == [
+        (address_to_bytes32(worker.address), Outcome.ACCEPTED)
+    ]
 
 
 def test_rejections_come_back_as_decoded_errors(deployment: Deployment) -> None:

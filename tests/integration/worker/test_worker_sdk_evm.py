@@ -63,6 +63,7 @@ from fedrelay.protocol.wormhole import (
     VaaBody,
     decode_payload,
     sign_vaa,
+    task_id,
 )
 from fedrelay.protocol.wormhole.payloads import Payload
 from fedrelay.training import blob_hash, encode_blob, verify_proof
@@ -70,6 +71,7 @@ from fedrelay.training.torch_trainer import initial_model, mlp
 from fedrelay.worker.sdk import (
     DigitsShards,
     JobConfig,
+    SettledTask,
     StateStore,
     TaskKey,
     TaskStage,
@@ -144,6 +146,21 @@ class HubDeployment:
                 stake_lock=stake_lock,
                 release_at=deadline + 86_400,
                 tasks=tuple(tasks),
+            )
+        )
+
+    def settle(self, job_id: int, settlements: Sequence[Settlement]) -> None:
+        """Deliver round 0's ROUND_SETTLED of ``job_id`` (slashes to a fixed recipient)."""
+        self.deliver(
+            RoundSettled(
+                target_chain=WORKER_CHAIN,
+                target_address=address_to_bytes32(self.hub.address),
+                job_id=job_id,
+                round=0,
+                model_hash=b"\x42" * 32,
+                slash_mode=0,
+                slash_recipient=b"\x44" * 32,
+                settlements=tuple(settlements),
             )
         )
 
@@ -267,18 +284,7 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
 
     # ROUND_SETTLED arrives; the worker records its outcome. The task's lock stays until the
     # job's task two rounds on takes it over, or the worker frees it as it unbonds.
-    d.deliver(
-        RoundSettled(
-            target_chain=WORKER_CHAIN,
-            target_address=address_to_bytes32(d.hub.address),
-            job_id=JOB,
-            round=0,
-            model_hash=b"\x42" * 32,
-            slash_mode=0,
-            slash_recipient=b"\x44" * 32,
-            settlements=(Settlement(worker_key, Outcome.ACCEPTED, 0),),
-        )
-    )
+    d.settle(JOB, [Settlement(worker_key, Outcome.ACCEPTED, 0)])
     assert (await node.step()).settled == (TaskKey(JOB, 0),)
     settled = node.state.task(TaskKey(JOB, 0))
     assert settled is not None
@@ -717,18 +723,7 @@ async def test_an_evm_worker_frees_its_settled_locks_when_they_cost_it_a_task(
         d.assign(job_id, deadline, hashes, (Task(worker_key, 0),), stake_lock=10**8)  # all of it
 
     assign(901)
-    d.deliver(
-        RoundSettled(
-            target_chain=WORKER_CHAIN,
-            target_address=address_to_bytes32(d.hub.address),
-            job_id=901,
-            round=0,
-            model_hash=b"\x42" * 32,
-            slash_mode=0,
-            slash_recipient=b"\x44" * 32,
-            settlements=(Settlement(worker_key, Outcome.ACCEPTED, 0),),
-        )
-    )
+    d.settle(901, [Settlement(worker_key, Outcome.ACCEPTED, 0)])
     assert d.hub.staker(address).locked == 10**18, "the settled task still holds its lock"
     cursor = d.chain.w3.eth.block_number + 1
     assign(902)
@@ -740,3 +735,43 @@ async def test_an_evm_worker_frees_its_settled_locks_when_they_cost_it_a_task(
     assert d.hub.staker(address).active_tasks == 0
     assign(903)
     assert d.hub.task(903, 0, worker_key).state is HubTaskState.ASSIGNED
+
+
+async def test_an_evm_worker_reads_its_tasks_and_outcomes_from_the_hubs_batch_events(
+    deployment: HubDeployment,
+) -> None:
+    """The WorkerHub logs each TASK_ASSIGNED and ROUND_SETTLED it applies as one event carrying
+    the payload. A poll reports this worker's entries only: a settlement that reached the hub
+    before its task (skipped, UnknownTask) settles nothing, the task then assigned is reported,
+    and the settlement that meets it is reported with its outcome."""
+    d = deployment
+    chain = EvmWorkerChain(d.anvil.rpc_url, d.hub.address, funded_evm_key(d.anvil))
+    await chain.stake_and_register(10**18, bytes(32), 0)
+    other = evm_address("a worker the hub never registered")
+    cursor = (await chain.poll(0)).cursor
+    job_id = 5151
+
+    def settle(outcome: Outcome) -> None:
+        mine = Settlement(chain.worker_key, outcome, 0)
+        d.settle(job_id, [Settlement(other, Outcome.ACCEPTED, 0), mine])
+
+    settle(Outcome.ACCEPTED)  # before the task exists: skipped
+    early = await chain.poll(cursor)
+    assert early.assigned == ()
+    assert early.settled == ()
+
+    deadline = d.chain_time() + 3600
+    d.assign(
+        job_id, deadline, (b"\x01" * 32, b"\x02" * 32), [Task(other, 1), Task(chain.worker_key, 3)]
+    )
+    assigned = await chain.poll(early.cursor)
+    assert [(t.key, t.shard, t.deadline) for t in assigned.assigned] == [
+        (TaskKey(job_id, 0), 3, deadline)
+    ], "its own entry only (the other key is no registered worker: refused, and not its own)"
+    assert assigned.settled == ()
+
+    settle(Outcome.DROPPED)
+    settled = await chain.poll(assigned.cursor)
+    tid = task_id(job_id, 0, WORKER_CHAIN, chain.worker_key)
+    assert settled.settled == (SettledTask(tid, Outcome.DROPPED),)
+    assert assigned.assigned[0].task_id == tid
