@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from web3.types import TxReceipt
 
@@ -29,6 +29,7 @@ from fedrelay.protocol.wormhole import (
     Outcome,
     RoundSettled,
     TaskAssigned,
+    UpdateCommitted,
     chain_commitment,
     decode_payload,
     task_id,
@@ -113,6 +114,27 @@ def hub_settlements(
             if (event.transaction_hash, tid) not in unknown:
                 found.append(HubSettlement(tid, s.worker_key, s.outcome))
     return found
+
+
+def _logged_commitments(name: str, args: Mapping[str, Any]) -> tuple[Commitment, ...]:
+    """The commitments one hub event recorded: an ``UpdateCommitted``'s one, or the entries of
+    a ``CommitmentsRecorded``'s payload from its ``first`` on (those before were recorded
+    earlier and published with them)."""
+    if name == "UpdateCommitted":
+        return (
+            Commitment(
+                worker_key=address_to_bytes32(args["worker"]),
+                update_hash=bytes(args["updateHash"]),
+                transcript_root=bytes(args["transcriptRoot"]),
+                data_root=bytes(args["dataRoot"]),
+                num_samples=int(args["numSamples"]),
+                train_loss=int(args["trainLoss"]),
+            ),
+        )
+    payload = decode_payload(bytes(args["payload"]))
+    if not isinstance(payload, UpdateCommitted):
+        raise EvmError(f"CommitmentsRecorded carries a {type(payload).__name__}")
+    return payload.commitments[int(args["first"]) :]
 
 
 class HubTaskState(IntEnum):
@@ -311,7 +333,11 @@ class WorkerHubContract:
             for e in events
             if e.name == "CommitmentSkipped"
         ]
-        recorded = sum(1 for e in events if e.name == "UpdateCommitted")
+        recorded = sum(
+            len(_logged_commitments(e.name, e.args))
+            for e in events
+            if e.name in ("UpdateCommitted", "CommitmentsRecorded")
+        )
         return SignedBatch(
             bytes(receipt["transactionHash"]), int(receipt["gasUsed"]), recorded, skipped
         )
@@ -336,7 +362,7 @@ class WorkerHubContract:
 
     def round_commitments(self, job_id: int, round_number: int) -> tuple[Commitment, ...]:
         """Every commitment of the round recorded up to the log's head, in the order recorded,
-        read from the ``UpdateCommitted`` events and checked against the head.
+        read from the hub's commitment events and checked against the head.
 
         Raises:
             EvmError: The events do not rebuild the head (a node serving partial logs).
@@ -344,32 +370,31 @@ class WorkerHubContract:
         return self._recorded(job_id, round_number, self.commit_log(job_id, round_number))
 
     def _recorded(self, job_id: int, round_number: int, log: CommitLog) -> tuple[Commitment, ...]:
-        """``round_commitments`` up to the head of ``log`` (read once by the caller)."""
+        """``round_commitments`` up to the head of ``log`` (read once by the caller): the
+        ``UpdateCommitted`` of each commitment recorded alone and the ``CommitmentsRecorded``
+        of each batch ``commitSignedAndPublish`` recorded, in log order."""
         if log.head == NO_COMMITMENTS:
             return ()
-        events = self.contract.events.UpdateCommitted().get_logs(
-            argument_filters={"jobId": job_id, "round": round_number},
-            from_block=log.first_block,
-            to_block=self.chain.w3.eth.block_number,
-        )
+        span = {
+            "argument_filters": {"jobId": job_id, "round": round_number},
+            "from_block": log.first_block,
+            "to_block": self.chain.w3.eth.block_number,
+        }
+        logs = [
+            *self.contract.events.UpdateCommitted().get_logs(**span),
+            *self.contract.events.CommitmentsRecorded().get_logs(**span),
+        ]
+        logs.sort(key=lambda e: (int(e["blockNumber"]), int(e["logIndex"])))
         found: list[Commitment] = []
         chained = NO_COMMITMENTS
-        for event in events:
-            args = event["args"]
-            entry = Commitment(
-                worker_key=address_to_bytes32(args["worker"]),
-                update_hash=bytes(args["updateHash"]),
-                transcript_root=bytes(args["transcriptRoot"]),
-                data_root=bytes(args["dataRoot"]),
-                num_samples=int(args["numSamples"]),
-                train_loss=int(args["trainLoss"]),
-            )
-            found.append(entry)
-            chained = chain_commitment(chained, entry.worker_key, entry.digest())
-            if chained == log.head:
-                return tuple(found)  # later events came after the head was read
+        for event in logs:
+            for entry in _logged_commitments(str(event["event"]), event["args"]):
+                found.append(entry)
+                chained = chain_commitment(chained, entry.worker_key, entry.digest())
+                if chained == log.head:
+                    return tuple(found)  # later events came after the head was read
         raise EvmError(
-            f"the UpdateCommitted events of job {job_id} round {round_number} from block "
+            f"the commitment events of job {job_id} round {round_number} from block "
             f"{log.first_block} do not rebuild its commit log ({len(found)} read)"
         )
 

@@ -198,6 +198,11 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         uint32 trainLoss
     );
     event CommitmentSkipped(uint64 indexed jobId, uint32 indexed round, address indexed worker, CommitSkip reason);
+    /// @notice `commitSignedAndPublish` recorded the entries of `payload` (the UPDATE_COMMITTED
+    /// it published) from index `first` on; those before `first` were recorded earlier (their
+    /// own events) and published with them. One event for the batch instead of an
+    /// `UpdateCommitted` per entry: an entry's 136 bytes cost less as log data than a log.
+    event CommitmentsRecorded(uint64 indexed jobId, uint32 indexed round, uint256 first, bytes payload);
     event CommitmentsPublished(
         uint64 indexed jobId, uint32 indexed round, uint256 count, bytes32 head, uint64 firstSequence
     );
@@ -625,6 +630,7 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         PayloadCodec.setCommitmentCount(payload, count); // the entries left out were never written
         log.publishedHead = head;
         sequence = _publish(payload, fee);
+        if (recorded != 0) emit CommitmentsRecorded(jobId, round, pending.length, payload);
         emit CommitmentsPublished(jobId, round, count, head, sequence);
     }
 
@@ -653,9 +659,10 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
         );
     }
 
-    /// @dev Record the signed `entries` into `log` (see `commitSigned`), each recorded one also
-    /// written as an entry of the UPDATE_COMMITTED `payload` from index `offset` on (unless
-    /// `payload` is empty); returns how many were recorded and the log's head after them.
+    /// @dev Record the signed `entries` into `log` (see `commitSigned`), each recorded one
+    /// written as an entry of the UPDATE_COMMITTED `payload` from index `offset` on, or, when
+    /// `payload` is empty, logged by its `UpdateCommitted`; returns how many were recorded and
+    /// the log's head after them.
     function _recordSigned(
         uint64 jobId,
         uint32 round,
@@ -679,10 +686,13 @@ contract WorkerHub is MessageReceiver, ReentrancyGuard {
             if (head == bytes32(0)) log.firstBlock = uint64(block.number);
             bytes32 key = PayloadCodec.toBytes32(worker);
             head = PayloadCodec.chainCommitment(head, key, commitment);
-            emit UpdateCommitted(
-                jobId, round, worker, e.updateHash, e.transcriptRoot, e.dataRoot, e.numSamples, e.trainLoss
-            );
-            if (payload.length != 0) _putSigned(payload, offset + recorded, key, e);
+            if (payload.length != 0) {
+                _putSigned(payload, offset + recorded, key, e); // logged by `CommitmentsRecorded`
+            } else {
+                emit UpdateCommitted(
+                    jobId, round, worker, e.updateHash, e.transcriptRoot, e.dataRoot, e.numSamples, e.trainLoss
+                );
+            }
             ++recorded;
         }
         if (recorded != 0) log.head = head;

@@ -80,6 +80,23 @@ abstract contract SignedCommits is HubCommits {
             if (logs[i].emitter == address(hub) && logs[i].topics[0] == WorkerHub.CommitmentSkipped.selector) ++n;
         }
     }
+
+    /// The hub's `CommitmentsRecorded` in `logs` (its `first` and payload; the last one when
+    /// several), how many there are, and how many `UpdateCommitted` the hub logged beside it.
+    function recordedIn(Vm.Log[] memory logs)
+        internal
+        view
+        returns (uint256 first, bytes memory payload, uint256 batches, uint256 single)
+    {
+        for (uint256 i = 0; i < logs.length; ++i) {
+            if (logs[i].emitter != address(hub)) continue;
+            bytes32 topic = logs[i].topics[0];
+            if (topic == WorkerHub.UpdateCommitted.selector) ++single;
+            if (topic != WorkerHub.CommitmentsRecorded.selector) continue;
+            ++batches;
+            (first, payload) = abi.decode(logs[i].data, (uint256, bytes));
+        }
+    }
 }
 
 /// `commitSigned`: one transaction records many workers' signed commitments, each under the
@@ -309,10 +326,16 @@ contract HubSignedPublishTest is SignedCommits {
         (batch[1], entries[2]) = signed(1, 5, 1);
         vm.recordLogs();
         assertEq(publishSigned(5, 1, pending, batch), 2, "two recorded");
-        Published[] memory published = publishedNow();
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        Published[] memory published = publishedBy(logs, address(core));
         assertEq(published.length, 1, "one message");
         assertEq(published[0].payload, expectedPayload(5, 1, entries), "the own commitment, then the signed");
         assertEq(hub.getCommitLog(5, 1).publishedHead, chainFrom(bytes32(0), entries), "all published");
+        (uint256 first, bytes memory logged, uint256 batches, uint256 single) = recordedIn(logs);
+        assertEq(batches, 1, "one CommitmentsRecorded");
+        assertEq(single, 0, "no UpdateCommitted per entry");
+        assertEq(first, 1, "the entries from the second on were recorded by this call");
+        assertEq(logged, published[0].payload, "it logs the published payload");
     }
 
     function test_commitSignedAndPublish_leavesSkippedEntriesOutOfTheMessage() public {

@@ -227,15 +227,16 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
     report = await node.step()
     assert report.committed == (TaskKey(JOB, 0),)
 
-    # On chain: the task is committed, the hub emitted UpdateCommitted, and the node published
-    # the round's commitments: UPDATE_COMMITTED with the uploaded update's hash and the
-    # transcript root, in the transaction that recorded its signed commitment.
+    # On chain: the task is committed, the round's commit log holds it (its events rebuild the
+    # head), and the node published the round's commitments: UPDATE_COMMITTED with the
+    # uploaded update's hash and the transcript root, in the transaction that recorded its
+    # signed commitment.
     hub_task = d.hub.task(JOB, 0, worker_key)
     assert hub_task.state is HubTaskState.COMMITTED
+    [logged] = d.hub.round_commitments(JOB, 0)
+    assert logged.worker_key == worker_key
+    update_hash = logged.update_hash
     latest = d.chain.w3.eth.block_number
-    events = [e for e in d.hub.events(start_block, latest) if e.name == "UpdateCommitted"]
-    assert len(events) == 1
-    update_hash = bytes(events[0].args["updateHash"])
     uploads = await coordinator.repository.updates(JOB, 0)
     assert uploads == {signer.worker: update_hash.hex()}
     record = node.state.task(TaskKey(JOB, 0))
@@ -278,9 +279,7 @@ async def test_an_evm_worker_trains_commits_answers_and_resumes(
         resumed = restarted.state.task(TaskKey(JOB, 0))
         assert resumed is not None
         assert resumed.stage is TaskStage.COMMITTED
-    latest = d.chain.w3.eth.block_number
-    events = [e for e in d.hub.events(start_block, latest) if e.name == "UpdateCommitted"]
-    assert len(events) == 1
+    assert len(d.hub.round_commitments(JOB, 0)) == 1, "recorded once"
 
     # ROUND_SETTLED arrives; the worker records its outcome. The task's lock stays until the
     # job's task two rounds on takes it over, or the worker frees it as it unbonds.
@@ -370,10 +369,14 @@ async def test_evm_workers_offer_signed_commitments_that_one_transaction_records
     assert first_record.stage is TaskStage.COMMITTED
     assert first_record.published
     receipt = d.chain.w3.eth.get_transaction_receipt(first_record.transaction)  # type: ignore[arg-type]
-    recorded = [e for e in d.hub.events_in(receipt) if e.name == "UpdateCommitted"]
-    assert {address_to_bytes32(e.args["worker"]) for e in recorded} == {
-        s.worker.key for s in signers
-    }, "both offers in the one transaction"
+    # recorded and published together: one CommitmentsRecorded logs the published payload
+    [batch] = [e for e in d.hub.events_in(receipt) if e.name == "CommitmentsRecorded"]
+    logged = decode_payload(bytes(batch.args["payload"]))
+    assert isinstance(logged, UpdateCommitted)
+    recorded = logged.commitments[int(batch.args["first"]) :]
+    assert {c.worker_key for c in recorded} == {s.worker.key for s in signers}, (
+        "both offers in the one transaction"
+    )
     for signer in signers:
         assert d.hub.task(job, 0, signer.worker.key).state is HubTaskState.COMMITTED
     assert d.hub.task(job, 0, idle_ref.key).state is HubTaskState.ASSIGNED, "the forgery is out"
