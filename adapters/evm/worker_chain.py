@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import TypeVar
 
@@ -154,12 +154,8 @@ class EvmWorkerChain:
         the hub holds its task (``getTask``; a refused entry left none)."""
         latest = await self._run(lambda: int(self._chain.w3.eth.block_number))
         last = latest - self._confirmations
-        events: list[ContractEvent] = []
-        start = max(cursor - self.REREAD_BLOCKS, self._start_block, 0)
-        while start <= last:
-            end = min(last, start + LOG_RANGE - 1)
-            events.extend(await self._run(partial(self.hub.events, start, end)))
-            start = end + 1
+        first = max(cursor - self.REREAD_BLOCKS, self._start_block, 0)
+        events = await self._in_spans(first, last, self.hub.events)
         me = self.worker_key
         chain = self._wormhole_chain
         assigned: list[AssignedTask] = []
@@ -185,6 +181,19 @@ class EvmWorkerChain:
             # a task: free them, so that the next assignment finds the stake.
             await self.release_settled_locks()
         return ChainPoll(tuple(assigned), settled, max(cursor, last + 1))
+
+    async def _in_spans(
+        self, first: int, last: int, read: Callable[[int, int], Iterable[_T]]
+    ) -> list[_T]:
+        """``read(start, end)`` over blocks ``first..last`` in spans of :data:`LOG_RANGE`
+        blocks (what one ``eth_getLogs`` may ask for), the results in block order."""
+        found: list[_T] = []
+        start = first
+        while start <= last:
+            end = min(last, start + LOG_RANGE - 1)
+            found.extend(await self._run(partial(read, start, end)))
+            start = end + 1
+        return found
 
     def _starved(self, event: ContractEvent) -> bool:
         """Whether ``event`` refused this worker a task for want of free stake."""
@@ -367,12 +376,8 @@ class EvmWorkerChain:
         if (await self._run(lambda: self.hub.staker(me))).active_tasks == 0:
             return 0  # no task holds a lock (a job's lock may be zero)
         latest = await self._run(lambda: int(self._chain.w3.eth.block_number))
-        jobs: set[int] = set()
-        start = max(self._start_block, 0)
-        while start <= latest:
-            end = min(latest, start + LOG_RANGE - 1)
-            jobs |= await self._run(partial(self.hub.jobs_of, me, start, end))
-            start = end + 1
+        first = max(self._start_block, 0)
+        jobs = set(await self._in_spans(first, latest, partial(self.hub.jobs_of, me)))
         freed = 0
         for job_id in sorted(jobs):
             count = await self._run(partial(self.hub.settled_locks, job_id, [me]))
