@@ -94,7 +94,6 @@ from fedrelay.coordinator.phases.unmask import (
     opened,
     opened_contribution,
     reveal_faults,
-    reveal_senders,
     screen,
     secagg_config,
     unmask,
@@ -446,8 +445,9 @@ class RoundAggregation:
             # summed only when it is the committed one and counts its shard, never unchecked.
             note = "a rejected masked input is among the survivors: the model is kept unchanged"
             return state, (params, server_state, _secure_scores(state, sizes), note)
-        revealed = await reveal_senders(self._store, state.job_id, state.round)
-        if not survivors <= revealed and now <= closed_at + config.reveal_seconds:
+        # The reveals read with the other messages, before the challenges were judged: one
+        # stored since is not in ``screened``, so it waits for the next step's screening.
+        if not survivors <= screened.revealed and now <= closed_at + config.reveal_seconds:
             return state, None
         workers = {client_id(a.worker.worker_id): a.worker for a in state.assignments}
         try:

@@ -76,13 +76,6 @@ async def masked_inputs(
     return await repository.secagg(job_id, round_number, SecAggStage.MASKED)
 
 
-async def reveal_senders(
-    repository: CoordinatorRepository, job_id: int, round_number: int
-) -> set[WorkerRef]:
-    """The workers whose unmasking reveal arrived."""
-    return set(await repository.secagg(job_id, round_number, SecAggStage.REVEALS))
-
-
 @dataclass(frozen=True)
 class Screened:
     """A round's secure-aggregation messages, each decoded on its own.
@@ -92,6 +85,10 @@ class Screened:
         masked: The masked inputs that decoded with the model's length, per worker.
         masked_bytes: Every stored masked input as sent, per worker (the survivors).
         reveals: The reveals that decoded, per worker.
+        revealed: Every worker whose reveal was stored when the messages were read, decoded or
+            not: whether the reveals are all in is judged on the messages the sum is unmasked
+            from, never on a later read (a reveal stored after this one is used by the next
+            screening).
         sealed: The sealed share bundles that decoded (with their public commitments).
         faults: Per worker whose message did not decode: which message and why (the first).
     """
@@ -100,6 +97,7 @@ class Screened:
     masked: dict[WorkerRef, MaskedInput] = field(default_factory=dict)
     masked_bytes: dict[WorkerRef, bytes] = field(default_factory=dict)
     reveals: dict[WorkerRef, UnmaskResponse] = field(default_factory=dict)
+    revealed: set[WorkerRef] = field(default_factory=set)
     sealed: list[SealedShares] = field(default_factory=list)
     faults: dict[WorkerRef, str] = field(default_factory=dict)
 
@@ -152,6 +150,8 @@ async def screen(
         sender = client_id(worker.worker_id)
         if worker in masked:
             screened.masked_bytes[worker] = masked[worker]
+        if worker in reveals:
+            screened.revealed.add(worker)
         try:
             if worker in keys:
                 screened.adverts[worker] = decode_keys(sender, keys[worker])

@@ -29,7 +29,8 @@ from test_coordinator_service import (  # the world of the coordinator service t
 )
 
 from fedrelay.coordinator.aggregation import ClientUpdate, ParameterLayout, ServerState, fedavg
-from fedrelay.coordinator.phases.unmask import secagg_config
+from fedrelay.coordinator.phases import aggregate
+from fedrelay.coordinator.phases.unmask import Screened, secagg_config
 from fedrelay.coordinator.verification import JobWorkbench, delta_of
 from fedrelay.ports.coordinator_store import CoordinatorStore
 from fedrelay.protocol.rounds import Fault, Phase, RoundState, TaskStatus, WorkerRef
@@ -261,3 +262,45 @@ async def test_a_masked_input_whose_worker_never_committed_is_never_summed_unche
     report = await world.store.report(job_id, 0)
     assert report is not None
     assert "rejected masked input is among the survivors" in report.note
+
+
+async def test_a_reveal_stored_while_a_step_runs_is_awaited_not_given_up(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last reveal is stored after the step read the round's messages and before it judged
+    whether the reveals are in (on a loaded machine a step spends minutes replaying challenges
+    in between). A fake stands for that timing: it wraps the real screening and stores the
+    reveal through the API once the messages are read. The step must not unmask from messages
+    that lack the reveal it counted as in (threshold 2 of 3: every reveal is needed); the next
+    step reads it and recovers the sum."""
+    job_id, workers, state = await start_round(world)
+    parties, updates, params = await train_all(world, job_id, workers, state)
+    await world.service.step()
+    assert await phase_of(world, job_id) is Phase.AGGREGATING  # waiting for the reveals
+    *early, late = workers
+    for w in early:
+        await w.reveal(job_id, 0, parties[w.worker])
+
+    real_screen = aggregate.screen
+    stored: list[WorkerRef] = []
+
+    async def screen_then_store_the_last_reveal(*args: object, **kwargs: object) -> Screened:
+        screened = await real_screen(*args, **kwargs)  # type: ignore[arg-type]
+        if not stored:
+            await late.reveal(job_id, 0, parties[late.worker])
+            stored.append(late.worker)
+        return screened
+
+    monkeypatch.setattr(aggregate, "screen", screen_then_store_the_last_reveal)
+    await world.service.step()
+    assert stored == [late.worker]
+    assert await phase_of(world, job_id) is Phase.AGGREGATING  # the reveal is awaited
+    await step_until(world, job_id, Phase.PROPOSED)
+
+    report = await world.store.report(job_id, 0)
+    assert report is not None
+    assert report.note == ""  # unmasked, not "secure aggregation failed"
+    plain = fedavg().aggregate_fit(params, list(updates.values()), ServerState()).params
+    assert np.allclose(await proposed_params(world, job_id), plain, atol=1e-5)
+    results = results_by_worker(world.market, job_id, 0)
+    assert all(results[w.worker.key][0] is Outcome.ACCEPTED for w in workers)
