@@ -127,7 +127,13 @@ from fedrelay.protocol.rounds import (
     WorkerRef,
     apply,
 )
-from fedrelay.protocol.secagg import DealerFault, SecAggConfig, SecureAggregationError, SecureSum
+from fedrelay.protocol.secagg import (
+    DealerFault,
+    RecoveryFailed,
+    SecAggConfig,
+    SecureAggregationError,
+    SecureSum,
+)
 from fedrelay.protocol.secagg.messages import SecAggStage
 from fedrelay.protocol.secagg.wire import client_id
 from fedrelay.protocol.wormhole import Outcome, keccak256
@@ -147,6 +153,10 @@ log = logging.getLogger(__name__)
 
 AUDIT = "sum audit: "
 """How the reason of a worker rejected by a secure round's sum audit begins."""
+
+WITHHELD = "did not reveal its unmasking shares by the reveal deadline: "
+"""How the reason of a survivor rejected for withholding its reveal begins: the deadline passed
+without it and the sum could not be recovered from the reveals that came."""
 
 MAX_REASON = 1000
 """Longest rejection reason recorded (the rest is cut: a reason may quote a worker's input)."""
@@ -471,6 +481,17 @@ class RoundAggregation:
             state = await self._reject_committed(
                 state, workers[exc.dealer], f"secret shares refused: {exc}", slash, now
             )
+            note = f"secure aggregation failed: {exc}: the model is kept unchanged"
+            return state, (params, server_state, _secure_scores(state, sizes), note)
+        except RecoveryFailed as exc:
+            # The deadline passed with too few reveals to remove the masks. A survivor that sent
+            # none held a share the sum needed: it stalled the round, and is rejected rather
+            # than paid for an input nobody could check (each secret is shared with every
+            # worker, so withholding takes more reveals than the threshold spares: two under a
+            # threshold of all workers but one).
+            for a in state.with_status(TaskStatus.COMMITTED):
+                if a.worker in survivors and a.worker not in screened.revealed:
+                    state = await self._reject(state, a.worker, f"{WITHHELD}{exc}", slash, now)
             note = f"secure aggregation failed: {exc}: the model is kept unchanged"
             return state, (params, server_state, _secure_scores(state, sizes), note)
         except (SecureAggregationError, AggregationError) as exc:

@@ -57,6 +57,15 @@ async def world(store: CoordinatorStore) -> AsyncIterator[World]:
         yield w
 
 
+@pytest.fixture
+async def strict_world(store: CoordinatorStore) -> AsyncIterator[World]:
+    """Threshold 3 of 3: each secret's shares are held by all three workers (its dealer too), so
+    the sum needs every survivor's reveal."""
+    config = tiny_config(secure_aggregation=True, secagg_threshold=3, challenge_rate=0.0)
+    async for w in make_world(store, config):
+        yield w
+
+
 async def exchange_keys(
     world: World, job_id: int, workers: list[SimulatedWorker]
 ) -> dict[WorkerRef, Participant]:
@@ -265,14 +274,15 @@ async def test_a_masked_input_whose_worker_never_committed_is_never_summed_unche
 
 
 async def test_a_reveal_stored_while_a_step_runs_is_awaited_not_given_up(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    strict_world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The last reveal is stored after the step read the round's messages and before it judged
     whether the reveals are in (on a loaded machine a step spends minutes replaying challenges
     in between). A fake stands for that timing: it wraps the real screening and stores the
     reveal through the API once the messages are read. The step must not unmask from messages
-    that lack the reveal it counted as in (threshold 2 of 3: every reveal is needed); the next
-    step reads it and recovers the sum."""
+    that lack the reveal it counted as in (every reveal is needed: without it the round would
+    fail); the next step reads it and recovers the sum."""
+    world = strict_world
     job_id, workers, state = await start_round(world)
     parties, updates, params = await train_all(world, job_id, workers, state)
     await world.service.step()
@@ -304,3 +314,37 @@ async def test_a_reveal_stored_while_a_step_runs_is_awaited_not_given_up(
     assert np.allclose(await proposed_params(world, job_id), plain, atol=1e-5)
     results = results_by_worker(world.market, job_id, 0)
     assert all(results[w.worker.key][0] is Outcome.ACCEPTED for w in workers)
+
+
+async def test_a_survivor_withholding_its_reveal_past_the_deadline_is_slashed_not_paid(
+    strict_world: World,
+) -> None:
+    """Every reveal is needed, so one withheld reveal leaves the sum unrecoverable (under a
+    threshold of all workers but one it takes two). Without the rule the withholders would stall
+    the round at no cost (the model kept, every committed worker paid); with it the withholder
+    is rejected and slashed once the reveal deadline passes, the revealers are paid, and a
+    restarted coordinator proposes nothing again."""
+    world = strict_world
+    job_id, workers, state = await start_round(world)
+    parties, _, _ = await train_all(world, job_id, workers, state)
+    *revealers, withholder = workers
+    await world.service.step()
+    for w in revealers:
+        await w.reveal(job_id, 0, parties[w.worker])
+    await world.service.step()
+    assert await phase_of(world, job_id) is Phase.AGGREGATING  # the deadline is not past
+    world.clock.advance(world.config.reveal_seconds + 1)
+    await step_until(world, job_id, Phase.PROPOSED)
+
+    proposed = await round_state(world, job_id)
+    assert proposed.proposed_model == proposed.model_hash  # the sum could not be had
+    report = await world.store.report(job_id, 0)
+    assert report is not None
+    assert report.note.startswith("secure aggregation failed: ")
+    assert "need 3 shares" in report.note
+    rejected = proposed.assignment(withholder.worker)
+    assert rejected.status is TaskStatus.SLASHED
+    assert rejected.reason is not None
+    assert rejected.reason.startswith(aggregate.WITHHELD)
+    assert all(proposed.assignment(w.worker).status is TaskStatus.ACCEPTED for w in revealers)
+    await assert_settled_once(world, job_id, withholder, revealers, rejected.reason)
