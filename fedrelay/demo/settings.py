@@ -287,6 +287,7 @@ class DemoSettings:
             "strategy": self.strategy,
             "challenge_rate": 1.0,
             "answer_seconds": 120,
+            "reveal_seconds": 120,
             "collect_seconds": self.collect_seconds,
             "min_updates": 1,
             "secagg_threshold": max(1, self.workers - 1),
@@ -345,6 +346,9 @@ class DemoSettings:
                     "challenge_rate": 1.0,
                     "challenge_segments": opened,
                     "answer_seconds": 120,
+                    # A secure round's reveals come over the coordinator's API while it replays
+                    # the round's challenges: on a loaded machine that can take a while.
+                    "reveal_seconds": 120,
                     "collect_seconds": self.collect_seconds,
                     "min_updates": 1,
                     # Used under secure aggregation; without it the worker SDK still reads the
