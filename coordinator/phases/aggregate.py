@@ -24,10 +24,11 @@
    on its own, rejecting and slashing the sender of one that does not decode; waits for the
    unmasking reveals and recovers the sum of the masked inputs, rejecting and slashing a holder
    whose revealed share does not match its dealer's commitment (the others' shares recover the
-   sum) or a dealer whose committed shares recover another secret (the model is kept); a sum out
-   of the fixed-point range starts the sum audit (:meth:`RoundAggregation._audit`): every
-   survivor opens its masks, a corrupter is rejected and slashed, and the accepted workers'
-   opened inputs are aggregated;
+   sum), a dealer whose committed shares recover another secret (the model is kept), or a
+   survivor whose reveal has not come by the reveal deadline when the sum cannot be recovered
+   without it (the model is kept); a sum out of the fixed-point range starts the sum audit
+   (:meth:`RoundAggregation._audit`): every survivor opens its masks, a corrupter is rejected
+   and slashed, and the accepted workers' opened inputs are aggregated;
 4. aggregates with the job's strategy a range of coordinates at a time (the updates stay in the
    blob store and are never all held at once: :mod:`.streamed`), evaluates the new model on the
    held-out set, scores the accepted workers and splits the round's reward. Updates hold only
@@ -427,8 +428,10 @@ class RoundAggregation:
 
         A holder whose revealed share does not match its dealer's commitment is rejected (the
         sum is recovered from the others' shares); a dealer whose committed shares recover a
-        secret other than its committed one is rejected and the model kept unchanged; a sum out
-        of the range honest inputs can reach starts the sum audit (:meth:`_audit`).
+        secret other than its committed one is rejected and the model kept unchanged; once the
+        reveal deadline has passed, a survivor whose reveal never came is rejected when the sum
+        cannot be recovered for want of shares (the model kept unchanged); a sum out of the range
+        honest inputs can reach starts the sum audit (:meth:`_audit`).
 
         Individual updates are hidden, so the accepted workers are paid in proportion to their
         assigned shard sizes, the counts their masked inputs were checked against (see
