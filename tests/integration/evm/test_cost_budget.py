@@ -33,6 +33,20 @@ def test_a_round_costs_no_more_than_the_committed_budget(forge_project: Forge) -
     figures = cost.measure(budget["workers"], budget["rounds"])
     over = _over(figures, budget["ceilings"])
     assert not over, "per worker-round cost above the budget (measured, ceiling): " + over
+    # The gas by contract function accounts for each EVM chain's figure (each name's share
+    # rounded on its own) and names every call the rounds make.
+    by_call = figures["gas_per_worker_round_by_call"]
+    for side, key in (
+        ("coordinator", "coordinator_gas_per_worker_round"),
+        ("worker_chain", "worker_chain_gas_per_worker_round"),
+    ):
+        shares = by_call[side]
+        assert abs(sum(s["gas"] for s in shares.values()) - figures[key]) <= len(shares), side
+        assert not [n for n in shares if ".0x" in n or n.startswith("0x")], shares
+    assert {"JobMarket.assignTasks", "JobMarket.finalizeRound", "JobMarket.settleRound"} <= set(
+        by_call["coordinator"]
+    )
+    assert "WorkerHub.receiveMessage" in by_call["worker_chain"]
 
 
 @pytest.mark.parametrize("name", sorted(cost.BUDGET_DESIGNS))
